@@ -1,0 +1,201 @@
+//! File-descriptor helpers shared by the fd-based mechanisms: waiting for readiness until a
+//! [`Deadline`], the non-blocking flag, and writes that never raise `SIGPIPE`.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+use rustix::io::Errno;
+
+use crate::Deadline;
+
+/// Which readiness to wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Data to read, or end-of-file.
+    Readable,
+    /// Room to write, or the reader gone.
+    Writable,
+}
+
+/// Waits until `fd` is ready for `interest` or `deadline` passes (`poll(2)`).
+///
+/// Returns `Ok(true)` when the fd is ready, hung up or in error (the next read or write tells
+/// which), and `Ok(false)` when the deadline passed first. Interrupted waits (`EINTR`) resume
+/// with the time that is left.
+///
+/// # References
+/// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
+#[doc(alias = "poll")]
+pub fn wait(fd: BorrowedFd<'_>, interest: Interest, deadline: Deadline) -> Result<bool, Errno> {
+    let events = match interest {
+        Interest::Readable => PollFlags::IN,
+        Interest::Writable => PollFlags::OUT,
+    };
+    loop {
+        let timeout = deadline.timespec();
+        let mut fds = [PollFd::from_borrowed_fd(fd, events)];
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {
+                if deadline.has_passed() {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description behind `fd`.
+///
+/// The flag belongs to the open file description, so every descriptor that shares it (a
+/// `dup`, or the copy a child inherited) sees the change.
+pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) -> Result<(), Errno> {
+    let fd = fd.as_fd();
+    let flags = fcntl_getfl(fd)?;
+    let new = if nonblocking {
+        flags | OFlags::NONBLOCK
+    } else {
+        flags - OFlags::NONBLOCK
+    };
+    if new != flags {
+        fcntl_setfl(fd, new)?;
+    }
+    Ok(())
+}
+
+/// Whether `O_NONBLOCK` is set on `fd`.
+pub fn is_nonblocking(fd: impl AsFd) -> Result<bool, Errno> {
+    Ok(fcntl_getfl(fd)?.contains(OFlags::NONBLOCK))
+}
+
+/// How a writer avoids being killed by `SIGPIPE` when the reader is gone.
+///
+/// A write to a pipe or FIFO with no reader fails with `EPIPE` *and* raises `SIGPIPE`, whose
+/// default action ends the process. Rust programs ignore `SIGPIPE` from startup, but a library
+/// cannot count on that: it may be called from a C program, or from a process that reset the
+/// disposition. [`SigpipeGuard::detect`] looks at the disposition once, when an endpoint is made:
+///
+/// - ignored or handled: writes are plain writes, at no extra cost;
+/// - default: each write blocks `SIGPIPE` for the calling thread, and if the write failed with
+///   `EPIPE` consumes the `SIGPIPE` it raised before unblocking (two or three extra syscalls).
+///
+/// Either way the caller sees `EPIPE`, never a dead process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigpipeGuard {
+    /// The disposition is not the default: nothing to do.
+    NotNeeded,
+    /// The disposition is the default: guard each write.
+    PerWrite,
+}
+
+impl SigpipeGuard {
+    /// Reads the process's current `SIGPIPE` disposition (`sigaction(2)`, query only).
+    pub fn detect() -> SigpipeGuard {
+        // SAFETY: `sigaction` with a null new action only reads the current disposition into
+        // `old`, a properly sized, writable `sigaction` struct owned by this frame.
+        let handler = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) != 0 {
+                // Cannot tell: take the safe path.
+                return SigpipeGuard::PerWrite;
+            }
+            old.sa_sigaction
+        };
+        if handler == libc::SIG_DFL {
+            SigpipeGuard::PerWrite
+        } else {
+            SigpipeGuard::NotNeeded
+        }
+    }
+
+    /// Runs `write`, a write syscall, so that it cannot raise `SIGPIPE` (see the type's
+    /// documentation).
+    pub fn run(self, write: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
+        match self {
+            SigpipeGuard::NotNeeded => write(),
+            SigpipeGuard::PerWrite => with_sigpipe_blocked(write),
+        }
+    }
+
+    /// `write(2)` on `fd`, without `SIGPIPE`.
+    pub fn write(self, fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
+        self.run(|| rustix::io::write(fd, buf))
+    }
+
+    /// `writev(2)` on `fd`, without `SIGPIPE`.
+    pub fn writev(self, fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+        self.run(|| rustix::io::writev(fd, bufs))
+    }
+}
+
+/// Runs `write` with `SIGPIPE` blocked for this thread; if it failed with `EPIPE`, takes the
+/// `SIGPIPE` it raised off the thread's pending set before restoring the mask.
+fn with_sigpipe_blocked(write: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
+    // SAFETY: `sigemptyset`/`sigaddset` initialise a local `sigset_t`; `pthread_sigmask` reads
+    // `set` and writes the previous mask into the local `old`. No pointer outlives this block.
+    let (set, old) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        (set, old)
+    };
+    // SAFETY: `old` was filled by `pthread_sigmask` above.
+    let already_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+    let result = write();
+    if !already_blocked {
+        if result == Err(Errno::PIPE) {
+            // The SIGPIPE raised by this write is pending for this thread (it was not blocked
+            // before, so no earlier one can be). Take it without waiting.
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `set` is an initialised signal set and `zero` a valid timespec; a null
+            // `siginfo` pointer is allowed.
+            unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
+        }
+        // SAFETY: restores the mask read above; `old` is an initialised signal set.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn wait_times_out_on_an_empty_pipe_and_wakes_on_data() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let d = Deadline::after(Duration::from_millis(20));
+        assert!(!wait(r.as_fd(), Interest::Readable, d).unwrap());
+        assert!(!wait(r.as_fd(), Interest::Readable, Deadline::Now).unwrap());
+        rustix::io::write(&w, b"x").unwrap();
+        assert!(wait(r.as_fd(), Interest::Readable, Deadline::Never).unwrap());
+    }
+
+    #[test]
+    fn guarded_write_to_a_closed_pipe_is_epipe() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        drop(r);
+        for guard in [SigpipeGuard::PerWrite, SigpipeGuard::NotNeeded] {
+            assert_eq!(guard.write(w.as_fd(), b"x"), Err(Errno::PIPE));
+        }
+    }
+
+    #[test]
+    fn nonblocking_flag_round_trips() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        set_nonblocking(&r, true).unwrap();
+        assert!(is_nonblocking(&r).unwrap());
+        set_nonblocking(&r, false).unwrap();
+        assert!(!is_nonblocking(&r).unwrap());
+    }
+}

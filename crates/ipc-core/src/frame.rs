@@ -1,0 +1,343 @@
+//! The length-prefix framing codec that carries message boundaries over byte streams (pipes,
+//! FIFOs): a 4-byte little-endian payload length, then the payload.
+//!
+//! The decoder is pure (bytes in, frames out) so it can be tested exhaustively and run under Miri;
+//! [`crate::stream`] drives it over a file descriptor.
+
+use crate::{Error, ErrorKind, Result};
+
+/// Bytes a pipe or FIFO write is atomic up to on Linux (`PIPE_BUF`).
+pub const PIPE_BUF: usize = 4096;
+
+/// Bytes of the length prefix in front of every frame.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// The largest payload whose frame fits in one atomic write: `PIPE_BUF - 4` = 4092 bytes.
+pub const MAX_ATOMIC_PAYLOAD: usize = PIPE_BUF - FRAME_HEADER_LEN;
+
+/// The largest payload the frame format can express.
+pub const MAX_FRAME_PAYLOAD: usize = u32::MAX as usize;
+
+/// The buffer the decoder starts with (it grows, up to its maximum, only for larger frames).
+const INITIAL_BUFFER: usize = 64 * 1024;
+
+/// The length prefix for a payload of `len` bytes.
+///
+/// Fails with [`ErrorKind::MessageTooLarge`] above [`MAX_FRAME_PAYLOAD`].
+pub fn encode_header(len: usize) -> Result<[u8; FRAME_HEADER_LEN]> {
+    let len32 = u32::try_from(len)
+        .map_err(|_| Error::message_too_large(len, MAX_FRAME_PAYLOAD, "frame length prefix"))?;
+    Ok(len32.to_le_bytes())
+}
+
+/// Encodes `payload` as one frame appended to `out` (for tests and for callers that batch).
+pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.extend_from_slice(&encode_header(payload.len())?);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Splits a byte stream back into frames.
+///
+/// Feed it with [`read_buf`](FrameDecoder::read_buf) + [`advance`](FrameDecoder::advance) (read
+/// straight into its buffer) or [`push`](FrameDecoder::push); take frames out with
+/// [`decode`](FrameDecoder::decode).
+///
+/// Memory is bounded by the configured maximum payload: the buffer starts at
+/// `min(max_payload + 4, 64 KiB)` and grows only to hold one announced frame, which is at most
+/// `max_payload` bytes. A length prefix above the maximum is treated as corruption (the stream
+/// cannot be resynchronised), never as a reason to allocate.
+///
+/// ```
+/// use ipc_core::frame::{encode_frame, FrameDecoder};
+///
+/// let mut wire = Vec::new();
+/// encode_frame(b"hello", &mut wire)?;
+/// encode_frame(b"", &mut wire)?;
+///
+/// let mut dec = FrameDecoder::new(1024);
+/// let mut out = [0u8; 1024];
+/// dec.push(&wire[..3]); // a frame split anywhere
+/// assert_eq!(dec.decode(&mut out)?, None);
+/// dec.push(&wire[3..]);
+/// assert_eq!(dec.decode(&mut out)?, Some(5));
+/// assert_eq!(&out[..5], b"hello");
+/// assert_eq!(dec.decode(&mut out)?, Some(0));
+/// assert_eq!(dec.decode(&mut out)?, None);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Storage; `buf.len()` is the allocated size. Bytes `start..end` are received, not decoded.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_payload: usize,
+    /// Set once a malformed header was seen: every later decode fails the same way.
+    poisoned: Option<usize>,
+}
+
+impl FrameDecoder {
+    /// A decoder that accepts payloads of at most `max_payload` bytes.
+    pub fn new(max_payload: usize) -> FrameDecoder {
+        let max_payload = max_payload.min(MAX_FRAME_PAYLOAD);
+        let size = (max_payload + FRAME_HEADER_LEN).min(INITIAL_BUFFER);
+        FrameDecoder {
+            buf: vec![0; size],
+            start: 0,
+            end: 0,
+            max_payload,
+            poisoned: None,
+        }
+    }
+
+    /// The largest payload this decoder accepts.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Bytes received and not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The payload length of the frame at the head of the buffer, once its header is complete.
+    pub fn next_len(&self) -> Option<usize> {
+        let head = self.buf.get(self.start..self.start + FRAME_HEADER_LEN)?;
+        if self.buffered() < FRAME_HEADER_LEN {
+            return None;
+        }
+        let bytes: [u8; FRAME_HEADER_LEN] = head.try_into().expect("slice of header length");
+        Some(u32::from_le_bytes(bytes) as usize)
+    }
+
+    /// Space to read more stream bytes into. Call [`advance`](Self::advance) with the number of
+    /// bytes written into it.
+    ///
+    /// It makes room for the whole frame at the head of the buffer (up to the maximum), so one
+    /// read can complete it. It is never empty after [`decode`](Self::decode) returned
+    /// `Ok(None)`; it can be empty while complete frames wait to be decoded.
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let need = match self.next_len() {
+            Some(len) if len <= self.max_payload => FRAME_HEADER_LEN + len,
+            _ => FRAME_HEADER_LEN,
+        };
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0
+            && (self.buf.len() - self.start < need || self.end == self.buf.len())
+        {
+            // Move the partial frame to the front so it can complete in place.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < need {
+            // Bounded: `need <= max_payload + FRAME_HEADER_LEN`.
+            self.buf.resize(need, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were written at the start of [`read_buf`](Self::read_buf).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than the slice `read_buf` returned.
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.buf.len() - self.end, "advance past read_buf");
+        self.end += n;
+    }
+
+    /// Appends as many of `bytes` as fit now and returns how many that was (a convenience over
+    /// `read_buf` + `advance`). Fewer than all are taken only while complete frames wait to be
+    /// decoded.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        while taken < bytes.len() {
+            let spare = self.read_buf();
+            let n = spare.len().min(bytes.len() - taken);
+            if n == 0 {
+                break;
+            }
+            spare[..n].copy_from_slice(&bytes[taken..taken + n]);
+            self.advance(n);
+            taken += n;
+        }
+        taken
+    }
+
+    /// Takes the next complete frame into `out` and returns its payload length, or `None` if
+    /// more bytes are needed.
+    ///
+    /// Errors:
+    /// - [`ErrorKind::MessageTooLarge`] when the frame does not fit in `out`; the frame stays
+    ///   buffered and a retry with a large enough buffer returns it.
+    /// - [`ErrorKind::Corrupted`] when a header announces more than the maximum payload; the
+    ///   stream cannot be trusted after that and every later call fails the same way.
+    pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
+        if let Some(len) = self.poisoned {
+            return Err(self.oversized(len));
+        }
+        let Some(len) = self.next_len() else {
+            return Ok(None);
+        };
+        if len > self.max_payload {
+            self.poisoned = Some(len);
+            return Err(self.oversized(len));
+        }
+        if out.len() < len {
+            return Err(Error::message_too_large(len, out.len(), "receive buffer"));
+        }
+        if self.buffered() < FRAME_HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = self.start + FRAME_HEADER_LEN;
+        out[..len].copy_from_slice(&self.buf[payload..payload + len]);
+        self.start = payload + len;
+        Ok(Some(len))
+    }
+
+    /// Bytes of the frame at the head that have arrived, and its announced length: used to
+    /// report a stream that ended in the middle of a frame.
+    pub fn partial(&self) -> Option<(usize, Option<usize>)> {
+        (self.buffered() > 0).then(|| (self.buffered(), self.next_len()))
+    }
+
+    fn oversized(&self, len: usize) -> Error {
+        Error::with_note(
+            ErrorKind::Corrupted,
+            format!(
+                "frame header announces {len} bytes, the receiver's maximum is {} bytes",
+                self.max_payload
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hostile_length_is_an_error_not_an_allocation() {
+        let mut dec = FrameDecoder::new(1000);
+        dec.push(&u32::MAX.to_le_bytes());
+        let mut out = [0u8; 16];
+        let e = dec.decode(&mut out).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted);
+        assert!(e.to_string().contains("4294967295"), "{e}");
+        assert!(dec.buf.len() <= 1004);
+        // Poisoned: stays an error.
+        assert_eq!(
+            dec.decode(&mut out).unwrap_err().kind(),
+            ErrorKind::Corrupted
+        );
+    }
+
+    #[test]
+    fn small_buffer_keeps_the_frame() {
+        let mut wire = Vec::new();
+        encode_frame(&[7; 100], &mut wire).unwrap();
+        let mut dec = FrameDecoder::new(1000);
+        dec.push(&wire);
+        let e = dec.decode(&mut [0u8; 10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
+        assert_eq!(e.message_size(), Some((100, 10)));
+        let mut out = [0u8; 100];
+        assert_eq!(dec.decode(&mut out).unwrap(), Some(100));
+        assert_eq!(out, [7; 100]);
+    }
+
+    #[test]
+    fn frames_larger_than_the_initial_buffer() {
+        let big = vec![0xAB; INITIAL_BUFFER * 3 + 17];
+        let mut wire = Vec::new();
+        encode_frame(&big, &mut wire).unwrap();
+        encode_frame(b"tail", &mut wire).unwrap();
+        let mut dec = FrameDecoder::new(big.len());
+        let mut out = vec![0u8; big.len()];
+        let n = dec.push(&wire);
+        assert_eq!(
+            n,
+            FRAME_HEADER_LEN + big.len(),
+            "room for exactly the big frame"
+        );
+        assert!(dec.buf.len() <= big.len() + FRAME_HEADER_LEN);
+        assert_eq!(dec.decode(&mut out).unwrap(), Some(big.len()));
+        assert_eq!(out, big);
+        assert_eq!(dec.push(&wire[n..]), wire.len() - n);
+        assert_eq!(dec.decode(&mut out).unwrap(), Some(4));
+        assert_eq!(&out[..4], b"tail");
+    }
+
+    proptest! {
+        /// Any sequence of frames, cut into reads at any points, decodes to the same sequence.
+        #[test]
+        fn round_trip_at_arbitrary_read_boundaries(
+            msgs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..40),
+            cuts in prop::collection::vec(1usize..700, 1..80),
+        ) {
+            let mut wire = Vec::new();
+            for m in &msgs {
+                encode_frame(m, &mut wire).unwrap();
+            }
+            let mut dec = FrameDecoder::new(300);
+            let mut out = [0u8; 300];
+            let mut got = Vec::new();
+            let mut pos = 0;
+            let mut cut = cuts.iter().cycle();
+            while pos < wire.len() {
+                // Read like a kernel would: at most the cut, at most the spare room.
+                let spare = dec.read_buf();
+                let n = (*cut.next().unwrap()).min(spare.len()).min(wire.len() - pos);
+                spare[..n].copy_from_slice(&wire[pos..pos + n]);
+                dec.advance(n);
+                pos += n;
+                while let Some(len) = dec.decode(&mut out).unwrap() {
+                    got.push(out[..len].to_vec());
+                }
+            }
+            prop_assert_eq!(got, msgs);
+            prop_assert_eq!(dec.buffered(), 0);
+        }
+
+        /// Arbitrary bytes never panic the decoder and never grow it past its maximum.
+        #[test]
+        fn arbitrary_input_is_bounded_and_never_panics(
+            max in 0usize..2048,
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..512), 0..20),
+        ) {
+            let mut dec = FrameDecoder::new(max);
+            let mut out = vec![0u8; max];
+            for c in &chunks {
+                let mut rest = &c[..];
+                loop {
+                    let n = dec.push(rest);
+                    rest = &rest[n..];
+                    prop_assert!(dec.buf.len() <= max + FRAME_HEADER_LEN);
+                    let mut progress = n > 0;
+                    loop {
+                        match dec.decode(&mut out) {
+                            Ok(Some(len)) => {
+                                prop_assert!(len <= max);
+                                progress = true;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                prop_assert_eq!(e.kind(), ErrorKind::Corrupted);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if rest.is_empty() {
+                        break;
+                    }
+                    prop_assert!(progress, "decoder stalled with input left");
+                }
+            }
+        }
+    }
+}

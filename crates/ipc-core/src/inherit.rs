@@ -1,0 +1,228 @@
+//! Handing file descriptors to a child process: [`ChildFds`] on the parent side maps
+//! descriptors to fd numbers in the child (stdin, stdout, or any number) without leaking any
+//! other descriptor; [`take`] on the child side adopts one by name.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Mutex;
+
+use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
+
+use crate::{Error, ErrorKind, Result};
+
+/// The environment variable that tells a child which inherited fd carries which name:
+/// `name=fd` pairs separated by commas.
+pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
+
+/// Descriptors to hand to a child process, each at a chosen fd number.
+///
+/// Every descriptor this workspace opens is close-on-exec, so a child gets only what is listed
+/// here. In the child (after `fork`, before `exec`) each listed descriptor is first duplicated
+/// above every target number, then moved to its target, so mappings that overlap (a source that
+/// is another's target) cannot clobber each other. Named descriptors are announced to the child
+/// in [`ENV_VAR`] and adopted there with [`take`].
+///
+/// ```
+/// use std::process::Command;
+/// use ipc_core::inherit::ChildFds;
+///
+/// let (reader, writer) = rustix::pipe::pipe()?;
+/// let mut fds = ChildFds::new();
+/// fds.pass_as(&writer, 1)?; // the child's stdout is our pipe
+/// let mut cmd = Command::new("echo");
+/// cmd.arg("hi");
+/// fds.apply(&mut cmd);
+/// let mut child = cmd.spawn()?;
+/// drop(fds);
+/// drop(writer);
+/// let mut out = String::new();
+/// std::io::Read::read_to_string(&mut std::fs::File::from(reader), &mut out)?;
+/// child.wait()?;
+/// assert_eq!(out, "hi\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ChildFds {
+    /// `(our duplicate, target fd in the child, name)`.
+    maps: Vec<(OwnedFd, RawFd, Option<String>)>,
+}
+
+impl ChildFds {
+    /// An empty set.
+    pub fn new() -> ChildFds {
+        ChildFds::default()
+    }
+
+    /// Hands `fd` to the child as fd number `target` (0 for stdin, 1 for stdout, ...).
+    pub fn pass_as(&mut self, fd: impl AsFd, target: RawFd) -> Result<&mut ChildFds> {
+        self.push(fd.as_fd(), target, None)
+    }
+
+    /// Hands `fd` to the child at the lowest free number from 3 up, under `name`; the child
+    /// gets it back with [`take`]`(name)`. Returns the number it will have in the child.
+    pub fn pass(&mut self, name: &str, fd: impl AsFd) -> Result<RawFd> {
+        if name.is_empty() || name.contains([',', '=']) {
+            return Err(Error::with_note(
+                ErrorKind::InvalidName,
+                "an inherited fd name is non-empty and has no ',' or '='",
+            )
+            .on(name));
+        }
+        if self.maps.iter().any(|m| m.2.as_deref() == Some(name)) {
+            return Err(Error::new(ErrorKind::AlreadyExists)
+                .in_op("pass fd")
+                .on(name));
+        }
+        let target = (3..)
+            .find(|t| self.maps.iter().all(|m| m.1 != *t))
+            .expect("fd numbers are plentiful");
+        self.push(fd.as_fd(), target, Some(name.to_owned()))?;
+        Ok(target)
+    }
+
+    fn push(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        target: RawFd,
+        name: Option<String>,
+    ) -> Result<&mut ChildFds> {
+        if target < 0 || self.maps.iter().any(|m| m.1 == target) {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                "target fd number is negative or already used",
+            )
+            .on(target));
+        }
+        // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
+        let dup =
+            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        self.maps.push((dup, target, name));
+        Ok(self)
+    }
+
+    /// Installs the mapping into `cmd` (a `pre_exec` hook and the [`ENV_VAR`] variable).
+    ///
+    /// Keep `self` alive until the child is spawned: the hook uses its descriptors.
+    pub fn apply(&self, cmd: &mut Command) {
+        let names: Vec<String> = self
+            .maps
+            .iter()
+            .filter_map(|(_, t, n)| n.as_ref().map(|n| format!("{n}={t}")))
+            .collect();
+        if !names.is_empty() {
+            cmd.env(ENV_VAR, names.join(","));
+        }
+        let pairs: Vec<(RawFd, RawFd)> = self
+            .maps
+            .iter()
+            .map(|(fd, t, _)| (fd.as_raw_fd(), *t))
+            .collect();
+        let floor = pairs.iter().map(|p| p.1).max().unwrap_or(2) + 1;
+        // SAFETY: the hook runs in the child between fork and exec. It only calls `fcntl`,
+        // `dup2` and `close` through rustix (raw syscalls, async-signal-safe), allocates
+        // nothing, and touches only `pairs`, which was built before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut temps = [0 as RawFd; 64];
+                if pairs.len() > temps.len() {
+                    return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+                }
+                // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
+                for (i, (src, _)) in pairs.iter().enumerate() {
+                    let src = BorrowedFd::borrow_raw(*src);
+                    let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
+                    temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+                }
+                // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
+                for (i, (_, target)) in pairs.iter().enumerate() {
+                    if libc::dup2(temps[i], *target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(temps[i]);
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
+
+/// Adopts the descriptor the parent handed to this process under `name` (with
+/// [`ChildFds::pass`]).
+///
+/// The descriptor is made close-on-exec again, so it does not leak further. Each name can be
+/// taken once per process.
+///
+/// Errors: [`ErrorKind::NotFound`] if the parent passed nothing under `name` or the descriptor
+/// is not open; [`ErrorKind::AlreadyExists`] if it was taken already.
+pub fn take(name: &str) -> Result<OwnedFd> {
+    let list = std::env::var(ENV_VAR).unwrap_or_default();
+    let fd: RawFd = list
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, fd)| fd.parse().ok())
+        .ok_or_else(|| {
+            Error::with_note(
+                ErrorKind::NotFound,
+                format!("no fd named {name:?} in {ENV_VAR}"),
+            )
+            .in_op("take inherited fd")
+        })?;
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    if !taken.insert(fd) {
+        return Err(Error::new(ErrorKind::AlreadyExists)
+            .in_op("take inherited fd")
+            .on(format_args!("{name} (fd {fd})")));
+    }
+    // SAFETY: `fd` was listed by the parent in ENV_VAR as handed to this process at exec and
+    // is taken at most once (the `TAKEN` set), so this is its only owner. The borrow is used
+    // only to check that it is open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl_getfd(borrowed).map_err(|e| {
+        taken.remove(&fd);
+        Error::from(e)
+            .in_op("take inherited fd")
+            .on(format_args!("{name} (fd {fd} is not open)"))
+    })?;
+    fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
+    // SAFETY: see above: the fd is open and owned by nothing else in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated_and_unique() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        assert_eq!(fds.pass("a", &r).unwrap(), 3);
+        assert_eq!(fds.pass("b", &r).unwrap(), 4);
+        assert_eq!(
+            fds.pass("a", &r).unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            fds.pass("x=y", &r).unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+        assert_eq!(
+            fds.pass_as(&r, 3).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn take_without_a_parent_mapping_is_not_found() {
+        assert_eq!(
+            take("nothing-here").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+}

@@ -1,0 +1,550 @@
+//! Message endpoints over byte-stream file descriptors (pipes, FIFOs): [`FrameSender`] and
+//! [`FrameReceiver`] carry length-prefixed frames and implement the core traits with deadlines.
+//!
+//! # How waiting works
+//!
+//! The descriptor is left in the mode it came in. On a blocking descriptor a call without a
+//! deadline is the plain blocking `read`/`writev` (the same syscall a hand-written loop makes);
+//! a call with a deadline uses per-call non-blocking I/O (`preadv2`/`pwritev2` with
+//! `RWF_NOWAIT`) and `poll(2)` for the time left, so the `O_NONBLOCK` flag, which the open file
+//! description shares with every process holding it, is not touched. On kernels that do not
+//! support `RWF_NOWAIT` on pipes, the endpoint sets `O_NONBLOCK` once and polls. A descriptor
+//! that is already non-blocking is driven with `poll`.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use rustix::io::{Errno, ReadWriteFlags};
+
+use crate::fd::{Interest, SigpipeGuard, is_nonblocking, set_nonblocking, wait};
+use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, encode_header};
+use crate::{Blocked, Deadline, Detail, Error, MessageReceiver, MessageSender, Result};
+
+/// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// How a [`FrameSender`] bounds and writes its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameMode {
+    /// Every frame is at most `PIPE_BUF` bytes and goes out in one `write`, which the kernel
+    /// makes atomic: safe with several writers on one pipe or FIFO. Messages above
+    /// [`MAX_ATOMIC_PAYLOAD`] (4092 bytes) are refused with
+    /// [`ErrorKind::MessageTooLarge`].
+    Atomic,
+    /// Frames of any size up to `max_message`; frames above `PIPE_BUF` may interleave with
+    /// other writers' bytes, so use this with one writer only.
+    Stream {
+        /// The largest message accepted.
+        max_message: usize,
+    },
+}
+
+impl FrameMode {
+    /// The largest payload this mode accepts.
+    pub fn max_message(self) -> usize {
+        match self {
+            FrameMode::Atomic => MAX_ATOMIC_PAYLOAD,
+            FrameMode::Stream { max_message } => max_message,
+        }
+    }
+}
+
+impl Default for FrameMode {
+    fn default() -> FrameMode {
+        FrameMode::Stream {
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// How calls with a deadline avoid blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nowait {
+    /// Blocking descriptor; bounded calls use `RWF_NOWAIT`.
+    PerCall,
+    /// `O_NONBLOCK` is set; every call may return `EAGAIN`.
+    Descriptor,
+}
+
+impl Nowait {
+    fn detect(fd: BorrowedFd<'_>) -> Result<Nowait> {
+        Ok(if is_nonblocking(fd)? {
+            Nowait::Descriptor
+        } else {
+            Nowait::PerCall
+        })
+    }
+
+    /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
+    /// `io(true)` the same with `RWF_NOWAIT`. Blocking is used only when `deadline` is `Never`.
+    /// Falls back to `O_NONBLOCK` where `RWF_NOWAIT` is unsupported.
+    fn attempt(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        deadline: Deadline,
+        mut io: impl FnMut(bool) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno> {
+        match (*self, deadline) {
+            (Nowait::Descriptor, _) | (Nowait::PerCall, Deadline::Never) => io(false),
+            (Nowait::PerCall, _) => match io(true) {
+                Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::SPIPE) => {
+                    tracing::debug!(
+                        fd = fd.as_raw_fd(),
+                        "RWF_NOWAIT unsupported here; setting O_NONBLOCK"
+                    );
+                    set_nonblocking(fd, true)?;
+                    *self = Nowait::Descriptor;
+                    io(false)
+                }
+                r => r,
+            },
+        }
+    }
+}
+
+/// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`.
+fn write_iov(
+    sigpipe: SigpipeGuard,
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    nowait: bool,
+) -> Result<usize, Errno> {
+    sigpipe.run(|| {
+        if nowait {
+            rustix::io::pwritev2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT)
+        } else {
+            rustix::io::writev(fd, iov)
+        }
+    })
+}
+
+/// Sends length-prefixed messages over a byte-stream descriptor.
+///
+/// A message is sent whole: when the call returns `Ok`, all of it is in the kernel, or — only
+/// for a message above `PIPE_BUF` whose deadline passed after its first bytes went out — the
+/// rest is kept here and written, before anything else, by the next send, by
+/// [`flush`](FrameSender::flush) or on drop. A failed call sent nothing.
+///
+/// Writes never raise `SIGPIPE` (see [`SigpipeGuard`]); a reader that is gone is reported as
+/// [`ErrorKind::Disconnected`].
+#[derive(Debug)]
+pub struct FrameSender<F: AsFd> {
+    fd: F,
+    mode: FrameMode,
+    nowait: Nowait,
+    sigpipe: SigpipeGuard,
+    /// Unwritten tail of a frame whose deadline passed mid-write; `pending_at` bytes of it are out.
+    pending: Vec<u8>,
+    pending_at: usize,
+    label: String,
+}
+
+impl<F: AsFd> FrameSender<F> {
+    /// A sender on `fd` framing messages as `mode` says. `label` names the object in errors
+    /// (`"pipe"`, a FIFO's path).
+    pub fn new(fd: F, mode: FrameMode, label: impl Into<String>) -> Result<FrameSender<F>> {
+        let label = label.into();
+        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on(&label))?;
+        Ok(FrameSender {
+            fd,
+            mode,
+            nowait,
+            sigpipe: SigpipeGuard::detect(),
+            pending: Vec::new(),
+            pending_at: 0,
+            label,
+        })
+    }
+
+    /// The framing mode.
+    pub fn mode(&self) -> FrameMode {
+        self.mode
+    }
+
+    /// The descriptor.
+    pub fn get_ref(&self) -> &F {
+        &self.fd
+    }
+
+    /// The object name used in errors.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Writes out the rest of a frame left over from an earlier send whose deadline passed
+    /// mid-message, waiting until `deadline`.
+    pub fn flush(&mut self, deadline: Deadline) -> Result<()> {
+        while self.pending_at < self.pending.len() {
+            let fd = self.fd.as_fd();
+            let rest = &self.pending[self.pending_at..];
+            let sigpipe = self.sigpipe;
+            let r = self.nowait.attempt(fd, deadline, |nowait| {
+                write_iov(sigpipe, fd, &[IoSlice::new(rest)], nowait)
+            });
+            match r {
+                Ok(n) => self.pending_at += n,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    if deadline == Deadline::Now || !self.wait_writable(deadline)? {
+                        return Err(self.err(deadline.expired_error(Blocked::Full), "flush"));
+                    }
+                }
+                Err(e) => {
+                    // The reader is gone or the descriptor broke: the tail is undeliverable.
+                    self.pending.clear();
+                    self.pending_at = 0;
+                    return Err(self.errno(e, "flush"));
+                }
+            }
+        }
+        self.pending.clear();
+        self.pending_at = 0;
+        Ok(())
+    }
+
+    fn wait_writable(&self, deadline: Deadline) -> Result<bool> {
+        wait(self.fd.as_fd(), Interest::Writable, deadline).map_err(|e| self.errno(e, "poll"))
+    }
+
+    fn err(&self, e: Error, op: &'static str) -> Error {
+        e.in_op(op).on(&self.label)
+    }
+
+    fn errno(&self, e: Errno, op: &'static str) -> Error {
+        let err = Error::from(e);
+        if e == Errno::PIPE {
+            return self.err(
+                err.with_detail(Detail::Note("no process has the read end open".into())),
+                op,
+            );
+        }
+        self.err(err, op)
+    }
+}
+
+impl<F: AsFd> MessageSender for FrameSender<F> {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        let limit = self.mode.max_message();
+        if msg.len() > limit {
+            let what = match self.mode {
+                FrameMode::Atomic => {
+                    "PIPE_BUF minus the 4-byte frame header: atomic multi-writer mode"
+                }
+                FrameMode::Stream { .. } => "configured maximum message size",
+            };
+            return Err(self.err(Error::message_too_large(msg.len(), limit, what), "send"));
+        }
+        if !self.pending.is_empty() {
+            self.flush(deadline)?;
+        }
+        let header = encode_header(msg.len()).map_err(|e| self.err(e, "send"))?;
+        let total = FRAME_HEADER_LEN + msg.len();
+        let mut written = 0;
+        while written < total {
+            let fd = self.fd.as_fd();
+            let sigpipe = self.sigpipe;
+            let (h, m) = if written < FRAME_HEADER_LEN {
+                (&header[written..], msg)
+            } else {
+                (&header[..0], &msg[written - FRAME_HEADER_LEN..])
+            };
+            let iov = [IoSlice::new(h), IoSlice::new(m)];
+            let r = self
+                .nowait
+                .attempt(fd, deadline, |nowait| write_iov(sigpipe, fd, &iov, nowait));
+            match r {
+                Ok(n) => written += n,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    let ready = deadline != Deadline::Now && self.wait_writable(deadline)?;
+                    if ready {
+                        continue;
+                    }
+                    if written == 0 {
+                        return Err(self.err(deadline.expired_error(Blocked::Full), "send"));
+                    }
+                    // Part of the frame is in the pipe: the rest must follow before any other
+                    // frame, or the stream is corrupt. Keep it; the message counts as sent.
+                    let mut rest = Vec::with_capacity(total - written);
+                    rest.extend_from_slice(h);
+                    rest.extend_from_slice(m);
+                    self.pending = rest;
+                    self.pending_at = 0;
+                    tracing::debug!(
+                        object = %self.label,
+                        left = total - written,
+                        "deadline passed mid-frame; tail kept for the next send"
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(self.errno(e, "send")),
+            }
+        }
+        Ok(())
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.mode.max_message()
+    }
+}
+
+impl<F: AsFd> Drop for FrameSender<F> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            // The reader is owed the rest of a frame it has started; without it the stream is
+            // corrupt. Finish it, as a BufWriter flushes on drop.
+            if let Err(e) = self.flush(Deadline::Never) {
+                tracing::debug!(error = %e, "frame tail lost on drop");
+            }
+        }
+    }
+}
+
+impl<F: AsFd> AsFd for FrameSender<F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<F: AsFd> AsRawFd for FrameSender<F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+}
+
+/// Receives length-prefixed messages from a byte-stream descriptor.
+///
+/// End-of-file (every writer closed or died) is reported as [`ErrorKind::Disconnected`] once
+/// every complete message before it has been returned. A message cut off by the end of the
+/// stream (a writer died mid-message) is dropped and reported in that error's note. A frame
+/// header announcing more than the maximum is [`ErrorKind::Corrupted`].
+#[derive(Debug)]
+pub struct FrameReceiver<F: AsFd> {
+    fd: F,
+    decoder: FrameDecoder,
+    nowait: Nowait,
+    label: String,
+}
+
+impl<F: AsFd> FrameReceiver<F> {
+    /// A receiver on `fd` accepting messages of at most `max_message` bytes. `label` names the
+    /// object in errors.
+    pub fn new(fd: F, max_message: usize, label: impl Into<String>) -> Result<FrameReceiver<F>> {
+        let label = label.into();
+        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on(&label))?;
+        Ok(FrameReceiver {
+            fd,
+            decoder: FrameDecoder::new(max_message),
+            nowait,
+            label,
+        })
+    }
+
+    /// The descriptor.
+    pub fn get_ref(&self) -> &F {
+        &self.fd
+    }
+
+    /// The object name used in errors.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether bytes of a further message are already buffered here (a caller polling the
+    /// descriptor must drain these first: the descriptor will not signal them again).
+    pub fn has_buffered(&self) -> bool {
+        self.decoder.buffered() > 0
+    }
+
+    fn err(&self, e: Error, op: &'static str) -> Error {
+        e.in_op(op).on(&self.label)
+    }
+
+    fn end_of_stream(&mut self) -> Error {
+        let mut e = Error::disconnected();
+        if let Some((have, len)) = self.decoder.partial() {
+            let note = match len {
+                Some(len) => format!(
+                    "the writer closed in the middle of a message ({} of {len} bytes arrived); \
+                     the partial message was dropped",
+                    have - FRAME_HEADER_LEN
+                ),
+                None => "the writer closed in the middle of a frame header".to_string(),
+            };
+            e = e.with_detail(Detail::Note(note.into()));
+            // A FIFO can get a new writer: start it on a clean frame boundary.
+            self.decoder = FrameDecoder::new(self.decoder.max_payload());
+        }
+        self.err(e, "recv")
+    }
+}
+
+impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                Err(e) => return Err(self.err(e, "recv")),
+            }
+            let fd = self.fd.as_fd();
+            let spare = self.decoder.read_buf();
+            let r = self.nowait.attempt(fd, deadline, |nowait| {
+                if nowait {
+                    let iov = &mut [IoSliceMut::new(spare)];
+                    rustix::io::preadv2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT)
+                } else {
+                    rustix::io::read(fd, &mut *spare)
+                }
+            });
+            match r {
+                Ok(0) => return Err(self.end_of_stream()),
+                Ok(n) => self.decoder.advance(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    let ready = deadline != Deadline::Now
+                        && wait(self.fd.as_fd(), Interest::Readable, deadline)
+                            .map_err(|e| self.err(e.into(), "poll"))?;
+                    if !ready {
+                        return Err(self.err(deadline.expired_error(Blocked::Empty), "recv"));
+                    }
+                }
+                Err(e) => return Err(self.err(e.into(), "recv")),
+            }
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.decoder.max_payload()
+    }
+}
+
+impl<F: AsFd> AsFd for FrameReceiver<F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<F: AsFd> AsRawFd for FrameReceiver<F> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_fd().as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use std::os::fd::OwnedFd;
+    use std::time::Duration;
+
+    fn pair(mode: FrameMode) -> (FrameSender<OwnedFd>, FrameReceiver<OwnedFd>) {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let max = mode.max_message();
+        (
+            FrameSender::new(w, mode, "test pipe").unwrap(),
+            FrameReceiver::new(r, max, "test pipe").unwrap(),
+        )
+    }
+
+    #[test]
+    fn messages_keep_their_boundaries() {
+        let (mut tx, mut rx) = pair(FrameMode::default());
+        tx.send(b"one").unwrap();
+        tx.send(b"").unwrap();
+        tx.send(&[9; 5000]).unwrap();
+        let mut buf = vec![0; 8192];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(rx.try_recv(&mut buf).unwrap(), 0);
+        assert_eq!(
+            rx.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap(),
+            5000
+        );
+        assert!(buf[..5000].iter().all(|&b| b == 9));
+        assert_eq!(
+            rx.try_recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        drop(tx);
+        assert_eq!(
+            rx.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    #[test]
+    fn atomic_mode_refuses_large_messages_and_keeps_the_queue() {
+        let (mut tx, mut rx) = pair(FrameMode::Atomic);
+        tx.send(b"kept").unwrap();
+        let e = tx.send(&[0; MAX_ATOMIC_PAYLOAD + 1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
+        assert_eq!(
+            e.message_size(),
+            Some((MAX_ATOMIC_PAYLOAD + 1, MAX_ATOMIC_PAYLOAD))
+        );
+        tx.send(&[1; MAX_ATOMIC_PAYLOAD]).unwrap();
+        let mut buf = [0; MAX_ATOMIC_PAYLOAD];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 4);
+        assert_eq!(rx.recv(&mut buf).unwrap(), MAX_ATOMIC_PAYLOAD);
+    }
+
+    #[test]
+    fn full_pipe_gives_would_block_then_timed_out() {
+        let (mut tx, _rx) = pair(FrameMode::Atomic);
+        let msg = [0u8; 1000];
+        loop {
+            match tx.try_send(&msg) {
+                Ok(()) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                    assert_eq!(e.blocked(), Some(Blocked::Full));
+                    break;
+                }
+            }
+        }
+        let e = tx
+            .send_timeout(&msg, Duration::from_millis(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn write_without_reader_is_disconnected() {
+        let (mut tx, rx) = pair(FrameMode::Atomic);
+        drop(rx);
+        let e = tx.send(b"x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+        assert!(e.to_string().contains("test pipe"), "{e}");
+    }
+
+    #[test]
+    fn large_message_cut_by_a_deadline_is_completed_by_the_next_send() {
+        let (mut tx, mut rx) = pair(FrameMode::default());
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        // The pipe holds 64 KiB: the deadline passes mid-frame and the tail is kept.
+        tx.send_deadline(&big, Deadline::after(Duration::from_millis(10)))
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; 200_000];
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &big[..]);
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"after");
+        });
+        tx.send(b"after").unwrap();
+        reader.join().unwrap();
+    }
+
+    #[test]
+    fn writer_dying_mid_message_is_disconnected_with_a_note() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::io::write(&w, &encode_header(100).unwrap()).unwrap();
+        rustix::io::write(&w, &[0; 10]).unwrap();
+        drop(w);
+        let mut rx = FrameReceiver::new(r, 1000, "p").unwrap();
+        let e = rx.recv(&mut [0; 1000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+        assert!(e.to_string().contains("10 of 100"), "{e}");
+    }
+}

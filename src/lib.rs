@@ -1,0 +1,14 @@
+//! `ipc`: inter-process communication for Linux, one crate per mechanism, re-exported here
+//! behind a feature of the same name.
+//!
+//! | feature | crate | mechanism |
+//! |---|---|---|
+//! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub use ipc_core as core;
+pub use ipc_core::{
+    Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result,
+};
