@@ -1,6 +1,9 @@
 //! `cargo xtask`: the project's task runner (`test`, `bench`, ...), so CI and contributors run
 //! the same commands.
 
+mod leftovers;
+
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -19,6 +22,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -54,12 +65,17 @@ fn test(args: &[String]) -> Result<(), String> {
         ]),
     )?;
     let cases = if soak { "2000" } else { "32" };
-    run(
-        "cargo test",
-        cargo()
-            .args(["test", "--workspace", "--all-features"])
-            .env("PROPTEST_CASES", cases)
-            .env("RUSTDOCFLAGS", "-D warnings"),
-    )?;
-    Ok(())
+    let before = leftovers::Snapshot::take();
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features"])
+        .env("PROPTEST_CASES", cases)
+        .env("RUSTDOCFLAGS", "-D warnings");
+    if soak {
+        cmd.env("IPC_SOAK", "1");
+    }
+    let tested = run("cargo test", &mut cmd);
+    // Checked even when tests failed: a failing test must not leave objects behind either.
+    let clean = before.check();
+    tested?;
+    clean
 }

@@ -4,7 +4,7 @@
 //! For a mechanism, implement [`Mechanism`] (how to make a channel, how to hand either end to
 //! a child process, how the child adopts it), then write one line in a test file:
 //!
-//! ```ignore
+//! ```text
 //! ipc_testkit::conformance_suite!(MyMechanism);
 //! ```
 //!
