@@ -1,0 +1,809 @@
+//! The message channel in a segment: [`ChannelOptions`] lays it out, [`Sender`] and
+//! [`Receiver`] are its two ends (copying [`MessageSender`]/[`MessageReceiver`], plus zero-copy
+//! [`SendLoan`] and [`RecvGuard`]), and the adaptive waiting that makes them block.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use ipc_core::{
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result,
+};
+
+use crate::peer::{self, Status, Watch};
+use crate::ring::{
+    self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_CLOSED, Side,
+};
+use crate::segment::Segment;
+use crate::wait;
+
+/// The default data capacity of a channel: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// How long a waiter spins before sleeping, when spinning can pay (the peer may run on another
+/// CPU). A sleep and wake-up across CPUs costs tens of microseconds; a hand-off seen while
+/// spinning, well under one.
+const SPIN_FOR: Duration = Duration::from_micros(30);
+/// The first and the longest sleep between two checks of the peer's liveness while waiting.
+const FIRST_SLICE: Duration = Duration::from_millis(2);
+const MAX_SLICE: Duration = Duration::from_millis(50);
+/// A sender checks that the receiver's process lives at least once per this many sends (and
+/// whenever it has to wait, and whenever the receiver changed). Each check is a syscall.
+const CHECK_EVERY: u32 = 1024;
+
+/// The shape of a channel: its data capacity and largest message.
+///
+/// ```
+/// use ipc_shm::ChannelOptions;
+///
+/// let opts = ChannelOptions::new().capacity(1 << 16).max_message(1000);
+/// assert!(opts.segment_size() > 1 << 16);
+/// let (mut tx, mut rx) = opts.pair()?;
+/// # use ipc_core::{MessageSender, MessageReceiver};
+/// tx.send(b"hello")?;
+/// let mut buf = [0u8; 1000];
+/// let n = rx.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelOptions {
+    capacity: usize,
+    max_message: Option<usize>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> ChannelOptions {
+        ChannelOptions::new()
+    }
+}
+
+impl ChannelOptions {
+    /// [`DEFAULT_CAPACITY`], messages up to half of it.
+    pub fn new() -> ChannelOptions {
+        ChannelOptions {
+            capacity: DEFAULT_CAPACITY,
+            max_message: None,
+        }
+    }
+
+    /// The data capacity in bytes: a power of two from 64 bytes to 1 GiB. Each message takes 8
+    /// bytes of header plus its length rounded up to 8.
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> ChannelOptions {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The largest message, at most `capacity / 2 - 8` (the default).
+    #[must_use]
+    pub fn max_message(mut self, max_message: usize) -> ChannelOptions {
+        self.max_message = Some(max_message);
+        self
+    }
+
+    /// The largest message these options allow.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message
+            .unwrap_or_else(|| ring::max_message_for(self.capacity.max(ring::MIN_CAPACITY)))
+    }
+
+    /// The segment size a channel with these options needs: header plus data.
+    pub fn segment_size(&self) -> usize {
+        ring::region_size(self.capacity)
+    }
+
+    /// Writes a fresh channel header into `segment` (which must be zero-filled, writable and
+    /// at least [`segment_size`](ChannelOptions::segment_size) bytes).
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for a capacity that is not a power of two in range,
+    /// a maximum above half the capacity, or a segment too small or read-only;
+    /// [`ErrorKind::AlreadyExists`] if the segment already holds a channel.
+    pub fn init(&self, segment: &Segment) -> Result<()> {
+        if !segment.is_writable() {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                "the segment is mapped read-only",
+            )
+            .in_op("init channel")
+            .on(segment.kind()));
+        }
+        let base = std::ptr::NonNull::new(segment.as_ptr()).expect("mapping is non-null");
+        // SAFETY: the mapping is page-aligned, writable and `len` bytes long; a fresh segment is
+        // not in use by anyone else yet (its creator is the caller).
+        unsafe { Ring::init(base, segment.len(), self.capacity, self.max_message_size()) }
+            .map_err(|e| e.in_op("init channel").on(segment.kind()))?;
+        tracing::trace!(segment = %segment.kind(), capacity = self.capacity, "initialised channel");
+        Ok(())
+    }
+
+    /// Creates the POSIX segment `name` (exclusively, mode `0o600`) sized for these options and
+    /// initialises a channel in it. Open its ends with [`Sender::open`] / [`Receiver::open`]
+    /// on [`Segment::open`] of the same name, here or in another process.
+    pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        let name = name.try_into()?;
+        let seg = Segment::create(&name, self.segment_size())?;
+        if let Err(e) = self.init(&seg) {
+            let _ = Segment::unlink(&name);
+            return Err(e);
+        }
+        Ok(seg)
+    }
+
+    /// Creates a sealed memfd segment sized for these options and initialises a channel in
+    /// it; hand it to another process by inheritance or [`Segment::send_fd`].
+    pub fn create_memfd(&self, name: &str) -> Result<Segment> {
+        let seg = Segment::memfd(name, self.segment_size())?;
+        self.init(&seg)?;
+        Ok(seg)
+    }
+
+    /// Both ends of a new channel in a memfd segment, in this process (for threads, or to
+    /// hand one end to a child with [`Sender::detach`] / [`Receiver::detach`]).
+    pub fn pair(&self) -> Result<(Sender, Receiver)> {
+        let seg = Arc::new(self.create_memfd("ipc-shm channel")?);
+        Ok((Sender::open(seg.clone())?, Receiver::open(seg)?))
+    }
+}
+
+/// State both ends share: the segment (kept mapped), the ring view, the peer watch.
+struct End {
+    segment: Arc<Segment>,
+    /// Set once shared state was found inconsistent: every later call fails the same way.
+    corrupted: Option<String>,
+    watch: Watch,
+    my_cpu: u32,
+}
+
+impl End {
+    fn open(segment: Arc<Segment>) -> Result<(End, Ring)> {
+        let base = std::ptr::NonNull::new(segment.as_ptr()).expect("mapping is non-null");
+        if !segment.is_writable() {
+            return Err(Error::with_note(
+                ErrorKind::PermissionDenied,
+                "a channel end needs a writable mapping",
+            )
+            .in_op("open channel")
+            .on(segment.kind()));
+        }
+        // SAFETY: the mapping is page-aligned, `len` bytes, and stays mapped while `End` holds
+        // the `Arc`; every access through the ring is atomic or follows its protocol.
+        let ring = unsafe { Ring::open(base, segment.len()) }
+            .map_err(|e| e.in_op("open channel").on(segment.kind()))?;
+        Ok((
+            End {
+                segment,
+                corrupted: None,
+                watch: Watch::default(),
+                my_cpu: peer::single_cpu(),
+            },
+            ring,
+        ))
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.corrupted {
+            None => Ok(()),
+            Some(why) => Err(Error::corrupted(why.clone()).on(self.segment.kind())),
+        }
+    }
+
+    /// Records a corruption error (named after the segment) and returns it.
+    fn fail(&mut self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Corrupted {
+            let why = match e.detail() {
+                ipc_core::Detail::Note(n) => n.to_string(),
+                _ => e.to_string(),
+            };
+            self.corrupted = Some(why);
+        }
+        let e = e.on(self.segment.kind());
+        tracing::debug!(error = %e, "channel error");
+        e
+    }
+
+    /// Whether spinning for `peer` can pay: more than one CPU, the peer attached and awake, and
+    /// not pinned to the very CPU this end is pinned to.
+    fn should_spin(&self, peer: &Side) -> bool {
+        peer::usable_cpus() > 1
+            && peer.state.load(Ordering::Relaxed) == STATE_ATTACHED
+            && peer.sleeping.load(Ordering::Relaxed) == 0
+            && (self.my_cpu == u32::MAX || peer.single_cpu.load(Ordering::Relaxed) != self.my_cpu)
+    }
+}
+
+/// Spins until `ready` says so or [`SPIN_FOR`] passes.
+fn spin(mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready()? {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN_FOR {
+            return Ok(false);
+        }
+    }
+}
+
+/// Wakes the peer sleeping on our side's wake word, if its flag says it sleeps.
+fn wake_peer(me: &Side, peer: &Side) {
+    if peer.sleeping.load(Ordering::Relaxed) != 0 {
+        me.wake.fetch_add(1, Ordering::Release);
+        wait::wake(&me.wake, 1);
+    }
+}
+
+/// Sleeps until `peer` bumps its wake word or the slice ends, unless `ready` holds once our
+/// sleeping flag is up (the flag, then a full fence, then the check: a waker either sees the flag
+/// or we see its change, so no wake-up is lost).
+fn sleep(
+    me: &Side,
+    peer: &Side,
+    until: Deadline,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let word = peer.wake.load(Ordering::Acquire);
+    me.sleeping.store(1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    let r = match ready() {
+        Ok(false) if peer.state.load(Ordering::Relaxed) != STATE_CLOSED => {
+            wait::wait(&peer.wake, word, until);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    me.sleeping.store(0, Ordering::Relaxed);
+    r
+}
+
+/// The sending end of a channel in a shared memory segment.
+///
+/// One process (one `Sender`) at a time: [`open`](Sender::open) claims the producer's place
+/// and dropping the sender closes it for good (the receiver drains what was sent, then sees
+/// [`ErrorKind::Disconnected`]). [`detach`](Sender::detach) gives the place up without closing,
+/// for another process to open.
+///
+/// Copying sends come from [`MessageSender`]; [`loan`](Sender::loan) writes a message in place.
+pub struct Sender {
+    end: End,
+    producer: Producer,
+    sends_since_check: u32,
+    peer_generation: u32,
+}
+
+impl Sender {
+    /// Opens the producer's end of the channel in `segment`.
+    ///
+    /// Validates the header (magic, version, capacity against the segment's real size) and
+    /// claims the producer's place, recording this process's pid and start time there so the
+    /// receiver can tell if it dies. Does not block.
+    ///
+    /// Errors: [`ErrorKind::WrongType`] if the segment holds no channel or another layout
+    /// version, [`ErrorKind::Corrupted`] for an inconsistent header, [`ErrorKind::AlreadyExists`]
+    /// if a producer is attached already, [`ErrorKind::Disconnected`] if the producer's end was
+    /// closed before.
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Sender> {
+        let (end, ring) = End::open(segment.into())?;
+        let h = ring.header();
+        claim(&h.tx, &end, "sender")?;
+        let producer = match Producer::new(ring) {
+            Ok(p) => p,
+            Err(e) => {
+                peer::detach(&h.tx);
+                return Err(e.in_op("open sender").on(end.segment.kind()));
+            }
+        };
+        tracing::trace!(segment = %end.segment.kind(), "opened channel sender");
+        Ok(Sender {
+            end,
+            producer,
+            sends_since_check: CHECK_EVERY,
+            peer_generation: u32::MAX,
+        })
+    }
+
+    /// The segment the channel lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.end.segment
+    }
+
+    /// The data capacity of the ring.
+    pub fn capacity(&self) -> usize {
+        self.producer.ring().capacity()
+    }
+
+    /// Gives up the producer's place without closing the channel, so that another process can
+    /// [`open`](Sender::open) it (for example a child that inherited the segment). Messages
+    /// already sent stay queued. Returns the segment.
+    pub fn detach(self) -> Arc<Segment> {
+        let this = std::mem::ManuallyDrop::new(self);
+        peer::detach(&this.producer.ring().header().tx);
+        // SAFETY: `this` is never used or dropped again; the fields are moved out once.
+        let end = unsafe { std::ptr::read(&this.end) };
+        end.segment
+    }
+
+    fn header(&self) -> &ring::Header {
+        self.producer.ring().header()
+    }
+
+    /// The receiver's state, checked cheaply: its published state on every call, its process
+    /// (pidfd) when it changed or every [`CHECK_EVERY`] calls, or when `force`.
+    fn receiver_gone(&mut self, force: bool) -> Result<bool> {
+        let rx = &self.producer.ring().header().rx;
+        let state = rx.state.load(Ordering::Relaxed);
+        if state == STATE_CLOSED {
+            return Ok(true);
+        }
+        let generation = rx.generation.load(Ordering::Relaxed);
+        self.sends_since_check += 1;
+        if !force && generation == self.peer_generation && self.sends_since_check < CHECK_EVERY {
+            return Ok(false);
+        }
+        self.sends_since_check = 0;
+        self.peer_generation = generation;
+        let status = self.end.watch.status(&self.producer.ring().header().rx)?;
+        Ok(matches!(status, Status::Closed | Status::Dead))
+    }
+
+    fn reserve(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
+        self.end.check()?;
+        let max = self.producer.ring().max_message();
+        if len > max {
+            return Err(Error::message_too_large(len, max, "channel max_message")
+                .in_op("send")
+                .on(self.end.segment.kind()));
+        }
+        match self.receiver_gone(false) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(Error::disconnected()
+                    .in_op("send")
+                    .on(self.end.segment.kind()));
+            }
+            Err(e) => return Err(self.end.fail(e)),
+        }
+        match self.producer.reserve(len) {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => return Err(self.end.fail(e)),
+        }
+        self.wait_for_room(len, deadline)
+            .map_err(|e| self.end.fail(e.in_op("send")))
+    }
+
+    fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
+        if deadline != Deadline::Now && self.end.should_spin(&self.header().rx) {
+            let mut found = None;
+            let producer = &mut self.producer;
+            spin(|| {
+                found = producer.reserve(len)?;
+                Ok(found.is_some())
+            })?;
+            if let Some(r) = found {
+                return Ok(r);
+            }
+        }
+        let mut slice = FIRST_SLICE;
+        loop {
+            if let Some(r) = self.producer.reserve(len)? {
+                return Ok(r);
+            }
+            if self.receiver_gone(true)? {
+                return Err(Error::disconnected());
+            }
+            if deadline.has_passed() {
+                return Err(deadline.expired_error(Blocked::Full));
+            }
+            let until = deadline.min(Deadline::after(slice));
+            let ring = *self.producer.ring();
+            let h = ring.header();
+            let producer = &mut self.producer;
+            sleep(&h.tx, &h.rx, until, || Ok(producer.reserve(len)?.is_some()))?;
+            slice = (slice * 2).min(MAX_SLICE);
+        }
+    }
+
+    fn publish(&mut self, r: Reservation, len: usize) {
+        self.producer.commit(r, len);
+        let h = self.producer.ring().header();
+        wake_peer(&h.tx, &h.rx);
+    }
+
+    /// Loans room for a message of up to `len` bytes, waiting for room until `deadline`.
+    ///
+    /// Write the message into the loan (it dereferences to `len` bytes of the ring, holding
+    /// stale data) and [`commit`](SendLoan::commit) it; dropping the loan uncommitted sends
+    /// nothing. The bytes go straight into shared memory: no copy at all.
+    ///
+    /// Waits like [`send_deadline`](MessageSender::send_deadline); errors are the same.
+    pub fn loan_deadline(&mut self, len: usize, deadline: Deadline) -> Result<SendLoan<'_>> {
+        let r = self.reserve(len, deadline)?;
+        Ok(SendLoan {
+            sender: self,
+            reservation: Some(r),
+        })
+    }
+
+    /// [`loan_deadline`](Sender::loan_deadline) waiting as long as it takes.
+    pub fn loan(&mut self, len: usize) -> Result<SendLoan<'_>> {
+        self.loan_deadline(len, Deadline::Never)
+    }
+
+    /// [`loan_deadline`](Sender::loan_deadline) without waiting: [`ErrorKind::WouldBlock`] if
+    /// the ring has no room now.
+    pub fn try_loan(&mut self, len: usize) -> Result<SendLoan<'_>> {
+        self.loan_deadline(len, Deadline::Now)
+    }
+
+    /// Whether the receiver has taken every message sent so far.
+    pub fn is_drained(&mut self) -> Result<bool> {
+        self.end.check()?;
+        self.producer.is_drained().map_err(|e| self.end.fail(e))
+    }
+}
+
+fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
+    match peer::attach(side) {
+        Ok(()) => Ok(()),
+        Err(state) => {
+            let (kind, why) = match state {
+                STATE_CLOSED => (
+                    ErrorKind::Disconnected,
+                    format!("the channel's {what} was closed; make a new channel"),
+                ),
+                STATE_ATTACHED | peer::STATE_ATTACHING => (
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "a {what} is attached already (pid {})",
+                        side.pid.load(Ordering::Relaxed)
+                    ),
+                ),
+                other => (
+                    ErrorKind::Corrupted,
+                    format!("{what} endpoint state {other}"),
+                ),
+            };
+            let e = Error::with_note(kind, why)
+                .in_op(format!("open {what}"))
+                .on(end.segment.kind());
+            tracing::debug!(error = %e, "open channel end failed");
+            Err(e)
+        }
+    }
+}
+
+impl MessageSender for Sender {
+    /// Copies `msg` into the ring and publishes it.
+    ///
+    /// Blocks only while the ring is full: spinning briefly when the receiver may be running on
+    /// another CPU, then sleeping on a futex in the segment until the receiver makes room,
+    /// `deadline` passes or the receiver is gone.
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] above the channel's maximum;
+    /// [`ErrorKind::Disconnected`] when the receiver closed its end or its process died (seen
+    /// at once when waiting, otherwise within [`CHECK_EVERY`] sends: messages sent to a
+    /// receiver that died in between are lost, as in a pipe's buffer);
+    /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] if the
+    /// receiver's index in shared memory is inconsistent.
+    #[doc(alias = "futex")]
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        let r = self.reserve(msg.len(), deadline)?;
+        // SAFETY: the reservation has room for `msg.len()` bytes at `payload`, which nobody
+        // else reads until `commit`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.producer.payload(&r), msg.len())
+        };
+        self.publish(r, msg.len());
+        Ok(())
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.producer.ring().max_message()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let h = self.producer.ring().header();
+        h.tx.state.store(STATE_CLOSED, Ordering::Release);
+        fence(Ordering::SeqCst);
+        // Wake a sleeping receiver unconditionally-if-flagged so it sees the close.
+        wake_peer(&h.tx, &h.rx);
+        tracing::trace!(segment = %self.end.segment.kind(), "closed channel sender");
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("segment", self.end.segment.kind())
+            .field("capacity", &self.capacity())
+            .field("max_message", &self.producer.ring().max_message())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Room for one message, loaned by [`Sender::loan`]: write the message into it, then
+/// [`commit`](SendLoan::commit). Dropped uncommitted, it sends nothing.
+pub struct SendLoan<'a> {
+    sender: &'a mut Sender,
+    reservation: Option<Reservation>,
+}
+
+impl SendLoan<'_> {
+    /// Sends all of the loaned bytes as one message.
+    pub fn commit(mut self) {
+        let r = self.reservation.take().expect("present until committed");
+        let len = Producer::reserved_len(&r);
+        self.sender.publish(r, len);
+    }
+
+    /// Sends the first `len` bytes of the loan as one message (a shorter message than
+    /// loaned: the rest of the room is given back).
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds the loaned length.
+    pub fn commit_len(mut self, len: usize) {
+        let r = self.reservation.take().expect("present until committed");
+        assert!(
+            len <= Producer::reserved_len(&r),
+            "commit_len({len}) beyond the {} bytes loaned",
+            Producer::reserved_len(&r)
+        );
+        self.sender.publish(r, len);
+    }
+}
+
+impl Deref for SendLoan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let r = self.reservation.as_ref().expect("present until committed");
+        // SAFETY: the reservation is `len` bytes inside the ring that only this producer
+        // touches until it commits (the consumer reads committed records only).
+        unsafe {
+            std::slice::from_raw_parts(self.sender.producer.payload(r), Producer::reserved_len(r))
+        }
+    }
+}
+
+impl DerefMut for SendLoan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let r = self.reservation.as_ref().expect("present until committed");
+        // SAFETY: as in `deref`; `&mut self` makes this the only view of it in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.sender.producer.payload(r),
+                Producer::reserved_len(r),
+            )
+        }
+    }
+}
+
+impl fmt::Debug for SendLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendLoan")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// The receiving end of a channel in a shared memory segment.
+///
+/// One process (one `Receiver`) at a time, like [`Sender`]. Copying receives come from
+/// [`MessageReceiver`]; [`recv_in_place`](Receiver::recv_in_place) reads a message where it
+/// lies in the ring.
+pub struct Receiver {
+    end: End,
+    consumer: Consumer,
+}
+
+impl Receiver {
+    /// Opens the consumer's end of the channel in `segment`; see [`Sender::open`] (same checks
+    /// and errors).
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Receiver> {
+        let (end, ring) = End::open(segment.into())?;
+        let h = ring.header();
+        claim(&h.rx, &end, "receiver")?;
+        let consumer = match Consumer::new(ring) {
+            Ok(c) => c,
+            Err(e) => {
+                peer::detach(&h.rx);
+                return Err(e.in_op("open receiver").on(end.segment.kind()));
+            }
+        };
+        tracing::trace!(segment = %end.segment.kind(), "opened channel receiver");
+        Ok(Receiver { end, consumer })
+    }
+
+    /// The segment the channel lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.end.segment
+    }
+
+    /// Gives up the consumer's place without closing the channel; see [`Sender::detach`].
+    pub fn detach(self) -> Arc<Segment> {
+        let this = std::mem::ManuallyDrop::new(self);
+        peer::detach(&this.consumer.ring().header().rx);
+        // SAFETY: `this` is never used or dropped again; the fields are moved out once.
+        let end = unsafe { std::ptr::read(&this.end) };
+        end.segment
+    }
+
+    /// The next message, waiting for one until `deadline`.
+    fn next(&mut self, deadline: Deadline) -> Result<Message> {
+        self.end.check()?;
+        match self.consumer.peek() {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => {}
+            Err(e) => return Err(self.end.fail(e.in_op("recv"))),
+        }
+        self.wait_for_data(deadline)
+            .map_err(|e| self.end.fail(e.in_op("recv")))
+    }
+
+    fn wait_for_data(&mut self, deadline: Deadline) -> Result<Message> {
+        let ring = *self.consumer.ring();
+        let h = ring.header();
+        if deadline != Deadline::Now && self.end.should_spin(&h.tx) {
+            let consumer = &mut self.consumer;
+            if spin(|| consumer.refresh())? {
+                if let Some(m) = self.consumer.peek()? {
+                    return Ok(m);
+                }
+            }
+        }
+        let mut slice = FIRST_SLICE;
+        loop {
+            if let Some(m) = self.consumer.peek()? {
+                return Ok(m);
+            }
+            match self.end.watch.status(&h.tx)? {
+                Status::Closed | Status::Dead => {
+                    // Everything committed before the close or death is visible now (the state
+                    // was read with acquire, or the process is gone): drain it first.
+                    return match self.consumer.peek()? {
+                        Some(m) => Ok(m),
+                        None => Err(Error::disconnected()),
+                    };
+                }
+                Status::NotYet | Status::Alive => {}
+            }
+            if deadline.has_passed() {
+                return Err(deadline.expired_error(Blocked::Empty));
+            }
+            let until = deadline.min(Deadline::after(slice));
+            let consumer = &mut self.consumer;
+            sleep(&h.rx, &h.tx, until, || consumer.refresh())?;
+            slice = (slice * 2).min(MAX_SLICE);
+        }
+    }
+
+    fn release(&mut self, m: Message) {
+        self.consumer.release(m);
+        let h = self.consumer.ring().header();
+        wake_peer(&h.rx, &h.tx);
+    }
+
+    /// Takes the next message in place, waiting for one until `deadline`: the guard
+    /// dereferences to the message's bytes in the ring (no copy), and gives their room back to
+    /// the sender when dropped.
+    ///
+    /// The bytes are in memory the sender's process can write: a well-behaved sender never
+    /// touches a committed message, but one that misbehaves could change them while you read,
+    /// so validate what you parse from them as you would any input (their place and length
+    /// are always validated here).
+    ///
+    /// Waits and fails like [`recv_deadline`](MessageReceiver::recv_deadline), except that no
+    /// buffer can be too small.
+    pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<RecvGuard<'_>> {
+        let message = self.next(deadline)?;
+        Ok(RecvGuard {
+            receiver: self,
+            message,
+        })
+    }
+
+    /// [`recv_in_place_deadline`](Receiver::recv_in_place_deadline) waiting as long as it
+    /// takes.
+    pub fn recv_in_place(&mut self) -> Result<RecvGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Never)
+    }
+
+    /// [`recv_in_place_deadline`](Receiver::recv_in_place_deadline) without waiting.
+    pub fn try_recv_in_place(&mut self) -> Result<RecvGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Now)
+    }
+}
+
+impl MessageReceiver for Receiver {
+    /// Copies the next message out of the ring into `buf` and gives its room back.
+    ///
+    /// Blocks only while the ring is empty: spinning briefly when the sender may be running on
+    /// another CPU, then sleeping on a futex in the segment until a message comes, `deadline`
+    /// passes, or the sender is gone (closed, or its process died: seen within 50 ms through
+    /// its pidfd).
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] if `buf` is too small (the message stays queued);
+    /// [`ErrorKind::Disconnected`] once the sender closed or died and every message it
+    /// committed has been received; [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`];
+    /// [`ErrorKind::Corrupted`] if the sender's index or a record header in shared memory is
+    /// inconsistent (the channel stays unusable).
+    #[doc(alias = "futex")]
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        let m = self.next(deadline)?;
+        if m.len() > buf.len() {
+            return Err(
+                Error::message_too_large(m.len(), buf.len(), "receive buffer")
+                    .in_op("recv")
+                    .on(self.end.segment.kind()),
+            );
+        }
+        // SAFETY: the message is `len` validated bytes inside the ring, ours until released;
+        // `buf` is a distinct buffer of at least `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(m.ptr(), buf.as_mut_ptr(), m.len()) };
+        self.release(m);
+        Ok(m.len())
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.consumer.ring().max_message()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let h = self.consumer.ring().header();
+        h.rx.state.store(STATE_CLOSED, Ordering::Release);
+        fence(Ordering::SeqCst);
+        wake_peer(&h.rx, &h.tx);
+        tracing::trace!(segment = %self.end.segment.kind(), "closed channel receiver");
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("segment", self.end.segment.kind())
+            .field("capacity", &self.consumer.ring().capacity())
+            .field("max_message", &self.consumer.ring().max_message())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message read in place, from [`Receiver::recv_in_place`]: dereferences to its bytes in
+/// the ring; dropping it gives the room back to the sender.
+pub struct RecvGuard<'a> {
+    receiver: &'a mut Receiver,
+    message: Message,
+}
+
+impl Deref for RecvGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the message is `len` validated bytes inside the ring, which the producer
+        // does not touch until this guard releases them.
+        unsafe { std::slice::from_raw_parts(self.message.ptr(), self.message.len()) }
+    }
+}
+
+impl Drop for RecvGuard<'_> {
+    fn drop(&mut self) {
+        self.receiver.release(self.message);
+    }
+}
+
+impl fmt::Debug for RecvGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvGuard")
+            .field("len", &self.message.len())
+            .finish()
+    }
+}

@@ -1,0 +1,127 @@
+//! Shared memory for Linux IPC: segments of three kinds, and a message channel inside one that
+//! moves data at memory speed.
+//!
+//! # Segments
+//!
+//! A [`Segment`] is memory mapped into several processes:
+//! - **POSIX** ([`Segment::create`], [`Segment::open`]): a name under `/dev/shm`, created
+//!   exclusively with mode `0o600` exactly, opened only after `fstat` on the descriptor shows a
+//!   memory object of ours that is as large as needed (never mapped past its real end);
+//!   [`UnlinkGuard`] removes the name on drop. Read-only mappings with
+//!   [`Segment::open_read_only`].
+//! - **memfd** ([`Segment::memfd`], [`MemfdOptions`]): anonymous, sealed against shrinking and
+//!   growing, so no peer can make this process die of `SIGBUS`; handed to another process by
+//!   inheritance ([`Segment::inherited`]) or over a Unix socket ([`Segment::send_fd`],
+//!   [`Segment::recv_fd`]), and [adopted](Segment::adopt) only with its seals. Optionally on
+//!   huge pages.
+//! - **System V** ([`Segment::sysv_create`], [`Segment::sysv_attach`], [`SysvGuard`]): for
+//!   programs that still speak `shmget`.
+//!
+//! # The channel
+//!
+//! [`ChannelOptions`] lays out a single-producer single-consumer ring of variable-length
+//! messages in a segment; [`Sender`] and [`Receiver`] are its ends and implement the core
+//! [`MessageSender`](ipc_core::MessageSender) / [`MessageReceiver`](ipc_core::MessageReceiver)
+//! traits. Besides copying sends and receives, [`Sender::loan`] lets the producer write a message
+//! in place and [`Receiver::recv_in_place`] lets the consumer read it in place: a message then
+//! crosses from one process to the other without being copied at all.
+//!
+//! After setup there is **no kernel copy** (and no syscall) per message: the ring is memory
+//! both processes map, so the payload is written once by the sender and read by the receiver
+//! (contrary to the common claim that shared memory data is "copied from kernel space"; see
+//! [`PROPERTIES`]). The kernel is involved only to sleep and wake: a waiter spins briefly when
+//! its peer may be running on another CPU, then sleeps on a futex in the segment; a sender or
+//! receiver makes a wake-up syscall only when the other side is asleep.
+//!
+//! Peers are untrusted: every index, length and header field read from the segment is copied
+//! into a local and validated first, and a peer that writes garbage produces
+//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted), never an out-of-bounds access. A
+//! peer that dies is noticed through a pidfd (which PID reuse cannot fool): a blocked receiver
+//! returns [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) after draining what
+//! was committed; a producer killed while writing never makes a torn message visible.
+//!
+//! # When to use it
+//!
+//! Use a shared-memory channel for the highest message rate and lowest latency between two
+//! processes on one machine, and for large payloads (frames, tensors) that should not be copied.
+//! Prefer a pipe or a FIFO when you want a plain byte stream or several writers, a POSIX message
+//! queue when messages need priorities or must outlive both processes without a shared mapping,
+//! and a socket when the peer may be on another machine.
+//!
+//! ```
+//! use ipc_core::{MessageReceiver, MessageSender};
+//! use ipc_shm::{ChannelOptions, Receiver, Segment, Sender, UnlinkGuard};
+//!
+//! // Producer side: create the named segment and a channel in it.
+//! let name = format!("/ipc-shm-doc-{}", std::process::id());
+//! let opts = ChannelOptions::new().capacity(1 << 16);
+//! let segment = opts.create_posix(name.as_str())?;
+//! let _guard = UnlinkGuard::new(name.as_str())?;
+//! let mut tx = Sender::open(segment)?;
+//!
+//! // Consumer side (normally another process): open by name, validate, attach.
+//! let mut rx = Receiver::open(Segment::open(name.as_str())?)?;
+//!
+//! tx.send(b"copied in")?;
+//! let mut loan = tx.loan(11)?; // or write in place
+//! loan.copy_from_slice(b"written in ");
+//! loan.commit();
+//!
+//! let mut buf = vec![0; rx.max_message_size()];
+//! let n = rx.recv(&mut buf)?;
+//! assert_eq!(&buf[..n], b"copied in");
+//! let msg = rx.recv_in_place()?; // read in place
+//! assert_eq!(&*msg, b"written in ");
+//! # drop(msg);
+//! drop(tx);
+//! assert_eq!(rx.try_recv(&mut buf).unwrap_err().kind(), ipc_core::ErrorKind::Disconnected);
+//! # Ok::<(), ipc_core::Error>(())
+//! ```
+//!
+//! # Testing the ring under Miri
+//!
+//! The ring logic is written against raw memory, so its unit tests run over heap memory under
+//! Miri, which checks the release/acquire protocol for data races and every access for bounds:
+//!
+//! ```text
+//! cargo +nightly miri test -p ipc-shm --lib ring::
+//! ```
+
+#![warn(missing_docs)]
+
+mod channel;
+mod memfd;
+mod peer;
+mod posix;
+mod ring;
+mod segment;
+mod sys;
+mod sysv;
+mod wait;
+
+pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
+pub use memfd::{MemfdOptions, SEALS, Seals};
+pub use posix::{DEFAULT_MODE, OpenOptions, UnlinkGuard};
+pub use segment::{Segment, SegmentKind};
+pub use sysv::{SysvGuard, SysvKey};
+
+use ipc_core::{MaxMessage, Properties};
+
+/// The static facts of the shared-memory channel, as the benchmark prints them.
+///
+/// `kernel_copies_per_message` is 0: once the segment is mapped, a message is written into
+/// memory the receiver maps too, and the kernel never touches the payload.
+pub const PROPERTIES: Properties = Properties {
+    mechanism: "shm channel",
+    keeps_boundaries: true,
+    max_message: MaxMessage::PerObject {
+        default: DEFAULT_CAPACITY / 2 - 8,
+        ceiling: "half the ring capacity minus 8 bytes (capacity up to 1 GiB)",
+    },
+    multi_producer: false,
+    multi_consumer: false,
+    needs_related_process: false,
+    namespace: Some("/dev/shm (POSIX name) or none (memfd)"),
+    kernel_copies_per_message: 0,
+    crosses_machines: false,
+};

@@ -1,0 +1,332 @@
+//! POSIX shared memory objects (`shm_open`): create exclusively with an exact mode, open after
+//! checking type, owner and real size on the descriptor, unlink, and [`UnlinkGuard`].
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use ipc_core::{Error, ErrorKind, PosixName, Result, ResultExt};
+use rustix::fs::{FileType, Mode};
+use rustix::shm;
+
+use crate::segment::{Segment, SegmentKind};
+
+/// The mode new segments get unless the caller picks another: owner read and write only.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+fn flags(extra: rustix::fs::OFlags) -> shm::OFlags {
+    // rustix's shm_open opens `/dev/shm/NAME` and accepts any `O_*` bit; O_NOFOLLOW refuses a
+    // symbolic link planted under the name (glibc's shm_open adds it too).
+    shm::OFlags::from_bits_retain(extra.bits() | rustix::fs::OFlags::NOFOLLOW.bits())
+}
+
+/// Maps `len` bytes of `fd` from offset 0.
+pub(crate) fn map_fd(
+    fd: OwnedFd,
+    len: usize,
+    writable: bool,
+    kind: SegmentKind,
+) -> Result<Segment> {
+    let mut opts = memmap2::MmapOptions::new();
+    opts.len(len);
+    let map = if writable {
+        opts.map_raw(&fd)
+    } else {
+        opts.map_raw_read_only(&fd)
+    }
+    .map_err(|e| Error::from(e).in_op("mmap").on(&kind))?;
+    Ok(Segment::from_mmap(map, fd, writable, kind))
+}
+
+/// Checks the descriptor of a segment to be mapped: a regular file (memory object), owned by
+/// us unless `any_owner`, at least `min_len` bytes and not empty. Returns its real size.
+pub(crate) fn check_fd(
+    fd: impl AsFd,
+    min_len: usize,
+    any_owner: bool,
+    what: &SegmentKind,
+) -> Result<usize> {
+    let st = rustix::fs::fstat(&fd).ctx("fstat", what)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            "not a shared memory object (not a regular file)",
+        )
+        .in_op("open")
+        .on(what));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if !any_owner && st.st_uid != me {
+        return Err(Error::with_note(
+            ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {}, not by this process's uid {me}; refusing a segment another user controls",
+                st.st_uid
+            ),
+        )
+        .in_op("open")
+        .on(what));
+    }
+    let size = usize::try_from(st.st_size).map_err(|_| {
+        Error::with_note(
+            ErrorKind::Corrupted,
+            format!("size {} is negative or too large", st.st_size),
+        )
+        .in_op("open")
+        .on(what)
+    })?;
+    if size == 0 {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            "the object is empty: its creator has not set its size (yet)",
+        )
+        .in_op("open")
+        .on(what));
+    }
+    if size < min_len {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            format!("the object has {size} bytes, fewer than the {min_len} required"),
+        )
+        .in_op("open")
+        .on(what));
+    }
+    Ok(size)
+}
+
+/// How to open an existing segment: read-only or not, the least size to accept, whether to
+/// accept a segment owned by another user.
+///
+/// ```no_run
+/// use ipc_shm::OpenOptions;
+///
+/// let seg = OpenOptions::new().read_only(true).min_len(4096).open("/frames")?;
+/// assert!(!seg.is_writable() && seg.len() >= 4096);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    read_only: bool,
+    min_len: usize,
+    any_owner: bool,
+}
+
+impl OpenOptions {
+    /// Read-write, any size above zero, owned by this user.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// Maps the segment read-only (`O_RDONLY`, `PROT_READ`): writes through it are impossible.
+    pub fn read_only(&mut self, read_only: bool) -> &mut OpenOptions {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Refuses a segment smaller than `min_len` bytes (before mapping it).
+    pub fn min_len(&mut self, min_len: usize) -> &mut OpenOptions {
+        self.min_len = min_len;
+        self
+    }
+
+    /// Accepts a segment owned by another user. By default a segment whose owner (by `fstat`
+    /// on the opened descriptor) is not this process's effective uid is refused: its owner
+    /// could resize or rewrite it at will.
+    pub fn any_owner(&mut self, any_owner: bool) -> &mut OpenOptions {
+        self.any_owner = any_owner;
+        self
+    }
+
+    /// Opens the POSIX segment `name` and maps all of it.
+    ///
+    /// Makes `shm_open(name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)` (or `O_RDONLY`), then `fstat` on
+    /// the descriptor: the object must be a regular memory object, owned by this user unless
+    /// [`any_owner`](OpenOptions::any_owner), non-empty and at least
+    /// [`min_len`](OpenOptions::min_len) bytes. Then `mmap` of exactly its real size, so no
+    /// access can reach past its end. Does not block.
+    ///
+    /// Errors: [`ErrorKind::InvalidName`] for a malformed name, [`ErrorKind::NotFound`] if no
+    /// such segment exists, [`ErrorKind::WrongType`] for a symbolic link, a non-memory object,
+    /// an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits that forbid
+    /// the access or a foreign owner.
+    ///
+    /// # References
+    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    /// - [`fstat(2)`](https://man7.org/linux/man-pages/man2/fstat.2.html)
+    /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
+    #[doc(alias = "shm_open")]
+    pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        let name = name.try_into()?;
+        let kind = SegmentKind::Posix(name.clone());
+        let access = if self.read_only {
+            rustix::fs::OFlags::RDONLY
+        } else {
+            rustix::fs::OFlags::RDWR
+        };
+        let fd = shm::open(name.as_c_str(), flags(access), Mode::empty()).map_err(|e| {
+            let e = Error::from(e).in_op("shm_open").on(&name);
+            tracing::debug!(error = %e, "open shared memory failed");
+            e
+        })?;
+        let size = check_fd(&fd, self.min_len.max(1), self.any_owner, &kind)
+            .inspect_err(|e| tracing::debug!(error = %e, "open shared memory refused"))?;
+        let seg = map_fd(fd, size, !self.read_only, kind)?;
+        tracing::trace!(%name, size, read_only = self.read_only, "opened POSIX shared memory");
+        Ok(seg)
+    }
+}
+
+impl Segment {
+    /// Creates the POSIX segment `name` of `size` bytes with mode `0o600`, and maps it.
+    ///
+    /// Same as [`create_with_mode`](Segment::create_with_mode) with [`DEFAULT_MODE`].
+    #[doc(alias = "shm_open")]
+    pub fn create(name: impl TryInto<PosixName, Error = Error>, size: usize) -> Result<Segment> {
+        Segment::create_with_mode(name, size, DEFAULT_MODE)
+    }
+
+    /// Creates the POSIX segment `name` of `size` bytes with exactly `mode` (the umask does not
+    /// apply), filled with zeros, and maps it read-write.
+    ///
+    /// Makes `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, mode)`,
+    /// `fchmod(mode)` (so the umask cannot narrow the mode asked for), `ftruncate(size)` and
+    /// `mmap`. It never opens an object that exists already: a name somebody else created (or
+    /// planted as a symbolic link) fails. If sizing or mapping fails, the new name is unlinked
+    /// again. Does not block.
+    ///
+    /// The name stays until [`Segment::unlink`] (or an [`UnlinkGuard`]) removes it; the memory
+    /// stays until the last mapping of it is gone too.
+    ///
+    /// Errors: [`ErrorKind::InvalidName`], [`ErrorKind::InvalidInput`] for a size of 0 or a
+    /// mode with bits beyond `0o777`, [`ErrorKind::AlreadyExists`] if the name is taken,
+    /// [`ErrorKind::LimitExceeded`] if `/dev/shm` has no room for `size` bytes.
+    ///
+    /// # References
+    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    /// - [`ftruncate(2)`](https://man7.org/linux/man-pages/man2/ftruncate.2.html)
+    #[doc(alias = "shm_open")]
+    pub fn create_with_mode(
+        name: impl TryInto<PosixName, Error = Error>,
+        size: usize,
+        mode: u32,
+    ) -> Result<Segment> {
+        let name = name.try_into()?;
+        if size == 0 || mode & !0o777 != 0 {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("size {size} must be above 0 and mode {mode:#o} within 0o777"),
+            )
+            .in_op("create shared memory")
+            .on(&name));
+        }
+        let mode = Mode::from_raw_mode(mode);
+        let fd = shm::open(
+            name.as_c_str(),
+            flags(rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::RDWR),
+            mode,
+        )
+        .map_err(|e| {
+            let e = Error::from(e).in_op("shm_open").on(&name);
+            tracing::debug!(error = %e, "create shared memory failed");
+            e
+        })?;
+        tracing::trace!(%name, size, "created POSIX shared memory");
+        let sized = (|| {
+            rustix::fs::fchmod(&fd, mode).ctx("fchmod", &name)?;
+            rustix::fs::ftruncate(&fd, size as u64)
+                .map_err(|e| match e {
+                    rustix::io::Errno::FBIG | rustix::io::Errno::NOSPC => {
+                        Error::limit("free space of /dev/shm (tmpfs size)", None)
+                            .with_source(std::io::Error::from(e))
+                    }
+                    e => Error::from(e),
+                })
+                .ctx("ftruncate", &name)?;
+            map_fd(fd, size, true, SegmentKind::Posix(name.clone()))
+        })();
+        sized.inspect_err(|e| {
+            tracing::debug!(error = %e, "create shared memory failed; unlinking");
+            let _ = shm::unlink(name.as_c_str());
+        })
+    }
+
+    /// Opens the existing POSIX segment `name` read-write; see [`OpenOptions::open`].
+    #[doc(alias = "shm_open")]
+    pub fn open(name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        OpenOptions::new().open(name)
+    }
+
+    /// Opens the existing POSIX segment `name` read-only; see [`OpenOptions::open`].
+    #[doc(alias = "shm_open")]
+    pub fn open_read_only(name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        OpenOptions::new().read_only(true).open(name)
+    }
+
+    /// Removes the name `name` (`shm_unlink`). Processes that have the segment mapped keep
+    /// it; the memory is freed when the last mapping goes. Does not block.
+    ///
+    /// Errors: [`ErrorKind::InvalidName`], [`ErrorKind::NotFound`] if no such name exists.
+    ///
+    /// # References
+    /// - [`shm_unlink(3)`](https://man7.org/linux/man-pages/man3/shm_unlink.3.html)
+    #[doc(alias = "shm_unlink")]
+    pub fn unlink(name: impl TryInto<PosixName, Error = Error>) -> Result<()> {
+        let name = name.try_into()?;
+        shm::unlink(name.as_c_str()).map_err(|e| {
+            let e = Error::from(e).in_op("shm_unlink").on(&name);
+            tracing::debug!(error = %e, "unlink shared memory failed");
+            e
+        })?;
+        tracing::trace!(%name, "unlinked POSIX shared memory");
+        Ok(())
+    }
+}
+
+/// Unlinks a POSIX segment name when dropped (also when unwinding from a panic).
+///
+/// ```
+/// use ipc_shm::{Segment, UnlinkGuard};
+///
+/// let name = format!("/ipc-shm-doc-guard-{}", std::process::id());
+/// let seg = Segment::create(name.as_str(), 4096)?;
+/// let guard = UnlinkGuard::new(name.as_str())?;
+/// drop(guard); // the name is gone; `seg` stays mapped
+/// assert!(Segment::open(name.as_str()).is_err());
+/// seg.write_at(0, b"still here")?;
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "the name is unlinked when the guard is dropped"]
+pub struct UnlinkGuard {
+    name: Option<PosixName>,
+}
+
+impl UnlinkGuard {
+    /// A guard for `name` (nothing is checked or unlinked yet).
+    pub fn new(name: impl TryInto<PosixName, Error = Error>) -> Result<UnlinkGuard> {
+        Ok(UnlinkGuard {
+            name: Some(name.try_into()?),
+        })
+    }
+
+    /// The name it will unlink.
+    pub fn name(&self) -> Option<&PosixName> {
+        self.name.as_ref()
+    }
+
+    /// Keeps the name: the guard will not unlink it.
+    pub fn disarm(mut self) -> PosixName {
+        self.name.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for UnlinkGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            // Already gone is fine: somebody unlinked it on purpose.
+            match Segment::unlink(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => tracing::debug!(error = %e, "unlink guard failed"),
+            }
+        }
+    }
+}

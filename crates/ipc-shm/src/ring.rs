@@ -1,0 +1,818 @@
+//! The ring at the heart of the channel: its shared layout ([`Header`]) and the single-producer
+//! single-consumer logic over it ([`Producer`], [`Consumer`]), written against a raw region so
+//! it runs the same over a shared mapping and over heap memory (where Miri checks it).
+//!
+//! # Layout
+//!
+//! ```text
+//! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message
+//! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping)
+//! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
+//! offset 384  tx Side  written by the producer only: state, pid, start time, CPU, wake word
+//! offset 512  rx Side  written by the consumer only
+//! offset 640  data     `capacity` bytes (a power of two), records back to back
+//! ```
+//!
+//! Each line is a `CachePadded` block (128 bytes on x86-64), so the two indices never share a
+//! cache line. A record is an 8-byte header (`len: u32`, `kind: u32`) and `len` payload bytes,
+//! padded to a multiple of 8. A record never wraps: when one does not fit before the end of the
+//! data area, the producer first writes a padding record up to the end. Records become visible
+//! only when the producer stores `tail` (release), so a producer that dies mid-write leaves
+//! nothing visible.
+//!
+//! # Trust
+//!
+//! Every field of the header can be scribbled on by a peer. Each side keeps its own index in a
+//! local (it never reads it back), reads the peer's index once per refresh into a local and
+//! validates it (aligned, at most `capacity` ahead), and copies each record header into locals
+//! before checking it against what it validated. Anything inconsistent is
+//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted); no value from shared memory is used
+//! as an offset or length before that check.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use crossbeam_utils::CachePadded;
+use ipc_core::{Error, Result};
+
+/// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
+/// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
+pub(crate) const VERSION: u32 = 1;
+/// The smallest data area.
+pub(crate) const MIN_CAPACITY: usize = 64;
+/// The largest data area: indices are `u32` counters, so `capacity` must stay well below
+/// 2^32 for "how far ahead" to be unambiguous.
+pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+/// Bytes of a record header.
+pub(crate) const RECORD_HEADER: usize = 8;
+const KIND_MESSAGE: u32 = 0x4D53_4721; // "!GSM"
+const KIND_PADDING: u32 = 0x5041_4421; // "!DAP"
+
+/// Endpoint states in [`Side::state`].
+pub(crate) const STATE_FREE: u32 = 0;
+pub(crate) const STATE_ATTACHED: u32 = 1;
+pub(crate) const STATE_CLOSED: u32 = 2;
+
+/// The first block: what `open` validates.
+#[repr(C)]
+pub(crate) struct Meta {
+    pub(crate) magic: AtomicU64,
+    pub(crate) version: AtomicU32,
+    pub(crate) header_size: AtomicU32,
+    pub(crate) capacity: AtomicU32,
+    pub(crate) max_message: AtomicU32,
+}
+
+/// One endpoint's block, written by that endpoint only.
+#[repr(C)]
+pub(crate) struct Side {
+    /// [`STATE_FREE`], [`STATE_ATTACHED`] or [`STATE_CLOSED`].
+    pub(crate) state: AtomicU32,
+    /// Seqlock over `pid` and `start_time`: odd while they are being written; changes on every
+    /// attach, so the peer knows to look again.
+    pub(crate) generation: AtomicU32,
+    /// The attached process.
+    pub(crate) pid: AtomicU32,
+    /// The CPU the endpoint's process is pinned to, or `u32::MAX` if it may run on several.
+    pub(crate) single_cpu: AtomicU32,
+    /// The attached process's start time (clock ticks after boot, `/proc/PID/stat` field 22):
+    /// with the pid, it names one process even if the pid is reused.
+    pub(crate) start_time: AtomicU64,
+    /// 1 while this endpoint is going to sleep or asleep waiting for the peer.
+    pub(crate) sleeping: AtomicU32,
+    /// The futex word this endpoint bumps to wake the peer.
+    pub(crate) wake: AtomicU32,
+}
+
+/// The header at the start of a channel segment; see the module docs.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) meta: CachePadded<Meta>,
+    pub(crate) tail: CachePadded<AtomicU32>,
+    pub(crate) head: CachePadded<AtomicU32>,
+    pub(crate) tx: CachePadded<Side>,
+    pub(crate) rx: CachePadded<Side>,
+}
+
+/// Where the data area starts.
+pub(crate) const DATA_OFFSET: usize = std::mem::size_of::<Header>();
+
+/// The bytes a channel of `capacity` needs: header plus data.
+pub(crate) fn region_size(capacity: usize) -> usize {
+    DATA_OFFSET + capacity
+}
+
+/// The largest message a ring of `capacity` can always make room for: a record must fit before
+/// the end of the data area or, after padding, at its start, so at most half of it.
+pub(crate) fn max_message_for(capacity: usize) -> usize {
+    capacity / 2 - RECORD_HEADER
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// A validated view of a ring in a region: the header, the data area and the capacity (read
+/// once at open and kept locally; never re-read from shared memory).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ring {
+    header: NonNull<Header>,
+    data: NonNull<u8>,
+    capacity: u32,
+    max_message: u32,
+}
+
+// SAFETY: a `Ring` is a pair of pointers into a region whose owner (the endpoint, holding the
+// segment) keeps it alive; all access through it is atomic or ordered by the release/acquire
+// protocol on `tail` and `head`.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Writes a fresh header for a ring of `capacity` bytes (a power of two) carrying messages
+    /// of at most `max_message` bytes into `base`, and publishes it (magic last, release).
+    ///
+    /// # Safety
+    ///
+    /// - `base` is valid for reads and writes of `len` bytes and aligned to 128;
+    /// - no other process or thread accesses the region until this returns.
+    pub(crate) unsafe fn init(
+        base: NonNull<u8>,
+        len: usize,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<()> {
+        check_geometry(len, capacity, max_message)
+            .map_err(|n| Error::with_note(ipc_core::ErrorKind::InvalidInput, n))?;
+        // SAFETY: the caller guarantees `base` is valid, aligned and ours alone; the header
+        // fits (checked above).
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        if h.meta.magic.load(Ordering::Acquire) != 0 {
+            return Err(Error::with_note(
+                ipc_core::ErrorKind::AlreadyExists,
+                "the segment already holds a channel (or other data): initialise a fresh one",
+            ));
+        }
+        // Zero every header byte (fresh segments are zero anyway; this makes it explicit).
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(base.as_ptr(), 0, DATA_OFFSET) };
+        h.meta.version.store(VERSION, Ordering::Relaxed);
+        h.meta
+            .header_size
+            .store(DATA_OFFSET as u32, Ordering::Relaxed);
+        h.meta.capacity.store(capacity as u32, Ordering::Relaxed);
+        h.meta
+            .max_message
+            .store(max_message as u32, Ordering::Relaxed);
+        h.meta.magic.store(MAGIC, Ordering::Release);
+        Ok(())
+    }
+
+    /// Validates the header in `base` and returns a view of the ring.
+    ///
+    /// Errors: [`ErrorKind::WrongType`](ipc_core::ErrorKind::WrongType) for a missing magic or
+    /// another layout version; [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for a
+    /// capacity, header size or maximum that is out of range or does not fit in `len`.
+    ///
+    /// # Safety
+    ///
+    /// - `base` is valid for reads and writes of `len` bytes, aligned to 128, and stays so for
+    ///   as long as the returned `Ring` (or anything made from it) is used;
+    /// - every access to the region by others is atomic or follows the ring protocol (or comes
+    ///   from another process, which this code treats as untrusted).
+    pub(crate) unsafe fn open(base: NonNull<u8>, len: usize) -> Result<Ring> {
+        if len < DATA_OFFSET {
+            return Err(Error::with_note(
+                ipc_core::ErrorKind::WrongType,
+                format!("{len} bytes cannot hold a channel header of {DATA_OFFSET} bytes"),
+            ));
+        }
+        // SAFETY: valid and aligned (caller), and at least a header long (checked above).
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        let magic = h.meta.magic.load(Ordering::Acquire);
+        if magic != MAGIC {
+            let why = if magic == 0 {
+                "no channel here: the segment is not initialised (yet)".to_owned()
+            } else {
+                format!("not a channel: magic {magic:#018x}, expected {MAGIC:#018x}")
+            };
+            return Err(Error::with_note(ipc_core::ErrorKind::WrongType, why));
+        }
+        let version = h.meta.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(Error::with_note(
+                ipc_core::ErrorKind::WrongType,
+                format!("channel layout version {version}, this library speaks {VERSION}"),
+            ));
+        }
+        let header_size = h.meta.header_size.load(Ordering::Relaxed) as usize;
+        if header_size != DATA_OFFSET {
+            return Err(Error::corrupted(format!(
+                "header size {header_size}, expected {DATA_OFFSET}"
+            )));
+        }
+        let capacity = h.meta.capacity.load(Ordering::Relaxed) as usize;
+        let max_message = h.meta.max_message.load(Ordering::Relaxed) as usize;
+        check_geometry(len, capacity, max_message).map_err(Error::corrupted)?;
+        Ok(Ring {
+            header: base.cast(),
+            // SAFETY: DATA_OFFSET < len (checked), so the pointer stays in the region.
+            data: unsafe { base.add(DATA_OFFSET) },
+            capacity: capacity as u32,
+            max_message: max_message as u32,
+        })
+    }
+
+    /// The shared header.
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: `open`'s caller keeps the region valid while the ring is used; the header
+        // holds only atomics, which may be shared.
+        unsafe { self.header.as_ref() }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message as usize
+    }
+
+    fn at(&self, pos: u32) -> *mut u8 {
+        let off = (pos & (self.capacity - 1)) as usize;
+        // SAFETY: `off < capacity` and the data area is `capacity` bytes.
+        unsafe { self.data.as_ptr().add(off) }
+    }
+}
+
+fn check_geometry(
+    len: usize,
+    capacity: usize,
+    max_message: usize,
+) -> std::result::Result<(), String> {
+    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        return Err(format!(
+            "capacity {capacity} is not a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}"
+        ));
+    }
+    if region_size(capacity) > len {
+        return Err(format!(
+            "a capacity of {capacity} needs {} bytes, the segment has {len}",
+            region_size(capacity)
+        ));
+    }
+    if max_message == 0 || max_message > max_message_for(capacity) {
+        return Err(format!(
+            "max message {max_message} is not within 1..={} for capacity {capacity}",
+            max_message_for(capacity)
+        ));
+    }
+    Ok(())
+}
+
+/// Room reserved by [`Producer::reserve`]: write the payload at [`ptr`](Reservation::ptr),
+/// then [`Producer::commit`].
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    /// Padding to write before the record (0 if none).
+    pad: u32,
+    /// Where the record header goes (ring position).
+    pos: u32,
+    /// The most payload bytes that fit.
+    len: u32,
+}
+
+/// The producer's side: its own `tail` (never read back from shared memory) and a cached copy
+/// of the consumer's `head`.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    ring: Ring,
+    tail: u32,
+    head: u32,
+}
+
+impl Producer {
+    /// Takes the producer's role on `ring`, starting at the tail in shared memory (validated
+    /// against the head).
+    pub(crate) fn new(ring: Ring) -> Result<Producer> {
+        let h = ring.header();
+        let tail = h.tail.load(Ordering::Acquire);
+        let head = h.head.load(Ordering::Acquire);
+        let mut p = Producer { ring, tail, head };
+        if tail % 8 != 0 {
+            return Err(Error::corrupted(format!(
+                "tail {tail} is not 8-byte aligned"
+            )));
+        }
+        p.check_head(head)?;
+        Ok(p)
+    }
+
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    fn check_head(&mut self, head: u32) -> Result<()> {
+        let used = self.tail.wrapping_sub(head);
+        if head % 8 != 0 || used > self.ring.capacity {
+            return Err(Error::corrupted(format!(
+                "consumer index {head} is inconsistent with producer index {} (capacity {})",
+                self.tail, self.ring.capacity
+            )));
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Re-reads the consumer's index (acquire) into the local cache, validating it.
+    fn refresh(&mut self) -> Result<()> {
+        let head = self.ring.header().head.load(Ordering::Acquire);
+        self.check_head(head)
+    }
+
+    /// The bytes of ring a record of `len` payload bytes takes at the current tail: the
+    /// padding before it and the record itself.
+    fn need(&self, len: usize) -> (u32, u32) {
+        let rec = (RECORD_HEADER + align8(len)) as u32;
+        let pos = self.tail & (self.ring.capacity - 1);
+        let to_end = self.ring.capacity - pos;
+        if rec <= to_end {
+            (0, rec)
+        } else {
+            (to_end, rec)
+        }
+    }
+
+    /// Reserves room for a message of `len` bytes (at most the ring's maximum), or `None` if
+    /// there is no room now. Nothing is visible to the consumer until [`commit`](Producer::commit).
+    pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>> {
+        debug_assert!(len <= self.ring.max_message());
+        let (pad, rec) = self.need(len);
+        let room = |p: &Producer| p.ring.capacity - p.tail.wrapping_sub(p.head);
+        if pad + rec > room(self) {
+            self.refresh()?;
+            if pad + rec > room(self) {
+                return Ok(None);
+            }
+        }
+        let pos = self.tail.wrapping_add(pad);
+        Ok(Some(Reservation {
+            pad,
+            pos,
+            len: len as u32,
+        }))
+    }
+
+    /// Where the payload of `r` goes: `r.len` writable bytes.
+    pub(crate) fn payload(&self, r: &Reservation) -> *mut u8 {
+        // SAFETY: the record (header and payload) lies inside the data area: `need` placed it
+        // before the end or, after padding, at the start.
+        unsafe { self.ring.at(r.pos).add(RECORD_HEADER) }
+    }
+
+    pub(crate) fn reserved_len(r: &Reservation) -> usize {
+        r.len as usize
+    }
+
+    /// Publishes the reserved record with `len` payload bytes (at most what was reserved):
+    /// writes the padding and record headers, then stores `tail` (release), then a full fence
+    /// so the caller's check of the consumer's sleeping flag cannot be reordered before it.
+    pub(crate) fn commit(&mut self, r: Reservation, len: usize) {
+        debug_assert!(len <= r.len as usize);
+        if r.pad != 0 {
+            write_record_header(
+                self.ring.at(self.tail),
+                r.pad - RECORD_HEADER as u32,
+                KIND_PADDING,
+            );
+        }
+        write_record_header(self.ring.at(r.pos), len as u32, KIND_MESSAGE);
+        let rec = (RECORD_HEADER + align8(len)) as u32;
+        self.tail = r.pos.wrapping_add(rec);
+        self.ring.header().tail.store(self.tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Whether every committed byte has been released by the consumer (refreshes the cache).
+    pub(crate) fn is_drained(&mut self) -> Result<bool> {
+        self.refresh()?;
+        Ok(self.head == self.tail)
+    }
+}
+
+fn write_record_header(at: *mut u8, len: u32, kind: u32) {
+    // SAFETY: callers pass the start of a record inside the data area; records are 8-aligned
+    // and at least 8 bytes, and the producer owns this space until it stores `tail`.
+    unsafe { at.cast::<[u32; 2]>().write([len, kind]) };
+}
+
+/// A message found by [`Consumer::peek`]: its payload's place and length, all validated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Message {
+    ptr: *const u8,
+    len: usize,
+    rec: u32,
+}
+
+impl Message {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn ptr(&self) -> *const u8 {
+        self.ptr
+    }
+}
+
+/// The consumer's side: its own `head` (never read back) and a cached copy of `tail`.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    ring: Ring,
+    head: u32,
+    tail: u32,
+}
+
+impl Consumer {
+    /// Takes the consumer's role on `ring`, starting at the head in shared memory.
+    pub(crate) fn new(ring: Ring) -> Result<Consumer> {
+        let h = ring.header();
+        let head = h.head.load(Ordering::Acquire);
+        if head % 8 != 0 {
+            return Err(Error::corrupted(format!(
+                "head {head} is not 8-byte aligned"
+            )));
+        }
+        let mut c = Consumer {
+            ring,
+            head,
+            tail: head,
+        };
+        c.refresh()?;
+        Ok(c)
+    }
+
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Re-reads the producer's index (acquire), validating it. Returns whether there is data.
+    pub(crate) fn refresh(&mut self) -> Result<bool> {
+        let tail = self.ring.header().tail.load(Ordering::Acquire);
+        let avail = tail.wrapping_sub(self.head);
+        if tail % 8 != 0 || avail > self.ring.capacity {
+            return Err(Error::corrupted(format!(
+                "producer index {tail} is inconsistent with consumer index {} (capacity {})",
+                self.head, self.ring.capacity
+            )));
+        }
+        self.tail = tail;
+        Ok(avail != 0)
+    }
+
+    /// The next message, if one is committed; skips padding. The message stays in the ring
+    /// until [`release`](Consumer::release).
+    pub(crate) fn peek(&mut self) -> Result<Option<Message>> {
+        loop {
+            if self.tail == self.head && !self.refresh()? {
+                return Ok(None);
+            }
+            let avail = self.tail.wrapping_sub(self.head) as usize;
+            let pos = (self.head & (self.ring.capacity - 1)) as usize;
+            let to_end = self.ring.capacity as usize - pos;
+            let at = self.ring.at(self.head);
+            // Copy the record header once; from here on only the locals are used.
+            // SAFETY: `avail >= 8` (positions are 8-aligned and `avail > 0`), so a record header
+            // lies at `at`, inside the data area (`to_end >= 8`).
+            let [len, kind] = unsafe { at.cast::<[u32; 2]>().read() };
+            let len = len as usize;
+            match kind {
+                KIND_PADDING => {
+                    if RECORD_HEADER + len != to_end || to_end > avail {
+                        return Err(Error::corrupted(format!(
+                            "padding record of {len} bytes at ring offset {pos} does not end at \
+                             the end of the ring ({to_end} bytes on, {avail} committed)"
+                        )));
+                    }
+                    self.advance(to_end as u32);
+                }
+                KIND_MESSAGE => {
+                    let rec = RECORD_HEADER + align8(len);
+                    if len > self.ring.max_message() || rec > avail || rec > to_end {
+                        return Err(Error::corrupted(format!(
+                            "message record of {len} bytes at ring offset {pos} exceeds the \
+                             maximum {} or the {} committed bytes before the end",
+                            self.ring.max_message(),
+                            avail.min(to_end)
+                        )));
+                    }
+                    return Ok(Some(Message {
+                        // SAFETY: the payload `at + 8 .. at + 8 + len` is inside the record,
+                        // which is inside the data area (checked above).
+                        ptr: unsafe { at.add(RECORD_HEADER) },
+                        len,
+                        rec: rec as u32,
+                    }));
+                }
+                other => {
+                    return Err(Error::corrupted(format!(
+                        "record at ring offset {pos} has unknown kind {other:#x}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, bytes: u32) {
+        self.head = self.head.wrapping_add(bytes);
+        self.ring.header().head.store(self.head, Ordering::Release);
+    }
+
+    /// Gives the space of `m` (the message [`peek`](Consumer::peek) returned) back to the
+    /// producer: stores `head` (release), then a full fence so the caller's check of the
+    /// producer's sleeping flag cannot be reordered before it.
+    pub(crate) fn release(&mut self, m: Message) {
+        self.advance(m.rec);
+        fence(Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::Layout;
+    use std::collections::VecDeque;
+
+    /// Heap memory laid out like a segment.
+    pub(crate) struct HeapRegion {
+        ptr: NonNull<u8>,
+        layout: Layout,
+    }
+
+    // SAFETY: the region is plain heap memory, shared between test threads only through the
+    // ring protocol.
+    unsafe impl Send for HeapRegion {}
+    // SAFETY: as above.
+    unsafe impl Sync for HeapRegion {}
+
+    impl HeapRegion {
+        pub(crate) fn new(len: usize) -> HeapRegion {
+            let layout = Layout::from_size_align(len, 128).unwrap();
+            // SAFETY: `layout` has a non-zero size.
+            let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+            HeapRegion { ptr, layout }
+        }
+        pub(crate) fn ring(capacity: usize, max: usize) -> (HeapRegion, Ring) {
+            let r = HeapRegion::new(region_size(capacity));
+            // SAFETY: fresh, aligned, exclusively ours.
+            unsafe { Ring::init(r.ptr, r.layout.size(), capacity, max).unwrap() };
+            // SAFETY: the region outlives every use in the tests (dropped last).
+            let ring = unsafe { Ring::open(r.ptr, r.layout.size()).unwrap() };
+            (r, ring)
+        }
+        fn word(&self, offset: usize) -> &AtomicU32 {
+            // SAFETY: tests pass aligned offsets inside the region.
+            unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+        }
+    }
+
+    impl Drop for HeapRegion {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+
+    fn send(p: &mut Producer, msg: &[u8]) -> bool {
+        match p.reserve(msg.len()).unwrap() {
+            None => false,
+            Some(r) => {
+                // SAFETY: the reservation has room for `msg.len()` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), p.payload(&r), msg.len()) };
+                p.commit(r, msg.len());
+                true
+            }
+        }
+    }
+
+    fn recv(c: &mut Consumer) -> Option<Vec<u8>> {
+        let m = c.peek().unwrap()?;
+        // SAFETY: a peeked message is `len` readable bytes until released.
+        let v = unsafe { std::slice::from_raw_parts(m.ptr(), m.len()) }.to_vec();
+        c.release(m);
+        Some(v)
+    }
+
+    #[test]
+    fn header_layout_is_what_the_docs_say() {
+        assert_eq!(std::mem::offset_of!(Header, tail), 128);
+        assert_eq!(std::mem::offset_of!(Header, head), 256);
+        assert_eq!(std::mem::offset_of!(Header, tx), 384);
+        assert_eq!(std::mem::offset_of!(Header, rx), 512);
+        assert_eq!(DATA_OFFSET, 640);
+    }
+
+    #[test]
+    fn fills_wraps_and_keeps_order() {
+        let (_r, ring) = HeapRegion::ring(256, max_message_for(256));
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        let mut model = VecDeque::new();
+        let mut n = 0u8;
+        for round in 0..200 {
+            let len = (round * 7) % 60;
+            let msg = vec![n; len];
+            if send(&mut p, &msg) {
+                model.push_back(msg);
+                n = n.wrapping_add(1);
+            } else {
+                assert!(
+                    !model.is_empty(),
+                    "a ring with nothing in it refused {len} bytes"
+                );
+            }
+            if round % 3 == 0 {
+                assert_eq!(recv(&mut c), model.pop_front());
+            }
+        }
+        while let Some(m) = model.pop_front() {
+            assert_eq!(recv(&mut c), Some(m));
+        }
+        assert_eq!(recv(&mut c), None);
+    }
+
+    #[test]
+    fn a_maximum_message_always_fits_in_a_drained_ring() {
+        let cap = 256;
+        let max = max_message_for(cap);
+        let (_r, ring) = HeapRegion::ring(cap, max);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        for offset in 0..40 {
+            let small = vec![1; offset % 17];
+            assert!(send(&mut p, &small));
+            recv(&mut c).unwrap();
+            let big = vec![2; max];
+            assert!(
+                send(&mut p, &big),
+                "max message refused at offset step {offset}"
+            );
+            assert_eq!(recv(&mut c).unwrap(), big);
+        }
+    }
+
+    #[test]
+    fn uncommitted_records_are_invisible() {
+        let (_r, ring) = HeapRegion::ring(256, 100);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        let r = p.reserve(50).unwrap().unwrap();
+        // SAFETY: 50 bytes reserved.
+        unsafe { std::ptr::write_bytes(p.payload(&r), 0xAB, 50) };
+        assert!(c.peek().unwrap().is_none());
+        let _abandoned = r; // never committed: the next reservation reuses the space
+        assert!(send(&mut p, b"next"));
+        assert_eq!(recv(&mut c).unwrap(), b"next");
+    }
+
+    #[test]
+    fn garbage_indices_and_records_are_corrupted_not_ub() {
+        let head_off = std::mem::offset_of!(Header, head);
+        let tail_off = std::mem::offset_of!(Header, tail);
+        for garbage in [1u32, 7, 257, 1 << 20, u32::MAX, 0x8000_0000] {
+            let (r, ring) = HeapRegion::ring(256, 100);
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            r.word(tail_off).store(garbage, Ordering::Release);
+            let e = c.peek().unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "tail {garbage}: {e}"
+            );
+            r.word(head_off).store(garbage, Ordering::Release);
+            // Fill until the producer must look at head.
+            let e = loop {
+                match p.reserve(100) {
+                    Ok(Some(res)) => p.commit(res, 100),
+                    Ok(None) => panic!("garbage head {garbage} accepted as full"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "head {garbage}: {e}"
+            );
+        }
+        // Record headers: a length past the committed bytes, an unknown kind, bad padding.
+        for (len, kind) in [
+            (200u32, KIND_MESSAGE),
+            (u32::MAX, KIND_MESSAGE),
+            (8, 0),
+            (8, KIND_PADDING),
+            (u32::MAX - 7, KIND_PADDING),
+        ] {
+            let (r, ring) = HeapRegion::ring(256, 100);
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            assert!(send(&mut p, &[0; 16]));
+            r.word(DATA_OFFSET).store(len, Ordering::Relaxed);
+            r.word(DATA_OFFSET + 4).store(kind, Ordering::Relaxed);
+            let e = c.peek().unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "({len}, {kind:#x}): {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_validates_the_header() {
+        let (r, _ring) = HeapRegion::ring(256, 100);
+        let len = region_size(256);
+        let meta = |off: usize| r.word(off);
+        // SAFETY: the region is valid, aligned and alive for the whole test.
+        let open = |len: usize| unsafe { Ring::open(r.ptr, len) };
+        meta(16).store(512, Ordering::Relaxed); // capacity larger than the region
+        let e = open(len).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
+        meta(16).store(100, Ordering::Relaxed); // not a power of two
+        let e = open(len).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
+        meta(16).store(256, Ordering::Relaxed);
+        meta(20).store(200, Ordering::Relaxed); // max message over half the ring
+        let e = open(len).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
+        meta(20).store(100, Ordering::Relaxed);
+        meta(8).store(VERSION + 1, Ordering::Relaxed);
+        let e = open(len).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");
+        meta(8).store(VERSION, Ordering::Relaxed);
+        meta(0).store(0xdead, Ordering::Relaxed);
+        let e = open(len).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");
+        let e = open(DATA_OFFSET - 1).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");
+    }
+
+    #[test]
+    fn threads_pass_messages_in_order() {
+        // Under Miri this checks the release/acquire protocol for data races.
+        let count: u32 = if cfg!(miri) { 200 } else { 20_000 };
+        let (region, ring) = HeapRegion::ring(512, 200);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for i in 0..count {
+                    let len = (i as usize * 13) % 200;
+                    let mut msg = vec![(i % 251) as u8; len.max(4)];
+                    msg[..4].copy_from_slice(&i.to_le_bytes());
+                    while !send(&mut p, &msg) {
+                        std::thread::yield_now();
+                    }
+                }
+            });
+            for i in 0..count {
+                let msg = loop {
+                    if let Some(m) = recv(&mut c) {
+                        break m;
+                    }
+                    std::thread::yield_now();
+                };
+                assert_eq!(&msg[..4], &i.to_le_bytes());
+                assert!(msg[4..].iter().all(|&b| b == (i % 251) as u8));
+            }
+        });
+        drop(region);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        /// Any interleaving of sends and receives matches a VecDeque model.
+        #[test]
+        fn matches_the_model(ops in proptest::collection::vec((proptest::bool::ANY, 0usize..120), 1..80)) {
+            let (_r, ring) = HeapRegion::ring(256, max_message_for(256));
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            for (i, (is_send, len)) in ops.into_iter().enumerate() {
+                if is_send {
+                    let msg = vec![i as u8; len];
+                    if send(&mut p, &msg) {
+                        model.push_back(msg);
+                    } else {
+                        // A message of at most the maximum always fits a drained ring.
+                        proptest::prop_assert!(!model.is_empty());
+                    }
+                } else {
+                    proptest::prop_assert_eq!(recv(&mut c), model.pop_front());
+                }
+            }
+        }
+    }
+}

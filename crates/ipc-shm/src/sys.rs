@@ -1,0 +1,73 @@
+//! The System V shared-memory calls rustix does not wrap (`shmget`, `shmat`, `shmdt`,
+//! `shmctl`), made through libc and exposed as a small safe(ish) API to `sysv.rs`.
+
+use std::ptr::NonNull;
+
+use rustix::io::Errno;
+
+fn errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
+/// `shmget(key, size, flags)`: the id of the segment.
+pub(crate) fn shmget(key: libc::key_t, size: usize, flags: libc::c_int) -> Result<i32, Errno> {
+    // SAFETY: shmget takes plain integers and touches no memory of ours.
+    let id = unsafe { libc::shmget(key, size, flags) };
+    if id < 0 { Err(errno()) } else { Ok(id) }
+}
+
+/// What `shmctl(IPC_STAT)` says about a segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShmStat {
+    /// The segment's size in bytes, as created (`shm_segsz`).
+    pub(crate) size: usize,
+    /// The owner's user id (`shm_perm.uid`).
+    pub(crate) uid: u32,
+}
+
+/// `shmctl(id, IPC_STAT)`.
+pub(crate) fn shm_stat(id: i32) -> Result<ShmStat, Errno> {
+    // SAFETY: an all-zero `shmid_ds` is a valid value of this plain C struct.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a writable `shmid_ds` that outlives the call; IPC_STAT only fills it.
+    let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(ShmStat {
+        size: ds.shm_segsz,
+        uid: ds.shm_perm.uid,
+    })
+}
+
+/// `shmctl(id, IPC_RMID)`: marks the segment for removal once the last process detaches.
+pub(crate) fn shm_rmid(id: i32) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID takes no buffer (a null pointer is allowed).
+    let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `shmat(id, NULL, read_only ? SHM_RDONLY : 0)`: maps the segment at an address the kernel
+/// picks.
+pub(crate) fn shmat(id: i32, read_only: bool) -> Result<NonNull<u8>, Errno> {
+    let flags = if read_only { libc::SHM_RDONLY } else { 0 };
+    // SAFETY: with a null address the kernel chooses where to map, so no existing mapping of
+    // this process is replaced.
+    let p = unsafe { libc::shmat(id, std::ptr::null(), flags) };
+    if p as isize == -1 {
+        return Err(errno());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or(Errno::FAULT)
+}
+
+/// `shmdt(addr)`: unmaps a segment attached with [`shmat`].
+///
+/// # Safety
+///
+/// - `addr` was returned by [`shmat`] and has not been detached yet;
+/// - nothing uses memory of that attachment afterwards.
+pub(crate) unsafe fn shmdt(addr: NonNull<u8>) -> Result<(), Errno> {
+    // SAFETY: the caller guarantees `addr` is a live attachment nobody uses any more.
+    let r = unsafe { libc::shmdt(addr.as_ptr().cast()) };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}

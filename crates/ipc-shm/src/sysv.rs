@@ -1,0 +1,199 @@
+//! System V shared memory (`shmget`/`shmat`/`shmdt`/`shmctl(IPC_RMID)`), for interop with
+//! programs that still use it, and [`SysvGuard`] that removes a segment on drop.
+
+use ipc_core::{Error, ErrorKind, Result};
+use rustix::io::Errno;
+
+use crate::segment::{Segment, SegmentKind};
+use crate::sys;
+
+/// A System V IPC key: [`SysvKey::Private`] for a segment only reachable by its id, or a
+/// number (as `ftok` makes) that other programs can find it by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysvKey {
+    /// `IPC_PRIVATE`: always a new segment, found only by its id.
+    Private,
+    /// A key other programs can use with `shmget`.
+    Key(i32),
+}
+
+impl SysvKey {
+    fn raw(self) -> libc::key_t {
+        match self {
+            SysvKey::Private => libc::IPC_PRIVATE,
+            SysvKey::Key(k) => k,
+        }
+    }
+}
+
+fn shmget_error(e: Errno, size: usize, what: String) -> Error {
+    let knob = |knob: &'static str| {
+        let value = std::fs::read_to_string(knob)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Error::limit(knob, value).with_source(e.into())
+    };
+    let err = match e {
+        // EINVAL: size below SHMMIN or above SHMMAX (or larger than an existing segment).
+        Errno::INVAL => knob("/proc/sys/kernel/shmmax"),
+        // ENOSPC: all ids in use, or the system-wide page total would be exceeded.
+        Errno::NOSPC => {
+            let mut e = knob("/proc/sys/kernel/shmall");
+            if size == 0 {
+                e = knob("/proc/sys/kernel/shmmni");
+            }
+            e
+        }
+        e => Error::from(e),
+    };
+    let err = err.in_op("shmget").on(what);
+    tracing::debug!(error = %err, "shmget failed");
+    err
+}
+
+fn attach(id: i32, read_only: bool, min_len: usize, any_owner: bool) -> Result<Segment> {
+    let kind = SegmentKind::SysV { id };
+    let st = sys::shm_stat(id).map_err(|e| Error::from(e).in_op("shmctl(IPC_STAT)").on(&kind))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !any_owner && st.uid != me {
+        return Err(Error::with_note(
+            ErrorKind::PermissionDenied,
+            format!("owned by uid {}, not by this process's uid {me}", st.uid),
+        )
+        .in_op("shmat")
+        .on(&kind));
+    }
+    if st.size < min_len.max(1) {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            format!(
+                "the segment has {} bytes, fewer than the {min_len} required",
+                st.size
+            ),
+        )
+        .in_op("shmat")
+        .on(&kind));
+    }
+    let addr = sys::shmat(id, read_only).map_err(|e| {
+        let e = Error::from(e).in_op("shmat").on(&kind);
+        tracing::debug!(error = %e, "shmat failed");
+        e
+    })?;
+    tracing::trace!(id, size = st.size, read_only, "attached System V segment");
+    // The kernel maps whole pages, but only `size` bytes are the segment's: stay within them.
+    Ok(Segment::from_sysv(addr, st.size, !read_only, id))
+}
+
+impl Segment {
+    /// Creates a System V segment of `size` bytes with mode `0o600` and attaches it
+    /// read-write. With a [`SysvKey::Key`], fails if a segment with that key exists
+    /// (`IPC_EXCL`).
+    ///
+    /// Makes `shmget(key, size, IPC_CREAT | IPC_EXCL | 0600)` and `shmat`. The segment
+    /// stays until removed with [`Segment::sysv_remove`] or a [`SysvGuard`], even after every
+    /// process detached: System V segments are not reference-counted like memfds.
+    ///
+    /// Errors: [`ErrorKind::AlreadyExists`] for a key in use, [`ErrorKind::LimitExceeded`]
+    /// naming `/proc/sys/kernel/shmmax`, `shmall` or `shmmni`.
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
+    /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
+    #[doc(alias = "shmget")]
+    pub fn sysv_create(key: SysvKey, size: usize) -> Result<Segment> {
+        let what = format!("System V key {key:?}");
+        if size == 0 {
+            return Err(
+                Error::with_note(ErrorKind::InvalidInput, "size must be above 0")
+                    .in_op("shmget")
+                    .on(what),
+            );
+        }
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+        let id = sys::shmget(key.raw(), size, flags).map_err(|e| shmget_error(e, size, what))?;
+        tracing::trace!(id, size, "created System V segment");
+        attach(id, false, size, false).inspect_err(|_| {
+            let _ = sys::shm_rmid(id);
+        })
+    }
+
+    /// The id of the existing segment with `key` (`shmget(key, 0, 0)`), to attach with
+    /// [`sysv_attach`](Segment::sysv_attach).
+    ///
+    /// Errors: [`ErrorKind::NotFound`] if no segment has that key.
+    #[doc(alias = "shmget")]
+    pub fn sysv_lookup(key: i32) -> Result<i32> {
+        sys::shmget(key, 0, 0).map_err(|e| shmget_error(e, 0, format!("System V key {key}")))
+    }
+
+    /// Attaches the existing System V segment `id`, read-write or read-only, after checking
+    /// with `shmctl(IPC_STAT)` that it is owned by this user and at least `min_len` bytes.
+    /// Only the segment's own size is accessible, not the rest of its last page.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
+    /// not exist or was removed, [`ErrorKind::PermissionDenied`] for a foreign owner or mode,
+    /// [`ErrorKind::WrongType`] if it is smaller than `min_len`.
+    ///
+    /// # References
+    /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
+    #[doc(alias = "shmat")]
+    pub fn sysv_attach(id: i32, read_only: bool, min_len: usize) -> Result<Segment> {
+        attach(id, read_only, min_len, false)
+    }
+
+    /// The System V id, for a System V segment.
+    pub fn sysv_id(&self) -> Option<i32> {
+        match self.kind() {
+            SegmentKind::SysV { id } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Marks System V segment `id` for removal (`shmctl(IPC_RMID)`): it disappears once the
+    /// last process detaches. Does not block.
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
+    #[doc(alias = "IPC_RMID")]
+    pub fn sysv_remove(id: i32) -> Result<()> {
+        sys::shm_rmid(id).map_err(|e| {
+            let e = Error::from(e)
+                .in_op("shmctl(IPC_RMID)")
+                .on(SegmentKind::SysV { id });
+            tracing::debug!(error = %e, "remove System V segment failed");
+            e
+        })?;
+        tracing::trace!(id, "removed System V segment");
+        Ok(())
+    }
+}
+
+/// Removes a System V segment (`IPC_RMID`) when dropped, also when unwinding from a panic.
+#[derive(Debug)]
+#[must_use = "the segment is removed when the guard is dropped"]
+pub struct SysvGuard {
+    id: Option<i32>,
+}
+
+impl SysvGuard {
+    /// A guard for segment `id`.
+    pub fn new(id: i32) -> SysvGuard {
+        SysvGuard { id: Some(id) }
+    }
+
+    /// Keeps the segment: the guard will not remove it.
+    pub fn disarm(mut self) -> i32 {
+        self.id.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for SysvGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Err(e) = Segment::sysv_remove(id) {
+                tracing::debug!(error = %e, "System V guard failed");
+            }
+        }
+    }
+}
