@@ -4,6 +4,7 @@
 //! | feature | crate | mechanism |
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+//! | `shm` | `shm` (`ipc-shm`) | shared memory segments (POSIX, memfd, System V) and channels |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,3 +13,5 @@ pub use ipc_core as core;
 pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result,
 };
+#[cfg(feature = "shm")]
+pub use ipc_shm as shm;

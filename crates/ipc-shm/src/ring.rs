@@ -146,16 +146,21 @@ impl Ring {
             .map_err(|n| Error::with_note(ipc_core::ErrorKind::InvalidInput, n))?;
         // SAFETY: the caller guarantees `base` is valid, aligned and ours alone; the header
         // fits (checked above).
-        let h = unsafe { base.cast::<Header>().as_ref() };
-        if h.meta.magic.load(Ordering::Acquire) != 0 {
+        let magic = unsafe { base.cast::<Header>().as_ref() }
+            .meta
+            .magic
+            .load(Ordering::Acquire);
+        if magic != 0 {
             return Err(Error::with_note(
                 ipc_core::ErrorKind::AlreadyExists,
                 "the segment already holds a channel (or other data): initialise a fresh one",
             ));
         }
         // Zero every header byte (fresh segments are zero anyway; this makes it explicit).
-        // SAFETY: as above.
+        // SAFETY: as above; no reference into the header is alive across this write.
         unsafe { std::ptr::write_bytes(base.as_ptr(), 0, DATA_OFFSET) };
+        // SAFETY: as above.
+        let h = unsafe { base.cast::<Header>().as_ref() };
         h.meta.version.store(VERSION, Ordering::Relaxed);
         h.meta
             .header_size

@@ -1,0 +1,322 @@
+//! The channel across real processes: a blocked receiver sees a SIGKILLed sender as
+//! disconnected; a producer killed mid-write (at a chosen point, and at random points) never
+//! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
+//! directions; and a child process scribbling over the header, indices and record headers while
+//! the channel runs produces errors, never a panic, a hang or an out-of-bounds access.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::{ChannelOptions, Receiver, Segment, Sender, UnlinkGuard};
+use ipc_testkit::script::{check_message, fill_message, parse_stamp};
+use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
+use proptest::prelude::*;
+
+/// Where the receiver's "sleeping" flag lives in the header (rx block at 512, field at 24).
+const RX_SLEEPING: usize = 512 + 24;
+
+fn small() -> ChannelOptions {
+    ChannelOptions::new().capacity(1 << 16)
+}
+
+/// Child: open the sender on the inherited segment, send `n` messages, report, park.
+fn send_then_park(ctx: &Ctx) {
+    let n: u32 = ctx.arg().parse().unwrap();
+    let mut tx = Sender::open(Segment::inherited("seg").unwrap()).unwrap();
+    for seq in 0..n {
+        tx.send(&ipc_testkit::script::message(1, seq, 100 + seq as usize))
+            .unwrap();
+    }
+    ctx.park("sent");
+}
+
+/// Child: send two messages, then loan room for a third, write half of it and park there.
+fn park_mid_write(ctx: &Ctx) {
+    let mut tx = Sender::open(Segment::inherited("seg").unwrap()).unwrap();
+    tx.send(b"first").unwrap();
+    tx.send(b"second").unwrap();
+    let mut loan = tx.loan(1000).unwrap();
+    loan[..500].fill(0xEE);
+    ctx.park("half-written");
+}
+
+/// Child: send stamped messages of varying sizes as fast as possible until killed.
+fn send_forever(ctx: &Ctx) {
+    let mut tx = Sender::open(Segment::inherited("seg").unwrap()).unwrap();
+    let mut msg = Vec::new();
+    for seq in 0u32.. {
+        let len = 16 + (seq as usize * 7919) % 3000;
+        fill_message(2, seq, len, &mut msg);
+        if seq % 3 == 0 {
+            let mut loan = tx.loan(len).unwrap();
+            loan.copy_from_slice(&msg);
+            loan.commit();
+        } else {
+            tx.send(&msg).unwrap();
+        }
+        if seq == 10 {
+            ctx.checkpoint("running");
+        }
+    }
+}
+
+/// Child: open the receiver by name, receive `n` stamped messages in place, then expect the
+/// end.
+fn receive_by_name(ctx: &Ctx) {
+    let args = ctx.args();
+    let n: u32 = args[1].parse().unwrap();
+    let mut rx = Receiver::open(Segment::open(args[0]).unwrap()).unwrap();
+    for seq in 0..n {
+        let msg = rx
+            .recv_in_place_deadline(ipc_core::Deadline::after(watchdog()))
+            .unwrap();
+        check_message(3, seq, 16 + seq as usize * 13, &msg).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    let e = rx.recv_timeout(&mut buf, watchdog()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// Child: write the `offset:value` pairs of the argument into the inherited segment, one by
+/// one, with short pauses, while the parent's channel runs.
+fn scribble(ctx: &Ctx) {
+    let seg = Segment::inherited("seg").unwrap();
+    for pair in ctx.args() {
+        let (off, val) = pair.split_once(':').unwrap();
+        let (off, val): (usize, u32) = (off.parse().unwrap(), val.parse().unwrap());
+        seg.atomic_u32(off).unwrap().store(val, Ordering::Release);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+roles!(
+    send_then_park,
+    park_mid_write,
+    send_forever,
+    receive_by_name,
+    scribble
+);
+
+#[test]
+fn a_blocked_receiver_sees_a_killed_sender_as_disconnected() {
+    let seg = Arc::new(small().create_memfd("kill").unwrap());
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let mut child = spawn("send_then_park")
+        .fd("seg", seg.fd().unwrap())
+        .arg("3")
+        .start();
+    child.wait_checkpoint("sent");
+    let mut buf = vec![0; 1000];
+    for seq in 0..3 {
+        let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+        check_message(1, seq, 100 + seq as usize, &buf[..n]).unwrap();
+    }
+    // Block in recv (no deadline) on another thread; kill the sender once it sleeps.
+    let blocked = std::thread::spawn(move || {
+        let mut buf = vec![0; 1000];
+        rx.recv(&mut buf).map(|_| ())
+    });
+    let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+    within_watchdog("receiver to fall asleep", {
+        let seg = seg.clone();
+        move || {
+            let flag = seg.atomic_u32(RX_SLEEPING).unwrap();
+            while flag.load(Ordering::Acquire) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    assert_eq!(sleeping.load(Ordering::Acquire), 1);
+    assert!(child.kill_and_wait().killed());
+    let result = within_watchdog("blocked receiver to return", move || {
+        blocked.join().unwrap()
+    });
+    let e = result.expect_err("a receive after the sender was killed");
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[test]
+fn a_producer_killed_mid_write_leaves_no_torn_message() {
+    let seg = Arc::new(small().create_memfd("torn").unwrap());
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let mut child = spawn("park_mid_write").fd("seg", seg.fd().unwrap()).start();
+    child.wait_checkpoint("half-written");
+    assert!(child.kill_and_wait().killed());
+    let mut buf = vec![0; 2000];
+    let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+    assert_eq!(&buf[..n], b"second");
+    let e = rx.recv_timeout(&mut buf, watchdog()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[test]
+fn producers_killed_at_random_points_never_show_torn_messages() {
+    for round in 0..4 {
+        let seg = Arc::new(small().create_memfd("random-kill").unwrap());
+        let mut rx = Receiver::open(seg.clone()).unwrap();
+        let mut child = spawn("send_forever").fd("seg", seg.fd().unwrap()).start();
+        child.wait_checkpoint("running");
+        // Let it run for a varying while, receiving, then kill it wherever it is.
+        let mut buf = vec![0; 4000];
+        let mut seq = 0u32;
+        for _ in 0..(200 + round * 337) {
+            let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+            check_message(2, seq, 16 + (seq as usize * 7919) % 3000, &buf[..n]).unwrap();
+            seq += 1;
+        }
+        assert!(child.kill_and_wait().killed());
+        loop {
+            match rx.recv_timeout(&mut buf, watchdog()) {
+                Ok(n) => {
+                    let got = &buf[..n];
+                    assert_eq!(
+                        parse_stamp(got),
+                        Some((2, seq)),
+                        "round {round}: message {seq} is torn or out of order"
+                    );
+                    check_message(2, seq, 16 + (seq as usize * 7919) % 3000, got).unwrap();
+                    seq += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unrelated_processes_open_the_channel_by_name() {
+    let name = unique_posix_name("shm-chan");
+    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let seg = small().create_posix(name.as_str()).unwrap();
+    let mut tx = Sender::open(seg).unwrap();
+    let child = spawn("receive_by_name").arg(format!("{name} 200")).start();
+    let mut msg = Vec::new();
+    for seq in 0..200u32 {
+        fill_message(3, seq, 16 + seq as usize * 13, &mut msg);
+        if seq % 2 == 0 {
+            tx.send_timeout(&msg, watchdog()).unwrap();
+        } else {
+            let mut loan = tx
+                .loan_deadline(msg.len(), ipc_core::Deadline::after(watchdog()))
+                .unwrap();
+            loan.copy_from_slice(&msg);
+            loan.commit();
+        }
+    }
+    drop(tx);
+    child.wait_success();
+}
+
+#[test]
+fn a_second_end_of_the_same_kind_is_refused() {
+    let seg = Arc::new(small().create_memfd("twice").unwrap());
+    let _tx = Sender::open(seg.clone()).unwrap();
+    let e = Sender::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let rx = Receiver::open(seg.clone()).unwrap();
+    drop(rx);
+    let e = Receiver::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    // A segment without a channel is refused as the wrong type.
+    let plain = Segment::memfd("plain", 1 << 17).unwrap();
+    let e = Receiver::open(plain).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+}
+
+/// Offsets a scribbler may hit: every header word, and the first record headers.
+fn scribble_offset() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        (0usize..160).prop_map(|w| w * 4),
+        (160usize..1184).prop_map(|w| w * 4),
+    ]
+}
+
+fn scribble_value() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        Just(0u32),
+        Just(1),
+        Just(2),
+        Just(3),
+        Just(8),
+        Just(4096),
+        Just(4104),
+        Just(u32::MAX),
+        Just(0x8000_0000),
+        Just(0x4D53_4721),
+        Just(0x5041_4421),
+        any::<u32>(),
+    ]
+}
+
+fn allowed(e: &ipc_core::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Corrupted | ErrorKind::Disconnected | ErrorKind::TimedOut
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: ipc_testkit::conformance::cases().min(24),
+        failure_persistence: None,
+        max_shrink_iters: 16,
+        ..ProptestConfig::default()
+    })]
+    /// A peer process writes garbage over the header, indices and record headers while both
+    /// ends run: every call returns a message of a valid length or an error of an allowed
+    /// kind (corrupted, disconnected, timed out); nothing panics or hangs.
+    #[test]
+    fn scribbling_peer_gives_errors_never_ub(
+        scribbles in proptest::collection::vec((scribble_offset(), scribble_value()), 1..40)
+    ) {
+        let opts = ChannelOptions::new().capacity(4096).max_message(500);
+        let seg = Arc::new(opts.create_memfd("scribbled").unwrap());
+        let mut tx = Sender::open(seg.clone()).unwrap();
+        let mut rx = Receiver::open(seg.clone()).unwrap();
+        let arg: Vec<String> = scribbles.iter().map(|(o, v)| format!("{o}:{v}")).collect();
+        let child = spawn("scribble").fd("seg", seg.fd().unwrap()).arg(arg.join(" ")).start();
+        let short = Duration::from_millis(20);
+        let sender = std::thread::spawn(move || {
+            let mut msg = Vec::new();
+            for seq in 0..3000u32 {
+                fill_message(4, seq, (seq as usize * 31) % 500, &mut msg);
+                if let Err(e) = tx.send_timeout(&msg, short) {
+                    if !allowed(&e) {
+                        return Err(format!("send: {e}"));
+                    }
+                    if e.kind() != ErrorKind::TimedOut {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        });
+        let receiver = std::thread::spawn(move || {
+            let mut buf = vec![0; 500];
+            let mut timeouts = 0;
+            while timeouts < 10 {
+                match rx.recv_timeout(&mut buf, short) {
+                    Ok(n) if n <= 500 => {}
+                    Ok(n) => return Err(format!("recv: {n} bytes, over the maximum")),
+                    Err(e) if !allowed(&e) => return Err(format!("recv: {e}")),
+                    Err(e) if e.kind() == ErrorKind::TimedOut => timeouts += 1,
+                    Err(_) => break,
+                }
+            }
+            Ok(())
+        });
+        let results = within_watchdog("scribbled channel", move || {
+            (sender.join().unwrap(), receiver.join().unwrap())
+        });
+        child.wait_success();
+        prop_assert!(results.0.is_ok(), "{:?}", results.0);
+        prop_assert!(results.1.is_ok(), "{:?}", results.1);
+    }
+}
