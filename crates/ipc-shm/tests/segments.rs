@@ -36,7 +36,7 @@ fn posix_peer(ctx: &Ctx) {
 }
 
 /// Child: adopt the inherited memfd, check and answer like `posix_peer`.
-fn memfd_inherited(ctx: &Ctx) {
+fn memfd_inherited(_ctx: &Ctx) {
     let seg = Segment::inherited("seg").unwrap();
     let mut buf = vec![0; 1000];
     seg.read_at(0, &mut buf).unwrap();
