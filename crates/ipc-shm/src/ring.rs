@@ -753,7 +753,9 @@ mod tests {
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");
         meta(8).store(VERSION, Ordering::Relaxed);
-        meta(0).store(0xdead, Ordering::Relaxed);
+        // SAFETY: the magic is the region's first, 8-aligned word.
+        let magic = unsafe { &*r.ptr.as_ptr().cast::<AtomicU64>() };
+        magic.store(0xdead, Ordering::Relaxed);
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");
         let e = open(DATA_OFFSET - 1).unwrap_err();
