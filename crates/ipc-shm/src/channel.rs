@@ -155,6 +155,8 @@ struct End {
     corrupted: Option<String>,
     watch: Watch,
     my_cpu: u32,
+    /// Non-blocking calls that found nothing to do, for rate-limiting liveness checks.
+    polls: u32,
 }
 
 impl End {
@@ -178,6 +180,7 @@ impl End {
                 corrupted: None,
                 watch: Watch::default(),
                 my_cpu: peer::single_cpu(),
+                polls: 0,
             },
             ring,
         ))
@@ -204,10 +207,33 @@ impl End {
         e
     }
 
+    /// Whether the peer is gone, checked while waiting for it. Its published state is read
+    /// every time (one load); its process (a pidfd poll, a syscall) only after a first sleep
+    /// came back with nothing to do (`round > 0`), or for non-blocking calls on every 64th
+    /// one that finds nothing, so a hand-off that needs no sleep costs no syscall.
+    fn peer_gone(&mut self, peer: &Side, round: u32, deadline: Deadline) -> Result<bool> {
+        if peer.state.load(Ordering::Acquire) == STATE_CLOSED {
+            return Ok(true);
+        }
+        let check = if deadline == Deadline::Now {
+            self.polls = self.polls.wrapping_add(1);
+            self.polls % 64 == 1
+        } else {
+            round > 0
+        };
+        if !check {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.watch.status(peer)?,
+            Status::Closed | Status::Dead
+        ))
+    }
+
     /// Whether spinning for `peer` can pay: more than one CPU, the peer attached and awake, and
     /// not pinned to the very CPU this end is pinned to.
     fn should_spin(&self, peer: &Side) -> bool {
-        peer::usable_cpus() > 1
+        crate::sys::online_cpus() > 1
             && peer.state.load(Ordering::Relaxed) == STATE_ATTACHED
             && peer.sleeping.load(Ordering::Relaxed) == 0
             && (self.my_cpu == u32::MAX || peer.single_cpu.load(Ordering::Relaxed) != self.my_cpu)
@@ -390,23 +416,25 @@ impl Sender {
                 return Ok(r);
             }
         }
+        let ring = *self.producer.ring();
+        let h = ring.header();
         let mut slice = FIRST_SLICE;
+        let mut round = 0u32;
         loop {
             if let Some(r) = self.producer.reserve(len)? {
                 return Ok(r);
             }
-            if self.receiver_gone(true)? {
+            if self.end.peer_gone(&h.rx, round, deadline)? {
                 return Err(Error::disconnected());
             }
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Full));
             }
             let until = deadline.min(Deadline::after(slice));
-            let ring = *self.producer.ring();
-            let h = ring.header();
             let producer = &mut self.producer;
             sleep(&h.tx, &h.rx, until, || Ok(producer.reserve(len)?.is_some()))?;
             slice = (slice * 2).min(MAX_SLICE);
+            round = round.saturating_add(1);
         }
     }
 
@@ -661,20 +689,18 @@ impl Receiver {
             }
         }
         let mut slice = FIRST_SLICE;
+        let mut round = 0u32;
         loop {
             if let Some(m) = self.consumer.peek()? {
                 return Ok(m);
             }
-            match self.end.watch.status(&h.tx)? {
-                Status::Closed | Status::Dead => {
-                    // Everything committed before the close or death is visible now (the state
-                    // was read with acquire, or the process is gone): drain it first.
-                    return match self.consumer.peek()? {
-                        Some(m) => Ok(m),
-                        None => Err(Error::disconnected()),
-                    };
-                }
-                Status::NotYet | Status::Alive => {}
+            if self.end.peer_gone(&h.tx, round, deadline)? {
+                // Everything committed before the close or death is visible now (the state
+                // was read with acquire, or the process is gone): drain it first.
+                return match self.consumer.peek()? {
+                    Some(m) => Ok(m),
+                    None => Err(Error::disconnected()),
+                };
             }
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Empty));
@@ -683,6 +709,7 @@ impl Receiver {
             let consumer = &mut self.consumer;
             sleep(&h.rx, &h.tx, until, || consumer.refresh())?;
             slice = (slice * 2).min(MAX_SLICE);
+            round = round.saturating_add(1);
         }
     }
 

@@ -4,7 +4,6 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
 use ipc_core::{Error, Result};
@@ -59,12 +58,6 @@ pub(crate) fn single_cpu() -> u32 {
             .map_or(u32::MAX, |c| c as u32),
         _ => u32::MAX,
     }
-}
-
-/// How many CPUs this process may use (affinity-aware), computed once.
-pub(crate) fn usable_cpus() -> usize {
-    static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Claims `side` for this process: `FREE` -> `ATTACHING`, identity written under the seqlock,

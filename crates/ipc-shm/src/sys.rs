@@ -71,3 +71,14 @@ pub(crate) unsafe fn shmdt(addr: NonNull<u8>) -> Result<(), Errno> {
     let r = unsafe { libc::shmdt(addr.as_ptr().cast()) };
     if r < 0 { Err(errno()) } else { Ok(()) }
 }
+
+/// The number of CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`), computed once. Not limited by
+/// this thread's affinity: a process pinned to one CPU can still have a peer running on another.
+pub(crate) fn online_cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        // SAFETY: sysconf takes an integer and touches no memory of ours.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        usize::try_from(n).unwrap_or(1).max(1)
+    })
+}
