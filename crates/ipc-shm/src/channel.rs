@@ -240,8 +240,15 @@ impl End {
     }
 }
 
-/// Spins until `ready` says so or [`SPIN_FOR`] passes.
+/// Spins until `ready` says so or [`SPIN_FOR`] passes. The clock is read only after a first
+/// burst of checks, so a quick hand-off costs no clock read.
 fn spin(mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+    for _ in 0..256 {
+        if ready()? {
+            return Ok(true);
+        }
+        std::hint::spin_loop();
+    }
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -258,7 +265,8 @@ fn spin(mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
 
 /// Wakes the peer sleeping on our side's wake word, if its flag says it sleeps.
 fn wake_peer(me: &Side, peer: &Side) {
-    if peer.sleeping.load(Ordering::Relaxed) != 0 {
+    // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
+    if peer.sleeping.load(Ordering::SeqCst) != 0 {
         me.wake.fetch_add(1, Ordering::Release);
         wait::wake(&me.wake, 1);
     }
@@ -274,7 +282,7 @@ fn sleep(
     mut ready: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let word = peer.wake.load(Ordering::Acquire);
-    me.sleeping.store(1, Ordering::Relaxed);
+    me.sleeping.store(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
     let r = match ready() {
         Ok(false) if peer.state.load(Ordering::Relaxed) != STATE_CLOSED => {
@@ -540,8 +548,7 @@ impl MessageSender for Sender {
 impl Drop for Sender {
     fn drop(&mut self) {
         let h = self.producer.ring().header();
-        h.tx.state.store(STATE_CLOSED, Ordering::Release);
-        fence(Ordering::SeqCst);
+        h.tx.state.store(STATE_CLOSED, Ordering::SeqCst);
         // Wake a sleeping receiver unconditionally-if-flagged so it sees the close.
         wake_peer(&h.tx, &h.rx);
         tracing::trace!(segment = %self.end.segment.kind(), "closed channel sender");
@@ -788,8 +795,7 @@ impl MessageReceiver for Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         let h = self.consumer.ring().header();
-        h.rx.state.store(STATE_CLOSED, Ordering::Release);
-        fence(Ordering::SeqCst);
+        h.rx.state.store(STATE_CLOSED, Ordering::SeqCst);
         wake_peer(&h.rx, &h.tx);
         tracing::trace!(segment = %self.end.segment.kind(), "closed channel receiver");
     }
