@@ -145,6 +145,7 @@ impl CreateOptions {
         let fifo = Fifo {
             path: path.to_path_buf(),
             unlink: Some(Unlink {
+                handle,
                 dir,
                 name: name.to_os_string(),
                 dev: stat.st_dev,
@@ -152,15 +153,22 @@ impl CreateOptions {
             }),
         };
         if stat.st_mode & 0o7777 != self.mode {
-            set_mode(&fifo, &handle, mode).map_err(fail)?;
+            set_mode(&fifo, mode).map_err(fail)?;
         }
         Ok(fifo)
     }
 }
 
-/// Sets `mode` on the FIFO behind the `O_PATH` `handle` without a path lookup.
-fn set_mode(fifo: &Fifo, handle: &OwnedFd, mode: Mode) -> Result<()> {
-    let magic = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
+/// Sets `mode` on the FIFO behind the guard's `O_PATH` handle without a path lookup.
+fn set_mode(fifo: &Fifo, mode: Mode) -> Result<()> {
+    let u = fifo
+        .unlink
+        .as_ref()
+        .expect("a fresh guard has its unlink record");
+    let magic = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&u.handle)
+    );
     match rustix::fs::chmod(&magic, mode) {
         Ok(()) => return Ok(()),
         Err(Errno::NOENT) => {} // No /proc: fall back to a real open of the same inode.
@@ -195,6 +203,9 @@ fn set_mode(fifo: &Fifo, handle: &OwnedFd, mode: Mode) -> Result<()> {
 /// What a guard needs to unlink its FIFO: the directory, the name, and the identity of the
 /// FIFO it made, so it never unlinks something else that took the name since.
 struct Unlink {
+    /// An `O_PATH` handle on the FIFO: while it is open the inode cannot be freed, so its
+    /// number cannot be reused by a file that takes the name after ours was removed.
+    handle: OwnedFd,
     dir: OwnedFd,
     name: OsString,
     dev: u64,

@@ -5,6 +5,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ipc_core::fd::{SigpipeGuard, is_nonblocking, set_nonblocking};
 use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
@@ -49,8 +50,9 @@ fn io_err(e: Errno, op: &'static str, path: Option<&Path>, fd: BorrowedFd<'_>) -
 #[derive(Debug)]
 pub struct FifoReader {
     fd: OwnedFd,
-    /// The write end held by [`keep_open`](crate::OpenOptions::keep_open).
-    keepalive: Option<OwnedFd>,
+    /// The write end held by [`keep_open`](crate::OpenOptions::keep_open). Behind a lock so
+    /// it can be let go of through a shared reference (a [`FifoReceiver`] lends only those).
+    keepalive: Mutex<Option<OwnedFd>>,
     path: Option<PathBuf>,
 }
 
@@ -58,7 +60,7 @@ impl FifoReader {
     pub(crate) fn from_parts(fd: OwnedFd, keepalive: Option<OwnedFd>, path: PathBuf) -> Self {
         FifoReader {
             fd,
-            keepalive,
+            keepalive: Mutex::new(keepalive),
             path: Some(path),
         }
     }
@@ -71,14 +73,15 @@ impl FifoReader {
     /// Whether this reader holds a write end of its own, so it does not see end-of-file while
     /// writers come and go ([`OpenOptions::keep_open`](crate::OpenOptions::keep_open)).
     pub fn keeps_open(&self) -> bool {
-        self.keepalive.is_some()
+        self.keepalive().is_some()
     }
 
     /// Closes the write end held by [`keep_open`](crate::OpenOptions::keep_open): from now on
     /// the reader sees end-of-file once the other writers have closed and their data is read.
-    /// For a graceful shutdown of a server.
-    pub fn stop_keeping_open(&mut self) {
-        if self.keepalive.take().is_some() {
+    /// For a graceful shutdown of a server; callable through a receiver's
+    /// [`get_ref`](FifoReceiver::get_ref).
+    pub fn stop_keeping_open(&self) {
+        if self.keepalive().take().is_some() {
             tracing::trace!(path = ?self.path, "FIFO keep-open write end closed");
         }
     }
@@ -137,6 +140,11 @@ impl FifoReader {
         self.into_receiver(MAX_ATOMIC_PAYLOAD)
     }
 
+    fn keepalive(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+        // Nothing can panic while the lock is held; a poisoned lock still holds a valid Option.
+        self.keepalive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn err(&self, e: Error, op: &'static str) -> Error {
         debug_err(e.in_op(op).on(label(self.path.as_deref(), self.fd.as_fd())))
     }
@@ -181,7 +189,7 @@ impl From<OwnedFd> for FifoReader {
     fn from(fd: OwnedFd) -> FifoReader {
         FifoReader {
             fd,
-            keepalive: None,
+            keepalive: Mutex::new(None),
             path: None,
         }
     }
