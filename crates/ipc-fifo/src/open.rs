@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipc_core::fd::{Interest, set_nonblocking};
+use ipc_core::fd::set_nonblocking;
 use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{CWD, FileType, Mode, OFlags, Stat, fstat, openat};
@@ -397,6 +397,8 @@ impl Target {
             }
         }
         let mut backoff = FIRST_BACKOFF;
+        // Set once `watch` reported its peer gone: one more attempt, then give up.
+        let mut peer_left = false;
         loop {
             match self.reopen(OFlags::WRONLY | OFlags::NONBLOCK) {
                 Ok(fd) => return Ok(fd),
@@ -410,13 +412,17 @@ impl Target {
                 Err(e) if e.errno() == Some(Errno::INTR) => continue,
                 Err(e) => return Err(e),
             }
+            if peer_left {
+                return Err(peer_gone());
+            }
             if deadline.has_passed() {
                 return Err(Error::with_note(
                     ErrorKind::TimedOut,
                     "no process opened the FIFO for reading before the deadline",
                 ));
             }
-            pause(backoff, deadline, watch)?;
+            let slice = Deadline::after(backoff).min(deadline);
+            peer_left = poll_pair(None, watch, slice)? == Woke::Watch;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -489,6 +495,8 @@ pub(crate) fn wait_for_writer(
     let (_scratch_r, scratch_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
         .map_err(|e| Error::from(e).in_op("pipe2 (scratch for tee)"))?;
     let mut backoff = FIRST_BACKOFF;
+    // Set once `watch` reported its peer gone: one more check, then give up.
+    let mut peer_left = false;
     loop {
         match tee(fd, &scratch_w, 1, SpliceFlags::NONBLOCK) {
             Ok(0) => {}                                 // no writer, nothing queued
@@ -496,12 +504,18 @@ pub(crate) fn wait_for_writer(
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Error::from(e).in_op("tee")),
         }
+        if peer_left {
+            return Err(peer_gone());
+        }
         if deadline.has_passed() {
             return Err(deadline_error(deadline));
         }
         let slice = Deadline::after(backoff).min(deadline);
-        if poll_pair(fd, watch, slice)? {
-            return Ok(());
+        match poll_pair(Some(fd), watch, slice)? {
+            // Data, or POLLHUP: a writer came (and maybe went already).
+            Woke::Ready => return Ok(()),
+            Woke::Watch => peer_left = true,
+            Woke::Timeout => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -517,45 +531,46 @@ fn deadline_error(deadline: Deadline) -> Error {
     }
 }
 
-/// Sleeps for `backoff` (at most until `deadline`), waking early with
-/// [`ErrorKind::Disconnected`] if `watch` reports an error or hang-up.
-fn pause(backoff: Duration, deadline: Deadline, watch: Option<BorrowedFd<'_>>) -> Result<()> {
-    let slice = Deadline::after(backoff).min(deadline);
-    match watch {
-        None => {
-            if let Some(d) = slice.remaining() {
-                std::thread::sleep(d);
-            }
-            Ok(())
-        }
-        Some(w) => {
-            let mut fds = [PollFd::from_borrowed_fd(w, PollFlags::empty())];
-            match poll(&mut fds, slice.timespec().as_ref()) {
-                Ok(0) | Err(Errno::INTR) => Ok(()),
-                Ok(_) => Err(peer_gone()),
-                Err(e) => Err(Error::from(e).in_op("poll")),
-            }
-        }
-    }
+/// What ended a [`poll_pair`].
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    /// The FIFO has input or a hang-up.
+    Ready,
+    /// The watched descriptor reported an error or hang-up (and the FIFO nothing).
+    Watch,
+    /// Neither, before the time slice ended (or a signal interrupted the wait).
+    Timeout,
 }
 
-/// Polls `fd` for input until `slice`, and `watch` for errors: `Ok(true)` if `fd` is ready.
-fn poll_pair(fd: BorrowedFd<'_>, watch: Option<BorrowedFd<'_>>, slice: Deadline) -> Result<bool> {
-    let Some(w) = watch else {
-        return ipc_core::fd::wait(fd, Interest::Readable, slice)
-            .map_err(|e| Error::from(e).in_op("poll"));
-    };
-    let mut fds = [
-        PollFd::from_borrowed_fd(fd, PollFlags::IN),
-        PollFd::from_borrowed_fd(w, PollFlags::empty()),
-    ];
+/// Waits until `slice` for input on `fd` (if any) and for an error or hang-up on `watch` (if
+/// any); with neither, just sleeps. Readiness of `fd` wins over `watch`: a peer that finished
+/// its part and closed at once is not a peer that went away.
+fn poll_pair(
+    fd: Option<BorrowedFd<'_>>,
+    watch: Option<BorrowedFd<'_>>,
+    slice: Deadline,
+) -> Result<Woke> {
+    let mut fds = Vec::with_capacity(2);
+    if let Some(fd) = fd {
+        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    }
+    if let Some(w) = watch {
+        fds.push(PollFd::from_borrowed_fd(w, PollFlags::empty()));
+    }
+    if fds.is_empty() {
+        if let Some(d) = slice.remaining() {
+            std::thread::sleep(d);
+        }
+        return Ok(Woke::Timeout);
+    }
     match poll(&mut fds, slice.timespec().as_ref()) {
-        Ok(0) | Err(Errno::INTR) => Ok(false),
+        Ok(0) | Err(Errno::INTR) => Ok(Woke::Timeout),
         Ok(_) => {
-            if !fds[1].revents().is_empty() {
-                return Err(peer_gone());
+            if fd.is_some() && !fds[0].revents().is_empty() {
+                Ok(Woke::Ready)
+            } else {
+                Ok(Woke::Watch)
             }
-            Ok(true)
         }
         Err(e) => Err(Error::from(e).in_op("poll")),
     }
