@@ -1,23 +1,5 @@
 //! Creating a FIFO: [`Fifo`], the creator's guard that unlinks it on drop, and
 //! [`CreateOptions`] for the mode.
-//!
-//! # How the mode is set exactly and without a race
-//!
-//! `mkfifo(3)` applies the process umask, so a FIFO asked for as `0o660` may come out `0o640`.
-//! Setting the mode afterwards by path (`chmod`) would race: between the two calls, anyone who
-//! can write to the directory could replace the FIFO with a symbolic link and the `chmod`
-//! would change the link's target instead. Changing the umask instead is process-wide and
-//! races with every other thread that creates files.
-//!
-//! So the FIFO is made with `mkfifoat` in a directory handle, then taken with
-//! `openat(O_PATH | O_NOFOLLOW)` (no I/O open, never blocks, never follows a link), checked with
-//! `fstat` (a FIFO, ours), and its mode set through the handle (`chmod` of the handle's
-//! `/proc/self/fd/N` magic link, which names the inode itself, not the path; without `/proc`,
-//! `fchmod` on a non-blocking read-only open of the same inode). In the window before the
-//! mode is set, the FIFO's mode is the requested mode narrowed by the umask: never wider than
-//! asked, so nobody gets access they would not have afterwards. An `fchmodat` by path is not
-//! used: Linux's `fchmodat` follows symbolic links and ignores `AT_SYMLINK_NOFOLLOW` before
-//! `fchmodat2` (Linux 6.6).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -35,6 +17,26 @@ use crate::open::{Owner, check_fifo, debug_err};
 pub const DEFAULT_MODE: u32 = 0o600;
 
 /// Options for creating a FIFO; see [`Fifo::create`] for the defaults.
+///
+/// # How the mode is set exactly and without a race
+///
+/// `mkfifo(3)` applies the process umask, so a FIFO asked for as `0o660` may come out `0o640`.
+/// Setting the mode afterwards by path (`chmod`) would race: between the two calls, anyone who
+/// can write to the directory could replace the FIFO with a symbolic link and the `chmod`
+/// would change the link's target instead. Changing the umask instead is process-wide and
+/// races with every other thread that creates files.
+///
+/// So the FIFO is made with `mkfifoat` in a directory handle, then taken with
+/// `openat(O_PATH | O_NOFOLLOW)` (no I/O open, never blocks, never follows a link), checked with
+/// `fstat` (a FIFO, ours), and its mode set through the handle (`chmod` of the handle's
+/// `/proc/self/fd/N` magic link, which names the inode itself, not the path; without `/proc`,
+/// `fchmod` on a non-blocking read-only open of the same inode). In the window before the
+/// mode is set, the FIFO's mode is the requested mode narrowed by the umask: never wider than
+/// asked, so nobody gets access they would not have afterwards. An `fchmodat` by path is not
+/// used: Linux's `fchmodat` follows symbolic links and ignores `AT_SYMLINK_NOFOLLOW` before
+/// `fchmodat2` (Linux 6.6).
+///
+/// # Example
 ///
 /// ```
 /// use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -78,7 +80,7 @@ impl CreateOptions {
     /// Creates a FIFO at `path` and returns the guard that unlinks it on drop.
     ///
     /// Makes `mkfifoat(2)` in the parent directory, then sets the mode through an `O_PATH`
-    /// handle on the new FIFO (see the [module docs](crate::create) for why this is race-free).
+    /// handle on the new FIFO (see [above](CreateOptions#how-the-mode-is-set-exactly-and-without-a-race) for why this is race-free).
     /// Never blocks. Symbolic links in the parent directories are followed; the last component
     /// never is (`mkfifo` fails with `EEXIST` on any existing entry, a link included).
     ///

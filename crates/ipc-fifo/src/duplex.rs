@@ -169,8 +169,9 @@ impl ConnectOptions {
         }
     }
 
-    /// Gives up at `deadline` with [`ErrorKind::TimedOut`] (or, for [`Deadline::Now`] with no
-    /// server, [`ErrorKind::NoPeer`]).
+    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. With [`Deadline::Now`] a missing
+    /// server is [`ErrorKind::NoPeer`] at once; but the handshake needs the server to answer,
+    /// so `Now` cannot connect even to a server that is there: use it only to probe.
     pub fn deadline(&mut self, deadline: Deadline) -> &mut ConnectOptions {
         self.deadline = Some(deadline);
         self.timeout = None;
@@ -215,6 +216,10 @@ impl ConnectOptions {
     /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline.
     /// - [`ErrorKind::Disconnected`]: the server went away during the handshake.
     /// - the errors of [`OpenOptions::open_write`] on `path` and of [`Fifo::create`] beside it.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
+    ///   [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html)
     pub fn connect(&self, path: impl AsRef<Path>) -> Result<Connection> {
         let path = path.as_ref();
         let deadline = match (self.deadline, self.timeout) {
@@ -322,8 +327,14 @@ pub struct Listener {
 impl Listener {
     /// Creates the FIFO at `path` (mode `0o600`) and listens on it.
     ///
+    /// Makes `mkfifo` and a non-blocking `open(O_RDONLY)` plus the keep-open write end; never
+    /// blocks.
+    ///
     /// # Errors
     /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
     pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
         Listener::from_fifo(Fifo::create(path)?)
     }
@@ -387,6 +398,10 @@ impl Listener {
     ///   elsewhere than beside the listener.
     /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
     ///   the client's pair is missing, not FIFOs, or owned by another user.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
+    ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected)
     pub fn accept_deadline(&mut self, deadline: Deadline) -> Result<Connection> {
         let mut buf = [0u8; MAX_ATOMIC_PAYLOAD];
         let n = self.rx.recv_deadline(&mut buf, deadline)?;
@@ -424,6 +439,13 @@ impl Listener {
     /// Removes connection FIFOs beside the listener left by clients that died during a
     /// handshake (their pid no longer exists) and returns how many. A pid reused by an
     /// unrelated process keeps its leftovers until that process is gone too.
+    ///
+    /// Reads the directory, checks each pid with `kill(pid, 0)`, and unlinks (`unlink(2)`)
+    /// only FIFOs that pass the owner check. Never blocks.
+    ///
+    /// # References
+    /// - [`kill(2)`](https://man7.org/linux/man-pages/man2/kill.2.html),
+    ///   [`unlink(2)`](https://man7.org/linux/man-pages/man2/unlink.2.html)
     pub fn remove_stale(&self) -> Result<usize> {
         let path = self.fifo.path();
         let fail =

@@ -89,6 +89,7 @@ impl FifoReader {
     /// Sets or clears `O_NONBLOCK` (`fcntl(2)`). Only this end is affected: every open of a
     /// FIFO has its own open file description (a `dup` or a child that inherited this
     /// descriptor shares it, though).
+    #[doc(alias = "fcntl")]
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
         set_nonblocking(&self.fd, nonblocking).map_err(|e| self.err(e.into(), "fcntl(F_SETFL)"))
     }
@@ -99,6 +100,7 @@ impl FifoReader {
     }
 
     /// The FIFO's buffer capacity in bytes (`fcntl(F_GETPIPE_SZ)`; 64 KiB by default).
+    #[doc(alias = "F_GETPIPE_SZ")]
     pub fn capacity(&self) -> Result<usize> {
         rustix::pipe::fcntl_getpipe_size(&self.fd)
             .map_err(|e| self.err(e.into(), "fcntl(F_GETPIPE_SZ)"))
@@ -106,10 +108,12 @@ impl FifoReader {
 
     /// Sets the FIFO's buffer capacity (`fcntl(F_SETPIPE_SZ)`); the kernel rounds it up to a
     /// power-of-two number of pages and returns the size it set. Unprivileged processes are
-    /// bounded by `/proc/sys/fs/pipe-max-size`.
+    /// bounded by `/proc/sys/fs/pipe-max-size` ([`ErrorKind::LimitExceeded`] naming it); a size
+    /// below what the FIFO holds now fails with `EBUSY`.
+    #[doc(alias = "F_SETPIPE_SZ")]
     pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
         rustix::pipe::fcntl_setpipe_size(&self.fd, bytes).map_err(|e| {
-            let err = if e == Errno::PERM || e == Errno::BUSY {
+            let err = if e == Errno::PERM {
                 Error::limit(
                     "/proc/sys/fs/pipe-max-size",
                     read_knob("/proc/sys/fs/pipe-max-size"),
@@ -247,6 +251,7 @@ impl FifoWriter {
     ///
     /// # References
     /// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html) (`PIPE_BUF`)
+    #[doc(alias = "write")]
     pub fn write_atomic(&mut self, record: &[u8]) -> Result<()> {
         if record.len() > PIPE_BUF {
             return Err(self.err(
@@ -273,6 +278,7 @@ impl FifoWriter {
 
     /// Sets or clears `O_NONBLOCK` (`fcntl(2)`); only this end is affected (see
     /// [`FifoReader::set_nonblocking`]).
+    #[doc(alias = "fcntl")]
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
         set_nonblocking(&self.fd, nonblocking).map_err(|e| self.err(e.into(), "fcntl(F_SETFL)"))
     }
@@ -283,6 +289,7 @@ impl FifoWriter {
     }
 
     /// The FIFO's buffer capacity in bytes (`fcntl(F_GETPIPE_SZ)`).
+    #[doc(alias = "F_GETPIPE_SZ")]
     pub fn capacity(&self) -> Result<usize> {
         rustix::pipe::fcntl_getpipe_size(&self.fd)
             .map_err(|e| self.err(e.into(), "fcntl(F_GETPIPE_SZ)"))

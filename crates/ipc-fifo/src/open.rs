@@ -1,18 +1,5 @@
 //! Opening an existing FIFO safely: [`OpenOptions`], the checks that refuse what is not ours
 //! (symlinks, other file types, other owners), and the waits for the other end with deadlines.
-//!
-//! # How an open works
-//!
-//! 1. `open(path, O_PATH | O_NOFOLLOW)`: takes a handle on whatever is at the path without
-//!    opening it for I/O. This never blocks and has no side effects, even on a device, and on a
-//!    symbolic link it yields the link itself.
-//! 2. `fstat` on that handle: it must be a FIFO, owned by the expected user.
-//! 3. The handle is reopened for reading or writing through its `/proc/self/fd/N` magic link,
-//!    which names the inode already checked: no second lookup of the path, so nothing can be
-//!    swapped in between. (Where `/proc` is not mounted, the path is opened again with
-//!    `O_NOFOLLOW | O_NONBLOCK` and the result must be the same inode, or the open fails.)
-//! 4. The wait for the other end: the kernel's blocking open for [`Deadline::Never`]; otherwise
-//!    a non-blocking open and a bounded wait (see [`OpenOptions::wait`]).
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -70,6 +57,21 @@ enum Wait {
 
 /// Options for opening an existing FIFO for reading ([`open_read`](OpenOptions::open_read)) or
 /// writing ([`open_write`](OpenOptions::open_write)).
+///
+/// # How an open works
+///
+/// 1. `open(path, O_PATH | O_NOFOLLOW)`: takes a handle on whatever is at the path without
+///    opening it for I/O. This never blocks and has no side effects, even on a device, and on a
+///    symbolic link it yields the link itself.
+/// 2. `fstat` on that handle: it must be a FIFO, owned by the expected user.
+/// 3. The handle is reopened for reading or writing through its `/proc/self/fd/N` magic link,
+///    which names the inode already checked: no second lookup of the path, so nothing can be
+///    swapped in between. (Where `/proc` is not mounted, the path is opened again with
+///    `O_NOFOLLOW | O_NONBLOCK` and the result must be the same inode, or the open fails.)
+/// 4. The wait for the other end: the kernel's blocking open for [`Deadline::Never`]; otherwise
+///    a non-blocking open and a bounded wait (see [`OpenOptions::wait`]).
+///
+/// # Example
 ///
 /// ```
 /// use std::time::Duration;
@@ -189,7 +191,7 @@ impl OpenOptions {
     ///
     /// Blocks as [`wait`](OpenOptions::wait) says, until a writer has the FIFO open. The path is
     /// checked first, without blocking and without opening it for I/O (see the
-    /// [module docs](crate#safety-of-paths)).
+    /// [crate docs](crate#safety-of-paths)).
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`]: nothing at `path`.

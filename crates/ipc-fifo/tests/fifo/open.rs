@@ -189,4 +189,20 @@ fn capacity_can_be_read_and_changed() {
     let set = r.set_capacity(1 << 20).unwrap();
     assert!(set >= 1 << 20);
     assert_eq!(w.capacity().unwrap(), set);
+    // Above the knob: only an unprivileged process is held to it (root has CAP_SYS_RESOURCE).
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if rustix::process::geteuid().as_raw() != 0 {
+        let e = r.set_capacity(max * 2).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+        assert!(
+            e.to_string().contains(&format!("pipe-max-size is {max}")),
+            "{e}"
+        );
+    } else {
+        eprintln!("root: the pipe-max-size limit is not enforced; not exercised");
+    }
 }
