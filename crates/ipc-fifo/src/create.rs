@@ -10,7 +10,7 @@ use ipc_core::{Error, ErrorKind, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fstat, mkfifoat, openat, statat, unlinkat};
 use rustix::io::Errno;
 
-use crate::open::{Owner, check_fifo, debug_err};
+use crate::open::{Owner, Target, check_fifo, debug_err};
 
 /// The mode a FIFO is created with unless the caller asks otherwise: read and write for the
 /// owner only.
@@ -266,15 +266,45 @@ impl Fifo {
     }
 
     /// Opens the FIFO for reading with the default [`OpenOptions`](crate::OpenOptions): waits
-    /// for a writer.
+    /// for a writer. See [`open_read_with`](Fifo::open_read_with).
     pub fn open_read(&self) -> Result<crate::FifoReader> {
-        crate::OpenOptions::new().open_read(&self.path)
+        self.open_read_with(&crate::OpenOptions::new())
     }
 
     /// Opens the FIFO for writing with the default [`OpenOptions`](crate::OpenOptions): waits
-    /// for a reader.
+    /// for a reader. See [`open_write_with`](Fifo::open_write_with).
     pub fn open_write(&self) -> Result<crate::FifoWriter> {
-        crate::OpenOptions::new().open_write(&self.path)
+        self.open_write_with(&crate::OpenOptions::new())
+    }
+
+    /// Opens the FIFO this guard made for reading, with `options`.
+    ///
+    /// Unlike [`OpenOptions::open_read`](crate::OpenOptions::open_read) with the path, this
+    /// opens the guard's own FIFO through the handle it holds: no path lookup at all, so it
+    /// works even after the FIFO was unlinked or its name taken by something else.
+    ///
+    /// # Errors
+    /// As [`OpenOptions::open_read`](crate::OpenOptions::open_read); the FIFO is this
+    /// process's, so the type and owner checks pass unless `options` asks for another owner.
+    pub fn open_read_with(&self, options: &crate::OpenOptions) -> Result<crate::FifoReader> {
+        let deadline = options.deadline();
+        options.read_target(self.target(options, "open FIFO for reading")?, deadline)
+    }
+
+    /// Opens the FIFO this guard made for writing, with `options`; see
+    /// [`open_read_with`](Fifo::open_read_with).
+    pub fn open_write_with(&self, options: &crate::OpenOptions) -> Result<crate::FifoWriter> {
+        let deadline = options.deadline();
+        options.write_target(self.target(options, "open FIFO for writing")?, deadline)
+    }
+
+    fn target(&self, options: &crate::OpenOptions, op: &'static str) -> Result<Target> {
+        let Some(u) = &self.unlink else {
+            unreachable!("a guard's unlink record lives until the guard is consumed or dropped")
+        };
+        let handle = rustix::io::fcntl_dupfd_cloexec(&u.handle, 0)
+            .map_err(|e| debug_err(Error::from(e).in_op("dup").on(self.path.display())))?;
+        Target::from_handle(handle, &self.path, options.owner_setting(), op)
     }
 
     /// Gives up the guard: the FIFO stays after this, and its path is returned.

@@ -342,10 +342,7 @@ impl Listener {
     /// Listens on a FIFO the caller created (with another mode, say). The listener takes the
     /// guard: it unlinks the FIFO on drop.
     pub fn from_fifo(fifo: Fifo) -> Result<Listener> {
-        let reader = OpenOptions::new()
-            .wait(Deadline::Now)
-            .keep_open(true)
-            .open_read(&fifo)?;
+        let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
         let rx = reader.into_atomic_receiver()?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");

@@ -181,6 +181,9 @@ impl OpenOptions {
     /// sees end-of-file while it holds that end; [`FifoReader::stop_keeping_open`] lets go of it
     /// (for a graceful shutdown: drain, then see end-of-file).
     ///
+    /// With the default wait the open still waits for a first writer; a server that wants to
+    /// open at once combines this with [`wait(Deadline::Now)`](OpenOptions::wait).
+    ///
     /// Refused with [`ErrorKind::InvalidInput`] by [`open_write`](OpenOptions::open_write).
     pub fn keep_open(&mut self, keep_open: bool) -> &mut OpenOptions {
         self.keep_open = keep_open;
@@ -209,6 +212,12 @@ impl OpenOptions {
         let path = path.as_ref();
         let deadline = self.deadline();
         let target = Target::resolve(path, self.owner, "open FIFO for reading")?;
+        self.read_target(target, deadline)
+    }
+
+    /// Opens `target` for reading; see [`open_read`](OpenOptions::open_read).
+    pub(crate) fn read_target(&self, target: Target, deadline: Deadline) -> Result<FifoReader> {
+        let path = target.path.as_path();
         let fd = target
             .open_reader(deadline)
             .map_err(|e| debug_err(e.in_op("open FIFO for reading").on(path.display())))?;
@@ -226,7 +235,7 @@ impl OpenOptions {
         set_nonblocking(&fd, self.nonblocking)
             .map_err(|e| debug_err(Error::from(e).in_op("fcntl(F_SETFL)").on(path.display())))?;
         tracing::trace!(path = %path.display(), keep_open = self.keep_open, "FIFO opened for reading");
-        Ok(FifoReader::from_parts(fd, keepalive, path.to_path_buf()))
+        Ok(FifoReader::from_parts(fd, keepalive, target.path))
     }
 
     /// Opens the FIFO at `path` for writing (`open(2)` with `O_WRONLY`).
@@ -260,16 +269,26 @@ impl OpenOptions {
         }
         let deadline = self.deadline();
         let target = Target::resolve(path, self.owner, "open FIFO for writing")?;
+        self.write_target(target, deadline)
+    }
+
+    /// Opens `target` for writing; see [`open_write`](OpenOptions::open_write).
+    pub(crate) fn write_target(&self, target: Target, deadline: Deadline) -> Result<FifoWriter> {
+        let path = target.path.as_path();
         let fd = target
             .open_writer(deadline, None)
             .map_err(|e| debug_err(e.in_op("open FIFO for writing").on(path.display())))?;
         set_nonblocking(&fd, self.nonblocking)
             .map_err(|e| debug_err(Error::from(e).in_op("fcntl(F_SETFL)").on(path.display())))?;
         tracing::trace!(path = %path.display(), "FIFO opened for writing");
-        Ok(FifoWriter::from_parts(fd, path.to_path_buf()))
+        Ok(FifoWriter::from_parts(fd, target.path))
     }
 
-    fn deadline(&self) -> Deadline {
+    pub(crate) fn owner_setting(&self) -> Owner {
+        self.owner
+    }
+
+    pub(crate) fn deadline(&self) -> Deadline {
         match self.wait {
             Wait::Deadline(d) => d,
             Wait::Timeout(t) => Deadline::after(t),
@@ -304,6 +323,16 @@ impl Target {
             Mode::empty(),
         )
         .map_err(|e| debug_err(Error::from(e).in_op(op).on(path.display())))?;
+        Target::from_handle(handle, path, owner, op)
+    }
+
+    /// Checks type and owner on an `O_PATH` `handle` for the FIFO at `path`.
+    pub(crate) fn from_handle(
+        handle: OwnedFd,
+        path: &Path,
+        owner: Owner,
+        op: &'static str,
+    ) -> Result<Target> {
         let stat =
             fstat(&handle).map_err(|e| debug_err(Error::from(e).in_op(op).on(path.display())))?;
         check_fifo(&stat, owner).map_err(|e| debug_err(e.in_op(op).on(path.display())))?;

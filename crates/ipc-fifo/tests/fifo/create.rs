@@ -170,3 +170,34 @@ fn ends_keep_working_after_unlink() {
     r.read_to_string(&mut s).unwrap();
     assert_eq!(s, "still here");
 }
+
+#[test]
+fn the_guard_opens_its_own_fifo_whatever_the_path_names_now() {
+    use std::io::{Read, Write};
+    let dir = scratch();
+    let path = dir.join("f");
+    let fifo = Fifo::create(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"planted").unwrap();
+    // By path: the planted file is refused.
+    let e = ipc_fifo::OpenOptions::new()
+        .nonblocking(true)
+        .open_read(&path)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType);
+    // Through the guard: its own FIFO, no lookup.
+    let opts = ipc_fifo::OpenOptions::new().nonblocking(true).clone();
+    let mut r = fifo.open_read_with(&opts).unwrap();
+    let mut w = fifo.open_write_with(&opts).unwrap();
+    w.write_all(b"ours").unwrap();
+    drop(w);
+    let mut s = String::new();
+    r.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "ours");
+    drop(fifo);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"planted",
+        "the guard left the planted file"
+    );
+}
