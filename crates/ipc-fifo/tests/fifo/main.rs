@@ -56,18 +56,40 @@ pub(crate) fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Waits for a non-role child (a shell) under the testkit watchdog; kills it on timeout.
-pub(crate) fn wait_child(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + ipc_testkit::watchdog();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
+/// A non-role child (a shell), killed and reaped on drop so a failing test leaves no process
+/// behind (a shell blocked opening a FIFO would otherwise wait forever).
+pub(crate) struct Shell(pub(crate) std::process::Child);
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("watchdog: {what} hung");
+    }
+}
+
+impl Shell {
+    /// Waits for it under the testkit watchdog; kills it on timeout.
+    pub(crate) fn wait(&mut self, what: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + ipc_testkit::watchdog();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                panic!("watchdog: {what} hung");
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        std::thread::sleep(Duration::from_millis(2));
+    }
+
+    /// Its standard output, read to the end.
+    pub(crate) fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut self.0.stdout.take().unwrap(), &mut out).unwrap();
+        out
     }
 }

@@ -8,17 +8,19 @@ use ipc_core::{ErrorKind, MessageReceiver};
 use ipc_fifo::{Fifo, OpenOptions};
 use ipc_testkit::within_watchdog;
 
-use crate::{scratch, wait_child};
+use crate::{Shell, scratch};
 
 /// `/bin/sh -c script sh path`, stdout piped.
-fn sh(script: &str, path: &std::path::Path) -> std::process::Child {
-    Command::new("/bin/sh")
-        .args(["-c", script, "sh"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn /bin/sh")
+fn sh(script: &str, path: &std::path::Path) -> Shell {
+    Shell(
+        Command::new("/bin/sh")
+            .args(["-c", script, "sh"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn /bin/sh"),
+    )
 }
 
 #[test]
@@ -31,9 +33,8 @@ fn cat_reads_a_fifo_made_here() {
         let mut w = OpenOptions::new().open_write(&path).unwrap();
         w.write_all(b"12345\n").unwrap();
     });
-    let mut out = String::new();
-    cat.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(wait_child(&mut cat, "cat").success());
+    let out = cat.stdout();
+    assert!(cat.wait("cat").success());
     assert_eq!(out, "12345\n");
 }
 
@@ -52,7 +53,7 @@ fn echo_writes_to_a_fifo_made_here() {
             .unwrap();
         s
     });
-    assert!(wait_child(&mut echo, "echo").success());
+    assert!(echo.wait("echo").success());
     assert_eq!(out, "12345\n");
 }
 
@@ -61,9 +62,8 @@ fn ls_shows_a_fifo_with_the_mode_asked_for() {
     let dir = scratch();
     let fifo = Fifo::create(dir.join("mypipe")).unwrap();
     let mut ls = sh(r#"ls -l "$1""#, fifo.path());
-    let mut out = String::new();
-    ls.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(wait_child(&mut ls, "ls").success());
+    let out = ls.stdout();
+    assert!(ls.wait("ls").success());
     assert!(out.starts_with("prw------- "), "{out}");
 }
 
@@ -72,7 +72,7 @@ fn a_fifo_made_by_mkfifo_works_here() {
     let dir = scratch();
     let path = dir.join("mypipe");
     let mut mk = sh(r#"mkfifo -m 600 "$1""#, &path);
-    assert!(wait_child(&mut mk, "mkfifo").success());
+    assert!(mk.wait("mkfifo").success());
     // Lines from shell writers, as messages-by-line; then a framed message from this crate.
     let mut writer = sh(
         r#"echo "from the shell" > "$1"; echo "twice" > "$1""#,
@@ -90,7 +90,7 @@ fn a_fifo_made_by_mkfifo_works_here() {
         }
         String::from_utf8(got).unwrap()
     });
-    assert!(wait_child(&mut writer, "echo twice").success());
+    assert!(writer.wait("echo twice").success());
     assert_eq!(text, "from the shell\ntwice\n");
 
     let mut rx = OpenOptions::new()
