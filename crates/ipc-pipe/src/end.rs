@@ -48,7 +48,9 @@ pub fn pipe() -> Result<(PipeReader, PipeWriter)> {
 /// in between. A read into a buffer smaller than the packet returns the start of the packet and
 /// **discards the rest**, so read with a buffer of `PIPE_BUF` bytes. A write larger than
 /// `PIPE_BUF` is split into several packets; a zero-length write sends nothing. Several writers
-/// and several readers may share the pipe: each packet goes whole to one reader.
+/// and several readers may share the pipe: each packet goes whole to one reader. Packet mode
+/// belongs to the write end ([`PipeWriter::is_packet_mode`]): a write end handed to another
+/// process keeps writing packets.
 ///
 /// Errors: as [`pipe`]; [`ErrorKind::Unsupported`] on kernels without packet mode (before 3.4).
 ///
@@ -91,7 +93,9 @@ fn make(flags: PipeFlags) -> Result<(PipeReader, PipeWriter)> {
         packet,
         "pipe created"
     );
-    Ok((PipeReader::from_fd(r), PipeWriter::from_fd(w)))
+    let mut reader = PipeReader::from_fd(r);
+    reader.packet = packet;
+    Ok((reader, PipeWriter::from_fd(w)))
 }
 
 /// The error for a failed descriptor allocation, naming the limit that stopped it.
@@ -260,6 +264,9 @@ pub struct PipeReader {
     nonblocking: bool,
     /// For `splice_to`, which can write into a pipe or socket whose reader is gone.
     pub(crate) sigpipe: SigpipeGuard,
+    /// Made by [`packet_pipe`]. (The kernel does not show packet mode on a read end: a reader
+    /// that came another way is not known to be one.)
+    pub(crate) packet: bool,
 }
 
 /// The write end of a pipe.
@@ -324,7 +331,7 @@ fn check_end(fd: BorrowedFd<'_>, side: Side) -> Result<()> {
 
 /// What both ends share: descriptor traits and the descriptor-level controls.
 macro_rules! common {
-    ($T:ident, $side:expr, $other:literal) => {
+    ($T:ident, $side:expr, $other:literal $(, $extra:ident)*) => {
         impl $T {
             fn from_fd(fd: OwnedFd) -> $T {
                 // A descriptor that cannot be queried is treated as blocking; its first bounded
@@ -339,6 +346,7 @@ macro_rules! common {
                     nonblocking,
                     sigpipe: SigpipeGuard::detect(),
                     fd,
+                    $($extra: false,)*
                 }
             }
 
@@ -416,14 +424,6 @@ macro_rules! common {
                 })
             }
 
-            /// Whether the pipe is in packet mode (`O_DIRECT`, see [`packet_pipe`]).
-            pub fn is_packet_mode(&self) -> Result<bool> {
-                let flags = fcntl_getfl(&self.fd).map_err(|e| {
-                    Error::from(e).in_op("fcntl(F_GETFL)").on(label(self.fd.as_fd()))
-                })?;
-                Ok(flags.contains(OFlags::DIRECT))
-            }
-
             /// Bytes in the pipe, written and not yet read (`ioctl(FIONREAD)`).
             ///
             /// # References
@@ -438,6 +438,10 @@ macro_rules! common {
 
             /// The pipe's capacity in bytes (`fcntl(F_GETPIPE_SZ)`): how much it holds before
             /// a writer waits. 64 KiB unless changed.
+            ///
+            /// The kernel keeps the bytes in pages, and a write of at most `PIPE_BUF` bytes that
+            /// does not fit in the last page's free space starts a new one: many small writes
+            /// can fill the pipe before `capacity` bytes are in it.
             ///
             /// # References
             /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
@@ -517,7 +521,7 @@ macro_rules! common {
     };
 }
 
-common!(PipeReader, Side::Read, "reading");
+common!(PipeReader, Side::Read, "reading", packet);
 common!(PipeWriter, Side::Write, "writing");
 
 impl PipeReader {
@@ -567,6 +571,20 @@ impl Read for PipeReader {
 }
 
 impl PipeWriter {
+    /// Whether this end writes packets (`O_DIRECT`, see [`packet_pipe`]), by
+    /// `fcntl(F_GETFL)`.
+    ///
+    /// Packet mode belongs to the write end: each write through it becomes packets, and the
+    /// read end (whose flags do not show it) returns one packet per read.
+    pub fn is_packet_mode(&self) -> Result<bool> {
+        let flags = fcntl_getfl(&self.fd).map_err(|e| {
+            Error::from(e)
+                .in_op("fcntl(F_GETFL)")
+                .on(label(self.fd.as_fd()))
+        })?;
+        Ok(flags.contains(OFlags::DIRECT))
+    }
+
     /// Writes as much of `buf` as goes into the pipe before `deadline`, waiting for room; returns
     /// the number of bytes written: all of `buf`, or fewer if the deadline passed (or the reader
     /// went away) after some went in.
@@ -652,6 +670,7 @@ mod tests {
         }
         assert!(!r.is_nonblocking().unwrap());
         assert!(!w.is_packet_mode().unwrap());
+        assert!(packet_pipe().unwrap().1.is_packet_mode().unwrap());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
-use ipc_core::{ErrorKind, Result};
+use ipc_core::{Error, ErrorKind, Result};
 
 use crate::end::label;
 use crate::{PipeReader, PipeWriter, pipe};
@@ -62,8 +62,14 @@ pub fn channel(mode: FrameMode) -> Result<(PipeSender, PipeReceiver)> {
 impl PipeWriter {
     /// This end as a message sender framing messages as `mode` says (see [`PipeSender`]).
     /// Errors name the pipe as `pipe:[inode]`.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode end (see
+    /// [`PipeReader::into_receiver`]).
     pub fn into_sender(self, mode: FrameMode) -> Result<PipeSender> {
         let label = label(self.as_fd());
+        if self.is_packet_mode()? {
+            return Err(packet_framing_error(label, "make a message sender"));
+        }
         FrameSender::new(self, mode, label)
     }
 }
@@ -72,20 +78,27 @@ impl PipeReader {
     /// This end as a message receiver accepting messages of at most `max_message` bytes (see
     /// [`PipeReceiver`]); a frame announcing more is [`ErrorKind::Corrupted`].
     ///
-    /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode pipe, where a read returns at most
-    /// one packet and drops what does not fit, which would cut frames: a packet-mode pipe keeps
-    /// boundaries by itself, so read its packets directly.
+    /// Do not frame over a packet-mode pipe: a read there returns at most one packet and drops
+    /// what does not fit, which would cut frames. A packet-mode pipe keeps boundaries by itself;
+    /// read its packets directly.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for the read end of a [`packet_pipe`](crate::packet_pipe)
+    /// (the kernel does not show packet mode on a read end, so one that came from elsewhere is
+    /// not caught).
     pub fn into_receiver(self, max_message: usize) -> Result<PipeReceiver> {
         let label = label(self.as_fd());
-        if self.is_packet_mode()? {
-            return Err(ipc_core::Error::with_note(
-                ErrorKind::InvalidInput,
-                "a packet-mode pipe keeps message boundaries itself; framing over it would \
-                 lose data",
-            )
-            .in_op("make a message receiver")
-            .on(label));
+        if self.packet {
+            return Err(packet_framing_error(label, "make a message receiver"));
         }
         FrameReceiver::new(self, max_message, label)
     }
+}
+
+fn packet_framing_error(label: String, op: &'static str) -> Error {
+    Error::with_note(
+        ErrorKind::InvalidInput,
+        "a packet-mode pipe keeps message boundaries itself; framing over it could lose data",
+    )
+    .in_op(op)
+    .on(label)
 }
