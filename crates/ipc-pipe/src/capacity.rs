@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use ipc_core::{Error, ErrorKind, Result, ResultExt};
 use rustix::io::Errno;
 
-use crate::end::label;
+use crate::end::Label;
 
 /// The kernel knob that caps the capacity an unprivileged process may set:
 /// `/proc/sys/fs/pipe-max-size` (1 MiB by default).
@@ -52,18 +52,18 @@ pub(crate) fn rounded(bytes: usize) -> u64 {
     }
 }
 
-pub(crate) fn get(fd: BorrowedFd<'_>) -> Result<usize> {
+pub(crate) fn get(fd: BorrowedFd<'_>, label: Label) -> Result<usize> {
     rustix::pipe::fcntl_getpipe_size(fd).map_err(|e| {
-        let err = Error::from(e).in_op("fcntl(F_GETPIPE_SZ)").on(label(fd));
+        let err = Error::from(e).in_op("fcntl(F_GETPIPE_SZ)").on(label);
         tracing::debug!(error = %err, "pipe capacity query failed");
         err
     })
 }
 
-pub(crate) fn set(fd: BorrowedFd<'_>, bytes: usize) -> Result<usize> {
+pub(crate) fn set(fd: BorrowedFd<'_>, bytes: usize, label: Label) -> Result<usize> {
     let op = || format!("set capacity ({bytes} bytes) of");
     let fail = |e: Error| {
-        let err = e.in_op(op()).on(label(fd));
+        let err = e.in_op(op()).on(label);
         tracing::debug!(error = %err, "pipe capacity change refused");
         err
     };
@@ -71,7 +71,7 @@ pub(crate) fn set(fd: BorrowedFd<'_>, bytes: usize) -> Result<usize> {
     match read_knob(MAX_SIZE_KNOB) {
         // The kernel only refuses growth above the knob; a pipe that root made larger may
         // shrink to any size.
-        Ok(max) if want > max && want > get(fd)? as u64 => {
+        Ok(max) if want > max && want > get(fd, label)? as u64 => {
             return Err(fail(Error::limit(MAX_SIZE_KNOB, Some(max))));
         }
         Ok(_) => {}
@@ -105,7 +105,6 @@ pub(crate) fn set(fd: BorrowedFd<'_>, bytes: usize) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn requests_round_like_the_kernel() {
@@ -122,9 +121,9 @@ mod tests {
     fn rounding_matches_what_the_kernel_sets() {
         let (r, _w) = crate::pipe().unwrap();
         for req in [1, 5000, 65_536, 100_000, 300_000] {
-            let got = set(r.as_fd(), req).unwrap();
+            let got = r.set_capacity(req).unwrap();
             assert_eq!(got as u64, rounded(req), "request {req}");
-            assert_eq!(get(r.as_fd()).unwrap(), got);
+            assert_eq!(r.capacity().unwrap(), got);
         }
     }
 }

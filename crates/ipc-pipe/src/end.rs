@@ -114,12 +114,30 @@ pub(crate) fn descriptor_error(e: Errno) -> Error {
     limit.with_source(e.into())
 }
 
-/// How the pipe is named in errors: `pipe:[inode]`, as `/proc/<pid>/fd` shows it, so the pipe
+/// How a pipe is named in errors: `pipe:[inode]`, as `/proc/<pid>/fd` shows it, so the pipe
 /// can be found with `ls -l /proc/*/fd`.
-pub(crate) fn label(fd: BorrowedFd<'_>) -> String {
-    match fstat(fd) {
-        Ok(st) => format!("pipe:[{}]", st.st_ino),
-        Err(_) => format!("pipe (fd {})", fd.as_raw_fd()),
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Label {
+    ino: Option<u64>,
+    fd: RawFd,
+}
+
+impl Label {
+    /// The label of `fd` (`fstat(2)`; done once per end, not per error).
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> Label {
+        Label {
+            ino: fstat(fd).ok().map(|st| st.st_ino),
+            fd: fd.as_raw_fd(),
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ino {
+            Some(ino) => write!(f, "pipe:[{ino}]"),
+            None => write!(f, "pipe (fd {})", self.fd),
+        }
     }
 }
 
@@ -139,16 +157,16 @@ impl Stop {
         deadline: Deadline,
         blocked: Blocked,
         op: &'static str,
-        fd: BorrowedFd<'_>,
+        label: Label,
     ) -> Error {
         match self {
-            Stop::Expired => deadline.expired_error(blocked).in_op(op).on(label(fd)),
+            Stop::Expired => deadline.expired_error(blocked).in_op(op).on(label),
             Stop::Os(e) => {
                 let mut err = Error::from(e);
                 if e == Errno::PIPE {
                     err = err.with_detail(Detail::Note("no process has the read end open".into()));
                 }
-                let err = err.in_op(op).on(label(fd));
+                let err = err.in_op(op).on(label);
                 tracing::debug!(error = %err, "pipe operation failed");
                 err
             }
@@ -262,6 +280,8 @@ pub struct PipeReader {
     nowait: Nowait,
     /// Set through [`PipeReader::set_nonblocking`]: `Read` then returns `WouldBlock`.
     nonblocking: bool,
+    /// The pipe's inode, for errors.
+    ino: Option<u64>,
     /// For `splice_to`, which can write into a pipe or socket whose reader is gone.
     pub(crate) sigpipe: SigpipeGuard,
     /// Made by [`packet_pipe`]. (The kernel does not show packet mode on a read end: a reader
@@ -287,6 +307,8 @@ pub struct PipeWriter {
     nowait: Nowait,
     /// Set through [`PipeWriter::set_nonblocking`]: `Write` then returns `WouldBlock`.
     nonblocking: bool,
+    /// The pipe's inode, for errors.
+    ino: Option<u64>,
     pub(crate) sigpipe: SigpipeGuard,
 }
 
@@ -299,7 +321,7 @@ enum Side {
 
 /// Checks that `fd` is a pipe (or FIFO) open for `side`.
 fn check_end(fd: BorrowedFd<'_>, side: Side) -> Result<()> {
-    let what = || label(fd);
+    let what = || Label::of(fd);
     let st = fstat(fd).map_err(|e| Error::from(e).in_op("fstat").on(what()))?;
     let ty = FileType::from_raw_mode(st.st_mode);
     if ty != FileType::Fifo {
@@ -338,6 +360,7 @@ macro_rules! common {
                 // call reports the real problem.
                 let nonblocking = ipc_core::fd::is_nonblocking(&fd).unwrap_or(false);
                 $T {
+                    ino: Label::of(fd.as_fd()).ino,
                     nowait: if nonblocking {
                         Nowait::Descriptor
                     } else {
@@ -347,6 +370,14 @@ macro_rules! common {
                     sigpipe: SigpipeGuard::detect(),
                     fd,
                     $($extra: false,)*
+                }
+            }
+
+            /// How this pipe is named in errors.
+            pub(crate) fn label(&self) -> Label {
+                Label {
+                    ino: self.ino,
+                    fd: self.fd.as_raw_fd(),
                 }
             }
 
@@ -372,6 +403,10 @@ macro_rules! common {
             /// Errors: [`ErrorKind::NotFound`] when the parent passed nothing under `name`;
             /// [`ErrorKind::AlreadyExists`] when it was taken already; [`ErrorKind::WrongType`]
             /// as for `adopt`.
+            ///
+            /// # References
+            /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+            ///   (`F_SETFD`, `FD_CLOEXEC`), [`fstat(2)`](https://man7.org/linux/man-pages/man2/fstat.2.html)
             pub fn from_inherited(name: &str) -> Result<$T> {
                 let fd = ipc_core::inherit::take(name)?;
                 tracing::trace!(name, fd = fd.as_raw_fd(), "inherited pipe end adopted");
@@ -388,7 +423,7 @@ macro_rules! common {
             #[doc(alias = "dup")]
             pub fn try_clone(&self) -> Result<$T> {
                 let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(|e| {
-                    descriptor_error(e).in_op("dup").on(label(self.fd.as_fd()))
+                    descriptor_error(e).in_op("dup").on(self.label())
                 })?;
                 Ok($T::from_fd(fd))
             }
@@ -405,7 +440,7 @@ macro_rules! common {
             #[doc(alias = "O_NONBLOCK")]
             pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<()> {
                 ipc_core::fd::set_nonblocking(&self.fd, nonblocking).map_err(|e| {
-                    Error::from(e).in_op("fcntl(F_SETFL)").on(label(self.fd.as_fd()))
+                    Error::from(e).in_op("fcntl(F_SETFL)").on(self.label())
                 })?;
                 self.nonblocking = nonblocking;
                 self.nowait = if nonblocking {
@@ -418,9 +453,12 @@ macro_rules! common {
 
             /// Whether `O_NONBLOCK` is set on the open file description now
             /// (`fcntl(F_GETFL)`), by this process or another.
+            ///
+            /// # References
+            /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
             pub fn is_nonblocking(&self) -> Result<bool> {
                 ipc_core::fd::is_nonblocking(&self.fd).map_err(|e| {
-                    Error::from(e).in_op("fcntl(F_GETFL)").on(label(self.fd.as_fd()))
+                    Error::from(e).in_op("fcntl(F_GETFL)").on(self.label())
                 })
             }
 
@@ -431,7 +469,7 @@ macro_rules! common {
             #[doc(alias = "FIONREAD")]
             pub fn queued_bytes(&self) -> Result<usize> {
                 let n = rustix::io::ioctl_fionread(&self.fd).map_err(|e| {
-                    Error::from(e).in_op("ioctl(FIONREAD)").on(label(self.fd.as_fd()))
+                    Error::from(e).in_op("ioctl(FIONREAD)").on(self.label())
                 })?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
@@ -447,7 +485,7 @@ macro_rules! common {
             /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
             #[doc(alias = "F_GETPIPE_SZ")]
             pub fn capacity(&self) -> Result<usize> {
-                crate::capacity::get(self.fd.as_fd())
+                crate::capacity::get(self.fd.as_fd(), self.label())
             }
 
             /// Sets the pipe's capacity (`fcntl(F_SETPIPE_SZ)`) and returns the capacity it got:
@@ -480,7 +518,7 @@ macro_rules! common {
             /// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html), "/proc files"
             #[doc(alias = "F_SETPIPE_SZ")]
             pub fn set_capacity(&self, bytes: usize) -> Result<usize> {
-                crate::capacity::set(self.fd.as_fd(), bytes)
+                crate::capacity::set(self.fd.as_fd(), bytes, self.label())
             }
         }
 
@@ -553,10 +591,10 @@ impl PipeReader {
     /// - [`read(2)`](https://man7.org/linux/man-pages/man2/read.2.html),
     ///   [`preadv2(2)`](https://man7.org/linux/man-pages/man2/preadv2.2.html),
     ///   [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
-    #[doc(alias = "read")]
+    #[doc(alias = "read", alias = "preadv2")]
     pub fn read_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         read_until(self.fd.as_fd(), &mut self.nowait, buf, deadline)
-            .map_err(|s| s.into_error(deadline, Blocked::Empty, "read", self.fd.as_fd()))
+            .map_err(|s| s.into_error(deadline, Blocked::Empty, "read", self.label()))
     }
 }
 
@@ -576,12 +614,12 @@ impl PipeWriter {
     ///
     /// Packet mode belongs to the write end: each write through it becomes packets, and the
     /// read end (whose flags do not show it) returns one packet per read.
+    ///
+    /// # References
+    /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     pub fn is_packet_mode(&self) -> Result<bool> {
-        let flags = fcntl_getfl(&self.fd).map_err(|e| {
-            Error::from(e)
-                .in_op("fcntl(F_GETFL)")
-                .on(label(self.fd.as_fd()))
-        })?;
+        let flags = fcntl_getfl(&self.fd)
+            .map_err(|e| Error::from(e).in_op("fcntl(F_GETFL)").on(self.label()))?;
         Ok(flags.contains(OFlags::DIRECT))
     }
 
@@ -617,7 +655,7 @@ impl PipeWriter {
     /// - [`write(2)`](https://man7.org/linux/man-pages/man2/write.2.html),
     ///   [`pwritev2(2)`](https://man7.org/linux/man-pages/man2/pwritev2.2.html),
     ///   [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
-    #[doc(alias = "write")]
+    #[doc(alias = "write", alias = "pwritev2")]
     pub fn write_deadline(&mut self, buf: &[u8], deadline: Deadline) -> Result<usize> {
         write_until(
             self.fd.as_fd(),
@@ -626,7 +664,7 @@ impl PipeWriter {
             buf,
             deadline,
         )
-        .map_err(|s| s.into_error(deadline, Blocked::Full, "write", self.fd.as_fd()))
+        .map_err(|s| s.into_error(deadline, Blocked::Full, "write", self.label()))
     }
 }
 
@@ -671,6 +709,22 @@ mod tests {
         assert!(!r.is_nonblocking().unwrap());
         assert!(!w.is_packet_mode().unwrap());
         assert!(packet_pipe().unwrap().1.is_packet_mode().unwrap());
+    }
+
+    #[test]
+    fn bounded_calls_leave_o_nonblock_alone() {
+        // RWF_NOWAIT works on pipes here, so no fallback to O_NONBLOCK: the flag, which a child
+        // holding the same end would share, stays as it was.
+        let (mut r, mut w) = pipe().unwrap();
+        let d = Deadline::after(Duration::from_millis(1));
+        assert_eq!(
+            r.read_deadline(&mut [0; 4], d).unwrap_err().kind(),
+            ErrorKind::TimedOut
+        );
+        assert_eq!(w.write_deadline(b"abc", Deadline::Now).unwrap(), 3);
+        assert_eq!(r.read_deadline(&mut [0; 4], Deadline::Now).unwrap(), 3);
+        assert!(!r.is_nonblocking().unwrap());
+        assert!(!w.is_nonblocking().unwrap());
     }
 
     #[test]

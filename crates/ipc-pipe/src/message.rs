@@ -1,12 +1,9 @@
 //! Message endpoints over a pipe: [`PipeSender`] and [`PipeReceiver`], the core framing
 //! endpoints ([`FrameSender`], [`FrameReceiver`]) over a pipe's ends, and [`channel`].
 
-use std::os::fd::AsFd;
-
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
 use ipc_core::{Error, ErrorKind, Result};
 
-use crate::end::label;
 use crate::{PipeReader, PipeWriter, pipe};
 
 /// Sends whole messages into a pipe: implements [`MessageSender`](ipc_core::MessageSender).
@@ -33,8 +30,11 @@ pub type PipeSender = FrameSender<PipeWriter>;
 /// dropped, and the error's note says so.
 pub type PipeReceiver = FrameReceiver<PipeReader>;
 
-/// A new pipe as a message channel: [`pipe`] with the write end made a [`PipeSender`] in
-/// `mode` and the read end a [`PipeReceiver`] accepting messages up to `mode`'s maximum.
+/// A new pipe as a message channel: [`pipe`] (`pipe2(2)`, close-on-exec) with the write end
+/// made a [`PipeSender`] in `mode` and the read end a [`PipeReceiver`] accepting messages up to
+/// `mode`'s maximum.
+///
+/// Errors: as [`pipe`].
 ///
 /// ```
 /// use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
@@ -54,6 +54,9 @@ pub type PipeReceiver = FrameReceiver<PipeReader>;
 /// assert_eq!(rx.recv(&mut buf).unwrap_err().kind(), ErrorKind::Disconnected);
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
+///
+/// # References
+/// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html) (`PIPE_BUF` atomicity)
 pub fn channel(mode: FrameMode) -> Result<(PipeSender, PipeReceiver)> {
     let (r, w) = pipe()?;
     Ok((w.into_sender(mode)?, r.into_receiver(mode.max_message())?))
@@ -66,7 +69,7 @@ impl PipeWriter {
     /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode end (see
     /// [`PipeReader::into_receiver`]).
     pub fn into_sender(self, mode: FrameMode) -> Result<PipeSender> {
-        let label = label(self.as_fd());
+        let label = self.label().to_string();
         if self.is_packet_mode()? {
             return Err(packet_framing_error(label, "make a message sender"));
         }
@@ -86,7 +89,7 @@ impl PipeReader {
     /// (the kernel does not show packet mode on a read end, so one that came from elsewhere is
     /// not caught).
     pub fn into_receiver(self, max_message: usize) -> Result<PipeReceiver> {
-        let label = label(self.as_fd());
+        let label = self.label().to_string();
         if self.packet {
             return Err(packet_framing_error(label, "make a message receiver"));
         }

@@ -13,7 +13,7 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::pipe::{IoSliceRaw, SpliceFlags};
 
-use crate::end::{Stop, wait_all};
+use crate::end::{Label, Stop, wait_all};
 use crate::{PipeReader, PipeWriter};
 
 /// Flags for a call that must not block past `deadline`: `SPLICE_F_NONBLOCK` makes the pipe
@@ -52,7 +52,7 @@ fn splice_error(
     deadline: Deadline,
     blocked: Blocked,
     op: &'static str,
-    fd: BorrowedFd<'_>,
+    label: Label,
 ) -> Error {
     match stop {
         Stop::Os(Errno::INVAL) => {
@@ -63,11 +63,11 @@ fn splice_error(
             )
             .with_source(Errno::INVAL.into())
             .in_op(op)
-            .on(crate::end::label(fd));
+            .on(label);
             tracing::debug!(error = %err, "splice refused");
             err
         }
-        stop => stop.into_error(deadline, blocked, op, fd),
+        stop => stop.into_error(deadline, blocked, op, label),
     }
 }
 
@@ -110,7 +110,7 @@ impl PipeReader {
             self.sigpipe
                 .run(|| rustix::pipe::splice(fd, None, out, None, len, flags))
         })
-        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "splice from", fd))
+        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "splice from", self.label()))
     }
 
     /// Copies up to `len` bytes from the front of this pipe into the pipe `out` without
@@ -148,7 +148,7 @@ impl PipeReader {
         until_moved(&ready, deadline, |flags| {
             self.sigpipe.run(|| rustix::pipe::tee(fd, out, len, flags))
         })
-        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "tee from", fd))
+        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "tee from", self.label()))
     }
 }
 
@@ -175,7 +175,7 @@ impl PipeWriter {
             self.sigpipe
                 .run(|| rustix::pipe::splice(input, None, fd, None, len, flags))
         })
-        .map_err(|s| splice_error(s, deadline, Blocked::Full, "splice into", fd))
+        .map_err(|s| splice_error(s, deadline, Blocked::Full, "splice into", self.label()))
     }
 
     /// Hands the bytes of `buf` to this pipe by reference, without copying them: `vmsplice(2)`.
@@ -234,7 +234,12 @@ impl PipeWriter {
                     done += n;
                 }
                 Err(stop) if done == 0 => {
-                    return Err(stop.into_error(deadline, Blocked::Full, "vmsplice into", fd));
+                    return Err(stop.into_error(
+                        deadline,
+                        Blocked::Full,
+                        "vmsplice into",
+                        self.label(),
+                    ));
                 }
                 // Like write(2): report what went in; a later call sees the error again.
                 Err(_) => break,
@@ -309,6 +314,10 @@ impl PageBuf {
     /// `len` rounded up to whole pages.
     ///
     /// Errors: [`ErrorKind::LimitExceeded`] when out of memory or address space.
+    ///
+    /// # References
+    /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
+    #[doc(alias = "mmap")]
     pub fn new(len: usize) -> Result<PageBuf> {
         if len == 0 {
             return Ok(PageBuf {
@@ -343,6 +352,7 @@ impl PageBuf {
             err
         })?;
         let base = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
+        tracing::trace!(len, mapped, "page buffer mapped");
         Ok(PageBuf {
             base,
             mapped,
