@@ -19,7 +19,8 @@ use rustix::pipe::PipeFlags;
 /// by default). A write of at most [`PIPE_BUF`](crate::PIPE_BUF) bytes is atomic.
 ///
 /// Errors: [`ErrorKind::LimitExceeded`] when this process is out of descriptors (naming
-/// `RLIMIT_NOFILE` and its value) or the system is (`/proc/sys/fs/file-max`).
+/// `RLIMIT_NOFILE` and its value), the system is (`/proc/sys/fs/file-max`), or an unprivileged
+/// user's pipes hold all the pages `/proc/sys/fs/pipe-user-pages-hard` allows.
 ///
 /// ```
 /// use std::io::{Read, Write};
@@ -82,6 +83,17 @@ fn make(flags: PipeFlags) -> Result<(PipeReader, PipeWriter)> {
                 "packet mode (O_DIRECT pipes) needs Linux 3.4 or later",
             )
             .with_source(e.into()),
+            // pipe2(2) also says ENFILE when an unprivileged user's pipes reached their page
+            // budget.
+            Errno::NFILE if !rustix::process::geteuid().is_root() => {
+                match crate::capacity::read_knob(crate::capacity::USER_PAGES_HARD_KNOB) {
+                    Ok(hard) if hard > 0 => {
+                        Error::limit(crate::capacity::USER_PAGES_HARD_KNOB, Some(hard))
+                            .with_source(e.into())
+                    }
+                    _ => descriptor_error(e),
+                }
+            }
             e => descriptor_error(e),
         };
         tracing::debug!(error = %err, "pipe2 failed");

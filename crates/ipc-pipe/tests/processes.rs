@@ -526,7 +526,47 @@ fn shrinking_below_what_the_pipe_holds_is_invalid_input() {
     assert_eq!(w.set_capacity(4096).unwrap(), 4096);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Out of descriptors.
+
+fn pipes_until_out_of_descriptors(_: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(32),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let mut kept = Vec::new();
+    let e = loop {
+        match pipe() {
+            Ok(ends) => kept.push(ends),
+            Err(e) => break e,
+        }
+        assert!(kept.len() < 32, "32 pipes under a limit of 32 descriptors");
+    };
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    assert!(e.to_string().contains("RLIMIT_NOFILE is 32"), "{e}");
+    eprintln!("{e}");
+}
+
+#[test]
+fn running_out_of_descriptors_names_rlimit_nofile() {
+    let out = spawn("pipes_until_out_of_descriptors")
+        .start()
+        .wait_success();
+    assert!(
+        out.stderr.contains("pipe2: limit exceeded"),
+        "{}",
+        out.stderr
+    );
+}
+
 roles!(
+    pipes_until_out_of_descriptors,
     atomic_writer,
     sends_then_parks,
     big_message_blocks,
