@@ -153,6 +153,12 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// Logs an error at DEBUG as it is returned.
+pub(crate) fn logged(err: Error) -> Error {
+    tracing::debug!(error = %err, "pipe operation failed");
+    err
+}
+
 /// Why a bounded I/O loop stopped without moving any bytes.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -178,9 +184,7 @@ impl Stop {
                 if e == Errno::PIPE {
                     err = err.with_detail(Detail::Note("no process has the read end open".into()));
                 }
-                let err = err.in_op(op).on(label);
-                tracing::debug!(error = %err, "pipe operation failed");
-                err
+                logged(err.in_op(op).on(label))
             }
         }
     }
@@ -337,11 +341,13 @@ fn check_end(fd: BorrowedFd<'_>, side: Side) -> Result<()> {
     let st = fstat(fd).map_err(|e| Error::from(e).in_op("fstat").on(what()))?;
     let ty = FileType::from_raw_mode(st.st_mode);
     if ty != FileType::Fifo {
-        return Err(Error::with_note(
-            ErrorKind::WrongType,
-            format!("fd {} is a {ty:?}, not a pipe", fd.as_raw_fd()),
-        )
-        .in_op("adopt"));
+        return Err(logged(
+            Error::with_note(
+                ErrorKind::WrongType,
+                format!("fd {} is a {ty:?}, not a pipe", fd.as_raw_fd()),
+            )
+            .in_op("adopt"),
+        ));
     }
     let mode =
         fcntl_getfl(fd).map_err(|e| Error::from(e).in_op("fcntl").on(what()))? & OFlags::RWMODE;
@@ -350,15 +356,17 @@ fn check_end(fd: BorrowedFd<'_>, side: Side) -> Result<()> {
         Side::Write => (mode != OFlags::RDONLY, "write"),
     };
     if !ok {
-        return Err(Error::with_note(
-            ErrorKind::WrongType,
-            format!(
-                "fd {} is not open for {want}ing: it is the other end",
-                fd.as_raw_fd()
-            ),
-        )
-        .in_op("adopt")
-        .on(what()));
+        return Err(logged(
+            Error::with_note(
+                ErrorKind::WrongType,
+                format!(
+                    "fd {} is not open for {want}ing: it is the other end",
+                    fd.as_raw_fd()
+                ),
+            )
+            .in_op("adopt")
+            .on(what()),
+        ));
     }
     Ok(())
 }
@@ -435,7 +443,7 @@ macro_rules! common {
             #[doc(alias = "dup")]
             pub fn try_clone(&self) -> Result<$T> {
                 let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(|e| {
-                    descriptor_error(e).in_op("dup").on(self.label())
+                    logged(descriptor_error(e).in_op("dup").on(self.label()))
                 })?;
                 Ok($T::from_fd(fd))
             }
@@ -452,7 +460,7 @@ macro_rules! common {
             #[doc(alias = "O_NONBLOCK")]
             pub fn set_nonblocking(&mut self, nonblocking: bool) -> Result<()> {
                 ipc_core::fd::set_nonblocking(&self.fd, nonblocking).map_err(|e| {
-                    Error::from(e).in_op("fcntl(F_SETFL)").on(self.label())
+                    logged(Error::from(e).in_op("fcntl(F_SETFL)").on(self.label()))
                 })?;
                 self.nonblocking = nonblocking;
                 self.nowait = if nonblocking {
@@ -470,7 +478,7 @@ macro_rules! common {
             /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
             pub fn is_nonblocking(&self) -> Result<bool> {
                 ipc_core::fd::is_nonblocking(&self.fd).map_err(|e| {
-                    Error::from(e).in_op("fcntl(F_GETFL)").on(self.label())
+                    logged(Error::from(e).in_op("fcntl(F_GETFL)").on(self.label()))
                 })
             }
 
@@ -481,7 +489,7 @@ macro_rules! common {
             #[doc(alias = "FIONREAD")]
             pub fn queued_bytes(&self) -> Result<usize> {
                 let n = rustix::io::ioctl_fionread(&self.fd).map_err(|e| {
-                    Error::from(e).in_op("ioctl(FIONREAD)").on(self.label())
+                    logged(Error::from(e).in_op("ioctl(FIONREAD)").on(self.label()))
                 })?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
@@ -631,7 +639,7 @@ impl PipeWriter {
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     pub fn is_packet_mode(&self) -> Result<bool> {
         let flags = fcntl_getfl(&self.fd)
-            .map_err(|e| Error::from(e).in_op("fcntl(F_GETFL)").on(self.label()))?;
+            .map_err(|e| logged(Error::from(e).in_op("fcntl(F_GETFL)").on(self.label())))?;
         Ok(flags.contains(OFlags::DIRECT))
     }
 
