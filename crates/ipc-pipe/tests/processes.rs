@@ -443,6 +443,29 @@ fn ends_reach_the_child_at_the_chosen_numbers_and_nothing_else_leaks() {
     drop(decoys);
 }
 
+#[test]
+fn a_failed_exec_is_reported_whatever_number_the_end_goes_to() {
+    // Command::spawn learns of a failed exec through a pipe of its own, whose number in the
+    // child is one of the low ones: an end mapped onto it must not hide the failure.
+    for target in 0..16 {
+        let (mut r, w) = pipe().unwrap();
+        let mut pipes = ChildPipes::new();
+        pipes.pass_as(w, target).unwrap();
+        match pipes.spawn(Command::new("/nonexistent/ipc-pipe-test-program")) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "target {target}: {e}"),
+            Ok(mut child) => {
+                let status = child.wait().unwrap();
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).unwrap();
+                panic!(
+                    "target {target}: spawn succeeded ({status}); the end received {} bytes",
+                    got.len()
+                );
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Capacity across processes.
 
