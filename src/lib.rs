@@ -4,6 +4,8 @@
 //! | feature | crate | mechanism |
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+//! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
+//! | `pipe` | `pipe` (`ipc-pipe`) | anonymous pipes: parent/child, duplex pairs, splice/vmsplice |
 //! | `shm` | `shm` (`ipc-shm`) | shared memory segments (POSIX, memfd, System V) and channels |
 
 #![forbid(unsafe_code)]
@@ -13,5 +15,10 @@ pub use ipc_core as core;
 pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result,
 };
+
+#[cfg(feature = "fifo")]
+pub use ipc_fifo as fifo;
+#[cfg(feature = "pipe")]
+pub use ipc_pipe as pipe;
 #[cfg(feature = "shm")]
 pub use ipc_shm as shm;
