@@ -689,7 +689,7 @@ impl Receiver {
         let h = ring.header();
         if deadline != Deadline::Now && self.end.should_spin(&h.tx) {
             let consumer = &mut self.consumer;
-            if spin(|| consumer.refresh())? {
+            if spin(|| Ok(consumer.ready()))? {
                 if let Some(m) = self.consumer.peek()? {
                     return Ok(m);
                 }
@@ -714,7 +714,7 @@ impl Receiver {
             }
             let until = deadline.min(Deadline::after(slice));
             let consumer = &mut self.consumer;
-            sleep(&h.rx, &h.tx, until, || consumer.refresh())?;
+            sleep(&h.rx, &h.tx, until, || Ok(consumer.ready()))?;
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
         }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message
-//! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping)
+//! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping);
+//!                      read by a producer that attaches, to carry on where the last one stopped
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: state, pid, start time, CPU, wake word
 //! offset 512  rx Side  written by the consumer only
@@ -14,18 +15,26 @@
 //! ```
 //!
 //! Each line is a `CachePadded` block (128 bytes on x86-64), so the two indices never share a
-//! cache line. A record is an 8-byte header (`len: u32`, `kind: u32`) and `len` payload bytes,
+//! cache line. A record is an 8-byte header (`len: u32`, `mark: u32`) and `len` payload bytes,
 //! padded to a multiple of 8. A record never wraps: when one does not fit before the end of the
-//! data area, the producer first writes a padding record up to the end. Records become visible
-//! only when the producer stores `tail` (release), so a producer that dies mid-write leaves
-//! nothing visible.
+//! data area, the producer first writes a padding record up to the end.
+//!
+//! A record is committed by its `mark`: its own position (the free-running byte count where it
+//! starts) with the kind in the low bits, stored last (release). The consumer polls the mark at
+//! its `head` and takes the record when the mark names exactly that position, so a hand-off
+//! costs the consumer one cache-line transfer (the record's), not two (an index, then the
+//! record). What lies at `head` before the commit can never look committed: the producer
+//! zeroes the next record's mark (if that space is free) before it commits a record, and a
+//! header left from an earlier lap names a position one lap behind. A producer that dies
+//! mid-write therefore leaves nothing visible.
 //!
 //! # Trust
 //!
 //! Every field of the header can be scribbled on by a peer. Each side keeps its own index in a
-//! local (it never reads it back), reads the peer's index once per refresh into a local and
-//! validates it (aligned, at most `capacity` ahead), and copies each record header into locals
-//! before checking it against what it validated. Anything inconsistent is
+//! local (it never reads it back). The producer reads the consumer's index once per refresh
+//! into a local and validates it (aligned, at most `capacity` behind); the consumer copies each
+//! record header into locals once and checks the length against the maximum and the end of
+//! the data area before using it. Anything inconsistent is
 //! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted); no value from shared memory is used
 //! as an offset or length before that check.
 
@@ -46,8 +55,14 @@ pub(crate) const MIN_CAPACITY: usize = 64;
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
 /// Bytes of a record header.
 pub(crate) const RECORD_HEADER: usize = 8;
-const KIND_MESSAGE: u32 = 0x4D53_4721; // "!GSM"
-const KIND_PADDING: u32 = 0x5041_4421; // "!DAP"
+/// Low bits of a record's mark: what the record is (positions are multiples of 8, so the
+/// three low bits are free). Both kinds have bit 2 set, so a zeroed mark (`0..=3` in the low
+/// bits) is never a committed record, whatever position it seems to name.
+const KIND_MESSAGE: u32 = 4;
+const KIND_PADDING: u32 = 5;
+const KIND_MASK: u32 = 7;
+/// The low bits of a mark that was zeroed (or never written): not committed.
+const KIND_NONE: u32 = 0;
 
 /// Endpoint states in [`Side::state`].
 pub(crate) const STATE_FREE: u32 = 0;
@@ -243,6 +258,19 @@ impl Ring {
         self.max_message as usize
     }
 
+    /// The length word of the record header at `pos`.
+    fn len_word(&self, pos: u32) -> &AtomicU32 {
+        // SAFETY: `at` is 8-aligned (positions are multiples of 8, the data area starts
+        // 128-aligned) and at least 8 bytes before the end of the data area.
+        unsafe { &*self.at(pos).cast::<AtomicU32>() }
+    }
+
+    /// The mark word of the record header at `pos`.
+    fn mark(&self, pos: u32) -> &AtomicU32 {
+        // SAFETY: as in `len_word`, 4 bytes further.
+        unsafe { &*self.at(pos).add(4).cast::<AtomicU32>() }
+    }
+
     fn at(&self, pos: u32) -> *mut u8 {
         let off = (pos & (self.capacity - 1)) as usize;
         // SAFETY: `off < capacity` and the data area is `capacity` bytes.
@@ -379,24 +407,41 @@ impl Producer {
         r.len as usize
     }
 
-    /// Publishes the reserved record with `len` payload bytes (at most what was reserved):
-    /// writes the padding and record headers, then stores `tail` (sequentially consistent, so
-    /// the caller's SeqCst load of the consumer's sleeping flag cannot move before it).
+    /// Publishes the reserved record with `len` payload bytes (at most what was reserved).
+    ///
+    /// Order: zero the mark where the next record will start (if that space is free, so stale
+    /// bytes there can never look committed), write the length, store the record's mark, then
+    /// the padding's mark if there is padding before it (the consumer meets the padding first,
+    /// and finds the message committed behind it). Marks are stored sequentially consistent:
+    /// release for the bytes before them, and ordered before the caller's SeqCst load of the
+    /// consumer's sleeping flag (on x86-64 one `xchg`, cheaper than a store and an `mfence`).
+    /// Last, `tail` for a producer that attaches later.
     pub(crate) fn commit(&mut self, r: Reservation, len: usize) {
         debug_assert!(len <= r.len as usize);
-        if r.pad != 0 {
-            write_record_header(
-                self.ring.at(self.tail),
-                r.pad - RECORD_HEADER as u32,
-                KIND_PADDING,
-            );
-        }
-        write_record_header(self.ring.at(r.pos), len as u32, KIND_MESSAGE);
         let rec = (RECORD_HEADER + align8(len)) as u32;
-        self.tail = r.pos.wrapping_add(rec);
-        // SeqCst (release, and ordered before the caller's SeqCst load of the consumer's
-        // sleeping flag: on x86-64 one `xchg`, cheaper than a store and an `mfence`).
-        self.ring.header().tail.store(self.tail, Ordering::SeqCst);
+        let end = r.pos.wrapping_add(rec);
+        // Free space after the record (by the cached head, which can only be behind: then the
+        // space is free all the more). If none, `end` is the consumer's unread head record,
+        // whose mark names a position one lap behind `end`.
+        if end.wrapping_sub(self.head) < self.ring.capacity {
+            self.ring.mark(end).store(0, Ordering::Relaxed);
+        }
+        self.ring
+            .len_word(r.pos)
+            .store(len as u32, Ordering::Relaxed);
+        self.ring
+            .mark(r.pos)
+            .store(r.pos | KIND_MESSAGE, Ordering::SeqCst);
+        if r.pad != 0 {
+            self.ring
+                .len_word(self.tail)
+                .store(r.pad - RECORD_HEADER as u32, Ordering::Relaxed);
+            self.ring
+                .mark(self.tail)
+                .store(self.tail | KIND_PADDING, Ordering::SeqCst);
+        }
+        self.tail = end;
+        self.ring.header().tail.store(end, Ordering::Release);
     }
 
     /// Whether every committed byte has been released by the consumer (refreshes the cache).
@@ -404,12 +449,6 @@ impl Producer {
         self.refresh()?;
         Ok(self.head == self.tail)
     }
-}
-
-fn write_record_header(at: *mut u8, len: u32, kind: u32) {
-    // SAFETY: callers pass the start of a record inside the data area; records are 8-aligned
-    // and at least 8 bytes, and the producer owns this space until it stores `tail`.
-    unsafe { at.cast::<[u32; 2]>().write([len, kind]) };
 }
 
 /// A message found by [`Consumer::peek`]: its payload's place and length, all validated.
@@ -429,12 +468,11 @@ impl Message {
     }
 }
 
-/// The consumer's side: its own `head` (never read back) and a cached copy of `tail`.
+/// The consumer's side: its own `head` (never read back from shared memory).
 #[derive(Debug)]
 pub(crate) struct Consumer {
     ring: Ring,
     head: u32,
-    tail: u32,
 }
 
 impl Consumer {
@@ -447,69 +485,51 @@ impl Consumer {
                 "head {head} is not 8-byte aligned"
             )));
         }
-        let mut c = Consumer {
-            ring,
-            head,
-            tail: head,
-        };
-        c.refresh()?;
-        Ok(c)
+        Ok(Consumer { ring, head })
     }
 
     pub(crate) fn ring(&self) -> &Ring {
         &self.ring
     }
 
-    /// Re-reads the producer's index (acquire), validating it. Returns whether there is data.
-    pub(crate) fn refresh(&mut self) -> Result<bool> {
-        let tail = self.ring.header().tail.load(Ordering::Acquire);
-        let avail = tail.wrapping_sub(self.head);
-        if tail % 8 != 0 || avail > self.ring.capacity {
-            return Err(Error::corrupted(format!(
-                "producer index {tail} is inconsistent with consumer index {} (capacity {})",
-                self.head, self.ring.capacity
-            )));
-        }
-        self.tail = tail;
-        Ok(avail != 0)
+    /// Whether a record is committed at `head` (one acquire load of its mark).
+    pub(crate) fn ready(&self) -> bool {
+        let mark = self.ring.mark(self.head).load(Ordering::Acquire);
+        mark & !KIND_MASK == self.head && mark & KIND_MASK != KIND_NONE
     }
 
     /// The next message, if one is committed; skips padding. The message stays in the ring
     /// until [`release`](Consumer::release).
     pub(crate) fn peek(&mut self) -> Result<Option<Message>> {
         loop {
-            if self.tail == self.head && !self.refresh()? {
+            let mark = self.ring.mark(self.head).load(Ordering::Acquire);
+            if mark & !KIND_MASK != self.head || mark & KIND_MASK == KIND_NONE {
                 return Ok(None);
             }
-            let avail = self.tail.wrapping_sub(self.head) as usize;
             let pos = (self.head & (self.ring.capacity - 1)) as usize;
             let to_end = self.ring.capacity as usize - pos;
-            let at = self.ring.at(self.head);
-            // Copy the record header once; from here on only the locals are used.
-            // SAFETY: `avail >= 8` (positions are 8-aligned and `avail > 0`), so a record header
-            // lies at `at`, inside the data area (`to_end >= 8`).
-            let [len, kind] = unsafe { at.cast::<[u32; 2]>().read() };
-            let len = len as usize;
-            match kind {
+            // Copy the length once; from here on only the local is used.
+            let len = self.ring.len_word(self.head).load(Ordering::Relaxed) as usize;
+            match mark & KIND_MASK {
                 KIND_PADDING => {
-                    if RECORD_HEADER + len != to_end || to_end > avail {
+                    if RECORD_HEADER + len != to_end {
                         return Err(Error::corrupted(format!(
                             "padding record of {len} bytes at ring offset {pos} does not end at \
-                             the end of the ring ({to_end} bytes on, {avail} committed)"
+                             the end of the ring ({to_end} bytes on)"
                         )));
                     }
                     self.advance(to_end as u32);
                 }
                 KIND_MESSAGE => {
                     let rec = RECORD_HEADER + align8(len);
-                    if len > self.ring.max_message() || rec > avail || rec > to_end {
+                    if len > self.ring.max_message() || rec > to_end {
                         return Err(Error::corrupted(format!(
                             "message record of {len} bytes at ring offset {pos} exceeds the \
-                             maximum {} or the {} committed bytes before the end",
+                             maximum {} or the {to_end} bytes before the end of the ring",
                             self.ring.max_message(),
-                            avail.min(to_end)
                         )));
                     }
+                    let at = self.ring.at(self.head);
                     return Ok(Some(Message {
                         // SAFETY: the payload `at + 8 .. at + 8 + len` is inside the record,
                         // which is inside the data area (checked above).
@@ -520,7 +540,7 @@ impl Consumer {
                 }
                 other => {
                     return Err(Error::corrupted(format!(
-                        "record at ring offset {pos} has unknown kind {other:#x}"
+                        "record at ring offset {pos} has unknown kind {other}"
                     )));
                 }
             }
@@ -687,12 +707,17 @@ mod tests {
             let mut p = Producer::new(ring).unwrap();
             let mut c = Consumer::new(ring).unwrap();
             r.word(tail_off).store(garbage, Ordering::Release);
-            let e = c.peek().unwrap_err();
-            assert_eq!(
-                e.kind(),
-                ipc_core::ErrorKind::Corrupted,
-                "tail {garbage}: {e}"
-            );
+            // The consumer goes by record marks, not by `tail`: nothing is committed.
+            assert!(c.peek().unwrap().is_none(), "tail {garbage}");
+            // A producer attaching now validates `tail` against `head`.
+            if garbage % 8 != 0 || garbage > 256 {
+                let e = Producer::new(ring).unwrap_err();
+                assert_eq!(
+                    e.kind(),
+                    ipc_core::ErrorKind::Corrupted,
+                    "tail {garbage}: {e}"
+                );
+            }
             r.word(head_off).store(garbage, Ordering::Release);
             // Fill until the producer must look at head.
             let e = loop {
@@ -712,7 +737,8 @@ mod tests {
         for (len, kind) in [
             (200u32, KIND_MESSAGE),
             (u32::MAX, KIND_MESSAGE),
-            (8, 0),
+            (8, 3),
+            (8, 6),
             (8, KIND_PADDING),
             (u32::MAX - 7, KIND_PADDING),
         ] {
@@ -792,6 +818,61 @@ mod tests {
             }
         });
         drop(region);
+    }
+
+    /// Sends a message of `len` bytes whose payload is made of fake record headers: at every
+    /// 8-aligned ring position `q` it covers, an empty message committed at `q`, or at `q` one
+    /// lap later. If stale bytes could ever pass for a commit, the consumer would take one.
+    fn send_forged(p: &mut Producer, len: usize, cap: u32) -> bool {
+        let Some(r) = p.reserve(len).unwrap() else {
+            return false;
+        };
+        let payload = p.payload(&r);
+        for o in (0..len / 8 * 8).step_by(8) {
+            let q = r.pos.wrapping_add((RECORD_HEADER + o) as u32);
+            let lap = if o % 16 == 0 { 0 } else { cap };
+            let words = [0u32, q.wrapping_add(lap) | KIND_MESSAGE];
+            // SAFETY: `o + 8 <= len`, inside the reservation.
+            unsafe { payload.add(o).cast::<[u32; 2]>().write_unaligned(words) };
+        }
+        p.commit(r, len);
+        true
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..Default::default()
+        })]
+        /// Payloads forged to look like committed records never surface as messages.
+        #[test]
+        fn forged_payloads_never_look_committed(ops in proptest::collection::vec((proptest::bool::ANY, 0usize..120), 1..80)) {
+            let cap = 256u32;
+            let (_r, ring) = HeapRegion::ring(cap as usize, max_message_for(cap as usize));
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            let mut model: VecDeque<usize> = VecDeque::new();
+            for (is_send, len) in ops {
+                if is_send {
+                    if send_forged(&mut p, len, cap) {
+                        model.push_back(len);
+                    }
+                } else {
+                    let got = c.peek().unwrap();
+                    proptest::prop_assert_eq!(got.map(|m| m.len()), model.pop_front());
+                    if let Some(m) = got {
+                        c.release(m);
+                    }
+                }
+            }
+            while let Some(len) = model.pop_front() {
+                let m = c.peek().unwrap();
+                proptest::prop_assert_eq!(m.map(|m| m.len()), Some(len));
+                c.release(m.unwrap());
+            }
+            proptest::prop_assert!(c.peek().unwrap().is_none());
+        }
     }
 
     proptest::proptest! {
