@@ -133,21 +133,23 @@ pub(crate) struct OpenRequest {
     pub(crate) attr: Option<(u64, u64)>,
 }
 
-/// What the process had open when an `mq_open` failed with `EMFILE`.
+/// The process's descriptor table when an `mq_open` failed with `EMFILE`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FdUsage {
-    pub(crate) open: Option<u64>,
+    /// Whether no descriptor can be opened now.
+    pub(crate) exhausted: bool,
+    /// The soft `RLIMIT_NOFILE`.
     pub(crate) nofile: Option<u64>,
 }
 
 impl FdUsage {
+    /// Probes by opening a descriptor (an `O_PATH` open of `/`, closed at once): it fails with
+    /// `EMFILE` exactly when the process has no descriptor number left below its limit.
     pub(crate) fn current() -> FdUsage {
-        let open = std::fs::read_dir("/proc/self/fd")
-            .ok()
-            // One entry is the directory's own descriptor.
-            .map(|d| (d.count() as u64).saturating_sub(1));
+        use rustix::fs::{Mode, OFlags, open};
+        let probe = open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty());
         FdUsage {
-            open,
+            exhausted: matches!(probe, Err(Errno::MFILE)),
             nofile: soft_limit(Resource::Nofile),
         }
     }
@@ -211,11 +213,7 @@ pub(crate) fn classify_open_error(
         }
         Errno::NOSPC => Some(limit(QUEUES_MAX, limits.queues_max, errno)),
         Errno::MFILE => {
-            let fds_full = match (fds.open, fds.nofile) {
-                (Some(open), Some(max)) => open >= max,
-                _ => false,
-            };
-            if !req.creating || fds_full {
+            if !req.creating || fds.exhausted {
                 return Some(limit(RLIMIT_NOFILE, fds.nofile, errno));
             }
             Some(limit(RLIMIT_MSGQUEUE, limits.rlimit_msgqueue, errno))
@@ -250,7 +248,7 @@ mod tests {
 
     fn roomy() -> FdUsage {
         FdUsage {
-            open: Some(10),
+            exhausted: false,
             nofile: Some(1024),
         }
     }
@@ -345,7 +343,7 @@ mod tests {
             (RLIMIT_MSGQUEUE.into(), Some(819_200))
         );
         let full = FdUsage {
-            open: Some(1024),
+            exhausted: true,
             nofile: Some(1024),
         };
         assert_eq!(
