@@ -42,7 +42,13 @@ fn send_script(ctx: &Ctx) {
     let a = ctx.args();
     let q = Queue::open(a[0], Access::WriteOnly).unwrap();
     let script = Script::decode(a[1]).unwrap();
-    let prios: Vec<u32> = a[2].split(',').map(|p| p.parse().unwrap()).collect();
+    // "p" then the priorities, comma-separated ("p" alone when there are none).
+    let prios: Vec<u32> = a[2][1..]
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(prios.len(), script.sizes.len());
     for (i, p) in prios.iter().enumerate() {
         q.send_with_priority(&script.message(i), *p).unwrap();
     }
@@ -626,7 +632,7 @@ proptest! {
         let prios = &prios[..script.sizes.len()];
         let csv: Vec<String> = prios.iter().map(u32::to_string).collect();
         spawn("send_script")
-            .arg(format!("{} {} {}", g.name(), script.encode(), csv.join(",")))
+            .arg(format!("{} {} p{}", g.name(), script.encode(), csv.join(",")))
             .start()
             .wait_success();
         // Everything is queued: the order is fully determined.
