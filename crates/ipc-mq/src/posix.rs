@@ -332,13 +332,15 @@ impl OpenOptions {
         {
             return Ok(None);
         }
-        let defaults = Limits::current();
+        // Only half given: the other half is what the kernel would have chosen.
+        let defaults = std::cell::OnceCell::new();
+        let defaults = || defaults.get_or_init(Limits::current);
         let maxmsg = self
             .max_messages
-            .map_or(defaults.default_max_messages(), |n| n as u64);
+            .map_or_else(|| defaults().default_max_messages(), |n| n as u64);
         let msgsize = self
             .message_size
-            .map_or(defaults.default_message_size(), |n| n as u64);
+            .map_or_else(|| defaults().default_message_size(), |n| n as u64);
         for (what, v) in [("max_messages", maxmsg), ("message_size", msgsize)] {
             if v == 0 || v > i64::MAX as u64 {
                 return invalid(format!(
@@ -659,9 +661,26 @@ impl Queue {
 
     /// A second descriptor for the same queue (`fcntl(F_DUPFD_CLOEXEC)`), sharing the open
     /// file description (and so the `O_NONBLOCK` flag).
+    ///
+    /// # Errors
+    /// [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when the process is out of
+    /// descriptors.
+    ///
+    /// # References
+    /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+    #[doc(alias = "dup")]
     pub fn try_clone(&self) -> Result<Queue> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)
-            .map_err(|e| Error::from(e).in_op("dup").on(self.object()))?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0).map_err(|errno| {
+            let e = match errno {
+                Errno::MFILE => Error::limit(
+                    limits::RLIMIT_NOFILE,
+                    rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+                )
+                .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error())),
+                _ => Error::from(errno),
+            };
+            self.fail(e, "fcntl(F_DUPFD_CLOEXEC)")
+        })?;
         Ok(Queue {
             fd,
             name: self.name.clone(),
@@ -1244,11 +1263,16 @@ impl Notification {
         self.wait_deadline(Deadline::after(timeout))
     }
 
-    /// Waits until `deadline` for the event (`poll(2)` and `recv(2)` on the netlink socket).
+    /// Waits until `deadline` for the event (`poll(2)` and `recv(2)` on the netlink socket;
+    /// the deadline is kept on the monotonic clock).
     ///
     /// # Errors
     /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] at the
     /// deadline, if nothing happened.
+    ///
+    /// # References
+    /// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html),
+    ///   [`recv(2)`](https://man7.org/linux/man-pages/man2/recv.2.html)
     pub fn wait_deadline(&self, deadline: Deadline) -> Result<NotifyEvent> {
         use rustix::net::{RecvFlags, recv};
         if let Some(ev) = self.event() {
@@ -1333,6 +1357,30 @@ mod tests {
         assert!(t.tv_sec >= before.tv_sec + 99 && t.tv_sec <= before.tv_sec + 101);
         let far = Deadline::At(std::time::Instant::now() + Duration::from_secs(u32::MAX.into()));
         assert!(wall_clock_deadline(far).unwrap().tv_sec > before.tv_sec);
+    }
+
+    #[test]
+    fn a_timeout_before_the_monotonic_deadline_is_retried() {
+        // What a wall clock set forward looks like: the kernel reports ETIMEDOUT while the
+        // monotonic deadline is still ahead. The call must wait again, not time out.
+        let name = format!("/ipc-mq-unit-retry-{}", std::process::id());
+        let q = Queue::create(&*name, 1, 8).unwrap();
+        let _g = q.unlink_guard().unwrap();
+        let ahead = Deadline::after(Duration::from_secs(600));
+        assert!(q.retry(Errno::TIMEDOUT, ahead, Interest::Readable).is_ok());
+        let passed = Deadline::At(std::time::Instant::now() - Duration::from_secs(1));
+        let e = q
+            .retry(Errno::TIMEDOUT, passed, Interest::Readable)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        let e = q
+            .retry(Errno::TIMEDOUT, Deadline::Now, Interest::Writable)
+            .unwrap_err();
+        assert_eq!(
+            (e.kind(), e.blocked()),
+            (ErrorKind::WouldBlock, Some(Blocked::Full))
+        );
+        assert!(q.retry(Errno::INTR, passed, Interest::Readable).is_ok());
     }
 
     #[test]
