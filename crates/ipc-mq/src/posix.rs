@@ -1217,7 +1217,6 @@ impl Cookie {
 /// wait returns the same [`NotifyEvent`] at once.
 ///
 /// ```
-/// use ipc_core::Deadline;
 /// use ipc_mq::posix::{NotifyEvent, Queue};
 ///
 /// let name = format!("/doc-notify-{}", std::process::id());

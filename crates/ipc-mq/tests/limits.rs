@@ -84,6 +84,8 @@ fn low_rlimit_nofile(_: &Ctx) {
     );
     let e = Queue::open(existing.name().unwrap(), Access::ReadOnly).unwrap_err();
     assert_eq!(limit_of(&e).knob, RLIMIT_NOFILE, "{e}");
+    let e = existing.try_clone().unwrap_err();
+    assert_eq!(limit_of(&e).knob, RLIMIT_NOFILE, "{e}");
     setrlimit(Resource::Nofile, old).unwrap();
     assert_gone(&name);
 }
