@@ -107,9 +107,10 @@ fn drop_root() -> bool {
     true
 }
 
-/// `posix_name sysv_key sysv_id open_posix_name open_sysv_key` (objects the parent made, the
-/// first three mode 0o600, the last two 0o666): runs unprivileged and checks the knob errors,
-/// `queues_max`, `msgmnb`, permission denials and the refusal of squatted objects.
+/// `posix_name sysv_key sysv_id open_posix_name open_sysv_key send_only_id` (objects the
+/// parent made: the first three mode 0o600, the next two 0o666, the last a full 0o622 queue):
+/// runs unprivileged and checks the knob errors, `queues_max`, `msgmnb`, permission denials,
+/// the refusal of squatted objects, and sending without read permission.
 fn unprivileged(ctx: &Ctx) {
     let a = ctx.args();
     let dropped = drop_root();
@@ -191,6 +192,18 @@ fn unprivileged(ctx: &Ctx) {
     let e = sysv::Queue::open_or_create(key).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.to_string().contains("owned by uid 0"), "{e}");
+
+    // Send-only (0o622) and full: a send waits or would block; it is not refused for want
+    // of the read permission that IPC_STAT (the "can it ever fit" check) needs.
+    let send_only = sysv::Queue::from_id(a[5].parse().unwrap());
+    let e = send_only.try_send_typed(1, b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    let e = send_only
+        .send_typed_timeout(1, b"x", std::time::Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    let e = send_only.status().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 }
 
 roles!(low_rlimit_msgqueue, low_rlimit_nofile, unprivileged);
@@ -258,12 +271,21 @@ fn unprivileged_processes_meet_the_knobs_and_the_permissions() {
         .open(open_key)
         .unwrap();
     let _remove2 = open_sq.remove_guard();
+    let send_only = sysv::OpenOptions::new()
+        .create_new(true)
+        .mode(0o622)
+        .open(sysv::Key::PRIVATE)
+        .unwrap();
+    let _remove3 = send_only.remove_guard();
+    send_only.set_max_bytes(10).unwrap();
+    send_only.send_typed(1, &[0; 10]).unwrap();
     let out = spawn("unprivileged")
         .arg(format!(
-            "{name} {} {} {open_name} {}",
+            "{name} {} {} {open_name} {} {}",
             key.as_raw(),
             sq.id(),
-            open_key.as_raw()
+            open_key.as_raw(),
+            send_only.id()
         ))
         .start()
         .wait_success();
