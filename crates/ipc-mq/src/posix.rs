@@ -118,6 +118,17 @@ enum Creation {
     OpenOrCreate,
 }
 
+impl Creation {
+    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
+    fn of(create: bool, create_new: bool) -> Creation {
+        match (create, create_new) {
+            (_, true) => Creation::CreateNew,
+            (true, false) => Creation::OpenOrCreate,
+            (false, false) => Creation::OpenExisting,
+        }
+    }
+}
+
 /// How to open or create a queue: access, creation, mode bits, capacity, blocking.
 ///
 /// The defaults open an existing queue for sending and receiving. A queue this call creates
@@ -145,7 +156,8 @@ enum Creation {
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     access: Access,
-    creation: Creation,
+    create: bool,
+    create_new: bool,
     mode: u32,
     max_messages: Option<usize>,
     message_size: Option<usize>,
@@ -164,7 +176,8 @@ impl OpenOptions {
     pub fn new() -> OpenOptions {
         OpenOptions {
             access: Access::ReadWrite,
-            creation: Creation::OpenExisting,
+            create: false,
+            create_new: false,
             mode: DEFAULT_MODE,
             max_messages: None,
             message_size: None,
@@ -185,22 +198,15 @@ impl OpenOptions {
     /// the name by someone else is refused. To open another user's queue, use
     /// [`open`](OpenOptions::open) without `create`.
     pub fn create(&mut self, create: bool) -> &mut OpenOptions {
-        self.creation = if create {
-            Creation::OpenOrCreate
-        } else {
-            Creation::OpenExisting
-        };
+        self.create = create;
         self
     }
 
     /// Creates the queue, failing with [`ErrorKind::AlreadyExists`] if the name is taken
     /// (`O_CREAT | O_EXCL`).
+    /// Takes precedence over [`create`](OpenOptions::create), as in `std::fs::OpenOptions`.
     pub fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
-        self.creation = if create_new {
-            Creation::CreateNew
-        } else {
-            Creation::OpenExisting
-        };
+        self.create_new = create_new;
         self
     }
 
@@ -258,7 +264,7 @@ impl OpenOptions {
             base |= libc::O_NONBLOCK;
         }
         let create = base | libc::O_CREAT | libc::O_EXCL;
-        let (fd, created) = match self.creation {
+        let (fd, created) = match Creation::of(self.create, self.create_new) {
             Creation::OpenExisting => (open_raw(&name, base, 0, None)?, false),
             Creation::CreateNew => (open_raw(&name, create, self.mode, attr)?, true),
             Creation::OpenOrCreate => self.open_or_create(&name, base, create, attr)?,
@@ -327,7 +333,7 @@ impl OpenOptions {
                 self.mode
             ));
         }
-        if self.creation == Creation::OpenExisting
+        if Creation::of(self.create, self.create_new) == Creation::OpenExisting
             || (self.max_messages.is_none() && self.message_size.is_none())
         {
             return Ok(None);

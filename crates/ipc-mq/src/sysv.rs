@@ -234,6 +234,17 @@ enum Creation {
     OpenOrCreate,
 }
 
+impl Creation {
+    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
+    fn of(create: bool, create_new: bool) -> Creation {
+        match (create, create_new) {
+            (_, true) => Creation::CreateNew,
+            (true, false) => Creation::OpenOrCreate,
+            (false, false) => Creation::OpenExisting,
+        }
+    }
+}
+
 /// How to open or create a queue: creation, permission bits, access.
 ///
 /// ```
@@ -247,7 +258,8 @@ enum Creation {
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     access: Access,
-    creation: Creation,
+    create: bool,
+    create_new: bool,
     mode: u32,
 }
 
@@ -262,7 +274,8 @@ impl OpenOptions {
     pub fn new() -> OpenOptions {
         OpenOptions {
             access: Access::ReadWrite,
-            creation: Creation::OpenExisting,
+            create: false,
+            create_new: false,
             mode: DEFAULT_MODE,
         }
     }
@@ -279,22 +292,15 @@ impl OpenOptions {
     /// already existed must be owned by this process's effective user (else
     /// [`ErrorKind::PermissionDenied`]), so a queue squatted under the key is refused.
     pub fn create(&mut self, create: bool) -> &mut OpenOptions {
-        self.creation = if create {
-            Creation::OpenOrCreate
-        } else {
-            Creation::OpenExisting
-        };
+        self.create = create;
         self
     }
 
     /// Creates the queue, failing with [`ErrorKind::AlreadyExists`] if a queue has the key
     /// (`IPC_CREAT | IPC_EXCL`). With [`Key::PRIVATE`] a new queue is always made.
+    /// Takes precedence over [`create`](OpenOptions::create), as in `std::fs::OpenOptions`.
     pub fn create_new(&mut self, create_new: bool) -> &mut OpenOptions {
-        self.creation = if create_new {
-            Creation::CreateNew
-        } else {
-            Creation::OpenExisting
-        };
+        self.create_new = create_new;
         self
     }
 
@@ -339,7 +345,7 @@ impl OpenOptions {
             Access::ReadWrite => 0o600,
         };
         let create = libc::IPC_CREAT | libc::IPC_EXCL | self.mode as i32;
-        let (id, created) = match self.creation {
+        let (id, created) = match Creation::of(self.create, self.create_new) {
             Creation::OpenExisting if key.is_private() => {
                 return invalid(
                     "IPC_PRIVATE names no existing queue; create one, or open it by id".into(),

@@ -219,6 +219,9 @@ fn create_open_and_unlink() {
         assert!(q.was_created());
         assert_eq!((q.max_messages(), q.message_size()), (3, 100));
         assert_eq!(q.name(), Some(&name));
+        // Close-on-exec, as the documentation says: a child gets it only when passed.
+        let flags = rustix::io::fcntl_getfd(&q).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
 
         let e = Queue::create(&name, 3, 100).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
