@@ -4,7 +4,7 @@
 //! [`PipeReader::from_inherited`](crate::PipeReader::from_inherited) /
 //! [`PipeWriter::from_inherited`](crate::PipeWriter::from_inherited).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::process::{Child, Command};
 
 use ipc_core::inherit::ChildFds;
@@ -55,9 +55,8 @@ use crate::{Duplex, PipeReader, PipeWriter};
 /// ```
 #[derive(Debug, Default)]
 pub struct ChildPipes {
+    /// Holds its own copy of each end until spawn; the ends passed in are closed at once.
     fds: ChildFds,
-    /// The ends handed over, kept until spawn, and the fd number each gets in the child.
-    ends: Vec<(OwnedFd, RawFd)>,
 }
 
 impl ChildPipes {
@@ -88,9 +87,7 @@ impl ChildPipes {
     /// negative or already used; [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded)
     /// when out of descriptors.
     pub fn pass_as(&mut self, end: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildPipes> {
-        let fd: OwnedFd = end.into();
-        self.fds.pass_as(&fd, target)?;
-        self.ends.push((fd, target));
+        self.fds.pass_as(end.into(), target)?;
         Ok(self)
     }
 
@@ -103,10 +100,7 @@ impl ChildPipes {
     /// or one with `,` or `=`; [`ErrorKind::AlreadyExists`](ipc_core::ErrorKind::AlreadyExists)
     /// when the name is taken.
     pub fn pass(&mut self, name: &str, end: impl Into<OwnedFd>) -> Result<RawFd> {
-        let fd: OwnedFd = end.into();
-        let target = self.fds.pass(name, &fd)?;
-        self.ends.push((fd, target));
-        Ok(target)
+        self.fds.pass(name, end.into())
     }
 
     /// Spawns `cmd` with the ends installed (`fork`, `dup2` in the child, `execve`), then closes
@@ -115,11 +109,8 @@ impl ChildPipes {
     /// The mapping is applied after `Command`'s own stdio set-up, so it wins over
     /// `Command::stdin`/`stdout` for the numbers it uses.
     ///
-    /// While spawning, every target number is held open in this process. `Command::spawn`
-    /// makes a close-on-exec pipe through which the child reports a failed `exec`; were that
-    /// pipe to get a target number, the child would overwrite it with an end before `exec`,
-    /// and a failed `exec` would look like a successful spawn while its error report went into
-    /// the end. Holding the numbers keeps the two apart.
+    /// A failed `exec` is reported as an error whatever numbers the ends go to (see
+    /// [`ChildFds::spawn`](ipc_core::inherit::ChildFds::spawn)).
     ///
     /// Errors: the spawn's error (program not found, permission denied, ...), naming the program.
     ///
@@ -127,11 +118,7 @@ impl ChildPipes {
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
     ///   [`execve(2)`](https://man7.org/linux/man-pages/man2/execve.2.html)
     pub fn spawn(self, mut cmd: Command) -> Result<Child> {
-        self.fds.apply(&mut cmd);
-        let held = self.hold_targets();
-        let spawned = cmd.spawn();
-        drop(held);
-        let child = spawned.map_err(|e| {
+        let child = self.fds.spawn(&mut cmd).map_err(|e| {
             let err = Error::from(e)
                 .in_op("spawn")
                 .on(cmd.get_program().to_string_lossy());
@@ -142,25 +129,5 @@ impl ChildPipes {
         // `cmd` (whose hook names our descriptors) and `self` (the descriptors) are dropped
         // here: the child holds the only copies of the ends now.
         Ok(child)
-    }
-
-    /// Occupies every free target number in this process (`fcntl(F_DUPFD_CLOEXEC)` of an end
-    /// at that number), so that nothing opened during the spawn can get one.
-    fn hold_targets(&self) -> Vec<OwnedFd> {
-        let Some((source, _)) = self.ends.first() else {
-            return Vec::new();
-        };
-        let mut held = Vec::new();
-        for &(_, target) in &self.ends {
-            // The lowest free number from `target` up: `target` itself if it was free. If it
-            // was taken, something holds it already and the copy is not needed. A number that
-            // cannot be held (above RLIMIT_NOFILE) is above what a new pipe would get anyway.
-            if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(source, target) {
-                if fd.as_raw_fd() == target {
-                    held.push(fd);
-                }
-            }
-        }
-        held
     }
 }
