@@ -523,9 +523,10 @@ impl MessageSender for Sender {
     /// `deadline` passes or the receiver is gone.
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] above the channel's maximum;
-    /// [`ErrorKind::Disconnected`] when the receiver closed its end or its process died (seen
-    /// at once when waiting, otherwise within [`CHECK_EVERY`] sends: messages sent to a
-    /// receiver that died in between are lost, as in a pipe's buffer);
+    /// [`ErrorKind::Disconnected`] when the receiver closed its end (seen at once) or its
+    /// process died (seen through its pidfd: while waiting, within the first sleep slices of a
+    /// few milliseconds; otherwise within 1024 sends: messages sent to a receiver that died in
+    /// between are lost, as in a pipe's buffer);
     /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] if the
     /// receiver's index in shared memory is inconsistent.
     #[doc(alias = "futex")]
