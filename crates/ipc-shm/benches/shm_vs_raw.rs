@@ -101,9 +101,8 @@ fn start_child(test: Test, size: usize, count: u64, cpu: usize, segs: &[&Segment
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env(CHILD_ENV, format!("{} {size} {count} {cpu}", test.name()));
-    fds.apply(&mut cmd);
     Run {
-        child: cmd.spawn().expect("spawn child"),
+        child: fds.spawn(&mut cmd).expect("spawn child"),
     }
 }
 

@@ -54,8 +54,7 @@ fn producer() -> Result<(), Box<dyn Error>> {
         tx.segment().fd().expect("a memfd has a descriptor"),
     )?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    fds.apply(&mut cmd);
-    let mut consumer = cmd.spawn()?;
+    let mut consumer = fds.spawn(&mut cmd)?;
     drop(fds);
 
     let start = Instant::now();

@@ -157,6 +157,9 @@ struct End {
     my_cpu: u32,
     /// Non-blocking calls that found nothing to do, for rate-limiting liveness checks.
     polls: u32,
+    /// The watcher registration for the peer's current generation: while it holds, a sleep
+    /// needs no timeout to notice the peer's death.
+    registration: Option<(u32, crate::monitor::Registration)>,
 }
 
 impl End {
@@ -181,6 +184,7 @@ impl End {
                 watch: Watch::default(),
                 my_cpu: peer::single_cpu(),
                 polls: 0,
+                registration: None,
             },
             ring,
         ))
@@ -212,7 +216,7 @@ impl End {
     /// came back with nothing to do (`round > 0`), or for non-blocking calls on every 64th
     /// one that finds nothing, so a hand-off that needs no sleep costs no syscall.
     fn peer_gone(&mut self, peer: &Side, round: u32, deadline: Deadline) -> Result<bool> {
-        if peer.state.load(Ordering::Acquire) == STATE_CLOSED {
+        if peer.state.load(Ordering::Acquire) == STATE_CLOSED || self.watched_died(peer) {
             return Ok(true);
         }
         let check = if deadline == Deadline::Now {
@@ -228,6 +232,44 @@ impl End {
             self.watch.status(peer)?,
             Status::Closed | Status::Dead
         ))
+    }
+
+    /// Whether the watcher thread saw the peer's current process die (one load, no syscall).
+    fn watched_died(&self, peer: &Side) -> bool {
+        match &self.registration {
+            Some((g, r)) => r.died() && *g == peer.generation.load(Ordering::Acquire),
+            None => false,
+        }
+    }
+
+    /// Whether the watcher thread covers `peer`'s current process, registering it if needed:
+    /// then a sleep can wait without a timeout, because the peer's death wakes it (its wake
+    /// word, at `word` in the segment, is bumped). `false` when there is no attached peer or
+    /// it cannot be watched; sleeps then wake up now and then to check.
+    fn armed(&mut self, peer: &Side, word: usize) -> bool {
+        let g = peer.generation.load(Ordering::Acquire);
+        if matches!(&self.registration, Some((rg, _)) if *rg == g) {
+            return true;
+        }
+        self.registration = None;
+        if !matches!(self.watch.follow(peer), Ok(Status::Alive))
+            || self.watch.generation() != Some(g)
+        {
+            return false;
+        }
+        let Some(pidfd) = self.watch.pidfd() else {
+            return false;
+        };
+        match crate::monitor::watch(pidfd, self.segment.clone(), word) {
+            Ok(r) => {
+                self.registration = Some((g, r));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the peer; sleeping in slices");
+                false
+            }
+        }
     }
 
     /// Whether spinning for `peer` can pay: more than one CPU, the peer attached and awake, and
@@ -333,6 +375,8 @@ impl Sender {
                 return Err(e.in_op("open sender").on(end.segment.kind()));
             }
         };
+        // A receiver asleep may be watching the previous producer: make it look again.
+        wake_peer(&h.tx, &h.rx);
         tracing::trace!(segment = %end.segment.kind(), "opened channel sender");
         Ok(Sender {
             end,
@@ -357,7 +401,9 @@ impl Sender {
     /// already sent stay queued. Returns the segment.
     pub fn detach(self) -> Arc<Segment> {
         let this = std::mem::ManuallyDrop::new(self);
-        peer::detach(&this.producer.ring().header().tx);
+        let h = this.producer.ring().header();
+        peer::detach(&h.tx);
+        wake_peer(&h.tx, &h.rx);
         // SAFETY: `this` is never used or dropped again; the fields are moved out once.
         let end = unsafe { std::ptr::read(&this.end) };
         end.segment
@@ -438,9 +484,15 @@ impl Sender {
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Full));
             }
-            let until = deadline.min(Deadline::after(slice));
-            let producer = &mut self.producer;
-            sleep(&h.tx, &h.rx, until, || Ok(producer.reserve(len)?.is_some()))?;
+            let until = if self.end.armed(&h.rx, ring::RX_WAKE) {
+                deadline
+            } else {
+                deadline.min(Deadline::after(slice))
+            };
+            let (producer, end) = (&mut self.producer, &self.end);
+            sleep(&h.tx, &h.rx, until, || {
+                Ok(producer.reserve(len)?.is_some() || end.watched_died(&h.rx))
+            })?;
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
         }
@@ -524,9 +576,9 @@ impl MessageSender for Sender {
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] above the channel's maximum;
     /// [`ErrorKind::Disconnected`] when the receiver closed its end (seen at once) or its
-    /// process died (seen through its pidfd: while waiting, within the first sleep slices of a
-    /// few milliseconds; otherwise within 1024 sends: messages sent to a receiver that died in
-    /// between are lost, as in a pipe's buffer);
+    /// process died (seen through its pidfd: at once while waiting, otherwise within 1024
+    /// sends: messages sent to a receiver that died in between are lost, as in a pipe's
+    /// buffer);
     /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] if the
     /// receiver's index in shared memory is inconsistent.
     #[doc(alias = "futex")]
@@ -655,6 +707,7 @@ impl Receiver {
                 return Err(e.in_op("open receiver").on(end.segment.kind()));
             }
         };
+        wake_peer(&h.rx, &h.tx);
         tracing::trace!(segment = %end.segment.kind(), "opened channel receiver");
         Ok(Receiver { end, consumer })
     }
@@ -667,7 +720,9 @@ impl Receiver {
     /// Gives up the consumer's place without closing the channel; see [`Sender::detach`].
     pub fn detach(self) -> Arc<Segment> {
         let this = std::mem::ManuallyDrop::new(self);
-        peer::detach(&this.consumer.ring().header().rx);
+        let h = this.consumer.ring().header();
+        peer::detach(&h.rx);
+        wake_peer(&h.rx, &h.tx);
         // SAFETY: `this` is never used or dropped again; the fields are moved out once.
         let end = unsafe { std::ptr::read(&this.end) };
         end.segment
@@ -713,9 +768,15 @@ impl Receiver {
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Empty));
             }
-            let until = deadline.min(Deadline::after(slice));
-            let consumer = &mut self.consumer;
-            sleep(&h.rx, &h.tx, until, || Ok(consumer.ready()))?;
+            let until = if self.end.armed(&h.tx, ring::TX_WAKE) {
+                deadline
+            } else {
+                deadline.min(Deadline::after(slice))
+            };
+            let (consumer, end) = (&self.consumer, &self.end);
+            sleep(&h.rx, &h.tx, until, || {
+                Ok(consumer.ready() || end.watched_died(&h.tx))
+            })?;
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
         }
@@ -763,8 +824,8 @@ impl MessageReceiver for Receiver {
     ///
     /// Blocks only while the ring is empty: spinning briefly when the sender may be running on
     /// another CPU, then sleeping on a futex in the segment until a message comes, `deadline`
-    /// passes, or the sender is gone (closed, or its process died: seen within 50 ms through
-    /// its pidfd).
+    /// passes, or the sender is gone (closed, or its process died: seen at once through its
+    /// pidfd, which the crate's watcher thread waits on).
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] if `buf` is too small (the message stays queued);
     /// [`ErrorKind::Disconnected`] once the sender closed or died and every message it

@@ -33,6 +33,12 @@
 //! its peer may be running on another CPU, then sleeps on a futex in the segment; a sender or
 //! receiver makes a wake-up syscall only when the other side is asleep.
 //!
+//! So that a sleeper needs no timeout to notice a peer that dies, the first end that sleeps
+//! starts one helper thread per process (`ipc-shm-watch`): it waits in `epoll` on the pidfds of
+//! the peers that sleeping ends depend on and wakes those ends when a peer's process exits.
+//! (Where that is not possible, for example while no peer has attached yet, sleepers wake up
+//! every few milliseconds instead.)
+//!
 //! Peers are untrusted: every index, length and header field read from the segment is copied
 //! into a local and validated first, and a peer that writes garbage produces
 //! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted), never an out-of-bounds access. A
@@ -96,6 +102,7 @@
 
 mod channel;
 mod memfd;
+mod monitor;
 mod peer;
 mod posix;
 mod ring;

@@ -80,7 +80,7 @@ pub(crate) fn attach(side: &Side) -> std::result::Result<(), u32> {
     side.sleeping.store(0, Ordering::Relaxed);
     side.generation
         .store((g | 1).wrapping_add(1), Ordering::Release);
-    side.state.store(STATE_ATTACHED, Ordering::Release);
+    side.state.store(STATE_ATTACHED, Ordering::SeqCst);
     Ok(())
 }
 
@@ -89,7 +89,7 @@ pub(crate) fn detach(side: &Side) {
     let g = side.generation.load(Ordering::Relaxed);
     side.generation
         .store((g | 1).wrapping_add(1), Ordering::Relaxed);
-    side.state.store(STATE_FREE, Ordering::Release);
+    side.state.store(STATE_FREE, Ordering::SeqCst);
 }
 
 /// What the peer is doing.
@@ -120,6 +120,42 @@ impl Watch {
     /// Errors: [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for a state value no
     /// endpoint writes.
     pub(crate) fn status(&mut self, side: &Side) -> Result<Status> {
+        let status = self.follow(side)?;
+        if status != Status::Alive {
+            return Ok(status);
+        }
+        let fd = self.pidfd.as_ref().expect("open when alive");
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        match poll(
+            &mut fds,
+            Some(&rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) {
+            Ok(0) | Err(Errno::INTR) => Ok(Status::Alive),
+            Ok(_) => {
+                self.dead = true;
+                Ok(Status::Dead)
+            }
+            Err(e) => Err(Error::from(e).in_op("poll(pidfd)")),
+        }
+    }
+
+    /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any.
+    pub(crate) fn pidfd(&self) -> Option<&OwnedFd> {
+        self.pidfd.as_ref()
+    }
+
+    /// The generation of the peer's block the pidfd belongs to.
+    pub(crate) fn generation(&self) -> Option<u32> {
+        self.generation
+    }
+
+    /// The peer's published status, opening a pidfd for its process when it changed, but
+    /// without asking whether that process still runs: `Alive` here means "attached, and not
+    /// known to be dead".
+    pub(crate) fn follow(&mut self, side: &Side) -> Result<Status> {
         match side.state.load(Ordering::Acquire) {
             STATE_FREE | STATE_ATTACHING => return Ok(Status::NotYet),
             STATE_CLOSED => return Ok(Status::Closed),
@@ -156,22 +192,7 @@ impl Watch {
         if self.dead {
             return Ok(Status::Dead);
         }
-        let fd = self.pidfd.as_ref().expect("open when not dead");
-        let mut fds = [PollFd::new(fd, PollFlags::IN)];
-        match poll(
-            &mut fds,
-            Some(&rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            }),
-        ) {
-            Ok(0) | Err(Errno::INTR) => Ok(Status::Alive),
-            Ok(_) => {
-                self.dead = true;
-                Ok(Status::Dead)
-            }
-            Err(e) => Err(Error::from(e).in_op("poll(pidfd)")),
-        }
+        Ok(Status::Alive)
     }
 }
 

@@ -110,6 +110,13 @@ pub(crate) struct Header {
     pub(crate) rx: CachePadded<Side>,
 }
 
+/// Offsets in the segment of the producer's and the consumer's wake words (the futex words
+/// the receiver and the sender sleep on).
+pub(crate) const TX_WAKE: usize =
+    std::mem::offset_of!(Header, tx) + std::mem::offset_of!(Side, wake);
+pub(crate) const RX_WAKE: usize =
+    std::mem::offset_of!(Header, rx) + std::mem::offset_of!(Side, wake);
+
 /// Where the data area starts.
 pub(crate) const DATA_OFFSET: usize = std::mem::size_of::<Header>();
 

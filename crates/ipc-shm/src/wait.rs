@@ -30,3 +30,8 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
         tracing::debug!(error = %e, "futex wake failed");
     }
 }
+
+/// Wakes every waiter on `word` (`FUTEX_WAKE`, shared).
+pub(crate) fn wake_all(word: &AtomicU32) {
+    wake(word, i32::MAX as u32);
+}
