@@ -3,11 +3,26 @@
 
 use std::path::Path;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::engine::{Metric, Placement};
 use crate::registry::RowKind;
 use crate::report::{Report, size_name};
+
+/// One colour per family (a raw row is dashed in its family's colour).
+const COLORS: [(u8, u8, u8); 10] = [
+    (0x1f, 0x77, 0xb4),
+    (0xd6, 0x27, 0x28),
+    (0x2c, 0xa0, 0x2c),
+    (0xff, 0x7f, 0x0e),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0x7f, 0x7f, 0x7f),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
+];
 
 /// Draws the chart of `report` into `path`.
 pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
@@ -78,10 +93,12 @@ fn panel<DB: DrawingBackend>(
     };
     let xmin = sizes.iter().copied().fold(f64::INFINITY, f64::min);
     let xmax = sizes.iter().copied().fold(0.0, f64::max);
-    let (xmin, xmax) = if xmin.is_finite() && xmax > xmin {
+    let (xmin, xmax) = if !xmin.is_finite() {
+        (32.0, 2e6)
+    } else if xmax > xmin {
         (xmin / 1.3, xmax * 1.3)
     } else {
-        (32.0, 2e6)
+        (xmin / 4.0, xmax * 4.0)
     };
     let (title, ylabel) = match metric {
         Metric::RoundTrip => ("round-trip latency (median)", "microseconds"),
@@ -101,7 +118,11 @@ fn panel<DB: DrawingBackend>(
         .x_desc("message size")
         .y_desc(ylabel)
         .x_label_formatter(&|v| size_name(v.round() as usize))
-        .y_label_formatter(&|v| format!("{v:.3}"))
+        .y_label_formatter(&|&v| match v {
+            v if v >= 10.0 => format!("{v:.0}"),
+            v if v >= 1.0 => format!("{v:.1}"),
+            v => format!("{v:.2}"),
+        })
         .draw()?;
     for (i, pts) in series {
         if pts.is_empty() {
@@ -109,16 +130,22 @@ fn panel<DB: DrawingBackend>(
         }
         let r = &report.rows[i];
         let fam = families.iter().position(|f| *f == r.family).unwrap_or(0);
-        let color = Palette99::pick(fam).to_rgba();
-        let style = color.stroke_width(2);
-        let drawn = if r.kind == RowKind::Raw {
-            chart.draw_series(DashedLineSeries::new(pts, 6, 4, style))?
+        let (r8, g8, b8) = COLORS[fam % COLORS.len()];
+        let style = RGBColor(r8, g8, b8).stroke_width(2);
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))?;
+        if r.kind == RowKind::Raw {
+            chart
+                .draw_series(DashedLineSeries::new(pts, 6, 4, style))?
+                .label(r.id)
+                .legend(move |(x, y)| {
+                    DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, style)
+                });
         } else {
-            chart.draw_series(LineSeries::new(pts, style))?
-        };
-        drawn
-            .label(r.id)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+            chart
+                .draw_series(LineSeries::new(pts, style))?
+                .label(r.id)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        }
     }
     chart
         .configure_series_labels()

@@ -512,14 +512,20 @@ impl Watchdog {
 /// The child's entry point: if this process was started as a benchmark child, runs it and
 /// returns its exit code (the caller exits with it); otherwise `None`.
 pub fn child_main() -> Option<ExitCode> {
-    let spec = std::env::var(CHILD_ENV).ok()?;
-    Some(match run_child(&spec) {
+    Some(match child_from_env()? {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
     })
+}
+
+/// Runs the child described by [`CHILD_ENV`], if this process is one: `None` if it is not,
+/// otherwise whether everything the child received was right.
+pub fn child_from_env() -> Option<Result<(), String>> {
+    let spec = std::env::var(CHILD_ENV).ok()?;
+    Some(run_child(&spec))
 }
 
 fn run_child(spec: &str) -> Result<(), String> {

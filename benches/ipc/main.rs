@@ -67,6 +67,7 @@ struct Options {
     filter: Vec<String>,
     out: Option<PathBuf>,
     list: bool,
+    help: bool,
     drop_every: Option<u64>,
 }
 
@@ -106,7 +107,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             // `cargo bench` passes --bench to harness = false targets.
             "--bench" => {}
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => o.help = true,
             _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
         }
     }
@@ -278,6 +279,10 @@ fn out_dir(o: &Options) -> PathBuf {
 
 fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
+    if o.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
     if o.list {
         for r in rows::ROWS {
             let i = r.info();

@@ -119,9 +119,10 @@ fn props_short(p: &Properties) -> String {
     )
 }
 
-/// A text table with right-aligned columns after the first.
+/// A text table; `right[c]` right-aligns column `c` (numbers).
 struct Table {
     rows: Vec<Vec<String>>,
+    right: Vec<bool>,
 }
 
 impl Table {
@@ -141,12 +142,12 @@ impl Table {
             let mut line = String::from(indent);
             for (c, cell) in r.iter().enumerate() {
                 let pad = width[c] - cell.chars().count();
-                if c == 0 || c + 1 == r.len() {
-                    line.push_str(cell);
+                if self.right.get(c).copied().unwrap_or(false) {
                     line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
                 } else {
-                    line.extend(std::iter::repeat_n(' ', pad));
                     line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
                 }
                 line.push_str("  ");
             }
@@ -208,6 +209,7 @@ impl Report {
                 .map(String::from)
                 .to_vec(),
             ],
+            right: vec![false, false, true],
         };
         for r in &self.rows {
             let pr = &r.properties;
@@ -261,6 +263,9 @@ impl Report {
                     .map(|s| s.to_string())
                     .collect(),
             ],
+            right: (0..head.len() + 4)
+                .map(|c| c > 0 && c < head.len() + 3)
+                .collect(),
         };
         let cost = |id: &str| self.point(id, metric, size, pl).map(Point::cost_ns);
         let best = self

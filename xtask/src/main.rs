@@ -1,5 +1,8 @@
-//! `cargo xtask`: the project's task runner (`test`, `bench`, ...), so CI and contributors run
-//! the same commands.
+//! `cargo xtask`: the project's task runner, so CI and contributors run the same commands.
+//!
+//! - `cargo xtask test [--soak]`: formatting, clippy, every test, and a tiny benchmark run.
+//! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
+//!   (`benches/ipc`), built in release.
 
 use std::process::{Command, ExitCode};
 
@@ -7,8 +10,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test [--soak]");
+            eprintln!(
+                "usage: cargo xtask test [--soak]\n       cargo xtask bench [--quick | --tiny] \
+                 [--filter TERM,...] [--out DIR] [--list]   (--help for details)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -61,5 +68,21 @@ fn test(args: &[String]) -> Result<(), String> {
             .env("PROPTEST_CASES", cases)
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    // The benchmark end to end in its tiny mode (debug build, seconds): every row, table,
+    // JSON and chart, so it cannot rot between real runs.
+    run(
+        "benchmark smoke run (cargo test --bench ipc -- --tiny)",
+        cargo().args(["test", "-p", "ipc", "--bench", "ipc", "--", "--tiny"]),
+    )?;
     Ok(())
+}
+
+/// `cargo xtask bench [ARGS]`: builds the benchmark in release and runs it; ARGS go to it.
+fn bench(args: &[String]) -> Result<(), String> {
+    run(
+        "cargo bench --bench ipc",
+        cargo()
+            .args(["bench", "-p", "ipc", "--bench", "ipc", "--"])
+            .args(args),
+    )
 }
