@@ -4,6 +4,7 @@
 //! | feature | crate | mechanism |
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+//! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,3 +13,6 @@ pub use ipc_core as core;
 pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result,
 };
+
+#[cfg(feature = "fifo")]
+pub use ipc_fifo as fifo;

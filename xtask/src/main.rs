@@ -4,6 +4,9 @@
 //! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
 //!   (`benches/ipc`), built in release.
 
+mod leftovers;
+
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
@@ -26,6 +29,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -61,20 +72,26 @@ fn test(args: &[String]) -> Result<(), String> {
         ]),
     )?;
     let cases = if soak { "2000" } else { "32" };
-    run(
-        "cargo test",
-        cargo()
-            .args(["test", "--workspace", "--all-features"])
-            .env("PROPTEST_CASES", cases)
-            .env("RUSTDOCFLAGS", "-D warnings"),
-    )?;
-    // The benchmark end to end in its tiny mode (debug build, seconds): every row, table,
-    // JSON and chart, so it cannot rot between real runs.
-    run(
-        "benchmark smoke run (cargo test --bench ipc -- --tiny)",
-        cargo().args(["test", "-p", "ipc", "--bench", "ipc", "--", "--tiny"]),
-    )?;
-    Ok(())
+    let before = leftovers::Snapshot::take();
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--all-features"])
+        .env("PROPTEST_CASES", cases)
+        .env("RUSTDOCFLAGS", "-D warnings");
+    if soak {
+        cmd.env("IPC_SOAK", "1");
+    }
+    let tested = run("cargo test", &mut cmd).and_then(|()| {
+        // The benchmark end to end in its tiny mode (debug build, seconds): every row, the
+        // table, the JSON and the chart, so it cannot rot between real runs.
+        run(
+            "benchmark smoke run (cargo test --bench ipc -- --tiny)",
+            cargo().args(["test", "-p", "ipc", "--bench", "ipc", "--", "--tiny"]),
+        )
+    });
+    // Checked even when tests failed: a failing test must not leave objects behind either.
+    let clean = before.check();
+    tested?;
+    clean
 }
 
 /// `cargo xtask bench [ARGS]`: builds the benchmark in release and runs it; ARGS go to it.

@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+pub mod conformance;
 pub mod script;
 
 use std::fs::File;

@@ -1,0 +1,528 @@
+//! Full duplex over two FIFOs: a server's [`Listener`] and a [`Connection`] per client, each
+//! connection its own pair of FIFOs (one each way), set up by a handshake.
+//!
+//! # The handshake
+//!
+//! The server creates a well-known FIFO and reads it with
+//! [`keep_open`](crate::OpenOptions::keep_open), so clients can come and go. A client:
+//!
+//! 1. opens the well-known FIFO for writing (this waits for a server, as a FIFO open does);
+//! 2. creates two FIFOs beside it, `<name>.<pid>.<n>.c2s` (client to server) and
+//!    `<name>.<pid>.<n>.s2c` (server to client), mode `0o600`;
+//! 3. opens `s2c` for reading without waiting, so the server's write open will find a reader;
+//! 4. sends a hello record naming `<pid>.<n>` on the well-known FIFO (one atomic write, so any
+//!    number of clients can connect at once);
+//! 5. opens `c2s` for writing, which waits until the server opened it for reading, and then
+//!    waits until the server has `s2c` open for writing;
+//! 6. unlinks both names: the connection needs no names any more.
+//!
+//! The server's [`accept`](Listener::accept) reads one hello, opens `c2s` for reading and
+//! `s2c` for writing (with the same type and owner checks as any open, and only names of the
+//! form above, beside its own FIFO), waits for the client's write end, and unlinks both names.
+//! A peer that dies during the handshake is noticed (its end of the other FIFO closes) and
+//! reported as [`ErrorKind::Disconnected`]; it does not hang the other side.
+//!
+//! After the handshake each direction has exactly one writer, so messages can be of any size
+//! (up to [`max_message`](ConnectOptions::max_message)).
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ipc_core::fd::set_nonblocking;
+use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
+use ipc_core::stream::DEFAULT_MAX_MESSAGE;
+use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+use rustix::fs::{AtFlags, CWD, statat};
+
+use crate::ends::{FifoReceiver, FifoSender};
+use crate::open::{Owner, Target, debug_err, wait_for_writer};
+use crate::{CreateOptions, DEFAULT_MODE, Fifo, FifoReader, FifoWriter, OpenOptions};
+
+/// The first bytes of a hello record: "IFH" and the protocol version.
+const HELLO_MAGIC: [u8; 4] = *b"IFH\x01";
+/// Suffix of the client-to-server FIFO of a connection.
+const C2S: &str = "c2s";
+/// Suffix of the server-to-client FIFO of a connection.
+const S2C: &str = "s2c";
+/// The longest connection id in a hello (`<pid>.<n>`, decimal).
+const MAX_ID_LEN: usize = 21;
+
+static PAIR_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// `<listener>.<id>.<suffix>`.
+fn pair_path(listener: &Path, id: &str, suffix: &str) -> PathBuf {
+    let mut name = listener.as_os_str().to_os_string();
+    name.push(format!(".{id}.{suffix}"));
+    PathBuf::from(name)
+}
+
+/// Whether `id` has the form `<pid>.<n>` (decimal), the only form a server accepts: a hello
+/// can name nothing but a pair beside the listener.
+fn valid_id(id: &str) -> bool {
+    let mut parts = id.split('.');
+    let ok =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    id.len() <= MAX_ID_LEN && ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// A duplex message channel over two FIFOs: one to send on, one to receive from.
+///
+/// Made by [`Connection::connect`] on the client side and [`Listener::accept`] on the server
+/// side; implements [`MessageSender`] and [`MessageReceiver`]. Either side closing (or dying)
+/// is reported to the other as [`ErrorKind::Disconnected`]: by `recv` once everything sent
+/// before was received, by `send` at once.
+#[derive(Debug)]
+pub struct Connection {
+    tx: FifoSender,
+    rx: FifoReceiver,
+}
+
+impl Connection {
+    /// Connects to the server listening at `path` with the default [`ConnectOptions`]: waits
+    /// as long as it takes for a server.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Connection> {
+        ConnectOptions::new().connect(path)
+    }
+
+    /// A connection from its two halves (any FIFO or pipe ends will do).
+    pub fn from_parts(tx: FifoSender, rx: FifoReceiver) -> Connection {
+        Connection { tx, rx }
+    }
+
+    /// The sending half.
+    pub fn sender(&mut self) -> &mut FifoSender {
+        &mut self.tx
+    }
+
+    /// The receiving half.
+    pub fn receiver(&mut self) -> &mut FifoReceiver {
+        &mut self.rx
+    }
+
+    /// Splits into the sending and receiving halves, to use from two threads.
+    pub fn split(self) -> (FifoSender, FifoReceiver) {
+        (self.tx, self.rx)
+    }
+}
+
+impl MessageSender for Connection {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        self.tx.send_deadline(msg, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        MessageSender::max_message_size(&self.tx)
+    }
+}
+
+impl MessageReceiver for Connection {
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        self.rx.recv_deadline(buf, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        MessageReceiver::max_message_size(&self.rx)
+    }
+}
+
+/// Builds the ends of a connection: blocking descriptors, stream framing both ways.
+fn connection(
+    w: rustix::fd::OwnedFd,
+    w_path: PathBuf,
+    r: rustix::fd::OwnedFd,
+    r_path: PathBuf,
+    max_message: usize,
+) -> Result<Connection> {
+    set_nonblocking(&w, false)?;
+    set_nonblocking(&r, false)?;
+    let tx = FifoWriter::from_parts(w, w_path).into_stream_sender(max_message)?;
+    let rx = FifoReader::from_parts(r, None, r_path).into_receiver(max_message)?;
+    Ok(Connection { tx, rx })
+}
+
+/// Options for [`connect`](ConnectOptions::connect)ing to a [`Listener`].
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    deadline: Option<Deadline>,
+    timeout: Option<Duration>,
+    mode: u32,
+    max_message: usize,
+    owner: Owner,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions::new()
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults: wait as long as it takes, pair mode `0o600`, messages up to 16 MiB each way,
+    /// the listener must belong to this process's effective uid.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions {
+            deadline: None,
+            timeout: None,
+            mode: DEFAULT_MODE,
+            max_message: DEFAULT_MAX_MESSAGE,
+            owner: Owner::Me,
+        }
+    }
+
+    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. With [`Deadline::Now`] a missing
+    /// server is [`ErrorKind::NoPeer`] at once; but the handshake needs the server to answer,
+    /// so `Now` cannot connect even to a server that is there: use it only to probe.
+    pub fn deadline(&mut self, deadline: Deadline) -> &mut ConnectOptions {
+        self.deadline = Some(deadline);
+        self.timeout = None;
+        self
+    }
+
+    /// Gives up after `timeout`, counted from the call to `connect`.
+    pub fn timeout(&mut self, timeout: Duration) -> &mut ConnectOptions {
+        self.timeout = Some(timeout);
+        self.deadline = None;
+        self
+    }
+
+    /// The mode of the connection's two FIFOs (they exist only during the handshake). The
+    /// server's user must be able to open them: `0o600` is right when both run as one user.
+    pub fn mode(&mut self, mode: u32) -> &mut ConnectOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// The largest message either way (default 16 MiB). The server's
+    /// [`Listener::max_message`] should match.
+    pub fn max_message(&mut self, bytes: usize) -> &mut ConnectOptions {
+        self.max_message = bytes;
+        self
+    }
+
+    /// The user the listener's FIFO must belong to (default [`Owner::Me`]).
+    pub fn owner(&mut self, owner: Owner) -> &mut ConnectOptions {
+        self.owner = owner;
+        self
+    }
+
+    /// Connects to the server listening at `path` (see the [module docs](crate::duplex) for
+    /// the handshake).
+    ///
+    /// Blocks until the server accepted, or until the deadline. The connection's FIFOs are
+    /// created beside `path`, so the directory must be writable for this process.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NoPeer`]: no server, and [`Deadline::Now`].
+    /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline.
+    /// - [`ErrorKind::Disconnected`]: the server went away during the handshake.
+    /// - the errors of [`OpenOptions::open_write`] on `path` and of [`Fifo::create`] beside it.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
+    ///   [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html)
+    pub fn connect(&self, path: impl AsRef<Path>) -> Result<Connection> {
+        let path = path.as_ref();
+        let deadline = match (self.deadline, self.timeout) {
+            (Some(d), _) => d,
+            (None, Some(t)) => Deadline::after(t),
+            (None, None) => Deadline::Never,
+        };
+        let listener = OpenOptions::new()
+            .wait(deadline)
+            .owner(self.owner)
+            .open_write(path)?;
+        let mut hello_tx = listener.into_sender()?;
+        let (id, c2s, s2c) = self.create_pair(path)?;
+        let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));
+
+        // Our read end first, so the server's non-blocking write open finds a reader.
+        let reader = Target::resolve(s2c.path(), Owner::Me, "connect")?
+            .open_reader(Deadline::Now)
+            .map_err(fail)?;
+        let mut hello = HELLO_MAGIC.to_vec();
+        hello.extend_from_slice(id.as_bytes());
+        hello_tx.send_deadline(&hello, deadline)?;
+
+        // Wait for the server to open c2s for reading; stop if the server goes away.
+        let writer = Target::resolve(c2s.path(), Owner::Me, "connect")?
+            .open_writer(deadline, Some(hello_tx.as_fd()))
+            .map_err(fail)?;
+        // And for its write end on s2c; stop if it closes c2s.
+        wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
+        let (c2s_path, s2c_path) = (c2s.path().to_path_buf(), s2c.path().to_path_buf());
+        // Both sides have both ends: the names are not needed any more.
+        drop((c2s, s2c));
+        tracing::trace!(listener = %path.display(), id, "FIFO connection established");
+        connection(writer, c2s_path, reader, s2c_path, self.max_message).map_err(fail)
+    }
+
+    /// Creates the connection's two FIFOs under a fresh id.
+    fn create_pair(&self, listener: &Path) -> Result<(String, Fifo, Fifo)> {
+        let pid = std::process::id();
+        // A stale pair of a dead process with our pid may hold an id: take the next one.
+        for _ in 0..64 {
+            let id = format!("{pid}.{}", PAIR_COUNTER.fetch_add(1, Ordering::Relaxed));
+            let mut opts = CreateOptions::new();
+            opts.mode(self.mode);
+            let c2s = match opts.create(pair_path(listener, &id, C2S)) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                r => r?,
+            };
+            let s2c = match opts.create(pair_path(listener, &id, S2C)) {
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                r => r?,
+            };
+            return Ok((id, c2s, s2c));
+        }
+        Err(debug_err(
+            Error::with_note(
+                ErrorKind::AlreadyExists,
+                "64 connection names in a row were taken; remove stale ones with \
+                 Listener::remove_stale",
+            )
+            .in_op("connect")
+            .on(listener.display()),
+        ))
+    }
+}
+
+/// A server's well-known FIFO, where clients [`connect`](Connection::connect).
+///
+/// ```
+/// use ipc_core::{MessageReceiver, MessageSender};
+/// use ipc_fifo::{Connection, Listener};
+///
+/// let dir = std::env::temp_dir().join(format!("ipc-fifo-doc-listener-{}", std::process::id()));
+/// std::fs::create_dir(&dir)?;
+/// let path = dir.join("server");
+/// let mut listener = Listener::bind(&path)?;
+///
+/// // A client (usually another process).
+/// let client = std::thread::spawn(move || -> ipc_core::Result<Vec<u8>> {
+///     let mut conn = Connection::connect(&path)?;
+///     conn.send(b"ping")?;
+///     let mut buf = [0; 64];
+///     let n = conn.recv(&mut buf)?;
+///     Ok(buf[..n].to_vec())
+/// });
+///
+/// let mut conn = listener.accept()?;
+/// let mut buf = [0; 64];
+/// let n = conn.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"ping");
+/// conn.send(b"pong")?;
+/// assert_eq!(client.join().unwrap()?, b"pong");
+/// drop(listener); // unlinks the FIFO
+/// std::fs::remove_dir(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    fifo: Fifo,
+    rx: FifoReceiver,
+    max_message: usize,
+    owner: Owner,
+}
+
+impl Listener {
+    /// Creates the FIFO at `path` (mode `0o600`) and listens on it.
+    ///
+    /// Makes `mkfifo` and a non-blocking `open(O_RDONLY)` plus the keep-open write end; never
+    /// blocks.
+    ///
+    /// # Errors
+    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
+    pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
+        Listener::from_fifo(Fifo::create(path)?)
+    }
+
+    /// Listens on a FIFO the caller created (with another mode, say). The listener takes the
+    /// guard: it unlinks the FIFO on drop.
+    pub fn from_fifo(fifo: Fifo) -> Result<Listener> {
+        let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
+        reader.set_nonblocking(false)?;
+        let rx = reader.into_atomic_receiver()?;
+        tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
+        Ok(Listener {
+            fifo,
+            rx,
+            max_message: DEFAULT_MAX_MESSAGE,
+            owner: Owner::Me,
+        })
+    }
+
+    /// The listener's path, which clients connect to.
+    pub fn path(&self) -> &Path {
+        self.fifo.path()
+    }
+
+    /// The largest message either way on accepted connections (default 16 MiB).
+    pub fn max_message(&mut self, bytes: usize) -> &mut Listener {
+        self.max_message = bytes;
+        self
+    }
+
+    /// The user a client's connection FIFOs must belong to (default [`Owner::Me`]).
+    pub fn owner(&mut self, owner: Owner) -> &mut Listener {
+        self.owner = owner;
+        self
+    }
+
+    /// Accepts the next client, waiting as long as it takes.
+    pub fn accept(&mut self) -> Result<Connection> {
+        self.accept_deadline(Deadline::Never)
+    }
+
+    /// Accepts the next client, waiting at most `timeout`.
+    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
+        self.accept_deadline(Deadline::after(timeout))
+    }
+
+    /// Accepts the next client: reads its hello, opens its pair, waits until the client has its
+    /// ends open (until `deadline`), and unlinks the pair's names.
+    ///
+    /// Every error concerns one connection attempt: the listener stays usable.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]: no client (or its handshake did
+    ///   not finish) before the deadline.
+    /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
+    ///   handshake.
+    /// - [`ErrorKind::Corrupted`]: the hello was not from this protocol or named a pair
+    ///   elsewhere than beside the listener.
+    /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
+    ///   the client's pair is missing, not FIFOs, or owned by another user.
+    ///
+    /// # References
+    /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
+    ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected)
+    pub fn accept_deadline(&mut self, deadline: Deadline) -> Result<Connection> {
+        let mut buf = [0u8; MAX_ATOMIC_PAYLOAD];
+        let n = self.rx.recv_deadline(&mut buf, deadline)?;
+        let hello = &buf[..n];
+        let fail = |e: Error| debug_err(e.in_op("accept").on(self.fifo.path().display()));
+        let id = hello
+            .strip_prefix(&HELLO_MAGIC)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .filter(|id| valid_id(id))
+            .ok_or_else(|| {
+                fail(Error::corrupted(format!(
+                    "not a connection hello: {:?}",
+                    String::from_utf8_lossy(&hello[..hello.len().min(64)])
+                )))
+            })?
+            .to_owned();
+        let c2s_path = pair_path(self.fifo.path(), &id, C2S);
+        let s2c_path = pair_path(self.fifo.path(), &id, S2C);
+        let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
+        let s2c_t = Target::resolve(&s2c_path, self.owner, "accept")?;
+        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
+        // The client opened its read end before it sent the hello: no waiting. No reader means
+        // the client is gone.
+        let writer = s2c_t.open_writer(Deadline::Now, None).map_err(fail)?;
+        wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
+        // The client has both its ends open now; unlink the names (it does too, whoever is
+        // first), so a client that dies next leaves nothing behind.
+        for (t, p) in [(&c2s_t, &c2s_path), (&s2c_t, &s2c_path)] {
+            unlink_if_same(t, p);
+        }
+        tracing::trace!(listener = %self.fifo.path().display(), id, "FIFO connection accepted");
+        connection(writer, s2c_path, reader, c2s_path, self.max_message).map_err(fail)
+    }
+
+    /// Removes connection FIFOs beside the listener left by clients that died during a
+    /// handshake (their pid no longer exists) and returns how many. A pid reused by an
+    /// unrelated process keeps its leftovers until that process is gone too.
+    ///
+    /// Reads the directory, checks each pid with `kill(pid, 0)`, and unlinks (`unlink(2)`)
+    /// only FIFOs that pass the owner check. Never blocks.
+    ///
+    /// # References
+    /// - [`kill(2)`](https://man7.org/linux/man-pages/man2/kill.2.html),
+    ///   [`unlink(2)`](https://man7.org/linux/man-pages/man2/unlink.2.html)
+    pub fn remove_stale(&self) -> Result<usize> {
+        let path = self.fifo.path();
+        let fail =
+            |e: Error| debug_err(e.in_op("remove stale connection FIFOs").on(path.display()));
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(0);
+        };
+        let prefix = format!("{base}.");
+        let mut removed = 0;
+        for entry in std::fs::read_dir(dir).map_err(|e| fail(e.into()))? {
+            let entry = entry.map_err(|e| fail(e.into()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(id) = rest
+                .strip_suffix(".c2s")
+                .or_else(|| rest.strip_suffix(".s2c"))
+            else {
+                continue;
+            };
+            if !valid_id(id) {
+                continue;
+            }
+            let pid: i32 = id
+                .split('.')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if rustix::process::Pid::from_raw(pid).is_none_or(pid_exists) {
+                continue;
+            }
+            let p = entry.path();
+            if let Ok(t) = Target::resolve(&p, self.owner, "remove stale") {
+                if unlink_if_same(&t, &p) {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether a process exists: `kill(pid, 0)` fails with `EPERM` for another user's process.
+fn pid_exists(pid: rustix::process::Pid) -> bool {
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Ok(()) | Err(rustix::io::Errno::PERM)
+    )
+}
+
+/// Unlinks `path` if it still names the inode `t` checked; whether it did.
+fn unlink_if_same(t: &Target, path: &Path) -> bool {
+    let same = statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| (st.st_dev, st.st_ino) == t.identity());
+    if same && rustix::fs::unlink(path).is_ok() {
+        tracing::trace!(path = %path.display(), "connection FIFO unlinked");
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_only_pid_dot_counter() {
+        for good in ["1.0", "4194304.4294967295"] {
+            assert!(valid_id(good), "{good}");
+        }
+        for bad in [
+            "", "1", "1.", ".1", "1.2.3", "../x.1", "1./", "a.1", "1.0\0",
+        ] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Full duplex over two FIFOs: several client processes, each with its own pair; peers that
+//! die during the handshake; no server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_fifo::{ConnectOptions, Connection, Fifo, Listener, OpenOptions};
+use ipc_testkit::script::{check_message, message};
+use ipc_testkit::{Ctx, spawn, within_watchdog};
+
+use crate::{entries, scratch};
+
+/// The server's answer to a request: the request reversed.
+fn answer(req: &[u8]) -> Vec<u8> {
+    req.iter().rev().copied().collect()
+}
+
+/// Sizes of a client's requests: small, around PIPE_BUF, and well above it (one writer per
+/// direction, so any size goes).
+const SIZES: [usize; 6] = [0, 16, 4092, 4097, 100_000, 300];
+
+/// Role: `path client`: connects, sends stamped requests, checks each answer is its own.
+pub(crate) fn echo_client(ctx: &Ctx) {
+    let a = ctx.args();
+    let client: u32 = a[1].parse().unwrap();
+    let mut conn = ConnectOptions::new()
+        .timeout(ipc_testkit::watchdog())
+        .connect(a[0])
+        .unwrap();
+    let mut buf = vec![0; 1 << 20];
+    for (seq, &len) in SIZES.iter().enumerate() {
+        let req = message(client, seq as u32, len);
+        conn.send(&req).unwrap();
+        let n = conn.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            answer(&req),
+            "client {client}: answer to request {seq}"
+        );
+    }
+}
+
+#[test]
+fn several_client_processes_each_get_their_own_replies() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            spawn("echo_client")
+                .arg(format!("{} {c}", path.display()))
+                .start()
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for _ in 0..clients.len() {
+        let conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
+        // One thread per connection: the connections are independent.
+        servers.push(std::thread::spawn(move || {
+            let mut conn = conn;
+            let mut buf = vec![0; 1 << 20];
+            let mut served = 0;
+            loop {
+                match conn.recv(&mut buf) {
+                    Ok(n) => {
+                        conn.send(&answer(&buf[..n])).unwrap();
+                        served += 1;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Disconnected => return served,
+                    Err(e) => panic!("server: {e}"),
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.wait_success();
+    }
+    for s in servers {
+        let served = within_watchdog("server thread", move || s.join().unwrap());
+        assert_eq!(served, SIZES.len());
+    }
+    // Only the listener is left: every pair was unlinked.
+    assert_eq!(entries(dir.path()), ["server"]);
+    drop(listener);
+    assert_eq!(entries(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_connection_is_full_duplex_and_reports_the_peer_leaving() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        let (mut tx, mut rx) = Connection::connect(&p).unwrap().split();
+        // Send and receive at the same time, from two threads.
+        let sender = std::thread::spawn(move || {
+            for i in 0..200u32 {
+                tx.send(&message(1, i, 5000)).unwrap();
+            }
+        });
+        let mut buf = vec![0; 8192];
+        for i in 0..200u32 {
+            let n = rx.recv(&mut buf).unwrap();
+            check_message(2, i, 5000, &buf[..n]).unwrap();
+        }
+        sender.join().unwrap();
+    });
+    let conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
+    let (mut tx, mut rx) = conn.split();
+    let sender = std::thread::spawn(move || {
+        for i in 0..200u32 {
+            tx.send(&message(2, i, 5000)).unwrap();
+        }
+        tx
+    });
+    let mut buf = vec![0; 8192];
+    for i in 0..200u32 {
+        let n = rx.recv(&mut buf).unwrap();
+        check_message(1, i, 5000, &buf[..n]).unwrap();
+    }
+    let mut tx = within_watchdog("server sender", move || sender.join().unwrap());
+    within_watchdog("client", move || client.join().unwrap());
+    // The client is gone: both directions say so.
+    assert_eq!(
+        rx.recv(&mut buf).unwrap_err().kind(),
+        ErrorKind::Disconnected
+    );
+    assert_eq!(
+        tx.send(b"anyone?").unwrap_err().kind(),
+        ErrorKind::Disconnected
+    );
+}
+
+/// Role: `path`: does the first half of a client handshake by hand (creates the pair, opens
+/// its read end, sends the hello), then parks: killed there, it is a client that died
+/// mid-handshake.
+pub(crate) fn hello_then_park(ctx: &Ctx) {
+    let path = Path::new(ctx.arg());
+    let id = format!("{}.0", std::process::id());
+    let c2s = Fifo::create(format!("{}.{id}.c2s", path.display())).unwrap();
+    let s2c = Fifo::create(format!("{}.{id}.s2c", path.display())).unwrap();
+    let _r = OpenOptions::new()
+        .nonblocking(true)
+        .open_read(&s2c)
+        .unwrap();
+    let mut tx = OpenOptions::new()
+        .open_write(path)
+        .unwrap()
+        .into_sender()
+        .unwrap();
+    let mut hello = b"IFH\x01".to_vec();
+    hello.extend_from_slice(id.as_bytes());
+    tx.send(&hello).unwrap();
+    let _keep = (c2s.keep(), s2c.keep()); // a SIGKILL would not run the guards either
+    ctx.park("hello sent");
+}
+
+#[test]
+fn a_client_dying_mid_handshake_does_not_hang_the_server() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut child = spawn("hello_then_park").arg(path.to_str().unwrap()).start();
+    child.wait_checkpoint("hello sent");
+    let pid = child.pid();
+    child.kill_and_wait();
+    // The hello is queued, the client is dead: accept must say so, not wait for it.
+    let (mut listener, e) = within_watchdog("accept", move || {
+        let e = listener.accept().unwrap_err();
+        (listener, e)
+    });
+    assert!(
+        matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::NoPeer),
+        "{e}"
+    );
+    // Its pair is left behind (nobody unlinked it); the listener can clean it up.
+    let pair = [format!("server.{pid}.0.c2s"), format!("server.{pid}.0.s2c")];
+    assert_eq!(
+        entries(dir.path()),
+        ["server", pair[0].as_str(), pair[1].as_str()]
+    );
+    assert_eq!(listener.remove_stale().unwrap(), 2);
+    assert_eq!(entries(dir.path()), ["server"]);
+    // The listener is still good for the next client.
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = Connection::connect(&p).unwrap();
+        c.send(b"hi").unwrap();
+    });
+    let mut conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(conn.recv(&mut buf).unwrap(), 2);
+    client.join().unwrap();
+}
+
+/// Role: `path`: a fake server: reads the well-known FIFO until one hello arrived, then parks
+/// (killed there, it is a server that died before accepting).
+pub(crate) fn read_hello_then_park(ctx: &Ctx) {
+    let r = OpenOptions::new()
+        .wait(Deadline::Now)
+        .keep_open(true)
+        .open_read(ctx.arg())
+        .unwrap();
+    r.set_nonblocking(false).unwrap();
+    let mut rx = r.into_atomic_receiver().unwrap();
+    ctx.checkpoint("listening");
+    let mut buf = [0; 4092];
+    rx.recv(&mut buf).unwrap();
+    ctx.park("got hello");
+}
+
+#[test]
+fn a_server_dying_mid_handshake_does_not_hang_the_client() {
+    let dir = scratch();
+    let fifo = Fifo::create(dir.join("server")).unwrap();
+    let mut server = spawn("read_hello_then_park")
+        .arg(fifo.path().to_str().unwrap())
+        .start();
+    server.wait_checkpoint("listening");
+    let p = fifo.path().to_path_buf();
+    let client = std::thread::spawn(move || {
+        ConnectOptions::new()
+            .timeout(Duration::from_secs(3600))
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    server.wait_checkpoint("got hello");
+    server.kill_and_wait();
+    let e = within_watchdog("connect", move || client.join().unwrap());
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    // The client cleaned up its pair.
+    assert_eq!(entries(dir.path()), ["server"]);
+}
+
+#[test]
+fn connecting_without_a_server() {
+    let dir = scratch();
+    let fifo = Fifo::create(dir.join("server")).unwrap();
+    let e = ConnectOptions::new()
+        .deadline(Deadline::Now)
+        .connect(&fifo)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoPeer);
+    let e = ConnectOptions::new()
+        .timeout(Duration::from_millis(20))
+        .connect(&fifo)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+    assert_eq!(
+        entries(dir.path()),
+        ["server"],
+        "no pair is made before a server answers"
+    );
+    // A bad hello: a typed error, and the listener goes on.
+    drop(fifo);
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut tx = OpenOptions::new()
+        .open_write(&path)
+        .unwrap()
+        .into_sender()
+        .unwrap();
+    tx.send(b"IFH\x01../../etc/x.1").unwrap();
+    tx.send(b"GET / HTTP/1.0").unwrap();
+    for _ in 0..2 {
+        let e = listener.accept_timeout(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    }
+    let e = listener
+        .accept_timeout(Duration::from_millis(10))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+}

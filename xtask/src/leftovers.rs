@@ -1,0 +1,134 @@
+//! Checks that a test run left nothing behind: no `ipctest-` names in `/dev/shm`,
+//! `/dev/mqueue` or the temporary directory, no System V queue, segment or semaphore set that
+//! was not there before, no process still running from this workspace's target directory.
+//! Whatever is found is reported and removed, and the run fails.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What existed before the run (System V ids and processes are not named, so they are compared
+/// with this snapshot).
+pub(crate) struct Snapshot {
+    sysv: BTreeSet<(&'static str, String)>,
+    pids: BTreeSet<u32>,
+}
+
+const SYSV: [(&str, &str, &str); 3] = [
+    ("msg", "/proc/sysvipc/msg", "-q"),
+    ("shm", "/proc/sysvipc/shm", "-m"),
+    ("sem", "/proc/sysvipc/sem", "-s"),
+];
+
+fn sysv_ids() -> BTreeSet<(&'static str, String)> {
+    let mut ids = BTreeSet::new();
+    for (kind, file, _) in SYSV {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        // Columns: key id ...; the first line is a header.
+        for line in text.lines().skip(1) {
+            if let Some(id) = line.split_whitespace().nth(1) {
+                ids.insert((kind, id.to_owned()));
+            }
+        }
+    }
+    ids
+}
+
+/// Processes whose executable lives under `target`.
+fn workspace_processes(target: &Path) -> BTreeSet<u32> {
+    let mut pids = BTreeSet::new();
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
+            if exe.starts_with(target) {
+                pids.insert(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
+}
+
+impl Snapshot {
+    /// Records the System V objects and workspace processes that exist now.
+    pub(crate) fn take() -> Snapshot {
+        Snapshot {
+            sysv: sysv_ids(),
+            pids: workspace_processes(&target_dir()),
+        }
+    }
+
+    /// Finds, reports and removes what the run left behind. `Err` lists it.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut found = Vec::new();
+        for dir in ["/dev/shm", "/dev/mqueue"] {
+            for path in named(Path::new(dir)) {
+                found.push(format!("{}", path.display()));
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        for path in named(&std::env::temp_dir()) {
+            found.push(format!("{}", path.display()));
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+        for (kind, id) in sysv_ids().difference(&self.sysv) {
+            found.push(format!("System V {kind} id {id}"));
+            let flag = SYSV.iter().find(|s| s.0 == *kind).map_or("-q", |s| s.2);
+            let _ = std::process::Command::new("ipcrm")
+                .args([flag, id])
+                .status();
+        }
+        for pid in workspace_processes(&target_dir()).difference(&self.pids) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            found.push(format!("process {pid}: {cmdline}"));
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the tests left these behind (now removed):\n  {}",
+                found.join("\n  ")
+            ))
+        }
+    }
+}
+
+/// Entries of `dir` whose name carries the test prefix.
+fn named(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("ipctest-"))
+        .map(|e| e.path())
+        .collect()
+}
