@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
 //! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
+//! | `pipe` | `pipe` (`ipc-pipe`) | anonymous pipes: parent/child, duplex pairs, splice/vmsplice |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,3 +17,5 @@ pub use ipc_core::{
 
 #[cfg(feature = "fifo")]
 pub use ipc_fifo as fifo;
+#[cfg(feature = "pipe")]
+pub use ipc_pipe as pipe;

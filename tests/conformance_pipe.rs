@@ -1,27 +1,19 @@
-//! The conformance suite for pipes: stream mode (any size, one writer) and atomic mode
-//! (records of at most PIPE_BUF, several writers), each end handed to a child by fd.
+//! The conformance suite for pipes in stream mode (messages of any size up to the configured
+//! maximum, one writer), each end handed to a child by fd and adopted there by name.
 
-use std::os::fd::OwnedFd;
-
-use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+use ipc_core::stream::FrameMode;
+use ipc_pipe::{PipeReader, PipeReceiver, PipeSender, PipeWriter};
 use ipc_testkit::conformance::Mechanism;
 use ipc_testkit::{Ctx, Spawn};
 
-fn pipe_ends(mode: FrameMode) -> (FrameSender<OwnedFd>, FrameReceiver<OwnedFd>, ()) {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-    (
-        FrameSender::new(w, mode, "pipe").unwrap(),
-        FrameReceiver::new(r, mode.max_message(), "pipe").unwrap(),
-        (),
-    )
-}
+const MAX: usize = 1 << 20;
+const MODE: FrameMode = FrameMode::Stream { max_message: MAX };
 
-/// Pipes in stream mode.
 struct StreamPipe;
 
 impl Mechanism for StreamPipe {
-    type Tx = FrameSender<OwnedFd>;
-    type Rx = FrameReceiver<OwnedFd>;
+    type Tx = PipeSender;
+    type Rx = PipeReceiver;
     type Guard = ();
     const NAME: &'static str = "pipe (stream)";
     const DETECTS_DISCONNECT: bool = true;
@@ -29,29 +21,27 @@ impl Mechanism for StreamPipe {
     fn script_max() -> usize {
         200_000
     }
-    fn channel() -> (Self::Tx, Self::Rx, ()) {
-        pipe_ends(FrameMode::Stream {
-            max_message: 1 << 20,
-        })
+    fn channel() -> (PipeSender, PipeReceiver, ()) {
+        let (tx, rx) = ipc_pipe::channel(MODE).unwrap();
+        (tx, rx, ())
     }
-    fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
+    fn pass_tx(tx: PipeSender, spawn: Spawn) -> Spawn {
         spawn.fd("tx", tx.get_ref())
     }
-    fn adopt_tx(ctx: &Ctx) -> Self::Tx {
-        FrameSender::new(
-            ctx.take_fd("tx"),
-            FrameMode::Stream {
-                max_message: 1 << 20,
-            },
-            "pipe",
-        )
-        .unwrap()
+    fn adopt_tx(_: &Ctx) -> PipeSender {
+        PipeWriter::from_inherited("tx")
+            .unwrap()
+            .into_sender(MODE)
+            .unwrap()
     }
-    fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
+    fn pass_rx(rx: PipeReceiver, spawn: Spawn) -> Spawn {
         spawn.fd("rx", rx.get_ref())
     }
-    fn adopt_rx(ctx: &Ctx) -> Self::Rx {
-        FrameReceiver::new(ctx.take_fd("rx"), 1 << 20, "pipe").unwrap()
+    fn adopt_rx(_: &Ctx) -> PipeReceiver {
+        PipeReader::from_inherited("rx")
+            .unwrap()
+            .into_receiver(MAX)
+            .unwrap()
     }
 }
 

@@ -435,8 +435,10 @@ impl Running {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        handoff.fds.apply(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| format!("start the child: {e}"))?;
+        let mut child = handoff
+            .fds
+            .spawn(&mut cmd)
+            .map_err(|e| format!("start the child: {e}"))?;
         drop(handoff); // Our copies of the child's ends: the child holds them now.
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {

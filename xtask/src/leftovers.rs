@@ -121,14 +121,34 @@ impl Snapshot {
     }
 }
 
-/// Entries of `dir` whose name carries the test prefix.
+/// Entries of `dir` whose name carries the test prefix and whose creating process is gone.
+///
+/// Names are `ipctest-{tag}-{pid}-{n}` (see `ipc_testkit::unique_name`). Once the test run is
+/// over, a creator that is still alive belongs to another run on this machine (its objects are
+/// in use, not left behind); a stray process of this run is caught by the process check.
 fn named(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("ipctest-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.contains("ipctest-") && !creator_alive(&name)
+        })
         .map(|e| e.path())
         .collect()
+}
+
+fn creator_alive(name: &str) -> bool {
+    let Some(rest) = name.split("ipctest-").nth(1) else {
+        return false;
+    };
+    // The pid is the second-to-last dash-separated field of the unique part.
+    let pid = rest
+        .split('.')
+        .next()
+        .and_then(|unique| unique.rsplit('-').nth(1))
+        .and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }

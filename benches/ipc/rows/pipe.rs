@@ -1,38 +1,16 @@
-//! Pipe rows: the library's framed message endpoints over a pair of pipes, and the raw
+//! Pipe rows: `ipc-pipe`'s message endpoints over a pair of pipes, and the raw
 //! `read`/`write` loop over the same pair.
 
-use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
-use ipc_core::{MaxMessage, Properties, Result};
+use ipc_core::{Properties, Result};
+use ipc_pipe::{FrameMode, PipeReader, PipeWriter};
 use rustix::pipe::{PipeFlags, pipe_with};
 
 use crate::registry::{
     Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages, raw_stream,
 };
 
-/// The library pipe row's properties: messages framed with a length prefix over a pipe pair
-/// (streaming mode: one writer, any size).
-const PIPE: Properties = Properties {
-    mechanism: "pipe",
-    keeps_boundaries: true,
-    max_message: MaxMessage::Unbounded,
-    multi_producer: false,
-    multi_consumer: false,
-    needs_related_process: true,
-    namespace: None,
-    kernel_copies_per_message: 2,
-    crosses_machines: false,
-};
-
-/// Two pipes, parent to child and child to parent; the child's ends go over as `rx` and `tx`.
-fn pipe_pair(child: &mut Handoff) -> Result<(rustix::fd::OwnedFd, rustix::fd::OwnedFd)> {
-    let (down_r, down_w) = pipe_with(PipeFlags::CLOEXEC)?;
-    let (up_r, up_w) = pipe_with(PipeFlags::CLOEXEC)?;
-    child.fd("rx", &down_r)?;
-    child.fd("tx", &up_w)?;
-    Ok((up_r, down_w))
-}
-
-/// `ipc-core` frame endpoints over two pipes: what `ipc-pipe`'s message endpoints wrap.
+/// `ipc-pipe` message endpoints (streaming frame mode: one writer, any size) over two pipes,
+/// parent to child and back; the child's ends go over as `rx` and `tx`.
 pub(crate) struct Pipe;
 
 impl Mechanism for Pipe {
@@ -41,31 +19,32 @@ impl Mechanism for Pipe {
             id: "pipe",
             family: "pipe",
             kind: RowKind::Library,
-            properties: PIPE,
+            properties: ipc_pipe::PROPERTIES,
             max_message: None,
         }
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let (rx, tx) = pipe_pair(child)?;
-        Ok(ParentEnd::Ready(framed(rx, tx, size)?))
+        let (down_r, down_w) = ipc_pipe::pipe()?;
+        let (up_r, up_w) = ipc_pipe::pipe()?;
+        child.fd("rx", &down_r)?;
+        child.fd("tx", &up_w)?;
+        Ok(ParentEnd::Ready(framed(up_r, down_w, size)?))
     }
 
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        framed(parent.take_fd("rx")?, parent.take_fd("tx")?, size)
+    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        // `from_inherited` adopts by name and checks that each end is the right pipe end.
+        framed(
+            PipeReader::from_inherited("rx")?,
+            PipeWriter::from_inherited("tx")?,
+            size,
+        )
     }
 }
 
-fn framed(
-    rx: rustix::fd::OwnedFd,
-    tx: rustix::fd::OwnedFd,
-    size: usize,
-) -> Result<Box<dyn Duplex>> {
+fn framed(rx: PipeReader, tx: PipeWriter, size: usize) -> Result<Box<dyn Duplex>> {
     let mode = FrameMode::Stream { max_message: size };
-    Ok(messages(
-        FrameSender::new(tx, mode, "pipe")?,
-        FrameReceiver::new(rx, size, "pipe")?,
-    ))
+    Ok(messages(tx.into_sender(mode)?, rx.into_receiver(size)?))
 }
 
 /// `write(2)` and `read(2)` of fixed-size messages over two pipes, no library code.
@@ -80,15 +59,18 @@ impl Mechanism for RawPipe {
             properties: Properties {
                 mechanism: "pipe, raw",
                 keeps_boundaries: false,
-                ..PIPE
+                ..ipc_pipe::PROPERTIES
             },
             max_message: None,
         }
     }
 
     fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let (rx, tx) = pipe_pair(child)?;
-        Ok(ParentEnd::Ready(raw_stream(rx, tx)))
+        let (down_r, down_w) = pipe_with(PipeFlags::CLOEXEC)?;
+        let (up_r, up_w) = pipe_with(PipeFlags::CLOEXEC)?;
+        child.fd("rx", &down_r)?;
+        child.fd("tx", &up_w)?;
+        Ok(ParentEnd::Ready(raw_stream(up_r, down_w)))
     }
 
     fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {

@@ -33,8 +33,7 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 /// fds.pass_as(&writer, 1)?; // the child's stdout is our pipe
 /// let mut cmd = Command::new("echo");
 /// cmd.arg("hi");
-/// fds.apply(&mut cmd);
-/// let mut child = cmd.spawn()?;
+/// let mut child = fds.spawn(&mut cmd)?;
 /// drop(fds);
 /// drop(writer);
 /// let mut out = String::new();
@@ -102,10 +101,50 @@ impl ChildFds {
         Ok(self)
     }
 
-    /// Installs the mapping into `cmd` (a `pre_exec` hook and the [`ENV_VAR`] variable).
+    /// Spawns `cmd` with the descriptors installed (`fork`, then in the child `fcntl`/`dup2`,
+    /// then `execve`).
     ///
-    /// Keep `self` alive until the child is spawned: the hook uses its descriptors.
-    pub fn apply(&self, cmd: &mut Command) {
+    /// While spawning, every free target number is held open in this process.
+    /// `Command::spawn` makes a close-on-exec pipe through which the child reports a failed
+    /// `exec`; were that pipe to get a target number, the child would overwrite it with a
+    /// passed descriptor, and a failed `exec` would look like a successful spawn while its
+    /// error report went into the passed descriptor. Holding the numbers keeps the two apart.
+    ///
+    /// `self` can be dropped once this returns: the child has its own copies.
+    ///
+    /// # References
+    /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
+    ///   [`execve(2)`](https://man7.org/linux/man-pages/man2/execve.2.html)
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
+        self.apply(cmd);
+        let held = self.hold_targets();
+        let spawned = cmd.spawn();
+        drop(held);
+        spawned
+    }
+
+    /// Occupies every free target number in this process (`fcntl(F_DUPFD_CLOEXEC)` at that
+    /// number), so that nothing opened during the spawn gets one.
+    fn hold_targets(&self) -> Vec<OwnedFd> {
+        let Some((source, _, _)) = self.maps.first() else {
+            return Vec::new();
+        };
+        let mut held = Vec::new();
+        for (_, target, _) in &self.maps {
+            // The lowest free number from `target` up: `target` itself if it was free. If it
+            // was taken, something holds it already and the copy is not needed. A number that
+            // cannot be held (above RLIMIT_NOFILE) is above what a new pipe would get anyway.
+            if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(source, *target) {
+                if fd.as_raw_fd() == *target {
+                    held.push(fd);
+                }
+            }
+        }
+        held
+    }
+
+    /// Installs the mapping into `cmd` (a `pre_exec` hook and the [`ENV_VAR`] variable).
+    fn apply(&self, cmd: &mut Command) {
         let names: Vec<String> = self
             .maps
             .iter()

@@ -57,9 +57,12 @@ impl Default for FrameMode {
     }
 }
 
-/// How calls with a deadline avoid blocking.
+/// How calls with a deadline avoid blocking on a stream descriptor (see the module docs).
+///
+/// Public so that other byte-stream endpoints (raw pipe and FIFO ends) bound their reads and
+/// writes the same way as [`FrameSender`] and [`FrameReceiver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Nowait {
+pub enum Nowait {
     /// Blocking descriptor; bounded calls use `RWF_NOWAIT`.
     PerCall,
     /// `O_NONBLOCK` is set; every call may return `EAGAIN`.
@@ -67,7 +70,9 @@ enum Nowait {
 }
 
 impl Nowait {
-    fn detect(fd: BorrowedFd<'_>) -> Result<Nowait> {
+    /// The strategy for `fd`: [`Nowait::Descriptor`] if `O_NONBLOCK` is set on it, else
+    /// [`Nowait::PerCall`] (`fcntl(F_GETFL)`).
+    pub fn detect(fd: BorrowedFd<'_>) -> Result<Nowait> {
         Ok(if is_nonblocking(fd)? {
             Nowait::Descriptor
         } else {
@@ -78,7 +83,7 @@ impl Nowait {
     /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
     /// `io(true)` the same with `RWF_NOWAIT`. Blocking is used only when `deadline` is `Never`.
     /// Falls back to `O_NONBLOCK` where `RWF_NOWAIT` is unsupported.
-    fn attempt(
+    pub fn attempt(
         &mut self,
         fd: BorrowedFd<'_>,
         deadline: Deadline,
@@ -102,8 +107,9 @@ impl Nowait {
     }
 }
 
-/// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`.
-fn write_iov(
+/// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`: the `io`
+/// of a write through [`Nowait::attempt`].
+pub fn write_iov(
     sigpipe: SigpipeGuard,
     fd: BorrowedFd<'_>,
     iov: &[IoSlice<'_>],

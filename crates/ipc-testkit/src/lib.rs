@@ -256,7 +256,6 @@ impl Spawn {
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        self.fds.apply(&mut cmd);
         // SAFETY: runs in the child between fork and exec and only makes the prctl syscall
         // (async-signal-safe, no allocation): the child gets SIGKILL if the thread that
         // spawned it ends, so a parent that dies leaves no stray process behind.
@@ -268,8 +267,9 @@ impl Spawn {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
+        let mut child = self
+            .fds
+            .spawn(&mut cmd)
             .unwrap_or_else(|e| panic!("spawn role {:?}: {e}", self.role));
         drop(self.fds);
         drop(ctl_w);

@@ -1,0 +1,128 @@
+//! Anonymous pipes for Linux: the oldest IPC mechanism, between a parent and its children.
+//!
+//! A pipe is a one-way byte stream through a kernel buffer: what one process writes into the
+//! write end, another reads from the read end, in order. It has no name; the ends are file
+//! descriptors, and a process gets them by creating the pipe or by inheriting them from the
+//! process that did. When the last write end closes, the reader sees end-of-file; when the last
+//! read end closes, a writer gets `EPIPE`. So a pipe reports a peer that exits or crashes
+//! without any extra protocol.
+//!
+//! # What is here
+//!
+//! - [`pipe`] gives a [`PipeReader`] and a [`PipeWriter`]: `Read`/`Write`, the fd traits,
+//!   non-blocking mode, reads and writes with a [`Deadline`](ipc_core::Deadline), the
+//!   [capacity](PipeWriter::set_capacity) (`F_SETPIPE_SZ`), close-on-exec by default.
+//! - [`channel`] gives a [`PipeSender`] and a [`PipeReceiver`]: whole messages through the core
+//!   traits [`MessageSender`](ipc_core::MessageSender) /
+//!   [`MessageReceiver`](ipc_core::MessageReceiver), length-prefix framed, in
+//!   [`FrameMode::Atomic`] (messages up to 4092 bytes, safe with several writers) or
+//!   [`FrameMode::Stream`] (large messages, one writer).
+//! - [`duplex`] and [`duplex_channel`]: two pipes crossed make a full-duplex pair, as bytes or
+//!   as messages.
+//! - [`ChildPipes`] hands ends to a child process as its stdin, stdout, any fd number or by name,
+//!   leaking no other descriptor and closing the parent's copies at spawn; the child adopts a
+//!   named end with [`PipeReader::from_inherited`] / [`PipeWriter::from_inherited`].
+//! - Zero-copy: [`PipeReader::splice_to`] / [`PipeWriter::splice_from`] (`splice(2)` to or
+//!   from a file, socket or pipe), [`PipeReader::tee_to`] (`tee(2)`), and
+//!   [`PipeWriter::vmsplice`] of a [`PageBuf`], whose type keeps spliced pages out of reach so
+//!   the reader gets exactly what was spliced. [`packet_pipe`] makes a pipe in packet mode
+//!   (`O_DIRECT`): one write, one read.
+//!
+//! # When to pick a pipe
+//!
+//! | You need | Use |
+//! |---|---|
+//! | to talk to a child you start (or a program's stdin/stdout), one way or both | **a pipe** (this crate) |
+//! | unrelated processes meeting at a path, several writers' records into one reader | a FIFO (`ipc-fifo`): a pipe with a name |
+//! | kernel-kept message boundaries and priorities, by name, readers and writers coming and going | a message queue (`ipc-mq`); it does not report a dead peer |
+//! | bulk data or the lowest latency, with no kernel copy after setup | shared memory (`ipc-shm`), at the price of synchronisation and validating what the peer wrote |
+//! | another machine, passing descriptors, or one descriptor for both directions | sockets (`std::os::unix::net`, TCP) |
+//!
+//! Pipes need no name (so nothing to clean up after a crash and nothing another user can
+//! squat), tell each side when the other is gone, and work with any program's standard
+//! streams. They cost two copies per message (into the kernel and out), carry 64 KiB in flight
+//! by default, and connect only processes that share an ancestor that made the pipe. For how
+//! they compare in speed on your machine, run `cargo xtask bench`.
+//!
+//! # Facts this crate follows
+//!
+//! - A write of at most [`PIPE_BUF`] (4096) bytes is atomic: it never interleaves with other
+//!   writers' bytes. Larger writes may. Atomic-mode messages are framed to fit.
+//! - A write with no reader fails with `EPIPE`, reported as
+//!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) (or
+//!   `io::ErrorKind::BrokenPipe`): the process never dies of `SIGPIPE`, whatever disposition it
+//!   inherited.
+//! - End-of-file is `Ok(0)` on the byte stream and
+//!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) on the message receiver,
+//!   after everything queued before it.
+//! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`.
+//!
+//! # Example: a parent writes, its child reads
+//!
+//! The seed's first example: a pipe from parent to child, here with `sh` as the child reading
+//! one line from its stdin. `examples/parent_to_child.rs` does the same with this crate on
+//! both sides, `examples/duplex.rs` holds a conversation, `examples/zero_copy.rs` moves data
+//! with `vmsplice` and `splice`.
+//!
+//! ```
+//! use std::io::Write;
+//! use std::process::Command;
+//! use ipc_pipe::ChildPipes;
+//!
+//! let (reader, mut writer) = ipc_pipe::pipe()?;
+//! let mut pipes = ChildPipes::new();
+//! pipes.stdin(reader)?; // the child reads the pipe as its stdin; we keep no read end
+//! let mut sh = Command::new("sh");
+//! sh.args(["-c", r#"read line && test "$line" = "hello, child""#]);
+//! let mut child = pipes.spawn(sh)?;
+//!
+//! writer.write_all(b"hello, child\n")?;
+//! drop(writer); // end-of-file for the child
+//! assert!(child.wait()?.success(), "the child read what the parent wrote");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod capacity;
+mod child;
+mod duplex;
+mod end;
+mod message;
+mod zerocopy;
+
+pub use capacity::{MAX_SIZE_KNOB, USER_PAGES_HARD_KNOB, max_capacity};
+pub use child::ChildPipes;
+pub use duplex::{Duplex, DuplexChannel, duplex, duplex_channel};
+pub use end::{PipeReader, PipeWriter, packet_pipe, pipe};
+pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
+pub use ipc_core::stream::FrameMode;
+pub use message::{PipeReceiver, PipeSender, channel};
+pub use zerocopy::PageBuf;
+
+use ipc_core::{MaxMessage, Properties};
+
+/// What a pipe message channel in [`FrameMode::Stream`] is: boundaries kept by the framing,
+/// messages of any size (up to the receiver's maximum), one writer and one reader, between
+/// related processes, two kernel copies per message.
+pub const PROPERTIES: Properties = Properties {
+    mechanism: "pipe",
+    keeps_boundaries: true,
+    max_message: MaxMessage::Unbounded,
+    multi_producer: false,
+    multi_consumer: false,
+    needs_related_process: true,
+    namespace: None,
+    kernel_copies_per_message: 2,
+    crosses_machines: false,
+};
+
+/// What a pipe message channel in [`FrameMode::Atomic`] is: as [`PROPERTIES`], with messages
+/// of at most [`MAX_ATOMIC_PAYLOAD`] bytes, each written with one atomic `write`, so several
+/// writers may share the pipe. Still one reader: two readers could each take part of a frame.
+pub const ATOMIC_PROPERTIES: Properties = Properties {
+    mechanism: "pipe (atomic)",
+    max_message: MaxMessage::Bytes(MAX_ATOMIC_PAYLOAD),
+    multi_producer: true,
+    ..PROPERTIES
+};

@@ -1,0 +1,107 @@
+//! Message endpoints over a pipe: [`PipeSender`] and [`PipeReceiver`], the core framing
+//! endpoints ([`FrameSender`], [`FrameReceiver`]) over a pipe's ends, and [`channel`].
+
+use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+use ipc_core::{Error, ErrorKind, Result};
+
+use crate::{PipeReader, PipeWriter, pipe};
+
+/// Sends whole messages into a pipe: implements [`MessageSender`](ipc_core::MessageSender).
+///
+/// Each message goes out as one length-prefixed frame ([`ipc_core::frame`]). In
+/// [`FrameMode::Atomic`] a frame is at most `PIPE_BUF` bytes and goes out in one `write`, so
+/// several writers (threads or processes, each with its own sender on the same pipe) never
+/// interleave; a larger message is refused with [`ErrorKind::MessageTooLarge`] stating the
+/// limit (4092 bytes of payload), and nothing already queued is affected. In
+/// [`FrameMode::Stream`] messages may be large, and there must be one writer only.
+///
+/// When no process has the read end open, a send fails with [`ErrorKind::Disconnected`] and
+/// the process is not killed by `SIGPIPE`.
+///
+/// The pipe end is reachable with [`get_ref`](FrameSender::get_ref) (for its capacity, say).
+pub type PipeSender = FrameSender<PipeWriter>;
+
+/// Receives whole messages from a pipe: implements
+/// [`MessageReceiver`](ipc_core::MessageReceiver).
+///
+/// Once every write end is closed (the writers exited, closed, or were killed) and every
+/// complete message has been received, a receive fails with [`ErrorKind::Disconnected`],
+/// never waits forever. A message cut short by a writer that died in the middle of it is
+/// dropped, and the error's note says so.
+pub type PipeReceiver = FrameReceiver<PipeReader>;
+
+/// A new pipe as a message channel: [`pipe`] (`pipe2(2)`, close-on-exec) with the write end
+/// made a [`PipeSender`] in `mode` and the read end a [`PipeReceiver`] accepting messages up to
+/// `mode`'s maximum.
+///
+/// Errors: as [`pipe`].
+///
+/// ```
+/// use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+/// use ipc_pipe::FrameMode;
+///
+/// let (mut tx, mut rx) = ipc_pipe::channel(FrameMode::Atomic)?;
+/// tx.send(b"first")?;
+/// tx.send(b"")?;
+/// let e = tx.send(&[0; 5000]).unwrap_err(); // more than PIPE_BUF: could interleave
+/// assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
+/// assert_eq!(e.message_size(), Some((5000, 4092)));
+/// drop(tx);
+///
+/// let mut buf = [0; 4092];
+/// assert_eq!(rx.recv(&mut buf)?, 5);
+/// assert_eq!(rx.recv(&mut buf)?, 0);
+/// assert_eq!(rx.recv(&mut buf).unwrap_err().kind(), ErrorKind::Disconnected);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+///
+/// # References
+/// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html) (`PIPE_BUF` atomicity)
+pub fn channel(mode: FrameMode) -> Result<(PipeSender, PipeReceiver)> {
+    let (r, w) = pipe()?;
+    Ok((w.into_sender(mode)?, r.into_receiver(mode.max_message())?))
+}
+
+impl PipeWriter {
+    /// This end as a message sender framing messages as `mode` says (see [`PipeSender`]).
+    /// Errors name the pipe as `pipe:[inode]`.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode end (see
+    /// [`PipeReader::into_receiver`]).
+    pub fn into_sender(self, mode: FrameMode) -> Result<PipeSender> {
+        let label = self.label().to_string();
+        if self.is_packet_mode()? {
+            return Err(packet_framing_error(label, "make a message sender"));
+        }
+        FrameSender::new(self, mode, label)
+    }
+}
+
+impl PipeReader {
+    /// This end as a message receiver accepting messages of at most `max_message` bytes (see
+    /// [`PipeReceiver`]); a frame announcing more is [`ErrorKind::Corrupted`].
+    ///
+    /// Do not frame over a packet-mode pipe: a read there returns at most one packet and drops
+    /// what does not fit, which would cut frames. A packet-mode pipe keeps boundaries by itself;
+    /// read its packets directly.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for the read end of a [`packet_pipe`](crate::packet_pipe)
+    /// (the kernel does not show packet mode on a read end, so one that came from elsewhere is
+    /// not caught).
+    pub fn into_receiver(self, max_message: usize) -> Result<PipeReceiver> {
+        let label = self.label().to_string();
+        if self.packet {
+            return Err(packet_framing_error(label, "make a message receiver"));
+        }
+        FrameReceiver::new(self, max_message, label)
+    }
+}
+
+fn packet_framing_error(label: String, op: &'static str) -> Error {
+    Error::with_note(
+        ErrorKind::InvalidInput,
+        "a packet-mode pipe keeps message boundaries itself; framing over it could lose data",
+    )
+    .in_op(op)
+    .on(label)
+}
