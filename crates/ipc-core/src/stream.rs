@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use rustix::io::{Errno, ReadWriteFlags};
 
 use crate::fd::{Interest, SigpipeGuard, is_nonblocking, set_nonblocking, wait};
-use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, encode_header};
+use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
 use crate::{Blocked, Deadline, Detail, Error, MessageReceiver, MessageSender, Result};
 
 /// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
@@ -108,19 +108,18 @@ impl Nowait {
 }
 
 /// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`: the `io`
-/// of a write through [`Nowait::attempt`].
+/// of a write through [`Nowait::attempt`]. A single slice without `nowait` goes out with plain
+/// `write`, which the kernel handles measurably faster than a `writev` of one slice.
 pub fn write_iov(
     sigpipe: SigpipeGuard,
     fd: BorrowedFd<'_>,
     iov: &[IoSlice<'_>],
     nowait: bool,
 ) -> Result<usize, Errno> {
-    sigpipe.run(|| {
-        if nowait {
-            rustix::io::pwritev2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT)
-        } else {
-            rustix::io::writev(fd, iov)
-        }
+    sigpipe.run(|| match iov {
+        _ if nowait => rustix::io::pwritev2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT),
+        [one] => rustix::io::write(fd, one),
+        _ => rustix::io::writev(fd, iov),
     })
 }
 
@@ -142,6 +141,8 @@ pub struct FrameSender<F: AsFd> {
     /// Unwritten tail of a frame whose deadline passed mid-write; `pending_at` bytes of it are out.
     pending: Vec<u8>,
     pending_at: usize,
+    /// Where a small frame is assembled, header and payload, to go out with one `write`.
+    small: Vec<u8>,
     label: String,
 }
 
@@ -158,6 +159,7 @@ impl<F: AsFd> FrameSender<F> {
             sigpipe: SigpipeGuard::detect(),
             pending: Vec::new(),
             pending_at: 0,
+            small: Vec::new(),
             label,
         })
     }
@@ -245,19 +247,31 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
         }
         let header = encode_header(msg.len()).map_err(|e| self.err(e, "send"))?;
         let total = FRAME_HEADER_LEN + msg.len();
+        // A frame of at most PIPE_BUF bytes is copied behind its header and goes out with one
+        // `write`: the copy costs less than `writev` of two slices (the benchmark's `pipe` and
+        // `pipe-raw` rows measured ~0.15 us per message on a VM).
+        let small = total <= PIPE_BUF;
+        if small {
+            self.small.clear();
+            self.small.extend_from_slice(&header);
+            self.small.extend_from_slice(msg);
+        }
         let mut written = 0;
         while written < total {
             let fd = self.fd.as_fd();
             let sigpipe = self.sigpipe;
-            let (h, m) = if written < FRAME_HEADER_LEN {
+            let (h, m) = if small {
+                (&self.small[written..], &[][..])
+            } else if written < FRAME_HEADER_LEN {
                 (&header[written..], msg)
             } else {
                 (&header[..0], &msg[written - FRAME_HEADER_LEN..])
             };
-            let iov = [IoSlice::new(h), IoSlice::new(m)];
+            let both = [IoSlice::new(h), IoSlice::new(m)];
+            let iov = if m.is_empty() { &both[..1] } else { &both[..] };
             let r = self
                 .nowait
-                .attempt(fd, deadline, |nowait| write_iov(sigpipe, fd, &iov, nowait));
+                .attempt(fd, deadline, |nowait| write_iov(sigpipe, fd, iov, nowait));
             match r {
                 Ok(n) => written += n,
                 Err(Errno::INTR) => {}
@@ -451,6 +465,54 @@ mod tests {
             FrameSender::new(w, mode, "test pipe").unwrap(),
             FrameReceiver::new(r, max, "test pipe").unwrap(),
         )
+    }
+
+    /// Small frames go out as one contiguous `write`; on a TCP socket (loopback) such a write
+    /// can be cut short when the send buffer fills, and the rest must still follow before the
+    /// next frame.
+    #[test]
+    fn small_frames_cut_short_on_a_full_socket_arrive_whole() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        let mut tx = FrameSender::new(OwnedFd::from(a), FrameMode::default(), "socket").unwrap();
+        let mut rx = FrameReceiver::new(OwnedFd::from(b), 4096, "socket").unwrap();
+        let msg = |i: u32| -> Vec<u8> {
+            let len = 1000 + (i as usize * 37) % 3000;
+            (0..len).map(|j| (i as usize + j) as u8).collect()
+        };
+        let mut sent = 0;
+        loop {
+            match tx.try_send(&msg(sent)) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+                    break;
+                }
+            }
+        }
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; 4096];
+            let mut got = 0;
+            loop {
+                match rx.recv(&mut buf) {
+                    Ok(n) => {
+                        assert_eq!(&buf[..n], &msg(got)[..], "message {got}");
+                        got += 1;
+                    }
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Disconnected);
+                        return got;
+                    }
+                }
+            }
+        });
+        // Blocking sends complete any cut frame first, then go on.
+        for i in sent..sent + 50 {
+            tx.send(&msg(i)).unwrap();
+        }
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), sent + 50);
     }
 
     #[test]
