@@ -317,8 +317,10 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let bar = ProgressBar::new((todo.len() * (plan.profile.runs + 1)) as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:32} {pos}/{len} runs, {elapsed} of ~{eta} left: {msg}")
-            .map_err(|e| e.to_string())?,
+        ProgressStyle::with_template(
+            "{bar:32} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left: {msg}",
+        )
+        .map_err(|e| e.to_string())?,
     );
     let lines = bar.is_hidden();
     let mut points = Vec::new();

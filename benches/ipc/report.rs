@@ -231,17 +231,20 @@ impl Report {
                 self.group(&mut out, metric, size, pl);
             }
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "\nHow to read it: latency is one message there and back (median, p99, p99.9 of \
-             each run; the median of {} runs is shown). Throughput is one way, counted when \
-             the receiver acknowledges. spread = (slowest - fastest run) / median; `!` marks a \
-             spread above {:.0}%: noisy, rerun on an idle machine. x best, x raw, x {} = this \
-             row's time per message divided by that row's (1.00 = as fast, 2.00 = twice as \
-             slow). Every message was checked (sequence number, stamps, sampled full compare).",
-            p.runs,
-            NOISY_SPREAD * 100.0,
-            SOCKET_BASELINE
+            "\nHow to read it:\n\
+             - latency: one message there and back; median, p99 and p99.9 of each run, and the\n  \
+             median of the {runs} runs is shown. Throughput: one way, counted when the receiver\n  \
+             acknowledges the end of the run.\n\
+             - spread: (slowest - fastest run) / median; `!` marks a spread above {noisy:.0}%:\n  \
+             noisy, rerun on an idle machine before drawing conclusions.\n\
+             - x best, x raw, x socket: this row's time per message divided by the best row's,\n  \
+             by the raw row of its family, by `{socket}` (1.00 = as fast, 2.00 = twice as slow).\n\
+             - every message was checked: sequence number, stamps, a sampled full compare.\n",
+            runs = p.runs,
+            noisy = NOISY_SPREAD * 100.0,
+            socket = SOCKET_BASELINE
         );
         out
     }
