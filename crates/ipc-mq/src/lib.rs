@@ -1,0 +1,110 @@
+//! Message queues kept by the Linux kernel: POSIX ([`posix`]) and System V ([`sysv`]).
+//!
+//! A message queue is a list of messages held in the kernel: a sender appends a whole message
+//! and goes on (unless the queue is full), a receiver takes one whole message later, in another
+//! process, even one that started after the sender exited. Boundaries are kept by the kernel
+//! (one send is one receive), there is no stream to frame, and any number of processes may
+//! send and receive on one queue without a lock of their own.
+//!
+//! - [`posix::Queue`]: named (`/jobs`), each message with a **priority** (highest first, oldest
+//!   first within a priority); the descriptor is a file descriptor, so it can be polled with
+//!   `poll`/`epoll`/mio/tokio; `mq_notify` as a pollable [`posix::Notification`]; deadlines.
+//! - [`sysv::Queue`]: found by a [`sysv::Key`] (from a path, like `ftok`) or private, each
+//!   message with a **type**, and receives that select by type: several conversations on one
+//!   queue (see the request/reply example). No descriptor, no timed calls (deadlines poll).
+//!
+//! Both implement [`ipc_core::MessageSender`] and [`ipc_core::MessageReceiver`], and every
+//! failure is an [`ipc_core::Error`] with a matchable kind: a message over the size limit is
+//! [`MessageTooLarge`](ipc_core::ErrorKind::MessageTooLarge) with both numbers before anything
+//! reaches the kernel, and a kernel limit is [`LimitExceeded`](ipc_core::ErrorKind::LimitExceeded)
+//! naming the knob (`/proc/sys/fs/mqueue/msg_max is 10`).
+//!
+//! # When to use a message queue
+//!
+//! - Over a **pipe or FIFO**: when messages must keep their boundaries without framing, when
+//!   several writers send messages larger than `PIPE_BUF` (a queue message is atomic up to its
+//!   size limit), when urgent messages must overtake others (priorities, types), or when the
+//!   receiver may not exist yet (the queue holds messages with nobody attached).
+//! - Over **shared memory**: when messages are small to medium and rare enough that two copies
+//!   through the kernel per message do not matter, and you want the kernel to do the queueing,
+//!   blocking and waking. Shared memory wins on large or very frequent messages (no copy) but
+//!   needs its own synchronisation and validation.
+//! - POSIX or System V? POSIX for new code: named objects with file-like permissions, a
+//!   pollable descriptor, real timed calls, and `/dev/mqueue` to inspect them. System V when a
+//!   peer already speaks it, or when receivers must pick messages by type.
+//! - Not at all when the peer is on another machine: use a socket.
+//!
+//! Limits to know (Linux defaults): a POSIX queue holds at most 10 messages of at most 8192
+//! bytes unless the creator has `CAP_SYS_RESOURCE` (`/proc/sys/fs/mqueue/`), and all queues of
+//! a user share 800 KiB (`RLIMIT_MSGQUEUE`); a System V message is at most 8192 bytes
+//! (`/proc/sys/kernel/msgmax`) and a queue holds 16 KiB (`msgmnb`). [`posix::Limits`] reads
+//! the current values.
+//!
+//! # Example: a priority job queue between two processes
+//!
+//! The seed of this project describes a message queue as a linked list of messages kept in
+//! the kernel. A POSIX queue is exactly that, sorted by priority: jobs posted with a higher
+//! priority are taken first, whoever posted them and whenever.
+//!
+//! ```
+//! use ipc_mq::posix::Queue;
+//!
+//! let name = format!("/doc-jobs-{}", std::process::id());
+//! let jobs = Queue::create(&*name, 10, 256)?;
+//! let _unlink = jobs.unlink_guard().expect("created by name");
+//!
+//! // Any process that opens the name can post; here, this one.
+//! jobs.send_with_priority(b"rotate logs", 1)?;
+//! jobs.send_with_priority(b"page the on-call engineer", 30)?;
+//! jobs.send_with_priority(b"compact database", 1)?;
+//!
+//! // A worker (usually another process) takes the most urgent job first.
+//! let worker = ipc_mq::posix::Queue::open(&*name, ipc_mq::Access::ReadOnly)?;
+//! let mut order = Vec::new();
+//! while let Ok(job) = worker.try_receive(&mut [0; 256]).map(|r| r.priority) {
+//!     order.push(job);
+//! }
+//! assert_eq!(order, [30, 1, 1]);
+//! # Ok::<(), ipc_core::Error>(())
+//! ```
+//!
+//! The `examples/` directory has complete programs: `priority_jobs` (a dispatcher and worker
+//! processes on a POSIX queue) and `sysv_request_reply` (a server and clients sharing one
+//! System V queue, replies addressed by message type).
+
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod limits;
+pub mod posix;
+mod sys;
+pub mod sysv;
+
+pub use ipc_core::{Deadline, Error, ErrorKind, Result};
+
+/// The static facts about POSIX message queues ([`posix::PROPERTIES`]).
+pub const POSIX_PROPERTIES: ipc_core::Properties = posix::PROPERTIES;
+/// The static facts about System V message queues ([`sysv::PROPERTIES`]).
+pub const SYSV_PROPERTIES: ipc_core::Properties = sysv::PROPERTIES;
+
+/// The names of the kernel knobs and limits this crate reports in
+/// [`LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) errors, to compare against
+/// [`Limit::knob`](ipc_core::Limit::knob).
+pub mod knobs {
+    pub use crate::limits::{
+        FILE_MAX, HARD_MSGMAX, HARD_MSGSIZEMAX, MSG_DEFAULT, MSG_MAX, MSGSIZE_DEFAULT, MSGSIZE_MAX,
+        QUEUES_MAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE, SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI,
+    };
+}
+
+/// How a queue may be used: receive, send, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Receive only.
+    ReadOnly,
+    /// Send only.
+    WriteOnly,
+    /// Send and receive.
+    #[default]
+    ReadWrite,
+}
