@@ -505,6 +505,7 @@ mod tests {
     use crate::shared::Heap;
 
     #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
     fn lock_try_lock_and_timeout_in_one_process() {
         let m = Heap::<Mutex<u64>>::new(5);
         {
@@ -530,6 +531,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
     fn a_thread_that_exits_holding_the_lock_is_an_owner_death() {
         let m = Heap::<Mutex<[u32; 2]>>::new([0, 0]);
         std::thread::scope(|s| {
@@ -552,6 +554,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
     fn unlocking_without_mark_consistent_is_not_recoverable() {
         let m = Heap::<Mutex<u8>>::new(0);
         std::thread::scope(|s| {
@@ -576,6 +579,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
     fn open_checks_the_data_type() {
         let m = Heap::<Mutex<u64>>::new(1);
         // SAFETY: initialised and alive; `Mutex<u64>` is what it is.
