@@ -145,8 +145,8 @@ impl<T: SharedData> Mutex<T> {
     /// [`ErrorKind::WouldBlock`].
     ///
     /// # References
-    /// - [`pthread_mutex_clocklock`](https://www.gnu.org/software/libc/manual/html_node/Default-Thread-Attributes.html)
-    ///   (glibc 2.30)
+    /// - [`pthread_mutex_timedlock(3p)`](https://man7.org/linux/man-pages/man3/pthread_mutex_timedlock.3p.html);
+    ///   `pthread_mutex_clocklock` is its glibc 2.30 variant that takes the clock
     #[doc(alias = "pthread_mutex_clocklock")]
     #[doc(alias = "pthread_mutex_timedlock")]
     pub fn lock_until(&self, deadline: Deadline) -> LockResult<'_, T> {
