@@ -170,6 +170,9 @@ impl Condvar {
     /// Wakes one waiter, if any (`FUTEX_WAKE` with 1).
     ///
     /// Never blocks; makes the syscall only when a waiter may be asleep.
+    ///
+    /// # References
+    /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
@@ -181,6 +184,9 @@ impl Condvar {
     /// Wakes every waiter (`FUTEX_WAKE` with `INT_MAX`).
     ///
     /// Never blocks; makes the syscall only when a waiter may be asleep.
+    ///
+    /// # References
+    /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     #[doc(alias = "pthread_cond_broadcast")]
     pub fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);

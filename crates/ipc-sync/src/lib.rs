@@ -69,9 +69,18 @@
 //! # Testing under Miri
 //!
 //! The lock-free logic (semaphore, event, the condvar's futex protocol, the layout checks)
-//! runs under Miri on heap memory: `cargo +nightly miri test -p ipc-sync --lib`. Robust
-//! pthread mutexes, memfds and System V IPC are beyond Miri; those tests are skipped there
-//! and run, across real processes, in `cargo test`.
+//! runs under Miri on heap memory, with Miri's own futex emulation deciding when sleepers
+//! wake (so a lost wake-up shows up as a deadlock it reports):
+//!
+//! ```text
+//! rustup +nightly component add miri   # once
+//! MIRIFLAGS=-Zmiri-permissive-provenance cargo +nightly miri test -p ipc-sync --lib
+//! ```
+//!
+//! (The flag silences a warning about an integer-to-pointer cast inside rustix's futex
+//! wrapper.) Robust pthread mutexes, memfds, `sched_getcpu` and System V IPC are beyond Miri;
+//! those tests are skipped there and run, across real processes, in `cargo test`. Miri is
+//! not part of `cargo xtask test`, which needs no nightly toolchain.
 
 #![warn(missing_docs)]
 

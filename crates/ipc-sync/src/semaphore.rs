@@ -350,6 +350,39 @@ mod tests {
         assert_eq!(s.value(), 0);
     }
 
+    proptest::proptest! {
+        /// One process, any sequence of operations: every result and the final value are what
+        /// a plain counter says.
+        #[test]
+        #[cfg_attr(miri, ignore = "proptest is too slow under Miri")]
+        fn matches_a_counter_model(
+            initial in 0u32..5,
+            ops in proptest::collection::vec(0u8..3, 0..100),
+        ) {
+            let s = HeapSem::new(initial);
+            let mut model = initial;
+            for op in ops {
+                match op {
+                    0 => {
+                        s.post().unwrap();
+                        model += 1;
+                    }
+                    1 => {
+                        let r = s.try_wait();
+                        proptest::prop_assert_eq!(r.is_ok(), model > 0);
+                        model = model.saturating_sub(1);
+                    }
+                    _ => {
+                        let r = s.wait_with(Deadline::after(Duration::ZERO), Spin::Never);
+                        proptest::prop_assert_eq!(r.is_ok(), model > 0, "{:?}", r);
+                        model = model.saturating_sub(1);
+                    }
+                }
+                proptest::prop_assert_eq!(s.value(), model);
+            }
+        }
+    }
+
     #[test]
     fn every_spin_policy_takes_a_unit_posted_later() {
         for spin in [Spin::Never, Spin::Always, Spin::Adaptive] {
