@@ -26,7 +26,9 @@ const KIND: Kind = Kind {
 /// `notify_*` cannot leave the condvar wedged (unlike a process-shared `pthread_cond_t`, whose
 /// internal state a dead waiter can corrupt):
 ///
-/// - a waiter that dies is simply gone: notifications go to the living;
+/// - a waiter that dies is simply gone: notifications go to the living (the waiter count it
+///   raised stays raised, so later notifications make the `FUTEX_WAKE` syscall even when
+///   nobody waits: what a condvar without the count always does);
 /// - a notifier that dies holding the mutex makes the woken waiters relock it with
 ///   [`LockError::OwnerDied`], which they see as the result of their wait;
 /// - a notifier that dies before notifying leaves its waiters asleep, but every sleeper looks

@@ -17,8 +17,10 @@ const KIND: Kind = Kind {
     version: 1,
 };
 
-const UNSET: u32 = 0;
+/// Bit 0 of the state word: the event is set.
 const SET: u32 = 1;
+/// Bit 31: a waiter may be asleep, so `set` must wake.
+const SLEEPERS: u32 = 1 << 31;
 
 /// What a successful wait does to an [`Event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,10 +54,12 @@ impl EventMode {
 /// turn". [`Init`](SharedObject::Init) is the [`EventMode`].
 ///
 /// Setting an event that nobody waits for costs one atomic instruction; the `FUTEX_WAKE`
-/// syscall is made only when a waiter may be asleep. Waiters may [spin](Spin) briefly first.
+/// syscall is made only when a waiter may be asleep (a bit in the state word says so).
+/// Waiters may [spin](Spin) briefly first.
 ///
 /// # Crashes
-/// A waiter that dies leaves nothing behind. With [`EventMode::AutoReset`], a waiter woken by
+/// A waiter that dies leaves behind at most the "sleepers" bit, which costs the next `set`
+/// one spare wake-up and is then clear. With [`EventMode::AutoReset`], a waiter woken by
 /// `set` that dies before resetting the event leaves it set for the other sleepers, which see
 /// it within [`futex::RECHECK`].
 ///
@@ -65,8 +69,8 @@ impl EventMode {
 /// | offset | field      | meaning                                                         |
 /// |--------|------------|-----------------------------------------------------------------|
 /// | 0      | header     | magic `"iEVT"`, layout version 1, size 32, extra = mode (1 auto, 2 manual) |
-/// | 16     | `state`    | 0 unset, 1 set; the futex word                                  |
-/// | 20     | `waiters`  | processes that may be asleep (may over-count after a crash)     |
+/// | 16     | `state`    | bit 0: set; bit 31: someone may sleep; the futex word           |
+/// | 20     | reserved   | 0                                                               |
 /// | 24     | `set_cpu`  | the CPU of the last `set`, for adaptive spinning                |
 /// | 28     | `mode`     | copy of the mode, read by every operation                       |
 ///
@@ -90,7 +94,7 @@ impl EventMode {
 pub struct Event {
     header: Header,
     state: AtomicU32,
-    waiters: AtomicU32,
+    _reserved: AtomicU32,
     set_cpu: AtomicU32,
     mode: AtomicU32,
 }
@@ -111,11 +115,11 @@ impl Event {
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     #[doc(alias = "SetEvent")]
     pub fn set(&self) {
-        self.state.swap(SET, Ordering::SeqCst);
+        // Set, and clear the sleepers bit in the same step; if it was set, wake. A woken
+        // auto-reset waiter sets the bit again as it takes the event, in case others sleep.
+        let old = self.state.swap(SET, Ordering::SeqCst);
         record_cpu(&self.set_cpu);
-        // SeqCst pairs with the waiter's increment of `waiters` before its last look at the
-        // state, as in `Semaphore::post`.
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        if old & SLEEPERS != 0 {
             match self.mode() {
                 EventMode::AutoReset => futex::wake(&self.state, 1),
                 EventMode::ManualReset => futex::wake_all(&self.state),
@@ -126,12 +130,13 @@ impl Event {
     /// Resets the event. Never blocks.
     #[doc(alias = "ResetEvent")]
     pub fn reset(&self) {
-        self.state.store(UNSET, Ordering::SeqCst);
+        // Keep the sleepers bit: they still sleep.
+        self.state.fetch_and(SLEEPERS, Ordering::SeqCst);
     }
 
     /// Whether the event is set (a snapshot).
     pub fn is_set(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == SET
+        self.state.load(Ordering::SeqCst) & SET != 0
     }
 
     /// Waits until the event is set (and, for [`EventMode::AutoReset`], resets it).
@@ -170,7 +175,7 @@ impl Event {
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     pub fn wait_with(&self, deadline: Deadline, spin: Spin) -> Result<()> {
         let mode = self.mode();
-        if self.try_take(mode) {
+        if self.try_take(mode, false) {
             return Ok(());
         }
         if deadline == Deadline::Now {
@@ -178,33 +183,63 @@ impl Event {
                 .in_op("wait")
                 .on(self.describe()));
         }
-        if spin.run(&self.set_cpu, || self.try_take(mode)) {
+        if spin.run(&self.set_cpu, || self.try_take(mode, false)) {
             return Ok(());
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            if self.try_take(mode) {
-                break Ok(());
+        let mut slept = false;
+        loop {
+            if self.try_take(mode, slept) {
+                return Ok(());
             }
-            if let Err(e) = futex::wait_recheck(&self.state, UNSET, deadline) {
+            // Unset: make sure the sleepers bit is set, then sleep while the word says
+            // "unset, sleepers". A set changes the word first, so the futex either sees the
+            // change and returns at once, or is woken.
+            let c = self.state.load(Ordering::SeqCst);
+            if c & SET != 0 {
+                continue;
+            }
+            if c & SLEEPERS == 0
+                && self
+                    .state
+                    .compare_exchange(c, c | SLEEPERS, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                continue;
+            }
+            // Sleep on the word as it is (a peer may have scribbled on the unused bits).
+            if let Err(e) = futex::wait_recheck(&self.state, c | SLEEPERS, deadline) {
                 // A `set` may have woken us just as the deadline passed: take it rather than
                 // leave it with the other sleepers asleep.
-                break if self.try_take(mode) { Ok(()) } else { Err(e) };
+                return if self.try_take(mode, true) {
+                    Ok(())
+                } else {
+                    Err(e.in_op("wait").on(self.describe()))
+                };
             }
-        };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        result.map_err(|e| e.in_op("wait").on(self.describe()))
+            slept = true;
+        }
     }
 
+    /// Takes the event if it is set (resetting it, in auto-reset mode). An auto-reset waiter
+    /// that has slept (`mark`) sets the sleepers bit as it resets, since others may still
+    /// sleep: the `set` that cleared the bit woke only one.
     #[inline]
-    fn try_take(&self, mode: EventMode) -> bool {
-        match mode {
-            EventMode::ManualReset => self.state.load(Ordering::SeqCst) != UNSET,
-            EventMode::AutoReset => self
-                .state
-                .compare_exchange(SET, UNSET, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
+    fn try_take(&self, mode: EventMode, mark: bool) -> bool {
+        let mut c = self.state.load(Ordering::SeqCst);
+        if mode == EventMode::ManualReset {
+            return c & SET != 0;
         }
+        while c & SET != 0 {
+            let keep = if mark { SLEEPERS } else { c & SLEEPERS };
+            match self
+                .state
+                .compare_exchange_weak(c, keep, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
     }
 
     fn describe(&self) -> String {
@@ -212,9 +247,9 @@ impl Event {
     }
 }
 
-// SAFETY: `#[repr(C)]` of atomics only. Any state value other than 0 counts as set; an invalid
-// mode reads as manual-reset; a wrong waiter count only costs or saves a wake syscall (the
-// recheck bounds the latter).
+// SAFETY: `#[repr(C)]` of atomics only. Only bits 0 and 31 of the state mean anything; an
+// invalid mode reads as manual-reset; a wrong sleepers bit only costs a wake syscall or, with
+// the recheck bounding it, delays a sleeper.
 unsafe impl SharedObject for Event {
     type Init = EventMode;
 
@@ -222,8 +257,8 @@ unsafe impl SharedObject for Event {
         check_ptr(ptr, KIND.name)?;
         let ev = Event {
             header: Header::new(std::mem::size_of::<Event>(), mode.to_raw()),
-            state: AtomicU32::new(UNSET),
-            waiters: AtomicU32::new(0),
+            state: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             set_cpu: AtomicU32::new(NO_CPU),
             mode: AtomicU32::new(mode.to_raw()),
         };
@@ -331,6 +366,28 @@ mod tests {
         }
         t.join().unwrap();
         assert!(!e.is_set());
+    }
+
+    #[test]
+    fn a_dead_sleepers_bit_costs_one_wake_then_clears() {
+        for mode in [EventMode::AutoReset, EventMode::ManualReset] {
+            let e = Heap::<Event>::new(mode);
+            // What a waiter that died asleep leaves behind.
+            e.state.fetch_or(SLEEPERS, Ordering::SeqCst);
+            assert!(!e.is_set());
+            e.reset();
+            assert_eq!(
+                e.state.load(Ordering::SeqCst),
+                SLEEPERS,
+                "reset keeps sleepers"
+            );
+            e.set();
+            assert_eq!(e.state.load(Ordering::SeqCst), SET, "set cleared the bit");
+            e.try_wait().unwrap();
+            e.reset();
+            e.set();
+            assert_eq!(e.state.load(Ordering::SeqCst), SET);
+        }
     }
 
     #[test]

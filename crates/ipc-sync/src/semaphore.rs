@@ -20,16 +20,19 @@ const KIND: Kind = Kind {
 /// [`wait`](Semaphore::wait) takes one, sleeping while the count is zero.
 ///
 /// Built on a shared futex: an uncontended `post` or `wait` is one atomic instruction and no
-/// syscall; a `post` makes the `FUTEX_WAKE` syscall only when someone sleeps. Waiters may
-/// [spin](Spin) briefly before sleeping, adaptively by default.
+/// syscall; a `post` makes the `FUTEX_WAKE` syscall only when someone may sleep (a bit in the
+/// count word says so). Waiters may [spin](Spin) briefly before sleeping, adaptively by
+/// default.
 ///
 /// Place it in shared memory with [`SharedObject::init_at`] / [`SharedObject::open_at`], or
 /// in a memfd of its own with [`Shared`](crate::Shared). [`Init`](SharedObject::Init) is the
 /// initial count.
 ///
 /// # Crashes
-/// A process that dies while waiting leaves no trace (the kernel drops it from the futex
-/// queue; the waiter count it raised only costs a spare wake-up later). A process that dies
+/// A process that dies while waiting leaves no trace: the kernel drops it from the futex
+/// queue, and the "sleepers" bit it set costs the next `post` one spare `FUTEX_WAKE`, after
+/// which the bit is clear again (a dead waiter cannot make every later post a syscall). A
+/// process that dies
 /// after taking a unit does not give it back: a semaphore used as a lock is not robust; use a
 /// [`Mutex`](crate::Mutex), or a System V [`SemaphoreSet`](crate::SemaphoreSet) with
 /// `SEM_UNDO`. A waiter woken for a unit that dies before taking it would leave the unit to
@@ -41,8 +44,8 @@ const KIND: Kind = Kind {
 /// | offset | field       | meaning                                              |
 /// |--------|-------------|------------------------------------------------------|
 /// | 0      | header      | magic `"iSEM"`, layout version 1, size 32, extra 0   |
-/// | 16     | `count`     | the value; the futex word waiters sleep on           |
-/// | 20     | `waiters`   | processes that may be asleep (may over-count after a crash) |
+/// | 16     | `count`     | bits 0-30: the value; bit 31: someone may sleep; the futex word |
+/// | 20     | reserved    | 0                                                    |
 /// | 24     | `post_cpu`  | the CPU of the last `post`, for adaptive spinning    |
 /// | 28     | reserved    | 0                                                    |
 ///
@@ -61,10 +64,15 @@ const KIND: Kind = Kind {
 pub struct Semaphore {
     header: Header,
     count: AtomicU32,
-    waiters: AtomicU32,
+    _reserved0: AtomicU32,
     post_cpu: AtomicU32,
-    _reserved: AtomicU32,
+    _reserved1: AtomicU32,
 }
+
+/// Bit 31 of the count word: a waiter may be asleep, so `post` must wake one.
+const SLEEPERS: u32 = 1 << 31;
+/// Bits 0-30: the value.
+const VALUE: u32 = !SLEEPERS;
 
 impl Semaphore {
     /// The largest value, as for POSIX semaphores (`SEM_VALUE_MAX`).
@@ -85,25 +93,27 @@ impl Semaphore {
     pub fn post(&self) -> Result<()> {
         let mut c = self.count.load(Ordering::Relaxed);
         loop {
-            if c >= Self::MAX {
+            if c & VALUE >= Self::MAX {
                 let e = Error::limit("ipc_sync::Semaphore::MAX", Some(u64::from(Self::MAX)))
                     .in_op("post")
                     .on(self.describe());
                 tracing::debug!(error = %e, "semaphore post refused");
                 return Err(e);
             }
-            match self
-                .count
-                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            // Add the unit and clear the sleepers bit in one step; if it was set, wake one.
+            // The woken waiter sets the bit again when it takes a unit, in case others sleep.
+            match self.count.compare_exchange_weak(
+                c,
+                (c & VALUE) + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
         }
         record_cpu(&self.post_cpu);
-        // SeqCst pairs with the waiter's increment of `waiters` before its last look at the
-        // count: either the waiter sees our unit, or we see the waiter and wake it.
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        if c & SLEEPERS != 0 {
             futex::wake(&self.count, 1);
         }
         Ok(())
@@ -161,7 +171,7 @@ impl Semaphore {
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     pub fn wait_with(&self, deadline: Deadline, spin: Spin) -> Result<()> {
-        if self.try_take() {
+        if self.try_take(false) {
             return Ok(());
         }
         if deadline == Deadline::Now {
@@ -169,40 +179,70 @@ impl Semaphore {
                 .in_op("wait")
                 .on(self.describe()));
         }
-        if spin.run(&self.post_cpu, || self.try_take()) {
+        if spin.run(&self.post_cpu, || self.try_take(false)) {
             return Ok(());
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            if self.try_take() {
-                break Ok(());
+        let mut slept = false;
+        loop {
+            if self.try_take(slept) {
+                return Ok(());
             }
-            if let Err(e) = futex::wait_recheck(&self.count, 0, deadline) {
+            // Empty: make sure the sleepers bit is set, then sleep while the word says
+            // "empty, sleepers". A post changes the word first, so the futex either sees the
+            // change and returns at once, or is woken.
+            let c = self.count.load(Ordering::SeqCst);
+            if c & VALUE != 0 {
+                continue;
+            }
+            if c & SLEEPERS == 0
+                && self
+                    .count
+                    .compare_exchange(c, c | SLEEPERS, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                continue;
+            }
+            if let Err(e) = futex::wait_recheck(&self.count, SLEEPERS, deadline) {
                 // A post may have woken us just as the deadline passed: take its unit rather
                 // than leave it with the other sleepers asleep.
-                break if self.try_take() { Ok(()) } else { Err(e) };
+                return if self.try_take(true) {
+                    Ok(())
+                } else {
+                    Err(e.in_op("wait").on(self.describe()))
+                };
             }
-        };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        result.map_err(|e| e.in_op("wait").on(self.describe()))
+            slept = true;
+        }
     }
 
     /// The current count (a snapshot: other processes may change it at once).
     #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed) & VALUE
     }
 
     /// Takes a unit if there is one.
+    ///
+    /// A waiter that has slept (`mark`) sets the sleepers bit as it takes, and, if units are
+    /// left, wakes the next sleeper: the post that cleared the bit woke only one, and posts
+    /// made since then saw no bit and woke nobody. Everyone else leaves the bit as it is.
     #[inline]
-    fn try_take(&self) -> bool {
+    fn try_take(&self, mark: bool) -> bool {
         let mut c = self.count.load(Ordering::SeqCst);
-        while c != 0 {
-            match self
-                .count
-                .compare_exchange_weak(c, c - 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => return true,
+        while c & VALUE != 0 {
+            let keep = if mark { SLEEPERS } else { c & SLEEPERS };
+            match self.count.compare_exchange_weak(
+                c,
+                ((c & VALUE) - 1) | keep,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    if mark && c & VALUE > 1 {
+                        futex::wake(&self.count, 1);
+                    }
+                    return true;
+                }
                 Err(now) => c = now,
             }
         }
@@ -214,9 +254,9 @@ impl Semaphore {
     }
 }
 
-// SAFETY: `#[repr(C)]` of atomics only; every bit pattern of every field is harmless (a
-// count above MAX only makes `post` fail, a wrong waiter count only costs or saves a wake
-// syscall, the recheck bounds the latter).
+// SAFETY: `#[repr(C)]` of atomics only; every bit pattern of every field is harmless (a value
+// at MAX only makes `post` fail; a wrong sleepers bit only costs a wake syscall or, with the
+// recheck bounding it, delays a sleeper).
 unsafe impl SharedObject for Semaphore {
     type Init = u32;
 
@@ -232,9 +272,9 @@ unsafe impl SharedObject for Semaphore {
         let sem = Semaphore {
             header: Header::new(std::mem::size_of::<Semaphore>(), 0),
             count: AtomicU32::new(count),
-            waiters: AtomicU32::new(0),
+            _reserved0: AtomicU32::new(0),
             post_cpu: AtomicU32::new(NO_CPU),
-            _reserved: AtomicU32::new(0),
+            _reserved1: AtomicU32::new(0),
         };
         // SAFETY: the caller vouches that `ptr` is valid for writes and unused by others;
         // `check_ptr` checked alignment.
@@ -261,7 +301,10 @@ impl fmt::Debug for Semaphore {
         f.debug_struct("Semaphore")
             .field("at", &(self as *const Semaphore))
             .field("value", &self.value())
-            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .field(
+                "sleepers",
+                &(self.count.load(Ordering::Relaxed) & SLEEPERS != 0),
+            )
             .finish()
     }
 }
@@ -304,6 +347,29 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::LimitExceeded);
         assert!(e.to_string().contains("Semaphore::MAX"), "{e}");
         assert_eq!(s.value(), Semaphore::MAX);
+    }
+
+    #[test]
+    fn a_dead_sleepers_bit_costs_one_wake_then_clears() {
+        let s = HeapSem::new(0);
+        // What a waiter that died asleep (or timed out as the last sleeper) leaves behind.
+        s.count.fetch_or(SLEEPERS, Ordering::SeqCst);
+        assert_eq!(s.value(), 0);
+        s.post().unwrap();
+        assert_eq!(
+            s.count.load(Ordering::SeqCst),
+            1,
+            "the post cleared the bit"
+        );
+        s.try_wait().unwrap();
+        s.post().unwrap();
+        assert_eq!(s.count.load(Ordering::SeqCst), 1);
+        // A timed-out waiter leaves at most the bit, and the next post clears it.
+        s.try_wait().unwrap();
+        s.wait_timeout(Duration::from_millis(1)).unwrap_err();
+        assert_eq!(s.value(), 0);
+        s.post().unwrap();
+        assert_eq!(s.count.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -379,6 +445,51 @@ mod tests {
                     }
                 }
                 proptest::prop_assert_eq!(s.value(), model);
+            }
+        }
+    }
+
+    /// The exact interleaving: two sleepers; post 1 clears the sleepers bit and wakes the
+    /// first; post 2 comes before the first has taken its unit, sees no bit and wakes nobody.
+    /// The first, taking its unit, must wake the second. The main thread plays the first
+    /// sleeper and both posts. (Under Miri, which turns off the recheck, a lost wake-up here
+    /// is a reported deadlock.)
+    #[test]
+    fn a_woken_waiter_passes_the_wake_up_on() {
+        let s = Arc::new(HeapSem::new(0));
+        let second = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || s.wait_with(Deadline::Never, Spin::Never))
+        };
+        while s.count.load(Ordering::SeqCst) != SLEEPERS {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(2)); // until it sleeps in the futex
+        // Post 1 (its wake-up went to "the first sleeper", this thread) and post 2.
+        assert_eq!(s.count.swap(2, Ordering::SeqCst), SLEEPERS);
+        // The first sleeper takes its unit.
+        assert!(s.try_take(true));
+        second.join().unwrap().unwrap();
+        assert_eq!(s.value(), 0);
+    }
+
+    /// Two sleepers, two posts in a row, for real.
+    #[test]
+    fn back_to_back_posts_wake_every_sleeper() {
+        let s = Arc::new(HeapSem::new(0));
+        for _ in 0..if cfg!(miri) { 3 } else { 50 } {
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    std::thread::spawn(move || s.wait_with(Deadline::Never, Spin::Never))
+                })
+                .collect();
+            // Let both fall asleep (under Miri: until every other thread blocks).
+            std::thread::sleep(Duration::from_millis(2));
+            s.post().unwrap();
+            s.post().unwrap();
+            for t in ts {
+                t.join().unwrap().unwrap();
             }
         }
     }
