@@ -29,7 +29,9 @@ pub enum EventMode {
     /// waiter (like a binary semaphore). Sets that no waiter took yet do not add up.
     AutoReset,
     /// The event stays set until [`reset`](Event::reset): one `set` releases every waiter,
-    /// present and future.
+    /// present and future. (A `reset` right after the `set` may come before a woken waiter
+    /// has looked, and that waiter then sleeps on: keep the event set until its waiters are
+    /// through.)
     ManualReset,
 }
 

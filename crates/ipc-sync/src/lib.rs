@@ -66,6 +66,15 @@
 //! (`--example crash_recover`) and a spin/no-spin measurement for both placements of two
 //! processes (`--example spin_bench`).
 //!
+//! # Platform
+//!
+//! Linux with glibc 2.30 or later (robust process-shared mutexes, `pthread_mutex_clocklock`
+//! and `sem_clockwait`, which wait on `CLOCK_MONOTONIC` so that a change of the wall clock
+//! does not shorten or stretch a timeout). Every object this crate creates can be removed
+//! after its creator died: memfds vanish with their last user, named semaphores are files
+//! `/dev/shm/sem.<name>` ([`NamedSemaphore::unlink`]), System V sets are listed by `ipcs -s`
+//! ([`SemaphoreSet::remove`], `ipcrm -s <id>`).
+//!
 //! # Testing under Miri
 //!
 //! The lock-free logic (semaphore, event, the condvar's futex protocol, the layout checks)
