@@ -19,9 +19,10 @@ pub enum Spin {
     Never,
     /// Spin up to [`SPIN_BUDGET`] whatever the placement, then sleep.
     Always,
-    /// Spin up to [`SPIN_BUDGET`] only if the process that last released the primitive ran on
-    /// another CPU than this thread does now (recorded by the primitive with `sched_getcpu`);
-    /// otherwise sleep at once. The default.
+    /// Spin up to [`SPIN_BUDGET`] only if the other side ran on another CPU than this thread
+    /// does now: the last poster of a semaphore, setter of an event, locker of a mutex, as
+    /// the primitive recorded it with `sched_getcpu` (a few nanoseconds: glibc reads it from
+    /// the rseq area); otherwise sleep at once. The default.
     #[default]
     Adaptive,
 }
