@@ -7,6 +7,7 @@
 //! | `pipe` | [`pipe`] | anonymous pipes between related processes |
 //! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
 //! | `mq` | [`mq`] | POSIX and System V message queues: priorities, types, timeouts |
+//! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,3 +24,5 @@ pub use ipc_pipe as pipe;
 
 #[cfg(feature = "mq")]
 pub use ipc_mq as mq;
+#[cfg(feature = "sync")]
+pub use ipc_sync as sync;
