@@ -4,8 +4,10 @@
 //! | feature | crate | mechanism |
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+//! | `pipe` | [`pipe`] | anonymous pipes between related processes |
 //! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
-//! | `pipe` | `pipe` (`ipc-pipe`) | anonymous pipes: parent/child, duplex pairs, splice/vmsplice |
+//! | `mq` | [`mq`] | POSIX and System V message queues: priorities, types, timeouts |
+//! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,3 +21,8 @@ pub use ipc_core::{
 pub use ipc_fifo as fifo;
 #[cfg(feature = "pipe")]
 pub use ipc_pipe as pipe;
+
+#[cfg(feature = "mq")]
+pub use ipc_mq as mq;
+#[cfg(feature = "sync")]
+pub use ipc_sync as sync;

@@ -13,22 +13,33 @@ pub(crate) struct Snapshot {
     pids: BTreeSet<u32>,
 }
 
-const SYSV: [(&str, &str, &str); 3] = [
-    ("msg", "/proc/sysvipc/msg", "-q"),
-    ("shm", "/proc/sysvipc/shm", "-m"),
-    ("sem", "/proc/sysvipc/sem", "-s"),
+/// `(kind, file, ipcrm flag, columns holding pids)` of each System V object kind.
+const SYSV: [(&str, &str, &str, &[usize]); 3] = [
+    ("msg", "/proc/sysvipc/msg", "-q", &[5, 6]), // lspid, lrpid
+    ("shm", "/proc/sysvipc/shm", "-m", &[4, 5]), // cpid, lpid
+    ("sem", "/proc/sysvipc/sem", "-s", &[]),     // no pid is recorded
 ];
 
+/// System V ids that exist now, except those whose recorded pids include a live process
+/// (in use by another run on this machine, not left behind; the process check catches strays
+/// of this run).
 fn sysv_ids() -> BTreeSet<(&'static str, String)> {
     let mut ids = BTreeSet::new();
-    for (kind, file, _) in SYSV {
+    for (kind, file, _, pid_columns) in SYSV {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         // Columns: key id ...; the first line is a header.
         for line in text.lines().skip(1) {
-            if let Some(id) = line.split_whitespace().nth(1) {
-                ids.insert((kind, id.to_owned()));
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some(id) = cols.get(1) else { continue };
+            let in_use = pid_columns.iter().any(|&c| {
+                cols.get(c)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| pid != 0 && Path::new(&format!("/proc/{pid}")).exists())
+            });
+            if !in_use {
+                ids.insert((kind, (*id).to_owned()));
             }
         }
     }
