@@ -99,8 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fds.pass("books", &books)?;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("worker");
-        fds.apply(&mut cmd);
-        let mut worker = cmd.spawn()?;
+        let mut worker = fds.spawn(&mut cmd)?;
         drop(fds);
         std::thread::sleep(Duration::from_millis(20 + u64::from(round) * 7 % 30));
         worker.kill()?; // SIGKILL: no destructor, no unlock

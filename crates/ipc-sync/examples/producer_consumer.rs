@@ -106,8 +106,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     fds.pass("ring", &ring)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("consumer");
-    fds.apply(&mut cmd);
-    let mut consumer = cmd.spawn()?;
+    let mut consumer = fds.spawn(&mut cmd)?;
     drop(fds);
     produce(&ring)?;
     let status = consumer.wait()?;

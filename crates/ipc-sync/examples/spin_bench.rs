@@ -56,8 +56,7 @@ fn run(cpus: (usize, usize), spin: Spin, rounds: u64) -> f64 {
         format!("{spin:?}"),
         (rounds + rounds / 10).to_string(),
     ]);
-    fds.apply(&mut cmd);
-    let mut c = cmd.spawn().expect("spawn");
+    let mut c = fds.spawn(&mut cmd).expect("spawn");
     drop(fds);
     pin(cpus.0);
     let round_trip = || {
