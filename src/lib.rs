@@ -4,9 +4,11 @@
 //! | feature | crate | mechanism |
 //! |---|---|---|
 //! | (always) | [`core`] | traits, deadlines, errors, framing, names |
+//! | `pipe` | [`pipe`] | anonymous pipes between related processes |
 //! | `fifo` | [`fifo`] | named pipes between unrelated processes, N writers to one reader |
-//! | `pipe` | `pipe` (`ipc-pipe`) | anonymous pipes: parent/child, duplex pairs, splice/vmsplice |
-//! | `shm` | `shm` (`ipc-shm`) | shared memory segments (POSIX, memfd, System V) and channels |
+//! | `mq` | [`mq`] | POSIX and System V message queues: priorities, types, timeouts |
+//! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
+//! | `shm` | [`shm`] | shared memory segments (POSIX, memfd, System V) and a zero-copy channel |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,5 +22,10 @@ pub use ipc_core::{
 pub use ipc_fifo as fifo;
 #[cfg(feature = "pipe")]
 pub use ipc_pipe as pipe;
+
+#[cfg(feature = "mq")]
+pub use ipc_mq as mq;
+#[cfg(feature = "sync")]
+pub use ipc_sync as sync;
 #[cfg(feature = "shm")]
 pub use ipc_shm as shm;

@@ -13,22 +13,33 @@ pub(crate) struct Snapshot {
     pids: BTreeSet<u32>,
 }
 
-const SYSV: [(&str, &str, &str); 3] = [
-    ("msg", "/proc/sysvipc/msg", "-q"),
-    ("shm", "/proc/sysvipc/shm", "-m"),
-    ("sem", "/proc/sysvipc/sem", "-s"),
+/// `(kind, file, ipcrm flag, columns holding pids)` of each System V object kind.
+const SYSV: [(&str, &str, &str, &[usize]); 3] = [
+    ("msg", "/proc/sysvipc/msg", "-q", &[5, 6]), // lspid, lrpid
+    ("shm", "/proc/sysvipc/shm", "-m", &[4, 5]), // cpid, lpid
+    ("sem", "/proc/sysvipc/sem", "-s", &[]),     // no pid is recorded
 ];
 
+/// System V ids that exist now, except those whose recorded pids include a live process
+/// (in use by another run on this machine, not left behind; the process check catches strays
+/// of this run).
 fn sysv_ids() -> BTreeSet<(&'static str, String)> {
     let mut ids = BTreeSet::new();
-    for (kind, file, _) in SYSV {
+    for (kind, file, _, pid_columns) in SYSV {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
         // Columns: key id ...; the first line is a header.
         for line in text.lines().skip(1) {
-            if let Some(id) = line.split_whitespace().nth(1) {
-                ids.insert((kind, id.to_owned()));
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some(id) = cols.get(1) else { continue };
+            let in_use = pid_columns.iter().any(|&c| {
+                cols.get(c)
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| pid != 0 && Path::new(&format!("/proc/{pid}")).exists())
+            });
+            if !in_use {
+                ids.insert((kind, (*id).to_owned()));
             }
         }
     }
@@ -80,11 +91,12 @@ impl Snapshot {
     /// Finds, reports and removes what the run left behind. `Err` lists it.
     pub(crate) fn check(&self) -> Result<(), String> {
         let mut found = Vec::new();
-        for dir in ["/dev/shm", "/dev/mqueue"] {
-            for path in named(Path::new(dir)) {
-                found.push(format!("{}", path.display()));
-                let _ = std::fs::remove_file(&path);
-            }
+        for path in named(Path::new("/dev/shm")) {
+            found.push(format!("{}", path.display()));
+            let _ = std::fs::remove_file(&path);
+        }
+        for name in mqueue_leftovers() {
+            found.push(format!("POSIX message queue /{name}"));
         }
         for path in named(&std::env::temp_dir()) {
             found.push(format!("{}", path.display()));
@@ -151,4 +163,60 @@ fn creator_alive(name: &str) -> bool {
         .and_then(|unique| unique.rsplit('-').nth(1))
         .and_then(|p| p.parse::<u32>().ok());
     pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Leftover POSIX message queues, removed. They are files in the mqueue filesystem; where it
+/// is not mounted at `/dev/mqueue`, it is mounted in a private mount namespace (`unshare -m`,
+/// needs privilege; skipped without it) just to look.
+fn mqueue_leftovers() -> Vec<String> {
+    let dev = Path::new("/dev/mqueue");
+    if dev.is_dir() && std::fs::read_dir(dev).is_ok() {
+        let paths = named(dev);
+        for p in &paths {
+            let _ = std::fs::remove_file(p);
+        }
+        return paths
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+    }
+    let mnt = std::env::temp_dir().join(format!("xtask-mqueue-{}", std::process::id()));
+    if std::fs::create_dir(&mnt).is_err() {
+        return Vec::new();
+    }
+    // List, then remove in the same namespace what `named` would flag (creator not alive).
+    let list = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t mqueue none \"$1\" && ls -1 \"$1\"",
+            "sh",
+        ])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .output();
+    let names: Vec<String> = match list {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| n.contains("ipctest-") && !creator_alive(n))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !names.is_empty() {
+        let _ = std::process::Command::new("unshare")
+            .args([
+                "-m",
+                "sh",
+                "-c",
+                "mount -t mqueue none \"$1\" && cd \"$1\" && shift && rm -f -- \"$@\"",
+                "sh",
+            ])
+            .arg(&mnt)
+            .args(&names)
+            .status();
+    }
+    let _ = std::fs::remove_dir(&mnt);
+    names
 }

@@ -1,5 +1,8 @@
-//! `cargo xtask`: the project's task runner (`test`, `bench`, ...), so CI and contributors run
-//! the same commands.
+//! `cargo xtask`: the project's task runner, so CI and contributors run the same commands.
+//!
+//! - `cargo xtask test [--soak]`: formatting, clippy, every test, and a tiny benchmark run.
+//! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
+//!   (`benches/ipc`), built in release.
 
 mod leftovers;
 
@@ -10,8 +13,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask test [--soak]");
+            eprintln!(
+                "usage: cargo xtask test [--soak]\n       cargo xtask bench [--quick | --tiny] \
+                 [--filter TERM,...] [--out DIR] [--list]   (--help for details)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -73,9 +80,26 @@ fn test(args: &[String]) -> Result<(), String> {
     if soak {
         cmd.env("IPC_SOAK", "1");
     }
-    let tested = run("cargo test", &mut cmd);
+    let tested = run("cargo test", &mut cmd).and_then(|()| {
+        // The benchmark end to end in its tiny mode (debug build, seconds): every row, the
+        // table, the JSON and the chart, so it cannot rot between real runs.
+        run(
+            "benchmark smoke run (cargo test --bench ipc -- --tiny)",
+            cargo().args(["test", "-p", "ipc", "--bench", "ipc", "--", "--tiny"]),
+        )
+    });
     // Checked even when tests failed: a failing test must not leave objects behind either.
     let clean = before.check();
     tested?;
     clean
+}
+
+/// `cargo xtask bench [ARGS]`: builds the benchmark in release and runs it; ARGS go to it.
+fn bench(args: &[String]) -> Result<(), String> {
+    run(
+        "cargo bench --bench ipc",
+        cargo()
+            .args(["bench", "-p", "ipc", "--bench", "ipc", "--"])
+            .args(args),
+    )
 }

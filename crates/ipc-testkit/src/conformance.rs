@@ -22,7 +22,7 @@ use ipc_core::{Blocked, Error, ErrorKind, MessageReceiver, MessageSender};
 use proptest::prelude::*;
 
 use crate::script::Script;
-use crate::{Ctx, Spawn, spawn, watchdog};
+use crate::{Child, Ctx, Spawn, spawn, watchdog};
 
 /// A mechanism under test: how to make a channel and hand its ends to another process.
 pub trait Mechanism: 'static {
@@ -75,11 +75,54 @@ fn recv_checked<R: MessageReceiver>(rx: &mut R, buf: &mut [u8]) -> Result<usize,
     rx.recv_timeout(buf, watchdog())
 }
 
+/// How long one wait lasts before the peer process is checked on.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Runs `op` (a send or receive taking a timeout) in short slices until it succeeds or fails
+/// otherwise, the watchdog runs out, or `peer` (the process at the other end) fails. A peer that
+/// fails is reported with its stderr at once: mechanisms that do not detect a dead peer would
+/// otherwise wait for the whole watchdog.
+fn while_peer_lives<T>(
+    mut peer: Option<&mut Child>,
+    mut op: impl FnMut(Duration) -> Result<T, Error>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match op(SLICE) {
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                if let Some(out) = peer
+                    .as_deref_mut()
+                    .and_then(|c| c.wait_timeout(Duration::ZERO))
+                {
+                    if !out.success() {
+                        return Err(format!(
+                            "the peer process failed ({}); its stderr:\n{}",
+                            out.status, out.stderr
+                        ));
+                    }
+                }
+                if start.elapsed() > watchdog() {
+                    return Err(format!(
+                        "watchdog: still waiting after {:?}: {e}",
+                        watchdog()
+                    ));
+                }
+            }
+            r => return r.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Receives every message of `script` in order and checks each byte for byte.
-fn receive_script<R: MessageReceiver>(rx: &mut R, script: &Script) -> Result<(), String> {
-    let mut buf = vec![0u8; script.max_size().max(1)];
+fn receive_script<R: MessageReceiver>(
+    rx: &mut R,
+    script: &Script,
+    mut peer: Option<&mut Child>,
+) -> Result<(), String> {
+    // A buffer of the endpoint's maximum always suffices (some mechanisms require it).
+    let mut buf = vec![0u8; rx.max_message_size().max(script.max_size()).max(1)];
     for seq in 0..script.sizes.len() {
-        let n = recv_checked(rx, &mut buf)
+        let n = while_peer_lives(peer.as_deref_mut(), |t| rx.recv_timeout(&mut buf, t))
             .map_err(|e| format!("receiving message {seq} of {}: {e}", script.sizes.len()))?;
         script.check(seq, &buf[..n])?;
     }
@@ -89,7 +132,7 @@ fn receive_script<R: MessageReceiver>(rx: &mut R, script: &Script) -> Result<(),
 /// After the sender is gone: the next receive must say disconnected (or, for mechanisms without
 /// peers, that nothing more is queued).
 fn expect_end<M: Mechanism>(rx: &mut M::Rx) -> Result<(), String> {
-    let mut buf = vec![0u8; rx.max_message_size().min(1 << 20)];
+    let mut buf = vec![0u8; rx.max_message_size()];
     let r = if M::DETECTS_DISCONNECT {
         recv_checked(rx, &mut buf)
     } else {
@@ -107,11 +150,15 @@ fn expect_end<M: Mechanism>(rx: &mut M::Rx) -> Result<(), String> {
     }
 }
 
-fn send_script<T: MessageSender>(tx: &mut T, script: &Script) -> Result<(), String> {
+fn send_script<T: MessageSender>(
+    tx: &mut T,
+    script: &Script,
+    mut peer: Option<&mut Child>,
+) -> Result<(), String> {
     let mut msg = Vec::new();
     for seq in 0..script.sizes.len() {
         script.fill(seq, &mut msg);
-        tx.send_timeout(&msg, watchdog())
+        while_peer_lives(peer.as_deref_mut(), |t| tx.send_timeout(&msg, t))
             .map_err(|e| format!("sending message {seq}: {e}"))?;
     }
     Ok(())
@@ -123,7 +170,7 @@ pub fn role_send<M: Mechanism>(ctx: &Ctx) {
     let (mode, script) = ctx.arg().split_once('|').expect("mode|script");
     let script = Script::decode(script).expect("script");
     let mut tx = M::adopt_tx(ctx);
-    send_script(&mut tx, &script).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
+    send_script(&mut tx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     match mode {
         "park" => ctx.park("sent"),
         _ => drop(tx),
@@ -136,7 +183,7 @@ pub fn role_recv<M: Mechanism>(ctx: &Ctx) {
     let (mode, script) = ctx.arg().split_once('|').expect("mode|script");
     let script = Script::decode(script).expect("script");
     let mut rx = M::adopt_rx(ctx);
-    receive_script(&mut rx, &script).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
+    receive_script(&mut rx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     if mode == "end" {
         expect_end::<M>(&mut rx).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     }
@@ -161,8 +208,8 @@ fn send_arg(mode: &str, script: &Script) -> String {
 /// Child sends `script`, parent receives it: every message once, intact, in order, then the end.
 pub fn child_to_parent<M: Mechanism>(script: &Script) -> Result<(), String> {
     let (tx, mut rx, _guard) = M::channel();
-    let child = M::pass_tx(tx, spawn("conf_send").arg(send_arg("exit", script))).start();
-    receive_script(&mut rx, script)?;
+    let mut child = M::pass_tx(tx, spawn("conf_send").arg(send_arg("exit", script))).start();
+    receive_script(&mut rx, script, Some(&mut child))?;
     child.wait_success();
     expect_end::<M>(&mut rx)
 }
@@ -171,8 +218,8 @@ pub fn child_to_parent<M: Mechanism>(script: &Script) -> Result<(), String> {
 /// drops its sender.
 pub fn parent_to_child<M: Mechanism>(script: &Script) -> Result<(), String> {
     let (mut tx, rx, _guard) = M::channel();
-    let child = M::pass_rx(rx, spawn("conf_recv").arg(send_arg("end", script))).start();
-    send_script(&mut tx, script)?;
+    let mut child = M::pass_rx(rx, spawn("conf_recv").arg(send_arg("end", script))).start();
+    send_script(&mut tx, script, Some(&mut child))?;
     drop(tx);
     child.wait_success();
     Ok(())
@@ -304,7 +351,7 @@ pub fn dropped_sender_drains_then_disconnects<M: Mechanism>() {
     let child = M::pass_tx(tx, spawn("conf_send").arg(send_arg("exit", &script))).start();
     // Wait for the child to be gone first: everything is queued, no sender is left.
     child.wait_success();
-    receive_script(&mut rx, &script).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
+    receive_script(&mut rx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     expect_end::<M>(&mut rx).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
 }
 
@@ -319,7 +366,7 @@ pub fn killed_sender_is_disconnected<M: Mechanism>() {
     child.wait_checkpoint("sent");
     let out = child.kill_and_wait();
     assert!(out.killed(), "{}: {:?}", M::NAME, out.status);
-    receive_script(&mut rx, &script).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
+    receive_script(&mut rx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     expect_end::<M>(&mut rx).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
 }
 

@@ -296,6 +296,7 @@ impl Spawn {
             checkpoints,
             stderr: Some(stderr_thread),
             reaped: false,
+            outcome: None,
         }
     }
 }
@@ -308,10 +309,11 @@ pub struct Child {
     checkpoints: std::sync::mpsc::Receiver<String>,
     stderr: Option<JoinHandle<String>>,
     reaped: bool,
+    outcome: Option<Outcome>,
 }
 
 /// How a child ended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     /// Its exit status.
     pub status: ExitStatus,
@@ -394,10 +396,14 @@ impl Child {
         }
     }
 
-    /// Waits at most `timeout`; `None` if the child is still running.
+    /// Waits at most `timeout`; `None` if the child is still running. Once the child has
+    /// ended, every call returns the same outcome.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Outcome> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(out) = &self.outcome {
+                return Some(out.clone());
+            }
             if let Some(status) = self.child.try_wait().expect("waitpid") {
                 self.reaped = true;
                 let stderr = self
@@ -405,7 +411,8 @@ impl Child {
                     .take()
                     .map(|t| t.join().unwrap_or_default())
                     .unwrap_or_default();
-                return Some(Outcome { status, stderr });
+                self.outcome = Some(Outcome { status, stderr });
+                continue;
             }
             if Instant::now() >= deadline {
                 return None;

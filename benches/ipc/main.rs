@@ -1,0 +1,383 @@
+//! `ipc-bench`: the cross-mechanism benchmark, run by `cargo xtask bench`.
+//!
+//! Every row of [`rows::ROWS`] is measured between two processes (this binary re-executes
+//! itself as the child): round-trip latency and one-way throughput, by message size, with the
+//! processes on different cores and on the same core. It prints a table, writes
+//! `results.json` and `chart.svg` under `target/ipc-bench/`, and checks every message.
+//!
+//! ```text
+//! cargo xtask bench [--quick | --tiny] [--filter TERM,...] [--out DIR] [--list]
+//! ```
+
+// A binary: `pub` marks what other modules, and rows added later, use.
+#![allow(unreachable_pub)]
+
+mod chart;
+mod engine;
+mod message;
+mod registry;
+mod report;
+mod rows;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use engine::{Config, Launcher, Metric, Placement, Profile};
+use registry::Mechanism;
+use report::{Report, size_name};
+use stats::Point;
+
+const USAGE: &str = "\
+usage: cargo xtask bench [OPTIONS]
+
+  --quick            CI-sized subset (under a minute): fewer sizes, short runs
+  --tiny             smoke test of the whole pipeline in seconds (numbers meaningless);
+                     writes under target/ipc-bench/tiny/
+  --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, uds, tcp, ...),
+                     metrics (latency, throughput), placements (cross-core, same-core),
+                     sizes (64B, 4KiB, 1MiB, or any byte count >= 32). Terms of one kind
+                     are alternatives; kinds combine.
+  --out DIR          where results.json and chart.svg go (default target/ipc-bench)
+  --list             list the rows and exit
+  --drop-every N     testing aid: silently drop every Nth message; the run must fail
+";
+
+fn main() -> ExitCode {
+    if let Some(code) = engine::child_main() {
+        return code;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipc-bench: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Options {
+    quick: bool,
+    tiny: bool,
+    filter: Vec<String>,
+    out: Option<PathBuf>,
+    list: bool,
+    help: bool,
+    drop_every: Option<u64>,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        match flag {
+            "--quick" => o.quick = true,
+            "--tiny" => o.tiny = true,
+            "--list" => o.list = true,
+            "--filter" => o.filter.extend(
+                value()?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_lowercase),
+            ),
+            "--out" => o.out = Some(value()?.into()),
+            "--drop-every" => {
+                let v = value()?;
+                let n: u64 = v.parse().map_err(|_| format!("--drop-every {v}"))?;
+                if n < 2 {
+                    return Err("--drop-every needs N >= 2".into());
+                }
+                o.drop_every = Some(n);
+            }
+            // `cargo bench` passes --bench to harness = false targets.
+            "--bench" => {}
+            "-h" | "--help" => o.help = true,
+            _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
+        }
+    }
+    if o.quick && o.tiny {
+        return Err("choose one of --quick and --tiny".into());
+    }
+    Ok(o)
+}
+
+/// Parses `64`, `64B`, `4k`, `4KiB`, `1M`, `1MiB`.
+fn parse_size(t: &str) -> Option<usize> {
+    let t = t.trim_end_matches('b');
+    let (num, mul) = if let Some(n) = t.strip_suffix("ki").or_else(|| t.strip_suffix('k')) {
+        (n, 1 << 10)
+    } else if let Some(n) = t.strip_suffix("mi").or_else(|| t.strip_suffix('m')) {
+        (n, 1 << 20)
+    } else {
+        (t, 1)
+    };
+    num.parse::<usize>().ok().map(|n| n * mul)
+}
+
+/// What to measure.
+struct Plan {
+    mode: &'static str,
+    profile: Profile,
+    rows: Vec<&'static dyn Mechanism>,
+    items: Vec<(Metric, usize)>,
+    placements: Vec<Placement>,
+}
+
+const LATENCY_SIZES: [usize; 3] = [64, 1 << 10, 64 << 10];
+const THROUGHPUT_SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
+
+fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
+    let (mode, profile, lat, thr): (_, _, &[usize], &[usize]) = if o.tiny {
+        let p = Profile {
+            warmup: Duration::from_millis(5),
+            runs: 2,
+            run_time: Duration::from_millis(10),
+            min_msgs: 150,
+        };
+        ("tiny", p, &[64], &[64 << 10])
+    } else if o.quick {
+        let p = Profile {
+            warmup: Duration::from_millis(50),
+            runs: 3,
+            run_time: Duration::from_millis(100),
+            min_msgs: 50,
+        };
+        ("quick", p, &[64, 64 << 10], &[64, 1 << 20])
+    } else {
+        let p = Profile {
+            warmup: Duration::from_millis(250),
+            runs: 5,
+            run_time: Duration::from_millis(400),
+            min_msgs: 100,
+        };
+        ("full", p, &LATENCY_SIZES, &THROUGHPUT_SIZES)
+    };
+    let mut rows = Vec::new();
+    let mut metrics = Vec::new();
+    let mut places = Vec::new();
+    let mut sizes = Vec::new();
+    for t in &o.filter {
+        let matching: Vec<_> = rows::ROWS
+            .iter()
+            .copied()
+            .filter(|r| r.info().id == t || r.info().family == t)
+            .collect();
+        if !matching.is_empty() {
+            rows.extend(matching);
+        } else if let Some(m) = [Metric::RoundTrip, Metric::Throughput]
+            .into_iter()
+            .find(|m| m.as_str() == t)
+        {
+            metrics.push(m);
+        } else if let Some(p) = [Placement::CrossCore, Placement::SameCore]
+            .into_iter()
+            .find(|p| p.as_str() == t)
+        {
+            places.push(p);
+        } else if let Some(s) = parse_size(t) {
+            if s < message::MIN_SIZE {
+                return Err(format!(
+                    "size {t}: messages carry a {}-byte check, so the smallest is {} B",
+                    message::MIN_SIZE,
+                    message::MIN_SIZE
+                ));
+            }
+            sizes.push(s);
+        } else {
+            let ids: Vec<_> = rows::ROWS.iter().map(|r| r.info().id).collect();
+            return Err(format!(
+                "--filter {t:?} is not a row ({}), metric (latency, throughput), placement \
+                 (cross-core, same-core) or size (64B, 4KiB, 1MiB, ...)",
+                ids.join(", ")
+            ));
+        }
+    }
+    if rows.is_empty() {
+        rows = rows::ROWS.to_vec();
+    }
+    // Table order, without duplicates.
+    let rows: Vec<_> = rows::ROWS
+        .iter()
+        .copied()
+        .filter(|r| rows.iter().any(|x| x.info().id == r.info().id))
+        .collect();
+    let mut items = Vec::new();
+    for (m, defaults) in [(Metric::RoundTrip, lat), (Metric::Throughput, thr)] {
+        if !metrics.is_empty() && !metrics.contains(&m) {
+            continue;
+        }
+        let mut s: Vec<usize> = if sizes.is_empty() {
+            defaults.to_vec()
+        } else {
+            sizes.clone()
+        };
+        s.sort_unstable();
+        s.dedup();
+        items.extend(s.into_iter().map(|s| (m, s)));
+    }
+    let mut placements = if places.is_empty() {
+        vec![Placement::CrossCore, Placement::SameCore]
+    } else {
+        places
+    };
+    placements.dedup();
+    if cpus.1.is_none() {
+        if placements == [Placement::CrossCore] {
+            return Err("cross-core placement needs two CPUs; this process may use one".into());
+        }
+        eprintln!("ipc-bench: only one CPU available: measuring same-core only");
+        placements.retain(|&p| p == Placement::SameCore);
+    }
+    Ok(Plan {
+        mode,
+        profile,
+        rows,
+        items,
+        placements,
+    })
+}
+
+fn kernel() -> String {
+    let u = rustix::system::uname();
+    format!(
+        "{} {}",
+        u.sysname().to_string_lossy(),
+        u.release().to_string_lossy()
+    )
+}
+
+fn out_dir(o: &Options) -> PathBuf {
+    if let Some(d) = &o.out {
+        return d.clone();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let root = std::env::var_os("CARGO_MANIFEST_DIR")
+                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+            root.join("target")
+        });
+    let dir = target.join("ipc-bench");
+    if o.tiny { dir.join("tiny") } else { dir }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    if o.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    if o.list {
+        for r in rows::ROWS {
+            let i = r.info();
+            println!(
+                "{:10} family {:6} {:8} {}",
+                i.id,
+                i.family,
+                i.kind.as_str(),
+                i.properties.mechanism
+            );
+        }
+        return Ok(());
+    }
+    let allowed = engine::allowed_cpus();
+    let cpus = (allowed[0], allowed.get(1).copied());
+    let plan = plan(&o, cpus)?;
+    let cfg = Config {
+        profile: plan.profile,
+        cpus,
+        launcher: Launcher::default(),
+        drop_every: o.drop_every,
+    };
+    let mut todo = Vec::new();
+    for &(metric, size) in &plan.items {
+        for &pl in &plan.placements {
+            for &row in &plan.rows {
+                if row.info().max_message.is_none_or(|m| size <= m) {
+                    todo.push((row, metric, size, pl));
+                }
+            }
+        }
+    }
+    let bar = ProgressBar::new((todo.len() * (plan.profile.runs + 1)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:32} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left: {msg}",
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let lines = bar.is_hidden();
+    let mut points = Vec::new();
+    for (i, &(row, metric, size, pl)) in todo.iter().enumerate() {
+        let what = format!(
+            "{} {} {} {}",
+            row.info().id,
+            metric.as_str(),
+            size_name(size),
+            pl.as_str()
+        );
+        bar.set_message(what.clone());
+        let runs = engine::measure(row, metric, size, pl, &cfg, &mut || bar.inc(1))
+            .map_err(|e| format!("{what}: {e}"))?;
+        let point = Point {
+            row: row.info().id,
+            metric,
+            size,
+            placement: pl,
+            runs,
+        };
+        if lines {
+            let v = match metric {
+                Metric::RoundTrip => format!("median {:.1} us", point.median_ns() / 1e3),
+                Metric::Throughput => {
+                    format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
+                }
+            };
+            eprintln!("[{}/{}] {what}: {v}", i + 1, todo.len());
+        }
+        points.push(point);
+    }
+    bar.finish_and_clear();
+    if o.drop_every.is_some() {
+        return Err(format!(
+            "--drop-every {} was set, yet every point passed its checks: the checks are broken",
+            o.drop_every.unwrap_or(0)
+        ));
+    }
+    let report = Report {
+        mode: plan.mode,
+        profile: plan.profile,
+        cpus,
+        kernel: kernel(),
+        rows: plan.rows.iter().map(|r| r.info()).collect(),
+        items: plan.items,
+        placements: plan.placements,
+        points,
+    };
+    println!("{}", report.table());
+    let dir = out_dir(&o);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let json = dir.join("results.json");
+    let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
+    std::fs::write(&json, text + "\n").map_err(|e| format!("write {}: {e}", json.display()))?;
+    let svg = dir.join("chart.svg");
+    chart::draw(&report, &svg)?;
+    println!("results: {}\nchart:   {}", json.display(), svg.display());
+    Ok(())
+}

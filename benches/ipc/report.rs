@@ -1,0 +1,406 @@
+//! The outputs: the terminal table (grouped by size, ratios to the best row, the raw row and
+//! the socket baseline, each row's properties beside its numbers) and the JSON results.
+
+use std::fmt::Write as _;
+
+use ipc_core::{MaxMessage, Properties};
+use serde_json::{Value, json};
+
+use crate::engine::{Metric, Placement, Profile, Runs};
+use crate::registry::{RowInfo, RowKind};
+use crate::rows::SOCKET_BASELINE;
+use crate::stats::{NOISY_SPREAD, Point};
+
+/// Everything one benchmark run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// `full`, `quick` or `tiny`.
+    pub mode: &'static str,
+    /// Durations and counts.
+    pub profile: Profile,
+    /// The parent's CPU and the child's CPU for cross-core points.
+    pub cpus: (usize, Option<usize>),
+    /// `uname -sr`.
+    pub kernel: String,
+    /// The rows measured, in table order.
+    pub rows: Vec<RowInfo>,
+    /// `(metric, size)` in measurement order.
+    pub items: Vec<(Metric, usize)>,
+    /// The placements measured.
+    pub placements: Vec<Placement>,
+    /// The measured points.
+    pub points: Vec<Point>,
+}
+
+/// `64 B`, `4 KiB`, `1 MiB`, or bytes.
+pub fn size_name(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+fn ns(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v < 1e3 {
+        format!("{v:.0} ns")
+    } else if v < 1e4 {
+        format!("{:.2} us", v / 1e3)
+    } else if v < 1e6 {
+        format!("{:.1} us", v / 1e3)
+    } else {
+        format!("{:.2} ms", v / 1e6)
+    }
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k/s", v / 1e3)
+    } else {
+        format!("{v:.0} /s")
+    }
+}
+
+fn gib(bytes_per_sec: f64) -> String {
+    format!("{:.2} GiB/s", bytes_per_sec / (1u64 << 30) as f64)
+}
+
+fn ratio(own: f64, other: Option<f64>) -> String {
+    match other {
+        Some(o) if o > 0.0 && own.is_finite() => format!("{:.2}", own / o),
+        _ => "-".into(),
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn endpoints(p: &Properties) -> &'static str {
+    match (p.multi_producer, p.multi_consumer) {
+        (false, false) => "1:1",
+        (true, false) => "N:1",
+        (false, true) => "1:N",
+        (true, true) => "N:M",
+    }
+}
+
+fn max_message(m: MaxMessage) -> String {
+    match m {
+        MaxMessage::Unbounded => "any".into(),
+        MaxMessage::Bytes(n) => size_name(n),
+        MaxMessage::PerObject { default, ceiling } => {
+            format!("{} (up to {ceiling})", size_name(default))
+        }
+    }
+}
+
+/// The compact properties printed beside each row's numbers.
+fn props_short(p: &Properties) -> String {
+    format!(
+        "{} copies, {}, {}, {}{}",
+        p.kernel_copies_per_message,
+        if p.keeps_boundaries {
+            "boundaries"
+        } else {
+            "byte stream"
+        },
+        endpoints(p),
+        if p.needs_related_process {
+            "related only"
+        } else {
+            "any process"
+        },
+        if p.crosses_machines { ", network" } else { "" }
+    )
+}
+
+/// A text table; `right[c]` right-aligns column `c` (numbers).
+struct Table {
+    rows: Vec<Vec<String>>,
+    right: Vec<bool>,
+}
+
+impl Table {
+    fn render(&self, out: &mut String, indent: &str) {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for r in &self.rows {
+            let mut line = String::from(indent);
+            for (c, cell) in r.iter().enumerate() {
+                let pad = width[c] - cell.chars().count();
+                if self.right.get(c).copied().unwrap_or(false) {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+                line.push_str("  ");
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+}
+
+impl Report {
+    fn point(&self, row: &str, metric: Metric, size: usize, pl: Placement) -> Option<&Point> {
+        self.points
+            .iter()
+            .find(|p| p.row == row && p.metric == metric && p.size == size && p.placement == pl)
+    }
+
+    fn raw_of(&self, row: &RowInfo) -> Option<&'static str> {
+        (row.kind != RowKind::Raw)
+            .then(|| {
+                self.rows
+                    .iter()
+                    .find(|r| r.kind == RowKind::Raw && r.family == row.family)
+                    .map(|r| r.id)
+            })
+            .flatten()
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let p = &self.profile;
+        let _ = writeln!(
+            out,
+            "ipc-bench ({} profile): {} runs of {} ms after {} ms warm-up per point; parent on \
+             CPU {}, child on CPU {} (cross-core) or {} (same-core); {}",
+            self.mode,
+            p.runs,
+            p.run_time.as_millis(),
+            p.warmup.as_millis(),
+            self.cpus.0,
+            self.cpus.1.map_or("-".into(), |c| c.to_string()),
+            self.cpus.0,
+            self.kernel
+        );
+        out.push_str("\nMechanisms\n");
+        let mut t = Table {
+            rows: vec![
+                [
+                    "row",
+                    "kind",
+                    "copies",
+                    "boundaries",
+                    "largest message",
+                    "senders:receivers",
+                    "related only",
+                    "crosses machines",
+                    "name",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ],
+            right: vec![false, false, true],
+        };
+        for r in &self.rows {
+            let pr = &r.properties;
+            t.rows.push(vec![
+                r.id.into(),
+                r.kind.as_str().into(),
+                pr.kernel_copies_per_message.to_string(),
+                yes(pr.keeps_boundaries).into(),
+                max_message(pr.max_message),
+                endpoints(pr).into(),
+                yes(pr.needs_related_process).into(),
+                yes(pr.crosses_machines).into(),
+                pr.namespace.unwrap_or("none").into(),
+            ]);
+        }
+        t.render(&mut out, "  ");
+        for &(metric, size) in &self.items {
+            for &pl in &self.placements {
+                self.group(&mut out, metric, size, pl);
+            }
+        }
+        let _ = write!(
+            out,
+            "\nHow to read it:\n\
+             - latency: one message there and back; median, p99 and p99.9 of each run, and the\n  \
+             median of the {runs} runs is shown. Throughput: one way, counted when the receiver\n  \
+             acknowledges the end of the run.\n\
+             - spread: (slowest - fastest run) / median; `!` marks a spread above {noisy:.0}%:\n  \
+             noisy, rerun on an idle machine before drawing conclusions.\n\
+             - x best, x raw, x socket: this row's time per message divided by the best row's,\n  \
+             by the raw row of its family, by `{socket}` (1.00 = as fast, 2.00 = twice as slow).\n\
+             - every message was checked: sequence number, stamps, a sampled full compare.\n",
+            runs = p.runs,
+            noisy = NOISY_SPREAD * 100.0,
+            socket = SOCKET_BASELINE
+        );
+        out
+    }
+
+    fn group(&self, out: &mut String, metric: Metric, size: usize, pl: Placement) {
+        let title = match metric {
+            Metric::RoundTrip => "Round-trip latency",
+            Metric::Throughput => "One-way throughput",
+        };
+        let _ = writeln!(out, "\n{title}, {}, {}", size_name(size), pl.as_str());
+        let head: &[&str] = match metric {
+            Metric::RoundTrip => &["row", "median", "p99", "p99.9", "spread"],
+            Metric::Throughput => &["row", "msgs/s", "GiB/s", "spread"],
+        };
+        let mut t = Table {
+            rows: vec![
+                head.iter()
+                    .chain(&["x best", "x raw", "x socket", "properties"])
+                    .map(|s| s.to_string())
+                    .collect(),
+            ],
+            right: (0..head.len() + 4)
+                .map(|c| c > 0 && c < head.len() + 3)
+                .collect(),
+        };
+        let cost = |id: &str| self.point(id, metric, size, pl).map(Point::cost_ns);
+        let best = self
+            .rows
+            .iter()
+            .filter_map(|r| cost(r.id))
+            .min_by(f64::total_cmp);
+        let socket = cost(SOCKET_BASELINE);
+        for r in &self.rows {
+            let mut row = vec![r.id.to_string()];
+            let Some(pt) = self.point(r.id, metric, size, pl) else {
+                let why = match r.max_message {
+                    Some(m) if m < size => format!("n/a (largest message {})", size_name(m)),
+                    _ => "not measured".into(),
+                };
+                row.push(why);
+                t.rows.push(row);
+                continue;
+            };
+            match metric {
+                Metric::RoundTrip => {
+                    row.extend([ns(pt.median_ns()), ns(pt.p99_ns()), ns(pt.p999_ns())])
+                }
+                Metric::Throughput => {
+                    row.extend([rate(pt.msgs_per_sec()), gib(pt.bytes_per_sec())])
+                }
+            }
+            let noisy = if pt.noisy() { "!" } else { " " };
+            row.push(format!("{:.0}%{noisy}", pt.spread() * 100.0));
+            let own = pt.cost_ns();
+            row.push(ratio(own, best));
+            row.push(ratio(own, self.raw_of(r).and_then(cost)));
+            row.push(ratio(own, socket));
+            row.push(props_short(&r.properties));
+            t.rows.push(row);
+        }
+        t.render(out, "  ");
+    }
+
+    /// The machine-readable results.
+    pub fn json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let p = &r.properties;
+                json!({
+                    "id": r.id,
+                    "family": r.family,
+                    "kind": r.kind.as_str(),
+                    "max_message": r.max_message,
+                    "properties": {
+                        "mechanism": p.mechanism,
+                        "keeps_boundaries": p.keeps_boundaries,
+                        "max_message": max_message(p.max_message),
+                        "multi_producer": p.multi_producer,
+                        "multi_consumer": p.multi_consumer,
+                        "needs_related_process": p.needs_related_process,
+                        "namespace": p.namespace,
+                        "kernel_copies_per_message": p.kernel_copies_per_message,
+                        "crosses_machines": p.crosses_machines,
+                    },
+                })
+            })
+            .collect();
+        let points: Vec<Value> = self
+            .points
+            .iter()
+            .map(|pt| {
+                let mut v = json!({
+                    "row": pt.row,
+                    "metric": pt.metric.as_str(),
+                    "size": pt.size,
+                    "placement": pt.placement.as_str(),
+                    "spread": pt.spread(),
+                    "noisy": pt.noisy(),
+                });
+                let m = v.as_object_mut().expect("object");
+                match &pt.runs {
+                    Runs::Latency(runs) => {
+                        m.insert("median_ns".into(), json!(pt.median_ns()));
+                        m.insert("p99_ns".into(), json!(pt.p99_ns()));
+                        m.insert("p999_ns".into(), json!(pt.p999_ns()));
+                        m.insert(
+                            "runs".into(),
+                            runs.iter()
+                                .map(|r| {
+                                    json!({
+                                        "count": r.count, "min_ns": r.min, "median_ns": r.median,
+                                        "p99_ns": r.p99, "p999_ns": r.p999, "max_ns": r.max,
+                                    })
+                                })
+                                .collect(),
+                        );
+                    }
+                    Runs::Throughput(runs) => {
+                        m.insert("msgs_per_sec".into(), json!(pt.msgs_per_sec()));
+                        m.insert("bytes_per_sec".into(), json!(pt.bytes_per_sec()));
+                        m.insert(
+                            "gib_per_sec".into(),
+                            json!(pt.bytes_per_sec() / (1u64 << 30) as f64),
+                        );
+                        m.insert(
+                            "runs".into(),
+                            runs.iter()
+                                .map(|r| json!({"msgs": r.msgs, "bytes": r.bytes, "secs": r.secs}))
+                                .collect(),
+                        );
+                    }
+                }
+                v
+            })
+            .collect();
+        let p = &self.profile;
+        json!({
+            "format": 1,
+            "mode": self.mode,
+            "profile": {
+                "warmup_ms": p.warmup.as_millis() as u64,
+                "runs": p.runs,
+                "run_ms": p.run_time.as_millis() as u64,
+                "min_msgs": p.min_msgs,
+                "noisy_spread": NOISY_SPREAD,
+            },
+            "machine": {
+                "kernel": self.kernel,
+                "parent_cpu": self.cpus.0,
+                "cross_core_child_cpu": self.cpus.1,
+            },
+            "socket_baseline": SOCKET_BASELINE,
+            "rows": rows,
+            "points": points,
+        })
+    }
+}

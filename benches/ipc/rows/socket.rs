@@ -1,0 +1,197 @@
+//! Socket baselines: a Unix-domain stream socket pair and a TCP connection over loopback with
+//! `TCP_NODELAY`, each framed by the same ipc-core codec as the pipe row, and each as a raw
+//! `read`/`write` loop.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+use ipc_core::{Deadline, Error, ErrorKind, MaxMessage, Properties, Result};
+
+use crate::registry::{
+    Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages, raw_stream,
+};
+
+const UNIX: Properties = Properties {
+    mechanism: "unix socket",
+    keeps_boundaries: true,
+    max_message: MaxMessage::Unbounded,
+    multi_producer: false,
+    multi_consumer: false,
+    needs_related_process: false,
+    namespace: Some("filesystem path or abstract name"),
+    kernel_copies_per_message: 2,
+    crosses_machines: false,
+};
+
+const TCP: Properties = Properties {
+    mechanism: "tcp loopback",
+    namespace: Some("IP address and port"),
+    crosses_machines: true,
+    ..UNIX
+};
+
+/// A connected Unix stream socket pair; the child's end goes over as `sock`.
+fn unix_pair(child: &mut Handoff) -> Result<OwnedFd> {
+    let (ours, theirs) = UnixStream::pair()?;
+    child.fd("sock", &theirs)?;
+    Ok(ours.into())
+}
+
+/// How long the parent waits for the child to connect over TCP.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP over 127.0.0.1 the way unrelated processes meet: the parent listens on a free port and
+/// hands the child the address; the child connects, and the parent accepts once the child has
+/// started. `TCP_NODELAY` on both ends. `link` makes a link end of either side's socket.
+fn tcp_listen(
+    child: &mut Handoff,
+    link: impl FnOnce(OwnedFd) -> Result<Box<dyn Duplex>> + 'static,
+) -> Result<ParentEnd> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    listener.set_nonblocking(true)?;
+    child.arg(listener.local_addr()?.to_string())?;
+    Ok(ParentEnd::AfterSpawn(Box::new(move || {
+        // Bounded: a child that died before connecting must not hang the parent.
+        if !ipc_core::fd::wait(
+            listener.as_fd(),
+            ipc_core::fd::Interest::Readable,
+            Deadline::after(ACCEPT_TIMEOUT),
+        )? {
+            return Err(Error::timed_out().in_op("accept").on("tcp loopback"));
+        }
+        let (ours, _) = listener.accept()?;
+        ours.set_nonblocking(false)?;
+        ours.set_nodelay(true)?;
+        link(ours.into())
+    })))
+}
+
+/// The child's side of [`tcp_listen`].
+fn tcp_connect(parent: &Inherited) -> Result<OwnedFd> {
+    let addr: SocketAddr = parent.arg().parse().map_err(|_| {
+        Error::with_note(ErrorKind::InvalidInput, "expected a socket address").on(parent.arg())
+    })?;
+    let theirs = TcpStream::connect(addr)?;
+    theirs.set_nodelay(true)?;
+    Ok(theirs.into())
+}
+
+fn framed(sock: OwnedFd, size: usize, label: &'static str) -> Result<Box<dyn Duplex>> {
+    let tx = sock.try_clone()?;
+    Ok(messages(
+        FrameSender::new(tx, FrameMode::Stream { max_message: size }, label)?,
+        FrameReceiver::new(sock, size, label)?,
+    ))
+}
+
+fn raw(sock: OwnedFd) -> Result<Box<dyn Duplex>> {
+    let tx = sock.try_clone()?;
+    Ok(raw_stream(sock, tx))
+}
+
+/// Unix-domain stream socket, framed like the pipe row.
+pub(crate) struct Unix;
+
+impl Mechanism for Unix {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "uds",
+            family: "uds",
+            kind: RowKind::Baseline,
+            properties: UNIX,
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        Ok(ParentEnd::Ready(framed(
+            unix_pair(child)?,
+            size,
+            "unix socket",
+        )?))
+    }
+
+    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        framed(parent.take_fd("sock")?, size, "unix socket")
+    }
+}
+
+/// Unix-domain stream socket, raw `read`/`write` loop.
+pub(crate) struct RawUnix;
+
+impl Mechanism for RawUnix {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "uds-raw",
+            family: "uds",
+            kind: RowKind::Raw,
+            properties: Properties {
+                mechanism: "unix socket, raw",
+                keeps_boundaries: false,
+                ..UNIX
+            },
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        Ok(ParentEnd::Ready(raw(unix_pair(child)?)?))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        raw(parent.take_fd("sock")?)
+    }
+}
+
+/// TCP over loopback with `TCP_NODELAY`, framed like the pipe row.
+pub(crate) struct Tcp;
+
+impl Mechanism for Tcp {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "tcp",
+            family: "tcp",
+            kind: RowKind::Baseline,
+            properties: TCP,
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        tcp_listen(child, move |sock| framed(sock, size, "tcp loopback"))
+    }
+
+    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        framed(tcp_connect(parent)?, size, "tcp loopback")
+    }
+}
+
+/// TCP over loopback with `TCP_NODELAY`, raw `read`/`write` loop.
+pub(crate) struct RawTcp;
+
+impl Mechanism for RawTcp {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "tcp-raw",
+            family: "tcp",
+            kind: RowKind::Raw,
+            properties: Properties {
+                mechanism: "tcp loopback, raw",
+                keeps_boundaries: false,
+                ..TCP
+            },
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        tcp_listen(child, raw)
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        raw(tcp_connect(parent)?)
+    }
+}

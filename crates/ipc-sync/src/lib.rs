@@ -1,0 +1,114 @@
+//! Process-shared synchronisation for Linux that survives a crash.
+//!
+//! Processes that share memory must synchronise, and the hard part is a process that dies
+//! holding a lock. This crate gives primitives that live *in* the shared memory and say what
+//! happened when a peer died, instead of hanging:
+//!
+//! | type | what | after a holder or waiter is `SIGKILL`ed |
+//! |------|------|-----------------------------------------|
+//! | [`Mutex<T>`] | robust lock around data in shared memory (glibc robust pthread mutex) | next locker gets [`LockError::OwnerDied`], repairs, [marks consistent](MutexGuard::mark_consistent); or the mutex becomes [not recoverable](ipc_core::ErrorKind::NotRecoverable) |
+//! | [`Condvar`] | condition variable for the mutex (futex sequence counter) | no internal state to wedge; waiters learn of a dead notifier through the mutex |
+//! | [`Semaphore`] | counting semaphore (futex) | waiters unaffected; units a dead process took stay taken |
+//! | [`Event`] | auto- or manual-reset flag (futex) | waiters unaffected |
+//! | [`futex`] | wait/wake on any `AtomicU32` in shared memory | the building block |
+//! | [`NamedSemaphore`] | POSIX `sem_open` semaphore, found by name | like `Semaphore`; interoperates with C and other languages |
+//! | [`SemaphoreSet`] | System V semaphores | the kernel undoes a dead process's `SEM_UNDO` operations |
+//!
+//! # Placing primitives in shared memory
+//!
+//! [`Mutex`], [`Condvar`], [`Semaphore`] and [`Event`] are `#[repr(C)]` with a documented
+//! `# Layout`, and start with a magic number, a layout version and their size. The creator
+//! initialises each once, in place, with [`SharedObject::init_at`]; every other process
+//! checks it with [`SharedObject::open_at`] (wrong magic, version or size is an error, not
+//! undefined behaviour). Put them in any `MAP_SHARED` mapping: a memfd, POSIX or System V
+//! shared memory, a file. They never move (a `pthread_mutex_t` must not), so they exist only
+//! behind references. [`Shared<T>`] does it all for one object in a sealed memfd, whose
+//! descriptor a child process inherits.
+//!
+//! # Which one?
+//!
+//! - Data in shared memory that several processes update: [`Mutex`] (plus [`Condvar`] to
+//!   wait for a state). It is the only primitive that *tells* the next user that a holder
+//!   died, so the data can be checked.
+//! - Counting resources or items between processes that share memory (producer/consumer):
+//!   [`Semaphore`]; a one-shot or repeated signal: [`Event`]. Both cost no syscall when
+//!   nobody waits, and spin adaptively before sleeping ([`Spin`]).
+//! - Processes that share no memory, or programs in other languages: [`NamedSemaphore`].
+//! - A lock that must be released by the kernel when its holder dies, with no memory to
+//!   repair: [`SemaphoreSet`] with `SEM_UNDO`.
+//!
+//! # Example: a counter in shared memory, across a crash
+//!
+//! ```
+//! use ipc_sync::{LockError, Mutex, Shared};
+//!
+//! let counter = Shared::<Mutex<u64>>::create(0)?;
+//! // Hand `counter` (an fd) to child processes; each opens it with Shared::open(fd).
+//! // Here a thread plays a process that dies holding the lock:
+//! std::thread::scope(|s| {
+//!     s.spawn(|| std::mem::forget(counter.lock().unwrap()));
+//! });
+//! match counter.lock() {
+//!     Ok(mut n) => *n += 1,
+//!     Err(LockError::OwnerDied(mut n)) => {
+//!         // The holder may have died halfway through an update: check, repair, vouch.
+//!         *n += 1;
+//!         n.mark_consistent()?;
+//!     }
+//!     Err(LockError::Failed(e)) => return Err(e),
+//! }
+//! assert_eq!(*counter.lock().unwrap(), 1);
+//! # Ok::<(), ipc_core::Error>(())
+//! ```
+//!
+//! The `examples/` directory has a producer/consumer over shared memory guarded by
+//! semaphores (`cargo run -p ipc-sync --example producer_consumer`), a crash-and-recover demo
+//! (`--example crash_recover`) and a spin/no-spin measurement for both placements of two
+//! processes (`--example spin_bench`).
+//!
+//! # Platform
+//!
+//! Linux with glibc 2.30 or later (robust process-shared mutexes, `pthread_mutex_clocklock`
+//! and `sem_clockwait`, which wait on `CLOCK_MONOTONIC` so that a change of the wall clock
+//! does not shorten or stretch a timeout). Every object this crate creates can be removed
+//! after its creator died: memfds vanish with their last user, named semaphores are files
+//! `/dev/shm/sem.<name>` ([`NamedSemaphore::unlink`]), System V sets are listed by `ipcs -s`
+//! ([`SemaphoreSet::remove`], `ipcrm -s <id>`).
+//!
+//! # Testing under Miri
+//!
+//! The lock-free logic (semaphore, event, the condvar's futex protocol, the layout checks)
+//! runs under Miri on heap memory, with Miri's own futex emulation deciding when sleepers
+//! wake (so a lost wake-up shows up as a deadlock it reports):
+//!
+//! ```text
+//! rustup +nightly component add miri   # once
+//! MIRIFLAGS=-Zmiri-permissive-provenance cargo +nightly miri test -p ipc-sync --lib
+//! ```
+//!
+//! (The flag silences a warning about an integer-to-pointer cast inside rustix's futex
+//! wrapper.) Robust pthread mutexes, memfds, `sched_getcpu` and System V IPC are beyond Miri;
+//! those tests are skipped there and run, across real processes, in `cargo test`. Miri is
+//! not part of `cargo xtask test`, which needs no nightly toolchain.
+
+#![warn(missing_docs)]
+
+mod condvar;
+mod event;
+pub mod futex;
+mod mutex;
+mod named;
+mod semaphore;
+mod shared;
+mod spin;
+mod sys;
+mod sysv;
+
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use event::{Event, EventMode};
+pub use mutex::{LockError, LockResult, Mutex, MutexGuard};
+pub use named::{NamedSemaphore, SEM_VALUE_MAX};
+pub use semaphore::Semaphore;
+pub use shared::{Shared, SharedData, SharedObject};
+pub use spin::{SPIN_BUDGET, Spin};
+pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet};

@@ -1,0 +1,359 @@
+//! The libc calls rustix does not wrap: glibc's robust process-shared pthread mutexes, POSIX
+//! named semaphores, System V semaphore sets, and `sched_getcpu` (glibc reads it from the rseq
+//! area or the vDSO; rustix makes the `getcpu` syscall, too slow for a spin decision).
+//!
+//! Functions taking raw pointers are `unsafe fn`s with their preconditions spelled out; the
+//! callers (mutex.rs, named.rs) hold the invariants that make them true. Everything else here is
+//! a safe function over plain values.
+
+use std::ffi::{CStr, c_int};
+use std::ptr::NonNull;
+
+use rustix::io::Errno;
+use rustix::time::Timespec;
+
+unsafe extern "C" {
+    // glibc 2.30+; not (yet) declared by the libc crate.
+    fn pthread_mutex_clocklock(
+        mutex: *mut libc::pthread_mutex_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> c_int;
+    // glibc 2.30+.
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clockid: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> c_int;
+    // glibc 2.3.3+.
+    fn semtimedop(
+        semid: c_int,
+        sops: *mut libc::sembuf,
+        nsops: libc::size_t,
+        timeout: *const libc::timespec,
+    ) -> c_int;
+}
+
+fn errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
+fn c_timespec(ts: &Timespec) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ts.tv_sec as libc::time_t,
+        tv_nsec: ts.tv_nsec as _,
+    }
+}
+
+/// The CPU the calling thread runs on, or `u32::MAX` if unknown.
+pub(crate) fn current_cpu() -> u32 {
+    #[cfg(miri)]
+    {
+        u32::MAX
+    }
+    #[cfg(not(miri))]
+    {
+        // SAFETY: `sched_getcpu` takes no arguments and only reads per-thread kernel data.
+        let cpu = unsafe { libc::sched_getcpu() };
+        u32::try_from(cpu).unwrap_or(u32::MAX)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robust process-shared pthread mutexes.
+
+/// How to take a mutex.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Take {
+    /// `pthread_mutex_trylock`.
+    Try,
+    /// `pthread_mutex_lock`.
+    Block,
+    /// `pthread_mutex_clocklock` with `CLOCK_MONOTONIC` and this absolute time.
+    Until(Timespec),
+}
+
+/// Initialises `*m` as an error-checking, robust, process-shared mutex.
+///
+/// # Safety
+/// - `m` is valid for writes of a `pthread_mutex_t` and suitably aligned;
+/// - no thread or process uses `*m` until this returns, and `*m` is never moved afterwards.
+pub(crate) unsafe fn mutex_init(m: *mut libc::pthread_mutex_t) -> Result<(), Errno> {
+    let check = |rc: c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw_os_error(rc))
+        }
+    };
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: `attr` is a local, writable attribute object; it is initialised by
+    // `pthread_mutexattr_init` before any other call uses it and destroyed before returning.
+    // `m` is valid for writes per this function's contract.
+    unsafe {
+        check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+        let a = attr.as_mut_ptr();
+        let result = check(libc::pthread_mutexattr_settype(
+            a,
+            libc::PTHREAD_MUTEX_ERRORCHECK,
+        ))
+        .and_then(|()| {
+            check(libc::pthread_mutexattr_setpshared(
+                a,
+                libc::PTHREAD_PROCESS_SHARED,
+            ))
+        })
+        .and_then(|()| {
+            check(libc::pthread_mutexattr_setrobust(
+                a,
+                libc::PTHREAD_MUTEX_ROBUST,
+            ))
+        })
+        .and_then(|()| check(libc::pthread_mutex_init(m, a)));
+        libc::pthread_mutexattr_destroy(a);
+        result
+    }
+}
+
+/// Takes `*m`; returns the pthread result code (0, `EOWNERDEAD`, `ENOTRECOVERABLE`, `EBUSY`,
+/// `ETIMEDOUT`, `EDEADLK`, ...).
+///
+/// # Safety
+/// - `m` points to a mutex initialised by [`mutex_init`] that stays mapped at this address.
+pub(crate) unsafe fn mutex_take(m: *mut libc::pthread_mutex_t, how: Take) -> c_int {
+    // SAFETY: `m` is an initialised mutex per the contract; `abs` is a valid local timespec.
+    unsafe {
+        match how {
+            Take::Try => libc::pthread_mutex_trylock(m),
+            Take::Block => libc::pthread_mutex_lock(m),
+            Take::Until(ts) => {
+                let abs = c_timespec(&ts);
+                pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &abs)
+            }
+        }
+    }
+}
+
+/// Releases `*m`; returns the pthread result code.
+///
+/// # Safety
+/// - `m` points to a mutex initialised by [`mutex_init`], held by the calling thread.
+pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { libc::pthread_mutex_unlock(m) }
+}
+
+/// Marks the state protected by `*m` consistent after its owner died.
+///
+/// # Safety
+/// - `m` points to a mutex initialised by [`mutex_init`], held by the calling thread after a
+///   lock that returned `EOWNERDEAD`.
+pub(crate) unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { libc::pthread_mutex_consistent(m) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POSIX named semaphores.
+
+/// A `sem_t *` returned by `sem_open`, valid until [`sem_close`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SemPtr(NonNull<libc::sem_t>);
+
+/// `sem_open(name, O_CREAT | O_EXCL, mode, value)` or `sem_open(name, 0)`.
+pub(crate) fn sem_open(name: &CStr, create: Option<(u32, u32)>) -> Result<SemPtr, Errno> {
+    // SAFETY: `name` is a NUL-terminated string; the variadic arguments are the `mode_t` and
+    // `unsigned int` that `sem_open` reads when `O_CREAT` is given.
+    let sem = unsafe {
+        match create {
+            Some((mode, value)) => libc::sem_open(
+                name.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL,
+                mode as libc::mode_t,
+                value as libc::c_uint,
+            ),
+            None => libc::sem_open(name.as_ptr(), 0),
+        }
+    };
+    if sem == libc::SEM_FAILED {
+        return Err(errno());
+    }
+    NonNull::new(sem).map(SemPtr).ok_or(Errno::INVAL)
+}
+
+/// How to wait on a named semaphore.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SemWait {
+    Try,
+    Block,
+    Until(Timespec),
+}
+
+/// `sem_post`.
+///
+/// # Safety
+/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+pub(crate) unsafe fn sem_post(s: SemPtr) -> Result<(), Errno> {
+    // SAFETY: `s` is an open semaphore per the contract.
+    if unsafe { libc::sem_post(s.0.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// `sem_trywait`, `sem_wait` or `sem_clockwait(CLOCK_MONOTONIC)`; `EINTR` is returned as is.
+///
+/// # Safety
+/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+pub(crate) unsafe fn sem_wait(s: SemPtr, how: SemWait) -> Result<(), Errno> {
+    let p = s.0.as_ptr();
+    // SAFETY: `p` is an open semaphore per the contract; `abs` is a valid local timespec.
+    let rc = unsafe {
+        match how {
+            SemWait::Try => libc::sem_trywait(p),
+            SemWait::Block => libc::sem_wait(p),
+            SemWait::Until(ts) => {
+                let abs = c_timespec(&ts);
+                sem_clockwait(p, libc::CLOCK_MONOTONIC, &abs)
+            }
+        }
+    };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// `sem_getvalue`.
+///
+/// # Safety
+/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+pub(crate) unsafe fn sem_getvalue(s: SemPtr) -> Result<i32, Errno> {
+    let mut v: c_int = 0;
+    // SAFETY: `s` is open per the contract; `v` is a writable local.
+    if unsafe { libc::sem_getvalue(s.0.as_ptr(), &mut v) } == 0 {
+        Ok(v)
+    } else {
+        Err(errno())
+    }
+}
+
+/// `sem_close`.
+///
+/// # Safety
+/// - `s` came from [`sem_open`], was not closed before, and is not used afterwards.
+pub(crate) unsafe fn sem_close(s: SemPtr) -> Result<(), Errno> {
+    // SAFETY: per the contract.
+    if unsafe { libc::sem_close(s.0.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// `sem_unlink`.
+pub(crate) fn sem_unlink(name: &CStr) -> Result<(), Errno> {
+    // SAFETY: `name` is a NUL-terminated string.
+    if unsafe { libc::sem_unlink(name.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// System V semaphore sets.
+
+/// The `union semun` that `semctl` takes as its fourth argument.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union Semun {
+    val: c_int,
+    buf: *mut libc::semid_ds,
+    array: *mut libc::c_ushort,
+}
+
+/// `ftok(path, proj_id)`.
+pub(crate) fn ftok(path: &CStr, proj_id: u8) -> Result<libc::key_t, Errno> {
+    // SAFETY: `path` is a NUL-terminated string.
+    let key = unsafe { libc::ftok(path.as_ptr(), c_int::from(proj_id)) };
+    if key == -1 { Err(errno()) } else { Ok(key) }
+}
+
+/// `semget(key, nsems, flags)`.
+pub(crate) fn semget(key: libc::key_t, nsems: c_int, flags: c_int) -> Result<c_int, Errno> {
+    // SAFETY: plain integer arguments.
+    let id = unsafe { libc::semget(key, nsems, flags) };
+    if id == -1 { Err(errno()) } else { Ok(id) }
+}
+
+/// `semtimedop(id, ops, timeout)` (`semop` when `timeout` is `None`).
+pub(crate) fn sem_op(
+    id: c_int,
+    ops: &mut [libc::sembuf],
+    timeout: Option<&Timespec>,
+) -> Result<(), Errno> {
+    let ts = timeout.map(c_timespec);
+    let tp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `ops` is a valid, writable slice of `ops.len()` sembufs; `tp` is null or points
+    // to a local timespec that outlives the call.
+    let rc = unsafe { semtimedop(id, ops.as_mut_ptr(), ops.len(), tp) };
+    if rc == -1 { Err(errno()) } else { Ok(()) }
+}
+
+/// `semctl(id, 0, IPC_RMID)`.
+pub(crate) fn sem_rmid(id: c_int) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID reads no fourth argument; passing a zeroed union is harmless.
+    let rc = unsafe { libc::semctl(id, 0, libc::IPC_RMID, Semun { val: 0 }) };
+    if rc == -1 { Err(errno()) } else { Ok(()) }
+}
+
+/// `semctl(id, num, cmd)` for the commands that return a value (`GETVAL`, `GETNCNT`,
+/// `GETZCNT`, `GETPID`).
+pub(crate) fn sem_get(id: c_int, num: u16, cmd: c_int) -> Result<c_int, Errno> {
+    // SAFETY: these commands read no fourth argument.
+    let rc = unsafe { libc::semctl(id, c_int::from(num), cmd, Semun { val: 0 }) };
+    if rc == -1 { Err(errno()) } else { Ok(rc) }
+}
+
+/// `semctl(id, num, SETVAL, value)`.
+pub(crate) fn sem_setval(id: c_int, num: u16, value: u16) -> Result<(), Errno> {
+    let arg = Semun {
+        val: c_int::from(value),
+    };
+    // SAFETY: SETVAL reads `arg.val`.
+    let rc = unsafe { libc::semctl(id, c_int::from(num), libc::SETVAL, arg) };
+    if rc == -1 { Err(errno()) } else { Ok(()) }
+}
+
+/// `semctl(id, 0, GETALL, values)`; `values.len()` must be the set's size.
+pub(crate) fn sem_getall(id: c_int, values: &mut [u16]) -> Result<(), Errno> {
+    let arg = Semun {
+        array: values.as_mut_ptr(),
+    };
+    // SAFETY: GETALL writes `nsems` values to `arg.array`; the caller passes a slice of the
+    // set's size (taken from IPC_STAT), so the writes stay inside it.
+    let rc = unsafe { libc::semctl(id, 0, libc::GETALL, arg) };
+    if rc == -1 { Err(errno()) } else { Ok(()) }
+}
+
+/// `semctl(id, 0, SETALL, values)`; `values.len()` must be the set's size.
+pub(crate) fn sem_setall(id: c_int, values: &[u16]) -> Result<(), Errno> {
+    let arg = Semun {
+        array: values.as_ptr().cast_mut(),
+    };
+    // SAFETY: SETALL reads `nsems` values from `arg.array` and never writes through it; the
+    // caller passes a slice of the set's size.
+    let rc = unsafe { libc::semctl(id, 0, libc::SETALL, arg) };
+    if rc == -1 { Err(errno()) } else { Ok(()) }
+}
+
+/// `semctl(id, 0, IPC_STAT)`.
+pub(crate) fn sem_stat(id: c_int) -> Result<libc::semid_ds, Errno> {
+    // SAFETY: `semid_ds` is plain data; all-zero is a valid value.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    let arg = Semun { buf: &mut ds };
+    // SAFETY: IPC_STAT writes one `semid_ds` to `arg.buf`, which points to `ds`.
+    let rc = unsafe { libc::semctl(id, 0, libc::IPC_STAT, arg) };
+    if rc == -1 { Err(errno()) } else { Ok(ds) }
+}

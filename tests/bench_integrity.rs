@@ -1,0 +1,171 @@
+//! The benchmark cannot be fast by not delivering: a run that loses every 100th message fails
+//! loudly, for every row and both protocols, while the same runs without the loss pass; and the
+//! message checks catch lost, duplicated, truncated, stale and corrupt messages.
+//!
+//! The benchmark's engine and rows are compiled in from `benches/ipc/`; its children are this
+//! test binary, re-executed with [`bench_child_entry`] as the only test.
+
+#![allow(unreachable_pub)]
+
+#[allow(dead_code)]
+#[path = "../benches/ipc/engine.rs"]
+mod engine;
+#[allow(dead_code)]
+#[path = "../benches/ipc/message.rs"]
+mod message;
+#[allow(dead_code)]
+#[path = "../benches/ipc/registry.rs"]
+mod registry;
+#[allow(dead_code)]
+#[path = "../benches/ipc/rows/mod.rs"]
+mod rows;
+
+use std::time::Duration;
+
+use engine::{Config, Launcher, Metric, Placement, Profile, Runs};
+use message::{HEADER_LEN, Kind, Verifier, pattern, stamp};
+
+/// The children's entry point: in a child started by the engine, runs the benchmark child and
+/// exits with its verdict; in the test run itself there is nothing to do.
+#[test]
+fn bench_child_entry() {
+    if let Some(result) = engine::child_from_env() {
+        std::process::exit(match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        });
+    }
+}
+
+fn config(drop_every: Option<u64>) -> Config {
+    let cpus = engine::allowed_cpus();
+    Config {
+        profile: Profile {
+            warmup: Duration::from_millis(1),
+            runs: 2,
+            run_time: Duration::from_millis(5),
+            // Enough for message 99 to be dropped within the first run.
+            min_msgs: 150,
+        },
+        cpus: (cpus[0], cpus.get(1).copied()),
+        launcher: Launcher {
+            args: [
+                "bench_child_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        drop_every,
+    }
+}
+
+/// 64 B round trips, 4 KiB streams (or the row's largest message, if smaller).
+fn size(row: &dyn registry::Mechanism, metric: Metric) -> usize {
+    let want = match metric {
+        Metric::RoundTrip => 64,
+        Metric::Throughput => 4096,
+    };
+    row.info().max_message.map_or(want, |m| want.min(m))
+}
+
+fn measure(row: &dyn registry::Mechanism, metric: Metric, cfg: &Config) -> Result<Runs, String> {
+    engine::measure(
+        row,
+        metric,
+        size(row, metric),
+        Placement::SameCore,
+        cfg,
+        &mut || {},
+    )
+}
+
+#[test]
+fn every_row_passes_its_checks_when_nothing_is_lost() {
+    let cfg = config(None);
+    for row in rows::ROWS {
+        for metric in [Metric::RoundTrip, Metric::Throughput] {
+            let runs = measure(*row, metric, &cfg)
+                .unwrap_or_else(|e| panic!("{:?} {metric:?}: {e}", row.info().id));
+            match runs {
+                Runs::Latency(r) => {
+                    assert_eq!(r.len(), 2);
+                    assert!(r.iter().all(|r| r.count >= 150 && r.median > 0));
+                }
+                Runs::Throughput(r) => {
+                    let size = size(*row, metric) as u64;
+                    assert_eq!(r.len(), 2);
+                    assert!(r.iter().all(|r| r.msgs >= 150 && r.bytes == r.msgs * size));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dropping_every_100th_message_fails_loudly_for_every_row() {
+    let cfg = config(Some(100));
+    for row in rows::ROWS {
+        for metric in [Metric::RoundTrip, Metric::Throughput] {
+            let id = row.info().id;
+            let e = measure(*row, metric, &cfg)
+                .expect_err(&format!("{id} {metric:?}: a lossy run must fail"));
+            assert!(
+                e.contains("message lost: expected message 99, received message 100"),
+                "{id} {metric:?}: the error must name the lost message: {e}"
+            );
+        }
+    }
+}
+
+fn msg(len: usize, seq: u64) -> Vec<u8> {
+    let mut b = pattern(len);
+    stamp(&mut b, seq, Kind::Data);
+    b
+}
+
+#[test]
+fn checks_catch_lost_duplicated_truncated_stale_and_corrupt_messages() {
+    for len in [message::MIN_SIZE, 64, 4096, 4112, 65536, 100_003] {
+        let mut v = Verifier::new(len);
+        let m = msg(len, 7);
+        assert_eq!(v.check(&m, 7, true), Ok(Kind::Data));
+        assert!(v.check(&m, 6, false).unwrap_err().0.contains("lost"));
+        assert!(v.check(&m, 8, false).unwrap_err().0.contains("duplicated"));
+        assert!(v.check(&m[..len - 1], 7, false).is_err());
+        if len > message::MIN_SIZE {
+            // A flipped byte between the stamps: only the full compare sees it.
+            let mut body = m.clone();
+            body[HEADER_LEN] ^= 1;
+            assert!(
+                v.check(&body, 7, false).is_ok(),
+                "sampled check: stamps only"
+            );
+            assert!(v.check(&body, 7, true).unwrap_err().0.contains("differs"));
+        }
+        let mut tail = m.clone();
+        tail[len - 1] ^= 1;
+        assert!(v.check(&tail, 7, false).unwrap_err().0.contains("last 8"));
+        let mut head = m.clone();
+        head[3] ^= 1;
+        assert!(v.check(&head, 7, false).unwrap_err().0.contains("header"));
+        if len >= 8192 + 16 {
+            // A page of another message in the middle.
+            let other = msg(len, 8);
+            let mut mixed = m.clone();
+            mixed[4096..8192].copy_from_slice(&other[4096..8192]);
+            assert!(
+                v.check(&mixed, 7, false)
+                    .unwrap_err()
+                    .0
+                    .contains("offset 4096")
+            );
+        }
+    }
+}
