@@ -25,7 +25,7 @@ pub use ipc_pipe as pipe;
 
 #[cfg(feature = "mq")]
 pub use ipc_mq as mq;
-#[cfg(feature = "sync")]
-pub use ipc_sync as sync;
 #[cfg(feature = "shm")]
 pub use ipc_shm as shm;
+#[cfg(feature = "sync")]
+pub use ipc_sync as sync;

@@ -17,7 +17,7 @@ use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_CLOSED, Side,
 };
 use crate::segment::Segment;
-use crate::wait;
+use ipc_sync::futex;
 
 /// The default data capacity of a channel: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -310,7 +310,7 @@ fn wake_peer(me: &Side, peer: &Side) {
     // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
     if peer.sleeping.load(Ordering::SeqCst) != 0 {
         me.wake.fetch_add(1, Ordering::Release);
-        wait::wake(&me.wake, 1);
+        futex::wake(&me.wake, 1);
     }
 }
 
@@ -328,8 +328,12 @@ fn sleep(
     fence(Ordering::SeqCst);
     let r = match ready() {
         Ok(false) if peer.state.load(Ordering::Relaxed) != STATE_CLOSED => {
-            wait::wait(&peer.wake, word, until);
-            Ok(())
+            match futex::wait(&peer.wake, word, until) {
+                // Woken, the word changed, or the time is up: the caller looks again.
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
         Ok(_) => Ok(()),
         Err(e) => Err(e),

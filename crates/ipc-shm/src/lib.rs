@@ -109,7 +109,6 @@ mod ring;
 mod segment;
 mod sys;
 mod sysv;
-mod wait;
 
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
