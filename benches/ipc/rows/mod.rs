@@ -16,6 +16,7 @@
 //! and fail when one is dropped; `cargo xtask bench --filter foo` measures them.
 
 mod pipe;
+mod shm;
 mod socket;
 
 use crate::registry::Mechanism;
@@ -24,6 +25,10 @@ use crate::registry::Mechanism;
 pub static ROWS: &[&dyn Mechanism] = &[
     &pipe::Pipe,
     &pipe::RawPipe,
+    &shm::Shm,
+    &shm::RawShmRing,
+    &shm::RawShmSpin,
+    &shm::RawShmFutex,
     &socket::Unix,
     &socket::RawUnix,
     &socket::Tcp,

@@ -1,0 +1,261 @@
+//! Shared-memory rows: `ipc-shm`'s channel (one ring each way, in sealed memfds), and the raw
+//! loops its performance targets are stated against, over the same kind of memory:
+//!
+//! - `shm-raw`: a copy-in/copy-out ring of fixed slots, busy-waiting (the throughput floor);
+//! - `shm-raw-spin`: a one-slot mailbox each way whose index is spun on (for small messages, a
+//!   ping-pong on one shared cache line plus the payload: the cross-core round-trip floor);
+//! - `shm-raw-futex`: the same mailbox, sleeping on a futex at once (the same-core floor).
+//!
+//! The raw rows are the plainest code that still moves every byte through the shared memory.
+
+use std::hint::spin_loop;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipc_core::{Deadline, MaxMessage, Properties, Result};
+use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+
+use crate::registry::{
+    Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages,
+};
+
+/// A ring with room for at least 8 messages of `size` bytes, and 64 KiB at least.
+fn capacity(size: usize) -> usize {
+    (8 * (size + 16)).next_power_of_two().max(1 << 16)
+}
+
+/// `ipc-shm` channels: a ring from parent to child and one back, copying send and receive.
+pub(crate) struct Shm;
+
+impl Mechanism for Shm {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "shm",
+            family: "shm",
+            kind: RowKind::Library,
+            properties: ipc_shm::PROPERTIES,
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let opts = ChannelOptions::new().capacity(capacity(size));
+        let down = Arc::new(opts.create_memfd("bench-down")?);
+        let up = Arc::new(opts.create_memfd("bench-up")?);
+        child.fd("down", down.fd().expect("a memfd has a descriptor"))?;
+        child.fd("up", up.fd().expect("a memfd has a descriptor"))?;
+        Ok(ParentEnd::Ready(messages(
+            Sender::open(down)?,
+            Receiver::open(up)?,
+        )))
+    }
+
+    fn adopt(&self, _size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        Ok(messages(
+            Sender::open(Segment::inherited("up")?)?,
+            Receiver::open(Segment::inherited("down")?)?,
+        ))
+    }
+}
+
+fn raw_properties(mechanism: &'static str) -> Properties {
+    Properties {
+        mechanism,
+        max_message: MaxMessage::Unbounded,
+        ..ipc_shm::PROPERTIES
+    }
+}
+
+/// One direction of a raw row: the producer's count of messages at 0, the consumer's at 128
+/// (each on its own cache line, each a futex word), fixed slots from 256.
+const TAIL: usize = 0;
+const HEAD: usize = 128;
+const DATA: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Spin,
+    Futex,
+}
+
+/// One direction of a raw ring (a mailbox when it has one slot).
+struct RawRing {
+    seg: Segment,
+    slots: u32,
+    size: usize,
+    /// Our own count (sent or received) and the latest seen of the peer's.
+    mine: u32,
+    theirs: u32,
+    wait: Wait,
+}
+
+impl RawRing {
+    fn new(seg: Segment, size: usize, wait: Wait) -> RawRing {
+        // A power of two, so slot numbers stay continuous when the counts wrap.
+        let fit = ((seg.len() - DATA) / size.max(1)).max(1);
+        let slots = 1u32 << fit.ilog2();
+        RawRing {
+            seg,
+            slots,
+            size,
+            mine: 0,
+            theirs: 0,
+            wait,
+        }
+    }
+
+    fn word(&self, at: usize) -> &AtomicU32 {
+        self.seg.atomic_u32(at).expect("in bounds")
+    }
+
+    /// Waits until the peer's count at `at` satisfies `ready`.
+    fn wait_for(&mut self, at: usize, ready: impl Fn(u32) -> bool) {
+        loop {
+            let v = self.word(at).load(Ordering::Acquire);
+            if ready(v) {
+                self.theirs = v;
+                return;
+            }
+            match self.wait {
+                Wait::Spin => spin_loop(),
+                Wait::Futex => {
+                    let _ = ipc_sync::futex::wait(self.word(at), v, Deadline::Never);
+                }
+            }
+        }
+    }
+
+    fn publish(&self, at: usize) {
+        self.word(at).store(self.mine, Ordering::Release);
+        if self.wait == Wait::Futex {
+            ipc_sync::futex::wake(self.word(at), 1);
+        }
+    }
+
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let (tail, slots) = (self.mine, self.slots);
+        if tail.wrapping_sub(self.theirs) == slots {
+            self.wait_for(HEAD, |head| tail.wrapping_sub(head) < slots);
+        }
+        let at = DATA + (tail % slots) as usize * self.size;
+        self.seg.write_at(at, msg)?;
+        self.mine = tail.wrapping_add(1);
+        self.publish(TAIL);
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let head = self.mine;
+        if self.theirs == head {
+            self.wait_for(TAIL, |tail| tail != head);
+        }
+        let at = DATA + (head % self.slots) as usize * self.size;
+        self.seg.read_at(at, buf)?;
+        self.mine = head.wrapping_add(1);
+        self.publish(HEAD);
+        Ok(buf.len())
+    }
+}
+
+struct RawDuplex {
+    tx: RawRing,
+    rx: RawRing,
+}
+
+impl Duplex for RawDuplex {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.recv(buf)
+    }
+}
+
+fn raw_connect(size: usize, slots: usize, wait: Wait, child: &mut Handoff) -> Result<ParentEnd> {
+    let len = DATA + slots * size.max(1);
+    let down = Segment::memfd("bench-raw-down", len)?;
+    let up = Segment::memfd("bench-raw-up", len)?;
+    child.fd("down", down.fd().expect("a memfd has a descriptor"))?;
+    child.fd("up", up.fd().expect("a memfd has a descriptor"))?;
+    Ok(ParentEnd::Ready(Box::new(RawDuplex {
+        tx: RawRing::new(down, size, wait),
+        rx: RawRing::new(up, size, wait),
+    })))
+}
+
+fn raw_adopt(size: usize, wait: Wait) -> Result<Box<dyn Duplex>> {
+    Ok(Box::new(RawDuplex {
+        tx: RawRing::new(Segment::inherited("up")?, size, wait),
+        rx: RawRing::new(Segment::inherited("down")?, size, wait),
+    }))
+}
+
+/// A copy-in/copy-out ring of fixed slots (as much memory as the channel's ring), busy-waiting.
+pub(crate) struct RawShmRing;
+
+impl Mechanism for RawShmRing {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "shm-raw",
+            family: "shm",
+            kind: RowKind::Raw,
+            properties: raw_properties("shm ring, raw"),
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        raw_connect(size, capacity(size) / size.max(1), Wait::Spin, child)
+    }
+
+    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        raw_adopt(size, Wait::Spin)
+    }
+}
+
+/// A one-slot mailbox each way, spinning on the peer's count.
+pub(crate) struct RawShmSpin;
+
+impl Mechanism for RawShmSpin {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "shm-raw-spin",
+            family: "shm-spin",
+            kind: RowKind::Raw,
+            properties: raw_properties("shm mailbox, spin, raw"),
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        raw_connect(size, 1, Wait::Spin, child)
+    }
+
+    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        raw_adopt(size, Wait::Spin)
+    }
+}
+
+/// The same mailbox, sleeping on a futex (no spinning): a raw futex ping-pong.
+pub(crate) struct RawShmFutex;
+
+impl Mechanism for RawShmFutex {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "shm-raw-futex",
+            family: "shm-futex",
+            kind: RowKind::Raw,
+            properties: raw_properties("shm mailbox, futex, raw"),
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        raw_connect(size, 1, Wait::Futex, child)
+    }
+
+    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        raw_adopt(size, Wait::Futex)
+    }
+}
