@@ -84,6 +84,24 @@
 //! # Ok::<(), ipc_core::Error>(())
 //! ```
 //!
+//! # Examples
+//!
+//! - `cargo run -p ipc-shm --example producer_consumer`: the classic scenario, a producer and
+//!   a consumer process sharing a POSIX segment and taking turns through two
+//!   [`ipc_sync::Semaphore`]s placed in it.
+//! - `cargo run -p ipc-shm --example frames`: fixed-size image frames rendered straight into
+//!   the ring by one process ([`Sender::loan`]) and checked in place by another
+//!   ([`Receiver::recv_in_place`]).
+//!
+//! # Performance
+//!
+//! `cargo xtask bench --filter shm,shm-raw,shm-raw-spin,shm-raw-futex` measures the channel
+//! (`shm`) beside the raw loops it is judged by, in one run: a copy-in/copy-out ring of fixed
+//! slots (`shm-raw`), a one-slot mailbox spun on (`shm-raw-spin`), the same mailbox with futex
+//! sleeps (`shm-raw-futex`). The targets: a 64 B round trip across cores within 1.5x of the
+//! spinning mailbox, on one core within 1.2x of the futex mailbox; throughput from 4 KiB to
+//! 1 MiB at least 80% of the raw ring's, and at least half its message rate at 64 B.
+//!
 //! # Testing the ring under Miri
 //!
 //! The ring logic is written against raw memory, so its unit tests run over heap memory under
