@@ -11,8 +11,9 @@
 use std::hint::spin_loop;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
-use ipc_core::{Deadline, MaxMessage, Properties, Result};
+use ipc_core::{Deadline, Error, MaxMessage, Properties, Result};
 use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
 
 use crate::registry::{
@@ -66,6 +67,10 @@ fn raw_properties(mechanism: &'static str) -> Properties {
     }
 }
 
+/// How long a raw row waits for its peer before it calls the peer gone (raw rows have no
+/// liveness check; a child that failed its checks and exited must not hang the parent).
+const SILENCE: Duration = Duration::from_secs(1);
+
 /// One direction of a raw row: the producer's count of messages at 0, the consumer's at 128
 /// (each on its own cache line, each a futex word), fixed slots from 256.
 const TAIL: usize = 0;
@@ -108,18 +113,34 @@ impl RawRing {
         self.seg.atomic_u32(at).expect("in bounds")
     }
 
-    /// Waits until the peer's count at `at` satisfies `ready`.
-    fn wait_for(&mut self, at: usize, ready: impl Fn(u32) -> bool) {
+    /// Waits until the peer's count at `at` satisfies `ready`, at most [`SILENCE`] without
+    /// progress. The clock is read once per 64 Ki spins; a futex sleep's timeout lies a second
+    /// out, past the next timer tick, so arming it costs no timer reprogramming.
+    fn wait_for(&mut self, at: usize, ready: impl Fn(u32) -> bool) -> Result<()> {
+        let give_up = Instant::now() + SILENCE;
+        let silent =
+            || Error::disconnected().in_op("raw shm row: the peer made no progress for 1 s");
+        let mut spins = 0u32;
         loop {
             let v = self.word(at).load(Ordering::Acquire);
             if ready(v) {
                 self.theirs = v;
-                return;
+                return Ok(());
             }
             match self.wait {
-                Wait::Spin => spin_loop(),
+                Wait::Spin => {
+                    spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins % (1 << 16) == 0 && Instant::now() >= give_up {
+                        return Err(silent());
+                    }
+                }
                 Wait::Futex => {
-                    let _ = ipc_sync::futex::wait(self.word(at), v, Deadline::Never);
+                    if let Err(e) = ipc_sync::futex::wait(self.word(at), v, Deadline::At(give_up)) {
+                        if e.kind() == ipc_core::ErrorKind::TimedOut {
+                            return Err(silent());
+                        }
+                    }
                 }
             }
         }
@@ -135,7 +156,7 @@ impl RawRing {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         let (tail, slots) = (self.mine, self.slots);
         if tail.wrapping_sub(self.theirs) == slots {
-            self.wait_for(HEAD, |head| tail.wrapping_sub(head) < slots);
+            self.wait_for(HEAD, |head| tail.wrapping_sub(head) < slots)?;
         }
         let at = DATA + (tail % slots) as usize * self.size;
         self.seg.write_at(at, msg)?;
@@ -147,7 +168,7 @@ impl RawRing {
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         let head = self.mine;
         if self.theirs == head {
-            self.wait_for(TAIL, |tail| tail != head);
+            self.wait_for(TAIL, |tail| tail != head)?;
         }
         let at = DATA + (head % self.slots) as usize * self.size;
         self.seg.read_at(at, buf)?;
