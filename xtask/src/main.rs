@@ -120,8 +120,11 @@ fn miri() -> Result<(), String> {
         }
         // Permissive provenance: rustix casts integers to pointers in its syscall layer.
         // Isolation off: proptest looks up the working directory for its failure files.
-        cmd.env("MIRIFLAGS", "-Zmiri-permissive-provenance -Zmiri-disable-isolation")
-            .env("PROPTEST_CASES", "4");
+        cmd.env(
+            "MIRIFLAGS",
+            "-Zmiri-permissive-provenance -Zmiri-disable-isolation",
+        )
+        .env("PROPTEST_CASES", "4");
         run(
             &format!("cargo +nightly miri test -p {package} {filter}"),
             &mut cmd,
