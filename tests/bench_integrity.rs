@@ -63,6 +63,7 @@ fn config(drop_every: Option<u64>) -> Config {
             .to_vec(),
         },
         drop_every,
+        abandon_at: None,
     }
 }
 
@@ -119,6 +120,37 @@ fn dropping_every_100th_message_fails_loudly_for_every_row() {
             assert!(
                 e.contains("message lost: expected message 99, received message 100"),
                 "{id} {metric:?}: the error must name the lost message: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_child_left_waiting_exits_on_its_own_for_every_row() {
+    // The parent gives up mid-run, as if it had failed, and drops its end: the child, waiting
+    // for the next message, must see a disconnection and exit. Links without end-of-stream
+    // (message queues) must arrange that themselves; were the child not to exit, the watchdog
+    // would kill it, and the error would say so.
+    let cfg = Config {
+        abandon_at: Some(120),
+        ..config(None)
+    };
+    for row in rows::ROWS {
+        for metric in [Metric::RoundTrip, Metric::Throughput] {
+            let id = row.info().id;
+            let e = measure(*row, metric, &cfg)
+                .expect_err(&format!("{id} {metric:?}: an abandoned point must fail"));
+            assert!(
+                e.contains("abandoned the point at message"),
+                "{id} {metric:?}: the parent's error must be reported: {e}"
+            );
+            assert!(
+                !e.contains("watchdog"),
+                "{id} {metric:?}: the child was left hanging: {e}"
+            );
+            assert!(
+                e.contains("disconnected"),
+                "{id} {metric:?}: the child must report the parent's end as gone: {e}"
             );
         }
     }

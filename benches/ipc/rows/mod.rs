@@ -15,6 +15,8 @@
 //! `cargo test -p ipc --test bench_integrity` then checks the new rows deliver every message
 //! and fail when one is dropped; `cargo xtask bench --filter foo` measures them.
 
+mod fifo;
+mod mq;
 mod pipe;
 mod socket;
 
@@ -24,6 +26,13 @@ use crate::registry::Mechanism;
 pub static ROWS: &[&dyn Mechanism] = &[
     &pipe::Pipe,
     &pipe::RawPipe,
+    &fifo::FifoAtomic,
+    &fifo::FifoStream,
+    &fifo::RawFifo,
+    &mq::PosixMq,
+    &mq::RawPosixMq,
+    &mq::SysvMq,
+    &mq::RawSysvMq,
     &socket::Unix,
     &socket::RawUnix,
     &socket::Tcp,
