@@ -1,6 +1,7 @@
 //! The benchmark cannot be fast by not delivering: a run that loses every 100th message fails
 //! loudly, for every row and both protocols, while the same runs without the loss pass; and the
-//! message checks catch lost, duplicated, truncated, stale and corrupt messages.
+//! message checks catch lost, duplicated, truncated, stale and corrupt messages. Nor does a
+//! failed point hang: a child left waiting by a parent that gave up exits on its own.
 //!
 //! The benchmark's engine and rows are compiled in from `benches/ipc/`; its children are this
 //! test binary, re-executed with [`bench_child_entry`] as the only test.
