@@ -232,7 +232,7 @@ impl Mechanism for PosixMq {
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
         let l = PosixLink::create(size, child)?;
-        let object = l.link.object.clone();
+        let object = l.up.name().map_or_else(String::new, ToString::to_string);
         Ok(ParentEnd::Ready(messages(
             ParentTx {
                 tx: l.down,
@@ -244,7 +244,7 @@ impl Mechanism for PosixMq {
 
     fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
         let (down, up) = posix_open(parent)?;
-        let object = parent.arg().to_owned();
+        let object = down.name().map_or_else(String::new, ToString::to_string);
         Ok(messages(up, HangUp { rx: down, object }))
     }
 }
@@ -418,7 +418,7 @@ impl Mechanism for SysvMq {
 
     fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
         let l = SysvLink::create(child)?;
-        let object = l.link.object.clone();
+        let object = format!("System V queue {}", l.up.id());
         Ok(ParentEnd::Ready(messages(
             ParentTx {
                 tx: l.down,
