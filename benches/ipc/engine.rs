@@ -103,6 +103,34 @@ pub struct Config {
     /// For testing the checks: the parent silently skips every Nth data message, as a lossy
     /// mechanism would. The point must then fail.
     pub drop_every: Option<u64>,
+    /// For testing the cleanup: the parent gives up when it comes to data message N (or the
+    /// first data message after it), as if it had failed, leaving the child waiting. The child must still exit on
+    /// its own (its end reports a disconnection) rather than be killed by the watchdog.
+    pub abandon_at: Option<u64>,
+}
+
+/// The testing aids of a [`Config`], as the protocol loops see them.
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    drop_every: Option<u64>,
+    abandon_at: Option<u64>,
+}
+
+impl Faults {
+    /// Whether message `seq` is silently skipped.
+    fn drops(self, seq: u64) -> bool {
+        self.drop_every.is_some_and(|n| seq % n == n - 1)
+    }
+
+    /// `Err` if the parent gives up at message `seq`.
+    fn abandon(self, seq: u64) -> Result<(), String> {
+        if self.abandon_at.is_some_and(|n| seq >= n) {
+            return Err(format!(
+                "abandoned the point at message {seq} (testing aid)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One recorded round-trip run.
@@ -205,12 +233,16 @@ pub fn measure(
         .finish()
         .map_err(|e| format!("set up the link after the child started: {e}"))
         .and_then(|mut link| {
+            let faults = Faults {
+                drop_every: cfg.drop_every,
+                abandon_at: cfg.abandon_at,
+            };
             let r = match metric {
                 Metric::RoundTrip => {
-                    round_trip(&mut *link, size, &p, cfg.drop_every, on_run).map(Runs::Latency)
+                    round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
                 }
                 Metric::Throughput => {
-                    one_way(&mut *link, size, &p, cfg.drop_every, on_run).map(Runs::Throughput)
+                    one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
                 }
             };
             drop(link); // The child sees end-of-stream if it is still waiting.
@@ -236,15 +268,11 @@ pub fn measure(
     }
 }
 
-fn drops(drop_every: Option<u64>, seq: u64) -> bool {
-    drop_every.is_some_and(|n| seq % n == n - 1)
-}
-
 fn round_trip(
     link: &mut dyn Duplex,
     size: usize,
     p: &Profile,
-    drop_every: Option<u64>,
+    faults: Faults,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<LatencyRun>, String> {
     let mut out = pattern(size);
@@ -265,7 +293,8 @@ fn round_trip(
         let mut n = 0;
         loop {
             stamp(&mut out, seq, Kind::Data);
-            if drops(drop_every, seq) {
+            faults.abandon(seq)?;
+            if faults.drops(seq) {
                 seq += 1;
                 continue;
             }
@@ -311,7 +340,7 @@ fn one_way(
     link: &mut dyn Duplex,
     size: usize,
     p: &Profile,
-    drop_every: Option<u64>,
+    faults: Faults,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<ThroughputRun>, String> {
     let mut out = pattern(size);
@@ -332,7 +361,8 @@ fn one_way(
         let mut n = 0u64;
         loop {
             stamp(&mut out, seq, Kind::Data);
-            if !drops(drop_every, seq) {
+            faults.abandon(seq)?;
+            if !faults.drops(seq) {
                 link.send(&out)
                     .map_err(|e| format!("send message {seq}: {e}"))?;
             }

@@ -37,7 +37,8 @@ usage: cargo xtask bench [OPTIONS]
   --quick            CI-sized subset (under a minute): fewer sizes, short runs
   --tiny             smoke test of the whole pipeline in seconds (numbers meaningless);
                      writes under target/ipc-bench/tiny/
-  --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, uds, tcp, ...),
+  --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, fifo, mq-posix,
+                     mq-sysv, mq for both queue families, uds, tcp, ...),
                      metrics (latency, throughput), placements (cross-core, same-core),
                      sizes (64B, 4KiB, 1MiB, or any byte count >= 32). Terms of one kind
                      are alternatives; kinds combine.
@@ -176,7 +177,15 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         let matching: Vec<_> = rows::ROWS
             .iter()
             .copied()
-            .filter(|r| r.info().id == t || r.info().family == t)
+            .filter(|r| {
+                let i = r.info();
+                // `mq` selects both `mq-posix` and `mq-sysv`.
+                i.id == t
+                    || i.family == t
+                    || i.family
+                        .strip_prefix(t.as_str())
+                        .is_some_and(|f| f.starts_with('-'))
+            })
             .collect();
         if !matching.is_empty() {
             rows.extend(matching);
@@ -287,7 +296,7 @@ fn run(args: &[String]) -> Result<(), String> {
         for r in rows::ROWS {
             let i = r.info();
             println!(
-                "{:10} family {:6} {:8} {}",
+                "{:12} family {:8} {:8} {}",
                 i.id,
                 i.family,
                 i.kind.as_str(),
@@ -304,6 +313,7 @@ fn run(args: &[String]) -> Result<(), String> {
         cpus,
         launcher: Launcher::default(),
         drop_every: o.drop_every,
+        abandon_at: None,
     };
     let mut todo = Vec::new();
     for &(metric, size) in &plan.items {
