@@ -192,7 +192,9 @@ impl fmt::Debug for SyncRow {
 pub static SYNC_ROWS: &[SyncRow] = &[
     SyncRow::Uncontended(&rows::MutexLock),
     SyncRow::Uncontended(&raw::RawMutexLock),
-    SyncRow::HandOff(&rows::MutexCondvar),
+    SyncRow::HandOff(&rows::MutexCondvar(ipc_sync::Spin::Adaptive)),
+    SyncRow::HandOff(&rows::MutexCondvar(ipc_sync::Spin::Always)),
+    SyncRow::HandOff(&rows::MutexCondvar(ipc_sync::Spin::Never)),
     SyncRow::HandOff(&raw::RawMutexCondvar(raw::Wait::Sleep)),
     SyncRow::HandOff(&raw::RawMutexCondvar(raw::Wait::Spin)),
     SyncRow::HandOff(&rows::SemPair(ipc_sync::Spin::Adaptive)),

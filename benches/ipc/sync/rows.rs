@@ -72,21 +72,42 @@ impl Locker for MutexLocker {
 }
 
 /// Two processes pass a turn (the `u32` an `ipc_sync::Mutex` guards), waiting for it on an
-/// `ipc_sync::Condvar`: `wait_timeout_while(turn != me)`, then set the turn to the peer and
-/// `notify_one` after unlocking.
-pub struct MutexCondvar;
+/// `ipc_sync::Condvar` (`wait_with` and the spin policy, while the turn is not theirs), then
+/// set the turn to the peer and `notify_one` after unlocking.
+pub struct MutexCondvar(pub Spin);
 
 impl HandOffRow for MutexCondvar {
     fn info(&self) -> SyncInfo {
+        let (id, spin, raw, what): (_, _, &[&str], _) = match self.0 {
+            Spin::Adaptive => (
+                "mutex-cv",
+                SpinPolicy::Adaptive,
+                &["mutex-cv-raw-spin", "mutex-cv-raw"],
+                "ipc_sync::Mutex<u32> turn + Condvar: wait while turn != me, notify_one \
+                 (default: adaptive)",
+            ),
+            Spin::Always => (
+                "mutex-cv-spin",
+                SpinPolicy::Always,
+                &["mutex-cv-raw-spin"],
+                "the same, Condvar::wait_with(Spin::Always)",
+            ),
+            Spin::Never => (
+                "mutex-cv-sleep",
+                SpinPolicy::Never,
+                &["mutex-cv-raw"],
+                "the same, Condvar::wait_with(Spin::Never)",
+            ),
+        };
         SyncInfo {
-            id: "mutex-cv",
+            id,
             family: "mutex",
             group: Group::MutexCondvar,
             kind: RowKind::Library,
-            spin: SpinPolicy::Adaptive,
-            raw: &["mutex-cv-raw-spin", "mutex-cv-raw"],
-            fixed: Some(("mutex-cv-raw-spin", "mutex-cv-raw")),
-            what: "ipc_sync::Mutex<u32> turn + Condvar: wait_while(turn != me), notify_one",
+            spin,
+            raw,
+            fixed: (self.0 == Spin::Adaptive).then_some(("mutex-cv-spin", "mutex-cv-sleep")),
+            what,
         }
     }
 
@@ -95,7 +116,12 @@ impl HandOffRow for MutexCondvar {
         let cv = Shared::<Condvar>::create(())?;
         child.fd("mutex", &turn)?;
         child.fd("condvar", &cv)?;
-        Ok(Box::new(CondvarSide { turn, cv, me: 0 }))
+        Ok(Box::new(CondvarSide {
+            turn,
+            cv,
+            me: 0,
+            spin: self.0,
+        }))
     }
 
     fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
@@ -103,6 +129,7 @@ impl HandOffRow for MutexCondvar {
             turn: Shared::open(parent.take_fd("mutex")?)?,
             cv: Shared::open(parent.take_fd("condvar")?)?,
             me: 1,
+            spin: self.0,
         }))
     }
 }
@@ -111,17 +138,23 @@ struct CondvarSide {
     turn: Shared<Mutex<u32>>,
     cv: Shared<Condvar>,
     me: u32,
+    spin: Spin,
 }
 
 impl Turns for CondvarSide {
     fn wait_turn(&mut self, deadline: Instant) -> std::result::Result<bool, String> {
-        let me = self.me;
-        let g = self.turn.lock().map_err(lock_error)?;
-        let (_g, waited) = self
-            .cv
-            .wait_timeout_while(g, Deadline::At(deadline), |t| *t != me)
-            .map_err(lock_error)?;
-        Ok(!waited.timed_out())
+        let mut g = self.turn.lock().map_err(lock_error)?;
+        while *g != self.me {
+            let (again, waited) = self
+                .cv
+                .wait_with(g, Deadline::At(deadline), self.spin)
+                .map_err(lock_error)?;
+            g = again;
+            if waited.timed_out() && *g != self.me {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn give_turn(&mut self, deadline: Instant) -> std::result::Result<(), String> {
