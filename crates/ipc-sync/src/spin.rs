@@ -12,7 +12,8 @@ use crate::sys;
 /// spins and tens of microseconds when it sleeps (a futex wake plus a scheduler wake-up on
 /// the other core). But when both processes share one core, a spinning waiter only delays the
 /// process it waits for: the hand-off then gets many times slower than sleeping at once.
-/// The `spin_bench` example measures both placements on your machine.
+/// `cargo xtask bench --filter sync` measures both placements on your machine, for every
+/// policy (the `spin_bench` example is a smaller, standalone version).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Spin {
     /// Sleep at once.
