@@ -1,6 +1,7 @@
 //! The benchmark cannot be fast by not delivering: a run that loses every 100th message fails
 //! loudly, for every row and both protocols, while the same runs without the loss pass; and the
-//! message checks catch lost, duplicated, truncated, stale and corrupt messages.
+//! message checks catch lost, duplicated, truncated, stale and corrupt messages. Nor does a
+//! failed point hang: a child left waiting by a parent that gave up exits on its own.
 //!
 //! The benchmark's engine and rows are compiled in from `benches/ipc/`; its children are this
 //! test binary, re-executed with [`bench_child_entry`] as the only test.
@@ -63,6 +64,7 @@ fn config(drop_every: Option<u64>) -> Config {
             .to_vec(),
         },
         drop_every,
+        abandon_at: None,
     }
 }
 
@@ -119,6 +121,37 @@ fn dropping_every_100th_message_fails_loudly_for_every_row() {
             assert!(
                 e.contains("message lost: expected message 99, received message 100"),
                 "{id} {metric:?}: the error must name the lost message: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_child_left_waiting_exits_on_its_own_for_every_row() {
+    // The parent gives up mid-run, as if it had failed, and drops its end: the child, waiting
+    // for the next message, must see a disconnection and exit. Links without end-of-stream
+    // (message queues) must arrange that themselves; were the child not to exit, the watchdog
+    // would kill it, and the error would say so.
+    let cfg = Config {
+        abandon_at: Some(120),
+        ..config(None)
+    };
+    for row in rows::ROWS {
+        for metric in [Metric::RoundTrip, Metric::Throughput] {
+            let id = row.info().id;
+            let e = measure(*row, metric, &cfg)
+                .expect_err(&format!("{id} {metric:?}: an abandoned point must fail"));
+            assert!(
+                e.contains("abandoned the point at message"),
+                "{id} {metric:?}: the parent's error must be reported: {e}"
+            );
+            assert!(
+                !e.contains("watchdog"),
+                "{id} {metric:?}: the child was left hanging: {e}"
+            );
+            assert!(
+                e.contains("disconnected"),
+                "{id} {metric:?}: the child must report the parent's end as gone: {e}"
             );
         }
     }

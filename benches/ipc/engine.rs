@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use ipc_core::inherit::ChildFds;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use rustix::thread::CpuSet;
 
@@ -103,6 +104,34 @@ pub struct Config {
     /// For testing the checks: the parent silently skips every Nth data message, as a lossy
     /// mechanism would. The point must then fail.
     pub drop_every: Option<u64>,
+    /// For testing the cleanup: the parent gives up when it comes to data message N (or the
+    /// first data message after it), as if it had failed, leaving the child waiting. The child must still exit on
+    /// its own (its end reports a disconnection) rather than be killed by the watchdog.
+    pub abandon_at: Option<u64>,
+}
+
+/// The testing aids of a [`Config`], as the protocol loops see them.
+#[derive(Clone, Copy, Debug)]
+struct Faults {
+    drop_every: Option<u64>,
+    abandon_at: Option<u64>,
+}
+
+impl Faults {
+    /// Whether message `seq` is silently skipped.
+    fn drops(self, seq: u64) -> bool {
+        self.drop_every.is_some_and(|n| seq % n == n - 1)
+    }
+
+    /// `Err` if the parent gives up at message `seq`.
+    fn abandon(self, seq: u64) -> Result<(), String> {
+        if self.abandon_at.is_some_and(|n| seq >= n) {
+            return Err(format!(
+                "abandoned the point at message {seq} (testing aid)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One recorded round-trip run.
@@ -197,20 +226,24 @@ pub fn measure(
         cpu: child_cpu,
         parent: rustix::process::getpid().as_raw_nonzero().get(),
     };
-    let mut child = Running::start(&cfg.launcher, &spec, handoff)?;
+    let env = [(CHILD_ENV, spec.encode()), (ARG_ENV, handoff.arg)];
+    let mut child = Running::start(&cfg.launcher, &env, handoff.fds)?;
     let p = cfg.profile;
-    let expected = p.warmup + p.run_time * p.runs as u32;
-    let watchdog = Watchdog::start(&child, Duration::from_secs(60) + expected * 4)?;
+    let watchdog = Watchdog::start(&child, hang_limit(&p))?;
     let result = end
         .finish()
         .map_err(|e| format!("set up the link after the child started: {e}"))
         .and_then(|mut link| {
+            let faults = Faults {
+                drop_every: cfg.drop_every,
+                abandon_at: cfg.abandon_at,
+            };
             let r = match metric {
                 Metric::RoundTrip => {
-                    round_trip(&mut *link, size, &p, cfg.drop_every, on_run).map(Runs::Latency)
+                    round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
                 }
                 Metric::Throughput => {
-                    one_way(&mut *link, size, &p, cfg.drop_every, on_run).map(Runs::Throughput)
+                    one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
                 }
             };
             drop(link); // The child sees end-of-stream if it is still waiting.
@@ -236,7 +269,15 @@ pub fn measure(
     }
 }
 
-fn drops(drop_every: Option<u64>, seq: u64) -> bool {
+/// How long a point may take before it counts as hung: a minute plus four times what the
+/// profile asks for.
+pub fn hang_limit(p: &Profile) -> Duration {
+    let expected = p.warmup + p.run_time * p.runs as u32;
+    Duration::from_secs(60) + expected * 4
+}
+
+/// Whether the `--drop-every` testing aid skips item `seq`.
+pub fn drops(drop_every: Option<u64>, seq: u64) -> bool {
     drop_every.is_some_and(|n| seq % n == n - 1)
 }
 
@@ -244,7 +285,7 @@ fn round_trip(
     link: &mut dyn Duplex,
     size: usize,
     p: &Profile,
-    drop_every: Option<u64>,
+    faults: Faults,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<LatencyRun>, String> {
     let mut out = pattern(size);
@@ -265,7 +306,8 @@ fn round_trip(
         let mut n = 0;
         loop {
             stamp(&mut out, seq, Kind::Data);
-            if drops(drop_every, seq) {
+            faults.abandon(seq)?;
+            if faults.drops(seq) {
                 seq += 1;
                 continue;
             }
@@ -311,7 +353,7 @@ fn one_way(
     link: &mut dyn Duplex,
     size: usize,
     p: &Profile,
-    drop_every: Option<u64>,
+    faults: Faults,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<ThroughputRun>, String> {
     let mut out = pattern(size);
@@ -332,7 +374,8 @@ fn one_way(
         let mut n = 0u64;
         loop {
             stamp(&mut out, seq, Kind::Data);
-            if !drops(drop_every, seq) {
+            faults.abandon(seq)?;
+            if !faults.drops(seq) {
                 link.send(&out)
                     .map_err(|e| format!("send message {seq}: {e}"))?;
             }
@@ -420,26 +463,30 @@ impl ChildSpec {
 }
 
 /// A started child and the thread collecting its stderr.
-struct Running {
+pub struct Running {
     child: std::process::Child,
     stderr: Option<JoinHandle<String>>,
 }
 
 impl Running {
-    fn start(launcher: &Launcher, spec: &ChildSpec, handoff: Handoff) -> Result<Running, String> {
+    /// Re-executes this binary with `launcher`'s arguments and the environment variables `env`,
+    /// handing it the descriptors `fds`; its stderr is collected for [`wait`](Running::wait).
+    pub fn start(
+        launcher: &Launcher,
+        env: &[(&str, String)],
+        fds: ChildFds,
+    ) -> Result<Running, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.args(&launcher.args)
-            .env(CHILD_ENV, spec.encode())
-            .env(ARG_ENV, &handoff.arg)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = handoff
-            .fds
+        let mut child = fds
             .spawn(&mut cmd)
             .map_err(|e| format!("start the child: {e}"))?;
-        drop(handoff); // Our copies of the child's ends: the child holds them now.
+        drop(fds); // Our copies of the child's ends: the child holds them now.
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {
             let mut s = String::new();
@@ -452,8 +499,19 @@ impl Running {
         })
     }
 
+    /// Kills the child (`SIGKILL`), for a parent that gave up on it; [`wait`](Running::wait)
+    /// then collects it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Whether the child has exited ([`wait`](Running::wait) still tells how).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for the child; `Ok` if it exited 0, otherwise what it said.
-    fn wait(&mut self) -> Result<(), String> {
+    pub fn wait(&mut self) -> Result<(), String> {
         let status = self.child.wait().map_err(|e| format!("wait: {e}"))?;
         let stderr = self
             .stderr
@@ -483,13 +541,14 @@ impl Drop for Running {
 
 /// Kills the child through a pidfd (immune to pid reuse) if the point takes too long, so a
 /// hung mechanism fails the benchmark instead of hanging it.
-struct Watchdog {
+pub struct Watchdog {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<bool>,
 }
 
 impl Watchdog {
-    fn start(child: &Running, limit: Duration) -> Result<Watchdog, String> {
+    /// Arms a watchdog that kills `child` after `limit`.
+    pub fn start(child: &Running, limit: Duration) -> Result<Watchdog, String> {
         let pid = Pid::from_raw(child.child.id() as i32).ok_or("child has no pid")?;
         let pidfd: OwnedFd = rustix::process::pidfd_open(pid, PidfdFlags::empty())
             .map_err(|e| format!("pidfd_open: {e}"))?;
@@ -505,7 +564,7 @@ impl Watchdog {
     }
 
     /// Disarms the watchdog; returns whether it had fired.
-    fn stop(self) -> bool {
+    pub fn stop(self) -> bool {
         let _ = self.stop.send(());
         self.thread.join().unwrap_or(false)
     }
@@ -530,15 +589,20 @@ pub fn child_from_env() -> Option<Result<(), String>> {
     Some(run_child(&spec))
 }
 
-fn run_child(spec: &str) -> Result<(), String> {
-    let spec = ChildSpec::decode(spec).ok_or_else(|| format!("bad {CHILD_ENV}: {spec:?}"))?;
-    // Die with the parent; if it is already gone, stop here.
+/// The first thing a benchmark child does: arranges to die with its parent (`parent`, the pid
+/// the parent passed; if it is already gone, fails) and pins itself to `cpu`.
+pub fn become_child(parent: i32, cpu: usize) -> Result<(), String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(spec.parent) {
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
         return Err("the parent exited before the child started".into());
     }
-    pin(spec.cpu)?;
+    pin(cpu)
+}
+
+fn run_child(spec: &str) -> Result<(), String> {
+    let spec = ChildSpec::decode(spec).ok_or_else(|| format!("bad {CHILD_ENV}: {spec:?}"))?;
+    become_child(spec.parent, spec.cpu)?;
     let row = rows::find(&spec.row).ok_or_else(|| format!("no row named {:?}", spec.row))?;
     let inherited = Inherited {
         arg: std::env::var(ARG_ENV).unwrap_or_default(),

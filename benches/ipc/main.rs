@@ -5,6 +5,10 @@
 //! processes on different cores and on the same core. It prints a table, writes
 //! `results.json` and `chart.svg` under `target/ipc-bench/`, and checks every message.
 //!
+//! The synchronisation section ([`sync`]) measures `ipc-sync`'s primitives beside raw futex
+//! loops: uncontended lock+unlock in one process, and hand-offs between two processes on both
+//! placements, every hand-off checked; its chart is `sync.svg`.
+//!
 //! ```text
 //! cargo xtask bench [--quick | --tiny] [--filter TERM,...] [--out DIR] [--list]
 //! ```
@@ -19,6 +23,7 @@ mod registry;
 mod report;
 mod rows;
 mod stats;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +35,8 @@ use engine::{Config, Launcher, Metric, Placement, Profile};
 use registry::Mechanism;
 use report::{Report, size_name};
 use stats::Point;
+use sync::SyncRow;
+use sync::report::SyncReport;
 
 const USAGE: &str = "\
 usage: cargo xtask bench [OPTIONS]
@@ -37,17 +44,21 @@ usage: cargo xtask bench [OPTIONS]
   --quick            CI-sized subset (under a minute): fewer sizes, short runs
   --tiny             smoke test of the whole pipeline in seconds (numbers meaningless);
                      writes under target/ipc-bench/tiny/
-  --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, uds, tcp, ...),
+  --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, fifo, mq-posix,
+                     mq-sysv, mq for both queue families, uds, tcp, ...),
                      metrics (latency, throughput), placements (cross-core, same-core),
                      sizes (64B, 4KiB, 1MiB, or any byte count >= 32). Terms of one kind
-                     are alternatives; kinds combine.
+                     are alternatives; kinds combine. Synchronisation rows (mutex, sem,
+                     event, ... or `sync` for all of them) take placements only; without
+                     row terms they run unless a metric or size is given.
   --out DIR          where results.json and chart.svg go (default target/ipc-bench)
   --list             list the rows and exit
-  --drop-every N     testing aid: silently drop every Nth message; the run must fail
+  --drop-every N     testing aid: silently drop every Nth message (skip every Nth wait
+                     for a synchronisation hand-off); the run must fail
 ";
 
 fn main() -> ExitCode {
-    if let Some(code) = engine::child_main() {
+    if let Some(code) = engine::child_main().or_else(sync::engine::child_main) {
         return code;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,6 +146,7 @@ struct Plan {
     mode: &'static str,
     profile: Profile,
     rows: Vec<&'static dyn Mechanism>,
+    sync_rows: Vec<SyncRow>,
     items: Vec<(Metric, usize)>,
     placements: Vec<Placement>,
 }
@@ -169,6 +181,7 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         ("full", p, &LATENCY_SIZES, &THROUGHPUT_SIZES)
     };
     let mut rows = Vec::new();
+    let mut sync_rows = Vec::new();
     let mut metrics = Vec::new();
     let mut places = Vec::new();
     let mut sizes = Vec::new();
@@ -176,10 +189,25 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         let matching: Vec<_> = rows::ROWS
             .iter()
             .copied()
-            .filter(|r| r.info().id == t || r.info().family == t)
+            .filter(|r| {
+                let i = r.info();
+                // `mq` selects both `mq-posix` and `mq-sysv`.
+                i.id == t
+                    || i.family == t
+                    || i.family
+                        .strip_prefix(t.as_str())
+                        .is_some_and(|f| f.starts_with('-'))
+            })
+            .collect();
+        let sync_matching: Vec<SyncRow> = sync::SYNC_ROWS
+            .iter()
+            .copied()
+            .filter(|r| t == sync::SECTION || r.info().id == t || r.info().family == t)
             .collect();
         if !matching.is_empty() {
             rows.extend(matching);
+        } else if !sync_matching.is_empty() {
+            sync_rows.extend(sync_matching);
         } else if let Some(m) = [Metric::RoundTrip, Metric::Throughput]
             .into_iter()
             .find(|m| m.as_str() == t)
@@ -200,17 +228,30 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
             }
             sizes.push(s);
         } else {
-            let ids: Vec<_> = rows::ROWS.iter().map(|r| r.info().id).collect();
+            let ids: Vec<_> = rows::ROWS
+                .iter()
+                .map(|r| r.info().id)
+                .chain(sync::SYNC_ROWS.iter().map(|r| r.info().id))
+                .collect();
             return Err(format!(
-                "--filter {t:?} is not a row ({}), metric (latency, throughput), placement \
-                 (cross-core, same-core) or size (64B, 4KiB, 1MiB, ...)",
+                "--filter {t:?} is not a row ({}, or sync), metric (latency, throughput), \
+                 placement (cross-core, same-core) or size (64B, 4KiB, 1MiB, ...)",
                 ids.join(", ")
             ));
         }
     }
-    if rows.is_empty() {
+    if rows.is_empty() && sync_rows.is_empty() {
         rows = rows::ROWS.to_vec();
+        if metrics.is_empty() && sizes.is_empty() {
+            sync_rows = sync::SYNC_ROWS.to_vec();
+        }
     }
+    // Table order, without duplicates.
+    let sync_rows: Vec<SyncRow> = sync::SYNC_ROWS
+        .iter()
+        .copied()
+        .filter(|r| sync_rows.iter().any(|x| x.info().id == r.info().id))
+        .collect();
     // Table order, without duplicates.
     let rows: Vec<_> = rows::ROWS
         .iter()
@@ -219,7 +260,7 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         .collect();
     let mut items = Vec::new();
     for (m, defaults) in [(Metric::RoundTrip, lat), (Metric::Throughput, thr)] {
-        if !metrics.is_empty() && !metrics.contains(&m) {
+        if rows.is_empty() || !metrics.is_empty() && !metrics.contains(&m) {
             continue;
         }
         let mut s: Vec<usize> = if sizes.is_empty() {
@@ -248,6 +289,7 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         mode,
         profile,
         rows,
+        sync_rows,
         items,
         placements,
     })
@@ -287,11 +329,23 @@ fn run(args: &[String]) -> Result<(), String> {
         for r in rows::ROWS {
             let i = r.info();
             println!(
-                "{:10} family {:6} {:8} {}",
+                "{:17} family {:8} {:8} {}",
                 i.id,
                 i.family,
                 i.kind.as_str(),
                 i.properties.mechanism
+            );
+        }
+        println!("\nsynchronisation (--filter {}):", sync::SECTION);
+        for r in sync::SYNC_ROWS {
+            let i = r.info();
+            println!(
+                "{:17} family {:6} {:8} {}: {}",
+                i.id,
+                i.family,
+                i.kind.as_str(),
+                i.group.unit(),
+                i.what
             );
         }
         return Ok(());
@@ -304,6 +358,7 @@ fn run(args: &[String]) -> Result<(), String> {
         cpus,
         launcher: Launcher::default(),
         drop_every: o.drop_every,
+        abandon_at: None,
     };
     let mut todo = Vec::new();
     for &(metric, size) in &plan.items {
@@ -315,7 +370,16 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let bar = ProgressBar::new((todo.len() * (plan.profile.runs + 1)) as u64);
+    let mut sync_todo = Vec::new();
+    for &row in &plan.sync_rows {
+        match row {
+            // One process: placement does not apply.
+            SyncRow::Uncontended(_) => sync_todo.push((row, plan.placements[0])),
+            SyncRow::HandOff(_) => sync_todo.extend(plan.placements.iter().map(|&pl| (row, pl))),
+        }
+    }
+    let points_todo = todo.len() + sync_todo.len();
+    let bar = ProgressBar::new((points_todo * (plan.profile.runs + 1)) as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:32} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left: {msg}",
@@ -349,9 +413,29 @@ fn run(args: &[String]) -> Result<(), String> {
                     format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
                 }
             };
-            eprintln!("[{}/{}] {what}: {v}", i + 1, todo.len());
+            eprintln!("[{}/{}] {what}: {v}", i + 1, points_todo);
         }
         points.push(point);
+    }
+    let mut sync_points = Vec::new();
+    for (i, &(row, pl)) in sync_todo.iter().enumerate() {
+        let what = match row {
+            SyncRow::Uncontended(_) => format!("{} one-process", row.info().id),
+            SyncRow::HandOff(_) => format!("{} {}", row.info().id, pl.as_str()),
+        };
+        bar.set_message(what.clone());
+        let point = sync::engine::measure(row, pl, &cfg, &mut || bar.inc(1))
+            .map_err(|e| format!("{what}: {e}"))?;
+        if lines {
+            eprintln!(
+                "[{}/{}] {what}: median {:.1} ns per {}",
+                todo.len() + i + 1,
+                points_todo,
+                point.median_ns(),
+                row.info().group.unit()
+            );
+        }
+        sync_points.push(point);
     }
     bar.finish_and_clear();
     if o.drop_every.is_some() {
@@ -367,17 +451,32 @@ fn run(args: &[String]) -> Result<(), String> {
         kernel: kernel(),
         rows: plan.rows.iter().map(|r| r.info()).collect(),
         items: plan.items,
-        placements: plan.placements,
+        placements: plan.placements.clone(),
         points,
     };
-    println!("{}", report.table());
+    let sync_report = SyncReport {
+        rows: plan.sync_rows.iter().map(SyncRow::info).collect(),
+        placements: plan.placements,
+        points: sync_points,
+    };
+    println!("{}{}", report.table(), sync_report.table());
     let dir = out_dir(&o);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let json = dir.join("results.json");
-    let text = serde_json::to_string_pretty(&report.json()).map_err(|e| e.to_string())?;
+    let mut results = report.json();
+    results["sync"] = sync_report.json();
+    let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&json, text + "\n").map_err(|e| format!("write {}: {e}", json.display()))?;
-    let svg = dir.join("chart.svg");
-    chart::draw(&report, &svg)?;
-    println!("results: {}\nchart:   {}", json.display(), svg.display());
+    println!("results: {}", json.display());
+    if !report.points.is_empty() {
+        let svg = dir.join("chart.svg");
+        chart::draw(&report, &svg)?;
+        println!("chart:   {}", svg.display());
+    }
+    if !sync_report.points.is_empty() {
+        let svg = dir.join("sync.svg");
+        sync::chart::draw(&sync_report, &svg)?;
+        println!("chart:   {}", svg.display());
+    }
     Ok(())
 }

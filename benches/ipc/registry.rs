@@ -17,6 +17,9 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use ipc_core::inherit::ChildFds;
 use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
@@ -222,4 +225,83 @@ impl Duplex for RawStream {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The parent's watch on the child, for links that have no end-of-stream (message queues,
+/// shared memory): a receive from a queue whose sender died waits forever, where a pipe would
+/// have reported end-of-file. Made by [`watch_child`].
+#[derive(Debug)]
+pub struct ChildWatch {
+    state: Arc<WatchState>,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    /// Set once the child has exited, before the exit handler runs.
+    gone: AtomicBool,
+    /// Set once the exit handler has run.
+    handled: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl ChildWatch {
+    /// `Err(Disconnected)` once the child has exited; one atomic load, so a link can call it
+    /// before every send.
+    pub fn check(&self, object: &str) -> Result<()> {
+        if self.is_gone() {
+            return Err(Error::with_note(ErrorKind::Disconnected, "the child exited").on(object));
+        }
+        Ok(())
+    }
+
+    /// Whether the child has exited.
+    pub fn is_gone(&self) -> bool {
+        self.state.gone.load(Ordering::Acquire)
+    }
+
+    /// Waits until the child has exited and the exit handler has run, at most `timeout`;
+    /// returns whether it has.
+    pub fn wait_handled(&self, timeout: Duration) -> bool {
+        let handled = self.state.handled.lock().unwrap_or_else(|p| p.into_inner());
+        let (handled, _) = self
+            .state
+            .cond
+            .wait_timeout_while(handled, timeout, |h| !*h)
+            .unwrap_or_else(|p| p.into_inner());
+        *handled
+    }
+}
+
+/// Watches for the child's exit, so a parent blocked on a link without end-of-stream is woken
+/// and the point fails instead of hanging.
+///
+/// Hands the child the write end of a pipe (under the name `alive`). The child need not adopt
+/// it: an inherited descriptor stays open until the process exits. A thread of the parent
+/// waits for end-of-file on the read end, which comes once the child has exited (or was never
+/// started); it then marks the returned [`ChildWatch`] gone and runs `on_exit`, which must wake
+/// whatever the parent's end may be blocked on (a hang-up message, removing the queues, ...).
+pub fn watch_child(
+    child: &mut Handoff,
+    on_exit: impl FnOnce() + Send + 'static,
+) -> Result<ChildWatch> {
+    let (watch, alive) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    child.fd("alive", &alive)?;
+    drop(alive); // The handoff's copy lives until the child is started; then only the child's.
+    let state = Arc::new(WatchState::default());
+    let thread_state = Arc::clone(&state);
+    std::thread::Builder::new()
+        .name("bench-child-watch".into())
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            // Nobody writes to the pipe: any return but EINTR means the child has exited.
+            while rustix::io::read(&watch, &mut byte) == Err(rustix::io::Errno::INTR) {}
+            thread_state.gone.store(true, Ordering::Release);
+            on_exit();
+            *thread_state
+                .handled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = true;
+            thread_state.cond.notify_all();
+        })?;
+    Ok(ChildWatch { state })
 }

@@ -41,7 +41,8 @@ pub fn size_name(size: usize) -> String {
     }
 }
 
-fn ns(v: f64) -> String {
+/// A time in ns, in the unit that suits it (`850 ns`, `2.31 us`, `45.2 us`, `1.20 ms`).
+pub fn ns(v: f64) -> String {
     if v.is_nan() {
         "-".into()
     } else if v < 1e3 {
@@ -69,7 +70,8 @@ fn gib(bytes_per_sec: f64) -> String {
     format!("{:.2} GiB/s", bytes_per_sec / (1u64 << 30) as f64)
 }
 
-fn ratio(own: f64, other: Option<f64>) -> String {
+/// `own / other` with two decimals, or `-` without a comparison.
+pub fn ratio(own: f64, other: Option<f64>) -> String {
     match other {
         Some(o) if o > 0.0 && own.is_finite() => format!("{:.2}", own / o),
         _ => "-".into(),
@@ -120,13 +122,16 @@ fn props_short(p: &Properties) -> String {
 }
 
 /// A text table; `right[c]` right-aligns column `c` (numbers).
-struct Table {
-    rows: Vec<Vec<String>>,
-    right: Vec<bool>,
+pub struct Table {
+    /// The rows, the header first; an empty row is an empty line.
+    pub rows: Vec<Vec<String>>,
+    /// Which columns are right-aligned.
+    pub right: Vec<bool>,
 }
 
 impl Table {
-    fn render(&self, out: &mut String, indent: &str) {
+    /// Appends the table to `out`, each line starting with `indent`.
+    pub fn render(&self, out: &mut String, indent: &str) {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let width: Vec<usize> = (0..cols)
             .map(|c| {
@@ -192,6 +197,10 @@ impl Report {
             self.cpus.0,
             self.kernel
         );
+        if self.rows.is_empty() {
+            // Only the synchronisation section was selected.
+            return out;
+        }
         out.push_str("\nMechanisms\n");
         let mut t = Table {
             rows: vec![

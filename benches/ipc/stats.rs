@@ -32,7 +32,8 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn spread(v: &[f64]) -> f64 {
+/// (max - min) / median of `v`; 0 for fewer than two values.
+pub fn spread(v: &[f64]) -> f64 {
     let m = median(v);
     let (lo, hi) = v
         .iter()

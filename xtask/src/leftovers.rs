@@ -46,7 +46,7 @@ fn sysv_ids() -> BTreeSet<(&'static str, String)> {
     ids
 }
 
-/// Processes whose executable lives under `target`.
+/// Test and bench processes: executables under `target/*/deps`.
 fn workspace_processes(target: &Path) -> BTreeSet<u32> {
     let mut pids = BTreeSet::new();
     let me = std::process::id();
@@ -65,7 +65,8 @@ fn workspace_processes(target: &Path) -> BTreeSet<u32> {
             continue;
         }
         if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
-            if exe.starts_with(target) {
+            // Test and bench binaries live in target/<profile>/deps; xtask itself does not.
+            if exe.starts_with(target) && exe.components().any(|c| c.as_os_str() == "deps") {
                 pids.insert(pid);
             }
         }

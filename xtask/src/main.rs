@@ -3,6 +3,8 @@
 //! - `cargo xtask test [--soak]`: formatting, clippy, every test, and a tiny benchmark run.
 //! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
 //!   (`benches/ipc`), built in release.
+//! - `cargo xtask miri`: the lock-free and pure-logic tests under Miri (needs a nightly
+//!   toolchain with the `miri` component; not part of `test`, which needs stable only).
 
 mod leftovers;
 
@@ -14,9 +16,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("miri") => miri(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test [--soak]\n       cargo xtask bench [--quick | --tiny] \
+                "usage: cargo xtask test [--soak]\n       cargo xtask miri\n       cargo xtask bench [--quick | --tiny] \
                  [--filter TERM,...] [--out DIR] [--list]   (--help for details)"
             );
             return ExitCode::from(2);
@@ -102,4 +105,30 @@ fn bench(args: &[String]) -> Result<(), String> {
             .args(["bench", "-p", "ipc", "--bench", "ipc", "--"])
             .args(args),
     )
+}
+
+/// The tests Miri can run: code over heap memory, with no syscalls Miri does not emulate.
+/// `(package, test-name filter)`; an empty filter runs the package's library tests.
+const MIRI_SUITES: &[(&str, &str)] = &[("ipc-core", "frame::"), ("ipc-sync", "")];
+
+fn miri() -> Result<(), String> {
+    for (package, filter) in MIRI_SUITES {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["+nightly", "miri", "test", "-p", package, "--lib"]);
+        if !filter.is_empty() {
+            cmd.arg(filter);
+        }
+        // Permissive provenance: rustix casts integers to pointers in its syscall layer.
+        // Isolation off: proptest looks up the working directory for its failure files.
+        cmd.env(
+            "MIRIFLAGS",
+            "-Zmiri-permissive-provenance -Zmiri-disable-isolation",
+        )
+        .env("PROPTEST_CASES", "4");
+        run(
+            &format!("cargo +nightly miri test -p {package} {filter}"),
+            &mut cmd,
+        )?;
+    }
+    Ok(())
 }

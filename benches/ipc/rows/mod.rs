@@ -9,12 +9,17 @@
 //!    the library's sender and receiver with `registry::messages`; `ParentEnd::AfterSpawn` if
 //!    opening blocks until the child opens too) and `adopt()` in the child; a second struct
 //!    with `kind: RowKind::Raw` for the plain syscall loop (`registry::raw_stream` for byte
-//!    streams). `pipe.rs` is a library row with its raw row; `socket.rs` meets by address;
+//!    streams). `pipe.rs` is a library row with its raw row; `socket.rs` meets by address and
+//!    `fifo.rs` by path; a link with no end-of-stream (a queue, shared memory) must wake a
+//!    blocked end when the other process is gone, with `registry::watch_child` (`mq.rs`);
 //! 3. `mod foo;` below and `&foo::Foo` in [`ROWS`].
 //!
-//! `cargo test -p ipc --test bench_integrity` then checks the new rows deliver every message
-//! and fail when one is dropped; `cargo xtask bench --filter foo` measures them.
+//! `cargo test -p ipc --test bench_integrity` then checks the new rows deliver every message,
+//! fail when one is dropped, and let a child left waiting exit when the parent gives up;
+//! `cargo xtask bench --filter foo` measures them.
 
+mod fifo;
+mod mq;
 mod pipe;
 mod shm;
 mod socket;
@@ -29,6 +34,13 @@ pub static ROWS: &[&dyn Mechanism] = &[
     &shm::RawShmRing,
     &shm::RawShmSpin,
     &shm::RawShmFutex,
+    &fifo::FifoAtomic,
+    &fifo::FifoStream,
+    &fifo::RawFifo,
+    &mq::PosixMq,
+    &mq::RawPosixMq,
+    &mq::SysvMq,
+    &mq::RawSysvMq,
     &socket::Unix,
     &socket::RawUnix,
     &socket::Tcp,

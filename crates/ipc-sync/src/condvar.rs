@@ -10,11 +10,12 @@ use ipc_core::{Deadline, Result};
 use crate::futex;
 use crate::mutex::{LockError, LockResult, Mutex, MutexGuard};
 use crate::shared::{Header, Kind, SharedData, SharedObject, check_ptr};
+use crate::spin::{NO_CPU, Spin, record_cpu, swap_cpu};
 
 const KIND: Kind = Kind {
     name: "ipc_sync::Condvar",
     magic: u32::from_le_bytes(*b"iCND"),
-    version: 1,
+    version: 2,
 };
 
 /// A condition variable in shared memory, used with a [`Mutex`]: processes sleep until
@@ -38,14 +39,21 @@ const KIND: Kind = Kind {
 /// As with every condition variable, wake-ups can be spurious: wait in a loop on the
 /// condition, or use [`wait_while`](Condvar::wait_while). Use one condvar with one mutex.
 ///
-/// # Layout
-/// `#[repr(C)]`, 24 bytes, align 4:
+/// Waiters may [spin](Spin) briefly on the counter before they sleep, adaptively by default:
+/// only if the last notifier or the last other waiter ran on another CPU (see
+/// [`Spin::Adaptive`]). A waiter that spins is not counted in `waiters`, so a notification
+/// that finds only spinners makes no syscall.
 ///
-/// | offset | field     | meaning                                                  |
-/// |--------|-----------|----------------------------------------------------------|
-/// | 0      | header    | magic `"iCND"`, layout version 1, size 24, extra 0       |
-/// | 16     | `seq`     | notification counter; the futex word                      |
-/// | 20     | `waiters` | processes that may be asleep (may over-count after a crash) |
+/// # Layout
+/// `#[repr(C)]`, 32 bytes, align 4:
+///
+/// | offset | field        | meaning                                               |
+/// |--------|--------------|-------------------------------------------------------|
+/// | 0      | header       | magic `"iCND"`, layout version 2, size 32, extra 0    |
+/// | 16     | `seq`        | notification counter; the futex word                   |
+/// | 20     | `waiters`    | processes that may be asleep (may over-count after a crash) |
+/// | 24     | `notify_cpu` | the CPU of the last notification, for adaptive spinning |
+/// | 28     | `wait_cpu`   | the CPU of the last waiter, for adaptive spinning      |
 ///
 /// ```
 /// use ipc_sync::{Condvar, Mutex, Shared};
@@ -67,6 +75,8 @@ pub struct Condvar {
     header: Header,
     seq: AtomicU32,
     waiters: AtomicU32,
+    notify_cpu: AtomicU32,
+    wait_cpu: AtomicU32,
 }
 
 /// Whether a timed condvar wait ended because its deadline passed.
@@ -81,7 +91,8 @@ impl WaitTimeoutResult {
 }
 
 impl Condvar {
-    /// Unlocks the guard's mutex, sleeps until notified (or spuriously), and relocks.
+    /// Unlocks the guard's mutex, sleeps until notified (or spuriously), and relocks. Spins
+    /// briefly first if the notifier is likely on another CPU ([`Spin::Adaptive`]).
     ///
     /// Blocks on: [`notify_one`](Condvar::notify_one) or [`notify_all`](Condvar::notify_all)
     /// from any process (`FUTEX_WAIT`), then on the mutex.
@@ -120,6 +131,23 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         deadline: Deadline,
     ) -> std::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_with(guard, deadline, Spin::Adaptive)
+    }
+
+    /// [`wait_until`](Condvar::wait_until), spinning on the notification counter first as
+    /// `spin` says (the relock spins as [`Mutex::lock`] does).
+    ///
+    /// # Errors
+    /// As [`wait`](Condvar::wait).
+    ///
+    /// # References
+    /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
+    pub fn wait_with<'a, T: SharedData>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Deadline,
+        spin: Spin,
+    ) -> std::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
         if !guard.is_consistent() {
             return Err(LockError::OwnerDied(guard));
         }
@@ -130,6 +158,7 @@ impl Condvar {
                 MutexGuard::unlock_raw(mutex);
             },
             deadline,
+            spin,
         );
         mutex.lock().map(|g| (g, WaitTimeoutResult(timed_out)))
     }
@@ -178,6 +207,7 @@ impl Condvar {
     #[doc(alias = "pthread_cond_signal")]
     pub fn notify_one(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
+        record_cpu(&self.notify_cpu);
         if self.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake(&self.seq, 1);
         }
@@ -192,31 +222,45 @@ impl Condvar {
     #[doc(alias = "pthread_cond_broadcast")]
     pub fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
+        record_cpu(&self.notify_cpu);
         if self.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake_all(&self.seq);
         }
     }
 
-    /// The waiting half of `wait`, apart from the mutex: registers, runs `unlock`, sleeps
-    /// until notified, `deadline`, or [`futex::RECHECK`]. Returns whether the deadline passed.
+    /// The waiting half of `wait`, apart from the mutex: reads the counter, runs `unlock`,
+    /// spins as `spin` says until the counter moves, then registers and sleeps until notified,
+    /// `deadline`, or [`futex::RECHECK`]. Returns whether the deadline passed.
     ///
     /// `unlock` must release the lock that notifiers take before changing the condition.
-    fn park(&self, unlock: impl FnOnce(), deadline: Deadline) -> bool {
-        // Register before reading the counter (SeqCst pairs with the notifier's increment
-        // then load of `waiters`): a notifier that changes the condition after we checked it
-        // (under the lock we still hold) either sees us and wakes us, or bumps `seq` before
-        // we sleep, and the futex then does not sleep.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let seq = self.seq.load(Ordering::SeqCst);
+    fn park(&self, unlock: impl FnOnce(), deadline: Deadline, spin: Spin) -> bool {
+        // Read the counter under the lock: a notifier that changes the condition after we
+        // checked it does so after `unlock`, and bumps `seq` after that, so `seq` moves away
+        // from `seen`.
+        let seen = self.seq.load(Ordering::SeqCst);
+        // The other side is the last notifier, or, if that was this thread (a turn handed
+        // back and forth), the last other waiter.
+        let others = [
+            self.notify_cpu.load(Ordering::Relaxed),
+            swap_cpu(&self.wait_cpu),
+        ];
         unlock();
-        let result = futex::wait_recheck(&self.seq, seq, deadline);
+        if spin.run_against(&others, || self.seq.load(Ordering::Relaxed) != seen) {
+            return false;
+        }
+        // Register, then sleep while `seq == seen` (SeqCst pairs with the notifier's increment
+        // then load of `waiters`): the notifier either sees us and wakes us, or bumped `seq`
+        // before we registered, and the futex then does not sleep.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = futex::wait_recheck(&self.seq, seen, deadline);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         result.is_err() && deadline.has_passed()
     }
 }
 
 // SAFETY: `#[repr(C)]` of atomics only; any counter value is harmless (a wrong waiter count
-// costs or saves a wake syscall; the recheck bounds the latter).
+// costs or saves a wake syscall; the recheck bounds the latter; a wrong CPU hint only decides
+// a bounded spin).
 unsafe impl SharedObject for Condvar {
     type Init = ();
 
@@ -226,6 +270,8 @@ unsafe impl SharedObject for Condvar {
             header: Header::new(std::mem::size_of::<Condvar>(), 0),
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            notify_cpu: AtomicU32::new(NO_CPU),
+            wait_cpu: AtomicU32::new(NO_CPU),
         };
         // SAFETY: the caller vouches that `ptr` is valid for writes and unused by others;
         // `check_ptr` checked alignment.
@@ -263,9 +309,16 @@ mod tests {
     use crate::shared::Heap;
 
     /// The futex protocol alone, with a std mutex standing in for the robust one: what Miri
-    /// can check (glibc's robust mutexes are beyond it).
+    /// can check (glibc's robust mutexes are beyond it). Every spin policy: a spinning waiter
+    /// is not counted as a sleeper, which must not lose a notification either.
     #[test]
     fn park_protocol_loses_no_notification() {
+        for spin in [Spin::Never, Spin::Always, Spin::Adaptive] {
+            park_loses_no_notification(spin);
+        }
+    }
+
+    fn park_loses_no_notification(spin: Spin) {
         let cv = Heap::<Condvar>::new(());
         let state = std::sync::Mutex::new(0u32);
         let rounds = if cfg!(miri) { 5 } else { 200 };
@@ -286,7 +339,7 @@ mod tests {
             for i in 1..=rounds {
                 let mut g = state.lock().unwrap();
                 while *g != i {
-                    cv.park(move || drop(g), Deadline::Never);
+                    cv.park(move || drop(g), Deadline::Never, spin);
                     g = state.lock().unwrap();
                 }
                 *g = 0;
@@ -300,7 +353,7 @@ mod tests {
         let d = Deadline::after(Duration::from_millis(5));
         let mut timed_out = false;
         while !timed_out {
-            timed_out = cv.park(|| {}, d);
+            timed_out = cv.park(|| {}, d, Spin::Adaptive);
         }
         assert!(d.has_passed());
     }
@@ -327,6 +380,27 @@ mod tests {
             .unwrap();
         assert!(r.timed_out());
         assert_eq!(*g, 7);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
+    fn every_spin_policy_sees_a_later_notification() {
+        for spin in [Spin::Never, Spin::Always, Spin::Adaptive] {
+            let m = Heap::<Mutex<u32>>::new(0);
+            let cv = Heap::<Condvar>::new(());
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| {
+                    let mut g = m.lock().unwrap();
+                    while *g == 0 {
+                        g = cv.wait_with(g, Deadline::Never, spin).unwrap().0;
+                    }
+                    *g
+                });
+                *m.lock().unwrap() = 1;
+                cv.notify_one();
+                assert_eq!(waiter.join().unwrap(), 1, "{spin:?}");
+            });
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@
 //!   died, so the data can be checked.
 //! - Counting resources or items between processes that share memory (producer/consumer):
 //!   [`Semaphore`]; a one-shot or repeated signal: [`Event`]. Both cost no syscall when
-//!   nobody waits, and spin adaptively before sleeping ([`Spin`]).
+//!   nobody waits, and spin adaptively before sleeping ([`Spin`]), as do [`Mutex`] and
+//!   [`Condvar`] waiters.
 //! - Processes that share no memory, or programs in other languages: [`NamedSemaphore`].
 //! - A lock that must be released by the kernel when its holder dies, with no memory to
 //!   repair: [`SemaphoreSet`] with `SEM_UNDO`.

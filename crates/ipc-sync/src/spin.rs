@@ -12,7 +12,8 @@ use crate::sys;
 /// spins and tens of microseconds when it sleeps (a futex wake plus a scheduler wake-up on
 /// the other core). But when both processes share one core, a spinning waiter only delays the
 /// process it waits for: the hand-off then gets many times slower than sleeping at once.
-/// The `spin_bench` example measures both placements on your machine.
+/// `cargo xtask bench --filter sync` measures both placements on your machine, for every
+/// policy (the `spin_bench` example is a smaller, standalone version).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Spin {
     /// Sleep at once.
@@ -23,6 +24,12 @@ pub enum Spin {
     /// does now: the last poster of a semaphore, setter of an event, locker of a mutex, as
     /// the primitive recorded it with `sched_getcpu` (a few nanoseconds: glibc reads it from
     /// the rseq area); otherwise sleep at once. The default.
+    ///
+    /// A condition variable is often notified in both directions by the same two processes
+    /// (each waits for its turn, then hands the turn over and notifies), so its waiter may
+    /// itself be the last notifier. It records the CPU of the last notifier and of the last
+    /// waiter, and a waiter spins unless both ran on its own CPU (the one besides itself is
+    /// the other side).
     #[default]
     Adaptive,
 }
@@ -47,9 +54,22 @@ pub(crate) fn record_cpu(hint: &AtomicU32) {
     }
 }
 
+/// Records the calling thread's CPU in `hint` and returns the CPU it held before: for a
+/// primitive that keeps the last of several parties (a condvar's last waiter).
+#[inline]
+pub(crate) fn swap_cpu(hint: &AtomicU32) -> u32 {
+    let cpu = sys::current_cpu();
+    let before = hint.load(Ordering::Relaxed);
+    if before != cpu {
+        hint.store(cpu, Ordering::Relaxed);
+    }
+    before
+}
+
 impl Spin {
-    /// Whether to spin, given the CPU the other side last ran on.
-    fn pays(self, hint: &AtomicU32) -> bool {
+    /// Whether to spin, given the CPUs the other side may run on (as recorded, [`NO_CPU`] if
+    /// unknown): unless every one of them is this thread's CPU.
+    fn pays(self, others: &[u32]) -> bool {
         match self {
             Spin::Never => false,
             Spin::Always => true,
@@ -57,17 +77,25 @@ impl Spin {
                 if cfg!(miri) {
                     return true;
                 }
-                let other = hint.load(Ordering::Relaxed);
+                let me = sys::current_cpu();
                 // Unknown placement (nobody recorded yet, or no CPU number): spin, bounded.
-                other == NO_CPU || other != sys::current_cpu()
+                others.iter().any(|&other| other == NO_CPU || other != me)
             }
         }
     }
 
     /// Spins until `ready()` returns true (`true`) or the budget is spent or spinning does not
-    /// pay (`false`).
-    pub(crate) fn run(self, hint: &AtomicU32, mut ready: impl FnMut() -> bool) -> bool {
-        if !self.pays(hint) {
+    /// pay (`false`), the other side having last run on the CPU in `hint`.
+    pub(crate) fn run(self, hint: &AtomicU32, ready: impl FnMut() -> bool) -> bool {
+        if self == Spin::Never {
+            return false;
+        }
+        self.run_against(&[hint.load(Ordering::Relaxed)], ready)
+    }
+
+    /// [`run`](Spin::run) for a primitive that knows several CPUs the other side may run on.
+    pub(crate) fn run_against(self, others: &[u32], mut ready: impl FnMut() -> bool) -> bool {
+        if !self.pays(others) {
             return false;
         }
         let start = Instant::now();
@@ -125,5 +153,24 @@ mod tests {
         // Another CPU (or an unknown one): it spins.
         hint.store(cpu as u32 + 1, Ordering::Relaxed);
         assert!(Spin::Adaptive.run(&hint, || true));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "sched_getcpu is not available under Miri")]
+    fn adaptive_against_several_cpus_spins_unless_all_are_its_own() {
+        let hint = AtomicU32::new(NO_CPU);
+        assert_eq!(swap_cpu(&hint), NO_CPU);
+        let cpu = hint.load(Ordering::Relaxed);
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu as usize);
+        let old = rustix::thread::sched_getaffinity(None).unwrap();
+        rustix::thread::sched_setaffinity(None, &set).unwrap();
+        assert_eq!(swap_cpu(&hint), cpu, "returns what was recorded before");
+        let own = Spin::Adaptive.run_against(&[cpu, cpu], || true);
+        let mixed = Spin::Adaptive.run_against(&[cpu, cpu + 1], || true);
+        let unknown = Spin::Adaptive.run_against(&[NO_CPU, cpu], || true);
+        rustix::thread::sched_setaffinity(None, &old).unwrap();
+        assert!(!own, "spun although every party ran on this CPU");
+        assert!(mixed && unknown);
     }
 }

@@ -1,0 +1,561 @@
+//! Message-queue rows: `ipc-mq`'s POSIX and System V queues through the core traits, and for
+//! each the raw loop (`mq_send`/`mq_receive`, `msgsnd`/`msgrcv` through libc, no library code).
+//!
+//! Each link is two queues, `down` (parent to child) and `up` (child to parent), created by the
+//! parent for the point and found by the child the way unrelated processes find them: POSIX
+//! queues by name (unique `/ipctest-bench-mq-…` names, opened with `mq_open` in the child),
+//! System V queues by id (private queues; the ids go over as the argument). The raw rows set up
+//! and clean up through `ipc-mq` too; only their measured loop is plain libc.
+//!
+//! # Sizes
+//!
+//! A POSIX queue is created for the point's message size (`mq_msgsize` = the size, so the
+//! receive buffer of exactly that size is accepted) and 10 messages (the kernel's default,
+//! within `/proc/sys/fs/mqueue/msg_max`). The largest message of these rows is
+//! `/proc/sys/fs/mqueue/msgsize_max` (8192 by default), what an unprivileged process may ask
+//! for; a process with `CAP_SYS_RESOURCE` could go further, but the rows do not count on it.
+//! A System V message is at most `/proc/sys/kernel/msgmax` (8192 by default), and a queue holds
+//! `msgmnb` bytes (16 KiB by default).
+//!
+//! # A child that dies
+//!
+//! A queue has no end-of-stream: a receive whose sender died waits forever. So the parent
+//! watches the child ([`watch_child`]) and, when it exits, wakes its own end: POSIX, by a
+//! zero-length *hang-up* message on `up` (every benchmark message has at least 32 bytes, so
+//! an empty one is never data; receivers report it as [`ErrorKind::Disconnected`]) and by
+//! emptying `down` (a send blocked on a full queue returns, and the next one sees the child is
+//! gone); System V, by removing both queues (blocked calls wake with `EIDRM`, a disconnection).
+//! The other way round, dropping the parent's end wakes a child still waiting with a hang-up
+//! on `down`, queued after anything the child has not read yet (the last message of a point).
+//! POSIX names are unlinked when the parent's end is dropped (the queues themselves go with
+//! the last descriptor). System V queues are removed when the child has exited; the parent's
+//! end, when dropped, waits for that (at most 10 s, then removes them itself, which also wakes
+//! a child that ignored the hang-up). Each queue is removed once: a second `IPC_RMID` of an id
+//! could in principle hit a new queue that reused it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
+use ipc_mq::Access;
+use ipc_mq::posix::{self, Limits, UnlinkGuard};
+use ipc_mq::sysv::{self, RemoveGuard};
+use libc::c_long;
+
+use crate::registry::{
+    ChildWatch, Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages,
+    watch_child,
+};
+
+/// How long the parent's end, when dropped, waits for room for its hang-up on `down`.
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the parent's end of a System V link, when dropped, waits for the child to exit
+/// before it removes the queues anyway.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages a POSIX queue of the benchmark holds: the kernel's default, within `msg_max`.
+fn posix_capacity() -> usize {
+    Limits::current()
+        .msg_max
+        .map_or(10, |m| m.clamp(1, 10) as usize)
+}
+
+/// The largest POSIX message an unprivileged process may ask for: `msgsize_max`.
+fn posix_max_message() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| Limits::current().msgsize_max.map_or(8192, |m| m as usize))
+}
+
+/// The largest System V message: `msgmax`.
+fn sysv_max_message() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string(ipc_mq::knobs::SYSV_MSGMAX)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(8192)
+    })
+}
+
+fn hang_up_error(object: &str) -> Error {
+    Error::with_note(
+        ErrorKind::Disconnected,
+        "hang-up: the other process closed its end",
+    )
+    .on(object)
+}
+
+/// Parses the child's argument: two numbers or names separated by a space.
+fn two(parent: &Inherited) -> Result<(&str, &str)> {
+    parent.arg().split_once(' ').ok_or_else(|| {
+        Error::with_note(ErrorKind::InvalidInput, "expected two queues").on(parent.arg())
+    })
+}
+
+/// What a parent's end runs when it is dropped, given the watch on the child.
+type OnDrop = Box<dyn FnOnce(&ChildWatch)>;
+
+/// What the parent's end of a queue link holds besides its queues: the watch on the child, and
+/// what to do when the end is dropped (wake the child, remove the queues).
+struct ParentLink {
+    watch: ChildWatch,
+    object: String,
+    on_drop: Option<OnDrop>,
+}
+
+impl ParentLink {
+    /// `Err(Disconnected)` once the child has exited.
+    fn check(&self) -> Result<()> {
+        self.watch.check(&self.object)
+    }
+}
+
+impl Drop for ParentLink {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f(&self.watch);
+        }
+    }
+}
+
+/// The parent's sender: refuses once the child has exited (one atomic load), so a stream of
+/// sends into a queue nobody reads stops.
+struct ParentTx<S> {
+    tx: S,
+    link: ParentLink,
+}
+
+impl<S: MessageSender> MessageSender for ParentTx<S> {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        self.link.check()?;
+        self.tx.send_deadline(msg, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.tx.max_message_size()
+    }
+}
+
+/// A receiver that reports the zero-length hang-up as a disconnection.
+struct HangUp<R> {
+    rx: R,
+    object: String,
+}
+
+impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        match self.rx.recv_deadline(buf, deadline)? {
+            0 => Err(hang_up_error(&self.object)),
+            n => Ok(n),
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.rx.max_message_size()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// POSIX
+
+/// The parent's two POSIX queues, created for messages of `size` bytes, and the watch that
+/// wakes them when the child exits.
+struct PosixLink {
+    down: posix::Queue,
+    up: posix::Queue,
+    link: ParentLink,
+}
+
+impl PosixLink {
+    fn create(size: usize, child: &mut Handoff) -> Result<PosixLink> {
+        let cap = posix_capacity();
+        let create = |tag: &str| -> Result<(posix::Queue, UnlinkGuard)> {
+            let q = posix::Queue::create(&*ipc_testkit::unique_posix_name(tag), cap, size)?;
+            let guard = q.unlink_guard().expect("created by name");
+            Ok((q, guard))
+        };
+        let (down, down_name) = create("bench-mq-down")?;
+        let (up, up_name) = create("bench-mq-up")?;
+        child.arg(format!("{} {}", down_name.name(), up_name.name()))?;
+        let object = down_name.name().to_string();
+        let (empty_down, hang_up_parent) = (down.try_clone()?, up.try_clone()?);
+        let watch = watch_child(child, move || {
+            // The child is gone: a receive waiting for its reply gets the hang-up; a send
+            // blocked on a full `down` gets room (and the next send sees the watch).
+            let _ = hang_up_parent.try_send_with_priority(&[], 0);
+            let mut buf = vec![0; empty_down.message_size()];
+            while empty_down.try_receive(&mut buf).is_ok() {}
+        })?;
+        let hang_up_child = down.try_clone()?;
+        let on_drop = move |watch: &ChildWatch| {
+            if !watch.is_gone() {
+                // The child may be waiting for a message that will not come.
+                let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
+            }
+            drop((down_name, up_name));
+        };
+        Ok(PosixLink {
+            down,
+            up,
+            link: ParentLink {
+                watch,
+                object,
+                on_drop: Some(Box::new(on_drop)),
+            },
+        })
+    }
+}
+
+/// The child's two POSIX queues, opened by name: `(down, up)`.
+fn posix_open(parent: &Inherited) -> Result<(posix::Queue, posix::Queue)> {
+    let (down, up) = two(parent)?;
+    Ok((
+        posix::Queue::open(down, Access::ReadOnly)?,
+        posix::Queue::open(up, Access::WriteOnly)?,
+    ))
+}
+
+/// `ipc-mq` POSIX queues through the core traits (priority 0 for every message).
+pub(crate) struct PosixMq;
+
+impl Mechanism for PosixMq {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "mq-posix",
+            family: "mq-posix",
+            kind: RowKind::Library,
+            properties: ipc_mq::POSIX_PROPERTIES,
+            max_message: Some(posix_max_message()),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let l = PosixLink::create(size, child)?;
+        let object = l.up.name().map_or_else(String::new, ToString::to_string);
+        Ok(ParentEnd::Ready(messages(
+            ParentTx {
+                tx: l.down,
+                link: l.link,
+            },
+            HangUp { rx: l.up, object },
+        )))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        let (down, up) = posix_open(parent)?;
+        let object = down.name().map_or_else(String::new, ToString::to_string);
+        Ok(messages(up, HangUp { rx: down, object }))
+    }
+}
+
+/// `mq_send(3)` and `mq_receive(3)` through libc over the same two queues.
+pub(crate) struct RawPosixMq;
+
+impl Mechanism for RawPosixMq {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "mq-posix-raw",
+            family: "mq-posix",
+            kind: RowKind::Raw,
+            properties: Properties {
+                mechanism: "POSIX message queue, raw",
+                ..ipc_mq::POSIX_PROPERTIES
+            },
+            max_message: Some(posix_max_message()),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let l = PosixLink::create(size, child)?;
+        Ok(ParentEnd::Ready(Box::new(RawPosix {
+            tx: l.down.into(),
+            rx: l.up.into(),
+            object: child.arg.clone(),
+            link: Some(l.link),
+        })))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        let (down, up) = posix_open(parent)?;
+        Ok(Box::new(RawPosix {
+            tx: up.into(),
+            rx: down.into(),
+            object: parent.arg().to_owned(),
+            link: None,
+        }))
+    }
+}
+
+/// The plain POSIX queue loop. The parent's end also holds its [`ParentLink`].
+struct RawPosix {
+    tx: OwnedFd,
+    rx: OwnedFd,
+    /// The two names, for errors.
+    object: String,
+    link: Option<ParentLink>,
+}
+
+impl Duplex for RawPosix {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if let Some(link) = &self.link {
+            link.check()?;
+        }
+        loop {
+            // SAFETY: `tx` is an open queue descriptor (an mqd_t is a file descriptor on
+            // Linux) and `msg` is readable for `msg.len()` bytes during the call.
+            let r =
+                unsafe { libc::mq_send(self.tx.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::from(e).in_op("mq_send").on(&self.object));
+            }
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            // SAFETY: `rx` is an open queue descriptor, `buf` is writable for `buf.len()`
+            // bytes (the kernel writes at most that many), and a null priority pointer is
+            // allowed.
+            let n = unsafe {
+                libc::mq_receive(
+                    self.rx.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    std::ptr::null_mut(),
+                )
+            };
+            match n {
+                0 => return Err(hang_up_error(&self.object)),
+                n if n > 0 => return Ok(n as usize),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(Error::from(e).in_op("mq_receive").on(&self.object));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// System V
+
+/// The parent's two System V queues and the watch that removes them when the child exits.
+struct SysvLink {
+    down: sysv::Queue,
+    up: sysv::Queue,
+    link: ParentLink,
+}
+
+impl SysvLink {
+    fn create(child: &mut Handoff) -> Result<SysvLink> {
+        let down = sysv::Queue::private()?;
+        let down_guard = down.remove_guard();
+        let up = sysv::Queue::private()?;
+        let guards = Arc::new(Mutex::new(Some((down_guard, up.remove_guard()))));
+        child.arg(format!("{} {}", down.id(), up.id()))?;
+        // Removed once, by whichever comes first.
+        let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
+            drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
+        };
+        let on_exit = Arc::clone(&guards);
+        let watch = watch_child(child, move || remove(&on_exit))?;
+        let object = format!("System V queue {}", down.id());
+        let hang_up_child = down.clone();
+        let on_drop = move |watch: &ChildWatch| {
+            if !watch.is_gone() {
+                // Removing the queues now would also discard what the child has not read yet
+                // (the last message of a point, say): hang up after it and let the child's
+                // exit remove them. A child that does not exit in time is woken by the removal.
+                let _ = hang_up_child.send_typed_timeout(1, &[], HANGUP_TIMEOUT);
+                watch.wait_handled(EXIT_TIMEOUT);
+            }
+            remove(&guards);
+        };
+        Ok(SysvLink {
+            down,
+            up,
+            link: ParentLink {
+                watch,
+                object,
+                on_drop: Some(Box::new(on_drop)),
+            },
+        })
+    }
+}
+
+/// The child's two System V queues, by id: `(down, up)`.
+fn sysv_open(parent: &Inherited) -> Result<(i32, i32)> {
+    let (down, up) = two(parent)?;
+    let id = |s: &str| {
+        s.parse::<i32>().map_err(|_| {
+            Error::with_note(ErrorKind::InvalidInput, "expected a queue id").on(parent.arg())
+        })
+    };
+    Ok((id(down)?, id(up)?))
+}
+
+/// `ipc-mq` System V queues through the core traits (type 1 for every message, receives of
+/// any type).
+pub(crate) struct SysvMq;
+
+impl Mechanism for SysvMq {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "mq-sysv",
+            family: "mq-sysv",
+            kind: RowKind::Library,
+            properties: ipc_mq::SYSV_PROPERTIES,
+            max_message: Some(sysv_max_message()),
+        }
+    }
+
+    fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let l = SysvLink::create(child)?;
+        let object = format!("System V queue {}", l.up.id());
+        Ok(ParentEnd::Ready(messages(
+            ParentTx {
+                tx: l.down,
+                link: l.link,
+            },
+            HangUp { rx: l.up, object },
+        )))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        let (down, up) = sysv_open(parent)?;
+        Ok(messages(
+            sysv::Queue::from_id(up),
+            HangUp {
+                rx: sysv::Queue::from_id(down),
+                object: format!("System V queue {down}"),
+            },
+        ))
+    }
+}
+
+/// `msgsnd(2)` and `msgrcv(2)` through libc over the same two queues.
+pub(crate) struct RawSysvMq;
+
+impl Mechanism for RawSysvMq {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "mq-sysv-raw",
+            family: "mq-sysv",
+            kind: RowKind::Raw,
+            properties: Properties {
+                mechanism: "System V message queue, raw",
+                ..ipc_mq::SYSV_PROPERTIES
+            },
+            max_message: Some(sysv_max_message()),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let l = SysvLink::create(child)?;
+        Ok(ParentEnd::Ready(Box::new(RawSysv::new(
+            l.down.id(),
+            l.up.id(),
+            size,
+            Some(l.link),
+        ))))
+    }
+
+    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+        let (down, up) = sysv_open(parent)?;
+        Ok(Box::new(RawSysv::new(up, down, size, None)))
+    }
+}
+
+const LONG: usize = size_of::<c_long>();
+
+/// The plain System V loop: one `struct msgbuf` (a `long` type, then the text) for both
+/// directions, as a C program would have. The parent's end also holds its [`ParentLink`].
+struct RawSysv {
+    tx: i32,
+    rx: i32,
+    /// `msgbuf[0]` is the type; the text follows, room for `size` bytes.
+    msgbuf: Vec<c_long>,
+    link: Option<ParentLink>,
+}
+
+impl RawSysv {
+    fn new(tx: i32, rx: i32, size: usize, link: Option<ParentLink>) -> RawSysv {
+        RawSysv {
+            tx,
+            rx,
+            msgbuf: vec![0; 1 + size.div_ceil(LONG)],
+            link,
+        }
+    }
+
+    /// The text part of `msgbuf`.
+    fn text(&mut self) -> &mut [u8] {
+        let words = &mut self.msgbuf[1..];
+        // SAFETY: the bytes of a `[c_long]` are initialised with no padding, any byte pattern
+        // is a valid `c_long`, `u8` needs no alignment, and the slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * LONG) }
+    }
+}
+
+/// A failed `msgsnd`/`msgrcv`: a removed queue (`EIDRM` while waiting, `EINVAL` after) is the
+/// other process's end going away.
+fn sysv_error(op: &'static str, id: i32) -> Option<Error> {
+    let e = std::io::Error::last_os_error();
+    let e = match e.raw_os_error() {
+        Some(libc::EINTR) => return None,
+        Some(libc::EIDRM | libc::EINVAL) => {
+            Error::with_note(ErrorKind::Disconnected, "the queue was removed")
+        }
+        _ => Error::from(e),
+    };
+    Some(e.in_op(op).on(format_args!("System V queue {id}")))
+}
+
+impl Duplex for RawSysv {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if let Some(link) = &self.link {
+            link.check()?;
+        }
+        self.msgbuf[0] = 1;
+        self.text()[..msg.len()].copy_from_slice(msg);
+        loop {
+            // SAFETY: `msgbuf` is a live `struct msgbuf` whose text holds at least
+            // `msg.len()` bytes (the slice copy above would have panicked otherwise); the
+            // kernel only reads it during the call.
+            let r = unsafe { libc::msgsnd(self.tx, self.msgbuf.as_ptr().cast(), msg.len(), 0) };
+            if r == 0 {
+                return Ok(());
+            }
+            if let Some(e) = sysv_error("msgsnd", self.tx) {
+                return Err(e);
+            }
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let room = buf.len().min(self.text().len());
+        loop {
+            // SAFETY: `msgbuf` is writable for one `long` and `room` bytes of text, and the
+            // kernel writes at most that much.
+            let n = unsafe { libc::msgrcv(self.rx, self.msgbuf.as_mut_ptr().cast(), room, 0, 0) };
+            if n == 0 {
+                return Err(hang_up_error(&format!("System V queue {}", self.rx)));
+            }
+            if n > 0 {
+                let n = n as usize;
+                buf[..n].copy_from_slice(&self.text()[..n]);
+                return Ok(n);
+            }
+            if let Some(e) = sysv_error("msgrcv", self.rx) {
+                return Err(e);
+            }
+        }
+    }
+}
