@@ -199,46 +199,6 @@ impl FrameDecoder {
         Ok(Some(len))
     }
 
-    /// Starts taking the frame at the head, of `out.len()` payload bytes, past the buffer:
-    /// copies the payload bytes already buffered into `out`, drops them and the header from the
-    /// buffer, and returns how many were copied. The caller reads the rest of the frame
-    /// straight into `out`, and on failure hands what it has back with [`restore`](Self::restore).
-    ///
-    /// # Panics
-    ///
-    /// If the head frame's header is incomplete or announces another length.
-    pub fn take_head(&mut self, out: &mut [u8]) -> usize {
-        assert_eq!(
-            self.next_len(),
-            Some(out.len()),
-            "take_head: head frame length"
-        );
-        let payload = self.start + FRAME_HEADER_LEN;
-        let have = (self.end - payload).min(out.len());
-        out[..have].copy_from_slice(&self.buf[payload..payload + have]);
-        self.start = payload + have;
-        have
-    }
-
-    /// Puts back a frame of `len` payload bytes of which `partial` arrived, after a
-    /// [`take_head`](Self::take_head) whose reads could not finish (a deadline passed): the
-    /// next decode continues it. Nothing else may be buffered at that point.
-    ///
-    /// # Panics
-    ///
-    /// If bytes are buffered, `partial` is longer than `len`, or `len` exceeds the maximum.
-    pub fn restore(&mut self, len: usize, partial: &[u8]) {
-        assert_eq!(self.buffered(), 0, "restore with bytes buffered");
-        assert!(
-            partial.len() <= len && len <= self.max_payload,
-            "restore: bad lengths"
-        );
-        let header = encode_header(len).expect("len <= max_payload <= u32::MAX");
-        let mut taken = self.push(&header);
-        taken += self.push(partial);
-        debug_assert_eq!(taken, FRAME_HEADER_LEN + partial.len());
-    }
-
     /// Bytes of the frame at the head that have arrived, and its announced length: used to
     /// report a stream that ended in the middle of a frame.
     pub fn partial(&self) -> Option<(usize, Option<usize>)> {
@@ -289,27 +249,6 @@ mod tests {
         let mut out = [0u8; 100];
         assert_eq!(dec.decode(&mut out).unwrap(), Some(100));
         assert_eq!(out, [7; 100]);
-    }
-
-    #[test]
-    fn take_head_then_restore_continues_the_frame() {
-        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let mut wire = Vec::new();
-        encode_frame(&body, &mut wire).unwrap();
-        let mut dec = FrameDecoder::new(1000);
-        dec.push(&wire[..300]);
-        let mut out = vec![0u8; 1000];
-        assert_eq!(dec.decode(&mut out).unwrap(), None);
-        let got = dec.take_head(&mut out);
-        assert_eq!(got, 296);
-        assert_eq!(dec.buffered(), 0);
-        // The rest arrives partly; the reader gives up and puts it back.
-        out[got..got + 100].copy_from_slice(&wire[300..400]);
-        dec.restore(1000, &out[..got + 100]);
-        dec.push(&wire[400..]);
-        let mut again = vec![0u8; 1000];
-        assert_eq!(dec.decode(&mut again).unwrap(), Some(1000));
-        assert_eq!(again, body);
     }
 
     #[test]

@@ -20,10 +20,6 @@ use crate::fd::{Interest, SigpipeGuard, is_nonblocking, set_nonblocking, wait};
 use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
 use crate::{Blocked, Deadline, Detail, Error, MessageReceiver, MessageSender, Result};
 
-/// Frames from this size up are read straight into the caller's buffer once their header has
-/// arrived (one copy fewer than going through the receiver's buffer).
-const DIRECT_READ_MIN: usize = 64 * 1024;
-
 /// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
@@ -403,56 +399,6 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
-impl<F: AsFd> FrameReceiver<F> {
-    /// Finishes the large frame of `len` bytes at the head of the buffer by reading straight
-    /// into `buf[..len]`. If the deadline passes or the read fails, what arrived goes back into
-    /// the decoder, so the next call continues the same frame.
-    fn recv_direct(&mut self, buf: &mut [u8], len: usize, deadline: Deadline) -> Result<usize> {
-        let out = &mut buf[..len];
-        let mut got = self.decoder.take_head(out);
-        while got < len {
-            let fd = self.fd.as_fd();
-            let rest = &mut out[got..];
-            let r = self.nowait.attempt(fd, deadline, |nowait| {
-                if nowait {
-                    let iov = &mut [IoSliceMut::new(rest)];
-                    rustix::io::preadv2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT)
-                } else {
-                    rustix::io::read(fd, &mut *rest)
-                }
-            });
-            let stop = match r {
-                Ok(0) => {
-                    let note = format!(
-                        "the writer closed in the middle of a message ({got} of {len} bytes \
-                         arrived); the partial message was dropped"
-                    );
-                    let e = Error::disconnected().with_detail(Detail::Note(note.into()));
-                    return Err(self.err(e, "recv"));
-                }
-                Ok(n) => {
-                    got += n;
-                    continue;
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => {
-                    match deadline != Deadline::Now
-                        && wait(self.fd.as_fd(), Interest::Readable, deadline)
-                            .map_err(|e| self.err(e.into(), "poll"))?
-                    {
-                        true => continue,
-                        false => deadline.expired_error(Blocked::Empty),
-                    }
-                }
-                Err(e) => e.into(),
-            };
-            self.decoder.restore(len, &out[..got]);
-            return Err(self.err(stop, "recv"));
-        }
-        Ok(len)
-    }
-}
-
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
@@ -460,10 +406,6 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 Ok(Some(n)) => return Ok(n),
                 Ok(None) => {}
                 Err(e) => return Err(self.err(e, "recv")),
-            }
-            // `decode` checked the announced length against the maximum and `buf`.
-            if let Some(len) = self.decoder.next_len().filter(|&l| l >= DIRECT_READ_MIN) {
-                return self.recv_direct(buf, len, deadline);
             }
             let fd = self.fd.as_fd();
             let spare = self.decoder.read_buf();
@@ -660,39 +602,6 @@ mod tests {
         });
         tx.send(b"after").unwrap();
         reader.join().unwrap();
-    }
-
-    #[test]
-    fn large_frames_read_directly_survive_deadlines_and_small_buffers() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        let mut rx = FrameReceiver::new(r, 1 << 20, "p").unwrap();
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
-        let mut wire = encode_header(big.len()).unwrap().to_vec();
-        wire.extend_from_slice(&big);
-        crate::frame::encode_frame(b"next", &mut wire).unwrap();
-        let mut buf = vec![0u8; 400_000];
-        // The frame arrives in pieces; each receive gives up at its deadline part-way through
-        // and the next continues it, even though the caller scribbles over its buffer between.
-        for piece in wire[..FRAME_HEADER_LEN + big.len()].chunks(50_000) {
-            rustix::io::write(&w, piece).unwrap();
-            let e = rx.recv(&mut [0u8; 1000]).unwrap_err();
-            assert_eq!(
-                e.kind(),
-                ErrorKind::MessageTooLarge,
-                "the frame stays queued"
-            );
-            match rx.recv_timeout(&mut buf, Duration::from_millis(1)) {
-                Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut),
-                Ok(n) => {
-                    assert_eq!(&buf[..n], &big[..]);
-                    break;
-                }
-            }
-            buf.fill(0xFF);
-        }
-        rustix::io::write(&w, &wire[FRAME_HEADER_LEN + big.len()..]).unwrap();
-        assert_eq!(rx.try_recv(&mut buf).unwrap(), 4);
-        assert_eq!(&buf[..4], b"next");
     }
 
     #[test]
