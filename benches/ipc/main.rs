@@ -173,9 +173,11 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         ("quick", p, &[64, 64 << 10], &[64, 1 << 20])
     } else {
         let p = Profile {
-            warmup: Duration::from_millis(250),
+            // 230 points in all: this keeps the full run, build included, under 10 minutes on
+            // two cores.
+            warmup: Duration::from_millis(150),
             runs: 5,
-            run_time: Duration::from_millis(400),
+            run_time: Duration::from_millis(300),
             min_msgs: 100,
         };
         ("full", p, &LATENCY_SIZES, &THROUGHPUT_SIZES)
