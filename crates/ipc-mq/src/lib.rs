@@ -108,3 +108,23 @@ pub enum Access {
     #[default]
     ReadWrite,
 }
+
+/// How an open treats the name, from `OpenOptions`' `create` and `create_new` flags (both
+/// kinds of queue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Creation {
+    OpenExisting,
+    CreateNew,
+    OpenOrCreate,
+}
+
+impl Creation {
+    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
+    fn of(create: bool, create_new: bool) -> Creation {
+        match (create, create_new) {
+            (_, true) => Creation::CreateNew,
+            (true, false) => Creation::OpenOrCreate,
+            (false, false) => Creation::OpenExisting,
+        }
+    }
+}

@@ -77,6 +77,7 @@ use ipc_core::{
 use rustix::io::Errno;
 
 pub use crate::Access;
+use crate::Creation;
 use crate::limits::{self, FdUsage, OpenRequest, classify_open_error};
 pub use crate::limits::{HARD_MSGMAX, HARD_MSGSIZEMAX, Limits, MQ_PRIO_MAX};
 use crate::sys;
@@ -108,24 +109,6 @@ fn oflag(access: Access) -> i32 {
         Access::ReadOnly => libc::O_RDONLY,
         Access::WriteOnly => libc::O_WRONLY,
         Access::ReadWrite => libc::O_RDWR,
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Creation {
-    OpenExisting,
-    CreateNew,
-    OpenOrCreate,
-}
-
-impl Creation {
-    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
-    fn of(create: bool, create_new: bool) -> Creation {
-        match (create, create_new) {
-            (_, true) => Creation::CreateNew,
-            (true, false) => Creation::OpenOrCreate,
-            (false, false) => Creation::OpenExisting,
-        }
     }
 }
 

@@ -79,6 +79,7 @@ use libc::c_long;
 use rustix::io::Errno;
 
 pub use crate::Access;
+use crate::Creation;
 use crate::limits::{SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI, read_knob};
 use crate::sys::{self, RawMsg};
 
@@ -224,24 +225,6 @@ fn message_type(t: i64) -> Result<c_long> {
             ErrorKind::InvalidInput,
             format!("message type {t}: a type is above zero and fits a C long"),
         )),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Creation {
-    OpenExisting,
-    CreateNew,
-    OpenOrCreate,
-}
-
-impl Creation {
-    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
-    fn of(create: bool, create_new: bool) -> Creation {
-        match (create, create_new) {
-            (_, true) => Creation::CreateNew,
-            (true, false) => Creation::OpenOrCreate,
-            (false, false) => Creation::OpenExisting,
-        }
     }
 }
 
