@@ -16,7 +16,7 @@ use crate::peer::{self, Status, Watch};
 use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_CLOSED, Side,
 };
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentKind};
 use ipc_sync::futex;
 
 /// The default data capacity of a channel: 1 MiB.
@@ -90,9 +90,21 @@ impl ChannelOptions {
             .unwrap_or_else(|| ring::max_message_for(self.capacity.max(ring::MIN_CAPACITY)))
     }
 
-    /// The segment size a channel with these options needs: header plus data.
+    /// The segment size a channel with these options needs: header plus data (`usize::MAX`
+    /// for a capacity so large that no segment could hold it).
     pub fn segment_size(&self) -> usize {
         ring::region_size(self.capacity)
+    }
+
+    /// Refuses a capacity or maximum that no segment could hold, before one is made for it.
+    fn check(&self, op: &'static str) -> Result<()> {
+        ring::check_geometry(self.segment_size(), self.capacity, self.max_message_size()).map_err(
+            |n| {
+                let e = Error::with_note(ErrorKind::InvalidInput, n).in_op(op);
+                tracing::debug!(error = %e, "channel options refused");
+                e
+            },
+        )
     }
 
     /// Writes a fresh channel header into `segment` (which must be zero-filled, writable and
@@ -122,8 +134,13 @@ impl ChannelOptions {
     /// Creates the POSIX segment `name` (exclusively, mode `0o600`) sized for these options and
     /// initialises a channel in it. Open its ends with [`Sender::open`] / [`Receiver::open`]
     /// on [`Segment::open`] of the same name, here or in another process.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for options [`init`](ChannelOptions::init) refuses
+    /// (checked before the segment is made); those of [`Segment::create`].
     pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
         let name = name.try_into()?;
+        self.check("create channel")
+            .map_err(|e| e.on(SegmentKind::Posix(name.clone())))?;
         let seg = Segment::create(&name, self.segment_size())?;
         if let Err(e) = self.init(&seg) {
             let _ = Segment::unlink(&name);
@@ -134,7 +151,15 @@ impl ChannelOptions {
 
     /// Creates a sealed memfd segment sized for these options and initialises a channel in
     /// it; hand it to another process by inheritance or [`Segment::send_fd`].
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for options [`init`](ChannelOptions::init) refuses
+    /// (checked before the segment is made); those of [`Segment::memfd`].
     pub fn create_memfd(&self, name: &str) -> Result<Segment> {
+        self.check("create channel").map_err(|e| {
+            e.on(SegmentKind::Memfd {
+                name: Some(name.to_owned()),
+            })
+        })?;
         let seg = Segment::memfd(name, self.segment_size())?;
         self.init(&seg)?;
         Ok(seg)

@@ -120,9 +120,10 @@ pub(crate) const RX_WAKE: usize =
 /// Where the data area starts.
 pub(crate) const DATA_OFFSET: usize = std::mem::size_of::<Header>();
 
-/// The bytes a channel of `capacity` needs: header plus data.
+/// The bytes a channel of `capacity` needs: header plus data (saturating: a capacity that
+/// large is refused by [`check_geometry`] anyway).
 pub(crate) fn region_size(capacity: usize) -> usize {
-    DATA_OFFSET + capacity
+    DATA_OFFSET.saturating_add(capacity)
 }
 
 /// The largest message a ring of `capacity` can always make room for: a record must fit before
@@ -285,7 +286,8 @@ impl Ring {
     }
 }
 
-fn check_geometry(
+/// Checks a ring's shape (capacity, maximum message) and that it fits in `len` bytes.
+pub(crate) fn check_geometry(
     len: usize,
     capacity: usize,
     max_message: usize,

@@ -320,3 +320,27 @@ proptest! {
         prop_assert!(results.1.is_ok(), "{:?}", results.1);
     }
 }
+
+#[test]
+fn impossible_channel_options_are_refused_before_any_segment_is_made() {
+    // A capacity so large that header plus data overflows, one beyond the 1 GiB ceiling, one
+    // that is not a power of two, and a maximum above half the ring: each is bad input, named
+    // as such, and no segment (nor a name under /dev/shm) is made for it.
+    for opts in [
+        ChannelOptions::new().capacity(usize::MAX),
+        ChannelOptions::new().capacity(1 << 40),
+        ChannelOptions::new().capacity(1000),
+        ChannelOptions::new().capacity(1 << 12).max_message(1 << 12),
+    ] {
+        let e = opts.create_memfd("bad-options").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
+        let e = opts.pair().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
+        let name = unique_posix_name("shm-bad-opts");
+        let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+        let e = opts.create_posix(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
+        let e = Segment::open(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{opts:?}: {e}");
+    }
+}
