@@ -392,7 +392,7 @@ impl Sender {
     /// Errors: [`ErrorKind::WrongType`] if the segment holds no channel or another layout
     /// version, [`ErrorKind::Corrupted`] for an inconsistent header, [`ErrorKind::AlreadyExists`]
     /// if a producer is attached already, [`ErrorKind::Disconnected`] if the producer's end was
-    /// closed before.
+    /// closed before or its process died without closing it.
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Sender> {
         let (end, ring) = End::open(segment.into())?;
         let h = ring.header();
@@ -575,13 +575,26 @@ fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
                     ErrorKind::Disconnected,
                     format!("the channel's {what} was closed; make a new channel"),
                 ),
-                STATE_ATTACHED | peer::STATE_ATTACHING => (
-                    ErrorKind::AlreadyExists,
-                    format!(
-                        "a {what} is attached already (pid {})",
-                        side.pid.load(Ordering::Relaxed)
-                    ),
-                ),
+                STATE_ATTACHED | peer::STATE_ATTACHING => {
+                    let pid = side.pid.load(Ordering::Relaxed);
+                    // An end whose process died without closing stays attached: nobody can
+                    // take its place (its index may lag what it committed), so say that
+                    // rather than "attached already".
+                    if matches!(Watch::default().status(side), Ok(Status::Dead)) {
+                        (
+                            ErrorKind::Disconnected,
+                            format!(
+                                "the channel's {what} (pid {pid}) died without closing its end; \
+                                 make a new channel"
+                            ),
+                        )
+                    } else {
+                        (
+                            ErrorKind::AlreadyExists,
+                            format!("a {what} is attached already (pid {pid})"),
+                        )
+                    }
+                }
                 other => (
                     ErrorKind::Corrupted,
                     format!("{what} endpoint state {other}"),

@@ -344,3 +344,19 @@ fn impossible_channel_options_are_refused_before_any_segment_is_made() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{opts:?}: {e}");
     }
 }
+
+#[test]
+fn reopening_the_end_of_a_killed_process_says_it_died() {
+    let seg = Arc::new(small().create_memfd("reopen-dead").unwrap());
+    let mut child = spawn("send_then_park")
+        .fd("seg", seg.fd().unwrap())
+        .arg("0")
+        .start();
+    child.wait_checkpoint("sent");
+    assert!(child.kill_and_wait().killed());
+    // The dead sender never closed its end: a new one cannot take over (the dead one's
+    // index may lag what it committed), and the error says why instead of "attached already".
+    let e = Sender::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(e.to_string().contains("died"), "{e}");
+}
