@@ -8,7 +8,8 @@
 //!   exclusively with mode `0o600` exactly, opened only after `fstat` on the descriptor shows a
 //!   memory object of ours that is as large as needed (never mapped past its real end);
 //!   [`UnlinkGuard`] removes the name on drop. Read-only mappings with
-//!   [`Segment::open_read_only`].
+//!   [`Segment::open_read_only`]. Such an object cannot be sealed: a process allowed to write
+//!   it can still shrink it after we mapped it, and an access past the new end is a `SIGBUS`.
 //! - **memfd** ([`Segment::memfd`], [`MemfdOptions`]): anonymous, sealed against shrinking and
 //!   growing, so no peer can make this process die of `SIGBUS`; handed to another process by
 //!   inheritance ([`Segment::inherited`]) or over a Unix socket ([`Segment::send_fd`],

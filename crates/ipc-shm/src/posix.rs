@@ -143,6 +143,12 @@ impl OpenOptions {
     /// [`min_len`](OpenOptions::min_len) bytes. Then `mmap` of exactly its real size, so no
     /// access can reach past its end. Does not block.
     ///
+    /// A POSIX object cannot be sealed: any process that can open it for writing (its owner,
+    /// or anyone its mode lets in) can `ftruncate` it smaller later, and this process then
+    /// dies of `SIGBUS` when it touches a page past the new end. That holds for a channel in
+    /// a POSIX segment too. With a peer you do not trust that far, use a sealed memfd segment
+    /// ([`Segment::memfd`], [`Segment::adopt`]).
+    ///
     /// Errors: [`ErrorKind::InvalidName`] for a malformed name, [`ErrorKind::NotFound`] if no
     /// such segment exists, [`ErrorKind::WrongType`] for a symbolic link, a non-memory object,
     /// an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits that forbid
