@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
 
@@ -46,6 +47,94 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 pub struct ChildFds {
     /// `(our duplicate, target fd in the child, name)`.
     maps: Vec<(OwnedFd, RawFd, Option<String>)>,
+    /// What the `pre_exec` hooks read in the child: every hook this value installed, on any
+    /// `Command`, shares it.
+    table: Arc<HookTable>,
+}
+
+/// The most descriptors one [`ChildFds`] hands over.
+const MAX_FDS: usize = 64;
+
+/// The mapping as the `pre_exec` hook sees it in the child, where it may read memory but not
+/// lock or allocate: plain atomics, written in the parent only through `&mut ChildFds` (and on
+/// drop).
+///
+/// A `Command` keeps its hooks for good, so a hook can run long after the spawn it was made
+/// for: when the `Command` is spawned again, directly or through [`ChildFds::spawn`] (which
+/// adds another hook). Hence the hook reads the current mapping from here rather than a copy
+/// taken when it was installed, refuses to run once the descriptors it names are closed, and
+/// runs once per child however many hooks there are.
+#[derive(Debug)]
+struct HookTable {
+    /// Set when the `ChildFds` is dropped, before its descriptors are closed: the numbers in
+    /// `pairs` may name anything after that.
+    released: AtomicBool,
+    /// Set in a child (its own copy of this memory) once the mapping is installed there.
+    installed: AtomicBool,
+    /// Entries of `pairs` in use.
+    len: AtomicUsize,
+    /// `(our duplicate's number, target number)`.
+    pairs: [(AtomicI32, AtomicI32); MAX_FDS],
+}
+
+impl Default for HookTable {
+    fn default() -> HookTable {
+        HookTable {
+            released: AtomicBool::new(false),
+            installed: AtomicBool::new(false),
+            len: AtomicUsize::new(0),
+            pairs: [const { (AtomicI32::new(-1), AtomicI32::new(-1)) }; MAX_FDS],
+        }
+    }
+}
+
+impl HookTable {
+    /// Installs the mapping: runs in the child between `fork` and `exec`, so it only reads
+    /// atomics and makes raw `fcntl`/`dup2`/`close` calls (async-signal-safe, no allocation).
+    fn install(&self) -> std::io::Result<()> {
+        if self.installed.load(Ordering::SeqCst) {
+            return Ok(()); // An earlier hook of this `ChildFds` did it in this child.
+        }
+        if self.released.load(Ordering::SeqCst) {
+            // The `ChildFds` is gone and its descriptors closed: the numbers below may name
+            // anything now.
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let len = self.len.load(Ordering::SeqCst).min(MAX_FDS);
+        let pairs = &self.pairs[..len];
+        let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
+        let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        let mut temps = [0 as RawFd; MAX_FDS];
+        // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
+        for (i, (src, _)) in pairs.iter().enumerate() {
+            // SAFETY: `released` is clear, so the `ChildFds` was alive at the fork and its
+            // descriptors, whose numbers these are, were open in the parent and so are here.
+            let src = unsafe { BorrowedFd::borrow_raw(src.load(Ordering::SeqCst)) };
+            let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
+            temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+        }
+        // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
+        for (i, &tmp) in temps[..len].iter().enumerate() {
+            // SAFETY: `dup2` and `close` on numbers phase 1 just opened and on targets the
+            // caller chose; no Rust value owns any of them in this process image.
+            unsafe {
+                if libc::dup2(tmp, target(i)) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(tmp);
+            }
+        }
+        self.installed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for ChildFds {
+    fn drop(&mut self) {
+        // Before the fields (and so our descriptors) are dropped: a hook that runs from now
+        // on (a `Command` spawned again) fails instead of using closed numbers.
+        self.table.released.store(true, Ordering::SeqCst);
+    }
 }
 
 impl ChildFds {
@@ -94,10 +183,21 @@ impl ChildFds {
             )
             .on(target));
         }
+        if self.maps.len() == MAX_FDS {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("at most {MAX_FDS} descriptors can be handed to one child"),
+            )
+            .on(target));
+        }
         // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
         let dup =
             rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        let slot = &self.table.pairs[self.maps.len()];
+        slot.0.store(dup.as_raw_fd(), Ordering::SeqCst);
+        slot.1.store(target, Ordering::SeqCst);
         self.maps.push((dup, target, name));
+        self.table.len.store(self.maps.len(), Ordering::SeqCst);
         Ok(self)
     }
 
@@ -111,6 +211,11 @@ impl ChildFds {
     /// error report went into the passed descriptor. Holding the numbers keeps the two apart.
     ///
     /// `self` can be dropped once this returns: the child has its own copies.
+    ///
+    /// The hook stays on `cmd`. Spawned again, directly or through this method, `cmd` installs
+    /// the mapping `self` holds at that time (once per child, however many hooks it has); once
+    /// `self` is dropped, such a spawn fails with `EBADF` (its descriptors are closed) rather
+    /// than hand the child whatever has their numbers by then.
     ///
     /// # References
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
@@ -153,36 +258,13 @@ impl ChildFds {
         if !names.is_empty() {
             cmd.env(ENV_VAR, names.join(","));
         }
-        let pairs: Vec<(RawFd, RawFd)> = self
-            .maps
-            .iter()
-            .map(|(fd, t, _)| (fd.as_raw_fd(), *t))
-            .collect();
-        let floor = pairs.iter().map(|p| p.1).max().unwrap_or(2) + 1;
-        // SAFETY: the hook runs in the child between fork and exec. It only calls `fcntl`,
-        // `dup2` and `close` through rustix (raw syscalls, async-signal-safe), allocates
-        // nothing, and touches only `pairs`, which was built before the fork.
+        let table = Arc::clone(&self.table);
+        // SAFETY: the hook runs in the child between fork and exec; `HookTable::install` only
+        // reads and writes atomics in the child's copy of the table and makes async-signal-safe
+        // system calls, allocating nothing. It checks that the descriptors it names were still
+        // open at the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                let mut temps = [0 as RawFd; 64];
-                if pairs.len() > temps.len() {
-                    return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
-                }
-                // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
-                for (i, (src, _)) in pairs.iter().enumerate() {
-                    let src = BorrowedFd::borrow_raw(*src);
-                    let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
-                    temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
-                }
-                // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
-                for (i, (_, target)) in pairs.iter().enumerate() {
-                    if libc::dup2(temps[i], *target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(temps[i]);
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || table.install());
         }
     }
 }
@@ -254,6 +336,65 @@ mod tests {
         assert_eq!(
             fds.pass_as(&r, 3).unwrap_err().kind(),
             ErrorKind::InvalidInput
+        );
+    }
+
+    fn read_all(fd: OwnedFd) -> String {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+        s
+    }
+
+    /// A `Command` keeps its hook after a spawn. Spawned again once the `ChildFds` (and the
+    /// descriptors its hook names) is gone, it must fail, not hand the child whatever holds
+    /// those numbers by then.
+    #[test]
+    fn respawn_after_release_fails_instead_of_passing_a_stranger() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        fds.pass_as(&w, 3).unwrap();
+        let src = fds.maps[0].0.as_raw_fd();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "echo hi >&3"]);
+        assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
+        drop((fds, w));
+        assert_eq!(read_all(r), "hi\n");
+        // An unrelated descriptor takes the number the hook names (or, if another thread was
+        // quicker, that thread's descriptor has it: the same mistake, just not visible here).
+        let stranger =
+            rustix::fs::memfd_create("stranger", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let _at = rustix::io::fcntl_dupfd_cloexec(&stranger, src).unwrap();
+        let spawned = cmd.spawn().map(|mut c| c.wait());
+        let size = rustix::fs::fstat(&stranger).unwrap().st_size;
+        assert_eq!(size, 0, "the child wrote into an unrelated descriptor");
+        assert!(spawned.is_err(), "{spawned:?}");
+    }
+
+    /// Spawning one `Command` twice through `spawn` registers two hooks; the mapping must
+    /// still be installed once, also when a source number is another entry's target.
+    #[test]
+    fn spawning_one_command_twice_installs_the_mapping_once() {
+        let (ra, wa) = rustix::pipe::pipe().unwrap();
+        let (rb, wb) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        // `wa`'s own number is taken here, so our copy of it gets another one ...
+        let ta = wa.as_raw_fd();
+        fds.pass_as(&wa, ta).unwrap();
+        // ... which is where `wb` goes in the child: the mapping overlaps.
+        let tb = fds.maps[0].0.as_raw_fd();
+        fds.pass_as(&wb, tb).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("echo a > /proc/self/fd/{ta}; echo b > /proc/self/fd/{tb}"),
+        ]);
+        for _ in 0..2 {
+            assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
+        }
+        drop((fds, cmd, wa, wb));
+        assert_eq!(
+            (read_all(ra), read_all(rb)),
+            ("a\na\n".into(), "b\nb\n".into())
         );
     }
 
