@@ -257,6 +257,10 @@ impl ChildFds {
             .collect();
         if !names.is_empty() {
             cmd.env(ENV_VAR, names.join(","));
+        } else if !cmd.get_envs().any(|(k, _)| k == ENV_VAR) {
+            // No names for this child: do not let it inherit our own list, whose numbers mean
+            // nothing there.
+            cmd.env_remove(ENV_VAR);
         }
         let table = Arc::clone(&self.table);
         // SAFETY: the hook runs in the child between fork and exec; `HookTable::install` only
@@ -280,19 +284,23 @@ static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
 /// Errors: [`ErrorKind::NotFound`] if the parent passed nothing under `name` or the descriptor
 /// is not open; [`ErrorKind::AlreadyExists`] if it was taken already.
 pub fn take(name: &str) -> Result<OwnedFd> {
-    let list = std::env::var(ENV_VAR).unwrap_or_default();
+    take_listed(&std::env::var(ENV_VAR).unwrap_or_default(), name)
+}
+
+/// [`take`] with the value of [`ENV_VAR`] given.
+fn take_listed(list: &str, name: &str) -> Result<OwnedFd> {
+    let not_found = |note: String| {
+        Error::with_note(ErrorKind::NotFound, note)
+            .in_op("take inherited fd")
+            .on(name)
+    };
     let fd: RawFd = list
         .split(',')
         .filter_map(|pair| pair.split_once('='))
         .find(|(n, _)| *n == name)
         .and_then(|(_, fd)| fd.parse().ok())
-        .ok_or_else(|| {
-            Error::with_note(
-                ErrorKind::NotFound,
-                format!("no fd named {name:?} in {ENV_VAR}"),
-            )
-            .in_op("take inherited fd")
-        })?;
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| not_found(format!("no fd named {name:?} in {ENV_VAR}")))?;
     let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
     if !taken.insert(fd) {
@@ -300,9 +308,8 @@ pub fn take(name: &str) -> Result<OwnedFd> {
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd})")));
     }
-    // SAFETY: `fd` was listed by the parent in ENV_VAR as handed to this process at exec and
-    // is taken at most once (the `TAKEN` set), so this is its only owner. The borrow is used
-    // only to check that it is open.
+    // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is open and
+    // whether it was inherited.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let flags = fcntl_getfd(borrowed).map_err(|e| {
         taken.remove(&fd);
@@ -310,8 +317,21 @@ pub fn take(name: &str) -> Result<OwnedFd> {
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd} is not open)"))
     })?;
+    if flags.contains(FdFlags::CLOEXEC) {
+        // A descriptor that came through `exec` has close-on-exec clear (`ChildFds` moves it
+        // into place with `dup2`); this one was opened by this process since. The list is not
+        // ours: typically inherited through the environment from an ancestor that was handed
+        // descriptors, by a program that spawned this one without any.
+        taken.remove(&fd);
+        return Err(not_found(format!(
+            "{ENV_VAR} names fd {fd}, but that descriptor is close-on-exec, so it was opened \
+             by this process, not inherited (a list left in the environment by an ancestor?)"
+        )));
+    }
     fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
-    // SAFETY: see above: the fd is open and owned by nothing else in this process.
+    // SAFETY: `fd` was open and inheritable, so it came through `exec` as the parent's list
+    // says (nothing in this process made it), and it is taken at most once (the `TAKEN` set):
+    // this is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -396,6 +416,44 @@ mod tests {
             (read_all(ra), read_all(rb)),
             ("a\na\n".into(), "b\nb\n".into())
         );
+    }
+
+    #[test]
+    fn take_adopts_only_inherited_descriptors() {
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        // Opened here (close-on-exec, as std opens everything), as a stale list from an
+        // ancestor would name it.
+        let list = format!("mine={},neg=-1", r.as_raw_fd());
+        let e = take_listed(&list, "mine").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("close-on-exec"), "{e}");
+        assert_eq!(
+            take_listed(&list, "neg").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // What `dup2` in a child leaves: an inheritable descriptor, adopted once.
+        let inheritable = rustix::io::fcntl_dupfd_cloexec(&r, 0).unwrap();
+        fcntl_setfd(&inheritable, FdFlags::empty()).unwrap();
+        let list = format!("given={}", inheritable.as_raw_fd());
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(inheritable);
+        let taken = take_listed(&list, "given").unwrap();
+        assert_eq!(taken.as_raw_fd(), fd);
+        assert!(fcntl_getfd(&taken).unwrap().contains(FdFlags::CLOEXEC));
+        assert_eq!(
+            take_listed(&list, "given").unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn a_child_without_names_does_not_inherit_the_list() {
+        let (_r, w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        fds.pass_as(&w, 1).unwrap();
+        let mut cmd = Command::new("/bin/true");
+        fds.apply(&mut cmd);
+        let env: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(env, [(std::ffi::OsStr::new(ENV_VAR), None)]);
     }
 
     #[test]
