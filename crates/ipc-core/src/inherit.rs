@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
 
@@ -46,6 +47,94 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 pub struct ChildFds {
     /// `(our duplicate, target fd in the child, name)`.
     maps: Vec<(OwnedFd, RawFd, Option<String>)>,
+    /// What the `pre_exec` hooks read in the child: every hook this value installed, on any
+    /// `Command`, shares it.
+    table: Arc<HookTable>,
+}
+
+/// The most descriptors one [`ChildFds`] hands over.
+const MAX_FDS: usize = 64;
+
+/// The mapping as the `pre_exec` hook sees it in the child, where it may read memory but not
+/// lock or allocate: plain atomics, written in the parent only through `&mut ChildFds` (and on
+/// drop).
+///
+/// A `Command` keeps its hooks for good, so a hook can run long after the spawn it was made
+/// for: when the `Command` is spawned again, directly or through [`ChildFds::spawn`] (which
+/// adds another hook). Hence the hook reads the current mapping from here rather than a copy
+/// taken when it was installed, refuses to run once the descriptors it names are closed, and
+/// runs once per child however many hooks there are.
+#[derive(Debug)]
+struct HookTable {
+    /// Set when the `ChildFds` is dropped, before its descriptors are closed: the numbers in
+    /// `pairs` may name anything after that.
+    released: AtomicBool,
+    /// Set in a child (its own copy of this memory) once the mapping is installed there.
+    installed: AtomicBool,
+    /// Entries of `pairs` in use.
+    len: AtomicUsize,
+    /// `(our duplicate's number, target number)`.
+    pairs: [(AtomicI32, AtomicI32); MAX_FDS],
+}
+
+impl Default for HookTable {
+    fn default() -> HookTable {
+        HookTable {
+            released: AtomicBool::new(false),
+            installed: AtomicBool::new(false),
+            len: AtomicUsize::new(0),
+            pairs: [const { (AtomicI32::new(-1), AtomicI32::new(-1)) }; MAX_FDS],
+        }
+    }
+}
+
+impl HookTable {
+    /// Installs the mapping: runs in the child between `fork` and `exec`, so it only reads
+    /// atomics and makes raw `fcntl`/`dup2`/`close` calls (async-signal-safe, no allocation).
+    fn install(&self) -> std::io::Result<()> {
+        if self.installed.load(Ordering::SeqCst) {
+            return Ok(()); // An earlier hook of this `ChildFds` did it in this child.
+        }
+        if self.released.load(Ordering::SeqCst) {
+            // The `ChildFds` is gone and its descriptors closed: the numbers below may name
+            // anything now.
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let len = self.len.load(Ordering::SeqCst).min(MAX_FDS);
+        let pairs = &self.pairs[..len];
+        let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
+        let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        let mut temps = [0 as RawFd; MAX_FDS];
+        // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
+        for (i, (src, _)) in pairs.iter().enumerate() {
+            // SAFETY: `released` is clear, so the `ChildFds` was alive at the fork and its
+            // descriptors, whose numbers these are, were open in the parent and so are here.
+            let src = unsafe { BorrowedFd::borrow_raw(src.load(Ordering::SeqCst)) };
+            let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
+            temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+        }
+        // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
+        for (i, &tmp) in temps[..len].iter().enumerate() {
+            // SAFETY: `dup2` and `close` on numbers phase 1 just opened and on targets the
+            // caller chose; no Rust value owns any of them in this process image.
+            unsafe {
+                if libc::dup2(tmp, target(i)) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(tmp);
+            }
+        }
+        self.installed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Drop for ChildFds {
+    fn drop(&mut self) {
+        // Before the fields (and so our descriptors) are dropped: a hook that runs from now
+        // on (a `Command` spawned again) fails instead of using closed numbers.
+        self.table.released.store(true, Ordering::SeqCst);
+    }
 }
 
 impl ChildFds {
@@ -94,10 +183,21 @@ impl ChildFds {
             )
             .on(target));
         }
+        if self.maps.len() == MAX_FDS {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("at most {MAX_FDS} descriptors can be handed to one child"),
+            )
+            .on(target));
+        }
         // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
         let dup =
             rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        let slot = &self.table.pairs[self.maps.len()];
+        slot.0.store(dup.as_raw_fd(), Ordering::SeqCst);
+        slot.1.store(target, Ordering::SeqCst);
         self.maps.push((dup, target, name));
+        self.table.len.store(self.maps.len(), Ordering::SeqCst);
         Ok(self)
     }
 
@@ -111,6 +211,11 @@ impl ChildFds {
     /// error report went into the passed descriptor. Holding the numbers keeps the two apart.
     ///
     /// `self` can be dropped once this returns: the child has its own copies.
+    ///
+    /// The hook stays on `cmd`. Spawned again, directly or through this method, `cmd` installs
+    /// the mapping `self` holds at that time (once per child, however many hooks it has); once
+    /// `self` is dropped, such a spawn fails with `EBADF` (its descriptors are closed) rather
+    /// than hand the child whatever has their numbers by then.
     ///
     /// # References
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
@@ -152,37 +257,18 @@ impl ChildFds {
             .collect();
         if !names.is_empty() {
             cmd.env(ENV_VAR, names.join(","));
+        } else if !cmd.get_envs().any(|(k, _)| k == ENV_VAR) {
+            // No names for this child: do not let it inherit our own list, whose numbers mean
+            // nothing there.
+            cmd.env_remove(ENV_VAR);
         }
-        let pairs: Vec<(RawFd, RawFd)> = self
-            .maps
-            .iter()
-            .map(|(fd, t, _)| (fd.as_raw_fd(), *t))
-            .collect();
-        let floor = pairs.iter().map(|p| p.1).max().unwrap_or(2) + 1;
-        // SAFETY: the hook runs in the child between fork and exec. It only calls `fcntl`,
-        // `dup2` and `close` through rustix (raw syscalls, async-signal-safe), allocates
-        // nothing, and touches only `pairs`, which was built before the fork.
+        let table = Arc::clone(&self.table);
+        // SAFETY: the hook runs in the child between fork and exec; `HookTable::install` only
+        // reads and writes atomics in the child's copy of the table and makes async-signal-safe
+        // system calls, allocating nothing. It checks that the descriptors it names were still
+        // open at the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                let mut temps = [0 as RawFd; 64];
-                if pairs.len() > temps.len() {
-                    return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
-                }
-                // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
-                for (i, (src, _)) in pairs.iter().enumerate() {
-                    let src = BorrowedFd::borrow_raw(*src);
-                    let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
-                    temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
-                }
-                // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
-                for (i, (_, target)) in pairs.iter().enumerate() {
-                    if libc::dup2(temps[i], *target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(temps[i]);
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || table.install());
         }
     }
 }
@@ -198,19 +284,23 @@ static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
 /// Errors: [`ErrorKind::NotFound`] if the parent passed nothing under `name` or the descriptor
 /// is not open; [`ErrorKind::AlreadyExists`] if it was taken already.
 pub fn take(name: &str) -> Result<OwnedFd> {
-    let list = std::env::var(ENV_VAR).unwrap_or_default();
+    take_listed(&std::env::var(ENV_VAR).unwrap_or_default(), name)
+}
+
+/// [`take`] with the value of [`ENV_VAR`] given.
+fn take_listed(list: &str, name: &str) -> Result<OwnedFd> {
+    let not_found = |note: String| {
+        Error::with_note(ErrorKind::NotFound, note)
+            .in_op("take inherited fd")
+            .on(name)
+    };
     let fd: RawFd = list
         .split(',')
         .filter_map(|pair| pair.split_once('='))
         .find(|(n, _)| *n == name)
         .and_then(|(_, fd)| fd.parse().ok())
-        .ok_or_else(|| {
-            Error::with_note(
-                ErrorKind::NotFound,
-                format!("no fd named {name:?} in {ENV_VAR}"),
-            )
-            .in_op("take inherited fd")
-        })?;
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| not_found(format!("no fd named {name:?} in {ENV_VAR}")))?;
     let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
     if !taken.insert(fd) {
@@ -218,9 +308,8 @@ pub fn take(name: &str) -> Result<OwnedFd> {
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd})")));
     }
-    // SAFETY: `fd` was listed by the parent in ENV_VAR as handed to this process at exec and
-    // is taken at most once (the `TAKEN` set), so this is its only owner. The borrow is used
-    // only to check that it is open.
+    // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is open and
+    // whether it was inherited.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let flags = fcntl_getfd(borrowed).map_err(|e| {
         taken.remove(&fd);
@@ -228,8 +317,21 @@ pub fn take(name: &str) -> Result<OwnedFd> {
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd} is not open)"))
     })?;
+    if flags.contains(FdFlags::CLOEXEC) {
+        // A descriptor that came through `exec` has close-on-exec clear (`ChildFds` moves it
+        // into place with `dup2`); this one was opened by this process since. The list is not
+        // ours: typically inherited through the environment from an ancestor that was handed
+        // descriptors, by a program that spawned this one without any.
+        taken.remove(&fd);
+        return Err(not_found(format!(
+            "{ENV_VAR} names fd {fd}, but that descriptor is close-on-exec, so it was opened \
+             by this process, not inherited (a list left in the environment by an ancestor?)"
+        )));
+    }
     fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
-    // SAFETY: see above: the fd is open and owned by nothing else in this process.
+    // SAFETY: `fd` was open and inheritable, so it came through `exec` as the parent's list
+    // says (nothing in this process made it), and it is taken at most once (the `TAKEN` set):
+    // this is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -255,6 +357,103 @@ mod tests {
             fds.pass_as(&r, 3).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    fn read_all(fd: OwnedFd) -> String {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+        s
+    }
+
+    /// A `Command` keeps its hook after a spawn. Spawned again once the `ChildFds` (and the
+    /// descriptors its hook names) is gone, it must fail, not hand the child whatever holds
+    /// those numbers by then.
+    #[test]
+    fn respawn_after_release_fails_instead_of_passing_a_stranger() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        fds.pass_as(&w, 3).unwrap();
+        let src = fds.maps[0].0.as_raw_fd();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "echo hi >&3"]);
+        assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
+        drop((fds, w));
+        assert_eq!(read_all(r), "hi\n");
+        // An unrelated descriptor takes the number the hook names (or, if another thread was
+        // quicker, that thread's descriptor has it: the same mistake, just not visible here).
+        let stranger =
+            rustix::fs::memfd_create("stranger", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let _at = rustix::io::fcntl_dupfd_cloexec(&stranger, src).unwrap();
+        let spawned = cmd.spawn().map(|mut c| c.wait());
+        let size = rustix::fs::fstat(&stranger).unwrap().st_size;
+        assert_eq!(size, 0, "the child wrote into an unrelated descriptor");
+        assert!(spawned.is_err(), "{spawned:?}");
+    }
+
+    /// Spawning one `Command` twice through `spawn` registers two hooks; the mapping must
+    /// still be installed once, also when a source number is another entry's target.
+    #[test]
+    fn spawning_one_command_twice_installs_the_mapping_once() {
+        let (ra, wa) = rustix::pipe::pipe().unwrap();
+        let (rb, wb) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        // `wa`'s own number is taken here, so our copy of it gets another one ...
+        let ta = wa.as_raw_fd();
+        fds.pass_as(&wa, ta).unwrap();
+        // ... which is where `wb` goes in the child: the mapping overlaps.
+        let tb = fds.maps[0].0.as_raw_fd();
+        fds.pass_as(&wb, tb).unwrap();
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            &format!("echo a > /proc/self/fd/{ta}; echo b > /proc/self/fd/{tb}"),
+        ]);
+        for _ in 0..2 {
+            assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
+        }
+        drop((fds, cmd, wa, wb));
+        assert_eq!(
+            (read_all(ra), read_all(rb)),
+            ("a\na\n".into(), "b\nb\n".into())
+        );
+    }
+
+    #[test]
+    fn take_adopts_only_inherited_descriptors() {
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        // Opened here (close-on-exec, as std opens everything), as a stale list from an
+        // ancestor would name it.
+        let list = format!("mine={},neg=-1", r.as_raw_fd());
+        let e = take_listed(&list, "mine").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("close-on-exec"), "{e}");
+        assert_eq!(
+            take_listed(&list, "neg").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        // What `dup2` in a child leaves: an inheritable descriptor, adopted once.
+        let inheritable = rustix::io::fcntl_dupfd_cloexec(&r, 0).unwrap();
+        fcntl_setfd(&inheritable, FdFlags::empty()).unwrap();
+        let list = format!("given={}", inheritable.as_raw_fd());
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(inheritable);
+        let taken = take_listed(&list, "given").unwrap();
+        assert_eq!(taken.as_raw_fd(), fd);
+        assert!(fcntl_getfd(&taken).unwrap().contains(FdFlags::CLOEXEC));
+        assert_eq!(
+            take_listed(&list, "given").unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn a_child_without_names_does_not_inherit_the_list() {
+        let (_r, w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        fds.pass_as(&w, 1).unwrap();
+        let mut cmd = Command::new("/bin/true");
+        fds.apply(&mut cmd);
+        let env: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(env, [(std::ffi::OsStr::new(ENV_VAR), None)]);
     }
 
     #[test]
