@@ -47,6 +47,15 @@
 //! returns [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) after draining what
 //! was committed; a producer killed while writing never makes a torn message visible.
 //!
+//! Two things the liveness check relies on, so channel ends do not work across them:
+//! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
+//!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
+//!   end look dead at once ([`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected));
+//! - **no `fork` without `exec` while an end is open**: the end stays registered with the
+//!   parent's helper thread, which the child does not have, and keeps the parent's pid. Open
+//!   channel ends after the fork, in the process that uses them (a child that `exec`s and
+//!   opens its end by name or inherited segment, as the examples do, is fine).
+//!
 //! # When to use it
 //!
 //! Use a shared-memory channel for the highest message rate and lowest latency between two
