@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use ipc_core::{Error, Result};
+use ipc_core::{Error, ErrorKind, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
@@ -181,6 +181,16 @@ impl Watch {
             match open_verified(pid, start) {
                 Ok(fd) => self.pidfd = Some(fd),
                 Err(Errno::SRCH) => self.dead = true,
+                Err(Errno::NOENT) => {
+                    self.generation = None;
+                    return Err(Error::with_note(
+                        ErrorKind::Unsupported,
+                        "checking that the peer process lives needs /proc/PID/stat, and /proc \
+                         is not readable here: mount /proc (both ends must also share one PID \
+                         namespace)",
+                    )
+                    .in_op("check the peer process"));
+                }
                 Err(e) => {
                     // Cannot watch (out of descriptors, no pidfd support): say so rather
                     // than guess; the next check tries again.
@@ -206,6 +216,9 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     // peer published, the peer died and the pid was reused.
     match start_time_of(&pid.to_string()) {
         Some(t) if t == start => Ok(fd),
+        // Not even this process's own entry is readable: no `/proc` here, so no process can
+        // be told alive or dead. `NOENT` lets the caller say that instead of "dead".
+        None if start_time_of("self").is_none() => Err(Errno::NOENT),
         _ => Err(Errno::SRCH),
     }
 }

@@ -91,12 +91,38 @@ fn scribble(ctx: &Ctx) {
     }
 }
 
+/// In a mount namespace of its own with `/proc` detached, waits on a channel whose sender is
+/// this very (live) process, and prints the error the receive ends with.
+fn without_proc(_: &Ctx) {
+    use rustix::mount::{MountPropagationFlags, UnmountFlags, mount_change, unmount};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    // SAFETY: only a new mount namespace is made (no `FILES`), so no thread can be left with
+    // a descriptor table that differs from the others'.
+    if let Err(e) = unsafe { unshare_unsafe(UnshareFlags::NEWNS) } {
+        eprintln!("skipped: unshare(CLONE_NEWNS) needs privilege here ({e})");
+        return;
+    }
+    // Private propagation first, so detaching /proc here leaves the rest of the system alone.
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .unwrap();
+    unmount("/proc", UnmountFlags::DETACH).unwrap();
+    let (_tx, mut rx) = small().pair().unwrap();
+    let e = rx
+        .recv_timeout(&mut [0u8; 64], Duration::from_millis(200))
+        .unwrap_err();
+    eprintln!("receive ended: {:?}: {e}", e.kind());
+}
+
 roles!(
     send_then_park,
     park_mid_write,
     send_forever,
     receive_by_name,
-    scribble
+    scribble,
+    without_proc
 );
 
 #[test]
@@ -359,4 +385,19 @@ fn reopening_the_end_of_a_killed_process_says_it_died() {
     let e = Sender::open(seg.clone()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     assert!(e.to_string().contains("died"), "{e}");
+}
+
+#[test]
+fn without_proc_the_liveness_check_says_so_instead_of_reporting_a_dead_peer() {
+    let out = spawn("without_proc").start().wait_success();
+    if out.stderr.contains("skipped:") {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    // The sender is this process and alive: "Disconnected" would be a lie.
+    assert!(
+        out.stderr.contains("receive ended: Unsupported") && out.stderr.contains("/proc"),
+        "{}",
+        out.stderr
+    );
 }
