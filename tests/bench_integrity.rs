@@ -8,6 +8,7 @@
 
 #![allow(unreachable_pub)]
 
+mod bench_common;
 #[allow(dead_code)]
 #[path = "../benches/ipc/engine.rs"]
 mod engine;
@@ -21,9 +22,7 @@ mod registry;
 #[path = "../benches/ipc/rows/mod.rs"]
 mod rows;
 
-use std::time::Duration;
-
-use engine::{Config, Launcher, Metric, Placement, Profile, Runs};
+use engine::{Config, Metric, Placement, Runs};
 use message::{HEADER_LEN, Kind, Verifier, pattern, stamp};
 
 /// The children's entry point: in a child started by the engine, runs the benchmark child and
@@ -42,30 +41,7 @@ fn bench_child_entry() {
 }
 
 fn config(drop_every: Option<u64>) -> Config {
-    let cpus = engine::allowed_cpus();
-    Config {
-        profile: Profile {
-            warmup: Duration::from_millis(1),
-            runs: 2,
-            run_time: Duration::from_millis(5),
-            // Enough for message 99 to be dropped within the first run.
-            min_msgs: 150,
-        },
-        cpus: (cpus[0], cpus.get(1).copied()),
-        launcher: Launcher {
-            args: [
-                "bench_child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
-        drop_every,
-        abandon_at: None,
-    }
+    bench_common::config("bench_child_entry", drop_every)
 }
 
 /// 64 B round trips, 4 KiB streams (or the row's largest message, if smaller).

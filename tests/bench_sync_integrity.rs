@@ -8,6 +8,7 @@
 
 #![allow(unreachable_pub)]
 
+mod bench_common;
 #[allow(dead_code)]
 #[path = "../benches/ipc/engine.rs"]
 mod engine;
@@ -31,9 +32,8 @@ mod stats;
 mod sync;
 
 use std::cell::Cell;
-use std::time::Duration;
 
-use engine::{Config, Launcher, Placement, Profile};
+use engine::{Config, Placement};
 use sync::{Group, Locker, Shm, SpinPolicy, SyncInfo, SyncRow, UncontendedRow};
 
 /// The children's entry point: in a child started by the sync engine, runs it and exits with
@@ -52,30 +52,7 @@ fn sync_child_entry() {
 }
 
 fn config(drop_every: Option<u64>) -> Config {
-    let cpus = engine::allowed_cpus();
-    Config {
-        profile: Profile {
-            warmup: Duration::from_millis(1),
-            runs: 2,
-            run_time: Duration::from_millis(5),
-            // Enough for round trip 99 to be skipped within the first run.
-            min_msgs: 150,
-        },
-        cpus: (cpus[0], cpus.get(1).copied()),
-        launcher: Launcher {
-            args: [
-                "sync_child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ]
-            .map(String::from)
-            .to_vec(),
-        },
-        drop_every,
-        abandon_at: None,
-    }
+    bench_common::config("sync_child_entry", drop_every)
 }
 
 fn placements(cfg: &Config) -> Vec<Placement> {
