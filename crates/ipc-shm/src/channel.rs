@@ -243,7 +243,11 @@ impl End {
     /// came back with nothing to do (`round > 0`), or for non-blocking calls on every 64th
     /// one that finds nothing, so a hand-off that needs no sleep costs no syscall.
     fn peer_gone(&mut self, peer: &Side, round: u32, deadline: Deadline) -> Result<bool> {
-        if state_of(peer.owner.load(Ordering::Acquire)) == STATE_CLOSED || self.watched_died(peer) {
+        let owner = peer.owner.load(Ordering::Acquire);
+        if state_of(owner) == STATE_CLOSED
+            || self.watched_died(peer)
+            || self.watch.known_dead(owner)
+        {
             return Ok(true);
         }
         let check = if deadline == Deadline::Now {
@@ -507,8 +511,13 @@ impl Sender {
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e)),
         }
-        self.wait_for_room(len, deadline)
-            .map_err(|e| self.end.fail(e.in_op("send")))
+        self.wait_for_room(len, deadline).map_err(|e| {
+            if e.kind() == ErrorKind::Disconnected {
+                // Found gone while waiting: every later send checks again (and says so).
+                self.peer_owner = u64::MAX;
+            }
+            self.end.fail(e.in_op("send"))
+        })
     }
 
     fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {

@@ -219,6 +219,11 @@ impl Watch {
         }
     }
 
+    /// Whether the process `word` names was already found dead (no syscall).
+    pub(crate) fn known_dead(&self, word: u64) -> bool {
+        self.dead && self.key == Some(key_of(word))
+    }
+
     /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any.
     pub(crate) fn pidfd(&self) -> Option<&OwnedFd> {
         self.pidfd.as_ref()
@@ -296,9 +301,11 @@ impl Watch {
 fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     let raw = i32::try_from(pid).map_err(|_| Errno::SRCH)?;
     let pid_t = Pid::from_raw(raw).ok_or(Errno::SRCH)?;
-    // EINVAL: a thread's id, not a process's; no end publishes one, so no live peer.
+    // EINVAL: a thread's id, not a process's; ENOENT: a process the kernel will not give a
+    // pidfd for (seen for a process from outside this container). No end publishes such a pid,
+    // so it names no live peer. (NOENT is kept below for "no /proc".)
     let fd = pidfd_open(pid_t, PidfdFlags::empty()).map_err(|e| match e {
-        Errno::INVAL => Errno::SRCH,
+        Errno::INVAL | Errno::NOENT => Errno::SRCH,
         e => e,
     })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the

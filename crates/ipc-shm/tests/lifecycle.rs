@@ -428,7 +428,7 @@ fn random_scribbles_before_a_peer_dies_never_hang() {
         state
     };
     let rounds = if std::env::var_os("IPC_SOAK").is_some() {
-        400
+        2000
     } else {
         24
     };
@@ -464,7 +464,7 @@ fn soak_kills_at_every_step_many_times() {
         eprintln!("skipped: set IPC_SOAK=1 for the long run");
         return;
     }
-    for _ in 0..20 {
+    for _ in 0..100 {
         a_sender_killed_at_any_step_of_open_is_detected_and_its_place_taken_over();
         a_receiver_killed_at_any_step_of_open_is_detected_and_its_place_taken_over();
         a_sender_killed_with_its_end_open_in_detach_in_drop_or_holding_a_loan();
