@@ -12,8 +12,7 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result,
 };
 
-use crate::peer::state_of;
-use crate::peer::{self, Status, Watch};
+use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_ATTACHING,
     STATE_CLOSED, Side,
@@ -467,7 +466,7 @@ impl Sender {
             .header()
             .rx
             .owner
-            .load(Ordering::Acquire);
+            .load(Ordering::Relaxed);
         if state_of(word) == STATE_CLOSED {
             return Ok(true);
         }
@@ -599,7 +598,7 @@ impl Sender {
     }
 }
 
-/// Claims `side` for this process (see [`peer::attach`]), taking over a claim whose process
+/// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process
 /// died before it finished opening. Everything else that is in the way is an error that says
 /// who holds the place and what to do.
 fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
