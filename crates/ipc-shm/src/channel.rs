@@ -12,9 +12,10 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result,
 };
 
-use crate::peer::{self, Status, Watch};
+use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{
-    self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_CLOSED, Side,
+    self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_ATTACHING,
+    STATE_CLOSED, Side,
 };
 use crate::segment::{Segment, SegmentKind};
 use ipc_sync::futex;
@@ -182,9 +183,9 @@ struct End {
     my_cpu: u32,
     /// Non-blocking calls that found nothing to do, for rate-limiting liveness checks.
     polls: u32,
-    /// The watcher registration for the peer's current generation: while it holds, a sleep
-    /// needs no timeout to notice the peer's death.
-    registration: Option<(u32, crate::monitor::Registration)>,
+    /// The watcher registration for the peer's current process (the identity part of its
+    /// owner word): while it holds, a sleep needs no timeout to notice the peer's death.
+    registration: Option<(u64, crate::monitor::Registration)>,
 }
 
 impl End {
@@ -241,7 +242,11 @@ impl End {
     /// came back with nothing to do (`round > 0`), or for non-blocking calls on every 64th
     /// one that finds nothing, so a hand-off that needs no sleep costs no syscall.
     fn peer_gone(&mut self, peer: &Side, round: u32, deadline: Deadline) -> Result<bool> {
-        if peer.state.load(Ordering::Acquire) == STATE_CLOSED || self.watched_died(peer) {
+        let owner = peer.owner.load(Ordering::Acquire);
+        if state_of(owner) == STATE_CLOSED
+            || self.watched_died(peer)
+            || self.watch.known_dead(owner)
+        {
             return Ok(true);
         }
         let check = if deadline == Deadline::Now {
@@ -262,7 +267,7 @@ impl End {
     /// Whether the watcher thread saw the peer's current process die (one load, no syscall).
     fn watched_died(&self, peer: &Side) -> bool {
         match &self.registration {
-            Some((g, r)) => r.died() && *g == peer.generation.load(Ordering::Acquire),
+            Some((k, r)) => r.died() && *k == peer::key_of(peer.owner.load(Ordering::Acquire)),
             None => false,
         }
     }
@@ -272,14 +277,15 @@ impl End {
     /// word, at `word` in the segment, is bumped). `false` when there is no attached peer or
     /// it cannot be watched; sleeps then wake up now and then to check.
     fn armed(&mut self, peer: &Side, word: usize) -> bool {
-        let g = peer.generation.load(Ordering::Acquire);
-        if matches!(&self.registration, Some((rg, _)) if *rg == g) {
+        let owner = peer.owner.load(Ordering::Acquire);
+        let key = peer::key_of(owner);
+        if state_of(owner) == STATE_ATTACHED
+            && matches!(&self.registration, Some((k, _)) if *k == key)
+        {
             return true;
         }
         self.registration = None;
-        if !matches!(self.watch.follow(peer), Ok(Status::Alive))
-            || self.watch.generation() != Some(g)
-        {
+        if !matches!(self.watch.follow(peer), Ok(Status::Alive)) || self.watch.key() != Some(key) {
             return false;
         }
         let Some(pidfd) = self.watch.pidfd() else {
@@ -287,7 +293,7 @@ impl End {
         };
         match crate::monitor::watch(pidfd, self.segment.clone(), word) {
             Ok(r) => {
-                self.registration = Some((g, r));
+                self.registration = Some((key, r));
                 true
             }
             Err(e) => {
@@ -301,7 +307,7 @@ impl End {
     /// not pinned to the very CPU this end is pinned to.
     fn should_spin(&self, peer: &Side) -> bool {
         crate::sys::online_cpus() > 1
-            && peer.state.load(Ordering::Relaxed) == STATE_ATTACHED
+            && state_of(peer.owner.load(Ordering::Relaxed)) == STATE_ATTACHED
             && peer.sleeping.load(Ordering::Relaxed) == 0
             && (self.my_cpu == u32::MAX || peer.single_cpu.load(Ordering::Relaxed) != self.my_cpu)
     }
@@ -352,7 +358,7 @@ fn sleep(
     me.sleeping.store(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
     let r = match ready() {
-        Ok(false) if peer.state.load(Ordering::Relaxed) != STATE_CLOSED => {
+        Ok(false) if state_of(peer.owner.load(Ordering::Relaxed)) != STATE_CLOSED => {
             match futex::wait(&peer.wake, word, until) {
                 // Woken, the word changed, or the time is up: the caller looks again.
                 Ok(()) => Ok(()),
@@ -379,20 +385,29 @@ pub struct Sender {
     end: End,
     producer: Producer,
     sends_since_check: u32,
-    peer_generation: u32,
+    /// The receiver's owner word when its process was last checked.
+    peer_owner: u64,
 }
 
 impl Sender {
     /// Opens the producer's end of the channel in `segment`.
     ///
     /// Validates the header (magic, version, capacity against the segment's real size) and
-    /// claims the producer's place, recording this process's pid and start time there so the
-    /// receiver can tell if it dies. Does not block.
+    /// claims the producer's place: one compare-and-swap of the end's owner word from free to
+    /// "attaching, this process" (pid and start time), so the claim names its owner from the
+    /// first instant and the receiver can tell if it dies at any step. Does not block.
+    ///
+    /// A process killed while opening an end (claimed, not yet attached) leaves nothing that
+    /// needs it: its peer sees it as dead ([`ErrorKind::Disconnected`]), and the next `open`
+    /// of that end takes its place over.
     ///
     /// Errors: [`ErrorKind::WrongType`] if the segment holds no channel or another layout
-    /// version, [`ErrorKind::Corrupted`] for an inconsistent header, [`ErrorKind::AlreadyExists`]
-    /// if a producer is attached already, [`ErrorKind::Disconnected`] if the producer's end was
-    /// closed before or its process died without closing it.
+    /// version, [`ErrorKind::Corrupted`] for an inconsistent header or owner word,
+    /// [`ErrorKind::AlreadyExists`] if a live process has the producer's end attached or is
+    /// opening it (the error names its pid), [`ErrorKind::Disconnected`] if the producer's end
+    /// was closed before or its process died without closing it (named by pid: its index may
+    /// lag what it committed, so nobody can take its place; make a new channel),
+    /// [`ErrorKind::Unsupported`] if the holder's liveness cannot be checked (no `/proc`).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Sender> {
         let (end, ring) = End::open(segment.into())?;
         let h = ring.header();
@@ -411,7 +426,7 @@ impl Sender {
             end,
             producer,
             sends_since_check: CHECK_EVERY,
-            peer_generation: u32::MAX,
+            peer_owner: u64::MAX,
         })
     }
 
@@ -445,20 +460,32 @@ impl Sender {
     /// The receiver's state, checked cheaply: its published state on every call, its process
     /// (pidfd) when it changed or every [`CHECK_EVERY`] calls, or when `force`.
     fn receiver_gone(&mut self, force: bool) -> Result<bool> {
-        let rx = &self.producer.ring().header().rx;
-        let state = rx.state.load(Ordering::Relaxed);
-        if state == STATE_CLOSED {
+        let word = self
+            .producer
+            .ring()
+            .header()
+            .rx
+            .owner
+            .load(Ordering::Relaxed);
+        if state_of(word) == STATE_CLOSED {
             return Ok(true);
         }
-        let generation = rx.generation.load(Ordering::Relaxed);
         self.sends_since_check += 1;
-        if !force && generation == self.peer_generation && self.sends_since_check < CHECK_EVERY {
+        if !force && word == self.peer_owner && self.sends_since_check < CHECK_EVERY {
             return Ok(false);
         }
         self.sends_since_check = 0;
-        self.peer_generation = generation;
-        let status = self.end.watch.status(&self.producer.ring().header().rx)?;
-        Ok(matches!(status, Status::Closed | Status::Dead))
+        self.peer_owner = word;
+        let gone = matches!(
+            self.end.watch.status_of(word)?,
+            Status::Closed | Status::Dead
+        );
+        if gone {
+            // Look again next time (the watch remembers the death: no syscall), so every
+            // later send says so too, not only the first.
+            self.peer_owner = u64::MAX;
+        }
+        Ok(gone)
     }
 
     fn reserve(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
@@ -483,8 +510,13 @@ impl Sender {
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e)),
         }
-        self.wait_for_room(len, deadline)
-            .map_err(|e| self.end.fail(e.in_op("send")))
+        self.wait_for_room(len, deadline).map_err(|e| {
+            if e.kind() == ErrorKind::Disconnected {
+                // Found gone while waiting: every later send checks again (and says so).
+                self.peer_owner = u64::MAX;
+            }
+            self.end.fail(e.in_op("send"))
+        })
     }
 
     fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
@@ -566,47 +598,77 @@ impl Sender {
     }
 }
 
+/// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process
+/// died before it finished opening. Everything else that is in the way is an error that says
+/// who holds the place and what to do.
 fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
-    match peer::attach(side) {
-        Ok(()) => Ok(()),
-        Err(state) => {
-            let (kind, why) = match state {
-                STATE_CLOSED => (
-                    ErrorKind::Disconnected,
-                    format!("the channel's {what} was closed; make a new channel"),
-                ),
-                STATE_ATTACHED | peer::STATE_ATTACHING => {
-                    let pid = side.pid.load(Ordering::Relaxed);
-                    // An end whose process died without closing stays attached: nobody can
-                    // take its place (its index may lag what it committed), so say that
-                    // rather than "attached already".
-                    if matches!(Watch::default().status(side), Ok(Status::Dead)) {
-                        (
-                            ErrorKind::Disconnected,
-                            format!(
-                                "the channel's {what} (pid {pid}) died without closing its end; \
-                                 make a new channel"
-                            ),
-                        )
-                    } else {
-                        (
-                            ErrorKind::AlreadyExists,
-                            format!("a {what} is attached already (pid {pid})"),
-                        )
-                    }
-                }
-                other => (
-                    ErrorKind::Corrupted,
-                    format!("{what} endpoint state {other}"),
-                ),
-            };
-            let e = Error::with_note(kind, why)
-                .in_op(format!("open {what}"))
-                .on(end.segment.kind());
-            tracing::debug!(error = %e, "open channel end failed");
-            Err(e)
+    claim_until(side, end, what, peer::AttachStep::Attached)
+}
+
+/// [`claim`], stopping after `stop` (see [`testing`]).
+fn claim_until(side: &Side, end: &End, what: &str, stop: peer::AttachStep) -> Result<()> {
+    // Each round either takes the place, fails for good, or finds the word changed by another
+    // process (which then made progress); a few rounds are plenty.
+    let mut found = 0;
+    for _ in 0..8 {
+        found = match peer::attach_until(side, peer::me(), stop) {
+            Ok(()) => return Ok(()),
+            Err(found) => found,
+        };
+        let state = state_of(found);
+        if state != STATE_ATTACHING && state != STATE_ATTACHED {
+            break;
+        }
+        let status = Watch::default()
+            .status_of(found)
+            .map_err(|e| claim_error(e, end, what))?;
+        if status != Status::Dead || state != STATE_ATTACHING {
+            break;
+        }
+        // Killed while claiming: it wrote nothing but its claim, so the place is free.
+        if peer::reclaim(side, found) {
+            tracing::trace!(
+                segment = %end.segment.kind(),
+                pid = peer::identity_of(found).pid,
+                "took over the {what}'s place from a process that died while opening it"
+            );
         }
     }
+    let pid = peer::identity_of(found).pid;
+    let (kind, why) = match state_of(found) {
+        STATE_CLOSED => (
+            ErrorKind::Disconnected,
+            format!("the channel's {what} was closed; make a new channel"),
+        ),
+        // An end whose process died without closing stays attached: nobody can take its place
+        // (its index may lag what it committed), so say that rather than "attached already".
+        STATE_ATTACHED if matches!(Watch::default().status_of(found), Ok(Status::Dead)) => (
+            ErrorKind::Disconnected,
+            format!(
+                "the channel's {what} (pid {pid}) died without closing its end; make a new \
+                 channel"
+            ),
+        ),
+        STATE_ATTACHED => (
+            ErrorKind::AlreadyExists,
+            format!("a {what} is attached already (pid {pid})"),
+        ),
+        STATE_ATTACHING => (
+            ErrorKind::AlreadyExists,
+            format!("a {what} is being opened by pid {pid}, which is running"),
+        ),
+        _ => (
+            ErrorKind::Corrupted,
+            format!("{what} endpoint owner word {found:#018x}: free, yet naming a process"),
+        ),
+    };
+    Err(claim_error(Error::with_note(kind, why), end, what))
+}
+
+fn claim_error(e: Error, end: &End, what: &str) -> Error {
+    let e = e.in_op(format!("open {what}")).on(end.segment.kind());
+    tracing::debug!(error = %e, "open channel end failed");
+    e
 }
 
 impl MessageSender for Sender {
@@ -643,7 +705,7 @@ impl MessageSender for Sender {
 impl Drop for Sender {
     fn drop(&mut self) {
         let h = self.producer.ring().header();
-        h.tx.state.store(STATE_CLOSED, Ordering::SeqCst);
+        peer::close(&h.tx);
         // Wake a sleeping receiver unconditionally-if-flagged so it sees the close.
         wake_peer(&h.tx, &h.rx);
         tracing::trace!(segment = %self.end.segment.kind(), "closed channel sender");
@@ -899,7 +961,7 @@ impl MessageReceiver for Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         let h = self.consumer.ring().header();
-        h.rx.state.store(STATE_CLOSED, Ordering::SeqCst);
+        peer::close(&h.rx);
         wake_peer(&h.rx, &h.tx);
         tracing::trace!(segment = %self.end.segment.kind(), "closed channel receiver");
     }
@@ -942,5 +1004,48 @@ impl fmt::Debug for RecvGuard<'_> {
         f.debug_struct("RecvGuard")
             .field("len", &self.message.len())
             .finish()
+    }
+}
+
+/// Test support, not part of the API (no stability promise): the states a process killed at
+/// each step of opening a channel end leaves behind, made by the very code `open` runs, and
+/// where the owner words are, for tests that scribble on them.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// Where `open` of an end is stopped.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum OpenStep {
+        /// After the claim (owner word: attaching, this process).
+        Claimed,
+        /// After the CPU hint and sleeping flag.
+        Prepared,
+        /// After the owner word says attached, before the ring is looked at.
+        Attached,
+    }
+
+    /// Offsets of the sender's and the receiver's owner words in a channel segment.
+    pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
+    /// See [`TX_OWNER`].
+    pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
+
+    /// Runs `open` of the receiver's (`receiver`) or the sender's end of the channel in
+    /// `segment` up to `step` and stops there, leaving the segment as a process killed at that
+    /// point would.
+    pub fn open_until(segment: Arc<Segment>, receiver: bool, step: OpenStep) -> Result<()> {
+        let (end, ring) = End::open(segment)?;
+        let h = ring.header();
+        let (side, what) = if receiver {
+            (&h.rx, "receiver")
+        } else {
+            (&h.tx, "sender")
+        };
+        let stop = match step {
+            OpenStep::Claimed => peer::AttachStep::Claimed,
+            OpenStep::Prepared => peer::AttachStep::Prepared,
+            OpenStep::Attached => peer::AttachStep::Attached,
+        };
+        claim_until(side, &end, what, stop)
     }
 }

@@ -47,6 +47,19 @@
 //! returns [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) after draining what
 //! was committed; a producer killed while writing never makes a torn message visible.
 //!
+//! Every step of an end's life (claiming it in `open`, attaching, handing it over with
+//! `detach`, closing it on drop) is one atomic write of the end's owner word, which names the
+//! owning process (pid and start time) in every state but free. So a process killed at any
+//! step leaves a state that says who held it, and that process is found dead instead of
+//! being waited on: the peer gets `Disconnected` (after draining what was committed); a new
+//! `open` of that end takes the place over if the dead process had not finished opening, and
+//! otherwise fails with `Disconnected` naming the dead pid (make a new channel). Only a free
+//! end (none opened yet, or handed over with `detach`) is waited for without a bound, as a
+//! receiver waits for its first sender. A peer can of course forge a *valid* state (write
+//! "free" over its own word, or another live process's identity); that is indistinguishable
+//! from the truth, while any word no end writes is
+//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted).
+//!
 //! Two things the liveness check relies on, so channel ends do not work across them:
 //! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
 //!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
@@ -138,6 +151,8 @@ mod segment;
 mod sys;
 mod sysv;
 
+#[doc(hidden)]
+pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
 pub use posix::{DEFAULT_MODE, OpenOptions, UnlinkGuard};

@@ -11,25 +11,57 @@ use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
-use crate::ring::{STATE_ATTACHED, STATE_CLOSED, STATE_FREE, Side};
+use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
 
-/// A transient state while an endpoint writes its identity: peers treat it as not attached yet.
-pub(crate) const STATE_ATTACHING: u32 = 3;
+/// Bits of the owner word (see [`Side::owner`]): the state, the pid, the start time.
+const STATE_BITS: u32 = 2;
+const PID_BITS: u32 = 22;
+const START_BITS: u32 = 64 - STATE_BITS - PID_BITS;
+/// Linux pids stay below `PID_MAX_LIMIT` (2^22), so one fits in [`PID_BITS`].
+const PID_MASK: u64 = (1 << PID_BITS) - 1;
+/// 40 bits of clock ticks: at 100 per second, more than 300 years of uptime.
+const START_MASK: u64 = (1 << START_BITS) - 1;
 
-/// A process as published in a [`Side`]: pid and start time.
+/// A process as published in a [`Side`]'s owner word: pid and start time (low 40 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub(crate) pid: u32,
     pub(crate) start_time: u64,
 }
 
-/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot).
+/// The owner word for `state` held by `id`.
+pub(crate) fn pack(state: u32, id: Identity) -> u64 {
+    u64::from(state & 3)
+        | (u64::from(id.pid) & PID_MASK) << STATE_BITS
+        | (id.start_time & START_MASK) << (STATE_BITS + PID_BITS)
+}
+
+/// The state in an owner word.
+pub(crate) fn state_of(word: u64) -> u32 {
+    (word & 3) as u32
+}
+
+/// The process an owner word names.
+pub(crate) fn identity_of(word: u64) -> Identity {
+    Identity {
+        pid: ((word >> STATE_BITS) & PID_MASK) as u32,
+        start_time: word >> (STATE_BITS + PID_BITS),
+    }
+}
+
+/// The part of an owner word that names the process (its identity without the state).
+pub(crate) fn key_of(word: u64) -> u64 {
+    word >> STATE_BITS
+}
+
+/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits.
 fn start_time_of(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or ')': skip past the
     // last ')'. Field 3 is then the first one.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let t: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    Some(t & START_MASK)
 }
 
 /// This process's identity (cached; recomputed in a child after `fork`).
@@ -60,36 +92,70 @@ pub(crate) fn single_cpu() -> u32 {
     }
 }
 
-/// Claims `side` for this process: `FREE` -> `ATTACHING`, identity written under the seqlock,
-/// then `ATTACHED` (release). Returns the state found if it was not free.
-pub(crate) fn attach(side: &Side) -> std::result::Result<(), u32> {
-    side.state.compare_exchange(
-        STATE_FREE,
-        STATE_ATTACHING,
+/// How far [`attach_until`] goes: each step is one store a process can be killed after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum AttachStep {
+    /// The claim: one compare-and-swap from free to (attaching, this process).
+    Claimed,
+    /// The CPU hint and the sleeping flag written.
+    Prepared,
+    /// (attached, this process) stored: the end is open.
+    Attached,
+}
+
+/// Claims `side` for this process: one compare-and-swap from free to (attaching, this process),
+/// so the claim names its owner from the first instant; then the CPU hint and a cleared
+/// sleeping flag; then (attached, this process) (SeqCst). Returns the owner word found if the
+/// place was not free.
+#[cfg(test)]
+pub(crate) fn attach(side: &Side) -> std::result::Result<(), u64> {
+    attach_until(side, me(), AttachStep::Attached)
+}
+
+/// [`attach`] as `id`, stopping after `stop`: what a process killed there leaves behind (for
+/// tests; `open` always goes all the way).
+pub(crate) fn attach_until(
+    side: &Side,
+    id: Identity,
+    stop: AttachStep,
+) -> std::result::Result<(), u64> {
+    side.owner.compare_exchange(
+        0,
+        pack(STATE_ATTACHING, id),
         Ordering::AcqRel,
         Ordering::Acquire,
     )?;
-    let id = me();
-    let g = side.generation.load(Ordering::Relaxed);
-    // Odd while writing; readers that see an odd or changed generation look again later.
-    side.generation.store(g | 1, Ordering::Relaxed);
-    std::sync::atomic::fence(Ordering::Release);
-    side.pid.store(id.pid, Ordering::Relaxed);
-    side.start_time.store(id.start_time, Ordering::Relaxed);
+    if stop == AttachStep::Claimed {
+        return Ok(());
+    }
     side.single_cpu.store(single_cpu(), Ordering::Relaxed);
     side.sleeping.store(0, Ordering::Relaxed);
-    side.generation
-        .store((g | 1).wrapping_add(1), Ordering::Release);
-    side.state.store(STATE_ATTACHED, Ordering::SeqCst);
+    if stop == AttachStep::Prepared {
+        return Ok(());
+    }
+    side.owner.store(pack(STATE_ATTACHED, id), Ordering::SeqCst);
     Ok(())
 }
 
-/// Gives `side` up without closing the channel, so another process can attach.
+/// Takes over the place `found` names if that is a claim (attaching) whose process the caller
+/// found gone: one compare-and-swap back to free, so it fails if anything changed since. The dead process
+/// had written nothing but its own block (an end touches the ring only once attached).
+pub(crate) fn reclaim(side: &Side, found: u64) -> bool {
+    state_of(found) == STATE_ATTACHING
+        && side
+            .owner
+            .compare_exchange(found, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
+/// Gives `side` up without closing the channel, so another process can attach (one store).
 pub(crate) fn detach(side: &Side) {
-    let g = side.generation.load(Ordering::Relaxed);
-    side.generation
-        .store((g | 1).wrapping_add(1), Ordering::Relaxed);
-    side.state.store(STATE_FREE, Ordering::SeqCst);
+    side.owner.store(0, Ordering::SeqCst);
+}
+
+/// Closes `side` for good (one store; the word keeps naming who closed it).
+pub(crate) fn close(side: &Side) {
+    side.owner.store(pack(STATE_CLOSED, me()), Ordering::SeqCst);
 }
 
 /// What the peer is doing.
@@ -97,31 +163,42 @@ pub(crate) fn detach(side: &Side) {
 pub(crate) enum Status {
     /// No process has attached (yet, or since the last hand-over).
     NotYet,
+    /// A process is opening the end and its process is running (not attached yet).
+    Attaching,
     /// Attached and its process is running.
     Alive,
     /// It closed its end.
     Closed,
-    /// Its process is gone without closing (killed, crashed, exited without dropping).
+    /// The process that holds it (attached, or still claiming it) is gone without closing
+    /// (killed, crashed, exited without dropping).
     Dead,
 }
 
-/// Follows the peer's [`Side`]: a pidfd for the process it names, reopened when it changes.
+/// Follows the peer's [`Side`]: a pidfd for the process its owner word names, reopened when
+/// that changes.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    generation: Option<u32>,
+    /// The identity part of the owner word the pidfd belongs to.
+    key: Option<u64>,
     pidfd: Option<OwnedFd>,
     dead: bool,
 }
 
 impl Watch {
-    /// The peer's status: its published state and, if attached, whether its process lives
-    /// (one `poll` of its pidfd; `pidfd_open` and a `/proc` read when the peer changed).
+    /// The peer's status: its published state and, if a process holds it, whether that process
+    /// lives (one `poll` of its pidfd; `pidfd_open` and a `/proc` read when the owner changed).
     ///
-    /// Errors: [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for a state value no
-    /// endpoint writes.
+    /// Errors: [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for an owner word no
+    /// endpoint writes; [`ErrorKind::Unsupported`] when no process can be checked here (no
+    /// `/proc`).
     pub(crate) fn status(&mut self, side: &Side) -> Result<Status> {
-        let status = self.follow(side)?;
-        if status != Status::Alive {
+        self.status_of(side.owner.load(Ordering::Acquire))
+    }
+
+    /// [`status`](Watch::status) of the owner word `word`, read by the caller.
+    pub(crate) fn status_of(&mut self, word: u64) -> Result<Status> {
+        let status = self.follow_word(word)?;
+        if !matches!(status, Status::Alive | Status::Attaching) {
             return Ok(status);
         }
         let fd = self.pidfd.as_ref().expect("open when alive");
@@ -133,7 +210,7 @@ impl Watch {
                 tv_nsec: 0,
             }),
         ) {
-            Ok(0) | Err(Errno::INTR) => Ok(Status::Alive),
+            Ok(0) | Err(Errno::INTR) => Ok(status),
             Ok(_) => {
                 self.dead = true;
                 Ok(Status::Dead)
@@ -142,47 +219,56 @@ impl Watch {
         }
     }
 
+    /// Whether the process `word` names was already found dead (no syscall).
+    pub(crate) fn known_dead(&self, word: u64) -> bool {
+        self.dead && self.key == Some(key_of(word))
+    }
+
     /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any.
     pub(crate) fn pidfd(&self) -> Option<&OwnedFd> {
         self.pidfd.as_ref()
     }
 
-    /// The generation of the peer's block the pidfd belongs to.
-    pub(crate) fn generation(&self) -> Option<u32> {
-        self.generation
+    /// The identity (owner word without its state) the pidfd belongs to.
+    pub(crate) fn key(&self) -> Option<u64> {
+        self.key
     }
 
     /// The peer's published status, opening a pidfd for its process when it changed, but
-    /// without asking whether that process still runs: `Alive` here means "attached, and not
-    /// known to be dead".
+    /// without asking whether that process still runs: `Alive` (or `Attaching`) here means
+    /// "held, and not known to be dead".
     pub(crate) fn follow(&mut self, side: &Side) -> Result<Status> {
-        match side.state.load(Ordering::Acquire) {
-            STATE_FREE | STATE_ATTACHING => return Ok(Status::NotYet),
+        self.follow_word(side.owner.load(Ordering::Acquire))
+    }
+
+    fn follow_word(&mut self, word: u64) -> Result<Status> {
+        let state = state_of(word);
+        match state {
+            STATE_FREE if word == 0 => return Ok(Status::NotYet),
             STATE_CLOSED => return Ok(Status::Closed),
-            STATE_ATTACHED => {}
-            other => {
-                return Err(Error::corrupted(format!("peer endpoint state {other}")));
+            STATE_ATTACHING | STATE_ATTACHED => {}
+            _ => {
+                return Err(Error::corrupted(format!(
+                    "peer endpoint owner word {word:#018x}: free, yet naming a process"
+                )));
             }
         }
-        let g = side.generation.load(Ordering::Acquire);
-        if g & 1 == 1 {
-            return Ok(Status::NotYet);
+        let id = identity_of(word);
+        if id.pid == 0 {
+            return Err(Error::corrupted(format!(
+                "peer endpoint owner word {word:#018x} names pid 0"
+            )));
         }
-        if self.generation != Some(g) {
-            let pid = side.pid.load(Ordering::Relaxed);
-            let start = side.start_time.load(Ordering::Relaxed);
-            std::sync::atomic::fence(Ordering::Acquire);
-            if side.generation.load(Ordering::Relaxed) != g {
-                return Ok(Status::NotYet); // changing under us: look again next time
-            }
+        let key = key_of(word);
+        if self.key != Some(key) {
             self.pidfd = None;
             self.dead = false;
-            self.generation = Some(g);
-            match open_verified(pid, start) {
+            self.key = Some(key);
+            match open_verified(id.pid, id.start_time) {
                 Ok(fd) => self.pidfd = Some(fd),
                 Err(Errno::SRCH) => self.dead = true,
                 Err(Errno::NOENT) => {
-                    self.generation = None;
+                    self.key = None;
                     return Err(Error::with_note(
                         ErrorKind::Unsupported,
                         "checking that the peer process lives needs /proc/PID/stat, and /proc \
@@ -194,7 +280,7 @@ impl Watch {
                 Err(e) => {
                     // Cannot watch (out of descriptors, no pidfd support): say so rather
                     // than guess; the next check tries again.
-                    self.generation = None;
+                    self.key = None;
                     return Err(Error::from(e).in_op("pidfd_open"));
                 }
             }
@@ -202,7 +288,11 @@ impl Watch {
         if self.dead {
             return Ok(Status::Dead);
         }
-        Ok(Status::Alive)
+        Ok(if state == STATE_ATTACHING {
+            Status::Attaching
+        } else {
+            Status::Alive
+        })
     }
 }
 
@@ -211,7 +301,13 @@ impl Watch {
 fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     let raw = i32::try_from(pid).map_err(|_| Errno::SRCH)?;
     let pid_t = Pid::from_raw(raw).ok_or(Errno::SRCH)?;
-    let fd = pidfd_open(pid_t, PidfdFlags::empty())?;
+    // EINVAL: a thread's id, not a process's; ENOENT: a process the kernel will not give a
+    // pidfd for (seen for a process from outside this container). No end publishes such a pid,
+    // so it names no live peer. (NOENT is kept below for "no /proc".)
+    let fd = pidfd_open(pid_t, PidfdFlags::empty()).map_err(|e| match e {
+        Errno::INVAL | Errno::NOENT => Errno::SRCH,
+        e => e,
+    })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
     match start_time_of(&pid.to_string()) {
@@ -239,15 +335,23 @@ mod tests {
         let mut w = Watch::default();
         assert_eq!(w.status(&s).unwrap(), Status::NotYet);
         attach(&s).unwrap();
-        assert_eq!(attach(&s), Err(STATE_ATTACHED));
+        assert_eq!(attach(&s), Err(pack(STATE_ATTACHED, me())));
         assert_eq!(w.status(&s).unwrap(), Status::Alive);
         detach(&s);
         assert_eq!(w.status(&s).unwrap(), Status::NotYet);
+        attach_until(&s, me(), AttachStep::Claimed).unwrap();
+        assert_eq!(w.status(&s).unwrap(), Status::Attaching);
+        detach(&s);
         attach(&s).unwrap();
         assert_eq!(w.status(&s).unwrap(), Status::Alive);
-        s.state.store(STATE_CLOSED, Ordering::Release);
+        close(&s);
         assert_eq!(w.status(&s).unwrap(), Status::Closed);
-        s.state.store(77, Ordering::Release);
+        s.owner.store(0x40, Ordering::Release); // free, yet naming a process
+        assert_eq!(
+            w.status(&s).unwrap_err().kind(),
+            ipc_core::ErrorKind::Corrupted
+        );
+        s.owner.store(STATE_ATTACHED.into(), Ordering::Release); // pid 0
         assert_eq!(
             w.status(&s).unwrap_err().kind(),
             ipc_core::ErrorKind::Corrupted
@@ -257,16 +361,42 @@ mod tests {
     #[test]
     fn a_wrong_start_time_is_a_dead_peer() {
         let s = side();
-        attach(&s).unwrap();
         // Same pid, other start time: what a reused pid looks like.
-        let g = s.generation.load(Ordering::Relaxed);
-        s.start_time.fetch_add(1, Ordering::Relaxed);
-        s.generation.store(g + 2, Ordering::Release);
+        let mut other = me();
+        other.start_time += 1;
+        attach_until(&s, other, AttachStep::Attached).unwrap();
         assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
-        // A pid that cannot exist.
-        s.pid.store(u32::MAX, Ordering::Relaxed);
-        s.generation.store(g + 4, Ordering::Release);
-        assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
+        // A pid that cannot exist (beyond pid_max), attaching or attached.
+        let gone = Identity {
+            pid: (1 << PID_BITS) - 1,
+            start_time: 1,
+        };
+        for state in [STATE_ATTACHING, STATE_ATTACHED] {
+            s.owner.store(pack(state, gone), Ordering::Release);
+            assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
+        }
+        // A dead claimer's place is taken over, once.
+        let found = s.owner.load(Ordering::Relaxed);
+        assert!(!reclaim(&s, found), "attached, not a claim");
+        s.owner
+            .store(pack(STATE_ATTACHING, gone), Ordering::Release);
+        let found = s.owner.load(Ordering::Relaxed);
+        assert!(reclaim(&s, found));
+        assert!(!reclaim(&s, found));
+        attach(&s).unwrap();
+    }
+
+    #[test]
+    fn owner_words_round_trip() {
+        let id = Identity {
+            pid: 4_194_303,
+            start_time: START_MASK,
+        };
+        for state in [STATE_ATTACHING, STATE_ATTACHED, STATE_CLOSED] {
+            let w = pack(state, id);
+            assert_eq!((state_of(w), identity_of(w)), (state, id));
+        }
+        assert_eq!(pack(STATE_FREE, me()) & 3, 0);
     }
 
     #[test]

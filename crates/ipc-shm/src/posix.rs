@@ -13,9 +13,51 @@ use crate::segment::{Segment, SegmentKind};
 pub const DEFAULT_MODE: u32 = 0o600;
 
 fn flags(extra: rustix::fs::OFlags) -> shm::OFlags {
-    // rustix's shm_open opens `/dev/shm/NAME` and accepts any `O_*` bit; O_NOFOLLOW refuses a
-    // symbolic link planted under the name (glibc's shm_open adds it too).
-    shm::OFlags::from_bits_retain(extra.bits() | rustix::fs::OFlags::NOFOLLOW.bits())
+    use rustix::fs::OFlags;
+    // rustix's shm_open opens `/dev/shm/NAME` and accepts any `O_*` bit. O_NOFOLLOW refuses a
+    // symbolic link planted under the name (glibc's shm_open adds it too); O_NONBLOCK makes
+    // the open itself return at once whatever is planted there (a FIFO would otherwise block
+    // it until a writer comes), and O_NOCTTY keeps a planted terminal from becoming ours. The
+    // type is then checked on the descriptor before anything else uses it (`check_fd`).
+    // O_NONBLOCK means nothing for the memory object itself.
+    shm::OFlags::from_bits_retain(
+        (extra | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC).bits(),
+    )
+}
+
+/// What a file type is called in an error.
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "a file of unknown type",
+    }
+}
+
+/// The error of a `shm_open` that failed, naming what was found where the kernel's errno
+/// tells it: a symbolic link (refused by `O_NOFOLLOW`), a directory, a socket.
+fn open_error(e: rustix::io::Errno, name: &PosixName) -> Error {
+    use rustix::io::Errno;
+    let found = match e {
+        Errno::LOOP => Some("a symbolic link (never followed)"),
+        Errno::ISDIR => Some("a directory"),
+        Errno::NXIO => Some("a socket"),
+        _ => None,
+    };
+    let e = match found {
+        Some(found) => Error::with_note(
+            ErrorKind::WrongType,
+            format!("not a shared memory object: {found} is at that name"),
+        )
+        .with_source(std::io::Error::from(e)),
+        None => Error::from(e),
+    };
+    e.in_op("shm_open").on(name)
 }
 
 /// Maps `len` bytes of `fd` from offset 0.
@@ -45,10 +87,14 @@ pub(crate) fn check_fd(
     what: &SegmentKind,
 ) -> Result<usize> {
     let st = rustix::fs::fstat(&fd).ctx("fstat", what)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+    let file_type = FileType::from_raw_mode(st.st_mode);
+    if file_type != FileType::RegularFile {
         return Err(Error::with_note(
             ErrorKind::WrongType,
-            "not a shared memory object (not a regular file)",
+            format!(
+                "not a shared memory object: {} is at that name",
+                type_name(file_type)
+            ),
         )
         .in_op("open")
         .on(what));
@@ -137,8 +183,10 @@ impl OpenOptions {
 
     /// Opens the POSIX segment `name` and maps all of it.
     ///
-    /// Makes `shm_open(name, O_RDWR | O_NOFOLLOW | O_CLOEXEC)` (or `O_RDONLY`), then `fstat` on
-    /// the descriptor: the object must be a regular memory object, owned by this user unless
+    /// Makes `shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)` (or
+    /// `O_RDONLY`), so the open returns at once whatever was planted at the name (a FIFO, a
+    /// device), then `fstat` on the descriptor, before anything else is done with it: the
+    /// object must be a regular memory object, owned by this user unless
     /// [`any_owner`](OpenOptions::any_owner), non-empty and at least
     /// [`min_len`](OpenOptions::min_len) bytes. Then `mmap` of exactly its real size, so no
     /// access can reach past its end. Does not block.
@@ -150,9 +198,10 @@ impl OpenOptions {
     /// ([`Segment::memfd`], [`Segment::adopt`]).
     ///
     /// Errors: [`ErrorKind::InvalidName`] for a malformed name, [`ErrorKind::NotFound`] if no
-    /// such segment exists, [`ErrorKind::WrongType`] for a symbolic link, a non-memory object,
-    /// an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits that forbid
-    /// the access or a foreign owner.
+    /// such segment exists, [`ErrorKind::WrongType`] for anything at the name that is not a
+    /// memory object (a symbolic link, FIFO, socket, directory or device: the error names the
+    /// type found) or an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits
+    /// that forbid the access or a foreign owner.
     ///
     /// # References
     /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
@@ -168,7 +217,7 @@ impl OpenOptions {
             rustix::fs::OFlags::RDWR
         };
         let fd = shm::open(name.as_c_str(), flags(access), Mode::empty()).map_err(|e| {
-            let e = Error::from(e).in_op("shm_open").on(&name);
+            let e = open_error(e, &name);
             tracing::debug!(error = %e, "open shared memory failed");
             e
         })?;
@@ -192,7 +241,8 @@ impl Segment {
     /// Creates the POSIX segment `name` of `size` bytes with exactly `mode` (the umask does not
     /// apply), filled with zeros, and maps it read-write.
     ///
-    /// Makes `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, mode)`,
+    /// Makes `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+    /// O_CLOEXEC, mode)`,
     /// `fchmod(mode)` (so the umask cannot narrow the mode asked for), `ftruncate(size)` and
     /// `mmap`. It never opens an object that exists already: a name somebody else created (or
     /// planted as a symbolic link) fails. If sizing or mapping fails, the new name is unlinked

@@ -9,7 +9,8 @@
 //! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping);
 //!                      read by a producer that attaches, to carry on where the last one stopped
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
-//! offset 384  tx Side  written by the producer only: state, pid, start time, CPU, wake word
+//! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
+//!                      CPU, sleeping flag, wake word
 //! offset 512  rx Side  written by the consumer only
 //! offset 640  data     `capacity` bytes (a power of two), records back to back
 //! ```
@@ -37,6 +38,11 @@
 //! the data area before using it. Anything inconsistent is
 //! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted); no value from shared memory is used
 //! as an offset or length before that check.
+//!
+//! Each [`Side`]'s owner word is read in one load and decoded: a state that names a process
+//! is believed only after that process is found alive (a pidfd, and its start time compared),
+//! so a claim left by a process that died at any step of `open`, detach or close is seen as
+//! dead instead of being waited on; a word no endpoint writes is corrupted.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -47,7 +53,7 @@ use ipc_core::{Error, Result};
 /// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
 /// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The smallest data area.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// The largest data area: indices are `u32` counters, so `capacity` must stay well below
@@ -64,10 +70,13 @@ const KIND_MASK: u32 = 7;
 /// The low bits of a mark that was zeroed (or never written): not committed.
 const KIND_NONE: u32 = 0;
 
-/// Endpoint states in [`Side::state`].
+/// Endpoint states: the low two bits of [`Side::owner`].
 pub(crate) const STATE_FREE: u32 = 0;
 pub(crate) const STATE_ATTACHED: u32 = 1;
 pub(crate) const STATE_CLOSED: u32 = 2;
+/// Claimed by a process that is still setting up its end: peers treat it as not attached yet
+/// (or, once its process is gone, as dead, and the next `open` takes the place over).
+pub(crate) const STATE_ATTACHING: u32 = 3;
 
 /// The first block: what `open` validates.
 #[repr(C)]
@@ -79,21 +88,19 @@ pub(crate) struct Meta {
     pub(crate) max_message: AtomicU32,
 }
 
-/// One endpoint's block, written by that endpoint only.
+/// One endpoint's block, written by that endpoint only (except that an `open` may take over
+/// the owner word of a process that died while claiming it, by compare-and-swap).
 #[repr(C)]
 pub(crate) struct Side {
-    /// [`STATE_FREE`], [`STATE_ATTACHED`] or [`STATE_CLOSED`].
-    pub(crate) state: AtomicU32,
-    /// Seqlock over `pid` and `start_time`: odd while they are being written; changes on every
-    /// attach, so the peer knows to look again.
-    pub(crate) generation: AtomicU32,
-    /// The attached process.
-    pub(crate) pid: AtomicU32,
+    /// The owner word: the state in bits 0..2 ([`STATE_FREE`], [`STATE_ATTACHING`],
+    /// [`STATE_ATTACHED`], [`STATE_CLOSED`]) and, in every state but free, the process that
+    /// owns it: its pid in bits 2..24 and its start time (clock ticks after boot,
+    /// `/proc/PID/stat` field 22, low 40 bits) in bits 24..64. Free is exactly 0. One atomic
+    /// word, so no state ever says "taken" without saying by whom: a claim is one
+    /// compare-and-swap from 0 to (attaching, this process), and every later step is one store.
+    pub(crate) owner: AtomicU64,
     /// The CPU the endpoint's process is pinned to, or `u32::MAX` if it may run on several.
     pub(crate) single_cpu: AtomicU32,
-    /// The attached process's start time (clock ticks after boot, `/proc/PID/stat` field 22):
-    /// with the pid, it names one process even if the pid is reused.
-    pub(crate) start_time: AtomicU64,
     /// 1 while this endpoint is going to sleep or asleep waiting for the peer.
     pub(crate) sleeping: AtomicU32,
     /// The futex word this endpoint bumps to wake the peer.

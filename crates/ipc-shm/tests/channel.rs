@@ -14,8 +14,8 @@ use ipc_testkit::script::{check_message, fill_message, parse_stamp};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 use proptest::prelude::*;
 
-/// Where the receiver's "sleeping" flag lives in the header (rx block at 512, field at 24).
-const RX_SLEEPING: usize = 512 + 24;
+/// Where the receiver's "sleeping" flag lives in the header (rx block, field at 12).
+const RX_SLEEPING: usize = ipc_shm::testing::RX_OWNER + 12;
 
 fn small() -> ChannelOptions {
     ChannelOptions::new().capacity(1 << 16)
