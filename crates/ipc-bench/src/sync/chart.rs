@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::report::SyncReport;
 use crate::engine::Placement;
-use crate::registry::RowKind;
+use crate::row::RowKind;
 use crate::report::ns;
 
 const LIBRARY: RGBColor = RGBColor(0x1f, 0x77, 0xb4);

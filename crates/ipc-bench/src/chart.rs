@@ -7,7 +7,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::engine::{Metric, Placement};
-use crate::registry::RowKind;
+use crate::row::RowKind;
 use crate::report::{Report, size_name};
 
 /// One colour per family (a raw row is dashed in its family's colour).

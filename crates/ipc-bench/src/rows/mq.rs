@@ -1,11 +1,12 @@
 //! Message-queue rows: `ipc-mq`'s POSIX and System V queues through the core traits, and for
 //! each the raw loop (`mq_send`/`mq_receive`, `msgsnd`/`msgrcv` through libc, no library code).
 //!
-//! Each link is two queues, `down` (parent to child) and `up` (child to parent), created by the
-//! parent for the point and found by the child the way unrelated processes find them: POSIX
-//! queues by name (unique `/ipctest-bench-mq-…` names, opened with `mq_open` in the child),
-//! System V queues by id (private queues; the ids go over as the argument). The raw rows set up
-//! and clean up through `ipc-mq` too; only their measured loop is plain libc.
+//! Each link is two queues, `down` (parent to child) and `up` (child to parent), made, handed
+//! over and adopted by the shared fixtures ([`PosixQueue`], [`SysvQueue`]), which find them the
+//! way unrelated processes do: POSIX queues by name (unique `/ipctest-mq-…` names, opened with
+//! `mq_open` in the child), System V queues by id (private queues). The raw rows set up and
+//! clean up through the same fixtures; only their measured loop is plain libc. What this file
+//! adds to the fixtures is the [`Link`]: how a queue link ends.
 //!
 //! # Sizes
 //!
@@ -34,17 +35,18 @@
 //! could in principle hit a new queue that reused it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
-use ipc_mq::Access;
-use ipc_mq::posix::{self, Limits, UnlinkGuard};
+use ipc_mq::posix::{self, UnlinkGuard};
 use ipc_mq::sysv::{self, RemoveGuard};
+use ipc_testkit::fixture::Fixture;
 use libc::c_long;
 
-use crate::registry::{
-    ChildWatch, Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages,
+use crate::fixtures::{PosixQueue, SysvQueue, posix_max_message, sysv_max_message};
+use crate::row::{
+    ChildWatch, Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, messages,
     watch_child,
 };
 
@@ -54,43 +56,12 @@ const HANGUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// before it removes the queues anyway.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Messages a POSIX queue of the benchmark holds: the kernel's default, within `msg_max`.
-fn posix_capacity() -> usize {
-    Limits::current()
-        .msg_max
-        .map_or(10, |m| m.clamp(1, 10) as usize)
-}
-
-/// The largest POSIX message an unprivileged process may ask for: `msgsize_max`.
-fn posix_max_message() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| Limits::current().msgsize_max.map_or(8192, |m| m as usize))
-}
-
-/// The largest System V message: `msgmax`.
-fn sysv_max_message() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::fs::read_to_string(ipc_mq::knobs::SYSV_MSGMAX)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(8192)
-    })
-}
-
 fn hang_up_error(object: &str) -> Error {
     Error::with_note(
         ErrorKind::Disconnected,
         "hang-up: the other process closed its end",
     )
     .on(object)
-}
-
-/// Parses the child's argument: two numbers or names separated by a space.
-fn two(parent: &Inherited) -> Result<(&str, &str)> {
-    parent.arg().split_once(' ').ok_or_else(|| {
-        Error::with_note(ErrorKind::InvalidInput, "expected two queues").on(parent.arg())
-    })
 }
 
 /// What a parent's end runs when it is dropped, given the watch on the child.
@@ -159,8 +130,8 @@ impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
 // ---------------------------------------------------------------------------------------------
 // POSIX
 
-/// The parent's two POSIX queues, created for messages of `size` bytes, and the watch that
-/// wakes them when the child exits.
+/// The parent's end of a POSIX link: `down` to send on, `up` to receive from, and the watch
+/// that wakes them when the child exits.
 struct PosixLink {
     down: posix::Queue,
     up: posix::Queue,
@@ -168,18 +139,18 @@ struct PosixLink {
 }
 
 impl PosixLink {
-    fn create(size: usize, child: &mut Handoff) -> Result<PosixLink> {
-        let cap = posix_capacity();
-        let create = |tag: &str| -> Result<(posix::Queue, UnlinkGuard)> {
-            let q = posix::Queue::create(&*ipc_testkit::unique_posix_name(tag), cap, size)?;
-            let guard = q.unlink_guard().expect("created by name");
-            Ok((q, guard))
-        };
-        let (down, down_name) = create("bench-mq-down")?;
-        let (up, up_name) = create("bench-mq-up")?;
-        child.arg(format!("{} {}", down_name.name(), up_name.name()))?;
-        let object = down_name.name().to_string();
-        let (empty_down, hang_up_parent) = (down.try_clone()?, up.try_clone()?);
+    /// Watches the child about to be started (`child`) and arranges the hang-ups; `names`
+    /// unlink both queues' names when the parent's end is dropped.
+    fn new(
+        down: posix::Queue,
+        up: posix::Queue,
+        names: (UnlinkGuard, UnlinkGuard),
+        child: &mut Handoff,
+    ) -> Result<PosixLink> {
+        let object = names.0.name().to_string();
+        // The fixture's `down` here is write-only: open it again to empty it.
+        let empty_down = posix::Queue::open(names.0.name().as_str(), posix::Access::ReadOnly)?;
+        let hang_up_parent = up.try_clone()?;
         let watch = watch_child(child, move || {
             // The child is gone: a receive waiting for its reply gets the hang-up; a send
             // blocked on a full `down` gets room (and the next send sees the watch).
@@ -193,7 +164,7 @@ impl PosixLink {
                 // The child may be waiting for a message that will not come.
                 let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
             }
-            drop((down_name, up_name));
+            drop(names);
         };
         Ok(PosixLink {
             down,
@@ -205,46 +176,39 @@ impl PosixLink {
             },
         })
     }
+
+    /// The two names, for errors.
+    fn names(&self) -> String {
+        let name = |q: &posix::Queue| q.name().map_or_else(String::new, ToString::to_string);
+        format!("{} {}", name(&self.down), name(&self.up))
+    }
 }
 
-/// The child's two POSIX queues, opened by name: `(down, up)`.
-fn posix_open(parent: &Inherited) -> Result<(posix::Queue, posix::Queue)> {
-    let (down, up) = two(parent)?;
-    Ok((
-        posix::Queue::open(down, Access::ReadOnly)?,
-        posix::Queue::open(up, Access::WriteOnly)?,
-    ))
+fn queue_name(q: &posix::Queue) -> String {
+    q.name().map_or_else(String::new, ToString::to_string)
 }
 
 /// `ipc-mq` POSIX queues through the core traits (priority 0 for every message).
-pub(crate) struct PosixMq;
-
-impl Mechanism for PosixMq {
-    fn info(&self) -> RowInfo {
-        RowInfo {
-            id: "mq-posix",
-            family: "mq-posix",
-            kind: RowKind::Library,
-            properties: ipc_mq::POSIX_PROPERTIES,
-            max_message: Some(posix_max_message()),
-        }
-    }
-
-    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = PosixLink::create(size, child)?;
-        let object = l.up.name().map_or_else(String::new, ToString::to_string);
-        Ok(ParentEnd::Ready(messages(
+impl Link for PosixQueue {
+    fn parent_end(
+        down: posix::Queue,
+        up: posix::Queue,
+        names: (UnlinkGuard, UnlinkGuard),
+        child: &mut Handoff,
+    ) -> Result<Box<dyn Duplex>> {
+        let l = PosixLink::new(down, up, names, child)?;
+        let object = queue_name(&l.up);
+        Ok(messages(
             ParentTx {
                 tx: l.down,
                 link: l.link,
             },
             HangUp { rx: l.up, object },
-        )))
+        ))
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = posix_open(parent)?;
-        let object = down.name().map_or_else(String::new, ToString::to_string);
+    fn child_end(up: posix::Queue, down: posix::Queue) -> Result<Box<dyn Duplex>> {
+        let object = queue_name(&down);
         Ok(messages(up, HangUp { rx: down, object }))
     }
 }
@@ -252,7 +216,7 @@ impl Mechanism for PosixMq {
 /// `mq_send(3)` and `mq_receive(3)` through libc over the same two queues.
 pub(crate) struct RawPosixMq;
 
-impl Mechanism for RawPosixMq {
+impl Row for RawPosixMq {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "mq-posix-raw",
@@ -267,21 +231,25 @@ impl Mechanism for RawPosixMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = PosixLink::create(size, child)?;
+        let (down, down_rx, down_name) = PosixQueue::channel(Some(size))?;
+        let (up_tx, up, up_name) = PosixQueue::channel(Some(size))?;
+        child.pass(|s| PosixQueue::pass_tx(up_tx, PosixQueue::pass_rx(down_rx, s)));
+        let l = PosixLink::new(down, up, (down_name, up_name), child)?;
         Ok(ParentEnd::Ready(Box::new(RawPosix {
+            object: l.names(),
             tx: l.down.into(),
             rx: l.up.into(),
-            object: child.arg.clone(),
             link: Some(l.link),
         })))
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = posix_open(parent)?;
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let down = PosixQueue::adopt_rx(parent.ctx())?;
+        let up = PosixQueue::adopt_tx(parent.ctx())?;
         Ok(Box::new(RawPosix {
+            object: format!("{} {}", queue_name(&down), queue_name(&up)),
             tx: up.into(),
             rx: down.into(),
-            object: parent.arg().to_owned(),
             link: None,
         }))
     }
@@ -346,7 +314,8 @@ impl Duplex for RawPosix {
 // ---------------------------------------------------------------------------------------------
 // System V
 
-/// The parent's two System V queues and the watch that removes them when the child exits.
+/// The parent's end of a System V link and the watch that removes the queues when the child
+/// exits.
 struct SysvLink {
     down: sysv::Queue,
     up: sysv::Queue,
@@ -354,12 +323,15 @@ struct SysvLink {
 }
 
 impl SysvLink {
-    fn create(child: &mut Handoff) -> Result<SysvLink> {
-        let down = sysv::Queue::private()?;
-        let down_guard = down.remove_guard();
-        let up = sysv::Queue::private()?;
-        let guards = Arc::new(Mutex::new(Some((down_guard, up.remove_guard()))));
-        child.arg(format!("{} {}", down.id(), up.id()))?;
+    /// Watches the child about to be started (`child`); `guards` remove both queues, once,
+    /// when the child has exited or the parent's end gives up waiting for that.
+    fn new(
+        down: sysv::Queue,
+        up: sysv::Queue,
+        guards: (RemoveGuard, RemoveGuard),
+        child: &mut Handoff,
+    ) -> Result<SysvLink> {
+        let guards = Arc::new(Mutex::new(Some(guards)));
         // Removed once, by whichever comes first.
         let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
             drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -390,60 +362,36 @@ impl SysvLink {
     }
 }
 
-/// The child's two System V queues, by id: `(down, up)`.
-fn sysv_open(parent: &Inherited) -> Result<(i32, i32)> {
-    let (down, up) = two(parent)?;
-    let id = |s: &str| {
-        s.parse::<i32>().map_err(|_| {
-            Error::with_note(ErrorKind::InvalidInput, "expected a queue id").on(parent.arg())
-        })
-    };
-    Ok((id(down)?, id(up)?))
-}
-
 /// `ipc-mq` System V queues through the core traits (type 1 for every message, receives of
 /// any type).
-pub(crate) struct SysvMq;
-
-impl Mechanism for SysvMq {
-    fn info(&self) -> RowInfo {
-        RowInfo {
-            id: "mq-sysv",
-            family: "mq-sysv",
-            kind: RowKind::Library,
-            properties: ipc_mq::SYSV_PROPERTIES,
-            max_message: Some(sysv_max_message()),
-        }
-    }
-
-    fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = SysvLink::create(child)?;
+impl Link for SysvQueue {
+    fn parent_end(
+        down: sysv::Queue,
+        up: sysv::Queue,
+        guards: (RemoveGuard, RemoveGuard),
+        child: &mut Handoff,
+    ) -> Result<Box<dyn Duplex>> {
+        let l = SysvLink::new(down, up, guards, child)?;
         let object = format!("System V queue {}", l.up.id());
-        Ok(ParentEnd::Ready(messages(
+        Ok(messages(
             ParentTx {
                 tx: l.down,
                 link: l.link,
             },
             HangUp { rx: l.up, object },
-        )))
+        ))
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = sysv_open(parent)?;
-        Ok(messages(
-            sysv::Queue::from_id(up),
-            HangUp {
-                rx: sysv::Queue::from_id(down),
-                object: format!("System V queue {down}"),
-            },
-        ))
+    fn child_end(up: sysv::Queue, down: sysv::Queue) -> Result<Box<dyn Duplex>> {
+        let object = format!("System V queue {}", down.id());
+        Ok(messages(up, HangUp { rx: down, object }))
     }
 }
 
 /// `msgsnd(2)` and `msgrcv(2)` through libc over the same two queues.
 pub(crate) struct RawSysvMq;
 
-impl Mechanism for RawSysvMq {
+impl Row for RawSysvMq {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "mq-sysv-raw",
@@ -458,7 +406,10 @@ impl Mechanism for RawSysvMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = SysvLink::create(child)?;
+        let (down, down_rx, down_guard) = SysvQueue::channel(Some(size))?;
+        let (up_tx, up, up_guard) = SysvQueue::channel(Some(size))?;
+        child.pass(|s| SysvQueue::pass_tx(up_tx, SysvQueue::pass_rx(down_rx, s)));
+        let l = SysvLink::new(down, up, (down_guard, up_guard), child)?;
         Ok(ParentEnd::Ready(Box::new(RawSysv::new(
             l.down.id(),
             l.up.id(),
@@ -467,9 +418,10 @@ impl Mechanism for RawSysvMq {
         ))))
     }
 
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = sysv_open(parent)?;
-        Ok(Box::new(RawSysv::new(up, down, size, None)))
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let down = SysvQueue::adopt_rx(parent.ctx())?;
+        let up = SysvQueue::adopt_tx(parent.ctx())?;
+        Ok(Box::new(RawSysv::new(up.id(), down.id(), size, None)))
     }
 }
 
