@@ -288,7 +288,11 @@ fn out_dir(o: &Options) -> PathBuf {
         .unwrap_or_else(|| {
             // The workspace's target directory: this crate is `crates/ipc-bench` in it.
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.ancestors().nth(2).unwrap_or(manifest).join("target")
+            manifest
+                .ancestors()
+                .nth(2)
+                .unwrap_or(manifest)
+                .join("target")
         });
     let dir = target.join("ipc-bench");
     if o.tiny { dir.join("tiny") } else { dir }

@@ -32,9 +32,8 @@ pub const RX_MAX_ENV: &str = "IPC_FIXTURE_RX_MAX";
 
 /// A variable the parent set for this child, parsed.
 fn inherited_env<T: std::str::FromStr>(key: &str) -> Result<T> {
-    let v = std::env::var(key).map_err(|_| {
-        Error::with_note(ErrorKind::NotFound, "not set by the parent").on(key)
-    })?;
+    let v = std::env::var(key)
+        .map_err(|_| Error::with_note(ErrorKind::NotFound, "not set by the parent").on(key))?;
     v.parse().map_err(|_| {
         Error::with_note(ErrorKind::InvalidInput, format!("unexpected value {v:?}")).on(key)
     })
@@ -361,14 +360,20 @@ impl Fixture for ShmChannel {
     }
     fn pass_tx(tx: ipc_shm::Sender, spawn: Spawn) -> Spawn {
         let segment = tx.detach();
-        spawn.fd("tx", segment.fd().expect("a memfd segment has a descriptor"))
+        spawn.fd(
+            "tx",
+            segment.fd().expect("a memfd segment has a descriptor"),
+        )
     }
     fn adopt_tx(_: &Ctx) -> Result<ipc_shm::Sender> {
         ipc_shm::Sender::open(Segment::inherited("tx")?)
     }
     fn pass_rx(rx: ipc_shm::Receiver, spawn: Spawn) -> Spawn {
         let segment = rx.detach();
-        spawn.fd("rx", segment.fd().expect("a memfd segment has a descriptor"))
+        spawn.fd(
+            "rx",
+            segment.fd().expect("a memfd segment has a descriptor"),
+        )
     }
     fn adopt_rx(_: &Ctx) -> Result<ipc_shm::Receiver> {
         ipc_shm::Receiver::open(Segment::inherited("rx")?)

@@ -19,9 +19,9 @@
 //! is measured by the same code. Rows are listed in [`crate::rows::ROWS`].
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -311,7 +311,11 @@ pub fn messages(
     tx: impl MessageSender + 'static,
     rx: impl MessageReceiver + 'static,
 ) -> Box<dyn Duplex> {
-    Box::new(Messages { tx, rx, _guards: () })
+    Box::new(Messages {
+        tx,
+        rx,
+        _guards: (),
+    })
 }
 
 /// A sender and a receiver, and what must live as long as they are used.

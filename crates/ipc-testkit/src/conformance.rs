@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use ipc_core::{Blocked, Error, ErrorKind, MessageReceiver, MessageSender};
 use proptest::prelude::*;
 
-use crate::script::Script;
 use crate::fixture::Fixture;
+use crate::script::Script;
 use crate::{Child, Ctx, spawn, watchdog};
 
 /// A new channel with the mechanism's defaults; panics, naming the mechanism, if it cannot be

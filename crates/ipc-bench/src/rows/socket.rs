@@ -11,7 +11,7 @@ use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
 use ipc_core::{Deadline, Error, ErrorKind, MaxMessage, Properties, Result};
 
 use crate::row::{
-    Duplex, Handoff, Inherited, Row, ParentEnd, RowInfo, RowKind, messages, raw_stream,
+    Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, messages, raw_stream,
 };
 
 const UNIX: Properties = Properties {
