@@ -288,22 +288,34 @@ impl<F: Link> Row for LibraryRow<F> {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let (down_tx, down_rx, down_guard) = F::channel(Some(size))?;
-        let (up_tx, up_rx, up_guard) = F::channel(Some(size))?;
-        child.pass(|s| F::pass_tx(up_tx, F::pass_rx(down_rx, s)));
-        Ok(ParentEnd::Ready(F::parent_end(
-            down_tx,
-            up_rx,
-            (down_guard, up_guard),
-            child,
-        )?))
+        let (tx, rx, guards) = duplex_parent::<F>(size, child)?;
+        Ok(ParentEnd::Ready(F::parent_end(tx, rx, guards, child)?))
     }
 
     fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
-        let rx = F::adopt_rx(parent.ctx())?;
-        let tx = F::adopt_tx(parent.ctx())?;
+        let (tx, rx) = duplex_child::<F>(parent)?;
         F::child_end(tx, rx)
     }
+}
+
+/// The parent's half of a duplex link over the fixture `F`, for messages of `size` bytes:
+/// two channels, `down` to the child and `up` back. The child gets down's receiving end and
+/// up's sending end; the parent keeps down's sender, up's receiver and both guards.
+pub fn duplex_parent<F: Fixture>(
+    size: usize,
+    child: &mut Handoff,
+) -> Result<(F::Tx, F::Rx, (F::Guard, F::Guard))> {
+    let (down_tx, down_rx, down_guard) = F::channel(Some(size))?;
+    let (up_tx, up_rx, up_guard) = F::channel(Some(size))?;
+    child.pass(|s| F::pass_tx(up_tx, F::pass_rx(down_rx, s)));
+    Ok((down_tx, up_rx, (down_guard, up_guard)))
+}
+
+/// The child's half of [`duplex_parent`]'s link: up's sender and down's receiver.
+pub fn duplex_child<F: Fixture>(parent: &Inherited<'_>) -> Result<(F::Tx, F::Rx)> {
+    let rx = F::adopt_rx(parent.ctx())?;
+    let tx = F::adopt_tx(parent.ctx())?;
+    Ok((tx, rx))
 }
 
 /// A [`Duplex`] over a message sender and receiver: how library rows are measured.

@@ -41,13 +41,12 @@ use std::time::Duration;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
 use ipc_mq::posix::{self, UnlinkGuard};
 use ipc_mq::sysv::{self, RemoveGuard};
-use ipc_testkit::fixture::Fixture;
 use libc::c_long;
 
 use crate::fixtures::{PosixQueue, SysvQueue, posix_max_message, sysv_max_message};
 use crate::row::{
-    ChildWatch, Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, messages,
-    watch_child,
+    ChildWatch, Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
+    duplex_parent, messages, watch_child,
 };
 
 /// How long the parent's end, when dropped, waits for room for its hang-up on `down`.
@@ -108,6 +107,74 @@ impl<S: MessageSender> MessageSender for ParentTx<S> {
     }
 }
 
+/// The parent's end of a queue link: `down` to send on, `up` to receive from, and the watch
+/// on the child ([`posix_link`], [`sysv_link`]).
+struct QueueLink<Q> {
+    down: Q,
+    up: Q,
+    link: ParentLink,
+}
+
+impl<Q: Queue> QueueLink<Q> {
+    fn new(
+        down: Q,
+        up: Q,
+        watch: ChildWatch,
+        object: String,
+        on_drop: impl FnOnce(&ChildWatch) + 'static,
+    ) -> QueueLink<Q> {
+        QueueLink {
+            down,
+            up,
+            link: ParentLink {
+                watch,
+                object,
+                on_drop: Some(Box::new(on_drop)),
+            },
+        }
+    }
+
+    /// The library row's end: sends refuse once the child has exited, a hang-up on `up` is a
+    /// disconnection.
+    fn into_messages(self) -> Box<dyn Duplex> {
+        let object = self.up.object();
+        messages(
+            ParentTx {
+                tx: self.down,
+                link: self.link,
+            },
+            HangUp {
+                rx: self.up,
+                object,
+            },
+        )
+    }
+}
+
+/// What the two queue fixtures have in common here.
+trait Queue: MessageSender + MessageReceiver + 'static {
+    /// The queue, for errors.
+    fn object(&self) -> String;
+}
+
+impl Queue for posix::Queue {
+    fn object(&self) -> String {
+        self.name().map_or_else(String::new, ToString::to_string)
+    }
+}
+
+impl Queue for sysv::Queue {
+    fn object(&self) -> String {
+        format!("System V queue {}", self.id())
+    }
+}
+
+/// The child's end of a queue link: sends on `up`; a hang-up on `down` is a disconnection.
+fn child_messages<Q: Queue>(up: Q, down: Q) -> Box<dyn Duplex> {
+    let object = down.object();
+    messages(up, HangUp { rx: down, object })
+}
+
 /// A receiver that reports the zero-length hang-up as a disconnection.
 struct HangUp<R> {
     rx: R,
@@ -130,62 +197,34 @@ impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
 // ---------------------------------------------------------------------------------------------
 // POSIX
 
-/// The parent's end of a POSIX link: `down` to send on, `up` to receive from, and the watch
-/// that wakes them when the child exits.
-struct PosixLink {
+/// The parent's end of a POSIX link: watches the child about to be started (`child`) and
+/// arranges the hang-ups; `names` unlink both queues' names when the parent's end is dropped.
+fn posix_link(
     down: posix::Queue,
     up: posix::Queue,
-    link: ParentLink,
-}
-
-impl PosixLink {
-    /// Watches the child about to be started (`child`) and arranges the hang-ups; `names`
-    /// unlink both queues' names when the parent's end is dropped.
-    fn new(
-        down: posix::Queue,
-        up: posix::Queue,
-        names: (UnlinkGuard, UnlinkGuard),
-        child: &mut Handoff,
-    ) -> Result<PosixLink> {
-        let object = names.0.name().to_string();
-        // The fixture's `down` here is write-only: open it again to empty it.
-        let empty_down = posix::Queue::open(names.0.name().as_str(), posix::Access::ReadOnly)?;
-        let hang_up_parent = up.try_clone()?;
-        let watch = watch_child(child, move || {
-            // The child is gone: a receive waiting for its reply gets the hang-up; a send
-            // blocked on a full `down` gets room (and the next send sees the watch).
-            let _ = hang_up_parent.try_send_with_priority(&[], 0);
-            let mut buf = vec![0; empty_down.message_size()];
-            while empty_down.try_receive(&mut buf).is_ok() {}
-        })?;
-        let hang_up_child = down.try_clone()?;
-        let on_drop = move |watch: &ChildWatch| {
-            if !watch.is_gone() {
-                // The child may be waiting for a message that will not come.
-                let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
-            }
-            drop(names);
-        };
-        Ok(PosixLink {
-            down,
-            up,
-            link: ParentLink {
-                watch,
-                object,
-                on_drop: Some(Box::new(on_drop)),
-            },
-        })
-    }
-
-    /// The two names, for errors.
-    fn names(&self) -> String {
-        let name = |q: &posix::Queue| q.name().map_or_else(String::new, ToString::to_string);
-        format!("{} {}", name(&self.down), name(&self.up))
-    }
-}
-
-fn queue_name(q: &posix::Queue) -> String {
-    q.name().map_or_else(String::new, ToString::to_string)
+    names: (UnlinkGuard, UnlinkGuard),
+    child: &mut Handoff,
+) -> Result<QueueLink<posix::Queue>> {
+    let object = names.0.name().to_string();
+    // The fixture's `down` here is write-only: open it again to empty it.
+    let empty_down = posix::Queue::open(names.0.name().as_str(), posix::Access::ReadOnly)?;
+    let hang_up_parent = up.try_clone()?;
+    let watch = watch_child(child, move || {
+        // The child is gone: a receive waiting for its reply gets the hang-up; a send blocked
+        // on a full `down` gets room (and the next send sees the watch).
+        let _ = hang_up_parent.try_send_with_priority(&[], 0);
+        let mut buf = vec![0; empty_down.message_size()];
+        while empty_down.try_receive(&mut buf).is_ok() {}
+    })?;
+    let hang_up_child = down.try_clone()?;
+    let on_drop = move |watch: &ChildWatch| {
+        if !watch.is_gone() {
+            // The child may be waiting for a message that will not come.
+            let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
+        }
+        drop(names);
+    };
+    Ok(QueueLink::new(down, up, watch, object, on_drop))
 }
 
 /// `ipc-mq` POSIX queues through the core traits (priority 0 for every message).
@@ -196,20 +235,11 @@ impl Link for PosixQueue {
         names: (UnlinkGuard, UnlinkGuard),
         child: &mut Handoff,
     ) -> Result<Box<dyn Duplex>> {
-        let l = PosixLink::new(down, up, names, child)?;
-        let object = queue_name(&l.up);
-        Ok(messages(
-            ParentTx {
-                tx: l.down,
-                link: l.link,
-            },
-            HangUp { rx: l.up, object },
-        ))
+        Ok(posix_link(down, up, names, child)?.into_messages())
     }
 
     fn child_end(up: posix::Queue, down: posix::Queue) -> Result<Box<dyn Duplex>> {
-        let object = queue_name(&down);
-        Ok(messages(up, HangUp { rx: down, object }))
+        Ok(child_messages(up, down))
     }
 }
 
@@ -231,12 +261,10 @@ impl Row for RawPosixMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let (down, down_rx, down_name) = PosixQueue::channel(Some(size))?;
-        let (up_tx, up, up_name) = PosixQueue::channel(Some(size))?;
-        child.pass(|s| PosixQueue::pass_tx(up_tx, PosixQueue::pass_rx(down_rx, s)));
-        let l = PosixLink::new(down, up, (down_name, up_name), child)?;
+        let (down, up, names) = duplex_parent::<PosixQueue>(size, child)?;
+        let l = posix_link(down, up, names, child)?;
         Ok(ParentEnd::Ready(Box::new(RawPosix {
-            object: l.names(),
+            object: format!("{} {}", l.down.object(), l.up.object()),
             tx: l.down.into(),
             rx: l.up.into(),
             link: Some(l.link),
@@ -244,10 +272,9 @@ impl Row for RawPosixMq {
     }
 
     fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
-        let down = PosixQueue::adopt_rx(parent.ctx())?;
-        let up = PosixQueue::adopt_tx(parent.ctx())?;
+        let (up, down) = duplex_child::<PosixQueue>(parent)?;
         Ok(Box::new(RawPosix {
-            object: format!("{} {}", queue_name(&down), queue_name(&up)),
+            object: format!("{} {}", down.object(), up.object()),
             tx: up.into(),
             rx: down.into(),
             link: None,
@@ -314,52 +341,35 @@ impl Duplex for RawPosix {
 // ---------------------------------------------------------------------------------------------
 // System V
 
-/// The parent's end of a System V link and the watch that removes the queues when the child
-/// exits.
-struct SysvLink {
+/// The parent's end of a System V link: watches the child about to be started (`child`);
+/// `guards` remove both queues, once, when the child has exited or the parent's end gives up
+/// waiting for that.
+fn sysv_link(
     down: sysv::Queue,
     up: sysv::Queue,
-    link: ParentLink,
-}
-
-impl SysvLink {
-    /// Watches the child about to be started (`child`); `guards` remove both queues, once,
-    /// when the child has exited or the parent's end gives up waiting for that.
-    fn new(
-        down: sysv::Queue,
-        up: sysv::Queue,
-        guards: (RemoveGuard, RemoveGuard),
-        child: &mut Handoff,
-    ) -> Result<SysvLink> {
-        let guards = Arc::new(Mutex::new(Some(guards)));
-        // Removed once, by whichever comes first.
-        let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
-            drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
-        };
-        let on_exit = Arc::clone(&guards);
-        let watch = watch_child(child, move || remove(&on_exit))?;
-        let object = format!("System V queue {}", down.id());
-        let hang_up_child = down.clone();
-        let on_drop = move |watch: &ChildWatch| {
-            if !watch.is_gone() {
-                // Removing the queues now would also discard what the child has not read yet
-                // (the last message of a point, say): hang up after it and let the child's
-                // exit remove them. A child that does not exit in time is woken by the removal.
-                let _ = hang_up_child.send_typed_timeout(1, &[], HANGUP_TIMEOUT);
-                watch.wait_handled(EXIT_TIMEOUT);
-            }
-            remove(&guards);
-        };
-        Ok(SysvLink {
-            down,
-            up,
-            link: ParentLink {
-                watch,
-                object,
-                on_drop: Some(Box::new(on_drop)),
-            },
-        })
-    }
+    guards: (RemoveGuard, RemoveGuard),
+    child: &mut Handoff,
+) -> Result<QueueLink<sysv::Queue>> {
+    let guards = Arc::new(Mutex::new(Some(guards)));
+    // Removed once, by whichever comes first.
+    let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
+        drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
+    };
+    let on_exit = Arc::clone(&guards);
+    let watch = watch_child(child, move || remove(&on_exit))?;
+    let object = format!("System V queue {}", down.id());
+    let hang_up_child = down.clone();
+    let on_drop = move |watch: &ChildWatch| {
+        if !watch.is_gone() {
+            // Removing the queues now would also discard what the child has not read yet (the
+            // last message of a point, say): hang up after it and let the child's exit remove
+            // them. A child that does not exit in time is woken by the removal.
+            let _ = hang_up_child.send_typed_timeout(1, &[], HANGUP_TIMEOUT);
+            watch.wait_handled(EXIT_TIMEOUT);
+        }
+        remove(&guards);
+    };
+    Ok(QueueLink::new(down, up, watch, object, on_drop))
 }
 
 /// `ipc-mq` System V queues through the core traits (type 1 for every message, receives of
@@ -371,20 +381,11 @@ impl Link for SysvQueue {
         guards: (RemoveGuard, RemoveGuard),
         child: &mut Handoff,
     ) -> Result<Box<dyn Duplex>> {
-        let l = SysvLink::new(down, up, guards, child)?;
-        let object = format!("System V queue {}", l.up.id());
-        Ok(messages(
-            ParentTx {
-                tx: l.down,
-                link: l.link,
-            },
-            HangUp { rx: l.up, object },
-        ))
+        Ok(sysv_link(down, up, guards, child)?.into_messages())
     }
 
     fn child_end(up: sysv::Queue, down: sysv::Queue) -> Result<Box<dyn Duplex>> {
-        let object = format!("System V queue {}", down.id());
-        Ok(messages(up, HangUp { rx: down, object }))
+        Ok(child_messages(up, down))
     }
 }
 
@@ -406,10 +407,8 @@ impl Row for RawSysvMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let (down, down_rx, down_guard) = SysvQueue::channel(Some(size))?;
-        let (up_tx, up, up_guard) = SysvQueue::channel(Some(size))?;
-        child.pass(|s| SysvQueue::pass_tx(up_tx, SysvQueue::pass_rx(down_rx, s)));
-        let l = SysvLink::new(down, up, (down_guard, up_guard), child)?;
+        let (down, up, guards) = duplex_parent::<SysvQueue>(size, child)?;
+        let l = sysv_link(down, up, guards, child)?;
         Ok(ParentEnd::Ready(Box::new(RawSysv::new(
             l.down.id(),
             l.up.id(),
@@ -419,8 +418,7 @@ impl Row for RawSysvMq {
     }
 
     fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
-        let down = SysvQueue::adopt_rx(parent.ctx())?;
-        let up = SysvQueue::adopt_tx(parent.ctx())?;
+        let (up, down) = duplex_child::<SysvQueue>(parent)?;
         Ok(Box::new(RawSysv::new(up.id(), down.id(), size, None)))
     }
 }
