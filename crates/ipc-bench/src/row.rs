@@ -298,13 +298,18 @@ impl<F: Link> Row for LibraryRow<F> {
     }
 }
 
+/// What the parent keeps of a duplex link over the fixture `F`: the sender to the child, the
+/// receiver from it, and both channels' guards.
+pub type ParentHalf<F> = (
+    <F as Fixture>::Tx,
+    <F as Fixture>::Rx,
+    (<F as Fixture>::Guard, <F as Fixture>::Guard),
+);
+
 /// The parent's half of a duplex link over the fixture `F`, for messages of `size` bytes:
 /// two channels, `down` to the child and `up` back. The child gets down's receiving end and
 /// up's sending end; the parent keeps down's sender, up's receiver and both guards.
-pub fn duplex_parent<F: Fixture>(
-    size: usize,
-    child: &mut Handoff,
-) -> Result<(F::Tx, F::Rx, (F::Guard, F::Guard))> {
+pub fn duplex_parent<F: Fixture>(size: usize, child: &mut Handoff) -> Result<ParentHalf<F>> {
     let (down_tx, down_rx, down_guard) = F::channel(Some(size))?;
     let (up_tx, up_rx, up_guard) = F::channel(Some(size))?;
     child.pass(|s| F::pass_tx(up_tx, F::pass_rx(down_rx, s)));
