@@ -225,40 +225,55 @@ pub fn measure(
     let end = row
         .connect(size, &mut handoff)
         .map_err(|e| format!("set up the link: {e}"))?;
-    let mut child = handoff.into_spawn().start();
     let p = cfg.profile;
-    let limit = hang_limit(&p);
+    run_point(handoff, hang_limit(&p), |_child| {
+        let mut link = end
+            .finish()
+            .map_err(|e| format!("set up the link after the child started: {e}"))?;
+        let faults = Faults {
+            drop_every: cfg.drop_every,
+            abandon_at: cfg.abandon_at,
+        };
+        let r = match metric {
+            Metric::RoundTrip => {
+                round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
+            }
+            Metric::Throughput => {
+                one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
+            }
+        };
+        drop(link); // The child sees end-of-stream if it is still waiting.
+        r
+    })
+}
+
+/// Starts the child `handoff` describes, runs `parent` (the parent's side of the point) with
+/// it, and collects the child's verdict. The child is killed if the point takes longer than
+/// `limit` (a hung mechanism fails the benchmark instead of hanging it). The point passes if
+/// both sides do; otherwise the error says what each side reported. A child that `parent`
+/// killed after its own failure is not reported as killed.
+pub fn run_point<T>(
+    handoff: Handoff,
+    limit: Duration,
+    parent: impl FnOnce(&mut Child) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut child = handoff.into_spawn().start();
     let timer = child.kill_after(limit);
-    let result = end
-        .finish()
-        .map_err(|e| format!("set up the link after the child started: {e}"))
-        .and_then(|mut link| {
-            let faults = Faults {
-                drop_every: cfg.drop_every,
-                abandon_at: cfg.abandon_at,
-            };
-            let r = match metric {
-                Metric::RoundTrip => {
-                    round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
-                }
-                Metric::Throughput => {
-                    one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
-                }
-            };
-            drop(link); // The child sees end-of-stream if it is still waiting.
-            r
-        });
+    let result = parent(&mut child);
     let verdict = wait_verdict(&mut child, limit);
     let fired = timer.stop();
     match (result, verdict) {
-        (Ok(runs), Ok(())) => Ok(runs),
+        (Ok(v), Ok(())) => Ok(v),
         (r, v) => {
             let mut msg = String::new();
             if fired {
                 msg.push_str("the watchdog killed the child (the point hung). ");
             }
-            if let Err(e) = v {
-                msg.push_str(&format!("child: {e}. "));
+            match (&r, v) {
+                // The parent killed it: its exit says nothing.
+                (Err(_), Err(v)) if v.contains("SIGKILL") && !fired => {}
+                (_, Err(v)) => msg.push_str(&format!("child: {v}. ")),
+                (_, Ok(())) => {}
             }
             if let Err(e) = r {
                 msg.push_str(&format!("parent: {e}"));
@@ -297,6 +312,24 @@ pub fn hang_limit(p: &Profile) -> Duration {
     Duration::from_secs(60) + expected * 4
 }
 
+/// A histogram of nanoseconds, up to an hour, three significant digits.
+pub fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .map_err(|e| format!("histogram: {e}"))
+}
+
+/// The recorded run `hist` holds.
+pub fn summary(hist: &Histogram<u64>) -> LatencyRun {
+    LatencyRun {
+        count: hist.len(),
+        min: hist.min(),
+        median: hist.value_at_quantile(0.5),
+        p99: hist.value_at_quantile(0.99),
+        p999: hist.value_at_quantile(0.999),
+        max: hist.max(),
+    }
+}
+
 /// Whether the `--drop-every` testing aid skips item `seq`.
 pub fn drops(drop_every: Option<u64>, seq: u64) -> bool {
     drop_every.is_some_and(|n| seq % n == n - 1)
@@ -312,8 +345,7 @@ fn round_trip(
     let mut out = pattern(size);
     let mut back = vec![0; size];
     let mut verifier = Verifier::new(size);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}"))?;
+    let mut hist = histogram()?;
     let mut seq = 0u64;
     let mut runs = Vec::with_capacity(p.runs);
     for run in 0..=p.runs {
@@ -354,14 +386,7 @@ fn round_trip(
             }
         }
         if run > 0 {
-            runs.push(LatencyRun {
-                count: hist.len(),
-                min: hist.min(),
-                median: hist.value_at_quantile(0.5),
-                p99: hist.value_at_quantile(0.99),
-                p999: hist.value_at_quantile(0.999),
-                max: hist.max(),
-            });
+            runs.push(summary(&hist));
         }
         on_run();
     }

@@ -32,12 +32,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use ipc_testkit::{Child, Ctx};
 
 use super::{HandOffRow, Shm, SyncRow, Turns, UncontendedRow};
 use crate::engine::{
-    Config, LatencyRun, Placement, Profile, drops, exit_with, hang_limit, pin, wait_verdict,
+    Config, LatencyRun, Placement, Profile, drops, exit_with, hang_limit, histogram, pin,
+    run_point, summary,
 };
 use crate::row::{Handoff, Inherited};
 use crate::stats::{NOISY_SPREAD, median, spread};
@@ -132,22 +132,6 @@ pub fn measure(
             runs: hand_off(r, placement, cfg, on_run)?,
         },
     })
-}
-
-fn histogram() -> Result<Histogram<u64>, String> {
-    Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}"))
-}
-
-fn summary(hist: &Histogram<u64>) -> LatencyRun {
-    LatencyRun {
-        count: hist.len(),
-        min: hist.min(),
-        median: hist.value_at_quantile(0.5),
-        p99: hist.value_at_quantile(0.99),
-        p999: hist.value_at_quantile(0.999),
-        max: hist.max(),
-    }
 }
 
 /// (duration, least samples) of run `run` (0 is the warm-up).
@@ -257,50 +241,33 @@ fn hand_off(
     let mut side = row
         .connect(&shm, &mut handoff)
         .map_err(|e| format!("set up: {e}"))?;
-    let mut child = handoff.into_spawn().start();
-    let timer = child.kill_after(limit);
     let deadline = Instant::now() + limit;
-    let mut result = ping(
-        &mut *side,
-        &shm,
-        &cfg.profile,
-        cfg.drop_every,
-        deadline,
-        &mut child,
-        on_run,
-    );
-    if result.is_err() {
-        // The child may be waiting for a hand-off that will not come.
-        child.kill();
-    }
-    let verdict = wait_verdict(&mut child, limit);
-    let fired = timer.stop();
-    if result.is_ok() && verdict.is_ok() && side.pending() {
-        result = Err(
-            "a hand-off to the parent was left over after the last one: more turns \
-                      were given to it than it waited for"
-                .into(),
+    run_point(handoff, limit, |child| {
+        let runs = ping(
+            &mut *side,
+            &shm,
+            &cfg.profile,
+            cfg.drop_every,
+            deadline,
+            child,
+            on_run,
         );
-    }
-    match (result, verdict) {
-        (Ok(runs), Ok(())) => Ok(runs),
-        (r, v) => {
-            let mut msg = String::new();
-            if fired {
-                msg.push_str("the watchdog killed the child (the point hung). ");
-            }
-            match (&r, v) {
-                // We killed it: its exit says nothing.
-                (Err(_), Err(v)) if v.contains("SIGKILL") && !fired => {}
-                (_, Err(v)) => msg.push_str(&format!("child: {v}. ")),
-                (_, Ok(())) => {}
-            }
-            if let Err(e) = r {
-                msg.push_str(&format!("parent: {e}"));
-            }
-            Err(msg.trim_end().to_owned())
+        if runs.is_err() {
+            // The child may be waiting for a hand-off that will not come.
+            child.kill();
+            return runs;
         }
-    }
+        // Once the child has exited, no hand-off can come after its last one.
+        let exited = child.wait_timeout(limit).is_some_and(|out| out.success());
+        if exited && side.pending() {
+            return Err(
+                "a hand-off to the parent was left over after the last one: more turns were \
+                 given to it than it waited for"
+                    .into(),
+            );
+        }
+        runs
+    })
 }
 
 /// Waits for the turn in slices, so that a child that exited is noticed.
