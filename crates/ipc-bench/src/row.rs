@@ -108,7 +108,7 @@ pub trait Duplex {
 }
 
 /// The parent's end of a link: ready at once, or finished after the child has started (for
-/// mechanisms whose open blocks until the peer opens too, such as a FIFO).
+/// links the child completes after it starts, such as a TCP connection the parent accepts).
 pub enum ParentEnd {
     /// The link is complete.
     Ready(Box<dyn Duplex>),
