@@ -1,50 +1,17 @@
-//! The conformance suite for the shared-memory channel: a ring in a sealed memfd segment, each
-//! end handed to a child by inheriting the segment (the parent detaches its end, the child
-//! opens it). Plus a checksummed stream between two processes: ~3 s, or 10 s under
+//! The conformance suite for the shared-memory channel: a ring in a sealed memfd segment
+//! (1 MiB by default), each end handed to a child by inheriting the segment (the parent
+//! detaches its end, the child opens it); the fixture ([`ipc_bench::fixtures::ShmChannel`]) is
+//! the one the benchmark's `shm` row measures. Plus a checksummed stream between two processes: ~3 s, or 10 s under
 //! `IPC_SOAK=1`, random sizes, every message checked (sequence number and checksum).
 
 use std::time::{Duration, Instant};
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
-use ipc_testkit::conformance::Mechanism;
+use ipc_shm::{ChannelOptions, Segment, Sender};
 use ipc_testkit::script::{check_message, fill_message};
-use ipc_testkit::{Ctx, Spawn, spawn, watchdog};
+use ipc_testkit::{Ctx, spawn, watchdog};
 
-/// The channel with its default 1 MiB ring.
-struct ShmChannel;
-
-impl Mechanism for ShmChannel {
-    type Tx = Sender;
-    type Rx = Receiver;
-    type Guard = ();
-    const NAME: &'static str = "shm channel";
-    const DETECTS_DISCONNECT: bool = true;
-
-    fn script_max() -> usize {
-        200_000
-    }
-    fn channel() -> (Sender, Receiver, ()) {
-        let (tx, rx) = ChannelOptions::new().pair().unwrap();
-        (tx, rx, ())
-    }
-    fn pass_tx(tx: Sender, spawn: Spawn) -> Spawn {
-        let segment = tx.detach();
-        spawn.fd("seg", segment.fd().unwrap())
-    }
-    fn adopt_tx(_ctx: &Ctx) -> Sender {
-        Sender::open(Segment::inherited("seg").unwrap()).unwrap()
-    }
-    fn pass_rx(rx: Receiver, spawn: Spawn) -> Spawn {
-        let segment = rx.detach();
-        spawn.fd("seg", segment.fd().unwrap())
-    }
-    fn adopt_rx(_ctx: &Ctx) -> Receiver {
-        Receiver::open(Segment::inherited("seg").unwrap()).unwrap()
-    }
-}
-
-ipc_testkit::conformance_suite!(ShmChannel; stream_send);
+ipc_testkit::conformance_suite!(ipc_bench::fixtures::ShmChannel; stream_send);
 
 /// The stream's ring: small enough to wrap often and to fill up, so both ends wait.
 fn stream_options() -> ChannelOptions {

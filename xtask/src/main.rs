@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask test [--soak]`: formatting, clippy, every test, and a tiny benchmark run.
 //! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
-//!   (`benches/ipc`), built in release.
+//!   (`crates/ipc-bench`), built in release.
 //! - `cargo xtask miri`: the lock-free and pure-logic tests under Miri (needs a nightly
 //!   toolchain with the `miri` component; not part of `test`, which needs stable only).
 
@@ -97,12 +97,13 @@ fn test(args: &[String]) -> Result<(), String> {
     clean
 }
 
-/// `cargo xtask bench [ARGS]`: builds the benchmark in release and runs it; ARGS go to it.
+/// `cargo xtask bench [ARGS]`: builds the benchmark (the `ipc-bench` crate's binary) in
+/// release and runs it; ARGS go to it.
 fn bench(args: &[String]) -> Result<(), String> {
     run(
-        "cargo bench --bench ipc",
+        "cargo run --release -p ipc-bench",
         cargo()
-            .args(["bench", "-p", "ipc", "--bench", "ipc", "--"])
+            .args(["run", "--release", "-p", "ipc-bench", "--"])
             .args(args),
     )
 }

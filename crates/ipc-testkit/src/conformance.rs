@@ -1,11 +1,12 @@
 //! The conformance suite: one set of cross-process checks written against the core traits,
 //! instantiated for every mechanism with [`conformance_suite!`](crate::conformance_suite).
 //!
-//! For a mechanism, implement [`Mechanism`] (how to make a channel, how to hand either end to
-//! a child process, how the child adopts it), then write one line in a test file:
+//! A mechanism is described once, as a [`Fixture`] (how to make a channel, how to hand either
+//! end to a child process, how the child adopts it; the benchmark's library rows use the same
+//! fixtures), then one line in a test file runs the suite over it:
 //!
 //! ```text
-//! ipc_testkit::conformance_suite!(MyMechanism);
+//! ipc_testkit::conformance_suite!(ipc_bench::fixtures::StreamPipe);
 //! ```
 //!
 //! Every check runs across real processes: a child re-executed from the test binary holds one
@@ -21,45 +22,22 @@ use std::time::{Duration, Instant};
 use ipc_core::{Blocked, Error, ErrorKind, MessageReceiver, MessageSender};
 use proptest::prelude::*;
 
+use crate::fixture::Fixture;
 use crate::script::Script;
-use crate::{Child, Ctx, Spawn, spawn, watchdog};
+use crate::{Child, Ctx, spawn, watchdog};
 
-/// A mechanism under test: how to make a channel and hand its ends to another process.
-pub trait Mechanism: 'static {
-    /// The sending end.
-    type Tx: MessageSender;
-    /// The receiving end.
-    type Rx: MessageReceiver;
-    /// Kept by the parent for the whole test; removes named objects when dropped.
-    type Guard;
+/// A new channel with the mechanism's defaults; panics, naming the mechanism, if it cannot be
+/// made.
+fn channel<M: Fixture>() -> (M::Tx, M::Rx, M::Guard) {
+    M::channel(None).unwrap_or_else(|e| panic!("{}: make a channel: {e}", M::NAME))
+}
 
-    /// The mechanism's name, for messages.
-    const NAME: &'static str;
+fn adopt_tx<M: Fixture>(ctx: &Ctx) -> M::Tx {
+    M::adopt_tx(ctx).unwrap_or_else(|e| panic!("{}: adopt the sending end: {e}", M::NAME))
+}
 
-    /// Whether the mechanism reports a peer that closed or died as
-    /// [`ErrorKind::Disconnected`]. Mechanisms without a notion of peer (message queues) say
-    /// `false`; for them the suite checks that waits end at their deadline instead.
-    const DETECTS_DISCONNECT: bool;
-
-    /// The largest message the suite's random scripts use (at most the mechanism's maximum:
-    /// keeps cases fast for mechanisms whose maximum is huge).
-    fn script_max() -> usize;
-
-    /// A new channel in this process, with the guard that cleans it up.
-    fn channel() -> (Self::Tx, Self::Rx, Self::Guard);
-
-    /// Gives `tx` to the child about to be spawned (by fd or by name); this process keeps no
-    /// sending end.
-    fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn;
-
-    /// In the child: the sending end [`Mechanism::pass_tx`] handed over.
-    fn adopt_tx(ctx: &Ctx) -> Self::Tx;
-
-    /// Gives `rx` to the child about to be spawned; this process keeps no receiving end.
-    fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn;
-
-    /// In the child: the receiving end [`Mechanism::pass_rx`] handed over.
-    fn adopt_rx(ctx: &Ctx) -> Self::Rx;
+fn adopt_rx<M: Fixture>(ctx: &Ctx) -> M::Rx {
+    M::adopt_rx(ctx).unwrap_or_else(|e| panic!("{}: adopt the receiving end: {e}", M::NAME))
 }
 
 /// How many proptest cases each cross-process property runs: `IPC_CONFORMANCE_CASES`, else
@@ -131,7 +109,7 @@ fn receive_script<R: MessageReceiver>(
 
 /// After the sender is gone: the next receive must say disconnected (or, for mechanisms without
 /// peers, that nothing more is queued).
-fn expect_end<M: Mechanism>(rx: &mut M::Rx) -> Result<(), String> {
+fn expect_end<M: Fixture>(rx: &mut M::Rx) -> Result<(), String> {
     let mut buf = vec![0u8; rx.max_message_size()];
     let r = if M::DETECTS_DISCONNECT {
         recv_checked(rx, &mut buf)
@@ -166,10 +144,10 @@ fn send_script<T: MessageSender>(
 
 /// Child role: adopt the sending end, send the script in the argument (`mode|script`), then
 /// exit (`mode` = `exit`) or report `sent` and wait to be killed (`mode` = `park`).
-pub fn role_send<M: Mechanism>(ctx: &Ctx) {
+pub fn role_send<M: Fixture>(ctx: &Ctx) {
     let (mode, script) = ctx.arg().split_once('|').expect("mode|script");
     let script = Script::decode(script).expect("script");
-    let mut tx = M::adopt_tx(ctx);
+    let mut tx = adopt_tx::<M>(ctx);
     send_script(&mut tx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     match mode {
         "park" => ctx.park("sent"),
@@ -179,10 +157,10 @@ pub fn role_send<M: Mechanism>(ctx: &Ctx) {
 
 /// Child role: adopt the receiving end, receive and check the script in the argument, then
 /// check the end of the stream (`mode` = `end`) or just exit (`mode` = `exit`).
-pub fn role_recv<M: Mechanism>(ctx: &Ctx) {
+pub fn role_recv<M: Fixture>(ctx: &Ctx) {
     let (mode, script) = ctx.arg().split_once('|').expect("mode|script");
     let script = Script::decode(script).expect("script");
-    let mut rx = M::adopt_rx(ctx);
+    let mut rx = adopt_rx::<M>(ctx);
     receive_script(&mut rx, &script, None).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
     if mode == "end" {
         expect_end::<M>(&mut rx).unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
@@ -190,14 +168,14 @@ pub fn role_recv<M: Mechanism>(ctx: &Ctx) {
 }
 
 /// Child role: adopt the receiving end, report `holding` and wait to be killed.
-pub fn role_hold_rx<M: Mechanism>(ctx: &Ctx) {
-    let _rx = M::adopt_rx(ctx);
+pub fn role_hold_rx<M: Fixture>(ctx: &Ctx) {
+    let _rx = adopt_rx::<M>(ctx);
     ctx.park("holding");
 }
 
 /// Child role: adopt the sending end, report `holding` and wait to be killed.
-pub fn role_hold_tx<M: Mechanism>(ctx: &Ctx) {
-    let _tx = M::adopt_tx(ctx);
+pub fn role_hold_tx<M: Fixture>(ctx: &Ctx) {
+    let _tx = adopt_tx::<M>(ctx);
     ctx.park("holding");
 }
 
@@ -206,8 +184,8 @@ fn send_arg(mode: &str, script: &Script) -> String {
 }
 
 /// Child sends `script`, parent receives it: every message once, intact, in order, then the end.
-pub fn child_to_parent<M: Mechanism>(script: &Script) -> Result<(), String> {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn child_to_parent<M: Fixture>(script: &Script) -> Result<(), String> {
+    let (tx, mut rx, _guard) = channel::<M>();
     let mut child = M::pass_tx(tx, spawn("conf_send").arg(send_arg("exit", script))).start();
     receive_script(&mut rx, script, Some(&mut child))?;
     child.wait_success();
@@ -216,8 +194,8 @@ pub fn child_to_parent<M: Mechanism>(script: &Script) -> Result<(), String> {
 
 /// Parent sends `script`, child receives and checks it, then sees the end when the parent
 /// drops its sender.
-pub fn parent_to_child<M: Mechanism>(script: &Script) -> Result<(), String> {
-    let (mut tx, rx, _guard) = M::channel();
+pub fn parent_to_child<M: Fixture>(script: &Script) -> Result<(), String> {
+    let (mut tx, rx, _guard) = channel::<M>();
     let mut child = M::pass_rx(rx, spawn("conf_recv").arg(send_arg("end", script))).start();
     send_script(&mut tx, script, Some(&mut child))?;
     drop(tx);
@@ -237,7 +215,7 @@ pub fn proptest_config() -> ProptestConfig {
 }
 
 /// Runs the script properties in both directions.
-pub fn prop_scripts<M: Mechanism>(to_child: bool) {
+pub fn prop_scripts<M: Fixture>(to_child: bool) {
     let max = M::script_max();
     let mut runner = proptest::test_runner::TestRunner::new(proptest_config());
     runner
@@ -254,8 +232,8 @@ pub fn prop_scripts<M: Mechanism>(to_child: bool) {
 
 /// Empty messages and messages of exactly the endpoint's maximum size cross intact; a buffer of
 /// exactly the maximum suffices.
-pub fn empty_and_max_size<M: Mechanism>() {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn empty_and_max_size<M: Fixture>() {
+    let (tx, mut rx, _guard) = channel::<M>();
     let max = tx.max_message_size();
     assert!(
         rx.max_message_size() >= max,
@@ -281,8 +259,8 @@ pub fn empty_and_max_size<M: Mechanism>() {
 
 /// `try_recv` on an empty channel is would-block (empty); `recv_timeout` is timed-out, not
 /// before its timeout.
-pub fn empty_would_block_and_times_out<M: Mechanism>() {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn empty_would_block_and_times_out<M: Fixture>() {
+    let (tx, mut rx, _guard) = channel::<M>();
     let mut child = M::pass_tx(tx, spawn("conf_hold_tx")).start();
     child.wait_checkpoint("holding");
     let mut buf = vec![0u8; rx.max_message_size().min(1 << 20)];
@@ -303,8 +281,8 @@ pub fn empty_would_block_and_times_out<M: Mechanism>() {
 
 /// Fills the channel with `try_send` until would-block (full); `send_timeout` then times out;
 /// everything accepted before is delivered intact once a receiver drains it.
-pub fn full_would_block_and_times_out<M: Mechanism>() {
-    let (mut tx, rx, _guard) = M::channel();
+pub fn full_would_block_and_times_out<M: Fixture>() {
+    let (mut tx, rx, _guard) = channel::<M>();
     let mut holder = M::pass_rx(rx, spawn("conf_hold_rx")).start();
     holder.wait_checkpoint("holding");
     let size = tx.max_message_size().min(1000);
@@ -342,8 +320,8 @@ pub fn full_would_block_and_times_out<M: Mechanism>() {
 
 /// The sender exits normally after sending: the receiver drains every message, then sees the
 /// end.
-pub fn dropped_sender_drains_then_disconnects<M: Mechanism>() {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn dropped_sender_drains_then_disconnects<M: Fixture>() {
+    let (tx, mut rx, _guard) = channel::<M>();
     let script = Script {
         sender: 3,
         sizes: vec![10, 0, 300, 17],
@@ -356,8 +334,8 @@ pub fn dropped_sender_drains_then_disconnects<M: Mechanism>() {
 }
 
 /// A sender SIGKILLed after sending: what it sent arrives intact, then disconnected, not a hang.
-pub fn killed_sender_is_disconnected<M: Mechanism>() {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn killed_sender_is_disconnected<M: Fixture>() {
+    let (tx, mut rx, _guard) = channel::<M>();
     let script = Script {
         sender: 5,
         sizes: vec![1, 2, 200, 0, 64],
@@ -371,8 +349,8 @@ pub fn killed_sender_is_disconnected<M: Mechanism>() {
 }
 
 /// A receiver SIGKILLed: the sender's next send reports disconnected.
-pub fn killed_receiver_is_disconnected<M: Mechanism>() {
-    let (mut tx, rx, _guard) = M::channel();
+pub fn killed_receiver_is_disconnected<M: Fixture>() {
+    let (mut tx, rx, _guard) = channel::<M>();
     let mut child = M::pass_rx(rx, spawn("conf_hold_rx")).start();
     child.wait_checkpoint("holding");
     child.kill_and_wait();
@@ -386,8 +364,8 @@ pub fn killed_receiver_is_disconnected<M: Mechanism>() {
 }
 
 /// An oversized message is refused with both sizes, and the messages around it arrive intact.
-pub fn oversized_is_refused_and_nothing_lost<M: Mechanism>() {
-    let (mut tx, rx, _guard) = M::channel();
+pub fn oversized_is_refused_and_nothing_lost<M: Fixture>() {
+    let (mut tx, rx, _guard) = channel::<M>();
     let max = tx.max_message_size();
     let script = Script {
         sender: 11,
@@ -413,8 +391,8 @@ pub fn oversized_is_refused_and_nothing_lost<M: Mechanism>() {
 
 /// A receive buffer too small for the next message: message-too-large naming the size needed,
 /// and the message stays queued for a retry with a large enough buffer.
-pub fn small_buffer_keeps_the_message<M: Mechanism>() {
-    let (tx, mut rx, _guard) = M::channel();
+pub fn small_buffer_keeps_the_message<M: Fixture>() {
+    let (tx, mut rx, _guard) = channel::<M>();
     let size = tx.max_message_size().min(200);
     let script = Script {
         sender: 13,
@@ -440,7 +418,7 @@ pub fn small_buffer_keeps_the_message<M: Mechanism>() {
         .unwrap_or_else(|e| panic!("{}: {e}", M::NAME));
 }
 
-/// Instantiates the conformance suite for a [`Mechanism`] in a test binary: registers the
+/// Instantiates the conformance suite for a [`Fixture`] in a test binary: registers the
 /// suite's child roles (plus any extra roles listed after a `;`) and one `#[test]` per check.
 #[macro_export]
 macro_rules! conformance_suite {

@@ -29,7 +29,9 @@
 //! ```
 
 pub mod conformance;
+pub mod fixture;
 pub mod script;
+mod supervise;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -43,6 +45,7 @@ use std::time::{Duration, Instant};
 
 pub use ipc_core::inherit::ChildFds;
 pub use script::{Model, Script};
+pub use supervise::{KillTimer, role_main};
 
 /// Environment variable naming the role a re-executed child runs.
 const ROLE_ENV: &str = "IPC_TESTKIT_ROLE";

@@ -8,7 +8,7 @@ use ipc_core::{Deadline, ErrorKind, Result};
 use ipc_sync::{Condvar, Event, EventMode, LockError, Mutex, Semaphore, Shared, SharedData, Spin};
 
 use super::{Group, HandOffRow, Locker, Shm, SpinPolicy, SyncInfo, Turns, UncontendedRow};
-use crate::registry::{Handoff, Inherited, RowKind};
+use crate::row::{Handoff, Inherited, RowKind};
 
 /// What a wait that reached its deadline reports.
 pub fn hung() -> String {
@@ -21,6 +21,7 @@ fn lock_error<T: SharedData>(e: LockError<'_, T>) -> String {
 
 /// Uncontended lock+unlock of an `ipc_sync::Mutex<u64>` (a robust, process-shared,
 /// error-checking glibc mutex) in a memfd, incrementing the `u64` it guards.
+#[derive(Debug)]
 pub struct MutexLock;
 
 impl UncontendedRow for MutexLock {
@@ -74,6 +75,7 @@ impl Locker for MutexLocker {
 /// Two processes pass a turn (the `u32` an `ipc_sync::Mutex` guards), waiting for it on an
 /// `ipc_sync::Condvar` (`wait_with` and the spin policy, while the turn is not theirs), then
 /// set the turn to the peer and `notify_one` after unlocking.
+#[derive(Debug)]
 pub struct MutexCondvar(pub Spin);
 
 impl HandOffRow for MutexCondvar {
@@ -124,7 +126,7 @@ impl HandOffRow for MutexCondvar {
         }))
     }
 
-    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
+    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>> {
         Ok(Box::new(CondvarSide {
             turn: Shared::open(parent.take_fd("mutex")?)?,
             cv: Shared::open(parent.take_fd("condvar")?)?,
@@ -178,6 +180,7 @@ impl Turns for CondvarSide {
 
 /// Two processes wake each other with a pair of `ipc_sync::Semaphore`s: each waits on its own
 /// (`wait_with` and the spin policy) and posts the other's.
+#[derive(Debug)]
 pub struct SemPair(pub Spin);
 
 impl HandOffRow for SemPair {
@@ -224,7 +227,7 @@ impl HandOffRow for SemPair {
         }))
     }
 
-    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
+    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>> {
         Ok(Box::new(SemSide {
             sems: Shared::open(parent.take_fd("sems")?)?,
             me: 1,
@@ -266,6 +269,7 @@ impl Turns for SemSide {
 
 /// Two processes wake each other with a pair of auto-reset `ipc_sync::Event`s: each waits on
 /// its own (adaptive spin) and sets the other's.
+#[derive(Debug)]
 pub struct EventPair;
 
 impl HandOffRow for EventPair {
@@ -288,7 +292,7 @@ impl HandOffRow for EventPair {
         Ok(Box::new(EventSide { events, me: 0 }))
     }
 
-    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
+    fn adopt<'a>(&self, _shm: &'a Shm, parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>> {
         Ok(Box::new(EventSide {
             events: Shared::open(parent.take_fd("events")?)?,
             me: 1,

@@ -1,4 +1,5 @@
-//! Shared-memory rows: `ipc-shm`'s channel (one ring each way, in sealed memfds), and the raw
+//! Shared-memory rows: `ipc-shm`'s channel (one ring each way, in sealed memfds: the shared
+//! [`ShmChannel`](crate::fixtures::ShmChannel) fixture), and the raw
 //! loops its performance targets are stated against, over the same kind of memory:
 //!
 //! - `shm-raw`: a copy-in/copy-out ring of fixed slots, busy-waiting (the throughput floor);
@@ -9,55 +10,16 @@
 //! The raw rows are the plainest code that still moves every byte through the shared memory.
 
 use std::hint::spin_loop;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_core::{Deadline, Error, MaxMessage, Properties, Result};
-use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+use ipc_shm::Segment;
 
-use crate::registry::{
-    Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages,
-};
+use crate::fixtures::shm_capacity as capacity;
+use crate::row::{Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind};
 
-/// A ring with room for at least 8 messages of `size` bytes, and 64 KiB at least.
-fn capacity(size: usize) -> usize {
-    (8 * (size + 16)).next_power_of_two().max(1 << 16)
-}
-
-/// `ipc-shm` channels: a ring from parent to child and one back, copying send and receive.
-pub(crate) struct Shm;
-
-impl Mechanism for Shm {
-    fn info(&self) -> RowInfo {
-        RowInfo {
-            id: "shm",
-            family: "shm",
-            kind: RowKind::Library,
-            properties: ipc_shm::PROPERTIES,
-            max_message: None,
-        }
-    }
-
-    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let opts = ChannelOptions::new().capacity(capacity(size));
-        let down = Arc::new(opts.create_memfd("bench-down")?);
-        let up = Arc::new(opts.create_memfd("bench-up")?);
-        child.fd("down", down.fd().expect("a memfd has a descriptor"))?;
-        child.fd("up", up.fd().expect("a memfd has a descriptor"))?;
-        Ok(ParentEnd::Ready(messages(
-            Sender::open(down)?,
-            Receiver::open(up)?,
-        )))
-    }
-
-    fn adopt(&self, _size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        Ok(messages(
-            Sender::open(Segment::inherited("up")?)?,
-            Receiver::open(Segment::inherited("down")?)?,
-        ))
-    }
-}
+impl Link for crate::fixtures::ShmChannel {}
 
 fn raw_properties(mechanism: &'static str) -> Properties {
     Properties {
@@ -215,7 +177,7 @@ fn raw_adopt(size: usize, wait: Wait) -> Result<Box<dyn Duplex>> {
 /// A copy-in/copy-out ring of fixed slots (as much memory as the channel's ring), busy-waiting.
 pub(crate) struct RawShmRing;
 
-impl Mechanism for RawShmRing {
+impl Row for RawShmRing {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "shm-raw",
@@ -230,7 +192,7 @@ impl Mechanism for RawShmRing {
         raw_connect(size, capacity(size) / size.max(1), Wait::Spin, child)
     }
 
-    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw_adopt(size, Wait::Spin)
     }
 }
@@ -238,7 +200,7 @@ impl Mechanism for RawShmRing {
 /// A one-slot mailbox each way, spinning on the peer's count.
 pub(crate) struct RawShmSpin;
 
-impl Mechanism for RawShmSpin {
+impl Row for RawShmSpin {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "shm-raw-spin",
@@ -253,7 +215,7 @@ impl Mechanism for RawShmSpin {
         raw_connect(size, 1, Wait::Spin, child)
     }
 
-    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw_adopt(size, Wait::Spin)
     }
 }
@@ -261,7 +223,7 @@ impl Mechanism for RawShmSpin {
 /// The same mailbox, sleeping on a futex (no spinning): a raw futex ping-pong.
 pub(crate) struct RawShmFutex;
 
-impl Mechanism for RawShmFutex {
+impl Row for RawShmFutex {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "shm-raw-futex",
@@ -276,7 +238,7 @@ impl Mechanism for RawShmFutex {
         raw_connect(size, 1, Wait::Futex, child)
     }
 
-    fn adopt(&self, size: usize, _parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw_adopt(size, Wait::Futex)
     }
 }

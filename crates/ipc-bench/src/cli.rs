@@ -1,42 +1,19 @@
-//! `ipc-bench`: the cross-mechanism benchmark, run by `cargo xtask bench`.
-//!
-//! Every row of [`rows::ROWS`] is measured between two processes (this binary re-executes
-//! itself as the child): round-trip latency and one-way throughput, by message size, with the
-//! processes on different cores and on the same core. It prints a table, writes
-//! `results.json` and `chart.svg` under `target/ipc-bench/`, and checks every message.
-//!
-//! The synchronisation section ([`sync`]) measures `ipc-sync`'s primitives beside raw futex
-//! loops: uncontended lock+unlock in one process, and hand-offs between two processes on both
-//! placements, every hand-off checked; its chart is `sync.svg`.
-//!
-//! ```text
-//! cargo xtask bench [--quick | --tiny] [--filter TERM,...] [--out DIR] [--list]
-//! ```
+//! The command line of `ipc-bench`: parses the flags, plans the points, measures them with a
+//! progress bar, and writes the table, `results.json`, `chart.svg` and `sync.svg`.
 
-// A binary: `pub` marks what other modules, and rows added later, use.
-#![allow(unreachable_pub)]
-
-mod chart;
-mod engine;
-mod message;
-mod registry;
-mod report;
-mod rows;
-mod stats;
-mod sync;
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use engine::{Config, Launcher, Metric, Placement, Profile};
-use registry::Mechanism;
-use report::{Report, size_name};
-use stats::Point;
-use sync::SyncRow;
-use sync::report::SyncReport;
+use crate::engine::{self, Config, Metric, Placement, Profile};
+use crate::report::{Report, size_name};
+use crate::row::Row;
+use crate::stats::Point;
+use crate::sync::report::SyncReport;
+use crate::sync::{self, SyncRow};
+use crate::{chart, message, rows};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [OPTIONS]
@@ -57,10 +34,8 @@ usage: cargo xtask bench [OPTIONS]
                      for a synchronisation hand-off); the run must fail
 ";
 
-fn main() -> ExitCode {
-    if let Some(code) = engine::child_main().or_else(sync::engine::child_main) {
-        return code;
-    }
+/// Runs the benchmark with this process's arguments; what `main` of the binary returns.
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,8 +91,6 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 }
                 o.drop_every = Some(n);
             }
-            // `cargo bench` passes --bench to harness = false targets.
-            "--bench" => {}
             "-h" | "--help" => o.help = true,
             _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
         }
@@ -145,7 +118,7 @@ fn parse_size(t: &str) -> Option<usize> {
 struct Plan {
     mode: &'static str,
     profile: Profile,
-    rows: Vec<&'static dyn Mechanism>,
+    rows: Vec<&'static dyn Row>,
     sync_rows: Vec<SyncRow>,
     items: Vec<(Metric, usize)>,
     placements: Vec<Placement>,
@@ -313,9 +286,13 @@ fn out_dir(o: &Options) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let root = std::env::var_os("CARGO_MANIFEST_DIR")
-                .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-            root.join("target")
+            // The workspace's target directory: this crate is `crates/ipc-bench` in it.
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest
+                .ancestors()
+                .nth(2)
+                .unwrap_or(manifest)
+                .join("target")
         });
     let dir = target.join("ipc-bench");
     if o.tiny { dir.join("tiny") } else { dir }
@@ -358,7 +335,6 @@ fn run(args: &[String]) -> Result<(), String> {
     let cfg = Config {
         profile: plan.profile,
         cpus,
-        launcher: Launcher::default(),
         drop_every: o.drop_every,
         abandon_at: None,
     };

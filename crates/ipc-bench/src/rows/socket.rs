@@ -10,8 +10,8 @@ use std::time::Duration;
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
 use ipc_core::{Deadline, Error, ErrorKind, MaxMessage, Properties, Result};
 
-use crate::registry::{
-    Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages, raw_stream,
+use crate::row::{
+    Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, messages, raw_stream,
 };
 
 const UNIX: Properties = Properties {
@@ -70,7 +70,7 @@ fn tcp_listen(
 }
 
 /// The child's side of [`tcp_listen`].
-fn tcp_connect(parent: &Inherited) -> Result<OwnedFd> {
+fn tcp_connect(parent: &Inherited<'_>) -> Result<OwnedFd> {
     let addr: SocketAddr = parent.arg().parse().map_err(|_| {
         Error::with_note(ErrorKind::InvalidInput, "expected a socket address").on(parent.arg())
     })?;
@@ -95,7 +95,7 @@ fn raw(sock: OwnedFd) -> Result<Box<dyn Duplex>> {
 /// Unix-domain stream socket, framed like the pipe row.
 pub(crate) struct Unix;
 
-impl Mechanism for Unix {
+impl Row for Unix {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "uds",
@@ -114,7 +114,7 @@ impl Mechanism for Unix {
         )?))
     }
 
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         framed(parent.take_fd("sock")?, size, "unix socket")
     }
 }
@@ -122,7 +122,7 @@ impl Mechanism for Unix {
 /// Unix-domain stream socket, raw `read`/`write` loop.
 pub(crate) struct RawUnix;
 
-impl Mechanism for RawUnix {
+impl Row for RawUnix {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "uds-raw",
@@ -141,7 +141,7 @@ impl Mechanism for RawUnix {
         Ok(ParentEnd::Ready(raw(unix_pair(child)?)?))
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw(parent.take_fd("sock")?)
     }
 }
@@ -149,7 +149,7 @@ impl Mechanism for RawUnix {
 /// TCP over loopback with `TCP_NODELAY`, framed like the pipe row.
 pub(crate) struct Tcp;
 
-impl Mechanism for Tcp {
+impl Row for Tcp {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "tcp",
@@ -164,7 +164,7 @@ impl Mechanism for Tcp {
         tcp_listen(child, move |sock| framed(sock, size, "tcp loopback"))
     }
 
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         framed(tcp_connect(parent)?, size, "tcp loopback")
     }
 }
@@ -172,7 +172,7 @@ impl Mechanism for Tcp {
 /// TCP over loopback with `TCP_NODELAY`, raw `read`/`write` loop.
 pub(crate) struct RawTcp;
 
-impl Mechanism for RawTcp {
+impl Row for RawTcp {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "tcp-raw",
@@ -191,7 +191,7 @@ impl Mechanism for RawTcp {
         tcp_listen(child, raw)
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw(tcp_connect(parent)?)
     }
 }

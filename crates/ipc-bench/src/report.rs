@@ -7,7 +7,7 @@ use ipc_core::{MaxMessage, Properties};
 use serde_json::{Value, json};
 
 use crate::engine::{Metric, Placement, Profile, Runs};
-use crate::registry::{RowInfo, RowKind};
+use crate::row::{RowInfo, RowKind};
 use crate::rows::SOCKET_BASELINE;
 use crate::stats::{NOISY_SPREAD, Point};
 
@@ -122,6 +122,7 @@ fn props_short(p: &Properties) -> String {
 }
 
 /// A text table; `right[c]` right-aligns column `c` (numbers).
+#[derive(Debug)]
 pub struct Table {
     /// The rows, the header first; an empty row is an empty line.
     pub rows: Vec<Vec<String>>,

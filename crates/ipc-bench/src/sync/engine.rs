@@ -29,22 +29,21 @@
 //! The `--drop-every N` testing aid makes the parent skip every Nth wait for the turn, as a
 //! broken primitive whose wait returns at once would: the point must fail.
 
-use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
+use ipc_testkit::{Child, Ctx};
 
 use super::{HandOffRow, Shm, SyncRow, Turns, UncontendedRow};
 use crate::engine::{
-    Config, LatencyRun, Placement, Profile, Running, Watchdog, become_child, drops, hang_limit, pin,
+    Config, LatencyRun, Placement, Profile, drops, exit_with, hang_limit, histogram, pin,
+    run_point, summary,
 };
-use crate::registry::{Handoff, Inherited};
+use crate::row::{Handoff, Inherited};
 use crate::stats::{NOISY_SPREAD, median, spread};
 
-/// The environment variable that makes this binary a hand-off child: row, CPU, parent pid,
-/// time limit in ms.
-pub const SYNC_CHILD_ENV: &str = "IPC_BENCH_SYNC_CHILD";
+/// The role a hand-off point's child runs; its argument: row, CPU, time limit in ms.
+pub const HAND_OFF_ROLE: &str = "bench_hand_off";
 /// Marks the last hand-off of a point in `seq`.
 pub const DONE: u64 = 1 << 63;
 /// Lock+unlock calls per recorded sample of an uncontended row.
@@ -135,22 +134,6 @@ pub fn measure(
     })
 }
 
-fn histogram() -> Result<Histogram<u64>, String> {
-    Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}"))
-}
-
-fn summary(hist: &Histogram<u64>) -> LatencyRun {
-    LatencyRun {
-        count: hist.len(),
-        min: hist.min(),
-        median: hist.value_at_quantile(0.5),
-        p99: hist.value_at_quantile(0.99),
-        p999: hist.value_at_quantile(0.999),
-        max: hist.max(),
-    }
-}
-
 /// (duration, least samples) of run `run` (0 is the warm-up).
 fn run_shape(p: &Profile, run: usize) -> (Duration, u64) {
     if run == 0 {
@@ -208,21 +191,17 @@ fn uncontended(
     Ok(runs)
 }
 
-/// What the hand-off child is told to do, in [`SYNC_CHILD_ENV`].
+/// What the hand-off child is told to do: its role's argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ChildSpec {
     row: String,
     cpu: usize,
-    parent: i32,
     limit_ms: u64,
 }
 
 impl ChildSpec {
     fn encode(&self) -> String {
-        format!(
-            "{} {} {} {}",
-            self.row, self.cpu, self.parent, self.limit_ms
-        )
+        format!("{} {} {}", self.row, self.cpu, self.limit_ms)
     }
 
     fn decode(s: &str) -> Option<ChildSpec> {
@@ -230,7 +209,6 @@ impl ChildSpec {
         let spec = ChildSpec {
             row: it.next()?.to_owned(),
             cpu: it.next()?.parse().ok()?,
-            parent: it.next()?.parse().ok()?,
             limit_ms: it.next()?.parse().ok()?,
         };
         it.next().is_none().then_some(spec)
@@ -250,65 +228,46 @@ fn hand_off(
     };
     pin(parent_cpu)?;
     let shm = Shm::create().map_err(|e| format!("create the shared region: {e}"))?;
-    let mut handoff = Handoff::default();
+    let limit = hang_limit(&cfg.profile);
+    let spec = ChildSpec {
+        row: row.info().id.to_owned(),
+        cpu: child_cpu,
+        limit_ms: limit.as_millis() as u64,
+    };
+    let mut handoff = Handoff::new(ipc_testkit::spawn(HAND_OFF_ROLE).arg(spec.encode()));
     handoff
         .fd(Shm::FD, &shm)
         .map_err(|e| format!("pass the shared region: {e}"))?;
     let mut side = row
         .connect(&shm, &mut handoff)
         .map_err(|e| format!("set up: {e}"))?;
-    let limit = hang_limit(&cfg.profile);
-    let spec = ChildSpec {
-        row: row.info().id.to_owned(),
-        cpu: child_cpu,
-        parent: rustix::process::getpid().as_raw_nonzero().get(),
-        limit_ms: limit.as_millis() as u64,
-    };
-    let env = [(SYNC_CHILD_ENV, spec.encode())];
-    let mut child = Running::start(&cfg.launcher, &env, handoff.fds)?;
-    let watchdog = Watchdog::start(&child, limit)?;
     let deadline = Instant::now() + limit;
-    let mut result = ping(
-        &mut *side,
-        &shm,
-        &cfg.profile,
-        cfg.drop_every,
-        deadline,
-        &mut child,
-        on_run,
-    );
-    if result.is_err() {
-        // The child may be waiting for a hand-off that will not come.
-        child.kill();
-    }
-    let verdict = child.wait();
-    let fired = watchdog.stop();
-    if result.is_ok() && verdict.is_ok() && side.pending() {
-        result = Err(
-            "a hand-off to the parent was left over after the last one: more turns \
-                      were given to it than it waited for"
-                .into(),
+    run_point(handoff, limit, |child| {
+        let runs = ping(
+            &mut *side,
+            &shm,
+            &cfg.profile,
+            cfg.drop_every,
+            deadline,
+            child,
+            on_run,
         );
-    }
-    match (result, verdict) {
-        (Ok(runs), Ok(())) => Ok(runs),
-        (r, v) => {
-            let mut msg = String::new();
-            if fired {
-                msg.push_str("the watchdog killed the child (the point hung). ");
-            }
-            match (&r, v) {
-                // We killed it: its exit says nothing.
-                (Err(_), Err(v)) if v.contains("SIGKILL") && !fired => {}
-                (_, Err(v)) => msg.push_str(&format!("child: {v}. ")),
-                (_, Ok(())) => {}
-            }
-            if let Err(e) = r {
-                msg.push_str(&format!("parent: {e}"));
-            }
-            Err(msg.trim_end().to_owned())
+        if runs.is_err() {
+            // The child may be waiting for a hand-off that will not come.
+            child.kill();
+            return runs;
         }
-    }
+        // Once the child has exited, no hand-off can come after its last one.
+        let exited = child.wait_timeout(limit).is_some_and(|out| out.success());
+        if exited && side.pending() {
+            return Err(
+                "a hand-off to the parent was left over after the last one: more turns were \
+                 given to it than it waited for"
+                    .into(),
+            );
+        }
+        runs
+    })
 }
 
 /// Waits for the turn in slices, so that a child that exited is noticed.
@@ -316,7 +275,7 @@ fn await_turn(
     side: &mut dyn Turns,
     t0: Instant,
     deadline: Instant,
-    child: &mut Running,
+    child: &mut Child,
     what: u64,
 ) -> Result<(), String> {
     let mut slice = (t0 + SLICE).min(deadline);
@@ -327,7 +286,7 @@ fn await_turn(
         {
             return Ok(());
         }
-        if child.has_exited() {
+        if child.wait_timeout(Duration::ZERO).is_some() {
             return Err(format!(
                 "hand-off {what}: the child exited instead of handing the turn back"
             ));
@@ -359,7 +318,7 @@ fn ping(
     p: &Profile,
     drop_every: Option<u64>,
     deadline: Instant,
-    child: &mut Running,
+    child: &mut Child,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<LatencyRun>, String> {
     let seq = &shm.get().seq.0;
@@ -403,28 +362,17 @@ fn ping(
     Ok(runs)
 }
 
-/// The child's entry point: if this process was started as a hand-off child, runs it and
-/// returns its exit code (the caller exits with it); otherwise `None`.
-pub fn child_main() -> Option<ExitCode> {
-    Some(match child_from_env()? {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    })
+/// The role of a hand-off point's child (register it under [`HAND_OFF_ROLE`], as
+/// [`crate::ROLES`] does): pins itself, opens the shared region and the row's objects, and
+/// takes and gives back the turn, checking each hand-off, until the parent's [`DONE`].
+pub fn bench_hand_off(ctx: &Ctx) {
+    exit_with(run_child(ctx))
 }
 
-/// Runs the hand-off child described by [`SYNC_CHILD_ENV`], if this process is one: `None` if
-/// it is not, otherwise whether every hand-off it saw was right.
-pub fn child_from_env() -> Option<Result<(), String>> {
-    let spec = std::env::var(SYNC_CHILD_ENV).ok()?;
-    Some(run_child(&spec))
-}
-
-fn run_child(spec: &str) -> Result<(), String> {
-    let spec = ChildSpec::decode(spec).ok_or_else(|| format!("bad {SYNC_CHILD_ENV}: {spec:?}"))?;
-    become_child(spec.parent, spec.cpu)?;
+fn run_child(ctx: &Ctx) -> Result<(), String> {
+    let spec = ChildSpec::decode(ctx.arg())
+        .ok_or_else(|| format!("bad hand-off child argument: {:?}", ctx.arg()))?;
+    pin(spec.cpu)?;
     let deadline = Instant::now() + Duration::from_millis(spec.limit_ms);
     let Some(SyncRow::HandOff(row)) = super::find(&spec.row) else {
         return Err(format!("no hand-off row named {:?}", spec.row));
@@ -432,7 +380,7 @@ fn run_child(spec: &str) -> Result<(), String> {
     let shm = ipc_core::inherit::take(Shm::FD)
         .and_then(Shm::open)
         .map_err(|e| format!("{}: open the shared region: {e}", spec.row))?;
-    let inherited = Inherited { arg: String::new() };
+    let inherited = Inherited::new(ctx);
     let mut side = row
         .adopt(&shm, &inherited)
         .map_err(|e| format!("{}: adopt: {e}", spec.row))?;

@@ -1,6 +1,7 @@
-//! Running one measurement point: the parent sets up the row's link, re-executes this binary
-//! as the child, pins both processes, drives warm-up and runs, checks every message, and
-//! collects the child's verdict. The child side ([`child_main`]) lives here too.
+//! Running one measurement point: the parent sets up the row's link, starts the child on
+//! ipc-testkit's spawner (this binary re-executed, running the role [`bench_point`]), pins
+//! both processes, drives warm-up and runs, checks every message, and collects the child's
+//! verdict. The child side ([`bench_point`]) lives here too.
 //!
 //! # Protocols (every message has the point's size; see [`crate::message`])
 //!
@@ -12,26 +13,15 @@
 //!   the clock when the answer arrives, so only delivered messages count.
 //! - `Done` ends the point; the child exits 0 only if everything it received was right.
 
-use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ipc_core::inherit::ChildFds;
-use rustix::process::{Pid, PidfdFlags, Signal};
+use ipc_testkit::{Child, Ctx, Outcome};
 use rustix::thread::CpuSet;
 
 use crate::message::{Kind, Verifier, pattern, stamp};
-use crate::registry::{Duplex, Handoff, Inherited, Mechanism};
+use crate::row::{Duplex, Handoff, Inherited, Row};
 use crate::rows;
-
-/// The environment variable that makes this binary a benchmark child: the [`ChildSpec`].
-pub const CHILD_ENV: &str = "IPC_BENCH_CHILD";
-/// The row's argument string ([`Handoff::arg`]).
-const ARG_ENV: &str = "IPC_BENCH_CHILD_ARG";
 
 /// What is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,14 +74,6 @@ pub struct Profile {
     pub min_msgs: u64,
 }
 
-/// How the parent re-executes this binary as a child.
-#[derive(Clone, Debug, Default)]
-pub struct Launcher {
-    /// Arguments that bring the re-executed binary to [`child_main`] (none for the bench
-    /// binary, which checks [`CHILD_ENV`] first; a test filter for a test binary).
-    pub args: Vec<String>,
-}
-
 /// Everything a point needs besides the row.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -99,8 +81,6 @@ pub struct Config {
     pub profile: Profile,
     /// The parent's CPU, and the child's for [`Placement::CrossCore`].
     pub cpus: (usize, Option<usize>),
-    /// How to start the child.
-    pub launcher: Launcher,
     /// For testing the checks: the parent silently skips every Nth data message, as a lossy
     /// mechanism would. The point must then fail.
     pub drop_every: Option<u64>,
@@ -108,6 +88,26 @@ pub struct Config {
     /// first data message after it), as if it had failed, leaving the child waiting. The child must still exit on
     /// its own (its end reports a disconnection) rather than be killed by the watchdog.
     pub abandon_at: Option<u64>,
+}
+
+impl Config {
+    /// What the integrity tests measure with: runs of a few milliseconds but at least 150
+    /// messages (enough for message 99 to be dropped within the first run), on the CPUs this
+    /// process may use; `drop_every` is the testing aid.
+    pub fn for_tests(drop_every: Option<u64>) -> Config {
+        let cpus = allowed_cpus();
+        Config {
+            profile: Profile {
+                warmup: Duration::from_millis(1),
+                runs: 2,
+                run_time: Duration::from_millis(5),
+                min_msgs: 150,
+            },
+            cpus: (cpus[0], cpus.get(1).copied()),
+            drop_every,
+            abandon_at: None,
+        }
+    }
 }
 
 /// The testing aids of a [`Config`], as the protocol loops see them.
@@ -202,7 +202,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 /// `on_run` after the warm-up and after each run. Any wrong, lost or extra message, or any
 /// failure of either process, is an error describing it.
 pub fn measure(
-    row: &dyn Mechanism,
+    row: &dyn Row,
     metric: Metric,
     size: usize,
     placement: Placement,
@@ -215,51 +215,65 @@ pub fn measure(
         Placement::CrossCore => other_cpu.ok_or("cross-core placement needs two CPUs")?,
     };
     pin(parent_cpu)?;
-    let mut handoff = Handoff::default();
-    let end = row
-        .connect(size, &mut handoff)
-        .map_err(|e| format!("set up the link: {e}"))?;
     let spec = ChildSpec {
         row: row.info().id.to_owned(),
         metric,
         size,
         cpu: child_cpu,
-        parent: rustix::process::getpid().as_raw_nonzero().get(),
     };
-    let env = [(CHILD_ENV, spec.encode()), (ARG_ENV, handoff.arg)];
-    let mut child = Running::start(&cfg.launcher, &env, handoff.fds)?;
+    let mut handoff = Handoff::new(ipc_testkit::spawn(POINT_ROLE).arg(spec.encode()));
+    let end = row
+        .connect(size, &mut handoff)
+        .map_err(|e| format!("set up the link: {e}"))?;
     let p = cfg.profile;
-    let watchdog = Watchdog::start(&child, hang_limit(&p))?;
-    let result = end
-        .finish()
-        .map_err(|e| format!("set up the link after the child started: {e}"))
-        .and_then(|mut link| {
-            let faults = Faults {
-                drop_every: cfg.drop_every,
-                abandon_at: cfg.abandon_at,
-            };
-            let r = match metric {
-                Metric::RoundTrip => {
-                    round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
-                }
-                Metric::Throughput => {
-                    one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
-                }
-            };
-            drop(link); // The child sees end-of-stream if it is still waiting.
-            r
-        });
-    let verdict = child.wait();
-    let fired = watchdog.stop();
+    run_point(handoff, hang_limit(&p), |_child| {
+        let mut link = end
+            .finish()
+            .map_err(|e| format!("set up the link after the child started: {e}"))?;
+        let faults = Faults {
+            drop_every: cfg.drop_every,
+            abandon_at: cfg.abandon_at,
+        };
+        let r = match metric {
+            Metric::RoundTrip => {
+                round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
+            }
+            Metric::Throughput => {
+                one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
+            }
+        };
+        drop(link); // The child sees end-of-stream if it is still waiting.
+        r
+    })
+}
+
+/// Starts the child `handoff` describes, runs `parent` (the parent's side of the point) with
+/// it, and collects the child's verdict. The child is killed if the point takes longer than
+/// `limit` (a hung mechanism fails the benchmark instead of hanging it). The point passes if
+/// both sides do; otherwise the error says what each side reported. A child that `parent`
+/// killed after its own failure is not reported as killed.
+pub fn run_point<T>(
+    handoff: Handoff,
+    limit: Duration,
+    parent: impl FnOnce(&mut Child) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut child = handoff.into_spawn().start();
+    let timer = child.kill_after(limit);
+    let result = parent(&mut child);
+    let verdict = wait_verdict(&mut child, limit);
+    let fired = timer.stop();
     match (result, verdict) {
-        (Ok(runs), Ok(())) => Ok(runs),
+        (Ok(v), Ok(())) => Ok(v),
         (r, v) => {
             let mut msg = String::new();
             if fired {
                 msg.push_str("the watchdog killed the child (the point hung). ");
             }
-            if let Err(e) = v {
-                msg.push_str(&format!("child: {e}. "));
+            match (&r, v) {
+                // The parent killed it: its exit says nothing.
+                (Err(_), Err(v)) if v.contains("SIGKILL") && !fired => {}
+                (_, Err(v)) => msg.push_str(&format!("child: {v}. ")),
+                (_, Ok(())) => {}
             }
             if let Err(e) = r {
                 msg.push_str(&format!("parent: {e}"));
@@ -269,11 +283,51 @@ pub fn measure(
     }
 }
 
+/// Waits for the child, at most `limit` (its kill timer ends it by then); `Ok` if it exited
+/// 0, otherwise what it said.
+pub fn wait_verdict(child: &mut Child, limit: Duration) -> Result<(), String> {
+    let out = child
+        .wait_timeout(limit)
+        .unwrap_or_else(|| child.kill_and_wait());
+    verdict(&out)
+}
+
+/// `Ok` if the child exited 0, otherwise how it ended and what it said.
+pub fn verdict(out: &Outcome) -> Result<(), String> {
+    if out.success() {
+        return Ok(());
+    }
+    let said = out.stderr.trim();
+    Err(if said.is_empty() {
+        format!("exited with {}", out.status)
+    } else {
+        format!("exited with {}: {said}", out.status)
+    })
+}
+
 /// How long a point may take before it counts as hung: a minute plus four times what the
 /// profile asks for.
 pub fn hang_limit(p: &Profile) -> Duration {
     let expected = p.warmup + p.run_time * p.runs as u32;
     Duration::from_secs(60) + expected * 4
+}
+
+/// A histogram of nanoseconds, up to an hour, three significant digits.
+pub fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .map_err(|e| format!("histogram: {e}"))
+}
+
+/// The recorded run `hist` holds.
+pub fn summary(hist: &Histogram<u64>) -> LatencyRun {
+    LatencyRun {
+        count: hist.len(),
+        min: hist.min(),
+        median: hist.value_at_quantile(0.5),
+        p99: hist.value_at_quantile(0.99),
+        p999: hist.value_at_quantile(0.999),
+        max: hist.max(),
+    }
 }
 
 /// Whether the `--drop-every` testing aid skips item `seq`.
@@ -291,8 +345,7 @@ fn round_trip(
     let mut out = pattern(size);
     let mut back = vec![0; size];
     let mut verifier = Verifier::new(size);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}"))?;
+    let mut hist = histogram()?;
     let mut seq = 0u64;
     let mut runs = Vec::with_capacity(p.runs);
     for run in 0..=p.runs {
@@ -333,14 +386,7 @@ fn round_trip(
             }
         }
         if run > 0 {
-            runs.push(LatencyRun {
-                count: hist.len(),
-                min: hist.min(),
-                median: hist.value_at_quantile(0.5),
-                p99: hist.value_at_quantile(0.99),
-                p999: hist.value_at_quantile(0.999),
-                max: hist.max(),
-            });
+            runs.push(summary(&hist));
         }
         on_run();
     }
@@ -421,27 +467,26 @@ fn one_way(
     Ok(runs)
 }
 
-/// What the child is told to do, in [`CHILD_ENV`].
+/// The role a measurement point's child runs.
+pub const POINT_ROLE: &str = "bench_point";
+
+/// What the child is told to do: its role's argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ChildSpec {
     row: String,
     metric: Metric,
     size: usize,
     cpu: usize,
-    /// The parent's pid: the child exits if it was orphaned before it could arm its
-    /// parent-death signal.
-    parent: i32,
 }
 
 impl ChildSpec {
     fn encode(&self) -> String {
         format!(
-            "{} {} {} {} {}",
+            "{} {} {} {}",
             self.row,
             self.metric.as_str(),
             self.size,
-            self.cpu,
-            self.parent
+            self.cpu
         )
     }
 
@@ -456,157 +501,36 @@ impl ChildSpec {
             },
             size: it.next()?.parse().ok()?,
             cpu: it.next()?.parse().ok()?,
-            parent: it.next()?.parse().ok()?,
         };
         it.next().is_none().then_some(spec)
     }
 }
 
-/// A started child and the thread collecting its stderr.
-pub struct Running {
-    child: std::process::Child,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Running {
-    /// Re-executes this binary with `launcher`'s arguments and the environment variables `env`,
-    /// handing it the descriptors `fds`; its stderr is collected for [`wait`](Running::wait).
-    pub fn start(
-        launcher: &Launcher,
-        env: &[(&str, String)],
-        fds: ChildFds,
-    ) -> Result<Running, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(&launcher.args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = fds
-            .spawn(&mut cmd)
-            .map_err(|e| format!("start the child: {e}"))?;
-        drop(fds); // Our copies of the child's ends: the child holds them now.
-        let mut pipe = child.stderr.take().expect("stderr is piped");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = pipe.read_to_string(&mut s);
-            s
-        });
-        Ok(Running {
-            child,
-            stderr: Some(stderr),
-        })
-    }
-
-    /// Kills the child (`SIGKILL`), for a parent that gave up on it; [`wait`](Running::wait)
-    /// then collects it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-    }
-
-    /// Whether the child has exited ([`wait`](Running::wait) still tells how).
-    pub fn has_exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Waits for the child; `Ok` if it exited 0, otherwise what it said.
-    pub fn wait(&mut self) -> Result<(), String> {
-        let status = self.child.wait().map_err(|e| format!("wait: {e}"))?;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        if status.success() {
-            return Ok(());
-        }
-        let said = stderr.trim();
-        Err(if said.is_empty() {
-            format!("exited with {status}")
-        } else {
-            format!("exited with {status}: {said}")
-        })
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.stderr.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Kills the child through a pidfd (immune to pid reuse) if the point takes too long, so a
-/// hung mechanism fails the benchmark instead of hanging it.
-pub struct Watchdog {
-    stop: mpsc::Sender<()>,
-    thread: JoinHandle<bool>,
-}
-
-impl Watchdog {
-    /// Arms a watchdog that kills `child` after `limit`.
-    pub fn start(child: &Running, limit: Duration) -> Result<Watchdog, String> {
-        let pid = Pid::from_raw(child.child.id() as i32).ok_or("child has no pid")?;
-        let pidfd: OwnedFd = rustix::process::pidfd_open(pid, PidfdFlags::empty())
-            .map_err(|e| format!("pidfd_open: {e}"))?;
-        let (stop, rx) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || match rx.recv_timeout(limit) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
-                true
-            }
-            _ => false,
-        });
-        Ok(Watchdog { stop, thread })
-    }
-
-    /// Disarms the watchdog; returns whether it had fired.
-    pub fn stop(self) -> bool {
-        let _ = self.stop.send(());
-        self.thread.join().unwrap_or(false)
-    }
-}
-
-/// The child's entry point: if this process was started as a benchmark child, runs it and
-/// returns its exit code (the caller exits with it); otherwise `None`.
-pub fn child_main() -> Option<ExitCode> {
-    Some(match child_from_env()? {
-        Ok(()) => ExitCode::SUCCESS,
+/// Ends a benchmark child: exit status 0 if it did its part and everything it received was
+/// right, otherwise 1 with what went wrong on stderr (the parent reports it).
+pub fn exit_with(result: Result<(), String>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            std::process::exit(1)
         }
-    })
-}
-
-/// Runs the child described by [`CHILD_ENV`], if this process is one: `None` if it is not,
-/// otherwise whether everything the child received was right.
-pub fn child_from_env() -> Option<Result<(), String>> {
-    let spec = std::env::var(CHILD_ENV).ok()?;
-    Some(run_child(&spec))
-}
-
-/// The first thing a benchmark child does: arranges to die with its parent (`parent`, the pid
-/// the parent passed; if it is already gone, fails) and pins itself to `cpu`.
-pub fn become_child(parent: i32, cpu: usize) -> Result<(), String> {
-    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
-    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(parent) {
-        return Err("the parent exited before the child started".into());
     }
-    pin(cpu)
 }
 
-fn run_child(spec: &str) -> Result<(), String> {
-    let spec = ChildSpec::decode(spec).ok_or_else(|| format!("bad {CHILD_ENV}: {spec:?}"))?;
-    become_child(spec.parent, spec.cpu)?;
+/// The role of a measurement point's child (register it under [`POINT_ROLE`], as
+/// [`crate::ROLES`] does): pins itself to its CPU, adopts the row's link and echoes or sinks
+/// messages, checking each one, until the parent is done.
+pub fn bench_point(ctx: &Ctx) {
+    exit_with(run_child(ctx))
+}
+
+fn run_child(ctx: &Ctx) -> Result<(), String> {
+    let spec = ChildSpec::decode(ctx.arg())
+        .ok_or_else(|| format!("bad benchmark child argument: {:?}", ctx.arg()))?;
+    pin(spec.cpu)?;
     let row = rows::find(&spec.row).ok_or_else(|| format!("no row named {:?}", spec.row))?;
-    let inherited = Inherited {
-        arg: std::env::var(ARG_ENV).unwrap_or_default(),
-    };
+    let inherited = Inherited::new(ctx);
     let mut link = row
         .adopt(spec.size, &inherited)
         .map_err(|e| format!("{}: adopt the link: {e}", spec.row))?;

@@ -3,56 +3,20 @@
 //! turn (as a broken primitive whose wait returns at once would) fails the point for every
 //! hand-off row, and a lock that does not exclude, or loses an increment, fails its point.
 //!
-//! The benchmark's modules are compiled in from `benches/ipc/`; the hand-off children are this
-//! test binary, re-executed with [`sync_child_entry`] as the only test.
-
-#![allow(unreachable_pub)]
-
-mod bench_common;
-#[allow(dead_code)]
-#[path = "../benches/ipc/engine.rs"]
-mod engine;
-#[allow(dead_code)]
-#[path = "../benches/ipc/message.rs"]
-mod message;
-#[allow(dead_code)]
-#[path = "../benches/ipc/registry.rs"]
-mod registry;
-#[allow(dead_code)]
-#[path = "../benches/ipc/report.rs"]
-mod report;
-#[allow(dead_code)]
-#[path = "../benches/ipc/rows/mod.rs"]
-mod rows;
-#[allow(dead_code)]
-#[path = "../benches/ipc/stats.rs"]
-mod stats;
-#[allow(dead_code)]
-#[path = "../benches/ipc/sync/mod.rs"]
-mod sync;
+//! The hand-off children are this test binary, re-executed by ipc-testkit's spawner to run the
+//! benchmark's roles.
 
 use std::cell::Cell;
 
-use engine::{Config, Placement};
-use sync::{Group, Locker, Shm, SpinPolicy, SyncInfo, SyncRow, UncontendedRow};
+use ipc_bench::engine::{Config, Placement};
+use ipc_bench::row::RowKind;
+use ipc_bench::sync::{self, Group, Locker, Shm, SpinPolicy, SyncInfo, SyncRow, UncontendedRow};
+use ipc_bench::{bench_hand_off, bench_point};
 
-/// The children's entry point: in a child started by the sync engine, runs it and exits with
-/// its verdict; in the test run itself there is nothing to do.
-#[test]
-fn sync_child_entry() {
-    if let Some(result) = sync::engine::child_from_env() {
-        std::process::exit(match result {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("{e}");
-                1
-            }
-        });
-    }
-}
+ipc_testkit::roles!(bench_point, bench_hand_off);
 
 fn config(drop_every: Option<u64>) -> Config {
-    bench_common::config("sync_child_entry", drop_every)
+    Config::for_tests(drop_every)
 }
 
 fn placements(cfg: &Config) -> Vec<Placement> {
@@ -133,7 +97,7 @@ impl UncontendedRow for BrokenLock {
             id: "broken",
             family: "broken",
             group: Group::Uncontended,
-            kind: registry::RowKind::Raw,
+            kind: RowKind::Raw,
             spin: SpinPolicy::None,
             raw: &[],
             fixed: None,

@@ -7,8 +7,8 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::engine::{Metric, Placement};
-use crate::registry::RowKind;
 use crate::report::{Report, size_name};
+use crate::row::RowKind;
 
 /// One colour per family (a raw row is dashed in its family's colour).
 const COLORS: [(u8, u8, u8); 10] = [

@@ -23,7 +23,7 @@ use rustix::thread::futex::{self, Flags, Timespec};
 use super::{
     Group, HandOffRow, Locker, Shm, SpinPolicy, SyncInfo, Turns, UncontendedRow, rows::hung,
 };
-use crate::registry::{Handoff, Inherited, RowKind};
+use crate::row::{Handoff, Inherited, RowKind};
 
 /// How a raw waiter waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +147,7 @@ fn far() -> Instant {
 
 /// Uncontended lock+unlock of the three-state futex mutex (`words[0]`), guarding a counter
 /// (`counter`).
+#[derive(Debug)]
 pub struct RawMutexLock;
 
 impl UncontendedRow for RawMutexLock {
@@ -215,6 +216,7 @@ impl Locker for RawLocker<'_> {
 /// futex condition variable: a sequence word (`words[1]`) that notifiers bump, and a sleeper
 /// count (`words[2]`) so that a notifier makes the `FUTEX_WAKE` call only when someone may
 /// sleep. The same protocol as the `mutex-cv` row.
+#[derive(Debug)]
 pub struct RawMutexCondvar(pub Wait);
 
 impl HandOffRow for RawMutexCondvar {
@@ -247,7 +249,7 @@ impl HandOffRow for RawMutexCondvar {
         }))
     }
 
-    fn adopt<'a>(&self, shm: &'a Shm, _parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
+    fn adopt<'a>(&self, shm: &'a Shm, _parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>> {
         Ok(Box::new(RawCondvarSide {
             shm,
             me: 1,
@@ -314,6 +316,7 @@ impl Turns for RawCondvarSide<'_> {
 /// Two processes wake each other through one futex word each (`words[0]` for the parent,
 /// `words[1]` for the child): 0 empty, 1 handed over, 2 empty and its owner may sleep. The
 /// giver swaps in 1 and makes the `FUTEX_WAKE` call only if it found 2.
+#[derive(Debug)]
 pub struct RawPingPong(pub Wait);
 
 impl HandOffRow for RawPingPong {
@@ -344,7 +347,7 @@ impl HandOffRow for RawPingPong {
         }))
     }
 
-    fn adopt<'a>(&self, shm: &'a Shm, _parent: &Inherited) -> Result<Box<dyn Turns + 'a>> {
+    fn adopt<'a>(&self, shm: &'a Shm, _parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>> {
         Ok(Box::new(RawPingPongSide {
             shm,
             me: 1,

@@ -3,49 +3,23 @@
 //! message checks catch lost, duplicated, truncated, stale and corrupt messages. Nor does a
 //! failed point hang: a child left waiting by a parent that gave up exits on its own.
 //!
-//! The benchmark's engine and rows are compiled in from `benches/ipc/`; its children are this
-//! test binary, re-executed with [`bench_child_entry`] as the only test.
+//! The children are this test binary, re-executed by ipc-testkit's spawner to run the
+//! benchmark's roles.
 
-#![allow(unreachable_pub)]
+use ipc_bench::engine::{self, Config, Metric, Placement, Runs};
+use ipc_bench::message::{self, HEADER_LEN, Kind, Verifier, pattern, stamp};
+use ipc_bench::row::Row;
+use ipc_bench::rows;
+use ipc_bench::{bench_hand_off, bench_point};
 
-mod bench_common;
-#[allow(dead_code)]
-#[path = "../benches/ipc/engine.rs"]
-mod engine;
-#[allow(dead_code)]
-#[path = "../benches/ipc/message.rs"]
-mod message;
-#[allow(dead_code)]
-#[path = "../benches/ipc/registry.rs"]
-mod registry;
-#[allow(dead_code)]
-#[path = "../benches/ipc/rows/mod.rs"]
-mod rows;
-
-use engine::{Config, Metric, Placement, Runs};
-use message::{HEADER_LEN, Kind, Verifier, pattern, stamp};
-
-/// The children's entry point: in a child started by the engine, runs the benchmark child and
-/// exits with its verdict; in the test run itself there is nothing to do.
-#[test]
-fn bench_child_entry() {
-    if let Some(result) = engine::child_from_env() {
-        std::process::exit(match result {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("{e}");
-                1
-            }
-        });
-    }
-}
+ipc_testkit::roles!(bench_point, bench_hand_off);
 
 fn config(drop_every: Option<u64>) -> Config {
-    bench_common::config("bench_child_entry", drop_every)
+    Config::for_tests(drop_every)
 }
 
 /// 64 B round trips, 4 KiB streams (or the row's largest message, if smaller).
-fn size(row: &dyn registry::Mechanism, metric: Metric) -> usize {
+fn size(row: &dyn Row, metric: Metric) -> usize {
     let want = match metric {
         Metric::RoundTrip => 64,
         Metric::Throughput => 4096,
@@ -53,7 +27,7 @@ fn size(row: &dyn registry::Mechanism, metric: Metric) -> usize {
     row.info().max_message.map_or(want, |m| want.min(m))
 }
 
-fn measure(row: &dyn registry::Mechanism, metric: Metric, cfg: &Config) -> Result<Runs, String> {
+fn measure(row: &dyn Row, metric: Metric, cfg: &Config) -> Result<Runs, String> {
     engine::measure(
         row,
         metric,

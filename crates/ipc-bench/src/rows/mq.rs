@@ -1,11 +1,12 @@
 //! Message-queue rows: `ipc-mq`'s POSIX and System V queues through the core traits, and for
 //! each the raw loop (`mq_send`/`mq_receive`, `msgsnd`/`msgrcv` through libc, no library code).
 //!
-//! Each link is two queues, `down` (parent to child) and `up` (child to parent), created by the
-//! parent for the point and found by the child the way unrelated processes find them: POSIX
-//! queues by name (unique `/ipctest-bench-mq-…` names, opened with `mq_open` in the child),
-//! System V queues by id (private queues; the ids go over as the argument). The raw rows set up
-//! and clean up through `ipc-mq` too; only their measured loop is plain libc.
+//! Each link is two queues, `down` (parent to child) and `up` (child to parent), made, handed
+//! over and adopted by the shared fixtures ([`PosixQueue`], [`SysvQueue`]), which find them the
+//! way unrelated processes do: POSIX queues by name (unique `/ipctest-mq-…` names, opened with
+//! `mq_open` in the child), System V queues by id (private queues). The raw rows set up and
+//! clean up through the same fixtures; only their measured loop is plain libc. What this file
+//! adds to the fixtures is the [`Link`]: how a queue link ends.
 //!
 //! # Sizes
 //!
@@ -34,18 +35,18 @@
 //! could in principle hit a new queue that reused it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
-use ipc_mq::Access;
-use ipc_mq::posix::{self, Limits, UnlinkGuard};
+use ipc_mq::posix::{self, UnlinkGuard};
 use ipc_mq::sysv::{self, RemoveGuard};
 use libc::c_long;
 
-use crate::registry::{
-    ChildWatch, Duplex, Handoff, Inherited, Mechanism, ParentEnd, RowInfo, RowKind, messages,
-    watch_child,
+use crate::fixtures::{PosixQueue, SysvQueue, posix_max_message, sysv_max_message};
+use crate::row::{
+    ChildWatch, Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
+    duplex_parent, messages, watch_child,
 };
 
 /// How long the parent's end, when dropped, waits for room for its hang-up on `down`.
@@ -54,43 +55,12 @@ const HANGUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// before it removes the queues anyway.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Messages a POSIX queue of the benchmark holds: the kernel's default, within `msg_max`.
-fn posix_capacity() -> usize {
-    Limits::current()
-        .msg_max
-        .map_or(10, |m| m.clamp(1, 10) as usize)
-}
-
-/// The largest POSIX message an unprivileged process may ask for: `msgsize_max`.
-fn posix_max_message() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| Limits::current().msgsize_max.map_or(8192, |m| m as usize))
-}
-
-/// The largest System V message: `msgmax`.
-fn sysv_max_message() -> usize {
-    static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::fs::read_to_string(ipc_mq::knobs::SYSV_MSGMAX)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(8192)
-    })
-}
-
 fn hang_up_error(object: &str) -> Error {
     Error::with_note(
         ErrorKind::Disconnected,
         "hang-up: the other process closed its end",
     )
     .on(object)
-}
-
-/// Parses the child's argument: two numbers or names separated by a space.
-fn two(parent: &Inherited) -> Result<(&str, &str)> {
-    parent.arg().split_once(' ').ok_or_else(|| {
-        Error::with_note(ErrorKind::InvalidInput, "expected two queues").on(parent.arg())
-    })
 }
 
 /// What a parent's end runs when it is dropped, given the watch on the child.
@@ -137,6 +107,74 @@ impl<S: MessageSender> MessageSender for ParentTx<S> {
     }
 }
 
+/// The parent's end of a queue link: `down` to send on, `up` to receive from, and the watch
+/// on the child ([`posix_link`], [`sysv_link`]).
+struct QueueLink<Q> {
+    down: Q,
+    up: Q,
+    link: ParentLink,
+}
+
+impl<Q: Queue> QueueLink<Q> {
+    fn new(
+        down: Q,
+        up: Q,
+        watch: ChildWatch,
+        object: String,
+        on_drop: impl FnOnce(&ChildWatch) + 'static,
+    ) -> QueueLink<Q> {
+        QueueLink {
+            down,
+            up,
+            link: ParentLink {
+                watch,
+                object,
+                on_drop: Some(Box::new(on_drop)),
+            },
+        }
+    }
+
+    /// The library row's end: sends refuse once the child has exited, a hang-up on `up` is a
+    /// disconnection.
+    fn into_messages(self) -> Box<dyn Duplex> {
+        let object = self.up.object();
+        messages(
+            ParentTx {
+                tx: self.down,
+                link: self.link,
+            },
+            HangUp {
+                rx: self.up,
+                object,
+            },
+        )
+    }
+}
+
+/// What the two queue fixtures have in common here.
+trait Queue: MessageSender + MessageReceiver + 'static {
+    /// The queue, for errors.
+    fn object(&self) -> String;
+}
+
+impl Queue for posix::Queue {
+    fn object(&self) -> String {
+        self.name().map_or_else(String::new, ToString::to_string)
+    }
+}
+
+impl Queue for sysv::Queue {
+    fn object(&self) -> String {
+        format!("System V queue {}", self.id())
+    }
+}
+
+/// The child's end of a queue link: sends on `up`; a hang-up on `down` is a disconnection.
+fn child_messages<Q: Queue>(up: Q, down: Q) -> Box<dyn Duplex> {
+    let object = down.object();
+    messages(up, HangUp { rx: down, object })
+}
+
 /// A receiver that reports the zero-length hang-up as a disconnection.
 struct HangUp<R> {
     rx: R,
@@ -159,100 +197,56 @@ impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
 // ---------------------------------------------------------------------------------------------
 // POSIX
 
-/// The parent's two POSIX queues, created for messages of `size` bytes, and the watch that
-/// wakes them when the child exits.
-struct PosixLink {
+/// The parent's end of a POSIX link: watches the child about to be started (`child`) and
+/// arranges the hang-ups; `names` unlink both queues' names when the parent's end is dropped.
+fn posix_link(
     down: posix::Queue,
     up: posix::Queue,
-    link: ParentLink,
-}
-
-impl PosixLink {
-    fn create(size: usize, child: &mut Handoff) -> Result<PosixLink> {
-        let cap = posix_capacity();
-        let create = |tag: &str| -> Result<(posix::Queue, UnlinkGuard)> {
-            let q = posix::Queue::create(&*ipc_testkit::unique_posix_name(tag), cap, size)?;
-            let guard = q.unlink_guard().expect("created by name");
-            Ok((q, guard))
-        };
-        let (down, down_name) = create("bench-mq-down")?;
-        let (up, up_name) = create("bench-mq-up")?;
-        child.arg(format!("{} {}", down_name.name(), up_name.name()))?;
-        let object = down_name.name().to_string();
-        let (empty_down, hang_up_parent) = (down.try_clone()?, up.try_clone()?);
-        let watch = watch_child(child, move || {
-            // The child is gone: a receive waiting for its reply gets the hang-up; a send
-            // blocked on a full `down` gets room (and the next send sees the watch).
-            let _ = hang_up_parent.try_send_with_priority(&[], 0);
-            let mut buf = vec![0; empty_down.message_size()];
-            while empty_down.try_receive(&mut buf).is_ok() {}
-        })?;
-        let hang_up_child = down.try_clone()?;
-        let on_drop = move |watch: &ChildWatch| {
-            if !watch.is_gone() {
-                // The child may be waiting for a message that will not come.
-                let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
-            }
-            drop((down_name, up_name));
-        };
-        Ok(PosixLink {
-            down,
-            up,
-            link: ParentLink {
-                watch,
-                object,
-                on_drop: Some(Box::new(on_drop)),
-            },
-        })
-    }
-}
-
-/// The child's two POSIX queues, opened by name: `(down, up)`.
-fn posix_open(parent: &Inherited) -> Result<(posix::Queue, posix::Queue)> {
-    let (down, up) = two(parent)?;
-    Ok((
-        posix::Queue::open(down, Access::ReadOnly)?,
-        posix::Queue::open(up, Access::WriteOnly)?,
-    ))
+    names: (UnlinkGuard, UnlinkGuard),
+    child: &mut Handoff,
+) -> Result<QueueLink<posix::Queue>> {
+    let object = names.0.name().to_string();
+    // The fixture's `down` here is write-only: open it again to empty it.
+    let empty_down = posix::Queue::open(names.0.name().as_str(), posix::Access::ReadOnly)?;
+    let hang_up_parent = up.try_clone()?;
+    let watch = watch_child(child, move || {
+        // The child is gone: a receive waiting for its reply gets the hang-up; a send blocked
+        // on a full `down` gets room (and the next send sees the watch).
+        let _ = hang_up_parent.try_send_with_priority(&[], 0);
+        let mut buf = vec![0; empty_down.message_size()];
+        while empty_down.try_receive(&mut buf).is_ok() {}
+    })?;
+    let hang_up_child = down.try_clone()?;
+    let on_drop = move |watch: &ChildWatch| {
+        if !watch.is_gone() {
+            // The child may be waiting for a message that will not come.
+            let _ = hang_up_child.send_with_priority_timeout(&[], 0, HANGUP_TIMEOUT);
+        }
+        drop(names);
+    };
+    Ok(QueueLink::new(down, up, watch, object, on_drop))
 }
 
 /// `ipc-mq` POSIX queues through the core traits (priority 0 for every message).
-pub(crate) struct PosixMq;
-
-impl Mechanism for PosixMq {
-    fn info(&self) -> RowInfo {
-        RowInfo {
-            id: "mq-posix",
-            family: "mq-posix",
-            kind: RowKind::Library,
-            properties: ipc_mq::POSIX_PROPERTIES,
-            max_message: Some(posix_max_message()),
-        }
+impl Link for PosixQueue {
+    fn parent_end(
+        down: posix::Queue,
+        up: posix::Queue,
+        names: (UnlinkGuard, UnlinkGuard),
+        child: &mut Handoff,
+    ) -> Result<Box<dyn Duplex>> {
+        Ok(posix_link(down, up, names, child)?.into_messages())
     }
 
-    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = PosixLink::create(size, child)?;
-        let object = l.up.name().map_or_else(String::new, ToString::to_string);
-        Ok(ParentEnd::Ready(messages(
-            ParentTx {
-                tx: l.down,
-                link: l.link,
-            },
-            HangUp { rx: l.up, object },
-        )))
-    }
-
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = posix_open(parent)?;
-        let object = down.name().map_or_else(String::new, ToString::to_string);
-        Ok(messages(up, HangUp { rx: down, object }))
+    fn child_end(up: posix::Queue, down: posix::Queue) -> Result<Box<dyn Duplex>> {
+        Ok(child_messages(up, down))
     }
 }
 
 /// `mq_send(3)` and `mq_receive(3)` through libc over the same two queues.
 pub(crate) struct RawPosixMq;
 
-impl Mechanism for RawPosixMq {
+impl Row for RawPosixMq {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "mq-posix-raw",
@@ -267,21 +261,22 @@ impl Mechanism for RawPosixMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = PosixLink::create(size, child)?;
+        let (down, up, names) = duplex_parent::<PosixQueue>(size, child)?;
+        let l = posix_link(down, up, names, child)?;
         Ok(ParentEnd::Ready(Box::new(RawPosix {
+            object: format!("{} {}", l.down.object(), l.up.object()),
             tx: l.down.into(),
             rx: l.up.into(),
-            object: child.arg.clone(),
             link: Some(l.link),
         })))
     }
 
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = posix_open(parent)?;
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (up, down) = duplex_child::<PosixQueue>(parent)?;
         Ok(Box::new(RawPosix {
+            object: format!("{} {}", down.object(), up.object()),
             tx: up.into(),
             rx: down.into(),
-            object: parent.arg().to_owned(),
             link: None,
         }))
     }
@@ -346,104 +341,58 @@ impl Duplex for RawPosix {
 // ---------------------------------------------------------------------------------------------
 // System V
 
-/// The parent's two System V queues and the watch that removes them when the child exits.
-struct SysvLink {
+/// The parent's end of a System V link: watches the child about to be started (`child`);
+/// `guards` remove both queues, once, when the child has exited or the parent's end gives up
+/// waiting for that.
+fn sysv_link(
     down: sysv::Queue,
     up: sysv::Queue,
-    link: ParentLink,
-}
-
-impl SysvLink {
-    fn create(child: &mut Handoff) -> Result<SysvLink> {
-        let down = sysv::Queue::private()?;
-        let down_guard = down.remove_guard();
-        let up = sysv::Queue::private()?;
-        let guards = Arc::new(Mutex::new(Some((down_guard, up.remove_guard()))));
-        child.arg(format!("{} {}", down.id(), up.id()))?;
-        // Removed once, by whichever comes first.
-        let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
-            drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
-        };
-        let on_exit = Arc::clone(&guards);
-        let watch = watch_child(child, move || remove(&on_exit))?;
-        let object = format!("System V queue {}", down.id());
-        let hang_up_child = down.clone();
-        let on_drop = move |watch: &ChildWatch| {
-            if !watch.is_gone() {
-                // Removing the queues now would also discard what the child has not read yet
-                // (the last message of a point, say): hang up after it and let the child's
-                // exit remove them. A child that does not exit in time is woken by the removal.
-                let _ = hang_up_child.send_typed_timeout(1, &[], HANGUP_TIMEOUT);
-                watch.wait_handled(EXIT_TIMEOUT);
-            }
-            remove(&guards);
-        };
-        Ok(SysvLink {
-            down,
-            up,
-            link: ParentLink {
-                watch,
-                object,
-                on_drop: Some(Box::new(on_drop)),
-            },
-        })
-    }
-}
-
-/// The child's two System V queues, by id: `(down, up)`.
-fn sysv_open(parent: &Inherited) -> Result<(i32, i32)> {
-    let (down, up) = two(parent)?;
-    let id = |s: &str| {
-        s.parse::<i32>().map_err(|_| {
-            Error::with_note(ErrorKind::InvalidInput, "expected a queue id").on(parent.arg())
-        })
+    guards: (RemoveGuard, RemoveGuard),
+    child: &mut Handoff,
+) -> Result<QueueLink<sysv::Queue>> {
+    let guards = Arc::new(Mutex::new(Some(guards)));
+    // Removed once, by whichever comes first.
+    let remove = |g: &Mutex<Option<(RemoveGuard, RemoveGuard)>>| {
+        drop(g.lock().unwrap_or_else(|p| p.into_inner()).take());
     };
-    Ok((id(down)?, id(up)?))
+    let on_exit = Arc::clone(&guards);
+    let watch = watch_child(child, move || remove(&on_exit))?;
+    let object = format!("System V queue {}", down.id());
+    let hang_up_child = down.clone();
+    let on_drop = move |watch: &ChildWatch| {
+        if !watch.is_gone() {
+            // Removing the queues now would also discard what the child has not read yet (the
+            // last message of a point, say): hang up after it and let the child's exit remove
+            // them. A child that does not exit in time is woken by the removal.
+            let _ = hang_up_child.send_typed_timeout(1, &[], HANGUP_TIMEOUT);
+            watch.wait_handled(EXIT_TIMEOUT);
+        }
+        remove(&guards);
+    };
+    Ok(QueueLink::new(down, up, watch, object, on_drop))
 }
 
 /// `ipc-mq` System V queues through the core traits (type 1 for every message, receives of
 /// any type).
-pub(crate) struct SysvMq;
-
-impl Mechanism for SysvMq {
-    fn info(&self) -> RowInfo {
-        RowInfo {
-            id: "mq-sysv",
-            family: "mq-sysv",
-            kind: RowKind::Library,
-            properties: ipc_mq::SYSV_PROPERTIES,
-            max_message: Some(sysv_max_message()),
-        }
+impl Link for SysvQueue {
+    fn parent_end(
+        down: sysv::Queue,
+        up: sysv::Queue,
+        guards: (RemoveGuard, RemoveGuard),
+        child: &mut Handoff,
+    ) -> Result<Box<dyn Duplex>> {
+        Ok(sysv_link(down, up, guards, child)?.into_messages())
     }
 
-    fn connect(&self, _size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = SysvLink::create(child)?;
-        let object = format!("System V queue {}", l.up.id());
-        Ok(ParentEnd::Ready(messages(
-            ParentTx {
-                tx: l.down,
-                link: l.link,
-            },
-            HangUp { rx: l.up, object },
-        )))
-    }
-
-    fn adopt(&self, _size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = sysv_open(parent)?;
-        Ok(messages(
-            sysv::Queue::from_id(up),
-            HangUp {
-                rx: sysv::Queue::from_id(down),
-                object: format!("System V queue {down}"),
-            },
-        ))
+    fn child_end(up: sysv::Queue, down: sysv::Queue) -> Result<Box<dyn Duplex>> {
+        Ok(child_messages(up, down))
     }
 }
 
 /// `msgsnd(2)` and `msgrcv(2)` through libc over the same two queues.
 pub(crate) struct RawSysvMq;
 
-impl Mechanism for RawSysvMq {
+impl Row for RawSysvMq {
     fn info(&self) -> RowInfo {
         RowInfo {
             id: "mq-sysv-raw",
@@ -458,7 +407,8 @@ impl Mechanism for RawSysvMq {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let l = SysvLink::create(child)?;
+        let (down, up, guards) = duplex_parent::<SysvQueue>(size, child)?;
+        let l = sysv_link(down, up, guards, child)?;
         Ok(ParentEnd::Ready(Box::new(RawSysv::new(
             l.down.id(),
             l.up.id(),
@@ -467,9 +417,9 @@ impl Mechanism for RawSysvMq {
         ))))
     }
 
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>> {
-        let (down, up) = sysv_open(parent)?;
-        Ok(Box::new(RawSysv::new(up, down, size, None)))
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (up, down) = duplex_child::<SysvQueue>(parent)?;
+        Ok(Box::new(RawSysv::new(up.id(), down.id(), size, None)))
     }
 }
 

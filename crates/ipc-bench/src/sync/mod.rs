@@ -2,7 +2,7 @@
 //! futex loops that do the same job, measured in one process (uncontended lock/unlock) or
 //! between two (hand-offs), on both placements.
 //!
-//! Synchronisation carries no payload, so these rows are not [`Mechanism`](crate::registry::Mechanism)s:
+//! Synchronisation carries no payload, so these rows are not [`Row`](crate::row::Row)s:
 //!
 //! - an [`UncontendedRow`] opens a [`Locker`] and is timed doing lock+unlock in one process;
 //! - a [`HandOffRow`] gives each of two processes a [`Turns`]: the turn passes back and forth,
@@ -28,7 +28,7 @@ use std::time::Instant;
 use ipc_core::{Error, ErrorKind, Result, ResultExt};
 use rustix::fs::{MemfdFlags, SealFlags};
 
-use crate::registry::{Handoff, Inherited, RowKind};
+use crate::row::{Handoff, Inherited, RowKind};
 
 /// Which table a row is in, and which rows its "x best" compares it with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub trait HandOffRow: Sync {
     fn connect<'a>(&self, shm: &'a Shm, child: &mut Handoff) -> Result<Box<dyn Turns + 'a>>;
 
     /// In the child: opens what the parent handed over and returns the child's side.
-    fn adopt<'a>(&self, shm: &'a Shm, parent: &Inherited) -> Result<Box<dyn Turns + 'a>>;
+    fn adopt<'a>(&self, shm: &'a Shm, parent: &Inherited<'_>) -> Result<Box<dyn Turns + 'a>>;
 }
 
 /// One side of a hand-off row.

@@ -8,8 +8,8 @@ use plotters::prelude::*;
 
 use super::report::SyncReport;
 use crate::engine::Placement;
-use crate::registry::RowKind;
 use crate::report::ns;
+use crate::row::RowKind;
 
 const LIBRARY: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const RAW: RGBColor = RGBColor(0x7f, 0x7f, 0x7f);

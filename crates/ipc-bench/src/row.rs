@@ -1,13 +1,18 @@
-//! The row registry: what a mechanism implements to get a row in the benchmark table.
+//! What a row of the benchmark table is: one way of moving messages between two processes.
 //!
-//! A row is one way of moving messages between two processes: a library endpoint of this
-//! workspace, the plainest syscall loop over the same kernel object (a *raw* row, so the
-//! library's own overhead is visible), or a socket baseline. It implements [`Mechanism`]:
+//! A row is a library endpoint of this workspace, the plainest syscall loop over the same
+//! kernel object (a *raw* row, so the library's own overhead is visible), or a socket
+//! baseline. It implements [`Row`]:
 //!
-//! - [`Mechanism::info`]: its name, family, kind, [`Properties`] and largest message;
-//! - [`Mechanism::connect`]: in the parent, create a duplex link, keep one end and hand the
-//!   child the other (descriptors and/or an argument string, through [`Handoff`]);
-//! - [`Mechanism::adopt`]: in the child, take what the parent handed over ([`Inherited`]).
+//! - [`Row::info`]: its name, family, kind, [`Properties`] and largest message;
+//! - [`Row::connect`]: in the parent, create a duplex link, keep one end and hand the child the
+//!   other (descriptors, environment variables and an argument string, through [`Handoff`],
+//!   which fills the child's [`ipc_testkit::Spawn`]);
+//! - [`Row::adopt`]: in the child, take what the parent handed over ([`Inherited`]).
+//!
+//! Library rows are not written here: each is a [`LibraryRow`] over one of the shared
+//! [fixtures](crate::fixtures), the same description of the mechanism the conformance suite
+//! tests. Raw and baseline rows, which are not library endpoints, implement [`Row`] directly.
 //!
 //! Both sides come back as a [`Duplex`]: send a message, receive a message. Library rows wrap
 //! their [`MessageSender`] / [`MessageReceiver`] pair with [`messages`], so every library row
@@ -16,13 +21,15 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use ipc_core::inherit::ChildFds;
 use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
+use ipc_testkit::fixture::Fixture;
+use ipc_testkit::{Ctx, Spawn};
 
 /// What a row measures, which decides the columns it is compared in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,11 +73,11 @@ pub struct RowInfo {
 
 /// One row of the benchmark. See the [module documentation](self).
 ///
-/// Implementations are unit structs listed in [`crate::rows::ROWS`]. The parent calls
-/// [`connect`](Mechanism::connect) before it starts the child, and the child calls
-/// [`adopt`](Mechanism::adopt) with what `connect` handed over. Every message of a
-/// measurement, in both directions, is `size` bytes long.
-pub trait Mechanism: Sync {
+/// Implementations are listed in [`crate::rows::ROWS`]. The parent calls
+/// [`connect`](Row::connect) before it starts the child, and the child calls
+/// [`adopt`](Row::adopt) with what `connect` handed over. Every message of a measurement, in
+/// both directions, is `size` bytes long.
+pub trait Row: Sync {
     /// The row's description.
     fn info(&self) -> RowInfo;
 
@@ -79,10 +86,10 @@ pub trait Mechanism: Sync {
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd>;
 
     /// In the child: adopts the ends the parent handed over and returns the child's end.
-    fn adopt(&self, size: usize, parent: &Inherited) -> Result<Box<dyn Duplex>>;
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>>;
 }
 
-impl fmt::Debug for dyn Mechanism {
+impl fmt::Debug for dyn Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.info().id)
     }
@@ -101,7 +108,7 @@ pub trait Duplex {
 }
 
 /// The parent's end of a link: ready at once, or finished after the child has started (for
-/// mechanisms whose open blocks until the peer opens too, such as a FIFO).
+/// links the child completes after it starts, such as a TCP connection the parent accepts).
 pub enum ParentEnd {
     /// The link is complete.
     Ready(Box<dyn Duplex>),
@@ -128,18 +135,38 @@ impl ParentEnd {
     }
 }
 
-/// What the parent hands the child: descriptors under names, and one argument string (object
-/// names, a FIFO path, ...).
-#[derive(Debug, Default)]
+/// The environment variable carrying a row's argument string ([`Handoff::arg`]).
+const ROW_ARG_ENV: &str = "IPC_BENCH_ROW_ARG";
+
+/// What the parent hands the child: descriptors under names, environment variables, and one
+/// argument string (object names, an address, ...). It fills the [`Spawn`] that starts the
+/// child.
+#[derive(Debug)]
 pub struct Handoff {
-    pub(crate) fds: ChildFds,
+    spawn: Option<Spawn>,
     pub(crate) arg: String,
 }
 
 impl Handoff {
+    /// Hands over what is added to it through `spawn`.
+    pub fn new(spawn: Spawn) -> Handoff {
+        Handoff {
+            spawn: Some(spawn),
+            arg: String::new(),
+        }
+    }
+
+    /// Adds to the child about to be started: `f` gets the [`Spawn`] and returns it (a
+    /// fixture's `pass_tx` / `pass_rx`).
+    pub fn pass(&mut self, f: impl FnOnce(Spawn) -> Spawn) {
+        let spawn = self.spawn.take().expect("a handoff always holds its spawn");
+        self.spawn = Some(f(spawn));
+    }
+
     /// Hands `fd` to the child under `name` ([`Inherited::take_fd`] there).
     pub fn fd(&mut self, name: &str, fd: impl AsFd) -> Result<()> {
-        self.fds.pass(name, fd).map(|_| ())
+        self.pass(|s| s.fd(name, fd));
+        Ok(())
     }
 
     /// Sets the argument string the child reads with [`Inherited::arg`]. It travels in an
@@ -155,15 +182,36 @@ impl Handoff {
         self.arg = arg;
         Ok(())
     }
+
+    /// The child, ready to start.
+    pub fn into_spawn(mut self) -> Spawn {
+        let arg = std::mem::take(&mut self.arg);
+        let spawn = self.spawn.take().expect("a handoff always holds its spawn");
+        spawn.env(ROW_ARG_ENV, &arg)
+    }
 }
 
 /// What the child received from the parent's [`Handoff`].
 #[derive(Debug)]
-pub struct Inherited {
-    pub(crate) arg: String,
+pub struct Inherited<'a> {
+    ctx: &'a Ctx,
+    arg: String,
 }
 
-impl Inherited {
+impl<'a> Inherited<'a> {
+    /// What the role `ctx` (a benchmark child) inherited.
+    pub fn new(ctx: &'a Ctx) -> Inherited<'a> {
+        Inherited {
+            ctx,
+            arg: std::env::var(ROW_ARG_ENV).unwrap_or_default(),
+        }
+    }
+
+    /// The child's role context, for fixtures to adopt their ends.
+    pub fn ctx(&self) -> &'a Ctx {
+        self.ctx
+    }
+
     /// Adopts the descriptor handed over under `name`.
     pub fn take_fd(&self, name: &str) -> Result<OwnedFd> {
         ipc_core::inherit::take(name)
@@ -175,20 +223,126 @@ impl Inherited {
     }
 }
 
+/// How the benchmark makes a duplex link of a [`Fixture`]'s channels: the parent's end and the
+/// child's. The defaults wrap the ends with [`messages`]; a mechanism without end-of-stream (a
+/// message queue) overrides them, so an end blocked on a peer that is gone wakes up (see
+/// `rows/mq.rs`).
+pub trait Link: Fixture {
+    /// The parent's end: it sends on `tx` (the channel to the child), receives on `rx` (the
+    /// channel back), and keeps `guards` (those of both channels) as long as the link lives.
+    /// `child` is the handoff of the child about to be started, for a link that watches it.
+    fn parent_end(
+        tx: Self::Tx,
+        rx: Self::Rx,
+        guards: (Self::Guard, Self::Guard),
+        child: &mut Handoff,
+    ) -> Result<Box<dyn Duplex>> {
+        let _ = child;
+        Ok(Box::new(Messages {
+            tx,
+            rx,
+            _guards: guards,
+        }))
+    }
+
+    /// The child's end: it sends on `tx`, receives on `rx`.
+    fn child_end(tx: Self::Tx, rx: Self::Rx) -> Result<Box<dyn Duplex>> {
+        Ok(messages(tx, rx))
+    }
+}
+
+/// A library row: two channels of the fixture `F`, one to the child and one back, made, handed
+/// over and adopted exactly as the conformance suite does it.
+pub struct LibraryRow<F> {
+    id: &'static str,
+    family: &'static str,
+    fixture: PhantomData<fn() -> F>,
+}
+
+impl<F> LibraryRow<F> {
+    /// The row `id` of `family` over the fixture `F`.
+    pub const fn new(id: &'static str, family: &'static str) -> LibraryRow<F> {
+        LibraryRow {
+            id,
+            family,
+            fixture: PhantomData,
+        }
+    }
+}
+
+impl<F> fmt::Debug for LibraryRow<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+impl<F: Link> Row for LibraryRow<F> {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: self.id,
+            family: self.family,
+            kind: RowKind::Library,
+            properties: F::properties(),
+            max_message: F::max_message(),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let (tx, rx, guards) = duplex_parent::<F>(size, child)?;
+        Ok(ParentEnd::Ready(F::parent_end(tx, rx, guards, child)?))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (tx, rx) = duplex_child::<F>(parent)?;
+        F::child_end(tx, rx)
+    }
+}
+
+/// What the parent keeps of a duplex link over the fixture `F`: the sender to the child, the
+/// receiver from it, and both channels' guards.
+pub type ParentHalf<F> = (
+    <F as Fixture>::Tx,
+    <F as Fixture>::Rx,
+    (<F as Fixture>::Guard, <F as Fixture>::Guard),
+);
+
+/// The parent's half of a duplex link over the fixture `F`, for messages of `size` bytes:
+/// two channels, `down` to the child and `up` back. The child gets down's receiving end and
+/// up's sending end; the parent keeps down's sender, up's receiver and both guards.
+pub fn duplex_parent<F: Fixture>(size: usize, child: &mut Handoff) -> Result<ParentHalf<F>> {
+    let (down_tx, down_rx, down_guard) = F::channel(Some(size))?;
+    let (up_tx, up_rx, up_guard) = F::channel(Some(size))?;
+    child.pass(|s| F::pass_tx(up_tx, F::pass_rx(down_rx, s)));
+    Ok((down_tx, up_rx, (down_guard, up_guard)))
+}
+
+/// The child's half of [`duplex_parent`]'s link: up's sender and down's receiver.
+pub fn duplex_child<F: Fixture>(parent: &Inherited<'_>) -> Result<(F::Tx, F::Rx)> {
+    let rx = F::adopt_rx(parent.ctx())?;
+    let tx = F::adopt_tx(parent.ctx())?;
+    Ok((tx, rx))
+}
+
 /// A [`Duplex`] over a message sender and receiver: how library rows are measured.
 pub fn messages(
     tx: impl MessageSender + 'static,
     rx: impl MessageReceiver + 'static,
 ) -> Box<dyn Duplex> {
-    Box::new(Messages { tx, rx })
+    Box::new(Messages {
+        tx,
+        rx,
+        _guards: (),
+    })
 }
 
-struct Messages<S, R> {
+/// A sender and a receiver, and what must live as long as they are used.
+struct Messages<S, R, G> {
     tx: S,
     rx: R,
+    _guards: G,
 }
 
-impl<S: MessageSender, R: MessageReceiver> Duplex for Messages<S, R> {
+impl<S: MessageSender, R: MessageReceiver, G> Duplex for Messages<S, R, G> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg)
     }

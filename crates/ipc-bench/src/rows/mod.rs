@@ -1,0 +1,57 @@
+//! Every row of the benchmark, in table order.
+//!
+//! To add a mechanism:
+//! 1. describe it once as a fixture in [`crate::fixtures`] (an [`ipc_testkit::fixture::Fixture`]:
+//!    how to make a channel for messages of a given size, hand either end to a child and adopt
+//!    it there, its `Properties` and cleanup guard), and run the conformance suite over it
+//!    (`tests/conformance_foo.rs` at the repository root:
+//!    `ipc_testkit::conformance_suite!(ipc_bench::fixtures::Foo);`);
+//! 2. `impl Link for Foo {}` in `rows/foo.rs` (override its methods only for a link with no
+//!    end-of-stream, which must wake a blocked end when the other process is gone, with
+//!    [`watch_child`](crate::row::watch_child): see `mq.rs`), and list
+//!    `&LibraryRow::<Foo>::new("foo", "foo")` in [`ROWS`];
+//! 3. for the plain syscall loop over the same kernel object, a unit struct implementing
+//!    [`Row`] with `kind: RowKind::Raw` (`row::raw_stream` for byte streams; `pipe.rs` has
+//!    one). `socket.rs` holds baselines that are not library endpoints at all.
+//!
+//! `cargo test -p ipc-bench --test integrity` then checks the new rows deliver every message,
+//! fail when one is dropped, and let a child left waiting exit when the parent gives up;
+//! `cargo xtask bench --filter foo` measures them.
+
+mod fifo;
+mod mq;
+mod pipe;
+mod shm;
+mod socket;
+
+use crate::fixtures::{AtomicFifo, PosixQueue, ShmChannel, StreamFifo, StreamPipe, SysvQueue};
+use crate::row::{LibraryRow, Row};
+
+/// The rows, in the order the table prints them within each size group.
+pub static ROWS: &[&dyn Row] = &[
+    &LibraryRow::<StreamPipe>::new("pipe", "pipe"),
+    &pipe::RawPipe,
+    &LibraryRow::<ShmChannel>::new("shm", "shm"),
+    &shm::RawShmRing,
+    &shm::RawShmSpin,
+    &shm::RawShmFutex,
+    &LibraryRow::<AtomicFifo>::new("fifo", "fifo"),
+    &LibraryRow::<StreamFifo>::new("fifo-stream", "fifo"),
+    &fifo::RawFifo,
+    &LibraryRow::<PosixQueue>::new("mq-posix", "mq-posix"),
+    &mq::RawPosixMq,
+    &LibraryRow::<SysvQueue>::new("mq-sysv", "mq-sysv"),
+    &mq::RawSysvMq,
+    &socket::Unix,
+    &socket::RawUnix,
+    &socket::Tcp,
+    &socket::RawTcp,
+];
+
+/// The row every other row is compared with in the "vs socket" column.
+pub const SOCKET_BASELINE: &str = "uds";
+
+/// The row named `id`.
+pub fn find(id: &str) -> Option<&'static dyn Row> {
+    ROWS.iter().copied().find(|r| r.info().id == id)
+}
