@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rustix::time::Timespec;
+use rustix::time::{ClockId, Timespec};
 
 /// How long an operation may wait.
 ///
@@ -61,6 +61,42 @@ impl Deadline {
         })
     }
 
+    /// This deadline as an absolute time on `clock`, for the system calls that take one
+    /// (`FUTEX_WAIT_BITSET` and `pthread_mutex_clocklock` on `CLOCK_MONOTONIC`, `mq_timedsend`
+    /// and `semtimedop`'s callers on `CLOCK_REALTIME`): `None` for [`Deadline::Never`], the
+    /// clock's epoch for [`Deadline::Now`] (already passed, so no wait), and for
+    /// [`Deadline::At`] the clock read now plus the time left.
+    ///
+    /// Compute it immediately before the call: the conversion reads `clock` after
+    /// [`Instant::now`], so the result is never earlier than the deadline, and a wall clock
+    /// stepped between conversion and call shifts the wait by the step (`CLOCK_MONOTONIC`,
+    /// the clock [`Instant`] reads on Linux, never steps).
+    pub fn absolute(self, clock: ClockId) -> Option<Timespec> {
+        let remaining = match self {
+            Deadline::Never => return None,
+            Deadline::Now => {
+                return Some(Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                });
+            }
+            Deadline::At(at) => at.saturating_duration_since(Instant::now()),
+        };
+        let now = rustix::time::clock_gettime(clock);
+        let mut sec = now
+            .tv_sec
+            .saturating_add(i64::try_from(remaining.as_secs()).unwrap_or(i64::MAX));
+        let mut nsec = now.tv_nsec + i64::from(remaining.subsec_nanos());
+        if nsec >= 1_000_000_000 {
+            nsec -= 1_000_000_000;
+            sec = sec.saturating_add(1);
+        }
+        Some(Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        })
+    }
+
     /// The error a wait that ran out of time reports: [`ErrorKind::WouldBlock`] for
     /// [`Deadline::Now`] (the caller asked not to wait), [`ErrorKind::TimedOut`] otherwise.
     ///
@@ -105,6 +141,24 @@ mod tests {
     #[test]
     fn huge_timeout_is_never() {
         assert_eq!(Deadline::after(Duration::MAX), Deadline::Never);
+    }
+
+    #[test]
+    fn absolute_is_normalised_and_not_early() {
+        let ns = |t: Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+        for clock in [ClockId::Monotonic, ClockId::Realtime] {
+            let before = ns(rustix::time::clock_gettime(clock));
+            let d = Deadline::At(Instant::now() + Duration::from_millis(1500));
+            let ts = d.absolute(clock).unwrap();
+            let after = ns(rustix::time::clock_gettime(clock));
+            assert!((0..1_000_000_000).contains(&ts.tv_nsec));
+            // The deadline is 1.5 s after a reading taken after `before`, and the conversion
+            // never rounds down: before + 1.5 s <= ts <= after + 1.5 s.
+            assert!(ns(ts) >= before + 1_500_000_000);
+            assert!(ns(ts) <= after + 1_500_000_000);
+        }
+        assert_eq!(Deadline::Never.absolute(ClockId::Monotonic), None);
+        assert_eq!(ns(Deadline::Now.absolute(ClockId::Realtime).unwrap()), 0);
     }
 
     #[test]

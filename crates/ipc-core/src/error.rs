@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use rustix::io::Errno;
 
@@ -206,37 +207,53 @@ impl fmt::Display for Limit {
 /// let io: std::io::Error = e.into();
 /// assert_eq!(Error::from(io).kind(), ErrorKind::MessageTooLarge);
 /// ```
-pub struct Error {
-    inner: Box<Inner>,
+pub struct Error(Repr);
+
+/// Two shapes, so that the errors of the expected path (would-block, timed out, disconnected,
+/// named after an endpoint's shared name) never touch the allocator: [`Light`] holds no heap
+/// data of its own; anything with a heap detail (a note, a size, a limit, an owned op) is
+/// boxed as [`Full`].
+enum Repr {
+    Light(Light),
+    Full(Box<Full>),
 }
 
-struct Inner {
+struct Light {
+    kind: ErrorKind,
+    blocked: Option<Blocked>,
+    op: Option<&'static str>,
+    object: Option<Arc<str>>,
+    source: Option<io::Error>,
+}
+
+struct Full {
     kind: ErrorKind,
     op: Option<Cow<'static, str>>,
-    object: Option<String>,
+    object: Option<Arc<str>>,
     detail: Detail,
     source: Option<io::Error>,
 }
 
+static NO_DETAIL: Detail = Detail::None;
+static FULL: Detail = Detail::Blocked(Blocked::Full);
+static EMPTY: Detail = Detail::Blocked(Blocked::Empty);
+
 impl Error {
-    /// An error of `kind` with no details yet.
+    /// An error of `kind` with no details yet. Does not allocate.
     pub fn new(kind: ErrorKind) -> Error {
-        Error {
-            inner: Box::new(Inner {
-                kind,
-                op: None,
-                object: None,
-                detail: Detail::None,
-                source: None,
-            }),
-        }
+        Error(Repr::Light(Light {
+            kind,
+            blocked: None,
+            op: None,
+            object: None,
+            source: None,
+        }))
     }
 
-    /// An error from an errno, with the kind it maps to.
+    /// An error from an errno, with the kind it maps to. Does not allocate.
     pub fn from_errno(errno: Errno) -> Error {
-        let mut e = Error::new(ErrorKind::from_errno(errno));
-        e.inner.source = Some(io::Error::from_raw_os_error(errno.raw_os_error()));
-        e
+        Error::new(ErrorKind::from_errno(errno))
+            .with_source(io::Error::from_raw_os_error(errno.raw_os_error()))
     }
 
     /// An error from the calling thread's `errno` (after a libc call failed).
@@ -244,17 +261,17 @@ impl Error {
         Error::from_errno(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO))
     }
 
-    /// [`ErrorKind::WouldBlock`], saying which way.
+    /// [`ErrorKind::WouldBlock`], saying which way. Does not allocate.
     pub fn would_block(blocked: Blocked) -> Error {
         Error::new(ErrorKind::WouldBlock).with_detail(Detail::Blocked(blocked))
     }
 
-    /// [`ErrorKind::TimedOut`].
+    /// [`ErrorKind::TimedOut`]. Does not allocate.
     pub fn timed_out() -> Error {
         Error::new(ErrorKind::TimedOut)
     }
 
-    /// [`ErrorKind::Disconnected`].
+    /// [`ErrorKind::Disconnected`]. Does not allocate.
     pub fn disconnected() -> Error {
         Error::new(ErrorKind::Disconnected)
     }
@@ -291,57 +308,125 @@ impl Error {
         Error::new(kind).with_detail(Detail::Note(note.into()))
     }
 
-    /// Sets the operation that failed (`"mq_open"`, `"send"`).
+    /// The boxed shape, made from the light one on first need.
+    fn full(&mut self) -> &mut Full {
+        if let Repr::Light(l) = &mut self.0 {
+            let detail = match l.blocked {
+                Some(b) => Detail::Blocked(b),
+                None => Detail::None,
+            };
+            self.0 = Repr::Full(Box::new(Full {
+                kind: l.kind,
+                op: l.op.map(Cow::Borrowed),
+                object: l.object.take(),
+                detail,
+                source: l.source.take(),
+            }));
+        }
+        match &mut self.0 {
+            Repr::Full(f) => f,
+            Repr::Light(_) => unreachable!("made full above"),
+        }
+    }
+
+    /// Sets the operation that failed (`"mq_open"`, `"send"`). A `&'static str` does not
+    /// allocate.
     #[must_use]
     pub fn in_op(mut self, op: impl Into<Cow<'static, str>>) -> Error {
-        self.inner.op = Some(op.into());
+        match (&mut self.0, op.into()) {
+            (Repr::Light(l), Cow::Borrowed(op)) => l.op = Some(op),
+            (_, op) => self.full().op = Some(op),
+        }
         self
     }
 
-    /// Sets the object the error is about (a path, a name, `"pipe"`).
+    /// Sets the object the error is about (a path, a name, `"pipe"`), formatting it now.
+    /// Endpoints that report errors on their expected path use
+    /// [`on_shared`](Error::on_shared) instead, which does not allocate.
     #[must_use]
-    pub fn on(mut self, object: impl fmt::Display) -> Error {
-        self.inner.object = Some(object.to_string());
+    pub fn on(self, object: impl fmt::Display) -> Error {
+        self.on_shared(&Arc::from(object.to_string()))
+    }
+
+    /// Sets the object the error is about to a name the caller formatted once and shares:
+    /// a reference count is taken, nothing is allocated or formatted.
+    #[must_use]
+    pub fn on_shared(mut self, object: &Arc<str>) -> Error {
+        let object = Some(Arc::clone(object));
+        match &mut self.0 {
+            Repr::Light(l) => l.object = object,
+            Repr::Full(f) => f.object = object,
+        }
         self
     }
 
-    /// Sets the structured detail.
+    /// Sets the structured detail. [`Detail::None`] and [`Detail::Blocked`] do not allocate.
     #[must_use]
     pub fn with_detail(mut self, detail: Detail) -> Error {
-        self.inner.detail = detail;
+        match (&mut self.0, detail) {
+            (Repr::Light(l), Detail::None) => l.blocked = None,
+            (Repr::Light(l), Detail::Blocked(b)) => l.blocked = Some(b),
+            (_, detail) => self.full().detail = detail,
+        }
         self
     }
 
     /// Sets the underlying OS error.
     #[must_use]
     pub fn with_source(mut self, source: io::Error) -> Error {
-        self.inner.source = Some(source);
+        match &mut self.0 {
+            Repr::Light(l) => l.source = Some(source),
+            Repr::Full(f) => f.source = Some(source),
+        }
         self
     }
 
     /// What went wrong, to match on.
     pub fn kind(&self) -> ErrorKind {
-        self.inner.kind
+        match &self.0 {
+            Repr::Light(l) => l.kind,
+            Repr::Full(f) => f.kind,
+        }
     }
 
     /// The object the error is about, if known.
     pub fn object(&self) -> Option<&str> {
-        self.inner.object.as_deref()
+        match &self.0 {
+            Repr::Light(l) => l.object.as_deref(),
+            Repr::Full(f) => f.object.as_deref(),
+        }
     }
 
     /// The operation that failed, if known.
     pub fn op(&self) -> Option<&str> {
-        self.inner.op.as_deref()
+        match &self.0 {
+            Repr::Light(l) => l.op,
+            Repr::Full(f) => f.op.as_deref(),
+        }
     }
 
     /// The structured detail.
     pub fn detail(&self) -> &Detail {
-        &self.inner.detail
+        match &self.0 {
+            Repr::Light(l) => match l.blocked {
+                None => &NO_DETAIL,
+                Some(Blocked::Full) => &FULL,
+                Some(Blocked::Empty) => &EMPTY,
+            },
+            Repr::Full(f) => &f.detail,
+        }
+    }
+
+    fn source_ref(&self) -> Option<&io::Error> {
+        match &self.0 {
+            Repr::Light(l) => l.source.as_ref(),
+            Repr::Full(f) => f.source.as_ref(),
+        }
     }
 
     /// For [`ErrorKind::MessageTooLarge`]: the message size and the limit.
     pub fn message_size(&self) -> Option<(usize, usize)> {
-        match &self.inner.detail {
+        match self.detail() {
             Detail::Size { size, limit, .. } => Some((*size, *limit)),
             _ => None,
         }
@@ -349,7 +434,7 @@ impl Error {
 
     /// For [`ErrorKind::LimitExceeded`]: the limit that was hit.
     pub fn limit_info(&self) -> Option<&Limit> {
-        match &self.inner.detail {
+        match self.detail() {
             Detail::Limit(l) => Some(l),
             _ => None,
         }
@@ -357,7 +442,7 @@ impl Error {
 
     /// For [`ErrorKind::WouldBlock`]: whether the channel was full or empty.
     pub fn blocked(&self) -> Option<Blocked> {
-        match &self.inner.detail {
+        match self.detail() {
             Detail::Blocked(b) => Some(*b),
             _ => None,
         }
@@ -365,7 +450,7 @@ impl Error {
 
     /// The errno underneath, if the error came from the OS.
     pub fn raw_os_error(&self) -> Option<i32> {
-        self.inner.source.as_ref().and_then(io::Error::raw_os_error)
+        self.source_ref().and_then(io::Error::raw_os_error)
     }
 
     /// The errno underneath as a rustix [`Errno`].
@@ -376,15 +461,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &*self.inner;
-        match (&i.op, &i.object) {
+        match (self.op(), self.object()) {
             (Some(op), Some(obj)) => write!(f, "{op} {obj}: ")?,
             (Some(op), None) => write!(f, "{op}: ")?,
             (None, Some(obj)) => write!(f, "{obj}: ")?,
             (None, None) => {}
         }
-        f.write_str(i.kind.as_str())?;
-        match &i.detail {
+        f.write_str(self.kind().as_str())?;
+        match self.detail() {
             Detail::None => {}
             Detail::Blocked(Blocked::Full) => f.write_str(" (full)")?,
             Detail::Blocked(Blocked::Empty) => f.write_str(" (empty)")?,
@@ -394,7 +478,7 @@ impl fmt::Display for Error {
             Detail::Limit(l) => write!(f, ": {l}")?,
             Detail::Note(n) => write!(f, ": {n}")?,
         }
-        if let Some(src) = &i.source {
+        if let Some(src) = self.source_ref() {
             // The kind already says what a bare errno would say; add the OS text for context.
             write!(f, " ({src})")?;
         }
@@ -404,19 +488,18 @@ impl fmt::Display for Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = &*self.inner;
         let mut d = f.debug_struct("Error");
-        d.field("kind", &i.kind);
-        if let Some(op) = &i.op {
-            d.field("op", op);
+        d.field("kind", &self.kind());
+        if let Some(op) = self.op() {
+            d.field("op", &op);
         }
-        if let Some(obj) = &i.object {
-            d.field("object", obj);
+        if let Some(obj) = self.object() {
+            d.field("object", &obj);
         }
-        if i.detail != Detail::None {
-            d.field("detail", &i.detail);
+        if *self.detail() != Detail::None {
+            d.field("detail", self.detail());
         }
-        if let Some(src) = &i.source {
+        if let Some(src) = self.source_ref() {
             d.field("source", src);
         }
         d.finish_non_exhaustive()?;
@@ -426,9 +509,7 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner
-            .source
-            .as_ref()
+        self.source_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
@@ -448,9 +529,8 @@ impl From<io::Error> for Error {
             Err(other) => other,
         };
         if let Some(errno) = e.raw_os_error() {
-            let mut err = Error::new(ErrorKind::from_errno(Errno::from_raw_os_error(errno)));
-            err.inner.source = Some(e);
-            return err;
+            return Error::new(ErrorKind::from_errno(Errno::from_raw_os_error(errno)))
+                .with_source(e);
         }
         let kind = match e.kind() {
             io::ErrorKind::WouldBlock => ErrorKind::WouldBlock,

@@ -14,6 +14,16 @@
 //! - [`fd`] and [`inherit`]: readiness waits with deadlines, `SIGPIPE`-free writes, and handing
 //!   descriptors to child processes.
 //!
+//! It is also the OS layer every mechanism stands on, holding what several mechanisms share
+//! and nothing else (rustix is the platform layer below it):
+//!
+//! - [`futex`]: waits and wakes on a 32-bit word in shared memory;
+//! - [`sysv`]: the one System V [`Key`](sysv::Key) (with `ftok`), key-to-id lookup, removal;
+//! - [`knob`]: kernel knobs and the limit errors that name them;
+//! - [`Owner`]: the one policy for whose object an open accepts;
+//! - [`Removable`] and [`RemoveGuard`]: removing any named object, now or on drop;
+//! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one.
+//!
 //! Mechanism crates depend on this one; programs that want to switch mechanisms write against
 //! the traits:
 //!
@@ -47,14 +57,21 @@ mod endpoint;
 mod error;
 pub mod fd;
 pub mod frame;
+pub mod futex;
 pub mod inherit;
+pub mod knob;
 mod name;
+mod owner;
 mod properties;
+mod remove;
 pub mod stream;
+pub mod sysv;
 
 pub use deadline::Deadline;
 pub use endpoint::{MessageReceiver, MessageSender};
 pub use error::{Blocked, Detail, Error, ErrorKind, Limit, Result, ResultExt};
 pub use frame::PIPE_BUF;
 pub use name::{NAME_MAX, PosixName};
+pub use owner::Owner;
 pub use properties::{MaxMessage, Properties};
+pub use remove::{Removable, RemoveGuard};

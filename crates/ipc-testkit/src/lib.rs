@@ -28,6 +28,7 @@
 //! }
 //! ```
 
+pub mod alloc;
 pub mod conformance;
 pub mod fixture;
 pub mod script;
