@@ -87,8 +87,8 @@ fn test(args: &[String]) -> Result<(), String> {
         // The benchmark end to end in its tiny mode (debug build, seconds): every row, the
         // table, the JSON and the chart, so it cannot rot between real runs.
         run(
-            "benchmark smoke run (cargo test --bench ipc -- --tiny)",
-            cargo().args(["test", "-p", "ipc", "--bench", "ipc", "--", "--tiny"]),
+            "benchmark smoke run (cargo run -p ipc-bench -- --tiny)",
+            cargo().args(["run", "-p", "ipc-bench", "--", "--tiny"]),
         )
     });
     // Checked even when tests failed: a failing test must not leave objects behind either.
