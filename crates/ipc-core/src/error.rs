@@ -177,6 +177,20 @@ pub struct Limit {
     pub value: Option<u64>,
 }
 
+impl Limit {
+    /// Reads field `field` (counted from 0; whitespace separates fields) of the kernel knob
+    /// file `path`, such as `/proc/sys/kernel/shmmax` (one field) or `/proc/sys/kernel/sem`
+    /// (four). `None` if the file cannot be read or the field is not a number.
+    pub fn read_knob(path: &str, field: usize) -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(field)?
+            .parse()
+            .ok()
+    }
+}
+
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.value {
@@ -279,6 +293,39 @@ impl Error {
             knob: knob.into(),
             value,
         }))
+    }
+
+    /// [`ErrorKind::LimitExceeded`] naming the kernel knob file `path` (for example
+    /// `/proc/sys/kernel/shmmni`) with the value it has now, read from the file. The value is
+    /// left out when the file cannot be read or holds no number.
+    ///
+    /// ```
+    /// use ipc_core::{Error, ErrorKind};
+    ///
+    /// let e = Error::limit_knob("/proc/sys/kernel/msgmni").in_op("msgget");
+    /// assert_eq!(e.kind(), ErrorKind::LimitExceeded);
+    /// assert_eq!(e.limit_info().unwrap().knob, "/proc/sys/kernel/msgmni");
+    /// ```
+    pub fn limit_knob(path: &'static str) -> Error {
+        Error::limit(path, Limit::read_knob(path, 0))
+    }
+
+    /// [`ErrorKind::LimitExceeded`] naming field `field` (counted from 0) of a knob file that
+    /// holds several numbers, such as `SEMMNI`, the fourth of `/proc/sys/kernel/sem`
+    /// (`SEMMSL SEMMNS SEMOPM SEMMNI`). The knob is named `"{path} ({name}, field {field+1})"`
+    /// and the value is that field's, read now.
+    ///
+    /// ```
+    /// use ipc_core::Error;
+    ///
+    /// let e = Error::limit_knob_field("/proc/sys/kernel/sem", 3, "SEMMNI");
+    /// assert!(e.to_string().starts_with("limit exceeded: /proc/sys/kernel/sem (SEMMNI, field 4)"));
+    /// ```
+    pub fn limit_knob_field(path: &'static str, field: usize, name: &'static str) -> Error {
+        Error::limit(
+            format!("{path} ({name}, field {})", field + 1),
+            Limit::read_knob(path, field),
+        )
     }
 
     /// [`ErrorKind::Corrupted`] with a description of what was found.
