@@ -1035,11 +1035,14 @@ impl Queue {
         };
         let qbytes = ds.msg_qbytes as u64;
         if len as u64 > qbytes {
-            let e = Error::message_too_large(
-                len,
-                qbytes as usize,
-                "msg_qbytes, the queue's byte limit",
-            );
+            let what = match read_knob(SYSV_MSGMNB) {
+                Some(mnb) => format!(
+                    "msg_qbytes, the queue's byte limit; new queues get {SYSV_MSGMNB}, \
+                     which is {mnb}"
+                ),
+                None => format!("msg_qbytes, the queue's byte limit (default {SYSV_MSGMNB})"),
+            };
+            let e = Error::message_too_large(len, qbytes as usize, what);
             return Err(self.fail(e, "msgsnd"));
         }
         Ok(())

@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Limit, Result};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 
@@ -18,18 +18,33 @@ pub const SEMVMX: u16 = 32767;
 /// Where the kernel's System V semaphore limits are: `SEMMSL SEMMNS SEMOPM SEMMNI`.
 const SEM_LIMITS: &str = "/proc/sys/kernel/sem";
 
-/// Reads field `index` of [`SEM_LIMITS`].
-fn sem_limit(index: usize) -> Option<u64> {
-    std::fs::read_to_string(SEM_LIMITS)
-        .ok()?
-        .split_whitespace()
-        .nth(index)?
-        .parse()
-        .ok()
+/// The fields of [`SEM_LIMITS`], in order.
+const SEMMSL: (usize, &str) = (0, "SEMMSL");
+const SEMMNS: (usize, &str) = (1, "SEMMNS");
+const SEMOPM: (usize, &str) = (2, "SEMOPM");
+const SEMMNI: (usize, &str) = (3, "SEMMNI");
+
+/// [`ErrorKind::LimitExceeded`] naming one field of [`SEM_LIMITS`] and its value now.
+fn limit_error((field, name): (usize, &'static str)) -> Error {
+    Error::limit_knob_field(SEM_LIMITS, field, name)
 }
 
-fn limit_error(knob: &'static str, index: usize) -> Error {
-    Error::limit(knob, sem_limit(index))
+/// [`ErrorKind::LimitExceeded`] for [`SEMVMX`], the kernel's fixed ceiling on a value.
+fn semvmx_error() -> Error {
+    Error::limit("SEMVMX", Some(u64::from(SEMVMX)))
+}
+
+/// `semget` failed with `ENOSPC`: out of set ids (`SEMMNI`) or of semaphores in the namespace
+/// (`SEMMNS`). The sets in `/proc/sysvipc/sem` (this IPC namespace's) tell which.
+fn semget_nospc() -> Error {
+    let sets = std::fs::read_to_string("/proc/sysvipc/sem")
+        .ok()
+        .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64);
+    let semmni = Limit::read_knob(SEM_LIMITS, SEMMNI.0);
+    match (sets, semmni) {
+        (Some(n), Some(max)) if n >= max => limit_error(SEMMNI),
+        _ => limit_error(SEMMNS),
+    }
 }
 
 /// A System V IPC key: how unrelated processes find the same set.
@@ -190,24 +205,14 @@ impl SemaphoreSet {
             )));
         }
         if values.iter().any(|&v| v > SEMVMX) {
-            return Err(fail(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))));
+            return Err(fail(semvmx_error()));
         }
-        let len = u16::try_from(values.len())
-            .map_err(|_| fail(limit_error("/proc/sys/kernel/sem (SEMMSL)", 0)))?;
+        let len = u16::try_from(values.len()).map_err(|_| fail(limit_error(SEMMSL)))?;
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | libc::c_int::from(mode & 0o777);
         let id = sys::semget(key.raw(), libc::c_int::from(len), flags).map_err(|e| {
             fail(match e {
-                Errno::INVAL => limit_error("/proc/sys/kernel/sem (SEMMSL)", 0),
-                Errno::NOSPC => Error::with_note(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "too many sets (SEMMNI) or semaphores (SEMMNS): {SEM_LIMITS} \
-                         (SEMMSL SEMMNS SEMOPM SEMMNI) is {:?}",
-                        std::fs::read_to_string(SEM_LIMITS)
-                            .unwrap_or_default()
-                            .trim()
-                    ),
-                ),
+                Errno::INVAL => limit_error(SEMMSL),
+                Errno::NOSPC => semget_nospc(),
                 e => Error::from(e),
             })
         })?;
@@ -379,10 +384,10 @@ impl SemaphoreSet {
                     ));
                 }
                 Err(Errno::RANGE) => {
-                    return Err(fail(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))));
+                    return Err(fail(semvmx_error()));
                 }
                 Err(Errno::TOOBIG) => {
-                    return Err(fail(limit_error("/proc/sys/kernel/sem (SEMOPM)", 2)));
+                    return Err(fail(limit_error(SEMOPM)));
                 }
                 Err(Errno::FBIG) => {
                     return Err(fail(Error::with_note(
@@ -445,9 +450,7 @@ impl SemaphoreSet {
     /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
-            return Err(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))
-                .in_op("semctl(SETVAL)")
-                .on(self));
+            return Err(semvmx_error().in_op("semctl(SETVAL)").on(self));
         }
         sys::sem_setval(self.id, num, value)
             .map_err(|e| Error::from(e).in_op("semctl(SETVAL)").on(self))
