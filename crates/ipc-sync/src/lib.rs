@@ -112,4 +112,4 @@ pub use named::{NamedSemaphore, SEM_VALUE_MAX};
 pub use semaphore::Semaphore;
 pub use shared::{Shared, SharedData, SharedObject};
 pub use spin::{SPIN_BUDGET, Spin};
-pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet};
+pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
