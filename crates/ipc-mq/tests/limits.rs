@@ -4,12 +4,13 @@
 //! permissions. Behaviour only an unprivileged process shows runs in a child that drops from
 //! root to `nobody` (or as is, when the suite runs unprivileged).
 
+use ipc_core::MessageSender;
 use ipc_core::{ErrorKind, Limit, PosixName};
 use ipc_mq::knobs::{
     HARD_MSGMAX, HARD_MSGSIZEMAX, MSG_MAX, MSGSIZE_MAX, QUEUES_MAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE,
     SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI,
 };
-use ipc_mq::posix::{Limits, Queue, UnlinkGuard};
+use ipc_mq::posix::{Limits, OpenOptions as PosixOpenOptions, Queue, UnlinkGuard};
 use ipc_mq::{Access, sysv};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -181,17 +182,29 @@ fn unprivileged(ctx: &Ctx) {
     ] {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     }
-    // Open to everyone (0o666) but root's: `open` works, `open_or_create`, which promises
-    // a queue of our own, refuses it as squatted.
-    Queue::open(a[3], Access::ReadWrite).unwrap();
-    let e = Queue::open_or_create(a[3], 1, 1).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("owned by uid 0"), "{e}");
+    // Open to everyone (0o666) but root's: `open` and `open_or_create` refuse another
+    // user's queue (it may be squatted), unless asked with `any_owner`.
+    for e in [
+        Queue::open(a[3], Access::ReadWrite).unwrap_err(),
+        Queue::open_or_create(a[3], 1, 1).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        assert!(e.to_string().contains("any_owner"), "{e}");
+    }
+    let mut q = PosixOpenOptions::new().any_owner(true).open(a[3]).unwrap();
+    q.try_send(b"any owner").unwrap();
     let key = sysv::Key::from_raw(a[4].parse().unwrap());
-    sysv::Queue::open(key, Access::ReadWrite).unwrap();
-    let e = sysv::Queue::open_or_create(key).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("owned by uid 0"), "{e}");
+    for e in [
+        sysv::Queue::open(key, Access::ReadWrite).unwrap_err(),
+        sysv::Queue::open_or_create(key).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        assert!(e.to_string().contains("any_owner"), "{e}");
+    }
+    let q = sysv::OpenOptions::new().any_owner(true).open(key).unwrap();
+    q.try_send_typed(1, b"any owner").unwrap();
 
     // Send-only (0o622) and full: a send waits or would block; it is not refused for want
     // of the read permission that IPC_STAT (the "can it ever fit" check) needs.
