@@ -90,15 +90,15 @@ fn type_name(t: FileType) -> &'static str {
 
 /// Checks what `fstat` says about a semaphore file: a regular file, of at least one `sem_t`,
 /// owned by us unless `any_owner`.
-fn check_sem_file(st: &rustix::fs::Stat, any_owner: bool) -> Result<()> {
+fn check_sem_file(st: &rustix::fs::Stat, path: &CString, any_owner: bool) -> Result<()> {
     let t = FileType::from_raw_mode(st.st_mode);
     if t != FileType::RegularFile {
         return Err(Error::with_note(
             ErrorKind::WrongType,
             format!(
-                "a {} is at {SEM_DIR}/sem.NAME, not a semaphore file; refused without \
-                 opening it",
-                type_name(t)
+                "a {} is at {}, not a semaphore file; refused without opening it",
+                type_name(t),
+                path.to_string_lossy()
             ),
         ));
     }
@@ -156,7 +156,7 @@ fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
     )
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&probe)?;
-    check_sem_file(&st, any_owner)?;
+    check_sem_file(&st, &path, any_owner)?;
     drop(probe);
     let fd = rustix::fs::open(
         &path,
@@ -165,7 +165,7 @@ fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
     )
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&fd)?;
-    check_sem_file(&st, any_owner)?;
+    check_sem_file(&st, &path, any_owner)?;
     Ok(sys::sem_map(fd.as_fd())?)
 }
 
@@ -286,7 +286,9 @@ impl NamedSemaphore {
     /// would kill the process with `SIGBUS` at the first `wait`), and owned by this process's
     /// effective user: another user's semaphore is refused, as every object of this workspace
     /// is by default, since its owner can remove it or change its mode at will.
-    /// [`open_any_owner`](NamedSemaphore::open_any_owner) opens one anyway.
+    /// [`open_any_owner`](NamedSemaphore::open_any_owner) opens one anyway. (A process that
+    /// may write the file can still truncate it after the check, as with `sem_open`; the owner
+    /// check is what keeps other users from doing so.)
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if there is none; [`ErrorKind::PermissionDenied`] for another
