@@ -7,6 +7,9 @@
 //! (`unshare(CLONE_NEWIPC)`): nothing else on the machine, and no test running beside this
 //! one, sees the lowered values, and every segment made there vanishes with the namespace.
 //! Where unsharing is not permitted (no `CAP_SYS_ADMIN`), the test says so and skips.
+//!
+//! Also here: the longest POSIX shared memory name this crate can create is the one
+//! `PosixKind::SharedMemory` states.
 
 use ipc_core::ErrorKind;
 use ipc_shm::{Segment, SysvGuard, SysvKey};
@@ -136,4 +139,19 @@ fn each_shm_limit_names_its_knob_and_value() {
 #[test]
 fn sysv_create_mode_is_exact_and_attach_refuses_other_users() {
     run("shm_mode_and_owner");
+}
+
+#[test]
+fn the_longest_shm_name_is_the_one_posix_kind_states() {
+    use ipc_core::{PosixKind, PosixName};
+    let max = PosixKind::SharedMemory.max_len();
+    let head = format!("/ipctest-shmlen-{}-", std::process::id());
+    let name = |len: usize| format!("{head}{}", "n".repeat(len + 1 - head.len()));
+    let seg = Segment::create(name(max).as_str(), 4096).unwrap();
+    let _unlink = ipc_shm::UnlinkGuard::new(name(max).as_str()).unwrap();
+    drop(seg);
+    let e = Segment::create(name(max + 1).as_str(), 4096).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    let e = PosixName::for_kind(name(max + 1), PosixKind::SharedMemory).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
 }
