@@ -558,6 +558,32 @@ mod tests {
     }
 
     #[test]
+    fn knob_errors_read_the_knob_they_name() {
+        let dir = std::env::temp_dir().join(format!("ipctest-knob-{}", std::process::id()));
+        std::fs::write(&dir, "250\t32000  32\t128\n").unwrap();
+        let path: &'static str = Box::leak(dir.to_str().unwrap().to_owned().into_boxed_str());
+        let fields: Vec<_> = (0..5).map(|i| Limit::read_knob(path, i)).collect();
+        let one = Error::limit_knob(path);
+        let fourth = Error::limit_knob_field(path, 3, "SEMMNI");
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(fields, [Some(250), Some(32000), Some(32), Some(128), None]);
+        assert_eq!(one.limit_info().unwrap().value, Some(250));
+        let l = fourth.limit_info().unwrap();
+        assert_eq!(
+            (&*l.knob, l.value),
+            (&*format!("{path} (SEMMNI, field 4)"), Some(128))
+        );
+        assert_eq!(Limit::read_knob("/nonexistent/knob", 0), None);
+        assert_eq!(
+            Error::limit_knob("/nonexistent/knob")
+                .limit_info()
+                .unwrap()
+                .value,
+            None
+        );
+    }
+
+    #[test]
     fn io_round_trip_keeps_everything() {
         let e = Error::would_block(Blocked::Full).on("q");
         let io: io::Error = e.into();
