@@ -139,12 +139,46 @@ fn open_hostile_files(_: &Ctx) {
     eprintln!("checked {checked:?}");
 }
 
+/// Becomes `nobody` if root, then creates, opens, uses and unlinks a semaphore: creation
+/// (an O_TMPFILE linked through /proc/self/fd) needs no privilege.
+fn unprivileged_cycle(ctx: &Ctx) {
+    if rustix::process::geteuid().is_root() {
+        // SAFETY: plain credential calls with valid arguments (an empty group list); glibc
+        // applies them to every thread of this child process.
+        unsafe {
+            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+    }
+    let sem = NamedSemaphore::create_with_mode(ctx.arg(), 1, 0o600)
+        .expect("create")
+        .unlink_on_drop();
+    let other = NamedSemaphore::open(ctx.arg()).expect("open");
+    other.try_wait().unwrap();
+    sem.post().unwrap();
+    assert_eq!(other.value().unwrap(), 1);
+    eprintln!("checked as uid {}", rustix::process::geteuid().as_raw());
+}
+
 roles!(
     post_by_name,
     plain_c_program,
     create_under_umask,
-    open_hostile_files
+    open_hostile_files,
+    unprivileged_cycle
 );
+
+#[test]
+fn an_unprivileged_process_creates_and_opens_named_semaphores() {
+    let name = unique_posix_name("named-unpriv");
+    let _guard = UnlinkOnDrop(name.clone());
+    let out = spawn("unprivileged_cycle")
+        .arg(&name)
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
 
 #[test]
 fn create_with_mode_refuses_special_bits() {
