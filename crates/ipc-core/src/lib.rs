@@ -71,7 +71,7 @@ pub use deadline::Deadline;
 pub use endpoint::{MessageReceiver, MessageSender};
 pub use error::{Blocked, Detail, Error, ErrorKind, Limit, Result, ResultExt};
 pub use frame::PIPE_BUF;
-pub use name::{NAME_MAX, PosixName};
+pub use name::{NAME_MAX, PosixKind, PosixName};
 pub use owner::Owner;
 pub use properties::{MaxMessage, Properties};
 pub use remove::{Removable, RemoveGuard};

@@ -6,7 +6,53 @@ use std::fmt;
 use crate::{Error, ErrorKind, Result};
 
 /// The longest name component Linux accepts (`NAME_MAX`), not counting the leading slash.
+/// Some kinds of object allow less: see [`PosixKind::max_len`].
 pub const NAME_MAX: usize = 255;
+
+/// The kind of POSIX IPC object a name is for. Each kind stores its name differently, so each
+/// has its own longest name; [`PosixName::for_kind`] checks it.
+///
+/// The limits, in bytes after the leading slash, found by creating objects on Linux with glibc
+/// 2.36 and rustix 1.1 (see this module's tests, which check them against the running
+/// system):
+///
+/// | kind | stored as | longest name |
+/// |---|---|---|
+/// | [`SharedMemory`](PosixKind::SharedMemory) | `/dev/shm/NAME` | 254: rustix's `shm_open` (which `ipc-shm` uses) counts the slash against `NAME_MAX`; glibc's accepts 255, but such a name could not be opened here |
+/// | [`MessageQueue`](PosixKind::MessageQueue) | `NAME` in the mqueue filesystem | 255 (`NAME_MAX`) |
+/// | [`Semaphore`](PosixKind::Semaphore) | `/dev/shm/sem.NAME` (glibc) | 251 (`NAME_MAX` − 4) |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PosixKind {
+    /// A shared memory object (`shm_open`).
+    SharedMemory,
+    /// A message queue (`mq_open`).
+    MessageQueue,
+    /// A named semaphore (`sem_open`).
+    Semaphore,
+}
+
+impl PosixKind {
+    /// The longest name of this kind, in bytes after the leading slash.
+    pub const fn max_len(self) -> usize {
+        match self {
+            // rustix's shm_open refuses a name (with its slash) longer than NAME_MAX.
+            PosixKind::SharedMemory => NAME_MAX - 1,
+            PosixKind::MessageQueue => NAME_MAX,
+            // glibc keeps the semaphore "/NAME" as the file "sem.NAME".
+            PosixKind::Semaphore => NAME_MAX - "sem.".len(),
+        }
+    }
+
+    /// What the kind is called in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PosixKind::SharedMemory => "shared memory object",
+            PosixKind::MessageQueue => "message queue",
+            PosixKind::Semaphore => "named semaphore",
+        }
+    }
+}
 
 /// A POSIX IPC name: one leading slash, then 1 to [`NAME_MAX`] bytes with no slash and no NUL,
 /// and neither `.` nor `..`.
@@ -45,7 +91,7 @@ impl PosixName {
             return invalid("a POSIX IPC name needs at least one character after '/'");
         }
         if rest.len() > NAME_MAX {
-            return invalid("longer than NAME_MAX (255 bytes after the '/')");
+            return invalid("longer than NAME_MAX: at most 255 bytes after the '/'");
         }
         if rest.contains('/') {
             return invalid("a POSIX IPC name has exactly one '/', at the start");
@@ -58,6 +104,50 @@ impl PosixName {
         }
         let c = CString::new(name).expect("NUL was rejected above");
         Ok(PosixName { c })
+    }
+
+    /// Validates `name` as the name of an object of `kind`: [`new`](PosixName::new)'s rules,
+    /// and at most [`kind.max_len()`](PosixKind::max_len) bytes after the slash.
+    ///
+    /// ```
+    /// use ipc_core::{ErrorKind, PosixKind, PosixName};
+    ///
+    /// let long = format!("/{}", "x".repeat(255));
+    /// assert!(PosixName::for_kind(&long, PosixKind::MessageQueue).is_ok());
+    /// let e = PosixName::for_kind(&long, PosixKind::Semaphore).unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidName);
+    /// assert!(e.to_string().contains("at most 251 bytes"), "{e}");
+    /// ```
+    pub fn for_kind(name: impl AsRef<str>, kind: PosixKind) -> Result<PosixName> {
+        let name = PosixName::new(name)?;
+        name.check_kind(kind)?;
+        Ok(name)
+    }
+
+    /// Checks that this name fits an object of `kind` ([`PosixKind::max_len`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`], saying the limit and why it is lower than `NAME_MAX`.
+    pub fn check_kind(&self, kind: PosixKind) -> Result<()> {
+        let len = self.file_name().len();
+        let max = kind.max_len();
+        if len <= max {
+            return Ok(());
+        }
+        let why = match kind {
+            PosixKind::Semaphore => " (glibc stores it as /dev/shm/sem.NAME, within NAME_MAX)",
+            PosixKind::SharedMemory => " (NAME_MAX, counting the '/', for shm_open)",
+            _ => " (NAME_MAX)",
+        };
+        Err(Error::with_note(
+            ErrorKind::InvalidName,
+            format!(
+                "a {} name has at most {max} bytes after the '/'{why}; this one has {len}",
+                kind.as_str()
+            ),
+        )
+        .on(format_args!("{:?}", self.as_str()))
+        .in_op("validate name"))
     }
 
     /// The name, with its leading slash.
@@ -136,6 +226,102 @@ mod tests {
         for bad in ["", "/", "x", "/a/b", "/a\0b", "/.", "/..", "//"] {
             let e = PosixName::new(bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidName, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_kind_refuses_one_byte_more_than_its_limit() {
+        for kind in [
+            PosixKind::SharedMemory,
+            PosixKind::MessageQueue,
+            PosixKind::Semaphore,
+        ] {
+            let max = format!("/{}", "k".repeat(kind.max_len()));
+            assert!(PosixName::for_kind(&max, kind).is_ok(), "{kind:?}");
+            let over = format!("/{}", "k".repeat(kind.max_len() + 1));
+            let e = PosixName::for_kind(&over, kind).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidName, "{kind:?}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("at most {}", kind.max_len())),
+                "{e}"
+            );
+        }
+    }
+
+    /// A name of `len` bytes after the slash, unique to this test process.
+    fn probe_name(len: usize) -> CString {
+        let head = format!("ipctest-namelen-{}-", std::process::id());
+        let mut s = format!("/{head}");
+        s.push_str(&"n".repeat(len - head.len()));
+        CString::new(s).unwrap()
+    }
+
+    /// The limits [`PosixKind::max_len`] states are the running system's: an object with the
+    /// longest name can be created, and one byte more is refused by the system itself.
+    #[test]
+    #[cfg_attr(miri, ignore = "makes system calls")]
+    fn kind_limits_are_the_systems() {
+        let created = |kind: PosixKind, len: usize| -> bool {
+            let n = probe_name(len);
+            let p = n.as_ptr();
+            // SAFETY: `p` is a NUL-terminated name that outlives each call; the calls take
+            // plain integers otherwise, and each object made is closed and removed at once.
+            unsafe {
+                match kind {
+                    PosixKind::SharedMemory => {
+                        let fd =
+                            libc::shm_open(p, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600);
+                        if fd < 0 {
+                            return false;
+                        }
+                        libc::close(fd);
+                        libc::shm_unlink(p);
+                    }
+                    PosixKind::MessageQueue => {
+                        let q = libc::mq_open(
+                            p,
+                            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                            0o600 as libc::mode_t,
+                            std::ptr::null_mut::<libc::mq_attr>(),
+                        );
+                        if q < 0 {
+                            return false;
+                        }
+                        libc::mq_close(q);
+                        libc::mq_unlink(p);
+                    }
+                    PosixKind::Semaphore => {
+                        let s = libc::sem_open(
+                            p,
+                            libc::O_CREAT | libc::O_EXCL,
+                            0o600 as libc::c_uint,
+                            0 as libc::c_uint,
+                        );
+                        if s == libc::SEM_FAILED {
+                            return false;
+                        }
+                        libc::sem_close(s);
+                        libc::sem_unlink(p);
+                    }
+                }
+            }
+            true
+        };
+        for kind in [
+            PosixKind::SharedMemory,
+            PosixKind::MessageQueue,
+            PosixKind::Semaphore,
+        ] {
+            assert!(created(kind, kind.max_len()), "{kind:?} at its limit");
+            // glibc's shm_open takes one byte more than rustix's, which ipc-shm uses; for the
+            // others the system itself refuses one byte more.
+            if kind != PosixKind::SharedMemory {
+                assert!(
+                    !created(kind, kind.max_len() + 1),
+                    "{kind:?} past its limit"
+                );
+            }
         }
     }
 

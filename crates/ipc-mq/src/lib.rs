@@ -19,6 +19,12 @@
 //! reaches the kernel, and a kernel limit is [`LimitExceeded`](ipc_core::ErrorKind::LimitExceeded)
 //! naming the knob (`/proc/sys/fs/mqueue/msg_max is 10`).
 //!
+//! Opening an existing queue (by name or by key) refuses one that another user owns, with
+//! [`PermissionDenied`](ipc_core::ErrorKind::PermissionDenied): anyone can put a queue under a
+//! name or key first, and its owner can remove it or change its mode at will. To talk to
+//! another user's queue on purpose, say so: `OpenOptions::any_owner(true)` ([`posix`],
+//! [`sysv`]). This is the policy of every named object of the workspace.
+//!
 //! # When to use a message queue
 //!
 //! - Over a **pipe or FIFO**: when messages must keep their boundaries without framing, when

@@ -43,7 +43,7 @@ pub const SYSV_MSGMNI: &str = "/proc/sys/kernel/msgmni";
 
 /// The value of a `/proc/sys` knob, if it can be read.
 pub(crate) fn read_knob(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    ipc_core::Limit::read_knob(path, 0)
 }
 
 fn soft_limit(resource: Resource) -> Option<u64> {

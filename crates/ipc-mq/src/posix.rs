@@ -71,8 +71,8 @@ use std::time::Duration;
 
 use ipc_core::fd::{Interest, wait};
 use ipc_core::{
-    Blocked, Deadline, Error, ErrorKind, MaxMessage, MessageReceiver, MessageSender, PosixName,
-    Properties, Result,
+    Blocked, Deadline, Error, ErrorKind, MaxMessage, MessageReceiver, MessageSender, PosixKind,
+    PosixName, Properties, Result,
 };
 use rustix::io::Errno;
 
@@ -145,6 +145,7 @@ pub struct OpenOptions {
     max_messages: Option<usize>,
     message_size: Option<usize>,
     nonblocking: bool,
+    any_owner: bool,
 }
 
 impl Default for OpenOptions {
@@ -165,6 +166,7 @@ impl OpenOptions {
             max_messages: None,
             message_size: None,
             nonblocking: false,
+            any_owner: false,
         }
     }
 
@@ -178,8 +180,7 @@ impl OpenOptions {
     /// exclusive create, then an open if the name exists, so [`Queue::was_created`] is exact.
     /// A queue that already existed keeps its own capacity and mode, and must be owned by this
     /// process's effective user (else [`ErrorKind::PermissionDenied`]): a queue squatted under
-    /// the name by someone else is refused. To open another user's queue, use
-    /// [`open`](OpenOptions::open) without `create`.
+    /// the name by someone else is refused, unless [`any_owner`](OpenOptions::any_owner).
     pub fn create(&mut self, create: bool) -> &mut OpenOptions {
         self.create = create;
         self
@@ -220,6 +221,17 @@ impl OpenOptions {
         self
     }
 
+    /// Accepts an existing queue owned by another user. By default an existing queue must be
+    /// owned by this process's effective user (checked with `fstat` on the opened
+    /// descriptor), else [`ErrorKind::PermissionDenied`]: another user's queue may have been
+    /// put under the name by anyone with access to `/dev/mqueue`, and its owner can remove it
+    /// or change its mode at will. The same policy holds for every named object of this
+    /// workspace (FIFOs, shared memory, semaphores); each has such an override.
+    pub fn any_owner(&mut self, any_owner: bool) -> &mut OpenOptions {
+        self.any_owner = any_owner;
+        self
+    }
+
     /// Opens (or creates) the queue `name` (`mq_open(3)`).
     ///
     /// Checked before any system call: the name ([`ErrorKind::InvalidName`]), the mode and the
@@ -229,7 +241,8 @@ impl OpenOptions {
     /// # Errors
     /// - [`ErrorKind::NotFound`]: no queue has this name (and not creating).
     /// - [`ErrorKind::AlreadyExists`]: creating exclusively and the name is taken.
-    /// - [`ErrorKind::PermissionDenied`]: the mode does not grant this access.
+    /// - [`ErrorKind::PermissionDenied`]: the mode does not grant this access, or the existing
+    ///   queue is another user's (see [`any_owner`](OpenOptions::any_owner)).
     /// - [`ErrorKind::LimitExceeded`], naming the knob and its value: the capacity exceeds
     ///   `/proc/sys/fs/mqueue/msg_max` or `msgsize_max` (or, for a process with
     ///   `CAP_SYS_RESOURCE`, the kernel's [`HARD_MSGMAX`] / [`HARD_MSGSIZEMAX`]); the namespace
@@ -240,7 +253,9 @@ impl OpenOptions {
     /// - [`mq_open(3)`](https://man7.org/linux/man-pages/man3/mq_open.3.html)
     #[doc(alias = "mq_open")]
     pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Queue> {
-        let name = name.try_into()?;
+        let name: PosixName = name.try_into()?;
+        name.check_kind(PosixKind::MessageQueue)
+            .map_err(|e| e.in_op("mq_open"))?;
         let attr = self.checked_attr(&name)?;
         let mut base = oflag(self.access);
         if self.nonblocking {
@@ -248,7 +263,13 @@ impl OpenOptions {
         }
         let create = base | libc::O_CREAT | libc::O_EXCL;
         let (fd, created) = match Creation::of(self.create, self.create_new) {
-            Creation::OpenExisting => (open_raw(&name, base, 0, None)?, false),
+            Creation::OpenExisting => {
+                let fd = open_raw(&name, base, 0, None)?;
+                if !self.any_owner {
+                    check_owner(&fd, &name)?;
+                }
+                (fd, false)
+            }
             Creation::CreateNew => (open_raw(&name, create, self.mode, attr)?, true),
             Creation::OpenOrCreate => self.open_or_create(&name, base, create, attr)?,
         };
@@ -284,7 +305,9 @@ impl OpenOptions {
             }
             match open_raw(name, base, 0, None) {
                 Ok(fd) => {
-                    check_owner(&fd, name)?;
+                    if !self.any_owner {
+                        check_owner(&fd, name)?;
+                    }
                     return Ok((fd, false));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
@@ -362,7 +385,7 @@ fn open_raw(name: &PosixName, oflag: i32, mode: u32, attr: Option<sys::MqAttr>) 
     })
 }
 
-/// Refuses a queue owned by another user (opened by `open_or_create`, which promises "ours").
+/// Refuses a queue owned by another user (unless `OpenOptions::any_owner`).
 fn check_owner(fd: &OwnedFd, name: &PosixName) -> Result<()> {
     let st = rustix::fs::fstat(fd).map_err(|e| Error::from(e).in_op("fstat").on(name))?;
     let me = rustix::process::geteuid().as_raw();
@@ -370,7 +393,8 @@ fn check_owner(fd: &OwnedFd, name: &PosixName) -> Result<()> {
         let e = Error::with_note(
             ErrorKind::PermissionDenied,
             format!(
-                "the queue exists and is owned by uid {}, not by this process's uid {me}",
+                "the queue exists and is owned by uid {}, not by this process's uid {me}; \
+                 OpenOptions::any_owner(true) opens it anyway",
                 st.st_uid
             ),
         )

@@ -244,6 +244,7 @@ pub struct OpenOptions {
     create: bool,
     create_new: bool,
     mode: u32,
+    any_owner: bool,
 }
 
 impl Default for OpenOptions {
@@ -260,7 +261,19 @@ impl OpenOptions {
             create: false,
             create_new: false,
             mode: DEFAULT_MODE,
+            any_owner: false,
         }
+    }
+
+    /// Accepts an existing queue owned by another user. By default an existing queue must be
+    /// owned by this process's effective user (`msgctl(IPC_STAT)`), else
+    /// [`ErrorKind::PermissionDenied`]: anyone can create a queue under a key before its
+    /// rightful user does, and its owner can remove it or change its mode at will. The same
+    /// policy holds for every named object of this workspace; each has such an override.
+    /// ([`Queue::from_id`] makes no check at all: whoever hands out an id vouches for it.)
+    pub fn any_owner(&mut self, any_owner: bool) -> &mut OpenOptions {
+        self.any_owner = any_owner;
+        self
     }
 
     /// The access to check when opening an existing queue (`msgget` refuses with
@@ -301,7 +314,8 @@ impl OpenOptions {
     ///   for opening [`Key::PRIVATE`] without creating.
     /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating).
     /// - [`ErrorKind::AlreadyExists`]: creating exclusively and a queue has the key.
-    /// - [`ErrorKind::PermissionDenied`]: the queue's mode does not grant the access.
+    /// - [`ErrorKind::PermissionDenied`]: the queue's mode does not grant the access, or the
+    ///   existing queue is another user's (see [`any_owner`](OpenOptions::any_owner)).
     /// - [`ErrorKind::LimitExceeded`]: `/proc/sys/kernel/msgmni` queues exist already (named,
     ///   with its value).
     ///
@@ -334,7 +348,13 @@ impl OpenOptions {
                     "IPC_PRIVATE names no existing queue; create one, or open it by id".into(),
                 );
             }
-            Creation::OpenExisting => (msgget(key, access)?, false),
+            Creation::OpenExisting => {
+                let id = msgget(key, access)?;
+                if !self.any_owner {
+                    check_owner(id, key)?;
+                }
+                (id, false)
+            }
             Creation::CreateNew => (msgget(key, create)?, true),
             Creation::OpenOrCreate if key.is_private() => (msgget(key, create)?, true),
             Creation::OpenOrCreate => self.open_or_create(key, access, create)?,
@@ -356,22 +376,8 @@ impl OpenOptions {
             }
             match msgget(key, access) {
                 Ok(id) => {
-                    let ds = sys::msgctl_stat(id)
-                        .map_err(|errno| queue_error(errno).in_op("msgctl(IPC_STAT)").on(key))?;
-                    let me = rustix::process::geteuid().as_raw();
-                    if ds.msg_perm.uid != me {
-                        let e = Error::with_note(
-                            ErrorKind::PermissionDenied,
-                            format!(
-                                "a queue has this key and is owned by uid {}, not by this \
-                                 process's uid {me}",
-                                ds.msg_perm.uid
-                            ),
-                        )
-                        .in_op("msgget")
-                        .on(key);
-                        tracing::debug!(error = %e, "msgget");
-                        return Err(e);
+                    if !self.any_owner {
+                        check_owner(id, key)?;
                     }
                     return Ok((id, false));
                 }
@@ -388,6 +394,54 @@ impl OpenOptions {
         tracing::debug!(error = %e, "msgget");
         Err(e)
     }
+}
+
+/// Refuses a queue owned by another user (unless `OpenOptions::any_owner`).
+fn check_owner(id: i32, key: Key) -> Result<()> {
+    let uid = match sys::msgctl_stat(id) {
+        Ok(ds) => ds.msg_perm.uid,
+        // IPC_STAT needs read permission, which a write-only queue denies even its owner:
+        // /proc/sysvipc/msg (this IPC namespace's queues, readable by all) names the owner.
+        Err(Errno::ACCESS) => owner_from_proc(id).ok_or_else(|| {
+            Error::with_note(
+                ErrorKind::PermissionDenied,
+                "cannot tell who owns the queue (no read permission, and /proc/sysvipc/msg \
+                 does not say); OpenOptions::any_owner(true) opens it anyway",
+            )
+            .in_op("msgget")
+            .on(key)
+        })?,
+        Err(errno) => return Err(queue_error(errno).in_op("msgctl(IPC_STAT)").on(key)),
+    };
+    let me = rustix::process::geteuid().as_raw();
+    if uid != me {
+        let e = Error::with_note(
+            ErrorKind::PermissionDenied,
+            format!(
+                "a queue has this key and is owned by uid {uid}, not by this process's uid \
+                 {me}; OpenOptions::any_owner(true) opens it anyway"
+            ),
+        )
+        .in_op("msgget")
+        .on(key);
+        tracing::debug!(error = %e, "msgget");
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The owner of queue `id` as `/proc/sysvipc/msg` lists it (columns: key msqid perms cbytes
+/// qnum lspid lrpid uid ...).
+fn owner_from_proc(id: i32) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/sysvipc/msg").ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let id_col = header.iter().position(|c| *c == "msqid")?;
+    let uid_col = header.iter().position(|c| *c == "uid")?;
+    lines.find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        (cols.get(id_col)?.parse::<i32>().ok()? == id).then(|| cols.get(uid_col)?.parse().ok())?
+    })
 }
 
 fn msgget(key: Key, flags: i32) -> Result<i32> {
@@ -1035,11 +1089,14 @@ impl Queue {
         };
         let qbytes = ds.msg_qbytes as u64;
         if len as u64 > qbytes {
-            let e = Error::message_too_large(
-                len,
-                qbytes as usize,
-                "msg_qbytes, the queue's byte limit",
-            );
+            let what = match read_knob(SYSV_MSGMNB) {
+                Some(mnb) => format!(
+                    "msg_qbytes, the queue's byte limit; new queues get {SYSV_MSGMNB}, \
+                     which is {mnb}"
+                ),
+                None => format!("msg_qbytes, the queue's byte limit (default {SYSV_MSGMNB})"),
+            };
+            let e = Error::message_too_large(len, qbytes as usize, what);
             return Err(self.fail(e, "msgsnd"));
         }
         Ok(())

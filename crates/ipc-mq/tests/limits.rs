@@ -4,12 +4,13 @@
 //! permissions. Behaviour only an unprivileged process shows runs in a child that drops from
 //! root to `nobody` (or as is, when the suite runs unprivileged).
 
+use ipc_core::MessageSender;
 use ipc_core::{ErrorKind, Limit, PosixName};
 use ipc_mq::knobs::{
     HARD_MSGMAX, HARD_MSGSIZEMAX, MSG_MAX, MSGSIZE_MAX, QUEUES_MAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE,
-    SYSV_MSGMNB,
+    SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI,
 };
-use ipc_mq::posix::{Limits, Queue, UnlinkGuard};
+use ipc_mq::posix::{Limits, OpenOptions as PosixOpenOptions, Queue, UnlinkGuard};
 use ipc_mq::{Access, sysv};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
@@ -181,17 +182,29 @@ fn unprivileged(ctx: &Ctx) {
     ] {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     }
-    // Open to everyone (0o666) but root's: `open` works, `open_or_create`, which promises
-    // a queue of our own, refuses it as squatted.
-    Queue::open(a[3], Access::ReadWrite).unwrap();
-    let e = Queue::open_or_create(a[3], 1, 1).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("owned by uid 0"), "{e}");
+    // Open to everyone (0o666) but root's: `open` and `open_or_create` refuse another
+    // user's queue (it may be squatted), unless asked with `any_owner`.
+    for e in [
+        Queue::open(a[3], Access::ReadWrite).unwrap_err(),
+        Queue::open_or_create(a[3], 1, 1).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        assert!(e.to_string().contains("any_owner"), "{e}");
+    }
+    let mut q = PosixOpenOptions::new().any_owner(true).open(a[3]).unwrap();
+    q.try_send(b"any owner").unwrap();
     let key = sysv::Key::from_raw(a[4].parse().unwrap());
-    sysv::Queue::open(key, Access::ReadWrite).unwrap();
-    let e = sysv::Queue::open_or_create(key).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("owned by uid 0"), "{e}");
+    for e in [
+        sysv::Queue::open(key, Access::ReadWrite).unwrap_err(),
+        sysv::Queue::open_or_create(key).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("owned by uid 0"), "{e}");
+        assert!(e.to_string().contains("any_owner"), "{e}");
+    }
+    let q = sysv::OpenOptions::new().any_owner(true).open(key).unwrap();
+    q.try_send_typed(1, b"any owner").unwrap();
 
     // Send-only (0o622) and full: a send waits or would block; it is not refused for want
     // of the read permission that IPC_STAT (the "can it ever fit" check) needs.
@@ -206,7 +219,77 @@ fn unprivileged(ctx: &Ctx) {
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
 }
 
-roles!(low_rlimit_msgqueue, low_rlimit_nofile, unprivileged);
+/// The line a child prints when it cannot make a private IPC namespace.
+const SKIP_NS: &str = "skipped: unshare(CLONE_NEWIPC) is not permitted";
+
+/// In a private IPC namespace (so the lowered knobs touch nothing else), exhausts `msgmni`,
+/// `msgmax` and `msgmnb` and checks each error names its knob and value.
+fn sysv_msg_limits(_: &Ctx) {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let set = |path: &str, v: u64| std::fs::write(path, v.to_string()).unwrap();
+    // msgmni: two queues may exist.
+    set(SYSV_MSGMNI, 2);
+    let a = sysv::Queue::private().unwrap();
+    let _ga = a.remove_guard();
+    let b = sysv::Queue::private().unwrap();
+    let _gb = b.remove_guard();
+    let e = sysv::Queue::private().unwrap_err();
+    let l = limit_of(&e);
+    assert_eq!((&*l.knob, l.value), (SYSV_MSGMNI, Some(2)), "{e}");
+    assert!(
+        e.to_string().contains("/proc/sys/kernel/msgmni is 2"),
+        "{e}"
+    );
+    set(SYSV_MSGMNI, 32000);
+
+    // msgmax: the largest message.
+    set(SYSV_MSGMAX, 100);
+    let q = sysv::Queue::private().unwrap();
+    let g = q.remove_guard();
+    let e = q.send_typed(1, &[7; 101]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    assert_eq!(e.message_size(), Some((101, 100)), "{e}");
+    assert!(e.to_string().contains("/proc/sys/kernel/msgmax"), "{e}");
+    q.send_typed(1, &[7; 100]).unwrap();
+    drop((q, g));
+    set(SYSV_MSGMAX, 8192);
+
+    // msgmnb: a new queue's byte limit; a message longer than that can never be sent.
+    set(SYSV_MSGMNB, 64);
+    let q = sysv::Queue::private().unwrap();
+    let _g = q.remove_guard();
+    assert_eq!(q.status().unwrap().max_bytes, 64);
+    let e = q.send_typed(1, &[7; 100]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    assert_eq!(e.message_size(), Some((100, 64)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("/proc/sys/kernel/msgmnb, which is 64"),
+        "{e}"
+    );
+    eprintln!("checked");
+}
+
+roles!(
+    low_rlimit_msgqueue,
+    low_rlimit_nofile,
+    unprivileged,
+    sysv_msg_limits
+);
+
+#[test]
+fn each_sysv_queue_limit_names_its_knob_and_value() {
+    let out = spawn("sysv_msg_limits").start().wait_success();
+    if out.stderr.contains(SKIP_NS) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
 
 // ---- tests ----
 

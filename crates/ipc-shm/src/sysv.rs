@@ -1,7 +1,7 @@
 //! System V shared memory (`shmget`/`shmat`/`shmdt`/`shmctl(IPC_RMID)`), for interop with
 //! programs that still use it, and [`SysvGuard`] that removes a segment on drop.
 
-use ipc_core::{Error, ErrorKind, Result};
+use ipc_core::{Error, ErrorKind, Limit, Result};
 use rustix::io::Errno;
 
 use crate::segment::{Segment, SegmentKind};
@@ -26,23 +26,48 @@ impl SysvKey {
     }
 }
 
+/// `/proc/sys/kernel/shmmax`: the largest System V segment, in bytes.
+const SHMMAX: &str = "/proc/sys/kernel/shmmax";
+/// `/proc/sys/kernel/shmall`: the pages all System V segments of the IPC namespace may take.
+const SHMALL: &str = "/proc/sys/kernel/shmall";
+/// `/proc/sys/kernel/shmmni`: how many System V segments the IPC namespace may hold.
+const SHMMNI: &str = "/proc/sys/kernel/shmmni";
+/// The segments of this process's IPC namespace, one line each after a header line.
+const SYSVIPC_SHM: &str = "/proc/sysvipc/shm";
+
+/// How many segments exist in this IPC namespace, if `/proc/sysvipc/shm` can be read.
+fn segments_in_use() -> Option<u64> {
+    let text = std::fs::read_to_string(SYSVIPC_SHM).ok()?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count() as u64,
+    )
+}
+
 fn shmget_error(e: Errno, size: usize, what: String) -> Error {
-    let knob = |knob: &'static str| {
-        let value = std::fs::read_to_string(knob)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        Error::limit(knob, value).with_source(e.into())
-    };
+    let src = || std::io::Error::from_raw_os_error(e.raw_os_error());
     let err = match e {
-        // EINVAL: size below SHMMIN or above SHMMAX (or larger than an existing segment).
-        Errno::INVAL => knob("/proc/sys/kernel/shmmax"),
-        // ENOSPC: all ids in use, or the system-wide page total would be exceeded.
+        // EINVAL: size above SHMMAX (or below SHMMIN, 1, which `sysv_create` refuses first).
+        Errno::INVAL if Limit::read_knob(SHMMAX, 0).is_some_and(|max| size as u64 > max) => {
+            Error::limit_knob(SHMMAX).with_source(src())
+        }
+        // ENOSPC: either every id is in use (SHMMNI) or the namespace's page total would pass
+        // SHMALL. Which one: count the segments; when the count is unknown, the size decides
+        // (a segment larger than SHMALL pages can never fit).
         Errno::NOSPC => {
-            let mut e = knob("/proc/sys/kernel/shmall");
-            if size == 0 {
-                e = knob("/proc/sys/kernel/shmmni");
+            let mni = Limit::read_knob(SHMMNI, 0);
+            let used = segments_in_use();
+            let out_of_ids = match (used, mni) {
+                (Some(used), Some(mni)) => used >= mni,
+                _ => false,
+            };
+            if out_of_ids {
+                Error::limit_knob(SHMMNI).with_source(src())
+            } else {
+                Error::limit_knob(SHMALL).with_source(src())
             }
-            e
         }
         e => Error::from(e),
     };
@@ -58,7 +83,11 @@ fn attach(id: i32, read_only: bool, min_len: usize, any_owner: bool) -> Result<S
     if !any_owner && st.uid != me {
         return Err(Error::with_note(
             ErrorKind::PermissionDenied,
-            format!("owned by uid {}, not by this process's uid {me}", st.uid),
+            format!(
+                "owned by uid {}, not by this process's uid {me}; \
+                 Segment::sysv_attach_any_owner attaches it anyway",
+                st.uid
+            ),
         )
         .in_op("shmat")
         .on(&kind));
@@ -87,20 +116,32 @@ fn attach(id: i32, read_only: bool, min_len: usize, any_owner: bool) -> Result<S
 impl Segment {
     /// Creates a System V segment of `size` bytes with mode `0o600` and attaches it
     /// read-write. With a [`SysvKey::Key`], fails if a segment with that key exists
-    /// (`IPC_EXCL`).
+    /// (`IPC_EXCL`). [`sysv_create_with_mode`](Segment::sysv_create_with_mode) takes the mode.
     ///
     /// Makes `shmget(key, size, IPC_CREAT | IPC_EXCL | 0600)` and `shmat`. The segment
     /// stays until removed with [`Segment::sysv_remove`] or a [`SysvGuard`], even after every
     /// process detached: System V segments are not reference-counted like memfds.
     ///
     /// Errors: [`ErrorKind::AlreadyExists`] for a key in use, [`ErrorKind::LimitExceeded`]
-    /// naming `/proc/sys/kernel/shmmax`, `shmall` or `shmmni`.
+    /// naming the knob and its value: `/proc/sys/kernel/shmmax` for a size above it,
+    /// `/proc/sys/kernel/shmmni` when the IPC namespace has that many segments,
+    /// `/proc/sys/kernel/shmall` when the pages of all segments would pass it.
     ///
     /// # References
     /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
     #[doc(alias = "shmget")]
     pub fn sysv_create(key: SysvKey, size: usize) -> Result<Segment> {
+        Segment::sysv_create_with_mode(key, size, 0o600)
+    }
+
+    /// [`sysv_create`](Segment::sysv_create) with permission bits `mode` (at most `0o777`;
+    /// System V modes are exact, no umask applies).
+    ///
+    /// Errors: as `sysv_create`, and [`ErrorKind::InvalidInput`] for bits beyond `0o777`,
+    /// before any system call.
+    #[doc(alias = "shmget")]
+    pub fn sysv_create_with_mode(key: SysvKey, size: usize, mode: u32) -> Result<Segment> {
         let what = format!("System V key {key:?}");
         if size == 0 {
             return Err(
@@ -109,10 +150,24 @@ impl Segment {
                     .on(what),
             );
         }
-        let flags = libc::IPC_CREAT | libc::IPC_EXCL | 0o600;
+        if mode & !0o777 != 0 {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits beyond 0o777 (permission bits only)"),
+            )
+            .in_op("shmget")
+            .on(what));
+        }
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | mode as libc::c_int;
         let id = sys::shmget(key.raw(), size, flags).map_err(|e| shmget_error(e, size, what))?;
-        tracing::trace!(id, size, "created System V segment");
-        attach(id, false, size, false).inspect_err(|_| {
+        tracing::trace!(
+            id,
+            size,
+            mode = format_args!("{mode:#o}"),
+            "created System V segment"
+        );
+        // Our own new segment: the owner is us (root included), so no owner check is needed.
+        attach(id, false, size, true).inspect_err(|_| {
             let _ = sys::shm_rmid(id);
         })
     }
@@ -130,6 +185,10 @@ impl Segment {
     /// with `shmctl(IPC_STAT)` that it is owned by this user and at least `min_len` bytes.
     /// Only the segment's own size is accessible, not the rest of its last page.
     ///
+    /// A segment owned by another user is refused: its owner can change its mode, or remove
+    /// it and let another take the id, at will. To attach one anyway, use
+    /// [`sysv_attach_any_owner`](Segment::sysv_attach_any_owner).
+    ///
     /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
     /// not exist or was removed, [`ErrorKind::PermissionDenied`] for a foreign owner or mode,
     /// [`ErrorKind::WrongType`] if it is smaller than `min_len`.
@@ -140,6 +199,13 @@ impl Segment {
     #[doc(alias = "shmat")]
     pub fn sysv_attach(id: i32, read_only: bool, min_len: usize) -> Result<Segment> {
         attach(id, read_only, min_len, false)
+    }
+
+    /// [`sysv_attach`](Segment::sysv_attach) without the owner check: attaches a segment
+    /// whatever user owns it (its mode still decides whether the kernel lets us).
+    #[doc(alias = "shmat")]
+    pub fn sysv_attach_any_owner(id: i32, read_only: bool, min_len: usize) -> Result<Segment> {
+        attach(id, read_only, min_len, true)
     }
 
     /// The System V id, for a System V segment.

@@ -38,6 +38,16 @@
 //! - A lock that must be released by the kernel when its holder dies, with no memory to
 //!   repair: [`SemaphoreSet`] with `SEM_UNDO`.
 //!
+//! # Named objects: who may have made them
+//!
+//! [`NamedSemaphore::open`] and [`SemaphoreSet::open`] refuse an object another user owns
+//! ([`PermissionDenied`](ipc_core::ErrorKind::PermissionDenied)): anyone can put one under a
+//! name or key first, and its owner can remove it or change its mode at will. Say so to use one
+//! anyway: [`NamedSemaphore::open_any_owner`], [`SetOpenOptions::any_owner`]. A named
+//! semaphore's file is checked before it is mapped (a FIFO, socket, directory, device, symbolic
+//! link or short file planted there is [`WrongType`](ipc_core::ErrorKind::WrongType), without
+//! blocking), and modes are exact, not umasked.
+//!
 //! # Example: a counter in shared memory, across a crash
 //!
 //! ```
@@ -112,4 +122,4 @@ pub use named::{NamedSemaphore, SEM_VALUE_MAX};
 pub use semaphore::Semaphore;
 pub use shared::{Shared, SharedData, SharedObject};
 pub use spin::{SPIN_BUDGET, Spin};
-pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet};
+pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};

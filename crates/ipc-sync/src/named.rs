@@ -4,17 +4,18 @@
 use std::fmt;
 use std::time::Duration;
 
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, NAME_MAX, PosixName, Result};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd};
+
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, PosixKind, PosixName, Result};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::futex::monotonic_timespec;
-use crate::sys::{self, SemPtr, SemWait};
+use crate::sys::{self, SEM_SIZE, SemPtr, SemWait};
 
 /// The largest value of a POSIX semaphore on Linux (`SEM_VALUE_MAX`).
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
-
-/// glibc stores the semaphore `/name` as the file `/dev/shm/sem.name`: four bytes of prefix.
-const GLIBC_PREFIX: usize = "sem.".len();
 
 /// A POSIX named semaphore: a counting semaphore that unrelated processes open by name
 /// (`/name`), compatible with every program that uses `sem_open` (C, Python's `posix_ipc`,
@@ -52,32 +53,167 @@ pub struct NamedSemaphore {
     unlink_on_drop: bool,
 }
 
-// SAFETY: `sem_t` operations are thread-safe (POSIX), and the pointer stays valid until `Drop`
-// calls `sem_close`.
+// SAFETY: `sem_t` operations are thread-safe (POSIX), and the mapping stays valid until `Drop`
+// unmaps it.
 unsafe impl Send for NamedSemaphore {}
 // SAFETY: as above.
 unsafe impl Sync for NamedSemaphore {}
 
 fn check_name(name: impl TryInto<PosixName, Error = Error>) -> Result<PosixName> {
     let name = name.try_into()?;
-    if name.file_name().len() > NAME_MAX - GLIBC_PREFIX {
-        return Err(Error::with_note(
-            ErrorKind::InvalidName,
-            "a semaphore name has at most 251 bytes after the '/' (glibc prefixes \"sem.\")",
-        )
-        .in_op("sem_open")
-        .on(name));
-    }
+    name.check_kind(PosixKind::Semaphore)
+        .map_err(|e| e.in_op("sem_open").on(&name))?;
     Ok(name)
 }
 
+/// Where glibc keeps the semaphore `/NAME`: `/dev/shm/sem.NAME`.
+fn sem_path(name: &PosixName) -> CString {
+    CString::new(format!("{SEM_DIR}/sem.{}", name.file_name())).expect("names have no NUL")
+}
+
+/// The directory of named semaphore files (glibc's, since 2.34 fixed at `/dev/shm`).
+const SEM_DIR: &str = "/dev/shm";
+
+/// What a file of type `t` is called in messages.
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        _ => "file of unknown type",
+    }
+}
+
+/// Checks what `fstat` says about a semaphore file: a regular file, of at least one `sem_t`,
+/// owned by us unless `any_owner`.
+fn check_sem_file(st: &rustix::fs::Stat, path: &CString, any_owner: bool) -> Result<()> {
+    let t = FileType::from_raw_mode(st.st_mode);
+    if t != FileType::RegularFile {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            format!(
+                "a {} is at {}, not a semaphore file; refused without opening it",
+                type_name(t),
+                path.to_string_lossy()
+            ),
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if !any_owner && st.st_uid != me {
+        return Err(Error::with_note(
+            ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {}, not by this process's uid {me}; \
+                 NamedSemaphore::open_any_owner opens it anyway",
+                st.st_uid
+            ),
+        ));
+    }
+    if (st.st_size as u64) < SEM_SIZE as u64 {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            format!(
+                "the file has {} bytes, fewer than a semaphore's {SEM_SIZE}: not made by \
+                 sem_open, or cut short",
+                st.st_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The error of an `open` of a semaphore file.
+fn open_error(errno: Errno) -> Error {
+    match errno {
+        // O_NOFOLLOW met a symbolic link; ENXIO/ENODEV: a socket or device (the type check
+        // before the open makes these a swap in between).
+        Errno::LOOP | Errno::NXIO | Errno::NODEV => Error::with_note(
+            ErrorKind::WrongType,
+            "not a semaphore file (a symbolic link, socket or device)",
+        )
+        .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error())),
+        e => Error::from(e),
+    }
+}
+
+/// Opens the semaphore file of `name` for reading and writing, refusing anything but a
+/// regular file of ours (unless `any_owner`) big enough for a `sem_t`, and maps it.
+///
+/// Nothing here can block: the type is checked on an `O_PATH` descriptor (which opens nothing)
+/// before the real open, and that open has `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY` in case the
+/// name was swapped in between; what is mapped is checked again with `fstat` on the very
+/// descriptor that is mapped.
+fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
+    let path = sem_path(name);
+    let probe = rustix::fs::open(
+        &path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(open_error)?;
+    let st = rustix::fs::fstat(&probe)?;
+    check_sem_file(&st, &path, any_owner)?;
+    drop(probe);
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(open_error)?;
+    let st = rustix::fs::fstat(&fd)?;
+    check_sem_file(&st, &path, any_owner)?;
+    Ok(sys::sem_map(fd.as_fd())?)
+}
+
+/// Creates the semaphore file of `name` with exactly `mode` and `value`: an unnamed file in
+/// `/dev/shm` (`O_TMPFILE`), `fchmod` to `mode` (so the umask does not apply), the `sem_t`
+/// initialised in it, and only then a link under the name (`linkat`), which fails if the name
+/// is taken by anything. Other processes never see a half-made semaphore, and a creator killed
+/// at any step before the link leaves nothing behind.
+fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<SemPtr> {
+    let fd = rustix::fs::open(
+        SEM_DIR,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| Error::from(e).in_op("open(O_TMPFILE)"))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+        .map_err(|e| Error::from(e).in_op("fchmod"))?;
+    rustix::fs::ftruncate(&fd, SEM_SIZE as u64).map_err(|e| Error::from(e).in_op("ftruncate"))?;
+    let sem = sys::sem_map(fd.as_fd()).map_err(|e| Error::from(e).in_op("mmap"))?;
+    let unmap = |e: Error| {
+        // SAFETY: `sem` came from sem_map just above and is not used after this.
+        let _ = unsafe { sys::sem_unmap(sem) };
+        e
+    };
+    // SAFETY: `sem` is our new mapping of a file no other process can reach yet.
+    unsafe { sys::sem_init_shared(sem, value) }
+        .map_err(|e| unmap(Error::from(e).in_op("sem_init")))?;
+    let path = sem_path(name);
+    let via_proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let linked =
+        match rustix::fs::linkat(CWD, via_proc.as_str(), CWD, &path, AtFlags::SYMLINK_FOLLOW) {
+            // No /proc: linking the descriptor itself needs CAP_DAC_READ_SEARCH, but try.
+            Err(Errno::NOENT) => rustix::fs::linkat(&fd, "", CWD, &path, AtFlags::EMPTY_PATH),
+            other => other,
+        };
+    linked.map_err(|e| unmap(Error::from(e).in_op("linkat")))?;
+    Ok(sem)
+}
+
 impl NamedSemaphore {
-    /// Creates the semaphore `name` with the initial `value`, failing if it exists
-    /// (`sem_open` with `O_CREAT | O_EXCL`, mode `0o600`).
+    /// Creates the semaphore `name` with the initial `value`, failing if it exists (what
+    /// `sem_open` with `O_CREAT | O_EXCL` and mode `0o600` does).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidName`]: not a valid POSIX name (checked before any syscall).
-    /// - [`ErrorKind::AlreadyExists`]: the name is taken.
+    /// - [`ErrorKind::InvalidName`]: not a valid POSIX name, or longer than 251 bytes (checked
+    ///   before any syscall).
+    /// - [`ErrorKind::AlreadyExists`]: the name is taken (by a semaphore or by any file at
+    ///   `/dev/shm/sem.NAME`).
     /// - [`ErrorKind::LimitExceeded`]: `value` is above [`SEM_VALUE_MAX`], or out of
     ///   descriptors or space in `/dev/shm`.
     /// - [`ErrorKind::PermissionDenied`]: `/dev/shm` is not writable for us.
@@ -89,26 +225,51 @@ impl NamedSemaphore {
         Self::create_with_mode(name, value, 0o600)
     }
 
-    /// [`create`](NamedSemaphore::create) with permission bits `mode` (subject to the umask).
+    /// [`create`](NamedSemaphore::create) with permission bits `mode`, exactly: unlike
+    /// `sem_open`, the umask does not apply (the file is made without a name, `fchmod`ed and
+    /// then linked, so it never has another mode under the name).
+    ///
+    /// Makes `open(/dev/shm, O_TMPFILE)`, `fchmod`, `ftruncate`, `mmap`, `sem_init` and
+    /// `linkat` to `/dev/shm/sem.NAME`: the file `sem_open` makes, so C programs and other
+    /// libraries open it with `sem_open` as usual. A creator killed at any step leaves either
+    /// nothing or a complete semaphore.
+    ///
+    /// # Errors
+    /// As [`create`](NamedSemaphore::create), and [`ErrorKind::InvalidInput`] for a mode with
+    /// bits beyond `0o777` (set-user-ID, set-group-ID, sticky), before any syscall.
     pub fn create_with_mode(
         name: impl TryInto<PosixName, Error = Error>,
         value: u32,
         mode: u32,
     ) -> Result<Self> {
         let name = check_name(name)?;
-        if value > SEM_VALUE_MAX {
-            return Err(
-                Error::limit("SEM_VALUE_MAX", Some(u64::from(SEM_VALUE_MAX)))
-                    .in_op("sem_open")
-                    .on(name),
-            );
-        }
-        let sem = sys::sem_open(name.as_c_str(), Some((mode, value))).map_err(|e| {
-            let e = Error::from(e).in_op("sem_open(O_CREAT|O_EXCL)").on(&name);
+        let fail = |e: Error| {
+            let e = e.in_op("sem_open(O_CREAT|O_EXCL)").on(&name);
             tracing::debug!(error = %e, "named semaphore not created");
             e
+        };
+        if mode & !0o777 != 0 {
+            return Err(fail(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits beyond 0o777 (permission bits only)"),
+            )));
+        }
+        if value > SEM_VALUE_MAX {
+            return Err(fail(Error::limit(
+                "SEM_VALUE_MAX",
+                Some(u64::from(SEM_VALUE_MAX)),
+            )));
+        }
+        let sem = create_mapped(&name, value, mode).map_err(|e| {
+            // Keep the step that failed (linkat, fchmod, ...) in the message.
+            let step = e.op().map(|op| format!("sem_open(O_CREAT|O_EXCL): {op}"));
+            let e = fail(e);
+            match step {
+                Some(op) => e.in_op(op),
+                None => e,
+            }
         })?;
-        tracing::trace!(name = %name, value, "created named semaphore");
+        tracing::trace!(name = %name, value, mode = format_args!("{mode:#o}"), "created named semaphore");
         Ok(NamedSemaphore {
             sem,
             name,
@@ -116,18 +277,42 @@ impl NamedSemaphore {
         })
     }
 
-    /// Opens the existing semaphore `name` (`sem_open` without `O_CREAT`).
+    /// Opens the existing semaphore `name`, if this process's user owns it (what `sem_open`
+    /// without `O_CREAT` does, with checks `sem_open` lacks).
+    ///
+    /// The file `/dev/shm/sem.NAME` is checked before it is used: it must be a regular file
+    /// (a FIFO, socket, directory, device or symbolic link planted there is refused with
+    /// [`ErrorKind::WrongType`], without blocking), at least one `sem_t` long (an empty file
+    /// would kill the process with `SIGBUS` at the first `wait`), and owned by this process's
+    /// effective user: another user's semaphore is refused, as every object of this workspace
+    /// is by default, since its owner can remove it or change its mode at will.
+    /// [`open_any_owner`](NamedSemaphore::open_any_owner) opens one anyway. (A process that
+    /// may write the file can still truncate it after the check, as with `sem_open`; the owner
+    /// check is what keeps other users from doing so.)
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`] if there is none; [`ErrorKind::PermissionDenied`];
+    /// [`ErrorKind::NotFound`] if there is none; [`ErrorKind::PermissionDenied`] for another
+    /// user's semaphore or without access; [`ErrorKind::WrongType`];
     /// [`ErrorKind::InvalidName`].
     ///
     /// # References
     /// - [`sem_open(3)`](https://man7.org/linux/man-pages/man3/sem_open.3.html)
+    #[doc(alias = "sem_open")]
     pub fn open(name: impl TryInto<PosixName, Error = Error>) -> Result<Self> {
+        Self::open_checked(name, false)
+    }
+
+    /// [`open`](NamedSemaphore::open) without the owner check: opens a semaphore whatever
+    /// user owns it (its mode still decides whether we may). Every other check stays.
+    #[doc(alias = "sem_open")]
+    pub fn open_any_owner(name: impl TryInto<PosixName, Error = Error>) -> Result<Self> {
+        Self::open_checked(name, true)
+    }
+
+    fn open_checked(name: impl TryInto<PosixName, Error = Error>, any_owner: bool) -> Result<Self> {
         let name = check_name(name)?;
-        let sem = sys::sem_open(name.as_c_str(), None).map_err(|e| {
-            let e = Error::from(e).in_op("sem_open").on(&name);
+        let sem = open_mapped(&name, any_owner).map_err(|e| {
+            let e = e.in_op("sem_open").on(&name);
             tracing::debug!(error = %e, "named semaphore not opened");
             e
         })?;
@@ -181,7 +366,7 @@ impl NamedSemaphore {
     /// - [`sem_post(3)`](https://man7.org/linux/man-pages/man3/sem_post.3.html)
     #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
-        // SAFETY: `self.sem` is open until `Drop`.
+        // SAFETY: `self.sem` is mapped until `Drop`.
         unsafe { sys::sem_post(self.sem) }.map_err(|e| {
             let e = if e == Errno::OVERFLOW {
                 Error::limit("SEM_VALUE_MAX", Some(u64::from(SEM_VALUE_MAX)))
@@ -242,7 +427,7 @@ impl NamedSemaphore {
             Deadline::At(at) => SemWait::Until(monotonic_timespec(at)),
         };
         loop {
-            // SAFETY: `self.sem` is open until `Drop`.
+            // SAFETY: `self.sem` is mapped until `Drop`.
             match unsafe { sys::sem_wait(self.sem, how) } {
                 Ok(()) => return Ok(()),
                 Err(Errno::INTR) => continue,
@@ -269,7 +454,7 @@ impl NamedSemaphore {
     /// - [`sem_getvalue(3)`](https://man7.org/linux/man-pages/man3/sem_getvalue.3.html)
     #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> Result<u32> {
-        // SAFETY: `self.sem` is open until `Drop`.
+        // SAFETY: `self.sem` is mapped until `Drop`.
         let v = unsafe { sys::sem_getvalue(self.sem) }
             .map_err(|e| Error::from(e).in_op("sem_getvalue").on(&self.name))?;
         // glibc reports 0, never a negative count of waiters.
@@ -279,9 +464,9 @@ impl NamedSemaphore {
 
 impl Drop for NamedSemaphore {
     fn drop(&mut self) {
-        // SAFETY: `self.sem` was opened by `sem_open` and is closed only here.
-        if let Err(e) = unsafe { sys::sem_close(self.sem) } {
-            tracing::debug!(name = %self.name, error = %e, "sem_close failed");
+        // SAFETY: `self.sem` was mapped by `sem_map` and is unmapped only here.
+        if let Err(e) = unsafe { sys::sem_unmap(self.sem) } {
+            tracing::debug!(name = %self.name, error = %e, "munmap of a semaphore failed");
         }
         if self.unlink_on_drop {
             match sys::sem_unlink(self.name.as_c_str()) {

@@ -7,6 +7,7 @@
 //! a safe function over plain values.
 
 use std::ffi::{CStr, c_int};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 use rustix::io::Errno;
@@ -156,29 +157,48 @@ pub(crate) unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> c_int {
 // ---------------------------------------------------------------------------------------------
 // POSIX named semaphores.
 
-/// A `sem_t *` returned by `sem_open`, valid until [`sem_close`].
+/// The size of a `sem_t`: what a named semaphore's file holds.
+pub(crate) const SEM_SIZE: usize = std::mem::size_of::<libc::sem_t>();
+
+/// A `sem_t` in this process's shared mapping of a semaphore file (the file `sem_open` would
+/// map), valid until [`sem_unmap`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SemPtr(NonNull<libc::sem_t>);
 
-/// `sem_open(name, O_CREAT | O_EXCL, mode, value)` or `sem_open(name, 0)`.
-pub(crate) fn sem_open(name: &CStr, create: Option<(u32, u32)>) -> Result<SemPtr, Errno> {
-    // SAFETY: `name` is a NUL-terminated string; the variadic arguments are the `mode_t` and
-    // `unsigned int` that `sem_open` reads when `O_CREAT` is given.
-    let sem = unsafe {
-        match create {
-            Some((mode, value)) => libc::sem_open(
-                name.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL,
-                mode as libc::mode_t,
-                value as libc::c_uint,
-            ),
-            None => libc::sem_open(name.as_ptr(), 0),
-        }
-    };
-    if sem == libc::SEM_FAILED {
-        return Err(errno());
+/// Maps the first [`SEM_SIZE`] bytes of the semaphore file `fd`, shared and read-write.
+///
+/// The caller has checked that the file is a regular file of at least [`SEM_SIZE`] bytes.
+pub(crate) fn sem_map(fd: BorrowedFd<'_>) -> Result<SemPtr, Errno> {
+    // SAFETY: a new shared mapping at an address the kernel picks: no memory of ours is
+    // replaced or aliased.
+    let p = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            SEM_SIZE,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+    }?;
+    // The mapping is page-aligned, so aligned for `sem_t`.
+    NonNull::new(p.cast::<libc::sem_t>())
+        .map(SemPtr)
+        .ok_or(Errno::INVAL)
+}
+
+/// `sem_init(s, 1, value)`: a process-shared semaphore with `value`, laid out as `sem_open`
+/// lays out a new one (glibc writes the same `struct new_sem` with `FUTEX_SHARED`).
+///
+/// # Safety
+/// - `s` came from [`sem_map`], was not unmapped, and no other process uses it yet.
+pub(crate) unsafe fn sem_init_shared(s: SemPtr, value: u32) -> Result<(), Errno> {
+    // SAFETY: `s` points to SEM_SIZE writable bytes nobody else uses, per the contract.
+    if unsafe { libc::sem_init(s.0.as_ptr(), 1, value) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
     }
-    NonNull::new(sem).map(SemPtr).ok_or(Errno::INVAL)
 }
 
 /// How to wait on a named semaphore.
@@ -192,7 +212,7 @@ pub(crate) enum SemWait {
 /// `sem_post`.
 ///
 /// # Safety
-/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
 pub(crate) unsafe fn sem_post(s: SemPtr) -> Result<(), Errno> {
     // SAFETY: `s` is an open semaphore per the contract.
     if unsafe { libc::sem_post(s.0.as_ptr()) } == 0 {
@@ -205,7 +225,7 @@ pub(crate) unsafe fn sem_post(s: SemPtr) -> Result<(), Errno> {
 /// `sem_trywait`, `sem_wait` or `sem_clockwait(CLOCK_MONOTONIC)`; `EINTR` is returned as is.
 ///
 /// # Safety
-/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
 pub(crate) unsafe fn sem_wait(s: SemPtr, how: SemWait) -> Result<(), Errno> {
     let p = s.0.as_ptr();
     // SAFETY: `p` is an open semaphore per the contract; `abs` is a valid local timespec.
@@ -225,7 +245,7 @@ pub(crate) unsafe fn sem_wait(s: SemPtr, how: SemWait) -> Result<(), Errno> {
 /// `sem_getvalue`.
 ///
 /// # Safety
-/// - `s` came from [`sem_open`] and was not passed to [`sem_close`].
+/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
 pub(crate) unsafe fn sem_getvalue(s: SemPtr) -> Result<i32, Errno> {
     let mut v: c_int = 0;
     // SAFETY: `s` is open per the contract; `v` is a writable local.
@@ -236,17 +256,13 @@ pub(crate) unsafe fn sem_getvalue(s: SemPtr) -> Result<i32, Errno> {
     }
 }
 
-/// `sem_close`.
+/// Unmaps a semaphore mapped by [`sem_map`].
 ///
 /// # Safety
-/// - `s` came from [`sem_open`], was not closed before, and is not used afterwards.
-pub(crate) unsafe fn sem_close(s: SemPtr) -> Result<(), Errno> {
-    // SAFETY: per the contract.
-    if unsafe { libc::sem_close(s.0.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
+/// - `s` came from [`sem_map`], was not unmapped before, and is not used afterwards.
+pub(crate) unsafe fn sem_unmap(s: SemPtr) -> Result<(), Errno> {
+    // SAFETY: per the contract, the mapping of SEM_SIZE bytes at `s` is ours and unused.
+    unsafe { rustix::mm::munmap(s.0.as_ptr().cast(), SEM_SIZE) }
 }
 
 /// `sem_unlink`.

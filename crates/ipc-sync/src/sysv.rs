@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Limit, Result};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 
@@ -18,18 +18,33 @@ pub const SEMVMX: u16 = 32767;
 /// Where the kernel's System V semaphore limits are: `SEMMSL SEMMNS SEMOPM SEMMNI`.
 const SEM_LIMITS: &str = "/proc/sys/kernel/sem";
 
-/// Reads field `index` of [`SEM_LIMITS`].
-fn sem_limit(index: usize) -> Option<u64> {
-    std::fs::read_to_string(SEM_LIMITS)
-        .ok()?
-        .split_whitespace()
-        .nth(index)?
-        .parse()
-        .ok()
+/// The fields of [`SEM_LIMITS`], in order.
+const SEMMSL: (usize, &str) = (0, "SEMMSL");
+const SEMMNS: (usize, &str) = (1, "SEMMNS");
+const SEMOPM: (usize, &str) = (2, "SEMOPM");
+const SEMMNI: (usize, &str) = (3, "SEMMNI");
+
+/// [`ErrorKind::LimitExceeded`] naming one field of [`SEM_LIMITS`] and its value now.
+fn limit_error((field, name): (usize, &'static str)) -> Error {
+    Error::limit_knob_field(SEM_LIMITS, field, name)
 }
 
-fn limit_error(knob: &'static str, index: usize) -> Error {
-    Error::limit(knob, sem_limit(index))
+/// [`ErrorKind::LimitExceeded`] for [`SEMVMX`], the kernel's fixed ceiling on a value.
+fn semvmx_error() -> Error {
+    Error::limit("SEMVMX", Some(u64::from(SEMVMX)))
+}
+
+/// `semget` failed with `ENOSPC`: out of set ids (`SEMMNI`) or of semaphores in the namespace
+/// (`SEMMNS`). The sets in `/proc/sysvipc/sem` (this IPC namespace's) tell which.
+fn semget_nospc() -> Error {
+    let sets = std::fs::read_to_string("/proc/sysvipc/sem")
+        .ok()
+        .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64);
+    let semmni = Limit::read_knob(SEM_LIMITS, SEMMNI.0);
+    match (sets, semmni) {
+        (Some(n), Some(max)) if n >= max => limit_error(SEMMNI),
+        _ => limit_error(SEMMNS),
+    }
 }
 
 /// A System V IPC key: how unrelated processes find the same set.
@@ -86,6 +101,133 @@ impl fmt::Display for Key {
             Key::Private => f.write_str("IPC_PRIVATE"),
             Key::Value(k) => write!(f, "key {k:#010x}"),
         }
+    }
+}
+
+/// How [`SemaphoreSet`]s are opened: how long to wait for a set that is not initialised yet,
+/// and whether another user's set is accepted.
+///
+/// ```
+/// use ipc_core::Deadline;
+/// use ipc_sync::{Key, SemaphoreSet, SetOpenOptions};
+/// use std::time::Duration;
+///
+/// let set = SemaphoreSet::create(Key::Private, &[1])?.remove_on_drop();
+/// let again = SetOpenOptions::new()
+///     .wait(Deadline::after(Duration::from_millis(100)))
+///     .open_id(set.id())?;
+/// assert_eq!(again.values()?, vec![1]);
+/// # Ok::<(), ipc_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SetOpenOptions {
+    wait: Deadline,
+    any_owner: bool,
+}
+
+impl Default for SetOpenOptions {
+    fn default() -> SetOpenOptions {
+        SetOpenOptions::new()
+    }
+}
+
+impl SetOpenOptions {
+    /// No waiting; only sets owned by this process's effective user.
+    pub fn new() -> SetOpenOptions {
+        SetOpenOptions {
+            wait: Deadline::Now,
+            any_owner: false,
+        }
+    }
+
+    /// How long [`open`](SetOpenOptions::open) waits for a set that exists but is not
+    /// initialised yet (its creator is between `semget` and setting the values). It polls,
+    /// every few milliseconds, so that a creator that died there costs an opener no more than
+    /// this deadline.
+    pub fn wait(&mut self, deadline: Deadline) -> &mut SetOpenOptions {
+        self.wait = deadline;
+        self
+    }
+
+    /// Accepts a set owned by another user. By default such a set is refused with
+    /// [`ErrorKind::PermissionDenied`]: its owner can change its mode or remove it at will, and
+    /// anyone can create a set under a key before its rightful user does.
+    pub fn any_owner(&mut self, any_owner: bool) -> &mut SetOpenOptions {
+        self.any_owner = any_owner;
+        self
+    }
+
+    /// Opens the set with `key` ([`SemaphoreSet::lookup`], then
+    /// [`open_id`](SetOpenOptions::open_id)) once it is initialised (see
+    /// [`SemaphoreSet::open`]), waiting for that until the [`wait`](SetOpenOptions::wait)
+    /// deadline.
+    ///
+    /// # Errors
+    /// As [`SemaphoreSet::open`]; a set still not initialised at the deadline is
+    /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] otherwise,
+    /// with a message that says how to remove it if its creator died.
+    pub fn open(&self, key: Key) -> Result<SemaphoreSet> {
+        let id = SemaphoreSet::lookup(key)?;
+        let set = self.open_id(id)?;
+        let mut pause = std::time::Duration::from_micros(200);
+        loop {
+            if set.initialised()? {
+                tracing::trace!(id, %key, "opened System V semaphore set by key");
+                return Ok(set);
+            }
+            let Some(left) = self.wait.remaining().filter(|d| !d.is_zero()) else {
+                let e =
+                    self.wait
+                        .expired_error(Blocked::Empty)
+                        .with_detail(ipc_core::Detail::Note(
+                        format!(
+                            "created but not initialised: nobody set its values (SETVAL/SETALL) \
+                             or operated on it (semop) since semget. If its creator died, \
+                             remove it with `ipcrm -s {id}` (or SemaphoreSet::from_id({id}) \
+                             and remove) and create it again; if it is yours as it is, use \
+                             SemaphoreSet::from_id({id})"
+                        )
+                        .into(),
+                    ));
+                let e = e.in_op("open").on(&set);
+                tracing::debug!(error = %e, "semaphore set not opened");
+                return Err(e);
+            };
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Uses the set with id `id`, as [`SemaphoreSet::from_id`] does, with this owner policy.
+    pub fn open_id(&self, id: i32) -> Result<SemaphoreSet> {
+        let what = || format!("System V semaphore set {id}");
+        let ds = sys::sem_stat(id).map_err(|e| {
+            let e = Error::from(e).in_op("semctl(IPC_STAT)").on(what());
+            tracing::debug!(error = %e, "semaphore set not opened");
+            e
+        })?;
+        let me = rustix::process::geteuid().as_raw();
+        if !self.any_owner && ds.sem_perm.uid != me {
+            let e = Error::with_note(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "owned by uid {}, not by this process's uid {me}; \
+                     SetOpenOptions::any_owner(true) opens it anyway",
+                    ds.sem_perm.uid
+                ),
+            )
+            .in_op("open")
+            .on(what());
+            tracing::debug!(error = %e, "semaphore set not opened");
+            return Err(e);
+        }
+        let len = u16::try_from(ds.sem_nsems).unwrap_or(u16::MAX);
+        tracing::trace!(id, len, "opened System V semaphore set");
+        Ok(SemaphoreSet {
+            id,
+            len,
+            remove_on_drop: false,
+        })
     }
 }
 
@@ -176,7 +318,12 @@ impl SemaphoreSet {
         SemaphoreSet::create_with_mode(key, values, 0o600)
     }
 
-    /// [`create`](SemaphoreSet::create) with permission bits `mode`.
+    /// [`create`](SemaphoreSet::create) with permission bits `mode` (exact: System V modes
+    /// know no umask).
+    ///
+    /// # Errors
+    /// As [`create`](SemaphoreSet::create), and [`ErrorKind::InvalidInput`] for bits beyond
+    /// `0o777` (set-user-ID, set-group-ID, sticky), before any syscall.
     pub fn create_with_mode(key: Key, values: &[u16], mode: u16) -> Result<SemaphoreSet> {
         let fail = |e: Error| {
             let e = e.in_op("semget").on(key);
@@ -190,24 +337,20 @@ impl SemaphoreSet {
             )));
         }
         if values.iter().any(|&v| v > SEMVMX) {
-            return Err(fail(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))));
+            return Err(fail(semvmx_error()));
         }
-        let len = u16::try_from(values.len())
-            .map_err(|_| fail(limit_error("/proc/sys/kernel/sem (SEMMSL)", 0)))?;
-        let flags = libc::IPC_CREAT | libc::IPC_EXCL | libc::c_int::from(mode & 0o777);
+        if mode & !0o777 != 0 {
+            return Err(fail(Error::with_note(
+                ErrorKind::InvalidInput,
+                format!("mode {mode:#o} has bits beyond 0o777 (permission bits only)"),
+            )));
+        }
+        let len = u16::try_from(values.len()).map_err(|_| fail(limit_error(SEMMSL)))?;
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | libc::c_int::from(mode);
         let id = sys::semget(key.raw(), libc::c_int::from(len), flags).map_err(|e| {
             fail(match e {
-                Errno::INVAL => limit_error("/proc/sys/kernel/sem (SEMMSL)", 0),
-                Errno::NOSPC => Error::with_note(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "too many sets (SEMMNI) or semaphores (SEMMNS): {SEM_LIMITS} \
-                         (SEMMSL SEMMNS SEMOPM SEMMNI) is {:?}",
-                        std::fs::read_to_string(SEM_LIMITS)
-                            .unwrap_or_default()
-                            .trim()
-                    ),
-                ),
+                Errno::INVAL => limit_error(SEMMSL),
+                Errno::NOSPC => semget_nospc(),
                 e => Error::from(e),
             })
         })?;
@@ -224,56 +367,61 @@ impl SemaphoreSet {
         Ok(set.disarm())
     }
 
-    /// Opens the existing set with `key` (`semget` without `IPC_CREAT`, then
-    /// `semctl(IPC_STAT)`).
+    /// Opens the existing set with `key`, if it is initialised and this process's user owns
+    /// it; does not wait. [`SetOpenOptions`] waits and opens another user's set.
+    ///
+    /// A set counts as initialised once its values were set (`semctl(SETVAL)` of every
+    /// semaphore, or `SETALL`, as [`create`](SemaphoreSet::create) and other programs such as
+    /// Python's `sysv_ipc` do) or once any process operated on it (`semop`). A set that
+    /// `semget` created but nobody initialised yet is not opened: its values would be
+    /// meaningless zeros.
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`]: no set has this key ([`Key::Private`] never does).
-    /// - [`ErrorKind::WouldBlock`]: the set exists but its creator has not finished
-    ///   initialising it (`sem_otime` is 0); retry shortly. A creator that died there leaves
-    ///   it so for good: remove it.
-    /// - [`ErrorKind::PermissionDenied`].
+    /// - [`ErrorKind::WouldBlock`]: the set exists but is not initialised yet; the message says
+    ///   what to do if its creator died.
+    /// - [`ErrorKind::PermissionDenied`]: another user owns it, or its mode refuses us.
+    ///
+    /// # References
+    /// - [`semget(2)`](https://man7.org/linux/man-pages/man2/semget.2.html)
+    #[doc(alias = "semget")]
     pub fn open(key: Key) -> Result<SemaphoreSet> {
-        let id = sys::semget(key.raw(), 0, 0).map_err(|e| {
-            let e = Error::from(e).in_op("semget").on(key);
-            tracing::debug!(error = %e, "semaphore set not opened");
-            e
-        })?;
-        let set = SemaphoreSet::from_id(id)?;
-        let ds =
-            sys::sem_stat(id).map_err(|e| Error::from(e).in_op("semctl(IPC_STAT)").on(&set))?;
-        if ds.sem_otime == 0 {
-            return Err(Error::with_note(
-                ErrorKind::WouldBlock,
-                "created but not initialised yet (sem_otime is 0)",
-            )
-            .in_op("open")
-            .on(&set));
-        }
-        Ok(set)
+        SetOpenOptions::new().open(key)
     }
 
-    /// Uses the set with id `id` (from [`id`](SemaphoreSet::id) in another process), after
-    /// checking that it exists (`semctl(IPC_STAT)`).
+    /// The id of the set with `key` (`semget(key, 0, 0)`), with no other check: a peer that
+    /// knows only the key finds the id to use with [`from_id`](SemaphoreSet::from_id).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if no set has this key ([`Key::Private`] never does);
+    /// [`ErrorKind::PermissionDenied`] if its mode refuses us any access.
+    #[doc(alias = "semget")]
+    pub fn lookup(key: Key) -> Result<i32> {
+        let fail = |e: Error| {
+            let e = e.in_op("semget").on(key);
+            tracing::debug!(error = %e, "semaphore set not found");
+            e
+        };
+        if key == Key::Private {
+            return Err(fail(Error::with_note(
+                ErrorKind::NotFound,
+                "IPC_PRIVATE names no existing set; pass the set's id instead",
+            )));
+        }
+        sys::semget(key.raw(), 0, 0).map_err(|e| fail(Error::from(e)))
+    }
+
+    /// Uses the set with id `id` (from [`id`](SemaphoreSet::id) in another process, or from
+    /// [`lookup`](SemaphoreSet::lookup)), after checking with `semctl(IPC_STAT)` that it
+    /// exists and that this process's user owns it. Whether it is initialised is not checked:
+    /// whoever passes an id vouches for the set.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if there is no such set (`EINVAL`);
-    /// [`ErrorKind::PermissionDenied`].
+    /// [`ErrorKind::PermissionDenied`] for another user's set
+    /// ([`SetOpenOptions::any_owner`] opens it) or a mode that refuses us.
     pub fn from_id(id: i32) -> Result<SemaphoreSet> {
-        let ds = sys::sem_stat(id).map_err(|e| {
-            let e = Error::from(e)
-                .in_op("semctl(IPC_STAT)")
-                .on(format_args!("System V semaphore set {id}"));
-            tracing::debug!(error = %e, "semaphore set not opened");
-            e
-        })?;
-        let len = u16::try_from(ds.sem_nsems).unwrap_or(u16::MAX);
-        tracing::trace!(id, len, "opened System V semaphore set");
-        Ok(SemaphoreSet {
-            id,
-            len,
-            remove_on_drop: false,
-        })
+        SetOpenOptions::new().open_id(id)
     }
 
     /// Makes this value a guard of the set: dropping it removes the set (also during a
@@ -293,6 +441,24 @@ impl SemaphoreSet {
         };
         self.remove_on_drop = false;
         set
+    }
+
+    /// Whether the set's values were set: a `semop` happened (`sem_otime` is not 0), or every
+    /// semaphore was set by `SETVAL`/`SETALL` (its `sempid` is not 0 any more).
+    fn initialised(&self) -> Result<bool> {
+        let ds = sys::sem_stat(self.id)
+            .map_err(|e| Error::from(e).in_op("semctl(IPC_STAT)").on(self))?;
+        if ds.sem_otime != 0 {
+            return Ok(true);
+        }
+        for num in 0..self.len {
+            let pid = sys::sem_get(self.id, num, libc::GETPID)
+                .map_err(|e| Error::from(e).in_op("semctl(GETPID)").on(self))?;
+            if pid == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The set's id, valid in every process of the IPC namespace.
@@ -379,10 +545,10 @@ impl SemaphoreSet {
                     ));
                 }
                 Err(Errno::RANGE) => {
-                    return Err(fail(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))));
+                    return Err(fail(semvmx_error()));
                 }
                 Err(Errno::TOOBIG) => {
-                    return Err(fail(limit_error("/proc/sys/kernel/sem (SEMOPM)", 2)));
+                    return Err(fail(limit_error(SEMOPM)));
                 }
                 Err(Errno::FBIG) => {
                     return Err(fail(Error::with_note(
@@ -445,9 +611,7 @@ impl SemaphoreSet {
     /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
-            return Err(Error::limit("SEMVMX", Some(u64::from(SEMVMX)))
-                .in_op("semctl(SETVAL)")
-                .on(self));
+            return Err(semvmx_error().in_op("semctl(SETVAL)").on(self));
         }
         sys::sem_setval(self.id, num, value)
             .map_err(|e| Error::from(e).in_op("semctl(SETVAL)").on(self))

@@ -55,7 +55,200 @@ fn plain_c_program(ctx: &Ctx) {
     }
 }
 
-roles!(post_by_name, plain_c_program);
+/// Sets umask 0o277, then creates `args[0]` with mode `args[1]` (octal).
+fn create_under_umask(ctx: &Ctx) {
+    let args = ctx.args();
+    // SAFETY: umask only changes this (child) process's file creation mask.
+    unsafe { libc::umask(0o277) };
+    let mode = u32::from_str_radix(args[1], 8).unwrap();
+    let sem = NamedSemaphore::create_with_mode(args[0], 2, mode).expect("create");
+    sem.post().unwrap();
+}
+
+/// Something planted at a semaphore's file, removed on drop.
+struct Planted(PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0).or_else(|_| std::fs::remove_dir(&self.0));
+    }
+}
+
+/// Plants each hostile kind of file at a fresh semaphore name and checks that `open` gives a
+/// typed error at once (this role runs under the parent's watchdog: a blocking open fails the
+/// test) and `create` says the name is taken. Runs in a child so that a semaphore mapped from
+/// an empty file (SIGBUS on first use) kills only the child.
+fn open_hostile_files(_: &Ctx) {
+    use std::os::unix::fs::symlink;
+    let target = NamedSemaphore::create(unique_posix_name("hostile-target").as_str(), 5)
+        .unwrap()
+        .unlink_on_drop();
+    let target_file = dev_shm_file(&target);
+    let mut checked = Vec::new();
+    for kind in [
+        "fifo", "dir", "symlink", "dangling", "socket", "empty", "short", "device",
+    ] {
+        let name = unique_posix_name(&format!("hostile-{kind}"));
+        let path = PathBuf::from(format!("/dev/shm/sem.{}", &name[1..]));
+        let c = CString::new(path.to_str().unwrap()).unwrap();
+        let _planted = Planted(path.clone());
+        let _sock;
+        match kind {
+            // SAFETY: `c` is a NUL-terminated path.
+            "fifo" => assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0),
+            "dir" => std::fs::create_dir(&path).unwrap(),
+            "symlink" => symlink(&target_file, &path).unwrap(),
+            "dangling" => symlink("/nonexistent/ipctest", &path).unwrap(),
+            "socket" => _sock = std::os::unix::net::UnixListener::bind(&path).unwrap(),
+            "empty" => std::fs::write(&path, b"").unwrap(),
+            "short" => std::fs::write(&path, [0u8; 8]).unwrap(),
+            "device" => {
+                // SAFETY: `c` is a NUL-terminated path; makedev takes plain integers.
+                let r =
+                    unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+                if r != 0 {
+                    eprintln!("device: not planted ({})", std::io::Error::last_os_error());
+                    continue;
+                }
+            }
+            _ => unreachable!(),
+        }
+        let e = NamedSemaphore::open(name.as_str())
+            .map(|s| s.value())
+            .expect_err(kind);
+        let want = if kind == "dangling" {
+            [ErrorKind::WrongType, ErrorKind::NotFound]
+        } else {
+            [ErrorKind::WrongType; 2]
+        };
+        assert!(want.contains(&e.kind()), "{kind}: {e}");
+        assert!(e.to_string().contains(&name), "{kind}: {e}");
+        let e = NamedSemaphore::create(name.as_str(), 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{kind}: {e}");
+        assert!(
+            path.symlink_metadata().is_ok(),
+            "{kind}: the planted file is left alone"
+        );
+        checked.push(kind);
+    }
+    assert_eq!(
+        target.value().unwrap(),
+        5,
+        "the symlink's target is untouched"
+    );
+    eprintln!("checked {checked:?}");
+}
+
+/// Becomes `nobody` if root, then creates, opens, uses and unlinks a semaphore: creation
+/// (an O_TMPFILE linked through /proc/self/fd) needs no privilege.
+fn unprivileged_cycle(ctx: &Ctx) {
+    if rustix::process::geteuid().is_root() {
+        // SAFETY: plain credential calls with valid arguments (an empty group list); glibc
+        // applies them to every thread of this child process.
+        unsafe {
+            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+    }
+    let sem = NamedSemaphore::create_with_mode(ctx.arg(), 1, 0o600)
+        .expect("create")
+        .unlink_on_drop();
+    let other = NamedSemaphore::open(ctx.arg()).expect("open");
+    other.try_wait().unwrap();
+    sem.post().unwrap();
+    assert_eq!(other.value().unwrap(), 1);
+    eprintln!("checked as uid {}", rustix::process::geteuid().as_raw());
+}
+
+roles!(
+    post_by_name,
+    plain_c_program,
+    create_under_umask,
+    open_hostile_files,
+    unprivileged_cycle
+);
+
+#[test]
+fn an_unprivileged_process_creates_and_opens_named_semaphores() {
+    let name = unique_posix_name("named-unpriv");
+    let _guard = UnlinkOnDrop(name.clone());
+    let out = spawn("unprivileged_cycle")
+        .arg(&name)
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+#[test]
+fn create_with_mode_refuses_special_bits() {
+    for mode in [0o4600, 0o2600, 0o1600, 0o10600] {
+        let name = unique_posix_name("named-mode");
+        let _guard = UnlinkOnDrop(name.clone());
+        let e = NamedSemaphore::create_with_mode(name.as_str(), 0, mode).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{mode:o}: {e}");
+        assert_eq!(
+            NamedSemaphore::open(name.as_str()).unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "{mode:o}: nothing created"
+        );
+    }
+}
+
+#[test]
+fn the_mode_is_exact_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = unique_posix_name("named-umask");
+    let _guard = UnlinkOnDrop(name.clone());
+    spawn("create_under_umask")
+        .arg(format!("{name} 640"))
+        .start()
+        .wait_success();
+    let file = PathBuf::from(format!("/dev/shm/sem.{}", &name[1..]));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "{mode:o}");
+    assert_eq!(
+        NamedSemaphore::open(name.as_str())
+            .unwrap()
+            .value()
+            .unwrap(),
+        3
+    );
+}
+
+/// Unlinks a semaphore name on drop (also when the test fails).
+struct UnlinkOnDrop(String);
+
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        let _ = NamedSemaphore::unlink(self.0.as_str());
+    }
+}
+
+#[test]
+fn hostile_files_at_the_name_get_a_typed_error_without_blocking() {
+    let out = spawn("open_hostile_files").start().wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+#[test]
+fn another_users_semaphore_is_refused_unless_asked_for() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root can give a semaphore to another user");
+        return;
+    }
+    let name = unique_posix_name("named-owner");
+    let sem = NamedSemaphore::create(name.as_str(), 4)
+        .unwrap()
+        .unlink_on_drop();
+    let file = dev_shm_file(&sem);
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let e = NamedSemaphore::open(name.as_str()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("open_any_owner"), "{e}");
+    let other = NamedSemaphore::open_any_owner(name.as_str()).unwrap();
+    assert_eq!(other.value().unwrap(), 4);
+}
 
 #[test]
 fn another_process_posts_by_name() {

@@ -1,12 +1,68 @@
 //! System V semaphore sets across real processes: `SEM_UNDO` gives back what a SIGKILLed
 //! holder took (and without it nothing is given back), and removing a set wakes its waiters
-//! with "disconnected".
+//! with "disconnected"; a set another program created and initialised with `semctl(SETVAL)`
+//! (a C program here) opens by key; a creator killed at each step of creating a set leaves
+//! openers an error, not a hang; another user's set is refused unless asked for.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
-use ipc_sync::{Key, SemOp, SemaphoreSet};
-use ipc_testkit::{Ctx, roles, spawn, watchdog};
+use ipc_sync::{Key, SemOp, SemaphoreSet, SetOpenOptions};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, watchdog, within_watchdog};
+
+/// Removes the System V semaphore set `id` on drop (also when the test fails).
+struct RemoveSet(i32);
+
+impl Drop for RemoveSet {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID takes no fourth argument; a stale id just fails.
+        unsafe { libc::semctl(self.0, 0, libc::IPC_RMID) };
+    }
+}
+
+/// A key no other test uses: `ftok` of a fresh file (kept for the test's duration).
+fn fresh_key(dir: &TempDir, tag: &str) -> Key {
+    let f = dir.join(tag);
+    std::fs::write(&f, b"").unwrap();
+    Key::from_path(&f, b'T').unwrap()
+}
+
+fn raw_key(key: Key) -> libc::key_t {
+    match key {
+        Key::Value(k) => k,
+        Key::Private => libc::IPC_PRIVATE,
+    }
+}
+
+/// `key nsems step`: does what a creator does by hand (`semget`, then `SETVAL` of semaphore 0
+/// for step "setval0", or `SETALL` for step "setall"), reports the id, and parks to be killed.
+fn raw_creator_park(ctx: &Ctx) {
+    let a = ctx.args();
+    let key: libc::key_t = a[0].parse().unwrap();
+    let nsems: i32 = a[1].parse().unwrap();
+    // SAFETY: plain integer arguments.
+    let id = unsafe { libc::semget(key, nsems, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+    ctx.checkpoint("created");
+    match a[2] {
+        "semget" => {}
+        "setval0" => {
+            // SAFETY: SETVAL takes an int as its fourth (variadic) argument.
+            let r = unsafe { libc::semctl(id, 0, libc::SETVAL, 4 as libc::c_int) };
+            assert_eq!(r, 0);
+        }
+        "setall" => {
+            let vals = vec![4u16; nsems as usize];
+            // SAFETY: SETALL reads `nsems` unsigned shorts from the array, which has them.
+            let r = unsafe { libc::semctl(id, 0, libc::SETALL, vals.as_ptr()) };
+            assert_eq!(r, 0);
+        }
+        s => panic!("unknown step {s}"),
+    }
+    ctx.park("stopped");
+}
 
 fn set_from_arg(ctx: &Ctx) -> SemaphoreSet {
     SemaphoreSet::from_id(ctx.args()[0].parse().expect("id")).expect("from_id")
@@ -38,8 +94,163 @@ fn wait_for_removal(ctx: &Ctx) {
 roles!(
     acquire_twice_and_park,
     take_without_undo_and_park,
-    wait_for_removal
+    wait_for_removal,
+    raw_creator_park
 );
+
+/// What Python's sysv_ipc and many C programs do: `semget(IPC_CREAT | IPC_EXCL)` and
+/// `semctl(SETVAL)`, never `semop`. Prints the id.
+const SETVAL_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/sem.h>
+union semun { int val; };
+int main(int argc, char **argv) {
+    key_t key = (key_t)strtol(argv[1], 0, 10);
+    int id = semget(key, 1, IPC_CREAT | IPC_EXCL | 0600);
+    if (id < 0) { perror("semget"); return 1; }
+    union semun u; u.val = 5;
+    if (semctl(id, 0, SETVAL, u) < 0) { perror("semctl"); return 1; }
+    printf("%d\n", id);
+    return 0;
+}
+"#;
+
+fn compile_c(dir: &TempDir, src: &str) -> Option<PathBuf> {
+    let c = dir.join("peer.c");
+    let exe = dir.join("peer");
+    std::fs::write(&c, src).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = match Command::new(&cc).arg("-o").arg(&exe).arg(&c).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: no C compiler ({cc}) on this machine; interop not tested");
+            return None;
+        }
+        Err(e) => panic!("running {cc}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "{cc}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(exe)
+}
+
+#[test]
+fn a_set_initialised_with_setval_by_a_c_program_opens_by_key() {
+    let dir = TempDir::new("semset-c");
+    let Some(exe) = compile_c(&dir, SETVAL_C) else {
+        return;
+    };
+    let key = fresh_key(&dir, "key");
+    let out = within_watchdog("C peer", {
+        let exe = exe.clone();
+        move || {
+            Command::new(exe)
+                .arg(raw_key(key).to_string())
+                .output()
+                .unwrap()
+        }
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let _rm = RemoveSet(id);
+    assert_eq!(SemaphoreSet::lookup(key).unwrap(), id);
+    let set = within_watchdog("open", move || SemaphoreSet::open(key)).unwrap();
+    assert_eq!(set.id(), id);
+    assert_eq!(set.values().unwrap(), vec![5]);
+    set.acquire(0, Deadline::Now).unwrap();
+    assert_eq!(set.value(0).unwrap(), 4);
+}
+
+#[test]
+fn a_creator_killed_at_each_step_leaves_openers_an_error_not_a_hang() {
+    let dir = TempDir::new("semset-kill");
+    for (step, ready) in [("semget", false), ("setval0", false), ("setall", true)] {
+        let key = fresh_key(&dir, step);
+        let mut child = spawn("raw_creator_park")
+            .arg(format!("{} 2 {step}", raw_key(key)))
+            .start();
+        child.wait_checkpoint("created");
+        let id = SemaphoreSet::lookup(key).unwrap();
+        let _rm = RemoveSet(id);
+        child.wait_checkpoint("stopped");
+        assert!(child.kill_and_wait().killed());
+        let opened = within_watchdog("open with a deadline", move || {
+            SetOpenOptions::new()
+                .wait(Deadline::after(Duration::from_millis(50)))
+                .open(key)
+        });
+        if ready {
+            assert_eq!(opened.unwrap().values().unwrap(), vec![4, 4], "{step}");
+            continue;
+        }
+        let e = opened.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{step}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("not initialised") && msg.contains("ipcrm -s"),
+            "{step}: {msg}"
+        );
+        let e = SemaphoreSet::open(key).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{step}: {e}");
+        // Who knows the set is theirs can still take it as it is, by id.
+        let set = SemaphoreSet::from_id(SemaphoreSet::lookup(key).unwrap()).unwrap();
+        assert_eq!(set.len(), 2);
+    }
+}
+
+#[test]
+fn create_with_mode_refuses_special_bits() {
+    for mode in [0o4600, 0o2600, 0o1600, 0o1000] {
+        let e = match SemaphoreSet::create_with_mode(Key::Private, &[1], mode) {
+            Ok(set) => panic!("{mode:o} accepted: {set:?}", set = set.remove_on_drop()),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{mode:o}: {e}");
+    }
+}
+
+#[test]
+fn another_users_set_is_refused_unless_asked_for() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root can give a set to another user");
+        return;
+    }
+    let dir = TempDir::new("semset-owner");
+    let key = fresh_key(&dir, "key");
+    let set = SemaphoreSet::create(key, &[2]).unwrap().remove_on_drop();
+    // SAFETY: an all-zero semid_ds is valid; IPC_STAT fills it and IPC_SET reads it.
+    unsafe {
+        let mut ds: libc::semid_ds = std::mem::zeroed();
+        assert_eq!(
+            libc::semctl(set.id(), 0, libc::IPC_STAT, &mut ds as *mut _),
+            0
+        );
+        ds.sem_perm.uid = 65534;
+        assert_eq!(
+            libc::semctl(set.id(), 0, libc::IPC_SET, &mut ds as *mut _),
+            0
+        );
+    }
+    let e = SemaphoreSet::open(key).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("any_owner"), "{e}");
+    let e = SemaphoreSet::from_id(set.id()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let other = SetOpenOptions::new().any_owner(true).open(key).unwrap();
+    assert_eq!(other.value(0).unwrap(), 2);
+    let other = SetOpenOptions::new()
+        .any_owner(true)
+        .open_id(set.id())
+        .unwrap();
+    assert_eq!(other.value(0).unwrap(), 2);
+}
 
 #[test]
 fn sem_undo_gives_back_what_a_killed_holder_took() {

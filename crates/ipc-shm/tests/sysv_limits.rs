@@ -1,0 +1,157 @@
+//! System V segment limits and ownership, in a private IPC namespace: each of `shmmni`,
+//! `shmmax` and `shmall` is lowered and exhausted, and the error must name that knob and its
+//! value; `sysv_create_with_mode` is exact; `sysv_attach` refuses another user's segment
+//! unless `sysv_attach_any_owner` is used.
+//!
+//! The knobs are per IPC namespace, so the child that lowers them first makes its own
+//! (`unshare(CLONE_NEWIPC)`): nothing else on the machine, and no test running beside this
+//! one, sees the lowered values, and every segment made there vanishes with the namespace.
+//! Where unsharing is not permitted (no `CAP_SYS_ADMIN`), the test says so and skips.
+//!
+//! Also here: the longest POSIX shared memory name this crate can create is the one
+//! `PosixKind::SharedMemory` states.
+
+use ipc_core::ErrorKind;
+use ipc_shm::{Segment, SysvGuard, SysvKey};
+use ipc_testkit::{Ctx, roles, spawn};
+
+/// The line a child prints when it cannot make a private IPC namespace.
+const SKIP: &str = "skipped: unshare(CLONE_NEWIPC) is not permitted";
+
+/// Moves the calling thread (the one that runs the role) into a new IPC namespace; false if
+/// that is not permitted.
+fn private_ipc_namespace() -> bool {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWIPC) };
+    if r != 0 {
+        eprintln!("{SKIP}: {}", std::io::Error::last_os_error());
+        return false;
+    }
+    true
+}
+
+/// Writes `value` to the knob file. Inside the private namespace, so nothing to restore.
+fn set_knob(path: &str, value: u64) {
+    std::fs::write(path, value.to_string()).unwrap_or_else(|e| panic!("write {path}: {e}"));
+}
+
+fn assert_limit(e: &ipc_core::Error, knob: &str, value: u64) {
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let l = e.limit_info().expect("a limit detail");
+    assert_eq!((&*l.knob, l.value), (knob, Some(value)), "{e}");
+    assert!(e.to_string().contains(&format!("{knob} is {value}")), "{e}");
+}
+
+// ---- roles ----
+
+fn shm_limits(_: &Ctx) {
+    if !private_ipc_namespace() {
+        return;
+    }
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    // shmmni: two segments may exist; the third is out of ids.
+    set_knob("/proc/sys/kernel/shmmni", 2);
+    let a = Segment::sysv_create(SysvKey::Private, page).unwrap();
+    let _ga = SysvGuard::new(a.sysv_id().unwrap());
+    let b = Segment::sysv_create(SysvKey::Private, page).unwrap();
+    let gb = SysvGuard::new(b.sysv_id().unwrap());
+    let e = Segment::sysv_create(SysvKey::Private, page).unwrap_err();
+    assert_limit(&e, "/proc/sys/kernel/shmmni", 2);
+    drop((b, gb));
+    set_knob("/proc/sys/kernel/shmmni", 4096);
+
+    // shmmax: the largest segment.
+    set_knob("/proc/sys/kernel/shmmax", 8192);
+    let e = Segment::sysv_create(SysvKey::Private, 8193).unwrap_err();
+    assert_limit(&e, "/proc/sys/kernel/shmmax", 8192);
+    let ok = Segment::sysv_create(SysvKey::Private, 8192).unwrap();
+    let _gok = SysvGuard::new(ok.sysv_id().unwrap());
+    set_knob("/proc/sys/kernel/shmmax", 1 << 30);
+
+    // shmall: pages of all segments together. Three exist (1 + 2 pages): allow 4 pages.
+    set_knob("/proc/sys/kernel/shmall", 4);
+    let e = Segment::sysv_create(SysvKey::Private, 2 * page).unwrap_err();
+    assert_limit(&e, "/proc/sys/kernel/shmall", 4);
+    let one = Segment::sysv_create(SysvKey::Private, page).unwrap();
+    let _gone = SysvGuard::new(one.sysv_id().unwrap());
+    eprintln!("checked");
+}
+
+fn shm_mode_and_owner(_: &Ctx) {
+    if !private_ipc_namespace() {
+        return;
+    }
+    let e = Segment::sysv_create_with_mode(SysvKey::Private, 4096, 0o4600).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    // SAFETY: umask only changes this (child) process's creation mask; System V ignores it.
+    unsafe { libc::umask(0o077) };
+    let seg = Segment::sysv_create_with_mode(SysvKey::Private, 4096, 0o640).unwrap();
+    let id = seg.sysv_id().unwrap();
+    let _g = SysvGuard::new(id);
+    let ds = shm_stat(id);
+    assert_eq!(ds.shm_perm.mode & 0o777, 0o640);
+
+    // Give the segment to another user (as root may), then attach it.
+    let me = rustix::process::geteuid().as_raw();
+    let other = if me == 65534 { 65533 } else { 65534 };
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped the foreign-owner half: not root, cannot give a segment away");
+        eprintln!("checked");
+        return;
+    }
+    let mut ds = ds;
+    ds.shm_perm.uid = other;
+    // SAFETY: `ds` is a valid shmid_ds filled by IPC_STAT; IPC_SET only reads it.
+    assert_eq!(unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) }, 0);
+    let e = Segment::sysv_attach(id, true, 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("sysv_attach_any_owner"), "{e}");
+    let seg = Segment::sysv_attach_any_owner(id, true, 1).unwrap();
+    assert_eq!(seg.len(), 4096);
+    eprintln!("checked");
+}
+
+fn shm_stat(id: i32) -> libc::shmid_ds {
+    // SAFETY: an all-zero shmid_ds is a valid value of this plain C struct.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a writable shmid_ds that outlives the call.
+    assert_eq!(unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) }, 0);
+    ds
+}
+
+roles!(shm_limits, shm_mode_and_owner);
+
+fn run(role: &str) {
+    let out = spawn(role).start().wait_success();
+    if out.stderr.contains(SKIP) {
+        eprintln!("{role}: {}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{role}: {}", out.stderr);
+}
+
+#[test]
+fn each_shm_limit_names_its_knob_and_value() {
+    run("shm_limits");
+}
+
+#[test]
+fn sysv_create_mode_is_exact_and_attach_refuses_other_users() {
+    run("shm_mode_and_owner");
+}
+
+#[test]
+fn the_longest_shm_name_is_the_one_posix_kind_states() {
+    use ipc_core::{PosixKind, PosixName};
+    let max = PosixKind::SharedMemory.max_len();
+    let head = format!("/ipctest-shmlen-{}-", std::process::id());
+    let name = |len: usize| format!("{head}{}", "n".repeat(len + 1 - head.len()));
+    let seg = Segment::create(name(max).as_str(), 4096).unwrap();
+    let _unlink = ipc_shm::UnlinkGuard::new(name(max).as_str()).unwrap();
+    drop(seg);
+    let e = Segment::create(name(max + 1).as_str(), 4096).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    let e = PosixName::for_kind(name(max + 1), PosixKind::SharedMemory).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+}
