@@ -178,20 +178,6 @@ pub struct Limit {
     pub value: Option<u64>,
 }
 
-impl Limit {
-    /// Reads field `field` (counted from 0; whitespace separates fields) of the kernel knob
-    /// file `path`, such as `/proc/sys/kernel/shmmax` (one field) or `/proc/sys/kernel/sem`
-    /// (four). `None` if the file cannot be read or the field is not a number.
-    pub fn read_knob(path: &str, field: usize) -> Option<u64> {
-        std::fs::read_to_string(path)
-            .ok()?
-            .split_whitespace()
-            .nth(field)?
-            .parse()
-            .ok()
-    }
-}
-
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.value {
@@ -310,39 +296,6 @@ impl Error {
             knob: knob.into(),
             value,
         }))
-    }
-
-    /// [`ErrorKind::LimitExceeded`] naming the kernel knob file `path` (for example
-    /// `/proc/sys/kernel/shmmni`) with the value it has now, read from the file. The value is
-    /// left out when the file cannot be read or holds no number.
-    ///
-    /// ```
-    /// use ipc_core::{Error, ErrorKind};
-    ///
-    /// let e = Error::limit_knob("/proc/sys/kernel/msgmni").in_op("msgget");
-    /// assert_eq!(e.kind(), ErrorKind::LimitExceeded);
-    /// assert_eq!(e.limit_info().unwrap().knob, "/proc/sys/kernel/msgmni");
-    /// ```
-    pub fn limit_knob(path: &'static str) -> Error {
-        Error::limit(path, Limit::read_knob(path, 0))
-    }
-
-    /// [`ErrorKind::LimitExceeded`] naming field `field` (counted from 0) of a knob file that
-    /// holds several numbers, such as `SEMMNI`, the fourth of `/proc/sys/kernel/sem`
-    /// (`SEMMSL SEMMNS SEMOPM SEMMNI`). The knob is named `"{path} ({name}, field {field+1})"`
-    /// and the value is that field's, read now.
-    ///
-    /// ```
-    /// use ipc_core::Error;
-    ///
-    /// let e = Error::limit_knob_field("/proc/sys/kernel/sem", 3, "SEMMNI");
-    /// assert!(e.to_string().starts_with("limit exceeded: /proc/sys/kernel/sem (SEMMNI, field 4)"));
-    /// ```
-    pub fn limit_knob_field(path: &'static str, field: usize, name: &'static str) -> Error {
-        Error::limit(
-            format!("{path} ({name}, field {})", field + 1),
-            Limit::read_knob(path, field),
-        )
     }
 
     /// [`ErrorKind::Corrupted`] with a description of what was found.
@@ -634,32 +587,6 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "mq_open: limit exceeded: /proc/sys/fs/mqueue/msg_max is 10"
-        );
-    }
-
-    #[test]
-    fn knob_errors_read_the_knob_they_name() {
-        let dir = std::env::temp_dir().join(format!("ipctest-knob-{}", std::process::id()));
-        std::fs::write(&dir, "250\t32000  32\t128\n").unwrap();
-        let path: &'static str = Box::leak(dir.to_str().unwrap().to_owned().into_boxed_str());
-        let fields: Vec<_> = (0..5).map(|i| Limit::read_knob(path, i)).collect();
-        let one = Error::limit_knob(path);
-        let fourth = Error::limit_knob_field(path, 3, "SEMMNI");
-        std::fs::remove_file(&dir).unwrap();
-        assert_eq!(fields, [Some(250), Some(32000), Some(32), Some(128), None]);
-        assert_eq!(one.limit_info().unwrap().value, Some(250));
-        let l = fourth.limit_info().unwrap();
-        assert_eq!(
-            (&*l.knob, l.value),
-            (&*format!("{path} (SEMMNI, field 4)"), Some(128))
-        );
-        assert_eq!(Limit::read_knob("/nonexistent/knob", 0), None);
-        assert_eq!(
-            Error::limit_knob("/nonexistent/knob")
-                .limit_info()
-                .unwrap()
-                .value,
-            None
         );
     }
 

@@ -38,10 +38,10 @@ pub const SHMALL: &str = "/proc/sys/kernel/shmall";
 /// The four System V semaphore limits, in one file: `semmsl semmns semopm semmni`.
 pub const SEM: &str = "/proc/sys/kernel/sem";
 
-/// The value of a knob holding one number, read now; `None` when it cannot be read (no
-/// `/proc`, another namespace's view) or holds no number.
+/// The value of a knob holding one number (its first, for one holding several), read now;
+/// `None` when it cannot be read (no `/proc`, another namespace's view) or holds no number.
 pub fn read(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_field(path, 0)
 }
 
 /// The `index`th number of a knob holding several ([`SEM`]: 0 `semmsl`, 1 `semmns`,
@@ -56,9 +56,27 @@ pub fn read_field(path: &str, index: usize) -> Option<u64> {
 }
 
 /// A [`LimitExceeded`](crate::ErrorKind::LimitExceeded) error naming `knob` with its value,
-/// read now.
+/// read now (left out when the file cannot be read or holds no number).
 pub fn limit_error(knob: &'static str) -> Error {
     Error::limit(knob, read(knob))
+}
+
+/// A [`LimitExceeded`](crate::ErrorKind::LimitExceeded) error naming field `index` (counted from
+/// 0) of a knob that holds several numbers, such as `SEMMNI`, the fourth of [`SEM`]
+/// (`SEMMSL SEMMNS SEMOPM SEMMNI`). The knob is named `"{path} ({name}, field {index+1})"`,
+/// with that field's value, read now.
+///
+/// ```
+/// use ipc_core::knob;
+///
+/// let e = knob::limit_error_field(knob::SEM, 3, "SEMMNI");
+/// assert!(e.to_string().starts_with("limit exceeded: /proc/sys/kernel/sem (SEMMNI, field 4)"));
+/// ```
+pub fn limit_error_field(path: &'static str, index: usize, name: &'static str) -> Error {
+    Error::limit(
+        format!("{path} ({name}, field {})", index + 1),
+        read_field(path, index),
+    )
 }
 
 #[cfg(test)]
@@ -75,5 +93,24 @@ mod tests {
         assert!(read_field(SEM, 4).is_none());
         let e = limit_error(MSGMNI);
         assert_eq!(e.limit_info().unwrap().value, read(MSGMNI));
+    }
+
+    #[test]
+    fn errors_read_the_knob_they_name() {
+        let file = std::env::temp_dir().join(format!("ipctest-knob-{}", std::process::id()));
+        std::fs::write(&file, "250\t32000  32\t128\n").unwrap();
+        let path: &'static str = Box::leak(file.to_str().unwrap().to_owned().into_boxed_str());
+        let fields: Vec<_> = (0..5).map(|i| read_field(path, i)).collect();
+        let one = limit_error(path);
+        let fourth = limit_error_field(path, 3, "SEMMNI");
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(fields, [Some(250), Some(32000), Some(32), Some(128), None]);
+        assert_eq!(one.limit_info().unwrap().value, Some(250));
+        let l = fourth.limit_info().unwrap();
+        assert_eq!(
+            (&*l.knob, l.value),
+            (&*format!("{path} (SEMMNI, field 4)"), Some(128))
+        );
+        assert_eq!(read_field("/nonexistent/knob", 0), None);
     }
 }

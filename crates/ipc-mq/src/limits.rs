@@ -43,7 +43,7 @@ pub const SYSV_MSGMNI: &str = "/proc/sys/kernel/msgmni";
 
 /// The value of a `/proc/sys` knob, if it can be read.
 pub(crate) fn read_knob(path: &str) -> Option<u64> {
-    ipc_core::Limit::read_knob(path, 0)
+    ipc_core::knob::read(path)
 }
 
 fn soft_limit(resource: Resource) -> Option<u64> {

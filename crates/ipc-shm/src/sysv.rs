@@ -1,7 +1,7 @@
 //! System V shared memory (`shmget`/`shmat`/`shmdt`/`shmctl(IPC_RMID)`), for interop with
 //! programs that still use it, and [`SysvGuard`] that removes a segment on drop.
 
-use ipc_core::{Error, ErrorKind, Limit, Result};
+use ipc_core::{Error, ErrorKind, Result};
 use rustix::io::Errno;
 
 use crate::segment::{Segment, SegmentKind};
@@ -50,23 +50,23 @@ fn shmget_error(e: Errno, size: usize, what: String) -> Error {
     let src = || std::io::Error::from_raw_os_error(e.raw_os_error());
     let err = match e {
         // EINVAL: size above SHMMAX (or below SHMMIN, 1, which `sysv_create` refuses first).
-        Errno::INVAL if Limit::read_knob(SHMMAX, 0).is_some_and(|max| size as u64 > max) => {
-            Error::limit_knob(SHMMAX).with_source(src())
+        Errno::INVAL if ipc_core::knob::read(SHMMAX).is_some_and(|max| size as u64 > max) => {
+            ipc_core::knob::limit_error(SHMMAX).with_source(src())
         }
         // ENOSPC: either every id is in use (SHMMNI) or the namespace's page total would pass
         // SHMALL. Which one: count the segments; when the count is unknown, the size decides
         // (a segment larger than SHMALL pages can never fit).
         Errno::NOSPC => {
-            let mni = Limit::read_knob(SHMMNI, 0);
+            let mni = ipc_core::knob::read(SHMMNI);
             let used = segments_in_use();
             let out_of_ids = match (used, mni) {
                 (Some(used), Some(mni)) => used >= mni,
                 _ => false,
             };
             if out_of_ids {
-                Error::limit_knob(SHMMNI).with_source(src())
+                ipc_core::knob::limit_error(SHMMNI).with_source(src())
             } else {
-                Error::limit_knob(SHMALL).with_source(src())
+                ipc_core::knob::limit_error(SHMALL).with_source(src())
             }
         }
         e => Error::from(e),

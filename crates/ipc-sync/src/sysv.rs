@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, Limit, Result};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 
@@ -26,7 +26,7 @@ const SEMMNI: (usize, &str) = (3, "SEMMNI");
 
 /// [`ErrorKind::LimitExceeded`] naming one field of [`SEM_LIMITS`] and its value now.
 fn limit_error((field, name): (usize, &'static str)) -> Error {
-    Error::limit_knob_field(SEM_LIMITS, field, name)
+    ipc_core::knob::limit_error_field(SEM_LIMITS, field, name)
 }
 
 /// [`ErrorKind::LimitExceeded`] for [`SEMVMX`], the kernel's fixed ceiling on a value.
@@ -40,7 +40,7 @@ fn semget_nospc() -> Error {
     let sets = std::fs::read_to_string("/proc/sysvipc/sem")
         .ok()
         .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64);
-    let semmni = Limit::read_knob(SEM_LIMITS, SEMMNI.0);
+    let semmni = ipc_core::knob::read_field(SEM_LIMITS, SEMMNI.0);
     match (sets, semmni) {
         (Some(n), Some(max)) if n >= max => limit_error(SEMMNI),
         _ => limit_error(SEMMNS),
