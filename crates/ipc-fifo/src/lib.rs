@@ -83,7 +83,10 @@
 //! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected)), after everything written
 //! was read. A server that serves one writer after another opens its reader with
 //! [`OpenOptions::keep_open`]: it then holds a write end of its own and its reads wait for the
-//! next writer instead.
+//! next writer instead. Such a reader takes atomic records only (at most 4092 bytes each): a
+//! larger message could be cut by a writer killed in the middle of it with no end-of-file to
+//! tell the reader, so [`FifoReader::into_receiver`] refuses the combination with
+//! [`ErrorKind::InvalidInput`](ipc_core::ErrorKind::InvalidInput).
 //!
 //! # Several writers, several readers
 //!

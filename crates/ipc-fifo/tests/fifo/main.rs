@@ -7,6 +7,7 @@ mod messages;
 mod open;
 mod refuse;
 mod shell;
+mod torn;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ use messages::stamped_writer;
 use open::late_reader;
 use open::open_writer_and_park;
 use open::write_hello;
+use torn::big_stream_writer;
+use torn::small_stream_writer;
 
 roles!(
     create_under_umask,
@@ -39,6 +42,8 @@ roles!(
     echo_client,
     hello_then_park,
     read_hello_then_park,
+    big_stream_writer,
+    small_stream_writer,
 );
 
 /// A private directory for one test's FIFOs, removed on drop.
