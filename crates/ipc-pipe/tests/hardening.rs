@@ -1,0 +1,272 @@
+//! Hostile conditions for pipes across real processes: `SIGPIPE` at its default action while a
+//! writer is blocked in the middle of a large write (every writing path), and dropping a sender
+//! with a message in progress while the reader is alive but idle (bounded, partial message
+//! dropped).
+
+use std::io::{IoSlice, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use ipc_core::stream::{FrameMode as CoreMode, FrameSender};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_pipe::{Duplex, FrameMode, PageBuf, PipeReader, PipeWriter, pipe};
+use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
+
+/// Far more than a pipe holds (64 KiB by default): the write blocks in the middle.
+const BIG: usize = 1 << 20;
+
+fn set_sigpipe_default() {
+    // SAFETY: `signal` with `SIG_DFL` installs no handler code; the role runs on one thread of
+    // this child process, so nothing races the change.
+    let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    assert_ne!(old, libc::SIG_ERR);
+}
+
+/// A pipe of `len` bytes ready to be spliced or teed from (its capacity raised to hold them).
+fn loaded_source(len: usize) -> (PipeReader, PipeWriter) {
+    let (r, mut w) = pipe().unwrap();
+    w.set_capacity(len).unwrap();
+    w.write_all(&vec![0x5a; len]).unwrap();
+    (r, w)
+}
+
+/// Every writing path of this crate, by name.
+const PATHS: &[&str] = &[
+    "write",
+    "write_all",
+    "write_vectored",
+    "write_deadline",
+    "send_stream",
+    "send_stream_timeout",
+    "send_atomic",
+    "duplex_write",
+    "duplex_send",
+    "frame_sender",
+    "splice_from",
+    "splice_to",
+    "tee_to",
+    "vmsplice",
+];
+
+/// Role: `path`: with `SIGPIPE` at its default action, starts one large blocking transfer into
+/// the inherited write end by `path` and reports its result; the parent closes the only read
+/// end while the transfer is blocked in the middle. Must survive.
+fn blocked_transfer_sigpipe_default(ctx: &Ctx) {
+    set_sigpipe_default();
+    let path = ctx.arg();
+    let mut w = PipeWriter::from_inherited("tx").unwrap();
+    let big = vec![0xab; BIG];
+    ctx.checkpoint("writing");
+    let outcome: String = match path {
+        "write" => format!("{:?}", w.write(&big).map_err(|e| e.kind())),
+        "write_all" => format!("{:?}", w.write_all(&big).map_err(|e| e.kind())),
+        "write_vectored" => format!(
+            "{:?}",
+            w.write_vectored(&[IoSlice::new(&big[..BIG / 2]), IoSlice::new(&big[BIG / 2..])])
+                .map_err(|e| e.kind())
+        ),
+        "write_deadline" => format!(
+            "{:?}",
+            w.write_deadline(&big, Deadline::after(Duration::from_secs(600)))
+                .map_err(|e| e.kind())
+        ),
+        "send_stream" => {
+            let mut tx = w
+                .into_sender(FrameMode::Stream { max_message: BIG })
+                .unwrap();
+            format!("{:?}", tx.send(&big).map_err(|e| e.kind()))
+        }
+        "send_stream_timeout" => {
+            let mut tx = w
+                .into_sender(FrameMode::Stream { max_message: BIG })
+                .unwrap();
+            format!(
+                "{:?}",
+                tx.send_timeout(&big, Duration::from_secs(600))
+                    .map_err(|e| e.kind())
+            )
+        }
+        "send_atomic" => {
+            let mut tx = w.into_sender(FrameMode::Atomic).unwrap();
+            let msg = vec![1u8; ipc_pipe::MAX_ATOMIC_PAYLOAD];
+            let e = loop {
+                if let Err(e) = tx.send(&msg) {
+                    break e;
+                }
+            };
+            format!("{:?}", e.kind())
+        }
+        "duplex_write" | "duplex_send" => {
+            let (reader, _keep) = pipe().unwrap();
+            let mut d = Duplex { reader, writer: w };
+            if path == "duplex_write" {
+                format!("{:?}", d.write_all(&big).map_err(|e| e.kind()))
+            } else {
+                let mut ch = d
+                    .into_channel(FrameMode::Stream { max_message: BIG })
+                    .unwrap();
+                format!("{:?}", ch.send(&big).map_err(|e| e.kind()))
+            }
+        }
+        "frame_sender" => {
+            let fd = std::os::fd::OwnedFd::from(w);
+            let mut tx =
+                FrameSender::new(fd, CoreMode::Stream { max_message: BIG }, "raw").unwrap();
+            format!("{:?}", tx.send(&big).map_err(|e| e.kind()))
+        }
+        "splice_from" => {
+            let (src, _src_w) = loaded_source(BIG);
+            format!(
+                "{:?}",
+                w.splice_from(&src, BIG, Deadline::Never)
+                    .map_err(|e| e.kind())
+            )
+        }
+        "splice_to" => {
+            let (src, _src_w) = loaded_source(BIG);
+            format!(
+                "{:?}",
+                src.splice_to(&w, BIG, Deadline::Never)
+                    .map_err(|e| e.kind())
+            )
+        }
+        "tee_to" => {
+            let (src, _src_w) = loaded_source(BIG);
+            format!(
+                "{:?}",
+                src.tee_to(&w, BIG, Deadline::Never).map_err(|e| e.kind())
+            )
+        }
+        "vmsplice" => {
+            let mut page = PageBuf::copy_from_slice(&big).unwrap();
+            format!(
+                "{:?}",
+                w.vmsplice(&mut page, Deadline::Never).map_err(|e| e.kind())
+            )
+        }
+        other => panic!("unknown path {other}"),
+    };
+    eprintln!("survived {path}: {outcome}");
+}
+
+/// Runs `role` with `arg` on a write end; once the pipe is full (the transfer is blocked in the
+/// middle), closes the only read end. Returns the child's outcome.
+fn close_reader_while_blocked(role: &str, arg: &str) -> ipc_testkit::Outcome {
+    let (r, w) = pipe().unwrap();
+    let capacity = r.capacity().unwrap();
+    let mut child = spawn(role).arg(arg).fd("tx", &w).start();
+    drop(w);
+    child.wait_checkpoint("writing");
+    let r = within_watchdog("the pipe to fill", move || {
+        while r.queued_bytes().unwrap() < capacity {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        r
+    });
+    drop(r);
+    child.wait()
+}
+
+#[test]
+fn no_writing_path_dies_of_sigpipe_when_the_reader_leaves_mid_write() {
+    let mut failed = Vec::new();
+    for path in PATHS {
+        let out = close_reader_while_blocked("blocked_transfer_sigpipe_default", path);
+        if !out.success() || !out.stderr.contains("survived") {
+            failed.push(format!(
+                "{path}: {:?} (signal {:?})\n{}",
+                out.status,
+                out.status.signal(),
+                out.stderr
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "died:\n{}", failed.join("\n"));
+}
+
+/// Role: with `SIGPIPE` ignored, makes a write end, then sets `SIGPIPE` to its default action
+/// and writes with no reader. The disposition is read when an endpoint is made (reading it per
+/// write would cost a syscall per message): this documents that such a program is not covered.
+fn sigpipe_default_set_after_the_end_was_made(ctx: &Ctx) {
+    // SAFETY: as in `set_sigpipe_default`.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let mut w = PipeWriter::from_inherited("tx").unwrap();
+    set_sigpipe_default();
+    ctx.checkpoint("writing");
+    let _ = w.write(b"x");
+    eprintln!("survived");
+}
+
+#[test]
+fn sigpipe_default_set_after_an_end_was_made_is_not_covered_as_documented() {
+    let (r, w) = pipe().unwrap();
+    drop(r);
+    let mut child = spawn("sigpipe_default_set_after_the_end_was_made")
+        .fd("tx", &w)
+        .start();
+    drop(w);
+    let out = child.wait();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropping a sender with a message in progress.
+
+/// Role: `linger_ms` (or `default`): sends a whole message, then a 200,000-byte one with a
+/// 50 ms deadline (the reader is idle: `Incomplete`), then drops the sender and exits.
+fn drop_with_message_in_progress(ctx: &Ctx) {
+    let mut tx = PipeWriter::from_inherited("tx")
+        .unwrap()
+        .into_sender(FrameMode::default())
+        .unwrap();
+    tx.send(b"whole").unwrap();
+    let e = tx
+        .send_timeout(&vec![3; 200_000], Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Incomplete, "{e}");
+    assert!(tx.pending() > 0);
+    if let Ok(ms) = ctx.arg().parse() {
+        tx.set_linger(Duration::from_millis(ms));
+    }
+    ctx.checkpoint("dropping");
+    drop(tx);
+    eprintln!("dropped");
+}
+
+#[test]
+fn dropping_a_sender_with_a_message_in_progress_and_an_idle_reader_is_bounded() {
+    for linger in ["0", "30", "default"] {
+        let (r, w) = pipe().unwrap();
+        let child = spawn("drop_with_message_in_progress")
+            .arg(linger)
+            .fd("tx", &w)
+            .start();
+        drop(w);
+        // The reader is alive (this process) and reads nothing until the child has exited.
+        let out = child.wait_success();
+        assert!(out.stderr.contains("dropped"), "{}", out.stderr);
+        let mut rx = r.into_receiver(1 << 20).unwrap();
+        let (first, end) = within_watchdog("drain", move || {
+            let mut buf = vec![0; 1 << 20];
+            let n = rx.recv(&mut buf).unwrap();
+            let first = buf[..n].to_vec();
+            (first, rx.recv(&mut buf).unwrap_err())
+        });
+        assert_eq!(first, b"whole");
+        assert_eq!(
+            end.kind(),
+            ErrorKind::Disconnected,
+            "linger {linger}: {end}"
+        );
+        assert!(
+            end.to_string().contains("partial message was dropped"),
+            "linger {linger}: {end}"
+        );
+    }
+}
+
+roles!(
+    blocked_transfer_sigpipe_default,
+    sigpipe_default_set_after_the_end_was_made,
+    drop_with_message_in_progress,
+);
