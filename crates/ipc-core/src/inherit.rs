@@ -55,6 +55,10 @@ pub struct ChildFds {
 /// The most descriptors one [`ChildFds`] hands over.
 const MAX_FDS: usize = 64;
 
+/// The errno the child's hook reports when a number [`ChildFds::pass`] chose holds an
+/// inheritable descriptor at spawn time (the only thing that hook fails with `EBUSY` for).
+const TARGET_TAKEN: i32 = libc::EBUSY;
+
 /// The mapping as the `pre_exec` hook sees it in the child, where it may read memory but not
 /// lock or allocate: plain atomics, written in the parent only through `&mut ChildFds` (and on
 /// drop).
@@ -75,6 +79,10 @@ struct HookTable {
     len: AtomicUsize,
     /// `(our duplicate's number, target number)`.
     pairs: [(AtomicI32, AtomicI32); MAX_FDS],
+    /// Whether the target of the entry was chosen by [`ChildFds::pass`] (a number that was
+    /// free), rather than asked for by [`ChildFds::pass_as`]: such a target must not replace
+    /// an inheritable descriptor.
+    chosen: [AtomicBool; MAX_FDS],
 }
 
 impl Default for HookTable {
@@ -84,6 +92,7 @@ impl Default for HookTable {
             installed: AtomicBool::new(false),
             len: AtomicUsize::new(0),
             pairs: [const { (AtomicI32::new(-1), AtomicI32::new(-1)) }; MAX_FDS],
+            chosen: [const { AtomicBool::new(false) }; MAX_FDS],
         }
     }
 }
@@ -104,6 +113,21 @@ impl HookTable {
         let pairs = &self.pairs[..len];
         let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
         let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        // Phase 0: a number `pass` chose was free in the parent; if this child would inherit a
+        // descriptor there now (the program opened one since, on another thread or between
+        // `pass` and the spawn), installing ours would silently replace it. Refuse before
+        // touching anything. (A close-on-exec descriptor there would not reach the program
+        // anyway: `spawn` holds free targets with such copies.)
+        for i in 0..len {
+            if !self.chosen[i].load(Ordering::SeqCst) {
+                continue;
+            }
+            // SAFETY: `F_GETFD` on any number only reads that descriptor's flags.
+            let flags = unsafe { libc::fcntl(target(i), libc::F_GETFD) };
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                return Err(std::io::Error::from_raw_os_error(TARGET_TAKEN));
+            }
+        }
         let mut temps = [0 as RawFd; MAX_FDS];
         // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
         for (i, (src, _)) in pairs.iter().enumerate() {
@@ -148,8 +172,15 @@ impl ChildFds {
         self.push(fd.as_fd(), target, None)
     }
 
-    /// Hands `fd` to the child at the lowest free number from 3 up, under `name`; the child
-    /// gets it back with [`take`]`(name)`. Returns the number it will have in the child.
+    /// Hands `fd` to the child under `name`, at the lowest number from 3 up that is free in
+    /// this process now (no descriptor open there, so none the child would inherit) and not
+    /// taken by another entry; the child gets it back with [`take`]`(name)`. Returns the number
+    /// it will have in the child.
+    ///
+    /// The number is checked again in the child before anything is installed: if the program
+    /// has since opened an inheritable descriptor there (another thread, or between this call
+    /// and the spawn), the spawn fails with [`ErrorKind::AlreadyExists`] naming the number,
+    /// rather than replace that descriptor in the child.
     pub fn pass(&mut self, name: &str, fd: impl AsFd) -> Result<RawFd> {
         if name.is_empty() || name.contains([',', '=']) {
             return Err(Error::with_note(
@@ -163,10 +194,17 @@ impl ChildFds {
                 .in_op("pass fd")
                 .on(name));
         }
-        let target = (3..)
-            .find(|t| self.maps.iter().all(|m| m.1 != *t))
-            .expect("fd numbers are plentiful");
-        self.push(fd.as_fd(), target, Some(name.to_owned()))?;
+        // Our duplicate first, so its own number is not the one chosen.
+        let dup =
+            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        let target = (3..RawFd::MAX)
+            .find(|&t| self.maps.iter().all(|m| m.1 != t) && !is_open(t))
+            .ok_or_else(|| {
+                Error::with_note(ErrorKind::LimitExceeded, "no free descriptor number")
+                    .in_op("pass fd")
+                    .on(name)
+            })?;
+        self.push_owned(dup, target, Some(name.to_owned()), true)?;
         Ok(target)
     }
 
@@ -175,6 +213,19 @@ impl ChildFds {
         fd: BorrowedFd<'_>,
         target: RawFd,
         name: Option<String>,
+    ) -> Result<&mut ChildFds> {
+        // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
+        let dup =
+            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        self.push_owned(dup, target, name, false)
+    }
+
+    fn push_owned(
+        &mut self,
+        dup: OwnedFd,
+        target: RawFd,
+        name: Option<String>,
+        chosen: bool,
     ) -> Result<&mut ChildFds> {
         if target < 0 || self.maps.iter().any(|m| m.1 == target) {
             return Err(Error::with_note(
@@ -190,12 +241,11 @@ impl ChildFds {
             )
             .on(target));
         }
-        // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
-        let dup =
-            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
-        let slot = &self.table.pairs[self.maps.len()];
+        let i = self.maps.len();
+        let slot = &self.table.pairs[i];
         slot.0.store(dup.as_raw_fd(), Ordering::SeqCst);
         slot.1.store(target, Ordering::SeqCst);
+        self.table.chosen[i].store(chosen, Ordering::SeqCst);
         self.maps.push((dup, target, name));
         self.table.len.store(self.maps.len(), Ordering::SeqCst);
         Ok(self)
@@ -220,12 +270,42 @@ impl ChildFds {
     /// # References
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
     ///   [`execve(2)`](https://man7.org/linux/man-pages/man2/execve.2.html)
+    ///
+    /// A number [`pass`](ChildFds::pass) chose that holds an inheritable descriptor by the time
+    /// the child starts fails the spawn with an error of kind [`ErrorKind::AlreadyExists`]
+    /// (inside the `io::Error`; `ipc_core::Error::from` gets it back) naming the number.
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
         self.apply(cmd);
         let held = self.hold_targets();
         let spawned = cmd.spawn();
         drop(held);
-        spawned
+        spawned.map_err(|e| {
+            if e.raw_os_error() != Some(TARGET_TAKEN) {
+                return e;
+            }
+            let chosen: Vec<String> = self
+                .maps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.table.chosen[*i].load(Ordering::SeqCst))
+                .map(|(_, m)| format!("fd {}", m.1))
+                .collect();
+            if chosen.is_empty() {
+                return e; // Not our hook's refusal: exec itself said EBUSY.
+            }
+            Error::with_note(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "a descriptor the child would inherit took a number chosen for a passed \
+                     descriptor ({}) after it was chosen; nothing was replaced and the child \
+                     did not run",
+                    chosen.join(", ")
+                ),
+            )
+            .in_op("spawn with passed descriptors")
+            .with_source(e)
+            .into()
+        })
     }
 
     /// Occupies every free target number in this process (`fcntl(F_DUPFD_CLOEXEC)` at that
@@ -271,6 +351,13 @@ impl ChildFds {
             cmd.pre_exec(move || table.install());
         }
     }
+}
+
+/// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`).
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: `F_GETFD` on any number only reads that descriptor's flags; it fails with
+    // `EBADF` when nothing is open there.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
@@ -343,8 +430,10 @@ mod tests {
     fn names_are_validated_and_unique() {
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        assert_eq!(fds.pass("a", &r).unwrap(), 3);
-        assert_eq!(fds.pass("b", &r).unwrap(), 4);
+        let a = fds.pass("a", &r).unwrap();
+        let b = fds.pass("b", &r).unwrap();
+        // Numbers that were free in this process (none the child would inherit), distinct.
+        assert!(a >= 3 && b >= 3 && a != b, "{a} {b}");
         assert_eq!(
             fds.pass("a", &r).unwrap_err().kind(),
             ErrorKind::AlreadyExists
@@ -354,7 +443,7 @@ mod tests {
             ErrorKind::InvalidName
         );
         assert_eq!(
-            fds.pass_as(&r, 3).unwrap_err().kind(),
+            fds.pass_as(&r, a).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
     }

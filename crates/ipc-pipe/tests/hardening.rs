@@ -265,8 +265,116 @@ fn dropping_a_sender_with_a_message_in_progress_and_an_idle_reader_is_bounded() 
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Handing ends to a child never replaces a descriptor the child would inherit.
+
+/// An inheritable memfd at fd number `n` of this process (a descriptor the program left
+/// inheritable on purpose, as a C library or a parent might).
+fn inheritable_at(n: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let m = rustix::fs::memfd_create("mine", rustix::fs::MemfdFlags::empty()).unwrap();
+    if m.as_raw_fd() == n {
+        return m; // Opened at `n` already (and inheritable: no MFD_CLOEXEC).
+    }
+    // SAFETY: `dup2` onto `n`, a number the caller checked is free in this (single-threaded
+    // role) process; the result is owned by the returned value only.
+    let fd = unsafe { libc::dup2(m.as_raw_fd(), n) };
+    assert_eq!(fd, n, "dup2: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just opened by `dup2` and nothing else owns it.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+fn is_open(n: i32) -> bool {
+    // SAFETY: `F_GETFD` on any number only reads the descriptor flags.
+    unsafe { libc::fcntl(n, libc::F_GETFD) >= 0 }
+}
+
+/// Role: makes every descriptor from 3 to 12 inheritable (an inheritable memfd at each free
+/// number, and the descriptor already at 3 made inheritable), hands a pipe end to a child with
+/// `ChildPipes::pass`, and checks in the child that the end arrived and that every inheritable
+/// descriptor is still what it was.
+fn pass_avoids_inheritable_descriptors(_: &Ctx) {
+    let link = |n: i32| std::fs::read_link(format!("/proc/self/fd/{n}")).unwrap();
+    let mut mine = Vec::new();
+    let mut held = Vec::new();
+    for n in 3..=12 {
+        if !is_open(n) {
+            held.push(inheritable_at(n));
+        } else if n == 3 {
+            // SAFETY: clears FD_CLOEXEC on fd 3, which is open; nothing is closed.
+            assert_eq!(unsafe { libc::fcntl(3, libc::F_SETFD, 0) }, 0);
+        } else {
+            continue;
+        }
+        mine.push((n, link(n)));
+    }
+    assert!(mine.len() > 1);
+    let (mut r, w) = pipe().unwrap();
+    let mut pipes = ipc_pipe::ChildPipes::new();
+    let t = pipes.pass("out", w).unwrap();
+    let mut script = format!("readlink /proc/self/fd/{t} | grep -q '^pipe:' || exit 3; ");
+    for (n, l) in &mine {
+        script += &format!(
+            "[ \"$(readlink /proc/self/fd/{n})\" = '{}' ] || {{ echo fd {n} replaced >&2; exit 4; }}; ",
+            l.display()
+        );
+    }
+    script += &format!("echo ok > /proc/self/fd/{t}");
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .stderr(std::process::Stdio::inherit());
+    let status = pipes.spawn(cmd).unwrap().wait().unwrap();
+    assert!(
+        status.success(),
+        "passed at fd {t}; child check failed: {status:?}"
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut r, &mut out).unwrap();
+    assert_eq!(out, "ok\n");
+    eprintln!("passed at {t}, {} inheritable descriptors kept", mine.len());
+}
+
+/// Role: `pass` chooses a free number; the program then opens an inheritable descriptor at that
+/// very number before spawning. The child must not replace it: the spawn fails with a typed
+/// error and the program's descriptor is untouched.
+fn pass_target_taken_before_spawn(_: &Ctx) {
+    let (_r, w) = pipe().unwrap();
+    let mut pipes = ipc_pipe::ChildPipes::new();
+    let t = pipes.pass("out", w).unwrap();
+    let mine = inheritable_at(t);
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", &format!("echo clobbered > /proc/self/fd/{t}")]);
+    let e = pipes.spawn(cmd).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(e.to_string().contains(&format!("fd {t}")), "{e}");
+    assert_eq!(
+        rustix::fs::fstat(&mine).unwrap().st_size,
+        0,
+        "written through"
+    );
+    eprintln!("refused: {e}");
+}
+
+#[test]
+fn handing_ends_to_a_child_never_replaces_an_inheritable_descriptor() {
+    let out = spawn("pass_avoids_inheritable_descriptors")
+        .start()
+        .wait_success();
+    assert!(
+        out.stderr.contains("inheritable descriptors kept"),
+        "{}",
+        out.stderr
+    );
+    let out = spawn("pass_target_taken_before_spawn")
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("refused"), "{}", out.stderr);
+}
+
 roles!(
     blocked_transfer_sigpipe_default,
     sigpipe_default_set_after_the_end_was_made,
     drop_with_message_in_progress,
+    pass_avoids_inheritable_descriptors,
+    pass_target_taken_before_spawn,
 );
