@@ -3,6 +3,7 @@
 mod create;
 mod duplex;
 mod eof;
+mod hostile;
 mod messages;
 mod open;
 mod refuse;
