@@ -8,6 +8,7 @@ mod messages;
 mod open;
 mod refuse;
 mod shell;
+mod sigpipe;
 mod torn;
 
 use std::path::Path;
@@ -27,6 +28,8 @@ use messages::stamped_writer;
 use open::late_reader;
 use open::open_writer_and_park;
 use open::write_hello;
+use sigpipe::fifo_blocked_write_sigpipe_default;
+use sigpipe::fifo_drop_with_message_in_progress;
 use torn::big_stream_writer;
 use torn::small_stream_writer;
 
@@ -45,6 +48,8 @@ roles!(
     read_hello_then_park,
     big_stream_writer,
     small_stream_writer,
+    fifo_blocked_write_sigpipe_default,
+    fifo_drop_with_message_in_progress,
 );
 
 /// A private directory for one test's FIFOs, removed on drop.
