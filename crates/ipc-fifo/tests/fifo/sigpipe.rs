@@ -31,10 +31,8 @@ const PATHS: &[&str] = &[
 /// leave while it is blocked. Must survive and say so.
 pub(crate) fn fifo_blocked_write_sigpipe_default(ctx: &Ctx) {
     // SAFETY: `signal` with `SIG_DFL` installs no handler code; the role runs on one thread.
-    assert_ne!(
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) },
-        libc::SIG_ERR
-    );
+    let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    assert_ne!(old, libc::SIG_ERR);
     let a = ctx.args();
     let (path, how) = (a[0], a[1]);
     let big = vec![0xcd; BIG];
