@@ -4,6 +4,7 @@ mod create;
 mod duplex;
 mod eof;
 mod hostile;
+mod kills;
 mod messages;
 mod open;
 mod refuse;
@@ -23,6 +24,10 @@ use duplex::read_hello_then_park;
 use eof::send_and_exit;
 use eof::send_and_park;
 use eof::send_then_wait_for_go;
+use kills::client_steps;
+use kills::reader_steps;
+use kills::server_steps;
+use kills::writer_steps;
 use messages::byte_writer;
 use messages::stamped_writer;
 use open::late_reader;
@@ -50,7 +55,16 @@ roles!(
     small_stream_writer,
     fifo_blocked_write_sigpipe_default,
     fifo_drop_with_message_in_progress,
+    writer_steps,
+    reader_steps,
+    client_steps,
+    server_steps,
 );
+
+/// Whether the long variants run (`IPC_SOAK=1`, set by `cargo xtask test --soak`).
+pub(crate) fn soak() -> bool {
+    std::env::var_os("IPC_SOAK").is_some_and(|v| v == "1")
+}
 
 /// A private directory for one test's FIFOs, removed on drop.
 pub(crate) fn scratch() -> ipc_testkit::TempDir {
