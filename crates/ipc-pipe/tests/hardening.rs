@@ -371,10 +371,128 @@ fn handing_ends_to_a_child_never_replaces_an_inheritable_descriptor() {
     assert!(out.stderr.contains("refused"), "{}", out.stderr);
 }
 
+// ---------------------------------------------------------------------------------------------
+// A SIGKILL at every step of each end's life.
+
+fn rounds() -> usize {
+    if std::env::var_os("IPC_SOAK").is_some_and(|v| v == "1") {
+        20
+    } else {
+        1
+    }
+}
+
+const WRITER_STEPS: [&str; 5] = ["started", "adopted", "mid-message", "sent", "closed"];
+
+/// Role: `step`: a writer child that goes as far as `step` and parks there.
+fn pipe_writer_steps(ctx: &Ctx) {
+    let step = ctx.arg();
+    if step == "started" {
+        ctx.park(step); // the end is inherited but not adopted yet
+    }
+    let w = PipeWriter::from_inherited("tx").unwrap();
+    if step == "adopted" {
+        ctx.park(step);
+    }
+    let mut tx = w
+        .into_sender(FrameMode::Stream { max_message: BIG })
+        .unwrap();
+    if step == "mid-message" {
+        ctx.checkpoint(step);
+        tx.send(&vec![7; BIG]).unwrap();
+        panic!("a 1 MiB send into a pipe nobody reads returned");
+    }
+    tx.send(b"complete").unwrap();
+    if step == "closed" {
+        drop(tx);
+    }
+    ctx.park(step);
+}
+
+#[test]
+fn a_pipe_writer_killed_at_any_step_is_a_disconnect_never_a_partial_message() {
+    for _ in 0..rounds() {
+        for step in WRITER_STEPS {
+            let (r, w) = pipe().unwrap();
+            let capacity = r.capacity().unwrap();
+            let mut child = spawn("pipe_writer_steps").arg(step).fd("tx", &w).start();
+            drop(w);
+            child.wait_checkpoint(step);
+            if step == "mid-message" {
+                while r.queued_bytes().unwrap() < capacity {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            assert!(child.kill_and_wait().killed(), "{step}");
+            let mut rx = r.into_receiver(BIG).unwrap();
+            let (msgs, end) = within_watchdog("drain after the kill", move || {
+                let mut buf = vec![0; BIG];
+                let mut msgs = Vec::new();
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) => msgs.push(buf[..n].to_vec()),
+                        Err(e) => return (msgs, e),
+                    }
+                }
+            });
+            assert_eq!(end.kind(), ErrorKind::Disconnected, "{step}: {end}");
+            let want: &[&[u8]] = match step {
+                "sent" | "closed" => &[b"complete"],
+                _ => &[],
+            };
+            assert_eq!(msgs, want, "{step}");
+        }
+    }
+}
+
+const READER_STEPS: [&str; 3] = ["started", "adopted", "reading"];
+
+/// Role: `step`: a reader child that goes as far as `step` and parks there.
+fn pipe_reader_steps(ctx: &Ctx) {
+    let step = ctx.arg();
+    if step == "started" {
+        ctx.park(step);
+    }
+    let r = PipeReader::from_inherited("rx").unwrap();
+    if step == "adopted" {
+        ctx.park(step);
+    }
+    let mut rx = r.into_receiver(ipc_pipe::MAX_ATOMIC_PAYLOAD).unwrap();
+    rx.recv(&mut [0u8; 4092]).unwrap();
+    ctx.park("reading");
+}
+
+#[test]
+fn a_pipe_reader_killed_at_any_step_is_a_disconnect_for_the_writer() {
+    for _ in 0..rounds() {
+        for step in READER_STEPS {
+            let (r, w) = pipe().unwrap();
+            let mut child = spawn("pipe_reader_steps").arg(step).fd("rx", &r).start();
+            drop(r);
+            let mut tx = w.into_sender(FrameMode::Atomic).unwrap();
+            if step == "reading" {
+                tx.send(b"one").unwrap();
+            }
+            child.wait_checkpoint(step);
+            assert!(child.kill_and_wait().killed(), "{step}");
+            let e = within_watchdog("send after the kill", move || {
+                loop {
+                    if let Err(e) = tx.send(&[1; 4000]) {
+                        return e;
+                    }
+                }
+            });
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{step}: {e}");
+        }
+    }
+}
+
 roles!(
     blocked_transfer_sigpipe_default,
     sigpipe_default_set_after_the_end_was_made,
     drop_with_message_in_progress,
     pass_avoids_inheritable_descriptors,
     pass_target_taken_before_spawn,
+    pipe_writer_steps,
+    pipe_reader_steps,
 );
