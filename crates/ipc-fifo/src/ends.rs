@@ -238,7 +238,8 @@ impl From<FifoReader> for OwnedFd {
 
 /// The write end of a FIFO.
 ///
-/// A byte stream: [`Write`](std::io::Write) never raises `SIGPIPE`; with no reader left it
+/// A byte stream: [`Write`](std::io::Write) never raises `SIGPIPE` (with the disposition as it
+/// was when the end was opened, see [`SigpipeGuard`]); with no reader left it
 /// fails with `BrokenPipe` ([`ErrorKind::Disconnected`]). A write of at most `PIPE_BUF` (4096)
 /// bytes is atomic: it never interleaves with other writers' data.
 /// [`write_atomic`](FifoWriter::write_atomic) makes that a checked promise for records such as
