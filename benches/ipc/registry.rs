@@ -139,6 +139,7 @@ pub struct Handoff {
 impl Handoff {
     /// Hands `fd` to the child under `name` ([`Inherited::take_fd`] there).
     pub fn fd(&mut self, name: &str, fd: impl AsFd) -> Result<()> {
+        let fd = fd.as_fd().try_clone_to_owned()?;
         self.fds.pass(name, fd).map(|_| ())
     }
 

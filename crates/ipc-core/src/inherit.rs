@@ -3,7 +3,7 @@
 //! other descriptor; [`take`] on the child side adopts one by name.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -25,18 +25,22 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 /// is another's target) cannot clobber each other. Named descriptors are announced to the child
 /// in [`ENV_VAR`] and adopted there with [`take`].
 ///
+/// [`pass`](ChildFds::pass) and [`pass_as`](ChildFds::pass_as) take the descriptor (anything
+/// `Into<OwnedFd>`), like `ipc_pipe::ChildPipes`: this value holds it until it is dropped, so
+/// once the child is spawned and this value dropped, the child holds the only copy. Pass a
+/// copy (`try_clone`) of a descriptor this process keeps using.
+///
 /// ```
 /// use std::process::Command;
 /// use ipc_core::inherit::ChildFds;
 ///
 /// let (reader, writer) = rustix::pipe::pipe()?;
 /// let mut fds = ChildFds::new();
-/// fds.pass_as(&writer, 1)?; // the child's stdout is our pipe
+/// fds.pass_as(writer, 1)?; // the child's stdout is our pipe (taken: only the child keeps it)
 /// let mut cmd = Command::new("echo");
 /// cmd.arg("hi");
 /// let mut child = fds.spawn(&mut cmd)?;
-/// drop(fds);
-/// drop(writer);
+/// drop(fds); // closes our copy of the write end: the reader sees end-of-file
 /// let mut out = String::new();
 /// std::io::Read::read_to_string(&mut std::fs::File::from(reader), &mut out)?;
 /// child.wait()?;
@@ -45,7 +49,7 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 /// ```
 #[derive(Debug, Default)]
 pub struct ChildFds {
-    /// `(our duplicate, target fd in the child, name)`.
+    /// `(the descriptor handed over, close-on-exec; target fd in the child; name)`.
     maps: Vec<(OwnedFd, RawFd, Option<String>)>,
     /// What the `pre_exec` hooks read in the child: every hook this value installed, on any
     /// `Command`, shares it.
@@ -77,7 +81,7 @@ struct HookTable {
     installed: AtomicBool,
     /// Entries of `pairs` in use.
     len: AtomicUsize,
-    /// `(our duplicate's number, target number)`.
+    /// `(the handed-over descriptor's number here, target number)`.
     pairs: [(AtomicI32, AtomicI32); MAX_FDS],
     /// Whether the target of the entry was chosen by [`ChildFds::pass`] (a number that was
     /// free), rather than asked for by [`ChildFds::pass_as`]: such a target must not replace
@@ -168,8 +172,20 @@ impl ChildFds {
     }
 
     /// Hands `fd` to the child as fd number `target` (0 for stdin, 1 for stdout, ...).
-    pub fn pass_as(&mut self, fd: impl AsFd, target: RawFd) -> Result<&mut ChildFds> {
-        self.push(fd.as_fd(), target, None)
+    ///
+    /// Takes the descriptor, as [`pass`](ChildFds::pass) does (and as `ipc_pipe::ChildPipes`
+    /// does): it is kept, close-on-exec, until this value is dropped, so after the spawn only
+    /// the child has it. To keep a descriptor of your own, pass a copy
+    /// (`fd.try_clone()`, or `fd.as_fd().try_clone_to_owned()`).
+    pub fn pass_as(&mut self, fd: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildFds> {
+        if target < 0 || self.maps.iter().any(|m| m.1 == target) {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                "target fd number is negative or already used",
+            )
+            .on(target));
+        }
+        self.push_owned(close_on_exec(fd.into())?, target, None, false)
     }
 
     /// Hands `fd` to the child under `name`, at the lowest number from 3 up that is free in
@@ -181,7 +197,9 @@ impl ChildFds {
     /// has since opened an inheritable descriptor there (another thread, or between this call
     /// and the spawn), the spawn fails with [`ErrorKind::AlreadyExists`] naming the number,
     /// rather than replace that descriptor in the child.
-    pub fn pass(&mut self, name: &str, fd: impl AsFd) -> Result<RawFd> {
+    ///
+    /// Takes the descriptor, as [`pass_as`](ChildFds::pass_as) does.
+    pub fn pass(&mut self, name: &str, fd: impl Into<OwnedFd>) -> Result<RawFd> {
         if name.is_empty() || name.contains([',', '=']) {
             return Err(Error::with_note(
                 ErrorKind::InvalidName,
@@ -194,9 +212,8 @@ impl ChildFds {
                 .in_op("pass fd")
                 .on(name));
         }
-        // Our duplicate first, so its own number is not the one chosen.
-        let dup =
-            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
+        // Taken first: its own number is open, so it is not the one chosen.
+        let fd = close_on_exec(fd.into())?;
         let target = (3..RawFd::MAX)
             .find(|&t| self.maps.iter().all(|m| m.1 != t) && !is_open(t))
             .ok_or_else(|| {
@@ -204,25 +221,13 @@ impl ChildFds {
                     .in_op("pass fd")
                     .on(name)
             })?;
-        self.push_owned(dup, target, Some(name.to_owned()), true)?;
+        self.push_owned(fd, target, Some(name.to_owned()), true)?;
         Ok(target)
-    }
-
-    fn push(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        target: RawFd,
-        name: Option<String>,
-    ) -> Result<&mut ChildFds> {
-        // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
-        let dup =
-            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
-        self.push_owned(dup, target, name, false)
     }
 
     fn push_owned(
         &mut self,
-        dup: OwnedFd,
+        fd: OwnedFd,
         target: RawFd,
         name: Option<String>,
         chosen: bool,
@@ -243,10 +248,10 @@ impl ChildFds {
         }
         let i = self.maps.len();
         let slot = &self.table.pairs[i];
-        slot.0.store(dup.as_raw_fd(), Ordering::SeqCst);
+        slot.0.store(fd.as_raw_fd(), Ordering::SeqCst);
         slot.1.store(target, Ordering::SeqCst);
         self.table.chosen[i].store(chosen, Ordering::SeqCst);
-        self.maps.push((dup, target, name));
+        self.maps.push((fd, target, name));
         self.table.len.store(self.maps.len(), Ordering::SeqCst);
         Ok(self)
     }
@@ -353,6 +358,17 @@ impl ChildFds {
     }
 }
 
+/// `fd` with close-on-exec set, so it reaches no child but through the mapping (a descriptor
+/// handed over may have been opened inheritable).
+fn close_on_exec(fd: OwnedFd) -> Result<OwnedFd> {
+    let flags = fcntl_getfd(&fd).map_err(|e| Error::from(e).in_op("fcntl(F_GETFD)"))?;
+    if !flags.contains(FdFlags::CLOEXEC) {
+        fcntl_setfd(&fd, flags | FdFlags::CLOEXEC)
+            .map_err(|e| Error::from(e).in_op("fcntl(F_SETFD)"))?;
+    }
+    Ok(fd)
+}
+
 /// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`).
 fn is_open(fd: RawFd) -> bool {
     // SAFETY: `F_GETFD` on any number only reads that descriptor's flags; it fails with
@@ -430,20 +446,20 @@ mod tests {
     fn names_are_validated_and_unique() {
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        let a = fds.pass("a", &r).unwrap();
-        let b = fds.pass("b", &r).unwrap();
+        let a = fds.pass("a", r.try_clone().unwrap()).unwrap();
+        let b = fds.pass("b", r.try_clone().unwrap()).unwrap();
         // Numbers that were free in this process (none the child would inherit), distinct.
         assert!(a >= 3 && b >= 3 && a != b, "{a} {b}");
         assert_eq!(
-            fds.pass("a", &r).unwrap_err().kind(),
+            fds.pass("a", r.try_clone().unwrap()).unwrap_err().kind(),
             ErrorKind::AlreadyExists
         );
         assert_eq!(
-            fds.pass("x=y", &r).unwrap_err().kind(),
+            fds.pass("x=y", r.try_clone().unwrap()).unwrap_err().kind(),
             ErrorKind::InvalidName
         );
         assert_eq!(
-            fds.pass_as(&r, a).unwrap_err().kind(),
+            fds.pass_as(r.try_clone().unwrap(), a).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
     }
@@ -461,7 +477,7 @@ mod tests {
     fn respawn_after_release_fails_instead_of_passing_a_stranger() {
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        fds.pass_as(&w, 3).unwrap();
+        fds.pass_as(w.try_clone().unwrap(), 3).unwrap();
         let src = fds.maps[0].0.as_raw_fd();
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "echo hi >&3"]);
@@ -488,10 +504,10 @@ mod tests {
         let mut fds = ChildFds::new();
         // `wa`'s own number is taken here, so our copy of it gets another one ...
         let ta = wa.as_raw_fd();
-        fds.pass_as(&wa, ta).unwrap();
+        fds.pass_as(wa.try_clone().unwrap(), ta).unwrap();
         // ... which is where `wb` goes in the child: the mapping overlaps.
         let tb = fds.maps[0].0.as_raw_fd();
-        fds.pass_as(&wb, tb).unwrap();
+        fds.pass_as(wb.try_clone().unwrap(), tb).unwrap();
         let mut cmd = Command::new("/bin/sh");
         cmd.args([
             "-c",
@@ -538,7 +554,7 @@ mod tests {
     fn a_child_without_names_does_not_inherit_the_list() {
         let (_r, w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        fds.pass_as(&w, 1).unwrap();
+        fds.pass_as(w.try_clone().unwrap(), 1).unwrap();
         let mut cmd = Command::new("/bin/true");
         fds.apply(&mut cmd);
         let env: Vec<_> = cmd.get_envs().collect();

@@ -55,7 +55,7 @@ use crate::{Duplex, PipeReader, PipeWriter};
 /// ```
 #[derive(Debug, Default)]
 pub struct ChildPipes {
-    /// Holds its own copy of each end until spawn; the ends passed in are closed at once.
+    /// Holds the ends until it is dropped (by `spawn`, right after the child started).
     fds: ChildFds,
 }
 
