@@ -223,8 +223,12 @@ impl<F: AsFd> FrameSender<F> {
         &self.label
     }
 
-    /// Writes out the rest of a frame left over from an earlier send whose deadline passed
-    /// mid-message, waiting until `deadline`.
+    /// Writes out the rest of a message in progress (an earlier send failed with
+    /// [`ErrorKind::Incomplete`]), waiting until `deadline`. Does nothing when none is.
+    ///
+    /// Errors: [`ErrorKind::Incomplete`] when the deadline passes first (the message is still
+    /// in progress, [`pending`](FrameSender::pending) says how much is left);
+    /// [`ErrorKind::Disconnected`] when the reader is gone (the rest is dropped).
     pub fn flush(&mut self, deadline: Deadline) -> Result<()> {
         while self.pending_at < self.pending.len() {
             let fd = self.fd.as_fd();
