@@ -170,7 +170,7 @@ fn close_reader_while_blocked(role: &str, arg: &str) -> ipc_testkit::Outcome {
 #[test]
 fn no_writing_path_dies_of_sigpipe_when_the_reader_leaves_mid_write() {
     let mut failed = Vec::new();
-    for path in PATHS {
+    for path in PATHS.iter().cycle().take(PATHS.len() * rounds()) {
         let out = close_reader_while_blocked("blocked_transfer_sigpipe_default", path);
         if !out.success() || !out.stderr.contains("survived") {
             failed.push(format!(

@@ -124,8 +124,9 @@ fn run_path(how: &str) -> ipc_testkit::Outcome {
 
 #[test]
 fn no_fifo_writing_path_dies_of_sigpipe_when_the_reader_leaves_mid_write() {
+    let rounds = if crate::soak() { 20 } else { 1 };
     let mut failed = Vec::new();
-    for how in PATHS {
+    for how in PATHS.iter().cycle().take(PATHS.len() * rounds) {
         let out = run_path(how);
         if !out.success() || !out.stderr.contains("survived") {
             failed.push(format!(
