@@ -464,6 +464,17 @@ mod tests {
         );
     }
 
+    /// A descriptor handed over inheritable is made close-on-exec while this value holds it,
+    /// so it reaches no child (this one or another spawned meanwhile) but through the mapping.
+    #[test]
+    fn a_descriptor_handed_over_is_held_close_on_exec() {
+        let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::empty()).unwrap();
+        assert!(!fcntl_getfd(&w).unwrap().contains(FdFlags::CLOEXEC));
+        let mut fds = ChildFds::new();
+        fds.pass("w", w).unwrap();
+        assert!(fcntl_getfd(&fds.maps[0].0).unwrap().contains(FdFlags::CLOEXEC));
+    }
+
     fn read_all(fd: OwnedFd) -> String {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
