@@ -145,7 +145,8 @@ impl FifoReader {
     /// land between its writes. Records of at most `MAX_ATOMIC_PAYLOAD` bytes are one atomic
     /// write each: a killed writer leaves either a whole record or nothing. A keep-open
     /// receiver that meets a larger frame anyway (a writer that broke this rule) reports
-    /// [`ErrorKind::Corrupted`], never a message. Without `keep_open`, or after
+    /// [`ErrorKind::Corrupted`], never a message, and keeps reporting it: what the FIFO holds
+    /// cannot be split into messages any more (recreate the FIFO to go on). Without `keep_open`, or after
     /// [`stop_keeping_open`](FifoReader::stop_keeping_open), messages of any size are fine
     /// with one writer: a writer that dies mid-message closes the stream, and the partial
     /// message is dropped.
