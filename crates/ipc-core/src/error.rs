@@ -57,6 +57,11 @@ pub enum ErrorKind {
     NotRecoverable,
     /// The kernel or the object does not support the operation.
     Unsupported,
+    /// The deadline passed after part of the message was written (a message larger than
+    /// `PIPE_BUF` on a byte stream, see [`FrameSender`](crate::stream::FrameSender)): the
+    /// sender keeps the rest and writes it before anything else on its next send or flush.
+    /// The message is in progress: not lost, and not to be sent again.
+    Incomplete,
     /// Any other OS error; [`Error::raw_os_error`] has the errno.
     Io,
 }
@@ -81,6 +86,7 @@ impl ErrorKind {
             ErrorKind::OwnerDied => "owner died",
             ErrorKind::NotRecoverable => "state not recoverable",
             ErrorKind::Unsupported => "not supported",
+            ErrorKind::Incomplete => "message in progress",
             ErrorKind::Io => "I/O error",
         }
     }
@@ -124,6 +130,7 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => io::ErrorKind::QuotaExceeded,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
             ErrorKind::WrongType
+            | ErrorKind::Incomplete
             | ErrorKind::OwnerDied
             | ErrorKind::NotRecoverable
             | ErrorKind::Io => io::ErrorKind::Other,

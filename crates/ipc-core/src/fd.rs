@@ -80,10 +80,18 @@ pub fn is_nonblocking(fd: impl AsFd) -> Result<bool, Errno> {
 /// disposition. [`SigpipeGuard::detect`] looks at the disposition once, when an endpoint is made:
 ///
 /// - ignored or handled: writes are plain writes, at no extra cost;
-/// - default: each write blocks `SIGPIPE` for the calling thread, and if the write failed with
-///   `EPIPE` consumes the `SIGPIPE` it raised before unblocking (two or three extra syscalls).
+/// - default: each write blocks `SIGPIPE` for the calling thread, and consumes the `SIGPIPE`
+///   it may have raised before unblocking (three extra syscalls). A write raises it with
+///   `EPIPE`, and also when it wrote part of its bytes, blocked, and the reader left: the
+///   kernel then returns the partial count, and the signal is taken all the same.
 ///
-/// Either way the caller sees `EPIPE`, never a dead process.
+/// Either way the caller sees `EPIPE` or a short count, never a dead process.
+///
+/// The disposition is read when the endpoint is made, not per write (that would cost a
+/// syscall per message on the fast path): a program that sets `SIGPIPE` to its default action
+/// after making an endpoint is not covered by that endpoint. Set the disposition first, or
+/// make the endpoint again. (A `SIGPIPE` sent to the process by another process during a
+/// guarded write may be taken as well.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigpipeGuard {
     /// The disposition is not the default: nothing to do.
@@ -149,9 +157,14 @@ fn with_sigpipe_blocked(write: impl FnOnce() -> Result<usize, Errno>) -> Result<
     let already_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
     let result = write();
     if !already_blocked {
-        if result == Err(Errno::PIPE) {
-            // The SIGPIPE raised by this write is pending for this thread (it was not blocked
-            // before, so no earlier one can be). Take it without waiting.
+        // A write raises SIGPIPE whenever it finds no reader: with `EPIPE` when nothing went
+        // in, and also when it wrote part of its bytes, blocked, and the reader left (the
+        // kernel then returns the partial count, not `EPIPE`). In either case the signal is
+        // pending for this thread now (it was not blocked before, so no earlier one can be);
+        // take it without waiting. A full count raised nothing, but the caller's length is not
+        // known here, so this is checked after every successful write: this mode is the slow
+        // path, for programs that run with SIGPIPE at its default action.
+        if matches!(result, Ok(_) | Err(Errno::PIPE)) {
             let zero = libc::timespec {
                 tv_sec: 0,
                 tv_nsec: 0,

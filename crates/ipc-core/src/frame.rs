@@ -206,10 +206,17 @@ impl FrameDecoder {
     }
 
     fn oversized(&self, len: usize) -> Error {
+        let why = if self.max_payload <= MAX_ATOMIC_PAYLOAD && len > MAX_ATOMIC_PAYLOAD {
+            "; this receiver takes atomic records (frames of at most PIPE_BUF bytes, one write \
+             each): a writer sent a larger frame, which other writers' frames can interleave, \
+             so the stream cannot be resynchronised"
+        } else {
+            ""
+        };
         Error::with_note(
             ErrorKind::Corrupted,
             format!(
-                "frame header announces {len} bytes, the receiver's maximum is {} bytes",
+                "frame header announces {len} bytes, the receiver's maximum is {} bytes{why}",
                 self.max_payload
             ),
         )

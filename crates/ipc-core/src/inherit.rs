@@ -3,7 +3,7 @@
 //! other descriptor; [`take`] on the child side adopts one by name.
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
@@ -25,18 +25,22 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 /// is another's target) cannot clobber each other. Named descriptors are announced to the child
 /// in [`ENV_VAR`] and adopted there with [`take`].
 ///
+/// [`pass`](ChildFds::pass) and [`pass_as`](ChildFds::pass_as) take the descriptor (anything
+/// `Into<OwnedFd>`), like `ipc_pipe::ChildPipes`: this value holds it until it is dropped, so
+/// once the child is spawned and this value dropped, the child holds the only copy. Pass a
+/// copy (`try_clone`) of a descriptor this process keeps using.
+///
 /// ```
 /// use std::process::Command;
 /// use ipc_core::inherit::ChildFds;
 ///
 /// let (reader, writer) = rustix::pipe::pipe()?;
 /// let mut fds = ChildFds::new();
-/// fds.pass_as(&writer, 1)?; // the child's stdout is our pipe
+/// fds.pass_as(writer, 1)?; // the child's stdout is our pipe (taken: only the child keeps it)
 /// let mut cmd = Command::new("echo");
 /// cmd.arg("hi");
 /// let mut child = fds.spawn(&mut cmd)?;
-/// drop(fds);
-/// drop(writer);
+/// drop(fds); // closes our copy of the write end: the reader sees end-of-file
 /// let mut out = String::new();
 /// std::io::Read::read_to_string(&mut std::fs::File::from(reader), &mut out)?;
 /// child.wait()?;
@@ -45,7 +49,7 @@ pub const ENV_VAR: &str = "IPC_INHERITED_FDS";
 /// ```
 #[derive(Debug, Default)]
 pub struct ChildFds {
-    /// `(our duplicate, target fd in the child, name)`.
+    /// `(the descriptor handed over, close-on-exec; target fd in the child; name)`.
     maps: Vec<(OwnedFd, RawFd, Option<String>)>,
     /// What the `pre_exec` hooks read in the child: every hook this value installed, on any
     /// `Command`, shares it.
@@ -54,6 +58,10 @@ pub struct ChildFds {
 
 /// The most descriptors one [`ChildFds`] hands over.
 const MAX_FDS: usize = 64;
+
+/// The errno the child's hook reports when a number [`ChildFds::pass`] chose holds an
+/// inheritable descriptor at spawn time (the only thing that hook fails with `EBUSY` for).
+const TARGET_TAKEN: i32 = libc::EBUSY;
 
 /// The mapping as the `pre_exec` hook sees it in the child, where it may read memory but not
 /// lock or allocate: plain atomics, written in the parent only through `&mut ChildFds` (and on
@@ -73,8 +81,12 @@ struct HookTable {
     installed: AtomicBool,
     /// Entries of `pairs` in use.
     len: AtomicUsize,
-    /// `(our duplicate's number, target number)`.
+    /// `(the handed-over descriptor's number here, target number)`.
     pairs: [(AtomicI32, AtomicI32); MAX_FDS],
+    /// Whether the target of the entry was chosen by [`ChildFds::pass`] (a number that was
+    /// free), rather than asked for by [`ChildFds::pass_as`]: such a target must not replace
+    /// an inheritable descriptor.
+    chosen: [AtomicBool; MAX_FDS],
 }
 
 impl Default for HookTable {
@@ -84,6 +96,7 @@ impl Default for HookTable {
             installed: AtomicBool::new(false),
             len: AtomicUsize::new(0),
             pairs: [const { (AtomicI32::new(-1), AtomicI32::new(-1)) }; MAX_FDS],
+            chosen: [const { AtomicBool::new(false) }; MAX_FDS],
         }
     }
 }
@@ -104,6 +117,21 @@ impl HookTable {
         let pairs = &self.pairs[..len];
         let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
         let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        // Phase 0: a number `pass` chose was free in the parent; if this child would inherit a
+        // descriptor there now (the program opened one since, on another thread or between
+        // `pass` and the spawn), installing ours would silently replace it. Refuse before
+        // touching anything. (A close-on-exec descriptor there would not reach the program
+        // anyway: `spawn` holds free targets with such copies.)
+        for i in 0..len {
+            if !self.chosen[i].load(Ordering::SeqCst) {
+                continue;
+            }
+            // SAFETY: `F_GETFD` on any number only reads that descriptor's flags.
+            let flags = unsafe { libc::fcntl(target(i), libc::F_GETFD) };
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                return Err(std::io::Error::from_raw_os_error(TARGET_TAKEN));
+            }
+        }
         let mut temps = [0 as RawFd; MAX_FDS];
         // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
         for (i, (src, _)) in pairs.iter().enumerate() {
@@ -144,13 +172,34 @@ impl ChildFds {
     }
 
     /// Hands `fd` to the child as fd number `target` (0 for stdin, 1 for stdout, ...).
-    pub fn pass_as(&mut self, fd: impl AsFd, target: RawFd) -> Result<&mut ChildFds> {
-        self.push(fd.as_fd(), target, None)
+    ///
+    /// Takes the descriptor, as [`pass`](ChildFds::pass) does (and as `ipc_pipe::ChildPipes`
+    /// does): it is kept, close-on-exec, until this value is dropped, so after the spawn only
+    /// the child has it. To keep a descriptor of your own, pass a copy
+    /// (`fd.try_clone()`, or `fd.as_fd().try_clone_to_owned()`).
+    pub fn pass_as(&mut self, fd: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildFds> {
+        if target < 0 || self.maps.iter().any(|m| m.1 == target) {
+            return Err(Error::with_note(
+                ErrorKind::InvalidInput,
+                "target fd number is negative or already used",
+            )
+            .on(target));
+        }
+        self.push_owned(close_on_exec(fd.into())?, target, None, false)
     }
 
-    /// Hands `fd` to the child at the lowest free number from 3 up, under `name`; the child
-    /// gets it back with [`take`]`(name)`. Returns the number it will have in the child.
-    pub fn pass(&mut self, name: &str, fd: impl AsFd) -> Result<RawFd> {
+    /// Hands `fd` to the child under `name`, at the lowest number from 3 up that is free in
+    /// this process now (no descriptor open there, so none the child would inherit) and not
+    /// taken by another entry; the child gets it back with [`take`]`(name)`. Returns the number
+    /// it will have in the child.
+    ///
+    /// The number is checked again in the child before anything is installed: if the program
+    /// has since opened an inheritable descriptor there (another thread, or between this call
+    /// and the spawn), the spawn fails with [`ErrorKind::AlreadyExists`] naming the number,
+    /// rather than replace that descriptor in the child.
+    ///
+    /// Takes the descriptor, as [`pass_as`](ChildFds::pass_as) does.
+    pub fn pass(&mut self, name: &str, fd: impl Into<OwnedFd>) -> Result<RawFd> {
         if name.is_empty() || name.contains([',', '=']) {
             return Err(Error::with_note(
                 ErrorKind::InvalidName,
@@ -163,18 +212,25 @@ impl ChildFds {
                 .in_op("pass fd")
                 .on(name));
         }
-        let target = (3..)
-            .find(|t| self.maps.iter().all(|m| m.1 != *t))
-            .expect("fd numbers are plentiful");
-        self.push(fd.as_fd(), target, Some(name.to_owned()))?;
+        // Taken first: its own number is open, so it is not the one chosen.
+        let fd = close_on_exec(fd.into())?;
+        let target = (3..RawFd::MAX)
+            .find(|&t| self.maps.iter().all(|m| m.1 != t) && !is_open(t))
+            .ok_or_else(|| {
+                Error::with_note(ErrorKind::LimitExceeded, "no free descriptor number")
+                    .in_op("pass fd")
+                    .on(name)
+            })?;
+        self.push_owned(fd, target, Some(name.to_owned()), true)?;
         Ok(target)
     }
 
-    fn push(
+    fn push_owned(
         &mut self,
-        fd: BorrowedFd<'_>,
+        fd: OwnedFd,
         target: RawFd,
         name: Option<String>,
+        chosen: bool,
     ) -> Result<&mut ChildFds> {
         if target < 0 || self.maps.iter().any(|m| m.1 == target) {
             return Err(Error::with_note(
@@ -190,13 +246,12 @@ impl ChildFds {
             )
             .on(target));
         }
-        // Our own close-on-exec duplicate keeps the descriptor alive until spawn.
-        let dup =
-            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| Error::from(e).in_op("dup"))?;
-        let slot = &self.table.pairs[self.maps.len()];
-        slot.0.store(dup.as_raw_fd(), Ordering::SeqCst);
+        let i = self.maps.len();
+        let slot = &self.table.pairs[i];
+        slot.0.store(fd.as_raw_fd(), Ordering::SeqCst);
         slot.1.store(target, Ordering::SeqCst);
-        self.maps.push((dup, target, name));
+        self.table.chosen[i].store(chosen, Ordering::SeqCst);
+        self.maps.push((fd, target, name));
         self.table.len.store(self.maps.len(), Ordering::SeqCst);
         Ok(self)
     }
@@ -220,12 +275,42 @@ impl ChildFds {
     /// # References
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
     ///   [`execve(2)`](https://man7.org/linux/man-pages/man2/execve.2.html)
+    ///
+    /// A number [`pass`](ChildFds::pass) chose that holds an inheritable descriptor by the time
+    /// the child starts fails the spawn with an error of kind [`ErrorKind::AlreadyExists`]
+    /// (inside the `io::Error`; `ipc_core::Error::from` gets it back) naming the number.
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
         self.apply(cmd);
         let held = self.hold_targets();
         let spawned = cmd.spawn();
         drop(held);
-        spawned
+        spawned.map_err(|e| {
+            if e.raw_os_error() != Some(TARGET_TAKEN) {
+                return e;
+            }
+            let chosen: Vec<String> = self
+                .maps
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.table.chosen[*i].load(Ordering::SeqCst))
+                .map(|(_, m)| format!("fd {}", m.1))
+                .collect();
+            if chosen.is_empty() {
+                return e; // Not our hook's refusal: exec itself said EBUSY.
+            }
+            Error::with_note(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "a descriptor the child would inherit took a number chosen for a passed \
+                     descriptor ({}) after it was chosen; nothing was replaced and the child \
+                     did not run",
+                    chosen.join(", ")
+                ),
+            )
+            .in_op("spawn with passed descriptors")
+            .with_source(e)
+            .into()
+        })
     }
 
     /// Occupies every free target number in this process (`fcntl(F_DUPFD_CLOEXEC)` at that
@@ -271,6 +356,24 @@ impl ChildFds {
             cmd.pre_exec(move || table.install());
         }
     }
+}
+
+/// `fd` with close-on-exec set, so it reaches no child but through the mapping (a descriptor
+/// handed over may have been opened inheritable).
+fn close_on_exec(fd: OwnedFd) -> Result<OwnedFd> {
+    let flags = fcntl_getfd(&fd).map_err(|e| Error::from(e).in_op("fcntl(F_GETFD)"))?;
+    if !flags.contains(FdFlags::CLOEXEC) {
+        fcntl_setfd(&fd, flags | FdFlags::CLOEXEC)
+            .map_err(|e| Error::from(e).in_op("fcntl(F_SETFD)"))?;
+    }
+    Ok(fd)
+}
+
+/// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`).
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: `F_GETFD` on any number only reads that descriptor's flags; it fails with
+    // `EBADF` when nothing is open there.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
@@ -343,20 +446,33 @@ mod tests {
     fn names_are_validated_and_unique() {
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        assert_eq!(fds.pass("a", &r).unwrap(), 3);
-        assert_eq!(fds.pass("b", &r).unwrap(), 4);
+        let a = fds.pass("a", r.try_clone().unwrap()).unwrap();
+        let b = fds.pass("b", r.try_clone().unwrap()).unwrap();
+        // Numbers that were free in this process (none the child would inherit), distinct.
+        assert!(a >= 3 && b >= 3 && a != b, "{a} {b}");
         assert_eq!(
-            fds.pass("a", &r).unwrap_err().kind(),
+            fds.pass("a", r.try_clone().unwrap()).unwrap_err().kind(),
             ErrorKind::AlreadyExists
         );
         assert_eq!(
-            fds.pass("x=y", &r).unwrap_err().kind(),
+            fds.pass("x=y", r.try_clone().unwrap()).unwrap_err().kind(),
             ErrorKind::InvalidName
         );
         assert_eq!(
-            fds.pass_as(&r, 3).unwrap_err().kind(),
+            fds.pass_as(r.try_clone().unwrap(), a).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    /// A descriptor handed over inheritable is made close-on-exec while this value holds it,
+    /// so it reaches no child (this one or another spawned meanwhile) but through the mapping.
+    #[test]
+    fn a_descriptor_handed_over_is_held_close_on_exec() {
+        let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::empty()).unwrap();
+        assert!(!fcntl_getfd(&w).unwrap().contains(FdFlags::CLOEXEC));
+        let mut fds = ChildFds::new();
+        fds.pass("w", w).unwrap();
+        assert!(fcntl_getfd(&fds.maps[0].0).unwrap().contains(FdFlags::CLOEXEC));
     }
 
     fn read_all(fd: OwnedFd) -> String {
@@ -372,7 +488,7 @@ mod tests {
     fn respawn_after_release_fails_instead_of_passing_a_stranger() {
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        fds.pass_as(&w, 3).unwrap();
+        fds.pass_as(w.try_clone().unwrap(), 3).unwrap();
         let src = fds.maps[0].0.as_raw_fd();
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "echo hi >&3"]);
@@ -399,10 +515,10 @@ mod tests {
         let mut fds = ChildFds::new();
         // `wa`'s own number is taken here, so our copy of it gets another one ...
         let ta = wa.as_raw_fd();
-        fds.pass_as(&wa, ta).unwrap();
+        fds.pass_as(wa.try_clone().unwrap(), ta).unwrap();
         // ... which is where `wb` goes in the child: the mapping overlaps.
         let tb = fds.maps[0].0.as_raw_fd();
-        fds.pass_as(&wb, tb).unwrap();
+        fds.pass_as(wb.try_clone().unwrap(), tb).unwrap();
         let mut cmd = Command::new("/bin/sh");
         cmd.args([
             "-c",
@@ -449,7 +565,7 @@ mod tests {
     fn a_child_without_names_does_not_inherit_the_list() {
         let (_r, w) = rustix::pipe::pipe().unwrap();
         let mut fds = ChildFds::new();
-        fds.pass_as(&w, 1).unwrap();
+        fds.pass_as(w.try_clone().unwrap(), 1).unwrap();
         let mut cmd = Command::new("/bin/true");
         fds.apply(&mut cmd);
         let env: Vec<_> = cmd.get_envs().collect();

@@ -13,15 +13,20 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
 
 use rustix::io::{Errno, ReadWriteFlags};
 
 use crate::fd::{Interest, SigpipeGuard, is_nonblocking, set_nonblocking, wait};
 use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
-use crate::{Blocked, Deadline, Detail, Error, MessageReceiver, MessageSender, Result};
+use crate::{Blocked, Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 /// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// How long dropping a [`FrameSender`] waits, at most, to finish a message in progress
+/// (see [`FrameSender::set_linger`]): 1 second.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 
 /// How a [`FrameSender`] bounds and writes its frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,10 +130,26 @@ pub fn write_iov(
 
 /// Sends length-prefixed messages over a byte-stream descriptor.
 ///
-/// A message is sent whole: when the call returns `Ok`, all of it is in the kernel, or — only
-/// for a message above `PIPE_BUF` whose deadline passed after its first bytes went out — the
-/// rest is kept here and written, before anything else, by the next send, by
-/// [`flush`](FrameSender::flush) or on drop. A failed call sent nothing.
+/// # What a send's result means
+///
+/// - `Ok(())`: the whole message is in the kernel.
+/// - [`ErrorKind::Incomplete`]: the deadline passed after the first bytes of the message
+///   went out (only a frame above `PIPE_BUF` bytes, or one cut short on a socket, can be
+///   partly written). The rest ([`pending`](FrameSender::pending) bytes, named in the note) is
+///   kept here: the message is in progress, neither lost nor to be sent again. The next send,
+///   or [`flush`](FrameSender::flush), writes it first; a send whose deadline passes before
+///   that is done fails with [`ErrorKind::TimedOut`] / [`ErrorKind::WouldBlock`] and sent
+///   nothing of its own message (its note says so).
+/// - Any other error: nothing of this message was sent.
+///
+/// No call waits past its deadline, and dropping the sender waits at most its
+/// [linger time](FrameSender::set_linger) for a message in progress. Past that, the rest is
+/// abandoned and the descriptor closed: a receiver that sees the stream end in the middle of
+/// a message drops the partial message and never delivers it. (It sees that end when this
+/// was the last open write end. A frame endpoint in [`FrameMode::Stream`] must be the only
+/// writer anyway; a copy of the write end kept elsewhere, a `dup` or a child's, would keep the
+/// stream open, and the receiver would read what that copy writes next as the rest of the
+/// abandoned message.)
 ///
 /// Writes never raise `SIGPIPE` (see [`SigpipeGuard`]); a reader that is gone is reported as
 /// [`ErrorKind::Disconnected`].
@@ -138,12 +159,15 @@ pub struct FrameSender<F: AsFd> {
     mode: FrameMode,
     nowait: Nowait,
     sigpipe: SigpipeGuard,
-    /// Unwritten tail of a frame whose deadline passed mid-write; `pending_at` bytes of it are out.
+    /// A frame whose deadline passed mid-write (empty when none); `pending_at` bytes of it are
+    /// out.
     pending: Vec<u8>,
     pending_at: usize,
     /// Where a small frame is assembled, header and payload, to go out with one `write`.
     small: Vec<u8>,
     label: String,
+    /// How long `drop` waits to finish a message in progress.
+    linger: Duration,
 }
 
 impl<F: AsFd> FrameSender<F> {
@@ -161,7 +185,27 @@ impl<F: AsFd> FrameSender<F> {
             pending_at: 0,
             small: Vec::new(),
             label,
+            linger: DEFAULT_LINGER,
         })
+    }
+
+    /// Bytes of a message in progress still to be written (0 when none is): see
+    /// [what a send's result means](FrameSender#what-a-sends-result-means).
+    pub fn pending(&self) -> usize {
+        self.pending.len() - self.pending_at
+    }
+
+    /// How long dropping this sender waits, at most, to write the rest of a message in
+    /// progress ([`DEFAULT_LINGER`] unless set). Past it the rest is abandoned; the receiver
+    /// drops the partial message when the stream ends. `Duration::ZERO` abandons at once
+    /// (after one attempt that does not wait).
+    pub fn set_linger(&mut self, linger: Duration) {
+        self.linger = linger;
+    }
+
+    /// The linger time (see [`set_linger`](FrameSender::set_linger)).
+    pub fn linger(&self) -> Duration {
+        self.linger
     }
 
     /// The framing mode.
@@ -179,8 +223,12 @@ impl<F: AsFd> FrameSender<F> {
         &self.label
     }
 
-    /// Writes out the rest of a frame left over from an earlier send whose deadline passed
-    /// mid-message, waiting until `deadline`.
+    /// Writes out the rest of a message in progress (an earlier send failed with
+    /// [`ErrorKind::Incomplete`]), waiting until `deadline`. Does nothing when none is.
+    ///
+    /// Errors: [`ErrorKind::Incomplete`] when the deadline passes first (the message is still
+    /// in progress, [`pending`](FrameSender::pending) says how much is left);
+    /// [`ErrorKind::Disconnected`] when the reader is gone (the rest is dropped).
     pub fn flush(&mut self, deadline: Deadline) -> Result<()> {
         while self.pending_at < self.pending.len() {
             let fd = self.fd.as_fd();
@@ -194,7 +242,7 @@ impl<F: AsFd> FrameSender<F> {
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {
                     if deadline == Deadline::Now || !self.wait_writable(deadline)? {
-                        return Err(self.err(deadline.expired_error(Blocked::Full), "flush"));
+                        return Err(self.err(self.in_progress(), "flush"));
                     }
                 }
                 Err(e) => {
@@ -208,6 +256,22 @@ impl<F: AsFd> FrameSender<F> {
         self.pending.clear();
         self.pending_at = 0;
         Ok(())
+    }
+
+    /// The [`ErrorKind::Incomplete`] error for the message in progress.
+    fn in_progress(&self) -> Error {
+        Error::with_note(
+            ErrorKind::Incomplete,
+            format!(
+                "the deadline passed with a message in progress: {} of its {} bytes (frame \
+                 header included) are written, {} bytes are still to write; it is not lost \
+                 and must not be sent again: the next send or flush writes the rest first, \
+                 and dropping the sender abandons it after the linger time",
+                self.pending_at,
+                self.pending.len(),
+                self.pending(),
+            ),
+        )
     }
 
     fn wait_writable(&self, deadline: Deadline) -> Result<bool> {
@@ -243,7 +307,20 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
             return Err(self.err(Error::message_too_large(msg.len(), limit, what), "send"));
         }
         if !self.pending.is_empty() {
-            self.flush(deadline)?;
+            self.flush(deadline).map_err(|e| {
+                if e.kind() == ErrorKind::Incomplete {
+                    // The earlier message is still in progress; this one was not started.
+                    let note = format!(
+                        "this message was not sent: the deadline passed while {} bytes of an \
+                         earlier message in progress were still to write (they go first)",
+                        self.pending()
+                    );
+                    self.err(deadline.expired_error(Blocked::Full), "send")
+                        .with_detail(Detail::Note(note.into()))
+                } else {
+                    e
+                }
+            })?;
         }
         let header = encode_header(msg.len()).map_err(|e| self.err(e, "send"))?;
         let total = FRAME_HEADER_LEN + msg.len();
@@ -284,18 +361,19 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
                         return Err(self.err(deadline.expired_error(Blocked::Full), "send"));
                     }
                     // Part of the frame is in the pipe: the rest must follow before any other
-                    // frame, or the stream is corrupt. Keep it; the message counts as sent.
-                    let mut rest = Vec::with_capacity(total - written);
-                    rest.extend_from_slice(h);
-                    rest.extend_from_slice(m);
-                    self.pending = rest;
-                    self.pending_at = 0;
+                    // frame, or the stream is corrupt. Keep it (the whole frame, to report
+                    // the counts), and say so.
+                    let mut frame = Vec::with_capacity(total);
+                    frame.extend_from_slice(&header);
+                    frame.extend_from_slice(msg);
+                    self.pending = frame;
+                    self.pending_at = written;
                     tracing::debug!(
                         object = %self.label,
                         left = total - written,
                         "deadline passed mid-frame; tail kept for the next send"
                     );
-                    return Ok(());
+                    return Err(self.err(self.in_progress(), "send"));
                 }
                 Err(e) => return Err(self.errno(e, "send")),
             }
@@ -311,10 +389,16 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
 impl<F: AsFd> Drop for FrameSender<F> {
     fn drop(&mut self) {
         if !self.pending.is_empty() {
-            // The reader is owed the rest of a frame it has started; without it the stream is
-            // corrupt. Finish it, as a BufWriter flushes on drop.
-            if let Err(e) = self.flush(Deadline::Never) {
-                tracing::debug!(error = %e, "frame tail lost on drop");
+            // The reader is owed the rest of a frame it has started: finish it if that can be
+            // done within the linger time. Past it, abandon it: closing the descriptor ends
+            // the stream mid-frame, and the receiver drops the partial message.
+            let deadline = if self.linger.is_zero() {
+                Deadline::Now
+            } else {
+                Deadline::after(self.linger)
+            };
+            if let Err(e) = self.flush(deadline) {
+                tracing::debug!(error = %e, "message in progress abandoned on drop");
             }
         }
     }
@@ -485,6 +569,11 @@ mod tests {
         loop {
             match tx.try_send(&msg(sent)) {
                 Ok(()) => sent += 1,
+                Err(e) if e.kind() == ErrorKind::Incomplete => {
+                    // Cut short: in progress, completed by the next send.
+                    sent += 1;
+                    break;
+                }
                 Err(e) => {
                     assert_eq!(e.kind(), ErrorKind::WouldBlock);
                     break;
@@ -586,13 +675,21 @@ mod tests {
         assert!(e.to_string().contains("test pipe"), "{e}");
     }
 
+    /// A send whose deadline passes mid-message says so: a typed error that tells the message
+    /// is in progress (not lost, not to be sent again), and the next send completes it first.
     #[test]
-    fn large_message_cut_by_a_deadline_is_completed_by_the_next_send() {
+    fn large_message_cut_by_a_deadline_is_an_error_and_completed_by_the_next_send() {
         let (mut tx, mut rx) = pair(FrameMode::default());
         let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         // The pipe holds 64 KiB: the deadline passes mid-frame and the tail is kept.
-        tx.send_deadline(&big, Deadline::after(Duration::from_millis(10)))
-            .unwrap();
+        let e = tx
+            .send_deadline(&big, Deadline::after(Duration::from_millis(10)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Incomplete, "{e}");
+        assert!(e.to_string().contains("in progress"), "{e}");
+        let left = tx.pending();
+        assert!(left > 0 && left < big.len(), "{left}");
+        assert!(e.to_string().contains(&format!("{left} bytes")), "{e}");
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0; 200_000];
             let n = rx.recv(&mut buf).unwrap();
@@ -601,7 +698,47 @@ mod tests {
             assert_eq!(&buf[..n], b"after");
         });
         tx.send(b"after").unwrap();
+        assert_eq!(tx.pending(), 0);
         reader.join().unwrap();
+    }
+
+    /// `try_send` of a message that only partly fits: `Incomplete`; the next message cannot go
+    /// before its rest: `WouldBlock`, nothing of it sent.
+    #[test]
+    fn try_send_of_a_message_that_partly_fits_is_incomplete_then_would_block() {
+        let (mut tx, _rx) = pair(FrameMode::default());
+        let e = tx.try_send(&[7; 100_000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Incomplete, "{e}");
+        assert!(e.to_string().contains("in progress"), "{e}");
+        assert!(tx.pending() > 0);
+        // A further message cannot go before the rest of this one.
+        let e = tx.try_send(b"next").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        assert!(e.to_string().contains("not sent"), "{e}");
+    }
+
+    /// Dropping a sender with a message in progress while the reader is alive but idle returns
+    /// after the linger time instead of waiting for the reader forever; the reader, seeing the
+    /// stream end mid-frame, drops the partial message.
+    #[test]
+    fn drop_with_pending_data_and_an_idle_reader_is_bounded() {
+        let (mut tx, mut rx) = pair(FrameMode::default());
+        tx.send(b"whole").unwrap();
+        assert!(tx.try_send(&[1; 200_000]).is_err());
+        tx.set_linger(Duration::from_millis(20));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(tx);
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("drop of a sender with pending data hung");
+        let mut buf = vec![0; 200_000];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 5);
+        let e = rx.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(e.to_string().contains("partial message was dropped"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use ipc_core::{Error, ErrorKind, Result};
@@ -89,7 +90,8 @@ impl CreateOptions {
     /// - [`ErrorKind::NotFound`]: the parent directory does not exist.
     /// - [`ErrorKind::PermissionDenied`]: the directory is not writable for this process.
     /// - [`ErrorKind::InvalidInput`]: the mode has bits outside `0o777`.
-    /// - [`ErrorKind::InvalidName`]: `path` has no file name (it ends in `..` or is `/`).
+    /// - [`ErrorKind::InvalidName`]: `path` has no file name (it ends in `..` or is `/`), or
+    ///   ends in `/` or `/.` (it names a directory; `mkfifo(3)` refuses it too).
     ///
     /// # References
     /// - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
@@ -105,6 +107,17 @@ impl CreateOptions {
             return Err(fail(Error::with_note(
                 ErrorKind::InvalidInput,
                 format!("mode {:#o} has bits outside 0o777", self.mode),
+            )));
+        }
+        // `Path` hides a trailing `/` or `/.` (`file_name` of `dir/name/` is `name`), but to
+        // the kernel such a path names a directory, and `mkfifo(3)` fails on it (`ENOENT`, or
+        // `EEXIST`). Refuse it the same way rather than create `dir/name`.
+        let raw = path.as_os_str().as_bytes();
+        if raw.ends_with(b"/") || raw.ends_with(b"/.") || raw == b"." {
+            return Err(fail(Error::with_note(
+                ErrorKind::InvalidName,
+                "the path ends in '/' or '/.', so it names a directory, not a new file \
+                 (mkfifo(3) refuses it too)",
             )));
         }
         let Some(name) = path.file_name() else {

@@ -133,8 +133,39 @@ impl FifoReader {
     /// The receiver reports [`ErrorKind::Disconnected`] when the last writer has closed and
     /// every complete message was received. One receiver per FIFO: two readers would split
     /// frames between them.
+    ///
+    /// # Keep-open readers take atomic records only
+    ///
+    /// A reader that [keeps the FIFO open](crate::OpenOptions::keep_open) is refused here with
+    /// [`ErrorKind::InvalidInput`] when `max_message` is above [`MAX_ATOMIC_PAYLOAD`]. A
+    /// message larger than that takes several writes, and two things then break it with no way
+    /// for the reader to tell: a writer killed in the middle of it leaves a partial frame that
+    /// no end-of-file ever cuts off (the reader's own write end keeps the FIFO open), so the
+    /// next writer's frames would be read as the rest of it; and any other writer's frames can
+    /// land between its writes. Records of at most `MAX_ATOMIC_PAYLOAD` bytes are one atomic
+    /// write each: a killed writer leaves either a whole record or nothing. A keep-open
+    /// receiver that meets a larger frame anyway (a writer that broke this rule) reports
+    /// [`ErrorKind::Corrupted`], never a message, and keeps reporting it: what the FIFO holds
+    /// cannot be split into messages any more (recreate the FIFO to go on). Without `keep_open`, or after
+    /// [`stop_keeping_open`](FifoReader::stop_keeping_open), messages of any size are fine
+    /// with one writer: a writer that dies mid-message closes the stream, and the partial
+    /// message is dropped.
     pub fn into_receiver(self, max_message: usize) -> Result<FifoReceiver> {
         let label = label(self.path.as_deref(), self.fd.as_fd());
+        if max_message > MAX_ATOMIC_PAYLOAD && self.keeps_open() {
+            return Err(debug_err(
+                Error::with_note(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "a keep_open reader takes messages of at most {MAX_ATOMIC_PAYLOAD} bytes \
+                         (one atomic write each), not {max_message}: a larger message from a \
+                         writer killed mid-message would have no end-of-file to end it"
+                    ),
+                )
+                .in_op("make a message receiver")
+                .on(label),
+            ));
+        }
         FrameReceiver::new(self, max_message, label)
     }
 
@@ -208,7 +239,8 @@ impl From<FifoReader> for OwnedFd {
 
 /// The write end of a FIFO.
 ///
-/// A byte stream: [`Write`](std::io::Write) never raises `SIGPIPE`; with no reader left it
+/// A byte stream: [`Write`](std::io::Write) never raises `SIGPIPE` (with the disposition as it
+/// was when the end was opened, see [`SigpipeGuard`]); with no reader left it
 /// fails with `BrokenPipe` ([`ErrorKind::Disconnected`]). A write of at most `PIPE_BUF` (4096)
 /// bytes is atomic: it never interleaves with other writers' data.
 /// [`write_atomic`](FifoWriter::write_atomic) makes that a checked promise for records such as

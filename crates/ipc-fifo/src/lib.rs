@@ -83,7 +83,10 @@
 //! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected)), after everything written
 //! was read. A server that serves one writer after another opens its reader with
 //! [`OpenOptions::keep_open`]: it then holds a write end of its own and its reads wait for the
-//! next writer instead.
+//! next writer instead. Such a reader takes atomic records only (at most 4092 bytes each): a
+//! larger message could be cut by a writer killed in the middle of it with no end-of-file to
+//! tell the reader, so [`FifoReader::into_receiver`] refuses the combination with
+//! [`ErrorKind::InvalidInput`](ipc_core::ErrorKind::InvalidInput).
 //!
 //! # Several writers, several readers
 //!
@@ -96,7 +99,19 @@
 //! FIFO (fan out from there), or records of one fixed size read with exactly that size.
 //!
 //! `SIGPIPE` never kills the process: a write with no reader left fails with
-//! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected).
+//! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected), also when the reader leaves
+//! while the write is blocked half-way. (The disposition is read when an end is opened: a
+//! program that sets `SIGPIPE` to its default action does so before opening its ends; see
+//! [`SigpipeGuard`](ipc_core::fd::SigpipeGuard).)
+//!
+//! # Deadlines and dropping a sender
+//!
+//! No call waits past the deadline it was given. A message larger than `PIPE_BUF` whose
+//! deadline passes after its first bytes went out is reported as
+//! [`ErrorKind::Incomplete`](ipc_core::ErrorKind::Incomplete): in progress, finished first by
+//! the next send, not to be sent again. Dropping a sender waits at most its
+//! [linger time](ipc_core::stream::FrameSender::set_linger) (1 s by default) for such a
+//! message, then abandons it, and the reader drops the partial message when the stream ends.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -184,6 +184,10 @@ impl OpenOptions {
     /// With the default wait the open still waits for a first writer; a server that wants to
     /// open at once combines this with [`wait(Deadline::Now)`](OpenOptions::wait).
     ///
+    /// A keep-open reader becomes a receiver of atomic records only (at most
+    /// [`MAX_ATOMIC_PAYLOAD`](crate::MAX_ATOMIC_PAYLOAD) bytes each): see
+    /// [`FifoReader::into_receiver`](crate::FifoReader::into_receiver) for why.
+    ///
     /// Refused with [`ErrorKind::InvalidInput`] by [`open_write`](OpenOptions::open_write).
     pub fn keep_open(&mut self, keep_open: bool) -> &mut OpenOptions {
         self.keep_open = keep_open;

@@ -55,7 +55,7 @@ use crate::{Duplex, PipeReader, PipeWriter};
 /// ```
 #[derive(Debug, Default)]
 pub struct ChildPipes {
-    /// Holds its own copy of each end until spawn; the ends passed in are closed at once.
+    /// Holds the ends until it is dropped (by `spawn`, right after the child started).
     fds: ChildFds,
 }
 
@@ -91,8 +91,11 @@ impl ChildPipes {
         Ok(self)
     }
 
-    /// Hands `end` to the child under `name`, at the lowest free fd number from 3 up, and
-    /// returns that number. The child adopts it with
+    /// Hands `end` to the child under `name`, at the lowest fd number from 3 up that is free
+    /// in this process (so never one the child would inherit from it), and returns that number.
+    /// Should the program open an inheritable descriptor at that number before the spawn, the
+    /// spawn fails with [`ErrorKind::AlreadyExists`](ipc_core::ErrorKind::AlreadyExists)
+    /// instead of replacing it in the child (see [`ChildFds::pass`]). The child adopts it with
     /// [`PipeReader::from_inherited`]`(name)` or [`PipeWriter::from_inherited`]`(name)`: the
     /// name travels in the environment variable [`ipc_core::inherit::ENV_VAR`].
     ///

@@ -51,7 +51,13 @@
 //! - A write with no reader fails with `EPIPE`, reported as
 //!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) (or
 //!   `io::ErrorKind::BrokenPipe`): the process never dies of `SIGPIPE`, whatever disposition it
-//!   inherited.
+//!   inherited, also when the reader leaves while a write is blocked half-way (the write then
+//!   returns a short count). The disposition is read when an end is made: set it before.
+//! - No call waits past its deadline. A message whose deadline passes half-way is
+//!   [`ErrorKind::Incomplete`](ipc_core::ErrorKind::Incomplete) (in progress, finished by the
+//!   next send); dropping a sender waits at most its
+//!   [linger time](ipc_core::stream::FrameSender::set_linger) for it, then abandons it, and the
+//!   receiver drops the partial message.
 //! - End-of-file is `Ok(0)` on the byte stream and
 //!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) on the message receiver,
 //!   after everything queued before it.

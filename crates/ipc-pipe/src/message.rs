@@ -18,6 +18,11 @@ use crate::{PipeReader, PipeWriter, pipe};
 /// When no process has the read end open, a send fails with [`ErrorKind::Disconnected`] and
 /// the process is not killed by `SIGPIPE`.
 ///
+/// A send with a deadline that passes after part of a large message went out fails with
+/// [`ErrorKind::Incomplete`]: the message is in progress and the next send finishes it first;
+/// see [what a send's result means](FrameSender#what-a-sends-result-means) and
+/// [`set_linger`](FrameSender::set_linger) for what dropping the sender then does.
+///
 /// The pipe end is reachable with [`get_ref`](FrameSender::get_ref) (for its capacity, say).
 pub type PipeSender = FrameSender<PipeWriter>;
 

@@ -51,7 +51,10 @@ fn producer() -> Result<(), Box<dyn Error>> {
     let mut fds = ChildFds::new();
     fds.pass(
         "frames",
-        tx.segment().fd().expect("a memfd has a descriptor"),
+        tx.segment()
+            .fd()
+            .expect("a memfd has a descriptor")
+            .try_clone_to_owned()?,
     )?;
     let mut cmd = Command::new(std::env::current_exe()?);
     let mut consumer = fds.spawn(&mut cmd)?;

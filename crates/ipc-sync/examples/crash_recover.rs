@@ -8,6 +8,7 @@
 //! cargo run -p ipc-sync --example crash_recover
 //! ```
 
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     for round in 1..=ROUNDS {
         let mut fds = ChildFds::new();
-        fds.pass("books", &books)?;
+        fds.pass("books", books.as_fd().try_clone_to_owned()?)?;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("worker");
         let mut worker = fds.spawn(&mut cmd)?;

@@ -9,6 +9,7 @@
 //! ```
 
 use std::cell::UnsafeCell;
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
@@ -103,7 +104,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     }
     let ring = Shared::<Ring>::create(())?;
     let mut fds = ChildFds::new();
-    fds.pass("ring", &ring)?;
+    fds.pass("ring", ring.as_fd().try_clone_to_owned()?)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("consumer");
     let mut consumer = fds.spawn(&mut cmd)?;

@@ -8,6 +8,7 @@
 //! cargo run --release -p ipc-sync --example spin_bench [round-trips]
 //! ```
 
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,8 @@ fn child(args: &[String]) {
 fn run(cpus: (usize, usize), spin: Spin, rounds: u64) -> f64 {
     let pair = Shared::<Pair>::create(0).expect("create");
     let mut fds = ChildFds::new();
-    fds.pass("pair", &pair).expect("pass");
+    fds.pass("pair", pair.as_fd().try_clone_to_owned().expect("dup"))
+        .expect("pass");
     let mut cmd = Command::new(std::env::current_exe().expect("exe"));
     cmd.args([
         "child".to_owned(),

@@ -136,8 +136,13 @@ fn send_script<T: MessageSender>(
     let mut msg = Vec::new();
     for seq in 0..script.sizes.len() {
         script.fill(seq, &mut msg);
-        while_peer_lives(peer.as_deref_mut(), |t| tx.send_timeout(&msg, t))
-            .map_err(|e| format!("sending message {seq}: {e}"))?;
+        // `Incomplete`: a byte-stream sender started the message and finishes it first thing
+        // on the next send (or on drop): sent, not to be sent again.
+        while_peer_lives(peer.as_deref_mut(), |t| match tx.send_timeout(&msg, t) {
+            Err(e) if e.kind() == ErrorKind::Incomplete => Ok(()),
+            r => r,
+        })
+        .map_err(|e| format!("sending message {seq}: {e}"))?;
     }
     Ok(())
 }

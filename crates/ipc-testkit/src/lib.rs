@@ -224,6 +224,7 @@ impl Spawn {
 
     /// Hands `fd` to the child under `name` ([`Ctx::take_fd`]).
     pub fn fd(mut self, name: &str, fd: impl std::os::fd::AsFd) -> Spawn {
+        let fd = fd.as_fd().try_clone_to_owned().expect("dup fd to pass");
         self.fds
             .pass(name, fd)
             .unwrap_or_else(|e| panic!("pass fd {name:?}: {e}"));
@@ -232,6 +233,7 @@ impl Spawn {
 
     /// Hands `fd` to the child as fd number `target` (0 = stdin, 1 = stdout).
     pub fn fd_as(mut self, fd: impl std::os::fd::AsFd, target: i32) -> Spawn {
+        let fd = fd.as_fd().try_clone_to_owned().expect("dup fd to pass");
         self.fds
             .pass_as(fd, target)
             .unwrap_or_else(|e| panic!("pass fd as {target}: {e}"));
@@ -249,7 +251,7 @@ impl Spawn {
         let exe = std::env::current_exe().expect("current_exe");
         let (ctl_r, ctl_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("control pipe");
-        self.fds.pass(CTL_FD, &ctl_w).expect("pass control pipe");
+        self.fds.pass(CTL_FD, ctl_w).expect("pass control pipe");
         let mut cmd = Command::new(exe);
         cmd.args([ENTRY_TEST, "--nocapture", "--test-threads=1", "--quiet"])
             .env(ROLE_ENV, &self.role)
@@ -275,8 +277,7 @@ impl Spawn {
             .fds
             .spawn(&mut cmd)
             .unwrap_or_else(|e| panic!("spawn role {:?}: {e}", self.role));
-        drop(self.fds);
-        drop(ctl_w);
+        drop(self.fds); // our copies of the passed ends, the control pipe's write end included
         let mut stderr = child.stderr.take().expect("piped stderr");
         let stderr_thread = std::thread::spawn(move || {
             let mut s = String::new();

@@ -106,6 +106,28 @@ fn bad_requests_are_typed_errors() {
     assert_eq!(crate::entries(dir.path()), Vec::<String>::new());
 }
 
+/// `mkfifo dir/name/` fails (`ENOENT`: a trailing slash names a directory); so must
+/// `Fifo::create`, which must not create `dir/name` instead. Likewise a last component `.`.
+#[test]
+fn a_path_naming_a_directory_is_refused_as_mkfifo_refuses_it() {
+    let dir = scratch();
+    let trailing = format!("{}/name/", dir.path().display());
+    let dot = format!("{}/name/.", dir.path().display());
+    for p in [trailing.as_str(), dot.as_str()] {
+        let e = Fifo::create(p).map(drop).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{p}: {e}");
+        assert!(e.to_string().contains(p), "names the path: {e}");
+        assert_eq!(crate::entries(dir.path()), Vec::<String>::new(), "{p}");
+    }
+    // The shell's mkfifo agrees.
+    let out = std::process::Command::new("mkfifo")
+        .arg(&trailing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(crate::entries(dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn guard_unlinks_on_drop_unless_kept() {
     let dir = scratch();

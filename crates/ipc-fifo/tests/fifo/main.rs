@@ -3,10 +3,14 @@
 mod create;
 mod duplex;
 mod eof;
+mod hostile;
+mod kills;
 mod messages;
 mod open;
 mod refuse;
 mod shell;
+mod sigpipe;
+mod torn;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,11 +24,19 @@ use duplex::read_hello_then_park;
 use eof::send_and_exit;
 use eof::send_and_park;
 use eof::send_then_wait_for_go;
+use kills::client_steps;
+use kills::reader_steps;
+use kills::server_steps;
+use kills::writer_steps;
 use messages::byte_writer;
 use messages::stamped_writer;
 use open::late_reader;
 use open::open_writer_and_park;
 use open::write_hello;
+use sigpipe::fifo_blocked_write_sigpipe_default;
+use sigpipe::fifo_drop_with_message_in_progress;
+use torn::big_stream_writer;
+use torn::small_stream_writer;
 
 roles!(
     create_under_umask,
@@ -39,7 +51,20 @@ roles!(
     echo_client,
     hello_then_park,
     read_hello_then_park,
+    big_stream_writer,
+    small_stream_writer,
+    fifo_blocked_write_sigpipe_default,
+    fifo_drop_with_message_in_progress,
+    writer_steps,
+    reader_steps,
+    client_steps,
+    server_steps,
 );
+
+/// Whether the long variants run (`IPC_SOAK=1`, set by `cargo xtask test --soak`).
+pub(crate) fn soak() -> bool {
+    std::env::var_os("IPC_SOAK").is_some_and(|v| v == "1")
+}
 
 /// A private directory for one test's FIFOs, removed on drop.
 pub(crate) fn scratch() -> ipc_testkit::TempDir {

@@ -123,6 +123,16 @@ proptest! {
     }
 }
 
+/// Load: 16 writer processes into one FIFO, every record checked (count, order per writer,
+/// integrity). 16 x 2,000 records by default; `IPC_SOAK=1`: 16 x 100,000.
+#[test]
+fn sixteen_writer_processes_into_one_fifo_lose_and_tear_nothing() {
+    let count = if crate::soak() { 100_000 } else { 2_000 };
+    if let Err(e) = n_writers_one_reader(0x16_1f0, 16, count) {
+        panic!("{e}");
+    }
+}
+
 #[test]
 fn oversized_records_are_refused_in_multi_writer_mode_and_nothing_is_lost() {
     let dir = scratch();
