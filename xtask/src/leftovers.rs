@@ -136,6 +136,10 @@ impl Run {
                     found.push(format!("{} (removed)", o.describe()));
                     remove_sysv(&o);
                 }
+                if mqueue.starts_with(&self.dir) {
+                    // Our own mount point: unmounted so the directory can go.
+                    let _ = rustix::mount::unmount(mqueue, rustix::mount::UnmountFlags::DETACH);
+                }
             }
             Isolation::Shared { .. } => {
                 let ledger = std::fs::read_to_string(self.dir.join("ledger")).unwrap_or_default();
@@ -369,7 +373,11 @@ impl SysvObject {
             Kind::Shm => "shared memory segment",
             Kind::Sem => "semaphore set",
         };
-        format!("System V {kind} id {} (key {:#x})", self.id, self.key)
+        // The key is a signed `key_t` in the file; shown as `ipcs` does.
+        format!(
+            "System V {kind} id {} (key {:#010x})",
+            self.id, self.key as u32
+        )
     }
 }
 
