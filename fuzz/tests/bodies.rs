@@ -22,15 +22,20 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// A header (4 bytes of decoder settings) followed by well-formed frames, then some noise.
+/// Decoder settings (a maximum at or just above the largest frame, or just below it, so the
+/// boundary is exercised), well-formed frames, then some noise.
 fn frame_input() -> impl Strategy<Value = Vec<u8>> {
     (
-        proptest::collection::vec(any::<u8>(), 4),
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+        -1i32..2,
+        any::<[u8; 2]>(),
         proptest::collection::vec(any::<u8>(), 0..8),
     )
-        .prop_map(|(head, payloads, noise)| {
-            let mut data = head;
+        .prop_map(|(payloads, slack, [seed, small_out], noise)| {
+            let largest = payloads.iter().map(Vec::len).max().unwrap_or(0) as i32;
+            let max = u16::try_from((largest + slack).max(0)).unwrap();
+            let mut data = max.to_le_bytes().to_vec();
+            data.extend([0, seed, small_out]);
             for p in &payloads {
                 encode_frame(p, &mut data).unwrap();
             }
