@@ -20,7 +20,8 @@
 //!   tests (private namespaces when permitted, private `TMPDIR`, the leftover check), e.g.
 //!   `cargo xtask isolated -- cargo test -p ipc-mq`.
 //!
-//! Unknown commands and arguments get the usage text and exit status 2.
+//! Unknown commands and arguments get the usage text and exit status 2. (`xtask watchdog --secs
+//! N -- PROGRAM [ARGS...]` is the test runner `test` gives cargo; see `watchdog.rs`.)
 
 mod fuzz;
 mod isolate;
@@ -50,8 +51,10 @@ struct Usage(String);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // Started by cargo as RUSTDOC (doc tests under the watchdog).
-    if let Ok(real) = std::env::var(watchdog::RUSTDOC_REAL_ENV) {
+    // Started by cargo as RUSTDOC (doc tests under the watchdog). The runner mode
+    // (`watchdog ...`) sees the same environment, so it is recognised first.
+    let runner = args.first().is_some_and(|a| a == "watchdog");
+    if let (false, Ok(real)) = (runner, std::env::var(watchdog::RUSTDOC_REAL_ENV)) {
         return exit_code(watchdog::rustdoc(&real, &args));
     }
     let result = match dispatch(&args) {

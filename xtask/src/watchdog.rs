@@ -88,7 +88,13 @@ impl Progress {
 /// Runs `program args` under the watchdog; returns the exit code to exit with.
 pub(crate) fn supervise(program: &str, args: &[String], limit: Duration) -> i32 {
     let mut cmd = Command::new(program);
-    cmd.args(args).stdout(Stdio::piped()).process_group(0);
+    // The tests must not see the wrapper's settings (a test that runs xtask would take itself
+    // for rustdoc).
+    cmd.args(args)
+        .env_remove(RUSTDOC_REAL_ENV)
+        .env_remove(RUSTDOC_LIMIT_ENV)
+        .stdout(Stdio::piped())
+        .process_group(0);
     // SAFETY: runs between fork and exec and makes one prctl syscall (async-signal-safe, no
     // allocation): the program is killed if the watchdog dies (e.g. on Ctrl-C, which the
     // program, in a process group of its own, does not receive).
