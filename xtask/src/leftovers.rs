@@ -26,7 +26,8 @@
 //! - POSIX names: ipc-testkit appends every name it generates (`ipctest-…`) to the run's
 //!   ledger (the file `IPC_TESTKIT_LEDGER` names); exactly those names are looked up in
 //!   `/dev/shm` (also as named semaphores, `sem.NAME`) and as message queues, reported and
-//!   removed.
+//!   removed. (Recording is best effort: a role out of descriptors on purpose, or running as
+//!   another user, cannot write the ledger.)
 //! - System V: the kernel records no creator for semaphore sets, and tests make private
 //!   (`IPC_PRIVATE`) objects no ledger can name, so nothing can be attributed. Ids that
 //!   appeared during the run and belong to this user are reported and **left alone**; the
@@ -83,8 +84,14 @@ impl Run {
         }
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .map_err(|e| format!("prctl(PR_SET_CHILD_SUBREAPER): {e}"))?;
-        std::fs::create_dir(dir.join("tmp"))
-            .map_err(|e| format!("create {}: {e}", dir.join("tmp").display()))?;
+        // Like /tmp (sticky, writable by all): some tests run roles as another user.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+            })
+            .map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let sysv_before = sysv_objects().iter().map(|o| (o.kind, o.id)).collect();
         Ok(Run {
             dir,
@@ -179,13 +186,15 @@ impl Run {
     }
 }
 
-/// A fresh directory of the run's own, mode `0o700`, under the system temporary directory.
+/// A fresh directory of the run's own, under the system temporary directory: mode `0o711`,
+/// so other users (roles some tests run as another user) can reach the `tmp` inside but not
+/// list or write the directory (the ledger).
 fn private_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
     let base = std::env::temp_dir();
     for n in 0..100 {
         let dir = base.join(format!("ipc-xtask-{}-{n}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("create {}: {e}", dir.display())),

@@ -165,15 +165,15 @@ fn record_in_ledger(name: &str) {
         return;
     };
     // One `write` of one line to a file opened with O_APPEND: lines from parallel tests and
-    // processes never interleave. A ledger that cannot be written fails the test: the run
-    // would otherwise miss what it leaves behind.
-    let line = format!("{name}\n");
-    std::fs::OpenOptions::new()
+    // processes never interleave. Opened and closed each time, so no test sees an extra
+    // descriptor. Best effort: a process out of descriptors on purpose, or running as another
+    // user, cannot record (the ledger is the fallback's record; with private namespaces
+    // xtask does not need it).
+    let _ = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()))
-        .unwrap_or_else(|e| panic!("ipc-testkit ledger {}: {e}", Path::new(&path).display()));
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{name}\n").as_bytes()));
 }
 
 /// A POSIX IPC name (`/ipctest-…`) from [`unique_name`].
