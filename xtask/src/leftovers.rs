@@ -254,30 +254,46 @@ fn process_table() -> Vec<(u32, u32, char)> {
         .collect()
 }
 
-/// Kills every live descendant of this process, reaps what it can, and reports them.
+/// Kills every live descendant of this process, reaps what it can, and reports them. A stray
+/// that forks while being killed has its new children found and killed on the next round.
 fn kill_descendants() -> Vec<String> {
     let me = std::process::id();
-    let strays = live_descendants(me, &process_table());
     let mut found = Vec::new();
-    for &pid in &strays {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        found.push(format!("process {pid}: {} (killed)", cmdline.trim()));
-        if let Some(p) = Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(p, Signal::KILL);
-        }
-    }
-    // Reap: killed processes whose parents die too are reparented here.
+    let mut killed = BTreeSet::new();
     for _ in 0..1000 {
         while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
-        if live_descendants(me, &process_table()).is_empty() {
+        let strays = live_descendants(me, &process_table());
+        if strays.is_empty() {
             break;
+        }
+        for pid in strays {
+            if killed.insert(pid) {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default();
+                found.push(format!("process {pid}: {} (killed)", cmdline.trim()));
+            }
+            kill_descendant(me, pid);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
     found
+}
+
+/// `SIGKILL`s `pid` if it is still a descendant of `me`, through a pidfd so that a pid reused
+/// by an unrelated process after the table was read is never signalled: the pidfd is opened
+/// first, then the process it names is checked to still hang below `me`.
+fn kill_descendant(me: u32, pid: u32) {
+    let Some(p) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) else {
+        return; // Gone already.
+    };
+    if live_descendants(me, &process_table()).contains(&pid) {
+        let _ = rustix::process::pidfd_send_signal(&fd, Signal::KILL);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
