@@ -150,9 +150,34 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A name unique to this process and call: `ipctest-{tag}-{pid}-{n}`. Every named OS object a
 /// test creates uses one, so tests run in parallel without sharing objects, and leftovers are
 /// recognisable by the `ipctest-` prefix.
+///
+/// When [`LEDGER_ENV`] names a file (`cargo xtask test` sets it), the name is also appended
+/// to it, one per line: the run's record of the names its tests made, which is all its
+/// leftover check looks at when it cannot give the tests private namespaces.
 pub fn unique_name(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("ipctest-{tag}-{}-{n}", std::process::id())
+    let name = format!("ipctest-{tag}-{}-{n}", std::process::id());
+    record_in_ledger(&name);
+    name
+}
+
+/// Environment variable naming the ledger file [`unique_name`] appends every name to.
+pub const LEDGER_ENV: &str = "IPC_TESTKIT_LEDGER";
+
+fn record_in_ledger(name: &str) {
+    let Some(path) = std::env::var_os(LEDGER_ENV) else {
+        return;
+    };
+    // One `write` of one line to a file opened with O_APPEND: lines from parallel tests and
+    // processes never interleave. Opened and closed each time, so no test sees an extra
+    // descriptor. Best effort: a process out of descriptors on purpose, or running as another
+    // user, cannot record (the ledger is the fallback's record; with private namespaces
+    // xtask does not need it).
+    let _ = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{name}\n").as_bytes()));
 }
 
 /// A POSIX IPC name (`/ipctest-…`) from [`unique_name`].
