@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's task runner, so CI and contributors run the same commands.
 //!
-//! - `cargo xtask test [--soak] [--timeout SECS]`: formatting, clippy, every test, and a tiny
-//!   benchmark run. The tests run under a watchdog (`watchdog.rs`): a test binary (or a
+//! - `cargo xtask test [--soak] [--timeout SECS]`: formatting, clippy, the API docs (rustdoc
+//!   warnings denied), every test, and a tiny benchmark run. The tests run under a watchdog (`watchdog.rs`): a test binary (or a
 //!   crate's doc tests) still running after SECS seconds (default 300, 3600 with `--soak`) is
 //!   killed with its process group and the run fails naming it and the tests still running.
 //!   They run in private IPC and mount namespaces when permitted, and a leftover check
@@ -10,8 +10,9 @@
 //!   the long test variants.
 //! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
 //!   (`crates/ipc-bench`), built in release.
-//! - `cargo xtask miri`: the lock-free and pure-logic tests under Miri (needs a nightly
-//!   toolchain with the `miri` component; not part of `test`, which needs stable only).
+//! - `cargo xtask miri`: the lock-free and pure-logic tests under Miri, on the nightly
+//!   toolchain, which it installs with the `miri` component through rustup when missing (not
+//!   part of `test`, which needs stable only).
 //! - `cargo xtask fuzz [TARGET] [--time SECS]`: the cargo-fuzz targets in `fuzz/targets`
 //!   (frame decoder, shm channel, POSIX names), SECS seconds each (default 60). Installs
 //!   cargo-fuzz if missing; on a stable toolchain it builds with `RUSTC_BOOTSTRAP=1` (see
@@ -242,6 +243,13 @@ fn test(opts: &TestOpts) -> Result<(), String> {
             "warnings",
         ]),
     )?;
+    // The API docs, with broken intra-doc links and other rustdoc warnings as errors.
+    run(
+        "cargo doc (rustdoc warnings denied)",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     let runner = RunnerCopy::new()?;
     let session = leftovers::Run::start()?;
     let cases = if opts.soak { "2000" } else { "32" };
@@ -333,7 +341,49 @@ const MIRI_SUITES: &[(&str, &str, &str)] = &[
     ("ipc-shm", "ring::", "-Zmiri-disable-weak-memory-emulation"),
 ];
 
+/// Makes sure `cargo +nightly miri` can run: installs the nightly toolchain with the `miri`
+/// component through rustup when either is missing (both come from the Rust project's
+/// release channel, like the stable toolchain itself), then lets Miri build its sysroot.
+fn ensure_miri() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup (needed to install Miri): {e}"))?;
+    let listed = String::from_utf8_lossy(&installed.stdout);
+    if !installed.status.success() {
+        run(
+            "rustup toolchain install nightly --component miri",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "miri,rust-src",
+            ]),
+        )?;
+    } else if !listed.lines().any(|l| l.starts_with("miri")) {
+        run(
+            "rustup component add miri rust-src --toolchain nightly",
+            Command::new("rustup").args([
+                "component",
+                "add",
+                "miri",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]),
+        )?;
+    }
+    run(
+        "cargo +nightly miri setup",
+        Command::new("cargo").args(["+nightly", "miri", "setup"]),
+    )
+}
+
 fn miri() -> Result<(), String> {
+    ensure_miri()?;
     for (package, filter, extra) in MIRI_SUITES {
         let mut cmd = Command::new("cargo");
         cmd.args(["+nightly", "miri", "test", "-p", package, "--lib"]);

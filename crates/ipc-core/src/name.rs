@@ -199,6 +199,13 @@ impl TryFrom<String> for PosixName {
     }
 }
 
+impl TryFrom<&String> for PosixName {
+    type Error = Error;
+    fn try_from(s: &String) -> Result<PosixName> {
+        PosixName::new(s)
+    }
+}
+
 impl TryFrom<&PosixName> for PosixName {
     type Error = Error;
     fn try_from(s: &PosixName) -> Result<PosixName> {
@@ -209,6 +216,29 @@ impl TryFrom<&PosixName> for PosixName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shape every name-taking function of the workspace has.
+    fn takes(name: impl TryInto<PosixName, Error = Error>) -> Result<PosixName> {
+        name.try_into()
+    }
+
+    #[test]
+    fn every_string_form_is_a_name() {
+        let owned = String::from("/ipc-name");
+        let parsed = PosixName::new("/ipc-name").unwrap();
+        for got in [
+            takes("/ipc-name"),
+            takes(owned.clone()),
+            takes(&owned),
+            takes(&parsed),
+        ] {
+            assert_eq!(got.unwrap(), parsed);
+        }
+        assert_eq!(
+            takes(&String::from("no-slash")).unwrap_err().kind(),
+            ErrorKind::InvalidName
+        );
+    }
     use proptest::prelude::*;
 
     #[test]
