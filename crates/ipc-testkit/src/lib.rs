@@ -9,6 +9,8 @@
 //!   [checkpoints](Ctx::checkpoint) the role reports, and `SIGKILL`s it on request (or on drop,
 //!   so no test leaves a stray process);
 //! - [`unique_name`] and [`TempDir`] give every named object a name no parallel test shares;
+//! - [`soak`], [`by_profile`], [`Rng`] and [`drain`]: the quick and soak profiles, seeded
+//!   randomness that says its seed, and receiving until the first error under the watchdog;
 //! - [`script`] holds proptest strategies for message scripts whose messages can be checked
 //!   byte for byte, and [`Model`] the naive queue they are checked against.
 //!
@@ -31,6 +33,7 @@
 pub mod alloc;
 pub mod conformance;
 pub mod fixture;
+mod profile;
 pub mod script;
 mod supervise;
 
@@ -45,6 +48,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use ipc_core::inherit::ChildFds;
+pub use profile::{Rng, SEED_ENV, SOAK_ENV, by_profile, drain, soak};
 pub use script::{Model, Script};
 pub use supervise::{KillTimer, role_main};
 
