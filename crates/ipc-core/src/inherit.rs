@@ -472,7 +472,11 @@ mod tests {
         assert!(!fcntl_getfd(&w).unwrap().contains(FdFlags::CLOEXEC));
         let mut fds = ChildFds::new();
         fds.pass("w", w).unwrap();
-        assert!(fcntl_getfd(&fds.maps[0].0).unwrap().contains(FdFlags::CLOEXEC));
+        assert!(
+            fcntl_getfd(&fds.maps[0].0)
+                .unwrap()
+                .contains(FdFlags::CLOEXEC)
+        );
     }
 
     fn read_all(fd: OwnedFd) -> String {
