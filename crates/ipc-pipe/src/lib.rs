@@ -51,17 +51,17 @@
 //! - A write of at most [`PIPE_BUF`] (4096) bytes is atomic: it never interleaves with other
 //!   writers' bytes. Larger writes may. Atomic-mode messages are framed to fit.
 //! - A write with no reader fails with `EPIPE`, reported as
-//!   [`ErrorKind::Disconnected`](ErrorKind::Disconnected) (or
+//!   [`ErrorKind::Disconnected`] (or
 //!   `io::ErrorKind::BrokenPipe`): the process never dies of `SIGPIPE`, whatever disposition it
 //!   inherited, also when the reader leaves while a write is blocked half-way (the write then
 //!   returns a short count). The disposition is read when an end is made: set it before.
 //! - No call waits past its deadline. A message whose deadline passes half-way is
-//!   [`ErrorKind::Incomplete`](ErrorKind::Incomplete) (in progress, finished by the
+//!   [`ErrorKind::Incomplete`] (in progress, finished by the
 //!   next send); dropping a sender waits at most its
 //!   [linger time](ipc_core::stream::FrameSender::set_linger) for it, then abandons it, and the
 //!   receiver drops the partial message.
 //! - End-of-file is `Ok(0)` on the byte stream and
-//!   [`ErrorKind::Disconnected`](ErrorKind::Disconnected) on the message receiver,
+//!   [`ErrorKind::Disconnected`] on the message receiver,
 //!   after everything queued before it.
 //! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`
 //!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob).

@@ -10,7 +10,8 @@ use crate::{PipeReader, PipeWriter, Result, pipe};
 /// Each message goes out as one length-prefixed frame ([`ipc_core::frame`]). In
 /// [`FrameMode::Atomic`] a frame is at most `PIPE_BUF` bytes and goes out in one `write`, so
 /// several writers (threads or processes, each with its own sender on the same pipe) never
-/// interleave; a larger message is refused with [`ErrorKind::MessageTooLarge`] stating the
+/// interleave; a larger message is refused with
+/// [`ErrorKind::MessageTooLarge`](crate::ErrorKind::MessageTooLarge) stating the
 /// limit (4092 bytes of payload), and nothing already queued is affected. Made by [`channel`]
 /// or [`PipeWriter::into_sender`]. In
 /// [`FrameMode::Stream`] messages may be large, and there must be one writer only.
