@@ -11,7 +11,8 @@ use ipc_core::{Error, ErrorKind, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fstat, mkfifoat, openat, statat, unlinkat};
 use rustix::io::Errno;
 
-use crate::open::{Owner, Target, check_fifo, debug_err};
+use crate::Owner;
+use crate::open::{Target, check_fifo, debug_err};
 
 /// The mode a FIFO is created with unless the caller asks otherwise: read and write for the
 /// owner only.
@@ -258,7 +259,7 @@ impl Fifo {
     /// [`CreateOptions::create`], which this is a shortcut for.
     ///
     /// ```
-    /// use ipc_core::ErrorKind;
+    /// use ipc_fifo::ErrorKind;
     /// use ipc_fifo::Fifo;
     ///
     /// let path = std::env::temp_dir().join(format!("ipc-fifo-doc-create-{}", std::process::id()));
@@ -266,7 +267,7 @@ impl Fifo {
     /// assert_eq!(Fifo::create(&path).unwrap_err().kind(), ErrorKind::AlreadyExists);
     /// drop(fifo);
     /// assert!(!path.exists());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_fifo::Error>(())
     /// ```
     #[doc(alias = "mkfifo")]
     pub fn create(path: impl AsRef<Path>) -> Result<Fifo> {
