@@ -332,6 +332,11 @@ impl<D: Direction> PipeEnd<D> {
         }
     }
 
+    /// Maps an errno of `op` on this end to an error naming it (logged at DEBUG).
+    fn os_error(&self, op: &'static str) -> impl Fn(Errno) -> Error + '_ {
+        move |e| logged(Error::from(e).in_op(op).on_shared(&self.label))
+    }
+
     /// An end opened at `path` (a FIFO, by `ipc_fifo`): errors name the path, and
     /// [`path`](PipeEnd::path) returns it. Nothing is checked; `O_NONBLOCK` is read once.
     pub fn opened_at(fd: OwnedFd, path: PathBuf) -> PipeEnd<D> {
@@ -427,13 +432,8 @@ impl<D: Direction> PipeEnd<D> {
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     #[doc(alias = "O_NONBLOCK", alias = "fcntl")]
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
-        crate::fd::set_nonblocking(&self.fd, nonblocking).map_err(|e| {
-            logged(
-                Error::from(e)
-                    .in_op("fcntl(F_SETFL)")
-                    .on_shared(&self.label),
-            )
-        })?;
+        crate::fd::set_nonblocking(&self.fd, nonblocking)
+            .map_err(self.os_error("fcntl(F_SETFL)"))?;
         self.nonblocking.store(nonblocking, Ordering::Relaxed);
         self.nowait.set_descriptor_nonblocking(nonblocking);
         Ok(())
@@ -445,13 +445,7 @@ impl<D: Direction> PipeEnd<D> {
     /// # References
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     pub fn is_nonblocking(&self) -> Result<bool> {
-        crate::fd::is_nonblocking(&self.fd).map_err(|e| {
-            logged(
-                Error::from(e)
-                    .in_op("fcntl(F_GETFL)")
-                    .on_shared(&self.label),
-            )
-        })
+        crate::fd::is_nonblocking(&self.fd).map_err(self.os_error("fcntl(F_GETFL)"))
     }
 
     /// Bytes in the pipe, written and not yet read (`ioctl(FIONREAD)`).
@@ -460,13 +454,7 @@ impl<D: Direction> PipeEnd<D> {
     /// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html)
     #[doc(alias = "FIONREAD")]
     pub fn queued_bytes(&self) -> Result<usize> {
-        let n = rustix::io::ioctl_fionread(&self.fd).map_err(|e| {
-            logged(
-                Error::from(e)
-                    .in_op("ioctl(FIONREAD)")
-                    .on_shared(&self.label),
-            )
-        })?;
+        let n = rustix::io::ioctl_fionread(&self.fd).map_err(self.os_error("ioctl(FIONREAD)"))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -481,13 +469,7 @@ impl<D: Direction> PipeEnd<D> {
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     #[doc(alias = "F_GETPIPE_SZ")]
     pub fn capacity(&self) -> Result<usize> {
-        rustix::pipe::fcntl_getpipe_size(&self.fd).map_err(|e| {
-            logged(
-                Error::from(e)
-                    .in_op("fcntl(F_GETPIPE_SZ)")
-                    .on_shared(&self.label),
-            )
-        })
+        rustix::pipe::fcntl_getpipe_size(&self.fd).map_err(self.os_error("fcntl(F_GETPIPE_SZ)"))
     }
 
     /// Sets the pipe's capacity (`fcntl(F_SETPIPE_SZ)`) and returns the capacity it got: the
@@ -699,13 +681,7 @@ impl PipeWriter {
     /// # References
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     pub fn is_packet_mode(&self) -> Result<bool> {
-        let flags = fcntl_getfl(&self.fd).map_err(|e| {
-            logged(
-                Error::from(e)
-                    .in_op("fcntl(F_GETFL)")
-                    .on_shared(&self.label),
-            )
-        })?;
+        let flags = fcntl_getfl(&self.fd).map_err(self.os_error("fcntl(F_GETFL)"))?;
         Ok(flags.contains(OFlags::DIRECT))
     }
 

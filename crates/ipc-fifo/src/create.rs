@@ -239,6 +239,12 @@ struct Unlink {
 /// Dropping the guard unlinks the path if it is still the FIFO the guard made (same device and
 /// inode; something else that took the name since is left alone). [`keep`](Fifo::keep) lets
 /// the FIFO outlive the guard; [`unlink`](Fifo::unlink) removes it now and reports errors.
+///
+/// This is the creator's guard, and it is stricter than the workspace's generic
+/// [`RemoveGuard`](ipc_core::RemoveGuard): [`Removable::Path`](ipc_core::Removable::Path)
+/// unlinks whatever the path names when it runs, while `Fifo` unlinks only the inode it made
+/// (relative to the directory handle it holds). To hand a FIFO to the generic guard anyway
+/// (one that somebody else made, say), `RemoveGuard::new(Removable::Path(fifo.keep()))`.
 pub struct Fifo {
     path: PathBuf,
     /// `None` once kept or unlinked.
