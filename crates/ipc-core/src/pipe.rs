@@ -56,6 +56,8 @@ mod sealed {
 pub trait Direction: sealed::Sealed + fmt::Debug + Send + Sync + 'static {
     /// `"reading"` or `"writing"`, for messages.
     const NAME: &'static str;
+    /// `"PipeReader"` or `"PipeWriter"`, for `Debug`.
+    const TYPE: &'static str;
     /// Whether an open mode (`O_RDONLY`, `O_WRONLY`, `O_RDWR`) allows this direction.
     fn allows(mode: OFlags) -> bool;
 }
@@ -73,6 +75,7 @@ impl sealed::Sealed for Writing {}
 
 impl Direction for Reading {
     const NAME: &'static str = "reading";
+    const TYPE: &'static str = "PipeReader";
     fn allows(mode: OFlags) -> bool {
         mode & OFlags::RWMODE != OFlags::WRONLY
     }
@@ -80,6 +83,7 @@ impl Direction for Reading {
 
 impl Direction for Writing {
     const NAME: &'static str = "writing";
+    const TYPE: &'static str = "PipeWriter";
     fn allows(mode: OFlags) -> bool {
         mode & OFlags::RWMODE != OFlags::RDONLY
     }
@@ -131,9 +135,9 @@ pub struct PipeEnd<D: Direction> {
     _direction: PhantomData<D>,
 }
 
-/// What an end opened at a path keeps of it.
+/// What an end opened at a path keeps of it, and a reader's keep-open write end.
 struct Origin {
-    path: PathBuf,
+    path: Option<PathBuf>,
     /// A write end held by a reader so that it does not see end-of-file between writers
     /// ([`PipeReader::keep_open_with`]). Behind a lock so it can be let go of through a shared
     /// reference (a receiver lends only those).
@@ -142,11 +146,7 @@ struct Origin {
 
 impl<D: Direction> fmt::Debug for PipeEnd<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct(if D::NAME == "reading" {
-            "PipeReader"
-        } else {
-            "PipeWriter"
-        });
+        let mut d = f.debug_struct(D::TYPE);
         d.field("fd", &self.fd.as_raw_fd())
             .field("name", &self.label)
             .field("nonblocking", &self.nonblocking.load(Ordering::Relaxed));
@@ -342,7 +342,7 @@ impl<D: Direction> PipeEnd<D> {
     pub fn opened_at(fd: OwnedFd, path: PathBuf) -> PipeEnd<D> {
         let mut end = PipeEnd::with_label(fd, path.display().to_string().into());
         end.origin = Some(Box::new(Origin {
-            path,
+            path: Some(path),
             keepalive: Mutex::new(None),
         }));
         end
@@ -351,7 +351,7 @@ impl<D: Direction> PipeEnd<D> {
     /// The path it was opened at: `Some` for a FIFO opened by path, `None` for an anonymous
     /// pipe or an adopted descriptor.
     pub fn path(&self) -> Option<&Path> {
-        self.origin.as_ref().map(|o| o.path.as_path())
+        self.origin.as_ref().and_then(|o| o.path.as_deref())
     }
 
     /// How the end is named in errors: `pipe:[inode]` (as `/proc/<pid>/fd` shows it), or the
@@ -540,7 +540,7 @@ impl PipeReader {
     pub fn keep_open_with(mut self, writer: OwnedFd) -> PipeReader {
         let origin = self.origin.get_or_insert_with(|| {
             Box::new(Origin {
-                path: PathBuf::new(),
+                path: None,
                 keepalive: Mutex::new(None),
             })
         });
@@ -1033,6 +1033,7 @@ mod tests {
         let keep_w = rustix::io::fcntl_dupfd_cloexec(&w, 0).unwrap();
         let mut r = r.keep_open_with(keep);
         assert!(r.keeps_open());
+        assert_eq!(r.path(), None, "an anonymous pipe has no path");
         drop(w);
         let e = r.read_deadline(&mut [0; 4], Deadline::Now).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock);
