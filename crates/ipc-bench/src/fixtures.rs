@@ -132,13 +132,17 @@ impl Fixture for AtomicFifo {
     }
     fn channel(_size: Option<usize>) -> Result<(FifoSender, FifoReceiver, Self::Guard)> {
         let (writer, reader, guard) = fifo_pair()?;
-        Ok((writer.into_sender()?, reader.into_atomic_receiver()?, guard))
+        Ok((
+            writer.into_atomic_sender()?,
+            reader.into_atomic_receiver()?,
+            guard,
+        ))
     }
     fn pass_tx(tx: FifoSender, spawn: Spawn) -> Spawn {
         spawn.fd("tx", tx.get_ref())
     }
     fn adopt_tx(ctx: &Ctx) -> Result<FifoSender> {
-        FifoWriter::from(ctx.take_fd("tx")).into_sender()
+        FifoWriter::from(ctx.take_fd("tx")).into_atomic_sender()
     }
     fn pass_rx(rx: FifoReceiver, spawn: Spawn) -> Spawn {
         spawn.fd("rx", rx.get_ref())

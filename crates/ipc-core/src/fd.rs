@@ -1,14 +1,178 @@
 //! File-descriptor helpers shared by the fd-based mechanisms: waiting for readiness until a
-//! [`Deadline`], the non-blocking flag, and writes that never raise `SIGPIPE`.
+//! [`Deadline`], the one retry loop every bounded descriptor call goes through ([`retry`]:
+//! `EINTR`, `EAGAIN`, readiness), per-call non-blocking I/O ([`Nowait`]), the non-blocking flag,
+//! and writes that never raise `SIGPIPE`.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
 use rustix::io::Errno;
 
-use crate::Deadline;
+use crate::{Blocked, Deadline, Detail, Error};
+
+/// Why a bounded descriptor call ([`retry`]) stopped without moving any bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The OS said no (anything but `EINTR` and `EAGAIN`, which [`retry`] handles).
+    Os(Errno),
+    /// The deadline passed (or was [`Deadline::Now`]) before the descriptor was ready.
+    Expired,
+}
+
+impl Stop {
+    /// The error a `*_deadline` method reports: would-block or timed out (as
+    /// [`Deadline::expired_error`] says, `blocked` telling which way), or the OS error; named
+    /// after `object` and `op`. Neither allocates: the expected path of an endpoint stays off
+    /// the heap. `EPIPE` gets a note saying no process has the read end open.
+    pub fn into_error(
+        self,
+        deadline: Deadline,
+        blocked: Blocked,
+        op: &'static str,
+        object: &Arc<str>,
+    ) -> Error {
+        match self {
+            Stop::Expired => deadline.expired_error(blocked).in_op(op).on_shared(object),
+            Stop::Os(e) => {
+                let mut err = Error::from(e);
+                if e == Errno::PIPE {
+                    err = err.with_detail(Detail::Note("no process has the read end open".into()));
+                }
+                let err = err.in_op(op).on_shared(object);
+                tracing::debug!(error = %err, "descriptor operation failed");
+                err
+            }
+        }
+    }
+}
+
+/// The one retry loop of the fd-based endpoints: runs `attempt` (one syscall that must not
+/// block past `deadline`) until it moves bytes or fails for real. `EINTR` tries again;
+/// `EAGAIN` waits (`poll(2)`) until every `(fd, interest)` in `ready` is ready, then tries
+/// again, or stops with [`Stop::Expired`] when `deadline` passes first (at once for
+/// [`Deadline::Now`]). Returns what the successful attempt returned (0 included: end-of-file).
+///
+/// Used by pipe and FIFO ends ([`crate::pipe`]), the framing endpoints ([`crate::stream`]) and
+/// the splice family of `ipc-pipe`.
+///
+/// # References
+/// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
+pub fn retry(
+    ready: &[(BorrowedFd<'_>, Interest)],
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> Result<usize, Errno>,
+) -> Result<usize, Stop> {
+    loop {
+        match attempt() {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                if deadline == Deadline::Now {
+                    return Err(Stop::Expired);
+                }
+                for &(fd, interest) in ready {
+                    if !wait(fd, interest, deadline).map_err(Stop::Os)? {
+                        return Err(Stop::Expired);
+                    }
+                }
+            }
+            Err(e) => return Err(Stop::Os(e)),
+        }
+    }
+}
+
+/// How calls with a deadline avoid blocking on a stream descriptor without touching the
+/// `O_NONBLOCK` flag, which the open file description shares with every process holding it.
+///
+/// On a blocking descriptor a call without a deadline is the plain blocking syscall; a call
+/// with a deadline uses `preadv2`/`pwritev2` with `RWF_NOWAIT` (per call), and [`retry`] polls
+/// for the time left. On kernels without `RWF_NOWAIT` for pipes, `O_NONBLOCK` is set once and
+/// every call polls. A descriptor that is already non-blocking is driven with `poll`.
+///
+/// The state is an atomic flag, so ends shared between threads (`&PipeReader` implements
+/// `Read`) need no lock.
+#[derive(Debug, Default)]
+pub struct Nowait {
+    /// Whether `O_NONBLOCK` is set on the descriptor (every call may return `EAGAIN`).
+    descriptor: AtomicBool,
+}
+
+impl Nowait {
+    /// The strategy for a descriptor whose `O_NONBLOCK` flag is `nonblocking`.
+    pub fn new(nonblocking: bool) -> Nowait {
+        Nowait {
+            descriptor: AtomicBool::new(nonblocking),
+        }
+    }
+
+    /// The strategy for `fd`, reading its `O_NONBLOCK` flag (`fcntl(F_GETFL)`).
+    pub fn detect(fd: BorrowedFd<'_>) -> crate::Result<Nowait> {
+        Ok(Nowait::new(is_nonblocking(fd)?))
+    }
+
+    /// Records that `O_NONBLOCK` was set or cleared on the descriptor.
+    pub fn set_descriptor_nonblocking(&self, nonblocking: bool) {
+        self.descriptor.store(nonblocking, Ordering::Relaxed);
+    }
+
+    /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
+    /// `io(true)` the same with `RWF_NOWAIT`. Blocking is used only when `deadline` is `Never`.
+    /// Falls back to `O_NONBLOCK` where `RWF_NOWAIT` is unsupported.
+    pub fn attempt(
+        &self,
+        fd: BorrowedFd<'_>,
+        deadline: Deadline,
+        mut io: impl FnMut(bool) -> Result<usize, Errno>,
+    ) -> Result<usize, Errno> {
+        if deadline == Deadline::Never || self.descriptor.load(Ordering::Relaxed) {
+            return io(false);
+        }
+        match io(true) {
+            Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::SPIPE) => {
+                tracing::debug!(
+                    fd = fd.as_raw_fd(),
+                    "RWF_NOWAIT unsupported here; setting O_NONBLOCK"
+                );
+                set_nonblocking(fd, true)?;
+                self.set_descriptor_nonblocking(true);
+                io(false)
+            }
+            r => r,
+        }
+    }
+}
+
+/// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`: the `io`
+/// of a write through [`Nowait::attempt`]. A single slice without `nowait` goes out with plain
+/// `write`, which the kernel handles measurably faster than a `writev` of one slice.
+pub fn write_iov(
+    sigpipe: SigpipeGuard,
+    fd: BorrowedFd<'_>,
+    iov: &[IoSlice<'_>],
+    nowait: bool,
+) -> Result<usize, Errno> {
+    sigpipe.run(|| match iov {
+        _ if nowait => rustix::io::pwritev2(fd, iov, u64::MAX, rustix::io::ReadWriteFlags::NOWAIT),
+        [one] => rustix::io::write(fd, one),
+        _ => rustix::io::writev(fd, iov),
+    })
+}
+
+/// `read` or `preadv2(RWF_NOWAIT)` at the current position: the `io` of a read through
+/// [`Nowait::attempt`].
+pub fn read_buf(fd: BorrowedFd<'_>, buf: &mut [u8], nowait: bool) -> Result<usize, Errno> {
+    if nowait {
+        let iov = &mut [std::io::IoSliceMut::new(buf)];
+        // Offset -1 (u64::MAX): the current position, as read(2) uses.
+        rustix::io::preadv2(fd, iov, u64::MAX, rustix::io::ReadWriteFlags::NOWAIT)
+    } else {
+        rustix::io::read(fd, buf)
+    }
+}
 
 /// Which readiness to wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,10 @@
 //! - [`knob`]: kernel knobs and the limit errors that name them;
 //! - [`Owner`]: the one policy for whose object an open accepts;
 //! - [`Removable`] and [`RemoveGuard`]: removing any named object, now or on drop;
-//! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one.
+//! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one;
+//! - [`fd::retry`]: the one `EINTR`/`EAGAIN`/readiness loop of the descriptor-based endpoints;
+//! - [`pipe`]: the one pipe end, [`PipeEnd<D>`](pipe::PipeEnd), that `ipc-pipe` and `ipc-fifo`
+//!   both return.
 //!
 //! Mechanism crates depend on this one; programs that want to switch mechanisms write against
 //! the traits:
@@ -62,6 +65,7 @@ pub mod inherit;
 pub mod knob;
 mod name;
 mod owner;
+pub mod pipe;
 mod properties;
 mod remove;
 pub mod stream;

@@ -11,13 +11,14 @@
 //! support `RWF_NOWAIT` on pipes, the endpoint sets `O_NONBLOCK` once and polls. A descriptor
 //! that is already non-blocking is driven with `poll`.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::io::{Errno, ReadWriteFlags};
+use rustix::io::Errno;
 
-use crate::fd::{Interest, SigpipeGuard, is_nonblocking, set_nonblocking, wait};
+use crate::fd::{Interest, SigpipeGuard, Stop, read_buf, retry};
 use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
 use crate::{Blocked, Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
@@ -62,71 +63,8 @@ impl Default for FrameMode {
     }
 }
 
-/// How calls with a deadline avoid blocking on a stream descriptor (see the module docs).
-///
-/// Public so that other byte-stream endpoints (raw pipe and FIFO ends) bound their reads and
-/// writes the same way as [`FrameSender`] and [`FrameReceiver`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Nowait {
-    /// Blocking descriptor; bounded calls use `RWF_NOWAIT`.
-    PerCall,
-    /// `O_NONBLOCK` is set; every call may return `EAGAIN`.
-    Descriptor,
-}
-
-impl Nowait {
-    /// The strategy for `fd`: [`Nowait::Descriptor`] if `O_NONBLOCK` is set on it, else
-    /// [`Nowait::PerCall`] (`fcntl(F_GETFL)`).
-    pub fn detect(fd: BorrowedFd<'_>) -> Result<Nowait> {
-        Ok(if is_nonblocking(fd)? {
-            Nowait::Descriptor
-        } else {
-            Nowait::PerCall
-        })
-    }
-
-    /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
-    /// `io(true)` the same with `RWF_NOWAIT`. Blocking is used only when `deadline` is `Never`.
-    /// Falls back to `O_NONBLOCK` where `RWF_NOWAIT` is unsupported.
-    pub fn attempt(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        deadline: Deadline,
-        mut io: impl FnMut(bool) -> Result<usize, Errno>,
-    ) -> Result<usize, Errno> {
-        match (*self, deadline) {
-            (Nowait::Descriptor, _) | (Nowait::PerCall, Deadline::Never) => io(false),
-            (Nowait::PerCall, _) => match io(true) {
-                Err(Errno::OPNOTSUPP | Errno::INVAL | Errno::SPIPE) => {
-                    tracing::debug!(
-                        fd = fd.as_raw_fd(),
-                        "RWF_NOWAIT unsupported here; setting O_NONBLOCK"
-                    );
-                    set_nonblocking(fd, true)?;
-                    *self = Nowait::Descriptor;
-                    io(false)
-                }
-                r => r,
-            },
-        }
-    }
-}
-
-/// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`: the `io`
-/// of a write through [`Nowait::attempt`]. A single slice without `nowait` goes out with plain
-/// `write`, which the kernel handles measurably faster than a `writev` of one slice.
-pub fn write_iov(
-    sigpipe: SigpipeGuard,
-    fd: BorrowedFd<'_>,
-    iov: &[IoSlice<'_>],
-    nowait: bool,
-) -> Result<usize, Errno> {
-    sigpipe.run(|| match iov {
-        _ if nowait => rustix::io::pwritev2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT),
-        [one] => rustix::io::write(fd, one),
-        _ => rustix::io::writev(fd, iov),
-    })
-}
+/// Moved to [`crate::fd`], where the one retry loop lives; re-exported here for the old path.
+pub use crate::fd::{Nowait, write_iov};
 
 /// Sends length-prefixed messages over a byte-stream descriptor.
 ///
@@ -165,17 +103,20 @@ pub struct FrameSender<F: AsFd> {
     pending_at: usize,
     /// Where a small frame is assembled, header and payload, to go out with one `write`.
     small: Vec<u8>,
-    label: String,
+    /// The object's name, formatted once: errors on the expected path share it, allocating
+    /// nothing.
+    label: Arc<str>,
     /// How long `drop` waits to finish a message in progress.
     linger: Duration,
 }
 
 impl<F: AsFd> FrameSender<F> {
     /// A sender on `fd` framing messages as `mode` says. `label` names the object in errors
-    /// (`"pipe"`, a FIFO's path).
-    pub fn new(fd: F, mode: FrameMode, label: impl Into<String>) -> Result<FrameSender<F>> {
+    /// (`"pipe"`, a FIFO's path); it is kept as an `Arc<str>`, so the errors of a full pipe or
+    /// a passed deadline share it and allocate nothing.
+    pub fn new(fd: F, mode: FrameMode, label: impl Into<Arc<str>>) -> Result<FrameSender<F>> {
         let label = label.into();
-        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on(&label))?;
+        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on_shared(&label))?;
         Ok(FrameSender {
             fd,
             mode,
@@ -233,19 +174,16 @@ impl<F: AsFd> FrameSender<F> {
         while self.pending_at < self.pending.len() {
             let fd = self.fd.as_fd();
             let rest = &self.pending[self.pending_at..];
-            let sigpipe = self.sigpipe;
-            let r = self.nowait.attempt(fd, deadline, |nowait| {
-                write_iov(sigpipe, fd, &[IoSlice::new(rest)], nowait)
+            let (sigpipe, nowait) = (self.sigpipe, &self.nowait);
+            let r = retry(&[(fd, Interest::Writable)], deadline, || {
+                nowait.attempt(fd, deadline, |nowait| {
+                    write_iov(sigpipe, fd, &[IoSlice::new(rest)], nowait)
+                })
             });
             match r {
                 Ok(n) => self.pending_at += n,
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => {
-                    if deadline == Deadline::Now || !self.wait_writable(deadline)? {
-                        return Err(self.err(self.in_progress(), "flush"));
-                    }
-                }
-                Err(e) => {
+                Err(Stop::Expired) => return Err(self.err(self.in_progress(), "flush")),
+                Err(Stop::Os(e)) => {
                     // The reader is gone or the descriptor broke: the tail is undeliverable.
                     self.pending.clear();
                     self.pending_at = 0;
@@ -274,23 +212,12 @@ impl<F: AsFd> FrameSender<F> {
         )
     }
 
-    fn wait_writable(&self, deadline: Deadline) -> Result<bool> {
-        wait(self.fd.as_fd(), Interest::Writable, deadline).map_err(|e| self.errno(e, "poll"))
-    }
-
     fn err(&self, e: Error, op: &'static str) -> Error {
-        e.in_op(op).on(&self.label)
+        e.in_op(op).on_shared(&self.label)
     }
 
     fn errno(&self, e: Errno, op: &'static str) -> Error {
-        let err = Error::from(e);
-        if e == Errno::PIPE {
-            return self.err(
-                err.with_detail(Detail::Note("no process has the read end open".into())),
-                op,
-            );
-        }
-        self.err(err, op)
+        Stop::Os(e).into_error(Deadline::Never, Blocked::Full, op, &self.label)
     }
 }
 
@@ -346,17 +273,13 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
             };
             let both = [IoSlice::new(h), IoSlice::new(m)];
             let iov = if m.is_empty() { &both[..1] } else { &both[..] };
-            let r = self
-                .nowait
-                .attempt(fd, deadline, |nowait| write_iov(sigpipe, fd, iov, nowait));
+            let nowait = &self.nowait;
+            let r = retry(&[(fd, Interest::Writable)], deadline, || {
+                nowait.attempt(fd, deadline, |nowait| write_iov(sigpipe, fd, iov, nowait))
+            });
             match r {
                 Ok(n) => written += n,
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => {
-                    let ready = deadline != Deadline::Now && self.wait_writable(deadline)?;
-                    if ready {
-                        continue;
-                    }
+                Err(Stop::Expired) => {
                     if written == 0 {
                         return Err(self.err(deadline.expired_error(Blocked::Full), "send"));
                     }
@@ -375,7 +298,7 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
                     );
                     return Err(self.err(self.in_progress(), "send"));
                 }
-                Err(e) => return Err(self.errno(e, "send")),
+                Err(Stop::Os(e)) => return Err(self.errno(e, "send")),
             }
         }
         Ok(())
@@ -427,15 +350,17 @@ pub struct FrameReceiver<F: AsFd> {
     fd: F,
     decoder: FrameDecoder,
     nowait: Nowait,
-    label: String,
+    /// The object's name, formatted once (see [`FrameSender::new`]).
+    label: Arc<str>,
 }
 
 impl<F: AsFd> FrameReceiver<F> {
     /// A receiver on `fd` accepting messages of at most `max_message` bytes. `label` names the
-    /// object in errors.
-    pub fn new(fd: F, max_message: usize, label: impl Into<String>) -> Result<FrameReceiver<F>> {
+    /// object in errors; kept as an `Arc<str>`, so the errors of an empty pipe or a passed
+    /// deadline allocate nothing.
+    pub fn new(fd: F, max_message: usize, label: impl Into<Arc<str>>) -> Result<FrameReceiver<F>> {
         let label = label.into();
-        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on(&label))?;
+        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on_shared(&label))?;
         Ok(FrameReceiver {
             fd,
             decoder: FrameDecoder::new(max_message),
@@ -461,7 +386,7 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 
     fn err(&self, e: Error, op: &'static str) -> Error {
-        e.in_op(op).on(&self.label)
+        e.in_op(op).on_shared(&self.label)
     }
 
     fn end_of_stream(&mut self) -> Error {
@@ -493,27 +418,16 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
             }
             let fd = self.fd.as_fd();
             let spare = self.decoder.read_buf();
-            let r = self.nowait.attempt(fd, deadline, |nowait| {
-                if nowait {
-                    let iov = &mut [IoSliceMut::new(spare)];
-                    rustix::io::preadv2(fd, iov, u64::MAX, ReadWriteFlags::NOWAIT)
-                } else {
-                    rustix::io::read(fd, &mut *spare)
-                }
+            let nowait = &self.nowait;
+            let r = retry(&[(fd, Interest::Readable)], deadline, || {
+                nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *spare, nowait))
             });
             match r {
                 Ok(0) => return Err(self.end_of_stream()),
                 Ok(n) => self.decoder.advance(n),
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => {
-                    let ready = deadline != Deadline::Now
-                        && wait(self.fd.as_fd(), Interest::Readable, deadline)
-                            .map_err(|e| self.err(e.into(), "poll"))?;
-                    if !ready {
-                        return Err(self.err(deadline.expired_error(Blocked::Empty), "recv"));
-                    }
+                Err(stop) => {
+                    return Err(stop.into_error(deadline, Blocked::Empty, "recv", &self.label));
                 }
-                Err(e) => return Err(self.err(e.into(), "recv")),
             }
         }
     }

@@ -11,7 +11,8 @@ use ipc_core::{Error, ErrorKind, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fstat, mkfifoat, openat, statat, unlinkat};
 use rustix::io::Errno;
 
-use crate::open::{Owner, Target, check_fifo, debug_err};
+use crate::Owner;
+use crate::open::{Target, check_fifo, debug_err};
 
 /// The mode a FIFO is created with unless the caller asks otherwise: read and write for the
 /// owner only.
@@ -238,6 +239,12 @@ struct Unlink {
 /// Dropping the guard unlinks the path if it is still the FIFO the guard made (same device and
 /// inode; something else that took the name since is left alone). [`keep`](Fifo::keep) lets
 /// the FIFO outlive the guard; [`unlink`](Fifo::unlink) removes it now and reports errors.
+///
+/// This is the creator's guard, and it is stricter than the workspace's generic
+/// [`RemoveGuard`](ipc_core::RemoveGuard): [`Removable::Path`](ipc_core::Removable::Path)
+/// unlinks whatever the path names when it runs, while `Fifo` unlinks only the inode it made
+/// (relative to the directory handle it holds). To hand a FIFO to the generic guard anyway
+/// (one that somebody else made, say), `RemoveGuard::new(Removable::Path(fifo.keep()))`.
 pub struct Fifo {
     path: PathBuf,
     /// `None` once kept or unlinked.
@@ -258,7 +265,7 @@ impl Fifo {
     /// [`CreateOptions::create`], which this is a shortcut for.
     ///
     /// ```
-    /// use ipc_core::ErrorKind;
+    /// use ipc_fifo::ErrorKind;
     /// use ipc_fifo::Fifo;
     ///
     /// let path = std::env::temp_dir().join(format!("ipc-fifo-doc-create-{}", std::process::id()));
@@ -266,7 +273,7 @@ impl Fifo {
     /// assert_eq!(Fifo::create(&path).unwrap_err().kind(), ErrorKind::AlreadyExists);
     /// drop(fifo);
     /// assert!(!path.exists());
-    /// # Ok::<(), ipc_core::Error>(())
+    /// # Ok::<(), ipc_fifo::Error>(())
     /// ```
     #[doc(alias = "mkfifo")]
     pub fn create(path: impl AsRef<Path>) -> Result<Fifo> {

@@ -36,8 +36,9 @@ use ipc_core::stream::DEFAULT_MAX_MESSAGE;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 use rustix::fs::{AtFlags, CWD, statat};
 
+use crate::Owner;
 use crate::ends::{FifoReceiver, FifoSender};
-use crate::open::{Owner, Target, debug_err, wait_for_writer};
+use crate::open::{Target, debug_err, wait_for_writer};
 use crate::{CreateOptions, DEFAULT_MODE, Fifo, FifoReader, FifoWriter, OpenOptions};
 
 /// The first bytes of a hello record: "IFH" and the protocol version.
@@ -135,8 +136,8 @@ fn connection(
 ) -> Result<Connection> {
     set_nonblocking(&w, false)?;
     set_nonblocking(&r, false)?;
-    let tx = FifoWriter::from_parts(w, w_path).into_stream_sender(max_message)?;
-    let rx = FifoReader::from_parts(r, None, r_path).into_receiver(max_message)?;
+    let tx = FifoWriter::opened_at(w, w_path).into_stream_sender(max_message)?;
+    let rx = FifoReader::opened_at(r, r_path).into_receiver(max_message)?;
     Ok(Connection { tx, rx })
 }
 
@@ -231,7 +232,7 @@ impl ConnectOptions {
             .wait(deadline)
             .owner(self.owner)
             .open_write(path)?;
-        let mut hello_tx = listener.into_sender()?;
+        let mut hello_tx = listener.into_atomic_sender()?;
         let (id, c2s, s2c) = self.create_pair(path)?;
         let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));
 
@@ -289,7 +290,7 @@ impl ConnectOptions {
 /// A server's well-known FIFO, where clients [`connect`](Connection::connect).
 ///
 /// ```
-/// use ipc_core::{MessageReceiver, MessageSender};
+/// use ipc_fifo::prelude::*;
 /// use ipc_fifo::{Connection, Listener};
 ///
 /// let dir = std::env::temp_dir().join(format!("ipc-fifo-doc-listener-{}", std::process::id()));
@@ -298,7 +299,7 @@ impl ConnectOptions {
 /// let mut listener = Listener::bind(&path)?;
 ///
 /// // A client (usually another process).
-/// let client = std::thread::spawn(move || -> ipc_core::Result<Vec<u8>> {
+/// let client = std::thread::spawn(move || -> ipc_fifo::Result<Vec<u8>> {
 ///     let mut conn = Connection::connect(&path)?;
 ///     conn.send(b"ping")?;
 ///     let mut buf = [0; 64];

@@ -7,10 +7,17 @@
 //!   not at all, or until a deadline; refusing symbolic links, other file types and other
 //!   owners (see [Safety of paths](#safety-of-paths)).
 //! - [`FifoReader`] / [`FifoWriter`]: byte streams (`Read`/`Write`, `AsFd`, `From<OwnedFd>`,
-//!   ...) with [`FifoWriter::write_atomic`] for records that must not interleave.
+//!   ...) with [`FifoWriter::write_atomic`] for records that must not interleave, reads and
+//!   writes with a [`Deadline`] ([`FifoReader::read_deadline`], [`FifoWriter::write_deadline`]),
+//!   and the [capacity](FifoWriter::set_capacity). They are the workspace's one pipe end
+//!   ([`PipeEnd`] in `ipc_core::pipe`, the type `ipc-pipe` returns too): a FIFO is a path-safe
+//!   way to create and open those ends.
 //! - [`FifoSender`] / [`FifoReceiver`]: message endpoints implementing the `ipc-core` traits;
-//!   [`FifoWriter::into_sender`] is safe with any number of writer processes.
+//!   [`FifoWriter::into_atomic_sender`] is safe with any number of writer processes.
 //! - [`Listener`] / [`Connection`]: full duplex over two FIFOs, each client with its own pair.
+//! - The core vocabulary ([`MessageSender`], [`MessageReceiver`], [`Deadline`], [`Error`],
+//!   [`ErrorKind`], [`Result`], [`Owner`]) is re-exported here and in [`prelude`]: a program can
+//!   depend on this crate alone.
 //!
 //! # When to use a FIFO
 //!
@@ -43,7 +50,7 @@
 //! let fifo = Fifo::create(dir.join("mypipe"))?; // mkfifo mypipe (mode 0o600)
 //!
 //! let path = fifo.path().to_path_buf();
-//! let echo = std::thread::spawn(move || -> ipc_core::Result<()> {
+//! let echo = std::thread::spawn(move || -> ipc_fifo::Result<()> {
 //!     // echo "12345" > mypipe: the open waits for a reader
 //!     let mut w = ipc_fifo::OpenOptions::new().open_write(&path)?;
 //!     w.write_all(b"12345\n")?;
@@ -71,8 +78,8 @@
 //! symbolic link in the last component, never blocks on or opens for I/O anything that is not a
 //! FIFO (a device planted at the path would otherwise be opened, with whatever side effects
 //! that has), and checks the owner; each refusal is a typed error naming the path
-//! ([`ErrorKind::WrongType`](ipc_core::ErrorKind::WrongType),
-//! [`ErrorKind::PermissionDenied`](ipc_core::ErrorKind::PermissionDenied)). The checks are
+//! ([`ErrorKind::WrongType`],
+//! [`ErrorKind::PermissionDenied`]). The checks are
 //! made with `fstat` on an `O_PATH` handle, and the FIFO is then opened through that handle,
 //! never by a second lookup of the path (details in [`OpenOptions`]). Creation is equally
 //! careful (see [`CreateOptions::create`]).
@@ -80,26 +87,26 @@
 //! # End-of-file
 //!
 //! A reader sees end-of-file when the last writer closes (a message receiver reports
-//! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected)), after everything written
+//! [`ErrorKind::Disconnected`]), after everything written
 //! was read. A server that serves one writer after another opens its reader with
 //! [`OpenOptions::keep_open`]: it then holds a write end of its own and its reads wait for the
 //! next writer instead. Such a reader takes atomic records only (at most 4092 bytes each): a
 //! larger message could be cut by a writer killed in the middle of it with no end-of-file to
 //! tell the reader, so [`FifoReader::into_receiver`] refuses the combination with
-//! [`ErrorKind::InvalidInput`](ipc_core::ErrorKind::InvalidInput).
+//! [`ErrorKind::InvalidInput`].
 //!
 //! # Several writers, several readers
 //!
 //! Any number of processes can write to one FIFO: a write of at most `PIPE_BUF` bytes lands in
-//! one piece. The message endpoints from [`FifoWriter::into_sender`] rely on that: each message
+//! one piece. The message endpoints from [`FifoWriter::into_atomic_sender`] rely on that: each message
 //! is one frame of at most `PIPE_BUF` bytes written at once, and larger messages are refused
-//! with [`ErrorKind::MessageTooLarge`](ipc_core::ErrorKind::MessageTooLarge). Several readers
+//! with [`ErrorKind::MessageTooLarge`]. Several readers
 //! are another matter: the kernel hands each `read` whatever bytes are there, so two readers
 //! split a stream of variable-size records between them at arbitrary points. Use one reader per
 //! FIFO (fan out from there), or records of one fixed size read with exactly that size.
 //!
 //! `SIGPIPE` never kills the process: a write with no reader left fails with
-//! [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected), also when the reader leaves
+//! [`ErrorKind::Disconnected`], also when the reader leaves
 //! while the write is blocked half-way. (The disposition is read when an end is opened: a
 //! program that sets `SIGPIPE` to its default action does so before opening its ends; see
 //! [`SigpipeGuard`](ipc_core::fd::SigpipeGuard).)
@@ -108,7 +115,7 @@
 //!
 //! No call waits past the deadline it was given. A message larger than `PIPE_BUF` whose
 //! deadline passes after its first bytes went out is reported as
-//! [`ErrorKind::Incomplete`](ipc_core::ErrorKind::Incomplete): in progress, finished first by
+//! [`ErrorKind::Incomplete`]: in progress, finished first by
 //! the next send, not to be sent again. Dropping a sender waits at most its
 //! [linger time](ipc_core::stream::FrameSender::set_linger) (1 s by default) for such a
 //! message, then abandons it, and the reader drops the partial message when the stream ends.
@@ -124,12 +131,21 @@ mod open;
 pub use create::{CreateOptions, DEFAULT_MODE, Fifo};
 pub use duplex::{ConnectOptions, Connection, Listener};
 pub use ends::{FifoReader, FifoReceiver, FifoSender, FifoWriter};
-pub use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
-pub use open::{OpenOptions, Owner};
+pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
+pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};
+pub use ipc_core::stream::FrameMode;
+pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Result};
+pub use open::OpenOptions;
+
+/// What a program using FIFOs needs in scope: the core vocabulary (message traits, deadlines,
+/// errors). `use ipc_fifo::prelude::*;`
+pub mod prelude {
+    pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+}
 
 use ipc_core::{MaxMessage, Properties};
 
-/// A FIFO carrying messages from any number of writers ([`FifoWriter::into_sender`]): each
+/// A FIFO carrying messages from any number of writers ([`FifoWriter::into_atomic_sender`]): each
 /// message one atomic write of at most `PIPE_BUF`, so at most 4092 bytes of payload.
 pub const PROPERTIES: Properties = Properties {
     mechanism: "fifo",

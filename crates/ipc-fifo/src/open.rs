@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipc_core::fd::set_nonblocking;
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Owner, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{CWD, FileType, Mode, OFlags, Stat, fstat, openat};
 use rustix::io::Errno;
@@ -21,31 +21,6 @@ const FIRST_BACKOFF: Duration = Duration::from_micros(50);
 /// The longest pause between two checks for the other end of a FIFO: also the longest a bounded
 /// open can lag behind the peer's arrival.
 const MAX_BACKOFF: Duration = Duration::from_millis(5);
-
-/// Which user a FIFO must belong to before it is opened.
-///
-/// Anyone who can write to the FIFO's directory can put something at its path; the owner check
-/// makes sure the FIFO was made by who the caller expects. The default is [`Owner::Me`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Owner {
-    /// The effective uid of this process.
-    #[default]
-    Me,
-    /// This uid.
-    Uid(u32),
-    /// Any user (the file mode still decides who can open it).
-    Any,
-}
-
-impl Owner {
-    fn expected(self) -> Option<u32> {
-        match self {
-            Owner::Me => Some(rustix::process::geteuid().as_raw()),
-            Owner::Uid(u) => Some(u),
-            Owner::Any => None,
-        }
-    }
-}
 
 /// How long an open waits for the other end, as given to [`OpenOptions::wait`] or
 /// [`OpenOptions::timeout`]: a timeout starts counting when the open is called.
@@ -75,7 +50,7 @@ enum Wait {
 ///
 /// ```
 /// use std::time::Duration;
-/// use ipc_core::ErrorKind;
+/// use ipc_fifo::ErrorKind;
 /// use ipc_fifo::{Fifo, OpenOptions};
 ///
 /// let dir = std::env::temp_dir().join(format!("ipc-fifo-doc-open-{}", std::process::id()));
@@ -239,7 +214,11 @@ impl OpenOptions {
         set_nonblocking(&fd, self.nonblocking)
             .map_err(|e| debug_err(Error::from(e).in_op("fcntl(F_SETFL)").on(path.display())))?;
         tracing::trace!(path = %path.display(), keep_open = self.keep_open, "FIFO opened for reading");
-        Ok(FifoReader::from_parts(fd, keepalive, target.path))
+        let reader = FifoReader::opened_at(fd, target.path);
+        Ok(match keepalive {
+            Some(w) => reader.keep_open_with(w),
+            None => reader,
+        })
     }
 
     /// Opens the FIFO at `path` for writing (`open(2)` with `O_WRONLY`).
@@ -285,7 +264,7 @@ impl OpenOptions {
         set_nonblocking(&fd, self.nonblocking)
             .map_err(|e| debug_err(Error::from(e).in_op("fcntl(F_SETFL)").on(path.display())))?;
         tracing::trace!(path = %path.display(), "FIFO opened for writing");
-        Ok(FifoWriter::from_parts(fd, target.path))
+        Ok(FifoWriter::opened_at(fd, target.path))
     }
 
     pub(crate) fn owner_setting(&self) -> Owner {

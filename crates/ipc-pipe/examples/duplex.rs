@@ -11,8 +11,8 @@
 
 use std::process::Command;
 
-use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
 use ipc_pipe::{ChildPipes, FrameMode, PipeReader, PipeWriter};
+use ipc_pipe::{ErrorKind, MessageReceiver, MessageSender};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().nth(1).as_deref() == Some("child") {

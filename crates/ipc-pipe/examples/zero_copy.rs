@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ipc_core::Deadline;
+use ipc_pipe::prelude::*;
 use ipc_pipe::{ChildPipes, PageBuf, PipeReader};
 
 const LEN: usize = 8 << 20;

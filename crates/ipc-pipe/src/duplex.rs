@@ -3,8 +3,7 @@
 
 use std::io::{self, Read, Write};
 
-use ipc_core::stream::FrameMode;
-use ipc_core::{Deadline, MessageReceiver, MessageSender, Result};
+use crate::{Deadline, FrameMode, MessageReceiver, MessageSender, Result};
 
 use crate::{PipeReader, PipeReceiver, PipeSender, PipeWriter, pipe};
 
@@ -103,7 +102,7 @@ pub struct DuplexChannel {
 /// says.
 ///
 /// ```
-/// use ipc_core::{MessageReceiver, MessageSender};
+/// use ipc_pipe::prelude::*;
 /// use ipc_pipe::FrameMode;
 ///
 /// let (mut client, mut server) = ipc_pipe::duplex_channel(FrameMode::default())?;
@@ -114,7 +113,7 @@ pub struct DuplexChannel {
 /// server.send(b"5")?;
 /// let n = client.recv(&mut buf)?;
 /// assert_eq!(&buf[..n], b"5");
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 pub fn duplex_channel(mode: FrameMode) -> Result<(DuplexChannel, DuplexChannel)> {
     let (a, b) = duplex()?;

@@ -10,11 +10,12 @@
 //! # What is here
 //!
 //! - [`pipe`] gives a [`PipeReader`] and a [`PipeWriter`]: `Read`/`Write`, the fd traits,
-//!   non-blocking mode, reads and writes with a [`Deadline`](ipc_core::Deadline), the
-//!   [capacity](PipeWriter::set_capacity) (`F_SETPIPE_SZ`), close-on-exec by default.
+//!   non-blocking mode, reads and writes with a [`Deadline`], the
+//!   [capacity](PipeWriter::set_capacity) (`F_SETPIPE_SZ`), close-on-exec by default. They are
+//!   the workspace's one pipe end ([`PipeEnd`] in `ipc_core::pipe`): a FIFO opened with
+//!   `ipc-fifo` gives the same types.
 //! - [`channel`] gives a [`PipeSender`] and a [`PipeReceiver`]: whole messages through the core
-//!   traits [`MessageSender`](ipc_core::MessageSender) /
-//!   [`MessageReceiver`](ipc_core::MessageReceiver), length-prefix framed, in
+//!   traits [`MessageSender`] / [`MessageReceiver`], length-prefix framed, in
 //!   [`FrameMode::Atomic`] (messages up to 4092 bytes, safe with several writers) or
 //!   [`FrameMode::Stream`] (large messages, one writer).
 //! - [`duplex`] and [`duplex_channel`]: two pipes crossed make a full-duplex pair, as bytes or
@@ -22,9 +23,10 @@
 //! - [`ChildPipes`] hands ends to a child process as its stdin, stdout, any fd number or by name,
 //!   leaking no other descriptor and closing the parent's copies at spawn; the child adopts a
 //!   named end with [`PipeReader::from_inherited`] / [`PipeWriter::from_inherited`].
-//! - Zero-copy: [`PipeReader::splice_to`] / [`PipeWriter::splice_from`] (`splice(2)` to or
-//!   from a file, socket or pipe), [`PipeReader::tee_to`] (`tee(2)`), and
-//!   [`PipeWriter::vmsplice`] of a [`PageBuf`], whose type keeps spliced pages out of reach so
+//! - Zero-copy, through the traits [`SpliceRead`] and [`SpliceWrite`] (in the [`prelude`]):
+//!   [`splice_to`](SpliceRead::splice_to) / [`splice_from`](SpliceWrite::splice_from)
+//!   (`splice(2)` to or from a file, socket or pipe), [`tee_to`](SpliceRead::tee_to)
+//!   (`tee(2)`), and [`vmsplice`](SpliceWrite::vmsplice) of a [`PageBuf`], whose type keeps spliced pages out of reach so
 //!   the reader gets exactly what was spliced. [`packet_pipe`] makes a pipe in packet mode
 //!   (`O_DIRECT`): one write, one read.
 //!
@@ -49,19 +51,22 @@
 //! - A write of at most [`PIPE_BUF`] (4096) bytes is atomic: it never interleaves with other
 //!   writers' bytes. Larger writes may. Atomic-mode messages are framed to fit.
 //! - A write with no reader fails with `EPIPE`, reported as
-//!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) (or
+//!   [`ErrorKind::Disconnected`] (or
 //!   `io::ErrorKind::BrokenPipe`): the process never dies of `SIGPIPE`, whatever disposition it
 //!   inherited, also when the reader leaves while a write is blocked half-way (the write then
 //!   returns a short count). The disposition is read when an end is made: set it before.
 //! - No call waits past its deadline. A message whose deadline passes half-way is
-//!   [`ErrorKind::Incomplete`](ipc_core::ErrorKind::Incomplete) (in progress, finished by the
+//!   [`ErrorKind::Incomplete`] (in progress, finished by the
 //!   next send); dropping a sender waits at most its
 //!   [linger time](ipc_core::stream::FrameSender::set_linger) for it, then abandons it, and the
 //!   receiver drops the partial message.
 //! - End-of-file is `Ok(0)` on the byte stream and
-//!   [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) on the message receiver,
+//!   [`ErrorKind::Disconnected`] on the message receiver,
 //!   after everything queued before it.
-//! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`.
+//! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`
+//!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob).
+//! - Everything a program needs is re-exported here (and in [`prelude`]): it can depend on
+//!   this crate alone.
 //!
 //! # Example: a parent writes, its child reads
 //!
@@ -90,23 +95,38 @@
 
 #![warn(missing_docs)]
 
-mod capacity;
 mod child;
 mod duplex;
 mod end;
 mod message;
 mod zerocopy;
 
-pub use capacity::{MAX_SIZE_KNOB, USER_PAGES_HARD_KNOB, max_capacity};
 pub use child::ChildPipes;
 pub use duplex::{Duplex, DuplexChannel, duplex, duplex_channel};
-pub use end::{PipeReader, PipeWriter, packet_pipe, pipe};
+pub use end::{packet_pipe, pipe};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
+pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};
 pub use ipc_core::stream::FrameMode;
+pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 pub use message::{PipeReceiver, PipeSender, channel};
-pub use zerocopy::PageBuf;
+pub use zerocopy::{PageBuf, SpliceRead, SpliceWrite};
 
 use ipc_core::{MaxMessage, Properties};
+
+/// The kernel knob that caps the capacity an unprivileged process may set:
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default; `ipc_core::knob::PIPE_MAX_SIZE`).
+pub const MAX_SIZE_KNOB: &str = ipc_core::knob::PIPE_MAX_SIZE;
+
+/// The kernel knob that caps the pages all pipes of one unprivileged user may use:
+/// `/proc/sys/fs/pipe-user-pages-hard` (0 = no limit).
+pub const USER_PAGES_HARD_KNOB: &str = ipc_core::pipe::USER_PAGES_HARD;
+
+/// What a program using pipes needs in scope: the core vocabulary (message traits, deadlines,
+/// errors) and the zero-copy traits. `use ipc_pipe::prelude::*;`
+pub mod prelude {
+    pub use crate::{SpliceRead, SpliceWrite};
+    pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+}
 
 /// What a pipe message channel in [`FrameMode::Stream`] is: boundaries kept by the framing,
 /// messages of any size (up to the receiver's maximum), one writer and one reader, between

@@ -2,24 +2,25 @@
 //! endpoints ([`FrameSender`], [`FrameReceiver`]) over a pipe's ends, and [`channel`].
 
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
-use ipc_core::{Error, ErrorKind, Result};
 
-use crate::{PipeReader, PipeWriter, pipe};
+use crate::{PipeReader, PipeWriter, Result, pipe};
 
 /// Sends whole messages into a pipe: implements [`MessageSender`](ipc_core::MessageSender).
 ///
 /// Each message goes out as one length-prefixed frame ([`ipc_core::frame`]). In
 /// [`FrameMode::Atomic`] a frame is at most `PIPE_BUF` bytes and goes out in one `write`, so
 /// several writers (threads or processes, each with its own sender on the same pipe) never
-/// interleave; a larger message is refused with [`ErrorKind::MessageTooLarge`] stating the
-/// limit (4092 bytes of payload), and nothing already queued is affected. In
+/// interleave; a larger message is refused with
+/// [`ErrorKind::MessageTooLarge`](crate::ErrorKind::MessageTooLarge) stating the
+/// limit (4092 bytes of payload), and nothing already queued is affected. Made by [`channel`]
+/// or [`PipeWriter::into_sender`]. In
 /// [`FrameMode::Stream`] messages may be large, and there must be one writer only.
 ///
-/// When no process has the read end open, a send fails with [`ErrorKind::Disconnected`] and
+/// When no process has the read end open, a send fails with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) and
 /// the process is not killed by `SIGPIPE`.
 ///
 /// A send with a deadline that passes after part of a large message went out fails with
-/// [`ErrorKind::Incomplete`]: the message is in progress and the next send finishes it first;
+/// [`ErrorKind::Incomplete`](crate::ErrorKind::Incomplete): the message is in progress and the next send finishes it first;
 /// see [what a send's result means](FrameSender#what-a-sends-result-means) and
 /// [`set_linger`](FrameSender::set_linger) for what dropping the sender then does.
 ///
@@ -30,7 +31,7 @@ pub type PipeSender = FrameSender<PipeWriter>;
 /// [`MessageReceiver`](ipc_core::MessageReceiver).
 ///
 /// Once every write end is closed (the writers exited, closed, or were killed) and every
-/// complete message has been received, a receive fails with [`ErrorKind::Disconnected`],
+/// complete message has been received, a receive fails with [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected),
 /// never waits forever. A message cut short by a writer that died in the middle of it is
 /// dropped, and the error's note says so.
 pub type PipeReceiver = FrameReceiver<PipeReader>;
@@ -42,7 +43,7 @@ pub type PipeReceiver = FrameReceiver<PipeReader>;
 /// Errors: as [`pipe`].
 ///
 /// ```
-/// use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+/// use ipc_pipe::prelude::*;
 /// use ipc_pipe::FrameMode;
 ///
 /// let (mut tx, mut rx) = ipc_pipe::channel(FrameMode::Atomic)?;
@@ -57,7 +58,7 @@ pub type PipeReceiver = FrameReceiver<PipeReader>;
 /// assert_eq!(rx.recv(&mut buf)?, 5);
 /// assert_eq!(rx.recv(&mut buf)?, 0);
 /// assert_eq!(rx.recv(&mut buf).unwrap_err().kind(), ErrorKind::Disconnected);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 ///
 /// # References
@@ -65,48 +66,4 @@ pub type PipeReceiver = FrameReceiver<PipeReader>;
 pub fn channel(mode: FrameMode) -> Result<(PipeSender, PipeReceiver)> {
     let (r, w) = pipe()?;
     Ok((w.into_sender(mode)?, r.into_receiver(mode.max_message())?))
-}
-
-impl PipeWriter {
-    /// This end as a message sender framing messages as `mode` says (see [`PipeSender`]).
-    /// Errors name the pipe as `pipe:[inode]`.
-    ///
-    /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode end (see
-    /// [`PipeReader::into_receiver`]).
-    pub fn into_sender(self, mode: FrameMode) -> Result<PipeSender> {
-        let label = self.label().to_string();
-        if self.is_packet_mode()? {
-            return Err(packet_framing_error(label, "make a message sender"));
-        }
-        FrameSender::new(self, mode, label)
-    }
-}
-
-impl PipeReader {
-    /// This end as a message receiver accepting messages of at most `max_message` bytes (see
-    /// [`PipeReceiver`]); a frame announcing more is [`ErrorKind::Corrupted`].
-    ///
-    /// Do not frame over a packet-mode pipe: a read there returns at most one packet and drops
-    /// what does not fit, which would cut frames. A packet-mode pipe keeps boundaries by itself;
-    /// read its packets directly.
-    ///
-    /// Errors: [`ErrorKind::InvalidInput`] for the read end of a [`packet_pipe`](crate::packet_pipe)
-    /// (the kernel does not show packet mode on a read end, so one that came from elsewhere is
-    /// not caught).
-    pub fn into_receiver(self, max_message: usize) -> Result<PipeReceiver> {
-        let label = self.label().to_string();
-        if self.packet {
-            return Err(packet_framing_error(label, "make a message receiver"));
-        }
-        FrameReceiver::new(self, max_message, label)
-    }
-}
-
-fn packet_framing_error(label: String, op: &'static str) -> Error {
-    Error::with_note(
-        ErrorKind::InvalidInput,
-        "a packet-mode pipe keeps message boundaries itself; framing over it could lose data",
-    )
-    .in_op(op)
-    .on(label)
 }

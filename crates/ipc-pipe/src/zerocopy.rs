@@ -7,13 +7,14 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
 
-use ipc_core::fd::Interest;
+use std::sync::Arc;
+
+use ipc_core::fd::{Interest, Stop, retry};
 use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::pipe::{IoSliceRaw, SpliceFlags};
 
-use crate::end::{Label, Stop, wait_all};
 use crate::{PipeReader, PipeWriter};
 
 /// Flags for a call that must not block past `deadline`: `SPLICE_F_NONBLOCK` makes the pipe
@@ -26,24 +27,14 @@ fn flags_for(deadline: Deadline) -> SpliceFlags {
     }
 }
 
-/// Runs one splice-family call until it moves bytes, waiting on `ready` between attempts.
+/// Runs one splice-family call until it moves bytes, waiting on `ready` between attempts (the
+/// core retry loop, [`ipc_core::fd::retry`]).
 fn until_moved(
     ready: &[(BorrowedFd<'_>, Interest)],
     deadline: Deadline,
     mut call: impl FnMut(SpliceFlags) -> Result<usize, Errno>,
 ) -> Result<usize, Stop> {
-    loop {
-        match call(flags_for(deadline)) {
-            Ok(n) => return Ok(n),
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => {
-                if !wait_all(ready, deadline)? {
-                    return Err(Stop::Expired);
-                }
-            }
-            Err(e) => return Err(Stop::Os(e)),
-        }
-    }
+    retry(ready, deadline, || call(flags_for(deadline)))
 }
 
 /// `EINVAL` from the splice family means the descriptors do not fit the call.
@@ -52,7 +43,7 @@ fn splice_error(
     deadline: Deadline,
     blocked: Blocked,
     op: &'static str,
-    label: Label,
+    label: &Arc<str>,
 ) -> Error {
     match stop {
         Stop::Os(Errno::INVAL) => {
@@ -63,7 +54,7 @@ fn splice_error(
             )
             .with_source(Errno::INVAL.into())
             .in_op(op)
-            .on(label);
+            .on_shared(label);
             tracing::debug!(error = %err, "splice refused");
             err
         }
@@ -71,7 +62,10 @@ fn splice_error(
     }
 }
 
-impl PipeReader {
+/// Zero-copy transfers out of a pipe's read end: `splice(2)` to another descriptor and
+/// `tee(2)` into another pipe. Implemented for [`PipeReader`] (a FIFO's read end too); in the
+/// [`prelude`](crate::prelude).
+pub trait SpliceRead {
     /// Moves up to `len` bytes out of this pipe into `out` (a file, socket or another pipe's
     /// write end) without copying them through user space: `splice(2)`. Returns the number of
     /// bytes moved: 0 at end-of-file (every write end closed, the pipe drained) or for `len`
@@ -87,7 +81,7 @@ impl PipeReader {
     ///
     /// ```
     /// use std::io::{Read, Seek, Write};
-    /// use ipc_core::Deadline;
+    /// use ipc_pipe::prelude::*;
     ///
     /// let (reader, mut writer) = ipc_pipe::pipe()?;
     /// writer.write_all(b"spliced into a file")?;
@@ -103,15 +97,7 @@ impl PipeReader {
     /// # References
     /// - [`splice(2)`](https://man7.org/linux/man-pages/man2/splice.2.html)
     #[doc(alias = "splice")]
-    pub fn splice_to(&self, out: impl AsFd, len: usize, deadline: Deadline) -> Result<usize> {
-        let (fd, out) = (self.as_fd(), out.as_fd());
-        let ready = [(fd, Interest::Readable), (out, Interest::Writable)];
-        until_moved(&ready, deadline, |flags| {
-            self.sigpipe
-                .run(|| rustix::pipe::splice(fd, None, out, None, len, flags))
-        })
-        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "splice from", self.label()))
-    }
+    fn splice_to(&self, out: impl AsFd, len: usize, deadline: Deadline) -> Result<usize>;
 
     /// Copies up to `len` bytes from the front of this pipe into the pipe `out` without
     /// consuming them: `tee(2)`. The bytes stay here for this pipe's reader; `out`'s reader gets
@@ -126,7 +112,7 @@ impl PipeReader {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// use ipc_core::Deadline;
+    /// use ipc_pipe::prelude::*;
     ///
     /// let (mut a_reader, mut a_writer) = ipc_pipe::pipe()?;
     /// let (mut b_reader, b_writer) = ipc_pipe::pipe()?;
@@ -142,17 +128,35 @@ impl PipeReader {
     /// # References
     /// - [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html)
     #[doc(alias = "tee")]
-    pub fn tee_to(&self, out: &PipeWriter, len: usize, deadline: Deadline) -> Result<usize> {
+    fn tee_to(&self, out: &PipeWriter, len: usize, deadline: Deadline) -> Result<usize>;
+}
+
+impl SpliceRead for PipeReader {
+    fn splice_to(&self, out: impl AsFd, len: usize, deadline: Deadline) -> Result<usize> {
         let (fd, out) = (self.as_fd(), out.as_fd());
         let ready = [(fd, Interest::Readable), (out, Interest::Writable)];
         until_moved(&ready, deadline, |flags| {
-            self.sigpipe.run(|| rustix::pipe::tee(fd, out, len, flags))
+            self.sigpipe()
+                .run(|| rustix::pipe::splice(fd, None, out, None, len, flags))
+        })
+        .map_err(|s| splice_error(s, deadline, Blocked::Empty, "splice from", self.label()))
+    }
+
+    fn tee_to(&self, out: &PipeWriter, len: usize, deadline: Deadline) -> Result<usize> {
+        let (fd, out) = (self.as_fd(), out.as_fd());
+        let ready = [(fd, Interest::Readable), (out, Interest::Writable)];
+        until_moved(&ready, deadline, |flags| {
+            self.sigpipe()
+                .run(|| rustix::pipe::tee(fd, out, len, flags))
         })
         .map_err(|s| splice_error(s, deadline, Blocked::Empty, "tee from", self.label()))
     }
 }
 
-impl PipeWriter {
+/// Zero-copy transfers into a pipe's write end: `splice(2)` from another descriptor and
+/// `vmsplice(2)` of a [`PageBuf`]. Implemented for [`PipeWriter`] (a FIFO's write end too); in
+/// the [`prelude`](crate::prelude).
+pub trait SpliceWrite {
     /// Moves up to `len` bytes from `input` (a file, socket or another pipe's read end) into
     /// this pipe without copying them through user space: `splice(2)`. Returns the number of
     /// bytes moved: 0 when `input` is at end-of-file, or for `len` 0. `input` is read from its
@@ -168,15 +172,7 @@ impl PipeWriter {
     /// # References
     /// - [`splice(2)`](https://man7.org/linux/man-pages/man2/splice.2.html)
     #[doc(alias = "splice")]
-    pub fn splice_from(&self, input: impl AsFd, len: usize, deadline: Deadline) -> Result<usize> {
-        let (fd, input) = (self.as_fd(), input.as_fd());
-        let ready = [(input, Interest::Readable), (fd, Interest::Writable)];
-        until_moved(&ready, deadline, |flags| {
-            self.sigpipe
-                .run(|| rustix::pipe::splice(input, None, fd, None, len, flags))
-        })
-        .map_err(|s| splice_error(s, deadline, Blocked::Full, "splice into", self.label()))
-    }
+    fn splice_from(&self, input: impl AsFd, len: usize, deadline: Deadline) -> Result<usize>;
 
     /// Hands the bytes of `buf` to this pipe by reference, without copying them: `vmsplice(2)`.
     /// The pipe then holds references to `buf`'s pages, and the reader copies out of them.
@@ -195,7 +191,7 @@ impl PipeWriter {
     ///
     /// ```
     /// use std::io::Read;
-    /// use ipc_core::Deadline;
+    /// use ipc_pipe::prelude::*;
     /// use ipc_pipe::PageBuf;
     ///
     /// let (mut reader, writer) = ipc_pipe::pipe()?;
@@ -212,7 +208,21 @@ impl PipeWriter {
     ///
     /// # References
     /// - [`vmsplice(2)`](https://man7.org/linux/man-pages/man2/vmsplice.2.html)
-    pub fn vmsplice(&self, buf: &mut PageBuf, deadline: Deadline) -> Result<usize> {
+    fn vmsplice(&self, buf: &mut PageBuf, deadline: Deadline) -> Result<usize>;
+}
+
+impl SpliceWrite for PipeWriter {
+    fn splice_from(&self, input: impl AsFd, len: usize, deadline: Deadline) -> Result<usize> {
+        let (fd, input) = (self.as_fd(), input.as_fd());
+        let ready = [(input, Interest::Readable), (fd, Interest::Writable)];
+        until_moved(&ready, deadline, |flags| {
+            self.sigpipe()
+                .run(|| rustix::pipe::splice(input, None, fd, None, len, flags))
+        })
+        .map_err(|s| splice_error(s, deadline, Blocked::Full, "splice into", self.label()))
+    }
+
+    fn vmsplice(&self, buf: &mut PageBuf, deadline: Deadline) -> Result<usize> {
         let fd = self.as_fd();
         let mut done = 0;
         while !buf.is_empty() {
@@ -224,7 +234,7 @@ impl PipeWriter {
                 // so nothing is promised about the memory beyond the call: what keeps the pages
                 // unmodified afterwards is `PageBuf::consume` below, which puts the moved bytes
                 // out of reach for good (see the `PageBuf` docs).
-                self.sigpipe
+                self.sigpipe()
                     .run(|| unsafe { rustix::pipe::vmsplice(fd, &iov, flags) })
             });
             match r {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipc_core::stream::{FrameMode as CoreMode, FrameSender};
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
-use ipc_pipe::{Duplex, FrameMode, PageBuf, PipeReader, PipeWriter, pipe};
+use ipc_pipe::{Duplex, FrameMode, PageBuf, PipeReader, PipeWriter, SpliceRead, SpliceWrite, pipe};
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
 /// Far more than a pipe holds (64 KiB by default): the write blocks in the middle.

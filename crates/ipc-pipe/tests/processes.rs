@@ -10,8 +10,8 @@ use std::process::Command;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_pipe::{
-    ChildPipes, FrameMode, MAX_ATOMIC_PAYLOAD, PageBuf, PipeReader, PipeWriter, duplex,
-    duplex_channel, pipe,
+    ChildPipes, FrameMode, MAX_ATOMIC_PAYLOAD, PageBuf, PipeReader, PipeWriter, SpliceRead,
+    SpliceWrite, duplex, duplex_channel, pipe,
 };
 use ipc_testkit::script::{STAMP_LEN, check_message, message, parse_stamp};
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
@@ -511,8 +511,14 @@ fn a_capacity_set_by_the_child_is_the_pipes_and_holds_exactly_that() {
     assert_eq!(all.len(), expected);
 }
 
+/// One capacity policy for pipes and FIFOs: the kernel decides. Without `CAP_SYS_RESOURCE`
+/// a capacity above `pipe-max-size` is refused, as `LimitExceeded` naming the knob and its
+/// value; with it (root) the kernel allows it. Capabilities belong to a thread, so a thread
+/// that drops `CAP_SYS_RESOURCE` from its effective set checks the refusal even under root.
 #[test]
-fn capacity_above_the_knob_is_refused_naming_it_even_for_root() {
+fn capacity_above_the_knob_is_refused_naming_it_without_cap_sys_resource() {
+    use rustix::thread::{CapabilitySet, capabilities, set_capabilities};
+
     let (r, w) = pipe().unwrap();
     let max = ipc_pipe::max_capacity().unwrap();
     let knob = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap();
@@ -520,21 +526,42 @@ fn capacity_above_the_knob_is_refused_naming_it_even_for_root() {
 
     assert_eq!(w.set_capacity(max).unwrap(), max);
     assert_eq!(r.capacity().unwrap(), max);
-    let e = w.set_capacity(max + 1).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::LimitExceeded);
-    let limit = e.limit_info().expect("the limit is named");
+    let privileged = capabilities(None)
+        .unwrap()
+        .effective
+        .contains(CapabilitySet::SYS_RESOURCE);
+    let refused = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut caps = capabilities(None).unwrap();
+            caps.effective -= CapabilitySet::SYS_RESOURCE;
+            set_capabilities(None, caps).unwrap();
+            w.set_capacity(max + 1).unwrap_err()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(refused.kind(), ErrorKind::LimitExceeded, "{refused}");
+    let limit = refused.limit_info().expect("the limit is named");
     assert_eq!(limit.knob, "/proc/sys/fs/pipe-max-size");
     assert_eq!(limit.value, Some(max as u64));
     assert!(
-        e.to_string()
+        refused
+            .to_string()
             .contains(&format!("/proc/sys/fs/pipe-max-size is {max}")),
-        "{e}"
+        "{refused}"
     );
     assert_eq!(
         r.capacity().unwrap(),
         max,
         "a refused change changes nothing"
     );
+    if privileged {
+        // With CAP_SYS_RESOURCE the kernel lets the pipe grow past the knob.
+        assert_eq!(
+            w.set_capacity(max + 1).unwrap(),
+            (max + 1).next_power_of_two()
+        );
+    }
 }
 
 #[test]

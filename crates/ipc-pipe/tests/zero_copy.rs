@@ -5,7 +5,9 @@
 use std::io::{Read, Seek, Write};
 
 use ipc_core::{Deadline, ErrorKind};
-use ipc_pipe::{PIPE_BUF, PageBuf, PipeReader, PipeWriter, packet_pipe, pipe};
+use ipc_pipe::{
+    PIPE_BUF, PageBuf, PipeReader, PipeWriter, SpliceRead, SpliceWrite, packet_pipe, pipe,
+};
 use ipc_testkit::script::{checksum, message};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, within_watchdog};
 

@@ -158,7 +158,7 @@ pub(crate) fn hello_then_park(ctx: &Ctx) {
     let mut tx = OpenOptions::new()
         .open_write(path)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     let mut hello = b"IFH\x01".to_vec();
     hello.extend_from_slice(id.as_bytes());
@@ -271,7 +271,7 @@ fn connecting_without_a_server() {
     let mut tx = OpenOptions::new()
         .open_write(&path)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     tx.send(b"IFH\x01../../etc/x.1").unwrap();
     tx.send(b"GET / HTTP/1.0").unwrap();

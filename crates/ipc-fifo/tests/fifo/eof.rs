@@ -17,7 +17,7 @@ pub(crate) fn send_then_wait_for_go(ctx: &Ctx) {
     let mut tx = OpenOptions::new()
         .open_write(a[0])
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     ctx.checkpoint("open");
     let mut go = std::fs::File::from(ctx.take_fd("go"));
@@ -33,7 +33,7 @@ pub(crate) fn send_and_park(ctx: &Ctx) {
     let mut tx = OpenOptions::new()
         .open_write(a[0])
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     tx.send(a[1].as_bytes()).unwrap();
     ctx.park("sent");
@@ -45,7 +45,7 @@ pub(crate) fn send_and_exit(ctx: &Ctx) {
     let mut tx = OpenOptions::new()
         .open_write(a[0])
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     tx.send(a[1].as_bytes()).unwrap();
 }
@@ -180,7 +180,7 @@ fn without_keep_open_a_second_writer_finds_the_stream_ended() {
         .nonblocking(true)
         .open_write(&fifo)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     tx.send(b"again").unwrap(); // the reader is still open: a new writer can come
     assert_eq!(recv_string(&mut rx), "again");

@@ -203,7 +203,7 @@ fn accept_and_remove_stale_refuse_hostile_connection_names() {
         let mut tx = OpenOptions::new()
             .open_write(&path)
             .unwrap()
-            .into_sender()
+            .into_atomic_sender()
             .unwrap();
         tx.send(format!("IFH\x01{id}").as_bytes()).unwrap();
         let (listener, e) = within_watchdog(&format!("accept of a {what:?}"), move || {

@@ -82,7 +82,7 @@ fn still_works(fifo: &Fifo) {
         .nonblocking(true)
         .open_write(fifo)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     tx.send(b"after").unwrap();
     drop(tx);
@@ -199,7 +199,7 @@ fn a_reader_killed_at_any_step_is_a_disconnect_for_the_writer_never_a_hang() {
                     .timeout(ipc_testkit::watchdog())
                     .open_write(&p)
                     .unwrap()
-                    .into_sender()
+                    .into_atomic_sender()
                     .unwrap()
             });
             if step == "reading" {
@@ -252,7 +252,7 @@ pub(crate) fn client_steps(ctx: &Ctx) {
     let mut hello_tx = OpenOptions::new()
         .open_write(path)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     if step == "listener-open" {
         ctx.park(step);

@@ -42,7 +42,7 @@ pub(crate) fn stamped_writer(ctx: &Ctx) {
     let mut tx = OpenOptions::new()
         .open_write(a[0])
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     let mut msg = Vec::with_capacity(MAX_ATOMIC_PAYLOAD);
     for seq in 0..count {
@@ -146,7 +146,7 @@ fn oversized_records_are_refused_in_multi_writer_mode_and_nothing_is_lost() {
         .nonblocking(true)
         .open_write(&fifo)
         .unwrap();
-    let mut tx = w.into_sender().unwrap();
+    let mut tx = w.into_atomic_sender().unwrap();
     assert_eq!(MessageSender::max_message_size(&tx), 4092);
     tx.send(b"before").unwrap();
     let e = tx.send(&vec![7; MAX_ATOMIC_PAYLOAD + 1]).unwrap_err();
@@ -267,6 +267,6 @@ fn a_write_with_no_reader_is_disconnected() {
     assert!(e.to_string().contains(fifo.path().to_str().unwrap()), "{e}");
     let e = w.write_atomic(b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected);
-    let e = w.into_sender().unwrap().send(b"x").unwrap_err();
+    let e = w.into_atomic_sender().unwrap().send(b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected);
 }

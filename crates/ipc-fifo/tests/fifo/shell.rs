@@ -102,7 +102,7 @@ fn a_fifo_made_by_mkfifo_works_here() {
     let mut tx = OpenOptions::new()
         .open_write(&path)
         .unwrap()
-        .into_sender()
+        .into_atomic_sender()
         .unwrap();
     ipc_core::MessageSender::send(&mut tx, b"framed").unwrap();
     let mut buf = [0u8; 16];

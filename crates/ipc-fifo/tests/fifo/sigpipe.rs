@@ -65,7 +65,7 @@ pub(crate) fn fifo_blocked_write_sigpipe_default(ctx: &Ctx) {
             format!("{:?}", e.kind())
         }
         "send_atomic" => {
-            let mut tx = w.into_sender().unwrap();
+            let mut tx = w.into_atomic_sender().unwrap();
             let e = loop {
                 if let Err(e) = tx.send(&big[..ipc_fifo::MAX_ATOMIC_PAYLOAD]) {
                     break e;
