@@ -55,8 +55,13 @@ impl Owner {
                 let e = Error::with_note(
                     ErrorKind::PermissionDenied,
                     format!(
-                        "owned by uid {uid}, not {want}; open with Owner::Uid({uid}) or \
-                         Owner::Any if that user is trusted"
+                        "owned by uid {uid}, expected uid {want}{}; open with \
+                         Owner::Uid({uid}) or Owner::Any if that user is trusted",
+                        if self == Owner::Me {
+                            " (this process's effective uid)"
+                        } else {
+                            ""
+                        }
                     ),
                 )
                 .in_op("check owner")

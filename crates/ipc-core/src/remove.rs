@@ -37,6 +37,17 @@ pub enum Removable {
     Sysv(SysvKind, i32),
     /// A path in the filesystem: a FIFO, a socket, a file (`unlink`).
     Path(PathBuf),
+    /// A path, removed only while it still names the file it named when this was made: its
+    /// device and inode, compared without following a symbolic link just before the
+    /// `unlink`. For a creator that must never remove what replaced its file.
+    SameFile {
+        /// The path.
+        path: PathBuf,
+        /// The file's device (`st_dev`).
+        dev: u64,
+        /// The file's inode (`st_ino`).
+        ino: u64,
+    },
 }
 
 impl Removable {
@@ -70,6 +81,18 @@ impl Removable {
             }
             Removable::Sysv(kind, id) => return sysv::remove(*kind, *id),
             Removable::Path(path) => rustix::fs::unlink(path).map_err(Error::from),
+            Removable::SameFile { path, dev, ino } => {
+                rustix::fs::lstat(path).map_err(Error::from).and_then(|st| {
+                    if (st.st_dev, st.st_ino) == (*dev, *ino) {
+                        rustix::fs::unlink(path).map_err(Error::from)
+                    } else {
+                        Err(Error::with_note(
+                            crate::ErrorKind::WrongType,
+                            "the path names another file now; left alone",
+                        ))
+                    }
+                })
+            }
         };
         match r {
             Ok(()) => {
@@ -92,7 +115,9 @@ impl fmt::Display for Removable {
             Removable::Queue(n) => write!(f, "POSIX message queue {n}"),
             Removable::Semaphore(n) => write!(f, "POSIX semaphore {n}"),
             Removable::Sysv(kind, id) => write!(f, "{kind} id {id}"),
-            Removable::Path(p) => write!(f, "{}", p.display()),
+            Removable::Path(p) | Removable::SameFile { path: p, .. } => {
+                write!(f, "{}", p.display())
+            }
         }
     }
 }
@@ -175,6 +200,33 @@ mod tests {
             assert_eq!(object.remove().unwrap_err().kind(), ErrorKind::NotFound);
             drop(RemoveGuard::new(object)); // gone already: quiet
         }
+    }
+
+    #[test]
+    fn same_file_never_removes_a_replacement() {
+        let path = std::env::temp_dir().join(format!("ipctest-core-same-{}", std::process::id()));
+        std::fs::write(&path, b"first").unwrap();
+        let st = rustix::fs::lstat(&path).unwrap();
+        let first = Removable::SameFile {
+            path: path.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        // Replaced under the same name: left alone.
+        let other = path.with_extension("new");
+        std::fs::write(&other, b"second").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(first.remove().unwrap_err().kind(), ErrorKind::WrongType);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let st = rustix::fs::lstat(&path).unwrap();
+        RemoveGuard::new(Removable::SameFile {
+            path: path.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+        .remove()
+        .unwrap();
+        assert!(!path.exists());
     }
 
     #[test]

@@ -33,8 +33,7 @@ use std::time::Duration;
 use ipc_core::fd::set_nonblocking;
 use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
-use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
-use rustix::fs::{AtFlags, CWD, statat};
+use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
 
 use crate::Owner;
 use crate::ends::{FifoReceiver, FifoSender};
@@ -502,13 +501,14 @@ fn pid_exists(pid: rustix::process::Pid) -> bool {
 
 /// Unlinks `path` if it still names the inode `t` checked; whether it did.
 fn unlink_if_same(t: &Target, path: &Path) -> bool {
-    let same = statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| (st.st_dev, st.st_ino) == t.identity());
-    if same && rustix::fs::unlink(path).is_ok() {
-        tracing::trace!(path = %path.display(), "connection FIFO unlinked");
-        return true;
+    let (dev, ino) = t.identity();
+    Removable::SameFile {
+        path: path.to_path_buf(),
+        dev,
+        ino,
     }
-    false
+    .remove()
+    .is_ok()
 }
 
 #[cfg(test)]

@@ -461,22 +461,7 @@ pub(crate) fn check_fifo(stat: &Stat, owner: Owner) -> Result<()> {
         };
         return Err(Error::with_note(ErrorKind::WrongType, what));
     }
-    if let Some(want) = owner.expected() {
-        if stat.st_uid != want {
-            return Err(Error::with_note(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "the FIFO belongs to uid {}, expected uid {want}{}",
-                    stat.st_uid,
-                    if owner == Owner::Me {
-                        " (this process's effective uid)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-    }
+    owner.check(stat.st_uid, "FIFO")?;
     Ok(())
 }
 
