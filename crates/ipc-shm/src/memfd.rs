@@ -205,7 +205,7 @@ impl Segment {
                 return Err(e);
             }
         }
-        let size = check_fd(&fd, 1, true, &kind)?;
+        let size = check_fd(&fd, 1, ipc_core::Owner::Any, &kind)?;
         let mode = rustix::fs::fcntl_getfl(&fd).ctx("fcntl(F_GETFL)", &kind)?;
         let sealed_ro = rustix::fs::fcntl_get_seals(&fd)
             .is_ok_and(|s| s.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE));

@@ -508,12 +508,6 @@ impl Consumer {
         &self.ring
     }
 
-    /// Whether a record is committed at `head` (one acquire load of its mark).
-    pub(crate) fn ready(&self) -> bool {
-        let mark = self.ring.mark(self.head).load(Ordering::Acquire);
-        mark & !KIND_MASK == self.head && mark & KIND_MASK != KIND_NONE
-    }
-
     /// The next message, if one is committed; skips padding. The message stays in the ring
     /// until [`release`](Consumer::release).
     pub(crate) fn peek(&mut self) -> Result<Option<Message>> {

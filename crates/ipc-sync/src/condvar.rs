@@ -12,11 +12,7 @@ use crate::mutex::{LockError, LockResult, Mutex, MutexGuard};
 use crate::shared::{Header, Kind, SharedData, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu, swap_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Condvar",
-    magic: u32::from_le_bytes(*b"iCND"),
-    version: 2,
-};
+static KIND: Kind = Kind::new("ipc_sync::Condvar", u32::from_le_bytes(*b"iCND"), 2);
 
 /// A condition variable in shared memory, used with a [`Mutex`]: processes sleep until
 /// another one changes the guarded data and notifies them.

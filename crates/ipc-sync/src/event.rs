@@ -11,11 +11,7 @@ use crate::futex;
 use crate::shared::{Header, Kind, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Event",
-    magic: u32::from_le_bytes(*b"iEVT"),
-    version: 1,
-};
+static KIND: Kind = Kind::new("ipc_sync::Event", u32::from_le_bytes(*b"iEVT"), 1);
 
 /// Bit 0 of the state word: the event is set.
 const SET: u32 = 1;
@@ -183,7 +179,7 @@ impl Event {
         if deadline == Deadline::Now {
             return Err(Error::would_block(Blocked::Empty)
                 .in_op("wait")
-                .on(self.describe()));
+                .on_shared(KIND.label()));
         }
         if spin.run(&self.set_cpu, || self.try_take(mode, false)) {
             return Ok(());
@@ -215,7 +211,8 @@ impl Event {
                 return if self.try_take(mode, true) {
                     Ok(())
                 } else {
-                    Err(e.in_op("wait").on(self.describe()))
+                    // Timed out (the expected end of a timed wait): named without allocating.
+                    Err(e.in_op("wait").on_shared(KIND.label()))
                 };
             }
             slept = true;

@@ -16,14 +16,3 @@
 
 pub use ipc_core::futex::*;
 
-use std::time::Instant;
-
-use ipc_core::Deadline;
-use rustix::time::{ClockId, Timespec};
-
-/// `at` as an absolute `CLOCK_MONOTONIC` time (never earlier than `at`).
-pub(crate) fn monotonic_timespec(at: Instant) -> Timespec {
-    Deadline::At(at)
-        .absolute(ClockId::Monotonic)
-        .expect("an instant always converts")
-}

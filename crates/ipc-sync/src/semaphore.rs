@@ -10,11 +10,7 @@ use crate::futex;
 use crate::shared::{Header, Kind, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Semaphore",
-    magic: u32::from_le_bytes(*b"iSEM"),
-    version: 1,
-};
+static KIND: Kind = Kind::new("ipc_sync::Semaphore", u32::from_le_bytes(*b"iSEM"), 1);
 
 /// A counting semaphore in shared memory: [`post`](Semaphore::post) adds one,
 /// [`wait`](Semaphore::wait) takes one, sleeping while the count is zero.
@@ -177,7 +173,7 @@ impl Semaphore {
         if deadline == Deadline::Now {
             return Err(Error::would_block(Blocked::Empty)
                 .in_op("wait")
-                .on(self.describe()));
+                .on_shared(KIND.label()));
         }
         if spin.run(&self.post_cpu, || self.try_take(false)) {
             return Ok(());
@@ -208,7 +204,8 @@ impl Semaphore {
                 return if self.try_take(true) {
                     Ok(())
                 } else {
-                    Err(e.in_op("wait").on(self.describe()))
+                    // Timed out (the expected end of a timed wait): named without allocating.
+                    Err(e.in_op("wait").on_shared(KIND.label()))
                 };
             }
             slept = true;
