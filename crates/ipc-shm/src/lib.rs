@@ -28,7 +28,7 @@
 //!
 //! [`ChannelOptions`] lays out a single-producer single-consumer ring of variable-length
 //! messages in a segment; [`Sender`] and [`Receiver`] are its ends and implement the core
-//! [`MessageSender`](ipc_core::MessageSender) / [`MessageReceiver`](ipc_core::MessageReceiver)
+//! [`MessageSender`] / [`MessageReceiver`]
 //! traits. Besides copying sends and receives, [`Sender::loan`] lets the producer write a message
 //! in place and [`Receiver::recv_in_place`] lets the consumer read it in place: a message then
 //! crosses from one process to the other without being copied at all.
@@ -48,9 +48,9 @@
 //!
 //! Peers are untrusted: every index, length and header field read from the segment is copied
 //! into a local and validated first, and a peer that writes garbage produces
-//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted), never an out-of-bounds access. A
+//! [`ErrorKind::Corrupted`], never an out-of-bounds access. A
 //! peer that dies is noticed through a pidfd (which PID reuse cannot fool): a blocked receiver
-//! returns [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) after draining what
+//! returns [`ErrorKind::Disconnected`] after draining what
 //! was committed; a producer killed while writing never makes a torn message visible.
 //!
 //! Every step of an end's life (claiming it in `open`, attaching, handing it over with
@@ -64,12 +64,12 @@
 //! receiver waits for its first sender. A peer can of course forge a *valid* state (write
 //! "free" over its own word, or another live process's identity); that is indistinguishable
 //! from the truth, while any word no end writes is
-//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted).
+//! [`ErrorKind::Corrupted`].
 //!
 //! Two things the liveness check relies on, so channel ends do not work across them:
 //! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
 //!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
-//!   end look dead at once ([`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected));
+//!   end look dead at once ([`ErrorKind::Disconnected`]);
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
 //!   parent's helper thread, which the child does not have, and keeps the parent's pid. Open
 //!   channel ends after the fork, in the process that uses them (a child that `exec`s and

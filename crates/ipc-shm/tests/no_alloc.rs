@@ -56,7 +56,10 @@ fn would_block_and_timed_out_allocate_nothing() {
     assert_eq!(n, 0, "the expected paths allocated {n} times");
     // The context is all there when the error is reported.
     let e = rx_empty.try_recv(&mut buf).unwrap_err();
-    assert_eq!(e.to_string(), "recv memfd \"ipc-shm channel\": operation would block (empty)");
+    assert_eq!(
+        e.to_string(),
+        "recv memfd \"ipc-shm channel\": operation would block (empty)"
+    );
     let e = tx_full.send_timeout(&[1; 40], short).unwrap_err();
     assert_eq!(e.to_string(), "send memfd \"ipc-shm channel\": timed out");
 }

@@ -111,7 +111,10 @@ fn shm_mode_and_owner(_: &Ctx) {
     assert_eq!(unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) }, 0);
     let e = Segment::sysv_attach(id, true, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains(&format!("Owner::Uid({other})")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("Owner::Uid({other})")),
+        "{e}"
+    );
     let seg = OpenOptions::new()
         .read_only(true)
         .owner(Owner::Uid(other))

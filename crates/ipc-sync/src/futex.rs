@@ -15,4 +15,3 @@
 //! ```
 
 pub use ipc_core::futex::*;
-

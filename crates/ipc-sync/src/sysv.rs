@@ -5,9 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use ipc_core::sysv::{self, Key, SysvKind};
-use ipc_core::{
-    Blocked, Deadline, Error, ErrorKind, Owner, Removable, RemoveGuard, Result, knob,
-};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Owner, Removable, RemoveGuard, Result, knob};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 
@@ -396,8 +394,11 @@ impl SemaphoreSet {
             return Ok(true);
         }
         for num in 0..self.len {
-            let pid = sys::sem_get(self.id, num, libc::GETPID)
-                .map_err(|e| Error::from(e).in_op("semctl(GETPID)").on_shared(&self.label))?;
+            let pid = sys::sem_get(self.id, num, libc::GETPID).map_err(|e| {
+                Error::from(e)
+                    .in_op("semctl(GETPID)")
+                    .on_shared(&self.label)
+            })?;
             if pid == 0 {
                 return Ok(false);
             }
@@ -547,16 +548,22 @@ impl SemaphoreSet {
     /// - [`semctl(2)`](https://man7.org/linux/man-pages/man2/semctl.2.html)
     #[doc(alias = "semctl")]
     pub fn value(&self, num: u16) -> Result<u16> {
-        let v = sys::sem_get(self.id, num, libc::GETVAL)
-            .map_err(|e| Error::from(e).in_op("semctl(GETVAL)").on_shared(&self.label))?;
+        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETVAL)")
+                .on_shared(&self.label)
+        })?;
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
     }
 
     /// The values of all semaphores (`semctl(GETALL)`).
     pub fn values(&self) -> Result<Vec<u16>> {
         let mut v = vec![0; self.len()];
-        sys::sem_getall(self.id, &mut v)
-            .map_err(|e| Error::from(e).in_op("semctl(GETALL)").on_shared(&self.label))?;
+        sys::sem_getall(self.id, &mut v).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETALL)")
+                .on_shared(&self.label)
+        })?;
         Ok(v)
     }
 
@@ -567,16 +574,24 @@ impl SemaphoreSet {
     /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
-            return Err(semvmx_error().in_op("semctl(SETVAL)").on_shared(&self.label));
+            return Err(semvmx_error()
+                .in_op("semctl(SETVAL)")
+                .on_shared(&self.label));
         }
-        sys::sem_setval(self.id, num, value)
-            .map_err(|e| Error::from(e).in_op("semctl(SETVAL)").on_shared(&self.label))
+        sys::sem_setval(self.id, num, value).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(SETVAL)")
+                .on_shared(&self.label)
+        })
     }
 
     /// How many processes wait for semaphore `num` to increase (`semctl(GETNCNT)`).
     pub fn waiting(&self, num: u16) -> Result<u32> {
-        let n = sys::sem_get(self.id, num, libc::GETNCNT)
-            .map_err(|e| Error::from(e).in_op("semctl(GETNCNT)").on_shared(&self.label))?;
+        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETNCNT)")
+                .on_shared(&self.label)
+        })?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
