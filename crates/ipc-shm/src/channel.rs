@@ -42,12 +42,12 @@ const CHECK_EVERY: u32 = 1024;
 /// let opts = ChannelOptions::new().capacity(1 << 16).max_message(1000);
 /// assert!(opts.segment_size() > 1 << 16);
 /// let (mut tx, mut rx) = opts.pair()?;
-/// # use ipc_core::{MessageSender, MessageReceiver};
+/// # use ipc_shm::{MessageSender, MessageReceiver};
 /// tx.send(b"hello")?;
 /// let mut buf = [0u8; 1000];
 /// let n = rx.recv(&mut buf)?;
 /// assert_eq!(&buf[..n], b"hello");
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_shm::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelOptions {

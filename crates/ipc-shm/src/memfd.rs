@@ -42,7 +42,7 @@ pub enum Seals {
 ///
 /// let seg = MemfdOptions::new().create("frames", 1 << 16)?;
 /// assert_eq!(seg.len(), 1 << 16);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_shm::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemfdOptions {

@@ -337,3 +337,35 @@ impl Segment {
         Removable::Shm(shm_name(name)?).remove()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "shm_open is beyond Miri")]
+    fn a_name_too_long_for_shm_open_is_refused_before_any_syscall() {
+        // 255 bytes after the '/': a valid POSIX name, one byte too long for shm_open.
+        let name = format!("/{}", "n".repeat(ipc_core::NAME_MAX));
+        let checks: [(&str, Result<()>); 4] = [
+            ("create", Segment::create(name.as_str(), 4096).map(drop)),
+            ("open", Segment::open(name.as_str()).map(drop)),
+            (
+                "open read-only",
+                OpenOptions::new()
+                    .read_only(true)
+                    .owner(Owner::Any)
+                    .open(name.as_str())
+                    .map(drop),
+            ),
+            ("unlink", Segment::unlink(name.as_str())),
+        ];
+        for (what, r) in checks {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidName, "{what}: {e}");
+            // Refused by the name check, not by the kernel or rustix.
+            assert_eq!(e.op(), Some("validate name"), "{what}: {e}");
+            assert_eq!(e.raw_os_error(), None, "{what}: {e}");
+        }
+    }
+}

@@ -64,7 +64,7 @@ static KIND: Kind = Kind::new("ipc_sync::Condvar", u32::from_le_bytes(*b"iCND"),
 ///     let g = cv.wait_while(m.lock().unwrap(), |v| *v == 0).unwrap();
 ///     assert_eq!(*g, 1);
 /// });
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Condvar {
@@ -99,7 +99,7 @@ impl Condvar {
     ///   inconsistent: unlocking it would make the mutex unrecoverable, so repair the data
     ///   and [mark it consistent](MutexGuard::mark_consistent) first.
     /// - [`LockError::Failed`]: relocking failed (the mutex is
-    ///   [not recoverable](ipc_core::ErrorKind::NotRecoverable)); the lock is not held.
+    ///   [not recoverable](crate::ErrorKind::NotRecoverable)); the lock is not held.
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)

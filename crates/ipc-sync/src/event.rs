@@ -86,7 +86,7 @@ impl EventMode {
 /// turn.set();
 /// turn.wait()?;
 /// assert!(turn.try_wait().is_err()); // the first wait reset it
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Event {
@@ -148,7 +148,7 @@ impl Event {
     /// Takes the event if it is set, without waiting.
     ///
     /// # Errors
-    /// [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) if it is not set.
+    /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) if it is not set.
     pub fn try_wait(&self) -> Result<()> {
         self.wait_with(Deadline::Now, Spin::Never)
     }
@@ -156,7 +156,7 @@ impl Event {
     /// Waits at most `timeout` for the event.
     ///
     /// # Errors
-    /// [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut) if it was not set in time.
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if it was not set in time.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_with(Deadline::after(timeout), Spin::Adaptive)
     }
@@ -165,9 +165,9 @@ impl Event {
     /// (`FUTEX_WAIT_BITSET` on the state while it is unset).
     ///
     /// # Errors
-    /// - [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock): not set, and `deadline`
+    /// - [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock): not set, and `deadline`
     ///   is [`Deadline::Now`].
-    /// - [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut): not set until the deadline.
+    /// - [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut): not set until the deadline.
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)

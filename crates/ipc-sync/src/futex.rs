@@ -6,7 +6,7 @@
 //! ```
 //! use std::sync::atomic::AtomicU32;
 //! use std::time::Duration;
-//! use ipc_core::{Deadline, ErrorKind};
+//! use ipc_sync::{Deadline, ErrorKind};
 //! use ipc_sync::futex;
 //!
 //! let word = AtomicU32::new(0);

@@ -6,7 +6,7 @@
 //!
 //! | type | what | after a holder or waiter is `SIGKILL`ed |
 //! |------|------|-----------------------------------------|
-//! | [`Mutex<T>`] | robust lock around data in shared memory (glibc robust pthread mutex) | next locker gets [`LockError::OwnerDied`], repairs, [marks consistent](MutexGuard::mark_consistent); or the mutex becomes [not recoverable](ipc_core::ErrorKind::NotRecoverable) |
+//! | [`Mutex<T>`] | robust lock around data in shared memory (glibc robust pthread mutex) | next locker gets [`LockError::OwnerDied`], repairs, [marks consistent](MutexGuard::mark_consistent); or the mutex becomes [not recoverable](crate::ErrorKind::NotRecoverable) |
 //! | [`Condvar`] | condition variable for the mutex (futex sequence counter) | no internal state to wedge; waiters learn of a dead notifier through the mutex |
 //! | [`Semaphore`] | counting semaphore (futex) | waiters unaffected; units a dead process took stay taken |
 //! | [`Event`] | auto- or manual-reset flag (futex) | waiters unaffected |
@@ -41,12 +41,12 @@
 //! # Named objects: who may have made them
 //!
 //! [`NamedSemaphore::open`] and [`SemaphoreSet::open`] refuse an object another user owns
-//! ([`PermissionDenied`](ipc_core::ErrorKind::PermissionDenied)): anyone can put one under a
+//! ([`PermissionDenied`](crate::ErrorKind::PermissionDenied)): anyone can put one under a
 //! name or key first, and its owner can remove it or change its mode at will. Say whose you
 //! accept with the one [`Owner`] policy of the workspace, on the options builders:
 //! [`NamedOpenOptions::owner`], [`SetOpenOptions::owner`]. A named
 //! semaphore's file is checked before it is mapped (a FIFO, socket, directory, device, symbolic
-//! link or short file planted there is [`WrongType`](ipc_core::ErrorKind::WrongType), without
+//! link or short file planted there is [`WrongType`](crate::ErrorKind::WrongType), without
 //! blocking), and modes are exact, not umasked.
 //!
 //! Sets are found by the workspace's one System V [`Key`] (`ftok` is [`Key::from_path`]). A

@@ -60,7 +60,7 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// };
 /// g[0] += 1;
 /// g[1] += 1;
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # Layout

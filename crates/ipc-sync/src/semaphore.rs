@@ -54,7 +54,7 @@ static KIND: Kind = Kind::new("ipc_sync::Semaphore", u32::from_le_bytes(*b"iSEM"
 /// assert!(sem.try_wait().is_err()); // empty: would block
 /// sem.post()?;
 /// assert_eq!(sem.value(), 1);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Semaphore {
@@ -79,7 +79,7 @@ impl Semaphore {
     /// Never blocks. Makes the `FUTEX_WAKE` syscall only when a waiter may be asleep.
     ///
     /// # Errors
-    /// [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) if the count is
+    /// [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) if the count is
     /// [`Semaphore::MAX`]; the count is unchanged.
     ///
     /// # References
@@ -131,7 +131,7 @@ impl Semaphore {
     /// Takes one unit if the count is above zero, without waiting.
     ///
     /// # Errors
-    /// [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) (empty) if the count is zero.
+    /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) (empty) if the count is zero.
     #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> Result<()> {
         self.wait_with(Deadline::Now, Spin::Never)
@@ -140,7 +140,7 @@ impl Semaphore {
     /// Takes one unit, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut) if the count stayed zero.
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if the count stayed zero.
     #[doc(alias = "sem_timedwait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_with(Deadline::after(timeout), Spin::Adaptive)
@@ -159,9 +159,9 @@ impl Semaphore {
     /// (`FUTEX_WAIT_BITSET` on the count while it is zero).
     ///
     /// # Errors
-    /// - [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) (empty): the count is zero
+    /// - [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) (empty): the count is zero
     ///   and `deadline` is [`Deadline::Now`].
-    /// - [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut): the count stayed zero until
+    /// - [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut): the count stayed zero until
     ///   the deadline.
     ///
     /// # References

@@ -171,7 +171,7 @@ pub(crate) fn check_ptr<T>(ptr: *const T, name: &'static str) -> Result<()> {
 /// // SAFETY: as above; the object was initialised.
 /// let again = unsafe { Semaphore::open_at(place.as_ptr())? };
 /// assert_eq!(again.value(), 0);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # Safety
