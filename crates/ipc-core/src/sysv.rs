@@ -1,6 +1,6 @@
 //! System V IPC, the part every System V object shares: the [`Key`] that names an object (one
 //! type for queues, segments and semaphore sets, with `ftok`), the three [`SysvKind`]s, the
-//! key-to-id lookup ([`lookup`]) and removal ([`remove`], also through
+//! key-to-id lookup ([`lookup`]), the count of objects in use ([`in_use`]) and removal ([`remove`], also through
 //! [`RemoveGuard`](crate::RemoveGuard)).
 //!
 //! The calls that differ per kind (`msgsnd`, `shmat`, `semop`, ...) live in the mechanism
@@ -144,6 +144,25 @@ impl fmt::Display for SysvKind {
     }
 }
 
+/// How many objects of `kind` exist in this process's IPC namespace, counted in
+/// `/proc/sysvipc/{msg,shm,sem}` (one line each after a header); `None` when that file cannot
+/// be read. What a limit error needs to tell "out of ids" (`MSGMNI`, `SHMMNI`, `SEMMNI`) from
+/// the other limits the same errno reports.
+pub fn in_use(kind: SysvKind) -> Option<u64> {
+    let path = match kind {
+        SysvKind::MessageQueue => "/proc/sysvipc/msg",
+        SysvKind::SharedMemory => "/proc/sysvipc/shm",
+        SysvKind::SemaphoreSet => "/proc/sysvipc/sem",
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count() as u64,
+    )
+}
+
 /// The id of the object of `kind` that `key` names (`msgget`/`shmget`/`semget` with no
 /// flags): what a peer that knows only the key needs before it can attach, without creating
 /// anything.
@@ -261,6 +280,16 @@ mod tests {
                 .kind(),
             ErrorKind::NotFound
         );
+    }
+
+    #[test]
+    fn counts_objects_in_use() {
+        // SAFETY: plain integer arguments.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0);
+        let n = in_use(SysvKind::SemaphoreSet);
+        remove(SysvKind::SemaphoreSet, id).unwrap();
+        assert!(n.is_some_and(|n| n >= 1), "{n:?}");
     }
 
     #[test]

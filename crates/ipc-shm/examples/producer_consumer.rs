@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipc_core::{Error, ErrorKind, Result};
-use ipc_shm::{Segment, UnlinkGuard};
+use ipc_shm::{Removable, RemoveGuard, Segment};
 use ipc_sync::{Semaphore, SharedObject};
 
 const SLOTS: usize = 4;
@@ -44,7 +44,7 @@ fn semaphores(seg: &Segment) -> Result<(&Semaphore, &Semaphore)> {
 fn producer() -> Result<()> {
     let name = format!("/ipc-shm-example-{}", std::process::id());
     let seg = Segment::create(name.as_str(), SIZE)?;
-    let _guard = UnlinkGuard::new(name.as_str())?;
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse()?));
     let base = seg.as_ptr();
     // SAFETY: fresh, zeroed, page-aligned memory nobody else has opened yet.
     unsafe {

@@ -18,7 +18,7 @@ use crate::ring::{
     STATE_CLOSED, Side,
 };
 use crate::segment::{Segment, SegmentKind};
-use ipc_sync::futex;
+use ipc_core::futex;
 
 /// The default data capacity of a channel: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -42,12 +42,12 @@ const CHECK_EVERY: u32 = 1024;
 /// let opts = ChannelOptions::new().capacity(1 << 16).max_message(1000);
 /// assert!(opts.segment_size() > 1 << 16);
 /// let (mut tx, mut rx) = opts.pair()?;
-/// # use ipc_core::{MessageSender, MessageReceiver};
+/// # use ipc_shm::{MessageSender, MessageReceiver};
 /// tx.send(b"hello")?;
 /// let mut buf = [0u8; 1000];
 /// let n = rx.recv(&mut buf)?;
 /// assert_eq!(&buf[..n], b"hello");
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_shm::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelOptions {
@@ -177,6 +177,9 @@ impl ChannelOptions {
 /// State both ends share: the segment (kept mapped), the ring view, the peer watch.
 struct End {
     segment: Arc<Segment>,
+    /// The segment's name, formatted once at open: errors name it by taking a reference
+    /// count, so the expected ones (would-block, timed out, disconnected) allocate nothing.
+    name: Arc<str>,
     /// Set once shared state was found inconsistent: every later call fails the same way.
     corrupted: Option<String>,
     watch: Watch,
@@ -205,6 +208,7 @@ impl End {
             .map_err(|e| e.in_op("open channel").on(segment.kind()))?;
         Ok((
             End {
+                name: Arc::from(segment.kind().to_string()),
                 segment,
                 corrupted: None,
                 watch: Watch::default(),
@@ -219,7 +223,7 @@ impl End {
     fn check(&self) -> Result<()> {
         match &self.corrupted {
             None => Ok(()),
-            Some(why) => Err(Error::corrupted(why.clone()).on(self.segment.kind())),
+            Some(why) => Err(Error::corrupted(why.clone()).on_shared(&self.name)),
         }
     }
 
@@ -232,8 +236,10 @@ impl End {
             };
             self.corrupted = Some(why);
         }
-        let e = e.on(self.segment.kind());
-        tracing::debug!(error = %e, "channel error");
+        let e = e.on_shared(&self.name);
+        if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            tracing::debug!(error = %e, "channel error");
+        }
         e
     }
 
@@ -311,27 +317,88 @@ impl End {
             && peer.sleeping.load(Ordering::Relaxed) == 0
             && (self.my_cpu == u32::MAX || peer.single_cpu.load(Ordering::Relaxed) != self.my_cpu)
     }
+
+    /// The one wait loop of both ends: waits until `take` gets what this end waits for (room,
+    /// for the sender: `blocked` is [`Blocked::Full`]; a message, for the receiver:
+    /// [`Blocked::Empty`]), the peer is gone, or `deadline` passes.
+    ///
+    /// Spins first when that can pay ([`should_spin`](End::should_spin)), then sleeps on the
+    /// peer's wake word (at `peer_wake` in the segment, bumped by the peer or by the watcher
+    /// thread when the peer dies): until the deadline when the watcher covers the peer, in
+    /// growing slices otherwise. `me` and `peer` are this end's and the peer's [`Side`].
+    ///
+    /// Generic over `take` and `#[inline]`, so each end gets its own copy with its check
+    /// inlined: no indirect call, no allocation, and no syscall unless it has to sleep or
+    /// check the peer's process.
+    #[inline]
+    fn wait_for<T>(
+        &mut self,
+        (me, peer): (&Side, &Side),
+        peer_wake: usize,
+        blocked: Blocked,
+        deadline: Deadline,
+        mut take: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        if deadline != Deadline::Now && self.should_spin(peer) {
+            if let Some(got) = spin(&mut take)? {
+                return Ok(got);
+            }
+        }
+        let mut slice = FIRST_SLICE;
+        let mut round = 0u32;
+        loop {
+            if let Some(got) = take()? {
+                return Ok(got);
+            }
+            if self.peer_gone(peer, round, deadline)? {
+                // A receiver drains first: everything committed before the close or death is
+                // visible now (the state was read with acquire, or the process is gone). A
+                // sender has nobody to send to.
+                if blocked == Blocked::Empty {
+                    if let Some(got) = take()? {
+                        return Ok(got);
+                    }
+                }
+                return Err(Error::disconnected());
+            }
+            if deadline.has_passed() {
+                return Err(deadline.expired_error(blocked));
+            }
+            let until = if self.armed(peer, peer_wake) {
+                deadline
+            } else {
+                deadline.min(Deadline::after(slice))
+            };
+            let end = &*self;
+            sleep(me, peer, until, || {
+                Ok(take()?.is_some() || end.watched_died(peer))
+            })?;
+            slice = (slice * 2).min(MAX_SLICE);
+            round = round.saturating_add(1);
+        }
+    }
 }
 
-/// Spins until `ready` says so or [`SPIN_FOR`] passes. The clock is read only after a first
-/// burst of checks, so a quick hand-off costs no clock read.
-fn spin(mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+/// Spins until `take` gets something or [`SPIN_FOR`] passes. The clock is read only after a
+/// first burst of checks, so a quick hand-off costs no clock read.
+#[inline]
+fn spin<T>(mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
     for _ in 0..256 {
-        if ready()? {
-            return Ok(true);
+        if let Some(got) = take()? {
+            return Ok(Some(got));
         }
         std::hint::spin_loop();
     }
     let start = Instant::now();
     loop {
         for _ in 0..64 {
-            if ready()? {
-                return Ok(true);
+            if let Some(got) = take()? {
+                return Ok(Some(got));
             }
             std::hint::spin_loop();
         }
         if start.elapsed() >= SPIN_FOR {
-            return Ok(false);
+            return Ok(None);
         }
     }
 }
@@ -416,7 +483,7 @@ impl Sender {
             Ok(p) => p,
             Err(e) => {
                 peer::detach(&h.tx);
-                return Err(e.in_op("open sender").on(end.segment.kind()));
+                return Err(e.in_op("open sender").on_shared(&end.name));
             }
         };
         // A receiver asleep may be watching the previous producer: make it look again.
@@ -451,10 +518,6 @@ impl Sender {
         // SAFETY: `this` is never used or dropped again; the fields are moved out once.
         let end = unsafe { std::ptr::read(&this.end) };
         end.segment
-    }
-
-    fn header(&self) -> &ring::Header {
-        self.producer.ring().header()
     }
 
     /// The receiver's state, checked cheaply: its published state on every call, its process
@@ -494,14 +557,14 @@ impl Sender {
         if len > max {
             return Err(Error::message_too_large(len, max, "channel max_message")
                 .in_op("send")
-                .on(self.end.segment.kind()));
+                .on_shared(&self.end.name));
         }
         match self.receiver_gone(false) {
             Ok(false) => {}
             Ok(true) => {
                 return Err(Error::disconnected()
                     .in_op("send")
-                    .on(self.end.segment.kind()));
+                    .on_shared(&self.end.name));
             }
             Err(e) => return Err(self.end.fail(e)),
         }
@@ -510,53 +573,23 @@ impl Sender {
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e)),
         }
-        self.wait_for_room(len, deadline).map_err(|e| {
+        let ring = *self.producer.ring();
+        let h = ring.header();
+        let producer = &mut self.producer;
+        let waited = self.end.wait_for(
+            (&h.tx, &h.rx),
+            ring::RX_WAKE,
+            Blocked::Full,
+            deadline,
+            || producer.reserve(len),
+        );
+        waited.map_err(|e| {
             if e.kind() == ErrorKind::Disconnected {
                 // Found gone while waiting: every later send checks again (and says so).
                 self.peer_owner = u64::MAX;
             }
             self.end.fail(e.in_op("send"))
         })
-    }
-
-    fn wait_for_room(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
-        if deadline != Deadline::Now && self.end.should_spin(&self.header().rx) {
-            let mut found = None;
-            let producer = &mut self.producer;
-            spin(|| {
-                found = producer.reserve(len)?;
-                Ok(found.is_some())
-            })?;
-            if let Some(r) = found {
-                return Ok(r);
-            }
-        }
-        let ring = *self.producer.ring();
-        let h = ring.header();
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
-        loop {
-            if let Some(r) = self.producer.reserve(len)? {
-                return Ok(r);
-            }
-            if self.end.peer_gone(&h.rx, round, deadline)? {
-                return Err(Error::disconnected());
-            }
-            if deadline.has_passed() {
-                return Err(deadline.expired_error(Blocked::Full));
-            }
-            let until = if self.end.armed(&h.rx, ring::RX_WAKE) {
-                deadline
-            } else {
-                deadline.min(Deadline::after(slice))
-            };
-            let (producer, end) = (&mut self.producer, &self.end);
-            sleep(&h.tx, &h.rx, until, || {
-                Ok(producer.reserve(len)?.is_some() || end.watched_died(&h.rx))
-            })?;
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
-        }
     }
 
     fn publish(&mut self, r: Reservation, len: usize) {
@@ -666,7 +699,7 @@ fn claim_until(side: &Side, end: &End, what: &str, stop: peer::AttachStep) -> Re
 }
 
 fn claim_error(e: Error, end: &End, what: &str) -> Error {
-    let e = e.in_op(format!("open {what}")).on(end.segment.kind());
+    let e = e.in_op(format!("open {what}")).on_shared(&end.name);
     tracing::debug!(error = %e, "open channel end failed");
     e
 }
@@ -808,7 +841,7 @@ impl Receiver {
             Ok(c) => c,
             Err(e) => {
                 peer::detach(&h.rx);
-                return Err(e.in_op("open receiver").on(end.segment.kind()));
+                return Err(e.in_op("open receiver").on_shared(&end.name));
             }
         };
         wake_peer(&h.rx, &h.tx);
@@ -840,50 +873,18 @@ impl Receiver {
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e.in_op("recv"))),
         }
-        self.wait_for_data(deadline)
-            .map_err(|e| self.end.fail(e.in_op("recv")))
-    }
-
-    fn wait_for_data(&mut self, deadline: Deadline) -> Result<Message> {
         let ring = *self.consumer.ring();
         let h = ring.header();
-        if deadline != Deadline::Now && self.end.should_spin(&h.tx) {
-            let consumer = &mut self.consumer;
-            if spin(|| Ok(consumer.ready()))? {
-                if let Some(m) = self.consumer.peek()? {
-                    return Ok(m);
-                }
-            }
-        }
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
-        loop {
-            if let Some(m) = self.consumer.peek()? {
-                return Ok(m);
-            }
-            if self.end.peer_gone(&h.tx, round, deadline)? {
-                // Everything committed before the close or death is visible now (the state
-                // was read with acquire, or the process is gone): drain it first.
-                return match self.consumer.peek()? {
-                    Some(m) => Ok(m),
-                    None => Err(Error::disconnected()),
-                };
-            }
-            if deadline.has_passed() {
-                return Err(deadline.expired_error(Blocked::Empty));
-            }
-            let until = if self.end.armed(&h.tx, ring::TX_WAKE) {
-                deadline
-            } else {
-                deadline.min(Deadline::after(slice))
-            };
-            let (consumer, end) = (&self.consumer, &self.end);
-            sleep(&h.rx, &h.tx, until, || {
-                Ok(consumer.ready() || end.watched_died(&h.tx))
-            })?;
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
-        }
+        let consumer = &mut self.consumer;
+        self.end
+            .wait_for(
+                (&h.rx, &h.tx),
+                ring::TX_WAKE,
+                Blocked::Empty,
+                deadline,
+                || consumer.peek(),
+            )
+            .map_err(|e| self.end.fail(e.in_op("recv")))
     }
 
     fn release(&mut self, m: Message) {
@@ -943,7 +944,7 @@ impl MessageReceiver for Receiver {
             return Err(
                 Error::message_too_large(m.len(), buf.len(), "receive buffer")
                     .in_op("recv")
-                    .on(self.end.segment.kind()),
+                    .on_shared(&self.end.name),
             );
         }
         // SAFETY: the message is `len` validated bytes inside the ring, ours until released;

@@ -7,22 +7,28 @@
 //! - **POSIX** ([`Segment::create`], [`Segment::open`]): a name under `/dev/shm`, created
 //!   exclusively with mode `0o600` exactly, opened only after `fstat` on the descriptor shows a
 //!   memory object of ours that is as large as needed (never mapped past its real end);
-//!   [`UnlinkGuard`] removes the name on drop. Read-only mappings with
-//!   [`Segment::open_read_only`]. Such an object cannot be sealed: a process allowed to write
+//!   [`Segment::remove_on_drop`] removes the name when the value is dropped. Read-only
+//!   mappings with [`Segment::open_read_only`]; another user's segment only when
+//!   [`OpenOptions::owner`] says so ([`Owner`]). Such an object cannot be sealed: a process allowed to write
 //!   it can still shrink it after we mapped it, and an access past the new end is a `SIGBUS`.
 //! - **memfd** ([`Segment::memfd`], [`MemfdOptions`]): anonymous, sealed against shrinking and
 //!   growing, so no peer can make this process die of `SIGBUS`; handed to another process by
 //!   inheritance ([`Segment::inherited`]) or over a Unix socket ([`Segment::send_fd`],
 //!   [`Segment::recv_fd`]), and [adopted](Segment::adopt) only with its seals. Optionally on
 //!   huge pages.
-//! - **System V** ([`Segment::sysv_create`], [`Segment::sysv_attach`], [`SysvGuard`]): for
-//!   programs that still speak `shmget`.
+//! - **System V** ([`Segment::sysv_create`], [`Segment::sysv_attach`],
+//!   [`OpenOptions::sysv_attach`]): for programs that still speak `shmget`, found by the
+//!   workspace's one System V [`Key`] (with `ftok`: [`Key::from_path`]).
+//!
+//! Names and ids are removed the same way for every kind: [`Segment::remove_on_drop`] ties
+//! them to a value; a [`RemoveGuard`] ([`Removable::Shm`], [`Removable::Sysv`]) removes one
+//! the process has no value for.
 //!
 //! # The channel
 //!
 //! [`ChannelOptions`] lays out a single-producer single-consumer ring of variable-length
 //! messages in a segment; [`Sender`] and [`Receiver`] are its ends and implement the core
-//! [`MessageSender`](ipc_core::MessageSender) / [`MessageReceiver`](ipc_core::MessageReceiver)
+//! [`MessageSender`] / [`MessageReceiver`]
 //! traits. Besides copying sends and receives, [`Sender::loan`] lets the producer write a message
 //! in place and [`Receiver::recv_in_place`] lets the consumer read it in place: a message then
 //! crosses from one process to the other without being copied at all.
@@ -42,9 +48,9 @@
 //!
 //! Peers are untrusted: every index, length and header field read from the segment is copied
 //! into a local and validated first, and a peer that writes garbage produces
-//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted), never an out-of-bounds access. A
+//! [`ErrorKind::Corrupted`], never an out-of-bounds access. A
 //! peer that dies is noticed through a pidfd (which PID reuse cannot fool): a blocked receiver
-//! returns [`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected) after draining what
+//! returns [`ErrorKind::Disconnected`] after draining what
 //! was committed; a producer killed while writing never makes a torn message visible.
 //!
 //! Every step of an end's life (claiming it in `open`, attaching, handing it over with
@@ -58,12 +64,12 @@
 //! receiver waits for its first sender. A peer can of course forge a *valid* state (write
 //! "free" over its own word, or another live process's identity); that is indistinguishable
 //! from the truth, while any word no end writes is
-//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted).
+//! [`ErrorKind::Corrupted`].
 //!
 //! Two things the liveness check relies on, so channel ends do not work across them:
 //! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
 //!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
-//!   end look dead at once ([`ErrorKind::Disconnected`](ipc_core::ErrorKind::Disconnected));
+//!   end look dead at once ([`ErrorKind::Disconnected`]);
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
 //!   parent's helper thread, which the child does not have, and keeps the parent's pid. Open
 //!   channel ends after the fork, in the process that uses them (a child that `exec`s and
@@ -77,15 +83,17 @@
 //! queue when messages need priorities or must outlive both processes without a shared mapping,
 //! and a socket when the peer may be on another machine.
 //!
-//! ```
-//! use ipc_core::{MessageReceiver, MessageSender};
-//! use ipc_shm::{ChannelOptions, Receiver, Segment, Sender, UnlinkGuard};
+//! A whole program needs only this crate (the core vocabulary is re-exported, also as
+//! [`prelude`]):
 //!
-//! // Producer side: create the named segment and a channel in it.
+//! ```
+//! use ipc_shm::prelude::*;
+//! use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+//!
+//! // Producer side: create the named segment and a channel in it; the name goes with it.
 //! let name = format!("/ipc-shm-doc-{}", std::process::id());
 //! let opts = ChannelOptions::new().capacity(1 << 16);
-//! let segment = opts.create_posix(name.as_str())?;
-//! let _guard = UnlinkGuard::new(name.as_str())?;
+//! let segment = opts.create_posix(name.as_str())?.remove_on_drop();
 //! let mut tx = Sender::open(segment)?;
 //!
 //! // Consumer side (normally another process): open by name, validate, attach.
@@ -102,16 +110,17 @@
 //! let msg = rx.recv_in_place()?; // read in place
 //! assert_eq!(&*msg, b"written in ");
 //! # drop(msg);
+//! assert_eq!(rx.try_recv(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
 //! drop(tx);
-//! assert_eq!(rx.try_recv(&mut buf).unwrap_err().kind(), ipc_core::ErrorKind::Disconnected);
-//! # Ok::<(), ipc_core::Error>(())
+//! assert_eq!(rx.try_recv(&mut buf).unwrap_err().kind(), ErrorKind::Disconnected);
+//! # Ok::<(), Error>(())
 //! ```
 //!
 //! # Examples
 //!
 //! - `cargo run -p ipc-shm --example producer_consumer`: the classic scenario, a producer and
 //!   a consumer process sharing a POSIX segment and taking turns through two
-//!   [`ipc_sync::Semaphore`]s placed in it.
+//!   `ipc_sync::Semaphore`s placed in it.
 //! - `cargo run -p ipc-shm --example frames`: fixed-size image frames rendered straight into
 //!   the ring by one process ([`Sender::loan`]) and checked in place by another
 //!   ([`Receiver::recv_in_place`]).
@@ -155,9 +164,20 @@ mod sysv;
 pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
-pub use posix::{DEFAULT_MODE, OpenOptions, UnlinkGuard};
+pub use posix::{DEFAULT_MODE, OpenOptions};
 pub use segment::{Segment, SegmentKind};
-pub use sysv::{SysvGuard, SysvKey};
+
+pub use ipc_core::sysv::Key;
+pub use ipc_core::{
+    Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Removable, RemoveGuard,
+    Result,
+};
+
+/// The core vocabulary a program using this crate needs, in one import:
+/// `use ipc_shm::prelude::*;`.
+pub mod prelude {
+    pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+}
 
 use ipc_core::{MaxMessage, Properties};
 

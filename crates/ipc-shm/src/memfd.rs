@@ -42,7 +42,7 @@ pub enum Seals {
 ///
 /// let seg = MemfdOptions::new().create("frames", 1 << 16)?;
 /// assert_eq!(seg.len(), 1 << 16);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_shm::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemfdOptions {
@@ -205,7 +205,7 @@ impl Segment {
                 return Err(e);
             }
         }
-        let size = check_fd(&fd, 1, true, &kind)?;
+        let size = check_fd(&fd, 1, ipc_core::Owner::Any, &kind)?;
         let mode = rustix::fs::fcntl_getfl(&fd).ctx("fcntl(F_GETFL)", &kind)?;
         let sealed_ro = rustix::fs::fcntl_get_seals(&fd)
             .is_ok_and(|s| s.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE));

@@ -89,7 +89,7 @@ impl Monitor {
                     e.died.store(true, Ordering::SeqCst);
                     if let Ok(word) = e.segment.atomic_u32(e.word) {
                         word.fetch_add(1, Ordering::SeqCst);
-                        ipc_sync::futex::wake_all(word);
+                        ipc_core::futex::wake_all(word);
                     }
                     tracing::trace!(key, "watched peer process died; woke its waiters");
                 }

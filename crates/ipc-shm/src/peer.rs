@@ -188,7 +188,7 @@ impl Watch {
     /// The peer's status: its published state and, if a process holds it, whether that process
     /// lives (one `poll` of its pidfd; `pidfd_open` and a `/proc` read when the owner changed).
     ///
-    /// Errors: [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for an owner word no
+    /// Errors: [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) for an owner word no
     /// endpoint writes; [`ErrorKind::Unsupported`] when no process can be checked here (no
     /// `/proc`).
     pub(crate) fn status(&mut self, side: &Side) -> Result<Status> {

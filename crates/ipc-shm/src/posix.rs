@@ -1,9 +1,10 @@
 //! POSIX shared memory objects (`shm_open`): create exclusively with an exact mode, open after
-//! checking type, owner and real size on the descriptor, unlink, and [`UnlinkGuard`].
+//! checking type, owner and real size on the descriptor ([`OpenOptions`], which also attaches
+//! System V segments under the same checks), and unlink.
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use ipc_core::{Error, ErrorKind, PosixName, Result, ResultExt};
+use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
 use rustix::fs::{FileType, Mode};
 use rustix::shm;
 
@@ -78,12 +79,20 @@ pub(crate) fn map_fd(
     Ok(Segment::from_mmap(map, fd, writable, kind))
 }
 
-/// Checks the descriptor of a segment to be mapped: a regular file (memory object), owned by
-/// us unless `any_owner`, at least `min_len` bytes and not empty. Returns its real size.
+/// A POSIX name valid for shared memory (at most `NAME_MAX` bytes after the `/`), refused
+/// before any syscall otherwise.
+fn shm_name(name: impl TryInto<PosixName, Error = Error>) -> Result<PosixName> {
+    let name: PosixName = name.try_into()?;
+    name.check_kind(PosixKind::SharedMemory)?;
+    Ok(name)
+}
+
+/// Checks the descriptor of a segment to be mapped: a regular file (memory object), owned as
+/// `owner` says, at least `min_len` bytes and not empty. Returns its real size.
 pub(crate) fn check_fd(
     fd: impl AsFd,
     min_len: usize,
-    any_owner: bool,
+    owner: Owner,
     what: &SegmentKind,
 ) -> Result<usize> {
     let st = rustix::fs::fstat(&fd).ctx("fstat", what)?;
@@ -99,18 +108,7 @@ pub(crate) fn check_fd(
         .in_op("open")
         .on(what));
     }
-    let me = rustix::process::geteuid().as_raw();
-    if !any_owner && st.st_uid != me {
-        return Err(Error::with_note(
-            ErrorKind::PermissionDenied,
-            format!(
-                "owned by uid {}, not by this process's uid {me}; refusing a segment another user controls",
-                st.st_uid
-            ),
-        )
-        .in_op("open")
-        .on(what));
-    }
+    owner.check(st.st_uid, what)?;
     let size = usize::try_from(st.st_size).map_err(|_| {
         Error::with_note(
             ErrorKind::Corrupted,
@@ -138,25 +136,32 @@ pub(crate) fn check_fd(
     Ok(size)
 }
 
-/// How to open an existing segment: read-only or not, the least size to accept, whether to
-/// accept a segment owned by another user.
+/// How to open an existing segment, POSIX ([`open`](OpenOptions::open)) or System V
+/// ([`sysv_attach`](OpenOptions::sysv_attach)): read-only or not, the least size to accept,
+/// and whose segment to accept ([`owner`](OpenOptions::owner)).
+///
+/// This is the one place an owner policy is given in this crate: [`Segment::open`] and
+/// [`Segment::sysv_attach`] are these options with their defaults.
 ///
 /// ```no_run
-/// use ipc_shm::OpenOptions;
+/// use ipc_shm::{OpenOptions, Owner};
 ///
 /// let seg = OpenOptions::new().read_only(true).min_len(4096).open("/frames")?;
 /// assert!(!seg.is_writable() && seg.len() >= 4096);
-/// # Ok::<(), ipc_core::Error>(())
+/// // A segment another user created, on purpose:
+/// let theirs = OpenOptions::new().owner(Owner::Uid(1001)).sysv_attach(42)?;
+/// # Ok::<(), ipc_shm::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    read_only: bool,
-    min_len: usize,
-    any_owner: bool,
+    pub(crate) read_only: bool,
+    pub(crate) min_len: usize,
+    pub(crate) owner: Owner,
 }
 
 impl OpenOptions {
-    /// Read-write, any size above zero, owned by this user.
+    /// Read-write, any size above zero, owned by this process's effective user
+    /// ([`Owner::Me`]).
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
@@ -173,11 +178,13 @@ impl OpenOptions {
         self
     }
 
-    /// Accepts a segment owned by another user. By default a segment whose owner (by `fstat`
-    /// on the opened descriptor) is not this process's effective uid is refused: its owner
-    /// could resize or rewrite it at will.
-    pub fn any_owner(&mut self, any_owner: bool) -> &mut OpenOptions {
-        self.any_owner = any_owner;
+    /// Whose segment to accept: [`Owner::Me`] by default, [`Owner::Uid`] for one other user,
+    /// [`Owner::Any`] for anybody. The owner is the one the kernel reports for the opened
+    /// object (`fstat` on the descriptor, `IPC_STAT` on the id), never a second lookup of the
+    /// name. Another user's segment is refused by default because its owner could resize,
+    /// rewrite or remove it at will, and anyone could create it under the name first.
+    pub fn owner(&mut self, owner: Owner) -> &mut OpenOptions {
+        self.owner = owner;
         self
     }
 
@@ -186,8 +193,8 @@ impl OpenOptions {
     /// Makes `shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)` (or
     /// `O_RDONLY`), so the open returns at once whatever was planted at the name (a FIFO, a
     /// device), then `fstat` on the descriptor, before anything else is done with it: the
-    /// object must be a regular memory object, owned by this user unless
-    /// [`any_owner`](OpenOptions::any_owner), non-empty and at least
+    /// object must be a regular memory object, owned as [`owner`](OpenOptions::owner) says,
+    /// non-empty and at least
     /// [`min_len`](OpenOptions::min_len) bytes. Then `mmap` of exactly its real size, so no
     /// access can reach past its end. Does not block.
     ///
@@ -197,7 +204,8 @@ impl OpenOptions {
     /// a POSIX segment too. With a peer you do not trust that far, use a sealed memfd segment
     /// ([`Segment::memfd`], [`Segment::adopt`]).
     ///
-    /// Errors: [`ErrorKind::InvalidName`] for a malformed name, [`ErrorKind::NotFound`] if no
+    /// Errors: [`ErrorKind::InvalidName`] for a malformed name or one longer than `NAME_MAX`
+    /// (255) bytes after the `/` (before any syscall), [`ErrorKind::NotFound`] if no
     /// such segment exists, [`ErrorKind::WrongType`] for anything at the name that is not a
     /// memory object (a symbolic link, FIFO, socket, directory or device: the error names the
     /// type found) or an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits
@@ -209,7 +217,7 @@ impl OpenOptions {
     /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
     #[doc(alias = "shm_open")]
     pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
-        let name = name.try_into()?;
+        let name = shm_name(name)?;
         let kind = SegmentKind::Posix(name.clone());
         let access = if self.read_only {
             rustix::fs::OFlags::RDONLY
@@ -221,7 +229,7 @@ impl OpenOptions {
             tracing::debug!(error = %e, "open shared memory failed");
             e
         })?;
-        let size = check_fd(&fd, self.min_len.max(1), self.any_owner, &kind)
+        let size = check_fd(&fd, self.min_len.max(1), self.owner, &kind)
             .inspect_err(|e| tracing::debug!(error = %e, "open shared memory refused"))?;
         let seg = map_fd(fd, size, !self.read_only, kind)?;
         tracing::trace!(%name, size, read_only = self.read_only, "opened POSIX shared memory");
@@ -248,10 +256,11 @@ impl Segment {
     /// planted as a symbolic link) fails. If sizing or mapping fails, the new name is unlinked
     /// again. Does not block.
     ///
-    /// The name stays until [`Segment::unlink`] (or an [`UnlinkGuard`]) removes it; the memory
-    /// stays until the last mapping of it is gone too.
+    /// The name stays until [`Segment::unlink`] (or [`Segment::remove_on_drop`]) removes it;
+    /// the memory stays until the last mapping of it is gone too.
     ///
-    /// Errors: [`ErrorKind::InvalidName`], [`ErrorKind::InvalidInput`] for a size of 0 or a
+    /// Errors: [`ErrorKind::InvalidName`] (also for a name longer than `NAME_MAX`, 255 bytes,
+    /// after the `/`, before any syscall), [`ErrorKind::InvalidInput`] for a size of 0 or a
     /// mode with bits beyond `0o777`, [`ErrorKind::AlreadyExists`] if the name is taken,
     /// [`ErrorKind::LimitExceeded`] if `/dev/shm` has no room for `size` bytes.
     ///
@@ -264,7 +273,7 @@ impl Segment {
         size: usize,
         mode: u32,
     ) -> Result<Segment> {
-        let name = name.try_into()?;
+        let name = shm_name(name)?;
         if size == 0 || mode & !0o777 != 0 {
             return Err(Error::with_note(
                 ErrorKind::InvalidInput,
@@ -325,64 +334,38 @@ impl Segment {
     /// - [`shm_unlink(3)`](https://man7.org/linux/man-pages/man3/shm_unlink.3.html)
     #[doc(alias = "shm_unlink")]
     pub fn unlink(name: impl TryInto<PosixName, Error = Error>) -> Result<()> {
-        let name = name.try_into()?;
-        shm::unlink(name.as_c_str()).map_err(|e| {
-            let e = Error::from(e).in_op("shm_unlink").on(&name);
-            tracing::debug!(error = %e, "unlink shared memory failed");
-            e
-        })?;
-        tracing::trace!(%name, "unlinked POSIX shared memory");
-        Ok(())
+        Removable::Shm(shm_name(name)?).remove()
     }
 }
 
-/// Unlinks a POSIX segment name when dropped (also when unwinding from a panic).
-///
-/// ```
-/// use ipc_shm::{Segment, UnlinkGuard};
-///
-/// let name = format!("/ipc-shm-doc-guard-{}", std::process::id());
-/// let seg = Segment::create(name.as_str(), 4096)?;
-/// let guard = UnlinkGuard::new(name.as_str())?;
-/// drop(guard); // the name is gone; `seg` stays mapped
-/// assert!(Segment::open(name.as_str()).is_err());
-/// seg.write_at(0, b"still here")?;
-/// # Ok::<(), ipc_core::Error>(())
-/// ```
-#[derive(Debug)]
-#[must_use = "the name is unlinked when the guard is dropped"]
-pub struct UnlinkGuard {
-    name: Option<PosixName>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl UnlinkGuard {
-    /// A guard for `name` (nothing is checked or unlinked yet).
-    pub fn new(name: impl TryInto<PosixName, Error = Error>) -> Result<UnlinkGuard> {
-        Ok(UnlinkGuard {
-            name: Some(name.try_into()?),
-        })
-    }
-
-    /// The name it will unlink.
-    pub fn name(&self) -> Option<&PosixName> {
-        self.name.as_ref()
-    }
-
-    /// Keeps the name: the guard will not unlink it.
-    pub fn disarm(mut self) -> PosixName {
-        self.name.take().expect("armed until disarmed")
-    }
-}
-
-impl Drop for UnlinkGuard {
-    fn drop(&mut self) {
-        if let Some(name) = self.name.take() {
-            // Already gone is fine: somebody unlinked it on purpose.
-            match Segment::unlink(&name) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => tracing::debug!(error = %e, "unlink guard failed"),
-            }
+    #[test]
+    #[cfg_attr(miri, ignore = "shm_open is beyond Miri")]
+    fn a_name_too_long_for_shm_open_is_refused_before_any_syscall() {
+        // 255 bytes after the '/': a valid POSIX name, one byte too long for shm_open.
+        let name = format!("/{}", "n".repeat(ipc_core::NAME_MAX));
+        let checks: [(&str, Result<()>); 4] = [
+            ("create", Segment::create(name.as_str(), 4096).map(drop)),
+            ("open", Segment::open(name.as_str()).map(drop)),
+            (
+                "open read-only",
+                OpenOptions::new()
+                    .read_only(true)
+                    .owner(Owner::Any)
+                    .open(name.as_str())
+                    .map(drop),
+            ),
+            ("unlink", Segment::unlink(name.as_str())),
+        ];
+        for (what, r) in checks {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidName, "{what}: {e}");
+            // Refused by the name check, not by the kernel or rustix.
+            assert_eq!(e.op(), Some("validate name"), "{what}: {e}");
+            assert_eq!(e.raw_os_error(), None, "{what}: {e}");
         }
     }
 }

@@ -36,7 +36,7 @@
 //! into a local and validates it (aligned, at most `capacity` behind); the consumer copies each
 //! record header into locals once and checks the length against the maximum and the end of
 //! the data area before using it. Anything inconsistent is
-//! [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted); no value from shared memory is used
+//! [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted); no value from shared memory is used
 //! as an offset or length before that check.
 //!
 //! Each [`Side`]'s owner word is read in one load and decoded: a state that names a process
@@ -205,8 +205,8 @@ impl Ring {
 
     /// Validates the header in `base` and returns a view of the ring.
     ///
-    /// Errors: [`ErrorKind::WrongType`](ipc_core::ErrorKind::WrongType) for a missing magic or
-    /// another layout version; [`ErrorKind::Corrupted`](ipc_core::ErrorKind::Corrupted) for a
+    /// Errors: [`ErrorKind::WrongType`](crate::ErrorKind::WrongType) for a missing magic or
+    /// another layout version; [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) for a
     /// capacity, header size or maximum that is out of range or does not fit in `len`.
     ///
     /// # Safety
@@ -506,12 +506,6 @@ impl Consumer {
 
     pub(crate) fn ring(&self) -> &Ring {
         &self.ring
-    }
-
-    /// Whether a record is committed at `head` (one acquire load of its mark).
-    pub(crate) fn ready(&self) -> bool {
-        let mark = self.ring.mark(self.head).load(Ordering::Acquire);
-        mark & !KIND_MASK == self.head && mark & KIND_MASK != KIND_NONE
     }
 
     /// The next message, if one is committed; skips padding. The message stays in the ring

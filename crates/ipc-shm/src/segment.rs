@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use ipc_core::{Error, ErrorKind, PosixName, Result};
+use ipc_core::sysv::SysvKind;
+use ipc_core::{Error, ErrorKind, PosixName, Removable, RemoveGuard, Result};
 
 /// Which kind of shared memory a [`Segment`] maps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,8 +52,9 @@ pub(crate) enum Backing {
 /// Made by [`Segment::create`] / [`Segment::open`] (POSIX), [`Segment::memfd`] /
 /// [`Segment::adopt`] (memfd) or [`Segment::sysv_create`] / [`Segment::sysv_attach`] (System
 /// V). The mapping lives until the `Segment` is dropped; the object behind it lives until it is
-/// unlinked ([`UnlinkGuard`](crate::UnlinkGuard), [`SysvGuard`](crate::SysvGuard)) or, for a
-/// memfd, until the last descriptor and mapping are gone.
+/// removed ([`Segment::unlink`], [`Segment::sysv_remove`], or on drop after
+/// [`remove_on_drop`](Segment::remove_on_drop)) or, for a memfd, until the last descriptor and
+/// mapping are gone.
 ///
 /// # Access
 ///
@@ -72,6 +74,9 @@ pub struct Segment {
     writable: bool,
     kind: SegmentKind,
     backing: Backing,
+    /// Removes the name or id after the mapping is gone, if [`Segment::remove_on_drop`] asked
+    /// for it. Declared after `backing`, so it is dropped after the mapping.
+    remove: Option<RemoveGuard>,
 }
 
 // SAFETY: a `Segment` owns its mapping (or attachment); the raw pointer is only dereferenced
@@ -96,6 +101,7 @@ impl Segment {
             writable,
             kind,
             backing: Backing::Mmap { _map: map, fd },
+            remove: None,
         }
     }
 
@@ -106,7 +112,43 @@ impl Segment {
             writable,
             kind: SegmentKind::SysV { id },
             backing: Backing::SysV { addr },
+            remove: None,
         }
+    }
+
+    /// Makes this value the owner of the segment's name or id: dropping it (also during a
+    /// panic) unmaps the segment, then removes the POSIX name (`shm_unlink`) or the System V
+    /// id (`IPC_RMID`) with an [`ipc_core::RemoveGuard`], quietly if it is gone already.
+    /// Other processes keep their mappings; the memory goes with the last one. A memfd has
+    /// nothing to remove (it goes with its last descriptor and mapping): unchanged.
+    ///
+    /// This is how every type of this workspace that owns a named object ties the name to
+    /// its lifetime (`NamedSemaphore::remove_on_drop`, `SemaphoreSet::remove_on_drop` in
+    /// `ipc-sync`); for a name with no value of its own, use an [`ipc_core::RemoveGuard`]
+    /// directly.
+    ///
+    /// ```
+    /// use ipc_shm::Segment;
+    ///
+    /// let name = format!("/ipc-shm-doc-remove-{}", std::process::id());
+    /// let seg = Segment::create(name.as_str(), 4096)?.remove_on_drop();
+    /// let peer = Segment::open(name.as_str())?;
+    /// drop(seg); // the name is gone; `peer` stays mapped
+    /// assert!(Segment::open(name.as_str()).is_err());
+    /// peer.write_at(0, b"still here")?;
+    /// # Ok::<(), ipc_shm::Error>(())
+    /// ```
+    #[must_use]
+    pub fn remove_on_drop(mut self) -> Segment {
+        self.remove = match &self.kind {
+            SegmentKind::Posix(name) => Some(RemoveGuard::new(Removable::Shm(name.clone()))),
+            SegmentKind::SysV { id } => Some(RemoveGuard::new(Removable::Sysv(
+                SysvKind::SharedMemory,
+                *id,
+            ))),
+            SegmentKind::Memfd { .. } => None,
+        };
+        self
     }
 
     /// The size of the mapping in bytes: the object's real size when it was mapped.
@@ -296,7 +338,8 @@ impl fmt::Debug for Segment {
         d.field("kind", &self.kind)
             .field("ptr", &self.ptr)
             .field("len", &self.len)
-            .field("writable", &self.writable);
+            .field("writable", &self.writable)
+            .field("remove_on_drop", &self.remove.is_some());
         if let Backing::Mmap { fd, .. } = &self.backing {
             d.field("fd", fd);
         }

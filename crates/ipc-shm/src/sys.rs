@@ -1,5 +1,5 @@
 //! The System V shared-memory calls rustix does not wrap (`shmget`, `shmat`, `shmdt`,
-//! `shmctl`), made through libc and exposed as a small safe(ish) API to `sysv.rs`.
+//! `shmctl(IPC_STAT)`), made through libc and exposed as a small safe(ish) API to `sysv.rs`.
 
 use std::ptr::NonNull;
 
@@ -38,13 +38,6 @@ pub(crate) fn shm_stat(id: i32) -> Result<ShmStat, Errno> {
         size: ds.shm_segsz,
         uid: ds.shm_perm.uid,
     })
-}
-
-/// `shmctl(id, IPC_RMID)`: marks the segment for removal once the last process detaches.
-pub(crate) fn shm_rmid(id: i32) -> Result<(), Errno> {
-    // SAFETY: IPC_RMID takes no buffer (a null pointer is allowed).
-    let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
-    if r < 0 { Err(errno()) } else { Ok(()) }
 }
 
 /// `shmat(id, NULL, read_only ? SHM_RDONLY : 0)`: maps the segment at an address the kernel

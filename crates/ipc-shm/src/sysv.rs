@@ -1,72 +1,36 @@
 //! System V shared memory (`shmget`/`shmat`/`shmdt`/`shmctl(IPC_RMID)`), for interop with
-//! programs that still use it, and [`SysvGuard`] that removes a segment on drop.
+//! programs that still use it. Keys, lookup and removal are the OS layer's
+//! ([`ipc_core::sysv`]); attaching goes through [`OpenOptions::sysv_attach`].
 
-use ipc_core::{Error, ErrorKind, Result};
+use ipc_core::sysv::{self, Key, SysvKind};
+use ipc_core::{Error, ErrorKind, Owner, Removable, Result, knob};
 use rustix::io::Errno;
 
+use crate::posix::OpenOptions;
 use crate::segment::{Segment, SegmentKind};
 use crate::sys;
-
-/// A System V IPC key: [`SysvKey::Private`] for a segment only reachable by its id, or a
-/// number (as `ftok` makes) that other programs can find it by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SysvKey {
-    /// `IPC_PRIVATE`: always a new segment, found only by its id.
-    Private,
-    /// A key other programs can use with `shmget`.
-    Key(i32),
-}
-
-impl SysvKey {
-    fn raw(self) -> libc::key_t {
-        match self {
-            SysvKey::Private => libc::IPC_PRIVATE,
-            SysvKey::Key(k) => k,
-        }
-    }
-}
-
-/// `/proc/sys/kernel/shmmax`: the largest System V segment, in bytes.
-const SHMMAX: &str = "/proc/sys/kernel/shmmax";
-/// `/proc/sys/kernel/shmall`: the pages all System V segments of the IPC namespace may take.
-const SHMALL: &str = "/proc/sys/kernel/shmall";
-/// `/proc/sys/kernel/shmmni`: how many System V segments the IPC namespace may hold.
-const SHMMNI: &str = "/proc/sys/kernel/shmmni";
-/// The segments of this process's IPC namespace, one line each after a header line.
-const SYSVIPC_SHM: &str = "/proc/sysvipc/shm";
-
-/// How many segments exist in this IPC namespace, if `/proc/sysvipc/shm` can be read.
-fn segments_in_use() -> Option<u64> {
-    let text = std::fs::read_to_string(SYSVIPC_SHM).ok()?;
-    Some(
-        text.lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty())
-            .count() as u64,
-    )
-}
 
 fn shmget_error(e: Errno, size: usize, what: String) -> Error {
     let src = || std::io::Error::from_raw_os_error(e.raw_os_error());
     let err = match e {
         // EINVAL: size above SHMMAX (or below SHMMIN, 1, which `sysv_create` refuses first).
-        Errno::INVAL if ipc_core::knob::read(SHMMAX).is_some_and(|max| size as u64 > max) => {
-            ipc_core::knob::limit_error(SHMMAX).with_source(src())
+        Errno::INVAL if knob::read(knob::SHMMAX).is_some_and(|max| size as u64 > max) => {
+            knob::limit_error(knob::SHMMAX).with_source(src())
         }
         // ENOSPC: either every id is in use (SHMMNI) or the namespace's page total would pass
         // SHMALL. Which one: count the segments; when the count is unknown, the size decides
         // (a segment larger than SHMALL pages can never fit).
         Errno::NOSPC => {
-            let mni = ipc_core::knob::read(SHMMNI);
-            let used = segments_in_use();
+            let mni = knob::read(knob::SHMMNI);
+            let used = sysv::in_use(SysvKind::SharedMemory);
             let out_of_ids = match (used, mni) {
                 (Some(used), Some(mni)) => used >= mni,
                 _ => false,
             };
             if out_of_ids {
-                ipc_core::knob::limit_error(SHMMNI).with_source(src())
+                knob::limit_error(knob::SHMMNI).with_source(src())
             } else {
-                ipc_core::knob::limit_error(SHMALL).with_source(src())
+                knob::limit_error(knob::SHMALL).with_source(src())
             }
         }
         e => Error::from(e),
@@ -76,22 +40,10 @@ fn shmget_error(e: Errno, size: usize, what: String) -> Error {
     err
 }
 
-fn attach(id: i32, read_only: bool, min_len: usize, any_owner: bool) -> Result<Segment> {
+fn attach(id: i32, read_only: bool, min_len: usize, owner: Owner) -> Result<Segment> {
     let kind = SegmentKind::SysV { id };
     let st = sys::shm_stat(id).map_err(|e| Error::from(e).in_op("shmctl(IPC_STAT)").on(&kind))?;
-    let me = rustix::process::geteuid().as_raw();
-    if !any_owner && st.uid != me {
-        return Err(Error::with_note(
-            ErrorKind::PermissionDenied,
-            format!(
-                "owned by uid {}, not by this process's uid {me}; \
-                 Segment::sysv_attach_any_owner attaches it anyway",
-                st.uid
-            ),
-        )
-        .in_op("shmat")
-        .on(&kind));
-    }
+    owner.check(st.uid, &kind)?;
     if st.size < min_len.max(1) {
         return Err(Error::with_note(
             ErrorKind::WrongType,
@@ -113,14 +65,37 @@ fn attach(id: i32, read_only: bool, min_len: usize, any_owner: bool) -> Result<S
     Ok(Segment::from_sysv(addr, st.size, !read_only, id))
 }
 
+impl OpenOptions {
+    /// Attaches the existing System V segment `id` (from [`Segment::sysv_id`] in another
+    /// process, or [`Segment::sysv_lookup`]) with these options: read-only or not, at least
+    /// [`min_len`](OpenOptions::min_len) bytes, owned as [`owner`](OpenOptions::owner) says.
+    ///
+    /// Makes `shmctl(IPC_STAT)` and checks the owner and size it reports before `shmat`. Only
+    /// the segment's own size is accessible, not the rest of its last page. Does not block.
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
+    /// not exist or was removed, [`ErrorKind::PermissionDenied`] for an owner the policy
+    /// refuses (the message names both uids and the [`Owner`] that accepts it) or a mode that
+    /// refuses us, [`ErrorKind::WrongType`] if it is smaller than `min_len`.
+    ///
+    /// # References
+    /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
+    #[doc(alias = "shmat")]
+    pub fn sysv_attach(&self, id: i32) -> Result<Segment> {
+        attach(id, self.read_only, self.min_len, self.owner)
+    }
+}
+
 impl Segment {
     /// Creates a System V segment of `size` bytes with mode `0o600` and attaches it
-    /// read-write. With a [`SysvKey::Key`], fails if a segment with that key exists
-    /// (`IPC_EXCL`). [`sysv_create_with_mode`](Segment::sysv_create_with_mode) takes the mode.
+    /// read-write. With a key other than [`Key::PRIVATE`], fails if a segment with that key
+    /// exists (`IPC_EXCL`). [`sysv_create_with_mode`](Segment::sysv_create_with_mode) takes
+    /// the mode.
     ///
     /// Makes `shmget(key, size, IPC_CREAT | IPC_EXCL | 0600)` and `shmat`. The segment
-    /// stays until removed with [`Segment::sysv_remove`] or a [`SysvGuard`], even after every
-    /// process detached: System V segments are not reference-counted like memfds.
+    /// stays until removed with [`Segment::sysv_remove`] or [`Segment::remove_on_drop`], even
+    /// after every process detached: System V segments are not reference-counted like memfds.
     ///
     /// Errors: [`ErrorKind::AlreadyExists`] for a key in use, [`ErrorKind::LimitExceeded`]
     /// naming the knob and its value: `/proc/sys/kernel/shmmax` for a size above it,
@@ -131,7 +106,7 @@ impl Segment {
     /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
     #[doc(alias = "shmget")]
-    pub fn sysv_create(key: SysvKey, size: usize) -> Result<Segment> {
+    pub fn sysv_create(key: Key, size: usize) -> Result<Segment> {
         Segment::sysv_create_with_mode(key, size, 0o600)
     }
 
@@ -141,8 +116,8 @@ impl Segment {
     /// Errors: as `sysv_create`, and [`ErrorKind::InvalidInput`] for bits beyond `0o777`,
     /// before any system call.
     #[doc(alias = "shmget")]
-    pub fn sysv_create_with_mode(key: SysvKey, size: usize, mode: u32) -> Result<Segment> {
-        let what = format!("System V key {key:?}");
+    pub fn sysv_create_with_mode(key: Key, size: usize, mode: u32) -> Result<Segment> {
+        let what = format!("System V segment with key {key}");
         if size == 0 {
             return Err(
                 Error::with_note(ErrorKind::InvalidInput, "size must be above 0")
@@ -159,7 +134,7 @@ impl Segment {
             .on(what));
         }
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | mode as libc::c_int;
-        let id = sys::shmget(key.raw(), size, flags).map_err(|e| shmget_error(e, size, what))?;
+        let id = sys::shmget(key.as_raw(), size, flags).map_err(|e| shmget_error(e, size, what))?;
         tracing::trace!(
             id,
             size,
@@ -167,45 +142,41 @@ impl Segment {
             "created System V segment"
         );
         // Our own new segment: the owner is us (root included), so no owner check is needed.
-        attach(id, false, size, true).inspect_err(|_| {
-            let _ = sys::shm_rmid(id);
+        attach(id, false, size, Owner::Any).inspect_err(|_| {
+            let _ = sysv::remove(SysvKind::SharedMemory, id);
         })
     }
 
-    /// The id of the existing segment with `key` (`shmget(key, 0, 0)`), to attach with
-    /// [`sysv_attach`](Segment::sysv_attach).
+    /// The id of the existing segment with `key` (`shmget(key, 0, 0)`, through
+    /// [`ipc_core::sysv::lookup`]), to attach with [`sysv_attach`](Segment::sysv_attach).
     ///
-    /// Errors: [`ErrorKind::NotFound`] if no segment has that key.
+    /// Errors: [`ErrorKind::NotFound`] if no segment has that key ([`Key::PRIVATE`] never
+    /// does), [`ErrorKind::PermissionDenied`] if its mode gives us no access.
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     #[doc(alias = "shmget")]
-    pub fn sysv_lookup(key: i32) -> Result<i32> {
-        sys::shmget(key, 0, 0).map_err(|e| shmget_error(e, 0, format!("System V key {key}")))
+    pub fn sysv_lookup(key: Key) -> Result<i32> {
+        sysv::lookup(SysvKind::SharedMemory, key)
     }
 
     /// Attaches the existing System V segment `id`, read-write or read-only, after checking
-    /// with `shmctl(IPC_STAT)` that it is owned by this user and at least `min_len` bytes.
-    /// Only the segment's own size is accessible, not the rest of its last page.
+    /// with `shmctl(IPC_STAT)` that it is owned by this process's effective user and at least
+    /// `min_len` bytes: [`OpenOptions::sysv_attach`] with these options and the default
+    /// [`Owner::Me`].
     ///
     /// A segment owned by another user is refused: its owner can change its mode, or remove
-    /// it and let another take the id, at will. To attach one anyway, use
-    /// [`sysv_attach_any_owner`](Segment::sysv_attach_any_owner).
+    /// it and let another take the id, at will. To attach one anyway, say whose it may be with
+    /// [`OpenOptions::owner`].
     ///
-    /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
-    /// not exist or was removed, [`ErrorKind::PermissionDenied`] for a foreign owner or mode,
-    /// [`ErrorKind::WrongType`] if it is smaller than `min_len`.
+    /// Errors: as [`OpenOptions::sysv_attach`].
     ///
     /// # References
     /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "shmat")]
     pub fn sysv_attach(id: i32, read_only: bool, min_len: usize) -> Result<Segment> {
-        attach(id, read_only, min_len, false)
-    }
-
-    /// [`sysv_attach`](Segment::sysv_attach) without the owner check: attaches a segment
-    /// whatever user owns it (its mode still decides whether the kernel lets us).
-    #[doc(alias = "shmat")]
-    pub fn sysv_attach_any_owner(id: i32, read_only: bool, min_len: usize) -> Result<Segment> {
-        attach(id, read_only, min_len, true)
+        attach(id, read_only, min_len, Owner::Me)
     }
 
     /// The System V id, for a System V segment.
@@ -216,50 +187,17 @@ impl Segment {
         }
     }
 
-    /// Marks System V segment `id` for removal (`shmctl(IPC_RMID)`): it disappears once the
-    /// last process detaches. Does not block.
+    /// Marks System V segment `id` for removal (`shmctl(IPC_RMID)`, through
+    /// [`ipc_core::sysv::remove`]): it disappears once the last process detaches. Does not
+    /// block.
+    ///
+    /// Errors: [`ErrorKind::NotFound`] if there is no such id (removed already);
+    /// [`ErrorKind::PermissionDenied`] if we neither own nor created it.
     ///
     /// # References
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "IPC_RMID")]
     pub fn sysv_remove(id: i32) -> Result<()> {
-        sys::shm_rmid(id).map_err(|e| {
-            let e = Error::from(e)
-                .in_op("shmctl(IPC_RMID)")
-                .on(SegmentKind::SysV { id });
-            tracing::debug!(error = %e, "remove System V segment failed");
-            e
-        })?;
-        tracing::trace!(id, "removed System V segment");
-        Ok(())
-    }
-}
-
-/// Removes a System V segment (`IPC_RMID`) when dropped, also when unwinding from a panic.
-#[derive(Debug)]
-#[must_use = "the segment is removed when the guard is dropped"]
-pub struct SysvGuard {
-    id: Option<i32>,
-}
-
-impl SysvGuard {
-    /// A guard for segment `id`.
-    pub fn new(id: i32) -> SysvGuard {
-        SysvGuard { id: Some(id) }
-    }
-
-    /// Keeps the segment: the guard will not remove it.
-    pub fn disarm(mut self) -> i32 {
-        self.id.take().expect("armed until disarmed")
-    }
-}
-
-impl Drop for SysvGuard {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            if let Err(e) = Segment::sysv_remove(id) {
-                tracing::debug!(error = %e, "System V guard failed");
-            }
-        }
+        Removable::Sysv(SysvKind::SharedMemory, id).remove()
     }
 }

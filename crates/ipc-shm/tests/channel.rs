@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::{ChannelOptions, Receiver, Segment, Sender, UnlinkGuard};
+use ipc_shm::{ChannelOptions, Receiver, Removable, RemoveGuard, Segment, Sender};
 use ipc_testkit::script::{check_message, fill_message, parse_stamp};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 use proptest::prelude::*;
@@ -219,7 +219,7 @@ fn producers_killed_at_random_points_never_show_torn_messages() {
 #[test]
 fn unrelated_processes_open_the_channel_by_name() {
     let name = unique_posix_name("shm-chan");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let seg = small().create_posix(name.as_str()).unwrap();
     let mut tx = Sender::open(seg).unwrap();
     let child = spawn("receive_by_name").arg(format!("{name} 200")).start();
@@ -363,7 +363,7 @@ fn impossible_channel_options_are_refused_before_any_segment_is_made() {
         let e = opts.pair().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
         let name = unique_posix_name("shm-bad-opts");
-        let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+        let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
         let e = opts.create_posix(name.as_str()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
         let e = Segment::open(name.as_str()).unwrap_err();

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use ipc_core::ErrorKind;
-use ipc_shm::{ChannelOptions, OpenOptions, Segment};
+use ipc_shm::{ChannelOptions, OpenOptions, Owner, Segment};
 use ipc_testkit::{unique_posix_name, within_watchdog};
 use rustix::fs::{CWD, FileType, Mode, mknodat};
 
@@ -93,16 +93,16 @@ fn opens() -> Vec<(&'static str, Open, ErrorKind)> {
             ErrorKind::WrongType,
         ),
         (
-            "OpenOptions any_owner",
-            |n| OpenOptions::new().any_owner(true).open(n).map(drop),
+            "OpenOptions owner Any",
+            |n| OpenOptions::new().owner(Owner::Any).open(n).map(drop),
             ErrorKind::WrongType,
         ),
         (
-            "OpenOptions read_only any_owner min_len",
+            "OpenOptions read_only owner Any min_len",
             |n| {
                 OpenOptions::new()
                     .read_only(true)
-                    .any_owner(true)
+                    .owner(Owner::Any)
                     .min_len(1)
                     .open(n)
                     .map(drop)

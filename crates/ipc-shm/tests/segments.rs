@@ -7,8 +7,8 @@ use std::process::Command;
 
 use ipc_core::ErrorKind;
 use ipc_shm::{
-    ChannelOptions, MemfdOptions, OpenOptions, Receiver, SEALS, Seals, Segment, SysvGuard, SysvKey,
-    UnlinkGuard,
+    ChannelOptions, Key, MemfdOptions, OpenOptions, Receiver, Removable, RemoveGuard, SEALS, Seals,
+    Segment,
 };
 use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name};
 
@@ -83,7 +83,7 @@ fn mode_of(seg: &Segment) -> u32 {
 #[test]
 fn posix_create_is_exclusive_with_the_exact_mode() {
     let name = unique_posix_name("shm-mode");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     spawn("create_under_umask")
         .arg(&name)
         .start()
@@ -98,7 +98,7 @@ fn posix_create_is_exclusive_with_the_exact_mode() {
     assert!(e.to_string().contains(&name), "{e}");
 
     let name2 = unique_posix_name("shm-mode");
-    let _guard2 = UnlinkGuard::new(name2.as_str()).unwrap();
+    let _guard2 = RemoveGuard::new(Removable::Shm(name2.as_str().parse().unwrap()));
     let seg2 = Segment::create(name2.as_str(), 100).unwrap();
     assert_eq!(mode_of(&seg2), 0o600);
     assert_eq!(seg2.len(), 100);
@@ -107,7 +107,7 @@ fn posix_create_is_exclusive_with_the_exact_mode() {
 #[test]
 fn posix_bytes_cross_processes_both_ways() {
     let name = unique_posix_name("shm-posix");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let seg = Segment::create(name.as_str(), 2000).unwrap();
     seg.write_at(0, &pattern(1, 1000)).unwrap();
     spawn("posix_peer").arg(&name).start().wait_success();
@@ -123,7 +123,7 @@ fn posix_open_refuses_symlinks_missing_and_short_objects() {
     let target = TempDir::new("shm-link-target");
     std::fs::write(target.join("file"), vec![0u8; 8192]).unwrap();
     std::os::unix::fs::symlink(target.join("file"), &link).unwrap();
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let e = Segment::open(name.as_str()).unwrap_err();
     assert_eq!(
         e.kind(),
@@ -140,7 +140,7 @@ fn posix_open_refuses_symlinks_missing_and_short_objects() {
     assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
 
     let small = unique_posix_name("shm-small");
-    let _g = UnlinkGuard::new(small.as_str()).unwrap();
+    let _g = RemoveGuard::new(Removable::Shm(small.as_str().parse().unwrap()));
     let _seg = Segment::create(small.as_str(), 100).unwrap();
     let e = OpenOptions::new()
         .min_len(4096)
@@ -153,7 +153,7 @@ fn posix_open_refuses_symlinks_missing_and_short_objects() {
 #[test]
 fn a_segment_shrunk_below_its_header_is_refused_not_mapped_past_its_end() {
     let name = unique_posix_name("shm-shrunk");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let opts = ChannelOptions::new().capacity(1 << 16);
     let seg = opts.create_posix(name.as_str()).unwrap();
     // A peer shrinks the object (POSIX shm cannot be sealed) after the header was written.
@@ -169,7 +169,7 @@ fn a_segment_shrunk_below_its_header_is_refused_not_mapped_past_its_end() {
 #[test]
 fn read_only_mappings_cannot_write() {
     let name = unique_posix_name("shm-ro");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let seg = Segment::create(name.as_str(), 4096).unwrap();
     seg.write_at(8, b"published").unwrap();
     let ro = Segment::open_read_only(name.as_str()).unwrap();
@@ -315,9 +315,9 @@ fn huge_pages_work_or_fail_naming_the_pool() {
 
 #[test]
 fn sysv_segments_cross_processes_and_are_removed() {
-    let seg = Segment::sysv_create(SysvKey::Private, 2000).unwrap();
+    let seg = Segment::sysv_create(Key::PRIVATE, 2000).unwrap();
     let id = seg.sysv_id().unwrap();
-    let guard = SysvGuard::new(id);
+    let guard = RemoveGuard::new(Removable::Sysv(ipc_core::sysv::SysvKind::SharedMemory, id));
     assert_eq!(seg.len(), 2000);
     seg.write_at(0, &pattern(1, 1000)).unwrap();
     spawn("sysv_peer")
@@ -395,7 +395,7 @@ fn interop_with_a_c_program_using_shm_open() {
 
     // C creates and writes; we open and read.
     let name = unique_posix_name("shm-c");
-    let _guard = UnlinkGuard::new(name.as_str()).unwrap();
+    let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
     let st = Command::new(&exe)
         .args(["create", &name, "5000"])
         .status()
@@ -409,7 +409,7 @@ fn interop_with_a_c_program_using_shm_open() {
 
     // We create and write; C opens and checks.
     let name2 = unique_posix_name("shm-c");
-    let _guard2 = UnlinkGuard::new(name2.as_str()).unwrap();
+    let _guard2 = RemoveGuard::new(Removable::Shm(name2.as_str().parse().unwrap()));
     let seg2 = Segment::create(name2.as_str(), 3000).unwrap();
     seg2.write_at(0, &pattern(9, 3000)).unwrap();
     let out = Command::new(&exe)

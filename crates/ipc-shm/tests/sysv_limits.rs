@@ -1,7 +1,7 @@
 //! System V segment limits and ownership, in a private IPC namespace: each of `shmmni`,
 //! `shmmax` and `shmall` is lowered and exhausted, and the error must name that knob and its
 //! value; `sysv_create_with_mode` is exact; `sysv_attach` refuses another user's segment
-//! unless `sysv_attach_any_owner` is used.
+//! unless `OpenOptions::owner` accepts that user.
 //!
 //! The knobs are per IPC namespace, so the child that lowers them first makes its own
 //! (`unshare(CLONE_NEWIPC)`): nothing else on the machine, and no test running beside this
@@ -12,7 +12,12 @@
 //! `PosixKind::SharedMemory` states.
 
 use ipc_core::ErrorKind;
-use ipc_shm::{Segment, SysvGuard, SysvKey};
+use ipc_shm::{Key, OpenOptions, Owner, Removable, RemoveGuard, Segment};
+
+/// Removes System V segment `id` when dropped.
+fn guard(id: i32) -> RemoveGuard {
+    RemoveGuard::new(Removable::Sysv(ipc_core::sysv::SysvKind::SharedMemory, id))
+}
 use ipc_testkit::{Ctx, roles, spawn};
 
 /// The line a child prints when it cannot make a private IPC namespace.
@@ -52,29 +57,29 @@ fn shm_limits(_: &Ctx) {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     // shmmni: two segments may exist; the third is out of ids.
     set_knob("/proc/sys/kernel/shmmni", 2);
-    let a = Segment::sysv_create(SysvKey::Private, page).unwrap();
-    let _ga = SysvGuard::new(a.sysv_id().unwrap());
-    let b = Segment::sysv_create(SysvKey::Private, page).unwrap();
-    let gb = SysvGuard::new(b.sysv_id().unwrap());
-    let e = Segment::sysv_create(SysvKey::Private, page).unwrap_err();
+    let a = Segment::sysv_create(Key::PRIVATE, page).unwrap();
+    let _ga = guard(a.sysv_id().unwrap());
+    let b = Segment::sysv_create(Key::PRIVATE, page).unwrap();
+    let gb = guard(b.sysv_id().unwrap());
+    let e = Segment::sysv_create(Key::PRIVATE, page).unwrap_err();
     assert_limit(&e, "/proc/sys/kernel/shmmni", 2);
     drop((b, gb));
     set_knob("/proc/sys/kernel/shmmni", 4096);
 
     // shmmax: the largest segment.
     set_knob("/proc/sys/kernel/shmmax", 8192);
-    let e = Segment::sysv_create(SysvKey::Private, 8193).unwrap_err();
+    let e = Segment::sysv_create(Key::PRIVATE, 8193).unwrap_err();
     assert_limit(&e, "/proc/sys/kernel/shmmax", 8192);
-    let ok = Segment::sysv_create(SysvKey::Private, 8192).unwrap();
-    let _gok = SysvGuard::new(ok.sysv_id().unwrap());
+    let ok = Segment::sysv_create(Key::PRIVATE, 8192).unwrap();
+    let _gok = guard(ok.sysv_id().unwrap());
     set_knob("/proc/sys/kernel/shmmax", 1 << 30);
 
     // shmall: pages of all segments together. Three exist (1 + 2 pages): allow 4 pages.
     set_knob("/proc/sys/kernel/shmall", 4);
-    let e = Segment::sysv_create(SysvKey::Private, 2 * page).unwrap_err();
+    let e = Segment::sysv_create(Key::PRIVATE, 2 * page).unwrap_err();
     assert_limit(&e, "/proc/sys/kernel/shmall", 4);
-    let one = Segment::sysv_create(SysvKey::Private, page).unwrap();
-    let _gone = SysvGuard::new(one.sysv_id().unwrap());
+    let one = Segment::sysv_create(Key::PRIVATE, page).unwrap();
+    let _gone = guard(one.sysv_id().unwrap());
     eprintln!("checked");
 }
 
@@ -82,13 +87,13 @@ fn shm_mode_and_owner(_: &Ctx) {
     if !private_ipc_namespace() {
         return;
     }
-    let e = Segment::sysv_create_with_mode(SysvKey::Private, 4096, 0o4600).unwrap_err();
+    let e = Segment::sysv_create_with_mode(Key::PRIVATE, 4096, 0o4600).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     // SAFETY: umask only changes this (child) process's creation mask; System V ignores it.
     unsafe { libc::umask(0o077) };
-    let seg = Segment::sysv_create_with_mode(SysvKey::Private, 4096, 0o640).unwrap();
+    let seg = Segment::sysv_create_with_mode(Key::PRIVATE, 4096, 0o640).unwrap();
     let id = seg.sysv_id().unwrap();
-    let _g = SysvGuard::new(id);
+    let _g = guard(id);
     let ds = shm_stat(id);
     assert_eq!(ds.shm_perm.mode & 0o777, 0o640);
 
@@ -106,8 +111,21 @@ fn shm_mode_and_owner(_: &Ctx) {
     assert_eq!(unsafe { libc::shmctl(id, libc::IPC_SET, &mut ds) }, 0);
     let e = Segment::sysv_attach(id, true, 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("sysv_attach_any_owner"), "{e}");
-    let seg = Segment::sysv_attach_any_owner(id, true, 1).unwrap();
+    assert!(
+        e.to_string().contains(&format!("Owner::Uid({other})")),
+        "{e}"
+    );
+    let seg = OpenOptions::new()
+        .read_only(true)
+        .owner(Owner::Uid(other))
+        .sysv_attach(id)
+        .unwrap();
+    assert_eq!(seg.len(), 4096);
+    let seg = OpenOptions::new()
+        .read_only(true)
+        .owner(Owner::Any)
+        .sysv_attach(id)
+        .unwrap();
     assert_eq!(seg.len(), 4096);
     eprintln!("checked");
 }
@@ -148,7 +166,7 @@ fn the_longest_shm_name_is_the_one_posix_kind_states() {
     let head = format!("/ipctest-shmlen-{}-", std::process::id());
     let name = |len: usize| format!("{head}{}", "n".repeat(len + 1 - head.len()));
     let seg = Segment::create(name(max).as_str(), 4096).unwrap();
-    let _unlink = ipc_shm::UnlinkGuard::new(name(max).as_str()).unwrap();
+    let _unlink = RemoveGuard::new(Removable::Shm(name(max).as_str().parse().unwrap()));
     drop(seg);
     let e = Segment::create(name(max + 1).as_str(), 4096).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");

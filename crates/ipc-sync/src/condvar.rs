@@ -12,11 +12,7 @@ use crate::mutex::{LockError, LockResult, Mutex, MutexGuard};
 use crate::shared::{Header, Kind, SharedData, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu, swap_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Condvar",
-    magic: u32::from_le_bytes(*b"iCND"),
-    version: 2,
-};
+static KIND: Kind = Kind::new("ipc_sync::Condvar", u32::from_le_bytes(*b"iCND"), 2);
 
 /// A condition variable in shared memory, used with a [`Mutex`]: processes sleep until
 /// another one changes the guarded data and notifies them.
@@ -68,7 +64,7 @@ const KIND: Kind = Kind {
 ///     let g = cv.wait_while(m.lock().unwrap(), |v| *v == 0).unwrap();
 ///     assert_eq!(*g, 1);
 /// });
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Condvar {
@@ -103,7 +99,7 @@ impl Condvar {
     ///   inconsistent: unlocking it would make the mutex unrecoverable, so repair the data
     ///   and [mark it consistent](MutexGuard::mark_consistent) first.
     /// - [`LockError::Failed`]: relocking failed (the mutex is
-    ///   [not recoverable](ipc_core::ErrorKind::NotRecoverable)); the lock is not held.
+    ///   [not recoverable](crate::ErrorKind::NotRecoverable)); the lock is not held.
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)

@@ -11,11 +11,7 @@ use crate::futex;
 use crate::shared::{Header, Kind, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Event",
-    magic: u32::from_le_bytes(*b"iEVT"),
-    version: 1,
-};
+static KIND: Kind = Kind::new("ipc_sync::Event", u32::from_le_bytes(*b"iEVT"), 1);
 
 /// Bit 0 of the state word: the event is set.
 const SET: u32 = 1;
@@ -90,7 +86,7 @@ impl EventMode {
 /// turn.set();
 /// turn.wait()?;
 /// assert!(turn.try_wait().is_err()); // the first wait reset it
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Event {
@@ -152,7 +148,7 @@ impl Event {
     /// Takes the event if it is set, without waiting.
     ///
     /// # Errors
-    /// [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) if it is not set.
+    /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) if it is not set.
     pub fn try_wait(&self) -> Result<()> {
         self.wait_with(Deadline::Now, Spin::Never)
     }
@@ -160,7 +156,7 @@ impl Event {
     /// Waits at most `timeout` for the event.
     ///
     /// # Errors
-    /// [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut) if it was not set in time.
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if it was not set in time.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_with(Deadline::after(timeout), Spin::Adaptive)
     }
@@ -169,9 +165,9 @@ impl Event {
     /// (`FUTEX_WAIT_BITSET` on the state while it is unset).
     ///
     /// # Errors
-    /// - [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock): not set, and `deadline`
+    /// - [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock): not set, and `deadline`
     ///   is [`Deadline::Now`].
-    /// - [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut): not set until the deadline.
+    /// - [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut): not set until the deadline.
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
@@ -183,7 +179,7 @@ impl Event {
         if deadline == Deadline::Now {
             return Err(Error::would_block(Blocked::Empty)
                 .in_op("wait")
-                .on(self.describe()));
+                .on_shared(KIND.label()));
         }
         if spin.run(&self.set_cpu, || self.try_take(mode, false)) {
             return Ok(());
@@ -215,7 +211,8 @@ impl Event {
                 return if self.try_take(mode, true) {
                     Ok(())
                 } else {
-                    Err(e.in_op("wait").on(self.describe()))
+                    // Timed out (the expected end of a timed wait): named without allocating.
+                    Err(e.in_op("wait").on_shared(KIND.label()))
                 };
             }
             slept = true;

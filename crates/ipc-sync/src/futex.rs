@@ -6,7 +6,7 @@
 //! ```
 //! use std::sync::atomic::AtomicU32;
 //! use std::time::Duration;
-//! use ipc_core::{Deadline, ErrorKind};
+//! use ipc_sync::{Deadline, ErrorKind};
 //! use ipc_sync::futex;
 //!
 //! let word = AtomicU32::new(0);
@@ -15,15 +15,3 @@
 //! ```
 
 pub use ipc_core::futex::*;
-
-use std::time::Instant;
-
-use ipc_core::Deadline;
-use rustix::time::{ClockId, Timespec};
-
-/// `at` as an absolute `CLOCK_MONOTONIC` time (never earlier than `at`).
-pub(crate) fn monotonic_timespec(at: Instant) -> Timespec {
-    Deadline::At(at)
-        .absolute(ClockId::Monotonic)
-        .expect("an instant always converts")
-}

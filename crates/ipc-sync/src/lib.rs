@@ -6,7 +6,7 @@
 //!
 //! | type | what | after a holder or waiter is `SIGKILL`ed |
 //! |------|------|-----------------------------------------|
-//! | [`Mutex<T>`] | robust lock around data in shared memory (glibc robust pthread mutex) | next locker gets [`LockError::OwnerDied`], repairs, [marks consistent](MutexGuard::mark_consistent); or the mutex becomes [not recoverable](ipc_core::ErrorKind::NotRecoverable) |
+//! | [`Mutex<T>`] | robust lock around data in shared memory (glibc robust pthread mutex) | next locker gets [`LockError::OwnerDied`], repairs, [marks consistent](MutexGuard::mark_consistent); or the mutex becomes [not recoverable](crate::ErrorKind::NotRecoverable) |
 //! | [`Condvar`] | condition variable for the mutex (futex sequence counter) | no internal state to wedge; waiters learn of a dead notifier through the mutex |
 //! | [`Semaphore`] | counting semaphore (futex) | waiters unaffected; units a dead process took stay taken |
 //! | [`Event`] | auto- or manual-reset flag (futex) | waiters unaffected |
@@ -41,16 +41,26 @@
 //! # Named objects: who may have made them
 //!
 //! [`NamedSemaphore::open`] and [`SemaphoreSet::open`] refuse an object another user owns
-//! ([`PermissionDenied`](ipc_core::ErrorKind::PermissionDenied)): anyone can put one under a
-//! name or key first, and its owner can remove it or change its mode at will. Say so to use one
-//! anyway: [`NamedSemaphore::open_any_owner`], [`SetOpenOptions::any_owner`]. A named
+//! ([`PermissionDenied`](crate::ErrorKind::PermissionDenied)): anyone can put one under a
+//! name or key first, and its owner can remove it or change its mode at will. Say whose you
+//! accept with the one [`Owner`] policy of the workspace, on the options builders:
+//! [`NamedOpenOptions::owner`], [`SetOpenOptions::owner`]. A named
 //! semaphore's file is checked before it is mapped (a FIFO, socket, directory, device, symbolic
-//! link or short file planted there is [`WrongType`](ipc_core::ErrorKind::WrongType), without
+//! link or short file planted there is [`WrongType`](crate::ErrorKind::WrongType), without
 //! blocking), and modes are exact, not umasked.
+//!
+//! Sets are found by the workspace's one System V [`Key`] (`ftok` is [`Key::from_path`]). A
+//! value that should take its object with it says so with `remove_on_drop`
+//! ([`NamedSemaphore::remove_on_drop`], [`SemaphoreSet::remove_on_drop`]); a name or id with
+//! no value is removed by a [`RemoveGuard`] ([`Removable::Semaphore`], [`Removable::Sysv`]).
 //!
 //! # Example: a counter in shared memory, across a crash
 //!
+//! A whole program needs only this crate (the core vocabulary is re-exported, also as
+//! [`prelude`]):
+//!
 //! ```
+//! use ipc_sync::prelude::*;
 //! use ipc_sync::{LockError, Mutex, Shared};
 //!
 //! let counter = Shared::<Mutex<u64>>::create(0)?;
@@ -69,7 +79,8 @@
 //!     Err(LockError::Failed(e)) => return Err(e),
 //! }
 //! assert_eq!(*counter.lock().unwrap(), 1);
-//! # Ok::<(), ipc_core::Error>(())
+//! assert!(counter.lock_until(Deadline::Now).is_ok()); // nobody holds it now
+//! # Ok::<(), Error>(())
 //! ```
 //!
 //! The `examples/` directory has a producer/consumer over shared memory guarded by
@@ -118,8 +129,20 @@ mod sysv;
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use event::{Event, EventMode};
 pub use mutex::{LockError, LockResult, Mutex, MutexGuard};
-pub use named::{NamedSemaphore, SEM_VALUE_MAX};
+pub use named::{NamedOpenOptions, NamedSemaphore, SEM_VALUE_MAX};
 pub use semaphore::Semaphore;
 pub use shared::{Shared, SharedData, SharedObject};
 pub use spin::{SPIN_BUDGET, Spin};
-pub use sysv::{Key, SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
+pub use sysv::{SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
+
+pub use ipc_core::sysv::Key;
+pub use ipc_core::{
+    Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Removable, RemoveGuard,
+    Result,
+};
+
+/// The core vocabulary a program using this crate needs, in one import:
+/// `use ipc_sync::prelude::*;`.
+pub mod prelude {
+    pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+}

@@ -10,17 +10,13 @@ use std::time::Duration;
 
 use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
+use rustix::time::ClockId;
 
-use crate::futex::monotonic_timespec;
 use crate::shared::{Header, Kind, SharedData, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 use crate::sys::{self, Take};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Mutex",
-    magic: u32::from_le_bytes(*b"iMTX"),
-    version: 1,
-};
+static KIND: Kind = Kind::new("ipc_sync::Mutex", u32::from_le_bytes(*b"iMTX"), 1);
 
 /// The owner-TID bits of glibc's lock word (`FUTEX_TID_MASK`).
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
@@ -64,7 +60,7 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// };
 /// g[0] += 1;
 /// g[1] += 1;
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # Layout
@@ -169,7 +165,11 @@ impl<T: SharedData> Mutex<T> {
             });
             if rc == libc::EBUSY {
                 let how = match deadline {
-                    Deadline::At(at) => Take::Until(monotonic_timespec(at)),
+                    Deadline::At(_) => Take::Until(
+                        deadline
+                            .absolute(ClockId::Monotonic)
+                            .expect("a deadline with an instant converts"),
+                    ),
                     _ => Take::Block,
                 };
                 // SAFETY: `self.raw` is the mutex initialised by `init_at`, in place for `'_`.
@@ -209,7 +209,12 @@ impl<T: SharedData> Mutex<T> {
                 .with_source(std::io::Error::from_raw_os_error(rc)),
             _ => Error::from(Errno::from_raw_os_error(rc)),
         };
-        let err = err.in_op("lock").on(self.describe());
+        let err = err.in_op("lock");
+        // Would-block and timed out are expected: named without allocating, not logged.
+        if matches!(rc, libc::EBUSY | libc::ETIMEDOUT) {
+            return Err(LockError::Failed(err.on_shared(KIND.label())));
+        }
+        let err = err.on(self.describe());
         tracing::debug!(error = %err, "lock failed");
         Err(LockError::Failed(err))
     }

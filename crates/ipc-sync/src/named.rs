@@ -1,17 +1,20 @@
 //! [`NamedSemaphore`]: POSIX named semaphores (`sem_open`), shared by name with any program that
 //! uses the same API.
 
+use std::ffi::CString;
 use std::fmt;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd};
-
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, PosixKind, PosixName, Result};
+use ipc_core::{
+    Blocked, Deadline, Error, ErrorKind, Owner, PosixKind, PosixName, Removable, RemoveGuard,
+    Result,
+};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
+use rustix::time::ClockId;
 
-use crate::futex::monotonic_timespec;
 use crate::sys::{self, SEM_SIZE, SemPtr, SemWait};
 
 /// The largest value of a POSIX semaphore on Linux (`SEM_VALUE_MAX`).
@@ -23,7 +26,7 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 ///
 /// glibc keeps it in a small file `/dev/shm/sem.<name>` that each process maps; a name stays
 /// until [`unlink`](NamedSemaphore::unlink)ed (or the machine reboots), even when no process
-/// has it open. Use [`unlink_on_drop`](NamedSemaphore::unlink_on_drop) to tie the name to a
+/// has it open. Use [`remove_on_drop`](NamedSemaphore::remove_on_drop) to tie the name to a
 /// value's lifetime.
 ///
 /// # When to use
@@ -34,15 +37,16 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 /// does.
 ///
 /// ```
-/// use ipc_sync::NamedSemaphore;
+/// use ipc_sync::{ErrorKind, NamedSemaphore};
 /// # let name = format!("/ipctest-doc-named-{}", std::process::id());
 ///
-/// let sem = NamedSemaphore::create(name.as_str(), 0)?.unlink_on_drop();
+/// let sem = NamedSemaphore::create(name.as_str(), 0)?.remove_on_drop();
 /// // Another process: NamedSemaphore::open(name)?.post()?;
 /// NamedSemaphore::open(name.as_str())?.post()?;
 /// sem.wait()?;
 /// assert_eq!(sem.value()?, 0);
-/// # Ok::<(), ipc_core::Error>(())
+/// assert_eq!(sem.try_wait().unwrap_err().kind(), ErrorKind::WouldBlock);
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # References
@@ -50,7 +54,12 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 pub struct NamedSemaphore {
     sem: SemPtr,
     name: PosixName,
-    unlink_on_drop: bool,
+    /// `name`, formatted once: errors name the semaphore by taking a reference count, so the
+    /// expected ones (would-block, timed out) allocate nothing.
+    label: Arc<str>,
+    /// Unlinks the name after the semaphore is unmapped, if
+    /// [`remove_on_drop`](NamedSemaphore::remove_on_drop) asked for it.
+    remove: Option<RemoveGuard>,
 }
 
 // SAFETY: `sem_t` operations are thread-safe (POSIX), and the mapping stays valid until `Drop`
@@ -89,8 +98,8 @@ fn type_name(t: FileType) -> &'static str {
 }
 
 /// Checks what `fstat` says about a semaphore file: a regular file, of at least one `sem_t`,
-/// owned by us unless `any_owner`.
-fn check_sem_file(st: &rustix::fs::Stat, path: &CString, any_owner: bool) -> Result<()> {
+/// owned as `owner` says.
+fn check_sem_file(st: &rustix::fs::Stat, path: &CString, owner: Owner) -> Result<()> {
     let t = FileType::from_raw_mode(st.st_mode);
     if t != FileType::RegularFile {
         return Err(Error::with_note(
@@ -102,17 +111,7 @@ fn check_sem_file(st: &rustix::fs::Stat, path: &CString, any_owner: bool) -> Res
             ),
         ));
     }
-    let me = rustix::process::geteuid().as_raw();
-    if !any_owner && st.st_uid != me {
-        return Err(Error::with_note(
-            ErrorKind::PermissionDenied,
-            format!(
-                "owned by uid {}, not by this process's uid {me}; \
-                 NamedSemaphore::open_any_owner opens it anyway",
-                st.st_uid
-            ),
-        ));
-    }
+    owner.check(st.st_uid, path.to_string_lossy())?;
     if (st.st_size as u64) < SEM_SIZE as u64 {
         return Err(Error::with_note(
             ErrorKind::WrongType,
@@ -141,13 +140,13 @@ fn open_error(errno: Errno) -> Error {
 }
 
 /// Opens the semaphore file of `name` for reading and writing, refusing anything but a
-/// regular file of ours (unless `any_owner`) big enough for a `sem_t`, and maps it.
+/// regular file owned as `owner` says, big enough for a `sem_t`, and maps it.
 ///
 /// Nothing here can block: the type is checked on an `O_PATH` descriptor (which opens nothing)
 /// before the real open, and that open has `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY` in case the
 /// name was swapped in between; what is mapped is checked again with `fstat` on the very
 /// descriptor that is mapped.
-fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
+fn open_mapped(name: &PosixName, owner: Owner) -> Result<SemPtr> {
     let path = sem_path(name);
     let probe = rustix::fs::open(
         &path,
@@ -156,7 +155,7 @@ fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
     )
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&probe)?;
-    check_sem_file(&st, &path, any_owner)?;
+    check_sem_file(&st, &path, owner)?;
     drop(probe);
     let fd = rustix::fs::open(
         &path,
@@ -165,7 +164,7 @@ fn open_mapped(name: &PosixName, any_owner: bool) -> Result<SemPtr> {
     )
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&fd)?;
-    check_sem_file(&st, &path, any_owner)?;
+    check_sem_file(&st, &path, owner)?;
     Ok(sys::sem_map(fd.as_fd())?)
 }
 
@@ -270,11 +269,16 @@ impl NamedSemaphore {
             }
         })?;
         tracing::trace!(name = %name, value, mode = format_args!("{mode:#o}"), "created named semaphore");
-        Ok(NamedSemaphore {
+        Ok(NamedSemaphore::mapped(sem, name))
+    }
+
+    fn mapped(sem: SemPtr, name: PosixName) -> NamedSemaphore {
+        NamedSemaphore {
             sem,
+            label: Arc::from(name.as_str()),
             name,
-            unlink_on_drop: false,
-        })
+            remove: None,
+        }
     }
 
     /// Opens the existing semaphore `name`, if this process's user owns it (what `sem_open`
@@ -286,7 +290,7 @@ impl NamedSemaphore {
     /// would kill the process with `SIGBUS` at the first `wait`), and owned by this process's
     /// effective user: another user's semaphore is refused, as every object of this workspace
     /// is by default, since its owner can remove it or change its mode at will.
-    /// [`open_any_owner`](NamedSemaphore::open_any_owner) opens one anyway. (A process that
+    /// [`NamedOpenOptions::owner`] opens one anyway. (A process that
     /// may write the file can still truncate it after the check, as with `sem_open`; the owner
     /// check is what keeps other users from doing so.)
     ///
@@ -299,29 +303,7 @@ impl NamedSemaphore {
     /// - [`sem_open(3)`](https://man7.org/linux/man-pages/man3/sem_open.3.html)
     #[doc(alias = "sem_open")]
     pub fn open(name: impl TryInto<PosixName, Error = Error>) -> Result<Self> {
-        Self::open_checked(name, false)
-    }
-
-    /// [`open`](NamedSemaphore::open) without the owner check: opens a semaphore whatever
-    /// user owns it (its mode still decides whether we may). Every other check stays.
-    #[doc(alias = "sem_open")]
-    pub fn open_any_owner(name: impl TryInto<PosixName, Error = Error>) -> Result<Self> {
-        Self::open_checked(name, true)
-    }
-
-    fn open_checked(name: impl TryInto<PosixName, Error = Error>, any_owner: bool) -> Result<Self> {
-        let name = check_name(name)?;
-        let sem = open_mapped(&name, any_owner).map_err(|e| {
-            let e = e.in_op("sem_open").on(&name);
-            tracing::debug!(error = %e, "named semaphore not opened");
-            e
-        })?;
-        tracing::trace!(name = %name, "opened named semaphore");
-        Ok(NamedSemaphore {
-            sem,
-            name,
-            unlink_on_drop: false,
-        })
+        NamedOpenOptions::new().open(name)
     }
 
     /// Removes the name `name` (`sem_unlink`). Processes that have the semaphore open keep
@@ -334,21 +316,18 @@ impl NamedSemaphore {
     /// - [`sem_unlink(3)`](https://man7.org/linux/man-pages/man3/sem_unlink.3.html)
     #[doc(alias = "sem_unlink")]
     pub fn unlink(name: impl TryInto<PosixName, Error = Error>) -> Result<()> {
-        let name = check_name(name)?;
-        sys::sem_unlink(name.as_c_str()).map_err(|e| {
-            let e = Error::from(e).in_op("sem_unlink").on(&name);
-            tracing::debug!(error = %e, "named semaphore not unlinked");
-            e
-        })?;
-        tracing::trace!(name = %name, "unlinked named semaphore");
-        Ok(())
+        Removable::Semaphore(check_name(name)?).remove()
     }
 
-    /// Makes this value a guard of the name: dropping it unlinks the name (also during a
-    /// panic), after closing the semaphore.
+    /// Makes this value the owner of the name: dropping it (also during a panic) closes the
+    /// semaphore, then unlinks the name (`sem_unlink`) with an [`ipc_core::RemoveGuard`],
+    /// quietly if it is gone already. The same builder as
+    /// [`SemaphoreSet::remove_on_drop`](crate::SemaphoreSet::remove_on_drop) and ipc-shm's
+    /// `Segment::remove_on_drop`; for a name with no value of its own, use a
+    /// [`RemoveGuard`] with [`Removable::Semaphore`] directly.
     #[must_use]
-    pub fn unlink_on_drop(mut self) -> Self {
-        self.unlink_on_drop = true;
+    pub fn remove_on_drop(mut self) -> Self {
+        self.remove = Some(RemoveGuard::new(Removable::Semaphore(self.name.clone())));
         self
     }
 
@@ -374,7 +353,7 @@ impl NamedSemaphore {
                 Error::from(e)
             }
             .in_op("sem_post")
-            .on(&self.name);
+            .on_shared(&self.label);
             tracing::debug!(error = %e, "sem_post failed");
             e
         })
@@ -424,7 +403,11 @@ impl NamedSemaphore {
         let how = match deadline {
             Deadline::Now => SemWait::Try,
             Deadline::Never => SemWait::Block,
-            Deadline::At(at) => SemWait::Until(monotonic_timespec(at)),
+            Deadline::At(_) => SemWait::Until(
+                deadline
+                    .absolute(ClockId::Monotonic)
+                    .expect("a deadline with an instant converts"),
+            ),
         };
         loop {
             // SAFETY: `self.sem` is mapped until `Drop`.
@@ -434,13 +417,15 @@ impl NamedSemaphore {
                 Err(Errno::AGAIN) => {
                     return Err(Error::would_block(Blocked::Empty)
                         .in_op("sem_trywait")
-                        .on(&self.name));
+                        .on_shared(&self.label));
                 }
                 Err(Errno::TIMEDOUT) => {
-                    return Err(Error::timed_out().in_op("sem_clockwait").on(&self.name));
+                    return Err(Error::timed_out()
+                        .in_op("sem_clockwait")
+                        .on_shared(&self.label));
                 }
                 Err(e) => {
-                    let e = Error::from(e).in_op("sem_wait").on(&self.name);
+                    let e = Error::from(e).in_op("sem_wait").on_shared(&self.label);
                     tracing::debug!(error = %e, "sem_wait failed");
                     return Err(e);
                 }
@@ -456,7 +441,7 @@ impl NamedSemaphore {
     pub fn value(&self) -> Result<u32> {
         // SAFETY: `self.sem` is mapped until `Drop`.
         let v = unsafe { sys::sem_getvalue(self.sem) }
-            .map_err(|e| Error::from(e).in_op("sem_getvalue").on(&self.name))?;
+            .map_err(|e| Error::from(e).in_op("sem_getvalue").on_shared(&self.label))?;
         // glibc reports 0, never a negative count of waiters.
         Ok(u32::try_from(v).unwrap_or(0))
     }
@@ -468,12 +453,7 @@ impl Drop for NamedSemaphore {
         if let Err(e) = unsafe { sys::sem_unmap(self.sem) } {
             tracing::debug!(name = %self.name, error = %e, "munmap of a semaphore failed");
         }
-        if self.unlink_on_drop {
-            match sys::sem_unlink(self.name.as_c_str()) {
-                Ok(()) => tracing::trace!(name = %self.name, "unlinked named semaphore"),
-                Err(e) => tracing::debug!(name = %self.name, error = %e, "sem_unlink failed"),
-            }
-        }
+        // Then `self.remove`, if set, unlinks the name.
     }
 }
 
@@ -481,7 +461,60 @@ impl fmt::Debug for NamedSemaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NamedSemaphore")
             .field("name", &self.name)
-            .field("unlink_on_drop", &self.unlink_on_drop)
+            .field("remove_on_drop", &self.remove.is_some())
             .finish()
+    }
+}
+
+/// How a [`NamedSemaphore`] is opened: whose semaphore is accepted
+/// ([`owner`](NamedOpenOptions::owner)). [`NamedSemaphore::open`] is these options with their
+/// defaults.
+///
+/// ```no_run
+/// use ipc_sync::{NamedOpenOptions, Owner};
+///
+/// // A semaphore that user 1001 created, on purpose:
+/// let sem = NamedOpenOptions::new().owner(Owner::Uid(1001)).open("/jobs")?;
+/// # Ok::<(), ipc_sync::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NamedOpenOptions {
+    owner: Owner,
+}
+
+impl NamedOpenOptions {
+    /// Only semaphores owned by this process's effective user ([`Owner::Me`]).
+    pub fn new() -> NamedOpenOptions {
+        NamedOpenOptions::default()
+    }
+
+    /// Whose semaphore to accept: [`Owner::Me`] by default, [`Owner::Uid`] for one other user,
+    /// [`Owner::Any`] for anybody (its mode still decides whether we may open it), checked
+    /// against the owner `fstat` reports on the opened file. Every other check of
+    /// [`NamedSemaphore::open`] stays.
+    pub fn owner(&mut self, owner: Owner) -> &mut NamedOpenOptions {
+        self.owner = owner;
+        self
+    }
+
+    /// Opens the existing semaphore `name` as [`NamedSemaphore::open`] does, with this owner
+    /// policy.
+    ///
+    /// # Errors
+    /// As [`NamedSemaphore::open`]; the refusal of another user's semaphore says which
+    /// [`Owner`] accepts it.
+    ///
+    /// # References
+    /// - [`sem_open(3)`](https://man7.org/linux/man-pages/man3/sem_open.3.html)
+    #[doc(alias = "sem_open")]
+    pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<NamedSemaphore> {
+        let name = check_name(name)?;
+        let sem = open_mapped(&name, self.owner).map_err(|e| {
+            let e = e.in_op("sem_open").on(&name);
+            tracing::debug!(error = %e, "named semaphore not opened");
+            e
+        })?;
+        tracing::trace!(name = %name, "opened named semaphore");
+        Ok(NamedSemaphore::mapped(sem, name))
     }
 }

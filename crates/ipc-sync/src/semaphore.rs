@@ -10,11 +10,7 @@ use crate::futex;
 use crate::shared::{Header, Kind, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 
-const KIND: Kind = Kind {
-    name: "ipc_sync::Semaphore",
-    magic: u32::from_le_bytes(*b"iSEM"),
-    version: 1,
-};
+static KIND: Kind = Kind::new("ipc_sync::Semaphore", u32::from_le_bytes(*b"iSEM"), 1);
 
 /// A counting semaphore in shared memory: [`post`](Semaphore::post) adds one,
 /// [`wait`](Semaphore::wait) takes one, sleeping while the count is zero.
@@ -58,7 +54,7 @@ const KIND: Kind = Kind {
 /// assert!(sem.try_wait().is_err()); // empty: would block
 /// sem.post()?;
 /// assert_eq!(sem.value(), 1);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[repr(C)]
 pub struct Semaphore {
@@ -83,7 +79,7 @@ impl Semaphore {
     /// Never blocks. Makes the `FUTEX_WAKE` syscall only when a waiter may be asleep.
     ///
     /// # Errors
-    /// [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) if the count is
+    /// [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) if the count is
     /// [`Semaphore::MAX`]; the count is unchanged.
     ///
     /// # References
@@ -135,7 +131,7 @@ impl Semaphore {
     /// Takes one unit if the count is above zero, without waiting.
     ///
     /// # Errors
-    /// [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) (empty) if the count is zero.
+    /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) (empty) if the count is zero.
     #[doc(alias = "sem_trywait")]
     pub fn try_wait(&self) -> Result<()> {
         self.wait_with(Deadline::Now, Spin::Never)
@@ -144,7 +140,7 @@ impl Semaphore {
     /// Takes one unit, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut) if the count stayed zero.
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) if the count stayed zero.
     #[doc(alias = "sem_timedwait")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_with(Deadline::after(timeout), Spin::Adaptive)
@@ -163,9 +159,9 @@ impl Semaphore {
     /// (`FUTEX_WAIT_BITSET` on the count while it is zero).
     ///
     /// # Errors
-    /// - [`ErrorKind::WouldBlock`](ipc_core::ErrorKind::WouldBlock) (empty): the count is zero
+    /// - [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) (empty): the count is zero
     ///   and `deadline` is [`Deadline::Now`].
-    /// - [`ErrorKind::TimedOut`](ipc_core::ErrorKind::TimedOut): the count stayed zero until
+    /// - [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut): the count stayed zero until
     ///   the deadline.
     ///
     /// # References
@@ -177,7 +173,7 @@ impl Semaphore {
         if deadline == Deadline::Now {
             return Err(Error::would_block(Blocked::Empty)
                 .in_op("wait")
-                .on(self.describe()));
+                .on_shared(KIND.label()));
         }
         if spin.run(&self.post_cpu, || self.try_take(false)) {
             return Ok(());
@@ -208,7 +204,8 @@ impl Semaphore {
                 return if self.try_take(true) {
                     Ok(())
                 } else {
-                    Err(e.in_op("wait").on(self.describe()))
+                    // Timed out (the expected end of a timed wait): named without allocating.
+                    Err(e.in_op("wait").on_shared(KIND.label()))
                 };
             }
             slept = true;

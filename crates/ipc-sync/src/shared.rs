@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ipc_core::{Error, ErrorKind, Result, ResultExt};
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -42,6 +43,26 @@ pub(crate) struct Kind {
     pub(crate) magic: u32,
     /// Its layout version.
     pub(crate) version: u32,
+    /// `name`, shared: see [`Kind::label`].
+    label: OnceLock<Arc<str>>,
+}
+
+impl Kind {
+    pub(crate) const fn new(name: &'static str, magic: u32, version: u32) -> Kind {
+        Kind {
+            name,
+            magic,
+            version,
+            label: OnceLock::new(),
+        }
+    }
+
+    /// The object the expected errors of a wait (would-block, timed out) name: the type's
+    /// name, formatted once per process and shared, so that making such an error allocates
+    /// nothing. (Other errors name the object's address too.)
+    pub(crate) fn label(&'static self) -> &'static Arc<str> {
+        self.label.get_or_init(|| Arc::from(self.name))
+    }
 }
 
 impl Header {
@@ -150,7 +171,7 @@ pub(crate) fn check_ptr<T>(ptr: *const T, name: &'static str) -> Result<()> {
 /// // SAFETY: as above; the object was initialised.
 /// let again = unsafe { Semaphore::open_at(place.as_ptr())? };
 /// assert_eq!(again.value(), 0);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # Safety
@@ -460,11 +481,7 @@ mod tests {
     use super::*;
     use std::mem::MaybeUninit;
 
-    const KIND: Kind = Kind {
-        name: "Test",
-        magic: 0x7465_7374,
-        version: 3,
-    };
+    static KIND: Kind = Kind::new("Test", 0x7465_7374, 3);
 
     #[test]
     fn header_check_reports_each_mismatch() {

@@ -6,7 +6,7 @@
 //! callers (mutex.rs, named.rs) hold the invariants that make them true. Everything else here is
 //! a safe function over plain values.
 
-use std::ffi::{CStr, c_int};
+use std::ffi::c_int;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
@@ -265,16 +265,6 @@ pub(crate) unsafe fn sem_unmap(s: SemPtr) -> Result<(), Errno> {
     unsafe { rustix::mm::munmap(s.0.as_ptr().cast(), SEM_SIZE) }
 }
 
-/// `sem_unlink`.
-pub(crate) fn sem_unlink(name: &CStr) -> Result<(), Errno> {
-    // SAFETY: `name` is a NUL-terminated string.
-    if unsafe { libc::sem_unlink(name.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // System V semaphore sets.
 
@@ -285,13 +275,6 @@ union Semun {
     val: c_int,
     buf: *mut libc::semid_ds,
     array: *mut libc::c_ushort,
-}
-
-/// `ftok(path, proj_id)`.
-pub(crate) fn ftok(path: &CStr, proj_id: u8) -> Result<libc::key_t, Errno> {
-    // SAFETY: `path` is a NUL-terminated string.
-    let key = unsafe { libc::ftok(path.as_ptr(), c_int::from(proj_id)) };
-    if key == -1 { Err(errno()) } else { Ok(key) }
 }
 
 /// `semget(key, nsems, flags)`.
@@ -314,13 +297,6 @@ pub(crate) fn sem_op(
     // SAFETY: `ops` is a valid, writable slice of `ops.len()` sembufs; `tp` is null or points
     // to a local timespec that outlives the call.
     let rc = unsafe { semtimedop(id, ops.as_mut_ptr(), ops.len(), tp) };
-    if rc == -1 { Err(errno()) } else { Ok(()) }
-}
-
-/// `semctl(id, 0, IPC_RMID)`.
-pub(crate) fn sem_rmid(id: c_int) -> Result<(), Errno> {
-    // SAFETY: IPC_RMID reads no fourth argument; passing a zeroed union is harmless.
-    let rc = unsafe { libc::semctl(id, 0, libc::IPC_RMID, Semun { val: 0 }) };
     if rc == -1 { Err(errno()) } else { Ok(()) }
 }
 

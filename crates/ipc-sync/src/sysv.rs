@@ -1,12 +1,11 @@
 //! [`SemaphoreSet`]: System V semaphore sets (`semget`, `semop`, `semctl`), whose `SEM_UNDO`
 //! lets the kernel undo what a dead process did.
 
-use std::ffi::CString;
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::sync::Arc;
 
-use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
+use ipc_core::sysv::{self, Key, SysvKind};
+use ipc_core::{Blocked, Deadline, Error, ErrorKind, Owner, Removable, RemoveGuard, Result, knob};
 use rustix::io::Errno;
 use rustix::time::Timespec;
 
@@ -15,18 +14,15 @@ use crate::sys;
 /// The largest value of a System V semaphore on Linux (`SEMVMX`).
 pub const SEMVMX: u16 = 32767;
 
-/// Where the kernel's System V semaphore limits are: `SEMMSL SEMMNS SEMOPM SEMMNI`.
-const SEM_LIMITS: &str = "/proc/sys/kernel/sem";
-
-/// The fields of [`SEM_LIMITS`], in order.
+/// The fields of [`knob::SEM`] (`SEMMSL SEMMNS SEMOPM SEMMNI`), in order.
 const SEMMSL: (usize, &str) = (0, "SEMMSL");
 const SEMMNS: (usize, &str) = (1, "SEMMNS");
 const SEMOPM: (usize, &str) = (2, "SEMOPM");
 const SEMMNI: (usize, &str) = (3, "SEMMNI");
 
-/// [`ErrorKind::LimitExceeded`] naming one field of [`SEM_LIMITS`] and its value now.
+/// [`ErrorKind::LimitExceeded`] naming one field of [`knob::SEM`] and its value now.
 fn limit_error((field, name): (usize, &'static str)) -> Error {
-    ipc_core::knob::limit_error_field(SEM_LIMITS, field, name)
+    knob::limit_error_field(knob::SEM, field, name)
 }
 
 /// [`ErrorKind::LimitExceeded`] for [`SEMVMX`], the kernel's fixed ceiling on a value.
@@ -37,92 +33,33 @@ fn semvmx_error() -> Error {
 /// `semget` failed with `ENOSPC`: out of set ids (`SEMMNI`) or of semaphores in the namespace
 /// (`SEMMNS`). The sets in `/proc/sysvipc/sem` (this IPC namespace's) tell which.
 fn semget_nospc() -> Error {
-    let sets = std::fs::read_to_string("/proc/sysvipc/sem")
-        .ok()
-        .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64);
-    let semmni = ipc_core::knob::read_field(SEM_LIMITS, SEMMNI.0);
+    let sets = sysv::in_use(SysvKind::SemaphoreSet);
+    let semmni = knob::read_field(knob::SEM, SEMMNI.0);
     match (sets, semmni) {
         (Some(n), Some(max)) if n >= max => limit_error(SEMMNI),
         _ => limit_error(SEMMNS),
     }
 }
 
-/// A System V IPC key: how unrelated processes find the same set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Key {
-    /// `IPC_PRIVATE`: a new set that has no key; share its [id](SemaphoreSet::id) instead
-    /// (with a child, for example).
-    Private,
-    /// A key agreed on by the processes (for example from [`Key::from_path`]).
-    Value(i32),
-}
-
-impl Key {
-    /// The key `ftok(path, proj_id)` makes from an existing file's inode and device.
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`] if `path` does not exist; [`ErrorKind::InvalidInput`] if
-    /// `proj_id` is 0 (ftok uses only its low 8 bits, and 0 is reserved).
-    ///
-    /// # References
-    /// - [`ftok(3)`](https://man7.org/linux/man-pages/man3/ftok.3.html)
-    #[doc(alias = "ftok")]
-    pub fn from_path(path: impl AsRef<Path>, proj_id: u8) -> Result<Key> {
-        let path = path.as_ref();
-        if proj_id == 0 {
-            return Err(Error::with_note(
-                ErrorKind::InvalidInput,
-                "ftok's project id must not be 0",
-            )
-            .in_op("ftok")
-            .on(path.display()));
-        }
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-            Error::with_note(ErrorKind::InvalidName, "path contains a NUL byte")
-                .in_op("ftok")
-                .on(path.display())
-        })?;
-        sys::ftok(&c, proj_id)
-            .map(Key::Value)
-            .map_err(|e| Error::from(e).in_op("ftok").on(path.display()))
-    }
-
-    fn raw(self) -> libc::key_t {
-        match self {
-            Key::Private => libc::IPC_PRIVATE,
-            Key::Value(k) => k,
-        }
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Key::Private => f.write_str("IPC_PRIVATE"),
-            Key::Value(k) => write!(f, "key {k:#010x}"),
-        }
-    }
-}
-
 /// How [`SemaphoreSet`]s are opened: how long to wait for a set that is not initialised yet,
-/// and whether another user's set is accepted.
+/// and whose set is accepted ([`owner`](SetOpenOptions::owner)).
 ///
 /// ```
-/// use ipc_core::Deadline;
-/// use ipc_sync::{Key, SemaphoreSet, SetOpenOptions};
+/// use ipc_sync::{Deadline, Key, Owner, SemaphoreSet, SetOpenOptions};
 /// use std::time::Duration;
 ///
-/// let set = SemaphoreSet::create(Key::Private, &[1])?.remove_on_drop();
+/// let set = SemaphoreSet::create(Key::PRIVATE, &[1])?.remove_on_drop();
 /// let again = SetOpenOptions::new()
 ///     .wait(Deadline::after(Duration::from_millis(100)))
+///     .owner(Owner::Me)
 ///     .open_id(set.id())?;
 /// assert_eq!(again.values()?, vec![1]);
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SetOpenOptions {
     wait: Deadline,
-    any_owner: bool,
+    owner: Owner,
 }
 
 impl Default for SetOpenOptions {
@@ -132,11 +69,11 @@ impl Default for SetOpenOptions {
 }
 
 impl SetOpenOptions {
-    /// No waiting; only sets owned by this process's effective user.
+    /// No waiting; only sets owned by this process's effective user ([`Owner::Me`]).
     pub fn new() -> SetOpenOptions {
         SetOpenOptions {
             wait: Deadline::Now,
-            any_owner: false,
+            owner: Owner::Me,
         }
     }
 
@@ -149,11 +86,13 @@ impl SetOpenOptions {
         self
     }
 
-    /// Accepts a set owned by another user. By default such a set is refused with
-    /// [`ErrorKind::PermissionDenied`]: its owner can change its mode or remove it at will, and
-    /// anyone can create a set under a key before its rightful user does.
-    pub fn any_owner(&mut self, any_owner: bool) -> &mut SetOpenOptions {
-        self.any_owner = any_owner;
+    /// Whose set to accept: [`Owner::Me`] by default, [`Owner::Uid`] for one other user,
+    /// [`Owner::Any`] for anybody (its mode still decides what we may do), checked against
+    /// the owner `semctl(IPC_STAT)` reports for the id. Another user's set is refused by
+    /// default with [`ErrorKind::PermissionDenied`]: its owner can change its mode or remove it
+    /// at will, and anyone can create a set under a key before its rightful user does.
+    pub fn owner(&mut self, owner: Owner) -> &mut SetOpenOptions {
+        self.owner = owner;
         self
     }
 
@@ -199,6 +138,10 @@ impl SetOpenOptions {
     }
 
     /// Uses the set with id `id`, as [`SemaphoreSet::from_id`] does, with this owner policy.
+    ///
+    /// # Errors
+    /// As [`SemaphoreSet::from_id`]; the refusal of another user's set says which
+    /// [`Owner`] accepts it.
     pub fn open_id(&self, id: i32) -> Result<SemaphoreSet> {
         let what = || format!("System V semaphore set {id}");
         let ds = sys::sem_stat(id).map_err(|e| {
@@ -206,28 +149,10 @@ impl SetOpenOptions {
             tracing::debug!(error = %e, "semaphore set not opened");
             e
         })?;
-        let me = rustix::process::geteuid().as_raw();
-        if !self.any_owner && ds.sem_perm.uid != me {
-            let e = Error::with_note(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "owned by uid {}, not by this process's uid {me}; \
-                     SetOpenOptions::any_owner(true) opens it anyway",
-                    ds.sem_perm.uid
-                ),
-            )
-            .in_op("open")
-            .on(what());
-            tracing::debug!(error = %e, "semaphore set not opened");
-            return Err(e);
-        }
+        self.owner.check(ds.sem_perm.uid, what())?;
         let len = u16::try_from(ds.sem_nsems).unwrap_or(u16::MAX);
         tracing::trace!(id, len, "opened System V semaphore set");
-        Ok(SemaphoreSet {
-            id,
-            len,
-            remove_on_drop: false,
-        })
+        Ok(SemaphoreSet::new(id, len))
     }
 }
 
@@ -275,16 +200,15 @@ impl SemOp {
 /// user is gone. Every operation is a syscall.
 ///
 /// ```
-/// use ipc_core::Deadline;
-/// use ipc_sync::{Key, SemaphoreSet};
+/// use ipc_sync::{Deadline, Key, SemaphoreSet};
 ///
 /// // Semaphore 0: a lock (1 = free); semaphore 1: items ready.
-/// let set = SemaphoreSet::create(Key::Private, &[1, 0])?.remove_on_drop();
+/// let set = SemaphoreSet::create(Key::PRIVATE, &[1, 0])?.remove_on_drop();
 /// set.acquire(0, Deadline::Never)?; // undone by the kernel if we die holding it
 /// set.release(0)?;
 /// assert_eq!(set.values()?, vec![1, 0]);
 /// // A child gets `set.id()` and calls SemaphoreSet::from_id(id).
-/// # Ok::<(), ipc_core::Error>(())
+/// # Ok::<(), ipc_sync::Error>(())
 /// ```
 ///
 /// # References
@@ -293,10 +217,29 @@ impl SemOp {
 pub struct SemaphoreSet {
     id: i32,
     len: u16,
-    remove_on_drop: bool,
+    /// "System V semaphore set ID", formatted once: errors name the set by taking a reference
+    /// count, so the expected ones (would-block, timed out) allocate nothing.
+    label: Arc<str>,
+    /// Removes the set when this value is dropped, if [`remove_on_drop`] asked for it.
+    ///
+    /// [`remove_on_drop`]: SemaphoreSet::remove_on_drop
+    remove: Option<RemoveGuard>,
 }
 
+/// The most operations one [`SemaphoreSet::op`] call builds on the stack (more go to the
+/// heap).
+const STACK_OPS: usize = 8;
+
 impl SemaphoreSet {
+    fn new(id: i32, len: u16) -> SemaphoreSet {
+        SemaphoreSet {
+            id,
+            len,
+            label: Arc::from(format!("System V semaphore set {id}")),
+            remove: None,
+        }
+    }
+
     /// Creates a set with one semaphore per entry of `values`, set to those values, failing if
     /// `key` exists (`semget` with `IPC_CREAT | IPC_EXCL`, mode `0o600`; `semctl(SETALL)`).
     ///
@@ -326,7 +269,9 @@ impl SemaphoreSet {
     /// `0o777` (set-user-ID, set-group-ID, sticky), before any syscall.
     pub fn create_with_mode(key: Key, values: &[u16], mode: u16) -> Result<SemaphoreSet> {
         let fail = |e: Error| {
-            let e = e.in_op("semget").on(key);
+            let e = e
+                .in_op("semget")
+                .on(format_args!("System V semaphore set with key {key}"));
             tracing::debug!(error = %e, "semaphore set not created");
             e
         };
@@ -347,24 +292,21 @@ impl SemaphoreSet {
         }
         let len = u16::try_from(values.len()).map_err(|_| fail(limit_error(SEMMSL)))?;
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | libc::c_int::from(mode);
-        let id = sys::semget(key.raw(), libc::c_int::from(len), flags).map_err(|e| {
+        let id = sys::semget(key.as_raw(), libc::c_int::from(len), flags).map_err(|e| {
             fail(match e {
                 Errno::INVAL => limit_error(SEMMSL),
                 Errno::NOSPC => semget_nospc(),
                 e => Error::from(e),
             })
         })?;
-        let set = SemaphoreSet {
-            id,
-            len,
-            remove_on_drop: true, // until initialised: a failure below removes it
-        };
+        // Until initialised: a failure below removes it.
+        let set = SemaphoreSet::new(id, len).remove_on_drop();
         sys::sem_setall(id, values).map_err(|e| Error::from(e).in_op("semctl(SETALL)").on(&set))?;
         // A first operation sets sem_otime, which `open` takes as "initialised".
         let (a, b) = if values[0] < SEMVMX { (1, -1) } else { (-1, 1) };
         set.op(&[SemOp::new(0, a), SemOp::new(0, b)], Deadline::Now)?;
         tracing::trace!(id, %key, len, "created System V semaphore set");
-        Ok(set.disarm())
+        Ok(set.keep())
     }
 
     /// Opens the existing set with `key`, if it is initialised and this process's user owns
@@ -377,7 +319,7 @@ impl SemaphoreSet {
     /// meaningless zeros.
     ///
     /// # Errors
-    /// - [`ErrorKind::NotFound`]: no set has this key ([`Key::Private`] never does).
+    /// - [`ErrorKind::NotFound`]: no set has this key ([`Key::PRIVATE`] never does).
     /// - [`ErrorKind::WouldBlock`]: the set exists but is not initialised yet; the message says
     ///   what to do if its creator died.
     /// - [`ErrorKind::PermissionDenied`]: another user owns it, or its mode refuses us.
@@ -389,26 +331,19 @@ impl SemaphoreSet {
         SetOpenOptions::new().open(key)
     }
 
-    /// The id of the set with `key` (`semget(key, 0, 0)`), with no other check: a peer that
-    /// knows only the key finds the id to use with [`from_id`](SemaphoreSet::from_id).
+    /// The id of the set with `key` (`semget(key, 0, 0)`, through
+    /// [`ipc_core::sysv::lookup`]), with no other check: a peer that knows only the key finds
+    /// the id to use with [`from_id`](SemaphoreSet::from_id).
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`] if no set has this key ([`Key::Private`] never does);
+    /// [`ErrorKind::NotFound`] if no set has this key ([`Key::PRIVATE`] never does);
     /// [`ErrorKind::PermissionDenied`] if its mode refuses us any access.
+    ///
+    /// # References
+    /// - [`semget(2)`](https://man7.org/linux/man-pages/man2/semget.2.html)
     #[doc(alias = "semget")]
     pub fn lookup(key: Key) -> Result<i32> {
-        let fail = |e: Error| {
-            let e = e.in_op("semget").on(key);
-            tracing::debug!(error = %e, "semaphore set not found");
-            e
-        };
-        if key == Key::Private {
-            return Err(fail(Error::with_note(
-                ErrorKind::NotFound,
-                "IPC_PRIVATE names no existing set; pass the set's id instead",
-            )));
-        }
-        sys::semget(key.raw(), 0, 0).map_err(|e| fail(Error::from(e)))
+        sysv::lookup(SysvKind::SemaphoreSet, key)
     }
 
     /// Uses the set with id `id` (from [`id`](SemaphoreSet::id) in another process, or from
@@ -419,41 +354,51 @@ impl SemaphoreSet {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] if there is no such set (`EINVAL`);
     /// [`ErrorKind::PermissionDenied`] for another user's set
-    /// ([`SetOpenOptions::any_owner`] opens it) or a mode that refuses us.
+    /// ([`SetOpenOptions::owner`] opens it) or a mode that refuses us.
     pub fn from_id(id: i32) -> Result<SemaphoreSet> {
         SetOpenOptions::new().open_id(id)
     }
 
-    /// Makes this value a guard of the set: dropping it removes the set (also during a
-    /// panic).
+    /// Makes this value the owner of the set: dropping it (also during a panic) removes the
+    /// set (`IPC_RMID`) with an [`ipc_core::RemoveGuard`], quietly if it is gone already.
+    /// The same builder as `NamedSemaphore::remove_on_drop` and ipc-shm's
+    /// `Segment::remove_on_drop`; for an id with no value of its own, use a
+    /// [`RemoveGuard`] with [`Removable::Sysv`] directly.
     #[must_use]
     pub fn remove_on_drop(mut self) -> SemaphoreSet {
-        self.remove_on_drop = true;
+        self.remove = Some(RemoveGuard::new(Removable::Sysv(
+            SysvKind::SemaphoreSet,
+            self.id,
+        )));
         self
     }
 
-    /// Takes the set out of `self` without removing it.
-    fn disarm(mut self) -> SemaphoreSet {
-        let set = SemaphoreSet {
-            id: self.id,
-            len: self.len,
-            remove_on_drop: false,
-        };
-        self.remove_on_drop = false;
-        set
+    /// Undoes [`remove_on_drop`](SemaphoreSet::remove_on_drop): the set stays when this value
+    /// is dropped.
+    fn keep(mut self) -> SemaphoreSet {
+        if let Some(guard) = self.remove.take() {
+            guard.disarm();
+        }
+        self
     }
 
     /// Whether the set's values were set: a `semop` happened (`sem_otime` is not 0), or every
     /// semaphore was set by `SETVAL`/`SETALL` (its `sempid` is not 0 any more).
     fn initialised(&self) -> Result<bool> {
-        let ds = sys::sem_stat(self.id)
-            .map_err(|e| Error::from(e).in_op("semctl(IPC_STAT)").on(self))?;
+        let ds = sys::sem_stat(self.id).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(IPC_STAT)")
+                .on_shared(&self.label)
+        })?;
         if ds.sem_otime != 0 {
             return Ok(true);
         }
         for num in 0..self.len {
-            let pid = sys::sem_get(self.id, num, libc::GETPID)
-                .map_err(|e| Error::from(e).in_op("semctl(GETPID)").on(self))?;
+            let pid = sys::sem_get(self.id, num, libc::GETPID).map_err(|e| {
+                Error::from(e)
+                    .in_op("semctl(GETPID)")
+                    .on_shared(&self.label)
+            })?;
             if pid == 0 {
                 return Ok(false);
             }
@@ -497,8 +442,10 @@ impl SemaphoreSet {
     #[doc(alias = "semtimedop")]
     pub fn op(&self, ops: &[SemOp], deadline: Deadline) -> Result<()> {
         let fail = |e: Error| {
-            let e = e.in_op("semop").on(self);
-            tracing::debug!(error = %e, "semop failed");
+            let e = e.in_op("semop").on_shared(&self.label);
+            if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                tracing::debug!(error = %e, "semop failed");
+            }
             e
         };
         if ops.is_empty() {
@@ -518,21 +465,31 @@ impl SemaphoreSet {
         } else {
             0
         };
-        let mut bufs: Vec<libc::sembuf> = ops
-            .iter()
-            .map(|o| libc::sembuf {
-                sem_num: o.num,
-                sem_op: o.delta,
-                sem_flg: (nowait | if o.undo { libc::SEM_UNDO } else { 0 }) as libc::c_short,
-            })
-            .collect();
+        let sembuf = |o: &SemOp| libc::sembuf {
+            sem_num: o.num,
+            sem_op: o.delta,
+            sem_flg: (nowait | if o.undo { libc::SEM_UNDO } else { 0 }) as libc::c_short,
+        };
+        // A few operations (the usual case) are built on the stack: a try that would block
+        // allocates nothing.
+        let mut stack = [sembuf(&ops[0]); STACK_OPS];
+        let mut heap = Vec::new();
+        let bufs: &mut [libc::sembuf] = if ops.len() <= STACK_OPS {
+            for (b, o) in stack.iter_mut().zip(ops) {
+                *b = sembuf(o);
+            }
+            &mut stack[..ops.len()]
+        } else {
+            heap.extend(ops.iter().map(sembuf));
+            &mut heap
+        };
         loop {
             let timeout = match deadline {
                 Deadline::At(_) => deadline.timespec(),
                 _ => None,
             };
             let timeout: Option<Timespec> = timeout;
-            match sys::sem_op(self.id, &mut bufs, timeout.as_ref()) {
+            match sys::sem_op(self.id, bufs, timeout.as_ref()) {
                 Ok(()) => return Ok(()),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => {
@@ -591,16 +548,22 @@ impl SemaphoreSet {
     /// - [`semctl(2)`](https://man7.org/linux/man-pages/man2/semctl.2.html)
     #[doc(alias = "semctl")]
     pub fn value(&self, num: u16) -> Result<u16> {
-        let v = sys::sem_get(self.id, num, libc::GETVAL)
-            .map_err(|e| Error::from(e).in_op("semctl(GETVAL)").on(self))?;
+        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETVAL)")
+                .on_shared(&self.label)
+        })?;
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
     }
 
     /// The values of all semaphores (`semctl(GETALL)`).
     pub fn values(&self) -> Result<Vec<u16>> {
         let mut v = vec![0; self.len()];
-        sys::sem_getall(self.id, &mut v)
-            .map_err(|e| Error::from(e).in_op("semctl(GETALL)").on(self))?;
+        sys::sem_getall(self.id, &mut v).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETALL)")
+                .on_shared(&self.label)
+        })?;
         Ok(v)
     }
 
@@ -611,16 +574,24 @@ impl SemaphoreSet {
     /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
-            return Err(semvmx_error().in_op("semctl(SETVAL)").on(self));
+            return Err(semvmx_error()
+                .in_op("semctl(SETVAL)")
+                .on_shared(&self.label));
         }
-        sys::sem_setval(self.id, num, value)
-            .map_err(|e| Error::from(e).in_op("semctl(SETVAL)").on(self))
+        sys::sem_setval(self.id, num, value).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(SETVAL)")
+                .on_shared(&self.label)
+        })
     }
 
     /// How many processes wait for semaphore `num` to increase (`semctl(GETNCNT)`).
     pub fn waiting(&self, num: u16) -> Result<u32> {
-        let n = sys::sem_get(self.id, num, libc::GETNCNT)
-            .map_err(|e| Error::from(e).in_op("semctl(GETNCNT)").on(self))?;
+        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| {
+            Error::from(e)
+                .in_op("semctl(GETNCNT)")
+                .on_shared(&self.label)
+        })?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
@@ -630,27 +601,9 @@ impl SemaphoreSet {
     /// # Errors
     /// [`ErrorKind::PermissionDenied`] if we neither own nor created it.
     #[doc(alias = "IPC_RMID")]
-    pub fn remove(mut self) -> Result<()> {
-        self.remove_on_drop = false;
-        self.rmid()
-    }
-
-    fn rmid(&self) -> Result<()> {
-        sys::sem_rmid(self.id).map_err(|e| {
-            let e = Error::from(e).in_op("semctl(IPC_RMID)").on(self);
-            tracing::debug!(error = %e, "semaphore set not removed");
-            e
-        })?;
-        tracing::trace!(id = self.id, "removed System V semaphore set");
-        Ok(())
-    }
-}
-
-impl Drop for SemaphoreSet {
-    fn drop(&mut self) {
-        if self.remove_on_drop {
-            let _ = self.rmid();
-        }
+    pub fn remove(self) -> Result<()> {
+        let this = self.keep();
+        Removable::Sysv(SysvKind::SemaphoreSet, this.id).remove()
     }
 }
 
@@ -665,7 +618,7 @@ impl fmt::Debug for SemaphoreSet {
         f.debug_struct("SemaphoreSet")
             .field("id", &self.id)
             .field("len", &self.len)
-            .field("remove_on_drop", &self.remove_on_drop)
+            .field("remove_on_drop", &self.remove.is_some())
             .finish()
     }
 }
@@ -678,7 +631,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "System V IPC is not supported by Miri")]
     fn values_ops_and_removal() {
-        let set = SemaphoreSet::create(Key::Private, &[2, 0, 5])
+        let set = SemaphoreSet::create(Key::PRIVATE, &[2, 0, 5])
             .unwrap()
             .remove_on_drop();
         assert_eq!(set.len(), 3);
@@ -743,11 +696,11 @@ mod tests {
             ErrorKind::AlreadyExists
         );
         assert_eq!(
-            SemaphoreSet::create(Key::Private, &[]).unwrap_err().kind(),
+            SemaphoreSet::create(Key::PRIVATE, &[]).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
         assert_eq!(
-            SemaphoreSet::create(Key::Private, &[SEMVMX + 1])
+            SemaphoreSet::create(Key::PRIVATE, &[SEMVMX + 1])
                 .unwrap_err()
                 .kind(),
             ErrorKind::LimitExceeded

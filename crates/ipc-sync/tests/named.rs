@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipc_core::ErrorKind;
-use ipc_sync::{NamedSemaphore, SEM_VALUE_MAX};
+use ipc_sync::{NamedOpenOptions, NamedSemaphore, Owner, SEM_VALUE_MAX};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog};
 
 fn dev_shm_file(name: &NamedSemaphore) -> PathBuf {
@@ -82,7 +82,7 @@ fn open_hostile_files(_: &Ctx) {
     use std::os::unix::fs::symlink;
     let target = NamedSemaphore::create(unique_posix_name("hostile-target").as_str(), 5)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     let target_file = dev_shm_file(&target);
     let mut checked = Vec::new();
     for kind in [
@@ -153,7 +153,7 @@ fn unprivileged_cycle(ctx: &Ctx) {
     }
     let sem = NamedSemaphore::create_with_mode(ctx.arg(), 1, 0o600)
         .expect("create")
-        .unlink_on_drop();
+        .remove_on_drop();
     let other = NamedSemaphore::open(ctx.arg()).expect("open");
     other.try_wait().unwrap();
     sem.post().unwrap();
@@ -240,13 +240,16 @@ fn another_users_semaphore_is_refused_unless_asked_for() {
     let name = unique_posix_name("named-owner");
     let sem = NamedSemaphore::create(name.as_str(), 4)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     let file = dev_shm_file(&sem);
     std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
     let e = NamedSemaphore::open(name.as_str()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("open_any_owner"), "{e}");
-    let other = NamedSemaphore::open_any_owner(name.as_str()).unwrap();
+    assert!(e.to_string().contains("Owner::Uid(65534)"), "{e}");
+    let other = NamedOpenOptions::new()
+        .owner(Owner::Any)
+        .open(name.as_str())
+        .unwrap();
     assert_eq!(other.value().unwrap(), 4);
 }
 
@@ -255,7 +258,7 @@ fn another_process_posts_by_name() {
     let name = unique_posix_name("named");
     let sem = NamedSemaphore::create(name.as_str(), 0)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     let child = spawn("post_by_name").arg(format!("{name} 5")).start();
     for _ in 0..5 {
         sem.wait_timeout(watchdog()).unwrap();
@@ -270,7 +273,7 @@ fn interoperates_with_plain_sem_open_both_ways() {
     let name = unique_posix_name("named-c");
     let sem = NamedSemaphore::create(name.as_str(), 0)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     spawn("plain_c_program")
         .arg(name.as_str())
         .start()
@@ -284,7 +287,7 @@ fn interoperates_with_plain_sem_open_both_ways() {
         .wait_success();
     let sem = NamedSemaphore::open(theirs.as_str())
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     assert_eq!(sem.value().unwrap(), 3);
 }
 
@@ -293,7 +296,7 @@ fn the_guard_unlinks_the_name_also_on_panic() {
     let name = unique_posix_name("named-guard");
     let sem = NamedSemaphore::create(name.as_str(), 1)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     let file = dev_shm_file(&sem);
     assert!(file.exists(), "{} missing", file.display());
     drop(sem);
@@ -306,7 +309,7 @@ fn the_guard_unlinks_the_name_also_on_panic() {
     let panicked = std::panic::catch_unwind(|| {
         let _sem = NamedSemaphore::create(name.as_str(), 1)
             .unwrap()
-            .unlink_on_drop();
+            .remove_on_drop();
         panic!("on purpose");
     });
     assert!(panicked.is_err());
@@ -321,7 +324,7 @@ fn names_are_checked_and_created_exclusively() {
     let name = unique_posix_name("named-excl");
     let sem = NamedSemaphore::create(name.as_str(), 0)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     let e = NamedSemaphore::create(name.as_str(), 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert!(e.to_string().contains(&name), "{e}");
@@ -336,7 +339,7 @@ fn names_are_checked_and_created_exclusively() {
     let long = format!("/ipctest-{}", "x".repeat(251 - "ipctest-".len()));
     let ok = NamedSemaphore::create(long.as_str(), 0)
         .unwrap()
-        .unlink_on_drop();
+        .remove_on_drop();
     drop(ok);
     let too_long = format!("{long}y");
     let e = NamedSemaphore::create(too_long.as_str(), 0).unwrap_err();

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
-use ipc_sync::{Key, SemOp, SemaphoreSet, SetOpenOptions};
+use ipc_sync::{Key, Owner, SemOp, SemaphoreSet, SetOpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, watchdog, within_watchdog};
 
 /// Removes the System V semaphore set `id` on drop (also when the test fails).
@@ -30,10 +30,7 @@ fn fresh_key(dir: &TempDir, tag: &str) -> Key {
 }
 
 fn raw_key(key: Key) -> libc::key_t {
-    match key {
-        Key::Value(k) => k,
-        Key::Private => libc::IPC_PRIVATE,
-    }
+    key.as_raw()
 }
 
 /// `key nsems step`: does what a creator does by hand (`semget`, then `SETVAL` of semaphore 0
@@ -208,7 +205,7 @@ fn a_creator_killed_at_each_step_leaves_openers_an_error_not_a_hang() {
 #[test]
 fn create_with_mode_refuses_special_bits() {
     for mode in [0o4600, 0o2600, 0o1600, 0o1000] {
-        let e = match SemaphoreSet::create_with_mode(Key::Private, &[1], mode) {
+        let e = match SemaphoreSet::create_with_mode(Key::PRIVATE, &[1], mode) {
             Ok(set) => panic!("{mode:o} accepted: {set:?}", set = set.remove_on_drop()),
             Err(e) => e,
         };
@@ -240,13 +237,13 @@ fn another_users_set_is_refused_unless_asked_for() {
     }
     let e = SemaphoreSet::open(key).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(e.to_string().contains("any_owner"), "{e}");
+    assert!(e.to_string().contains("Owner::Uid(65534)"), "{e}");
     let e = SemaphoreSet::from_id(set.id()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    let other = SetOpenOptions::new().any_owner(true).open(key).unwrap();
+    let other = SetOpenOptions::new().owner(Owner::Any).open(key).unwrap();
     assert_eq!(other.value(0).unwrap(), 2);
     let other = SetOpenOptions::new()
-        .any_owner(true)
+        .owner(Owner::Uid(65534))
         .open_id(set.id())
         .unwrap();
     assert_eq!(other.value(0).unwrap(), 2);
@@ -254,7 +251,7 @@ fn another_users_set_is_refused_unless_asked_for() {
 
 #[test]
 fn sem_undo_gives_back_what_a_killed_holder_took() {
-    let set = SemaphoreSet::create(Key::Private, &[3, 7])
+    let set = SemaphoreSet::create(Key::PRIVATE, &[3, 7])
         .unwrap()
         .remove_on_drop();
     let mut child = spawn("acquire_twice_and_park")
@@ -269,7 +266,7 @@ fn sem_undo_gives_back_what_a_killed_holder_took() {
 
 #[test]
 fn without_sem_undo_a_killed_holder_keeps_its_unit() {
-    let set = SemaphoreSet::create(Key::Private, &[1])
+    let set = SemaphoreSet::create(Key::PRIVATE, &[1])
         .unwrap()
         .remove_on_drop();
     let mut child = spawn("take_without_undo_and_park")
@@ -286,7 +283,7 @@ fn without_sem_undo_a_killed_holder_keeps_its_unit() {
 
 #[test]
 fn removing_the_set_wakes_its_waiters_as_disconnected() {
-    let set = SemaphoreSet::create(Key::Private, &[0])
+    let set = SemaphoreSet::create(Key::PRIVATE, &[0])
         .unwrap()
         .remove_on_drop();
     let child = spawn("wait_for_removal").arg(set.id().to_string()).start();

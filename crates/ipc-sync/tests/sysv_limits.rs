@@ -41,20 +41,20 @@ fn sem_limits(_: &Ctx) {
     }
     // SEMMNI: two sets may exist.
     set_sem(32000, 1_024_000_000, 500, 2);
-    let _a = SemaphoreSet::create(Key::Private, &[1])
+    let _a = SemaphoreSet::create(Key::PRIVATE, &[1])
         .unwrap()
         .remove_on_drop();
-    let _b = SemaphoreSet::create(Key::Private, &[1])
+    let _b = SemaphoreSet::create(Key::PRIVATE, &[1])
         .unwrap()
         .remove_on_drop();
-    let e = SemaphoreSet::create(Key::Private, &[1]).unwrap_err();
+    let e = SemaphoreSet::create(Key::PRIVATE, &[1]).unwrap_err();
     assert_limit(&e, "/proc/sys/kernel/sem (SEMMNI, field 4)", 2);
 
     // SEMMSL: at most 3 semaphores in a set.
     set_sem(3, 1_024_000_000, 500, 32000);
-    let e = SemaphoreSet::create(Key::Private, &[0, 0, 0, 0]).unwrap_err();
+    let e = SemaphoreSet::create(Key::PRIVATE, &[0, 0, 0, 0]).unwrap_err();
     assert_limit(&e, "/proc/sys/kernel/sem (SEMMSL, field 1)", 3);
-    let set = SemaphoreSet::create(Key::Private, &[0, 0, 0])
+    let set = SemaphoreSet::create(Key::PRIVATE, &[0, 0, 0])
         .unwrap()
         .remove_on_drop();
 
@@ -66,7 +66,7 @@ fn sem_limits(_: &Ctx) {
     assert_eq!(set.values().unwrap(), vec![0, 0, 0], "nothing was done");
 
     // SEMVMX: a fixed ceiling, at create, at SETVAL and at semop.
-    let e = SemaphoreSet::create(Key::Private, &[SEMVMX + 1]).unwrap_err();
+    let e = SemaphoreSet::create(Key::PRIVATE, &[SEMVMX + 1]).unwrap_err();
     assert_limit(&e, "SEMVMX", 32767);
     let e = set.set_value(0, SEMVMX + 1).unwrap_err();
     assert_limit(&e, "SEMVMX", 32767);
