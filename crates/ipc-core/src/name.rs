@@ -234,10 +234,8 @@ mod tests {
         ] {
             assert_eq!(got.unwrap(), parsed);
         }
-        assert_eq!(
-            takes(&String::from("no-slash")).unwrap_err().kind(),
-            ErrorKind::InvalidName
-        );
+        let bad = String::from("no-slash");
+        assert_eq!(takes(&bad).unwrap_err().kind(), ErrorKind::InvalidName);
     }
     use proptest::prelude::*;
 

@@ -118,7 +118,7 @@
 //!
 //! # Examples
 //!
-//! - `cargo run -p ipc-shm --example producer_consumer`: the classic scenario, a producer and
+//! - `cargo run -p ipc-shm --example shm_producer_consumer`: the classic scenario, a producer and
 //!   a consumer process sharing a POSIX segment and taking turns through two
 //!   `ipc_sync::Semaphore`s placed in it.
 //! - `cargo run -p ipc-shm --example frames`: fixed-size image frames rendered straight into

@@ -3,7 +3,7 @@
 //! ([`ipc_sync::Semaphore`]): `free` counts empty slots, `ready` filled ones.
 //!
 //! ```text
-//! cargo run -p ipc-shm --example producer_consumer
+//! cargo run -p ipc-shm --example shm_producer_consumer
 //! ```
 //!
 //! Unlike what the seed says, the data is never "copied from kernel space": the producer
