@@ -1,7 +1,9 @@
 //! Opening a queue by its name (POSIX) or key (System V) the way `std::fs::OpenOptions` opens a
-//! file: [`Creation`] from the `create` / `create_new` flags, and the one create-or-open loop
-//! both kinds of queue use ([`open_or_create`]).
+//! file: [`Creation`] from the `create` / `create_new` flags, the checks made before any system
+//! call ([`check_mode`], [`invalid`]), and the one create-or-open loop both kinds of queue use
+//! ([`open_or_create`]).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use ipc_core::{Error, ErrorKind, Result};
@@ -24,6 +26,32 @@ impl Creation {
             (false, false) => Creation::OpenExisting,
         }
     }
+}
+
+/// An [`ErrorKind::InvalidInput`] found before any system call, naming `op` and `object`, and
+/// logged.
+pub(crate) fn invalid(
+    note: impl Into<Cow<'static, str>>,
+    op: &'static str,
+    object: impl fmt::Display,
+) -> Error {
+    let e = Error::with_note(ErrorKind::InvalidInput, note)
+        .in_op(op)
+        .on(object);
+    tracing::debug!(error = %e, "{op}");
+    e
+}
+
+/// Refuses a creation mode with bits beyond the permission bits (`0o777`).
+pub(crate) fn check_mode(mode: u32, op: &'static str, object: impl fmt::Display) -> Result<()> {
+    if mode & !0o777 != 0 {
+        return Err(invalid(
+            format!("mode {mode:#o} has bits beyond 0o777 (permission bits only)"),
+            op,
+            object,
+        ));
+    }
+    Ok(())
 }
 
 /// How often the name may vanish between a failed create and the open before we give up.
@@ -70,6 +98,17 @@ pub(crate) fn open_or_create<T>(
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    #[test]
+    fn modes_beyond_the_permission_bits_are_refused() {
+        assert!(check_mode(0o777, "open", "/q").is_ok());
+        let e = check_mode(0o1600, "open", "/q").unwrap_err();
+        assert_eq!(
+            (e.kind(), e.object()),
+            (ErrorKind::InvalidInput, Some("/q"))
+        );
+        assert!(e.to_string().contains("0o1600"), "{e}");
+    }
 
     #[test]
     fn creation_follows_std() {

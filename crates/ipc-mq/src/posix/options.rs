@@ -4,11 +4,13 @@
 
 use std::os::fd::OwnedFd;
 
-use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Result};
+#[cfg(doc)]
+use ipc_core::ErrorKind;
+use ipc_core::{Error, Owner, PosixKind, PosixName, Result};
 
 use super::{Access, DEFAULT_MODE, Limits, Queue};
 use crate::limits::{FdUsage, OpenRequest, classify_open_error};
-use crate::open::{Creation, open_or_create};
+use crate::open::{Creation, check_mode, invalid, open_or_create};
 use crate::sys;
 
 fn oflag(access: Access) -> i32 {
@@ -206,19 +208,7 @@ impl OpenOptions {
 
     /// Validates mode and capacity; fills in a missing half of the capacity with its default.
     fn checked_attr(&self, name: &PosixName) -> Result<Option<sys::MqAttr>> {
-        let invalid = |note: String| {
-            let e = Error::with_note(ErrorKind::InvalidInput, note)
-                .in_op("mq_open")
-                .on(name);
-            tracing::debug!(error = %e, "mq_open");
-            Err(e)
-        };
-        if self.mode & !0o777 != 0 {
-            return invalid(format!(
-                "mode {:#o} has bits beyond 0o777 (permission bits only)",
-                self.mode
-            ));
-        }
+        check_mode(self.mode, "mq_open", name)?;
         if Creation::of(self.create, self.create_new) == Creation::OpenExisting
             || (self.max_messages.is_none() && self.message_size.is_none())
         {
@@ -235,8 +225,10 @@ impl OpenOptions {
             .map_or_else(|| defaults().default_message_size(), |n| n as u64);
         for (what, v) in [("max_messages", maxmsg), ("message_size", msgsize)] {
             if v == 0 || v > i64::MAX as u64 {
-                return invalid(format!(
-                    "{what} is {v}; it must be at least 1 and fit a long"
+                return Err(invalid(
+                    format!("{what} is {v}; it must be at least 1 and fit a long"),
+                    "mq_open",
+                    name,
                 ));
             }
         }

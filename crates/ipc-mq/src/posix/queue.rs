@@ -652,6 +652,8 @@ mod tests {
         let t = wall_clock(Deadline::after(Duration::from_secs(100))).unwrap();
         assert!((0..1_000_000_000).contains(&t.tv_nsec));
         assert!(t.tv_sec >= before.tv_sec + 99 && t.tv_sec <= before.tv_sec + 101);
+        let far = Deadline::At(std::time::Instant::now() + Duration::from_secs(u32::MAX.into()));
+        assert!(wall_clock(far).unwrap().tv_sec > before.tv_sec);
     }
 
     #[test]

@@ -158,3 +158,30 @@ fn queue_error(errno: Errno) -> Error {
         _ => Error::from(errno),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key moved to `ipc_core::sysv`; through this crate's path it still computes what
+    /// glibc's `ftok` does.
+    #[test]
+    fn key_from_path_matches_glibc_ftok() {
+        let dir = std::env::temp_dir();
+        for project in [1u8, b'A', 255] {
+            let ours = Key::from_path(&dir, project).unwrap();
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
+            let theirs = unsafe { libc::ftok(c.as_ptr(), i32::from(project)) };
+            assert_eq!(ours.as_raw(), theirs, "project {project}");
+        }
+        assert_eq!(
+            Key::from_path(&dir, 0).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            Key::from_path("/nonexistent/ipc-mq", 1).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+}

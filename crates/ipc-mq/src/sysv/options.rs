@@ -8,7 +8,7 @@ use ipc_core::{Error, ErrorKind, Owner, Result};
 use rustix::io::Errno;
 
 use super::{Access, DEFAULT_MODE, Key, Queue, limit, queue_error};
-use crate::open::{Creation, open_or_create};
+use crate::open::{Creation, check_mode, invalid, open_or_create};
 use crate::sys;
 
 /// How to open or create a queue: creation, permission bits, access.
@@ -108,19 +108,7 @@ impl OpenOptions {
     /// - [`msgget(2)`](https://man7.org/linux/man-pages/man2/msgget.2.html)
     #[doc(alias = "msgget")]
     pub fn open(&self, key: Key) -> Result<Queue> {
-        let invalid = |note: String| {
-            let e = Error::with_note(ErrorKind::InvalidInput, note)
-                .in_op("msgget")
-                .on(key);
-            tracing::debug!(error = %e, "msgget");
-            Err(e)
-        };
-        if self.mode & !0o777 != 0 {
-            return invalid(format!(
-                "mode {:#o} has bits beyond 0o777 (permission bits only)",
-                self.mode
-            ));
-        }
+        check_mode(self.mode, "msgget", key)?;
         let access = match self.access {
             Access::ReadOnly => 0o400,
             Access::WriteOnly => 0o200,
@@ -129,9 +117,11 @@ impl OpenOptions {
         let create = libc::IPC_CREAT | libc::IPC_EXCL | self.mode as i32;
         let (id, created) = match Creation::of(self.create, self.create_new) {
             Creation::OpenExisting if key.is_private() => {
-                return invalid(
-                    "IPC_PRIVATE names no existing queue; create one, or open it by id".into(),
-                );
+                return Err(invalid(
+                    "IPC_PRIVATE names no existing queue; create one, or open it by id",
+                    "msgget",
+                    key,
+                ));
             }
             Creation::OpenExisting => (self.open_existing(key, access)?, false),
             Creation::CreateNew => (msgget(key, create)?, true),

@@ -177,7 +177,7 @@ impl Queue {
     pub fn set_recv_selector(&mut self, selector: Selector) -> Result<()> {
         selector
             .raw()
-            .map_err(|e| self.fail(e, "set receive selector"))?;
+            .map_err(|e| self.fail(e, "set recv selector"))?;
         self.selector = selector;
         Ok(())
     }
