@@ -19,7 +19,10 @@
 //! the kernel, and a kernel limit is [`LimitExceeded`](ErrorKind::LimitExceeded) naming the
 //! knob (`/proc/sys/fs/mqueue/msg_max is 10`). The operations have one verb each: `send*` and
 //! `recv*`, as in the traits; a queue's own forms add what the traits leave out (the priority
-//! or type, the selector).
+//! or type, the selector). The expected failures of a busy queue, a receive on an empty one
+//! or a send on a full one ([`WouldBlock`](ErrorKind::WouldBlock), or
+//! [`TimedOut`](ErrorKind::TimedOut) at a deadline), allocate nothing: the error names the
+//! queue through a name formatted once, when it was opened.
 //!
 //! This crate re-exports the core vocabulary it uses ([`prelude`], and the same names at the
 //! root), so a program that needs message queues depends on `ipc-mq` alone.

@@ -51,7 +51,7 @@ impl Queue {
         )
         .map_err(|e| self.fail(Error::from(e), "socket(AF_NETLINK)"))?;
         let cookie = Cookie::next();
-        sys::mq_notify_netlink(self.fd.as_fd(), sock.as_fd(), &cookie.bytes)
+        sys::mq_notify_netlink(self.as_fd(), sock.as_fd(), &cookie.bytes)
             .map_err(|errno| self.fail(notify_error(errno), "mq_notify"))?;
         tracing::trace!(queue = %self.object(), "registered for mq_notify (netlink)");
         Ok(Notification {
@@ -85,7 +85,7 @@ impl Queue {
             );
             return Err(self.fail(e, "mq_notify"));
         }
-        sys::mq_notify_signal(self.fd.as_fd(), signal)
+        sys::mq_notify_signal(self.as_fd(), signal)
             .map_err(|errno| self.fail(notify_error(errno), "mq_notify"))?;
         tracing::trace!(queue = %self.object(), signal, "registered for mq_notify (signal)");
         Ok(())
@@ -98,7 +98,7 @@ impl Queue {
     /// - [`mq_notify(3)`](https://man7.org/linux/man-pages/man3/mq_notify.3.html)
     #[doc(alias = "mq_notify")]
     pub fn cancel_notify(&self) -> Result<()> {
-        sys::mq_notify_cancel(self.fd.as_fd())
+        sys::mq_notify_cancel(self.as_fd())
             .map_err(|errno| self.fail(notify_error(errno), "mq_notify"))
     }
 }

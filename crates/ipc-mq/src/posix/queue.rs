@@ -50,7 +50,7 @@ pub struct Message {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Geometry {
+struct Geometry {
     max_messages: usize,
     message_size: usize,
 }
@@ -65,7 +65,7 @@ pub(super) struct Geometry {
 /// The queue's message size and capacity are read once when the descriptor is opened (they
 /// cannot change), so the size checks cost no system call.
 pub struct Queue {
-    pub(super) fd: OwnedFd,
+    fd: OwnedFd,
     name: Option<PosixName>,
     /// The name (or `mqd N` for an adopted descriptor), formatted once for every error.
     object: Arc<str>,
