@@ -14,8 +14,9 @@ use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
 use ipc_core::stream::FrameMode;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
 use ipc_fifo::{Fifo, FifoReader, FifoReceiver, FifoSender, FifoWriter, OpenOptions};
-use ipc_mq::posix::{self, Access, Limits, UnlinkGuard};
-use ipc_mq::sysv::{self, RemoveGuard};
+use ipc_mq::RemoveGuard;
+use ipc_mq::posix::{self, Access, Limits};
+use ipc_mq::sysv;
 use ipc_pipe::{PipeReader, PipeReceiver, PipeSender, PipeWriter};
 use ipc_shm::{ChannelOptions, Segment};
 use ipc_testkit::fixture::Fixture;
@@ -245,7 +246,7 @@ pub struct PosixQueue;
 impl Fixture for PosixQueue {
     type Tx = posix::Queue;
     type Rx = posix::Queue;
-    type Guard = UnlinkGuard;
+    type Guard = RemoveGuard;
     const NAME: &'static str = "POSIX message queue";
     // The kernel does not track senders: a receiver whose senders died waits to its deadline.
     const DETECTS_DISCONNECT: bool = false;
@@ -260,10 +261,10 @@ impl Fixture for PosixQueue {
         // The default msgsize_max ceiling for unprivileged users.
         8192
     }
-    fn channel(size: Option<usize>) -> Result<(posix::Queue, posix::Queue, UnlinkGuard)> {
+    fn channel(size: Option<usize>) -> Result<(posix::Queue, posix::Queue, RemoveGuard)> {
         let name = unique_posix_name("mq");
         let rx = posix::Queue::create(name.as_str(), posix_capacity(), size.unwrap_or(8192))?;
-        let guard = rx.unlink_guard().expect("a created queue has a name");
+        let guard = rx.remove_guard()?;
         let tx = posix::Queue::open(name.as_str(), Access::WriteOnly)?;
         Ok((tx, rx, guard))
     }

@@ -23,6 +23,14 @@ pub const MQ_MSG_MAX: &str = "/proc/sys/fs/mqueue/msg_max";
 pub const MQ_MSGSIZE_MAX: &str = "/proc/sys/fs/mqueue/msgsize_max";
 /// The most POSIX queues on the system.
 pub const MQ_QUEUES_MAX: &str = "/proc/sys/fs/mqueue/queues_max";
+/// The number of messages of a POSIX queue created without attributes (capped by
+/// [`MQ_MSG_MAX`]).
+pub const MQ_MSG_DEFAULT: &str = "/proc/sys/fs/mqueue/msg_default";
+/// The message size of a POSIX queue created without attributes (capped by
+/// [`MQ_MSGSIZE_MAX`]).
+pub const MQ_MSGSIZE_DEFAULT: &str = "/proc/sys/fs/mqueue/msgsize_default";
+/// The most open files in the whole system (`ENFILE` when reached).
+pub const FILE_MAX: &str = "/proc/sys/fs/file-max";
 /// The most System V message queues.
 pub const MSGMNI: &str = "/proc/sys/kernel/msgmni";
 /// The largest System V message.

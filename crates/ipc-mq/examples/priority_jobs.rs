@@ -32,7 +32,7 @@ fn dispatcher() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let name = format!("/ipc-mq-example-jobs-{}", std::process::id());
     // 10 messages of 256 bytes: within the default limits, so no privilege is needed.
     let jobs = Queue::create(&*name, 10, 256)?;
-    let _unlink = jobs.unlink_guard().expect("created by name");
+    let _unlink = jobs.remove_guard().expect("created by name");
 
     let posted = [
         (1, "rotate logs"),
@@ -77,8 +77,7 @@ fn worker(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let me = std::process::id();
     loop {
         // A deadline, so a worker whose dispatcher died does not wait forever.
-        let job =
-            jobs.receive_message_deadline(ipc_mq::Deadline::after(Duration::from_secs(30)))?;
+        let job = jobs.recv_message_deadline(ipc_mq::Deadline::after(Duration::from_secs(30)))?;
         if job.data == STOP {
             return Ok(());
         }

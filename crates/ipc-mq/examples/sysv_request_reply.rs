@@ -43,7 +43,7 @@ fn server() -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let mut done = 0;
     while done < CLIENTS {
-        let req = q.receive_message_deadline(
+        let req = q.recv_message_deadline(
             Selector::Type(REQUEST),
             Deadline::after(Duration::from_secs(30)),
         )?;
@@ -85,7 +85,7 @@ fn client(q: Queue) -> Result<(), Box<dyn std::error::Error>> {
     for n in 1..=3 {
         let numbers: Vec<String> = (1..=n).map(|i| (i * me as i64 % 100).to_string()).collect();
         q.send_typed(REQUEST, format!("{me} {}", numbers.join(" ")).as_bytes())?;
-        let reply = q.receive_message_deadline(
+        let reply = q.recv_message_deadline(
             Selector::Type(i64::from(me)),
             Deadline::after(Duration::from_secs(30)),
         )?;

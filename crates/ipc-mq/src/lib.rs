@@ -13,17 +13,27 @@
 //!   message with a **type**, and receives that select by type: several conversations on one
 //!   queue (see the request/reply example). No descriptor, no timed calls (deadlines poll).
 //!
-//! Both implement [`ipc_core::MessageSender`] and [`ipc_core::MessageReceiver`], and every
-//! failure is an [`ipc_core::Error`] with a matchable kind: a message over the size limit is
-//! [`MessageTooLarge`](ipc_core::ErrorKind::MessageTooLarge) with both numbers before anything
-//! reaches the kernel, and a kernel limit is [`LimitExceeded`](ipc_core::ErrorKind::LimitExceeded)
-//! naming the knob (`/proc/sys/fs/mqueue/msg_max is 10`).
+//! Both implement [`MessageSender`] and [`MessageReceiver`], and every failure is an [`Error`]
+//! with a matchable kind: a message over the size limit is
+//! [`MessageTooLarge`](ErrorKind::MessageTooLarge) with both numbers before anything reaches
+//! the kernel, and a kernel limit is [`LimitExceeded`](ErrorKind::LimitExceeded) naming the
+//! knob (`/proc/sys/fs/mqueue/msg_max is 10`). The operations have one verb each: `send*` and
+//! `recv*`, as in the traits; a queue's own forms add what the traits leave out (the priority
+//! or type, the selector). The expected failures of a busy queue, a receive on an empty one
+//! or a send on a full one ([`WouldBlock`](ErrorKind::WouldBlock), or
+//! [`TimedOut`](ErrorKind::TimedOut) at a deadline), allocate nothing: the error names the
+//! queue through a name formatted once, when it was opened.
+//!
+//! This crate re-exports the core vocabulary it uses ([`prelude`], and the same names at the
+//! root), so a program that needs message queues depends on `ipc-mq` alone.
 //!
 //! Opening an existing queue (by name or by key) refuses one that another user owns, with
-//! [`PermissionDenied`](ipc_core::ErrorKind::PermissionDenied): anyone can put a queue under a
-//! name or key first, and its owner can remove it or change its mode at will. To talk to
-//! another user's queue on purpose, say so: `OpenOptions::any_owner(true)` ([`posix`],
-//! [`sysv`]). This is the policy of every named object of the workspace.
+//! [`PermissionDenied`](ErrorKind::PermissionDenied): anyone can put a queue under a name or
+//! key first, and its owner can remove it or change its mode at will. To talk to another
+//! user's queue on purpose, say so with an [`Owner`] policy: `OpenOptions::owner(Owner::Any)`
+//! ([`posix::OpenOptions::owner`], [`sysv::OpenOptions::owner`]). This is the policy of every
+//! named object of the workspace. Cleanup is the workspace's one [`RemoveGuard`]:
+//! [`posix::Queue::remove_guard`] unlinks a name, [`sysv::Queue::remove_guard`] removes a queue.
 //!
 //! # When to use a message queue
 //!
@@ -54,10 +64,11 @@
 //!
 //! ```
 //! use ipc_mq::posix::Queue;
+//! use ipc_mq::prelude::*;
 //!
 //! let name = format!("/doc-jobs-{}", std::process::id());
-//! let jobs = Queue::create(&*name, 10, 256)?;
-//! let _unlink = jobs.unlink_guard().expect("created by name");
+//! let mut jobs = Queue::create(&*name, 10, 256)?;
+//! let _unlink = jobs.remove_guard()?; // unlinks the name when dropped
 //!
 //! // Any process that opens the name can post; here, this one.
 //! jobs.send_with_priority(b"rotate logs", 1)?;
@@ -65,13 +76,23 @@
 //! jobs.send_with_priority(b"compact database", 1)?;
 //!
 //! // A worker (usually another process) takes the most urgent job first.
-//! let worker = ipc_mq::posix::Queue::open(&*name, ipc_mq::Access::ReadOnly)?;
+//! let mut worker = Queue::open(&*name, ipc_mq::Access::ReadOnly)?;
 //! let mut order = Vec::new();
-//! while let Ok(job) = worker.try_receive(&mut [0; 256]).map(|r| r.priority) {
+//! while let Ok(job) = worker.try_recv(&mut [0; 256]).map(|r| r.priority) {
 //!     order.push(job);
 //! }
 //! assert_eq!(order, [30, 1, 1]);
-//! # Ok::<(), ipc_core::Error>(())
+//!
+//! // Through the core traits (what code generic over mechanisms uses): priority 0, and an
+//! // empty queue is a matchable error that names the queue.
+//! jobs.send(b"sweep caches")?;
+//! let mut buf = [0; 256];
+//! let n = MessageReceiver::try_recv(&mut worker, &mut buf)?;
+//! assert_eq!(&buf[..n], b"sweep caches");
+//! let e = MessageReceiver::try_recv(&mut worker, &mut buf).unwrap_err();
+//! assert_eq!(e.kind(), ErrorKind::WouldBlock);
+//! assert!(e.to_string().contains(&name));
+//! # Ok::<(), Error>(())
 //! ```
 //!
 //! The `examples/` directory has complete programs: `priority_jobs` (a dispatcher and worker
@@ -82,11 +103,21 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod limits;
+mod open;
 pub mod posix;
 mod sys;
 pub mod sysv;
 
-pub use ipc_core::{Deadline, Error, ErrorKind, Result};
+pub use ipc_core::{
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, PosixName,
+    Removable, RemoveGuard, Result,
+};
+
+/// The core vocabulary a program on message queues needs, to import at once:
+/// `use ipc_mq::prelude::*;`.
+pub mod prelude {
+    pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+}
 
 /// The static facts about POSIX message queues ([`posix::PROPERTIES`]).
 pub const POSIX_PROPERTIES: ipc_core::Properties = posix::PROPERTIES;
@@ -94,12 +125,16 @@ pub const POSIX_PROPERTIES: ipc_core::Properties = posix::PROPERTIES;
 pub const SYSV_PROPERTIES: ipc_core::Properties = sysv::PROPERTIES;
 
 /// The names of the kernel knobs and limits this crate reports in
-/// [`LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) errors, to compare against
-/// [`Limit::knob`](ipc_core::Limit::knob).
+/// [`LimitExceeded`](ErrorKind::LimitExceeded) errors, to compare against
+/// [`Limit::knob`](ipc_core::Limit::knob). The `/proc/sys` paths are
+/// [`ipc_core::knob`]'s constants, under the names this crate has always used.
 pub mod knobs {
-    pub use crate::limits::{
-        FILE_MAX, HARD_MSGMAX, HARD_MSGSIZEMAX, MSG_DEFAULT, MSG_MAX, MSGSIZE_DEFAULT, MSGSIZE_MAX,
-        QUEUES_MAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE, SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI,
+    pub use crate::limits::{HARD_MSGMAX, HARD_MSGSIZEMAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE};
+    pub use ipc_core::knob::{
+        FILE_MAX, MQ_MSG_DEFAULT as MSG_DEFAULT, MQ_MSG_MAX as MSG_MAX,
+        MQ_MSGSIZE_DEFAULT as MSGSIZE_DEFAULT, MQ_MSGSIZE_MAX as MSGSIZE_MAX,
+        MQ_QUEUES_MAX as QUEUES_MAX, MSGMAX as SYSV_MSGMAX, MSGMNB as SYSV_MSGMNB,
+        MSGMNI as SYSV_MSGMNI,
     };
 }
 
@@ -113,24 +148,4 @@ pub enum Access {
     /// Send and receive.
     #[default]
     ReadWrite,
-}
-
-/// How an open treats the name, from `OpenOptions`' `create` and `create_new` flags (both
-/// kinds of queue).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Creation {
-    OpenExisting,
-    CreateNew,
-    OpenOrCreate,
-}
-
-impl Creation {
-    /// As `std::fs::OpenOptions`: `create_new` wins over `create`.
-    fn of(create: bool, create_new: bool) -> Creation {
-        match (create, create_new) {
-            (_, true) => Creation::CreateNew,
-            (true, false) => Creation::OpenOrCreate,
-            (false, false) => Creation::OpenExisting,
-        }
-    }
 }

@@ -5,46 +5,22 @@ use std::borrow::Cow;
 use std::io;
 
 use ipc_core::Error;
+use ipc_core::knob::{
+    self, FILE_MAX, MQ_MSG_DEFAULT, MQ_MSG_MAX, MQ_MSGSIZE_DEFAULT, MQ_MSGSIZE_MAX, MQ_QUEUES_MAX,
+};
 use rustix::io::Errno;
 use rustix::process::{Resource, getrlimit};
 
-/// `/proc/sys/fs/mqueue/msg_max`: the largest `mq_maxmsg` an unprivileged process may ask for.
-pub const MSG_MAX: &str = "/proc/sys/fs/mqueue/msg_max";
-/// `/proc/sys/fs/mqueue/msgsize_max`: the largest `mq_msgsize` an unprivileged process may ask
-/// for.
-pub const MSGSIZE_MAX: &str = "/proc/sys/fs/mqueue/msgsize_max";
-/// `/proc/sys/fs/mqueue/msg_default`: `mq_maxmsg` of a queue created without attributes.
-pub const MSG_DEFAULT: &str = "/proc/sys/fs/mqueue/msg_default";
-/// `/proc/sys/fs/mqueue/msgsize_default`: `mq_msgsize` of a queue created without attributes.
-pub const MSGSIZE_DEFAULT: &str = "/proc/sys/fs/mqueue/msgsize_default";
-/// `/proc/sys/fs/mqueue/queues_max`: how many POSIX queues may exist in the IPC namespace
-/// (processes with `CAP_SYS_RESOURCE` are exempt).
-pub const QUEUES_MAX: &str = "/proc/sys/fs/mqueue/queues_max";
 /// `RLIMIT_MSGQUEUE`: bytes all POSIX queues of one user may take (binds root too).
 pub const RLIMIT_MSGQUEUE: &str = "RLIMIT_MSGQUEUE";
 /// `RLIMIT_NOFILE`: descriptors one process may have open (a POSIX queue descriptor is one).
 pub const RLIMIT_NOFILE: &str = "RLIMIT_NOFILE";
-/// `/proc/sys/fs/file-max`: open files in the whole system.
-pub const FILE_MAX: &str = "/proc/sys/fs/file-max";
 /// The kernel's ceiling on `mq_maxmsg` even for privileged processes (`HARD_MSGMAX`).
 pub const HARD_MSGMAX: u64 = 65_536;
 /// The kernel's ceiling on `mq_msgsize` even for privileged processes (`HARD_MSGSIZEMAX`).
 pub const HARD_MSGSIZEMAX: u64 = 16 * 1024 * 1024;
 /// `MQ_PRIO_MAX` on Linux: priorities run from 0 to `MQ_PRIO_MAX - 1`.
 pub const MQ_PRIO_MAX: u32 = 32_768;
-
-/// `/proc/sys/kernel/msgmax`: the largest System V message, in bytes.
-pub const SYSV_MSGMAX: &str = "/proc/sys/kernel/msgmax";
-/// `/proc/sys/kernel/msgmnb`: the default (and, unprivileged, the largest) `msg_qbytes` of a
-/// System V queue.
-pub const SYSV_MSGMNB: &str = "/proc/sys/kernel/msgmnb";
-/// `/proc/sys/kernel/msgmni`: how many System V queues may exist in the IPC namespace.
-pub const SYSV_MSGMNI: &str = "/proc/sys/kernel/msgmni";
-
-/// The value of a `/proc/sys` knob, if it can be read.
-pub(crate) fn read_knob(path: &str) -> Option<u64> {
-    ipc_core::knob::read(path)
-}
 
 fn soft_limit(resource: Resource) -> Option<u64> {
     getrlimit(resource).current
@@ -77,15 +53,20 @@ fn has_sys_resource() -> bool {
 ///   "/proc interfaces"
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// [`MSG_MAX`].
+    /// `/proc/sys/fs/mqueue/msg_max` ([`knob::MQ_MSG_MAX`]): the largest `mq_maxmsg` an
+    /// unprivileged process may ask for.
     pub msg_max: Option<u64>,
-    /// [`MSGSIZE_MAX`].
+    /// `/proc/sys/fs/mqueue/msgsize_max` ([`knob::MQ_MSGSIZE_MAX`]): the largest `mq_msgsize`
+    /// an unprivileged process may ask for.
     pub msgsize_max: Option<u64>,
-    /// [`MSG_DEFAULT`].
+    /// `/proc/sys/fs/mqueue/msg_default` ([`knob::MQ_MSG_DEFAULT`]): `mq_maxmsg` of a queue
+    /// created without attributes.
     pub msg_default: Option<u64>,
-    /// [`MSGSIZE_DEFAULT`].
+    /// `/proc/sys/fs/mqueue/msgsize_default` ([`knob::MQ_MSGSIZE_DEFAULT`]): `mq_msgsize` of a
+    /// queue created without attributes.
     pub msgsize_default: Option<u64>,
-    /// [`QUEUES_MAX`].
+    /// `/proc/sys/fs/mqueue/queues_max` ([`knob::MQ_QUEUES_MAX`]): how many POSIX queues may
+    /// exist in the IPC namespace (processes with `CAP_SYS_RESOURCE` are exempt).
     pub queues_max: Option<u64>,
     /// The soft [`RLIMIT_MSGQUEUE`] in bytes; `None` if unlimited.
     pub rlimit_msgqueue: Option<u64>,
@@ -99,11 +80,11 @@ impl Limits {
     /// Reads the knobs now.
     pub fn current() -> Limits {
         Limits {
-            msg_max: read_knob(MSG_MAX),
-            msgsize_max: read_knob(MSGSIZE_MAX),
-            msg_default: read_knob(MSG_DEFAULT),
-            msgsize_default: read_knob(MSGSIZE_DEFAULT),
-            queues_max: read_knob(QUEUES_MAX),
+            msg_max: knob::read(MQ_MSG_MAX),
+            msgsize_max: knob::read(MQ_MSGSIZE_MAX),
+            msg_default: knob::read(MQ_MSG_DEFAULT),
+            msgsize_default: knob::read(MQ_MSGSIZE_DEFAULT),
+            queues_max: knob::read(MQ_QUEUES_MAX),
             rlimit_msgqueue: soft_limit(Resource::Msgqueue),
             privileged: has_sys_resource(),
         }
@@ -182,10 +163,10 @@ pub(crate) fn classify_open_error(
             let (maxmsg, msgsize) = req.attr.filter(|_| req.creating)?;
             let over = |v: u64, knob: Option<u64>| knob.is_some_and(|k| v > k);
             if !limits.privileged && over(maxmsg, limits.msg_max) {
-                return Some(limit(MSG_MAX, limits.msg_max, errno));
+                return Some(limit(MQ_MSG_MAX, limits.msg_max, errno));
             }
             if !limits.privileged && over(msgsize, limits.msgsize_max) {
-                return Some(limit(MSGSIZE_MAX, limits.msgsize_max, errno));
+                return Some(limit(MQ_MSGSIZE_MAX, limits.msgsize_max, errno));
             }
             if maxmsg > HARD_MSGMAX {
                 return Some(limit(
@@ -204,21 +185,21 @@ pub(crate) fn classify_open_error(
             // We thought we were privileged, but the kernel (which checks the capability in the
             // initial user namespace) applied the knobs.
             if over(maxmsg, limits.msg_max) {
-                return Some(limit(MSG_MAX, limits.msg_max, errno));
+                return Some(limit(MQ_MSG_MAX, limits.msg_max, errno));
             }
             if over(msgsize, limits.msgsize_max) {
-                return Some(limit(MSGSIZE_MAX, limits.msgsize_max, errno));
+                return Some(limit(MQ_MSGSIZE_MAX, limits.msgsize_max, errno));
             }
             None
         }
-        Errno::NOSPC => Some(limit(QUEUES_MAX, limits.queues_max, errno)),
+        Errno::NOSPC => Some(limit(MQ_QUEUES_MAX, limits.queues_max, errno)),
         Errno::MFILE => {
             if !req.creating || fds.exhausted {
                 return Some(limit(RLIMIT_NOFILE, fds.nofile, errno));
             }
             Some(limit(RLIMIT_MSGQUEUE, limits.rlimit_msgqueue, errno))
         }
-        Errno::NFILE => Some(limit(FILE_MAX, read_knob(FILE_MAX), errno)),
+        Errno::NFILE => Some(limit(FILE_MAX, knob::read(FILE_MAX), errno)),
         Errno::NOMEM => Some(limit("kernel memory", None, errno)),
         _ => None,
     }
@@ -274,16 +255,16 @@ mod tests {
         };
         assert_eq!(
             classify(Errno::INVAL, req((11, 100)), &l, roomy()),
-            (MSG_MAX.into(), Some(10))
+            (MQ_MSG_MAX.into(), Some(10))
         );
         assert_eq!(
             classify(Errno::INVAL, req((5, 8193)), &l, roomy()),
-            (MSGSIZE_MAX.into(), Some(8192))
+            (MQ_MSGSIZE_MAX.into(), Some(8192))
         );
         // Unprivileged, the knob is the tighter bound even past the hard ceiling.
         assert_eq!(
             classify(Errno::INVAL, req((70_000, 1)), &l, roomy()),
-            (MSG_MAX.into(), Some(10))
+            (MQ_MSG_MAX.into(), Some(10))
         );
     }
 
@@ -303,7 +284,7 @@ mod tests {
         // Privileged by our reckoning but refused within the ceilings: the knob applied.
         assert_eq!(
             classify(Errno::INVAL, req((11, 1)), &l, roomy()),
-            (MSG_MAX.into(), Some(10))
+            (MQ_MSG_MAX.into(), Some(10))
         );
     }
 
@@ -331,7 +312,7 @@ mod tests {
     fn enospc_is_queues_max() {
         assert_eq!(
             classify(Errno::NOSPC, CREATE, &knobs(false), roomy()),
-            (QUEUES_MAX.into(), Some(256))
+            (MQ_QUEUES_MAX.into(), Some(256))
         );
     }
 

@@ -74,15 +74,6 @@ pub(crate) fn mq_open(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `mq_unlink(name)`.
-pub(crate) fn mq_unlink(name: &CStr) -> Result<(), Errno> {
-    // SAFETY: `name` is a NUL-terminated string that outlives the call.
-    if unsafe { libc::mq_unlink(name.as_ptr()) } != 0 {
-        return Err(errno());
-    }
-    Ok(())
-}
-
 /// `mq_timedsend(fd, msg, prio, abs)`; `abs == None` is `mq_send` (no timeout).
 pub(crate) fn mq_timedsend(
     fd: BorrowedFd<'_>,
@@ -329,15 +320,6 @@ pub(crate) fn msgctl_set(id: i32, ds: &libc::msqid_ds) -> Result<(), Errno> {
     let mut copy = *ds;
     // SAFETY: `copy` is a live, initialised `msqid_ds`; IPC_SET only reads it.
     if unsafe { libc::msgctl(id, libc::IPC_SET, &mut copy) } != 0 {
-        return Err(errno());
-    }
-    Ok(())
-}
-
-/// `msgctl(id, IPC_RMID)`.
-pub(crate) fn msgctl_rmid(id: i32) -> Result<(), Errno> {
-    // SAFETY: IPC_RMID ignores the buffer argument; null is what the man page passes.
-    if unsafe { libc::msgctl(id, libc::IPC_RMID, ptr::null_mut()) } != 0 {
         return Err(errno());
     }
     Ok(())

@@ -9,8 +9,9 @@ use std::process::Command;
 
 use ipc_core::{Deadline, PosixName};
 use ipc_mq::Access;
-use ipc_mq::posix::{self, UnlinkGuard};
-use ipc_mq::sysv::{self, Key, RemoveGuard, Selector};
+use ipc_mq::posix;
+use ipc_mq::sysv::{self, Key, Selector};
+use ipc_mq::{Removable, RemoveGuard};
 use ipc_testkit::{TempDir, unique_posix_name, within_watchdog};
 
 const PEER_C: &str = r#"
@@ -147,7 +148,7 @@ fn posix_queue_made_by_c_exchanges_messages_and_priorities_both_ways() {
     };
     let name = PosixName::new(unique_posix_name("interop")).unwrap();
     // The guard exists before the queue does, so a failure anywhere leaves nothing behind.
-    let _g = UnlinkGuard::new(name.clone());
+    let _g = RemoveGuard::new(Removable::Queue(name.clone()));
     run(
         &peer,
         &[
@@ -165,7 +166,7 @@ fn posix_queue_made_by_c_exchanges_messages_and_priorities_both_ways() {
     assert_eq!(rustix::fs::fstat(&q).unwrap().st_mode & 0o777, 0o600);
     let got: Vec<(u32, Vec<u8>)> = (0..4)
         .map(|_| {
-            let m = q.receive_message_deadline(Deadline::Now).unwrap();
+            let m = q.recv_message_deadline(Deadline::Now).unwrap();
             (m.priority, m.data)
         })
         .collect();
@@ -222,12 +223,12 @@ fn sysv_queue_made_by_c_with_ftok_exchanges_typed_messages_both_ways() {
 
     // Our ftok finds the queue the C library's ftok named.
     let q = sysv::Queue::open(key, Access::ReadWrite).unwrap();
-    let _g = RemoveGuard::new(q.id());
+    let _g = q.remove_guard();
     assert_eq!(q.id(), c_id);
     let st = q.status().unwrap();
     assert_eq!((st.messages, st.mode, st.key), (4, 0o600, key));
     let take = |sel| {
-        let m = q.receive_message_deadline(sel, Deadline::Now).unwrap();
+        let m = q.recv_message_deadline(sel, Deadline::Now).unwrap();
         (m.mtype, String::from_utf8(m.data).unwrap())
     };
     assert_eq!(take(Selector::AtMost(3)), (1, "one".into()));

@@ -58,7 +58,7 @@ fn posix_churn(ctx: &Ctx) {
             .unwrap();
         q.try_send_with_priority(b"x", 1).unwrap();
         let other = Queue::open(name.as_str(), Access::ReadOnly).unwrap();
-        other.try_receive(&mut buf).unwrap();
+        other.try_recv(&mut buf).unwrap();
         drop(other);
         drop(q);
         posix::unlink(name.as_str()).unwrap();
@@ -75,7 +75,7 @@ fn sysv_churn(ctx: &Ctx) {
     for i in 0usize.. {
         let q = sysv::Queue::create(key).unwrap();
         q.try_send_typed(1, b"x").unwrap();
-        q.try_receive(sysv::Selector::Any, &mut buf).unwrap();
+        q.try_recv_typed(sysv::Selector::Any, &mut buf).unwrap();
         q.remove().unwrap();
         if i == 0 {
             ctx.checkpoint("looping");
@@ -102,7 +102,11 @@ fn a_posix_queue_user_killed_at_any_step_leaves_nothing_or_a_whole_queue() {
         let prefix = unique_name("mqkill");
         // Whatever the round leaves is removed even if a check below fails.
         let _guards: Vec<_> = (0..2)
-            .map(|i| posix::UnlinkGuard::new(format!("/{prefix}-{i}").parse().unwrap()))
+            .map(|i| {
+                ipc_mq::RemoveGuard::new(ipc_mq::Removable::Queue(
+                    format!("/{prefix}-{i}").parse().unwrap(),
+                ))
+            })
             .collect();
         kill_somewhere("posix_churn", &prefix, &mut rng);
         for i in 0..2 {

@@ -10,8 +10,9 @@ use ipc_mq::knobs::{
     HARD_MSGMAX, HARD_MSGSIZEMAX, MSG_MAX, MSGSIZE_MAX, QUEUES_MAX, RLIMIT_MSGQUEUE, RLIMIT_NOFILE,
     SYSV_MSGMAX, SYSV_MSGMNB, SYSV_MSGMNI,
 };
-use ipc_mq::posix::{Limits, OpenOptions as PosixOpenOptions, Queue, UnlinkGuard};
+use ipc_mq::posix::{Limits, OpenOptions as PosixOpenOptions, Queue};
 use ipc_mq::{Access, sysv};
+use ipc_mq::{Removable, RemoveGuard};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -61,7 +62,7 @@ fn low_rlimit_msgqueue(_: &Ctx) {
 fn low_rlimit_nofile(_: &Ctx) {
     use rustix::fs::{Mode, OFlags, open};
     let existing = Queue::create(&*unique_posix_name("nofile"), 1, 16).unwrap();
-    let _g = existing.unlink_guard().unwrap();
+    let _g = existing.remove_guard().unwrap();
     // The lowest free descriptor number: allow exactly the ones below it.
     let probe = open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
     let lowest_free = rustix::fd::AsRawFd::as_raw_fd(&probe) as u64;
@@ -134,7 +135,7 @@ fn unprivileged(ctx: &Ctx) {
     assert_eq!((&*l.knob, l.value), (MSGSIZE_MAX, Some(msgsize_max)), "{e}");
     assert_gone(&name);
     let q = Queue::create(&*name, msg_max as usize, msgsize_max as usize).unwrap();
-    drop(q.unlink_guard());
+    drop(q.remove_guard());
 
     // queues_max counts every queue in the namespace; ours run into it. (While they exist,
     // other unprivileged processes cannot create queues either; root is exempt.)
@@ -144,7 +145,7 @@ fn unprivileged(ctx: &Ctx) {
         let e = loop {
             assert!(held.len() as u64 <= queues_max, "never refused");
             match Queue::create(&*unique_posix_name("many"), 1, 1) {
-                Ok(q) => held.push((q.unlink_guard().unwrap(), q)),
+                Ok(q) => held.push((q.remove_guard().unwrap(), q)),
                 Err(e) => break e,
             }
         };
@@ -183,16 +184,19 @@ fn unprivileged(ctx: &Ctx) {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     }
     // Open to everyone (0o666) but root's: `open` and `open_or_create` refuse another
-    // user's queue (it may be squatted), unless asked with `any_owner`.
+    // user's queue (it may be squatted), unless asked with `Owner::Any`.
     for e in [
         Queue::open(a[3], Access::ReadWrite).unwrap_err(),
         Queue::open_or_create(a[3], 1, 1).unwrap_err(),
     ] {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
         assert!(e.to_string().contains("owned by uid 0"), "{e}");
-        assert!(e.to_string().contains("any_owner"), "{e}");
+        assert!(e.to_string().contains("Owner::Any"), "{e}");
     }
-    let mut q = PosixOpenOptions::new().any_owner(true).open(a[3]).unwrap();
+    let mut q = PosixOpenOptions::new()
+        .owner(ipc_mq::Owner::Any)
+        .open(a[3])
+        .unwrap();
     q.try_send(b"any owner").unwrap();
     let key = sysv::Key::from_raw(a[4].parse().unwrap());
     for e in [
@@ -201,9 +205,12 @@ fn unprivileged(ctx: &Ctx) {
     ] {
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
         assert!(e.to_string().contains("owned by uid 0"), "{e}");
-        assert!(e.to_string().contains("any_owner"), "{e}");
+        assert!(e.to_string().contains("Owner::Any"), "{e}");
     }
-    let q = sysv::OpenOptions::new().any_owner(true).open(key).unwrap();
+    let q = sysv::OpenOptions::new()
+        .owner(ipc_mq::Owner::Any)
+        .open(key)
+        .unwrap();
     q.try_send_typed(1, b"any owner").unwrap();
 
     // Send-only (0o622) and full: a send waits or would block; it is not refused for want
@@ -320,7 +327,7 @@ fn capacity_beyond_the_ceiling_names_the_bound_that_applies() {
         assert_eq!(l.value, Some(HARD_MSGSIZEMAX));
         // And beyond msg_max is allowed.
         let q = Queue::create(&*name, knob(MSG_MAX) as usize + 1, 8).unwrap();
-        drop(q.unlink_guard());
+        drop(q.remove_guard());
     } else {
         assert_eq!(limit_of(&over_count).knob, MSG_MAX, "{over_count}");
         assert_eq!(limit_of(&over_size).knob, MSGSIZE_MAX, "{over_size}");
@@ -332,7 +339,7 @@ fn capacity_beyond_the_ceiling_names_the_bound_that_applies() {
 fn unprivileged_processes_meet_the_knobs_and_the_permissions() {
     let name = PosixName::new(unique_posix_name("perm")).unwrap();
     let q = Queue::create(&name, 1, 8).unwrap();
-    let _g = UnlinkGuard::new(name.clone());
+    let _g = RemoveGuard::new(Removable::Queue(name.clone()));
     assert_eq!(rustix::fs::fstat(&q).unwrap().st_mode & 0o777, 0o600);
     let dir = ipc_testkit::TempDir::new("perm");
     std::fs::write(dir.join("key"), b"").unwrap();
@@ -345,7 +352,7 @@ fn unprivileged_processes_meet_the_knobs_and_the_permissions() {
         .mode(0o666)
         .open(&*open_name)
         .unwrap();
-    let _g2 = open_q.unlink_guard().unwrap();
+    let _g2 = open_q.remove_guard().unwrap();
     std::fs::write(dir.join("open"), b"").unwrap();
     let open_key = sysv::Key::from_path(dir.join("open"), b'P').unwrap();
     let open_sq = sysv::OpenOptions::new()

@@ -90,7 +90,7 @@ fn receiver(ctx: &Ctx) {
     let mut buf = [0u8; MSG_SIZE];
     let deadline = Deadline::after(watchdog());
     loop {
-        let r = q.receive_deadline(&mut buf, deadline).unwrap();
+        let r = q.recv_deadline(&mut buf, deadline).unwrap();
         if r.priority == STOP_PRIORITY {
             assert_eq!(&buf[..r.len], b"stop");
             break;
@@ -108,7 +108,7 @@ roles!(sender, receiver);
 fn eight_senders_and_eight_receivers_on_one_queue_lose_and_duplicate_nothing() {
     let name = unique_posix_name("load8x8");
     let q = Queue::create(&*name, 10, MSG_SIZE).unwrap();
-    let _unlink = q.unlink_guard().unwrap();
+    let _unlink = q.remove_guard().unwrap();
     let dir = TempDir::new("load8x8");
     let n = per_sender();
     let receivers: Vec<_> = (0..RECEIVERS)
@@ -133,7 +133,7 @@ fn eight_senders_and_eight_receivers_on_one_queue_lose_and_duplicate_nothing() {
     for r in receivers {
         r.wait_success();
     }
-    let e = q.try_receive(&mut [0; MSG_SIZE]).unwrap_err();
+    let e = q.try_recv(&mut [0; MSG_SIZE]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WouldBlock, "the queue is drained: {e}");
 
     let mut seen = HashSet::new();

@@ -10,7 +10,8 @@ use std::time::Duration;
 use ipc_core::fd::{Interest, wait};
 use ipc_core::{Blocked, Deadline, ErrorKind, MessageReceiver, MessageSender, PosixName};
 use ipc_mq::Access;
-use ipc_mq::posix::{self, MAX_PRIORITY, NotifyEvent, OpenOptions, Queue, UnlinkGuard};
+use ipc_mq::posix::{self, MAX_PRIORITY, NotifyEvent, OpenOptions, Queue};
+use ipc_mq::{Removable, RemoveGuard};
 use ipc_testkit::script::{STAMP_LEN, check_message, message, parse_stamp};
 use ipc_testkit::{Ctx, Script, roles, spawn, unique_posix_name, within_watchdog};
 use proptest::prelude::*;
@@ -19,15 +20,23 @@ use proptest::prelude::*;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A fresh queue and the guard that unlinks it.
-fn fresh(max_messages: usize, message_size: usize) -> (Queue, UnlinkGuard) {
+fn fresh(max_messages: usize, message_size: usize) -> (Queue, RemoveGuard) {
     let q = Queue::create(&*unique_posix_name("mq"), max_messages, message_size).unwrap();
-    let g = q.unlink_guard().unwrap();
+    let g = q.remove_guard().unwrap();
     (q, g)
+}
+
+/// The name a queue's guard unlinks.
+fn name(g: &RemoveGuard) -> &PosixName {
+    match g.object() {
+        Removable::Queue(name) => name,
+        other => panic!("not a queue's guard: {other}"),
+    }
 }
 
 /// The next message, which must be queued already.
 fn take_now(q: &Queue) -> posix::Message {
-    q.receive_message_deadline(Deadline::Now).unwrap()
+    q.recv_message_deadline(Deadline::Now).unwrap()
 }
 
 fn assert_gone(name: &PosixName) {
@@ -84,7 +93,7 @@ fn send_forever(ctx: &Ctx) {
 fn receive_forever(ctx: &Ctx) {
     let q = Queue::open(ctx.arg(), Access::ReadOnly).unwrap();
     ctx.checkpoint("receiving");
-    let got = q.receive_message();
+    let got = q.recv_message();
     panic!("the receiver was to be killed while blocked, but got {got:?}");
 }
 
@@ -92,12 +101,12 @@ fn receive_forever(ctx: &Ctx) {
 fn receive_times_out(ctx: &Ctx) {
     let q = Queue::open(ctx.arg(), Access::ReadOnly).unwrap();
     let e = q
-        .receive_message_deadline(Deadline::after(Duration::from_millis(100)))
+        .recv_message_deadline(Deadline::after(Duration::from_millis(100)))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     // The same on a non-blocking descriptor: the deadline keeps its meaning.
     q.set_nonblocking(true).unwrap();
-    let e = q.receive_timeout(&mut vec![0; q.message_size()], Duration::from_millis(50));
+    let e = q.recv_timeout(&mut vec![0; q.message_size()], Duration::from_millis(50));
     assert_eq!(e.unwrap_err().kind(), ErrorKind::TimedOut);
 }
 
@@ -106,9 +115,7 @@ fn receive_expecting(ctx: &Ctx) {
     let a = ctx.args();
     let q = Queue::open(a[0], Access::ReadOnly).unwrap();
     ctx.checkpoint("waiting");
-    let m = q
-        .receive_message_deadline(Deadline::after(PATIENCE))
-        .unwrap();
+    let m = q.recv_message_deadline(Deadline::after(PATIENCE)).unwrap();
     assert_eq!(m.data, a[1].as_bytes());
     assert_eq!(m.priority, 4);
 }
@@ -170,10 +177,10 @@ fn modes_despite_umask(_: &Ctx) {
         .mode(0o644)
         .open(&*unique_posix_name("mode"))
         .unwrap();
-    let _g = q.unlink_guard().unwrap();
+    let _g = q.remove_guard().unwrap();
     assert_eq!(mode_of(&q), 0o644);
     let d = Queue::create(&*unique_posix_name("mode"), 1, 8).unwrap();
-    let _g2 = d.unlink_guard().unwrap();
+    let _g2 = d.remove_guard().unwrap();
     assert_eq!(mode_of(&d), 0o600);
     // open_or_create that creates also gets the exact mode; one that opens leaves it.
     let name = unique_posix_name("mode");
@@ -182,7 +189,7 @@ fn modes_despite_umask(_: &Ctx) {
         .mode(0o660)
         .open(&*name)
         .unwrap();
-    let _g3 = c.unlink_guard().unwrap();
+    let _g3 = c.remove_guard().unwrap();
     assert!(c.was_created());
     assert_eq!(mode_of(&c), 0o660);
     let again = OpenOptions::new()
@@ -215,7 +222,7 @@ fn create_open_and_unlink() {
     let name = PosixName::new(unique_posix_name("life")).unwrap();
     {
         let q = Queue::create(&name, 3, 100).unwrap();
-        let _g = q.unlink_guard().unwrap();
+        let _g = q.remove_guard().unwrap();
         assert!(q.was_created());
         assert_eq!((q.max_messages(), q.message_size()), (3, 100));
         assert_eq!(q.name(), Some(&name));
@@ -233,7 +240,7 @@ fn create_open_and_unlink() {
         assert_eq!(r.message_size(), 100);
         w.send_with_priority(b"hello", 1).unwrap();
         assert_eq!(
-            r.receive_message().unwrap(),
+            r.recv_message().unwrap(),
             posix::Message {
                 data: b"hello".to_vec(),
                 priority: 1
@@ -242,7 +249,7 @@ fn create_open_and_unlink() {
         // Wrong direction: a typed error, not a bare EBADF.
         let e = r.try_send_with_priority(b"x", 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-        let e = w.try_receive(&mut [0; 100]).unwrap_err();
+        let e = w.try_recv(&mut [0; 100]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     }
     assert_gone(&name);
@@ -254,7 +261,7 @@ fn create_open_and_unlink() {
 fn open_or_create_says_whether_it_created() {
     let name = unique_posix_name("ooc");
     let a = Queue::open_or_create(&*name, 2, 32).unwrap();
-    let _g = a.unlink_guard().unwrap();
+    let _g = a.remove_guard().unwrap();
     let b = Queue::open_or_create(&*name, 5, 64).unwrap();
     assert!(a.was_created());
     assert!(!b.was_created());
@@ -309,8 +316,8 @@ fn an_oversized_message_is_refused_with_both_sizes_and_loses_nothing() {
     let e = q.send_with_priority(b"x", MAX_PRIORITY + 1).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert_eq!(q.attributes().unwrap().messages, 2);
-    assert_eq!(q.receive_message().unwrap().data, b"second");
-    assert_eq!(q.receive_message().unwrap().data, b"first");
+    assert_eq!(q.recv_message().unwrap().data, b"second");
+    assert_eq!(q.recv_message().unwrap().data, b"first");
 }
 
 #[test]
@@ -318,12 +325,12 @@ fn a_short_receive_buffer_is_refused_and_the_message_stays() {
     let (q, _g) = fresh(4, 64);
     q.send_with_priority(b"kept", 2).unwrap();
     let mut small = [0; 63];
-    let e = q.try_receive(&mut small).unwrap_err();
+    let e = q.try_recv(&mut small).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
     assert_eq!(e.message_size(), Some((64, 63)), "names mq_msgsize: {e}");
     assert_eq!(q.attributes().unwrap().messages, 1);
     let mut buf = vec![0; 64];
-    let got = q.try_receive(&mut buf).unwrap();
+    let got = q.try_recv(&mut buf).unwrap();
     assert_eq!((&buf[..got.len], got.priority), (&b"kept"[..], 2));
 }
 
@@ -390,12 +397,12 @@ proptest! {
                 }
                 Op::Recv => match model.recv() {
                     None => {
-                        let e = q.try_receive(&mut buf).unwrap_err();
+                        let e = q.try_recv(&mut buf).unwrap_err();
                         prop_assert_eq!(e.kind(), ErrorKind::WouldBlock);
                         prop_assert_eq!(e.blocked(), Some(Blocked::Empty));
                     }
                     Some((priority, want)) => {
-                        let got = q.try_receive(&mut buf).unwrap();
+                        let got = q.try_recv(&mut buf).unwrap();
                         prop_assert_eq!(got.priority, priority);
                         prop_assert_eq!(&buf[..got.len], &want[..]);
                     }
@@ -412,13 +419,13 @@ proptest! {
 fn try_and_deadline_forms_on_a_full_and_an_empty_queue() {
     let (q, _g) = fresh(2, 8);
     let mut buf = [0; 8];
-    let e = q.try_receive(&mut buf).unwrap_err();
+    let e = q.try_recv(&mut buf).unwrap_err();
     assert_eq!(
         (e.kind(), e.blocked()),
         (ErrorKind::WouldBlock, Some(Blocked::Empty))
     );
     let e = q
-        .receive_timeout(&mut buf, Duration::from_millis(20))
+        .recv_timeout(&mut buf, Duration::from_millis(20))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     q.try_send_with_priority(b"a", 0).unwrap();
@@ -435,7 +442,7 @@ fn try_and_deadline_forms_on_a_full_and_an_empty_queue() {
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     // A deadline already passed still takes what is ready.
     let past = Deadline::At(std::time::Instant::now() - Duration::from_secs(1));
-    assert_eq!(q.receive_deadline(&mut buf, past).unwrap().len, 1);
+    assert_eq!(q.recv_deadline(&mut buf, past).unwrap().len, 1);
 }
 
 #[test]
@@ -445,13 +452,13 @@ fn a_nonblocking_descriptor_keeps_every_form_meaningful() {
     assert!(q.attributes().unwrap().nonblocking);
     let mut buf = [0; 8];
     assert_eq!(
-        q.receive_timeout(&mut buf, Duration::from_millis(20))
+        q.recv_timeout(&mut buf, Duration::from_millis(20))
             .unwrap_err()
             .kind(),
         ErrorKind::TimedOut
     );
     assert_eq!(
-        q.try_receive(&mut buf).unwrap_err().kind(),
+        q.try_recv(&mut buf).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
     q.send_with_priority(b"x", 0).unwrap();
@@ -461,7 +468,7 @@ fn a_nonblocking_descriptor_keeps_every_form_meaningful() {
             .kind(),
         ErrorKind::TimedOut
     );
-    assert_eq!(q.receive(&mut buf).unwrap().len, 1);
+    assert_eq!(q.recv(&mut buf).unwrap().len, 1);
     q.set_nonblocking(false).unwrap();
     assert!(!q.attributes().unwrap().nonblocking);
     // Opened non-blocking from the start.
@@ -484,13 +491,14 @@ fn the_core_traits_use_the_default_priority() {
     );
     assert_eq!(MessageSender::max_message_size(&q), 32);
     let mut buf = [0; 32];
+    // The trait's forms (the inherent `recv*` of the same names also return the priority).
     let mut shared = &q;
-    let n = shared.recv(&mut buf).unwrap();
+    let n = MessageReceiver::recv(&mut shared, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"high");
-    let n = q.try_recv(&mut buf).unwrap();
+    let n = MessageReceiver::try_recv(&mut q, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"low");
     assert_eq!(
-        q.recv_timeout(&mut buf, Duration::from_millis(10))
+        MessageReceiver::recv_timeout(&mut q, &mut buf, Duration::from_millis(10))
             .unwrap_err()
             .kind(),
         ErrorKind::TimedOut
@@ -506,7 +514,7 @@ fn the_descriptor_round_trips_through_owned_fd() {
     let fd: OwnedFd = q.into();
     let q = Queue::from(fd);
     assert_eq!(q.message_size(), 16);
-    assert_eq!(q.receive_message().unwrap().data, b"kept");
+    assert_eq!(q.recv_message().unwrap().data, b"kept");
     let (r, _w) = rustix::pipe::pipe().unwrap();
     let (r2, _w2) = rustix::pipe::pipe().unwrap();
     assert_eq!(Queue::from_fd(r).unwrap_err().kind(), ErrorKind::WrongType);
@@ -523,7 +531,7 @@ fn the_descriptor_round_trips_through_owned_fd() {
 #[test]
 fn an_unlinked_queue_reaches_a_child_by_descriptor() {
     let (q, g) = fresh(2, 64);
-    g.unlink().unwrap(); // No name left: only descriptors reach it now.
+    g.remove().unwrap(); // No name left: only descriptors reach it now.
     assert_gone(q.name().unwrap());
     spawn("send_on_inherited")
         .fd("q", &q)
@@ -540,7 +548,7 @@ fn poll_reports_a_message_sent_by_another_process() {
     assert!(!wait(q.as_fd(), Interest::Readable, Deadline::Now).unwrap());
     assert!(wait(q.as_fd(), Interest::Writable, Deadline::Now).unwrap());
     spawn("send_one")
-        .arg(format!("{} polled", g.name()))
+        .arg(format!("{} polled", name(&g)))
         .start()
         .wait_success();
     let fd = q.try_clone().unwrap();
@@ -564,7 +572,7 @@ fn notification_fires_when_another_process_sends() {
     assert_eq!(n.try_wait().unwrap_err().kind(), ErrorKind::WouldBlock);
     assert!(!wait(n.as_fd(), Interest::Readable, Deadline::Now).unwrap());
     spawn("send_one")
-        .arg(format!("{} wake", g.name()))
+        .arg(format!("{} wake", name(&g)))
         .start()
         .wait_success();
     assert_eq!(n.wait_timeout(PATIENCE).unwrap(), NotifyEvent::Arrived);
@@ -579,7 +587,7 @@ fn notification_fires_when_another_process_sends() {
 #[test]
 fn one_process_at_a_time_may_register() {
     let (q, g) = fresh(2, 32);
-    let mut child = spawn("register_and_park").arg(g.name().as_str()).start();
+    let mut child = spawn("register_and_park").arg(name(&g).as_str()).start();
     child.wait_checkpoint("registered");
     let e = q.notify().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
@@ -610,7 +618,7 @@ fn cancelling_or_closing_a_descriptor_removes_the_registration() {
 #[test]
 fn signal_notification_reaches_another_process() {
     let (q, g) = fresh(2, 32);
-    let mut child = spawn("signal_notified").arg(g.name().as_str()).start();
+    let mut child = spawn("signal_notified").arg(name(&g).as_str()).start();
     child.wait_checkpoint("registered");
     q.send_with_priority(b"signal me", 0).unwrap();
     let out = child.wait();
@@ -635,7 +643,7 @@ proptest! {
         let prios = &prios[..script.sizes.len()];
         let csv: Vec<String> = prios.iter().map(u32::to_string).collect();
         spawn("send_script")
-            .arg(format!("{} {} p{}", g.name(), script.encode(), csv.join(",")))
+            .arg(format!("{} {} p{}", name(&g), script.encode(), csv.join(",")))
             .start()
             .wait_success();
         // Everything is queued: the order is fully determined.
@@ -648,7 +656,7 @@ proptest! {
                 prop_assert!(false, "{}", e);
             }
         }
-        prop_assert_eq!(q.try_receive(&mut [0; 128]).unwrap_err().kind(), ErrorKind::WouldBlock);
+        prop_assert_eq!(q.try_recv(&mut [0; 128]).unwrap_err().kind(), ErrorKind::WouldBlock);
     }
 }
 
@@ -657,13 +665,13 @@ fn a_stream_from_another_process_arrives_whole_once_and_in_order_per_priority() 
     const COUNT: u32 = 300;
     let (q, g) = fresh(10, 256);
     let child = spawn("send_stream")
-        .arg(format!("{} {COUNT} 256", g.name()))
+        .arg(format!("{} {COUNT} 256", name(&g)))
         .start();
     let mut last: BTreeMap<u32, u32> = BTreeMap::new();
     let mut seen = HashSet::new();
     let mut buf = vec![0; 256];
     for _ in 0..COUNT {
-        let got = q.receive_timeout(&mut buf, PATIENCE).unwrap();
+        let got = q.recv_timeout(&mut buf, PATIENCE).unwrap();
         let m = &buf[..got.len];
         let (sender, seq) = parse_stamp(m).expect("an intact, stamped message");
         check_message(sender, seq, got.len, m).unwrap();
@@ -680,7 +688,7 @@ fn a_stream_from_another_process_arrives_whole_once_and_in_order_per_priority() 
 #[test]
 fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
     let (q, g) = fresh(8, 128);
-    let mut child = spawn("send_forever").arg(g.name().as_str()).start();
+    let mut child = spawn("send_forever").arg(name(&g).as_str()).start();
     child.wait_checkpoint("sending");
     let mut buf = vec![0; 128];
     let mut seen = HashSet::new();
@@ -692,7 +700,7 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
         assert!(seen.insert(seq), "message {seq} twice");
     };
     for _ in 0..40 {
-        let got = q.receive_timeout(&mut buf, PATIENCE).unwrap();
+        let got = q.recv_timeout(&mut buf, PATIENCE).unwrap();
         check(got, &buf);
     }
     // Killed wherever it is: most likely blocked in mq_send on the full queue.
@@ -700,11 +708,11 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
     let left = q.attributes().unwrap().messages;
     assert!(left <= 8);
     for _ in 0..left {
-        let got = q.try_receive(&mut buf).unwrap();
+        let got = q.try_recv(&mut buf).unwrap();
         check(got, &buf);
     }
     assert_eq!(
-        q.try_receive(&mut buf).unwrap_err().kind(),
+        q.try_recv(&mut buf).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
     // Still a working queue.
@@ -715,7 +723,7 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
 #[test]
 fn a_sigkilled_receiver_blocked_in_receive_takes_nothing() {
     let (q, g) = fresh(2, 32);
-    let mut child = spawn("receive_forever").arg(g.name().as_str()).start();
+    let mut child = spawn("receive_forever").arg(name(&g).as_str()).start();
     child.wait_checkpoint("receiving");
     // Give it a moment to block (the test holds whether or not it got there).
     std::thread::sleep(Duration::from_millis(50));
@@ -728,7 +736,7 @@ fn a_sigkilled_receiver_blocked_in_receive_takes_nothing() {
 fn a_blocked_receive_in_another_process_honours_its_deadline() {
     let (_q, g) = fresh(2, 32);
     spawn("receive_times_out")
-        .arg(g.name().as_str())
+        .arg(name(&g).as_str())
         .start()
         .wait_success();
 }
@@ -737,7 +745,7 @@ fn a_blocked_receive_in_another_process_honours_its_deadline() {
 fn a_blocked_receive_in_another_process_gets_a_message_sent_later() {
     let (q, g) = fresh(2, 32);
     let mut child = spawn("receive_expecting")
-        .arg(format!("{} late-arrival", g.name()))
+        .arg(format!("{} late-arrival", name(&g)))
         .start();
     child.wait_checkpoint("waiting");
     q.send_with_priority(b"late-arrival", 4).unwrap();

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use ipc_core::{Blocked, Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_mq::Access;
+use ipc_mq::RemoveGuard;
 use ipc_mq::knobs::SYSV_MSGMAX;
-use ipc_mq::sysv::{Key, MsgBuf, OpenOptions, Queue, RemoveGuard, Selector};
+use ipc_mq::sysv::{Key, MsgBuf, OpenOptions, Queue, Selector};
 use ipc_testkit::script::{STAMP_LEN, check_message, message, parse_stamp};
 use ipc_testkit::{Ctx, TempDir, roles, spawn};
 use proptest::prelude::*;
@@ -55,7 +56,7 @@ fn send_two(ctx: &Ctx) {
 fn receive_until_removed(ctx: &Ctx) {
     let q = id_arg(ctx, 0);
     ctx.checkpoint("waiting");
-    let e = q.receive_message(Selector::Any).unwrap_err();
+    let e = q.recv_message(Selector::Any).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     // Everything after is disconnected too.
     assert_eq!(
@@ -68,7 +69,7 @@ fn receive_until_removed(ctx: &Ctx) {
 fn receive_times_out(ctx: &Ctx) {
     let q = id_arg(ctx, 0);
     let e = q
-        .receive_timeout(Selector::Any, &mut [0; 16], Duration::from_millis(100))
+        .recv_typed_timeout(Selector::Any, &mut [0; 16], Duration::from_millis(100))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
 }
@@ -78,7 +79,7 @@ fn receive_type_five(ctx: &Ctx) {
     let q = id_arg(ctx, 0);
     ctx.checkpoint("waiting");
     let m = q
-        .receive_message_deadline(Selector::Type(5), Deadline::after(PATIENCE))
+        .recv_message_deadline(Selector::Type(5), Deadline::after(PATIENCE))
         .unwrap();
     assert_eq!((m.mtype, &m.data[..]), (5, &b"five"[..]));
     assert_eq!(q.status().unwrap().messages, 1, "the type-3 message stays");
@@ -89,7 +90,7 @@ fn receive_type_five(ctx: &Ctx) {
 fn server(ctx: &Ctx) {
     let q = id_arg(ctx, 0);
     loop {
-        let req = q.receive_message(Selector::Type(1)).unwrap();
+        let req = q.recv_message(Selector::Type(1)).unwrap();
         let text = String::from_utf8(req.data).unwrap();
         let (pid, payload) = text.split_once(' ').unwrap();
         if payload == "stop" {
@@ -109,7 +110,7 @@ fn client(ctx: &Ctx) {
         q.send_typed(1, format!("{me} request-{me}-{i}").as_bytes())
             .unwrap();
         let reply = q
-            .receive_message_deadline(Selector::Type(me), Deadline::after(PATIENCE))
+            .recv_message_deadline(Selector::Type(me), Deadline::after(PATIENCE))
             .unwrap();
         assert_eq!(reply.data, format!("REQUEST-{me}-{i}").as_bytes());
     }
@@ -170,7 +171,7 @@ fn private_queues_are_reached_by_id_and_cannot_be_opened_by_key() {
     let (q, _g) = fresh();
     assert!(q.key().is_private());
     Queue::from_id(q.id()).send_typed(4, b"by id").unwrap();
-    assert_eq!(q.receive_message(Selector::Any).unwrap().data, b"by id");
+    assert_eq!(q.recv_message(Selector::Any).unwrap().data, b"by id");
     let e = Queue::open(Key::PRIVATE, Access::ReadWrite).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     let two = Queue::private().unwrap();
@@ -213,7 +214,7 @@ fn removal_is_reported_and_the_guard_tolerates_it() {
         q.remove().unwrap_err(),
         q.status().unwrap_err(),
         q.try_send_typed(1, b"x").unwrap_err(),
-        q.try_receive(Selector::Any, &mut [0; 4]).unwrap_err(),
+        q.try_recv_typed(Selector::Any, &mut [0; 4]).unwrap_err(),
     ] {
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     }
@@ -238,10 +239,7 @@ fn status_reports_counts_bytes_pids_and_times() {
     assert_eq!(st.last_send_pid, Some(child_pid));
     assert!(st.last_send.is_some());
     assert_eq!(st.last_receive_pid, None);
-    assert_eq!(
-        q.receive_message(Selector::Type(1)).unwrap().data,
-        b"second!"
-    );
+    assert_eq!(q.recv_message(Selector::Type(1)).unwrap().data, b"second!");
     let st = q.status().unwrap();
     assert_eq!((st.messages, st.bytes), (1, 5));
     assert_eq!(st.last_receive_pid, Some(std::process::id()));
@@ -292,7 +290,7 @@ fn bad_input_fails_before_the_kernel_and_loses_nothing() {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     }
     for sel in [Selector::Type(0), Selector::AtMost(0), Selector::Except(-2)] {
-        let e = q.try_receive(sel, &mut [0; 16]).unwrap_err();
+        let e = q.try_recv_typed(sel, &mut [0; 16]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{sel:?}: {e}");
     }
     let mut buf = MsgBuf::with_capacity(4);
@@ -302,19 +300,19 @@ fn bad_input_fails_before_the_kernel_and_loses_nothing() {
         ErrorKind::InvalidInput
     );
     assert_eq!(q.status().unwrap().messages, 1);
-    assert_eq!(q.receive_message(Selector::Any).unwrap().data, b"queued");
+    assert_eq!(q.recv_message(Selector::Any).unwrap().data, b"queued");
 }
 
 #[test]
 fn a_short_receive_buffer_leaves_the_message_queued() {
     let (q, _g) = fresh();
     q.send_typed(3, b"ten bytes!").unwrap();
-    let e = q.try_receive(Selector::Any, &mut [0; 9]).unwrap_err();
+    let e = q.try_recv_typed(Selector::Any, &mut [0; 9]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
     assert_eq!(e.message_size(), Some((q.max_message_size(), 9)));
     assert_eq!(q.status().unwrap().messages, 1);
     let mut buf = [0; 10];
-    let got = q.try_receive(Selector::Any, &mut buf).unwrap();
+    let got = q.try_recv_typed(Selector::Any, &mut buf).unwrap();
     assert_eq!((&buf[..got.len], got.mtype), (&b"ten bytes!"[..], 3));
 }
 
@@ -377,13 +375,13 @@ proptest! {
                 }
                 Op::Recv(sel) => match model.select(sel) {
                     None => {
-                        let e = q.try_receive(sel, &mut buf).unwrap_err();
+                        let e = q.try_recv_typed(sel, &mut buf).unwrap_err();
                         prop_assert_eq!(e.kind(), ErrorKind::WouldBlock);
                         prop_assert_eq!(e.blocked(), Some(Blocked::Empty));
                     }
                     Some(i) => {
                         let (mtype, want) = model.queued.remove(i).unwrap();
-                        let got = q.try_receive(sel, &mut buf).unwrap();
+                        let got = q.try_recv_typed(sel, &mut buf).unwrap();
                         prop_assert_eq!(got.mtype, mtype, "{:?}", sel);
                         prop_assert_eq!(&buf[..got.len], &want[..]);
                     }
@@ -402,21 +400,21 @@ proptest! {
 fn try_and_deadline_forms() {
     let (q, _g) = fresh();
     let mut buf = [0; 16];
-    let e = q.try_receive(Selector::Any, &mut buf).unwrap_err();
+    let e = q.try_recv_typed(Selector::Any, &mut buf).unwrap_err();
     assert_eq!(
         (e.kind(), e.blocked()),
         (ErrorKind::WouldBlock, Some(Blocked::Empty))
     );
     let e = q
-        .receive_timeout(Selector::Any, &mut buf, Duration::from_millis(20))
+        .recv_typed_timeout(Selector::Any, &mut buf, Duration::from_millis(20))
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     q.send_typed(1, b"one").unwrap();
     // Nothing of type 2: the type-1 message does not count.
-    let e = q.try_receive(Selector::Type(2), &mut buf).unwrap_err();
+    let e = q.try_recv_typed(Selector::Type(2), &mut buf).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WouldBlock);
     let got = q
-        .receive_timeout(Selector::Type(1), &mut buf, Duration::from_millis(20))
+        .recv_typed_timeout(Selector::Type(1), &mut buf, Duration::from_millis(20))
         .unwrap();
     assert_eq!(&buf[..got.len], b"one");
 }
@@ -433,11 +431,9 @@ fn the_core_traits_use_the_send_type_and_the_selector() {
     MessageSender::send(&mut tx, b"three").unwrap();
     q.send_typed(1, b"one").unwrap();
     let mut rx = q.clone();
-    rx.set_receive_selector(Selector::Type(3)).unwrap();
+    rx.set_recv_selector(Selector::Type(3)).unwrap();
     assert_eq!(
-        rx.set_receive_selector(Selector::Type(-3))
-            .unwrap_err()
-            .kind(),
+        rx.set_recv_selector(Selector::Type(-3)).unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
     let mut buf = [0; 16];
@@ -485,7 +481,7 @@ fn a_deadline_receive_in_another_process_gets_its_type_when_it_arrives() {
     q.send_typed(5, b"five").unwrap();
     let out = child.wait();
     assert!(out.success(), "{}", out.stderr);
-    assert_eq!(q.receive_message(Selector::Any).unwrap().mtype, 3);
+    assert_eq!(q.recv_message(Selector::Any).unwrap().mtype, 3);
 }
 
 #[test]
@@ -527,7 +523,7 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
         // Every other receive picks type 2 if one is queued (without waiting: a full queue
         // may hold none while the sender waits for room), else any; the rest stay in order.
         let picked = if i % 2 == 1 {
-            match q.try_receive(Selector::Type(2), &mut buf) {
+            match q.try_recv_typed(Selector::Type(2), &mut buf) {
                 Ok(got) => Some(got),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => None,
                 Err(e) => panic!("{e}"),
@@ -538,7 +534,7 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
         let got = match picked {
             Some(got) => got,
             None => q
-                .receive_timeout(Selector::Any, &mut buf, PATIENCE)
+                .recv_typed_timeout(Selector::Any, &mut buf, PATIENCE)
                 .unwrap(),
         };
         check(got, &buf);
@@ -546,14 +542,14 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
     assert!(child.kill_and_wait().killed());
     let left = q.status().unwrap().messages;
     for _ in 0..left {
-        let got = q.try_receive(Selector::Any, &mut buf).unwrap();
+        let got = q.try_recv_typed(Selector::Any, &mut buf).unwrap();
         check(got, &buf);
     }
     let st = q.status().unwrap();
     assert_eq!((st.messages, st.bytes), (0, 0));
     q.send_typed(9, b"after the crash").unwrap();
     assert_eq!(
-        q.receive_message(Selector::Type(9)).unwrap().data,
+        q.recv_message(Selector::Type(9)).unwrap().data,
         b"after the crash"
     );
 }

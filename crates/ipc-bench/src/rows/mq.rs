@@ -39,8 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
-use ipc_mq::posix::{self, UnlinkGuard};
-use ipc_mq::sysv::{self, RemoveGuard};
+use ipc_mq::RemoveGuard;
+use ipc_mq::posix;
+use ipc_mq::sysv;
 use libc::c_long;
 
 use crate::fixtures::{PosixQueue, SysvQueue, posix_max_message, sysv_max_message};
@@ -202,19 +203,22 @@ impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
 fn posix_link(
     down: posix::Queue,
     up: posix::Queue,
-    names: (UnlinkGuard, UnlinkGuard),
+    names: (RemoveGuard, RemoveGuard),
     child: &mut Handoff,
 ) -> Result<QueueLink<posix::Queue>> {
-    let object = names.0.name().to_string();
+    let name = down.name().cloned().ok_or_else(|| {
+        Error::with_note(ErrorKind::InvalidInput, "the fixture opens queues by name")
+    })?;
+    let object = name.to_string();
     // The fixture's `down` here is write-only: open it again to empty it.
-    let empty_down = posix::Queue::open(names.0.name().as_str(), posix::Access::ReadOnly)?;
+    let empty_down = posix::Queue::open(&name, posix::Access::ReadOnly)?;
     let hang_up_parent = up.try_clone()?;
     let watch = watch_child(child, move || {
         // The child is gone: a receive waiting for its reply gets the hang-up; a send blocked
         // on a full `down` gets room (and the next send sees the watch).
         let _ = hang_up_parent.try_send_with_priority(&[], 0);
         let mut buf = vec![0; empty_down.message_size()];
-        while empty_down.try_receive(&mut buf).is_ok() {}
+        while empty_down.try_recv(&mut buf).is_ok() {}
     })?;
     let hang_up_child = down.try_clone()?;
     let on_drop = move |watch: &ChildWatch| {
@@ -232,7 +236,7 @@ impl Link for PosixQueue {
     fn parent_end(
         down: posix::Queue,
         up: posix::Queue,
-        names: (UnlinkGuard, UnlinkGuard),
+        names: (RemoveGuard, RemoveGuard),
         child: &mut Handoff,
     ) -> Result<Box<dyn Duplex>> {
         Ok(posix_link(down, up, names, child)?.into_messages())

@@ -1,0 +1,156 @@
+//! POSIX message queues: [`Queue`] (a named queue of prioritised messages kept by the kernel,
+//! whose descriptor is a pollable file descriptor), [`OpenOptions`], [`unlink`],
+//! [`Notification`] (`mq_notify` as a pollable descriptor) and [`Limits`].
+//!
+//! The parts live in one file each: `options.rs` (opening and creating, the owner check),
+//! `queue.rs` (the descriptor: sending, receiving, attributes), `notify.rs` (`mq_notify`).
+//!
+//! # The model
+//!
+//! A queue lives in the kernel under a name such as `/jobs` (listed in `/dev/mqueue` when that
+//! file system is mounted) until it is unlinked and the last descriptor is closed. It holds at
+//! most [`max_messages`](Queue::max_messages) messages of at most
+//! [`message_size`](Queue::message_size) bytes each, both fixed at creation. Each message has a
+//! priority from 0 to [`MAX_PRIORITY`]; a receive takes the oldest message of the highest
+//! priority. Any number of processes may send and receive; each message goes to exactly one
+//! receiver, whole.
+//!
+//! ```
+//! use ipc_mq::posix::Queue;
+//!
+//! let name = format!("/doc-posix-{}", std::process::id());
+//! let q = Queue::create(&*name, 8, 64)?;
+//! let _unlink = q.remove_guard()?;
+//! q.send_with_priority(b"routine", 0)?;
+//! q.send_with_priority(b"urgent", 9)?;
+//! let mut buf = vec![0; q.message_size()];
+//! let got = q.recv(&mut buf)?;
+//! assert_eq!((&buf[..got.len], got.priority), (&b"urgent"[..], 9));
+//! # Ok::<(), ipc_mq::Error>(())
+//! ```
+//!
+//! # Waiting, deadlines and the wall clock
+//!
+//! Every operation comes in a blocking, a `try_` and a deadline form. Deadlines are
+//! [`Deadline`]s on the monotonic clock, but `mq_timedsend` and `mq_timedreceive` take an
+//! absolute `CLOCK_REALTIME` time, so each call converts the time left into a wall-clock time
+//! immediately before the system call (`now(CLOCK_REALTIME) + remaining`,
+//! [`Deadline::absolute`]). If the wall clock is
+//! set while a call waits:
+//!
+//! - set **forward**: the kernel reports a timeout early; this crate sees that the monotonic
+//!   deadline has not passed, converts the time still left, and waits again. The deadline holds.
+//! - set **backward**: the kernel keeps waiting until the wall clock reaches the converted
+//!   time, so the wait is longer than asked by the size of the jump. The kernel offers no
+//!   monotonic variant of these calls. A caller who must not overrun can poll the descriptor
+//!   (it is a file descriptor, see below) with a monotonic timeout and use the `try_` forms.
+//!
+//! The `try_` forms pass a time in the past (the epoch), so the kernel fails at once instead of
+//! waiting, without touching the descriptor's `O_NONBLOCK` flag (which the open file
+//! description shares with every process that inherited it). If the descriptor *is*
+//! non-blocking ([`OpenOptions::nonblocking`], [`Queue::set_nonblocking`]), the blocking and
+//! deadline forms wait with `poll(2)` on the monotonic clock instead, so they keep their meaning.
+//!
+//! # A descriptor is a file descriptor
+//!
+//! On Linux an `mqd_t` is a file descriptor: [`Queue`] implements [`AsFd`], [`AsRawFd`],
+//! `From<OwnedFd>` and `Into<OwnedFd>`, so it can be passed to a child process, and
+//! `poll`/`epoll`/mio/tokio report it readable when a message is queued and writable when there
+//! is room. It is close-on-exec (the kernel sets `O_CLOEXEC` on every queue descriptor).
+//!
+//! # One verb per operation
+//!
+//! A queue sends with `send*` and receives with `recv*`, the verbs of the core traits. The
+//! queue's own forms carry what the traits have no place for: [`Queue::send_with_priority`]
+//! and its `try_` / `_timeout` / `_deadline` forms take a priority, and [`Queue::recv`] and its
+//! forms return the priority with the length ([`Received`]). The inherent `recv*` take the same
+//! arguments as [`MessageReceiver`]'s, so `q.recv(&mut buf)` is the richer form; code generic
+//! over mechanisms calls the trait (`MessageReceiver::recv`, the length only, priority
+//! dropped). [`Queue::recv_message`] receives into a new buffer of the right size.
+//!
+//! # Removing the name
+//!
+//! A queue's name stays in `/dev/mqueue` until [`unlink`]ed. [`Queue::remove_guard`] gives the
+//! workspace's one [`RemoveGuard`](ipc_core::RemoveGuard), which unlinks the name when dropped.
+//! Only a queue opened by name has one to unlink: for a descriptor adopted with
+//! [`Queue::from_fd`] or `From<OwnedFd>` (which carries no name) `remove_guard` is an error, not
+//! a guard that would silently remove nothing; whoever knows the name makes the guard
+//! (`RemoveGuard::new(Removable::Queue(name))`).
+//!
+//! # No "disconnected" here
+//!
+//! The kernel does not track who has a queue open for sending, so a receiver on an empty queue
+//! whose senders all died waits until its deadline; it never sees
+//! [`ErrorKind::Disconnected`]. Unlinking the name does not affect open descriptors. Use
+//! deadlines, or a liveness signal of your own, where a peer may die.
+//!
+//! # References
+//! - [`mq_overview(7)`](https://man7.org/linux/man-pages/man7/mq_overview.7.html)
+
+mod notify;
+mod options;
+mod queue;
+
+#[cfg(doc)]
+use std::os::fd::{AsFd, AsRawFd};
+
+#[cfg(doc)]
+use ipc_core::{Deadline, ErrorKind, MessageReceiver};
+use ipc_core::{Error, MaxMessage, PosixName, Properties, Removable, Result};
+
+pub use self::notify::{Notification, NotifyEvent};
+pub use self::options::OpenOptions;
+pub use self::queue::{Attributes, Message, Queue, Received};
+pub use crate::Access;
+pub use crate::limits::{HARD_MSGMAX, HARD_MSGSIZEMAX, Limits, MQ_PRIO_MAX};
+
+/// The static facts about POSIX message queues, as the benchmark prints them.
+pub const PROPERTIES: Properties = Properties {
+    mechanism: "POSIX message queue",
+    keeps_boundaries: true,
+    max_message: MaxMessage::PerObject {
+        default: 8192,
+        ceiling: ipc_core::knob::MQ_MSGSIZE_MAX,
+    },
+    multi_producer: true,
+    multi_consumer: true,
+    needs_related_process: false,
+    namespace: Some("/dev/mqueue"),
+    kernel_copies_per_message: 2,
+    crosses_machines: false,
+};
+
+/// The highest priority a message can have (`MQ_PRIO_MAX - 1`); 0 is the lowest.
+pub const MAX_PRIORITY: u32 = MQ_PRIO_MAX - 1;
+
+/// The mode a queue is created with unless the caller asks otherwise: owner read and write.
+pub const DEFAULT_MODE: u32 = 0o600;
+
+/// Removes the name `name` (`mq_unlink(3)`, through [`Removable::Queue`]). The queue itself
+/// lives on until every descriptor to it is closed; a new queue can be created under the name
+/// at once.
+///
+/// ```
+/// use ipc_mq::posix::{Queue, unlink};
+/// use ipc_mq::{ErrorKind, PosixName, RemoveGuard, Removable};
+///
+/// let name = PosixName::new(format!("/doc-unlink-{}", std::process::id()))?;
+/// {
+///     let _q = Queue::create(&name, 1, 16)?;
+///     let _guard = RemoveGuard::new(Removable::Queue(name.clone()));
+/// } // unlinked here
+/// assert_eq!(unlink(&name).unwrap_err().kind(), ErrorKind::NotFound);
+/// # Ok::<(), ipc_mq::Error>(())
+/// ```
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] if no queue has this name;
+/// [`ErrorKind::PermissionDenied`] if the caller may not
+/// remove it.
+///
+/// # References
+/// - [`mq_unlink(3)`](https://man7.org/linux/man-pages/man3/mq_unlink.3.html)
+#[doc(alias = "mq_unlink")]
+pub fn unlink(name: impl TryInto<PosixName, Error = Error>) -> Result<()> {
+    Removable::Queue(name.try_into()?).remove()
+}
