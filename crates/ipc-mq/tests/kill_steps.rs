@@ -13,35 +13,9 @@ use std::time::Duration;
 use ipc_core::ErrorKind;
 use ipc_mq::posix::{self, OpenOptions, Queue};
 use ipc_mq::{Access, sysv};
-use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_name, within_watchdog};
-
-fn rounds() -> usize {
-    if std::env::var_os("IPC_SOAK").is_some() {
-        300
-    } else {
-        12
-    }
-}
-
-/// A small pseudo-random sequence (xorshift), seeded from the clock: where the kills land.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Rng(t ^ u64::from(std::process::id()) << 32 | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use ipc_testkit::{
+    Ctx, Rng, TempDir, by_profile, kill_at_random, roles, unique_name, within_watchdog,
+};
 
 /// `prefix`: creates, opens, uses, closes and unlinks `/prefix-0` and `/prefix-1` forever.
 fn posix_churn(ctx: &Ctx) {
@@ -85,20 +59,11 @@ fn sysv_churn(ctx: &Ctx) {
 
 roles!(posix_churn, sysv_churn);
 
-/// Starts `role`, lets it loop, and kills it at a random moment.
-fn kill_somewhere(role: &str, arg: &str, rng: &mut Rng) {
-    let mut child = spawn(role).arg(arg).start();
-    child.wait_checkpoint("looping");
-    std::thread::sleep(Duration::from_micros(rng.below(3000)));
-    let out = child.kill_and_wait();
-    assert!(out.killed(), "{role} ended by itself: {}", out.stderr);
-}
-
 #[test]
 fn a_posix_queue_user_killed_at_any_step_leaves_nothing_or_a_whole_queue() {
-    let mut rng = Rng::new();
+    let mut rng = Rng::new("kill steps");
     let (mut whole, mut none) = (0, 0);
-    for _ in 0..rounds() {
+    for _ in 0..by_profile(12, 300) {
         let prefix = unique_name("mqkill");
         // Whatever the round leaves is removed even if a check below fails.
         let _guards: Vec<_> = (0..2)
@@ -108,7 +73,13 @@ fn a_posix_queue_user_killed_at_any_step_leaves_nothing_or_a_whole_queue() {
                 ))
             })
             .collect();
-        kill_somewhere("posix_churn", &prefix, &mut rng);
+        kill_at_random(
+            "posix_churn",
+            &prefix,
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
         for i in 0..2 {
             let name = format!("/{prefix}-{i}");
             let opened = within_watchdog("open", {
@@ -134,14 +105,20 @@ fn a_posix_queue_user_killed_at_any_step_leaves_nothing_or_a_whole_queue() {
 
 #[test]
 fn a_sysv_queue_user_killed_at_any_step_leaves_nothing_or_a_whole_queue() {
-    let mut rng = Rng::new();
+    let mut rng = Rng::new("kill steps");
     let dir = TempDir::new("sysvkill");
     let (mut whole, mut none) = (0, 0);
-    for r in 0..rounds() {
+    for r in 0..by_profile(12, 300) {
         let path = dir.join(&format!("key{r}"));
         std::fs::write(&path, b"").unwrap();
         let key = sysv::Key::from_path(&path, b'K').unwrap();
-        kill_somewhere("sysv_churn", path.to_str().unwrap(), &mut rng);
+        kill_at_random(
+            "sysv_churn",
+            path.to_str().unwrap(),
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
         let opened = within_watchdog("open", move || sysv::Queue::open(key, Access::ReadWrite));
         match opened {
             Ok(q) => {

@@ -245,14 +245,8 @@ fn dropping_a_sender_with_a_message_in_progress_and_an_idle_reader_is_bounded() 
         // The reader is alive (this process) and reads nothing until the child has exited.
         let out = child.wait_success();
         assert!(out.stderr.contains("dropped"), "{}", out.stderr);
-        let mut rx = r.into_receiver(1 << 20).unwrap();
-        let (first, end) = within_watchdog("drain", move || {
-            let mut buf = vec![0; 1 << 20];
-            let n = rx.recv(&mut buf).unwrap();
-            let first = buf[..n].to_vec();
-            (first, rx.recv(&mut buf).unwrap_err())
-        });
-        assert_eq!(first, b"whole");
+        let (msgs, end) = ipc_testkit::drain(r.into_receiver(1 << 20).unwrap(), 1 << 20);
+        assert_eq!(msgs, [b"whole".to_vec()]);
         assert_eq!(
             end.kind(),
             ErrorKind::Disconnected,
@@ -424,17 +418,7 @@ fn a_pipe_writer_killed_at_any_step_is_a_disconnect_never_a_partial_message() {
                 }
             }
             assert!(child.kill_and_wait().killed(), "{step}");
-            let mut rx = r.into_receiver(BIG).unwrap();
-            let (msgs, end) = within_watchdog("drain after the kill", move || {
-                let mut buf = vec![0; BIG];
-                let mut msgs = Vec::new();
-                loop {
-                    match rx.recv(&mut buf) {
-                        Ok(n) => msgs.push(buf[..n].to_vec()),
-                        Err(e) => return (msgs, e),
-                    }
-                }
-            });
+            let (msgs, end) = ipc_testkit::drain(r.into_receiver(BIG).unwrap(), BIG);
             assert_eq!(end.kind(), ErrorKind::Disconnected, "{step}: {end}");
             let want: &[&[u8]] = match step {
                 "sent" | "closed" => &[b"complete"],

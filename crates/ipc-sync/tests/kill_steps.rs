@@ -21,35 +21,9 @@ use ipc_core::{Deadline, ErrorKind};
 use ipc_sync::{
     Key, LockError, Mutex, NamedSemaphore, Semaphore, SemaphoreSet, SetOpenOptions, SharedObject,
 };
-use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_name, within_watchdog};
-
-fn rounds() -> usize {
-    if std::env::var_os("IPC_SOAK").is_some() {
-        300
-    } else {
-        12
-    }
-}
-
-/// A small pseudo-random sequence (xorshift), seeded from the clock: where the kills land.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        Rng(t ^ (u64::from(std::process::id()) << 32) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use ipc_testkit::{
+    Ctx, Rng, TempDir, by_profile, kill_at_random, roles, unique_name, within_watchdog,
+};
 
 /// `prefix`: creates, opens, uses, closes and unlinks `/prefix-0` and `/prefix-1` forever.
 fn named_churn(ctx: &Ctx) {
@@ -137,14 +111,6 @@ fn placed_churn(ctx: &Ctx) {
 
 roles!(named_churn, set_churn, placed_churn);
 
-fn kill_somewhere(role: &str, arg: &str, rng: &mut Rng) {
-    let mut child = spawn(role).arg(arg).start();
-    child.wait_checkpoint("looping");
-    std::thread::sleep(Duration::from_micros(rng.below(3000)));
-    let out = child.kill_and_wait();
-    assert!(out.killed(), "{role} ended by itself: {}", out.stderr);
-}
-
 /// Unlinks a semaphore name on drop.
 struct Unlink(String);
 
@@ -156,12 +122,18 @@ impl Drop for Unlink {
 
 #[test]
 fn a_named_semaphore_user_killed_at_any_step_leaves_nothing_or_a_whole_semaphore() {
-    let mut rng = Rng::new();
+    let mut rng = Rng::new("kill steps");
     let (mut whole, mut none) = (0, 0);
-    for _ in 0..rounds() {
+    for _ in 0..by_profile(12, 300) {
         let prefix = unique_name("semkill");
         let _guards: Vec<_> = (0..2).map(|i| Unlink(format!("/{prefix}-{i}"))).collect();
-        kill_somewhere("named_churn", &prefix, &mut rng);
+        kill_at_random(
+            "named_churn",
+            &prefix,
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
         // Nothing but the two names: no temporary file of a half-made semaphore.
         let left: Vec<String> = std::fs::read_dir("/dev/shm")
             .unwrap()
@@ -201,14 +173,20 @@ fn a_named_semaphore_user_killed_at_any_step_leaves_nothing_or_a_whole_semaphore
 
 #[test]
 fn a_semaphore_set_user_killed_at_any_step_leaves_openers_a_set_or_an_error() {
-    let mut rng = Rng::new();
+    let mut rng = Rng::new("kill steps");
     let dir = TempDir::new("setkill");
     let (mut whole, mut none, mut uninit) = (0, 0, 0);
-    for r in 0..rounds() {
+    for r in 0..by_profile(12, 300) {
         let path = dir.join(&format!("key{r}"));
         std::fs::write(&path, b"").unwrap();
         let key = Key::from_path(&path, b'S').unwrap();
-        kill_somewhere("set_churn", path.to_str().unwrap(), &mut rng);
+        kill_at_random(
+            "set_churn",
+            path.to_str().unwrap(),
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
         // Removes whatever the round left, also if a check fails.
         let _remove = SemaphoreSet::lookup(key)
             .ok()
@@ -238,11 +216,17 @@ fn a_semaphore_set_user_killed_at_any_step_leaves_openers_a_set_or_an_error() {
 
 #[test]
 fn a_mutex_and_semaphore_creator_killed_at_any_step_leaves_them_refused_or_usable() {
-    let mut rng = Rng::new();
+    let mut rng = Rng::new("kill steps");
     let (mut usable, mut owner_died, mut refused) = (0, 0, 0);
-    for r in 0..rounds() {
+    for r in 0..by_profile(12, 300) {
         let dir = TempDir::new(&format!("placed{r}"));
-        kill_somewhere("placed_churn", dir.path().to_str().unwrap(), &mut rng);
+        kill_at_random(
+            "placed_churn",
+            dir.path().to_str().unwrap(),
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
         for i in 0..PLACED_FILES {
             let path = dir.join(&format!("f{i}"));
             if !path.exists() {

@@ -48,7 +48,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use ipc_core::inherit::ChildFds;
-pub use profile::{Rng, SEED_ENV, SOAK_ENV, by_profile, drain, soak};
+pub use profile::{Rng, SEED_ENV, SOAK_ENV, by_profile, drain, kill_at_random, soak};
 pub use script::{Model, Script};
 pub use supervise::{KillTimer, role_main};
 

@@ -3,9 +3,11 @@
 //! its seed so a failing run can be repeated, and [`drain`], which receives until the first
 //! error under the watchdog.
 
+use std::time::Duration;
+
 use ipc_core::{Error, MessageReceiver};
 
-use crate::within_watchdog;
+use crate::{spawn, within_watchdog};
 
 /// The environment variable `cargo xtask test --soak` sets.
 pub const SOAK_ENV: &str = "IPC_SOAK";
@@ -72,6 +74,18 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
+}
+
+/// Starts `role` with `arg`, waits for its `checkpoint`, lets it run on for a random time below
+/// `max`, and `SIGKILL`s it: a kill that lands at a random step of whatever the role loops
+/// over. Fails the test if the role ended by itself.
+pub fn kill_at_random(role: &str, arg: &str, checkpoint: &str, max: Duration, rng: &mut Rng) {
+    let mut child = spawn(role).arg(arg).start();
+    child.wait_checkpoint(checkpoint);
+    let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
+    std::thread::sleep(Duration::from_micros(rng.below(micros)));
+    let out = child.kill_and_wait();
+    assert!(out.killed(), "{role} ended by itself: {}", out.stderr);
 }
 
 /// Receives messages of up to `max` bytes until the first error, under the watchdog (a hang

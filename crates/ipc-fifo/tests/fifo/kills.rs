@@ -112,17 +112,7 @@ fn a_writer_killed_at_any_step_is_a_disconnect_never_a_partial_message_or_a_hang
             }
             assert!(child.kill_and_wait().killed(), "{step}");
             if let Some(r) = r {
-                let mut rx = r.into_receiver(BIG).unwrap();
-                let (msgs, end) = within_watchdog("drain after the kill", move || {
-                    let mut buf = vec![0; BIG];
-                    let mut msgs = Vec::new();
-                    loop {
-                        match rx.recv(&mut buf) {
-                            Ok(n) => msgs.push(buf[..n].to_vec()),
-                            Err(e) => return (msgs, e),
-                        }
-                    }
-                });
+                let (msgs, end) = ipc_testkit::drain(r.into_receiver(BIG).unwrap(), BIG);
                 assert_eq!(end.kind(), ErrorKind::Disconnected, "{step}: {end}");
                 let want: &[&[u8]] = match step {
                     "sent" | "closed" => &[b"complete"],

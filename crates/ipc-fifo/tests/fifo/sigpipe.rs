@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_core::{Deadline, ErrorKind, MessageSender};
 use ipc_fifo::{ConnectOptions, Fifo, FifoReader, Listener, OpenOptions};
 use ipc_testkit::{Ctx, spawn, within_watchdog};
 
@@ -176,14 +176,8 @@ fn dropping_a_fifo_sender_with_a_message_in_progress_and_an_idle_reader_is_bound
             .start()
             .wait_success();
         assert!(out.stderr.contains("dropped"), "{}", out.stderr);
-        let mut rx = r.into_receiver(1 << 20).unwrap();
-        let (first, end) = within_watchdog("drain", move || {
-            let mut buf = vec![0; 1 << 20];
-            let n = rx.recv(&mut buf).unwrap();
-            let first = buf[..n].to_vec();
-            (first, rx.recv(&mut buf).unwrap_err())
-        });
-        assert_eq!(first, b"whole");
+        let (msgs, end) = ipc_testkit::drain(r.into_receiver(1 << 20).unwrap(), 1 << 20);
+        assert_eq!(msgs, [b"whole".to_vec()]);
         assert_eq!(
             end.kind(),
             ErrorKind::Disconnected,
