@@ -1,0 +1,1 @@
+//! Request-reply over any duplex pair of message endpoints (in progress).
