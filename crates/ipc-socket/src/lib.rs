@@ -15,7 +15,7 @@
 //! | a byte stream with messages on top, or peers that only speak `SOCK_STREAM` | [`Stream`] over a path |
 //! | a service without a file (gone when the server is) | [`Address::Abstract`], with a [`PeerPolicy`] (it has no mode) |
 //! | another machine | [`Stream`] over [`Address::Inet`] (TCP, `TCP_NODELAY`) |
-//! | the highest throughput on one machine | not a socket: `ipc-shm`, its segment handed over a socket |
+//! | the highest throughput on one machine | not a socket: `ipc-shm`, its sealed memfd handed over a socket with credentials checked (`examples/shm_over_socket.rs`, `cargo run -p ipc-socket --example shm_over_socket`) |
 //! | typed messages over any endpoint | `TypedSender` / `TypedReceiver` (feature `serde`) |
 //! | calls with replies, several in flight | `rpc::Client` and `rpc::serve` |
 //!
