@@ -26,14 +26,15 @@ use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Resul
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Sends values of type `T` over the message endpoint `S`, one message each.
-pub struct TypedSender<T, S> {
+/// Sends values of type `T` over the message endpoint `S`, one message each. `T` may be
+/// unsized (`TypedSender<[u8], _>`, `TypedSender<str, _>`).
+pub struct TypedSender<T: ?Sized, S> {
     inner: S,
     buf: Vec<u8>,
     _t: PhantomData<fn(&T)>,
 }
 
-impl<T, S: fmt::Debug> fmt::Debug for TypedSender<T, S> {
+impl<T: ?Sized, S: fmt::Debug> fmt::Debug for TypedSender<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TypedSender")
             .field("inner", &self.inner)
@@ -42,7 +43,7 @@ impl<T, S: fmt::Debug> fmt::Debug for TypedSender<T, S> {
     }
 }
 
-impl<T: Serialize, S: MessageSender> TypedSender<T, S> {
+impl<T: Serialize + ?Sized, S: MessageSender> TypedSender<T, S> {
     /// Typed sends over `inner`.
     pub fn new(inner: S) -> TypedSender<T, S> {
         TypedSender {
