@@ -466,7 +466,7 @@ impl Fixture for SeqpacketSocket {
         ipc_socket::Seqpacket::from_fd(fd, inherited_env(TX_MAX_ENV)?)
     }
     fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
-        let max = MessageReceiver::max_message_size(&rx).to_string();
+        let max = rx.max_message_size().to_string();
         spawn.fd("rx", &rx).env(RX_MAX_ENV, &max)
     }
     fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
@@ -487,13 +487,31 @@ pub struct TcpSocket;
 
 /// Hands a stream endpoint over by fd, with its largest message in `env`.
 fn pass_stream(s: ipc_socket::Stream, name: &str, env: &str, spawn: Spawn) -> Spawn {
-    let max = MessageReceiver::max_message_size(&s).to_string();
+    let max = s.max_message_size().to_string();
     spawn.fd(name, &s).env(env, &max)
 }
 
 /// Adopts a stream endpoint handed over by [`pass_stream`].
 fn adopt_stream(name: &str, env: &str) -> Result<ipc_socket::Stream> {
     ipc_socket::Stream::from_fd(ipc_core::inherit::take(name)?, inherited_env(env)?)
+}
+
+/// The hand-over methods of a stream-socket fixture (Unix or TCP alike: by fd).
+macro_rules! stream_socket_ends {
+    () => {
+        fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
+            pass_stream(tx, "tx", TX_MAX_ENV, spawn)
+        }
+        fn adopt_tx(_: &Ctx) -> Result<Self::Tx> {
+            adopt_stream("tx", TX_MAX_ENV)
+        }
+        fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
+            pass_stream(rx, "rx", RX_MAX_ENV, spawn)
+        }
+        fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
+            adopt_stream("rx", RX_MAX_ENV)
+        }
+    };
 }
 
 impl Fixture for UnixStreamSocket {
@@ -518,18 +536,7 @@ impl Fixture for UnixStreamSocket {
         let (tx, rx, listener) = socket_pair(&addr, stream_max(size, 1 << 20))?;
         Ok((tx, rx, (listener, dir)))
     }
-    fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
-        pass_stream(tx, "tx", TX_MAX_ENV, spawn)
-    }
-    fn adopt_tx(_: &Ctx) -> Result<Self::Tx> {
-        adopt_stream("tx", TX_MAX_ENV)
-    }
-    fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
-        pass_stream(rx, "rx", RX_MAX_ENV, spawn)
-    }
-    fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
-        adopt_stream("rx", RX_MAX_ENV)
-    }
+    stream_socket_ends!();
 }
 
 impl Fixture for TcpSocket {
@@ -552,16 +559,5 @@ impl Fixture for TcpSocket {
         let addr = ipc_socket::Address::Inet((std::net::Ipv4Addr::LOCALHOST, 0).into());
         socket_pair(&addr, stream_max(size, 1 << 20))
     }
-    fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
-        pass_stream(tx, "tx", TX_MAX_ENV, spawn)
-    }
-    fn adopt_tx(_: &Ctx) -> Result<Self::Tx> {
-        adopt_stream("tx", TX_MAX_ENV)
-    }
-    fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
-        pass_stream(rx, "rx", RX_MAX_ENV, spawn)
-    }
-    fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
-        adopt_stream("rx", RX_MAX_ENV)
-    }
+    stream_socket_ends!();
 }

@@ -117,6 +117,17 @@ pub(crate) fn socket(addr: &Address, ty: SocketType, nonblocking: bool) -> Resul
         .map_err(|e| Error::from(e).in_op("socket").on(addr))
 }
 
+/// A connected Unix-domain pair of `ty` (`socketpair(2)`, close-on-exec).
+pub(crate) fn socketpair(ty: SocketType, what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        ty,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::from(e).in_op("socketpair").on(what))
+}
+
 /// `connect(2)` on `fd` (a fresh non-blocking socket) until `deadline`.
 ///
 /// A Unix-domain connect to a listener whose backlog is full fails with `EAGAIN` and must be

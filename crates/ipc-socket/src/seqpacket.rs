@@ -97,13 +97,7 @@ impl Seqpacket {
     /// A connected pair (`socketpair(2)`), for related processes: hand one end to a child.
     /// Each end's peer credentials are this process's.
     pub fn pair(max_message: usize) -> Result<(Seqpacket, Seqpacket)> {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::from(e).in_op("socketpair").on("seqpacket pair"))?;
+        let (a, b) = crate::conn::socketpair(SocketType::SEQPACKET, "seqpacket pair")?;
         Ok((
             Seqpacket::from_fd(a, max_message)?,
             Seqpacket::from_fd(b, max_message)?,

@@ -66,13 +66,7 @@ impl Stream {
 
     /// A connected Unix stream pair (`socketpair(2)`), for related processes.
     pub fn pair(max_message: usize) -> Result<(Stream, Stream)> {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::from(e).in_op("socketpair").on("stream pair"))?;
+        let (a, b) = crate::conn::socketpair(SocketType::STREAM, "stream pair")?;
         Ok((
             Stream::from_fd(a, max_message)?,
             Stream::from_fd(b, max_message)?,

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
-use ipc_core::{Deadline, Error, ErrorKind, MaxMessage, Properties, Result};
+use ipc_core::{Deadline, Error, ErrorKind, Properties, Result};
 
 use crate::fixtures::{SeqpacketSocket, TcpSocket, UnixStreamSocket};
 use crate::row::{
@@ -19,21 +19,12 @@ use crate::row::{
 
 const UNIX: Properties = Properties {
     mechanism: "unix socket",
-    keeps_boundaries: true,
-    max_message: MaxMessage::Unbounded,
-    multi_producer: false,
-    multi_consumer: false,
-    needs_related_process: false,
-    namespace: Some("filesystem path or abstract name"),
-    kernel_copies_per_message: 2,
-    crosses_machines: false,
+    ..ipc_socket::STREAM
 };
 
 const TCP: Properties = Properties {
     mechanism: "tcp loopback",
-    namespace: Some("IP address and port"),
-    crosses_machines: true,
-    ..UNIX
+    ..ipc_socket::TCP
 };
 
 /// A connected Unix stream socket pair; the child's end goes over as `sock`.
