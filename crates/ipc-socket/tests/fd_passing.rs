@@ -1,7 +1,7 @@
 //! Descriptor passing over seqpacket sockets (`SCM_RIGHTS`): several descriptors per message,
 //! received close-on-exec; a sealed memfd shared-memory channel and a pipe end handed to an
-//! unrelated process that connected by path; a truncated control message (`MSG_CTRUNC`) is a
-//! typed error that leaks no descriptor.
+//! unrelated process that connected by path, and a POSIX queue descriptor; a truncated control
+//! message (`MSG_CTRUNC`) is a typed error that leaks no descriptor.
 
 use std::io::{IoSlice, Read, Write};
 use std::mem::MaybeUninit;
@@ -185,4 +185,26 @@ fn truncated_descriptors_are_a_typed_error_and_leak_nothing() {
             .wait_success();
         sender.kill_and_wait();
     });
+}
+
+#[test]
+fn a_message_queue_descriptor_crosses_too() {
+    use ipc_mq::posix::Queue;
+    let name = ipc_testkit::unique_posix_name("fdpass-mq");
+    let mut queue = Queue::create(name.as_str(), 4, 64).unwrap();
+    let _unlink = queue.unlink_guard();
+    let (mut a, mut b) = Seqpacket::pair(64).unwrap();
+    a.send_with_fds(b"queue", &[queue.as_fd()], Deadline::Never)
+        .unwrap();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 16];
+    let n = b
+        .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
+        .unwrap();
+    assert_eq!(&buf[..n], b"queue");
+    let mut theirs = Queue::from_fd(fds.pop().unwrap()).unwrap();
+    theirs.send(b"through the passed descriptor").unwrap();
+    let mut got = [0u8; 64];
+    let n = queue.recv(&mut got).unwrap();
+    assert_eq!(&got[..n], b"through the passed descriptor");
 }
