@@ -90,12 +90,14 @@ impl Seqpacket {
     /// # References
     /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),
     ///   [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
+    #[doc(alias = "connect")]
     pub fn connect(addr: &Address, opts: &Options, deadline: Deadline) -> Result<Seqpacket> {
         crate::conn::connect(addr, opts, deadline)
     }
 
     /// A connected pair (`socketpair(2)`), for related processes: hand one end to a child.
     /// Each end's peer credentials are this process's.
+    #[doc(alias = "socketpair")]
     pub fn pair(max_message: usize) -> Result<(Seqpacket, Seqpacket)> {
         let (a, b) = crate::conn::socketpair(SocketType::SEQPACKET, "seqpacket pair")?;
         Ok((

@@ -60,11 +60,13 @@ impl Stream {
     /// # References
     /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),
     ///   [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+    #[doc(alias = "connect")]
     pub fn connect(addr: &Address, opts: &Options, deadline: Deadline) -> Result<Stream> {
         crate::conn::connect(addr, opts, deadline)
     }
 
     /// A connected Unix stream pair (`socketpair(2)`), for related processes.
+    #[doc(alias = "socketpair")]
     pub fn pair(max_message: usize) -> Result<(Stream, Stream)> {
         let (a, b) = crate::conn::socketpair(SocketType::STREAM, "stream pair")?;
         Ok((
