@@ -69,7 +69,7 @@ impl<K: Kind> Listener<K> {
     /// - [`bind(2)`](https://man7.org/linux/man-pages/man2/bind.2.html),
     ///   [`listen(2)`](https://man7.org/linux/man-pages/man2/listen.2.html),
     ///   [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
-    #[doc(alias = "bind")]
+    #[doc(alias = "listen")]
     pub fn bind(addr: &Address, opts: &Options) -> Result<Listener<K>> {
         let label: Arc<str> = Arc::from(format!("{} listener {addr}", K::NAME));
         if K::TYPE == rustix::net::SocketType::SEQPACKET && !addr.is_unix() {

@@ -90,7 +90,6 @@ impl Seqpacket {
     /// # References
     /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),
     ///   [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
-    #[doc(alias = "connect")]
     pub fn connect(addr: &Address, opts: &Options, deadline: Deadline) -> Result<Seqpacket> {
         crate::conn::connect(addr, opts, deadline)
     }

@@ -60,7 +60,6 @@ impl Stream {
     /// # References
     /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),
     ///   [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
-    #[doc(alias = "connect")]
     pub fn connect(addr: &Address, opts: &Options, deadline: Deadline) -> Result<Stream> {
         crate::conn::connect(addr, opts, deadline)
     }
