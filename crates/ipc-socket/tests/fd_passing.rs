@@ -135,35 +135,40 @@ fn shm_channel_and_pipe_end_over_a_socket_to_an_unrelated_process() {
 
 #[test]
 fn several_descriptors_per_message_arrive_close_on_exec() {
-    let (mut a, mut b) = Seqpacket::pair(256).unwrap();
-    let pipes: Vec<_> = (0..5).map(|_| rustix::pipe::pipe().unwrap()).collect();
-    let ends: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
-    a.send_with_fds(b"five", &ends, Deadline::Never).unwrap();
-    a.send(b"none").unwrap();
-    let mut fds = Vec::new();
-    let mut buf = [0u8; 16];
-    let n = b
-        .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
-        .unwrap();
-    assert_eq!(&buf[..n], b"five");
-    assert_eq!(fds.len(), 5);
-    for (i, fd) in fds.iter().enumerate() {
-        assert!(is_cloexec(fd.as_fd()));
-        // Each is the write end of the matching pipe.
-        rustix::io::write(fd, &[i as u8]).unwrap();
-        let mut one = [0u8; 1];
-        rustix::io::read(&pipes[i].0, &mut one).unwrap();
-        assert_eq!(one[0], i as u8);
-    }
-    let n = b
-        .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
-        .unwrap();
-    assert_eq!(&buf[..n], b"none");
-    assert_eq!(fds.len(), 5, "no descriptor came with the second message");
-    // Too many for one message: refused before sending.
-    let many: Vec<BorrowedFd<'_>> = (0..=MAX_FDS).map(|_| pipes[0].0.as_fd()).collect();
-    let e = a.send_with_fds(b"x", &many, Deadline::Now).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    within_watchdog(
+        "several_descriptors_per_message_arrive_close_on_exec",
+        || {
+            let (mut a, mut b) = Seqpacket::pair(256).unwrap();
+            let pipes: Vec<_> = (0..5).map(|_| rustix::pipe::pipe().unwrap()).collect();
+            let ends: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
+            a.send_with_fds(b"five", &ends, Deadline::Never).unwrap();
+            a.send(b"none").unwrap();
+            let mut fds = Vec::new();
+            let mut buf = [0u8; 16];
+            let n = b
+                .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
+                .unwrap();
+            assert_eq!(&buf[..n], b"five");
+            assert_eq!(fds.len(), 5);
+            for (i, fd) in fds.iter().enumerate() {
+                assert!(is_cloexec(fd.as_fd()));
+                // Each is the write end of the matching pipe.
+                rustix::io::write(fd, &[i as u8]).unwrap();
+                let mut one = [0u8; 1];
+                rustix::io::read(&pipes[i].0, &mut one).unwrap();
+                assert_eq!(one[0], i as u8);
+            }
+            let n = b
+                .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
+                .unwrap();
+            assert_eq!(&buf[..n], b"none");
+            assert_eq!(fds.len(), 5, "no descriptor came with the second message");
+            // Too many for one message: refused before sending.
+            let many: Vec<BorrowedFd<'_>> = (0..=MAX_FDS).map(|_| pipes[0].0.as_fd()).collect();
+            let e = a.send_with_fds(b"x", &many, Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        },
+    );
 }
 
 #[test]
@@ -189,22 +194,24 @@ fn truncated_descriptors_are_a_typed_error_and_leak_nothing() {
 
 #[test]
 fn a_message_queue_descriptor_crosses_too() {
-    use ipc_mq::posix::Queue;
-    let name = ipc_testkit::unique_posix_name("fdpass-mq");
-    let mut queue = Queue::create(name.as_str(), 4, 64).unwrap();
-    let _unlink = queue.unlink_guard();
-    let (mut a, mut b) = Seqpacket::pair(64).unwrap();
-    a.send_with_fds(b"queue", &[queue.as_fd()], Deadline::Never)
-        .unwrap();
-    let mut fds = Vec::new();
-    let mut buf = [0u8; 16];
-    let n = b
-        .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
-        .unwrap();
-    assert_eq!(&buf[..n], b"queue");
-    let mut theirs = Queue::from_fd(fds.pop().unwrap()).unwrap();
-    theirs.send(b"through the passed descriptor").unwrap();
-    let mut got = [0u8; 64];
-    let n = queue.recv(&mut got).unwrap();
-    assert_eq!(&got[..n], b"through the passed descriptor");
+    within_watchdog("a_message_queue_descriptor_crosses_too", || {
+        use ipc_mq::posix::Queue;
+        let name = ipc_testkit::unique_posix_name("fdpass-mq");
+        let mut queue = Queue::create(name.as_str(), 4, 64).unwrap();
+        let _unlink = queue.unlink_guard();
+        let (mut a, mut b) = Seqpacket::pair(64).unwrap();
+        a.send_with_fds(b"queue", &[queue.as_fd()], Deadline::Never)
+            .unwrap();
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 16];
+        let n = b
+            .recv_with_fds(&mut buf, &mut fds, Deadline::Never)
+            .unwrap();
+        assert_eq!(&buf[..n], b"queue");
+        let mut theirs = Queue::from_fd(fds.pop().unwrap()).unwrap();
+        theirs.send(b"through the passed descriptor").unwrap();
+        let mut got = [0u8; 64];
+        let n = queue.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], b"through the passed descriptor");
+    });
 }

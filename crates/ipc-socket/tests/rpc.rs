@@ -35,58 +35,62 @@ roles!(silent_server);
 
 #[test]
 fn several_requests_in_flight_are_matched_by_id() {
-    let (client, mut server) = Seqpacket::pair(4096).unwrap();
-    let t = std::thread::spawn(move || serve_connection(&mut server, &reverse));
-    let mut c = Client::new(client);
-    let ids: Vec<_> = (0..5)
-        .map(|i| {
-            c.start(format!("request {i}").as_bytes(), secs(30))
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(c.in_flight(), 5);
-    let mut buf = [0u8; 64];
-    // Taken in reverse order: the earlier replies are kept meanwhile.
-    for (i, id) in ids.iter().enumerate().rev() {
-        let n = c.wait(*id, &mut buf).unwrap();
-        let want: Vec<u8> = format!("request {i}").bytes().rev().collect();
-        assert_eq!(&buf[..n], &want[..]);
-    }
-    assert_eq!(c.in_flight(), 0);
-    let e = c.wait(ids[0], &mut buf).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NotFound);
-    // A reply too large for the buffer is kept for a retry.
-    let id = c.start(&[7u8; 40], secs(30)).unwrap();
-    let e = c.wait(id, &mut buf[..10]).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
-    assert_eq!(c.wait(id, &mut buf).unwrap(), 40);
-    drop(c);
-    t.join().unwrap().unwrap();
+    within_watchdog("several_requests_in_flight_are_matched_by_id", || {
+        let (client, mut server) = Seqpacket::pair(4096).unwrap();
+        let t = std::thread::spawn(move || serve_connection(&mut server, &reverse));
+        let mut c = Client::new(client);
+        let ids: Vec<_> = (0..5)
+            .map(|i| {
+                c.start(format!("request {i}").as_bytes(), secs(30))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(c.in_flight(), 5);
+        let mut buf = [0u8; 64];
+        // Taken in reverse order: the earlier replies are kept meanwhile.
+        for (i, id) in ids.iter().enumerate().rev() {
+            let n = c.wait(*id, &mut buf).unwrap();
+            let want: Vec<u8> = format!("request {i}").bytes().rev().collect();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        assert_eq!(c.in_flight(), 0);
+        let e = c.wait(ids[0], &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        // A reply too large for the buffer is kept for a retry.
+        let id = c.start(&[7u8; 40], secs(30)).unwrap();
+        let e = c.wait(id, &mut buf[..10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
+        assert_eq!(c.wait(id, &mut buf).unwrap(), 40);
+        drop(c);
+        t.join().unwrap().unwrap();
+    });
 }
 
 #[test]
 fn per_request_deadlines() {
-    // Over a pair of stream sockets, through `Pair`: any two endpoints make a duplex one.
-    let (a, b) = Stream::pair(4096).unwrap();
-    let (a_tx, a_rx) = a.into_split();
-    let mut c = Client::new(Pair { tx: a_tx, rx: a_rx });
-    let short = c
-        .start(b"soon", Deadline::after(Duration::from_millis(20)))
-        .unwrap();
-    let long = c.start(b"later", secs(60)).unwrap();
-    let mut buf = [0u8; 64];
-    let e = c.wait(short, &mut buf).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::TimedOut);
-    assert_eq!(c.in_flight(), 1, "the other request is still in flight");
-    // The server answers both now: the late reply to the timed-out request is dropped.
-    let t = std::thread::spawn(move || {
-        let mut b = b;
-        serve_connection(&mut b, &reverse)
+    within_watchdog("per_request_deadlines", || {
+        // Over a pair of stream sockets, through `Pair`: any two endpoints make a duplex one.
+        let (a, b) = Stream::pair(4096).unwrap();
+        let (a_tx, a_rx) = a.into_split();
+        let mut c = Client::new(Pair { tx: a_tx, rx: a_rx });
+        let short = c
+            .start(b"soon", Deadline::after(Duration::from_millis(20)))
+            .unwrap();
+        let long = c.start(b"later", secs(60)).unwrap();
+        let mut buf = [0u8; 64];
+        let e = c.wait(short, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        assert_eq!(c.in_flight(), 1, "the other request is still in flight");
+        // The server answers both now: the late reply to the timed-out request is dropped.
+        let t = std::thread::spawn(move || {
+            let mut b = b;
+            serve_connection(&mut b, &reverse)
+        });
+        let n = c.wait(long, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"retal");
+        drop(c);
+        t.join().unwrap().unwrap();
     });
-    let n = c.wait(long, &mut buf).unwrap();
-    assert_eq!(&buf[..n], b"retal");
-    drop(c);
-    t.join().unwrap().unwrap();
 }
 
 #[test]

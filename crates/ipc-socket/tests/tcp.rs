@@ -61,17 +61,21 @@ fn round_trip(bind: SocketAddr) {
 
 #[test]
 fn ipv4_loopback() {
-    round_trip((Ipv4Addr::LOCALHOST, 0).into());
+    within_watchdog("ipv4_loopback", || {
+        round_trip((Ipv4Addr::LOCALHOST, 0).into());
+    });
 }
 
 #[test]
 fn ipv6_loopback() {
-    // A kernel or namespace without IPv6 on lo cannot run this.
-    if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
-        eprintln!("SKIPPED ipv6_loopback: no IPv6 on the loopback interface here");
-        return;
-    }
-    round_trip((Ipv6Addr::LOCALHOST, 0).into());
+    within_watchdog("ipv6_loopback", || {
+        // A kernel or namespace without IPv6 on lo cannot run this.
+        if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+            eprintln!("SKIPPED ipv6_loopback: no IPv6 on the loopback interface here");
+            return;
+        }
+        round_trip((Ipv6Addr::LOCALHOST, 0).into());
+    });
 }
 
 #[test]

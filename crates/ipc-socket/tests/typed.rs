@@ -11,6 +11,7 @@ use ipc_socket::{
     Deadline, ErrorKind, MessageReceiver, MessageSender, Seqpacket, Stream, TypedReceiver,
     TypedSender,
 };
+use ipc_testkit::within_watchdog;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -63,59 +64,68 @@ fn round_trip<S: MessageSender, R: MessageReceiver>(tx: S, rx: R) {
 
 #[test]
 fn typed_over_seqpacket_stream_and_a_pipe() {
-    let (a, b) = Seqpacket::pair(4096).unwrap();
-    round_trip(a, b);
-    let (a, b) = Stream::pair(4096).unwrap();
-    round_trip(a, b);
-    // Not a socket at all: any MessageSender / MessageReceiver.
-    let (tx, rx) = ipc_pipe::channel(ipc_pipe::FrameMode::Atomic).unwrap();
-    round_trip(tx, rx);
+    within_watchdog("typed_over_seqpacket_stream_and_a_pipe", || {
+        let (a, b) = Seqpacket::pair(4096).unwrap();
+        round_trip(a, b);
+        let (a, b) = Stream::pair(4096).unwrap();
+        round_trip(a, b);
+        // Not a socket at all: any MessageSender / MessageReceiver.
+        let (tx, rx) = ipc_pipe::channel(ipc_pipe::FrameMode::Atomic).unwrap();
+        round_trip(tx, rx);
+    });
 }
 
 #[test]
 fn too_large_is_refused_before_decoding_and_stays_queued() {
-    let (mut a, b) = Seqpacket::pair(4096).unwrap();
-    let mut rx = TypedReceiver::<Vec<u8>, _>::with_limit(b, 64);
-    a.send(&[0u8; 100]).unwrap();
-    let e = rx.recv_deadline(Deadline::Now).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
-    // Still there for an endpoint with room for it.
-    let mut buf = [0u8; 200];
-    assert_eq!(rx.get_mut().recv(&mut buf).unwrap(), 100);
-    // A sender refuses what the endpoint cannot carry.
-    let (c, _d) = Seqpacket::pair(16).unwrap();
-    let mut tx = TypedSender::<Vec<u8>, _>::new(c);
-    let e = tx.send(&vec![1u8; 100]).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    within_watchdog(
+        "too_large_is_refused_before_decoding_and_stays_queued",
+        || {
+            let (mut a, b) = Seqpacket::pair(4096).unwrap();
+            let mut rx = TypedReceiver::<Vec<u8>, _>::with_limit(b, 64);
+            a.send(&[0u8; 100]).unwrap();
+            let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+            // Still there for an endpoint with room for it.
+            let mut buf = [0u8; 200];
+            assert_eq!(rx.get_mut().recv(&mut buf).unwrap(), 100);
+            // A sender refuses what the endpoint cannot carry.
+            let (c, _d) = Seqpacket::pair(16).unwrap();
+            let mut tx = TypedSender::<Vec<u8>, _>::new(c);
+            let e = tx.send(&vec![1u8; 100]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        },
+    );
 }
 
 #[test]
 fn malformed_bytes_are_corrupted() {
-    let (mut a, b) = Seqpacket::pair(4096).unwrap();
-    let mut rx = TypedReceiver::<Msg, _>::new(b);
-    for bad in [
-        &[][..],
-        &[
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ][..],
-        // id 1, then a map announcing 2^32 entries with nothing behind it.
-        &[1, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
-        // An enum tag out of range inside the shapes.
-        &[1, 0, 1, 9][..],
-    ] {
-        a.send(bad).unwrap();
-        let e = rx.recv().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:?}: {e}");
-    }
-    // Trailing bytes after a whole value.
-    let mut ok = ipc_socket::typed::encode(&sample(1)).unwrap();
-    ok.push(0);
-    a.send(&ok).unwrap();
-    assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::Corrupted);
-    // And the endpoint goes on.
-    a.send(&ipc_socket::typed::encode(&sample(2)).unwrap())
-        .unwrap();
-    assert_eq!(rx.recv().unwrap(), sample(2));
+    within_watchdog("malformed_bytes_are_corrupted", || {
+        let (mut a, b) = Seqpacket::pair(4096).unwrap();
+        let mut rx = TypedReceiver::<Msg, _>::new(b);
+        for bad in [
+            &[][..],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+            // id 1, then a map announcing 2^32 entries with nothing behind it.
+            &[1, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            // An enum tag out of range inside the shapes.
+            &[1, 0, 1, 9][..],
+        ] {
+            a.send(bad).unwrap();
+            let e = rx.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:?}: {e}");
+        }
+        // Trailing bytes after a whole value.
+        let mut ok = ipc_socket::typed::encode(&sample(1)).unwrap();
+        ok.push(0);
+        a.send(&ok).unwrap();
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::Corrupted);
+        // And the endpoint goes on.
+        a.send(&ipc_socket::typed::encode(&sample(2)).unwrap())
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), sample(2));
+    });
 }
 
 proptest! {

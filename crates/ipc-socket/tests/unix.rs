@@ -145,25 +145,27 @@ fn non_socket_files_are_never_replaced() {
 
 #[test]
 fn abstract_names_connect_without_a_file() {
-    let name = unique_name("abstract");
-    let addr = Address::abstract_name(&name);
-    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
-    let e = Listener::<Seqpacket>::bind(&addr, &Options::new()).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
-    let mut c = Seqpacket::connect(&addr, &Options::new(), secs(10)).unwrap();
-    let mut s = l.accept(secs(10)).unwrap();
-    c.send(b"abstract").unwrap();
-    let mut buf = [0u8; 16];
-    assert_eq!(s.recv(&mut buf).unwrap(), 8);
-    drop((c, s, l));
-    let e = Seqpacket::connect(&addr, &Options::new(), Deadline::Now).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
-    // The same over a stream socket.
-    let l: Listener<Stream> = Listener::bind(&addr, &Options::new()).unwrap();
-    let mut c = Stream::connect(&addr, &Options::new(), secs(10)).unwrap();
-    let mut s = l.accept(secs(10)).unwrap();
-    c.send(b"stream").unwrap();
-    assert_eq!(s.recv(&mut buf).unwrap(), 6);
+    within_watchdog("abstract_names_connect_without_a_file", || {
+        let name = unique_name("abstract");
+        let addr = Address::abstract_name(&name);
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let e = Listener::<Seqpacket>::bind(&addr, &Options::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        let mut c = Seqpacket::connect(&addr, &Options::new(), secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(b"abstract").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.recv(&mut buf).unwrap(), 8);
+        drop((c, s, l));
+        let e = Seqpacket::connect(&addr, &Options::new(), Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+        // The same over a stream socket.
+        let l: Listener<Stream> = Listener::bind(&addr, &Options::new()).unwrap();
+        let mut c = Stream::connect(&addr, &Options::new(), secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(b"stream").unwrap();
+        assert_eq!(s.recv(&mut buf).unwrap(), 6);
+    });
 }
 
 #[test]
@@ -252,23 +254,25 @@ fn sends_to_a_gone_peer_are_disconnected_without_sigpipe() {
 
 #[test]
 fn timed_calls_leave_the_descriptor_blocking() {
-    let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
-    let e = b
-        .recv_timeout(&mut [0u8; 8], Duration::from_millis(5))
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::TimedOut);
-    a.try_send(b"x").unwrap();
-    assert!(!ipc_core_is_nonblocking(&a) && !ipc_core_is_nonblocking(&b));
-    let (mut c, mut d) = Stream::pair(1024).unwrap();
-    let e = d.try_recv(&mut [0u8; 8]).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::WouldBlock);
-    c.send_timeout(b"x", Duration::from_secs(1)).unwrap();
-    assert_eq!(
-        d.recv_timeout(&mut [0u8; 8], Duration::from_secs(5))
-            .unwrap(),
-        1
-    );
-    assert!(!ipc_core_is_nonblocking(&c) && !ipc_core_is_nonblocking(&d));
+    within_watchdog("timed_calls_leave_the_descriptor_blocking", || {
+        let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
+        let e = b
+            .recv_timeout(&mut [0u8; 8], Duration::from_millis(5))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        a.try_send(b"x").unwrap();
+        assert!(!ipc_core_is_nonblocking(&a) && !ipc_core_is_nonblocking(&b));
+        let (mut c, mut d) = Stream::pair(1024).unwrap();
+        let e = d.try_recv(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        c.send_timeout(b"x", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            d.recv_timeout(&mut [0u8; 8], Duration::from_secs(5))
+                .unwrap(),
+            1
+        );
+        assert!(!ipc_core_is_nonblocking(&c) && !ipc_core_is_nonblocking(&d));
+    });
 }
 
 fn ipc_core_is_nonblocking(fd: &impl AsFd) -> bool {
@@ -279,17 +283,19 @@ fn ipc_core_is_nonblocking(fd: &impl AsFd) -> bool {
 
 #[test]
 fn empty_messages_are_not_end_of_stream() {
-    let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
-    a.send(b"").unwrap();
-    a.send(b"").unwrap();
-    drop(a);
-    let mut buf = [0u8; 8];
-    assert_eq!(b.recv(&mut buf).unwrap(), 0);
-    assert_eq!(b.recv(&mut buf).unwrap(), 0);
-    assert_eq!(
-        b.recv(&mut buf).unwrap_err().kind(),
-        ErrorKind::Disconnected
-    );
+    within_watchdog("empty_messages_are_not_end_of_stream", || {
+        let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
+        a.send(b"").unwrap();
+        a.send(b"").unwrap();
+        drop(a);
+        let mut buf = [0u8; 8];
+        assert_eq!(b.recv(&mut buf).unwrap(), 0);
+        assert_eq!(b.recv(&mut buf).unwrap(), 0);
+        assert_eq!(
+            b.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    });
 }
 
 #[test]
