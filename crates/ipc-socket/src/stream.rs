@@ -3,7 +3,12 @@
 //!
 //! The descriptor stays blocking; calls with a deadline use per-call non-blocking I/O
 //! (`RWF_NOWAIT`, which sockets map to `MSG_DONTWAIT`) and `poll(2)`, as the framing's
-//! [module docs](ipc_core::stream) describe. Writes never raise `SIGPIPE`.
+//! [module docs](ipc_core::stream) describe. Writes never raise `SIGPIPE`. (On a kernel whose
+//! sockets refuse `RWF_NOWAIT`, the framing falls back to setting `O_NONBLOCK` once; Linux
+//! sockets accept it on the kernels this workspace targets, which a test checks.)
+//!
+//! Descriptors are passed on [`Seqpacket`](crate::Seqpacket) only: on a byte stream they
+//! would ride on whichever byte the framing's reads happen to start at.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
