@@ -9,6 +9,7 @@
 //! | `mq` | [`mq`] | POSIX and System V message queues: priorities, types, timeouts |
 //! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
 //! | `shm` | [`shm`] | shared memory segments (POSIX, memfd, System V) and a zero-copy channel |
+//! | `socket` | [`socket`] | Unix-domain (seqpacket, stream) and TCP sockets: listeners, peer credentials, descriptor passing |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,5 +28,7 @@ pub use ipc_pipe as pipe;
 pub use ipc_mq as mq;
 #[cfg(feature = "shm")]
 pub use ipc_shm as shm;
+#[cfg(feature = "socket")]
+pub use ipc_socket as socket;
 #[cfg(feature = "sync")]
 pub use ipc_sync as sync;

@@ -384,3 +384,185 @@ impl Fixture for ShmChannel {
         ipc_shm::Receiver::open(Segment::inherited("rx")?)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+/// A connected socket pair of kind `K` made the way unrelated processes meet: a listener at
+/// `addr`, a client connecting to it by address, the server's end accepted. The client's end
+/// is the sending end, the server's the receiving end.
+fn socket_pair<K: ipc_socket::Kind + SocketConnect>(
+    addr: &ipc_socket::Address,
+    max_message: usize,
+) -> Result<(K, K, ipc_socket::Listener<K>)> {
+    let opts = ipc_socket::Options::new().max_message(max_message);
+    let listener = ipc_socket::Listener::<K>::bind(addr, &opts)?;
+    let addr = listener.local_addr()?;
+    let deadline = Deadline::after(std::time::Duration::from_secs(30));
+    let client = K::connect_to(&addr, &opts, deadline)?;
+    let server = listener.accept(deadline)?;
+    Ok((client, server, listener))
+}
+
+/// The connect function of each socket kind, for [`socket_pair`].
+trait SocketConnect: Sized {
+    fn connect_to(
+        addr: &ipc_socket::Address,
+        opts: &ipc_socket::Options,
+        deadline: Deadline,
+    ) -> Result<Self>;
+}
+
+impl SocketConnect for ipc_socket::Seqpacket {
+    fn connect_to(
+        addr: &ipc_socket::Address,
+        opts: &ipc_socket::Options,
+        deadline: Deadline,
+    ) -> Result<Self> {
+        ipc_socket::Seqpacket::connect(addr, opts, deadline)
+    }
+}
+
+impl SocketConnect for ipc_socket::Stream {
+    fn connect_to(
+        addr: &ipc_socket::Address,
+        opts: &ipc_socket::Options,
+        deadline: Deadline,
+    ) -> Result<Self> {
+        ipc_socket::Stream::connect(addr, opts, deadline)
+    }
+}
+
+/// `ipc-socket`'s Unix-domain `SOCK_SEQPACKET` endpoint: a listener on a path in a private
+/// directory, the client's end sending, the accepted end receiving; each end handed to the
+/// child by fd with its largest message. 64 KiB messages by default.
+#[derive(Debug)]
+pub struct SeqpacketSocket;
+
+impl Fixture for SeqpacketSocket {
+    type Tx = ipc_socket::Seqpacket;
+    type Rx = ipc_socket::Seqpacket;
+    type Guard = (ipc_socket::Listener<ipc_socket::Seqpacket>, TempDir);
+    const NAME: &'static str = "unix seqpacket";
+    const DETECTS_DISCONNECT: bool = true;
+
+    fn properties() -> Properties {
+        ipc_socket::SEQPACKET
+    }
+    fn max_message() -> Option<usize> {
+        Some(ipc_socket::seqpacket::largest_message())
+    }
+    fn script_max() -> usize {
+        60_000
+    }
+    fn channel(size: Option<usize>) -> Result<(Self::Tx, Self::Rx, Self::Guard)> {
+        let dir = TempDir::new("seqpacket");
+        let addr = ipc_socket::Address::path(dir.join("s"));
+        let max = stream_max(size, ipc_socket::DEFAULT_MAX_MESSAGE);
+        let (tx, rx, listener) = socket_pair(&addr, max)?;
+        Ok((tx, rx, (listener, dir)))
+    }
+    fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
+        let max = tx.max_message_size().to_string();
+        spawn.fd("tx", &tx).env(TX_MAX_ENV, &max)
+    }
+    fn adopt_tx(_: &Ctx) -> Result<Self::Tx> {
+        let fd = ipc_core::inherit::take("tx")?;
+        ipc_socket::Seqpacket::from_fd(fd, inherited_env(TX_MAX_ENV)?)
+    }
+    fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
+        let max = rx.max_message_size().to_string();
+        spawn.fd("rx", &rx).env(RX_MAX_ENV, &max)
+    }
+    fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
+        let fd = ipc_core::inherit::take("rx")?;
+        ipc_socket::Seqpacket::from_fd(fd, inherited_env(RX_MAX_ENV)?)
+    }
+}
+
+/// `ipc-socket`'s stream endpoint over a Unix-domain socket (a listener on a path in a private
+/// directory), framed by ipc-core; 1 MiB messages by default.
+#[derive(Debug)]
+pub struct UnixStreamSocket;
+
+/// `ipc-socket`'s stream endpoint over TCP on 127.0.0.1 (`TCP_NODELAY`), framed by ipc-core;
+/// 1 MiB messages by default.
+#[derive(Debug)]
+pub struct TcpSocket;
+
+/// Hands a stream endpoint over by fd, with its largest message in `env`.
+fn pass_stream(s: ipc_socket::Stream, name: &str, env: &str, spawn: Spawn) -> Spawn {
+    let max = s.max_message_size().to_string();
+    spawn.fd(name, &s).env(env, &max)
+}
+
+/// Adopts a stream endpoint handed over by [`pass_stream`].
+fn adopt_stream(name: &str, env: &str) -> Result<ipc_socket::Stream> {
+    ipc_socket::Stream::from_fd(ipc_core::inherit::take(name)?, inherited_env(env)?)
+}
+
+/// The hand-over methods of a stream-socket fixture (Unix or TCP alike: by fd).
+macro_rules! stream_socket_ends {
+    () => {
+        fn pass_tx(tx: Self::Tx, spawn: Spawn) -> Spawn {
+            pass_stream(tx, "tx", TX_MAX_ENV, spawn)
+        }
+        fn adopt_tx(_: &Ctx) -> Result<Self::Tx> {
+            adopt_stream("tx", TX_MAX_ENV)
+        }
+        fn pass_rx(rx: Self::Rx, spawn: Spawn) -> Spawn {
+            pass_stream(rx, "rx", RX_MAX_ENV, spawn)
+        }
+        fn adopt_rx(_: &Ctx) -> Result<Self::Rx> {
+            adopt_stream("rx", RX_MAX_ENV)
+        }
+    };
+}
+
+impl Fixture for UnixStreamSocket {
+    type Tx = ipc_socket::Stream;
+    type Rx = ipc_socket::Stream;
+    type Guard = (ipc_socket::Listener<ipc_socket::Stream>, TempDir);
+    const NAME: &'static str = "unix stream";
+    const DETECTS_DISCONNECT: bool = true;
+
+    fn properties() -> Properties {
+        ipc_socket::STREAM
+    }
+    fn max_message() -> Option<usize> {
+        None
+    }
+    fn script_max() -> usize {
+        200_000
+    }
+    fn channel(size: Option<usize>) -> Result<(Self::Tx, Self::Rx, Self::Guard)> {
+        let dir = TempDir::new("ustream");
+        let addr = ipc_socket::Address::path(dir.join("s"));
+        let (tx, rx, listener) = socket_pair(&addr, stream_max(size, 1 << 20))?;
+        Ok((tx, rx, (listener, dir)))
+    }
+    stream_socket_ends!();
+}
+
+impl Fixture for TcpSocket {
+    type Tx = ipc_socket::Stream;
+    type Rx = ipc_socket::Stream;
+    type Guard = ipc_socket::Listener<ipc_socket::Stream>;
+    const NAME: &'static str = "tcp";
+    const DETECTS_DISCONNECT: bool = true;
+
+    fn properties() -> Properties {
+        ipc_socket::TCP
+    }
+    fn max_message() -> Option<usize> {
+        None
+    }
+    fn script_max() -> usize {
+        200_000
+    }
+    fn channel(size: Option<usize>) -> Result<(Self::Tx, Self::Rx, Self::Guard)> {
+        let addr = ipc_socket::Address::Inet((std::net::Ipv4Addr::LOCALHOST, 0).into());
+        socket_pair(&addr, stream_max(size, 1 << 20))
+    }
+    stream_socket_ends!();
+}

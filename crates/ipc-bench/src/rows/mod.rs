@@ -24,7 +24,10 @@ mod pipe;
 mod shm;
 mod socket;
 
-use crate::fixtures::{AtomicFifo, PosixQueue, ShmChannel, StreamFifo, StreamPipe, SysvQueue};
+use crate::fixtures::{
+    AtomicFifo, PosixQueue, SeqpacketSocket, ShmChannel, StreamFifo, StreamPipe, SysvQueue,
+    TcpSocket, UnixStreamSocket,
+};
 use crate::row::{LibraryRow, Row};
 
 /// The rows, in the order the table prints them within each size group.
@@ -44,8 +47,13 @@ pub static ROWS: &[&dyn Row] = &[
     &mq::RawSysvMq,
     &socket::Unix,
     &socket::RawUnix,
+    &LibraryRow::<UnixStreamSocket>::new("uds-stream", "uds"),
+    &LibraryRow::<SeqpacketSocket>::new("uds-seqpacket", "uds-seqpacket"),
+    &socket::TypedSeqpacket,
+    &socket::RawSeqpacket,
     &socket::Tcp,
     &socket::RawTcp,
+    &LibraryRow::<TcpSocket>::new("tcp-lib", "tcp"),
 ];
 
 /// The row every other row is compared with in the "vs socket" column.

@@ -1,6 +1,7 @@
 //! Socket baselines: a Unix-domain stream socket pair and a TCP connection over loopback with
 //! `TCP_NODELAY`, each framed by the same ipc-core codec as the pipe row, and each as a raw
-//! `read`/`write` loop.
+//! `read`/`write` loop; and ipc-socket's endpoints (seqpacket, stream, TCP, typed) with a raw
+//! seqpacket loop beside them.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
@@ -8,29 +9,22 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
-use ipc_core::{Deadline, Error, ErrorKind, MaxMessage, Properties, Result};
+use ipc_core::{Deadline, Error, ErrorKind, Properties, Result};
 
+use crate::fixtures::{SeqpacketSocket, TcpSocket, UnixStreamSocket};
 use crate::row::{
-    Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, messages, raw_stream,
+    Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
+    duplex_parent, messages, raw_stream,
 };
 
 const UNIX: Properties = Properties {
     mechanism: "unix socket",
-    keeps_boundaries: true,
-    max_message: MaxMessage::Unbounded,
-    multi_producer: false,
-    multi_consumer: false,
-    needs_related_process: false,
-    namespace: Some("filesystem path or abstract name"),
-    kernel_copies_per_message: 2,
-    crosses_machines: false,
+    ..ipc_socket::STREAM
 };
 
 const TCP: Properties = Properties {
     mechanism: "tcp loopback",
-    namespace: Some("IP address and port"),
-    crosses_machines: true,
-    ..UNIX
+    ..ipc_socket::TCP
 };
 
 /// A connected Unix stream socket pair; the child's end goes over as `sock`.
@@ -193,5 +187,152 @@ impl Row for RawTcp {
 
     fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         raw(tcp_connect(parent)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ipc-socket's endpoints: library rows over the shared fixtures, a raw seqpacket loop to
+// compare the seqpacket row with, and typed messages (postcard) over seqpacket.
+
+impl Link for SeqpacketSocket {}
+impl Link for UnixStreamSocket {}
+impl Link for TcpSocket {}
+
+/// A connected seqpacket socket pair with room for `size`-byte records; the child's end goes
+/// over as `sock`.
+fn seqpacket_pair(size: usize, child: &mut Handoff) -> Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    for s in [&ours, &theirs] {
+        // Like the library endpoint: SO_SNDBUF must hold one record.
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(s, (size + 64).div_ceil(2));
+    }
+    child.fd("sock", &theirs)?;
+    Ok(ours)
+}
+
+/// The plainest loop over a seqpacket socket: one `send(2)`, one `recv(2)` per message.
+struct RawSeqpacketEnd(OwnedFd);
+
+impl Duplex for RawSeqpacketEnd {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        rustix::net::send(&self.0, msg, rustix::net::SendFlags::NOSIGNAL)?;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let want = buf.len();
+        let (n, _) = rustix::net::recv(&self.0, buf, rustix::net::RecvFlags::empty())?;
+        if n == 0 && want > 0 {
+            return Err(Error::disconnected().on("seqpacket socket"));
+        }
+        Ok(n)
+    }
+}
+
+/// Unix-domain seqpacket socket pair, raw `send`/`recv` loop: the floor of the
+/// `uds-seqpacket` row.
+pub(crate) struct RawSeqpacket;
+
+impl Row for RawSeqpacket {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "uds-seqpacket-raw",
+            family: "uds-seqpacket",
+            kind: RowKind::Raw,
+            properties: Properties {
+                mechanism: "unix seqpacket, raw",
+                ..ipc_socket::SEQPACKET
+            },
+            max_message: Some(ipc_socket::seqpacket::largest_message()),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        Ok(ParentEnd::Ready(Box::new(RawSeqpacketEnd(seqpacket_pair(
+            size, child,
+        )?))))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        Ok(Box::new(RawSeqpacketEnd(parent.take_fd("sock")?)))
+    }
+}
+
+/// Room for postcard's length prefix of a byte sequence (a varint) around the payload.
+const TYPED_OVERHEAD: usize = 16;
+
+/// Typed messages over the seqpacket fixture: each message is a byte sequence encoded with
+/// postcard (`TypedSender<[u8]>`) and decoded into a fresh `Vec<u8>` (`TypedReceiver<Vec<u8>>`)
+/// on the other side: the `uds-seqpacket` row plus the encoding cost.
+pub(crate) struct TypedSeqpacket;
+
+type TypedTx = ipc_socket::TypedSender<[u8], ipc_socket::Seqpacket>;
+type TypedRx = ipc_socket::TypedReceiver<Vec<u8>, ipc_socket::Seqpacket>;
+
+struct TypedEnd<G> {
+    tx: TypedTx,
+    rx: TypedRx,
+    _guards: G,
+}
+
+impl<G> Duplex for TypedEnd<G> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let v = self.rx.recv()?;
+        if v.len() > buf.len() {
+            return Err(Error::message_too_large(
+                v.len(),
+                buf.len(),
+                "the benchmark's buffer",
+            ));
+        }
+        buf[..v.len()].copy_from_slice(&v);
+        Ok(v.len())
+    }
+}
+
+fn typed_end<G: 'static>(
+    tx: ipc_socket::Seqpacket,
+    rx: ipc_socket::Seqpacket,
+    guards: G,
+) -> Box<dyn Duplex> {
+    Box::new(TypedEnd {
+        tx: ipc_socket::TypedSender::new(tx),
+        rx: ipc_socket::TypedReceiver::new(rx),
+        _guards: guards,
+    })
+}
+
+impl Row for TypedSeqpacket {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "typed-seqpacket",
+            family: "uds-seqpacket",
+            kind: RowKind::Library,
+            properties: Properties {
+                mechanism: "typed (postcard) over unix seqpacket",
+                ..ipc_socket::SEQPACKET
+            },
+            max_message: Some(ipc_socket::seqpacket::largest_message() - TYPED_OVERHEAD),
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let (tx, rx, guards) = duplex_parent::<SeqpacketSocket>(size + TYPED_OVERHEAD, child)?;
+        Ok(ParentEnd::Ready(typed_end(tx, rx, guards)))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (tx, rx) = duplex_child::<SeqpacketSocket>(parent)?;
+        Ok(typed_end(tx, rx, ()))
     }
 }

@@ -1,0 +1,365 @@
+//! [`Listener`]: a listening socket that accepts many clients, each its own connected
+//! endpoint; socket files created with an exact mode and reclaimed safely when stale.
+//!
+//! # Creating the socket file
+//!
+//! `bind(2)` creates the socket file with the process's umask applied, and `fchmod` on a
+//! socket does not reach the file. So the listener binds in a private directory it creates
+//! beside the target (mode `0o700`, so no one else can reach the file meanwhile), listens,
+//! `chmod`s the file there to the exact mode, then moves it into place with
+//! `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it), which never
+//! replaces an existing name. Clients can only ever find the finished socket, already
+//! listening, with its final mode.
+//!
+//! # Stale socket files
+//!
+//! If the name exists, the listener replaces it only when it is a socket (checked with
+//! `lstat`, never following a symbolic link) and nothing listens there (a probe `connect` is
+//! refused with `ECONNREFUSED`): a file left by a server that died. A live server gives
+//! [`ErrorKind::AlreadyExists`]; anything that is not a socket gives [`ErrorKind::WrongType`]
+//! and is left alone. (Two servers reclaiming the same stale name at the same instant can both
+//! find it stale; the second rename then fails and the loser reports `AlreadyExists`.)
+//!
+//! Dropping the listener removes the socket file, if the name still refers to the file it
+//! created.
+
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipc_core::fd::Interest;
+use ipc_core::{Deadline, Error, ErrorKind, Removable, RemoveGuard, Result};
+use rustix::fs::{FileType, Mode, RenameFlags};
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+
+use crate::conn::{Connected, Kind, established, socket, wait_or_expire};
+use crate::{Address, Options};
+
+/// A listening socket of kind `K` ([`Seqpacket`](crate::Seqpacket) or
+/// [`Stream`](crate::Stream)). [`accept`](Listener::accept) takes `&self`, so several threads
+/// can accept from one listener.
+#[derive(Debug)]
+pub struct Listener<K: Kind> {
+    fd: OwnedFd,
+    addr: Address,
+    label: Arc<str>,
+    opts: Options,
+    /// The socket file and its (device, inode), removed on drop if the name still refers to it.
+    file: Option<(RemoveGuard, u64, u64)>,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Listener<K> {
+    /// Binds and listens at `addr`: a socket file (created with `opts`' exact mode; a stale one
+    /// reclaimed, see the [module documentation](self)), an abstract name, or an IP address and
+    /// port (port 0 picks a free one: see [`local_addr`](Listener::local_addr)).
+    ///
+    /// Calls `socket(2)`, `bind(2)`, `listen(2)`; for a path also `mkdir`, `chmod`,
+    /// `renameat2(RENAME_NOREPLACE)` and `rmdir`; for TCP `SO_REUSEADDR`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
+    /// path is not a socket), [`ErrorKind::InvalidName`] (too long for `sun_path`),
+    /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (seqpacket over TCP).
+    ///
+    /// # References
+    /// - [`bind(2)`](https://man7.org/linux/man-pages/man2/bind.2.html),
+    ///   [`listen(2)`](https://man7.org/linux/man-pages/man2/listen.2.html),
+    ///   [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
+    #[doc(alias = "listen")]
+    pub fn bind(addr: &Address, opts: &Options) -> Result<Listener<K>> {
+        let label: Arc<str> = Arc::from(format!("{} listener {addr}", K::NAME));
+        if K::TYPE == rustix::net::SocketType::SEQPACKET && !addr.is_unix() {
+            return Err(Error::with_note(
+                ErrorKind::Unsupported,
+                "SOCK_SEQPACKET is Unix-domain only; use a Stream for TCP",
+            )
+            .on_shared(&label));
+        }
+        // Non-blocking: accept polls first and retries on EAGAIN (another thread or process may
+        // take the connection between the two); accepted sockets do not inherit the flag.
+        let fd = socket(addr, K::TYPE, true)?;
+        let fail = |e: Errno, op: &'static str| match e {
+            Errno::ADDRINUSE => Error::with_note(ErrorKind::AlreadyExists, "address in use")
+                .with_source(e.into())
+                .in_op(op)
+                .on_shared(&label),
+            e => Error::from(e).in_op(op).on_shared(&label),
+        };
+        let file = match addr {
+            Address::Path(path) => Some(bind_path(&fd, path, opts, &label)?),
+            Address::Abstract(_) => {
+                rustix::net::bind(&fd, &addr.unix()?).map_err(|e| fail(e, "bind"))?;
+                rustix::net::listen(&fd, opts.backlog).map_err(|e| fail(e, "listen"))?;
+                None
+            }
+            Address::Inet(a) => {
+                rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
+                    .map_err(|e| fail(e, "setsockopt(SO_REUSEADDR)"))?;
+                rustix::net::bind(&fd, a).map_err(|e| fail(e, "bind"))?;
+                rustix::net::listen(&fd, opts.backlog).map_err(|e| fail(e, "listen"))?;
+                None
+            }
+        };
+        tracing::trace!(listener = %label, "listening");
+        Ok(Listener {
+            fd,
+            addr: addr.clone(),
+            label,
+            opts: opts.clone(),
+            file,
+            _kind: PhantomData,
+        })
+    }
+
+    /// The address asked for at bind time.
+    pub fn address(&self) -> &Address {
+        &self.addr
+    }
+
+    /// The address the socket is bound to (`getsockname(2)`): for TCP, with the port the kernel
+    /// picked when port 0 was asked for.
+    pub fn local_addr(&self) -> Result<Address> {
+        match &self.addr {
+            Address::Inet(_) => {
+                let a = rustix::net::getsockname(&self.fd)
+                    .map_err(|e| Error::from(e).in_op("getsockname").on_shared(&self.label))?;
+                let a = std::net::SocketAddr::try_from(a).map_err(|_| {
+                    Error::with_note(ErrorKind::Io, "not an IP address").on_shared(&self.label)
+                })?;
+                Ok(Address::Inet(a))
+            }
+            a => Ok(a.clone()),
+        }
+    }
+
+    /// The options endpoints accepted here get.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Accepts the next connection before `deadline` (`poll(2)`, then `accept4(2)` with
+    /// `SOCK_CLOEXEC`), reads the peer's credentials and checks them against the
+    /// [`PeerPolicy`](crate::PeerPolicy) (Unix), or sets `TCP_NODELAY` (TCP).
+    ///
+    /// # Errors
+    /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`] when no client came;
+    /// [`ErrorKind::PermissionDenied`] naming the peer's uid when the policy refuses it (that
+    /// connection is closed; the listener goes on); [`ErrorKind::LimitExceeded`] at
+    /// `RLIMIT_NOFILE`.
+    ///
+    /// # References
+    /// - [`accept(2)`](https://man7.org/linux/man-pages/man2/accept.2.html)
+    #[doc(alias = "accept4")]
+    pub fn accept(&self, deadline: Deadline) -> Result<K> {
+        loop {
+            match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
+                Ok(fd) => {
+                    let peer = established(fd.as_fd(), &self.addr, &self.label, &self.opts)?;
+                    tracing::trace!(listener = %self.label, ?peer, "accepted");
+                    let label: Arc<str> = Arc::from(match peer {
+                        Some(p) => format!("{} socket {} (peer pid {})", K::NAME, self.addr, p.pid),
+                        None => match rustix::net::getpeername(&fd).ok().flatten() {
+                            Some(a) => match std::net::SocketAddr::try_from(a) {
+                                Ok(a) => format!("{} socket {} (peer {a})", K::NAME, self.addr),
+                                Err(_) => format!("{} socket {}", K::NAME, self.addr),
+                            },
+                            None => format!("{} socket {}", K::NAME, self.addr),
+                        },
+                    });
+                    return K::from_connected(
+                        fd,
+                        Connected {
+                            label,
+                            peer,
+                            max_message: self.opts.max_message,
+                        },
+                    );
+                }
+                Err(Errno::INTR | Errno::CONNABORTED) => {}
+                Err(Errno::AGAIN) => wait_or_expire(
+                    self.fd.as_fd(),
+                    Interest::Readable,
+                    deadline,
+                    "accept",
+                    &self.label,
+                )?,
+                Err(e) => return Err(Error::from(e).in_op("accept").on_shared(&self.label)),
+            }
+        }
+    }
+}
+
+impl<K: Kind> Drop for Listener<K> {
+    fn drop(&mut self) {
+        if let Some((guard, dev, ino)) = self.file.take() {
+            let ours = match guard.object() {
+                Removable::Path(p) => rustix::fs::lstat(p)
+                    .map(|st| st.st_dev == dev && st.st_ino == ino)
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if !ours {
+                // Replaced by someone else since: theirs now.
+                guard.disarm();
+            }
+        }
+    }
+}
+
+impl<K: Kind> AsFd for Listener<K> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl<K: Kind> AsRawFd for Listener<K> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Binds `fd` at `path` with the exact mode, race-free (see the module documentation); returns
+/// the removal guard and the file's (device, inode).
+fn bind_path(
+    fd: &OwnedFd,
+    path: &Path,
+    opts: &Options,
+    label: &Arc<str>,
+) -> Result<(RemoveGuard, u64, u64)> {
+    let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if path.file_name().is_none() {
+        return Err(Error::with_note(ErrorKind::InvalidName, "no file name").on_shared(label));
+    }
+    // Check the final name fits before any work (the private directory's name is shorter
+    // or equal in most cases; a too-long one is reported by bind below).
+    Address::Path(path.to_path_buf()).unix()?;
+    let tmp = PrivateDir::new(&dir).map_err(|e| e.on_shared(label))?;
+    let staged = tmp.0.join("s");
+    let addr = rustix::net::SocketAddrUnix::new(staged.as_path()).map_err(|_| {
+        Error::with_note(
+            ErrorKind::InvalidName,
+            format!(
+                "the staging path {} does not fit in sun_path (107 bytes): use a shorter \
+                 directory",
+                staged.display()
+            ),
+        )
+        .on_shared(label)
+    })?;
+    rustix::net::bind(fd, &addr).map_err(|e| fail(e, "bind"))?;
+    rustix::net::listen(fd, opts.backlog).map_err(|e| fail(e, "listen"))?;
+    rustix::fs::chmod(&staged, Mode::from_raw_mode(opts.mode)).map_err(|e| fail(e, "chmod"))?;
+    let st = rustix::fs::lstat(&staged).map_err(|e| fail(e, "lstat"))?;
+    let mut reclaimed = false;
+    loop {
+        match place(&staged, path) {
+            Ok(()) => break,
+            Err(Errno::EXIST) if !reclaimed => {
+                reclaim_stale(path, label)?;
+                reclaimed = true;
+            }
+            Err(Errno::EXIST) => {
+                return Err(Error::with_note(
+                    ErrorKind::AlreadyExists,
+                    "another server took the name while this one reclaimed it",
+                )
+                .in_op("bind")
+                .on_shared(label));
+            }
+            Err(e) => return Err(fail(e, "rename")),
+        }
+    }
+    drop(tmp);
+    tracing::trace!(path = %path.display(), mode = format_args!("{:o}", opts.mode), "socket file created");
+    Ok((
+        RemoveGuard::new(Removable::Path(path.to_path_buf())),
+        st.st_dev,
+        st.st_ino,
+    ))
+}
+
+/// Moves `from` to `to` unless `to` exists: `renameat2(RENAME_NOREPLACE)`, or `link` +
+/// `unlink` where the filesystem does not support the flag.
+fn place(from: &Path, to: &Path) -> std::result::Result<(), Errno> {
+    use rustix::fs::CWD;
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rustix::fs::link(from, to)?;
+            let _ = rustix::fs::unlink(from);
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Removes the socket file at `path` if nothing listens there; refuses anything else.
+fn reclaim_stale(path: &Path, label: &Arc<str>) -> Result<()> {
+    let st = match rustix::fs::lstat(path) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(Error::from(e).in_op("lstat").on_shared(label)),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            "the path exists and is not a socket: refusing to replace it",
+        )
+        .in_op("bind")
+        .on_shared(label));
+    }
+    // A file no process holds a socket for refuses every connect with ECONNREFUSED, whatever
+    // the probe's type; a live socket of another type answers EPROTOTYPE.
+    let addr = Address::Path(path.to_path_buf());
+    let probe = socket(&addr, rustix::net::SocketType::STREAM, true)?;
+    match rustix::net::connect(&probe, &addr.unix()?) {
+        Err(Errno::CONNREFUSED) => {}
+        Err(Errno::NOENT) => return Ok(()),
+        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS | Errno::PROTOTYPE) => {
+            return Err(
+                Error::with_note(ErrorKind::AlreadyExists, "a server is listening there")
+                    .in_op("bind")
+                    .on_shared(label),
+            );
+        }
+        Err(e) => return Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
+    }
+    tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
+    match rustix::fs::unlink(path) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::from(e).in_op("unlink").on_shared(label)),
+    }
+}
+
+/// A directory of mode 0o700 beside the socket file, removed (with what is left in it) on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new(parent: &Path) -> Result<PrivateDir> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let pid = rustix::process::getpid().as_raw_nonzero().get();
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = parent.join(format!(".ipc-sock.{pid}.{n}"));
+            match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
+                Ok(()) => return Ok(PrivateDir(dir)),
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(Error::from(e).in_op("mkdir (staging directory)")),
+            }
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlink(self.0.join("s"));
+        let _ = rustix::fs::rmdir(&self.0);
+    }
+}

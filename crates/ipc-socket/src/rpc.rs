@@ -1,0 +1,285 @@
+//! Request-reply over any duplex pair of message endpoints: a [`Client`] with correlation ids,
+//! per-request deadlines and several requests in flight, and [`serve`], a server answering
+//! many clients of a [`Listener`].
+//!
+//! # Wire format
+//!
+//! Each request and each reply is one message: an 8-byte little-endian correlation id, then
+//! the payload. The server answers each request with the id it came with, in any order; the
+//! client matches replies to requests by id, keeping replies that arrive for other requests
+//! until they are asked for.
+//!
+//! # Failure
+//!
+//! A server that closes or dies fails every request in flight with
+//! [`ErrorKind::Disconnected`] (replies that had arrived before are still delivered). A
+//! request whose deadline passes fails with [`ErrorKind::TimedOut`] and is forgotten: a
+//! reply arriving later is dropped.
+
+use std::collections::HashMap;
+
+use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+
+use crate::{Kind, Listener};
+
+/// The correlation id's length at the start of every message.
+pub const ID_LEN: usize = 8;
+
+/// Two endpoints, one each way, as one duplex endpoint (for a [`Client`] or [`serve_connection`]
+/// over, say, two pipes or two shared-memory channels).
+#[derive(Debug)]
+pub struct Pair<T, R> {
+    /// Requests go out here.
+    pub tx: T,
+    /// Replies come in here.
+    pub rx: R,
+}
+
+impl<T: MessageSender, R> MessageSender for Pair<T, R> {
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        self.tx.send_deadline(msg, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.tx.max_message_size()
+    }
+}
+
+impl<T, R: MessageReceiver> MessageReceiver for Pair<T, R> {
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        self.rx.recv_deadline(buf, deadline)
+    }
+    fn max_message_size(&self) -> usize {
+        self.rx.max_message_size()
+    }
+}
+
+/// A request in flight, returned by [`Client::start`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The correlation id on the wire.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The client side: sends requests and matches the replies to them.
+#[derive(Debug)]
+pub struct Client<E> {
+    conn: E,
+    next: u64,
+    /// Requests in flight and their deadlines.
+    pending: HashMap<u64, Deadline>,
+    /// Replies that arrived for requests nobody asked about yet.
+    arrived: HashMap<u64, Vec<u8>>,
+    buf: Vec<u8>,
+    /// Set once the server is gone.
+    gone: bool,
+}
+
+impl<E: MessageSender + MessageReceiver> Client<E> {
+    /// A client over the duplex endpoint `conn` (a [`Seqpacket`](crate::Seqpacket), a
+    /// [`Stream`](crate::Stream), or a [`Pair`]).
+    pub fn new(conn: E) -> Client<E> {
+        let max = MessageReceiver::max_message_size(&conn).min(16 << 20);
+        Client {
+            conn,
+            next: 1,
+            pending: HashMap::new(),
+            arrived: HashMap::new(),
+            buf: vec![0; max],
+            gone: false,
+        }
+    }
+
+    /// Sends `request` (waiting for room until `deadline`) and returns its id; the request's
+    /// reply must come by the same `deadline` ([`wait`](Client::wait)).
+    ///
+    /// # Errors
+    /// [`ErrorKind::MessageTooLarge`] when the request and its id exceed the endpoint's
+    /// largest message; [`ErrorKind::Disconnected`] when the server is gone; the endpoint's.
+    pub fn start(&mut self, request: &[u8], deadline: Deadline) -> Result<RequestId> {
+        if self.gone {
+            return Err(Error::disconnected().in_op("request"));
+        }
+        let id = self.next;
+        self.next += 1;
+        let mut msg = Vec::with_capacity(ID_LEN + request.len());
+        msg.extend_from_slice(&id.to_le_bytes());
+        msg.extend_from_slice(request);
+        match self.conn.send_deadline(&msg, deadline) {
+            Ok(()) => {}
+            Err(e) => {
+                if e.kind() == ErrorKind::Disconnected {
+                    self.gone = true;
+                }
+                return Err(e);
+            }
+        }
+        self.pending.insert(id, deadline);
+        Ok(RequestId(id))
+    }
+
+    /// Waits for the reply to `id` until the request's deadline, copies it into `reply` and
+    /// returns its length. Replies to other requests that arrive meanwhile are kept for them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TimedOut`] (or `WouldBlock` for [`Deadline::Now`]) when the request's
+    /// deadline passed: the request is forgotten. [`ErrorKind::Disconnected`] when the server
+    /// is gone. [`ErrorKind::MessageTooLarge`] when `reply` is too small (the reply is kept:
+    /// ask again with a larger buffer). [`ErrorKind::NotFound`] for an id not in flight.
+    /// [`ErrorKind::Corrupted`] for a reply shorter than its id.
+    pub fn wait(&mut self, id: RequestId, reply: &mut [u8]) -> Result<usize> {
+        loop {
+            if let Some(r) = self.arrived.get(&id.0) {
+                if r.len() > reply.len() {
+                    return Err(
+                        Error::message_too_large(r.len(), reply.len(), "the reply buffer")
+                            .in_op("wait reply"),
+                    );
+                }
+                let r = self.arrived.remove(&id.0).expect("just seen");
+                reply[..r.len()].copy_from_slice(&r);
+                return Ok(r.len());
+            }
+            let Some(&deadline) = self.pending.get(&id.0) else {
+                return Err(Error::with_note(
+                    ErrorKind::NotFound,
+                    format!("request {} is not in flight", id.0),
+                )
+                .in_op("wait reply"));
+            };
+            if self.gone {
+                self.pending.remove(&id.0);
+                return Err(Error::disconnected().in_op("wait reply"));
+            }
+            match self.conn.recv_deadline(&mut self.buf, deadline) {
+                Ok(n) => self.arrive(n)?,
+                Err(e) if e.kind() == ErrorKind::Disconnected => self.gone = true,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    self.pending.remove(&id.0);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `request` and waits for its reply, all before `deadline`.
+    pub fn call(&mut self, request: &[u8], reply: &mut [u8], deadline: Deadline) -> Result<usize> {
+        let id = self.start(request, deadline)?;
+        self.wait(id, reply)
+    }
+
+    /// Forgets request `id`: its reply, if it comes, is dropped.
+    pub fn cancel(&mut self, id: RequestId) {
+        self.pending.remove(&id.0);
+        self.arrived.remove(&id.0);
+    }
+
+    /// How many requests are in flight (started, reply not yet taken).
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The endpoint.
+    pub fn get_mut(&mut self) -> &mut E {
+        &mut self.conn
+    }
+
+    fn arrive(&mut self, n: usize) -> Result<()> {
+        let Some(id) = self.buf[..n].first_chunk::<ID_LEN>() else {
+            return Err(Error::corrupted(format!(
+                "a reply of {n} bytes, shorter than its {ID_LEN}-byte id"
+            ))
+            .in_op("wait reply"));
+        };
+        let id = u64::from_le_bytes(*id);
+        if self.pending.remove(&id).is_some() {
+            self.arrived.insert(id, self.buf[ID_LEN..n].to_vec());
+        } else {
+            tracing::debug!(
+                id,
+                "dropped a reply nobody waits for (timed out or cancelled)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Answers the requests arriving on `conn` with `handler` until the client leaves (then
+/// `Ok`). `handler` gets each request's payload and appends the reply's payload to a cleared
+/// buffer.
+///
+/// # Errors
+/// The endpoint's errors other than the client leaving; [`ErrorKind::Corrupted`] for a request
+/// shorter than its id.
+pub fn serve_connection<E, H>(conn: &mut E, handler: &H) -> Result<()>
+where
+    E: MessageSender + MessageReceiver,
+    H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
+{
+    let mut buf = vec![0u8; MessageReceiver::max_message_size(conn).min(16 << 20)];
+    let mut reply = Vec::new();
+    let mut body = Vec::new();
+    loop {
+        let n = match conn.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(id) = buf[..n].first_chunk::<ID_LEN>() else {
+            return Err(Error::corrupted(format!(
+                "a request of {n} bytes, shorter than its {ID_LEN}-byte id"
+            ))
+            .in_op("serve"));
+        };
+        body.clear();
+        handler(&buf[ID_LEN..n], &mut body);
+        reply.clear();
+        reply.extend_from_slice(id);
+        reply.extend_from_slice(&body);
+        match conn.send(&reply) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Serves the clients of `listener`, each on a thread of its own, with `handler` (see
+/// [`serve_connection`]), accepting until `until` passes ([`Deadline::Never`]: forever);
+/// then waits for the clients connected so far to leave, and returns.
+///
+/// A client the [`PeerPolicy`](crate::PeerPolicy) refuses is closed and the server goes on;
+/// a client whose connection fails is logged (DEBUG) and dropped.
+///
+/// # Errors
+/// Errors of `accept` other than a refused peer or the deadline (running out of descriptors,
+/// for one).
+pub fn serve<K, H>(listener: &Listener<K>, until: Deadline, handler: H) -> Result<()>
+where
+    K: Kind + MessageSender + MessageReceiver + Send,
+    H: Fn(&[u8], &mut Vec<u8>) + Sync,
+{
+    let handler = &handler;
+    std::thread::scope(|scope| {
+        loop {
+            match listener.accept(until) {
+                Ok(mut conn) => {
+                    scope.spawn(move || {
+                        if let Err(e) = serve_connection(&mut conn, handler) {
+                            tracing::debug!(error = %e, "client dropped");
+                        }
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}

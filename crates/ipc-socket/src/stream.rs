@@ -1,0 +1,246 @@
+//! [`Stream`]: a connected `SOCK_STREAM` socket (Unix-domain or TCP) carrying length-prefixed
+//! messages with ipc-core's framing ([`FrameSender`] / [`FrameReceiver`]).
+//!
+//! The descriptor stays blocking; calls with a deadline use per-call non-blocking I/O
+//! (`RWF_NOWAIT`, which sockets map to `MSG_DONTWAIT`) and `poll(2)`, as the framing's
+//! [module docs](ipc_core::stream) describe. Writes never raise `SIGPIPE`. (On a kernel whose
+//! sockets refuse `RWF_NOWAIT`, the framing falls back to setting `O_NONBLOCK` once; Linux
+//! sockets accept it on the kernels this workspace targets, which a test checks.)
+//!
+//! Descriptors are passed on [`Seqpacket`](crate::Seqpacket) only: on a byte stream they
+//! would ride on whichever byte the framing's reads happen to start at.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+use rustix::event::{PollFd, PollFlags};
+use rustix::net::SocketType;
+
+use crate::conn::{Connected, Kind};
+use crate::{Address, Options, PeerCred};
+
+/// The sending half of a [`Stream`] (see [`Stream::into_split`]).
+pub type StreamSender = FrameSender<Arc<OwnedFd>>;
+/// The receiving half of a [`Stream`] (see [`Stream::into_split`]).
+pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
+
+/// A connected stream socket, Unix-domain or TCP (`TCP_NODELAY` set), as a duplex message
+/// endpoint: each message is a length-prefixed frame.
+///
+/// Made by [`Stream::connect`], [`Listener::accept`](crate::Listener::accept),
+/// [`Stream::pair`] or [`Stream::from_fd`]. Implements [`MessageSender`] and
+/// [`MessageReceiver`] with the framing's semantics (a send cut short by its deadline is
+/// [`ErrorKind::Incomplete`] and finishes on the next send: see [`FrameSender`]).
+#[derive(Debug)]
+pub struct Stream {
+    tx: StreamSender,
+    rx: StreamReceiver,
+    peer: Option<PeerCred>,
+    tcp: bool,
+    label: Arc<str>,
+}
+
+impl crate::conn::sealed::Sealed for Stream {}
+
+impl Kind for Stream {
+    const TYPE: SocketType = SocketType::STREAM;
+    const NAME: &'static str = "stream";
+
+    fn from_connected(fd: OwnedFd, conn: Connected) -> Result<Stream> {
+        Stream::wrap(fd, conn.label, conn.max_message, conn.peer)
+    }
+}
+
+impl Stream {
+    /// Connects to the stream [`Listener`](crate::Listener) at `addr` (Unix path, abstract
+    /// name, or TCP address) before `deadline`; checks a Unix server against `opts`'
+    /// [`PeerPolicy`](crate::PeerPolicy); sets `TCP_NODELAY` on TCP.
+    ///
+    /// # Errors
+    /// As [`Seqpacket::connect`](crate::Seqpacket::connect); for TCP also
+    /// [`ErrorKind::NoPeer`] (connection refused) and errors of the network.
+    ///
+    /// # References
+    /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),
+    ///   [`tcp(7)`](https://man7.org/linux/man-pages/man7/tcp.7.html)
+    pub fn connect(addr: &Address, opts: &Options, deadline: Deadline) -> Result<Stream> {
+        crate::conn::connect(addr, opts, deadline)
+    }
+
+    /// A connected Unix stream pair (`socketpair(2)`), for related processes.
+    #[doc(alias = "socketpair")]
+    pub fn pair(max_message: usize) -> Result<(Stream, Stream)> {
+        let (a, b) = crate::conn::socketpair(SocketType::STREAM, "stream pair")?;
+        Ok((
+            Stream::from_fd(a, max_message)?,
+            Stream::from_fd(b, max_message)?,
+        ))
+    }
+
+    /// Wraps a connected stream socket (inherited, received over another socket, ...), after
+    /// checking with `getsockopt(SO_TYPE)` that it is one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::WrongType`] when `fd` is not a `SOCK_STREAM` socket.
+    pub fn from_fd(fd: OwnedFd, max_message: usize) -> Result<Stream> {
+        let label: Arc<str> = Arc::from(format!("stream socket fd {}", fd.as_raw_fd()));
+        if rustix::net::sockopt::socket_type(&fd).ok() != Some(SocketType::STREAM) {
+            return Err(
+                Error::with_note(ErrorKind::WrongType, "not a SOCK_STREAM socket")
+                    .on_shared(&label),
+            );
+        }
+        let peer = PeerCred::of(fd.as_fd()).ok();
+        Stream::wrap(fd, label, max_message, peer)
+    }
+
+    fn wrap(fd: OwnedFd, label: Arc<str>, max: usize, peer: Option<PeerCred>) -> Result<Stream> {
+        let tcp =
+            rustix::net::sockopt::socket_domain(&fd).ok() != Some(rustix::net::AddressFamily::UNIX);
+        let fd = Arc::new(fd);
+        Ok(Stream {
+            tx: FrameSender::new(
+                Arc::clone(&fd),
+                FrameMode::Stream { max_message: max },
+                &*label,
+            )?,
+            rx: FrameReceiver::new(fd, max, &*label)?,
+            peer,
+            tcp,
+            label,
+        })
+    }
+
+    /// TCP only: whether the peer has closed its end (`poll(2)` for `POLLRDHUP`, no wait).
+    /// This library's endpoints never half-close, so a peer's FIN means the peer is gone;
+    /// without the check, the first send after a peer died would succeed into the void (TCP
+    /// learns of the death only from the reset that send provokes).
+    fn peer_gone(&self) -> Result<bool> {
+        let mut fds = [PollFd::from_borrowed_fd(
+            self.tx.get_ref().as_fd(),
+            PollFlags::RDHUP,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
+            Ok(_) => Ok(fds[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)),
+            Err(e) => Err(Error::from(e).in_op("poll").on_shared(&self.label)),
+        }
+    }
+
+    /// The peer's credentials when the connection was made (`SO_PEERCRED`); `None` for TCP.
+    pub fn peer_cred(&self) -> Option<PeerCred> {
+        self.peer
+    }
+
+    /// The name used in errors.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The largest message this endpoint receives (and sends).
+    pub fn max_message_size(&self) -> usize {
+        MessageReceiver::max_message_size(&self.rx)
+    }
+
+    /// Splits into a sending and a receiving half, to use from two threads.
+    pub fn into_split(self) -> (StreamSender, StreamReceiver) {
+        (self.tx, self.rx)
+    }
+
+    /// Finishes a message a send left in progress ([`ErrorKind::Incomplete`]) before
+    /// `deadline`.
+    pub fn flush(&mut self, deadline: Deadline) -> Result<()> {
+        self.tx.flush(deadline)
+    }
+}
+
+impl MessageSender for Stream {
+    /// Sends `msg` as one frame.
+    ///
+    /// A message the deadline cut short after its first bytes went out is *accepted*: its
+    /// tail stays here and goes out first on the next send, on a receive, on
+    /// [`flush`](Stream::flush) or on drop (waiting at most the linger time), so a full
+    /// socket reports the next message as [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]
+    /// with nothing of it sent. On TCP, a peer that closed is [`ErrorKind::Disconnected`]
+    /// before anything is written (see the type docs).
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if self.tcp && self.peer_gone()? {
+            return Err(Error::disconnected().in_op("send").on_shared(&self.label));
+        }
+        match self.tx.send_deadline(msg, deadline) {
+            Err(e) if e.kind() == ErrorKind::Incomplete => Ok(()),
+            // Blocked behind an earlier message's tail: the framing notes that instead of
+            // saying which way it blocked; it is the full direction.
+            Err(e) if e.kind() == ErrorKind::WouldBlock && e.blocked().is_none() => {
+                Err(Error::would_block(ipc_core::Blocked::Full)
+                    .in_op("send")
+                    .on_shared(&self.label))
+            }
+            r => r,
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        MessageSender::max_message_size(&self.tx)
+    }
+}
+
+impl MessageReceiver for Stream {
+    /// Receives the next message. While a message this end sent is still in progress (see
+    /// [`send_deadline`](Stream::send_deadline)), waits for the socket to be readable *or*
+    /// writable and finishes that message meanwhile, so a peer waiting for it to answer is
+    /// never deadlocked.
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        while self.tx.pending() > 0 {
+            match self.tx.flush(Deadline::Now) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::Incomplete => {}
+                Err(e) => return Err(e),
+            }
+            match self.rx.recv_deadline(buf, Deadline::Now) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            let mut fds = [PollFd::from_borrowed_fd(
+                self.tx.get_ref().as_fd(),
+                PollFlags::IN | PollFlags::OUT,
+            )];
+            let timeout = deadline.timespec();
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => {
+                    return Err(deadline
+                        .expired_error(ipc_core::Blocked::Empty)
+                        .in_op("recv")
+                        .on_shared(&self.label));
+                }
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(Error::from(e).in_op("poll").on_shared(&self.label)),
+            }
+        }
+        self.rx.recv_deadline(buf, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        MessageReceiver::max_message_size(&self.rx)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+}

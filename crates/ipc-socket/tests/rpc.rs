@@ -1,0 +1,158 @@
+//! Request-reply: several requests in flight matched by id, per-request deadlines, a server
+//! answering many clients over a listener, and a server that dies failing every pending
+//! request with `Disconnected`.
+
+use std::time::Duration;
+
+use ipc_socket::rpc::{Client, Pair, serve, serve_connection};
+use ipc_socket::{Address, Deadline, ErrorKind, Listener, Options, Seqpacket, Stream};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, within_watchdog};
+
+fn secs(n: u64) -> Deadline {
+    Deadline::after(Duration::from_secs(n))
+}
+
+/// Reverses the request.
+fn reverse(req: &[u8], out: &mut Vec<u8>) {
+    out.extend(req.iter().rev());
+}
+
+/// Child: accepts one client on the path in its argument, reads requests and never answers,
+/// until killed.
+fn silent_server(ctx: &Ctx) {
+    let l: Listener<Seqpacket> =
+        Listener::bind(&Address::path(ctx.arg()), &Options::new()).unwrap();
+    ctx.checkpoint("listening");
+    let mut s = l.accept(secs(60)).unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..3 {
+        ipc_socket::MessageReceiver::recv(&mut s, &mut buf).unwrap();
+    }
+    ctx.park("got 3 requests");
+}
+
+roles!(silent_server);
+
+#[test]
+fn several_requests_in_flight_are_matched_by_id() {
+    within_watchdog("several_requests_in_flight_are_matched_by_id", || {
+        let (client, mut server) = Seqpacket::pair(4096).unwrap();
+        let t = std::thread::spawn(move || serve_connection(&mut server, &reverse));
+        let mut c = Client::new(client);
+        let ids: Vec<_> = (0..5)
+            .map(|i| {
+                c.start(format!("request {i}").as_bytes(), secs(30))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(c.in_flight(), 5);
+        let mut buf = [0u8; 64];
+        // Taken in reverse order: the earlier replies are kept meanwhile.
+        for (i, id) in ids.iter().enumerate().rev() {
+            let n = c.wait(*id, &mut buf).unwrap();
+            let want: Vec<u8> = format!("request {i}").bytes().rev().collect();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        assert_eq!(c.in_flight(), 0);
+        let e = c.wait(ids[0], &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        // A reply too large for the buffer is kept for a retry.
+        let id = c.start(&[7u8; 40], secs(30)).unwrap();
+        let e = c.wait(id, &mut buf[..10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge);
+        assert_eq!(c.wait(id, &mut buf).unwrap(), 40);
+        drop(c);
+        t.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn per_request_deadlines() {
+    within_watchdog("per_request_deadlines", || {
+        // Over a pair of stream sockets, through `Pair`: any two endpoints make a duplex one.
+        let (a, b) = Stream::pair(4096).unwrap();
+        let (a_tx, a_rx) = a.into_split();
+        let mut c = Client::new(Pair { tx: a_tx, rx: a_rx });
+        let short = c
+            .start(b"soon", Deadline::after(Duration::from_millis(20)))
+            .unwrap();
+        let long = c.start(b"later", secs(60)).unwrap();
+        let mut buf = [0u8; 64];
+        let e = c.wait(short, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        assert_eq!(c.in_flight(), 1, "the other request is still in flight");
+        // The server answers both now: the late reply to the timed-out request is dropped.
+        let t = std::thread::spawn(move || {
+            let mut b = b;
+            serve_connection(&mut b, &reverse)
+        });
+        let n = c.wait(long, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"retal");
+        drop(c);
+        t.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn a_server_answers_many_clients_over_the_listener() {
+    within_watchdog("rpc many clients", || {
+        let dir = TempDir::new("rpc");
+        let addr = Address::path(dir.join("s"));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| serve(&l, Deadline::after(Duration::from_secs(2)), reverse).unwrap());
+            let clients: Vec<_> = (0..4)
+                .map(|k| {
+                    let addr = addr.clone();
+                    s.spawn(move || {
+                        let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+                        let mut c = Client::new(conn);
+                        let mut buf = [0u8; 64];
+                        for round in 0..20 {
+                            let ids: Vec<_> = (0..3)
+                                .map(|i| {
+                                    c.start(format!("{k}-{round}-{i}").as_bytes(), secs(30))
+                                        .unwrap()
+                                })
+                                .collect();
+                            for (i, id) in ids.into_iter().enumerate() {
+                                let n = c.wait(id, &mut buf).unwrap();
+                                let want: Vec<u8> =
+                                    format!("{k}-{round}-{i}").bytes().rev().collect();
+                                assert_eq!(&buf[..n], &want[..]);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+        });
+    });
+}
+
+#[test]
+fn a_dead_server_fails_every_pending_request() {
+    within_watchdog("rpc dead server", || {
+        let dir = TempDir::new("rpc-dead");
+        let path = dir.join("s");
+        let mut server = spawn("silent_server").arg(path.to_str().unwrap()).start();
+        server.wait_checkpoint("listening");
+        let conn = Seqpacket::connect(&Address::path(&path), &Options::new(), secs(30)).unwrap();
+        let mut c = Client::new(conn);
+        let ids: Vec<_> = (0..3)
+            .map(|i| c.start(&[i], Deadline::Never).unwrap())
+            .collect();
+        server.wait_checkpoint("got 3 requests");
+        server.kill_and_wait();
+        let mut buf = [0u8; 16];
+        for id in ids {
+            let e = c.wait(id, &mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        }
+        assert_eq!(c.in_flight(), 0);
+        let e = c.start(b"more", Deadline::Never).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}

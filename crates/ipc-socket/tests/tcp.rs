@@ -1,0 +1,244 @@
+//! TCP: IPv4 and IPv6 over loopback (TCP_NODELAY, framing, deadlines, no credentials), and
+//! client and server in two network namespaces joined by a veth pair the test makes itself
+//! (10.x addresses inside those private namespaces only: nothing leaves the machine), skipped
+//! with a message when the test may not create namespaces or `ip` is missing.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use ipc_socket::{
+    Address, Deadline, ErrorKind, Listener, MessageReceiver, MessageSender, Options, Stream,
+};
+use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
+
+/// Options for messages up to 1 MiB.
+fn big() -> Options {
+    Options::new().max_message(1 << 20)
+}
+
+fn secs(n: u64) -> Deadline {
+    Deadline::after(Duration::from_secs(n))
+}
+
+fn round_trip(bind: SocketAddr) {
+    let l: Listener<Stream> = Listener::bind(&Address::Inet(bind), &big()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut c = Stream::connect(&addr, &big(), secs(10)).unwrap();
+    let mut s = l.accept(secs(10)).unwrap();
+    for end in [&c, &s] {
+        assert!(end.peer_cred().is_none(), "TCP has no peer credentials");
+        assert!(
+            rustix::net::sockopt::tcp_nodelay(end).unwrap(),
+            "TCP_NODELAY"
+        );
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let e = s.try_recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock);
+    let e = s
+        .recv_timeout(&mut buf, Duration::from_millis(10))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+    for size in [0, 1, 1000, 200_000, 1 << 20] {
+        let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        c.send(&msg).unwrap();
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &msg[..], "size {size}");
+        s.send(&msg[..n.min(10)]).unwrap();
+        let n = c.recv(&mut buf).unwrap();
+        assert_eq!(n, size.min(10));
+    }
+    drop(c);
+    assert_eq!(
+        s.recv(&mut buf).unwrap_err().kind(),
+        ErrorKind::Disconnected
+    );
+    // The peer is gone: a send says so rather than writing into the void.
+    let e = s.send_timeout(b"x", Duration::from_secs(10)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[test]
+fn ipv4_loopback() {
+    within_watchdog("ipv4_loopback", || {
+        round_trip((Ipv4Addr::LOCALHOST, 0).into());
+    });
+}
+
+#[test]
+fn ipv6_loopback() {
+    within_watchdog("ipv6_loopback", || {
+        // A kernel or namespace without IPv6 on lo cannot run this.
+        if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+            eprintln!("SKIPPED ipv6_loopback: no IPv6 on the loopback interface here");
+            return;
+        }
+        round_trip((Ipv6Addr::LOCALHOST, 0).into());
+    });
+}
+
+#[test]
+fn connect_to_nothing_is_no_peer() {
+    let port = {
+        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap()
+    };
+    let e = Stream::connect(&Address::Inet(port), &Options::new(), secs(10)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two network namespaces joined by a veth pair.
+
+const SERVER_IP: &str = "10.213.7.1";
+const CLIENT_IP: &str = "10.213.7.2";
+const PORT: u16 = 7777;
+
+/// Runs `ip ARGS` in this thread's network namespace; panics with its output on failure.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Moves this thread into a new, private network namespace (children it forks follow).
+fn private_netns() -> std::io::Result<()> {
+    // SAFETY: CLONE_NEWNET changes only this thread's network namespace; no descriptor table
+    // is unshared, so no other thread's descriptors are affected.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(Into::into)
+}
+
+/// Waits until `dev` appears in this namespace, then gives it `addr` and brings it and `lo`
+/// up.
+fn configure(dev: &str, addr: &str) {
+    let start = std::time::Instant::now();
+    while !Command::new("ip")
+        .args(["link", "show", dev])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{dev} never came"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ip(&["link", "set", "lo", "up"]);
+    ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+    ip(&["link", "set", dev, "up"]);
+}
+
+/// Child: exits 0 if it can make a network namespace and a veth pair in it, 77 if not.
+fn netns_probe(_: &Ctx) {
+    let ok = private_netns().is_ok()
+        && Command::new("ip")
+            .args(["link", "add", "p0", "type", "veth", "peer", "name", "p1"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    std::process::exit(if ok { 0 } else { 77 });
+}
+
+/// Child: the server, in its own namespace, on veth end `vs`.
+fn netns_server(ctx: &Ctx) {
+    private_netns().unwrap();
+    ctx.checkpoint("unshared");
+    configure("vs", SERVER_IP);
+    let addr = Address::Inet(format!("{SERVER_IP}:{PORT}").parse().unwrap());
+    let l: Listener<Stream> = Listener::bind(&addr, &big()).unwrap();
+    ctx.checkpoint("listening");
+    let mut s = l.accept(secs(60)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.recv(&mut buf) {
+            Ok(n) => s.send(&buf[..n]).unwrap(),
+            Err(e) if e.kind() == ErrorKind::Disconnected => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Child: the client, in its own namespace, on veth end `vc`.
+fn netns_client(ctx: &Ctx) {
+    private_netns().unwrap();
+    ctx.checkpoint("unshared");
+    configure("vc", CLIENT_IP);
+    ctx.checkpoint("configured");
+    let addr = Address::Inet(format!("{SERVER_IP}:{PORT}").parse().unwrap());
+    let mut c = Stream::connect(&addr, &big(), secs(60)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for size in [0usize, 5, 1500, 100_000, 1 << 20] {
+        let msg: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        c.send(&msg).unwrap();
+        let n = c.recv_timeout(&mut buf, Duration::from_secs(60)).unwrap();
+        assert_eq!(&buf[..n], &msg[..], "size {size}");
+    }
+    eprintln!("netns round trips done");
+}
+
+/// Child: makes the veth pair in a namespace of its own and moves one end into each peer's
+/// namespace (pids in the argument).
+fn netns_wire(ctx: &Ctx) {
+    let tids: Vec<String> = ctx.args().into_iter().map(unshared_task).collect();
+    private_netns().unwrap();
+    ip(&["link", "add", "vs", "type", "veth", "peer", "name", "vc"]);
+    ip(&["link", "set", "vs", "netns", &tids[0]]);
+    ip(&["link", "set", "vc", "netns", &tids[1]]);
+}
+
+/// The thread of process `pid` that moved to a network namespace of its own (a role runs on
+/// a test thread, and `unshare` moves only the calling thread): its tid, which `ip link set
+/// netns` accepts like a pid.
+fn unshared_task(pid: &str) -> String {
+    let main = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        if std::fs::read_link(task.join("ns/net")).is_ok_and(|ns| ns != main) {
+            return task.file_name().unwrap().to_string_lossy().into_owned();
+        }
+    }
+    // The role ran on the main thread: the process's namespace is the new one.
+    pid.to_string()
+}
+
+roles!(netns_probe, netns_server, netns_client, netns_wire);
+
+#[test]
+fn client_and_server_in_two_network_namespaces_over_veth() {
+    within_watchdog("netns veth", || {
+        if Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIPPED netns veth test: the `ip` command (iproute2) is missing");
+            return;
+        }
+        let probe = spawn("netns_probe").start().wait();
+        if !probe.success() {
+            eprintln!(
+                "SKIPPED netns veth test: no privilege to create network namespaces and veth \
+                 pairs here (needs CAP_SYS_ADMIN and CAP_NET_ADMIN): {:?}",
+                probe.status
+            );
+            return;
+        }
+        let mut server = spawn("netns_server").start();
+        let mut client = spawn("netns_client").start();
+        server.wait_checkpoint("unshared");
+        client.wait_checkpoint("unshared");
+        spawn("netns_wire")
+            .arg(format!("{} {}", server.pid(), client.pid()))
+            .start()
+            .wait_success();
+        server.wait_checkpoint("listening");
+        let out = client.wait_success();
+        assert!(
+            out.stderr.contains("netns round trips done"),
+            "{}",
+            out.stderr
+        );
+        server.wait_success();
+    });
+}

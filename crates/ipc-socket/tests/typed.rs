@@ -1,0 +1,176 @@
+//! Typed messages (feature `serde`) over several kinds of endpoint, and the hostile-input
+//! promises: size limit before decoding, malformed bytes are `Corrupted`, never a panic or an
+//! unbounded allocation (fuzzed with proptest).
+#![cfg(feature = "serde")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipc_socket::typed::decode;
+use ipc_socket::{
+    Deadline, ErrorKind, MessageReceiver, MessageSender, Seqpacket, Stream, TypedReceiver,
+    TypedSender,
+};
+use ipc_testkit::within_watchdog;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Shape {
+    Circle { r: f64 },
+    Poly(Vec<(i32, i32)>),
+    Named(String),
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Msg {
+    id: u64,
+    tags: BTreeMap<String, i64>,
+    shapes: Vec<Shape>,
+    blob: Vec<u8>,
+    flag: Option<bool>,
+}
+
+fn sample(id: u64) -> Msg {
+    Msg {
+        id,
+        tags: [("a".to_string(), -1), ("bb".to_string(), i64::MAX)].into(),
+        shapes: vec![
+            Shape::Circle { r: 1.5 },
+            Shape::Poly(vec![(1, 2), (-3, 4)]),
+            Shape::Named("é".into()),
+            Shape::Empty,
+        ],
+        blob: vec![9; 100],
+        flag: Some(true),
+    }
+}
+
+fn round_trip<S: MessageSender, R: MessageReceiver>(tx: S, rx: R) {
+    let mut tx = TypedSender::<Msg, _>::new(tx);
+    let mut rx = TypedReceiver::<Msg, _>::new(rx);
+    for id in 0..10 {
+        tx.send(&sample(id)).unwrap();
+    }
+    for id in 0..10 {
+        assert_eq!(rx.recv().unwrap(), sample(id));
+    }
+    let e = rx
+        .recv_deadline(Deadline::after(Duration::from_millis(5)))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut);
+}
+
+#[test]
+fn typed_over_seqpacket_stream_and_a_pipe() {
+    within_watchdog("typed_over_seqpacket_stream_and_a_pipe", || {
+        let (a, b) = Seqpacket::pair(4096).unwrap();
+        round_trip(a, b);
+        let (a, b) = Stream::pair(4096).unwrap();
+        round_trip(a, b);
+        // Not a socket at all: any MessageSender / MessageReceiver.
+        let (tx, rx) = ipc_pipe::channel(ipc_pipe::FrameMode::Atomic).unwrap();
+        round_trip(tx, rx);
+    });
+}
+
+#[test]
+fn too_large_is_refused_before_decoding_and_stays_queued() {
+    within_watchdog(
+        "too_large_is_refused_before_decoding_and_stays_queued",
+        || {
+            let (mut a, b) = Seqpacket::pair(4096).unwrap();
+            let mut rx = TypedReceiver::<Vec<u8>, _>::with_limit(b, 64);
+            a.send(&[0u8; 100]).unwrap();
+            let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+            // Still there for an endpoint with room for it.
+            let mut buf = [0u8; 200];
+            assert_eq!(rx.get_mut().recv(&mut buf).unwrap(), 100);
+            // A sender refuses what the endpoint cannot carry.
+            let (c, _d) = Seqpacket::pair(16).unwrap();
+            let mut tx = TypedSender::<Vec<u8>, _>::new(c);
+            let e = tx.send(&vec![1u8; 100]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        },
+    );
+}
+
+#[test]
+fn malformed_bytes_are_corrupted() {
+    within_watchdog("malformed_bytes_are_corrupted", || {
+        let (mut a, b) = Seqpacket::pair(4096).unwrap();
+        let mut rx = TypedReceiver::<Msg, _>::new(b);
+        for bad in [
+            &[][..],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+            // id 1, then a map announcing 2^32 entries with nothing behind it.
+            &[1, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+            // An enum tag out of range inside the shapes.
+            &[1, 0, 1, 9][..],
+        ] {
+            a.send(bad).unwrap();
+            let e = rx.recv().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:?}: {e}");
+        }
+        // Trailing bytes after a whole value.
+        let mut ok = ipc_socket::typed::encode(&sample(1)).unwrap();
+        ok.push(0);
+        a.send(&ok).unwrap();
+        assert_eq!(rx.recv().unwrap_err().kind(), ErrorKind::Corrupted);
+        // And the endpoint goes on.
+        a.send(&ipc_socket::typed::encode(&sample(2)).unwrap())
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), sample(2));
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary bytes never panic the decoder: a value or `Corrupted`.
+    #[test]
+    fn arbitrary_bytes_decode_or_are_corrupted(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        match decode::<Msg>(&bytes) {
+            Ok(_) => {}
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Corrupted),
+        }
+        match decode::<Vec<Vec<String>>>(&bytes) {
+            Ok(_) => {}
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Corrupted),
+        }
+    }
+
+    /// Valid encodings with bytes flipped or cut: a value or `Corrupted`, never a panic.
+    #[test]
+    fn mutated_encodings_decode_or_are_corrupted(
+        id in any::<u64>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = ipc_socket::typed::encode(&sample(id)).unwrap();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= v;
+        }
+        let cut = cut.index(bytes.len() + 1);
+        for b in [&bytes[..], &bytes[..cut]] {
+            if let Err(e) = decode::<Msg>(b) {
+                prop_assert_eq!(e.kind(), ErrorKind::Corrupted);
+            }
+        }
+    }
+
+    /// Round trips of arbitrary values.
+    #[test]
+    fn values_round_trip(id in any::<u64>(), blob in proptest::collection::vec(any::<u8>(), 0..300), name in ".{0,40}") {
+        let mut m = sample(id);
+        m.blob = blob;
+        m.shapes.push(Shape::Named(name));
+        let bytes = ipc_socket::typed::encode(&m).unwrap();
+        prop_assert_eq!(decode::<Msg>(&bytes).unwrap(), m);
+    }
+}

@@ -1,0 +1,310 @@
+//! Unix-domain sockets: listener with many clients, exact socket mode, stale files reclaimed
+//! and non-sockets refused, abstract names, deadlines on connect and accept, peer credentials
+//! and the accept-time policy, SIGPIPE-free sends, the descriptor left blocking.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::Duration;
+
+use ipc_socket::{
+    Address, Deadline, ErrorKind, Listener, MessageReceiver, MessageSender, Options, PeerPolicy,
+    Seqpacket, Stream,
+};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_name, within_watchdog};
+
+fn secs(n: u64) -> Deadline {
+    Deadline::after(Duration::from_secs(n))
+}
+
+/// Child: connects to the seqpacket listener at the path in its argument, sends its pid, and
+/// echoes one message.
+fn client_echo(ctx: &Ctx) {
+    let addr = Address::path(ctx.arg());
+    let mut s = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+    s.send(std::process::id().to_string().as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf).unwrap();
+    s.send(&buf[..n]).unwrap();
+}
+
+/// Child: binds a listener at the path in its argument and parks (killed by the parent).
+fn hold_listener(ctx: &Ctx) {
+    let _l: Listener<Seqpacket> =
+        Listener::bind(&Address::path(ctx.arg()), &Options::new()).unwrap();
+    ctx.park("listening");
+}
+
+roles!(client_echo, hold_listener, send_without_sigpipe);
+
+#[test]
+fn listener_accepts_many_clients_each_its_own_endpoint() {
+    within_watchdog("many clients", || {
+        let dir = TempDir::new("sock-many");
+        let path = dir.join("s");
+        let l: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&path), &Options::new()).unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|_| spawn("client_echo").arg(path.to_str().unwrap()).start())
+            .collect();
+        let mut buf = [0u8; 64];
+        for _ in 0..4 {
+            let mut s = l.accept(secs(30)).unwrap();
+            let n = s.recv(&mut buf).unwrap();
+            let pid: i32 = std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap();
+            let cred = s.peer_cred().expect("credentials");
+            assert_eq!(cred.pid, pid);
+            assert_eq!(cred.uid, rustix::process::geteuid().as_raw());
+            assert_eq!(cred.gid, rustix::process::getegid().as_raw());
+            s.send(format!("to {pid}").as_bytes()).unwrap();
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], format!("to {pid}").as_bytes());
+        }
+        for c in children {
+            c.wait_success();
+        }
+        drop(l);
+        assert!(!path.exists(), "the listener removes its socket file");
+    });
+}
+
+#[test]
+fn socket_file_has_the_exact_mode_whatever_the_umask() {
+    let dir = TempDir::new("sock-mode");
+    // A umask that would strip group and other bits: the mode is exact all the same.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    for mode in [0o600, 0o660, 0o666, 0o640] {
+        let path = dir.join(&format!("s{mode:o}"));
+        let l: Listener<Stream> =
+            Listener::bind(&Address::path(&path), &Options::new().mode(mode)).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, mode);
+        drop(l);
+        assert!(!path.exists());
+    }
+    rustix::process::umask(old);
+    // Nothing left behind (the staging directories are gone).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn stale_socket_file_is_reclaimed_live_one_is_not() {
+    within_watchdog("stale", || {
+        let dir = TempDir::new("sock-stale");
+        let path = dir.join("s");
+        let mut holder = spawn("hold_listener").arg(path.to_str().unwrap()).start();
+        holder.wait_checkpoint("listening");
+        // A live server: refused.
+        let e = Listener::<Seqpacket>::bind(&Address::path(&path), &Options::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        // The server dies without cleaning up: its file stays, stale.
+        holder.kill_and_wait();
+        assert!(path.exists());
+        let e =
+            Seqpacket::connect(&Address::path(&path), &Options::new(), Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+        let l = Listener::<Seqpacket>::bind(&Address::path(&path), &Options::new()).unwrap();
+        let _c = Seqpacket::connect(&Address::path(&path), &Options::new(), secs(10)).unwrap();
+        let _s = l.accept(secs(10)).unwrap();
+    });
+}
+
+#[test]
+fn non_socket_files_are_never_replaced() {
+    let dir = TempDir::new("sock-nonsock");
+    let file = dir.join("regular");
+    std::fs::write(&file, b"precious").unwrap();
+    let e = Listener::<Seqpacket>::bind(&Address::path(&file), &Options::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    // A symbolic link (even to a socket) is not followed, not replaced.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let e = Listener::<Seqpacket>::bind(&Address::path(&link), &Options::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // A directory neither.
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let e = Listener::<Seqpacket>::bind(&Address::path(&sub), &Options::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+    assert!(sub.is_dir());
+    // Only what was made here remains.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["link", "regular", "sub"]);
+}
+
+#[test]
+fn abstract_names_connect_without_a_file() {
+    within_watchdog("abstract_names_connect_without_a_file", || {
+        let name = unique_name("abstract");
+        let addr = Address::abstract_name(&name);
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let e = Listener::<Seqpacket>::bind(&addr, &Options::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        let mut c = Seqpacket::connect(&addr, &Options::new(), secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(b"abstract").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(s.recv(&mut buf).unwrap(), 8);
+        drop((c, s, l));
+        let e = Seqpacket::connect(&addr, &Options::new(), Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+        // The same over a stream socket.
+        let l: Listener<Stream> = Listener::bind(&addr, &Options::new()).unwrap();
+        let mut c = Stream::connect(&addr, &Options::new(), secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(b"stream").unwrap();
+        assert_eq!(s.recv(&mut buf).unwrap(), 6);
+    });
+}
+
+#[test]
+fn accept_and_connect_honour_deadlines() {
+    let dir = TempDir::new("sock-deadline");
+    let addr = Address::path(dir.join("s"));
+    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new().backlog(1)).unwrap();
+    let e = l.accept(Deadline::Now).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    let e = l
+        .accept(Deadline::after(Duration::from_millis(20)))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    // Fill the backlog: a further connect waits, then times out.
+    let mut held = Vec::new();
+    let timed_out = loop {
+        match Seqpacket::connect(
+            &addr,
+            &Options::new(),
+            Deadline::after(Duration::from_millis(50)),
+        ) {
+            Ok(c) => held.push(c),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 100, "the backlog never filled");
+    };
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut, "{timed_out}");
+    // Accepting makes room again.
+    let _s = l.accept(secs(10)).unwrap();
+    let missing = Address::path(dir.join("missing"));
+    let e = Seqpacket::connect(&missing, &Options::new(), Deadline::Now).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn peer_policy_refuses_other_uids_with_a_typed_error() {
+    let dir = TempDir::new("sock-policy");
+    let addr = Address::path(dir.join("s"));
+    let me = rustix::process::geteuid().as_raw();
+    let other = me.wrapping_add(4242);
+    let l: Listener<Seqpacket> =
+        Listener::bind(&addr, &Options::new().peer(PeerPolicy::Uid(other))).unwrap();
+    let _c = Seqpacket::connect(&addr, &Options::new(), secs(10)).unwrap();
+    let e = l.accept(secs(10)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains(&format!("peer uid {me}")), "{e}");
+    // The listener goes on: the next client of an acceptable policy is accepted.
+    drop(l);
+    let l: Listener<Seqpacket> =
+        Listener::bind(&addr, &Options::new().peer(PeerPolicy::SameUser)).unwrap();
+    // And a client checks the server too.
+    let e = Seqpacket::connect(
+        &addr,
+        &Options::new().peer(PeerPolicy::Uid(other)),
+        secs(10),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let c = Seqpacket::connect(&addr, &Options::new().peer(PeerPolicy::Any), secs(10)).unwrap();
+    assert_eq!(c.peer_cred().unwrap().uid, me);
+    let s = l.accept(secs(10)).unwrap();
+    assert_eq!(s.peer_cred().unwrap().pid, std::process::id() as i32);
+}
+
+/// Child: with SIGPIPE at its default action (which would kill it), sends to gone peers.
+fn send_without_sigpipe(_: &Ctx) {
+    // SAFETY: sets the disposition of SIGPIPE to the default; no handler is involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let (mut a, b) = Seqpacket::pair(1024).unwrap();
+    drop(b);
+    let e = a.send(b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let e = a.recv(&mut [0u8; 8]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let (mut c, d) = Stream::pair(1024).unwrap();
+    drop(d);
+    let e = c.send(b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+#[test]
+fn sends_to_a_gone_peer_are_disconnected_without_sigpipe() {
+    let out = spawn("send_without_sigpipe").start().wait();
+    assert!(out.success(), "{:?}: {}", out.status, out.stderr);
+}
+
+#[test]
+fn timed_calls_leave_the_descriptor_blocking() {
+    within_watchdog("timed_calls_leave_the_descriptor_blocking", || {
+        let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
+        let e = b
+            .recv_timeout(&mut [0u8; 8], Duration::from_millis(5))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        a.try_send(b"x").unwrap();
+        assert!(!ipc_core_is_nonblocking(&a) && !ipc_core_is_nonblocking(&b));
+        let (mut c, mut d) = Stream::pair(1024).unwrap();
+        let e = d.try_recv(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        c.send_timeout(b"x", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            d.recv_timeout(&mut [0u8; 8], Duration::from_secs(5))
+                .unwrap(),
+            1
+        );
+        assert!(!ipc_core_is_nonblocking(&c) && !ipc_core_is_nonblocking(&d));
+    });
+}
+
+fn ipc_core_is_nonblocking(fd: &impl AsFd) -> bool {
+    rustix::fs::fcntl_getfl(fd)
+        .unwrap()
+        .contains(rustix::fs::OFlags::NONBLOCK)
+}
+
+#[test]
+fn empty_messages_are_not_end_of_stream() {
+    within_watchdog("empty_messages_are_not_end_of_stream", || {
+        let (mut a, mut b) = Seqpacket::pair(1024).unwrap();
+        a.send(b"").unwrap();
+        a.send(b"").unwrap();
+        drop(a);
+        let mut buf = [0u8; 8];
+        assert_eq!(b.recv(&mut buf).unwrap(), 0);
+        assert_eq!(b.recv(&mut buf).unwrap(), 0);
+        assert_eq!(
+            b.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    });
+}
+
+#[test]
+fn seqpacket_over_tcp_is_unsupported_and_wrong_fds_are_refused() {
+    let addr = Address::Inet((std::net::Ipv4Addr::LOCALHOST, 0).into());
+    let e = Listener::<Seqpacket>::bind(&addr, &Options::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    let (s, _t) = Stream::pair(16).unwrap();
+    let fd: std::os::fd::OwnedFd = s.as_fd().try_clone_to_owned().unwrap();
+    let e = Seqpacket::from_fd(fd, 16).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+}
