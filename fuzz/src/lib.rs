@@ -16,6 +16,11 @@
 //! - [`posix_name`]: `ipc_core::PosixName` on arbitrary strings: accepted names obey the
 //!   rules, refused ones get [`ErrorKind::InvalidName`], plain names are accepted, and the
 //!   conversions agree.
+//! - [`typed_message`]: `ipc_socket`'s typed receiver (postcard) on arbitrary bytes, through an
+//!   endpoint that delivers them as one message: above the limit is
+//!   [`ErrorKind::MessageTooLarge`] before any decoding, malformed bytes are
+//!   [`ErrorKind::Corrupted`], never a panic, and whatever decodes encodes back to a value that
+//!   decodes the same.
 //!
 //! The same bodies run as ordinary tests (`tests/bodies.rs`: proptest-generated inputs and the
 //! checked-in seed corpus in `fuzz/corpus/`), so the targets keep compiling and passing on a
@@ -29,7 +34,12 @@ use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, NAME_MAX, Posix
 use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
 
 /// The names of the fuzz targets, in the order `cargo xtask fuzz` runs them.
-pub const TARGETS: [&str; 3] = ["frame_decoder", "shm_channel", "posix_name"];
+pub const TARGETS: [&str; 4] = [
+    "frame_decoder",
+    "shm_channel",
+    "posix_name",
+    "typed_message",
+];
 
 /// Runs the body of the target named `name` (one of [`TARGETS`]) on `data`.
 ///
@@ -41,6 +51,7 @@ pub fn run(name: &str, data: &[u8]) {
         "frame_decoder" => frame_decoder(data),
         "shm_channel" => shm_channel(data),
         "posix_name" => posix_name(data),
+        "typed_message" => typed_message(data),
         _ => panic!("no fuzz target named {name:?}"),
     }
 }
@@ -438,5 +449,77 @@ pub fn posix_name(data: &[u8]) {
             assert!(!(well_formed && short), "refused a plain name {s:?}: {e}");
             assert!(PosixName::try_from(s).is_err());
         }
+    }
+}
+
+/// A message shaped like what programs send: integers of several widths (postcard's varints),
+/// strings (UTF-8 checked), byte and nested sequences (length prefixes), options and an enum.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct Sample {
+    pub id: u64,
+    pub delta: i32,
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub nested: Vec<Vec<u32>>,
+    pub shape: Option<Shape>,
+    pub flag: bool,
+}
+
+/// The enum inside a [`Sample`].
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub enum Shape {
+    Unit,
+    Pair(u8, i64),
+    Named { name: String, tags: Vec<u16> },
+}
+
+/// An endpoint that delivers one message (the fuzz input), then reports the peer gone.
+struct OneMessage(Option<Vec<u8>>);
+
+impl MessageReceiver for OneMessage {
+    fn recv_deadline(&mut self, buf: &mut [u8], _: ipc_core::Deadline) -> ipc_core::Result<usize> {
+        let Some(msg) = self.0.take() else {
+            return Err(Error::disconnected());
+        };
+        if msg.len() > buf.len() {
+            let e = Error::message_too_large(msg.len(), buf.len(), "receive buffer");
+            self.0 = Some(msg); // stays queued, as every endpoint keeps it
+            return Err(e);
+        }
+        buf[..msg.len()].copy_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    fn max_message_size(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Fuzz body: typed messages decoded from hostile bytes. See the [crate] docs.
+pub fn typed_message(data: &[u8]) {
+    use ipc_socket::typed::{TypedReceiver, decode, encode};
+    const LIMIT: usize = 512;
+    let mut rx = TypedReceiver::<Sample, _>::with_limit(OneMessage(Some(data.to_vec())), LIMIT);
+    match rx.recv() {
+        Ok(v) => {
+            assert!(
+                data.len() <= LIMIT,
+                "decoded {} bytes over the limit",
+                data.len()
+            );
+            let again = encode(&v).expect("a decoded value encodes");
+            assert_eq!(decode::<Sample>(&again).expect("its encoding decodes"), v);
+        }
+        Err(e) if data.len() > LIMIT => {
+            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+            // Refused before decoding, and still there to be taken another way.
+            assert!(
+                rx.get_mut().0.is_some(),
+                "the oversized message was consumed"
+            );
+        }
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}"),
     }
 }

@@ -97,6 +97,55 @@ proptest! {
     fn posix_name(data in name_input()) {
         ipc_fuzz::posix_name(&data);
     }
+
+    #[test]
+    fn typed_message(data in bytes()) {
+        ipc_fuzz::typed_message(&data);
+    }
+
+    #[test]
+    fn typed_message_mutated(data in typed_input()) {
+        ipc_fuzz::typed_message(&data);
+    }
+}
+
+/// A valid encoded [`ipc_fuzz::Sample`], then a few bytes overwritten and some cut or added,
+/// so the decoder meets near-valid input (the hostile case that matters most).
+fn typed_input() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<(u64, i32, bool)>(),
+        ".{0,20}",
+        proptest::collection::vec(any::<u8>(), 0..40),
+        proptest::collection::vec(proptest::collection::vec(any::<u32>(), 0..4), 0..4),
+        proptest::option::of(("[a-z]{0,8}", proptest::collection::vec(any::<u16>(), 0..4))),
+        proptest::collection::vec((any::<u16>(), any::<u8>()), 0..3),
+        -4i8..4,
+    )
+        .prop_map(
+            |((id, delta, flag), text, bytes, nested, named, flips, cut)| {
+                let sample = ipc_fuzz::Sample {
+                    id,
+                    delta,
+                    text,
+                    bytes,
+                    nested,
+                    shape: named.map(|(name, tags)| ipc_fuzz::Shape::Named { name, tags }),
+                    flag,
+                };
+                let mut data = ipc_socket::typed::encode(&sample).unwrap();
+                for (at, value) in flips {
+                    if !data.is_empty() {
+                        let i = usize::from(at) % data.len();
+                        data[i] = value;
+                    }
+                }
+                match cut {
+                    c if c < 0 => data.truncate(data.len().saturating_sub(c.unsigned_abs().into())),
+                    c => data.extend(std::iter::repeat_n(0x80, c as usize)),
+                }
+                data
+            },
+        )
 }
 
 /// Every seed file of every target passes (the corpus `cargo xtask fuzz` starts from).

@@ -20,7 +20,12 @@ use crate::{cargo, run, workspace_root};
 pub(crate) const DEFAULT_SECS: u64 = 60;
 
 /// The targets, as `fuzz/targets/Cargo.toml` declares them (and `ipc_fuzz::TARGETS`).
-pub(crate) const TARGETS: [&str; 3] = ["frame_decoder", "shm_channel", "posix_name"];
+pub(crate) const TARGETS: [&str; 4] = [
+    "frame_decoder",
+    "shm_channel",
+    "posix_name",
+    "typed_message",
+];
 
 /// Parsed arguments.
 #[derive(Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@
 //!   toolchain, which it installs with the `miri` component through rustup when missing (not
 //!   part of `test`, which needs stable only).
 //! - `cargo xtask fuzz [TARGET] [--time SECS]`: the cargo-fuzz targets in `fuzz/targets`
-//!   (frame decoder, shm channel, POSIX names), SECS seconds each (default 60). Installs
-//!   cargo-fuzz if missing; on a stable toolchain it builds with `RUSTC_BOOTSTRAP=1` (see
+//!   (frame decoder, shm channel, POSIX names, typed messages), SECS seconds each (default
+//!   60). Installs cargo-fuzz if missing; on a stable toolchain it builds with `RUSTC_BOOTSTRAP=1` (see
 //!   `fuzz.rs`). Not part of `test`, where the same bodies run as proptest tests.
 //! - `cargo xtask isolated -- COMMAND [ARGS...]`: runs one command the way `test` runs the
 //!   tests (private namespaces when permitted, private `TMPDIR`, the leftover check), e.g.
