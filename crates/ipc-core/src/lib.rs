@@ -62,6 +62,7 @@ pub mod fd;
 pub mod frame;
 pub mod futex;
 pub mod inherit;
+pub mod inventory;
 pub mod knob;
 mod name;
 mod owner;
