@@ -452,8 +452,17 @@ pub fn scan(options: &Options) -> Inventory {
     let holders = Holders::scan(&mut inv.notes);
     scan_shm(&options.shm_dir, &mut inv);
     scan_queues(&mut inv);
-    for kind in [Kind::SysvQueue, Kind::SysvShm, Kind::SysvSemaphore] {
-        scan_sysv(kind, &mut inv);
+    for kind in [
+        SysvKind::MessageQueue,
+        SysvKind::SharedMemory,
+        SysvKind::SemaphoreSet,
+    ] {
+        match sysv_objects(kind) {
+            Some(objects) => inv.objects.extend(objects),
+            None => inv.notes.push(format!(
+                "System V {kind} not listed: /proc/sysvipc cannot be read"
+            )),
+        }
     }
     let bound = bound_sockets();
     for dir in &options.dirs {
@@ -651,15 +660,17 @@ pub fn sysv_record(kind: SysvKind, id: i32) -> Option<Vec<(String, String)>> {
     })
 }
 
-fn scan_sysv(kind: Kind, inv: &mut Inventory) {
-    let Some(skind) = kind.sysv() else { return };
-    let Some(rows) = sysv_table(skind) else {
-        inv.notes.push(format!(
-            "System V {skind} not listed: /proc/sysvipc cannot be read"
-        ));
-        return;
+/// The System V objects of `kind` in this IPC namespace, from `/proc/sysvipc` alone (no
+/// holders, not judged): what a tool that only counts them needs. `None` when the table cannot
+/// be read.
+pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
+    let kind = match skind {
+        SysvKind::MessageQueue => Kind::SysvQueue,
+        SysvKind::SharedMemory => Kind::SysvShm,
+        SysvKind::SemaphoreSet => Kind::SysvSemaphore,
     };
-    for row in rows {
+    let mut objects = Vec::new();
+    for row in sysv_table(skind)? {
         let num = |k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok());
         let int = |k: &str| row.get(k).and_then(|v| v.parse::<i64>().ok());
         let (Some(key), Some(id)) = (
@@ -705,7 +716,7 @@ fn scan_sysv(kind: Kind, inv: &mut Inventory) {
             ),
             SysvKind::SemaphoreSet => (None, num("nsems"), None, None, Vec::new()),
         };
-        inv.objects.push(Object {
+        objects.push(Object {
             kind,
             name: format!("{:#010x}", key as i32),
             path: None,
@@ -724,6 +735,7 @@ fn scan_sysv(kind: Kind, inv: &mut Inventory) {
             dev_ino: None,
         });
     }
+    Some(objects)
 }
 
 /// Paths Unix sockets are bound to in this network namespace (`/proc/net/unix`).
