@@ -33,15 +33,15 @@ pub(crate) fn clean(
         let action = decide(o, me, root, named);
         let (action, error) = match (action, yes) {
             (Ok(removable), true) => match removable.remove() {
-                Ok(()) => ("removed".to_owned(), None),
+                Ok(()) => ("removed", None),
                 Err(e) => {
                     exit = Exit::Failure;
-                    ("failed".to_owned(), Some(e.to_string()))
+                    ("failed", Some(e.to_string()))
                 }
             },
-            (Ok(_), false) => ("would remove".to_owned(), None),
+            (Ok(_), false) => ("would remove", None),
             // Say why a stale object is kept, or why a named one is; stay quiet about the rest.
-            (Err(why), _) if named || o.verdict == Verdict::Stale => (format!("kept: {why}"), None),
+            (Err(why), _) if named || o.verdict == Verdict::Stale => ("kept", Some(why)),
             (Err(_), _) => continue,
         };
         let detail = error.clone().unwrap_or_else(|| o.why.clone());
@@ -51,10 +51,10 @@ pub(crate) fn clean(
             "owner": o.uid,
             "action": action,
             "why": o.why,
-            "error": error,
+            "reason": error,
         }));
         rows.push(vec![
-            action,
+            action.to_owned(),
             o.kind.to_string(),
             o.name.clone(),
             output::user(o.uid),

@@ -84,7 +84,10 @@ pub(crate) const LIST_HEADER: [&str; 10] = [
 pub(crate) fn list_row(o: &Object) -> Vec<String> {
     let (creator, last) = processes(o);
     let what = match &o.recognised {
-        Some(r) => format!("{}; {}", r.what, o.why),
+        Some(r) => match &r.corrupted {
+            Some(c) => format!("{} (CORRUPTED: {c}); {}", r.what, o.why),
+            None => format!("{}; {}", r.what, o.why),
+        },
         None => o.why.clone(),
     };
     vec![

@@ -350,12 +350,12 @@ impl Object {
         if let Some(n @ 1..) = self.attached {
             return (Verdict::InUse, format!("{n} attachment(s)"));
         }
-        let recorded: Vec<Process> = self
+        let recorded: Vec<(&str, Process)> = self
             .creator
             .iter()
-            .chain(&self.last_users)
-            .filter(|p| p.pid != 0)
-            .copied()
+            .map(|p| ("creator", *p))
+            .chain(self.last_users.iter().map(|p| ("last user", *p)))
+            .filter(|(_, p)| p.pid != 0)
             .collect();
         if recorded.is_empty() {
             let why = match self.kind {
@@ -368,7 +368,7 @@ impl Object {
         judge_all(
             recorded
                 .iter()
-                .map(|p| ("recorded process".to_owned(), Some(p.pid), p.liveness)),
+                .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness)),
             "",
         )
     }
