@@ -9,7 +9,8 @@ use serde_json::json;
 use crate::Exit;
 use crate::output::{self, object_json, print_json};
 
-/// Scans and recognises what the mechanism crates know (shm channels).
+/// Scans and recognises what the mechanism crates know: ipc-shm channels, and ipc-sync
+/// primitives at the start of a segment.
 pub(crate) fn scan(options: &Options) -> Inventory {
     let mut inv = inventory::scan(options);
     for o in &mut inv.objects {
@@ -17,13 +18,28 @@ pub(crate) fn scan(options: &Options) -> Inventory {
             continue;
         }
         let Some(name) = o.posix_name() else { continue };
-        match ipc_shm::inspect::posix(&name) {
-            Ok(Some(r)) => o.recognise(r),
-            Ok(None) => {}
+        let opened = ipc_shm::OpenOptions::new()
+            .read_only(true)
+            .owner(Owner::Any)
+            .open(&name);
+        let segment = match opened {
+            Ok(segment) => segment,
             Err(e) => {
                 if o.verdict == Verdict::Unknown {
                     o.why = format!("cannot read its header: {}", e.kind());
                 }
+                continue;
+            }
+        };
+        if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
+            o.recognise(r);
+            continue;
+        }
+        let mut head = [0; ipc_sync::inspect::HEAD_LEN];
+        let n = head.len().min(segment.len());
+        if segment.read_at(0, &mut head[..n]).is_ok() {
+            if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
+                o.recognise(r);
             }
         }
     }

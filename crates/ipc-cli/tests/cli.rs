@@ -333,3 +333,20 @@ fn send_and_recv_with_a_fifo_and_a_queue() {
     let out = ipc(&["inspect", &name]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("max messages"));
 }
+
+#[test]
+fn inspect_recognises_an_ipc_sync_primitive_at_the_start_of_a_segment() {
+    use ipc_sync::SharedObject;
+    let name = unique_posix_name("cli-sem");
+    let seg = Segment::create(name.as_str(), 4096)
+        .unwrap()
+        .remove_on_drop();
+    // SAFETY: the mapping is page-aligned, 4096 bytes, ours alone until the semaphore is
+    // made, and stays mapped while `seg` lives; it is only used through the semaphore.
+    unsafe { ipc_sync::Semaphore::init_at(seg.as_ptr().cast(), 2) }.unwrap();
+    let out = ipc(&["inspect", &name]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ipc-sync Semaphore at offset 0"), "{text}");
+    assert!(text.contains("value") && text.contains('2'), "{text}");
+}
