@@ -139,6 +139,14 @@ fn stale_objects_are_listed_and_cleaned_live_and_foreign_ones_kept() {
         assert_eq!(verdict(&objects, f), "stale");
     }
 
+    // The table and the inspection (printed for the record; the README shows them).
+    assert!(
+        ipc(&["list", "--dir", dir.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(ipc(&["inspect", &stale]).status.success());
+
     // `list --stale` shows exactly the stale ones.
     let out = ipc(&[
         "list",
@@ -349,4 +357,18 @@ fn inspect_recognises_an_ipc_sync_primitive_at_the_start_of_a_segment() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ipc-sync Semaphore at offset 0"), "{text}");
     assert!(text.contains("value") && text.contains('2'), "{text}");
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ipc(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("inspect"));
+    }
+    assert_eq!(
+        ipc(&["completions", "tcsh"]).status.code(),
+        Some(2),
+        "usage error"
+    );
 }

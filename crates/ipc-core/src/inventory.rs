@@ -341,9 +341,7 @@ impl Object {
                 );
             }
             return judge_all(
-                r.users
-                    .iter()
-                    .map(|u| (format!("{} {}", r.what, u.role), u.pid, u.can_use)),
+                r.users.iter().map(|u| (u.role.clone(), u.pid, u.can_use)),
                 &format!("{}: no user named in the header", r.what),
             );
         }
