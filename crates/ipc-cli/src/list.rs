@@ -87,7 +87,18 @@ pub(crate) fn matches(o: &Object, name: &str) -> bool {
 }
 
 pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit> {
-    let inv = scan(options);
+    // A FIFO or socket named by its path is found wherever it is.
+    let path = std::path::Path::new(name);
+    let is_file_object = path.symlink_metadata().is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_fifo() || m.file_type().is_socket()
+    });
+    let mut options = options.clone();
+    if let (true, Some(parent)) = (is_file_object, path.parent()) {
+        options.dirs = vec![parent.to_path_buf()];
+        options.depth = 0;
+    }
+    let inv = scan(&options);
     let found: Vec<&Object> = inv.objects.iter().filter(|o| matches(o, name)).collect();
     let mut queue = None;
     if found.iter().all(|o| o.kind != Kind::Queue) && name.starts_with('/') {

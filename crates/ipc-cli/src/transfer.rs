@@ -89,9 +89,9 @@ fn open_sender(args: &Args, deadline: Deadline) -> Result<Box<dyn MessageSender>
             args.target.as_str(),
             ipc_mq::Access::WriteOnly,
         )?),
-        Target::Shm => Box::new(ShmEnd::Tx(Some(ipc_shm::Sender::open(
-            ipc_shm::Segment::open(args.target.as_str())?,
-        )?))),
+        Target::Shm => Box::new(ShmTx(Some(ipc_shm::Sender::open(ipc_shm::Segment::open(
+            args.target.as_str(),
+        )?)?))),
     })
 }
 
@@ -107,57 +107,51 @@ fn open_receiver(args: &Args, deadline: Deadline) -> Result<Box<dyn MessageRecei
             args.target.as_str(),
             ipc_mq::Access::ReadOnly,
         )?),
-        Target::Shm => Box::new(ShmEnd::Rx(Some(ipc_shm::Receiver::open(
+        Target::Shm => Box::new(ShmRx(Some(ipc_shm::Receiver::open(
             ipc_shm::Segment::open(args.target.as_str())?,
         )?))),
     })
 }
 
-/// A channel end that is handed over (`detach`) when the command ends instead of closed, so
-/// the channel stays usable: the next `ipc send` or a program can attach in its place.
-enum ShmEnd {
-    Tx(Option<ipc_shm::Sender>),
-    Rx(Option<ipc_shm::Receiver>),
-}
+/// A channel's sending end that is handed over (`detach`) when the command ends instead of
+/// closed, so the channel stays usable: the next `ipc send` or a program can attach in its
+/// place.
+struct ShmTx(Option<ipc_shm::Sender>);
 
-impl Drop for ShmEnd {
+/// The receiving end, handed over the same way.
+struct ShmRx(Option<ipc_shm::Receiver>);
+
+impl Drop for ShmTx {
     fn drop(&mut self) {
-        match self {
-            ShmEnd::Tx(tx) => drop(tx.take().map(ipc_shm::Sender::detach)),
-            ShmEnd::Rx(rx) => drop(rx.take().map(ipc_shm::Receiver::detach)),
-        }
+        drop(self.0.take().map(ipc_shm::Sender::detach));
     }
 }
 
-impl MessageSender for ShmEnd {
+impl Drop for ShmRx {
+    fn drop(&mut self) {
+        drop(self.0.take().map(ipc_shm::Receiver::detach));
+    }
+}
+
+impl MessageSender for ShmTx {
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        match self {
-            ShmEnd::Tx(Some(tx)) => tx.send_deadline(msg, deadline),
-            _ => unreachable!("a receiving end is never used to send"),
-        }
+        let tx = self.0.as_mut().expect("taken only by drop");
+        tx.send_deadline(msg, deadline)
     }
 
     fn max_message_size(&self) -> usize {
-        match self {
-            ShmEnd::Tx(Some(tx)) => tx.max_message_size(),
-            _ => 0,
-        }
+        self.0.as_ref().map_or(0, MessageSender::max_message_size)
     }
 }
 
-impl MessageReceiver for ShmEnd {
+impl MessageReceiver for ShmRx {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
-        match self {
-            ShmEnd::Rx(Some(rx)) => rx.recv_deadline(buf, deadline),
-            _ => unreachable!("a sending end is never used to receive"),
-        }
+        let rx = self.0.as_mut().expect("taken only by drop");
+        rx.recv_deadline(buf, deadline)
     }
 
     fn max_message_size(&self) -> usize {
-        match self {
-            ShmEnd::Rx(Some(rx)) => rx.max_message_size(),
-            _ => 0,
-        }
+        self.0.as_ref().map_or(0, MessageReceiver::max_message_size)
     }
 }
 

@@ -324,6 +324,11 @@ fn send_and_recv_with_a_fifo_and_a_queue() {
         .unwrap();
     assert_eq!(drain(&mut rx, 2), [&b"a"[..], b"bc"]);
     assert!(sender.join().unwrap().status.success());
+    // Found by its path wherever it is; this process holds it open.
+    let out = ipc(&["inspect", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fifo") && text.contains("in-use"), "{text}");
 
     let name = unique_posix_name("cli-mq");
     let q = ipc_mq::posix::Queue::create(name.as_str(), 4, 128).unwrap();

@@ -611,14 +611,9 @@ fn scan_queues(inv: &mut Inventory) {
     }
 }
 
-/// One `/proc/sysvipc` table: the column names and the rows.
-fn sysv_table(kind: SysvKind) -> Option<Vec<HashMap<String, String>>> {
-    let path = match kind {
-        SysvKind::MessageQueue => "/proc/sysvipc/msg",
-        SysvKind::SharedMemory => "/proc/sysvipc/shm",
-        SysvKind::SemaphoreSet => "/proc/sysvipc/sem",
-    };
-    let text = std::fs::read_to_string(path).ok()?;
+/// One `/proc/sysvipc` table: each row as (column name, value) pairs, in the kernel's order.
+fn sysv_table(kind: SysvKind) -> Option<Vec<Vec<(String, String)>>> {
+    let text = std::fs::read_to_string(kind.proc_table()).ok()?;
     let mut lines = text.lines();
     let names: Vec<&str> = lines.next()?.split_whitespace().collect();
     Some(
@@ -628,33 +623,29 @@ fn sysv_table(kind: SysvKind) -> Option<Vec<HashMap<String, String>>> {
                     .iter()
                     .zip(l.split_whitespace())
                     .map(|(n, v)| ((*n).to_owned(), v.to_owned()))
-                    .collect()
+                    .collect::<Vec<_>>()
             })
-            .filter(|row: &HashMap<String, String>| !row.is_empty())
+            .filter(|row| !row.is_empty())
             .collect(),
     )
 }
 
-/// The kernel's record of one System V object (a row of `/proc/sysvipc/*`), by id.
+/// The column of a table that holds the id.
+fn id_column(kind: SysvKind) -> &'static str {
+    match kind {
+        SysvKind::MessageQueue => "msqid",
+        SysvKind::SharedMemory => "shmid",
+        SysvKind::SemaphoreSet => "semid",
+    }
+}
+
+/// The kernel's record of one System V object (its row of `/proc/sysvipc/*`, column name and
+/// value, in the kernel's order), by id.
 pub fn sysv_record(kind: SysvKind, id: i32) -> Option<Vec<(String, String)>> {
-    let path = match kind {
-        SysvKind::MessageQueue => "/proc/sysvipc/msg",
-        SysvKind::SharedMemory => "/proc/sysvipc/shm",
-        SysvKind::SemaphoreSet => "/proc/sysvipc/sem",
-    };
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
-    let idcol = names.iter().position(|n| n.ends_with("id"))?;
-    lines.find_map(|l| {
-        let vals: Vec<&str> = l.split_whitespace().collect();
-        (vals.get(idcol)?.parse::<i32>().ok()? == id).then(|| {
-            names
-                .iter()
-                .zip(vals)
-                .map(|(n, v)| ((*n).to_owned(), v.to_owned()))
-                .collect()
-        })
+    let col = id_column(kind);
+    sysv_table(kind)?.into_iter().find(|row| {
+        row.iter()
+            .any(|(n, v)| n == col && v.parse::<i32>().ok() == Some(id))
     })
 }
 
@@ -669,16 +660,10 @@ pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
     };
     let mut objects = Vec::new();
     for row in sysv_table(skind)? {
+        let row: HashMap<String, String> = row.into_iter().collect();
         let num = |k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok());
         let int = |k: &str| row.get(k).and_then(|v| v.parse::<i64>().ok());
-        let (Some(key), Some(id)) = (
-            int("key"),
-            int(match skind {
-                SysvKind::MessageQueue => "msqid",
-                SysvKind::SharedMemory => "shmid",
-                SysvKind::SemaphoreSet => "semid",
-            }),
-        ) else {
+        let (Some(key), Some(id)) = (int("key"), int(id_column(skind))) else {
             continue;
         };
         let mode = row
