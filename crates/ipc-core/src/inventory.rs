@@ -51,7 +51,8 @@
 //! ([`Recognised`], filled in by the mechanism crates, for example `ipc_shm::inspect`), or
 //! the processes the kernel records (System V). Everything else is [`Verdict::Unknown`] (with
 //! the reason) or [`Verdict::InUse`]. Objects whose users nobody records (a plain POSIX
-//! segment, a FIFO) are therefore never stale.
+//! segment, a FIFO, a POSIX queue) are therefore never stale, and neither is a System V queue
+//! that still holds messages (a queue outlives its processes by design).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -347,6 +348,14 @@ impl Object {
         }
         if let Some(n @ 1..) = self.attached {
             return (Verdict::InUse, format!("{n} attachment(s)"));
+        }
+        if let (Kind::SysvQueue, Some(n @ 1..)) = (self.kind, self.depth) {
+            // A queue outlives its processes by design: messages in it may be awaited by a
+            // receiver that has not started yet.
+            return (
+                Verdict::Unknown,
+                format!("holds {n} message(s) a future receiver may want"),
+            );
         }
         let recorded: Vec<(&str, Process)> = self
             .creator
@@ -932,6 +941,16 @@ mod tests {
         o.last_users.clear();
         o.judge();
         assert_eq!(o.verdict, Verdict::Unknown);
+        // A System V queue whose recorded processes are dead but that holds messages.
+        let mut q = o.clone();
+        q.kind = Kind::SysvQueue;
+        q.attached = None;
+        q.last_users = vec![Process::check(4_194_304, None)];
+        q.judge();
+        assert_eq!(q.verdict, Verdict::Stale, "{}", q.why);
+        q.depth = Some(2);
+        q.judge();
+        assert_eq!(q.verdict, Verdict::Unknown, "{}", q.why);
         let user = |can_use| User {
             role: "sender".into(),
             state: "attached".into(),
