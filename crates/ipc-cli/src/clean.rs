@@ -64,11 +64,11 @@ pub(crate) fn clean(
     if json {
         print_json(&json!({ "dry_run": !yes, "objects": docs, "notes": inv.notes }));
     } else if rows.is_empty() {
-        println!("nothing stale to remove");
+        out!("nothing stale to remove");
     } else {
         output::table(&["ACTION", "KIND", "NAME", "OWNER", "WHY"], &rows);
         if !yes {
-            println!("(dry run: run again with --yes to remove)");
+            out!("(dry run: run again with --yes to remove)");
         }
     }
     Ok(exit)

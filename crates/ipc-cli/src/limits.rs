@@ -104,7 +104,7 @@ pub(crate) fn limits(json: bool) -> Result<Exit> {
         print_json(&json!(docs));
     } else {
         output::table(&["KNOB", "VALUE", "IN USE", "LIMITS", "CHANGE WITH"], &rows);
-        println!(
+        out!(
             "System V and mqueue knobs are per IPC namespace (a container has its own); \
              persist a change in /etc/sysctl.d/."
         );

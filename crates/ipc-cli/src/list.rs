@@ -140,9 +140,9 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
                 .map(|(k, v)| json!({ "name": k, "value": v }))
                 .collect::<Vec<_>>() }));
         } else {
-            println!("mq {name} (not listed: no mqueue mount)");
+            out!("mq {name} (not listed: no mqueue mount)");
             for (k, v) in &attrs {
-                println!("  {k:<16} {v}");
+                out!("  {k:<16} {v}");
             }
         }
     }
@@ -239,7 +239,7 @@ fn print_object(o: &Object, details: &[(String, String)]) {
     lines.extend(details.iter().cloned());
     lines.push(("verdict".into(), format!("{} ({})", o.verdict, o.why)));
     for (k, v) in lines {
-        println!("{k:<16} {v}");
+        out!("{k:<16} {v}");
     }
-    println!();
+    out!("");
 }

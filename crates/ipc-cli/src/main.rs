@@ -5,6 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+/// Prints a line to stdout; a closed stdout (`ipc list | head -3`) ends the command quietly,
+/// as it ends any Unix filter.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod clean;
 mod limits;
 mod list;

@@ -1,6 +1,8 @@
 //! How objects are shown: aligned tables for people, JSON for scripts, user names for uids.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
 use std::sync::OnceLock;
 
 use ipc_core::inventory::{Object, Process};
@@ -25,7 +27,7 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        out!("{}", s.trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -144,7 +146,23 @@ pub(crate) fn object_json(o: &Object) -> Value {
     })
 }
 
+/// What [`out!`] does: one line to stdout. A closed stdout exits with status 0 (the reader
+/// has what it wanted); another write error exits with status 1.
+pub(crate) fn line(args: fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ipc: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints JSON, pretty.
 pub(crate) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

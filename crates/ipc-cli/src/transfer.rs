@@ -26,8 +26,8 @@ pub(crate) struct Args {
     #[arg(long)]
     length_delimited: bool,
     /// Give up after this many seconds (exit code 4); fractions allowed.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    timeout: Option<Duration>,
     /// recv: stop after this many messages (default: until the sender closes or, for a
     /// queue, forever).
     #[arg(long, short = 'n')]
@@ -35,6 +35,14 @@ pub(crate) struct Args {
     /// The largest message accepted from a FIFO (queues and channels know theirs).
     #[arg(long, default_value_t = 1 << 20)]
     max_size: usize,
+}
+
+/// A `--timeout`: seconds, fractions allowed.
+fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
 /// What `send` and `recv` talk to.
@@ -46,18 +54,8 @@ enum Target {
 }
 
 impl Args {
-    fn deadline(&self) -> Result<Deadline> {
-        match self.timeout {
-            None => Ok(Deadline::Never),
-            Some(t) => Duration::try_from_secs_f64(t)
-                .map(Deadline::after)
-                .map_err(|_| {
-                    Error::with_note(
-                        ErrorKind::InvalidInput,
-                        format!("--timeout {t}: not a duration"),
-                    )
-                }),
-        }
+    fn deadline(&self) -> Deadline {
+        self.timeout.map_or(Deadline::Never, Deadline::after)
     }
 
     fn target(&self) -> Target {
@@ -156,7 +154,7 @@ impl MessageReceiver for ShmRx {
 }
 
 pub(crate) fn send(args: &Args) -> Result<Exit> {
-    let deadline = args.deadline()?;
+    let deadline = args.deadline();
     let mut tx = open_sender(args, deadline)?;
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -197,7 +195,7 @@ pub(crate) fn send(args: &Args) -> Result<Exit> {
 }
 
 pub(crate) fn recv(args: &Args) -> Result<Exit> {
-    let deadline = args.deadline()?;
+    let deadline = args.deadline();
     let mut rx = open_receiver(args, deadline)?;
     let mut buf = vec![0; rx.max_message_size()];
     let stdout = std::io::stdout();
@@ -212,15 +210,20 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
             Err(e) => return Err(e),
         };
         received += 1;
-        if args.length_delimited {
+        let written = if args.length_delimited {
             frame.clear();
             encode_frame(&buf[..n], &mut frame)?;
             out.write_all(&frame)
         } else {
             out.write_all(&buf[..n]).and_then(|()| out.write_all(b"\n"))
         }
-        .and_then(|()| out.flush())
-        .map_err(Error::from)?;
+        .and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            // Whoever reads stdout has what it wanted (`ipc recv ... | head -1`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(Error::from(e)),
+        }
     }
     Ok(Exit::Ok)
 }
