@@ -213,12 +213,9 @@ fn print_object(o: &Object, details: &[(String, String)]) {
     num("size", o.size);
     num("depth", o.depth);
     num("attached", o.attached);
-    if let Some(c) = o.creator {
-        lines.push(("creator".into(), c.to_string()));
-    }
-    for p in &o.last_users {
-        lines.push(("last user".into(), p.to_string()));
-    }
+    let (creator, last) = output::processes(o);
+    lines.push(("creator".into(), creator));
+    lines.push(("last user".into(), last));
     if !o.holders.is_empty() {
         let pids: Vec<String> = o.holders.iter().map(u32::to_string).collect();
         lines.push(("open/mapped by".into(), pids.join(", ")));

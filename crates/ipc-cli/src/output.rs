@@ -57,11 +57,15 @@ fn opt(n: Option<u64>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-fn processes(o: &Object) -> (String, String) {
-    let creator = o.creator.map_or_else(|| "-".to_owned(), |p| p.to_string());
+/// The creator and last users as the kernel records them; `unknown` where it records none
+/// (POSIX objects, FIFOs, sockets; a System V queue's creator).
+pub(crate) fn processes(o: &Object) -> (String, String) {
+    let creator = o
+        .creator
+        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let last: Vec<String> = o.last_users.iter().map(Process::to_string).collect();
     let last = if last.is_empty() {
-        "-".to_owned()
+        "unknown".to_owned()
     } else {
         last.join(", ")
     };

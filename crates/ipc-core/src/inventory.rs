@@ -162,7 +162,8 @@ impl fmt::Display for Liveness {
     }
 }
 
-/// A process the kernel or a header names, and whether it lives.
+/// A process the kernel or a header names, and whether it lives. Displayed as `PID (alive)`,
+/// or `none` for pid 0 (nothing recorded yet, or a process outside this PID namespace).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Process {
     /// Its pid, as seen from this PID namespace (0: none recorded or not visible here).
@@ -185,7 +186,7 @@ impl Process {
 impl fmt::Display for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.pid == 0 {
-            f.pad("-")
+            f.pad("none")
         } else {
             f.pad(&format!("{} ({})", self.pid, self.liveness))
         }
