@@ -14,7 +14,8 @@ use crate::output::{self, object_json, print_json};
 pub(crate) fn scan(options: &Options) -> Inventory {
     let mut inv = inventory::scan(options);
     for o in &mut inv.objects {
-        if o.kind != Kind::Shm {
+        // An empty object has no header to read.
+        if o.kind != Kind::Shm || o.size == Some(0) {
             continue;
         }
         let Some(name) = o.posix_name() else { continue };

@@ -377,3 +377,27 @@ fn completions_are_generated() {
         "usage error"
     );
 }
+
+#[test]
+fn limits_name_every_knob_with_its_value_and_how_to_change_it() {
+    let out = ipc(&["limits", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    for k in ipc_core::knob::ALL {
+        let row = rows
+            .iter()
+            .find(|r| r["knob"] == k.label())
+            .unwrap_or_else(|| panic!("{} missing", k.label()));
+        assert_eq!(row["value"].as_u64(), k.read());
+        assert!(row["change"].as_str().unwrap().contains(&k.sysctl()));
+    }
+    let msgmni = rows
+        .iter()
+        .find(|r| r["knob"] == ipc_core::knob::MSGMNI)
+        .unwrap();
+    assert_eq!(
+        msgmni["in_use"].as_u64(),
+        ipc_core::sysv::in_use(ipc_core::sysv::SysvKind::MessageQueue)
+    );
+}
