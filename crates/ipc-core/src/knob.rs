@@ -46,6 +46,129 @@ pub const SHMALL: &str = "/proc/sys/kernel/shmall";
 /// The four System V semaphore limits, in one file: `semmsl semmns semopm semmni`.
 pub const SEM: &str = "/proc/sys/kernel/sem";
 
+/// One kernel knob the workspace's errors name, described for tools that list them (the
+/// `ipc limits` command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Knob {
+    /// Its file (one of this module's constants).
+    pub path: &'static str,
+    /// For a file holding several numbers: which one (counted from 0) and its name.
+    pub field: Option<(usize, &'static str)>,
+    /// What it limits.
+    pub limits: &'static str,
+}
+
+impl Knob {
+    /// Its value now (see [`read`], [`read_field`]).
+    pub fn read(&self) -> Option<u64> {
+        read_field(self.path, self.field.map_or(0, |(i, _)| i))
+    }
+
+    /// Its name for `sysctl` (`fs.mqueue.msg_max`; `kernel.sem` for every field of [`SEM`],
+    /// which is written as all four numbers at once).
+    pub fn sysctl(&self) -> String {
+        self.path.trim_start_matches("/proc/sys/").replace('/', ".")
+    }
+
+    /// Its name for display: the path, with the field's name for a file holding several.
+    pub fn label(&self) -> String {
+        match self.field {
+            Some((_, name)) => format!("{} ({name})", self.path),
+            None => self.path.to_owned(),
+        }
+    }
+}
+
+/// Every knob the workspace's errors name, in the order a table of them reads best (per
+/// mechanism: pipes, POSIX queues, System V queues, segments, semaphores, then the system).
+pub const ALL: &[Knob] = &[
+    Knob {
+        path: PIPE_MAX_SIZE,
+        field: None,
+        limits: "pipe and FIFO capacity (unprivileged), bytes",
+    },
+    Knob {
+        path: MQ_QUEUES_MAX,
+        field: None,
+        limits: "POSIX queues on the system",
+    },
+    Knob {
+        path: MQ_MSG_MAX,
+        field: None,
+        limits: "messages per POSIX queue (unprivileged)",
+    },
+    Knob {
+        path: MQ_MSGSIZE_MAX,
+        field: None,
+        limits: "POSIX queue message size (unprivileged), bytes",
+    },
+    Knob {
+        path: MQ_MSG_DEFAULT,
+        field: None,
+        limits: "messages of a POSIX queue made without attributes",
+    },
+    Knob {
+        path: MQ_MSGSIZE_DEFAULT,
+        field: None,
+        limits: "message size of a POSIX queue made without attributes",
+    },
+    Knob {
+        path: MSGMNI,
+        field: None,
+        limits: "System V message queues",
+    },
+    Knob {
+        path: MSGMAX,
+        field: None,
+        limits: "System V message size, bytes",
+    },
+    Knob {
+        path: MSGMNB,
+        field: None,
+        limits: "bytes a System V queue holds (default)",
+    },
+    Knob {
+        path: SHMMNI,
+        field: None,
+        limits: "System V shared memory segments",
+    },
+    Knob {
+        path: SHMMAX,
+        field: None,
+        limits: "System V segment size, bytes",
+    },
+    Knob {
+        path: SHMALL,
+        field: None,
+        limits: "System V shared memory in all, pages",
+    },
+    Knob {
+        path: SEM,
+        field: Some((0, "SEMMSL")),
+        limits: "semaphores per System V set",
+    },
+    Knob {
+        path: SEM,
+        field: Some((1, "SEMMNS")),
+        limits: "System V semaphores in all sets",
+    },
+    Knob {
+        path: SEM,
+        field: Some((2, "SEMOPM")),
+        limits: "operations per semop call",
+    },
+    Knob {
+        path: SEM,
+        field: Some((3, "SEMMNI")),
+        limits: "System V semaphore sets",
+    },
+    Knob {
+        path: FILE_MAX,
+        field: None,
+        limits: "open files on the system",
+    },
+];
+
 /// The value of a knob holding one number (its first, for one holding several), read now;
 /// `None` when it cannot be read (no `/proc`, another namespace's view) or holds no number.
 pub fn read(path: &str) -> Option<u64> {
@@ -90,6 +213,19 @@ pub fn limit_error_field(path: &'static str, index: usize, name: &'static str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_names_every_knob_once() {
+        let mut seen: Vec<String> = ALL.iter().map(Knob::label).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), ALL.len());
+        assert_eq!(ALL[1].sysctl(), "fs.mqueue.queues_max");
+        assert_eq!(
+            ALL.iter().find(|k| k.path == SEM).unwrap().read(),
+            read_field(SEM, 0)
+        );
+    }
 
     #[test]
     fn reads_numbers_and_fields() {

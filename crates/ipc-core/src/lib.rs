@@ -25,7 +25,9 @@
 //! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one;
 //! - [`fd::retry`]: the one `EINTR`/`EAGAIN`/readiness loop of the descriptor-based endpoints;
 //! - [`pipe`]: the one pipe end, [`PipeEnd<D>`](pipe::PipeEnd), that `ipc-pipe` and `ipc-fifo`
-//!   both return.
+//!   both return;
+//! - [`inventory`]: every IPC object the caller can see, who records using it, and whether it
+//!   is provably stale (what the `ipc` command lists and cleans).
 //!
 //! Mechanism crates depend on this one; programs that want to switch mechanisms write against
 //! the traits:
@@ -62,6 +64,7 @@ pub mod fd;
 pub mod frame;
 pub mod futex;
 pub mod inherit;
+pub mod inventory;
 pub mod knob;
 mod name;
 mod owner;

@@ -138,6 +138,18 @@ impl SysvKind {
     }
 }
 
+impl SysvKind {
+    /// The kernel's table of the objects of this kind in this IPC namespace, one line each
+    /// after a header line: `/proc/sysvipc/msg`, `shm` or `sem`.
+    pub fn proc_table(self) -> &'static str {
+        match self {
+            SysvKind::MessageQueue => "/proc/sysvipc/msg",
+            SysvKind::SharedMemory => "/proc/sysvipc/shm",
+            SysvKind::SemaphoreSet => "/proc/sysvipc/sem",
+        }
+    }
+}
+
 impl fmt::Display for SysvKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -149,12 +161,7 @@ impl fmt::Display for SysvKind {
 /// be read. What a limit error needs to tell "out of ids" (`MSGMNI`, `SHMMNI`, `SEMMNI`) from
 /// the other limits the same errno reports.
 pub fn in_use(kind: SysvKind) -> Option<u64> {
-    let path = match kind {
-        SysvKind::MessageQueue => "/proc/sysvipc/msg",
-        SysvKind::SharedMemory => "/proc/sysvipc/shm",
-        SysvKind::SemaphoreSet => "/proc/sysvipc/sem",
-    };
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = std::fs::read_to_string(kind.proc_table()).ok()?;
     Some(
         text.lines()
             .skip(1)

@@ -151,6 +151,7 @@
 #![warn(missing_docs)]
 
 mod channel;
+pub mod inspect;
 mod memfd;
 mod monitor;
 mod peer;

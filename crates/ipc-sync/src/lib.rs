@@ -118,6 +118,7 @@
 mod condvar;
 mod event;
 pub mod futex;
+pub mod inspect;
 mod mutex;
 mod named;
 mod semaphore;

@@ -1,0 +1,243 @@
+//! `ipc list` and `ipc inspect`: the library's inventory, with the objects this workspace
+//! made recognised by their validated headers.
+
+use ipc_core::inventory::{self, Inventory, Kind, Object, Options, Verdict};
+use ipc_core::sysv::SysvKind;
+use ipc_core::{Error, ErrorKind, Owner, Result};
+use serde_json::json;
+
+use crate::Exit;
+use crate::output::{self, object_json, print_json};
+
+/// Scans and recognises what the mechanism crates know: ipc-shm channels, and ipc-sync
+/// primitives at the start of a segment.
+pub(crate) fn scan(options: &Options) -> Inventory {
+    let mut inv = inventory::scan(options);
+    for o in &mut inv.objects {
+        // An empty object has no header to read.
+        if o.kind != Kind::Shm || o.size == Some(0) {
+            continue;
+        }
+        let Some(name) = o.posix_name() else { continue };
+        let opened = ipc_shm::OpenOptions::new()
+            .read_only(true)
+            .owner(Owner::Any)
+            .open(&name);
+        let segment = match opened {
+            Ok(segment) => segment,
+            Err(e) => {
+                if o.verdict == Verdict::Unknown {
+                    o.why = format!("cannot read its header: {}", e.kind());
+                }
+                continue;
+            }
+        };
+        if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
+            o.recognise(r);
+            continue;
+        }
+        let mut head = [0; ipc_sync::inspect::HEAD_LEN];
+        let n = head.len().min(segment.len());
+        if segment.read_at(0, &mut head[..n]).is_ok() {
+            if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
+                o.recognise(r);
+            }
+        }
+    }
+    inv
+}
+
+pub(crate) fn list(options: &Options, kinds: &[Kind], stale: bool, json: bool) -> Result<Exit> {
+    let inv = scan(options);
+    let shown: Vec<&Object> = inv
+        .objects
+        .iter()
+        .filter(|o| kinds.is_empty() || kinds.contains(&o.kind))
+        .filter(|o| !stale || o.verdict == Verdict::Stale)
+        .collect();
+    if json {
+        print_json(&json!({
+            "objects": shown.iter().map(|o| object_json(o)).collect::<Vec<_>>(),
+            "notes": inv.notes,
+        }));
+    } else {
+        let rows: Vec<Vec<String>> = shown.iter().map(|o| output::list_row(o)).collect();
+        output::table(&output::LIST_HEADER, &rows);
+        for note in &inv.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Whether `o` is the object `name` names: its name, its path, its System V key (`0x...`) or
+/// id (`id:N`).
+pub(crate) fn matches(o: &Object, name: &str) -> bool {
+    if o.name == name || o.path.as_ref().is_some_and(|p| p.as_os_str() == name) {
+        return true;
+    }
+    let Some((key, id)) = o.sysv else {
+        return false;
+    };
+    if let Some(n) = name.strip_prefix("id:") {
+        return n.parse() == Ok(id);
+    }
+    name.strip_prefix("0x")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .is_some_and(|k| k as i32 == key)
+}
+
+pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit> {
+    // A FIFO or socket named by its path is found wherever it is.
+    let path = std::path::Path::new(name);
+    let is_file_object = path.symlink_metadata().is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_fifo() || m.file_type().is_socket()
+    });
+    let mut options = options.clone();
+    if let (true, Some(parent)) = (is_file_object, path.parent()) {
+        options.dirs = vec![parent.to_path_buf()];
+        options.depth = 0;
+    }
+    let inv = scan(&options);
+    let found: Vec<&Object> = inv.objects.iter().filter(|o| matches(o, name)).collect();
+    let mut queue = None;
+    if found.iter().all(|o| o.kind != Kind::Queue) && name.starts_with('/') {
+        // Not listed (no mqueue mount, say): a queue can still be opened by name.
+        queue = queue_attributes(name).ok();
+    }
+    if found.is_empty() && queue.is_none() {
+        return Err(Error::with_note(
+            ErrorKind::NotFound,
+            "no such object: give a POSIX name (/name), a path, a System V key (0x...) or id \
+             (id:N); `ipc list` shows them",
+        )
+        .on(name));
+    }
+    let mut exit = Exit::Ok;
+    let mut docs = Vec::new();
+    for o in &found {
+        if o.recognised.as_ref().is_some_and(|r| r.corrupted.is_some()) {
+            exit = Exit::Corrupted;
+        }
+        let mut doc = object_json(o);
+        let extra = details(o);
+        doc["details"] = json!(
+            extra
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "value": v }))
+                .collect::<Vec<_>>()
+        );
+        if json {
+            docs.push(doc);
+        } else {
+            print_object(o, &extra);
+        }
+    }
+    if let Some(attrs) = queue {
+        if json {
+            docs.push(json!({ "kind": "mq", "name": name, "details": attrs
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "value": v }))
+                .collect::<Vec<_>>() }));
+        } else {
+            out!("mq {name} (not listed: no mqueue mount)");
+            for (k, v) in &attrs {
+                out!("  {k:<16} {v}");
+            }
+        }
+    }
+    if json {
+        print_json(&json!(docs));
+    }
+    Ok(exit)
+}
+
+/// What `inspect` adds to the listing: queue attributes, the kernel's System V record.
+fn details(o: &Object) -> Vec<(String, String)> {
+    match o.kind {
+        Kind::Queue => queue_attributes(&o.name)
+            .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
+        Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => {
+            let kind = match o.kind {
+                Kind::SysvQueue => SysvKind::MessageQueue,
+                Kind::SysvShm => SysvKind::SharedMemory,
+                _ => SysvKind::SemaphoreSet,
+            };
+            o.sysv
+                .and_then(|(_, id)| inventory::sysv_record(kind, id))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (format!("kernel {k}"), v))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A POSIX queue's attributes (`mq_getattr` on a read-only descriptor).
+fn queue_attributes(name: &str) -> Result<Vec<(String, String)>> {
+    let q = ipc_mq::posix::OpenOptions::new()
+        .access(ipc_mq::Access::ReadOnly)
+        .owner(Owner::Any)
+        .open(name)?;
+    let a = q.attributes()?;
+    Ok(vec![
+        ("max messages".to_owned(), a.max_messages.to_string()),
+        ("message size".to_owned(), a.message_size.to_string()),
+        ("messages now".to_owned(), a.messages.to_string()),
+    ])
+}
+
+fn print_object(o: &Object, details: &[(String, String)]) {
+    let mut lines: Vec<(String, String)> = vec![
+        ("kind".into(), o.kind.to_string()),
+        ("name".into(), o.name.clone()),
+    ];
+    if let Some(p) = &o.path {
+        lines.push(("path".into(), p.display().to_string()));
+    }
+    if let Some((key, id)) = o.sysv {
+        lines.push(("key".into(), format!("{key:#010x}")));
+        lines.push(("id".into(), id.to_string()));
+    }
+    lines.push((
+        "owner".into(),
+        format!("{} (uid {})", output::user(o.uid), o.uid),
+    ));
+    lines.push(("mode".into(), format!("{:04o}", o.mode)));
+    let mut num = |k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            lines.push((k.into(), v.to_string()));
+        }
+    };
+    num("size", o.size);
+    num("depth", o.depth);
+    num("attached", o.attached);
+    let (creator, last) = output::processes(o);
+    lines.push(("creator".into(), creator));
+    lines.push(("last user".into(), last));
+    if !o.holders.is_empty() {
+        let pids: Vec<String> = o.holders.iter().map(u32::to_string).collect();
+        lines.push(("open/mapped by".into(), pids.join(", ")));
+    }
+    if let Some(r) = &o.recognised {
+        lines.push(("recognised".into(), r.what.clone()));
+        lines.extend(r.facts.iter().cloned());
+        for u in &r.users {
+            let pid = u.pid.map_or_else(String::new, |p| format!(", pid {p}"));
+            lines.push((u.role.clone(), format!("{}{pid} ({})", u.state, u.can_use)));
+        }
+        if let Some(c) = &r.corrupted {
+            lines.push(("CORRUPTED".into(), c.clone()));
+        }
+    } else if o.kind == Kind::Shm {
+        lines.push(("recognised".into(), "no (unrecognised contents)".into()));
+    }
+    lines.extend(details.iter().cloned());
+    lines.push(("verdict".into(), format!("{} ({})", o.verdict, o.why)));
+    for (k, v) in lines {
+        out!("{k:<16} {v}");
+    }
+    out!("");
+}

@@ -1,0 +1,403 @@
+//! The `ipc` binary, run for real: stale objects of a SIGKILLed creator are listed and
+//! cleaned, live ones and another user's are not, a scribbled header is reported, and
+//! `send`/`recv` talk to programs that use the library.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use ipc_core::{Deadline, MessageReceiver, MessageSender};
+use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name};
+use serde_json::Value;
+
+/// Creates a channel named by the argument, opens both of its ends here, and waits to be
+/// killed: what a crashed pair of processes leaves behind.
+fn channel_then_park(ctx: &Ctx) {
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(ctx.arg())
+        .unwrap();
+    let _tx = Sender::open(seg).unwrap();
+    let _rx = Receiver::open(Segment::open(ctx.arg()).unwrap()).unwrap();
+    ctx.park("ready");
+}
+
+/// Creates a private System V segment and waits to be killed.
+fn sysv_then_park(ctx: &Ctx) {
+    let seg = Segment::sysv_create(ipc_shm::Key::PRIVATE, 4096).unwrap();
+    std::mem::forget(seg);
+    ctx.park("ready");
+}
+
+roles!(channel_then_park, sysv_then_park);
+
+fn ipc(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(args)
+        .output()
+        .expect("run ipc");
+    eprintln!(
+        "$ ipc {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `ipc list --json` (FIFOs and sockets searched in `dir` only): the objects.
+fn list(dir: &TempDir) -> Vec<Value> {
+    let out = ipc(&["list", "--json", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["objects"].as_array().unwrap().clone()
+}
+
+fn find<'a>(objects: &'a [Value], name: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["name"] == name)
+}
+
+fn verdict(objects: &[Value], name: &str) -> String {
+    find(objects, name).map_or("absent".into(), |o| o["verdict"].as_str().unwrap().into())
+}
+
+/// A channel left by a dead creator.
+fn killed_channel(tag: &str) -> String {
+    let name = unique_posix_name(tag);
+    let mut child = spawn("channel_then_park").arg(&name).start();
+    child.wait_checkpoint("ready");
+    assert!(child.kill_and_wait().killed());
+    name
+}
+
+/// Whether this test runs in an IPC namespace of its own (`cargo xtask isolated`), where
+/// every stale object is the run's, so an unnamed `clean --yes` touches nothing else: some
+/// ancestor process (the cargo that started xtask) is in another one.
+fn private_ipc_namespace() -> bool {
+    let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/ipc")).ok();
+    let parent = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:")?.trim().parse::<u32>().ok())
+    };
+    let mine = ns(std::process::id());
+    let mut pid = std::process::id();
+    while let Some(p) = parent(pid).filter(|&p| p > 1) {
+        match ns(p) {
+            Some(theirs) if Some(&theirs) != mine.as_ref() => return true,
+            _ => pid = p,
+        }
+    }
+    false
+}
+
+#[test]
+fn stale_objects_are_listed_and_cleaned_live_and_foreign_ones_kept() {
+    let dir = TempDir::new("cli-clean");
+    let stale = killed_channel("cli-stale");
+    let mut sysv = spawn("sysv_then_park").start();
+    sysv.wait_checkpoint("ready");
+    let sysv_pid = sysv.pid();
+    sysv.kill_and_wait();
+
+    // A live channel: this process holds both ends.
+    let live = unique_posix_name("cli-live");
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(live.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let seg = Arc::new(seg);
+    let _tx = Sender::open(seg.clone()).unwrap();
+    let _rx = Receiver::open(Segment::open(live.as_str()).unwrap()).unwrap();
+
+    // Another user's stale channel (root only: made by a killed process, then given away).
+    let root = rustix::process::geteuid().is_root();
+    let foreign = root.then(|| {
+        let name = killed_channel("cli-foreign");
+        std::os::unix::fs::chown(format!("/dev/shm{name}"), Some(65534), Some(65534)).unwrap();
+        name
+    });
+    if !root {
+        eprintln!("not root: the case of another user's object is skipped");
+    }
+
+    let objects = list(&dir);
+    assert_eq!(verdict(&objects, &stale), "stale");
+    let o = find(&objects, &stale).unwrap();
+    assert_eq!(o["recognised"]["what"], "ipc-shm channel");
+    assert_eq!(verdict(&objects, &live), "in-use");
+    let sysv_obj = objects
+        .iter()
+        .find(|o| o["kind"] == "sysv-shm" && o["creator"]["pid"] == sysv_pid)
+        .expect("the killed process's System V segment is listed");
+    assert_eq!(sysv_obj["verdict"], "stale", "{sysv_obj}");
+    let sysv_id = format!("id:{}", sysv_obj["id"]);
+    if let Some(f) = &foreign {
+        assert_eq!(verdict(&objects, f), "stale");
+    }
+
+    // The table and the inspection (printed for the record; the README shows them).
+    assert!(
+        ipc(&["list", "--dir", dir.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(ipc(&["inspect", &stale]).status.success());
+
+    // `list --stale` shows exactly the stale ones.
+    let out = ipc(&[
+        "list",
+        "--stale",
+        "--kind",
+        "shm",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&stale) && !text.contains(&live));
+
+    // A dry run removes nothing.
+    let out = ipc(&["clean", "--stale", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would remove") && text.contains(&stale),
+        "{text}"
+    );
+    if let Some(f) = &foreign {
+        assert!(text.contains("kept") && text.contains(f.as_str()), "{text}");
+    }
+    assert_eq!(verdict(&list(&dir), &stale), "stale");
+
+    // With --yes: unnamed where every stale object is this run's, else by name.
+    let d = dir.path().to_str().unwrap();
+    let out = if private_ipc_namespace() {
+        ipc(&["clean", "--stale", "--yes", "--dir", d])
+    } else {
+        ipc(&["clean", "--stale", "--yes", "--dir", d, &stale, &sysv_id])
+    };
+    assert!(out.status.success());
+    let objects = list(&dir);
+    assert_eq!(verdict(&objects, &stale), "absent");
+    assert!(
+        !objects
+            .iter()
+            .any(|o| o["kind"] == "sysv-shm" && o["creator"]["pid"] == sysv_pid)
+    );
+    assert_eq!(verdict(&objects, &live), "in-use");
+    if let Some(f) = &foreign {
+        assert_eq!(
+            verdict(&objects, f),
+            "stale",
+            "another user's object is kept"
+        );
+        // Root may remove it by name.
+        let out = ipc(&["clean", "--stale", "--yes", "--dir", d, f]);
+        assert!(out.status.success());
+        assert_eq!(verdict(&list(&dir), f), "absent");
+    }
+}
+
+#[test]
+fn inspect_reports_a_scribbled_header_as_corrupted() {
+    let name = unique_posix_name("cli-scribble");
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let out = ipc(&["inspect", &name]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ipc-shm channel"));
+    // Keep the magic and layout version (the first 12 bytes), scribble the rest of the header.
+    seg.write_at(12, &[0xAB; 600]).unwrap();
+    let out = ipc(&["inspect", &name]);
+    assert_eq!(out.status.code(), Some(6), "exit code 6: corrupted");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CORRUPTED") && text.contains("ipc-shm channel"),
+        "{text}"
+    );
+    let out = ipc(&["list", "--kind", "shm", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = find(v["objects"].as_array().unwrap(), &name).unwrap();
+    // This process maps it, so it is in use; the corruption is reported all the same.
+    assert_eq!(o["verdict"], "in-use");
+    assert!(
+        o["recognised"]["corrupted"]
+            .as_str()
+            .unwrap()
+            .contains("header size")
+    );
+    // Not a channel at all: unrecognised, listed all the same.
+    seg.write_at(0, &[0; 12]).unwrap();
+    let out = ipc(&["inspect", &name]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unrecognised"));
+    assert_eq!(
+        ipc(&["inspect", "/ipctest-no-such-object"]).status.code(),
+        Some(3)
+    );
+}
+
+/// Runs `ipc args` with `input` on stdin; returns its output.
+fn ipc_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ ipc {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn drain(rx: &mut dyn MessageReceiver, n: usize) -> Vec<Vec<u8>> {
+    let mut buf = vec![0; rx.max_message_size()];
+    (0..n)
+        .map(|_| {
+            let len = rx.recv_timeout(&mut buf, ipc_testkit::watchdog()).unwrap();
+            buf[..len].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn send_and_recv_with_a_shm_channel() {
+    let name = unique_posix_name("cli-shm");
+    let seg = ChannelOptions::new()
+        .capacity(1 << 14)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let mut rx = Receiver::open(seg).unwrap();
+    let out = ipc_with_input(&["send", &name, "--timeout", "30"], b"hello\n\nworld\n");
+    assert!(out.status.success());
+    assert_eq!(drain(&mut rx, 3), [&b"hello"[..], b"", b"world"]);
+    // Length-delimited: messages may hold newlines.
+    let mut input = Vec::new();
+    for m in [&b"two\nlines"[..], b"\x00binary\xff"] {
+        ipc_core::frame::encode_frame(m, &mut input).unwrap();
+    }
+    let out = ipc_with_input(&["send", &name, "--length-delimited"], &input);
+    assert!(out.status.success());
+    assert_eq!(drain(&mut rx, 2), [&b"two\nlines"[..], b"\x00binary\xff"]);
+
+    // The other way: this process sends, `ipc recv` receives (it attaches the receiving end,
+    // so this one hands it over first).
+    let seg = rx.detach();
+    let mut tx = Sender::open(Segment::open(name.as_str()).unwrap()).unwrap();
+    tx.send(b"first").unwrap();
+    tx.send(b"second").unwrap();
+    let out = ipc(&["recv", &name, "-n", "2", "--timeout", "30"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"first\nsecond\n");
+    let out = ipc(&["recv", &name, "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(4), "nothing more: timed out");
+    drop(seg);
+}
+
+#[test]
+fn send_and_recv_with_a_fifo_and_a_queue() {
+    let dir = TempDir::new("cli-fifo");
+    let path = dir.join("fifo");
+    let _fifo = ipc_fifo::Fifo::create(&path).unwrap();
+    let p = path.to_str().unwrap().to_owned();
+    let sender =
+        std::thread::spawn(move || ipc_with_input(&["send", &p, "--timeout", "30"], b"a\nbc\n"));
+    let mut rx = ipc_fifo::OpenOptions::new()
+        .wait(Deadline::after(ipc_testkit::watchdog()))
+        .open_read(&path)
+        .unwrap()
+        .into_receiver(1024)
+        .unwrap();
+    assert_eq!(drain(&mut rx, 2), [&b"a"[..], b"bc"]);
+    assert!(sender.join().unwrap().status.success());
+    // Found by its path wherever it is; this process holds it open.
+    let out = ipc(&["inspect", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fifo") && text.contains("in-use"), "{text}");
+
+    let name = unique_posix_name("cli-mq");
+    let q = ipc_mq::posix::Queue::create(name.as_str(), 4, 128).unwrap();
+    let _guard = q.remove_guard().unwrap();
+    let out = ipc_with_input(
+        &["send", &name, "--kind", "mq", "--timeout", "30"],
+        b"queued\n",
+    );
+    assert!(out.status.success());
+    assert_eq!(drain(&mut &q, 1), [b"queued"]);
+    (&q).send(b"back").unwrap();
+    let out = ipc(&["recv", &name, "-n", "1", "--timeout", "30"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"back\n");
+    let out = ipc(&["inspect", &name]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("max messages"));
+}
+
+#[test]
+fn inspect_recognises_an_ipc_sync_primitive_at_the_start_of_a_segment() {
+    use ipc_sync::SharedObject;
+    let name = unique_posix_name("cli-sem");
+    let seg = Segment::create(name.as_str(), 4096)
+        .unwrap()
+        .remove_on_drop();
+    // SAFETY: the mapping is page-aligned, 4096 bytes, ours alone until the semaphore is
+    // made, and stays mapped while `seg` lives; it is only used through the semaphore.
+    unsafe { ipc_sync::Semaphore::init_at(seg.as_ptr().cast(), 2) }.unwrap();
+    let out = ipc(&["inspect", &name]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ipc-sync Semaphore at offset 0"), "{text}");
+    assert!(text.contains("value") && text.contains('2'), "{text}");
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ipc(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("inspect"));
+    }
+    assert_eq!(
+        ipc(&["completions", "tcsh"]).status.code(),
+        Some(2),
+        "usage error"
+    );
+}
+
+#[test]
+fn limits_name_every_knob_with_its_value_and_how_to_change_it() {
+    let out = ipc(&["limits", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    for k in ipc_core::knob::ALL {
+        let row = rows
+            .iter()
+            .find(|r| r["knob"] == k.label())
+            .unwrap_or_else(|| panic!("{} missing", k.label()));
+        assert_eq!(row["value"].as_u64(), k.read());
+        assert!(row["change"].as_str().unwrap().contains(&k.sysctl()));
+    }
+    let msgmni = rows
+        .iter()
+        .find(|r| r["knob"] == ipc_core::knob::MSGMNI)
+        .unwrap();
+    assert_eq!(
+        msgmni["in_use"].as_u64(),
+        ipc_core::sysv::in_use(ipc_core::sysv::SysvKind::MessageQueue)
+    );
+}

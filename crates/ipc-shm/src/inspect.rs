@@ -1,0 +1,180 @@
+//! Recognising a channel segment from the outside (for the `ipc` command's `list` and
+//! `inspect`): its header validated by the same code `open` uses (`Ring::open`), each end's
+//! owner word judged by the same liveness check the ends use (`peer::Watch`), without attaching.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+use ipc_core::inventory::{Liveness, Recognised, User};
+use ipc_core::{ErrorKind, Owner, PosixName, Result};
+
+use crate::peer::{Status, Watch, identity_of, state_of};
+use crate::ring::{self, Header, Ring, STATE_FREE};
+use crate::{OpenOptions, Segment};
+
+/// What the header of a channel segment says.
+const WHAT: &str = "ipc-shm channel";
+
+/// Opens the POSIX shared memory object `name` read-only (whoever owns it, if this user may
+/// read it) and recognises it: `Ok(None)` when it holds no channel of this library (too small,
+/// another magic), `Ok(Some(_))` with [`Recognised::corrupted`] set when it holds one whose
+/// header fails validation.
+///
+/// Makes `shm_open`, `fstat`, `mmap` (read-only), and for each end that names a process,
+/// `pidfd_open` and a read of `/proc/PID/stat`. Blocks on nothing. Attaches no end and writes
+/// nothing.
+///
+/// # Errors
+/// Those of [`OpenOptions::open`] (not found, permission denied).
+///
+/// # References
+/// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+pub fn posix(name: &PosixName) -> Result<Option<Recognised>> {
+    let segment = OpenOptions::new()
+        .read_only(true)
+        .owner(Owner::Any)
+        .open(name)?;
+    Ok(segment_header(&segment))
+}
+
+/// [`posix`] for a segment already mapped.
+pub fn segment_header(segment: &Segment) -> Option<Recognised> {
+    let base = NonNull::new(segment.as_ptr())?;
+    let len = segment.len();
+    if len < ring::DATA_OFFSET {
+        return None;
+    }
+    // SAFETY: the mapping is valid for `len` bytes, page-aligned, and at least one header
+    // long (checked); the header holds only atomics, which another process may write at any
+    // time; loads of them are well-defined on a read-only mapping.
+    let h = unsafe { base.cast::<Header>().as_ref() };
+    // Another magic is no channel; the right magic with another version is one this library
+    // cannot read further.
+    if h.meta.magic.load(Ordering::Acquire) != ring::MAGIC {
+        return None;
+    }
+    let version = h.meta.version.load(Ordering::Relaxed);
+    let mut r = Recognised {
+        what: WHAT.to_owned(),
+        facts: vec![("layout version".to_owned(), version.to_string())],
+        ..Recognised::default()
+    };
+    if version != ring::VERSION {
+        r.corrupted = Some(format!(
+            "layout version {version}; this tool reads version {}",
+            ring::VERSION
+        ));
+        return Some(r);
+    }
+    // SAFETY: as above; `segment` outlives `ring`, and the ring is only read.
+    let ring = match unsafe { Ring::open(base, len) } {
+        Ok(ring) => ring,
+        Err(e) => {
+            r.corrupted = Some(e.to_string());
+            return Some(r);
+        }
+    };
+    r.facts
+        .push(("capacity".to_owned(), ring.capacity().to_string()));
+    r.facts
+        .push(("max message".to_owned(), ring.max_message().to_string()));
+    let tail = ring.header().tail.load(Ordering::Acquire);
+    let head = ring.header().head.load(Ordering::Acquire);
+    let fill = tail.wrapping_sub(head);
+    if tail % 8 != 0 || head % 8 != 0 || fill as usize > ring.capacity() {
+        r.corrupted = Some(format!(
+            "indices inconsistent: tail {tail}, head {head}, capacity {}",
+            ring.capacity()
+        ));
+        return Some(r);
+    }
+    r.facts.push(("fill (bytes)".to_owned(), fill.to_string()));
+    for (role, side) in [
+        ("sender", &ring.header().tx),
+        ("receiver", &ring.header().rx),
+    ] {
+        let word = side.owner.load(Ordering::Acquire);
+        match user(role, word) {
+            Ok(u) => r.users.push(u),
+            Err(e) => {
+                r.corrupted = Some(format!("{role}: {e}"));
+                return Some(r);
+            }
+        }
+    }
+    Some(r)
+}
+
+/// One end as a [`User`]: its state, its process and whether that process lives (the ends'
+/// own check: pidfd and start time, which pid reuse cannot fool).
+fn user(role: &str, word: u64) -> Result<User> {
+    let status = Watch::default().status_of(word);
+    let pid = (state_of(word) != STATE_FREE).then(|| identity_of(word).pid);
+    let (state, can_use) = match status {
+        Ok(Status::NotYet) => ("free", Liveness::Unknown),
+        Ok(Status::Attaching) => ("attaching", Liveness::Alive),
+        Ok(Status::Alive) => ("attached", Liveness::Alive),
+        Ok(Status::Closed) => ("closed", Liveness::Dead),
+        Ok(Status::Dead) => ("held by a dead process", Liveness::Dead),
+        Err(e) if e.kind() == ErrorKind::Corrupted => return Err(e),
+        Err(_) => ("unknown (no /proc or no pidfd here)", Liveness::Unknown),
+    };
+    Ok(User {
+        role: role.to_owned(),
+        state: state.to_owned(),
+        pid,
+        can_use,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ChannelOptions, MessageSender, Receiver, Sender};
+
+    #[test]
+    fn recognises_a_channel_and_its_ends() {
+        let name = format!("/ipctest-inspect-{}", std::process::id());
+        let seg = ChannelOptions::new()
+            .capacity(4096)
+            .create_posix(name.as_str())
+            .unwrap()
+            .remove_on_drop();
+        let mut tx = Sender::open(seg).unwrap();
+        let pname = PosixName::new(&name).unwrap();
+        let r = posix(&pname).unwrap().unwrap();
+        assert_eq!(r.corrupted, None);
+        assert_eq!(r.users[0].can_use, Liveness::Alive);
+        assert_eq!(r.users[1].state, "free");
+        tx.send(b"hello").unwrap();
+        let rx = Receiver::open(Segment::open(name.as_str()).unwrap()).unwrap();
+        let r = posix(&pname).unwrap().unwrap();
+        assert!(
+            r.facts
+                .contains(&("fill (bytes)".to_owned(), "16".to_owned()))
+        );
+        assert_eq!(r.users[1].can_use, Liveness::Alive);
+        drop(rx);
+        let r = posix(&pname).unwrap().unwrap();
+        assert_eq!(
+            (r.users[1].state.as_str(), r.users[1].can_use),
+            ("closed", Liveness::Dead)
+        );
+        // Scribbled capacity: corrupted, never a crash.
+        let seg = tx.segment().clone();
+        let cap = std::mem::offset_of!(ring::Meta, capacity);
+        seg.write_at(cap, &12345u32.to_ne_bytes()).unwrap();
+        let r = posix(&pname).unwrap().unwrap();
+        assert!(r.corrupted.unwrap().contains("capacity"));
+    }
+
+    #[test]
+    fn anything_else_is_unrecognised() {
+        let name = format!("/ipctest-inspect-other-{}", std::process::id());
+        let seg = Segment::create(name.as_str(), 8192)
+            .unwrap()
+            .remove_on_drop();
+        seg.write_at(0, b"not a channel").unwrap();
+        assert_eq!(posix(&PosixName::new(&name).unwrap()).unwrap(), None);
+    }
+}
