@@ -848,24 +848,17 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
     if pid == 0 {
         return Liveness::Unknown;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return if Path::new("/proc/self/stat").exists() {
+    let Some(stat) = crate::process::stat(pid) else {
+        return if crate::process::stat("self").is_some() {
             Liveness::Dead
         } else {
             Liveness::Unknown
         };
     };
-    // The command (field 2) is in parentheses and may hold anything: skip past the last ')'.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Liveness::Unknown;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+    if stat.has_ended() {
         return Liveness::Dead;
     }
-    let started = fields
-        .get(19)
-        .and_then(|t| t.parse::<u64>().ok())
+    let started = Some(stat.start_ticks)
         .zip(boot_time())
         .map(|(ticks, boot)| boot + ticks / rustix::param::clock_ticks_per_second());
     match (started, recorded_at) {

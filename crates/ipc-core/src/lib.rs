@@ -24,6 +24,7 @@
 //! - [`Removable`] and [`RemoveGuard`]: removing any named object, now or on drop;
 //! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one;
 //! - [`fd::retry`]: the one `EINTR`/`EAGAIN`/readiness loop of the descriptor-based endpoints;
+//! - [`process`]: what `/proc/PID/stat` says (state, parent, start time) for liveness checks;
 //! - [`pipe`]: the one pipe end, [`PipeEnd<D>`](pipe::PipeEnd), that `ipc-pipe` and `ipc-fifo`
 //!   both return;
 //! - [`inventory`]: every IPC object the caller can see, who records using it, and whether it
@@ -69,6 +70,7 @@ pub mod knob;
 mod name;
 mod owner;
 pub mod pipe;
+pub mod process;
 mod properties;
 mod remove;
 pub mod stream;

@@ -56,12 +56,7 @@ pub(crate) fn key_of(word: u64) -> u64 {
 
 /// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits.
 fn start_time_of(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or ')': skip past the
-    // last ')'. Field 3 is then the first one.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let t: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    Some(t & START_MASK)
+    ipc_core::process::stat(pid).map(|s| s.start_ticks & START_MASK)
 }
 
 /// This process's identity (cached; recomputed in a child after `fork`).
