@@ -8,7 +8,10 @@ use std::time::Duration;
 use ipc_fifo::prelude::*;
 use ipc_fifo::{Connection, Fifo, FifoReader, FifoWriter, Listener, OpenOptions};
 use ipc_testkit::TempDir;
-use ipc_testkit::alloc::{Counting, allocations};
+use ipc_testkit::alloc::{
+    Counting, allocations, check_expected, empty_receiver_does_not_allocate,
+    full_sender_does_not_allocate,
+};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -25,44 +28,6 @@ fn ends(dir: &TempDir) -> (FifoReader, FifoWriter, Fifo) {
     r.set_nonblocking(false).unwrap();
     w.set_nonblocking(false).unwrap();
     (r, w, fifo)
-}
-
-/// Checks an expected-path error: its kind, and that it names `name`.
-fn check(e: &Error, kind: ErrorKind, name: &str) {
-    assert_eq!(e.kind(), kind, "{e}");
-    assert!(e.to_string().contains(name), "{e} does not name {name}");
-}
-
-fn full_sender_does_not_allocate(tx: &mut impl MessageSender, name: &str) {
-    while tx.try_send(&MSG).is_ok() {}
-    let mut errs = Vec::with_capacity(2);
-    let n = allocations(|| {
-        errs.push((tx.try_send(&MSG).unwrap_err(), ErrorKind::WouldBlock));
-        errs.push((
-            tx.send_timeout(&MSG, SHORT).unwrap_err(),
-            ErrorKind::TimedOut,
-        ));
-    });
-    assert_eq!(n, 0, "a full send allocated {n} times");
-    for (e, kind) in &errs {
-        check(e, *kind, name);
-    }
-}
-
-fn empty_receiver_does_not_allocate(rx: &mut impl MessageReceiver, name: &str) {
-    let mut buf = vec![0; 4096];
-    let mut errs = Vec::with_capacity(2);
-    let n = allocations(|| {
-        errs.push((rx.try_recv(&mut buf).unwrap_err(), ErrorKind::WouldBlock));
-        errs.push((
-            rx.recv_timeout(&mut buf, SHORT).unwrap_err(),
-            ErrorKind::TimedOut,
-        ));
-    });
-    assert_eq!(n, 0, "an empty receive allocated {n} times");
-    for (e, kind) in &errs {
-        check(e, *kind, name);
-    }
 }
 
 #[test]
@@ -83,7 +48,7 @@ fn atomic_and_stream_senders_and_receivers() {
             )
         };
         empty_receiver_does_not_allocate(&mut rx, &name);
-        full_sender_does_not_allocate(&mut tx, &name);
+        full_sender_does_not_allocate(&mut tx, &MSG, &name);
     }
 }
 
@@ -110,7 +75,7 @@ fn raw_ends_with_deadlines() {
     assert_eq!(n, 0);
     let kinds = [ErrorKind::WouldBlock, ErrorKind::TimedOut];
     for (e, kind) in errs.iter().zip(kinds.into_iter().cycle()) {
-        check(e, kind, &name);
+        check_expected(e, kind, &name);
     }
 }
 
@@ -126,8 +91,8 @@ fn duplex_connection_both_ways_and_an_idle_listener() {
         errs.push(listener.accept_timeout(SHORT).unwrap_err());
     });
     assert_eq!(n, 0, "an idle accept allocated {n} times");
-    check(&errs[0], ErrorKind::WouldBlock, &listener_name);
-    check(&errs[1], ErrorKind::TimedOut, &listener_name);
+    check_expected(&errs[0], ErrorKind::WouldBlock, &listener_name);
+    check_expected(&errs[1], ErrorKind::TimedOut, &listener_name);
 
     let client_path = path.clone();
     let client = std::thread::spawn(move || Connection::connect(&client_path).unwrap());
@@ -136,6 +101,6 @@ fn duplex_connection_both_ways_and_an_idle_listener() {
     // Each direction is named after the FIFO it runs through, beside the listener's path.
     empty_receiver_does_not_allocate(&mut server, &listener_name);
     empty_receiver_does_not_allocate(&mut client, &listener_name);
-    full_sender_does_not_allocate(&mut client, &listener_name);
-    full_sender_does_not_allocate(&mut server, &listener_name);
+    full_sender_does_not_allocate(&mut client, &MSG, &listener_name);
+    full_sender_does_not_allocate(&mut server, &MSG, &listener_name);
 }

@@ -7,56 +7,16 @@ use std::time::Duration;
 
 use ipc_pipe::prelude::*;
 use ipc_pipe::{FrameMode, PipeReader, PipeWriter, duplex_channel};
-use ipc_testkit::alloc::{Counting, allocations};
+use ipc_testkit::alloc::{
+    Counting, allocations, check_expected, empty_receiver_does_not_allocate,
+    full_sender_does_not_allocate,
+};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
 const MSG: [u8; 1000] = [7; 1000];
 const SHORT: Duration = Duration::from_millis(2);
-
-/// Sends `MSG` until the pipe is full.
-fn fill(tx: &mut impl MessageSender) {
-    while tx.try_send(&MSG).is_ok() {}
-}
-
-/// Checks an expected-path error: its kind, and that it names the pipe.
-fn check(e: Error, kind: ErrorKind) {
-    assert_eq!(e.kind(), kind, "{e}");
-    assert!(e.to_string().contains("pipe:["), "{e}");
-}
-
-fn full_sender_does_not_allocate(tx: &mut impl MessageSender) {
-    fill(tx);
-    let mut errs = Vec::with_capacity(2);
-    let n = allocations(|| {
-        errs.push((tx.try_send(&MSG).unwrap_err(), ErrorKind::WouldBlock));
-        errs.push((
-            tx.send_timeout(&MSG, SHORT).unwrap_err(),
-            ErrorKind::TimedOut,
-        ));
-    });
-    assert_eq!(n, 0, "a full send allocated {n} times");
-    for (e, kind) in errs {
-        check(e, kind);
-    }
-}
-
-fn empty_receiver_does_not_allocate(rx: &mut impl MessageReceiver) {
-    let mut buf = vec![0; 4096];
-    let mut errs = Vec::with_capacity(2);
-    let n = allocations(|| {
-        errs.push((rx.try_recv(&mut buf).unwrap_err(), ErrorKind::WouldBlock));
-        errs.push((
-            rx.recv_timeout(&mut buf, SHORT).unwrap_err(),
-            ErrorKind::TimedOut,
-        ));
-    });
-    assert_eq!(n, 0, "an empty receive allocated {n} times");
-    for (e, kind) in errs {
-        check(e, kind);
-    }
-}
 
 #[test]
 fn message_channels_atomic_and_stream() {
@@ -67,16 +27,16 @@ fn message_channels_atomic_and_stream() {
         },
     ] {
         let (mut tx, mut rx) = ipc_pipe::channel(mode).unwrap();
-        empty_receiver_does_not_allocate(&mut rx);
-        full_sender_does_not_allocate(&mut tx);
+        empty_receiver_does_not_allocate(&mut rx, "pipe:[");
+        full_sender_does_not_allocate(&mut tx, &MSG, "pipe:[");
     }
 }
 
 #[test]
 fn duplex_channels() {
     let (mut a, mut b) = duplex_channel(FrameMode::default()).unwrap();
-    empty_receiver_does_not_allocate(&mut a);
-    full_sender_does_not_allocate(&mut b);
+    empty_receiver_does_not_allocate(&mut a, "pipe:[");
+    full_sender_does_not_allocate(&mut b, &MSG, "pipe:[");
 }
 
 #[test]
@@ -100,6 +60,6 @@ fn raw_ends_with_deadlines() {
     assert_eq!(n, 0);
     let kinds = [ErrorKind::WouldBlock, ErrorKind::TimedOut];
     for (e, kind) in errs.into_iter().zip(kinds.into_iter().cycle()) {
-        check(e, kind);
+        check_expected(&e, kind, "pipe:[");
     }
 }

@@ -18,6 +18,9 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::time::Duration;
+
+use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender};
 
 /// The system allocator, counting the allocations (not frees) each thread makes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,4 +71,52 @@ pub fn allocations<T>(f: impl FnOnce() -> T) -> u64 {
     let after = COUNT.with(Cell::get);
     drop(out);
     after - before
+}
+
+/// How long the timed-out checks wait.
+const SHORT: Duration = Duration::from_millis(2);
+
+/// Checks an expected-path error: its kind, and that its message names `object` (the context
+/// an allocation-free error must still carry).
+pub fn check_expected(e: &Error, kind: ErrorKind, object: &str) {
+    assert_eq!(e.kind(), kind, "{e}");
+    assert!(e.to_string().contains(object), "{e} does not name {object}");
+}
+
+/// Fills `tx` with `msg` until it would block, then proves that a `try_send` (would-block)
+/// and a `send_timeout` (timed out) allocate nothing, and that their errors name `object`.
+/// Needs [`Counting`] as the global allocator.
+pub fn full_sender_does_not_allocate(tx: &mut impl MessageSender, msg: &[u8], object: &str) {
+    while tx.try_send(msg).is_ok() {}
+    let mut errs = Vec::with_capacity(2);
+    let n = allocations(|| {
+        errs.push((tx.try_send(msg).unwrap_err(), ErrorKind::WouldBlock));
+        errs.push((
+            tx.send_timeout(msg, SHORT).unwrap_err(),
+            ErrorKind::TimedOut,
+        ));
+    });
+    assert_eq!(n, 0, "a full send allocated {n} times");
+    for (e, kind) in &errs {
+        check_expected(e, *kind, object);
+    }
+}
+
+/// Proves that a `try_recv` (would-block) and a `recv_timeout` (timed out) on an empty `rx`
+/// allocate nothing, and that their errors name `object`. Needs [`Counting`] as the global
+/// allocator.
+pub fn empty_receiver_does_not_allocate(rx: &mut impl MessageReceiver, object: &str) {
+    let mut buf = vec![0; rx.max_message_size().min(1 << 16)];
+    let mut errs = Vec::with_capacity(2);
+    let n = allocations(|| {
+        errs.push((rx.try_recv(&mut buf).unwrap_err(), ErrorKind::WouldBlock));
+        errs.push((
+            rx.recv_timeout(&mut buf, SHORT).unwrap_err(),
+            ErrorKind::TimedOut,
+        ));
+    });
+    assert_eq!(n, 0, "an empty receive allocated {n} times");
+    for (e, kind) in &errs {
+        check_expected(e, *kind, object);
+    }
 }
