@@ -137,6 +137,12 @@ pub use ipc_core::stream::FrameMode;
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Result};
 pub use open::OpenOptions;
 
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
+
 /// What a program using FIFOs needs in scope: the core vocabulary (message traits, deadlines,
 /// errors). `use ipc_fifo::prelude::*;`
 pub mod prelude {

@@ -113,6 +113,12 @@ pub use ipc_core::{
     Removable, RemoveGuard, Result,
 };
 
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
+
 /// The core vocabulary a program on message queues needs, to import at once:
 /// `use ipc_mq::prelude::*;`.
 pub mod prelude {

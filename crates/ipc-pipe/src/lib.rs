@@ -121,6 +121,12 @@ pub const MAX_SIZE_KNOB: &str = ipc_core::knob::PIPE_MAX_SIZE;
 /// `/proc/sys/fs/pipe-user-pages-hard` (0 = no limit).
 pub const USER_PAGES_HARD_KNOB: &str = ipc_core::pipe::USER_PAGES_HARD;
 
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
+
 /// What a program using pipes needs in scope: the core vocabulary (message traits, deadlines,
 /// errors) and the zero-copy traits. `use ipc_pipe::prelude::*;`
 pub mod prelude {

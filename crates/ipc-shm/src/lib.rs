@@ -150,6 +150,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod asynch;
+mod bell;
 mod channel;
 mod memfd;
 mod monitor;
@@ -160,6 +163,8 @@ mod segment;
 mod sys;
 mod sysv;
 
+#[cfg(feature = "tokio")]
+pub use asynch::{AsyncInPlace, AsyncLoan};
 #[doc(hidden)]
 pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
@@ -172,6 +177,12 @@ pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Removable, RemoveGuard,
     Result,
 };
+
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
 
 /// The core vocabulary a program using this crate needs, in one import:
 /// `use ipc_shm::prelude::*;`.
