@@ -325,7 +325,8 @@ impl End {
         Ok(self.bell.as_ref().expect("made above"))
     }
 
-    /// [`Readiness::arm`] for either end: raises `me`'s sleeping flag (so the peer's next
+    /// [`Readiness::arm`] for either end: spins first when that can pay (as
+    /// [`wait_for`](End::wait_for) does), then raises `me`'s sleeping flag (so the peer's next
     /// hand-off rings), then checks `ready` once more (the flag, a full fence, the check: the
     /// peer either sees the flag or we see its change). Not ready: the bell thread sleeps on
     /// the peer's word in our place.
@@ -333,9 +334,14 @@ impl End {
         &mut self,
         (me, peer): (&Side, &Side),
         peer_wake: usize,
-        ready: impl FnOnce() -> bool,
+        mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
         self.bell(peer_wake)?;
+        // As the blocking forms do: while the peer runs on another CPU, a hand-off seen
+        // while spinning (at most SPIN_FOR) costs no ring and no sleep.
+        if self.should_spin(peer) && spin(|| Ok(ready().then_some(())))?.is_some() {
+            return Ok(true);
+        }
         let word = peer.wake.load(Ordering::Acquire);
         me.sleeping.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -454,9 +460,14 @@ fn spin<T>(mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
 }
 
 /// Wakes the peer sleeping on our side's wake word, if its flag says it sleeps.
+///
+/// The first waker takes the flag down (a swap, made only once the plain load has seen it
+/// up, so the per-message path stays one load): one wake-up per sleep, however many messages
+/// are committed before the sleeper runs again. The sleeper wakes from that one (its word
+/// changed) and raises the flag anew before it sleeps again.
 fn wake_peer(me: &Side, peer: &Side) {
     // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
-    if peer.sleeping.load(Ordering::SeqCst) != 0 {
+    if peer.sleeping.load(Ordering::SeqCst) != 0 && peer.sleeping.swap(0, Ordering::SeqCst) != 0 {
         me.wake.fetch_add(1, Ordering::Release);
         futex::wake(&me.wake, 1);
     }
