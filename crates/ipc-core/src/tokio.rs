@@ -2,6 +2,28 @@
 //! under tokio's [`AsyncFd`], so every mechanism crate's `tokio` feature is this type.
 //!
 //! Uses tokio's `net` feature only (`AsyncFd` lives there); the caller brings the runtime.
+//!
+//! Pick async when one thread must serve many endpoints at once (with sockets, timers and
+//! the rest of a tokio program); keep the blocking calls for one conversation per thread.
+//! While the endpoint can make progress an async call costs what its `try_` form costs.
+//!
+//! ```
+//! use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+//! use ipc_core::tokio::AsyncEndpoint;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let (r, w) = rustix::pipe::pipe()?;
+//! let mut tx = AsyncEndpoint::new(FrameSender::new(w, FrameMode::default(), "pipe")?)?;
+//! let mut rx = AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe")?)?;
+//! tx.send(b"ping").await?;
+//! let mut buf = [0u8; 16];
+//! let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
+//!     .await
+//!     .expect("a message is queued")?;
+//! assert_eq!(&buf[..n], b"ping");
+//! # Ok::<(), ipc_core::Error>(())
+//! # }).unwrap();
+//! ```
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
