@@ -194,4 +194,120 @@ fn sends_cancelled_mid_message_deliver_whole_messages_or_nothing() {
     );
 }
 
-roles!(sender4, slow_reader);
+/// The slow receiver of the send test: takes COUNT messages from each kind in turn, pausing
+/// now and then so that the parent's sends find the channels full, and checks each.
+fn slow_receiver4(_: &Ctx) {
+    let (mut p, mut f, mut q, mut s) = async_support::adopt_receivers();
+    let mut buf = vec![0u8; 1 << 20];
+    for seq in 0..COUNT {
+        let n = p.recv(&mut buf).unwrap();
+        check(0, seq, &buf[..n]);
+        let n = f.recv(&mut buf).unwrap();
+        check(1, seq, &buf[..n]);
+        let n = MessageReceiver::recv(&mut q, &mut buf).unwrap();
+        check(2, seq, &buf[..n]);
+        let n = s.recv(&mut buf).unwrap();
+        check(3, seq, &buf[..n]);
+        if seq % 16 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Async senders wait for room on all four kinds at once (one task, `join!`), the receiver
+/// being slow, and every message arrives whole and in order.
+#[test]
+fn async_senders_wait_for_room_on_four_kinds_at_once() {
+    let (child, tx) = async_support::four_kinds_to_child(spawn("slow_receiver4"));
+    let child = child.start();
+    runtime().block_on(async {
+        let mut p = AsyncEndpoint::new(tx.pipe).unwrap();
+        let mut f = AsyncEndpoint::new(tx.fifo).unwrap();
+        let mut q = AsyncEndpoint::new(tx.queue).unwrap();
+        let mut s = AsyncEndpoint::new(tx.shm).unwrap();
+        let (rp, rf, rq, rs) = tokio::join!(
+            async {
+                for seq in 0..COUNT {
+                    p.send(&message(0, seq)).await?;
+                }
+                p.flush().await
+            },
+            async {
+                for seq in 0..COUNT {
+                    f.send(&message(1, seq)).await?;
+                }
+                f.flush().await
+            },
+            async {
+                for seq in 0..COUNT {
+                    q.send(&message(2, seq)).await?;
+                }
+                Ok::<_, ipc_core::Error>(())
+            },
+            async {
+                for seq in 0..COUNT {
+                    s.send(&message(3, seq)).await?;
+                }
+                Ok::<_, ipc_core::Error>(())
+            },
+        );
+        rp.unwrap();
+        rf.unwrap();
+        rq.unwrap();
+        rs.unwrap();
+    });
+    assert!(child.wait_success().success());
+}
+
+/// Takes the receiving ends and never reads.
+fn deaf_receiver4(ctx: &Ctx) {
+    let _ends = async_support::adopt_receivers();
+    ctx.park("deaf");
+}
+
+/// Async sends on channels filled until a send times out: once the receiver is SIGKILLed,
+/// pipe, FIFO and shm senders see `Disconnected` (that a cancelled send sent nothing is
+/// checked in ipc-shm's `tests/async_channel.rs`, where the receiver can count).
+#[test]
+fn async_senders_see_a_killed_receiver_as_disconnected() {
+    let (child, tx) = async_support::four_kinds_to_child(spawn("deaf_receiver4"));
+    let mut child = child.start();
+    child.wait_checkpoint("deaf");
+    runtime().block_on(async {
+        let mut p = AsyncEndpoint::new(tx.pipe).unwrap();
+        let mut f = AsyncEndpoint::new(tx.fifo).unwrap();
+        let mut q = AsyncEndpoint::new(tx.queue).unwrap();
+        let mut s = AsyncEndpoint::new(tx.shm).unwrap();
+        let small = [7u8; 1000];
+        let short = Duration::from_millis(20);
+        // Fill each: atomic messages (1000 bytes, below PIPE_BUF) until a send times out.
+        macro_rules! fill {
+            ($e:expr) => {
+                loop {
+                    match tokio::time::timeout(short, $e.send(&small)).await {
+                        Ok(r) => r.unwrap(),
+                        Err(_) => break,
+                    }
+                }
+            };
+        }
+        fill!(p);
+        fill!(f);
+        fill!(q);
+        fill!(s);
+        assert!(!s.get_mut().is_drained().unwrap());
+        child.kill_and_wait();
+        let within = Duration::from_secs(20);
+        let dead = |r: Result<ipc_core::Result<()>, _>, what: &str| match r {
+            Ok(Err(e)) => assert_eq!(e.kind(), ErrorKind::Disconnected, "{what}: {e}"),
+            other => panic!("{what}: expected Disconnected, got {other:?}"),
+        };
+        dead(tokio::time::timeout(within, p.send(&small)).await, "pipe");
+        dead(tokio::time::timeout(within, f.send(&small)).await, "fifo");
+        dead(tokio::time::timeout(within, s.send(&small)).await, "shm");
+        // A queue has no peer: it stays full, and the timeout ends the wait.
+        assert!(tokio::time::timeout(short, q.send(&small)).await.is_err());
+    });
+}
+
+roles!(sender4, slow_reader, slow_receiver4, deaf_receiver4);

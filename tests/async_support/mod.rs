@@ -85,3 +85,65 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The sending ends the parent keeps (the other way round from [`four_kinds`]).
+pub(crate) struct Senders {
+    pub(crate) pipe: PipeSender,
+    pub(crate) fifo: FifoSender,
+    pub(crate) queue: Queue,
+    pub(crate) shm: ipc_shm::Sender,
+    _names: (Fifo, TempDir, ipc_core::RemoveGuard),
+}
+
+/// The four kinds with small capacities (so that sends wait for room), receiving ends to
+/// `child` (by fd `pipe`, `fifo`, `shm`, the queue by name), sending ends here.
+pub(crate) fn four_kinds_to_child(child: Spawn) -> (Spawn, Senders) {
+    let (pr, pw) = pipe().unwrap();
+    let dir = TempDir::new("async");
+    let fifo = Fifo::create(dir.join("fifo")).unwrap();
+    let mut now = ipc_fifo::OpenOptions::new();
+    now.wait(Deadline::Now);
+    let fr = now.open_read(fifo.path()).unwrap();
+    let fw = now.open_write(fifo.path()).unwrap();
+    fr.set_nonblocking(false).unwrap();
+    fw.set_nonblocking(false).unwrap();
+    let name = unique_posix_name("async");
+    let queue = Queue::create(name.as_str(), 4, 8192).unwrap();
+    let guard = queue.remove_guard().unwrap();
+    let queue_tx = Queue::open(name.as_str(), Access::WriteOnly).unwrap();
+    drop(queue);
+    let (stx, srx) = ChannelOptions::new().capacity(1 << 13).pair().unwrap();
+    let segment = srx.detach();
+    let child = child
+        .fd("pipe", &pr)
+        .fd("fifo", &fr)
+        .fd("shm", segment.fd().unwrap())
+        .env("ASYNC_QUEUE", &name);
+    let senders = Senders {
+        pipe: pw.into_sender(STREAM).unwrap(),
+        fifo: fw.into_sender(STREAM).unwrap(),
+        queue: queue_tx,
+        shm: stx,
+        _names: (fifo, dir, guard),
+    };
+    (child, senders)
+}
+
+/// The receiving ends [`four_kinds_to_child`] handed over, in the child.
+pub(crate) fn adopt_receivers() -> (PipeReceiver, FifoReceiver, Queue, ipc_shm::Receiver) {
+    let pipe = ipc_pipe::PipeReader::from_inherited("pipe")
+        .unwrap()
+        .into_receiver(1 << 20)
+        .unwrap();
+    let fifo = ipc_pipe::PipeReader::from_inherited("fifo")
+        .unwrap()
+        .into_receiver(1 << 20)
+        .unwrap();
+    let queue = Queue::open(
+        std::env::var("ASYNC_QUEUE").unwrap().as_str(),
+        Access::ReadOnly,
+    )
+    .unwrap();
+    let shm = ipc_shm::Receiver::open(Segment::inherited("shm").unwrap()).unwrap();
+    (pipe, fifo, queue, shm)
+}
