@@ -75,6 +75,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::from(e).in_op("start a tokio runtime"))
 }
 
+/// A [`Duplex`] over a sender and a receiver, both async (what async rows measure).
+pub(crate) fn async_messages<S, R>(tx: S, rx: R) -> Result<Box<dyn Duplex>>
+where
+    S: MessageSender + Readiness + 'static,
+    R: MessageReceiver + Readiness + 'static,
+{
+    Ok(Box::new(AsyncMessages::new(tx, rx, ())?))
+}
+
 /// Both ends async, and the runtime they are registered with (dropped last).
 struct AsyncMessages<S: Readiness, R: Readiness, G> {
     tx: AsyncEndpoint<S>,

@@ -47,6 +47,7 @@ pub static ROWS: &[&dyn Row] = &[
     &AsyncRow::<StreamFifo>::new("fifo-stream-async", "fifo"),
     &fifo::RawFifo,
     &LibraryRow::<PosixQueue>::new("mq-posix", "mq-posix"),
+    &mq::AsyncPosixMq,
     &mq::RawPosixMq,
     &LibraryRow::<SysvQueue>::new("mq-sysv", "mq-sysv"),
     &mq::RawSysvMq,
