@@ -71,6 +71,12 @@
 //! The runnable examples `shell_session` (the same session, with the real `echo` and `cat`)
 //! and `log_collector` (many writer processes, one reader) are in `examples/`.
 //!
+//! # Async and poll loops
+//!
+//! [`FifoSender`] and [`FifoReceiver`] implement [`Readiness`] (the FIFO's descriptor), so
+//! they join a `poll`/`epoll` loop beside other endpoints; with the `tokio` feature,
+//! `AsyncEndpoint::new(end)` makes them async (the same adapter and cancel safety as pipes).
+//!
 //! # Safety of paths
 //!
 //! A FIFO's name lives in a directory other processes may be able to write to, so whatever is

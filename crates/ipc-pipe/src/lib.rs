@@ -46,6 +46,15 @@
 //! by default, and connect only processes that share an ancestor that made the pipe. For how
 //! they compare in speed on your machine, run `cargo xtask bench`.
 //!
+//! # Async and poll loops
+//!
+//! Message endpoints ([`PipeSender`], [`PipeReceiver`]) implement [`Readiness`]: the pipe's
+//! own descriptor, readable when a message (or the end) is there, writable when there is
+//! room; a poll loop drains `try_recv` until `WouldBlock` before it waits. With the `tokio`
+//! feature, `AsyncEndpoint::new(end)` gives them `async fn send`/`recv`/`flush` (cancel
+//! safety: a dropped receive took nothing; a stream-framed message above `PIPE_BUF` cut
+//! mid-write is committed and finished by the next call, see `ipc_core::tokio`).
+//!
 //! # Facts this crate follows
 //!
 //! - A write of at most [`PIPE_BUF`] (4096) bytes is atomic: it never interleaves with other
