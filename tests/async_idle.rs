@@ -7,7 +7,6 @@ mod async_support;
 use std::time::Duration;
 
 use async_support::{adopt_fifo, adopt_pipe, adopt_queue, adopt_shm, four_kinds, runtime};
-use ipc_core::tokio::AsyncEndpoint;
 use ipc_testkit::{Ctx, roles, spawn};
 
 /// Holds the sending ends open and does nothing.
@@ -29,16 +28,8 @@ fn an_idle_async_receiver_uses_no_cpu() {
     let mut child = child.start();
     child.wait_checkpoint("idle");
     runtime().block_on(async {
-        let mut p = AsyncEndpoint::new(rx.pipe).unwrap();
-        let mut f = AsyncEndpoint::new(rx.fifo).unwrap();
-        let mut q = AsyncEndpoint::new(rx.queue).unwrap();
-        let mut s = AsyncEndpoint::new(rx.shm).unwrap();
-        let (mut bp, mut bf, mut bq, mut bs) = (
-            vec![0; 1 << 20],
-            vec![0; 1 << 20],
-            vec![0; 8192],
-            vec![0; 1 << 20],
-        );
+        let ((mut p, mut f, mut q, mut s), _names) = rx.into_async();
+        let (mut bp, mut bf, mut bq, mut bs) = async_support::buffers();
         // One wait first, so the doorbell thread and the peer watcher are started.
         let _ = tokio::time::timeout(Duration::from_millis(50), s.recv(&mut bs)).await;
         let before = cpu_time();

@@ -55,16 +55,8 @@ fn one_select_over_four_kinds_then_a_killed_peer_is_disconnected() {
     let (child, rx) = four_kinds(spawn("sender4"));
     let mut child = child.start();
     runtime().block_on(async {
-        let mut p = AsyncEndpoint::new(rx.pipe).unwrap();
-        let mut f = AsyncEndpoint::new(rx.fifo).unwrap();
-        let mut q = AsyncEndpoint::new(rx.queue).unwrap();
-        let mut s = AsyncEndpoint::new(rx.shm).unwrap();
-        let (mut bp, mut bf, mut bq, mut bs) = (
-            vec![0; 1 << 20],
-            vec![0; 1 << 20],
-            vec![0; 8192],
-            vec![0; 1 << 20],
-        );
+        let ((mut p, mut f, mut q, mut s), _names) = rx.into_async();
+        let (mut bp, mut bf, mut bq, mut bs) = async_support::buffers();
         let mut next = [0u32; 4];
         // Every round drops the three futures that lost: receives are cancel safe, so each
         // kind still delivers every message, in order.

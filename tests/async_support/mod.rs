@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 use ipc_core::Deadline;
+use ipc_core::tokio::AsyncEndpoint;
 use ipc_fifo::{Fifo, FifoReceiver, FifoSender};
 use ipc_mq::posix::{Access, Queue};
-use ipc_pipe::{FrameMode, PipeReceiver, PipeSender, PipeWriter, pipe};
+use ipc_pipe::{FrameMode, PipeReader, PipeReceiver, PipeSender, PipeWriter, pipe};
 use ipc_shm::{ChannelOptions, Segment};
 use ipc_testkit::{Spawn, TempDir, unique_posix_name};
 
@@ -14,19 +15,19 @@ pub(crate) const STREAM: FrameMode = FrameMode::Stream {
     max_message: 1 << 20,
 };
 
-/// The receiving ends the parent keeps, and what keeps the named objects alive.
-pub(crate) struct Receivers {
-    pub(crate) pipe: PipeReceiver,
-    pub(crate) fifo: FifoReceiver,
-    pub(crate) queue: Queue,
-    pub(crate) shm: ipc_shm::Receiver,
-    pub(crate) _names: (Fifo, TempDir, ipc_core::RemoveGuard),
+/// The four objects, both ends of each, and what removes the named ones.
+struct Objects {
+    pipe: (PipeReader, PipeWriter),
+    fifo: (PipeReader, PipeWriter),
+    queue_name: String,
+    queue: Queue,
+    shm: (ipc_shm::Sender, ipc_shm::Receiver),
+    names: (Fifo, TempDir, ipc_core::RemoveGuard),
 }
 
-/// A pipe, a FIFO, a POSIX queue and a shm channel; their sending ends go to `child` (by fd
-/// `pipe`, `fifo`, `shm`, the queue by name), the receiving ends stay here.
-pub(crate) fn four_kinds(child: Spawn) -> (Spawn, Receivers) {
-    let (pr, pw) = pipe().unwrap();
+/// A pipe, a FIFO (both ends open, blocking), a POSIX queue of `queue_len` messages and a shm
+/// channel of `shm_capacity` bytes.
+fn objects(queue_len: usize, shm_capacity: usize) -> Objects {
     let dir = TempDir::new("async");
     let fifo = Fifo::create(dir.join("fifo")).unwrap();
     let mut now = ipc_fifo::OpenOptions::new();
@@ -35,22 +36,69 @@ pub(crate) fn four_kinds(child: Spawn) -> (Spawn, Receivers) {
     let fw = now.open_write(fifo.path()).unwrap();
     fr.set_nonblocking(false).unwrap();
     fw.set_nonblocking(false).unwrap();
-    let name = unique_posix_name("async");
-    let queue = Queue::create(name.as_str(), 10, 8192).unwrap();
+    let queue_name = unique_posix_name("async");
+    let queue = Queue::create(queue_name.as_str(), queue_len, 8192).unwrap();
     let guard = queue.remove_guard().unwrap();
-    let (stx, srx) = ChannelOptions::new().pair().unwrap();
-    let segment = stx.detach();
-    let child = child
-        .fd("pipe", &pw)
-        .fd("fifo", &fw)
-        .fd("shm", segment.fd().unwrap())
-        .env("ASYNC_QUEUE", &name);
-    let receivers = Receivers {
-        pipe: pr.into_receiver(1 << 20).unwrap(),
-        fifo: fr.into_receiver(1 << 20).unwrap(),
+    Objects {
+        pipe: pipe().unwrap(),
+        fifo: (fr, fw),
+        queue_name,
         queue,
-        shm: srx,
-        _names: (fifo, dir, guard),
+        shm: ChannelOptions::new().capacity(shm_capacity).pair().unwrap(),
+        names: (fifo, dir, guard),
+    }
+}
+
+/// The FIFO, its directory and the queue's name, removed on drop.
+pub(crate) type Names = (Fifo, TempDir, ipc_core::RemoveGuard);
+
+/// The four receiving ends, async.
+pub(crate) type AsyncReceivers = (
+    AsyncEndpoint<PipeReceiver>,
+    AsyncEndpoint<FifoReceiver>,
+    AsyncEndpoint<Queue>,
+    AsyncEndpoint<ipc_shm::Receiver>,
+);
+
+/// The receiving ends the parent keeps, and what keeps the named objects alive.
+pub(crate) struct Receivers {
+    pub(crate) pipe: PipeReceiver,
+    pub(crate) fifo: FifoReceiver,
+    pub(crate) queue: Queue,
+    pub(crate) shm: ipc_shm::Receiver,
+    _names: (Fifo, TempDir, ipc_core::RemoveGuard),
+}
+
+impl Receivers {
+    /// All four as async endpoints (inside a runtime), and what keeps the names: keep it
+    /// until the child has opened them.
+    pub(crate) fn into_async(self) -> (AsyncReceivers, Names) {
+        let ends = (
+            AsyncEndpoint::new(self.pipe).unwrap(),
+            AsyncEndpoint::new(self.fifo).unwrap(),
+            AsyncEndpoint::new(self.queue).unwrap(),
+            AsyncEndpoint::new(self.shm).unwrap(),
+        );
+        (ends, self._names)
+    }
+}
+
+/// A pipe, a FIFO, a POSIX queue and a shm channel; their sending ends go to `child` (by fd
+/// `pipe`, `fifo`, `shm`, the queue by name), the receiving ends stay here.
+pub(crate) fn four_kinds(child: Spawn) -> (Spawn, Receivers) {
+    let o = objects(10, ipc_shm::DEFAULT_CAPACITY);
+    let segment = o.shm.0.detach();
+    let child = child
+        .fd("pipe", &o.pipe.1)
+        .fd("fifo", &o.fifo.1)
+        .fd("shm", segment.fd().unwrap())
+        .env("ASYNC_QUEUE", &o.queue_name);
+    let receivers = Receivers {
+        pipe: o.pipe.0.into_receiver(1 << 20).unwrap(),
+        fifo: o.fifo.0.into_receiver(1 << 20).unwrap(),
+        queue: o.queue,
+        shm: o.shm.1,
+        _names: o.names,
     };
     (child, receivers)
 }
@@ -78,6 +126,16 @@ pub(crate) fn adopt_shm() -> ipc_shm::Sender {
     ipc_shm::Sender::open(Segment::inherited("shm").unwrap()).unwrap()
 }
 
+/// A receive buffer for each of the four kinds (pipe, FIFO, queue, shm).
+pub(crate) fn buffers() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    (
+        vec![0; 1 << 20],
+        vec![0; 1 << 20],
+        vec![0; 8192],
+        vec![0; 1 << 20],
+    )
+}
+
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -98,44 +156,31 @@ pub(crate) struct Senders {
 /// The four kinds with small capacities (so that sends wait for room), receiving ends to
 /// `child` (by fd `pipe`, `fifo`, `shm`, the queue by name), sending ends here.
 pub(crate) fn four_kinds_to_child(child: Spawn) -> (Spawn, Senders) {
-    let (pr, pw) = pipe().unwrap();
-    let dir = TempDir::new("async");
-    let fifo = Fifo::create(dir.join("fifo")).unwrap();
-    let mut now = ipc_fifo::OpenOptions::new();
-    now.wait(Deadline::Now);
-    let fr = now.open_read(fifo.path()).unwrap();
-    let fw = now.open_write(fifo.path()).unwrap();
-    fr.set_nonblocking(false).unwrap();
-    fw.set_nonblocking(false).unwrap();
-    let name = unique_posix_name("async");
-    let queue = Queue::create(name.as_str(), 4, 8192).unwrap();
-    let guard = queue.remove_guard().unwrap();
-    let queue_tx = Queue::open(name.as_str(), Access::WriteOnly).unwrap();
-    drop(queue);
-    let (stx, srx) = ChannelOptions::new().capacity(1 << 13).pair().unwrap();
-    let segment = srx.detach();
+    let o = objects(4, 1 << 13);
+    let queue_tx = Queue::open(o.queue_name.as_str(), Access::WriteOnly).unwrap();
+    let segment = o.shm.1.detach();
     let child = child
-        .fd("pipe", &pr)
-        .fd("fifo", &fr)
+        .fd("pipe", &o.pipe.0)
+        .fd("fifo", &o.fifo.0)
         .fd("shm", segment.fd().unwrap())
-        .env("ASYNC_QUEUE", &name);
+        .env("ASYNC_QUEUE", &o.queue_name);
     let senders = Senders {
-        pipe: pw.into_sender(STREAM).unwrap(),
-        fifo: fw.into_sender(STREAM).unwrap(),
+        pipe: o.pipe.1.into_sender(STREAM).unwrap(),
+        fifo: o.fifo.1.into_sender(STREAM).unwrap(),
         queue: queue_tx,
-        shm: stx,
-        _names: (fifo, dir, guard),
+        shm: o.shm.0,
+        _names: o.names,
     };
     (child, senders)
 }
 
 /// The receiving ends [`four_kinds_to_child`] handed over, in the child.
 pub(crate) fn adopt_receivers() -> (PipeReceiver, FifoReceiver, Queue, ipc_shm::Receiver) {
-    let pipe = ipc_pipe::PipeReader::from_inherited("pipe")
+    let pipe = PipeReader::from_inherited("pipe")
         .unwrap()
         .into_receiver(1 << 20)
         .unwrap();
-    let fifo = ipc_pipe::PipeReader::from_inherited("fifo")
+    let fifo = PipeReader::from_inherited("fifo")
         .unwrap()
         .into_receiver(1 << 20)
         .unwrap();

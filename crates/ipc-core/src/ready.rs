@@ -78,44 +78,30 @@ pub trait Readiness {
     }
 }
 
-impl<T: Readiness + ?Sized> Readiness for &mut T {
-    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
-        (**self).readiness_fd()
-    }
-    fn recv_interest(&self) -> Interest {
-        (**self).recv_interest()
-    }
-    fn send_interest(&self) -> Interest {
-        (**self).send_interest()
-    }
-    fn arm(&mut self) -> Result<bool> {
-        (**self).arm()
-    }
-    fn disarm(&self) {
-        (**self).disarm()
-    }
-    fn try_flush(&mut self) -> Result<()> {
-        (**self).try_flush()
-    }
+/// Forwards [`Readiness`] through a pointer to an endpoint.
+macro_rules! forward {
+    ($($ptr:ty),*) => {$(
+        impl<T: Readiness + ?Sized> Readiness for $ptr {
+            fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+                (**self).readiness_fd()
+            }
+            fn recv_interest(&self) -> Interest {
+                (**self).recv_interest()
+            }
+            fn send_interest(&self) -> Interest {
+                (**self).send_interest()
+            }
+            fn arm(&mut self) -> Result<bool> {
+                (**self).arm()
+            }
+            fn disarm(&self) {
+                (**self).disarm()
+            }
+            fn try_flush(&mut self) -> Result<()> {
+                (**self).try_flush()
+            }
+        }
+    )*};
 }
 
-impl<T: Readiness + ?Sized> Readiness for Box<T> {
-    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
-        (**self).readiness_fd()
-    }
-    fn recv_interest(&self) -> Interest {
-        (**self).recv_interest()
-    }
-    fn send_interest(&self) -> Interest {
-        (**self).send_interest()
-    }
-    fn arm(&mut self) -> Result<bool> {
-        (**self).arm()
-    }
-    fn disarm(&self) {
-        (**self).disarm()
-    }
-    fn try_flush(&mut self) -> Result<()> {
-        (**self).try_flush()
-    }
-}
+forward!(&mut T, Box<T>);

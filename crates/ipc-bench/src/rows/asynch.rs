@@ -10,10 +10,10 @@ use std::marker::PhantomData;
 use ipc_core::tokio::AsyncEndpoint;
 use ipc_core::{Error, MessageReceiver, MessageSender, Readiness, Result};
 use ipc_shm::ChannelOptions;
-use ipc_testkit::fixture::Fixture;
 
 use crate::row::{
-    Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, duplex_child, duplex_parent,
+    Duplex, Handoff, Inherited, LibraryRow, Link, ParentEnd, Row, RowInfo, duplex_child,
+    duplex_parent,
 };
 
 /// A library row over the fixture `F` with both ends async.
@@ -40,19 +40,13 @@ impl<F> fmt::Debug for AsyncRow<F> {
     }
 }
 
-impl<F: Fixture> Row for AsyncRow<F>
+impl<F: Link> Row for AsyncRow<F>
 where
     F::Tx: MessageSender + Readiness,
     F::Rx: MessageReceiver + Readiness,
 {
     fn info(&self) -> RowInfo {
-        RowInfo {
-            id: self.id,
-            family: self.family,
-            kind: RowKind::Library,
-            properties: F::properties(),
-            max_message: F::max_message(),
-        }
+        LibraryRow::<F>::new(self.id, self.family).info()
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
