@@ -9,6 +9,11 @@
 //! | `mq` | [`mq`] | POSIX and System V message queues: priorities, types, timeouts |
 //! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
 //! | `shm` | [`shm`] | shared memory segments (POSIX, memfd, System V) and a zero-copy channel |
+//! | `tokio` (off by default) | `core::tokio` | `AsyncEndpoint`: every message endpoint but System V queues, async on tokio |
+//!
+//! Every message endpoint but System V queues implements [`Readiness`](ipc_core::Readiness),
+//! so it can join a `poll`/`epoll` loop (`examples/poll_loop.rs`) or, with the `tokio`
+//! feature, an async program (`examples/async_select.rs`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
