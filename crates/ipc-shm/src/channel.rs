@@ -469,7 +469,10 @@ fn wake_peer(me: &Side, peer: &Side) {
     // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
     if peer.sleeping.load(Ordering::SeqCst) != 0 && peer.sleeping.swap(0, Ordering::SeqCst) != 0 {
         me.wake.fetch_add(1, Ordering::Release);
-        futex::wake(&me.wake, 1);
+        // Every waiter on the word, not one: besides this end's sleeper there may be its
+        // bell thread, still waiting from an async wait that was given up (the same one
+        // system call either way).
+        futex::wake_all(&me.wake);
     }
 }
 

@@ -104,3 +104,30 @@ fn the_doorbell_rings_at_most_once_per_wait() {
         assert!(rings <= 2, "{rings} rings for one wait");
     });
 }
+
+#[test]
+fn a_blocking_receive_after_a_cancelled_async_one_is_still_woken() {
+    // The cancelled wait leaves the bell thread asleep on the sender's word; the sender's
+    // wake-up must still reach the blocking receive.
+    let (tx, rx) = ChannelOptions::new().pair().unwrap();
+    let mut rx = runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut buf = [0u8; 8];
+        let cut = tokio::time::timeout(Duration::from_millis(20), rx.recv(&mut buf)).await;
+        assert!(cut.is_err());
+        rx.into_inner()
+    });
+    let sender = std::thread::spawn(move || {
+        let mut tx = tx;
+        std::thread::sleep(Duration::from_millis(100));
+        tx.send(b"late").unwrap();
+        tx
+    });
+    // Blocking without a deadline: a lost wake-up is a hang, which the watchdog reports.
+    ipc_testkit::within_watchdog("blocking receive after a cancelled async one", move || {
+        let mut buf = [0u8; 8];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late");
+        drop(sender.join().unwrap());
+    });
+}
