@@ -84,6 +84,9 @@
 //! feature, `AsyncEndpoint::new(rx)` does exactly that, with `AsyncInPlace` and
 //! `AsyncLoan` for the zero-copy forms.
 //!
+//! Like a blocking call, `arm` first spins (at most 30 us) while the peer runs on another CPU,
+//! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long.
+//!
 //! The peer rings only an end that waits. `arm` raises the end's sleeping flag, the one a
 //! blocking receive raises before its futex wait; the peer's commit or release makes a wake-up
 //! call only while that flag is up. So while both sides are busy there is **no system call
