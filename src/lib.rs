@@ -10,6 +10,11 @@
 //! | `sync` | [`sync`] | process-shared mutex (survives its holder's death), semaphore, condvar, event |
 //! | `shm` | [`shm`] | shared memory segments (POSIX, memfd, System V) and a zero-copy channel |
 //! | `socket` | [`socket`] | Unix-domain (seqpacket, stream) and TCP sockets: listeners, peer credentials, descriptor passing |
+//! | `tokio` (off by default) | `core::tokio` | `AsyncEndpoint`: every message endpoint but System V queues, async on tokio |
+//!
+//! Every message endpoint but System V queues implements [`Readiness`](ipc_core::Readiness),
+//! so it can join a `poll`/`epoll` loop (`examples/poll_loop.rs`) or, with the `tokio`
+//! feature, an async program (`examples/async_select.rs`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -438,11 +438,22 @@ fn run(args: &[String]) -> Result<(), String> {
         points: sync_points,
     };
     println!("{}{}", report.table(), sync_report.table());
+    let doorbell = if o.tiny {
+        rows::asynch::TINY_MESSAGES
+    } else {
+        rows::asynch::MESSAGES
+    };
+    let rings = rows::asynch::doorbell_rings_per_1000(doorbell, 64).map_err(|e| e.to_string())?;
+    println!(
+        "shm-async doorbell: {rings:.2} rings per 1,000 messages ({doorbell} messages of 64 \
+         bytes streamed to an async receiver; 0 while it keeps up without sleeping)"
+    );
     let dir = out_dir(&o);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let json = dir.join("results.json");
     let mut results = report.json();
     results["sync"] = sync_report.json();
+    results["shm_async_doorbell_rings_per_1000"] = serde_json::json!(rings);
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&json, text + "\n").map_err(|e| format!("write {}: {e}", json.display()))?;
     println!("results: {}", json.display());

@@ -25,6 +25,9 @@
 //! - [`Deadline::absolute`]: deadlines as absolute times for the calls that take one;
 //! - [`fd::retry`]: the one `EINTR`/`EAGAIN`/readiness loop of the descriptor-based endpoints;
 //! - [`process`]: what `/proc/PID/stat` says (state, parent, start time) for liveness checks;
+//! - [`Readiness`]: the descriptor a poll loop or async runtime waits on, for every message
+//!   endpoint (pipes, FIFOs, POSIX queues, the shm channel's doorbell); with the `tokio`
+//!   feature, `tokio::AsyncEndpoint`, the one async adapter over it;
 //! - [`pipe`]: the one pipe end, [`PipeEnd<D>`](pipe::PipeEnd), that `ipc-pipe` and `ipc-fifo`
 //!   both return;
 //! - [`inventory`]: every IPC object the caller can see, who records using it, and whether it
@@ -72,9 +75,12 @@ mod owner;
 pub mod pipe;
 pub mod process;
 mod properties;
+pub mod ready;
 mod remove;
 pub mod stream;
 pub mod sysv;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use deadline::Deadline;
 pub use endpoint::{MessageReceiver, MessageSender};
@@ -83,4 +89,7 @@ pub use frame::PIPE_BUF;
 pub use name::{NAME_MAX, PosixKind, PosixName};
 pub use owner::Owner;
 pub use properties::{MaxMessage, Properties};
+pub use ready::Readiness;
 pub use remove::{Removable, RemoveGuard};
+#[cfg(feature = "tokio")]
+pub use tokio::AsyncEndpoint;

@@ -327,6 +327,23 @@ impl<F: AsFd> Drop for FrameSender<F> {
     }
 }
 
+/// Readiness is the descriptor's own: writable when the pipe has room.
+impl<F: AsFd> crate::ready::Readiness for FrameSender<F> {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
+    }
+
+    fn try_flush(&mut self) -> Result<()> {
+        self.flush(Deadline::Now).map_err(|e| {
+            if e.kind() == ErrorKind::Incomplete {
+                self.err(Deadline::Now.expired_error(Blocked::Full), "flush")
+            } else {
+                e
+            }
+        })
+    }
+}
+
 impl<F: AsFd> AsFd for FrameSender<F> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -434,6 +451,15 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
 
     fn max_message_size(&self) -> usize {
         self.decoder.max_payload()
+    }
+}
+
+/// Readiness is the descriptor's own: readable when bytes (or the end of the stream) are
+/// there. A poll loop drains [`has_buffered`](FrameReceiver::has_buffered) messages first:
+/// `try_recv` until `WouldBlock`, then wait.
+impl<F: AsFd> crate::ready::Readiness for FrameReceiver<F> {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
     }
 }
 

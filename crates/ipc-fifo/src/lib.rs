@@ -71,6 +71,12 @@
 //! The runnable examples `shell_session` (the same session, with the real `echo` and `cat`)
 //! and `log_collector` (many writer processes, one reader) are in `examples/`.
 //!
+//! # Async and poll loops
+//!
+//! [`FifoSender`] and [`FifoReceiver`] implement [`Readiness`] (the FIFO's descriptor), so
+//! they join a `poll`/`epoll` loop beside other endpoints; with the `tokio` feature,
+//! `AsyncEndpoint::new(end)` makes them async (the same adapter and cancel safety as pipes).
+//!
 //! # Safety of paths
 //!
 //! A FIFO's name lives in a directory other processes may be able to write to, so whatever is
@@ -136,6 +142,12 @@ pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_
 pub use ipc_core::stream::FrameMode;
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Result};
 pub use open::OpenOptions;
+
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
 
 /// What a program using FIFOs needs in scope: the core vocabulary (message traits, deadlines,
 /// errors). `use ipc_fifo::prelude::*;`

@@ -56,6 +56,15 @@
 //! (`/proc/sys/kernel/msgmax`) and a queue holds 16 KiB (`msgmnb`). [`posix::Limits`] reads
 //! the current values.
 //!
+//! # Async and poll loops
+//!
+//! A POSIX [`posix::Queue`] implements [`Readiness`]: its descriptor is readable while a
+//! message is queued and writable while there is room, so it joins a `poll`/`epoll` loop, and
+//! with the `tokio` feature `AsyncEndpoint::new(queue)` gives it `async fn send`/`recv`
+//! (both cancel safe: each attempt is one `mq_timedsend`/`mq_timedreceive`, all or nothing).
+//! A queue has no peer: an async receive on an empty queue waits until a timeout ends it.
+//! System V queues have no descriptor and are synchronous only (see [`sysv`]).
+//!
 //! # Example: a priority job queue between two processes
 //!
 //! The seed of this project describes a message queue as a linked list of messages kept in
@@ -112,6 +121,12 @@ pub use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, PosixName,
     Removable, RemoveGuard, Result,
 };
+
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
 
 /// The core vocabulary a program on message queues needs, to import at once:
 /// `use ipc_mq::prelude::*;`.

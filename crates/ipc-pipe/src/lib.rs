@@ -46,6 +46,15 @@
 //! by default, and connect only processes that share an ancestor that made the pipe. For how
 //! they compare in speed on your machine, run `cargo xtask bench`.
 //!
+//! # Async and poll loops
+//!
+//! Message endpoints ([`PipeSender`], [`PipeReceiver`]) implement [`Readiness`]: the pipe's
+//! own descriptor, readable when a message (or the end) is there, writable when there is
+//! room; a poll loop drains `try_recv` until `WouldBlock` before it waits. With the `tokio`
+//! feature, `AsyncEndpoint::new(end)` gives them `async fn send`/`recv`/`flush` (cancel
+//! safety: a dropped receive took nothing; a stream-framed message above `PIPE_BUF` cut
+//! mid-write is committed and finished by the next call, see `ipc_core::tokio`).
+//!
 //! # Facts this crate follows
 //!
 //! - A write of at most [`PIPE_BUF`] (4096) bytes is atomic: it never interleaves with other
@@ -120,6 +129,12 @@ pub const MAX_SIZE_KNOB: &str = ipc_core::knob::PIPE_MAX_SIZE;
 /// The kernel knob that caps the pages all pipes of one unprivileged user may use:
 /// `/proc/sys/fs/pipe-user-pages-hard` (0 = no limit).
 pub const USER_PAGES_HARD_KNOB: &str = ipc_core::pipe::USER_PAGES_HARD;
+
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::AsyncEndpoint;
 
 /// What a program using pipes needs in scope: the core vocabulary (message traits, deadlines,
 /// errors) and the zero-copy traits. `use ipc_pipe::prelude::*;`

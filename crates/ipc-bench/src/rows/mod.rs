@@ -14,10 +14,14 @@
 //!    [`Row`] with `kind: RowKind::Raw` (`row::raw_stream` for byte streams; `pipe.rs` has
 //!    one). `socket.rs` holds baselines that are not library endpoints at all.
 //!
+//! An async row (`foo-async`, [`asynch::AsyncRow`]) runs the same fixture with both ends
+//! through `ipc_core::tokio::AsyncEndpoint`, listed right after the sync row.
+//!
 //! `cargo test -p ipc-bench --test integrity` then checks the new rows deliver every message,
 //! fail when one is dropped, and let a child left waiting exit when the parent gives up;
 //! `cargo xtask bench --filter foo` measures them.
 
+pub mod asynch;
 mod fifo;
 mod mq;
 mod pipe;
@@ -29,19 +33,24 @@ use crate::fixtures::{
     TcpSocket, UnixStreamSocket,
 };
 use crate::row::{LibraryRow, Row};
+use asynch::AsyncRow;
 
 /// The rows, in the order the table prints them within each size group.
 pub static ROWS: &[&dyn Row] = &[
     &LibraryRow::<StreamPipe>::new("pipe", "pipe"),
+    &AsyncRow::<StreamPipe>::new("pipe-async", "pipe"),
     &pipe::RawPipe,
     &LibraryRow::<ShmChannel>::new("shm", "shm"),
+    &AsyncRow::<ShmChannel>::new("shm-async", "shm"),
     &shm::RawShmRing,
     &shm::RawShmSpin,
     &shm::RawShmFutex,
     &LibraryRow::<AtomicFifo>::new("fifo", "fifo"),
     &LibraryRow::<StreamFifo>::new("fifo-stream", "fifo"),
+    &AsyncRow::<StreamFifo>::new("fifo-stream-async", "fifo"),
     &fifo::RawFifo,
     &LibraryRow::<PosixQueue>::new("mq-posix", "mq-posix"),
+    &mq::AsyncPosixMq,
     &mq::RawPosixMq,
     &LibraryRow::<SysvQueue>::new("mq-sysv", "mq-sysv"),
     &mq::RawSysvMq,

@@ -34,11 +34,13 @@
 //! a child that ignored the hang-up). Each queue is removed once: a second `IPC_RMID` of an id
 //! could in principle hit a new queue that reused it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Result};
+use ipc_core::{
+    Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Properties, Readiness, Result,
+};
 use ipc_mq::RemoveGuard;
 use ipc_mq::posix;
 use ipc_mq::sysv;
@@ -46,8 +48,8 @@ use libc::c_long;
 
 use crate::fixtures::{PosixQueue, SysvQueue, posix_max_message, sysv_max_message};
 use crate::row::{
-    ChildWatch, Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
-    duplex_parent, messages, watch_child,
+    ChildWatch, Duplex, Handoff, Inherited, LibraryRow, Link, ParentEnd, Row, RowInfo, RowKind,
+    duplex_child, duplex_parent, messages, watch_child,
 };
 
 /// How long the parent's end, when dropped, waits for room for its hang-up on `down`.
@@ -97,6 +99,13 @@ struct ParentTx<S> {
     link: ParentLink,
 }
 
+/// Readiness is the queue's: the link's check runs in every attempt.
+impl<S: Readiness> Readiness for ParentTx<S> {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.tx.readiness_fd()
+    }
+}
+
 impl<S: MessageSender> MessageSender for ParentTx<S> {
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         self.link.check()?;
@@ -137,6 +146,24 @@ impl<Q: Queue> QueueLink<Q> {
 
     /// The library row's end: sends refuse once the child has exited, a hang-up on `up` is a
     /// disconnection.
+    /// [`into_messages`](QueueLink::into_messages) with both ends async.
+    fn into_async_messages(self) -> Result<Box<dyn Duplex>>
+    where
+        Q: Readiness,
+    {
+        let object = self.up.object();
+        crate::rows::asynch::async_messages(
+            ParentTx {
+                tx: self.down,
+                link: self.link,
+            },
+            HangUp {
+                rx: self.up,
+                object,
+            },
+        )
+    }
+
     fn into_messages(self) -> Box<dyn Duplex> {
         let object = self.up.object();
         messages(
@@ -180,6 +207,12 @@ fn child_messages<Q: Queue>(up: Q, down: Q) -> Box<dyn Duplex> {
 struct HangUp<R> {
     rx: R,
     object: String,
+}
+
+impl<R: Readiness> Readiness for HangUp<R> {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.rx.readiness_fd()
+    }
 }
 
 impl<R: MessageReceiver> MessageReceiver for HangUp<R> {
@@ -244,6 +277,31 @@ impl Link for PosixQueue {
 
     fn child_end(up: posix::Queue, down: posix::Queue) -> Result<Box<dyn Duplex>> {
         Ok(child_messages(up, down))
+    }
+}
+
+/// The POSIX queue row with both ends async (`ipc_core::tokio::AsyncEndpoint` over the queue
+/// descriptors), on the same link as the sync row.
+pub(crate) struct AsyncPosixMq;
+
+impl Row for AsyncPosixMq {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "mq-posix-async",
+            ..LibraryRow::<PosixQueue>::new("mq-posix", "mq-posix").info()
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let (down, up, names) = duplex_parent::<PosixQueue>(size, child)?;
+        let link = posix_link(down, up, names, child)?;
+        Ok(ParentEnd::Ready(link.into_async_messages()?))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (up, down) = duplex_child::<PosixQueue>(parent)?;
+        let object = down.object();
+        crate::rows::asynch::async_messages(up, HangUp { rx: down, object })
     }
 }
 

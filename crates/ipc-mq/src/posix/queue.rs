@@ -541,6 +541,14 @@ impl AsFd for Queue {
     }
 }
 
+/// The queue descriptor is pollable (Linux): readable while a message is queued, writable
+/// while there is room. One descriptor serves both directions.
+impl ipc_core::Readiness for Queue {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
+    }
+}
+
 impl AsRawFd for Queue {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -7,6 +7,15 @@
 //! System V key ([`ipc_core::sysv::Key`], with `ftok`), so one key names a queue, a segment and
 //! a semaphore set alike.
 //!
+//! # No descriptor: synchronous only
+//!
+//! A System V queue is an id, not a file: there is nothing `poll`, `epoll` or an async
+//! runtime can wait on. So [`Queue`] does not implement [`Readiness`](ipc_core::Readiness)
+//! and has no async form with the `tokio` feature: code that tries gets a compile error, not
+//! a hidden thread or a busy loop. A program that must wait on one beside other endpoints
+//! runs a blocking `recv*_deadline` in a thread of its own (one thread and a wake-up per
+//! message), or uses a POSIX queue ([`crate::posix::Queue`], pollable) instead.
+//!
 //! # The model
 //!
 //! A queue is identified by a numeric id, found from a [`Key`] (derived from a path and a

@@ -1,0 +1,147 @@
+//! Async rows: the same fixtures as the library rows, each end driven through
+//! `ipc_core::tokio::AsyncEndpoint` on a current-thread tokio runtime (one `block_on` per
+//! message, so the runtime's entry and the readiness loop are measured with the endpoint),
+//! listed beside their sync rows; and the shm doorbell figure: rings per 1,000 streamed
+//! messages.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use ipc_core::tokio::AsyncEndpoint;
+use ipc_core::{Error, MessageReceiver, MessageSender, Readiness, Result};
+use ipc_shm::ChannelOptions;
+
+use crate::row::{
+    Duplex, Handoff, Inherited, LibraryRow, Link, ParentEnd, Row, RowInfo, duplex_child,
+    duplex_parent,
+};
+
+/// A library row over the fixture `F` with both ends async.
+pub struct AsyncRow<F> {
+    id: &'static str,
+    family: &'static str,
+    fixture: PhantomData<fn() -> F>,
+}
+
+impl<F> AsyncRow<F> {
+    /// The row `id` of `family` over the fixture `F`.
+    pub const fn new(id: &'static str, family: &'static str) -> AsyncRow<F> {
+        AsyncRow {
+            id,
+            family,
+            fixture: PhantomData,
+        }
+    }
+}
+
+impl<F> fmt::Debug for AsyncRow<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+impl<F: Link> Row for AsyncRow<F>
+where
+    F::Tx: MessageSender + Readiness,
+    F::Rx: MessageReceiver + Readiness,
+{
+    fn info(&self) -> RowInfo {
+        LibraryRow::<F>::new(self.id, self.family).info()
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let (tx, rx, guards) = duplex_parent::<F>(size, child)?;
+        Ok(ParentEnd::Ready(Box::new(AsyncMessages::new(
+            tx, rx, guards,
+        )?)))
+    }
+
+    fn adopt(&self, _size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let (tx, rx) = duplex_child::<F>(parent)?;
+        Ok(Box::new(AsyncMessages::new(tx, rx, ())?))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::from(e).in_op("start a tokio runtime"))
+}
+
+/// A [`Duplex`] over a sender and a receiver, both async (what async rows measure).
+pub(crate) fn async_messages<S, R>(tx: S, rx: R) -> Result<Box<dyn Duplex>>
+where
+    S: MessageSender + Readiness + 'static,
+    R: MessageReceiver + Readiness + 'static,
+{
+    Ok(Box::new(AsyncMessages::new(tx, rx, ())?))
+}
+
+/// Both ends async, and the runtime they are registered with (dropped last).
+struct AsyncMessages<S: Readiness, R: Readiness, G> {
+    tx: AsyncEndpoint<S>,
+    rx: AsyncEndpoint<R>,
+    _guards: G,
+    rt: tokio::runtime::Runtime,
+}
+
+impl<S: Readiness, R: Readiness, G> AsyncMessages<S, R, G> {
+    fn new(tx: S, rx: R, guards: G) -> Result<AsyncMessages<S, R, G>> {
+        let rt = runtime()?;
+        let (tx, rx) = {
+            let _in = rt.enter();
+            (AsyncEndpoint::new(tx)?, AsyncEndpoint::new(rx)?)
+        };
+        Ok(AsyncMessages {
+            tx,
+            rx,
+            _guards: guards,
+            rt,
+        })
+    }
+}
+
+impl<S: MessageSender + Readiness, R: MessageReceiver + Readiness, G> Duplex
+    for AsyncMessages<S, R, G>
+{
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.rt.block_on(self.tx.send(msg))
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rt.block_on(self.rx.recv(buf))
+    }
+}
+
+/// The shm channel's doorbell rings per 1,000 messages streamed to an async receiver: a
+/// sender thread sends `messages` of `size` bytes as fast as it can, the receiver takes them
+/// through `AsyncEndpoint`; returns the rings the receiver got per 1,000 messages. While the
+/// receiver keeps up without sleeping this is 0; each time it drains the ring and waits, one.
+pub fn doorbell_rings_per_1000(messages: u32, size: usize) -> Result<f64> {
+    let (mut tx, rx) = ChannelOptions::new().capacity(1 << 16).pair()?;
+    let rt = runtime()?;
+    let before = rx.doorbell_rings();
+    let sender = std::thread::spawn(move || -> Result<()> {
+        let msg = vec![7u8; size];
+        for _ in 0..messages {
+            tx.send(&msg)?;
+        }
+        Ok(())
+    });
+    let rings = rt.block_on(async {
+        let mut rx = AsyncEndpoint::new(rx)?;
+        let mut buf = vec![0u8; size.max(1)];
+        for _ in 0..messages {
+            rx.recv(&mut buf).await?;
+        }
+        Ok::<_, Error>(rx.get_ref().doorbell_rings().wrapping_sub(before))
+    })?;
+    sender.join().expect("sender thread")?;
+    Ok(f64::from(rings) * 1000.0 / f64::from(messages.max(1)))
+}
+
+/// Messages streamed for the doorbell figure in a `--tiny` run.
+pub const TINY_MESSAGES: u32 = 10_000;
+/// Messages streamed for the doorbell figure in full and quick runs.
+pub const MESSAGES: u32 = 1_000_000;

@@ -1,0 +1,229 @@
+//! The one tokio adapter: [`AsyncEndpoint`] runs any [`Readiness`] endpoint's `try_` forms
+//! under tokio's [`AsyncFd`], so every mechanism crate's `tokio` feature is this type.
+//!
+//! Uses tokio's `net` feature only (`AsyncFd` lives there); the caller brings the runtime.
+//!
+//! Pick async when one thread must serve many endpoints at once (with sockets, timers and
+//! the rest of a tokio program); keep the blocking calls for one conversation per thread.
+//! While the endpoint can make progress an async call costs what its `try_` form costs.
+//!
+//! ```
+//! use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+//! use ipc_core::tokio::AsyncEndpoint;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let (r, w) = rustix::pipe::pipe()?;
+//! let mut tx = AsyncEndpoint::new(FrameSender::new(w, FrameMode::default(), "pipe")?)?;
+//! let mut rx = AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe")?)?;
+//! tx.send(b"ping").await?;
+//! let mut buf = [0u8; 16];
+//! let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
+//!     .await
+//!     .expect("a message is queued")?;
+//! assert_eq!(&buf[..n], b"ping");
+//! # Ok::<(), ipc_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use ::tokio::io::Interest as TokioInterest;
+use ::tokio::io::unix::AsyncFd;
+
+use crate::fd::Interest;
+use crate::ready::Readiness;
+use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
+
+/// The endpoint and a duplicate of its readiness descriptor, in the shape `AsyncFd` wants.
+///
+/// The duplicate (one `dup` per adapter) is what is registered: it is owned here and never
+/// replaced, whatever a caller does with the endpoint through [`AsyncEndpoint::get_mut`],
+/// so the registration can never outlive its descriptor. It shares the open file
+/// description, hence the readiness, of the endpoint's own.
+#[derive(Debug)]
+struct Registered<E> {
+    endpoint: E,
+    fd: OwnedFd,
+}
+
+impl<E> AsRawFd for Registered<E> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A message endpoint usable from async code on a tokio runtime.
+///
+/// Wraps any endpoint implementing [`Readiness`] (every message endpoint of the workspace but
+/// System V queues): its descriptor is registered once with the runtime's reactor (`epoll`),
+/// and each async call loops "try without waiting, arm, await readiness, disarm" (see
+/// [`Readiness`]). While the endpoint can make progress, an async call costs what the `try_`
+/// form costs: no extra system call.
+///
+/// # Cancel safety
+///
+/// - [`recv`](AsyncEndpoint::recv) and every receive form: cancel safe. A message is taken
+///   only inside a synchronous `try_recv` that returns it; a future dropped at an `.await`
+///   took nothing, and the next call gets the message.
+/// - [`send`](AsyncEndpoint::send): a dropped future sent the whole message or none of it,
+///   for message queues, the shm channel and atomic-mode pipes/FIFOs (each try is all or
+///   nothing). A stream-framed pipe or FIFO with a message above `PIPE_BUF` can be cut by
+///   the pipe filling up: the message is then *committed* (its first bytes are in the pipe)
+///   and the rest is kept by the [`FrameSender`](crate::stream::FrameSender); a future
+///   dropped at that point leaves it there, and the next `send` or
+///   [`flush`](AsyncEndpoint::flush) writes it first (dropping the endpoint waits at most the sender's
+///   linger time for it). The receiver never sees a torn or repeated message: it gets the
+///   whole message, or, if the sender is dropped before the rest could go out, a
+///   `Disconnected` whose note says a partial message was dropped.
+///
+/// `tokio::time::timeout` around any call is therefore safe.
+///
+/// # Errors
+///
+/// The endpoint's own errors, exactly as its blocking forms report them (`Disconnected` when
+/// the peer closed or died); never `WouldBlock`. Registering fails outside a tokio runtime
+/// with its I/O driver enabled.
+#[derive(Debug)]
+pub struct AsyncEndpoint<E: Readiness> {
+    inner: AsyncFd<Registered<E>>,
+}
+
+/// Disarms the endpoint when dropped: when the readiness arrived, and when the future that
+/// awaited it was dropped (cancelled) before it did.
+struct Disarm<'a, E: Readiness>(&'a AsyncFd<Registered<E>>);
+
+impl<E: Readiness> Drop for Disarm<'_, E> {
+    fn drop(&mut self) {
+        self.0.get_ref().endpoint.disarm();
+    }
+}
+
+fn tokio_interest(i: Interest) -> TokioInterest {
+    match i {
+        Interest::Readable => TokioInterest::READABLE,
+        Interest::Writable => TokioInterest::WRITABLE,
+    }
+}
+
+impl<E: Readiness> AsyncEndpoint<E> {
+    /// Registers `endpoint`'s readiness descriptor with the current tokio runtime.
+    ///
+    /// Errors: those of [`Readiness::readiness_fd`] (the shm channel makes its doorbell
+    /// here); the reactor's error outside a runtime with its I/O driver (`enable_io`).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (tokio's `AsyncFd` panics without a current reactor).
+    #[doc(alias = "AsyncFd")]
+    pub fn new(mut endpoint: E) -> Result<AsyncEndpoint<E>> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(endpoint.readiness_fd()?, 0)
+            .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
+        let interest = TokioInterest::READABLE | TokioInterest::WRITABLE;
+        // SAFETY: `fd` is an open descriptor owned by `Registered`, in a private field that is
+        // never replaced: `as_raw_fd` returns the same open descriptor until the `AsyncFd` is
+        // dropped or `into_inner` returns it.
+        let inner =
+            unsafe { AsyncFd::register_with_interest(Registered { endpoint, fd }, interest) }
+                .map_err(|e| {
+                    Error::from(e.into_parts().1).in_op("register with the tokio reactor")
+                })?;
+        Ok(AsyncEndpoint { inner })
+    }
+
+    /// The endpoint.
+    pub fn get_ref(&self) -> &E {
+        &self.inner.get_ref().endpoint
+    }
+
+    /// The endpoint, for its synchronous calls (the `try_` forms, its own settings). Replacing
+    /// it with another endpoint is safe but leaves the registration on the old one's
+    /// descriptor: waits would then follow the wrong object.
+    pub fn get_mut(&mut self) -> &mut E {
+        &mut self.inner.get_mut().endpoint
+    }
+
+    /// Deregisters the descriptor and returns the endpoint.
+    pub fn into_inner(self) -> E {
+        self.inner.into_inner().endpoint
+    }
+
+    /// Waits until `attempt` returns anything but `WouldBlock`, sleeping on `interest` of the
+    /// readiness descriptor in between. The one loop every async form uses; cancel safe as
+    /// far as `attempt` is (it is never interrupted: futures stop at `.await` only).
+    pub async fn retry<T>(
+        &mut self,
+        interest: Interest,
+        mut attempt: impl FnMut(&mut E) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            match attempt(&mut self.inner.get_mut().endpoint) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            self.wait(interest).await?;
+        }
+    }
+
+    /// Waits once for `interest` on the readiness descriptor, arming the endpoint first (see
+    /// [`Readiness`]). Returns at once when arming found the endpoint ready. Readiness is a
+    /// hint: try the operation afterwards and wait again on `WouldBlock`.
+    pub async fn wait(&mut self, interest: Interest) -> Result<()> {
+        if self.inner.get_mut().endpoint.arm()? {
+            return Ok(());
+        }
+        let _disarm = Disarm(&self.inner);
+        let mut guard = self
+            .inner
+            .ready(tokio_interest(interest))
+            .await
+            .map_err(Error::from)?;
+        // Safe to clear before the next try: tokio keeps any readiness that arrives after
+        // this guard's snapshot, and the try that follows covers what came before it.
+        guard.clear_ready();
+        Ok(())
+    }
+}
+
+impl<E: Readiness + MessageReceiver> AsyncEndpoint<E> {
+    /// Receives the next message into `buf`, waiting for one; returns its length.
+    ///
+    /// Cancel safe: a dropped future took no message. Errors as
+    /// [`MessageReceiver::recv`]: `Disconnected` once every sender is gone and everything
+    /// they sent has been received, `MessageTooLarge` (message kept) when `buf` is too small.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let interest = self.get_ref().recv_interest();
+        self.retry(interest, |e| e.try_recv(buf)).await
+    }
+}
+
+impl<E: Readiness + MessageSender> AsyncEndpoint<E> {
+    /// Sends `msg` whole, waiting for room.
+    ///
+    /// Cancel safety: see [the type's section](AsyncEndpoint#cancel-safety): all or nothing,
+    /// except a stream-framed pipe/FIFO message that was already committed, which the next
+    /// call completes. An `Incomplete` from the `try_` form (a committed message cut by a
+    /// full pipe) is finished here before returning.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let interest = self.get_ref().send_interest();
+        let mut sent = false;
+        self.retry(interest, |e| {
+            if !sent {
+                match e.try_send(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(err) if err.kind() == ErrorKind::Incomplete => sent = true,
+                    Err(err) => return Err(err),
+                }
+            }
+            // Committed: what is left is the endpoint's message in progress.
+            e.try_flush()
+        })
+        .await
+    }
+
+    /// Writes out the rest of a message in progress (a stream-framed pipe/FIFO send that was
+    /// cancelled after its first bytes went out). Does nothing when there is none.
+    pub async fn flush(&mut self) -> Result<()> {
+        let interest = self.get_ref().send_interest();
+        self.retry(interest, |e| e.try_flush()).await
+    }
+}

@@ -1,0 +1,133 @@
+//! The channel's async ends (feature `tokio`): a cancelled send sent nothing, a cancelled
+//! receive took nothing, zero-copy loans and in-place receives across threads, and no
+//! doorbell ring per message while the receiver keeps up.
+
+#![cfg(feature = "tokio")]
+
+use std::time::Duration;
+
+use ipc_shm::{
+    AsyncEndpoint, AsyncInPlace, AsyncLoan, ChannelOptions, ErrorKind, MessageReceiver,
+    MessageSender,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_cancelled_send_sent_nothing_and_a_cancelled_receive_took_nothing() {
+    let (tx, mut rx) = ChannelOptions::new().capacity(1 << 10).pair().unwrap();
+    runtime().block_on(async {
+        let mut tx = AsyncEndpoint::new(tx).unwrap();
+        let mut sent = 0u32;
+        while tx.get_mut().try_send(&sent.to_le_bytes()).is_ok() {
+            sent += 1;
+        }
+        let cut = tokio::time::timeout(Duration::from_millis(20), tx.send(b"cancelled")).await;
+        assert!(cut.is_err(), "the ring is full: the send waits");
+        let mut buf = [0u8; 64];
+        for expected in 0..sent {
+            let n = rx.try_recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected.to_le_bytes());
+        }
+        assert_eq!(
+            rx.try_recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock,
+            "the cancelled send sent nothing"
+        );
+
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(20), rx.recv(&mut buf)).await;
+        assert!(cut.is_err(), "the ring is empty: the receive waits");
+        tx.send(b"after").await.unwrap();
+        let n = rx.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"after", "the cancelled receive took nothing");
+    });
+}
+
+#[test]
+fn loans_and_in_place_receives_across_threads_through_a_small_ring() {
+    const N: u32 = 5_000;
+    let (tx, rx) = ChannelOptions::new().capacity(1 << 10).pair().unwrap();
+    let sender = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let mut tx = AsyncEndpoint::new(tx).unwrap();
+            for i in 0..N {
+                let len = 4 + (i as usize % 200);
+                let mut loan = tx.loan(len).await.unwrap();
+                loan[..4].copy_from_slice(&i.to_le_bytes());
+                loan[4..].fill(i as u8);
+                loan.commit();
+            }
+        })
+    });
+    runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        for i in 0..N {
+            let m = rx.recv_in_place().await.unwrap();
+            assert_eq!(m.len(), 4 + (i as usize % 200));
+            assert_eq!(&m[..4], i.to_le_bytes());
+            assert!(m[4..].iter().all(|&b| b == i as u8));
+        }
+        sender.join().unwrap();
+        let e = rx.recv_in_place().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}
+
+#[test]
+fn the_doorbell_rings_at_most_once_per_wait() {
+    // A burst committed while the receiver waits wakes it once, not once per message.
+    let (mut tx, rx) = ChannelOptions::new().pair().unwrap();
+    runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let before = rx.get_ref().doorbell_rings();
+        let burst = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            for i in 0..100u32 {
+                tx.send(&i.to_le_bytes()).unwrap();
+            }
+            tx
+        });
+        let mut buf = [0u8; 8];
+        rx.recv(&mut buf).await.unwrap();
+        let _tx = burst.join().unwrap();
+        for _ in 1..100 {
+            rx.recv(&mut buf).await.unwrap();
+        }
+        let rings = rx.get_ref().doorbell_rings().wrapping_sub(before);
+        assert!(rings <= 2, "{rings} rings for one wait");
+    });
+}
+
+#[test]
+fn a_blocking_receive_after_a_cancelled_async_one_is_still_woken() {
+    // The cancelled wait leaves the bell thread asleep on the sender's word; the sender's
+    // wake-up must still reach the blocking receive.
+    let (tx, rx) = ChannelOptions::new().pair().unwrap();
+    let mut rx = runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut buf = [0u8; 8];
+        let cut = tokio::time::timeout(Duration::from_millis(20), rx.recv(&mut buf)).await;
+        assert!(cut.is_err());
+        rx.into_inner()
+    });
+    let sender = std::thread::spawn(move || {
+        let mut tx = tx;
+        std::thread::sleep(Duration::from_millis(100));
+        tx.send(b"late").unwrap();
+        tx
+    });
+    // Blocking without a deadline: a lost wake-up is a hang, which the watchdog reports.
+    ipc_testkit::within_watchdog("blocking receive after a cancelled async one", move || {
+        let mut buf = [0u8; 8];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late");
+        drop(sender.join().unwrap());
+    });
+}
