@@ -436,6 +436,14 @@ impl MessageReceiver for Seqpacket {
     }
 }
 
+/// The socket itself: readable when a message (or the peer's close) is there, writable when
+/// one fits. Receives and sends are all or nothing, so there is nothing to flush.
+impl ipc_core::Readiness for Seqpacket {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
+    }
+}
+
 impl AsFd for Seqpacket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

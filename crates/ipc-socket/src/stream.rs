@@ -233,6 +233,19 @@ impl MessageReceiver for Stream {
     }
 }
 
+/// The socket itself (both directions share it). A frame cut short by a full socket is
+/// finished by [`try_flush`](ipc_core::Readiness::try_flush), as for pipes; frames already
+/// read into the receiver's buffer are returned by the next try before any wait.
+impl ipc_core::Readiness for Stream {
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        Ok(self.rx.as_fd())
+    }
+
+    fn try_flush(&mut self) -> Result<()> {
+        ipc_core::Readiness::try_flush(&mut self.tx)
+    }
+}
+
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.rx.as_fd()
