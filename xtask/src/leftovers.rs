@@ -42,6 +42,7 @@
 //! modes, and leaves alone objects and processes another program creates during the run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -111,6 +112,18 @@ impl Run {
     pub(crate) fn run(&self, what: &str, cmd: &mut Command) -> Result<i32, String> {
         eprintln!("xtask: {what}");
         self.configure(cmd);
+        // SAFETY: runs between fork and exec and makes one prctl syscall (async-signal-safe,
+        // no allocation): the command (cargo) is killed if xtask dies, e.g. interrupted, and
+        // each link below it (the watchdog, the test binary, its roles) dies with its parent
+        // the same way, so an interrupted run leaves no process behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
         let child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
         let pid = Pid::from_child(&child);
         loop {

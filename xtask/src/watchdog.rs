@@ -4,7 +4,8 @@
 //! which cargo uses for unit, integration and bench-harness test binaries), and rustdoc through
 //! xtask too (`RUSTDOC`, for doc tests: on stable, rustdoc runs them itself). Either way
 //! [`supervise`] runs the program in a process group of its own, with
-//! `PR_SET_PDEATHSIG(SIGKILL)` so it cannot outlive an interrupted run, and copies its standard
+//! `PR_SET_PDEATHSIG(SIGKILL)` so it cannot outlive the watchdog, which has the same setting
+//! towards cargo, which has it towards xtask: an interrupted run leaves nothing running, and copies its standard
 //! output through, noting libtest's progress lines. If the program is still running after the
 //! limit (`cargo xtask test --timeout SECS`, default [`DEFAULT_LIMIT`]), the whole process
 //! group is killed with `SIGKILL` and the run fails with a message naming the binary and the
@@ -87,6 +88,15 @@ impl Progress {
 
 /// Runs `program args` under the watchdog; returns the exit code to exit with.
 pub(crate) fn supervise(program: &str, args: &[String], limit: Duration) -> i32 {
+    // The watchdog itself dies with its parent (cargo, which dies with xtask), taking the
+    // program with it (below): an interrupted run leaves nothing running. If the parent is
+    // already gone (reparented to init or a subreaper before this call), exit now.
+    let parent = rustix::process::getppid();
+    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err()
+        || rustix::process::getppid() != parent
+    {
+        return 101;
+    }
     let mut cmd = Command::new(program);
     // The tests must not see the wrapper's settings (a test that runs xtask would take itself
     // for rustdoc).

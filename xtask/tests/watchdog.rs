@@ -123,3 +123,38 @@ fn unknown_arguments_get_usage_and_status_2() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("usage: cargo xtask test"));
     }
 }
+
+#[test]
+fn a_watchdog_whose_parent_dies_takes_its_program_with_it() {
+    // What an interrupted `cargo xtask test` does to a running test binary: xtask dies, cargo
+    // dies with it, then the watchdog cargo started. Here `sh` plays cargo.
+    let dir = ipc_testkit::TempDir::new("watchdog-orphan");
+    let pidfile = dir.join("program");
+    let script = format!(
+        "'{}' watchdog --secs 600 -- sh -c 'echo $$ > {}; exec sleep 1000' & wait",
+        env!("CARGO_BIN_EXE_xtask"),
+        pidfile.display()
+    );
+    let mut parent = Command::new("sh").arg("-c").arg(script).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the program never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the program {pid} outlived its watchdog's parent");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
