@@ -156,6 +156,7 @@ mod memfd;
 mod monitor;
 mod peer;
 mod posix;
+mod pubsub;
 mod ring;
 mod segment;
 mod sys;
@@ -166,6 +167,9 @@ pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
 pub use posix::{DEFAULT_MODE, OpenOptions};
+#[doc(hidden)]
+pub use pubsub::testing as pubsub_testing;
+pub use pubsub::{Policy, PubSubGuard, PubSubOptions, Publisher, Subscriber};
 pub use segment::{Segment, SegmentKind};
 
 pub use ipc_core::sysv::Key;
