@@ -154,6 +154,7 @@ mod channel;
 pub mod inspect;
 mod memfd;
 mod monitor;
+mod mpsc;
 mod peer;
 mod posix;
 mod pubsub;
@@ -166,6 +167,9 @@ mod sysv;
 pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
+#[doc(hidden)]
+pub use mpsc::testing as mpsc_testing;
+pub use mpsc::{MpscConsumer, MpscOptions, MpscProducer};
 pub use posix::{DEFAULT_MODE, OpenOptions};
 #[doc(hidden)]
 pub use pubsub::testing as pubsub_testing;

@@ -776,6 +776,8 @@ pub struct Subscriber {
     name: Arc<str>,
     view: View,
     index: usize,
+    /// This place's owner word while this subscriber holds it.
+    mine: u64,
     cursor: u64,
     missed: u64,
     watch: Watch,
@@ -843,6 +845,7 @@ impl Subscriber {
             name,
             view,
             index,
+            mine: peer::pack(STATE_ATTACHED, me),
             cursor: 0,
             missed: 0,
             watch: Watch::default(),
@@ -861,10 +864,7 @@ impl Subscriber {
             std::mem::forget(sub);
             return Ok(None);
         }
-        place
-            .side
-            .owner
-            .store(peer::pack(STATE_ATTACHED, me), Ordering::SeqCst);
+        place.side.owner.store(sub.mine, Ordering::SeqCst);
         view.header().shared.joins.fetch_add(1, Ordering::SeqCst);
         Ok(Some(sub))
     }
@@ -1109,12 +1109,12 @@ impl MessageReceiver for Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         let place = self.view.place(self.index);
-        let mine = peer::pack(STATE_ATTACHED, peer::me());
         // Leave in one step, unless our place was taken over meanwhile.
-        let _ = place
-            .side
-            .owner
-            .compare_exchange(mine, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ =
+            place
+                .side
+                .owner
+                .compare_exchange(self.mine, 0, Ordering::AcqRel, Ordering::Relaxed);
         let h = self.view.header();
         if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
             h.shared.space.fetch_add(1, Ordering::Release);
