@@ -55,6 +55,7 @@ use ipc_core::{
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
+use crate::pubsub::Spin;
 use crate::ring::{self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_CLOSED, Side};
 use crate::segment::{Segment, SegmentKind};
 
@@ -65,7 +66,6 @@ const VERSION: u32 = 1;
 const MAX_PRODUCERS: usize = 1024;
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
-const SPINS: u32 = 2048;
 
 #[repr(C)]
 struct Meta {
@@ -479,20 +479,19 @@ impl MessageSender for MpscProducer {
         let mut slice = FIRST_SLICE;
         let mut round = 0u32;
         let r = loop {
-            let spins = if round == 0 && deadline != Deadline::Now {
-                SPINS
-            } else {
-                1
-            };
+            let mut spin = Spin::new(deadline, round);
             let mut got = None;
-            for _ in 0..spins {
+            loop {
                 match self.producer.reserve(msg.len()) {
                     Ok(Some(r)) => {
                         got = Some(r);
                         break;
                     }
-                    Ok(None) => std::hint::spin_loop(),
+                    Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
+                }
+                if !spin.again() {
+                    break;
                 }
             }
             if let Some(r) = got {
@@ -715,13 +714,10 @@ impl MpscConsumer {
             } else {
                 round > 0
             };
-            let spins = if round == 0 && deadline != Deadline::Now {
-                SPINS / 16
-            } else {
-                1
-            };
-            for s in 0..spins {
-                match self.pass(check && s == 0) {
+            let mut spin = Spin::new(deadline, round);
+            let mut first = true;
+            loop {
+                match self.pass(check && first) {
                     Ok(Ok(m)) => return Ok(m),
                     Ok(Err(live)) => {
                         if !live && self.seen_producer {
@@ -730,7 +726,10 @@ impl MpscConsumer {
                     }
                     Err(e) => return Err(self.fail(e)),
                 }
-                std::hint::spin_loop();
+                first = false;
+                if !spin.again() {
+                    break;
+                }
             }
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));

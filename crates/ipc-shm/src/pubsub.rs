@@ -98,8 +98,37 @@ const MAX_SLOT_SIZE: usize = 1 << 30;
 /// The first and the longest sleep between two liveness checks while waiting.
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
-/// Checks of a ready condition before a waiter sleeps.
-const SPINS: u32 = 2048;
+/// How long a waiter spins before it sleeps, when another CPU may serve it (the channel's
+/// figure: a sleep and wake-up across CPUs costs tens of microseconds).
+const SPIN_FOR: Duration = Duration::from_micros(30);
+
+/// The spin phase of a wait: keeps going for [`SPIN_FOR`] on the first round of a wait that
+/// may block, on a machine with more than one CPU; otherwise one look only. The clock is read
+/// once per 64 looks.
+pub(crate) struct Spin {
+    until: Option<std::time::Instant>,
+    looks: u32,
+}
+
+impl Spin {
+    pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
+        let spin = round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1;
+        Spin {
+            until: spin.then(|| std::time::Instant::now() + SPIN_FOR),
+            looks: 0,
+        }
+    }
+
+    /// Whether to look again (after a pause hint).
+    pub(crate) fn again(&mut self) -> bool {
+        let Some(until) = self.until else {
+            return false;
+        };
+        self.looks = self.looks.wrapping_add(1);
+        std::hint::spin_loop();
+        self.looks % 64 != 0 || std::time::Instant::now() < until
+    }
+}
 
 /// What the publisher does when a subscriber falls a whole ring behind; chosen at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -645,12 +674,15 @@ impl Publisher {
         let mut slice = FIRST_SLICE;
         let mut round = 0u32;
         loop {
-            for _ in 0..if round == 0 { SPINS / 64 } else { 1 } {
+            let mut spin = Spin::new(deadline, round);
+            loop {
                 self.min_cursor = self.scan(round > 0)?;
                 if s < self.min_cursor + self.view.slots {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                if !spin.again() {
+                    break;
+                }
             }
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Full));
@@ -985,18 +1017,16 @@ impl Subscriber {
         let mut slice = FIRST_SLICE;
         let mut round = 0u32;
         loop {
-            let spins = if round == 0 && deadline != Deadline::Now {
-                SPINS
-            } else {
-                1
-            };
-            for _ in 0..spins {
+            let mut spin = Spin::new(deadline, round);
+            loop {
                 match self.peek() {
                     Ok(Some(m)) => return Ok(m),
                     Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
                 }
-                std::hint::spin_loop();
+                if !spin.again() {
+                    break;
+                }
             }
             let word = h.publisher.owner.load(Ordering::Acquire);
             // The publisher's process is checked (a pidfd poll) after a first sleep, or on
