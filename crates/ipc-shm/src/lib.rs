@@ -210,6 +210,7 @@ mod posix;
 mod pubsub;
 mod ring;
 mod segment;
+mod shape;
 mod sys;
 mod sysv;
 

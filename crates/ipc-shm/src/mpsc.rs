@@ -57,7 +57,8 @@ use ipc_core::{
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::pubsub::Spin;
 use crate::ring::{self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_CLOSED, Side};
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::Segment;
+use crate::shape::Kind;
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
@@ -86,6 +87,12 @@ struct Header {
 }
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+const KIND: Kind = Kind {
+    magic: MAGIC,
+    version: VERSION,
+    header_size: HEADER_SIZE,
+    what: "mpsc",
+};
 
 fn stride_for(capacity: usize) -> usize {
     ring::region_size(capacity).saturating_add(127) & !127
@@ -172,32 +179,9 @@ impl MpscOptions {
     /// Errors: [`ErrorKind::InvalidInput`] for options out of range or a segment too small or
     /// read-only; [`ErrorKind::AlreadyExists`] if the segment already holds something.
     pub fn init(&self, segment: &Segment) -> Result<()> {
-        let fail = |n: String| {
-            Error::with_note(ErrorKind::InvalidInput, n)
-                .in_op("init mpsc")
-                .on(segment.kind())
-        };
-        if !segment.is_writable() {
-            return Err(fail("the segment is mapped read-only".into()));
-        }
-        self.check().map_err(fail)?;
-        if segment.len() < self.segment_size() {
-            return Err(fail(format!(
-                "a segment of {} bytes cannot hold {} bytes",
-                segment.len(),
-                self.segment_size()
-            )));
-        }
-        // SAFETY: page-aligned, writable, at least a header long; atomics only.
-        let h = unsafe { &*segment.as_ptr().cast::<Header>() };
-        if h.meta.magic.load(Ordering::Acquire) != 0 {
-            return Err(Error::with_note(
-                ErrorKind::AlreadyExists,
-                "the segment already holds data: initialise a fresh one",
-            )
-            .in_op("init mpsc")
-            .on(segment.kind()));
-        }
+        let base = KIND.begin_init(segment, self.segment_size(), self.check())?;
+        // SAFETY: page-aligned, at least a header long (checked); atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
         let stride = stride_for(self.capacity);
         for i in 0..self.producers {
             // SAFETY: place `i` lies inside the segment (size checked above), starts
@@ -210,40 +194,27 @@ impl MpscOptions {
             .map_err(|e| e.in_op("init mpsc").on(segment.kind()))?;
         }
         let m = &h.meta;
-        m.version.store(VERSION, Ordering::Relaxed);
-        m.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
         m.producers.store(self.producers as u32, Ordering::Relaxed);
         m.capacity.store(self.capacity as u32, Ordering::Relaxed);
         m.max_message.store(self.max() as u32, Ordering::Relaxed);
         m.stride.store(stride as u32, Ordering::Relaxed);
-        m.magic.store(MAGIC, Ordering::Release);
+        KIND.publish(base);
         Ok(())
     }
 
     /// Creates the POSIX segment `name` (exclusively, mode `0o600`) and initialises it;
     /// unrelated processes open it with [`Segment::open`].
     pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
-        let name = name.try_into()?;
-        self.check().map_err(|n| {
-            Error::with_note(ErrorKind::InvalidInput, n)
-                .in_op("create mpsc")
-                .on(SegmentKind::Posix(name.clone()))
-        })?;
-        let seg = Segment::create(&name, self.segment_size())?;
-        if let Err(e) = self.init(&seg) {
-            let _ = Segment::unlink(&name);
-            return Err(e);
-        }
-        Ok(seg)
+        KIND.create_posix(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
     }
 
     /// Creates a sealed memfd segment and initialises it, for related processes.
     pub fn create_memfd(&self, name: &str) -> Result<Segment> {
-        self.check()
-            .map_err(|n| Error::with_note(ErrorKind::InvalidInput, n).in_op("create mpsc"))?;
-        let seg = Segment::memfd(name, self.segment_size())?;
-        self.init(&seg)?;
-        Ok(seg)
+        KIND.create_memfd(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
     }
 }
 
@@ -261,39 +232,10 @@ unsafe impl Send for View {}
 impl View {
     fn open(segment: &Segment) -> Result<View> {
         let len = segment.len();
-        if len < HEADER_SIZE {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("{len} bytes cannot hold an mpsc header of {HEADER_SIZE} bytes"),
-            ));
-        }
-        if !segment.is_writable() {
-            return Err(Error::with_note(
-                ErrorKind::PermissionDenied,
-                "an mpsc endpoint needs a writable mapping",
-            ));
-        }
-        let base = NonNull::new(segment.as_ptr()).expect("mapping is non-null");
-        // SAFETY: page-aligned, at least a header long (checked); atomics only.
+        let base = KIND.open(segment)?;
+        // SAFETY: at least a header long (checked); atomics only.
         let h = unsafe { base.cast::<Header>().as_ref() };
-        let magic = h.meta.magic.load(Ordering::Acquire);
-        if magic != MAGIC {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("not an mpsc segment: magic {magic:#018x}, expected {MAGIC:#018x}"),
-            ));
-        }
         let m = &h.meta;
-        let version = m.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("mpsc layout version {version}, this library speaks {VERSION}"),
-            ));
-        }
-        if m.header_size.load(Ordering::Relaxed) as usize != HEADER_SIZE {
-            return Err(Error::corrupted("mpsc header size"));
-        }
         let producers = m.producers.load(Ordering::Relaxed) as usize;
         let stride = m.stride.load(Ordering::Relaxed) as usize;
         if !(1..=MAX_PRODUCERS).contains(&producers)

@@ -82,7 +82,8 @@ use ipc_core::{
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
-use crate::segment::{Segment, SegmentKind};
+use crate::segment::Segment;
+use crate::shape::Kind;
 
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
@@ -178,6 +179,12 @@ struct Place {
 }
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+const KIND: Kind = Kind {
+    magic: MAGIC,
+    version: VERSION,
+    header_size: HEADER_SIZE,
+    what: "pub-sub",
+};
 const PLACE_SIZE: usize = std::mem::size_of::<CachePadded<Place>>();
 
 /// The shape of a publish-subscribe segment.
@@ -281,36 +288,11 @@ impl PubSubOptions {
     /// Errors: [`ErrorKind::InvalidInput`] for options out of range or a segment too small or
     /// read-only; [`ErrorKind::AlreadyExists`] if the segment already holds something.
     pub fn init(&self, segment: &Segment) -> Result<()> {
-        let fail = |n: String| {
-            Error::with_note(ErrorKind::InvalidInput, n)
-                .in_op("init pub-sub")
-                .on(segment.kind())
-        };
-        if !segment.is_writable() {
-            return Err(fail("the segment is mapped read-only".into()));
-        }
-        self.check().map_err(fail)?;
-        if segment.len() < self.segment_size() {
-            return Err(fail(format!(
-                "a segment of {} bytes cannot hold {} bytes",
-                segment.len(),
-                self.segment_size()
-            )));
-        }
-        // SAFETY: the mapping is page-aligned, writable and at least a header long; the
-        // header is atomics only.
-        let h = unsafe { &*segment.as_ptr().cast::<Header>() };
-        if h.meta.magic.load(Ordering::Acquire) != 0 {
-            return Err(Error::with_note(
-                ErrorKind::AlreadyExists,
-                "the segment already holds data: initialise a fresh one",
-            )
-            .in_op("init pub-sub")
-            .on(segment.kind()));
-        }
+        let base = KIND.begin_init(segment, self.segment_size(), self.check())?;
+        // SAFETY: the mapping is page-aligned and at least a header long (checked); the header
+        // is atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
         let m = &h.meta;
-        m.version.store(VERSION, Ordering::Relaxed);
-        m.header_size.store(HEADER_SIZE as u32, Ordering::Relaxed);
         m.policy.store(
             match self.policy {
                 Policy::Block => 0,
@@ -326,7 +308,7 @@ impl PubSubOptions {
         m.subscribers
             .store(self.subscribers as u32, Ordering::Relaxed);
         m.history.store(self.history as u32, Ordering::Relaxed);
-        m.magic.store(MAGIC, Ordering::Release);
+        KIND.publish(base);
         Ok(())
     }
 
@@ -336,28 +318,17 @@ impl PubSubOptions {
     /// Errors: those of [`init`](PubSubOptions::init) (checked before the segment is made) and
     /// [`Segment::create`].
     pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
-        let name = name.try_into()?;
-        self.check().map_err(|n| {
-            Error::with_note(ErrorKind::InvalidInput, n)
-                .in_op("create pub-sub")
-                .on(SegmentKind::Posix(name.clone()))
-        })?;
-        let seg = Segment::create(&name, self.segment_size())?;
-        if let Err(e) = self.init(&seg) {
-            let _ = Segment::unlink(&name);
-            return Err(e);
-        }
-        Ok(seg)
+        KIND.create_posix(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
     }
 
     /// Creates a sealed memfd segment sized for these options and initialises it, for related
     /// processes (inheritance or [`Segment::send_fd`]).
     pub fn create_memfd(&self, name: &str) -> Result<Segment> {
-        self.check()
-            .map_err(|n| Error::with_note(ErrorKind::InvalidInput, n).in_op("create pub-sub"))?;
-        let seg = Segment::memfd(name, self.segment_size())?;
-        self.init(&seg)?;
-        Ok(seg)
+        KIND.create_memfd(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
     }
 }
 
@@ -418,42 +389,10 @@ struct View {
 impl View {
     fn open(segment: &Segment) -> Result<View> {
         let len = segment.len();
-        if len < HEADER_SIZE {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("{len} bytes cannot hold a pub-sub header of {HEADER_SIZE} bytes"),
-            ));
-        }
-        if !segment.is_writable() {
-            return Err(Error::with_note(
-                ErrorKind::PermissionDenied,
-                "a pub-sub endpoint needs a writable mapping",
-            ));
-        }
-        let base = NonNull::new(segment.as_ptr()).expect("mapping is non-null");
-        // SAFETY: page-aligned, at least a header long (checked); the header is atomics only.
+        let base = KIND.open(segment)?;
+        // SAFETY: at least a header long (checked); the header is atomics only.
         let h = unsafe { base.cast::<Header>().as_ref() };
-        let magic = h.meta.magic.load(Ordering::Acquire);
-        if magic != MAGIC {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("not a pub-sub segment: magic {magic:#018x}, expected {MAGIC:#018x}"),
-            ));
-        }
         let m = &h.meta;
-        let version = m.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(Error::with_note(
-                ErrorKind::WrongType,
-                format!("pub-sub layout version {version}, this library speaks {VERSION}"),
-            ));
-        }
-        let header_size = m.header_size.load(Ordering::Relaxed) as usize;
-        if header_size != HEADER_SIZE {
-            return Err(Error::corrupted(format!(
-                "pub-sub header size {header_size}, expected {HEADER_SIZE}"
-            )));
-        }
         let policy = match m.policy.load(Ordering::Relaxed) {
             0 => Policy::Block,
             1 => Policy::Lossy,
@@ -1236,6 +1175,24 @@ pub mod testing {
 
     /// Offset of the publisher's tail word.
     pub const TAIL: usize = std::mem::offset_of!(Header, tail);
+    /// Offset of the publisher's owner word.
+    pub const PUBLISHER: usize = std::mem::offset_of!(Header, publisher);
+    /// The owner word a process killed while opening (`attached` false) or after opening an
+    /// end leaves: it names a process that cannot exist (a pid above `PID_MAX_LIMIT`).
+    pub fn dead_owner(attached: bool) -> u64 {
+        let state = if attached {
+            STATE_ATTACHED
+        } else {
+            STATE_ATTACHING
+        };
+        peer::pack(
+            state,
+            peer::Identity {
+                pid: (1 << 22) - 1,
+                start_time: 1,
+            },
+        )
+    }
     /// Offset of the subscriber place table; each place is [`PLACE`] bytes (owner word, then
     /// at [`CURSOR`] the cursor).
     pub const PLACES: usize = HEADER_SIZE;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::pubsub_testing::{CURSOR, PLACES, TAIL, join_until, slots_at};
+use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, TAIL, dead_owner, join_until, slots_at};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 
@@ -541,5 +541,35 @@ fn scribbled_state_is_corrupted_or_a_clean_error_never_a_hang() {
                 }
             }
         });
+    }
+}
+
+#[test]
+fn a_publisher_killed_while_opening_or_open_is_disconnected_and_a_claim_is_taken_over() {
+    for attached in [false, true] {
+        let seg = Arc::new(opts(Policy::Block).create_memfd("ps-dead-pub").unwrap());
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        // What a publisher killed after its claim (or after opening) leaves behind.
+        seg.atomic_u64(PUBLISHER)
+            .unwrap()
+            .store(dead_owner(attached), Ordering::SeqCst);
+        let (sub, e) = within_watchdog("a subscriber of a dead publisher", move || {
+            let e = sub.recv(&mut [0u8; 256]).unwrap_err();
+            (sub, e)
+        });
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let mut sub = sub;
+        match Publisher::open(seg.clone()) {
+            Ok(mut tx) => {
+                // A dead claim is taken over: the pub-sub works again.
+                assert!(!attached);
+                tx.send(&message(0)).unwrap();
+                assert_eq!(recv(&mut sub).unwrap(), 0);
+            }
+            Err(e) => {
+                assert!(attached, "{e}");
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            }
+        }
     }
 }
