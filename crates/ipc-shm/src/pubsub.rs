@@ -61,6 +61,16 @@
 //! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
 //! validate what you parse from them.
 //!
+//! # Waiting
+//!
+//! Waiters spin for up to 30 µs when another CPU may serve them, then sleep on a futex in the
+//! segment in growing slices (1 to 50 ms), checking the process they wait for (the publisher,
+//! or under `Block` the subscribers holding the publisher back) between slices: a death is
+//! seen within one slice. Subscribers sleep on the publisher's wake word and announce it in
+//! the shared `sleepers` count, so a publisher makes a wake-up syscall only when someone
+//! sleeps; a subscriber killed while asleep leaves the count raised, which costs the publisher
+//! a needless wake-up per message from then on, never a lost one.
+//!
 //! # Readiness
 //!
 //! Readiness descriptors (for `poll`/`epoll`/tokio) are not offered here yet: they come with

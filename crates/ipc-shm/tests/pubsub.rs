@@ -379,7 +379,17 @@ fn scribble(ctx: &Ctx) {
     seg.atomic_u64(off).unwrap().store(val, Ordering::SeqCst);
 }
 
+/// Child: publish on the inherited segment forever (killed at some moment mid-stream).
+fn publish_forever(ctx: &Ctx) {
+    let mut tx = Publisher::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.checkpoint("open");
+    for seq in 0.. {
+        tx.send_timeout(&message(seq), watchdog()).unwrap();
+    }
+}
+
 roles!(
+    publish_forever,
     join_and_stop,
     hold_in_place,
     subscribe_by_name,
@@ -571,5 +581,53 @@ fn a_publisher_killed_while_opening_or_open_is_disconnected_and_a_claim_is_taken
                 assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
             }
         }
+    }
+}
+
+#[test]
+fn a_publisher_killed_mid_stream_never_shows_a_torn_message() {
+    for (round, policy) in [Policy::Block, Policy::Lossy, Policy::Block, Policy::Lossy]
+        .into_iter()
+        .enumerate()
+    {
+        let seg = Arc::new(opts(policy).create_memfd("ps-kill-stream").unwrap());
+        let mut subs: Vec<_> = (0..3)
+            .map(|_| Subscriber::open(seg.clone()).unwrap())
+            .collect();
+        let mut child = spawn("publish_forever")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        child.wait_checkpoint("open");
+        // Read a while (every message checked), then kill the publisher mid-stream.
+        let mut next = vec![0u64; subs.len()];
+        for _ in 0..200 + round * 137 {
+            for (s, n) in subs.iter_mut().zip(&mut next) {
+                if let Ok(seq) = recv(s) {
+                    assert!(seq >= *n);
+                    *n = seq + 1;
+                }
+            }
+        }
+        assert!(child.kill_and_wait().killed());
+        within_watchdog("subscribers after the publisher was killed", move || {
+            for (mut s, mut n) in subs.into_iter().zip(next) {
+                let mut buf = [0u8; 256];
+                let e = loop {
+                    match s.recv_timeout(&mut buf, watchdog()) {
+                        Ok(len) => {
+                            let seq = check(&buf[..len]);
+                            if policy == Policy::Block {
+                                assert_eq!(seq, n);
+                            }
+                            assert!(seq >= n);
+                            n = seq + 1;
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+                assert_eq!(s.position(), n);
+            }
+        });
     }
 }
