@@ -213,6 +213,7 @@ mod segment;
 mod shape;
 mod sys;
 mod sysv;
+mod wait;
 
 #[doc(hidden)]
 pub use channel::testing;

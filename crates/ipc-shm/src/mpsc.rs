@@ -46,8 +46,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use ipc_core::{
@@ -55,18 +54,16 @@ use ipc_core::{
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
-use crate::pubsub::Spin;
 use crate::ring::{self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_CLOSED, Side};
 use crate::segment::Segment;
 use crate::shape::Kind;
+use crate::wait::{Rounds, Spin, sleep_flagged};
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
 /// The layout version `open` accepts.
 const VERSION: u32 = 1;
 const MAX_PRODUCERS: usize = 1024;
-const FIRST_SLICE: Duration = Duration::from_millis(1);
-const MAX_SLICE: Duration = Duration::from_millis(50);
 
 #[repr(C)]
 struct Meta {
@@ -277,16 +274,6 @@ impl View {
     }
 }
 
-/// Sleeps on `word` (expected `seen`) until `until`; a change, a wake-up or the time up all
-/// just return.
-fn nap(word: &AtomicU32, seen: u32, until: Deadline) -> Result<()> {
-    match futex::wait(word, seen, until) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// One producer of an MPSC segment: holds one place (its own ring) until dropped.
 pub struct MpscProducer {
     segment: Arc<Segment>,
@@ -418,10 +405,9 @@ impl MessageSender for MpscProducer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
+        let mut rounds = Rounds::default();
         let r = loop {
-            let mut spin = Spin::new(deadline, round);
+            let mut spin = Spin::new(deadline, rounds.round);
             let mut got = None;
             loop {
                 match self.producer.reserve(msg.len()) {
@@ -441,27 +427,20 @@ impl MessageSender for MpscProducer {
             }
             let word = consumer.owner.load(Ordering::Acquire);
             if state_of(word) == STATE_CLOSED
-                || (round > 0 && matches!(self.watch.status_of(word), Ok(Status::Dead)))
+                || (!rounds.first() && matches!(self.watch.status_of(word), Ok(Status::Dead)))
             {
                 return Err(self.fail(Error::disconnected()));
             }
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Full)));
             }
-            let seen = h.rx.wake.load(Ordering::Acquire);
-            h.tx.sleeping.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            let ready = matches!(self.producer.reserve(msg.len()), Ok(Some(_)) | Err(_));
             // (A reservation is only a cursor computation: dropping it reserves nothing.)
-            let r = if ready {
-                Ok(())
-            } else {
-                nap(&h.rx.wake, seen, deadline.min(Deadline::after(slice)))
-            };
-            h.tx.sleeping.store(0, Ordering::Relaxed);
+            let producer = &mut self.producer;
+            let r = sleep_flagged(&h.tx.sleeping, &h.rx.wake, rounds.until(deadline), || {
+                Ok(producer.reserve(msg.len())?.is_some())
+            });
             r.map_err(|e| self.fail(e))?;
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
+            rounds.next();
         };
         // SAFETY: the reservation has room for `msg.len()` bytes at `payload`, which nobody
         // else reads until `commit`.
@@ -647,16 +626,15 @@ impl MpscConsumer {
         }
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
+        let mut rounds = Rounds::default();
         loop {
             let check = if deadline == Deadline::Now {
                 self.polls = self.polls.wrapping_add(1);
                 self.polls % 64 == 1
             } else {
-                round > 0
+                !rounds.first()
             };
-            let mut spin = Spin::new(deadline, round);
+            let mut spin = Spin::new(deadline, rounds.round);
             let mut first = true;
             loop {
                 match self.pass(check && first) {
@@ -676,22 +654,15 @@ impl MpscConsumer {
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));
             }
-            let seen = hdr.doorbell.load(Ordering::Acquire);
-            hdr.consumer.sleeping.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            let ready = self
-                .consumers
-                .iter_mut()
-                .any(|c| !matches!(c.peek(), Ok(None)));
-            let r = if ready {
-                Ok(())
-            } else {
-                nap(&hdr.doorbell, seen, deadline.min(Deadline::after(slice)))
-            };
-            hdr.consumer.sleeping.store(0, Ordering::Relaxed);
+            let consumers = &mut self.consumers;
+            let r = sleep_flagged(
+                &hdr.consumer.sleeping,
+                &hdr.doorbell,
+                rounds.until(deadline),
+                || Ok(consumers.iter_mut().any(|c| !matches!(c.peek(), Ok(None)))),
+            );
             r.map_err(|e| self.fail(e))?;
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
+            rounds.next();
         }
     }
 

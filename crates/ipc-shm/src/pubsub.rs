@@ -83,7 +83,6 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use ipc_core::{
@@ -94,6 +93,7 @@ use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
 use crate::segment::Segment;
 use crate::shape::Kind;
+use crate::wait::{Rounds, Spin, nap, sleep_flagged};
 
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
@@ -106,41 +106,6 @@ const MAX_SLOTS: usize = 1 << 20;
 const MAX_SUBSCRIBERS: usize = 4096;
 /// The largest slot (payload plus header).
 const MAX_SLOT_SIZE: usize = 1 << 30;
-/// The first and the longest sleep between two liveness checks while waiting.
-const FIRST_SLICE: Duration = Duration::from_millis(1);
-const MAX_SLICE: Duration = Duration::from_millis(50);
-/// How long a waiter spins before it sleeps, when another CPU may serve it (the channel's
-/// figure: a sleep and wake-up across CPUs costs tens of microseconds).
-const SPIN_FOR: Duration = Duration::from_micros(30);
-
-/// The spin phase of a wait: keeps going for [`SPIN_FOR`] on the first round of a wait that
-/// may block, on a machine with more than one CPU; otherwise one look only. The clock is read
-/// once per 64 looks.
-pub(crate) struct Spin {
-    until: Option<std::time::Instant>,
-    looks: u32,
-}
-
-impl Spin {
-    pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
-        let spin = round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1;
-        Spin {
-            until: spin.then(|| std::time::Instant::now() + SPIN_FOR),
-            looks: 0,
-        }
-    }
-
-    /// Whether to look again (after a pause hint).
-    pub(crate) fn again(&mut self) -> bool {
-        let Some(until) = self.until else {
-            return false;
-        };
-        self.looks = self.looks.wrapping_add(1);
-        std::hint::spin_loop();
-        self.looks % 64 != 0 || std::time::Instant::now() < until
-    }
-}
-
 /// What the publisher does when a subscriber falls a whole ring behind; chosen at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -620,12 +585,11 @@ impl Publisher {
         self.joins = joins;
         let view = self.view;
         let h = view.header();
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
+        let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, round);
+            let mut spin = Spin::new(deadline, rounds.round);
             loop {
-                self.min_cursor = self.scan(round > 0)?;
+                self.min_cursor = self.scan(!rounds.first())?;
                 if s < self.min_cursor + self.view.slots {
                     return Ok(());
                 }
@@ -636,23 +600,13 @@ impl Publisher {
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Full));
             }
-            let word = h.shared.space.load(Ordering::Acquire);
-            h.publisher.sleeping.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            self.min_cursor = self.scan(false)?;
-            if s >= self.min_cursor + self.view.slots {
-                match futex::wait(&h.shared.space, word, deadline.min(Deadline::after(slice))) {
-                    Ok(()) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {}
-                    Err(e) => {
-                        h.publisher.sleeping.store(0, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                }
-            }
-            h.publisher.sleeping.store(0, Ordering::Relaxed);
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
+            sleep_flagged(
+                &h.publisher.sleeping,
+                &h.shared.space,
+                rounds.until(deadline),
+                || Ok(s < self.scan(false)? + self.view.slots),
+            )?;
+            rounds.next();
         }
     }
 
@@ -963,10 +917,9 @@ impl Subscriber {
         }
         let view = self.view;
         let h = view.header();
-        let mut slice = FIRST_SLICE;
-        let mut round = 0u32;
+        let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, round);
+            let mut spin = Spin::new(deadline, rounds.round);
             loop {
                 match self.peek() {
                     Ok(Some(m)) => return Ok(m),
@@ -984,7 +937,7 @@ impl Subscriber {
                 self.polls = self.polls.wrapping_add(1);
                 self.polls % 64 == 1
             } else {
-                round > 0
+                !rounds.first()
             };
             let gone = state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
@@ -1006,15 +959,10 @@ impl Subscriber {
             h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
             let ready = matches!(self.peek(), Ok(Some(_)) | Err(_));
             if !ready {
-                let _ = futex::wait(
-                    &h.publisher.wake,
-                    wake,
-                    deadline.min(Deadline::after(slice)),
-                );
+                nap(&h.publisher.wake, wake, rounds.until(deadline)).map_err(|e| self.fail(e))?;
             }
             h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
-            slice = (slice * 2).min(MAX_SLICE);
-            round = round.saturating_add(1);
+            rounds.next();
         }
     }
 
