@@ -108,6 +108,51 @@
 //! disarmed by the adapter; one that never disarms leaves its flag up, which costs the peer
 //! a wake-up call per message until the next `disarm`.
 //!
+//! # One to many, many to one
+//!
+//! Beside the 1:1 channel, two patterns in a segment, with the same owner words, liveness
+//! checks and hostile-peer validation:
+//!
+//! - **Publish-subscribe** ([`PubSubOptions`], [`Publisher`], [`Subscriber`]): one publisher,
+//!   up to [`PubSubOptions::subscribers`] subscribers (64 by default) joining and leaving at
+//!   any time, each reading every message in place ([`Subscriber::recv_in_place`],
+//!   [`PubSubGuard`]) from one ring of fixed slots with a cursor of its own. The slow-subscriber
+//!   [`Policy`] is chosen at creation: `Block` (the publisher waits for the slowest attached
+//!   subscriber, up to its deadline: a stuck one makes `send` time out, a dead one's place is
+//!   reclaimed) or `Lossy` (the publisher never waits; [`Subscriber::missed`] counts exactly
+//!   what a lapped subscriber lost). An optional history replays the last messages to a late
+//!   joiner. A publisher's close or death is `Disconnected` for every subscriber once it has
+//!   read what was published.
+//! - **Many producers, one consumer** ([`MpscOptions`], [`MpscProducer`], [`MpscConsumer`]):
+//!   one channel ring per producer place, drained round-robin; each producer's order kept, no
+//!   lock on the message path, a producer killed mid-message tears nothing and blocks nobody,
+//!   and its place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
+//!   the layouts and say what the choices cost.
+//!
+//! Both open by name (POSIX segments, [`PubSubOptions::create_posix`] and [`Segment::open`]) or
+//! by an inherited memfd, and speak the core traits (a subscriber or the MPSC consumer is a
+//! [`MessageReceiver`], a publisher or producer a [`MessageSender`]). Readiness descriptors for
+//! them will come with the channel's doorbell; the futex words they would ring are named in
+//! the module docs.
+//!
+//! ```
+//! use ipc_shm::prelude::*;
+//! use ipc_shm::{Policy, PubSubOptions, Publisher, Subscriber};
+//! use std::sync::Arc;
+//!
+//! let opts = PubSubOptions::new().slots(16).max_message(256).policy(Policy::Lossy);
+//! let segment = Arc::new(opts.create_memfd("doc pub-sub")?);
+//! let mut publisher = Publisher::open(segment.clone())?;
+//! let mut a = Subscriber::open(segment.clone())?;
+//! let mut b = Subscriber::open(segment)?;
+//! publisher.send(b"tick")?;
+//! assert_eq!(&*a.recv_in_place()?, b"tick"); // in place
+//! let mut buf = [0u8; 256];
+//! let n = b.recv(&mut buf)?; // or copied
+//! assert_eq!(&buf[..n], b"tick");
+//! # Ok::<(), Error>(())
+//! ```
+//!
 //! # When to use it
 //!
 //! Use a shared-memory channel for the highest message rate and lowest latency between two
@@ -157,6 +202,11 @@
 //! - `cargo run -p ipc-shm --example frames`: fixed-size image frames rendered straight into
 //!   the ring by one process ([`Sender::loan`]) and checked in place by another
 //!   ([`Receiver::recv_in_place`]).
+//! - `cargo run -p ipc-shm --example camera_viewers`: one camera process renders frames into
+//!   a publish-subscribe segment, three viewer processes (opening it by name) read each frame
+//!   in place.
+//! - `cargo run -p ipc-shm --example workers_collector`: four worker processes report to one
+//!   collector through an MPSC segment; each worker's reports arrive in order.
 //!
 //! # Performance
 //!
@@ -190,12 +240,16 @@ mod channel;
 pub mod inspect;
 mod memfd;
 mod monitor;
+mod mpsc;
 mod peer;
 mod posix;
+mod pubsub;
 mod ring;
 mod segment;
+mod shape;
 mod sys;
 mod sysv;
+mod wait;
 
 #[cfg(feature = "tokio")]
 pub use asynch::{AsyncInPlace, AsyncLoan};
@@ -203,7 +257,13 @@ pub use asynch::{AsyncInPlace, AsyncLoan};
 pub use channel::testing;
 pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
+#[doc(hidden)]
+pub use mpsc::testing as mpsc_testing;
+pub use mpsc::{MpscConsumer, MpscOptions, MpscProducer};
 pub use posix::{DEFAULT_MODE, OpenOptions};
+#[doc(hidden)]
+pub use pubsub::testing as pubsub_testing;
+pub use pubsub::{Policy, PubSubGuard, PubSubOptions, Publisher, Subscriber};
 pub use segment::{Segment, SegmentKind};
 
 pub use ipc_core::sysv::Key;

@@ -508,6 +508,11 @@ impl Consumer {
         &self.ring
     }
 
+    /// Bytes ever released (this consumer's own `head`, never read back from shared memory).
+    pub(crate) fn position(&self) -> u32 {
+        self.head
+    }
+
     /// The next message, if one is committed; skips padding. The message stays in the ring
     /// until [`release`](Consumer::release).
     pub(crate) fn peek(&mut self) -> Result<Option<Message>> {

@@ -25,6 +25,7 @@ pub mod asynch;
 mod fifo;
 mod mq;
 mod pipe;
+mod pubsub;
 mod shm;
 mod socket;
 
@@ -45,6 +46,11 @@ pub static ROWS: &[&dyn Row] = &[
     &shm::RawShmRing,
     &shm::RawShmSpin,
     &shm::RawShmFutex,
+    &pubsub::PubSub(1, "pubsub-1"),
+    &pubsub::PubSub(4, "pubsub-4"),
+    &pubsub::PubSub(16, "pubsub-16"),
+    &pubsub::Mpsc(2, "mpsc-2"),
+    &pubsub::Mpsc(4, "mpsc-4"),
     &LibraryRow::<AtomicFifo>::new("fifo", "fifo"),
     &LibraryRow::<StreamFifo>::new("fifo-stream", "fifo"),
     &AsyncRow::<StreamFifo>::new("fifo-stream-async", "fifo"),

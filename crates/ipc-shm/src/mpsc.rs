@@ -1,0 +1,757 @@
+//! Many producers to one consumer in a segment: up to [`MpscOptions::producers`]
+//! [`MpscProducer`]s (any processes, joining and leaving at any time) into one [`MpscConsumer`],
+//! each producer's messages in its order.
+//!
+//! # The choice: one SPSC ring per producer
+//!
+//! Every producer place is a complete single-producer ring of the channel (`ring.rs`, the
+//! same records, marks and validation), and the consumer drains them round-robin, one message
+//! from a place before looking at the next, so a busy producer cannot starve the others.
+//! Nothing on the message path is shared between producers: no lock, no compare-and-swap, no
+//! cache line two producers write; a producer killed mid-message leaves an uncommitted record
+//! in its own ring only, which nobody sees, and blocks nobody.
+//!
+//! The cost: memory grows with the number of places (each has its own capacity), an empty
+//! poll looks at every place (one cache line each), and there is no total order across
+//! producers (only each producer's own order), which a shared multi-producer ring would give
+//! at the price of a compare-and-swap per message and a producer that dies between claiming
+//! and committing stalling everyone behind it.
+//!
+//! # Layout
+//!
+//! ```text
+//! offset   0  Meta      magic "IPCSHMMP", layout version, header size, producer places (P),
+//!                       ring capacity, max message, ring stride
+//! offset 128  consumer  Side: owner word (state, pid, start time), CPU, sleeping flag, wake
+//! offset 256  doorbell  u32 the consumer sleeps on; producers bump it when it sleeps
+//! offset 384  places    P channel rings (ring.rs layout: header, then `capacity` bytes), one
+//!                       every `stride` bytes (a multiple of 128); a ring's tx Side is the
+//!                       producer's owner word, its rx wake word what a producer waits on
+//! ```
+//!
+//! # Joining and leaving
+//!
+//! A producer claims a free place with one compare-and-swap of its owner word (the channel's
+//! format, `peer.rs`), carries on from the ring's tail, and is attached; leaving closes the
+//! word (one store). The consumer drains a closed place, or one whose process died (pidfd and
+//! start time) at any step, then gives it back: it sets the ring's tail to its own head (a
+//! producer killed between its commit and its tail store leaves the tail behind what was
+//! committed) and stores free with a compare-and-swap from the word it found.
+//!
+//! # Readiness
+//!
+//! Readiness descriptors come with the channel's doorbell (not here yet); the place for them
+//! is the `doorbell` word (the consumer) and each ring's rx wake word (a producer).
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use ipc_core::{
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result, futex,
+};
+
+use crate::peer::{self, AttachStep, Status, Watch, state_of};
+use crate::ring::{self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_CLOSED, Side};
+use crate::segment::Segment;
+use crate::shape::Kind;
+use crate::wait::{Rounds, Spin, sleep_flagged};
+
+/// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
+/// The layout version `open` accepts.
+const VERSION: u32 = 1;
+const MAX_PRODUCERS: usize = 1024;
+
+#[repr(C)]
+struct Meta {
+    magic: AtomicU64,
+    version: AtomicU32,
+    header_size: AtomicU32,
+    producers: AtomicU32,
+    capacity: AtomicU32,
+    max_message: AtomicU32,
+    stride: AtomicU32,
+}
+
+#[repr(C)]
+struct Header {
+    meta: CachePadded<Meta>,
+    consumer: CachePadded<Side>,
+    doorbell: CachePadded<AtomicU32>,
+}
+
+const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+const KIND: Kind = Kind {
+    magic: MAGIC,
+    version: VERSION,
+    header_size: HEADER_SIZE,
+    what: "mpsc",
+};
+
+fn stride_for(capacity: usize) -> usize {
+    ring::region_size(capacity).saturating_add(127) & !127
+}
+
+/// The shape of an MPSC segment: producer places, and each place's ring.
+///
+/// ```
+/// use ipc_shm::MpscOptions;
+/// let opts = MpscOptions::new().producers(4).capacity(1 << 16);
+/// assert!(opts.segment_size() > 4 << 16);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MpscOptions {
+    producers: usize,
+    capacity: usize,
+    max_message: Option<usize>,
+}
+
+impl Default for MpscOptions {
+    fn default() -> MpscOptions {
+        MpscOptions::new()
+    }
+}
+
+impl MpscOptions {
+    /// 8 producer places of 256 KiB each, messages up to half of that.
+    pub fn new() -> MpscOptions {
+        MpscOptions {
+            producers: 8,
+            capacity: 1 << 18,
+            max_message: None,
+        }
+    }
+
+    /// How many producers can be attached at once: 1 to 1024.
+    #[must_use]
+    pub fn producers(mut self, producers: usize) -> MpscOptions {
+        self.producers = producers;
+        self
+    }
+
+    /// Each producer's ring capacity in bytes: a power of two from 64 bytes to 1 GiB.
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> MpscOptions {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The largest message, at most `capacity / 2 - 8` (the default).
+    #[must_use]
+    pub fn max_message(mut self, max_message: usize) -> MpscOptions {
+        self.max_message = Some(max_message);
+        self
+    }
+
+    fn max(&self) -> usize {
+        self.max_message
+            .unwrap_or_else(|| ring::max_message_for(self.capacity.max(ring::MIN_CAPACITY)))
+    }
+
+    /// The bytes a segment with these options needs (`usize::MAX` if none could hold it).
+    pub fn segment_size(&self) -> usize {
+        HEADER_SIZE.saturating_add(self.producers.saturating_mul(stride_for(self.capacity)))
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if !(1..=MAX_PRODUCERS).contains(&self.producers) {
+            return Err(format!(
+                "{} producer places: from 1 to {MAX_PRODUCERS}",
+                self.producers
+            ));
+        }
+        ring::check_geometry(stride_for(self.capacity), self.capacity, self.max())?;
+        if self.segment_size() == usize::MAX || self.segment_size() > u32::MAX as usize * 4 {
+            return Err("the layout does not fit in memory".into());
+        }
+        Ok(())
+    }
+
+    /// Writes a fresh header and every place's ring into `segment` (zero-filled, writable,
+    /// at least [`segment_size`](MpscOptions::segment_size) bytes).
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for options out of range or a segment too small or
+    /// read-only; [`ErrorKind::AlreadyExists`] if the segment already holds something.
+    pub fn init(&self, segment: &Segment) -> Result<()> {
+        let base = KIND.begin_init(segment, self.segment_size(), self.check())?;
+        // SAFETY: page-aligned, at least a header long (checked); atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        let stride = stride_for(self.capacity);
+        for i in 0..self.producers {
+            // SAFETY: place `i` lies inside the segment (size checked above), starts
+            // 128-aligned (header and stride are multiples of 128) and nobody else uses the
+            // fresh segment yet.
+            unsafe {
+                let base = NonNull::new_unchecked(segment.as_ptr().add(HEADER_SIZE + i * stride));
+                Ring::init(base, stride, self.capacity, self.max())
+            }
+            .map_err(|e| e.in_op("init mpsc").on(segment.kind()))?;
+        }
+        let m = &h.meta;
+        m.producers.store(self.producers as u32, Ordering::Relaxed);
+        m.capacity.store(self.capacity as u32, Ordering::Relaxed);
+        m.max_message.store(self.max() as u32, Ordering::Relaxed);
+        m.stride.store(stride as u32, Ordering::Relaxed);
+        KIND.publish(base);
+        Ok(())
+    }
+
+    /// Creates the POSIX segment `name` (exclusively, mode `0o600`) and initialises it;
+    /// unrelated processes open it with [`Segment::open`].
+    pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        KIND.create_posix(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
+    }
+
+    /// Creates a sealed memfd segment and initialises it, for related processes.
+    pub fn create_memfd(&self, name: &str) -> Result<Segment> {
+        KIND.create_memfd(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
+    }
+}
+
+/// A validated view: the header and every place's ring (each validated by `Ring::open`).
+struct View {
+    header: NonNull<Header>,
+    rings: Vec<Ring>,
+    max_message: usize,
+}
+
+// SAFETY: pointers into a mapping the endpoint keeps alive beside the view; every shared
+// access is atomic or follows the ring protocol.
+unsafe impl Send for View {}
+
+impl View {
+    fn open(segment: &Segment) -> Result<View> {
+        let len = segment.len();
+        let base = KIND.open(segment)?;
+        // SAFETY: at least a header long (checked); atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        let m = &h.meta;
+        let producers = m.producers.load(Ordering::Relaxed) as usize;
+        let stride = m.stride.load(Ordering::Relaxed) as usize;
+        if !(1..=MAX_PRODUCERS).contains(&producers)
+            || stride % 128 != 0
+            || stride < ring::DATA_OFFSET
+            || producers
+                .checked_mul(stride)
+                .and_then(|n| n.checked_add(HEADER_SIZE))
+                .is_none_or(|n| n > len)
+        {
+            return Err(Error::corrupted(format!(
+                "{producers} producer places of {stride} bytes do not fit in {len} bytes"
+            )));
+        }
+        let mut rings = Vec::with_capacity(producers);
+        for i in 0..producers {
+            // SAFETY: place `i` is `stride` bytes inside the mapping (checked above), 128-aligned;
+            // the endpoint keeps the mapping alive while the ring is used.
+            let r = unsafe {
+                Ring::open(
+                    NonNull::new_unchecked(base.as_ptr().add(HEADER_SIZE + i * stride)),
+                    stride,
+                )
+            }
+            .map_err(|e| Error::corrupted(format!("producer place {i}: {e}")))?;
+            rings.push(r);
+        }
+        let max_message = rings[0].max_message();
+        Ok(View {
+            header: base.cast(),
+            rings,
+            max_message,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: validated at open; kept mapped by the endpoint; atomics only.
+        unsafe { self.header.as_ref() }
+    }
+}
+
+/// One producer of an MPSC segment: holds one place (its own ring) until dropped.
+pub struct MpscProducer {
+    segment: Arc<Segment>,
+    name: Arc<str>,
+    view: View,
+    index: usize,
+    producer: Producer,
+    watch: Watch,
+    corrupted: Option<String>,
+}
+
+impl MpscProducer {
+    /// Joins the MPSC in `segment`: validates it, claims a free producer place (one
+    /// compare-and-swap; a place whose claimer died before attaching is taken over), carries
+    /// on from that ring's tail. Does not block.
+    ///
+    /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] for a segment that is not a
+    /// valid MPSC; [`ErrorKind::AlreadyExists`] when every place is held (or still being
+    /// drained by the consumer after its producer left).
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscProducer> {
+        MpscProducer::join(segment.into(), AttachStep::Attached)
+            .map(|p| p.expect("a full join returns the producer"))
+    }
+
+    fn join(segment: Arc<Segment>, stop: AttachStep) -> Result<Option<MpscProducer>> {
+        let name: Arc<str> = Arc::from(segment.kind().to_string());
+        let err = |e: Error| e.in_op("open mpsc producer").on_shared(&name);
+        let view = View::open(&segment).map_err(err)?;
+        let me = peer::me();
+        let mut index = None;
+        for (i, r) in view.rings.iter().enumerate() {
+            let side = &r.header().tx;
+            match peer::attach_until(side, me, AttachStep::Claimed) {
+                Ok(()) => {
+                    index = Some(i);
+                    break;
+                }
+                Err(found) => {
+                    if matches!(Watch::default().status_of(found), Ok(Status::Dead))
+                        && peer::reclaim(side, found)
+                        && peer::attach_until(side, me, AttachStep::Claimed).is_ok()
+                    {
+                        index = Some(i);
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(index) = index else {
+            return Err(err(Error::with_note(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "all {} producer places are held (or being drained)",
+                    view.rings.len()
+                ),
+            )));
+        };
+        let ring = view.rings[index];
+        let side = &ring.header().tx;
+        if stop == AttachStep::Claimed {
+            return Ok(None);
+        }
+        side.single_cpu.store(peer::single_cpu(), Ordering::Relaxed);
+        side.sleeping.store(0, Ordering::Relaxed);
+        if stop == AttachStep::Prepared {
+            return Ok(None);
+        }
+        let producer = match Producer::new(ring) {
+            Ok(p) => p,
+            Err(e) => {
+                peer::detach(side);
+                return Err(err(e));
+            }
+        };
+        side.owner
+            .store(peer::pack(STATE_ATTACHED, me), Ordering::SeqCst);
+        Ok(Some(MpscProducer {
+            segment,
+            name,
+            view,
+            index,
+            producer,
+            watch: Watch::default(),
+            corrupted: None,
+        }))
+    }
+
+    /// The segment the MPSC lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// Which producer place this producer holds.
+    pub fn place(&self) -> usize {
+        self.index
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Corrupted {
+            self.corrupted = Some(e.to_string());
+        }
+        e.in_op("send").on_shared(&self.name)
+    }
+}
+
+impl MessageSender for MpscProducer {
+    /// Copies `msg` into this producer's ring and publishes it.
+    ///
+    /// Blocks only while the ring is full: spinning briefly, then sleeping on the ring's
+    /// futex word in slices until the consumer makes room, `deadline` passes or the consumer
+    /// is gone (closed, or its process dead: checked by pidfd each slice).
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`]; [`ErrorKind::Disconnected`] once the consumer
+    /// closed or died; [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`];
+    /// [`ErrorKind::Corrupted`] for an inconsistent index.
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if let Some(why) = &self.corrupted {
+            return Err(Error::corrupted(why.clone()).on_shared(&self.name));
+        }
+        if msg.len() > self.view.max_message {
+            return Err(
+                Error::message_too_large(msg.len(), self.view.max_message, "mpsc ring")
+                    .in_op("send")
+                    .on_shared(&self.name),
+            );
+        }
+        let ring = self.view.rings[self.index];
+        let h = ring.header();
+        // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
+        let hdr = unsafe { self.view.header.as_ref() };
+        let consumer = &hdr.consumer;
+        let mut rounds = Rounds::default();
+        let r = loop {
+            let mut spin = Spin::new(deadline, rounds.round);
+            let mut got = None;
+            loop {
+                match self.producer.reserve(msg.len()) {
+                    Ok(Some(r)) => {
+                        got = Some(r);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.fail(e)),
+                }
+                if !spin.again() {
+                    break;
+                }
+            }
+            if let Some(r) = got {
+                break r;
+            }
+            let word = consumer.owner.load(Ordering::Acquire);
+            if state_of(word) == STATE_CLOSED
+                || (!rounds.first() && matches!(self.watch.status_of(word), Ok(Status::Dead)))
+            {
+                return Err(self.fail(Error::disconnected()));
+            }
+            if deadline.has_passed() {
+                return Err(self.fail(deadline.expired_error(Blocked::Full)));
+            }
+            // (A reservation is only a cursor computation: dropping it reserves nothing.)
+            let producer = &mut self.producer;
+            let r = sleep_flagged(&h.tx.sleeping, &h.rx.wake, rounds.until(deadline), || {
+                Ok(producer.reserve(msg.len())?.is_some())
+            });
+            r.map_err(|e| self.fail(e))?;
+            rounds.next();
+        };
+        // SAFETY: the reservation has room for `msg.len()` bytes at `payload`, which nobody
+        // else reads until `commit`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(msg.as_ptr(), self.producer.payload(&r), msg.len())
+        };
+        self.producer.commit(r, msg.len());
+        if hdr.consumer.sleeping.load(Ordering::SeqCst) != 0 {
+            hdr.doorbell.fetch_add(1, Ordering::Release);
+            futex::wake(&hdr.doorbell, 1);
+        }
+        Ok(())
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.view.max_message
+    }
+}
+
+impl Drop for MpscProducer {
+    fn drop(&mut self) {
+        let side = &self.view.rings[self.index].header().tx;
+        peer::close(side);
+        let hdr = self.view.header();
+        hdr.doorbell.fetch_add(1, Ordering::Release);
+        futex::wake(&hdr.doorbell, 1);
+    }
+}
+
+impl fmt::Debug for MpscProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpscProducer")
+            .field("segment", self.segment.kind())
+            .field("place", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one consumer of an MPSC segment: receives from every producer, fairly.
+pub struct MpscConsumer {
+    segment: Arc<Segment>,
+    name: Arc<str>,
+    view: View,
+    consumers: Vec<Consumer>,
+    watches: Vec<Watch>,
+    /// The place to look at first next time (round-robin).
+    next: usize,
+    /// Whether a producer was ever seen attached (before that, no producer is not the end).
+    seen_producer: bool,
+    polls: u32,
+    corrupted: Option<String>,
+}
+
+impl MpscConsumer {
+    /// Opens the consumer's end of the MPSC in `segment` (one at a time).
+    ///
+    /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] for a segment that is not a
+    /// valid MPSC; [`ErrorKind::AlreadyExists`] when a live consumer holds it;
+    /// [`ErrorKind::Disconnected`] when a consumer closed it or died with it open.
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscConsumer> {
+        let segment = segment.into();
+        let name: Arc<str> = Arc::from(segment.kind().to_string());
+        let err = |e: Error| e.in_op("open mpsc consumer").on_shared(&name);
+        let view = View::open(&segment).map_err(err)?;
+        let side = &view.header().consumer;
+        if let Err(found) = peer::attach_until(side, peer::me(), AttachStep::Attached) {
+            let dead = matches!(Watch::default().status_of(found), Ok(Status::Dead));
+            if !(dead && peer::reclaim(side, found))
+                || peer::attach_until(side, peer::me(), AttachStep::Attached).is_err()
+            {
+                let kind = if dead || state_of(found) == STATE_CLOSED {
+                    ErrorKind::Disconnected
+                } else {
+                    ErrorKind::AlreadyExists
+                };
+                return Err(err(Error::with_note(
+                    kind,
+                    "the consumer's place is held, closed or its process died; make a new \
+                     segment",
+                )));
+            }
+        }
+        let consumers = view
+            .rings
+            .iter()
+            .map(|r| Consumer::new(*r))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| {
+                peer::detach(side);
+                err(e)
+            })?;
+        let watches = (0..view.rings.len()).map(|_| Watch::default()).collect();
+        Ok(MpscConsumer {
+            segment,
+            name,
+            view,
+            consumers,
+            watches,
+            next: 0,
+            seen_producer: false,
+            polls: 0,
+            corrupted: None,
+        })
+    }
+
+    /// The segment the MPSC lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// How many producers are attached now (their processes not checked).
+    pub fn producers(&self) -> usize {
+        self.view
+            .rings
+            .iter()
+            .filter(|r| state_of(r.header().tx.owner.load(Ordering::Acquire)) == STATE_ATTACHED)
+            .count()
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Corrupted {
+            self.corrupted = Some(e.to_string());
+        }
+        e.in_op("recv").on_shared(&self.name)
+    }
+
+    /// One round-robin pass: the first message found, starting after the place served last.
+    /// Places whose producer closed or died are given back once drained (`check`: poll the
+    /// processes of attached producers, a syscall each). Returns the message and its place, or
+    /// whether any producer is still there.
+    fn pass(&mut self, check: bool) -> Result<std::result::Result<(usize, ring::Message), bool>> {
+        let n = self.consumers.len();
+        let mut live = false;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if let Some(m) = self.consumers[i].peek()? {
+                self.next = (i + 1) % n;
+                return Ok(Ok((i, m)));
+            }
+            let ring = self.view.rings[i];
+            let side = &ring.header().tx;
+            let word = side.owner.load(Ordering::Acquire);
+            let gone = match state_of(word) {
+                STATE_CLOSED => true,
+                ring::STATE_FREE => {
+                    if word != 0 {
+                        return Err(Error::corrupted(format!(
+                            "producer place {i}: owner word {word:#018x} free, yet naming a process"
+                        )));
+                    }
+                    false
+                }
+                _ => {
+                    self.seen_producer |= state_of(word) == STATE_ATTACHED;
+                    check && matches!(self.watches[i].status_of(word)?, Status::Dead)
+                }
+            };
+            if gone {
+                // Anything committed before the close (or death) is visible now: drain first.
+                if let Some(m) = self.consumers[i].peek()? {
+                    self.next = (i + 1) % n;
+                    return Ok(Ok((i, m)));
+                }
+                // Drained: repair the tail (a producer killed after a commit but before its
+                // tail store leaves it behind) and give the place back.
+                ring.header()
+                    .tail
+                    .store(self.consumers[i].position(), Ordering::Release);
+                let _ = side
+                    .owner
+                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire);
+                self.seen_producer = true;
+            } else if word != 0 {
+                live = true;
+            }
+        }
+        Ok(Err(live))
+    }
+
+    fn next_message(&mut self, deadline: Deadline) -> Result<(usize, ring::Message)> {
+        if let Some(why) = &self.corrupted {
+            return Err(Error::corrupted(why.clone()).on_shared(&self.name));
+        }
+        // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
+        let hdr = unsafe { self.view.header.as_ref() };
+        let mut rounds = Rounds::default();
+        loop {
+            let check = if deadline == Deadline::Now {
+                self.polls = self.polls.wrapping_add(1);
+                self.polls % 64 == 1
+            } else {
+                !rounds.first()
+            };
+            let mut spin = Spin::new(deadline, rounds.round);
+            let mut first = true;
+            loop {
+                match self.pass(check && first) {
+                    Ok(Ok(m)) => return Ok(m),
+                    Ok(Err(live)) => {
+                        if !live && self.seen_producer {
+                            return Err(self.fail(Error::disconnected()));
+                        }
+                    }
+                    Err(e) => return Err(self.fail(e)),
+                }
+                first = false;
+                if !spin.again() {
+                    break;
+                }
+            }
+            if deadline.has_passed() {
+                return Err(self.fail(deadline.expired_error(Blocked::Empty)));
+            }
+            let consumers = &mut self.consumers;
+            let r = sleep_flagged(
+                &hdr.consumer.sleeping,
+                &hdr.doorbell,
+                rounds.until(deadline),
+                || Ok(consumers.iter_mut().any(|c| !matches!(c.peek(), Ok(None)))),
+            );
+            r.map_err(|e| self.fail(e))?;
+            rounds.next();
+        }
+    }
+
+    fn release(&mut self, i: usize, m: ring::Message) {
+        self.consumers[i].release(m);
+        let h = self.view.rings[i].header();
+        if h.tx.sleeping.load(Ordering::SeqCst) != 0 {
+            h.rx.wake.fetch_add(1, Ordering::Release);
+            futex::wake(&h.rx.wake, 1);
+        }
+    }
+
+    /// Receives the next message (fairly across producers) into `buf`, with the place of the
+    /// producer that sent it; see [`recv_deadline`](MessageReceiver::recv_deadline).
+    pub fn recv_from_deadline(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Deadline,
+    ) -> Result<(usize, usize)> {
+        let (i, m) = self.next_message(deadline)?;
+        if m.len() > buf.len() {
+            return Err(
+                Error::message_too_large(m.len(), buf.len(), "receive buffer")
+                    .in_op("recv")
+                    .on_shared(&self.name),
+            );
+        }
+        // SAFETY: the message is `len` validated bytes inside ring `i`, ours until released;
+        // `buf` is a distinct buffer of at least `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(m.ptr(), buf.as_mut_ptr(), m.len()) };
+        self.release(i, m);
+        Ok((i, m.len()))
+    }
+}
+
+impl MessageReceiver for MpscConsumer {
+    /// Copies the next message into `buf`: round-robin over the producers' rings, one message
+    /// from a place before the next, each producer's messages in its order.
+    ///
+    /// Blocks while every ring is empty: spinning briefly, then sleeping on the segment's
+    /// doorbell futex in slices, checking attached producers' processes each slice (a dead
+    /// producer's place is drained, then given back).
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] (the message stays next);
+    /// [`ErrorKind::Disconnected`] once a producer was attached and now none is, everything
+    /// drained (a new producer may still join later); [`ErrorKind::WouldBlock`] /
+    /// [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] for an inconsistent ring.
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        self.recv_from_deadline(buf, deadline).map(|(_, n)| n)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.view.max_message
+    }
+}
+
+impl Drop for MpscConsumer {
+    fn drop(&mut self) {
+        peer::close(&self.view.header().consumer);
+        for r in &self.view.rings {
+            let h = r.header();
+            h.rx.wake.fetch_add(1, Ordering::Release);
+            futex::wake_all(&h.rx.wake);
+        }
+    }
+}
+
+impl fmt::Debug for MpscConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpscConsumer")
+            .field("segment", self.segment.kind())
+            .field("places", &self.view.rings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Test support, not part of the API: a producer's join stopped after a step (`0` claimed,
+/// `1` prepared, `2` attached and kept open), as a process killed there leaves it.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// See the module docs.
+    pub fn join_until(segment: Arc<Segment>, step: u32) -> Result<()> {
+        let stop = match step {
+            0 => AttachStep::Claimed,
+            1 => AttachStep::Prepared,
+            _ => AttachStep::Attached,
+        };
+        MpscProducer::join(segment, stop).map(std::mem::forget)
+    }
+}

@@ -1,0 +1,1165 @@
+//! Publish-subscribe in a segment: one [`Publisher`], up to [`PubSubOptions::subscribers`]
+//! [`Subscriber`]s joining and leaving at any time, each reading every message in place from
+//! one shared ring of fixed slots with a cursor of its own.
+//!
+//! # Layout
+//!
+//! ```text
+//! offset    0  Meta       magic "IPCSHMPS", layout version, header size, policy, slots (N, a
+//!                         power of two), slot size, max message, subscriber places (M), history
+//! offset  128  tail       u64, written by the publisher only: messages ever published
+//! offset  256  publisher  Side: owner word (state, pid, start time), CPU, sleeping flag, wake
+//!                         word (the futex subscribers sleep on)
+//! offset  384  shared     sleepers (u32: subscribers asleep or going to sleep), space (u32: the
+//!                         futex a blocked publisher sleeps on), joins (u32: bumped by every join)
+//! offset  512  places     M blocks of 128 bytes: a subscriber's Side and its cursor (u64: the
+//!                         next sequence number it will read), written by that subscriber only
+//! then         slots      N slots of `slot size` bytes (a multiple of 128): stamp (u64), length
+//!                         (u32), 4 bytes pad, payload
+//! ```
+//!
+//! Every line is its own cache line(s) (`CachePadded`), so the publisher's index, each cursor
+//! and the words sleepers touch never share one. Message `s` (counted from 0) lives in slot
+//! `s % N`; its stamp is `s + 1` once it is complete. The publisher writes a slot as a sequence
+//! lock: stamp 0, a release fence, length and payload, then stamp `s + 1` (release), then
+//! `tail = s + 1`. A subscriber at cursor `c` takes the slot when its stamp is `c + 1`; a stamp
+//! that is anything else while `tail > c` means message `c` was overwritten: it was *missed*.
+//!
+//! # Slow subscribers: the policy
+//!
+//! - [`Policy::Block`]: before writing message `s` the publisher waits until every attached
+//!   subscriber's cursor is past `s - N` (so nothing a subscriber has not read is overwritten,
+//!   and a message read in place stays intact until its guard is dropped). The wait is bounded
+//!   by the send's deadline: a subscriber that is alive but stuck makes `send` end with
+//!   `TimedOut`, never hang; a subscriber whose process died is found (pidfd and start time,
+//!   as the channel's peers are) and its place reclaimed, so it blocks nobody.
+//! - [`Policy::Lossy`]: the publisher never waits. A subscriber more than `N` messages behind
+//!   loses the oldest ones and [`Subscriber::missed`] counts exactly how many; a copying
+//!   receive that was overtaken while it copied retries (counting the miss), and a message
+//!   read in place says whether it survived with [`PubSubGuard::intact`].
+//!
+//! # Joining and leaving
+//!
+//! Each step of a subscriber's life is one atomic write of its place's owner word (the format
+//! of the channel's ends, `peer.rs`): a compare-and-swap from free to (attaching, this process),
+//! then the cursor, then (attached, this process); leaving is one store of free. The publisher
+//! and the other subscribers ignore a place that is not attached; a place whose process died at
+//! any step is taken over (one compare-and-swap from the word found, so a race loses cleanly)
+//! by the publisher when it would wait for it, or by a subscriber that finds no free place.
+//!
+//! A late joiner starts `history` messages back (at most what is still in the ring). A
+//! publisher under `Block` that did not yet see the join may overwrite some of those history
+//! messages; they are then counted in [`Subscriber::missed`]. From its first message on, a
+//! subscriber under `Block` sees every message, in order.
+//!
+//! # Trust
+//!
+//! Every word a peer can write is read once into a local and validated before use: slot
+//! indices are taken modulo `N` of the validated header (kept locally), lengths are checked
+//! against the slot's payload size, cursors against `tail`, owner words decoded as the
+//! channel's are. Anything inconsistent is [`ErrorKind::Corrupted`], never a hang, a panic or an
+//! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
+//! validate what you parse from them.
+//!
+//! # Waiting
+//!
+//! Waiters spin for up to 30 µs when another CPU may serve them, then sleep on a futex in the
+//! segment in growing slices (1 to 50 ms), checking the process they wait for (the publisher,
+//! or under `Block` the subscribers holding the publisher back) between slices: a death is
+//! seen within one slice. Subscribers sleep on the publisher's wake word and announce it in
+//! the shared `sleepers` count, so a publisher makes a wake-up syscall only when someone
+//! sleeps; a subscriber killed while asleep leaves the count raised, which costs the publisher
+//! a needless wake-up per message from then on, never a lost one.
+//!
+//! # Readiness
+//!
+//! Readiness descriptors (for `poll`/`epoll`/tokio) are not offered here yet: they come with
+//! the channel's doorbell. The place for them is the publisher's wake word (subscribers) and
+//! the `space` word (a blocked publisher): a doorbell would be rung beside each futex wake in
+//! [`Publisher`]'s commit and in [`Subscriber`]'s release.
+
+use std::fmt;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+use crossbeam_utils::CachePadded;
+use ipc_core::{
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result, futex,
+};
+
+use crate::peer::{self, AttachStep, Status, Watch, state_of};
+use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
+use crate::segment::Segment;
+use crate::shape::Kind;
+use crate::wait::{Rounds, Spin, nap, sleep_flagged};
+
+/// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
+/// The layout version `open` accepts. Bump on any change of the header or the slot format.
+const VERSION: u32 = 1;
+/// Bytes before a slot's payload: stamp (8), length (4), pad (4).
+const SLOT_HEADER: usize = 16;
+/// The most slots and subscriber places a segment may declare.
+const MAX_SLOTS: usize = 1 << 20;
+const MAX_SUBSCRIBERS: usize = 4096;
+/// The largest slot (payload plus header).
+const MAX_SLOT_SIZE: usize = 1 << 30;
+/// What the publisher does when a subscriber falls a whole ring behind; chosen at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The publisher waits for the slowest attached subscriber (bounded by its deadline).
+    Block,
+    /// The publisher overwrites; the slow subscriber counts what it missed.
+    Lossy,
+}
+
+/// The first block: what `open` validates.
+#[repr(C)]
+struct Meta {
+    magic: AtomicU64,
+    version: AtomicU32,
+    header_size: AtomicU32,
+    policy: AtomicU32,
+    slots: AtomicU32,
+    slot_size: AtomicU32,
+    max_message: AtomicU32,
+    subscribers: AtomicU32,
+    history: AtomicU32,
+}
+
+/// Words any subscriber may write.
+#[repr(C)]
+struct Shared {
+    sleepers: AtomicU32,
+    space: AtomicU32,
+    joins: AtomicU32,
+}
+
+#[repr(C)]
+struct Header {
+    meta: CachePadded<Meta>,
+    tail: CachePadded<AtomicU64>,
+    publisher: CachePadded<Side>,
+    shared: CachePadded<Shared>,
+}
+
+/// One subscriber's place, written by that subscriber only (and taken over by compare-and-swap
+/// once its process is found dead).
+#[repr(C)]
+struct Place {
+    side: Side,
+    cursor: AtomicU64,
+}
+
+const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+const KIND: Kind = Kind {
+    magic: MAGIC,
+    version: VERSION,
+    header_size: HEADER_SIZE,
+    what: "pub-sub",
+};
+const PLACE_SIZE: usize = std::mem::size_of::<CachePadded<Place>>();
+
+/// The shape of a publish-subscribe segment.
+///
+/// ```
+/// use ipc_shm::{Policy, PubSubOptions};
+/// let opts = PubSubOptions::new().slots(64).max_message(4096).policy(Policy::Lossy);
+/// assert!(opts.segment_size() > 64 * 4096);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PubSubOptions {
+    slots: usize,
+    max_message: usize,
+    subscribers: usize,
+    history: usize,
+    policy: Policy,
+}
+
+impl Default for PubSubOptions {
+    fn default() -> PubSubOptions {
+        PubSubOptions::new()
+    }
+}
+
+impl PubSubOptions {
+    /// 256 slots of 4 KiB messages, 64 subscriber places, no history, [`Policy::Block`].
+    pub fn new() -> PubSubOptions {
+        PubSubOptions {
+            slots: 256,
+            max_message: 4096 - SLOT_HEADER,
+            subscribers: 64,
+            history: 0,
+            policy: Policy::Block,
+        }
+    }
+
+    /// How many messages the ring holds: a power of two from 2 to 2^20.
+    #[must_use]
+    pub fn slots(mut self, slots: usize) -> PubSubOptions {
+        self.slots = slots;
+        self
+    }
+
+    /// The largest message (each slot is this plus 16 bytes, rounded up to 128).
+    #[must_use]
+    pub fn max_message(mut self, max_message: usize) -> PubSubOptions {
+        self.max_message = max_message;
+        self
+    }
+
+    /// How many subscribers can be attached at once: 1 to 4096.
+    #[must_use]
+    pub fn subscribers(mut self, subscribers: usize) -> PubSubOptions {
+        self.subscribers = subscribers;
+        self
+    }
+
+    /// How many of the last messages a late joiner starts with: less than the slot count.
+    #[must_use]
+    pub fn history(mut self, history: usize) -> PubSubOptions {
+        self.history = history;
+        self
+    }
+
+    /// The slow-subscriber policy.
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> PubSubOptions {
+        self.policy = policy;
+        self
+    }
+
+    fn slot_size(&self) -> usize {
+        self.max_message
+            .saturating_add(SLOT_HEADER)
+            .saturating_add(127)
+            & !127
+    }
+
+    /// The bytes a segment with these options needs (`usize::MAX` if none could hold it).
+    pub fn segment_size(&self) -> usize {
+        let places = self.subscribers.saturating_mul(PLACE_SIZE);
+        let slots = self.slots.saturating_mul(self.slot_size());
+        HEADER_SIZE.saturating_add(places).saturating_add(slots)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        geometry(
+            self.segment_size(),
+            self.slots,
+            self.slot_size(),
+            self.max_message,
+            self.subscribers,
+            self.history,
+        )
+        .map(|_| ())
+    }
+
+    /// Writes a fresh header into `segment` (zero-filled, writable, at least
+    /// [`segment_size`](PubSubOptions::segment_size) bytes).
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] for options out of range or a segment too small or
+    /// read-only; [`ErrorKind::AlreadyExists`] if the segment already holds something.
+    pub fn init(&self, segment: &Segment) -> Result<()> {
+        let base = KIND.begin_init(segment, self.segment_size(), self.check())?;
+        // SAFETY: the mapping is page-aligned and at least a header long (checked); the header
+        // is atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        let m = &h.meta;
+        m.policy.store(
+            match self.policy {
+                Policy::Block => 0,
+                Policy::Lossy => 1,
+            },
+            Ordering::Relaxed,
+        );
+        m.slots.store(self.slots as u32, Ordering::Relaxed);
+        m.slot_size
+            .store(self.slot_size() as u32, Ordering::Relaxed);
+        m.max_message
+            .store(self.max_message as u32, Ordering::Relaxed);
+        m.subscribers
+            .store(self.subscribers as u32, Ordering::Relaxed);
+        m.history.store(self.history as u32, Ordering::Relaxed);
+        KIND.publish(base);
+        Ok(())
+    }
+
+    /// Creates the POSIX segment `name` (exclusively, mode `0o600`) sized for these options
+    /// and initialises it; unrelated processes open it with [`Segment::open`].
+    ///
+    /// Errors: those of [`init`](PubSubOptions::init) (checked before the segment is made) and
+    /// [`Segment::create`].
+    pub fn create_posix(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
+        KIND.create_posix(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
+    }
+
+    /// Creates a sealed memfd segment sized for these options and initialises it, for related
+    /// processes (inheritance or [`Segment::send_fd`]).
+    pub fn create_memfd(&self, name: &str) -> Result<Segment> {
+        KIND.create_memfd(name, self.segment_size(), self.check(), |seg| {
+            self.init(seg)
+        })
+    }
+}
+
+/// Checks a shape; returns the segment bytes it needs.
+fn geometry(
+    len: usize,
+    slots: usize,
+    slot_size: usize,
+    max_message: usize,
+    subscribers: usize,
+    history: usize,
+) -> std::result::Result<usize, String> {
+    if !slots.is_power_of_two() || !(2..=MAX_SLOTS).contains(&slots) {
+        return Err(format!(
+            "slot count {slots}: a power of two from 2 to {MAX_SLOTS}"
+        ));
+    }
+    if slot_size % 128 != 0 || slot_size > MAX_SLOT_SIZE || max_message + SLOT_HEADER > slot_size {
+        return Err(format!(
+            "slot size {slot_size} for messages of {max_message} bytes: a multiple of 128 of \
+             at most {MAX_SLOT_SIZE} holding 16 bytes more than the largest message"
+        ));
+    }
+    if !(1..=MAX_SUBSCRIBERS).contains(&subscribers) {
+        return Err(format!(
+            "{subscribers} subscriber places: from 1 to {MAX_SUBSCRIBERS}"
+        ));
+    }
+    if history >= slots {
+        return Err(format!(
+            "history {history}: less than the slot count {slots}"
+        ));
+    }
+    let need = HEADER_SIZE
+        .checked_add(subscribers * PLACE_SIZE)
+        .and_then(|n| n.checked_add(slots.checked_mul(slot_size)?))
+        .ok_or_else(|| "the layout does not fit in memory".to_owned())?;
+    if need > len {
+        return Err(format!(
+            "the layout needs {need} bytes, the segment has {len}"
+        ));
+    }
+    Ok(need)
+}
+
+/// A validated view of a pub-sub segment: pointers and the shape read once at open.
+#[derive(Clone, Copy)]
+struct View {
+    base: NonNull<u8>,
+    slots: u64,
+    slot_size: usize,
+    max_message: usize,
+    subscribers: usize,
+    history: u64,
+    policy: Policy,
+}
+
+impl View {
+    fn open(segment: &Segment) -> Result<View> {
+        let len = segment.len();
+        let base = KIND.open(segment)?;
+        // SAFETY: at least a header long (checked); the header is atomics only.
+        let h = unsafe { base.cast::<Header>().as_ref() };
+        let m = &h.meta;
+        let policy = match m.policy.load(Ordering::Relaxed) {
+            0 => Policy::Block,
+            1 => Policy::Lossy,
+            p => return Err(Error::corrupted(format!("pub-sub policy {p} is unknown"))),
+        };
+        let slots = m.slots.load(Ordering::Relaxed) as usize;
+        let slot_size = m.slot_size.load(Ordering::Relaxed) as usize;
+        let max_message = m.max_message.load(Ordering::Relaxed) as usize;
+        let subscribers = m.subscribers.load(Ordering::Relaxed) as usize;
+        let history = m.history.load(Ordering::Relaxed) as usize;
+        geometry(len, slots, slot_size, max_message, subscribers, history)
+            .map_err(Error::corrupted)?;
+        Ok(View {
+            base,
+            slots: slots as u64,
+            slot_size,
+            max_message,
+            subscribers,
+            history: history as u64,
+            policy,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: validated at open to be at least a header long; kept mapped by the endpoint
+        // (which holds the segment); atomics only.
+        unsafe { self.base.cast::<Header>().as_ref() }
+    }
+
+    fn place(&self, i: usize) -> &Place {
+        assert!(i < self.subscribers);
+        // SAFETY: `i < subscribers` and the places follow the header (validated geometry);
+        // each is a 128-aligned block of atomics.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(HEADER_SIZE + i * PLACE_SIZE)
+                .cast::<Place>()
+        }
+    }
+
+    /// The slot message `seq` goes to: its stamp word and its payload start.
+    fn slot(&self, seq: u64) -> (&AtomicU64, &AtomicU32, *mut u8) {
+        let i = (seq & (self.slots - 1)) as usize;
+        let off = HEADER_SIZE + self.subscribers * PLACE_SIZE + i * self.slot_size;
+        // SAFETY: `i < slots`, so the slot lies inside the validated layout; it starts
+        // 128-aligned, so the stamp (u64) and length (u32) words are aligned.
+        unsafe {
+            let at = self.base.as_ptr().add(off);
+            (
+                &*at.cast::<AtomicU64>(),
+                &*at.add(8).cast::<AtomicU32>(),
+                at.add(SLOT_HEADER),
+            )
+        }
+    }
+}
+
+// SAFETY: a `View` is pointers into a mapping its endpoint keeps alive (the `Arc<Segment>`
+// beside it); every shared access is atomic or ordered by the stamp protocol.
+unsafe impl Send for View {}
+
+fn named(segment: &Segment) -> Arc<str> {
+    Arc::from(segment.kind().to_string())
+}
+
+/// The sending end of a publish-subscribe segment: one at a time ([`open`](Publisher::open)
+/// claims its place; dropping it closes the segment for good, so every subscriber gets
+/// [`ErrorKind::Disconnected`] after draining what was published).
+pub struct Publisher {
+    segment: Arc<Segment>,
+    name: Arc<str>,
+    view: View,
+    tail: u64,
+    /// Under `Block`: the lowest cursor of the attached subscribers at the last scan, and the
+    /// join count then; a send that stays below `min + N` with no new join needs no scan.
+    min_cursor: u64,
+    joins: u32,
+    watches: Vec<Watch>,
+    corrupted: Option<String>,
+}
+
+impl Publisher {
+    /// Opens the publisher's end of the pub-sub in `segment`: validates the header, then claims
+    /// the publisher's place (the owner word of the channel's ends: one compare-and-swap from
+    /// free to this process). Does not block.
+    ///
+    /// Errors: [`ErrorKind::WrongType`] for a segment that is not a pub-sub (or another
+    /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header;
+    /// [`ErrorKind::AlreadyExists`] when a live publisher holds it; [`ErrorKind::Disconnected`]
+    /// when a publisher closed it or died with it open (make a new one).
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Publisher> {
+        let segment = segment.into();
+        let name = named(&segment);
+        let view = View::open(&segment).map_err(|e| e.in_op("open publisher").on_shared(&name))?;
+        let side = &view.header().publisher;
+        loop {
+            match peer::attach_until(side, peer::me(), AttachStep::Attached) {
+                Ok(()) => break,
+                Err(found) => {
+                    let status = Watch::default().status_of(found);
+                    if state_of(found) == STATE_ATTACHING
+                        && matches!(status, Ok(Status::Dead))
+                        && peer::reclaim(side, found)
+                    {
+                        continue;
+                    }
+                    let (kind, why) = match (state_of(found), status) {
+                        (STATE_CLOSED, _) | (_, Ok(Status::Dead)) => (
+                            ErrorKind::Disconnected,
+                            "the publisher closed or died; make a new pub-sub segment",
+                        ),
+                        (_, Err(e)) => return Err(e.in_op("open publisher").on_shared(&name)),
+                        _ => (ErrorKind::AlreadyExists, "a publisher is attached already"),
+                    };
+                    return Err(Error::with_note(kind, why)
+                        .in_op("open publisher")
+                        .on_shared(&name));
+                }
+            }
+        }
+        let tail = view.header().tail.load(Ordering::Acquire);
+        let joins = view.header().shared.joins.load(Ordering::Acquire);
+        let watches = (0..view.subscribers).map(|_| Watch::default()).collect();
+        Ok(Publisher {
+            segment,
+            name,
+            view,
+            tail,
+            min_cursor: 0,
+            joins: joins.wrapping_sub(1), // scan on the first send
+            watches,
+            corrupted: None,
+        })
+    }
+
+    /// The segment the pub-sub lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// The policy chosen at creation.
+    pub fn policy(&self) -> Policy {
+        self.view.policy
+    }
+
+    /// How many subscribers are attached now (their processes not checked).
+    pub fn subscribers(&self) -> usize {
+        (0..self.view.subscribers)
+            .filter(|&i| {
+                state_of(self.view.place(i).side.owner.load(Ordering::Acquire)) == STATE_ATTACHED
+            })
+            .count()
+    }
+
+    /// Messages published so far.
+    pub fn published(&self) -> u64 {
+        self.tail
+    }
+
+    fn fail(&mut self, e: Error, op: &'static str) -> Error {
+        if e.kind() == ErrorKind::Corrupted {
+            self.corrupted = Some(e.to_string());
+        }
+        e.in_op(op).on_shared(&self.name)
+    }
+
+    /// Under `Block`: the lowest cursor among attached subscribers, reclaiming the places of
+    /// dead ones when `check` (a pidfd poll per subscriber that holds the publisher back).
+    fn scan(&mut self, check: bool) -> Result<u64> {
+        let tail = self.tail;
+        let mut min = tail;
+        for i in 0..self.view.subscribers {
+            let place = self.view.place(i);
+            let word = place.side.owner.load(Ordering::Acquire);
+            if state_of(word) != STATE_ATTACHED {
+                continue;
+            }
+            let c = place.cursor.load(Ordering::Acquire);
+            if c > tail {
+                return Err(Error::corrupted(format!(
+                    "subscriber place {i}: cursor {c} ahead of the {tail} messages published"
+                )));
+            }
+            if c + self.view.slots <= tail && check {
+                if let Status::Dead = self.watches[i].status_of(word)? {
+                    // Its process is gone: nothing it holds matters any more.
+                    if place
+                        .side
+                        .owner
+                        .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        tracing::trace!(place = i, "reclaimed a dead subscriber's place");
+                    }
+                    continue;
+                }
+            }
+            min = min.min(c);
+        }
+        Ok(min)
+    }
+
+    /// Waits (under `Block`) until the slot for the next message is free of unread messages.
+    fn room(&mut self, deadline: Deadline) -> Result<()> {
+        if self.view.policy == Policy::Lossy {
+            return Ok(());
+        }
+        let s = self.tail;
+        let joins = self.view.header().shared.joins.load(Ordering::Acquire);
+        if joins == self.joins && s < self.min_cursor + self.view.slots {
+            return Ok(());
+        }
+        self.joins = joins;
+        let view = self.view;
+        let h = view.header();
+        let mut rounds = Rounds::default();
+        loop {
+            let mut spin = Spin::new(deadline, rounds.round);
+            loop {
+                self.min_cursor = self.scan(!rounds.first())?;
+                if s < self.min_cursor + self.view.slots {
+                    return Ok(());
+                }
+                if !spin.again() {
+                    break;
+                }
+            }
+            if deadline.has_passed() {
+                return Err(deadline.expired_error(Blocked::Full));
+            }
+            sleep_flagged(
+                &h.publisher.sleeping,
+                &h.shared.space,
+                rounds.until(deadline),
+                || Ok(s < self.scan(false)? + self.view.slots),
+            )?;
+            rounds.next();
+        }
+    }
+
+    /// Publishes a message of `len` bytes written in place by `write` (which gets exactly
+    /// `len` bytes of the slot, zero-copy), waiting for room under [`Policy::Block`] until
+    /// `deadline`.
+    ///
+    /// Errors: as [`send_deadline`](MessageSender::send_deadline).
+    pub fn publish_with(
+        &mut self,
+        len: usize,
+        deadline: Deadline,
+        write: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        if let Some(why) = &self.corrupted {
+            return Err(Error::corrupted(why.clone()).on_shared(&self.name));
+        }
+        if len > self.view.max_message {
+            return Err(
+                Error::message_too_large(len, self.view.max_message, "pub-sub slot")
+                    .in_op("publish")
+                    .on_shared(&self.name),
+            );
+        }
+        if let Err(e) = self.room(deadline) {
+            return Err(self.fail(e, "publish"));
+        }
+        let s = self.tail;
+        let (stamp, len_word, payload) = self.view.slot(s);
+        stamp.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        len_word.store(len as u32, Ordering::Relaxed);
+        // SAFETY: the payload area of a slot is `slot_size - 16 >= max_message >= len` bytes
+        // inside the mapping; under `Block` no subscriber reads it (every cursor is past the
+        // message it held), under `Lossy` a reader checks the stamp after reading.
+        write(unsafe { std::slice::from_raw_parts_mut(payload, len) });
+        stamp.store(s + 1, Ordering::Release);
+        self.tail = s + 1;
+        let h = self.view.header();
+        h.tail.store(s + 1, Ordering::SeqCst);
+        if h.shared.sleepers.load(Ordering::SeqCst) != 0 {
+            h.publisher.wake.fetch_add(1, Ordering::Release);
+            futex::wake_all(&h.publisher.wake);
+        }
+        Ok(())
+    }
+}
+
+impl MessageSender for Publisher {
+    /// Copies `msg` into the next slot and publishes it to every subscriber.
+    ///
+    /// Under [`Policy::Block`] waits (spinning briefly, then sleeping on a futex in the
+    /// segment in slices, checking the processes of the subscribers it waits for) until every
+    /// attached subscriber has read the message this one overwrites, or `deadline` passes;
+    /// dead subscribers' places are reclaimed on the way. Under [`Policy::Lossy`] never waits.
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] above the maximum; [`ErrorKind::WouldBlock`] /
+    /// [`ErrorKind::TimedOut`] (a live subscriber did not keep up); [`ErrorKind::Corrupted`]
+    /// for a subscriber's cursor that is out of range.
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        self.publish_with(msg.len(), deadline, |buf| buf.copy_from_slice(msg))
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.view.max_message
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let h = self.view.header();
+        peer::close(&h.publisher);
+        h.publisher.wake.fetch_add(1, Ordering::Release);
+        futex::wake_all(&h.publisher.wake);
+    }
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("segment", self.segment.kind())
+            .field("policy", &self.view.policy)
+            .field("published", &self.tail)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far [`Subscriber::open`] goes; each step is one store a process can be killed after
+/// (for the kill tests: [`testing::join_until`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum JoinStep {
+    Claimed,
+    Positioned,
+    Attached,
+}
+
+/// A receiving end of a publish-subscribe segment: any number (up to the places the segment
+/// was made with) at once, in any processes; each sees every message from where it joined
+/// (see the module docs for the policies).
+pub struct Subscriber {
+    segment: Arc<Segment>,
+    name: Arc<str>,
+    view: View,
+    index: usize,
+    /// This place's owner word while this subscriber holds it.
+    mine: u64,
+    cursor: u64,
+    missed: u64,
+    watch: Watch,
+    /// Non-blocking receives that found nothing, for rate-limiting the publisher's liveness
+    /// check (a syscall) on that path.
+    polls: u32,
+    corrupted: Option<String>,
+}
+
+impl Subscriber {
+    /// Joins the pub-sub in `segment`: validates the header, claims a free subscriber place
+    /// (taking over one whose process died if none is free), positions its cursor `history`
+    /// messages back and says it is attached. Does not block.
+    ///
+    /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] as
+    /// [`Publisher::open`]; [`ErrorKind::AlreadyExists`] when every place is held by a live
+    /// subscriber (or one being opened by a live process).
+    pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Subscriber> {
+        Subscriber::join(segment.into(), JoinStep::Attached)
+            .map(|s| s.expect("a full join returns the subscriber"))
+    }
+
+    /// Joins up to `stop`; short of attached, leaves the place as a process killed there
+    /// would and returns `None`.
+    fn join(segment: Arc<Segment>, stop: JoinStep) -> Result<Option<Subscriber>> {
+        let name = named(&segment);
+        let err = |e: Error| e.in_op("open subscriber").on_shared(&name);
+        let view = View::open(&segment).map_err(err)?;
+        let me = peer::me();
+        let mut index = None;
+        'search: for pass in 0..2 {
+            for i in 0..view.subscribers {
+                let side = &view.place(i).side;
+                let word = side.owner.load(Ordering::Acquire);
+                if word != 0 {
+                    // Second pass: take over places whose process is gone.
+                    if pass == 0
+                        || !matches!(Watch::default().status_of(word), Ok(Status::Dead))
+                        || side
+                            .owner
+                            .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
+                            .is_err()
+                    {
+                        continue;
+                    }
+                }
+                if peer::attach_until(side, me, AttachStep::Claimed).is_ok() {
+                    index = Some(i);
+                    break 'search;
+                }
+            }
+        }
+        let Some(index) = index else {
+            return Err(err(Error::with_note(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "all {} subscriber places are held by live subscribers",
+                    view.subscribers
+                ),
+            )));
+        };
+        let place = view.place(index);
+        let mut sub = Subscriber {
+            segment,
+            name,
+            view,
+            index,
+            mine: peer::pack(STATE_ATTACHED, me),
+            cursor: 0,
+            missed: 0,
+            watch: Watch::default(),
+            polls: 0,
+            corrupted: None,
+        };
+        if stop == JoinStep::Claimed {
+            std::mem::forget(sub);
+            return Ok(None);
+        }
+        let tail = view.header().tail.load(Ordering::Acquire);
+        let start = tail - tail.min(view.history);
+        sub.cursor = start;
+        place.cursor.store(start, Ordering::SeqCst);
+        if stop == JoinStep::Positioned {
+            std::mem::forget(sub);
+            return Ok(None);
+        }
+        place.side.owner.store(sub.mine, Ordering::SeqCst);
+        view.header().shared.joins.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(sub))
+    }
+
+    /// The segment the pub-sub lives in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// How many messages this subscriber lost so far: overwritten before it read them (under
+    /// [`Policy::Lossy`], or history overwritten while it joined).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The sequence number (from 0, counted by the publisher) of the next message this
+    /// subscriber will read.
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Corrupted {
+            self.corrupted = Some(e.to_string());
+        }
+        e.in_op("recv").on_shared(&self.name)
+    }
+
+    /// The next message if one is there: its sequence number, length and payload pointer.
+    fn peek(&mut self) -> Result<Option<(u64, usize, *const u8)>> {
+        loop {
+            let c = self.cursor;
+            let (stamp, len_word, payload) = self.view.slot(c);
+            let st = stamp.load(Ordering::Acquire);
+            if st == c + 1 {
+                let len = len_word.load(Ordering::Relaxed) as usize;
+                if len > self.view.max_message {
+                    if self.intact(c) {
+                        return Err(Error::corrupted(format!(
+                            "message {c}: length {len} above the maximum {}",
+                            self.view.max_message
+                        )));
+                    }
+                    continue; // overwritten while we looked: the next round counts it
+                }
+                return Ok(Some((c, len, payload)));
+            }
+            let tail = self.view.header().tail.load(Ordering::Acquire);
+            if tail <= c {
+                return Ok(None);
+            }
+            if tail - c > 1 << 48 {
+                return Err(Error::corrupted(format!(
+                    "the publisher's tail {tail} is implausibly far ahead of message {c}"
+                )));
+            }
+            // `tail > c`: message `c` was complete (its stamp is stored before `tail`). The
+            // stamp read first may predate it (a slot from the last lap), so read it again.
+            let st = stamp.load(Ordering::Acquire);
+            if st == c + 1 {
+                continue;
+            }
+            if st != 0 && st < c + 1 {
+                return Err(Error::corrupted(format!(
+                    "slot of message {c}: stamp {st} older than the message, yet {tail} \
+                     messages are published"
+                )));
+            }
+            // Overwritten (a later stamp, or 0: a later message being written). Skip to the
+            // oldest message that is surely intact (the publisher may be writing `tail` over
+            // `tail - N` now).
+            let next = (tail + 1).saturating_sub(self.view.slots).max(c + 1);
+            self.missed += next - c;
+            self.set_cursor(next);
+        }
+    }
+
+    /// Whether message `seq` is still the one in its slot (the stamp re-read after a fence).
+    fn intact(&self, seq: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.view.slot(seq).0.load(Ordering::Relaxed) == seq + 1
+    }
+
+    fn set_cursor(&mut self, next: u64) {
+        self.cursor = next;
+        let h = self.view.header();
+        self.view
+            .place(self.index)
+            .cursor
+            .store(next, Ordering::SeqCst);
+        if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
+            h.shared.space.fetch_add(1, Ordering::Release);
+            futex::wake(&h.shared.space, 1);
+        }
+    }
+
+    /// Waits for the next message until `deadline`.
+    fn next(&mut self, deadline: Deadline) -> Result<(u64, usize, *const u8)> {
+        if let Some(why) = &self.corrupted {
+            return Err(Error::corrupted(why.clone()).on_shared(&self.name));
+        }
+        let own = self
+            .view
+            .place(self.index)
+            .side
+            .owner
+            .load(Ordering::Acquire);
+        if peer::key_of(own) != peer::key_of(peer::pack(STATE_ATTACHED, peer::me()))
+            || state_of(own) != STATE_ATTACHED
+        {
+            return Err(self.fail(Error::with_note(
+                ErrorKind::Disconnected,
+                "this subscriber's place was taken over (its process was thought dead)",
+            )));
+        }
+        let view = self.view;
+        let h = view.header();
+        let mut rounds = Rounds::default();
+        loop {
+            let mut spin = Spin::new(deadline, rounds.round);
+            loop {
+                match self.peek() {
+                    Ok(Some(m)) => return Ok(m),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.fail(e)),
+                }
+                if !spin.again() {
+                    break;
+                }
+            }
+            let word = h.publisher.owner.load(Ordering::Acquire);
+            // The publisher's process is checked (a pidfd poll) after a first sleep, or on
+            // every 64th empty non-blocking call, so a quick poll costs no syscall.
+            let check = if deadline == Deadline::Now {
+                self.polls = self.polls.wrapping_add(1);
+                self.polls % 64 == 1
+            } else {
+                !rounds.first()
+            };
+            let gone = state_of(word) == STATE_CLOSED
+                || self.watch.known_dead(word)
+                || (state_of(word) != STATE_FREE
+                    && check
+                    && matches!(self.watch.status_of(word), Ok(Status::Dead)));
+            if gone {
+                // Drain first: everything published before the close or death is visible.
+                return match self.peek() {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => Err(self.fail(Error::disconnected())),
+                    Err(e) => Err(self.fail(e)),
+                };
+            }
+            if deadline.has_passed() {
+                return Err(self.fail(deadline.expired_error(Blocked::Empty)));
+            }
+            let wake = h.publisher.wake.load(Ordering::Acquire);
+            h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            let ready = matches!(self.peek(), Ok(Some(_)) | Err(_));
+            if !ready {
+                nap(&h.publisher.wake, wake, rounds.until(deadline)).map_err(|e| self.fail(e))?;
+            }
+            h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            rounds.next();
+        }
+    }
+
+    /// Takes the next message in place, waiting until `deadline`: the guard dereferences to
+    /// its bytes in the slot (no copy) and moves this subscriber's cursor on when dropped.
+    ///
+    /// Under [`Policy::Block`] the bytes stay intact until the guard is dropped. Under
+    /// [`Policy::Lossy`] a publisher that laps this subscriber may overwrite them while they
+    /// are read: check [`PubSubGuard::intact`] after using them.
+    ///
+    /// Errors: as [`recv_deadline`](MessageReceiver::recv_deadline), except that no buffer
+    /// can be too small.
+    pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<PubSubGuard<'_>> {
+        let (seq, len, ptr) = self.next(deadline)?;
+        Ok(PubSubGuard {
+            sub: self,
+            seq,
+            len,
+            ptr,
+        })
+    }
+
+    /// [`recv_in_place_deadline`](Subscriber::recv_in_place_deadline) waiting as long as it
+    /// takes.
+    pub fn recv_in_place(&mut self) -> Result<PubSubGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Never)
+    }
+
+    /// [`recv_in_place_deadline`](Subscriber::recv_in_place_deadline) without waiting.
+    pub fn try_recv_in_place(&mut self) -> Result<PubSubGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Now)
+    }
+}
+
+impl MessageReceiver for Subscriber {
+    /// Copies the next message into `buf` and moves on.
+    ///
+    /// Blocks only while nothing new is published: spinning briefly, then sleeping on the
+    /// publisher's futex word in slices, checking the publisher's process (pidfd) each time.
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] if `buf` is too small (the message stays
+    /// next); [`ErrorKind::Disconnected`] once the publisher closed or died and everything it
+    /// published was read (or this place was taken over); [`ErrorKind::WouldBlock`] /
+    /// [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] for an inconsistent slot.
+    fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        loop {
+            let (seq, len, ptr) = self.next(deadline)?;
+            if len > buf.len() {
+                return Err(Error::message_too_large(len, buf.len(), "receive buffer")
+                    .in_op("recv")
+                    .on_shared(&self.name));
+            }
+            // SAFETY: `ptr` is `len <= max_message` bytes inside the slot's payload area of the
+            // mapping (validated); `buf` is a distinct buffer of at least `len` bytes. The
+            // publisher may write the slot concurrently only under `Lossy`, which the stamp
+            // check below detects.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, buf.as_mut_ptr(), len) };
+            if self.intact(seq) {
+                self.set_cursor(seq + 1);
+                return Ok(len);
+            }
+            // Overwritten while copying: counted by the next peek.
+        }
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.view.max_message
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let place = self.view.place(self.index);
+        // Leave in one step, unless our place was taken over meanwhile.
+        let _ =
+            place
+                .side
+                .owner
+                .compare_exchange(self.mine, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let h = self.view.header();
+        if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
+            h.shared.space.fetch_add(1, Ordering::Release);
+            futex::wake(&h.shared.space, 1);
+        }
+    }
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("segment", self.segment.kind())
+            .field("place", &self.index)
+            .field("position", &self.cursor)
+            .field("missed", &self.missed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message read in place from [`Subscriber::recv_in_place`]: dereferences to its bytes in
+/// the slot; dropping it moves the subscriber on.
+pub struct PubSubGuard<'a> {
+    sub: &'a mut Subscriber,
+    seq: u64,
+    len: usize,
+    ptr: *const u8,
+}
+
+impl PubSubGuard<'_> {
+    /// The message's sequence number (from 0, counted by the publisher).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether the bytes are still the message's: always under [`Policy::Block`]; under
+    /// [`Policy::Lossy`], false once the publisher lapped this subscriber and overwrote the
+    /// slot (discard what was read from it then; it is counted as missed).
+    pub fn intact(&self) -> bool {
+        self.sub.intact(self.seq)
+    }
+}
+
+impl Deref for PubSubGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len <= max_message` bytes inside the slot's payload area of the mapping,
+        // which the guard's subscriber keeps mapped; under `Block` the publisher does not
+        // write it until the guard is dropped (under `Lossy` see `intact`).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PubSubGuard<'_> {
+    fn drop(&mut self) {
+        if self.sub.intact(self.seq) {
+            self.sub.set_cursor(self.seq + 1);
+        }
+        // Otherwise the next peek finds it overwritten and counts it missed.
+    }
+}
+
+impl fmt::Debug for PubSubGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PubSubGuard")
+            .field("seq", &self.seq)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Test support, not part of the API: a subscriber's join stopped after a chosen step (what a
+/// process killed there leaves), and where the words are for tests that scribble on them.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// Stops a join after the claim (`0`), after the cursor (`1`) or after "attached" (`2`),
+    /// leaving the place as a process killed there would.
+    pub fn join_until(segment: Arc<Segment>, step: u32) -> Result<()> {
+        let stop = match step {
+            0 => JoinStep::Claimed,
+            1 => JoinStep::Positioned,
+            _ => JoinStep::Attached,
+        };
+        // A subscriber that joined fully is kept open (never dropped), like a process that
+        // is killed with it open.
+        Subscriber::join(segment, stop).map(std::mem::forget)
+    }
+
+    /// Offset of the publisher's tail word.
+    pub const TAIL: usize = std::mem::offset_of!(Header, tail);
+    /// Offset of the publisher's owner word.
+    pub const PUBLISHER: usize = std::mem::offset_of!(Header, publisher);
+    /// The owner word a process killed while opening (`attached` false) or after opening an
+    /// end leaves: it names a process that cannot exist (a pid above `PID_MAX_LIMIT`).
+    pub fn dead_owner(attached: bool) -> u64 {
+        let state = if attached {
+            STATE_ATTACHED
+        } else {
+            STATE_ATTACHING
+        };
+        peer::pack(
+            state,
+            peer::Identity {
+                pid: (1 << 22) - 1,
+                start_time: 1,
+            },
+        )
+    }
+    /// Offset of the subscriber place table; each place is [`PLACE`] bytes (owner word, then
+    /// at [`CURSOR`] the cursor).
+    pub const PLACES: usize = HEADER_SIZE;
+    /// Bytes per place.
+    pub const PLACE: usize = PLACE_SIZE;
+    /// Offset of the cursor in a place.
+    pub const CURSOR: usize = std::mem::offset_of!(Place, cursor);
+    /// Offset of the first slot for a segment with `subscribers` places.
+    pub fn slots_at(subscribers: usize) -> usize {
+        HEADER_SIZE + subscribers * PLACE_SIZE
+    }
+}

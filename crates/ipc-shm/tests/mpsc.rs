@@ -1,0 +1,421 @@
+//! Many producers into one consumer across threads and real processes: each producer's order
+//! against a model (property test), fairness, producers joining and leaving, producers killed
+//! at every step of their join and in the middle of sending (nothing torn, nobody blocked, the
+//! place given back), a killed consumer, producer processes opening by name, and scribbled
+//! state. Every wait runs under a watchdog.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::mpsc_testing::join_until;
+use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer, Segment};
+use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
+
+fn opts() -> MpscOptions {
+    MpscOptions::new()
+        .producers(4)
+        .capacity(1 << 10)
+        .max_message(200)
+}
+
+/// Message `seq` of producer `who`: both numbers, then bytes derived from them.
+fn message(who: u32, seq: u64) -> Vec<u8> {
+    let len = 12 + (seq as usize * 7 + who as usize) % 150;
+    let mut v = who.to_le_bytes().to_vec();
+    v.extend(seq.to_le_bytes());
+    v.extend((12..len).map(|i| (seq as usize ^ i ^ who as usize) as u8));
+    v
+}
+
+/// (producer, seq) of a message, after checking all of it.
+fn check(got: &[u8]) -> (u32, u64) {
+    assert!(got.len() >= 12, "a message of {} bytes", got.len());
+    let who = u32::from_le_bytes(got[..4].try_into().unwrap());
+    let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
+    assert_eq!(
+        got,
+        &message(who, seq)[..],
+        "message {seq} of {who} damaged"
+    );
+    (who, seq)
+}
+
+fn recv(rx: &mut MpscConsumer, deadline: Deadline) -> ipc_core::Result<(u32, u64)> {
+    let mut buf = [0u8; 200];
+    let n = rx.recv_deadline(&mut buf, deadline)?;
+    Ok(check(&buf[..n]))
+}
+
+#[test]
+fn producers_threads_keep_their_order_and_the_consumer_sees_all() {
+    let seg = Arc::new(opts().create_memfd("mpsc-threads").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let count = 10_000u64;
+    let producers: Vec<_> = (0..4u32)
+        .map(|who| {
+            let mut tx = MpscProducer::open(seg.clone()).unwrap();
+            std::thread::spawn(move || {
+                for seq in 0..count {
+                    tx.send_timeout(&message(who, seq), watchdog()).unwrap();
+                }
+            })
+        })
+        .collect();
+    within_watchdog("4 producer threads into one consumer", move || {
+        let mut next = [0u64; 4];
+        for _ in 0..4 * count {
+            let (who, seq) = recv(&mut rx, Deadline::after(watchdog())).unwrap();
+            assert_eq!(seq, next[who as usize], "producer {who} out of order");
+            next[who as usize] += 1;
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let e = recv(&mut rx, Deadline::after(watchdog())).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+}
+
+#[test]
+fn the_consumer_serves_producers_round_robin() {
+    let seg = Arc::new(opts().create_memfd("mpsc-fair").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut a = MpscProducer::open(seg.clone()).unwrap();
+    let mut b = MpscProducer::open(seg.clone()).unwrap();
+    for seq in 0..5 {
+        a.try_send(&message(0, seq)).unwrap();
+    }
+    for seq in 0..5 {
+        b.try_send(&message(1, seq)).unwrap();
+    }
+    let order: Vec<u32> = (0..10)
+        .map(|_| recv(&mut rx, Deadline::Now).unwrap().0)
+        .collect();
+    assert_eq!(order, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+}
+
+#[test]
+fn places_are_given_back_after_a_producer_leaves_and_is_drained() {
+    let seg = Arc::new(opts().create_memfd("mpsc-leave").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut all: Vec<_> = (0..4)
+        .map(|_| MpscProducer::open(seg.clone()).unwrap())
+        .collect();
+    let e = MpscProducer::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    all[2].try_send(&message(2, 0)).unwrap();
+    drop(all.remove(2));
+    // Not yet drained: still held.
+    assert!(MpscProducer::open(seg.clone()).is_err());
+    assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (2, 0));
+    assert_eq!(
+        recv(&mut rx, Deadline::Now).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    let mut again = MpscProducer::open(seg.clone()).unwrap();
+    again.try_send(&message(9, 0)).unwrap();
+    assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (9, 0));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+    /// Any interleaving of sends, receives, joins and leaves: every message arrives, each
+    /// producer's in the order sent, none twice.
+    #[test]
+    fn each_producers_messages_arrive_in_order(
+        ops in proptest::collection::vec((0u8..4, 0u32..4), 1..300),
+    ) {
+        let seg = Arc::new(opts().create_memfd("mpsc-model").unwrap());
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        // Producer id -> (producer, next seq to send). Ids are unique per join.
+        let mut producers: BTreeMap<u32, (MpscProducer, u64)> = BTreeMap::new();
+        let mut slot_owner: BTreeMap<u32, u32> = BTreeMap::new(); // slot -> current id
+        let mut sent: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut got: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut next_id = 0u32;
+        for (op, slot) in ops {
+            match op {
+                0 | 1 => {
+                    if let Some(id) = slot_owner.get(&slot) {
+                        let (p, seq) = producers.get_mut(id).unwrap();
+                        if p.try_send(&message(*id, *seq)).is_ok() {
+                            *seq += 1;
+                            sent.insert(*id, *seq);
+                        }
+                    }
+                }
+                2 => match recv(&mut rx, Deadline::Now) {
+                    Ok((who, seq)) => {
+                        let want = got.entry(who).or_insert(0);
+                        proptest::prop_assert_eq!(seq, *want);
+                        *want += 1;
+                    }
+                    Err(e) => proptest::prop_assert!(
+                        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Disconnected),
+                        "{}", e
+                    ),
+                },
+                _ => {
+                    if let Some(id) = slot_owner.remove(&slot) {
+                        producers.remove(&id);
+                    } else if let Ok(p) = MpscProducer::open(seg.clone()) {
+                        slot_owner.insert(slot, next_id);
+                        producers.insert(next_id, (p, 0));
+                        next_id += 1;
+                    }
+                }
+            }
+        }
+        drop(producers);
+        loop {
+            match recv(&mut rx, Deadline::Now) {
+                Ok((who, seq)) => {
+                    let want = got.entry(who).or_insert(0);
+                    proptest::prop_assert_eq!(seq, *want);
+                    *want += 1;
+                }
+                Err(e) => {
+                    proptest::prop_assert!(
+                        matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Disconnected),
+                        "{}", e
+                    );
+                    break;
+                }
+            }
+        }
+        sent.retain(|_, n| *n > 0);
+        got.retain(|_, n| *n > 0);
+        proptest::prop_assert_eq!(got, sent);
+    }
+}
+
+// ---- processes -------------------------------------------------------------------------
+
+/// Child: join up to the step in the argument and park there to be killed.
+fn join_and_stop(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    join_until(seg, ctx.arg().parse().unwrap()).unwrap();
+    ctx.park("stopped");
+}
+
+/// Child: join as producer `who` and send forever (killed at some point mid-stream).
+fn send_forever(ctx: &Ctx) {
+    let who: u32 = ctx.arg().parse().unwrap();
+    let mut tx = MpscProducer::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.checkpoint("joined");
+    let mut seq = 0;
+    loop {
+        match tx.send_timeout(&message(who, seq), watchdog()) {
+            Ok(()) => seq += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Child: open a producer by name, send `count` messages as `who`, leave.
+fn produce_by_name(ctx: &Ctx) {
+    let args = ctx.args();
+    let who: u32 = args[1].parse().unwrap();
+    let count: u64 = args[2].parse().unwrap();
+    let mut tx = MpscProducer::open(Segment::open(args[0]).unwrap()).unwrap();
+    for seq in 0..count {
+        tx.send_timeout(&message(who, seq), watchdog()).unwrap();
+    }
+}
+
+/// Child: open the consumer and park (to be killed).
+fn consume_and_park(ctx: &Ctx) {
+    let _rx = MpscConsumer::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.park("open");
+}
+
+roles!(
+    join_and_stop,
+    send_forever,
+    produce_by_name,
+    consume_and_park
+);
+
+#[test]
+fn a_producer_killed_at_every_step_of_join_gives_its_place_back() {
+    for step in ["0", "1", "2"] {
+        let seg = Arc::new(opts().producers(2).create_memfd("mpsc-kill-join").unwrap());
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        let mut live = MpscProducer::open(seg.clone()).unwrap();
+        let mut child = spawn("join_and_stop")
+            .fd("seg", seg.fd().unwrap())
+            .arg(step)
+            .start();
+        child.wait_checkpoint("stopped");
+        assert!(child.kill_and_wait().killed());
+        live.try_send(&message(0, 0)).unwrap();
+        within_watchdog("the consumer past a killed joiner", move || {
+            assert_eq!(recv(&mut rx, Deadline::after(watchdog())).unwrap(), (0, 0));
+            // The place is taken back: by a new producer (a dead claim) or by the consumer
+            // once it sees the dead producer while waiting.
+            let deadline = std::time::Instant::now() + watchdog();
+            let mut again = loop {
+                if let Ok(p) = MpscProducer::open(seg.clone()) {
+                    break p;
+                }
+                let e = recv(&mut rx, Deadline::after(Duration::from_millis(5))).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "place never given back"
+                );
+            };
+            again.try_send(&message(1, 0)).unwrap();
+            assert_eq!(recv(&mut rx, Deadline::after(watchdog())).unwrap(), (1, 0));
+        });
+    }
+}
+
+#[test]
+fn producers_killed_mid_stream_never_tear_a_message_or_block_the_others() {
+    let seg = Arc::new(opts().create_memfd("mpsc-kill-storm").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    within_watchdog("a kill storm of producers", move || {
+        for round in 0..6u32 {
+            let mut kids: Vec<_> = (0..3u32)
+                .map(|k| {
+                    let who = round * 3 + k;
+                    let mut c = spawn("send_forever")
+                        .fd("seg", seg.fd().unwrap())
+                        .arg(who.to_string())
+                        .start();
+                    c.wait_checkpoint("joined");
+                    c
+                })
+                .collect();
+            // Receive a while, killing the producers at random moments.
+            for i in 0..3000 {
+                match recv(&mut rx, Deadline::after(Duration::from_millis(50))) {
+                    Ok((who, seq)) => {
+                        let want = next.entry(who).or_insert(0);
+                        assert_eq!(seq, *want, "producer {who}");
+                        *want += 1;
+                    }
+                    Err(e) => assert!(
+                        matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Disconnected),
+                        "{e}"
+                    ),
+                }
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if !kids.is_empty() && (rng % 400 == 0 || i > 2500) {
+                    let k = (rng as usize / 400) % kids.len();
+                    assert!(kids.remove(k).kill_and_wait().killed());
+                }
+            }
+            for mut k in kids {
+                k.kill_and_wait();
+            }
+            // Drain, and every place comes back for the next round.
+            while recv(&mut rx, Deadline::after(Duration::from_millis(20))).is_ok() {}
+        }
+        assert!(next.len() >= 10, "few producers were heard: {next:?}");
+    });
+}
+
+#[test]
+fn a_killed_consumer_is_disconnected_for_its_producers() {
+    let seg = Arc::new(opts().create_memfd("mpsc-kill-rx").unwrap());
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut child = spawn("consume_and_park")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_checkpoint("open");
+    assert!(child.kill_and_wait().killed());
+    within_watchdog("a producer whose consumer died", move || {
+        let e = loop {
+            match tx.send(&message(0, 0)) {
+                Ok(()) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+}
+
+#[test]
+fn producer_processes_open_by_name() {
+    let name = unique_posix_name("mpsc-named");
+    let seg = opts().create_posix(name.as_str()).unwrap().remove_on_drop();
+    let mut rx = MpscConsumer::open(seg).unwrap();
+    let count = 2000u64;
+    let kids: Vec<_> = (0..4u32)
+        .map(|who| {
+            spawn("produce_by_name")
+                .arg(format!("{name} {who} {count}"))
+                .start()
+        })
+        .collect();
+    within_watchdog("4 producer processes by name", move || {
+        let mut next = [0u64; 4];
+        for _ in 0..4 * count {
+            let (who, seq) = recv(&mut rx, Deadline::after(watchdog())).unwrap();
+            assert_eq!(seq, next[who as usize]);
+            next[who as usize] += 1;
+        }
+        for k in kids {
+            k.wait_success();
+        }
+    });
+}
+
+#[test]
+fn scribbled_rings_are_corrupted_or_a_clean_error_never_a_hang() {
+    // Places start at 384; in each ring, tail at +128, head at +256, data at +640.
+    for (off, val) in [
+        (384 + 128, u64::MAX),
+        (384 + 256, 12345),
+        (384 + 640, u64::MAX),
+        (384, 0x40),
+        (16, 9999),
+    ] {
+        let seg = Arc::new(opts().create_memfd("mpsc-scribble").unwrap());
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        let mut tx = MpscProducer::open(seg.clone()).unwrap();
+        tx.send(&message(0, 0)).unwrap();
+        seg.atomic_u64(off)
+            .unwrap()
+            .store(val, std::sync::atomic::Ordering::SeqCst);
+        let seg2 = seg.clone();
+        within_watchdog("calls on a scribbled mpsc", move || {
+            for _ in 0..20 {
+                match recv(&mut rx, Deadline::after(Duration::from_millis(2))) {
+                    Ok(_) => {}
+                    Err(e) => assert!(
+                        matches!(
+                            e.kind(),
+                            ErrorKind::Corrupted | ErrorKind::TimedOut | ErrorKind::Disconnected
+                        ),
+                        "{e}"
+                    ),
+                }
+                if let Err(e) = tx.send_timeout(&message(0, 1), Duration::from_millis(2)) {
+                    assert!(
+                        matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::TimedOut),
+                        "{e}"
+                    );
+                }
+            }
+        });
+        let seg = seg2;
+        // A new endpoint on a scribbled header validates it.
+        if off == 16 {
+            let e = MpscConsumer::open(seg.clone()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        }
+    }
+}
