@@ -66,7 +66,6 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
 /// assert_eq!(dec.decode(&mut out)?, None);
 /// # Ok::<(), ipc_core::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct FrameDecoder {
     /// Storage; `buf.len()` is the allocated size. Bytes `start..end` are received, not decoded.
     buf: Vec<u8>,
@@ -75,6 +74,18 @@ pub struct FrameDecoder {
     max_payload: usize,
     /// Set once a malformed header was seen: every later decode fails the same way.
     poisoned: Option<usize>,
+}
+
+impl std::fmt::Debug for FrameDecoder {
+    /// Lengths only: the buffer can be as large as the largest message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &(self.end - self.start))
+            .field("capacity", &self.buf.len())
+            .field("max_payload", &self.max_payload)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
 }
 
 impl FrameDecoder {

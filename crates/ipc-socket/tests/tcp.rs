@@ -80,10 +80,17 @@ fn ipv6_loopback() {
 
 #[test]
 fn connect_to_nothing_is_no_peer() {
-    let port = {
-        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port bound but never listened on: nobody else can take it while this socket holds
+    // it (a port merely freed could be taken by a test running in parallel), and a connect
+    // to it is refused.
+    let holder = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&holder, &SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+    let port = SocketAddr::try_from(rustix::net::getsockname(&holder).unwrap()).unwrap();
     let e = Stream::connect(&Address::Inet(port), &Options::new(), secs(10)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
 }
