@@ -234,16 +234,16 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
             return Err(self.err(Error::message_too_large(msg.len(), limit, what), "send"));
         }
         if !self.pending.is_empty() {
+            // The earlier message still in progress when the deadline passed: this one was not
+            // started, so the send would block (full), as any send on a full stream. The
+            // explanation is a static op, so the error keeps its full/empty side and nothing
+            // is formatted on this expected path; `pending()` says how much is left.
             self.flush(deadline).map_err(|e| {
                 if e.kind() == ErrorKind::Incomplete {
-                    // The earlier message is still in progress; this one was not started.
-                    let note = format!(
-                        "this message was not sent: the deadline passed while {} bytes of an \
-                         earlier message in progress were still to write (they go first)",
-                        self.pending()
-                    );
-                    self.err(deadline.expired_error(Blocked::Full), "send")
-                        .with_detail(Detail::Note(note.into()))
+                    self.err(
+                        deadline.expired_error(Blocked::Full),
+                        "send (not sent: an earlier message in progress goes first)",
+                    )
                 } else {
                     e
                 }
@@ -654,6 +654,7 @@ mod tests {
         // A further message cannot go before the rest of this one.
         let e = tx.try_send(b"next").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        assert_eq!(e.blocked(), Some(Blocked::Full), "{e}");
         assert!(e.to_string().contains("not sent"), "{e}");
     }
 

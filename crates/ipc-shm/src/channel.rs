@@ -214,7 +214,7 @@ impl End {
             .map_err(|e| e.in_op("open channel").on(segment.kind()))?;
         Ok((
             End {
-                name: Arc::from(segment.kind().to_string()),
+                name: segment.shared_name(),
                 segment,
                 corrupted: None,
                 watch: Watch::default(),

@@ -299,7 +299,7 @@ impl MpscProducer {
     }
 
     fn join(segment: Arc<Segment>, stop: AttachStep) -> Result<Option<MpscProducer>> {
-        let name: Arc<str> = Arc::from(segment.kind().to_string());
+        let name = segment.shared_name();
         let err = |e: Error| e.in_op("open mpsc producer").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
         let me = peer::me();
@@ -502,7 +502,7 @@ impl MpscConsumer {
     /// [`ErrorKind::Disconnected`] when a consumer closed it or died with it open.
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscConsumer> {
         let segment = segment.into();
-        let name: Arc<str> = Arc::from(segment.kind().to_string());
+        let name = segment.shared_name();
         let err = |e: Error| e.in_op("open mpsc consumer").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
         let side = &view.header().consumer;

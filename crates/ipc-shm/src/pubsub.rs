@@ -431,10 +431,6 @@ impl View {
 // beside it); every shared access is atomic or ordered by the stamp protocol.
 unsafe impl Send for View {}
 
-fn named(segment: &Segment) -> Arc<str> {
-    Arc::from(segment.kind().to_string())
-}
-
 /// The sending end of a publish-subscribe segment: one at a time ([`open`](Publisher::open)
 /// claims its place; dropping it closes the segment for good, so every subscriber gets
 /// [`ErrorKind::Disconnected`] after draining what was published).
@@ -462,7 +458,7 @@ impl Publisher {
     /// when a publisher closed it or died with it open (make a new one).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Publisher> {
         let segment = segment.into();
-        let name = named(&segment);
+        let name = segment.shared_name();
         let view = View::open(&segment).map_err(|e| e.in_op("open publisher").on_shared(&name))?;
         let side = &view.header().publisher;
         loop {
@@ -738,7 +734,7 @@ impl Subscriber {
     /// Joins up to `stop`; short of attached, leaves the place as a process killed there
     /// would and returns `None`.
     fn join(segment: Arc<Segment>, stop: JoinStep) -> Result<Option<Subscriber>> {
-        let name = named(&segment);
+        let name = segment.shared_name();
         let err = |e: Error| e.in_op("open subscriber").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
         let me = peer::me();

@@ -171,6 +171,12 @@ impl Segment {
         &self.kind
     }
 
+    /// [`kind`](Segment::kind) formatted once, for an endpoint to name itself in errors
+    /// without formatting on its expected path ([`Error::on_shared`]).
+    pub(crate) fn shared_name(&self) -> std::sync::Arc<str> {
+        std::sync::Arc::from(self.kind.to_string())
+    }
+
     /// The POSIX name, for a POSIX segment.
     pub fn name(&self) -> Option<&PosixName> {
         match &self.kind {

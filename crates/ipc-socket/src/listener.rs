@@ -47,8 +47,9 @@ pub struct Listener<K: Kind> {
     addr: Address,
     label: Arc<str>,
     opts: Options,
-    /// The socket file and its (device, inode), removed on drop if the name still refers to it.
-    file: Option<(RemoveGuard, u64, u64)>,
+    /// The socket file, removed on drop if the name still refers to it (a replacement is
+    /// someone else's and stays).
+    _file: Option<RemoveGuard>,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -110,7 +111,7 @@ impl<K: Kind> Listener<K> {
             addr: addr.clone(),
             label,
             opts: opts.clone(),
-            file,
+            _file: file,
             _kind: PhantomData,
         })
     }
@@ -193,23 +194,6 @@ impl<K: Kind> Listener<K> {
     }
 }
 
-impl<K: Kind> Drop for Listener<K> {
-    fn drop(&mut self) {
-        if let Some((guard, dev, ino)) = self.file.take() {
-            let ours = match guard.object() {
-                Removable::Path(p) => rustix::fs::lstat(p)
-                    .map(|st| st.st_dev == dev && st.st_ino == ino)
-                    .unwrap_or(false),
-                _ => false,
-            };
-            if !ours {
-                // Replaced by someone else since: theirs now.
-                guard.disarm();
-            }
-        }
-    }
-}
-
 impl<K: Kind> AsFd for Listener<K> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -223,13 +207,8 @@ impl<K: Kind> AsRawFd for Listener<K> {
 }
 
 /// Binds `fd` at `path` with the exact mode, race-free (see the module documentation); returns
-/// the removal guard and the file's (device, inode).
-fn bind_path(
-    fd: &OwnedFd,
-    path: &Path,
-    opts: &Options,
-    label: &Arc<str>,
-) -> Result<(RemoveGuard, u64, u64)> {
+/// the guard that removes the file, only while the name still refers to it.
+fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Result<RemoveGuard> {
     let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -279,11 +258,11 @@ fn bind_path(
     }
     drop(tmp);
     tracing::trace!(path = %path.display(), mode = format_args!("{:o}", opts.mode), "socket file created");
-    Ok((
-        RemoveGuard::new(Removable::Path(path.to_path_buf())),
-        st.st_dev,
-        st.st_ino,
-    ))
+    Ok(RemoveGuard::new(Removable::SameFile {
+        path: path.to_path_buf(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+    }))
 }
 
 /// Moves `from` to `to` unless `to` exists: `renameat2(RENAME_NOREPLACE)`, or `link` +

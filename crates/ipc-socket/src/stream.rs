@@ -177,13 +177,6 @@ impl MessageSender for Stream {
         }
         match self.tx.send_deadline(msg, deadline) {
             Err(e) if e.kind() == ErrorKind::Incomplete => Ok(()),
-            // Blocked behind an earlier message's tail: the framing notes that instead of
-            // saying which way it blocked; it is the full direction.
-            Err(e) if e.kind() == ErrorKind::WouldBlock && e.blocked().is_none() => {
-                Err(Error::would_block(ipc_core::Blocked::Full)
-                    .in_op("send")
-                    .on_shared(&self.label))
-            }
             r => r,
         }
     }

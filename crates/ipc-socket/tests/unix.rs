@@ -308,3 +308,22 @@ fn seqpacket_over_tcp_is_unsupported_and_wrong_fds_are_refused() {
     let e = Seqpacket::from_fd(fd, 16).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
 }
+
+#[test]
+fn dropping_a_listener_leaves_a_file_that_replaced_its_socket() {
+    let dir = TempDir::new("sock-replaced");
+    let path = dir.join("s");
+    let listener = Listener::<Seqpacket>::bind(&Address::path(&path), &Options::new()).unwrap();
+    // Someone moves the socket away and puts their own file at the name.
+    std::fs::rename(&path, dir.join("moved")).unwrap();
+    std::fs::write(&path, b"theirs").unwrap();
+    drop(listener);
+    assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+    // Its own file, still in place, is removed.
+    let path2 = dir.join("s2");
+    drop(Listener::<Seqpacket>::bind(&Address::path(&path2), &Options::new()).unwrap());
+    assert!(
+        std::fs::symlink_metadata(&path2).is_err(),
+        "the socket file stayed"
+    );
+}
