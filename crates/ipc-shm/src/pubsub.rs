@@ -40,9 +40,12 @@
 //!
 //! # Joining and leaving
 //!
-//! Each step of a subscriber's life is one atomic write of its place's owner word (the format
-//! of the channel's ends, `peer.rs`): a compare-and-swap from free to (attaching, this process),
-//! then the cursor, then (attached, this process); leaving is one store of free. The publisher
+//! Each step of a subscriber's life is one atomic write (the owner word has the format of the
+//! channel's ends, `peer.rs`): a compare-and-swap of the place's owner word from free to
+//! (attaching, this process), then the cursor, then (attached, this process), then a bump of
+//! the shared join count (which makes the publisher scan the places again); leaving is one
+//! compare-and-swap of the owner word back to free. The kill tests stop a join after each of
+//! these writes (`testing::join_until`) and kill the process there. The publisher
 //! and the other subscribers ignore a place that is not attached; a place whose process died at
 //! any step is taken over (one compare-and-swap from the word found, so a race loses cleanly)
 //! by the publisher when it would wait for it, or by a subscriber that finds no free place.
@@ -803,13 +806,19 @@ impl fmt::Debug for Publisher {
     }
 }
 
-/// How far [`Subscriber::open`] goes; each step is one store a process can be killed after
-/// (for the kill tests: [`testing::join_until`]).
+/// How far [`Subscriber::open`] goes; each step is one atomic write a process can be killed
+/// after (for the kill tests: [`testing::join_until`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum JoinStep {
+    /// The place's owner word says (attaching, this process).
     Claimed,
+    /// The cursor is stored.
     Positioned,
+    /// The owner word says (attached, this process); the join count is not bumped yet, so a
+    /// publisher may not have scanned the place.
     Attached,
+    /// The join count is bumped: a full join.
+    Joined,
 }
 
 /// A receiving end of a publish-subscribe segment: any number (up to the places the segment
@@ -842,7 +851,7 @@ impl Subscriber {
     /// [`Publisher::open`]; [`ErrorKind::AlreadyExists`] when every place is held by a live
     /// subscriber (or one being opened by a live process).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Subscriber> {
-        Subscriber::join(segment.into(), JoinStep::Attached)
+        Subscriber::join(segment.into(), JoinStep::Joined)
             .map(|s| s.expect("a full join returns the subscriber"))
     }
 
@@ -913,6 +922,10 @@ impl Subscriber {
             return Ok(None);
         }
         place.side.owner.store(sub.mine, Ordering::SeqCst);
+        if stop == JoinStep::Attached {
+            std::mem::forget(sub);
+            return Ok(None);
+        }
         view.header().shared.joins.fetch_add(1, Ordering::SeqCst);
         Ok(Some(sub))
     }
@@ -1316,13 +1329,16 @@ impl fmt::Debug for PubSubGuard<'_> {
 pub mod testing {
     use super::*;
 
-    /// Stops a join after the claim (`0`), after the cursor (`1`) or after "attached" (`2`),
-    /// leaving the place as a process killed there would.
+    /// Stops a join after the claim (`0`), after the cursor (`1`), after "attached" but before
+    /// the join count (`2`), or after a full join (`3`), leaving the place as a process killed
+    /// there would. (Leaving is one compare-and-swap of the owner word back to free: there is
+    /// no step inside it to stop at.)
     pub fn join_until(segment: Arc<Segment>, step: u32) -> Result<()> {
         let stop = match step {
             0 => JoinStep::Claimed,
             1 => JoinStep::Positioned,
-            _ => JoinStep::Attached,
+            2 => JoinStep::Attached,
+            _ => JoinStep::Joined,
         };
         // A subscriber that joined fully is kept open (never dropped), like a process that
         // is killed with it open.
