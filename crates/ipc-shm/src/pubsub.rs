@@ -1035,9 +1035,9 @@ impl Subscriber {
             .side
             .owner
             .load(Ordering::Acquire);
-        if peer::key_of(own) != peer::key_of(peer::pack(STATE_ATTACHED, peer::me()))
-            || state_of(own) != STATE_ATTACHED
-        {
+        // Our own word, attached and naming this process (kept from the join: no `getpid`
+        // and no lock per receive).
+        if own != self.mine {
             return Err(self.fail(Error::with_note(
                 ErrorKind::Disconnected,
                 "this subscriber's place was taken over (its process was thought dead)",
