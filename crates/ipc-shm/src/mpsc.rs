@@ -674,6 +674,14 @@ impl MpscConsumer {
         &self.segment
     }
 
+    /// How many times producers have woken this consumer so far (the segment's doorbell word:
+    /// futex wakes and doorbell rings alike, plus one per producer that leaves or is found
+    /// dead). A producer wakes the consumer only while it sleeps or waits on its doorbell, so
+    /// a stream the consumer keeps up with adds nothing here.
+    pub fn doorbell_rings(&self) -> u32 {
+        self.view.header().doorbell.load(Ordering::Relaxed)
+    }
+
     /// How many producers are attached now (their processes not checked).
     pub fn producers(&self) -> usize {
         self.view

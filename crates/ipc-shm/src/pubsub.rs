@@ -947,6 +947,14 @@ impl Subscriber {
         self.cursor
     }
 
+    /// How many times the publisher has woken its subscribers so far (its wake word: futex
+    /// wakes and doorbell rings alike, for every subscriber of the segment, plus one when it
+    /// closes or is found dead). The publisher wakes only while some subscriber sleeps or
+    /// waits on its doorbell, so a stream every subscriber keeps up with adds nothing here.
+    pub fn doorbell_rings(&self) -> u32 {
+        self.view.header().publisher.wake.load(Ordering::Relaxed)
+    }
+
     fn fail(&mut self, e: Error) -> Error {
         if e.kind() == ErrorKind::Corrupted {
             self.corrupted = Some(e.to_string());

@@ -475,6 +475,70 @@ fn blocking_receives_after_cancelled_async_ones_are_still_woken() {
     });
 }
 
+#[test]
+fn the_publisher_and_producers_ring_only_ends_that_wait() {
+    let seg = Arc::new(pubsub(Policy::Block).create_memfd("aps-rings").unwrap());
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let sub = Subscriber::open(seg).unwrap();
+    let mseg = Arc::new(mpsc().create_memfd("aps-rings-mpsc").unwrap());
+    let rx = MpscConsumer::open(mseg.clone()).unwrap();
+    let mut ptx = MpscProducer::open(mseg).unwrap();
+    let (sub, rx, tx, ptx) = block_on("rings only for waiters", move || async move {
+        let mut sub = AsyncEndpoint::new(sub).unwrap();
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut buf = [0u8; 256];
+        // Nobody waits: messages committed now ring nothing, and receiving them needs no wait.
+        for round in 0..3u64 {
+            for seq in 0..6 {
+                tx.send(&message(0, round * 6 + seq)).unwrap();
+                ptx.send(&message(1, round * 6 + seq)).unwrap();
+            }
+            for seq in 0..6 {
+                let n = sub.recv(&mut buf).await.unwrap();
+                assert_eq!(check(&buf[..n]), (0, round * 6 + seq));
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(check(&buf[..n]), (1, round * 6 + seq));
+            }
+        }
+        assert_eq!(sub.get_ref().doorbell_rings(), 0);
+        assert_eq!(rx.get_ref().doorbell_rings(), 0);
+        // Waiting: a message from another thread rings, then the wait is over.
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.send(&message(0, 18)).unwrap();
+            tx
+        });
+        let n = sub.recv(&mut buf).await.unwrap();
+        assert_eq!(check(&buf[..n]), (0, 18));
+        let tx = late.join().unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            ptx.send(&message(1, 18)).unwrap();
+            ptx
+        });
+        let n = rx.recv(&mut buf).await.unwrap();
+        assert_eq!(check(&buf[..n]), (1, 18));
+        let ptx = late.join().unwrap();
+        (sub.into_inner(), rx.into_inner(), tx, ptx)
+    });
+    let (mut sub, mut rx, mut tx, mut ptx) = (sub, rx, tx, ptx);
+    let (rang, rang_mpsc) = (sub.doorbell_rings(), rx.doorbell_rings());
+    assert!(rang >= 1 && rang_mpsc >= 1, "{rang} {rang_mpsc}");
+    // The waits were disarmed (the sleepers count and the flag are down again): more
+    // messages ring nothing.
+    let mut buf = [0u8; 256];
+    for seq in 19..25 {
+        tx.send(&message(0, seq)).unwrap();
+        ptx.send(&message(1, seq)).unwrap();
+        let n = sub.try_recv(&mut buf).unwrap();
+        assert_eq!(check(&buf[..n]), (0, seq));
+        let n = rx.try_recv(&mut buf).unwrap();
+        assert_eq!(check(&buf[..n]), (1, seq));
+    }
+    assert_eq!(sub.doorbell_rings(), rang);
+    assert_eq!(rx.doorbell_rings(), rang_mpsc);
+}
+
 /// Polls every future in `futs` to completion on the current task (no extra dependency).
 async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
     let mut futs: Vec<_> = futs.map(Box::pin).collect();
