@@ -59,7 +59,7 @@ use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use ipc_core::fd::Interest;
@@ -73,7 +73,7 @@ use crate::ring::{
     self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side,
 };
 use crate::segment::Segment;
-use crate::shape::{Doorbell, Kind, offset_in};
+use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, sleep_flagged};
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
@@ -528,22 +528,14 @@ impl Readiness for MpscProducer {
         let h = ring.header();
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
-        let mut spin = Spin::new(Deadline::Never, 0);
-        loop {
-            if self.can_send() {
-                return Ok(true);
-            }
-            if !spin.again() {
-                break;
-            }
-        }
-        let seen = h.rx.wake.load(Ordering::Acquire);
-        h.tx.sleeping.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.can_send() {
-            h.tx.sleeping.store(0, Ordering::Relaxed);
+        let Some(seen) = flag_and_look(
+            &h.rx.wake,
+            || h.tx.sleeping.store(1, Ordering::SeqCst),
+            || h.tx.sleeping.store(0, Ordering::Relaxed),
+            |_| self.can_send(),
+        ) else {
             return Ok(true);
-        }
+        };
         let watched = self
             .ready
             .watch(0, &hdr.consumer, &mut self.watch, &self.segment);
@@ -875,22 +867,14 @@ impl Readiness for MpscConsumer {
         self.ready.fd(&self.segment)?;
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
-        let mut spin = Spin::new(Deadline::Never, 0);
-        loop {
-            if self.can_recv() {
-                return Ok(true);
-            }
-            if !spin.again() {
-                break;
-            }
-        }
-        let seen = hdr.doorbell.load(Ordering::Acquire);
-        hdr.consumer.sleeping.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.can_recv() {
-            hdr.consumer.sleeping.store(0, Ordering::Relaxed);
+        let Some(seen) = flag_and_look(
+            &hdr.doorbell,
+            || hdr.consumer.sleeping.store(1, Ordering::SeqCst),
+            || hdr.consumer.sleeping.store(0, Ordering::Relaxed),
+            |_| self.can_recv(),
+        ) else {
             return Ok(true);
-        }
+        };
         let (mut held, mut watched) = (false, true);
         for i in 0..self.view.rings.len() {
             let side = &self.view.rings[i].header().tx;

@@ -109,7 +109,7 @@ use ipc_core::{
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
 use crate::segment::Segment;
-use crate::shape::{Doorbell, Kind, offset_in};
+use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, nap, sleep_flagged};
 
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
@@ -724,27 +724,17 @@ impl Readiness for Publisher {
         self.ready.fd(&self.segment)?;
         let view = self.view;
         let h = view.header();
-        // As a blocking send does: while subscribers run on other CPUs, room seen while
-        // spinning (at most 30 us) costs no ring and no sleep.
-        let mut spin = Spin::new(Deadline::Never, 0);
-        loop {
-            if self.has_room(false) {
-                return Ok(true);
-            }
-            if !spin.again() {
-                break;
-            }
-        }
-        let seen = h.shared.space.load(Ordering::Acquire);
-        h.publisher.sleeping.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         // With the flag up, a subscriber that moves on from now wakes the word; one that
-        // moved before is seen here. Dead subscribers holding the publisher back are
-        // reclaimed now (a pidfd poll each).
-        if self.has_room(true) {
-            h.publisher.sleeping.store(0, Ordering::Relaxed);
+        // moved before is seen by the last look, which also reclaims dead subscribers holding
+        // the publisher back (a pidfd poll each).
+        let Some(seen) = flag_and_look(
+            &h.shared.space,
+            || h.publisher.sleeping.store(1, Ordering::SeqCst),
+            || h.publisher.sleeping.store(0, Ordering::Relaxed),
+            |last| self.has_room(last),
+        ) else {
             return Ok(true);
-        }
+        };
         // Watch the processes of those it waits for: a death bumps `space`.
         let mut watched = true;
         for i in 0..view.subscribers {
@@ -1192,22 +1182,18 @@ impl Readiness for Subscriber {
         self.ready.fd(&self.segment)?;
         let view = self.view;
         let h = view.header();
-        let mut spin = Spin::new(Deadline::Never, 0);
-        loop {
-            if self.can_recv() {
-                return Ok(true);
-            }
-            if !spin.again() {
-                break;
-            }
-        }
-        let seen = h.publisher.wake.load(Ordering::Acquire);
-        h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.can_recv() {
-            h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+        let Some(seen) = flag_and_look(
+            &h.publisher.wake,
+            || {
+                h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            },
+            || {
+                h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            },
+            |_| self.can_recv(),
+        ) else {
             return Ok(true);
-        }
+        };
         let watched = self
             .ready
             .watch(0, &h.publisher, &mut self.watch, &self.segment);

@@ -7,15 +7,16 @@
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
-use ipc_core::{Error, ErrorKind, PosixName, Result};
+use ipc_core::{Deadline, Error, ErrorKind, PosixName, Result};
 
 use crate::bell::Bell;
 use crate::monitor::{self, Registration};
 use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, Side};
 use crate::segment::{Segment, SegmentKind};
+use crate::wait::Spin;
 
 /// The prefix of every pattern header (each `Meta` starts with these three fields).
 #[repr(C)]
@@ -192,6 +193,37 @@ pub(crate) fn offset_in(segment: &Segment, word: &AtomicU32) -> usize {
     let off = (word as *const AtomicU32 as usize) - (segment.as_ptr() as usize);
     debug_assert!(off + 4 <= segment.len());
     off
+}
+
+/// The first half of every pattern end's `Readiness::arm`: looks, spinning (up to 30 us, as a
+/// blocking wait does) while another CPU may serve it; then raises the end's flag (`raise`), a
+/// full fence, and looks once more (`ready(true)`: the last look may do more, such as checking
+/// processes), so the peer either sees the flag or this end sees its change. `None` when
+/// `ready` held (the flag is down again: `lower`); otherwise the value `word` (the futex word
+/// the peer bumps) had before the flag went up, for [`Doorbell::arm`].
+pub(crate) fn flag_and_look(
+    word: &AtomicU32,
+    raise: impl FnOnce(),
+    lower: impl FnOnce(),
+    mut ready: impl FnMut(bool) -> bool,
+) -> Option<u32> {
+    let mut spin = Spin::new(Deadline::Never, 0);
+    loop {
+        if ready(false) {
+            return None;
+        }
+        if !spin.again() {
+            break;
+        }
+    }
+    let seen = word.load(Ordering::Acquire);
+    raise();
+    fence(Ordering::SeqCst);
+    if ready(true) {
+        lower();
+        return None;
+    }
+    Some(seen)
 }
 
 /// A pattern endpoint's readiness: the doorbell of `bell.rs` (an eventfd, rung by a bell
