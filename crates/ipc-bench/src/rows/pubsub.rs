@@ -20,10 +20,15 @@
 //!   The extra subscribers are threads of the child, pinned to its CPU: on a machine with
 //!   fewer cores than subscribers they compete for it, so read the rows as "N readers on this
 //!   machine".
-//! - MPSC: the parent sends through one producer place while the other `N - 1` places are held
-//!   by attached, idle producers, so the consumer's round-robin looks at every place; the
-//!   reply comes back over a one-place MPSC. (Several sending producers would interleave their
-//!   messages, which a ping-pong cannot check.)
+//! - MPSC: `N` producers of the parent send at once: the one the engine drives, and `N - 1`
+//!   threads each streaming its own numbered messages of the point's size for as long as the
+//!   point runs. The child's consumer drains them all round-robin and checks every stream
+//!   (each producer's order is kept; the other streams are checked as the engine's receiver
+//!   checks its own) while it waits for the engine's messages; the reply comes back over a
+//!   one-place MPSC. So latency is a round trip through a consumer busy with `N - 1` other
+//!   producers, and throughput is **per producer** while all `N` send (the consumer takes
+//!   about `N` times the row's rate). The producers are threads of the parent, pinned to its
+//!   CPU: read the rows as "N producers on this machine".
 //!
 //! The report prints iceoryx2 0.10's publish-subscribe numbers (one subscriber, from
 //! `shared/reference/README.md`) beside these rows, labelled as a reference measured on this
@@ -39,7 +44,7 @@ use ipc_shm::{
 
 use crate::engine::{Metric, Placement, point_metric};
 use crate::message::{HEADER_LEN, Kind, Verifier};
-use crate::row::{Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, messages};
+use crate::row::{Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind};
 
 /// One reference line the report prints beside the pub-sub rows.
 #[derive(Clone, Copy, Debug)]
@@ -349,23 +354,87 @@ impl Row for PubSub {
     }
 }
 
-/// `mpsc-N`: `N` producer places into one consumer.
+/// `mpsc-N`: `N` producers sending into one consumer.
 #[derive(Debug)]
 pub(crate) struct Mpsc(pub(crate) usize, pub(crate) &'static str);
 
-/// The parent's end of an MPSC row: the sending producer, the idle ones, the reply consumer.
+/// The parent's end of an MPSC row: the producer the engine drives, the reply consumer, and
+/// the flag that stops the other producers' threads when the point ends.
 struct MpscEnd {
     tx: MpscProducer,
-    _idle: Vec<MpscProducer>,
     rx: MpscConsumer,
+    stop: Arc<AtomicBool>,
 }
 
 impl Duplex for MpscEnd {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        ipc_core::MessageSender::send(&mut self.tx, msg)
+        self.tx.send(msg)
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv(buf)
+    }
+}
+
+impl Drop for MpscEnd {
+    fn drop(&mut self) {
+        // The other producers stop within one send's wait and drop their places, so the
+        // child's consumer sees every producer gone.
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Another producer of the parent: streams its own numbered messages (stamped as the engine
+/// stamps its own, sequence from 0) until the point ends or the consumer is gone.
+fn background_producer(mut tx: MpscProducer, size: usize, stop: &AtomicBool) {
+    let mut out = crate::message::pattern(size);
+    let wait = std::time::Duration::from_millis(20);
+    'stream: for seq in 0u64.. {
+        crate::message::stamp(&mut out, seq, Kind::Data);
+        loop {
+            if stop.load(Ordering::Acquire) {
+                break 'stream;
+            }
+            match tx.send_timeout(&out, wait) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                Err(_) => break 'stream, // the consumer is gone: the point is over
+            }
+        }
+    }
+}
+
+/// The child's end of an MPSC row: receives until a message of the engine's producer comes,
+/// checking on the way every message of the other producers (each its own numbered stream).
+struct MpscChild {
+    tx: MpscProducer,
+    rx: MpscConsumer,
+    main: usize,
+    /// Per place: the next sequence number expected and the checker of that stream.
+    others: Vec<(u64, Verifier)>,
+}
+
+impl Duplex for MpscChild {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            let (place, n) = self.rx.recv_from_deadline(buf, ipc_core::Deadline::Never)?;
+            if place == self.main {
+                return Ok(n);
+            }
+            let Some((next, verifier)) = self.others.get_mut(place) else {
+                return Err(mismatch(format!(
+                    "a message from unknown producer place {place}"
+                )));
+            };
+            let full = n <= 256 || *next % 64 == 0;
+            verifier
+                .check(&buf[..n], *next, full)
+                .map_err(|m| mismatch(format!("producer place {place}: {}", m.0)))?;
+            *next += 1;
+        }
     }
 }
 
@@ -384,22 +453,37 @@ impl Row for Mpsc {
         let down = Arc::new(mpsc_options(size, self.0).create_memfd("bench mpsc down")?);
         let up = Arc::new(mpsc_options(size, 1).create_memfd("bench mpsc up")?);
         let tx = MpscProducer::open(down.clone())?;
-        let idle = (1..self.0)
-            .map(|_| MpscProducer::open(down.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        child.arg(tx.place().to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 1..self.0 {
+            let other = MpscProducer::open(down.clone())?;
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("mpsc-producer".into())
+                .spawn(move || background_producer(other, size, &stop))
+                .map_err(|e| ipc_core::Error::from(e).in_op("spawn a producer"))?;
+        }
         let rx = MpscConsumer::open(up.clone())?;
         memfd_of(&down, child, "down")?;
         memfd_of(&up, child, "up")?;
-        Ok(ParentEnd::Ready(Box::new(MpscEnd {
-            tx,
-            _idle: idle,
-            rx,
-        })))
+        Ok(ParentEnd::Ready(Box::new(MpscEnd { tx, rx, stop })))
     }
 
-    fn adopt(&self, _size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let main = parent.arg().parse().map_err(|_| {
+            Error::with_note(
+                ErrorKind::InvalidInput,
+                "the main producer's place is missing",
+            )
+        })?;
         let rx = MpscConsumer::open(Segment::inherited("down")?)?;
         let tx = MpscProducer::open(Segment::inherited("up")?)?;
-        Ok(messages(tx, rx))
+        let others = (0..self.0).map(|_| (0, Verifier::new(size))).collect();
+        Ok(Box::new(MpscChild {
+            tx,
+            rx,
+            main,
+            others,
+        }))
     }
 }
