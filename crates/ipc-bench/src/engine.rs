@@ -506,6 +506,13 @@ impl ChildSpec {
     }
 }
 
+/// The metric of the point a benchmark child runs (from its role's argument), for rows whose
+/// child side differs by metric (`rows/pubsub.rs`: extra subscribers acknowledge every message
+/// of a round trip, but only the end of a throughput run).
+pub fn point_metric(ctx: &Ctx) -> Option<Metric> {
+    ChildSpec::decode(ctx.arg()).map(|s| s.metric)
+}
+
 /// Ends a benchmark child: exit status 0 if it did its part and everything it received was
 /// right, otherwise 1 with what went wrong on stderr (the parent reports it).
 pub fn exit_with(result: Result<(), String>) -> ! {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{Metric, Placement, Profile, Runs};
 use crate::row::{RowInfo, RowKind};
-use crate::rows::SOCKET_BASELINE;
+use crate::rows::{ICEORYX2_REFERENCE, SOCKET_BASELINE};
 use crate::stats::{NOISY_SPREAD, Point};
 
 /// Everything one benchmark run produced.
@@ -251,7 +251,11 @@ impl Report {
              noisy, rerun on an idle machine before drawing conclusions.\n\
              - x best, x raw, x socket: this row's time per message divided by the best row's,\n  \
              by the raw row of its family, by `{socket}` (1.00 = as fast, 2.00 = twice as slow).\n\
-             - every message was checked: sequence number, stamps, a sampled full compare.\n",
+             - every message was checked: sequence number, stamps, a sampled full compare.\n\
+             - pubsub-N: latency is until the last of N subscribers has the message and has\n  \
+             acknowledged it; throughput is per subscriber (each receives every message).\n  \
+             `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
+             measured on this kind of machine, not in this run.\n",
             runs = p.runs,
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
@@ -315,7 +319,39 @@ impl Report {
             row.push(props_short(&r.properties));
             t.rows.push(row);
         }
+        self.references(&mut t, metric, size, pl);
         t.render(out, "  ");
+    }
+
+    /// Beside the pub-sub rows: the peer's numbers at this point, measured on this kind of
+    /// machine but not in this run (`rows::ICEORYX2_REFERENCE`), and `pubsub-1`'s cost over
+    /// the reference's (below 1.00: ahead of it).
+    fn references(&self, t: &mut Table, metric: Metric, size: usize, pl: Placement) {
+        if !self.rows.iter().any(|r| r.id.starts_with("pubsub-")) {
+            return;
+        }
+        for r in ICEORYX2_REFERENCE
+            .iter()
+            .filter(|r| r.metric == metric && r.size == size && r.placement == pl)
+        {
+            let (mut row, cost) = match metric {
+                Metric::RoundTrip => (vec![ns(r.value), "-".into(), "-".into()], r.value),
+                Metric::Throughput => {
+                    let msgs = r.value / size as f64;
+                    (vec![rate(msgs), gib(r.value)], 1e9 / msgs)
+                }
+            };
+            row.insert(0, "(reference)".into());
+            let own = self.point("pubsub-1", metric, size, pl).map(Point::cost_ns);
+            row.extend(["".into(), "-".into(), "-".into(), "-".into()]);
+            row.push(format!(
+                "{}; NOT this run: measured on this kind of machine (shared/reference); \
+                 pubsub-1 / reference: {}",
+                r.what,
+                own.map_or("-".into(), |o| ratio(o, Some(cost)))
+            ));
+            t.rows.push(row);
+        }
     }
 
     /// The machine-readable results.

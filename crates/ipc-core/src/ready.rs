@@ -30,7 +30,7 @@ use crate::fd::Interest;
 /// |---|---|---|---|---|
 /// | pipe and FIFO ends ([`FrameReceiver`](crate::stream::FrameReceiver), [`FrameSender`](crate::stream::FrameSender)) | the pipe itself | readable | writable | nothing |
 /// | POSIX message queue | the queue descriptor | readable | writable | nothing |
-/// | shared-memory channel | an eventfd doorbell | readable | readable | raises the end's sleeping flag |
+/// | shared-memory channel, publish-subscribe, many-to-one | an eventfd doorbell | readable | readable | raises the end's sleeping flag (a subscriber: the sleepers count) |
 /// | sockets (`ipc_socket::Seqpacket`, `Stream`) | the socket | readable | writable | nothing |
 ///
 /// System V message queues have no descriptor and do not implement this trait.

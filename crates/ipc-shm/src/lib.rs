@@ -77,9 +77,10 @@
 //!
 //! # Async and poll loops
 //!
-//! Each end implements [`Readiness`]: its descriptor is a **doorbell**, an eventfd that
-//! becomes readable when the end may proceed (a message came, room was made, the peer closed
-//! or died). Call the `try_` form; on `WouldBlock`, [`arm`](Readiness::arm), wait for the
+//! Each end implements [`Readiness`] (the channel's [`Sender`] and [`Receiver`], and the
+//! pattern ends below: [`Publisher`], [`Subscriber`], [`MpscProducer`], [`MpscConsumer`]): its
+//! descriptor is a **doorbell**, an eventfd that becomes readable when the end may proceed (a
+//! message came, room was made, the peer closed or died). Call the `try_` form; on `WouldBlock`, [`arm`](Readiness::arm), wait for the
 //! eventfd to be readable, [`disarm`](Readiness::disarm), and try again. With the `tokio`
 //! feature, `AsyncEndpoint::new(rx)` does exactly that, with `AsyncInPlace` and
 //! `AsyncLoan` for the zero-copy forms.
@@ -91,7 +92,11 @@
 //! blocking receive raises before its futex wait; the peer's commit or release makes a wake-up
 //! call only while that flag is up. So while both sides are busy there is **no system call
 //! per message**, and [`Receiver::doorbell_rings`] / [`Sender::doorbell_rings`] count the
-//! wake-ups (the benchmark reports them per 1,000 messages).
+//! wake-ups (the benchmark reports them per 1,000 messages). The pattern ends follow the same
+//! rule with their own flags: a subscriber raises the shared sleepers count the publisher
+//! checks, a blocked publisher, a producer and the consumer their sleeping flags; their
+//! module docs say which peers' deaths ring them (the publisher, the consumer, the attached
+//! producers and the subscribers holding a publisher back are watched by pidfd).
 //!
 //! How the ring reaches the eventfd, and what it costs: a process that opened the channel
 //! by name has no descriptor of ours, so the ring stays the futex wake the peer already
@@ -131,9 +136,9 @@
 //!
 //! Both open by name (POSIX segments, [`PubSubOptions::create_posix`] and [`Segment::open`]) or
 //! by an inherited memfd, and speak the core traits (a subscriber or the MPSC consumer is a
-//! [`MessageReceiver`], a publisher or producer a [`MessageSender`]). Readiness descriptors for
-//! them will come with the channel's doorbell; the futex words they would ring are named in
-//! the module docs.
+//! [`MessageReceiver`], a publisher or producer a [`MessageSender`]) and implement
+//! [`Readiness`] with the same doorbell as the channel (next section), so a poll loop or
+//! `AsyncEndpoint` waits on them too.
 //!
 //! ```
 //! use ipc_shm::prelude::*;

@@ -40,23 +40,40 @@
 //!
 //! # Readiness
 //!
-//! Readiness descriptors come with the channel's doorbell (not here yet); the place for them
-//! is the `doorbell` word (the consumer) and each ring's rx wake word (a producer).
+//! Both ends implement [`Readiness`] with the channel's doorbell (an eventfd rung by a bell
+//! thread in this process that sleeps on the futex word the end would sleep on; see the
+//! crate's "Async and poll loops"), so `poll`, `epoll` and tokio (`AsyncEndpoint`) can wait
+//! on them:
+//!
+//! - the [`MpscConsumer`]'s rings when a producer commits a message, closes or dies: `arm`
+//!   raises the consumer's sleeping flag and producers wake the `doorbell` word only while it
+//!   is up (no system call per message while the consumer keeps up); the attached producers'
+//!   processes are watched (pidfd, the `ipc-shm-watch` thread), so a death rings at once.
+//!   While no producer is attached the bell rings every 50 ms to look again (a producer that
+//!   joins and dies before sending must still end the wait).
+//! - an [`MpscProducer`]'s rings when the consumer makes room in its ring, closes or dies
+//!   (its ring's rx wake word, bumped only while the producer's flag is up; the consumer's
+//!   process is watched).
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
+use ipc_core::fd::Interest;
 use ipc_core::{
-    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result, futex,
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
+    Result, futex,
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
-use crate::ring::{self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_CLOSED, Side};
+use crate::ring::{
+    self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side,
+};
 use crate::segment::Segment;
-use crate::shape::Kind;
+use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, sleep_flagged};
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
@@ -283,6 +300,13 @@ pub struct MpscProducer {
     producer: Producer,
     watch: Watch,
     corrupted: Option<String>,
+    /// Non-blocking sends that found no room, for rate-limiting the consumer's liveness check
+    /// (a syscall) on that path.
+    polls: u32,
+    /// The length of the last message that found no room: what [`Readiness::arm`] waits for.
+    wanted: usize,
+    /// The readiness doorbell, on this ring's rx wake word.
+    ready: Doorbell,
 }
 
 impl MpscProducer {
@@ -350,6 +374,7 @@ impl MpscProducer {
         };
         side.owner
             .store(peer::pack(STATE_ATTACHED, me), Ordering::SeqCst);
+        let ready = Doorbell::new(offset_in(&segment, &ring.header().rx.wake));
         Ok(Some(MpscProducer {
             segment,
             name,
@@ -358,6 +383,9 @@ impl MpscProducer {
             producer,
             watch: Watch::default(),
             corrupted: None,
+            polls: 0,
+            wanted: 0,
+            ready,
         }))
     }
 
@@ -425,9 +453,20 @@ impl MessageSender for MpscProducer {
             if let Some(r) = got {
                 break r;
             }
+            self.wanted = msg.len();
             let word = consumer.owner.load(Ordering::Acquire);
+            // The consumer's process is checked (a pidfd poll) after a first sleep, or on
+            // every 64th full non-blocking call, so a quick poll costs no syscall.
+            let check = if deadline == Deadline::Now {
+                self.polls = self.polls.wrapping_add(1);
+                self.polls % 64 == 1
+            } else {
+                !rounds.first()
+            };
             if state_of(word) == STATE_CLOSED
-                || (!rounds.first() && matches!(self.watch.status_of(word), Ok(Status::Dead)))
+                || self.watch.known_dead(word)
+                || self.ready.died(0, word)
+                || (check && matches!(self.watch.status_of(word), Ok(Status::Dead)))
             {
                 return Err(self.fail(Error::disconnected()));
             }
@@ -450,7 +489,9 @@ impl MessageSender for MpscProducer {
         self.producer.commit(r, msg.len());
         if hdr.consumer.sleeping.load(Ordering::SeqCst) != 0 {
             hdr.doorbell.fetch_add(1, Ordering::Release);
-            futex::wake(&hdr.doorbell, 1);
+            // Every waiter: a blocked receive, or the consumer's bell thread (possibly still
+            // asleep from an async wait that was given up).
+            futex::wake_all(&hdr.doorbell);
         }
         Ok(())
     }
@@ -460,13 +501,83 @@ impl MessageSender for MpscProducer {
     }
 }
 
+/// The doorbell: an eventfd that becomes **readable** when a send may succeed (the consumer
+/// made room in this producer's ring, or closed or died).
+///
+/// [`arm`](Readiness::arm) raises this producer's sleeping flag, the one a blocked send
+/// raises; the consumer wakes the ring's word only while it is up, so a producer that keeps
+/// finding room costs the consumer nothing. The consumer's process is watched (pidfd), so its
+/// death rings at once (before a consumer attached, the bell rings every 50 ms to look).
+impl Readiness for MpscProducer {
+    /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
+    /// "Async and poll loops" section).
+    ///
+    /// Errors: `eventfd(2)` or the bell thread could not be made.
+    #[doc(alias = "eventfd")]
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.ready.fd(&self.segment)
+    }
+
+    fn send_interest(&self) -> Interest {
+        Interest::Readable
+    }
+
+    fn arm(&mut self) -> Result<bool> {
+        self.ready.fd(&self.segment)?;
+        let ring = self.view.rings[self.index];
+        let h = ring.header();
+        // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
+        let hdr = unsafe { self.view.header.as_ref() };
+        let Some(seen) = flag_and_look(
+            &h.rx.wake,
+            || h.tx.sleeping.store(1, Ordering::SeqCst),
+            || h.tx.sleeping.store(0, Ordering::Relaxed),
+            |_| self.can_send(),
+        ) else {
+            return Ok(true);
+        };
+        let watched = self
+            .ready
+            .watch(0, &hdr.consumer, &mut self.watch, &self.segment);
+        self.ready.arm(seen, !watched);
+        Ok(false)
+    }
+
+    fn disarm(&self) {
+        if self.ready.disarm() {
+            self.view.rings[self.index]
+                .header()
+                .tx
+                .sleeping
+                .store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl MpscProducer {
+    /// Whether a send of the last refused length would not wait now: room, or the consumer
+    /// closed or is known dead (or the ring is inconsistent: the try reports it).
+    fn can_send(&mut self) -> bool {
+        if self.corrupted.is_some() {
+            return true;
+        }
+        let word = self.view.header().consumer.owner.load(Ordering::Acquire);
+        let wanted = self.wanted.min(self.view.max_message);
+        state_of(word) == STATE_CLOSED
+            || self.watch.known_dead(word)
+            || self.ready.died(0, word)
+            || !matches!(self.producer.reserve(wanted), Ok(None))
+    }
+}
+
 impl Drop for MpscProducer {
     fn drop(&mut self) {
+        self.disarm();
         let side = &self.view.rings[self.index].header().tx;
         peer::close(side);
         let hdr = self.view.header();
         hdr.doorbell.fetch_add(1, Ordering::Release);
-        futex::wake(&hdr.doorbell, 1);
+        futex::wake_all(&hdr.doorbell);
     }
 }
 
@@ -492,6 +603,8 @@ pub struct MpscConsumer {
     seen_producer: bool,
     polls: u32,
     corrupted: Option<String>,
+    /// The readiness doorbell, on the `doorbell` word; one watched peer per producer place.
+    ready: Doorbell,
 }
 
 impl MpscConsumer {
@@ -533,6 +646,7 @@ impl MpscConsumer {
                 err(e)
             })?;
         let watches = (0..view.rings.len()).map(|_| Watch::default()).collect();
+        let ready = Doorbell::new(offset_in(&segment, &view.header().doorbell));
         Ok(MpscConsumer {
             segment,
             name,
@@ -543,12 +657,21 @@ impl MpscConsumer {
             seen_producer: false,
             polls: 0,
             corrupted: None,
+            ready,
         })
     }
 
     /// The segment the MPSC lives in.
     pub fn segment(&self) -> &Arc<Segment> {
         &self.segment
+    }
+
+    /// How many times producers have woken this consumer so far (the segment's doorbell word:
+    /// futex wakes and doorbell rings alike, plus one per producer that leaves or is found
+    /// dead). A producer wakes the consumer only while it sleeps or waits on its doorbell, so
+    /// a stream the consumer keeps up with adds nothing here.
+    pub fn doorbell_rings(&self) -> u32 {
+        self.view.header().doorbell.load(Ordering::Relaxed)
     }
 
     /// How many producers are attached now (their processes not checked).
@@ -595,7 +718,8 @@ impl MpscConsumer {
                 }
                 _ => {
                     self.seen_producer |= state_of(word) == STATE_ATTACHED;
-                    check && matches!(self.watches[i].status_of(word)?, Status::Dead)
+                    self.ready.died(i, word)
+                        || (check && matches!(self.watches[i].status_of(word)?, Status::Dead))
                 }
             };
             if gone {
@@ -671,7 +795,8 @@ impl MpscConsumer {
         let h = self.view.rings[i].header();
         if h.tx.sleeping.load(Ordering::SeqCst) != 0 {
             h.rx.wake.fetch_add(1, Ordering::Release);
-            futex::wake(&h.rx.wake, 1);
+            // Every waiter: a blocked send, or the producer's bell thread.
+            futex::wake_all(&h.rx.wake);
         }
     }
 
@@ -719,8 +844,87 @@ impl MessageReceiver for MpscConsumer {
     }
 }
 
+/// The doorbell: an eventfd that becomes **readable** when a receive may succeed (a producer
+/// committed a message, closed or died).
+///
+/// [`arm`](Readiness::arm) raises the consumer's sleeping flag, the one a blocking receive
+/// raises; producers wake the segment's `doorbell` word only while it is up, so while the
+/// consumer keeps up there is no system call per message. The attached producers' processes
+/// are watched (pidfd, the `ipc-shm-watch` thread): a death rings at once, and the next try
+/// drains that producer's place and gives it back. While no producer is attached (or one
+/// cannot be watched) the bell rings every 50 ms to look again.
+impl Readiness for MpscConsumer {
+    /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
+    /// "Async and poll loops" section).
+    ///
+    /// Errors: `eventfd(2)` or the bell thread could not be made.
+    #[doc(alias = "eventfd")]
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.ready.fd(&self.segment)
+    }
+
+    fn arm(&mut self) -> Result<bool> {
+        self.ready.fd(&self.segment)?;
+        // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
+        let hdr = unsafe { self.view.header.as_ref() };
+        let Some(seen) = flag_and_look(
+            &hdr.doorbell,
+            || hdr.consumer.sleeping.store(1, Ordering::SeqCst),
+            || hdr.consumer.sleeping.store(0, Ordering::Relaxed),
+            |_| self.can_recv(),
+        ) else {
+            return Ok(true);
+        };
+        let (mut held, mut watched) = (false, true);
+        for i in 0..self.view.rings.len() {
+            let side = &self.view.rings[i].header().tx;
+            if matches!(
+                state_of(side.owner.load(Ordering::Acquire)),
+                STATE_ATTACHED | STATE_ATTACHING
+            ) {
+                held = true;
+                watched &= self
+                    .ready
+                    .watch(i, side, &mut self.watches[i], &self.segment);
+            }
+        }
+        self.ready.arm(seen, !(held && watched));
+        Ok(false)
+    }
+
+    fn disarm(&self) {
+        if self.ready.disarm() {
+            self.view
+                .header()
+                .consumer
+                .sleeping
+                .store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl MpscConsumer {
+    /// Whether a receive would not wait now: a message, every producer gone (after one was
+    /// seen), or an inconsistent ring (the try reports it). Takes nothing; closed places are
+    /// given back on the way, as a receive does.
+    fn can_recv(&mut self) -> bool {
+        if self.corrupted.is_some() {
+            return true;
+        }
+        // A look only: the round-robin turn stays where the next receive expects it.
+        let next = self.next;
+        let ready = match self.pass(false) {
+            Ok(Ok(_)) | Err(_) => true,
+            Ok(Err(live)) => !live && self.seen_producer,
+        };
+        self.next = next;
+        ready
+    }
+}
+
 impl Drop for MpscConsumer {
     fn drop(&mut self) {
+        self.disarm();
         peer::close(&self.view.header().consumer);
         for r in &self.view.rings {
             let h = r.header();

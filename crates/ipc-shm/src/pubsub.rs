@@ -40,9 +40,12 @@
 //!
 //! # Joining and leaving
 //!
-//! Each step of a subscriber's life is one atomic write of its place's owner word (the format
-//! of the channel's ends, `peer.rs`): a compare-and-swap from free to (attaching, this process),
-//! then the cursor, then (attached, this process); leaving is one store of free. The publisher
+//! Each step of a subscriber's life is one atomic write (the owner word has the format of the
+//! channel's ends, `peer.rs`): a compare-and-swap of the place's owner word from free to
+//! (attaching, this process), then the cursor, then (attached, this process), then a bump of
+//! the shared join count (which makes the publisher scan the places again); leaving is one
+//! compare-and-swap of the owner word back to free. The kill tests stop a join after each of
+//! these writes (`testing::join_until`) and kill the process there. The publisher
 //! and the other subscribers ignore a place that is not attached; a place whose process died at
 //! any step is taken over (one compare-and-swap from the word found, so a race loses cleanly)
 //! by the publisher when it would wait for it, or by a subscriber that finds no free place.
@@ -73,26 +76,40 @@
 //!
 //! # Readiness
 //!
-//! Readiness descriptors (for `poll`/`epoll`/tokio) are not offered here yet: they come with
-//! the channel's doorbell. The place for them is the publisher's wake word (subscribers) and
-//! the `space` word (a blocked publisher): a doorbell would be rung beside each futex wake in
-//! [`Publisher`]'s commit and in [`Subscriber`]'s release.
+//! Both ends implement [`Readiness`] with the channel's doorbell (an eventfd, readable when
+//! the end may proceed, rung by a bell thread in this process that sleeps on the futex word
+//! the end would sleep on; see the crate's "Async and poll loops"), so `poll`, `epoll` and
+//! tokio (`AsyncEndpoint`) can wait on them:
+//!
+//! - a [`Subscriber`]'s rings when a message is published or the publisher closes or dies.
+//!   [`arm`](Readiness::arm) raises the shared `sleepers` count, as a blocking receive does,
+//!   and the publisher wakes the word only while that count is up: no system call per message
+//!   while every subscriber keeps up. The publisher's process is watched (pidfd, the
+//!   `ipc-shm-watch` thread), so its death rings at once.
+//! - a [`Publisher`]'s rings, under [`Policy::Block`], when the subscribers it waits for moved
+//!   on (or left, or died): `arm` raises the publisher's sleeping flag, which subscribers
+//!   check before waking it. The processes of the subscribers holding it back are watched
+//!   too (where they cannot be, the bell rings every 50 ms to look again). Under
+//!   [`Policy::Lossy`] a publish never waits and `arm` says "ready" at once.
 
 use std::fmt;
 use std::ops::Deref;
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crossbeam_utils::CachePadded;
+use ipc_core::fd::Interest;
 use ipc_core::{
-    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result, futex,
+    Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
+    Result, futex,
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
 use crate::segment::Segment;
-use crate::shape::Kind;
+use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, nap, sleep_flagged};
 
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
@@ -445,6 +462,8 @@ pub struct Publisher {
     joins: u32,
     watches: Vec<Watch>,
     corrupted: Option<String>,
+    /// The readiness doorbell, on the `space` word.
+    ready: Doorbell,
 }
 
 impl Publisher {
@@ -489,6 +508,7 @@ impl Publisher {
         let tail = view.header().tail.load(Ordering::Acquire);
         let joins = view.header().shared.joins.load(Ordering::Acquire);
         let watches = (0..view.subscribers).map(|_| Watch::default()).collect();
+        let ready = Doorbell::new(offset_in(&segment, &view.header().shared.space));
         Ok(Publisher {
             segment,
             name,
@@ -498,6 +518,7 @@ impl Publisher {
             joins: joins.wrapping_sub(1), // scan on the first send
             watches,
             corrupted: None,
+            ready,
         })
     }
 
@@ -549,19 +570,21 @@ impl Publisher {
                     "subscriber place {i}: cursor {c} ahead of the {tail} messages published"
                 )));
             }
-            if c + self.view.slots <= tail && check {
-                if let Status::Dead = self.watches[i].status_of(word)? {
-                    // Its process is gone: nothing it holds matters any more.
-                    if place
-                        .side
-                        .owner
-                        .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        tracing::trace!(place = i, "reclaimed a dead subscriber's place");
-                    }
-                    continue;
+            // Holding the publisher back: is its process gone (seen by the watcher thread, or
+            // with `check` a pidfd poll)? Then nothing it holds matters any more.
+            if c + self.view.slots <= tail
+                && (self.ready.died(i, word)
+                    || (check && Status::Dead == self.watches[i].status_of(word)?))
+            {
+                if place
+                    .side
+                    .owner
+                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    tracing::trace!(place = i, "reclaimed a dead subscriber's place");
                 }
+                continue;
             }
             min = min.min(c);
         }
@@ -671,6 +694,89 @@ impl MessageSender for Publisher {
     }
 }
 
+/// The doorbell: an eventfd that becomes **readable** when a publish may succeed (under
+/// [`Policy::Block`]: the subscribers the next message waits for moved on, left or died).
+///
+/// [`arm`](Readiness::arm) raises the publisher's sleeping flag, the one a blocked send
+/// raises; a subscriber wakes the publisher only while it is up, so a publisher that never
+/// waits costs the subscribers nothing. The processes of the subscribers that hold it back
+/// are watched (pidfd), so one that dies rings too and its place is reclaimed at the next
+/// try; if one cannot be watched, the bell rings every 50 ms to look again. Under
+/// [`Policy::Lossy`] a publish never waits: `arm` returns `true` at once.
+impl Readiness for Publisher {
+    /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
+    /// "Async and poll loops" section).
+    ///
+    /// Errors: `eventfd(2)` or the bell thread could not be made.
+    #[doc(alias = "eventfd")]
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.ready.fd(&self.segment)
+    }
+
+    fn send_interest(&self) -> Interest {
+        Interest::Readable
+    }
+
+    fn arm(&mut self) -> Result<bool> {
+        if self.view.policy == Policy::Lossy || self.corrupted.is_some() {
+            return Ok(true);
+        }
+        self.ready.fd(&self.segment)?;
+        let view = self.view;
+        let h = view.header();
+        // With the flag up, a subscriber that moves on from now wakes the word; one that
+        // moved before is seen by the last look, which also reclaims dead subscribers holding
+        // the publisher back (a pidfd poll each).
+        let Some(seen) = flag_and_look(
+            &h.shared.space,
+            || h.publisher.sleeping.store(1, Ordering::SeqCst),
+            || h.publisher.sleeping.store(0, Ordering::Relaxed),
+            |last| self.has_room(last),
+        ) else {
+            return Ok(true);
+        };
+        // Watch the processes of those it waits for: a death bumps `space`.
+        let mut watched = true;
+        for i in 0..view.subscribers {
+            let place = view.place(i);
+            if state_of(place.side.owner.load(Ordering::Acquire)) == STATE_ATTACHED
+                && place.cursor.load(Ordering::Acquire) + view.slots <= self.tail
+            {
+                watched &= self
+                    .ready
+                    .watch(i, &place.side, &mut self.watches[i], &self.segment);
+            }
+        }
+        self.ready.arm(seen, !watched);
+        Ok(false)
+    }
+
+    fn disarm(&self) {
+        if self.ready.disarm() {
+            self.view
+                .header()
+                .publisher
+                .sleeping
+                .store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Publisher {
+    /// Under `Block`: whether the next message has room now (scanning the cursors, and with
+    /// `check` reclaiming the places of dead subscribers that hold it back). An error (a
+    /// corrupted cursor) counts as ready: the next try reports it.
+    fn has_room(&mut self, check: bool) -> bool {
+        match self.scan(check) {
+            Ok(min) => {
+                self.min_cursor = min;
+                self.tail < min + self.view.slots
+            }
+            Err(_) => true,
+        }
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         let h = self.view.header();
@@ -690,13 +796,19 @@ impl fmt::Debug for Publisher {
     }
 }
 
-/// How far [`Subscriber::open`] goes; each step is one store a process can be killed after
-/// (for the kill tests: [`testing::join_until`]).
+/// How far [`Subscriber::open`] goes; each step is one atomic write a process can be killed
+/// after (for the kill tests: [`testing::join_until`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum JoinStep {
+    /// The place's owner word says (attaching, this process).
     Claimed,
+    /// The cursor is stored.
     Positioned,
+    /// The owner word says (attached, this process); the join count is not bumped yet, so a
+    /// publisher may not have scanned the place.
     Attached,
+    /// The join count is bumped: a full join.
+    Joined,
 }
 
 /// A receiving end of a publish-subscribe segment: any number (up to the places the segment
@@ -716,6 +828,8 @@ pub struct Subscriber {
     /// check (a syscall) on that path.
     polls: u32,
     corrupted: Option<String>,
+    /// The readiness doorbell, on the publisher's wake word.
+    ready: Doorbell,
 }
 
 impl Subscriber {
@@ -727,7 +841,7 @@ impl Subscriber {
     /// [`Publisher::open`]; [`ErrorKind::AlreadyExists`] when every place is held by a live
     /// subscriber (or one being opened by a live process).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Subscriber> {
-        Subscriber::join(segment.into(), JoinStep::Attached)
+        Subscriber::join(segment.into(), JoinStep::Joined)
             .map(|s| s.expect("a full join returns the subscriber"))
     }
 
@@ -771,6 +885,7 @@ impl Subscriber {
             )));
         };
         let place = view.place(index);
+        let ready = Doorbell::new(offset_in(&segment, &view.header().publisher.wake));
         let mut sub = Subscriber {
             segment,
             name,
@@ -782,6 +897,7 @@ impl Subscriber {
             watch: Watch::default(),
             polls: 0,
             corrupted: None,
+            ready,
         };
         if stop == JoinStep::Claimed {
             std::mem::forget(sub);
@@ -796,6 +912,10 @@ impl Subscriber {
             return Ok(None);
         }
         place.side.owner.store(sub.mine, Ordering::SeqCst);
+        if stop == JoinStep::Attached {
+            std::mem::forget(sub);
+            return Ok(None);
+        }
         view.header().shared.joins.fetch_add(1, Ordering::SeqCst);
         Ok(Some(sub))
     }
@@ -815,6 +935,14 @@ impl Subscriber {
     /// subscriber will read.
     pub fn position(&self) -> u64 {
         self.cursor
+    }
+
+    /// How many times the publisher has woken its subscribers so far (its wake word: futex
+    /// wakes and doorbell rings alike, for every subscriber of the segment, plus one when it
+    /// closes or is found dead). The publisher wakes only while some subscriber sleeps or
+    /// waits on its doorbell, so a stream every subscriber keeps up with adds nothing here.
+    pub fn doorbell_rings(&self) -> u32 {
+        self.view.header().publisher.wake.load(Ordering::Relaxed)
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -888,7 +1016,9 @@ impl Subscriber {
             .store(next, Ordering::SeqCst);
         if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
             h.shared.space.fetch_add(1, Ordering::Release);
-            futex::wake(&h.shared.space, 1);
+            // Every waiter: a blocked send, or the publisher's bell thread (possibly still
+            // asleep from an async wait that was given up).
+            futex::wake_all(&h.shared.space);
         }
     }
 
@@ -903,9 +1033,9 @@ impl Subscriber {
             .side
             .owner
             .load(Ordering::Acquire);
-        if peer::key_of(own) != peer::key_of(peer::pack(STATE_ATTACHED, peer::me()))
-            || state_of(own) != STATE_ATTACHED
-        {
+        // Our own word, attached and naming this process (kept from the join: no `getpid`
+        // and no lock per receive).
+        if own != self.mine {
             return Err(self.fail(Error::with_note(
                 ErrorKind::Disconnected,
                 "this subscriber's place was taken over (its process was thought dead)",
@@ -937,6 +1067,7 @@ impl Subscriber {
             };
             let gone = state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
+                || self.ready.died(0, word)
                 || (state_of(word) != STATE_FREE
                     && check
                     && matches!(self.watch.status_of(word), Ok(Status::Dead)));
@@ -1029,8 +1160,84 @@ impl MessageReceiver for Subscriber {
     }
 }
 
+/// The doorbell: an eventfd that becomes **readable** when a receive may succeed (a message
+/// was published, or the publisher closed or died).
+///
+/// [`arm`](Readiness::arm) raises the shared `sleepers` count, as a blocking receive does
+/// before its futex wait; the publisher makes a wake-up call only while that count is up.
+/// So while every subscriber keeps up there is no system call per message. The publisher's
+/// process is watched (pidfd, the `ipc-shm-watch` thread), so its death rings at once; while
+/// no publisher is attached yet, the bell rings every 50 ms to look again.
+impl Readiness for Subscriber {
+    /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
+    /// "Async and poll loops" section).
+    ///
+    /// Errors: `eventfd(2)` or the bell thread could not be made.
+    #[doc(alias = "eventfd")]
+    fn readiness_fd(&mut self) -> Result<BorrowedFd<'_>> {
+        self.ready.fd(&self.segment)
+    }
+
+    fn arm(&mut self) -> Result<bool> {
+        self.ready.fd(&self.segment)?;
+        let view = self.view;
+        let h = view.header();
+        let Some(seen) = flag_and_look(
+            &h.publisher.wake,
+            || {
+                h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            },
+            || {
+                h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);
+            },
+            |_| self.can_recv(),
+        ) else {
+            return Ok(true);
+        };
+        let watched = self
+            .ready
+            .watch(0, &h.publisher, &mut self.watch, &self.segment);
+        self.ready.arm(seen, !watched);
+        Ok(false)
+    }
+
+    fn disarm(&self) {
+        if self.ready.disarm() {
+            self.view
+                .header()
+                .shared
+                .sleepers
+                .fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Subscriber {
+    /// Whether a receive would not wait now: a message (or a corrupted slot) is there, the
+    /// publisher closed or is known dead, or this place was taken over. Takes nothing.
+    fn can_recv(&mut self) -> bool {
+        if self.corrupted.is_some() {
+            return true;
+        }
+        let h = self.view.header();
+        let own = self
+            .view
+            .place(self.index)
+            .side
+            .owner
+            .load(Ordering::Acquire);
+        let word = h.publisher.owner.load(Ordering::Acquire);
+        own != self.mine
+            || state_of(word) == STATE_CLOSED
+            || self.watch.known_dead(word)
+            || self.ready.died(0, word)
+            || !matches!(self.peek(), Ok(None))
+    }
+}
+
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.disarm();
         let place = self.view.place(self.index);
         // Leave in one step, unless our place was taken over meanwhile.
         let _ =
@@ -1041,7 +1248,9 @@ impl Drop for Subscriber {
         let h = self.view.header();
         if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
             h.shared.space.fetch_add(1, Ordering::Release);
-            futex::wake(&h.shared.space, 1);
+            // Every waiter: a blocked send, or the publisher's bell thread (possibly still
+            // asleep from an async wait that was given up).
+            futex::wake_all(&h.shared.space);
         }
     }
 }
@@ -1114,13 +1323,16 @@ impl fmt::Debug for PubSubGuard<'_> {
 pub mod testing {
     use super::*;
 
-    /// Stops a join after the claim (`0`), after the cursor (`1`) or after "attached" (`2`),
-    /// leaving the place as a process killed there would.
+    /// Stops a join after the claim (`0`), after the cursor (`1`), after "attached" but before
+    /// the join count (`2`), or after a full join (`3`), leaving the place as a process killed
+    /// there would. (Leaving is one compare-and-swap of the owner word back to free: there is
+    /// no step inside it to stop at.)
     pub fn join_until(segment: Arc<Segment>, step: u32) -> Result<()> {
         let stop = match step {
             0 => JoinStep::Claimed,
             1 => JoinStep::Positioned,
-            _ => JoinStep::Attached,
+            2 => JoinStep::Attached,
+            _ => JoinStep::Joined,
         };
         // A subscriber that joined fully is kept open (never dropped), like a process that
         // is killed with it open.

@@ -1,13 +1,22 @@
 //! What the pattern segments (publish-subscribe in `pubsub.rs`, many-to-one in `mpsc.rs`)
 //! share: the first 16 bytes of their headers (magic, layout version, header size), checked
-//! the same way at open and written last at init, and how a segment for one is created.
+//! the same way at open and written last at init, how a segment for one is created, and
+//! their readiness ([`Doorbell`]: the channel's doorbell on the futex word an endpoint waits
+//! on, with the watcher thread covering the peers whose death must ring it).
 
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
-use ipc_core::{Error, ErrorKind, PosixName, Result};
+use ipc_core::{Deadline, Error, ErrorKind, PosixName, Result};
 
+use crate::bell::Bell;
+use crate::monitor::{self, Registration};
+use crate::peer::{self, Status, Watch, state_of};
+use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, Side};
 use crate::segment::{Segment, SegmentKind};
+use crate::wait::Spin;
 
 /// The prefix of every pattern header (each `Meta` starts with these three fields).
 #[repr(C)]
@@ -175,5 +184,153 @@ impl Kind {
         let seg = Segment::memfd(name, size)?;
         init(&seg)?;
         Ok(seg)
+    }
+}
+
+/// The offset of `word` in `segment`'s mapping; `word` must lie inside it (a field of a
+/// header validated at open).
+pub(crate) fn offset_in(segment: &Segment, word: &AtomicU32) -> usize {
+    let off = (word as *const AtomicU32 as usize) - (segment.as_ptr() as usize);
+    debug_assert!(off + 4 <= segment.len());
+    off
+}
+
+/// The first half of every pattern end's `Readiness::arm`: looks, spinning (up to 30 us, as a
+/// blocking wait does) while another CPU may serve it; then raises the end's flag (`raise`), a
+/// full fence, and looks once more (`ready(true)`: the last look may do more, such as checking
+/// processes), so the peer either sees the flag or this end sees its change. `None` when
+/// `ready` held (the flag is down again: `lower`); otherwise the value `word` (the futex word
+/// the peer bumps) had before the flag went up, for [`Doorbell::arm`].
+pub(crate) fn flag_and_look(
+    word: &AtomicU32,
+    raise: impl FnOnce(),
+    lower: impl FnOnce(),
+    mut ready: impl FnMut(bool) -> bool,
+) -> Option<u32> {
+    let mut spin = Spin::new(Deadline::Never, 0);
+    loop {
+        if ready(false) {
+            return None;
+        }
+        if !spin.again() {
+            break;
+        }
+    }
+    let seen = word.load(Ordering::Acquire);
+    raise();
+    fence(Ordering::SeqCst);
+    if ready(true) {
+        lower();
+        return None;
+    }
+    Some(seen)
+}
+
+/// A pattern endpoint's readiness: the doorbell of `bell.rs` (an eventfd, rung by a bell
+/// thread that sleeps on the endpoint's futex word in its place), made at the first
+/// [`fd`](Doorbell::fd), and the watcher registrations (`monitor.rs`) that bump the same word
+/// when a peer process the endpoint waits for dies, so a wait needs no timeout.
+///
+/// The endpoint keeps its own protocol: [`arm`](Doorbell::arm) is called after it raised its
+/// sleeping flag (or count) and found nothing to do, and [`disarm`](Doorbell::disarm) says
+/// whether a wait was armed, so the endpoint takes its flag down exactly once.
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    bell: Option<Bell>,
+    /// Offset in the segment of the futex word the peers bump to wake this endpoint.
+    word: usize,
+    armed: AtomicBool,
+    /// Per peer (place index): the identity it was registered for and the registration.
+    peers: Vec<Option<(u64, Registration)>>,
+}
+
+impl Doorbell {
+    /// A doorbell on the futex word at `word` in the segment (nothing is made yet).
+    pub(crate) fn new(word: usize) -> Doorbell {
+        Doorbell {
+            word,
+            ..Doorbell::default()
+        }
+    }
+
+    /// The eventfd, made (with its bell thread) at the first call.
+    ///
+    /// Errors: `eventfd(2)` or the thread could not be made.
+    pub(crate) fn fd(&mut self, segment: &Arc<Segment>) -> Result<BorrowedFd<'_>> {
+        if self.bell.is_none() {
+            self.bell = Some(
+                Bell::new(segment.clone(), self.word)
+                    .map_err(|e| e.on_shared(&segment.shared_name()))?,
+            );
+        }
+        Ok(self.bell.as_ref().expect("made above").fd())
+    }
+
+    /// Whether the watcher thread saw the process that owner word `owner` names (peer `i`)
+    /// die. One load, no syscall.
+    pub(crate) fn died(&self, i: usize, owner: u64) -> bool {
+        matches!(self.peers.get(i), Some(Some((k, r))) if *k == peer::key_of(owner) && r.died())
+    }
+
+    /// Makes sure the process holding `side` (peer `i`, followed by `watch`) is covered by the
+    /// watcher thread, which bumps this doorbell's word when it dies. `false` when no process
+    /// holds it or it cannot be watched (the wait must then ring now and then to look).
+    pub(crate) fn watch(
+        &mut self,
+        i: usize,
+        side: &Side,
+        watch: &mut Watch,
+        segment: &Arc<Segment>,
+    ) -> bool {
+        if self.peers.len() <= i {
+            self.peers.resize_with(i + 1, || None);
+        }
+        let owner = side.owner.load(Ordering::Acquire);
+        if !matches!(state_of(owner), STATE_ATTACHED | STATE_ATTACHING) {
+            self.peers[i] = None;
+            return false;
+        }
+        let key = peer::key_of(owner);
+        if matches!(&self.peers[i], Some((k, _)) if *k == key) {
+            return true;
+        }
+        self.peers[i] = None;
+        if !matches!(watch.follow(side), Ok(Status::Alive | Status::Attaching))
+            || watch.key() != Some(key)
+        {
+            return false;
+        }
+        let Some(pidfd) = watch.pidfd() else {
+            return false;
+        };
+        match monitor::watch(pidfd, segment.clone(), self.word) {
+            Ok(r) => {
+                self.peers[i] = Some((key, r));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch a peer; the doorbell rings in slices");
+                false
+            }
+        }
+    }
+
+    /// Hands the wait to the bell thread: ring when the word leaves `seen` (read before the
+    /// endpoint raised its flag), or after each slice when `timed`. Call after
+    /// [`fd`](Doorbell::fd).
+    pub(crate) fn arm(&self, seen: u32, timed: bool) {
+        if let Some(bell) = &self.bell {
+            self.armed.store(true, Ordering::Release);
+            bell.arm(seen, timed);
+        }
+    }
+
+    /// Ends a wait (drains the eventfd); returns whether one was armed, that is whether the
+    /// endpoint has its flag to take down.
+    pub(crate) fn disarm(&self) -> bool {
+        if let Some(bell) = &self.bell {
+            bell.disarm();
+        }
+        self.armed.swap(false, Ordering::AcqRel)
     }
 }

@@ -324,8 +324,8 @@ fn lossy_reads_plus_misses_are_everything() {
 
 // ---- processes -------------------------------------------------------------------------
 
-/// Child: join up to the step in the argument (`0` claimed, `1` positioned, `2` attached)
-/// and park there to be killed.
+/// Child: join up to the step in the argument (`0` claimed, `1` positioned, `2` attached but
+/// not counted as a join, `3` joined) and park there to be killed.
 fn join_and_stop(ctx: &Ctx) {
     let seg = Arc::new(Segment::inherited("seg").unwrap());
     join_until(seg, ctx.arg().parse().unwrap()).unwrap();
@@ -399,7 +399,7 @@ roles!(
 
 #[test]
 fn a_subscriber_killed_at_every_step_never_blocks_the_publisher() {
-    for step in ["0", "1", "2", "hold"] {
+    for step in ["0", "1", "2", "3", "hold"] {
         // History 1: a child that joins after message 0 still starts at it.
         let seg = Arc::new(
             opts(Policy::Block)

@@ -35,6 +35,7 @@ use crate::fixtures::{
 };
 use crate::row::{LibraryRow, Row};
 use asynch::AsyncRow;
+pub use pubsub::{ICEORYX2_REFERENCE, Reference};
 
 /// The rows, in the order the table prints them within each size group.
 pub static ROWS: &[&dyn Row] = &[

@@ -1,27 +1,91 @@
 //! Shared-memory patterns beside the 1:1 channel: `ipc-shm`'s publish-subscribe with 1, 4 and
 //! 16 subscribers (`pubsub-1`, `pubsub-4`, `pubsub-16`) and its many-producer queue with 2 and
-//! 4 producer places (`mpsc-2`, `mpsc-4`).
+//! 4 producer places (`mpsc-2`, `mpsc-4`). They belong to the `shm` family, so the table
+//! compares them with the 1:1 channel (`shm`) and the raw ring (`shm-raw`) of the same run.
 //!
 //! The engine measures two processes, so each row is a duplex link whose measured path is:
-//! - pub-sub: the parent publishes (policy Block) to the child's subscriber while the other
-//!   `N - 1` subscribers are threads of the child that read every message in place and let it
-//!   go; the publisher waits for the slowest of them, so the numbers are those of a message
-//!   every subscriber has read. The reply comes back over a one-subscriber pub-sub. On a
-//!   machine with fewer cores than subscribers, the extra threads compete for CPU with the
-//!   measured one: read the rows as "N readers on this machine".
-//! - MPSC: the parent sends through one producer place while the other `N - 1` places are held
-//!   by attached, idle producers, so the consumer's round-robin looks at every place; the
-//!   reply comes back over a one-place MPSC. (Several sending producers would interleave their
-//!   messages, which a ping-pong cannot check.)
+//! - pub-sub: the parent publishes (policy Block) to `N` subscribers in the child: the one the
+//!   engine drives, and `N - 1` threads that read every message in place and check it as the
+//!   engine's receiver does (stamps always, every byte of every 64th message and of every
+//!   message up to 256 bytes). The main subscriber's reply comes back over a one-subscriber
+//!   pub-sub; each extra subscriber acknowledges over an MPSC segment (32 bytes: the header of
+//!   the message it got and how many it got since its last acknowledgement), and the parent's
+//!   receive returns only once every acknowledgement is in and right. So:
+//!   - **latency** is the time from a publish until the *last* subscriber has the message
+//!     and its acknowledgement is back (every subscriber acknowledges every round trip);
+//!   - **throughput** is per subscriber: a run ends when every subscriber acknowledged the
+//!     end of the run having received every message of it (the aggregate delivered is `N`
+//!     times the row's bytes/s).
+//!
+//!   The extra subscribers are threads of the child, pinned to its CPU: on a machine with
+//!   fewer cores than subscribers they compete for it, so read the rows as "N readers on this
+//!   machine".
+//! - MPSC: `N` producers of the parent send at once: the one the engine drives, and `N - 1`
+//!   threads each streaming its own numbered messages of the point's size for as long as the
+//!   point runs. The child's consumer drains them all round-robin and checks every stream
+//!   (each producer's order is kept; the other streams are checked as the engine's receiver
+//!   checks its own) while it waits for the engine's messages; the reply comes back over a
+//!   one-place MPSC. So latency is a round trip through a consumer busy with `N - 1` other
+//!   producers, and throughput is **per producer** while all `N` send (the consumer takes
+//!   about `N` times the row's rate). The producers are threads of the parent, pinned to its
+//!   CPU: read the rows as "N producers on this machine".
+//!
+//! The report prints iceoryx2 0.10's publish-subscribe numbers (one subscriber, from
+//! `shared/reference/README.md`) beside these rows, labelled as a reference measured on this
+//! kind of machine, not in the run: [`ICEORYX2_REFERENCE`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use ipc_core::{MaxMessage, MessageReceiver, Properties, Result};
+use ipc_core::{Error, ErrorKind, MaxMessage, MessageReceiver, MessageSender, Properties, Result};
 use ipc_shm::{
     MpscConsumer, MpscOptions, MpscProducer, Policy, PubSubOptions, Publisher, Segment, Subscriber,
 };
 
-use crate::row::{Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind, messages};
+use crate::engine::{Metric, Placement, point_metric};
+use crate::message::{HEADER_LEN, Kind, Verifier};
+use crate::row::{Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo, RowKind};
+
+/// One reference line the report prints beside the pub-sub rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference {
+    /// What was measured, as the report labels it.
+    pub what: &'static str,
+    /// The metric, message size and placement of the point it stands beside.
+    pub metric: Metric,
+    /// Bytes.
+    pub size: usize,
+    /// Where the processes ran.
+    pub placement: Placement,
+    /// Round trip in nanoseconds, or bytes per second.
+    pub value: f64,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// iceoryx2 0.10's publish-subscribe, one subscriber, polling (`try_recv` in a loop), each
+/// message stamped and checked like the benchmark's: the peer issue 14 asks to beat at every
+/// point. Measured side by side on this kind of machine (2-vCPU KVM guest, AMD EPYC, parent
+/// CPU0, child CPU1; median of 3, 2026-12-06; `shared/reference/README.md`), **not in this
+/// run**: compare with care (absolute numbers move between runs and machines).
+pub const ICEORYX2_REFERENCE: [Reference; 5] = {
+    const fn r(metric: Metric, size: usize, value: f64) -> Reference {
+        Reference {
+            what: "iceoryx2 0.10 pub-sub, 1 subscriber, polling",
+            metric,
+            size,
+            placement: Placement::CrossCore,
+            value,
+        }
+    }
+    [
+        r(Metric::RoundTrip, 64, 591.0),
+        r(Metric::Throughput, 64, 0.25 * GIB),
+        r(Metric::Throughput, 4 << 10, 9.7 * GIB),
+        r(Metric::Throughput, 64 << 10, 36.9 * GIB),
+        r(Metric::Throughput, 1 << 20, 44.7 * GIB),
+    ]
+};
 
 /// The most slots a pub-sub ring of the benchmark gets, and the bytes it aims for.
 const MAX_SLOTS: usize = 256;
@@ -65,6 +129,156 @@ fn memfd_of(seg: &Arc<Segment>, child: &mut Handoff, name: &str) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct PubSub(pub(crate) usize, pub(crate) &'static str);
 
+/// The bytes of an extra subscriber's acknowledgement: the header of the message it
+/// acknowledges, then how many messages it received since its last acknowledgement.
+const ACK_LEN: usize = HEADER_LEN + 8;
+
+fn ack_options(extra: usize) -> MpscOptions {
+    MpscOptions::new()
+        .producers(extra)
+        .capacity(1 << 10)
+        .max_message(ACK_LEN)
+}
+
+fn mismatch(what: String) -> Error {
+    Error::with_note(ErrorKind::Corrupted, what)
+}
+
+/// The parent's end of a pub-sub row: the publisher, the main subscriber's reply path, and
+/// the acknowledgements of the extra subscribers.
+struct PubSubEnd {
+    tx: Publisher,
+    rx: Subscriber,
+    acks: Option<MpscConsumer>,
+    extra: usize,
+    /// The header of the last message published, and how many were published since the last
+    /// receive: what every acknowledgement must say.
+    last: [u8; HEADER_LEN],
+    since: u64,
+    got: Vec<bool>,
+}
+
+impl Duplex for PubSubEnd {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)?;
+        self.last.copy_from_slice(&msg[..HEADER_LEN]);
+        self.since += 1;
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.rx.recv(buf)?;
+        if let Some(acks) = &mut self.acks {
+            self.got.iter_mut().for_each(|g| *g = false);
+            let mut ack = [0u8; ACK_LEN];
+            for _ in 0..self.extra {
+                let (place, len) = acks.recv_from_deadline(&mut ack, ipc_core::Deadline::Never)?;
+                let count = u64::from_le_bytes(ack[HEADER_LEN..].try_into().expect("8 bytes"));
+                if len != ACK_LEN || ack[..HEADER_LEN] != self.last || count != self.since {
+                    return Err(mismatch(format!(
+                        "extra subscriber at place {place} acknowledged {count} messages ending \
+                         with another message than the {} published",
+                        self.since
+                    )));
+                }
+                if std::mem::replace(&mut self.got[place], true) {
+                    return Err(mismatch(format!(
+                        "extra subscriber at place {place} acknowledged twice"
+                    )));
+                }
+            }
+        }
+        self.since = 0;
+        Ok(n)
+    }
+}
+
+/// Why the child's extra subscribers failed, if one did: the child's end reports it.
+#[derive(Default)]
+struct Failure {
+    failed: AtomicBool,
+    why: Mutex<String>,
+}
+
+impl Failure {
+    fn set(&self, why: String) {
+        let mut w = self.why.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_empty() {
+            *w = why;
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self.why.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Err(mismatch(why))
+    }
+}
+
+/// The child's end of a pub-sub row: the main subscriber and its reply publisher, failing as
+/// soon as an extra subscriber found a wrong message.
+struct PubSubChild {
+    tx: Publisher,
+    rx: Subscriber,
+    failure: Arc<Failure>,
+}
+
+impl Duplex for PubSubChild {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.failure.check()?;
+        self.tx.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.failure.check()?;
+        self.rx.recv(buf)
+    }
+}
+
+/// An extra subscriber of the child: reads every message in place and checks it; under a
+/// round trip acknowledges each, under a stream each end of run; stops at `Done` or when the
+/// publisher is gone.
+fn extra_subscriber(
+    mut sub: Subscriber,
+    mut ack: MpscProducer,
+    size: usize,
+    every: bool,
+) -> std::result::Result<(), String> {
+    let mut verifier = Verifier::new(size);
+    let mut reply = [0u8; ACK_LEN];
+    let mut count = 0u64;
+    for seq in 0.. {
+        let kind = match sub.recv_in_place() {
+            Ok(m) => {
+                let full = size <= 256 || seq % 64 == 0;
+                let kind = verifier.check(&m, seq, full).map_err(|m| m.0)?;
+                reply[..HEADER_LEN].copy_from_slice(&m[..HEADER_LEN]);
+                kind
+            }
+            Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
+            Err(e) => return Err(format!("receive message {seq}: {e}")),
+        };
+        count += 1;
+        match kind {
+            Kind::Done => return Ok(()),
+            Kind::Data if !every => continue,
+            Kind::Data | Kind::EndRun => {}
+            k => return Err(format!("message {seq}: unexpected {k:?}")),
+        }
+        reply[HEADER_LEN..].copy_from_slice(&count.to_le_bytes());
+        count = 0;
+        match ack.send(&reply) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
+            Err(e) => return Err(format!("acknowledge message {seq}: {e}")),
+        }
+    }
+    unreachable!("u64 sequence numbers do not run out")
+}
+
 impl Row for PubSub {
     fn info(&self) -> RowInfo {
         RowInfo {
@@ -77,13 +291,20 @@ impl Row for PubSub {
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
-        let down = Arc::new(pubsub_options(size, self.0).create_memfd("bench pub-sub down")?);
+        let n = self.0;
+        let down = Arc::new(pubsub_options(size, n).create_memfd("bench pub-sub down")?);
         let up = Arc::new(pubsub_options(size, 1).create_memfd("bench pub-sub up")?);
         let tx = Publisher::open(down.clone())?;
         let rx = Subscriber::open(up.clone())?;
         memfd_of(&down, child, "down")?;
         memfd_of(&up, child, "up")?;
-        let n = self.0;
+        let acks = if n > 1 {
+            let seg = Arc::new(ack_options(n - 1).create_memfd("bench pub-sub acks")?);
+            memfd_of(&seg, child, "acks")?;
+            Some(MpscConsumer::open(seg)?)
+        } else {
+            None
+        };
         // Publish only once every subscriber has joined (a subscriber starts at the messages
         // published after it joins).
         Ok(ParentEnd::AfterSpawn(Box::new(move || {
@@ -94,48 +315,126 @@ impl Row for PubSub {
                 }
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
-            Ok(messages(tx, rx))
+            Ok(Box::new(PubSubEnd {
+                tx,
+                rx,
+                acks,
+                extra: n - 1,
+                last: [0; HEADER_LEN],
+                since: 0,
+                got: vec![false; n.saturating_sub(1)],
+            }) as Box<dyn Duplex>)
         })))
     }
 
-    fn adopt(&self, _size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         let down = Arc::new(Segment::inherited("down")?);
         let up = Arc::new(Segment::inherited("up")?);
         let rx = Subscriber::open(down.clone())?;
-        for _ in 1..self.0 {
-            let mut extra = Subscriber::open(down.clone())?;
-            std::thread::Builder::new()
-                .name("pubsub-extra".into())
-                .spawn(move || {
-                    // Read every message in place until the publisher is gone.
-                    while let Ok(m) = extra.recv_in_place() {
-                        drop(m);
-                    }
-                })
-                .map_err(|e| ipc_core::Error::from(e).in_op("spawn an extra subscriber"))?;
+        let failure = Arc::new(Failure::default());
+        let every = point_metric(parent.ctx()) == Some(Metric::RoundTrip);
+        if self.0 > 1 {
+            let acks = Arc::new(Segment::inherited("acks")?);
+            for k in 1..self.0 {
+                let sub = Subscriber::open(down.clone())?;
+                let ack = MpscProducer::open(acks.clone())?;
+                let failure = failure.clone();
+                std::thread::Builder::new()
+                    .name("pubsub-extra".into())
+                    .spawn(move || {
+                        if let Err(e) = extra_subscriber(sub, ack, size, every) {
+                            failure.set(format!("extra subscriber {k}: {e}"));
+                        }
+                    })
+                    .map_err(|e| ipc_core::Error::from(e).in_op("spawn an extra subscriber"))?;
+            }
         }
         let tx = Publisher::open(up)?;
-        Ok(messages(tx, rx))
+        Ok(Box::new(PubSubChild { tx, rx, failure }))
     }
 }
 
-/// `mpsc-N`: `N` producer places into one consumer.
+/// `mpsc-N`: `N` producers sending into one consumer.
 #[derive(Debug)]
 pub(crate) struct Mpsc(pub(crate) usize, pub(crate) &'static str);
 
-/// The parent's end of an MPSC row: the sending producer, the idle ones, the reply consumer.
+/// The parent's end of an MPSC row: the producer the engine drives, the reply consumer, and
+/// the flag that stops the other producers' threads when the point ends.
 struct MpscEnd {
     tx: MpscProducer,
-    _idle: Vec<MpscProducer>,
     rx: MpscConsumer,
+    stop: Arc<AtomicBool>,
 }
 
 impl Duplex for MpscEnd {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        ipc_core::MessageSender::send(&mut self.tx, msg)
+        self.tx.send(msg)
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv(buf)
+    }
+}
+
+impl Drop for MpscEnd {
+    fn drop(&mut self) {
+        // The other producers stop within one send's wait and drop their places, so the
+        // child's consumer sees every producer gone.
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Another producer of the parent: streams its own numbered messages (stamped as the engine
+/// stamps its own, sequence from 0) until the point ends or the consumer is gone.
+fn background_producer(mut tx: MpscProducer, size: usize, stop: &AtomicBool) {
+    let mut out = crate::message::pattern(size);
+    let wait = std::time::Duration::from_millis(20);
+    'stream: for seq in 0u64.. {
+        crate::message::stamp(&mut out, seq, Kind::Data);
+        loop {
+            if stop.load(Ordering::Acquire) {
+                break 'stream;
+            }
+            match tx.send_timeout(&out, wait) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                Err(_) => break 'stream, // the consumer is gone: the point is over
+            }
+        }
+    }
+}
+
+/// The child's end of an MPSC row: receives until a message of the engine's producer comes,
+/// checking on the way every message of the other producers (each its own numbered stream).
+struct MpscChild {
+    tx: MpscProducer,
+    rx: MpscConsumer,
+    main: usize,
+    /// Per place: the next sequence number expected and the checker of that stream.
+    others: Vec<(u64, Verifier)>,
+}
+
+impl Duplex for MpscChild {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            let (place, n) = self.rx.recv_from_deadline(buf, ipc_core::Deadline::Never)?;
+            if place == self.main {
+                return Ok(n);
+            }
+            let Some((next, verifier)) = self.others.get_mut(place) else {
+                return Err(mismatch(format!(
+                    "a message from unknown producer place {place}"
+                )));
+            };
+            let full = n <= 256 || *next % 64 == 0;
+            verifier
+                .check(&buf[..n], *next, full)
+                .map_err(|m| mismatch(format!("producer place {place}: {}", m.0)))?;
+            *next += 1;
+        }
     }
 }
 
@@ -154,22 +453,37 @@ impl Row for Mpsc {
         let down = Arc::new(mpsc_options(size, self.0).create_memfd("bench mpsc down")?);
         let up = Arc::new(mpsc_options(size, 1).create_memfd("bench mpsc up")?);
         let tx = MpscProducer::open(down.clone())?;
-        let idle = (1..self.0)
-            .map(|_| MpscProducer::open(down.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        child.arg(tx.place().to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 1..self.0 {
+            let other = MpscProducer::open(down.clone())?;
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("mpsc-producer".into())
+                .spawn(move || background_producer(other, size, &stop))
+                .map_err(|e| ipc_core::Error::from(e).in_op("spawn a producer"))?;
+        }
         let rx = MpscConsumer::open(up.clone())?;
         memfd_of(&down, child, "down")?;
         memfd_of(&up, child, "up")?;
-        Ok(ParentEnd::Ready(Box::new(MpscEnd {
-            tx,
-            _idle: idle,
-            rx,
-        })))
+        Ok(ParentEnd::Ready(Box::new(MpscEnd { tx, rx, stop })))
     }
 
-    fn adopt(&self, _size: usize, _parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let main = parent.arg().parse().map_err(|_| {
+            Error::with_note(
+                ErrorKind::InvalidInput,
+                "the main producer's place is missing",
+            )
+        })?;
         let rx = MpscConsumer::open(Segment::inherited("down")?)?;
         let tx = MpscProducer::open(Segment::inherited("up")?)?;
-        Ok(messages(tx, rx))
+        let others = (0..self.0).map(|_| (0, Verifier::new(size))).collect();
+        Ok(Box::new(MpscChild {
+            tx,
+            rx,
+            main,
+            others,
+        }))
     }
 }
