@@ -20,12 +20,20 @@
 //!   thread bumps the word), so an async waiter sees `Disconnected` as promptly as a
 //!   blocking one.
 //!
+//! The bell thread sleeps on the peer's wake word all the time, not only while armed: arming
+//! is then two stores and no system call, and the thread is already asleep where the ring
+//! will come from (handing it each wait with a `FUTEX_WAKE` cost one system call and, on one
+//! core, one more context switch per wait). A wake-up it gets while not armed (this end's
+//! blocking receive or send being woken: `wake_peer` wakes every sleeper on the word) only
+//! sends it back to sleep.
+//!
 //! The cost: one parked thread per end that has a doorbell (made at the first
 //! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack), and
-//! per wait that actually sleeps two more context switches than a blocking receive (peer
-//! wakes the bell thread, which writes the eventfd that wakes the waiter) plus one
-//! `FUTEX_WAKE` to hand the wait to the thread. The wake word's counter is also the ring
-//! count: [`Receiver::doorbell_rings`](crate::Receiver::doorbell_rings).
+//! per wait that actually sleeps one context switch more than a blocking receive (the peer
+//! wakes the bell thread, which writes the eventfd that wakes the waiter) plus the eventfd's
+//! `write` and `read`; a blocking wait of the same end also wakes the bell thread once. The
+//! wake word's counter is also the ring count:
+//! [`Receiver::doorbell_rings`](crate::Receiver::doorbell_rings).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -33,7 +41,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ipc_core::{Deadline, Error, Result, futex};
+use ipc_core::{Deadline, Error, ErrorKind, Result, futex};
 use rustix::event::{EventfdFlags, eventfd};
 
 use crate::segment::Segment;
@@ -48,8 +56,7 @@ const SLICE: Duration = Duration::from_millis(50);
 
 struct Shared {
     eventfd: OwnedFd,
-    /// IDLE, ARMED (sleep on the peer's word while it equals `word`) or STOP; a futex word
-    /// the owner wakes the thread on.
+    /// IDLE, ARMED (ring once the peer's word leaves `word`) or STOP.
     state: AtomicU32,
     word: AtomicU32,
     /// Whether the armed wait must end after [`SLICE`] (the peer is not watched).
@@ -65,6 +72,18 @@ impl Shared {
         // which lies inside the mapping that `segment` keeps alive; the word is only ever
         // accessed atomically.
         unsafe { &*(self.segment.as_ptr().add(self.offset) as *const AtomicU32) }
+    }
+
+    /// Rings for the armed wait unless someone (the thread, the owner's `arm` or `disarm`)
+    /// ended it first: one ring per wait.
+    fn ring(&self) {
+        if self
+            .state
+            .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        }
     }
 }
 
@@ -106,13 +125,23 @@ impl Bell {
     }
 
     /// Hands the wait to the thread: ring when the peer's word leaves `word` (or after a
-    /// slice when `timed`). One `FUTEX_WAKE`.
+    /// slice when `timed`). No system call unless the word moved already (then it rings
+    /// here, one `write`) or the wait is `timed` (one `FUTEX_WAKE`, so the thread takes up
+    /// its slice).
     pub(crate) fn arm(&self, word: u32, timed: bool) {
         let s = &self.shared;
         s.word.store(word, Ordering::Relaxed);
         s.timed.store(timed as u32, Ordering::Relaxed);
-        s.state.store(ARMED, Ordering::Release);
-        futex::wake(&s.state, 1);
+        s.state.store(ARMED, Ordering::SeqCst);
+        // The thread reads the word, then the state (both SeqCst). If it read the state
+        // before this store, it read the word before too, and sleeps only while the word
+        // still has that value: a bump after it read wakes it (or fails its wait), and it
+        // sees ARMED next time round. A bump it read before this store, the load below sees.
+        if s.peer_word().load(Ordering::SeqCst) != word {
+            s.ring();
+        } else if timed {
+            futex::wake_all(s.peer_word());
+        }
     }
 
     /// Stops ringing for the current wait and drains the eventfd (one `read`).
@@ -128,28 +157,22 @@ impl Bell {
 
 fn run(s: &Shared) {
     loop {
-        match s.state.load(Ordering::Acquire) {
+        let now = s.peer_word().load(Ordering::SeqCst);
+        let until = match s.state.load(Ordering::SeqCst) {
             STOP => return,
-            IDLE => {
-                let _ = futex::wait(&s.state, IDLE, Deadline::Never);
+            ARMED if now != s.word.load(Ordering::Relaxed) => {
+                s.ring();
+                continue;
             }
-            _ => {
-                let word = s.word.load(Ordering::Relaxed);
-                let until = if s.timed.load(Ordering::Relaxed) != 0 {
-                    Deadline::after(SLICE)
-                } else {
-                    Deadline::Never
-                };
-                // Returns when the peer bumped its word (a ring, or the watcher reporting its
-                // death), at once if it already did, or at the slice's end.
-                let _ = futex::wait(s.peer_word(), word, until);
-                if s.state
-                    .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let _ = rustix::io::write(&s.eventfd, &1u64.to_ne_bytes());
-                }
-            }
+            ARMED if s.timed.load(Ordering::Relaxed) != 0 => Deadline::after(SLICE),
+            _ => Deadline::Never,
+        };
+        // Returns when the peer bumped its word (a ring, or the watcher reporting its death;
+        // at once if it already did), when `arm` or `drop` wakes the word, or at the slice's
+        // end.
+        match futex::wait(s.peer_word(), now, until) {
+            Err(e) if e.kind() == ErrorKind::TimedOut => s.ring(),
+            _ => {}
         }
     }
 }
@@ -159,12 +182,11 @@ impl Drop for Bell {
         let s = &self.shared;
         s.state.store(STOP, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            // The thread may be about to sleep, or asleep, on its state or on the peer's
-            // word: wake it on both until it has seen STOP (a spurious wake-up for anyone
-            // else sleeping on the peer's word, who looks again). Rounds beyond the first
-            // happen only when the thread was between its check and its sleep.
+            // The thread may be about to sleep, or asleep, on the peer's word: wake it until
+            // it has seen STOP (a spurious wake-up for anyone else sleeping on the word, who
+            // looks again). Rounds beyond the first happen only when the thread was between
+            // its check and its sleep.
             while !t.is_finished() {
-                futex::wake(&s.state, 1);
                 futex::wake_all(s.peer_word());
                 std::thread::yield_now();
             }

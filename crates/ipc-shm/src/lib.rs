@@ -103,8 +103,10 @@
 //! the waiter (refused between unrelated processes under Yama's default scope), a FIFO beside
 //! the segment stays behind after a `SIGKILL`, and a Unix socket handing the eventfd over
 //! needs a server in the creator. The price of the thread: per wait that really sleeps, one
-//! `FUTEX_WAKE` to hand the wait over and two context switches more than a blocking receive
-//! (peer to bell thread, bell thread to waiter). A waiter that is cancelled while armed is
+//! context switch more than a blocking receive (peer to bell thread, bell thread to waiter)
+//! and the eventfd's `write` and `read`; arming makes no system call (the thread stays
+//! parked on the peer's word between waits, so a blocking wait of the same end wakes it
+//! once too). A waiter that is cancelled while armed is
 //! disarmed by the adapter; one that never disarms leaves its flag up, which costs the peer
 //! a wake-up call per message until the next `disarm`.
 //!
