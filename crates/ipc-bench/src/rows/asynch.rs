@@ -1,6 +1,6 @@
 //! Async rows: the same fixtures as the library rows, each end driven through
 //! `ipc_core::tokio::AsyncEndpoint` on a current-thread tokio runtime (each call's future
-//! polled in place, and run by `block_on` only when it must wait: see [`drive`]), listed
+//! polled in place, and run by `block_on` only when it must wait: see `drive`), listed
 //! beside their sync rows; and the shm doorbell figure: rings per 1,000 streamed messages.
 
 use std::fmt;
