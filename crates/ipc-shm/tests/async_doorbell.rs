@@ -14,18 +14,10 @@ use ipc_shm::{
     Sender,
 };
 use ipc_testkit::script::{check_message, message};
-use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
+use ipc_testkit::{Ctx, roles, spawn};
 
 /// Round trips per test: the waker pauses before each request so that the waiter is armed.
 const ROUNDS: u32 = 20;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .unwrap()
-}
 
 fn channel(tag: &str) -> Arc<Segment> {
     Arc::new(
@@ -48,7 +40,10 @@ fn async_echo(ctx: &Ctx) {
     }
     let rx = Receiver::open(Segment::inherited("req").unwrap()).unwrap();
     let tx = Sender::open(Segment::inherited("rep").unwrap()).unwrap();
-    runtime().block_on(async {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build();
+    rt.unwrap().block_on(async {
         let (mut rx, mut tx) = (
             AsyncEndpoint::new(rx).unwrap(),
             AsyncEndpoint::new(tx).unwrap(),
@@ -104,14 +99,18 @@ fn refused_waker(_ctx: &Ctx) {
     assert_eq!(direct, 0);
 }
 
-/// Child: sends `ROUNDS` messages on `seg`, each after a pause, then parks to be killed.
-fn paced_sender(ctx: &Ctx) {
+/// Child: sends `ROUNDS` messages on `seg`, each after a pause, then after one more pause
+/// (the receiver is waiting for more by then) SIGKILLs itself.
+fn paced_sender(_ctx: &Ctx) {
     let mut tx = Sender::open(Segment::inherited("seg").unwrap()).unwrap();
     for seq in 0..ROUNDS {
         std::thread::sleep(Duration::from_millis(2));
         tx.send(&message(2, seq, 40)).unwrap();
     }
-    ctx.park("sent");
+    std::thread::sleep(Duration::from_millis(20));
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL)
+        .unwrap();
+    unreachable!("SIGKILL cannot be caught");
 }
 
 roles!(async_echo, refused_waker, paced_sender);
@@ -168,34 +167,19 @@ fn a_waker_refused_the_doorbell_falls_back_to_the_bell_thread() {
     echo.wait_success();
 }
 
-#[test]
-fn a_killed_peer_that_rang_directly_is_disconnected_for_the_async_receiver() {
+#[tokio::test]
+async fn a_killed_peer_that_rang_directly_is_disconnected_for_the_async_receiver() {
     let seg = channel("bell-kill");
     let mut child = spawn("paced_sender").fd("seg", seg.fd().unwrap()).start();
-    let rx = Receiver::open(seg).unwrap();
-    let rt = runtime();
-    let mut rx = {
-        let _in = rt.enter();
-        AsyncEndpoint::new(rx).unwrap()
-    };
+    let mut rx = AsyncEndpoint::new(Receiver::open(seg).unwrap()).unwrap();
     let mut buf = [0u8; 256];
-    rt.block_on(async {
-        for seq in 0..ROUNDS {
-            let n = rx.recv(&mut buf).await.unwrap();
-            check_message(2, seq, 40, &buf[..n]).unwrap();
-        }
-    });
-    child.wait_checkpoint("sent");
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
-        child.kill_and_wait();
-    });
-    let e = rt.block_on(async {
-        tokio::time::timeout(ipc_testkit::watchdog(), rx.recv(&mut buf))
-            .await
-            .expect("the kill ends the wait")
-            .unwrap_err()
-    });
+    for seq in 0..ROUNDS {
+        let n = rx.recv(&mut buf).await.unwrap();
+        check_message(2, seq, 40, &buf[..n]).unwrap();
+    }
+    // The sender kills itself while the receiver is armed and asleep in the reactor.
+    let r = tokio::time::timeout(ipc_testkit::watchdog(), rx.recv(&mut buf)).await;
+    let e = r.expect("the kill ends the wait").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
-    within_watchdog("killer", move || killer.join().unwrap());
+    assert!(child.wait().killed());
 }

@@ -14,18 +14,10 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use crate::duplex::{SIZES, answer};
 use crate::scratch;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 /// The `echo_client` role in a child process, served by one task over the connection's two
 /// halves, each an `AsyncEndpoint`.
-#[test]
-fn the_halves_of_a_connection_serve_a_client_process_async() {
+#[tokio::test]
+async fn the_halves_of_a_connection_serve_a_client_process_async() {
     let dir = scratch();
     let path = dir.join("server");
     let mut listener = Listener::bind(&path).unwrap();
@@ -33,7 +25,7 @@ fn the_halves_of_a_connection_serve_a_client_process_async() {
         .arg(format!("{} 7", path.display()))
         .start();
     let conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
-    let served = runtime().block_on(async {
+    let served = async {
         let (tx, rx) = conn.split();
         let (mut tx, mut rx) = (
             AsyncEndpoint::new(tx).unwrap(),
@@ -54,52 +46,46 @@ fn the_halves_of_a_connection_serve_a_client_process_async() {
                 Err(e) => panic!("server: {e}"),
             }
         }
-    });
+    }
+    .await;
     client.wait_success();
     assert_eq!(served, SIZES.len());
 }
 
 /// A client killed in the middle of a conversation: the async receiver, waiting, and the
 /// async sender both report `Disconnected`.
-#[test]
-fn a_killed_client_is_disconnected_for_both_async_halves() {
+#[tokio::test]
+async fn a_killed_client_is_disconnected_for_both_async_halves() {
     let dir = scratch();
     let path = dir.join("server");
     let mut listener = Listener::bind(&path).unwrap();
     let mut client = spawn("echo_client")
         .arg(format!("{} 8", path.display()))
         .start();
-    let conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
-    let (tx, rx) = conn.split();
-    let rt = runtime();
-    let (mut tx, mut rx) = {
-        let _in = rt.enter();
-        (
-            AsyncEndpoint::new(tx).unwrap(),
-            AsyncEndpoint::new(rx).unwrap(),
-        )
-    };
+    let (tx, rx) = listener
+        .accept_timeout(ipc_testkit::watchdog())
+        .unwrap()
+        .split();
+    let (mut tx, mut rx) = (
+        AsyncEndpoint::new(tx).unwrap(),
+        AsyncEndpoint::new(rx).unwrap(),
+    );
     let mut buf = vec![0; 1 << 20];
-    rt.block_on(async {
-        // The first request arrives; it is never answered, so the client waits in `recv`.
-        let n = rx.recv(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], message(8, 0, SIZES[0]));
-    });
+    // The first request arrives; it is never answered, so the client waits in `recv`.
+    let n = rx.recv(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], message(8, 0, SIZES[0]));
     // The receiver is asleep in the reactor when the client dies.
-    let waiting = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        client.kill_and_wait();
-    });
-    let e = rt.block_on(async {
-        tokio::time::timeout(ipc_testkit::watchdog(), rx.recv(&mut buf))
-            .await
-            .expect("the kill ends the wait")
-            .unwrap_err()
-    });
+    let (r, ()) = tokio::join!(
+        tokio::time::timeout(ipc_testkit::watchdog(), rx.recv(&mut buf)),
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.kill();
+        }
+    );
+    let e = r.expect("the kill ends the wait").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
-    within_watchdog("killer", move || waiting.join().unwrap());
     // The client's ends lived in its own process only: the kill closed them all.
-    let e = rt.block_on(tx.send(b"anyone?")).unwrap_err();
+    let e = tx.send(b"anyone?").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
 
