@@ -1248,6 +1248,17 @@ pub mod testing {
     pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
     /// See [`TX_OWNER`].
     pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
+    /// Offset of the receiver's sleeping flag (a `u32`: 0 awake, 1 asleep on the futex, 2
+    /// waiting on a doorbell it published).
+    pub const RX_SLEEPING: usize = RX_OWNER + std::mem::offset_of!(ring::Side, sleeping);
+    /// Offset of the receiver's published doorbell: the publisher's key (`u64`), then at
+    /// `+ 8` the descriptor number and at `+ 12` the `eventfd-id` (`u32` each).
+    pub const RX_BELL: usize = RX_OWNER + std::mem::offset_of!(ring::Side, bell_key);
+    const _: () = assert!(
+        std::mem::offset_of!(ring::Side, bell_fd) == std::mem::offset_of!(ring::Side, bell_key) + 8
+            && std::mem::offset_of!(ring::Side, bell_id)
+                == std::mem::offset_of!(ring::Side, bell_key) + 12
+    );
 
     /// Runs `open` of the receiver's (`receiver`) or the sender's end of the channel in
     /// `segment` up to `step` and stops there, leaving the segment as a process killed at that

@@ -1,20 +1,22 @@
 //! The direct doorbell across processes (feature `tokio`): a waker that may fetch the async
 //! waiter's eventfd with `pidfd_getfd` rings it directly; one that is refused (the waiter is
 //! not dumpable, and the waker is another user) falls back to the futex wake and the bell
-//! thread, and nothing is lost either way; a killed peer is `Disconnected` for an async
-//! receiver whose peer rang it directly.
+//! thread, and nothing is lost either way; a scribbled publication is not believed; a killed
+//! peer is `Disconnected` for an async receiver whose peer rang it directly.
 
 #![cfg(feature = "tokio")]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use ipc_shm::testing::{RX_BELL, RX_SLEEPING};
 use ipc_shm::{
     AsyncEndpoint, ChannelOptions, ErrorKind, MessageReceiver, MessageSender, Receiver, Segment,
     Sender,
 };
 use ipc_testkit::script::{check_message, message};
-use ipc_testkit::{Ctx, roles, spawn};
+use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
 /// Round trips per test: the waker pauses before each request so that the waiter is armed.
 const ROUNDS: u32 = 20;
@@ -182,4 +184,62 @@ async fn a_killed_peer_that_rang_directly_is_disconnected_for_the_async_receiver
     let e = r.expect("the kill ends the wait").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     assert!(child.wait().killed());
+}
+
+/// Waits until the receiver of `seg` is armed on its doorbell (its sleeping flag says so).
+fn until_armed(seg: &Segment) {
+    let flag = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let deadline = std::time::Instant::now() + ipc_testkit::watchdog();
+    while flag.load(Ordering::SeqCst) != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver never armed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A publication scribbled by a hostile receiver: another `eventfd-id` (the fetched
+/// descriptor is refused), then another key (not believed at all). Each time the sender falls
+/// back to the futex wake, the bell thread rings, and the message arrives.
+#[test]
+fn a_scribbled_doorbell_publication_falls_back_and_loses_nothing() {
+    let seg = channel("bell-scribble");
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    let rx = Receiver::open(seg.clone()).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build();
+        rt.unwrap().block_on(async {
+            let mut rx = AsyncEndpoint::new(rx).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..3 {
+                let n = rx.recv(&mut buf).await.unwrap();
+                check_message(3, seq, 40, &buf[..n]).unwrap();
+            }
+        })
+    });
+    until_armed(&seg);
+    tx.send(&message(3, 0, 40)).unwrap();
+    assert_eq!(
+        tx.direct_doorbell(),
+        (Some(true), 1),
+        "a genuine publication"
+    );
+    until_armed(&seg);
+    let id = seg.atomic_u32(RX_BELL + 12).unwrap();
+    id.store(
+        id.load(Ordering::Relaxed).wrapping_add(1000),
+        Ordering::SeqCst,
+    );
+    tx.send(&message(3, 1, 40)).unwrap();
+    assert_eq!(tx.direct_doorbell(), (Some(false), 1), "another eventfd-id");
+    until_armed(&seg);
+    seg.atomic_u64(RX_BELL)
+        .unwrap()
+        .store(12345, Ordering::SeqCst);
+    tx.send(&message(3, 2, 40)).unwrap();
+    assert_eq!(tx.direct_doorbell(), (Some(false), 1), "another key");
+    within_watchdog("receiver", move || receiver.join().unwrap());
 }
