@@ -18,7 +18,7 @@ use ipc_shm::{
 use ipc_testkit::script::{check_message, message};
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
-/// Round trips per test: the waker pauses before each request so that the waiter is armed.
+/// Round trips per test: the waker sends each request once the waiter is armed.
 const ROUNDS: u32 = 20;
 
 fn channel(tag: &str) -> Arc<Segment> {
@@ -61,19 +61,20 @@ fn async_echo(ctx: &Ctx) {
     });
 }
 
-/// The waker's side of the conversation: `ROUNDS` requests, each after a pause (the async end
-/// arms meanwhile) and each answered, then the empty request. Returns what the request
-/// sender found: whether it fetched the waiter's doorbell, and its direct rings.
+/// The waker's side of the conversation: `ROUNDS` requests, each once the async end is armed
+/// and each answered, then the empty request. Returns what the request sender found before
+/// the empty one: whether it fetched the waiter's doorbell, and its direct rings.
 fn converse(req: &mut Sender, rep: &mut Receiver) -> (Option<bool>, u32) {
     let mut buf = [0u8; 256];
     for seq in 0..ROUNDS {
-        std::thread::sleep(Duration::from_millis(2));
+        until_armed(req.segment());
         req.send(&message(1, seq, 40)).unwrap();
         let n = rep.recv_timeout(&mut buf, ipc_testkit::watchdog()).unwrap();
         check_message(1, seq, 40, &buf[..n]).unwrap();
     }
+    let state = req.direct_doorbell();
     req.send(&[]).unwrap();
-    req.direct_doorbell()
+    state
 }
 
 /// Child: the refused waker. Drops to user `nobody` if it runs as root (so it holds no
@@ -147,7 +148,7 @@ fn a_waker_allowed_to_fetch_the_doorbell_rings_it_directly() {
     child.wait_success();
     if may_fetch_from_child() {
         assert_eq!(fetched, Some(true));
-        assert!(direct > 0, "no request was rung directly");
+        assert_eq!(direct, ROUNDS, "every request found the waiter armed");
     } else {
         assert_eq!(fetched, Some(false));
     }
