@@ -228,7 +228,10 @@ impl Bell {
         let fd = self.shared.eventfd.as_raw_fd();
         let published = match eventfd_id(fd) {
             Some(id) => {
-                me.bell_key.store(0, Ordering::SeqCst);
+                // A seqlock: a reader that sees either new word sees the key's 0 or the
+                // new key after it (the fences pair with the reader's acquire fence).
+                me.bell_key.store(0, Ordering::Relaxed);
+                fence(Ordering::Release);
                 me.bell_fd.store(fd as u32, Ordering::Relaxed);
                 me.bell_id.store(id, Ordering::Relaxed);
                 me.bell_key.store(key, Ordering::Release);
