@@ -25,7 +25,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use ::tokio::io::Interest as TokioInterest;
 use ::tokio::io::unix::AsyncFd;
@@ -34,31 +34,29 @@ use crate::fd::Interest;
 use crate::ready::Readiness;
 use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
-/// The endpoint and a duplicate of its readiness descriptor, in the shape `AsyncFd` wants.
-///
-/// The duplicate (one `dup` per adapter) is what is registered: it is owned here and never
-/// replaced, whatever a caller does with the endpoint through [`AsyncEndpoint::get_mut`],
-/// so the registration can never outlive its descriptor. It shares the open file
-/// description, hence the readiness, of the endpoint's own.
-#[derive(Debug)]
-struct Registered<E> {
-    endpoint: E,
-    fd: OwnedFd,
-}
-
-impl<E> AsRawFd for Registered<E> {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
 /// A message endpoint usable from async code on a tokio runtime.
 ///
 /// Wraps any endpoint implementing [`Readiness`] (every message endpoint of the workspace but
-/// System V queues): its descriptor is registered once with the runtime's reactor (`epoll`),
-/// and each async call loops "try without waiting, arm, await readiness, disarm" (see
-/// [`Readiness`]). While the endpoint can make progress, an async call costs what the `try_`
-/// form costs: no extra system call.
+/// System V queues), and each async call loops "try without waiting, arm, await readiness,
+/// disarm" (see [`Readiness`]). While the endpoint can make progress, an async call costs
+/// what the `try_` form costs: no extra system call.
+///
+/// # Registration
+///
+/// [`new`](AsyncEndpoint::new) takes a duplicate of the readiness descriptor (one `dup`;
+/// owned here, so the registration can never outlive it whatever a caller does with the
+/// endpoint; it shares the open file description, hence the readiness, of the endpoint's
+/// own). The duplicate is registered with the runtime's reactor (`epoll`, edge-triggered)
+/// at the first wait, for that wait's readiness only, and again with both readinesses the
+/// first time the other one is awaited (a duplex endpoint). So a sender that never waits
+/// for room is never in the reactor, and a receiver is registered for "readable" only:
+/// neither is woken by readiness nobody waits for (a POSIX queue wakes every `poll` waiter
+/// of a queue when a message leaves it; registered for "writable", a receiver asleep in
+/// `epoll_wait` would be woken by each message its peer takes from the other queue). Each
+/// wait that sleeps costs one `epoll_wait`, and the try before it, when it finds nothing,
+/// one failed `try_` call: a message endpoint does not know it emptied its descriptor
+/// (frames are read whole, a queue receive does not say how many remain), so the adapter
+/// cannot skip that try the way tokio's sockets skip it after a short read.
 ///
 /// # Cancel safety
 ///
@@ -81,20 +79,41 @@ impl<E> AsRawFd for Registered<E> {
 /// # Errors
 ///
 /// The endpoint's own errors, exactly as its blocking forms report them (`Disconnected` when
-/// the peer closed or died); never `WouldBlock`. Registering fails outside a tokio runtime
-/// with its I/O driver enabled.
+/// the peer closed or died); never `WouldBlock`. A wait that must sleep fails with the
+/// reactor's error when the runtime has no I/O driver (`enable_io`).
+///
+/// # Panics
+///
+/// The first wait that must sleep panics when polled outside a tokio runtime (tokio's
+/// `AsyncFd` rule: it needs the current reactor); the endpoint's waits then fail with `Io`.
 #[derive(Debug)]
 pub struct AsyncEndpoint<E: Readiness> {
-    inner: AsyncFd<Registered<E>>,
+    endpoint: E,
+    /// The duplicate of the readiness descriptor; `None` only inside
+    /// [`register`](AsyncEndpoint::register), which puts it back on every path that
+    /// returns (it is lost only if tokio panics there).
+    fd: Option<Registration>,
+}
+
+/// The duplicate readiness descriptor, and what it is registered for.
+#[derive(Debug)]
+enum Registration {
+    /// Not in the reactor yet (no wait has slept).
+    Idle(OwnedFd),
+    /// Registered for `interest`.
+    Registered {
+        fd: AsyncFd<OwnedFd>,
+        interest: TokioInterest,
+    },
 }
 
 /// Disarms the endpoint when dropped: when the readiness arrived, and when the future that
 /// awaited it was dropped (cancelled) before it did.
-struct Disarm<'a, E: Readiness>(&'a AsyncFd<Registered<E>>);
+struct Disarm<'a, E: Readiness>(&'a E);
 
 impl<E: Readiness> Drop for Disarm<'_, E> {
     fn drop(&mut self) {
-        self.0.get_ref().endpoint.disarm();
+        self.0.disarm();
     }
 }
 
@@ -106,57 +125,53 @@ fn tokio_interest(i: Interest) -> TokioInterest {
 }
 
 impl<E: Readiness> AsyncEndpoint<E> {
-    /// Registers `endpoint`'s readiness descriptor with the current tokio runtime.
+    /// Wraps `endpoint`, taking a duplicate of its readiness descriptor (`fcntl(F_DUPFD_CLOEXEC)`);
+    /// the first wait registers it with the current tokio runtime (see
+    /// [Registration](AsyncEndpoint#registration)).
     ///
     /// Errors: those of [`Readiness::readiness_fd`] (the shm channel makes its doorbell
-    /// here); the reactor's error outside a runtime with its I/O driver (`enable_io`).
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime (tokio's `AsyncFd` panics without a current reactor).
+    /// here); `dup`'s (`EMFILE`: the descriptor limit).
     #[doc(alias = "AsyncFd")]
     pub fn new(mut endpoint: E) -> Result<AsyncEndpoint<E>> {
         let fd = rustix::io::fcntl_dupfd_cloexec(endpoint.readiness_fd()?, 0)
             .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
-        let interest = TokioInterest::READABLE | TokioInterest::WRITABLE;
-        // SAFETY: `fd` is an open descriptor owned by `Registered`, in a private field that is
-        // never replaced: `as_raw_fd` returns the same open descriptor until the `AsyncFd` is
-        // dropped or `into_inner` returns it.
-        let inner =
-            unsafe { AsyncFd::register_with_interest(Registered { endpoint, fd }, interest) }
-                .map_err(|e| {
-                    Error::from(e.into_parts().1).in_op("register with the tokio reactor")
-                })?;
-        Ok(AsyncEndpoint { inner })
+        Ok(AsyncEndpoint {
+            endpoint,
+            fd: Some(Registration::Idle(fd)),
+        })
     }
 
     /// The endpoint.
     pub fn get_ref(&self) -> &E {
-        &self.inner.get_ref().endpoint
+        &self.endpoint
     }
 
     /// The endpoint, for its synchronous calls (the `try_` forms, its own settings). Replacing
     /// it with another endpoint is safe but leaves the registration on the old one's
     /// descriptor: waits would then follow the wrong object.
     pub fn get_mut(&mut self) -> &mut E {
-        &mut self.inner.get_mut().endpoint
+        &mut self.endpoint
     }
 
-    /// Deregisters the descriptor and returns the endpoint.
+    /// Deregisters the descriptor (if a wait registered it) and returns the endpoint.
     pub fn into_inner(self) -> E {
-        self.inner.into_inner().endpoint
+        self.endpoint
     }
 
     /// Waits until `attempt` returns anything but `WouldBlock`, sleeping on `interest` of the
     /// readiness descriptor in between. The one loop every async form uses; cancel safe as
     /// far as `attempt` is (it is never interrupted: futures stop at `.await` only).
+    ///
+    /// It tries first: readiness cached by the reactor cannot say the descriptor is empty
+    /// (see [Registration](AsyncEndpoint#registration)), and a try that succeeds needs no
+    /// wait at all.
     pub async fn retry<T>(
         &mut self,
         interest: Interest,
         mut attempt: impl FnMut(&mut E) -> Result<T>,
     ) -> Result<T> {
         loop {
-            match attempt(&mut self.inner.get_mut().endpoint) {
+            match attempt(&mut self.endpoint) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 r => return r,
             }
@@ -168,19 +183,57 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// [`Readiness`]). Returns at once when arming found the endpoint ready. Readiness is a
     /// hint: try the operation afterwards and wait again on `WouldBlock`.
     pub async fn wait(&mut self, interest: Interest) -> Result<()> {
-        if self.inner.get_mut().endpoint.arm()? {
+        let want = tokio_interest(interest);
+        self.register(want)?;
+        if self.endpoint.arm()? {
             return Ok(());
         }
-        let _disarm = Disarm(&self.inner);
-        let mut guard = self
-            .inner
-            .ready(tokio_interest(interest))
-            .await
-            .map_err(Error::from)?;
+        let Some(Registration::Registered { fd, .. }) = &self.fd else {
+            unreachable!("register leaves the descriptor registered");
+        };
+        let _disarm = Disarm(&self.endpoint);
+        let mut guard = fd.ready(want).await.map_err(Error::from)?;
         // Safe to clear before the next try: tokio keeps any readiness that arrives after
         // this guard's snapshot, and the try that follows covers what came before it.
         guard.clear_ready();
         Ok(())
+    }
+
+    /// Registers the descriptor for `want` (with what it was registered for before, if
+    /// anything): once per endpoint, twice for one that waits both ways. Readiness that
+    /// arrived before is not lost: `epoll_ctl(EPOLL_CTL_ADD)` reports a descriptor that is
+    /// ready already.
+    fn register(&mut self, want: TokioInterest) -> Result<()> {
+        if let Some(Registration::Registered { interest, .. }) = &self.fd
+            && (*interest | want) == *interest
+        {
+            return Ok(());
+        }
+        let (fd, interest) = match self.fd.take() {
+            Some(Registration::Registered { fd, interest }) => (fd.into_inner(), interest | want),
+            Some(Registration::Idle(fd)) => (fd, want),
+            None => {
+                return Err(Error::with_note(
+                    ErrorKind::Io,
+                    "the readiness descriptor was lost: an earlier registration panicked \
+                     (a wait polled outside a tokio runtime)",
+                ));
+            }
+        };
+        // SAFETY: `fd` is an open descriptor owned by the `AsyncFd`, which is never asked for
+        // `get_mut` or replaced: `as_raw_fd` returns the same open descriptor until the
+        // `AsyncFd` is dropped or `into_inner` returns it.
+        match unsafe { AsyncFd::register_with_interest(fd, interest) } {
+            Ok(fd) => {
+                self.fd = Some(Registration::Registered { fd, interest });
+                Ok(())
+            }
+            Err(e) => {
+                let (fd, e) = e.into_parts();
+                self.fd = Some(Registration::Idle(fd));
+                Err(Error::from(e).in_op("register with the tokio reactor"))
+            }
+        }
     }
 }
 

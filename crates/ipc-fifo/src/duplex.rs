@@ -25,12 +25,12 @@
 //! After the handshake each direction has exactly one writer, so messages can be of any size
 //! (up to [`max_message`](ConnectOptions::max_message)).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ipc_core::fd::set_nonblocking;
+use ipc_core::fd::{Interest, set_nonblocking};
 use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
@@ -73,6 +73,21 @@ fn valid_id(id: &str) -> bool {
 /// side; implements [`MessageSender`] and [`MessageReceiver`]. Either side closing (or dying)
 /// is reported to the other as [`ErrorKind::Disconnected`]: by `recv` once everything sent
 /// before was received, by `send` at once.
+///
+/// # Async and poll loops
+///
+/// A connection is two one-way FIFOs, so it has two descriptors and does not implement
+/// [`Readiness`](ipc_core::Readiness), whose contract is one descriptor per endpoint: its
+/// halves do. Folding both into one pollable descriptor would take an `epoll` descriptor of
+/// its own, readable when *either* FIFO is ready: a receiver waiting on it would be woken
+/// whenever the send side became writable, and every wake-up would cost one more
+/// `epoll_wait` to learn which side it was. Instead:
+///
+/// - async: [`split`](Connection::split) it and wrap each half,
+///   `AsyncEndpoint::new(tx)` and `AsyncEndpoint::new(rx)` (feature `tokio`), to send and
+///   receive at the same time from one task;
+/// - a poll loop: [`as_fds`](Connection::as_fds) gives both descriptors, each with the
+///   readiness to wait for.
 #[derive(Debug)]
 pub struct Connection {
     tx: FifoSender,
@@ -101,9 +116,24 @@ impl Connection {
         &mut self.rx
     }
 
-    /// Splits into the sending and receiving halves, to use from two threads.
+    /// Splits into the sending and receiving halves, to use from two threads or as two
+    /// async endpoints.
     pub fn split(self) -> (FifoSender, FifoReceiver) {
         (self.tx, self.rx)
+    }
+
+    /// The descriptors a poll loop waits on, with the readiness that means "may succeed now":
+    /// the sending FIFO (writable, or an error once the peer is gone) and the receiving FIFO
+    /// (readable, or hung up once the peer is gone). Both are the halves' own
+    /// ([`Readiness`](ipc_core::Readiness) of [`sender`](Connection::sender) and
+    /// [`receiver`](Connection::receiver)): the usual readiness rules apply, including
+    /// receiving what the receiving half has buffered (`try_recv` until `WouldBlock`) before
+    /// waiting.
+    pub fn as_fds(&self) -> [(BorrowedFd<'_>, Interest); 2] {
+        [
+            (self.tx.as_fd(), Interest::Writable),
+            (self.rx.as_fd(), Interest::Readable),
+        ]
     }
 }
 

@@ -1,41 +1,60 @@
-//! The doorbell that makes a channel end pollable: an eventfd in this process, rung by a
-//! small thread that sleeps on the peer's futex word on the end's behalf.
+//! The doorbell that makes a channel end pollable: an eventfd in this process, rung directly
+//! by a peer that may fetch it (`pidfd_getfd(2)`), or else by a small thread that sleeps on
+//! the peer's futex word on the end's behalf.
 //!
-//! # Why a thread, not a descriptor shared with the peer
+//! # Two ways to ring, one protocol
 //!
 //! The peer already wakes a sleeping end through the futex word in the segment, and only
 //! when the end's sleeping flag is up (`channel.rs`: `wake_peer`). The doorbell reuses that
-//! protocol unchanged: an async or poll waiter raises the same flag, and this end's bell
-//! thread sleeps on the futex in its place and turns the wake-up into an eventfd write. So:
+//! protocol: an async or poll waiter raises the same flag (with the value
+//! [`SLEEPING_ON_BELL`]), and the peer that takes it down rings in one of two ways.
 //!
-//! - the peer's side does not change at all: no descriptor has to reach it, whatever the
-//!   segment kind (POSIX name, memfd, System V) and however the other process got the
-//!   segment; no privilege is needed (`pidfd_getfd(2)` would need ptrace rights over the
-//!   waiter, which Yama's default scope refuses between unrelated processes), no file is
-//!   left beside the segment (a FIFO would be, after a `SIGKILL`), no server is needed (a
-//!   Unix socket handing the eventfd over would need one in the creator);
-//! - while both sides are busy the flag is down and nobody makes a system call per message:
-//!   the bell rings only for an end that waits;
-//! - a peer's death wakes the bell thread the way it wakes a sleeper (the `ipc-shm-watch`
-//!   thread bumps the word), so an async waiter sees `Disconnected` as promptly as a
-//!   blocking one.
+//! - **Directly** ([`Direct`]): the end publishes its eventfd in its side of the header
+//!   (descriptor number, `eventfd-id`, its process identity), and the peer fetches it once
+//!   with `pidfd_getfd(2)` and from then on wakes the waiter with one eventfd `write`, which
+//!   wakes the waiter's `epoll` directly: per wait that sleeps, the same one context switch
+//!   as a blocking receive, plus the eventfd's `write` and `read` and the `epoll_wait`.
+//! - **Through the bell thread**, when the peer may not fetch it: `pidfd_getfd` needs ptrace
+//!   rights over the waiter (same user and dumpable, or `CAP_SYS_PTRACE`; Yama's scope 1,
+//!   the default of several distributions, allows it only towards descendants, so between
+//!   unrelated processes it is refused). The peer then makes its usual futex wake, and this
+//!   end's bell thread, parked on the peer's word, turns it into the eventfd write: one
+//!   context switch more per wait that sleeps.
+//!
+//! Either way nothing else has to reach the other process, whatever the segment kind (POSIX
+//! name, memfd, System V) and however it got the segment: no file is left beside the segment
+//! (a FIFO would be, after a `SIGKILL`), no server is needed (a Unix socket handing the
+//! eventfd over would need one in the creator), and no privilege is needed (without it, the
+//! thread rings). While both sides are busy the flag is down and nobody makes a system call
+//! per message: the bell rings only for an end that waits. A peer's death wakes the bell
+//! thread the way it wakes a sleeper (the `ipc-shm-watch` thread bumps the word), so an async
+//! waiter sees `Disconnected` as promptly as a blocking one, whichever way the rings came.
+//! The futex wake stays the path for everything but the hand-off (open, detach, close), so
+//! the thread is always there to catch it.
+//!
+//! The bell thread sleeps on the peer's wake word all the time, not only while armed: arming
+//! is then two stores and no system call, and the thread is already asleep where the ring
+//! will come from (handing it each wait with a `FUTEX_WAKE` cost one system call and, on one
+//! core, one more context switch per wait). A wake-up it gets while not armed (this end's
+//! blocking receive or send being woken: `wake_peer` wakes every sleeper on the word) only
+//! sends it back to sleep.
 //!
 //! The cost: one parked thread per end that has a doorbell (made at the first
-//! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack), and
-//! per wait that actually sleeps two more context switches than a blocking receive (peer
-//! wakes the bell thread, which writes the eventfd that wakes the waiter) plus one
-//! `FUTEX_WAKE` to hand the wait to the thread. The wake word's counter is also the ring
-//! count: [`Receiver::doorbell_rings`](crate::Receiver::doorbell_rings).
+//! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack); in
+//! the peer, one fetched descriptor and, once per publication, one `pidfd_getfd` and one read
+//! of `/proc/self/fdinfo`. The wake word's counter is also the ring count, direct or not:
+//! [`Receiver::doorbell_rings`](crate::Receiver::doorbell_rings).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ipc_core::{Deadline, Error, Result, futex};
+use ipc_core::{Deadline, Error, ErrorKind, Result, futex};
 use rustix::event::{EventfdFlags, eventfd};
 
+use crate::ring::Side;
 use crate::segment::Segment;
 
 const IDLE: u32 = 0;
@@ -48,8 +67,7 @@ const SLICE: Duration = Duration::from_millis(50);
 
 struct Shared {
     eventfd: OwnedFd,
-    /// IDLE, ARMED (sleep on the peer's word while it equals `word`) or STOP; a futex word
-    /// the owner wakes the thread on.
+    /// IDLE, ARMED (ring once the peer's word leaves `word`) or STOP.
     state: AtomicU32,
     word: AtomicU32,
     /// Whether the armed wait must end after [`SLICE`] (the peer is not watched).
@@ -66,12 +84,26 @@ impl Shared {
         // accessed atomically.
         unsafe { &*(self.segment.as_ptr().add(self.offset) as *const AtomicU32) }
     }
+
+    /// Rings for the armed wait unless someone (the thread, the owner's `arm` or `disarm`)
+    /// ended it first: one ring per wait.
+    fn ring(&self) {
+        if self
+            .state
+            .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+        }
+    }
 }
 
 /// An end's doorbell: the eventfd to poll and the thread that rings it.
 pub(crate) struct Bell {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Whether [`publish`](Bell::publish) ran (0: not yet), and published (1) or not (2).
+    published: AtomicU32,
 }
 
 impl Bell {
@@ -98,6 +130,7 @@ impl Bell {
         Ok(Bell {
             shared,
             thread: Some(thread),
+            published: AtomicU32::new(0),
         })
     }
 
@@ -106,13 +139,23 @@ impl Bell {
     }
 
     /// Hands the wait to the thread: ring when the peer's word leaves `word` (or after a
-    /// slice when `timed`). One `FUTEX_WAKE`.
+    /// slice when `timed`). No system call unless the word moved already (then it rings
+    /// here, one `write`) or the wait is `timed` (one `FUTEX_WAKE`, so the thread takes up
+    /// its slice).
     pub(crate) fn arm(&self, word: u32, timed: bool) {
         let s = &self.shared;
         s.word.store(word, Ordering::Relaxed);
         s.timed.store(timed as u32, Ordering::Relaxed);
-        s.state.store(ARMED, Ordering::Release);
-        futex::wake(&s.state, 1);
+        s.state.store(ARMED, Ordering::SeqCst);
+        // The thread reads the word, then the state (both SeqCst). If it read the state
+        // before this store, it read the word before too, and sleeps only while the word
+        // still has that value: a bump after it read wakes it (or fails its wait), and it
+        // sees ARMED next time round. A bump it read before this store, the load below sees.
+        if s.peer_word().load(Ordering::SeqCst) != word {
+            s.ring();
+        } else if timed {
+            futex::wake_all(s.peer_word());
+        }
     }
 
     /// Stops ringing for the current wait and drains the eventfd (one `read`).
@@ -128,28 +171,22 @@ impl Bell {
 
 fn run(s: &Shared) {
     loop {
-        match s.state.load(Ordering::Acquire) {
+        let now = s.peer_word().load(Ordering::SeqCst);
+        let until = match s.state.load(Ordering::SeqCst) {
             STOP => return,
-            IDLE => {
-                let _ = futex::wait(&s.state, IDLE, Deadline::Never);
+            ARMED if now != s.word.load(Ordering::Relaxed) => {
+                s.ring();
+                continue;
             }
-            _ => {
-                let word = s.word.load(Ordering::Relaxed);
-                let until = if s.timed.load(Ordering::Relaxed) != 0 {
-                    Deadline::after(SLICE)
-                } else {
-                    Deadline::Never
-                };
-                // Returns when the peer bumped its word (a ring, or the watcher reporting its
-                // death), at once if it already did, or at the slice's end.
-                let _ = futex::wait(s.peer_word(), word, until);
-                if s.state
-                    .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let _ = rustix::io::write(&s.eventfd, &1u64.to_ne_bytes());
-                }
-            }
+            ARMED if s.timed.load(Ordering::Relaxed) != 0 => Deadline::after(SLICE),
+            _ => Deadline::Never,
+        };
+        // Returns when the peer bumped its word (a ring, or the watcher reporting its death;
+        // at once if it already did), when `arm` or `drop` wakes the word, or at the slice's
+        // end.
+        match futex::wait(s.peer_word(), now, until) {
+            Err(e) if e.kind() == ErrorKind::TimedOut => s.ring(),
+            _ => {}
         }
     }
 }
@@ -159,16 +196,154 @@ impl Drop for Bell {
         let s = &self.shared;
         s.state.store(STOP, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            // The thread may be about to sleep, or asleep, on its state or on the peer's
-            // word: wake it on both until it has seen STOP (a spurious wake-up for anyone
-            // else sleeping on the peer's word, who looks again). Rounds beyond the first
-            // happen only when the thread was between its check and its sleep.
+            // The thread may be about to sleep, or asleep, on the peer's word: wake it until
+            // it has seen STOP (a spurious wake-up for anyone else sleeping on the word, who
+            // looks again). Rounds beyond the first happen only when the thread was between
+            // its check and its sleep.
             while !t.is_finished() {
-                futex::wake(&s.state, 1);
                 futex::wake_all(s.peer_word());
                 std::thread::yield_now();
             }
             let _ = t.join();
+        }
+    }
+}
+
+/// The sleeping-flag value of an end waiting on a doorbell it published (`arm`), as opposed
+/// to 1 for a blocking wait on the futex: a waker that fetched that doorbell rings it
+/// directly ([`Direct`]); any other waker makes the futex wake, which the bell thread turns
+/// into the same ring.
+pub(crate) const SLEEPING_ON_BELL: u32 = 2;
+
+impl Bell {
+    /// Publishes the doorbell in `me` (this end's side) for a peer that may fetch it: the
+    /// descriptor number, its `eventfd-id`, and this process's identity `key`, written as a
+    /// seqlock (key 0, the two words, the key). Once per bell; whether it is published (the
+    /// `eventfd-id` cannot be read without `/proc`: then the peer always uses the futex).
+    pub(crate) fn publish(&self, me: &Side, key: u64) -> bool {
+        match self.published.load(Ordering::Relaxed) {
+            0 => {}
+            p => return p == 1,
+        }
+        let fd = self.shared.eventfd.as_raw_fd();
+        let published = match eventfd_id(fd) {
+            Some(id) => {
+                // A seqlock: a reader that sees either new word sees the key's 0 or the
+                // new key after it (the fences pair with the reader's acquire fence).
+                me.bell_key.store(0, Ordering::Relaxed);
+                fence(Ordering::Release);
+                me.bell_fd.store(fd as u32, Ordering::Relaxed);
+                me.bell_id.store(id, Ordering::Relaxed);
+                me.bell_key.store(key, Ordering::Release);
+                true
+            }
+            None => false,
+        };
+        self.published
+            .store(if published { 1 } else { 2 }, Ordering::Relaxed);
+        published
+    }
+}
+
+/// The `eventfd-id` that `/proc/self/fdinfo/FD` shows for `fd`, if it is an eventfd.
+fn eventfd_id(fd: RawFd) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("eventfd-id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A peer's published doorbell, fetched into this process with `pidfd_getfd(2)`, so that a
+/// wake-up of a peer waiting on it is one eventfd `write` (which wakes the peer's poll loop
+/// directly) instead of a `FUTEX_WAKE` that its bell thread turns into that write (one
+/// context switch more on one core).
+///
+/// `pidfd_getfd` needs ptrace rights over the peer (`PTRACE_MODE_ATTACH_REALCREDS`): the
+/// same user, a dumpable peer, and no Yama restriction (`kernel.yama.ptrace_scope` 1, the
+/// default of several distributions, allows it only towards descendants). When it is
+/// refused, this end keeps the futex wake and the peer's bell thread rings: the same result,
+/// one context switch later. Nothing a peer writes is trusted: the publication is read as a
+/// seqlock and must name the process that owns the peer's side now (the watch's pidfd, so a
+/// recycled pid cannot stand in), and the fetched descriptor must show the published
+/// `eventfd-id` in this process's `/proc/self/fdinfo` (a peer naming another of its
+/// descriptors gets nothing rung; a ring that reaches nobody cannot lose a wake-up either,
+/// see [`Direct::ring`]). Fetched once per publication (one `pidfd_getfd`, one read of
+/// fdinfo), kept until the peer publishes another.
+#[derive(Debug, Default)]
+pub(crate) struct Direct {
+    /// The publication the fetch below is for: (key, descriptor number, eventfd-id).
+    of: Option<(u64, u32, u32)>,
+    /// The fetched doorbell; `None` when the fetch was refused or the descriptor was not the
+    /// published eventfd.
+    fd: Option<OwnedFd>,
+    /// Rings made directly, for tests and the benchmark's curiosity.
+    rings: u32,
+}
+
+impl Direct {
+    /// Rings `peer`'s published doorbell directly if it can: `peer_key` is the identity in
+    /// the peer's owner word now and `pidfd` the watch's pidfd for that identity (if it has
+    /// one). Returns whether it rang; `false` means "make the futex wake".
+    ///
+    /// Called only by the waker that took the peer's sleeping flag down from
+    /// [`SLEEPING_ON_BELL`]: the peer published before raising it, so the publication read
+    /// here is at least that one. A ring that cannot reach the waiter (it stopped waiting,
+    /// closed the eventfd) is harmless: it waits on that eventfd only while armed, and then
+    /// its flag is up again.
+    pub(crate) fn ring(
+        &mut self,
+        peer: &Side,
+        peer_key: u64,
+        pidfd: Option<BorrowedFd<'_>>,
+    ) -> bool {
+        let key = peer.bell_key.load(Ordering::Acquire);
+        let fd_no = peer.bell_fd.load(Ordering::Relaxed);
+        let id = peer.bell_id.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if key == 0 || key != peer.bell_key.load(Ordering::Relaxed) || key != peer_key {
+            return false;
+        }
+        let publication = Some((key, fd_no, id));
+        if self.of != publication {
+            let Some(pidfd) = pidfd else {
+                // No pidfd for this process yet: try again at the next wake-up.
+                return false;
+            };
+            self.fd = fetch(pidfd, fd_no, id);
+            self.of = publication;
+        }
+        match &self.fd {
+            Some(fd) if rustix::io::write(fd, &1u64.to_ne_bytes()).is_ok() => {
+                self.rings = self.rings.wrapping_add(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the peer's doorbell is fetched (`Some(true)`), was refused or invalid
+    /// (`Some(false)`), or was never tried (`None`); and the direct rings so far.
+    pub(crate) fn state(&self) -> (Option<bool>, u32) {
+        (self.of.map(|_| self.fd.is_some()), self.rings)
+    }
+}
+
+/// Fetches descriptor `fd_no` of the process behind `pidfd` and keeps it only if it is the
+/// eventfd with `eventfd-id` `id`.
+fn fetch(pidfd: BorrowedFd<'_>, fd_no: u32, id: u32) -> Option<OwnedFd> {
+    let fd_no = i32::try_from(fd_no).ok()?;
+    match rustix::process::pidfd_getfd(pidfd, fd_no, rustix::process::PidfdGetfdFlags::empty()) {
+        Ok(fd) if eventfd_id(fd.as_raw_fd()) == Some(id) => {
+            tracing::trace!(fd_no, "fetched the peer's doorbell");
+            Some(fd)
+        }
+        Ok(_) => {
+            tracing::debug!(fd_no, "the peer's published doorbell is not its eventfd");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "pidfd_getfd of the peer's doorbell refused; its bell thread rings");
+            None
         }
     }
 }

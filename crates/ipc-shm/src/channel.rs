@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result,
 };
 
-use crate::bell::Bell;
+use crate::bell::{Bell, Direct, SLEEPING_ON_BELL};
 use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_ATTACHING,
@@ -195,6 +195,8 @@ struct End {
     /// The doorbell a poll loop or async runtime waits on, made at the first
     /// [`Readiness::readiness_fd`].
     bell: Option<Bell>,
+    /// The peer's doorbell, fetched to ring it directly (`bell.rs`).
+    direct: Direct,
 }
 
 impl End {
@@ -222,6 +224,7 @@ impl End {
                 polls: 0,
                 registration: None,
                 bell: None,
+                direct: Direct::default(),
             },
             ring,
         ))
@@ -336,14 +339,20 @@ impl End {
         peer_wake: usize,
         mut ready: impl FnMut() -> bool,
     ) -> Result<bool> {
-        self.bell(peer_wake)?;
+        let flag = {
+            let me_key = peer::key_of(me.owner.load(Ordering::Relaxed));
+            match self.bell(peer_wake)?.publish(me, me_key) {
+                true => SLEEPING_ON_BELL,
+                false => 1,
+            }
+        };
         // As the blocking forms do: while the peer runs on another CPU, a hand-off seen
         // while spinning (at most SPIN_FOR) costs no ring and no sleep.
         if self.should_spin(peer) && spin(|| Ok(ready().then_some(())))?.is_some() {
             return Ok(true);
         }
         let word = peer.wake.load(Ordering::Acquire);
-        me.sleeping.store(1, Ordering::SeqCst);
+        me.sleeping.store(flag, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if ready()
             || state_of(peer.owner.load(Ordering::Acquire)) == STATE_CLOSED
@@ -355,6 +364,32 @@ impl End {
         let watched = self.armed(peer, peer_wake);
         self.bell.as_ref().expect("made above").arm(word, !watched);
         Ok(false)
+    }
+
+    /// [`wake_peer`] from the hand-off paths (commit, release): a peer waiting on a doorbell
+    /// it published is rung directly when this end could fetch it (`bell.rs`: [`Direct`]);
+    /// otherwise, and for every other sleeper, the futex wake.
+    fn wake_peer(&mut self, me: &Side, peer: &Side) {
+        if peer.sleeping.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        match peer.sleeping.swap(0, Ordering::SeqCst) {
+            0 => {}
+            SLEEPING_ON_BELL => {
+                let key = peer::key_of(peer.owner.load(Ordering::Acquire));
+                let pidfd = match self.watch.key() == Some(key) {
+                    true => self.watch.pidfd().map(|fd| fd.as_fd()),
+                    false => None,
+                };
+                if self.direct.ring(peer, key, pidfd) {
+                    // Counted as a ring; no FUTEX_WAKE: the eventfd woke the waiter.
+                    me.wake.fetch_add(1, Ordering::Release);
+                } else {
+                    wake_word(me);
+                }
+            }
+            _ => wake_word(me),
+        }
     }
 
     /// [`Readiness::disarm`] for either end.
@@ -468,12 +503,16 @@ fn spin<T>(mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
 fn wake_peer(me: &Side, peer: &Side) {
     // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
     if peer.sleeping.load(Ordering::SeqCst) != 0 && peer.sleeping.swap(0, Ordering::SeqCst) != 0 {
-        me.wake.fetch_add(1, Ordering::Release);
-        // Every waiter on the word, not one: besides this end's sleeper there may be its
-        // bell thread, still waiting from an async wait that was given up (the same one
-        // system call either way).
-        futex::wake_all(&me.wake);
+        wake_word(me);
     }
+}
+
+/// Bumps `me`'s wake word and wakes every waiter on it: not one, since besides the peer's
+/// sleeper there is its bell thread, parked on the word (the same one system call either
+/// way).
+fn wake_word(me: &Side) {
+    me.wake.fetch_add(1, Ordering::Release);
+    futex::wake_all(&me.wake);
 }
 
 /// Sleeps until `peer` bumps its wake word or the slice ends, unless `ready` holds once our
@@ -662,7 +701,7 @@ impl Sender {
     fn publish(&mut self, r: Reservation, len: usize) {
         self.producer.commit(r, len);
         let h = self.producer.ring().header();
-        wake_peer(&h.tx, &h.rx);
+        self.end.wake_peer(&h.tx, &h.rx);
     }
 
     /// Loans room for a message of up to `len` bytes, waiting for room until `deadline`.
@@ -845,6 +884,14 @@ impl Sender {
             .wake
             .load(Ordering::Relaxed)
     }
+
+    /// Test support, not part of the API: whether this end fetched the receiver's doorbell
+    /// to ring it directly (`Some(true)`), was refused (`Some(false)`) or never tried
+    /// (`None`), and how many rings it made directly.
+    #[doc(hidden)]
+    pub fn direct_doorbell(&self) -> (Option<bool>, u32) {
+        self.end.direct.state()
+    }
 }
 
 impl Drop for Sender {
@@ -1002,7 +1049,7 @@ impl Receiver {
     fn release(&mut self, m: Message) {
         self.consumer.release(m);
         let h = self.consumer.ring().header();
-        wake_peer(&h.rx, &h.tx);
+        self.end.wake_peer(&h.rx, &h.tx);
     }
 
     /// Takes the next message in place, waiting for one until `deadline`: the guard
@@ -1122,6 +1169,12 @@ impl Receiver {
             .wake
             .load(Ordering::Relaxed)
     }
+
+    /// Test support, not part of the API: see [`Sender::direct_doorbell`].
+    #[doc(hidden)]
+    pub fn direct_doorbell(&self) -> (Option<bool>, u32) {
+        self.end.direct.state()
+    }
 }
 
 impl Drop for Receiver {
@@ -1195,6 +1248,17 @@ pub mod testing {
     pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
     /// See [`TX_OWNER`].
     pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
+    /// Offset of the receiver's sleeping flag (a `u32`: 0 awake, 1 asleep on the futex, 2
+    /// waiting on a doorbell it published).
+    pub const RX_SLEEPING: usize = RX_OWNER + std::mem::offset_of!(ring::Side, sleeping);
+    /// Offset of the receiver's published doorbell: the publisher's key (`u64`), then at
+    /// `+ 8` the descriptor number and at `+ 12` the `eventfd-id` (`u32` each).
+    pub const RX_BELL: usize = RX_OWNER + std::mem::offset_of!(ring::Side, bell_key);
+    const _: () = assert!(
+        std::mem::offset_of!(ring::Side, bell_fd) == std::mem::offset_of!(ring::Side, bell_key) + 8
+            && std::mem::offset_of!(ring::Side, bell_id)
+                == std::mem::offset_of!(ring::Side, bell_key) + 12
+    );
 
     /// Runs `open` of the receiver's (`receiver`) or the sender's end of the channel in
     /// `segment` up to `step` and stops there, leaving the segment as a process killed at that

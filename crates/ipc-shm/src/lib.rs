@@ -98,20 +98,23 @@
 //! module docs say which peers' deaths ring them (the publisher, the consumer, the attached
 //! producers and the subscribers holding a publisher back are watched by pidfd).
 //!
-//! How the ring reaches the eventfd, and what it costs: a process that opened the channel
-//! by name has no descriptor of ours, so the ring stays the futex wake the peer already
-//! makes, and a **bell thread** in the waiting process (one per end with a doorbell, 64 KiB
-//! stack, made at the first [`readiness_fd`](Readiness::readiness_fd)) sleeps on the futex
-//! in the waiter's place and writes the eventfd. Nothing changes on the peer's side, for
-//! every segment kind; no privilege is needed and nothing is left beside the segment. The
-//! alternatives cost more: `pidfd_getfd(2)` of a published eventfd needs ptrace rights over
-//! the waiter (refused between unrelated processes under Yama's default scope), a FIFO beside
-//! the segment stays behind after a `SIGKILL`, and a Unix socket handing the eventfd over
-//! needs a server in the creator. The price of the thread: per wait that really sleeps, one
-//! `FUTEX_WAKE` to hand the wait over and two context switches more than a blocking receive
-//! (peer to bell thread, bell thread to waiter). A waiter that is cancelled while armed is
-//! disarmed by the adapter; one that never disarms leaves its flag up, which costs the peer
-//! a wake-up call per message until the next `disarm`.
+//! How the ring reaches the eventfd, and what it costs: the end publishes its eventfd in its
+//! side of the header (descriptor number, `eventfd-id`, process identity), and a peer that
+//! may fetch it with `pidfd_getfd(2)` (ptrace rights: the same user and a dumpable waiter,
+//! or `CAP_SYS_PTRACE`; under Yama's scope 1 only towards a descendant) rings it directly,
+//! one eventfd `write` that wakes the waiter's poll loop: per wait that sleeps, the context
+//! switches of a blocking receive plus the eventfd's `write` and `read`. The fetched
+//! descriptor is checked to be the published eventfd (its `eventfd-id` in
+//! `/proc/self/fdinfo`) and to come from the process that owns the side now. When the fetch
+//! is refused, the peer makes its usual futex wake, and a **bell thread** in the waiting
+//! process (one per end with a doorbell, 64 KiB stack, made at the first
+//! [`readiness_fd`](Readiness::readiness_fd), parked on the peer's futex word) writes the
+//! eventfd in its place: one context switch more per wait. Either way no file is left beside
+//! the segment (a FIFO would stay after a `SIGKILL`) and no server is needed (a Unix socket
+//! handing the eventfd over would need one in the creator), for every segment kind.
+//! A waiter that is cancelled while armed is disarmed by the adapter; one that never disarms
+//! leaves its flag up, which costs the peer a wake-up call per message until the next
+//! `disarm`.
 //!
 //! # One to many, many to one
 //!

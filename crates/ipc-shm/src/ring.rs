@@ -10,7 +10,7 @@
 //!                      read by a producer that attaches, to carry on where the last one stopped
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
-//!                      CPU, sleeping flag, wake word
+//!                      CPU, sleeping flag, wake word, published doorbell (key, fd, id)
 //! offset 512  rx Side  written by the consumer only
 //! offset 640  data     `capacity` bytes (a power of two), records back to back
 //! ```
@@ -53,7 +53,7 @@ use ipc_core::{Error, Result};
 /// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
 /// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The smallest data area.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// The largest data area: indices are `u32` counters, so `capacity` must stay well below
@@ -105,6 +105,15 @@ pub(crate) struct Side {
     pub(crate) sleeping: AtomicU32,
     /// The futex word this endpoint bumps to wake the peer.
     pub(crate) wake: AtomicU32,
+    /// The doorbell this endpoint publishes for a peer that may fetch it (`bell.rs`): the
+    /// publisher's identity (its owner word without the state; 0 while none or while being
+    /// rewritten, so a reader checks it before and after reading the two words below).
+    pub(crate) bell_key: AtomicU64,
+    /// The doorbell's descriptor number in the publisher's process.
+    pub(crate) bell_fd: AtomicU32,
+    /// The doorbell's `eventfd-id` (from `/proc/self/fdinfo`), which a fetched descriptor
+    /// must show.
+    pub(crate) bell_id: AtomicU32,
 }
 
 /// The header at the start of a channel segment; see the module docs.

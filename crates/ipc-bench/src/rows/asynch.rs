@@ -1,11 +1,12 @@
 //! Async rows: the same fixtures as the library rows, each end driven through
-//! `ipc_core::tokio::AsyncEndpoint` on a current-thread tokio runtime (one `block_on` per
-//! message, so the runtime's entry and the readiness loop are measured with the endpoint),
-//! listed beside their sync rows; and the shm doorbell figure: rings per 1,000 streamed
-//! messages.
+//! `ipc_core::tokio::AsyncEndpoint` on a current-thread tokio runtime (each call's future
+//! polled in place, and run by `block_on` only when it must wait: see `drive`), listed
+//! beside their sync rows; and the shm doorbell figure: rings per 1,000 streamed messages.
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use ipc_core::tokio::AsyncEndpoint;
 use ipc_core::{Error, MessageReceiver, MessageSender, Readiness, Result};
@@ -106,12 +107,32 @@ impl<S: MessageSender + Readiness, R: MessageReceiver + Readiness, G> Duplex
     for AsyncMessages<S, R, G>
 {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.rt.block_on(self.tx.send(msg))
+        drive(&self.rt, self.tx.send(msg))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.rt.block_on(self.rx.recv(buf))
+        drive(&self.rt, self.rx.recv(buf))
     }
+}
+
+/// Runs `fut` to completion the way a task of an async program runs it: polled in place
+/// first (with the runtime's context entered, for the reactor), and only if it must wait,
+/// handed to `block_on`, which parks in the reactor until it can go on. The engine calls
+/// [`Duplex`] from a synchronous loop; a `block_on` per message would charge every message
+/// the runtime's entry (scheduler core hand-over, RNG seeding, the scheduler loop), which a
+/// program that enters its runtime once never pays per message. A future that waits pays it
+/// once per wait, like a task that parks.
+fn drive<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    {
+        let _in = rt.enter();
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            return v;
+        }
+    }
+    // The pending future registered the no-op waker; polled again by `block_on`, tokio's
+    // readiness future takes the runtime's waker in its place.
+    rt.block_on(fut)
 }
 
 /// The shm channel's doorbell rings per 1,000 messages streamed to an async receiver: a

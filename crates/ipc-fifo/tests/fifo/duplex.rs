@@ -12,13 +12,13 @@ use ipc_testkit::{Ctx, spawn, within_watchdog};
 use crate::{entries, scratch};
 
 /// The server's answer to a request: the request reversed.
-fn answer(req: &[u8]) -> Vec<u8> {
+pub(crate) fn answer(req: &[u8]) -> Vec<u8> {
     req.iter().rev().copied().collect()
 }
 
 /// Sizes of a client's requests: small, around PIPE_BUF, and well above it (one writer per
 /// direction, so any size goes).
-const SIZES: [usize; 6] = [0, 16, 4092, 4097, 100_000, 300];
+pub(crate) const SIZES: [usize; 6] = [0, 16, 4092, 4097, 100_000, 300];
 
 /// Role: `path client`: connects, sends stamped requests, checks each answer is its own.
 pub(crate) fn echo_client(ctx: &Ctx) {

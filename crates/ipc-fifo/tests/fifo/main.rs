@@ -2,6 +2,8 @@
 
 mod create;
 mod duplex;
+#[cfg(feature = "tokio")]
+mod duplex_async;
 mod eof;
 mod hostile;
 mod kills;
