@@ -11,19 +11,24 @@
 //! support `RWF_NOWAIT` on pipes, the endpoint sets `O_NONBLOCK` once and polls. A descriptor
 //! that is already non-blocking is driven with `poll`.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::io::Errno;
 
-use crate::fd::{Interest, SigpipeGuard, Stop, read_buf, retry};
+use crate::fd::{Interest, SigpipeGuard, Stop, read_buf, read_iov, retry};
 use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
 use crate::{Blocked, Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 /// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// The payload size from which a receive reads the rest of a message straight into the
+/// caller's buffer rather than through the decoder's (one copy fewer; smaller messages are
+/// read several at a time into the decoder, fewer system calls).
+const DIRECT_READ_MIN: usize = PIPE_BUF;
 
 /// How long dropping a [`FrameSender`] waits, at most, to finish a message in progress
 /// (see [`FrameSender::set_linger`]): 1 second.
@@ -425,6 +430,44 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
+impl<F: AsFd> FrameReceiver<F> {
+    /// Reads the rest of a large message straight into the caller's buffer `msg` (its payload
+    /// length), of which `have` bytes are there, and the next frame's length prefix with it
+    /// (`readv`): one system call per message in a steady stream, as a plain loop reading
+    /// fixed-size messages makes, no copy through the decoder's buffer, and never a byte past
+    /// the next prefix. If the deadline passes or the stream ends first, the bytes read so far
+    /// go back into the decoder (a later receive, with any buffer, continues the same message).
+    fn recv_rest(&mut self, msg: &mut [u8], mut have: usize, deadline: Deadline) -> Result<usize> {
+        while have < msg.len() {
+            let fd = self.fd.as_fd();
+            let nowait = &self.nowait;
+            let rest = &mut msg[have..];
+            let want = rest.len();
+            // Empty after `take_partial`, so its room starts at 0 and holds a prefix.
+            let next = &mut self.decoder.read_buf()[..FRAME_HEADER_LEN];
+            let r = retry(&[(fd, Interest::Readable)], deadline, || {
+                let iov = &mut [IoSliceMut::new(&mut *rest), IoSliceMut::new(&mut *next)];
+                nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
+            });
+            match r {
+                Ok(n) if n > want => {
+                    self.decoder.advance(n - want);
+                    have += want;
+                }
+                Ok(n) if n > 0 => have += n,
+                other => {
+                    self.decoder.restore(msg.len(), &msg[..have]);
+                    return Err(match other {
+                        Err(stop) => stop.into_error(deadline, Blocked::Empty, "recv", &self.label),
+                        _ => self.end_of_stream(),
+                    });
+                }
+            }
+        }
+        Ok(msg.len())
+    }
+}
+
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
@@ -432,6 +475,17 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 Ok(Some(n)) => return Ok(n),
                 Ok(None) => {}
                 Err(e) => return Err(self.err(e, "recv")),
+            }
+            // A large message with a deadline to wait for (not `try_recv`, which would copy
+            // the part read back each time it finds the rest missing): its rest goes straight
+            // into `buf`.
+            let direct = deadline != Deadline::Now
+                && self
+                    .decoder
+                    .next_len()
+                    .is_some_and(|len| len >= DIRECT_READ_MIN);
+            if let Some((len, have)) = direct.then(|| self.decoder.take_partial(buf)).flatten() {
+                return self.recv_rest(&mut buf[..len], have, deadline);
             }
             let fd = self.fd.as_fd();
             let spare = self.decoder.read_buf();
@@ -680,6 +734,61 @@ mod tests {
         let e = rx.recv(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert!(e.to_string().contains("partial message was dropped"), "{e}");
+    }
+
+    /// A large message read straight into the caller's buffer and cut by the deadline is put
+    /// back: the next receive, into another buffer, returns it whole, then the next message.
+    #[test]
+    fn a_large_message_cut_by_the_deadline_is_kept_for_the_next_receive() {
+        let (r, mut w) = rustix::pipe::pipe()
+            .map(|(r, w)| (r, std::fs::File::from(w)))
+            .unwrap();
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+        let mut frame = Vec::new();
+        crate::frame::encode_frame(&msg, &mut frame).unwrap();
+        crate::frame::encode_frame(b"next", &mut frame).unwrap();
+        use std::io::Write;
+        w.write_all(&frame[..9000]).unwrap();
+        let mut rx = FrameReceiver::new(r, 20_000, "test pipe").unwrap();
+        let mut first = vec![0; 20_000];
+        let e = rx
+            .recv_timeout(&mut first, Duration::from_millis(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert!(rx.has_buffered());
+        // Also cut on the try path, which reads through the decoder.
+        assert_eq!(
+            rx.try_recv(&mut first).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        w.write_all(&frame[9000..]).unwrap();
+        let mut second = vec![0; 30_000];
+        let n = rx.recv(&mut second).unwrap();
+        assert_eq!(&second[..n], &msg[..]);
+        let n = rx.recv(&mut second).unwrap();
+        assert_eq!(&second[..n], b"next");
+        drop(w);
+        assert_eq!(
+            rx.recv(&mut second).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    /// A buffer too small for a large message is an error that keeps the message; the stream
+    /// ending in the middle of a large message is reported with the counts.
+    #[test]
+    fn large_messages_keep_the_small_buffer_and_cut_stream_rules() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut frame = Vec::new();
+        crate::frame::encode_frame(&[3; 10_000], &mut frame).unwrap();
+        rustix::io::write(&w, &frame[..6000]).unwrap();
+        let mut rx = FrameReceiver::new(r, 10_000, "p").unwrap();
+        let e = rx.recv(&mut [0; 5000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        drop(w);
+        let e = rx.recv(&mut [0; 10_000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(e.to_string().contains("5996 of 10000"), "{e}");
     }
 
     #[test]
