@@ -66,6 +66,16 @@ fn family_color(families: &[&str], family: &str) -> RGBColor {
     RGBColor(r8, g8, b8)
 }
 
+/// The sizes measured for `metric`, as x values.
+fn sizes_of(report: &Report, metric: Metric) -> Vec<f64> {
+    report
+        .items
+        .iter()
+        .filter(|(m, _)| *m == metric)
+        .map(|&(_, s)| s as f64)
+        .collect()
+}
+
 /// The x range of a log-scale size axis over `sizes`.
 fn size_range(sizes: &[f64]) -> (f64, f64) {
     let xmin = sizes.iter().copied().fold(f64::INFINITY, f64::min);
@@ -88,12 +98,7 @@ fn ratio_panel<DB: DrawingBackend>(
     pl: Placement,
     families: &[&str],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let sizes: Vec<f64> = report
-        .items
-        .iter()
-        .filter(|(m, _)| *m == metric)
-        .map(|&(_, s)| s as f64)
-        .collect();
+    let sizes = sizes_of(report, metric);
     let series: Vec<(&RowInfo, Vec<(f64, f64)>)> = report
         .rows
         .iter()
@@ -168,12 +173,7 @@ fn panel<DB: DrawingBackend>(
     pl: Placement,
     families: &[&str],
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let sizes: Vec<f64> = report
-        .items
-        .iter()
-        .filter(|(m, _)| *m == metric)
-        .map(|&(_, s)| s as f64)
-        .collect();
+    let sizes = sizes_of(report, metric);
     let value = |p: &crate::stats::Point| match metric {
         Metric::RoundTrip => p.median_ns() / 1e3,
         Metric::Throughput => p.bytes_per_sec() / (1u64 << 30) as f64,
