@@ -21,10 +21,18 @@ usage: cargo xtask bench [OPTIONS]
   --quick            CI-sized subset (under a minute): fewer sizes, short runs
   --tiny             smoke test of the whole pipeline in seconds (numbers meaningless);
                      writes under target/ipc-bench/tiny/
+  --sweep            the kernel mechanisms' library rows against their raw loops (pipe,
+                     fifo, mq-posix, mq-sysv) at 64, 1000, 4092, 4096, 8192, 65536 B and
+                     1 MiB, both metrics, full-length runs (~200 points, 7 minutes);
+                     the chart gains panels of each library row's time per message over
+                     its raw row's.
+                     Combines with --filter (rows, metrics, placements; sizes replace the
+                     sweep's); writes under target/ipc-bench/sweep/
   --filter TERMS     comma-separated: row ids or families (pipe, pipe-raw, fifo, mq-posix,
                      mq-sysv, mq for both queue families, uds, tcp, ...),
                      metrics (latency, throughput), placements (cross-core, same-core),
-                     sizes (64B, 4KiB, 1MiB, or any byte count >= 32). Terms of one kind
+                     sizes (64B, 4KiB, 1MiB, or any byte count >= 32: any list of sizes,
+                     e.g. --filter pipe,64,1000,4092,4096,8192,64KiB,1MiB). Terms of one kind
                      are alternatives; kinds combine. Synchronisation rows (mutex, sem,
                      event, ... or `sync` for all of them) take placements only; without
                      row terms they run unless a metric or size is given.
@@ -50,6 +58,7 @@ pub fn main() -> ExitCode {
 struct Options {
     quick: bool,
     tiny: bool,
+    sweep: bool,
     filter: Vec<String>,
     out: Option<PathBuf>,
     list: bool,
@@ -74,6 +83,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match flag {
             "--quick" => o.quick = true,
             "--tiny" => o.tiny = true,
+            "--sweep" => o.sweep = true,
             "--list" => o.list = true,
             "--filter" => o.filter.extend(
                 value()?
@@ -95,8 +105,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             _ => return Err(format!("unknown argument {a:?}\n\n{USAGE}")),
         }
     }
-    if o.quick && o.tiny {
-        return Err("choose one of --quick and --tiny".into());
+    if [o.quick, o.tiny, o.sweep].iter().filter(|&&m| m).count() > 1 {
+        return Err("choose one of --quick, --tiny and --sweep".into());
     }
     Ok(o)
 }
@@ -127,6 +137,30 @@ struct Plan {
 const LATENCY_SIZES: [usize; 3] = [64, 1 << 10, 64 << 10];
 const THROUGHPUT_SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
 
+/// The sizes of `--sweep`, for both metrics: around the framing's edges (`PIPE_BUF` - 4 is
+/// the largest atomic frame, 4096 and 8192 are one and two pages that a 4-byte prefix makes
+/// straddle a page more, 65536 the default pipe capacity) and a large message.
+pub const SWEEP_SIZES: [usize; 7] = [64, 1000, 4092, 4096, 8192, 64 << 10, 1 << 20];
+
+/// The families `--sweep` selects when no row is named: the kernel mechanisms.
+const SWEEP_FAMILIES: [&str; 4] = ["pipe", "fifo", "mq-posix", "mq-sysv"];
+
+/// Whether `--sweep` takes `row` when no row is named: a kernel mechanism's synchronous
+/// library rows and its raw row (the async rows measure the adapter, not the framing).
+fn in_sweep(row: &dyn Row) -> bool {
+    let i = row.info();
+    SWEEP_FAMILIES.contains(&i.family) && !i.id.ends_with("-async")
+}
+
+/// The profile of the full run (and the sweep).
+const FULL: Profile = Profile {
+    // 420 points in all: the full run, build included, takes about 13 minutes on two cores.
+    warmup: Duration::from_millis(150),
+    runs: 5,
+    run_time: Duration::from_millis(300),
+    min_msgs: 100,
+};
+
 fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
     let (mode, profile, lat, thr): (_, _, &[usize], &[usize]) = if o.tiny {
         let p = Profile {
@@ -144,16 +178,12 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
             min_msgs: 50,
         };
         ("quick", p, &[64, 64 << 10], &[64, 1 << 20])
+    } else if o.sweep {
+        // The full profile: the sweep is judged against a 1.2x bound, which short runs are
+        // too noisy for.
+        ("sweep", FULL, &SWEEP_SIZES, &SWEEP_SIZES)
     } else {
-        let p = Profile {
-            // 230 points in all: this keeps the full run, build included, under 10 minutes on
-            // two cores.
-            warmup: Duration::from_millis(150),
-            runs: 5,
-            run_time: Duration::from_millis(300),
-            min_msgs: 100,
-        };
-        ("full", p, &LATENCY_SIZES, &THROUGHPUT_SIZES)
+        ("full", FULL, &LATENCY_SIZES, &THROUGHPUT_SIZES)
     };
     let mut rows = Vec::new();
     let mut sync_rows = Vec::new();
@@ -215,7 +245,13 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
             ));
         }
     }
-    if rows.is_empty() && sync_rows.is_empty() {
+    if rows.is_empty() && sync_rows.is_empty() && o.sweep {
+        rows = rows::ROWS
+            .iter()
+            .copied()
+            .filter(|r| in_sweep(*r))
+            .collect();
+    } else if rows.is_empty() && sync_rows.is_empty() {
         rows = rows::ROWS.to_vec();
         if metrics.is_empty() && sizes.is_empty() {
             sync_rows = sync::SYNC_ROWS.to_vec();
@@ -295,7 +331,13 @@ fn out_dir(o: &Options) -> PathBuf {
                 .join("target")
         });
     let dir = target.join("ipc-bench");
-    if o.tiny { dir.join("tiny") } else { dir }
+    if o.tiny {
+        dir.join("tiny")
+    } else if o.sweep {
+        dir.join("sweep")
+    } else {
+        dir
+    }
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -468,4 +510,115 @@ fn run(args: &[String]) -> Result<(), String> {
         println!("chart:   {}", svg.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Runs, ThroughputRun};
+    use crate::row::RowKind;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sweep_plans_the_kernel_rows_at_every_sweep_size() {
+        let o = parse(&args(&["--sweep"])).unwrap();
+        let p = plan(&o, (0, Some(1))).unwrap();
+        assert_eq!(p.mode, "sweep");
+        assert!(p.sync_rows.is_empty());
+        let ids: Vec<_> = p.rows.iter().map(|r| r.info().id).collect();
+        for id in [
+            "pipe",
+            "pipe-raw",
+            "fifo-stream",
+            "fifo-raw",
+            "mq-posix",
+            "mq-sysv-raw",
+        ] {
+            assert!(ids.contains(&id), "{id} missing from {ids:?}");
+        }
+        assert!(ids.iter().all(|id| !id.ends_with("-async")), "{ids:?}");
+        assert!(!ids.contains(&"uds") && !ids.contains(&"shm"), "{ids:?}");
+        for m in [Metric::RoundTrip, Metric::Throughput] {
+            let sizes: Vec<usize> = p
+                .items
+                .iter()
+                .filter(|(im, _)| *im == m)
+                .map(|&(_, s)| s)
+                .collect();
+            assert_eq!(sizes, SWEEP_SIZES);
+        }
+        // Rows, metrics and sizes of --filter narrow or replace the sweep's.
+        let o = parse(&args(&["--sweep", "--filter", "pipe,throughput,100,5000"])).unwrap();
+        let p = plan(&o, (0, Some(1))).unwrap();
+        assert!(p.rows.iter().all(|r| r.info().family == "pipe"));
+        assert_eq!(
+            p.items,
+            vec![(Metric::Throughput, 100), (Metric::Throughput, 5000)]
+        );
+        assert!(parse(&args(&["--sweep", "--quick"])).is_err());
+    }
+
+    fn point(row: &'static str, size: usize, msgs_per_sec: f64) -> Point {
+        Point {
+            row,
+            metric: Metric::Throughput,
+            size,
+            placement: Placement::SameCore,
+            runs: Runs::Throughput(vec![ThroughputRun {
+                msgs: msgs_per_sec as u64,
+                bytes: msgs_per_sec as u64 * size as u64,
+                secs: 1.0,
+            }]),
+        }
+    }
+
+    #[test]
+    fn the_sweep_reports_and_charts_library_over_raw_by_size() {
+        let rows: Vec<_> = ["pipe", "pipe-raw"]
+            .iter()
+            .map(|id| rows::find(id).unwrap().info())
+            .collect();
+        assert_eq!(rows[1].kind, RowKind::Raw);
+        let report = Report {
+            mode: "sweep",
+            profile: FULL,
+            cpus: (0, Some(1)),
+            kernel: "test".into(),
+            rows,
+            items: vec![(Metric::Throughput, 64), (Metric::Throughput, 4096)],
+            placements: vec![Placement::SameCore],
+            points: vec![
+                point("pipe", 64, 1000.0),
+                point("pipe-raw", 64, 1000.0),
+                point("pipe", 4096, 1000.0),
+                point("pipe-raw", 4096, 1500.0),
+            ],
+        };
+        let ratios = report
+            .raw_ratios(&report.rows[0], Metric::Throughput, Placement::SameCore)
+            .unwrap();
+        assert_eq!(ratios, vec![(64.0, 1.0), (4096.0, 1.5)]);
+        assert!(
+            report
+                .raw_ratios(&report.rows[1], Metric::Throughput, Placement::SameCore)
+                .is_none()
+        );
+        let table = report.table();
+        assert!(table.contains("Library / raw"), "{table}");
+        assert!(table.contains("1.50!"), "{table}");
+        assert!(table.contains("1.00 "), "{table}");
+        let dir = std::env::temp_dir().join(format!("ipc-bench-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = dir.join("chart.svg");
+        chart::draw(&report, &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            text.contains("library / raw time per message"),
+            "no ratio panel"
+        );
+    }
 }

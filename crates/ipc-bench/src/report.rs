@@ -11,10 +11,14 @@ use crate::row::{RowInfo, RowKind};
 use crate::rows::{ICEORYX2_REFERENCE, SOCKET_BASELINE};
 use crate::stats::{NOISY_SPREAD, Point};
 
+/// The ratio to its raw row a kernel mechanism's library row should stay within at every
+/// size (`--sweep`'s summary marks those above it).
+pub const SWEEP_BOUND: f64 = 1.2;
+
 /// Everything one benchmark run produced.
 #[derive(Debug)]
 pub struct Report {
-    /// `full`, `quick` or `tiny`.
+    /// `full`, `quick`, `tiny` or `sweep`.
     pub mode: &'static str,
     /// Durations and counts.
     pub profile: Profile,
@@ -170,7 +174,8 @@ impl Report {
             .find(|p| p.row == row && p.metric == metric && p.size == size && p.placement == pl)
     }
 
-    fn raw_of(&self, row: &RowInfo) -> Option<&'static str> {
+    /// The raw row of `row`'s family in this report (`None` for a raw row itself).
+    pub fn raw_of(&self, row: &RowInfo) -> Option<&'static str> {
         (row.kind != RowKind::Raw)
             .then(|| {
                 self.rows
@@ -179,6 +184,29 @@ impl Report {
                     .map(|r| r.id)
             })
             .flatten()
+    }
+
+    /// `row`'s time per message over its raw row's, by size, for `metric` and `pl`: the
+    /// sizes where both were measured. `None` when `row` has no raw row in this report.
+    pub fn raw_ratios(
+        &self,
+        row: &RowInfo,
+        metric: Metric,
+        pl: Placement,
+    ) -> Option<Vec<(f64, f64)>> {
+        let raw = self.raw_of(row)?;
+        let pts = self
+            .items
+            .iter()
+            .filter(|(m, _)| *m == metric)
+            .filter_map(|&(_, size)| {
+                let own = self.point(row.id, metric, size, pl)?.cost_ns();
+                let floor = self.point(raw, metric, size, pl)?.cost_ns();
+                let r = own / floor;
+                r.is_finite().then_some((size as f64, r))
+            })
+            .collect();
+        Some(pts)
     }
 
     /// The terminal table.
@@ -241,6 +269,9 @@ impl Report {
                 self.group(&mut out, metric, size, pl);
             }
         }
+        if self.mode == "sweep" {
+            self.ratio_table(&mut out);
+        }
         let _ = write!(
             out,
             "\nHow to read it:\n\
@@ -261,6 +292,52 @@ impl Report {
             socket = SOCKET_BASELINE
         );
         out
+    }
+
+    /// The sweep's summary: each library row's time per message over its raw row's, one line
+    /// per row, metric and placement, one column per size; `!` marks a ratio above
+    /// [`SWEEP_BOUND`].
+    fn ratio_table(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\nLibrary / raw time per message (x raw; `!` above {SWEEP_BOUND:.1})"
+        );
+        let mut sizes: Vec<usize> = self.items.iter().map(|&(_, s)| s).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut t = Table {
+            rows: vec![
+                ["row", "metric", "placement"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(sizes.iter().map(|&s| size_name(s)))
+                    .collect(),
+            ],
+            right: (0..3 + sizes.len()).map(|c| c >= 3).collect(),
+        };
+        for r in &self.rows {
+            for metric in [Metric::RoundTrip, Metric::Throughput] {
+                for &pl in &self.placements {
+                    let Some(pts) = self.raw_ratios(r, metric, pl) else {
+                        continue;
+                    };
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    let mut line = vec![r.id.into(), metric.as_str().into(), pl.as_str().into()];
+                    line.extend(sizes.iter().map(
+                        |&s| match pts.iter().find(|p| p.0 == s as f64) {
+                            Some(&(_, x)) => {
+                                format!("{x:.2}{}", if x > SWEEP_BOUND { "!" } else { " " })
+                            }
+                            None => "-".into(),
+                        },
+                    ));
+                    t.rows.push(line);
+                }
+            }
+        }
+        t.render(out, "  ");
     }
 
     fn group(&self, out: &mut String, metric: Metric, size: usize, pl: Placement) {

@@ -174,6 +174,20 @@ pub fn read_buf(fd: BorrowedFd<'_>, buf: &mut [u8], nowait: bool) -> Result<usiz
     }
 }
 
+/// `readv` or `preadv2(RWF_NOWAIT)` at the current position: a scattered read through
+/// [`Nowait::attempt`] (the kernel fills the slices in order).
+pub fn read_iov(
+    fd: BorrowedFd<'_>,
+    iov: &mut [std::io::IoSliceMut<'_>],
+    nowait: bool,
+) -> Result<usize, Errno> {
+    if nowait {
+        rustix::io::preadv2(fd, iov, u64::MAX, rustix::io::ReadWriteFlags::NOWAIT)
+    } else {
+        rustix::io::readv(fd, iov)
+    }
+}
+
 /// Which readiness to wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interest {

@@ -210,6 +210,47 @@ impl FrameDecoder {
         Ok(Some(len))
     }
 
+    /// Moves the frame at the head out of the buffer and into `out`, so that its rest can be
+    /// read straight into `out` (no second copy for a large message); returns its payload
+    /// length and how many payload bytes are already in `out`.
+    ///
+    /// Only for a frame that is announced, acceptable (at most the maximum, fits `out`) and
+    /// not complete yet: every buffered byte then belongs to it, and the decoder is left empty.
+    /// Returns `None` (and changes nothing) otherwise. If the rest cannot be read after all,
+    /// [`restore`](Self::restore) puts the frame back.
+    pub fn take_partial(&mut self, out: &mut [u8]) -> Option<(usize, usize)> {
+        let len = self.next_len()?;
+        if self.poisoned.is_some() || len > self.max_payload || len > out.len() {
+            return None;
+        }
+        if self.buffered() >= FRAME_HEADER_LEN + len {
+            return None;
+        }
+        let payload = self.start + FRAME_HEADER_LEN;
+        let have = self.end - payload;
+        out[..have].copy_from_slice(&self.buf[payload..self.end]);
+        self.start = 0;
+        self.end = 0;
+        Some((len, have))
+    }
+
+    /// Puts back a frame [`take_partial`](Self::take_partial) took out: its payload length and
+    /// the `have` payload bytes received so far. The decoder must be empty (it is, after
+    /// `take_partial`, until something else is pushed).
+    ///
+    /// # Panics
+    ///
+    /// If the decoder is not empty, or `have` is not less than `len`.
+    pub fn restore(&mut self, len: usize, have: &[u8]) {
+        assert_eq!(self.buffered(), 0, "restore into a non-empty decoder");
+        assert!(have.len() < len, "restore of a complete frame");
+        let header = (len as u32).to_le_bytes();
+        // `push` grows the buffer to hold the announced frame (`len` was accepted by
+        // `take_partial`, so at most the maximum): both parts fit.
+        let taken = self.push(&header) + self.push(have);
+        debug_assert_eq!(taken, FRAME_HEADER_LEN + have.len());
+    }
+
     /// Bytes of the frame at the head that have arrived, and its announced length: used to
     /// report a stream that ended in the middle of a frame.
     pub fn partial(&self) -> Option<(usize, Option<usize>)> {
@@ -289,6 +330,25 @@ mod tests {
         assert_eq!(dec.push(&wire[n..]), wire.len() - n);
         assert_eq!(dec.decode(&mut out).unwrap(), Some(4));
         assert_eq!(&out[..4], b"tail");
+    }
+
+    #[test]
+    fn take_partial_and_restore_round_trip() {
+        let mut wire = Vec::new();
+        encode_frame(&[5; 100], &mut wire).unwrap();
+        let mut dec = FrameDecoder::new(1000);
+        dec.push(&wire[..40]);
+        // Too small a buffer, or a complete frame: not taken.
+        assert_eq!(dec.take_partial(&mut [0; 99]), None);
+        let mut out = [0u8; 100];
+        assert_eq!(dec.take_partial(&mut out), Some((100, 36)));
+        assert_eq!(dec.buffered(), 0);
+        assert_eq!(out[..36], [5; 36]);
+        dec.restore(100, &out[..36]);
+        assert_eq!(dec.push(&wire[40..]), wire.len() - 40);
+        assert_eq!(dec.take_partial(&mut out), None);
+        assert_eq!(dec.decode(&mut out).unwrap(), Some(100));
+        assert_eq!(out, [5; 100]);
     }
 
     proptest! {

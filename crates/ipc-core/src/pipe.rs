@@ -525,6 +525,43 @@ impl<D: Direction> PipeEnd<D> {
         }
     }
 
+    /// Grows the pipe so that one frame of a `max_message`-byte message (payload and its
+    /// 4-byte length prefix) fits in it whole, and returns the capacity: a writer of such a
+    /// message then never stops halfway for the reader, and the reader wakes once per message
+    /// instead of twice (a 65,536-byte message is a 65,540-byte frame, which the default
+    /// 64 KiB pipe cannot hold). Does nothing when the frame already fits.
+    ///
+    /// [`PipeWriter::into_sender`] calls it for [`FrameMode::Stream`] and keeps the capacity
+    /// the pipe has if it fails.
+    ///
+    /// Errors: [`ErrorKind::LimitExceeded`] naming `/proc/sys/fs/pipe-max-size` and its value
+    /// when the frame needs more than it allows (checked before asking the kernel, so a
+    /// privileged process does not silently take more), or what
+    /// [`set_capacity`](PipeEnd::set_capacity) reports (the per-user page budget, a pipe
+    /// holding more than the new size).
+    ///
+    /// # References
+    /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html), `F_SETPIPE_SZ`
+    pub fn fit_frame(&self, max_message: usize) -> Result<usize> {
+        let frame = max_message.saturating_add(crate::frame::FRAME_HEADER_LEN);
+        let have = self.capacity()?;
+        if frame <= have {
+            return Ok(have);
+        }
+        let want = rounded_capacity(frame);
+        let max = max_capacity()?;
+        if want > max as u64 {
+            return Err(logged(
+                Error::limit(knob::PIPE_MAX_SIZE, Some(max as u64))
+                    .in_op(format!(
+                        "fit a {frame}-byte frame (a {max_message}-byte message) whole in"
+                    ))
+                    .on_shared(&self.label),
+            ));
+        }
+        self.set_capacity(frame)
+    }
+
     /// The keep-open write end, locked (`None` for an end with no origin); a poisoned lock
     /// still holds a valid `Option` (nothing can panic while it is held).
     fn keepalive(&self) -> Option<MutexGuard<'_, Option<OwnedFd>>> {
@@ -803,6 +840,14 @@ impl PipeWriter {
                     .on_shared(&self.label),
             ));
         }
+        if let FrameMode::Stream { max_message } = mode {
+            // One frame of the largest message fits in the pipe when the kernel allows it;
+            // otherwise the pipe keeps its capacity and a large message takes several
+            // wake-ups of the reader, which is correct, only slower.
+            if let Err(e) = self.fit_frame(max_message) {
+                tracing::debug!(error = %e, "pipe capacity kept");
+            }
+        }
         let label = Arc::clone(&self.label);
         FrameSender::new(self, mode, label)
     }
@@ -913,8 +958,35 @@ impl<D: Direction> From<PipeEnd<D>> for std::process::Stdio {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{MessageReceiver, MessageSender};
     use std::io::{Read, Write};
     use std::time::Duration;
+
+    /// A stream sender makes room for one frame of its largest message when the knob allows;
+    /// above `pipe-max-size` it is a typed error naming the knob, and the sender keeps the
+    /// capacity the pipe has and still works.
+    #[test]
+    fn stream_senders_fit_one_frame_of_the_largest_message_or_keep_the_capacity() {
+        let (r, w) = pair(false).unwrap();
+        let before = r.capacity().unwrap();
+        let tx = w.into_stream_sender(before).unwrap();
+        assert!(r.capacity().unwrap() >= before + 4);
+        drop(tx);
+
+        let Ok(max) = max_capacity() else { return };
+        let (r, w) = pair(false).unwrap();
+        let before = r.capacity().unwrap();
+        let e = w.fit_frame(max).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+        assert!(e.to_string().contains("pipe-max-size"), "{e}");
+        assert!(e.to_string().contains(&max.to_string()), "{e}");
+        let mut tx = w.into_stream_sender(max).unwrap();
+        assert_eq!(r.capacity().unwrap(), before);
+        let mut rx = r.into_receiver(max).unwrap();
+        tx.send(b"still works").unwrap();
+        let mut buf = [0; 16];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 11);
+    }
 
     #[test]
     fn ends_are_close_on_exec_and_blocking() {

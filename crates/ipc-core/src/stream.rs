@@ -11,19 +11,29 @@
 //! support `RWF_NOWAIT` on pipes, the endpoint sets `O_NONBLOCK` once and polls. A descriptor
 //! that is already non-blocking is driven with `poll`.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::io::Errno;
 
-use crate::fd::{Interest, SigpipeGuard, Stop, read_buf, retry};
+use crate::fd::{Interest, SigpipeGuard, Stop, read_buf, read_iov, retry};
 use crate::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, PIPE_BUF, encode_header};
 use crate::{Blocked, Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 /// The default largest message of a streaming (non-atomic) frame endpoint: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// The payload size from which a receive reads the rest of a message straight into the
+/// caller's buffer rather than through the decoder's (one copy fewer; smaller messages are
+/// read several at a time into the decoder, fewer system calls).
+const DIRECT_READ_MIN: usize = PIPE_BUF;
+
+/// The payload size from which, after a message that large, a blocking or timed receive
+/// reads the next frame's prefix alone before its payload (see [`FrameReceiver`]): the copy
+/// it saves costs more than the extra system call from about here.
+const PREFIX_FIRST_MIN: usize = 32 << 10;
 
 /// How long dropping a [`FrameSender`] waits, at most, to finish a message in progress
 /// (see [`FrameSender::set_linger`]): 1 second.
@@ -362,11 +372,21 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 /// every complete message before it has been returned. A message cut off by the end of the
 /// stream (a writer died mid-message) is dropped and reported in that error's note. A frame
 /// header announcing more than the maximum is [`ErrorKind::Corrupted`].
+///
+/// # How it reads
+///
+/// Small messages are read several at a time into the receiver's own buffer and copied out.
+/// With a deadline to wait for (not `try_recv`), the rest of a message of 4 KiB or more is
+/// read straight into the caller's buffer together with the next frame's prefix (`readv`),
+/// never past it; after a message of 32 KiB or more, the next prefix is read alone first, so
+/// a stream of large messages costs no copy beyond the kernel's.
 #[derive(Debug)]
 pub struct FrameReceiver<F: AsFd> {
     fd: F,
     decoder: FrameDecoder,
     nowait: Nowait,
+    /// The last message was at least [`PREFIX_FIRST_MIN`] bytes: read the next prefix alone.
+    prefix_first: bool,
     /// The object's name, formatted once (see [`FrameSender::new`]).
     label: Arc<str>,
 }
@@ -382,6 +402,7 @@ impl<F: AsFd> FrameReceiver<F> {
             fd,
             decoder: FrameDecoder::new(max_message),
             nowait,
+            prefix_first: false,
             label,
         })
     }
@@ -425,16 +446,80 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
+impl<F: AsFd> FrameReceiver<F> {
+    /// Reads the rest of a large message straight into the caller's buffer `msg` (its payload
+    /// length), of which `have` bytes are there, and the next frame's length prefix with it
+    /// (`readv`): one system call per message in a steady stream, as a plain loop reading
+    /// fixed-size messages makes, no copy through the decoder's buffer, and never a byte past
+    /// the next prefix. If the deadline passes or the stream ends first, the bytes read so far
+    /// go back into the decoder (a later receive, with any buffer, continues the same message).
+    fn recv_rest(&mut self, msg: &mut [u8], mut have: usize, deadline: Deadline) -> Result<usize> {
+        while have < msg.len() {
+            let fd = self.fd.as_fd();
+            let nowait = &self.nowait;
+            let rest = &mut msg[have..];
+            let want = rest.len();
+            // Empty after `take_partial`, so its room starts at 0 and holds a prefix.
+            let next = &mut self.decoder.read_buf()[..FRAME_HEADER_LEN];
+            let r = retry(&[(fd, Interest::Readable)], deadline, || {
+                let iov = &mut [IoSliceMut::new(&mut *rest), IoSliceMut::new(&mut *next)];
+                nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
+            });
+            match r {
+                Ok(n) if n > want => {
+                    self.decoder.advance(n - want);
+                    have += want;
+                }
+                Ok(n) if n > 0 => have += n,
+                other => {
+                    self.decoder.restore(msg.len(), &msg[..have]);
+                    return Err(match other {
+                        Err(stop) => stop.into_error(deadline, Blocked::Empty, "recv", &self.label),
+                        _ => self.end_of_stream(),
+                    });
+                }
+            }
+        }
+        Ok(msg.len())
+    }
+}
+
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
             match self.decoder.decode(buf) {
-                Ok(Some(n)) => return Ok(n),
+                Ok(Some(n)) => {
+                    self.prefix_first = n >= PREFIX_FIRST_MIN;
+                    return Ok(n);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(self.err(e, "recv")),
             }
+            // A large message with a deadline to wait for (not `try_recv`, which would copy
+            // the part read back each time it finds the rest missing): its rest goes straight
+            // into `buf`.
+            let direct = deadline != Deadline::Now
+                && self
+                    .decoder
+                    .next_len()
+                    .is_some_and(|len| len >= DIRECT_READ_MIN);
+            if let Some((len, have)) = direct.then(|| self.decoder.take_partial(buf)).flatten() {
+                let r = self.recv_rest(&mut buf[..len], have, deadline);
+                self.prefix_first = r.is_ok() && len >= PREFIX_FIRST_MIN;
+                return r;
+            }
+            // After a very large message, expect another: read only the next prefix, so that
+            // the payload goes straight into the caller's buffer rather than through this one
+            // (one more system call, one copy of the whole message fewer).
+            let prefix_first =
+                self.prefix_first && deadline != Deadline::Now && self.decoder.buffered() == 0;
             let fd = self.fd.as_fd();
             let spare = self.decoder.read_buf();
+            let spare = if prefix_first {
+                &mut spare[..FRAME_HEADER_LEN]
+            } else {
+                spare
+            };
             let nowait = &self.nowait;
             let r = retry(&[(fd, Interest::Readable)], deadline, || {
                 nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *spare, nowait))
@@ -680,6 +765,95 @@ mod tests {
         let e = rx.recv(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert!(e.to_string().contains("partial message was dropped"), "{e}");
+    }
+
+    /// A large message read straight into the caller's buffer and cut by the deadline is put
+    /// back: the next receive, into another buffer, returns it whole, then the next message.
+    #[test]
+    fn a_large_message_cut_by_the_deadline_is_kept_for_the_next_receive() {
+        let (r, mut w) = rustix::pipe::pipe()
+            .map(|(r, w)| (r, std::fs::File::from(w)))
+            .unwrap();
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+        let mut frame = Vec::new();
+        crate::frame::encode_frame(&msg, &mut frame).unwrap();
+        crate::frame::encode_frame(b"next", &mut frame).unwrap();
+        use std::io::Write;
+        w.write_all(&frame[..9000]).unwrap();
+        let mut rx = FrameReceiver::new(r, 20_000, "test pipe").unwrap();
+        let mut first = vec![0; 20_000];
+        let e = rx
+            .recv_timeout(&mut first, Duration::from_millis(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert!(rx.has_buffered());
+        // Also cut on the try path, which reads through the decoder.
+        assert_eq!(
+            rx.try_recv(&mut first).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        w.write_all(&frame[9000..]).unwrap();
+        let mut second = vec![0; 30_000];
+        let n = rx.recv(&mut second).unwrap();
+        assert_eq!(&second[..n], &msg[..]);
+        let n = rx.recv(&mut second).unwrap();
+        assert_eq!(&second[..n], b"next");
+        drop(w);
+        assert_eq!(
+            rx.recv(&mut second).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    /// After a message of 32 KiB or more the next prefix is read alone: small and large
+    /// messages mixed still arrive whole and in order, cut by deadlines anywhere.
+    #[test]
+    fn mixed_sizes_after_large_messages_arrive_whole() {
+        let (mut tx, mut rx) = pair(FrameMode::default());
+        let sizes = [40_000, 3, 0, 70_000, 50_000, 5000, 1, 33_000, 100];
+        let msgs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+            .collect();
+        let expect = msgs.clone();
+        let writer = std::thread::spawn(move || {
+            for m in &msgs {
+                tx.send(m).unwrap();
+            }
+        });
+        let mut buf = vec![0; 70_000];
+        for (i, m) in expect.iter().enumerate() {
+            let n = loop {
+                match rx.recv_timeout(&mut buf, Duration::from_micros(50)) {
+                    Ok(n) => break n,
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}"),
+                }
+            };
+            assert_eq!(&buf[..n], &m[..], "message {i}");
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            rx.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    /// A buffer too small for a large message is an error that keeps the message; the stream
+    /// ending in the middle of a large message is reported with the counts.
+    #[test]
+    fn large_messages_keep_the_small_buffer_and_cut_stream_rules() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut frame = Vec::new();
+        crate::frame::encode_frame(&[3; 10_000], &mut frame).unwrap();
+        rustix::io::write(&w, &frame[..6000]).unwrap();
+        let mut rx = FrameReceiver::new(r, 10_000, "p").unwrap();
+        let e = rx.recv(&mut [0; 5000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        drop(w);
+        let e = rx.recv(&mut [0; 10_000]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(e.to_string().contains("5996 of 10000"), "{e}");
     }
 
     #[test]

@@ -89,6 +89,99 @@ fn several_writer_processes_in_atomic_mode_deliver_every_record_whole() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stream mode at the benchmark's sweep sizes: nothing torn, whichever way the receiver reads.
+
+/// The sizes `cargo xtask bench --sweep` measures: around a page, the default pipe capacity
+/// and a large message.
+const SWEEP: [usize; 7] = [64, 1000, 4092, 4096, 8192, 65536, 1 << 20];
+const PER_SIZE: u32 = 12;
+
+fn sweep_sender(_: &Ctx) {
+    let mut tx = PipeWriter::from_inherited("tx")
+        .unwrap()
+        .into_sender(FrameMode::Stream {
+            max_message: 1 << 20,
+        })
+        .unwrap();
+    for (i, &len) in SWEEP.iter().enumerate() {
+        for seq in 0..PER_SIZE {
+            tx.send(&message(i as u32, seq, len)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn stream_messages_of_every_sweep_size_arrive_whole_across_processes() {
+    let (r, w) = pipe().unwrap();
+    let child = spawn("sweep_sender").fd("tx", &w).start();
+    drop(w);
+    let mut rx = r.into_receiver(1 << 20).unwrap();
+    within_watchdog("receive the sweep", move || {
+        let mut buf = vec![0; 1 << 20];
+        for (i, &len) in SWEEP.iter().enumerate() {
+            for seq in 0..PER_SIZE {
+                // Blocking, timed and try forms take different read paths (the rest of a
+                // large message straight into `buf`, or through the decoder).
+                let n = loop {
+                    let r = match seq % 3 {
+                        0 => rx.recv(&mut buf),
+                        1 => rx.recv_timeout(&mut buf, std::time::Duration::from_millis(1)),
+                        _ => rx.try_recv(&mut buf),
+                    };
+                    match r {
+                        Ok(n) => break n,
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e) => panic!("size {len}, message {seq}: {e}"),
+                    }
+                };
+                check_message(i as u32, seq, len, &buf[..n]).unwrap();
+            }
+        }
+        let e = rx.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+    child.wait_success();
+}
+
+fn max_frame_sender(ctx: &Ctx) {
+    let max: usize = ctx.arg().parse().unwrap();
+    let mut tx = PipeWriter::from_inherited("tx")
+        .unwrap()
+        .into_stream_sender(max)
+        .unwrap();
+    // Nobody reads yet: a message of exactly the maximum must go out whole, in one write.
+    tx.try_send(&message(1, 0, max)).unwrap();
+    ctx.park("sent");
+}
+
+/// A stream sender grows the pipe so one frame of its largest message fits: a 65,536-byte
+/// message (a 65,540-byte frame, more than the default 64 KiB) goes out whole with nobody
+/// reading, where it used to stop 4 bytes short.
+#[test]
+fn a_message_of_exactly_the_maximum_fits_the_pipe_in_one_frame() {
+    let max = 65536;
+    let (r, w) = pipe().unwrap();
+    assert!(
+        r.capacity().unwrap() < max + 4,
+        "default capacity grew by itself"
+    );
+    let mut child = spawn("max_frame_sender")
+        .arg(max.to_string())
+        .fd("tx", &w)
+        .start();
+    drop(w);
+    child.wait_checkpoint("sent");
+    assert!(r.capacity().unwrap() >= max + 4);
+    assert_eq!(r.queued_bytes().unwrap(), max + 4);
+    let mut rx = r.into_receiver(max).unwrap();
+    let mut buf = vec![0; max];
+    let n = rx.recv(&mut buf).unwrap();
+    check_message(1, 0, max, &buf[..n]).unwrap();
+    child.kill_and_wait();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Killed peers.
 
 fn sends_then_parks(ctx: &Ctx) {
@@ -617,6 +710,8 @@ fn running_out_of_descriptors_names_rlimit_nofile() {
 
 roles!(
     pipes_until_out_of_descriptors,
+    sweep_sender,
+    max_frame_sender,
     atomic_writer,
     sends_then_parks,
     big_message_blocks,

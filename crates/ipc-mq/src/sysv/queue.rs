@@ -7,6 +7,7 @@
 #![allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipc_core::knob::{self, MSGMAX, MSGMNB};
@@ -83,6 +84,11 @@ pub struct Queue {
     send_type: c_long,
     selector: Selector,
     created: bool,
+    /// The queue's byte limit (`msg_qbytes`) as the last fit check read it, 0 before one: a
+    /// blocking send of a message no longer than this waits in `msgsnd` at once, as a plain
+    /// loop does, instead of trying without waiting and checking the limit again each time
+    /// the queue is full. Shared by clones (they name the same queue).
+    fits: Arc<AtomicUsize>,
 }
 
 impl Queue {
@@ -95,6 +101,7 @@ impl Queue {
             send_type: 1,
             selector: Selector::Any,
             created,
+            fits: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -270,6 +277,8 @@ impl Queue {
         let was_owner = ds.msg_perm.uid == rustix::process::geteuid().as_raw()
             || ds.msg_perm.cuid == rustix::process::geteuid().as_raw();
         ds.msg_qbytes = max_bytes as _;
+        // The limit a send checked may no longer hold: check again at the next full queue.
+        self.fits.store(0, Ordering::Relaxed);
         sys::msgctl_set(self.id, &ds).map_err(|errno| {
             let msgmnb = knob::read(MSGMNB);
             let e = match errno {
@@ -491,7 +500,10 @@ impl Queue {
     fn send_raw(&self, raw: &RawMsg, len: usize, deadline: Deadline) -> Result<()> {
         // The first attempt never blocks: if the queue is full, a message longer than the
         // queue's whole byte limit is reported instead of waiting for room that never comes.
-        let mut fit_checked = false;
+        // Once a check has shown messages of this length fit, a blocking send blocks at once
+        // (if the owner lowers the limit below it later, such a send waits for room, as it
+        // could between a check and the wait anyway).
+        let mut fit_checked = len <= self.fits.load(Ordering::Relaxed);
         let mut backoff = Backoff::new();
         loop {
             let block = deadline == Deadline::Never && fit_checked;
@@ -542,6 +554,10 @@ impl Queue {
             let e = Error::message_too_large(len, qbytes as usize, what);
             return Err(self.fail(e, "msgsnd"));
         }
+        self.fits.store(
+            usize::try_from(qbytes).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -649,6 +665,37 @@ impl MessageReceiver for Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A blocking send into a full queue, once a check showed its size fits, waits in
+    /// `msgsnd` and completes when room is made; after the limit is lowered through this
+    /// handle, a message larger than it is refused again rather than waited for.
+    #[test]
+    fn blocking_sends_after_a_fit_check_wait_and_a_lowered_limit_is_checked_again() {
+        let mut q = Queue::private().unwrap();
+        let _guard = q.clone().remove_guard();
+        q.set_max_bytes(1000).unwrap();
+        let msg = [7u8; 400];
+        q.send(&msg).unwrap();
+        q.send(&msg).unwrap();
+        // Full for a third: the check says it fits (would block, not too large).
+        let e = q.try_send(&msg).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        assert_eq!(q.fits.load(Ordering::Relaxed), 1000);
+        // Blocking sends of that size now wait in msgsnd at once.
+        let mut tx = q.clone();
+        let sender = std::thread::spawn(move || {
+            tx.send(&msg).unwrap();
+            tx.send(&msg).unwrap();
+        });
+        let mut buf = vec![0; q.max_message_size()];
+        for _ in 0..4 {
+            assert_eq!(q.recv(&mut buf).unwrap(), 400);
+        }
+        sender.join().unwrap();
+        q.set_max_bytes(300).unwrap();
+        let e = q.send(&msg).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    }
 
     #[test]
     fn backoff_stops_at_the_deadline() {
