@@ -265,6 +265,7 @@ pub use posix::{DEFAULT_MODE, OpenOptions};
 pub use pubsub::testing as pubsub_testing;
 pub use pubsub::{Policy, PubSubGuard, PubSubOptions, Publisher, Subscriber};
 pub use segment::{Segment, SegmentKind};
+pub use wait::{DEFAULT_SPIN, MAX_SPIN, WaitPolicy};
 
 pub use ipc_core::sysv::Key;
 pub use ipc_core::{

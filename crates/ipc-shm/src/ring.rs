@@ -5,7 +5,8 @@
 //! # Layout
 //!
 //! ```text
-//! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message
+//! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message,
+//!                      limit (bytes in flight), default wait policy and spin budget
 //! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping);
 //!                      read by a producer that attaches, to carry on where the last one stopped
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
@@ -16,7 +17,9 @@
 //! ```
 //!
 //! Each line is a `CachePadded` block (128 bytes on x86-64), so the two indices never share a
-//! cache line. A record is an 8-byte header (`len: u32`, `mark: u32`) and `len` payload bytes,
+//! cache line. The producer may have at most `limit` bytes (at most `capacity`) in flight:
+//! a ring sized by messages ([`messages_limit`]) sets it so that exactly `n` records of the
+//! largest size fit whatever the position, padding included. A record is an 8-byte header (`len: u32`, `mark: u32`) and `len` payload bytes,
 //! padded to a multiple of 8. A record never wraps: when one does not fit before the end of the
 //! data area, the producer first writes a padding record up to the end.
 //!
@@ -53,7 +56,7 @@ use ipc_core::{Error, Result};
 /// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
 /// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The smallest data area.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// The largest data area: indices are `u32` counters, so `capacity` must stay well below
@@ -86,6 +89,13 @@ pub(crate) struct Meta {
     pub(crate) header_size: AtomicU32,
     pub(crate) capacity: AtomicU32,
     pub(crate) max_message: AtomicU32,
+    /// The most bytes in flight (records and padding), at most `capacity`.
+    pub(crate) limit: AtomicU32,
+    /// The wait policy ends opened on this segment start with (a hint: `channel.rs` decodes
+    /// and validates it at open).
+    pub(crate) wait: AtomicU32,
+    /// Their spin budget, in nanoseconds.
+    pub(crate) spin_ns: AtomicU32,
 }
 
 /// One endpoint's block, written by that endpoint only (except that an `open` may take over
@@ -117,6 +127,35 @@ pub(crate) struct Header {
     pub(crate) rx: CachePadded<Side>,
 }
 
+/// The shape of a ring: what [`Ring::init_with`] writes and [`Ring::open`] validates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Bytes of the data area (a power of two).
+    pub(crate) capacity: usize,
+    /// The largest message.
+    pub(crate) max_message: usize,
+    /// The most bytes in flight, at most `capacity`.
+    pub(crate) limit: usize,
+    /// The default wait policy and spin budget of the ends (opaque here).
+    pub(crate) wait: u32,
+    pub(crate) spin_ns: u32,
+}
+
+/// The bytes a record of `len` payload bytes takes.
+pub(crate) fn record_size(len: usize) -> usize {
+    RECORD_HEADER.saturating_add(align8(len))
+}
+
+/// The bytes in flight that hold exactly `n` records of `max_message` bytes wherever the ring
+/// stands: `n` records and the longest padding (a record's size less 8), but not `n + 1`
+/// records (saturating for absurd sizes, which the geometry check then refuses).
+pub(crate) fn messages_limit(n: usize, max_message: usize) -> usize {
+    let rec = record_size(max_message);
+    n.saturating_add(1)
+        .saturating_mul(rec)
+        .saturating_sub(RECORD_HEADER)
+}
+
 /// Offsets in the segment of the producer's and the consumer's wake words (the futex words
 /// the receiver and the sender sleep on).
 pub(crate) const TX_WAKE: usize =
@@ -140,7 +179,7 @@ pub(crate) fn max_message_for(capacity: usize) -> usize {
 }
 
 fn align8(n: usize) -> usize {
-    (n + 7) & !7
+    n.saturating_add(7) & !7
 }
 
 /// A validated view of a ring in a region: the header, the data area and the capacity (read
@@ -151,6 +190,7 @@ pub(crate) struct Ring {
     data: NonNull<u8>,
     capacity: u32,
     max_message: u32,
+    limit: u32,
 }
 
 // SAFETY: a `Ring` is a pair of pointers into a region whose owner (the endpoint, holding the
@@ -172,7 +212,30 @@ impl Ring {
         capacity: usize,
         max_message: usize,
     ) -> Result<()> {
-        check_geometry(len, capacity, max_message)
+        let shape = Shape {
+            capacity,
+            max_message,
+            limit: capacity,
+            wait: 0,
+            spin_ns: 0,
+        };
+        // SAFETY: the caller's guarantees are `init_with`'s.
+        unsafe { Ring::init_with(base, len, shape) }
+    }
+
+    /// [`init`](Ring::init) with a limit below the capacity and the ends' wait defaults.
+    ///
+    /// # Safety
+    ///
+    /// As for [`init`](Ring::init).
+    pub(crate) unsafe fn init_with(base: NonNull<u8>, len: usize, shape: Shape) -> Result<()> {
+        let Shape {
+            capacity,
+            max_message,
+            limit,
+            ..
+        } = shape;
+        check_shape(len, capacity, max_message, limit)
             .map_err(|n| Error::with_note(ipc_core::ErrorKind::InvalidInput, n))?;
         // SAFETY: the caller guarantees `base` is valid, aligned and ours alone; the header
         // fits (checked above).
@@ -199,6 +262,9 @@ impl Ring {
         h.meta
             .max_message
             .store(max_message as u32, Ordering::Relaxed);
+        h.meta.limit.store(limit as u32, Ordering::Relaxed);
+        h.meta.wait.store(shape.wait, Ordering::Relaxed);
+        h.meta.spin_ns.store(shape.spin_ns, Ordering::Relaxed);
         h.meta.magic.store(MAGIC, Ordering::Release);
         Ok(())
     }
@@ -248,13 +314,15 @@ impl Ring {
         }
         let capacity = h.meta.capacity.load(Ordering::Relaxed) as usize;
         let max_message = h.meta.max_message.load(Ordering::Relaxed) as usize;
-        check_geometry(len, capacity, max_message).map_err(Error::corrupted)?;
+        let limit = h.meta.limit.load(Ordering::Relaxed) as usize;
+        check_shape(len, capacity, max_message, limit).map_err(Error::corrupted)?;
         Ok(Ring {
             header: base.cast(),
             // SAFETY: DATA_OFFSET < len (checked), so the pointer stays in the region.
             data: unsafe { base.add(DATA_OFFSET) },
             capacity: capacity as u32,
             max_message: max_message as u32,
+            limit: limit as u32,
         })
     }
 
@@ -319,6 +387,26 @@ pub(crate) fn check_geometry(
     Ok(())
 }
 
+/// [`check_geometry`] and the limit of bytes in flight: a multiple of 8, at most the capacity,
+/// and room for the largest record behind the longest padding (so a drained ring always takes
+/// a message of the maximum size).
+pub(crate) fn check_shape(
+    len: usize,
+    capacity: usize,
+    max_message: usize,
+    limit: usize,
+) -> std::result::Result<(), String> {
+    check_geometry(len, capacity, max_message)?;
+    let least = (2 * record_size(max_message)).saturating_sub(RECORD_HEADER);
+    if limit % 8 != 0 || limit > capacity || limit < least {
+        return Err(format!(
+            "limit {limit} of bytes in flight is not a multiple of 8 from {least} (two records \
+             of the max message {max_message}, less 8) to the capacity {capacity}"
+        ));
+    }
+    Ok(())
+}
+
 /// Room reserved by [`Producer::reserve`]: write the payload at [`ptr`](Reservation::ptr),
 /// then [`Producer::commit`].
 #[derive(Debug)]
@@ -363,10 +451,11 @@ impl Producer {
 
     fn check_head(&mut self, head: u32) -> Result<()> {
         let used = self.tail.wrapping_sub(head);
-        if head % 8 != 0 || used > self.ring.capacity {
+        if head % 8 != 0 || used > self.ring.limit {
             return Err(Error::corrupted(format!(
-                "consumer index {head} is inconsistent with producer index {} (capacity {})",
-                self.tail, self.ring.capacity
+                "consumer index {head} is inconsistent with producer index {} (at most {} \
+                 bytes in flight)",
+                self.tail, self.ring.limit
             )));
         }
         self.head = head;
@@ -397,7 +486,7 @@ impl Producer {
     pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>> {
         debug_assert!(len <= self.ring.max_message());
         let (pad, rec) = self.need(len);
-        let room = |p: &Producer| p.ring.capacity - p.tail.wrapping_sub(p.head);
+        let room = |p: &Producer| p.ring.limit - p.tail.wrapping_sub(p.head);
         if pad + rec > room(self) {
             self.refresh()?;
             if pad + rec > room(self) {
@@ -433,6 +522,13 @@ impl Producer {
     /// consumer's sleeping flag (on x86-64 one `xchg`, cheaper than a store and an `mfence`).
     /// Last, `tail` for a producer that attaches later.
     pub(crate) fn commit(&mut self, r: Reservation, len: usize) {
+        self.commit_ordered(r, len, Ordering::SeqCst);
+    }
+
+    /// [`commit`](Producer::commit) with the marks stored with `order` (`Release` or
+    /// `SeqCst`): a caller that orders its later load of the consumer's sleeping flag by
+    /// other means (a fence, or the sleeper's `membarrier`) stores them release only.
+    pub(crate) fn commit_ordered(&mut self, r: Reservation, len: usize, order: Ordering) {
         debug_assert!(len <= r.len as usize);
         let rec = (RECORD_HEADER + align8(len)) as u32;
         let end = r.pos.wrapping_add(rec);
@@ -445,16 +541,14 @@ impl Producer {
         self.ring
             .len_word(r.pos)
             .store(len as u32, Ordering::Relaxed);
-        self.ring
-            .mark(r.pos)
-            .store(r.pos | KIND_MESSAGE, Ordering::SeqCst);
+        self.ring.mark(r.pos).store(r.pos | KIND_MESSAGE, order);
         if r.pad != 0 {
             self.ring
                 .len_word(self.tail)
                 .store(r.pad - RECORD_HEADER as u32, Ordering::Relaxed);
             self.ring
                 .mark(self.tail)
-                .store(self.tail | KIND_PADDING, Ordering::SeqCst);
+                .store(self.tail | KIND_PADDING, order);
         }
         self.tail = end;
         self.ring.header().tail.store(end, Ordering::Release);
@@ -572,6 +666,13 @@ impl Consumer {
     /// producer's sleeping flag cannot move before it).
     pub(crate) fn release(&mut self, m: Message) {
         self.advance(m.rec);
+    }
+
+    /// [`release`](Consumer::release) storing `head` with release ordering only, for a caller
+    /// that orders its later load of the producer's sleeping flag by other means.
+    pub(crate) fn release_relaxed(&mut self, m: Message) {
+        self.head = self.head.wrapping_add(m.rec);
+        self.ring.header().head.store(self.head, Ordering::Release);
     }
 }
 
