@@ -485,7 +485,7 @@ impl End {
     ) -> Result<bool> {
         self.bell(peer_wake)?;
         // As the blocking forms do: while the peer runs on another CPU, a hand-off seen
-        // while spinning (at most SPIN_FOR) costs no ring and no sleep.
+        // while spinning (at most the spin budget) costs no ring and no sleep.
         if self.policy != WaitPolicy::Sleep
             && self.should_spin(peer)
             && spin(self.spin_for, || Ok(ready().then_some(())))?.is_some()

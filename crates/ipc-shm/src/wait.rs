@@ -114,11 +114,7 @@ use ipc_core::{Deadline, ErrorKind, Result, futex};
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
 
-/// How long a waiter spins before it sleeps, when another CPU may serve it (the channel's
-/// figure: a sleep and wake-up across CPUs costs tens of microseconds).
-const SPIN_FOR: Duration = Duration::from_micros(30);
-
-/// The spin phase of a wait: keeps going for [`SPIN_FOR`] on the first round of a wait that
+/// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
 /// may block, on a machine with more than one CPU; otherwise one look only. The clock is read
 /// once per 64 looks.
 pub(crate) struct Spin {
@@ -130,7 +126,7 @@ impl Spin {
     pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         let spin = round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1;
         Spin {
-            until: spin.then(|| std::time::Instant::now() + SPIN_FOR),
+            until: spin.then(|| std::time::Instant::now() + DEFAULT_SPIN),
             looks: 0,
         }
     }
