@@ -30,9 +30,12 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// The first and the longest sleep between two checks of the peer's liveness while waiting.
 const FIRST_SLICE: Duration = Duration::from_millis(2);
 const MAX_SLICE: Duration = Duration::from_millis(50);
-/// The longest sleep when the sleeper could not order the waker's message path
-/// ([`Fences::before_sleep`]): a wake-up lost to that costs at most this.
-const UNCOVERED_SLICE: Duration = Duration::from_millis(10);
+/// The longest sleep when the sleeper did not order the waker's message path
+/// ([`Fences::before_sleep`]: both ends pinned to this CPU, or no `membarrier`): a wake-up
+/// lost to that (only possible if the peer moved to another CPU since it published its pin)
+/// costs at most this. A second: past the next timer tick, so arming it costs no timer
+/// reprogramming.
+const UNCOVERED_SLICE: Duration = Duration::from_secs(1);
 /// A sender looks at the receiver's liveness at least once per this many sends (and whenever
 /// it has to wait, and whenever the receiver changed): one load while the watcher thread
 /// covers the receiver's process, a pidfd poll (a syscall) otherwise.

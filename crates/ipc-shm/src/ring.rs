@@ -752,6 +752,38 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_holds_exactly_n_records_of_the_maximum_from_any_position() {
+        for (n, max) in [(1usize, 40usize), (3, 24), (5, 100)] {
+            let limit = messages_limit(n, max);
+            let cap = limit.next_power_of_two().max(MIN_CAPACITY);
+            let r = HeapRegion::new(region_size(cap));
+            let shape = Shape {
+                capacity: cap,
+                max_message: max,
+                limit,
+                wait: 0,
+                spin_ns: 0,
+            };
+            // SAFETY: fresh, aligned, exclusively ours.
+            unsafe { Ring::init_with(r.ptr, r.layout.size(), shape).unwrap() };
+            // SAFETY: the region outlives every use below.
+            let ring = unsafe { Ring::open(r.ptr, r.layout.size()).unwrap() };
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            for shift in 0..40 {
+                let mut sent = 0;
+                while send(&mut p, &vec![9; max]) {
+                    sent += 1;
+                }
+                assert_eq!(sent, n, "{n} x {max} B, shift {shift}");
+                while recv(&mut c).is_some() {}
+                assert!(send(&mut p, &vec![1; shift % (max + 1)]));
+                recv(&mut c).unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn fills_wraps_and_keeps_order() {
         let (_r, ring) = HeapRegion::ring(256, max_message_for(256));
         let mut p = Producer::new(ring).unwrap();
@@ -891,6 +923,18 @@ mod tests {
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
         meta(20).store(100, Ordering::Relaxed);
+        // Bytes in flight: not a multiple of 8, over the capacity, too few for two records.
+        for limit in [250, 264, 200] {
+            meta(24).store(limit, Ordering::Relaxed);
+            let e = open(len).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "limit {limit}: {e}"
+            );
+        }
+        meta(24).store(256, Ordering::Relaxed);
+        open(len).unwrap();
         meta(8).store(VERSION + 1, Ordering::Relaxed);
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");

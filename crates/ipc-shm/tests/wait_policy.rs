@@ -243,3 +243,19 @@ fn four_messages_of_a_mebibyte_cross_processes() {
     drop(tx);
     child.wait_success();
 }
+
+#[test]
+fn a_scribbled_wait_policy_is_corrupted_not_trusted() {
+    // The header's wait word (after magic, version, header size, capacity, max, limit).
+    let seg = Arc::new(
+        ChannelOptions::new()
+            .capacity(4096)
+            .create_memfd("scribbled")
+            .unwrap(),
+    );
+    seg.atomic_u32(28).unwrap().store(7, Ordering::Release);
+    let e = Sender::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    let e = Receiver::open(seg).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+}
