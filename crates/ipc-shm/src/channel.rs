@@ -894,24 +894,6 @@ impl Sender {
         wake_after(self.end.fences, &h.tx, &h.rx);
     }
 
-    /// How this end waits from now on (it starts with the channel's
-    /// [`ChannelOptions::wait`]). Applies to every blocking and timed send and to
-    /// [`Readiness::arm`]; non-blocking calls never wait.
-    pub fn set_wait(&mut self, policy: WaitPolicy) {
-        self.end.policy = policy;
-    }
-
-    /// This end's wait policy.
-    pub fn wait_policy(&self) -> WaitPolicy {
-        self.end.policy
-    }
-
-    /// How long this end spins before it sleeps under [`WaitPolicy::Adaptive`] (it starts
-    /// with the channel's [`ChannelOptions::spin_for`]).
-    pub fn set_spin_for(&mut self, budget: Duration) {
-        self.end.spin_for = budget;
-    }
-
     /// Loans room for a message of up to `len` bytes, waiting for room until `deadline`.
     ///
     /// Write the message into the loan (it dereferences to `len` bytes of the ring, holding
@@ -943,6 +925,38 @@ impl Sender {
         self.end.check()?;
         self.producer.is_drained().map_err(|e| self.end.fail(e))
     }
+}
+
+/// The wait-policy methods of both ends (each holds its [`End`] in `end`).
+macro_rules! wait_methods {
+    ($what:literal) => {
+        /// How this end waits from now on (it starts with the channel's
+        /// [`ChannelOptions::wait`]). Applies to every blocking and timed
+        #[doc = $what]
+        /// and to [`Readiness::arm`]; non-blocking calls never wait.
+        pub fn set_wait(&mut self, policy: WaitPolicy) {
+            self.end.policy = policy;
+        }
+
+        /// This end's wait policy.
+        pub fn wait_policy(&self) -> WaitPolicy {
+            self.end.policy
+        }
+
+        /// How long this end spins before it sleeps under [`WaitPolicy::Adaptive`] (it
+        /// starts with the channel's [`ChannelOptions::spin_for`]).
+        pub fn set_spin_for(&mut self, budget: Duration) {
+            self.end.spin_for = budget;
+        }
+    };
+}
+
+impl Sender {
+    wait_methods!("send");
+}
+
+impl Receiver {
+    wait_methods!("receive");
 }
 
 /// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process
@@ -1250,24 +1264,6 @@ impl Receiver {
         self.consumer.release_relaxed(m);
         let h = self.consumer.ring().header();
         wake_after(self.end.fences, &h.rx, &h.tx);
-    }
-
-    /// How this end waits from now on (it starts with the channel's
-    /// [`ChannelOptions::wait`]). Applies to every blocking and timed receive and to
-    /// [`Readiness::arm`]; non-blocking calls never wait.
-    pub fn set_wait(&mut self, policy: WaitPolicy) {
-        self.end.policy = policy;
-    }
-
-    /// This end's wait policy.
-    pub fn wait_policy(&self) -> WaitPolicy {
-        self.end.policy
-    }
-
-    /// How long this end spins before it sleeps under [`WaitPolicy::Adaptive`] (it starts
-    /// with the channel's [`ChannelOptions::spin_for`]).
-    pub fn set_spin_for(&mut self, budget: Duration) {
-        self.end.spin_for = budget;
     }
 
     /// Takes the next message in place, waiting for one until `deadline`: the guard
