@@ -1238,10 +1238,12 @@ impl Receiver {
         end.segment
     }
 
-    /// The next message, waiting for one until `deadline`.
+    /// The next message, waiting for one until `deadline`. Waits by the producer's `tail`
+    /// ([`Consumer::peek_hinted`]); once the sender is gone, drains by the record marks alone
+    /// (a sender killed between a commit and its tail store leaves the tail behind).
     fn next(&mut self, deadline: Deadline) -> Result<Message> {
         self.end.check()?;
-        match self.consumer.peek() {
+        match self.consumer.peek_hinted() {
             Ok(Some(m)) => return Ok(m),
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e.in_op("recv"))),
@@ -1249,15 +1251,21 @@ impl Receiver {
         let ring = *self.consumer.ring();
         let h = ring.header();
         let consumer = &mut self.consumer;
-        self.end
-            .wait_for(
-                (&h.rx, &h.tx),
-                ring::TX_WAKE,
-                Blocked::Empty,
-                deadline,
-                || consumer.peek(),
-            )
-            .map_err(|e| self.end.fail(e.in_op("recv")))
+        let waited = self.end.wait_for(
+            (&h.rx, &h.tx),
+            ring::TX_WAKE,
+            Blocked::Empty,
+            deadline,
+            || consumer.peek_hinted(),
+        );
+        match waited {
+            Err(e) if e.kind() == ErrorKind::Disconnected => match self.consumer.peek() {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(self.end.fail(e.in_op("recv"))),
+                Err(c) => Err(self.end.fail(c.in_op("recv"))),
+            },
+            other => other.map_err(|e| self.end.fail(e.in_op("recv"))),
+        }
     }
 
     fn release(&mut self, m: Message) {

@@ -8,7 +8,8 @@
 //! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message,
 //!                      limit (bytes in flight), default wait policy and spin budget
 //! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping);
-//!                      read by a producer that attaches, to carry on where the last one stopped
+//!                      read by a producer that attaches, to carry on where the last one stopped,
+//!                      and by a consumer that waits, as a hint (`peek_hinted`)
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
 //!                      CPU, sleeping flag, wake word
@@ -24,10 +25,12 @@
 //! data area, the producer first writes a padding record up to the end.
 //!
 //! A record is committed by its `mark`: its own position (the free-running byte count where it
-//! starts) with the kind in the low bits, stored last (release). The consumer polls the mark at
-//! its `head` and takes the record when the mark names exactly that position, so a hand-off
-//! costs the consumer one cache-line transfer (the record's), not two (an index, then the
-//! record). What lies at `head` before the commit can never look committed: the producer
+//! starts) with the kind in the low bits, stored before `tail` (release). The consumer takes
+//! the record at its `head` when the mark names exactly that position. The channel's consumer
+//! waits by polling `tail` (a line the producer stores once per message) rather than the mark
+//! (which would take the line the producer is writing away from it at every poll: measured
+//! 1.7x slower at 64 B), and reads the mark only once `tail` moved; `tail` is a hint, the
+//! mark the proof. What lies at `head` before the commit can never look committed: the producer
 //! zeroes the next record's mark (if that space is free) before it commits a record, and a
 //! header left from an earlier lap names a position one lap behind. A producer that dies
 //! mid-write therefore leaves nothing visible.
@@ -578,11 +581,13 @@ impl Message {
     }
 }
 
-/// The consumer's side: its own `head` (never read back from shared memory).
+/// The consumer's side: its own `head` (never read back from shared memory), and the last
+/// `tail` seen ([`peek_hinted`](Consumer::peek_hinted)).
 #[derive(Debug)]
 pub(crate) struct Consumer {
     ring: Ring,
     head: u32,
+    tail: u32,
 }
 
 impl Consumer {
@@ -595,7 +600,11 @@ impl Consumer {
                 "head {head} is not 8-byte aligned"
             )));
         }
-        Ok(Consumer { ring, head })
+        Ok(Consumer {
+            ring,
+            head,
+            tail: head,
+        })
     }
 
     pub(crate) fn ring(&self) -> &Ring {
@@ -605,6 +614,23 @@ impl Consumer {
     /// Bytes ever released (this consumer's own `head`, never read back from shared memory).
     pub(crate) fn position(&self) -> u32 {
         self.head
+    }
+
+    /// [`peek`](Consumer::peek), looking at the producer's `tail` first while the last one
+    /// seen says the ring is empty: a consumer waiting for a message then polls the header's
+    /// tail line, not the record the producer is writing (which would take that line away
+    /// from the producer at every poll). `tail` is only a hint: the record's mark still
+    /// decides what is committed, so a wrong `tail` (garbage, or left behind by a producer
+    /// killed between its commit and its tail store) can only hide messages, never show a
+    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek).
+    pub(crate) fn peek_hinted(&mut self) -> Result<Option<Message>> {
+        if self.tail == self.head {
+            self.tail = self.ring.header().tail.load(Ordering::Acquire);
+            if self.tail == self.head {
+                return Ok(None);
+            }
+        }
+        self.peek()
     }
 
     /// The next message, if one is committed; skips padding. The message stays in the ring
@@ -781,6 +807,25 @@ mod tests {
                 recv(&mut c).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn the_tail_hint_never_shows_what_the_marks_do_not() {
+        let tail_off = std::mem::offset_of!(Header, tail);
+        let (r, ring) = HeapRegion::ring(256, 100);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        // A garbage tail: the marks still say nothing is committed.
+        r.word(tail_off).store(64, Ordering::Release);
+        assert!(c.peek_hinted().unwrap().is_none());
+        // A tail left behind a commit (a producer killed before its tail store): the hint
+        // hides the message, the marks show it.
+        assert!(send(&mut p, b"committed"));
+        r.word(tail_off).store(0, Ordering::Release);
+        let mut c2 = Consumer::new(ring).unwrap();
+        assert!(c2.peek_hinted().unwrap().is_none());
+        assert_eq!(c2.peek().unwrap().map(|m| m.len()), Some(9));
+        assert_eq!(recv(&mut c).unwrap(), b"committed");
     }
 
     #[test]
