@@ -325,6 +325,9 @@ const COPY_DATA: usize = 4096;
 struct CopyRing {
     seg: Segment,
     data: *mut u8,
+    /// The two positions, found once (the segment checks each lookup's bounds).
+    head: *const std::sync::atomic::AtomicU64,
+    tail: *const std::sync::atomic::AtomicU64,
     ring: u64,
     size: u64,
     /// Our position and the latest seen of the peer's.
@@ -352,9 +355,13 @@ impl CopyRing {
         // SAFETY: the data area `COPY_DATA..COPY_DATA + ring` is inside the mapping (checked
         // above), which `seg` keeps alive as long as this ring.
         let data = unsafe { seg.as_ptr().add(COPY_DATA) };
+        let head: *const _ = seg.atomic_u64(COPY_HEAD)?;
+        let tail: *const _ = seg.atomic_u64(COPY_TAIL)?;
         Ok(CopyRing {
             seg,
             data,
+            head,
+            tail,
             ring: ring as u64,
             size: size as u64,
             mine: 0,
@@ -368,9 +375,25 @@ impl CopyRing {
         self.seg.atomic_u64(at).expect("in bounds")
     }
 
+    /// The consumer's position word.
+    #[inline]
+    fn head(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: found in bounds by `new` in the mapping `seg` keeps alive; atomics only.
+        unsafe { &*self.head }
+    }
+
+    /// The producer's position word.
+    #[inline]
+    fn tail(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: as in `head`.
+        unsafe { &*self.tail }
+    }
+
     /// Copies between `buf` and the ring at position `pos`, in two pieces across the end.
+    #[inline]
     fn copy(&self, pos: u64, buf: *mut u8, into_ring: bool) {
-        let off = (pos % self.ring) as usize;
+        // The ring is a power of two.
+        let off = (pos & (self.ring - 1)) as usize;
         let first = (self.size as usize).min(self.ring as usize - off);
         let rest = self.size as usize - first;
         // SAFETY: `off + first <= ring` and `rest < ring`: both pieces lie inside the data
@@ -378,10 +401,14 @@ impl CopyRing {
         unsafe {
             if into_ring {
                 std::ptr::copy_nonoverlapping(buf, self.data.add(off), first);
-                std::ptr::copy_nonoverlapping(buf.add(first), self.data, rest);
+                if rest > 0 {
+                    std::ptr::copy_nonoverlapping(buf.add(first), self.data, rest);
+                }
             } else {
                 std::ptr::copy_nonoverlapping(self.data.add(off), buf, first);
-                std::ptr::copy_nonoverlapping(self.data, buf.add(first), rest);
+                if rest > 0 {
+                    std::ptr::copy_nonoverlapping(self.data, buf.add(first), rest);
+                }
             }
         }
     }
@@ -391,7 +418,7 @@ impl CopyRing {
     fn wait_room(&mut self) -> Result<()> {
         let mut spins = 0u32;
         while self.mine - self.theirs + self.size > self.ring {
-            self.theirs = self.word(COPY_HEAD).load(Ordering::Acquire);
+            self.theirs = self.head().load(Ordering::Acquire);
             if self.mine - self.theirs + self.size > self.ring {
                 spin_loop();
                 spins = spins.wrapping_add(1);
@@ -409,7 +436,7 @@ impl CopyRing {
         let give_up = Instant::now() + SILENCE;
         let mut spins = 0u32;
         while self.theirs == self.mine {
-            self.theirs = self.word(COPY_TAIL).load(Ordering::Acquire);
+            self.theirs = self.tail().load(Ordering::Acquire);
             if self.theirs == self.mine {
                 spin_loop();
                 spins = spins.wrapping_add(1);
@@ -426,7 +453,7 @@ impl CopyRing {
         self.wait_room()?;
         self.copy(self.mine, msg.as_ptr().cast_mut(), true);
         self.mine += self.size;
-        self.word(COPY_TAIL).store(self.mine, Ordering::Release);
+        self.tail().store(self.mine, Ordering::Release);
         Ok(())
     }
 
@@ -444,7 +471,7 @@ impl CopyRing {
             let burst = self.mine < self.burst_to;
             self.copy(self.mine, buf.as_mut_ptr(), false);
             self.mine += self.size;
-            self.word(COPY_HEAD).store(self.mine, Ordering::Release);
+            self.head().store(self.mine, Ordering::Release);
             if !burst {
                 return Ok(buf.len());
             }
@@ -461,7 +488,7 @@ impl CopyRing {
                 }
                 self.copy(self.mine, buf.as_mut_ptr(), false);
                 self.mine += self.size;
-                self.word(COPY_HEAD).store(self.mine, Ordering::Release);
+                self.head().store(self.mine, Ordering::Release);
                 self.unchecked += 1;
             }
         }
@@ -473,15 +500,15 @@ impl CopyRing {
         self.word(COPY_BURST_TO).store(u64::MAX, Ordering::Relaxed);
         self.word(COPY_BURST_FROM)
             .store(self.mine, Ordering::Release);
-        let every = if self.size >= 4096 { 1 } else { 64 };
+        let mask: u64 = if self.size >= 4096 { 0 } else { 63 };
         let mut n = 0u64;
         loop {
             self.wait_room()?;
             self.copy(self.mine, msg.as_ptr().cast_mut(), true);
             self.mine += self.size;
-            self.word(COPY_TAIL).store(self.mine, Ordering::Release);
+            self.tail().store(self.mine, Ordering::Release);
             n += 1;
-            if n % every == 0 && n >= min && Instant::now() >= end {
+            if n & mask == 0 && n >= min && Instant::now() >= end {
                 break;
             }
         }
