@@ -142,10 +142,12 @@ impl RawRing {
     }
 
     /// Waits until the peer's count at `at` satisfies `ready`, at most [`SILENCE`] without
-    /// progress. The clock is read once per 64 Ki spins; a futex sleep's timeout lies a second
-    /// out, past the next timer tick, so arming it costs no timer reprogramming.
+    /// progress. The clock is read once per 64 Ki spins (a spin-wait shorter than that reads
+    /// it never); a futex sleep's timeout lies a second out, past the next timer tick, so
+    /// arming it costs no timer reprogramming.
     fn wait_for(&mut self, at: usize, ready: impl Fn(u32) -> bool) -> Result<()> {
-        let give_up = Instant::now() + SILENCE;
+        let mut deadline = None;
+        let mut give_up = || *deadline.get_or_insert_with(|| Instant::now() + SILENCE);
         let silent =
             || Error::disconnected().in_op("raw shm row: the peer made no progress for 1 s");
         let mut spins = 0u32;
@@ -159,12 +161,13 @@ impl RawRing {
                 Wait::Spin => {
                     spin_loop();
                     spins = spins.wrapping_add(1);
-                    if spins % (1 << 16) == 0 && Instant::now() >= give_up {
+                    if spins % (1 << 16) == 0 && Instant::now() >= give_up() {
                         return Err(silent());
                     }
                 }
                 Wait::Futex => {
-                    if let Err(e) = ipc_sync::futex::wait(self.word(at), v, Deadline::At(give_up)) {
+                    if let Err(e) = ipc_sync::futex::wait(self.word(at), v, Deadline::At(give_up()))
+                    {
                         if e.kind() == ipc_core::ErrorKind::TimedOut {
                             return Err(silent());
                         }
@@ -433,14 +436,17 @@ impl CopyRing {
     /// Waits for a message at our position (spinning; gives up after [`SILENCE`]).
     #[inline]
     fn wait_message(&mut self) -> Result<()> {
-        let give_up = Instant::now() + SILENCE;
+        // The clock is read only once a wait lasts 64 Ki spins (a catch-up costs none).
+        let mut give_up = None;
         let mut spins = 0u32;
         while self.theirs == self.mine {
             self.theirs = self.tail().load(Ordering::Acquire);
             if self.theirs == self.mine {
                 spin_loop();
                 spins = spins.wrapping_add(1);
-                if spins % (1 << 16) == 0 && Instant::now() >= give_up {
+                if spins % (1 << 16) == 0
+                    && Instant::now() >= *give_up.get_or_insert_with(|| Instant::now() + SILENCE)
+                {
                     return Err(Error::disconnected()
                         .in_op("raw copy ring: the peer made no progress for 1 s"));
                 }
