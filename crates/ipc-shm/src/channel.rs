@@ -575,19 +575,8 @@ impl End {
             } else {
                 round > 0
             };
-            if self.peer_gone(peer, syscall)? {
-                // A receiver drains first: everything committed before the close or death is
-                // visible now (the state was read with acquire, or the process is gone). A
-                // sender has nobody to send to.
-                if blocked == Blocked::Empty {
-                    if let Some(got) = take()? {
-                        return Ok(got);
-                    }
-                }
-                return Err(Error::disconnected());
-            }
-            if deadline.has_passed() {
-                return Err(deadline.expired_error(blocked));
+            if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
+                return Ok(got);
             }
             let until = if self.armed(peer, peer_wake) {
                 deadline
@@ -601,6 +590,33 @@ impl End {
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
         }
+    }
+
+    /// After a look that found nothing: whether the wait ends here. The peer gone
+    /// ([`peer_gone`](End::peer_gone), `syscall` as there): a receiver drains first
+    /// (everything committed before the close or death is visible now: the state was read
+    /// with acquire, or the process is gone), a sender has nobody to send to
+    /// ([`ErrorKind::Disconnected`]). Or `deadline` passed. `Ok(None)`: wait on.
+    fn wait_ends<T>(
+        &mut self,
+        peer: &Side,
+        syscall: bool,
+        blocked: Blocked,
+        deadline: Deadline,
+        take: &mut impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        if self.peer_gone(peer, syscall)? {
+            if blocked == Blocked::Empty {
+                if let Some(got) = take()? {
+                    return Ok(Some(got));
+                }
+            }
+            return Err(Error::disconnected());
+        }
+        if deadline.has_passed() {
+            return Err(deadline.expired_error(blocked));
+        }
+        Ok(None)
     }
 
     /// [`WaitPolicy::Spin`]'s wait: polls `take` until it gets something, the peer is gone
@@ -626,16 +642,8 @@ impl End {
             // is then seen without a syscall.
             let _ = self.armed(peer, peer_wake);
             let syscall = self.poll_due();
-            if self.peer_gone(peer, syscall)? {
-                if blocked == Blocked::Empty {
-                    if let Some(got) = take()? {
-                        return Ok(got);
-                    }
-                }
-                return Err(Error::disconnected());
-            }
-            if deadline.has_passed() {
-                return Err(deadline.expired_error(blocked));
+            if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
+                return Ok(got);
             }
         }
     }

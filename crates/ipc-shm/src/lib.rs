@@ -219,9 +219,11 @@
 //! throughput from 4 KiB to 1 MiB at least 90% of the checked raw ring's, and at least half
 //! its message rate at 64 B.
 //!
-//! What makes the message path cheap: the consumer polls the record's own mark (no index to
-//! fetch first), the producer reads the consumer's index only when its cached copy says the
-//! ring is full, each side's words live on cache lines of their own, liveness is one load
+//! What makes the message path cheap: a waiting consumer polls the producer's index (never
+//! the record being written, which would take that line from the producer at every poll)
+//! and then trusts only the record's own mark; the producer reads the consumer's index only
+//! when its cached copy says the ring is full; each side's words live on cache lines of
+//! their own; liveness is one load
 //! (the watcher thread's verdict; a pidfd poll only while waiting or about once per
 //! millisecond of polling), and there is **no full fence per message**: commits and
 //! releases are release stores, and the other half of the sleeping-flag handshake is paid by
