@@ -384,7 +384,7 @@ fn run(args: &[String]) -> Result<(), String> {
     for &(metric, size) in &plan.items {
         for &pl in &plan.placements {
             for &row in &plan.rows {
-                if row.info().max_message.is_none_or(|m| size <= m) {
+                if row.info().max_message.is_none_or(|m| size <= m) && row.measures(metric) {
                     todo.push((row, metric, size, pl));
                 }
             }

@@ -87,6 +87,13 @@ pub trait Row: Sync {
 
     /// In the child: adopts the ends the parent handed over and returns the child's end.
     fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>>;
+
+    /// Whether the command line measures `metric` for this row (all rows measure both but
+    /// the unchecked floor, a throughput row only). The integrity tests run every metric.
+    fn measures(&self, metric: crate::engine::Metric) -> bool {
+        let _ = metric;
+        true
+    }
 }
 
 impl fmt::Debug for dyn Row {
@@ -105,6 +112,26 @@ pub trait Duplex {
     /// Receives one message into `buf` (exactly the message size of the measurement) and
     /// returns its length. End of stream or a gone peer is an error.
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize>;
+
+    /// For an unchecked floor only (`shm-raw-copy`): streams copies of `msg` without stamps
+    /// until `end` (and at least `min` of them), in the row's own loop, and returns how many.
+    /// The receiving end counts them in [`recv`](Duplex::recv) without handing them to the
+    /// benchmark's checks ([`take_unchecked`](Duplex::take_unchecked)); only the count is
+    /// checked. `None` (every other row): the engine's checked loop runs.
+    fn stream_unchecked(
+        &mut self,
+        msg: &[u8],
+        end: std::time::Instant,
+        min: u64,
+    ) -> Option<Result<u64>> {
+        let _ = (msg, end, min);
+        None
+    }
+
+    /// How many unchecked messages [`recv`](Duplex::recv) consumed since the last call.
+    fn take_unchecked(&mut self) -> u64 {
+        0
+    }
 }
 
 /// The parent's end of a link: ready at once, or finished after the child has started (for

@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipc_core::{
@@ -17,27 +17,35 @@ use crate::bell::{Bell, Direct, SLEEPING_ON_BELL};
 use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_ATTACHING,
-    STATE_CLOSED, Side,
+    STATE_CLOSED, Shape, Side,
 };
 use crate::segment::{Segment, SegmentKind};
+use crate::wait::{DEFAULT_SPIN, Fences, MAX_SPIN, WaitPolicy};
 use ipc_core::fd::Interest;
 use ipc_core::{Readiness, futex};
 
 /// The default data capacity of a channel: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
-/// How long a waiter spins before sleeping, when spinning can pay (the peer may run on another
-/// CPU). A sleep and wake-up across CPUs costs tens of microseconds; a hand-off seen while
-/// spinning, well under one.
-const SPIN_FOR: Duration = Duration::from_micros(30);
 /// The first and the longest sleep between two checks of the peer's liveness while waiting.
 const FIRST_SLICE: Duration = Duration::from_millis(2);
 const MAX_SLICE: Duration = Duration::from_millis(50);
-/// A sender checks that the receiver's process lives at least once per this many sends (and
-/// whenever it has to wait, and whenever the receiver changed). Each check is a syscall.
+/// The longest sleep when the sleeper did not order the waker's message path
+/// ([`Fences::before_sleep`]: both ends pinned to this CPU, or no `membarrier`): a wake-up
+/// lost to that (only possible if the peer moved to another CPU since it published its pin)
+/// costs at most this. A second: past the next timer tick, so arming it costs no timer
+/// reprogramming.
+const UNCOVERED_SLICE: Duration = Duration::from_secs(1);
+/// A sender looks at the receiver's liveness at least once per this many sends (and whenever
+/// it has to wait, and whenever the receiver changed): one load while the watcher thread
+/// covers the receiver's process, a pidfd poll (a syscall) otherwise.
 const CHECK_EVERY: u32 = 1024;
+/// Polls that find nothing (non-blocking calls, [`WaitPolicy::Spin`]) check the peer's process
+/// with a syscall at most this often, and only while the watcher thread does not cover it.
+const POLL_CHECK: Duration = Duration::from_millis(1);
 
-/// The shape of a channel: its data capacity and largest message.
+/// The shape of a channel: its data capacity (in bytes, or as a number of messages of a
+/// largest size), its largest message, and how its ends wait.
 ///
 /// ```
 /// use ipc_shm::ChannelOptions;
@@ -56,6 +64,10 @@ const CHECK_EVERY: u32 = 1024;
 pub struct ChannelOptions {
     capacity: usize,
     max_message: Option<usize>,
+    /// Bytes in flight, when sized by messages.
+    limit: Option<usize>,
+    wait: WaitPolicy,
+    spin_for: Duration,
 }
 
 impl Default for ChannelOptions {
@@ -65,20 +77,89 @@ impl Default for ChannelOptions {
 }
 
 impl ChannelOptions {
-    /// [`DEFAULT_CAPACITY`], messages up to half of it.
+    /// [`DEFAULT_CAPACITY`], messages up to half of it, [`WaitPolicy::Adaptive`] spinning
+    /// at most [`DEFAULT_SPIN`].
     pub fn new() -> ChannelOptions {
         ChannelOptions {
             capacity: DEFAULT_CAPACITY,
             max_message: None,
+            limit: None,
+            wait: WaitPolicy::Adaptive,
+            spin_for: DEFAULT_SPIN,
         }
     }
 
     /// The data capacity in bytes: a power of two from 64 bytes to 1 GiB. Each message takes 8
-    /// bytes of header plus its length rounded up to 8.
+    /// bytes of header plus its length rounded up to 8, and a message never wraps around the
+    /// end of the ring (the space left before the end is skipped), so a ring of `c` bytes
+    /// holds fewer than `c / (8 + s)` messages of `s` bytes; [`messages`](Self::messages)
+    /// sizes it by messages instead.
     #[must_use]
     pub fn capacity(mut self, capacity: usize) -> ChannelOptions {
         self.capacity = capacity;
+        self.limit = None;
         self
+    }
+
+    /// Sizes the ring for exactly `n` messages of up to `max_message` bytes in flight: the
+    /// sender can always queue `n` of them while the receiver takes none (smaller messages:
+    /// at least `n`), and never `n + 1` of the largest size. Sets the largest message too.
+    ///
+    /// The bytes in flight are capped at `(n + 1) * (8 + s) - 8` (`s` the size rounded up
+    /// to 8: the records and the longest space a record can skip at the end of the ring);
+    /// the data area is that rounded up to a power of two, so the segment can be up to twice
+    /// as large as the messages need.
+    ///
+    /// ```
+    /// use ipc_shm::prelude::*;
+    /// use ipc_shm::ChannelOptions;
+    ///
+    /// let (mut tx, _rx) = ChannelOptions::new().messages(4, 1000).pair()?;
+    /// for _ in 0..4 {
+    ///     tx.try_send(&[7; 1000])?;
+    /// }
+    /// assert_eq!(tx.try_send(&[7; 1000]).unwrap_err().kind(), ErrorKind::WouldBlock);
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[must_use]
+    pub fn messages(mut self, n: usize, max_message: usize) -> ChannelOptions {
+        let limit = ring::messages_limit(n, max_message);
+        self.max_message = Some(max_message);
+        self.limit = Some(limit);
+        self.capacity = limit
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .max(ring::MIN_CAPACITY);
+        self
+    }
+
+    /// How the ends of the channel wait by default (each can change it:
+    /// [`Sender::set_wait`], [`Receiver::set_wait`]). Stored in the segment, so ends opened
+    /// by other processes follow it too.
+    #[must_use]
+    pub fn wait(mut self, policy: WaitPolicy) -> ChannelOptions {
+        self.wait = policy;
+        self
+    }
+
+    /// How long an end spins before it sleeps under [`WaitPolicy::Adaptive`] (default
+    /// [`DEFAULT_SPIN`]; at most [`MAX_SPIN`], longer is cut to it). Stored in the segment
+    /// like [`wait`](Self::wait).
+    #[must_use]
+    pub fn spin_for(mut self, budget: Duration) -> ChannelOptions {
+        self.spin_for = budget.min(MAX_SPIN);
+        self
+    }
+
+    /// The ring's shape and the ends' wait defaults, as the header stores them.
+    fn shape(&self) -> Shape {
+        Shape {
+            capacity: self.capacity,
+            max_message: self.max_message_size(),
+            limit: self.limit.unwrap_or(self.capacity),
+            wait: self.wait.to_word(),
+            spin_ns: spin_word(self.spin_for),
+        }
     }
 
     /// The largest message, at most `capacity / 2 - 8` (the default).
@@ -102,20 +183,26 @@ impl ChannelOptions {
 
     /// Refuses a capacity or maximum that no segment could hold, before one is made for it.
     fn check(&self, op: &'static str) -> Result<()> {
-        ring::check_geometry(self.segment_size(), self.capacity, self.max_message_size()).map_err(
-            |n| {
-                let e = Error::with_note(ErrorKind::InvalidInput, n).in_op(op);
-                tracing::debug!(error = %e, "channel options refused");
-                e
-            },
+        let shape = self.shape();
+        ring::check_shape(
+            self.segment_size(),
+            shape.capacity,
+            shape.max_message,
+            shape.limit,
         )
+        .map_err(|n| {
+            let e = Error::with_note(ErrorKind::InvalidInput, n).in_op(op);
+            tracing::debug!(error = %e, "channel options refused");
+            e
+        })
     }
 
     /// Writes a fresh channel header into `segment` (which must be zero-filled, writable and
     /// at least [`segment_size`](ChannelOptions::segment_size) bytes).
     ///
     /// Errors: [`ErrorKind::InvalidInput`] for a capacity that is not a power of two in range,
-    /// a maximum above half the capacity, or a segment too small or read-only;
+    /// a maximum above half the capacity, a message count below 1, or a segment too small or
+    /// read-only;
     /// [`ErrorKind::AlreadyExists`] if the segment already holds a channel.
     pub fn init(&self, segment: &Segment) -> Result<()> {
         if !segment.is_writable() {
@@ -129,7 +216,7 @@ impl ChannelOptions {
         let base = std::ptr::NonNull::new(segment.as_ptr()).expect("mapping is non-null");
         // SAFETY: the mapping is page-aligned, writable and `len` bytes long; a fresh segment is
         // not in use by anyone else yet (its creator is the caller).
-        unsafe { Ring::init(base, segment.len(), self.capacity, self.max_message_size()) }
+        unsafe { Ring::init_with(base, segment.len(), self.shape()) }
             .map_err(|e| e.in_op("init channel").on(segment.kind()))?;
         tracing::trace!(segment = %segment.kind(), capacity = self.capacity, "initialised channel");
         Ok(())
@@ -177,6 +264,21 @@ impl ChannelOptions {
     }
 }
 
+/// A spin budget as the header stores it: nanoseconds, 0 meaning the default (so a zeroed
+/// header spins [`DEFAULT_SPIN`]); a zero budget is stored as 1 ns.
+fn spin_word(budget: Duration) -> u32 {
+    u32::try_from(budget.as_nanos()).unwrap_or(u32::MAX).max(1)
+}
+
+/// The spin budget a header word names.
+fn spin_of(word: u32) -> Duration {
+    if word == 0 {
+        DEFAULT_SPIN
+    } else {
+        Duration::from_nanos(u64::from(word))
+    }
+}
+
 /// State both ends share: the segment (kept mapped), the ring view, the peer watch.
 struct End {
     segment: Arc<Segment>,
@@ -187,8 +289,15 @@ struct End {
     corrupted: Option<String>,
     watch: Watch,
     my_cpu: u32,
-    /// Non-blocking calls that found nothing to do, for rate-limiting liveness checks.
+    /// Polls that found nothing to do, for rate-limiting liveness checks.
     polls: u32,
+    /// When a poll last checked the peer's process with a syscall.
+    last_check: Option<Instant>,
+    /// How blocking calls wait, and the spin budget of [`WaitPolicy::Adaptive`].
+    policy: WaitPolicy,
+    spin_for: Duration,
+    /// Whether the message path may skip its full fence (see [`Fences`]).
+    fences: Fences,
     /// The watcher registration for the peer's current process (the identity part of its
     /// owner word): while it holds, a sleep needs no timeout to notice the peer's death.
     registration: Option<(u64, crate::monitor::Registration)>,
@@ -214,6 +323,16 @@ impl End {
         // the `Arc`; every access through the ring is atomic or follows its protocol.
         let ring = unsafe { Ring::open(base, segment.len()) }
             .map_err(|e| e.in_op("open channel").on(segment.kind()))?;
+        let meta = &ring.header().meta;
+        let word = meta.wait.load(Ordering::Relaxed);
+        let policy = WaitPolicy::from_word(word).ok_or_else(|| {
+            Error::corrupted(format!(
+                "wait policy {word} in the header is none this library writes"
+            ))
+            .in_op("open channel")
+            .on(segment.kind())
+        })?;
+        let spin_for = spin_of(meta.spin_ns.load(Ordering::Relaxed));
         Ok((
             End {
                 name: segment.shared_name(),
@@ -222,6 +341,10 @@ impl End {
                 watch: Watch::default(),
                 my_cpu: peer::single_cpu(),
                 polls: 0,
+                last_check: None,
+                policy,
+                spin_for,
+                fences: Fences::get(),
                 registration: None,
                 bell: None,
                 direct: Direct::default(),
@@ -254,10 +377,11 @@ impl End {
     }
 
     /// Whether the peer is gone, checked while waiting for it. Its published state is read
-    /// every time (one load); its process (a pidfd poll, a syscall) only after a first sleep
-    /// came back with nothing to do (`round > 0`), or for non-blocking calls on every 64th
-    /// one that finds nothing, so a hand-off that needs no sleep costs no syscall.
-    fn peer_gone(&mut self, peer: &Side, round: u32, deadline: Deadline) -> Result<bool> {
+    /// every time (one load), and the watcher thread's verdict on its process (one load);
+    /// its process itself (a pidfd poll, a syscall) only when `syscall` says so (after a
+    /// first sleep came back with nothing to do, or [`poll_due`](End::poll_due)) and the
+    /// watcher does not cover it. So a hand-off that needs no sleep costs no syscall.
+    fn peer_gone(&mut self, peer: &Side, syscall: bool) -> Result<bool> {
         let owner = peer.owner.load(Ordering::Acquire);
         if state_of(owner) == STATE_CLOSED
             || self.watched_died(peer)
@@ -265,19 +389,45 @@ impl End {
         {
             return Ok(true);
         }
-        let check = if deadline == Deadline::Now {
-            self.polls = self.polls.wrapping_add(1);
-            self.polls % 64 == 1
-        } else {
-            round > 0
-        };
-        if !check {
+        if !syscall || self.covers(owner) {
             return Ok(false);
         }
         Ok(matches!(
             self.watch.status(peer)?,
             Status::Closed | Status::Dead
         ))
+    }
+
+    /// Whether a poll that found nothing should check the peer's process now: on every 64th
+    /// such poll, if [`POLL_CHECK`] has passed since the last check (one clock read per 64
+    /// polls, at most one syscall per millisecond).
+    fn poll_due(&mut self) -> bool {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % 64 != 1 {
+            return false;
+        }
+        let now = Instant::now();
+        if self
+            .last_check
+            .is_some_and(|t| now.duration_since(t) < POLL_CHECK)
+        {
+            return false;
+        }
+        self.last_check = Some(now);
+        true
+    }
+
+    /// Whether the watcher thread covers the process `owner` names (attached): its death
+    /// then shows in [`watched_died`](End::watched_died) without a syscall.
+    fn covers(&self, owner: u64) -> bool {
+        state_of(owner) == STATE_ATTACHED
+            && matches!(&self.registration, Some((k, _)) if *k == peer::key_of(owner))
+    }
+
+    /// Whether both ends are pinned to this very CPU: then the sleeping flag protocol needs
+    /// no barrier between them (one CPU sees its own accesses in order).
+    fn same_cpu(&self, peer: &Side) -> bool {
+        self.my_cpu != u32::MAX && peer.single_cpu.load(Ordering::Relaxed) == self.my_cpu
     }
 
     /// Whether the watcher thread saw the peer's current process die (one load, no syscall).
@@ -347,13 +497,16 @@ impl End {
             }
         };
         // As the blocking forms do: while the peer runs on another CPU, a hand-off seen
-        // while spinning (at most SPIN_FOR) costs no ring and no sleep.
-        if self.should_spin(peer) && spin(|| Ok(ready().then_some(())))?.is_some() {
+        // while spinning (at most the spin budget) costs no ring and no sleep.
+        if self.policy != WaitPolicy::Sleep
+            && self.should_spin(peer)
+            && spin(self.spin_for, || Ok(ready().then_some(())))?.is_some()
+        {
             return Ok(true);
         }
         let word = peer.wake.load(Ordering::Acquire);
         me.sleeping.store(flag, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        let covered = Fences::before_sleep(self.same_cpu(peer));
         if ready()
             || state_of(peer.owner.load(Ordering::Acquire)) == STATE_CLOSED
             || self.watched_died(peer)
@@ -361,16 +514,20 @@ impl End {
             me.sleeping.store(0, Ordering::Relaxed);
             return Ok(true);
         }
-        let watched = self.armed(peer, peer_wake);
+        let watched = self.armed(peer, peer_wake) && covered;
         self.bell.as_ref().expect("made above").arm(word, !watched);
         Ok(false)
     }
 
-    /// [`wake_peer`] from the hand-off paths (commit, release): a peer waiting on a doorbell
+    /// [`wake_peer`] from the hand-off paths (commit, release), right after a commit or release
+    /// stored with release ordering only: a peer waiting on a doorbell
     /// it published is rung directly when this end could fetch it (`bell.rs`: [`Direct`]);
     /// otherwise, and for every other sleeper, the futex wake.
     fn wake_peer(&mut self, me: &Side, peer: &Side) {
-        if peer.sleeping.load(Ordering::SeqCst) == 0 {
+        // Orders that store before the load of the peer's flag: a compiler fence while the
+        // sleeper's `membarrier` covers this process, a full fence otherwise (`Fences`).
+        self.fences.after_publish();
+        if peer.sleeping.load(Ordering::Relaxed) == 0 {
             return;
         }
         match peer.sleeping.swap(0, Ordering::SeqCst) {
@@ -413,10 +570,13 @@ impl End {
     /// for the sender: `blocked` is [`Blocked::Full`]; a message, for the receiver:
     /// [`Blocked::Empty`]), the peer is gone, or `deadline` passes.
     ///
-    /// Spins first when that can pay ([`should_spin`](End::should_spin)), then sleeps on the
-    /// peer's wake word (at `peer_wake` in the segment, bumped by the peer or by the watcher
-    /// thread when the peer dies): until the deadline when the watcher covers the peer, in
-    /// growing slices otherwise. `me` and `peer` are this end's and the peer's [`Side`].
+    /// Under [`WaitPolicy::Adaptive`], spins first when that can pay
+    /// ([`should_spin`](End::should_spin)), then sleeps on the peer's wake word (at
+    /// `peer_wake` in the segment, bumped by the peer or by the watcher thread when the peer
+    /// dies): until the deadline when the watcher covers the peer, in growing slices
+    /// otherwise. [`WaitPolicy::Sleep`] skips the spin; [`WaitPolicy::Spin`] never sleeps
+    /// ([`spin_until`](End::spin_until)). `me` and `peer` are this end's and the peer's
+    /// [`Side`].
     ///
     /// Generic over `take` and `#[inline]`, so each end gets its own copy with its check
     /// inlined: no indirect call, no allocation, and no syscall unless it has to sleep or
@@ -430,9 +590,17 @@ impl End {
         deadline: Deadline,
         mut take: impl FnMut() -> Result<Option<T>>,
     ) -> Result<T> {
-        if deadline != Deadline::Now && self.should_spin(peer) {
-            if let Some(got) = spin(&mut take)? {
-                return Ok(got);
+        if deadline != Deadline::Now {
+            match self.policy {
+                WaitPolicy::Spin => {
+                    return self.spin_until(peer, peer_wake, blocked, deadline, take);
+                }
+                WaitPolicy::Adaptive if self.should_spin(peer) => {
+                    if let Some(got) = spin(self.spin_for, &mut take)? {
+                        return Ok(got);
+                    }
+                }
+                _ => {}
             }
         }
         let mut slice = FIRST_SLICE;
@@ -441,19 +609,13 @@ impl End {
             if let Some(got) = take()? {
                 return Ok(got);
             }
-            if self.peer_gone(peer, round, deadline)? {
-                // A receiver drains first: everything committed before the close or death is
-                // visible now (the state was read with acquire, or the process is gone). A
-                // sender has nobody to send to.
-                if blocked == Blocked::Empty {
-                    if let Some(got) = take()? {
-                        return Ok(got);
-                    }
-                }
-                return Err(Error::disconnected());
-            }
-            if deadline.has_passed() {
-                return Err(deadline.expired_error(blocked));
+            let syscall = if deadline == Deadline::Now {
+                self.poll_due()
+            } else {
+                round > 0
+            };
+            if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
+                return Ok(got);
             }
             let until = if self.armed(peer, peer_wake) {
                 deadline
@@ -461,19 +623,75 @@ impl End {
                 deadline.min(Deadline::after(slice))
             };
             let end = &*self;
-            sleep(me, peer, until, || {
+            sleep(me, peer, until, end.same_cpu(peer), || {
                 Ok(take()?.is_some() || end.watched_died(peer))
             })?;
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
         }
     }
+
+    /// After a look that found nothing: whether the wait ends here. The peer gone
+    /// ([`peer_gone`](End::peer_gone), `syscall` as there): a receiver drains first
+    /// (everything committed before the close or death is visible now: the state was read
+    /// with acquire, or the process is gone), a sender has nobody to send to
+    /// ([`ErrorKind::Disconnected`]). Or `deadline` passed. `Ok(None)`: wait on.
+    fn wait_ends<T>(
+        &mut self,
+        peer: &Side,
+        syscall: bool,
+        blocked: Blocked,
+        deadline: Deadline,
+        take: &mut impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        if self.peer_gone(peer, syscall)? {
+            if blocked == Blocked::Empty {
+                if let Some(got) = take()? {
+                    return Ok(Some(got));
+                }
+            }
+            return Err(Error::disconnected());
+        }
+        if deadline.has_passed() {
+            return Err(deadline.expired_error(blocked));
+        }
+        Ok(None)
+    }
+
+    /// [`WaitPolicy::Spin`]'s wait: polls `take` until it gets something, the peer is gone
+    /// (its state, the watcher's verdict, or a pidfd poll at most once per [`POLL_CHECK`]
+    /// while the watcher does not cover it), or `deadline` passes. Never sleeps, so nobody
+    /// needs to wake it.
+    fn spin_until<T>(
+        &mut self,
+        peer: &Side,
+        peer_wake: usize,
+        blocked: Blocked,
+        deadline: Deadline,
+        mut take: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        loop {
+            for _ in 0..64 {
+                if let Some(got) = take()? {
+                    return Ok(got);
+                }
+                std::hint::spin_loop();
+            }
+            // Register the peer's process with the watcher (a load once it is): its death
+            // is then seen without a syscall.
+            let _ = self.armed(peer, peer_wake);
+            let syscall = self.poll_due();
+            if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
+                return Ok(got);
+            }
+        }
+    }
 }
 
-/// Spins until `take` gets something or [`SPIN_FOR`] passes. The clock is read only after a
+/// Spins until `take` gets something or `budget` passes. The clock is read only after a
 /// first burst of checks, so a quick hand-off costs no clock read.
 #[inline]
-fn spin<T>(mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+fn spin<T>(budget: Duration, mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
     for _ in 0..256 {
         if let Some(got) = take()? {
             return Ok(Some(got));
@@ -488,7 +706,7 @@ fn spin<T>(mut take: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() >= SPIN_FOR {
+        if start.elapsed() >= budget {
             return Ok(None);
         }
     }
@@ -516,17 +734,23 @@ fn wake_word(me: &Side) {
 }
 
 /// Sleeps until `peer` bumps its wake word or the slice ends, unless `ready` holds once our
-/// sleeping flag is up (the flag, then a full fence, then the check: a waker either sees the flag
-/// or we see its change, so no wake-up is lost).
+/// sleeping flag is up (the flag, then [`Fences::before_sleep`], then the check: a waker either
+/// sees the flag or we see its change, so no wake-up is lost). `same_cpu`: both ends are
+/// pinned to this CPU, so the barrier is skipped and the sleep bounded instead.
 fn sleep(
     me: &Side,
     peer: &Side,
     until: Deadline,
+    same_cpu: bool,
     mut ready: impl FnMut() -> Result<bool>,
 ) -> Result<()> {
     let word = peer.wake.load(Ordering::Acquire);
     me.sleeping.store(1, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
+    let until = if Fences::before_sleep(same_cpu) {
+        until
+    } else {
+        until.min(Deadline::after(UNCOVERED_SLICE))
+    };
     let r = match ready() {
         Ok(false) if state_of(peer.owner.load(Ordering::Relaxed)) != STATE_CLOSED => {
             match futex::wait(&peer.wake, word, until) {
@@ -627,7 +851,8 @@ impl Sender {
     }
 
     /// The receiver's state, checked cheaply: its published state on every call, its process
-    /// (pidfd) when it changed or every [`CHECK_EVERY`] calls, or when `force`.
+    /// when it changed or every [`CHECK_EVERY`] calls, or when `force`: the watcher thread's
+    /// verdict (one load) once it covers the process, a pidfd poll (a syscall) until then.
     fn receiver_gone(&mut self, force: bool) -> Result<bool> {
         let word = self
             .producer
@@ -645,10 +870,15 @@ impl Sender {
         }
         self.sends_since_check = 0;
         self.peer_owner = word;
-        let gone = matches!(
-            self.end.watch.status_of(word)?,
-            Status::Closed | Status::Dead
-        );
+        let rx = &self.producer.ring().header().rx;
+        let gone = if self.end.armed(rx, ring::RX_WAKE) {
+            self.end.watched_died(rx)
+        } else {
+            matches!(
+                self.end.watch.status_of(word)?,
+                Status::Closed | Status::Dead
+            )
+        };
         if gone {
             // Look again next time (the watch remembers the death: no syscall), so every
             // later send says so too, not only the first.
@@ -699,7 +929,7 @@ impl Sender {
     }
 
     fn publish(&mut self, r: Reservation, len: usize) {
-        self.producer.commit(r, len);
+        self.producer.commit_ordered(r, len, Ordering::Release);
         let h = self.producer.ring().header();
         self.end.wake_peer(&h.tx, &h.rx);
     }
@@ -735,6 +965,38 @@ impl Sender {
         self.end.check()?;
         self.producer.is_drained().map_err(|e| self.end.fail(e))
     }
+}
+
+/// The wait-policy methods of both ends (each holds its [`End`] in `end`).
+macro_rules! wait_methods {
+    ($what:literal) => {
+        /// How this end waits from now on (it starts with the channel's
+        /// [`ChannelOptions::wait`]). Applies to every blocking and timed
+        #[doc = $what]
+        /// and to [`Readiness::arm`]; non-blocking calls never wait.
+        pub fn set_wait(&mut self, policy: WaitPolicy) {
+            self.end.policy = policy;
+        }
+
+        /// This end's wait policy.
+        pub fn wait_policy(&self) -> WaitPolicy {
+            self.end.policy
+        }
+
+        /// How long this end spins before it sleeps under [`WaitPolicy::Adaptive`] (it
+        /// starts with the channel's [`ChannelOptions::spin_for`]).
+        pub fn set_spin_for(&mut self, budget: Duration) {
+            self.end.spin_for = budget;
+        }
+    };
+}
+
+impl Sender {
+    wait_methods!("send");
+}
+
+impl Receiver {
+    wait_methods!("receive");
 }
 
 /// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process
@@ -1024,10 +1286,12 @@ impl Receiver {
         end.segment
     }
 
-    /// The next message, waiting for one until `deadline`.
+    /// The next message, waiting for one until `deadline`. Waits by the producer's `tail`
+    /// ([`Consumer::peek_hinted`]); once the sender is gone, drains by the record marks alone
+    /// (a sender killed between a commit and its tail store leaves the tail behind).
     fn next(&mut self, deadline: Deadline) -> Result<Message> {
         self.end.check()?;
-        match self.consumer.peek() {
+        match self.consumer.peek_hinted() {
             Ok(Some(m)) => return Ok(m),
             Ok(None) => {}
             Err(e) => return Err(self.end.fail(e.in_op("recv"))),
@@ -1035,19 +1299,25 @@ impl Receiver {
         let ring = *self.consumer.ring();
         let h = ring.header();
         let consumer = &mut self.consumer;
-        self.end
-            .wait_for(
-                (&h.rx, &h.tx),
-                ring::TX_WAKE,
-                Blocked::Empty,
-                deadline,
-                || consumer.peek(),
-            )
-            .map_err(|e| self.end.fail(e.in_op("recv")))
+        let waited = self.end.wait_for(
+            (&h.rx, &h.tx),
+            ring::TX_WAKE,
+            Blocked::Empty,
+            deadline,
+            || consumer.peek_hinted(),
+        );
+        match waited {
+            Err(e) if e.kind() == ErrorKind::Disconnected => match self.consumer.peek() {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(self.end.fail(e.in_op("recv"))),
+                Err(c) => Err(self.end.fail(c.in_op("recv"))),
+            },
+            other => other.map_err(|e| self.end.fail(e.in_op("recv"))),
+        }
     }
 
     fn release(&mut self, m: Message) {
-        self.consumer.release(m);
+        self.consumer.release_relaxed(m);
         let h = self.consumer.ring().header();
         self.end.wake_peer(&h.rx, &h.tx);
     }

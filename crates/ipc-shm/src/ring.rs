@@ -5,9 +5,11 @@
 //! # Layout
 //!
 //! ```text
-//! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message
+//! offset   0  Meta     magic "IPCSHMCH", layout version, header size, capacity, max message,
+//!                      limit (bytes in flight), default wait policy and spin budget
 //! offset 128  tail     u32, written by the producer only: bytes ever committed (wrapping);
-//!                      read by a producer that attaches, to carry on where the last one stopped
+//!                      read by a producer that attaches, to carry on where the last one stopped,
+//!                      and by a consumer that waits, as a hint (`peek_hinted`)
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
 //!                      CPU, sleeping flag, wake word, published doorbell (key, fd, id)
@@ -16,15 +18,19 @@
 //! ```
 //!
 //! Each line is a `CachePadded` block (128 bytes on x86-64), so the two indices never share a
-//! cache line. A record is an 8-byte header (`len: u32`, `mark: u32`) and `len` payload bytes,
+//! cache line. The producer may have at most `limit` bytes (at most `capacity`) in flight:
+//! a ring sized by messages ([`messages_limit`]) sets it so that exactly `n` records of the
+//! largest size fit whatever the position, padding included. A record is an 8-byte header (`len: u32`, `mark: u32`) and `len` payload bytes,
 //! padded to a multiple of 8. A record never wraps: when one does not fit before the end of the
 //! data area, the producer first writes a padding record up to the end.
 //!
 //! A record is committed by its `mark`: its own position (the free-running byte count where it
-//! starts) with the kind in the low bits, stored last (release). The consumer polls the mark at
-//! its `head` and takes the record when the mark names exactly that position, so a hand-off
-//! costs the consumer one cache-line transfer (the record's), not two (an index, then the
-//! record). What lies at `head` before the commit can never look committed: the producer
+//! starts) with the kind in the low bits, stored before `tail` (release). The consumer takes
+//! the record at its `head` when the mark names exactly that position. The channel's consumer
+//! waits by polling `tail` (a line the producer stores once per message) rather than the mark
+//! (which would take the line the producer is writing away from it at every poll: measured
+//! 1.7x slower at 64 B), and reads the mark only once `tail` moved; `tail` is a hint, the
+//! mark the proof. What lies at `head` before the commit can never look committed: the producer
 //! zeroes the next record's mark (if that space is free) before it commits a record, and a
 //! header left from an earlier lap names a position one lap behind. A producer that dies
 //! mid-write therefore leaves nothing visible.
@@ -53,7 +59,7 @@ use ipc_core::{Error, Result};
 /// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
 /// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// The smallest data area.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// The largest data area: indices are `u32` counters, so `capacity` must stay well below
@@ -86,6 +92,13 @@ pub(crate) struct Meta {
     pub(crate) header_size: AtomicU32,
     pub(crate) capacity: AtomicU32,
     pub(crate) max_message: AtomicU32,
+    /// The most bytes in flight (records and padding), at most `capacity`.
+    pub(crate) limit: AtomicU32,
+    /// The wait policy ends opened on this segment start with (a hint: `channel.rs` decodes
+    /// and validates it at open).
+    pub(crate) wait: AtomicU32,
+    /// Their spin budget, in nanoseconds.
+    pub(crate) spin_ns: AtomicU32,
 }
 
 /// One endpoint's block, written by that endpoint only (except that an `open` may take over
@@ -126,6 +139,35 @@ pub(crate) struct Header {
     pub(crate) rx: CachePadded<Side>,
 }
 
+/// The shape of a ring: what [`Ring::init_with`] writes and [`Ring::open`] validates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Bytes of the data area (a power of two).
+    pub(crate) capacity: usize,
+    /// The largest message.
+    pub(crate) max_message: usize,
+    /// The most bytes in flight, at most `capacity`.
+    pub(crate) limit: usize,
+    /// The default wait policy and spin budget of the ends (opaque here).
+    pub(crate) wait: u32,
+    pub(crate) spin_ns: u32,
+}
+
+/// The bytes a record of `len` payload bytes takes.
+pub(crate) fn record_size(len: usize) -> usize {
+    RECORD_HEADER.saturating_add(align8(len))
+}
+
+/// The bytes in flight that hold exactly `n` records of `max_message` bytes wherever the ring
+/// stands: `n` records and the longest padding (a record's size less 8), but not `n + 1`
+/// records (saturating for absurd sizes, which the geometry check then refuses).
+pub(crate) fn messages_limit(n: usize, max_message: usize) -> usize {
+    let rec = record_size(max_message);
+    n.saturating_add(1)
+        .saturating_mul(rec)
+        .saturating_sub(RECORD_HEADER)
+}
+
 /// Offsets in the segment of the producer's and the consumer's wake words (the futex words
 /// the receiver and the sender sleep on).
 pub(crate) const TX_WAKE: usize =
@@ -149,7 +191,7 @@ pub(crate) fn max_message_for(capacity: usize) -> usize {
 }
 
 fn align8(n: usize) -> usize {
-    (n + 7) & !7
+    n.saturating_add(7) & !7
 }
 
 /// A validated view of a ring in a region: the header, the data area and the capacity (read
@@ -160,6 +202,7 @@ pub(crate) struct Ring {
     data: NonNull<u8>,
     capacity: u32,
     max_message: u32,
+    limit: u32,
 }
 
 // SAFETY: a `Ring` is a pair of pointers into a region whose owner (the endpoint, holding the
@@ -181,7 +224,30 @@ impl Ring {
         capacity: usize,
         max_message: usize,
     ) -> Result<()> {
-        check_geometry(len, capacity, max_message)
+        let shape = Shape {
+            capacity,
+            max_message,
+            limit: capacity,
+            wait: 0,
+            spin_ns: 0,
+        };
+        // SAFETY: the caller's guarantees are `init_with`'s.
+        unsafe { Ring::init_with(base, len, shape) }
+    }
+
+    /// [`init`](Ring::init) with a limit below the capacity and the ends' wait defaults.
+    ///
+    /// # Safety
+    ///
+    /// As for [`init`](Ring::init).
+    pub(crate) unsafe fn init_with(base: NonNull<u8>, len: usize, shape: Shape) -> Result<()> {
+        let Shape {
+            capacity,
+            max_message,
+            limit,
+            ..
+        } = shape;
+        check_shape(len, capacity, max_message, limit)
             .map_err(|n| Error::with_note(ipc_core::ErrorKind::InvalidInput, n))?;
         // SAFETY: the caller guarantees `base` is valid, aligned and ours alone; the header
         // fits (checked above).
@@ -208,6 +274,9 @@ impl Ring {
         h.meta
             .max_message
             .store(max_message as u32, Ordering::Relaxed);
+        h.meta.limit.store(limit as u32, Ordering::Relaxed);
+        h.meta.wait.store(shape.wait, Ordering::Relaxed);
+        h.meta.spin_ns.store(shape.spin_ns, Ordering::Relaxed);
         h.meta.magic.store(MAGIC, Ordering::Release);
         Ok(())
     }
@@ -257,13 +326,15 @@ impl Ring {
         }
         let capacity = h.meta.capacity.load(Ordering::Relaxed) as usize;
         let max_message = h.meta.max_message.load(Ordering::Relaxed) as usize;
-        check_geometry(len, capacity, max_message).map_err(Error::corrupted)?;
+        let limit = h.meta.limit.load(Ordering::Relaxed) as usize;
+        check_shape(len, capacity, max_message, limit).map_err(Error::corrupted)?;
         Ok(Ring {
             header: base.cast(),
             // SAFETY: DATA_OFFSET < len (checked), so the pointer stays in the region.
             data: unsafe { base.add(DATA_OFFSET) },
             capacity: capacity as u32,
             max_message: max_message as u32,
+            limit: limit as u32,
         })
     }
 
@@ -328,6 +399,26 @@ pub(crate) fn check_geometry(
     Ok(())
 }
 
+/// [`check_geometry`] and the limit of bytes in flight: a multiple of 8, at most the capacity,
+/// and room for the largest record behind the longest padding (so a drained ring always takes
+/// a message of the maximum size).
+pub(crate) fn check_shape(
+    len: usize,
+    capacity: usize,
+    max_message: usize,
+    limit: usize,
+) -> std::result::Result<(), String> {
+    check_geometry(len, capacity, max_message)?;
+    let least = (2 * record_size(max_message)).saturating_sub(RECORD_HEADER);
+    if limit % 8 != 0 || limit > capacity || limit < least {
+        return Err(format!(
+            "limit {limit} of bytes in flight is not a multiple of 8 from {least} (two records \
+             of the max message {max_message}, less 8) to the capacity {capacity}"
+        ));
+    }
+    Ok(())
+}
+
 /// Room reserved by [`Producer::reserve`]: write the payload at [`ptr`](Reservation::ptr),
 /// then [`Producer::commit`].
 #[derive(Debug)]
@@ -372,10 +463,11 @@ impl Producer {
 
     fn check_head(&mut self, head: u32) -> Result<()> {
         let used = self.tail.wrapping_sub(head);
-        if head % 8 != 0 || used > self.ring.capacity {
+        if head % 8 != 0 || used > self.ring.limit {
             return Err(Error::corrupted(format!(
-                "consumer index {head} is inconsistent with producer index {} (capacity {})",
-                self.tail, self.ring.capacity
+                "consumer index {head} is inconsistent with producer index {} (at most {} \
+                 bytes in flight)",
+                self.tail, self.ring.limit
             )));
         }
         self.head = head;
@@ -406,7 +498,7 @@ impl Producer {
     pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>> {
         debug_assert!(len <= self.ring.max_message());
         let (pad, rec) = self.need(len);
-        let room = |p: &Producer| p.ring.capacity - p.tail.wrapping_sub(p.head);
+        let room = |p: &Producer| p.ring.limit - p.tail.wrapping_sub(p.head);
         if pad + rec > room(self) {
             self.refresh()?;
             if pad + rec > room(self) {
@@ -442,6 +534,13 @@ impl Producer {
     /// consumer's sleeping flag (on x86-64 one `xchg`, cheaper than a store and an `mfence`).
     /// Last, `tail` for a producer that attaches later.
     pub(crate) fn commit(&mut self, r: Reservation, len: usize) {
+        self.commit_ordered(r, len, Ordering::SeqCst);
+    }
+
+    /// [`commit`](Producer::commit) with the marks stored with `order` (`Release` or
+    /// `SeqCst`): a caller that orders its later load of the consumer's sleeping flag by
+    /// other means (a fence, or the sleeper's `membarrier`) stores them release only.
+    pub(crate) fn commit_ordered(&mut self, r: Reservation, len: usize, order: Ordering) {
         debug_assert!(len <= r.len as usize);
         let rec = (RECORD_HEADER + align8(len)) as u32;
         let end = r.pos.wrapping_add(rec);
@@ -454,16 +553,14 @@ impl Producer {
         self.ring
             .len_word(r.pos)
             .store(len as u32, Ordering::Relaxed);
-        self.ring
-            .mark(r.pos)
-            .store(r.pos | KIND_MESSAGE, Ordering::SeqCst);
+        self.ring.mark(r.pos).store(r.pos | KIND_MESSAGE, order);
         if r.pad != 0 {
             self.ring
                 .len_word(self.tail)
                 .store(r.pad - RECORD_HEADER as u32, Ordering::Relaxed);
             self.ring
                 .mark(self.tail)
-                .store(self.tail | KIND_PADDING, Ordering::SeqCst);
+                .store(self.tail | KIND_PADDING, order);
         }
         self.tail = end;
         self.ring.header().tail.store(end, Ordering::Release);
@@ -493,11 +590,13 @@ impl Message {
     }
 }
 
-/// The consumer's side: its own `head` (never read back from shared memory).
+/// The consumer's side: its own `head` (never read back from shared memory), and the last
+/// `tail` seen ([`peek_hinted`](Consumer::peek_hinted)).
 #[derive(Debug)]
 pub(crate) struct Consumer {
     ring: Ring,
     head: u32,
+    tail: u32,
 }
 
 impl Consumer {
@@ -510,7 +609,11 @@ impl Consumer {
                 "head {head} is not 8-byte aligned"
             )));
         }
-        Ok(Consumer { ring, head })
+        Ok(Consumer {
+            ring,
+            head,
+            tail: head,
+        })
     }
 
     pub(crate) fn ring(&self) -> &Ring {
@@ -520,6 +623,23 @@ impl Consumer {
     /// Bytes ever released (this consumer's own `head`, never read back from shared memory).
     pub(crate) fn position(&self) -> u32 {
         self.head
+    }
+
+    /// [`peek`](Consumer::peek), looking at the producer's `tail` first while the last one
+    /// seen says the ring is empty: a consumer waiting for a message then polls the header's
+    /// tail line, not the record the producer is writing (which would take that line away
+    /// from the producer at every poll). `tail` is only a hint: the record's mark still
+    /// decides what is committed, so a wrong `tail` (garbage, or left behind by a producer
+    /// killed between its commit and its tail store) can only hide messages, never show a
+    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek).
+    pub(crate) fn peek_hinted(&mut self) -> Result<Option<Message>> {
+        if self.tail == self.head {
+            self.tail = self.ring.header().tail.load(Ordering::Acquire);
+            if self.tail == self.head {
+                return Ok(None);
+            }
+        }
+        self.peek()
     }
 
     /// The next message, if one is committed; skips padding. The message stays in the ring
@@ -581,6 +701,13 @@ impl Consumer {
     /// producer's sleeping flag cannot move before it).
     pub(crate) fn release(&mut self, m: Message) {
         self.advance(m.rec);
+    }
+
+    /// [`release`](Consumer::release) storing `head` with release ordering only, for a caller
+    /// that orders its later load of the producer's sleeping flag by other means.
+    pub(crate) fn release_relaxed(&mut self, m: Message) {
+        self.head = self.head.wrapping_add(m.rec);
+        self.ring.header().head.store(self.head, Ordering::Release);
     }
 }
 
@@ -657,6 +784,57 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Header, tx), 384);
         assert_eq!(std::mem::offset_of!(Header, rx), 512);
         assert_eq!(DATA_OFFSET, 640);
+    }
+
+    #[test]
+    fn a_limit_holds_exactly_n_records_of_the_maximum_from_any_position() {
+        for (n, max) in [(1usize, 40usize), (3, 24), (5, 100)] {
+            let limit = messages_limit(n, max);
+            let cap = limit.next_power_of_two().max(MIN_CAPACITY);
+            let r = HeapRegion::new(region_size(cap));
+            let shape = Shape {
+                capacity: cap,
+                max_message: max,
+                limit,
+                wait: 0,
+                spin_ns: 0,
+            };
+            // SAFETY: fresh, aligned, exclusively ours.
+            unsafe { Ring::init_with(r.ptr, r.layout.size(), shape).unwrap() };
+            // SAFETY: the region outlives every use below.
+            let ring = unsafe { Ring::open(r.ptr, r.layout.size()).unwrap() };
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            for shift in 0..40 {
+                let mut sent = 0;
+                while send(&mut p, &vec![9; max]) {
+                    sent += 1;
+                }
+                assert_eq!(sent, n, "{n} x {max} B, shift {shift}");
+                while recv(&mut c).is_some() {}
+                assert!(send(&mut p, &vec![1; shift % (max + 1)]));
+                recv(&mut c).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_tail_hint_never_shows_what_the_marks_do_not() {
+        let tail_off = std::mem::offset_of!(Header, tail);
+        let (r, ring) = HeapRegion::ring(256, 100);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        // A garbage tail: the marks still say nothing is committed.
+        r.word(tail_off).store(64, Ordering::Release);
+        assert!(c.peek_hinted().unwrap().is_none());
+        // A tail left behind a commit (a producer killed before its tail store): the hint
+        // hides the message, the marks show it.
+        assert!(send(&mut p, b"committed"));
+        r.word(tail_off).store(0, Ordering::Release);
+        let mut c2 = Consumer::new(ring).unwrap();
+        assert!(c2.peek_hinted().unwrap().is_none());
+        assert_eq!(c2.peek().unwrap().map(|m| m.len()), Some(9));
+        assert_eq!(recv(&mut c).unwrap(), b"committed");
     }
 
     #[test]
@@ -799,6 +977,18 @@ mod tests {
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
         meta(20).store(100, Ordering::Relaxed);
+        // Bytes in flight: not a multiple of 8, over the capacity, too few for two records.
+        for limit in [250, 264, 200] {
+            meta(24).store(limit, Ordering::Relaxed);
+            let e = open(len).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "limit {limit}: {e}"
+            );
+        }
+        meta(24).store(256, Ordering::Relaxed);
+        open(len).unwrap();
         meta(8).store(VERSION + 1, Ordering::Relaxed);
         let e = open(len).unwrap_err();
         assert_eq!(e.kind(), ipc_core::ErrorKind::WrongType, "{e}");

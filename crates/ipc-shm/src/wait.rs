@@ -1,9 +1,112 @@
-//! How the pattern endpoints (publish-subscribe, MPSC) wait: spin while another CPU may serve
-//! them ([`Spin`]), then sleep on a futex word in the segment in growing slices ([`Rounds`]),
-//! raising a flag the waker checks ([`sleep_flagged`]) so no wake-up is lost.
+//! How endpoints wait: the [`WaitPolicy`] a channel end follows; for the pattern endpoints
+//! (publish-subscribe, MPSC), spinning while another CPU may serve them ([`Spin`]), then
+//! sleeping on a futex word in the segment in growing slices ([`Rounds`]), raising a flag the
+//! waker checks ([`sleep_flagged`]) so no wake-up is lost; and the asymmetric fences that let
+//! the channel's message path skip a full fence ([`Fences`]).
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering, compiler_fence, fence};
 use std::time::Duration;
+
+/// How a blocking channel call waits for its peer ([`ChannelOptions::wait`](crate::ChannelOptions::wait),
+/// [`Sender::set_wait`](crate::Sender::set_wait), [`Receiver::set_wait`](crate::Receiver::set_wait)).
+///
+/// Whatever the policy, a peer that closes or dies is reported as
+/// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected), and deadlines are honoured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitPolicy {
+    /// Spin for the spin budget while the peer may be running on another CPU (it is attached,
+    /// awake, and not pinned to this end's CPU), then sleep on a futex. The default: a quick
+    /// hand-off costs no system call, a long wait costs no CPU.
+    #[default]
+    Adaptive,
+    /// Never sleep: poll the ring until it is ready (for ends on dedicated cores). Costs a
+    /// whole CPU while waiting; the peer is checked for death without a system call while the
+    /// crate's watcher thread covers it, otherwise with a pidfd poll about once a millisecond.
+    Spin,
+    /// Never spin: sleep on the futex at once (for shared or oversubscribed CPUs, and
+    /// battery-powered machines). Every wait that finds nothing costs a sleep and a wake-up.
+    Sleep,
+}
+
+impl WaitPolicy {
+    /// The value stored in a channel header.
+    pub(crate) fn to_word(self) -> u32 {
+        match self {
+            WaitPolicy::Adaptive => 0,
+            WaitPolicy::Spin => 1,
+            WaitPolicy::Sleep => 2,
+        }
+    }
+
+    /// The policy a header's word names, or `None` for a word no library writes.
+    pub(crate) fn from_word(w: u32) -> Option<WaitPolicy> {
+        Some(match w {
+            0 => WaitPolicy::Adaptive,
+            1 => WaitPolicy::Spin,
+            2 => WaitPolicy::Sleep,
+            _ => return None,
+        })
+    }
+}
+
+/// The spin budget of [`WaitPolicy::Adaptive`] unless chosen otherwise: a sleep and wake-up
+/// across CPUs costs tens of microseconds; a hand-off seen while spinning, well under one.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(30);
+
+/// The largest spin budget a channel header can carry (`u32` nanoseconds).
+pub const MAX_SPIN: Duration = Duration::from_nanos(u32::MAX as u64);
+
+/// Asymmetric fences for the sleeping flag protocol (a waker stores what the sleeper waits
+/// for, then loads the sleeper's flag; the sleeper stores its flag, then loads what it waits
+/// for: each side needs its store ordered before its load, or a wake-up can be lost).
+///
+/// The waker runs once per message, the sleeper once per sleep. So instead of a full fence
+/// on every message, a process that registered for `membarrier(2)`'s global expedited
+/// command ([`light`](Fences::light)) orders the message path with a compiler fence only, and
+/// every sleeper calls `MEMBARRIER_CMD_GLOBAL_EXPEDITED` after raising its flag: that runs a
+/// full barrier on every CPU running a registered process, so the waker's store is visible to
+/// the sleeper's check, or the sleeper's flag to the waker's load. Where the kernel refuses
+/// the registration, the message path keeps a full fence; where a sleeper cannot make the
+/// call, it sleeps in bounded slices (a wake-up it misses costs at most a slice).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fences {
+    light: bool,
+}
+
+impl Fences {
+    /// This process's fences: registers for global expedited `membarrier` at the first call.
+    pub(crate) fn get() -> Fences {
+        static LIGHT: OnceLock<bool> = OnceLock::new();
+        let light = *LIGHT.get_or_init(|| {
+            rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterGlobalExpedited)
+                .is_ok()
+        });
+        Fences { light }
+    }
+
+    /// The waker's side, between its store and its load of the sleeper's flag.
+    #[inline]
+    pub(crate) fn after_publish(self) {
+        if self.light {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The sleeper's side, between raising its flag and its last check: a full fence, and the
+    /// `membarrier` call unless `skip` (both ends pinned to this very CPU, where nothing can
+    /// be reordered against us). Returns whether a waker that skips its fence is covered;
+    /// if not, the sleep must be bounded.
+    pub(crate) fn before_sleep(skip: bool) -> bool {
+        fence(Ordering::SeqCst);
+        if skip {
+            return false;
+        }
+        rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok()
+    }
+}
 
 use ipc_core::{Deadline, ErrorKind, Result, futex};
 
@@ -11,11 +114,7 @@ use ipc_core::{Deadline, ErrorKind, Result, futex};
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
 
-/// How long a waiter spins before it sleeps, when another CPU may serve it (the channel's
-/// figure: a sleep and wake-up across CPUs costs tens of microseconds).
-const SPIN_FOR: Duration = Duration::from_micros(30);
-
-/// The spin phase of a wait: keeps going for [`SPIN_FOR`] on the first round of a wait that
+/// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
 /// may block, on a machine with more than one CPU; otherwise one look only. The clock is read
 /// once per 64 looks.
 pub(crate) struct Spin {
@@ -27,7 +126,7 @@ impl Spin {
     pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         let spin = round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1;
         Spin {
-            until: spin.then(|| std::time::Instant::now() + SPIN_FOR),
+            until: spin.then(|| std::time::Instant::now() + DEFAULT_SPIN),
             looks: 0,
         }
     }
