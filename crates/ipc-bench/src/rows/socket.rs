@@ -209,8 +209,12 @@ fn seqpacket_pair(size: usize, child: &mut Handoff) -> Result<OwnedFd> {
         None,
     )?;
     for s in [&ours, &theirs] {
-        // Like the library endpoint: SO_SNDBUF must hold one record.
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(s, (size + 64).div_ceil(2));
+        // Like the library endpoint: SO_SNDBUF must hold one record, and is only ever raised
+        // (setting it for a small record would shrink the default and throttle the stream).
+        use rustix::net::sockopt::{set_socket_send_buffer_size, socket_send_buffer_size};
+        if socket_send_buffer_size(s).unwrap_or(0) < size + 64 {
+            let _ = set_socket_send_buffer_size(s, (size + 64).div_ceil(2));
+        }
     }
     child.fd("sock", &theirs)?;
     Ok(ours)
@@ -264,16 +268,19 @@ impl Row for RawSeqpacket {
     }
 }
 
-/// Room for postcard's length prefix of a byte sequence (a varint) around the payload.
+/// Room for postcard's length prefix of a byte string (a varint) around the payload.
 const TYPED_OVERHEAD: usize = 16;
 
-/// Typed messages over the seqpacket fixture: each message is a byte sequence encoded with
-/// postcard (`TypedSender<[u8]>`) and decoded into a fresh `Vec<u8>` (`TypedReceiver<Vec<u8>>`)
-/// on the other side: the `uds-seqpacket` row plus the encoding cost.
+/// Typed messages over the seqpacket fixture: each message is a byte buffer encoded with
+/// postcard as one byte string (`TypedSender<serde_bytes::Bytes>`: what
+/// `#[serde(with = "serde_bytes")]` does to a field, as the typed module's docs advise) and
+/// decoded into a fresh buffer (`TypedReceiver<serde_bytes::ByteBuf>`) on the other side: the
+/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer, a varint,
+/// and on the receiving side an allocation and a copy out of the message).
 pub(crate) struct TypedSeqpacket;
 
-type TypedTx = ipc_socket::TypedSender<[u8], ipc_socket::Seqpacket>;
-type TypedRx = ipc_socket::TypedReceiver<Vec<u8>, ipc_socket::Seqpacket>;
+type TypedTx = ipc_socket::TypedSender<serde_bytes::Bytes, ipc_socket::Seqpacket>;
+type TypedRx = ipc_socket::TypedReceiver<serde_bytes::ByteBuf, ipc_socket::Seqpacket>;
 
 struct TypedEnd<G> {
     tx: TypedTx,
@@ -283,7 +290,7 @@ struct TypedEnd<G> {
 
 impl<G> Duplex for TypedEnd<G> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.tx.send(msg)
+        self.tx.send(serde_bytes::Bytes::new(msg))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
