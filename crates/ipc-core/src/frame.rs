@@ -122,31 +122,6 @@ impl FrameDecoder {
         Some(u32::from_le_bytes(bytes) as usize)
     }
 
-    /// The payload bytes that have arrived of the frame at the head, once its header is
-    /// complete, while the frame is not (empty otherwise): for a receiver that reads the rest
-    /// of a large frame straight into the caller's buffer.
-    pub fn head_payload(&self) -> &[u8] {
-        match self.next_len() {
-            Some(len) if self.buffered() < FRAME_HEADER_LEN + len => {
-                &self.buf[self.start + FRAME_HEADER_LEN..self.end]
-            }
-            _ => &[],
-        }
-    }
-
-    /// Drops the incomplete frame at the head (header and [`head_payload`](Self::head_payload)):
-    /// the caller has read the rest of it elsewhere and returned it. Does nothing when the
-    /// head frame is complete or its header is not.
-    pub fn take_head(&mut self) {
-        if let Some(len) = self.next_len()
-            && self.buffered() < FRAME_HEADER_LEN + len
-        {
-            // An incomplete frame is the last thing buffered.
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
     /// Space to read more stream bytes into. Call [`advance`](Self::advance) with the number of
     /// bytes written into it.
     ///

@@ -425,50 +425,6 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
-/// A frame of at least this many bytes that fits the caller's buffer is read straight into it
-/// once its header is in, not through the decoder's buffer: a copy of the payload fewer (64 KiB
-/// take microseconds to copy; the extra `read` this may take, a fraction of one).
-const DIRECT_MIN: usize = 16 << 10;
-
-/// While no frame header is buffered and the caller's buffer could take a direct frame, a read
-/// takes at most this much: enough for the header and any small frames, and the rest of a
-/// large frame then goes straight to the caller.
-const FIRST_READ: usize = 4096;
-
-impl<F: AsFd> FrameReceiver<F> {
-    /// Reads the rest of the `len`-byte frame at the head (its header and
-    /// [`head_payload`](FrameDecoder::head_payload) buffered) straight into `buf`. Until the
-    /// frame is complete the bytes read are the decoder's: on a passed deadline, an error or
-    /// the end of the stream they go back into it, and nothing is lost.
-    fn recv_direct(&mut self, buf: &mut [u8], len: usize, deadline: Deadline) -> Result<usize> {
-        let have = self.decoder.head_payload().len();
-        buf[..have].copy_from_slice(self.decoder.head_payload());
-        let mut got = have;
-        while got < len {
-            let fd = self.fd.as_fd();
-            let rest = &mut buf[got..len];
-            let nowait = &self.nowait;
-            let r = retry(&[(fd, Interest::Readable)], deadline, || {
-                nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *rest, nowait))
-            });
-            match r {
-                Ok(n) if n > 0 => got += n,
-                r => {
-                    // The frame is still incomplete, so the decoder takes all of it back.
-                    let back = self.decoder.push(&buf[have..got]);
-                    debug_assert_eq!(back, got - have);
-                    return Err(match r {
-                        Ok(_) => self.end_of_stream(),
-                        Err(stop) => stop.into_error(deadline, Blocked::Empty, "recv", &self.label),
-                    });
-                }
-            }
-        }
-        self.decoder.take_head();
-        Ok(len)
-    }
-}
-
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
@@ -477,20 +433,8 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 Ok(None) => {}
                 Err(e) => return Err(self.err(e, "recv")),
             }
-            let head = self.decoder.next_len();
-            if let Some(len) = head
-                && len >= DIRECT_MIN
-                && len <= buf.len()
-            {
-                // decode() checked the length against the maximum and found the frame
-                // incomplete.
-                return self.recv_direct(buf, len, deadline);
-            }
             let fd = self.fd.as_fd();
-            let mut spare = self.decoder.read_buf();
-            if head.is_none() && buf.len() >= DIRECT_MIN && spare.len() > FIRST_READ {
-                spare = &mut spare[..FIRST_READ];
-            }
+            let spare = self.decoder.read_buf();
             let nowait = &self.nowait;
             let r = retry(&[(fd, Interest::Readable)], deadline, || {
                 nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *spare, nowait))
@@ -736,66 +680,6 @@ mod tests {
         let e = rx.recv(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert!(e.to_string().contains("partial message was dropped"), "{e}");
-    }
-
-    /// A large frame is read straight into the caller's buffer once its header is in; a
-    /// deadline passing (or the writer dying) mid-payload gives the bytes back to the decoder,
-    /// so the frame arrives whole later (or is reported), and frames around it are intact.
-    #[test]
-    fn large_frames_read_straight_into_the_buffer_lose_nothing_when_cut() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        let mut rx = FrameReceiver::new(r, 1 << 20, "p").unwrap();
-        let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
-        let mut buf = vec![0; 200_000];
-        let w = std::sync::Arc::new(w);
-        // A small frame, then a large one split in three writes with waits in between.
-        rustix::io::write(&*w, &encode_header(3).unwrap()).unwrap();
-        rustix::io::write(&*w, b"abc").unwrap();
-        rustix::io::write(&*w, &encode_header(big.len()).unwrap()).unwrap();
-        rustix::io::write(&*w, &big[..10_000]).unwrap();
-        assert_eq!(rx.try_recv(&mut buf).unwrap(), 3);
-        assert_eq!(&buf[..3], b"abc");
-        let e = rx.try_recv(&mut buf).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
-        let w2 = std::sync::Arc::clone(&w);
-        let tail = big[10_000..].to_vec();
-        let writer = std::thread::spawn(move || {
-            rustix::io::write(&*w2, &tail[..30_000]).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-            let mut at = 30_000;
-            while at < tail.len() {
-                at += rustix::io::write(&*w2, &tail[at..]).unwrap();
-            }
-            rustix::io::write(&*w2, &encode_header(2).unwrap()).unwrap();
-            rustix::io::write(&*w2, b"ok").unwrap();
-        });
-        // Cut by its deadline mid-payload at least once, or whole: either way, intact.
-        // Bounded: a receiver that lost bytes would wait forever for the rest.
-        let n = (0..2000)
-            .find_map(
-                |_| match rx.recv_timeout(&mut buf, Duration::from_millis(5)) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
-                        None
-                    }
-                },
-            )
-            .expect("the large frame never completed: bytes were lost");
-        assert_eq!(&buf[..n], &big[..]);
-        assert_eq!(
-            rx.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap(),
-            2
-        );
-        assert_eq!(&buf[..2], b"ok");
-        writer.join().unwrap();
-        // The writer dies mid-payload: the partial frame is reported, not returned.
-        rustix::io::write(&*w, &encode_header(big.len()).unwrap()).unwrap();
-        rustix::io::write(&*w, &big[..20_000]).unwrap();
-        drop(w);
-        let e = rx.recv(&mut buf).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Disconnected);
-        assert!(e.to_string().contains("20000 of 100000"), "{e}");
     }
 
     #[test]
