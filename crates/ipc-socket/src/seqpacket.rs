@@ -9,6 +9,17 @@
 //! header's bits say whether descriptors ride along ([`HDR_FDS`]); other bits set are
 //! [`ErrorKind::Corrupted`]. (A program that is not this library can speak it: prepend `0x01`.)
 //!
+//! # Receiving
+//!
+//! A buffer of the endpoint's maximum receives a message directly (`recvmsg(2)`: the header
+//! byte and the payload, scattered; an endpoint of at most 1 KiB uses one `recv(2)` into its
+//! own buffer and copies out, which is cheaper). A smaller buffer may be too small for the
+//! next message: that receive takes the message into the endpoint's own buffer (one byte more
+//! than the maximum, allocated by the first such receive) and, when it does not fit, reports
+//! [`ErrorKind::MessageTooLarge`] with its size and keeps it, descriptors included: the next
+//! receive with room returns it, before anything else. Nothing is lost, and no message is
+//! peeked at first.
+//!
 //! # Waiting
 //!
 //! The descriptor stays blocking, shared or not: a call without a deadline is the plain
@@ -41,6 +52,13 @@ pub const HDR_FDS: u8 = 0x02;
 /// The most descriptors one message carries (the kernel's own limit, `SCM_MAX_FD`, is 253).
 pub const MAX_FDS: usize = 64;
 
+/// Messages up to this size are copied behind their header and go out with one `send(2)`, and
+/// an endpoint whose largest message is at most this size receives with one `recv(2)` into
+/// its own buffer and copies out: below it the copy costs less than `sendmsg`/`recvmsg`'s
+/// message header and iovec array (measured: ~0.13 us per call against ~0.06 us for copying
+/// 64 bytes; 64 KiB take ~3 us to copy).
+const SMALL: usize = 1024;
+
 /// What the kernel adds to a record when checking it against `SO_SNDBUF` (`len > sndbuf - 32`
 /// is `EMSGSIZE`), plus the header byte.
 const SNDBUF_OVERHEAD: usize = 33;
@@ -62,6 +80,24 @@ pub struct Seqpacket {
     label: Arc<str>,
     max: usize,
     peer: Option<PeerCred>,
+    /// A small message's record (header, payload), assembled for one `send`: capacity
+    /// `min(max, SMALL) + 1`, allocated once.
+    out: Vec<u8>,
+    /// This endpoint's own receive buffer, `max + 1` bytes (a record: header, payload): made
+    /// at construction when `max <= SMALL`, else by the first receive into a buffer smaller
+    /// than `max`.
+    inbuf: Vec<u8>,
+    /// A message received into `inbuf` that did not fit the caller's buffer: returned by the
+    /// next receive with room for it, before anything else.
+    held: Option<Held>,
+}
+
+/// A received message waiting in [`Seqpacket::inbuf`] (payload at `1..=len`), with the
+/// descriptors that came with it.
+#[derive(Debug)]
+struct Held {
+    len: usize,
+    fds: Vec<OwnedFd>,
 }
 
 impl crate::conn::sealed::Sealed for Seqpacket {}
@@ -127,11 +163,19 @@ impl Seqpacket {
 
     fn wrap(fd: OwnedFd, label: Arc<str>, max: usize, peer: Option<PeerCred>) -> Result<Seqpacket> {
         ensure_sndbuf(fd.as_fd(), max, &label)?;
+        let inbuf = if max <= SMALL {
+            vec![0; max + 1]
+        } else {
+            Vec::new()
+        };
         Ok(Seqpacket {
             fd,
             label,
             max,
             peer,
+            out: Vec::with_capacity(max.min(SMALL) + 1),
+            inbuf,
+            held: None,
         })
     }
 
@@ -209,6 +253,14 @@ impl Seqpacket {
             .in_op("send")
             .on_shared(&self.label));
         }
+        if fds.is_empty() && msg.len() <= SMALL {
+            self.out.clear();
+            self.out.push(HDR_MSG);
+            self.out.extend_from_slice(msg);
+            return self.send_record(msg.len(), deadline, |fd, flags| {
+                rustix::net::send(fd, &self.out, flags)
+            });
+        }
         let hdr = [if fds.is_empty() {
             HDR_MSG
         } else {
@@ -223,12 +275,25 @@ impl Seqpacket {
             c.push(SendAncillaryMessage::ScmRights(fds));
             c
         };
+        self.send_record(msg.len(), deadline, |fd, flags| {
+            rustix::net::sendmsg(fd, &iov, &mut control, flags)
+        })
+    }
+
+    /// Sends one record with `send` (given the socket and the flags) until it is out, the
+    /// deadline passes or it fails.
+    fn send_record(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        mut send: impl FnMut(BorrowedFd<'_>, SendFlags) -> rustix::io::Result<usize>,
+    ) -> Result<()> {
+        let mut flags = SendFlags::NOSIGNAL;
+        if deadline != Deadline::Never {
+            flags |= SendFlags::DONTWAIT;
+        }
         loop {
-            let mut flags = SendFlags::NOSIGNAL;
-            if deadline != Deadline::Never {
-                flags |= SendFlags::DONTWAIT;
-            }
-            match rustix::net::sendmsg(&self.fd, &iov, &mut control, flags) {
+            match send(self.fd.as_fd(), flags) {
                 Ok(_) => return Ok(()),
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => wait_or_expire(
@@ -239,13 +304,11 @@ impl Seqpacket {
                     &self.label,
                 )?,
                 Err(Errno::MSGSIZE) => {
-                    return Err(Error::message_too_large(
-                        msg.len(),
-                        self.max,
-                        "the socket's SO_SNDBUF",
-                    )
-                    .in_op("send")
-                    .on_shared(&self.label));
+                    return Err(
+                        Error::message_too_large(len, self.max, "the socket's SO_SNDBUF")
+                            .in_op("send")
+                            .on_shared(&self.label),
+                    );
                 }
                 Err(e) => return Err(Error::from(e).in_op("send").on_shared(&self.label)),
             }
@@ -255,114 +318,179 @@ impl Seqpacket {
     fn recv_inner(
         &mut self,
         buf: &mut [u8],
-        mut fds: Option<&mut Vec<OwnedFd>>,
+        fds: Option<&mut Vec<OwnedFd>>,
         deadline: Deadline,
     ) -> Result<usize> {
+        if self.held.is_some() {
+            return self.take_held(buf, fds);
+        }
         let mut flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC;
         if deadline != Deadline::Never {
             flags |= RecvFlags::DONTWAIT;
         }
-        loop {
-            // A buffer smaller than the endpoint's maximum may be too small for the next
-            // message: peek at its size first, so a message that does not fit stays queued.
-            if buf.len() < self.max {
-                let mut hdr = [0u8; 1];
-                let r = rustix::net::recvmsg(
-                    &self.fd,
-                    &mut [IoSliceMut::new(&mut hdr)],
-                    &mut RecvAncillaryBuffer::default(),
-                    flags | RecvFlags::PEEK,
-                );
-                match r {
-                    Ok(m) if m.bytes == 0 => return Err(self.disconnected()),
-                    Ok(m) if m.bytes - 1 > buf.len() => {
-                        return Err(Error::message_too_large(
-                            m.bytes - 1,
-                            buf.len(),
-                            "the receive buffer",
-                        )
-                        .in_op("recv")
-                        .on_shared(&self.label));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.recv_failed(e, deadline)?;
-                        continue;
-                    }
-                }
-            }
-            let mut hdr = [0u8; 1];
-            let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)];
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-            let mut control = match fds {
-                Some(_) => RecvAncillaryBuffer::new(&mut space),
-                None => RecvAncillaryBuffer::default(),
-            };
-            let m = match rustix::net::recvmsg(&self.fd, &mut iov, &mut control, flags) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.recv_failed(e, deadline)?;
-                    continue;
+        if buf.len() < self.max {
+            // The next message may not fit: receive it here (no peek, one call), and keep it
+            // for a later receive when it does not fit.
+            return self.recv_owned(buf, fds, flags, deadline);
+        }
+        if fds.is_none() && self.max <= SMALL {
+            // One plain `recv` into the small own buffer, then a short copy.
+            let (n, len) = loop {
+                match rustix::net::recv(&self.fd, &mut self.inbuf[..], flags) {
+                    Ok(r) => break r,
+                    Err(e) => self.recv_failed(e, deadline)?,
                 }
             };
-            if m.bytes == 0 {
+            if len == 0 {
                 return Err(self.disconnected());
             }
-            // Take every descriptor that arrived before anything else can fail: dropped on an
-            // error below, they are closed.
-            let mut got = Vec::new();
-            if fds.is_some() {
-                for cmsg in control.drain() {
-                    if let RecvAncillaryMessage::ScmRights(rights) = cmsg {
-                        got.extend(rights);
-                    }
-                }
+            // `inbuf` holds `max` bytes of payload: a longer record was cut (and is lost).
+            self.check_record(self.inbuf[0], len - 1, self.max)?;
+            buf[..n - 1].copy_from_slice(&self.inbuf[1..n]);
+            return Ok(n - 1);
+        }
+        let mut hdr = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = match fds {
+            Some(_) => RecvAncillaryBuffer::new(&mut space),
+            None => RecvAncillaryBuffer::default(),
+        };
+        let m = loop {
+            match rustix::net::recvmsg(&self.fd, &mut iov, &mut control, flags) {
+                Ok(m) => break m,
+                Err(e) => self.recv_failed(e, deadline)?,
             }
-            drop(control);
-            let len = m.bytes - 1;
-            if let Some(fds) = fds.as_deref_mut() {
-                if m.flags.contains(ReturnFlags::CTRUNC) {
-                    let n = got.len();
-                    drop(got);
-                    return Err(Error::new(ErrorKind::LimitExceeded)
-                        .with_detail(Detail::Note(
-                            format!(
-                                "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, \
-                                 or RLIMIT_NOFILE reached; the {n} that arrived were closed \
-                                 and the message ({len} bytes) dropped"
-                            )
-                            .into(),
-                        ))
-                        .in_op("recv")
-                        .on_shared(&self.label));
-                }
-                fds.append(&mut got);
+        };
+        if m.bytes == 0 {
+            return Err(self.disconnected());
+        }
+        let want = fds.is_some();
+        let got = self.take_fds(&mut control, (want, want), m.flags, m.bytes - 1)?;
+        drop(control);
+        if let Some(fds) = fds {
+            fds.extend(got);
+        }
+        self.check_record(hdr[0], m.bytes - 1, buf.len())?;
+        Ok(m.bytes - 1)
+    }
+
+    /// Receives the next record into this endpoint's own buffer (with any descriptors), and
+    /// returns it when it fits `buf`; else keeps it as [`Held`] and reports its size.
+    fn recv_owned(
+        &mut self,
+        buf: &mut [u8],
+        fds: Option<&mut Vec<OwnedFd>>,
+        flags: RecvFlags,
+        deadline: Deadline,
+    ) -> Result<usize> {
+        if self.inbuf.len() < self.max + 1 {
+            self.inbuf = vec![0; self.max + 1];
+        }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let m = loop {
+            let mut iov = [IoSliceMut::new(&mut self.inbuf[..])];
+            match rustix::net::recvmsg(&self.fd, &mut iov, &mut control, flags) {
+                Ok(m) => break m,
+                Err(e) => self.recv_failed(e, deadline)?,
             }
-            if hdr[0] & !(HDR_MSG | HDR_FDS) != 0 || hdr[0] & HDR_MSG == 0 {
-                return Err(Error::corrupted(format!(
-                    "record header {:#04x}: not a message of this library",
-                    hdr[0]
+        };
+        if m.bytes == 0 {
+            return Err(self.disconnected());
+        }
+        let len = m.bytes - 1;
+        // Descriptors are kept with a message held for later, whoever receives it then.
+        let got = self.take_fds(&mut control, (true, fds.is_some()), m.flags, len)?;
+        drop(control);
+        // A record above the maximum was truncated: reported (and dropped) here.
+        self.check_record(self.inbuf[0], len, self.max)?;
+        self.held = Some(Held { len, fds: got });
+        self.take_held(buf, fds)
+    }
+
+    /// Returns the held message when it fits `buf` (its descriptors appended to `fds`, or
+    /// closed); else [`ErrorKind::MessageTooLarge`], and it stays held.
+    fn take_held(&mut self, buf: &mut [u8], fds: Option<&mut Vec<OwnedFd>>) -> Result<usize> {
+        let Some(held) = self.held.take_if(|h| h.len <= buf.len()) else {
+            let len = self.held.as_ref().map_or(0, |h| h.len);
+            return Err(
+                Error::message_too_large(len, buf.len(), "the receive buffer")
+                    .in_op("recv")
+                    .on_shared(&self.label),
+            );
+        };
+        buf[..held.len].copy_from_slice(&self.inbuf[1..=held.len]);
+        if let Some(fds) = fds {
+            fds.extend(held.fds);
+        }
+        Ok(held.len)
+    }
+
+    /// Takes every descriptor that arrived with a record of `len` bytes (none unless `take`),
+    /// before anything else can fail: dropped on an error, they are closed. A truncated set
+    /// (`MSG_CTRUNC`) is [`ErrorKind::LimitExceeded`] when the caller asked for descriptors
+    /// (`strict`); else those that arrived are closed and the message stands.
+    fn take_fds(
+        &self,
+        control: &mut RecvAncillaryBuffer<'_>,
+        (take, strict): (bool, bool),
+        flags: ReturnFlags,
+        len: usize,
+    ) -> Result<Vec<OwnedFd>> {
+        let mut got = Vec::new();
+        if !take {
+            return Ok(got);
+        }
+        for cmsg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = cmsg {
+                got.extend(rights);
+            }
+        }
+        if flags.contains(ReturnFlags::CTRUNC) && !strict {
+            got.clear();
+        } else if flags.contains(ReturnFlags::CTRUNC) {
+            let n = got.len();
+            drop(got);
+            return Err(Error::new(ErrorKind::LimitExceeded)
+                .with_detail(Detail::Note(
+                    format!(
+                        "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, or \
+                         RLIMIT_NOFILE reached; the {n} that arrived were closed and the \
+                         message ({len} bytes) dropped"
+                    )
+                    .into(),
                 ))
                 .in_op("recv")
                 .on_shared(&self.label));
-            }
-            if len > buf.len() {
-                return Err(
-                    Error::message_too_large(len, buf.len(), "the receive buffer")
-                        .with_detail(Detail::Note(
-                            format!(
-                                "the peer sent {len} bytes, above this endpoint's maximum of {}; \
-                             the message was dropped",
-                                self.max
-                            )
-                            .into(),
-                        ))
-                        .in_op("recv")
-                        .on_shared(&self.label),
-                );
-            }
-            return Ok(len);
         }
+        Ok(got)
+    }
+
+    /// Checks a received record: its header byte, and its length `len` against `room` (a
+    /// longer record was truncated by the kernel and is lost: the peer broke the maximum).
+    fn check_record(&self, hdr: u8, len: usize, room: usize) -> Result<()> {
+        if hdr & !(HDR_MSG | HDR_FDS) != 0 || hdr & HDR_MSG == 0 {
+            return Err(Error::corrupted(format!(
+                "record header {hdr:#04x}: not a message of this library"
+            ))
+            .in_op("recv")
+            .on_shared(&self.label));
+        }
+        if len > room {
+            return Err(Error::message_too_large(len, room, "the receive buffer")
+                .with_detail(Detail::Note(
+                    format!(
+                        "the peer sent {len} bytes, above this endpoint's maximum of {}; the \
+                         message was dropped",
+                        self.max
+                    )
+                    .into(),
+                ))
+                .in_op("recv")
+                .on_shared(&self.label));
+        }
+        Ok(())
     }
 
     /// A failed receive: `Ok` to retry (interrupted, or waited for data), `Err` to return.
@@ -426,7 +554,9 @@ impl MessageSender for Seqpacket {
 
 impl MessageReceiver for Seqpacket {
     /// Receives the next message. Descriptors sent with it (use
-    /// [`recv_with_fds`](Seqpacket::recv_with_fds) to get them) are closed by the kernel.
+    /// [`recv_with_fds`](Seqpacket::recv_with_fds) to get them) are closed. A buffer smaller
+    /// than the endpoint's maximum works as the [module docs](self#receiving) say: a message
+    /// too large for it is [`ErrorKind::MessageTooLarge`] and kept for the next receive.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         self.recv_inner(buf, None, deadline)
     }

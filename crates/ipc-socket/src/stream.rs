@@ -39,6 +39,11 @@ pub struct Stream {
     rx: StreamReceiver,
     peer: Option<PeerCred>,
     tcp: bool,
+    /// TCP: the receive side saw the peer's end, or a check found its close.
+    peer_closed: bool,
+    /// TCP: the coarse clock's reading at the last check for the peer's close (`None`: never
+    /// checked). See [`peer_gone`](Stream::peer_gone).
+    checked_at: Option<rustix::time::Timespec>,
     label: Arc<str>,
 }
 
@@ -109,15 +114,31 @@ impl Stream {
             rx: FrameReceiver::new(fd, max, &*label)?,
             peer,
             tcp,
+            peer_closed: false,
+            checked_at: None,
             label,
         })
     }
 
-    /// TCP only: whether the peer has closed its end (`poll(2)` for `POLLRDHUP`, no wait).
-    /// This library's endpoints never half-close, so a peer's FIN means the peer is gone;
-    /// without the check, the first send after a peer died would succeed into the void (TCP
-    /// learns of the death only from the reset that send provokes).
-    fn peer_gone(&self) -> Result<bool> {
+    /// TCP only: whether the peer has closed its end. This library's endpoints never
+    /// half-close, so a peer's FIN means the peer is gone; without a check, the first send
+    /// after a peer died would succeed into the void (TCP learns of the death only from the
+    /// reset that send provokes, and the send after it fails with `EPIPE`).
+    ///
+    /// The check is `poll(2)` for `POLLRDHUP` without waiting, made at most once per tick of
+    /// `CLOCK_MONOTONIC_COARSE` (1 to 10 ms, the kernel's `HZ`; read from the vDSO, no system
+    /// call): a poll per send cost a quarter of a small message's round trip on loopback.
+    /// So a close that arrived within the tick of the last check is seen by the next check,
+    /// the end the receive side reads, or the failing send after the reset.
+    fn peer_gone(&mut self) -> Result<bool> {
+        if self.peer_closed {
+            return Ok(true);
+        }
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        if self.checked_at == Some(now) {
+            return Ok(false);
+        }
+        self.checked_at = Some(now);
         let mut fds = [PollFd::from_borrowed_fd(
             self.tx.get_ref().as_fd(),
             PollFlags::RDHUP,
@@ -128,9 +149,12 @@ impl Stream {
         };
         match rustix::event::poll(&mut fds, Some(&zero)) {
             Ok(0) | Err(rustix::io::Errno::INTR) => Ok(false),
-            Ok(_) => Ok(fds[0]
-                .revents()
-                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)),
+            Ok(_) => {
+                self.peer_closed = fds[0]
+                    .revents()
+                    .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR);
+                Ok(self.peer_closed)
+            }
             Err(e) => Err(Error::from(e).in_op("poll").on_shared(&self.label)),
         }
     }
@@ -169,8 +193,10 @@ impl MessageSender for Stream {
     /// tail stays here and goes out first on the next send, on a receive, on
     /// [`flush`](Stream::flush) or on drop (waiting at most the linger time), so a full
     /// socket reports the next message as [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]
-    /// with nothing of it sent. On TCP, a peer that closed is [`ErrorKind::Disconnected`]
-    /// before anything is written (see the type docs).
+    /// with nothing of it sent. On TCP, a peer whose close has arrived is
+    /// [`ErrorKind::Disconnected`] before anything is written: checked with `poll(2)` at most
+    /// once per coarse clock tick (1 to 10 ms), and always once the receive side has seen
+    /// the end.
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         if self.tcp && self.peer_gone()? {
             return Err(Error::disconnected().in_op("send").on_shared(&self.label));
@@ -192,6 +218,22 @@ impl MessageReceiver for Stream {
     /// writable and finishes that message meanwhile, so a peer waiting for it to answer is
     /// never deadlocked.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        let r = self.recv_inner(buf, deadline);
+        if let Err(e) = &r {
+            // The end of the stream: sends say so from now on without checking.
+            self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected;
+        }
+        r
+    }
+
+    fn max_message_size(&self) -> usize {
+        MessageReceiver::max_message_size(&self.rx)
+    }
+}
+
+impl Stream {
+    /// [`recv_deadline`](MessageReceiver::recv_deadline)'s work.
+    fn recv_inner(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         while self.tx.pending() > 0 {
             match self.tx.flush(Deadline::Now) {
                 Ok(()) => break,
@@ -219,10 +261,6 @@ impl MessageReceiver for Stream {
             }
         }
         self.rx.recv_deadline(buf, deadline)
-    }
-
-    fn max_message_size(&self) -> usize {
-        MessageReceiver::max_message_size(&self.rx)
     }
 }
 

@@ -177,7 +177,16 @@ fn netns_client(ctx: &Ctx) {
     configure("vc", CLIENT_IP);
     ctx.checkpoint("configured");
     let addr = Address::Inet(format!("{SERVER_IP}:{PORT}").parse().unwrap());
-    let mut c = Stream::connect(&addr, &big(), secs(60)).unwrap();
+    // The server configures its end and listens in parallel: refused until it does.
+    let deadline = secs(60);
+    let mut c = loop {
+        match Stream::connect(&addr, &big(), deadline) {
+            Err(e) if e.kind() == ErrorKind::NoPeer && !deadline.has_passed() => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => break r.unwrap(),
+        }
+    };
     let mut buf = vec![0u8; 1 << 20];
     for size in [0usize, 5, 1500, 100_000, 1 << 20] {
         let msg: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();

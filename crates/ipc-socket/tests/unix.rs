@@ -327,3 +327,47 @@ fn dropping_a_listener_leaves_a_file_that_replaced_its_socket() {
         "the socket file stayed"
     );
 }
+
+/// A buffer too small for the next message: `MessageTooLarge` with both sizes, and the
+/// message is not lost: a receive with room gets it (with its descriptors), then the next.
+/// Both on an endpoint whose maximum takes the one-`recv` path and on a larger one.
+#[test]
+fn a_too_small_buffer_loses_nothing() {
+    within_watchdog("a_too_small_buffer_loses_nothing", || {
+        for max in [1000, 100_000] {
+            let (mut a, mut b) = Seqpacket::pair(max).unwrap();
+            let big: Vec<u8> = (0..max).map(|i| (i % 253) as u8).collect();
+            a.send(&big).unwrap();
+            let (r, w) = rustix::pipe::pipe().unwrap();
+            a.send_with_fds(b"with a pipe end", &[w.as_fd()], Deadline::Never)
+                .unwrap();
+            drop(w);
+            a.send(b"last").unwrap();
+            let mut small = [0u8; 16];
+            for _ in 0..2 {
+                let e = b.try_recv(&mut small).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{max}: {e}");
+                assert_eq!(e.message_size(), Some((max, 16)), "{max}: {e}");
+            }
+            let mut buf = vec![0u8; max];
+            assert_eq!(b.recv(&mut buf).unwrap(), max);
+            assert_eq!(buf, big, "{max}");
+            // Descriptors ride along through a small buffer too.
+            let mut fds = Vec::new();
+            let n = b
+                .recv_with_fds(&mut small, &mut fds, Deadline::Never)
+                .unwrap();
+            assert_eq!(&small[..n], b"with a pipe end");
+            assert_eq!(fds.len(), 1, "{max}");
+            rustix::io::write(&fds[0], b"!").unwrap();
+            let mut one = [0u8; 1];
+            assert_eq!(rustix::io::read(&r, &mut one).unwrap(), 1);
+            assert_eq!(b.recv(&mut small).unwrap(), 4);
+            assert_eq!(&small[..4], b"last");
+            assert_eq!(
+                b.try_recv(&mut small).unwrap_err().kind(),
+                ErrorKind::WouldBlock
+            );
+        }
+    });
+}

@@ -31,7 +31,7 @@ mod socket;
 
 use crate::fixtures::{
     AtomicFifo, PosixQueue, SeqpacketSocket, ShmChannel, StreamFifo, StreamPipe, SysvQueue,
-    TcpSocket, UnixStreamSocket,
+    UnixStreamSocket,
 };
 use crate::row::{LibraryRow, Row};
 use asynch::AsyncRow;
@@ -72,7 +72,7 @@ pub static ROWS: &[&dyn Row] = &[
     &socket::RawSeqpacket,
     &socket::Tcp,
     &socket::RawTcp,
-    &LibraryRow::<TcpSocket>::new("tcp-lib", "tcp"),
+    &socket::TcpLib,
 ];
 
 /// The row every other row is compared with in the "vs socket" column.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
 use ipc_core::{Deadline, Error, ErrorKind, Properties, Result};
 
-use crate::fixtures::{SeqpacketSocket, TcpSocket, UnixStreamSocket};
+use crate::fixtures::{SeqpacketSocket, UnixStreamSocket};
 use crate::row::{
     Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
     duplex_parent, messages, raw_stream,
@@ -190,13 +190,70 @@ impl Row for RawTcp {
     }
 }
 
+/// ipc-socket's TCP endpoint the way the raw row uses TCP: one connection carries both
+/// directions (the parent's `Listener<Stream>` on 127.0.0.1 accepts the child's
+/// `Stream::connect`), so each reply carries the acknowledgement of the request. Over the
+/// fixture's two one-way connections (the conformance suite's shape), every message would cost
+/// a pure ACK segment of its own, which the raw row does not pay: a quarter of a small round
+/// trip on one core.
+pub(crate) struct TcpLib;
+
+/// A duplex endpoint used for both directions.
+struct BothWays<E>(E);
+
+impl<E: ipc_core::MessageSender + ipc_core::MessageReceiver> Duplex for BothWays<E> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.0.send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl Row for TcpLib {
+    fn info(&self) -> RowInfo {
+        RowInfo {
+            id: "tcp-lib",
+            family: "tcp",
+            kind: RowKind::Library,
+            properties: ipc_socket::TCP,
+            max_message: None,
+        }
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
+        let opts = ipc_socket::Options::new().max_message(size);
+        let addr = ipc_socket::Address::Inet((Ipv4Addr::LOCALHOST, 0).into());
+        let listener = ipc_socket::Listener::<ipc_socket::Stream>::bind(&addr, &opts)?;
+        child.arg(listener.local_addr()?.to_string())?;
+        Ok(ParentEnd::AfterSpawn(Box::new(move || {
+            // Bounded: a child that died before connecting must not hang the parent.
+            let end = listener.accept(Deadline::after(ACCEPT_TIMEOUT))?;
+            Ok(Box::new(BothWays(end)) as Box<dyn Duplex>)
+        })))
+    }
+
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
+        let addr: SocketAddr = parent.arg().parse().map_err(|_| {
+            Error::with_note(ErrorKind::InvalidInput, "expected a socket address").on(parent.arg())
+        })?;
+        let opts = ipc_socket::Options::new().max_message(size);
+        let end = ipc_socket::Stream::connect(
+            &ipc_socket::Address::Inet(addr),
+            &opts,
+            Deadline::after(ACCEPT_TIMEOUT),
+        )?;
+        Ok(Box::new(BothWays(end)))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // ipc-socket's endpoints: library rows over the shared fixtures, a raw seqpacket loop to
 // compare the seqpacket row with, and typed messages (postcard) over seqpacket.
 
 impl Link for SeqpacketSocket {}
 impl Link for UnixStreamSocket {}
-impl Link for TcpSocket {}
 
 /// A connected seqpacket socket pair with room for `size`-byte records; the child's end goes
 /// over as `sock`.
@@ -209,8 +266,12 @@ fn seqpacket_pair(size: usize, child: &mut Handoff) -> Result<OwnedFd> {
         None,
     )?;
     for s in [&ours, &theirs] {
-        // Like the library endpoint: SO_SNDBUF must hold one record.
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(s, (size + 64).div_ceil(2));
+        // Like the library endpoint: SO_SNDBUF must hold one record, and is only ever raised
+        // (setting it for a small record would shrink the default and throttle the stream).
+        use rustix::net::sockopt::{set_socket_send_buffer_size, socket_send_buffer_size};
+        if socket_send_buffer_size(s).unwrap_or(0) < size + 64 {
+            let _ = set_socket_send_buffer_size(s, (size + 64).div_ceil(2));
+        }
     }
     child.fd("sock", &theirs)?;
     Ok(ours)
@@ -264,16 +325,19 @@ impl Row for RawSeqpacket {
     }
 }
 
-/// Room for postcard's length prefix of a byte sequence (a varint) around the payload.
+/// Room for postcard's length prefix of a byte string (a varint) around the payload.
 const TYPED_OVERHEAD: usize = 16;
 
-/// Typed messages over the seqpacket fixture: each message is a byte sequence encoded with
-/// postcard (`TypedSender<[u8]>`) and decoded into a fresh `Vec<u8>` (`TypedReceiver<Vec<u8>>`)
-/// on the other side: the `uds-seqpacket` row plus the encoding cost.
+/// Typed messages over the seqpacket fixture: each message is a byte buffer encoded with
+/// postcard as one byte string (`TypedSender<serde_bytes::Bytes>`: what
+/// `#[serde(with = "serde_bytes")]` does to a field, as the typed module's docs advise) and
+/// decoded into a fresh buffer (`TypedReceiver<serde_bytes::ByteBuf>`) on the other side: the
+/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer, a varint,
+/// and on the receiving side an allocation and a copy out of the message).
 pub(crate) struct TypedSeqpacket;
 
-type TypedTx = ipc_socket::TypedSender<[u8], ipc_socket::Seqpacket>;
-type TypedRx = ipc_socket::TypedReceiver<Vec<u8>, ipc_socket::Seqpacket>;
+type TypedTx = ipc_socket::TypedSender<serde_bytes::Bytes, ipc_socket::Seqpacket>;
+type TypedRx = ipc_socket::TypedReceiver<serde_bytes::ByteBuf, ipc_socket::Seqpacket>;
 
 struct TypedEnd<G> {
     tx: TypedTx,
@@ -283,7 +347,7 @@ struct TypedEnd<G> {
 
 impl<G> Duplex for TypedEnd<G> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.tx.send(msg)
+        self.tx.send(serde_bytes::Bytes::new(msg))
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
