@@ -38,6 +38,9 @@ usage: cargo xtask bench [OPTIONS]
                      row terms they run unless a metric or size is given.
   --out DIR          where results.json and chart.svg go (default target/ipc-bench)
   --list             list the rows and exit
+  --peers            also measure the peer rows (iceoryx2-pubsub: iceoryx2 0.10 pub-sub,
+                     beside pubsub-1): `cargo xtask bench --peers` builds the benchmark
+                     with its feature `peers` (crates.io at the first build)
   --drop-every N     testing aid: silently drop every Nth message (skip every Nth wait
                      for a synchronisation hand-off); the run must fail
 ";
@@ -85,6 +88,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--tiny" => o.tiny = true,
             "--sweep" => o.sweep = true,
             "--list" => o.list = true,
+            // The peer rows are compiled in by the feature (`cargo xtask bench --peers`): a
+            // binary built without it says so rather than measure without them.
+            "--peers" if !cfg!(feature = "peers") => {
+                return Err(
+                    "--peers: this ipc-bench was built without its feature `peers`; \
+                            run `cargo xtask bench --peers`"
+                        .into(),
+                );
+            }
+            "--peers" => {}
             "--filter" => o.filter.extend(
                 value()?
                     .split(',')
