@@ -589,6 +589,17 @@ mod tests {
     }
 
     #[test]
+    fn peers_are_refused_by_a_build_without_them() {
+        // `cargo xtask bench --peers` builds with the feature; a binary without it says so.
+        let parsed = parse(&args(&["--peers"]));
+        assert_eq!(parsed.is_ok(), cfg!(feature = "peers"), "{parsed:?}");
+        assert_eq!(
+            rows::find("iceoryx2-pubsub").is_some(),
+            cfg!(feature = "peers")
+        );
+    }
+
+    #[test]
     fn the_sweep_reports_and_charts_library_over_raw_by_size() {
         let rows: Vec<_> = ["pipe", "pipe-raw"]
             .iter()
