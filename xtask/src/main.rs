@@ -1,15 +1,17 @@
 //! `cargo xtask`: the project's task runner, so CI and contributors run the same commands.
 //!
 //! - `cargo xtask test [--soak] [--timeout SECS]`: formatting, clippy, the API docs (rustdoc
-//!   warnings denied), every test, and a tiny benchmark run. The tests run under a watchdog (`watchdog.rs`): a test binary (or a
+//!   warnings denied), every test, and a tiny benchmark run, with every feature but the
+//!   benchmark's `peers` (`features.rs`). The tests run under a watchdog (`watchdog.rs`): a test binary (or a
 //!   crate's doc tests) still running after SECS seconds (default 300, 3600 with `--soak`) is
 //!   killed with its process group and the run fails naming it and the tests still running.
 //!   They run in private IPC and mount namespaces when permitted, and a leftover check
 //!   (`leftovers.rs`) reports and removes whatever the tests left behind, touching nothing
 //!   else on the machine. `--soak` raises the proptest case count and sets `IPC_SOAK=1` for
 //!   the long test variants.
-//! - `cargo xtask bench [--quick | --tiny] [--filter ...]`: the cross-mechanism benchmark
-//!   (`crates/ipc-bench`), built in release.
+//! - `cargo xtask bench [--quick | --tiny] [--filter ...] [--peers]`: the cross-mechanism
+//!   benchmark (`crates/ipc-bench`), built in release; `--peers` builds it with its feature
+//!   `peers` (iceoryx2 measured in the same run; crates.io at the first build).
 //! - `cargo xtask miri`: the lock-free and pure-logic tests under Miri, on the nightly
 //!   toolchain, which it installs with the `miri` component through rustup when missing (not
 //!   part of `test`, which needs stable only).
@@ -24,6 +26,7 @@
 //! Unknown commands and arguments get the usage text and exit status 2. (`xtask watchdog --secs
 //! N -- PROGRAM [ARGS...]` is the test runner `test` gives cargo; see `watchdog.rs`.)
 
+mod features;
 mod fuzz;
 mod isolate;
 mod leftovers;
@@ -35,7 +38,8 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage: cargo xtask test [--soak] [--timeout SECS]
-       cargo xtask bench [--quick | --tiny] [--filter TERM,...] [--out DIR] [--list]   (--help for details)
+       cargo xtask bench [--quick | --tiny] [--filter TERM,...] [--out DIR] [--list] [--peers]
+                         (--help for details)
        cargo xtask miri
        cargo xtask fuzz [TARGET] [--time SECS]
        cargo xtask isolated -- COMMAND [ARGS...]
@@ -227,6 +231,8 @@ impl Drop for RunnerCopy {
 }
 
 fn test(opts: &TestOpts) -> Result<(), String> {
+    // Every feature but the benchmark's peers (`features::UNTESTED`).
+    let features = features::tested(&workspace_root())?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
@@ -237,7 +243,8 @@ fn test(opts: &TestOpts) -> Result<(), String> {
             "clippy",
             "--workspace",
             "--all-targets",
-            "--all-features",
+            "--features",
+            &features,
             "--",
             "-D",
             "warnings",
@@ -247,7 +254,7 @@ fn test(opts: &TestOpts) -> Result<(), String> {
     run(
         "cargo doc (rustdoc warnings denied)",
         cargo()
-            .args(["doc", "--workspace", "--no-deps", "--all-features"])
+            .args(["doc", "--workspace", "--no-deps", "--features", &features])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     let runner = RunnerCopy::new()?;
@@ -270,7 +277,7 @@ fn test(opts: &TestOpts) -> Result<(), String> {
         code => Err(format!("{what} failed (exit status {code})")),
     };
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-features"]);
+    cmd.args(["test", "--workspace", "--features", &features]);
     under_watchdog(&mut cmd);
     cmd.env("PROPTEST_CASES", cases)
         .env("RUSTDOCFLAGS", "-D warnings");
@@ -320,12 +327,20 @@ fn isolated(args: &[String]) -> Result<Result<(), String>, Usage> {
 }
 
 /// `cargo xtask bench [ARGS]`: builds the benchmark (the `ipc-bench` crate's binary) in
-/// release and runs it; ARGS go to it.
+/// release and runs it; ARGS go to it. With `--peers`, ipc-bench is built with its feature
+/// `peers` (the peer rows: iceoryx2, fetched from crates.io at the first build).
 fn bench(args: &[String]) -> Result<(), String> {
+    let features: &[&str] = if args.iter().any(|a| a == "--peers") {
+        &["--features", "peers"]
+    } else {
+        &[]
+    };
     run(
         "cargo run --release -p ipc-bench",
         cargo()
-            .args(["run", "--release", "-p", "ipc-bench", "--"])
+            .args(["run", "--release", "-p", "ipc-bench"])
+            .args(features)
+            .arg("--")
             .args(args),
     )
 }

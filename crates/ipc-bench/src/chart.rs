@@ -1,5 +1,6 @@
 //! The chart: median round-trip latency and one-way throughput by message size, one panel per
-//! metric and placement, one line per row (raw rows dashed, in their family's colour), as SVG.
+//! metric and placement, one line per row (raw rows dashed and peer rows dotted, in their
+//! family's colour), as SVG.
 //! When library rows were measured with their family's raw row, a second set of panels shows
 //! each library row's time per message over its raw row's, by size (1.0 = as fast as the
 //! plain loop; the 1.2 line is the bound `--sweep` checks).
@@ -234,12 +235,18 @@ fn panel<DB: DrawingBackend>(
         let r = &report.rows[i];
         let style = family_color(families, r.family).stroke_width(2);
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, style.filled())))?;
-        if r.kind == RowKind::Raw {
+        if matches!(r.kind, RowKind::Raw | RowKind::Peer) {
+            // Raw rows dashed, peer rows dotted.
+            let (dash, gap) = if r.kind == RowKind::Raw {
+                (6, 4)
+            } else {
+                (2, 3)
+            };
             chart
-                .draw_series(DashedLineSeries::new(pts, 6, 4, style))?
+                .draw_series(DashedLineSeries::new(pts, dash, gap, style))?
                 .label(r.id)
                 .legend(move |(x, y)| {
-                    DashedPathElement::new(vec![(x, y), (x + 18, y)], 4, 3, style)
+                    DashedPathElement::new(vec![(x, y), (x + 18, y)], dash, gap, style)
                 });
         } else {
             chart

@@ -38,6 +38,9 @@ usage: cargo xtask bench [OPTIONS]
                      row terms they run unless a metric or size is given.
   --out DIR          where results.json and chart.svg go (default target/ipc-bench)
   --list             list the rows and exit
+  --peers            also measure the peer rows (iceoryx2-pubsub: iceoryx2 0.10 pub-sub,
+                     beside pubsub-1): `cargo xtask bench --peers` builds the benchmark
+                     with its feature `peers` (crates.io at the first build)
   --drop-every N     testing aid: silently drop every Nth message (skip every Nth wait
                      for a synchronisation hand-off); the run must fail
 ";
@@ -85,6 +88,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--tiny" => o.tiny = true,
             "--sweep" => o.sweep = true,
             "--list" => o.list = true,
+            // The peer rows are compiled in by the feature (`cargo xtask bench --peers`): a
+            // binary built without it says so rather than measure without them.
+            "--peers" if !cfg!(feature = "peers") => {
+                return Err(
+                    "--peers: this ipc-bench was built without its feature `peers`; \
+                            run `cargo xtask bench --peers`"
+                        .into(),
+                );
+            }
+            "--peers" => {}
             "--filter" => o.filter.extend(
                 value()?
                     .split(',')
@@ -573,6 +586,17 @@ mod tests {
                 secs: 1.0,
             }]),
         }
+    }
+
+    #[test]
+    fn peers_are_refused_by_a_build_without_them() {
+        // `cargo xtask bench --peers` builds with the feature; a binary without it says so.
+        let parsed = parse(&args(&["--peers"]));
+        assert_eq!(parsed.is_ok(), cfg!(feature = "peers"), "{parsed:?}");
+        assert_eq!(
+            rows::find("iceoryx2-pubsub").is_some(),
+            cfg!(feature = "peers")
+        );
     }
 
     #[test]

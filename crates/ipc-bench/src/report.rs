@@ -286,7 +286,9 @@ impl Report {
              - pubsub-N: latency is until the last of N subscribers has the message and has\n  \
              acknowledged it; throughput is per subscriber (each receives every message).\n  \
              `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
-             measured on this kind of machine, not in this run.\n",
+             measured on this kind of machine, not in this run.\n\
+             - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
+             the same engine and checks; `pubsub-1 / this` below 1.00 is ahead of the peer.\n",
             runs = p.runs,
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
@@ -393,7 +395,13 @@ impl Report {
             row.push(ratio(own, best));
             row.push(ratio(own, self.raw_of(r).and_then(cost)));
             row.push(ratio(own, socket));
-            row.push(props_short(&r.properties));
+            let mut props = props_short(&r.properties);
+            if r.kind == RowKind::Peer {
+                // Measured in this run: the comparison that counts.
+                let ours = cost("pubsub-1").map_or("-".into(), |o| ratio(o, Some(own)));
+                props.push_str(&format!("; peer, pubsub-1 / this: {ours}"));
+            }
+            row.push(props);
             t.rows.push(row);
         }
         self.references(&mut t, metric, size, pl);

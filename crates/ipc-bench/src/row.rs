@@ -1,8 +1,8 @@
 //! What a row of the benchmark table is: one way of moving messages between two processes.
 //!
 //! A row is a library endpoint of this workspace, the plainest syscall loop over the same
-//! kernel object (a *raw* row, so the library's own overhead is visible), or a socket
-//! baseline. It implements [`Row`]:
+//! kernel object (a *raw* row, so the library's own overhead is visible), a socket
+//! baseline, or another library measured the same way (a *peer*, feature `peers`). It implements [`Row`]:
 //!
 //! - [`Row::info`]: its name, family, kind, [`Properties`] and largest message;
 //! - [`Row::connect`]: in the parent, create a duplex link, keep one end and hand the child the
@@ -42,6 +42,9 @@ pub enum RowKind {
     /// A socket, framed by the same ipc-core codec as the pipe row: the seed's "slower"
     /// alternative, measured.
     Baseline,
+    /// Another IPC library, measured by the same engine and checks in the same run (feature
+    /// `peers`, `rows/peer.rs`): what this workspace's rows are compared with.
+    Peer,
 }
 
 impl RowKind {
@@ -51,6 +54,7 @@ impl RowKind {
             RowKind::Library => "library",
             RowKind::Raw => "raw",
             RowKind::Baseline => "baseline",
+            RowKind::Peer => "peer",
         }
     }
 }

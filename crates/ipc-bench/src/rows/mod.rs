@@ -14,6 +14,9 @@
 //!    [`Row`] with `kind: RowKind::Raw` (`row::raw_stream` for byte streams; `pipe.rs` has
 //!    one). `socket.rs` holds baselines that are not library endpoints at all.
 //!
+//! A peer row (feature `peers`, `peer.rs`) is another library measured by the same engine:
+//! `kind: RowKind::Peer`, listed beside the rows it is compared with.
+//!
 //! An async row (`foo-async`, [`asynch::AsyncRow`]) runs the same fixture with both ends
 //! through `ipc_core::tokio::AsyncEndpoint`, listed right after the sync row.
 //!
@@ -24,6 +27,8 @@
 pub mod asynch;
 mod fifo;
 mod mq;
+#[cfg(feature = "peers")]
+mod peer;
 mod pipe;
 mod pubsub;
 mod shm;
@@ -51,6 +56,8 @@ pub static ROWS: &[&dyn Row] = &[
     &shm::RawShmSpin,
     &shm::RawShmFutex,
     &pubsub::PubSub(1, "pubsub-1"),
+    #[cfg(feature = "peers")]
+    &peer::Iceoryx2PubSub,
     &pubsub::PubSub(4, "pubsub-4"),
     &pubsub::PubSub(16, "pubsub-16"),
     &pubsub::Mpsc(2, "mpsc-2"),

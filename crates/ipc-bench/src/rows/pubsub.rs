@@ -91,12 +91,17 @@ pub const ICEORYX2_REFERENCE: [Reference; 5] = {
 const MAX_SLOTS: usize = 256;
 const RING_BYTES: usize = 4 << 20;
 
-fn pubsub_options(size: usize, subscribers: usize) -> PubSubOptions {
+/// The slots of a pub-sub ring for messages of `size` bytes (a power of two): also the
+/// subscriber buffer of the iceoryx2 peer row (`rows/peer.rs`).
+pub(crate) fn ring_slots(size: usize) -> usize {
     let slot = (size + 16).next_multiple_of(128);
     let slots = (RING_BYTES / slot).clamp(2, MAX_SLOTS);
-    let slots = 1 << slots.ilog2();
+    1 << slots.ilog2()
+}
+
+fn pubsub_options(size: usize, subscribers: usize) -> PubSubOptions {
     PubSubOptions::new()
-        .slots(slots)
+        .slots(ring_slots(size))
         .max_message(size.max(1))
         .subscribers(subscribers)
         .policy(Policy::Block)
