@@ -427,7 +427,7 @@ impl End {
     /// Whether both ends are pinned to this very CPU: then the sleeping flag protocol needs
     /// no barrier between them (one CPU sees its own accesses in order).
     fn same_cpu(&self, peer: &Side) -> bool {
-        self.my_cpu != u32::MAX && peer.single_cpu.load(Ordering::Relaxed) == self.my_cpu
+        peer::on_cpu(self.my_cpu, peer)
     }
 
     /// Whether the watcher thread saw the peer's current process die (one load, no syscall).
@@ -563,7 +563,7 @@ impl End {
         crate::sys::online_cpus() > 1
             && state_of(peer.owner.load(Ordering::Relaxed)) == STATE_ATTACHED
             && peer.sleeping.load(Ordering::Relaxed) == 0
-            && (self.my_cpu == u32::MAX || peer.single_cpu.load(Ordering::Relaxed) != self.my_cpu)
+            && !self.same_cpu(peer)
     }
 
     /// The one wait loop of both ends: waits until `take` gets what this end waits for (room,

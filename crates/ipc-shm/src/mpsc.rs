@@ -307,6 +307,8 @@ pub struct MpscProducer {
     wanted: usize,
     /// The readiness doorbell, on this ring's rx wake word.
     ready: Doorbell,
+    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
+    cpu: u32,
 }
 
 impl MpscProducer {
@@ -386,6 +388,7 @@ impl MpscProducer {
             polls: 0,
             wanted: 0,
             ready,
+            cpu: peer::single_cpu(),
         }))
     }
 
@@ -433,9 +436,10 @@ impl MessageSender for MpscProducer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
+        let on_my_cpu = peer::on_cpu(self.cpu, consumer);
         let mut rounds = Rounds::default();
         let r = loop {
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
             let mut got = None;
             loop {
                 match self.producer.reserve(msg.len()) {
@@ -529,6 +533,7 @@ impl Readiness for MpscProducer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(
+            peer::on_cpu(self.cpu, &hdr.consumer),
             &h.rx.wake,
             || h.tx.sleeping.store(1, Ordering::SeqCst),
             || h.tx.sleeping.store(0, Ordering::Relaxed),
@@ -605,6 +610,8 @@ pub struct MpscConsumer {
     corrupted: Option<String>,
     /// The readiness doorbell, on the `doorbell` word; one watched peer per producer place.
     ready: Doorbell,
+    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
+    cpu: u32,
 }
 
 impl MpscConsumer {
@@ -658,6 +665,7 @@ impl MpscConsumer {
             polls: 0,
             corrupted: None,
             ready,
+            cpu: peer::single_cpu(),
         })
     }
 
@@ -744,6 +752,16 @@ impl MpscConsumer {
         Ok(Err(live))
     }
 
+    /// Whether every attached producer is pinned to this end's CPU (spinning for them cannot
+    /// pay: none can run while the consumer spins).
+    fn producers_on_my_cpu(&self) -> bool {
+        self.view.rings.iter().all(|ring| {
+            let side = &ring.header().tx;
+            state_of(side.owner.load(Ordering::Relaxed)) != STATE_ATTACHED
+                || peer::on_cpu(self.cpu, side)
+        })
+    }
+
     fn next_message(&mut self, deadline: Deadline) -> Result<(usize, ring::Message)> {
         if let Some(why) = &self.corrupted {
             return Err(Error::corrupted(why.clone()).on_shared(&self.name));
@@ -758,7 +776,7 @@ impl MpscConsumer {
             } else {
                 !rounds.first()
             };
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round, self.producers_on_my_cpu());
             let mut first = true;
             loop {
                 match self.pass(check && first) {
@@ -868,6 +886,7 @@ impl Readiness for MpscConsumer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(
+            self.producers_on_my_cpu(),
             &hdr.doorbell,
             || hdr.consumer.sleeping.store(1, Ordering::SeqCst),
             || hdr.consumer.sleeping.store(0, Ordering::Relaxed),

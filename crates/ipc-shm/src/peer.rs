@@ -87,6 +87,13 @@ pub(crate) fn single_cpu() -> u32 {
     }
 }
 
+/// Whether `side`'s process is pinned to `my_cpu`, the CPU this thread is pinned to
+/// ([`single_cpu`] at open; `u32::MAX`, not pinned, is never shared). A hint written by the
+/// peer: a wrong value only makes a waiter spin or not.
+pub(crate) fn on_cpu(my_cpu: u32, side: &Side) -> bool {
+    my_cpu != u32::MAX && side.single_cpu.load(Ordering::Relaxed) == my_cpu
+}
+
 /// How far [`attach_until`] goes: each step is one store a process can be killed after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum AttachStep {

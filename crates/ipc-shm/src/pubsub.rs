@@ -464,6 +464,8 @@ pub struct Publisher {
     corrupted: Option<String>,
     /// The readiness doorbell, on the `space` word.
     ready: Doorbell,
+    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
+    cpu: u32,
 }
 
 impl Publisher {
@@ -519,6 +521,7 @@ impl Publisher {
             watches,
             corrupted: None,
             ready,
+            cpu: peer::single_cpu(),
         })
     }
 
@@ -591,6 +594,16 @@ impl Publisher {
         Ok(min)
     }
 
+    /// Whether every attached subscriber is pinned to this end's CPU (spinning for them cannot
+    /// pay: none can run while the publisher spins).
+    fn subscribers_on_my_cpu(&self) -> bool {
+        (0..self.view.subscribers).all(|i| {
+            let side = &self.view.place(i).side;
+            state_of(side.owner.load(Ordering::Relaxed)) != STATE_ATTACHED
+                || peer::on_cpu(self.cpu, side)
+        })
+    }
+
     /// Waits (under `Block`) until the slot for the next message is free of unread messages.
     fn room(&mut self, deadline: Deadline) -> Result<()> {
         if self.view.policy == Policy::Lossy {
@@ -604,9 +617,10 @@ impl Publisher {
         self.joins = joins;
         let view = self.view;
         let h = view.header();
+        let on_my_cpu = self.subscribers_on_my_cpu();
         let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
             loop {
                 self.min_cursor = self.scan(!rounds.first())?;
                 if s < self.min_cursor + self.view.slots {
@@ -728,6 +742,7 @@ impl Readiness for Publisher {
         // moved before is seen by the last look, which also reclaims dead subscribers holding
         // the publisher back (a pidfd poll each).
         let Some(seen) = flag_and_look(
+            self.subscribers_on_my_cpu(),
             &h.shared.space,
             || h.publisher.sleeping.store(1, Ordering::SeqCst),
             || h.publisher.sleeping.store(0, Ordering::Relaxed),
@@ -830,6 +845,8 @@ pub struct Subscriber {
     corrupted: Option<String>,
     /// The readiness doorbell, on the publisher's wake word.
     ready: Doorbell,
+    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
+    cpu: u32,
 }
 
 impl Subscriber {
@@ -898,7 +915,9 @@ impl Subscriber {
             polls: 0,
             corrupted: None,
             ready,
+            cpu: peer::single_cpu(),
         };
+        place.side.single_cpu.store(sub.cpu, Ordering::Relaxed);
         if stop == JoinStep::Claimed {
             std::mem::forget(sub);
             return Ok(None);
@@ -1043,9 +1062,10 @@ impl Subscriber {
         }
         let view = self.view;
         let h = view.header();
+        let on_my_cpu = peer::on_cpu(self.cpu, &h.publisher);
         let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
             loop {
                 match self.peek() {
                     Ok(Some(m)) => return Ok(m),
@@ -1183,6 +1203,7 @@ impl Readiness for Subscriber {
         let view = self.view;
         let h = view.header();
         let Some(seen) = flag_and_look(
+            peer::on_cpu(self.cpu, &h.publisher),
             &h.publisher.wake,
             || {
                 h.shared.sleepers.fetch_add(1, Ordering::SeqCst);

@@ -196,18 +196,20 @@ pub(crate) fn offset_in(segment: &Segment, word: &AtomicU32) -> usize {
 }
 
 /// The first half of every pattern end's `Readiness::arm`: looks, spinning (up to 30 us, as a
-/// blocking wait does) while another CPU may serve it; then raises the end's flag (`raise`), a
+/// blocking wait does) while another CPU may serve it (not when `on_my_cpu`: everyone it waits
+/// for is pinned to this end's CPU); then raises the end's flag (`raise`), a
 /// full fence, and looks once more (`ready(true)`: the last look may do more, such as checking
 /// processes), so the peer either sees the flag or this end sees its change. `None` when
 /// `ready` held (the flag is down again: `lower`); otherwise the value `word` (the futex word
 /// the peer bumps) had before the flag went up, for [`Doorbell::arm`].
 pub(crate) fn flag_and_look(
+    on_my_cpu: bool,
     word: &AtomicU32,
     raise: impl FnOnce(),
     lower: impl FnOnce(),
     mut ready: impl FnMut(bool) -> bool,
 ) -> Option<u32> {
-    let mut spin = Spin::new(Deadline::Never, 0);
+    let mut spin = Spin::new(Deadline::Never, 0, on_my_cpu);
     loop {
         if ready(false) {
             return None;

@@ -115,16 +115,18 @@ const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
 
 /// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
-/// may block, on a machine with more than one CPU; otherwise one look only. The clock is read
-/// once per 64 looks.
+/// may block, on a machine with more than one CPU, unless everyone it waits for is pinned to
+/// the very CPU this end is pinned to (then nobody can serve it while it spins); otherwise one
+/// look only. The clock is read once per 64 looks.
 pub(crate) struct Spin {
     until: Option<std::time::Instant>,
     looks: u32,
 }
 
 impl Spin {
-    pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
-        let spin = round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1;
+    pub(crate) fn new(deadline: Deadline, round: u32, on_my_cpu: bool) -> Spin {
+        let spin =
+            round == 0 && deadline != Deadline::Now && !on_my_cpu && crate::sys::online_cpus() > 1;
         Spin {
             until: spin.then(|| std::time::Instant::now() + DEFAULT_SPIN),
             looks: 0,
