@@ -11,7 +11,8 @@
 //! offset  256  publisher  Side: owner word (state, pid, start time), CPU, sleeping flag, wake
 //!                         word (the futex subscribers sleep on)
 //! offset  384  shared     sleepers (u32: subscribers asleep or going to sleep), space (u32: the
-//!                         futex a blocked publisher sleeps on), joins (u32: bumped by every join)
+//!                         futex a blocked publisher sleeps on), joins (u32: bumped by every join),
+//!                         want (u64: the cursor that wakes a publisher sleeping for room)
 //! offset  512  places     M blocks of 128 bytes: a subscriber's Side and its cursor (u64: the
 //!                         next sequence number it will read), written by that subscriber only
 //! then         slots      N slots of `slot size` bytes (a multiple of 128): stamp (u64), length
@@ -72,7 +73,11 @@
 //! seen within one slice. Subscribers sleep on the publisher's wake word and announce it in
 //! the shared `sleepers` count, so a publisher makes a wake-up syscall only when someone
 //! sleeps; a subscriber killed while asleep leaves the count raised, which costs the publisher
-//! a needless wake-up per message from then on, never a lost one.
+//! a needless wake-up per message from then on, never a lost one. A publisher blocked under
+//! `Block` sleeps until half the ring is free (it writes the cursor it wants in `want`; the
+//! first subscriber past it takes the publisher's flag down and wakes it), so a publisher that
+//! outpaces its subscribers wakes once per half ring, not once per message; it rescans before
+//! every sleep with its flag up, so a slower subscriber that passes later still wakes it.
 //!
 //! # Readiness
 //!
@@ -115,7 +120,7 @@ use crate::wait::{Rounds, Spin, nap, sleep_flagged};
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
 /// The layout version `open` accepts. Bump on any change of the header or the slot format.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes before a slot's payload: stamp (8), length (4), pad (4).
 const SLOT_HEADER: usize = 16;
 /// The most slots and subscriber places a segment may declare.
@@ -152,6 +157,10 @@ struct Shared {
     sleepers: AtomicU32,
     space: AtomicU32,
     joins: AtomicU32,
+    /// While the publisher sleeps for room (its sleeping flag up): the cursor a subscriber
+    /// must reach before it wakes the publisher (a hint: a wrong value costs the publisher at
+    /// most one sleeping slice, never a hang).
+    want: AtomicU64,
 }
 
 #[repr(C)]
@@ -633,6 +642,13 @@ impl Publisher {
             if deadline.has_passed() {
                 return Err(deadline.expired_error(Blocked::Full));
             }
+            // Sleep until half the ring is free, not one slot: a publisher that outpaces its
+            // subscribers then sleeps and wakes once per half ring, not once per message.
+            let free = (self.view.slots / 2).max(1);
+            h.shared.want.store(
+                (s + free).saturating_sub(self.view.slots),
+                Ordering::Relaxed,
+            );
             sleep_flagged(
                 &h.publisher.sleeping,
                 &h.shared.space,
@@ -741,6 +757,10 @@ impl Readiness for Publisher {
         // With the flag up, a subscriber that moves on from now wakes the word; one that
         // moved before is seen by the last look, which also reclaims dead subscribers holding
         // the publisher back (a pidfd poll each).
+        h.shared.want.store(
+            (self.tail + 1).saturating_sub(view.slots),
+            Ordering::Relaxed,
+        );
         let Some(seen) = flag_and_look(
             self.subscribers_on_my_cpu(),
             &h.shared.space,
@@ -1033,7 +1053,13 @@ impl Subscriber {
             .place(self.index)
             .cursor
             .store(next, Ordering::SeqCst);
-        if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
+        // The first subscriber past what the sleeping publisher wants takes its flag down
+        // and wakes it (one wake per sleep); the publisher raises it again before it sleeps
+        // again, and rescans with the flag up, so a slower subscriber passing later is seen.
+        if h.publisher.sleeping.load(Ordering::SeqCst) != 0
+            && next >= h.shared.want.load(Ordering::Relaxed)
+            && h.publisher.sleeping.swap(0, Ordering::SeqCst) != 0
+        {
             h.shared.space.fetch_add(1, Ordering::Release);
             // Every waiter: a blocked send, or the publisher's bell thread (possibly still
             // asleep from an async wait that was given up).
