@@ -84,7 +84,10 @@ async fn a_killed_client_is_disconnected_for_both_async_halves() {
     );
     let e = r.expect("the kill ends the wait").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
-    // The client's ends lived in its own process only: the kill closed them all.
+    // The client's ends lived in its own process only: the kill closed them all, once the
+    // process is gone (the kernel closes a dying process's descriptors one by one, so the
+    // receive above can end before the client's read end is closed: reap it first).
+    client.kill_and_wait();
     let e = tx.send(b"anyone?").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
