@@ -436,10 +436,10 @@ impl MessageSender for MpscProducer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
-        let on_my_cpu = peer::on_cpu(self.cpu, consumer);
+        let cpu = self.cpu;
         let mut rounds = Rounds::default();
         let r = loop {
-            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
+            let mut spin = Spin::new(deadline, rounds.round);
             let mut got = None;
             loop {
                 match self.producer.reserve(msg.len()) {
@@ -450,7 +450,7 @@ impl MessageSender for MpscProducer {
                     Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
                 }
-                if !spin.again() {
+                if !spin.again(|| peer::on_cpu(cpu, consumer)) {
                     break;
                 }
             }
@@ -776,7 +776,7 @@ impl MpscConsumer {
             } else {
                 !rounds.first()
             };
-            let mut spin = Spin::new(deadline, rounds.round, self.producers_on_my_cpu());
+            let mut spin = Spin::new(deadline, rounds.round);
             let mut first = true;
             loop {
                 match self.pass(check && first) {
@@ -789,7 +789,7 @@ impl MpscConsumer {
                     Err(e) => return Err(self.fail(e)),
                 }
                 first = false;
-                if !spin.again() {
+                if !spin.again(|| self.producers_on_my_cpu()) {
                     break;
                 }
             }

@@ -626,16 +626,15 @@ impl Publisher {
         self.joins = joins;
         let view = self.view;
         let h = view.header();
-        let on_my_cpu = self.subscribers_on_my_cpu();
         let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
+            let mut spin = Spin::new(deadline, rounds.round);
             loop {
                 self.min_cursor = self.scan(!rounds.first())?;
                 if s < self.min_cursor + self.view.slots {
                     return Ok(());
                 }
-                if !spin.again() {
+                if !spin.again(|| self.subscribers_on_my_cpu()) {
                     break;
                 }
             }
@@ -1088,17 +1087,17 @@ impl Subscriber {
         }
         let view = self.view;
         let h = view.header();
-        let on_my_cpu = peer::on_cpu(self.cpu, &h.publisher);
+        let cpu = self.cpu;
         let mut rounds = Rounds::default();
         loop {
-            let mut spin = Spin::new(deadline, rounds.round, on_my_cpu);
+            let mut spin = Spin::new(deadline, rounds.round);
             loop {
                 match self.peek() {
                     Ok(Some(m)) => return Ok(m),
                     Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
                 }
-                if !spin.again() {
+                if !spin.again(|| peer::on_cpu(cpu, &h.publisher)) {
                     break;
                 }
             }

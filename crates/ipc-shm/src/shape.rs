@@ -209,12 +209,12 @@ pub(crate) fn flag_and_look(
     lower: impl FnOnce(),
     mut ready: impl FnMut(bool) -> bool,
 ) -> Option<u32> {
-    let mut spin = Spin::new(Deadline::Never, 0, on_my_cpu);
+    let mut spin = Spin::new(Deadline::Never, 0);
     loop {
         if ready(false) {
             return None;
         }
-        if !spin.again() {
+        if !spin.again(|| on_my_cpu) {
             break;
         }
     }

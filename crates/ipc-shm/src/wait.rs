@@ -117,24 +117,29 @@ const MAX_SLICE: Duration = Duration::from_millis(50);
 /// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
 /// may block, on a machine with more than one CPU, unless everyone it waits for is pinned to
 /// the very CPU this end is pinned to (then nobody can serve it while it spins); otherwise one
-/// look only. The clock is read once per 64 looks.
+/// look only. Decided, and the clock first read, only once a first look found nothing (a wait
+/// that succeeds at once costs neither); then the clock is read once per 64 looks.
 pub(crate) struct Spin {
+    may: bool,
     until: Option<std::time::Instant>,
     looks: u32,
 }
 
 impl Spin {
-    pub(crate) fn new(deadline: Deadline, round: u32, on_my_cpu: bool) -> Spin {
-        let spin =
-            round == 0 && deadline != Deadline::Now && !on_my_cpu && crate::sys::online_cpus() > 1;
+    pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         Spin {
-            until: spin.then(|| std::time::Instant::now() + DEFAULT_SPIN),
+            may: round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1,
+            until: None,
             looks: 0,
         }
     }
 
-    /// Whether to look again (after a pause hint).
-    pub(crate) fn again(&mut self) -> bool {
+    /// Whether to look again (after a pause hint). `on_my_cpu`: whether everyone waited for is
+    /// pinned to this end's CPU, asked once, after the first look.
+    pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
+        if std::mem::take(&mut self.may) && !on_my_cpu() {
+            self.until = Some(std::time::Instant::now() + DEFAULT_SPIN);
+        }
         let Some(until) = self.until else {
             return false;
         };
