@@ -797,6 +797,14 @@ impl Readiness for Publisher {
 }
 
 impl Publisher {
+    /// How many times subscribers have woken this publisher so far (the futex word it sleeps
+    /// on while blocked for room under [`Policy::Block`]; also bumped when a subscriber leaves
+    /// or one it waits for is found dead). A publisher that outpaces its subscribers sleeps
+    /// until half the ring is free, so this grows by at most one per half ring it waited for.
+    pub fn wakeups(&self) -> u32 {
+        self.view.header().shared.space.load(Ordering::Relaxed)
+    }
+
     /// Under `Block`: whether the next message has room now (scanning the cursors, and with
     /// `check` reclaiming the places of dead subscribers that hold it back). An error (a
     /// corrupted cursor) counts as ready: the next try reports it.

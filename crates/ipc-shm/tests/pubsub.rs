@@ -202,6 +202,61 @@ fn threads_block_policy_every_message_to_every_subscriber() {
     });
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
+
+/// A publisher that outpaces its subscriber sleeps until half the ring is free and is woken
+/// once per such sleep, not once per message the subscriber takes while it sleeps (counted,
+/// not timed). Both ends are pinned to one CPU, so neither spins: the publisher really sleeps
+/// whenever the ring is full, and the subscriber drains while it does.
+#[test]
+fn a_blocked_publisher_is_woken_once_per_half_ring_not_per_message() {
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
+        .unwrap();
+    let slots = 16u64;
+    let count = 4_000u64;
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(slots as usize)
+            .max_message(256)
+            .create_memfd("ps-wakeups")
+            .unwrap(),
+    );
+    let seg2 = seg.clone();
+    within_watchdog("pinned publisher and subscriber", move || {
+        pin(cpu);
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let (joined, ready) = std::sync::mpsc::channel();
+        let sub = std::thread::spawn(move || {
+            pin(cpu);
+            let mut s = Subscriber::open(seg2).unwrap();
+            joined.send(()).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..count {
+                let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
+                assert_eq!(check(&buf[..n]), seq);
+            }
+        });
+        ready.recv().unwrap();
+        for seq in 0..count {
+            tx.send_timeout(&message(seq), watchdog()).unwrap();
+        }
+        sub.join().unwrap();
+        // Each sleep ends when half the ring (8 slots) is free: at most count / 8 wake-ups
+        // (one per message, about `count`, before the publisher named the cursor it wants).
+        let wakeups = u64::from(tx.wakeups());
+        assert!(
+            wakeups <= count / (slots / 2) + 2,
+            "{wakeups} wake-ups for {count} messages through {slots} slots"
+        );
+    });
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 128,
