@@ -755,11 +755,7 @@ impl MpscConsumer {
     /// Whether every attached producer is pinned to this end's CPU (spinning for them cannot
     /// pay: none can run while the consumer spins).
     fn producers_on_my_cpu(&self) -> bool {
-        self.view.rings.iter().all(|ring| {
-            let side = &ring.header().tx;
-            state_of(side.owner.load(Ordering::Relaxed)) != STATE_ATTACHED
-                || peer::on_cpu(self.cpu, side)
-        })
+        peer::all_on_cpu(self.cpu, self.view.rings.iter().map(|r| &*r.header().tx))
     }
 
     fn next_message(&mut self, deadline: Deadline) -> Result<(usize, ring::Message)> {

@@ -94,6 +94,14 @@ pub(crate) fn on_cpu(my_cpu: u32, side: &Side) -> bool {
     my_cpu != u32::MAX && side.single_cpu.load(Ordering::Relaxed) == my_cpu
 }
 
+/// Whether every attached side among `sides` is pinned to `my_cpu` (see [`on_cpu`]): a
+/// waiter for all of them cannot be served while it spins.
+pub(crate) fn all_on_cpu<'a>(my_cpu: u32, sides: impl IntoIterator<Item = &'a Side>) -> bool {
+    sides.into_iter().all(|side| {
+        state_of(side.owner.load(Ordering::Relaxed)) != STATE_ATTACHED || on_cpu(my_cpu, side)
+    })
+}
+
 /// How far [`attach_until`] goes: each step is one store a process can be killed after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum AttachStep {

@@ -606,11 +606,10 @@ impl Publisher {
     /// Whether every attached subscriber is pinned to this end's CPU (spinning for them cannot
     /// pay: none can run while the publisher spins).
     fn subscribers_on_my_cpu(&self) -> bool {
-        (0..self.view.subscribers).all(|i| {
-            let side = &self.view.place(i).side;
-            state_of(side.owner.load(Ordering::Relaxed)) != STATE_ATTACHED
-                || peer::on_cpu(self.cpu, side)
-        })
+        peer::all_on_cpu(
+            self.cpu,
+            (0..self.view.subscribers).map(|i| &self.view.place(i).side),
+        )
     }
 
     /// Waits (under `Block`) until the slot for the next message is free of unread messages.

@@ -4,6 +4,8 @@
 //! place given back), a killed consumer, producer processes opening by name, and scribbled
 //! state. Every wait runs under a watchdog.
 
+mod common;
+use common::{check, message};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,28 +20,6 @@ fn opts() -> MpscOptions {
         .producers(4)
         .capacity(1 << 10)
         .max_message(200)
-}
-
-/// Message `seq` of producer `who`: both numbers, then bytes derived from them.
-fn message(who: u32, seq: u64) -> Vec<u8> {
-    let len = 12 + (seq as usize * 7 + who as usize) % 150;
-    let mut v = who.to_le_bytes().to_vec();
-    v.extend(seq.to_le_bytes());
-    v.extend((12..len).map(|i| (seq as usize ^ i ^ who as usize) as u8));
-    v
-}
-
-/// (producer, seq) of a message, after checking all of it.
-fn check(got: &[u8]) -> (u32, u64) {
-    assert!(got.len() >= 12, "a message of {} bytes", got.len());
-    let who = u32::from_le_bytes(got[..4].try_into().unwrap());
-    let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
-    assert_eq!(
-        got,
-        &message(who, seq)[..],
-        "message {seq} of {who} damaged"
-    );
-    (who, seq)
 }
 
 fn recv(rx: &mut MpscConsumer, deadline: Deadline) -> ipc_core::Result<(u32, u64)> {
