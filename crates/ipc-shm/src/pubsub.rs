@@ -1396,6 +1396,9 @@ pub mod testing {
     pub const TAIL: usize = std::mem::offset_of!(Header, tail);
     /// Offset of the publisher's owner word.
     pub const PUBLISHER: usize = std::mem::offset_of!(Header, publisher);
+    /// Offset of the cursor a publisher blocked for room wants (a hint subscribers read).
+    pub const WANT: usize =
+        std::mem::offset_of!(Header, shared) + std::mem::offset_of!(Shared, want);
     /// The owner word a process killed while opening (`attached` false) or after opening an
     /// end leaves: it names a process that cannot exist (a pid above `PID_MAX_LIMIT`).
     pub fn dead_owner(attached: bool) -> u64 {

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, TAIL, dead_owner, join_until, slots_at};
+use ipc_shm::pubsub_testing::{
+    CURSOR, PLACES, PUBLISHER, TAIL, WANT, dead_owner, join_until, slots_at,
+};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 
@@ -607,6 +609,49 @@ fn scribbled_state_is_corrupted_or_a_clean_error_never_a_hang() {
             }
         });
     }
+}
+
+/// The cursor a blocked publisher wants is a hint a hostile peer can overwrite: kept at a value
+/// no subscriber ever reaches, no subscriber wakes the publisher, yet every send completes
+/// (each sleep is bounded by a slice) and every message arrives: slower, never a hang. The
+/// publisher and the subscriber share one CPU, so the publisher really sleeps when full.
+#[test]
+fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
+        .unwrap();
+    let seg = Arc::new(opts(Policy::Block).create_memfd("ps-want").unwrap());
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let count = 200u64;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scribbler = {
+        let (seg, stop) = (seg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let want = seg.atomic_u64(WANT).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                want.store(u64::MAX, Ordering::SeqCst);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let reader = std::thread::spawn(move || {
+        pin(cpu);
+        let mut buf = [0u8; 256];
+        for seq in 0..count {
+            let n = sub.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(check(&buf[..n]), seq);
+        }
+    });
+    within_watchdog("a publisher whose wanted cursor is scribbled", move || {
+        pin(cpu);
+        for seq in 0..count {
+            tx.send_timeout(&message(seq), watchdog()).unwrap();
+        }
+        reader.join().unwrap();
+    });
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join().unwrap();
 }
 
 #[test]
