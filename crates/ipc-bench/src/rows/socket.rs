@@ -362,9 +362,10 @@ const TYPED_OVERHEAD: usize = 16;
 /// Typed messages over the seqpacket fixture: each message is a byte buffer encoded with
 /// postcard as one byte string (`TypedSender<serde_bytes::Bytes>`: what
 /// `#[serde(with = "serde_bytes")]` does to a field, as the typed module's docs advise) and
-/// decoded into a fresh buffer (`TypedReceiver<serde_bytes::ByteBuf>`) on the other side: the
-/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer, a varint,
-/// and on the receiving side an allocation and a copy out of the message).
+/// decoded on the other side as `&serde_bytes::Bytes` borrowed from the received message
+/// (`TypedReceiver::recv_borrowed`), then copied into the benchmark's buffer: the
+/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer and a
+/// varint; on the receiving side the varint and one copy out of the message, no allocation).
 pub(crate) struct TypedSeqpacket;
 
 type TypedTx = ipc_socket::TypedSender<serde_bytes::Bytes, ipc_socket::Seqpacket>;
@@ -382,7 +383,7 @@ impl<G> Duplex for TypedEnd<G> {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let v = self.rx.recv()?;
+        let v: &serde_bytes::Bytes = self.rx.recv_borrowed(Deadline::Never)?;
         if v.len() > buf.len() {
             return Err(Error::message_too_large(
                 v.len(),
@@ -390,7 +391,7 @@ impl<G> Duplex for TypedEnd<G> {
                 "the benchmark's buffer",
             ));
         }
-        buf[..v.len()].copy_from_slice(&v);
+        buf[..v.len()].copy_from_slice(v);
         Ok(v.len())
     }
 }
