@@ -142,6 +142,10 @@ proptest! {
             Ok(_) => {}
             Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Corrupted),
         }
+        match ipc_socket::typed::decode_borrowed::<BlobView<'_>>(&bytes) {
+            Ok(v) => prop_assert!(v.data.len() + v.name.len() < bytes.len()),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Corrupted),
+        }
     }
 
     /// Valid encodings with bytes flipped or cut: a value or `Corrupted`, never a panic.
@@ -216,5 +220,94 @@ fn byte_strings_are_compact_and_match_the_sequence_encoding() {
         let mut rx = TypedReceiver::<serde_bytes::ByteBuf, _>::new(rx.into_inner());
         tx.send(serde_bytes::Bytes::new(&blob.data)).unwrap();
         assert_eq!(rx.recv().unwrap().into_vec(), blob.data);
+    });
+}
+
+/// The borrowing form of [`Blob`] and a name: what `recv_borrowed` decodes without allocating.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct BlobView<'a> {
+    id: u32,
+    #[serde(borrow, with = "serde_bytes")]
+    data: &'a [u8],
+    name: &'a str,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct NamedBlob {
+    id: u32,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    name: String,
+}
+
+#[test]
+fn borrowed_receive_decodes_in_place_with_the_same_checks() {
+    within_watchdog("borrowed_receive", || {
+        let (a, b) = Seqpacket::pair(70_000).unwrap();
+        let mut tx = TypedSender::<NamedBlob, _>::new(a);
+        let mut rx = TypedReceiver::<NamedBlob, _>::new(b);
+        let data: Vec<u8> = (0..65_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for id in 0..3 {
+            let owned = NamedBlob {
+                id,
+                data: data.clone(),
+                name: format!("blob {id}"),
+            };
+            tx.send(&owned).unwrap();
+            let view: BlobView<'_> = rx.recv_borrowed(Deadline::Never).unwrap();
+            assert_eq!(
+                (view.id, view.data, view.name),
+                (id, &data[..], &*owned.name)
+            );
+        }
+        // The owned and the borrowed receive read the same wire format, in any order.
+        tx.send(&NamedBlob {
+            id: 9,
+            data: vec![1, 2],
+            name: "x".into(),
+        })
+        .unwrap();
+        tx.send(&NamedBlob {
+            id: 10,
+            data: vec![3],
+            name: "y".into(),
+        })
+        .unwrap();
+        assert_eq!(rx.recv().unwrap().id, 9);
+        let v: &serde_bytes::Bytes = {
+            // A bare byte string is not a NamedBlob: Corrupted, and the endpoint goes on.
+            let e = rx
+                .recv_borrowed::<&serde_bytes::Bytes>(Deadline::Never)
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            tx.get_mut().send(&[2, 0xaa, 0xbb]).unwrap();
+            rx.recv_borrowed(Deadline::Never).unwrap()
+        };
+        assert_eq!(&v[..], &[0xaa, 0xbb]);
+        // Malformed: a length running past the end, invalid UTF-8, trailing bytes.
+        for bad in [
+            &[1, 200, 1][..],
+            &[1, 1, 0, 2, 0xff, 0xfe][..],
+            &[1, 0, 0, 7][..],
+        ] {
+            tx.get_mut().send(bad).unwrap();
+            let e = rx.recv_borrowed::<BlobView<'_>>(Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:?}: {e}");
+        }
+        // Too large for the limit: refused before decoding and left queued.
+        let (mut c, d) = Seqpacket::pair(4096).unwrap();
+        let mut small = TypedReceiver::<NamedBlob, _>::with_limit(d, 64);
+        c.send(&[0u8; 100]).unwrap();
+        let e = small
+            .recv_borrowed::<BlobView<'_>>(Deadline::Now)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        let mut buf = [0u8; 200];
+        assert_eq!(small.get_mut().recv(&mut buf).unwrap(), 100);
+        // Empty: the endpoint's own error.
+        let e = small
+            .recv_borrowed::<BlobView<'_>>(Deadline::Now)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
     });
 }

@@ -36,7 +36,6 @@ mod socket;
 
 use crate::fixtures::{
     AtomicFifo, PosixQueue, SeqpacketSocket, ShmChannel, StreamFifo, StreamPipe, SysvQueue,
-    UnixStreamSocket,
 };
 use crate::row::{LibraryRow, Row};
 use asynch::AsyncRow;
@@ -73,13 +72,13 @@ pub static ROWS: &[&dyn Row] = &[
     &mq::RawSysvMq,
     &socket::Unix,
     &socket::RawUnix,
-    &LibraryRow::<UnixStreamSocket>::new("uds-stream", "uds"),
+    &socket::UNIX_LIB,
     &LibraryRow::<SeqpacketSocket>::new("uds-seqpacket", "uds-seqpacket"),
     &socket::TypedSeqpacket,
     &socket::RawSeqpacket,
     &socket::Tcp,
     &socket::RawTcp,
-    &socket::TcpLib,
+    &socket::TCP_LIB,
 ];
 
 /// The row every other row is compared with in the "vs socket" column.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
 use ipc_core::{Deadline, Error, ErrorKind, Properties, Result};
 
-use crate::fixtures::{SeqpacketSocket, UnixStreamSocket};
+use crate::fixtures::SeqpacketSocket;
 use crate::row::{
     Duplex, Handoff, Inherited, Link, ParentEnd, Row, RowInfo, RowKind, duplex_child,
     duplex_parent, messages, raw_stream,
@@ -190,13 +190,43 @@ impl Row for RawTcp {
     }
 }
 
-/// ipc-socket's TCP endpoint the way the raw row uses TCP: one connection carries both
-/// directions (the parent's `Listener<Stream>` on 127.0.0.1 accepts the child's
-/// `Stream::connect`), so each reply carries the acknowledgement of the request. Over the
-/// fixture's two one-way connections (the conformance suite's shape), every message would cost
-/// a pure ACK segment of its own, which the raw row does not pay: a quarter of a small round
-/// trip on one core.
-pub(crate) struct TcpLib;
+/// ipc-socket's stream endpoint the way the raw rows use their socket: one connection carries
+/// both directions, made the way unrelated processes meet (the parent's `Listener<Stream>`
+/// accepts the child's `Stream::connect` by address, with the peer policy checked on Unix).
+///
+/// Over the fixtures' two one-way connections (the conformance suite's shape) the rows paid
+/// for a layout the raw rows do not use: on TCP every message cost a pure ACK segment of its
+/// own where a reply carries the acknowledgement (a quarter of a small round trip on one
+/// core); on a Unix socket the 64 KiB cross-core round trip took ~1.4x the raw row's with
+/// the same system calls per message (`strace -c`), where the framed `uds` row over one
+/// socket pair is ~1.0x (both layouts side by side, five runs: medians 1.39x two connections,
+/// 1.04x one; 1 KiB 1.22x and 1.08x). A likely cause, a property of the kernel rather than
+/// of the library: on one connection, the peer's read frees this end's sent bytes and the
+/// write-space wake-up of this socket also wakes this end's blocked read, whose CPU is then
+/// awake when the reply arrives; over two connections nobody waits where that wake-up goes.
+pub(crate) struct StreamLib {
+    id: &'static str,
+    family: &'static str,
+    properties: Properties,
+    /// TCP on 127.0.0.1; otherwise Unix on an abstract name (nothing left in the file system).
+    tcp: bool,
+}
+
+/// `tcp-lib`: TCP over loopback.
+pub(crate) const TCP_LIB: StreamLib = StreamLib {
+    id: "tcp-lib",
+    family: "tcp",
+    properties: ipc_socket::TCP,
+    tcp: true,
+};
+
+/// `uds-stream`: a Unix-domain stream socket.
+pub(crate) const UNIX_LIB: StreamLib = StreamLib {
+    id: "uds-stream",
+    family: "uds",
+    properties: ipc_socket::STREAM,
+    tcp: false,
+};
 
 /// A duplex endpoint used for both directions.
 struct BothWays<E>(E);
@@ -211,21 +241,27 @@ impl<E: ipc_core::MessageSender + ipc_core::MessageReceiver> Duplex for BothWays
     }
 }
 
-impl Row for TcpLib {
+impl Row for StreamLib {
     fn info(&self) -> RowInfo {
         RowInfo {
-            id: "tcp-lib",
-            family: "tcp",
+            id: self.id,
+            family: self.family,
             kind: RowKind::Library,
-            properties: ipc_socket::TCP,
+            properties: self.properties,
             max_message: None,
         }
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
         let opts = ipc_socket::Options::new().max_message(size);
-        let addr = ipc_socket::Address::Inet((Ipv4Addr::LOCALHOST, 0).into());
+        let addr = if self.tcp {
+            ipc_socket::Address::Inet((Ipv4Addr::LOCALHOST, 0).into())
+        } else {
+            let name = ipc_testkit::unique_posix_name(self.id);
+            ipc_socket::Address::abstract_name(name.trim_start_matches('/'))
+        };
         let listener = ipc_socket::Listener::<ipc_socket::Stream>::bind(&addr, &opts)?;
+        // `@name` for an abstract name (Address's Display), `ip:port` for TCP.
         child.arg(listener.local_addr()?.to_string())?;
         Ok(ParentEnd::AfterSpawn(Box::new(move || {
             // Bounded: a child that died before connecting must not hang the parent.
@@ -235,15 +271,15 @@ impl Row for TcpLib {
     }
 
     fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
-        let addr: SocketAddr = parent.arg().parse().map_err(|_| {
-            Error::with_note(ErrorKind::InvalidInput, "expected a socket address").on(parent.arg())
-        })?;
+        let arg = parent.arg();
+        let addr = match arg.strip_prefix('@') {
+            Some(name) => ipc_socket::Address::abstract_name(name),
+            None => ipc_socket::Address::Inet(arg.parse().map_err(|_| {
+                Error::with_note(ErrorKind::InvalidInput, "expected a socket address").on(arg)
+            })?),
+        };
         let opts = ipc_socket::Options::new().max_message(size);
-        let end = ipc_socket::Stream::connect(
-            &ipc_socket::Address::Inet(addr),
-            &opts,
-            Deadline::after(ACCEPT_TIMEOUT),
-        )?;
+        let end = ipc_socket::Stream::connect(&addr, &opts, Deadline::after(ACCEPT_TIMEOUT))?;
         Ok(Box::new(BothWays(end)))
     }
 }
@@ -253,7 +289,6 @@ impl Row for TcpLib {
 // compare the seqpacket row with, and typed messages (postcard) over seqpacket.
 
 impl Link for SeqpacketSocket {}
-impl Link for UnixStreamSocket {}
 
 /// A connected seqpacket socket pair with room for `size`-byte records; the child's end goes
 /// over as `sock`.
@@ -331,9 +366,10 @@ const TYPED_OVERHEAD: usize = 16;
 /// Typed messages over the seqpacket fixture: each message is a byte buffer encoded with
 /// postcard as one byte string (`TypedSender<serde_bytes::Bytes>`: what
 /// `#[serde(with = "serde_bytes")]` does to a field, as the typed module's docs advise) and
-/// decoded into a fresh buffer (`TypedReceiver<serde_bytes::ByteBuf>`) on the other side: the
-/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer, a varint,
-/// and on the receiving side an allocation and a copy out of the message).
+/// decoded on the other side as `&serde_bytes::Bytes` borrowed from the received message
+/// (`TypedReceiver::recv_borrowed`), then copied into the benchmark's buffer: the
+/// `uds-seqpacket` row plus the encoding cost (a copy into the reused encode buffer and a
+/// varint; on the receiving side the varint and one copy out of the message, no allocation).
 pub(crate) struct TypedSeqpacket;
 
 type TypedTx = ipc_socket::TypedSender<serde_bytes::Bytes, ipc_socket::Seqpacket>;
@@ -351,7 +387,7 @@ impl<G> Duplex for TypedEnd<G> {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let v = self.rx.recv()?;
+        let v: &serde_bytes::Bytes = self.rx.recv_borrowed(Deadline::Never)?;
         if v.len() > buf.len() {
             return Err(Error::message_too_large(
                 v.len(),
@@ -359,7 +395,7 @@ impl<G> Duplex for TypedEnd<G> {
                 "the benchmark's buffer",
             ));
         }
-        buf[..v.len()].copy_from_slice(&v);
+        buf[..v.len()].copy_from_slice(v);
         Ok(v.len())
     }
 }
