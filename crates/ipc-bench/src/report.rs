@@ -397,9 +397,14 @@ impl Report {
             row.push(ratio(own, socket));
             let mut props = props_short(&r.properties);
             if r.kind == RowKind::Peer {
-                // Measured in this run: the comparison that counts.
-                let ours = cost("pubsub-1").map_or("-".into(), |o| ratio(o, Some(own)));
-                props.push_str(&format!("; peer, pubsub-1 / this: {ours}"));
+                // Measured in this run: the comparison that counts (the library row of the
+                // peer's family, `shm` for the spin-flag peer; `pubsub-1` for iceoryx2).
+                let mine = match r.family {
+                    "shm" => "shm",
+                    _ => "pubsub-1",
+                };
+                let ours = cost(mine).map_or("-".into(), |o| ratio(o, Some(own)));
+                props.push_str(&format!("; peer, {mine} / this: {ours}"));
             }
             row.push(props);
             t.rows.push(row);
