@@ -850,17 +850,22 @@ impl Sender {
         end.segment
     }
 
-    /// The receiver's state, checked cheaply: its published state on every call, its process
-    /// when it changed or every [`CHECK_EVERY`] calls, or when `force`: the watcher thread's
-    /// verdict (one load) once it covers the process, a pidfd poll (a syscall) until then.
-    fn receiver_gone(&mut self, force: bool) -> Result<bool> {
-        let word = self
-            .producer
+    /// The receiver's owner word (one load).
+    #[inline]
+    fn receiver_word(&self) -> u64 {
+        self.producer
             .ring()
             .header()
             .rx
             .owner
-            .load(Ordering::Relaxed);
+            .load(Ordering::Relaxed)
+    }
+
+    /// The receiver's state, checked cheaply: its published state on every call, its process
+    /// when it changed or every [`CHECK_EVERY`] calls, or when `force`: the watcher thread's
+    /// verdict (one load) once it covers the process, a pidfd poll (a syscall) until then.
+    fn receiver_gone(&mut self, force: bool) -> Result<bool> {
+        let word = self.receiver_word();
         if state_of(word) == STATE_CLOSED {
             return Ok(true);
         }
@@ -901,13 +906,7 @@ impl Sender {
         {
             return None;
         }
-        let word = self
-            .producer
-            .ring()
-            .header()
-            .rx
-            .owner
-            .load(Ordering::Relaxed);
+        let word = self.receiver_word();
         if word != self.peer_owner || state_of(word) == STATE_CLOSED {
             return None;
         }
