@@ -81,8 +81,9 @@ fn slots(size: usize) -> u64 {
     1u64 << fit.ilog2()
 }
 
+/// The bytes of one direction, rounded up to 128 so the second one starts 128-aligned too.
 fn direction_len(size: usize) -> usize {
-    SLOTS + slots(size) as usize * size.max(1)
+    (SLOTS + slots(size) as usize * size.max(1)).next_multiple_of(128)
 }
 
 /// The segment's name for one point: unique among this machine's processes.
