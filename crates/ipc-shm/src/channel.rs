@@ -915,6 +915,14 @@ impl Sender {
         Some(r)
     }
 
+    /// [`reserve`](Sender::reserve) out of line and marked cold, for the copying send: its
+    /// inlined first try then keeps the message path's registers and layout to itself.
+    #[cold]
+    #[inline(never)]
+    fn reserve_checked(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
+        self.reserve(len, deadline)
+    }
+
     fn reserve(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
         self.end.check()?;
         let max = self.producer.ring().max_message();
@@ -1118,7 +1126,7 @@ impl MessageSender for Sender {
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         let r = match self.reserve_fast(msg.len()) {
             Some(r) => r,
-            None => self.reserve(msg.len(), deadline)?,
+            None => self.reserve_checked(msg.len(), deadline)?,
         };
         // SAFETY: the reservation has room for `msg.len()` bytes at `payload`, which nobody
         // else reads until `commit`.
@@ -1347,6 +1355,14 @@ impl Receiver {
         }
     }
 
+    /// [`next`](Receiver::next) out of line and marked cold, for the copying receive (as
+    /// [`Sender::reserve_checked`]).
+    #[cold]
+    #[inline(never)]
+    fn next_checked(&mut self, deadline: Deadline) -> Result<Message> {
+        self.next(deadline)
+    }
+
     /// The message path's first try, inlined: a committed message ready now
     /// ([`Consumer::peek_message`]) on a channel not found corrupted; `None` sends the caller
     /// down [`next`](Receiver::next), which looks again and waits or reports.
@@ -1412,7 +1428,7 @@ impl MessageReceiver for Receiver {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let m = match self.next_fast() {
             Some(m) => m,
-            None => self.next(deadline)?,
+            None => self.next_checked(deadline)?,
         };
         if m.len() > buf.len() {
             return Err(

@@ -242,7 +242,7 @@
 //! cached index, a committed message record whose length passes the checks); anything else
 //! (a wait, padding, a liveness check due, a scribbled header) goes down the checked path,
 //! which reads everything again and reports (a 64 B send and receive: about 350
-//! instructions before, 225 with it, memcpy included; callgrind).
+//! instructions before, 215 with it, memcpy included; callgrind).
 //!
 //! # Testing the ring under Miri
 //!
