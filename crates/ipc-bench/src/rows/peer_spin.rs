@@ -25,7 +25,9 @@
 //!
 //! A wait that sees no progress for a second calls the other process gone, as the raw rows do
 //! (`BusyEvent` has no notion of a peer). The segment is a POSIX name (`/ipcbench-spin-PID-N`)
-//! that the parent creates and owns: `shared_memory` unlinks it when the parent's end drops.
+//! that the parent creates and owns (`shared_memory` unlinks it when the parent's end drops);
+//! the child unlinks it as soon as it has mapped it, so only a parent killed before the child
+//! started can leave it behind.
 //!
 //! Layout of one direction (each field on its own 128-byte line; the slots from 512):
 //! `data` event at 0, `room` event at 128, the producer's count at 256, the consumer's at 384.
@@ -316,6 +318,10 @@ impl Row for SpinFlag {
             .os_id(parent.arg())
             .open()
             .map_err(shmem_error("open"))?;
+        // Both mappings are made now: the name is no longer needed, so it goes at once, and
+        // a parent killed from here on leaves nothing in /dev/shm (its own drop, which
+        // unlinks it too, then finds it gone).
+        let _ = ipc_shm::Segment::unlink(parent.arg());
         Ok(Box::new(end(shm, size, false)?))
     }
 }
