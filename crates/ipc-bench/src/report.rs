@@ -288,7 +288,8 @@ impl Report {
              `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
              measured on this kind of machine, not in this run.\n\
              - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
-             the same engine and checks; `pubsub-1 / this` below 1.00 is ahead of the peer.\n",
+             the same engine and checks; `pubsub-1 / this` (`shm / this` for spin-flag)\n  \
+             below 1.00 is ahead of the peer.\n",
             runs = p.runs,
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
