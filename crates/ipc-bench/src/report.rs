@@ -288,7 +288,8 @@ impl Report {
              `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
              measured on this kind of machine, not in this run.\n\
              - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
-             the same engine and checks; `pubsub-1 / this` below 1.00 is ahead of the peer.\n",
+             the same engine and checks; `pubsub-1 / this` (`shm / this` for spin-flag)\n  \
+             below 1.00 is ahead of the peer.\n",
             runs = p.runs,
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
@@ -397,9 +398,14 @@ impl Report {
             row.push(ratio(own, socket));
             let mut props = props_short(&r.properties);
             if r.kind == RowKind::Peer {
-                // Measured in this run: the comparison that counts.
-                let ours = cost("pubsub-1").map_or("-".into(), |o| ratio(o, Some(own)));
-                props.push_str(&format!("; peer, pubsub-1 / this: {ours}"));
+                // Measured in this run: the comparison that counts (the library row of the
+                // peer's family, `shm` for the spin-flag peer; `pubsub-1` for iceoryx2).
+                let mine = match r.family {
+                    "shm" => "shm",
+                    _ => "pubsub-1",
+                };
+                let ours = cost(mine).map_or("-".into(), |o| ratio(o, Some(own)));
+                props.push_str(&format!("; peer, {mine} / this: {ours}"));
             }
             row.push(props);
             t.rows.push(row);

@@ -850,17 +850,22 @@ impl Sender {
         end.segment
     }
 
-    /// The receiver's state, checked cheaply: its published state on every call, its process
-    /// when it changed or every [`CHECK_EVERY`] calls, or when `force`: the watcher thread's
-    /// verdict (one load) once it covers the process, a pidfd poll (a syscall) until then.
-    fn receiver_gone(&mut self, force: bool) -> Result<bool> {
-        let word = self
-            .producer
+    /// The receiver's owner word (one load).
+    #[inline]
+    fn receiver_word(&self) -> u64 {
+        self.producer
             .ring()
             .header()
             .rx
             .owner
-            .load(Ordering::Relaxed);
+            .load(Ordering::Relaxed)
+    }
+
+    /// The receiver's state, checked cheaply: its published state on every call, its process
+    /// when it changed or every [`CHECK_EVERY`] calls, or when `force`: the watcher thread's
+    /// verdict (one load) once it covers the process, a pidfd poll (a syscall) until then.
+    fn receiver_gone(&mut self, force: bool) -> Result<bool> {
+        let word = self.receiver_word();
         if state_of(word) == STATE_CLOSED {
             return Ok(true);
         }
@@ -885,6 +890,37 @@ impl Sender {
             self.peer_owner = u64::MAX;
         }
         Ok(gone)
+    }
+
+    /// The message path's first try, inlined: [`reserve`](Sender::reserve) when nothing needs
+    /// more than loads of this end's own state and the receiver's owner word: the channel not
+    /// corrupted, `len` within the maximum, the receiver the same process as at the last check
+    /// and not closed, no periodic check due, room by the cached consumer index. Changes
+    /// nothing unless it reserves (then it counts the send as `receiver_gone` would); `None`
+    /// sends the caller down `reserve`, which does every check again and reports.
+    #[inline]
+    fn reserve_fast(&mut self, len: usize) -> Option<Reservation> {
+        if self.end.corrupted.is_some()
+            || len > self.producer.ring().max_message()
+            || self.sends_since_check + 1 >= CHECK_EVERY
+        {
+            return None;
+        }
+        let word = self.receiver_word();
+        if word != self.peer_owner || state_of(word) == STATE_CLOSED {
+            return None;
+        }
+        let r = self.producer.reserve_cached(len)?;
+        self.sends_since_check += 1;
+        Some(r)
+    }
+
+    /// [`reserve`](Sender::reserve) out of line and marked cold, for the copying send: its
+    /// inlined first try then keeps the message path's registers and layout to itself.
+    #[cold]
+    #[inline(never)]
+    fn reserve_checked(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
+        self.reserve(len, deadline)
     }
 
     fn reserve(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
@@ -1088,7 +1124,10 @@ impl MessageSender for Sender {
     /// receiver's index in shared memory is inconsistent.
     #[doc(alias = "futex")]
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        let r = self.reserve(msg.len(), deadline)?;
+        let r = match self.reserve_fast(msg.len()) {
+            Some(r) => r,
+            None => self.reserve_checked(msg.len(), deadline)?,
+        };
         // SAFETY: the reservation has room for `msg.len()` bytes at `payload`, which nobody
         // else reads until `commit`.
         unsafe {
@@ -1316,6 +1355,25 @@ impl Receiver {
         }
     }
 
+    /// [`next`](Receiver::next) out of line and marked cold, for the copying receive (as
+    /// [`Sender::reserve_checked`]).
+    #[cold]
+    #[inline(never)]
+    fn next_checked(&mut self, deadline: Deadline) -> Result<Message> {
+        self.next(deadline)
+    }
+
+    /// The message path's first try, inlined: a committed message ready now
+    /// ([`Consumer::peek_message`]) on a channel not found corrupted; `None` sends the caller
+    /// down [`next`](Receiver::next), which looks again and waits or reports.
+    #[inline]
+    fn next_fast(&mut self) -> Option<Message> {
+        if self.end.corrupted.is_some() {
+            return None;
+        }
+        self.consumer.peek_message()
+    }
+
     fn release(&mut self, m: Message) {
         self.consumer.release_relaxed(m);
         let h = self.consumer.ring().header();
@@ -1368,7 +1426,10 @@ impl MessageReceiver for Receiver {
     /// inconsistent (the channel stays unusable).
     #[doc(alias = "futex")]
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
-        let m = self.next(deadline)?;
+        let m = match self.next_fast() {
+            Some(m) => m,
+            None => self.next_checked(deadline)?,
+        };
         if m.len() > buf.len() {
             return Err(
                 Error::message_too_large(m.len(), buf.len(), "receive buffer")

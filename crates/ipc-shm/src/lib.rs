@@ -237,7 +237,12 @@
 //! releases are release stores, and the other half of the sleeping-flag handshake is paid by
 //! the sleeper, which runs `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` after raising its
 //! flag (every process with a channel end registers for it; where the kernel refuses, the
-//! message path keeps its fence).
+//! message path keeps its fence). A send or receive first tries an inlined path that only
+//! loads this end's own state, the peer's owner word and the record at hand (room by the
+//! cached index, a committed message record whose length passes the checks); anything else
+//! (a wait, padding, a liveness check due, a scribbled header) goes down the checked path,
+//! which reads everything again and reports (a 64 B send and receive: about 350
+//! instructions before, 215 with it, memcpy included; callgrind).
 //!
 //! # Testing the ring under Miri
 //!

@@ -496,21 +496,29 @@ impl Producer {
     /// Reserves room for a message of `len` bytes (at most the ring's maximum), or `None` if
     /// there is no room now. Nothing is visible to the consumer until [`commit`](Producer::commit).
     pub(crate) fn reserve(&mut self, len: usize) -> Result<Option<Reservation>> {
+        if let Some(r) = self.reserve_cached(len) {
+            return Ok(Some(r));
+        }
+        self.refresh()?;
+        Ok(self.reserve_cached(len))
+    }
+
+    /// [`reserve`](Producer::reserve) by the cached consumer index alone (no shared load):
+    /// `None` when that shows no room, though a [`refresh`](Producer::refresh) might. The
+    /// message path's first try; changes nothing.
+    #[inline]
+    pub(crate) fn reserve_cached(&self, len: usize) -> Option<Reservation> {
         debug_assert!(len <= self.ring.max_message());
         let (pad, rec) = self.need(len);
-        let room = |p: &Producer| p.ring.limit - p.tail.wrapping_sub(p.head);
-        if pad + rec > room(self) {
-            self.refresh()?;
-            if pad + rec > room(self) {
-                return Ok(None);
-            }
+        let room = self.ring.limit - self.tail.wrapping_sub(self.head);
+        if pad + rec > room {
+            return None;
         }
-        let pos = self.tail.wrapping_add(pad);
-        Ok(Some(Reservation {
+        Some(Reservation {
             pad,
-            pos,
+            pos: self.tail.wrapping_add(pad),
             len: len as u32,
-        }))
+        })
     }
 
     /// Where the payload of `r` goes: `r.len` writable bytes.
@@ -640,6 +648,41 @@ impl Consumer {
             }
         }
         self.peek()
+    }
+
+    /// The message path's first try, inlined: [`peek_hinted`](Consumer::peek_hinted) for the
+    /// common case only, a committed message record at `head` whose length passes the same
+    /// checks as in [`peek`](Consumer::peek) (at most the maximum, inside the data area before
+    /// its end). `None` for anything else (nothing committed, padding, or a header that fails
+    /// them), which the caller then hands to `peek_hinted`: it reads the header again, and
+    /// reports what is wrong.
+    #[inline]
+    pub(crate) fn peek_message(&mut self) -> Option<Message> {
+        if self.tail == self.head {
+            self.tail = self.ring.header().tail.load(Ordering::Acquire);
+            if self.tail == self.head {
+                return None;
+            }
+        }
+        let mark = self.ring.mark(self.head).load(Ordering::Acquire);
+        if mark != self.head | KIND_MESSAGE {
+            return None;
+        }
+        // Copied once; from here on only the local is used.
+        let len = self.ring.len_word(self.head).load(Ordering::Relaxed) as usize;
+        let pos = (self.head & (self.ring.capacity - 1)) as usize;
+        let rec = RECORD_HEADER + align8(len);
+        if len > self.ring.max_message() || rec > self.ring.capacity as usize - pos {
+            return None;
+        }
+        let at = self.ring.at(self.head);
+        Some(Message {
+            // SAFETY: the payload `at + 8 .. at + 8 + len` is inside the record, which is
+            // inside the data area (checked above).
+            ptr: unsafe { at.add(RECORD_HEADER) },
+            len,
+            rec: rec as u32,
+        })
     }
 
     /// The next message, if one is committed; skips padding. The message stays in the ring
@@ -957,6 +1000,53 @@ mod tests {
                 "({len}, {kind:#x}): {e}"
             );
         }
+    }
+
+    #[test]
+    fn the_fast_paths_take_only_what_the_checked_paths_would() {
+        let (r, ring) = HeapRegion::ring(256, 100);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        assert!(c.peek_message().is_none(), "an empty ring");
+        // By the cached head alone: no room once full, though the consumer made some.
+        while send(&mut p, &[3; 40]) {}
+        assert!(p.reserve_cached(40).is_none());
+        recv(&mut c).unwrap();
+        assert!(p.reserve_cached(40).is_none(), "the cache is not refreshed");
+        assert!(
+            p.reserve(40).unwrap().is_some(),
+            "the checked path refreshes"
+        );
+        while recv(&mut c).is_some() {}
+        // A committed record whose length a peer scribbled: the fast path declines, the
+        // checked path reports it.
+        for len in [101u32, 249, u32::MAX] {
+            let (r, ring) = HeapRegion::ring(256, 100);
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            assert!(send(&mut p, &[1; 16]));
+            r.word(DATA_OFFSET).store(len, Ordering::Relaxed);
+            assert!(c.peek_message().is_none(), "length {len}");
+            let e = c.peek().unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ipc_core::ErrorKind::Corrupted,
+                "length {len}: {e}"
+            );
+        }
+        // Padding is left to the checked path, which skips it.
+        let (_r, ring) = HeapRegion::ring(256, 100);
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        for _ in 0..2 {
+            // Records of 112 bytes at 0 and 112: the third does not fit before the end.
+            assert!(send(&mut p, &[2; 100]));
+            assert_eq!(recv(&mut c).unwrap().len(), 100);
+        }
+        assert!(send(&mut p, &[4; 100]), "wraps after a padding record");
+        assert!(c.peek_message().is_none(), "padding first");
+        assert_eq!(c.peek().unwrap().map(|m| m.len()), Some(100));
+        drop(r);
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod fifo;
 mod mq;
 #[cfg(feature = "peers")]
 mod peer;
+#[cfg(feature = "peers")]
+mod peer_spin;
 mod pipe;
 mod pubsub;
 mod shm;
@@ -54,6 +56,8 @@ pub static ROWS: &[&dyn Row] = &[
     &shm::RawShmCopy,
     &shm::RawShmSpin,
     &shm::RawShmFutex,
+    #[cfg(feature = "peers")]
+    &peer_spin::SpinFlag,
     &pubsub::PubSub(1, "pubsub-1"),
     #[cfg(feature = "peers")]
     &peer::Iceoryx2PubSub,
