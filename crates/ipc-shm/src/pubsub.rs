@@ -68,25 +68,25 @@
 //!
 //! # Waiting
 //!
-//! Waiters spin for up to 30 µs when another CPU may serve them; when everyone they wait for
-//! is pinned to their own CPU (spinning cannot pay there) they instead give the CPU up
-//! (`sched_yield`) and look again for up to 30 µs, so a runnable peer on that CPU publishes or
-//! drains a batch before either end announces a sleep (no wake-up system call, no wake-up
-//! preemption per message). Then they sleep on a futex in the segment in growing slices (1 to 50 ms), checking the process they wait for (the publisher,
-//! or under `Block` the subscribers holding the publisher back) between slices: a death is
-//! seen within one slice. Subscribers sleep on the publisher's wake word and announce it in
-//! the shared `sleepers` word (one atomic add: the count of sleepers up, and the count of naps,
-//! each sleep announced, up), so a publisher makes a wake-up syscall only when someone sleeps,
-//! and once per nap announced: having woken, it makes no more until a subscriber announces a
-//! new sleep, however many messages it publishes before the woken ones run (on a shared CPU
-//! they run only when the publisher yields it). A subscriber killed while asleep leaves the
-//! count raised, which costs the publisher one needless wake-up, never a lost one (each
-//! sleep re-reads the wake word first, so a wake-up after it announced its sleep ends it or
-//! its sleep does not start). A publisher blocked under
-//! `Block` sleeps until half the ring is free (it writes the cursor it wants in `want`; the
-//! first subscriber past it takes the publisher's flag down and wakes it), so a publisher that
-//! outpaces its subscribers wakes once per half ring, not once per message; it rescans before
-//! every sleep with its flag up, so a slower subscriber that passes later still wakes it.
+//! Waiters spin for up to 30 µs when another CPU may serve them; when everyone they wait for is
+//! pinned to their own CPU (spinning cannot pay there) they instead give the CPU up (`sched_yield`)
+//! and look again for up to 30 µs, so a runnable peer on that CPU publishes or drains a batch
+//! before either end announces a sleep (no wake-up system call, no wake-up preemption per message).
+//! Then they sleep on a futex in the segment in growing slices (1 to 50 ms), checking the process
+//! they wait for (the publisher, or under `Block` the subscribers holding the publisher back)
+//! between slices: a death is seen within one slice. Subscribers sleep on the publisher's wake word
+//! and announce it in the shared `sleepers` word (one atomic add: the count of sleepers up, and the
+//! count of naps, each sleep announced, up), so a publisher makes a wake-up syscall only when
+//! someone sleeps, and once per nap announced: having woken, it makes no more until a subscriber
+//! announces a new sleep, however many messages it publishes before the woken ones run (on a shared
+//! CPU they run only when the publisher yields it). A subscriber killed while asleep leaves the
+//! count raised, which costs the publisher one needless wake-up, never a lost one (each sleep
+//! re-reads the wake word first, so a wake-up after it announced its sleep ends it or its sleep
+//! does not start). A publisher blocked under `Block` sleeps until half the ring is free (it writes
+//! the cursor it wants in `want`; the first subscriber past it takes the publisher's flag down and
+//! wakes it), so a publisher that outpaces its subscribers wakes once per half ring, not once per
+//! message; it rescans before every sleep with its flag up, so a slower subscriber that passes
+//! later still wakes it.
 //!
 //! # Readiness
 //!
