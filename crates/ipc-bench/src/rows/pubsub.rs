@@ -87,12 +87,9 @@ pub const ICEORYX2_REFERENCE: [Reference; 5] = {
     ]
 };
 
-/// The most slots a pub-sub ring of the benchmark gets, and the bytes it aims for: 1 MiB, as
-/// the channel's ring at 64 KiB (`fixtures::shm_capacity`), so that a batch written and read
-/// on one CPU stays in its cache (4 MiB made same-core 64 KiB points about 25% slower, with
-/// no gain across cores; measured beside iceoryx2, whose buffer follows this ring).
+/// The most slots a pub-sub ring of the benchmark gets, and the bytes it aims for.
 const MAX_SLOTS: usize = 256;
-const RING_BYTES: usize = 1 << 20;
+const RING_BYTES: usize = 4 << 20;
 
 /// The slots of a pub-sub ring for messages of `size` bytes (a power of two, at least 4, so
 /// the largest messages still have two in flight while two are read): also the subscriber
