@@ -10,9 +10,10 @@
 //! offset  128  tail       u64, written by the publisher only: messages ever published
 //! offset  256  publisher  Side: owner word (state, pid, start time), CPU, sleeping flag, wake
 //!                         word (the futex subscribers sleep on)
-//! offset  384  shared     sleepers (u32: subscribers asleep or going to sleep), space (u32: the
-//!                         futex a blocked publisher sleeps on), joins (u32: bumped by every join),
-//!                         want (u64: the cursor that wakes a publisher sleeping for room)
+//! offset  384  shared     sleepers (u64: low half, subscribers asleep or going to sleep; high
+//!                         half, naps: bumped by every sleep announced), space (u32: the futex a
+//!                         blocked publisher sleeps on), joins (u32: bumped by every join), want
+//!                         (u64: the cursor that wakes a publisher sleeping for room)
 //! offset  512  places     M blocks of 128 bytes: a subscriber's Side and its cursor (u64: the
 //!                         next sequence number it will read), written by that subscriber only
 //! then         slots      N slots of `slot size` bytes (a multiple of 128): stamp (u64), length
@@ -67,17 +68,25 @@
 //!
 //! # Waiting
 //!
-//! Waiters spin for up to 30 µs when another CPU may serve them, then sleep on a futex in the
-//! segment in growing slices (1 to 50 ms), checking the process they wait for (the publisher,
-//! or under `Block` the subscribers holding the publisher back) between slices: a death is
-//! seen within one slice. Subscribers sleep on the publisher's wake word and announce it in
-//! the shared `sleepers` count, so a publisher makes a wake-up syscall only when someone
-//! sleeps; a subscriber killed while asleep leaves the count raised, which costs the publisher
-//! a needless wake-up per message from then on, never a lost one. A publisher blocked under
-//! `Block` sleeps until half the ring is free (it writes the cursor it wants in `want`; the
-//! first subscriber past it takes the publisher's flag down and wakes it), so a publisher that
-//! outpaces its subscribers wakes once per half ring, not once per message; it rescans before
-//! every sleep with its flag up, so a slower subscriber that passes later still wakes it.
+//! Waiters spin for up to 30 µs when another CPU may serve them; when everyone they wait for is
+//! pinned to their own CPU (spinning cannot pay there) they instead give the CPU up (`sched_yield`)
+//! and look again for up to 30 µs, so a runnable peer on that CPU publishes or drains a batch
+//! before either end announces a sleep (no wake-up system call, no wake-up preemption per message).
+//! Then they sleep on a futex in the segment in growing slices (1 to 50 ms), checking the process
+//! they wait for (the publisher, or under `Block` the subscribers holding the publisher back)
+//! between slices: a death is seen within one slice. Subscribers sleep on the publisher's wake word
+//! and announce it in the shared `sleepers` word (one atomic add: the count of sleepers up, and the
+//! count of naps, each sleep announced, up), so a publisher makes a wake-up syscall only when
+//! someone sleeps, and once per nap announced: having woken, it makes no more until a subscriber
+//! announces a new sleep, however many messages it publishes before the woken ones run (on a shared
+//! CPU they run only when the publisher yields it). A subscriber killed while asleep leaves the
+//! count raised, which costs the publisher one needless wake-up, never a lost one (each sleep
+//! re-reads the wake word first, so a wake-up after it announced its sleep ends it or its sleep
+//! does not start). A publisher blocked under `Block` sleeps until half the ring is free (it writes
+//! the cursor it wants in `want`; the first subscriber past it takes the publisher's flag down and
+//! wakes it), so a publisher that outpaces its subscribers wakes once per half ring, not once per
+//! message; it rescans before every sleep with its flag up, so a slower subscriber that passes
+//! later still wakes it.
 //!
 //! # Readiness
 //!
@@ -87,9 +96,10 @@
 //! tokio (`AsyncEndpoint`) can wait on them:
 //!
 //! - a [`Subscriber`]'s rings when a message is published or the publisher closes or dies.
-//!   [`arm`](Readiness::arm) raises the shared `sleepers` count, as a blocking receive does,
-//!   and the publisher wakes the word only while that count is up: no system call per message
-//!   while every subscriber keeps up. The publisher's process is watched (pidfd, the
+//!   [`arm`](Readiness::arm) announces a nap in the shared `sleepers` word, as a blocking
+//!   receive does, and the publisher wakes the word only for a nap announced since its last
+//!   wake-up: no system call per message while every subscriber keeps up, and one per wait
+//!   while one does not. The publisher's process is watched (pidfd, the
 //!   `ipc-shm-watch` thread), so its death rings at once.
 //! - a [`Publisher`]'s rings, under [`Policy::Block`], when the subscribers it waits for moved
 //!   on (or left, or died): `arm` raises the publisher's sleeping flag, which subscribers
@@ -115,12 +125,15 @@ use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
 use crate::segment::Segment;
 use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
-use crate::wait::{Rounds, Spin, nap, sleep_flagged};
+use crate::wait::{DEFAULT_SPIN, Rounds, Spin, nap, sleep_flagged};
 
 /// `"IPCSHMPS"`, little-endian: the first 8 bytes of every publish-subscribe segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
 /// The layout version `open` accepts. Bump on any change of the header or the slot format.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// What a subscriber adds to the shared `sleepers` word before it sleeps: one sleeper more
+/// (low half, taken back when it wakes) and one nap more (high half, never taken back).
+const NAP: u64 = (1 << 32) | 1;
 /// Bytes before a slot's payload: stamp (8), length (4), pad (4).
 const SLOT_HEADER: usize = 16;
 /// The most slots and subscriber places a segment may declare.
@@ -135,6 +148,39 @@ pub enum Policy {
     Block,
     /// The publisher overwrites; the slow subscriber counts what it missed.
     Lossy,
+}
+
+/// The yield phase of a wait on a CPU shared with everyone waited for (all pinned to this
+/// end's CPU, where spinning cannot pay): for up to [`DEFAULT_SPIN`] on the first round of a
+/// wait that may block, give the CPU up (`sched_yield`) and look again before sleeping. A peer
+/// that is runnable then goes on (publishing a batch, or draining one) without a wake-up
+/// system call per message: this end has not announced a sleep; one that is not runnable
+/// costs a few cheap yields.
+struct Yields {
+    may: bool,
+    until: Option<std::time::Instant>,
+}
+
+impl Yields {
+    fn new(deadline: Deadline, round: u32) -> Yields {
+        Yields {
+            may: round == 0 && deadline != Deadline::Now,
+            until: None,
+        }
+    }
+
+    /// Whether to look again after a yield. `on_my_cpu`: whether everyone waited for is pinned
+    /// to this end's CPU, asked once, after the first look.
+    fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
+        if std::mem::take(&mut self.may) && on_my_cpu() {
+            self.until = Some(std::time::Instant::now() + DEFAULT_SPIN);
+        }
+        let Some(until) = self.until else {
+            return false;
+        };
+        std::thread::yield_now();
+        std::time::Instant::now() < until
+    }
 }
 
 /// The first block: what `open` validates.
@@ -154,7 +200,9 @@ struct Meta {
 /// Words any subscriber may write.
 #[repr(C)]
 struct Shared {
-    sleepers: AtomicU32,
+    /// Low 32 bits: subscribers asleep or going to sleep; high 32 bits: naps, bumped by each
+    /// announcement ([`NAP`]).
+    sleepers: AtomicU64,
     space: AtomicU32,
     joins: AtomicU32,
     /// While the publisher sleeps for room (its sleeping flag up): the cursor a subscriber
@@ -475,6 +523,8 @@ pub struct Publisher {
     ready: Doorbell,
     /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
     cpu: u32,
+    /// The subscribers' nap count at the last wake-up: a publish wakes only when it moved.
+    woken: u32,
 }
 
 impl Publisher {
@@ -531,6 +581,10 @@ impl Publisher {
             corrupted: None,
             ready,
             cpu: peer::single_cpu(),
+            // Subscribers already asleep (waiting for a publisher) are woken by the first
+            // publish.
+            woken: (view.header().shared.sleepers.load(Ordering::Acquire) >> 32).wrapping_sub(1)
+                as u32,
         })
     }
 
@@ -628,12 +682,15 @@ impl Publisher {
         let mut rounds = Rounds::default();
         loop {
             let mut spin = Spin::new(deadline, rounds.round);
+            let mut shared = Yields::new(deadline, rounds.round);
             loop {
                 self.min_cursor = self.scan(!rounds.first())?;
                 if s < self.min_cursor + self.view.slots {
                     return Ok(());
                 }
-                if !spin.again(|| self.subscribers_on_my_cpu()) {
+                if !spin.again(|| self.subscribers_on_my_cpu())
+                    && !shared.again(|| self.subscribers_on_my_cpu())
+                {
                     break;
                 }
             }
@@ -694,7 +751,14 @@ impl Publisher {
         self.tail = s + 1;
         let h = self.view.header();
         h.tail.store(s + 1, Ordering::SeqCst);
-        if h.shared.sleepers.load(Ordering::SeqCst) != 0 {
+        // Wake only for a nap announced since the last wake-up: a subscriber that announced
+        // its sleep before that one read the wake word before it, so that wake-up ended its
+        // sleep (or its sleep will not start); one that announces later sees this message in
+        // its last look (its add and our load are ordered one way or the other).
+        let word = h.shared.sleepers.load(Ordering::SeqCst);
+        let naps = (word >> 32) as u32;
+        if word as u32 != 0 && naps != self.woken {
+            self.woken = naps;
             h.publisher.wake.fetch_add(1, Ordering::Release);
             futex::wake_all(&h.publisher.wake);
         }
@@ -1098,13 +1162,16 @@ impl Subscriber {
         let mut rounds = Rounds::default();
         loop {
             let mut spin = Spin::new(deadline, rounds.round);
+            let mut shared = Yields::new(deadline, rounds.round);
             loop {
                 match self.peek() {
                     Ok(Some(m)) => return Ok(m),
                     Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
                 }
-                if !spin.again(|| peer::on_cpu(cpu, &h.publisher)) {
+                if !spin.again(|| peer::on_cpu(cpu, &h.publisher))
+                    && !shared.again(|| peer::on_cpu(cpu, &h.publisher))
+                {
                     break;
                 }
             }
@@ -1135,7 +1202,7 @@ impl Subscriber {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));
             }
             let wake = h.publisher.wake.load(Ordering::Acquire);
-            h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+            h.shared.sleepers.fetch_add(NAP, Ordering::SeqCst);
             let ready = matches!(self.peek(), Ok(Some(_)) | Err(_));
             if !ready {
                 nap(&h.publisher.wake, wake, rounds.until(deadline)).map_err(|e| self.fail(e))?;
@@ -1215,9 +1282,10 @@ impl MessageReceiver for Subscriber {
 /// The doorbell: an eventfd that becomes **readable** when a receive may succeed (a message
 /// was published, or the publisher closed or died).
 ///
-/// [`arm`](Readiness::arm) raises the shared `sleepers` count, as a blocking receive does
-/// before its futex wait; the publisher makes a wake-up call only while that count is up.
-/// So while every subscriber keeps up there is no system call per message. The publisher's
+/// [`arm`](Readiness::arm) announces a nap in the shared `sleepers` word, as a blocking
+/// receive does before its futex wait; the publisher makes a wake-up call only for a nap
+/// announced since its last one. So while every subscriber keeps up there is no system call
+/// per message, and at most one per wait otherwise. The publisher's
 /// process is watched (pidfd, the `ipc-shm-watch` thread), so its death rings at once; while
 /// no publisher is attached yet, the bell rings every 50 ms to look again.
 impl Readiness for Subscriber {
@@ -1238,7 +1306,7 @@ impl Readiness for Subscriber {
             peer::on_cpu(self.cpu, &h.publisher),
             &h.publisher.wake,
             || {
-                h.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                h.shared.sleepers.fetch_add(NAP, Ordering::SeqCst);
             },
             || {
                 h.shared.sleepers.fetch_sub(1, Ordering::SeqCst);

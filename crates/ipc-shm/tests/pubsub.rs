@@ -142,6 +142,56 @@ fn a_stuck_live_subscriber_ends_a_blocked_send_at_its_deadline() {
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
 }
 
+/// A publisher wakes a sleeping subscriber once per sleep it announced, not once per message
+/// published before the woken subscriber runs: two subscribers wait on their doorbells (a
+/// wait announced as a blocking receive announces it) and do not run while 100 messages are
+/// published; one wake-up rings them both. A wait given up without being disarmed (what a
+/// subscriber killed asleep leaves) costs nothing more either; a new wait is woken again.
+#[test]
+fn a_sleeping_subscriber_is_woken_once_per_sleep_not_per_message() {
+    use ipc_core::Readiness;
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(256)
+            .max_message(256)
+            .create_memfd("ps-one-wake")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut a = Subscriber::open(seg.clone()).unwrap();
+    let mut b = Subscriber::open(seg).unwrap();
+    assert!(
+        !a.arm().unwrap() && !b.arm().unwrap(),
+        "nothing published yet"
+    );
+    let before = a.doorbell_rings();
+    for seq in 0..100 {
+        tx.try_send(&message(seq)).unwrap();
+    }
+    assert_eq!(
+        a.doorbell_rings() - before,
+        1,
+        "one wake-up for both sleeps"
+    );
+    for seq in 0..100 {
+        assert_eq!(recv(&mut a).unwrap(), seq);
+    }
+    // `b` never disarms (as if killed asleep): its raised count costs no more wake-ups.
+    for seq in 100..200 {
+        tx.try_send(&message(seq)).unwrap();
+        assert_eq!(recv(&mut a).unwrap(), seq);
+    }
+    assert_eq!(a.doorbell_rings() - before, 1);
+    // A new sleep is woken.
+    assert!(!a.arm().unwrap());
+    tx.try_send(&message(200)).unwrap();
+    tx.try_send(&message(201)).unwrap();
+    assert_eq!(a.doorbell_rings() - before, 2);
+    a.disarm();
+    assert_eq!(recv(&mut a).unwrap(), 200);
+    assert_eq!(recv(&mut b).unwrap(), 0);
+}
+
 #[test]
 fn a_leaving_subscriber_unblocks_the_publisher_and_places_are_reused() {
     let seg = Arc::new(opts(Policy::Block).create_memfd("ps-leave").unwrap());
