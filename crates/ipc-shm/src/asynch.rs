@@ -1,10 +1,11 @@
-//! The zero-copy forms of the channel's async endpoints (feature `tokio`): [`AsyncLoan`] for
-//! `AsyncEndpoint<Sender>`, [`AsyncInPlace`] for `AsyncEndpoint<Receiver>`.
+//! The zero-copy forms of the shared-memory async endpoints (feature `tokio`): [`AsyncLoan`]
+//! for `AsyncEndpoint<Sender>`, [`AsyncInPlace`] for `AsyncEndpoint<Receiver>` and
+//! `AsyncEndpoint<Subscriber>`.
 
 use ipc_core::fd::Interest;
 use ipc_core::tokio::AsyncEndpoint;
 
-use crate::{Receiver, RecvGuard, Result, SendLoan, Sender};
+use crate::{PubSubGuard, Receiver, RecvGuard, Result, SendLoan, Sender, Subscriber};
 
 /// [`Sender::loan`] in async code.
 #[allow(async_fn_in_trait)]
@@ -26,21 +27,43 @@ impl AsyncLoan for AsyncEndpoint<Sender> {
     }
 }
 
-/// [`Receiver::recv_in_place`] in async code.
+/// [`Receiver::recv_in_place`] and [`Subscriber::recv_in_place`] in async code.
 #[allow(async_fn_in_trait)]
 pub trait AsyncInPlace {
-    /// Takes the next message in place, waiting for one (see [`Receiver::recv_in_place`]).
+    /// What lends the message: [`RecvGuard`] for a channel receiver, [`PubSubGuard`] for a
+    /// subscriber.
+    type Guard<'a>
+    where
+        Self: 'a;
+
+    /// Takes the next message in place, waiting for one (see [`Receiver::recv_in_place`],
+    /// [`Subscriber::recv_in_place`]).
     ///
-    /// Cancel safe: a dropped future took no message; the message leaves the ring only when
-    /// the returned guard is dropped. Errors as [`Receiver::recv_in_place`].
-    async fn recv_in_place(&mut self) -> Result<RecvGuard<'_>>;
+    /// Cancel safe: a dropped future took no message; the message is passed over only when
+    /// the returned guard is dropped. Errors as the blocking form's.
+    async fn recv_in_place(&mut self) -> Result<Self::Guard<'_>>;
 }
 
 impl AsyncInPlace for AsyncEndpoint<Receiver> {
+    type Guard<'a> = RecvGuard<'a>;
+
     async fn recv_in_place(&mut self) -> Result<RecvGuard<'_>> {
         // Looks without taking; only this consumer takes, so the message stays there for
         // the call that follows.
         self.retry(Interest::Readable, |r| r.probe()).await?;
+        self.get_mut().try_recv_in_place()
+    }
+}
+
+impl AsyncInPlace for AsyncEndpoint<Subscriber> {
+    type Guard<'a> = PubSubGuard<'a>;
+
+    async fn recv_in_place(&mut self) -> Result<PubSubGuard<'_>> {
+        // Looks without moving the cursor. The message found stays readable for the call that
+        // follows: under `Policy::Block` nothing overwrites it; under `Policy::Lossy` a
+        // publisher lapping this subscriber in between makes that call return a newer message
+        // and count the lost ones, as the blocking form does.
+        self.retry(Interest::Readable, |s| s.probe()).await?;
         self.get_mut().try_recv_in_place()
     }
 }

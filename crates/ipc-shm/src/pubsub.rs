@@ -1241,6 +1241,14 @@ impl Subscriber {
     pub fn try_recv_in_place(&mut self) -> Result<PubSubGuard<'_>> {
         self.recv_in_place_deadline(Deadline::Now)
     }
+
+    /// Whether a message is there to take, without taking it (the async in-place receive's
+    /// try): `Ok` when one is, the errors of
+    /// [`try_recv_in_place`](Subscriber::try_recv_in_place) otherwise.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn probe(&mut self) -> Result<()> {
+        self.next(Deadline::Now).map(drop)
+    }
 }
 
 impl MessageReceiver for Subscriber {

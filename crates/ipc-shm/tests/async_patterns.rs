@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::{
-    AsyncEndpoint, MpscConsumer, MpscOptions, MpscProducer, Policy, PubSubOptions, Publisher,
-    Segment, Subscriber,
+    AsyncEndpoint, AsyncInPlace, MpscConsumer, MpscOptions, MpscProducer, Policy, PubSubOptions,
+    Publisher, Segment, Subscriber,
 };
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 
@@ -162,6 +162,33 @@ fn tokio_subscribers_receive_everything_from_a_publisher_process() {
             assert_eq!(s.get_ref().missed(), 0);
         });
         futures_join_all(tasks).await;
+    });
+    child.wait_success();
+}
+
+#[test]
+fn a_tokio_subscriber_reads_a_publisher_process_in_place() {
+    const COUNT: u64 = 2_000;
+    let name = unique_posix_name("aps-inplace");
+    let seg = Arc::new(
+        pubsub(Policy::Block)
+            .create_posix(name.as_str())
+            .unwrap()
+            .remove_on_drop(),
+    );
+    let sub = Subscriber::open(seg.clone()).unwrap();
+    let child = spawn("publish_by_name")
+        .arg(format!("{name} {COUNT} 1"))
+        .start();
+    block_on("tokio in-place subscriber", move || async move {
+        let mut sub = AsyncEndpoint::new(sub).unwrap();
+        for seq in 0..COUNT {
+            let msg = sub.recv_in_place().await.unwrap();
+            assert_eq!(check(&msg), (0, seq));
+        }
+        let e = sub.recv_in_place().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert_eq!(sub.get_ref().missed(), 0);
     });
     child.wait_success();
 }
@@ -375,6 +402,46 @@ fn a_cancelled_receive_took_nothing_and_a_cancelled_publish_sent_nothing() {
         let n = sub.recv(&mut buf).await.unwrap();
         assert_eq!(check(&buf[..n]), (0, 8));
         drop(late.join().unwrap());
+    });
+}
+
+#[test]
+fn a_cancelled_in_place_receive_took_nothing() {
+    let seg = Arc::new(
+        pubsub(Policy::Block)
+            .create_memfd("aps-cancel-in-place")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let sub = Subscriber::open(seg).unwrap();
+    block_on("cancelled in-place receive", move || async move {
+        let mut sub = AsyncEndpoint::new(sub).unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(20), sub.recv_in_place())
+            .await
+            .is_err();
+        assert!(cut, "nothing published: the receive waits");
+        for seq in 0..3 {
+            tx.send(&message(0, seq)).unwrap();
+        }
+        {
+            let first = sub.recv_in_place().await.unwrap();
+            assert_eq!(check(&first), (0, 0), "the cancelled receive took nothing");
+        }
+        for seq in 1..3 {
+            let msg = sub.recv_in_place().await.unwrap();
+            assert_eq!(
+                check(&msg),
+                (0, seq),
+                "a dropped guard passes over its message only"
+            );
+        }
+        let cut = tokio::time::timeout(Duration::from_millis(20), sub.recv_in_place())
+            .await
+            .is_err();
+        assert!(cut, "all three taken: the receive waits again");
+        tx.send(&message(0, 3)).unwrap();
+        let msg = sub.recv_in_place().await.unwrap();
+        assert_eq!(check(&msg), (0, 3));
     });
 }
 
