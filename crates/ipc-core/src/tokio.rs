@@ -54,9 +54,12 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// of a queue when a message leaves it; registered for "writable", a receiver asleep in
 /// `epoll_wait` would be woken by each message its peer takes from the other queue). Each
 /// wait that sleeps costs one `epoll_wait`, and the try before it, when it finds nothing,
-/// one failed `try_` call: a message endpoint does not know it emptied its descriptor
-/// (frames are read whole, a queue receive does not say how many remain), so the adapter
-/// cannot skip that try the way tokio's sockets skip it after a short read.
+/// one failed `try_` call (none for the shm channel, whose try reads memory). Skipping
+/// that try when a frame reader knows it emptied its pipe (as tokio's sockets do after a
+/// short read) was tried and measured: the same-core 64 B pipe round trip got no faster
+/// (its best case about 10% slower), so every call tries first. A wait ends with
+/// [`Readiness::disarm_edge_triggered`] (the reactor is edge-triggered): the shm doorbell
+/// is not drained, one `read` fewer per wait.
 ///
 /// # Cancel safety
 ///
@@ -113,7 +116,7 @@ struct Disarm<'a, E: Readiness>(&'a E);
 
 impl<E: Readiness> Drop for Disarm<'_, E> {
     fn drop(&mut self) {
-        self.0.disarm();
+        self.0.disarm_edge_triggered();
     }
 }
 

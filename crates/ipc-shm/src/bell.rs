@@ -176,14 +176,18 @@ impl Bell {
         }
     }
 
-    /// Stops ringing for the current wait and drains the eventfd (one `read`).
-    pub(crate) fn disarm(&self) {
+    /// Stops ringing for the current wait and drains the eventfd (one `read`), unless
+    /// `!drain`: a waiter that watches the eventfd edge-triggered is woken by the next ring
+    /// whatever the count, so it need not be drained.
+    pub(crate) fn disarm(&self, drain: bool) {
         let s = &self.shared;
         let _ = s
             .state
             .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed);
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&s.eventfd, &mut buf);
+        if drain {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&s.eventfd, &mut buf);
+        }
     }
 }
 

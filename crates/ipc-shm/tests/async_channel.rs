@@ -1,6 +1,6 @@
 //! The channel's async ends (feature `tokio`): a cancelled send sent nothing, a cancelled
-//! receive took nothing, zero-copy loans and in-place receives across threads, and no
-//! doorbell ring per message while the receiver keeps up.
+//! receive took nothing, zero-copy loans and in-place receives across threads, no doorbell
+//! ring per message while the receiver keeps up, and no doorbell drain per async wait.
 
 #![cfg(feature = "tokio")]
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipc_shm::{
     AsyncEndpoint, AsyncInPlace, AsyncLoan, ChannelOptions, ErrorKind, MessageReceiver,
-    MessageSender,
+    MessageSender, Readiness,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -77,6 +77,53 @@ fn loans_and_in_place_receives_across_threads_through_a_small_ring() {
         sender.join().unwrap();
         let e = rx.recv_in_place().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}
+
+/// Whether `fd` is readable now (`poll` with a zero timeout).
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero)).unwrap() == 1
+}
+
+#[test]
+fn an_async_wait_leaves_the_doorbell_undrained_and_disarm_drains_it() {
+    // The adapter's reactor is edge-triggered: it ends its waits with
+    // `disarm_edge_triggered`, which saves the eventfd `read`; a level-triggered poll loop
+    // calls `disarm`, which drains.
+    let (mut tx, rx) = ChannelOptions::new().pair().unwrap();
+    runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let before = rx.get_ref().doorbell_rings();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            tx.send(b"late").unwrap();
+            tx
+        });
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.recv(&mut buf).await.unwrap(), 4);
+        let mut tx = late.join().unwrap();
+        assert_eq!(rx.get_ref().doorbell_rings().wrapping_sub(before), 1);
+        let end = rx.get_mut();
+        assert!(
+            readable(end.readiness_fd().unwrap()),
+            "rung and not drained"
+        );
+        end.disarm();
+        assert!(!readable(end.readiness_fd().unwrap()), "drained by disarm");
+        // The undrained doorbell did not stop the next ring from waking the next wait.
+        let again = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            tx.send(b"again").unwrap();
+            tx
+        });
+        assert_eq!(rx.recv(&mut buf).await.unwrap(), 5);
+        let _tx = again.join().unwrap();
     });
 }
 
