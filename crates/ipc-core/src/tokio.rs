@@ -195,11 +195,22 @@ impl<E: Readiness> AsyncEndpoint<E> {
             unreachable!("register leaves the descriptor registered");
         };
         let _disarm = Disarm(&self.endpoint);
-        let mut guard = fd.ready(want).await.map_err(Error::from)?;
-        // Safe to clear before the next try: tokio keeps any readiness that arrives after
-        // this guard's snapshot, and the try that follows covers what came before it.
-        guard.clear_ready();
-        Ok(())
+        // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
+        // registration (this endpoint has one call in flight at a time: `&mut self`), where
+        // `ready` links a waiter into a list and unlinks it again: less work per wait.
+        std::future::poll_fn(|cx| {
+            let ready = match interest {
+                Interest::Readable => fd.poll_read_ready(cx),
+                Interest::Writable => fd.poll_write_ready(cx),
+            };
+            ready.map(|r| {
+                // Safe to clear before the next try: tokio keeps any readiness that arrives
+                // after this guard's snapshot, and the try that follows covers what came
+                // before it.
+                r.map(|mut guard| guard.clear_ready()).map_err(Error::from)
+            })
+        })
+        .await
     }
 
     /// Registers the descriptor for `want` (with what it was registered for before, if
