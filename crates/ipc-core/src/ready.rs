@@ -70,6 +70,16 @@ pub trait Readiness {
     /// shared reference can call it when a future is dropped.
     fn disarm(&self) {}
 
+    /// Ends a wait like [`disarm`](Readiness::disarm), for a waiter that watches the
+    /// descriptor edge-triggered (tokio's reactor; `epoll` with `EPOLLET`): such a waiter is
+    /// woken by new readiness only, so the endpoint may leave the descriptor's present
+    /// readiness as it is and save the call that would clear it (the shm doorbell's eventfd
+    /// is not drained: one `read` fewer per wait). A level-triggered loop (`poll`, plain
+    /// `epoll`) must call `disarm`, or the descriptor stays ready. The default is `disarm`.
+    fn disarm_edge_triggered(&self) {
+        self.disarm()
+    }
+
     /// Writes, without waiting, the rest of a message whose first bytes are already out (a
     /// stream-framed pipe or FIFO send cut short by a full pipe); `Ok(())` when none is left,
     /// [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock) while some still is. Endpoints
@@ -97,6 +107,9 @@ macro_rules! forward {
             }
             fn disarm(&self) {
                 (**self).disarm()
+            }
+            fn disarm_edge_triggered(&self) {
+                (**self).disarm_edge_triggered()
             }
             fn try_flush(&mut self) -> Result<()> {
                 (**self).try_flush()

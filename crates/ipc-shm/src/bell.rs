@@ -39,6 +39,14 @@
 //! blocking receive or send being woken: `wake_peer` wakes every sleeper on the word) only
 //! sends it back to sleep.
 //!
+//! A wait the watcher does not cover, or one whose sleeping flag the peer may miss (both ends
+//! on one CPU skip `membarrier`), is *timed*: the thread rings at the end of its slice
+//! ([`SLICE`]) so that the waiter looks again. The thread then keeps sleeping in slices for a
+//! while (until a second passes without a timed wait): arming a timed wait finds it slicing
+//! and wakes nobody, where a wake per wait (a `FUTEX_WAKE` and the thread's round trip
+//! through the scheduler) tripled the time of a same-core round trip. So a timed waiter
+//! costs, while it keeps waiting, one wake-up of the thread per slice and nothing per wait.
+//!
 //! The cost: one parked thread per end that has a doorbell (made at the first
 //! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack); in
 //! the peer, one fetched descriptor and, once per publication, one `pidfd_getfd` and one read
@@ -65,6 +73,10 @@ const STOP: u32 = 2;
 /// covered by the watcher thread (no attached peer yet): the waiter then rechecks.
 const SLICE: Duration = Duration::from_millis(50);
 
+/// Slices the thread goes on sleeping in, without a timed wait, before it sleeps without a
+/// timeout again (one second): a waiter that arms timed waits back to back finds it slicing.
+const IDLE_SLICES: u32 = 20;
+
 struct Shared {
     eventfd: OwnedFd,
     /// IDLE, ARMED (ring once the peer's word leaves `word`) or STOP.
@@ -72,6 +84,9 @@ struct Shared {
     word: AtomicU32,
     /// Whether the armed wait must end after [`SLICE`] (the peer is not watched).
     timed: AtomicU32,
+    /// 1 while the thread sleeps in slices (it will look at the state within a [`SLICE`]):
+    /// a timed `arm` then needs no wake-up.
+    slicing: AtomicU32,
     segment: Arc<Segment>,
     /// Offset in the segment of the peer's wake word.
     offset: usize,
@@ -117,6 +132,7 @@ impl Bell {
             state: AtomicU32::new(IDLE),
             word: AtomicU32::new(0),
             timed: AtomicU32::new(0),
+            slicing: AtomicU32::new(0),
             segment,
             offset,
         });
@@ -140,8 +156,8 @@ impl Bell {
 
     /// Hands the wait to the thread: ring when the peer's word leaves `word` (or after a
     /// slice when `timed`). No system call unless the word moved already (then it rings
-    /// here, one `write`) or the wait is `timed` (one `FUTEX_WAKE`, so the thread takes up
-    /// its slice).
+    /// here, one `write`) or the wait is `timed` and the thread is not sleeping in slices
+    /// already (one `FUTEX_WAKE`, so the thread takes up its slices).
     pub(crate) fn arm(&self, word: u32, timed: bool) {
         let s = &self.shared;
         s.word.store(word, Ordering::Relaxed);
@@ -151,41 +167,77 @@ impl Bell {
         // before this store, it read the word before too, and sleeps only while the word
         // still has that value: a bump after it read wakes it (or fails its wait), and it
         // sees ARMED next time round. A bump it read before this store, the load below sees.
+        // Likewise the thread lowers `slicing` before it reads the state: either it sees
+        // ARMED (and slices), or the load of `slicing` here sees it down (and wakes it).
         if s.peer_word().load(Ordering::SeqCst) != word {
             s.ring();
-        } else if timed {
+        } else if timed && s.slicing.load(Ordering::SeqCst) == 0 {
             futex::wake_all(s.peer_word());
         }
     }
 
-    /// Stops ringing for the current wait and drains the eventfd (one `read`).
-    pub(crate) fn disarm(&self) {
+    /// Stops ringing for the current wait and drains the eventfd (one `read`), unless
+    /// `!drain`: a waiter that watches the eventfd edge-triggered is woken by the next ring
+    /// whatever the count, so it need not be drained.
+    pub(crate) fn disarm(&self, drain: bool) {
         let s = &self.shared;
         let _ = s
             .state
             .compare_exchange(ARMED, IDLE, Ordering::AcqRel, Ordering::Relaxed);
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&s.eventfd, &mut buf);
+        if drain {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&s.eventfd, &mut buf);
+        }
     }
 }
 
 fn run(s: &Shared) {
+    // Slices slept in a row without a timed wait armed at their start.
+    let mut idle = 0u32;
     loop {
         let now = s.peer_word().load(Ordering::SeqCst);
-        let until = match s.state.load(Ordering::SeqCst) {
+        let state = s.state.load(Ordering::SeqCst);
+        let timed = match state {
             STOP => return,
             ARMED if now != s.word.load(Ordering::Relaxed) => {
                 s.ring();
                 continue;
             }
-            ARMED if s.timed.load(Ordering::Relaxed) != 0 => Deadline::after(SLICE),
-            _ => Deadline::Never,
+            ARMED => s.timed.load(Ordering::Relaxed) != 0,
+            _ => false,
+        };
+        let slice = if timed {
+            idle = 0;
+            true
+        } else if s.slicing.load(Ordering::Relaxed) != 0 && idle < IDLE_SLICES {
+            idle += 1;
+            true
+        } else {
+            if s.slicing.load(Ordering::Relaxed) != 0 {
+                // Stops slicing. A timed `arm` that still saw `slicing` up stored ARMED
+                // before the load below, which sends this thread round again to look.
+                s.slicing.store(0, Ordering::SeqCst);
+                if s.state.load(Ordering::SeqCst) == ARMED {
+                    continue;
+                }
+            }
+            false
+        };
+        let until = match slice {
+            true => {
+                s.slicing.store(1, Ordering::SeqCst);
+                Deadline::after(SLICE)
+            }
+            false => Deadline::Never,
         };
         // Returns when the peer bumped its word (a ring, or the watcher reporting its death;
         // at once if it already did), when `arm` or `drop` wakes the word, or at the slice's
-        // end.
+        // end: then a timed wait armed now is rung, so that its waiter looks again (one that
+        // was armed during the slice is rung early, which only makes it look sooner).
         match futex::wait(s.peer_word(), now, until) {
-            Err(e) if e.kind() == ErrorKind::TimedOut => s.ring(),
+            Err(e) if e.kind() == ErrorKind::TimedOut && s.timed.load(Ordering::Relaxed) != 0 => {
+                s.ring()
+            }
             _ => {}
         }
     }

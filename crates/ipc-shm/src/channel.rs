@@ -549,10 +549,11 @@ impl End {
         }
     }
 
-    /// [`Readiness::disarm`] for either end.
-    fn disarm_bell(&self, me: &Side) {
+    /// [`Readiness::disarm`] for either end (`drain`: the eventfd is drained; not for
+    /// [`Readiness::disarm_edge_triggered`]).
+    fn disarm_bell(&self, me: &Side, drain: bool) {
         if let Some(bell) = &self.bell {
-            bell.disarm();
+            bell.disarm(drain);
             me.sleeping.store(0, Ordering::Relaxed);
         }
     }
@@ -1168,7 +1169,14 @@ impl Readiness for Sender {
     }
 
     fn disarm(&self) {
-        self.end.disarm_bell(&self.producer.ring().header().tx);
+        self.end
+            .disarm_bell(&self.producer.ring().header().tx, true);
+    }
+
+    /// Leaves the doorbell undrained: only the next ring wakes an edge-triggered waiter.
+    fn disarm_edge_triggered(&self) {
+        self.end
+            .disarm_bell(&self.producer.ring().header().tx, false);
     }
 }
 
@@ -1477,7 +1485,14 @@ impl Readiness for Receiver {
     }
 
     fn disarm(&self) {
-        self.end.disarm_bell(&self.consumer.ring().header().rx);
+        self.end
+            .disarm_bell(&self.consumer.ring().header().rx, true);
+    }
+
+    /// Leaves the doorbell undrained: only the next ring wakes an edge-triggered waiter.
+    fn disarm_edge_triggered(&self) {
+        self.end
+            .disarm_bell(&self.consumer.ring().header().rx, false);
     }
 }
 

@@ -103,7 +103,14 @@
 //! may fetch it with `pidfd_getfd(2)` (ptrace rights: the same user and a dumpable waiter,
 //! or `CAP_SYS_PTRACE`; under Yama's scope 1 only towards a descendant) rings it directly,
 //! one eventfd `write` that wakes the waiter's poll loop: per wait that sleeps, the context
-//! switches of a blocking receive plus the eventfd's `write` and `read`. The fetched
+//! switches of a blocking receive plus the eventfd's `write`, and its `read` for a poll
+//! loop's [`disarm`](Readiness::disarm) (tokio's reactor is edge-triggered: the adapter
+//! ends its waits with [`disarm_edge_triggered`](Readiness::disarm_edge_triggered), which
+//! leaves the count and saves that `read`). A wait the peer's death would not end on its
+//! own (the watcher does not cover the peer, or both ends pinned to one CPU skip the
+//! `membarrier` that covers a missed flag) is also rung after at most 50 ms: the bell thread
+//! then sleeps in 50 ms slices while such waits follow each other, so arming one costs no
+//! system call. The fetched
 //! descriptor is checked to be the published eventfd (its `eventfd-id` in
 //! `/proc/self/fdinfo`) and to come from the process that owns the side now. When the fetch
 //! is refused, the peer makes its usual futex wake, and a **bell thread** in the waiting

@@ -331,7 +331,7 @@ impl Doorbell {
     /// endpoint has its flag to take down.
     pub(crate) fn disarm(&self) -> bool {
         if let Some(bell) = &self.bell {
-            bell.disarm();
+            bell.disarm(true);
         }
         self.armed.swap(false, Ordering::AcqRel)
     }

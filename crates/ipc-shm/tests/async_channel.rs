@@ -1,6 +1,6 @@
 //! The channel's async ends (feature `tokio`): a cancelled send sent nothing, a cancelled
-//! receive took nothing, zero-copy loans and in-place receives across threads, and no
-//! doorbell ring per message while the receiver keeps up.
+//! receive took nothing, zero-copy loans and in-place receives across threads, no doorbell
+//! ring per message while the receiver keeps up, and no doorbell drain per async wait.
 
 #![cfg(feature = "tokio")]
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipc_shm::{
     AsyncEndpoint, AsyncInPlace, AsyncLoan, ChannelOptions, ErrorKind, MessageReceiver,
-    MessageSender,
+    MessageSender, Readiness, Sender,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -77,6 +77,55 @@ fn loans_and_in_place_receives_across_threads_through_a_small_ring() {
         sender.join().unwrap();
         let e = rx.recv_in_place().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}
+
+/// Whether `fd` is readable now (`poll` with a zero timeout).
+fn readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero)).unwrap() == 1
+}
+
+/// Sends `msg` from another thread after 50 ms (long after the receiver armed its doorbell).
+fn send_later(mut tx: Sender, msg: &'static [u8]) -> std::thread::JoinHandle<Sender> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(msg).unwrap();
+        tx
+    })
+}
+
+#[test]
+fn an_async_wait_leaves_the_doorbell_undrained_and_disarm_drains_it() {
+    // The adapter's reactor is edge-triggered: it ends its waits with
+    // `disarm_edge_triggered`, which saves the eventfd `read`; a level-triggered poll loop
+    // calls `disarm`, which drains.
+    let (tx, rx) = ChannelOptions::new().pair().unwrap();
+    runtime().block_on(async {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut buf = [0u8; 8];
+        let late = send_later(tx, b"late");
+        assert_eq!(rx.recv(&mut buf).await.unwrap(), 4);
+        let tx = late.join().unwrap();
+        // The wait was rung (by the sender, or by the bell thread's slice: either writes the
+        // eventfd) and the adapter left the count.
+        let rung = |rx: &mut AsyncEndpoint<ipc_shm::Receiver>| {
+            readable(rx.get_mut().readiness_fd().unwrap())
+        };
+        assert!(rung(&mut rx), "rung, not drained");
+        // The undrained doorbell does not keep the next wait from being woken.
+        let again = send_later(tx, b"again");
+        assert_eq!(rx.recv(&mut buf).await.unwrap(), 5);
+        let _tx = again.join().unwrap();
+        assert!(rung(&mut rx), "rung, not drained");
+        let end = rx.get_mut();
+        end.disarm();
+        assert!(!readable(end.readiness_fd().unwrap()), "drained by disarm");
     });
 }
 
