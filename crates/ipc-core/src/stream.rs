@@ -30,6 +30,14 @@ pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 /// read several at a time into the decoder, fewer system calls).
 const DIRECT_READ_MIN: usize = PIPE_BUF;
 
+/// How many bytes past the rest of a large message a blocking or timed receive reads ahead
+/// into its own buffer (the next messages, as many as are there, up to this): 64 KiB, a
+/// default pipe's whole capacity. One read then empties the pipe, so the writer refills it
+/// in one burst per wake-up; reading only up to the next prefix freed a page or two per
+/// read, and the writer, woken for each, wrote one frame per wake-up (see
+/// [`FrameReceiver`]).
+const READ_AHEAD: usize = 64 << 10;
+
 /// The payload size from which, after a message that large, a blocking or timed receive
 /// reads the next frame's prefix alone before its payload (see [`FrameReceiver`]): the copy
 /// it saves costs more than the extra system call from about here.
@@ -375,11 +383,21 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 ///
 /// # How it reads
 ///
-/// Small messages are read several at a time into the receiver's own buffer and copied out.
-/// With a deadline to wait for (not `try_recv`), the rest of a message of 4 KiB or more is
-/// read straight into the caller's buffer together with the next frame's prefix (`readv`),
-/// never past it; after a message of 32 KiB or more, the next prefix is read alone first, so
-/// a stream of large messages costs no copy beyond the kernel's.
+/// Messages are read several at a time into the receiver's own buffer and copied out. With a
+/// deadline to wait for (not `try_recv`), the rest of a message of 4 KiB or more is read
+/// straight into the caller's buffer, in the same `readv` as what follows it: up to 64 KiB of
+/// the next messages below 32 KiB, the next frame's prefix alone after a larger message. Every
+/// read asks for up to 64 KiB: the receiver's buffer is that large whatever its maximum
+/// message (it grows beyond only to hold a larger message that arrives in pieces). After
+/// a message of 32 KiB or more, the next prefix is read alone first, so a stream of large
+/// messages costs no copy beyond the kernel's.
+///
+/// Reading ahead is what keeps a pipe streaming: a frame of 4 KiB + 4 bytes spans one and a
+/// half pipe pages on average (the kernel packs only a write's sub-page remainder into the
+/// last page), so the pipe fills mid-frame; a read that empties it lets the writer refill it
+/// in one burst, where a read of one frame freed a page or two and woke the writer for one
+/// frame at a time (measured: one to three context switches per message against a fraction
+/// of one for the raw loop).
 #[derive(Debug)]
 pub struct FrameReceiver<F: AsFd> {
     fd: F,
@@ -387,6 +405,10 @@ pub struct FrameReceiver<F: AsFd> {
     nowait: Nowait,
     /// The last message was at least [`PREFIX_FIRST_MIN`] bytes: read the next prefix alone.
     prefix_first: bool,
+    /// The last read from the descriptor returned fewer bytes than it asked for, or none
+    /// (`EAGAIN`): the descriptor held nothing more at that moment (see
+    /// [`drained`](FrameReceiver::drained)).
+    short_read: bool,
     /// The object's name, formatted once (see [`FrameSender::new`]).
     label: Arc<str>,
 }
@@ -400,9 +422,10 @@ impl<F: AsFd> FrameReceiver<F> {
         let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on_shared(&label))?;
         Ok(FrameReceiver {
             fd,
-            decoder: FrameDecoder::new(max_message),
+            decoder: read_ahead_decoder(max_message),
             nowait,
             prefix_first: false,
+            short_read: false,
             label,
         })
     }
@@ -423,6 +446,17 @@ impl<F: AsFd> FrameReceiver<F> {
         self.decoder.buffered() > 0
     }
 
+    /// Whether a [`try_recv`](MessageReceiver::try_recv) now would find nothing without a
+    /// new arrival: no complete message (nor a corrupt header) is buffered here, and the last
+    /// read from the descriptor came back short or empty (`EAGAIN`), so the descriptor held
+    /// nothing more at that moment. An event loop can then wait for readability at once
+    /// instead of making a read that fails with `WouldBlock`; bytes that arrived since the
+    /// read make the descriptor readable, so nothing is missed. `false` when unknown (no read
+    /// yet, the last read filled what it asked for, or the stream ended). No system call.
+    pub fn drained(&self) -> bool {
+        self.short_read && !self.decoder.ready()
+    }
+
     fn err(&self, e: Error, op: &'static str) -> Error {
         e.in_op(op).on_shared(&self.label)
     }
@@ -440,31 +474,54 @@ impl<F: AsFd> FrameReceiver<F> {
             };
             e = e.with_detail(Detail::Note(note.into()));
             // A FIFO can get a new writer: start it on a clean frame boundary.
-            self.decoder = FrameDecoder::new(self.decoder.max_payload());
+            self.decoder = read_ahead_decoder(self.decoder.max_payload());
         }
         self.err(e, "recv")
     }
 }
 
+/// A decoder for messages of at most `max_message` bytes whose buffer holds [`READ_AHEAD`]
+/// bytes whatever that maximum: with a buffer of one frame (a receiver for messages of 4 KiB),
+/// a read freed a page or two of a pipe and the writer refilled it one frame per wake-up (see
+/// [`FrameReceiver`]).
+fn read_ahead_decoder(max_message: usize) -> FrameDecoder {
+    let mut decoder = FrameDecoder::new(max_message);
+    decoder.reserve(READ_AHEAD);
+    decoder
+}
+
 impl<F: AsFd> FrameReceiver<F> {
     /// Reads the rest of a large message straight into the caller's buffer `msg` (its payload
-    /// length), of which `have` bytes are there, and the next frame's length prefix with it
-    /// (`readv`): one system call per message in a steady stream, as a plain loop reading
-    /// fixed-size messages makes, no copy through the decoder's buffer, and never a byte past
-    /// the next prefix. If the deadline passes or the stream ends first, the bytes read so far
+    /// length), of which `have` bytes are there, and what follows it into the decoder's buffer
+    /// in the same `readv`: up to [`READ_AHEAD`] bytes, or only the next frame's length prefix
+    /// when `ahead` is false (after a very large message, whose successor is expected large
+    /// too and read straight into its own buffer). No copy of this message through the
+    /// decoder's buffer. If the deadline passes or the stream ends first, the bytes read so far
     /// go back into the decoder (a later receive, with any buffer, continues the same message).
-    fn recv_rest(&mut self, msg: &mut [u8], mut have: usize, deadline: Deadline) -> Result<usize> {
+    fn recv_rest(
+        &mut self,
+        msg: &mut [u8],
+        mut have: usize,
+        ahead: bool,
+        deadline: Deadline,
+    ) -> Result<usize> {
         while have < msg.len() {
             let fd = self.fd.as_fd();
             let nowait = &self.nowait;
             let rest = &mut msg[have..];
             let want = rest.len();
-            // Empty after `take_partial`, so its room starts at 0 and holds a prefix.
-            let next = &mut self.decoder.read_buf()[..FRAME_HEADER_LEN];
+            // Empty after `take_partial`, so its room starts at 0 and holds at least a prefix.
+            let bound = if ahead { READ_AHEAD } else { FRAME_HEADER_LEN };
+            let spare = self.decoder.read_buf();
+            let room = spare.len();
+            let next = &mut spare[..bound.min(room)];
+            let asked = want + next.len();
             let r = retry(&[(fd, Interest::Readable)], deadline, || {
                 let iov = &mut [IoSliceMut::new(&mut *rest), IoSliceMut::new(&mut *next)];
                 nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
             });
+            self.short_read =
+                matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
             match r {
                 Ok(n) if n > want => {
                     self.decoder.advance(n - want);
@@ -504,7 +561,8 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                     .next_len()
                     .is_some_and(|len| len >= DIRECT_READ_MIN);
             if let Some((len, have)) = direct.then(|| self.decoder.take_partial(buf)).flatten() {
-                let r = self.recv_rest(&mut buf[..len], have, deadline);
+                let ahead = len < PREFIX_FIRST_MIN;
+                let r = self.recv_rest(&mut buf[..len], have, ahead, deadline);
                 self.prefix_first = r.is_ok() && len >= PREFIX_FIRST_MIN;
                 return r;
             }
@@ -520,10 +578,13 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
             } else {
                 spare
             };
+            let asked = spare.len();
             let nowait = &self.nowait;
             let r = retry(&[(fd, Interest::Readable)], deadline, || {
                 nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *spare, nowait))
             });
+            self.short_read =
+                matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
             match r {
                 Ok(0) => return Err(self.end_of_stream()),
                 Ok(n) => self.decoder.advance(n),
@@ -803,6 +864,71 @@ mod tests {
             rx.recv(&mut second).unwrap_err().kind(),
             ErrorKind::Disconnected
         );
+    }
+
+    /// The rest of a large message is read together with what follows it, up to 64 KiB: one
+    /// read empties the pipe (a copy of the read end then finds nothing), the messages behind
+    /// it come from the receiver's buffer, and `drained` tells when a `try_recv` would find
+    /// nothing new.
+    #[test]
+    fn the_rest_of_a_large_message_is_read_with_the_messages_behind_it() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let peek = rustix::io::dup(&r).unwrap();
+        rustix::fs::fcntl_setfl(&peek, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut w = std::fs::File::from(w);
+        let msgs: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| (0..8192u32).map(|j| (j as u8) ^ i).collect())
+            .collect();
+        let mut wire = Vec::new();
+        for m in &msgs {
+            crate::frame::encode_frame(m, &mut wire).unwrap();
+        }
+        use std::io::Write;
+        let mut rx = FrameReceiver::new(r, 8192, "test pipe").unwrap();
+        assert!(!rx.drained(), "nothing read yet: unknown");
+        // Frame 1's prefix and a few bytes: a timed receive takes them and times out, so the
+        // next receive reads the rest straight into the caller's buffer.
+        w.write_all(&wire[..100]).unwrap();
+        let mut buf = vec![0; 8192];
+        let e = rx
+            .recv_timeout(&mut buf, Duration::from_millis(10))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert!(rx.drained());
+        // The rest of frame 1, frames 2 and 3 whole, half of frame 4.
+        let half = wire.len() - 4096;
+        w.write_all(&wire[100..half]).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 8192);
+        assert_eq!(buf, msgs[0]);
+        let mut probe = [0u8; 1];
+        assert_eq!(
+            rustix::io::read(&peek, &mut probe).unwrap_err(),
+            Errno::AGAIN,
+            "the first receive left bytes in the pipe: no read-ahead"
+        );
+        assert!(!rx.drained(), "complete messages are buffered");
+        for m in &msgs[1..3] {
+            assert_eq!(rx.try_recv(&mut buf).unwrap(), 8192);
+            assert_eq!(&buf, m);
+        }
+        assert!(
+            rx.drained(),
+            "only a partial message is left, the pipe was empty"
+        );
+        assert_eq!(
+            rx.try_recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        assert!(rx.drained());
+        w.write_all(&wire[half..]).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 8192);
+        assert_eq!(buf, msgs[3]);
+        drop(w);
+        assert_eq!(
+            rx.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+        assert!(!rx.drained(), "the stream ended: a receive returns at once");
     }
 
     /// After a message of 32 KiB or more the next prefix is read alone: small and large
