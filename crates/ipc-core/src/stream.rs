@@ -1056,6 +1056,48 @@ mod tests {
         }
     }
 
+    /// A receiver whose writer shares its core loses the CPU to it every few messages: the
+    /// adaptive policy then reads ahead.
+    #[test]
+    fn adaptive_reads_ahead_when_the_writer_shares_the_core() {
+        fn pin_to(cpu: usize) {
+            // SAFETY: `set` is a zeroed `cpu_set_t` owned by this frame (a valid value of the
+            // plain C struct); `CPU_SET` writes within it and `sched_setaffinity` only reads it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+        }
+        // SAFETY: `sched_getcpu` takes no arguments and only returns a number.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap();
+        let (mut tx, mut rx) = pair(FrameMode::Stream { max_message: 4096 });
+        let writer = std::thread::spawn(move || {
+            pin_to(cpu);
+            for i in 0..2000u32 {
+                tx.send(&[i as u8; 4096]).unwrap();
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            pin_to(cpu);
+            let mut buf = [0; 4096];
+            for i in 0..2000u32 {
+                assert_eq!(rx.recv(&mut buf).unwrap(), 4096);
+                assert_eq!(buf, [i as u8; 4096], "message {i}");
+            }
+            rx
+        });
+        writer.join().unwrap();
+        let rx = reader.join().unwrap();
+        assert!(
+            rx.ahead,
+            "a reader sharing its core with its writer reads one frame at a time"
+        );
+    }
+
     /// After a message of 32 KiB or more the next prefix is read alone: small and large
     /// messages mixed still arrive whole and in order, cut by deadlines anywhere.
     #[test]
