@@ -45,7 +45,7 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
 ///
 /// Memory is bounded by the configured maximum payload: the buffer starts at
 /// `min(max_payload + 4, 64 KiB)` and grows only to hold one announced frame, which is at most
-/// `max_payload` bytes. A length prefix above the maximum is treated as corruption (the stream
+/// `max_payload` bytes, or to the size a caller asks with [`reserve`](FrameDecoder::reserve). A length prefix above the maximum is treated as corruption (the stream
 /// cannot be resynchronised), never as a reason to allocate.
 ///
 /// ```
@@ -151,6 +151,15 @@ impl FrameDecoder {
         &mut self.buf[self.end..]
     }
 
+    /// Grows the buffer to at least `size` bytes, so that a read can take that much at once
+    /// (the caller bounds it; a receiver reading ahead asks for 64 KiB). Buffered bytes are
+    /// kept; never shrinks.
+    pub fn reserve(&mut self, size: usize) {
+        if self.buf.len() < size {
+            self.buf.resize(size, 0);
+        }
+    }
+
     /// Records that `n` bytes were written at the start of [`read_buf`](Self::read_buf).
     ///
     /// # Panics
@@ -249,6 +258,15 @@ impl FrameDecoder {
         // `take_partial`, so at most the maximum): both parts fit.
         let taken = self.push(&header) + self.push(have);
         debug_assert_eq!(taken, FRAME_HEADER_LEN + have.len());
+    }
+
+    /// Whether [`decode`](Self::decode) has something to say without more bytes: a complete
+    /// frame at the head, or an error (a header above the maximum, or poisoned earlier).
+    pub fn ready(&self) -> bool {
+        self.poisoned.is_some()
+            || self.next_len().is_some_and(|len| {
+                len > self.max_payload || self.buffered() >= FRAME_HEADER_LEN + len
+            })
     }
 
     /// Bytes of the frame at the head that have arrived, and its announced length: used to

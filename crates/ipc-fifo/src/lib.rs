@@ -139,7 +139,7 @@ pub use duplex::{ConnectOptions, Connection, Listener};
 pub use ends::{FifoReader, FifoReceiver, FifoSender, FifoWriter};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};
-pub use ipc_core::stream::FrameMode;
+pub use ipc_core::stream::{FrameMode, ReadAhead};
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Result};
 pub use open::OpenOptions;
 

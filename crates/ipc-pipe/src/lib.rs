@@ -115,7 +115,7 @@ pub use duplex::{Duplex, DuplexChannel, duplex, duplex_channel};
 pub use end::{packet_pipe, pipe};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};
-pub use ipc_core::stream::FrameMode;
+pub use ipc_core::stream::{FrameMode, ReadAhead};
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 pub use message::{PipeReceiver, PipeSender, channel};
 pub use zerocopy::{PageBuf, SpliceRead, SpliceWrite};
