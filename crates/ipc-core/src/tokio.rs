@@ -79,6 +79,11 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 ///
 /// `tokio::time::timeout` around any call is therefore safe.
 ///
+/// # Tasks
+///
+/// Every future is `Send` when the endpoint is `Send` (all of the workspace's are), so an
+/// endpoint can be moved into a task spawned on a multi-thread runtime.
+///
 /// # Errors
 ///
 /// The endpoint's own errors, exactly as its blocking forms report them (`Disconnected` when
@@ -112,7 +117,10 @@ enum Registration {
 
 /// Disarms the endpoint when dropped: when the readiness arrived, and when the future that
 /// awaited it was dropped (cancelled) before it did.
-struct Disarm<'a, E: Readiness>(&'a E);
+///
+/// Holds the endpoint by `&mut` (the wait has it exclusively anyway): a shared reference would
+/// make the future `Send` only for `Sync` endpoints, and the shm ends are `Send` but not `Sync`.
+struct Disarm<'a, E: Readiness>(&'a mut E);
 
 impl<E: Readiness> Drop for Disarm<'_, E> {
     fn drop(&mut self) {
@@ -194,7 +202,7 @@ impl<E: Readiness> AsyncEndpoint<E> {
         let Some(Registration::Registered { fd, .. }) = &self.fd else {
             unreachable!("register leaves the descriptor registered");
         };
-        let _disarm = Disarm(&self.endpoint);
+        let _disarm = Disarm(&mut self.endpoint);
         // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
         // registration (this endpoint has one call in flight at a time: `&mut self`), where
         // `ready` links a waiter into a list and unlinks it again: less work per wait.

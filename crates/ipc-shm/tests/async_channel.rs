@@ -180,3 +180,60 @@ fn a_blocking_receive_after_a_cancelled_async_one_is_still_woken() {
         drop(sender.join().unwrap());
     });
 }
+
+/// The async ends' futures are `Send` (the ends are `Send`, not `Sync`), so tasks that own the
+/// channel's and the pub-sub's ends can be spawned on a multi-thread runtime and moved between
+/// its worker threads at every `.await`.
+#[test]
+fn async_ends_run_as_tasks_on_a_multi_thread_runtime() {
+    const COUNT: u32 = 2_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (tx, rx) = ChannelOptions::new().capacity(1 << 10).pair().unwrap();
+    let seg = std::sync::Arc::new(
+        ipc_shm::PubSubOptions::new()
+            .slots(8)
+            .max_message(64)
+            .subscribers(2)
+            .create_memfd("async-mt")
+            .unwrap(),
+    );
+    let publisher = ipc_shm::Publisher::open(seg.clone()).unwrap();
+    let subscriber = ipc_shm::Subscriber::open(seg).unwrap();
+    rt.block_on(async {
+        let send = tokio::spawn(async move {
+            let mut tx = AsyncEndpoint::new(tx).unwrap();
+            let mut publisher = AsyncEndpoint::new(publisher).unwrap();
+            for i in 0..COUNT {
+                tx.send(&i.to_le_bytes()).await.unwrap();
+                publisher.send(&i.to_le_bytes()).await.unwrap();
+                if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let recv = tokio::spawn(async move {
+            let mut rx = AsyncEndpoint::new(rx).unwrap();
+            let mut sub = AsyncEndpoint::new(subscriber).unwrap();
+            let mut buf = [0u8; 64];
+            for i in 0..COUNT {
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], i.to_le_bytes());
+                let n = sub.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], i.to_le_bytes());
+            }
+            let e = rx.recv(&mut buf).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        });
+        tokio::time::timeout(Duration::from_secs(60), async {
+            send.await.unwrap();
+            recv.await.unwrap();
+        })
+        .await
+        .expect("watchdog: the tasks never finished");
+    });
+}

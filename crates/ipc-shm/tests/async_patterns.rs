@@ -27,8 +27,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Runs the future `make` returns on a fresh runtime under the watchdog: a lost wake-up is a
-/// failure, not a hang. (The future is made on the watchdog's thread: the endpoints are
-/// `Send` but not `Sync`, so their futures stay on the thread that polls them.)
+/// failure, not a hang. (The future is made on the watchdog's thread, which runs it.)
 fn block_on<T: Send + 'static, F: std::future::Future<Output = T>>(
     what: &str,
     make: impl FnOnce() -> F + Send + 'static,
