@@ -47,12 +47,15 @@
 //!
 //! - the [`MpscConsumer`]'s rings when a producer commits a message, closes or dies: `arm`
 //!   raises the consumer's sleeping flag and producers wake the `doorbell` word only while it
-//!   is up (no system call per message while the consumer keeps up); the attached producers'
+//!   is up, the first to see it taking it down (no system call per message while the
+//!   consumer keeps up, and one per sleep, not per message, while a woken consumer waits for
+//!   its CPU); the attached producers'
 //!   processes are watched (pidfd, the `ipc-shm-watch` thread), so a death rings at once.
 //!   While no producer is attached the bell rings every 50 ms to look again (a producer that
 //!   joins and dies before sending must still end the wait).
 //! - an [`MpscProducer`]'s rings when the consumer makes room in its ring, closes or dies
-//!   (its ring's rx wake word, bumped only while the producer's flag is up; the consumer's
+//!   (its ring's rx wake word, bumped only while the producer's flag is up, which the
+//!   consumer takes down as it wakes it; the consumer's
 //!   process is watched).
 
 use std::fmt;
@@ -491,7 +494,14 @@ impl MessageSender for MpscProducer {
             std::ptr::copy_nonoverlapping(msg.as_ptr(), self.producer.payload(&r), msg.len())
         };
         self.producer.commit(r, msg.len());
-        if hdr.consumer.sleeping.load(Ordering::SeqCst) != 0 {
+        // The first producer to see the consumer asleep takes its flag down and wakes it; the
+        // others, and this one's next messages, make no system call until the consumer has
+        // run and raised the flag again (on a shared CPU it runs only when we yield it). A
+        // message committed meanwhile is found by the consumer's look after it raises the flag
+        // (SeqCst on both sides), so no wake-up is lost.
+        if hdr.consumer.sleeping.load(Ordering::SeqCst) != 0
+            && hdr.consumer.sleeping.swap(0, Ordering::SeqCst) != 0
+        {
             hdr.doorbell.fetch_add(1, Ordering::Release);
             // Every waiter: a blocked receive, or the consumer's bell thread (possibly still
             // asleep from an async wait that was given up).
@@ -807,7 +817,10 @@ impl MpscConsumer {
     fn release(&mut self, i: usize, m: ring::Message) {
         self.consumers[i].release(m);
         let h = self.view.rings[i].header();
-        if h.tx.sleeping.load(Ordering::SeqCst) != 0 {
+        // Taken down by the waker: one wake-up per sleep, not one per message released
+        // before the woken producer runs.
+        if h.tx.sleeping.load(Ordering::SeqCst) != 0 && h.tx.sleeping.swap(0, Ordering::SeqCst) != 0
+        {
             h.rx.wake.fetch_add(1, Ordering::Release);
             // Every waiter: a blocked send, or the producer's bell thread.
             futex::wake_all(&h.rx.wake);

@@ -59,6 +59,45 @@ fn producers_threads_keep_their_order_and_the_consumer_sees_all() {
 }
 
 #[test]
+fn a_sleeping_consumer_is_woken_once_per_sleep_not_per_message() {
+    use ipc_core::Readiness;
+    let seg = Arc::new(opts().create_memfd("mpsc-one-wake").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut a = MpscProducer::open(seg.clone()).unwrap();
+    let mut b = MpscProducer::open(seg).unwrap();
+    assert!(!rx.arm().unwrap(), "nothing sent yet");
+    let before = rx.doorbell_rings();
+    for seq in 0..5 {
+        a.try_send(&message(0, seq)).unwrap();
+        b.try_send(&message(1, seq)).unwrap();
+    }
+    assert_eq!(
+        rx.doorbell_rings() - before,
+        1,
+        "one wake-up for the one sleep, from whichever producer saw it first"
+    );
+    rx.disarm();
+    let mut next = [0u64; 2];
+    for _ in 0..10 {
+        let (who, seq) = recv(&mut rx, Deadline::Now).unwrap();
+        assert_eq!(seq, next[who as usize]);
+        next[who as usize] += 1;
+    }
+    // Awake and keeping up: no wake-ups at all.
+    for seq in 5..10 {
+        a.try_send(&message(0, seq)).unwrap();
+        assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (0, seq));
+    }
+    assert_eq!(rx.doorbell_rings() - before, 1);
+    // A new sleep is woken by the next message.
+    assert!(!rx.arm().unwrap());
+    b.try_send(&message(1, 5)).unwrap();
+    a.try_send(&message(0, 10)).unwrap();
+    assert_eq!(rx.doorbell_rings() - before, 2);
+    rx.disarm();
+}
+
+#[test]
 fn the_consumer_serves_producers_round_robin() {
     let seg = Arc::new(opts().create_memfd("mpsc-fair").unwrap());
     let mut rx = MpscConsumer::open(seg.clone()).unwrap();
