@@ -44,8 +44,8 @@ const PROBE_EVERY: u32 = 64;
 const AHEAD_SWITCHES: i64 = 4;
 
 /// The payload size from which, after a message that large, a blocking or timed receive
-/// reads the next frame's prefix alone before its payload (see [`FrameReceiver`]): the copy
-/// it saves costs more than the extra system call from about here.
+/// reads the next frame's prefix into its own buffer and the payload behind it straight into
+/// the caller's, in one `readv` (see [`FrameReceiver`]), reading nothing ahead.
 const PREFIX_FIRST_MIN: usize = 32 << 10;
 
 /// How long dropping a [`FrameSender`] waits, at most, to finish a message in progress
@@ -410,8 +410,12 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 /// Messages are read into the receiver's own buffer and copied out. With a deadline to wait
 /// for (not `try_recv`), the rest of a message of 4 KiB or more is read straight into the
 /// caller's buffer, in the same `readv` as the next frame's prefix. After a message of 32 KiB
-/// or more, the next prefix is read alone first, so a stream of large messages costs no copy
-/// beyond the kernel's.
+/// or more, one `readv` takes the next prefix into the receiver's buffer and the payload
+/// behind it into the caller's (at most the caller's buffer, at most the maximum message), so
+/// a stream of large messages costs one system call per message and no copy beyond the
+/// kernel's; bytes of the frames behind it, read when a message turns out smaller, go back
+/// into the receiver's buffer, and a message larger than the caller's buffer is put back
+/// whole (`MessageTooLarge`, kept).
 ///
 /// While reading ahead ([`ReadAhead`]; by default while the receiving thread keeps losing the
 /// CPU), every read asks for up to 64 KiB instead: the receiver's buffer is that large
@@ -428,7 +432,8 @@ pub struct FrameReceiver<F: AsFd> {
     fd: F,
     decoder: FrameDecoder,
     nowait: Nowait,
-    /// The last message was at least [`PREFIX_FIRST_MIN`] bytes: read the next prefix alone.
+    /// The last message was at least [`PREFIX_FIRST_MIN`] bytes: read the next prefix and
+    /// payload with [`recv_prefix_first`](Self::recv_prefix_first).
     prefix_first: bool,
     /// The last read from the descriptor returned fewer bytes than it asked for, or none
     /// (`EAGAIN`): the descriptor held nothing more at that moment (see
@@ -622,6 +627,71 @@ impl<F: AsFd> FrameReceiver<F> {
         }
         Ok(msg.len())
     }
+
+    /// Reads the next frame's prefix into the (empty) decoder and what follows it into `buf`,
+    /// at most `buf.len()` and at most the maximum payload, in one `readv`. Returns the
+    /// message's length once it is whole in `buf` (the rest read by
+    /// [`recv_rest`](Self::recv_rest) if it was not all there); `None` when the decoder is to
+    /// go on: only part of the prefix came, or the frame cannot go into `buf` (empty, larger
+    /// than `buf`, or over the maximum), whose bytes are then put back behind its prefix so
+    /// that `decode` reports it exactly as for any frame (`MessageTooLarge` keeps it). Bytes
+    /// of the frames behind the message go back into the decoder.
+    fn recv_prefix_first(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<Option<usize>> {
+        let cap = buf.len().min(self.decoder.max_payload());
+        let fd = self.fd.as_fd();
+        let nowait = &self.nowait;
+        // Empty decoder: its room holds at least a prefix.
+        let head = &mut self.decoder.read_buf()[..FRAME_HEADER_LEN];
+        let body = &mut buf[..cap];
+        let asked = FRAME_HEADER_LEN + cap;
+        let r = retry(&[(fd, Interest::Readable)], deadline, || {
+            let iov = &mut [IoSliceMut::new(&mut *head), IoSliceMut::new(&mut *body)];
+            nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
+        });
+        self.short_read =
+            matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
+        let n = match r {
+            Ok(0) => return Err(self.end_of_stream()),
+            Ok(n) => n,
+            Err(stop) => {
+                return Err(stop.into_error(deadline, Blocked::Empty, "recv", &self.label));
+            }
+        };
+        self.decoder.advance(n.min(FRAME_HEADER_LEN));
+        let got = n.saturating_sub(FRAME_HEADER_LEN);
+        if got == 0 {
+            return Ok(None);
+        }
+        let len = self.decoder.next_len().unwrap_or(0);
+        let taken = (len > 0).then(|| self.decoder.take_partial(buf)).flatten();
+        let Some((len, _)) = taken else {
+            // Not for `buf` (see above): back behind its prefix, for `decode` to report.
+            self.decoder.reserve(FRAME_HEADER_LEN + got);
+            let back = self.decoder.push(&buf[..got]);
+            debug_assert_eq!(back, got, "an empty decoder grown for them takes them all");
+            return Ok(None);
+        };
+        let r = if got >= len {
+            // Whole; what came after it starts the next frames.
+            let behind = &buf[len..got];
+            self.decoder.reserve(behind.len());
+            let back = self.decoder.push(behind);
+            debug_assert_eq!(
+                back,
+                behind.len(),
+                "an empty decoder grown for them takes them all"
+            );
+            Ok(len)
+        } else {
+            let ahead = len < PREFIX_FIRST_MIN && self.read_ahead();
+            self.recv_rest(&mut buf[..len], got, ahead, deadline)
+        };
+        self.prefix_first = r.is_ok() && len >= PREFIX_FIRST_MIN;
+        if r.is_ok() {
+            self.received();
+        }
+        r.map(Some)
+    }
 }
 
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
@@ -653,12 +723,17 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 }
                 return r;
             }
-            // After a very large message, expect another: read only the next prefix, so that
-            // the payload goes straight into the caller's buffer rather than through this one
-            // (one more system call, one copy of the whole message fewer).
-            let prefix_first =
-                self.prefix_first && deadline != Deadline::Now && self.decoder.buffered() == 0;
-            let big = !prefix_first && self.read_ahead();
+            // After a very large message, expect another: read the next prefix into this buffer
+            // and the payload behind it straight into the caller's, in one `readv` (no copy of
+            // the message through this buffer, and one system call per message as a raw loop
+            // makes).
+            if self.prefix_first && deadline != Deadline::Now && self.decoder.buffered() == 0 {
+                match self.recv_prefix_first(buf, deadline)? {
+                    Some(n) => return Ok(n),
+                    None => continue,
+                }
+            }
+            let big = self.read_ahead();
             // Not reading ahead: room for the frame at the head (incomplete, at most the
             // maximum), not much more.
             let frame = (self.decoder.max_payload() + FRAME_HEADER_LEN)
@@ -667,9 +742,7 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
             let fd = self.fd.as_fd();
             let spare = self.decoder.read_buf();
             let room = spare.len();
-            let spare = if prefix_first {
-                &mut spare[..FRAME_HEADER_LEN]
-            } else if big {
+            let spare = if big {
                 spare
             } else {
                 &mut spare[..frame.min(room)]
@@ -1098,7 +1171,7 @@ mod tests {
         );
     }
 
-    /// After a message of 32 KiB or more the next prefix is read alone: small and large
+    /// After a message of 32 KiB or more the next prefix and payload are read together: small and large
     /// messages mixed still arrive whole and in order, cut by deadlines anywhere.
     #[test]
     fn mixed_sizes_after_large_messages_arrive_whole() {
@@ -1128,6 +1201,41 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(
             rx.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    /// After a large message the next prefix and payload are read in one `readv` straight into
+    /// the caller's buffer: a next message larger than that buffer is `MessageTooLarge` and
+    /// stays queued whole, an empty one and the frames read behind a small one are kept.
+    #[test]
+    fn a_too_small_buffer_after_a_large_message_keeps_the_next_one() {
+        let (mut tx, mut rx) = pair(FrameMode::default());
+        let sizes = [40_000usize, 60_000, 0, 35_000, 7, 9, 40_000];
+        let msgs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 7 + j * 13) as u8).collect())
+            .collect();
+        let expect = msgs.clone();
+        let writer = std::thread::spawn(move || {
+            for m in &msgs {
+                tx.send(m).unwrap();
+            }
+        });
+        let mut small = vec![0; 50_000];
+        let n = rx.recv(&mut small).unwrap();
+        assert_eq!(&small[..n], &expect[0][..]);
+        let e = rx.recv(&mut small).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        let mut big = vec![0; 60_000];
+        for (i, m) in expect.iter().enumerate().skip(1) {
+            let n = rx.recv(&mut big).unwrap();
+            assert_eq!(&big[..n], &m[..], "message {i}");
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            rx.recv(&mut big).unwrap_err().kind(),
             ErrorKind::Disconnected
         );
     }
