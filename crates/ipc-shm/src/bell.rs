@@ -46,6 +46,8 @@
 //! and wakes nobody, where a wake per wait (a `FUTEX_WAKE` and the thread's round trip
 //! through the scheduler) tripled the time of a same-core round trip. So a timed waiter
 //! costs, while it keeps waiting, one wake-up of the thread per slice and nothing per wait.
+//! Out of its slices the thread still wakes once a second ([`UNTIMED`]): the wake-up a timed
+//! `arm` sends can fall between the thread's look and its sleep, and is then lost.
 //!
 //! The cost: one parked thread per end that has a doorbell (made at the first
 //! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack); in
@@ -74,8 +76,16 @@ const STOP: u32 = 2;
 const SLICE: Duration = Duration::from_millis(50);
 
 /// Slices the thread goes on sleeping in, without a timed wait, before it sleeps without a
-/// timeout again (one second): a waiter that arms timed waits back to back finds it slicing.
+/// slice again (one second): a waiter that arms timed waits back to back finds it slicing.
 const IDLE_SLICES: u32 = 20;
+
+/// The longest the thread sleeps when it is not slicing. A timed `arm` wakes the thread with
+/// a `FUTEX_WAKE`, which does not change the word the thread sleeps on: sent after the thread
+/// looked at the state and before it went to sleep, it is lost. The thread then still wakes
+/// within this bound and rings the timed wait, so a waiter whose flag the peer also missed
+/// looks again within a second instead of never (the case the timed wait exists for). An
+/// idle doorbell costs one wake-up of its thread per second.
+const UNTIMED: Duration = Duration::from_secs(1);
 
 struct Shared {
     eventfd: OwnedFd,
@@ -228,14 +238,18 @@ fn run(s: &Shared) {
                 s.slicing.store(1, Ordering::SeqCst);
                 Deadline::after(SLICE)
             }
-            false => Deadline::Never,
+            false => Deadline::after(UNTIMED),
         };
         // Returns when the peer bumped its word (a ring, or the watcher reporting its death;
         // at once if it already did), when `arm` or `drop` wakes the word, or at the slice's
         // end: then a timed wait armed now is rung, so that its waiter looks again (one that
         // was armed during the slice is rung early, which only makes it look sooner).
         match futex::wait(s.peer_word(), now, until) {
-            Err(e) if e.kind() == ErrorKind::TimedOut && s.timed.load(Ordering::Relaxed) != 0 => {
+            Err(e)
+                if e.kind() == ErrorKind::TimedOut
+                    && s.state.load(Ordering::SeqCst) == ARMED
+                    && s.timed.load(Ordering::Relaxed) != 0 =>
+            {
                 s.ring()
             }
             _ => {}
