@@ -545,6 +545,13 @@ fn thread_switches() -> i64 {
     }
 }
 
+/// Whether a read of up to `asked` bytes shows the descriptor empty at that moment (what
+/// [`FrameReceiver::drained`] reports): it came back short, or found nothing (`EAGAIN`, after
+/// which `retry` reports an expired deadline). End of stream (0) and errors say nothing.
+fn came_short(r: &std::result::Result<usize, Stop>, asked: usize) -> bool {
+    matches!(r, Ok(n) if *n > 0 && *n < asked) || matches!(r, Err(Stop::Expired))
+}
+
 /// A decoder for messages of at most `max_message` bytes whose buffer holds [`READ_AHEAD`]
 /// bytes whatever that maximum: with a buffer of one frame (a receiver for messages of 4 KiB),
 /// a read freed a page or two of a pipe and the writer refilled it one frame per wake-up (see
@@ -608,8 +615,7 @@ impl<F: AsFd> FrameReceiver<F> {
                 let iov = &mut [IoSliceMut::new(&mut *rest), IoSliceMut::new(&mut *next)];
                 nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
             });
-            self.short_read =
-                matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
+            self.short_read = came_short(&r, asked);
             match r {
                 Ok(n) if n > want => {
                     self.decoder.advance(n - want);
@@ -648,8 +654,7 @@ impl<F: AsFd> FrameReceiver<F> {
             let iov = &mut [IoSliceMut::new(&mut *head), IoSliceMut::new(&mut *body)];
             nowait.attempt(fd, deadline, |nowait| read_iov(fd, iov, nowait))
         });
-        self.short_read =
-            matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
+        self.short_read = came_short(&r, asked);
         let n = match r {
             Ok(0) => return Err(self.end_of_stream()),
             Ok(n) => n,
@@ -662,8 +667,10 @@ impl<F: AsFd> FrameReceiver<F> {
         if got == 0 {
             return Ok(None);
         }
-        let len = self.decoder.next_len().unwrap_or(0);
-        let taken = (len > 0).then(|| self.decoder.take_partial(buf)).flatten();
+        // An empty message is left to `decode` too: `take_partial` takes only frames whose
+        // payload is still to come.
+        let nonempty = self.decoder.next_len().is_some_and(|len| len > 0);
+        let taken = nonempty.then(|| self.decoder.take_partial(buf)).flatten();
         let Some((len, _)) = taken else {
             // Not for `buf` (see above): back behind its prefix, for `decode` to report.
             self.decoder.reserve(FRAME_HEADER_LEN + got);
@@ -752,8 +759,7 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
             let r = retry(&[(fd, Interest::Readable)], deadline, || {
                 nowait.attempt(fd, deadline, |nowait| read_buf(fd, &mut *spare, nowait))
             });
-            self.short_read =
-                matches!(r, Ok(n) if n > 0 && n < asked) || matches!(r, Err(Stop::Expired));
+            self.short_read = came_short(&r, asked);
             match r {
                 Ok(0) => return Err(self.end_of_stream()),
                 Ok(n) => self.decoder.advance(n),

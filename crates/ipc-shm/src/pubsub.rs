@@ -1472,6 +1472,10 @@ pub mod testing {
     pub const TAIL: usize = std::mem::offset_of!(Header, tail);
     /// Offset of the publisher's owner word.
     pub const PUBLISHER: usize = std::mem::offset_of!(Header, publisher);
+    /// Offset of the subscribers' `sleepers` word (sleepers low, naps high): what the
+    /// publisher reads to decide whether to wake them.
+    pub const SLEEPERS: usize =
+        std::mem::offset_of!(Header, shared) + std::mem::offset_of!(Shared, sleepers);
     /// Offset of the cursor a publisher blocked for room wants (a hint subscribers read).
     pub const WANT: usize =
         std::mem::offset_of!(Header, shared) + std::mem::offset_of!(Shared, want);

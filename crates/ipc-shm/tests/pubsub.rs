@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::pubsub_testing::{
-    CURSOR, PLACES, PUBLISHER, TAIL, WANT, dead_owner, join_until, slots_at,
+    CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL, WANT, dead_owner, join_until, slots_at,
 };
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
@@ -700,6 +700,56 @@ fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
         }
         reader.join().unwrap();
     });
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join().unwrap();
+}
+
+/// A `sleepers` word a hostile peer keeps at zero hides every sleeping subscriber from the
+/// publisher, which then never wakes them: each subscriber sleep ends at its slice instead,
+/// so every message still arrives, in order (slower, never a hang). Publisher and subscriber
+/// share one CPU, so the subscriber really sleeps.
+#[test]
+fn a_scribbled_sleepers_word_slows_a_sleeping_subscriber_but_never_hangs_it() {
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
+        .unwrap();
+    let seg = Arc::new(opts(Policy::Block).create_memfd("ps-sleepers").unwrap());
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let count = 200u64;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scribbler = {
+        let (seg, stop) = (seg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                sleepers.store(0, Ordering::SeqCst);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let reader = std::thread::spawn(move || {
+        pin(cpu);
+        let mut buf = [0u8; 256];
+        for seq in 0..count {
+            let n = sub.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(check(&buf[..n]), seq);
+        }
+    });
+    within_watchdog(
+        "subscribers hidden by a scribbled sleepers word",
+        move || {
+            pin(cpu);
+            for seq in 0..count {
+                tx.send_timeout(&message(seq), watchdog()).unwrap();
+                if seq % 16 == 0 {
+                    // Let the subscriber catch up and go to sleep now and then.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            reader.join().unwrap();
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     scribbler.join().unwrap();
 }
