@@ -51,8 +51,9 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// (64 B: ~1.2x of adaptive): a reader that takes every queued message at once empties the
 /// socket sooner and sleeps until the writer's next segment, 5 times the context switches.
 /// Unix stream sockets read adaptively at every size: reading ahead measured no better there.
-/// [`into_split`](Stream::into_split) gives a plain [`StreamReceiver`] whose policy
-/// ([`FrameReceiver::set_read_ahead`]) stays as set.
+/// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
+/// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
+/// until [`FrameReceiver::set_read_ahead`] changes it.
 #[derive(Debug)]
 pub struct Stream {
     tx: StreamSender,

@@ -87,8 +87,9 @@ fn tcp_reads_ahead_after_a_kilobyte_and_keeps_every_message() {
             Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
         let addr = l.local_addr().unwrap();
         let count = 2000;
+        let writer_opts = opts.clone();
         let writer = std::thread::spawn(move || {
-            let mut c = Stream::connect(&addr, &opts, secs(10)).unwrap();
+            let mut c = Stream::connect(&addr, &writer_opts, secs(10)).unwrap();
             for i in 0..count {
                 c.send(&stamped(i, MIXED[i % MIXED.len()])).unwrap();
             }
@@ -123,6 +124,24 @@ fn tcp_reads_ahead_after_a_kilobyte_and_keeps_every_message() {
         }
         s.send(b"!").unwrap();
         writer.join().unwrap();
+
+        // Split after a large message: the receiver keeps that policy whatever comes next.
+        let l: Listener<Stream> =
+            Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
+        let mut c = Stream::connect(&l.local_addr().unwrap(), &opts, secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(&stamped(0, 4100)).unwrap();
+        c.send(&stamped(1, 10)).unwrap();
+        assert_eq!(s.recv(&mut buf).unwrap(), 4100);
+        let (_tx, mut rx) = s.into_split();
+        assert_eq!(rx.read_ahead_policy(), ReadAhead::Always);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 10);
+        assert_eq!(&buf[..10], &stamped(1, 10)[..]);
+        assert_eq!(
+            rx.read_ahead_policy(),
+            ReadAhead::Always,
+            "split: as it was"
+        );
 
         let (mut a, mut b) = Stream::pair(64 << 10).unwrap();
         a.send(&stamped(0, 4100)).unwrap();
