@@ -13,13 +13,17 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender};
+use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender, ReadAhead};
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::SocketType;
 
 use crate::conn::{Connected, Kind};
 use crate::{Address, Options, PeerCred};
+
+/// TCP: the message size from which the receive side reads ahead (up to 64 KiB per read, see
+/// [`ReadAhead::Always`]) for the next message. See [`Stream`]'s "How a TCP stream reads".
+const TCP_AHEAD_MIN: usize = 1024;
 
 /// The sending half of a [`Stream`] (see [`Stream::into_split`]).
 pub type StreamSender = FrameSender<Arc<OwnedFd>>;
@@ -33,6 +37,23 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// [`Stream::pair`] or [`Stream::from_fd`]. Implements [`MessageSender`] and
 /// [`MessageReceiver`] with the framing's semantics (a send cut short by its deadline is
 /// [`ErrorKind::Incomplete`] and finishes on the next send: see [`FrameSender`]).
+///
+/// # How a TCP stream reads
+///
+/// After a message of 1 KiB or more, a TCP stream's next receive reads ahead (up to 64 KiB per
+/// `read`, [`ReadAhead::Always`]); after a smaller one it reads as any frame receiver does
+/// ([`ReadAhead::Adaptive`]). On TCP, the kernel processes a peer's segments on the sending
+/// side (loopback: in the writer's own system call), so a receiver that keeps up rarely loses
+/// the CPU, the adaptive probe never turns read-ahead on, and each message of a stream cost a
+/// `read` of its own. Measured on one core (processes, 4 KiB messages): 2 system calls per
+/// message at ~1.10x the CPU time of a raw `write`/`read` loop adaptively, 1.06 calls at
+/// ~1.0x reading ahead (1 and 2 KiB: ~0.8x of adaptive). Below 1 KiB reading ahead cost more
+/// (64 B: ~1.2x of adaptive): a reader that takes every queued message at once empties the
+/// socket sooner and sleeps until the writer's next segment, 5 times the context switches.
+/// Unix stream sockets read adaptively at every size: reading ahead measured no better there.
+/// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
+/// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
+/// until [`FrameReceiver::set_read_ahead`] changes it.
 #[derive(Debug)]
 pub struct Stream {
     tx: StreamSender,
@@ -174,6 +195,13 @@ impl Stream {
         MessageReceiver::max_message_size(&self.rx)
     }
 
+    /// The receive side's read-ahead policy for the next receive: on TCP, [`ReadAhead::Always`]
+    /// after a message of 1 KiB or more (see [How a TCP stream reads](Stream#how-a-tcp-stream-reads)),
+    /// otherwise [`ReadAhead::Adaptive`]. No system call.
+    pub fn read_ahead_policy(&self) -> ReadAhead {
+        self.rx.read_ahead_policy()
+    }
+
     /// Splits into a sending and a receiving half, to use from two threads.
     pub fn into_split(self) -> (StreamSender, StreamReceiver) {
         (self.tx, self.rx)
@@ -219,9 +247,17 @@ impl MessageReceiver for Stream {
     /// never deadlocked.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let r = self.recv_inner(buf, deadline);
-        if let Err(e) = &r {
+        match &r {
+            // The next read on TCP: ahead after a message of 1 KiB or more (see "How a TCP
+            // stream reads"). No system call.
+            Ok(n) if self.tcp => self.rx.set_read_ahead(if *n >= TCP_AHEAD_MIN {
+                ReadAhead::Always
+            } else {
+                ReadAhead::Adaptive
+            }),
+            Ok(_) => {}
             // The end of the stream: sends say so from now on without checking.
-            self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected;
+            Err(e) => self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected,
         }
         r
     }

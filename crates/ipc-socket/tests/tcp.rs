@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
+use ipc_core::stream::ReadAhead;
 use ipc_socket::{
     Address, Deadline, ErrorKind, Listener, MessageReceiver, MessageSender, Options, Stream,
 };
@@ -63,6 +64,89 @@ fn round_trip(bind: SocketAddr) {
 fn ipv4_loopback() {
     within_watchdog("ipv4_loopback", || {
         round_trip((Ipv4Addr::LOCALHOST, 0).into());
+    });
+}
+
+/// A message of `len` bytes stamped with its sequence number `i`.
+fn stamped(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 7 + j) as u8).collect()
+}
+
+/// The sizes of a mixed stream: small and large in turn, so reads ahead stop in the middle of
+/// frames of every kind.
+const MIXED: [usize; 9] = [64, 1024, 4100, 700, 3000, 20_000, 1, 1023, 60_000];
+
+/// A TCP stream reads ahead after a message of 1 KiB or more and adaptively after a smaller
+/// one (a Unix stream always adaptively), and a burst of mixed sizes, read ahead while it
+/// keeps coming, arrives whole and in order.
+#[test]
+fn tcp_reads_ahead_after_a_kilobyte_and_keeps_every_message() {
+    within_watchdog("tcp_reads_ahead", || {
+        let opts = Options::new().max_message(64 << 10);
+        let l: Listener<Stream> =
+            Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
+        let addr = l.local_addr().unwrap();
+        let count = 2000;
+        let writer_opts = opts.clone();
+        let writer = std::thread::spawn(move || {
+            let mut c = Stream::connect(&addr, &writer_opts, secs(10)).unwrap();
+            for i in 0..count {
+                c.send(&stamped(i, MIXED[i % MIXED.len()])).unwrap();
+            }
+            // Held open until the reader has everything: its last receive must not see the end.
+            let mut done = [0u8; 1];
+            c.recv(&mut done).unwrap();
+        });
+        let mut s = l.accept(secs(10)).unwrap();
+        assert_eq!(
+            s.read_ahead_policy(),
+            ReadAhead::Adaptive,
+            "before any message"
+        );
+        let mut buf = vec![0u8; 64 << 10];
+        for i in 0..count {
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(
+                &buf[..n],
+                &stamped(i, MIXED[i % MIXED.len()])[..],
+                "message {i}"
+            );
+            let want = if n >= 1024 {
+                ReadAhead::Always
+            } else {
+                ReadAhead::Adaptive
+            };
+            assert_eq!(
+                s.read_ahead_policy(),
+                want,
+                "after message {i} of {n} bytes"
+            );
+        }
+        s.send(b"!").unwrap();
+        writer.join().unwrap();
+
+        // Split after a large message: the receiver keeps that policy whatever comes next.
+        let l: Listener<Stream> =
+            Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
+        let mut c = Stream::connect(&l.local_addr().unwrap(), &opts, secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        c.send(&stamped(0, 4100)).unwrap();
+        c.send(&stamped(1, 10)).unwrap();
+        assert_eq!(s.recv(&mut buf).unwrap(), 4100);
+        let (_tx, mut rx) = s.into_split();
+        assert_eq!(rx.read_ahead_policy(), ReadAhead::Always);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 10);
+        assert_eq!(&buf[..10], &stamped(1, 10)[..]);
+        assert_eq!(
+            rx.read_ahead_policy(),
+            ReadAhead::Always,
+            "split: as it was"
+        );
+
+        let (mut a, mut b) = Stream::pair(64 << 10).unwrap();
+        a.send(&stamped(0, 4100)).unwrap();
+        assert_eq!(b.recv(&mut buf).unwrap(), 4100);
+        assert_eq!(b.read_ahead_policy(), ReadAhead::Adaptive, "unix stream");
     });
 }
 
