@@ -571,7 +571,8 @@ impl<D: Direction> PipeEnd<D> {
     ///
     /// Errors: [`ErrorKind::LimitExceeded`] naming `/proc/sys/fs/pipe-max-size` and its value
     /// when one frame needs more than it allows (checked before asking the kernel, so a
-    /// privileged process does not silently take more), or what
+    /// privileged process does not silently take more; the pipe still gets its
+    /// [`STREAM_SLOTS`] pages when allowed, for the smaller messages of such a stream), or what
     /// [`set_capacity`](PipeEnd::set_capacity) reports when one frame does not fit and the
     /// kernel refuses to grow the pipe (the per-user page budget).
     ///
@@ -588,6 +589,11 @@ impl<D: Direction> PipeEnd<D> {
         }
         let max = max_capacity()?;
         if rounded_capacity(frame) > max as u64 {
+            // The largest frame cannot fit whole; the smaller messages such a stream carries
+            // still get the slots.
+            if slots > have && slots <= max {
+                self.keep_or_grow(slots, have);
+            }
             return Err(logged(
                 Error::limit(knob::PIPE_MAX_SIZE, Some(max as u64))
                     .in_op(format!(
@@ -598,21 +604,29 @@ impl<D: Direction> PipeEnd<D> {
         }
         // The extra slots stay within the size knob (it may be set below 32 pages).
         let want = frame.max(slots.min(max));
+        if frame <= have {
+            return Ok(self.keep_or_grow(want, have));
+        }
         match self.set_capacity(want) {
             Ok(got) => Ok(got),
-            Err(e) if frame <= have => {
-                tracing::debug!(
-                    object = %self.label,
-                    error = %e,
-                    capacity = have,
-                    requested = want,
-                    "pipe kept its capacity: one frame fits, the extra slots were refused"
-                );
-                Ok(have)
-            }
             Err(e) if want > frame => self.set_capacity(frame).map_err(|_| e),
             Err(e) => Err(e),
         }
+    }
+
+    /// Grows the pipe to `want` bytes for the slots of [`fit_frame`](PipeEnd::fit_frame), or,
+    /// refused, keeps `have` and says so in a DEBUG event. Returns the capacity.
+    fn keep_or_grow(&self, want: usize, have: usize) -> usize {
+        self.set_capacity(want).unwrap_or_else(|e| {
+            tracing::debug!(
+                object = %self.label,
+                error = %e,
+                capacity = have,
+                requested = want,
+                "pipe kept its capacity: the extra slots for a stream were refused"
+            );
+            have
+        })
     }
 
     /// The keep-open write end, locked (`None` for an end with no origin); a poisoned lock
@@ -1038,8 +1052,9 @@ mod tests {
     use std::time::Duration;
 
     /// A stream sender makes room for one frame of its largest message when the knob allows;
-    /// above `pipe-max-size` it is a typed error naming the knob, and the sender keeps the
-    /// capacity the pipe has and still works.
+    /// above `pipe-max-size` it is a typed error naming the knob, the pipe gets the
+    /// [`STREAM_SLOTS`] pages of a stream of frames longer than a page (or keeps its capacity
+    /// when the knob is below them), and the sender works.
     #[test]
     fn stream_senders_fit_one_frame_of_the_largest_message_or_keep_the_capacity() {
         let (r, w) = pair(false).unwrap();
@@ -1055,8 +1070,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
         assert!(e.to_string().contains("pipe-max-size"), "{e}");
         assert!(e.to_string().contains(&max.to_string()), "{e}");
+        let slots = STREAM_SLOTS * rustix::param::page_size();
+        let expected = if slots <= max { slots } else { before };
+        assert_eq!(r.capacity().unwrap(), expected);
         let mut tx = w.into_stream_sender(max).unwrap();
-        assert_eq!(r.capacity().unwrap(), before);
+        assert_eq!(r.capacity().unwrap(), expected);
         let mut rx = r.into_receiver(max).unwrap();
         tx.send(b"still works").unwrap();
         let mut buf = [0; 16];

@@ -71,6 +71,14 @@ fn a_stream_of_frames_longer_than_a_page_gets_32_pages_seen_across_processes() {
         .into_sender_keeping_capacity(FrameMode::Stream { max_message: 8192 })
         .unwrap();
     assert_eq!(r.capacity().unwrap(), default);
+
+    // The default stream (16 MiB messages, a frame no pipe may hold unprivileged) still gets
+    // the 32 pages for the smaller messages it carries, when the size knob allows them.
+    let (tx, _rx) = ipc_pipe::channel(FrameMode::default()).unwrap();
+    let slots = STREAM_SLOTS * page();
+    if slots <= ipc_pipe::max_capacity().unwrap() {
+        assert_eq!(tx.get_ref().capacity().unwrap(), slots);
+    }
 }
 
 /// Growing a pipe that already holds data keeps it: what was written before the sender was
@@ -182,10 +190,15 @@ fn budget_used_up(_: &Ctx) {
     // Something queued before the sender is made.
     let mut w = w;
     w.write_all(&message(7, 0, 4092)).unwrap();
+    let twin = w.try_clone().unwrap();
     let got = w.fit_frame(4096).unwrap();
     assert_eq!(got, 16 * page, "one frame fits: the capacity is kept");
     let mut tx = w.into_stream_sender(4096).unwrap();
     assert_eq!(r.capacity().unwrap(), 16 * page);
+    // Nor does a stream of messages too large for one frame in any pipe.
+    let big = twin.into_stream_sender(16 << 20).unwrap();
+    assert_eq!(big.get_ref().capacity().unwrap(), 16 * page);
+    drop(big);
     let said = events.0.lock().unwrap().clone();
     assert!(
         said.iter()
