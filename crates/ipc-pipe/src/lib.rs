@@ -73,7 +73,11 @@
 //!   [`ErrorKind::Disconnected`] on the message receiver,
 //!   after everything queued before it.
 //! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`
-//!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob).
+//!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob). A
+//!   stream sender raises it itself when its messages may exceed a page: to hold one frame of
+//!   its largest message, and to [`STREAM_SLOTS`] (32) pages, from the user's pipe page budget
+//!   ([`USER_PAGES_SOFT_KNOB`]); refused, the pipe keeps its capacity and works
+//!   ([`PipeWriter::fit_frame`], [`PipeWriter::into_sender_keeping_capacity`]).
 //! - Everything a program needs is re-exported here (and in [`prelude`]): it can depend on
 //!   this crate alone.
 //!
