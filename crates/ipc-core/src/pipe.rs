@@ -45,6 +45,21 @@ use crate::{Blocked, Deadline, Error, ErrorKind, Result, knob};
 /// `/proc/sys/fs/pipe-user-pages-hard` (0 = no limit).
 pub const USER_PAGES_HARD: &str = "/proc/sys/fs/pipe-user-pages-hard";
 
+/// The pipe slots (pages) a stream sender asks for when its largest frame is longer than a page:
+/// twice the 16 of a default pipe ([`PipeWriter::fit_frame`]).
+///
+/// The kernel merges only a write's sub-page remainder into the last page, so a frame of a page
+/// and a bit (a 4096-byte message behind its 4-byte length prefix) takes one and a half slots
+/// on average, and k pages and a bit take k + 1/2: in 16 slots a stream of 4096-byte messages
+/// holds 10 or 11 frames where a raw loop's pipe holds 16 messages, and its writer and reader
+/// wake each other more often. 32 slots hold at least as many such frames as 16 hold raw
+/// messages of k pages, for every k.
+pub const STREAM_SLOTS: usize = 32;
+
+/// The kernel knob past which an unprivileged user's new pipes get 2 pages and no pipe of that
+/// user may grow: `/proc/sys/fs/pipe-user-pages-soft` (0 = no limit).
+pub const USER_PAGES_SOFT: &str = "/proc/sys/fs/pipe-user-pages-soft";
+
 /// The system-wide limit on open files: `/proc/sys/fs/file-max`.
 pub const FILE_MAX: &str = "/proc/sys/fs/file-max";
 
@@ -482,7 +497,9 @@ impl<D: Direction> PipeEnd<D> {
     /// Errors:
     /// - [`ErrorKind::LimitExceeded`] when the kernel refuses (`EPERM`): above
     ///   `/proc/sys/fs/pipe-max-size` without `CAP_SYS_RESOURCE`, naming the knob and its
-    ///   value; or when an unprivileged user's pipes exceed [`USER_PAGES_HARD`], naming that.
+    ///   value; or, within that knob, when an unprivileged user's pipes would take more pages
+    ///   than [`USER_PAGES_SOFT`] (or [`USER_PAGES_HARD`] when the soft limit is 0) allows,
+    ///   naming that knob.
     /// - [`ErrorKind::InvalidInput`] when the pipe holds more data than the requested capacity
     ///   (`EBUSY`): drain it first.
     ///
@@ -504,11 +521,15 @@ impl<D: Direction> PipeEnd<D> {
                 Ok(got)
             }
             Err(Errno::PERM) => {
-                // Above the size knob, or (unprivileged) over the per-user page budget.
+                // Above the size knob, or (unprivileged) over the per-user page budget: growth
+                // is refused past the soft limit already (`pipe_set_size` in fs/pipe.c).
                 let max = knob::read(knob::PIPE_MAX_SIZE);
-                let e = match knob::read(USER_PAGES_HARD) {
-                    Some(hard) if hard > 0 && max.is_none_or(|m| rounded_capacity(bytes) <= m) => {
-                        Error::limit(USER_PAGES_HARD, Some(hard))
+                let budget = [USER_PAGES_SOFT, USER_PAGES_HARD]
+                    .into_iter()
+                    .find_map(|k| knob::read(k).filter(|&v| v > 0).map(|v| (k, v)));
+                let e = match budget {
+                    Some((k, pages)) if max.is_none_or(|m| rounded_capacity(bytes) <= m) => {
+                        Error::limit(k, Some(pages))
                     }
                     _ => Error::limit(knob::PIPE_MAX_SIZE, max),
                 };
@@ -525,32 +546,54 @@ impl<D: Direction> PipeEnd<D> {
         }
     }
 
-    /// Grows the pipe so that one frame of a `max_message`-byte message (payload and its
-    /// 4-byte length prefix) fits in it whole, and returns the capacity: a writer of such a
-    /// message then never stops halfway for the reader, and the reader wakes once per message
-    /// instead of twice (a 65,536-byte message is a 65,540-byte frame, which the default
-    /// 64 KiB pipe cannot hold). Does nothing when the frame already fits.
+    /// Sizes the pipe for a stream of frames of up to `max_message` bytes of payload (plus the
+    /// 4-byte length prefix) and returns the capacity (`fcntl(F_SETPIPE_SZ)`):
+    ///
+    /// - one frame of the largest message fits whole, so a writer of such a message never
+    ///   stops halfway for the reader, and the reader wakes once per message instead of twice
+    ///   (a 65,536-byte message is a 65,540-byte frame, which the default 64 KiB pipe cannot
+    ///   hold);
+    /// - when that frame is longer than a page, the pipe gets at least [`STREAM_SLOTS`] (32)
+    ///   pages, so that it holds as many frames of a page and a bit as a default pipe holds
+    ///   pages (see [`STREAM_SLOTS`] for why frames take more slots than their bytes).
+    ///
+    /// Does nothing when the pipe is already that large. Growing never loses what is queued.
+    ///
+    /// The pages count against the user's pipe budget (`/proc/sys/fs/pipe-user-pages-soft`,
+    /// 16,384 pages by default: 1,024 default pipes, 512 of 32 slots); once a user is past it,
+    /// the kernel gives that user's new pipes 2 pages and refuses growth. When the kernel
+    /// refuses the extra slots but one frame already fits, the pipe keeps its capacity and
+    /// still works (a DEBUG event "pipe kept its capacity" says so), and the capacity is
+    /// returned; [`PipeWriter::into_sender_keeping_capacity`] spends nothing.
     ///
     /// [`PipeWriter::into_sender`] calls it for [`FrameMode::Stream`] and keeps the capacity
     /// the pipe has if it fails.
     ///
     /// Errors: [`ErrorKind::LimitExceeded`] naming `/proc/sys/fs/pipe-max-size` and its value
-    /// when the frame needs more than it allows (checked before asking the kernel, so a
-    /// privileged process does not silently take more), or what
-    /// [`set_capacity`](PipeEnd::set_capacity) reports (the per-user page budget, a pipe
-    /// holding more than the new size).
+    /// when one frame needs more than it allows (checked before asking the kernel, so a
+    /// privileged process does not silently take more; the pipe still gets its
+    /// [`STREAM_SLOTS`] pages when allowed, for the smaller messages of such a stream), or what
+    /// [`set_capacity`](PipeEnd::set_capacity) reports when one frame does not fit and the
+    /// kernel refuses to grow the pipe (the per-user page budget).
     ///
     /// # References
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html), `F_SETPIPE_SZ`
+    /// - [`pipe(7)`](https://man7.org/linux/man-pages/man7/pipe.7.html), "/proc files"
     pub fn fit_frame(&self, max_message: usize) -> Result<usize> {
         let frame = max_message.saturating_add(crate::frame::FRAME_HEADER_LEN);
+        let page = rustix::param::page_size();
         let have = self.capacity()?;
-        if frame <= have {
+        let slots = if frame > page { STREAM_SLOTS * page } else { 0 };
+        if frame.max(slots) <= have {
             return Ok(have);
         }
-        let want = rounded_capacity(frame);
         let max = max_capacity()?;
-        if want > max as u64 {
+        if rounded_capacity(frame) > max as u64 {
+            // The largest frame cannot fit whole; the smaller messages such a stream carries
+            // still get the slots.
+            if slots > have && slots <= max {
+                self.keep_or_grow(slots, have);
+            }
             return Err(logged(
                 Error::limit(knob::PIPE_MAX_SIZE, Some(max as u64))
                     .in_op(format!(
@@ -559,7 +602,31 @@ impl<D: Direction> PipeEnd<D> {
                     .on_shared(&self.label),
             ));
         }
-        self.set_capacity(frame)
+        // The extra slots stay within the size knob (it may be set below 32 pages).
+        let want = frame.max(slots.min(max));
+        if frame <= have {
+            return Ok(self.keep_or_grow(want, have));
+        }
+        match self.set_capacity(want) {
+            Ok(got) => Ok(got),
+            Err(e) if want > frame => self.set_capacity(frame).map_err(|_| e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Grows the pipe to `want` bytes for the slots of [`fit_frame`](PipeEnd::fit_frame), or,
+    /// refused, keeps `have` and says so in a DEBUG event. Returns the capacity.
+    fn keep_or_grow(&self, want: usize, have: usize) -> usize {
+        self.set_capacity(want).unwrap_or_else(|e| {
+            tracing::debug!(
+                object = %self.label,
+                error = %e,
+                capacity = have,
+                requested = want,
+                "pipe kept its capacity: the extra slots for a stream were refused"
+            );
+            have
+        })
     }
 
     /// The keep-open write end, locked (`None` for an end with no origin); a poisoned lock
@@ -830,23 +897,45 @@ impl PipeWriter {
     /// [`FrameMode::Stream`] messages may be large, and there must be one writer only. Errors
     /// name the pipe.
     ///
+    /// In [`FrameMode::Stream`] the pipe is sized for the stream first
+    /// ([`fit_frame`](PipeEnd::fit_frame): one frame of the largest message, and 32 pages when
+    /// that frame is longer than a page, spending the user's pipe page budget); if the kernel
+    /// refuses, the pipe keeps its capacity and the sender works as well, only slower.
+    /// [`into_sender_keeping_capacity`](PipeWriter::into_sender_keeping_capacity) leaves the
+    /// capacity alone.
+    ///
     /// Errors: [`ErrorKind::InvalidInput`] for a packet-mode end (see
     /// [`PipeReader::into_receiver`]).
     pub fn into_sender(self, mode: FrameMode) -> Result<FrameSender<PipeWriter>> {
+        let stream = match mode {
+            FrameMode::Stream { max_message } if !self.is_packet_mode()? => Some(max_message),
+            _ => None,
+        };
+        if let Some(max_message) = stream {
+            // Sized as `fit_frame` says when the kernel allows it; otherwise the pipe keeps
+            // its capacity and a large message takes several wake-ups of the reader, which is
+            // correct, only slower.
+            if let Err(e) = self.fit_frame(max_message) {
+                tracing::debug!(object = %self.label, error = %e, "pipe kept its capacity");
+            }
+        }
+        self.into_sender_keeping_capacity(mode)
+    }
+
+    /// [`into_sender`](PipeWriter::into_sender) without touching the pipe's capacity: no
+    /// `F_SETPIPE_SZ`, no pages of the user's pipe budget spent (see
+    /// [`fit_frame`](PipeEnd::fit_frame) for what a stream sender otherwise asks for). For a
+    /// program that keeps many pipes near `/proc/sys/fs/pipe-user-pages-soft`, or that sized
+    /// the pipe itself. A stream of messages larger than a page is then slower on one core.
+    ///
+    /// Errors: as [`into_sender`](PipeWriter::into_sender).
+    pub fn into_sender_keeping_capacity(self, mode: FrameMode) -> Result<FrameSender<PipeWriter>> {
         if self.is_packet_mode()? {
             return Err(logged(
                 Error::with_note(ErrorKind::InvalidInput, PACKET_FRAMING)
                     .in_op("make a message sender")
                     .on_shared(&self.label),
             ));
-        }
-        if let FrameMode::Stream { max_message } = mode {
-            // One frame of the largest message fits in the pipe when the kernel allows it;
-            // otherwise the pipe keeps its capacity and a large message takes several
-            // wake-ups of the reader, which is correct, only slower.
-            if let Err(e) = self.fit_frame(max_message) {
-                tracing::debug!(error = %e, "pipe capacity kept");
-            }
         }
         let label = Arc::clone(&self.label);
         FrameSender::new(self, mode, label)
@@ -963,8 +1052,9 @@ mod tests {
     use std::time::Duration;
 
     /// A stream sender makes room for one frame of its largest message when the knob allows;
-    /// above `pipe-max-size` it is a typed error naming the knob, and the sender keeps the
-    /// capacity the pipe has and still works.
+    /// above `pipe-max-size` it is a typed error naming the knob, the pipe gets the
+    /// [`STREAM_SLOTS`] pages of a stream of frames longer than a page (or keeps its capacity
+    /// when the knob is below them), and the sender works.
     #[test]
     fn stream_senders_fit_one_frame_of_the_largest_message_or_keep_the_capacity() {
         let (r, w) = pair(false).unwrap();
@@ -980,8 +1070,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
         assert!(e.to_string().contains("pipe-max-size"), "{e}");
         assert!(e.to_string().contains(&max.to_string()), "{e}");
+        let slots = STREAM_SLOTS * rustix::param::page_size();
+        let expected = if slots <= max { slots } else { before };
+        assert_eq!(r.capacity().unwrap(), expected);
         let mut tx = w.into_stream_sender(max).unwrap();
-        assert_eq!(r.capacity().unwrap(), before);
+        assert_eq!(r.capacity().unwrap(), expected);
         let mut rx = r.into_receiver(max).unwrap();
         tx.send(b"still works").unwrap();
         let mut buf = [0; 16];

@@ -73,7 +73,11 @@
 //!   [`ErrorKind::Disconnected`] on the message receiver,
 //!   after everything queued before it.
 //! - The capacity defaults to 64 KiB and can be raised up to `/proc/sys/fs/pipe-max-size`
-//!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob).
+//!   (further with `CAP_SYS_RESOURCE`: the kernel decides, and a refusal names the knob). A
+//!   stream sender raises it itself when its messages may exceed a page: to hold one frame of
+//!   its largest message, and to [`STREAM_SLOTS`] (32) pages, from the user's pipe page budget
+//!   ([`USER_PAGES_SOFT_KNOB`]); refused, the pipe keeps its capacity and works
+//!   ([`PipeWriter::fit_frame`], [`PipeWriter::into_sender_keeping_capacity`]).
 //! - Everything a program needs is re-exported here (and in [`prelude`]): it can depend on
 //!   this crate alone.
 //!
@@ -114,7 +118,9 @@ pub use child::ChildPipes;
 pub use duplex::{Duplex, DuplexChannel, duplex, duplex_channel};
 pub use end::{packet_pipe, pipe};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
-pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};
+pub use ipc_core::pipe::{
+    PipeEnd, PipeReader, PipeWriter, Reading, STREAM_SLOTS, Writing, max_capacity,
+};
 pub use ipc_core::stream::{FrameMode, ReadAhead};
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 pub use message::{PipeReceiver, PipeSender, channel};
@@ -129,6 +135,11 @@ pub const MAX_SIZE_KNOB: &str = ipc_core::knob::PIPE_MAX_SIZE;
 /// The kernel knob that caps the pages all pipes of one unprivileged user may use:
 /// `/proc/sys/fs/pipe-user-pages-hard` (0 = no limit).
 pub const USER_PAGES_HARD_KNOB: &str = ipc_core::pipe::USER_PAGES_HARD;
+
+/// The kernel knob past which an unprivileged user's new pipes get 2 pages and none may grow:
+/// `/proc/sys/fs/pipe-user-pages-soft` (16,384 pages by default). A stream sender spends it
+/// (see [`STREAM_SLOTS`]).
+pub const USER_PAGES_SOFT_KNOB: &str = ipc_core::pipe::USER_PAGES_SOFT;
 
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
