@@ -591,6 +591,7 @@ impl End {
         deadline: Deadline,
         mut take: impl FnMut() -> Result<Option<T>>,
     ) -> Result<T> {
+        WAITED.set(true);
         if deadline != Deadline::Now {
             match self.policy {
                 WaitPolicy::Spin => {
@@ -687,6 +688,12 @@ impl End {
             }
         }
     }
+}
+
+thread_local! {
+    /// Whether this thread entered a channel wait (either end, any channel) since its last
+    /// send: a send after a wait is taken as one a consumer waits for ([`Sender::publish`]).
+    static WAITED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Spins until `take` gets something or `budget` passes. The clock is read only after a
@@ -966,7 +973,15 @@ impl Sender {
     }
 
     fn publish(&mut self, r: Reservation, len: usize) {
-        self.producer.commit_ordered(r, len, Ordering::Release);
+        // A message sent after this thread waited (a reply, or the first after a pause) is
+        // likely awaited by a consumer on another CPU: hand its lines over (`commit_demoted`).
+        // One sent in a stream, without a wait since the last, is not.
+        if WAITED.get() && !self.end.same_cpu(&self.producer.ring().header().rx) {
+            WAITED.set(false);
+            self.producer.commit_demoted(r, len, Ordering::Release);
+        } else {
+            self.producer.commit_ordered(r, len, Ordering::Release);
+        }
         let h = self.producer.ring().header();
         self.end.wake_peer(&h.tx, &h.rx);
     }
