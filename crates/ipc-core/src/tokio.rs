@@ -61,6 +61,16 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// [`Readiness::disarm_edge_triggered`] (the reactor is edge-triggered): the shm doorbell
 /// is not drained, one `read` fewer per wait.
 ///
+/// # Yielding before a park
+///
+/// After a try that found nothing (and [`arm`](Readiness::arm)), a wait gives the CPU up once
+/// (`sched_yield`) and tries again before it parks the task, as its [`YieldPolicy`] says
+/// ([`set_yield_policy`](AsyncEndpoint::set_yield_policy); by default
+/// [`Adaptive`](YieldPolicy::Adaptive)): a peer on this CPU, woken by what this end just
+/// sent, answers during the yield, and the wait ends without an `epoll_wait` or a park (a
+/// same-core ping-pong then costs what the blocking calls cost). At most one yield per
+/// wait, never a loop: an idle waiter sleeps in the reactor.
+///
 /// # Cancel safety
 ///
 /// - [`recv`](AsyncEndpoint::recv) and every receive form: cancel safe. A message is taken
@@ -97,6 +107,8 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 #[derive(Debug)]
 pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
+    /// Whether a wait yields the CPU once before it parks (see [`YieldPolicy`]).
+    yields: Yields,
     /// The duplicate of the readiness descriptor; `None` only inside
     /// [`register`](AsyncEndpoint::register), which puts it back on every path that
     /// returns (it is lost only if tokio panics there).
@@ -128,6 +140,104 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
     }
 }
 
+/// What a wait of an [`AsyncEndpoint`] does after a try found nothing and before it parks
+/// the task in the reactor ([`AsyncEndpoint::set_yield_policy`]).
+///
+/// Parking costs, per wait, an `epoll_wait` and the runtime's park and wake-up (about a
+/// microsecond of tokio's own work on top of the kernel's). When the peer that will answer
+/// runs on this thread's CPU (two processes pinned to one core, or a machine busier than
+/// its cores), the peer often is runnable already, woken by what this end just sent: giving
+/// it the CPU once (`sched_yield(2)`) lets it answer at once, and a try after the yield
+/// then finds the answer without a park; a ping-pong on one core runs with neither side
+/// ever entering `epoll_wait`. When the peer runs on another CPU, or is not runnable, the
+/// yield returns at once: one system call before the usual park.
+///
+/// At most one yield per wait, never a loop: an idle waiter yields once and then sleeps in
+/// the reactor, using no CPU. The yield gives the CPU to whatever else is runnable on it,
+/// which is the peer in the case it is for, but an unrelated busy task otherwise (then the
+/// wait resumes after that task's turn, as a parked task woken on a busy CPU would): pick
+/// [`Park`](YieldPolicy::Park) for a waiter on a CPU shared with unrelated busy work whose
+/// latency matters more than the peer's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum YieldPolicy {
+    /// Park at once: every wait that finds nothing costs a park and a wake-up.
+    Park,
+    /// Yield once before every park.
+    Always,
+    /// Yield once before a park while yields pay (the try after a yield found what the wait
+    /// was for); after one that did not, park at once for the next
+    /// [`ADAPTIVE_SKIP`](YieldPolicy::ADAPTIVE_SKIP) waits, then yield again to look. A peer
+    /// on another CPU then costs one yield per that many waits. The default.
+    #[default]
+    Adaptive,
+}
+
+impl YieldPolicy {
+    /// The waits an [`Adaptive`](YieldPolicy::Adaptive) endpoint parks at once after a
+    /// yield that did not pay.
+    pub const ADAPTIVE_SKIP: u32 = 15;
+}
+
+/// A [`YieldPolicy`] and what it learned.
+#[derive(Clone, Copy, Debug)]
+struct Yields {
+    policy: YieldPolicy,
+    /// Waits still to park at once ([`YieldPolicy::Adaptive`]).
+    skip: u32,
+    /// Yields made, and those after which the try found nothing (for the tests).
+    #[cfg(test)]
+    counts: (u32, u32),
+}
+
+impl Yields {
+    fn new(policy: YieldPolicy) -> Yields {
+        Yields {
+            policy,
+            skip: 0,
+            #[cfg(test)]
+            counts: (0, 0),
+        }
+    }
+
+    /// Whether this wait yields before it parks.
+    fn before_park(&mut self) -> bool {
+        #[cfg(test)]
+        if self.yields_now() {
+            self.counts.0 += 1;
+        }
+        self.decide()
+    }
+
+    /// What [`before_park`](Yields::before_park) will answer, without counting it.
+    #[cfg(test)]
+    fn yields_now(&self) -> bool {
+        self.clone().decide()
+    }
+
+    fn decide(&mut self) -> bool {
+        match self.policy {
+            YieldPolicy::Park => false,
+            YieldPolicy::Always => true,
+            YieldPolicy::Adaptive if self.skip > 0 => {
+                self.skip -= 1;
+                false
+            }
+            YieldPolicy::Adaptive => true,
+        }
+    }
+
+    /// The try after the yield found nothing.
+    fn missed(&mut self) {
+        #[cfg(test)]
+        {
+            self.counts.1 += 1;
+        }
+        if self.policy == YieldPolicy::Adaptive {
+            self.skip = YieldPolicy::ADAPTIVE_SKIP;
+        }
+    }
+}
+
 fn tokio_interest(i: Interest) -> TokioInterest {
     match i {
         Interest::Readable => TokioInterest::READABLE,
@@ -148,8 +258,26 @@ impl<E: Readiness> AsyncEndpoint<E> {
             .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
         Ok(AsyncEndpoint {
             endpoint,
+            yields: Yields::new(YieldPolicy::default()),
             fd: Some(Registration::Idle(fd)),
         })
+    }
+
+    /// Sets what a wait does before it parks the task (see [`YieldPolicy`]; the default is
+    /// [`YieldPolicy::Adaptive`]).
+    pub fn set_yield_policy(&mut self, policy: YieldPolicy) {
+        self.yields = Yields::new(policy);
+    }
+
+    /// [`set_yield_policy`](AsyncEndpoint::set_yield_policy), by value.
+    pub fn with_yield_policy(mut self, policy: YieldPolicy) -> AsyncEndpoint<E> {
+        self.set_yield_policy(policy);
+        self
+    }
+
+    /// What a wait does before it parks the task.
+    pub fn yield_policy(&self) -> YieldPolicy {
+        self.yields.policy
     }
 
     /// The endpoint.
@@ -175,7 +303,9 @@ impl<E: Readiness> AsyncEndpoint<E> {
     ///
     /// It tries first: readiness cached by the reactor cannot say the descriptor is empty
     /// (see [Registration](AsyncEndpoint#registration)), and a try that succeeds needs no
-    /// wait at all.
+    /// wait at all. When the try found nothing, it yields the CPU once and tries again
+    /// before it parks, as the [`YieldPolicy`] says (one `sched_yield`; see
+    /// [Yielding before a park](AsyncEndpoint#yielding-before-a-park)).
     pub async fn retry<T>(
         &mut self,
         interest: Interest,
@@ -186,19 +316,45 @@ impl<E: Readiness> AsyncEndpoint<E> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 r => return r,
             }
-            self.wait(interest).await?;
+            let want = tokio_interest(interest);
+            self.register(want)?;
+            if self.endpoint.arm()? {
+                continue;
+            }
+            if self.yields.before_park() {
+                // Armed: a hand-off the peer makes during the yield rings the doorbell as it
+                // would for a parked task, so a try that still finds nothing may park.
+                std::thread::yield_now();
+                match attempt(&mut self.endpoint) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(),
+                    r => {
+                        self.endpoint.disarm_edge_triggered();
+                        return r;
+                    }
+                }
+            }
+            self.park(interest).await?;
         }
     }
 
     /// Waits once for `interest` on the readiness descriptor, arming the endpoint first (see
     /// [`Readiness`]). Returns at once when arming found the endpoint ready. Readiness is a
     /// hint: try the operation afterwards and wait again on `WouldBlock`.
+    ///
+    /// It never yields (the [`YieldPolicy`] applies to the forms that try the operation:
+    /// [`retry`](AsyncEndpoint::retry) and the calls built on it).
     pub async fn wait(&mut self, interest: Interest) -> Result<()> {
         let want = tokio_interest(interest);
         self.register(want)?;
         if self.endpoint.arm()? {
             return Ok(());
         }
+        self.park(interest).await
+    }
+
+    /// Parks until the registered descriptor reports `interest`, the endpoint armed (and
+    /// disarmed on return or cancellation).
+    async fn park(&mut self, interest: Interest) -> Result<()> {
         let Some(Registration::Registered { fd, .. }) = &self.fd else {
             unreachable!("register leaves the descriptor registered");
         };
@@ -300,5 +456,145 @@ impl<E: Readiness + MessageSender> AsyncEndpoint<E> {
     pub async fn flush(&mut self) -> Result<()> {
         let interest = self.get_ref().send_interest();
         self.retry(interest, |e| e.try_flush()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::stream::{FrameMode, FrameReceiver, FrameSender};
+
+    fn runtime() -> ::tokio::runtime::Runtime {
+        ::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn adaptive_parks_at_once_after_a_yield_that_did_not_pay() {
+        let mut y = Yields::new(YieldPolicy::Adaptive);
+        assert!(y.before_park());
+        y.missed();
+        for _ in 0..YieldPolicy::ADAPTIVE_SKIP {
+            assert!(!y.before_park());
+        }
+        assert!(y.before_park(), "looks again after the skipped waits");
+        // A yield that paid keeps the next wait yielding.
+        assert!(y.before_park());
+        let mut always = Yields::new(YieldPolicy::Always);
+        always.missed();
+        assert!(always.before_park());
+        assert!(!Yields::new(YieldPolicy::Park).before_park());
+    }
+
+    /// A receive that must wait, under each policy: the message sent later by another thread
+    /// arrives whole, and the receiver yielded at most once per park, never in a loop (the
+    /// yield found nothing: the message comes 20 ms later).
+    #[test]
+    fn a_wait_completes_under_every_policy_with_one_yield_at_most() {
+        for policy in [
+            YieldPolicy::Park,
+            YieldPolicy::Always,
+            YieldPolicy::Adaptive,
+        ] {
+            let (r, w) = rustix::pipe::pipe().unwrap();
+            let rt = runtime();
+            let mut rx = {
+                let _in = rt.enter();
+                AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe").unwrap())
+                    .unwrap()
+                    .with_yield_policy(policy)
+            };
+            assert_eq!(rx.yield_policy(), policy);
+            let sender = std::thread::spawn(move || {
+                let mut tx = FrameSender::new(w, FrameMode::default(), "pipe").unwrap();
+                for i in 0..3u8 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    tx.send(&[i; 100]).unwrap();
+                }
+            });
+            let mut buf = [0u8; 128];
+            rt.block_on(async {
+                for i in 0..3u8 {
+                    let n = rx.recv(&mut buf).await.unwrap();
+                    assert_eq!(&buf[..n], &[i; 100], "{policy:?}");
+                }
+            });
+            sender.join().unwrap();
+            let (yielded, missed) = rx.yields.counts;
+            let expected = match policy {
+                YieldPolicy::Park => 0,
+                // One yield per receive (each finds the pipe empty), each a miss.
+                YieldPolicy::Always => 3,
+                // The first miss makes the next waits park at once.
+                YieldPolicy::Adaptive => 1,
+            };
+            assert_eq!((yielded, missed), (expected, expected), "{policy:?}");
+        }
+    }
+
+    /// Two threads pinned to one CPU play ping-pong: a receiver's yield lets its peer (woken
+    /// by the message just sent) answer, and the try after the yield finds the answer, so
+    /// some waits end without a park (what the yield is for).
+    #[test]
+    fn on_one_cpu_a_yield_lets_the_peer_answer() {
+        fn pin_here() {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(rustix::thread::sched_getcpu());
+            rustix::thread::sched_setaffinity(None, &set).unwrap();
+        }
+        fn end(
+            r: OwnedFd,
+            w: OwnedFd,
+        ) -> (
+            AsyncEndpoint<FrameReceiver<OwnedFd>>,
+            AsyncEndpoint<FrameSender<OwnedFd>>,
+        ) {
+            let rx = FrameReceiver::new(r, 1 << 16, "pipe").unwrap();
+            let tx = FrameSender::new(w, FrameMode::default(), "pipe").unwrap();
+            (
+                AsyncEndpoint::new(rx)
+                    .unwrap()
+                    .with_yield_policy(YieldPolicy::Always),
+                AsyncEndpoint::new(tx).unwrap(),
+            )
+        }
+        const ROUNDS: u32 = 500;
+        pin_here();
+        let (r1, w1) = rustix::pipe::pipe().unwrap();
+        let (r2, w2) = rustix::pipe::pipe().unwrap();
+        let echo = std::thread::spawn(move || {
+            pin_here();
+            let rt = runtime();
+            let _in = rt.enter();
+            let (mut rx, mut tx) = end(r1, w2);
+            rt.block_on(async {
+                let mut buf = [0u8; 64];
+                for _ in 0..ROUNDS {
+                    let n = rx.recv(&mut buf).await.unwrap();
+                    tx.send(&buf[..n]).await.unwrap();
+                }
+            });
+        });
+        let rt = runtime();
+        let _in = rt.enter();
+        let (mut rx, mut tx) = end(r2, w1);
+        rt.block_on(async {
+            let mut buf = [0u8; 64];
+            for i in 0..ROUNDS {
+                tx.send(&i.to_ne_bytes()).await.unwrap();
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &i.to_ne_bytes());
+            }
+        });
+        echo.join().unwrap();
+        let (yielded, missed) = rx.yields.counts;
+        assert!(
+            yielded > 0 && missed < yielded,
+            "{yielded} yields, {missed} found nothing"
+        );
     }
 }
