@@ -379,17 +379,25 @@ impl<E: Readiness> AsyncEndpoint<E> {
         interest: Interest,
         mut attempt: impl FnMut(&mut E) -> Result<T>,
     ) -> Result<T> {
-        // The first round's yield comes before its try when hand-offs are the pattern.
-        let mut first = Some(self.yields.first_yield());
-        let long_first = first == Some(true) && !yield_cpu();
+        // The first wait's yield comes before the first try when hand-offs are the pattern.
+        let yielded_first = self.yields.first_yield();
+        let long_first = yielded_first && !yield_cpu();
+        // Tries that found nothing so far; whether the wait until the next park may yield.
+        let mut failed = 0u32;
+        let mut may_yield = !yielded_first;
         loop {
             match attempt(&mut self.endpoint) {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if failed == 0 && yielded_first {
+                        self.yields.missed();
+                    }
+                    failed += 1;
+                }
                 r => {
-                    match first {
-                        Some(false) => self.yields.ready_at_once(),
-                        Some(true) if long_first => self.yields.missed(),
-                        _ => {}
+                    if failed == 0 && !yielded_first {
+                        self.yields.ready_at_once();
+                    } else if failed == 0 && long_first {
+                        self.yields.missed();
                     }
                     return r;
                 }
@@ -397,30 +405,22 @@ impl<E: Readiness> AsyncEndpoint<E> {
             let want = tokio_interest(interest);
             self.register(want)?;
             if self.endpoint.arm()? {
-                first = None;
                 continue;
             }
-            match first.take() {
-                // This wait's yield was made: it did not pay.
-                Some(true) => self.yields.missed(),
-                yielded_first => {
-                    if self.yields.before_park() {
-                        // Armed: a hand-off the peer makes during the yield rings the
-                        // doorbell as it would for a parked task, so a try that still finds
-                        // nothing may park.
-                        let short = yield_cpu();
-                        match attempt(&mut self.endpoint) {
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(),
-                            r => {
-                                self.endpoint.disarm_edge_triggered();
-                                if !short {
-                                    self.yields.missed();
-                                } else if yielded_first.is_some() {
-                                    self.yields.handoff();
-                                }
-                                return r;
-                            }
+            if std::mem::replace(&mut may_yield, true) && self.yields.before_park() {
+                // Armed: a hand-off the peer makes during the yield rings the doorbell as it
+                // would for a parked task, so a try that still finds nothing may park.
+                let short = yield_cpu();
+                match attempt(&mut self.endpoint) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(),
+                    r => {
+                        self.endpoint.disarm_edge_triggered();
+                        if !short {
+                            self.yields.missed();
+                        } else if failed == 1 {
+                            self.yields.handoff();
                         }
+                        return r;
                     }
                 }
             }
