@@ -55,9 +55,11 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// `epoll_wait` would be woken by each message its peer takes from the other queue). Each
 /// wait that sleeps costs one `epoll_wait`, and the try before it, when it finds nothing,
 /// one failed `try_` call (none for the shm channel, whose try reads memory). Skipping
-/// that try when a frame reader knows it emptied its pipe (as tokio's sockets do after a
-/// short read) was tried and measured: the same-core 64 B pipe round trip got no faster
-/// (its best case about 10% slower), so every call tries first. A wait ends with
+/// that try before a park when a frame reader knows it emptied its pipe (as tokio's
+/// sockets do after a short read) was tried and measured: the same-core 64 B pipe round
+/// trip got no faster (its best case about 10% slower), so a call that may park tries
+/// first; only a call that yields first skips it (see
+/// [Yielding before a park](AsyncEndpoint#yielding-before-a-park)). A wait ends with
 /// [`Readiness::disarm_edge_triggered`] (the reactor is edge-triggered): the shm doorbell
 /// is not drained, one `read` fewer per wait.
 ///
