@@ -1,5 +1,5 @@
 //! An idle async receiver uses no CPU: four kinds of endpoint waited on in one `select!` for
-//! a second with nothing sent. Alone in its test binary, so that no other test's work is
+//! a second with nothing sent, under the default yield policy and under `YieldPolicy::Always`. Alone in its test binary, so that no other test's work is
 //! counted in the process's CPU time.
 
 mod async_support;
@@ -7,6 +7,7 @@ mod async_support;
 use std::time::Duration;
 
 use async_support::{adopt_fifo, adopt_pipe, adopt_queue, adopt_shm, four_kinds, runtime};
+use ipc_core::tokio::YieldPolicy;
 use ipc_testkit::{Ctx, roles, spawn};
 
 /// Holds the sending ends open and does nothing.
@@ -32,24 +33,32 @@ fn an_idle_async_receiver_uses_no_cpu() {
         let (mut bp, mut bf, mut bq, mut bs) = async_support::buffers();
         // One wait first, so the doorbell thread and the peer watcher are started.
         let _ = tokio::time::timeout(Duration::from_millis(50), s.recv(&mut bs)).await;
-        let before = cpu_time();
-        let waited = tokio::time::timeout(Duration::from_secs(1), async {
-            tokio::select! {
-                r = p.recv(&mut bp) => r.map(drop),
-                r = f.recv(&mut bf) => r.map(drop),
-                r = q.recv(&mut bq) => r.map(drop),
-                r = s.recv(&mut bs) => r.map(drop),
-            }
-        })
-        .await;
-        let used = cpu_time() - before;
-        assert!(waited.is_err(), "nothing was sent: {waited:?}");
-        // A behaviour check (no busy loop), not a speed claim: a spinning waiter would use
-        // the whole second; 1% of a core is 10 ms.
-        assert!(
-            used < Duration::from_millis(10),
-            "idle async receivers used {used:?} of CPU in 1 s"
-        );
+        // The default policy, then a yield before every park: either way one yield per
+        // wait at most, then a sleep in the reactor.
+        for policy in [YieldPolicy::default(), YieldPolicy::Always] {
+            p.set_yield_policy(policy);
+            f.set_yield_policy(policy);
+            q.set_yield_policy(policy);
+            s.set_yield_policy(policy);
+            let before = cpu_time();
+            let waited = tokio::time::timeout(Duration::from_secs(1), async {
+                tokio::select! {
+                    r = p.recv(&mut bp) => r.map(drop),
+                    r = f.recv(&mut bf) => r.map(drop),
+                    r = q.recv(&mut bq) => r.map(drop),
+                    r = s.recv(&mut bs) => r.map(drop),
+                }
+            })
+            .await;
+            let used = cpu_time() - before;
+            assert!(waited.is_err(), "nothing was sent: {waited:?}");
+            // A behaviour check (no busy loop), not a speed claim: a spinning waiter would
+            // use the whole second; 1% of a core is 10 ms.
+            assert!(
+                used < Duration::from_millis(10),
+                "idle async receivers ({policy:?}) used {used:?} of CPU in 1 s"
+            );
+        }
     });
     child.kill_and_wait();
 }

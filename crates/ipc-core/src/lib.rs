@@ -92,4 +92,4 @@ pub use properties::{MaxMessage, Properties};
 pub use ready::Readiness;
 pub use remove::{Removable, RemoveGuard};
 #[cfg(feature = "tokio")]
-pub use tokio::AsyncEndpoint;
+pub use tokio::{AsyncEndpoint, YieldPolicy};

@@ -55,11 +55,24 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// `epoll_wait` would be woken by each message its peer takes from the other queue). Each
 /// wait that sleeps costs one `epoll_wait`, and the try before it, when it finds nothing,
 /// one failed `try_` call (none for the shm channel, whose try reads memory). Skipping
-/// that try when a frame reader knows it emptied its pipe (as tokio's sockets do after a
-/// short read) was tried and measured: the same-core 64 B pipe round trip got no faster
-/// (its best case about 10% slower), so every call tries first. A wait ends with
+/// that try before a park when a frame reader knows it emptied its pipe (as tokio's
+/// sockets do after a short read) was tried and measured: the same-core 64 B pipe round
+/// trip got no faster (its best case about 10% slower), so a call that may park tries
+/// first; only a call that yields first skips it (see
+/// [Yielding before a park](AsyncEndpoint#yielding-before-a-park)). A wait ends with
 /// [`Readiness::disarm_edge_triggered`] (the reactor is edge-triggered): the shm doorbell
 /// is not drained, one `read` fewer per wait.
+///
+/// # Yielding before a park
+///
+/// After a try that found nothing (and [`arm`](Readiness::arm)), a wait gives the CPU up once
+/// (`sched_yield`) and tries again before it parks the task, as its [`YieldPolicy`] says
+/// ([`set_yield_policy`](AsyncEndpoint::set_yield_policy); by default
+/// [`Adaptive`](YieldPolicy::Adaptive)): a peer on this CPU, woken by what this end just
+/// sent, answers during the yield, and the wait ends without an `epoll_wait` or a park (a
+/// same-core ping-pong then costs what the blocking calls cost; while every call goes so,
+/// the yield comes before the call's first try, which would only fail). At most one yield
+/// per wait, never a loop: an idle waiter sleeps in the reactor.
 ///
 /// # Cancel safety
 ///
@@ -97,6 +110,8 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 #[derive(Debug)]
 pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
+    /// Whether a wait yields the CPU once before it parks (see [`YieldPolicy`]).
+    yields: Yields,
     /// The duplicate of the readiness descriptor; `None` only inside
     /// [`register`](AsyncEndpoint::register), which puts it back on every path that
     /// returns (it is lost only if tokio panics there).
@@ -128,6 +143,170 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
     }
 }
 
+/// What a wait of an [`AsyncEndpoint`] does after a try found nothing and before it parks
+/// the task in the reactor ([`AsyncEndpoint::set_yield_policy`]).
+///
+/// Parking costs, per wait, an `epoll_wait` and the runtime's park and wake-up (about a
+/// microsecond of tokio's own work on top of the kernel's). When the peer that will answer
+/// runs on this thread's CPU (two processes pinned to one core, or a machine busier than
+/// its cores), the peer often is runnable already, woken by what this end just sent: giving
+/// it the CPU once (`sched_yield(2)`) lets it answer at once, and a try after the yield
+/// then finds the answer without a park; a ping-pong on one core runs with neither side
+/// ever entering `epoll_wait`. When the peer runs on another CPU, or is not runnable, the
+/// yield returns at once: one system call before the usual park.
+///
+/// When every call of an endpoint is such a hand-off (its first try found nothing and the
+/// try after the yield found the answer, four calls in a row), the next calls yield
+/// *before* their first try, which would only fail: one system call fewer per wait. Every
+/// eighth call tries first to check the pattern; one that then finds its message at once (a
+/// stream that got ahead) ends it, as does a yield that did not pay. A yield before the
+/// first try counts as its wait's one yield.
+///
+/// At most one yield per wait, never a loop: an idle waiter yields once and then sleeps in
+/// the reactor, using no CPU. The yield gives the CPU to whatever else is runnable on it,
+/// which is the peer in the case it is for, but an unrelated busy task otherwise: a yield
+/// that kept the thread off the CPU for more than 50 µs does not count as paying (under
+/// [`Adaptive`](YieldPolicy::Adaptive) the next waits then park at once). Pick
+/// [`Park`](YieldPolicy::Park) for a waiter on a CPU shared with unrelated busy work whose
+/// latency matters more than the peer's.
+///
+/// The benchmark's `*-async` rows (default policy) show the cost beside the blocking rows,
+/// on one core and across cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum YieldPolicy {
+    /// Park at once: every wait that finds nothing costs a park and a wake-up.
+    Park,
+    /// Yield once before every park.
+    Always,
+    /// Yield once before a park while yields pay (the try after a yield found what the wait
+    /// was for, and the yield was short); after one that did not, park at once for the next
+    /// [`ADAPTIVE_SKIP`](YieldPolicy::ADAPTIVE_SKIP) waits, then yield again to look. A peer
+    /// on another CPU then costs one yield per that many waits. The default.
+    #[default]
+    Adaptive,
+}
+
+impl YieldPolicy {
+    /// The waits an [`Adaptive`](YieldPolicy::Adaptive) endpoint parks at once after a
+    /// yield that did not pay.
+    pub const ADAPTIVE_SKIP: u32 = 15;
+}
+
+/// A [`YieldPolicy`] and what it learned.
+#[derive(Clone, Copy, Debug)]
+struct Yields {
+    policy: YieldPolicy,
+    /// Waits still to park at once ([`YieldPolicy::Adaptive`]).
+    skip: u32,
+    /// Calls in a row whose first try found nothing and whose yield then paid (a peer on
+    /// this CPU answering each call): from [`HANDOFFS`](Yields::HANDOFFS) on, a call yields
+    /// before its first try, which would only fail.
+    handoffs: u32,
+    /// Calls that yielded first since one tried first (a probe, every
+    /// [`PROBE`](Yields::PROBE) calls: a call that then finds its message at once ends the
+    /// pattern).
+    since_probe: u32,
+    /// Yields made, those that did not pay, and those made before a call's first try (for
+    /// the tests).
+    #[cfg(test)]
+    counts: (u32, u32, u32),
+}
+
+impl Yields {
+    fn new(policy: YieldPolicy) -> Yields {
+        Yields {
+            policy,
+            skip: 0,
+            handoffs: 0,
+            since_probe: 0,
+            #[cfg(test)]
+            counts: (0, 0, 0),
+        }
+    }
+
+    const HANDOFFS: u32 = 4;
+    const PROBE: u32 = 8;
+
+    /// Whether this call yields before its first try (counted as its first wait's yield).
+    fn first_yield(&mut self) -> bool {
+        if self.policy == YieldPolicy::Park || self.handoffs < Yields::HANDOFFS {
+            return false;
+        }
+        self.since_probe += 1;
+        if self.since_probe >= Yields::PROBE {
+            self.since_probe = 0;
+            return false;
+        }
+        #[cfg(test)]
+        {
+            self.counts.0 += 1;
+            self.counts.2 += 1;
+        }
+        true
+    }
+
+    /// A call's first try (not after a yield) found what it was for.
+    fn ready_at_once(&mut self) {
+        self.handoffs = 0;
+    }
+
+    /// A call's first try found nothing, and the try after its yield found the answer.
+    fn handoff(&mut self) {
+        self.handoffs = self.handoffs.saturating_add(1);
+    }
+
+    /// Whether this wait yields before it parks.
+    fn before_park(&mut self) -> bool {
+        #[cfg(test)]
+        if self.yields_now() {
+            self.counts.0 += 1;
+        }
+        self.decide()
+    }
+
+    /// What [`before_park`](Yields::before_park) will answer, without counting it.
+    #[cfg(test)]
+    fn yields_now(&self) -> bool {
+        self.clone().decide()
+    }
+
+    fn decide(&mut self) -> bool {
+        match self.policy {
+            YieldPolicy::Park => false,
+            YieldPolicy::Always => true,
+            YieldPolicy::Adaptive if self.skip > 0 => {
+                self.skip -= 1;
+                false
+            }
+            YieldPolicy::Adaptive => true,
+        }
+    }
+
+    /// The try after the yield found nothing.
+    fn missed(&mut self) {
+        #[cfg(test)]
+        {
+            self.counts.1 += 1;
+        }
+        self.handoffs = 0;
+        if self.policy == YieldPolicy::Adaptive {
+            self.skip = YieldPolicy::ADAPTIVE_SKIP;
+        }
+    }
+}
+
+/// A yield that keeps the thread off the CPU longer than this gave it to something other
+/// than a peer answering at once (an unrelated busy task): it does not count as paying.
+const LONG_YIELD: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Gives the CPU up once (`sched_yield`); whether it came back within [`LONG_YIELD`] (two
+/// reads of the monotonic clock, from the vDSO).
+fn yield_cpu() -> bool {
+    let start = std::time::Instant::now();
+    std::thread::yield_now();
+    start.elapsed() < LONG_YIELD
+}
+
 fn tokio_interest(i: Interest) -> TokioInterest {
     match i {
         Interest::Readable => TokioInterest::READABLE,
@@ -148,8 +327,26 @@ impl<E: Readiness> AsyncEndpoint<E> {
             .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
         Ok(AsyncEndpoint {
             endpoint,
+            yields: Yields::new(YieldPolicy::default()),
             fd: Some(Registration::Idle(fd)),
         })
+    }
+
+    /// Sets what a wait does before it parks the task (see [`YieldPolicy`]; the default is
+    /// [`YieldPolicy::Adaptive`]).
+    pub fn set_yield_policy(&mut self, policy: YieldPolicy) {
+        self.yields = Yields::new(policy);
+    }
+
+    /// [`set_yield_policy`](AsyncEndpoint::set_yield_policy), by value.
+    pub fn with_yield_policy(mut self, policy: YieldPolicy) -> AsyncEndpoint<E> {
+        self.set_yield_policy(policy);
+        self
+    }
+
+    /// What a wait does before it parks the task.
+    pub fn yield_policy(&self) -> YieldPolicy {
+        self.yields.policy
     }
 
     /// The endpoint.
@@ -175,30 +372,82 @@ impl<E: Readiness> AsyncEndpoint<E> {
     ///
     /// It tries first: readiness cached by the reactor cannot say the descriptor is empty
     /// (see [Registration](AsyncEndpoint#registration)), and a try that succeeds needs no
-    /// wait at all.
+    /// wait at all. When the try found nothing, it yields the CPU once and tries again
+    /// before it parks, as the [`YieldPolicy`] says (one `sched_yield`; see
+    /// [Yielding before a park](AsyncEndpoint#yielding-before-a-park)); while a peer on this
+    /// CPU answers every call during that yield, it yields before the first try instead.
     pub async fn retry<T>(
         &mut self,
         interest: Interest,
         mut attempt: impl FnMut(&mut E) -> Result<T>,
     ) -> Result<T> {
+        // The first wait's yield comes before the first try when hand-offs are the pattern.
+        let yielded_first = self.yields.first_yield();
+        let long_first = yielded_first && !yield_cpu();
+        // Tries that found nothing so far; whether the wait until the next park may yield.
+        let mut failed = 0u32;
+        let mut may_yield = !yielded_first;
         loop {
             match attempt(&mut self.endpoint) {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                r => return r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if failed == 0 && yielded_first {
+                        self.yields.missed();
+                    }
+                    failed += 1;
+                }
+                r => {
+                    if failed == 0 && !yielded_first {
+                        self.yields.ready_at_once();
+                    } else if failed == 0 && long_first {
+                        self.yields.missed();
+                    }
+                    return r;
+                }
             }
-            self.wait(interest).await?;
+            let want = tokio_interest(interest);
+            self.register(want)?;
+            if self.endpoint.arm()? {
+                continue;
+            }
+            if std::mem::replace(&mut may_yield, true) && self.yields.before_park() {
+                // Armed: a hand-off the peer makes during the yield rings the doorbell as it
+                // would for a parked task, so a try that still finds nothing may park.
+                let short = yield_cpu();
+                match attempt(&mut self.endpoint) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(),
+                    r => {
+                        self.endpoint.disarm_edge_triggered();
+                        if !short {
+                            self.yields.missed();
+                        } else if failed == 1 {
+                            self.yields.handoff();
+                        }
+                        return r;
+                    }
+                }
+            }
+            self.park(interest).await?;
         }
     }
 
     /// Waits once for `interest` on the readiness descriptor, arming the endpoint first (see
     /// [`Readiness`]). Returns at once when arming found the endpoint ready. Readiness is a
     /// hint: try the operation afterwards and wait again on `WouldBlock`.
+    ///
+    /// It never yields (the [`YieldPolicy`] applies to the forms that try the operation:
+    /// [`retry`](AsyncEndpoint::retry) and the calls built on it).
     pub async fn wait(&mut self, interest: Interest) -> Result<()> {
         let want = tokio_interest(interest);
         self.register(want)?;
         if self.endpoint.arm()? {
             return Ok(());
         }
+        self.park(interest).await
+    }
+
+    /// Parks until the registered descriptor reports `interest`, the endpoint armed (and
+    /// disarmed on return or cancellation).
+    async fn park(&mut self, interest: Interest) -> Result<()> {
         let Some(Registration::Registered { fd, .. }) = &self.fd else {
             unreachable!("register leaves the descriptor registered");
         };
@@ -300,5 +549,175 @@ impl<E: Readiness + MessageSender> AsyncEndpoint<E> {
     pub async fn flush(&mut self) -> Result<()> {
         let interest = self.get_ref().send_interest();
         self.retry(interest, |e| e.try_flush()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::stream::{FrameMode, FrameReceiver, FrameSender};
+
+    fn runtime() -> ::tokio::runtime::Runtime {
+        ::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn adaptive_parks_at_once_after_a_yield_that_did_not_pay() {
+        let mut y = Yields::new(YieldPolicy::Adaptive);
+        assert!(y.before_park());
+        y.missed();
+        for _ in 0..YieldPolicy::ADAPTIVE_SKIP {
+            assert!(!y.before_park());
+        }
+        assert!(y.before_park(), "looks again after the skipped waits");
+        // A yield that paid keeps the next wait yielding.
+        assert!(y.before_park());
+        let mut always = Yields::new(YieldPolicy::Always);
+        always.missed();
+        assert!(always.before_park());
+        assert!(!Yields::new(YieldPolicy::Park).before_park());
+    }
+
+    /// A receive that must wait, under each policy: the message sent later by another thread
+    /// arrives whole, and the receiver yielded at most once per park, never in a loop (the
+    /// yield found nothing: the message comes 20 ms later).
+    #[test]
+    fn a_wait_completes_under_every_policy_with_one_yield_at_most() {
+        for policy in [
+            YieldPolicy::Park,
+            YieldPolicy::Always,
+            YieldPolicy::Adaptive,
+        ] {
+            let (r, w) = rustix::pipe::pipe().unwrap();
+            let rt = runtime();
+            let mut rx = {
+                let _in = rt.enter();
+                AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe").unwrap())
+                    .unwrap()
+                    .with_yield_policy(policy)
+            };
+            assert_eq!(rx.yield_policy(), policy);
+            let sender = std::thread::spawn(move || {
+                let mut tx = FrameSender::new(w, FrameMode::default(), "pipe").unwrap();
+                for i in 0..3u8 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    tx.send(&[i; 100]).unwrap();
+                }
+            });
+            let mut buf = [0u8; 128];
+            rt.block_on(async {
+                for i in 0..3u8 {
+                    let n = rx.recv(&mut buf).await.unwrap();
+                    assert_eq!(&buf[..n], &[i; 100], "{policy:?}");
+                }
+            });
+            sender.join().unwrap();
+            let (yielded, missed, _) = rx.yields.counts;
+            let expected = match policy {
+                YieldPolicy::Park => 0,
+                // One yield per receive (each finds the pipe empty), each a miss.
+                YieldPolicy::Always => 3,
+                // The first miss makes the next waits park at once.
+                YieldPolicy::Adaptive => 1,
+            };
+            assert_eq!((yielded, missed), (expected, expected), "{policy:?}");
+        }
+    }
+
+    /// Two threads pinned to one CPU play ping-pong: a receiver's yield lets its peer (woken
+    /// by the message just sent) answer, and the try after the yield finds the answer, so
+    /// some waits end without a park (what the yield is for).
+    #[test]
+    fn on_one_cpu_a_yield_lets_the_peer_answer() {
+        fn pin_here() {
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(rustix::thread::sched_getcpu());
+            rustix::thread::sched_setaffinity(None, &set).unwrap();
+        }
+        fn end(
+            r: OwnedFd,
+            w: OwnedFd,
+        ) -> (
+            AsyncEndpoint<FrameReceiver<OwnedFd>>,
+            AsyncEndpoint<FrameSender<OwnedFd>>,
+        ) {
+            let rx = FrameReceiver::new(r, 1 << 16, "pipe").unwrap();
+            let tx = FrameSender::new(w, FrameMode::default(), "pipe").unwrap();
+            (
+                AsyncEndpoint::new(rx)
+                    .unwrap()
+                    .with_yield_policy(YieldPolicy::Always),
+                AsyncEndpoint::new(tx).unwrap(),
+            )
+        }
+        const ROUNDS: u32 = 500;
+        const STREAM: u8 = 100;
+        pin_here();
+        let (r1, w1) = rustix::pipe::pipe().unwrap();
+        let (r2, w2) = rustix::pipe::pipe().unwrap();
+        let (queued, all_queued) = std::sync::mpsc::channel();
+        let echo = std::thread::spawn(move || {
+            pin_here();
+            let rt = runtime();
+            let _in = rt.enter();
+            let (mut rx, mut tx) = end(r1, w2);
+            rt.block_on(async {
+                let mut buf = [0u8; 64];
+                for _ in 0..ROUNDS {
+                    let n = rx.recv(&mut buf).await.unwrap();
+                    tx.send(&buf[..n]).await.unwrap();
+                }
+                for i in 0..STREAM {
+                    tx.send(&[i; 8]).await.unwrap();
+                }
+            });
+            queued.send(()).unwrap();
+        });
+        let rt = runtime();
+        let _in = rt.enter();
+        let (mut rx, mut tx) = end(r2, w1);
+        let mut buf = [0u8; 64];
+        rt.block_on(async {
+            for i in 0..ROUNDS {
+                tx.send(&i.to_ne_bytes()).await.unwrap();
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &i.to_ne_bytes());
+            }
+        });
+        let (yielded, missed, first) = rx.yields.counts;
+        assert!(
+            yielded > 0 && missed < yielded,
+            "{yielded} yields, {missed} did not pay"
+        );
+        assert!(
+            first > 0,
+            "hand-offs every call: some calls yield before their first try"
+        );
+        // A stream whose messages are all there already, received as if right after a run
+        // of hand-offs: the calls yield first until the first probe (a call that tries
+        // first) finds its message at once and ends the pattern.
+        all_queued.recv().unwrap();
+        rx.yields.handoffs = Yields::HANDOFFS;
+        rx.yields.since_probe = 0;
+        let yielded = rx.yields.counts.0;
+        rt.block_on(async {
+            for i in 0..STREAM {
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &[i; 8]);
+            }
+        });
+        echo.join().unwrap();
+        let streamed = rx.yields.counts.0 - yielded;
+        // At most the calls before the probe (fewer if a yield took long: then it did not
+        // pay, which also ends the pattern).
+        assert!(
+            (1..Yields::PROBE).contains(&streamed),
+            "{streamed} yields for messages already there"
+        );
     }
 }

@@ -145,9 +145,10 @@ pub use open::OpenOptions;
 
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
-/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
+/// `YieldPolicy`: what its waits do before they park the task.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::AsyncEndpoint;
+pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
 
 /// What a program using FIFOs needs in scope: the core vocabulary (message traits, deadlines,
 /// errors). `use ipc_fifo::prelude::*;`

@@ -143,9 +143,10 @@ pub const USER_PAGES_SOFT_KNOB: &str = ipc_core::pipe::USER_PAGES_SOFT;
 
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
-/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
+/// `YieldPolicy`: what its waits do before they park the task.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::AsyncEndpoint;
+pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
 
 /// What a program using pipes needs in scope: the core vocabulary (message traits, deadlines,
 /// errors) and the zero-copy traits. `use ipc_pipe::prelude::*;`

@@ -318,9 +318,10 @@ pub use ipc_core::{
 
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
-/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`.
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
+/// `YieldPolicy`: what its waits do before they park the task.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::AsyncEndpoint;
+pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
 
 /// The core vocabulary a program using this crate needs, in one import:
 /// `use ipc_shm::prelude::*;`.

@@ -1,7 +1,8 @@
 //! Async rows: the same fixtures as the library rows, each end driven through
 //! `ipc_core::tokio::AsyncEndpoint` on a current-thread tokio runtime (each call's future
 //! polled in place, and run by `block_on` only when it must wait: see `drive`), listed
-//! beside their sync rows; and the shm doorbell figure: rings per 1,000 streamed messages.
+//! beside their sync rows, with the adapter's default `YieldPolicy` (what a program that
+//! does not choose one gets); and the shm doorbell figure: rings per 1,000 streamed messages.
 
 use std::fmt;
 use std::marker::PhantomData;
