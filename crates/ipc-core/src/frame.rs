@@ -24,6 +24,7 @@ const INITIAL_BUFFER: usize = 64 * 1024;
 /// The length prefix for a payload of `len` bytes.
 ///
 /// Fails with [`ErrorKind::MessageTooLarge`] above [`MAX_FRAME_PAYLOAD`].
+#[inline]
 pub fn encode_header(len: usize) -> Result<[u8; FRAME_HEADER_LEN]> {
     let len32 = u32::try_from(len)
         .map_err(|_| Error::message_too_large(len, MAX_FRAME_PAYLOAD, "frame length prefix"))?;
@@ -103,16 +104,19 @@ impl FrameDecoder {
     }
 
     /// The largest payload this decoder accepts.
+    #[inline]
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
 
     /// Bytes received and not yet returned as frames.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.end - self.start
     }
 
     /// The payload length of the frame at the head of the buffer, once its header is complete.
+    #[inline]
     pub fn next_len(&self) -> Option<usize> {
         let head = self.buf.get(self.start..self.start + FRAME_HEADER_LEN)?;
         if self.buffered() < FRAME_HEADER_LEN {
@@ -128,6 +132,7 @@ impl FrameDecoder {
     /// It makes room for the whole frame at the head of the buffer (up to the maximum), so one
     /// read can complete it. It is never empty after [`decode`](Self::decode) returned
     /// `Ok(None)`; it can be empty while complete frames wait to be decoded.
+    #[inline]
     pub fn read_buf(&mut self) -> &mut [u8] {
         let need = match self.next_len() {
             Some(len) if len <= self.max_payload => FRAME_HEADER_LEN + len,
@@ -165,6 +170,7 @@ impl FrameDecoder {
     /// # Panics
     ///
     /// If `n` is larger than the slice `read_buf` returned.
+    #[inline]
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "advance past read_buf");
         self.end += n;
@@ -196,6 +202,7 @@ impl FrameDecoder {
     ///   buffered and a retry with a large enough buffer returns it.
     /// - [`ErrorKind::Corrupted`] when a header announces more than the maximum payload; the
     ///   stream cannot be trusted after that and every later call fails the same way.
+    #[inline]
     pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
         if let Some(len) = self.poisoned {
             return Err(self.oversized(len));
