@@ -115,15 +115,22 @@ impl FrameDecoder {
         self.end - self.start
     }
 
+    /// The 4 header bytes at `at` (`at + 4 <= end <= buf.len()`, checked by the caller; the
+    /// slice index still bounds it).
+    #[inline]
+    fn header_at(&self, at: usize) -> [u8; FRAME_HEADER_LEN] {
+        let mut bytes = [0; FRAME_HEADER_LEN];
+        bytes.copy_from_slice(&self.buf[at..at + FRAME_HEADER_LEN]);
+        bytes
+    }
+
     /// The payload length of the frame at the head of the buffer, once its header is complete.
     #[inline]
     pub fn next_len(&self) -> Option<usize> {
-        let head = self.buf.get(self.start..self.start + FRAME_HEADER_LEN)?;
         if self.buffered() < FRAME_HEADER_LEN {
             return None;
         }
-        let bytes: [u8; FRAME_HEADER_LEN] = head.try_into().expect("slice of header length");
-        Some(u32::from_le_bytes(bytes) as usize)
+        Some(u32::from_le_bytes(self.header_at(self.start)) as usize)
     }
 
     /// Space to read more stream bytes into. Call [`advance`](Self::advance) with the number of
@@ -134,16 +141,26 @@ impl FrameDecoder {
     /// `Ok(None)`; it can be empty while complete frames wait to be decoded.
     #[inline]
     pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            // Nothing buffered (the message path between frames): the whole buffer, which
+            // holds at least a header.
+            self.start = 0;
+            self.end = 0;
+            return &mut self.buf[..];
+        }
+        self.read_buf_slow()
+    }
+
+    /// [`read_buf`](Self::read_buf) with bytes buffered: makes room for the rest of the frame
+    /// at the head.
+    #[inline(never)]
+    fn read_buf_slow(&mut self) -> &mut [u8] {
         let need = match self.next_len() {
             Some(len) if len <= self.max_payload => FRAME_HEADER_LEN + len,
             _ => FRAME_HEADER_LEN,
         };
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0
-            && (self.buf.len() - self.start < need || self.end == self.buf.len())
-        {
+        // Not empty here (see `read_buf`).
+        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
             // Move the partial frame to the front so it can complete in place.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -204,6 +221,26 @@ impl FrameDecoder {
     ///   stream cannot be trusted after that and every later call fails the same way.
     #[inline]
     pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
+        // The message path: a whole, acceptable frame that fits `out` is at the head. Every
+        // other case (nothing or part of a frame yet, a header over the maximum, a poisoned
+        // stream, `out` too small) goes through `decode_slow`, which checks each in turn.
+        let payload = self.start + FRAME_HEADER_LEN;
+        if self.poisoned.is_none() && self.end >= payload {
+            let len = u32::from_le_bytes(self.header_at(self.start)) as usize;
+            if len <= self.max_payload && len <= out.len() && self.end - payload >= len {
+                out[..len].copy_from_slice(&self.buf[payload..payload + len]);
+                self.start = payload + len;
+                return Ok(Some(len));
+            }
+        }
+        self.decode_slow(out)
+    }
+
+    /// [`decode`](Self::decode) for every case but a complete frame that fits: more bytes
+    /// needed, a header over the maximum (poisons the decoder), `out` too small.
+    #[cold]
+    #[inline(never)]
+    fn decode_slow(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
         if let Some(len) = self.poisoned {
             return Err(self.oversized(len));
         }

@@ -701,8 +701,61 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
+impl<F: AsFd> FrameReceiver<F> {
+    /// One blocking read into the empty decoder (as much as the loop of `recv_deadline` asks
+    /// for there: the whole buffer while reading ahead, else room for one frame of the
+    /// maximum size), then one decode: the whole receive of a message that arrives in one
+    /// piece, with no wait and no check that the general loop would not make. `None` when the
+    /// loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on a descriptor that is
+    /// non-blocking: the loop reads again and polls).
+    #[inline]
+    fn recv_once(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let frame = self.decoder.max_payload().saturating_add(FRAME_HEADER_LEN);
+        let big = self.read_ahead();
+        let fd = self.fd.as_fd();
+        let spare = self.decoder.read_buf();
+        let asked = if big {
+            spare.len()
+        } else {
+            frame.min(spare.len())
+        };
+        let spare = &mut spare[..asked];
+        let r = self
+            .nowait
+            .attempt(fd, Deadline::Never, |nowait| read_buf(fd, spare, nowait));
+        // As `came_short` says for the loop's reads (`EINTR` and `EAGAIN` go on there).
+        self.short_read = matches!(r, Ok(n) if n > 0 && n < asked);
+        match r {
+            Ok(0) => Err(self.end_of_stream()),
+            Ok(n) => {
+                self.decoder.advance(n);
+                match self.decoder.decode(buf) {
+                    Ok(Some(n)) => {
+                        self.prefix_first = n >= PREFIX_FIRST_MIN;
+                        self.received();
+                        Ok(Some(n))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(self.err(e, "recv")),
+                }
+            }
+            Err(Errno::INTR | Errno::AGAIN) => Ok(None),
+            Err(e) => {
+                Err(Stop::Os(e).into_error(Deadline::Never, Blocked::Empty, "recv", &self.label))
+            }
+        }
+    }
+}
+
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        // The message path of a blocking receive between frames: one read, one decode (see
+        // `recv_once`); anything else, or what it leaves, goes on below.
+        if deadline == Deadline::Never && self.decoder.buffered() == 0 && !self.prefix_first {
+            if let Some(n) = self.recv_once(buf)? {
+                return Ok(n);
+            }
+        }
         loop {
             match self.decoder.decode(buf) {
                 Ok(Some(n)) => {
