@@ -238,76 +238,53 @@ impl<F: AsFd> FrameSender<F> {
         Ok(())
     }
 
-    /// The [`ErrorKind::Incomplete`] error for the message in progress.
-    fn in_progress(&self) -> Error {
-        Error::with_note(
-            ErrorKind::Incomplete,
-            format!(
-                "the deadline passed with a message in progress: {} of its {} bytes (frame \
-                 header included) are written, {} bytes are still to write; it is not lost \
-                 and must not be sent again: the next send or flush writes the rest first, \
-                 and dropping the sender abandons it after the linger time",
-                self.pending_at,
-                self.pending.len(),
-                self.pending(),
-            ),
+    /// The [`ErrorKind::MessageTooLarge`] error of a message of `len` bytes.
+    #[cold]
+    fn too_large(&self, len: usize) -> Error {
+        let what = match self.mode {
+            FrameMode::Atomic => "PIPE_BUF minus the 4-byte frame header: atomic multi-writer mode",
+            FrameMode::Stream { .. } => "configured maximum message size",
+        };
+        self.err(
+            Error::message_too_large(len, self.mode.max_message(), what),
+            "send",
         )
     }
 
-    fn err(&self, e: Error, op: &'static str) -> Error {
-        e.in_op(op).on_shared(&self.label)
+    /// Writes the rest of the message in progress before a new one, waiting until `deadline`.
+    #[cold]
+    #[inline(never)]
+    fn finish_pending(&mut self, deadline: Deadline) -> Result<()> {
+        // The earlier message still in progress when the deadline passed: this one was not
+        // started, so the send would block (full), as any send on a full stream. The
+        // explanation is a static op, so the error keeps its full/empty side and nothing
+        // is formatted on this expected path; `pending()` says how much is left.
+        self.flush(deadline).map_err(|e| {
+            if e.kind() == ErrorKind::Incomplete {
+                self.err(
+                    deadline.expired_error(Blocked::Full),
+                    "send (not sent: an earlier message in progress goes first)",
+                )
+            } else {
+                e
+            }
+        })
     }
 
-    fn errno(&self, e: Errno, op: &'static str) -> Error {
-        Stop::Os(e).into_error(Deadline::Never, Blocked::Full, op, &self.label)
-    }
-}
-
-impl<F: AsFd> MessageSender for FrameSender<F> {
-    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        let limit = self.mode.max_message();
-        if msg.len() > limit {
-            let what = match self.mode {
-                FrameMode::Atomic => {
-                    "PIPE_BUF minus the 4-byte frame header: atomic multi-writer mode"
-                }
-                FrameMode::Stream { .. } => "configured maximum message size",
-            };
-            return Err(self.err(Error::message_too_large(msg.len(), limit, what), "send"));
-        }
-        if !self.pending.is_empty() {
-            // The earlier message still in progress when the deadline passed: this one was not
-            // started, so the send would block (full), as any send on a full stream. The
-            // explanation is a static op, so the error keeps its full/empty side and nothing
-            // is formatted on this expected path; `pending()` says how much is left.
-            self.flush(deadline).map_err(|e| {
-                if e.kind() == ErrorKind::Incomplete {
-                    self.err(
-                        deadline.expired_error(Blocked::Full),
-                        "send (not sent: an earlier message in progress goes first)",
-                    )
-                } else {
-                    e
-                }
-            })?;
-        }
+    /// Writes the frame of `msg` of which `written` bytes are out: a frame above `PIPE_BUF`
+    /// (header and payload with `writev`), or the rest of a small one, assembled in `small`,
+    /// that a first write cut short. Keeps the rest as the message in progress when the
+    /// deadline passes after its first bytes.
+    #[inline(never)]
+    fn write_frame(&mut self, msg: &[u8], mut written: usize, deadline: Deadline) -> Result<()> {
         let header = encode_header(msg.len()).map_err(|e| self.err(e, "send"))?;
         let total = FRAME_HEADER_LEN + msg.len();
-        // A frame of at most PIPE_BUF bytes is copied behind its header and goes out with one
-        // `write`: the copy costs less than `writev` of two slices (the benchmark's `pipe` and
-        // `pipe-raw` rows measured ~0.15 us per message on a VM).
         let small = total <= PIPE_BUF;
-        if small {
-            self.small.clear();
-            self.small.extend_from_slice(&header);
-            self.small.extend_from_slice(msg);
-        }
-        let mut written = 0;
         while written < total {
             let fd = self.fd.as_fd();
             let sigpipe = self.sigpipe;
             let (h, m) = if small {
-                (&self.small[written..], &[][..])
+                (&self.small[written..total], &[][..])
             } else if written < FRAME_HEADER_LEN {
                 (&header[written..], msg)
             } else {
@@ -344,6 +321,71 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
             }
         }
         Ok(())
+    }
+
+    /// The [`ErrorKind::Incomplete`] error for the message in progress.
+    fn in_progress(&self) -> Error {
+        Error::with_note(
+            ErrorKind::Incomplete,
+            format!(
+                "the deadline passed with a message in progress: {} of its {} bytes (frame \
+                 header included) are written, {} bytes are still to write; it is not lost \
+                 and must not be sent again: the next send or flush writes the rest first, \
+                 and dropping the sender abandons it after the linger time",
+                self.pending_at,
+                self.pending.len(),
+                self.pending(),
+            ),
+        )
+    }
+
+    fn err(&self, e: Error, op: &'static str) -> Error {
+        e.in_op(op).on_shared(&self.label)
+    }
+
+    fn errno(&self, e: Errno, op: &'static str) -> Error {
+        Stop::Os(e).into_error(Deadline::Never, Blocked::Full, op, &self.label)
+    }
+}
+
+impl<F: AsFd> MessageSender for FrameSender<F> {
+    #[inline]
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if msg.len() > self.mode.max_message() {
+            return Err(self.too_large(msg.len()));
+        }
+        if !self.pending.is_empty() {
+            self.finish_pending(deadline)?;
+        }
+        if msg.len() > MAX_ATOMIC_PAYLOAD {
+            return self.write_frame(msg, 0, deadline);
+        }
+        // A frame of at most PIPE_BUF bytes is copied behind its header and goes out with one
+        // `write`: the copy costs less than `writev` of two slices (the benchmark's `pipe` and
+        // `pipe-raw` rows measured ~0.15 us per message on a VM). The buffer is sized once.
+        let total = FRAME_HEADER_LEN + msg.len();
+        if self.small.len() < PIPE_BUF {
+            self.small.resize(PIPE_BUF, 0);
+        }
+        let frame = &mut self.small[..total];
+        // At most MAX_ATOMIC_PAYLOAD: the cast is exact.
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+        frame[FRAME_HEADER_LEN..].copy_from_slice(msg);
+        let frame = &self.small[..total];
+        let fd = self.fd.as_fd();
+        let (sigpipe, nowait) = (self.sigpipe, &self.nowait);
+        let r = retry(&[(fd, Interest::Writable)], deadline, || {
+            nowait.attempt(fd, deadline, |nowait| {
+                write_iov(sigpipe, fd, &[IoSlice::new(frame)], nowait)
+            })
+        });
+        match r {
+            Ok(n) if n == total => Ok(()),
+            // Cut short (a socket whose buffer filled): the rest follows before anything else.
+            Ok(n) => self.write_frame(msg, n, deadline),
+            Err(Stop::Expired) => Err(self.err(deadline.expired_error(Blocked::Full), "send")),
+            Err(Stop::Os(e)) => Err(self.errno(e, "send")),
+        }
     }
 
     fn max_message_size(&self) -> usize {
