@@ -621,7 +621,7 @@ impl<F: AsFd> FrameReceiver<F> {
     /// at a time saves the copy out of this buffer.
     fn received(&mut self) {
         self.received = self.received.wrapping_add(1);
-        if self.policy == ReadAhead::Adaptive && self.received % PROBE_EVERY == 0 {
+        if matches!(self.policy, ReadAhead::Adaptive) && self.received % PROBE_EVERY == 0 {
             let now = thread_switches();
             self.ahead = now - self.switches >= AHEAD_SWITCHES;
             self.switches = now;
@@ -790,14 +790,29 @@ impl<F: AsFd> FrameReceiver<F> {
 }
 
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
+    #[inline]
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         // The message path of a blocking receive between frames: one read, one decode (see
-        // `recv_once`); anything else, or what it leaves, goes on below.
-        if deadline == Deadline::Never && self.decoder.buffered() == 0 && !self.prefix_first {
+        // `recv_once`); anything else, or what it leaves, goes on in `recv_loop`.
+        if matches!(deadline, Deadline::Never) && self.decoder.buffered() == 0 && !self.prefix_first
+        {
             if let Some(n) = self.recv_once(buf)? {
                 return Ok(n);
             }
         }
+        self.recv_loop(buf, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.decoder.max_payload()
+    }
+}
+
+impl<F: AsFd> FrameReceiver<F> {
+    /// [`recv_deadline`](MessageReceiver::recv_deadline) past its message path: frames
+    /// buffered, the rest of a large message, a deadline to wait for.
+    #[inline(never)]
+    fn recv_loop(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
             match self.decoder.decode(buf) {
                 Ok(Some(n)) => {
@@ -863,10 +878,6 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 }
             }
         }
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.decoder.max_payload()
     }
 }
 
