@@ -1369,6 +1369,51 @@ mod tests {
         assert!(e.to_string().contains("5996 of 10000"), "{e}");
     }
 
+    /// A blocking receive between frames takes its message path (one read, one decode), which
+    /// keeps every check of the general loop: a buffer too small keeps the message, a part of
+    /// a frame waits for the rest, a header over the maximum is `Corrupted` for good, and the
+    /// end of the stream after whole messages is `Disconnected` without a note.
+    #[test]
+    fn a_blocking_receive_between_frames_keeps_every_check() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
+        let mut wire = Vec::new();
+        crate::frame::encode_frame(&[9; 50], &mut wire).unwrap();
+        rustix::io::write(&w, &wire).unwrap();
+        let e = rx.recv(&mut [0; 10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((50, 10)));
+        let mut buf = [0; 100];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 50);
+        assert_eq!(buf[..50], [9; 50]);
+
+        // Part of a frame: the receive waits for the rest.
+        rustix::io::write(&w, &wire[..10]).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            rustix::io::write(&w, &wire[10..]).unwrap();
+            w
+        });
+        assert_eq!(rx.recv(&mut buf).unwrap(), 50);
+        assert_eq!(buf[..50], [9; 50]);
+        let w = writer.join().unwrap();
+
+        rustix::io::write(&w, &encode_header(101).unwrap()).unwrap();
+        for _ in 0..2 {
+            let e = rx.recv(&mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        }
+
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
+        rustix::io::write(&w, &encode_header(0).unwrap()).unwrap();
+        drop(w);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 0);
+        let e = rx.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(!e.to_string().contains("partial"), "{e}");
+    }
+
     #[test]
     fn writer_dying_mid_message_is_disconnected_with_a_note() {
         let (r, w) = rustix::pipe::pipe().unwrap();
