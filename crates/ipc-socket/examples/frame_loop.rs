@@ -1,13 +1,15 @@
 //! The per-message cost of the stream framing in user space, for an instruction counter: one
-//! thread sends a 64-byte message and receives it, `N` times, over a pipe or a Unix stream
-//! socket pair, through the library (`lib-pipe`, `lib-uds`) or a hand-written framed loop
-//! (`framed-pipe`, `framed-uds`: `writev` of prefix and payload, one `read`).
+//! thread sends a 64-byte message and receives it, `N` times, over a pipe, a Unix stream socket
+//! pair or a loopback TCP connection, through the library (`lib-pipe`, `lib-uds`, `lib-tcp`) or
+//! a hand-written framed loop (`framed-pipe`, `framed-uds`, `framed-tcp`: `writev` of prefix
+//! and payload, one `read`).
 //!
 //! The kernel's work is not counted by callgrind, so two runs give the library's own
-//! instructions per message (send plus receive):
+//! instructions per message (send plus receive). rustix's own reading of the auxiliary vector
+//! (for the vDSO clock the TCP send reads) faults under valgrind: build with libc's instead.
 //!
 //! ```text
-//! cargo build --release -p ipc-socket --example frame_loop
+//! cargo build --release -p ipc-socket --example frame_loop --features rustix/use-libc-auxv
 //! valgrind --tool=callgrind target/release/examples/frame_loop lib-pipe 10000
 //! valgrind --tool=callgrind target/release/examples/frame_loop lib-pipe 20000
 //! # (second total - first total) / 10000
@@ -57,8 +59,18 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// A loopback TCP connection with `TCP_NODELAY` on both ends.
+fn tcp() -> Result<(OwnedFd, OwnedFd)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let a = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (b, _) = listener.accept()?;
+    a.set_nodelay(true)?;
+    b.set_nodelay(true)?;
+    Ok((a.into(), b.into()))
+}
+
 fn main() -> Result<()> {
-    let usage = "usage: frame_loop lib-pipe|lib-uds|framed-pipe|framed-uds N";
+    let usage = "usage: frame_loop lib-pipe|lib-uds|lib-tcp|framed-pipe|framed-uds|framed-tcp N";
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse().ok())) else {
         eprintln!("{usage}");
@@ -74,6 +86,16 @@ fn main() -> Result<()> {
         "lib-uds" => {
             let (mut a, mut b) = ipc_socket::Stream::pair(4096)?;
             lib(&mut a, &mut b, n)
+        }
+        "lib-tcp" => {
+            let (a, b) = tcp()?;
+            let mut a = ipc_socket::Stream::from_fd(a, 4096)?;
+            let mut b = ipc_socket::Stream::from_fd(b, 4096)?;
+            lib(&mut a, &mut b, n)
+        }
+        "framed-tcp" => {
+            let (a, b) = tcp()?;
+            framed(a, b, n)
         }
         "framed-pipe" => {
             let (r, w) = rustix::pipe::pipe()?;
