@@ -61,6 +61,7 @@ impl Stop {
 ///
 /// # References
 /// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
+#[inline]
 pub fn retry(
     ready: &[(BorrowedFd<'_>, Interest)],
     deadline: Deadline,
@@ -122,6 +123,7 @@ impl Nowait {
     /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
     /// `io(true)` the same with `RWF_NOWAIT`. Blocking is used only when `deadline` is `Never`.
     /// Falls back to `O_NONBLOCK` where `RWF_NOWAIT` is unsupported.
+    #[inline]
     pub fn attempt(
         &self,
         fd: BorrowedFd<'_>,
@@ -149,6 +151,7 @@ impl Nowait {
 /// `writev` or `pwritev2(RWF_NOWAIT)` at the current position, without `SIGPIPE`: the `io`
 /// of a write through [`Nowait::attempt`]. A single slice without `nowait` goes out with plain
 /// `write`, which the kernel handles measurably faster than a `writev` of one slice.
+#[inline]
 pub fn write_iov(
     sigpipe: SigpipeGuard,
     fd: BorrowedFd<'_>,
@@ -164,6 +167,7 @@ pub fn write_iov(
 
 /// `read` or `preadv2(RWF_NOWAIT)` at the current position: the `io` of a read through
 /// [`Nowait::attempt`].
+#[inline]
 pub fn read_buf(fd: BorrowedFd<'_>, buf: &mut [u8], nowait: bool) -> Result<usize, Errno> {
     if nowait {
         let iov = &mut [std::io::IoSliceMut::new(buf)];
@@ -176,6 +180,7 @@ pub fn read_buf(fd: BorrowedFd<'_>, buf: &mut [u8], nowait: bool) -> Result<usiz
 
 /// `readv` or `preadv2(RWF_NOWAIT)` at the current position: a scattered read through
 /// [`Nowait::attempt`] (the kernel fills the slices in order).
+#[inline]
 pub fn read_iov(
     fd: BorrowedFd<'_>,
     iov: &mut [std::io::IoSliceMut<'_>],
@@ -300,6 +305,7 @@ impl SigpipeGuard {
 
     /// Runs `write`, a write syscall, so that it cannot raise `SIGPIPE` (see the type's
     /// documentation).
+    #[inline]
     pub fn run(self, write: impl FnOnce() -> Result<usize, Errno>) -> Result<usize, Errno> {
         match self {
             SigpipeGuard::NotNeeded => write(),

@@ -24,6 +24,7 @@ const INITIAL_BUFFER: usize = 64 * 1024;
 /// The length prefix for a payload of `len` bytes.
 ///
 /// Fails with [`ErrorKind::MessageTooLarge`] above [`MAX_FRAME_PAYLOAD`].
+#[inline]
 pub fn encode_header(len: usize) -> Result<[u8; FRAME_HEADER_LEN]> {
     let len32 = u32::try_from(len)
         .map_err(|_| Error::message_too_large(len, MAX_FRAME_PAYLOAD, "frame length prefix"))?;
@@ -103,23 +104,33 @@ impl FrameDecoder {
     }
 
     /// The largest payload this decoder accepts.
+    #[inline]
     pub fn max_payload(&self) -> usize {
         self.max_payload
     }
 
     /// Bytes received and not yet returned as frames.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.end - self.start
     }
 
+    /// The 4 header bytes at `at` (`at + 4 <= end <= buf.len()`, checked by the caller; the
+    /// slice index still bounds it).
+    #[inline]
+    fn header_at(&self, at: usize) -> [u8; FRAME_HEADER_LEN] {
+        let mut bytes = [0; FRAME_HEADER_LEN];
+        bytes.copy_from_slice(&self.buf[at..at + FRAME_HEADER_LEN]);
+        bytes
+    }
+
     /// The payload length of the frame at the head of the buffer, once its header is complete.
+    #[inline]
     pub fn next_len(&self) -> Option<usize> {
-        let head = self.buf.get(self.start..self.start + FRAME_HEADER_LEN)?;
         if self.buffered() < FRAME_HEADER_LEN {
             return None;
         }
-        let bytes: [u8; FRAME_HEADER_LEN] = head.try_into().expect("slice of header length");
-        Some(u32::from_le_bytes(bytes) as usize)
+        Some(u32::from_le_bytes(self.header_at(self.start)) as usize)
     }
 
     /// Space to read more stream bytes into. Call [`advance`](Self::advance) with the number of
@@ -128,17 +139,28 @@ impl FrameDecoder {
     /// It makes room for the whole frame at the head of the buffer (up to the maximum), so one
     /// read can complete it. It is never empty after [`decode`](Self::decode) returned
     /// `Ok(None)`; it can be empty while complete frames wait to be decoded.
+    #[inline]
     pub fn read_buf(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            // Nothing buffered (the message path between frames): the whole buffer, which
+            // holds at least a header.
+            self.start = 0;
+            self.end = 0;
+            return &mut self.buf[..];
+        }
+        self.read_buf_slow()
+    }
+
+    /// [`read_buf`](Self::read_buf) with bytes buffered: makes room for the rest of the frame
+    /// at the head.
+    #[inline(never)]
+    fn read_buf_slow(&mut self) -> &mut [u8] {
         let need = match self.next_len() {
             Some(len) if len <= self.max_payload => FRAME_HEADER_LEN + len,
             _ => FRAME_HEADER_LEN,
         };
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0
-            && (self.buf.len() - self.start < need || self.end == self.buf.len())
-        {
+        // Not empty here (see `read_buf`).
+        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
             // Move the partial frame to the front so it can complete in place.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -165,6 +187,7 @@ impl FrameDecoder {
     /// # Panics
     ///
     /// If `n` is larger than the slice `read_buf` returned.
+    #[inline]
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "advance past read_buf");
         self.end += n;
@@ -196,7 +219,28 @@ impl FrameDecoder {
     ///   buffered and a retry with a large enough buffer returns it.
     /// - [`ErrorKind::Corrupted`] when a header announces more than the maximum payload; the
     ///   stream cannot be trusted after that and every later call fails the same way.
+    #[inline]
     pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
+        // The message path: a whole, acceptable frame that fits `out` is at the head. Every
+        // other case (nothing or part of a frame yet, a header over the maximum, a poisoned
+        // stream, `out` too small) goes through `decode_slow`, which checks each in turn.
+        let payload = self.start + FRAME_HEADER_LEN;
+        if self.poisoned.is_none() && self.end >= payload {
+            let len = u32::from_le_bytes(self.header_at(self.start)) as usize;
+            if len <= self.max_payload && len <= out.len() && self.end - payload >= len {
+                out[..len].copy_from_slice(&self.buf[payload..payload + len]);
+                self.start = payload + len;
+                return Ok(Some(len));
+            }
+        }
+        self.decode_slow(out)
+    }
+
+    /// [`decode`](Self::decode) for every case but a complete frame that fits: more bytes
+    /// needed, a header over the maximum (poisons the decoder), `out` too small.
+    #[cold]
+    #[inline(never)]
+    fn decode_slow(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
         if let Some(len) = self.poisoned {
             return Err(self.oversized(len));
         }

@@ -238,76 +238,53 @@ impl<F: AsFd> FrameSender<F> {
         Ok(())
     }
 
-    /// The [`ErrorKind::Incomplete`] error for the message in progress.
-    fn in_progress(&self) -> Error {
-        Error::with_note(
-            ErrorKind::Incomplete,
-            format!(
-                "the deadline passed with a message in progress: {} of its {} bytes (frame \
-                 header included) are written, {} bytes are still to write; it is not lost \
-                 and must not be sent again: the next send or flush writes the rest first, \
-                 and dropping the sender abandons it after the linger time",
-                self.pending_at,
-                self.pending.len(),
-                self.pending(),
-            ),
+    /// The [`ErrorKind::MessageTooLarge`] error of a message of `len` bytes.
+    #[cold]
+    fn too_large(&self, len: usize) -> Error {
+        let what = match self.mode {
+            FrameMode::Atomic => "PIPE_BUF minus the 4-byte frame header: atomic multi-writer mode",
+            FrameMode::Stream { .. } => "configured maximum message size",
+        };
+        self.err(
+            Error::message_too_large(len, self.mode.max_message(), what),
+            "send",
         )
     }
 
-    fn err(&self, e: Error, op: &'static str) -> Error {
-        e.in_op(op).on_shared(&self.label)
+    /// Writes the rest of the message in progress before a new one, waiting until `deadline`.
+    #[cold]
+    #[inline(never)]
+    fn finish_pending(&mut self, deadline: Deadline) -> Result<()> {
+        // The earlier message still in progress when the deadline passed: this one was not
+        // started, so the send would block (full), as any send on a full stream. The
+        // explanation is a static op, so the error keeps its full/empty side and nothing
+        // is formatted on this expected path; `pending()` says how much is left.
+        self.flush(deadline).map_err(|e| {
+            if e.kind() == ErrorKind::Incomplete {
+                self.err(
+                    deadline.expired_error(Blocked::Full),
+                    "send (not sent: an earlier message in progress goes first)",
+                )
+            } else {
+                e
+            }
+        })
     }
 
-    fn errno(&self, e: Errno, op: &'static str) -> Error {
-        Stop::Os(e).into_error(Deadline::Never, Blocked::Full, op, &self.label)
-    }
-}
-
-impl<F: AsFd> MessageSender for FrameSender<F> {
-    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
-        let limit = self.mode.max_message();
-        if msg.len() > limit {
-            let what = match self.mode {
-                FrameMode::Atomic => {
-                    "PIPE_BUF minus the 4-byte frame header: atomic multi-writer mode"
-                }
-                FrameMode::Stream { .. } => "configured maximum message size",
-            };
-            return Err(self.err(Error::message_too_large(msg.len(), limit, what), "send"));
-        }
-        if !self.pending.is_empty() {
-            // The earlier message still in progress when the deadline passed: this one was not
-            // started, so the send would block (full), as any send on a full stream. The
-            // explanation is a static op, so the error keeps its full/empty side and nothing
-            // is formatted on this expected path; `pending()` says how much is left.
-            self.flush(deadline).map_err(|e| {
-                if e.kind() == ErrorKind::Incomplete {
-                    self.err(
-                        deadline.expired_error(Blocked::Full),
-                        "send (not sent: an earlier message in progress goes first)",
-                    )
-                } else {
-                    e
-                }
-            })?;
-        }
+    /// Writes the frame of `msg` of which `written` bytes are out: a frame above `PIPE_BUF`
+    /// (header and payload with `writev`), or the rest of a small one, assembled in `small`,
+    /// that a first write cut short. Keeps the rest as the message in progress when the
+    /// deadline passes after its first bytes.
+    #[inline(never)]
+    fn write_frame(&mut self, msg: &[u8], mut written: usize, deadline: Deadline) -> Result<()> {
         let header = encode_header(msg.len()).map_err(|e| self.err(e, "send"))?;
         let total = FRAME_HEADER_LEN + msg.len();
-        // A frame of at most PIPE_BUF bytes is copied behind its header and goes out with one
-        // `write`: the copy costs less than `writev` of two slices (the benchmark's `pipe` and
-        // `pipe-raw` rows measured ~0.15 us per message on a VM).
         let small = total <= PIPE_BUF;
-        if small {
-            self.small.clear();
-            self.small.extend_from_slice(&header);
-            self.small.extend_from_slice(msg);
-        }
-        let mut written = 0;
         while written < total {
             let fd = self.fd.as_fd();
             let sigpipe = self.sigpipe;
             let (h, m) = if small {
-                (&self.small[written..], &[][..])
+                (&self.small[written..total], &[][..])
             } else if written < FRAME_HEADER_LEN {
                 (&header[written..], msg)
             } else {
@@ -344,6 +321,71 @@ impl<F: AsFd> MessageSender for FrameSender<F> {
             }
         }
         Ok(())
+    }
+
+    /// The [`ErrorKind::Incomplete`] error for the message in progress.
+    fn in_progress(&self) -> Error {
+        Error::with_note(
+            ErrorKind::Incomplete,
+            format!(
+                "the deadline passed with a message in progress: {} of its {} bytes (frame \
+                 header included) are written, {} bytes are still to write; it is not lost \
+                 and must not be sent again: the next send or flush writes the rest first, \
+                 and dropping the sender abandons it after the linger time",
+                self.pending_at,
+                self.pending.len(),
+                self.pending(),
+            ),
+        )
+    }
+
+    fn err(&self, e: Error, op: &'static str) -> Error {
+        e.in_op(op).on_shared(&self.label)
+    }
+
+    fn errno(&self, e: Errno, op: &'static str) -> Error {
+        Stop::Os(e).into_error(Deadline::Never, Blocked::Full, op, &self.label)
+    }
+}
+
+impl<F: AsFd> MessageSender for FrameSender<F> {
+    #[inline]
+    fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
+        if msg.len() > self.mode.max_message() {
+            return Err(self.too_large(msg.len()));
+        }
+        if !self.pending.is_empty() {
+            self.finish_pending(deadline)?;
+        }
+        if msg.len() > MAX_ATOMIC_PAYLOAD {
+            return self.write_frame(msg, 0, deadline);
+        }
+        // A frame of at most PIPE_BUF bytes is copied behind its header and goes out with one
+        // `write`: the copy costs less than `writev` of two slices (the benchmark's `pipe` and
+        // `pipe-raw` rows measured ~0.15 us per message on a VM). The buffer is sized once.
+        let total = FRAME_HEADER_LEN + msg.len();
+        if self.small.len() < PIPE_BUF {
+            self.small.resize(PIPE_BUF, 0);
+        }
+        let frame = &mut self.small[..total];
+        // At most MAX_ATOMIC_PAYLOAD: the cast is exact.
+        frame[..FRAME_HEADER_LEN].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+        frame[FRAME_HEADER_LEN..].copy_from_slice(msg);
+        let frame = &self.small[..total];
+        let fd = self.fd.as_fd();
+        let (sigpipe, nowait) = (self.sigpipe, &self.nowait);
+        let r = retry(&[(fd, Interest::Writable)], deadline, || {
+            nowait.attempt(fd, deadline, |nowait| {
+                write_iov(sigpipe, fd, &[IoSlice::new(frame)], nowait)
+            })
+        });
+        match r {
+            Ok(n) if n == total => Ok(()),
+            // Cut short (a socket whose buffer filled): the rest follows before anything else.
+            Ok(n) => self.write_frame(msg, n, deadline),
+            Err(Stop::Expired) => Err(self.err(deadline.expired_error(Blocked::Full), "send")),
+            Err(Stop::Os(e)) => Err(self.errno(e, "send")),
+        }
     }
 
     fn max_message_size(&self) -> usize {
@@ -579,7 +621,7 @@ impl<F: AsFd> FrameReceiver<F> {
     /// at a time saves the copy out of this buffer.
     fn received(&mut self) {
         self.received = self.received.wrapping_add(1);
-        if self.policy == ReadAhead::Adaptive && self.received % PROBE_EVERY == 0 {
+        if matches!(self.policy, ReadAhead::Adaptive) && self.received % PROBE_EVERY == 0 {
             let now = thread_switches();
             self.ahead = now - self.switches >= AHEAD_SWITCHES;
             self.switches = now;
@@ -701,8 +743,76 @@ impl<F: AsFd> FrameReceiver<F> {
     }
 }
 
+impl<F: AsFd> FrameReceiver<F> {
+    /// One blocking read into the empty decoder (as much as the loop of `recv_deadline` asks
+    /// for there: the whole buffer while reading ahead, else room for one frame of the
+    /// maximum size), then one decode: the whole receive of a message that arrives in one
+    /// piece, with no wait and no check that the general loop would not make. `None` when the
+    /// loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on a descriptor that is
+    /// non-blocking: the loop reads again and polls).
+    #[inline]
+    fn recv_once(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
+        let frame = self.decoder.max_payload().saturating_add(FRAME_HEADER_LEN);
+        let big = self.read_ahead();
+        let fd = self.fd.as_fd();
+        let spare = self.decoder.read_buf();
+        let asked = if big {
+            spare.len()
+        } else {
+            frame.min(spare.len())
+        };
+        let spare = &mut spare[..asked];
+        let r = self
+            .nowait
+            .attempt(fd, Deadline::Never, |nowait| read_buf(fd, spare, nowait));
+        // As `came_short` says for the loop's reads (`EINTR` and `EAGAIN` go on there).
+        self.short_read = matches!(r, Ok(n) if n > 0 && n < asked);
+        match r {
+            Ok(0) => Err(self.end_of_stream()),
+            Ok(n) => {
+                self.decoder.advance(n);
+                match self.decoder.decode(buf) {
+                    Ok(Some(n)) => {
+                        self.prefix_first = n >= PREFIX_FIRST_MIN;
+                        self.received();
+                        Ok(Some(n))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(self.err(e, "recv")),
+                }
+            }
+            Err(Errno::INTR | Errno::AGAIN) => Ok(None),
+            Err(e) => {
+                Err(Stop::Os(e).into_error(Deadline::Never, Blocked::Empty, "recv", &self.label))
+            }
+        }
+    }
+}
+
 impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
+    #[inline]
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        // The message path of a blocking receive between frames: one read, one decode (see
+        // `recv_once`); anything else, or what it leaves, goes on in `recv_loop`.
+        if matches!(deadline, Deadline::Never) && self.decoder.buffered() == 0 && !self.prefix_first
+        {
+            if let Some(n) = self.recv_once(buf)? {
+                return Ok(n);
+            }
+        }
+        self.recv_loop(buf, deadline)
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.decoder.max_payload()
+    }
+}
+
+impl<F: AsFd> FrameReceiver<F> {
+    /// [`recv_deadline`](MessageReceiver::recv_deadline) past its message path: frames
+    /// buffered, the rest of a large message, a deadline to wait for.
+    #[inline(never)]
+    fn recv_loop(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         loop {
             match self.decoder.decode(buf) {
                 Ok(Some(n)) => {
@@ -768,10 +878,6 @@ impl<F: AsFd> MessageReceiver for FrameReceiver<F> {
                 }
             }
         }
-    }
-
-    fn max_message_size(&self) -> usize {
-        self.decoder.max_payload()
     }
 }
 
@@ -1261,6 +1367,51 @@ mod tests {
         let e = rx.recv(&mut [0; 10_000]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert!(e.to_string().contains("5996 of 10000"), "{e}");
+    }
+
+    /// A blocking receive between frames takes its message path (one read, one decode), which
+    /// keeps every check of the general loop: a buffer too small keeps the message, a part of
+    /// a frame waits for the rest, a header over the maximum is `Corrupted` for good, and the
+    /// end of the stream after whole messages is `Disconnected` without a note.
+    #[test]
+    fn a_blocking_receive_between_frames_keeps_every_check() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
+        let mut wire = Vec::new();
+        crate::frame::encode_frame(&[9; 50], &mut wire).unwrap();
+        rustix::io::write(&w, &wire).unwrap();
+        let e = rx.recv(&mut [0; 10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((50, 10)));
+        let mut buf = [0; 100];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 50);
+        assert_eq!(buf[..50], [9; 50]);
+
+        // Part of a frame: the receive waits for the rest.
+        rustix::io::write(&w, &wire[..10]).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            rustix::io::write(&w, &wire[10..]).unwrap();
+            w
+        });
+        assert_eq!(rx.recv(&mut buf).unwrap(), 50);
+        assert_eq!(buf[..50], [9; 50]);
+        let w = writer.join().unwrap();
+
+        rustix::io::write(&w, &encode_header(101).unwrap()).unwrap();
+        for _ in 0..2 {
+            let e = rx.recv(&mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        }
+
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
+        rustix::io::write(&w, &encode_header(0).unwrap()).unwrap();
+        drop(w);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 0);
+        let e = rx.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(!e.to_string().contains("partial"), "{e}");
     }
 
     #[test]
