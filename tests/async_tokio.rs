@@ -110,7 +110,11 @@ fn slow_reader(_: &Ctx) {
                 let seq = u32::from_le_bytes(buf[..4].try_into().unwrap());
                 assert_eq!(&buf[..n], big(seq), "message {seq} arrived torn");
                 back.send(&seq.to_le_bytes()).unwrap();
-                std::thread::sleep(Duration::from_micros(200));
+                // After every even message a pause longer than the parent's longest timeout
+                // (1.9 ms, and tokio's 1 ms timer granularity): the next send fills the pipe
+                // and must be cut mid-message, however fast the machine and the pipe are.
+                let pause = if seq % 2 == 0 { 5_000 } else { 200 };
+                std::thread::sleep(Duration::from_micros(pause));
             }
             Err(e) if e.kind() == ErrorKind::Disconnected => return,
             Err(e) => panic!("{e}"),
