@@ -205,8 +205,9 @@ impl Row for RawTcp {
 /// write-space wake-up of this socket also wakes this end's blocked read, whose CPU is then
 /// awake when the reply arrives; over two connections nobody waits where that wake-up goes.
 ///
-/// The Unix row's 4 KiB one-core throughput stays ~1.15x `uds-raw` (both quiet runs 1.17-1.18),
-/// and most of that is the frame's size, not the library: a frame of 4 KiB is 4100 bytes, and
+/// The Unix row's 4 KiB one-core throughput was 1.17-1.18x `uds-raw` in two quiet runs, and
+/// 1.04 / 1.04 in two more after the framing's message path was made inline (ipc-core's
+/// `recv_once` and small-frame send). Most of what is left is the frame's size: a frame of 4 KiB is 4100 bytes, and
 /// `unix_stream_sendmsg` puts a send of 4097..7872 bytes into one page fragment plus a linear
 /// head of the rest (here 4 bytes), which costs a second, hardened (`__check_heap_object`) copy
 /// on both sides, where a 4096-byte send is the page alone. CPU time per message on one core
