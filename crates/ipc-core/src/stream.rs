@@ -1283,23 +1283,36 @@ mod tests {
         );
     }
 
+    /// A pipe pair whose sender, on a thread of its own, sends one message of each of `sizes`
+    /// (message `i`'s byte `j` is `i * 31 + j * 13`): the messages, the thread, the receiver.
+    fn send_in_thread(
+        sizes: &[usize],
+    ) -> (
+        Vec<Vec<u8>>,
+        std::thread::JoinHandle<()>,
+        FrameReceiver<OwnedFd>,
+    ) {
+        let (mut tx, rx) = pair(FrameMode::default());
+        let msgs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j * 13) as u8).collect())
+            .collect();
+        let sent = msgs.clone();
+        let writer = std::thread::spawn(move || {
+            for m in &sent {
+                tx.send(m).unwrap();
+            }
+        });
+        (msgs, writer, rx)
+    }
+
     /// After a message of 32 KiB or more the next prefix and payload are read together: small and large
     /// messages mixed still arrive whole and in order, cut by deadlines anywhere.
     #[test]
     fn mixed_sizes_after_large_messages_arrive_whole() {
-        let (mut tx, mut rx) = pair(FrameMode::default());
-        let sizes = [40_000, 3, 0, 70_000, 50_000, 5000, 1, 33_000, 100];
-        let msgs: Vec<Vec<u8>> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
-            .collect();
-        let expect = msgs.clone();
-        let writer = std::thread::spawn(move || {
-            for m in &msgs {
-                tx.send(m).unwrap();
-            }
-        });
+        let (expect, writer, mut rx) =
+            send_in_thread(&[40_000, 3, 0, 70_000, 50_000, 5000, 1, 33_000, 100]);
         let mut buf = vec![0; 70_000];
         for (i, m) in expect.iter().enumerate() {
             let n = loop {
@@ -1322,19 +1335,7 @@ mod tests {
     /// stays queued whole, an empty one and the frames read behind a small one are kept.
     #[test]
     fn a_too_small_buffer_after_a_large_message_keeps_the_next_one() {
-        let (mut tx, mut rx) = pair(FrameMode::default());
-        let sizes = [40_000usize, 60_000, 0, 35_000, 7, 9, 40_000];
-        let msgs: Vec<Vec<u8>> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (0..n).map(|j| (i * 7 + j * 13) as u8).collect())
-            .collect();
-        let expect = msgs.clone();
-        let writer = std::thread::spawn(move || {
-            for m in &msgs {
-                tx.send(m).unwrap();
-            }
-        });
+        let (expect, writer, mut rx) = send_in_thread(&[40_000, 60_000, 0, 35_000, 7, 9, 40_000]);
         let mut small = vec![0; 50_000];
         let n = rx.recv(&mut small).unwrap();
         assert_eq!(&small[..n], &expect[0][..]);

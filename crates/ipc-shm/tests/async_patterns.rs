@@ -132,16 +132,21 @@ roles!(
 
 // ---- across processes --------------------------------------------------------------------
 
+/// A blocking pub-sub segment at a fresh POSIX name (removed when the last handle drops),
+/// for a publisher process to open by that name.
+fn named_pubsub(prefix: &str) -> (String, Arc<Segment>) {
+    let name = unique_posix_name(prefix);
+    let seg = pubsub(Policy::Block)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    (name, Arc::new(seg))
+}
+
 #[test]
 fn tokio_subscribers_receive_everything_from_a_publisher_process() {
     const COUNT: u64 = 3_000;
-    let name = unique_posix_name("aps-sub");
-    let seg = Arc::new(
-        pubsub(Policy::Block)
-            .create_posix(name.as_str())
-            .unwrap()
-            .remove_on_drop(),
-    );
+    let (name, seg) = named_pubsub("aps-sub");
     let subs: Vec<_> = (0..3)
         .map(|_| Subscriber::open(seg.clone()).unwrap())
         .collect();
@@ -168,13 +173,7 @@ fn tokio_subscribers_receive_everything_from_a_publisher_process() {
 #[test]
 fn a_tokio_subscriber_reads_a_publisher_process_in_place() {
     const COUNT: u64 = 2_000;
-    let name = unique_posix_name("aps-inplace");
-    let seg = Arc::new(
-        pubsub(Policy::Block)
-            .create_posix(name.as_str())
-            .unwrap()
-            .remove_on_drop(),
-    );
+    let (name, seg) = named_pubsub("aps-inplace");
     let sub = Subscriber::open(seg.clone()).unwrap();
     let child = spawn("publish_by_name")
         .arg(format!("{name} {COUNT} 1"))

@@ -254,6 +254,14 @@ fn threads_block_policy_every_message_to_every_subscriber() {
     });
 }
 
+/// The first CPU this thread may run on.
+fn first_cpu() -> usize {
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .unwrap()
+}
+
 /// Pins the calling thread to `cpu`.
 fn pin(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
@@ -267,9 +275,7 @@ fn pin(cpu: usize) {
 /// whenever the ring is full, and the subscriber drains while it does.
 #[test]
 fn a_blocked_publisher_is_woken_once_per_half_ring_not_per_message() {
-    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
-        .unwrap();
+    let cpu = first_cpu();
     let slots = 16u64;
     let count = 4_000u64;
     let seg = Arc::new(
@@ -661,16 +667,19 @@ fn scribbled_state_is_corrupted_or_a_clean_error_never_a_hang() {
     }
 }
 
-/// The cursor a blocked publisher wants is a hint a hostile peer can overwrite: kept at a value
-/// no subscriber ever reaches, no subscriber wakes the publisher, yet every send completes
-/// (each sleep is bounded by a slice) and every message arrives: slower, never a hang. The
-/// publisher and the subscriber share one CPU, so the publisher really sleeps when full.
-#[test]
-fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
-    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
-        .unwrap();
-    let seg = Arc::new(opts(Policy::Block).create_memfd("ps-want").unwrap());
+/// Streams 200 messages from a publisher to a subscriber pinned to one CPU while another
+/// thread keeps the shared word at `word` at `value` (a hostile peer's scribble); every send
+/// and every receive must complete within the watchdog, in order. The publisher naps 1 ms
+/// every `nap_every` messages when given, so the subscriber catches up and sleeps.
+fn stream_while_scribbling(
+    name: &str,
+    word: usize,
+    value: u64,
+    nap_every: Option<u64>,
+    what: &str,
+) {
+    let cpu = first_cpu();
+    let seg = Arc::new(opts(Policy::Block).create_memfd(name).unwrap());
     let mut tx = Publisher::open(seg.clone()).unwrap();
     let mut sub = Subscriber::open(seg.clone()).unwrap();
     let count = 200u64;
@@ -678,9 +687,9 @@ fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
     let scribbler = {
         let (seg, stop) = (seg.clone(), stop.clone());
         std::thread::spawn(move || {
-            let want = seg.atomic_u64(WANT).unwrap();
+            let w = seg.atomic_u64(word).unwrap();
             while !stop.load(Ordering::Relaxed) {
-                want.store(u64::MAX, Ordering::SeqCst);
+                w.store(value, Ordering::SeqCst);
                 std::thread::yield_now();
             }
         })
@@ -693,10 +702,13 @@ fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
             assert_eq!(check(&buf[..n]), seq);
         }
     });
-    within_watchdog("a publisher whose wanted cursor is scribbled", move || {
+    within_watchdog(what, move || {
         pin(cpu);
         for seq in 0..count {
             tx.send_timeout(&message(seq), watchdog()).unwrap();
+            if nap_every.is_some_and(|n| seq % n == 0) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         reader.join().unwrap();
     });
@@ -704,54 +716,34 @@ fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
     scribbler.join().unwrap();
 }
 
+/// The cursor a blocked publisher wants is a hint a hostile peer can overwrite: kept at a value
+/// no subscriber ever reaches, no subscriber wakes the publisher, yet every send completes
+/// (each sleep is bounded by a slice) and every message arrives: slower, never a hang. The
+/// publisher and the subscriber share one CPU, so the publisher really sleeps when full.
+#[test]
+fn a_scribbled_wanted_cursor_slows_a_blocked_publisher_but_never_hangs_it() {
+    stream_while_scribbling(
+        "ps-want",
+        WANT,
+        u64::MAX,
+        None,
+        "a publisher whose wanted cursor is scribbled",
+    );
+}
+
 /// A `sleepers` word a hostile peer keeps at zero hides every sleeping subscriber from the
 /// publisher, which then never wakes them: each subscriber sleep ends at its slice instead,
 /// so every message still arrives, in order (slower, never a hang). Publisher and subscriber
-/// share one CPU, so the subscriber really sleeps.
+/// share one CPU, so the subscriber really sleeps (the publisher naps every 16 messages).
 #[test]
 fn a_scribbled_sleepers_word_slows_a_sleeping_subscriber_but_never_hangs_it() {
-    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| rustix::thread::sched_getaffinity(None).unwrap().is_set(c))
-        .unwrap();
-    let seg = Arc::new(opts(Policy::Block).create_memfd("ps-sleepers").unwrap());
-    let mut tx = Publisher::open(seg.clone()).unwrap();
-    let mut sub = Subscriber::open(seg.clone()).unwrap();
-    let count = 200u64;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let scribbler = {
-        let (seg, stop) = (seg.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                sleepers.store(0, Ordering::SeqCst);
-                std::thread::yield_now();
-            }
-        })
-    };
-    let reader = std::thread::spawn(move || {
-        pin(cpu);
-        let mut buf = [0u8; 256];
-        for seq in 0..count {
-            let n = sub.recv_timeout(&mut buf, watchdog()).unwrap();
-            assert_eq!(check(&buf[..n]), seq);
-        }
-    });
-    within_watchdog(
+    stream_while_scribbling(
+        "ps-sleepers",
+        SLEEPERS,
+        0,
+        Some(16),
         "subscribers hidden by a scribbled sleepers word",
-        move || {
-            pin(cpu);
-            for seq in 0..count {
-                tx.send_timeout(&message(seq), watchdog()).unwrap();
-                if seq % 16 == 0 {
-                    // Let the subscriber catch up and go to sleep now and then.
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
-            reader.join().unwrap();
-        },
     );
-    stop.store(true, Ordering::Relaxed);
-    scribbler.join().unwrap();
 }
 
 #[test]
