@@ -177,11 +177,11 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
 ///
 /// Blocking briefly in the endpoint's own receive in place of the yield (a POSIX queue's
 /// `mq_timedreceive` with a deadline microseconds away, where the sender's `mq_send` hands
-/// its message straight to a sleeping receiver) was tried and measured: a deadline closer
-/// than the scheduler tick makes the kernel program a timer per wait, and on the benchmark's
-/// virtual machine a same-core blocking round trip went from 3.0 µs to 40-50 µs with a
-/// 20-200 µs bound (most waits never reaching it), 3.4 µs only with a bound of 4 ms or
-/// more, which a runtime thread must not sleep for when the peer goes quiet.
+/// its message straight to a sleeping receiver) was tried and measured: on the benchmark's
+/// virtual machine a same-core blocking round trip went from 3.0 µs to 40-55 µs with a
+/// 20-200 µs bound (most waits never reaching it), 22 µs with 1 ms, and 3.4 µs only from
+/// 4 ms on (likely the timer device reprogrammed for every deadline earlier than the next
+/// scheduler tick); a runtime thread must not sleep that long when the peer goes quiet.
 ///
 /// The benchmark's `*-async` rows (default policy) show the cost beside the blocking rows,
 /// on one core and across cores.

@@ -122,7 +122,9 @@ impl<S: MessageSender + Readiness, R: MessageReceiver + Readiness, G> Duplex
 /// [`Duplex`] from a synchronous loop; a `block_on` per message would charge every message
 /// the runtime's entry (scheduler core hand-over, RNG seeding, the scheduler loop), which a
 /// program that enters its runtime once never pays per message. A future that waits pays it
-/// once per wait, like a task that parks.
+/// once per wait, like a task that parks. What is left per call, the `enter` and the poll in
+/// place, is about 60 user instructions (callgrind, a same-core POSIX queue ping-pong run this
+/// way against the same loop inside one `block_on`: 1,700 against 1,580 per round trip).
 fn drive<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output {
     let mut fut = pin!(fut);
     {
