@@ -147,7 +147,10 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
 /// the task in the reactor ([`AsyncEndpoint::set_yield_policy`]).
 ///
 /// Parking costs, per wait, an `epoll_wait` and the runtime's park and wake-up (about a
-/// microsecond of tokio's own work on top of the kernel's). When the peer that will answer
+/// microsecond of tokio's own work on top of the kernel's; under callgrind, a same-core
+/// POSIX queue ping-pong with both receivers under [`Park`](YieldPolicy::Park) runs 3,400
+/// user instructions per round trip, two parks, against 1,570 under the default and 1,640
+/// for the blocking calls). When the peer that will answer
 /// runs on this thread's CPU (two processes pinned to one core, or a machine busier than
 /// its cores), the peer often is runnable already, woken by what this end just sent: giving
 /// it the CPU once (`sched_yield(2)`) lets it answer at once, and a try after the yield
