@@ -225,21 +225,37 @@ struct Yields {
     /// [`PROBE`](Yields::PROBE) calls: a call that then finds its message at once ends the
     /// pattern).
     since_probe: u32,
-    /// What the waits did (for the tests).
-    #[cfg(test)]
-    counts: Counts,
+    /// What the waits did.
+    stats: WaitStats,
 }
 
-/// What the waits of an endpoint did (the tests count them; never timed).
-#[cfg(test)]
+/// What the waits of an [`AsyncEndpoint`] did since it was made or its
+/// [`YieldPolicy`] was set ([`AsyncEndpoint::wait_stats`]): counts, to see what a policy
+/// does on a given machine (whether hand-offs pay, why an adaptive endpoint parks).
+/// Counting costs no system call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Counts {
-    /// `sched_yield` calls.
-    yields: u32,
-    /// Yields that did not pay.
-    missed: u32,
-    /// Yields made before a call's first try.
-    first: u32,
+#[non_exhaustive]
+pub struct WaitStats {
+    /// `sched_yield` calls (at most one per wait).
+    pub yields: u64,
+    /// Of those, the yields made before a call's first try (hand-off streaks).
+    pub yields_first: u64,
+    /// Yields after which the try still found nothing (the peer did not answer during it).
+    pub missed_empty: u64,
+    /// Yields after which the try found what the wait was for, but that kept the thread off
+    /// the CPU for more than 50 µs (another task ran): they do not count as paying either.
+    pub missed_long: u64,
+    /// Waits that parked the task in the reactor.
+    pub parks: u64,
+}
+
+/// Why a yield did not pay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// The try after it found nothing.
+    Empty,
+    /// It kept the thread off the CPU too long.
+    Long,
 }
 
 impl Yields {
@@ -250,8 +266,7 @@ impl Yields {
             misses: 0,
             handoffs: 0,
             since_probe: 0,
-            #[cfg(test)]
-            counts: Counts::default(),
+            stats: WaitStats::default(),
         }
     }
 
@@ -271,11 +286,8 @@ impl Yields {
             self.since_probe = 0;
             return false;
         }
-        #[cfg(test)]
-        {
-            self.counts.yields += 1;
-            self.counts.first += 1;
-        }
+        self.stats.yields += 1;
+        self.stats.yields_first += 1;
         true
     }
 
@@ -297,21 +309,7 @@ impl Yields {
 
     /// Whether this wait yields before it parks.
     fn before_park(&mut self) -> bool {
-        #[cfg(test)]
-        if self.yields_now() {
-            self.counts.yields += 1;
-        }
-        self.decide()
-    }
-
-    /// What [`before_park`](Yields::before_park) will answer, without counting it.
-    #[cfg(test)]
-    fn yields_now(&self) -> bool {
-        self.clone().decide()
-    }
-
-    fn decide(&mut self) -> bool {
-        match self.policy {
+        let yields = match self.policy {
             YieldPolicy::Park => false,
             YieldPolicy::Always => true,
             YieldPolicy::Adaptive if self.skip > 0 => {
@@ -319,16 +317,20 @@ impl Yields {
                 false
             }
             YieldPolicy::Adaptive => true,
+        };
+        if yields {
+            self.stats.yields += 1;
         }
+        yields
     }
 
     /// The try after the yield found nothing (or the yield was long). The
     /// [`MISSES`](Yields::MISSES)th in a row ends hand-offs and, under
     /// [`YieldPolicy::Adaptive`], makes the next waits park at once.
-    fn missed(&mut self) {
-        #[cfg(test)]
-        {
-            self.counts.missed += 1;
+    fn missed(&mut self, why: Miss) {
+        match why {
+            Miss::Empty => self.stats.missed_empty += 1,
+            Miss::Long => self.stats.missed_long += 1,
         }
         self.misses += 1;
         if self.misses < Yields::MISSES {
@@ -396,6 +398,13 @@ impl<E: Readiness> AsyncEndpoint<E> {
         self.yields.policy
     }
 
+    /// What the waits of the calls that try the operation ([`retry`](AsyncEndpoint::retry)
+    /// and the forms built on it) did since the endpoint was made or its policy set: yields,
+    /// those that did not pay and why, parks (see [`WaitStats`]).
+    pub fn wait_stats(&self) -> WaitStats {
+        self.yields.stats
+    }
+
     /// The endpoint.
     pub fn get_ref(&self) -> &E {
         &self.endpoint
@@ -438,7 +447,7 @@ impl<E: Readiness> AsyncEndpoint<E> {
             match attempt(&mut self.endpoint) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if failed == 0 && yielded_first {
-                        self.yields.missed();
+                        self.yields.missed(Miss::Empty);
                     }
                     failed += 1;
                 }
@@ -446,7 +455,7 @@ impl<E: Readiness> AsyncEndpoint<E> {
                     if failed == 0 && !yielded_first {
                         self.yields.ready_at_once();
                     } else if failed == 0 && long_first {
-                        self.yields.missed();
+                        self.yields.missed(Miss::Long);
                     } else if failed == 0 {
                         self.yields.paid();
                     }
@@ -463,11 +472,11 @@ impl<E: Readiness> AsyncEndpoint<E> {
                 // would for a parked task, so a try that still finds nothing may park.
                 let short = yield_cpu();
                 match attempt(&mut self.endpoint) {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.yields.missed(Miss::Empty),
                     r => {
                         self.endpoint.disarm_edge_triggered();
                         if !short {
-                            self.yields.missed();
+                            self.yields.missed(Miss::Long);
                         } else if failed == 1 {
                             self.yields.handoff();
                         } else {
@@ -477,6 +486,7 @@ impl<E: Readiness> AsyncEndpoint<E> {
                     }
                 }
             }
+            self.yields.stats.parks += 1;
             self.park(interest).await?;
         }
     }
@@ -622,13 +632,13 @@ mod tests {
         let mut y = Yields::new(YieldPolicy::Adaptive);
         // One miss between yields that paid (a preemption) changes nothing.
         assert!(y.before_park());
-        y.missed();
+        y.missed(Miss::Empty);
         assert!(y.before_park());
         y.paid();
         assert!(y.before_park());
-        y.missed();
+        y.missed(Miss::Empty);
         assert!(y.before_park(), "one miss in a row");
-        y.missed();
+        y.missed(Miss::Empty);
         for _ in 0..YieldPolicy::ADAPTIVE_SKIP {
             assert!(!y.before_park());
         }
@@ -636,13 +646,13 @@ mod tests {
         // A yield that paid keeps the next wait yielding.
         assert!(y.before_park());
         assert_eq!(
-            (y.counts.yields, y.counts.missed),
+            (y.stats.yields, y.stats.missed_empty),
             (6, 3),
             "skipped waits do not count"
         );
         let mut always = Yields::new(YieldPolicy::Always);
-        always.missed();
-        always.missed();
+        always.missed(Miss::Empty);
+        always.missed(Miss::Empty);
         assert!(always.before_park());
         assert!(!Yields::new(YieldPolicy::Park).before_park());
     }
@@ -661,15 +671,27 @@ mod tests {
             y.handoff();
         }
         assert!(y.first_yield());
-        y.missed();
+        y.missed(Miss::Empty);
         assert!(y.first_yield(), "one miss: still yields first");
         y.paid();
         assert!(y.first_yield());
-        y.missed();
+        y.missed(Miss::Empty);
         assert!(y.first_yield());
-        y.missed();
+        y.missed(Miss::Empty);
         assert!(!y.first_yield(), "two in a row end the streak");
-        assert_eq!(y.counts.first, 4);
+        assert_eq!(y.stats.yields_first, 4);
+        // A long yield and an empty one in a row also make the next waits park at once,
+        // each counted by its cause.
+        let mut z = Yields::new(YieldPolicy::Adaptive);
+        assert!(z.before_park());
+        z.missed(Miss::Long);
+        assert!(z.before_park());
+        z.missed(Miss::Empty);
+        assert!(!z.before_park());
+        assert_eq!(
+            (z.stats.yields, z.stats.missed_long, z.stats.missed_empty),
+            (2, 1, 1)
+        );
     }
 
     /// A receive that must wait, under each policy: the message sent later by another thread
@@ -706,17 +728,22 @@ mod tests {
                 }
             });
             sender.join().unwrap();
-            let Counts {
+            let WaitStats {
                 yields: yielded,
-                missed,
+                missed_empty,
+                missed_long,
+                parks,
                 ..
-            } = rx.yields.counts;
+            } = rx.wait_stats();
+            // Every receive parks once (the message comes 20 ms later).
+            assert_eq!(parks, 3, "{policy:?}");
+            let missed = missed_empty + missed_long;
             let expected = match policy {
                 YieldPolicy::Park => 0,
                 // One yield per receive (each finds the pipe empty), each a miss.
                 YieldPolicy::Always => 3,
                 // The second miss in a row makes the next waits park at once.
-                YieldPolicy::Adaptive => Yields::MISSES,
+                YieldPolicy::Adaptive => u64::from(Yields::MISSES),
             };
             assert_eq!((yielded, missed), (expected, expected), "{policy:?}");
         }
@@ -782,12 +809,14 @@ mod tests {
                 assert_eq!(&buf[..n], &i.to_ne_bytes());
             }
         });
-        let Counts {
+        let WaitStats {
             yields: yielded,
-            missed,
-            first,
+            yields_first: first,
+            missed_empty,
+            missed_long,
             ..
-        } = rx.yields.counts;
+        } = rx.wait_stats();
+        let missed = missed_empty + missed_long;
         assert!(
             yielded > 0 && missed < yielded,
             "{yielded} yields, {missed} did not pay"
@@ -802,7 +831,7 @@ mod tests {
         all_queued.recv().unwrap();
         rx.yields.handoffs = Yields::HANDOFFS;
         rx.yields.since_probe = 0;
-        let yielded = rx.yields.counts.yields;
+        let yielded = rx.wait_stats().yields;
         rt.block_on(async {
             for i in 0..STREAM {
                 let n = rx.recv(&mut buf).await.unwrap();
@@ -810,11 +839,11 @@ mod tests {
             }
         });
         echo.join().unwrap();
-        let streamed = rx.yields.counts.yields - yielded;
+        let streamed = rx.wait_stats().yields - yielded;
         // At most the calls before the probe (fewer if two yields in a row took long: then
         // they did not pay, which also ends the pattern).
         assert!(
-            (1..Yields::PROBE).contains(&streamed),
+            (1..u64::from(Yields::PROBE)).contains(&streamed),
             "{streamed} yields for messages already there"
         );
     }

@@ -3,6 +3,11 @@
 //! polled in place, and run by `block_on` only when it must wait: see `drive`), listed
 //! beside their sync rows, with the adapter's default `YieldPolicy` (what a program that
 //! does not choose one gets); and the shm doorbell figure: rings per 1,000 streamed messages.
+//!
+//! With [`WAIT_STATS_ENV`] set, the parent's async ends print to stderr what their waits did
+//! when dropped, after each point (`AsyncEndpoint::wait_stats`: yields, those that did not
+//! pay and why, parks), which an adaptive endpoint's time per message alone cannot tell. (The
+//! child's ends print too, but the engine shows a child's stderr only when it fails.)
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -113,6 +118,23 @@ impl<S: MessageSender + Readiness, R: MessageReceiver + Readiness, G> Duplex
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         drive(&self.rt, self.rx.recv(buf))
+    }
+}
+
+/// Set (to anything) to make each async end print its waits' counts when dropped (see the
+/// module documentation).
+pub const WAIT_STATS_ENV: &str = "IPC_BENCH_WAIT_STATS";
+
+impl<S: Readiness, R: Readiness, G> Drop for AsyncMessages<S, R, G> {
+    fn drop(&mut self) {
+        if std::env::var_os(WAIT_STATS_ENV).is_some() {
+            eprintln!(
+                "async waits (pid {}): receive {:?}; send {:?}",
+                std::process::id(),
+                self.rx.wait_stats(),
+                self.tx.wait_stats()
+            );
+        }
     }
 }
 
