@@ -146,9 +146,9 @@ pub use open::OpenOptions;
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
 /// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
-/// `YieldPolicy`: what its waits do before they park the task.
+/// `YieldPolicy`: what its waits do before they park the task; `WaitStats`: what they did.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
+pub use ipc_core::tokio::{AsyncEndpoint, WaitStats, YieldPolicy};
 
 /// What a program using FIFOs needs in scope: the core vocabulary (message traits, deadlines,
 /// errors). `use ipc_fifo::prelude::*;`

@@ -125,9 +125,9 @@ pub use ipc_core::{
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
 /// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
-/// `YieldPolicy`: what its waits do before they park the task.
+/// `YieldPolicy`: what its waits do before they park the task; `WaitStats`: what they did.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
+pub use ipc_core::tokio::{AsyncEndpoint, WaitStats, YieldPolicy};
 
 /// The core vocabulary a program on message queues needs, to import at once:
 /// `use ipc_mq::prelude::*;`.

@@ -144,9 +144,9 @@ pub const USER_PAGES_SOFT_KNOB: &str = ipc_core::pipe::USER_PAGES_SOFT;
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
 /// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
-/// `YieldPolicy`: what its waits do before they park the task.
+/// `YieldPolicy`: what its waits do before they park the task; `WaitStats`: what they did.
 #[cfg(feature = "tokio")]
-pub use ipc_core::tokio::{AsyncEndpoint, YieldPolicy};
+pub use ipc_core::tokio::{AsyncEndpoint, WaitStats, YieldPolicy};
 
 /// What a program using pipes needs in scope: the core vocabulary (message traits, deadlines,
 /// errors) and the zero-copy traits. `use ipc_pipe::prelude::*;`
