@@ -6,7 +6,9 @@
 //!
 //! Modes: `lib` (ipc-socket's [`Seqpacket`]), `raw` (one `send(2)`, one `recv(2)`), `hdr` (the
 //! library's earlier wire format by hand: a header byte in front, `sendmsg`/`recvmsg` with two
-//! iovecs each).
+//! iovecs each). `SEND/RECV` mixes them: `raw/lib` is a raw sender and the library's receiver
+//! (the library's wire format is the message itself when it does not end with its trailer
+//! byte, as here).
 //!
 //! ```text
 //! cargo build --release -p ipc-socket --example seqpacket_stream
@@ -104,7 +106,7 @@ fn main() -> Result<()> {
         // SAFETY: the parent passed this descriptor open (not close-on-exec) and nothing
         // else in this process owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd.parse().expect("fd")) };
-        let mut end = End::new(mode, fd, size)?;
+        let mut end = End::new(mode.rsplit('/').next().unwrap_or(mode), fd, size)?;
         let mut buf = vec![0u8; size];
         let (cpu0, sw0) = usage();
         for i in 0..n {
@@ -135,7 +137,7 @@ fn main() -> Result<()> {
         .spawn()?;
     drop(theirs);
     pin(0);
-    let mut end = End::new(mode, ours, size)?;
+    let mut end = End::new(mode.split('/').next().unwrap_or(mode), ours, size)?;
     let mut msg = vec![7u8; size];
     let mut ack = vec![0u8; size];
     let (cpu0, sw0) = usage();
