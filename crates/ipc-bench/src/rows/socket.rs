@@ -348,6 +348,21 @@ impl Duplex for RawSeqpacketEnd {
 
 /// Unix-domain seqpacket socket pair, raw `send`/`recv` loop: the floor of the
 /// `uds-seqpacket` row.
+///
+/// The library row at 4 KiB across cores was 1.11-1.19x this row in quiet full runs (1.42 and
+/// 1.77 in reruns): both rows switch between a fast and a slow rate, the library more often
+/// slow. Its records then had a header byte in front, so a 4 KiB message went out with
+/// `sendmsg` and came in with `recvmsg` (two iovecs each); one thread sending and receiving
+/// 4 KiB (minimum of 40 runs of 2000, loaded machine) took send 610 / receive 590 ns that way
+/// against 500 / 445 ns for `send`/`recv`, and `sendmsg`/`recvmsg` with one iovec cost as much
+/// as with two (the message header, not the iovecs). Since the message is its own record
+/// (`ipc_socket::seqpacket::TAG`), the row's send is this loop's `send`, and its receive into a
+/// buffer of exactly the maximum is `recvmsg` with one spare byte (~545 ns; `readv` ~520 ns,
+/// not adopted: no `MSG_DONTWAIT`, no `MSG_TRUNC` length). Whether that also moves the row out
+/// of the slow rate is for a quiet run to say: on a loaded machine the wall time per message
+/// varied 3x between runs of the same loop (`ipc-socket`'s `seqpacket_stream` example prints
+/// CPU time and sleeps per message of each side; both sides slept about once per 50-100
+/// messages whichever the loop).
 pub(crate) struct RawSeqpacket;
 
 impl Row for RawSeqpacket {
