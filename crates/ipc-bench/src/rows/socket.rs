@@ -356,13 +356,16 @@ impl Duplex for RawSeqpacketEnd {
 /// 4 KiB (minimum of 40 runs of 2000, loaded machine) took send 610 / receive 590 ns that way
 /// against 500 / 445 ns for `send`/`recv`, and `sendmsg`/`recvmsg` with one iovec cost as much
 /// as with two (the message header, not the iovecs). Since the message is its own record
-/// (`ipc_socket::seqpacket::TAG`), the row's send is this loop's `send`, and its receive into a
-/// buffer of exactly the maximum is `recvmsg` with one spare byte (~545 ns; `readv` ~520 ns,
-/// not adopted: no `MSG_DONTWAIT`, no `MSG_TRUNC` length). Whether that also moves the row out
-/// of the slow rate is for a quiet run to say: on a loaded machine the wall time per message
-/// varied 3x between runs of the same loop (`ipc-socket`'s `seqpacket_stream` example prints
-/// CPU time and sleeps per message of each side; both sides slept about once per 50-100
-/// messages whichever the loop).
+/// (`ipc_socket::seqpacket::TAG`), the row's send is this loop's `send`. Streaming 4 KiB from
+/// CPU 0 to CPU 1 at real-time priority (`chrt -f`, which made a loaded machine quiet enough;
+/// `ipc-socket`'s `seqpacket_stream` example, medians of 10 runs, wall time per message): raw
+/// 1.68 us; the header byte by hand 2.01; the library's sender with a raw receiver 1.63, a raw
+/// sender with the library's receiver 2.00. The receiver was the bottleneck (busy, asleep once
+/// per ~70 messages on both sides: no wake-up per message), and `recvmsg` into the caller's
+/// buffer and a spare byte cost it ~0.3-0.45 us more per message than `recv` (~0.1 us in one
+/// thread); `recv` into the endpoint's own buffer and a 4 KiB copy: 1.89 against 2.13 us, so
+/// endpoints of up to 4 KiB receive that way. Whether the row leaves the slow rate for good is
+/// for a quiet full run to say.
 pub(crate) struct RawSeqpacket;
 
 impl Row for RawSeqpacket {
