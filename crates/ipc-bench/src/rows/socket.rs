@@ -348,6 +348,29 @@ impl Duplex for RawSeqpacketEnd {
 
 /// Unix-domain seqpacket socket pair, raw `send`/`recv` loop: the floor of the
 /// `uds-seqpacket` row.
+///
+/// The library row at 4 KiB across cores was 1.11-1.19x this row in quiet full runs (1.42 and
+/// 1.77 in reruns): both rows switch between a fast and a slow rate, the library more often
+/// slow. Its records then had a header byte in front, so a 4 KiB message went out with
+/// `sendmsg` and came in with `recvmsg` (two iovecs each); one thread sending and receiving
+/// 4 KiB (minimum of 40 runs of 2000, loaded machine) took send 610 / receive 590 ns that way
+/// against 500 / 445 ns for `send`/`recv`, and `sendmsg`/`recvmsg` with one iovec cost as much
+/// as with two (the message header, not the iovecs). Since the message is its own record
+/// (`ipc_socket::seqpacket::TAG`), the row's send is this loop's `send`. Streaming 4 KiB from
+/// CPU 0 to CPU 1 at real-time priority (`chrt -f`, which made a loaded machine quiet enough;
+/// `ipc-socket`'s `seqpacket_stream` example, medians of 10 runs, wall time per message): raw
+/// 1.68 us; the header byte by hand 2.01; the library's sender with a raw receiver 1.63, a raw
+/// sender with the library's receiver 2.00. The receiver was the bottleneck (busy, asleep once
+/// per ~70 messages on both sides: no wake-up per message), and `recvmsg` into the caller's
+/// buffer and a spare byte cost it ~0.3-0.45 us more per message than `recv` (~0.1 us in one
+/// thread); `recv` into the endpoint's own buffer and a 4 KiB copy: 1.89 against 2.13 us, so
+/// endpoints of up to 4 KiB receive that way. This point itself, both binaries alternated ten
+/// times under `chrt -f`: lib/raw time per message 0.91-1.33 (median 1.16) with the header
+/// byte, 0.78-1.39 (median 1.16) with the trailer: no difference the noise shows. A receive
+/// into exactly the maximum cannot be one plain `recv` straight into the caller's buffer: an
+/// empty message needs a record (0 bytes is the close), so some message of the maximum's length
+/// needs one byte more, and the receiver could then not tell it, by the bytes that fit, from a
+/// message one byte above its maximum from a peer configured larger, which must be reported.
 pub(crate) struct RawSeqpacket;
 
 impl Row for RawSeqpacket {
