@@ -86,7 +86,8 @@
 //! receiver's and a subscriber's in-place receive) and `AsyncLoan` for the zero-copy forms.
 //!
 //! Like a blocking call, `arm` first spins (at most 30 us) while the peer runs on another CPU,
-//! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long.
+//! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long (the pattern
+//! ends give the CPU up between slices of that spin, as their blocking waits do).
 //!
 //! The peer rings only an end that waits. `arm` raises the end's sleeping flag, the one a
 //! blocking receive raises before its futex wait; the peer's commit or release makes a wake-up
@@ -143,6 +144,14 @@
 //!   lock on the message path, a producer killed mid-message tears nothing and blocks nobody,
 //!   and its place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
 //!   the layouts and say what the choices cost.
+//!
+//! Their waiters never keep a CPU from another runnable task: before sleeping they look again
+//! for up to 30 us, spinning for the first 2 us only while another CPU may serve them, then
+//! giving the CPU up (`sched_yield(2)`) between slices of 64 looks (before every look when
+//! everyone they wait for is pinned to their own CPU). A yield with nobody else runnable
+//! returns at once, so an end on a dedicated core loses little; subscribers, producers or a
+//! consumer sharing a CPU (more readers than cores) let each other run instead of each spinning
+//! out its budget.
 //!
 //! Both open by name (POSIX segments, [`PubSubOptions::create_posix`] and [`Segment::open`]) or
 //! by an inherited memfd, and speak the core traits (a subscriber or the MPSC consumer is a

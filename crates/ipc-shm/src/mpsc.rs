@@ -38,6 +38,17 @@
 //! producer killed between its commit and its tail store leaves the tail behind what was
 //! committed) and stores free with a compare-and-swap from the word it found.
 //!
+//! # Waiting
+//!
+//! A blocked producer (its ring full) or the consumer (every ring empty) looks again for up to
+//! 30 µs as a subscriber does (`wait.rs`, `Spin`): spinning for 2 µs, then yielding its CPU
+//! (`sched_yield`) between slices of 64 looks while another CPU may serve it, and yielding before
+//! every look when everyone it waits for is pinned to its own CPU; so producer threads sharing a
+//! CPU, or a consumer sharing one with its producers, let each other run instead of spinning
+//! out the budget. Then it sleeps with its sleeping flag up (`doorbell` for the consumer, its
+//! ring's rx wake word for a producer) in slices of 1 to 50 ms, checking the processes it
+//! waits for between them.
+//!
 //! # Readiness
 //!
 //! Both ends implement [`Readiness`] with the channel's doorbell (an eventfd rung by a bell

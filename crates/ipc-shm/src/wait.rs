@@ -1,5 +1,6 @@
 //! How endpoints wait: the [`WaitPolicy`] a channel end follows; for the pattern endpoints
-//! (publish-subscribe, MPSC), spinning while another CPU may serve them ([`Spin`]), then
+//! (publish-subscribe, MPSC), spinning while another CPU may serve them and yielding their CPU
+//! to any other runnable task ([`Spin`]), then
 //! sleeping on a futex word in the segment in growing slices ([`Rounds`]), raising a flag the
 //! waker checks ([`sleep_flagged`]) so no wake-up is lost; and the asymmetric fences that let
 //! the channel's message path skip a full fence ([`Fences`]).
@@ -114,38 +115,113 @@ use ipc_core::{Deadline, ErrorKind, Result, futex};
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
 
-/// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
-/// may block, on a machine with more than one CPU, unless everyone it waits for is pinned to
-/// the very CPU this end is pinned to (then nobody can serve it while it spins); otherwise one
-/// look only. Decided, and the clock first read, only once a first look found nothing (a wait
-/// that succeeds at once costs neither); then the clock is read once per 64 looks.
+/// How long a wait that another CPU may serve spins without giving its CPU up: several
+/// cross-CPU hand-offs (each well under a microsecond), so a peer that answers at once is seen
+/// at spin speed.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
+/// Looks between two clock reads, and past [`PURE_SPIN`] between two yields.
+const SLICE_LOOKS: u32 = 64;
+
+/// The spin phase of a wait (the pattern endpoints'): keeps looking for up to [`DEFAULT_SPIN`]
+/// on the first round of a wait that may block, without ever keeping its CPU from another
+/// runnable task.
+///
+/// - While another CPU may serve it (a machine with more than one CPU, and not everyone it
+///   waits for pinned to this end's CPU), it spins for [`PURE_SPIN`], then gives the CPU up
+///   (`sched_yield(2)`) after every slice of 64 looks. A yield with nobody else runnable on
+///   this CPU returns at once, so a dedicated core loses one system call per slice; a task
+///   that shares the CPU (a sibling subscriber with a message to handle, a producer with one
+///   to write) runs instead of waiting for the spin budget to end. The price: a hand-off that
+///   comes while such a task holds the CPU is seen when it gives the CPU back (it waits in
+///   turn, or the scheduler's slice ends), not at spin speed.
+/// - When nobody can serve it while it spins (one CPU, or everyone it waits for pinned to
+///   this end's CPU), a blocking wait yields before every look: a runnable peer on this CPU
+///   publishes or drains a batch before this end announces a sleep. [`Spin::arm`]'s waits
+///   look once only there.
+///
+/// Decided, and the clock first read, only once a first look found nothing (a wait that
+/// succeeds at once costs neither).
 pub(crate) struct Spin {
     may: bool,
-    until: Option<std::time::Instant>,
+    /// Whether the yield-only phase applies (blocking waits) or not (`arm`).
+    share: bool,
+    phase: Phase,
     looks: u32,
 }
 
+/// Where a [`Spin`] stands once decided.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// No more looks.
+    Done,
+    /// Spin until `pure`, then yield between slices, until `until`.
+    Spin {
+        pure: std::time::Instant,
+        until: std::time::Instant,
+    },
+    /// Yield before every look until `until`.
+    Yield { until: std::time::Instant },
+}
+
 impl Spin {
+    /// A blocking wait's spin phase (round `round`, ending at `deadline`).
     pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         Spin {
-            may: round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1,
-            until: None,
+            may: round == 0 && deadline != Deadline::Now,
+            share: true,
+            phase: Phase::Done,
             looks: 0,
         }
     }
 
-    /// Whether to look again (after a pause hint). `on_my_cpu`: whether everyone waited for is
-    /// pinned to this end's CPU, asked once, after the first look.
-    pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
-        if std::mem::take(&mut self.may) && !on_my_cpu() {
-            self.until = Some(std::time::Instant::now() + DEFAULT_SPIN);
+    /// `Readiness::arm`'s spin: like a blocking wait's while another CPU may serve it, one
+    /// look only otherwise (the runtime's own yield policy decides there).
+    pub(crate) fn arm() -> Spin {
+        Spin {
+            share: false,
+            ..Spin::new(Deadline::Never, 0)
         }
-        let Some(until) = self.until else {
-            return false;
-        };
-        self.looks = self.looks.wrapping_add(1);
-        std::hint::spin_loop();
-        self.looks % 64 != 0 || std::time::Instant::now() < until
+    }
+
+    /// Whether to look again (after a pause hint or a yield). `on_my_cpu`: whether everyone
+    /// waited for is pinned to this end's CPU, asked once, after the first look.
+    pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
+        if std::mem::take(&mut self.may) {
+            let now = std::time::Instant::now();
+            let until = now + DEFAULT_SPIN;
+            self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
+                Phase::Spin {
+                    pure: now + PURE_SPIN,
+                    until,
+                }
+            } else if self.share {
+                Phase::Yield { until }
+            } else {
+                Phase::Done
+            };
+        }
+        match self.phase {
+            Phase::Done => false,
+            Phase::Yield { until } => {
+                std::thread::yield_now();
+                std::time::Instant::now() < until
+            }
+            Phase::Spin { pure, until } => {
+                self.looks = self.looks.wrapping_add(1);
+                if self.looks % SLICE_LOOKS != 0 {
+                    std::hint::spin_loop();
+                    return true;
+                }
+                let now = std::time::Instant::now();
+                if now >= pure {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                now < until
+            }
+        }
     }
 }
 
