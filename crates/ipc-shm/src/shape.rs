@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 
-use ipc_core::{Error, ErrorKind, PosixName, Result};
+use ipc_core::{Deadline, Error, ErrorKind, PosixName, Result};
 
 use crate::bell::Bell;
 use crate::monitor::{self, Registration};
@@ -209,7 +209,7 @@ pub(crate) fn flag_and_look(
     lower: impl FnOnce(),
     mut ready: impl FnMut(bool) -> bool,
 ) -> Option<u32> {
-    let mut spin = Spin::arm();
+    let mut spin = Spin::new(Deadline::Never, 0).cross_cpu_only();
     loop {
         if ready(false) {
             return None;

@@ -123,6 +123,36 @@ const PURE_SPIN: Duration = Duration::from_micros(2);
 /// Looks between two clock reads, and past [`PURE_SPIN`] between two yields.
 const SLICE_LOOKS: u32 = 64;
 
+/// A yield that keeps the thread off its CPU longer than this gave the CPU to a busy task
+/// (not a peer answering at once, nor a sibling that only had a message to handle): the
+/// CPU is contended, and a waiter sitting runnable behind that task would see its hand-off
+/// only when the task's time slice ends. It sleeps instead (a sleeper is woken, and gets the
+/// CPU back, as soon as it is served), and skips yielding in the next [`SKIP_WAITS`] waits of
+/// its thread. The rule is `ipc_core::tokio`'s `YieldPolicy::Adaptive`; the figure is five
+/// times its 50 us, so that a chain of sibling subscribers, each handling its message and
+/// yielding on, does not count (a scheduler time slice is 0.75 ms or more).
+const LONG_YIELD: Duration = Duration::from_micros(250);
+
+/// The waits of a thread that skip yielding after a [`LONG_YIELD`]: the next one yields
+/// again, to look whether the CPU is still contended.
+const SKIP_WAITS: u32 = 15;
+
+std::thread_local! {
+    /// This thread's waits still to skip yielding ([`SKIP_WAITS`]), and how many waits
+    /// skipped so far (for the tests).
+    static SKIP: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// What the tests observe of the waits (hidden).
+#[doc(hidden)]
+pub mod testing {
+    /// The pattern endpoints' waits on this thread that skipped yielding because a yield
+    /// before them kept the thread off its CPU for long (a busy task held it).
+    pub fn waits_skipping_yields() -> u64 {
+        super::SKIP.get().1
+    }
+}
+
 /// The spin phase of a wait (the pattern endpoints'): keeps looking for up to [`DEFAULT_SPIN`]
 /// on the first round of a wait that may block, without ever keeping its CPU from another
 /// runnable task.
@@ -131,14 +161,16 @@ const SLICE_LOOKS: u32 = 64;
 ///   waits for pinned to this end's CPU), it spins for [`PURE_SPIN`], then gives the CPU up
 ///   (`sched_yield(2)`) after every slice of 64 looks. A yield with nobody else runnable on
 ///   this CPU returns at once, so a dedicated core loses one system call per slice; a task
-///   that shares the CPU (a sibling subscriber with a message to handle, a producer with one
-///   to write) runs instead of waiting for the spin budget to end. The price: a hand-off that
-///   comes while such a task holds the CPU is seen when it gives the CPU back (it waits in
-///   turn, or the scheduler's slice ends), not at spin speed.
+///   that shares the CPU briefly (a sibling subscriber with a message to handle, a producer
+///   with one to write) runs instead of waiting for the spin budget to end.
 /// - When nobody can serve it while it spins (one CPU, or everyone it waits for pinned to
 ///   this end's CPU), a blocking wait yields before every look: a runnable peer on this CPU
-///   publishes or drains a batch before this end announces a sleep. [`Spin::arm`]'s waits
-///   look once only there.
+///   publishes or drains a batch before this end announces a sleep (publish-subscribe; the
+///   waits made [`cross_cpu_only`](Spin::cross_cpu_only) look once only there).
+/// - A yield that kept the thread off the CPU for more than [`LONG_YIELD`] ends the phase (the
+///   wait sleeps), and the next [`SKIP_WAITS`] waits of the thread do not yield: past the
+///   pure spin (or at once, on a shared CPU) they sleep, so a busy task on this CPU runs and
+///   the waiter is woken when served instead of queueing behind it.
 ///
 /// Decided, and the clock first read, only once a first look found nothing (a wait that
 /// succeeds at once costs neither).
@@ -155,10 +187,11 @@ pub(crate) struct Spin {
 enum Phase {
     /// No more looks.
     Done,
-    /// Spin until `pure`, then yield between slices, until `until`.
+    /// Spin until `pure`, then yield between slices (if `yields`), until `until`.
     Spin {
         pure: std::time::Instant,
         until: std::time::Instant,
+        yields: bool,
     },
     /// Yield before every look until `until`.
     Yield { until: std::time::Instant },
@@ -175,12 +208,14 @@ impl Spin {
         }
     }
 
-    /// `Readiness::arm`'s spin: like a blocking wait's while another CPU may serve it, one
-    /// look only otherwise (the runtime's own yield policy decides there).
-    pub(crate) fn arm() -> Spin {
+    /// Without the yield-only phase: one look only when nobody can serve this wait while it
+    /// spins. For `Readiness::arm` (the runtime's own yield policy decides there) and the MPSC
+    /// ends (producers streaming on one CPU would yield to each other for the whole budget
+    /// while the consumer waits for the CPU: they sleep at once, and the consumer wakes them).
+    pub(crate) fn cross_cpu_only(self) -> Spin {
         Spin {
             share: false,
-            ..Spin::new(Deadline::Never, 0)
+            ..self
         }
     }
 
@@ -188,14 +223,17 @@ impl Spin {
     /// waited for is pinned to this end's CPU, asked once, after the first look.
     pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
         if std::mem::take(&mut self.may) {
+            let (skip, skipped) = SKIP.get();
+            SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
             let now = std::time::Instant::now();
             let until = now + DEFAULT_SPIN;
             self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
                 Phase::Spin {
                     pure: now + PURE_SPIN,
                     until,
+                    yields: skip == 0,
                 }
-            } else if self.share {
+            } else if self.share && skip == 0 {
                 Phase::Yield { until }
             } else {
                 Phase::Done
@@ -203,25 +241,41 @@ impl Spin {
         }
         match self.phase {
             Phase::Done => false,
-            Phase::Yield { until } => {
-                std::thread::yield_now();
-                std::time::Instant::now() < until
-            }
-            Phase::Spin { pure, until } => {
+            Phase::Yield { until } => self.give_way() && std::time::Instant::now() < until,
+            Phase::Spin {
+                pure,
+                until,
+                yields,
+            } => {
                 self.looks = self.looks.wrapping_add(1);
                 if self.looks % SLICE_LOOKS != 0 {
                     std::hint::spin_loop();
                     return true;
                 }
                 let now = std::time::Instant::now();
-                if now >= pure {
-                    std::thread::yield_now();
-                } else {
+                if now < pure {
                     std::hint::spin_loop();
+                    return true;
                 }
-                now < until
+                if !yields {
+                    return false;
+                }
+                self.give_way() && now < until
             }
         }
+    }
+
+    /// Yields the CPU once; `false` (and the phase over, and the thread's next waits not
+    /// yielding) if that kept it off the CPU longer than [`LONG_YIELD`].
+    fn give_way(&mut self) -> bool {
+        let start = std::time::Instant::now();
+        std::thread::yield_now();
+        if start.elapsed() <= LONG_YIELD {
+            return true;
+        }
+        SKIP.set((SKIP_WAITS, SKIP.get().1));
+        self.phase = Phase::Done;
+        false
     }
 }
 
