@@ -73,8 +73,9 @@
 //! 2 µs, then give the CPU up (`sched_yield`) after every slice of 64 looks: with nobody else
 //! runnable the yield returns at once (a dedicated core loses a system call per slice), while
 //! sibling subscribers sharing the CPU, which already have the message to handle, run instead of
-//! waiting out the spin (rough, on a busy 2-CPU machine: 4 and 16 subscriber threads on one CPU
-//! fed from another reach the last one in ~13 and ~95 µs instead of ~170 µs and ~1.2 ms). A
+//! waiting out the spin (rough, on a busy 2-CPU machine: the 64 B round trip to the last of 4 and
+//! 16 subscriber threads on one CPU, fed from another, ~13-17 and ~75-170 µs instead of
+//! ~130-290 µs and ~0.6-1.2 ms). A
 //! yield that kept the waiter off the CPU for more than 250 µs (a busy task holds it) ends the
 //! look, and the thread's next 15 waits sleep right after the 2 µs spin. When everyone they
 //! wait for is pinned to their own CPU (spinning cannot pay there) they yield before every look,

@@ -17,24 +17,12 @@ use ipc_shm::{
 };
 use ipc_testkit::within_watchdog;
 
+mod cpu;
+use cpu::{first_cpu, pin};
+
 /// How many waits each test makes; each times out after [`WAIT`].
 const WAITS: u32 = 100;
 const WAIT: Duration = Duration::from_millis(1);
-
-/// The first CPU this thread may run on.
-fn first_cpu() -> usize {
-    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
-    (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| allowed.is_set(c))
-        .unwrap()
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).unwrap();
-}
 
 /// The calling thread's involuntary context switches so far.
 fn involuntary() -> u64 {
@@ -144,6 +132,29 @@ fn mpsc() -> Arc<ipc_shm::Segment> {
     )
 }
 
+/// What a waiting receiver's test does each wait: a receive that times out.
+fn receive<R: MessageReceiver>(rx: &mut R) -> ErrorKind {
+    let mut buf = [0u8; 64];
+    rx.recv_timeout(&mut buf, WAIT).unwrap_err().kind()
+}
+
+/// [`gives_way`] for a sender opened by `open` that fills its ring first: each wait is a send
+/// that times out.
+fn blocked_sender_gives_way<S: MessageSender + 'static>(
+    what: &'static str,
+    open: impl FnOnce() -> S + Send + 'static,
+) {
+    gives_way(
+        what,
+        move || {
+            let mut tx = open();
+            while tx.try_send(&[7; 64]).is_ok() {}
+            tx
+        },
+        |tx| tx.send_timeout(&[7; 64], WAIT).unwrap_err().kind(),
+    );
+}
+
 #[test]
 fn a_waiting_subscriber_lets_its_sibling_run() {
     let seg = pubsub(Policy::Lossy);
@@ -151,10 +162,7 @@ fn a_waiting_subscriber_lets_its_sibling_run() {
     gives_way(
         "subscriber",
         move || Subscriber::open(seg).unwrap(),
-        |rx| {
-            let mut buf = [0u8; 64];
-            rx.recv_timeout(&mut buf, WAIT).unwrap_err().kind()
-        },
+        receive,
     );
     drop(tx);
 }
@@ -163,15 +171,7 @@ fn a_waiting_subscriber_lets_its_sibling_run() {
 fn a_blocked_publisher_lets_its_sibling_run() {
     let seg = pubsub(Policy::Block);
     let rx = Subscriber::open(seg.clone()).unwrap();
-    gives_way(
-        "publisher",
-        move || {
-            let mut tx = Publisher::open(seg).unwrap();
-            while tx.try_send(&[7; 64]).is_ok() {}
-            tx
-        },
-        |tx| tx.send_timeout(&[7; 64], WAIT).unwrap_err().kind(),
-    );
+    blocked_sender_gives_way("publisher", move || Publisher::open(seg).unwrap());
     drop(rx);
 }
 
@@ -182,10 +182,7 @@ fn a_waiting_mpsc_consumer_lets_its_sibling_run() {
     gives_way(
         "MPSC consumer",
         move || MpscConsumer::open(seg).unwrap(),
-        |rx| {
-            let mut buf = [0u8; 64];
-            rx.recv_timeout(&mut buf, WAIT).unwrap_err().kind()
-        },
+        receive,
     );
     drop(tx);
 }
@@ -194,15 +191,7 @@ fn a_waiting_mpsc_consumer_lets_its_sibling_run() {
 fn a_blocked_mpsc_producer_lets_its_sibling_run() {
     let seg = mpsc();
     let rx = MpscConsumer::open(seg.clone()).unwrap();
-    gives_way(
-        "MPSC producer",
-        move || {
-            let mut tx = MpscProducer::open(seg).unwrap();
-            while tx.try_send(&[7; 64]).is_ok() {}
-            tx
-        },
-        |tx| tx.send_timeout(&[7; 64], WAIT).unwrap_err().kind(),
-    );
+    blocked_sender_gives_way("MPSC producer", move || MpscProducer::open(seg).unwrap());
     drop(rx);
 }
 
@@ -218,10 +207,7 @@ fn a_waiter_beside_a_busy_task_sleeps_instead_of_yielding_to_it() {
         "subscriber beside a busy task",
         false,
         move || Subscriber::open(seg).unwrap(),
-        |rx| {
-            let mut buf = [0u8; 64];
-            rx.recv_timeout(&mut buf, WAIT).unwrap_err().kind()
-        },
+        receive,
     );
     assert!(
         gave <= WAITS / 2 && skipped >= u64::from(WAITS / 2),
