@@ -168,7 +168,7 @@ pub mod testing {
 ///   publishes or drains a batch before this end announces a sleep (publish-subscribe; the
 ///   waits made [`cross_cpu_only`](Spin::cross_cpu_only) look once only there).
 /// - A yield that kept the thread off the CPU for more than [`LONG_YIELD`] ends the phase (the
-///   wait sleeps), and the next [`SKIP_WAITS`] waits of the thread do not yield: past the
+///   wait looks once more, then sleeps), and the next [`SKIP_WAITS`] waits of the thread do not yield: past the
 ///   pure spin (or at once, on a shared CPU) they sleep, so a busy task on this CPU runs and
 ///   the waiter is woken when served instead of queueing behind it.
 ///
@@ -176,7 +176,8 @@ pub mod testing {
 /// succeeds at once costs neither).
 pub(crate) struct Spin {
     may: bool,
-    /// Whether the yield-only phase applies (blocking waits) or not (`arm`).
+    /// Whether the yield-only phase applies (the pub-sub's blocking waits) or not
+    /// ([`cross_cpu_only`](Spin::cross_cpu_only)).
     share: bool,
     phase: Phase,
     looks: u32,
@@ -241,7 +242,13 @@ impl Spin {
         }
         match self.phase {
             Phase::Done => false,
-            Phase::Yield { until } => self.give_way() && std::time::Instant::now() < until,
+            Phase::Yield { until } => {
+                if std::time::Instant::now() >= until {
+                    return false;
+                }
+                self.give_way();
+                true
+            }
             Phase::Spin {
                 pure,
                 until,
@@ -257,25 +264,25 @@ impl Spin {
                     std::hint::spin_loop();
                     return true;
                 }
-                if !yields {
+                if !yields || now >= until {
                     return false;
                 }
-                self.give_way() && now < until
+                self.give_way();
+                true
             }
         }
     }
 
-    /// Yields the CPU once; `false` (and the phase over, and the thread's next waits not
-    /// yielding) if that kept it off the CPU longer than [`LONG_YIELD`].
-    fn give_way(&mut self) -> bool {
+    /// Yields the CPU once, to look once more; if that kept the thread off the CPU longer than
+    /// [`LONG_YIELD`], that look is the last (the wait sleeps next), and the thread's next
+    /// [`SKIP_WAITS`] waits do not yield.
+    fn give_way(&mut self) {
         let start = std::time::Instant::now();
         std::thread::yield_now();
-        if start.elapsed() <= LONG_YIELD {
-            return true;
+        if start.elapsed() > LONG_YIELD {
+            SKIP.set((SKIP_WAITS, SKIP.get().1));
+            self.phase = Phase::Done;
         }
-        SKIP.set((SKIP_WAITS, SKIP.get().1));
-        self.phase = Phase::Done;
-        false
     }
 }
 
