@@ -86,7 +86,8 @@
 //! receiver's and a subscriber's in-place receive) and `AsyncLoan` for the zero-copy forms.
 //!
 //! Like a blocking call, `arm` first spins (at most 30 us) while the peer runs on another CPU,
-//! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long.
+//! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long (the pattern
+//! ends give the CPU up between slices of that spin, as their blocking waits do).
 //!
 //! The peer rings only an end that waits. `arm` raises the end's sleeping flag, the one a
 //! blocking receive raises before its futex wait; the peer's commit or release makes a wake-up
@@ -143,6 +144,17 @@
 //!   lock on the message path, a producer killed mid-message tears nothing and blocks nobody,
 //!   and its place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
 //!   the layouts and say what the choices cost.
+//!
+//! Their waiters never keep a CPU from another runnable task: before sleeping they look again
+//! for up to 30 us, spinning for the first 2 us only while another CPU may serve them, then
+//! giving the CPU up (`sched_yield(2)`) between slices of 64 looks (a subscriber or a blocked
+//! publisher also before every look when everyone it waits for is pinned to its own CPU; the
+//! MPSC ends sleep at once there). A yield with nobody else runnable returns at once, so an
+//! end on a dedicated core loses little; subscribers, producers or a consumer sharing a CPU
+//! (more readers than cores) let each other run instead of each spinning out its budget. A
+//! yield that kept the thread off its CPU for more than 250 us (a busy task holds the CPU)
+//! makes that wait and the thread's next 15 sleep after the 2 us spin instead: woken when
+//! served rather than queued behind the busy task.
 //!
 //! Both open by name (POSIX segments, [`PubSubOptions::create_posix`] and [`Segment::open`]) or
 //! by an inherited memfd, and speak the core traits (a subscriber or the MPSC consumer is a
@@ -308,6 +320,8 @@ pub use posix::{DEFAULT_MODE, OpenOptions};
 pub use pubsub::testing as pubsub_testing;
 pub use pubsub::{Policy, PubSubGuard, PubSubOptions, Publisher, Subscriber};
 pub use segment::{Segment, SegmentKind};
+#[doc(hidden)]
+pub use wait::testing as wait_testing;
 pub use wait::{DEFAULT_SPIN, MAX_SPIN, WaitPolicy};
 
 pub use ipc_core::sysv::Key;

@@ -38,6 +38,20 @@
 //! producer killed between its commit and its tail store leaves the tail behind what was
 //! committed) and stores free with a compare-and-swap from the word it found.
 //!
+//! # Waiting
+//!
+//! A blocked producer (its ring full) or the consumer (every ring empty) looks again for up to
+//! 30 µs before it sleeps while another CPU may serve it (`wait.rs`, `Spin`): spinning for
+//! 2 µs, then yielding its CPU (`sched_yield`) between slices of 64 looks, so producer threads
+//! sharing a CPU, or a consumer sharing one with other work, let each other run instead of
+//! spinning out the budget. A yield that kept it off the CPU for more than 250 µs (a busy
+//! task holds it) ends the look, and the thread's next 15 waits sleep right after the 2 µs
+//! spin: woken when served, rather than queued behind that task. When everyone it waits for
+//! is pinned to its own CPU it sleeps at once (producers streaming into a consumer on their
+//! CPU would otherwise yield to each other while the consumer waits for the CPU). It sleeps
+//! with its sleeping flag up (`doorbell` for the consumer, its ring's rx wake word for a
+//! producer) in slices of 1 to 50 ms, checking the processes it waits for between them.
+//!
 //! # Readiness
 //!
 //! Both ends implement [`Readiness`] with the channel's doorbell (an eventfd rung by a bell
@@ -442,7 +456,7 @@ impl MessageSender for MpscProducer {
         let cpu = self.cpu;
         let mut rounds = Rounds::default();
         let r = loop {
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round).cross_cpu_only();
             let mut got = None;
             loop {
                 match self.producer.reserve(msg.len()) {
@@ -782,7 +796,7 @@ impl MpscConsumer {
             } else {
                 !rounds.first()
             };
-            let mut spin = Spin::new(deadline, rounds.round);
+            let mut spin = Spin::new(deadline, rounds.round).cross_cpu_only();
             let mut first = true;
             loop {
                 match self.pass(check && first) {

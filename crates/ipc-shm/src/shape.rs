@@ -209,7 +209,7 @@ pub(crate) fn flag_and_look(
     lower: impl FnOnce(),
     mut ready: impl FnMut(bool) -> bool,
 ) -> Option<u32> {
-    let mut spin = Spin::new(Deadline::Never, 0);
+    let mut spin = Spin::new(Deadline::Never, 0).cross_cpu_only();
     loop {
         if ready(false) {
             return None;

@@ -1,5 +1,6 @@
 //! How endpoints wait: the [`WaitPolicy`] a channel end follows; for the pattern endpoints
-//! (publish-subscribe, MPSC), spinning while another CPU may serve them ([`Spin`]), then
+//! (publish-subscribe, MPSC), spinning while another CPU may serve them and yielding their CPU
+//! to any other runnable task ([`Spin`]), then
 //! sleeping on a futex word in the segment in growing slices ([`Rounds`]), raising a flag the
 //! waker checks ([`sleep_flagged`]) so no wake-up is lost; and the asymmetric fences that let
 //! the channel's message path skip a full fence ([`Fences`]).
@@ -114,38 +115,174 @@ use ipc_core::{Deadline, ErrorKind, Result, futex};
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
 
-/// The spin phase of a wait: keeps going for [`DEFAULT_SPIN`] on the first round of a wait that
-/// may block, on a machine with more than one CPU, unless everyone it waits for is pinned to
-/// the very CPU this end is pinned to (then nobody can serve it while it spins); otherwise one
-/// look only. Decided, and the clock first read, only once a first look found nothing (a wait
-/// that succeeds at once costs neither); then the clock is read once per 64 looks.
+/// How long a wait that another CPU may serve spins without giving its CPU up: several
+/// cross-CPU hand-offs (each well under a microsecond), so a peer that answers at once is seen
+/// at spin speed.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
+/// Looks between two clock reads, and past [`PURE_SPIN`] between two yields.
+const SLICE_LOOKS: u32 = 64;
+
+/// A yield that keeps the thread off its CPU longer than this gave the CPU to a busy task
+/// (not a peer answering at once, nor a sibling that only had a message to handle): the
+/// CPU is contended, and a waiter sitting runnable behind that task would see its hand-off
+/// only when the task's time slice ends. It sleeps instead (a sleeper is woken, and gets the
+/// CPU back, as soon as it is served), and skips yielding in the next [`SKIP_WAITS`] waits of
+/// its thread. The rule is `ipc_core::tokio`'s `YieldPolicy::Adaptive`; the figure is five
+/// times its 50 us, so that a chain of sibling subscribers, each handling its message and
+/// yielding on, does not count (a scheduler time slice is 0.75 ms or more).
+const LONG_YIELD: Duration = Duration::from_micros(250);
+
+/// The waits of a thread that skip yielding after a [`LONG_YIELD`]: the next one yields
+/// again, to look whether the CPU is still contended.
+const SKIP_WAITS: u32 = 15;
+
+std::thread_local! {
+    /// This thread's waits still to skip yielding ([`SKIP_WAITS`]), and how many waits
+    /// skipped so far (for the tests).
+    static SKIP: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// What the tests observe of the waits (hidden).
+#[doc(hidden)]
+pub mod testing {
+    /// The pattern endpoints' waits on this thread that skipped yielding because a yield
+    /// before them kept the thread off its CPU for long (a busy task held it).
+    pub fn waits_skipping_yields() -> u64 {
+        super::SKIP.get().1
+    }
+}
+
+/// The spin phase of a wait (the pattern endpoints'): keeps looking for up to [`DEFAULT_SPIN`]
+/// on the first round of a wait that may block, without ever keeping its CPU from another
+/// runnable task.
+///
+/// - While another CPU may serve it (a machine with more than one CPU, and not everyone it
+///   waits for pinned to this end's CPU), it spins for [`PURE_SPIN`], then gives the CPU up
+///   (`sched_yield(2)`) after every slice of 64 looks. A yield with nobody else runnable on
+///   this CPU returns at once, so a dedicated core loses one system call per slice; a task
+///   that shares the CPU briefly (a sibling subscriber with a message to handle, a producer
+///   with one to write) runs instead of waiting for the spin budget to end.
+/// - When nobody can serve it while it spins (one CPU, or everyone it waits for pinned to
+///   this end's CPU), a blocking wait yields before every look: a runnable peer on this CPU
+///   publishes or drains a batch before this end announces a sleep (publish-subscribe; the
+///   waits made [`cross_cpu_only`](Spin::cross_cpu_only) look once only there).
+/// - A yield that kept the thread off the CPU for more than [`LONG_YIELD`] ends the phase (the
+///   wait looks once more, then sleeps), and the next [`SKIP_WAITS`] waits of the thread do not yield: past the
+///   pure spin (or at once, on a shared CPU) they sleep, so a busy task on this CPU runs and
+///   the waiter is woken when served instead of queueing behind it.
+///
+/// Decided, and the clock first read, only once a first look found nothing (a wait that
+/// succeeds at once costs neither).
 pub(crate) struct Spin {
     may: bool,
-    until: Option<std::time::Instant>,
+    /// Whether the yield-only phase applies (the pub-sub's blocking waits) or not
+    /// ([`cross_cpu_only`](Spin::cross_cpu_only)).
+    share: bool,
+    phase: Phase,
     looks: u32,
 }
 
+/// Where a [`Spin`] stands once decided.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// No more looks.
+    Done,
+    /// Spin until `pure`, then yield between slices (if `yields`), until `until`.
+    Spin {
+        pure: std::time::Instant,
+        until: std::time::Instant,
+        yields: bool,
+    },
+    /// Yield before every look until `until`.
+    Yield { until: std::time::Instant },
+}
+
 impl Spin {
+    /// A blocking wait's spin phase (round `round`, ending at `deadline`).
     pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         Spin {
-            may: round == 0 && deadline != Deadline::Now && crate::sys::online_cpus() > 1,
-            until: None,
+            may: round == 0 && deadline != Deadline::Now,
+            share: true,
+            phase: Phase::Done,
             looks: 0,
         }
     }
 
-    /// Whether to look again (after a pause hint). `on_my_cpu`: whether everyone waited for is
-    /// pinned to this end's CPU, asked once, after the first look.
-    pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
-        if std::mem::take(&mut self.may) && !on_my_cpu() {
-            self.until = Some(std::time::Instant::now() + DEFAULT_SPIN);
+    /// Without the yield-only phase: one look only when nobody can serve this wait while it
+    /// spins. For `Readiness::arm` (the runtime's own yield policy decides there) and the MPSC
+    /// ends (producers streaming on one CPU would yield to each other for the whole budget
+    /// while the consumer waits for the CPU: they sleep at once, and the consumer wakes them).
+    pub(crate) fn cross_cpu_only(self) -> Spin {
+        Spin {
+            share: false,
+            ..self
         }
-        let Some(until) = self.until else {
-            return false;
-        };
-        self.looks = self.looks.wrapping_add(1);
-        std::hint::spin_loop();
-        self.looks % 64 != 0 || std::time::Instant::now() < until
+    }
+
+    /// Whether to look again (after a pause hint or a yield). `on_my_cpu`: whether everyone
+    /// waited for is pinned to this end's CPU, asked once, after the first look.
+    pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
+        if std::mem::take(&mut self.may) {
+            let (skip, skipped) = SKIP.get();
+            SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
+            let now = std::time::Instant::now();
+            let until = now + DEFAULT_SPIN;
+            self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
+                Phase::Spin {
+                    pure: now + PURE_SPIN,
+                    until,
+                    yields: skip == 0,
+                }
+            } else if self.share && skip == 0 {
+                Phase::Yield { until }
+            } else {
+                Phase::Done
+            };
+        }
+        match self.phase {
+            Phase::Done => false,
+            Phase::Yield { until } => {
+                if std::time::Instant::now() >= until {
+                    return false;
+                }
+                self.give_way();
+                true
+            }
+            Phase::Spin {
+                pure,
+                until,
+                yields,
+            } => {
+                self.looks = self.looks.wrapping_add(1);
+                if self.looks % SLICE_LOOKS != 0 {
+                    std::hint::spin_loop();
+                    return true;
+                }
+                let now = std::time::Instant::now();
+                if now < pure {
+                    std::hint::spin_loop();
+                    return true;
+                }
+                if !yields || now >= until {
+                    return false;
+                }
+                self.give_way();
+                true
+            }
+        }
+    }
+
+    /// Yields the CPU once, to look once more; if that kept the thread off the CPU longer than
+    /// [`LONG_YIELD`], that look is the last (the wait sleeps next), and the thread's next
+    /// [`SKIP_WAITS`] waits do not yield.
+    fn give_way(&mut self) {
+        let start = std::time::Instant::now();
+        std::thread::yield_now();
+        if start.elapsed() > LONG_YIELD {
+            SKIP.set((SKIP_WAITS, SKIP.get().1));
+            self.phase = Phase::Done;
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use ipc_shm::pubsub_testing::{
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
 
+mod cpu;
+use cpu::{first_cpu, pin};
+
 fn opts(policy: Policy) -> PubSubOptions {
     PubSubOptions::new()
         .slots(8)
@@ -252,21 +255,6 @@ fn threads_block_policy_every_message_to_every_subscriber() {
             s.join().unwrap();
         }
     });
-}
-
-/// The first CPU this thread may run on.
-fn first_cpu() -> usize {
-    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
-    (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&c| allowed.is_set(c))
-        .unwrap()
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).unwrap();
 }
 
 /// A publisher that outpaces its subscriber sleeps until half the ring is free and is woken

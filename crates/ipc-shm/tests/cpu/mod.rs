@@ -1,0 +1,16 @@
+//! CPU pinning for the tests that place threads on one CPU (pub-sub, pattern waiters).
+
+/// The first CPU this thread may run on.
+pub(crate) fn first_cpu() -> usize {
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .unwrap()
+}
+
+/// Pins the calling thread to `cpu`.
+pub(crate) fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
