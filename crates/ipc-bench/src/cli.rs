@@ -23,7 +23,7 @@ usage: cargo xtask bench [OPTIONS]
                      writes under target/ipc-bench/tiny/
   --sweep            the kernel mechanisms' library rows against their raw loops (pipe,
                      fifo, mq-posix, mq-sysv) at 64, 1000, 4092, 4096, 8192, 65536 B and
-                     1 MiB, both metrics, full-length runs (204 points, ~5 minutes);
+                     1 MiB, both metrics, full-length runs (232 points, ~6 minutes);
                      the chart gains panels of each library row's time per message over
                      its raw row's.
                      Combines with --filter (rows, metrics, placements; sizes replace the
@@ -546,6 +546,7 @@ mod tests {
         for id in [
             "pipe",
             "pipe-raw",
+            "pipe-raw-framed",
             "fifo-stream",
             "fifo-raw",
             "mq-posix",

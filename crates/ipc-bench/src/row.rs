@@ -39,8 +39,10 @@ pub enum RowKind {
     /// The plainest syscall loop over the same kernel object, no library code: the floor a
     /// library row of the same family is compared with.
     Raw,
-    /// A socket, framed by the same ipc-core codec as the pipe row: the seed's "slower"
-    /// alternative, measured.
+    /// A reference that is neither the family's floor nor the library: a socket, framed by
+    /// the same ipc-core codec as the pipe row (the seed's "slower" alternative, measured), or
+    /// a raw loop of the library's framed bytes (`pipe-raw-framed`, what the 4-byte prefix
+    /// alone costs in the kernel), compared with its family's raw row.
     Baseline,
     /// Another IPC library, measured by the same engine and checks in the same run (feature
     /// `peers`, `rows/peer.rs`): what this workspace's rows are compared with.

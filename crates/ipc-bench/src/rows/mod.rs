@@ -48,6 +48,7 @@ pub static ROWS: &[&dyn Row] = &[
     &LibraryRow::<StreamPipe>::new("pipe", "pipe"),
     &AsyncRow::<StreamPipe>::new("pipe-async", "pipe"),
     &pipe::RawPipe,
+    &pipe::RawFramedPipe,
     &LibraryRow::<ShmChannel>::new("shm", "shm"),
     &LibraryRow::<shm::ShmPolicy<0>>::new("shm-spin", "shm"),
     &LibraryRow::<shm::ShmPolicy<1>>::new("shm-sleep", "shm"),

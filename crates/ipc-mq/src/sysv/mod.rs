@@ -62,7 +62,9 @@
 //! timed form. So:
 //!
 //! - [`Deadline::Never`] is the plain blocking call: the kernel wakes the caller the moment it
-//!   can proceed, at no extra cost.
+//!   can proceed, at no extra cost. (A handle's first blocking send reads the queue's byte
+//!   limit once before it, with `IPC_STAT`, to refuse a message that could never fit rather
+//!   than wait for it forever.)
 //! - [`Deadline::Now`] is one `IPC_NOWAIT` call.
 //! - [`Deadline::At`] polls: an `IPC_NOWAIT` call, then sleeps of 50 µs doubling up to 5 ms
 //!   (cut to the time left), and again, until it succeeds or the deadline passes. The cost:

@@ -84,10 +84,12 @@ pub struct Queue {
     send_type: c_long,
     selector: Selector,
     created: bool,
-    /// The queue's byte limit (`msg_qbytes`) as the last fit check read it, 0 before one: a
-    /// blocking send of a message no longer than this waits in `msgsnd` at once, as a plain
-    /// loop does, instead of trying without waiting and checking the limit again each time
-    /// the queue is full. Shared by clones (they name the same queue).
+    /// The queue's byte limit (`msg_qbytes`) as the last fit check read it, 0 before one
+    /// (`usize::MAX` when `IPC_STAT` was refused: the limit cannot be known): a blocking send
+    /// of a message no longer than this waits in `msgsnd` at once, as a plain loop does. The
+    /// first blocking send checks before its first `msgsnd`, so a stream of blocking sends
+    /// makes exactly the plain loop's calls from its first message on. Shared by clones (they
+    /// name the same queue).
     fits: Arc<AtomicUsize>,
 }
 
@@ -345,8 +347,9 @@ impl Queue {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`], before any system call, unless `mtype` is above zero.
     /// - [`ErrorKind::MessageTooLarge`], before any system call, if `msg` is longer than
-    ///   `/proc/sys/kernel/msgmax`; and, when the queue is full, if `msg` is longer than the
-    ///   queue's whole byte limit (it could never be sent).
+    ///   `/proc/sys/kernel/msgmax`; and if `msg` is longer than the queue's whole byte limit
+    ///   (it could never be sent): checked with one `IPC_STAT` before the first blocking send
+    ///   of a handle (and its clones) and after a lowered limit, else when the queue is full.
     /// - [`ErrorKind::WouldBlock`] ([`Blocked::Full`]) for [`Deadline::Now`] on a full queue;
     ///   [`ErrorKind::TimedOut`] when the deadline passes.
     /// - [`ErrorKind::Disconnected`] if the queue is removed (also while waiting).
@@ -498,12 +501,18 @@ impl Queue {
     }
 
     fn send_raw(&self, raw: &RawMsg, len: usize, deadline: Deadline) -> Result<()> {
-        // The first attempt never blocks: if the queue is full, a message longer than the
-        // queue's whole byte limit is reported instead of waiting for room that never comes.
-        // Once a check has shown messages of this length fit, a blocking send blocks at once
-        // (if the owner lowers the limit below it later, such a send waits for room, as it
-        // could between a check and the wait anyway).
+        // A message longer than the queue's whole byte limit is reported instead of waiting
+        // for room that never comes. A blocking send checks that (one `IPC_STAT` per handle
+        // and length class) before its first `msgsnd`, then blocks in `msgsnd` at once, as a
+        // plain loop does from its first message: the same calls in the same order (if the
+        // owner lowers the limit below it later, such a send waits for room, as it could
+        // between a check and the wait anyway). A send with a deadline tries without waiting
+        // first and checks only when the queue is full.
         let mut fit_checked = len <= self.fits.load(Ordering::Relaxed);
+        if !fit_checked && deadline == Deadline::Never {
+            self.check_fits(len)?;
+            fit_checked = true;
+        }
         let mut backoff = Backoff::new();
         loop {
             let block = deadline == Deadline::Never && fit_checked;
@@ -538,8 +547,12 @@ impl Queue {
         let ds = match sys::msgctl_stat(self.id) {
             Ok(ds) => ds,
             // IPC_STAT needs read permission, which a send-only user may lack: then the limit
-            // cannot be known, and the send goes ahead as the caller asked.
-            Err(Errno::ACCESS) => return Ok(()),
+            // cannot be known, and the send goes ahead as the caller asked (without asking
+            // again: `set_max_bytes` through a handle clears this, as any limit read).
+            Err(Errno::ACCESS) => {
+                self.fits.store(usize::MAX, Ordering::Relaxed);
+                return Ok(());
+            }
             Err(errno) => return Err(self.fail(queue_error(errno), "msgsnd")),
         };
         let qbytes = ds.msg_qbytes as u64;
@@ -695,6 +708,30 @@ mod tests {
         q.set_max_bytes(300).unwrap();
         let e = q.send(&msg).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    }
+
+    /// The first blocking send reads the queue's byte limit before its first `msgsnd` (so a
+    /// stream of blocking sends makes the plain loop's calls from its first message on), and
+    /// a message longer than that limit is refused before anything is sent, into an empty
+    /// queue too.
+    #[test]
+    fn the_first_blocking_send_checks_the_limit_before_it_sends() {
+        let mut q = Queue::private().unwrap();
+        let _guard = q.clone().remove_guard();
+        q.set_max_bytes(1000).unwrap();
+        assert_eq!(q.fits.load(Ordering::Relaxed), 0);
+        // A send with a deadline into a queue with room does not check.
+        q.try_send(&[1u8; 10]).unwrap();
+        assert_eq!(q.fits.load(Ordering::Relaxed), 0);
+        q.send(&[2u8; 400]).unwrap();
+        assert_eq!(q.fits.load(Ordering::Relaxed), 1000);
+        let mut buf = vec![0; q.max_message_size()];
+        assert_eq!(q.recv(&mut buf).unwrap(), 10);
+        assert_eq!(q.recv(&mut buf).unwrap(), 400);
+        q.set_max_bytes(300).unwrap();
+        let e = q.send(&[3u8; 400]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(q.status().unwrap().messages, 0);
     }
 
     #[test]
