@@ -152,9 +152,10 @@
 //! MPSC ends sleep at once there). A yield with nobody else runnable returns at once, so an
 //! end on a dedicated core loses little; subscribers, producers or a consumer sharing a CPU
 //! (more readers than cores) let each other run instead of each spinning out its budget. A
-//! yield that kept the thread off its CPU for more than 250 us (a busy task holds the CPU)
-//! makes that wait and the thread's next 15 sleep after the 2 us spin instead: woken when
-//! served rather than queued behind the busy task.
+//! yield that kept the thread off its CPU for more than 1 ms while another CPU may serve it (a
+//! busy task holds the CPU) makes that wait sleep at once and the thread's next 15 spin out
+//! their budget without yielding, then sleep: served at spin speed rather than queued behind
+//! the busy task for its time slice.
 //!
 //! Both open by name (POSIX segments, [`PubSubOptions::create_posix`] and [`Segment::open`]) or
 //! by an inherited memfd, and speak the core traits (a subscriber or the MPSC consumer is a

@@ -44,9 +44,10 @@
 //! 30 µs before it sleeps while another CPU may serve it (`wait.rs`, `Spin`): spinning for
 //! 2 µs, then yielding its CPU (`sched_yield`) between slices of 64 looks, so producer threads
 //! sharing a CPU, or a consumer sharing one with other work, let each other run instead of
-//! spinning out the budget. A yield that kept it off the CPU for more than 250 µs (a busy
-//! task holds it) ends the look, and the thread's next 15 waits sleep right after the 2 µs
-//! spin: woken when served, rather than queued behind that task. When everyone it waits for
+//! spinning out the budget. A yield that kept it off the CPU for more than 1 ms (a busy
+//! task holds it) ends the look, and the thread's next 15 waits spin out their budget without
+//! yielding, then sleep: served at spin speed, rather than queued behind that task for its
+//! time slice. When everyone it waits for
 //! is pinned to its own CPU it sleeps at once (producers streaming into a consumer on their
 //! CPU would otherwise yield to each other while the consumer waits for the CPU). It sleeps
 //! with its sleeping flag up (`doorbell` for the consumer, its ring's rx wake word for a

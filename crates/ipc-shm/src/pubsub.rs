@@ -76,11 +76,12 @@
 //! waiting out the spin (rough, on a busy 2-CPU machine: the 64 B round trip to the last of 4 and
 //! 16 subscriber threads on one CPU, fed from another, ~13-17 and ~75-170 µs instead of
 //! ~130-290 µs and ~0.6-1.2 ms). A
-//! yield that kept the waiter off the CPU for more than 250 µs (a busy task holds it) ends the
-//! look, and the thread's next 15 waits sleep right after the 2 µs spin. When everyone they
-//! wait for is pinned to their own CPU (spinning cannot pay there) they yield before every look,
-//! so a runnable peer on that CPU publishes or drains a batch before either end announces a
-//! sleep (no wake-up system call, no wake-up preemption per message).
+//! yield that kept the waiter off the CPU for more than 1 ms (a busy task holds it) ends the
+//! look, and the thread's next 15 waits spin out their budget without yielding, then sleep.
+//! When everyone they wait for is pinned to their own CPU (spinning cannot pay there) they yield
+//! before every look, long yields included (those waited for run only then), so a runnable peer
+//! on that CPU publishes or drains a batch before either end announces a sleep (no wake-up
+//! system call, no wake-up preemption per message).
 //!
 //! Then they sleep on a futex in the segment in growing slices (1 to 50 ms), checking the process
 //! they wait for (the publisher, or under `Block` the subscribers holding the publisher back)

@@ -127,11 +127,14 @@ const SLICE_LOOKS: u32 = 64;
 /// (not a peer answering at once, nor a sibling that only had a message to handle): the
 /// CPU is contended, and a waiter sitting runnable behind that task would see its hand-off
 /// only when the task's time slice ends. It sleeps instead (a sleeper is woken, and gets the
-/// CPU back, as soon as it is served), and skips yielding in the next [`SKIP_WAITS`] waits of
-/// its thread. The rule is `ipc_core::tokio`'s `YieldPolicy::Adaptive`; the figure is five
-/// times its 50 us, so that a chain of sibling subscribers, each handling its message and
-/// yielding on, does not count (a scheduler time slice is 0.75 ms or more).
-const LONG_YIELD: Duration = Duration::from_micros(250);
+/// CPU back, as soon as it is served), and the next [`SKIP_WAITS`] waits of its thread spin
+/// without yielding. The rule is `ipc_core::tokio`'s `YieldPolicy::Adaptive`, with a longer
+/// figure: a chain of sibling subscribers, each handling its message and yielding on, must not
+/// count (16 subscriber threads on one CPU made chains over 250 us, and spinning out their
+/// budgets one after another then cost ~0.5 ms per message), while a task that never pauses
+/// holds the CPU for a whole time slice (EEVDF's 0.75 ms base slice, scaled up with the number
+/// of CPUs; yields of over 1 ms beside such a task on the 2-CPU benchmark machine).
+const LONG_YIELD: Duration = Duration::from_micros(1000);
 
 /// The waits of a thread that skip yielding after a [`LONG_YIELD`]: the next one yields
 /// again, to look whether the CPU is still contended.
@@ -167,10 +170,13 @@ pub mod testing {
 ///   this end's CPU), a blocking wait yields before every look: a runnable peer on this CPU
 ///   publishes or drains a batch before this end announces a sleep (publish-subscribe; the
 ///   waits made [`cross_cpu_only`](Spin::cross_cpu_only) look once only there).
-/// - A yield that kept the thread off the CPU for more than [`LONG_YIELD`] ends the phase (the
-///   wait looks once more, then sleeps), and the next [`SKIP_WAITS`] waits of the thread do not yield: past the
-///   pure spin (or at once, on a shared CPU) they sleep, so a busy task on this CPU runs and
-///   the waiter is woken when served instead of queueing behind it.
+/// - While another CPU may serve it, a yield that kept the thread off the CPU for more than
+///   [`LONG_YIELD`] ends the phase (the wait looks once more, then sleeps), and the next
+///   [`SKIP_WAITS`] waits of the thread do not yield: they spin out the budget, then sleep, as
+///   a spin did before yields (a busy task on this CPU gets its share from the scheduler; a
+///   waiter that yielded to it each slice would see its hand-off only when the task's time
+///   slice ends). The yield-only phase has no such rule: there the tasks waited for run on
+///   this CPU only when it yields, and a long yield is them publishing or draining a batch.
 ///
 /// Decided, and the clock first read, only once a first look found nothing (a wait that
 /// succeeds at once costs neither).
@@ -224,17 +230,17 @@ impl Spin {
     /// waited for is pinned to this end's CPU, asked once, after the first look.
     pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
         if std::mem::take(&mut self.may) {
-            let (skip, skipped) = SKIP.get();
-            SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
             let now = std::time::Instant::now();
             let until = now + DEFAULT_SPIN;
             self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
+                let (skip, skipped) = SKIP.get();
+                SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
                 Phase::Spin {
                     pure: now + PURE_SPIN,
                     until,
                     yields: skip == 0,
                 }
-            } else if self.share && skip == 0 {
+            } else if self.share {
                 Phase::Yield { until }
             } else {
                 Phase::Done
@@ -246,7 +252,7 @@ impl Spin {
                 if std::time::Instant::now() >= until {
                     return false;
                 }
-                self.give_way();
+                std::thread::yield_now();
                 true
             }
             Phase::Spin {
@@ -264,18 +270,22 @@ impl Spin {
                     std::hint::spin_loop();
                     return true;
                 }
-                if !yields || now >= until {
+                if now >= until {
                     return false;
                 }
-                self.give_way();
+                if yields {
+                    self.give_way();
+                } else {
+                    std::hint::spin_loop();
+                }
                 true
             }
         }
     }
 
-    /// Yields the CPU once, to look once more; if that kept the thread off the CPU longer than
-    /// [`LONG_YIELD`], that look is the last (the wait sleeps next), and the thread's next
-    /// [`SKIP_WAITS`] waits do not yield.
+    /// Yields the CPU once (while another CPU may serve the wait), to look once more; if that
+    /// kept the thread off the CPU longer than [`LONG_YIELD`], that look is the last (the wait
+    /// sleeps next), and the thread's next [`SKIP_WAITS`] waits spin without yielding.
     fn give_way(&mut self) {
         let start = std::time::Instant::now();
         std::thread::yield_now();

@@ -4,7 +4,7 @@
 //! CPU for the whole spin budget. Counted, not timed: the waiting thread's involuntary context
 //! switches (`nonvoluntary_ctxt_switches` in `/proc/thread-self/status`; a `sched_yield` that
 //! hands the CPU over counts there, a futex sleep does not). And beside a task that never
-//! pauses, a waiter stops yielding to it after a long yield, and sleeps instead.
+//! pauses, a waiter stops yielding to it after a long yield.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,7 +94,7 @@ fn waits_that_gave_way<E: 'static>(
 
 /// [`waits_that_gave_way`] beside a sibling busy in short bursts: in most waits the end gave
 /// it the CPU (the sibling always wants it, and gives it back soon), or, after another task
-/// of the machine held the CPU for long, skipped yielding to sleep after its pure spin. A spin
+/// of the machine held the CPU for long, skipped yielding. A spin
 /// that keeps the CPU for its whole budget and then sleeps is switched out while runnable only
 /// when the scheduler preempts it: in almost no wait.
 fn gives_way<E: 'static>(
@@ -197,10 +197,15 @@ fn a_blocked_mpsc_producer_lets_its_sibling_run() {
 
 /// A waiter beside a task that never pauses does not keep yielding to it (each yield would
 /// hand it a whole time slice while the waiter, runnable, could not be woken when served):
-/// after a yield that kept it off the CPU that long, the thread's next waits sleep after the
-/// pure spin instead, and yield again only to look whether the CPU is still busy.
+/// after a yield that kept it off the CPU that long, the thread's next waits spin without
+/// yielding, and yield again only to look whether the CPU is still busy.
 #[test]
-fn a_waiter_beside_a_busy_task_sleeps_instead_of_yielding_to_it() {
+fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        // One CPU: every wait is on a CPU shared with those it waits for, and yields to them.
+        eprintln!("skipped: one CPU, where a waiter yields before every look");
+        return;
+    }
     let seg = pubsub(Policy::Lossy);
     let tx = Publisher::open(seg.clone()).unwrap();
     let (gave, skipped) = waits_that_gave_way(
