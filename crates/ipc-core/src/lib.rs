@@ -77,6 +77,7 @@ pub mod process;
 mod properties;
 pub mod ready;
 mod remove;
+pub mod sched;
 pub mod stream;
 pub mod sysv;
 #[cfg(feature = "tokio")]

@@ -348,12 +348,9 @@ impl Yields {
 /// than a peer answering at once (an unrelated busy task): it does not count as paying.
 const LONG_YIELD: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// Gives the CPU up once (`sched_yield`); whether it came back within [`LONG_YIELD`] (two
-/// reads of the monotonic clock, from the vDSO).
+/// Gives the CPU up once (`sched_yield`); whether it came back within [`LONG_YIELD`].
 fn yield_cpu() -> bool {
-    let start = std::time::Instant::now();
-    std::thread::yield_now();
-    start.elapsed() < LONG_YIELD
+    crate::sched::yield_within(LONG_YIELD)
 }
 
 fn tokio_interest(i: Interest) -> TokioInterest {

@@ -287,9 +287,7 @@ impl Spin {
     /// kept the thread off the CPU longer than [`LONG_YIELD`], that look is the last (the wait
     /// sleeps next), and the thread's next [`SKIP_WAITS`] waits spin without yielding.
     fn give_way(&mut self) {
-        let start = std::time::Instant::now();
-        std::thread::yield_now();
-        if start.elapsed() > LONG_YIELD {
+        if !ipc_core::sched::yield_within(LONG_YIELD) {
             SKIP.set((SKIP_WAITS, SKIP.get().1));
             self.phase = Phase::Done;
         }

@@ -138,6 +138,14 @@ fn receive<R: MessageReceiver>(rx: &mut R) -> ErrorKind {
     rx.recv_timeout(&mut buf, WAIT).unwrap_err().kind()
 }
 
+/// [`gives_way`] for a receiver opened by `open`: each wait is a receive that times out.
+fn waiting_receiver_gives_way<R: MessageReceiver + 'static>(
+    what: &'static str,
+    open: impl FnOnce() -> R + Send + 'static,
+) {
+    gives_way(what, open, receive);
+}
+
 /// [`gives_way`] for a sender opened by `open` that fills its ring first: each wait is a send
 /// that times out.
 fn blocked_sender_gives_way<S: MessageSender + 'static>(
@@ -159,11 +167,7 @@ fn blocked_sender_gives_way<S: MessageSender + 'static>(
 fn a_waiting_subscriber_lets_its_sibling_run() {
     let seg = pubsub(Policy::Lossy);
     let tx = Publisher::open(seg.clone()).unwrap();
-    gives_way(
-        "subscriber",
-        move || Subscriber::open(seg).unwrap(),
-        receive,
-    );
+    waiting_receiver_gives_way("subscriber", move || Subscriber::open(seg).unwrap());
     drop(tx);
 }
 
@@ -179,11 +183,7 @@ fn a_blocked_publisher_lets_its_sibling_run() {
 fn a_waiting_mpsc_consumer_lets_its_sibling_run() {
     let seg = mpsc();
     let tx = MpscProducer::open(seg.clone()).unwrap();
-    gives_way(
-        "MPSC consumer",
-        move || MpscConsumer::open(seg).unwrap(),
-        receive,
-    );
+    waiting_receiver_gives_way("MPSC consumer", move || MpscConsumer::open(seg).unwrap());
     drop(tx);
 }
 
