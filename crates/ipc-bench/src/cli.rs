@@ -168,10 +168,12 @@ fn in_sweep(row: &dyn Row) -> bool {
 
 /// The profile of the full run (and the sweep).
 const FULL: Profile = Profile {
-    // 420 points in all: the full run, build included, takes about 13 minutes on two cores.
-    warmup: Duration::from_millis(150),
-    runs: 5,
-    run_time: Duration::from_millis(300),
+    // Three rounds of every point, each with fresh processes (see `Profile::total_runs`): six
+    // runs of 250 ms per point, where one pair of processes used to make five of 300 ms.
+    warmup: Duration::from_millis(100),
+    runs: 2,
+    rounds: 3,
+    run_time: Duration::from_millis(250),
     min_msgs: 100,
 };
 
@@ -180,6 +182,7 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         let p = Profile {
             warmup: Duration::from_millis(5),
             runs: 2,
+            rounds: 1,
             run_time: Duration::from_millis(10),
             min_msgs: 150,
         };
@@ -188,6 +191,7 @@ fn plan(o: &Options, cpus: (usize, Option<usize>)) -> Result<Plan, String> {
         let p = Profile {
             warmup: Duration::from_millis(50),
             runs: 3,
+            rounds: 1,
             run_time: Duration::from_millis(100),
             min_msgs: 50,
         };
@@ -412,8 +416,12 @@ fn run(args: &[String]) -> Result<(), String> {
             SyncRow::HandOff(_) => sync_todo.extend(plan.placements.iter().map(|&pl| (row, pl))),
         }
     }
-    let points_todo = todo.len() + sync_todo.len();
-    let bar = ProgressBar::new((points_todo * (plan.profile.runs + 1)) as u64);
+    let rounds = plan.profile.rounds.max(1);
+    let points_todo = todo.len() * rounds + sync_todo.len();
+    let bar = ProgressBar::new(
+        (todo.len() * rounds * (plan.profile.runs + 1)
+            + sync_todo.len() * (plan.profile.total_runs() + 1)) as u64,
+    );
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:32} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left: {msg}",
@@ -421,36 +429,62 @@ fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?,
     );
     let lines = bar.is_hidden();
-    let mut points = Vec::new();
-    for (i, &(row, metric, size, pl)) in todo.iter().enumerate() {
-        let what = format!(
-            "{} {} {} {}",
-            row.info().id,
-            metric.as_str(),
-            size_name(size),
-            pl.as_str()
-        );
-        bar.set_message(what.clone());
-        let runs = engine::measure(row, metric, size, pl, &cfg, &mut || bar.inc(1))
-            .map_err(|e| format!("{what}: {e}"))?;
-        let point = Point {
-            row: row.info().id,
-            metric,
-            size,
-            placement: pl,
-            runs,
-        };
-        if lines {
-            let v = match metric {
-                Metric::RoundTrip => format!("median {:.1} us", point.median_ns() / 1e3),
-                Metric::Throughput => {
-                    format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
+    // Round by round: each round measures every point once, with fresh processes, so a
+    // point's runs come from several pairs of processes started minutes apart.
+    let mut points: Vec<Point> = Vec::with_capacity(todo.len());
+    for round in 0..rounds {
+        for (i, &(row, metric, size, pl)) in todo.iter().enumerate() {
+            let what = format!(
+                "{} {} {} {}",
+                row.info().id,
+                metric.as_str(),
+                size_name(size),
+                pl.as_str()
+            );
+            bar.set_message(format!("round {}/{rounds}: {what}", round + 1));
+            let runs = engine::measure(row, metric, size, pl, &cfg, &mut || bar.inc(1))
+                .map_err(|e| format!("{what} (round {}): {e}", round + 1))?;
+            let point = match points.get_mut(i) {
+                Some(point) => {
+                    point.runs.append(runs)?;
+                    point
+                }
+                None => {
+                    points.push(Point {
+                        row: row.info().id,
+                        metric,
+                        size,
+                        placement: pl,
+                        runs,
+                    });
+                    points.last_mut().expect("just pushed")
                 }
             };
-            eprintln!("[{}/{}] {what}: {v}", i + 1, points_todo);
+            if lines {
+                let v = match metric {
+                    Metric::RoundTrip => format!("median {:.1} us", point.median_ns() / 1e3),
+                    Metric::Throughput => {
+                        format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
+                    }
+                };
+                eprintln!(
+                    "[{}/{}] round {}/{rounds}: {what}: {v}",
+                    round * todo.len() + i + 1,
+                    points_todo,
+                    round + 1
+                );
+            }
         }
-        points.push(point);
     }
+    // The synchronisation rows: one pair of processes each, with every round's runs.
+    let sync_cfg = Config {
+        profile: Profile {
+            runs: plan.profile.total_runs(),
+            rounds: 1,
+            ..plan.profile
+        },
+        ..cfg.clone()
+    };
     let mut sync_points = Vec::new();
     for (i, &(row, pl)) in sync_todo.iter().enumerate() {
         let what = match row {
@@ -458,12 +492,12 @@ fn run(args: &[String]) -> Result<(), String> {
             SyncRow::HandOff(_) => format!("{} {}", row.info().id, pl.as_str()),
         };
         bar.set_message(what.clone());
-        let point = sync::engine::measure(row, pl, &cfg, &mut || bar.inc(1))
+        let point = sync::engine::measure(row, pl, &sync_cfg, &mut || bar.inc(1))
             .map_err(|e| format!("{what}: {e}"))?;
         if lines {
             eprintln!(
                 "[{}/{}] {what}: median {:.1} ns per {}",
-                todo.len() + i + 1,
+                todo.len() * rounds + i + 1,
                 points_todo,
                 point.median_ns(),
                 row.info().group.unit()

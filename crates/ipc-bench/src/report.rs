@@ -215,9 +215,11 @@ impl Report {
         let p = &self.profile;
         let _ = writeln!(
             out,
-            "ipc-bench ({} profile): {} runs of {} ms after {} ms warm-up per point; parent on \
-             CPU {}, child on CPU {} (cross-core) or {} (same-core); {}",
+            "ipc-bench ({} profile): {} round(s) of {} runs of {} ms after {} ms warm-up per \
+             point, fresh processes each round; parent on CPU {}, child on CPU {} (cross-core) \
+             or {} (same-core); {}",
             self.mode,
+            p.rounds,
             p.runs,
             p.run_time.as_millis(),
             p.warmup.as_millis(),
@@ -526,6 +528,7 @@ impl Report {
             "profile": {
                 "warmup_ms": p.warmup.as_millis() as u64,
                 "runs": p.runs,
+                "rounds": p.rounds,
                 "run_ms": p.run_time.as_millis() as u64,
                 "min_msgs": p.min_msgs,
                 "noisy_spread": NOISY_SPREAD,
