@@ -541,6 +541,7 @@ impl Duplex for ChildSide {
                 };
                 let id = s.header().publisher_id().value();
                 if id == p.main {
+                    p.streams.engine_message();
                     return copy_out(s.payload(), buf).map(Some);
                 }
                 let Some(place) = p.others.iter().position(|&o| o == id) else {
@@ -555,6 +556,12 @@ impl Duplex for ChildSide {
                 return Ok(n);
             }
         }
+    }
+
+    fn take_others(&mut self) -> u64 {
+        self.senders
+            .as_mut()
+            .map_or(0, |p| p.streams.take_counted())
     }
 }
 
@@ -778,6 +785,10 @@ impl Row for Iceoryx2Mpsc {
             properties: properties(true),
             max_message: None,
         }
+    }
+
+    fn counts_others(&self) -> bool {
+        true
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {

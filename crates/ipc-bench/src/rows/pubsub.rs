@@ -522,19 +522,44 @@ fn background_producer(mut tx: MpscProducer, size: usize, stop: &AtomicBool) {
 }
 
 /// The other producers' streams an MPSC row's consumer checks while it waits for the engine's
-/// messages: per place, the next sequence number expected and the checker of that stream.
-pub(crate) struct Streams(Vec<(u64, Verifier)>);
+/// messages: per place, the next sequence number expected and the checker of that stream; and
+/// how many of their messages it checked in the current run, for the consumer's throughput
+/// ([`Row::counts_others`](crate::row::Row::counts_others)).
+pub(crate) struct Streams {
+    streams: Vec<(u64, Verifier)>,
+    /// Whether the engine's first message of the run has come: only what the consumer
+    /// receives after it (so after the run's clock started) counts.
+    in_run: bool,
+    counted: u64,
+}
 
 impl Streams {
     /// For producers at places `0..places`, messages of `size` bytes.
     pub(crate) fn new(places: usize, size: usize) -> Streams {
-        Streams((0..places).map(|_| (0, Verifier::new(size))).collect())
+        Streams {
+            streams: (0..places).map(|_| (0, Verifier::new(size))).collect(),
+            in_run: false,
+            counted: 0,
+        }
+    }
+
+    /// Notes that the consumer received a message of the engine's producer: from the first of
+    /// a run on, the other streams' messages count.
+    pub(crate) fn engine_message(&mut self) {
+        self.in_run = true;
+    }
+
+    /// How many of the other streams' messages were checked since the engine's first message
+    /// after the last call ([`Duplex::take_others`](crate::row::Duplex::take_others)).
+    pub(crate) fn take_counted(&mut self) -> u64 {
+        self.in_run = false;
+        std::mem::take(&mut self.counted)
     }
 
     /// Checks `msg`, the next message of the producer at `place` (every byte of every 64th
     /// message and of every message up to 256 bytes, the stamps of the others).
     pub(crate) fn check(&mut self, place: usize, msg: &[u8]) -> Result<()> {
-        let Some((next, verifier)) = self.0.get_mut(place) else {
+        let Some((next, verifier)) = self.streams.get_mut(place) else {
             return Err(mismatch(format!(
                 "a message from unknown producer place {place}"
             )));
@@ -544,6 +569,7 @@ impl Streams {
             .check(msg, *next, full)
             .map_err(|m| mismatch(format!("producer place {place}: {}", m.0)))?;
         *next += 1;
+        self.counted += u64::from(self.in_run);
         Ok(())
     }
 }
@@ -566,10 +592,15 @@ impl Duplex for MpscChild {
         loop {
             let (place, n) = self.rx.recv_from_deadline(buf, ipc_core::Deadline::Never)?;
             if place == self.main {
+                self.others.engine_message();
                 return Ok(n);
             }
             self.others.check(place, &buf[..n])?;
         }
+    }
+
+    fn take_others(&mut self) -> u64 {
+        self.others.take_counted()
     }
 }
 
@@ -582,6 +613,10 @@ impl Row for Mpsc {
             properties: properties("shm mpsc", true),
             max_message: None,
         }
+    }
+
+    fn counts_others(&self) -> bool {
+        true
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
@@ -620,5 +655,40 @@ impl Row for Mpsc {
             main,
             others,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{pattern, stamp};
+
+    fn data(size: usize, seq: u64) -> Vec<u8> {
+        let mut m = pattern(size);
+        stamp(&mut m, seq, Kind::Data);
+        m
+    }
+
+    #[test]
+    fn streams_count_only_what_comes_after_the_engine_s_first_message_of_a_run() {
+        let mut s = Streams::new(2, 64);
+        // Before the run's first engine message: checked, not counted.
+        s.check(1, &data(64, 0)).unwrap();
+        s.engine_message();
+        s.check(0, &data(64, 0)).unwrap();
+        s.check(1, &data(64, 1)).unwrap();
+        s.check(1, &data(64, 2)).unwrap();
+        assert_eq!(s.take_counted(), 3);
+        // Between runs: checked (the order goes on), not counted.
+        s.check(0, &data(64, 1)).unwrap();
+        assert_eq!(s.take_counted(), 0);
+        s.engine_message();
+        s.check(0, &data(64, 2)).unwrap();
+        assert_eq!(s.take_counted(), 1);
+        // A message out of order, or from an unknown place, fails and is not counted.
+        s.engine_message();
+        assert!(s.check(0, &data(64, 9)).is_err());
+        assert!(s.check(2, &data(64, 0)).is_err());
+        assert_eq!(s.take_counted(), 0);
     }
 }
