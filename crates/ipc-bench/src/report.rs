@@ -287,6 +287,9 @@ impl Report {
              acknowledged it; throughput is per subscriber (each receives every message).\n  \
              `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
              measured on this kind of machine, not in this run.\n\
+             - mpsc-N: throughput is the messages the consumer received per second, from all\n  \
+             N producers (each checked); latency is one producer's round trip through a\n  \
+             consumer busy with the N-1 others.\n\
              - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
              the same engine and checks; `pubsub-N / this` (`mpsc-N / this`, `shm / this`\n  \
              for spin-flag) below 1.00 is ahead of the peer.\n",

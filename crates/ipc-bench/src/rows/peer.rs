@@ -25,8 +25,10 @@
 //!   first, comes first. So the measured producer is favoured where `mpsc-N`'s consumer
 //!   drains its producers round-robin: in one check run (1 MiB, across cores) it got 80%
 //!   (`iceoryx2-mpsc-2`) and 51% (`iceoryx2-mpsc-4`) of the consumer's messages against an
-//!   even share for `mpsc-N`, so the row's "throughput per producer" is the favoured
-//!   producer's, above what each of the others gets.
+//!   even share for `mpsc-N`. Throughput is therefore, for both rows, **the consumer's**:
+//!   the messages it received per second from all `N` publishers (the other streams'
+//!   messages it checked in the run, counted as `mpsc-N` counts them,
+//!   [`Row::counts_others`]), whatever share each publisher got.
 //!
 //! The engine stamps and checks every message exactly as for the `shm` rows (sequence number,
 //! length, kind, tail and per-page stamps, full compares; see [`crate::message`]).

@@ -26,8 +26,12 @@
 //!   (each producer's order is kept; the other streams are checked as the engine's receiver
 //!   checks its own) while it waits for the engine's messages; the reply comes back over a
 //!   one-place MPSC. So latency is a round trip through a consumer busy with `N - 1` other
-//!   producers, and throughput is **per producer** while all `N` send (the consumer takes
-//!   about `N` times the row's rate). The producers are threads of the parent, pinned to its
+//!   producers, and throughput is **the consumer's**: the messages it received per second,
+//!   from all `N` producers. The engine's producer's messages are counted and acknowledged as
+//!   for every row (the child's count must equal what the parent sent); the consumer counts
+//!   the other streams' messages it checked after the engine's first message of the run and
+//!   sends that count in a second acknowledgement ([`Row::counts_others`]), so only what it
+//!   received within the run counts. The producers are threads of the parent, pinned to its
 //!   CPU: read the rows as "N producers on this machine".
 //!
 //! The report prints iceoryx2 0.10's publish-subscribe numbers (one subscriber, from
