@@ -10,7 +10,10 @@
 //! - One way: the parent streams `Data` messages; the child checks each one (stamps always,
 //!   every byte of every 64th message and of every message up to 256 bytes). A run ends with
 //!   `EndRun`; the child answers `Ack` carrying how many messages it got, and the parent stops
-//!   the clock when the answer arrives, so only delivered messages count.
+//!   the clock when the answer arrives, so only delivered messages count. For a row that
+//!   counts its other senders' messages too ([`Row::counts_others`], the MPSC rows), a second
+//!   `Ack` follows carrying how many of theirs the child received and checked in the run; the
+//!   run's throughput is then the receiver's total.
 //! - `Done` ends the point; the child exits 0 only if everything it received was right.
 
 use std::time::{Duration, Instant};
@@ -173,7 +176,8 @@ pub struct LatencyRun {
 /// One recorded throughput run.
 #[derive(Clone, Copy, Debug)]
 pub struct ThroughputRun {
-    /// Messages delivered (and acknowledged).
+    /// Messages delivered (and acknowledged): for a row that counts its other senders'
+    /// messages ([`Row::counts_others`]), theirs too.
     pub msgs: u64,
     /// Payload bytes delivered.
     pub bytes: u64,
@@ -270,7 +274,8 @@ pub fn measure(
                 round_trip(&mut *link, size, &p, faults, on_run).map(Runs::Latency)
             }
             Metric::Throughput => {
-                one_way(&mut *link, size, &p, faults, on_run).map(Runs::Throughput)
+                let others = row.counts_others();
+                one_way(&mut *link, size, &p, faults, others, on_run).map(Runs::Throughput)
             }
         };
         drop(link); // The child sees end-of-stream if it is still waiting.
@@ -426,11 +431,15 @@ fn round_trip(
     Ok(runs)
 }
 
+/// Streams the runs of a throughput point; `others`: the child answers each end of run with a
+/// second acknowledgement, the count of the other senders' messages it received in the run
+/// ([`Row::counts_others`]), which the run's count includes.
 fn one_way(
     link: &mut dyn Duplex,
     size: usize,
     p: &Profile,
     faults: Faults,
+    others: bool,
     on_run: &mut dyn FnMut(),
 ) -> Result<Vec<ThroughputRun>, String> {
     let mut out = pattern(size);
@@ -478,27 +487,33 @@ fn one_way(
             .map_err(|e| format!("send end of run {run}: {e}"))?;
         seq += 1;
         n += 1;
-        let got = link
-            .recv(&mut back)
-            .map_err(|e| format!("receive the acknowledgement of run {run}: {e}"))?;
-        let secs = start.elapsed().as_secs_f64();
-        let acked = back
-            .get(..8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-        match verifier.check(&back[..got], acked, true) {
-            Ok(Kind::Ack) if acked == n => {}
-            Ok(Kind::Ack) => {
-                return Err(format!(
-                    "run {run}: the child received {acked} messages, the parent sent {n}"
-                ));
+        // An acknowledgement's count, and when it arrived.
+        let mut ack = || -> Result<(u64, Instant), String> {
+            let got = link
+                .recv(&mut back)
+                .map_err(|e| format!("receive the acknowledgement of run {run}: {e}"))?;
+            let at = Instant::now();
+            let acked = back
+                .get(..8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+            match verifier.check(&back[..got], acked, true) {
+                Ok(Kind::Ack) => Ok((acked, at)),
+                Ok(k) => Err(format!("run {run}: expected an acknowledgement, got {k:?}")),
+                Err(m) => Err(format!("run {run}: bad acknowledgement: {m}")),
             }
-            Ok(k) => return Err(format!("run {run}: expected an acknowledgement, got {k:?}")),
-            Err(m) => return Err(format!("run {run}: bad acknowledgement: {m}")),
+        };
+        let (acked, at) = ack()?;
+        let secs = (at - start).as_secs_f64();
+        if acked != n {
+            return Err(format!(
+                "run {run}: the child received {acked} messages, the parent sent {n}"
+            ));
         }
+        let total = n + if others { ack()?.0 } else { 0 };
         if run > 0 {
             runs.push(ThroughputRun {
-                msgs: n,
-                bytes: n * size as u64,
+                msgs: total,
+                bytes: total * size as u64,
                 secs,
             });
         }
@@ -585,7 +600,7 @@ fn run_child(ctx: &Ctx) -> Result<(), String> {
         .map_err(|e| format!("{}: adopt the link: {e}", spec.row))?;
     let r = match spec.metric {
         Metric::RoundTrip => echo(&mut *link, spec.size),
-        Metric::Throughput => sink(&mut *link, spec.size),
+        Metric::Throughput => sink(&mut *link, spec.size, row.counts_others()),
     };
     r.map_err(|e| format!("{} {} {} B: {e}", spec.row, spec.metric.as_str(), spec.size))
 }
@@ -609,7 +624,9 @@ fn echo(link: &mut dyn Duplex, size: usize) -> Result<(), String> {
     unreachable!("u64 sequence numbers do not run out")
 }
 
-fn sink(link: &mut dyn Duplex, size: usize) -> Result<(), String> {
+/// The child's side of a throughput point; `others`: each acknowledgement is followed by a
+/// second, the count of the other senders' messages received in the run.
+fn sink(link: &mut dyn Duplex, size: usize, others: bool) -> Result<(), String> {
     let mut buf = vec![0; size];
     let mut ack = pattern(size);
     let mut verifier = Verifier::new(size);
@@ -627,6 +644,11 @@ fn sink(link: &mut dyn Duplex, size: usize) -> Result<(), String> {
                 link.send(&ack)
                     .map_err(|e| format!("acknowledge message {seq}: {e}"))?;
                 count = 0;
+                if others {
+                    stamp(&mut ack, link.take_others(), Kind::Ack);
+                    link.send(&ack)
+                        .map_err(|e| format!("count the other senders' messages: {e}"))?;
+                }
             }
             Ok(Kind::Done) => return Ok(()),
             Ok(k) => return Err(format!("message {seq}: unexpected {k:?}")),

@@ -289,9 +289,12 @@ impl Report {
              acknowledged it; throughput is per subscriber (each receives every message).\n  \
              `(reference)` lines are iceoryx2 0.10 (1 subscriber) from shared/reference,\n  \
              measured on this kind of machine, not in this run.\n\
+             - mpsc-N: throughput is the messages the consumer received per second, from all\n  \
+             N producers (each checked); latency is one producer's round trip through a\n  \
+             consumer busy with the N-1 others.\n\
              - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
-             the same engine and checks; `pubsub-1 / this` (`shm / this` for spin-flag)\n  \
-             below 1.00 is ahead of the peer.\n",
+             the same engine and checks; `pubsub-N / this` (`mpsc-N / this`, `shm / this`\n  \
+             for spin-flag) below 1.00 is ahead of the peer.\n",
             runs = p.runs,
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
@@ -401,10 +404,12 @@ impl Report {
             let mut props = props_short(&r.properties);
             if r.kind == RowKind::Peer {
                 // Measured in this run: the comparison that counts (the library row of the
-                // peer's family, `shm` for the spin-flag peer; `pubsub-1` for iceoryx2).
-                let mine = match r.family {
-                    "shm" => "shm",
-                    _ => "pubsub-1",
+                // peer's family, `shm` for the spin-flag peer; for iceoryx2, the `shm` pattern
+                // row it is built like: `iceoryx2-pubsub-4` beside `pubsub-4`, ...).
+                let mine = match (r.family, r.id.strip_prefix("iceoryx2-")) {
+                    ("shm", _) | (_, None) => "shm",
+                    (_, Some("pubsub")) => "pubsub-1",
+                    (_, Some(pattern)) => pattern,
                 };
                 let ours = cost(mine).map_or("-".into(), |o| ratio(o, Some(own)));
                 props.push_str(&format!("; peer, {mine} / this: {ours}"));

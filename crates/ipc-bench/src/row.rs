@@ -94,6 +94,15 @@ pub trait Row: Sync {
     /// In the child: adopts the ends the parent handed over and returns the child's end.
     fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>>;
 
+    /// Whether a throughput run counts, besides the engine's messages, the messages of the
+    /// row's other senders the child received in the run ([`Duplex::take_others`]): the MPSC
+    /// rows, whose throughput is the consumer's, from all its producers. The child then
+    /// answers each end of run with a second [`Kind::Ack`](crate::message::Kind::Ack) whose
+    /// sequence number is that count.
+    fn counts_others(&self) -> bool {
+        false
+    }
+
     /// Whether the command line measures `metric` for this row (all rows measure both but
     /// the unchecked floor, a throughput row only). The integrity tests run every metric.
     fn measures(&self, metric: crate::engine::Metric) -> bool {
@@ -136,6 +145,14 @@ pub trait Duplex {
 
     /// How many unchecked messages [`recv`](Duplex::recv) consumed since the last call.
     fn take_unchecked(&mut self) -> u64 {
+        0
+    }
+
+    /// For a row whose [`Row::counts_others`] is true, in the child: how many messages of
+    /// other senders [`recv`](Duplex::recv) received and checked since the engine's first
+    /// message after the last call (so within the run), and starts counting anew. The engine
+    /// adds them to the run's throughput.
+    fn take_others(&mut self) -> u64 {
         0
     }
 }

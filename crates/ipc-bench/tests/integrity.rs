@@ -8,7 +8,7 @@
 
 use ipc_bench::engine::{self, Config, Metric, Placement, Runs};
 use ipc_bench::message::{self, HEADER_LEN, Kind, Verifier, pattern, stamp};
-use ipc_bench::row::Row;
+use ipc_bench::row::{Duplex, Handoff, Inherited, ParentEnd, Row, RowInfo};
 use ipc_bench::rows;
 use ipc_bench::{bench_hand_off, bench_point};
 
@@ -102,6 +102,106 @@ fn a_child_left_waiting_exits_on_its_own_for_every_row() {
             assert!(
                 e.contains("disconnected"),
                 "{id} {metric:?}: the child must report the parent's end as gone: {e}"
+            );
+        }
+    }
+}
+
+/// A row measured through another, whose parent's end counts the engine's messages of each
+/// run (its `Data` messages and the `EndRun`, as the engine counts them); the child, which
+/// finds the row by name, runs the wrapped row's end unchanged.
+struct Counted {
+    row: &'static dyn Row,
+    per_run: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+struct CountingEnd {
+    inner: Box<dyn Duplex>,
+    sent: u64,
+    per_run: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Duplex for CountingEnd {
+    fn send(&mut self, msg: &[u8]) -> ipc_core::Result<()> {
+        self.inner.send(msg)?;
+        let kind = u32::from_le_bytes(msg[12..16].try_into().expect("4 bytes"));
+        if kind == Kind::Data as u32 {
+            self.sent += 1;
+        } else if kind == Kind::EndRun as u32 {
+            self.per_run.lock().unwrap().push(self.sent + 1);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> ipc_core::Result<usize> {
+        self.inner.recv(buf)
+    }
+}
+
+impl Row for Counted {
+    fn info(&self) -> RowInfo {
+        self.row.info()
+    }
+
+    fn connect(&self, size: usize, child: &mut Handoff) -> ipc_core::Result<ParentEnd> {
+        let end = self.row.connect(size, child)?;
+        let per_run = self.per_run.clone();
+        Ok(ParentEnd::AfterSpawn(Box::new(move || {
+            Ok(Box::new(CountingEnd {
+                inner: end.finish()?,
+                sent: 0,
+                per_run,
+            }) as Box<dyn Duplex>)
+        })))
+    }
+
+    fn adopt(&self, size: usize, parent: &Inherited<'_>) -> ipc_core::Result<Box<dyn Duplex>> {
+        self.row.adopt(size, parent)
+    }
+
+    fn counts_others(&self) -> bool {
+        self.row.counts_others()
+    }
+}
+
+#[test]
+fn an_mpsc_row_s_throughput_counts_every_producer_s_messages() {
+    // The MPSC rows (ours and, with `peers`, iceoryx2's) report the consumer's total: the
+    // engine's producer's messages (each acknowledged, as for every row) and those of the
+    // other producers streaming beside it, each stream checked in order. Every run must count
+    // more than the engine's producer sent.
+    let cfg = config(None);
+    let mpsc: Vec<_> = rows::ROWS.iter().filter(|r| r.counts_others()).collect();
+    let ids: Vec<_> = mpsc.iter().map(|r| r.info().id).collect();
+    assert!(
+        ids.contains(&"mpsc-2") && ids.contains(&"mpsc-4"),
+        "{ids:?}"
+    );
+    #[cfg(feature = "peers")]
+    assert!(
+        ids.contains(&"iceoryx2-mpsc-2") && ids.contains(&"iceoryx2-mpsc-4"),
+        "{ids:?}"
+    );
+    for row in mpsc {
+        let id = row.info().id;
+        let counted = Counted {
+            row: *row,
+            per_run: Default::default(),
+        };
+        let runs = match measure(&counted, Metric::Throughput, &cfg) {
+            Ok(Runs::Throughput(r)) => r,
+            other => panic!("{id}: {other:?}"),
+        };
+        let sent = counted.per_run.lock().unwrap().clone();
+        // The warm-up, then the recorded runs.
+        assert_eq!(sent.len(), runs.len() + 1, "{id}");
+        for (run, own) in runs.iter().zip(&sent[1..]) {
+            assert!(
+                run.msgs > *own,
+                "{id}: the consumer's {} messages must include the other producers' beside \
+                 the engine's {own}",
+                run.msgs
             );
         }
     }

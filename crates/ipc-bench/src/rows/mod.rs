@@ -61,11 +61,19 @@ pub static ROWS: &[&dyn Row] = &[
     &peer_spin::SpinFlag,
     &pubsub::PubSub(1, "pubsub-1"),
     #[cfg(feature = "peers")]
-    &peer::Iceoryx2PubSub,
+    &peer::Iceoryx2PubSub(1, "iceoryx2-pubsub"),
     &pubsub::PubSub(4, "pubsub-4"),
+    #[cfg(feature = "peers")]
+    &peer::Iceoryx2PubSub(4, "iceoryx2-pubsub-4"),
     &pubsub::PubSub(16, "pubsub-16"),
+    #[cfg(feature = "peers")]
+    &peer::Iceoryx2PubSub(16, "iceoryx2-pubsub-16"),
     &pubsub::Mpsc(2, "mpsc-2"),
+    #[cfg(feature = "peers")]
+    &peer::Iceoryx2Mpsc(2, "iceoryx2-mpsc-2"),
     &pubsub::Mpsc(4, "mpsc-4"),
+    #[cfg(feature = "peers")]
+    &peer::Iceoryx2Mpsc(4, "iceoryx2-mpsc-4"),
     &LibraryRow::<AtomicFifo>::new("fifo", "fifo"),
     &LibraryRow::<StreamFifo>::new("fifo-stream", "fifo"),
     &AsyncRow::<StreamFifo>::new("fifo-stream-async", "fifo"),

@@ -26,8 +26,12 @@
 //!   (each producer's order is kept; the other streams are checked as the engine's receiver
 //!   checks its own) while it waits for the engine's messages; the reply comes back over a
 //!   one-place MPSC. So latency is a round trip through a consumer busy with `N - 1` other
-//!   producers, and throughput is **per producer** while all `N` send (the consumer takes
-//!   about `N` times the row's rate). The producers are threads of the parent, pinned to its
+//!   producers, and throughput is **the consumer's**: the messages it received per second,
+//!   from all `N` producers. The engine's producer's messages are counted and acknowledged as
+//!   for every row (the child's count must equal what the parent sent); the consumer counts
+//!   the other streams' messages it checked after the engine's first message of the run and
+//!   sends that count in a second acknowledgement ([`Row::counts_others`]), so only what it
+//!   received within the run counts. The producers are threads of the parent, pinned to its
 //!   CPU: read the rows as "N producers on this machine".
 //!
 //! The report prints iceoryx2 0.10's publish-subscribe numbers (one subscriber, from
@@ -137,7 +141,7 @@ pub(crate) struct PubSub(pub(crate) usize, pub(crate) &'static str);
 
 /// The bytes of an extra subscriber's acknowledgement: the header of the message it
 /// acknowledges, then how many messages it received since its last acknowledgement.
-const ACK_LEN: usize = HEADER_LEN + 8;
+pub(crate) const ACK_LEN: usize = HEADER_LEN + 8;
 
 fn ack_options(extra: usize) -> MpscOptions {
     MpscOptions::new()
@@ -150,64 +154,106 @@ fn mismatch(what: String) -> Error {
     Error::with_note(ErrorKind::Corrupted, what)
 }
 
+/// What the parent checks of the extra subscribers' acknowledgements, whatever carries them
+/// (this row's MPSC segment, or the iceoryx2 peer's acknowledgement service): every extra
+/// subscriber acknowledges once per receive, with the header of the last message published
+/// and how many were published since the last receive.
+pub(crate) struct AckTally {
+    /// The header of the last message published, and how many were published since the last
+    /// receive: what every acknowledgement must say.
+    last: [u8; HEADER_LEN],
+    since: u64,
+    /// Which extra subscriber (by place) has acknowledged in this receive.
+    got: Vec<bool>,
+}
+
+impl AckTally {
+    /// For `extra` extra subscribers, at places `0..extra`.
+    pub(crate) fn new(extra: usize) -> AckTally {
+        AckTally {
+            last: [0; HEADER_LEN],
+            since: 0,
+            got: vec![false; extra],
+        }
+    }
+
+    /// Notes the message just published.
+    pub(crate) fn sent(&mut self, msg: &[u8]) {
+        self.last.copy_from_slice(&msg[..HEADER_LEN]);
+        self.since += 1;
+    }
+
+    /// Takes one acknowledgement from every extra subscriber (`next` receives one into the
+    /// buffer and returns its sender's place and its length) and checks each.
+    pub(crate) fn collect(
+        &mut self,
+        mut next: impl FnMut(&mut [u8; ACK_LEN]) -> Result<(usize, usize)>,
+    ) -> Result<()> {
+        self.got.iter_mut().for_each(|g| *g = false);
+        let mut ack = [0u8; ACK_LEN];
+        for _ in 0..self.got.len() {
+            let (place, len) = next(&mut ack)?;
+            let count = u64::from_le_bytes(ack[HEADER_LEN..].try_into().expect("8 bytes"));
+            if len != ACK_LEN || ack[..HEADER_LEN] != self.last || count != self.since {
+                return Err(mismatch(format!(
+                    "extra subscriber at place {place} acknowledged {count} messages ending \
+                     with another message than the {} published",
+                    self.since
+                )));
+            }
+            let Some(got) = self.got.get_mut(place) else {
+                return Err(mismatch(format!(
+                    "an acknowledgement from unknown place {place}"
+                )));
+            };
+            if std::mem::replace(got, true) {
+                return Err(mismatch(format!(
+                    "extra subscriber at place {place} acknowledged twice"
+                )));
+            }
+        }
+        self.since = 0;
+        Ok(())
+    }
+}
+
 /// The parent's end of a pub-sub row: the publisher, the main subscriber's reply path, and
 /// the acknowledgements of the extra subscribers.
 struct PubSubEnd {
     tx: Publisher,
     rx: Subscriber,
     acks: Option<MpscConsumer>,
-    extra: usize,
-    /// The header of the last message published, and how many were published since the last
-    /// receive: what every acknowledgement must say.
-    last: [u8; HEADER_LEN],
-    since: u64,
-    got: Vec<bool>,
+    tally: AckTally,
 }
 
 impl Duplex for PubSubEnd {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg)?;
-        self.last.copy_from_slice(&msg[..HEADER_LEN]);
-        self.since += 1;
+        self.tally.sent(msg);
         Ok(())
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         let n = self.rx.recv(buf)?;
-        if let Some(acks) = &mut self.acks {
-            self.got.iter_mut().for_each(|g| *g = false);
-            let mut ack = [0u8; ACK_LEN];
-            for _ in 0..self.extra {
-                let (place, len) = acks.recv_from_deadline(&mut ack, ipc_core::Deadline::Never)?;
-                let count = u64::from_le_bytes(ack[HEADER_LEN..].try_into().expect("8 bytes"));
-                if len != ACK_LEN || ack[..HEADER_LEN] != self.last || count != self.since {
-                    return Err(mismatch(format!(
-                        "extra subscriber at place {place} acknowledged {count} messages ending \
-                         with another message than the {} published",
-                        self.since
-                    )));
-                }
-                if std::mem::replace(&mut self.got[place], true) {
-                    return Err(mismatch(format!(
-                        "extra subscriber at place {place} acknowledged twice"
-                    )));
-                }
-            }
-        }
-        self.since = 0;
+        let acks = &mut self.acks;
+        self.tally.collect(|ack| {
+            acks.as_mut()
+                .expect("a row with extra subscribers has their acknowledgements")
+                .recv_from_deadline(ack, ipc_core::Deadline::Never)
+        })?;
         Ok(n)
     }
 }
 
 /// Why the child's extra subscribers failed, if one did: the child's end reports it.
 #[derive(Default)]
-struct Failure {
+pub(crate) struct Failure {
     failed: AtomicBool,
     why: Mutex<String>,
 }
 
 impl Failure {
-    fn set(&self, why: String) {
+    pub(crate) fn set(&self, why: String) {
         let mut w = self.why.lock().unwrap_or_else(|p| p.into_inner());
         if w.is_empty() {
             *w = why;
@@ -215,7 +261,7 @@ impl Failure {
         self.failed.store(true, Ordering::Release);
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if !self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -244,45 +290,93 @@ impl Duplex for PubSubChild {
     }
 }
 
-/// An extra subscriber of the child: reads every message in place and checks it; under a
-/// round trip acknowledges each, under a stream each end of run; stops at `Done` or when the
-/// publisher is gone.
+/// What an extra subscriber of a pub-sub row does with each message it reads, whatever
+/// carries it (this row's subscriber, or the iceoryx2 peer's): checks it as the engine's
+/// receiver does (stamps always, every byte of every 64th message and of every message up to
+/// 256 bytes) and says when to acknowledge: under a round trip every message, under a stream
+/// each end of run.
+pub(crate) struct ExtraCheck {
+    verifier: Verifier,
+    size: usize,
+    every: bool,
+    seq: u64,
+    count: u64,
+    reply: [u8; ACK_LEN],
+}
+
+/// What an extra subscriber does after a message: read the next, send an acknowledgement, or
+/// stop (the run is over).
+pub(crate) enum Step<'a> {
+    Next,
+    Ack(&'a [u8; ACK_LEN]),
+    Done,
+}
+
+impl ExtraCheck {
+    /// For messages of `size` bytes; `every`: acknowledge every message (a round trip).
+    pub(crate) fn new(size: usize, every: bool) -> ExtraCheck {
+        ExtraCheck {
+            verifier: Verifier::new(size),
+            size,
+            every,
+            seq: 0,
+            count: 0,
+            reply: [0; ACK_LEN],
+        }
+    }
+
+    /// The sequence number of the next message expected.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Checks `m`, the next message read.
+    pub(crate) fn on_message(&mut self, m: &[u8]) -> std::result::Result<Step<'_>, String> {
+        let seq = self.seq;
+        let full = self.size <= 256 || seq % 64 == 0;
+        let kind = self.verifier.check(m, seq, full).map_err(|m| m.0)?;
+        self.reply[..HEADER_LEN].copy_from_slice(&m[..HEADER_LEN]);
+        self.seq += 1;
+        self.count += 1;
+        match kind {
+            Kind::Done => Ok(Step::Done),
+            Kind::Data if !self.every => Ok(Step::Next),
+            Kind::Data | Kind::EndRun => {
+                self.reply[HEADER_LEN..].copy_from_slice(&self.count.to_le_bytes());
+                self.count = 0;
+                Ok(Step::Ack(&self.reply))
+            }
+            k => Err(format!("message {seq}: unexpected {k:?}")),
+        }
+    }
+}
+
+/// An extra subscriber of the child: reads every message in place and checks it
+/// ([`ExtraCheck`]); stops at `Done` or when the publisher is gone.
 fn extra_subscriber(
     mut sub: Subscriber,
     mut ack: MpscProducer,
     size: usize,
     every: bool,
 ) -> std::result::Result<(), String> {
-    let mut verifier = Verifier::new(size);
-    let mut reply = [0u8; ACK_LEN];
-    let mut count = 0u64;
-    for seq in 0.. {
-        let kind = match sub.recv_in_place() {
-            Ok(m) => {
-                let full = size <= 256 || seq % 64 == 0;
-                let kind = verifier.check(&m, seq, full).map_err(|m| m.0)?;
-                reply[..HEADER_LEN].copy_from_slice(&m[..HEADER_LEN]);
-                kind
-            }
+    let mut check = ExtraCheck::new(size, every);
+    loop {
+        let seq = check.seq();
+        let step = match sub.recv_in_place() {
+            Ok(m) => check.on_message(&m)?,
             Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
             Err(e) => return Err(format!("receive message {seq}: {e}")),
         };
-        count += 1;
-        match kind {
-            Kind::Done => return Ok(()),
-            Kind::Data if !every => continue,
-            Kind::Data | Kind::EndRun => {}
-            k => return Err(format!("message {seq}: unexpected {k:?}")),
-        }
-        reply[HEADER_LEN..].copy_from_slice(&count.to_le_bytes());
-        count = 0;
-        match ack.send(&reply) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
-            Err(e) => return Err(format!("acknowledge message {seq}: {e}")),
+        match step {
+            Step::Next => {}
+            Step::Done => return Ok(()),
+            Step::Ack(reply) => match ack.send(reply) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
+                Err(e) => return Err(format!("acknowledge message {seq}: {e}")),
+            },
         }
     }
-    unreachable!("u64 sequence numbers do not run out")
 }
 
 impl Row for PubSub {
@@ -325,10 +419,7 @@ impl Row for PubSub {
                 tx,
                 rx,
                 acks,
-                extra: n - 1,
-                last: [0; HEADER_LEN],
-                since: 0,
-                got: vec![false; n.saturating_sub(1)],
+                tally: AckTally::new(n - 1),
             }) as Box<dyn Duplex>)
         })))
     }
@@ -389,23 +480,101 @@ impl Drop for MpscEnd {
     }
 }
 
+/// What one send of a background producer came to.
+pub(crate) enum Sent {
+    /// The message is in.
+    Yes,
+    /// Not yet (the consumer is behind): try again unless the point is over.
+    Again,
+    /// The consumer is gone: the point is over.
+    Over,
+}
+
 /// Another producer of the parent: streams its own numbered messages (stamped as the engine
-/// stamps its own, sequence from 0) until the point ends or the consumer is gone.
-fn background_producer(mut tx: MpscProducer, size: usize, stop: &AtomicBool) {
+/// stamps its own, sequence from 0) through `send` until `stop` is set or the consumer is
+/// gone. Shared with the iceoryx2 peer's MPSC row.
+pub(crate) fn background_stream(
+    size: usize,
+    stop: &AtomicBool,
+    mut send: impl FnMut(&[u8]) -> Sent,
+) {
     let mut out = crate::message::pattern(size);
-    let wait = std::time::Duration::from_millis(20);
     'stream: for seq in 0u64.. {
         crate::message::stamp(&mut out, seq, Kind::Data);
         loop {
             if stop.load(Ordering::Acquire) {
                 break 'stream;
             }
-            match tx.send_timeout(&out, wait) {
-                Ok(()) => break,
-                Err(e) if e.kind() == ErrorKind::TimedOut => {}
-                Err(_) => break 'stream, // the consumer is gone: the point is over
+            match send(&out) {
+                Sent::Yes => break,
+                Sent::Again => {}
+                Sent::Over => break 'stream,
             }
         }
+    }
+}
+
+/// Another producer of the parent, over this row's MPSC segment: waits at most 20 ms per
+/// try, so it sees the end of the point soon.
+fn background_producer(mut tx: MpscProducer, size: usize, stop: &AtomicBool) {
+    let wait = std::time::Duration::from_millis(20);
+    background_stream(size, stop, |out| match tx.send_timeout(out, wait) {
+        Ok(()) => Sent::Yes,
+        Err(e) if e.kind() == ErrorKind::TimedOut => Sent::Again,
+        Err(_) => Sent::Over,
+    });
+}
+
+/// The other producers' streams an MPSC row's consumer checks while it waits for the engine's
+/// messages: per place, the next sequence number expected and the checker of that stream; and
+/// how many of their messages it checked in the current run, for the consumer's throughput
+/// ([`Row::counts_others`](crate::row::Row::counts_others)).
+pub(crate) struct Streams {
+    streams: Vec<(u64, Verifier)>,
+    /// Whether the engine's first message of the run has come: only what the consumer
+    /// receives after it (so after the run's clock started) counts.
+    in_run: bool,
+    counted: u64,
+}
+
+impl Streams {
+    /// For producers at places `0..places`, messages of `size` bytes.
+    pub(crate) fn new(places: usize, size: usize) -> Streams {
+        Streams {
+            streams: (0..places).map(|_| (0, Verifier::new(size))).collect(),
+            in_run: false,
+            counted: 0,
+        }
+    }
+
+    /// Notes that the consumer received a message of the engine's producer: from the first of
+    /// a run on, the other streams' messages count.
+    pub(crate) fn engine_message(&mut self) {
+        self.in_run = true;
+    }
+
+    /// How many of the other streams' messages were checked since the engine's first message
+    /// after the last call ([`Duplex::take_others`](crate::row::Duplex::take_others)).
+    pub(crate) fn take_counted(&mut self) -> u64 {
+        self.in_run = false;
+        std::mem::take(&mut self.counted)
+    }
+
+    /// Checks `msg`, the next message of the producer at `place` (every byte of every 64th
+    /// message and of every message up to 256 bytes, the stamps of the others).
+    pub(crate) fn check(&mut self, place: usize, msg: &[u8]) -> Result<()> {
+        let Some((next, verifier)) = self.streams.get_mut(place) else {
+            return Err(mismatch(format!(
+                "a message from unknown producer place {place}"
+            )));
+        };
+        let full = msg.len() <= 256 || *next % 64 == 0;
+        verifier
+            .check(msg, *next, full)
+            .map_err(|m| mismatch(format!("producer place {place}: {}", m.0)))?;
+        *next += 1;
+        self.counted += u64::from(self.in_run);
+        Ok(())
     }
 }
 
@@ -415,8 +584,7 @@ struct MpscChild {
     tx: MpscProducer,
     rx: MpscConsumer,
     main: usize,
-    /// Per place: the next sequence number expected and the checker of that stream.
-    others: Vec<(u64, Verifier)>,
+    others: Streams,
 }
 
 impl Duplex for MpscChild {
@@ -428,19 +596,15 @@ impl Duplex for MpscChild {
         loop {
             let (place, n) = self.rx.recv_from_deadline(buf, ipc_core::Deadline::Never)?;
             if place == self.main {
+                self.others.engine_message();
                 return Ok(n);
             }
-            let Some((next, verifier)) = self.others.get_mut(place) else {
-                return Err(mismatch(format!(
-                    "a message from unknown producer place {place}"
-                )));
-            };
-            let full = n <= 256 || *next % 64 == 0;
-            verifier
-                .check(&buf[..n], *next, full)
-                .map_err(|m| mismatch(format!("producer place {place}: {}", m.0)))?;
-            *next += 1;
+            self.others.check(place, &buf[..n])?;
         }
+    }
+
+    fn take_others(&mut self) -> u64 {
+        self.others.take_counted()
     }
 }
 
@@ -453,6 +617,10 @@ impl Row for Mpsc {
             properties: properties("shm mpsc", true),
             max_message: None,
         }
+    }
+
+    fn counts_others(&self) -> bool {
+        true
     }
 
     fn connect(&self, size: usize, child: &mut Handoff) -> Result<ParentEnd> {
@@ -484,12 +652,47 @@ impl Row for Mpsc {
         })?;
         let rx = MpscConsumer::open(Segment::inherited("down")?)?;
         let tx = MpscProducer::open(Segment::inherited("up")?)?;
-        let others = (0..self.0).map(|_| (0, Verifier::new(size))).collect();
+        let others = Streams::new(self.0, size);
         Ok(Box::new(MpscChild {
             tx,
             rx,
             main,
             others,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{pattern, stamp};
+
+    fn data(size: usize, seq: u64) -> Vec<u8> {
+        let mut m = pattern(size);
+        stamp(&mut m, seq, Kind::Data);
+        m
+    }
+
+    #[test]
+    fn streams_count_only_what_comes_after_the_engine_s_first_message_of_a_run() {
+        let mut s = Streams::new(2, 64);
+        // Before the run's first engine message: checked, not counted.
+        s.check(1, &data(64, 0)).unwrap();
+        s.engine_message();
+        s.check(0, &data(64, 0)).unwrap();
+        s.check(1, &data(64, 1)).unwrap();
+        s.check(1, &data(64, 2)).unwrap();
+        assert_eq!(s.take_counted(), 3);
+        // Between runs: checked (the order goes on), not counted.
+        s.check(0, &data(64, 1)).unwrap();
+        assert_eq!(s.take_counted(), 0);
+        s.engine_message();
+        s.check(0, &data(64, 2)).unwrap();
+        assert_eq!(s.take_counted(), 1);
+        // A message out of order, or from an unknown place, fails and is not counted.
+        s.engine_message();
+        assert!(s.check(0, &data(64, 9)).is_err());
+        assert!(s.check(2, &data(64, 0)).is_err());
+        assert_eq!(s.take_counted(), 0);
     }
 }
