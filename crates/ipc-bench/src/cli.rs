@@ -38,9 +38,10 @@ usage: cargo xtask bench [OPTIONS]
                      row terms they run unless a metric or size is given.
   --out DIR          where results.json and chart.svg go (default target/ipc-bench)
   --list             list the rows and exit
-  --peers            also measure the peer rows (iceoryx2-pubsub: iceoryx2 0.10 pub-sub,
-                     beside pubsub-1; spin-flag: shared_memory 0.12 + raw_sync BusyEvent,
-                     beside shm-raw): `cargo xtask bench --peers` builds the benchmark
+  --peers            also measure the peer rows (iceoryx2-pubsub, -pubsub-4, -pubsub-16:
+                     iceoryx2 0.10 pub-sub beside pubsub-1/-4/-16; iceoryx2-mpsc-2, -4:
+                     N iceoryx2 publishers, one subscriber, beside mpsc-2/-4;
+                     spin-flag: shared_memory 0.12 + raw_sync BusyEvent, beside shm-raw): `cargo xtask bench --peers` builds the benchmark
                      with its feature `peers` (crates.io at the first build)
   --drop-every N     testing aid: silently drop every Nth message (skip every Nth wait
                      for a synchronisation hand-off); the run must fail
