@@ -1,28 +1,33 @@
-//! The seqpacket library against a raw loop where the machine is busy: one pair of processes
-//! runs blocks of messages over four links in turn, cycle after cycle, so a load that comes and
-//! goes falls on all of them alike, and each block is compared with the raw block of its own
-//! cycle. Links: `raw-pair` (one socket pair both ways, `send(2)`/`recv(2)`: the benchmark's
-//! `uds-seqpacket-raw`), `lib-pair` (the same pair through [`Seqpacket`]), `lib-conn2` (one
-//! listener connection each way through [`Seqpacket`]: the `uds-seqpacket` row's layout) and
-//! `raw-conn2` (that layout, raw).
+//! A Unix socket endpoint of this library against a raw loop where the machine is busy: one
+//! pair of processes runs blocks of messages over four links in turn, cycle after cycle, so a
+//! load that comes and goes falls on all of them alike, and each block is compared with the
+//! raw block of its own cycle. Links: `raw-pair` (one socket pair both ways: `send(2)`/`recv(2)`
+//! on seqpacket, the benchmark's `uds-seqpacket-raw`; `write`/`read_exact` on stream, its
+//! `uds-raw`), `lib-pair` (the same pair through [`Seqpacket`] or [`Stream`]: the `uds-stream`
+//! row's layout), `lib-conn2` (one listener connection each way through the library: the
+//! `uds-seqpacket` row's layout) and `raw-conn2` (that layout, raw).
 //!
 //! Prints, per link, the median over the cycles of its time per message and of its ratio to
 //! `raw-pair` in the same cycle, and the CPU time per message of each side (each thread's CPU
 //! clock, read around the block).
 //!
 //! ```text
-//! cargo build --release -p ipc-socket --example seqpacket_ab
-//! # SIZE, stream | rtt, the child's CPU (the parent's is 0), messages per block, cycles
-//! target/release/examples/seqpacket_ab 64 stream 0 20000 16
-//! target/release/examples/seqpacket_ab 1024 rtt 1 2000 16
+//! cargo build --release -p ipc-socket --example socket_ab
+//! # seqpacket | stream, SIZE, oneway | rtt, the child's CPU (the parent's is 0), messages per
+//! # block, cycles
+//! target/release/examples/socket_ab seqpacket 64 oneway 0 20000 16
+//! target/release/examples/socket_ab seqpacket 1024 rtt 1 2000 16
+//! target/release/examples/socket_ab stream 4096 oneway 0 2000 12
 //! ```
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::Instant;
 
 use ipc_socket::prelude::*;
-use ipc_socket::{Address, Listener, Options, Seqpacket};
+use ipc_socket::{Address, Listener, Options, Seqpacket, Stream};
 use rustix::net::{RecvFlags, SendFlags};
 
 /// The links: name, through the library or raw, one connection each way (else one pair).
@@ -35,33 +40,44 @@ const LINKS: [(&str, bool, bool); 4] = [
 
 /// One end of one direction of a link.
 enum End {
-    Lib(Seqpacket),
-    Raw(OwnedFd),
+    Seqpacket(Seqpacket),
+    Stream(Stream),
+    RawSeqpacket(OwnedFd),
+    RawStream(File),
 }
 
 impl End {
-    fn new(lib: bool, fd: OwnedFd, size: usize) -> Result<End> {
-        Ok(if lib {
-            End::Lib(Seqpacket::from_fd(fd, size)?)
-        } else {
-            End::Raw(fd)
+    fn new(stream: bool, lib: bool, fd: OwnedFd, size: usize) -> Result<End> {
+        Ok(match (stream, lib) {
+            (false, true) => End::Seqpacket(Seqpacket::from_fd(fd, size)?),
+            (true, true) => End::Stream(Stream::from_fd(fd, size)?),
+            (false, false) => End::RawSeqpacket(fd),
+            (true, false) => End::RawStream(File::from(fd)),
         })
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         match self {
-            End::Lib(s) => s.send(msg),
-            End::Raw(fd) => {
+            End::Seqpacket(s) => s.send(msg),
+            End::Stream(s) => s.send(msg),
+            End::RawSeqpacket(fd) => {
                 rustix::net::send(&*fd, msg, SendFlags::NOSIGNAL)?;
                 Ok(())
             }
+            End::RawStream(f) => Ok(f.write_all(msg)?),
         }
     }
 
+    /// Receives one message (raw stream: exactly `buf.len()` bytes).
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         match self {
-            End::Lib(s) => s.recv(buf),
-            End::Raw(fd) => Ok(rustix::net::recv(&*fd, buf, RecvFlags::empty())?.0),
+            End::Seqpacket(s) => s.recv(buf),
+            End::Stream(s) => s.recv(buf),
+            End::RawSeqpacket(fd) => Ok(rustix::net::recv(&*fd, buf, RecvFlags::empty())?.0),
+            End::RawStream(f) => {
+                f.read_exact(buf)?;
+                Ok(buf.len())
+            }
         }
     }
 }
@@ -78,20 +94,36 @@ fn pin(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
 }
 
-/// A connected pair `(ours, theirs)`: a socket pair, or a listener connection on an abstract
-/// name (the client's end ours, the accepted end theirs).
-fn connection(listener: bool, n: usize) -> Result<(OwnedFd, OwnedFd)> {
+/// A connected pair `(ours, theirs)` of seqpacket or stream sockets: a socket pair, or a
+/// listener connection on an abstract name (the client's end ours, the accepted end theirs).
+fn connection(stream: bool, listener: bool, n: usize) -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
     if !listener {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let ty = if stream {
+            SocketType::STREAM
+        } else {
+            SocketType::SEQPACKET
+        };
+        let flags = SocketFlags::CLOEXEC;
         return Ok(rustix::net::socketpair(
             AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
+            ty,
+            flags,
             None,
         )?);
     }
-    let addr = Address::abstract_name(format!("seqpacket_ab.{}.{n}", std::process::id()));
+    let addr = Address::abstract_name(format!("socket_ab.{}.{n}", std::process::id()));
     let opts = Options::new();
+    if stream {
+        let l = Listener::<Stream>::bind(&addr, &opts)?;
+        let client = Stream::connect(&addr, &opts, Deadline::Never)?;
+        let server = l.accept(Deadline::Never)?;
+        // The endpoints' own descriptors close when they drop: keep duplicates.
+        return Ok((
+            client.as_fd().try_clone_to_owned()?,
+            server.as_fd().try_clone_to_owned()?,
+        ));
+    }
     let l = Listener::<Seqpacket>::bind(&addr, &opts)?;
     let client = Seqpacket::connect(&addr, &opts, Deadline::Never)?;
     let server = l.accept(Deadline::Never)?;
@@ -106,17 +138,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let size: usize = arg(1, "64").parse().expect("size");
-    let rtt = match arg(2, "stream").as_str() {
-        "stream" => false,
-        "rtt" => true,
-        m => panic!("mode {m}: stream or rtt"),
+    let stream = match arg(1, "seqpacket").as_str() {
+        "seqpacket" => false,
+        "stream" => true,
+        k => panic!("socket kind {k}: seqpacket or stream"),
     };
-    let child_cpu: usize = arg(3, "0").parse().expect("cpu");
-    let block: u64 = arg(4, "20000").parse().expect("block");
-    let cycles: usize = arg(5, "16").parse().expect("cycles");
+    let size: usize = arg(2, "64").parse().expect("size");
+    let rtt = match arg(3, "oneway").as_str() {
+        "oneway" => false,
+        "rtt" => true,
+        m => panic!("mode {m}: oneway or rtt"),
+    };
+    let child_cpu: usize = arg(4, "0").parse().expect("cpu");
+    let block: u64 = arg(5, "20000").parse().expect("block");
+    let cycles: usize = arg(6, "16").parse().expect("cycles");
     assert!(size >= 8, "messages carry an 8-byte sequence number");
-    if let Some(fds) = args.get(6) {
+    if let Some(fds) = args.get(7) {
         // The child: per link, receive (and echo) a block, then answer with its CPU time.
         pin(child_cpu);
         let mut fds = fds.split(',').map(|fd| {
@@ -126,8 +163,8 @@ fn main() -> Result<()> {
         });
         let mut ends = Vec::new();
         for (_, lib, _) in LINKS {
-            let rx = End::new(lib, fds.next().expect("rx"), size)?;
-            ends.push((rx, End::new(lib, fds.next().expect("tx"), size)?));
+            let rx = End::new(stream, lib, fds.next().expect("rx"), size)?;
+            ends.push((rx, End::new(stream, lib, fds.next().expect("tx"), size)?));
         }
         let mut buf = vec![0u8; size];
         for _ in 0..cycles {
@@ -149,24 +186,33 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for (k, (_, lib, two)) in LINKS.into_iter().enumerate() {
-        let (down, down_theirs) = connection(two, 2 * k)?;
+        let (down, down_theirs) = connection(stream, two, 2 * k)?;
         let (up, up_theirs) = if two {
             // The parent receives on the accepted end, as the benchmark's fixture does.
-            let (client, server) = connection(true, 2 * k + 1)?;
+            let (client, server) = connection(stream, true, 2 * k + 1)?;
             (server, client)
         } else {
             (down.try_clone()?, down_theirs.try_clone()?)
         };
-        ours.push((End::new(lib, down, size)?, End::new(lib, up, size)?));
+        ours.push((
+            End::new(stream, lib, down, size)?,
+            End::new(stream, lib, up, size)?,
+        ));
         theirs.extend([down_theirs, up_theirs]);
     }
     for fd in &theirs {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
     }
     let list: Vec<String> = theirs.iter().map(|f| f.as_raw_fd().to_string()).collect();
-    let mode = if rtt { "rtt" } else { "stream" };
+    let kind = if stream { "stream" } else { "seqpacket" };
+    let mode = if rtt { "rtt" } else { "oneway" };
     let mut child = Command::new(std::env::current_exe()?)
-        .args([size.to_string(), mode.into(), child_cpu.to_string()])
+        .args([
+            kind.into(),
+            size.to_string(),
+            mode.into(),
+            child_cpu.to_string(),
+        ])
         .args([block.to_string(), cycles.to_string(), list.join(",")])
         .spawn()?;
     drop(theirs);
@@ -195,7 +241,7 @@ fn main() -> Result<()> {
     }
     assert!(child.wait()?.success(), "the child failed");
     let what = if rtt { "round trip" } else { "one way" };
-    println!("{size} B {what}, child on CPU {child_cpu}, {cycles} cycles of {block}:");
+    println!("{kind} {size} B {what}, child on CPU {child_cpu}, {cycles} cycles of {block}:");
     for (k, (name, _, _)) in LINKS.into_iter().enumerate() {
         let ratio = t[k][0].iter().zip(&t[0][0]).map(|(a, b)| a / b).collect();
         println!(
