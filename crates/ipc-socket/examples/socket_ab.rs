@@ -1,11 +1,12 @@
-//! A Unix socket endpoint of this library against a raw loop where the machine is busy: one
+//! A socket endpoint of this library against a raw loop where the machine is busy: one
 //! pair of processes runs blocks of messages over four links in turn, cycle after cycle, so a
 //! load that comes and goes falls on all of them alike, and each block is compared with the
 //! raw block of its own cycle. Links: `raw-pair` (one socket pair both ways: `send(2)`/`recv(2)`
 //! on seqpacket, the benchmark's `uds-seqpacket-raw`; `write`/`read_exact` on stream, its
 //! `uds-raw`), `lib-pair` (the same pair through [`Seqpacket`] or [`Stream`]: the `uds-stream`
 //! row's layout), `lib-conn2` (one listener connection each way through the library: the
-//! `uds-seqpacket` row's layout) and `raw-conn2` (that layout, raw).
+//! `uds-seqpacket` row's layout) and `raw-conn2` (that layout, raw). Kind `tcp` is a stream
+//! over loopback TCP (`TCP_NODELAY`), where a "pair" is one connection (`tcp-raw`, `tcp-lib`).
 //!
 //! Prints, per link, the median over the cycles of its time per message and of its ratio to
 //! `raw-pair` in the same cycle, and the CPU time per message of each side (each thread's CPU
@@ -13,11 +14,12 @@
 //!
 //! ```text
 //! cargo build --release -p ipc-socket --example socket_ab
-//! # seqpacket | stream, SIZE, oneway | rtt, the child's CPU (the parent's is 0), messages per
-//! # block, cycles
+//! # seqpacket | stream | tcp, SIZE, oneway | rtt, the child's CPU (the parent's is 0),
+//! # messages per block, cycles
 //! target/release/examples/socket_ab seqpacket 64 oneway 0 20000 16
 //! target/release/examples/socket_ab seqpacket 1024 rtt 1 2000 16
 //! target/release/examples/socket_ab stream 4096 oneway 0 2000 12
+//! target/release/examples/socket_ab tcp 1048576 oneway 0 20 12
 //! ```
 
 use std::fs::File;
@@ -95,10 +97,12 @@ fn pin(cpu: usize) {
 }
 
 /// A connected pair `(ours, theirs)` of seqpacket or stream sockets: a socket pair, or a
-/// listener connection on an abstract name (the client's end ours, the accepted end theirs).
-fn connection(stream: bool, listener: bool, n: usize) -> Result<(OwnedFd, OwnedFd)> {
+/// listener connection on an abstract name (the client's end ours, the accepted end theirs);
+/// over TCP always a connection on 127.0.0.1.
+fn connection(kind: &str, listener: bool, n: usize) -> Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    if !listener {
+    let stream = kind != "seqpacket";
+    if !listener && kind != "tcp" {
         let ty = if stream {
             SocketType::STREAM
         } else {
@@ -112,11 +116,14 @@ fn connection(stream: bool, listener: bool, n: usize) -> Result<(OwnedFd, OwnedF
             None,
         )?);
     }
-    let addr = Address::abstract_name(format!("socket_ab.{}.{n}", std::process::id()));
+    let mut addr = Address::abstract_name(format!("socket_ab.{}.{n}", std::process::id()));
+    if kind == "tcp" {
+        addr = Address::Inet((std::net::Ipv4Addr::LOCALHOST, 0).into());
+    }
     let opts = Options::new();
     if stream {
         let l = Listener::<Stream>::bind(&addr, &opts)?;
-        let client = Stream::connect(&addr, &opts, Deadline::Never)?;
+        let client = Stream::connect(&l.local_addr()?, &opts, Deadline::Never)?;
         let server = l.accept(Deadline::Never)?;
         // The endpoints' own descriptors close when they drop: keep duplicates.
         return Ok((
@@ -138,11 +145,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
-    let stream = match arg(1, "seqpacket").as_str() {
-        "seqpacket" => false,
-        "stream" => true,
-        k => panic!("socket kind {k}: seqpacket or stream"),
-    };
+    let kind = arg(1, "seqpacket");
+    assert!(
+        ["seqpacket", "stream", "tcp"].contains(&kind.as_str()),
+        "socket kind {kind}: seqpacket, stream or tcp"
+    );
+    let stream = kind != "seqpacket";
     let size: usize = arg(2, "64").parse().expect("size");
     let rtt = match arg(3, "oneway").as_str() {
         "oneway" => false,
@@ -186,10 +194,10 @@ fn main() -> Result<()> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for (k, (_, lib, two)) in LINKS.into_iter().enumerate() {
-        let (down, down_theirs) = connection(stream, two, 2 * k)?;
+        let (down, down_theirs) = connection(&kind, two, 2 * k)?;
         let (up, up_theirs) = if two {
             // The parent receives on the accepted end, as the benchmark's fixture does.
-            let (client, server) = connection(stream, true, 2 * k + 1)?;
+            let (client, server) = connection(&kind, true, 2 * k + 1)?;
             (server, client)
         } else {
             (down.try_clone()?, down_theirs.try_clone()?)
@@ -204,11 +212,10 @@ fn main() -> Result<()> {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
     }
     let list: Vec<String> = theirs.iter().map(|f| f.as_raw_fd().to_string()).collect();
-    let kind = if stream { "stream" } else { "seqpacket" };
     let mode = if rtt { "rtt" } else { "oneway" };
     let mut child = Command::new(std::env::current_exe()?)
         .args([
-            kind.into(),
+            kind.clone(),
             size.to_string(),
             mode.into(),
             child_cpu.to_string(),

@@ -226,6 +226,8 @@ impl Row for RawTcp {
 /// 4 KiB 1.135-1.139x over one socket pair (this row's layout) and 1.131-1.139x over two
 /// listener connections, each side ~95 ns more CPU time per message (~670 / ~735 ns raw);
 /// 64 KiB 1.015-1.025x (two runs); the raw loop over two connections 0.98-1.00x over one.
+/// TCP at 1 MiB on one core (`tcp 1048576 oneway 0 40 12`, three runs): 0.95-1.02x over one
+/// connection, where the full runs gave 0.94-1.43x.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
