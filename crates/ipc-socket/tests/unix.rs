@@ -371,3 +371,58 @@ fn a_too_small_buffer_loses_nothing() {
         }
     });
 }
+
+/// The inline paths of a small seqpacket endpoint (a message that is its own record sent from
+/// the caller's buffer; a receive into a buffer of the maximum) wait and expire like the
+/// general ones: an empty socket is `WouldBlock` / `TimedOut`, a message that arrives during a
+/// timed receive is returned, a full socket is `WouldBlock` to `try_send` and a timed send
+/// waits for the room the receiver makes; nothing is lost or duplicated on the way.
+#[test]
+fn seqpacket_inline_paths_wait_and_expire() {
+    within_watchdog("seqpacket_inline_paths_wait_and_expire", || {
+        let (mut a, mut b) = Seqpacket::pair(64).unwrap();
+        let mut buf = [0u8; 64];
+        let e = b.try_recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        let e = b
+            .recv_timeout(&mut buf, Duration::from_millis(5))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.send(b"late").unwrap();
+            a
+        });
+        assert_eq!(b.recv_deadline(&mut buf, secs(10)).unwrap(), 4);
+        assert_eq!(&buf[..4], b"late");
+        let mut a = late.join().unwrap();
+        // Fill the socket: numbered messages until try_send finds no room.
+        let mut sent = 0u32;
+        loop {
+            let mut msg = [1u8; 64];
+            msg[..4].copy_from_slice(&sent.to_le_bytes());
+            match a.try_send(&msg) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+                    break;
+                }
+            }
+            assert!(sent < 1_000_000, "the socket never filled");
+        }
+        let drain = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 64];
+            for i in 0..=sent {
+                assert_eq!(b.recv(&mut buf).unwrap(), 64, "message {i}");
+                assert_eq!(buf[..4], i.to_le_bytes(), "message {i}");
+            }
+            let e = b.try_recv(&mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        });
+        let mut last = [1u8; 64];
+        last[..4].copy_from_slice(&sent.to_le_bytes());
+        a.send_deadline(&last, secs(10)).unwrap();
+        drain.join().unwrap();
+    });
+}

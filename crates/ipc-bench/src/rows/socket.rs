@@ -219,6 +219,15 @@ impl Row for RawTcp {
 /// not adopted, as no better than noise for this row: reading ahead (fewer `read`s, more
 /// context switches), the one-`readv` prefix-first read, `sendmsg` for `writev`, a larger
 /// `SO_SNDBUF`. TCP reads ahead after 1 KiB messages (see `ipc_socket::Stream`).
+///
+/// The full runs' spread (4 KiB 1.04-1.48x, 64 KiB 1.01-1.40x on 2026-12-06) is mostly load:
+/// `ipc-socket`'s `socket_ab` example (`stream 4096 oneway 0 2000 12`: one pair of processes,
+/// blocks of every link interleaved, one core, medians of 12 cycles, three runs) measured
+/// 4 KiB 1.135-1.139x over one socket pair (this row's layout) and 1.131-1.139x over two
+/// listener connections, each side ~95 ns more CPU time per message (~670 / ~735 ns raw);
+/// 64 KiB 1.015-1.025x (two runs); the raw loop over two connections 0.98-1.00x over one.
+/// TCP at 1 MiB on one core (`tcp 1048576 oneway 0 40 12`, three runs): 0.95-1.02x over one
+/// connection, where the full runs gave 0.94-1.43x.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
@@ -371,6 +380,22 @@ impl Duplex for RawSeqpacketEnd {
 /// empty message needs a record (0 bytes is the close), so some message of the maximum's length
 /// needs one byte more, and the receiver could then not tell it, by the bytes that fit, from a
 /// message one byte above its maximum from a peer configured larger, which must be reported.
+///
+/// 64 B on one core, one way: the full runs' 1.12-1.20x (2026-12-06) were episodes of load
+/// within the library row's 1.5 s (some of its five runs at 1140-1500 ns where its others and
+/// this row's were ~950); the fastest of the five runs gave 0.96-1.05x in all ten full runs
+/// of that day, and `typed-seqpacket`, which does more, came out below the library row in one
+/// of them. Per message the library does nothing in the kernel this loop does not: the same
+/// two system calls (`strace -c -f`: one `sendto`, one `recvfrom`; no `poll`, no clock read),
+/// and the receive's `MSG_TRUNC | MSG_CMSG_CLOEXEC` measured no cost (one thread, minimum of
+/// 500 batches of 64). In user space: the length and trailer checks, the receive into the
+/// endpoint's 65-byte buffer and a 64-byte copy: 221 instructions per message sent and
+/// received against this loop's 34 (callgrind), 86 since the common paths are inline in the
+/// caller. The row's two connections (the fixtures' layout) and this row's one pair cost the
+/// same: `ipc-socket`'s `socket_ab` example (both layouts, raw and library, blocks
+/// interleaved in one pair of processes so the machine's load falls on all alike; loaded
+/// machine, medians of 16 cycles, three runs) gave 64 B one way on one core 0.97-1.02x raw
+/// over one pair for every other link, and 64 B / 1 KiB round trips across cores 0.95-1.07x.
 pub(crate) struct RawSeqpacket;
 
 impl Row for RawSeqpacket {
