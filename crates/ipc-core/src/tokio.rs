@@ -122,8 +122,8 @@ pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
     /// Whether a wait yields the CPU once before it parks (see [`YieldPolicy`]).
     yields: Yields,
-    /// The duplicate of the readiness descriptor; `None` only inside
-    /// [`register`](AsyncEndpoint::register), which puts it back on every path that
+    /// The duplicate of the readiness descriptor; `None` only inside [`register`] and
+    /// [`leave_reactor`](AsyncEndpoint::leave_reactor), which put it back on every path that
     /// returns (it is lost only if tokio panics there).
     fd: Option<Registration>,
 }
