@@ -452,8 +452,9 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 /// Messages are read into the receiver's own buffer and copied out. With a deadline to wait
 /// for (not `try_recv`), the rest of a message of 4 KiB or more is read straight into the
 /// caller's buffer, in the same `readv` as the next frame's prefix. After a message of 32 KiB
-/// or more, one `readv` takes the next prefix into the receiver's buffer and the payload
-/// behind it into the caller's (at most the caller's buffer, at most the maximum message), so
+/// or more, one `readv` (in `try_recv` too) takes the next prefix into the receiver's buffer
+/// and the payload behind it into the caller's (at most the caller's buffer, at most the
+/// maximum message), so
 /// a stream of large messages costs one system call per message and no copy beyond the
 /// kernel's; bytes of the frames behind it, read when a message turns out smaller, go back
 /// into the receiver's buffer, and a message larger than the caller's buffer is put back
@@ -843,8 +844,10 @@ impl<F: AsFd> FrameReceiver<F> {
             // After a very large message, expect another: read the next prefix into this buffer
             // and the payload behind it straight into the caller's, in one `readv` (no copy of
             // the message through this buffer, and one system call per message as a raw loop
-            // makes).
-            if self.prefix_first && deadline != Deadline::Now && self.decoder.buffered() == 0 {
+            // makes). `try_recv` too (an async receiver's, whose messages are mostly whole
+            // when it looks): a message not all there yet is put back once, and the next tries
+            // find it buffered and read on into this buffer, so nothing is copied back twice.
+            if self.prefix_first && self.decoder.buffered() == 0 {
                 match self.recv_prefix_first(buf, deadline)? {
                     Some(n) => return Ok(n),
                     None => continue,
@@ -1326,6 +1329,35 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(
             rx.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    }
+
+    /// The same through `try_recv` (what an async receiver calls): after a large message the
+    /// next prefix and payload are read together there too, and one that is not all there
+    /// yet (200,000 bytes through a 64 KiB pipe) is put back and read on, whole and in order.
+    #[test]
+    fn mixed_sizes_after_large_messages_arrive_whole_through_try_recv() {
+        let sizes = [
+            40_000, 3, 0, 70_000, 50_000, 5000, 200_000, 1, 33_000, 100, 40_000,
+        ];
+        let (expect, writer, mut rx) = send_in_thread(&sizes);
+        let mut buf = vec![0; 200_000];
+        for (i, m) in expect.iter().enumerate() {
+            let n = loop {
+                match rx.try_recv(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+                        std::thread::yield_now();
+                    }
+                }
+            };
+            assert_eq!(&buf[..n], &m[..], "message {i}");
+        }
+        writer.join().unwrap();
+        assert_eq!(
+            rx.try_recv(&mut buf).unwrap_err().kind(),
             ErrorKind::Disconnected
         );
     }

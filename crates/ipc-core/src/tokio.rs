@@ -47,13 +47,22 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// owned here, so the registration can never outlive it whatever a caller does with the
 /// endpoint; it shares the open file description, hence the readiness, of the endpoint's
 /// own). The duplicate is registered with the runtime's reactor (`epoll`, edge-triggered)
-/// at the first wait, for that wait's readiness only, and again with both readinesses the
-/// first time the other one is awaited (a duplex endpoint). So a sender that never waits
-/// for room is never in the reactor, and a receiver is registered for "readable" only:
-/// neither is woken by readiness nobody waits for (a POSIX queue wakes every `poll` waiter
-/// of a queue when a message leaves it; registered for "writable", a receiver asleep in
-/// `epoll_wait` would be woken by each message its peer takes from the other queue). Each
-/// wait that sleeps costs one `epoll_wait`, and the try before it, when it finds nothing,
+/// at the first park (a wait that sleeps), for that wait's readiness only, and again with
+/// both readinesses the first time the other one is awaited (a duplex endpoint). So a
+/// sender that never waits for room is never in the reactor, and a receiver is registered
+/// for "readable" only: neither is woken by readiness nobody waits for (a POSIX queue wakes
+/// every `poll` waiter of a queue when a message leaves it; registered for "writable", a
+/// receiver asleep in `epoll_wait` would be woken by each message its peer takes from the
+/// other queue). The descriptor then stays in the reactor (no `epoll_ctl` per park) until a
+/// hand-off streak begins (see [Yielding before a park](AsyncEndpoint#yielding-before-a-park)):
+/// its first call takes it out (`EPOLL_CTL_DEL`), and the next park puts it back. A
+/// registered descriptor costs every message a call from the kernel into the reactor's
+/// `epoll`, whether anybody sleeps or not: a POSIX queue calls its `poll` waiters for each
+/// message sent and each message received, a pipe for each write. In a same-core ping-pong
+/// over two POSIX queues, where a streak parks about never, that was four calls per round
+/// trip and about 130 ns of its 2.9 µs (a C ping-pong with and without an idle `EPOLLET`
+/// registration), which the streak no longer pays. Each wait that sleeps costs one
+/// `epoll_wait`, and the try before it, when it finds nothing,
 /// one failed `try_` call (none for the shm channel, whose try reads memory). Skipping
 /// that try before a park when a frame reader knows it emptied its pipe (as tokio's
 /// sockets do after a short read) was tried and measured: the same-core 64 B pipe round
@@ -71,8 +80,9 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// [`Adaptive`](YieldPolicy::Adaptive)): a peer on this CPU, woken by what this end just
 /// sent, answers during the yield, and the wait ends without an `epoll_wait` or a park (a
 /// same-core ping-pong then costs what the blocking calls cost; while every call goes so,
-/// the yield comes before the call's first try, which would only fail). At most one yield
-/// per wait, never a loop: an idle waiter sleeps in the reactor.
+/// the yield comes before the call's first try, which would only fail, and the descriptor
+/// stays out of the reactor: see [Registration](AsyncEndpoint#registration)). At most one
+/// yield per wait, never a loop: an idle waiter sleeps in the reactor.
 ///
 /// # Cancel safety
 ///
@@ -112,8 +122,8 @@ pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
     /// Whether a wait yields the CPU once before it parks (see [`YieldPolicy`]).
     yields: Yields,
-    /// The duplicate of the readiness descriptor; `None` only inside
-    /// [`register`](AsyncEndpoint::register), which puts it back on every path that
+    /// The duplicate of the readiness descriptor; `None` only inside [`register`] and
+    /// [`leave_reactor`](AsyncEndpoint::leave_reactor), which put it back on every path that
     /// returns (it is lost only if tokio panics there).
     fd: Option<Registration>,
 }
@@ -168,7 +178,9 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
 /// At most one yield per wait, never a loop: an idle waiter yields once and then sleeps in
 /// the reactor, using no CPU. The yield gives the CPU to whatever else is runnable on it,
 /// which is the peer in the case it is for, but an unrelated busy task otherwise: a yield
-/// that kept the thread off the CPU for more than 50 µs does not count as paying. Two such
+/// across which the scheduler ticked (the thread was off the CPU until a tick preempted
+/// the task it gave way to; [`yield_within_tick`](crate::sched::yield_within_tick), two
+/// reads of the coarse clock) does not count as paying. Two such
 /// misses in a row (a yield that was long, or after which the try still found nothing) end
 /// a hand-off streak, and under [`Adaptive`](YieldPolicy::Adaptive) the next waits park at
 /// once; one alone changes nothing: in a ping-pong on one CPU nearly every miss is a long
@@ -186,8 +198,20 @@ impl<E: Readiness> Drop for Disarm<'_, E> {
 /// 4 ms on (likely the timer device reprogrammed for every deadline earlier than the next
 /// scheduler tick); a runtime thread must not sleep that long when the peer goes quiet.
 ///
-/// The benchmark's `*-async` rows (default policy) show the cost beside the blocking rows,
-/// on one core and across cores.
+/// What a same-core hand-off costs beyond the blocking calls, per side and call: one
+/// `sched_yield` more (the switch to the peer happens in it instead of in a blocking
+/// receive, and costs the same: a C ping-pong over two POSIX queues, send + yield +
+/// non-blocking receive against send + blocking receive, ran 2.90 against 2.88 µs median
+/// per round trip on the benchmark's virtual machine), two reads of the coarse clock (about
+/// 20 ns), and the adapter's own few hundred instructions. Three costs above that were
+/// found and removed (2026-12-06, medians of alternated runs on a loaded 2-vCPU machine,
+/// same-core 64 B POSIX queue round trip, async / blocking 1.22 before, 1.09 after): the
+/// precise clock around every yield (two vDSO reads with the time-stamp counter, about
+/// 130 ns per round trip: now the coarse clock), the descriptor kept in the reactor during
+/// a streak (four kernel calls into `epoll` per round trip, about 130 ns: see
+/// [Registration](AsyncEndpoint#registration)), and, in the benchmark only, entering the
+/// runtime on every call (about 70-140 ns). The benchmark's `*-async` rows (default
+/// policy) show the cost beside the blocking rows, on one core and across cores.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum YieldPolicy {
     /// Park at once: every wait that finds nothing costs a park and a wake-up.
@@ -242,8 +266,9 @@ pub struct WaitStats {
     pub yields_first: u64,
     /// Yields after which the try still found nothing (the peer did not answer during it).
     pub missed_empty: u64,
-    /// Yields after which the try found what the wait was for, but that kept the thread off
-    /// the CPU for more than 50 µs (another task ran): they do not count as paying either.
+    /// Yields after which the try found what the wait was for, but across which the
+    /// scheduler ticked (another task ran until the tick): they do not count as paying
+    /// either.
     pub missed_long: u64,
     /// Waits that parked the task in the reactor.
     pub parks: u64,
@@ -344,13 +369,10 @@ impl Yields {
     }
 }
 
-/// A yield that keeps the thread off the CPU longer than this gave it to something other
-/// than a peer answering at once (an unrelated busy task): it does not count as paying.
-const LONG_YIELD: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// Gives the CPU up once (`sched_yield`); whether it came back within [`LONG_YIELD`].
+/// Gives the CPU up once (`sched_yield`); whether it came back within the scheduler tick
+/// ([`yield_within_tick`](crate::sched::yield_within_tick): two reads of the coarse clock).
 fn yield_cpu() -> bool {
-    crate::sched::yield_within(LONG_YIELD)
+    crate::sched::yield_within_tick()
 }
 
 fn tokio_interest(i: Interest) -> TokioInterest {
@@ -436,6 +458,9 @@ impl<E: Readiness> AsyncEndpoint<E> {
     ) -> Result<T> {
         // The first wait's yield comes before the first try when hand-offs are the pattern.
         let yielded_first = self.yields.first_yield();
+        if yielded_first {
+            self.leave_reactor();
+        }
         let long_first = yielded_first && !yield_cpu();
         // Tries that found nothing so far; whether the wait until the next park may yield.
         let mut failed = 0u32;
@@ -459,8 +484,6 @@ impl<E: Readiness> AsyncEndpoint<E> {
                     return r;
                 }
             }
-            let want = tokio_interest(interest);
-            self.register(want)?;
             if self.endpoint.arm()? {
                 continue;
             }
@@ -495,8 +518,6 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// It never yields (the [`YieldPolicy`] applies to the forms that try the operation:
     /// [`retry`](AsyncEndpoint::retry) and the calls built on it).
     pub async fn wait(&mut self, interest: Interest) -> Result<()> {
-        let want = tokio_interest(interest);
-        self.register(want)?;
         if self.endpoint.arm()? {
             return Ok(());
         }
@@ -506,10 +527,12 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// Parks until the registered descriptor reports `interest`, the endpoint armed (and
     /// disarmed on return or cancellation).
     async fn park(&mut self, interest: Interest) -> Result<()> {
+        // Disarms on every way out, a failed registration included.
+        let _disarm = Disarm(&mut self.endpoint);
+        register(&mut self.fd, tokio_interest(interest))?;
         let Some(Registration::Registered { fd, .. }) = &self.fd else {
             unreachable!("register leaves the descriptor registered");
         };
-        let _disarm = Disarm(&mut self.endpoint);
         // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
         // registration (this endpoint has one call in flight at a time: `&mut self`), where
         // `ready` links a waiter into a list and unlinks it again: less work per wait.
@@ -528,40 +551,52 @@ impl<E: Readiness> AsyncEndpoint<E> {
         .await
     }
 
-    /// Registers the descriptor for `want` (with what it was registered for before, if
-    /// anything): once per endpoint, twice for one that waits both ways. Readiness that
-    /// arrived before is not lost: `epoll_ctl(EPOLL_CTL_ADD)` reports a descriptor that is
-    /// ready already.
-    fn register(&mut self, want: TokioInterest) -> Result<()> {
-        if let Some(Registration::Registered { interest, .. }) = &self.fd
-            && (*interest | want) == *interest
+    /// Takes the descriptor out of the reactor (`epoll_ctl(EPOLL_CTL_DEL)`) if a park put it
+    /// there: at the start of a hand-off streak's calls (see
+    /// [Registration](AsyncEndpoint#registration)). No system call when it is not there.
+    fn leave_reactor(&mut self) {
+        if matches!(self.fd, Some(Registration::Registered { .. }))
+            && let Some(Registration::Registered { fd, .. }) = self.fd.take()
         {
-            return Ok(());
+            self.fd = Some(Registration::Idle(fd.into_inner()));
         }
-        let (fd, interest) = match self.fd.take() {
-            Some(Registration::Registered { fd, interest }) => (fd.into_inner(), interest | want),
-            Some(Registration::Idle(fd)) => (fd, want),
-            None => {
-                return Err(Error::with_note(
-                    ErrorKind::Io,
-                    "the readiness descriptor was lost: an earlier registration panicked \
+    }
+}
+
+/// Registers the descriptor in `slot` for `want` (with what it was registered for before, if
+/// anything), at a park: the first park, a park after a hand-off streak took it out of the
+/// reactor, and the first park for the other readiness of an endpoint that waits both ways.
+/// Readiness that arrived before is not lost: `epoll_ctl(EPOLL_CTL_ADD)` reports a descriptor
+/// that is ready already.
+fn register(slot: &mut Option<Registration>, want: TokioInterest) -> Result<()> {
+    if let Some(Registration::Registered { interest, .. }) = slot
+        && (*interest | want) == *interest
+    {
+        return Ok(());
+    }
+    let (fd, interest) = match slot.take() {
+        Some(Registration::Registered { fd, interest }) => (fd.into_inner(), interest | want),
+        Some(Registration::Idle(fd)) => (fd, want),
+        None => {
+            return Err(Error::with_note(
+                ErrorKind::Io,
+                "the readiness descriptor was lost: an earlier registration panicked \
                      (a wait polled outside a tokio runtime)",
-                ));
-            }
-        };
-        // SAFETY: `fd` is an open descriptor owned by the `AsyncFd`, which is never asked for
-        // `get_mut` or replaced: `as_raw_fd` returns the same open descriptor until the
-        // `AsyncFd` is dropped or `into_inner` returns it.
-        match unsafe { AsyncFd::register_with_interest(fd, interest) } {
-            Ok(fd) => {
-                self.fd = Some(Registration::Registered { fd, interest });
-                Ok(())
-            }
-            Err(e) => {
-                let (fd, e) = e.into_parts();
-                self.fd = Some(Registration::Idle(fd));
-                Err(Error::from(e).in_op("register with the tokio reactor"))
-            }
+            ));
+        }
+    };
+    // SAFETY: `fd` is an open descriptor owned by the `AsyncFd`, which is never asked for
+    // `get_mut` or replaced: `as_raw_fd` returns the same open descriptor until the
+    // `AsyncFd` is dropped or `into_inner` returns it.
+    match unsafe { AsyncFd::register_with_interest(fd, interest) } {
+        Ok(fd) => {
+            *slot = Some(Registration::Registered { fd, interest });
+            Ok(())
+        }
+        Err(e) => {
+            let (fd, e) = e.into_parts();
+            *slot = Some(Registration::Idle(fd));
+            Err(Error::from(e).in_op("register with the tokio reactor"))
         }
     }
 }
@@ -744,6 +779,64 @@ mod tests {
             };
             assert_eq!((yielded, missed), (expected, expected), "{policy:?}");
         }
+    }
+
+    fn registered<E: Readiness>(end: &AsyncEndpoint<E>) -> bool {
+        matches!(end.fd, Some(Registration::Registered { .. }))
+    }
+
+    /// The descriptor enters the reactor at a park, not before; the first call of a
+    /// hand-off streak takes it out; and a wait that parks after that puts it back and is
+    /// woken by a message sent while it sleeps (readiness is not lost across the two).
+    #[test]
+    fn a_hand_off_streak_leaves_the_reactor_and_the_next_park_comes_back() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let rt = runtime();
+        let mut rx = {
+            let _in = rt.enter();
+            AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe").unwrap()).unwrap()
+        };
+        let (go, send) = std::sync::mpsc::channel::<u8>();
+        let sender = std::thread::spawn(move || {
+            let mut tx = FrameSender::new(w, FrameMode::default(), "pipe").unwrap();
+            for i in send {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(&[i; 10]).unwrap();
+            }
+        });
+        let mut buf = [0u8; 16];
+        let mut recv = |rx: &mut AsyncEndpoint<_>, i: u8| {
+            go.send(i).unwrap();
+            let n = rt.block_on(rx.recv(&mut buf)).unwrap();
+            assert_eq!(&buf[..n], &[i; 10]);
+        };
+        assert!(!registered(&rx), "in the reactor before any park");
+        recv(&mut rx, 1);
+        assert!(registered(&rx), "a park registers");
+        assert_eq!(rx.wait_stats().parks, 1);
+        // As after four hand-offs: the next call yields first, which takes the descriptor
+        // out; its message comes 20 ms later, so it parks, which puts it back.
+        rx.yields.handoffs = Yields::HANDOFFS;
+        rx.yields.since_probe = 0;
+        recv(&mut rx, 2);
+        assert_eq!(
+            (rx.wait_stats().yields_first, rx.wait_stats().parks),
+            (1, 2)
+        );
+        assert!(registered(&rx), "the park after the yield registers again");
+        // A streak call that finds its message after the yield leaves the reactor for good.
+        rx.yields.handoffs = Yields::HANDOFFS;
+        go.send(3).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let n = rt.block_on(rx.recv(&mut buf)).unwrap();
+        assert_eq!(&buf[..n], &[3; 10]);
+        assert_eq!(rx.wait_stats().yields_first, 2);
+        assert!(
+            !registered(&rx),
+            "a hand-off streak keeps it out of the reactor"
+        );
+        drop(go);
+        sender.join().unwrap();
     }
 
     /// Two threads pinned to one CPU play ping-pong: a receiver's yield lets its peer (woken
