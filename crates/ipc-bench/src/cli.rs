@@ -23,8 +23,8 @@ usage: cargo xtask bench [OPTIONS]
                      writes under target/ipc-bench/tiny/
   --sweep            the kernel mechanisms' library rows against their raw loops (pipe,
                      fifo, mq-posix, mq-sysv) at 64, 1000, 4092, 4096, 8192, 65536 B and
-                     1 MiB, both metrics, full-length runs (232 points, ~6 minutes);
-                     the chart gains panels of each library row's time per message over
+                     1 MiB, both metrics, full-length runs in three rounds (232 points,
+                     ~7 minutes); the chart gains panels of each library row's time per message over
                      its raw row's.
                      Combines with --filter (rows, metrics, placements; sizes replace the
                      sweep's); writes under target/ipc-bench/sweep/
