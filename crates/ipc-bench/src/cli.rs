@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::{self, Config, Metric, Placement, Profile};
+use crate::engine::{self, Config, Metric, Placement, Profile, Runs};
 use crate::report::{Report, size_name};
 use crate::row::Row;
 use crate::stats::Point;
@@ -46,6 +46,58 @@ usage: cargo xtask bench [OPTIONS]
   --drop-every N     testing aid: silently drop every Nth message (skip every Nth wait
                      for a synchronisation hand-off); the run must fail
 ";
+
+/// One measurement point: a row, a metric, a message size and a placement.
+type Todo = (&'static dyn Row, Metric, usize, Placement);
+
+/// How the progress and the errors name a point.
+fn what(row: &dyn Row, metric: Metric, size: usize, pl: Placement) -> String {
+    format!(
+        "{} {} {} {}",
+        row.info().id,
+        metric.as_str(),
+        size_name(size),
+        pl.as_str()
+    )
+}
+
+/// Measures every point of `todo` in `rounds` rounds: each round measures every point once, in
+/// order, with `measure` (given the round; fresh processes per call), so a point's runs come
+/// from several pairs of processes started minutes apart ([`Profile::total_runs`]). Returns
+/// the points with every round's runs merged; `measured` sees a point (round, index) after
+/// each of its rounds.
+fn in_rounds(
+    todo: &[Todo],
+    rounds: usize,
+    mut measure: impl FnMut(usize, &Todo) -> Result<Runs, String>,
+    mut measured: impl FnMut(usize, usize, &Point),
+) -> Result<Vec<Point>, String> {
+    let mut points: Vec<Point> = Vec::with_capacity(todo.len());
+    for round in 0..rounds {
+        for (i, t) in todo.iter().enumerate() {
+            let &(row, metric, size, placement) = t;
+            let runs = measure(round, t).map_err(|e| {
+                format!(
+                    "{} (round {}): {e}",
+                    what(row, metric, size, placement),
+                    round + 1
+                )
+            })?;
+            match points.get_mut(i) {
+                Some(point) => point.runs.append(runs)?,
+                None => points.push(Point {
+                    row: row.info().id,
+                    metric,
+                    size,
+                    placement,
+                    runs,
+                }),
+            }
+            measured(round, i, &points[i]);
+        }
+    }
+    Ok(points)
+}
 
 /// Runs the benchmark with this process's arguments; what `main` of the binary returns.
 pub fn main() -> ExitCode {
@@ -399,7 +451,7 @@ fn run(args: &[String]) -> Result<(), String> {
         drop_every: o.drop_every,
         abandon_at: None,
     };
-    let mut todo = Vec::new();
+    let mut todo: Vec<Todo> = Vec::new();
     for &(metric, size) in &plan.items {
         for &pl in &plan.placements {
             for &row in &plan.rows {
@@ -430,53 +482,37 @@ fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?,
     );
     let lines = bar.is_hidden();
-    // Round by round: each round measures every point once, with fresh processes, so a
-    // point's runs come from several pairs of processes started minutes apart.
-    let mut points: Vec<Point> = Vec::with_capacity(todo.len());
-    for round in 0..rounds {
-        for (i, &(row, metric, size, pl)) in todo.iter().enumerate() {
-            let what = format!(
-                "{} {} {} {}",
-                row.info().id,
-                metric.as_str(),
-                size_name(size),
-                pl.as_str()
-            );
-            bar.set_message(format!("round {}/{rounds}: {what}", round + 1));
-            let runs = engine::measure(row, metric, size, pl, &cfg, &mut || bar.inc(1))
-                .map_err(|e| format!("{what} (round {}): {e}", round + 1))?;
-            let point = match points.get_mut(i) {
-                Some(point) => {
-                    point.runs.append(runs)?;
-                    point
-                }
-                None => {
-                    points.push(Point {
-                        row: row.info().id,
-                        metric,
-                        size,
-                        placement: pl,
-                        runs,
-                    });
-                    points.last_mut().expect("just pushed")
+    let points = in_rounds(
+        &todo,
+        rounds,
+        |round, &(row, metric, size, pl)| {
+            bar.set_message(format!(
+                "round {}/{rounds}: {}",
+                round + 1,
+                what(row, metric, size, pl)
+            ));
+            engine::measure(row, metric, size, pl, &cfg, &mut || bar.inc(1))
+        },
+        |round, i, point| {
+            if !lines {
+                return;
+            }
+            let v = match point.metric {
+                Metric::RoundTrip => format!("median {:.1} us", point.median_ns() / 1e3),
+                Metric::Throughput => {
+                    format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
                 }
             };
-            if lines {
-                let v = match metric {
-                    Metric::RoundTrip => format!("median {:.1} us", point.median_ns() / 1e3),
-                    Metric::Throughput => {
-                        format!("{:.3} GiB/s", point.bytes_per_sec() / (1u64 << 30) as f64)
-                    }
-                };
-                eprintln!(
-                    "[{}/{}] round {}/{rounds}: {what}: {v}",
-                    round * todo.len() + i + 1,
-                    points_todo,
-                    round + 1
-                );
-            }
-        }
-    }
+            let (row, metric, size, pl) = todo[i];
+            eprintln!(
+                "[{}/{}] round {}/{rounds}: {}: {v}",
+                round * todo.len() + i + 1,
+                points_todo,
+                round + 1,
+                what(row, metric, size, pl)
+            );
+        },
+    )?;
     // The synchronisation rows: one pair of processes each, with every round's runs.
     let sync_cfg = Config {
         profile: Profile {
@@ -623,6 +659,61 @@ mod tests {
                 secs: 1.0,
             }]),
         }
+    }
+
+    /// Every round measures every point once, all points before the next round, and each
+    /// point keeps every round's runs; a failure names the point and the round.
+    #[test]
+    fn rounds_measure_every_point_once_each_and_keep_every_run() {
+        let rows = [rows::find("pipe").unwrap(), rows::find("pipe-raw").unwrap()];
+        let todo: Vec<Todo> = rows
+            .iter()
+            .map(|&r| (r, Metric::Throughput, 64, Placement::SameCore))
+            .collect();
+        let mut calls = Vec::new();
+        let mut seen = Vec::new();
+        let points = in_rounds(
+            &todo,
+            3,
+            |round, t| {
+                calls.push((round, t.0.info().id));
+                let msgs = 10 * round as u64 + 1;
+                Ok(Runs::Throughput(vec![ThroughputRun {
+                    msgs,
+                    bytes: msgs * 64,
+                    secs: 1.0,
+                }]))
+            },
+            |round, i, _| seen.push((round, i)),
+        )
+        .unwrap();
+        let order: Vec<_> = (0..3)
+            .flat_map(|r| [(r, "pipe"), (r, "pipe-raw")])
+            .collect();
+        assert_eq!(calls, order);
+        assert_eq!(seen.len(), 6);
+        for p in &points {
+            match &p.runs {
+                Runs::Throughput(r) => {
+                    assert_eq!(r.iter().map(|r| r.msgs).collect::<Vec<_>>(), [1, 11, 21]);
+                }
+                Runs::Latency(_) => panic!("the metric changed"),
+            }
+        }
+        let err = in_rounds(
+            &todo,
+            2,
+            |round, _| {
+                if round == 1 {
+                    Err("boom".into())
+                } else {
+                    Ok(Runs::Latency(Vec::new()))
+                }
+            },
+            |_, _, _| {},
+        )
+        .unwrap_err();
+        assert_eq!(err, "pipe throughput 64 B same-core (round 2): boom");
     }
 
     #[test]
