@@ -17,6 +17,9 @@
 //! target/release/examples/stream_probe 4096 0 2000 12
 //! ```
 
+mod common;
+
+use common::{cpu_ns, pin};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -97,22 +100,6 @@ fn read_all(fd: &OwnedFd, mut a: &mut [u8], mut b: &mut [u8]) {
         a = &mut std::mem::take(&mut a)[k..];
         b = &mut std::mem::take(&mut b)[n - k..];
     }
-}
-
-fn cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<()> {
@@ -242,15 +229,7 @@ fn main() -> Result<()> {
     }
     assert!(child.wait()?.success(), "the child failed");
     println!("stream {size} B one way, CPUs {cpu}/{child_cpu}, {cycles} cycles of {block}:");
-    for (k, (name, _, _)) in VARIANTS.into_iter().enumerate() {
-        let ratio = t[k][0].iter().zip(&t[0][0]).map(|(a, b)| a / b).collect();
-        println!(
-            "  {name:7} {:7.0} ns/msg  x raw {:.3}  cpu send {:5.0} + recv {:5.0} ns/msg",
-            median(t[k][0].clone()),
-            median(ratio),
-            median(t[k][1].clone()),
-            median(t[k][2].clone()),
-        );
-    }
+    let names: Vec<&str> = VARIANTS.iter().map(|l| l.0).collect();
+    common::report(&names, &t, "raw", ("send", "recv"));
     Ok(())
 }
