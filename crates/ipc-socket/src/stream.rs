@@ -65,7 +65,9 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// 1.09-1.12x raw (was 1.16-1.17x), across cores 0.93-0.96x (was 1.03-1.07x); the
 /// `stream_probe` example likewise (1.10-1.11x and 0.94-0.95x, against 1.16-1.19x and
 /// 1.04-1.06x one frame per `read`); at 64 B to 1 KiB and at 8 to 64 KiB it measured no
-/// different.
+/// different. In the benchmark's `uds-stream` row (`perf stat`): ~0.09 `read`s per 4 KiB
+/// message instead of ~0.8, and twice the context switches (0.2 per message instead of 0.1).
+///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
 /// until [`FrameReceiver::set_read_ahead`] changes it.
