@@ -243,8 +243,8 @@ impl Row for RawTcp {
 /// 0.2 per message). This row at 4 KiB under `chrt -f`, old and new binaries alternated three
 /// times: one core 1.16-1.18x -> 0.96-1.07x, across cores 1.05-1.07x -> 0.92-1.02x; 64 B,
 /// 64 KiB, 1 MiB and round trips unchanged. Off the default sizes, two alternations each: 1 KiB
-/// one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x (cross-core 1.02 and 1.05-1.11x
-/// -> 0.78-1.02x); 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
+/// one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
+/// 0.99-1.01x -> 1.02x, 2 KiB 1.02-1.11x -> 0.78-0.79x; 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
 /// 8196-byte frame has the same 4-byte head; the `stream_probe` example puts a raw 8196-byte
 /// loop at ~1.09x and the framing by hand at 1.13-1.15x). The `uds` row keeps ipc-core's plain receiver
 /// (adaptive), so it keeps the old 4 KiB ratio (~1.15x): the same cause. Left is the sender's
