@@ -22,6 +22,9 @@
 //! target/release/examples/socket_ab tcp 1048576 oneway 0 20 12
 //! ```
 
+mod common;
+
+use common::{cpu_ns, pin};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -84,18 +87,6 @@ impl End {
     }
 }
 
-/// This thread's CPU time in nanoseconds.
-fn cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
-}
-
 /// A connected pair `(ours, theirs)` of seqpacket or stream sockets: a socket pair, or a
 /// listener connection on an abstract name (the client's end ours, the accepted end theirs);
 /// over TCP always a connection on 127.0.0.1.
@@ -135,11 +126,6 @@ fn connection(kind: &str, listener: bool, n: usize) -> Result<(OwnedFd, OwnedFd)
     let client = Seqpacket::connect(&addr, &opts, Deadline::Never)?;
     let server = l.accept(Deadline::Never)?;
     Ok((client.into(), server.into()))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<()> {
@@ -249,15 +235,7 @@ fn main() -> Result<()> {
     assert!(child.wait()?.success(), "the child failed");
     let what = if rtt { "round trip" } else { "one way" };
     println!("{kind} {size} B {what}, child on CPU {child_cpu}, {cycles} cycles of {block}:");
-    for (k, (name, _, _)) in LINKS.into_iter().enumerate() {
-        let ratio = t[k][0].iter().zip(&t[0][0]).map(|(a, b)| a / b).collect();
-        println!(
-            "  {name:9} {:8.0} ns/msg  x raw-pair {:.3}  cpu parent {:.0} + child {:.0} ns/msg",
-            median(t[k][0].clone()),
-            median(ratio),
-            median(t[k][1].clone()),
-            median(t[k][2].clone()),
-        );
-    }
+    let names: Vec<&str> = LINKS.iter().map(|l| l.0).collect();
+    common::report(&names, &t, "raw-pair", ("parent", "child"));
     Ok(())
 }

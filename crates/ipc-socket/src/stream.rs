@@ -21,9 +21,9 @@ use rustix::net::SocketType;
 use crate::conn::{Connected, Kind};
 use crate::{Address, Options, PeerCred};
 
-/// TCP: the message size from which the receive side reads ahead (up to 64 KiB per read, see
-/// [`ReadAhead::Always`]) for the next message. See [`Stream`]'s "How a TCP stream reads".
-const TCP_AHEAD_MIN: usize = 1024;
+/// The message size from which the receive side reads ahead (up to 64 KiB per read, see
+/// [`ReadAhead::Always`]) for the next message. See [`Stream`]'s "How a stream reads".
+const AHEAD_MIN: usize = 1024;
 
 /// The sending half of a [`Stream`] (see [`Stream::into_split`]).
 pub type StreamSender = FrameSender<Arc<OwnedFd>>;
@@ -38,19 +38,36 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// [`MessageReceiver`] with the framing's semantics (a send cut short by its deadline is
 /// [`ErrorKind::Incomplete`] and finishes on the next send: see [`FrameSender`]).
 ///
-/// # How a TCP stream reads
+/// # How a stream reads
 ///
-/// After a message of 1 KiB or more, a TCP stream's next receive reads ahead (up to 64 KiB per
-/// `read`, [`ReadAhead::Always`]); after a smaller one it reads as any frame receiver does
-/// ([`ReadAhead::Adaptive`]). On TCP, the kernel processes a peer's segments on the sending
-/// side (loopback: in the writer's own system call), so a receiver that keeps up rarely loses
-/// the CPU, the adaptive probe never turns read-ahead on, and each message of a stream cost a
-/// `read` of its own. Measured on one core (processes, 4 KiB messages): 2 system calls per
-/// message at ~1.10x the CPU time of a raw `write`/`read` loop adaptively, 1.06 calls at
-/// ~1.0x reading ahead (1 and 2 KiB: ~0.8x of adaptive). Below 1 KiB reading ahead cost more
-/// (64 B: ~1.2x of adaptive): a reader that takes every queued message at once empties the
-/// socket sooner and sleeps until the writer's next segment, 5 times the context switches.
-/// Unix stream sockets read adaptively at every size: reading ahead measured no better there.
+/// After a message of 1 KiB or more, the next receive reads ahead (up to 64 KiB per `read`,
+/// [`ReadAhead::Always`]); after a smaller one it reads as any frame receiver does
+/// ([`ReadAhead::Adaptive`]). A stream of messages of a few KiB then costs a `read` per several
+/// messages instead of one each, and one copy out of the endpoint's buffer.
+///
+/// On TCP, the kernel processes a peer's segments on the sending side (loopback: in the
+/// writer's own system call), so a receiver that keeps up rarely loses the CPU, the adaptive
+/// probe never turns read-ahead on, and each message of a stream cost a `read` of its own.
+/// Measured on one core (processes, 4 KiB messages): 2 system calls per message at ~1.10x the
+/// CPU time of a raw `write`/`read` loop adaptively, 1.06 calls at ~1.0x reading ahead (1 and
+/// 2 KiB: ~0.8x of adaptive). Below 1 KiB reading ahead cost more (64 B: ~1.2x of adaptive):
+/// a reader that takes every queued message at once empties the socket sooner and sleeps
+/// until the writer's next segment, 5 times the context switches.
+///
+/// On a Unix stream socket the adaptive probe did not turn read-ahead on either (a sender on
+/// the same core fills the socket's ~200 KiB send buffer, some 40 frames of 4 KiB, between
+/// two switches: fewer than its threshold), and a 4 KiB message cost its frame's 4100 bytes
+/// (a page and a 4-byte linear head in the kernel, ~50 ns more per side than 4096 bytes) plus a
+/// `read` of its own and a copy out: ~1.16x a raw 4096-byte `write`/`read` loop on one core.
+/// Reading ahead, the receiver's CPU time per message is the raw loop's, and what is left is
+/// the sender's (the 4100-byte frame and the `writev` of prefix and payload, ~110 ns). Measured
+/// with interleaved blocks on a loaded machine (rough): `socket_ab stream 4096` one core
+/// 1.09-1.12x raw (was 1.16-1.17x), across cores 0.93-0.96x (was 1.03-1.07x); the
+/// `stream_probe` example likewise (1.10-1.11x and 0.94-0.95x, against 1.16-1.19x and
+/// 1.04-1.06x one frame per `read`); at 64 B to 1 KiB and at 8 to 64 KiB it measured no
+/// different. In the benchmark's `uds-stream` row (`perf stat`): ~0.09 `read`s per 4 KiB
+/// message instead of ~0.8, and twice the context switches (0.2 per message instead of 0.1).
+///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
 /// until [`FrameReceiver::set_read_ahead`] changes it.
@@ -195,9 +212,9 @@ impl Stream {
         MessageReceiver::max_message_size(&self.rx)
     }
 
-    /// The receive side's read-ahead policy for the next receive: on TCP, [`ReadAhead::Always`]
-    /// after a message of 1 KiB or more (see [How a TCP stream reads](Stream#how-a-tcp-stream-reads)),
-    /// otherwise [`ReadAhead::Adaptive`]. No system call.
+    /// The receive side's read-ahead policy for the next receive: [`ReadAhead::Always`] after a
+    /// message of 1 KiB or more (see [How a stream reads](Stream#how-a-stream-reads)), otherwise
+    /// [`ReadAhead::Adaptive`]. No system call.
     pub fn read_ahead_policy(&self) -> ReadAhead {
         self.rx.read_ahead_policy()
     }
@@ -248,14 +265,13 @@ impl MessageReceiver for Stream {
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         let r = self.recv_inner(buf, deadline);
         match &r {
-            // The next read on TCP: ahead after a message of 1 KiB or more (see "How a TCP
-            // stream reads"). No system call.
-            Ok(n) if self.tcp => self.rx.set_read_ahead(if *n >= TCP_AHEAD_MIN {
+            // The next read: ahead after a message of 1 KiB or more (see "How a stream
+            // reads"). No system call.
+            Ok(n) => self.rx.set_read_ahead(if *n >= AHEAD_MIN {
                 ReadAhead::Always
             } else {
                 ReadAhead::Adaptive
             }),
-            Ok(_) => {}
             // The end of the stream: sends say so from now on without checking.
             Err(e) => self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected,
         }

@@ -1,7 +1,8 @@
 //! TCP: IPv4 and IPv6 over loopback (TCP_NODELAY, framing, deadlines, no credentials), and
 //! client and server in two network namespaces joined by a veth pair the test makes itself
 //! (10.x addresses inside those private namespaces only: nothing leaves the machine), skipped
-//! with a message when the test may not create namespaces or `ip` is missing.
+//! with a message when the test may not create namespaces or `ip` is missing. Also the
+//! read-ahead rule TCP and Unix streams share.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
@@ -76,77 +77,82 @@ fn stamped(i: usize, len: usize) -> Vec<u8> {
 /// frames of every kind.
 const MIXED: [usize; 9] = [64, 1024, 4100, 700, 3000, 20_000, 1, 1023, 60_000];
 
-/// A TCP stream reads ahead after a message of 1 KiB or more and adaptively after a smaller
-/// one (a Unix stream always adaptively), and a burst of mixed sizes, read ahead while it
-/// keeps coming, arrives whole and in order.
+/// Streams 2000 messages of the [`MIXED`] sizes from `c` (on a thread of its own) to `s`:
+/// each arrives whole and in order, and after each the receive side reads ahead when it was
+/// 1 KiB or more, adaptively otherwise.
+fn mixed_burst_reads_ahead_after_a_kilobyte(mut c: Stream, mut s: Stream) {
+    let count = 2000;
+    let writer = std::thread::spawn(move || {
+        for i in 0..count {
+            c.send(&stamped(i, MIXED[i % MIXED.len()])).unwrap();
+        }
+        // Held open until the reader has everything: its last receive must not see the end.
+        let mut done = [0u8; 1];
+        c.recv(&mut done).unwrap();
+    });
+    assert_eq!(
+        s.read_ahead_policy(),
+        ReadAhead::Adaptive,
+        "before any message"
+    );
+    let mut buf = vec![0u8; 64 << 10];
+    for i in 0..count {
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &stamped(i, MIXED[i % MIXED.len()])[..],
+            "message {i}"
+        );
+        let want = if n >= 1024 {
+            ReadAhead::Always
+        } else {
+            ReadAhead::Adaptive
+        };
+        assert_eq!(
+            s.read_ahead_policy(),
+            want,
+            "after message {i} of {n} bytes"
+        );
+    }
+    s.send(b"!").unwrap();
+    writer.join().unwrap();
+}
+
+/// A stream, TCP or Unix, reads ahead after a message of 1 KiB or more and adaptively after a
+/// smaller one, and a burst of mixed sizes, read ahead while it keeps coming, arrives whole
+/// and in order.
 #[test]
-fn tcp_reads_ahead_after_a_kilobyte_and_keeps_every_message() {
-    within_watchdog("tcp_reads_ahead", || {
+fn streams_read_ahead_after_a_kilobyte_and_keep_every_message() {
+    within_watchdog("streams_read_ahead", || {
         let opts = Options::new().max_message(64 << 10);
         let l: Listener<Stream> =
             Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
-        let addr = l.local_addr().unwrap();
-        let count = 2000;
-        let writer_opts = opts.clone();
-        let writer = std::thread::spawn(move || {
-            let mut c = Stream::connect(&addr, &writer_opts, secs(10)).unwrap();
-            for i in 0..count {
-                c.send(&stamped(i, MIXED[i % MIXED.len()])).unwrap();
-            }
-            // Held open until the reader has everything: its last receive must not see the end.
-            let mut done = [0u8; 1];
-            c.recv(&mut done).unwrap();
-        });
-        let mut s = l.accept(secs(10)).unwrap();
-        assert_eq!(
-            s.read_ahead_policy(),
-            ReadAhead::Adaptive,
-            "before any message"
-        );
-        let mut buf = vec![0u8; 64 << 10];
-        for i in 0..count {
-            let n = s.recv(&mut buf).unwrap();
-            assert_eq!(
-                &buf[..n],
-                &stamped(i, MIXED[i % MIXED.len()])[..],
-                "message {i}"
-            );
-            let want = if n >= 1024 {
-                ReadAhead::Always
-            } else {
-                ReadAhead::Adaptive
-            };
-            assert_eq!(
-                s.read_ahead_policy(),
-                want,
-                "after message {i} of {n} bytes"
-            );
-        }
-        s.send(b"!").unwrap();
-        writer.join().unwrap();
+        let c = Stream::connect(&l.local_addr().unwrap(), &opts, secs(10)).unwrap();
+        mixed_burst_reads_ahead_after_a_kilobyte(c, l.accept(secs(10)).unwrap());
+        let (c, s) = Stream::pair(64 << 10).unwrap();
+        mixed_burst_reads_ahead_after_a_kilobyte(c, s);
 
         // Split after a large message: the receiver keeps that policy whatever comes next.
         let l: Listener<Stream> =
             Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &opts).unwrap();
         let mut c = Stream::connect(&l.local_addr().unwrap(), &opts, secs(10)).unwrap();
-        let mut s = l.accept(secs(10)).unwrap();
-        c.send(&stamped(0, 4100)).unwrap();
-        c.send(&stamped(1, 10)).unwrap();
-        assert_eq!(s.recv(&mut buf).unwrap(), 4100);
-        let (_tx, mut rx) = s.into_split();
-        assert_eq!(rx.read_ahead_policy(), ReadAhead::Always);
-        assert_eq!(rx.recv(&mut buf).unwrap(), 10);
-        assert_eq!(&buf[..10], &stamped(1, 10)[..]);
-        assert_eq!(
-            rx.read_ahead_policy(),
-            ReadAhead::Always,
-            "split: as it was"
-        );
-
-        let (mut a, mut b) = Stream::pair(64 << 10).unwrap();
-        a.send(&stamped(0, 4100)).unwrap();
-        assert_eq!(b.recv(&mut buf).unwrap(), 4100);
-        assert_eq!(b.read_ahead_policy(), ReadAhead::Adaptive, "unix stream");
+        let s = l.accept(secs(10)).unwrap();
+        let (mut a, b) = Stream::pair(64 << 10).unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        for (tx, mut rx) in [(&mut c, s), (&mut a, b)] {
+            tx.send(&stamped(0, 4100)).unwrap();
+            tx.send(&stamped(1, 10)).unwrap();
+            assert_eq!(rx.recv(&mut buf).unwrap(), 4100);
+            let (_tx, mut rx) = rx.into_split();
+            assert_eq!(rx.read_ahead_policy(), ReadAhead::Always);
+            assert_eq!(rx.recv(&mut buf).unwrap(), 10);
+            assert_eq!(&buf[..10], &stamped(1, 10)[..]);
+            assert_eq!(
+                rx.read_ahead_policy(),
+                ReadAhead::Always,
+                "split: as it was"
+            );
+        }
     });
 }
 

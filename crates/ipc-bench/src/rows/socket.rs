@@ -228,6 +228,32 @@ impl Row for RawTcp {
 /// 64 KiB 1.015-1.025x (two runs); the raw loop over two connections 0.98-1.00x over one.
 /// TCP at 1 MiB on one core (`tcp 1048576 oneway 0 40 12`, three runs): 0.95-1.02x over one
 /// connection, where the full runs gave 0.94-1.43x.
+///
+/// Where the 4 KiB time went (`ipc-socket`'s `stream_probe` example: one-way blocks of each way
+/// of sending and receiving interleaved in one pair of processes, CPU time per side; loaded
+/// machine, rough): raw 4096-byte `write`/`read` 1.00; raw 4100-byte 1.08-1.10 (the kernel's
+/// page plus 4-byte head, ~50 ns per side); framing by hand, `writev` or a copy and `write`
+/// (~45 ns more on the sender either way: `copy_iovec_from_user` or the `memcpy`), a `read`
+/// of the frame and a copy out or a `readv` straight into the caller's buffer (~50 ns more on
+/// the receiver either way), 1.14-1.16; the library 1.16-1.19. The receiver's part went with
+/// reading ahead (`ipc_socket::Stream` does after a message of 1 KiB or more, as on TCP; the
+/// adaptive probe never turned it on here, this row's writer filling the send buffer between
+/// switches): a `read` per ~10 messages instead of ~0.8 per message (`perf stat`), and the
+/// receiver's CPU time per message the raw loop's, though twice the context switches (0.1 to
+/// 0.2 per message). This row at 4 KiB under `chrt -f`, old and new binaries alternated three
+/// times: one core 1.16-1.18x -> 0.96-1.07x, across cores 1.05-1.07x -> 0.92-1.02x; 64 B,
+/// 64 KiB, 1 MiB and round trips unchanged. Off the default sizes, two alternations each: 1 KiB
+/// one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
+/// 0.99-1.01x -> 1.02x, 2 KiB 1.02-1.11x -> 0.78-0.79x; 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
+/// 8196-byte frame has the same 4-byte head; the `stream_probe` example puts a raw 8196-byte
+/// loop at ~1.09x and the framing by hand at 1.13-1.15x). The `uds` row keeps ipc-core's plain receiver
+/// (adaptive), so it keeps the old 4 KiB ratio (~1.15x): the same cause. Left is the sender's
+/// part, the frame's size and the split of prefix and payload, ~110 ns per message.
+///
+/// `tcp-lib` at 64 KiB across cores (1.12 / 0.78x in the full runs): eight filtered reruns
+/// gave 0.78-1.06x `tcp-raw`, spreads 34-217%; `socket_ab tcp 65536 oneway 1` shows both raw
+/// and library links switching between ~28 and ~100 us per message block by block (the
+/// sender's CPU time ~13 against ~46 us): a mode of the connection, not the library's.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
@@ -380,6 +406,14 @@ impl Duplex for RawSeqpacketEnd {
 /// empty message needs a record (0 bytes is the close), so some message of the maximum's length
 /// needs one byte more, and the receiver could then not tell it, by the bytes that fit, from a
 /// message one byte above its maximum from a peer configured larger, which must be reported.
+///
+/// 4 KiB across cores again (1.11 / 1.23x in the full runs G / H of 2026-12-06): noise. The
+/// library row makes the same system calls per message as this loop (`strace -c -f`: one
+/// `sendto`, one `recvfrom`; the `recvmsg` calls in such a trace are `typed-seqpacket`'s,
+/// whose buffer is exactly its maximum), and adds in user space the 4 KiB copy out of its own
+/// buffer (~50 ns of ~1 us receiver CPU). Interleaved in one pair of processes
+/// (`socket_ab seqpacket 4096 oneway 1 2000 16`, three runs) it was 0.99-1.04x; six filtered
+/// reruns of this point gave 0.90-1.07x (median 1.02), each run with a spread of 9-105%.
 ///
 /// 64 B on one core, one way: the full runs' 1.12-1.20x (2026-12-06) were episodes of load
 /// within the library row's 1.5 s (some of its five runs at 1140-1500 ns where its others and
