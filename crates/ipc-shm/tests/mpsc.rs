@@ -244,6 +244,7 @@ fn produce_by_name(ctx: &Ctx) {
     let who: u32 = args[1].parse().unwrap();
     let count: u64 = args[2].parse().unwrap();
     let mut tx = MpscProducer::open(Segment::open(args[0]).unwrap()).unwrap();
+    ctx.checkpoint("joined");
     for seq in 0..count {
         tx.send_timeout(&message(who, seq), watchdog()).unwrap();
     }
@@ -383,18 +384,23 @@ fn a_killed_consumer_is_disconnected_for_its_producers() {
 }
 
 /// A consumer on a new named segment and `n` producer processes (`produce_by_name`), each
-/// sending `count` messages.
+/// sending `count` messages, returned once every one has joined: until the consumer drains a
+/// place it is not given back, so each producer keeps its own place, and the consumer does not
+/// see every producer gone (`Disconnected`) before the last has joined.
 fn named_producers(tag: &str, n: u32, count: u64) -> (MpscConsumer, Vec<ipc_testkit::Child>) {
     let name = unique_posix_name(tag);
     let seg = opts().create_posix(name.as_str()).unwrap().remove_on_drop();
     let rx = MpscConsumer::open(seg).unwrap();
-    let kids = (0..n)
+    let mut kids: Vec<_> = (0..n)
         .map(|who| {
             spawn("produce_by_name")
                 .arg(format!("{name} {who} {count}"))
                 .start()
         })
         .collect();
+    for k in &mut kids {
+        k.wait_checkpoint("joined");
+    }
     (rx, kids)
 }
 
