@@ -1,6 +1,7 @@
 //! Several workers reporting to one collector: each worker process opens the collector's MPSC
 //! segment by name and sends its reports through a place of its own (no lock between workers);
-//! the collector receives from all of them fairly, each worker's reports in the order sent.
+//! the collector receives from all of them fairly, each worker's reports in the order sent,
+//! reading each report in place (`MpscConsumer::recv_in_place_deadline`).
 //!
 //! ```text
 //! cargo run -p ipc-shm --example workers_collector
@@ -32,11 +33,12 @@ fn collector() -> Result<(), Box<dyn Error>> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut next = vec![0u64; WORKERS as usize];
-    let mut buf = vec![0u8; rx.max_message_size()];
     let mut total = 0u64;
     while total < u64::from(WORKERS) * REPORTS {
-        let n = rx.recv_timeout(&mut buf, Duration::from_secs(10))?;
-        let report = std::str::from_utf8(&buf[..n])?;
+        // Read in place: the report is parsed where it lies in its worker's ring (no copy),
+        // and its room goes back to that worker when `guard` is dropped.
+        let guard = rx.recv_in_place_deadline(Deadline::after(Duration::from_secs(10)))?;
+        let report = std::str::from_utf8(&guard)?;
         // "worker W report N: ..."
         let mut words = report.split_whitespace();
         let w: usize = words.nth(1).ok_or("no worker")?.parse()?;

@@ -140,9 +140,10 @@
 //!   joiner. A publisher's close or death is `Disconnected` for every subscriber once it has
 //!   read what was published.
 //! - **Many producers, one consumer** ([`MpscOptions`], [`MpscProducer`], [`MpscConsumer`]):
-//!   one channel ring per producer place, drained round-robin; each producer's order kept, no
-//!   lock on the message path, a producer killed mid-message tears nothing and blocks nobody,
-//!   and its place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
+//!   one channel ring per producer place, drained round-robin, copied out or read in place
+//!   ([`MpscConsumer::recv_in_place`], [`MpscGuard`]); each producer's order kept, no lock on
+//!   the message path, a producer killed mid-message tears nothing and blocks nobody, and its
+//!   place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
 //!   the layouts and say what the choices cost.
 //!
 //! Their waiters never keep a CPU from another runnable task: before sleeping they look again
@@ -315,7 +316,7 @@ pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoa
 pub use memfd::{MemfdOptions, SEALS, Seals};
 #[doc(hidden)]
 pub use mpsc::testing as mpsc_testing;
-pub use mpsc::{MpscConsumer, MpscOptions, MpscProducer};
+pub use mpsc::{MpscConsumer, MpscGuard, MpscOptions, MpscProducer};
 pub use posix::{DEFAULT_MODE, OpenOptions};
 #[doc(hidden)]
 pub use pubsub::testing as pubsub_testing;

@@ -74,6 +74,7 @@
 //!   process is watched).
 
 use std::fmt;
+use std::ops::Deref;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -621,6 +622,11 @@ impl fmt::Debug for MpscProducer {
 }
 
 /// The one consumer of an MPSC segment: receives from every producer, fairly.
+///
+/// Copying receives come from [`MessageReceiver`] (and
+/// [`recv_from_deadline`](MpscConsumer::recv_from_deadline), which also tells the producer's
+/// place); [`recv_in_place`](MpscConsumer::recv_in_place) reads a message where it lies in its
+/// producer's ring. Both take the same path: one round-robin pass, the same validation.
 pub struct MpscConsumer {
     segment: Arc<Segment>,
     name: Arc<str>,
@@ -849,19 +855,111 @@ impl MpscConsumer {
         buf: &mut [u8],
         deadline: Deadline,
     ) -> Result<(usize, usize)> {
-        let (i, m) = self.next_message(deadline)?;
-        if m.len() > buf.len() {
-            return Err(
-                Error::message_too_large(m.len(), buf.len(), "receive buffer")
-                    .in_op("recv")
-                    .on_shared(&self.name),
-            );
+        let m = self.recv_in_place_deadline(deadline)?;
+        let (place, len) = (m.place(), m.len());
+        if let Some(dst) = buf.get_mut(..len) {
+            dst.copy_from_slice(&m);
+            return Ok((place, len));
         }
-        // SAFETY: the message is `len` validated bytes inside ring `i`, ours until released;
-        // `buf` is a distinct buffer of at least `len` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(m.ptr(), buf.as_mut_ptr(), m.len()) };
-        self.release(i, m);
-        Ok((i, m.len()))
+        // Not released: the message stays in its ring, the next from its place.
+        m.keep();
+        Err(Error::message_too_large(len, buf.len(), "receive buffer")
+            .in_op("recv")
+            .on_shared(&self.name))
+    }
+
+    /// Takes the next message in place (fairly across producers), waiting for one until
+    /// `deadline`: the guard dereferences to the message's bytes in its producer's ring (no
+    /// copy), tells that producer's place ([`MpscGuard::place`]), and gives the room back to
+    /// the producer when dropped (waking it if it sleeps on a full ring).
+    ///
+    /// The bytes are in memory the producer's process can write: a well-behaved producer
+    /// never touches a committed message, but one that misbehaves could change them while you
+    /// read, so validate what you parse from them as you would any input (their place and
+    /// length are always validated here).
+    ///
+    /// Waits and fails like [`recv_deadline`](MessageReceiver::recv_deadline), except that no
+    /// buffer can be too small.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ipc_core::MessageSender;
+    /// use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer};
+    ///
+    /// let seg = Arc::new(MpscOptions::new().producers(2).capacity(1 << 12).create_memfd("doc")?);
+    /// let mut collector = MpscConsumer::open(seg.clone())?;
+    /// let mut worker = MpscProducer::open(seg)?;
+    /// worker.send(b"job 7 done")?;
+    /// let report = collector.recv_in_place()?;
+    /// assert_eq!(&*report, b"job 7 done");
+    /// assert_eq!(report.place(), worker.place());
+    /// drop(report); // the room goes back to the worker
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn recv_in_place_deadline(&mut self, deadline: Deadline) -> Result<MpscGuard<'_>> {
+        let (place, message) = self.next_message(deadline)?;
+        Ok(MpscGuard {
+            consumer: self,
+            place,
+            message,
+        })
+    }
+
+    /// [`recv_in_place_deadline`](MpscConsumer::recv_in_place_deadline) waiting as long as it
+    /// takes.
+    pub fn recv_in_place(&mut self) -> Result<MpscGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Never)
+    }
+
+    /// [`recv_in_place_deadline`](MpscConsumer::recv_in_place_deadline) without waiting.
+    pub fn try_recv_in_place(&mut self) -> Result<MpscGuard<'_>> {
+        self.recv_in_place_deadline(Deadline::Now)
+    }
+}
+
+/// A message read in place, from [`MpscConsumer::recv_in_place`]: dereferences to its bytes
+/// in the producer's ring and tells the producer's place; dropping it gives the room back to
+/// that producer (waking it if it sleeps on its full ring).
+pub struct MpscGuard<'a> {
+    consumer: &'a mut MpscConsumer,
+    place: usize,
+    message: ring::Message,
+}
+
+impl MpscGuard<'_> {
+    /// The place of the producer that sent the message (its [`MpscProducer::place`]).
+    pub fn place(&self) -> usize {
+        self.place
+    }
+
+    /// Ends the guard without giving the room back: the message stays in its ring, the next
+    /// one from its place.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Deref for MpscGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the message is `len` validated bytes inside its place's ring, which the
+        // producer does not touch until this guard releases them.
+        unsafe { std::slice::from_raw_parts(self.message.ptr(), self.message.len()) }
+    }
+}
+
+impl Drop for MpscGuard<'_> {
+    fn drop(&mut self) {
+        self.consumer.release(self.place, self.message);
+    }
+}
+
+impl fmt::Debug for MpscGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpscGuard")
+            .field("place", &self.place)
+            .field("len", &self.message.len())
+            .finish()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Many producers into one consumer across threads and real processes: each producer's order
 //! against a model (property test), fairness, producers joining and leaving, producers killed
 //! at every step of their join and in the middle of sending (nothing torn, nobody blocked, the
-//! place given back), a killed consumer, producer processes opening by name, and scribbled
-//! state. Every wait runs under a watchdog.
+//! place given back), a killed consumer, producer processes opening by name, the in-place
+//! receive (order, places, a full producer woken when the guard drops), and scribbled state
+//! through both receives. Every wait runs under a watchdog.
 
 mod common;
 use common::{check, message};
@@ -243,9 +244,24 @@ fn produce_by_name(ctx: &Ctx) {
     let who: u32 = args[1].parse().unwrap();
     let count: u64 = args[2].parse().unwrap();
     let mut tx = MpscProducer::open(Segment::open(args[0]).unwrap()).unwrap();
+    ctx.checkpoint("joined");
     for seq in 0..count {
         tx.send_timeout(&message(who, seq), watchdog()).unwrap();
     }
+}
+
+/// Child: join as producer `who`, fill the ring without waiting, then send one more message
+/// (blocking until the consumer makes room) and leave. Its sequence numbers step by 150, so
+/// every message has the same length and one taken makes room for the next.
+fn fill_then_send(ctx: &Ctx) {
+    let who: u32 = ctx.arg().parse().unwrap();
+    let mut tx = MpscProducer::open(Segment::inherited("seg").unwrap()).unwrap();
+    let mut seq = 0;
+    while tx.try_send(&message(who, seq)).is_ok() {
+        seq += 150;
+    }
+    ctx.checkpoint("full");
+    tx.send_timeout(&message(who, seq), watchdog()).unwrap();
 }
 
 /// Child: open the consumer and park (to be killed).
@@ -258,6 +274,7 @@ roles!(
     join_and_stop,
     send_forever,
     produce_by_name,
+    fill_then_send,
     consume_and_park
 );
 
@@ -366,19 +383,31 @@ fn a_killed_consumer_is_disconnected_for_its_producers() {
     });
 }
 
-#[test]
-fn producer_processes_open_by_name() {
-    let name = unique_posix_name("mpsc-named");
+/// A consumer on a new named segment and `n` producer processes (`produce_by_name`), each
+/// sending `count` messages, returned once every one has joined: until the consumer drains a
+/// place it is not given back, so each producer keeps its own place, and the consumer does not
+/// see every producer gone (`Disconnected`) before the last has joined.
+fn named_producers(tag: &str, n: u32, count: u64) -> (MpscConsumer, Vec<ipc_testkit::Child>) {
+    let name = unique_posix_name(tag);
     let seg = opts().create_posix(name.as_str()).unwrap().remove_on_drop();
-    let mut rx = MpscConsumer::open(seg).unwrap();
-    let count = 2000u64;
-    let kids: Vec<_> = (0..4u32)
+    let rx = MpscConsumer::open(seg).unwrap();
+    let mut kids: Vec<_> = (0..n)
         .map(|who| {
             spawn("produce_by_name")
                 .arg(format!("{name} {who} {count}"))
                 .start()
         })
         .collect();
+    for k in &mut kids {
+        k.wait_checkpoint("joined");
+    }
+    (rx, kids)
+}
+
+#[test]
+fn producer_processes_open_by_name() {
+    let count = 2000u64;
+    let (mut rx, kids) = named_producers("mpsc-named", 4, count);
     within_watchdog("4 producer processes by name", move || {
         let mut next = [0u64; 4];
         for _ in 0..4 * count {
@@ -436,5 +465,172 @@ fn scribbled_rings_are_corrupted_or_a_clean_error_never_a_hang() {
             let e = MpscConsumer::open(seg.clone()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
         }
+    }
+}
+
+#[test]
+fn in_place_receive_from_producer_processes_keeps_each_order_and_place() {
+    let count = 2000u64;
+    let (mut rx, kids) = named_producers("mpsc-in-place", 3, count);
+    within_watchdog("3 producer processes read in place", move || {
+        let mut next = [0u64; 3];
+        // Each producer holds one place for its whole stream, and no two share one.
+        let mut place_of: [Option<usize>; 3] = [None; 3];
+        for _ in 0..3 * count {
+            let m = rx
+                .recv_in_place_deadline(Deadline::after(watchdog()))
+                .unwrap();
+            let (who, seq) = check(&m);
+            assert_eq!(seq, next[who as usize], "producer {who} out of order");
+            next[who as usize] += 1;
+            assert!(m.place() < 4, "place {} of 4", m.place());
+            let p = *place_of[who as usize].get_or_insert(m.place());
+            assert_eq!(p, m.place(), "producer {who} moved place");
+        }
+        let places: std::collections::BTreeSet<_> = place_of.iter().flatten().collect();
+        assert_eq!(places.len(), 3, "{place_of:?}");
+        for k in kids {
+            k.wait_success();
+        }
+        let e = rx
+            .recv_in_place_deadline(Deadline::after(watchdog()))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+}
+
+#[test]
+fn the_guard_s_bytes_are_the_message_and_its_drop_releases_it() {
+    let seg = Arc::new(opts().create_memfd("mpsc-guard").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut a = MpscProducer::open(seg.clone()).unwrap();
+    let mut b = MpscProducer::open(seg).unwrap();
+    a.try_send(&message(0, 0)).unwrap();
+    b.try_send(&message(1, 0)).unwrap();
+    a.try_send(b"").unwrap();
+    {
+        let m = rx.try_recv_in_place().unwrap();
+        assert_eq!(&*m, &message(0, 0)[..]);
+        assert_eq!(m.place(), a.place());
+    }
+    let m = rx.try_recv_in_place().unwrap();
+    assert_eq!(&*m, &message(1, 0)[..]);
+    assert_eq!(m.place(), b.place());
+    drop(m);
+    let m = rx.try_recv_in_place().unwrap();
+    assert!(m.is_empty(), "an empty message is {} bytes", m.len());
+    assert_eq!(m.place(), a.place());
+    drop(m);
+    // Released: nothing is left, and the copying receive agrees.
+    let e = rx.try_recv_in_place().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    // A buffer too small keeps the message for the next receive, in place or not.
+    b.try_send(&message(1, 1)).unwrap();
+    let e = rx.try_recv(&mut [0u8; 4]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    assert_eq!(check(&rx.try_recv_in_place().unwrap()), (1, 1));
+}
+
+/// Whether `fd` becomes readable within `timeout`.
+fn readable_within(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let t = Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    poll(&mut fds, Some(&t)).unwrap() == 1
+}
+
+#[test]
+fn a_full_producer_is_woken_when_the_guard_drops_not_before() {
+    use ipc_core::Readiness;
+    // A producer waiting on its full ring (its doorbell armed: the flag a blocked send
+    // raises) is rung by the consumer's release, which happens at the guard's drop.
+    let seg = Arc::new(opts().create_memfd("mpsc-guard-wake").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut sent = 0;
+    while tx.try_send(&message(0, sent)).is_ok() {
+        sent += 1;
+    }
+    assert!(!tx.arm().unwrap(), "the ring is full");
+    let m = rx.try_recv_in_place().unwrap();
+    assert_eq!(check(&m), (0, 0));
+    assert!(
+        !readable_within(tx.readiness_fd().unwrap(), Duration::from_millis(100)),
+        "woken while the guard still holds the message"
+    );
+    assert_eq!(
+        tx.try_send(&message(0, sent)).unwrap_err().kind(),
+        ErrorKind::WouldBlock,
+        "room before the guard dropped"
+    );
+    assert!(!tx.arm().unwrap());
+    drop(m);
+    assert!(
+        readable_within(tx.readiness_fd().unwrap(), watchdog()),
+        "not woken by the guard's drop"
+    );
+    tx.disarm();
+    for seq in 1..sent {
+        assert_eq!(check(&rx.try_recv_in_place().unwrap()), (0, seq));
+    }
+    tx.try_send(&message(0, sent)).unwrap();
+    assert_eq!(check(&rx.try_recv_in_place().unwrap()), (0, sent));
+    drop(tx);
+
+    // A producer process blocked in `send` on its full ring: still blocked while the guard
+    // is held, done once it drops.
+    let mut child = spawn("fill_then_send")
+        .fd("seg", seg.fd().unwrap())
+        .arg("7")
+        .start();
+    child.wait_checkpoint("full");
+    within_watchdog("a producer process blocked on its full ring", move || {
+        let m = rx
+            .recv_in_place_deadline(Deadline::after(watchdog()))
+            .unwrap();
+        assert_eq!(check(&m), (7, 0));
+        assert!(
+            child.wait_timeout(Duration::from_millis(100)).is_none(),
+            "the blocked send went through while the guard held the message"
+        );
+        drop(m);
+        child.wait_success();
+        let mut seq = 150;
+        while let Ok(m) = rx.recv_in_place_deadline(Deadline::after(watchdog())) {
+            assert_eq!(check(&m), (7, seq));
+            seq += 150;
+        }
+        assert!(seq > 300, "only {} messages", seq / 150);
+    });
+}
+
+#[test]
+fn a_scribbled_record_is_corrupted_through_the_in_place_receive() {
+    // The first record of place 0 (data at 384 + 640): its length word (bytes 0..4) beyond
+    // any message, or its mark (bytes 4..8) of an unknown kind.
+    for val in [(4u64 << 32) | 0xffff_ffff, 6u64 << 32] {
+        let seg = Arc::new(opts().create_memfd("mpsc-scribble-in-place").unwrap());
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        let mut tx = MpscProducer::open(seg.clone()).unwrap();
+        assert_eq!(tx.place(), 0);
+        tx.send(&message(0, 0)).unwrap();
+        seg.atomic_u64(384 + 640)
+            .unwrap()
+            .store(val, std::sync::atomic::Ordering::SeqCst);
+        within_watchdog("an in-place receive on a scribbled record", move || {
+            for _ in 0..3 {
+                let e = rx
+                    .recv_in_place_deadline(Deadline::after(Duration::from_millis(2)))
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            }
+            // The copying receive, the same path, agrees.
+            let e = rx.try_recv(&mut [0u8; 200]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            drop(tx);
+        });
     }
 }

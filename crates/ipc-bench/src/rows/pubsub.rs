@@ -22,9 +22,11 @@
 //!   machine".
 //! - MPSC: `N` producers of the parent send at once: the one the engine drives, and `N - 1`
 //!   threads each streaming its own numbered messages of the point's size for as long as the
-//!   point runs. The child's consumer drains them all round-robin and checks every stream
-//!   (each producer's order is kept; the other streams are checked as the engine's receiver
-//!   checks its own) while it waits for the engine's messages; the reply comes back over a
+//!   point runs. The child's consumer drains them all round-robin, in place
+//!   (`MpscConsumer::recv_in_place`), and checks every stream (each producer's order is kept;
+//!   the other streams are checked where they lie in the ring as the engine's receiver checks
+//!   its own, and the engine's messages are copied out into its buffer, as the iceoryx2 peer
+//!   does) while it waits for the engine's messages; the reply comes back over a
 //!   one-place MPSC. So latency is a round trip through a consumer busy with `N - 1` other
 //!   producers, and throughput is **the consumer's**: the messages it received per second,
 //!   from all `N` producers. The engine's producer's messages are counted and acknowledged as
@@ -578,8 +580,11 @@ impl Streams {
     }
 }
 
-/// The child's end of an MPSC row: receives until a message of the engine's producer comes,
-/// checking on the way every message of the other producers (each its own numbered stream).
+/// The child's end of an MPSC row: receives in place until a message of the engine's producer
+/// comes (copied out into the engine's buffer, for its checks, as the iceoryx2 peer's
+/// subscriber copies the engine's sample out), checking on the way every message of the other
+/// producers where it lies in the ring (each its own numbered stream), as the iceoryx2 peer
+/// checks the other publishers' samples.
 struct MpscChild {
     tx: MpscProducer,
     rx: MpscConsumer,
@@ -594,12 +599,21 @@ impl Duplex for MpscChild {
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         loop {
-            let (place, n) = self.rx.recv_from_deadline(buf, ipc_core::Deadline::Never)?;
-            if place == self.main {
-                self.others.engine_message();
-                return Ok(n);
+            let m = self.rx.recv_in_place()?;
+            if m.place() != self.main {
+                self.others.check(m.place(), &m)?;
+                continue;
             }
-            self.others.check(place, &buf[..n])?;
+            let Some(dst) = buf.get_mut(..m.len()) else {
+                return Err(Error::message_too_large(
+                    m.len(),
+                    buf.len(),
+                    "receive buffer",
+                ));
+            };
+            dst.copy_from_slice(&m);
+            self.others.engine_message();
+            return Ok(m.len());
         }
     }
 
