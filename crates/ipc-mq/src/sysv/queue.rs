@@ -769,9 +769,9 @@ mod tests {
         assert_eq!(q.status().unwrap().messages, 0);
     }
 
-    /// The stream's paths (a blocking send of a size known to fit, a blocking receive of any
-    /// type) report what the general paths report: a message longer than the buffer stays
-    /// queued, and a removed queue is a disconnection for both.
+    /// A stream's calls (a blocking send of a size known to fit, which goes straight to
+    /// `msgsnd`, and a blocking receive) report what the general paths report: a message
+    /// longer than the buffer stays queued, and a removed queue is a disconnection for both.
     #[test]
     fn blocking_stream_calls_report_a_short_buffer_and_a_removed_queue() {
         let mut q = Queue::private().unwrap();
