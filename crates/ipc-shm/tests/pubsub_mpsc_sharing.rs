@@ -220,3 +220,42 @@ fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
     );
     drop(tx);
 }
+
+/// A subscriber whose CPU is shared with another subscriber of the same pub-sub (a sibling,
+/// pinned there too) keeps taking turns with it, however long the sibling works: a long
+/// yield is a sibling handling its messages, not a busy task, so no wait of the thread skips
+/// yielding (where beside a stranger that never pauses most do: the test above). Without the
+/// rule, 16 subscriber threads on one CPU each spun their budget out on their siblings' work
+/// and then slept, at almost every message.
+#[test]
+fn a_subscriber_keeps_yielding_to_a_sibling_subscriber_however_long_it_works() {
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        eprintln!("skipped: one CPU, where a waiter yields before every look");
+        return;
+    }
+    let seg = pubsub(Policy::Lossy);
+    let tx = Publisher::open(seg.clone()).unwrap();
+    // The sibling: a subscriber of the same segment, opened on the shared CPU (the busy
+    // thread of `waits_that_gave_way` runs beside it there and stands for its work).
+    let cpu = first_cpu();
+    let sibling = {
+        let seg = seg.clone();
+        std::thread::spawn(move || {
+            pin(cpu);
+            Subscriber::open(seg).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let (gave, skipped) = waits_that_gave_way(
+        "subscriber beside a sibling subscriber",
+        false,
+        move || Subscriber::open(seg).unwrap(),
+        receive,
+    );
+    assert!(
+        gave >= WAITS / 2 && skipped == 0,
+        "yielded to a working sibling in {gave} of {WAITS} waits, skipped yielding in {skipped}"
+    );
+    drop((sibling, tx));
+}
