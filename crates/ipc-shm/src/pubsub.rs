@@ -80,7 +80,7 @@
 //! look, and the thread's next 15 waits spin out their budget without yielding, then sleep.
 //! A subscriber with *siblings* (other subscribers of the segment pinned to its CPU) instead
 //! counts only its own time on the CPU against the budget (what its yields give them does not
-//! count, up to 10 ms or its deadline), and a long yield is them working, not a busy task: so
+//! count, up to 200 µs or its deadline), and a long yield is them working, not a busy task: so
 //! they take turns there as pollers do. Before this rule, 16 subscriber threads on one CPU
 //! each spun its budget out on its siblings' work of 1 MiB messages and slept, at almost
 //! every message (a futex wait, the publisher's wake-up and a liveness check each).

@@ -148,8 +148,11 @@ const SKIP_WAITS: u32 = 15;
 const SIBLING_YIELD: Duration = Duration::from_micros(2);
 
 /// The longest the spin phase of a wait with siblings on its CPU lasts on the wall clock,
-/// however much of it went to them.
-const SIBLING_SPIN_WALL: Duration = Duration::from_millis(10);
+/// however much of it went to them: about one 1 MiB message's turn of 16 subscriber threads
+/// on the 2-vCPU benchmark machine. Longer (10 ms was tried) keeps idle siblings yielding
+/// to each other where a sleep is cheaper: in some runs 16 subscribers of 64 KiB messages
+/// then made 8 yields per message instead of under 1, at a fifth of the throughput.
+const SIBLING_SPIN_WALL: Duration = Duration::from_micros(200);
 
 std::thread_local! {
     /// This thread's waits still to skip yielding ([`SKIP_WAITS`]), and how many waits
