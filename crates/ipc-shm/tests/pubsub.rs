@@ -257,6 +257,31 @@ fn threads_block_policy_every_message_to_every_subscriber() {
     });
 }
 
+/// A thread pinned to `cpu` that joins `seg` (then says so on `joined`), receives messages
+/// `0..count` in order, checking each, and works on each for `work` (spinning).
+fn pinned_subscriber(
+    seg: Arc<Segment>,
+    cpu: usize,
+    count: u64,
+    joined: std::sync::mpsc::Sender<()>,
+    work: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        pin(cpu);
+        let mut s = Subscriber::open(seg).unwrap();
+        joined.send(()).unwrap();
+        let mut buf = [0u8; 256];
+        for seq in 0..count {
+            let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(check(&buf[..n]), seq);
+            let until = std::time::Instant::now() + work;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    })
+}
+
 /// A publisher that outpaces its subscriber sleeps until half the ring is free and is woken
 /// once per such sleep, not once per message the subscriber takes while it sleeps (counted,
 /// not timed). Both ends are pinned to one CPU, so neither spins: the publisher really sleeps
@@ -278,16 +303,7 @@ fn a_blocked_publisher_is_woken_once_per_half_ring_not_per_message() {
         pin(cpu);
         let mut tx = Publisher::open(seg.clone()).unwrap();
         let (joined, ready) = std::sync::mpsc::channel();
-        let sub = std::thread::spawn(move || {
-            pin(cpu);
-            let mut s = Subscriber::open(seg2).unwrap();
-            joined.send(()).unwrap();
-            let mut buf = [0u8; 256];
-            for seq in 0..count {
-                let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
-                assert_eq!(check(&buf[..n]), seq);
-            }
-        });
+        let sub = pinned_subscriber(seg2, cpu, count, joined, Duration::ZERO);
         ready.recv().unwrap();
         for seq in 0..count {
             tx.send_timeout(&message(seq), watchdog()).unwrap();
@@ -338,26 +354,10 @@ fn a_blocked_publisher_with_several_subscribers_is_woken_once_per_half_ring() {
         pin(mine);
         let mut tx = Publisher::open(seg.clone()).unwrap();
         let (joined, ready) = std::sync::mpsc::channel();
+        // Each works on every message a while: the publisher outpaces them all.
+        let work = Duration::from_micros(20);
         let subs: Vec<_> = (0..subscribers)
-            .map(|_| {
-                let seg = seg.clone();
-                let joined = joined.clone();
-                std::thread::spawn(move || {
-                    pin(theirs);
-                    let mut s = Subscriber::open(seg).unwrap();
-                    joined.send(()).unwrap();
-                    let mut buf = [0u8; 256];
-                    for seq in 0..count {
-                        let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
-                        assert_eq!(check(&buf[..n]), seq);
-                        // Work on it a while (the publisher outpaces them all).
-                        let until = std::time::Instant::now() + Duration::from_micros(20);
-                        while std::time::Instant::now() < until {
-                            std::hint::spin_loop();
-                        }
-                    }
-                })
-            })
+            .map(|_| pinned_subscriber(seg.clone(), theirs, count, joined.clone(), work))
             .collect();
         for _ in 0..subscribers {
             ready.recv().unwrap();

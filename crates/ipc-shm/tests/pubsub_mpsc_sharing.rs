@@ -195,15 +195,24 @@ fn a_blocked_mpsc_producer_lets_its_sibling_run() {
     drop(rx);
 }
 
+/// Whether the machine has one CPU only (said on stderr): every wait is then on a CPU shared
+/// with those it waits for, and yields to them before every look, which the tests below do
+/// not look at.
+fn one_cpu() -> bool {
+    let one = std::thread::available_parallelism().map_or(1, usize::from) < 2;
+    if one {
+        eprintln!("skipped: one CPU, where a waiter yields before every look");
+    }
+    one
+}
+
 /// A waiter beside a task that never pauses does not keep yielding to it (each yield would
 /// hand it a whole time slice while the waiter, runnable, could not be woken when served):
 /// after a yield that kept it off the CPU that long, the thread's next waits spin without
 /// yielding, and yield again only to look whether the CPU is still busy.
 #[test]
 fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        // One CPU: every wait is on a CPU shared with those it waits for, and yields to them.
-        eprintln!("skipped: one CPU, where a waiter yields before every look");
+    if one_cpu() {
         return;
     }
     let seg = pubsub(Policy::Lossy);
@@ -229,8 +238,7 @@ fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
 /// and then slept, at almost every message.
 #[test]
 fn a_subscriber_keeps_yielding_to_a_sibling_subscriber_however_long_it_works() {
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        eprintln!("skipped: one CPU, where a waiter yields before every look");
+    if one_cpu() {
         return;
     }
     let seg = pubsub(Policy::Lossy);
