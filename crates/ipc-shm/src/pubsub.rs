@@ -78,6 +78,12 @@
 //! ~130-290 µs and ~0.6-1.2 ms). A
 //! yield that kept the waiter off the CPU for more than 1 ms (a busy task holds it) ends the
 //! look, and the thread's next 15 waits spin out their budget without yielding, then sleep.
+//! A subscriber with *siblings* (other subscribers of the segment pinned to its CPU) instead
+//! counts only its own time on the CPU against the budget (what its yields give them does not
+//! count, up to 200 µs or its deadline), and a long yield is them working, not a busy task: so
+//! they take turns there as pollers do. Before this rule, 16 subscriber threads on one CPU
+//! each spun its budget out on its siblings' work of 1 MiB messages and slept, at almost
+//! every message (a futex wait, the publisher's wake-up and a liveness check each).
 //! When everyone they wait for is pinned to their own CPU (spinning cannot pay there) they yield
 //! before every look, long yields included (those waited for run only then), so a runnable peer
 //! on that CPU publishes or drains a batch before either end announces a sleep (no wake-up
@@ -94,10 +100,14 @@
 //! count raised, which costs the publisher one needless wake-up, never a lost one (each sleep
 //! re-reads the wake word first, so a wake-up after it announced its sleep ends it or its sleep
 //! does not start). A publisher blocked under `Block` sleeps until half the ring is free (it writes
-//! the cursor it wants in `want`; the first subscriber past it takes the publisher's flag down and
-//! wakes it), so a publisher that outpaces its subscribers wakes once per half ring, not once per
-//! message; it rescans before every sleep with its flag up, so a slower subscriber that passes
-//! later still wakes it.
+//! the cursor it wants in `want`; the *last* attached subscriber to pass it takes the publisher's
+//! flag down and wakes it: each one that passes it looks at the others' cursors after storing its
+//! own, so of two passing at once at least one sees the other), so a publisher that outpaces its
+//! subscribers wakes once per half ring, not once per message nor once per subscriber (with the
+//! first subscriber waking it, 16 subscribers woke it ~8 times per half ring, each wake-up a
+//! liveness check of every subscriber still behind); it raises its flag before its last look, so
+//! a subscriber that passed before that is seen by the look. A dead subscriber holding it back
+//! wakes nobody: the publisher finds it at the end of its sleeping slice (1 ms, then longer).
 //!
 //! # Readiness
 //!
@@ -113,8 +123,8 @@
 //!   while one does not. The publisher's process is watched (pidfd, the
 //!   `ipc-shm-watch` thread), so its death rings at once.
 //! - a [`Publisher`]'s rings, under [`Policy::Block`], when the subscribers it waits for moved
-//!   on (or left, or died): `arm` raises the publisher's sleeping flag, which subscribers
-//!   check before waking it. The processes of the subscribers holding it back are watched
+//!   on (the last of them, or one left, or died): `arm` raises the publisher's sleeping flag,
+//!   which subscribers check before waking it. The processes of the subscribers holding it back are watched
 //!   too (where they cannot be, the bell rings every 50 ms to look again). Under
 //!   [`Policy::Lossy`] a publish never waits and `arm` says "ready" at once.
 
@@ -1092,24 +1102,59 @@ impl Subscriber {
     }
 
     fn set_cursor(&mut self, next: u64) {
-        self.cursor = next;
+        let prev = std::mem::replace(&mut self.cursor, next);
         let h = self.view.header();
         self.view
             .place(self.index)
             .cursor
             .store(next, Ordering::SeqCst);
-        // The first subscriber past what the sleeping publisher wants takes its flag down
-        // and wakes it (one wake per sleep); the publisher raises it again before it sleeps
-        // again, and rescans with the flag up, so a slower subscriber passing later is seen.
-        if h.publisher.sleeping.load(Ordering::SeqCst) != 0
-            && next >= h.shared.want.load(Ordering::Relaxed)
-            && h.publisher.sleeping.swap(0, Ordering::SeqCst) != 0
-        {
-            h.shared.space.fetch_add(1, Ordering::Release);
-            // Every waiter: a blocked send, or the publisher's bell thread (possibly still
-            // asleep from an async wait that was given up).
-            futex::wake_all(&h.shared.space);
+        // The last subscriber to pass what the sleeping publisher wants takes its flag down
+        // and wakes it (one wake per sleep, however many subscribers it waits for): each one
+        // that passes it looks at the others' cursors after storing its own, so of two that
+        // pass at once at least one sees the other's (both orders are sequentially
+        // consistent). The publisher raises the flag before its last look, so one that
+        // passed before that is seen by the look.
+        if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
+            let want = h.shared.want.load(Ordering::Relaxed);
+            if prev < want
+                && next >= want
+                && self.all_past(want)
+                && h.publisher.sleeping.swap(0, Ordering::SeqCst) != 0
+            {
+                self.wake_publisher();
+            }
         }
+    }
+
+    /// Whether every other attached subscriber's cursor is at `want` or past it (a hint: a
+    /// scribbled word costs the sleeping publisher at most one sleeping slice).
+    fn all_past(&self, want: u64) -> bool {
+        (0..self.view.subscribers).all(|i| {
+            let place = self.view.place(i);
+            i == self.index
+                || state_of(place.side.owner.load(Ordering::SeqCst)) != STATE_ATTACHED
+                || place.cursor.load(Ordering::SeqCst) >= want
+        })
+    }
+
+    /// Whether another attached subscriber is pinned to this one's CPU (a hint, see
+    /// [`peer::on_cpu`]): then its waits take turns with them (`Spin::again_among`).
+    fn siblings_on_my_cpu(&self) -> bool {
+        (0..self.view.subscribers).any(|i| {
+            let side = &self.view.place(i).side;
+            i != self.index
+                && state_of(side.owner.load(Ordering::Relaxed)) == STATE_ATTACHED
+                && peer::on_cpu(self.cpu, side)
+        })
+    }
+
+    /// Bumps the publisher's `space` word and wakes whoever sleeps on it.
+    fn wake_publisher(&self) {
+        let h = self.view.header();
+        h.shared.space.fetch_add(1, Ordering::Release);
+        // Every waiter: a blocked send, or the publisher's bell thread (possibly still
+        // asleep from an async wait that was given up).
+        futex::wake_all(&h.shared.space);
     }
 
     /// Waits for the next message until `deadline`.
@@ -1143,7 +1188,10 @@ impl Subscriber {
                     Ok(None) => {}
                     Err(e) => return Err(self.fail(e)),
                 }
-                if !spin.again(|| peer::on_cpu(cpu, &h.publisher)) {
+                if !spin.again_among(
+                    || peer::on_cpu(cpu, &h.publisher),
+                    || self.siblings_on_my_cpu(),
+                ) {
                     break;
                 }
             }
@@ -1346,12 +1394,8 @@ impl Drop for Subscriber {
                 .side
                 .owner
                 .compare_exchange(self.mine, 0, Ordering::AcqRel, Ordering::Relaxed);
-        let h = self.view.header();
-        if h.publisher.sleeping.load(Ordering::SeqCst) != 0 {
-            h.shared.space.fetch_add(1, Ordering::Release);
-            // Every waiter: a blocked send, or the publisher's bell thread (possibly still
-            // asleep from an async wait that was given up).
-            futex::wake_all(&h.shared.space);
+        if self.view.header().publisher.sleeping.load(Ordering::SeqCst) != 0 {
+            self.wake_publisher();
         }
     }
 }

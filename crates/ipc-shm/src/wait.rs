@@ -140,6 +140,20 @@ const LONG_YIELD: Duration = Duration::from_micros(1000);
 /// again, to look whether the CPU is still contended.
 const SKIP_WAITS: u32 = 15;
 
+/// In a wait with siblings on its CPU ([`Spin::again_among`]), a yield that kept the thread
+/// off its CPU longer than this (one with nobody else runnable returns well within it) ran
+/// the siblings: that time is theirs, not this wait's spinning, and the end of the spin phase
+/// moves on by as much (up to [`SIBLING_SPIN_WALL`] after it began), so the budget counts the
+/// waiter's own time on the CPU.
+const SIBLING_YIELD: Duration = Duration::from_micros(2);
+
+/// The longest the spin phase of a wait with siblings on its CPU lasts on the wall clock,
+/// however much of it went to them: about one 1 MiB message's turn of 16 subscriber threads
+/// on the 2-vCPU benchmark machine. Longer (10 ms was tried) keeps idle siblings yielding
+/// to each other where a sleep is cheaper: in some runs 16 subscribers of 64 KiB messages
+/// then made 8 yields per message instead of under 1, at a fifth of the throughput.
+const SIBLING_SPIN_WALL: Duration = Duration::from_micros(200);
+
 std::thread_local! {
     /// This thread's waits still to skip yielding ([`SKIP_WAITS`]), and how many waits
     /// skipped so far (for the tests).
@@ -177,11 +191,16 @@ pub mod testing {
 ///   waiter that yielded to it each slice would see its hand-off only when the task's time
 ///   slice ends). The yield-only phase has no such rule: there the tasks waited for run on
 ///   this CPU only when it yields, and a long yield is them publishing or draining a batch.
+/// - A pub-sub subscriber with siblings on its CPU ([`again_among`](Spin::again_among))
+///   spins on its own time only: what its yields give its siblings does not count, and a
+///   long yield is them working, not a busy task.
 ///
 /// Decided, and the clock first read, only once a first look found nothing (a wait that
 /// succeeds at once costs neither).
 pub(crate) struct Spin {
     may: bool,
+    /// The wait's deadline: the spin phase of a wait with siblings ends by it.
+    deadline: Deadline,
     /// Whether the yield-only phase applies (the pub-sub's blocking waits) or not
     /// ([`cross_cpu_only`](Spin::cross_cpu_only)).
     share: bool,
@@ -199,6 +218,10 @@ enum Phase {
         pure: std::time::Instant,
         until: std::time::Instant,
         yields: bool,
+        /// Siblings share this CPU: the time yields give them is not spent spinning, up to
+        /// this instant ([`SIBLING_SPIN_WALL`] after the wait began, or its deadline if
+        /// sooner).
+        siblings: Option<std::time::Instant>,
     },
     /// Yield before every look until `until`.
     Yield { until: std::time::Instant },
@@ -209,6 +232,7 @@ impl Spin {
     pub(crate) fn new(deadline: Deadline, round: u32) -> Spin {
         Spin {
             may: round == 0 && deadline != Deadline::Now,
+            deadline,
             share: true,
             phase: Phase::Done,
             looks: 0,
@@ -229,16 +253,37 @@ impl Spin {
     /// Whether to look again (after a pause hint or a yield). `on_my_cpu`: whether everyone
     /// waited for is pinned to this end's CPU, asked once, after the first look.
     pub(crate) fn again(&mut self, on_my_cpu: impl FnOnce() -> bool) -> bool {
+        self.again_among(on_my_cpu, || false)
+    }
+
+    /// [`again`](Spin::again) for a waiter that may have siblings: other waiters of the same
+    /// kind pinned to its CPU (a pub-sub's subscribers), asked once with `on_my_cpu`. While
+    /// another CPU serves the wait, it yields to them between slices, and the time they run
+    /// does not count against its budget (up to [`SIBLING_SPIN_WALL`]), nor does a long
+    /// yield count as a busy task ([`LONG_YIELD`]): it is them handling their messages. So
+    /// siblings take turns on their CPU, as pollers do, rather than each spinning its budget
+    /// out on their work and sleeping, which costs a futex wait, a wake-up by the publisher
+    /// and a liveness check per message each.
+    pub(crate) fn again_among(
+        &mut self,
+        on_my_cpu: impl FnOnce() -> bool,
+        siblings: impl FnOnce() -> bool,
+    ) -> bool {
         if std::mem::take(&mut self.may) {
             let now = std::time::Instant::now();
             let until = now + DEFAULT_SPIN;
             self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
+                let siblings = (self.share && siblings()).then(|| match self.deadline {
+                    Deadline::At(at) => at.min(now + SIBLING_SPIN_WALL),
+                    _ => now + SIBLING_SPIN_WALL,
+                });
                 let (skip, skipped) = SKIP.get();
                 SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
                 Phase::Spin {
                     pure: now + PURE_SPIN,
                     until,
-                    yields: skip == 0,
+                    yields: skip == 0 || siblings.is_some(),
+                    siblings,
                 }
             } else if self.share {
                 Phase::Yield { until }
@@ -259,6 +304,7 @@ impl Spin {
                 pure,
                 until,
                 yields,
+                ..
             } => {
                 self.looks = self.looks.wrapping_add(1);
                 if self.looks % SLICE_LOOKS != 0 {
@@ -286,8 +332,23 @@ impl Spin {
     /// Yields the CPU once (while another CPU may serve the wait), to look once more; if that
     /// kept the thread off the CPU longer than [`LONG_YIELD`], that look is the last (the wait
     /// sleeps next), and the thread's next [`SKIP_WAITS`] waits spin without yielding.
+    ///
+    /// With siblings on this CPU, a yield that ran them ([`SIBLING_YIELD`]) moves the end of
+    /// the spin phase on by the time they had, up to its wall-clock cap, however long.
     fn give_way(&mut self) {
-        if !ipc_core::sched::yield_within(LONG_YIELD) {
+        let start = std::time::Instant::now();
+        std::thread::yield_now();
+        let away = start.elapsed();
+        if let Phase::Spin {
+            until,
+            siblings: Some(cap),
+            ..
+        } = &mut self.phase
+        {
+            if away > SIBLING_YIELD {
+                *until = (*until + away).min(*cap);
+            }
+        } else if away >= LONG_YIELD {
             SKIP.set((SKIP_WAITS, SKIP.get().1));
             self.phase = Phase::Done;
         }

@@ -257,6 +257,31 @@ fn threads_block_policy_every_message_to_every_subscriber() {
     });
 }
 
+/// A thread pinned to `cpu` that joins `seg` (then says so on `joined`), receives messages
+/// `0..count` in order, checking each, and works on each for `work` (spinning).
+fn pinned_subscriber(
+    seg: Arc<Segment>,
+    cpu: usize,
+    count: u64,
+    joined: std::sync::mpsc::Sender<()>,
+    work: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        pin(cpu);
+        let mut s = Subscriber::open(seg).unwrap();
+        joined.send(()).unwrap();
+        let mut buf = [0u8; 256];
+        for seq in 0..count {
+            let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(check(&buf[..n]), seq);
+            let until = std::time::Instant::now() + work;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    })
+}
+
 /// A publisher that outpaces its subscriber sleeps until half the ring is free and is woken
 /// once per such sleep, not once per message the subscriber takes while it sleeps (counted,
 /// not timed). Both ends are pinned to one CPU, so neither spins: the publisher really sleeps
@@ -278,16 +303,7 @@ fn a_blocked_publisher_is_woken_once_per_half_ring_not_per_message() {
         pin(cpu);
         let mut tx = Publisher::open(seg.clone()).unwrap();
         let (joined, ready) = std::sync::mpsc::channel();
-        let sub = std::thread::spawn(move || {
-            pin(cpu);
-            let mut s = Subscriber::open(seg2).unwrap();
-            joined.send(()).unwrap();
-            let mut buf = [0u8; 256];
-            for seq in 0..count {
-                let n = s.recv_timeout(&mut buf, watchdog()).unwrap();
-                assert_eq!(check(&buf[..n]), seq);
-            }
-        });
+        let sub = pinned_subscriber(seg2, cpu, count, joined, Duration::ZERO);
         ready.recv().unwrap();
         for seq in 0..count {
             tx.send_timeout(&message(seq), watchdog()).unwrap();
@@ -299,6 +315,64 @@ fn a_blocked_publisher_is_woken_once_per_half_ring_not_per_message() {
         assert!(
             wakeups <= count / (slots / 2) + 2,
             "{wakeups} wake-ups for {count} messages through {slots} slots"
+        );
+    });
+}
+
+/// The second CPU this thread may run on, if there is one.
+fn second_cpu() -> Option<usize> {
+    let allowed = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .nth(1)
+}
+
+/// With several subscribers, a blocked publisher is woken by the last of them to pass the
+/// cursor it wants, not by each: at most one wake-up per sleep, so once per half ring
+/// (counted, not timed). The publisher has a CPU of its own and outpaces 6 subscribers
+/// pinned to another, which take turns there (each works a while on every message): it
+/// sleeps whenever the ring is full, and they pass the cursor it wants one after another
+/// (each of them woke it before).
+#[test]
+fn a_blocked_publisher_with_several_subscribers_is_woken_once_per_half_ring() {
+    let Some(theirs) = second_cpu() else {
+        eprintln!("skipped: one CPU only");
+        return;
+    };
+    let mine = first_cpu();
+    let slots = 16u64;
+    let count = 800u64;
+    let subscribers = 6;
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(slots as usize)
+            .max_message(256)
+            .create_memfd("ps-wakeups-many")
+            .unwrap(),
+    );
+    within_watchdog("a publisher and 6 subscribers on another CPU", move || {
+        pin(mine);
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let (joined, ready) = std::sync::mpsc::channel();
+        // Each works on every message a while: the publisher outpaces them all.
+        let work = Duration::from_micros(20);
+        let subs: Vec<_> = (0..subscribers)
+            .map(|_| pinned_subscriber(seg.clone(), theirs, count, joined.clone(), work))
+            .collect();
+        for _ in 0..subscribers {
+            ready.recv().unwrap();
+        }
+        for seq in 0..count {
+            tx.send_timeout(&message(seq), watchdog()).unwrap();
+        }
+        for s in subs {
+            s.join().unwrap();
+        }
+        let wakeups = u64::from(tx.wakeups());
+        assert!(
+            wakeups <= count / (slots / 2) + 2,
+            "{wakeups} wake-ups for {count} messages through {slots} slots, {subscribers} \
+             subscribers"
         );
     });
 }

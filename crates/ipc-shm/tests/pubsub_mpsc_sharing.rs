@@ -195,15 +195,24 @@ fn a_blocked_mpsc_producer_lets_its_sibling_run() {
     drop(rx);
 }
 
+/// Whether the machine has one CPU only (said on stderr): every wait is then on a CPU shared
+/// with those it waits for, and yields to them before every look, which the tests below do
+/// not look at.
+fn one_cpu() -> bool {
+    let one = std::thread::available_parallelism().map_or(1, usize::from) < 2;
+    if one {
+        eprintln!("skipped: one CPU, where a waiter yields before every look");
+    }
+    one
+}
+
 /// A waiter beside a task that never pauses does not keep yielding to it (each yield would
 /// hand it a whole time slice while the waiter, runnable, could not be woken when served):
 /// after a yield that kept it off the CPU that long, the thread's next waits spin without
 /// yielding, and yield again only to look whether the CPU is still busy.
 #[test]
 fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        // One CPU: every wait is on a CPU shared with those it waits for, and yields to them.
-        eprintln!("skipped: one CPU, where a waiter yields before every look");
+    if one_cpu() {
         return;
     }
     let seg = pubsub(Policy::Lossy);
@@ -219,4 +228,42 @@ fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
         "yielded to a task that never pauses in {gave} of {WAITS} waits, skipped {skipped}"
     );
     drop(tx);
+}
+
+/// A subscriber whose CPU is shared with another subscriber of the same pub-sub (a sibling,
+/// pinned there too) keeps taking turns with it, however long the sibling works: a long
+/// yield is a sibling handling its messages, not a busy task, so no wait of the thread skips
+/// yielding (where beside a stranger that never pauses most do: the test above). Without the
+/// rule, 16 subscriber threads on one CPU each spun their budget out on their siblings' work
+/// and then slept, at almost every message.
+#[test]
+fn a_subscriber_keeps_yielding_to_a_sibling_subscriber_however_long_it_works() {
+    if one_cpu() {
+        return;
+    }
+    let seg = pubsub(Policy::Lossy);
+    let tx = Publisher::open(seg.clone()).unwrap();
+    // The sibling: a subscriber of the same segment, opened on the shared CPU (the busy
+    // thread of `waits_that_gave_way` runs beside it there and stands for its work).
+    let cpu = first_cpu();
+    let sibling = {
+        let seg = seg.clone();
+        std::thread::spawn(move || {
+            pin(cpu);
+            Subscriber::open(seg).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let (gave, skipped) = waits_that_gave_way(
+        "subscriber beside a sibling subscriber",
+        false,
+        move || Subscriber::open(seg).unwrap(),
+        receive,
+    );
+    assert!(
+        gave >= WAITS / 2 && skipped == 0,
+        "yielded to a working sibling in {gave} of {WAITS} waits, skipped yielding in {skipped}"
+    );
+    drop((sibling, tx));
 }

@@ -39,7 +39,9 @@
 //! (iceoryx2's defaults, 2 and 8, would refuse `iceoryx2-pubsub-16` and `iceoryx2-mpsc-4`) and
 //! `max_nodes` for one node per thread (a port of the `ipc` service is not `Send`, so each
 //! extra subscriber or producer thread has its own node). A pub-sub subscriber's buffer holds
-//! as many messages as a `pubsub-N` ring has slots ([`ring_slots`]); an MPSC subscriber's
+//! two messages fewer than a `pubsub-N` ring has slots ([`pubsub_buffer`]: the same messages
+//! in flight, since iceoryx2 keeps the one being written and the one being read outside the
+//! buffer, where a ring slot holds each); an MPSC subscriber's
 //! buffer, per publisher, as many as one `mpsc-N` producer ring holds ([`mpsc_buffer`]).
 //! `RetryUntilDelivered` backpressure, so nothing is dropped. The engine's receivers copy the
 //! sample out into the engine's buffer, as the `shm` rows' `recv` does; extra subscribers and
@@ -567,13 +569,24 @@ impl Duplex for ChildSide {
     }
 }
 
+/// The buffer of an `iceoryx2-pubsub-N` subscriber: as many messages in flight as a
+/// `pubsub-N` ring of [`ring_slots`] slots holds. A `pubsub-N` slot is taken from the moment
+/// the publisher starts writing a message until the slowest subscriber has finished reading it
+/// in place, so the ring's slots hold the message being written, those queued and the one
+/// being read. An iceoryx2 publisher writes into a loaned sample before `send` meets a full
+/// buffer, and a subscriber's `receive` takes the sample out of its buffer before reading it:
+/// those two are outside the buffer, which so holds only the queued ones, two fewer.
+fn pubsub_buffer(size: usize) -> usize {
+    ring_slots(size) - 2
+}
+
 /// The service `down` of `iceoryx2-pubsub-N`: one publisher, `n` subscribers, each with a
-/// buffer of a `pubsub-N` ring's slots; the parent's node, the child's and its threads'.
+/// buffer of [`pubsub_buffer`]; the parent's node, the child's and its threads'.
 fn pubsub_shape(n: usize, size: usize) -> Shape {
     Shape {
         publishers: 1,
         subscribers: n,
-        buffer: ring_slots(size),
+        buffer: pubsub_buffer(size),
         nodes: n + 1,
     }
 }
@@ -629,7 +642,7 @@ fn extra_subscriber(
         let node = node(tag)?;
         let down = service(&node, "down", pubsub_shape(n, size), false)?;
         let acks = service(&node, "acks", ack_shape(n), false)?;
-        let sub = subscriber(&down, ring_slots(size))?;
+        let sub = subscriber(&down, pubsub_buffer(size))?;
         let ack = publisher(&acks, ACK_LEN, flag(&gone))?;
         Ok((sub, ack, down, acks, node))
     })();
@@ -687,7 +700,7 @@ impl Row for Iceoryx2PubSub {
         let n = self.0;
         let tag = next_tag();
         let built = (|| -> Result<ParentSide> {
-            let up = Shape::one_to_one(ring_slots(size));
+            let up = Shape::one_to_one(pubsub_buffer(size));
             let end = End::open(&tag, pubsub_shape(n, size), up, size, true)?;
             let acks = if n > 1 {
                 let service = service(&end.node, "acks", ack_shape(n), true)?;
@@ -708,7 +721,7 @@ impl Row for Iceoryx2PubSub {
     fn adopt(&self, size: usize, parent: &Inherited<'_>) -> Result<Box<dyn Duplex>> {
         let n = self.0;
         let (tag, _) = split_arg(parent);
-        let up = Shape::one_to_one(ring_slots(size));
+        let up = Shape::one_to_one(pubsub_buffer(size));
         let end = End::open(tag, pubsub_shape(n, size), up, size, false)?;
         let failure = Arc::new(Failure::default());
         let every = point_metric(parent.ctx()) == Some(Metric::RoundTrip);

@@ -98,8 +98,9 @@ const MAX_SLOTS: usize = 256;
 const RING_BYTES: usize = 4 << 20;
 
 /// The slots of a pub-sub ring for messages of `size` bytes (a power of two, at least 4, so
-/// the largest messages still have two in flight while two are read): also the subscriber
-/// buffer of the iceoryx2 peer row (`rows/peer.rs`).
+/// the largest messages still have two in flight while two are read): also what the iceoryx2
+/// peer row's subscriber buffer is sized from (`rows/peer.rs`, two fewer: the same messages in
+/// flight).
 pub(crate) fn ring_slots(size: usize) -> usize {
     let slot = (size + 16).next_multiple_of(128);
     let slots = (RING_BYTES / slot).clamp(4, MAX_SLOTS);
