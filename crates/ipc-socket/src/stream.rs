@@ -67,6 +67,9 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// 1.04-1.06x one frame per `read`); at 64 B to 1 KiB and at 8 to 64 KiB it measured no
 /// different. In the benchmark's `uds-stream` row (`perf stat`): ~0.09 `read`s per 4 KiB
 /// message instead of ~0.8, and twice the context switches (0.2 per message instead of 0.1).
+/// Two quiet full benchmark runs after the change (normal scheduling): across cores 0.96 /
+/// 0.93x raw (1.10 / 1.09x before), on one core 1.20 / 1.14x (1.13 / 1.15x before: there the
+/// extra context switches take what the receiver saves).
 ///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))

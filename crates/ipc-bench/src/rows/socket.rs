@@ -242,7 +242,9 @@ impl Row for RawTcp {
 /// receiver's CPU time per message the raw loop's, though twice the context switches (0.1 to
 /// 0.2 per message). This row at 4 KiB under `chrt -f`, old and new binaries alternated three
 /// times: one core 1.16-1.18x -> 0.96-1.07x, across cores 1.05-1.07x -> 0.92-1.02x; 64 B,
-/// 64 KiB, 1 MiB and round trips unchanged. Off the default sizes, two alternations each: 1 KiB
+/// 64 KiB, 1 MiB and round trips unchanged; in two quiet full runs after it (normal
+/// scheduling) across cores 0.96 / 0.93x, one core 1.20 / 1.14x (no gain there: G / H before
+/// it were 1.13 / 1.15x). Off the default sizes, two alternations each: 1 KiB
 /// one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
 /// 0.99-1.01x -> 1.02x, 2 KiB 1.02-1.11x -> 0.78-0.79x; 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
 /// 8196-byte frame has the same 4-byte head; the `stream_probe` example puts a raw 8196-byte
@@ -253,7 +255,9 @@ impl Row for RawTcp {
 /// `tcp-lib` at 64 KiB across cores (1.12 / 0.78x in the full runs): eight filtered reruns
 /// gave 0.78-1.06x `tcp-raw`, spreads 34-217%; `socket_ab tcp 65536 oneway 1` shows both raw
 /// and library links switching between ~28 and ~100 us per message block by block (the
-/// sender's CPU time ~13 against ~46 us): a mode of the connection, not the library's.
+/// sender's CPU time ~13 against ~46 us): a mode of the connection, which every TCP row's
+/// runs switch between (~20,000 or 40,000-80,000 messages/s). Four full runs still gave
+/// 1.12, 0.78, 1.17 and 1.41x: not settled.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
