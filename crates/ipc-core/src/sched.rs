@@ -1,6 +1,6 @@
 //! Giving the CPU up while waiting, and telling what the give-up was spent on: shared by the
 //! async adapter's [`YieldPolicy`](crate::YieldPolicy) ([`yield_within_tick`]) and `ipc-shm`'s
-//! pattern waits ([`yield_within`]).
+//! pattern waits ([`yield_timed`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,9 +20,17 @@ use std::time::{Duration, Instant};
 /// CPU to a busy task for its time slice, which is worth knowing before yielding to it again.
 #[doc(alias = "sched_yield")]
 pub fn yield_within(limit: Duration) -> bool {
+    yield_timed() < limit
+}
+
+/// Gives the CPU up once (`sched_yield(2)`) and says how long the thread was away (two reads
+/// of the monotonic clock, from the vDSO): [`yield_within`] for a caller that weighs the time
+/// itself (`ipc-shm`'s pub-sub subscribers count what their yields gave their siblings).
+#[doc(alias = "sched_yield")]
+pub fn yield_timed() -> Duration {
     let start = Instant::now();
     std::thread::yield_now();
-    start.elapsed() < limit
+    start.elapsed()
 }
 
 /// Gives the CPU up once (`sched_yield(2)`) and says whether the thread was back before the

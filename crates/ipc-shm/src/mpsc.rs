@@ -856,16 +856,8 @@ impl MpscConsumer {
         deadline: Deadline,
     ) -> Result<(usize, usize)> {
         let m = self.recv_in_place_deadline(deadline)?;
-        let (place, len) = (m.place(), m.len());
-        if let Some(dst) = buf.get_mut(..len) {
-            dst.copy_from_slice(&m);
-            return Ok((place, len));
-        }
-        // Not released: the message stays in its ring, the next from its place.
-        m.keep();
-        Err(Error::message_too_large(len, buf.len(), "receive buffer")
-            .in_op("recv")
-            .on_shared(&self.name))
+        let place = m.place();
+        m.copy_into(buf).map(|len| (place, len))
     }
 
     /// Takes the next message in place (fairly across producers), waiting for one until
@@ -932,10 +924,24 @@ impl MpscGuard<'_> {
         self.place
     }
 
-    /// Ends the guard without giving the room back: the message stays in its ring, the next
-    /// one from its place.
-    fn keep(self) {
+    /// Copies the message into `buf` and gives the room back, as a copying receive does
+    /// (so one can look at [`place`](MpscGuard::place) before choosing to copy); returns its
+    /// length.
+    ///
+    /// Errors: [`ErrorKind::MessageTooLarge`] when `buf` is shorter than the message, which
+    /// then stays in its ring, the next one from its place.
+    pub fn copy_into(self, buf: &mut [u8]) -> Result<usize> {
+        let len = self.message.len();
+        if let Some(dst) = buf.get_mut(..len) {
+            dst.copy_from_slice(&self);
+            return Ok(len);
+        }
+        let e = Error::message_too_large(len, buf.len(), "receive buffer")
+            .in_op("recv")
+            .on_shared(&self.consumer.name);
+        // Not released: the message stays in its ring, the next from its place.
         std::mem::forget(self);
+        Err(e)
     }
 }
 

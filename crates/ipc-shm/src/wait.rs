@@ -336,9 +336,7 @@ impl Spin {
     /// With siblings on this CPU, a yield that ran them ([`SIBLING_YIELD`]) moves the end of
     /// the spin phase on by the time they had, up to its wall-clock cap, however long.
     fn give_way(&mut self) {
-        let start = std::time::Instant::now();
-        std::thread::yield_now();
-        let away = start.elapsed();
+        let away = ipc_core::sched::yield_timed();
         if let Phase::Spin {
             until,
             siblings: Some(cap),

@@ -529,6 +529,17 @@ fn the_guard_s_bytes_are_the_message_and_its_drop_releases_it() {
     let e = rx.try_recv(&mut [0u8; 4]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
     assert_eq!(check(&rx.try_recv_in_place().unwrap()), (1, 1));
+    // Looked at in place, then copied out: the same rule, and the room goes back after.
+    b.try_send(&message(1, 2)).unwrap();
+    let m = rx.try_recv_in_place().unwrap();
+    assert_eq!(m.place(), b.place());
+    let e = m.copy_into(&mut [0u8; 4]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    let mut buf = [0u8; 256];
+    let n = rx.try_recv_in_place().unwrap().copy_into(&mut buf).unwrap();
+    assert_eq!(check(&buf[..n]), (1, 2));
+    let e = rx.try_recv_in_place().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
 }
 
 /// Whether `fd` becomes readable within `timeout`.

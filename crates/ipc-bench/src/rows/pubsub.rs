@@ -605,16 +605,9 @@ impl Duplex for MpscChild {
                 self.others.check(m.place(), &m)?;
                 continue;
             }
-            let Some(dst) = buf.get_mut(..m.len()) else {
-                return Err(Error::message_too_large(
-                    m.len(),
-                    buf.len(),
-                    "receive buffer",
-                ));
-            };
-            dst.copy_from_slice(&m);
+            let n = m.copy_into(buf)?;
             self.others.engine_message();
-            return Ok(m.len());
+            return Ok(n);
         }
     }
 
