@@ -115,7 +115,7 @@
 //! publish half a ring ahead of the slowest subscriber yields the CPU to them once
 //! ([`Publisher::handovers`] counts it), so they read each half while it is still in the cache
 //! (rough, on the busy 2-vCPU benchmark machine: 64 KiB messages through 32 slots on one CPU,
-//! ~10-25% more per second; a ring of 16 slots, all of it cached, ~30% more than 32 without
+//! ~10% more per second; a ring of 16 slots, all of it cached, ~30% more than 32 without
 //! the hand-over). Smaller rings stay cached whole, and a hand-over there only adds a context
 //! switch per half ring; a ring whose half outgrows the cache gains nothing either (1 MiB
 //! messages through 4 slots measured no better).
@@ -530,9 +530,9 @@ pub struct Publisher {
     /// The subscribers' nap count at the last wake-up: a publish wakes only when it moved.
     woken: u32,
     /// Under `Block`, with every attached subscriber pinned to this end's CPU and a ring of
-    /// at least [`CORE_CACHE`] bytes whose half is smaller (decided at each scan after a join): how far ahead of
-    /// the slowest subscriber a blocking publish yields its CPU to them (half the ring), else
-    /// 0. Written in one go and read back whole, a ring that outgrows the core's cache
+    /// at least [`CORE_CACHE`] bytes whose half is smaller (decided at each scan after a
+    /// join): how far ahead of the slowest subscriber a blocking publish yields its CPU to
+    /// them (half the ring), else 0. Written in one go and read back whole, a ring that outgrows the core's cache
     /// misses in it twice per message; in halves, what the subscribers read is still there.
     handover: u64,
     /// How many times a publish yielded for that reason (for the tests).
