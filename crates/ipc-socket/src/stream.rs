@@ -26,6 +26,12 @@ use crate::{Address, Options, PeerCred};
 /// [`ReadAhead::Always`]) for the next message. See [`Stream`]'s "How a stream reads".
 const AHEAD_MIN: usize = 1024;
 
+/// The message size from which a receive does not yield before its read (see [`Stream`]'s
+/// "How a stream reads"): ipc-core's receiver reads the rest of such a message, and the next
+/// frame's prefix, without reading ahead (straight into the caller's buffer), and a yield
+/// measured no gain there (64 KiB on one core: ~1.03-1.10x raw against ~0.99-1.02x).
+const YIELD_BELOW: usize = 32 << 10;
+
 /// A yield before a read away longer than this gave the CPU to a task busy for longer than a
 /// writer on this CPU that fills the socket and sleeps (~20-60 µs for a stream of 4 KiB
 /// messages): an unrelated task's time slice, or a writer that does not fill the socket
@@ -88,7 +94,9 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// at once, for a message or two, then sleeps again (`stream_probe`'s counts on one core, per
 /// 1000 messages: writer 22 sleeps and 26-48 preemptions, receiver 48-70 sleeps; a raw loop:
 /// writer 31 sleeps, receiver 30 preemptions). So on a Unix stream socket, a blocking receive
-/// reading ahead whose last read emptied the socket ([`FrameReceiver::drained`]) first gives
+/// reading ahead (the last message was 1 KiB or more and below 32 KiB: a larger one is read
+/// straight into the caller's buffer, where a yield measured no gain) whose last read emptied
+/// the socket ([`FrameReceiver::drained`]) first gives
 /// the CPU up once (`sched_yield(2)`): a writer on the same core, runnable since the reads
 /// freed its room, fills the socket and sleeps, and the receiver is never woken by a frame,
 /// being runnable all along (writer 23 sleeps, receiver 23 yields, nothing else). With the
@@ -118,6 +126,8 @@ pub struct Stream {
     checked_at: Option<rustix::time::Timespec>,
     /// This end sent since its last receive (which then waits for an answer: no yield).
     sent: bool,
+    /// The last message received was at least [`AHEAD_MIN`] and below [`YIELD_BELOW`] bytes.
+    yield_size: bool,
     /// Receives that would yield before their read and read at once instead, left after a
     /// yield that took too long (see [`give_way`](Stream::give_way)).
     yield_skip: u32,
@@ -194,6 +204,7 @@ impl Stream {
             peer_closed: false,
             checked_at: None,
             sent: false,
+            yield_size: false,
             yield_skip: 0,
             label,
         })
@@ -315,11 +326,14 @@ impl MessageReceiver for Stream {
         match &r {
             // The next read: ahead after a message of 1 KiB or more (see "How a stream
             // reads"). No system call.
-            Ok(n) => self.rx.set_read_ahead(if *n >= AHEAD_MIN {
-                ReadAhead::Always
-            } else {
-                ReadAhead::Adaptive
-            }),
+            Ok(n) => {
+                self.rx.set_read_ahead(if *n >= AHEAD_MIN {
+                    ReadAhead::Always
+                } else {
+                    ReadAhead::Adaptive
+                });
+                self.yield_size = (AHEAD_MIN..YIELD_BELOW).contains(n);
+            }
             // The end of the stream: sends say so from now on without checking.
             Err(e) => self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected,
         }
@@ -334,7 +348,8 @@ impl MessageReceiver for Stream {
 impl Stream {
     /// Whether a receive with `deadline` gives the CPU up once before it reads (see [How a
     /// stream reads](Stream#how-a-stream-reads)): a Unix stream socket, a blocking receive
-    /// ([`Deadline::Never`]), reading ahead (the last message was 1 KiB or more), no send of
+    /// ([`Deadline::Never`]), reading ahead (the last message was 1 KiB or more, and below
+    /// [`YIELD_BELOW`]: a larger one is read without reading ahead), no send of
     /// this end since its last receive (a request waits for its answer, which the peer has
     /// yet to make), and the last read emptied the socket with no whole message left in the
     /// buffer ([`FrameReceiver::drained`]): without a yield this read would most likely sleep.
@@ -342,6 +357,7 @@ impl Stream {
     fn yields_first(&mut self, deadline: Deadline) -> bool {
         let candidate = !self.tcp
             && matches!(deadline, Deadline::Never)
+            && self.yield_size
             && self.rx.read_ahead_policy() == ReadAhead::Always
             && !self.sent
             && self.rx.drained();
@@ -480,6 +496,18 @@ mod tests {
         assert_eq!(a.recv(&mut buf).unwrap(), 100);
         assert_eq!(a.read_ahead_policy(), ReadAhead::Adaptive);
         assert!(!a.yields_first(Deadline::Never));
+
+        // Nor after one of 32 KiB or more (read without reading ahead); again after 31 KiB.
+        let mut big = vec![0u8; 1 << 16];
+        b.send(&big[..YIELD_BELOW]).unwrap();
+        assert_eq!(a.recv(&mut big).unwrap(), YIELD_BELOW);
+        assert_eq!(a.read_ahead_policy(), ReadAhead::Always);
+        assert!(a.rx.drained());
+        assert!(!a.yields_first(Deadline::Never));
+        b.send(&big[..YIELD_BELOW - 1024]).unwrap();
+        assert_eq!(a.recv(&mut big).unwrap(), YIELD_BELOW - 1024);
+        assert!(a.rx.drained());
+        assert!(a.yields_first(Deadline::Never));
     }
 
     #[test]
