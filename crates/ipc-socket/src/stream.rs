@@ -108,10 +108,12 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// after this end sent (a request waits for an answer its peer has yet to make), not for a
 /// try or a timed receive, not on TCP (its reader rarely sleeps, above); and after a yield
 /// away more than 1 ms (an unrelated busy task's time slice), the next 64 receives that
-/// would yield read at once. Measured on a loaded machine (rough, interleaved blocks):
-/// `stream_probe 4096` one core 1.085-1.09x raw (reading ahead alone 1.16x), across cores
-/// CPU time per side unchanged; the benchmark's `uds-stream` row at 4 KiB on one core
-/// 1.00-1.06x `uds-raw` (1.09-1.18x before).
+/// would yield read at once. Measured on a loaded machine (rough): `stream_probe 4096`
+/// (interleaved blocks) one core 1.08-1.10x raw (reading ahead alone 1.15-1.21x), 1 KiB
+/// 0.87-0.88x (1.06-1.12x), 8 and 16 KiB unchanged, across cores CPU time per side
+/// unchanged; the benchmark's `uds-stream` row at 4 KiB on one core 0.98-1.06x `uds-raw` in
+/// seven runs (the binary before 1.09-1.42x, alternated), across cores under `chrt -f`
+/// 1.03 / 1.03x (before 1.02 / 1.02x).
 ///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
