@@ -2,19 +2,25 @@
 //! Unix stream socket pair per variant, a sender and a receiver way of each variant, blocks of
 //! every variant in turn, cycle after cycle (so the machine's load falls on all alike), and
 //! prints per variant the median wall and CPU time per message of each side, and the wall
-//! time's ratio to `raw` in the same cycle.
+//! time's ratio to `raw` in the same cycle; then each side's context switches per 1000
+//! messages, voluntary (it slept) and involuntary (it was preempted, or yielded), from
+//! `getrusage(2)`.
 //!
 //! Variants (sender / receiver): `raw` (`write` / `read` of SIZE bytes, no framing), `raw+4`
 //! (the same with SIZE + 4 bytes: the kernel's cost of the frame's size), `wv/rd` (`writev` of
 //! prefix and payload / `read` of the frame into a buffer and a copy out: the framing by hand),
 //! `cp/rd` (the frame copied into one buffer and `write`n / as `wv/rd`), `wv/rv` (`writev` /
 //! `readv` of the prefix and the payload straight into the caller's buffer), `cp/rv`, and
-//! `lib` ([`Stream`] both sides), `lib/rv` and `cp/lib` (the library on one side).
+//! `lib` ([`Stream`] both sides), `lib/rv` and `cp/lib` (the library on one side), `lib/ahd`
+//! and `lib/nev` (the library's sender; a split [`StreamReceiver`](ipc_socket::stream::StreamReceiver)
+//! always reading ahead, as `Stream` did before it yielded before a read that would sleep,
+//! and never).
 //!
 //! ```text
 //! cargo build --release -p ipc-socket --example stream_probe
-//! # SIZE, the CPU of both processes, messages per block, cycles
+//! # SIZE, the CPU of both processes, messages per block, cycles[, the receiver's CPU]
 //! target/release/examples/stream_probe 4096 0 2000 12
+//! target/release/examples/stream_probe 4096 0 2000 12 1
 //! ```
 
 mod common;
@@ -102,6 +108,18 @@ fn read_all(fd: &OwnedFd, mut a: &mut [u8], mut b: &mut [u8]) {
     }
 }
 
+/// The calling thread's context switches so far: voluntary, involuntary (`getrusage(2)`).
+fn switches() -> (u64, u64) {
+    // SAFETY: `getrusage` writes one `rusage` struct into `usage`, a properly sized, writable
+    // value owned by this frame; an all-zero `rusage` is a valid value of that plain C struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
+        usage
+    };
+    (usage.ru_nvcsw as u64, usage.ru_nivcsw as u64)
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
@@ -140,6 +158,7 @@ fn main() -> Result<()> {
         for _ in 0..cycles {
             for (rx, fd, lib, skip) in &mut ends {
                 let cpu = cpu_ns();
+                let sw = switches();
                 let block = if *skip { 0 } else { block };
                 for i in 0..block {
                     match rx {
@@ -162,9 +181,13 @@ fn main() -> Result<()> {
                         assert_eq!(buf[..8], i.to_le_bytes(), "message {i}");
                     }
                 }
-                let spent = (cpu_ns() - cpu).to_le_bytes();
-                // The answer goes back raw (8 bytes) on the same socket.
-                rustix::io::write(&*fd, &spent).unwrap();
+                let (vol, invol) = switches();
+                let mut answer = [0u8; 24];
+                answer[..8].copy_from_slice(&(cpu_ns() - cpu).to_le_bytes());
+                answer[8..16].copy_from_slice(&(vol - sw.0).to_le_bytes());
+                answer[16..].copy_from_slice(&(invol - sw.1).to_le_bytes());
+                // The answer goes back raw (24 bytes) on the same socket.
+                rustix::io::write(&*fd, &answer).unwrap();
             }
         }
         return Ok(());
@@ -199,9 +222,12 @@ fn main() -> Result<()> {
     let head = (size as u32).to_le_bytes();
     // Per variant: wall, sender CPU, receiver CPU, ns per message.
     let mut t = vec![[Vec::new(), Vec::new(), Vec::new()]; VARIANTS.len()];
+    // Per variant: context switches per 1000 messages, sender voluntary and not, receiver
+    // voluntary and not.
+    let mut s = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; VARIANTS.len()];
     for _ in 0..cycles {
         for (k, (tx, fd, lib, skip)) in ours.iter_mut().enumerate() {
-            let (start, cpu) = (Instant::now(), cpu_ns());
+            let (start, cpu, sw) = (Instant::now(), cpu_ns(), switches());
             let block = if *skip { 0 } else { block };
             for i in 0..block {
                 msg[..8].copy_from_slice(&i.to_le_bytes());
@@ -216,20 +242,38 @@ fn main() -> Result<()> {
                     Tx::Lib => lib.as_mut().unwrap().send(&msg)?,
                 }
             }
-            let mut back = [0u8; 8];
+            let mut back = [0u8; 24];
             let mut got = 0;
-            while got < 8 {
+            while got < 24 {
                 got += rustix::io::read(&*fd, &mut back[got..])?;
             }
+            let mine = switches();
+            let word = |i: usize| u64::from_le_bytes(back[i * 8..i * 8 + 8].try_into().unwrap());
             let per = |ns: f64| ns / block.max(1) as f64;
             t[k][0].push(per(start.elapsed().as_nanos() as f64));
             t[k][1].push(per((cpu_ns() - cpu) as f64));
-            t[k][2].push(per(u64::from_le_bytes(back) as f64));
+            t[k][2].push(per(word(0) as f64));
+            let thousand = |n: u64| n as f64 * 1000.0 / block.max(1) as f64;
+            s[k][0].push(thousand(mine.0 - sw.0));
+            s[k][1].push(thousand(mine.1 - sw.1));
+            s[k][2].push(thousand(word(1)));
+            s[k][3].push(thousand(word(2)));
         }
     }
     assert!(child.wait()?.success(), "the child failed");
     println!("stream {size} B one way, CPUs {cpu}/{child_cpu}, {cycles} cycles of {block}:");
     let names: Vec<&str> = VARIANTS.iter().map(|l| l.0).collect();
     common::report(&names, &t, "raw", ("send", "recv"));
+    println!("context switches per 1000 messages (medians; voluntary / involuntary):");
+    for (name, s_k) in names.iter().zip(&s) {
+        let m = |v: &Vec<f64>| common::median(v.clone());
+        println!(
+            "  {name:9} send {:6.1} / {:6.1}  recv {:6.1} / {:6.1}",
+            m(&s_k[0]),
+            m(&s_k[1]),
+            m(&s_k[2]),
+            m(&s_k[3])
+        );
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipc_core::stream::{FrameMode, FrameReceiver, FrameSender, ReadAhead};
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
@@ -24,6 +25,25 @@ use crate::{Address, Options, PeerCred};
 /// The message size from which the receive side reads ahead (up to 64 KiB per read, see
 /// [`ReadAhead::Always`]) for the next message. See [`Stream`]'s "How a stream reads".
 const AHEAD_MIN: usize = 1024;
+
+/// The message size from which a receive does not yield before its read (see [`Stream`]'s
+/// "How a stream reads"): ipc-core's receiver reads the rest of such a message, and the next
+/// frame's prefix, without reading ahead (straight into the caller's buffer), and a yield
+/// measured no gain there (64 KiB on one core: ~1.03-1.10x raw against ~0.99-1.02x).
+const YIELD_BELOW: usize = 32 << 10;
+
+/// A yield before a read away longer than this gave the CPU to a task busy for longer than a
+/// writer on this CPU that fills the socket and sleeps (~20-60 µs for a stream of 4 KiB
+/// messages): an unrelated task's time slice, or a writer that does not fill the socket
+/// quickly. Holding the receiver back that long is not worth the context switches saved. (A
+/// busy task runs for its slice, 0.75 ms times 1 + log2 of the CPUs by default: 1.5 ms from
+/// 2 CPUs. At 250 µs, the one-core probe at 4 KiB on a loaded machine backed off a third of
+/// the time, its receiver sleeping again.)
+const YIELD_LONG: Duration = Duration::from_millis(1);
+
+/// After a yield away longer than [`YIELD_LONG`], this many receives that would yield read
+/// at once instead.
+const YIELD_BACKOFF: u32 = 64;
 
 /// The sending half of a [`Stream`] (see [`Stream::into_split`]).
 pub type StreamSender = FrameSender<Arc<OwnedFd>>;
@@ -71,9 +91,33 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// 0.93x raw (1.10 / 1.09x before), on one core 1.20 / 1.14x (1.13 / 1.15x before: there the
 /// extra context switches take what the receiver saves).
 ///
+/// Those switches came from the scheduler's fairness: reading ahead, the receiver uses less
+/// CPU per message than the writer, so on a shared core it is the one owed time, and when it
+/// empties the socket and sleeps, the writer's next frame wakes it and it preempts the writer
+/// at once, for a message or two, then sleeps again (`stream_probe`'s counts on one core, per
+/// 1000 messages: writer 22 sleeps and 26-48 preemptions, receiver 48-70 sleeps; a raw loop:
+/// writer 31 sleeps, receiver 30 preemptions). So on a Unix stream socket, a blocking receive
+/// reading ahead (the last message was 1 KiB or more and below 32 KiB: a larger one is read
+/// straight into the caller's buffer, where a yield measured no gain) whose last read emptied
+/// the socket ([`FrameReceiver::drained`]) first gives
+/// the CPU up once (`sched_yield(2)`): a writer on the same core, runnable since the reads
+/// freed its room, fills the socket and sleeps, and the receiver is never woken by a frame,
+/// being runnable all along (writer 23 sleeps, receiver 23 yields, nothing else). With the
+/// writer on another CPU the yield finds nobody else runnable and costs the system call
+/// (there a reader that keeps up is rare: ~1 to 50 yields per 1000 messages of 4 KiB). Not
+/// after this end sent (a request waits for an answer its peer has yet to make), not for a
+/// try or a timed receive, not on TCP (its reader rarely sleeps, above); and after a yield
+/// away more than 1 ms (an unrelated busy task's time slice), the next 64 receives that
+/// would yield read at once. Measured on a loaded machine (rough): `stream_probe 4096`
+/// (interleaved blocks) one core 1.08-1.10x raw (reading ahead alone 1.15-1.21x), 1 KiB
+/// 0.87-0.88x (1.06-1.12x), 8 and 16 KiB unchanged, across cores CPU time per side
+/// unchanged; the benchmark's `uds-stream` row at 4 KiB on one core 0.98-1.06x `uds-raw` in
+/// seven runs (the binary before 1.09-1.42x, alternated), across cores under `chrt -f`
+/// 1.03 / 1.03x (before 1.02 / 1.02x).
+///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
-/// until [`FrameReceiver::set_read_ahead`] changes it.
+/// until [`FrameReceiver::set_read_ahead`] changes it, and never yields before a read.
 #[derive(Debug)]
 pub struct Stream {
     tx: StreamSender,
@@ -85,6 +129,13 @@ pub struct Stream {
     /// TCP: the coarse clock's reading at the last check for the peer's close (`None`: never
     /// checked). See [`peer_gone`](Stream::peer_gone).
     checked_at: Option<rustix::time::Timespec>,
+    /// This end sent since its last receive (which then waits for an answer: no yield).
+    sent: bool,
+    /// The last message received was at least [`AHEAD_MIN`] and below [`YIELD_BELOW`] bytes.
+    yield_size: bool,
+    /// Receives that would yield before their read and read at once instead, left after a
+    /// yield that took too long (see [`give_way`](Stream::give_way)).
+    yield_skip: u32,
     label: Arc<str>,
 }
 
@@ -157,6 +208,9 @@ impl Stream {
             tcp,
             peer_closed: false,
             checked_at: None,
+            sent: false,
+            yield_size: false,
+            yield_skip: 0,
             label,
         })
     }
@@ -249,6 +303,7 @@ impl MessageSender for Stream {
         if self.tcp && self.peer_gone()? {
             return Err(Error::disconnected().in_op("send").on_shared(&self.label));
         }
+        self.sent = true;
         match self.tx.send_deadline(msg, deadline) {
             Err(e) if e.kind() == ErrorKind::Incomplete => Ok(()),
             r => r,
@@ -264,17 +319,26 @@ impl MessageReceiver for Stream {
     /// Receives the next message. While a message this end sent is still in progress (see
     /// [`send_deadline`](Stream::send_deadline)), waits for the socket to be readable *or*
     /// writable and finishes that message meanwhile, so a peer waiting for it to answer is
-    /// never deadlocked.
+    /// never deadlocked. On a Unix stream socket, a blocking receive whose last read emptied
+    /// the socket while reading ahead may first give the CPU up once (`sched_yield(2)`; see
+    /// [How a stream reads](Stream#how-a-stream-reads)).
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        if self.yields_first(deadline) {
+            self.give_way();
+        }
         let r = self.recv_inner(buf, deadline);
+        self.sent = false;
         match &r {
             // The next read: ahead after a message of 1 KiB or more (see "How a stream
             // reads"). No system call.
-            Ok(n) => self.rx.set_read_ahead(if *n >= AHEAD_MIN {
-                ReadAhead::Always
-            } else {
-                ReadAhead::Adaptive
-            }),
+            Ok(n) => {
+                self.rx.set_read_ahead(if *n >= AHEAD_MIN {
+                    ReadAhead::Always
+                } else {
+                    ReadAhead::Adaptive
+                });
+                self.yield_size = (AHEAD_MIN..YIELD_BELOW).contains(n);
+            }
             // The end of the stream: sends say so from now on without checking.
             Err(e) => self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected,
         }
@@ -287,6 +351,38 @@ impl MessageReceiver for Stream {
 }
 
 impl Stream {
+    /// Whether a receive with `deadline` gives the CPU up once before it reads (see [How a
+    /// stream reads](Stream#how-a-stream-reads)): a Unix stream socket, a blocking receive
+    /// ([`Deadline::Never`]), reading ahead (the last message was 1 KiB or more, and below
+    /// [`YIELD_BELOW`]: a larger one is read without reading ahead), no send of
+    /// this end since its last receive (a request waits for its answer, which the peer has
+    /// yet to make), and the last read emptied the socket with no whole message left in the
+    /// buffer ([`FrameReceiver::drained`]): without a yield this read would most likely sleep.
+    /// Counted down instead while backing off. No system call.
+    fn yields_first(&mut self, deadline: Deadline) -> bool {
+        let candidate = !self.tcp
+            && matches!(deadline, Deadline::Never)
+            && self.yield_size
+            && self.rx.read_ahead_policy() == ReadAhead::Always
+            && !self.sent
+            && self.rx.drained();
+        if !candidate {
+            return false;
+        }
+        if self.yield_skip > 0 {
+            self.yield_skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Gives the CPU up once (`sched_yield(2)`, timed with two reads of the monotonic clock)
+    /// and backs off for [`YIELD_BACKOFF`] receives when it took too long (see
+    /// [`backoff_after`]).
+    fn give_way(&mut self) {
+        self.yield_skip = backoff_after(ipc_core::sched::yield_timed());
+    }
+
     /// [`recv_deadline`](MessageReceiver::recv_deadline)'s work.
     fn recv_inner(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         while self.tx.pending() > 0 {
@@ -319,6 +415,14 @@ impl Stream {
     }
 }
 
+/// How many receives that would yield read at once after a yield that kept the receiver away
+/// for `away`: none after a turn that a writer on this CPU can have taken (at most
+/// [`YIELD_LONG`]; a yield that found nobody else runnable, the writer on another CPU, costs
+/// the system call alone), [`YIELD_BACKOFF`] after a longer one.
+fn backoff_after(away: Duration) -> u32 {
+    if away <= YIELD_LONG { 0 } else { YIELD_BACKOFF }
+}
+
 /// The socket itself (both directions share it). A frame cut short by a full socket is
 /// finished by [`try_flush`](ipc_core::Readiness::try_flush), as for pipes; frames already
 /// read into the receiver's buffer are returned by the next try before any wait.
@@ -341,5 +445,105 @@ impl AsFd for Stream {
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         self.rx.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `a` after receiving three 4 KiB messages `b` sent in one burst: all three came in
+    /// one read, which emptied the socket.
+    fn drained_pair() -> (Stream, Stream) {
+        let (mut a, mut b) = Stream::pair(1 << 16).unwrap();
+        let msg = [5u8; 4096];
+        for _ in 0..3 {
+            b.send(&msg).unwrap();
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..3 {
+            assert_eq!(a.recv(&mut buf).unwrap(), 4096);
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn a_blocking_receive_yields_only_after_a_read_that_emptied_the_socket() {
+        let (mut a, mut b) = drained_pair();
+        assert_eq!(a.read_ahead_policy(), ReadAhead::Always);
+        assert!(a.rx.drained());
+        assert!(a.yields_first(Deadline::Never));
+        // Not for a try or a timed receive.
+        assert!(!a.yields_first(Deadline::Now));
+        assert!(!a.yields_first(Deadline::after(Duration::from_secs(1))));
+
+        // Two messages in one read: the first receive leaves the second buffered.
+        b.send(&[1u8; 4096]).unwrap();
+        b.send(&[2u8; 4096]).unwrap();
+        let mut buf = [0u8; 4096];
+        // This one yields (nothing was buffered), then reads both.
+        assert_eq!(a.recv(&mut buf).unwrap(), 4096);
+        assert_eq!(buf[0], 1);
+        assert!(!a.yields_first(Deadline::Never), "a message is buffered");
+        assert_eq!(a.recv(&mut buf).unwrap(), 4096);
+        assert_eq!(buf[0], 2);
+        assert!(a.yields_first(Deadline::Never));
+
+        // A receive after a send waits for an answer: no yield.
+        a.send(b"request").unwrap();
+        assert!(!a.yields_first(Deadline::Never));
+        b.send(&[3u8; 4096]).unwrap();
+        assert_eq!(a.recv(&mut buf).unwrap(), 4096);
+        assert!(a.yields_first(Deadline::Never), "the receive ends that");
+
+        // After a message below 1 KiB (not reading ahead): no yield.
+        b.send(&[4u8; 100]).unwrap();
+        assert_eq!(a.recv(&mut buf).unwrap(), 100);
+        assert_eq!(a.read_ahead_policy(), ReadAhead::Adaptive);
+        assert!(!a.yields_first(Deadline::Never));
+
+        // Nor after one of 32 KiB or more (read without reading ahead); again after 31 KiB.
+        let mut big = vec![0u8; 1 << 16];
+        b.send(&big[..YIELD_BELOW]).unwrap();
+        assert_eq!(a.recv(&mut big).unwrap(), YIELD_BELOW);
+        assert_eq!(a.read_ahead_policy(), ReadAhead::Always);
+        assert!(a.rx.drained());
+        assert!(!a.yields_first(Deadline::Never));
+        b.send(&big[..YIELD_BELOW - 1024]).unwrap();
+        assert_eq!(a.recv(&mut big).unwrap(), YIELD_BELOW - 1024);
+        assert!(a.rx.drained());
+        assert!(a.yields_first(Deadline::Never));
+    }
+
+    #[test]
+    fn tcp_never_yields_and_a_back_off_counts_down() {
+        let (mut a, _b) = drained_pair();
+        a.yield_skip = 2;
+        assert!(!a.yields_first(Deadline::Never));
+        assert!(!a.yields_first(Deadline::Never));
+        assert_eq!(a.yield_skip, 0);
+        assert!(a.yields_first(Deadline::Never));
+        // A receive that would not yield does not count down.
+        a.yield_skip = 1;
+        assert!(!a.yields_first(Deadline::Now));
+        assert_eq!(a.yield_skip, 1);
+        // The same state on TCP: no yield (its reader rarely sleeps; see "How a stream reads").
+        a.yield_skip = 0;
+        a.tcp = true;
+        assert!(!a.yields_first(Deadline::Never));
+    }
+
+    #[test]
+    fn only_a_yield_away_too_long_backs_off() {
+        assert_eq!(backoff_after(Duration::ZERO), 0, "nobody else was runnable");
+        assert_eq!(
+            backoff_after(Duration::from_micros(40)),
+            0,
+            "a writer's turn"
+        );
+        assert_eq!(backoff_after(YIELD_LONG), 0);
+        let longer = YIELD_LONG + Duration::from_micros(1);
+        assert_eq!(backoff_after(longer), YIELD_BACKOFF);
+        assert_eq!(backoff_after(Duration::from_millis(20)), YIELD_BACKOFF);
     }
 }

@@ -1,6 +1,7 @@
 //! Unix-domain sockets: listener with many clients, exact socket mode, stale files reclaimed
 //! and non-sockets refused, abstract names, deadlines on connect and accept, peer credentials
-//! and the accept-time policy, SIGPIPE-free sends, the descriptor left blocking.
+//! and the accept-time policy, SIGPIPE-free sends, the descriptor left blocking, a stream of
+//! mixed sizes in order with the writer on the receiver's CPU and on another.
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -34,7 +35,101 @@ fn hold_listener(ctx: &Ctx) {
     ctx.park("listening");
 }
 
-roles!(client_echo, hold_listener, send_without_sigpipe);
+/// The sizes of [`stream_burst`]'s messages, in turn: small and large mixed, so receives
+/// switch between reading ahead (after 1 KiB or more, yielding before a read that would
+/// sleep) and not, and between a read of several frames and the rest of one.
+const BURST_SIZES: [usize; 10] = [4096, 64, 4096, 0, 1024, 65536, 4096, 1 << 20, 100, 8192];
+
+/// How many times a burst goes through [`BURST_SIZES`].
+const BURST_ROUNDS: usize = 20;
+
+/// Message `i` of a burst, `len` bytes: its sequence number, then bytes that depend on both.
+fn burst_message(i: u64, len: usize) -> Vec<u8> {
+    let mut m: Vec<u8> = (0..len).map(|k| (i as usize * 7 + k) as u8).collect();
+    let n = len.min(8);
+    m[..n].copy_from_slice(&i.to_le_bytes()[..n]);
+    m
+}
+
+/// Pins the calling process to `cpu`.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
+
+/// Child: pins itself to the CPU in its second argument, connects to the stream listener at
+/// the abstract name in its first, streams [`BURST_ROUNDS`] rounds of messages of the burst
+/// sizes one way, then answers the parent's request.
+fn stream_burst(ctx: &Ctx) {
+    let args = ctx.args();
+    pin(args[1].parse().unwrap());
+    let addr = Address::abstract_name(args[0]);
+    let opts = Options::new().max_message(1 << 20);
+    let mut s = Stream::connect(&addr, &opts, secs(30)).unwrap();
+    for i in 0..(BURST_SIZES.len() * BURST_ROUNDS) as u64 {
+        s.send(&burst_message(
+            i,
+            BURST_SIZES[i as usize % BURST_SIZES.len()],
+        ))
+        .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"done?");
+    s.send(b"done").unwrap();
+}
+
+roles!(
+    client_echo,
+    hold_listener,
+    send_without_sigpipe,
+    stream_burst
+);
+
+/// A Unix stream of mixed sizes arrives whole and in order whether the writer shares the
+/// receiver's CPU (where a receive that emptied the socket yields before it reads again) or
+/// runs on another, and a request after it gets its answer.
+#[test]
+fn a_mixed_stream_arrives_in_order_on_one_cpu_and_across() {
+    within_watchdog("mixed stream", || {
+        let cpus = rustix::thread::sched_getaffinity(None).unwrap();
+        let mine: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| cpus.is_set(c))
+            .collect();
+        let mut placements = vec![(mine[0], mine[0])];
+        if let Some(&other) = mine.get(1) {
+            placements.push((mine[0], other));
+        }
+        for (parent_cpu, child_cpu) in placements {
+            let name = unique_name("burst");
+            let opts = Options::new().max_message(1 << 20);
+            let l: Listener<Stream> =
+                Listener::bind(&Address::abstract_name(&name), &opts).unwrap();
+            let child = spawn("stream_burst")
+                .arg(format!("{name} {child_cpu}"))
+                .start();
+            pin(parent_cpu);
+            let mut s = l.accept(secs(30)).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            for i in 0..(BURST_SIZES.len() * BURST_ROUNDS) as u64 {
+                let len = BURST_SIZES[i as usize % BURST_SIZES.len()];
+                let n = s.recv(&mut buf).unwrap();
+                assert_eq!(n, len, "message {i} on CPUs {parent_cpu}/{child_cpu}");
+                assert!(buf[..n] == burst_message(i, len), "message {i}'s bytes");
+            }
+            s.send(b"done?").unwrap();
+            let n = s.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"done");
+            child.wait_success();
+            assert_eq!(
+                s.recv(&mut buf).unwrap_err().kind(),
+                ErrorKind::Disconnected
+            );
+            rustix::thread::sched_setaffinity(None, &cpus).unwrap();
+        }
+    });
+}
 
 #[test]
 fn listener_accepts_many_clients_each_its_own_endpoint() {

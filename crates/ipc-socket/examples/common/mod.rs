@@ -14,7 +14,8 @@ pub(crate) fn pin(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v`.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
