@@ -55,7 +55,8 @@
 //!
 //! A producer copying a message of 16 KiB or more raises a **writing mark** in its ring's tx
 //! side first (a new odd value per message) and takes it down after the commit: two stores
-//! to a line the consumer reads, against a copy of microseconds. A consumer whose 30 µs budget
+//! to a cache line of its own that the consumer reads once per wait (not while it polls),
+//! against a copy of microseconds. A consumer whose 30 µs budget
 //! ran out while spinning (another CPU serves it) looks at the marks once before it sleeps:
 //! if a producer that is attached, not known dead and not pinned to the consumer's CPU has its
 //! mark up, the message is coming, and the consumer keeps looking (the same spin, yielding
@@ -120,7 +121,8 @@ const VERSION: u32 = 1;
 const MAX_PRODUCERS: usize = 1024;
 
 /// Messages from this size on are copied with the producer's writing mark up (`# Waiting`):
-/// their copy takes microseconds, against two stores to a line the consumer reads.
+/// their copy takes microseconds, against two stores to a line the consumer reads once per
+/// wait.
 const MARK_MIN: usize = 16 << 10;
 
 /// How long past its spin budget the consumer keeps looking, once per wait, while a producer

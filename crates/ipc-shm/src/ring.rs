@@ -13,7 +13,7 @@
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
 //!                      CPU, sleeping flag, wake word, published doorbell (key, fd, id),
-//!                      writing mark (MPSC producers only, `mpsc.rs`)
+//!                      writing mark at +64 (MPSC producers only, `mpsc.rs`)
 //! offset 512  rx Side  written by the consumer only
 //! offset 640  data     `capacity` bytes (a power of two), records back to back
 //! ```
@@ -128,11 +128,18 @@ pub(crate) struct Side {
     /// The doorbell's `eventfd-id` (from `/proc/self/fdinfo`), which a fetched descriptor
     /// must show.
     pub(crate) bell_id: AtomicU32,
+    /// Keeps [`writing`](Side::writing) off the cache line of the words above, which a
+    /// waiting peer polls (the owner word).
+    _line: [u32; 6],
     /// Nonzero while an MPSC producer copies a large message into its ring (`mpsc.rs`), a
     /// different value for each message: a hint that lets a waiting consumer keep looking
-    /// rather than sleep. Never used as an index or a length; the channel leaves it 0.
+    /// rather than sleep. Never used as an index or a length; the channel leaves it 0. On a
+    /// line of its own (offset 64), which the consumer reads once per wait, so the producer's
+    /// two stores per message stay in its cache.
     pub(crate) writing: AtomicU32,
 }
+
+const _: () = assert!(std::mem::offset_of!(Side, writing) == 64);
 
 /// The header at the start of a channel segment; see the module docs.
 #[repr(C)]
