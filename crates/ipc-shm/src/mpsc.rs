@@ -66,7 +66,8 @@
 //! the producer that committed next a `futex` wake and the consumer a cross-CPU wake-up. The
 //! cost: up to 280 µs of the consumer's own CPU per wait while a large message is being
 //! written; never on a CPU a producer it waits for is pinned to (it sleeps at once there, as
-//! before), never after a first sleep. The mark is a hint only (never an index or a length):
+//! before), never after a first sleep, and a receive that does not wait does not even look
+//! at the marks. The mark is a hint only (never an index or a length):
 //! a mark that stays up through a whole extension without a message (scribbled, or its
 //! producer stopped or killed mid-copy) is noted stale and ignored until it changes, so it
 //! costs one extension; a killed producer's place is then found dead after the first sleep
@@ -928,7 +929,7 @@ impl MpscConsumer {
                 // keep looking (once per wait, up to MARK_SPIN) rather than sleep and make it
                 // pay a wake-up. Only a phase that spins while another CPU serves it extends.
                 match marked {
-                    None if self.marks_up() && spin.extend(MARK_SPIN) => {
+                    None if spin.extensible() && self.marks_up() && spin.extend(MARK_SPIN) => {
                         marked = Some(std::time::Instant::now());
                         self.kept_spinning += 1;
                     }

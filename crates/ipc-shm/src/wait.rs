@@ -329,6 +329,13 @@ impl Spin {
         }
     }
 
+    /// Whether [`extend`](Spin::extend) would extend this phase: it spins while another CPU
+    /// may serve the wait (so a waiter can skip looking for a reason to extend it: a wait
+    /// that must not block, one after a sleep, or one nobody else can serve).
+    pub(crate) fn extensible(&self) -> bool {
+        matches!(self.phase, Phase::Spin { siblings: None, .. })
+    }
+
     /// Lets a spin phase that spins while another CPU may serve the wait (not one that
     /// yields only, nor one that has ended: nobody else could serve it, or a busy task holds
     /// this CPU) go on for `more` from now, or to the wait's deadline if sooner. Returns whether
