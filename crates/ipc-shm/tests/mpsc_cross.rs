@@ -36,6 +36,17 @@ fn two_cpus() -> bool {
     n >= 2
 }
 
+/// A consumer and a producer on a fresh segment, if another CPU can serve this thread's
+/// waits (the behaviour under test needs one).
+fn cross_ends(what: &str) -> Option<(MpscConsumer, MpscProducer)> {
+    if !two_cpus() {
+        return None;
+    }
+    let seg = seg(what);
+    let rx = MpscConsumer::open(seg.clone()).unwrap();
+    Some((rx, MpscProducer::open(seg).unwrap()))
+}
+
 /// One wait for nothing, ending by `after`: must time out. Returns whether it slept (once
 /// or more: in slices) and how many mark extensions it made (0 or 1).
 fn wait_once(rx: &mut MpscConsumer, after: Duration) -> (bool, u64) {
@@ -49,12 +60,9 @@ fn wait_once(rx: &mut MpscConsumer, after: Duration) -> (bool, u64) {
 
 #[test]
 fn the_consumer_does_not_sleep_while_a_producer_on_another_cpu_is_mid_copy() {
-    if !two_cpus() {
+    let Some((mut rx, mut tx)) = cross_ends("mpsc-cross-mark") else {
         return;
-    }
-    let seg = seg("mpsc-cross-mark");
-    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
-    let mut tx = MpscProducer::open(seg).unwrap();
+    };
     within_watchdog("waits beside a writing mark", move || {
         // No mark: past its 30 us budget, a 2 ms wait sleeps.
         assert_eq!(wait_once(&mut rx, Duration::from_millis(2)), (true, 0));
@@ -101,12 +109,9 @@ fn a_large_send_takes_its_mark_down_after_the_commit() {
 
 #[test]
 fn a_stale_or_scribbled_mark_costs_one_extension_then_is_ignored_until_it_changes() {
-    if !two_cpus() {
+    let Some((mut rx, tx)) = cross_ends("mpsc-cross-stale") else {
         return;
-    }
-    let seg = seg("mpsc-cross-stale");
-    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
-    let tx = MpscProducer::open(seg).unwrap();
+    };
     within_watchdog("waits beside a stale mark", move || {
         for mark in [7, u32::MAX, 0x8000_0000] {
             set_writing_mark(&tx, mark);
