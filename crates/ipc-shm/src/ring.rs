@@ -12,7 +12,8 @@
 //!                      and by a consumer that waits, as a hint (`peek_hinted`)
 //! offset 256  head     u32, written by the consumer only: bytes ever released (wrapping)
 //! offset 384  tx Side  written by the producer only: owner word (state, pid, start time),
-//!                      CPU, sleeping flag, wake word, published doorbell (key, fd, id)
+//!                      CPU, sleeping flag, wake word, published doorbell (key, fd, id),
+//!                      writing mark at +64 (MPSC producers only, `mpsc.rs`)
 //! offset 512  rx Side  written by the consumer only
 //! offset 640  data     `capacity` bytes (a power of two), records back to back
 //! ```
@@ -59,7 +60,7 @@ use ipc_core::{Error, Result};
 /// `"IPCSHMCH"`, little-endian: the first 8 bytes of every channel segment.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMCH");
 /// The layout version `open` accepts. Bump on any change of [`Header`] or the record format.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 /// The smallest data area.
 pub(crate) const MIN_CAPACITY: usize = 64;
 /// The largest data area: indices are `u32` counters, so `capacity` must stay well below
@@ -127,7 +128,18 @@ pub(crate) struct Side {
     /// The doorbell's `eventfd-id` (from `/proc/self/fdinfo`), which a fetched descriptor
     /// must show.
     pub(crate) bell_id: AtomicU32,
+    /// Keeps [`writing`](Side::writing) off the cache line of the words above, which a
+    /// waiting peer polls (the owner word).
+    _line: [u32; 6],
+    /// Nonzero while an MPSC producer copies a large message into its ring (`mpsc.rs`), a
+    /// different value for each message: a hint that lets a waiting consumer keep looking
+    /// rather than sleep. Never used as an index or a length; the channel leaves it 0. On a
+    /// line of its own (offset 64), which the consumer reads once per wait, so the producer's
+    /// two stores per message stay in its cache.
+    pub(crate) writing: AtomicU32,
 }
+
+const _: () = assert!(std::mem::offset_of!(Side, writing) == 64);
 
 /// The header at the start of a channel segment; see the module docs.
 #[repr(C)]

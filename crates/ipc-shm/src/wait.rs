@@ -329,6 +329,35 @@ impl Spin {
         }
     }
 
+    /// Whether [`extend`](Spin::extend) would extend this phase: it spins while another CPU
+    /// may serve the wait (so a waiter can skip looking for a reason to extend it: a wait
+    /// that must not block, one after a sleep, or one nobody else can serve).
+    pub(crate) fn extensible(&self) -> bool {
+        matches!(self.phase, Phase::Spin { siblings: None, .. })
+    }
+
+    /// Lets a spin phase that spins while another CPU may serve the wait (not one that
+    /// yields only, nor one that has ended: nobody else could serve it, or a busy task holds
+    /// this CPU) go on for `more` from now, or to the wait's deadline if sooner. Returns whether
+    /// it did. For a waiter that sees its peer visibly at work on another CPU (an MPSC
+    /// producer mid-copy), where spinning on costs only this waiter's own CPU.
+    pub(crate) fn extend(&mut self, more: Duration) -> bool {
+        let Phase::Spin {
+            until,
+            siblings: None,
+            ..
+        } = &mut self.phase
+        else {
+            return false;
+        };
+        let later = std::time::Instant::now() + more;
+        *until = match self.deadline {
+            Deadline::At(at) => later.min(at),
+            _ => later,
+        };
+        true
+    }
+
     /// Yields the CPU once (while another CPU may serve the wait), to look once more; if that
     /// kept the thread off the CPU longer than [`LONG_YIELD`], that look is the last (the wait
     /// sleeps next), and the thread's next [`SKIP_WAITS`] waits spin without yielding.
