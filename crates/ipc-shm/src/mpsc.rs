@@ -565,8 +565,9 @@ impl MessageSender for MpscProducer {
 /// where a blocked send raises 1); the consumer wakes the ring's word only while it is up, so
 /// a producer that keeps finding room costs the consumer nothing, and it wakes a doorbell at
 /// the first room it gives back, wherever the producer runs (a send blocked on the consumer's
-/// CPU waits for its ring to drain; see the module docs). The consumer's process is watched (pidfd), so its
-/// death rings at once (before a consumer attached, the bell rings every 50 ms to look).
+/// CPU waits for its ring to drain; see the module docs). The consumer's process is watched
+/// (pidfd), so its death rings at once (before a consumer attached, the bell rings every
+/// 50 ms to look).
 impl Readiness for MpscProducer {
     /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
     /// "Async and poll loops" section).
@@ -676,9 +677,9 @@ pub struct MpscConsumer {
     /// Whether a release left a send blocked on this CPU asleep, its ring not yet drained
     /// ([`wake_deferred`](MpscConsumer::wake_deferred)).
     deferred: bool,
-    /// Whether this consumer woke a producer pinned to its CPU since it last looked for
-    /// messages in vain: that producer is runnable here, and gets the CPU (one yield) before
-    /// the consumer sleeps.
+    /// Whether this consumer woke a producer pinned to its CPU since its last yield before a
+    /// sleep: that producer is runnable here, and gets the CPU (one yield) before the
+    /// consumer sleeps.
     woke_here: bool,
 }
 
