@@ -150,7 +150,8 @@
 //! for up to 30 us, spinning for the first 2 us only while another CPU may serve them, then
 //! giving the CPU up (`sched_yield(2)`) between slices of 64 looks (a subscriber or a blocked
 //! publisher also before every look when everyone it waits for is pinned to its own CPU; the
-//! MPSC ends sleep at once there). A yield with nobody else runnable returns at once, so an
+//! MPSC ends sleep at once there, the consumer after one yield if it just woke a producer
+//! there, which it does once that producer's ring is drained). A yield with nobody else runnable returns at once, so an
 //! end on a dedicated core loses little; subscribers, producers or a consumer sharing a CPU
 //! (more readers than cores) let each other run instead of each spinning out its budget. A
 //! yield that kept the thread off its CPU for more than 1 ms while another CPU may serve it (a

@@ -73,6 +73,19 @@
 //! costs one extension; a killed producer's place is then found dead after the first sleep
 //! slice, as before. [`MpscConsumer::sleeps`] and [`MpscConsumer::kept_spinning`] count both.
 //!
+//! The consumer wakes a producer blocked in `send` as it gives room back, except one pinned
+//! to the consumer's CPU: that one is woken once its ring is drained, or as soon as the
+//! consumer stops taking messages (a look finds none: it is about to spin, sleep or return
+//! `WouldBlock` / `TimedOut`; a receive fails; it arms its doorbell; it is dropped). Woken at
+//! the first message given back, it would take the shared CPU from the consumer after a
+//! message or two, and the ring would never drain in batches (one wake-up per ~9 messages of
+//! a 15-message ring was measured, and 45% of the time in sleeping and waking). A consumer
+//! that woke such a producer yields its CPU once before it sleeps, so the producer refills
+//! its ring first instead of waking the consumer at its first message. A producer waiting on
+//! its doorbell (`arm`), or on another CPU, is woken at once. A consumer that stops receiving
+//! without any of those (it holds the consumer and does something else) leaves a same-CPU
+//! producer to find its room at the end of its sleep slice.
+//!
 //! # Readiness
 //!
 //! Both ends implement [`Readiness`] with the channel's doorbell (an eventfd rung by a bell
@@ -107,6 +120,7 @@ use ipc_core::{
     Result, futex,
 };
 
+use crate::bell::SLEEPING_ON_BELL;
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side,
@@ -455,6 +469,17 @@ impl MpscProducer {
         self.index
     }
 
+    /// How many times the consumer has woken this producer's place so far (its ring's wake
+    /// word: one per sleep or doorbell wait the consumer ended by giving room back, plus one
+    /// when a consumer leaves). A producer that keeps finding room adds nothing here.
+    pub fn doorbell_rings(&self) -> u32 {
+        self.view.rings[self.index]
+            .header()
+            .rx
+            .wake
+            .load(Ordering::Relaxed)
+    }
+
     fn fail(&mut self, e: Error) -> Error {
         if e.kind() == ErrorKind::Corrupted {
             self.corrupted = Some(e.to_string());
@@ -467,8 +492,10 @@ impl MessageSender for MpscProducer {
     /// Copies `msg` into this producer's ring and publishes it.
     ///
     /// Blocks only while the ring is full: spinning briefly, then sleeping on the ring's
-    /// futex word in slices until the consumer makes room, `deadline` passes or the consumer
-    /// is gone (closed, or its process dead: checked by pidfd each slice).
+    /// futex word in slices until the consumer makes room (pinned to the consumer's CPU: until
+    /// it drained the ring or stopped taking messages, or this slice ends with room; see the
+    /// module docs), `deadline` passes or the consumer is gone (closed, or its process dead:
+    /// checked by pidfd each slice).
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`]; [`ErrorKind::Disconnected`] once the consumer
     /// closed or died; [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`];
@@ -578,10 +605,13 @@ impl MessageSender for MpscProducer {
 /// The doorbell: an eventfd that becomes **readable** when a send may succeed (the consumer
 /// made room in this producer's ring, or closed or died).
 ///
-/// [`arm`](Readiness::arm) raises this producer's sleeping flag, the one a blocked send
-/// raises; the consumer wakes the ring's word only while it is up, so a producer that keeps
-/// finding room costs the consumer nothing. The consumer's process is watched (pidfd), so its
-/// death rings at once (before a consumer attached, the bell rings every 50 ms to look).
+/// [`arm`](Readiness::arm) raises this producer's sleeping flag (the doorbell's value, 2,
+/// where a blocked send raises 1); the consumer wakes the ring's word only while it is up, so
+/// a producer that keeps finding room costs the consumer nothing, and it wakes a doorbell at
+/// the first room it gives back, wherever the producer runs (a send blocked on the consumer's
+/// CPU waits for its ring to drain; see the module docs). The consumer's process is watched
+/// (pidfd), so its death rings at once (before a consumer attached, the bell rings every
+/// 50 ms to look).
 impl Readiness for MpscProducer {
     /// Makes the doorbell at the first call: an eventfd and its bell thread (see the crate's
     /// "Async and poll loops" section).
@@ -605,7 +635,7 @@ impl Readiness for MpscProducer {
         let Some(seen) = flag_and_look(
             peer::on_cpu(self.cpu, &hdr.consumer),
             &h.rx.wake,
-            || h.tx.sleeping.store(1, Ordering::SeqCst),
+            || h.tx.sleeping.store(SLEEPING_ON_BELL, Ordering::SeqCst),
             || h.tx.sleeping.store(0, Ordering::Relaxed),
             |_| self.can_send(),
         ) else {
@@ -685,7 +715,8 @@ pub struct MpscConsumer {
     corrupted: Option<String>,
     /// The readiness doorbell, on the `doorbell` word; one watched peer per producer place.
     ready: Doorbell,
-    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision.
+    /// The CPU this end is pinned to (`u32::MAX`: not pinned), for the spin decision and the
+    /// deferred wake-ups.
     cpu: u32,
     /// Per place: the writing mark seen when a wait last kept spinning for marks, and the
     /// mark found stale (up through a whole [`MARK_SPIN`] without a message), ignored until
@@ -695,6 +726,13 @@ pub struct MpscConsumer {
     /// Waits that slept, and waits that kept spinning for a writing mark ([`MpscConsumer::sleeps`]).
     sleeps: u64,
     kept_spinning: u64,
+    /// Whether a release left a send blocked on this CPU asleep, its ring not yet drained
+    /// ([`wake_deferred`](MpscConsumer::wake_deferred)).
+    deferred: bool,
+    /// Whether this consumer woke a producer pinned to its CPU since its last yield before a
+    /// sleep: that producer is runnable here, and gets the CPU (one yield) before the
+    /// consumer sleeps.
+    woke_here: bool,
 }
 
 impl MpscConsumer {
@@ -754,6 +792,8 @@ impl MpscConsumer {
             stale: vec![0; n],
             sleeps: 0,
             kept_spinning: 0,
+            deferred: false,
+            woke_here: false,
         })
     }
 
@@ -827,6 +867,7 @@ impl MpscConsumer {
     }
 
     fn fail(&mut self, e: Error) -> Error {
+        self.wake_deferred();
         if e.kind() == ErrorKind::Corrupted {
             self.corrupted = Some(e.to_string());
         }
@@ -915,6 +956,7 @@ impl MpscConsumer {
                 match self.pass(check && first) {
                     Ok(Ok(m)) => return Ok(m),
                     Ok(Err(live)) => {
+                        self.wake_deferred();
                         if !live && self.seen_producer {
                             return Err(self.fail(Error::disconnected()));
                         }
@@ -943,6 +985,12 @@ impl MpscConsumer {
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));
             }
+            // A producer this consumer woke on its CPU fills its ring before the consumer
+            // sleeps (one yield), rather than waking it with its first message.
+            if std::mem::take(&mut self.woke_here) && self.producers_on_my_cpu() {
+                std::thread::yield_now();
+                continue;
+            }
             self.sleeps += 1;
             let consumers = &mut self.consumers;
             let r = sleep_flagged(
@@ -958,14 +1006,39 @@ impl MpscConsumer {
 
     fn release(&mut self, i: usize, m: ring::Message) {
         self.consumers[i].release(m);
-        let h = self.view.rings[i].header();
-        // Taken down by the waker: one wake-up per sleep, not one per message released
-        // before the woken producer runs.
-        if h.tx.sleeping.load(Ordering::SeqCst) != 0 && h.tx.sleeping.swap(0, Ordering::SeqCst) != 0
-        {
-            h.rx.wake.fetch_add(1, Ordering::Release);
-            // Every waiter: a blocked send, or the producer's bell thread.
-            futex::wake_all(&h.rx.wake);
+        let ring = self.view.rings[i];
+        let h = ring.header();
+        let flag = h.tx.sleeping.load(Ordering::SeqCst);
+        if flag == 0 {
+            return;
+        }
+        // A send blocked on this CPU (flag 1; not a doorbell, 2) is woken once its ring is
+        // drained, or when this consumer stops taking messages: woken at once, it would take
+        // the CPU from us after a message or two, and its ring would never drain in batches.
+        // `tail` is the producer's and only a hint here: a wrong one (scribbled, or left
+        // behind by a producer killed before storing it) defers the wake-up to this
+        // consumer's next wait, nothing else.
+        if flag == 1 && peer::on_cpu(self.cpu, &h.tx) {
+            if h.tail.load(Ordering::Relaxed) != self.consumers[i].position() {
+                self.deferred = true;
+                return;
+            }
+            self.woke_here |= wake_producer(h);
+            return;
+        }
+        wake_producer(h);
+    }
+
+    /// Wakes every producer whose wake-up [`release`](MpscConsumer::release) deferred (any
+    /// with its flag up): called wherever this consumer stops taking messages (a look finds
+    /// none, so it is about to spin, sleep or return empty-handed; it fails; it arms its
+    /// doorbell), so no producer sleeps on room it was not told about.
+    fn wake_deferred(&mut self) {
+        if std::mem::take(&mut self.deferred) {
+            for r in &self.view.rings {
+                let h = r.header();
+                self.woke_here |= wake_producer(h) && peer::on_cpu(self.cpu, &h.tx);
+            }
         }
     }
 
@@ -984,7 +1057,9 @@ impl MpscConsumer {
     /// Takes the next message in place (fairly across producers), waiting for one until
     /// `deadline`: the guard dereferences to the message's bytes in its producer's ring (no
     /// copy), tells that producer's place ([`MpscGuard::place`]), and gives the room back to
-    /// the producer when dropped (waking it if it sleeps on a full ring).
+    /// the producer when dropped (waking it if it sleeps on a full ring; one blocked in `send`
+    /// on this consumer's CPU once its ring is drained or this consumer stops taking
+    /// messages: see the module docs).
     ///
     /// The bytes are in memory the producer's process can write: a well-behaved producer
     /// never touches a committed message, but one that misbehaves could change them while you
@@ -1030,9 +1105,25 @@ impl MpscConsumer {
     }
 }
 
+/// Wakes the producer of ring `h` if its sleeping flag is up, taking the flag down (one
+/// wake-up per sleep, not one per message released before the woken producer runs); returns
+/// whether it did.
+fn wake_producer(h: &ring::Header) -> bool {
+    if h.tx.sleeping.load(Ordering::SeqCst) != 0 && h.tx.sleeping.swap(0, Ordering::SeqCst) != 0 {
+        h.rx.wake.fetch_add(1, Ordering::Release);
+        // Every waiter: a blocked send, or the producer's bell thread.
+        futex::wake_all(&h.rx.wake);
+        return true;
+    }
+    false
+}
+
 /// A message read in place, from [`MpscConsumer::recv_in_place`]: dereferences to its bytes
 /// in the producer's ring and tells the producer's place; dropping it gives the room back to
-/// that producer (waking it if it sleeps on its full ring).
+/// that producer, waking it if it waits on its full ring: at the drop if it waits on its
+/// doorbell or runs on another CPU; if it is blocked in `send` on the consumer's CPU, at the
+/// drop that empties its ring, or once the consumer stops taking messages (it finds none, a
+/// receive fails, it arms its doorbell or is dropped).
 pub struct MpscGuard<'a> {
     consumer: &'a mut MpscConsumer,
     place: usize,
@@ -1132,6 +1223,7 @@ impl Readiness for MpscConsumer {
 
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
+        self.wake_deferred();
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(

@@ -2,8 +2,9 @@
 //! against a model (property test), fairness, producers joining and leaving, producers killed
 //! at every step of their join and in the middle of sending (nothing torn, nobody blocked, the
 //! place given back), a killed consumer, producer processes opening by name, the in-place
-//! receive (order, places, a full producer woken when the guard drops), and scribbled state
-//! through both receives. Every wait runs under a watchdog.
+//! receive (order, places, a full producer woken when the guard drops: on its doorbell, or not
+//! pinned to the consumer's CPU), and scribbled state through both receives. Every wait runs
+//! under a watchdog.
 
 mod common;
 use common::{check, message};
@@ -556,8 +557,9 @@ fn readable_within(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
 #[test]
 fn a_full_producer_is_woken_when_the_guard_drops_not_before() {
     use ipc_core::Readiness;
-    // A producer waiting on its full ring (its doorbell armed: the flag a blocked send
-    // raises) is rung by the consumer's release, which happens at the guard's drop.
+    // A producer waiting on its full ring with its doorbell armed is rung by the consumer's
+    // release, which happens at the guard's drop (wherever it runs; a send blocked on the
+    // consumer's CPU waits for its ring to drain instead: `mpsc_wake.rs`).
     let seg = Arc::new(opts().create_memfd("mpsc-guard-wake").unwrap());
     let mut rx = MpscConsumer::open(seg.clone()).unwrap();
     let mut tx = MpscProducer::open(seg.clone()).unwrap();
@@ -591,8 +593,8 @@ fn a_full_producer_is_woken_when_the_guard_drops_not_before() {
     assert_eq!(check(&rx.try_recv_in_place().unwrap()), (0, sent));
     drop(tx);
 
-    // A producer process blocked in `send` on its full ring: still blocked while the guard
-    // is held, done once it drops.
+    // A producer process blocked in `send` on its full ring (neither end pinned, so not on
+    // the consumer's CPU): still blocked while the guard is held, done once it drops.
     let mut child = spawn("fill_then_send")
         .fd("seg", seg.fd().unwrap())
         .arg("7")
