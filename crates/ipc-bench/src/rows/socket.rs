@@ -258,11 +258,12 @@ impl Row for RawTcp {
 /// runs because every TCP row's runs fall in one of two modes (quiet runs: ~20,000 against
 /// 40,000-88,000 messages/s) and a six-run median counts the mix. What decides the mode is how
 /// often the receiver sleeps: each sleep of the reader costs the writer a wake-up of the other
-/// vCPU (a function-call IPI: the two vCPUs share no cache, and the guest's `haltpoll` idle
-/// driver never polls, `guest_halt_poll_ns` 0, so an idle vCPU halts), and the loopback writer
-/// pays it inside its own `write`. Measured (rough; a C loop of fresh connections, one per
-/// run, and `socket_ab`'s `SOCKET_AB_BLOCKS=1` block listing): the writer's CPU time per
-/// message ~11-13 us at 0.2-0.3 receiver sleeps per message, ~44-51 us at 0.8-0.95, and the
+/// vCPU (the reader's CPU is idle, so the wake-up is queued to it with a function-call IPI;
+/// the guest's `haltpoll` idle driver never polls, `guest_halt_poll_ns` 0, so that vCPU has
+/// halted and the IPI goes through the host), and the loopback writer pays it inside its own
+/// `write`. Measured (rough; a C loop of fresh connections, one per run, and `socket_ab`'s
+/// `SOCKET_AB_BLOCKS=1` block listing): the writer's CPU time per message ~11-20 us at
+/// 0.2-0.45 receiver sleeps per message, ~44-51 us at 0.8-0.95, and the
 /// function-call interrupts on the reader's CPU per message (`/proc/interrupts`, `CAL`)
 /// 0.13-0.26 against 0.8-0.92. The two modes feed themselves: a slow writer leaves its
 /// reader idle before each message, so it sleeps and is woken once per message; a fast one
@@ -273,7 +274,9 @@ impl Row for RawTcp {
 /// raw one does (~12 us fast, ~46 against 46-50 us slow) and its reader reads a message with
 /// one `readv` of the frame as the raw loop does one `read` (`strace`). So the library is not
 /// more often slow, and no setting of the rows decides the mode. Segments per message are
-/// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`); fixed
+/// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`: 64 KiB is a full
+/// loopback segment, MSS 65,483, and a 53-byte rest; at 65,483 bytes or 32 KiB the C loop
+/// stayed fast, 0.07-0.15 sleeps per message, four runs each); fixed
 /// `SO_RCVBUF`/`SO_SNDBUF` of 256 KiB made runs slower (0.8 sleeps per message), 1 MiB no
 /// steadier; a reader taking 256 KiB per `read` drains sooner and sleeps more (the slow mode);
 /// the receive buffer autotuned to 2-32 MiB in either mode. `SO_RCVLOWAT` at the message size
