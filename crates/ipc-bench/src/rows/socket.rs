@@ -274,9 +274,13 @@ impl Row for RawTcp {
 /// raw one does (~12 us fast, ~46 against 46-50 us slow) and its reader reads a message with
 /// one `readv` of the frame as the raw loop does one `read` (`strace`). So the library is not
 /// more often slow, and no setting of the rows decides the mode. Segments per message are
-/// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`: 64 KiB is a full
-/// loopback segment, MSS 65,483, and a 53-byte rest; at 65,483 bytes or 32 KiB the C loop
-/// stayed fast, 0.07-0.15 sleeps per message, four runs each); fixed
+/// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`). What tips the
+/// balance is the message's size: 64 KiB is a full loopback segment (MSS 65,483) and a
+/// 53-byte rest (the library's 65,540-byte frame: 57 bytes), and the second segment seems to make the
+/// writer slower than its reader, which then catches up and sleeps. The C loop, sizes
+/// alternated, three runs each: 65,483 bytes 94,000-110,000 messages/s, writer ~9 us, 0.07-0.14
+/// sleeps per message; 65,536 bytes 22,000-33,000, 31-43 us, 0.49-0.82; 65,540 bytes
+/// 21,000-32,000, 31-47 us, 0.37-0.94 (32 KiB also stayed fast). Fixed
 /// `SO_RCVBUF`/`SO_SNDBUF` of 256 KiB made runs slower (0.8 sleeps per message), 1 MiB no
 /// steadier; a reader taking 256 KiB per `read` drains sooner and sleeps more (the slow mode);
 /// the receive buffer autotuned to 2-32 MiB in either mode. `SO_RCVLOWAT` at the message size
@@ -284,7 +288,8 @@ impl Row for RawTcp {
 /// be set on a framed reader: a read that needs fewer bytes than the mark (the rest of a frame,
 /// a prefix read alone) is not woken until the mark is reached, and the benchmark's `tcp` row
 /// hung at the end of a run with it. Compare TCP rows at this point by mode (block by block in
-/// one pair of processes), not by six-run medians.
+/// one pair of processes), not by six-run medians; the raw row and the library frame alike
+/// straddle a segment boundary, so neither is favoured.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
