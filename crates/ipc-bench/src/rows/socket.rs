@@ -276,8 +276,8 @@ impl Row for RawTcp {
 /// more often slow, and no setting of the rows decides the mode. Segments per message are
 /// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`). What tips the
 /// balance is the message's size: 64 KiB is a full loopback segment (MSS 65,483) and a
-/// 53-byte rest (the library's 65,540-byte frame: 57 bytes), and the second segment seems to make the
-/// writer slower than its reader, which then catches up and sleeps. The C loop, sizes
+/// 53-byte rest (the library's 65,540-byte frame: 57 bytes), and the second segment seems to
+/// make the writer slower than its reader, which then catches up and sleeps. The C loop, sizes
 /// alternated, three runs each: 65,483 bytes 94,000-110,000 messages/s, writer ~9 us, 0.07-0.14
 /// sleeps per message; 65,536 bytes 22,000-33,000, 31-43 us, 0.49-0.82; 65,540 bytes
 /// 21,000-32,000, 31-47 us, 0.37-0.94 (32 KiB also stayed fast). Fixed
