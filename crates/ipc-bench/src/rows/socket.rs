@@ -280,16 +280,23 @@ impl Row for RawTcp {
 /// make the writer slower than its reader, which then catches up and sleeps. The C loop, sizes
 /// alternated, three runs each: 65,483 bytes 94,000-110,000 messages/s, writer ~9 us, 0.07-0.14
 /// sleeps per message; 65,536 bytes 22,000-33,000, 31-43 us, 0.49-0.82; 65,540 bytes
-/// 21,000-32,000, 31-47 us, 0.37-0.94 (32 KiB also stayed fast). Fixed
+/// 21,000-32,000, 31-47 us, 0.37-0.94; 32 KiB and 98,304 bytes (a full segment and a
+/// 32,821-byte rest: 59,000-65,000 messages/s, ~16 us, 0.26-0.30) stayed fast, so the small
+/// rest is the trigger, not the second segment as such; clamping `TCP_MAXSEG` to 32 or 16 KiB
+/// did not help. Fixed
 /// `SO_RCVBUF`/`SO_SNDBUF` of 256 KiB made runs slower (0.8 sleeps per message), 1 MiB no
 /// steadier; a reader taking 256 KiB per `read` drains sooner and sleeps more (the slow mode);
 /// the receive buffer autotuned to 2-32 MiB in either mode. `SO_RCVLOWAT` at the message size
 /// made the raw loop's reads whole and about halved its sleeps (loaded machine), but it cannot
 /// be set on a framed reader: a read that needs fewer bytes than the mark (the rest of a frame,
 /// a prefix read alone) is not woken until the mark is reached, and the benchmark's `tcp` row
-/// hung at the end of a run with it. Compare TCP rows at this point by mode (block by block in
-/// one pair of processes), not by six-run medians; the raw row and the library frame alike
-/// straddle a segment boundary, so neither is favoured.
+/// hung at the end of a run with it. The raw row and the library's frame alike straddle the
+/// segment boundary at 64 KiB, so neither is favoured, but a six-run median there counts the
+/// mode mix: compare the rows one segment below it instead, `--filter tcp,65479` (the frame
+/// is 65,483 bytes). There, two filtered runs of the new binary, alternated with 64 KiB
+/// (rough): all three rows ~110,000 messages/s, spreads of a few percent, `tcp-lib` 1.02 /
+/// 1.01x `tcp-raw`, `tcp` 1.00 / 0.97x; at 64 KiB in between 20,000-80,000, `tcp-lib` 1.05 /
+/// 0.75x, `tcp` 1.51 / 0.91x.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
