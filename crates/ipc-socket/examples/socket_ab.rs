@@ -9,8 +9,11 @@
 //! over loopback TCP (`TCP_NODELAY`), where a "pair" is one connection (`tcp-raw`, `tcp-lib`).
 //!
 //! Prints, per link, the median over the cycles of its time per message and of its ratio to
-//! `raw-pair` in the same cycle, and the CPU time per message of each side (each thread's CPU
-//! clock, read around the block).
+//! `raw-pair` in the same cycle, the CPU time per message of each side (each thread's CPU
+//! clock, read around the block), and each side's sleeps per message (voluntary context
+//! switches, `getrusage(2)`: the receiver's are the wake-ups its writer pays for). With
+//! `SOCKET_AB_BLOCKS=1` in the environment it also prints every block (link, time, CPU times,
+//! sleeps): on TCP at 64 KiB across cores a block's time follows its receiver's sleeps.
 //!
 //! ```text
 //! cargo build --release -p ipc-socket --example socket_ab
@@ -163,7 +166,7 @@ fn main() -> Result<()> {
         let mut buf = vec![0u8; size];
         for _ in 0..cycles {
             for (rx, tx) in &mut ends {
-                let cpu = cpu_ns();
+                let (cpu, slept) = (cpu_ns(), sleeps());
                 for i in 0..block {
                     assert_eq!(rx.recv(&mut buf)?, size, "message {i}");
                     assert_eq!(buf[..8], i.to_le_bytes(), "message {i}");
@@ -172,6 +175,9 @@ fn main() -> Result<()> {
                     }
                 }
                 buf[..8].copy_from_slice(&(cpu_ns() - cpu).to_le_bytes());
+                if size >= 16 {
+                    buf[8..16].copy_from_slice(&(sleeps() - slept).to_le_bytes());
+                }
                 tx.send(&buf)?;
             }
         }
@@ -214,9 +220,12 @@ fn main() -> Result<()> {
     let mut back = vec![0u8; size];
     // Per link: ns per message, parent and child CPU ns per message.
     let mut t = vec![[Vec::new(), Vec::new(), Vec::new()]; LINKS.len()];
-    for _ in 0..cycles {
+    // Per link: parent and child sleeps per message (the child's only when size >= 16).
+    let mut slept = vec![[Vec::new(), Vec::new()]; LINKS.len()];
+    let blocks = std::env::var_os("SOCKET_AB_BLOCKS").is_some_and(|v| v == "1");
+    for cycle in 0..cycles {
         for (k, (tx, rx)) in ours.iter_mut().enumerate() {
-            let (start, cpu) = (Instant::now(), cpu_ns());
+            let (start, cpu, ours_slept) = (Instant::now(), cpu_ns(), sleeps());
             for i in 0..block {
                 msg[..8].copy_from_slice(&i.to_le_bytes());
                 tx.send(&msg)?;
@@ -230,6 +239,24 @@ fn main() -> Result<()> {
             t[k][1].push(per((cpu_ns() - cpu) as f64));
             let child = u64::from_le_bytes(back[..8].try_into().expect("8 bytes"));
             t[k][2].push(per(child as f64));
+            slept[k][0].push(per((sleeps() - ours_slept) as f64));
+            if size >= 16 {
+                let theirs = u64::from_le_bytes(back[8..16].try_into().expect("8 bytes"));
+                slept[k][1].push(per(theirs as f64));
+            }
+            if blocks {
+                let last = |v: &Vec<f64>| v.last().copied().unwrap_or(f64::NAN);
+                println!(
+                    "  cycle {cycle:3} {:9} {:8.0} ns/msg  cpu {:6.0} + {:6.0} ns/msg  \
+                     sleeps {:.2} + {:.2} /msg",
+                    LINKS[k].0,
+                    last(&t[k][0]),
+                    last(&t[k][1]),
+                    last(&t[k][2]),
+                    last(&slept[k][0]),
+                    last(&slept[k][1]),
+                );
+            }
         }
     }
     assert!(child.wait()?.success(), "the child failed");
@@ -237,5 +264,32 @@ fn main() -> Result<()> {
     println!("{kind} {size} B {what}, child on CPU {child_cpu}, {cycles} cycles of {block}:");
     let names: Vec<&str> = LINKS.iter().map(|l| l.0).collect();
     common::report(&names, &t, "raw-pair", ("parent", "child"));
+    for (name, s) in names.iter().zip(slept) {
+        let med = |v: Vec<f64>| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                common::median(v)
+            }
+        };
+        println!(
+            "  {name:9} sleeps per message: parent {:.2}, child {:.2}",
+            med(s[0].clone()),
+            med(s[1].clone())
+        );
+    }
     Ok(())
+}
+
+/// This process's voluntary context switches so far (`getrusage(2)`, `RUSAGE_SELF`: each side
+/// is one thread): the times it slept.
+fn sleeps() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is writable and as large as the kernel's `struct rusage`, which the call
+    // fills on success; zeroed first, so it is initialised either way.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(r, 0, "getrusage: {}", std::io::Error::last_os_error());
+    // SAFETY: zero-initialised above and filled by the kernel: every field is an integer.
+    let usage = unsafe { usage.assume_init() };
+    usage.ru_nvcsw as u64
 }

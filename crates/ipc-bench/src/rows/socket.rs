@@ -244,20 +244,59 @@ impl Row for RawTcp {
 /// times: one core 1.16-1.18x -> 0.96-1.07x, across cores 1.05-1.07x -> 0.92-1.02x; 64 B,
 /// 64 KiB, 1 MiB and round trips unchanged; in two quiet full runs after it (normal
 /// scheduling) across cores 0.96 / 0.93x, one core 1.20 / 1.14x (no gain there: G / H before
-/// it were 1.13 / 1.15x). Off the default sizes, two alternations each: 1 KiB
-/// one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
+/// it were 1.13 / 1.15x). Since then a blocking receive that emptied the socket gives the CPU
+/// up once before its read: one core 0.98-1.06x `uds-raw` in seven runs, rough (see
+/// `ipc_socket::Stream`, "How a stream reads"). Off the default sizes, two alternations each:
+/// 1 KiB one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
 /// 0.99-1.01x -> 1.02x, 2 KiB 1.02-1.11x -> 0.78-0.79x; 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
 /// 8196-byte frame has the same 4-byte head; the `stream_probe` example puts a raw 8196-byte
 /// loop at ~1.09x and the framing by hand at 1.13-1.15x). The `uds` row keeps ipc-core's plain receiver
 /// (adaptive), so it keeps the old 4 KiB ratio (~1.15x): the same cause. Left is the sender's
 /// part, the frame's size and the split of prefix and payload, ~110 ns per message.
 ///
-/// `tcp-lib` at 64 KiB across cores (1.12 / 0.78x in the full runs): eight filtered reruns
-/// gave 0.78-1.06x `tcp-raw`, spreads 34-217%; `socket_ab tcp 65536 oneway 1` shows both raw
-/// and library links switching between ~28 and ~100 us per message block by block (the
-/// sender's CPU time ~13 against ~46 us): a mode of the connection, which every TCP row's
-/// runs switch between (~20,000 or 40,000-80,000 messages/s). Four full runs still gave
-/// 1.12, 0.78, 1.17 and 1.41x: not settled.
+/// `tcp-lib` at 64 KiB across cores read 1.12, 0.78, 1.17 and 1.41x `tcp-raw` in four full
+/// runs because every TCP row's runs fall in one of two modes (quiet runs: ~20,000 against
+/// 40,000-88,000 messages/s) and a six-run median counts the mix. What decides the mode is how
+/// often the receiver sleeps: each sleep of the reader costs the writer a wake-up of the other
+/// vCPU (the reader's CPU is idle, so the wake-up is queued to it with a function-call IPI;
+/// the guest's `haltpoll` idle driver never polls, `guest_halt_poll_ns` 0, so that vCPU has
+/// halted and the IPI goes through the host), and the loopback writer pays it inside its own
+/// `write`. Measured (rough; a C loop of fresh connections, one per run, and `socket_ab`'s
+/// `SOCKET_AB_BLOCKS=1` block listing): the writer's CPU time per message ~11-20 us at
+/// 0.2-0.45 receiver sleeps per message, ~44-51 us at 0.8-0.95, and the
+/// function-call interrupts on the reader's CPU per message (`/proc/interrupts`, `CAL`)
+/// 0.13-0.26 against 0.8-0.92. The two modes feed themselves: a slow writer leaves its
+/// reader idle before each message, so it sleeps and is woken once per message; a fast one
+/// stays ahead, its reader finds the next message queued and sleeps every ~5 messages. One
+/// connection switches between them every few hundred milliseconds, raw and library alike:
+/// `socket_ab tcp 65536 oneway 1 300 30`, three runs, blocks in the slow mode raw 2/8,
+/// 18/30, 28/30, library 3/8, 23/30, 24/30; within a mode the library's writer costs what the
+/// raw one does (~12 us fast, ~46 against 46-50 us slow) and its reader reads a message with
+/// one `readv` of the frame as the raw loop does one `read` (`strace`). So the library is not
+/// more often slow, and no setting of the rows decides the mode. Segments per message are
+/// the same in both modes (~1.9 data segments and as many ACKs, `TCP_INFO`). What tips the
+/// balance is the message's size: 64 KiB is a full loopback segment (MSS 65,483) and a
+/// 53-byte rest (the library's 65,540-byte frame: 57 bytes), and the second segment seems to
+/// make the writer slower than its reader, which then catches up and sleeps. The C loop, sizes
+/// alternated, three runs each: 65,483 bytes 94,000-110,000 messages/s, writer ~9 us, 0.07-0.14
+/// sleeps per message; 65,536 bytes 22,000-33,000, 31-43 us, 0.49-0.82; 65,540 bytes
+/// 21,000-32,000, 31-47 us, 0.37-0.94; 32 KiB and 98,304 bytes (a full segment and a
+/// 32,821-byte rest: 59,000-65,000 messages/s, ~16 us, 0.26-0.30) stayed fast, so the small
+/// rest is the trigger, not the second segment as such; clamping `TCP_MAXSEG` to 32 or 16 KiB
+/// did not help. Fixed
+/// `SO_RCVBUF`/`SO_SNDBUF` of 256 KiB made runs slower (0.8 sleeps per message), 1 MiB no
+/// steadier; a reader taking 256 KiB per `read` drains sooner and sleeps more (the slow mode);
+/// the receive buffer autotuned to 2-32 MiB in either mode. `SO_RCVLOWAT` at the message size
+/// made the raw loop's reads whole and about halved its sleeps (loaded machine), but it cannot
+/// be set on a framed reader: a read that needs fewer bytes than the mark (the rest of a frame,
+/// a prefix read alone) is not woken until the mark is reached, and the benchmark's `tcp` row
+/// hung at the end of a run with it. The raw row and the library's frame alike straddle the
+/// segment boundary at 64 KiB, so neither is favoured, but a six-run median there counts the
+/// mode mix: compare the rows one segment below it instead, `--filter tcp,65479` (the frame
+/// is 65,483 bytes). There, two filtered runs of the new binary, alternated with 64 KiB
+/// (rough): all three rows ~110,000 messages/s, spreads of a few percent, `tcp-lib` 1.02 /
+/// 1.01x `tcp-raw`, `tcp` 1.00 / 0.97x; at 64 KiB in between 20,000-80,000, `tcp-lib` 1.05 /
+/// 0.75x, `tcp` 1.51 / 0.91x.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
