@@ -116,7 +116,9 @@
 //! ([`Publisher::handovers`] counts it), so they read each half while it is still in the cache
 //! (rough, on the busy 2-vCPU benchmark machine: 64 KiB messages through 32 slots on one CPU,
 //! ~10% more per second; a ring of 16 slots, all of it cached, ~30% more than 32 without
-//! the hand-over). Smaller rings stay cached whole, and a hand-over there only adds a context
+//! the hand-over; in two quiet full benchmark runs after it, `pubsub-1` 64 KiB on one CPU
+//! went from 1.00 / 0.98 to 0.86 / 0.88 of iceoryx2's time per message). Smaller rings stay
+//! cached whole, and a hand-over there only adds a context
 //! switch per half ring; a ring whose half outgrows the cache gains nothing either (1 MiB
 //! messages through 4 slots measured no better).
 //!
@@ -176,7 +178,9 @@ const MAX_SLOT_SIZE: usize = 1 << 30;
 /// A core's own (L2) cache on current x86 servers: a publisher sharing its CPU with every
 /// subscriber hands the CPU over to them in halves of a ring (slots times slot size) at least
 /// this large (written whole before they read it, it would not stay in the cache) whose half
-/// is smaller (what they read then still is).
+/// is smaller (what they read then still is). A fixed figure (the benchmark machine's L2 per
+/// core; 1 to 2 MiB on current x86 server cores), not read from the machine: on a core with
+/// less, the 64 KiB rows' hand-over keeps less in the cache, and costs one yield per half ring.
 const CORE_CACHE: usize = 2 << 20;
 /// What the publisher does when a subscriber falls a whole ring behind; chosen at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

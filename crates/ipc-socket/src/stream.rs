@@ -113,7 +113,8 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// 0.87-0.88x (1.06-1.12x), 8 and 16 KiB unchanged, across cores CPU time per side
 /// unchanged; the benchmark's `uds-stream` row at 4 KiB on one core 0.98-1.06x `uds-raw` in
 /// seven runs (the binary before 1.09-1.42x, alternated), across cores under `chrt -f`
-/// 1.03 / 1.03x (before 1.02 / 1.02x).
+/// 1.03 / 1.03x (before 1.02 / 1.02x). Two quiet full runs after it (normal scheduling):
+/// one core 1.01 / 1.03x raw (from 1.20 / 1.14x), across cores 0.97 / 1.00x.
 ///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))

@@ -246,7 +246,8 @@ impl Row for RawTcp {
 /// scheduling) across cores 0.96 / 0.93x, one core 1.20 / 1.14x (no gain there: G / H before
 /// it were 1.13 / 1.15x). Since then a blocking receive that emptied the socket gives the CPU
 /// up once before its read: one core 0.98-1.06x `uds-raw` in seven runs, rough (see
-/// `ipc_socket::Stream`, "How a stream reads"). Off the default sizes, two alternations each:
+/// `ipc_socket::Stream`, "How a stream reads"); two quiet full runs after it: one core 1.01 /
+/// 1.03x, across cores 0.97 / 1.00x. Off the default sizes, two alternations each:
 /// 1 KiB one core 1.05-1.21x -> 0.79-0.84x, 2 KiB 1.15x -> 0.88-1.14x; across cores 1 KiB
 /// 0.99-1.01x -> 1.02x, 2 KiB 1.02-1.11x -> 0.78-0.79x; 8 KiB unchanged at 1.13-1.16x one core and 1.11-1.24x across cores (the
 /// 8196-byte frame has the same 4-byte head; the `stream_probe` example puts a raw 8196-byte
