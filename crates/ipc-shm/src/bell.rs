@@ -275,8 +275,12 @@ impl Drop for Bell {
     }
 }
 
+/// The sleeping-flag value of an end in a blocking wait on the futex (`wait.rs`,
+/// `sleep_flagged`), as opposed to [`SLEEPING_ON_BELL`].
+pub(crate) const SLEEPING_ON_FUTEX: u32 = 1;
+
 /// The sleeping-flag value of an end waiting on a doorbell it published (`arm`), as opposed
-/// to 1 for a blocking wait on the futex: a waker that fetched that doorbell rings it
+/// to [`SLEEPING_ON_FUTEX`] for a blocking wait on the futex: a waker that fetched that doorbell rings it
 /// directly ([`Direct`]); any other waker makes the futex wake, which the bell thread turns
 /// into the same ring.
 pub(crate) const SLEEPING_ON_BELL: u32 = 2;

@@ -13,14 +13,14 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Result,
 };
 
-use crate::bell::{Bell, Direct, SLEEPING_ON_BELL};
+use crate::bell::{Bell, Direct, SLEEPING_ON_BELL, SLEEPING_ON_FUTEX};
 use crate::peer::{self, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Message, Producer, Reservation, Ring, STATE_ATTACHED, STATE_ATTACHING,
     STATE_CLOSED, Shape, Side,
 };
 use crate::segment::{Segment, SegmentKind};
-use crate::wait::{DEFAULT_SPIN, Fences, MAX_SPIN, WaitPolicy};
+use crate::wait::{DEFAULT_SPIN, Fences, MAX_SPIN, WaitPolicy, wake_flagged};
 use ipc_core::fd::Interest;
 use ipc_core::{Readiness, futex};
 
@@ -493,7 +493,7 @@ impl End {
             let me_key = peer::key_of(me.owner.load(Ordering::Relaxed));
             match self.bell(peer_wake)?.publish(me, me_key) {
                 true => SLEEPING_ON_BELL,
-                false => 1,
+                false => SLEEPING_ON_FUTEX,
             }
         };
         // As the blocking forms do: while the peer runs on another CPU, a hand-off seen
@@ -728,9 +728,7 @@ fn spin<T>(budget: Duration, mut take: impl FnMut() -> Result<Option<T>>) -> Res
 /// changed) and raises the flag anew before it sleeps again.
 fn wake_peer(me: &Side, peer: &Side) {
     // SeqCst: ordered after our SeqCst store of the index (or state) that the peer waits for.
-    if peer.sleeping.load(Ordering::SeqCst) != 0 && peer.sleeping.swap(0, Ordering::SeqCst) != 0 {
-        wake_word(me);
-    }
+    wake_flagged(&peer.sleeping, &me.wake);
 }
 
 /// Bumps `me`'s wake word and wakes every waiter on it: not one, since besides the peer's

@@ -120,14 +120,14 @@ use ipc_core::{
     Result, futex,
 };
 
-use crate::bell::SLEEPING_ON_BELL;
+use crate::bell::{SLEEPING_ON_BELL, SLEEPING_ON_FUTEX};
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
 use crate::ring::{
     self, Consumer, Producer, Ring, STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side,
 };
 use crate::segment::Segment;
 use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
-use crate::wait::{Rounds, Spin, sleep_flagged};
+use crate::wait::{Rounds, Spin, sleep_flagged, wake_flagged};
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
@@ -586,14 +586,9 @@ impl MessageSender for MpscProducer {
         // run and raised the flag again (on a shared CPU it runs only when we yield it). A
         // message committed meanwhile is found by the consumer's look after it raises the flag
         // (SeqCst on both sides), so no wake-up is lost.
-        if hdr.consumer.sleeping.load(Ordering::SeqCst) != 0
-            && hdr.consumer.sleeping.swap(0, Ordering::SeqCst) != 0
-        {
-            hdr.doorbell.fetch_add(1, Ordering::Release);
-            // Every waiter: a blocked receive, or the consumer's bell thread (possibly still
-            // asleep from an async wait that was given up).
-            futex::wake_all(&hdr.doorbell);
-        }
+        // (Every waiter is woken: a blocked receive, or the consumer's bell thread, possibly
+        // still asleep from an async wait that was given up.)
+        wake_flagged(&hdr.consumer.sleeping, &hdr.doorbell);
         Ok(())
     }
 
@@ -1018,7 +1013,7 @@ impl MpscConsumer {
         // `tail` is the producer's and only a hint here: a wrong one (scribbled, or left
         // behind by a producer killed before storing it) defers the wake-up to this
         // consumer's next wait, nothing else.
-        if flag == 1 && peer::on_cpu(self.cpu, &h.tx) {
+        if flag == SLEEPING_ON_FUTEX && peer::on_cpu(self.cpu, &h.tx) {
             if h.tail.load(Ordering::Relaxed) != self.consumers[i].position() {
                 self.deferred = true;
                 return;
@@ -1105,17 +1100,10 @@ impl MpscConsumer {
     }
 }
 
-/// Wakes the producer of ring `h` if its sleeping flag is up, taking the flag down (one
-/// wake-up per sleep, not one per message released before the woken producer runs); returns
-/// whether it did.
+/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
+/// up, taking the flag down; returns whether it did.
 fn wake_producer(h: &ring::Header) -> bool {
-    if h.tx.sleeping.load(Ordering::SeqCst) != 0 && h.tx.sleeping.swap(0, Ordering::SeqCst) != 0 {
-        h.rx.wake.fetch_add(1, Ordering::Release);
-        // Every waiter: a blocked send, or the producer's bell thread.
-        futex::wake_all(&h.rx.wake);
-        return true;
-    }
-    false
+    wake_flagged(&h.tx.sleeping, &h.rx.wake)
 }
 
 /// A message read in place, from [`MpscConsumer::recv_in_place`]: dereferences to its bytes

@@ -928,9 +928,8 @@ impl Publisher {
     /// (`sched_yield(2)`) because it was half a ring ahead of the slowest of them: only under
     /// [`Policy::Block`], with every attached subscriber pinned to this end's CPU (one CPU in
     /// their affinity masks, the same as this end's, at open) and a ring (slots times slot
-    /// size) of at least 2 MiB whose half is less. Written in one go before they read it, such
-    /// a ring is read back from beyond a core's cache (2 MiB on current x86 servers); yielding
-    /// at half a ring keeps what they read in it.
+    /// size) of at least 2 MiB (a fixed figure for a core's cache) whose half is less (see the
+    /// module's "Waiting").
     pub fn handovers(&self) -> u64 {
         self.handovers
     }

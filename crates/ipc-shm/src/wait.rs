@@ -111,6 +111,8 @@ impl Fences {
 
 use ipc_core::{Deadline, ErrorKind, Result, futex};
 
+use crate::bell::SLEEPING_ON_FUTEX;
+
 /// The first and the longest sleep between two liveness checks while waiting.
 const FIRST_SLICE: Duration = Duration::from_millis(1);
 const MAX_SLICE: Duration = Duration::from_millis(50);
@@ -273,10 +275,8 @@ impl Spin {
             let now = std::time::Instant::now();
             let until = now + DEFAULT_SPIN;
             self.phase = if crate::sys::online_cpus() > 1 && !on_my_cpu() {
-                let siblings = (self.share && siblings()).then(|| match self.deadline {
-                    Deadline::At(at) => at.min(now + SIBLING_SPIN_WALL),
-                    _ => now + SIBLING_SPIN_WALL,
-                });
+                let siblings =
+                    (self.share && siblings()).then(|| self.by_deadline(now + SIBLING_SPIN_WALL));
                 let (skip, skipped) = SKIP.get();
                 SKIP.set((skip.saturating_sub(1), skipped + u64::from(skip > 0)));
                 Phase::Spin {
@@ -342,6 +342,7 @@ impl Spin {
     /// it did. For a waiter that sees its peer visibly at work on another CPU (an MPSC
     /// producer mid-copy), where spinning on costs only this waiter's own CPU.
     pub(crate) fn extend(&mut self, more: Duration) -> bool {
+        let later = self.by_deadline(std::time::Instant::now() + more);
         let Phase::Spin {
             until,
             siblings: None,
@@ -350,12 +351,16 @@ impl Spin {
         else {
             return false;
         };
-        let later = std::time::Instant::now() + more;
-        *until = match self.deadline {
-            Deadline::At(at) => later.min(at),
-            _ => later,
-        };
+        *until = later;
         true
+    }
+
+    /// `t`, or this wait's deadline if that is sooner.
+    fn by_deadline(&self, t: std::time::Instant) -> std::time::Instant {
+        match self.deadline {
+            Deadline::At(at) => t.min(at),
+            _ => t,
+        }
     }
 
     /// Yields the CPU once (while another CPU may serve the wait), to look once more; if that
@@ -438,7 +443,7 @@ pub(crate) fn sleep_flagged(
     ready: impl FnOnce() -> Result<bool>,
 ) -> Result<()> {
     let seen = word.load(Ordering::Acquire);
-    flag.store(1, Ordering::SeqCst);
+    flag.store(SLEEPING_ON_FUTEX, Ordering::SeqCst);
     fence(Ordering::SeqCst);
     let r = match ready() {
         Ok(true) => Ok(()),
@@ -447,4 +452,20 @@ pub(crate) fn sleep_flagged(
     };
     flag.store(0, Ordering::Relaxed);
     r
+}
+
+/// The waker's side of [`sleep_flagged`] (and of a doorbell wait on the same flag): if `flag`
+/// is up, takes it down and wakes every waiter on `word` (a sleeper and the end's bell
+/// thread), bumping it first; returns whether it did. The first waker takes the flag down (a
+/// swap, made only once the plain load has seen it up, so the per-message path stays one
+/// load): one wake-up per sleep, however many messages are published before the sleeper runs
+/// again. SeqCst: ordered after the caller's SeqCst store of what the sleeper waits for.
+#[inline]
+pub(crate) fn wake_flagged(flag: &AtomicU32, word: &AtomicU32) -> bool {
+    if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+        word.fetch_add(1, Ordering::Release);
+        futex::wake_all(word);
+        return true;
+    }
+    false
 }

@@ -5,8 +5,11 @@
 //! does not. Every wait runs under a watchdog.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use ipc_core::{Deadline, MessageReceiver, MessageSender};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::pubsub_testing::{CURSOR, PLACES};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Subscriber};
 use ipc_testkit::{watchdog, within_watchdog};
 
@@ -154,5 +157,42 @@ fn a_stream_on_one_cpu_with_hand_overs_arrives_whole_and_in_order() {
             tx.send_timeout(&message(seq, len), watchdog()).unwrap();
         }
         reader.join().unwrap();
+    });
+}
+
+/// A subscriber's cursor scribbled while the hand-over is on (a hostile peer): the publishes
+/// the last good scan left room for go through, then the publisher reports `Corrupted`; never
+/// a hang, a panic or a yield per call on bad state.
+#[test]
+fn a_scribbled_cursor_under_the_hand_over_is_corrupted_never_a_hang() {
+    within_watchdog("hand-over on a scribbled cursor", || {
+        pin(first_cpu());
+        for val in [1u64 << 40, u64::MAX] {
+            let seg = Arc::new(
+                big(Policy::Block)
+                    .create_memfd("ps-handover-scribble")
+                    .unwrap(),
+            );
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            let _sub = Subscriber::open(seg.clone()).unwrap();
+            for seq in 0..4 {
+                tx.send_timeout(&message(seq, 1000), watchdog()).unwrap();
+            }
+            seg.atomic_u64(PLACES + CURSOR)
+                .unwrap()
+                .store(val, Ordering::SeqCst);
+            let mut corrupted = false;
+            for seq in 4..16 {
+                match tx.send_timeout(&message(seq, 1000), Duration::from_millis(5)) {
+                    Ok(()) => assert!(!corrupted, "a send after Corrupted went through"),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Corrupted, "cursor {val:#x}: {e}");
+                        corrupted = true;
+                    }
+                }
+            }
+            assert!(corrupted, "cursor {val:#x}: never reported");
+            assert_eq!(tx.handovers(), 0, "cursor {val:#x}: yielded on bad state");
+        }
     });
 }
