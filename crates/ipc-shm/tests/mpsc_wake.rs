@@ -245,6 +245,41 @@ fn a_send_blocked_on_the_consumers_cpu_goes_through_in_order() {
     });
 }
 
+/// A live consumer that gives one message's room back, deferring the wake-up, and then does
+/// nothing (no receive, no arm, not dropped): the producer blocked in `send` on its CPU is not
+/// stalled by it, but finds the room at the end of its own sleeping slice.
+#[test]
+fn an_idle_consumer_does_not_stall_a_send_whose_wake_up_it_deferred() {
+    let (seg, mut rx, mut tx) = pinned_pair();
+    for seq in 0..PER_RING {
+        tx.try_send(&msg(seq)).unwrap();
+    }
+    let t = std::thread::spawn(move || {
+        tx.send_timeout(&msg(PER_RING), watchdog()).unwrap();
+        tx
+    });
+    within_watchdog(
+        "a send whose wake-up an idle consumer deferred",
+        move || {
+            // The producer asleep on its full ring.
+            let flag = seg.atomic_u32(SLEEPING0).unwrap();
+            while flag.load(Ordering::SeqCst) != 1 {
+                std::thread::yield_now();
+            }
+            let m = rx.try_recv_in_place().unwrap();
+            assert_eq!(seq_of(&m), 0);
+            drop(m);
+            // Deferred (its ring is not drained); the consumer now stays idle while the send
+            // completes on its own.
+            let tx = t.join().unwrap();
+            for seq in 1..=PER_RING {
+                assert_eq!(seq_of(&rx.try_recv_in_place().unwrap()), seq);
+            }
+            drop(tx);
+        },
+    );
+}
+
 #[test]
 fn blocked_producers_on_the_consumers_cpu_are_woken_at_most_once_per_drained_ring() {
     // Two producer threads and the consumer on one CPU, streaming: a producer is woken only
