@@ -363,8 +363,8 @@ impl Stream {
     fn yields_first(&mut self, deadline: Deadline) -> bool {
         let candidate = !self.tcp
             && matches!(deadline, Deadline::Never)
+            // (which also set the receiver to read ahead: `recv_deadline`)
             && self.yield_size
-            && self.rx.read_ahead_policy() == ReadAhead::Always
             && !self.sent
             && self.rx.drained();
         if !candidate {
