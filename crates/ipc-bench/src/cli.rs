@@ -23,7 +23,7 @@ usage: cargo xtask bench [OPTIONS]
                      writes under target/ipc-bench/tiny/
   --sweep            the kernel mechanisms' library rows against their raw loops (pipe,
                      fifo, mq-posix, mq-sysv) at 64, 1000, 4092, 4096, 8192, 65536 B and
-                     1 MiB, both metrics, full-length runs in three rounds (232 points,
+                     1 MiB, both metrics, full-length runs in five rounds (232 points,
                      ~7 minutes); the chart gains panels of each library row's time per message over
                      its raw row's.
                      Combines with --filter (rows, metrics, placements; sizes replace the
@@ -221,11 +221,12 @@ fn in_sweep(row: &dyn Row) -> bool {
 
 /// The profile of the full run (and the sweep).
 const FULL: Profile = Profile {
-    // Three rounds of every point, each with fresh processes (see `Profile::total_runs`): six
-    // runs of 250 ms per point, where one pair of processes used to make five of 300 ms.
+    // Five rounds of every point, each with a fresh pair of processes making one run (see
+    // `Profile::total_runs`): five runs of 250 ms per point from five pairs, in about the time
+    // three pairs of two runs took.
     warmup: Duration::from_millis(100),
-    runs: 2,
-    rounds: 3,
+    runs: 1,
+    rounds: 5,
     run_time: Duration::from_millis(250),
     min_msgs: 100,
 };
