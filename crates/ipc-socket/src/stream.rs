@@ -108,7 +108,19 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// after this end sent (a request waits for an answer its peer has yet to make), not for a
 /// try or a timed receive, not on TCP (its reader rarely sleeps, above); and after a yield
 /// away more than 1 ms (an unrelated busy task's time slice), the next 64 receives that
-/// would yield read at once. Measured on a loaded machine (rough): `stream_probe 4096`
+/// would yield read at once.
+///
+/// An endpoint that only receives while its process sends the requests on another one (a
+/// connection each way) cannot see them, and its receive of each answer of 1 to 32 KiB
+/// yields first. 1 KiB round trips on one core (`socket_ab`, loaded machine, rough) took
+/// 1.35-1.40x the raw loop over two connections that way, and 0.99-1.03x the raw loop over
+/// one socket with one `Stream` both ways: for request-reply without deadlines, use one
+/// endpoint both ways (a [`Client`](crate::rpc::Client) over one `Stream`, not over an
+/// [`rpc::Pair`](crate::rpc::Pair) of two). A back-off after a yield followed by one message at most
+/// brought the two-connection case to 1.01-1.04x, but moved the benchmark's `uds-stream` 4 KiB
+/// across cores from a median 0.98x to 1.04x `uds-raw` (five alternations each): there a yield
+/// that finds nobody else runnable perhaps lets the writer's next frame in before the read
+/// sleeps. Not kept. Measured on a loaded machine (rough): `stream_probe 4096`
 /// (interleaved blocks) one core 1.08-1.10x raw (reading ahead alone 1.15-1.21x), 1 KiB
 /// 0.87-0.88x (1.06-1.12x), 8 and 16 KiB unchanged, across cores CPU time per side
 /// unchanged; the benchmark's `uds-stream` row at 4 KiB on one core 0.98-1.06x `uds-raw` in
