@@ -3,7 +3,7 @@
 //! load that comes and goes falls on all of them alike, and each block is compared with the
 //! raw block of its own cycle. Links: `raw-pair` (one socket pair both ways: `send(2)`/`recv(2)`
 //! on seqpacket, the benchmark's `uds-seqpacket-raw`; `write`/`read_exact` on stream, its
-//! `uds-raw`), `lib-pair` (the same pair through [`Seqpacket`] or [`Stream`]: the `uds-stream`
+//! `uds-raw`), `lib-pair` (the same pair through one [`Seqpacket`] or [`Stream`] both ways: the `uds-stream`
 //! row's layout), `lib-conn2` (one listener connection each way through the library: the
 //! `uds-seqpacket` row's layout) and `raw-conn2` (that layout, raw). Kind `tcp` is a stream
 //! over loopback TCP (`TCP_NODELAY`), where a "pair" is one connection (`tcp-raw`, `tcp-lib`).
@@ -90,6 +90,44 @@ impl End {
     }
 }
 
+/// One side of a link: the end it receives on, and the one it sends on (`None`: the same end,
+/// as the library's pair link uses one endpoint both ways, like the benchmark's `uds-stream`
+/// and `tcp-lib` rows; two endpoints of one socket would each think they never sent, and a
+/// stream's receive would yield before each answer of a round trip).
+struct Link {
+    rx: End,
+    tx: Option<End>,
+}
+
+impl Link {
+    /// The link end over `rx` and `tx` (for a pair, two descriptors of one socket; the
+    /// library's pair link keeps `rx` alone).
+    fn new(
+        stream: bool,
+        lib: bool,
+        two: bool,
+        rx: OwnedFd,
+        tx: OwnedFd,
+        size: usize,
+    ) -> Result<Link> {
+        let rx = End::new(stream, lib, rx, size)?;
+        let tx = if lib && !two {
+            None
+        } else {
+            Some(End::new(stream, lib, tx, size)?)
+        };
+        Ok(Link { rx, tx })
+    }
+
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.as_mut().unwrap_or(&mut self.rx).send(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.recv(buf)
+    }
+}
+
 /// A connected pair `(ours, theirs)` of seqpacket or stream sockets: a socket pair, or a
 /// listener connection on an abstract name (the client's end ours, the accepted end theirs);
 /// over TCP always a connection on 127.0.0.1.
@@ -159,26 +197,27 @@ fn main() -> Result<()> {
             unsafe { OwnedFd::from_raw_fd(fd.parse().expect("fd")) }
         });
         let mut ends = Vec::new();
-        for (_, lib, _) in LINKS {
-            let rx = End::new(stream, lib, fds.next().expect("rx"), size)?;
-            ends.push((rx, End::new(stream, lib, fds.next().expect("tx"), size)?));
+        for (_, lib, two) in LINKS {
+            let rx = fds.next().expect("rx");
+            let tx = fds.next().expect("tx");
+            ends.push(Link::new(stream, lib, two, rx, tx, size)?);
         }
         let mut buf = vec![0u8; size];
         for _ in 0..cycles {
-            for (rx, tx) in &mut ends {
+            for link in &mut ends {
                 let (cpu, slept) = (cpu_ns(), sleeps());
                 for i in 0..block {
-                    assert_eq!(rx.recv(&mut buf)?, size, "message {i}");
+                    assert_eq!(link.recv(&mut buf)?, size, "message {i}");
                     assert_eq!(buf[..8], i.to_le_bytes(), "message {i}");
                     if rtt {
-                        tx.send(&buf)?;
+                        link.send(&buf)?;
                     }
                 }
                 buf[..8].copy_from_slice(&(cpu_ns() - cpu).to_le_bytes());
                 if size >= 16 {
                     buf[8..16].copy_from_slice(&(sleeps() - slept).to_le_bytes());
                 }
-                tx.send(&buf)?;
+                link.send(&buf)?;
             }
         }
         return Ok(());
@@ -194,10 +233,7 @@ fn main() -> Result<()> {
         } else {
             (down.try_clone()?, down_theirs.try_clone()?)
         };
-        ours.push((
-            End::new(stream, lib, down, size)?,
-            End::new(stream, lib, up, size)?,
-        ));
+        ours.push(Link::new(stream, lib, two, up, down, size)?);
         theirs.extend([down_theirs, up_theirs]);
     }
     for fd in &theirs {
@@ -224,16 +260,16 @@ fn main() -> Result<()> {
     let mut slept = vec![[Vec::new(), Vec::new()]; LINKS.len()];
     let blocks = std::env::var_os("SOCKET_AB_BLOCKS").is_some_and(|v| v == "1");
     for cycle in 0..cycles {
-        for (k, (tx, rx)) in ours.iter_mut().enumerate() {
+        for (k, link) in ours.iter_mut().enumerate() {
             let (start, cpu, ours_slept) = (Instant::now(), cpu_ns(), sleeps());
             for i in 0..block {
                 msg[..8].copy_from_slice(&i.to_le_bytes());
-                tx.send(&msg)?;
+                link.send(&msg)?;
                 if rtt {
-                    rx.recv(&mut back)?;
+                    link.recv(&mut back)?;
                 }
             }
-            rx.recv(&mut back)?;
+            link.recv(&mut back)?;
             let per = |ns: f64| ns / block as f64;
             t[k][0].push(per(start.elapsed().as_nanos() as f64));
             t[k][1].push(per((cpu_ns() - cpu) as f64));

@@ -41,9 +41,15 @@ const YIELD_BELOW: usize = 32 << 10;
 /// the time, its receiver sleeping again.)
 const YIELD_LONG: Duration = Duration::from_millis(1);
 
-/// After a yield away longer than [`YIELD_LONG`], this many receives that would yield read
-/// at once instead.
+/// After a yield away longer than [`YIELD_LONG`], or one away at least [`YIELD_RAN`] and
+/// followed by a single message before the socket was empty again, this many receives that
+/// would yield read at once instead.
 const YIELD_BACKOFF: u32 = 64;
+
+/// A yield away this long let another task run on this CPU. One that found nobody else
+/// runnable took ~0.23-0.33 µs (median; 99.9th percentile 1.5-1.9 µs, loaded machine); a
+/// peer's turn in a round trip is two context switches and its read and write, ~2 µs or more.
+const YIELD_RAN: Duration = Duration::from_nanos(1500);
 
 /// The sending half of a [`Stream`] (see [`Stream::into_split`]).
 pub type StreamSender = FrameSender<Arc<OwnedFd>>;
@@ -116,6 +122,24 @@ pub type StreamReceiver = FrameReceiver<Arc<OwnedFd>>;
 /// 1.03 / 1.03x (before 1.02 / 1.02x). Two quiet full runs after it (normal scheduling):
 /// one core 1.01 / 1.03x raw (from 1.20 / 1.14x), across cores 0.97 / 1.00x.
 ///
+/// An endpoint that only receives while its process sends the requests on another one (a
+/// connection each way) cannot see them: its receive of each answer of 1 to 32 KiB would
+/// yield first, and the yield hands the CPU to the peer, which answers, so the socket has one
+/// message when the receiver is back. 1 KiB round trips on one core (`socket_ab`, loaded
+/// machine, rough) took 1.35-1.40x the raw loop over two connections that way (0.99-1.03x
+/// with one `Stream` both ways over one socket). So a yield that was away at least 1.5 µs
+/// (another task ran: one that finds nobody else runnable takes ~0.3 µs) and was followed by
+/// one message at most before the socket was empty again backs off for the next 64 receives
+/// that would yield: a writer on this CPU that the yield let run fills the socket with dozens
+/// of frames, and a yield that finds nobody (the writer on another CPU) is not judged. With
+/// it the two connections' round trip took 1.01-1.02x the raw loop on that layout, and one
+/// way (`socket_ab`, old and new alternated twice, one pair of processes) 4 KiB one core
+/// 1.02-1.03x raw (before 1.03-1.06x), across cores 1.04-1.07x (1.04-1.07x), 1 KiB one core
+/// 0.82-0.83x (0.82-0.84x). (Judging every yield followed by one message, the first version,
+/// seemed to cost the benchmark's `uds-stream` 4 KiB across cores: median 0.98x -> 1.04x in
+/// five alternations, loaded machine: such a yield perhaps lets the writer's next frame in
+/// before the read would sleep.)
+///
 /// After [`into_split`](Stream::into_split) the plain [`StreamReceiver`] no longer follows
 /// the message size: it keeps the policy it had ([`read_ahead_policy`](Stream::read_ahead_policy))
 /// until [`FrameReceiver::set_read_ahead`] changes it, and never yields before a read.
@@ -135,8 +159,12 @@ pub struct Stream {
     /// The last message received was at least [`AHEAD_MIN`] and below [`YIELD_BELOW`] bytes.
     yield_size: bool,
     /// Receives that would yield before their read and read at once instead, left after a
-    /// yield that took too long (see [`give_way`](Stream::give_way)).
+    /// yield that took too long (see [`give_way`](Stream::give_way)) or one that brought a
+    /// single message.
     yield_skip: u32,
+    /// Messages received since the last yield that let another task run (`None`: no such
+    /// yield since the last check).
+    since_yield: Option<u32>,
     label: Arc<str>,
 }
 
@@ -212,6 +240,7 @@ impl Stream {
             sent: false,
             yield_size: false,
             yield_skip: 0,
+            since_yield: None,
             label,
         })
     }
@@ -339,6 +368,7 @@ impl MessageReceiver for Stream {
                     ReadAhead::Adaptive
                 });
                 self.yield_size = (AHEAD_MIN..YIELD_BELOW).contains(n);
+                self.since_yield = self.since_yield.map(|m| m.saturating_add(1));
             }
             // The end of the stream: sends say so from now on without checking.
             Err(e) => self.peer_closed |= self.tcp && e.kind() == ErrorKind::Disconnected,
@@ -359,7 +389,9 @@ impl Stream {
     /// this end since its last receive (a request waits for its answer, which the peer has
     /// yet to make), and the last read emptied the socket with no whole message left in the
     /// buffer ([`FrameReceiver::drained`]): without a yield this read would most likely sleep.
-    /// Counted down instead while backing off. No system call.
+    /// Counted down instead while backing off; and no yield, but a back-off of
+    /// [`YIELD_BACKOFF`] receives, when the last yield let another task run and was followed
+    /// by one message at most before the socket was empty again. No system call.
     fn yields_first(&mut self, deadline: Deadline) -> bool {
         let candidate = !self.tcp
             && matches!(deadline, Deadline::Never)
@@ -368,6 +400,13 @@ impl Stream {
             && !self.sent
             && self.rx.drained();
         if !candidate {
+            return false;
+        }
+        if self.since_yield.take().is_some_and(|m| m <= 1) {
+            // The last yield let another task run, and one message at most came before the
+            // socket was empty again: no writer filled it meanwhile (a peer answering a
+            // request this process sent on another endpoint, or an unrelated task).
+            self.yield_skip = YIELD_BACKOFF;
             return false;
         }
         if self.yield_skip > 0 {
@@ -381,7 +420,15 @@ impl Stream {
     /// and backs off for [`YIELD_BACKOFF`] receives when it took too long (see
     /// [`backoff_after`]).
     fn give_way(&mut self) {
-        self.yield_skip = backoff_after(ipc_core::sched::yield_timed());
+        self.after_yield(ipc_core::sched::yield_timed());
+    }
+
+    /// After a yield away for `away`: backs off after a long one, and counts the messages
+    /// after one that let another task run ([`YIELD_RAN`]; see
+    /// [`yields_first`](Stream::yields_first)). No system call.
+    fn after_yield(&mut self, away: Duration) {
+        self.yield_skip = backoff_after(away);
+        self.since_yield = (away >= YIELD_RAN).then_some(0);
     }
 
     /// [`recv_deadline`](MessageReceiver::recv_deadline)'s work.
@@ -532,6 +579,48 @@ mod tests {
         a.yield_skip = 0;
         a.tcp = true;
         assert!(!a.yields_first(Deadline::Never));
+    }
+
+    #[test]
+    fn a_yield_that_let_another_task_run_and_brought_one_message_backs_off() {
+        // Request-reply over two connections, one each way: `rx` receives the answers, its
+        // process sends the requests on another endpoint, so `rx` never sees them.
+        let (mut rx, mut peer) = drained_pair();
+        let mut buf = [0u8; 4096];
+        // A yield that found nobody else runnable is not judged: it costs the call alone.
+        rx.after_yield(Duration::from_nanos(300));
+        assert_eq!((rx.since_yield, rx.yield_skip), (None, 0));
+        // One that let another task run counts the messages after it: here one, which emptied
+        // the socket (received after a send of this end, so without yielding).
+        rx.after_yield(YIELD_RAN);
+        assert_eq!((rx.since_yield, rx.yield_skip), (Some(0), 0));
+        rx.send(b"request").unwrap();
+        assert_eq!(peer.recv(&mut buf).unwrap(), 7);
+        peer.send(&[1u8; 4096]).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 4096);
+        assert_eq!(rx.since_yield, Some(1));
+        assert!(rx.rx.drained());
+        assert!(
+            !rx.yields_first(Deadline::Never),
+            "a yield that brought one message backs off"
+        );
+        assert_eq!((rx.since_yield, rx.yield_skip), (None, YIELD_BACKOFF));
+        // The back-off counts down over receives that would yield, without yielding.
+        for i in 0..YIELD_BACKOFF {
+            peer.send(&[2u8; 4096]).unwrap();
+            assert_eq!(rx.recv(&mut buf).unwrap(), 4096);
+            assert_eq!(rx.yield_skip, YIELD_BACKOFF - 1 - i);
+            assert_eq!(rx.since_yield, None, "no yield while backing off");
+        }
+        assert!(rx.yields_first(Deadline::Never));
+        // After a yield followed by a batch (a writer on this CPU filled the socket
+        // meanwhile), the next receive that would yield does; so after a long yield with its
+        // own back-off, once it is over.
+        rx.since_yield = Some(3);
+        assert!(rx.yields_first(Deadline::Never));
+        rx.after_yield(YIELD_LONG + Duration::from_micros(1));
+        assert_eq!((rx.since_yield, rx.yield_skip), (Some(0), YIELD_BACKOFF));
+        assert!(YIELD_RAN < YIELD_LONG);
     }
 
     #[test]

@@ -298,6 +298,25 @@ impl Row for RawTcp {
 /// (rough): all three rows ~110,000 messages/s, spreads of a few percent, `tcp-lib` 1.02 /
 /// 1.01x `tcp-raw`, `tcp` 1.00 / 0.97x; at 64 KiB in between 20,000-80,000, `tcp-lib` 1.05 /
 /// 0.75x, `tcp` 1.51 / 0.91x.
+///
+/// Round trips of 1 KiB on one core read 0.85 / 1.25x (`uds-stream`) and 1.02 / 1.25x
+/// (`tcp-lib`) in the quiet runs I / J of the ninth session: each row's runs fall in one of
+/// two modes (Unix ~4.7 / ~6-7 us, TCP ~6.7 / ~10 us), and a six-run median counts the mix.
+/// Six filtered runs here (`--filter uds-stream,uds-raw,tcp-lib,tcp-raw,latency,same-core,1024`,
+/// main's binary, loaded machine, rough): runs in the slow mode `uds-raw` 14 of 36,
+/// `uds-stream` 10 of 36, `tcp-raw` 3 of 36, `tcp-lib` 5 of 36; within a mode the library
+/// row is the raw one (median fast runs 4.80 against 4.78 us, 6.78 against 6.69 us; slow
+/// 6.34 against 5.98, 10.05 against 9.99). The library falls in the slow mode no more often
+/// than the raw loop, and makes the same system calls (`strace -f`: one `write` of the
+/// 1028-byte frame and one `read` per message on each side; its receive does not yield in a
+/// round trip, the end having sent since its last receive). The mode is the scheduler's:
+/// a C ping-pong over a socket pair on one CPU shows both (4.5-4.7 and 5.5 us) with the same
+/// sleeps per message (~1 per side), and `socket_ab`'s raw loops on one CPU sleep once per
+/// message on each side over one socket pair (5.1-5.7 us) but about every other message over
+/// two connections (4.3-4.5 us; perhaps as no write-space wake-up of a shared socket reaches
+/// the reader there, not checked). `uds-stream` 64 KiB one way on one core (1.11 / 1.02x in
+/// I / J; it never yields at that size), three filtered runs: 1.03, 1.06 and 1.01x, each row's
+/// runs spreading 20-40%: noise.
 pub(crate) struct StreamLib {
     id: &'static str,
     family: &'static str,
@@ -458,6 +477,23 @@ impl Duplex for RawSeqpacketEnd {
 /// buffer (~50 ns of ~1 us receiver CPU). Interleaved in one pair of processes
 /// (`socket_ab seqpacket 4096 oneway 1 2000 16`, three runs) it was 0.99-1.04x; six filtered
 /// reruns of this point gave 0.90-1.07x (median 1.02), each run with a spread of 9-105%.
+///
+/// 4 KiB across cores in the quiet full runs I / J of the ninth session: 1.19 / 1.03x. What
+/// the library adds there is the receive's copy, and nothing cheaper is correct: a 4 KiB
+/// endpoint receives into its own 4097-byte buffer and copies out, as a buffer of exactly the
+/// maximum must (see `ipc_socket::seqpacket`, "Receiving"). Rough measurements, loaded
+/// machine: `socket_ab seqpacket 4096 oneway 1 4000 12`, two runs, `lib-pair` 1.06 / 1.03x
+/// and `lib-conn2` 1.01 / 1.09x, the receiver (the bottleneck) ~60-90 ns more CPU time per
+/// message (~1.4-1.8 us); a C loop receiving four ways in turn from one writer on the other
+/// CPU (blocks of 2000, medians of 30 cycles, `chrt -f`, three runs): `recv` and a copy
+/// 1.03-1.05x a plain `recv`, `readv` into the buffer and a 2-byte spare (which would need no
+/// `MSG_TRUNC`) 1.07-1.10x, `recvmsg` into the buffer and a 1-byte spare 1.07-1.14x. Five
+/// filtered runs of this point (main's binary) gave 1.01, 1.05, 1.11, 1.03 and 1.05x, each
+/// row's six runs spreading 9-60%: ~1.04x is the copy, the rest is run-to-run noise, and run
+/// I's 1.19 (raw 472-570 thousand messages/s where the library stayed at 432-487) is not
+/// explained by a per-message cost of the library. The 64 KiB round trip across cores (1.12 /
+/// 0.98x in I / J; `recvmsg` straight into the caller's buffer, no copy), three filtered runs:
+/// 1.00, 0.97 and 0.97x: noise.
 ///
 /// 64 B on one core, one way: the full runs' 1.12-1.20x (2026-12-06) were episodes of load
 /// within the library row's 1.5 s (some of its five runs at 1140-1500 ns where its others and
