@@ -92,14 +92,14 @@
 //! for 1 MiB messages) even while the consumer keeps up, and copy every message into memory
 //! its core's caches lost long ago. A producer of a message of 16 KiB or more whose consumer
 //! is not pinned to its CPU therefore goes back to the start of its ring as soon as the
-//! record fits there over bytes the consumer has had back, with a quarter of the ring still
+//! record fits there over bytes the consumer has had back, with an eighth of the ring still
 //! free after it: a padding record to the end, as at any wrap, then the message at the start.
-//! A stream the consumer keeps up with then stays in the first part of the ring (five places
+//! A stream the consumer keeps up with then stays in the first part of the ring (three places
 //! of 64 KiB in a 1 MiB ring, where it used all 15), the memory the consumer has just read.
 //! Measured with a throwaway driver on the 2-vCPU machine (4 producer threads on one CPU,
 //! the consumer on the other, 1 MiB messages, rough, others compiling): the median `send`
 //! 77-132 -> 57-71 us. The cost: one load of the consumer's index per large message, and
-//! a consumer that stops taking right after such a jump leaves its producer a quarter of its
+//! a consumer that stops taking right after such a jump leaves its producer an eighth of its
 //! ring (at least) instead of all of it, until it passes the padding, which it does at its
 //! next look at that place. On the consumer's CPU the whole ring is a batch (the consumer
 //! drains it only when the producer gives the CPU up), so a producer pinned there walks it as
@@ -168,7 +168,7 @@ const REWIND_MIN: usize = 16 << 10;
 
 /// The part of its ring (a divisor) a producer keeps free when it goes back to the start:
 /// room for its next messages before the consumer has passed the padding.
-const REWIND_KEEP: usize = 4;
+const REWIND_KEEP: usize = 8;
 
 /// How long past its spin budget the consumer keeps looking, once per wait, while a producer
 /// on another CPU has its writing mark up (`# Waiting`): about the copy of a 1 MiB message
@@ -632,7 +632,7 @@ impl MessageSender for MpscProducer {
 
 /// Reserves room for a message of `len` bytes in `producer`'s ring: with `rewind`, a large one
 /// ([`REWIND_MIN`]) goes back to the ring's start if the consumer has had back everything
-/// there and a quarter of the ring ([`REWIND_KEEP`]) stays free after it; otherwise (and any
+/// there and an eighth of the ring ([`REWIND_KEEP`]) stays free after it; otherwise (and any
 /// other message) where the ring stands (`# Where a producer writes`).
 fn reserve(producer: &mut Producer, len: usize, rewind: bool) -> Result<Option<ring::Reservation>> {
     if rewind && len >= REWIND_MIN {

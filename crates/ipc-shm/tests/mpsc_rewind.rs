@@ -1,8 +1,8 @@
 //! Where an MPSC producer writes its large messages: back at the start of its ring as soon as
-//! the consumer has had back everything there (a quarter of the ring kept free), so a stream
+//! the consumer has had back everything there (an eighth of the ring kept free), so a stream
 //! the consumer keeps up with stays in a few records' worth of memory instead of walking the
 //! whole ring; never on the consumer's CPU (the whole ring is a batch there); a consumer that
-//! falls behind still gets at least a quarter of the ring; producers killed while streaming
+//! falls behind still gets at least an eighth of the ring; producers killed while streaming
 //! large messages never tear one. Observed through the addresses of messages received in
 //! place, never timed.
 
@@ -21,6 +21,11 @@ const CAPACITY: usize = 1 << 20;
 const LEN: usize = 64 << 10;
 /// The bytes a record of [`LEN`] takes (an 8-byte header, no alignment padding).
 const RECORD: usize = LEN + 8;
+/// What a producer keeps free when it goes back to the start: an eighth of its ring.
+const KEEP: usize = CAPACITY / 8;
+/// The record a kept-up stream goes back to the start at: the first whose place leaves
+/// room for a record and [`KEEP`] before it (3 here).
+const JUMP: usize = (KEEP + RECORD).div_ceil(RECORD);
 
 fn seg(what: &str, producers: usize) -> Arc<Segment> {
     Arc::new(
@@ -86,15 +91,14 @@ fn large_messages_a_consumer_keeps_up_with_stay_in_the_first_part_of_the_ring() 
     let mut rx = MpscConsumer::open(seg.clone()).unwrap();
     let mut tx = MpscProducer::open(seg).unwrap();
     let offsets = one_at_a_time(&mut rx, &mut tx, 60);
-    // Back to the start once past a quarter of the ring and the record: five places, the
+    // Back to the start once past an eighth of the ring and the record: three places, the
     // first ones again and again, where walking the ring would use all 15 of them.
+    assert_eq!(JUMP, 3);
     let places: BTreeSet<usize> = offsets.iter().copied().collect();
-    let want: BTreeSet<usize> = (0..5).map(|k| k * RECORD).collect();
+    let want: BTreeSet<usize> = (0..JUMP).map(|k| k * RECORD).collect();
     assert_eq!(places, want, "offsets {offsets:?}");
-    assert_eq!(
-        &offsets[..7],
-        &[0, RECORD, 2 * RECORD, 3 * RECORD, 4 * RECORD, 0, RECORD]
-    );
+    let cycle: Vec<usize> = (0..2 * JUMP).map(|k| k % JUMP * RECORD).collect();
+    assert_eq!(&offsets[..2 * JUMP], &cycle[..]);
 }
 
 #[test]
@@ -132,7 +136,7 @@ fn small_messages_and_ends_on_one_cpu_walk_the_whole_ring() {
 }
 
 #[test]
-fn a_consumer_that_stops_after_a_jump_back_leaves_its_producer_a_quarter_of_the_ring() {
+fn a_consumer_that_stops_after_a_jump_back_leaves_its_producer_an_eighth_of_the_ring() {
     if !unpinned() {
         return;
     }
@@ -157,21 +161,22 @@ fn a_consumer_that_stops_after_a_jump_back_leaves_its_producer_a_quarter_of_the_
     // A consumer that falls behind from the start gets the whole ring: 15 records.
     assert_eq!(fill(&mut tx, 0), 15);
     assert_eq!(drain(&mut rx, 0), 15);
-    // Kept up with for five records (the first went back to the start), then a sixth goes
+    // Kept up with for `JUMP` records (the first went back to the start), then the next goes
     // back to the start again and the consumer stops taking: the padding left behind holds
-    // the rest of the ring until the consumer passes it, but a quarter stays free.
-    for seq in 15..20 {
+    // the rest of the ring until the consumer passes it, but an eighth stays free.
+    let stop = 15 + JUMP as u64;
+    for seq in 15..stop {
         tx.try_send(&large(0, seq, LEN)).unwrap();
         let m = rx.try_recv_in_place().unwrap();
         assert_eq!(check(&m), (0, seq));
     }
-    let got = fill(&mut tx, 20);
+    let got = fill(&mut tx, stop);
     assert!(
-        got > (CAPACITY / 4 / RECORD) as u64 && got < 15,
+        got > (KEEP / RECORD) as u64 && got < 15,
         "{got} records after a jump back"
     );
     // Everything in order; the consumer passed the padding.
-    assert_eq!(drain(&mut rx, 20), 20 + got);
+    assert_eq!(drain(&mut rx, stop), stop + got);
 }
 
 /// Child: join as producer `who` and stream large messages forever (killed at some point).
