@@ -97,8 +97,9 @@
 //! A stream the consumer keeps up with then stays in the first part of the ring (three places
 //! of 64 KiB in a 1 MiB ring, where it used all 15), the memory the consumer has just read.
 //! Measured with a throwaway driver on the 2-vCPU machine (4 producer threads on one CPU,
-//! the consumer on the other, 1 MiB messages, rough, others compiling): the median `send`
-//! 77-132 -> 57-71 us. The cost: one load of the consumer's index per large message, and
+//! the consumer on the other reading in place, 1 MiB messages; rough, others compiling):
+//! the median `send` 62-85 -> 54-66 us over four alternated pairs (13,500 -> 17,100
+//! messages/s in the quietest). The cost: one load of the consumer's index per large message, and
 //! a consumer that stops taking right after such a jump leaves its producer an eighth of its
 //! ring (at least) instead of all of it, until it passes the padding, which it does at its
 //! next look at that place. On the consumer's CPU the whole ring is a batch (the consumer
