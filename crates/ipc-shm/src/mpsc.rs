@@ -522,6 +522,10 @@ impl MpscProducer {
 impl MessageSender for MpscProducer {
     /// Copies `msg` into this producer's ring and publishes it.
     ///
+    /// A message of 16 KiB or more goes back to the ring's start when the consumer has had
+    /// back the room there (off the consumer's CPU; the module's "Where a producer writes"):
+    /// the padding it leaves at the end counts as full until the consumer passes it.
+    ///
     /// Blocks only while the ring is full: spinning briefly, then sleeping on the ring's
     /// futex word in slices until the consumer makes room (pinned to the consumer's CPU: until
     /// it drained the ring or stopped taking messages, or this slice ends with room; see the
