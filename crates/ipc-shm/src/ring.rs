@@ -565,6 +565,44 @@ impl Producer {
         })
     }
 
+    /// Reserves room for a message of `len` bytes at the start of the data area, before the
+    /// tail reaches its end: a padding record from the tail to the end, then the record. Only
+    /// when both, and `keep` bytes more, fit in the room the consumer's index (re-read,
+    /// validated) leaves now: the record then overlaps no byte still in flight, and the
+    /// producer has `keep` bytes to go on with before it needs the consumer past the padding.
+    /// `None` otherwise, or when the tail is at the start already. These are the records of a
+    /// wrap at the end (the consumer skips the padding as ever), so nothing changes for a
+    /// consumer, a producer that attaches later, or one killed at any step. For a producer
+    /// that keeps its large messages in memory it just had back (`mpsc.rs`, "Where a producer
+    /// writes").
+    pub(crate) fn reserve_at_start(
+        &mut self,
+        len: usize,
+        keep: usize,
+    ) -> Result<Option<Reservation>> {
+        self.refresh()?;
+        let pos = self.tail & (self.ring.capacity - 1);
+        if pos == 0 {
+            return Ok(None);
+        }
+        let pad = self.ring.capacity - pos;
+        let rec = RECORD_HEADER + align8(len);
+        let room = self.ring.limit - self.tail.wrapping_sub(self.head);
+        if (pad as usize).saturating_add(rec).saturating_add(keep) > room as usize {
+            return Ok(None);
+        }
+        Ok(Some(Reservation {
+            pad,
+            pos: self.tail.wrapping_add(pad),
+            len: len as u32,
+        }))
+    }
+
+    /// The offset in the data area where the next record goes if it fits before the end.
+    pub(crate) fn offset(&self) -> usize {
+        (self.tail & (self.ring.capacity - 1)) as usize
+    }
+
     /// Where the payload of `r` goes: `r.len` writable bytes.
     pub(crate) fn payload(&self, r: &Reservation) -> *mut u8 {
         // SAFETY: the record (header and payload) lies inside the data area: `need` placed it
@@ -1028,6 +1066,50 @@ mod tests {
             assert_eq!(recv(&mut c), Some(m));
         }
         assert_eq!(recv(&mut c), None);
+    }
+
+    /// Sends `msg` at the ring's start if `reserve_at_start` allows it (keeping `keep` bytes).
+    fn send_at_start(p: &mut Producer, msg: &[u8], keep: usize) -> bool {
+        match p.reserve_at_start(msg.len(), keep).unwrap() {
+            None => false,
+            Some(r) => {
+                // SAFETY: the reservation has room for `msg.len()` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), p.payload(&r), msg.len()) };
+                p.commit(r, msg.len());
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_goes_back_to_the_start_only_over_free_bytes_and_reads_back_in_order() {
+        let (_r, ring) = HeapRegion::ring(256, max_message_for(256));
+        let mut p = Producer::new(ring).unwrap();
+        let mut c = Consumer::new(ring).unwrap();
+        // At the start already: nothing to jump over.
+        assert!(!send_at_start(&mut p, &[1; 24], 0));
+        // Two records of 32 bytes in flight (offset 64): the start holds them.
+        assert!(send(&mut p, &[1; 24]) && send(&mut p, &[2; 24]));
+        assert_eq!(p.offset(), 64);
+        assert!(!send_at_start(&mut p, &[3; 24], 0));
+        // The first one had back: its 32 bytes take a record of 32, not one more byte.
+        assert_eq!(recv(&mut c), Some(vec![1; 24]));
+        assert!(!send_at_start(&mut p, &[3; 24], 8));
+        assert!(send_at_start(&mut p, &[3; 24], 0));
+        assert_eq!(p.offset(), 32);
+        // The consumer skips the padding and reads on in order; the room comes back whole.
+        assert_eq!(recv(&mut c), Some(vec![2; 24]));
+        assert_eq!(recv(&mut c), Some(vec![3; 24]));
+        assert_eq!(recv(&mut c), None);
+        let mut n = 0;
+        while send(&mut p, &[4; 24]) {
+            n += 1;
+        }
+        assert_eq!(n, 256 / 32);
+        // A scribbled consumer index is Corrupted here too (the jump re-reads it).
+        ring.header().head.store(3, Ordering::SeqCst);
+        let e = p.reserve_at_start(24, 0).unwrap_err();
+        assert_eq!(e.kind(), ipc_core::ErrorKind::Corrupted, "{e}");
     }
 
     #[test]

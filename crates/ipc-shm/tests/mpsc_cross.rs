@@ -8,7 +8,7 @@
 mod common;
 mod cpu;
 use common::message;
-use cpu::{first_cpu, pin};
+use cpu::{first_cpu, pin, two_cpus};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,15 +25,6 @@ fn seg(what: &str) -> Arc<Segment> {
             .create_memfd(what)
             .unwrap(),
     )
-}
-
-/// Whether another CPU can serve a wait of this thread (the behaviour under test needs one).
-fn two_cpus() -> bool {
-    let n = rustix::thread::sched_getaffinity(None).unwrap().count();
-    if n < 2 {
-        eprintln!("skipped: this thread may run on {n} CPU only");
-    }
-    n >= 2
 }
 
 /// A consumer and a producer on a fresh segment, if another CPU can serve this thread's

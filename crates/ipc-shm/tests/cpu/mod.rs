@@ -14,3 +14,14 @@ pub(crate) fn pin(cpu: usize) {
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).unwrap();
 }
+
+/// Whether this thread may run on more than one CPU (so another CPU can serve its waits, and
+/// ends it opens are pinned to none); says why on stderr when not, for the tests that skip.
+#[allow(dead_code)] // Not every test binary sharing this module needs it.
+pub(crate) fn two_cpus() -> bool {
+    let n = rustix::thread::sched_getaffinity(None).unwrap().count();
+    if n < 2 {
+        eprintln!("skipped: this thread may run on {n} CPU only");
+    }
+    n >= 2
+}
