@@ -17,8 +17,12 @@
 //! `lstat`, never following a symbolic link) and nothing listens there (a probe `connect` is
 //! refused with `ECONNREFUSED`): a file left by a server that died. A live server gives
 //! [`ErrorKind::AlreadyExists`]; anything that is not a socket gives [`ErrorKind::WrongType`]
-//! and is left alone. (Two servers reclaiming the same stale name at the same instant can both
-//! find it stale; the second rename then fails and the loser reports `AlreadyExists`.)
+//! and is left alone. Reclaimers take turns, holding an exclusive `flock(2)` on the directory
+//! from the probe to the placement (a few system calls; a lock held over 2 s by another
+//! process is [`ErrorKind::TimedOut`], never waited for forever): a placement never replaces
+//! a name and only a reclaimer removes one, so the file unlinked is the one found stale. Of
+//! several servers reclaiming one stale name at once, one gets it and the others report
+//! `AlreadyExists`. (Processes that are not this library are not held back by the lock.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
 //! created.
@@ -59,7 +63,8 @@ impl<K: Kind> Listener<K> {
     /// port (port 0 picks a free one: see [`local_addr`](Listener::local_addr)).
     ///
     /// Calls `socket(2)`, `bind(2)`, `listen(2)`; for a path also `mkdir`, `chmod`,
-    /// `renameat2(RENAME_NOREPLACE)` and `rmdir`; for TCP `SO_REUSEADDR`.
+    /// `renameat2(RENAME_NOREPLACE)` and `rmdir` (over a stale file: `flock` on the directory,
+    /// `lstat`, a probe `connect`, `unlink`); for TCP `SO_REUSEADDR`.
     ///
     /// # Errors
     /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
@@ -242,8 +247,23 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
         match place(&staged, path) {
             Ok(()) => break,
             Err(Errno::EXIST) if !reclaimed => {
-                reclaim_stale(path, label)?;
                 reclaimed = true;
+                // Reclaimers take turns (see the module documentation): the name's file
+                // cannot change between the probe and the unlink, as only a reclaimer
+                // removes one and a placement never replaces one.
+                let _turn = DirLock::new(&dir, label)?;
+                if find_stale(path, label)? {
+                    tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
+                    match rustix::fs::unlink(path) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(fail(e, "unlink")),
+                    }
+                }
+                match place(&staged, path) {
+                    Ok(()) => break,
+                    Err(Errno::EXIST) => {}
+                    Err(e) => return Err(fail(e, "rename")),
+                }
             }
             Err(Errno::EXIST) => {
                 return Err(Error::with_note(
@@ -279,11 +299,12 @@ fn place(from: &Path, to: &Path) -> std::result::Result<(), Errno> {
     }
 }
 
-/// Removes the socket file at `path` if nothing listens there; refuses anything else.
-fn reclaim_stale(path: &Path, label: &Arc<str>) -> Result<()> {
+/// Whether the file at `path` is a socket nothing listens on (a stale file); `false` when the
+/// name is gone; refuses anything else.
+fn find_stale(path: &Path, label: &Arc<str>) -> Result<bool> {
     let st = match rustix::fs::lstat(path) {
         Ok(st) => st,
-        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::NOENT) => return Ok(false),
         Err(e) => return Err(Error::from(e).in_op("lstat").on_shared(label)),
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
@@ -299,21 +320,62 @@ fn reclaim_stale(path: &Path, label: &Arc<str>) -> Result<()> {
     let addr = Address::Path(path.to_path_buf());
     let probe = socket(&addr, rustix::net::SocketType::STREAM, true)?;
     match rustix::net::connect(&probe, &addr.unix()?) {
-        Err(Errno::CONNREFUSED) => {}
-        Err(Errno::NOENT) => return Ok(()),
-        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS | Errno::PROTOTYPE) => {
-            return Err(
-                Error::with_note(ErrorKind::AlreadyExists, "a server is listening there")
-                    .in_op("bind")
-                    .on_shared(label),
-            );
-        }
-        Err(e) => return Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
+        Err(Errno::CONNREFUSED) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS | Errno::PROTOTYPE) => Err(Error::with_note(
+            ErrorKind::AlreadyExists,
+            "a server is listening there",
+        )
+        .in_op("bind")
+        .on_shared(label)),
+        Err(e) => Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
     }
-    tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
-    match rustix::fs::unlink(path) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(Error::from(e).in_op("unlink").on_shared(label)),
+}
+
+/// An exclusive `flock(2)` on a directory, held while a stale socket file in it is reclaimed
+/// (released on drop, or when the process dies).
+struct DirLock {
+    _fd: OwnedFd,
+}
+
+impl DirLock {
+    /// How long to wait for another reclaimer's turn: one takes a few system calls, so a
+    /// longer hold is a stuck or hostile process, reported rather than waited for forever.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn new(dir: &Path, label: &Arc<str>) -> Result<DirLock> {
+        use rustix::fs::{FlockOperation, OFlags};
+        let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(e, "open (directory to lock)"))?;
+        let start = std::time::Instant::now();
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(DirLock { _fd: fd }),
+                Err(Errno::INTR) => {}
+                Err(Errno::WOULDBLOCK) if start.elapsed() < Self::PATIENCE => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(Error::with_note(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "another process has held a lock (flock) on {} for {:?}: this \
+                             library holds it only while it replaces a stale socket file",
+                            dir.display(),
+                            Self::PATIENCE
+                        ),
+                    )
+                    .in_op("flock")
+                    .on_shared(label));
+                }
+                Err(e) => return Err(fail(e, "flock")),
+            }
+        }
     }
 }
 

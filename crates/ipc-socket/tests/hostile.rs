@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
 use ipc_socket::rpc::{Client, serve_connection};
@@ -563,5 +564,73 @@ fn short_rpc_messages_are_corrupted_and_the_conversation_goes_on() {
         assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
         let n = client.wait(id, &mut reply).unwrap();
         assert_eq!(&reply[..n], b"answer");
+    });
+}
+
+#[test]
+fn servers_racing_for_one_stale_name_end_with_one_owner() {
+    within_watchdog("stale race", || {
+        let dir = TempDir::new("sock-stale-race");
+        let path = dir.join("s");
+        let addr = Address::path(&path);
+        for round in 0..200 {
+            stale_socket(&path);
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let winners: Vec<_> = (0..4)
+                .map(|_| {
+                    let (addr, barrier) = (addr.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Listener::<Seqpacket>::bind(&addr, &Options::new())
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|t| match t.join().unwrap() {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+                        None
+                    }
+                })
+                .collect();
+            assert_eq!(
+                winners.len(),
+                1,
+                "round {round}: {} servers think they own the name",
+                winners.len()
+            );
+            drop(winners);
+            assert!(!path.exists());
+        }
+    });
+}
+
+#[test]
+fn a_directory_lock_held_by_another_process_is_reported_not_waited_for() {
+    within_watchdog("directory lock", || {
+        let dir = TempDir::new("sock-dirlock");
+        let path = dir.join("s");
+        stale_socket(&path);
+        // Someone holds the directory's lock (here an open file of this process: flock
+        // locks are per open file).
+        let held = std::fs::File::open(dir.path()).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let e = Listener::<Seqpacket>::bind(&Address::path(&path), &Options::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("flock"), "{e}");
+        // Nothing replaced, nothing left; released, the stale file is reclaimed.
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_socket()
+        );
+        drop(held);
+        let l: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&path), &Options::new()).unwrap();
+        let _c = Seqpacket::connect(&Address::path(&path), &Options::new(), secs(30)).unwrap();
+        drop(l);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     });
 }
