@@ -1,0 +1,193 @@
+//! The `ipc` binary against hostile surroundings: sockets (live and stale), FIFOs and symbolic
+//! links planted in a scanned directory are never removed and links never followed; objects
+//! created and removed while `list`, `inspect` and `clean` run are never an error.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ipc_testkit::{TempDir, unique_posix_name};
+use serde_json::Value;
+
+fn ipc(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(args)
+        .output()
+        .expect("run ipc");
+    eprintln!(
+        "$ ipc {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("valid JSON on stdout")
+}
+
+/// Device and inode of what `p` names (not followed).
+fn id(p: &Path) -> (u64, u64) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.dev(), m.ino())
+}
+
+fn mkfifo(p: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+#[test]
+fn sockets_fifos_and_links_are_never_cleaned_or_followed() {
+    let dir = TempDir::new("cli-planted");
+    let d = dir.path().to_str().unwrap();
+    let live = dir.join("live.sock");
+    let _listener = UnixListener::bind(&live).unwrap();
+    let stale = dir.join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap()); // its file stays, nobody listening
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    let links = ["link-live", "link-stale", "link-fifo", "link-dir"];
+    for (link, to) in links
+        .iter()
+        .zip([&live, &stale, &fifo, &std::path::PathBuf::from("/tmp")])
+    {
+        std::os::unix::fs::symlink(to, dir.join(link)).unwrap();
+    }
+    let all: Vec<_> = [&live, &stale, &fifo]
+        .into_iter()
+        .cloned()
+        .chain(links.iter().map(|l| dir.join(l)))
+        .collect();
+    let before: Vec<_> = all.iter().map(|p| id(p)).collect();
+
+    let out = ipc(&["list", "--json", "--dir", d]);
+    assert!(out.status.success());
+    let objects = json(&out)["objects"].as_array().unwrap().clone();
+    let listed: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .filter(|n| n.starts_with(d))
+        .collect();
+    let mut want = [&live, &stale, &fifo].map(|p| p.to_str().unwrap());
+    want.sort_unstable();
+    let mut got = listed.clone();
+    got.sort_unstable();
+    assert_eq!(
+        got, want,
+        "links are not followed, nothing under /tmp through link-dir"
+    );
+    let verdict = |p: &Path| {
+        objects
+            .iter()
+            .find(|o| o["name"] == p.to_str().unwrap())
+            .unwrap()["verdict"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(verdict(&live), "in-use");
+    assert_ne!(verdict(&stale), "in-use");
+
+    // Named or not, with --yes, nothing here is removed: a socket or a FIFO records no users,
+    // so it is never provably stale.
+    let out = ipc(&["clean", "--stale", "--yes", "--json", "--dir", d]);
+    assert!(out.status.success());
+    let named = [&live, &stale, &fifo].map(|p| p.to_str().unwrap());
+    let mut args = vec!["clean", "--stale", "--yes", "--json", "--dir", d];
+    args.extend(named);
+    let out = ipc(&args);
+    assert!(out.status.success());
+    let doc = json(&out);
+    for o in doc["objects"].as_array().unwrap() {
+        assert_eq!(o["action"], "kept", "{o}");
+        assert!(o["reason"].as_str().is_some_and(|r| !r.is_empty()), "{o}");
+    }
+    assert_eq!(doc["objects"].as_array().unwrap().len(), 3, "{doc}");
+    let after: Vec<_> = all.iter().map(|p| id(p)).collect();
+    assert_eq!(before, after, "something was replaced or removed");
+
+    // Inspect a link: not followed, not found.
+    let out = ipc(&["inspect", dir.join("link-live").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+/// The churning thread: stopped and joined on drop too, so a failing test leaves nothing
+/// behind (each round removes what it made).
+struct Churn {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Churn {
+    /// Stops the thread; how many rounds it made.
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn objects_vanishing_mid_scan_are_never_an_error() {
+    let dir = TempDir::new("cli-churn");
+    let d = dir.path().to_str().unwrap().to_owned();
+    let shm = unique_posix_name("cli-churn");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut churn = Churn {
+        stop: stop.clone(),
+        thread: None,
+    };
+    churn.thread = Some({
+        let (stop, root, shm) = (stop.clone(), dir.path().to_path_buf(), shm.clone());
+        std::thread::spawn(move || {
+            let seg = Path::new("/dev/shm").join(&shm[1..]);
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) || rounds == 0 {
+                let sub = root.join("sub");
+                let _ = std::fs::create_dir(&sub);
+                let s = sub.join("s.sock");
+                let l = UnixListener::bind(&s).ok();
+                mkfifo(&root.join("f"));
+                std::fs::write(&seg, [0u8; 256]).unwrap();
+                std::thread::yield_now();
+                drop(l);
+                let _ = std::fs::remove_file(&s);
+                let _ = std::fs::remove_dir(&sub);
+                std::fs::remove_file(root.join("f")).unwrap();
+                std::fs::remove_file(&seg).unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    });
+    for _ in 0..10 {
+        let out = ipc(&["list", "--json", "--dir", &d]);
+        assert!(out.status.success());
+        json(&out);
+        let out = ipc(&["clean", "--stale", "--json", "--dir", &d]);
+        assert!(out.status.success());
+        json(&out);
+        let out = ipc(&["inspect", &shm, "--json"]);
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{:?}", out.status);
+        let out = ipc(&["inspect", &format!("{d}/f")]);
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{:?}", out.status);
+    }
+    assert!(churn.stop() > 0);
+    assert!(!Path::new("/dev/shm").join(&shm[1..]).exists());
+}
