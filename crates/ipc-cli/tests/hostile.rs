@@ -1,6 +1,7 @@
 //! The `ipc` binary against hostile surroundings: sockets (live and stale), FIFOs and symbolic
 //! links planted in a scanned directory are never removed and links never followed; objects
-//! created and removed while `list`, `inspect` and `clean` run are never an error.
+//! created and removed while `list`, `inspect` and `clean` run are never an error; names given
+//! to `clean` that match nothing are reported.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
@@ -190,4 +191,16 @@ fn objects_vanishing_mid_scan_are_never_an_error() {
     }
     assert!(churn.stop() > 0);
     assert!(!Path::new("/dev/shm").join(&shm[1..]).exists());
+}
+
+#[test]
+fn clean_reports_names_that_match_nothing() {
+    let missing = unique_posix_name("cli-missing");
+    let out = ipc(&["clean", "--stale", "--yes", &missing]);
+    assert_eq!(out.status.code(), Some(3), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&missing) && err.contains("no such object"),
+        "{err}"
+    );
 }
