@@ -68,8 +68,10 @@ impl<K: Kind> Listener<K> {
     ///
     /// # Errors
     /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
-    /// path is not a socket), [`ErrorKind::InvalidName`] (too long for `sun_path`),
-    /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (seqpacket over TCP).
+    /// path is not a socket), [`ErrorKind::InvalidName`] (too long for `sun_path`, or empty),
+    /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (seqpacket over TCP),
+    /// [`ErrorKind::TimedOut`] (another process held the directory's lock for 2 s while a stale
+    /// file was to be reclaimed).
     ///
     /// # References
     /// - [`bind(2)`](https://man7.org/linux/man-pages/man2/bind.2.html),

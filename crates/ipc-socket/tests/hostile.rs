@@ -634,3 +634,26 @@ fn a_directory_lock_held_by_another_process_is_reported_not_waited_for() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     });
 }
+
+#[test]
+fn an_empty_path_is_invalid_never_the_abstract_name_it_would_be() {
+    within_watchdog("empty path", || {
+        // To the kernel an empty sun_path is the abstract name "": a server there must not
+        // receive the clients of an empty path.
+        let squat = Listener::<Seqpacket>::bind(&Address::abstract_name(""), &Options::new());
+        if let Err(e) = &squat {
+            assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        }
+        let empty = Address::path("");
+        let e = Seqpacket::connect(&empty, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        let e = Stream::connect(&empty, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        let e = Listener::<Seqpacket>::bind(&empty, &Options::new()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        if let Ok(l) = squat {
+            let e = l.accept(Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        }
+    });
+}
