@@ -278,7 +278,16 @@ fn plain_recv_closes_descriptors(_: &Ctx) {
     );
 }
 
+/// Child: a seqpacket listener with a backlog of 1 at the path in its argument, never
+/// accepting, until killed.
+fn listen_and_park(ctx: &Ctx) {
+    let _l: Listener<Seqpacket> =
+        Listener::bind(&Address::path(ctx.arg()), &Options::new().backlog(1)).unwrap();
+    ctx.park("listening");
+}
+
 roles!(
+    listen_and_park,
     connect_and_park,
     pass_fd_and_park,
     partial_frame_and_park,
@@ -655,5 +664,45 @@ fn an_empty_path_is_invalid_never_the_abstract_name_it_would_be() {
             let e = l.accept(Deadline::Now).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
         }
+    });
+}
+
+#[test]
+fn a_server_killed_with_connections_queued_and_one_waiting_fails_them_all() {
+    within_watchdog("server killed before accept", || {
+        let dir = TempDir::new("sock-killed-server");
+        let path = dir.join("s");
+        let addr = Address::path(&path);
+        let mut server = spawn("listen_and_park").arg(path.to_str().unwrap()).start();
+        server.wait_checkpoint("listening");
+        // Fill its backlog: connected, never accepted.
+        let mut queued = Vec::new();
+        loop {
+            match Seqpacket::connect(&addr, &Options::new(), Deadline::Now) {
+                Ok(c) => queued.push(c),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+                    break;
+                }
+            }
+            assert!(queued.len() < 1000, "the backlog never filled");
+        }
+        assert!(!queued.is_empty());
+        // One more waits for room (before or after the kill, it must end the same way).
+        let waiting = {
+            let addr = addr.clone();
+            std::thread::spawn(move || Seqpacket::connect(&addr, &Options::new(), secs(60)))
+        };
+        assert!(server.kill_and_wait().killed());
+        let e = waiting.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+        for mut c in queued {
+            let e = c.recv_deadline(&mut [0u8; 64], secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            let e = c.send(b"x").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        }
+        // Its file is stale now: reclaimed by the next server.
+        let _l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
     });
 }
