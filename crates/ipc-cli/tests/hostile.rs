@@ -204,3 +204,62 @@ fn clean_reports_names_that_match_nothing() {
         "{err}"
     );
 }
+
+/// Removes a planted file on drop, so a failing test leaves nothing behind.
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn planted_names_with_control_characters_are_shown_escaped() {
+    // Another user could plant this in /dev/shm: a terminal escape sequence, a newline that
+    // would forge a row of the table, a tab and a right-to-left override.
+    let name = format!(
+        "{}-\u{1b}[31mRED\u{1b}[0m\nshm  forged  root\t\u{202e}txt",
+        unique_posix_name("cli-evil")
+    );
+    let planted = Planted(Path::new("/dev/shm").join(&name[1..]));
+    std::fs::write(&planted.0, b"x").unwrap();
+    let raw = |out: &Output| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !text.contains(['\u{1b}', '\t', '\u{202e}']),
+            "raw control characters printed: {text:?}"
+        );
+        text
+    };
+    let out = ipc(&["list", "--kind", "shm"]);
+    assert!(out.status.success());
+    let text = raw(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("cli-evil"))
+        .expect("the planted name is listed");
+    assert!(
+        row.contains(r"\u{1b}[31mRED") && row.contains(r"\n") && row.contains("txt"),
+        "{row}"
+    );
+    let out = ipc(&["inspect", &name]);
+    assert!(out.status.success());
+    let text = raw(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("name") && l.contains(r"\n")),
+        "{text}"
+    );
+    // JSON carries the name exactly, for scripts.
+    let out = ipc(&["list", "--kind", "shm", "--json"]);
+    let doc = json(&out);
+    assert!(
+        doc["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == name.as_str())
+    );
+    drop(planted);
+}
