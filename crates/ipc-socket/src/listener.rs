@@ -25,7 +25,7 @@
 //! `AlreadyExists`. (Processes that are not this library are not held back by the lock.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
-//! created.
+//! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -47,13 +47,16 @@ use crate::{Address, Options};
 /// can accept from one listener.
 #[derive(Debug)]
 pub struct Listener<K: Kind> {
+    /// The socket file, removed on drop if the name still refers to it (a replacement is
+    /// someone else's and stays). Declared before `fd`, so dropped first: while the socket
+    /// still listens, no other server reclaims the name, so the file checked is the file
+    /// removed (closed first, a server reclaiming the then stale name could put its own file
+    /// there between this check and the unlink, and lose it).
+    _file: Option<RemoveGuard>,
     fd: OwnedFd,
     addr: Address,
     label: Arc<str>,
     opts: Options,
-    /// The socket file, removed on drop if the name still refers to it (a replacement is
-    /// someone else's and stays).
-    _file: Option<RemoveGuard>,
     _kind: PhantomData<fn() -> K>,
 }
 

@@ -706,3 +706,33 @@ fn a_server_killed_with_connections_queued_and_one_waiting_fails_them_all() {
         let _l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
     });
 }
+
+#[test]
+fn a_server_starting_while_another_stops_keeps_its_socket_file() {
+    within_watchdog("stop and start", || {
+        let dir = TempDir::new("sock-handover");
+        let path = dir.join("s");
+        let addr = Address::path(&path);
+        for round in 0..2000 {
+            let old: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+            let new = {
+                let addr = addr.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        match Listener::<Seqpacket>::bind(&addr, &Options::new()) {
+                            Ok(l) => return l,
+                            Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}"),
+                        }
+                    }
+                })
+            };
+            drop(old);
+            let new = new.join().unwrap();
+            assert!(
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()),
+                "round {round}: the new server's socket file was removed by the old one"
+            );
+            drop(new);
+        }
+    });
+}
