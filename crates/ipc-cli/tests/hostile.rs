@@ -3,29 +3,18 @@
 //! created and removed while `list`, `inspect` and `clean` run are never an error; names given
 //! to `clean` that match nothing are reported.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::ipc;
 use ipc_testkit::{TempDir, unique_posix_name};
 use serde_json::Value;
-
-fn ipc(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipc"))
-        .args(args)
-        .output()
-        .expect("run ipc");
-    eprintln!(
-        "$ ipc {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("valid JSON on stdout")
