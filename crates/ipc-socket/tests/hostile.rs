@@ -3,7 +3,8 @@
 //! message or reply; names that do not fit and files planted at a socket's path; descriptors
 //! a plain receive drops (closed on every receive path, none leaked); `RLIMIT_NOFILE`
 //! exhausted at accept and while receiving descriptors; `SIGPIPE` at its default action on
-//! every write path; short rpc messages.
+//! every write path; short rpc messages; servers racing for a stale name or handing it over;
+//! another user's squatter and clients (as root).
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -286,7 +287,48 @@ fn listen_and_park(ctx: &Ctx) {
     ctx.park("listening");
 }
 
+/// Becomes user and group `nobody` (65534) for good.
+fn become_nobody() {
+    // SAFETY: plain system calls on this process's credentials; the role is single-threaded.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(NOBODY), 0);
+        assert_eq!(libc::setuid(NOBODY), 0);
+    }
+}
+
+const NOBODY: u32 = 65534;
+
+/// Child (run by root): as `nobody`, squats the abstract name in its argument until killed.
+fn squat_as_nobody(ctx: &Ctx) {
+    become_nobody();
+    let opts = Options::new().peer(ipc_socket::PeerPolicy::Any);
+    let l: Listener<Seqpacket> = Listener::bind(&Address::abstract_name(ctx.arg()), &opts).unwrap();
+    ctx.checkpoint("squatting");
+    // Accepts whoever comes, so a client's refusal is its own.
+    loop {
+        let _ = l.accept(Deadline::Never);
+    }
+}
+
+/// Child (run by root): as `nobody`, connects to the path sockets in its arguments: one of
+/// mode 0600 (refused by the file's mode), one of 0666 (connected; root's server refuses it).
+fn connect_as_nobody(ctx: &Ctx) {
+    become_nobody();
+    let args = ctx.args();
+    let any = Options::new().peer(ipc_socket::PeerPolicy::Any);
+    let e = Seqpacket::connect(&Address::path(args[0]), &any, secs(30)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // The default policy refuses root's server on the client side.
+    let e = Seqpacket::connect(&Address::path(args[1]), &Options::new(), secs(30)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let _c = Seqpacket::connect(&Address::path(args[1]), &any, secs(30)).unwrap();
+    ctx.park("connected");
+}
+
 roles!(
+    squat_as_nobody,
+    connect_as_nobody,
     listen_and_park,
     connect_and_park,
     pass_fd_and_park,
@@ -734,5 +776,53 @@ fn a_server_starting_while_another_stops_keeps_its_socket_file() {
             );
             drop(new);
         }
+    });
+}
+
+#[test]
+fn another_users_squatter_and_clients_are_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: cannot run a peer as another user; skipped");
+        return;
+    }
+    within_watchdog("other users", || {
+        // A squatter of another user on an abstract name (no file mode to keep it out).
+        let name = unique_name("squat");
+        let mut squatter = spawn("squat_as_nobody").arg(&name).start();
+        squatter.wait_checkpoint("squatting");
+        let addr = Address::abstract_name(&name);
+        let e = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains(&format!("peer uid {NOBODY}")), "{e}");
+        let c = Seqpacket::connect(
+            &addr,
+            &Options::new().peer(ipc_socket::PeerPolicy::Uid(NOBODY)),
+            secs(30),
+        )
+        .unwrap();
+        assert_eq!(c.peer_cred().unwrap().uid, NOBODY);
+        drop(c);
+        squatter.kill_and_wait();
+        // Another user's clients: kept out by the file's mode, or refused at accept.
+        let dir = TempDir::new("sock-users");
+        rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        let (private, open) = (dir.join("private"), dir.join("open"));
+        let _p: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&private), &Options::new()).unwrap();
+        let l: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&open), &Options::new().mode(0o666)).unwrap();
+        let mut client = spawn("connect_as_nobody")
+            .arg(format!("{} {}", private.display(), open.display()))
+            .start();
+        client.wait_checkpoint("connected");
+        // Its first connect (refused by the policy on its side) and the second both reached
+        // the backlog: each is refused here, naming the uid.
+        for _ in 0..2 {
+            let e = l.accept(secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+            assert!(e.to_string().contains(&format!("peer uid {NOBODY}")), "{e}");
+        }
+        let e = l.accept(Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
     });
 }
