@@ -1,7 +1,9 @@
 //! The `ipc` binary against hostile surroundings: sockets (live and stale), FIFOs and symbolic
 //! links planted in a scanned directory are never removed and links never followed; objects
 //! created and removed while `list`, `inspect` and `clean` run are never an error; names given
-//! to `clean` that match nothing are reported.
+//! to `clean` that match nothing are reported; planted names with control characters are
+//! shown escaped; links, FIFOs and directories in `/dev/shm` are not objects (never followed
+//! or opened).
 
 mod common;
 
@@ -194,12 +196,15 @@ fn clean_reports_names_that_match_nothing() {
     );
 }
 
-/// Removes a planted file on drop, so a failing test leaves nothing behind.
+/// Removes a planted file (or empty directory) on drop, so a failing test leaves nothing
+/// behind.
 struct Planted(std::path::PathBuf);
 
 impl Drop for Planted {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir(&self.0);
+        }
     }
 }
 
@@ -251,4 +256,62 @@ fn planted_names_with_control_characters_are_shown_escaped() {
             .any(|o| o["name"] == name.as_str())
     );
     drop(planted);
+}
+
+/// Runs `ipc` with `args` and fails (killing it) if it runs over 60 s: a FIFO opened for its
+/// header would block it.
+fn ipc_within_a_minute(args: &[&str]) -> std::process::ExitStatus {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ipc {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn links_fifos_and_directories_planted_in_dev_shm_are_not_objects() {
+    let base = unique_posix_name("cli-planted-shm");
+    let (link, fifo, dir) = (
+        format!("{base}-link"),
+        format!("{base}-fifo"),
+        format!("{base}-dir"),
+    );
+    let at = |n: &str| Path::new("/dev/shm").join(&n[1..]);
+    let _link = Planted(at(&link));
+    let _fifo = Planted(at(&fifo));
+    std::os::unix::fs::symlink("/etc/hostname", at(&link)).unwrap();
+    mkfifo(&at(&fifo));
+    std::fs::create_dir(at(&dir)).unwrap();
+    let _dir = Planted(at(&dir));
+    assert!(ipc_within_a_minute(&["list", "--kind", "shm"]).success());
+    let out = ipc(&["list", "--kind", "shm", "--json"]);
+    let doc = json(&out);
+    let names: Vec<&str> = doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(&base)), "{names:?}");
+    for n in [&link, &fifo, &dir] {
+        assert_eq!(ipc_within_a_minute(&["inspect", n]).code(), Some(3), "{n}");
+        assert_eq!(
+            ipc_within_a_minute(&["clean", "--stale", "--yes", n]).code(),
+            Some(3),
+            "{n}"
+        );
+    }
+    assert!(at(&link).symlink_metadata().is_ok() && at(&fifo).exists() && at(&dir).is_dir());
 }
