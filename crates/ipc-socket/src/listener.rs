@@ -26,6 +26,10 @@
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
 //! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
+//!
+//! A process killed in the middle of a bind leaves its staging directory (`.ipc-sock.PID.N`);
+//! a later bind in the same directory removes such leftovers of this user once their process
+//! is gone and they are a minute old.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -230,6 +234,7 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     // Check the final name fits before any work (the private directory's name is shorter
     // or equal in most cases; a too-long one is reported by bind below).
     Address::Path(path.to_path_buf()).unix()?;
+    sweep_staging(&dir);
     let tmp = PrivateDir::new(&dir).map_err(|e| e.on_shared(label))?;
     let staged = tmp.0.join("s");
     let addr = rustix::net::SocketAddrUnix::new(staged.as_path()).map_err(|_| {
@@ -380,6 +385,53 @@ impl DirLock {
                 }
                 Err(e) => return Err(fail(e, "flock")),
             }
+        }
+    }
+}
+
+/// How long a staging directory of a process that no longer exists stays before a bind in
+/// the same directory removes it: a bind holds one for microseconds, so an older one was left
+/// by a process killed in the middle of its bind (a process of another PID namespace, whose
+/// pid means nothing here, binding now has a younger one).
+const STAGING_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the staging directories processes killed in the middle of a bind left in `dir`:
+/// named `.ipc-sock.PID.N`, this user's, the process gone (`kill(PID, 0)` says `ESRCH`) and
+/// untouched for [`STAGING_LEFT_AFTER`]. Best effort: what cannot be removed stays.
+fn sweep_staging(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, n)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".ipc-sock."))
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<i32>(), n.parse::<u64>().is_ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= STAGING_LEFT_AFTER);
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH));
+        if meta.is_dir() && meta.uid() == me && idle && gone {
+            tracing::debug!(path = %path.display(), "removing a staging directory left by a killed bind");
+            let _ = rustix::fs::unlink(path.join("s"));
+            let _ = rustix::fs::rmdir(&path);
         }
     }
 }

@@ -326,7 +326,25 @@ fn connect_as_nobody(ctx: &Ctx) {
     ctx.park("connected");
 }
 
+/// Child: binds and drops a listener at the path in its argument, over and over, until killed
+/// (somewhere in the middle of a bind, sometimes).
+fn bind_forever(ctx: &Ctx) {
+    let addr = Address::path(ctx.arg());
+    let mut first = true;
+    loop {
+        drop(Listener::<Seqpacket>::bind(&addr, &Options::new()).unwrap());
+        if std::mem::take(&mut first) {
+            ctx.checkpoint("binding");
+        }
+    }
+}
+
+/// Child: exits at once (its pid, once reaped, names no process).
+fn exit_at_once(_: &Ctx) {}
+
 roles!(
+    bind_forever,
+    exit_at_once,
     squat_as_nobody,
     connect_as_nobody,
     listen_and_park,
@@ -824,5 +842,76 @@ fn another_users_squatter_and_clients_are_refused() {
         }
         let e = l.accept(Deadline::Now).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    });
+}
+
+/// The staging directories (`.ipc-sock.*`) in `dir`.
+fn staging_dirs(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ipc-sock."))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A staging directory `name` in `dir` with a file `s`, last modified `age` ago.
+fn plant_staging(dir: &std::path::Path, name: &str, age: Duration) {
+    let d = dir.join(name);
+    let _ = std::fs::create_dir(&d);
+    let _ = std::fs::write(d.join("s"), b"");
+    backdate(&d, age);
+}
+
+fn backdate(p: &std::path::Path, age: Duration) {
+    let t = std::time::SystemTime::now() - age;
+    std::fs::File::open(p).unwrap().set_modified(t).unwrap();
+}
+
+#[test]
+fn staging_directories_of_binds_killed_midway_are_swept_by_the_next_bind() {
+    within_watchdog("staging sweep", || {
+        let dir = TempDir::new("sock-staging");
+        let path = dir.join("s");
+        // Binds killed wherever they are, some in the middle (their directory stays).
+        for _ in 0..10 {
+            let mut c = spawn("bind_forever").arg(path.to_str().unwrap()).start();
+            c.wait_checkpoint("binding");
+            c.kill_and_wait();
+        }
+        let old = Duration::from_secs(120);
+        for n in staging_dirs(dir.path()) {
+            backdate(&dir.path().join(n), old);
+        }
+        let mut exited = spawn("exit_at_once").start();
+        let dead_pid = exited.pid();
+        assert!(exited.wait().success());
+        let mut live = spawn("connect_and_park").arg("/nonexistent").start();
+        let live_pid = live.pid();
+        plant_staging(dir.path(), &format!(".ipc-sock.{dead_pid}.7"), old);
+        // Kept: a young one, a live process's, and names that are not staging directories.
+        plant_staging(
+            dir.path(),
+            &format!(".ipc-sock.{dead_pid}.8"),
+            Duration::ZERO,
+        );
+        plant_staging(dir.path(), &format!(".ipc-sock.{live_pid}.9"), old);
+        plant_staging(dir.path(), ".ipc-sock.x.1", old);
+        let keep = [
+            format!(".ipc-sock.{dead_pid}.8"),
+            format!(".ipc-sock.{live_pid}.9"),
+            ".ipc-sock.x.1".to_owned(),
+        ];
+        let l: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&path), &Options::new()).unwrap();
+        let mut want = keep.to_vec();
+        want.sort();
+        assert_eq!(staging_dirs(dir.path()), want);
+        drop(l);
+        live.kill_and_wait();
+        for n in keep {
+            std::fs::remove_dir_all(dir.path().join(n)).unwrap();
+        }
     });
 }
