@@ -342,9 +342,15 @@ fn bind_forever(ctx: &Ctx) {
 /// Child: exits at once (its pid, once reaped, names no process).
 fn exit_at_once(_: &Ctx) {}
 
+/// Child: lives until killed.
+fn park(ctx: &Ctx) {
+    ctx.park("parked");
+}
+
 roles!(
     bind_forever,
     exit_at_once,
+    park,
     squat_as_nobody,
     connect_as_nobody,
     listen_and_park,
@@ -887,7 +893,8 @@ fn staging_directories_of_binds_killed_midway_are_swept_by_the_next_bind() {
         let mut exited = spawn("exit_at_once").start();
         let dead_pid = exited.pid();
         assert!(exited.wait().success());
-        let mut live = spawn("connect_and_park").arg("/nonexistent").start();
+        let mut live = spawn("park").start();
+        live.wait_checkpoint("parked");
         let live_pid = live.pid();
         plant_staging(dir.path(), &format!(".ipc-sock.{dead_pid}.7"), old);
         // Kept: a young one, a live process's, and names that are not staging directories.
