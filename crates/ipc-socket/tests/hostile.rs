@@ -922,3 +922,34 @@ fn staging_directories_of_binds_killed_midway_are_swept_by_the_next_bind() {
         }
     });
 }
+
+#[test]
+fn replies_that_arrived_before_the_server_died_are_still_delivered() {
+    within_watchdog("replies before death", || {
+        let (c, mut s) = Seqpacket::pair(256).unwrap();
+        let mut client = Client::new(c);
+        let ids: Vec<_> = (0..3u8)
+            .map(|i| client.start(&[i], secs(30)).unwrap())
+            .collect();
+        let mut buf = [0u8; 64];
+        let mut second = Vec::new();
+        for i in 0..3 {
+            let n = s.recv(&mut buf).unwrap();
+            if i == 1 {
+                second = buf[..ipc_socket::rpc::ID_LEN.min(n)].to_vec();
+            }
+        }
+        second.extend_from_slice(b"answer");
+        s.send(&second).unwrap();
+        drop(s);
+        let mut reply = [0u8; 64];
+        // Waiting for the first takes the second's reply, then the end.
+        let e = client.wait(ids[0], &mut reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let n = client.wait(ids[1], &mut reply).unwrap();
+        assert_eq!(&reply[..n], b"answer");
+        let e = client.wait(ids[2], &mut reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert_eq!(client.in_flight(), 0);
+    });
+}
