@@ -22,7 +22,8 @@
 //! process is [`ErrorKind::TimedOut`], never waited for forever): a placement never replaces
 //! a name and only a reclaimer removes one, so the file unlinked is the one found stale. Of
 //! several servers reclaiming one stale name at once, one gets it and the others report
-//! `AlreadyExists`. (Processes that are not this library are not held back by the lock.)
+//! `AlreadyExists`. (Processes that are not this library are not held back by the lock, and a
+//! directory this user may write but not read is not locked.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
 //! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
@@ -353,19 +354,27 @@ impl DirLock {
     /// longer hold is a stuck or hostile process, reported rather than waited for forever.
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn new(dir: &Path, label: &Arc<str>) -> Result<DirLock> {
+    /// The lock on `dir`; `None` when this user cannot open it (a directory it may write but
+    /// not read: there reclaimers do not take turns, as before the lock).
+    fn new(dir: &Path, label: &Arc<str>) -> Result<Option<DirLock>> {
         use rustix::fs::{FlockOperation, OFlags};
         let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
-        let fd = rustix::fs::open(
+        let fd = match rustix::fs::open(
             dir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        )
-        .map_err(|e| fail(e, "open (directory to lock)"))?;
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ACCESS | Errno::PERM) => {
+                tracing::debug!(dir = %dir.display(), "cannot open the directory to lock it");
+                return Ok(None);
+            }
+            Err(e) => return Err(fail(e, "open (directory to lock)")),
+        };
         let start = std::time::Instant::now();
         loop {
             match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(DirLock { _fd: fd }),
+                Ok(()) => return Ok(Some(DirLock { _fd: fd })),
                 Err(Errno::INTR) => {}
                 Err(Errno::WOULDBLOCK) if start.elapsed() < Self::PATIENCE => {
                     std::thread::sleep(std::time::Duration::from_millis(1));

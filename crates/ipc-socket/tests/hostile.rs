@@ -347,7 +347,18 @@ fn park(ctx: &Ctx) {
     ctx.park("parked");
 }
 
+/// Child (run by root): as `nobody`, reclaims the stale socket at the path in its argument,
+/// in a directory it may write but not read.
+fn reclaim_as_nobody(ctx: &Ctx) {
+    become_nobody();
+    let addr = Address::path(ctx.arg());
+    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+    let _c = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+    drop(l.accept(secs(30)).unwrap());
+}
+
 roles!(
+    reclaim_as_nobody,
     bind_forever,
     exit_at_once,
     park,
@@ -951,5 +962,30 @@ fn replies_that_arrived_before_the_server_died_are_still_delivered() {
         let e = client.wait(ids[2], &mut reply).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert_eq!(client.in_flight(), 0);
+    });
+}
+
+#[test]
+fn a_stale_file_in_a_directory_without_read_permission_is_reclaimed() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: cannot run a peer as another user; skipped");
+        return;
+    }
+    within_watchdog("write-only directory", || {
+        let dir = TempDir::new("sock-wx");
+        rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        let sub = dir.join("wx");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("s");
+        stale_socket(&path);
+        for p in [&sub, &path] {
+            std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        rustix::fs::chmod(&sub, rustix::fs::Mode::from_raw_mode(0o300)).unwrap();
+        spawn("reclaim_as_nobody")
+            .arg(path.to_str().unwrap())
+            .start()
+            .wait_success();
+        assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0);
     });
 }
