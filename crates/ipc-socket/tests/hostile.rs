@@ -989,3 +989,22 @@ fn a_stale_file_in_a_directory_without_read_permission_is_reclaimed() {
         assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0);
     });
 }
+
+#[test]
+fn connecting_to_a_listener_of_the_other_type_is_wrong_type() {
+    within_watchdog("other type", || {
+        let dir = TempDir::new("sock-other-type");
+        let (sp, st) = (Address::path(dir.join("sp")), Address::path(dir.join("st")));
+        let _a: Listener<Seqpacket> = Listener::bind(&sp, &Options::new()).unwrap();
+        let _b: Listener<Stream> = Listener::bind(&st, &Options::new()).unwrap();
+        let e = Stream::connect(&sp, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+        let e = Seqpacket::connect(&st, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+        // Abstract names are looked up per socket type: nothing of this type listens.
+        let name = Address::abstract_name(unique_name("other-type"));
+        let _c: Listener<Stream> = Listener::bind(&name, &Options::new()).unwrap();
+        let e = Seqpacket::connect(&name, &Options::new(), secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoPeer, "{e}");
+    });
+}
