@@ -61,8 +61,27 @@ pub(crate) fn clean(
             detail,
         ]);
     }
+    // A name that matched nothing (a typo, or removed meanwhile) is said, not passed over.
+    let unmatched: Vec<&String> = names
+        .iter()
+        .filter(|n| !inv.objects.iter().any(|o| matches(o, n)))
+        .collect();
+    for n in &unmatched {
+        eprintln!(
+            "ipc: {n}: no such object among those scanned: give a POSIX name (/name), a System V \
+             key (0x...) or id (id:N), or the path of a FIFO or socket under a --dir"
+        );
+    }
+    if !unmatched.is_empty() && exit == Exit::Ok {
+        exit = Exit::NotFound;
+    }
     if json {
-        print_json(&json!({ "dry_run": !yes, "objects": docs, "notes": inv.notes }));
+        print_json(&json!({
+            "dry_run": !yes,
+            "objects": docs,
+            "not_found": unmatched,
+            "notes": inv.notes,
+        }));
     } else if rows.is_empty() {
         out!("nothing stale to remove");
     } else {

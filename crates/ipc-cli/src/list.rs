@@ -141,7 +141,7 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
                 .map(|(k, v)| json!({ "name": k, "value": v }))
                 .collect::<Vec<_>>() }));
         } else {
-            out!("mq {name} (not listed: no mqueue mount)");
+            out!("mq {} (not listed: no mqueue mount)", output::visible(name));
             for (k, v) in &attrs {
                 out!("  {k:<16} {v}");
             }
@@ -237,7 +237,7 @@ fn print_object(o: &Object, details: &[(String, String)]) {
     lines.extend(details.iter().cloned());
     lines.push(("verdict".into(), format!("{} ({})", o.verdict, o.why)));
     for (k, v) in lines {
-        out!("{k:<16} {v}");
+        out!("{:<16} {}", output::visible(&k), output::visible(&v));
     }
     out!("");
 }

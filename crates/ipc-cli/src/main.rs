@@ -31,7 +31,7 @@ Exit codes:
   0  success
   1  failure (an operation or removal failed)
   2  usage error
-  3  not found (inspect, send, recv: no such object)
+  3  not found (inspect, send, recv: no such object; clean: a name matched nothing)
   4  timed out (send, recv: --timeout passed first)
   5  permission denied
   6  corrupted (inspect: a header of this library fails validation)";
@@ -82,7 +82,8 @@ enum Command {
         /// Remove them (without this, only say what would be removed).
         #[arg(long)]
         yes: bool,
-        /// Only these objects (names as for inspect).
+        /// Only these objects (names as for inspect; one that matches nothing is reported,
+        /// exit code 3).
         names: Vec<String>,
         /// Only objects of this kind.
         #[arg(long, value_enum)]

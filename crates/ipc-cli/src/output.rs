@@ -8,9 +8,37 @@ use std::sync::OnceLock;
 use ipc_core::inventory::{Object, Process};
 use serde_json::{Value, json};
 
+/// `s` safe to print on a terminal: control characters (an escape sequence, a newline that
+/// would forge a row) and bidirectional overrides are shown escaped (`\u{1b}`, `\n`), and a
+/// backslash as `\\`, so a name another user planted shows as what it is.
+pub(crate) fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Prints `rows` under `header` with each column as wide as its widest cell; the last column
-/// is not padded.
+/// is not padded. Cells are shown [`visible`].
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| visible(c).into_owned()).collect())
+        .collect();
+    let rows = &rows[..];
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in width.iter_mut().zip(row) {

@@ -2,10 +2,13 @@
 //! cleaned, live ones and another user's are not, a scribbled header is reported, and
 //! `send`/`recv` talk to programs that use the library.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use common::ipc;
 use ipc_core::{Deadline, MessageReceiver, MessageSender};
 use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name};
@@ -31,20 +34,6 @@ fn sysv_then_park(ctx: &Ctx) {
 }
 
 roles!(channel_then_park, sysv_then_park);
-
-fn ipc(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipc"))
-        .args(args)
-        .output()
-        .expect("run ipc");
-    eprintln!(
-        "$ ipc {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `ipc list --json` (FIFOs and sockets searched in `dir` only): the objects.
 fn list(dir: &TempDir) -> Vec<Value> {

@@ -48,9 +48,13 @@ impl Address {
     }
 
     /// The kernel's form of a Unix-domain address; `InvalidName` when it does not fit in
-    /// `sun_path` (108 bytes) or contains a NUL byte.
+    /// `sun_path` (108 bytes), contains a NUL byte, or is an empty path.
     pub(crate) fn unix(&self) -> Result<SocketAddrUnix> {
         let r = match self {
+            // An empty `sun_path` is the abstract name "" to the kernel, not a file.
+            Address::Path(p) if p.as_os_str().is_empty() => {
+                return Err(Error::with_note(ErrorKind::InvalidName, "an empty path").on(self));
+            }
             Address::Path(p) => SocketAddrUnix::new(p.as_path()),
             Address::Abstract(n) => SocketAddrUnix::new_abstract_name(n),
             Address::Inet(_) => {

@@ -133,7 +133,8 @@ pub(crate) fn socketpair(ty: SocketType, what: &'static str) -> Result<(OwnedFd,
 /// A Unix-domain connect to a listener whose backlog is full fails with `EAGAIN` and must be
 /// retried (the kernel offers nothing to wait on): retried with a short sleep. A TCP connect
 /// in progress is waited for with `poll` (writable), then `SO_ERROR` says how it ended.
-/// Nothing listening is [`ErrorKind::NoPeer`].
+/// Nothing listening is [`ErrorKind::NoPeer`]; a listener of the other socket type at a path,
+/// [`ErrorKind::WrongType`].
 fn connect_fd(fd: BorrowedFd<'_>, addr: &Address, deadline: Deadline) -> Result<()> {
     let fail = |e: Error| e.in_op("connect").on(addr);
     let mut pause = Duration::from_micros(100);
@@ -172,6 +173,12 @@ fn connect_error(e: Errno) -> Error {
         Errno::CONNREFUSED => {
             Error::with_note(ErrorKind::NoPeer, "nothing listens there").with_source(e.into())
         }
+        Errno::PROTOTYPE => Error::with_note(
+            ErrorKind::WrongType,
+            "the socket listening there is of another type (seqpacket / stream): connect with \
+             the listener's kind",
+        )
+        .with_source(e.into()),
         e => e.into(),
     }
 }

@@ -17,11 +17,20 @@
 //! `lstat`, never following a symbolic link) and nothing listens there (a probe `connect` is
 //! refused with `ECONNREFUSED`): a file left by a server that died. A live server gives
 //! [`ErrorKind::AlreadyExists`]; anything that is not a socket gives [`ErrorKind::WrongType`]
-//! and is left alone. (Two servers reclaiming the same stale name at the same instant can both
-//! find it stale; the second rename then fails and the loser reports `AlreadyExists`.)
+//! and is left alone. Reclaimers take turns, holding an exclusive `flock(2)` on the directory
+//! from the probe to the placement (a few system calls; a lock held over 2 s by another
+//! process is [`ErrorKind::TimedOut`], never waited for forever): a placement never replaces
+//! a name and only a reclaimer removes one, so the file unlinked is the one found stale. Of
+//! several servers reclaiming one stale name at once, one gets it and the others report
+//! `AlreadyExists`. (Processes that are not this library are not held back by the lock, and a
+//! directory this user may write but not read is not locked.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
-//! created.
+//! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
+//!
+//! A process killed in the middle of a bind leaves its staging directory (`.ipc-sock.PID.N`);
+//! a later bind in the same directory removes such leftovers of this user once their process
+//! is gone and they are a minute old.
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -43,13 +52,16 @@ use crate::{Address, Options};
 /// can accept from one listener.
 #[derive(Debug)]
 pub struct Listener<K: Kind> {
+    /// The socket file, removed on drop if the name still refers to it (a replacement is
+    /// someone else's and stays). Declared before `fd`, so dropped first: while the socket
+    /// still listens, no other server reclaims the name, so the file checked is the file
+    /// removed (closed first, a server reclaiming the then stale name could put its own file
+    /// there between this check and the unlink, and lose it).
+    _file: Option<RemoveGuard>,
     fd: OwnedFd,
     addr: Address,
     label: Arc<str>,
     opts: Options,
-    /// The socket file, removed on drop if the name still refers to it (a replacement is
-    /// someone else's and stays).
-    _file: Option<RemoveGuard>,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -59,12 +71,15 @@ impl<K: Kind> Listener<K> {
     /// port (port 0 picks a free one: see [`local_addr`](Listener::local_addr)).
     ///
     /// Calls `socket(2)`, `bind(2)`, `listen(2)`; for a path also `mkdir`, `chmod`,
-    /// `renameat2(RENAME_NOREPLACE)` and `rmdir`; for TCP `SO_REUSEADDR`.
+    /// `renameat2(RENAME_NOREPLACE)` and `rmdir` (over a stale file: `flock` on the directory,
+    /// `lstat`, a probe `connect`, `unlink`); for TCP `SO_REUSEADDR`.
     ///
     /// # Errors
     /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
-    /// path is not a socket), [`ErrorKind::InvalidName`] (too long for `sun_path`),
-    /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (seqpacket over TCP).
+    /// path is not a socket), [`ErrorKind::InvalidName`] (too long for `sun_path`, or empty),
+    /// [`ErrorKind::PermissionDenied`], [`ErrorKind::Unsupported`] (seqpacket over TCP),
+    /// [`ErrorKind::TimedOut`] (another process held the directory's lock for 2 s while a stale
+    /// file was to be reclaimed).
     ///
     /// # References
     /// - [`bind(2)`](https://man7.org/linux/man-pages/man2/bind.2.html),
@@ -220,6 +235,7 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     // Check the final name fits before any work (the private directory's name is shorter
     // or equal in most cases; a too-long one is reported by bind below).
     Address::Path(path.to_path_buf()).unix()?;
+    sweep_staging(&dir);
     let tmp = PrivateDir::new(&dir).map_err(|e| e.on_shared(label))?;
     let staged = tmp.0.join("s");
     let addr = rustix::net::SocketAddrUnix::new(staged.as_path()).map_err(|_| {
@@ -242,8 +258,23 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
         match place(&staged, path) {
             Ok(()) => break,
             Err(Errno::EXIST) if !reclaimed => {
-                reclaim_stale(path, label)?;
                 reclaimed = true;
+                // Reclaimers take turns (see the module documentation): the name's file
+                // cannot change between the probe and the unlink, as only a reclaimer
+                // removes one and a placement never replaces one.
+                let _turn = DirLock::new(&dir, label)?;
+                if find_stale(path, label)? {
+                    tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
+                    match rustix::fs::unlink(path) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(fail(e, "unlink")),
+                    }
+                }
+                match place(&staged, path) {
+                    Ok(()) => break,
+                    Err(Errno::EXIST) => {}
+                    Err(e) => return Err(fail(e, "rename")),
+                }
             }
             Err(Errno::EXIST) => {
                 return Err(Error::with_note(
@@ -279,11 +310,12 @@ fn place(from: &Path, to: &Path) -> std::result::Result<(), Errno> {
     }
 }
 
-/// Removes the socket file at `path` if nothing listens there; refuses anything else.
-fn reclaim_stale(path: &Path, label: &Arc<str>) -> Result<()> {
+/// Whether the file at `path` is a socket nothing listens on (a stale file); `false` when the
+/// name is gone; refuses anything else.
+fn find_stale(path: &Path, label: &Arc<str>) -> Result<bool> {
     let st = match rustix::fs::lstat(path) {
         Ok(st) => st,
-        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::NOENT) => return Ok(false),
         Err(e) => return Err(Error::from(e).in_op("lstat").on_shared(label)),
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
@@ -299,21 +331,117 @@ fn reclaim_stale(path: &Path, label: &Arc<str>) -> Result<()> {
     let addr = Address::Path(path.to_path_buf());
     let probe = socket(&addr, rustix::net::SocketType::STREAM, true)?;
     match rustix::net::connect(&probe, &addr.unix()?) {
-        Err(Errno::CONNREFUSED) => {}
-        Err(Errno::NOENT) => return Ok(()),
-        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS | Errno::PROTOTYPE) => {
-            return Err(
-                Error::with_note(ErrorKind::AlreadyExists, "a server is listening there")
-                    .in_op("bind")
-                    .on_shared(label),
-            );
-        }
-        Err(e) => return Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
+        Err(Errno::CONNREFUSED) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS | Errno::PROTOTYPE) => Err(Error::with_note(
+            ErrorKind::AlreadyExists,
+            "a server is listening there",
+        )
+        .in_op("bind")
+        .on_shared(label)),
+        Err(e) => Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
     }
-    tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
-    match rustix::fs::unlink(path) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(Error::from(e).in_op("unlink").on_shared(label)),
+}
+
+/// An exclusive `flock(2)` on a directory, held while a stale socket file in it is reclaimed
+/// (released on drop, or when the process dies).
+struct DirLock {
+    _fd: OwnedFd,
+}
+
+impl DirLock {
+    /// How long to wait for another reclaimer's turn: one takes a few system calls, so a
+    /// longer hold is a stuck or hostile process, reported rather than waited for forever.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// The lock on `dir`; `None` when this user cannot open it (a directory it may write but
+    /// not read: there reclaimers do not take turns, as before the lock).
+    fn new(dir: &Path, label: &Arc<str>) -> Result<Option<DirLock>> {
+        use rustix::fs::{FlockOperation, OFlags};
+        let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
+        let fd = match rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ACCESS | Errno::PERM) => {
+                tracing::debug!(dir = %dir.display(), "cannot open the directory to lock it");
+                return Ok(None);
+            }
+            Err(e) => return Err(fail(e, "open (directory to lock)")),
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(DirLock { _fd: fd })),
+                Err(Errno::INTR) => {}
+                Err(Errno::WOULDBLOCK) if start.elapsed() < Self::PATIENCE => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(Error::with_note(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "another process has held a lock (flock) on {} for {:?}: this \
+                             library holds it only while it replaces a stale socket file",
+                            dir.display(),
+                            Self::PATIENCE
+                        ),
+                    )
+                    .in_op("flock")
+                    .on_shared(label));
+                }
+                Err(e) => return Err(fail(e, "flock")),
+            }
+        }
+    }
+}
+
+/// How long a staging directory of a process that no longer exists stays before a bind in
+/// the same directory removes it: a bind holds one for microseconds, so an older one was left
+/// by a process killed in the middle of its bind (a process of another PID namespace, whose
+/// pid means nothing here, binding now has a younger one).
+const STAGING_LEFT_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the staging directories processes killed in the middle of a bind left in `dir`:
+/// named `.ipc-sock.PID.N`, this user's, the process gone (`kill(PID, 0)` says `ESRCH`) and
+/// untouched for [`STAGING_LEFT_AFTER`]. Best effort: what cannot be removed stays.
+fn sweep_staging(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, n)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".ipc-sock."))
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let (Ok(pid), true) = (pid.parse::<i32>(), n.parse::<u64>().is_ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let idle = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= STAGING_LEFT_AFTER);
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH));
+        if meta.is_dir() && meta.uid() == me && idle && gone {
+            tracing::debug!(path = %path.display(), "removing a staging directory left by a killed bind");
+            let _ = rustix::fs::unlink(path.join("s"));
+            let _ = rustix::fs::rmdir(&path);
+        }
     }
 }
 

@@ -18,12 +18,39 @@
 
 use std::collections::HashMap;
 
-use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+use ipc_core::{Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 use crate::{Kind, Listener};
 
 /// The correlation id's length at the start of every message.
 pub const ID_LEN: usize = 8;
+
+/// The receive buffer a [`Client`] or [`serve_connection`] starts with, at most: larger
+/// messages (up to the endpoint's maximum) grow it when they come.
+const FIRST_BUF_MAX: usize = 16 << 20;
+
+/// Receives the next message into `buf`, first growing it when the message is larger than
+/// `buf` and within the endpoint's maximum (the endpoint keeps such a message for a receive
+/// with room: see [`MessageReceiver`]).
+fn recv_growing<E: MessageReceiver + ?Sized>(
+    conn: &mut E,
+    buf: &mut Vec<u8>,
+    deadline: Deadline,
+) -> Result<usize> {
+    loop {
+        match conn.recv_deadline(buf, deadline) {
+            Err(e) if e.kind() == ErrorKind::MessageTooLarge => match *e.detail() {
+                Detail::Size { size, .. }
+                    if size > buf.len() && size <= MessageReceiver::max_message_size(conn) =>
+                {
+                    buf.resize(size, 0);
+                }
+                _ => return Err(e),
+            },
+            r => return r,
+        }
+    }
+}
 
 /// Two endpoints, one each way, as one duplex endpoint (for a [`Client`] or [`serve_connection`]
 /// over, say, two pipes or two shared-memory channels).
@@ -80,9 +107,10 @@ pub struct Client<E> {
 
 impl<E: MessageSender + MessageReceiver> Client<E> {
     /// A client over the duplex endpoint `conn` (a [`Seqpacket`](crate::Seqpacket), a
-    /// [`Stream`](crate::Stream), or a [`Pair`]).
+    /// [`Stream`](crate::Stream), or a [`Pair`]). Its receive buffer starts at the endpoint's
+    /// largest message, 16 MiB at most, and grows for a larger reply within that maximum.
     pub fn new(conn: E) -> Client<E> {
-        let max = MessageReceiver::max_message_size(&conn).min(16 << 20);
+        let max = MessageReceiver::max_message_size(&conn).min(FIRST_BUF_MAX);
         Client {
             conn,
             next: 1,
@@ -154,7 +182,7 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
                 self.pending.remove(&id.0);
                 return Err(Error::disconnected().in_op("wait reply"));
             }
-            match self.conn.recv_deadline(&mut self.buf, deadline) {
+            match recv_growing(&mut self.conn, &mut self.buf, deadline) {
                 Ok(n) => self.arrive(n)?,
                 Err(e) if e.kind() == ErrorKind::Disconnected => self.gone = true,
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
@@ -210,7 +238,7 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
 
 /// Answers the requests arriving on `conn` with `handler` until the client leaves (then
 /// `Ok`). `handler` gets each request's payload and appends the reply's payload to a cleared
-/// buffer.
+/// buffer. The receive buffer grows as [`Client`]'s does.
 ///
 /// # Errors
 /// The endpoint's errors other than the client leaving; [`ErrorKind::Corrupted`] for a request
@@ -220,11 +248,11 @@ where
     E: MessageSender + MessageReceiver,
     H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
 {
-    let mut buf = vec![0u8; MessageReceiver::max_message_size(conn).min(16 << 20)];
+    let mut buf = vec![0u8; MessageReceiver::max_message_size(conn).min(FIRST_BUF_MAX)];
     let mut reply = Vec::new();
     let mut body = Vec::new();
     loop {
-        let n = match conn.recv(&mut buf) {
+        let n = match recv_growing(conn, &mut buf, Deadline::Never) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
             Err(e) => return Err(e),

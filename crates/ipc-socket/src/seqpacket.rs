@@ -145,7 +145,9 @@ impl Seqpacket {
     /// # Errors
     /// [`ErrorKind::NotFound`] (no socket file), [`ErrorKind::NoPeer`] (nothing listens),
     /// [`ErrorKind::TimedOut`], [`ErrorKind::PermissionDenied`] (the file's mode, or the
-    /// server's uid refused by the policy), [`ErrorKind::InvalidName`] (address too long).
+    /// server's uid refused by the policy), [`ErrorKind::InvalidName`] (address too long),
+    /// [`ErrorKind::WrongType`] (a stream listener at that path; an abstract name looks up
+    /// listeners of its own type only, so there it is `NoPeer`).
     ///
     /// # References
     /// - [`connect(2)`](https://man7.org/linux/man-pages/man2/connect.2.html),

@@ -1,6 +1,6 @@
 //! Request-reply: several requests in flight matched by id, per-request deadlines, a server
-//! answering many clients over a listener, and a server that dies failing every pending
-//! request with `Disconnected`.
+//! answering many clients over a listener, a server that dies failing every pending request
+//! with `Disconnected`, and replies and requests above the first 16 MiB buffer.
 
 use std::time::Duration;
 
@@ -154,5 +154,35 @@ fn a_dead_server_fails_every_pending_request() {
         assert_eq!(c.in_flight(), 0);
         let e = c.start(b"more", Deadline::Never).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected);
+    });
+}
+
+#[test]
+fn replies_and_requests_above_16_mib_within_the_endpoint_maximum_arrive() {
+    within_watchdog("rpc above 16 MiB", || {
+        const MIB: usize = 1 << 20;
+        let (client, mut server) = Stream::pair(24 * MIB).unwrap();
+        // Replies `request[0]` MiB, each byte the request's length modulo 251.
+        let t = std::thread::spawn(move || {
+            serve_connection(&mut server, &|q: &[u8], out: &mut Vec<u8>| {
+                out.resize(q[0] as usize * MIB, (q.len() % 251) as u8);
+            })
+        });
+        let mut c = Client::new(client);
+        let big = c.start(&[17], secs(60)).unwrap();
+        let small = c.start(&[1], secs(60)).unwrap();
+        let mut reply = vec![0u8; 24 * MIB];
+        // The small reply comes after the big one: taking it takes the big one first.
+        assert_eq!(c.wait(small, &mut reply).unwrap(), MIB);
+        assert_eq!(c.wait(big, &mut reply).unwrap(), 17 * MIB);
+        assert!(reply[..17 * MIB].iter().all(|&b| b == 1));
+        // A request above 16 MiB reaches the server's handler.
+        let mut request = vec![0u8; 18 * MIB];
+        request[0] = 2;
+        let n = c.call(&request, &mut reply, secs(60)).unwrap();
+        assert_eq!(n, 2 * MIB);
+        assert!(reply[..n].iter().all(|&b| b == (18 * MIB % 251) as u8));
+        drop(c);
+        t.join().unwrap().unwrap();
     });
 }

@@ -1,6 +1,7 @@
 //! Typed messages (feature `serde`) over several kinds of endpoint, and the hostile-input
-//! promises: size limit before decoding, malformed bytes are `Corrupted`, never a panic or an
-//! unbounded allocation (fuzzed with proptest).
+//! promises: size limit before decoding (over a seqpacket and a stream, and a peer above the
+//! endpoint's maximum), malformed bytes are `Corrupted`, never a panic or an unbounded
+//! allocation (fuzzed with proptest).
 #![cfg(feature = "serde")]
 
 use std::collections::BTreeMap;
@@ -75,19 +76,24 @@ fn typed_over_seqpacket_stream_and_a_pipe() {
     });
 }
 
+/// A 100-byte message to a typed receiver of limit 64 on `b`: `MessageTooLarge` before any
+/// decoding, and still there for a receive with room for it.
+fn refused_and_left_queued<S: MessageSender, R: MessageReceiver>(mut a: S, b: R) {
+    let mut rx = TypedReceiver::<Vec<u8>, _>::with_limit(b, 64);
+    a.send(&[0u8; 100]).unwrap();
+    let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    let mut buf = [0u8; 200];
+    assert_eq!(rx.get_mut().recv(&mut buf).unwrap(), 100);
+}
+
 #[test]
 fn too_large_is_refused_before_decoding_and_stays_queued() {
     within_watchdog(
         "too_large_is_refused_before_decoding_and_stays_queued",
         || {
-            let (mut a, b) = Seqpacket::pair(4096).unwrap();
-            let mut rx = TypedReceiver::<Vec<u8>, _>::with_limit(b, 64);
-            a.send(&[0u8; 100]).unwrap();
-            let e = rx.recv_deadline(Deadline::Now).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
-            // Still there for an endpoint with room for it.
-            let mut buf = [0u8; 200];
-            assert_eq!(rx.get_mut().recv(&mut buf).unwrap(), 100);
+            let (a, b) = Seqpacket::pair(4096).unwrap();
+            refused_and_left_queued(a, b);
             // A sender refuses what the endpoint cannot carry.
             let (c, _d) = Seqpacket::pair(16).unwrap();
             let mut tx = TypedSender::<Vec<u8>, _>::new(c);
@@ -309,5 +315,48 @@ fn borrowed_receive_decodes_in_place_with_the_same_checks() {
             .recv_borrowed::<BlobView<'_>>(Deadline::Now)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    });
+}
+
+/// A connected Unix socket pair of `ty`, to wrap each end with a maximum of its own.
+fn raw_pair(ty: rustix::net::SocketType) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        ty,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_limit_over_a_stream_and_a_peer_above_the_endpoint_maximum() {
+    within_watchdog("typed limit over a stream", || {
+        // Within the endpoint's maximum, above the receiver's limit: refused, left queued.
+        let (a, b) = Stream::pair(4096).unwrap();
+        refused_and_left_queued(a, b);
+        // A peer breaking the endpoint's maximum: never decoded. A seqpacket record is
+        // MessageTooLarge and dropped (the next message follows); a stream's frame header is
+        // Corrupted (the stream cannot be resynchronised), and stays so.
+        let (one, other) = raw_pair(rustix::net::SocketType::SEQPACKET);
+        let mut big = Seqpacket::from_fd(one, 1 << 17).unwrap();
+        let small = Seqpacket::from_fd(other, 4096).unwrap();
+        let mut rx = TypedReceiver::<Vec<u8>, _>::new(small);
+        big.send(&vec![1u8; 100_000]).unwrap();
+        TypedSender::<Vec<u8>, _>::new(&mut big)
+            .send(&vec![2u8; 3])
+            .unwrap();
+        let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(rx.recv_deadline(Deadline::Now).unwrap(), vec![2u8; 3]);
+        let (one, other) = raw_pair(rustix::net::SocketType::STREAM);
+        let mut big = Stream::from_fd(one, 1 << 17).unwrap();
+        let small = Stream::from_fd(other, 4096).unwrap();
+        let mut rx = TypedReceiver::<Vec<u8>, _>::new(small);
+        big.send(&vec![1u8; 100_000]).unwrap();
+        for _ in 0..2 {
+            let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        }
     });
 }
