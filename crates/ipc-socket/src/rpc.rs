@@ -14,7 +14,11 @@
 //! A server that closes or dies fails every request in flight with
 //! [`ErrorKind::Disconnected`] (replies that had arrived before are still delivered). A
 //! request whose deadline passes fails with [`ErrorKind::TimedOut`] and is forgotten: a
-//! reply arriving later is dropped.
+//! reply arriving later is dropped. A reply above the client endpoint's largest message (a
+//! server allowed larger messages than its client) is dropped by the endpoint unread, so no
+//! request can be matched to it: every request in flight then fails with
+//! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
+//! reply that will never come.
 
 use std::collections::HashMap;
 
@@ -156,7 +160,10 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
     /// [`ErrorKind::TimedOut`] (or `WouldBlock` for [`Deadline::Now`]) when the request's
     /// deadline passed: the request is forgotten. [`ErrorKind::Disconnected`] when the server
     /// is gone. [`ErrorKind::MessageTooLarge`] when `reply` is too small (the reply is kept:
-    /// ask again with a larger buffer). [`ErrorKind::NotFound`] for an id not in flight.
+    /// ask again with a larger buffer, [`in_flight`](Client::in_flight) unchanged), or when a
+    /// reply above the endpoint's largest message came: the endpoint dropped it unread, and
+    /// every request in flight failed with it and was forgotten (the module's "Failure").
+    /// [`ErrorKind::NotFound`] for an id not in flight.
     /// [`ErrorKind::Corrupted`] for a reply shorter than its id.
     pub fn wait(&mut self, id: RequestId, reply: &mut [u8]) -> Result<usize> {
         loop {
@@ -189,9 +196,26 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
                     self.pending.remove(&id.0);
                     return Err(e);
                 }
+                Err(e) if e.kind() == ErrorKind::MessageTooLarge => return Err(self.lost(e)),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// After `e`, a reply above the endpoint's largest message (`recv_growing` takes any
+    /// within it), which the endpoint dropped with its id unread: fails every request in
+    /// flight, since which one it answered cannot be told.
+    fn lost(&mut self, e: Error) -> Error {
+        let failed = self.pending.len();
+        self.pending.clear();
+        Error::with_note(
+            ErrorKind::MessageTooLarge,
+            format!(
+                "{e}; which request it answered cannot be told, so the {failed} request(s) in \
+                 flight failed with it"
+            ),
+        )
+        .in_op("wait reply")
     }
 
     /// Sends `request` and waits for its reply, all before `deadline`.

@@ -186,3 +186,51 @@ fn replies_and_requests_above_16_mib_within_the_endpoint_maximum_arrive() {
         t.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_reply_above_the_client_s_maximum_fails_every_request_in_flight_instead_of_one_hanging() {
+    within_watchdog("rpc reply above the client's maximum", || {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        // One socket pair, ends of different maxima: the server may send 64 KiB, its client
+        // takes 2 KiB.
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let client = Seqpacket::from_fd(a, 2048).unwrap();
+        let mut server = Seqpacket::from_fd(b, 64 << 10).unwrap();
+        // Replies `request[0]` KiB.
+        let t = std::thread::spawn(move || {
+            serve_connection(&mut server, &|q: &[u8], out: &mut Vec<u8>| {
+                out.resize(q[0] as usize * 1024, 7);
+            })
+        });
+        let mut c = Client::new(client);
+        // No deadlines: a request left waiting for a reply that was dropped would hang.
+        let big = c.start(&[4], Deadline::Never).unwrap();
+        let small = c.start(&[0], Deadline::Never).unwrap();
+        assert_eq!(c.in_flight(), 2);
+        let mut reply = vec![0u8; 2048];
+        let e = c.wait(big, &mut reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert!(e.to_string().contains("2 request(s) in flight"), "{e}");
+        // Which request the dropped reply answered cannot be told: none is left waiting.
+        assert_eq!(c.in_flight(), 0);
+        for id in [big, small] {
+            assert_eq!(
+                c.wait(id, &mut reply).unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+        }
+        // The connection goes on: the late reply to `small` is dropped, a new call is answered.
+        let n = c.call(&[0, 1, 2], &mut reply, Deadline::Never).unwrap();
+        assert_eq!(n, 0);
+        let n = c.call(&[1], &mut reply, Deadline::Never).unwrap();
+        assert_eq!((n, reply[0]), (1024, 7));
+        drop(c);
+        t.join().unwrap().unwrap();
+    });
+}
