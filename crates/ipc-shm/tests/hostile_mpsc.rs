@@ -582,3 +582,37 @@ fn records_scribbled_at_the_head_of_a_waiting_consumer_are_corrupted_or_ignored_
         }
     }
 }
+
+#[test]
+fn a_free_place_s_scribbled_tail_is_refused_at_join_never_two_ends_waiting_on_each_other() {
+    // A place is given back only once drained (its tail at the consumer's head), so a tail
+    // anywhere else when a producer joins was scribbled: carrying on from it would put every
+    // message where the consumer never looks, and leave both ends waiting forever.
+    for delta in [
+        8u32,
+        CAPACITY as u32 / 2,
+        (CAPACITY as u32).wrapping_neg(),
+        24,
+    ] {
+        let (seg, mut rx, tx) = after_jumps("hostile-mpsc-tail");
+        drop(tx);
+        let e = rx.try_recv_in_place().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let head = word(&seg, PLACES + HEAD).load(Ordering::SeqCst);
+        assert_eq!(word(&seg, PLACES + TAIL).load(Ordering::SeqCst), head);
+        word(&seg, PLACES + TAIL).store(head.wrapping_add(delta), Ordering::SeqCst);
+        Guarded::start("a producer joining on a scribbled tail", move || {
+            let e = MpscProducer::open(seg).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{delta}: {e}");
+            // The consumer is not left waiting on it either.
+            let e = rx
+                .recv_in_place_deadline(Deadline::after(Duration::from_millis(20)))
+                .unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Disconnected),
+                "{delta}: {e}"
+            );
+        })
+        .join();
+    }
+}
