@@ -616,3 +616,48 @@ fn a_free_place_s_scribbled_tail_is_refused_at_join_never_two_ends_waiting_on_ea
         .join();
     }
 }
+
+#[test]
+fn a_producer_always_going_back_to_its_start_gets_no_more_turns_than_the_others() {
+    // Producer 0's large messages go back to its ring's start whenever they can (each jump a
+    // padding the consumer skips on its way); producer 1 sends small ones. With both rings
+    // with messages (producer 1's full), the consumer takes one message from each place in
+    // turn: a padding costs the other place nothing, and never buys its own an extra turn.
+    let seg = seg("hostile-mpsc-fair", 2);
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut big = MpscProducer::open(seg.clone()).unwrap();
+    let mut small = MpscProducer::open(seg.clone()).unwrap();
+    let (mut next_big, mut next_small) = (0u64, 0u64);
+    let (mut sent_big, mut sent_small) = (0u64, 0u64);
+    let mut last = None;
+    let mut starts = 0;
+    let mut first_big = None;
+    for _ in 0..300 {
+        // One at a time (kept up with, so it goes back to the start whenever it can).
+        big.try_send(&large(0, sent_big, 20 << 10)).unwrap();
+        sent_big += 1;
+        while small.try_send(&large(1, sent_small, 100)).is_ok() {
+            sent_small += 1;
+        }
+        for _ in 0..2 {
+            let m = rx.try_recv_in_place().unwrap();
+            let (who, seq) = check(&m);
+            assert_ne!(Some(who), last, "place {who} served twice in a row");
+            last = Some(who);
+            if who == 0 {
+                assert_eq!(seq, next_big);
+                next_big += 1;
+                // Where its messages lie: at the ring's start again and again.
+                let at = m.as_ptr() as usize;
+                starts += usize::from(at == *first_big.get_or_insert(at));
+            } else {
+                assert_eq!(seq, next_small);
+                next_small += 1;
+            }
+        }
+    }
+    assert_eq!(next_big, 300);
+    // It did go back to the start: every other message (at 0 and 20 KiB on, then back),
+    // where walking the ring would come back there every 6th.
+    assert!(starts >= 300 / 2, "{starts} of 300 at the start");
+}
