@@ -1,0 +1,215 @@
+//! Hostile tests of publish-subscribe: a subscriber's cursor scribbled while the publisher
+//! waits for it with no deadline (then the subscriber killed, or reading on), the publisher's
+//! index scribbled while a subscriber waits with no deadline. Behaviour only: every wait is guarded by the
+//! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
+//! and reaped by their handles, owned by the test's own thread.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL};
+use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
+use ipc_testkit::{Ctx, roles, spawn, watchdog};
+
+/// The publisher's sleeping flag: its Side's owner word (8 bytes), CPU (4), then the flag.
+const PUBLISHER_SLEEPING: usize = PUBLISHER + 12;
+const SLOTS: u64 = 8;
+
+fn seg(what: &str) -> Arc<Segment> {
+    Arc::new(
+        PubSubOptions::new()
+            .slots(SLOTS as usize)
+            .max_message(256)
+            .subscribers(4)
+            .policy(Policy::Block)
+            .create_memfd(what)
+            .unwrap(),
+    )
+}
+
+/// Message `seq`: its number, then bytes derived from it; length varies with it.
+fn message(seq: u64) -> Vec<u8> {
+    let len = 8 + (seq as usize * 13) % 200;
+    let mut v = seq.to_le_bytes().to_vec();
+    v.extend((8..len).map(|i| (seq as usize + i) as u8));
+    v
+}
+
+/// The sequence number of a message, after checking all of it.
+fn check(got: &[u8]) -> u64 {
+    assert!(got.len() >= 8, "a message of {} bytes", got.len());
+    let seq = u64::from_le_bytes(got[..8].try_into().unwrap());
+    assert_eq!(got, &message(seq)[..], "message {seq} damaged");
+    seq
+}
+
+/// Runs `f` on a thread of its own; [`Guarded::join`] fails the test if it has not finished
+/// within the watchdog, while the caller's thread keeps owning the children.
+struct Guarded<T> {
+    what: &'static str,
+    rx: std::sync::mpsc::Receiver<std::thread::Result<T>>,
+}
+
+impl<T: Send + 'static> Guarded<T> {
+    fn start(what: &'static str, f: impl FnOnce() -> T + Send + 'static) -> Guarded<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        Guarded { what, rx }
+    }
+
+    fn join(self) -> T {
+        match self.rx.recv_timeout(watchdog()) {
+            Ok(Ok(v)) => v,
+            Ok(Err(p)) => std::panic::resume_unwind(p),
+            Err(_) => panic!("watchdog: {} did not finish (a hang)", self.what),
+        }
+    }
+}
+
+/// Waits (watchdog-bounded) until `up` says the waiter is asleep.
+fn until(what: &str, up: impl Fn() -> bool) {
+    let end = Instant::now() + watchdog();
+    while !up() {
+        assert!(Instant::now() < end, "{what} never went to sleep");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Child: subscribe, take `n` messages (checked, in order), and park to be killed.
+fn take_and_park(ctx: &Ctx) {
+    let n: u64 = ctx.arg().parse().unwrap();
+    let mut sub = Subscriber::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.checkpoint("joined");
+    let mut buf = [0u8; 256];
+    for seq in 0..n {
+        let len = sub.recv_timeout(&mut buf, watchdog()).unwrap();
+        assert_eq!(check(&buf[..len]), seq);
+    }
+    ctx.park("took");
+}
+
+roles!(take_and_park);
+
+#[test]
+fn a_publisher_blocked_with_no_deadline_outlives_a_scribbled_cursor_and_a_killed_subscriber() {
+    // The subscriber's cursor, while the publisher sleeps waiting for it: far behind, just
+    // behind, one past the published count, huge. Then the subscriber's process dies: the
+    // publisher, waiting with no deadline, must go on (the place reclaimed) or report the
+    // inconsistency, never wait forever.
+    for value in [
+        |_| 0,
+        |c: u64| c - 1,
+        |c: u64| c + SLOTS + 1,
+        |_| u64::MAX - 1,
+    ] {
+        let seg = seg("hostile-ps-cursor");
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let mut child = spawn("take_and_park")
+            .fd("seg", seg.fd().unwrap())
+            .arg("3")
+            .start();
+        child.wait_checkpoint("joined");
+        let publisher = Guarded::start("a publisher blocked on a scribbled cursor", move || {
+            for seq in 0..40 {
+                tx.send(&message(seq))?;
+            }
+            Ok::<_, ipc_core::Error>(())
+        });
+        child.wait_checkpoint("took");
+        let sleeping = seg.atomic_u32(PUBLISHER_SLEEPING).unwrap();
+        until("the blocked publisher", || {
+            sleeping.load(Ordering::SeqCst) != 0
+        });
+        let cursor = seg.atomic_u64(PLACES + CURSOR).unwrap();
+        cursor.store(value(cursor.load(Ordering::SeqCst)), Ordering::SeqCst);
+        assert!(child.kill_and_wait().killed());
+        if let Err(e) = publisher.join() {
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_live_subscriber_repairs_its_scribbled_cursor_under_a_publisher_with_no_deadline() {
+    // Scribbled behind while the publisher sleeps for it: the subscriber reads on from its
+    // own count (never read back) and stores it again, so every message arrives, in order.
+    let seg = seg("hostile-ps-cursor-live");
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let publisher = Guarded::start(
+        "a publisher beside a live scribbled subscriber",
+        move || {
+            for seq in 0..200 {
+                tx.send(&message(seq)).unwrap();
+            }
+        },
+    );
+    let sleeping = seg.atomic_u32(PUBLISHER_SLEEPING).unwrap();
+    until("the blocked publisher", || {
+        sleeping.load(Ordering::SeqCst) != 0
+    });
+    seg.atomic_u64(PLACES + CURSOR)
+        .unwrap()
+        .store(0, Ordering::SeqCst);
+    Guarded::start("a subscriber whose cursor was scribbled", move || {
+        let mut buf = [0u8; 256];
+        for seq in 0..200 {
+            let len = sub.recv(&mut buf).unwrap();
+            assert_eq!(check(&buf[..len]), seq);
+        }
+        assert_eq!(sub.missed(), 0);
+    })
+    .join();
+    publisher.join();
+}
+
+#[test]
+fn the_publisher_s_index_scribbled_under_a_subscriber_with_no_deadline_never_hangs_it() {
+    // While a subscriber sleeps on an empty ring: the index far ahead, a lap ahead, one
+    // message ahead (a slot whose stamp is not its message's), behind. The subscriber reports
+    // the inconsistency or waits on; once the publisher leaves it is told, never left
+    // waiting.
+    for value in [
+        |_| u64::MAX,
+        |t: u64| t + 3 * SLOTS,
+        |t: u64| t + 1,
+        |t: u64| t - 2,
+    ] {
+        let seg = seg("hostile-ps-tail");
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        for seq in 0..3 {
+            tx.send(&message(seq)).unwrap();
+            let mut buf = [0u8; 256];
+            let len = sub.try_recv(&mut buf).unwrap();
+            assert_eq!(check(&buf[..len]), seq);
+        }
+        let subscriber = Guarded::start("a subscriber under a scribbled tail", move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match sub.recv(&mut buf) {
+                    // Whatever it is given passed the slot's checks (length, stamp).
+                    Ok(len) => assert!(len <= 256),
+                    Err(e) => return e,
+                }
+            }
+        });
+        let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+        until("the waiting subscriber", || {
+            sleepers.load(Ordering::SeqCst) as u32 != 0
+        });
+        let tail = seg.atomic_u64(TAIL).unwrap();
+        tail.store(value(tail.load(Ordering::SeqCst)), Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        drop(tx);
+        let e = subscriber.join();
+        assert!(
+            matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Disconnected),
+            "{e}"
+        );
+    }
+}
