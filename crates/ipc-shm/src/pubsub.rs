@@ -893,7 +893,9 @@ impl Readiness for Publisher {
         for i in 0..view.subscribers {
             let place = view.place(i);
             if state_of(place.side.owner.load(Ordering::Acquire)) == STATE_ATTACHED
-                && place.cursor.load(Ordering::Acquire) + view.slots <= self.tail
+                // (Read again since `has_room` checked it: saturating, as a peer may have
+                // scribbled it past any count meanwhile.)
+                && place.cursor.load(Ordering::Acquire).saturating_add(view.slots) <= self.tail
             {
                 watched &= self
                     .ready

@@ -1,14 +1,16 @@
 //! Hostile tests of publish-subscribe: a subscriber's cursor scribbled while the publisher
 //! waits for it with no deadline (then the subscriber killed, or reading on), the publisher's
-//! index scribbled while a subscriber waits with no deadline. Behaviour only: every wait is guarded by the
+//! index scribbled while a subscriber waits with no deadline, and a cursor flipping between a
+//! value behind and one past any count while the publisher arms its doorbell (a check then a
+//! second read: never an arithmetic overflow). Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
 //! and reaped by their handles, owned by the test's own thread.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
 use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, watchdog};
@@ -212,4 +214,50 @@ fn the_publisher_s_index_scribbled_under_a_subscriber_with_no_deadline_never_han
             "{e}"
         );
     }
+}
+
+#[test]
+fn a_cursor_flipping_under_an_arming_publisher_never_overflows() {
+    // A hostile subscriber place whose cursor flips between a value behind (the publisher
+    // must wait for it) and one near the top of the range, while the publisher arms its
+    // doorbell again and again: it checks the cursors, then looks at them again to choose
+    // whom to watch. Every arm ends cleanly (ready, or not yet); never a panic.
+    let seg = seg("hostile-ps-flip");
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let sub = Subscriber::open(seg.clone()).unwrap();
+    for seq in 0..SLOTS {
+        tx.send(&message(seq)).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (seg, stop) = (seg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let cursor = seg.atomic_u64(PLACES + CURSOR).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                cursor.store(0, Ordering::SeqCst);
+                cursor.store(u64::MAX - 2, Ordering::SeqCst);
+            }
+            cursor.store(0, Ordering::SeqCst);
+        })
+    };
+    let arms = Guarded::start("a publisher arming beside a flipping cursor", move || {
+        for _ in 0..20_000 {
+            tx.arm().unwrap();
+            tx.disarm();
+        }
+        tx
+    });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| arms.join()));
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    let mut tx = match result {
+        Ok(tx) => tx,
+        Err(p) => std::panic::resume_unwind(p),
+    };
+    // The cursor is back behind: the ring is full for that subscriber.
+    let e = tx
+        .send_deadline(&message(SLOTS), Deadline::Now)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    drop(sub);
 }
