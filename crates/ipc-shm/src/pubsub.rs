@@ -236,6 +236,11 @@ struct Place {
 }
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+
+/// The largest `tail` believed: no publisher counts that far (2^63 messages), and below it
+/// a cursor's `+ 1` and a publisher's next stamp never overflow; a larger one was scribbled.
+const MAX_TAIL: u64 = u64::MAX / 2;
+
 const KIND: Kind = Kind {
     magic: MAGIC,
     version: VERSION,
@@ -549,8 +554,9 @@ impl Publisher {
     /// free to this process). Does not block.
     ///
     /// Errors: [`ErrorKind::WrongType`] for a segment that is not a pub-sub (or another
-    /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header;
-    /// [`ErrorKind::AlreadyExists`] when a live publisher holds it; [`ErrorKind::Disconnected`]
+    /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header (a published
+    /// count no publisher reaches, 2^63, included); [`ErrorKind::AlreadyExists`] when a live
+    /// publisher holds it; [`ErrorKind::Disconnected`]
     /// when a publisher closed it or died with it open (make a new one).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Publisher> {
         let segment = segment.into();
@@ -583,6 +589,14 @@ impl Publisher {
             }
         }
         let tail = view.header().tail.load(Ordering::Acquire);
+        if tail > MAX_TAIL {
+            peer::detach(&view.header().publisher);
+            return Err(
+                Error::corrupted(format!("the published count {tail} is implausible"))
+                    .in_op("open publisher")
+                    .on_shared(&name),
+            );
+        }
         let joins = view.header().shared.joins.load(Ordering::Acquire);
         let watches = (0..view.subscribers).map(|_| Watch::default()).collect();
         let ready = Doorbell::new(offset_in(&segment, &view.header().shared.space));
@@ -1060,6 +1074,14 @@ impl Subscriber {
             )));
         };
         let place = view.place(index);
+        // Read before anything is written to the place, so a refusal leaves it free.
+        let tail = view.header().tail.load(Ordering::Acquire);
+        if tail > MAX_TAIL {
+            peer::detach(&place.side);
+            return Err(err(Error::corrupted(format!(
+                "the published count {tail} is implausible"
+            ))));
+        }
         let ready = Doorbell::new(offset_in(&segment, &view.header().publisher.wake));
         let mut sub = Subscriber {
             segment,
@@ -1080,7 +1102,6 @@ impl Subscriber {
             std::mem::forget(sub);
             return Ok(None);
         }
-        let tail = view.header().tail.load(Ordering::Acquire);
         let start = tail - tail.min(view.history);
         sub.cursor = start;
         place.cursor.store(start, Ordering::SeqCst);
@@ -1152,7 +1173,7 @@ impl Subscriber {
             if tail <= c {
                 return Ok(None);
             }
-            if tail - c > 1 << 48 {
+            if tail - c > 1 << 48 || tail > MAX_TAIL {
                 return Err(Error::corrupted(format!(
                     "the publisher's tail {tail} is implausibly far ahead of message {c}"
                 )));

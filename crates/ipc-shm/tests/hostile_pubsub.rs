@@ -2,7 +2,8 @@
 //! waits for it with no deadline (then the subscriber killed, or reading on), the publisher's
 //! index scribbled while a subscriber waits with no deadline, and a cursor flipping between a
 //! value behind and one past any count while the publisher arms its doorbell (a check then a
-//! second read: never an arithmetic overflow). Behaviour only: every wait is guarded by the
+//! second read: never an arithmetic overflow), and a published count at the top of the range
+//! when a subscriber or the publisher opens. Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
 //! and reaped by their handles, owned by the test's own thread.
 
@@ -260,4 +261,72 @@ fn a_cursor_flipping_under_an_arming_publisher_never_overflows() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
     drop(sub);
+}
+
+#[test]
+fn a_subscriber_joining_on_a_scribbled_index_is_refused_or_told_never_panics() {
+    // The publisher's index at the top of the range (no publisher ever counts that far) when a
+    // subscriber joins, with history or without: the join or the receives report it; the
+    // place is not left held.
+    for history in [0usize, 3] {
+        for value in [u64::MAX, u64::MAX - 1, 1 << 63] {
+            let seg = Arc::new(
+                PubSubOptions::new()
+                    .slots(SLOTS as usize)
+                    .max_message(256)
+                    .subscribers(1)
+                    .history(history)
+                    .policy(Policy::Block)
+                    .create_memfd("hostile-ps-join-tail")
+                    .unwrap(),
+            );
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            tx.send(&message(0)).unwrap();
+            seg.atomic_u64(TAIL).unwrap().store(value, Ordering::SeqCst);
+            let seg2 = seg.clone();
+            Guarded::start("a subscriber joining on a scribbled index", move || {
+                match Subscriber::open(seg2) {
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupted, "{value}: {e}"),
+                    Ok(mut sub) => {
+                        let mut buf = [0u8; 256];
+                        for _ in 0..3 {
+                            match sub.recv_timeout(&mut buf, Duration::from_millis(2)) {
+                                Ok(len) => assert!(len <= 256),
+                                Err(e) => assert!(
+                                    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::TimedOut),
+                                    "{value}: {e}"
+                                ),
+                            }
+                        }
+                    }
+                }
+            })
+            .join();
+            // The one place is free again (a refused join does not keep it).
+            seg.atomic_u64(TAIL).unwrap().store(1, Ordering::SeqCst);
+            drop(Subscriber::open(seg).unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_publisher_opening_on_a_scribbled_index_is_refused_and_leaves_its_place_free() {
+    for value in [u64::MAX, 1 << 63] {
+        let seg = seg("hostile-ps-open-tail");
+        seg.atomic_u64(TAIL).unwrap().store(value, Ordering::SeqCst);
+        let seg2 = seg.clone();
+        Guarded::start("a publisher opening on a scribbled index", move || {
+            let e = Publisher::open(seg2).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{value}: {e}");
+        })
+        .join();
+        // Put right, the place is free: a publisher opens and is heard.
+        seg.atomic_u64(TAIL).unwrap().store(0, Ordering::SeqCst);
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let mut sub = Subscriber::open(seg).unwrap();
+        tx.send(&message(0)).unwrap();
+        let mut buf = [0u8; 256];
+        let len = sub.try_recv(&mut buf).unwrap();
+        assert_eq!(check(&buf[..len]), 0);
+    }
 }
