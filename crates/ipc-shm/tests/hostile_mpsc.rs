@@ -2,8 +2,10 @@
 //! streams of large messages (which go back to their ring's start) and replaced in the very
 //! place they held, the state a producer killed at every step of a jump back leaves (written
 //! into the ring by hand, as the dead producer would have), a consumer killed while producers
-//! are blocked on full rings, and the consumer's index or the records at its head scribbled
-//! while the other side waits with no deadline. Behaviour only: every wait is guarded by the
+//! are blocked on full rings, the consumer's index or the records at its head scribbled
+//! while the other side waits with no deadline, a free place's tail scribbled before a join,
+//! the consumer's turns with one producer always jumping back, and every hint (tail, writing
+//! mark, sleeping flags) scribbled throughout a stream on one CPU. Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
 //! and reaped by their handles, owned by the test's own thread, even when it fails.
 
@@ -660,4 +662,83 @@ fn a_producer_always_going_back_to_its_start_gets_no_more_turns_than_the_others(
     // It did go back to the start: every other message (at 0 and 20 KiB on, then back),
     // where walking the ring would come back there every 6th.
     assert!(starts >= 300 / 2, "{starts} of 300 at the start");
+}
+
+#[test]
+fn hints_scribbled_throughout_a_stream_on_one_cpu_slow_it_but_never_hang_it() {
+    // A producer and its consumer on one CPU (the producer's wake-ups deferred until its ring
+    // drains, decided by its `tail`), while a hostile thread keeps overwriting every hint the
+    // two read from each other: the ring's `tail`, the producer's writing mark and sleeping
+    // flag, the consumer's sleeping flag. None is an index or a length: each message still
+    // arrives, whole and in order, with no deadline on either side (slower: a wake-up lost to
+    // a flag taken down ends with the sleeper's slice).
+    let seg = seg("hostile-mpsc-hints", 1);
+    let cpu = cpu::first_cpu();
+    let count = 3000u64;
+    let consumer = {
+        let seg = seg.clone();
+        Guarded::start("a consumer beside scribbled hints", move || {
+            cpu::pin(cpu);
+            let mut rx = MpscConsumer::open(seg).unwrap();
+            let mut buf = vec![0u8; 2000];
+            for seq in 0..count {
+                let (_, len) = rx.recv_from_deadline(&mut buf, Deadline::Never).unwrap();
+                assert_eq!(check(&buf[..len]), (0, seq));
+            }
+            rx
+        })
+    };
+    // The consumer opens first (else the producer could find no one there yet).
+    let end = Instant::now() + watchdog();
+    while word(&seg, 128).load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < end, "the consumer never opened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (joined, has_joined) = std::sync::mpsc::channel();
+    let producer = {
+        let seg = seg.clone();
+        Guarded::start("a producer beside scribbled hints", move || {
+            cpu::pin(cpu);
+            let mut tx = MpscProducer::open(seg).unwrap();
+            joined.send(()).unwrap();
+            for seq in 0..count {
+                tx.send(&large(0, seq, 100 + (seq as usize * 37) % 1800))
+                    .unwrap();
+            }
+            tx
+        })
+    };
+    // Both joined (the tail is read at a join, and validated): now the hints go wild.
+    has_joined.recv_timeout(watchdog()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scribbler = {
+        let (seg, stop) = (seg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng::new("hostile-mpsc-hints");
+            let words = [
+                PLACES + TAIL,
+                PLACES + 384 + 64,
+                PLACES + TX_SLEEPING,
+                RX_SLEEPING,
+            ];
+            while !stop.load(Ordering::Relaxed) {
+                let w = words[rng.below(words.len() as u64) as usize];
+                let v = match rng.below(3) {
+                    0 => 0,
+                    1 => 1,
+                    _ => rng.next_u64() as u32,
+                };
+                word(&seg, w).store(v, Ordering::SeqCst);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let tx = producer.join();
+        let rx = consumer.join();
+        (tx, rx)
+    }));
+    stop.store(true, Ordering::Relaxed);
+    scribbler.join().unwrap();
+    drop(result.unwrap_or_else(|p| std::panic::resume_unwind(p)));
 }
