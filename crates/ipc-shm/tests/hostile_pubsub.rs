@@ -3,7 +3,8 @@
 //! index scribbled while a subscriber waits with no deadline, and a cursor flipping between a
 //! value behind and one past any count while the publisher arms its doorbell (a check then a
 //! second read: never an arithmetic overflow), and a published count at the top of the range
-//! when a subscriber or the publisher opens. Behaviour only: every wait is guarded by the
+//! when a subscriber or the publisher opens, and a subscriber killed while the publisher
+//! hands its CPU over. Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
 //! and reaped by their handles, owned by the test's own thread.
 
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
 use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
-use ipc_testkit::{Ctx, roles, spawn, watchdog};
+use ipc_testkit::{Ctx, Rng, roles, spawn, watchdog};
+
+mod cpu;
 
 /// The publisher's sleeping flag: its Side's owner word (8 bytes), CPU (4), then the flag.
 const PUBLISHER_SLEEPING: usize = PUBLISHER + 12;
@@ -95,7 +98,20 @@ fn take_and_park(ctx: &Ctx) {
     ctx.park("took");
 }
 
-roles!(take_and_park);
+/// Child: pinned to the first CPU it may use, subscribe and read forever (killed at some
+/// point mid-stream).
+fn read_pinned_forever(ctx: &Ctx) {
+    cpu::pin(cpu::first_cpu());
+    let mut sub = Subscriber::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.checkpoint("joined");
+    let mut buf = vec![0u8; 2000];
+    loop {
+        let len = sub.recv_timeout(&mut buf, watchdog()).unwrap();
+        check(&buf[..len]);
+    }
+}
+
+roles!(take_and_park, read_pinned_forever);
 
 #[test]
 fn a_publisher_blocked_with_no_deadline_outlives_a_scribbled_cursor_and_a_killed_subscriber() {
@@ -328,5 +344,64 @@ fn a_publisher_opening_on_a_scribbled_index_is_refused_and_leaves_its_place_free
         let mut buf = [0u8; 256];
         let len = sub.try_recv(&mut buf).unwrap();
         assert_eq!(check(&buf[..len]), 0);
+    }
+}
+
+#[test]
+fn a_subscriber_killed_while_the_publisher_hands_its_cpu_over_never_stalls_it() {
+    // Publisher and subscribers all pinned to one CPU on a ring of just over 2 MiB (8 slots
+    // of 256 KiB), so a blocking publish half a ring ahead yields the CPU to them; one
+    // subscriber, a process, is killed at a random moment of the stream. The publisher, with
+    // no deadline, goes on past it; the live subscriber sees every message, in order.
+    let mut rng = Rng::new("hostile-ps-handover");
+    for _ in 0..4 {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256 << 10)
+                .subscribers(4)
+                .policy(Policy::Block)
+                .create_memfd("hostile-ps-handover")
+                .unwrap(),
+        );
+        let cpu = cpu::first_cpu();
+        let count = 20_000u64;
+        let mut child = spawn("read_pinned_forever")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        child.wait_checkpoint("joined");
+        let (joined, has_joined) = std::sync::mpsc::channel();
+        let live = {
+            let seg = seg.clone();
+            Guarded::start("a live subscriber beside a killed one", move || {
+                cpu::pin(cpu);
+                let mut sub = Subscriber::open(seg).unwrap();
+                joined.send(()).unwrap();
+                let mut buf = vec![0u8; 2000];
+                for seq in 0..count {
+                    let len = sub.recv(&mut buf).unwrap();
+                    assert_eq!(check(&buf[..len]), seq);
+                }
+                assert_eq!(sub.missed(), 0);
+            })
+        };
+        has_joined.recv_timeout(watchdog()).unwrap();
+        let publisher = Guarded::start("a publisher handing over to a killed subscriber", {
+            let seg = seg.clone();
+            move || {
+                cpu::pin(cpu);
+                let mut tx = Publisher::open(seg).unwrap();
+                for seq in 0..count {
+                    tx.send(&message(seq)).unwrap();
+                }
+                tx.handovers()
+            }
+        });
+        std::thread::sleep(Duration::from_micros(rng.below(5_000)));
+        assert!(child.kill_and_wait().killed());
+        let handovers = publisher.join();
+        live.join();
+        // The hand-over was in play (every end on one CPU, half a ring ahead).
+        assert!(handovers > 0, "no hand-over");
     }
 }
