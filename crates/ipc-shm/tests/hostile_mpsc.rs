@@ -9,7 +9,9 @@
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
 //! and reaped by their handles, owned by the test's own thread, even when it fails.
 
+mod common;
 mod cpu;
+use common::{Guarded, check_large as check, large, until};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,6 +39,11 @@ const RX_SLEEPING: usize = 128 + 12;
 const KIND_MESSAGE: u32 = 4;
 const KIND_PADDING: u32 = 5;
 
+/// Waits (watchdog-bounded) until the flag at `offset` is up: the side it belongs to sleeps.
+fn until_up(seg: &Segment, offset: usize, what: &str) {
+    until(what, || word(seg, offset).load(Ordering::SeqCst) != 0);
+}
+
 fn seg(what: &str, producers: usize) -> Arc<Segment> {
     Arc::new(
         MpscOptions::new()
@@ -45,28 +52,6 @@ fn seg(what: &str, producers: usize) -> Arc<Segment> {
             .create_memfd(what)
             .unwrap(),
     )
-}
-
-/// Message `seq` of producer `who`, `len` bytes (at least 12): both numbers, then bytes
-/// derived from them.
-fn large(who: u32, seq: u64, len: usize) -> Vec<u8> {
-    let mut v = who.to_le_bytes().to_vec();
-    v.extend(seq.to_le_bytes());
-    v.extend((12..len).map(|i| (seq as usize ^ (i * 31) ^ who as usize) as u8));
-    v
-}
-
-/// (producer, seq) of a message, after checking every byte of it.
-fn check(got: &[u8]) -> (u32, u64) {
-    assert!(got.len() >= 12, "a message of {} bytes", got.len());
-    let who = u32::from_le_bytes(got[..4].try_into().unwrap());
-    let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
-    assert!(
-        got == &large(who, seq, got.len())[..],
-        "message {seq} of {who} ({} bytes) torn or damaged",
-        got.len()
-    );
-    (who, seq)
 }
 
 /// The length of message `seq` in the streams: 8 to 56 KiB, so some go back to the ring's
@@ -78,41 +63,6 @@ fn stream_len(seq: u64) -> usize {
 /// A word of the segment.
 fn word(seg: &Segment, offset: usize) -> &std::sync::atomic::AtomicU32 {
     seg.atomic_u32(offset).unwrap()
-}
-
-/// Runs `f` on a thread of its own; [`Guarded::join`] fails the test if it has not finished
-/// within the watchdog. The caller's thread keeps owning the children, so a failure (or a
-/// hang) still kills and reaps them as the test unwinds.
-struct Guarded<T> {
-    what: &'static str,
-    rx: std::sync::mpsc::Receiver<std::thread::Result<T>>,
-}
-
-impl<T: Send + 'static> Guarded<T> {
-    fn start(what: &'static str, f: impl FnOnce() -> T + Send + 'static) -> Guarded<T> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        });
-        Guarded { what, rx }
-    }
-
-    fn join(self) -> T {
-        match self.rx.recv_timeout(watchdog()) {
-            Ok(Ok(v)) => v,
-            Ok(Err(p)) => std::panic::resume_unwind(p),
-            Err(_) => panic!("watchdog: {} did not finish (a hang)", self.what),
-        }
-    }
-}
-
-/// Waits (watchdog-bounded) until `flag` is up: the side it belongs to sleeps on its wait.
-fn until_up(seg: &Segment, offset: usize, what: &str) {
-    let end = Instant::now() + watchdog();
-    while word(seg, offset).load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < end, "{what} never went to sleep");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Child: join as producer `who` and stream messages of [`stream_len`] forever (killed at

@@ -10,14 +10,26 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
 use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL};
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, Rng, roles, spawn, watchdog};
 
+mod common;
 mod cpu;
+use common::{Guarded, until};
+
+/// Message `seq` of the publisher (the pattern tests' messages, sender 0).
+fn message(seq: u64) -> Vec<u8> {
+    common::message(0, seq)
+}
+
+/// The sequence number of a message, after checking all of it.
+fn check(got: &[u8]) -> u64 {
+    common::check(got).1
+}
 
 /// The publisher's sleeping flag: its Side's owner word (8 bytes), CPU (4), then the flag.
 const PUBLISHER_SLEEPING: usize = PUBLISHER + 12;
@@ -33,56 +45,6 @@ fn seg(what: &str) -> Arc<Segment> {
             .create_memfd(what)
             .unwrap(),
     )
-}
-
-/// Message `seq`: its number, then bytes derived from it; length varies with it.
-fn message(seq: u64) -> Vec<u8> {
-    let len = 8 + (seq as usize * 13) % 200;
-    let mut v = seq.to_le_bytes().to_vec();
-    v.extend((8..len).map(|i| (seq as usize + i) as u8));
-    v
-}
-
-/// The sequence number of a message, after checking all of it.
-fn check(got: &[u8]) -> u64 {
-    assert!(got.len() >= 8, "a message of {} bytes", got.len());
-    let seq = u64::from_le_bytes(got[..8].try_into().unwrap());
-    assert_eq!(got, &message(seq)[..], "message {seq} damaged");
-    seq
-}
-
-/// Runs `f` on a thread of its own; [`Guarded::join`] fails the test if it has not finished
-/// within the watchdog, while the caller's thread keeps owning the children.
-struct Guarded<T> {
-    what: &'static str,
-    rx: std::sync::mpsc::Receiver<std::thread::Result<T>>,
-}
-
-impl<T: Send + 'static> Guarded<T> {
-    fn start(what: &'static str, f: impl FnOnce() -> T + Send + 'static) -> Guarded<T> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        });
-        Guarded { what, rx }
-    }
-
-    fn join(self) -> T {
-        match self.rx.recv_timeout(watchdog()) {
-            Ok(Ok(v)) => v,
-            Ok(Err(p)) => std::panic::resume_unwind(p),
-            Err(_) => panic!("watchdog: {} did not finish (a hang)", self.what),
-        }
-    }
-}
-
-/// Waits (watchdog-bounded) until `up` says the waiter is asleep.
-fn until(what: &str, up: impl Fn() -> bool) {
-    let end = Instant::now() + watchdog();
-    while !up() {
-        assert!(Instant::now() < end, "{what} never went to sleep");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Child: subscribe, take `n` messages (checked, in order), and park to be killed.
