@@ -61,7 +61,8 @@
 //!
 //! Every word a peer can write is read once into a local and validated before use: slot
 //! indices are taken modulo `N` of the validated header (kept locally), lengths are checked
-//! against the slot's payload size, cursors against `tail`, owner words decoded as the
+//! against the slot's payload size, cursors against `tail`, `tail` against 2^63 (a count no
+//! publisher reaches, and below which no `+ 1` overflows), owner words decoded as the
 //! channel's are. Anything inconsistent is [`ErrorKind::Corrupted`], never a hang, a panic or an
 //! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
 //! validate what you parse from them.
