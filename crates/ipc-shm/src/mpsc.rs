@@ -371,6 +371,21 @@ impl View {
                 )
             }
             .map_err(|e| Error::corrupted(format!("producer place {i}: {e}")))?;
+            // Every place was made with the segment's shape: a ring saying otherwise (each
+            // shape valid on its own) was scribbled, and a message the segment allows might
+            // not fit it, or fail its checks.
+            let (capacity, max) = (
+                m.capacity.load(Ordering::Relaxed) as usize,
+                m.max_message.load(Ordering::Relaxed) as usize,
+            );
+            if (r.capacity(), r.max_message()) != (capacity, max) {
+                return Err(Error::corrupted(format!(
+                    "producer place {i}: a ring of {} bytes for messages up to {}, in a segment \
+                     of rings of {capacity} for messages up to {max}",
+                    r.capacity(),
+                    r.max_message()
+                )));
+            }
             rings.push(r);
         }
         let max_message = rings[0].max_message();

@@ -3,7 +3,8 @@
 //! place they held, the state a producer killed at every step of a jump back leaves (written
 //! into the ring by hand, as the dead producer would have), a consumer killed while producers
 //! are blocked on full rings, the consumer's index or the records at its head scribbled
-//! while the other side waits with no deadline, a free place's tail scribbled before a join,
+//! while the other side waits with no deadline, a free place's tail or a place's ring shape
+//! scribbled before an open,
 //! the consumer's turns with one producer always jumping back, and every hint (tail, writing
 //! mark, sleeping flags) scribbled throughout a stream on one CPU. Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
@@ -691,4 +692,30 @@ fn hints_scribbled_throughout_a_stream_on_one_cpu_slow_it_but_never_hang_it() {
     stop.store(true, Ordering::Relaxed);
     scribbler.join().unwrap();
     drop(result.unwrap_or_else(|p| std::panic::resume_unwind(p)));
+}
+
+#[test]
+fn a_place_whose_ring_shape_was_scribbled_is_refused_at_open() {
+    // Every place's ring is made with the segment's capacity and maximum message; one whose
+    // own header says otherwise (a smaller ring, a smaller maximum, each valid on its own)
+    // was scribbled. Taken as it says, a message the segment allows would not fit that ring
+    // (a send waiting forever for room that can never be) or fail its ring's checks.
+    // Ring header: capacity at +16, max message at +20, bytes in flight at +24.
+    for (capacity, max, limit) in [
+        (64u32, 24u32, 56u32),
+        (CAPACITY as u32, 1000, CAPACITY as u32),
+    ] {
+        let seg = seg("hostile-mpsc-shape", 2);
+        let place1 = PLACES + STRIDE;
+        word(&seg, place1 + 16).store(capacity, Ordering::SeqCst);
+        word(&seg, place1 + 20).store(max, Ordering::SeqCst);
+        word(&seg, place1 + 24).store(limit, Ordering::SeqCst);
+        Guarded::start("ends opening on a scribbled ring shape", move || {
+            let e = MpscConsumer::open(seg.clone()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{capacity}/{max}: {e}");
+            let e = MpscProducer::open(seg).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{capacity}/{max}: {e}");
+        })
+        .join();
+    }
 }
