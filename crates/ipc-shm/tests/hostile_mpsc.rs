@@ -4,11 +4,11 @@
 //! into the ring by hand, as the dead producer would have), a consumer killed while producers
 //! are blocked on full rings, the consumer's index or the records at its head scribbled
 //! while the other side waits with no deadline, a free place's tail or a place's ring shape
-//! scribbled before an open,
-//! the consumer's turns with one producer always jumping back, and every hint (tail, writing
-//! mark, sleeping flags) scribbled throughout a stream on one CPU. Behaviour only: every wait is guarded by the
-//! watchdog (a hang fails the test), never timed; segments are memfds and children are killed
-//! and reaped by their handles, owned by the test's own thread, even when it fails.
+//! scribbled before an open, the consumer's turns with one producer always jumping back, and
+//! every hint (tail, writing mark, sleeping flags) scribbled throughout a stream on one CPU.
+//! Behaviour only: every wait is guarded by the watchdog (a hang fails the test), never
+//! timed; segments are memfds and children are killed and reaped by their handles, owned by
+//! the test's own thread, even when it fails.
 
 mod common;
 mod cpu;
