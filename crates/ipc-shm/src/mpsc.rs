@@ -32,7 +32,9 @@
 //! # Joining and leaving
 //!
 //! A producer claims a free place with one compare-and-swap of its owner word (the channel's
-//! format, `peer.rs`), carries on from the ring's tail, and is attached; leaving closes the
+//! format, `peer.rs`), carries on from the ring's tail (which a free place has at the
+//! consumer's index: any other tail was scribbled, and is `Corrupted`), and is attached;
+//! leaving closes the
 //! word (one store). The consumer drains a closed place, or one whose process died (pidfd and
 //! start time) at any step, then gives it back: it sets the ring's tail to its own head (a
 //! producer killed between its commit and its tail store leaves the tail behind what was
@@ -369,6 +371,21 @@ impl View {
                 )
             }
             .map_err(|e| Error::corrupted(format!("producer place {i}: {e}")))?;
+            // Every place was made with the segment's shape: a ring saying otherwise (each
+            // shape valid on its own) was scribbled, and a message the segment allows might
+            // not fit it, or fail its checks.
+            let (capacity, max) = (
+                m.capacity.load(Ordering::Relaxed) as usize,
+                m.max_message.load(Ordering::Relaxed) as usize,
+            );
+            if (r.capacity(), r.max_message()) != (capacity, max) {
+                return Err(Error::corrupted(format!(
+                    "producer place {i}: a ring of {} bytes for messages up to {}, in a segment \
+                     of rings of {capacity} for messages up to {max}",
+                    r.capacity(),
+                    r.max_message()
+                )));
+            }
             rings.push(r);
         }
         let max_message = rings[0].max_message();
@@ -413,8 +430,9 @@ impl MpscProducer {
     /// on from that ring's tail. Does not block.
     ///
     /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] for a segment that is not a
-    /// valid MPSC; [`ErrorKind::AlreadyExists`] when every place is held (or still being
-    /// drained by the consumer after its producer left).
+    /// valid MPSC, or a free place whose ring's tail is not at the consumer's index;
+    /// [`ErrorKind::AlreadyExists`] when every place is held (or still being drained by the
+    /// consumer after its producer left).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscProducer> {
         MpscProducer::join(segment.into(), AttachStep::Attached)
             .map(|p| p.expect("a full join returns the producer"))
@@ -464,7 +482,25 @@ impl MpscProducer {
         if stop == AttachStep::Prepared {
             return Ok(None);
         }
-        let producer = match Producer::new(ring) {
+        // A place is free only once drained (the consumer gives it back with the tail at its
+        // head; a fresh one has both at 0), so a joiner finds them equal: any other tail was
+        // scribbled, and carrying on from it would put every message where the consumer never
+        // looks, both ends then waiting on each other forever.
+        let found = (
+            ring.header().tail.load(Ordering::Acquire),
+            ring.header().head.load(Ordering::Acquire),
+        );
+        let producer = match Producer::new(ring).and_then(|p| {
+            if found.0 == found.1 {
+                Ok(p)
+            } else {
+                Err(Error::corrupted(format!(
+                    "producer place {index}: tail {} is not at the consumer's index {} in a \
+                     free place",
+                    found.0, found.1
+                )))
+            }
+        }) {
             Ok(p) => p,
             Err(e) => {
                 peer::detach(side);

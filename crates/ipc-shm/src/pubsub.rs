@@ -61,7 +61,8 @@
 //!
 //! Every word a peer can write is read once into a local and validated before use: slot
 //! indices are taken modulo `N` of the validated header (kept locally), lengths are checked
-//! against the slot's payload size, cursors against `tail`, owner words decoded as the
+//! against the slot's payload size, cursors against `tail`, `tail` against 2^63 (a count no
+//! publisher reaches, and below which no `+ 1` overflows), owner words decoded as the
 //! channel's are. Anything inconsistent is [`ErrorKind::Corrupted`], never a hang, a panic or an
 //! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
 //! validate what you parse from them.
@@ -236,6 +237,11 @@ struct Place {
 }
 
 const HEADER_SIZE: usize = std::mem::size_of::<Header>();
+
+/// The largest `tail` believed: no publisher counts that far (2^63 messages), and below it
+/// a cursor's `+ 1` and a publisher's next stamp never overflow; a larger one was scribbled.
+const MAX_TAIL: u64 = u64::MAX / 2;
+
 const KIND: Kind = Kind {
     magic: MAGIC,
     version: VERSION,
@@ -549,8 +555,9 @@ impl Publisher {
     /// free to this process). Does not block.
     ///
     /// Errors: [`ErrorKind::WrongType`] for a segment that is not a pub-sub (or another
-    /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header;
-    /// [`ErrorKind::AlreadyExists`] when a live publisher holds it; [`ErrorKind::Disconnected`]
+    /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header (a published
+    /// count no publisher reaches, 2^63, included); [`ErrorKind::AlreadyExists`] when a live
+    /// publisher holds it; [`ErrorKind::Disconnected`]
     /// when a publisher closed it or died with it open (make a new one).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Publisher> {
         let segment = segment.into();
@@ -583,6 +590,14 @@ impl Publisher {
             }
         }
         let tail = view.header().tail.load(Ordering::Acquire);
+        if tail > MAX_TAIL {
+            peer::detach(&view.header().publisher);
+            return Err(
+                Error::corrupted(format!("the published count {tail} is implausible"))
+                    .in_op("open publisher")
+                    .on_shared(&name),
+            );
+        }
         let joins = view.header().shared.joins.load(Ordering::Acquire);
         let watches = (0..view.subscribers).map(|_| Watch::default()).collect();
         let ready = Doorbell::new(offset_in(&segment, &view.header().shared.space));
@@ -893,7 +908,9 @@ impl Readiness for Publisher {
         for i in 0..view.subscribers {
             let place = view.place(i);
             if state_of(place.side.owner.load(Ordering::Acquire)) == STATE_ATTACHED
-                && place.cursor.load(Ordering::Acquire) + view.slots <= self.tail
+                // (Read again since `has_room` checked it: saturating, as a peer may have
+                // scribbled it past any count meanwhile.)
+                && place.cursor.load(Ordering::Acquire).saturating_add(view.slots) <= self.tail
             {
                 watched &= self
                     .ready
@@ -1058,6 +1075,14 @@ impl Subscriber {
             )));
         };
         let place = view.place(index);
+        // Read before anything is written to the place, so a refusal leaves it free.
+        let tail = view.header().tail.load(Ordering::Acquire);
+        if tail > MAX_TAIL {
+            peer::detach(&place.side);
+            return Err(err(Error::corrupted(format!(
+                "the published count {tail} is implausible"
+            ))));
+        }
         let ready = Doorbell::new(offset_in(&segment, &view.header().publisher.wake));
         let mut sub = Subscriber {
             segment,
@@ -1078,7 +1103,6 @@ impl Subscriber {
             std::mem::forget(sub);
             return Ok(None);
         }
-        let tail = view.header().tail.load(Ordering::Acquire);
         let start = tail - tail.min(view.history);
         sub.cursor = start;
         place.cursor.store(start, Ordering::SeqCst);
@@ -1150,7 +1174,7 @@ impl Subscriber {
             if tail <= c {
                 return Ok(None);
             }
-            if tail - c > 1 << 48 {
+            if tail - c > 1 << 48 || tail > MAX_TAIL {
                 return Err(Error::corrupted(format!(
                     "the publisher's tail {tail} is implausibly far ahead of message {c}"
                 )));

@@ -6,7 +6,9 @@
 //! large messages never tear one. Observed through the addresses of messages received in
 //! place, never timed.
 
+mod common;
 mod cpu;
+use common::{check_large as check, large};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -34,25 +36,6 @@ fn seg(what: &str, producers: usize) -> Arc<Segment> {
             .create_memfd(what)
             .unwrap(),
     )
-}
-
-/// Message `seq` of producer `who`, `len` bytes: both numbers, then bytes derived from them.
-fn large(who: u32, seq: u64, len: usize) -> Vec<u8> {
-    let mut v = who.to_le_bytes().to_vec();
-    v.extend(seq.to_le_bytes());
-    v.extend((12..len).map(|i| (seq as usize ^ (i * 31) ^ who as usize) as u8));
-    v
-}
-
-/// (producer, seq) of a message, after checking every byte of it.
-fn check(got: &[u8]) -> (u32, u64) {
-    let who = u32::from_le_bytes(got[..4].try_into().unwrap());
-    let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
-    assert!(
-        got == &large(who, seq, got.len())[..],
-        "message {seq} of {who} damaged"
-    );
-    (who, seq)
 }
 
 /// A consumer and a producer on a fresh segment of one place, if this thread is not pinned
