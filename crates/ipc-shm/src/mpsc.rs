@@ -70,9 +70,10 @@
 //! written; never on a CPU a producer it waits for is pinned to (it sleeps at once there, as
 //! before), never after a first sleep, and a receive that does not wait does not even look
 //! at the marks. The mark is a hint only (never an index or a length):
-//! a mark that stays up through a whole extension without a message (scribbled, or its
-//! producer stopped or killed mid-copy) is noted stale and ignored until it changes, so it
-//! costs one extension; a killed producer's place is then found dead after the first sleep
+//! a mark that stays up through an extension without a message (scribbled, or its producer
+//! stopped or killed mid-copy), whether the extension ran its course or a busy task on the
+//! consumer's CPU cut it short, is noted stale and ignored until it changes, so it costs one
+//! extension at most; a killed producer's place is then found dead after the first sleep
 //! slice, as before. [`MpscConsumer::sleeps`] and [`MpscConsumer::kept_spinning`] count both.
 //!
 //! The consumer wakes a producer blocked in `send` as it gives room back, except one pinned
@@ -805,8 +806,8 @@ pub struct MpscConsumer {
     /// deferred wake-ups.
     cpu: u32,
     /// Per place: the writing mark seen when a wait last kept spinning for marks, and the
-    /// mark found stale (up through a whole [`MARK_SPIN`] without a message), ignored until
-    /// it changes.
+    /// mark found stale (up through an extension, [`MARK_SPIN`] or cut short by a busy task,
+    /// without a message), ignored until it changes.
     marks: Vec<u32>,
     stale: Vec<u32>,
     /// Waits that slept, and waits that kept spinning for a writing mark ([`MpscConsumer::sleeps`]).
@@ -1061,11 +1062,18 @@ impl MpscConsumer {
                         marked = Some(std::time::Instant::now());
                         self.kept_spinning += 1;
                     }
-                    Some(at) if at.elapsed() >= MARK_SPIN => {
-                        self.note_stale();
+                    // The extension ended without a message: through the whole of it, or cut
+                    // short by a busy task on this CPU (the phase ends, and this wait sleeps
+                    // all the same). Either way the marks it began with are stale from now
+                    // on, so a mark costs one extension at most, also on a loaded machine;
+                    // one cut short by the wait's own deadline is not judged.
+                    Some(at) => {
+                        if at.elapsed() >= MARK_SPIN || !deadline.has_passed() {
+                            self.note_stale();
+                        }
                         break;
                     }
-                    _ => break,
+                    None => break,
                 }
             }
             if deadline.has_passed() {
