@@ -223,9 +223,13 @@ fn a_waiter_beside_a_busy_task_stops_yielding_to_it() {
         move || Subscriber::open(seg).unwrap(),
         receive,
     );
+    // Counted by the waits that skipped their yield: the waits that gave the CPU up
+    // (involuntary switches) also count preemptions by other busy tasks of the machine, which
+    // no rule of the waiter can prevent.
     assert!(
-        gave <= WAITS / 2 && skipped >= u64::from(WAITS / 2),
-        "yielded to a task that never pauses in {gave} of {WAITS} waits, skipped {skipped}"
+        skipped >= u64::from(WAITS / 2),
+        "yielded to a task that never pauses: skipped yielding in {skipped} of {WAITS} waits \
+         (gave the CPU up in {gave})"
     );
     drop(tx);
 }
