@@ -1,28 +1,6 @@
 //! The message channel in a segment: [`ChannelOptions`] lays it out, [`Sender`] and
 //! [`Receiver`] are its two ends (copying [`MessageSender`]/[`MessageReceiver`], plus zero-copy
 //! [`SendLoan`] and [`RecvGuard`]), and the adaptive waiting that makes them block.
-//!
-//! # Where the sender writes
-//!
-//! A ring's records go one after the other, so a sender would walk its whole ring (16 MiB in
-//! the benchmark's ring for 1 MiB messages) even while the receiver keeps up, and copy every
-//! message into memory its core's caches lost long ago. A sender of a message of 16 KiB or
-//! more whose receiver is not pinned to its CPU therefore goes back to the start of the ring
-//! as soon as the record fits there over bytes the receiver has had back, with an eighth of
-//! the ring still free after it: a padding record to the end, as at any wrap, then the
-//! message at the start (`Producer::reserve_rewinding`, shared with the MPSC producers,
-//! `mpsc.rs` "Where a producer writes"). A stream the receiver keeps up with then stays in
-//! the first part of the ring (three places of 64 KiB in a 1 MiB ring, where it used all 15),
-//! the memory the receiver has just read. The cost: one load of the receiver's index per
-//! large message, and a receiver that stops taking right after such a jump leaves its sender
-//! an eighth of the ring (at least) instead of all of it until it passes the padding. A ring
-//! sized by messages ([`ChannelOptions::messages`]) keeps room for all but one of its `n`
-//! largest messages instead, so it still holds `n` wherever a jump left it (it jumps only
-//! over a padding shorter than two of its largest records). On the receiver's CPU the whole ring is a
-//! batch (the receiver drains it only when the sender gives the CPU up), so a sender pinned
-//! there walks it as before; and so do messages under 16 KiB. The records are the ring's own
-//! (a padding, then a message), so validation, a sender killed at any step and one that opens
-//! the channel later are as at any wrap.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -811,25 +789,6 @@ pub struct Sender {
     peer_owner: u64,
     /// The length of the last message that found no room: what [`Readiness::arm`] waits for.
     wanted: usize,
-    /// The bytes kept free when a large message goes back to the ring's start
-    /// ([`rewind_keep`]).
-    keep: usize,
-}
-
-/// The bytes a sender keeps free after a large message it puts back at the ring's start
-/// (module docs, "Where the sender writes"): an eighth of the ring, and in a ring sized by
-/// messages ([`ChannelOptions::messages`]: its limit is `n + 1` records of the largest size,
-/// less 8) room for `n - 1` more of them, so that the padding the jump leaves never takes
-/// one of its `n` messages away.
-fn rewind_keep(ring: &Ring) -> usize {
-    let eighth = ring.capacity() / ring::REWIND_KEEP;
-    let rec = ring::record_size(ring.max_message());
-    let sized = ring.limit().saturating_add(ring::RECORD_HEADER);
-    if sized % rec != 0 {
-        return eighth;
-    }
-    let n = sized / rec - 1;
-    eighth.max(n.saturating_sub(1).saturating_mul(rec))
 }
 
 impl Sender {
@@ -867,11 +826,10 @@ impl Sender {
         tracing::trace!(segment = %end.segment.kind(), "opened channel sender");
         Ok(Sender {
             end,
+            producer,
             sends_since_check: CHECK_EVERY,
             peer_owner: u64::MAX,
             wanted: 0,
-            keep: rewind_keep(producer.ring()),
-            producer,
         })
     }
 
@@ -946,16 +904,11 @@ impl Sender {
     /// and not closed, no periodic check due, room by the cached consumer index. Changes
     /// nothing unless it reserves (then it counts the send as `receiver_gone` would); `None`
     /// sends the caller down `reserve`, which does every check again and reports.
-    /// A large message that could go back to the ring's start goes down `reserve` too (one
-    /// more compare for the others).
     #[inline]
     fn reserve_fast(&mut self, len: usize) -> Option<Reservation> {
         if self.end.corrupted.is_some()
             || len > self.producer.ring().max_message()
             || self.sends_since_check + 1 >= CHECK_EVERY
-            || self
-                .rewind(len)
-                .is_some_and(|keep| self.producer.may_rewind(len, keep))
         {
             return None;
         }
@@ -976,16 +929,6 @@ impl Sender {
         self.reserve(len, deadline)
     }
 
-    /// The bytes to keep free if a message of `len` bytes goes back to the ring's start
-    /// (module docs, "Where the sender writes"): `None` for a message under
-    /// [`ring::REWIND_MIN`], or a receiver pinned to this sender's CPU (there the whole
-    /// ring is a batch: the receiver drains it only when the sender gives the CPU up).
-    #[inline]
-    fn rewind(&self, len: usize) -> Option<usize> {
-        (len >= ring::REWIND_MIN && !self.end.same_cpu(&self.producer.ring().header().rx))
-            .then_some(self.keep)
-    }
-
     fn reserve(&mut self, len: usize, deadline: Deadline) -> Result<Reservation> {
         self.end.check()?;
         let max = self.producer.ring().max_message();
@@ -1003,8 +946,7 @@ impl Sender {
             }
             Err(e) => return Err(self.end.fail(e)),
         }
-        let keep = self.rewind(len);
-        match self.producer.reserve_rewinding(len, keep) {
+        match self.producer.reserve(len) {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => self.wanted = len,
             Err(e) => return Err(self.end.fail(e)),
@@ -1017,7 +959,7 @@ impl Sender {
             ring::RX_WAKE,
             Blocked::Full,
             deadline,
-            || producer.reserve_rewinding(len, keep),
+            || producer.reserve(len),
         );
         waited.map_err(|e| {
             if e.kind() == ErrorKind::Disconnected {

@@ -162,6 +162,15 @@ const MAX_PRODUCERS: usize = 1024;
 /// wait.
 const MARK_MIN: usize = 16 << 10;
 
+/// Messages from this size on go back to the start of their producer's ring when the consumer
+/// has had back everything there (`# Where a producer writes`): a message this large pays
+/// the extra load of the consumer's index on its way.
+const REWIND_MIN: usize = 16 << 10;
+
+/// The part of its ring (a divisor) a producer keeps free when it goes back to the start:
+/// room for its next messages before the consumer has passed the padding.
+const REWIND_KEEP: usize = 8;
+
 /// How long past its spin budget the consumer keeps looking, once per wait, while a producer
 /// on another CPU has its writing mark up (`# Waiting`): about the copy of a 1 MiB message
 /// by a producer sharing its CPU with others.
@@ -543,18 +552,15 @@ impl MessageSender for MpscProducer {
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
         let cpu = self.cpu;
-        // A large message goes back to the ring's start once the consumer has had back
-        // everything there, an eighth of the ring kept free (`# Where a producer writes`).
         // On the consumer's CPU the ring's whole depth is a batch (the consumer drains it only
         // when this producer gives the CPU up): no jumps back to the start there.
-        let keep = (!peer::on_cpu(cpu, consumer))
-            .then(|| self.producer.ring().capacity() / ring::REWIND_KEEP);
+        let rewind = !peer::on_cpu(cpu, consumer);
         let mut rounds = Rounds::default();
         let r = loop {
             let mut spin = Spin::new(deadline, rounds.round).cross_cpu_only();
             let mut got = None;
             loop {
-                match self.producer.reserve_rewinding(msg.len(), keep) {
+                match reserve(&mut self.producer, msg.len(), rewind) {
                     Ok(Some(r)) => {
                         got = Some(r);
                         break;
@@ -627,6 +633,23 @@ impl MessageSender for MpscProducer {
     fn max_message_size(&self) -> usize {
         self.view.max_message
     }
+}
+
+/// Reserves room for a message of `len` bytes in `producer`'s ring: with `rewind`, a large one
+/// ([`REWIND_MIN`]) goes back to the ring's start if the consumer has had back everything
+/// there and an eighth of the ring ([`REWIND_KEEP`]) stays free after it; otherwise (and any
+/// other message) where the ring stands (`# Where a producer writes`).
+fn reserve(producer: &mut Producer, len: usize, rewind: bool) -> Result<Option<ring::Reservation>> {
+    if rewind && len >= REWIND_MIN {
+        let keep = producer.ring().capacity() / REWIND_KEEP;
+        // A local check first: the consumer's index is loaded only where a jump could fit.
+        if producer.offset() >= keep + ring::record_size(len) {
+            if let Some(r) = producer.reserve_at_start(len, keep)? {
+                return Ok(Some(r));
+            }
+        }
+    }
+    producer.reserve(len)
 }
 
 /// The doorbell: an eventfd that becomes **readable** when a send may succeed (the consumer

@@ -180,15 +180,6 @@ pub(crate) fn messages_limit(n: usize, max_message: usize) -> usize {
         .saturating_sub(RECORD_HEADER)
 }
 
-/// Messages from this size on may go back to the start of their ring when the consumer has
-/// had back everything there ([`Producer::reserve_rewinding`]): a message this large pays the
-/// extra load of the consumer's index on its way.
-pub(crate) const REWIND_MIN: usize = 16 << 10;
-
-/// The part of its ring (a divisor) a producer keeps free at least when it goes back to the
-/// start: room for its next messages before the consumer has passed the padding.
-pub(crate) const REWIND_KEEP: usize = 8;
-
 /// Offsets in the segment of the producer's and the consumer's wake words (the futex words
 /// the receiver and the sender sleep on).
 pub(crate) const TX_WAKE: usize =
@@ -372,12 +363,6 @@ impl Ring {
 
     pub(crate) fn max_message(&self) -> usize {
         self.max_message as usize
-    }
-
-    /// The most bytes the producer may have in flight (validated at open: at most the
-    /// capacity).
-    pub(crate) fn limit(&self) -> usize {
-        self.limit as usize
     }
 
     /// The length word of the record header at `pos`.
@@ -611,35 +596,6 @@ impl Producer {
             pos: self.tail.wrapping_add(pad),
             len: len as u32,
         }))
-    }
-
-    /// Reserves room for a message of `len` bytes: with `keep`, a large one ([`REWIND_MIN`])
-    /// goes back to the ring's start ([`reserve_at_start`](Producer::reserve_at_start)) if
-    /// the consumer has had back everything there and `keep` bytes stay free after it;
-    /// otherwise (and any other message) where the ring stands, as
-    /// [`reserve`](Producer::reserve). A producer whose consumer keeps up then stays in the
-    /// first part of its ring, the memory the consumer has just read (`mpsc.rs`, "Where a
-    /// producer writes"; `channel.rs`, the same).
-    pub(crate) fn reserve_rewinding(
-        &mut self,
-        len: usize,
-        keep: Option<usize>,
-    ) -> Result<Option<Reservation>> {
-        if let Some(keep) = keep
-            && self.may_rewind(len, keep)
-            && let Some(r) = self.reserve_at_start(len, keep)?
-        {
-            return Ok(Some(r));
-        }
-        self.reserve(len)
-    }
-
-    /// Whether a message of `len` bytes is large enough to go back to the ring's start and
-    /// the tail far enough from it for the record and `keep` bytes to fit before it: a local
-    /// check (no shared load), so the consumer's index is loaded only where a jump could fit.
-    #[inline]
-    pub(crate) fn may_rewind(&self, len: usize, keep: usize) -> bool {
-        len >= REWIND_MIN && self.offset() >= keep.saturating_add(record_size(len))
     }
 
     /// The offset in the data area where the next record goes if it fits before the end.
