@@ -295,7 +295,7 @@ impl Report {
              - peer rows (kind `peer`, `--peers`) are other libraries measured in this run by\n  \
              the same engine and checks; `pubsub-N / this` (`mpsc-N / this`, `shm / this`\n  \
              for spin-flag) below 1.00 is ahead of the peer.\n",
-            runs = p.runs,
+            runs = p.total_runs(),
             noisy = NOISY_SPREAD * 100.0,
             socket = SOCKET_BASELINE
         );
