@@ -12,7 +12,7 @@
 
 mod common;
 mod cpu;
-use common::{Guarded, check_large as check, large, until};
+use common::{Guarded, check_large as check, large, large_in_order, until};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -112,10 +112,7 @@ fn drain_to_the_end(rx: &mut MpscConsumer, next: &mut BTreeMap<u32, u64>) -> u64
     loop {
         match rx.recv_in_place_deadline(Deadline::after(watchdog())) {
             Ok(m) => {
-                let (who, seq) = check(&m);
-                let want = next.entry(who).or_insert(0);
-                assert_eq!(seq, *want, "producer {who} out of order");
-                *want += 1;
+                large_in_order(&m, next);
                 got += 1;
             }
             Err(e) => {

@@ -50,6 +50,16 @@ pub(crate) fn check_large(got: &[u8]) -> (u32, u64) {
     (who, seq)
 }
 
+/// Checks a [`large`] message whole and next in its sender's order (`next`: each sender's
+/// next sequence number).
+#[allow(dead_code)]
+pub(crate) fn large_in_order(got: &[u8], next: &mut std::collections::BTreeMap<u32, u64>) {
+    let (who, seq) = check_large(got);
+    let want = next.entry(who).or_insert(0);
+    assert_eq!(seq, *want, "producer {who} out of order");
+    *want += 1;
+}
+
 /// Runs `f` on a thread of its own; [`Guarded::join`] fails the test if it has not finished
 /// within the watchdog. The caller's thread keeps owning the children, so a failure (or a
 /// hang) still kills and reaps them as the test unwinds.
