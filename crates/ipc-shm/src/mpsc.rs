@@ -487,18 +487,13 @@ impl MpscProducer {
         // head; a fresh one has both at 0), so a joiner finds them equal: any other tail was
         // scribbled, and carrying on from it would put every message where the consumer never
         // looks, both ends then waiting on each other forever.
-        let found = (
-            ring.header().tail.load(Ordering::Acquire),
-            ring.header().head.load(Ordering::Acquire),
-        );
-        let producer = match Producer::new(ring).and_then(|p| {
-            if found.0 == found.1 {
+        let producer = match Producer::new(ring).and_then(|mut p| {
+            if p.is_drained()? {
                 Ok(p)
             } else {
                 Err(Error::corrupted(format!(
-                    "producer place {index}: tail {} is not at the consumer's index {} in a \
-                     free place",
-                    found.0, found.1
+                    "producer place {index}: its tail is not at the consumer's index, as a free \
+                     place's must be (scribbled)"
                 )))
             }
         }) {
@@ -589,9 +584,10 @@ impl MessageSender for MpscProducer {
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
         let cpu = self.cpu;
-        // On the consumer's CPU the ring's whole depth is a batch (the consumer drains it only
-        // when this producer gives the CPU up): no jumps back to the start there.
-        let rewind = !peer::on_cpu(cpu, consumer);
+        // A large message may go back to the ring's start; not on the consumer's CPU, where the
+        // ring's whole depth is a batch (the consumer drains it only when this producer gives
+        // the CPU up). A small one costs no look at the consumer's CPU.
+        let rewind = msg.len() >= REWIND_MIN && !peer::on_cpu(cpu, consumer);
         let mut rounds = Rounds::default();
         let r = loop {
             let mut spin = Spin::new(deadline, rounds.round).cross_cpu_only();
@@ -672,12 +668,12 @@ impl MessageSender for MpscProducer {
     }
 }
 
-/// Reserves room for a message of `len` bytes in `producer`'s ring: with `rewind`, a large one
-/// ([`REWIND_MIN`]) goes back to the ring's start if the consumer has had back everything
-/// there and an eighth of the ring ([`REWIND_KEEP`]) stays free after it; otherwise (and any
-/// other message) where the ring stands (`# Where a producer writes`).
+/// Reserves room for a message of `len` bytes in `producer`'s ring: with `rewind` (a message
+/// of at least [`REWIND_MIN`] off the consumer's CPU), at the ring's start if the consumer has
+/// had back everything there and an eighth of the ring ([`REWIND_KEEP`]) stays free after it;
+/// otherwise where the ring stands (`# Where a producer writes`).
 fn reserve(producer: &mut Producer, len: usize, rewind: bool) -> Result<Option<ring::Reservation>> {
-    if rewind && len >= REWIND_MIN {
+    if rewind {
         let keep = producer.ring().capacity() / REWIND_KEEP;
         // A local check first: the consumer's index is loaded only where a jump could fit.
         if producer.offset() >= keep + ring::record_size(len) {

@@ -581,14 +581,17 @@ impl Producer {
         keep: usize,
     ) -> Result<Option<Reservation>> {
         self.refresh()?;
-        let pos = self.tail & (self.ring.capacity - 1);
+        let pos = self.offset();
         if pos == 0 {
             return Ok(None);
         }
-        let pad = self.ring.capacity - pos;
-        let rec = RECORD_HEADER + align8(len);
+        let pad = self.ring.capacity - pos as u32;
         let room = self.ring.limit - self.tail.wrapping_sub(self.head);
-        if (pad as usize).saturating_add(rec).saturating_add(keep) > room as usize {
+        if (pad as usize)
+            .saturating_add(record_size(len))
+            .saturating_add(keep)
+            > room as usize
+        {
             return Ok(None);
         }
         Ok(Some(Reservation {

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ipc_core::{Deadline, ErrorKind, MessageSender};
-use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer, Segment};
+use ipc_shm::{MpscConsumer, MpscProducer, Segment};
 use ipc_testkit::{Ctx, Rng, by_profile, roles, spawn, watchdog};
 
 /// Each place's ring: 128 KiB (messages up to 64 KiB - 8; a producer going back to the start
@@ -46,13 +46,7 @@ fn until_up(seg: &Segment, offset: usize, what: &str) {
 }
 
 fn seg(what: &str, producers: usize) -> Arc<Segment> {
-    Arc::new(
-        MpscOptions::new()
-            .producers(producers)
-            .capacity(CAPACITY)
-            .create_memfd(what)
-            .unwrap(),
-    )
+    common::mpsc_segment(what, producers, CAPACITY)
 }
 
 /// The length of message `seq` in the streams: 8 to 56 KiB, so some go back to the ring's

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ipc_core::{Deadline, ErrorKind, MessageSender};
-use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer, Segment};
+use ipc_shm::{MpscConsumer, MpscProducer, Segment};
 use ipc_testkit::{Ctx, roles, spawn, watchdog, within_watchdog};
 
 /// Each producer's ring: 1 MiB, so 15 records of [`LEN`] bytes.
@@ -29,13 +29,7 @@ const KEEP: usize = CAPACITY / 8;
 const JUMP: usize = (KEEP + RECORD).div_ceil(RECORD);
 
 fn seg(what: &str, producers: usize) -> Arc<Segment> {
-    Arc::new(
-        MpscOptions::new()
-            .producers(producers)
-            .capacity(CAPACITY)
-            .create_memfd(what)
-            .unwrap(),
-    )
+    common::mpsc_segment(what, producers, CAPACITY)
 }
 
 /// A consumer and a producer on a fresh segment of one place, if this thread is not pinned

@@ -211,8 +211,9 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
         Error::with_note(
             ErrorKind::MessageTooLarge,
             format!(
-                "{e}; which request it answered cannot be told, so the {failed} request(s) in \
-                 flight failed with it"
+                "a reply above this endpoint's largest message was dropped unread ({e}); which \
+                 request it answered cannot be told, so the {failed} request(s) in flight failed \
+                 with it"
             ),
         )
         .in_op("wait reply")

@@ -100,3 +100,19 @@ pub(crate) fn until(what: &str, up: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// A fresh memfd MPSC segment: `producers` places, rings of `capacity` bytes.
+#[allow(dead_code)]
+pub(crate) fn mpsc_segment(
+    what: &str,
+    producers: usize,
+    capacity: usize,
+) -> std::sync::Arc<ipc_shm::Segment> {
+    std::sync::Arc::new(
+        ipc_shm::MpscOptions::new()
+            .producers(producers)
+            .capacity(capacity)
+            .create_memfd(what)
+            .unwrap(),
+    )
+}
