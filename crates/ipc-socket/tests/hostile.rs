@@ -146,9 +146,13 @@ fn sigpipe_default(_: &Ctx) {
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
 
-/// Fills every free descriptor slot below the soft `RLIMIT_NOFILE`, lowered to just above the
-/// highest descriptor open now; returns the fillers (drop one to free a slot).
+/// Fills every free descriptor slot below the soft `RLIMIT_NOFILE`, lowered to two above the
+/// highest descriptor open now; returns the fillers, at least three (drop one to free a slot).
 fn exhaust_descriptors() -> Vec<OwnedFd> {
+    // Opened before the highest descriptor is read, so that it never takes a slot the loop
+    // below counted on: with one gap below the highest, it would take the last free slot
+    // and leave no filler.
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let highest = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.unwrap().file_name().to_str()?.parse::<u64>().ok())
@@ -158,13 +162,12 @@ fn exhaust_descriptors() -> Vec<OwnedFd> {
     rustix::process::setrlimit(
         rustix::process::Resource::Nofile,
         rustix::process::Rlimit {
-            current: Some(highest + 1),
+            current: Some(highest + 3),
             maximum: hard,
         },
     )
     .unwrap();
     let mut fillers = Vec::new();
-    let null = std::fs::File::open("/dev/null").unwrap();
     loop {
         match rustix::io::fcntl_dupfd_cloexec(&null, 0) {
             Ok(fd) => fillers.push(fd),
@@ -172,8 +175,7 @@ fn exhaust_descriptors() -> Vec<OwnedFd> {
             Err(e) => panic!("dup: {e}"),
         }
     }
-    drop(null);
-    fillers.push(rustix::io::fcntl_dupfd_cloexec(fillers[0].as_fd(), 0).unwrap());
+    fillers.push(null);
     fillers
 }
 
