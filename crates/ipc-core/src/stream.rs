@@ -100,8 +100,11 @@ pub enum ReadAhead {
     Adaptive,
     /// Every read asks for up to 64 KiB, whatever the message size.
     Always,
-    /// Every read asks for the frame being received, not much more (and, after the rest of
-    /// a large message, the next length prefix only).
+    /// Every read asks for one frame, not more: the rest of the frame whose length prefix is
+    /// in, else a frame the size of the last message's (the maximum's before the first), so
+    /// a stream of like-sized messages takes one read each, as a raw loop does, whatever the
+    /// maximum; a message larger than the last takes a second read for its rest. After the
+    /// rest of a large message, the next length prefix only.
     Never,
 }
 
@@ -488,6 +491,9 @@ pub struct FrameReceiver<F: AsFd> {
     ahead: bool,
     received: u32,
     switches: i64,
+    /// What a read that does not read ahead asks for when no frame prefix is buffered: the
+    /// last message's frame (prefix and payload), the whole maximum's before the first.
+    frame_guess: usize,
     /// The object's name, formatted once (see [`FrameSender::new`]).
     label: Arc<str>,
 }
@@ -509,6 +515,7 @@ impl<F: AsFd> FrameReceiver<F> {
             ahead: false,
             received: 0,
             switches: 0,
+            frame_guess: max_message.saturating_add(FRAME_HEADER_LEN),
             label,
         })
     }
@@ -620,8 +627,9 @@ impl<F: AsFd> FrameReceiver<F> {
     /// turns on one core) reading ahead lets the writer refill the pipe in one burst; while it
     /// does not (the writer runs on another core, the reader is the slower side), one frame
     /// at a time saves the copy out of this buffer.
-    fn received(&mut self) {
+    fn received(&mut self, len: usize) {
         self.received = self.received.wrapping_add(1);
+        self.frame_guess = len.saturating_add(FRAME_HEADER_LEN);
         if matches!(self.policy, ReadAhead::Adaptive) && self.received % PROBE_EVERY == 0 {
             let now = thread_switches();
             self.ahead = now - self.switches >= AHEAD_SWITCHES;
@@ -738,7 +746,7 @@ impl<F: AsFd> FrameReceiver<F> {
         };
         self.prefix_first = r.is_ok() && len >= PREFIX_FIRST_MIN;
         if r.is_ok() {
-            self.received();
+            self.received(len);
         }
         r.map(Some)
     }
@@ -746,14 +754,14 @@ impl<F: AsFd> FrameReceiver<F> {
 
 impl<F: AsFd> FrameReceiver<F> {
     /// One blocking read into the empty decoder (as much as the loop of `recv_deadline` asks
-    /// for there: the whole buffer while reading ahead, else room for one frame of the
-    /// maximum size), then one decode: the whole receive of a message that arrives in one
+    /// for there: the whole buffer while reading ahead, else one frame the size of the last
+    /// message's, see [`ReadAhead::Never`]), then one decode: the whole receive of a message that arrives in one
     /// piece, with no wait and no check that the general loop would not make. `None` when the
     /// loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on a descriptor that is
     /// non-blocking: the loop reads again and polls).
     #[inline]
     fn recv_once(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
-        let frame = self.decoder.max_payload().saturating_add(FRAME_HEADER_LEN);
+        let frame = self.frame_guess;
         let big = self.read_ahead();
         let fd = self.fd.as_fd();
         let spare = self.decoder.read_buf();
@@ -775,7 +783,7 @@ impl<F: AsFd> FrameReceiver<F> {
                 match self.decoder.decode(buf) {
                     Ok(Some(n)) => {
                         self.prefix_first = n >= PREFIX_FIRST_MIN;
-                        self.received();
+                        self.received(n);
                         Ok(Some(n))
                     }
                     Ok(None) => Ok(None),
@@ -818,7 +826,7 @@ impl<F: AsFd> FrameReceiver<F> {
             match self.decoder.decode(buf) {
                 Ok(Some(n)) => {
                     self.prefix_first = n >= PREFIX_FIRST_MIN;
-                    self.received();
+                    self.received(n);
                     return Ok(n);
                 }
                 Ok(None) => {}
@@ -837,7 +845,7 @@ impl<F: AsFd> FrameReceiver<F> {
                 let r = self.recv_rest(&mut buf[..len], have, ahead, deadline);
                 self.prefix_first = r.is_ok() && len >= PREFIX_FIRST_MIN;
                 if r.is_ok() {
-                    self.received();
+                    self.received(len);
                 }
                 return r;
             }
@@ -856,7 +864,10 @@ impl<F: AsFd> FrameReceiver<F> {
             let big = self.read_ahead();
             // Not reading ahead: room for the frame at the head (incomplete, at most the
             // maximum), not much more.
-            let frame = (self.decoder.max_payload() + FRAME_HEADER_LEN)
+            let frame = self
+                .decoder
+                .next_len()
+                .map_or(self.frame_guess, |len| len.saturating_add(FRAME_HEADER_LEN))
                 .saturating_sub(self.decoder.buffered())
                 .max(1);
             let fd = self.fd.as_fd();
@@ -1215,6 +1226,35 @@ mod tests {
             ErrorKind::Disconnected
         );
         assert!(!rx.drained(), "the stream ended: a receive returns at once");
+    }
+
+    /// A receiver whose maximum is far above its messages, not reading ahead, reads one frame of
+    /// the last message's size at a time, not a maximum's worth of frames (across cores that
+    /// made a reader of small messages faster than its writer, so the writer paid a wake-up
+    /// per message: the atomic FIFO row streamed 64-byte messages at 0.95 M/s against 1.3).
+    #[test]
+    fn without_read_ahead_small_messages_are_read_one_at_a_time() {
+        let (mut tx, mut rx) = pair(FrameMode::Atomic);
+        rx.set_read_ahead(ReadAhead::Never);
+        let mut buf = vec![0; MAX_ATOMIC_PAYLOAD];
+        tx.send(&[7; 64]).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 64);
+        for i in 0..3u8 {
+            tx.send(&[i; 64]).unwrap();
+        }
+        for i in 0..3u8 {
+            assert_eq!(rx.recv(&mut buf).unwrap(), 64);
+            assert_eq!(&buf[..64], &[i; 64]);
+            assert!(!rx.has_buffered(), "message {i}: the next ones were read with it");
+        }
+        // Larger than the last: its rest is read after its prefix, exactly, and it is whole.
+        tx.send(&[9; 1000]).unwrap();
+        tx.send(&[8; 10]).unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1000);
+        assert!(buf[..1000].iter().all(|&b| b == 9));
+        assert!(!rx.has_buffered(), "the read of its rest took the next message too");
+        assert_eq!(rx.recv(&mut buf).unwrap(), 10);
+        assert_eq!(&buf[..10], &[8; 10]);
     }
 
     /// Not reading ahead (`Never`, and `Adaptive` until its thread has been seen losing the CPU),
