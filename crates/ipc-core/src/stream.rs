@@ -1245,16 +1245,78 @@ mod tests {
         for i in 0..3u8 {
             assert_eq!(rx.recv(&mut buf).unwrap(), 64);
             assert_eq!(&buf[..64], &[i; 64]);
-            assert!(!rx.has_buffered(), "message {i}: the next ones were read with it");
+            assert!(
+                !rx.has_buffered(),
+                "message {i}: the next ones were read with it"
+            );
         }
         // Larger than the last: its rest is read after its prefix, exactly, and it is whole.
         tx.send(&[9; 1000]).unwrap();
         tx.send(&[8; 10]).unwrap();
         assert_eq!(rx.recv(&mut buf).unwrap(), 1000);
         assert!(buf[..1000].iter().all(|&b| b == 9));
-        assert!(!rx.has_buffered(), "the read of its rest took the next message too");
+        assert!(
+            !rx.has_buffered(),
+            "the read of its rest took the next message too"
+        );
         assert_eq!(rx.recv(&mut buf).unwrap(), 10);
         assert_eq!(&buf[..10], &[8; 10]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Messages of sizes around the read sizes a receiver picks (empty, smaller and larger
+        /// than the last, around a page, past the direct-read and prefix-first sizes), written
+        /// by another thread while they are received with any policy and any kind of receive:
+        /// each arrives whole and in order.
+        #[test]
+        fn any_sizes_arrive_whole_with_any_policy_and_receive(
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0..8usize, 60..70usize, 900..1100usize, 4090..4100usize,
+                    8000..8300usize, 32_760..40_000usize],
+                1..48,
+            ),
+            how in proptest::collection::vec(0..3u8, 48),
+            policy in proptest::prop_oneof![
+                proptest::strategy::Just(ReadAhead::Never),
+                proptest::strategy::Just(ReadAhead::Adaptive),
+                proptest::strategy::Just(ReadAhead::Always),
+            ],
+        ) {
+            let (mut tx, mut rx) = pair(FrameMode::Stream { max_message: 40_000 });
+            rx.set_read_ahead(policy);
+            let msg = |i: usize, len: usize| -> Vec<u8> {
+                (0..len).map(|j| (i as u8) ^ (j as u8).wrapping_mul(31)).collect()
+            };
+            let sent = sizes.clone();
+            let writer = std::thread::spawn(move || {
+                for (i, &len) in sent.iter().enumerate() {
+                    tx.send(&msg(i, len)).unwrap();
+                }
+            });
+            let mut buf = vec![0u8; 40_000];
+            for (i, &len) in sizes.iter().enumerate() {
+                let n = match how[i] {
+                    0 => rx.recv(&mut buf).unwrap(),
+                    1 => loop {
+                        match rx.try_recv(&mut buf) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                            Err(e) => panic!("{e}"),
+                        }
+                    },
+                    _ => rx.recv_timeout(&mut buf, Duration::from_secs(30)).unwrap(),
+                };
+                proptest::prop_assert_eq!(n, len, "message {}", i);
+                proptest::prop_assert!(buf[..n] == msg(i, len)[..], "message {} torn", i);
+            }
+            writer.join().unwrap();
+            proptest::prop_assert_eq!(
+                rx.recv(&mut buf).unwrap_err().kind(),
+                ErrorKind::Disconnected
+            );
+        }
     }
 
     /// Not reading ahead (`Never`, and `Adaptive` until its thread has been seen losing the CPU),
