@@ -112,12 +112,26 @@ impl Run {
     pub(crate) fn run(&self, what: &str, cmd: &mut Command) -> Result<i32, String> {
         eprintln!("xtask: {what}");
         self.configure(cmd);
-        // SAFETY: runs between fork and exec and makes one prctl syscall (async-signal-safe,
-        // no allocation): the command (cargo) is killed if xtask dies, e.g. interrupted, and
-        // each link below it (the watchdog, the test binary, its roles) dies with its parent
-        // the same way, so an interrupted run leaves no process behind.
+        // SAFETY: runs between fork and exec and makes two raw syscalls, `close_range` and
+        // `prctl` (async-signal-safe, no allocation, no lock). The command (cargo) is killed
+        // if xtask dies, e.g. interrupted, and each link below it (the watchdog, the test
+        // binary, its roles) dies with its parent the same way, so an interrupted run leaves
+        // no process behind.
+        //
+        // Every descriptor above stderr is marked close-on-exec (`close_range(2)` with
+        // `CLOSE_RANGE_CLOEXEC`): the command starts with stdin, stdout and
+        // stderr only, whatever the shell that started xtask held open, as on CI. A test that
+        // counts or fills descriptors then sees here what it sees there (one did not: it
+        // passed in a shell holding descriptors 10 and 251 and failed on CI). Best effort: a
+        // kernel without the flag (before 5.11) leaves them open.
         unsafe {
             cmd.pre_exec(|| {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 rustix::process::set_parent_process_death_signal(Some(
                     rustix::process::Signal::KILL,
                 ))
