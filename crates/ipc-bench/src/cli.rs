@@ -470,6 +470,8 @@ fn run(args: &[String]) -> Result<(), String> {
             SyncRow::HandOff(_) => sync_todo.extend(plan.placements.iter().map(|&pl| (row, pl))),
         }
     }
+    let measured_cpus: Vec<usize> = [Some(cpus.0), cpus.1].into_iter().flatten().collect();
+    let ticks_before = engine::cpu_ticks(&measured_cpus);
     let rounds = plan.profile.rounds.max(1);
     let points_todo = todo.len() * rounds + sync_todo.len();
     let bar = ProgressBar::new(
@@ -555,6 +557,7 @@ fn run(args: &[String]) -> Result<(), String> {
         profile: plan.profile,
         cpus,
         kernel: kernel(),
+        steal: engine::steal_share(ticks_before, engine::cpu_ticks(&measured_cpus)),
         rows: plan.rows.iter().map(|r| r.info()).collect(),
         items: plan.items,
         placements: plan.placements.clone(),
@@ -740,6 +743,7 @@ mod tests {
             profile: FULL,
             cpus: (0, Some(1)),
             kernel: "test".into(),
+            steal: None,
             rows,
             items: vec![(Metric::Throughput, 64), (Metric::Throughput, 4096)],
             placements: vec![Placement::SameCore],

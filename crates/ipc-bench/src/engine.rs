@@ -233,6 +233,45 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// Clock ticks of `cpus` from `/proc/stat`: (stolen, all). "Steal" is time the hypervisor
+/// ran something else while the guest wanted the CPU; two samples give the share of the CPUs'
+/// time taken between them ([`steal_share`]). `None` where the file or a CPU's line is missing.
+pub fn cpu_ticks(cpus: &[usize]) -> Option<(u64, u64)> {
+    ticks_in(&std::fs::read_to_string("/proc/stat").ok()?, cpus)
+}
+
+/// [`cpu_ticks`] of the text of `/proc/stat`: on each `cpuN` line, the fields are user, nice,
+/// system, idle, iowait, irq, softirq, steal (then guest time, already counted in user).
+fn ticks_in(stat: &str, cpus: &[usize]) -> Option<(u64, u64)> {
+    let (mut steal, mut all) = (0, 0);
+    for &cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let line = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        if fields.len() < 8 {
+            return None;
+        }
+        steal += fields[7];
+        all += fields.iter().sum::<u64>();
+    }
+    Some((steal, all))
+}
+
+/// The share of the CPUs' time stolen between two [`cpu_ticks`] samples (0 to 1); `None` if
+/// either is missing or no tick passed.
+pub fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, a0), (s1, a1)) = (before?, after?);
+    let all = a1.checked_sub(a0).filter(|&a| a > 0)?;
+    Some(s1.saturating_sub(s0) as f64 / all as f64)
+}
+
 /// Measures one point: `row`, `metric`, messages of `size` bytes, `placement`. Calls
 /// `on_run` after the warm-up and after each run. Any wrong, lost or extra message, or any
 /// failure of either process, is an error describing it.
@@ -661,6 +700,24 @@ fn sink(link: &mut dyn Duplex, size: usize, others: bool) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Steal is the eighth number of a CPU's line, and the total the sum of the first eight;
+    /// the share is the difference over the difference; a missing CPU is `None`.
+    #[test]
+    fn steal_is_read_from_proc_stat_lines() {
+        let a = "cpu  9 9 9 9 9 9 9 9 9 9\ncpu0 100 0 50 800 10 5 5 30 7 0\ncpu1 200 0 0 800 0 0 0 0 0 0\n";
+        let b = "cpu  9 9 9 9 9 9 9 9 9 9\ncpu0 150 0 50 900 10 5 5 80 7 0\ncpu1 300 0 0 900 0 0 0 0 0 0\n";
+        assert_eq!(ticks_in(a, &[0]), Some((30, 1000)));
+        assert_eq!(ticks_in(a, &[0, 1]), Some((30, 2000)));
+        let share = steal_share(ticks_in(a, &[0, 1]), ticks_in(b, &[0, 1])).unwrap();
+        assert!((share - 50.0 / 400.0).abs() < 1e-12, "{share}");
+        assert_eq!(ticks_in(a, &[2]), None);
+        assert_eq!(steal_share(ticks_in(a, &[0]), ticks_in(a, &[0])), None);
+        assert!(
+            cpu_ticks(&[0]).is_some(),
+            "this machine's /proc/stat has cpu0"
+        );
+    }
 
     fn rate(msgs: u64) -> ThroughputRun {
         ThroughputRun {

@@ -15,6 +15,10 @@ use crate::stats::{NOISY_SPREAD, Point};
 /// size (`--sweep`'s summary marks those above it).
 pub const SWEEP_BOUND: f64 = 1.2;
 
+/// The steal share (see [`Report::steal`]) from which the report warns that the host was
+/// busy: one percent of the CPUs' time taken away shows as runs of one point far apart.
+pub const STEAL_WARN: f64 = 0.01;
+
 /// Everything one benchmark run produced.
 #[derive(Debug)]
 pub struct Report {
@@ -26,6 +30,9 @@ pub struct Report {
     pub cpus: (usize, Option<usize>),
     /// `uname -sr`.
     pub kernel: String,
+    /// The share of the measured CPUs' time a hypervisor gave to something else during the
+    /// points ("steal", [`crate::engine::steal_share`]); `None` where not reported.
+    pub steal: Option<f64>,
     /// The rows measured, in table order.
     pub rows: Vec<RowInfo>,
     /// `(metric, size)` in measurement order.
@@ -228,6 +235,20 @@ impl Report {
             self.cpus.0,
             self.kernel
         );
+        if let Some(steal) = self.steal {
+            let _ = writeln!(
+                out,
+                "steal time during the points: {:.1}% of these CPUs' time went to other guests \
+                 of the host{}",
+                steal * 100.0,
+                if steal >= STEAL_WARN {
+                    ": the host was busy, runs of one point spread with it; compare \
+                     ratios from a run on a quieter host"
+                } else {
+                    ""
+                }
+            );
+        }
         if self.rows.is_empty() {
             // Only the synchronisation section was selected.
             return out;
@@ -542,6 +563,7 @@ impl Report {
                 "kernel": self.kernel,
                 "parent_cpu": self.cpus.0,
                 "cross_core_child_cpu": self.cpus.1,
+                "steal_percent": self.steal.map(|s| s * 100.0),
             },
             "socket_baseline": SOCKET_BASELINE,
             "rows": rows,
