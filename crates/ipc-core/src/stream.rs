@@ -755,8 +755,8 @@ impl<F: AsFd> FrameReceiver<F> {
 impl<F: AsFd> FrameReceiver<F> {
     /// One blocking read into the empty decoder (as much as the loop of `recv_deadline` asks
     /// for there: the whole buffer while reading ahead, else one frame the size of the last
-    /// message's, see [`ReadAhead::Never`]), then one decode: the whole receive of a message that arrives in one
-    /// piece, with no wait and no check that the general loop would not make. `None` when the
+    /// message's, see [`ReadAhead::Never`]), then one decode: the whole receive of a message
+    /// that arrives in one piece, with no wait and no check that the general loop would not make. `None` when the
     /// loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on a descriptor that is
     /// non-blocking: the loop reads again and polls).
     #[inline]
@@ -862,8 +862,9 @@ impl<F: AsFd> FrameReceiver<F> {
                 }
             }
             let big = self.read_ahead();
-            // Not reading ahead: room for the frame at the head (incomplete, at most the
-            // maximum), not much more.
+            // Not reading ahead: the rest of the frame at the head when its prefix is in (at
+            // most the maximum: a larger one failed to decode above), else a frame of the last
+            // message's size; nothing more.
             let frame = self
                 .decoder
                 .next_len()
