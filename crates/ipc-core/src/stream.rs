@@ -756,9 +756,9 @@ impl<F: AsFd> FrameReceiver<F> {
     /// One blocking read into the empty decoder (as much as the loop of `recv_deadline` asks
     /// for there: the whole buffer while reading ahead, else one frame the size of the last
     /// message's, see [`ReadAhead::Never`]), then one decode: the whole receive of a message
-    /// that arrives in one piece, with no wait and no check that the general loop would not make. `None` when the
-    /// loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on a descriptor that is
-    /// non-blocking: the loop reads again and polls).
+    /// that arrives in one piece, with no wait and no check that the general loop would not
+    /// make. `None` when the loop is to go on (part of a frame came, `EINTR`, or `EAGAIN` on
+    /// a descriptor that is non-blocking: the loop reads again and polls).
     #[inline]
     fn recv_once(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
         let frame = self.frame_guess;
