@@ -705,8 +705,12 @@ mod tests {
     /// the share is the difference over the difference; a missing CPU is `None`.
     #[test]
     fn steal_is_read_from_proc_stat_lines() {
-        let a = "cpu  9 9 9 9 9 9 9 9 9 9\ncpu0 100 0 50 800 10 5 5 30 7 0\ncpu1 200 0 0 800 0 0 0 0 0 0\n";
-        let b = "cpu  9 9 9 9 9 9 9 9 9 9\ncpu0 150 0 50 900 10 5 5 80 7 0\ncpu1 300 0 0 900 0 0 0 0 0 0\n";
+        let a = "cpu  9 9 9 9 9 9 9 9 9 9\n\
+                 cpu0 100 0 50 800 10 5 5 30 7 0\n\
+                 cpu1 200 0 0 800 0 0 0 0 0 0\n";
+        let b = "cpu  9 9 9 9 9 9 9 9 9 9\n\
+                 cpu0 150 0 50 900 10 5 5 80 7 0\n\
+                 cpu1 300 0 0 900 0 0 0 0 0 0\n";
         assert_eq!(ticks_in(a, &[0]), Some((30, 1000)));
         assert_eq!(ticks_in(a, &[0, 1]), Some((30, 2000)));
         let share = steal_share(ticks_in(a, &[0, 1]), ticks_in(b, &[0, 1])).unwrap();
