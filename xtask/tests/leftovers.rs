@@ -289,3 +289,38 @@ fn without_namespaces_ledger_names_are_removed_and_system_v_is_only_reported() {
         }
     }
 }
+
+/// A command of the run starts with stdin, stdout and stderr only: a descriptor xtask
+/// inherited open (here 9, as a shell's would be) does not reach it, so a test sees the same
+/// descriptor table from any shell as on CI.
+#[test]
+fn inherited_descriptors_do_not_reach_the_run() {
+    use std::os::unix::process::CommandExt;
+    let probe = "for f in /proc/$$/fd/*; do echo \"${f##*/}\"; done";
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["isolated", "--", "sh", "-c", probe])
+        .env("IPC_XTASK_ISOLATION", "off")
+        .stderr(std::process::Stdio::null());
+    // SAFETY: runs between fork and exec and makes one dup2 syscall (async-signal-safe, no
+    // allocation): xtask starts with descriptor 9 open and not close-on-exec, as under a
+    // shell that holds one.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::dup2(2, 9) != 9 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = ipc_testkit::within_watchdog("xtask isolated", move || cmd.output()).unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let fds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(fds.contains(&"0".to_owned()), "no stdin in {fds:?}");
+    assert!(
+        !fds.contains(&"9".to_owned()),
+        "descriptor 9 reached the command: {fds:?}"
+    );
+}
