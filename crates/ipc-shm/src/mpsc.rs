@@ -34,8 +34,7 @@
 //! A producer claims a free place with one compare-and-swap of its owner word (the channel's
 //! format, `peer.rs`), carries on from the ring's tail (which a free place has at the
 //! consumer's index: any other tail was scribbled, and is `Corrupted`), and is attached;
-//! leaving closes the
-//! word (one store). The consumer drains a closed place, or one whose process died (pidfd and
+//! leaving closes the word (one store). The consumer drains a closed place, or one whose process died (pidfd and
 //! start time) at any step, then gives it back: it sets the ring's tail to its own head (a
 //! producer killed between its commit and its tail store leaves the tail behind what was
 //! committed) and stores free with a compare-and-swap from the word it found.
@@ -102,10 +101,10 @@
 //! Measured with a throwaway driver on the 2-vCPU machine (4 producer threads on one CPU,
 //! the consumer on the other reading in place, 1 MiB messages; rough, others compiling):
 //! the median `send` 62-85 -> 54-66 us over four alternated pairs (13,500 -> 17,100
-//! messages/s in the quietest). The cost: one load of the consumer's index per large message, and
-//! a consumer that stops taking right after such a jump leaves its producer an eighth of its
-//! ring (at least) instead of all of it, until it passes the padding, which it does at its
-//! next look at that place. On the consumer's CPU the whole ring is a batch (the consumer
+//! messages/s in the quietest). The cost: one load of the consumer's index per large
+//! message, and a consumer that stops taking right after such a jump leaves its producer an
+//! eighth of its ring (at least) instead of all of it, until it passes the padding, which it
+//! does at its next look at that place. On the consumer's CPU the whole ring is a batch (the consumer
 //! drains it only when the producer gives the CPU up), so a producer pinned there walks it as
 //! before; and so do messages under 16 KiB. The records are the ring's own (a padding, then
 //! a message), so validation, a producer killed at any step and one joining later are as

@@ -242,6 +242,17 @@ const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 /// a cursor's `+ 1` and a publisher's next stamp never overflow; a larger one was scribbled.
 const MAX_TAIL: u64 = u64::MAX / 2;
 
+/// `tail`, a published count read from the header, unless it is above [`MAX_TAIL`]
+/// (scribbled): then `Corrupted`.
+fn plausible_tail(tail: u64) -> Result<u64> {
+    if tail > MAX_TAIL {
+        return Err(Error::corrupted(format!(
+            "the published count {tail} is implausible"
+        )));
+    }
+    Ok(tail)
+}
+
 const KIND: Kind = Kind {
     magic: MAGIC,
     version: VERSION,
@@ -557,8 +568,8 @@ impl Publisher {
     /// Errors: [`ErrorKind::WrongType`] for a segment that is not a pub-sub (or another
     /// layout version); [`ErrorKind::Corrupted`] for an inconsistent header (a published
     /// count no publisher reaches, 2^63, included); [`ErrorKind::AlreadyExists`] when a live
-    /// publisher holds it; [`ErrorKind::Disconnected`]
-    /// when a publisher closed it or died with it open (make a new one).
+    /// publisher holds it; [`ErrorKind::Disconnected`] when a publisher closed it or died with
+    /// it open (make a new one).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Publisher> {
         let segment = segment.into();
         let name = segment.shared_name();
@@ -589,15 +600,13 @@ impl Publisher {
                 }
             }
         }
-        let tail = view.header().tail.load(Ordering::Acquire);
-        if tail > MAX_TAIL {
-            peer::detach(&view.header().publisher);
-            return Err(
-                Error::corrupted(format!("the published count {tail} is implausible"))
-                    .in_op("open publisher")
-                    .on_shared(&name),
-            );
-        }
+        let tail = match plausible_tail(view.header().tail.load(Ordering::Acquire)) {
+            Ok(tail) => tail,
+            Err(e) => {
+                peer::detach(&view.header().publisher);
+                return Err(e.in_op("open publisher").on_shared(&name));
+            }
+        };
         let joins = view.header().shared.joins.load(Ordering::Acquire);
         let watches = (0..view.subscribers).map(|_| Watch::default()).collect();
         let ready = Doorbell::new(offset_in(&segment, &view.header().shared.space));
@@ -1076,13 +1085,13 @@ impl Subscriber {
         };
         let place = view.place(index);
         // Read before anything is written to the place, so a refusal leaves it free.
-        let tail = view.header().tail.load(Ordering::Acquire);
-        if tail > MAX_TAIL {
-            peer::detach(&place.side);
-            return Err(err(Error::corrupted(format!(
-                "the published count {tail} is implausible"
-            ))));
-        }
+        let tail = match plausible_tail(view.header().tail.load(Ordering::Acquire)) {
+            Ok(tail) => tail,
+            Err(e) => {
+                peer::detach(&place.side);
+                return Err(err(e));
+            }
+        };
         let ready = Doorbell::new(offset_in(&segment, &view.header().publisher.wake));
         let mut sub = Subscriber {
             segment,

@@ -32,10 +32,10 @@
 //! `MessageTooLarge` with that record dropped (the next message follows), on a stream
 //! [`ErrorKind::Corrupted`] from the frame header on (a byte stream cannot be resynchronised).
 //! Malformed bytes (a bad varint, an enum tag out of range, invalid UTF-8, a length running
-//! past the end, trailing bytes) are [`ErrorKind::Corrupted`]; decoding never panics. Allocations are bounded: a
-//! string or byte buffer by the bytes actually present, and a sequence announcing more
-//! elements than follow reserves at most 1 MiB up front (serde's cautious size hint) and fails
-//! when the bytes run out. Fuzzed by the proptest in `tests/typed.rs`.
+//! past the end, trailing bytes) are [`ErrorKind::Corrupted`]; decoding never panics.
+//! Allocations are bounded: a string or byte buffer by the bytes actually present, and a
+//! sequence announcing more elements than follow reserves at most 1 MiB up front (serde's
+//! cautious size hint) and fails when the bytes run out. Fuzzed by the proptest in `tests/typed.rs`.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -12,12 +12,19 @@ pub(crate) fn message(who: u32, seq: u64) -> Vec<u8> {
     v
 }
 
-/// (sender, seq) of a message, after checking all of it.
+/// (sender, seq) at the start of a [`message`] or a [`large`] one (at least 12 bytes).
 #[allow(dead_code)]
-pub(crate) fn check(got: &[u8]) -> (u32, u64) {
+fn sender_and_seq(got: &[u8]) -> (u32, u64) {
     assert!(got.len() >= 12, "a message of {} bytes", got.len());
     let who = u32::from_le_bytes(got[..4].try_into().unwrap());
     let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
+    (who, seq)
+}
+
+/// (sender, seq) of a message, after checking all of it.
+#[allow(dead_code)]
+pub(crate) fn check(got: &[u8]) -> (u32, u64) {
+    let (who, seq) = sender_and_seq(got);
     assert_eq!(
         got,
         &message(who, seq)[..],
@@ -39,9 +46,7 @@ pub(crate) fn large(who: u32, seq: u64, len: usize) -> Vec<u8> {
 /// (sender, seq) of a [`large`] message, after checking every byte of it.
 #[allow(dead_code)]
 pub(crate) fn check_large(got: &[u8]) -> (u32, u64) {
-    assert!(got.len() >= 12, "a message of {} bytes", got.len());
-    let who = u32::from_le_bytes(got[..4].try_into().unwrap());
-    let seq = u64::from_le_bytes(got[4..12].try_into().unwrap());
+    let (who, seq) = sender_and_seq(got);
     assert!(
         got == &large(who, seq, got.len())[..],
         "message {seq} of {who} ({} bytes) torn or damaged",
