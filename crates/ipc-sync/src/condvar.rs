@@ -99,7 +99,9 @@ impl Condvar {
     ///   inconsistent: unlocking it would make the mutex unrecoverable, so repair the data
     ///   and [mark it consistent](MutexGuard::mark_consistent) first.
     /// - [`LockError::Failed`]: relocking failed (the mutex is
-    ///   [not recoverable](crate::ErrorKind::NotRecoverable)); the lock is not held.
+    ///   [not recoverable](crate::ErrorKind::NotRecoverable)); the lock is not held. Or,
+    ///   without waiting, [`Corrupted`](crate::ErrorKind::Corrupted): another process
+    ///   overwrote the mutex so that it cannot be unlocked (see [`MutexGuard::unlock`]).
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
@@ -148,6 +150,11 @@ impl Condvar {
             return Err(LockError::OwnerDied(guard));
         }
         let mutex: &'a Mutex<T> = guard.mutex();
+        if let Err(e) = mutex.before_unlock(guard.tid()) {
+            // Not unlockable (see `MutexGuard::unlock`): the guard must not try again.
+            std::mem::forget(guard);
+            return Err(LockError::Failed(e));
+        }
         let timed_out = self.park(
             || {
                 std::mem::forget(guard);

@@ -121,6 +121,7 @@ pub mod futex;
 pub mod inspect;
 mod mutex;
 mod named;
+mod robust;
 mod semaphore;
 mod shared;
 mod spin;

@@ -12,6 +12,7 @@ use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 use rustix::time::ClockId;
 
+use crate::robust;
 use crate::shared::{Header, Kind, SharedData, SharedObject, check_ptr};
 use crate::spin::{NO_CPU, Spin, record_cpu};
 use crate::sys::{self, Take};
@@ -40,6 +41,19 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 ///   [`ErrorKind::NotRecoverable`]. This is the safe default of POSIX robust mutexes: nobody
 ///   uses data that nobody vouched for.
 /// - Die while repairing: the next locker is told the owner died again.
+///
+/// # Another process writing over the mutex
+///
+/// glibc keeps in the `pthread_mutex_t`, in the shared memory, the mutex's kind and, while it
+/// is held, its links in the holder's robust list, which its unlock writes through. A stray
+/// write from another process must not turn into a write anywhere in this one:
+/// - a lock refuses a mutex whose kind word changed ([`ErrorKind::Corrupted`]): glibc would
+///   take it for a mutex that is not robust, so a holder's death would go unnoticed;
+/// - an unlock first checks the links against this thread's list, and restores them from the
+///   list when they were overwritten (see [`MutexGuard::unlock`] for what it cannot mend).
+///
+/// The check makes no system call in the common case, a thread holding one robust mutex at a
+/// time; unlocking one of several held at once costs one `process_vm_readv` system call.
 ///
 /// [`Init`](SharedObject::Init) is the initial value of the data. `T` must be [`SharedData`]:
 /// valid for every bit pattern, no pointers.
@@ -154,6 +168,20 @@ impl<T: SharedData> Mutex<T> {
     /// The spin only reads the lock word and tries to lock when it looks free, so it does not
     /// slow the holder down. See [`lock_until`](Mutex::lock_until) for the errors.
     pub fn lock_with(&self, deadline: Deadline, spin: Spin) -> LockResult<'_, T> {
+        let kind = self.kind_word().load(Ordering::Relaxed);
+        if kind != robust::KIND {
+            // glibc would take it as whatever the word says now: a mutex that is not robust
+            // would leave every later locker waiting forever for a dead holder.
+            let e = Error::corrupted(format!(
+                "the pthread_mutex_t's kind was overwritten ({kind}, not {}: robust, \
+                 process-shared, error-checking)",
+                robust::KIND
+            ))
+            .in_op("lock")
+            .on(self.describe());
+            tracing::debug!(error = %e, "lock refused");
+            return Err(LockError::Failed(e));
+        }
         let mut rc = self.try_take();
         if rc == libc::EBUSY && deadline != Deadline::Now {
             spin.run(&self.holder_cpu, || {
@@ -184,6 +212,7 @@ impl<T: SharedData> Mutex<T> {
         let guard = |consistent| MutexGuard {
             mutex: self,
             consistent,
+            tid: self.lock_word().load(Ordering::Relaxed) & FUTEX_TID_MASK,
             _not_send: PhantomData,
         };
         let err = match rc {
@@ -259,14 +288,77 @@ impl<T: SharedData> Mutex<T> {
         unsafe { &*self.raw.get().cast::<AtomicU32>() }
     }
 
+    /// glibc's `__kind` word: which kind of mutex glibc takes this one for.
+    fn kind_word(&self) -> &AtomicU32 {
+        // SAFETY: `__kind` is an aligned 32-bit integer at offset 16 of the 40-byte mutex; glibc
+        // only reads it after `pthread_mutex_init`, and this crate accesses it atomically.
+        unsafe {
+            &*self
+                .raw
+                .get()
+                .cast::<u8>()
+                .add(robust::KIND_AT)
+                .cast::<AtomicU32>()
+        }
+    }
+
+    /// Before glibc unlocks the mutex this thread holds: puts right what glibc would trust in it
+    /// and another process may have overwritten (see [`robust`](crate::robust)).
+    ///
+    /// - A kind word that changed is written back: the mutex was locked as this crate's kind.
+    /// - Robust-list links that do not point at their neighbours are restored from the list.
+    /// - A lock word that no longer names this thread (`tid`, as it was at locking): glibc would refuse to unlock and leave
+    ///   the mutex in this thread's list; it is taken out by hand and the word left alone.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`] for the lock word, and when this thread's robust list does
+    /// not lead to the mutex (the list was overwritten elsewhere): then the mutex stays locked,
+    /// since unlocking would write through the overwritten links; the kernel releases it, as
+    /// a dead owner's, when the thread ends.
+    pub(crate) fn before_unlock(&self, tid: u32) -> Result<()> {
+        let kind = self.kind_word();
+        let kind_was = kind.load(Ordering::Relaxed);
+        if kind_was != robust::KIND {
+            kind.store(robust::KIND, Ordering::Relaxed);
+        }
+        // SAFETY: `self.raw` is this mutex, mapped as long as `self` is borrowed; the calling
+        // thread holds it, so only it (in glibc or here) changes the links.
+        let entry = unsafe { robust::Entry::of(self.raw.get()) };
+        let mended = entry.mend().map_err(|why| {
+            let e = Error::corrupted(format!("{why}; the mutex stays locked by this thread"))
+                .in_op("unlock")
+                .on(self.describe());
+            tracing::debug!(error = %e, "unlock refused");
+            e
+        })?;
+        if self.lock_word().load(Ordering::Relaxed) & FUTEX_TID_MASK != tid {
+            entry.unlink();
+            let e = Error::corrupted("the lock word no longer names this thread")
+                .in_op("unlock")
+                .on(self.describe());
+            tracing::debug!(error = %e, "unlock refused");
+            return Err(e);
+        }
+        if mended || kind_was != robust::KIND {
+            tracing::debug!(
+                mutex = %self.describe(),
+                kind_was,
+                links_restored = mended,
+                "unlock: another process had overwritten the pthread_mutex_t; put right"
+            );
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         format!("{} at {:p}", KIND.name, self as *const Mutex<T>)
     }
 }
 
-// SAFETY: `#[repr(C)]`; the header and hint are atomics; the pthread mutex is only ever passed
-// to glibc (which validates its kind and reports EINVAL for garbage); the data is
-// `SharedData`, valid for every bit pattern.
+// SAFETY: `#[repr(C)]`; the header and hint are atomics; the pthread mutex is passed to glibc
+// only after its kind word was checked (at lock) and its robust-list links (at unlock, the only
+// words glibc uses as pointers; see `robust`); the data is `SharedData`, valid for every bit
+// pattern.
 unsafe impl<T: SharedData> SharedObject for Mutex<T> {
     type Init = T;
 
@@ -337,6 +429,9 @@ impl<T: SharedData> fmt::Debug for Mutex<T> {
 pub struct MutexGuard<'a, T: SharedData> {
     mutex: &'a Mutex<T>,
     consistent: bool,
+    /// This thread's id, as glibc wrote it into the lock word when it took the lock (read
+    /// there: cheaper than a `gettid` system call).
+    tid: u32,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -384,12 +479,52 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
         self.mutex
     }
 
+    /// Unlocks now, and says whether it could (dropping the guard unlocks too, but cannot
+    /// tell).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`]: another process overwrote the mutex so that it cannot be
+    /// unlocked safely. Its lock word names another thread (then this thread no longer holds
+    /// it), or this thread's robust list does not lead to it (then it stays locked by this
+    /// thread, and the kernel releases it as a dead owner's when the thread ends). A kind
+    /// word or list links overwritten while the lock was held are put right, not reported.
+    ///
+    /// # References
+    /// - [`pthread_mutex_unlock(3p)`](https://man7.org/linux/man-pages/man3/pthread_mutex_unlock.3p.html)
+    #[doc(alias = "pthread_mutex_unlock")]
+    pub fn unlock(self) -> Result<()> {
+        let mutex = self.mutex;
+        self.warn_if_inconsistent();
+        let tid = self.tid;
+        std::mem::forget(self);
+        mutex.before_unlock(tid)?;
+        MutexGuard::unlock_raw(mutex);
+        Ok(())
+    }
+
     /// Unlocks without dropping (for [`Condvar`](crate::Condvar)): the caller relocks with
-    /// [`relock`](MutexGuard::relock) and must not use the guard in between.
+    /// [`Mutex::lock`] and must not use the guard in between.
+    ///
+    /// Call right after [`Mutex::before_unlock`] returned `Ok`.
     pub(crate) fn unlock_raw(mutex: &Mutex<T>) {
-        // SAFETY: the caller held the mutex through a guard it has forgotten.
+        // SAFETY: the caller held the mutex through a guard it has forgotten, and checked what
+        // glibc trusts in it (`before_unlock`).
         let rc = unsafe { sys::mutex_unlock(mutex.raw.get()) };
         debug_assert_eq!(rc, 0, "pthread_mutex_unlock");
+    }
+
+    /// What [`Mutex::before_unlock`] needs: the thread id in the lock word at locking.
+    pub(crate) fn tid(&self) -> u32 {
+        self.tid
+    }
+
+    fn warn_if_inconsistent(&self) {
+        if !self.consistent {
+            tracing::debug!(
+                mutex = %self.mutex.describe(),
+                "unlocking after owner death without mark_consistent: the mutex is now not recoverable"
+            );
+        }
     }
 }
 
@@ -410,13 +545,11 @@ impl<T: SharedData> DerefMut for MutexGuard<'_, T> {
 
 impl<T: SharedData> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        if !self.consistent {
-            tracing::debug!(
-                mutex = %self.mutex.describe(),
-                "unlocking after owner death without mark_consistent: the mutex is now not recoverable"
-            );
+        self.warn_if_inconsistent();
+        // A refusal is logged where it happens; a drop has nobody to tell it to.
+        if self.mutex.before_unlock(self.tid).is_ok() {
+            MutexGuard::unlock_raw(self.mutex);
         }
-        MutexGuard::unlock_raw(self.mutex);
     }
 }
 

@@ -1,6 +1,7 @@
-//! The libc calls rustix does not wrap: glibc's robust process-shared pthread mutexes, POSIX
-//! named semaphores, System V semaphore sets, and `sched_getcpu` (glibc reads it from the rseq
-//! area or the vDSO; rustix makes the `getcpu` syscall, too slow for a spin decision).
+//! The libc calls rustix does not wrap: glibc's robust process-shared pthread mutexes (and the
+//! robust list's head, and a read that cannot fault, to check that list), POSIX named
+//! semaphores, System V semaphore sets, and `sched_getcpu` (glibc reads it from the rseq area or
+//! the vDSO; rustix makes the `getcpu` syscall, too slow for a spin decision).
 //!
 //! Functions taking raw pointers are `unsafe fn`s with their preconditions spelled out; the
 //! callers (mutex.rs, named.rs) hold the invariants that make them true. Everything else here is
@@ -152,6 +153,45 @@ pub(crate) unsafe fn mutex_unlock(m: *mut libc::pthread_mutex_t) -> c_int {
 pub(crate) unsafe fn mutex_consistent(m: *mut libc::pthread_mutex_t) -> c_int {
     // SAFETY: per the contract.
     unsafe { libc::pthread_mutex_consistent(m) }
+}
+
+/// The address of the calling thread's robust-list head (`get_robust_list(2)` with pid 0):
+/// the one glibc registered when the thread started (`&THREAD_SELF->robust_head`).
+pub(crate) fn robust_list_head() -> Result<usize, Errno> {
+    let mut head: *mut libc::c_void = std::ptr::null_mut();
+    let mut len: libc::size_t = 0;
+    // SAFETY: pid 0 names the calling thread; the kernel writes one pointer and one size to the
+    // two valid locals.
+    let rc = unsafe { libc::syscall(libc::SYS_get_robust_list, 0, &raw mut head, &raw mut len) };
+    if rc == 0 {
+        Ok(head as usize)
+    } else {
+        Err(errno())
+    }
+}
+
+/// Reads the word at `addr` of this process without faulting (`process_vm_readv(2)` on
+/// itself): `Ok(None)` when nothing readable is mapped there (`EFAULT`), `Err` when the call is
+/// refused (`ENOSYS`, or `EPERM` under a seccomp policy).
+pub(crate) fn read_word_checked(addr: usize) -> Result<Option<usize>, Errno> {
+    let mut word = 0usize;
+    let local = libc::iovec {
+        iov_base: (&raw mut word).cast(),
+        iov_len: size_of::<usize>(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: size_of::<usize>(),
+    };
+    // SAFETY: `local` describes the local `word`; the kernel reads `remote` with its own fault
+    // handling (an unmapped address is `EFAULT`, not a signal) and writes only into `word`.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    match n {
+        n if n == size_of::<usize>() as isize => Ok(Some(word)),
+        -1 if errno() == Errno::FAULT => Ok(None),
+        -1 => Err(errno()),
+        _ => Ok(None),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
