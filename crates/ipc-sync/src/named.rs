@@ -338,6 +338,11 @@ impl NamedSemaphore {
 
     /// Adds one to the value, waking a waiter (`sem_post`). Never blocks.
     ///
+    /// Like every operation here, it first puts back the `sem_t`'s futex-sharing word if
+    /// another process overwrote it (the file is writable by any program of the user):
+    /// with another value glibc makes process-private futex calls, and a post would not wake
+    /// a waiter in another process.
+    ///
     /// # Errors
     /// [`ErrorKind::LimitExceeded`] if the value is [`SEM_VALUE_MAX`] (`EOVERFLOW`).
     ///
@@ -345,6 +350,7 @@ impl NamedSemaphore {
     /// - [`sem_post(3)`](https://man7.org/linux/man-pages/man3/sem_post.3.html)
     #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
+        self.keep_shared();
         // SAFETY: `self.sem` is mapped until `Drop`.
         unsafe { sys::sem_post(self.sem) }.map_err(|e| {
             let e = if e == Errno::OVERFLOW {
@@ -390,7 +396,9 @@ impl NamedSemaphore {
 
     /// Takes one unit, waiting until `deadline` (`sem_clockwait` with `CLOCK_MONOTONIC`, so a
     /// change of the wall clock does not matter; `sem_trywait` for [`Deadline::Now`]).
-    /// Interrupted waits resume.
+    /// Interrupted waits resume; each sleep lasts at most [`futex::RECHECK`](crate::futex::RECHECK)
+    /// before the value is looked at again, so that a wake-up lost to an overwritten `sem_t`
+    /// (see [`post`](NamedSemaphore::post)) delays the wait instead of ending it never.
     ///
     /// # Errors
     /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] otherwise,
@@ -400,16 +408,21 @@ impl NamedSemaphore {
     /// - [`sem_wait(3)`](https://man7.org/linux/man-pages/man3/sem_wait.3.html)
     #[doc(alias = "sem_clockwait")]
     pub fn wait_until(&self, deadline: Deadline) -> Result<()> {
-        let how = match deadline {
-            Deadline::Now => SemWait::Try,
-            Deadline::Never => SemWait::Block,
-            Deadline::At(_) => SemWait::Until(
-                deadline
-                    .absolute(ClockId::Monotonic)
-                    .expect("a deadline with an instant converts"),
-            ),
-        };
         loop {
+            self.keep_shared();
+            // Each sleep lasts at most `futex::RECHECK`: a post whose wake-up went astray (the
+            // sharing word overwritten between our check and glibc's read of it) is then
+            // found a second later, not never.
+            let (how, last) = match deadline {
+                Deadline::Now => (SemWait::Try, true),
+                _ => {
+                    let turn = deadline.min(Deadline::after(crate::futex::RECHECK));
+                    let at = turn
+                        .absolute(ClockId::Monotonic)
+                        .expect("a deadline with an instant converts");
+                    (SemWait::Until(at), turn == deadline)
+                }
+            };
             // SAFETY: `self.sem` is mapped until `Drop`.
             match unsafe { sys::sem_wait(self.sem, how) } {
                 Ok(()) => return Ok(()),
@@ -419,6 +432,7 @@ impl NamedSemaphore {
                         .in_op("sem_trywait")
                         .on_shared(&self.label));
                 }
+                Err(Errno::TIMEDOUT) if !last && !deadline.has_passed() => continue,
                 Err(Errno::TIMEDOUT) => {
                     return Err(Error::timed_out()
                         .in_op("sem_clockwait")
@@ -430,6 +444,22 @@ impl NamedSemaphore {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Before glibc's call: puts back the `sem_t`'s futex-sharing word if another process
+    /// (a stray write into the file, any program mapping it) changed it. Otherwise glibc would
+    /// make process-private futex calls: a post here would not wake a waiter elsewhere, and a
+    /// wait here would sleep where no post from elsewhere wakes it, a wait without a deadline
+    /// forever. The value and waiter count need no such care: any value is a count.
+    fn keep_shared(&self) {
+        // SAFETY: `self.sem` is mapped until `Drop`.
+        if let Some(was) = unsafe { sys::sem_keep_shared(self.sem) } {
+            tracing::debug!(
+                semaphore = %self.label,
+                was,
+                "the sem_t's futex-sharing word was overwritten; put back"
+            );
         }
     }
 

@@ -277,7 +277,10 @@ mod tests {
         let (ea, eb) = unsafe { (Entry::of(raw(&a)), Entry::of(raw(&b))) };
         assert_eq!(ea.prev.load(Ordering::Relaxed), head);
         assert_eq!(ea.next.load(Ordering::Relaxed), head);
-        assert!(matches!(ea.mend(), Ok(false)), "intact links are left alone");
+        assert!(
+            matches!(ea.mend(), Ok(false)),
+            "intact links are left alone"
+        );
         let gb = b.lock().unwrap();
         assert_eq!(eb.next.load(Ordering::Relaxed), ea.at, "newest first");
         assert_eq!(ea.prev.load(Ordering::Relaxed), eb.at);

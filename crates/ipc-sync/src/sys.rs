@@ -241,11 +241,44 @@ pub(crate) unsafe fn sem_init_shared(s: SemPtr, value: u32) -> Result<(), Errno>
     }
 }
 
+/// Where glibc's `struct new_sem` keeps its futex-sharing word (`private`): after the 64-bit
+/// value-and-waiters word, or the 32-bit value.
+#[cfg(target_pointer_width = "64")]
+const SEM_SHARING_AT: usize = 8;
+#[cfg(not(target_pointer_width = "64"))]
+const SEM_SHARING_AT: usize = 4;
+/// Its value in a process-shared semaphore (glibc's `FUTEX_SHARED`, what `sem_open` and
+/// `sem_init(.., 1, ..)` write): shared futex calls. Any other value makes glibc's calls
+/// process-private, and a post in one process no longer wakes a waiter in another.
+const SEM_FUTEX_SHARED: u32 = 128;
+
+/// Writes the sharing word of `*s` back if it is not [`SEM_FUTEX_SHARED`] (another process
+/// overwrote it); returns what it found then.
+///
+/// # Safety
+/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
+pub(crate) unsafe fn sem_keep_shared(s: SemPtr) -> Option<u32> {
+    // SAFETY: the word is 4-aligned inside the mapped `sem_t` (per the contract), which every
+    // process accesses with atomic instructions or through glibc.
+    let word = unsafe {
+        &*s.0
+            .as_ptr()
+            .cast::<u8>()
+            .add(SEM_SHARING_AT)
+            .cast::<std::sync::atomic::AtomicU32>()
+    };
+    let was = word.load(std::sync::atomic::Ordering::Relaxed);
+    if was == SEM_FUTEX_SHARED {
+        return None;
+    }
+    word.store(SEM_FUTEX_SHARED, std::sync::atomic::Ordering::Relaxed);
+    Some(was)
+}
+
 /// How to wait on a named semaphore.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum SemWait {
     Try,
-    Block,
     Until(Timespec),
 }
 
@@ -262,7 +295,7 @@ pub(crate) unsafe fn sem_post(s: SemPtr) -> Result<(), Errno> {
     }
 }
 
-/// `sem_trywait`, `sem_wait` or `sem_clockwait(CLOCK_MONOTONIC)`; `EINTR` is returned as is.
+/// `sem_trywait` or `sem_clockwait(CLOCK_MONOTONIC)`; `EINTR` is returned as is.
 ///
 /// # Safety
 /// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
@@ -272,7 +305,6 @@ pub(crate) unsafe fn sem_wait(s: SemPtr, how: SemWait) -> Result<(), Errno> {
     let rc = unsafe {
         match how {
             SemWait::Try => libc::sem_trywait(p),
-            SemWait::Block => libc::sem_wait(p),
             SemWait::Until(ts) => {
                 let abs = c_timespec(&ts);
                 sem_clockwait(p, libc::CLOCK_MONOTONIC, &abs)

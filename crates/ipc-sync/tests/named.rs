@@ -55,6 +55,14 @@ fn plain_c_program(ctx: &Ctx) {
     }
 }
 
+/// Opens `args[0]`, says so, and takes one unit within the watchdog's time.
+fn wait_by_name(ctx: &Ctx) {
+    let sem = NamedSemaphore::open(ctx.arg()).expect("open");
+    ctx.checkpoint("opened");
+    sem.wait_timeout(watchdog())
+        .expect("a post from another process wakes the wait");
+}
+
 /// Sets umask 0o277, then creates `args[0]` with mode `args[1]` (octal).
 fn create_under_umask(ctx: &Ctx) {
     let args = ctx.args();
@@ -163,6 +171,7 @@ fn unprivileged_cycle(ctx: &Ctx) {
 
 roles!(
     post_by_name,
+    wait_by_name,
     plain_c_program,
     create_under_umask,
     open_hostile_files,
@@ -350,4 +359,71 @@ fn names_are_checked_and_created_exclusively() {
     assert!(e.to_string().contains("SEM_VALUE_MAX"), "{e}");
     let e = sem.wait_timeout(Duration::from_millis(5)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut);
+}
+
+/// glibc's words in a semaphore's file (64-bit `struct new_sem`): the waiter count (high half
+/// of the first word) and the futex-sharing word, 128 (`FUTEX_SHARED`) in every shared
+/// semaphore.
+const NWAITERS_AT: u64 = 4;
+const SHARING_AT: u64 = 8;
+
+fn file_word(sem: &NamedSemaphore, at: u64) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 4];
+    std::fs::File::open(dev_shm_file(sem))
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
+    u32::from_ne_bytes(b)
+}
+
+/// What another program writing into the file does (the page cache is the shared memory).
+fn overwrite_sharing_word(sem: &NamedSemaphore, value: u32) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dev_shm_file(sem))
+        .unwrap()
+        .write_all_at(&value.to_ne_bytes(), SHARING_AT)
+        .unwrap();
+}
+
+#[test]
+fn an_overwritten_sharing_word_is_put_back_before_waiting_and_posting() {
+    // 0 makes glibc's futex calls process-private: this process's post and the child's wait
+    // would then miss each other, and the wait would end only at its deadline.
+    let name = unique_posix_name("named-sharing");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    overwrite_sharing_word(&sem, 0);
+    let mut child = spawn("wait_by_name").arg(name.as_str()).start();
+    child.wait_checkpoint("opened");
+    sem.post().unwrap();
+    child.wait_success();
+    assert_eq!(file_word(&sem, SHARING_AT), 128, "put back");
+}
+
+#[test]
+fn a_wake_up_lost_to_an_overwritten_sharing_word_delays_the_wait_but_never_ends_it() {
+    // The waiter sleeps (shared); then a plain C program posts through a sharing word that was
+    // overwritten meanwhile: its wake-up is process-private and reaches nobody. The wait looks
+    // at the value again after at most `futex::RECHECK` and takes the unit.
+    let name = unique_posix_name("named-lost");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let mut child = spawn("wait_by_name").arg(name.as_str()).start();
+    child.wait_checkpoint("opened");
+    let asleep = ipc_core::Deadline::after(watchdog());
+    while file_word(&sem, NWAITERS_AT) == 0 {
+        assert!(!asleep.has_passed(), "the child never waited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    overwrite_sharing_word(&sem, 0);
+    spawn("plain_c_program")
+        .arg(name.as_str())
+        .start()
+        .wait_success();
+    child.wait_success();
 }
