@@ -258,7 +258,9 @@ impl Seqpacket {
     /// As [`recv_deadline`](MessageReceiver::recv_deadline), and
     /// [`ErrorKind::LimitExceeded`] when the kernel truncated the descriptors (`MSG_CTRUNC`:
     /// more than [`MAX_FDS`], or this process at its `RLIMIT_NOFILE`). That message is
-    /// consumed; every descriptor of it that did arrive has been closed, none leaks.
+    /// consumed; every descriptor of it that did arrive has been closed, none leaks. A
+    /// message above the endpoint's maximum ([`ErrorKind::MessageTooLarge`], dropped) takes
+    /// its descriptors with it: closed, never appended to `fds`.
     #[doc(alias = "MSG_CMSG_CLOEXEC")]
     pub fn recv_with_fds(
         &mut self,
@@ -407,9 +409,6 @@ impl Seqpacket {
         let want = fds.is_some();
         let got = self.take_fds(&mut control, (want, want), m.flags, m.bytes)?;
         drop(control);
-        if let Some(fds) = fds {
-            fds.extend(got);
-        }
         let [buf, spare] = iov;
         let n = m.bytes;
         let msg = if n <= room {
@@ -420,7 +419,14 @@ impl Seqpacket {
             // Cut: too long however it ends.
             n
         };
-        self.check_len(msg, room)
+        // Checked before the descriptors are handed over: those of a record above the
+        // maximum are closed with it (`got` dropped), never left in `fds` for the caller to
+        // take for the next message's.
+        let len = self.check_len(msg, room)?;
+        if let Some(fds) = fds {
+            fds.extend(got);
+        }
+        Ok(len)
     }
 
     /// A small endpoint's receive (at most [`SMALL`] bytes) into a buffer of at least its
