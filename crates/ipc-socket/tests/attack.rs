@@ -1,10 +1,12 @@
 //! Attacks on ipc-socket's promises that the other test files leave alone, each test's doc comment saying which promise and how it fails when broken.
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use ipc_socket::seqpacket::MAX_FDS;
-use ipc_socket::{Deadline, ErrorKind, MessageSender, Seqpacket};
+use ipc_socket::{Deadline, ErrorKind, MessageReceiver, MessageSender, Seqpacket};
 use ipc_testkit::within_watchdog;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
@@ -31,6 +33,22 @@ fn writer_gone(r: BorrowedFd<'_>) -> bool {
     }
     let mut b = [0u8; 1];
     rustix::io::read(r, &mut b).unwrap() == 0
+}
+
+/// `msg` with `n` copies of `fd`, sent raw (`sendmsg`, no trailer: `msg` must not end with
+/// `TAG`), as a peer that is not this library may: more than [`MAX_FDS`] if it likes.
+fn send_raw_with_fds(sock: BorrowedFd<'_>, msg: &[u8], fd: BorrowedFd<'_>, n: usize) {
+    let many: Vec<BorrowedFd<'_>> = (0..n).map(|_| fd).collect();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(n))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&many)));
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(msg)],
+        &mut control,
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
 }
 
 /// A peer configured for larger messages sends a record above this endpoint's maximum with a
@@ -70,6 +88,47 @@ fn descriptors_of_a_record_above_the_maximum_are_closed_with_it() {
             assert_eq!(&buf[..n], b"next", "{max}/{room}");
             assert!(fds.is_empty(), "{max}/{room}");
         }
+    });
+}
+
+/// A message whose descriptors the kernel truncated (`MSG_CTRUNC`: a peer that is not this
+/// library sent more than [`MAX_FDS`]) is first received by a plain `recv` with a buffer too
+/// small for it (`MessageTooLarge`: held, descriptors and all), then by `recv_with_fds` with
+/// room: that receive must say the descriptors were truncated (`LimitExceeded`, as when it
+/// meets the message first), not return the message as if it had come with none. The next
+/// message is intact. Fails when the held message forgets the truncation.
+#[test]
+fn a_held_message_with_truncated_descriptors_is_limit_exceeded_to_recv_with_fds() {
+    within_watchdog("held message with truncated descriptors", || {
+        let (a, b) = raw_pair(SocketType::SEQPACKET);
+        let mut rx = Seqpacket::from_fd(b, 8192).unwrap();
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        send_raw_with_fds(a.as_fd(), &[1u8; 200], w.as_fd(), MAX_FDS + 6);
+        drop(w);
+        let mut tx = Seqpacket::from_fd(a, 8192).unwrap();
+        tx.send(b"after").unwrap();
+        let e = rx.recv(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        let mut buf = vec![0u8; 8192];
+        let mut fds = Vec::new();
+        let e = rx
+            .recv_with_fds(&mut buf, &mut fds, secs(30))
+            .expect_err("a message whose descriptors were truncated came back as whole");
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+        assert!(e.to_string().contains("MSG_CTRUNC"), "{e}");
+        assert!(fds.is_empty());
+        assert!(writer_gone(r.as_fd()), "a truncated set's descriptor leaked");
+        let n = rx.recv_with_fds(&mut buf, &mut fds, secs(30)).unwrap();
+        assert_eq!(&buf[..n], b"after");
+        assert!(fds.is_empty());
+        // A plain receive of such a message still gets it: it never asked for descriptors.
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        send_raw_with_fds(tx.as_fd(), &[2u8; 200], w.as_fd(), MAX_FDS + 6);
+        drop(w);
+        let e = rx.recv(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(rx.recv(&mut buf).unwrap(), 200);
+        assert!(writer_gone(r.as_fd()));
     });
 }
 
