@@ -16,7 +16,7 @@
 //! request whose deadline passes fails with [`ErrorKind::TimedOut`] and is forgotten: a
 //! reply arriving later is dropped. A reply above the client endpoint's largest message (a
 //! server allowed larger messages than its client) is dropped by the endpoint unread, so no
-//! request can be matched to it: every request in flight then fails with
+//! request can be matched to it: every request still waiting for its reply then fails with
 //! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
 //! reply that will never come.
 
@@ -100,7 +100,7 @@ impl RequestId {
 pub struct Client<E> {
     conn: E,
     next: u64,
-    /// Requests in flight and their deadlines.
+    /// Requests waiting for their reply, and their deadlines.
     pending: HashMap<u64, Deadline>,
     /// Replies that arrived for requests nobody asked about yet.
     arrived: HashMap<u64, Vec<u8>>,
@@ -162,7 +162,8 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
     /// is gone. [`ErrorKind::MessageTooLarge`] when `reply` is too small (the reply is kept:
     /// ask again with a larger buffer, [`in_flight`](Client::in_flight) unchanged), or when a
     /// reply above the endpoint's largest message came: the endpoint dropped it unread, and
-    /// every request in flight failed with it and was forgotten (the module's "Failure").
+    /// every request still waiting for its reply failed with it and was forgotten (the
+    /// module's "Failure").
     /// [`ErrorKind::NotFound`] for an id not in flight.
     /// [`ErrorKind::Corrupted`] for a reply shorter than its id.
     pub fn wait(&mut self, id: RequestId, reply: &mut [u8]) -> Result<usize> {
@@ -231,9 +232,11 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
         self.arrived.remove(&id.0);
     }
 
-    /// How many requests are in flight (started, reply not yet taken).
+    /// How many requests are in flight (started, reply not yet taken): those still waiting for
+    /// their reply, and those whose reply arrived (received by a `wait` for another request,
+    /// or kept after a `wait` with too small a buffer) and is kept for them.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.arrived.len()
     }
 
     /// The endpoint.

@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
+use ipc_socket::rpc::{Client, ID_LEN};
 use ipc_socket::seqpacket::MAX_FDS;
 use ipc_socket::{Deadline, ErrorKind, MessageReceiver, MessageSender, Seqpacket};
 use ipc_testkit::within_watchdog;
@@ -159,5 +160,112 @@ fn the_most_descriptors_a_message_takes_all_arrive() {
             drop(fds);
             assert!(writer_gone(r.as_fd()), "{max}/{room}");
         }
+    });
+}
+
+/// The rpc client's count of requests in flight ("started, reply not yet taken") counts a
+/// request whose reply has arrived but has not been taken: while `wait` for another request
+/// receives it, and after a `wait` that found the caller's buffer too small ("the reply is
+/// kept ... `in_flight` unchanged"). A caller that waits while `in_flight() > 0` would
+/// otherwise forget replies that came. Fails when `in_flight` counts only the requests whose
+/// reply is still on its way.
+#[test]
+fn a_reply_that_arrived_but_was_not_taken_is_still_in_flight() {
+    within_watchdog("rpc in flight", || {
+        let (c, mut s) = Seqpacket::pair(4096).unwrap();
+        let mut client = Client::new(c);
+        let a = client.start(b"a", secs(30)).unwrap();
+        let b = client.start(b"b", secs(30)).unwrap();
+        assert_eq!(client.in_flight(), 2);
+        let mut buf = [0u8; 64];
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let n = s.recv(&mut buf).unwrap();
+            ids.push(buf[..ID_LEN.min(n)].to_vec());
+        }
+        let reply = |id: &[u8], body: &[u8]| [id, body].concat();
+        s.send(&reply(&ids[0], &[7u8; 40])).unwrap();
+        s.send(&reply(&ids[1], b"bb")).unwrap();
+        // Too small a buffer for a's reply: kept, the count unchanged.
+        let e = client.wait(a, &mut [0u8; 10]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(client.in_flight(), 2, "a's reply is kept, not taken");
+        // b's reply taken; a's still waits to be taken.
+        assert_eq!(client.wait(b, &mut buf).unwrap(), 2);
+        assert_eq!(client.in_flight(), 1, "a's reply has not been taken");
+        assert_eq!(client.wait(a, &mut buf).unwrap(), 40);
+        assert_eq!(client.in_flight(), 0);
+        // A reply taken by a wait for another request counts until taken.
+        let c1 = client.start(b"c", secs(30)).unwrap();
+        let d1 = client.start(b"d", secs(30)).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let n = s.recv(&mut buf).unwrap();
+            ids.push(buf[..ID_LEN.min(n)].to_vec());
+        }
+        s.send(&reply(&ids[0], b"C")).unwrap();
+        s.send(&reply(&ids[1], b"D")).unwrap();
+        assert_eq!(client.wait(d1, &mut buf).unwrap(), 1);
+        assert_eq!(client.in_flight(), 1, "c's reply came while waiting for d's");
+        client.cancel(c1);
+        assert_eq!(client.in_flight(), 0, "cancelled with its reply");
+        assert_eq!(
+            client.wait(c1, &mut buf).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    });
+}
+
+/// A hostile or buggy rpc server answers with ids nobody asked for (0, never issued, a
+/// cancelled request's, a timed-out request's), twice for one request, and with an empty
+/// payload: each request gets its own first reply exactly once, every other reply is dropped,
+/// never delivered to another request, and a second `wait` for a request whose reply was
+/// taken is `NotFound`. Passes on the code as it is: nothing else sends replies the client
+/// did not ask for.
+#[test]
+fn replies_with_unknown_duplicate_and_late_ids_never_reach_another_request() {
+    within_watchdog("rpc hostile replies", || {
+        let (c, mut s) = Seqpacket::pair(4096).unwrap();
+        let mut client = Client::new(c);
+        let timed = client
+            .start(b"t", Deadline::after(Duration::from_millis(10)))
+            .unwrap();
+        let cancelled = client.start(b"x", secs(30)).unwrap();
+        let a = client.start(b"a", secs(30)).unwrap();
+        let b = client.start(b"b", secs(30)).unwrap();
+        let mut buf = [0u8; 64];
+        let e = client.wait(timed, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        client.cancel(cancelled);
+        let reply = |id: u64, body: &[u8]| [&id.to_le_bytes()[..], body].concat();
+        for (id, body) in [
+            (0, &b"zero"[..]),
+            (b.get() + 1000, b"never issued"),
+            (timed.get(), b"late"),
+            (cancelled.get(), b"cancelled"),
+            (a.get(), b"A"),
+            (a.get(), b"A again"),
+            (b.get(), b""),
+            (b.get(), b"B again"),
+            (u64::MAX, b"max"),
+        ] {
+            s.send(&reply(id, body)).unwrap();
+        }
+        assert_eq!(client.wait(b, &mut buf).unwrap(), 0, "b's own, empty reply");
+        assert_eq!(client.wait(a, &mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"A");
+        for id in [a, b, timed, cancelled] {
+            let e = client.wait(id, &mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        }
+        // The rest is dropped on the way to the next request's reply.
+        let d = client.start(b"d", secs(30)).unwrap();
+        s.send(&reply(a.get(), b"A a third time")).unwrap();
+        s.send(&reply(d.get(), b"D")).unwrap();
+        assert_eq!(client.wait(d, &mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"D");
+        assert_eq!(client.in_flight(), 0);
+        let e = client.wait(d, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     });
 }
