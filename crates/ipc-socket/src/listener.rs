@@ -5,7 +5,8 @@
 //!
 //! `bind(2)` creates the socket file with the process's umask applied, and `fchmod` on a
 //! socket does not reach the file. So the listener binds in a private directory it creates
-//! beside the target (mode `0o700`, so no one else can reach the file meanwhile), listens,
+//! beside the target (mode `0o700`, set with `chmod` whatever the umask, so no one else can
+//! reach the file meanwhile and the owner can always bind in it), listens,
 //! `chmod`s the file there to the exact mode, then moves it into place with
 //! `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it), which never
 //! replaces an existing name. Clients can only ever find the finished socket, already
@@ -452,11 +453,20 @@ impl PrivateDir {
     fn new(parent: &Path) -> Result<PrivateDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let pid = rustix::process::getpid().as_raw_nonzero().get();
+        let mode = Mode::from_raw_mode(0o700);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let dir = parent.join(format!(".ipc-sock.{pid}.{n}"));
-            match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
-                Ok(()) => return Ok(PrivateDir(dir)),
+            match rustix::fs::mkdir(&dir, mode) {
+                Ok(()) => {
+                    let dir = PrivateDir(dir);
+                    // `mkdir` applies the umask, which may take the owner's own bits (0o277
+                    // leaves r-x: no socket could be bound in it); the mode is exact, as the
+                    // socket file's is.
+                    rustix::fs::chmod(&dir.0, mode)
+                        .map_err(|e| Error::from(e).in_op("chmod (staging directory)"))?;
+                    return Ok(dir);
+                }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::from(e).in_op("mkdir (staging directory)")),
             }

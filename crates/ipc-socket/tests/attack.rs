@@ -3,12 +3,15 @@
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
 use ipc_socket::rpc::{Client, ID_LEN};
 use ipc_socket::seqpacket::MAX_FDS;
-use ipc_socket::{Deadline, ErrorKind, MessageReceiver, MessageSender, Seqpacket};
-use ipc_testkit::within_watchdog;
+use ipc_socket::{
+    Address, Deadline, ErrorKind, Listener, MessageReceiver, MessageSender, Options, Seqpacket,
+};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, within_watchdog};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 fn secs(n: u64) -> Deadline {
@@ -51,6 +54,43 @@ fn send_raw_with_fds(sock: BorrowedFd<'_>, msg: &[u8], fd: BorrowedFd<'_>, n: us
     )
     .unwrap();
 }
+
+/// Child: with the umask keeping the owner's own bits off (`0o277`: directories it makes
+/// are `r-x` to it, no write), and as `nobody` when run by root (root's permission checks
+/// would not see the mode), binds a seqpacket listener of mode 0600 at the path in its
+/// argument, checks the file's mode and that a client connects, and drops it.
+fn bind_with_owner_umask(ctx: &Ctx) {
+    if rustix::process::geteuid().is_root() {
+        become_nobody();
+    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o277));
+    let path = std::path::Path::new(ctx.arg());
+    let addr = Address::path(path);
+    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new().mode(0o600))
+        .unwrap_or_else(|e| panic!("bind with umask 0277: {e}"));
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    let mut c = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+    let mut s = l.accept(secs(30)).unwrap();
+    c.send(b"exact").unwrap();
+    assert_eq!(s.recv(&mut [0u8; 16]).unwrap(), 5);
+}
+
+const NOBODY: u32 = 65534;
+
+/// Becomes user and group `nobody` (65534) for good.
+fn become_nobody() {
+    // SAFETY: plain system calls on this process's credentials, which glibc applies to every
+    // thread of the process; no memory is shared with them.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(NOBODY), 0);
+        assert_eq!(libc::setuid(NOBODY), 0);
+    }
+}
+
+roles!(bind_with_owner_umask);
 
 /// A peer configured for larger messages sends a record above this endpoint's maximum with a
 /// descriptor, to `recv_with_fds` with a buffer of at least the maximum (the direct `recvmsg`
@@ -267,5 +307,34 @@ fn replies_with_unknown_duplicate_and_late_ids_never_reach_another_request() {
         assert_eq!(client.in_flight(), 0);
         let e = client.wait(d, &mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    });
+}
+
+/// "The mode is exact: the umask does not apply", also for a umask that takes the owner's own
+/// bits (`0o277`): the staging directory the listener binds in is its own, `0o700` whatever
+/// the umask, so the bind works and the file has the mode asked for. Run in a child (the
+/// umask is per process), as `nobody` when the test runs as root. Fails when the staging
+/// directory keeps the umask's mode (`r-x`: the bind in it is refused).
+#[test]
+fn a_umask_without_the_owner_s_write_bit_still_binds_with_the_exact_mode() {
+    within_watchdog("owner umask", || {
+        let dir = TempDir::new("sock-umask-owner");
+        let sub = dir.join("d");
+        std::fs::create_dir(&sub).unwrap();
+        if rustix::process::geteuid().is_root() {
+            rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
+            std::os::unix::fs::chown(&sub, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        let path = sub.join("s");
+        spawn("bind_with_owner_umask")
+            .arg(path.to_str().unwrap())
+            .start()
+            .wait_success();
+        // Nothing left: no socket file, no staging directory.
+        let left: Vec<_> = std::fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     });
 }
