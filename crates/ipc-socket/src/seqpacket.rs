@@ -231,7 +231,10 @@ impl Seqpacket {
     ///
     /// # Errors
     /// As [`send_deadline`](MessageSender::send_deadline); [`ErrorKind::InvalidInput`] for more
-    /// than [`MAX_FDS`] descriptors.
+    /// than [`MAX_FDS`] descriptors; [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when
+    /// the kernel refuses more descriptors in flight (`ETOOMANYREFS`: this user's descriptors
+    /// sent on Unix sockets and not yet received are above the limit; a process with
+    /// `CAP_SYS_RESOURCE` is not held to it), nothing sent.
     ///
     /// # References
     /// - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html), `SCM_RIGHTS`
@@ -355,6 +358,19 @@ impl Seqpacket {
                         .in_op("send")
                         .on_shared(&self.label),
                 )
+            }
+            Errno::TOOMANYREFS => {
+                // This user's descriptors in flight on Unix sockets (sent, not yet received)
+                // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
+                let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                Err(Error::limit(
+                    "RLIMIT_NOFILE (for descriptors in flight: sent on Unix sockets by this \
+                     user and not yet received)",
+                    lim.current,
+                )
+                .with_source(e.into())
+                .in_op("send")
+                .on_shared(&self.label))
             }
             e => Err(Error::from(e).in_op("send").on_shared(&self.label)),
         }

@@ -1,4 +1,5 @@
-//! Attacks on ipc-socket's promises that the other test files leave alone, each test's doc comment saying which promise and how it fails when broken.
+//! Attacks on ipc-socket's promises that the other test files leave alone, each test's doc
+//! comment saying which promise and how it fails when broken.
 
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
@@ -90,7 +91,48 @@ fn become_nobody() {
     }
 }
 
-roles!(bind_with_owner_umask);
+/// Child: as `nobody` when run by root (root may keep any number of descriptors in flight),
+/// with `RLIMIT_NOFILE` at 16, sends messages of 8 descriptors to a peer that receives none,
+/// until the kernel refuses (`ETOOMANYREFS`: this user's descriptors in flight over Unix
+/// sockets above its `RLIMIT_NOFILE`): a typed `LimitExceeded` naming the limit. Once the
+/// peer has received them, the next send goes through.
+fn fds_in_flight_above_the_limit(_: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    if rustix::process::geteuid().is_root() {
+        become_nobody();
+    }
+    let (mut a, mut b) = Seqpacket::pair(64).unwrap();
+    let (_r, w) = rustix::pipe::pipe().unwrap();
+    let eight = [w.as_fd(); 8];
+    let nofile = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(16),
+            maximum: nofile.maximum,
+        },
+    )
+    .unwrap();
+    let mut sent = 0;
+    let e = loop {
+        match a.send_with_fds(b"x", &eight, Deadline::Now) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    setrlimit(Resource::Nofile, nofile).unwrap();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "after {sent} messages: {e}");
+    assert!(e.to_string().contains("RLIMIT_NOFILE"), "{e}");
+    for _ in 0..sent {
+        assert_eq!(b.recv(&mut [0u8; 64]).unwrap(), 1);
+    }
+    a.send_with_fds(b"y", &eight, Deadline::Now).unwrap();
+    let mut fds = Vec::new();
+    let n = b.recv_with_fds(&mut [0u8; 64], &mut fds, Deadline::Now).unwrap();
+    assert_eq!((n, fds.len()), (1, 8));
+}
+
+roles!(bind_with_owner_umask, fds_in_flight_above_the_limit);
 
 /// A peer configured for larger messages sends a record above this endpoint's maximum with a
 /// descriptor, to `recv_with_fds` with a buffer of at least the maximum (the direct `recvmsg`
@@ -337,4 +379,17 @@ fn a_umask_without_the_owner_s_write_bit_still_binds_with_the_exact_mode() {
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
     });
+}
+
+/// A peer that never receives lets this user's descriptors in flight over Unix sockets pile
+/// up until the kernel refuses more (`ETOOMANYREFS` above `RLIMIT_NOFILE`): a send must say
+/// so as a typed error, `LimitExceeded` naming `RLIMIT_NOFILE` (what to raise, or that the
+/// peer must receive), not a bare I/O error. Run in a child (the limit and the count are per
+/// process and user), as `nobody` when the suite runs as root. Fails with the errno passed
+/// through as `ErrorKind::Io`.
+#[test]
+fn descriptors_in_flight_above_the_limit_are_limit_exceeded() {
+    spawn("fds_in_flight_above_the_limit")
+        .start()
+        .wait_success();
 }
