@@ -1,16 +1,17 @@
 //! Attacks on ipc-socket's promises that the other test files leave alone, each test's doc
 //! comment saying which promise and how it fails when broken.
 
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::time::Duration;
 
-use ipc_socket::rpc::{Client, ID_LEN};
+use ipc_socket::rpc::{Client, ID_LEN, serve};
 use ipc_socket::seqpacket::MAX_FDS;
 use ipc_socket::{
     Address, Deadline, ErrorKind, Listener, MessageReceiver, MessageSender, Options, Seqpacket,
+    Stream,
 };
 use ipc_testkit::{Ctx, TempDir, roles, spawn, within_watchdog};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -121,18 +122,45 @@ fn fds_in_flight_above_the_limit(_: &Ctx) {
         }
     };
     setrlimit(Resource::Nofile, nofile).unwrap();
-    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "after {sent} messages: {e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::LimitExceeded,
+        "after {sent} messages: {e}"
+    );
     assert!(e.to_string().contains("RLIMIT_NOFILE"), "{e}");
     for _ in 0..sent {
         assert_eq!(b.recv(&mut [0u8; 64]).unwrap(), 1);
     }
     a.send_with_fds(b"y", &eight, Deadline::Now).unwrap();
     let mut fds = Vec::new();
-    let n = b.recv_with_fds(&mut [0u8; 64], &mut fds, Deadline::Now).unwrap();
+    let n = b
+        .recv_with_fds(&mut [0u8; 64], &mut fds, Deadline::Now)
+        .unwrap();
     assert_eq!((n, fds.len()), (1, 8));
 }
 
-roles!(bind_with_owner_umask, fds_in_flight_above_the_limit);
+/// Child: connects a raw TCP socket to the address in its argument, writes a frame header
+/// announcing 1 MiB and 100 bytes of it, and parks (to be killed in the middle of the frame).
+fn tcp_partial_frame_and_park(ctx: &Ctx) {
+    let mut s = std::net::TcpStream::connect(ctx.arg()).unwrap();
+    let mut frame = (1u32 << 20).to_le_bytes().to_vec();
+    frame.extend_from_slice(&[9u8; 100]);
+    s.write_all(&frame).unwrap();
+    ctx.park("partial");
+}
+
+/// Child: connects a seqpacket socket to the path in its argument and parks, never sending.
+fn connect_silent_and_park(ctx: &Ctx) {
+    let _c = Seqpacket::connect(&Address::path(ctx.arg()), &Options::new(), secs(30)).unwrap();
+    ctx.park("connected");
+}
+
+roles!(
+    bind_with_owner_umask,
+    fds_in_flight_above_the_limit,
+    tcp_partial_frame_and_park,
+    connect_silent_and_park,
+);
 
 /// A peer configured for larger messages sends a record above this endpoint's maximum with a
 /// descriptor, to `recv_with_fds` with a buffer of at least the maximum (the direct `recvmsg`
@@ -200,7 +228,10 @@ fn a_held_message_with_truncated_descriptors_is_limit_exceeded_to_recv_with_fds(
         assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
         assert!(e.to_string().contains("MSG_CTRUNC"), "{e}");
         assert!(fds.is_empty());
-        assert!(writer_gone(r.as_fd()), "a truncated set's descriptor leaked");
+        assert!(
+            writer_gone(r.as_fd()),
+            "a truncated set's descriptor leaked"
+        );
         let n = rx.recv_with_fds(&mut buf, &mut fds, secs(30)).unwrap();
         assert_eq!(&buf[..n], b"after");
         assert!(fds.is_empty());
@@ -229,7 +260,11 @@ fn the_most_descriptors_a_message_takes_all_arrive() {
             let many: Vec<BorrowedFd<'_>> = (0..MAX_FDS).map(|_| w.as_fd()).collect();
             a.send_with_fds(b"many", &many, secs(30)).unwrap();
             let e = a
-                .send_with_fds(b"too many", &[many.as_slice(), &[w.as_fd()]].concat(), secs(30))
+                .send_with_fds(
+                    b"too many",
+                    &[many.as_slice(), &[w.as_fd()]].concat(),
+                    secs(30),
+                )
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
             drop(many);
@@ -288,7 +323,11 @@ fn a_reply_that_arrived_but_was_not_taken_is_still_in_flight() {
         s.send(&reply(&ids[0], b"C")).unwrap();
         s.send(&reply(&ids[1], b"D")).unwrap();
         assert_eq!(client.wait(d1, &mut buf).unwrap(), 1);
-        assert_eq!(client.in_flight(), 1, "c's reply came while waiting for d's");
+        assert_eq!(
+            client.in_flight(),
+            1,
+            "c's reply came while waiting for d's"
+        );
         client.cancel(c1);
         assert_eq!(client.in_flight(), 0, "cancelled with its reply");
         assert_eq!(
@@ -392,4 +431,197 @@ fn descriptors_in_flight_above_the_limit_are_limit_exceeded() {
     spawn("fds_in_flight_above_the_limit")
         .start()
         .wait_success();
+}
+
+/// The TCP address a listener bound to port 0 got.
+fn bound(l: &Listener<Stream>) -> std::net::SocketAddr {
+    match l.local_addr().unwrap() {
+        Address::Inet(a) => a,
+        a => panic!("not an IP address: {a}"),
+    }
+}
+
+/// A TCP peer (a raw socket in another process) sends a frame header announcing 1 MiB,
+/// within the receiver's maximum, and 100 bytes of it, then stalls: a timed receive is
+/// `TimedOut` and a try `WouldBlock`, never a partial message. Killed in the middle of the
+/// frame, it is `Disconnected` to that receive (the note says the partial message was
+/// dropped), to every receive after it, and to a send. A second peer's header announcing
+/// 4 GiB is `Corrupted` on every receive, never an allocation or a wait for 4 GiB. Passes on
+/// the code as it is: `hostile.rs` kills a Unix peer mid-frame; nothing attacked a stalled
+/// frame, or TCP.
+#[test]
+fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
+    within_watchdog("tcp stalled frame", || {
+        let opts = Options::new().max_message(2 << 20);
+        let any = Address::Inet("127.0.0.1:0".parse().unwrap());
+        let l: Listener<Stream> = Listener::bind(&any, &opts).unwrap();
+        let at = bound(&l);
+        let mut child = spawn("tcp_partial_frame_and_park")
+            .arg(at.to_string())
+            .start();
+        let mut s = l.accept(secs(30)).unwrap();
+        child.wait_checkpoint("partial");
+        let mut buf = vec![0u8; 2 << 20];
+        let e = s
+            .recv_deadline(&mut buf, Deadline::after(Duration::from_millis(50)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        let e = s.try_recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        assert!(child.kill_and_wait().killed());
+        let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert!(e.to_string().contains("middle of a message"), "{e}");
+        let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let e = s.send(b"anyone?").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        // A header announcing 4 GiB, and more bytes behind it.
+        let mut raw = std::net::TcpStream::connect(at).unwrap();
+        let mut s = l.accept(secs(30)).unwrap();
+        raw.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        raw.write_all(&[1u8; 64]).unwrap();
+        for _ in 0..2 {
+            let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            assert!(e.to_string().contains(&u32::MAX.to_string()), "{e}");
+        }
+    });
+}
+
+/// Files at a bind path the other tests do not plant: a FIFO (`WrongType`, kept; never
+/// opened, which would block until a writer came: the watchdog would fail the test), and the
+/// file of a live Unix datagram socket (a server of another kind: `AlreadyExists`, kept, and
+/// it still receives). Passes on the code as it is.
+#[test]
+fn a_fifo_and_a_live_datagram_socket_at_the_path_are_refused_and_kept() {
+    within_watchdog("fifo and datagram socket", || {
+        let dir = TempDir::new("sock-fifo-dgram");
+        let fifo = dir.join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        for r in [
+            Listener::<Seqpacket>::bind(&Address::path(&fifo), &Options::new()).map(drop),
+            Listener::<Stream>::bind(&Address::path(&fifo), &Options::new()).map(drop),
+        ] {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+        }
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        let path = dir.join("dgram");
+        let dgram = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+        let unix = rustix::net::SocketAddrUnix::new(path.as_path()).unwrap();
+        rustix::net::bind(&dgram, &unix).unwrap();
+        for r in [
+            Listener::<Seqpacket>::bind(&Address::path(&path), &Options::new()).map(drop),
+            Listener::<Stream>::bind(&Address::path(&path), &Options::new()).map(drop),
+        ] {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        }
+        let client = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+        rustix::net::sendto(
+            &client,
+            b"still here",
+            rustix::net::SendFlags::empty(),
+            &unix,
+        )
+        .unwrap();
+        let mut got = [0u8; 32];
+        let (n, _) = rustix::net::recv(&dgram, &mut got, rustix::net::RecvFlags::DONTWAIT).unwrap();
+        assert_eq!(&got[..n], b"still here");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dgram", "fifo"]);
+    });
+}
+
+/// `rpc::serve` answers a well-behaved client while others misbehave: one connected from
+/// another process that never sends (parked, killed at the end), one whose request is shorter
+/// than its id (its connection is dropped: `Disconnected` to it), one that connects and
+/// leaves at once. Every connection is queued before `serve` starts, so it takes them all at
+/// its deadline `Now` and then waits for each to leave: the calls never depend on timing.
+/// Passes on the code as it is: `rpc.rs` serves only well-behaved clients.
+#[test]
+fn serve_answers_one_client_while_others_stay_silent_break_the_format_or_leave() {
+    within_watchdog("serve past broken clients", || {
+        let dir = TempDir::new("sock-serve-broken");
+        let path = dir.join("s");
+        let addr = Address::path(&path);
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let mut silent = spawn("connect_silent_and_park")
+            .arg(path.to_str().unwrap())
+            .start();
+        silent.wait_checkpoint("connected");
+        let mut short = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+        short.send(b"abc").unwrap();
+        drop(Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap());
+        let good = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+        std::thread::scope(|scope| {
+            let server = scope.spawn(|| {
+                serve(&l, Deadline::Now, |q: &[u8], out: &mut Vec<u8>| {
+                    out.extend(q.iter().rev());
+                })
+            });
+            let mut c = Client::new(good);
+            let mut buf = [0u8; 64];
+            for i in 0..20u8 {
+                let n = c.call(&[i, 1, 2], &mut buf, secs(30)).unwrap();
+                assert_eq!(&buf[..n], &[2, 1, i]);
+            }
+            let e = short.recv_deadline(&mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            drop(c);
+            assert!(silent.kill_and_wait().killed());
+            server.join().unwrap().unwrap();
+        });
+    });
+}
+
+/// A TCP client that resets its connection (`SO_LINGER` 0) before the server accepts it: the
+/// accept that takes it succeeds (a per-connection failure must not be an `accept` error,
+/// which stops `rpc::serve` for every client) and the connection is `Disconnected`; the next
+/// client is accepted and served. Passes on the code as it is.
+#[test]
+fn a_tcp_client_reset_before_accept_does_not_fail_the_accept() {
+    within_watchdog("tcp reset before accept", || {
+        let any = Address::Inet("127.0.0.1:0".parse().unwrap());
+        let l: Listener<Stream> = Listener::bind(&any, &Options::new()).unwrap();
+        let at = bound(&l);
+        let reset = std::net::TcpStream::connect(at).unwrap();
+        rustix::net::sockopt::set_socket_linger(&reset, Some(Duration::ZERO)).unwrap();
+        drop(reset);
+        let mut good = Stream::connect(&Address::Inet(at), &Options::new(), secs(30)).unwrap();
+        good.send(b"hello").unwrap();
+        let mut buf = [0u8; 64];
+        // The reset connection first (unless the kernel dropped it from the queue), then the
+        // good one; no accept fails.
+        loop {
+            let mut s = l.accept(secs(30)).unwrap();
+            match s.recv_deadline(&mut buf, secs(30)) {
+                Ok(n) => {
+                    assert_eq!(&buf[..n], b"hello");
+                    s.send(b"served").unwrap();
+                    break;
+                }
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}"),
+            }
+        }
+        let n = good.recv_deadline(&mut buf, secs(30)).unwrap();
+        assert_eq!(&buf[..n], b"served");
+    });
 }
