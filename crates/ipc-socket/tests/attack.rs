@@ -625,3 +625,58 @@ fn a_tcp_client_reset_before_accept_does_not_fail_the_accept() {
         assert_eq!(&buf[..n], b"served");
     });
 }
+
+const BIG: usize = 4 << 20;
+
+/// A stream endpoint with a message of its own in progress (accepted in part, its tail kept:
+/// a send with `Deadline::Now` on a full socket) whose peer sent a message and then closed:
+/// the receive returns that message first and `Disconnected` only after it, as for any peer
+/// that closed ("after every complete message before it"), even though finishing the message
+/// in progress meets the closed peer first. Fails when the failed write is returned before
+/// the messages already received.
+#[test]
+fn a_message_in_progress_to_a_closed_peer_does_not_hide_what_the_peer_sent() {
+    within_watchdog("stream in progress, peer closed", || {
+        let (mut a, mut b) = Stream::pair(BIG).unwrap();
+        b.send(b"last words").unwrap();
+        a.send_deadline(&vec![3u8; BIG], Deadline::Now).unwrap();
+        drop(b);
+        let mut buf = vec![0u8; 64];
+        let n = a
+            .recv_deadline(&mut buf, secs(30))
+            .expect("the peer's message, before its end");
+        assert_eq!(&buf[..n], b"last words");
+        let e = a.recv_deadline(&mut buf, secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+}
+
+/// The same through the rpc client: a request whose reply has arrived, then a large request
+/// accepted in part, then the server closes. "A server that closes or dies fails every
+/// request in flight with `Disconnected` (replies that had arrived before are still
+/// delivered)": the first request gets its reply, the large one `Disconnected`. Fails when the
+/// failed write of the large request's tail is taken for the end before the reply is read.
+#[test]
+fn a_reply_that_arrived_before_the_server_closed_survives_a_request_in_progress() {
+    within_watchdog("rpc in progress, server closed", || {
+        let (c, mut s) = Stream::pair(BIG).unwrap();
+        let mut client = Client::new(c);
+        let small = client.start(b"small", secs(30)).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = s.recv_deadline(&mut buf, secs(30)).unwrap();
+        let reply = [&buf[..ID_LEN], b"answer"].concat();
+        assert_eq!(n, ID_LEN + 5);
+        s.send(&reply).unwrap();
+        let large = client
+            .start(&vec![4u8; BIG - ID_LEN], Deadline::Now)
+            .unwrap();
+        drop(s);
+        let n = client
+            .wait(small, &mut buf)
+            .expect("the reply that arrived before the server closed");
+        assert_eq!(&buf[..n], b"answer");
+        let e = client.wait(large, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        assert_eq!(client.in_flight(), 0);
+    });
+}
