@@ -105,7 +105,7 @@ pub struct Client<E> {
     /// Replies that arrived for requests nobody asked about yet.
     arrived: HashMap<u64, Vec<u8>>,
     buf: Vec<u8>,
-    /// Set once the server is gone.
+    /// Set once a receive met the server's end (every reply it sent before has been read).
     gone: bool,
 }
 
@@ -140,15 +140,9 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
         let mut msg = Vec::with_capacity(ID_LEN + request.len());
         msg.extend_from_slice(&id.to_le_bytes());
         msg.extend_from_slice(request);
-        match self.conn.send_deadline(&msg, deadline) {
-            Ok(()) => {}
-            Err(e) => {
-                if e.kind() == ErrorKind::Disconnected {
-                    self.gone = true;
-                }
-                return Err(e);
-            }
-        }
+        // A send that finds the server gone does not mark it gone here: replies it sent before
+        // it went may still be in the endpoint, for `wait` to deliver before the end.
+        self.conn.send_deadline(&msg, deadline)?;
         self.pending.insert(id, deadline);
         Ok(RequestId(id))
     }

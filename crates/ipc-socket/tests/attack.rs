@@ -680,3 +680,43 @@ fn a_reply_that_arrived_before_the_server_closed_survives_a_request_in_progress(
         assert_eq!(client.in_flight(), 0);
     });
 }
+
+/// An rpc server answers a request and closes; the client's next request fails to go out
+/// (`Disconnected`): the reply that arrived before the server closed is still delivered to
+/// its request ("replies that had arrived before are still delivered"), and only then is the
+/// server gone for the rest. Fails when a failed send marks the server gone for `wait`
+/// without reading what it sent.
+#[test]
+fn a_reply_that_arrived_survives_a_request_that_could_not_be_sent() {
+    within_watchdog("rpc send failed, reply queued", || {
+        for stream in [false, true] {
+            let mut buf = vec![0u8; 64];
+            let (mut client, mut s): (Client<Box<dyn Duplex>>, Box<dyn Duplex>) = if stream {
+                let (c, s) = Stream::pair(4096).unwrap();
+                (Client::new(Box::new(c)), Box::new(s))
+            } else {
+                let (c, s) = Seqpacket::pair(4096).unwrap();
+                (Client::new(Box::new(c)), Box::new(s))
+            };
+            let a = client.start(b"a", secs(30)).unwrap();
+            let n = s.recv_deadline(&mut buf, secs(30)).unwrap();
+            assert_eq!(n, ID_LEN + 1);
+            let reply = [&buf[..ID_LEN], b"A"].concat();
+            s.send(&reply).unwrap();
+            drop(s);
+            let e = client.start(b"b", secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "stream {stream}: {e}");
+            let n = client
+                .wait(a, &mut buf)
+                .unwrap_or_else(|e| panic!("stream {stream}: the reply that arrived: {e}"));
+            assert_eq!(&buf[..n], b"A");
+            assert_eq!(client.in_flight(), 0);
+            let e = client.start(b"c", secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "stream {stream}: {e}");
+        }
+    });
+}
+
+/// A duplex message endpoint, boxed, so one test runs over either kind of socket.
+trait Duplex: MessageSender + MessageReceiver {}
+impl<T: MessageSender + MessageReceiver> Duplex for T {}
