@@ -303,7 +303,8 @@ where
 /// then waits for the clients connected so far to leave, and returns.
 ///
 /// A client the [`PeerPolicy`](crate::PeerPolicy) refuses is closed and the server goes on;
-/// a client whose connection fails is logged (DEBUG) and dropped.
+/// a client whose connection fails, or for whom no thread can be started, is logged (DEBUG)
+/// and dropped.
 ///
 /// # Errors
 /// Errors of `accept` other than a refused peer or the deadline (running out of descriptors,
@@ -318,11 +319,16 @@ where
         loop {
             match listener.accept(until) {
                 Ok(mut conn) => {
-                    scope.spawn(move || {
+                    let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                         if let Err(e) = serve_connection(&mut conn, handler) {
                             tracing::debug!(error = %e, "client dropped");
                         }
                     });
+                    if let Err(e) = spawned {
+                        // No thread for it (RLIMIT_NPROC, the system's thread limit, memory):
+                        // this client is dropped with the closure, the others go on.
+                        tracing::debug!(error = %e, "no thread for a client: dropped");
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {

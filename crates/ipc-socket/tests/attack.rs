@@ -276,7 +276,46 @@ fn everything_close_on_exec(ctx: &Ctx) {
     drop(keep);
 }
 
+/// Child: as `nobody` when run by root (root is not held to `RLIMIT_NPROC`), with
+/// `RLIMIT_NPROC` at 1 so that no new thread can start, runs `rpc::serve` over two clients
+/// queued before it (deadline `Now`: it takes them and returns): it cannot give either a
+/// thread, so each is dropped (`Disconnected` to it), and `serve` returns instead of
+/// panicking.
+fn serve_without_threads(ctx: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    if rustix::process::geteuid().is_root() {
+        become_nobody();
+    }
+    let addr = Address::path(std::path::Path::new(ctx.arg()).join("s"));
+    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+    let mut clients: Vec<Seqpacket> = (0..2)
+        .map(|_| Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap())
+        .collect();
+    let nproc = getrlimit(Resource::Nproc);
+    setrlimit(
+        Resource::Nproc,
+        Rlimit {
+            current: Some(1),
+            maximum: nproc.maximum,
+        },
+    )
+    .unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve(&l, Deadline::Now, |q: &[u8], out: &mut Vec<u8>| {
+            out.extend_from_slice(q)
+        })
+    }));
+    setrlimit(Resource::Nproc, nproc).unwrap();
+    let r = r.unwrap_or_else(|_| panic!("serve panicked when no thread could start"));
+    r.unwrap();
+    for c in &mut clients {
+        let e = c.recv_deadline(&mut [0u8; 64], secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    }
+}
+
 roles!(
+    serve_without_threads,
     everything_close_on_exec,
     bind_with_owner_umask,
     fds_in_flight_above_the_limit,
@@ -894,4 +933,24 @@ fn every_descriptor_the_crate_hands_out_is_close_on_exec() {
         .arg(dir.path().to_str().unwrap())
         .start()
         .wait_success();
+}
+
+/// `rpc::serve` gives each client a thread; when none can start (`RLIMIT_NPROC`, the
+/// system's thread limit, memory: what a client that opens connections without end brings
+/// about), the client is dropped and the server goes on ("a client whose connection fails is
+/// logged and dropped"), never a panic that takes the server down with every other client.
+/// Run in a child with `RLIMIT_NPROC` at 1, as `nobody` when the suite runs as root. Fails
+/// with the panic of `std::thread::Scope::spawn`.
+#[test]
+fn serve_drops_a_client_it_cannot_give_a_thread_instead_of_panicking() {
+    within_watchdog("serve without threads", || {
+        let dir = TempDir::new("sock-nproc");
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        spawn("serve_without_threads")
+            .arg(dir.path().to_str().unwrap())
+            .start()
+            .wait_success();
+    });
 }
