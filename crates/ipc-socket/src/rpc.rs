@@ -18,7 +18,10 @@
 //! server allowed larger messages than its client) is dropped by the endpoint unread, so no
 //! request can be matched to it: every request still waiting for its reply then fails with
 //! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
-//! reply that will never come.
+//! reply that will never come. On a byte stream ([`Stream`](crate::Stream), frame endpoints)
+//! the endpoint cannot drop that one reply: its frame header is [`ErrorKind::Corrupted`], and
+//! so is all that follows (the framing is lost); every request waiting then fails with
+//! `Corrupted` and is forgotten, and so does any later one.
 
 use std::collections::HashMap;
 
@@ -159,7 +162,9 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
     /// every request still waiting for its reply failed with it and was forgotten (the
     /// module's "Failure").
     /// [`ErrorKind::NotFound`] for an id not in flight.
-    /// [`ErrorKind::Corrupted`] for a reply shorter than its id.
+    /// [`ErrorKind::Corrupted`] for a reply shorter than its id (the request stays in
+    /// flight), or from the endpoint: a stream that lost its framing, from which no reply can
+    /// be read again; every request still waiting failed with it and was forgotten.
     pub fn wait(&mut self, id: RequestId, reply: &mut [u8]) -> Result<usize> {
         loop {
             if let Some(r) = self.arrived.get(&id.0) {
@@ -191,24 +196,31 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
                     self.pending.remove(&id.0);
                     return Err(e);
                 }
-                Err(e) if e.kind() == ErrorKind::MessageTooLarge => return Err(self.lost(e)),
+                Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge | ErrorKind::Corrupted) => {
+                    return Err(self.lost(e));
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
     /// After `e`, a reply above the endpoint's largest message (`recv_growing` takes any
-    /// within it), which the endpoint dropped with its id unread: fails every request in
-    /// flight, since which one it answered cannot be told.
+    /// within it), which the endpoint dropped with its id unread (`MessageTooLarge`), or a
+    /// stream that lost its framing (`Corrupted`: no reply can be read again): fails every
+    /// request in flight, since which one it answered cannot be told.
     fn lost(&mut self, e: Error) -> Error {
         let failed = self.pending.len();
         self.pending.clear();
+        let what = if e.kind() == ErrorKind::Corrupted {
+            "the endpoint can read no reply any more"
+        } else {
+            "a reply above this endpoint's largest message was dropped unread"
+        };
         Error::with_note(
-            ErrorKind::MessageTooLarge,
+            e.kind(),
             format!(
-                "a reply above this endpoint's largest message was dropped unread ({e}); which \
-                 request it answered cannot be told, so the {failed} request(s) in flight failed \
-                 with it"
+                "{what} ({e}); which request it answered cannot be told, so the {failed} \
+                 request(s) in flight failed with it"
             ),
         )
         .in_op("wait reply")

@@ -954,3 +954,39 @@ fn serve_drops_a_client_it_cannot_give_a_thread_instead_of_panicking() {
             .wait_success();
     });
 }
+
+/// The rpc module's "Failure" over a byte stream: a server allowed larger messages than its
+/// client sends a reply above the client's maximum. On a stream the endpoint cannot drop that
+/// one reply (its frame header is `Corrupted`, and so is everything after it: the framing is
+/// lost), so no reply can ever be read again: every request waiting for one must fail and be
+/// forgotten ("rather than one of them waiting for a reply that will never come"), as on a
+/// seqpacket socket, not stay in flight for waits that fail one by one. Fails when the client
+/// passes the endpoint's `Corrupted` on and keeps the requests.
+#[test]
+fn a_reply_above_the_maximum_on_a_stream_fails_every_request_in_flight() {
+    within_watchdog("rpc stream reply above the maximum", || {
+        let (a, b) = raw_pair(SocketType::STREAM);
+        let client = Stream::from_fd(a, 2048).unwrap();
+        let mut server = Stream::from_fd(b, 64 << 10).unwrap();
+        let t = std::thread::spawn(move || {
+            ipc_socket::rpc::serve_connection(&mut server, &|q: &[u8], out: &mut Vec<u8>| {
+                out.resize(q[0] as usize * 1024, 7);
+            })
+        });
+        let mut c = Client::new(client);
+        let big = c.start(&[4], Deadline::Never).unwrap();
+        let small = c.start(&[0], Deadline::Never).unwrap();
+        let mut reply = vec![0u8; 2048];
+        let e = c.wait(big, &mut reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        assert_eq!(
+            c.in_flight(),
+            0,
+            "requests left waiting for replies that cannot come"
+        );
+        let e = c.wait(small, &mut reply).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        drop(c);
+        t.join().unwrap().unwrap();
+    });
+}
