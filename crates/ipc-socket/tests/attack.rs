@@ -314,7 +314,103 @@ fn serve_without_threads(ctx: &Ctx) {
     }
 }
 
+/// The most bytes this process had allocated at once, counted by [`PEAK`]'s allocator.
+#[cfg(feature = "serde")]
+mod peak {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    pub(super) struct Peak;
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    // SAFETY: every call forwards to the system allocator with the caller's own arguments;
+    // the counters are only read, never used to allocate.
+    unsafe impl GlobalAlloc for Peak {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's layout, as `GlobalAlloc::alloc` requires of the caller.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+                PEAK.fetch_max(live, Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from `alloc` above with this layout, as the caller promises.
+            unsafe { System.dealloc(ptr, layout) };
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+    }
+
+    /// The peak allocation while `f` runs, above what was live when it started.
+    pub(super) fn during(f: impl FnOnce()) -> usize {
+        let base = LIVE.load(Relaxed);
+        PEAK.store(base, Relaxed);
+        f();
+        PEAK.load(Relaxed) - base
+    }
+}
+
+#[cfg(feature = "serde")]
+#[global_allocator]
+static PEAK: peak::Peak = peak::Peak;
+
+/// Child (its own process: no other test allocates meanwhile): decodes messages whose nested
+/// length fields claim up to 2^63 elements or bytes, each a few bytes long: every one is
+/// `Corrupted`, and the most allocated at once stays under 8 MiB.
+#[cfg(feature = "serde")]
+fn nested_claims(_: &Ctx) {
+    use std::collections::HashMap;
+
+    use ipc_socket::typed::decode;
+    /// A postcard varint.
+    fn varint(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let huge = varint(1 << 63);
+    let giga = varint(1 << 32);
+    let nested: Vec<u8> = [&huge[..], &huge, &huge, &[1, 2, 3]].concat();
+    let strings: Vec<u8> = [&giga[..], &huge, b"abc"].concat();
+    let map: Vec<u8> = [&huge[..], &giga, b"key", &huge].concat();
+    let bytes: Vec<u8> = [&giga[..], &huge, &[0u8; 16]].concat();
+    let mut kinds = Vec::new();
+    let peak = peak::during(|| {
+        kinds.push(decode::<Vec<Vec<Vec<u64>>>>(&nested).map(drop));
+        kinds.push(decode::<Vec<String>>(&strings).map(drop));
+        kinds.push(decode::<HashMap<String, Vec<u64>>>(&map).map(drop));
+        kinds.push(decode::<Vec<serde_bytes::ByteBuf>>(&bytes).map(drop));
+    });
+    for r in kinds {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    }
+    assert!(
+        peak < 8 << 20,
+        "{peak} bytes allocated at once for messages of a few bytes"
+    );
+    // The counter sees what a real decode allocates: 1000 u64 are 8000 bytes.
+    let real = ipc_socket::typed::encode(&vec![7u64; 1000]).unwrap();
+    let seen = peak::during(|| assert_eq!(decode::<Vec<u64>>(&real).unwrap().len(), 1000));
+    assert!(seen >= 8000, "the allocation counter saw {seen} bytes");
+}
+
+/// No typed messages without feature `serde`: nothing to check.
+#[cfg(not(feature = "serde"))]
+fn nested_claims(_: &Ctx) {}
+
 roles!(
+    nested_claims,
     serve_without_threads,
     everything_close_on_exec,
     bind_with_owner_umask,
@@ -989,4 +1085,18 @@ fn a_reply_above_the_maximum_on_a_stream_fails_every_request_in_flight() {
         drop(c);
         t.join().unwrap().unwrap();
     });
+}
+
+/// Typed messages whose nested length fields claim gigabytes (a sequence of 2^63 sequences of
+/// 2^63 elements, 2^32 strings of 2^63 bytes, a map, byte buffers) are `Corrupted`, and
+/// "allocations are bounded": measured with a counting allocator in a child of its own, the
+/// most allocated at once stays under 8 MiB (at most serde's cautious 1 MiB per level; postcard
+/// gives no size hint above the bytes left, so none is reserved at all), and the counter sees
+/// a real decode's allocation. Passes on the code as it is: the proptest of `typed.rs` feeds
+/// at most 512 random bytes and would see a large allocation only if it aborted. Fails if a
+/// claimed count were reserved.
+#[cfg(feature = "serde")]
+#[test]
+fn nested_length_claims_of_gigabytes_are_corrupted_with_bounded_allocation() {
+    spawn("nested_claims").start().wait_success();
 }
