@@ -172,10 +172,21 @@ impl<K: Kind> Listener<K> {
     /// - [`accept(2)`](https://man7.org/linux/man-pages/man2/accept.2.html)
     #[doc(alias = "accept4")]
     pub fn accept(&self, deadline: Deadline) -> Result<K> {
+        self.accept_one(deadline)?
+    }
+
+    /// [`accept`](Listener::accept)'s work, its errors in two layers: the outer one the
+    /// listener's (no client came, `accept4` failed, an endpoint cannot be made as
+    /// configured), the inner one a single connection's, taken off the queue and closed (its
+    /// peer refused by the policy, its credentials unreadable): a server goes on after it.
+    pub(crate) fn accept_one(&self, deadline: Deadline) -> Result<Result<K>> {
         loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
                 Ok(fd) => {
-                    let peer = established(fd.as_fd(), &self.addr, &self.label, &self.opts)?;
+                    let peer = match established(fd.as_fd(), &self.addr, &self.label, &self.opts) {
+                        Ok(peer) => peer,
+                        Err(e) => return Ok(Err(e)),
+                    };
                     tracing::trace!(listener = %self.label, ?peer, "accepted");
                     let label: Arc<str> = Arc::from(match peer {
                         Some(p) => format!("{} socket {} (peer pid {})", K::NAME, self.addr, p.pid),
@@ -194,7 +205,8 @@ impl<K: Kind> Listener<K> {
                             peer,
                             max_message: self.opts.max_message,
                         },
-                    );
+                    )
+                    .map(Ok);
                 }
                 Err(Errno::INTR | Errno::CONNABORTED) => {}
                 Err(Errno::AGAIN) => wait_or_expire(

@@ -315,12 +315,12 @@ where
 /// then waits for the clients connected so far to leave, and returns.
 ///
 /// A client the [`PeerPolicy`](crate::PeerPolicy) refuses is closed and the server goes on;
-/// a client whose connection fails, or for whom no thread can be started, is logged (DEBUG)
-/// and dropped.
+/// a client whose connection fails (its credentials unreadable at accept, say), or for whom
+/// no thread can be started, is logged (DEBUG) and dropped.
 ///
 /// # Errors
-/// Errors of `accept` other than a refused peer or the deadline (running out of descriptors,
-/// for one).
+/// Errors of `accept` that are the listener's, not one connection's: running out of
+/// descriptors, for one.
 pub fn serve<K, H>(listener: &Listener<K>, until: Deadline, handler: H) -> Result<()>
 where
     K: Kind + MessageSender + MessageReceiver + Send,
@@ -329,8 +329,8 @@ where
     let handler = &handler;
     std::thread::scope(|scope| {
         loop {
-            match listener.accept(until) {
-                Ok(mut conn) => {
+            match listener.accept_one(until) {
+                Ok(Ok(mut conn)) => {
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                         if let Err(e) = serve_connection(&mut conn, handler) {
                             tracing::debug!(error = %e, "client dropped");
@@ -342,7 +342,8 @@ where
                         tracing::debug!(error = %e, "no thread for a client: dropped");
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+                // That connection alone: refused by the policy, or its credentials unreadable.
+                Ok(Err(e)) => tracing::debug!(error = %e, "client dropped at accept"),
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                     return Ok(());
                 }
