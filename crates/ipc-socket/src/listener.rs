@@ -27,7 +27,8 @@
 //! directory this user may write but not read is not locked.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
-//! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
+//! created (a relative name as it was at bind time, whatever the working directory is now),
+//! and then closes the socket: a server reclaiming the name meanwhile finds it live.
 //!
 //! A process killed in the middle of a bind leaves its staging directory (`.ipc-sock.PID.N`);
 //! a later bind in the same directory removes such leftovers of this user once their process
@@ -302,8 +303,14 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     }
     drop(tmp);
     tracing::trace!(path = %path.display(), mode = format_args!("{:o}", opts.mode), "socket file created");
+    // Removed by an absolute name: after a change of working directory a relative one would
+    // name another file (left alone), and the socket file would stay.
+    let path = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
     Ok(RemoveGuard::new(Removable::SameFile {
-        path: path.to_path_buf(),
+        path,
         dev: st.st_dev,
         ino: st.st_ino,
     }))

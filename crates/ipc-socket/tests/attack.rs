@@ -449,7 +449,26 @@ fn nested_claims(_: &Ctx) {
 #[cfg(not(feature = "serde"))]
 fn nested_claims(_: &Ctx) {}
 
+/// Child (the working directory is per process): in the directory in its argument, binds a
+/// listener at the relative path `s` (working directory `a`), changes its working directory
+/// to `b`, where a file `s` of its own lies, and drops the listener: its socket file `a/s`
+/// must be gone, and `b/s` (another file, the same relative name) kept.
+fn bind_relative_then_chdir(ctx: &Ctx) {
+    let dir = std::path::Path::new(ctx.arg());
+    std::env::set_current_dir(dir.join("a")).unwrap();
+    let l: Listener<Seqpacket> = Listener::bind(&Address::path("s"), &Options::new()).unwrap();
+    let _c = Seqpacket::connect(&Address::path("s"), &Options::new(), secs(30)).unwrap();
+    std::env::set_current_dir(dir.join("b")).unwrap();
+    drop(l);
+    assert_eq!(std::fs::read(dir.join("b/s")).unwrap(), b"another file");
+    assert!(
+        std::fs::symlink_metadata(dir.join("a/s")).is_err(),
+        "the socket file bound at a relative path stayed after a change of directory"
+    );
+}
+
 roles!(
+    bind_relative_then_chdir,
     nested_claims,
     serve_without_threads,
     everything_close_on_exec,
@@ -1179,5 +1198,24 @@ fn serve_goes_on_past_a_client_whose_credentials_cannot_be_read() {
         }
         drop(c);
         child.wait_success();
+    });
+}
+
+/// "Dropping the listener removes the socket file": also one bound at a relative path by a
+/// process that changed its working directory since (as a daemon does), whose relative name
+/// now means another file: the listener's own file goes, the other file stays. Fails when the
+/// removal looks the relative name up in the new working directory (it finds another file,
+/// leaves it, and the socket file stays behind).
+#[test]
+fn a_listener_bound_at_a_relative_path_removes_its_file_after_a_chdir() {
+    within_watchdog("relative path and chdir", || {
+        let dir = TempDir::new("sock-chdir");
+        std::fs::create_dir(dir.join("a")).unwrap();
+        std::fs::create_dir(dir.join("b")).unwrap();
+        std::fs::write(dir.join("b/s"), b"another file").unwrap();
+        spawn("bind_relative_then_chdir")
+            .arg(dir.path().to_str().unwrap())
+            .start()
+            .wait_success();
     });
 }
