@@ -28,7 +28,9 @@
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
 //! created (a relative name as it was at bind time, whatever the working directory is now),
-//! and then closes the socket: a server reclaiming the name meanwhile finds it live.
+//! and then closes the socket: a server reclaiming the name meanwhile finds it live. Only the
+//! process that bound it removes the file: a copy in a forked child (a pre-fork server's
+//! worker) that is dropped leaves it to the process still listening.
 //!
 //! A process killed in the middle of a bind leaves its staging directory (`.ipc-sock.PID.N`);
 //! a later bind in the same directory removes such leftovers of this user once their process
@@ -59,12 +61,26 @@ pub struct Listener<K: Kind> {
     /// still listens, no other server reclaims the name, so the file checked is the file
     /// removed (closed first, a server reclaiming the then stale name could put its own file
     /// there between this check and the unlink, and lose it).
-    _file: Option<RemoveGuard>,
+    file: Option<RemoveGuard>,
     fd: OwnedFd,
     addr: Address,
     label: Arc<str>,
     opts: Options,
+    /// The process that bound it: only it removes the socket file (a copy in a forked child
+    /// leaves it to the process still listening).
+    binder: rustix::process::Pid,
     _kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Drop for Listener<K> {
+    fn drop(&mut self) {
+        if rustix::process::getpid() != self.binder {
+            // A forked copy: the file is its binder's (the fields then drop as usual).
+            if let Some(file) = self.file.take() {
+                file.disarm();
+            }
+        }
+    }
 }
 
 impl<K: Kind> Listener<K> {
@@ -128,7 +144,8 @@ impl<K: Kind> Listener<K> {
             addr: addr.clone(),
             label,
             opts: opts.clone(),
-            _file: file,
+            file,
+            binder: rustix::process::getpid(),
             _kind: PhantomData,
         })
     }

@@ -467,7 +467,36 @@ fn bind_relative_then_chdir(ctx: &Ctx) {
     );
 }
 
+/// Child: binds a listener at the path in its argument, forks (a pre-fork server's worker),
+/// and the forked copy drops its listener and exits; then the socket file must still be there
+/// and a client connect, since this process still listens. Dropped here, the file goes.
+fn fork_and_drop_in_the_child(ctx: &Ctx) {
+    let addr = Address::path(ctx.arg());
+    let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+    // SAFETY: the forked child only drops the listener (system calls and glibc's malloc,
+    // which is fork-safe) and leaves with `_exit`, running nothing else of this process.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        drop(l);
+        // SAFETY: ends the forked child at once, without running this process's exit code.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked; `status` is a valid place for its status.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        std::fs::symlink_metadata(ctx.arg()).is_ok(),
+        "a forked copy of the listener removed the socket file this process listens on"
+    );
+    let _c = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+    drop(l.accept(secs(30)).unwrap());
+    drop(l);
+    assert!(std::fs::symlink_metadata(ctx.arg()).is_err());
+}
+
 roles!(
+    fork_and_drop_in_the_child,
     bind_relative_then_chdir,
     nested_claims,
     serve_without_threads,
@@ -1215,6 +1244,21 @@ fn a_listener_bound_at_a_relative_path_removes_its_file_after_a_chdir() {
         std::fs::write(dir.join("b/s"), b"another file").unwrap();
         spawn("bind_relative_then_chdir")
             .arg(dir.path().to_str().unwrap())
+            .start()
+            .wait_success();
+    });
+}
+
+/// A pre-fork server: the listener is bound, the process forks, and a forked copy that exits
+/// drops its listener. The socket file must stay while the process that bound it listens:
+/// only that process removes it (a forked copy's drop would leave every later client
+/// `NotFound` while the server still listens). Fails when any copy's drop removes the file.
+#[test]
+fn a_forked_copy_of_a_listener_leaves_the_socket_file_to_its_binder() {
+    within_watchdog("fork and drop", || {
+        let dir = TempDir::new("sock-fork");
+        spawn("fork_and_drop_in_the_child")
+            .arg(dir.join("s").to_str().unwrap())
             .start()
             .wait_success();
     });
