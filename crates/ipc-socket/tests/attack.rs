@@ -1263,3 +1263,43 @@ fn a_forked_copy_of_a_listener_leaves_the_socket_file_to_its_binder() {
             .wait_success();
     });
 }
+
+/// "Deadlines on every call" for a TCP connect: a listener whose accept queue is full drops
+/// further handshakes (loopback only), so a connect waits for the handshake it will not get
+/// soon: with a deadline it is `TimedOut` (`WouldBlock` for `Deadline::Now`), never a hang;
+/// once the queue has room, a connect goes through. Passes on the code as it is: `unix.rs`
+/// tests the Unix connect's deadline, which retries instead of polling.
+#[test]
+fn a_tcp_connect_to_a_full_accept_queue_honours_its_deadline() {
+    within_watchdog("tcp connect deadline", || {
+        let any = Address::Inet("127.0.0.1:0".parse().unwrap());
+        let l: Listener<Stream> = Listener::bind(&any, &Options::new().backlog(1)).unwrap();
+        let at = Address::Inet(bound(&l));
+        let short = || Deadline::after(Duration::from_millis(200));
+        let mut held = Vec::new();
+        let e = loop {
+            match Stream::connect(&at, &Options::new(), short()) {
+                Ok(c) => held.push(c),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 100, "the accept queue never filled");
+        };
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        let e = Stream::connect(&at, &Options::new(), Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        // Room again: accepted ones leave the queue.
+        for _ in 0..held.len() {
+            drop(l.accept(secs(30)).unwrap());
+        }
+        let mut c = Stream::connect(&at, &Options::new(), secs(30)).unwrap();
+        c.send(b"through").unwrap();
+        // (A connection of a timed-out attempt that made it in after all is gone: skipped.)
+        loop {
+            let mut s = l.accept(secs(30)).unwrap();
+            match s.recv_deadline(&mut [0u8; 16], secs(30)) {
+                Ok(n) => break assert_eq!(n, 7),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}"),
+            }
+        }
+    });
+}
