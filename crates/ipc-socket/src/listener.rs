@@ -183,7 +183,8 @@ impl<K: Kind> Listener<K> {
     /// # Errors
     /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`] when no client came;
     /// [`ErrorKind::PermissionDenied`] naming the peer's uid when the policy refuses it (that
-    /// connection is closed; the listener goes on); [`ErrorKind::LimitExceeded`] at
+    /// connection is closed; the listener goes on), and so for any other failure of that one
+    /// connection's setup (its credentials unreadable, say); [`ErrorKind::LimitExceeded`] at
     /// `RLIMIT_NOFILE`.
     ///
     /// # References
