@@ -495,7 +495,24 @@ fn fork_and_drop_in_the_child(ctx: &Ctx) {
     assert!(std::fs::symlink_metadata(ctx.arg()).is_err());
 }
 
+/// Child: a TCP rpc server on the listener address in its argument that answers the first
+/// request, reads two more without answering, and parks (to be killed with requests in
+/// flight, some of them never read: the kernel resets the connection).
+fn tcp_server_answers_one_and_parks(ctx: &Ctx) {
+    let at: std::net::SocketAddr = ctx.arg().parse().unwrap();
+    let mut s = Stream::connect(&Address::Inet(at), &Options::new(), secs(30)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.recv_deadline(&mut buf, secs(30)).unwrap();
+    s.send(&[&buf[..ID_LEN], b"first"].concat()).unwrap();
+    assert!(n >= ID_LEN);
+    for _ in 0..2 {
+        s.recv_deadline(&mut buf, secs(30)).unwrap();
+    }
+    ctx.park("read three");
+}
+
 roles!(
+    tcp_server_answers_one_and_parks,
     fork_and_drop_in_the_child,
     bind_relative_then_chdir,
     nested_claims,
@@ -1301,5 +1318,38 @@ fn a_tcp_connect_to_a_full_accept_queue_honours_its_deadline() {
                 Err(e) => assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}"),
             }
         }
+    });
+}
+
+/// "A server that closes or dies fails every request in flight with `Disconnected`", over TCP
+/// and across processes: a server (here the side that connected, the protocol does not care)
+/// answers one of five requests, reads two more and is SIGKILLed with the last two unread
+/// (the kernel answers with a reset, not an orderly end). The answered request gets its
+/// reply, the four others `Disconnected`, none hangs (no deadlines), and a new request is
+/// `Disconnected`. Passes on the code as it is: `hostile.rs` kills Unix servers only.
+#[test]
+fn a_tcp_server_killed_with_requests_in_flight_fails_them_all() {
+    within_watchdog("tcp server killed", || {
+        let any = Address::Inet("127.0.0.1:0".parse().unwrap());
+        let l: Listener<Stream> = Listener::bind(&any, &Options::new()).unwrap();
+        let mut server = spawn("tcp_server_answers_one_and_parks")
+            .arg(bound(&l).to_string())
+            .start();
+        let mut c = Client::new(l.accept(secs(30)).unwrap());
+        let ids: Vec<_> = (0..5u8)
+            .map(|i| c.start(&[i], Deadline::Never).unwrap())
+            .collect();
+        server.wait_checkpoint("read three");
+        assert!(server.kill_and_wait().killed());
+        let mut buf = [0u8; 64];
+        let n = c.wait(ids[0], &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+        for id in &ids[1..] {
+            let e = c.wait(*id, &mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        }
+        assert_eq!(c.in_flight(), 0);
+        let e = c.start(b"more", Deadline::Never).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     });
 }
