@@ -315,8 +315,9 @@ where
 /// then waits for the clients connected so far to leave, and returns.
 ///
 /// A client the [`PeerPolicy`](crate::PeerPolicy) refuses is closed and the server goes on;
-/// a client whose connection fails (its credentials unreadable at accept, say), or for whom
-/// no thread can be started, is logged (DEBUG) and dropped.
+/// a client whose connection fails (its credentials unreadable at accept, say), for whom no
+/// thread can be started, or whose request makes `handler` panic (the panic hook reports it
+/// as usual), is logged (DEBUG) and dropped.
 ///
 /// # Errors
 /// Errors of `accept` that are the listener's, not one connection's: running out of
@@ -332,8 +333,15 @@ where
             match listener.accept_one(until) {
                 Ok(Ok(mut conn)) => {
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
-                        if let Err(e) = serve_connection(&mut conn, handler) {
-                            tracing::debug!(error = %e, "client dropped");
+                        // A handler that panics on this client's request costs this client
+                        // its connection, not the server: the panic stops here.
+                        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            serve_connection(&mut conn, handler)
+                        }));
+                        match served {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!(error = %e, "client dropped"),
+                            Err(_) => tracing::debug!("the handler panicked: client dropped"),
                         }
                     });
                     if let Err(e) = spawned {

@@ -1353,3 +1353,39 @@ fn a_tcp_server_killed_with_requests_in_flight_fails_them_all() {
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     });
 }
+
+/// A request that makes the server's handler panic (a bug in the handler that one client's
+/// input reaches: an empty request indexed here) costs that client its connection
+/// (`Disconnected`), not the server: another client is answered before and after it, and
+/// `serve` returns `Ok` instead of passing the panic of one client's thread on to its caller.
+/// Fails when a connection thread's panic reaches `serve` (`std::thread::scope` re-raises it).
+#[test]
+fn a_handler_panic_for_one_client_costs_that_client_only() {
+    within_watchdog("handler panic", || {
+        let dir = TempDir::new("sock-handler-panic");
+        let addr = Address::path(dir.join("s"));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let good = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+        let bad = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+        let served = std::thread::scope(|scope| {
+            let server = scope.spawn(|| {
+                serve(&l, Deadline::Now, |q: &[u8], out: &mut Vec<u8>| {
+                    out.push(q[0]);
+                })
+            });
+            let mut good = Client::new(good);
+            let mut bad = Client::new(bad);
+            let mut buf = [0u8; 64];
+            assert_eq!(good.call(&[1], &mut buf, secs(30)).unwrap(), 1);
+            let e = bad.call(&[], &mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            assert_eq!(good.call(&[2], &mut buf, secs(30)).unwrap(), 1);
+            assert_eq!(buf[0], 2);
+            drop((good, bad));
+            server.join()
+        });
+        served
+            .unwrap_or_else(|_| panic!("serve panicked: one client's handler panic took it down"))
+            .unwrap();
+    });
+}
