@@ -6,10 +6,11 @@
 //! `bind(2)` creates the socket file with the process's umask applied, and `fchmod` on a
 //! socket does not reach the file. So the listener binds in a private directory it creates
 //! beside the target (mode `0o700`, set with `chmod` whatever the umask, so no one else can
-//! reach the file meanwhile and the owner can always bind in it), listens,
-//! `chmod`s the file there to the exact mode, then moves it into place with
-//! `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it), which never
-//! replaces an existing name. Clients can only ever find the finished socket, already
+//! reach the file meanwhile and the owner can always bind in it), listens, removes the
+//! access ACL the file may have inherited from a default ACL on the directory and `chmod`s
+//! the file to the exact mode (the mode alone decides who may connect), then moves it into
+//! place with `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it),
+//! which never replaces an existing name. Clients can only ever find the finished socket, already
 //! listening, with its final mode.
 //!
 //! # Stale socket files
@@ -89,8 +90,9 @@ impl<K: Kind> Listener<K> {
     /// port (port 0 picks a free one: see [`local_addr`](Listener::local_addr)).
     ///
     /// Calls `socket(2)`, `bind(2)`, `listen(2)`; for a path also `mkdir`, `chmod`,
-    /// `renameat2(RENAME_NOREPLACE)` and `rmdir` (over a stale file: `flock` on the directory,
-    /// `lstat`, a probe `connect`, `unlink`); for TCP `SO_REUSEADDR`.
+    /// `lremovexattr(system.posix_acl_access)`, `renameat2(RENAME_NOREPLACE)` and `rmdir`
+    /// (over a stale file: `flock` on the directory, `lstat`, a probe `connect`, `unlink`);
+    /// for TCP `SO_REUSEADDR`.
     ///
     /// # Errors
     /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
@@ -283,6 +285,13 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     })?;
     rustix::net::bind(fd, &addr).map_err(|e| fail(e, "bind"))?;
     rustix::net::listen(fd, opts.backlog).map_err(|e| fail(e, "listen"))?;
+    // A default ACL on the directory gives a new file an access ACL of its own (named users
+    // and groups beyond the mode, the owning group's entry apart from the mode's group bits):
+    // removed, so that the mode alone decides, exactly.
+    match rustix::fs::lremovexattr(&staged, "system.posix_acl_access") {
+        Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(fail(e, "removexattr(system.posix_acl_access)")),
+    }
     rustix::fs::chmod(&staged, Mode::from_raw_mode(opts.mode)).map_err(|e| fail(e, "chmod"))?;
     let st = rustix::fs::lstat(&staged).map_err(|e| fail(e, "lstat"))?;
     let mut reclaimed = false;

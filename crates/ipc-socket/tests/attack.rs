@@ -511,7 +511,19 @@ fn tcp_server_answers_one_and_parks(ctx: &Ctx) {
     ctx.park("read three");
 }
 
+/// Child (run by root): as `nobody`, connects to the socket at the path in its argument (any
+/// server uid): must be refused by the file's permissions.
+fn nobody_is_refused(ctx: &Ctx) {
+    become_nobody();
+    let any = Options::new().peer(ipc_socket::PeerPolicy::Any);
+    let e = Seqpacket::connect(&Address::path(ctx.arg()), &any, secs(30))
+        .map(drop)
+        .expect_err("nobody connected to a socket file whose mode keeps it out");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+}
+
 roles!(
+    nobody_is_refused,
     tcp_server_answers_one_and_parks,
     fork_and_drop_in_the_child,
     bind_relative_then_chdir,
@@ -1387,5 +1399,73 @@ fn a_handler_panic_for_one_client_costs_that_client_only() {
         served
             .unwrap_or_else(|_| panic!("serve panicked: one client's handler panic took it down"))
             .unwrap();
+    });
+}
+
+/// A POSIX ACL in the `system.posix_acl_*` xattr format (version 2): entries of tag,
+/// permissions, id.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut x = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        x.extend_from_slice(&tag.to_le_bytes());
+        x.extend_from_slice(&perm.to_le_bytes());
+        x.extend_from_slice(&id.to_le_bytes());
+    }
+    x
+}
+
+/// "The mode is exact" and "decides who may connect", also in a directory with a default
+/// ACL (which replaces the umask for new files, and here grants `nobody` everything): the
+/// socket file must carry no access ACL of its own, its mode `0o660` alone deciding (the
+/// owner and its group; with the inherited ACL the owning group had no access and `nobody`
+/// read and write, behind `srw-rw----+`). As root, `nobody` is also shown refused. Fails when
+/// the inherited ACL stays on the file. Skipped where the filesystem takes no ACLs.
+#[test]
+fn a_default_acl_on_the_directory_does_not_widen_the_exact_mode() {
+    within_watchdog("default ACL", || {
+        const USER_OBJ: u16 = 0x01;
+        const USER: u16 = 0x02;
+        const GROUP_OBJ: u16 = 0x04;
+        const MASK: u16 = 0x10;
+        const OTHER: u16 = 0x20;
+        let none = u32::MAX;
+        let dir = TempDir::new("sock-acl");
+        rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
+        let sub = dir.join("d");
+        std::fs::create_dir(&sub).unwrap();
+        rustix::fs::chmod(&sub, rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
+        let default = acl(&[
+            (USER_OBJ, 7, none),
+            (USER, 7, NOBODY),
+            (GROUP_OBJ, 0, none),
+            (MASK, 7, none),
+            (OTHER, 0, none),
+        ]);
+        if let Err(e) = rustix::fs::setxattr(
+            &sub,
+            "system.posix_acl_default",
+            &default,
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            eprintln!("no ACLs on this filesystem ({e}); skipped");
+            return;
+        }
+        let path = sub.join("s");
+        let l: Listener<Seqpacket> =
+            Listener::bind(&Address::path(&path), &Options::new().mode(0o660)).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+        let mut buf = [0u8; 256];
+        match rustix::fs::lgetxattr(&path, "system.posix_acl_access", &mut buf) {
+            Err(rustix::io::Errno::NODATA) => {}
+            r => panic!("the socket file carries an access ACL beside its exact mode: {r:?}"),
+        }
+        if rustix::process::geteuid().is_root() {
+            spawn("nobody_is_refused")
+                .arg(path.to_str().unwrap())
+                .start()
+                .wait_success();
+        }
+        drop(l);
     });
 }
