@@ -5,10 +5,12 @@
 //!
 //! `bind(2)` creates the socket file with the process's umask applied, and `fchmod` on a
 //! socket does not reach the file. So the listener binds in a private directory it creates
-//! beside the target (mode `0o700`, so no one else can reach the file meanwhile), listens,
-//! `chmod`s the file there to the exact mode, then moves it into place with
-//! `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it), which never
-//! replaces an existing name. Clients can only ever find the finished socket, already
+//! beside the target (mode `0o700`, set with `chmod` whatever the umask, so no one else can
+//! reach the file meanwhile and the owner can always bind in it), listens, removes the
+//! access ACL the file may have inherited from a default ACL on the directory and `chmod`s
+//! the file to the exact mode (the mode alone decides who may connect), then moves it into
+//! place with `renameat2(RENAME_NOREPLACE)` (or `link(2)` where the filesystem lacks it),
+//! which never replaces an existing name. Clients can only ever find the finished socket, already
 //! listening, with its final mode.
 //!
 //! # Stale socket files
@@ -26,7 +28,10 @@
 //! directory this user may write but not read is not locked.)
 //!
 //! Dropping the listener removes the socket file, if the name still refers to the file it
-//! created, and then closes the socket: a server reclaiming the name meanwhile finds it live.
+//! created (a relative name as it was at bind time, whatever the working directory is now),
+//! and then closes the socket: a server reclaiming the name meanwhile finds it live. Only the
+//! process that bound it removes the file: a copy in a forked child (a pre-fork server's
+//! worker) that is dropped leaves it to the process still listening.
 //!
 //! A process killed in the middle of a bind leaves its staging directory (`.ipc-sock.PID.N`);
 //! a later bind in the same directory removes such leftovers of this user once their process
@@ -57,12 +62,26 @@ pub struct Listener<K: Kind> {
     /// still listens, no other server reclaims the name, so the file checked is the file
     /// removed (closed first, a server reclaiming the then stale name could put its own file
     /// there between this check and the unlink, and lose it).
-    _file: Option<RemoveGuard>,
+    file: Option<RemoveGuard>,
     fd: OwnedFd,
     addr: Address,
     label: Arc<str>,
     opts: Options,
+    /// The process that bound it: only it removes the socket file (a copy in a forked child
+    /// leaves it to the process still listening).
+    binder: rustix::process::Pid,
     _kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Kind> Drop for Listener<K> {
+    fn drop(&mut self) {
+        if rustix::process::getpid() != self.binder {
+            // A forked copy: the file is its binder's (the fields then drop as usual).
+            if let Some(file) = self.file.take() {
+                file.disarm();
+            }
+        }
+    }
 }
 
 impl<K: Kind> Listener<K> {
@@ -71,8 +90,9 @@ impl<K: Kind> Listener<K> {
     /// port (port 0 picks a free one: see [`local_addr`](Listener::local_addr)).
     ///
     /// Calls `socket(2)`, `bind(2)`, `listen(2)`; for a path also `mkdir`, `chmod`,
-    /// `renameat2(RENAME_NOREPLACE)` and `rmdir` (over a stale file: `flock` on the directory,
-    /// `lstat`, a probe `connect`, `unlink`); for TCP `SO_REUSEADDR`.
+    /// `lremovexattr(system.posix_acl_access)`, `renameat2(RENAME_NOREPLACE)` and `rmdir`
+    /// (over a stale file: `flock` on the directory, `lstat`, a probe `connect`, `unlink`);
+    /// for TCP `SO_REUSEADDR`.
     ///
     /// # Errors
     /// [`ErrorKind::AlreadyExists`] (a server listens there), [`ErrorKind::WrongType`] (the
@@ -126,7 +146,8 @@ impl<K: Kind> Listener<K> {
             addr: addr.clone(),
             label,
             opts: opts.clone(),
-            _file: file,
+            file,
+            binder: rustix::process::getpid(),
             _kind: PhantomData,
         })
     }
@@ -164,17 +185,29 @@ impl<K: Kind> Listener<K> {
     /// # Errors
     /// [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`] when no client came;
     /// [`ErrorKind::PermissionDenied`] naming the peer's uid when the policy refuses it (that
-    /// connection is closed; the listener goes on); [`ErrorKind::LimitExceeded`] at
+    /// connection is closed; the listener goes on), and so for any other failure of that one
+    /// connection's setup (its credentials unreadable, say); [`ErrorKind::LimitExceeded`] at
     /// `RLIMIT_NOFILE`.
     ///
     /// # References
     /// - [`accept(2)`](https://man7.org/linux/man-pages/man2/accept.2.html)
     #[doc(alias = "accept4")]
     pub fn accept(&self, deadline: Deadline) -> Result<K> {
+        self.accept_one(deadline)?
+    }
+
+    /// [`accept`](Listener::accept)'s work, its errors in two layers: the outer one the
+    /// listener's (no client came, `accept4` failed, an endpoint cannot be made as
+    /// configured), the inner one a single connection's, taken off the queue and closed (its
+    /// peer refused by the policy, its credentials unreadable): a server goes on after it.
+    pub(crate) fn accept_one(&self, deadline: Deadline) -> Result<Result<K>> {
         loop {
             match rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC) {
                 Ok(fd) => {
-                    let peer = established(fd.as_fd(), &self.addr, &self.label, &self.opts)?;
+                    let peer = match established(fd.as_fd(), &self.addr, &self.label, &self.opts) {
+                        Ok(peer) => peer,
+                        Err(e) => return Ok(Err(e)),
+                    };
                     tracing::trace!(listener = %self.label, ?peer, "accepted");
                     let label: Arc<str> = Arc::from(match peer {
                         Some(p) => format!("{} socket {} (peer pid {})", K::NAME, self.addr, p.pid),
@@ -193,7 +226,8 @@ impl<K: Kind> Listener<K> {
                             peer,
                             max_message: self.opts.max_message,
                         },
-                    );
+                    )
+                    .map(Ok);
                 }
                 Err(Errno::INTR | Errno::CONNABORTED) => {}
                 Err(Errno::AGAIN) => wait_or_expire(
@@ -251,6 +285,13 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     })?;
     rustix::net::bind(fd, &addr).map_err(|e| fail(e, "bind"))?;
     rustix::net::listen(fd, opts.backlog).map_err(|e| fail(e, "listen"))?;
+    // A default ACL on the directory gives a new file an access ACL of its own (named users
+    // and groups beyond the mode, the owning group's entry apart from the mode's group bits):
+    // removed, so that the mode alone decides, exactly.
+    match rustix::fs::lremovexattr(&staged, "system.posix_acl_access") {
+        Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(fail(e, "removexattr(system.posix_acl_access)")),
+    }
     rustix::fs::chmod(&staged, Mode::from_raw_mode(opts.mode)).map_err(|e| fail(e, "chmod"))?;
     let st = rustix::fs::lstat(&staged).map_err(|e| fail(e, "lstat"))?;
     let mut reclaimed = false;
@@ -289,8 +330,14 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
     }
     drop(tmp);
     tracing::trace!(path = %path.display(), mode = format_args!("{:o}", opts.mode), "socket file created");
+    // Removed by an absolute name: after a change of working directory a relative one would
+    // name another file (left alone), and the socket file would stay.
+    let path = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
     Ok(RemoveGuard::new(Removable::SameFile {
-        path: path.to_path_buf(),
+        path,
         dev: st.st_dev,
         ino: st.st_ino,
     }))
@@ -452,11 +499,20 @@ impl PrivateDir {
     fn new(parent: &Path) -> Result<PrivateDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let pid = rustix::process::getpid().as_raw_nonzero().get();
+        let mode = Mode::from_raw_mode(0o700);
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let dir = parent.join(format!(".ipc-sock.{pid}.{n}"));
-            match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
-                Ok(()) => return Ok(PrivateDir(dir)),
+            match rustix::fs::mkdir(&dir, mode) {
+                Ok(()) => {
+                    let dir = PrivateDir(dir);
+                    // `mkdir` applies the umask, which may take the owner's own bits (0o277
+                    // leaves r-x: no socket could be bound in it); the mode is exact, as the
+                    // socket file's is.
+                    rustix::fs::chmod(&dir.0, mode)
+                        .map_err(|e| Error::from(e).in_op("chmod (staging directory)"))?;
+                    return Ok(dir);
+                }
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::from(e).in_op("mkdir (staging directory)")),
             }

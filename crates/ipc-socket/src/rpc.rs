@@ -16,9 +16,12 @@
 //! request whose deadline passes fails with [`ErrorKind::TimedOut`] and is forgotten: a
 //! reply arriving later is dropped. A reply above the client endpoint's largest message (a
 //! server allowed larger messages than its client) is dropped by the endpoint unread, so no
-//! request can be matched to it: every request in flight then fails with
+//! request can be matched to it: every request still waiting for its reply then fails with
 //! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
-//! reply that will never come.
+//! reply that will never come. On a byte stream ([`Stream`](crate::Stream), frame endpoints)
+//! the endpoint cannot drop that one reply: its frame header is [`ErrorKind::Corrupted`], and
+//! so is all that follows (the framing is lost); every request waiting then fails with
+//! `Corrupted` and is forgotten, and so does any later one.
 
 use std::collections::HashMap;
 
@@ -100,12 +103,12 @@ impl RequestId {
 pub struct Client<E> {
     conn: E,
     next: u64,
-    /// Requests in flight and their deadlines.
+    /// Requests waiting for their reply, and their deadlines.
     pending: HashMap<u64, Deadline>,
     /// Replies that arrived for requests nobody asked about yet.
     arrived: HashMap<u64, Vec<u8>>,
     buf: Vec<u8>,
-    /// Set once the server is gone.
+    /// Set once a receive met the server's end (every reply it sent before has been read).
     gone: bool,
 }
 
@@ -140,15 +143,9 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
         let mut msg = Vec::with_capacity(ID_LEN + request.len());
         msg.extend_from_slice(&id.to_le_bytes());
         msg.extend_from_slice(request);
-        match self.conn.send_deadline(&msg, deadline) {
-            Ok(()) => {}
-            Err(e) => {
-                if e.kind() == ErrorKind::Disconnected {
-                    self.gone = true;
-                }
-                return Err(e);
-            }
-        }
+        // A send that finds the server gone does not mark it gone here: replies it sent before
+        // it went may still be in the endpoint, for `wait` to deliver before the end.
+        self.conn.send_deadline(&msg, deadline)?;
         self.pending.insert(id, deadline);
         Ok(RequestId(id))
     }
@@ -162,9 +159,12 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
     /// is gone. [`ErrorKind::MessageTooLarge`] when `reply` is too small (the reply is kept:
     /// ask again with a larger buffer, [`in_flight`](Client::in_flight) unchanged), or when a
     /// reply above the endpoint's largest message came: the endpoint dropped it unread, and
-    /// every request in flight failed with it and was forgotten (the module's "Failure").
+    /// every request still waiting for its reply failed with it and was forgotten (the
+    /// module's "Failure").
     /// [`ErrorKind::NotFound`] for an id not in flight.
-    /// [`ErrorKind::Corrupted`] for a reply shorter than its id.
+    /// [`ErrorKind::Corrupted`] for a reply shorter than its id (the request stays in
+    /// flight), or from the endpoint: a stream that lost its framing, from which no reply can
+    /// be read again; every request still waiting failed with it and was forgotten.
     pub fn wait(&mut self, id: RequestId, reply: &mut [u8]) -> Result<usize> {
         loop {
             if let Some(r) = self.arrived.get(&id.0) {
@@ -196,24 +196,31 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
                     self.pending.remove(&id.0);
                     return Err(e);
                 }
-                Err(e) if e.kind() == ErrorKind::MessageTooLarge => return Err(self.lost(e)),
+                Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge | ErrorKind::Corrupted) => {
+                    return Err(self.lost(e));
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
     /// After `e`, a reply above the endpoint's largest message (`recv_growing` takes any
-    /// within it), which the endpoint dropped with its id unread: fails every request in
-    /// flight, since which one it answered cannot be told.
+    /// within it), which the endpoint dropped with its id unread (`MessageTooLarge`), or a
+    /// stream that lost its framing (`Corrupted`: no reply can be read again): fails every
+    /// request in flight, since which one it answered cannot be told.
     fn lost(&mut self, e: Error) -> Error {
         let failed = self.pending.len();
         self.pending.clear();
+        let what = if e.kind() == ErrorKind::Corrupted {
+            "the endpoint can read no reply any more"
+        } else {
+            "a reply above this endpoint's largest message was dropped unread"
+        };
         Error::with_note(
-            ErrorKind::MessageTooLarge,
+            e.kind(),
             format!(
-                "a reply above this endpoint's largest message was dropped unread ({e}); which \
-                 request it answered cannot be told, so the {failed} request(s) in flight failed \
-                 with it"
+                "{what} ({e}); which request it answered cannot be told, so the {failed} \
+                 request(s) in flight failed with it"
             ),
         )
         .in_op("wait reply")
@@ -231,9 +238,11 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
         self.arrived.remove(&id.0);
     }
 
-    /// How many requests are in flight (started, reply not yet taken).
+    /// How many requests are in flight (started, reply not yet taken): those still waiting for
+    /// their reply, and those whose reply arrived (received by a `wait` for another request,
+    /// or kept after a `wait` with too small a buffer) and is kept for them.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.arrived.len()
     }
 
     /// The endpoint.
@@ -306,11 +315,13 @@ where
 /// then waits for the clients connected so far to leave, and returns.
 ///
 /// A client the [`PeerPolicy`](crate::PeerPolicy) refuses is closed and the server goes on;
-/// a client whose connection fails is logged (DEBUG) and dropped.
+/// a client whose connection fails (its credentials unreadable at accept, say), for whom no
+/// thread can be started, or whose request makes `handler` panic (the panic hook reports it
+/// as usual), is logged (DEBUG) and dropped.
 ///
 /// # Errors
-/// Errors of `accept` other than a refused peer or the deadline (running out of descriptors,
-/// for one).
+/// Errors of `accept` that are the listener's, not one connection's: running out of
+/// descriptors, for one.
 pub fn serve<K, H>(listener: &Listener<K>, until: Deadline, handler: H) -> Result<()>
 where
     K: Kind + MessageSender + MessageReceiver + Send,
@@ -319,15 +330,28 @@ where
     let handler = &handler;
     std::thread::scope(|scope| {
         loop {
-            match listener.accept(until) {
-                Ok(mut conn) => {
-                    scope.spawn(move || {
-                        if let Err(e) = serve_connection(&mut conn, handler) {
-                            tracing::debug!(error = %e, "client dropped");
+            match listener.accept_one(until) {
+                Ok(Ok(mut conn)) => {
+                    let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                        // A handler that panics on this client's request costs this client
+                        // its connection, not the server: the panic stops here.
+                        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            serve_connection(&mut conn, handler)
+                        }));
+                        match served {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!(error = %e, "client dropped"),
+                            Err(_) => tracing::debug!("the handler panicked: client dropped"),
                         }
                     });
+                    if let Err(e) = spawned {
+                        // No thread for it (RLIMIT_NPROC, the system's thread limit, memory):
+                        // this client is dropped with the closure, the others go on.
+                        tracing::debug!(error = %e, "no thread for a client: dropped");
+                    }
                 }
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+                // That connection alone: refused by the policy, or its credentials unreadable.
+                Ok(Err(e)) => tracing::debug!(error = %e, "client dropped at accept"),
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
                     return Ok(());
                 }

@@ -122,6 +122,11 @@ pub struct Seqpacket {
 struct Held {
     len: usize,
     fds: Vec<OwnedFd>,
+    /// The kernel truncated its descriptors (`MSG_CTRUNC`) when a plain receive took it in:
+    /// how many had arrived (closed then, `fds` empty). A receive asking for descriptors
+    /// reports it as [`ErrorKind::LimitExceeded`], as it would have on meeting the message
+    /// first.
+    truncated: Option<usize>,
 }
 
 impl crate::conn::sealed::Sealed for Seqpacket {}
@@ -226,7 +231,10 @@ impl Seqpacket {
     ///
     /// # Errors
     /// As [`send_deadline`](MessageSender::send_deadline); [`ErrorKind::InvalidInput`] for more
-    /// than [`MAX_FDS`] descriptors.
+    /// than [`MAX_FDS`] descriptors; [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when
+    /// the kernel refuses more descriptors in flight (`ETOOMANYREFS`: this user's descriptors
+    /// sent on Unix sockets and not yet received are above the limit; a process with
+    /// `CAP_SYS_RESOURCE` is not held to it), nothing sent.
     ///
     /// # References
     /// - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html), `SCM_RIGHTS`
@@ -258,7 +266,9 @@ impl Seqpacket {
     /// As [`recv_deadline`](MessageReceiver::recv_deadline), and
     /// [`ErrorKind::LimitExceeded`] when the kernel truncated the descriptors (`MSG_CTRUNC`:
     /// more than [`MAX_FDS`], or this process at its `RLIMIT_NOFILE`). That message is
-    /// consumed; every descriptor of it that did arrive has been closed, none leaks.
+    /// consumed; every descriptor of it that did arrive has been closed, none leaks. A
+    /// message above the endpoint's maximum ([`ErrorKind::MessageTooLarge`], dropped) takes
+    /// its descriptors with it: closed, never appended to `fds`.
     #[doc(alias = "MSG_CMSG_CLOEXEC")]
     pub fn recv_with_fds(
         &mut self,
@@ -349,6 +359,19 @@ impl Seqpacket {
                         .on_shared(&self.label),
                 )
             }
+            Errno::TOOMANYREFS => {
+                // This user's descriptors in flight on Unix sockets (sent, not yet received)
+                // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
+                let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                Err(Error::limit(
+                    "RLIMIT_NOFILE (for descriptors in flight: sent on Unix sockets by this \
+                     user and not yet received)",
+                    lim.current,
+                )
+                .with_source(e.into())
+                .in_op("send")
+                .on_shared(&self.label))
+            }
             e => Err(Error::from(e).in_op("send").on_shared(&self.label)),
         }
     }
@@ -405,11 +428,9 @@ impl Seqpacket {
             return Err(self.disconnected());
         }
         let want = fds.is_some();
-        let got = self.take_fds(&mut control, (want, want), m.flags, m.bytes)?;
+        // Strict when descriptors are asked for, else none taken: never a truncated set.
+        let (got, _) = self.take_fds(&mut control, (want, want), m.flags, m.bytes)?;
         drop(control);
-        if let Some(fds) = fds {
-            fds.extend(got);
-        }
         let [buf, spare] = iov;
         let n = m.bytes;
         let msg = if n <= room {
@@ -420,7 +441,14 @@ impl Seqpacket {
             // Cut: too long however it ends.
             n
         };
-        self.check_len(msg, room)
+        // Checked before the descriptors are handed over: those of a record above the
+        // maximum are closed with it (`got` dropped), never left in `fds` for the caller to
+        // take for the next message's.
+        let len = self.check_len(msg, room)?;
+        if let Some(fds) = fds {
+            fds.extend(got);
+        }
+        Ok(len)
     }
 
     /// A small endpoint's receive (at most [`SMALL`] bytes) into a buffer of at least its
@@ -484,17 +512,24 @@ impl Seqpacket {
             return Err(self.disconnected());
         }
         // Descriptors are kept with a message held for later, whoever receives it then.
-        let got = self.take_fds(&mut control, (true, fds.is_some()), m.flags, m.bytes)?;
+        let (got, truncated) =
+            self.take_fds(&mut control, (true, fds.is_some()), m.flags, m.bytes)?;
         drop(control);
         // A record above the maximum was truncated: reported (and dropped) here.
         let n = m.bytes.min(self.inbuf.len());
         let len = self.record_len(&self.inbuf[..n], m.bytes, self.max)?;
-        self.held = Some(Held { len, fds: got });
+        self.held = Some(Held {
+            len,
+            fds: got,
+            truncated,
+        });
         self.take_held(buf, fds)
     }
 
     /// Returns the held message when it fits `buf` (its descriptors appended to `fds`, or
-    /// closed); else [`ErrorKind::MessageTooLarge`], and it stays held.
+    /// closed); else [`ErrorKind::MessageTooLarge`], and it stays held. A message whose
+    /// descriptors were truncated is [`ErrorKind::LimitExceeded`] to a receive asking for
+    /// them (and consumed), as [`recv_with_fds`](Self::recv_with_fds) says.
     fn take_held(&mut self, buf: &mut [u8], fds: Option<&mut Vec<OwnedFd>>) -> Result<usize> {
         let Some(held) = self.held.take_if(|h| h.len <= buf.len()) else {
             let len = self.held.as_ref().map_or(0, |h| h.len);
@@ -504,51 +539,63 @@ impl Seqpacket {
                     .on_shared(&self.label),
             );
         };
-        buf[..held.len].copy_from_slice(&self.inbuf[..held.len]);
         if let Some(fds) = fds {
+            if let Some(arrived) = held.truncated {
+                return Err(self.truncated(arrived, held.len));
+            }
             fds.extend(held.fds);
         }
+        buf[..held.len].copy_from_slice(&self.inbuf[..held.len]);
         Ok(held.len)
     }
 
     /// Takes every descriptor that arrived with a record of `len` bytes (none unless `take`),
     /// before anything else can fail: dropped on an error, they are closed. A truncated set
     /// (`MSG_CTRUNC`) is [`ErrorKind::LimitExceeded`] when the caller asked for descriptors
-    /// (`strict`); else those that arrived are closed and the message stands.
+    /// (`strict`); else those that arrived are closed, the message stands, and their count
+    /// comes back beside the (empty) set, for a message held for a later receive.
     fn take_fds(
         &self,
         control: &mut RecvAncillaryBuffer<'_>,
         (take, strict): (bool, bool),
         flags: ReturnFlags,
         len: usize,
-    ) -> Result<Vec<OwnedFd>> {
+    ) -> Result<(Vec<OwnedFd>, Option<usize>)> {
         let mut got = Vec::new();
         if !take {
-            return Ok(got);
+            return Ok((got, None));
         }
         for cmsg in control.drain() {
             if let RecvAncillaryMessage::ScmRights(rights) = cmsg {
                 got.extend(rights);
             }
         }
-        if flags.contains(ReturnFlags::CTRUNC) && !strict {
-            got.clear();
-        } else if flags.contains(ReturnFlags::CTRUNC) {
-            let n = got.len();
-            drop(got);
-            return Err(Error::new(ErrorKind::LimitExceeded)
-                .with_detail(Detail::Note(
-                    format!(
-                        "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, or \
-                         RLIMIT_NOFILE reached; the {n} that arrived were closed and the \
-                         message ({len} bytes) dropped"
-                    )
-                    .into(),
-                ))
-                .in_op("recv")
-                .on_shared(&self.label));
+        if !flags.contains(ReturnFlags::CTRUNC) {
+            return Ok((got, None));
         }
-        Ok(got)
+        let arrived = got.len();
+        drop(got);
+        if strict {
+            return Err(self.truncated(arrived, len));
+        }
+        Ok((Vec::new(), Some(arrived)))
+    }
+
+    /// The error for a message of `len` bytes whose descriptors the kernel truncated, of
+    /// which `arrived` came (and were closed); the message is dropped.
+    #[cold]
+    fn truncated(&self, arrived: usize, len: usize) -> Error {
+        Error::new(ErrorKind::LimitExceeded)
+            .with_detail(Detail::Note(
+                format!(
+                    "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, or \
+                     RLIMIT_NOFILE reached; the {arrived} that arrived were closed and the \
+                     message ({len} bytes) dropped"
+                )
+                .into(),
+            ))
+            .in_op("recv")
+            .on_shared(&self.label)
     }
 
     /// The message in a received record of `len` bytes (at least 1) of which `got` arrived

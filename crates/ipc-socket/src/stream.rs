@@ -349,7 +349,8 @@ impl MessageReceiver for Stream {
     /// Receives the next message. While a message this end sent is still in progress (see
     /// [`send_deadline`](Stream::send_deadline)), waits for the socket to be readable *or*
     /// writable and finishes that message meanwhile, so a peer waiting for it to answer is
-    /// never deadlocked. On a Unix stream socket, a blocking receive whose last read emptied
+    /// never deadlocked. A peer found gone while finishing it (the rest is dropped) is
+    /// [`ErrorKind::Disconnected`] only after every message it sent before has been received. On a Unix stream socket, a blocking receive whose last read emptied
     /// the socket while reading ahead may first give the CPU up once (`sched_yield(2)`; see
     /// [How a stream reads](Stream#how-a-stream-reads)).
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
@@ -437,6 +438,9 @@ impl Stream {
             match self.tx.flush(Deadline::Now) {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::Incomplete => {}
+                // The peer is gone (the rest of the message is dropped): what it sent before
+                // it went is still to be received, then its end, as from any peer that left.
+                Err(e) if e.kind() == ErrorKind::Disconnected => break,
                 Err(e) => return Err(e),
             }
             match self.rx.recv_deadline(buf, Deadline::Now) {

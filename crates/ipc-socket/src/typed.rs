@@ -36,6 +36,13 @@
 //! Allocations are bounded: a string or byte buffer by the bytes actually present, and a
 //! sequence announcing more elements than follow reserves at most 1 MiB up front (serde's
 //! cautious size hint) and fails when the bytes run out. Fuzzed by the proptest in `tests/typed.rs`.
+//!
+//! Except a sequence (or map) of elements that take no bytes at all: `()`, a unit struct,
+//! `[T; 0]`, a struct whose fields are all skipped. Postcard decodes the count the peer
+//! announces one element at a time, and these never run out of bytes: a count of 2^64 in a
+//! 10-byte message keeps the receiving thread busy for good (allocating nothing). Keep such
+//! types out of sequences a peer that is not trusted may send (or give each element a byte:
+//! a `bool`, a `u8`).
 
 use std::fmt;
 use std::marker::PhantomData;
