@@ -232,6 +232,42 @@ pub fn wait(fd: BorrowedFd<'_>, interest: Interest, deadline: Deadline) -> Resul
     }
 }
 
+/// The credentials the kernel recorded for the peer of the Unix-domain socket `fd`
+/// (`getsockopt(SO_PEERCRED)`): pid, effective uid and gid, translated into this process's
+/// namespaces. The pid is 0 when the peer's process is not visible in this pid namespace (a
+/// server in a container, its client outside), which rustix's `socket_peercred` cannot
+/// represent (its `Pid` is non-zero): hence this call through libc.
+///
+/// # References
+/// - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html), `SO_PEERCRED`
+#[doc(alias = "SO_PEERCRED")]
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> Result<(i32, u32, u32), Errno> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable `ucred` of `len` bytes owned by this frame; the kernel
+    // writes at most `len` bytes and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO));
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(Errno::INVAL);
+    }
+    Ok((cred.pid, cred.uid, cred.gid))
+}
+
 /// Sets or clears `O_NONBLOCK` on the open file description behind `fd`.
 ///
 /// The flag belongs to the open file description, so every descriptor that shares it (a

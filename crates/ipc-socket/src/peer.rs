@@ -14,7 +14,8 @@ use ipc_core::{Error, ErrorKind, Result};
 /// reused. The uid and gid are what to base decisions on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerCred {
-    /// The peer's process id.
+    /// The peer's process id; 0 when its process is not visible in this process's pid
+    /// namespace (a server in a container, its client outside it).
     pub pid: i32,
     /// The peer's effective user id.
     pub uid: u32,
@@ -35,13 +36,9 @@ impl PeerCred {
     /// - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html), `SO_PEERCRED`
     #[doc(alias = "SO_PEERCRED")]
     pub fn of(fd: BorrowedFd<'_>) -> Result<PeerCred> {
-        let c = rustix::net::sockopt::socket_peercred(fd)
+        let (pid, uid, gid) = ipc_core::fd::peer_credentials(fd)
             .map_err(|e| Error::from(e).in_op("getsockopt(SO_PEERCRED)"))?;
-        Ok(PeerCred {
-            pid: c.pid.as_raw_nonzero().get(),
-            uid: c.uid.as_raw(),
-            gid: c.gid.as_raw(),
-        })
+        Ok(PeerCred { pid, uid, gid })
     }
 }
 

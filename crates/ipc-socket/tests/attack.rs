@@ -197,6 +197,7 @@ fn connect_from_a_child_pid_namespace(ctx: &Ctx) {
         .unwrap_or_else(|e| panic!("connect from a child pid namespace: {e}"));
     let server = c.peer_cred().expect("the server's credentials");
     assert_eq!(server.uid, rustix::process::geteuid().as_raw());
+    assert_eq!(server.pid, 0, "a process this namespace cannot see");
     c.send(b"from a container").unwrap();
 }
 
@@ -1101,16 +1102,13 @@ impl<T: MessageSender + MessageReceiver> Duplex for T {}
 /// A client in a pid namespace of its own (a container, say) connects to a server in the
 /// parent namespace, which it cannot see: the kernel reports the server's pid as 0 in
 /// `SO_PEERCRED`. The connection must work, the uid checked as usual ("the pid is for
-/// logging"). It does not: rustix's `UCred` holds the pid as a `NonZero` (`Pid`), and
-/// `io::Result<UCred>` keeps its `Err` in that niche, so the kernel's 0 comes back from
+/// logging"). It did not: rustix's `UCred` holds the pid as a `NonZero` (`Pid`), and
+/// `io::Result<UCred>` keeps its `Err` in that niche, so the kernel's 0 came back from
 /// `socket_peercred` as an error ("I/O error (Success (os error 0))"; undefined behaviour in
-/// rustix). The same makes a server in such a namespace fail `accept` for every client from
-/// the parent namespace, which stops `rpc::serve`. Ignored: the fix needs `SO_PEERCRED` read
-/// without rustix's `UCred` (a `getsockopt` through libc in a small `sys` module, a new
-/// dependency of this crate, or a rustix whose `UCred` can hold pid 0), outside what this
-/// change may touch. Run as root with `--ignored` to see it fail.
+/// rustix), and a server in such a namespace failed `accept` for every client from the parent
+/// namespace. The credentials are now read through libc (`ipc_core::fd::peer_credentials`).
+/// Needs root to make the pid namespace; says so and passes otherwise.
 #[test]
-#[ignore = "fails: rustix cannot represent SO_PEERCRED's pid 0 (see the doc comment)"]
 fn a_client_in_a_child_pid_namespace_connects_to_a_server_it_cannot_see() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("not root: cannot make a pid namespace; skipped");
@@ -1224,12 +1222,12 @@ fn nested_length_claims_of_gigabytes_are_corrupted_with_bounded_allocation() {
 
 /// `rpc::serve` in a pid namespace of its own (a container) with a client from the parent
 /// namespace, which it cannot see, and one of its own. Reading the outside client's
-/// credentials fails there (see the ignored test above: rustix cannot hold `SO_PEERCRED`'s
-/// pid 0), and that failure belongs to that one connection: the server must drop it and go
+/// credentials failed there (rustix could not hold `SO_PEERCRED`'s pid 0, see the test
+/// above), and such a failure belongs to that one connection: the server must drop it and go
 /// on ("a client whose connection fails is logged and dropped"), answering its own client,
-/// not return an error that stops it for every client. (Once the credentials can be read,
-/// the outside client is simply served; the test accepts either.) Root only. Fails when a
-/// failure after `accept4` is an error of `accept` that ends `serve`.
+/// not return an error that stops it for every client. (With the credentials read through
+/// libc the outside client is simply served; the test accepts either.) Root only. Failed
+/// when a failure after `accept4` was an error of `accept` that ended `serve`.
 #[test]
 fn serve_goes_on_past_a_client_whose_credentials_cannot_be_read() {
     if !rustix::process::geteuid().is_root() {
