@@ -143,8 +143,10 @@ impl<'a> Entry<'a> {
     /// too).
     ///
     /// The entry before is the one whose next word leads here; failing that, the entry this
-    /// one's `__prev` names, if the walk from the head reached it. Likewise after, with the
-    /// previous words and `__next`. So any one mutex's links, overwritten, are found again;
+    /// one's `__prev` names, if the walk from the head reached it (an entry, not the head).
+    /// Likewise after, with the previous words and `__next`. A mutex the thread does not hold
+    /// (a guard copied into a forked child, whose list glibc emptied) is in no walk: nothing
+    /// is written. So any one mutex's links, overwritten, are found again;
     /// glibc's unlock then also rewrites the neighbour's word that pointed at this entry.
     fn find(&self) -> Result<(usize, usize), Unchecked> {
         let head = Head::get()?;
@@ -168,7 +170,8 @@ impl<'a> Entry<'a> {
         named: usize,
         step: impl Fn(usize) -> Result<usize, Unchecked>,
     ) -> Result<Option<usize>, Unchecked> {
-        let mut passed = named == head.at;
+        // The head itself is no evidence: it is where every walk starts.
+        let mut passed = false;
         let mut cur = head.at;
         for _ in 0..LIMIT {
             let to = match step(cur) {

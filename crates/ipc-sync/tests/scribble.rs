@@ -96,7 +96,46 @@ fn hold_until_lock_word_overwritten(ctx: &Ctx) {
     g.unlock().expect("unlock the other");
 }
 
-roles!(hold_then_unlock, hold_until_lock_word_overwritten);
+/// Locks both mutexes, forks, and has the forked copy (which holds nothing: its thread's
+/// robust list starts empty) unlock its copy of the newest guard: refused, with nothing
+/// written to the mutex, so that this process's own unlocks, in either order, still work.
+fn unlock_in_a_forked_copy(ctx: &Ctx) {
+    let pair = Shared::<Pair>::open(ctx.take_fd("pair")).expect("open");
+    let a = pair[0].lock().expect("lock a");
+    let b = pair[1].lock().expect("lock b");
+    // SAFETY: this role's process runs one thread here; the forked copy only unlocks (no lock
+    // of this process's allocator or stdio is held across the fork by this thread) and ends
+    // with `_exit`.
+    match unsafe { libc::fork() } {
+        0 => {
+            let refused = matches!(b.unlock(), Err(e) if e.kind() == ErrorKind::Corrupted);
+            std::mem::forget(a);
+            // SAFETY: ends the forked copy without running anything of the parent's.
+            unsafe { libc::_exit(if refused { 0 } else { 1 }) }
+        }
+        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+        pid => {
+            let mut status = 0;
+            // SAFETY: waits for the child just forked; `status` is a local.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the forked copy's unlock was not refused: {status:#x}"
+            );
+        }
+    }
+    b.unlock().expect("unlock b");
+    a.unlock().expect("unlock a");
+    for m in pair.iter() {
+        m.lock().expect("relock").unlock().expect("unlock again");
+    }
+}
+
+roles!(
+    hold_then_unlock,
+    hold_until_lock_word_overwritten,
+    unlock_in_a_forked_copy
+);
 
 /// A parent and a child holding as `plan` says; the parent's end of the control socket, and
 /// each mutex's data address in the child.
@@ -218,5 +257,15 @@ fn a_lock_word_overwritten_while_held_makes_unlock_a_typed_error() {
     // The word still names thread 1: nobody else takes the lock, but the child unlinked it
     // from its list and exited cleanly (above); clear the word for the other checks.
     word::<AtomicU32>(&pair[0], LOCK_AT).store(0, Ordering::Relaxed);
+    assert_free(&pair);
+}
+
+#[test]
+fn a_guard_unlocked_in_a_forked_copy_writes_nothing_to_the_mutex() {
+    let pair = Shared::<Pair>::create(CANARY).unwrap();
+    spawn("unlock_in_a_forked_copy")
+        .fd("pair", &pair)
+        .start()
+        .wait_success();
     assert_free(&pair);
 }
