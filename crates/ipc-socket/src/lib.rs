@@ -55,6 +55,8 @@
 #![warn(missing_docs)]
 
 mod addr;
+#[cfg(feature = "serde")]
+mod budget;
 mod conn;
 pub mod listener;
 mod peer;

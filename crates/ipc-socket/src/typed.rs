@@ -37,18 +37,22 @@
 //! sequence announcing more elements than follow reserves at most 1 MiB up front (serde's
 //! cautious size hint) and fails when the bytes run out. Fuzzed by the proptest in `tests/typed.rs`.
 //!
-//! Except a sequence (or map) of elements that take no bytes at all: `()`, a unit struct,
-//! `[T; 0]`, a struct whose fields are all skipped. Postcard decodes the count the peer
-//! announces one element at a time, and these never run out of bytes: a count of 2^64 in a
-//! 10-byte message keeps the receiving thread busy for good (allocating nothing). Keep such
-//! types out of sequences a peer that is not trusted may send (or give each element a byte:
-//! a `bool`, a `u8`).
+//!
+//! Time is bounded too. Postcard decodes the count of elements a sequence (or map) announces
+//! one element at a time, and elements that take no bytes at all (`()`, a unit struct,
+//! `[T; 0]`, a struct whose fields are all skipped) never run out of bytes: a count of 2^64
+//! in a 10-byte message would keep the receiving thread busy for good. So one message decodes
+//! into at most one element per byte plus [`ZERO_SIZED_ELEMENTS`] (65,536), counted over all
+//! its sequences and maps; past that it is [`ErrorKind::Corrupted`]. Elements that take a
+//! byte or more never reach the cap.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 use serde::de::DeserializeOwned;
+
+use crate::budget::Budget;
 use serde::{Deserialize, Serialize};
 
 /// Sends values of type `T` over the message endpoint `S`, one message each. `T` may be
@@ -202,18 +206,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     decode_borrowed(bytes)
 }
 
+/// The elements (sequence items, map entries) a message may decode into beyond one per byte:
+/// room for zero-sized elements, which take no bytes (see "Hostile input" above).
+pub const ZERO_SIZED_ELEMENTS: u64 = 1 << 16;
+
 /// Decodes one `T` that must fill `bytes` exactly and may borrow from them (`&str`,
 /// `&serde_bytes::Bytes`, ...).
 ///
 /// # Errors
-/// [`ErrorKind::Corrupted`] for malformed bytes or bytes left over.
+/// [`ErrorKind::Corrupted`] for malformed bytes, bytes left over, or more elements than one
+/// per byte plus [`ZERO_SIZED_ELEMENTS`].
 pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
-    match postcard::take_from_bytes::<T>(bytes) {
+    let budget = Budget::new(bytes.len() as u64 + ZERO_SIZED_ELEMENTS);
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let decoded = T::deserialize(budget.over(&mut de)).and_then(|v| Ok((v, de.finalize()?)));
+    match decoded {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(Error::corrupted(format!(
             "{} bytes left over after a {}",
             rest.len(),
             std::any::type_name::<T>()
+        ))
+        .in_op("decode")),
+        Err(_) if budget.ran_out() => Err(Error::corrupted(format!(
+            "not a {}: more elements than one per byte of the message ({}) plus {} \
+             zero-sized ones",
+            std::any::type_name::<T>(),
+            bytes.len(),
+            ZERO_SIZED_ELEMENTS
         ))
         .in_op("decode")),
         Err(e) => Err(

@@ -134,6 +134,82 @@ fn malformed_bytes_are_corrupted() {
     });
 }
 
+/// The varint postcard writes for a count.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
+}
+
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
+struct Marker;
+
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
+enum Holder {
+    Empty,
+    Markers(Vec<Marker>),
+    Named { markers: Vec<()> },
+}
+
+/// Elements that take no bytes never run out of bytes: a peer announcing 2^64 of them in ten
+/// bytes kept the decoding thread busy for good (postcard takes them one at a time). Every
+/// place a sequence or map can hide (top level, nested, in an `Option`, a newtype variant, a
+/// struct variant, map keys) is `Corrupted` at the cap, soon; counts within it decode. Fails
+/// (at the watchdog) without the element budget.
+#[test]
+fn zero_sized_elements_beyond_the_budget_are_corrupted_not_a_hang() {
+    within_watchdog("zero-sized elements", || {
+        let huge = varint(u64::MAX);
+        let corrupted = |what: &str, r: ipc_socket::Result<()>| {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{what}: {e}");
+            assert!(e.to_string().contains("more elements"), "{what}: {e}");
+        };
+        corrupted("Vec<()>", decode::<Vec<()>>(&huge).map(drop));
+        corrupted("Vec<Marker>", decode::<Vec<Marker>>(&huge).map(drop));
+        corrupted(
+            "BTreeMap<(), ()>",
+            decode::<BTreeMap<(), ()>>(&huge).map(drop),
+        );
+        let some = [&[1u8][..], &huge].concat();
+        corrupted(
+            "Option<Vec<()>>",
+            decode::<Option<Vec<()>>>(&some).map(drop),
+        );
+        let newtype = [&[1u8][..], &huge].concat();
+        corrupted("Holder::Markers", decode::<Holder>(&newtype).map(drop));
+        let named = [&[2u8][..], &huge].concat();
+        corrupted("Holder::Named", decode::<Holder>(&named).map(drop));
+        // Counted over the whole message: three sequences of 30,000 each.
+        let nested = [varint(3), varint(30_000), varint(30_000), varint(30_000)].concat();
+        corrupted("Vec<Vec<()>>", decode::<Vec<Vec<()>>>(&nested).map(drop));
+        // Within the budget: what an honest sender's zero-sized elements look like.
+        let fine = varint(60_000);
+        assert_eq!(decode::<Vec<()>>(&fine).unwrap().len(), 60_000);
+        let fine = [varint(2), varint(30_000), varint(30_000)].concat();
+        assert_eq!(decode::<Vec<Vec<()>>>(&fine).unwrap().len(), 2);
+        assert_eq!(
+            decode::<Holder>(
+                &ipc_socket::typed::encode(&Holder::Markers(vec![Marker, Marker])).unwrap()
+            )
+            .unwrap(),
+            Holder::Markers(vec![Marker, Marker])
+        );
+        assert_eq!(
+            decode::<Holder>(&ipc_socket::typed::encode(&Holder::Empty).unwrap()).unwrap(),
+            Holder::Empty
+        );
+        // Elements of a byte or more never reach the cap: 200,000 bytes in one message.
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let wire = ipc_socket::typed::encode(&bytes).unwrap();
+        assert_eq!(decode::<Vec<u8>>(&wire).unwrap(), bytes);
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
