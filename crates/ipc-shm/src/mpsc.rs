@@ -617,10 +617,16 @@ impl MessageSender for MpscProducer {
             } else {
                 !rounds.first()
             };
+            // A word no end writes is `Corrupted`: waiting on, this producer would never see
+            // the consumer die.
             if state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
-                || (check && matches!(self.watch.status_of(word), Ok(Status::Dead)))
+                || (check
+                    && match self.watch.dead_or_corrupt(word) {
+                        Ok(dead) => dead,
+                        Err(e) => return Err(self.fail(e)),
+                    })
             {
                 return Err(self.fail(Error::disconnected()));
             }

@@ -157,7 +157,7 @@ use ipc_core::{
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
-use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
+use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side};
 use crate::segment::Segment;
 use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, nap, sleep_flagged};
@@ -1318,12 +1318,16 @@ impl Subscriber {
             } else {
                 !rounds.first()
             };
+            // A word no end writes (one free yet naming a process, too) is `Corrupted`:
+            // waiting on, this subscriber would never see the publisher die.
             let gone = state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
-                || (state_of(word) != STATE_FREE
-                    && check
-                    && matches!(self.watch.status_of(word), Ok(Status::Dead)));
+                || (check
+                    && match self.watch.dead_or_corrupt(word) {
+                        Ok(dead) => dead,
+                        Err(e) => return Err(self.fail(e)),
+                    });
             if gone {
                 // Drain first: everything published before the close or death is visible.
                 return match self.peek() {
