@@ -1,8 +1,9 @@
 //! Hostile attacks on the pattern segments' promises (pub-sub, MPSC) that the other hostile
 //! tests leave alone: peer owner words no end writes (pid 0, free yet naming a process)
-//! under an end waiting with no deadline whose peer then dies. Behaviour only: every wait is
-//! guarded by the watchdog (a hang fails the test), never timed; children are killed and
-//! reaped by their handles, owned by the test's own thread.
+//! under an end waiting with no deadline whose peer then dies, owner words naming recycled
+//! pids or a live process, impossible options, and near-miss segments planted at a name.
+//! Behaviour only: every wait is guarded by the watchdog (a hang fails the test), never
+//! timed; children are killed and reaped by their handles, owned by the test's own thread.
 
 mod common;
 
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::{Guarded, until};
-use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::pubsub_testing::{PUBLISHER, SLEEPERS};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::pubsub_testing::{PLACES, PUBLISHER, SLEEPERS};
 use ipc_shm::{MpscConsumer, MpscProducer, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, watchdog};
 
@@ -116,6 +117,304 @@ fn a_corrupt_consumer_owner_word_under_a_blocked_producer_with_no_deadline_is_no
         assert!(
             matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Disconnected),
             "owner word {owner:#x}: {e}"
+        );
+    }
+}
+
+// ---- owner words naming recycled or live processes --------------------------------------
+
+/// An owner word: `state` (1 attached, 3 attaching), `pid`, start time `start` (clock ticks).
+fn owner_word(state: u64, pid: u32, start: u64) -> u64 {
+    state | u64::from(pid) << 2 | (start & ((1 << 40) - 1)) << 24
+}
+
+/// The start time of process (or thread) `pid`: field 22 of its `/proc` stat.
+fn start_time(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// A subscriber place whose owner word names a process that is not the one that joined (a
+/// pid now held by another process: this test's own, with another start time; or a thread's
+/// id, which no end publishes) is a dead subscriber's: the publisher waiting for it with no
+/// deadline reclaims it, and a joiner finding no other place takes it over. One that names a
+/// live process with its true start time (this test's) is believed: the send ends at its
+/// deadline and the joiner is refused. Passed on the code it was written against; the other
+/// tests only name a pid that cannot exist (the recycled-pid branch, a process alive with
+/// another start time, was not attacked through the patterns).
+#[test]
+fn subscriber_places_naming_recycled_pids_are_reclaimed_and_live_ones_are_not() {
+    let me = std::process::id();
+    let my_start = start_time("self");
+    let (park, parked) = std::sync::mpsc::channel::<()>();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        tid_tx
+            .send(rustix::thread::gettid().as_raw_nonzero().get() as u32)
+            .unwrap();
+        let _ = parked.recv();
+    });
+    let tid = tid_rx.recv().unwrap();
+    let dead_words = [
+        (
+            "this pid with another start time",
+            owner_word(1, me, my_start + 1),
+        ),
+        (
+            "this pid attaching, another start time",
+            owner_word(3, me, my_start + 1),
+        ),
+        ("a thread's id", owner_word(1, tid, my_start)),
+    ];
+    for (what, word) in dead_words {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256)
+                .subscribers(1)
+                .create_memfd("attack-ps-recycled")
+                .unwrap(),
+        );
+        let place = seg.atomic_u64(PLACES).unwrap();
+        place.store(word, Ordering::SeqCst);
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let tx = Guarded::start("a publisher held back by a recycled pid", move || {
+            for seq in 0..24 {
+                tx.send(&common::message(0, seq)).unwrap();
+            }
+            tx
+        })
+        .join();
+        place.store(word, Ordering::SeqCst);
+        let mut sub = Subscriber::open(seg.clone())
+            .unwrap_or_else(|e| panic!("{what}: a dead place not taken over: {e}"));
+        drop(tx);
+        let e = sub.recv(&mut [0u8; 256]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{what}: {e}");
+    }
+    // This very process, its true start time: alive, so believed.
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(1)
+            .create_memfd("attack-ps-live")
+            .unwrap(),
+    );
+    seg.atomic_u64(PLACES)
+        .unwrap()
+        .store(owner_word(1, me, my_start), Ordering::SeqCst);
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    for seq in 0..8 {
+        tx.try_send(&common::message(0, seq)).unwrap();
+    }
+    let e = tx
+        .send_deadline(
+            &common::message(0, 8),
+            Deadline::after(std::time::Duration::from_millis(20)),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    let e = Subscriber::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let _ = park.send(());
+    thread.join().unwrap();
+}
+
+/// A publisher owner word naming a recycled pid (this test's pid with another start time)
+/// is a dead publisher: a subscriber waiting with no deadline drains what was published,
+/// then gets `Disconnected`. Passed on the code it was written against (the other tests name
+/// a pid that cannot exist).
+#[test]
+fn a_publisher_word_naming_a_recycled_pid_is_disconnected_after_draining() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(1)
+            .create_memfd("attack-ps-recycled-pub")
+            .unwrap(),
+    );
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    for seq in 0..3 {
+        tx.send(&common::message(0, seq)).unwrap();
+    }
+    // A publisher that "dies" without closing: its word taken over by a stranger's pid.
+    std::mem::forget(tx);
+    let word = owner_word(1, std::process::id(), start_time("self") + 1);
+    seg.atomic_u64(PUBLISHER)
+        .unwrap()
+        .store(word, Ordering::SeqCst);
+    let (got, e) = Guarded::start("a subscriber of a recycled publisher pid", move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        let e = loop {
+            match sub.recv(&mut buf) {
+                Ok(n) => got.push(common::check(&buf[..n]).1),
+                Err(e) => break e,
+            }
+        };
+        (got, e)
+    })
+    .join();
+    assert_eq!(got, [0, 1, 2]);
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+// ---- limits and options ------------------------------------------------------------------
+
+/// Options no segment can have (a history as long as the ring or longer, slot counts that are
+/// not powers of two or out of range, no or too many places, messages no slot or ring holds)
+/// are refused as `InvalidInput` before a named segment is made: nothing is left in
+/// `/dev/shm`. Passed on the code it was written against (no test refused these options).
+#[test]
+fn impossible_options_are_refused_before_anything_is_named() {
+    let ps = PubSubOptions::new().slots(8).max_message(256);
+    let pubsubs = [
+        ("history = slots", ps.history(8)),
+        ("history > slots", ps.history(9)),
+        ("history usize::MAX", ps.history(usize::MAX)),
+        ("1 slot", ps.slots(1)),
+        ("3 slots", ps.slots(3)),
+        ("2^21 slots", ps.slots(1 << 21)),
+        ("no subscriber places", ps.subscribers(0)),
+        ("4097 subscriber places", ps.subscribers(4097)),
+        ("messages of usize::MAX", ps.max_message(usize::MAX)),
+        ("slots of 2^30 + 128", ps.max_message(1 << 30)),
+    ];
+    for (what, opts) in pubsubs {
+        let name = ipc_testkit::unique_posix_name("attack-ps-opts");
+        let e = opts.create_posix(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        let e = Segment::open(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{what}: {e}");
+    }
+    let mp = ipc_shm::MpscOptions::new().producers(2).capacity(1 << 12);
+    let mpscs = [
+        ("no producer places", mp.producers(0)),
+        ("1025 producer places", mp.producers(1025)),
+        ("capacity 0", mp.capacity(0)),
+        ("capacity 100", mp.capacity(100)),
+        ("capacity 2^31", mp.capacity(1 << 31)),
+        ("messages of half the ring", mp.max_message(1 << 11)),
+        ("empty messages only", mp.max_message(0)),
+        ("messages of usize::MAX", mp.max_message(usize::MAX)),
+    ];
+    for (what, opts) in mpscs {
+        let name = ipc_testkit::unique_posix_name("attack-mpsc-opts");
+        let e = opts.create_posix(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+        let e = Segment::open(name.as_str()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{what}: {e}");
+    }
+}
+
+// ---- planted segments and the header ------------------------------------------------------
+
+/// The bytes of `seg`, read word by word (atomically, as a peer's writes may land any time).
+fn snapshot(seg: &Segment) -> Vec<u64> {
+    (0..seg.len() / 8)
+        .map(|i| seg.atomic_u64(i * 8).unwrap().load(Ordering::SeqCst))
+        .collect()
+}
+
+/// Writes a near-miss header into a planted segment.
+type Plant = fn(&Segment);
+
+/// Every end's open of the segment at `name`, each from a fresh open of the name, with what
+/// it must be refused as.
+fn every_open(name: &str) -> Vec<(&'static str, ipc_core::Error)> {
+    let seg = || Arc::new(Segment::open(name).unwrap());
+    vec![
+        ("publisher", Publisher::open(seg()).unwrap_err()),
+        ("subscriber", Subscriber::open(seg()).unwrap_err()),
+        ("producer", MpscProducer::open(seg()).unwrap_err()),
+        ("consumer", MpscConsumer::open(seg()).unwrap_err()),
+    ]
+}
+
+/// Objects planted at a pattern's name and opened by name as an unrelated process would: a
+/// zeroed one (a creator that has not initialised it yet, or a squatter), one with the right
+/// magic and another layout version, one whose header size is wrong, and a real segment cut
+/// short (`ftruncate` before the opener maps it). Each end's open is refused with a typed
+/// error (never a panic), and a refused open writes nothing into the object (no claimed
+/// place left behind). Passed on the code it was written against (the name tests plant
+/// other file types; none planted a segment with a near-miss header).
+#[test]
+fn near_miss_segments_planted_at_a_name_are_refused_and_left_untouched() {
+    const PS_MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMPS");
+    const MP_MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
+    let planted: [(&str, Plant); 5] = [
+        ("zeroed", |_| {}),
+        ("pub-sub version 2", |s| {
+            s.atomic_u64(0).unwrap().store(PS_MAGIC, Ordering::SeqCst);
+            s.atomic_u32(8).unwrap().store(2, Ordering::SeqCst);
+        }),
+        ("mpsc version 2", |s| {
+            s.atomic_u64(0).unwrap().store(MP_MAGIC, Ordering::SeqCst);
+            s.atomic_u32(8).unwrap().store(2, Ordering::SeqCst);
+        }),
+        ("pub-sub header size 128", |s| {
+            s.atomic_u64(0).unwrap().store(PS_MAGIC, Ordering::SeqCst);
+            s.atomic_u32(8).unwrap().store(3, Ordering::SeqCst);
+            s.atomic_u32(12).unwrap().store(128, Ordering::SeqCst);
+        }),
+        ("mpsc header size u32::MAX", |s| {
+            s.atomic_u64(0).unwrap().store(MP_MAGIC, Ordering::SeqCst);
+            s.atomic_u32(8).unwrap().store(1, Ordering::SeqCst);
+            s.atomic_u32(12).unwrap().store(u32::MAX, Ordering::SeqCst);
+        }),
+    ];
+    for (what, plant) in planted {
+        let name = ipc_testkit::unique_posix_name("attack-planted");
+        let seg = Segment::create(name.as_str(), 1 << 16)
+            .unwrap()
+            .remove_on_drop();
+        plant(&seg);
+        let before = snapshot(&seg);
+        for (end, e) in every_open(&name) {
+            assert!(
+                matches!(e.kind(), ErrorKind::WrongType | ErrorKind::Corrupted),
+                "{what}, {end}: {e}"
+            );
+        }
+        assert!(snapshot(&seg) == before, "{what}: a refused open wrote");
+    }
+    // Real segments cut short under the name before the opener maps them.
+    let pubsub = PubSubOptions::new()
+        .slots(8)
+        .max_message(256)
+        .subscribers(2);
+    let mpsc = ipc_shm::MpscOptions::new().producers(2).capacity(1 << 12);
+    for (what, size) in [
+        ("pub-sub", pubsub.segment_size()),
+        ("mpsc", mpsc.segment_size()),
+    ] {
+        let name = ipc_testkit::unique_posix_name("attack-cut");
+        let seg = if what == "pub-sub" {
+            pubsub.create_posix(name.as_str())
+        } else {
+            mpsc.create_posix(name.as_str())
+        }
+        .unwrap()
+        .remove_on_drop();
+        rustix::fs::ftruncate(seg.fd().unwrap(), (size - 8) as u64).unwrap();
+        // (The creator's own mapping is not touched past the new end from here on.)
+        for (end, e) in every_open(&name) {
+            assert!(
+                matches!(e.kind(), ErrorKind::WrongType | ErrorKind::Corrupted),
+                "{what} cut short, {end}: {e}"
+            );
+        }
+        let again = Segment::open(name.as_str()).unwrap();
+        assert_eq!(again.len(), size - 8);
+        let before = snapshot(&again);
+        let _ = every_open(&name);
+        assert!(
+            snapshot(&again) == before,
+            "{what} cut short: a refused open wrote"
         );
     }
 }
