@@ -466,7 +466,8 @@ impl MpscProducer {
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "all {} producer places are held (or being drained)",
+                    "all {} producer places are held (or being drained; more are made with \
+                     MpscOptions::producers when the segment is created)",
                     view.rings.len()
                 ),
             )));

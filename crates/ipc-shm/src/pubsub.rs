@@ -1078,7 +1078,8 @@ impl Subscriber {
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "all {} subscriber places are held by live subscribers",
+                    "all {} subscriber places are held by live subscribers (more are made \
+                     with PubSubOptions::subscribers when the segment is created)",
                     view.subscribers
                 ),
             )));

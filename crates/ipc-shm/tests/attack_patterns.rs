@@ -1,7 +1,8 @@
 //! Hostile attacks on the pattern segments' promises (pub-sub, MPSC) that the other hostile
 //! tests leave alone: peer owner words no end writes (pid 0, free yet naming a process)
 //! under an end waiting with no deadline whose peer then dies, owner words naming recycled
-//! pids or a live process, impossible options, and near-miss segments planted at a name.
+//! pids or a live process, one join past the places, impossible options, and near-miss
+//! segments planted at a name.
 //! Behaviour only: every wait is guarded by the watchdog (a hang fails the test), never
 //! timed; children are killed and reaped by their handles, owned by the test's own thread.
 
@@ -264,6 +265,37 @@ fn a_publisher_word_naming_a_recycled_pid_is_disconnected_after_draining() {
 }
 
 // ---- limits and options ------------------------------------------------------------------
+
+/// Every subscriber place taken (64 by default), the next join is a typed error that names
+/// the option that sets the limit, and a place given back is joinable again; the same for
+/// the MPSC's producer places. Fails without the fix of its commit: the notes said how many
+/// places were held but not which option makes more.
+#[test]
+fn one_join_past_the_places_is_a_typed_error_naming_the_option() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .create_memfd("attack-ps-limit")
+            .unwrap(),
+    );
+    let mut subs: Vec<_> = (0..64)
+        .map(|_| Subscriber::open(seg.clone()).unwrap())
+        .collect();
+    let e = Subscriber::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(e.to_string().contains("PubSubOptions::subscribers"), "{e}");
+    subs.swap_remove(17);
+    subs.push(Subscriber::open(seg.clone()).unwrap());
+
+    let seg = common::mpsc_segment("attack-mpsc-limit", 2, 1 << 12);
+    let _rx = MpscConsumer::open(seg.clone()).unwrap();
+    let _a = MpscProducer::open(seg.clone()).unwrap();
+    let _b = MpscProducer::open(seg.clone()).unwrap();
+    let e = MpscProducer::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(e.to_string().contains("MpscOptions::producers"), "{e}");
+}
 
 /// Options no segment can have (a history as long as the ring or longer, slot counts that are
 /// not powers of two or out of range, no or too many places, messages no slot or ring holds)
