@@ -1,10 +1,11 @@
 //! Hostile attacks on the pattern segments' promises (pub-sub, MPSC) that the other hostile
 //! tests leave alone: peer owner words no end writes (pid 0, free yet naming a process)
 //! under an end waiting with no deadline whose peer then dies, owner words naming recycled
-//! pids or a live process, one join past the places, impossible options, and near-miss
-//! segments planted at a name.
-//! Behaviour only: every wait is guarded by the watchdog (a hang fails the test), never
-//! timed; children are killed and reaped by their handles, owned by the test's own thread.
+//! pids or a live process, one join past the places, impossible options, near-miss
+//! segments planted at a name, the header scribbled after open, and lengths one byte past
+//! the last slot or the ring's end. Behaviour only: every wait is guarded by the watchdog
+//! (a hang fails the test), never timed; children are killed and reaped by their handles,
+//! owned by the test's own thread.
 
 mod common;
 
@@ -448,5 +449,190 @@ fn near_miss_segments_planted_at_a_name_are_refused_and_left_untouched() {
             snapshot(&again) == before,
             "{what} cut short: a refused open wrote"
         );
+    }
+}
+
+/// Every field of a pattern's header (and of each MPSC place's ring header) overwritten
+/// after both ends opened: the ends keep their validated copies, so messages go on through
+/// untouched, in order; a fresh open of the scribbled header is refused. Passed on the code
+/// it was written against (no test scribbled the shape words after open; a hot path that
+/// re-read the slot count or a ring's capacity would index past the ring here).
+#[test]
+fn a_header_scribbled_after_open_is_never_read_again() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(2)
+            .create_memfd("attack-ps-meta")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    // magic, version, header size, policy, slots, slot size, max message, places, history.
+    seg.atomic_u64(0).unwrap().store(0, Ordering::SeqCst);
+    for (at, v) in [
+        (8, 0),
+        (12, 1),
+        (16, 7),
+        (20, u32::MAX),
+        (24, 0),
+        (28, u32::MAX),
+        (32, u32::MAX),
+        (36, u32::MAX),
+    ] {
+        seg.atomic_u32(at).unwrap().store(v, Ordering::SeqCst);
+    }
+    let reader = Guarded::start("a subscriber under a scribbled header", move || {
+        let mut buf = [0u8; 256];
+        for seq in 0..40 {
+            let n = sub.recv(&mut buf).unwrap();
+            assert_eq!(common::check(&buf[..n]), (0, seq));
+        }
+    });
+    for seq in 0..40 {
+        tx.send_timeout(&common::message(0, seq), watchdog())
+            .unwrap();
+    }
+    reader.join();
+    let e = Subscriber::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongType, "{e}");
+
+    let seg = common::mpsc_segment("attack-mpsc-meta", 2, 1 << 12);
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    // The segment's producers, capacity, max message and stride; each ring's capacity, max
+    // message, limit, wait policy and spin budget.
+    for at in [16, 20, 24, 28] {
+        seg.atomic_u32(at)
+            .unwrap()
+            .store(u32::MAX, Ordering::SeqCst);
+    }
+    let stride = (640 + (1 << 12) + 127) & !127;
+    for place in 0..2 {
+        for at in [16, 20, 24, 28, 32] {
+            seg.atomic_u32(MPSC_PLACES + place * stride + at)
+                .unwrap()
+                .store(u32::MAX - 7, Ordering::SeqCst);
+        }
+    }
+    let reader = Guarded::start("a consumer under a scribbled header", move || {
+        let mut buf = [0u8; 256];
+        for seq in 0..400 {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(common::check(&buf[..n]), (0, seq));
+        }
+    });
+    for seq in 0..400 {
+        tx.send_timeout(&common::message(0, seq), watchdog())
+            .unwrap();
+    }
+    reader.join();
+    let e = MpscProducer::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+}
+
+// ---- lengths at the boundary --------------------------------------------------------------
+
+/// A subscriber waiting with no deadline on the ring's last slot, whose payload area is
+/// exactly the maximum message (240 + 16 = 256 bytes: one byte more is past the mapping's
+/// end), finds a "message" written there by a hostile peer: of exactly the maximum it is
+/// delivered, one byte longer (or `u32::MAX`) is `Corrupted`, never read past the slot.
+/// Passed on the code it was written against (the other tests scribble a length far above
+/// the maximum, not one byte past it, and not in the last slot).
+#[test]
+fn a_slot_length_one_past_the_last_slot_is_corrupted_and_the_maximum_is_not() {
+    const MAX: usize = 240;
+    for (len, ok) in [
+        (MAX as u32, true),
+        (MAX as u32 + 1, false),
+        (u32::MAX, false),
+    ] {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(MAX)
+                .subscribers(1)
+                .create_memfd("attack-ps-len")
+                .unwrap(),
+        );
+        let last = ipc_shm::pubsub_testing::slots_at(1) + 7 * 256;
+        assert_eq!(last + 256, seg.len(), "the last slot ends the segment");
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        let mut buf = vec![0u8; MAX];
+        for seq in 0..7 {
+            tx.send(&common::message(0, seq)).unwrap();
+            sub.recv(&mut buf).unwrap();
+        }
+        let waiter = Guarded::start("a subscriber on the last slot", move || {
+            let mut buf = vec![0u8; MAX];
+            sub.recv(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+        until("the subscriber", || {
+            sleepers.load(Ordering::SeqCst) as u32 != 0
+        });
+        seg.write_at(last + 16, &[0xa5; MAX]).unwrap();
+        seg.atomic_u32(last + 8)
+            .unwrap()
+            .store(len, Ordering::SeqCst);
+        seg.atomic_u64(last).unwrap().store(8, Ordering::SeqCst);
+        match waiter.join() {
+            Ok(got) => {
+                assert!(ok, "a length of {len} delivered");
+                assert_eq!(got, [0xa5; MAX]);
+            }
+            Err(e) => {
+                assert!(!ok, "a length of {len}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            }
+        }
+        drop(tx);
+    }
+}
+
+/// An MPSC consumer waiting with no deadline at 64 bytes before its ring's end finds a
+/// message record there: one that ends exactly at the end (56 bytes) is delivered, one
+/// byte more (a record past the end, though far below the maximum message) is `Corrupted`.
+/// Passed on the code it was written against (the other tests scribble lengths above the
+/// maximum, not one that is below it yet runs one byte past the ring).
+#[test]
+fn a_record_one_byte_past_the_ring_s_end_is_corrupted_and_one_ending_there_is_not() {
+    const DATA: usize = MPSC_PLACES + 640;
+    for (len, ok) in [(56u32, true), (57, false)] {
+        let seg = common::mpsc_segment("attack-mpsc-len", 1, 1 << 12);
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        let mut tx = MpscProducer::open(seg.clone()).unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..63 {
+            tx.send(&[7u8; 56]).unwrap();
+            assert_eq!(rx.recv(&mut buf).unwrap(), 56);
+        }
+        // The head is at 63 * 64 = 4032: 64 bytes before the end.
+        let waiter = Guarded::start("a consumer 64 bytes before its ring's end", move || {
+            let mut buf = [0u8; 128];
+            rx.recv(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        let sleeping = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+        until("the consumer", || sleeping.load(Ordering::SeqCst) != 0);
+        seg.write_at(DATA + 4032 + 8, &[0x5a; 56]).unwrap();
+        seg.atomic_u32(DATA + 4032)
+            .unwrap()
+            .store(len, Ordering::SeqCst);
+        seg.atomic_u32(DATA + 4032 + 4)
+            .unwrap()
+            .store(4032 | 4, Ordering::SeqCst);
+        match waiter.join() {
+            Ok(got) => {
+                assert!(ok, "a record of {len} bytes delivered");
+                assert_eq!(got, [0x5a; 56]);
+            }
+            Err(e) => {
+                assert!(!ok, "a record of {len} bytes: {e}");
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            }
+        }
+        drop(tx);
     }
 }
