@@ -142,6 +142,7 @@
 //!   too (where they cannot be, the bell rings every 50 ms to look again). Under
 //!   [`Policy::Lossy`] a publish never waits and `arm` says "ready" at once.
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::BorrowedFd;
@@ -1367,6 +1368,7 @@ impl Subscriber {
             seq,
             len,
             ptr,
+            vouched: Cell::new(false),
         })
     }
 
@@ -1537,6 +1539,9 @@ pub struct PubSubGuard<'a> {
     seq: u64,
     len: usize,
     ptr: *const u8,
+    /// Whether [`intact`](PubSubGuard::intact) said so: the caller kept the message, which
+    /// is then read, not missed, however soon after the publisher overwrites it.
+    vouched: Cell<bool>,
 }
 
 impl PubSubGuard<'_> {
@@ -1547,9 +1552,15 @@ impl PubSubGuard<'_> {
 
     /// Whether the bytes are still the message's: always under [`Policy::Block`]; under
     /// [`Policy::Lossy`], false once the publisher lapped this subscriber and overwrote the
-    /// slot (discard what was read from it then; it is counted as missed).
+    /// slot (discard what was read from it then; it is counted as missed). Once it said
+    /// true, the message counts as read, not missed, even if the publisher overwrites the
+    /// slot before the guard is dropped (what was read before the call is the message).
     pub fn intact(&self) -> bool {
-        self.sub.intact(self.seq)
+        let intact = self.sub.intact(self.seq);
+        if intact {
+            self.vouched.set(true);
+        }
+        intact
     }
 }
 
@@ -1565,7 +1576,7 @@ impl Deref for PubSubGuard<'_> {
 
 impl Drop for PubSubGuard<'_> {
     fn drop(&mut self) {
-        if self.sub.intact(self.seq) {
+        if self.vouched.get() || self.sub.intact(self.seq) {
             self.sub.set_cursor(self.seq + 1);
         }
         // Otherwise the next peek finds it overwritten and counts it missed.
