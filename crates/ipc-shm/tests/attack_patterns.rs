@@ -3,8 +3,9 @@
 //! under an end waiting with no deadline whose peer then dies, owner words naming recycled
 //! pids or a live process, one join past the places, impossible options, near-miss
 //! segments planted at a name, the header scribbled after open, lengths one byte past the
-//! last slot or the ring's end, and exact miss counts of a lossy subscriber process stopped
-//! (`SIGSTOP`) while it reads. Behaviour only: every wait is guarded by the watchdog (a hang
+//! last slot or the ring's end, exact miss counts of a lossy subscriber process stopped
+//! (`SIGSTOP`) while it reads, and the readiness descriptors in a plain poll loop when the
+//! peer process is killed. Behaviour only: every wait is guarded by the watchdog (a hang
 //! fails the test), never timed; children are killed and reaped by their handles, owned by
 //! the test's own thread.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::{Guarded, until};
-use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
 use ipc_shm::pubsub_testing::{PLACES, PUBLISHER, SLEEPERS};
 use ipc_shm::{MpscConsumer, MpscProducer, Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, watchdog};
@@ -85,7 +86,18 @@ fn lossy_reader(ctx: &Ctx) {
     );
 }
 
-roles!(publish_one_and_park, consume_nothing_and_park, lossy_reader);
+/// Child: join the inherited MPSC as a producer and park, attached, without sending.
+fn produce_nothing_and_park(ctx: &Ctx) {
+    let _tx = MpscProducer::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.park("joined");
+}
+
+roles!(
+    publish_one_and_park,
+    consume_nothing_and_park,
+    produce_nothing_and_park,
+    lossy_reader
+);
 
 /// A subscriber waiting with no deadline, whose publisher's owner word is scribbled to a
 /// word no end writes and whose publisher process is then killed, must end its wait
@@ -778,4 +790,127 @@ fn a_message_vouched_intact_is_read_not_missed_when_overwritten_before_the_guard
     let n = sub.try_recv(&mut buf).unwrap();
     assert_eq!(common::check(&buf[..n]), (0, 1));
     assert_eq!(sub.missed(), 0);
+}
+
+// ---- readiness descriptors in a plain poll loop ---------------------------------------------
+
+/// Waits on `end`'s readiness descriptor as the `Readiness` contract says (try, arm, poll
+/// with no timeout, disarm, try again) until `attempt` returns something other than
+/// `WouldBlock`. The caller bounds it with the watchdog.
+fn poll_loop<E: Readiness, T>(
+    end: &mut E,
+    mut attempt: impl FnMut(&mut E) -> ipc_core::Result<T>,
+) -> ipc_core::Result<T> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        match attempt(end) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => return other,
+        }
+        if end.arm()? {
+            continue;
+        }
+        {
+            let fd = end.readiness_fd()?;
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            poll(&mut fds, None).unwrap();
+        }
+        end.disarm();
+    }
+}
+
+/// A subscriber waiting in a plain poll loop on its readiness descriptor sees its publisher
+/// process killed (`Disconnected`); and, with the publisher's owner word first scribbled to
+/// one no end writes, still ends its wait (`Corrupted`) instead of polling forever. The first
+/// passed on the code it was written against (only the tokio tests, built with the `tokio`
+/// feature, waited on the descriptor); the second fails without the fix of commit "a peer
+/// owner word no end writes ends a pattern wait as Corrupted" (the descriptor rang every
+/// 50 ms for good, each try `WouldBlock`).
+#[test]
+fn a_subscriber_in_a_poll_loop_sees_a_killed_or_scribbled_publisher() {
+    for scribble in [None, Some(CORRUPT_OWNERS[0])] {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256)
+                .subscribers(1)
+                .create_memfd("attack-ps-poll")
+                .unwrap(),
+        );
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        let mut child = spawn("publish_one_and_park")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        child.wait_checkpoint("published");
+        let waiter = Guarded::start("a subscriber in a poll loop", move || {
+            let mut buf = [0u8; 256];
+            let first = poll_loop(&mut sub, |s| s.try_recv(&mut buf)).unwrap();
+            assert_eq!(first, common::message(0, 0).len());
+            poll_loop(&mut sub, |s| s.try_recv(&mut buf)).unwrap_err()
+        });
+        let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+        until("the armed subscriber", || {
+            sleepers.load(Ordering::SeqCst) as u32 != 0
+        });
+        if let Some(word) = scribble {
+            seg.atomic_u64(PUBLISHER)
+                .unwrap()
+                .store(word, Ordering::SeqCst);
+        }
+        assert!(child.kill_and_wait().killed());
+        let e = waiter.join();
+        let want = if scribble.is_some() {
+            ErrorKind::Corrupted
+        } else {
+            ErrorKind::Disconnected
+        };
+        assert_eq!(e.kind(), want, "{e}");
+    }
+}
+
+/// An MPSC producer whose ring is full waits in a plain poll loop, and its consumer process
+/// is killed: `Disconnected`. An MPSC consumer in a poll loop whose only producer process
+/// joins and is killed before sending anything: `Disconnected` too (the MPSC's "a producer
+/// that joins and dies before sending must still end the wait"). Passed on the code it was
+/// written against (only the tokio tests waited on these descriptors).
+#[test]
+fn mpsc_ends_in_a_poll_loop_see_a_killed_peer() {
+    let seg = common::mpsc_segment("attack-mpsc-poll-tx", 1, 1 << 12);
+    let mut child = spawn("consume_nothing_and_park")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_checkpoint("open");
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut seq = 0;
+    while tx.try_send(&common::message(0, seq)).is_ok() {
+        seq += 1;
+    }
+    let waiter = Guarded::start("a producer in a poll loop", move || {
+        poll_loop(&mut tx, |t| t.try_send(&common::message(0, seq))).unwrap_err()
+    });
+    let sleeping = seg.atomic_u32(MPSC_PLACES + TX_SLEEPING).unwrap();
+    until("the armed producer", || {
+        sleeping.load(Ordering::SeqCst) != 0
+    });
+    assert!(child.kill_and_wait().killed());
+    let e = waiter.join();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+
+    let seg = common::mpsc_segment("attack-mpsc-poll-rx", 1, 1 << 12);
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let waiter = Guarded::start("a consumer in a poll loop", move || {
+        let mut buf = [0u8; 256];
+        poll_loop(&mut rx, |r| r.try_recv(&mut buf)).unwrap_err()
+    });
+    let sleeping = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+    until("the armed consumer", || {
+        sleeping.load(Ordering::SeqCst) != 0
+    });
+    let mut child = spawn("produce_nothing_and_park")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_checkpoint("joined");
+    assert!(child.kill_and_wait().killed());
+    let e = waiter.join();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
