@@ -4,7 +4,8 @@
 //! pids or a live process, one join past the places, impossible options, near-miss
 //! segments planted at a name, the header scribbled after open, lengths one byte past the
 //! last slot or the ring's end, exact miss counts of a lossy subscriber process stopped
-//! (`SIGSTOP`) while it reads, and the readiness descriptors in a plain poll loop when the
+//! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, and the
+//! readiness descriptors in a plain poll loop when the
 //! peer process is killed. Behaviour only: every wait is guarded by the watchdog (a hang
 //! fails the test), never timed; children are killed and reaped by their handles, owned by
 //! the test's own thread.
@@ -913,4 +914,70 @@ fn mpsc_ends_in_a_poll_loop_see_a_killed_peer() {
     assert!(child.kill_and_wait().killed());
     let e = waiter.join();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// The length of message `seq` in the lossy length race: 16 and 200 bytes by turns of two
+/// messages, so each of two slots holds a short and a long message on alternate laps.
+fn race_len(seq: u64) -> usize {
+    if (seq / 2) % 2 == 0 { 16 } else { 200 }
+}
+
+/// A lossy subscriber with a 100-byte buffer reads a publisher thread lapping a ring of two
+/// slots, whose messages are 16 and 200 bytes by turns: every `MessageTooLarge` it gets must
+/// be for the message at its position (the size of that very message), never the size of the
+/// message that overwrote it while the subscriber looked. Fails without the fix of its
+/// commit: the copying receive compared the length with the buffer before checking that the
+/// slot was intact, so a 16-byte message was refused as one of 200 bytes (hundreds of times
+/// in a million messages on the 2-CPU test machine).
+#[test]
+fn a_lossy_receive_never_reports_an_overwriting_message_s_size_as_too_large() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(2)
+            .max_message(256)
+            .subscribers(1)
+            .policy(Policy::Lossy)
+            .create_memfd("attack-ps-len-race")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let publisher = std::thread::spawn(move || {
+        for seq in 0..1_000_000u64 {
+            let mut m = vec![seq as u8; race_len(seq)];
+            m[..8].copy_from_slice(&seq.to_le_bytes());
+            tx.try_send(&m).unwrap();
+        }
+    });
+    let reader = Guarded::start("a lossy reader with a short buffer", move || {
+        let mut buf = [0u8; 100];
+        let mut wrong = Vec::new();
+        loop {
+            match sub.recv(&mut buf) {
+                Ok(n) => {
+                    let seq = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                    assert_eq!(n, race_len(seq), "message {seq}");
+                    assert!(buf[8..n].iter().all(|&b| b == seq as u8), "message {seq}");
+                }
+                Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                    let (size, _) = e.message_size().unwrap();
+                    let at = sub.position();
+                    if size != race_len(at) && wrong.len() < 10 {
+                        wrong.push((at, size));
+                    }
+                    drop(sub.try_recv_in_place()); // past the long one
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+                    return wrong;
+                }
+            }
+        }
+    });
+    publisher.join().unwrap();
+    let wrong = reader.join();
+    assert!(
+        wrong.is_empty(),
+        "too large with another message's size (position, size): {wrong:?}"
+    );
 }
