@@ -62,10 +62,12 @@
 //! Every word a peer can write is read once into a local and validated before use: slot
 //! indices are taken modulo `N` of the validated header (kept locally), lengths are checked
 //! against the slot's payload size, cursors against `tail`, `tail` against 2^63 (a count no
-//! publisher reaches, and below which no `+ 1` overflows), owner words decoded as the
-//! channel's are. Anything inconsistent is [`ErrorKind::Corrupted`], never a hang, a panic or an
-//! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
-//! validate what you parse from them.
+//! publisher reaches, and below which no `+ 1` overflows) and against the stamps (a slot
+//! holding a later message than `tail` allows means `tail` was scribbled behind: a joiner
+//! starting there and a publisher blocked for it would wait on each other forever), owner
+//! words decoded as the channel's are. Anything inconsistent is [`ErrorKind::Corrupted`],
+//! never a hang, a panic or an out-of-bounds access. Payload bytes read in place live in
+//! memory the publisher can write; validate what you parse from them.
 //!
 //! # Waiting
 //!
@@ -1183,6 +1185,17 @@ impl Subscriber {
             }
             let tail = self.view.header().tail.load(Ordering::Acquire);
             if tail <= c {
+                // A later message's stamp here (read first, acquire) means the publisher
+                // stored `tail` past this message before it (each stamp follows the last
+                // message's `tail`): an index behind it was scribbled, and waiting for it to
+                // move would wait on a publisher that may itself wait for this cursor.
+                if st > c + 1 {
+                    return Err(Error::corrupted(format!(
+                        "slot of message {c} holds message {}, yet the publisher's index \
+                         says {tail} messages are published",
+                        st - 1
+                    )));
+                }
                 return Ok(None);
             }
             if tail - c > 1 << 48 || tail > MAX_TAIL {

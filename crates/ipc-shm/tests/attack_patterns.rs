@@ -4,11 +4,11 @@
 //! pids or a live process, one join past the places, impossible options, near-miss
 //! segments planted at a name, the header scribbled after open, lengths one byte past the
 //! last slot or the ring's end, exact miss counts of a lossy subscriber process stopped
-//! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, and the
-//! readiness descriptors in a plain poll loop when the
-//! peer process is killed. Behaviour only: every wait is guarded by the watchdog (a hang
-//! fails the test), never timed; children are killed and reaped by their handles, owned by
-//! the test's own thread.
+//! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, the
+//! readiness descriptors in a plain poll loop when the peer process is killed, and a joiner
+//! on a published index scribbled behind. Behaviour only: every wait is guarded by the
+//! watchdog (a hang fails the test), never timed; children are killed and reaped by their
+//! handles, owned by the test's own thread.
 
 mod common;
 
@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use common::{Guarded, until};
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
-use ipc_shm::pubsub_testing::{PLACES, PUBLISHER, SLEEPERS};
+use ipc_shm::pubsub_testing::{PLACES, PUBLISHER, SLEEPERS, TAIL};
 use ipc_shm::{MpscConsumer, MpscProducer, Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, watchdog};
 
@@ -980,4 +980,50 @@ fn a_lossy_receive_never_reports_an_overwriting_message_s_size_as_too_large() {
         wrong.is_empty(),
         "too large with another message's size (position, size): {wrong:?}"
     );
+}
+
+// ---- two live ends waiting on each other over a scribbled index ---------------------------
+
+/// The publisher's index scribbled a lap and more behind (50 of 100 published, 8 slots) just
+/// before a subscriber joins under `Block`: the joiner starts there, the publisher (no
+/// deadline) then waits for it to read on, and it waits for messages past an index nobody
+/// stores again: two live ends waiting on each other forever, unless the subscriber sees
+/// that its slot holds a later message than the index allows (`Corrupted`). Once that
+/// subscriber is dropped, the publisher goes on. With history 3 and without. Fails without
+/// the fix of its commit (the watchdog: a hang).
+#[test]
+fn a_joiner_on_an_index_scribbled_behind_is_corrupted_not_a_mutual_wait() {
+    for history in [0usize, 3] {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256)
+                .subscribers(1)
+                .history(history)
+                .create_memfd("attack-ps-behind")
+                .unwrap(),
+        );
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        for seq in 0..100 {
+            tx.try_send(&common::message(0, seq)).unwrap();
+        }
+        seg.atomic_u64(TAIL).unwrap().store(50, Ordering::SeqCst);
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        let publisher = Guarded::start("a publisher behind a scribbled joiner", move || {
+            tx.send(&common::message(0, 100))
+        });
+        let e = Guarded::start("a joiner on a scribbled index", move || {
+            let mut buf = [0u8; 256];
+            loop {
+                match sub.recv(&mut buf) {
+                    // Whatever it is given passed the slot's checks.
+                    Ok(len) => assert!(len <= 256),
+                    Err(e) => return e,
+                }
+            }
+        })
+        .join();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "history {history}: {e}");
+        publisher.join().unwrap();
+    }
 }
