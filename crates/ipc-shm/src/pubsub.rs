@@ -1277,6 +1277,19 @@ impl Subscriber {
         })
     }
 
+    /// Before a wait: stores this subscriber's cursor again if its place says otherwise (a
+    /// peer scribbled it), unless the place is no longer this subscriber's. A cursor left
+    /// behind would hold a blocked publisher back while this subscriber waits for it: two
+    /// live ends waiting on each other. One shared load per wait, none per message.
+    fn restore_cursor(&self) {
+        let place = self.view.place(self.index);
+        if place.cursor.load(Ordering::Relaxed) != self.cursor
+            && place.side.owner.load(Ordering::Acquire) == self.mine
+        {
+            place.cursor.store(self.cursor, Ordering::SeqCst);
+        }
+    }
+
     /// Bumps the publisher's `space` word and wakes whoever sleeps on it.
     fn wake_publisher(&self) {
         let h = self.view.header();
@@ -1354,6 +1367,7 @@ impl Subscriber {
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));
             }
+            self.restore_cursor();
             let wake = h.publisher.wake.load(Ordering::Acquire);
             h.shared.sleepers.fetch_add(NAP, Ordering::SeqCst);
             let ready = matches!(self.peek(), Ok(Some(_)) | Err(_));
@@ -1467,6 +1481,7 @@ impl Readiness for Subscriber {
 
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
+        self.restore_cursor();
         let view = self.view;
         let h = view.header();
         let Some(seen) = flag_and_look(

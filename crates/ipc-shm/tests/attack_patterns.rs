@@ -5,8 +5,9 @@
 //! segments planted at a name, the header scribbled after open, lengths one byte past the
 //! last slot or the ring's end, exact miss counts of a lossy subscriber process stopped
 //! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, the
-//! readiness descriptors in a plain poll loop when the peer process is killed, and a joiner
-//! on a published index scribbled behind. Behaviour only: every wait is guarded by the
+//! readiness descriptors in a plain poll loop when the peer process is killed, and two live
+//! ends left waiting on each other by an index scribbled behind (a joiner on the published
+//! count, a caught-up subscriber's cursor). Behaviour only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; children are killed and reaped by their
 //! handles, owned by the test's own thread.
 
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use common::{Guarded, until};
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender, Readiness};
-use ipc_shm::pubsub_testing::{PLACES, PUBLISHER, SLEEPERS, TAIL};
+use ipc_shm::pubsub_testing::{CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL};
 use ipc_shm::{MpscConsumer, MpscProducer, Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, watchdog};
 
@@ -1026,4 +1027,52 @@ fn a_joiner_on_an_index_scribbled_behind_is_corrupted_not_a_mutual_wait() {
         assert_eq!(e.kind(), ErrorKind::Corrupted, "history {history}: {e}");
         publisher.join().unwrap();
     }
+}
+
+/// A subscriber that has read everything (so it waits, with no deadline) has its cursor
+/// scribbled a lap behind; the publisher's next send (no deadline) scans, finds that cursor
+/// holding it back, and waits for a live subscriber that itself waits for the next message:
+/// two live ends waiting on each other forever, unless the waiting subscriber puts its own
+/// count back (it keeps it locally and never reads it back to use it). Then both go on: the
+/// send completes and the subscriber gets the message. (The other cursor tests scribble it
+/// while the subscriber still has messages to read, so it stores it again anyway.) Fails
+/// without the fix of its commit (the watchdog: a hang).
+#[test]
+fn a_caught_up_subscriber_s_cursor_scribbled_behind_is_restored_not_a_mutual_wait() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(1)
+            .create_memfd("attack-ps-cursor-behind")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let mut buf = [0u8; 256];
+    for seq in 0..8 {
+        tx.try_send(&common::message(0, seq)).unwrap();
+    }
+    for seq in 0..8 {
+        let n = sub.try_recv(&mut buf).unwrap();
+        assert_eq!(common::check(&buf[..n]), (0, seq));
+    }
+    let reader = Guarded::start("a caught-up subscriber", move || {
+        let mut buf = [0u8; 256];
+        let n = sub.recv(&mut buf).unwrap();
+        common::check(&buf[..n])
+    });
+    let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+    until("the caught-up subscriber", || {
+        sleepers.load(Ordering::SeqCst) as u32 != 0
+    });
+    seg.atomic_u64(PLACES + CURSOR)
+        .unwrap()
+        .store(0, Ordering::SeqCst);
+    Guarded::start("a publisher behind a scribbled cursor", move || {
+        tx.send(&common::message(0, 8)).unwrap();
+        tx
+    })
+    .join();
+    assert_eq!(reader.join(), (0, 8));
 }
