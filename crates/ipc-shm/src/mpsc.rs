@@ -1087,6 +1087,9 @@ impl MpscConsumer {
                 std::thread::yield_now();
                 continue;
             }
+            // An index of ours scribbled behind would leave a producer waiting for room
+            // while we wait for it: put them back first (a load per place per wait).
+            self.consumers.iter().for_each(Consumer::restore_head);
             self.sleeps += 1;
             let consumers = &mut self.consumers;
             let r = sleep_flagged(
@@ -1313,6 +1316,7 @@ impl Readiness for MpscConsumer {
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
         self.wake_deferred();
+        self.consumers.iter().for_each(Consumer::restore_head);
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(

@@ -845,6 +845,17 @@ impl Consumer {
         }
     }
 
+    /// Stores this consumer's index again if the shared one says otherwise (a peer scribbled
+    /// it), for a consumer about to wait: a producer that reads an index behind it sees less
+    /// room than it was given, and may wait for room while this consumer waits for messages.
+    /// One shared load; for the wait path, not per message.
+    pub(crate) fn restore_head(&self) {
+        let head = &self.ring.header().head;
+        if head.load(Ordering::Relaxed) != self.head {
+            head.store(self.head, Ordering::SeqCst);
+        }
+    }
+
     fn advance(&mut self, bytes: u32) {
         self.head = self.head.wrapping_add(bytes);
         self.ring.header().head.store(self.head, Ordering::SeqCst);

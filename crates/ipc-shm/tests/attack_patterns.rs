@@ -7,7 +7,8 @@
 //! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, the
 //! readiness descriptors in a plain poll loop when the peer process is killed, and two live
 //! ends left waiting on each other by an index scribbled behind (a joiner on the published
-//! count, a caught-up subscriber's cursor). Behaviour only: every wait is guarded by the
+//! count, a caught-up subscriber's cursor, a caught-up MPSC consumer's index). Behaviour
+//! only: every wait is guarded by the
 //! watchdog (a hang fails the test), never timed; children are killed and reaped by their
 //! handles, owned by the test's own thread.
 
@@ -1075,4 +1076,51 @@ fn a_caught_up_subscriber_s_cursor_scribbled_behind_is_restored_not_a_mutual_wai
     })
     .join();
     assert_eq!(reader.join(), (0, 8));
+}
+
+/// An MPSC consumer that has taken everything waits (no deadline); the consumer's index in
+/// its producer's ring is then scribbled to say the ring is full (a whole ring behind the
+/// tail: in range, so not refused). The producer's next send (no deadline) finds no room and
+/// waits for the consumer, which waits for a message: two live ends waiting on each other
+/// forever, unless the waiting consumer puts its own index back (it keeps it locally and
+/// never reads it back). Then both go on. (The other index tests scribble it while the ring
+/// holds messages, and let the consumer leave.) Fails without the fix of its commit (the
+/// watchdog: a hang).
+#[test]
+fn a_caught_up_consumer_s_index_scribbled_to_full_is_restored_not_a_mutual_wait() {
+    const HEAD: usize = MPSC_PLACES + 256;
+    const TAIL_AT: usize = MPSC_PLACES + 128;
+    let seg = common::mpsc_segment("attack-mpsc-head-full", 1, 1 << 12);
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    // Fill the ring (the producer's cached view of the index then says full, so its next
+    // send reads the index), and take it all.
+    let mut buf = [0u8; 256];
+    let mut seq = 0;
+    while tx.try_send(&common::message(0, seq)).is_ok() {
+        seq += 1;
+    }
+    for want in 0..seq {
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(common::check(&buf[..n]), (0, want));
+    }
+    let reader = Guarded::start("a caught-up consumer", move || {
+        let mut buf = [0u8; 256];
+        let n = rx.recv(&mut buf).unwrap();
+        common::check(&buf[..n])
+    });
+    let sleeping = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+    until("the caught-up consumer", || {
+        sleeping.load(Ordering::SeqCst) != 0
+    });
+    let tail = seg.atomic_u32(TAIL_AT).unwrap().load(Ordering::SeqCst);
+    seg.atomic_u32(HEAD)
+        .unwrap()
+        .store(tail.wrapping_sub(1 << 12), Ordering::SeqCst);
+    Guarded::start("a producer on a ring scribbled full", move || {
+        tx.send(&common::message(0, seq)).unwrap();
+        tx
+    })
+    .join();
+    assert_eq!(reader.join(), (0, seq));
 }
