@@ -40,9 +40,10 @@
 //!
 //! Every field of the header can be scribbled on by a peer. Each side keeps its own index in a
 //! local (it never reads it back). The producer reads the consumer's index once per refresh
-//! into a local and validates it (aligned, at most `capacity` behind); the consumer copies each
-//! record header into locals once and checks the length against the maximum and the end of
-//! the data area before using it. Anything inconsistent is
+//! into a local and validates it (aligned, at most `capacity` behind, never behind the last
+//! one it saw: the consumer only moves on); the consumer copies each record header into
+//! locals once and checks the length against the maximum and the end of the data area before
+//! using it. Anything inconsistent is
 //! [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted); no value from shared memory is used
 //! as an offset or length before that check.
 //!
@@ -507,11 +508,15 @@ impl Producer {
 
     fn check_head(&mut self, head: u32) -> Result<()> {
         let used = self.tail.wrapping_sub(head);
-        if head % 8 != 0 || used > self.ring.limit {
+        // The consumer only moves on: an index behind the last one seen (or past the tail)
+        // was scribbled, and believing it, this producer could wait for room it was given
+        // while the consumer waits for a message.
+        let moved = head.wrapping_sub(self.head);
+        if head % 8 != 0 || used > self.ring.limit || moved > self.tail.wrapping_sub(self.head) {
             return Err(Error::corrupted(format!(
                 "consumer index {head} is inconsistent with producer index {} (at most {} \
-                 bytes in flight)",
-                self.tail, self.ring.limit
+                 bytes in flight) or behind the last one seen, {}",
+                self.tail, self.ring.limit, self.head
             )));
         }
         self.head = head;

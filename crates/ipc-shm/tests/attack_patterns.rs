@@ -1079,8 +1079,9 @@ fn a_caught_up_subscriber_s_cursor_scribbled_behind_is_restored_not_a_mutual_wai
 }
 
 /// An MPSC consumer that has taken everything waits (no deadline); the consumer's index in
-/// its producer's ring is then scribbled to say the ring is full (a whole ring behind the
-/// tail: in range, so not refused). The producer's next send (no deadline) finds no room and
+/// its producer's ring is then scribbled back to where it was when the ring was full (in
+/// range, and what the producer last saw, so not refused). The producer's next send (no
+/// deadline) finds no room and
 /// waits for the consumer, which waits for a message: two live ends waiting on each other
 /// forever, unless the waiting consumer puts its own index back (it keeps it locally and
 /// never reads it back). Then both go on. (The other index tests scribble it while the ring
@@ -1089,7 +1090,6 @@ fn a_caught_up_subscriber_s_cursor_scribbled_behind_is_restored_not_a_mutual_wai
 #[test]
 fn a_caught_up_consumer_s_index_scribbled_to_full_is_restored_not_a_mutual_wait() {
     const HEAD: usize = MPSC_PLACES + 256;
-    const TAIL_AT: usize = MPSC_PLACES + 128;
     let seg = common::mpsc_segment("attack-mpsc-head-full", 1, 1 << 12);
     let mut rx = MpscConsumer::open(seg.clone()).unwrap();
     let mut tx = MpscProducer::open(seg.clone()).unwrap();
@@ -1100,6 +1100,7 @@ fn a_caught_up_consumer_s_index_scribbled_to_full_is_restored_not_a_mutual_wait(
     while tx.try_send(&common::message(0, seq)).is_ok() {
         seq += 1;
     }
+    let seen = seg.atomic_u32(HEAD).unwrap().load(Ordering::SeqCst);
     for want in 0..seq {
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(common::check(&buf[..n]), (0, want));
@@ -1113,10 +1114,9 @@ fn a_caught_up_consumer_s_index_scribbled_to_full_is_restored_not_a_mutual_wait(
     until("the caught-up consumer", || {
         sleeping.load(Ordering::SeqCst) != 0
     });
-    let tail = seg.atomic_u32(TAIL_AT).unwrap().load(Ordering::SeqCst);
-    seg.atomic_u32(HEAD)
-        .unwrap()
-        .store(tail.wrapping_sub(1 << 12), Ordering::SeqCst);
+    // Back to the index the producer last saw (a scribble further behind is refused by the
+    // producer itself, `ring.rs`'s check, and one exactly there cannot be).
+    seg.atomic_u32(HEAD).unwrap().store(seen, Ordering::SeqCst);
     Guarded::start("a producer on a ring scribbled full", move || {
         tx.send(&common::message(0, seq)).unwrap();
         tx

@@ -1,8 +1,9 @@
 //! The channel across real processes: a blocked receiver sees a SIGKILLed sender as
 //! disconnected; a producer killed mid-write (at a chosen point, and at random points) never
 //! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
-//! directions; and a child process scribbling over the header, indices and record headers while
-//! the channel runs produces errors, never a panic, a hang or an out-of-bounds access.
+//! directions; a child process scribbling over the header, indices and record headers while
+//! the channel runs produces errors, never a panic, a hang or an out-of-bounds access; and an
+//! index scribbled behind while both ends wait is an error, never two ends waiting forever.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -400,4 +401,55 @@ fn without_proc_the_liveness_check_says_so_instead_of_reporting_a_dead_peer() {
         "{}",
         out.stderr
     );
+}
+
+/// A receiver that has taken everything waits (no deadline); the consumer's index is then
+/// scribbled a whole ring behind the tail (in range, but behind what the sender last saw),
+/// and the sender, whose view of the index already said full, sends with no deadline. It
+/// must not believe the index and wait for room while the receiver waits for a message:
+/// the send is `Corrupted` (the consumer never moves its index back), and once the sender
+/// leaves, the receiver is told. Fails without the fix of its commit (both ends asleep for
+/// good: the watchdog). A scribble back to exactly the index the sender last saw is not
+/// caught this way (see `attack_patterns.rs` for the MPSC, whose waits are sliced).
+#[test]
+fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutual_wait() {
+    let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let seg = tx.segment().clone();
+    // Fill the ring (the sender's view of the index then says full), and take it all.
+    let mut seq = 0u32;
+    while tx
+        .try_send(&ipc_testkit::script::message(1, seq, 100))
+        .is_ok()
+    {
+        seq += 1;
+    }
+    let mut buf = [0u8; 100];
+    for want in 0..seq {
+        assert_eq!(rx.recv(&mut buf).unwrap(), 100);
+        check_message(1, want, 100, &buf).unwrap();
+    }
+    let reader = std::thread::spawn(move || rx.recv(&mut [0u8; 100]));
+    let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while sleeping.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail and head (`ring.rs`: lines 1 and 2 of the header).
+    let tail = seg.atomic_u32(128).unwrap().load(Ordering::SeqCst);
+    seg.atomic_u32(256)
+        .unwrap()
+        .store(tail.wrapping_sub(1 << 12), Ordering::SeqCst);
+    let e = within_watchdog("a sender on an index scribbled behind", move || {
+        let e = tx
+            .send(&ipc_testkit::script::message(1, seq, 100))
+            .unwrap_err();
+        drop(tx);
+        e
+    });
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    let got = within_watchdog("the receiver of a sender that left", move || {
+        reader.join().unwrap()
+    });
+    assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
 }
