@@ -837,7 +837,8 @@ impl MpscConsumer {
         let view = View::open(&segment).map_err(err)?;
         let side = &view.header().consumer;
         if let Err(found) = peer::attach_until(side, peer::me(), AttachStep::Attached) {
-            let dead = matches!(Watch::default().status_of(found), Ok(Status::Dead));
+            // A word no end writes names nobody: `Corrupted`, not "held".
+            let dead = Watch::default().dead_or_corrupt(found).map_err(err)?;
             if !(dead && peer::reclaim(side, found))
                 || peer::attach_until(side, peer::me(), AttachStep::Attached).is_err()
             {

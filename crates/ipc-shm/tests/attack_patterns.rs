@@ -181,6 +181,37 @@ fn a_corrupt_consumer_owner_word_under_a_blocked_producer_with_no_deadline_is_no
     }
 }
 
+/// The end's own owner word scribbled to one no end writes before the publisher or the MPSC
+/// consumer opens: the open is `Corrupted` (nobody holds the place, so not `AlreadyExists`
+/// as if a live end did), and leaves the word as it was. Fails without the fix of its
+/// commit for the MPSC consumer (`AlreadyExists`, "held, closed or its process died"); the
+/// publisher's open already said `Corrupted`.
+#[test]
+fn an_end_s_own_corrupt_owner_word_is_corrupted_at_open_not_already_exists() {
+    for owner in CORRUPT_OWNERS {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256)
+                .subscribers(1)
+                .create_memfd("attack-ps-open-owner")
+                .unwrap(),
+        );
+        let word = seg.atomic_u64(PUBLISHER).unwrap();
+        word.store(owner, Ordering::SeqCst);
+        let e = Publisher::open(seg.clone()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "publisher, {owner:#x}: {e}");
+        assert_eq!(word.load(Ordering::SeqCst), owner);
+
+        let seg = common::mpsc_segment("attack-mpsc-open-owner", 1, 1 << 12);
+        let word = seg.atomic_u64(MPSC_CONSUMER).unwrap();
+        word.store(owner, Ordering::SeqCst);
+        let e = MpscConsumer::open(seg.clone()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "consumer, {owner:#x}: {e}");
+        assert_eq!(word.load(Ordering::SeqCst), owner);
+    }
+}
+
 // ---- owner words naming recycled or live processes --------------------------------------
 
 /// An owner word: `state` (1 attached, 3 attaching), `pid`, start time `start` (clock ticks).
