@@ -1,16 +1,15 @@
 //! Hostile attacks on the pattern segments' promises (pub-sub, MPSC) that the other hostile
-//! tests leave alone: peer owner words no end writes (pid 0, free yet naming a process)
-//! under an end waiting with no deadline whose peer then dies, owner words naming recycled
-//! pids or a live process, one join past the places, impossible options, near-miss
-//! segments planted at a name, the header scribbled after open, lengths one byte past the
-//! last slot or the ring's end, exact miss counts of a lossy subscriber process stopped
-//! (`SIGSTOP`) while it reads, a lossy receive racing the overwrite of its slot, the
-//! readiness descriptors in a plain poll loop when the peer process is killed, and two live
+//! tests leave alone: owner words no end writes (pid 0, free yet naming a process), under an
+//! end waiting with no deadline whose peer then dies and at an end's own open; owner words
+//! naming recycled pids or a live process; one join past the places; impossible options;
+//! near-miss segments planted at a name; the header scribbled after open; lengths one byte
+//! past the last slot or the ring's end; exact miss counts of a lossy subscriber process
+//! stopped (`SIGSTOP`) while it reads; a lossy receive racing the overwrite of its slot; the
+//! readiness descriptors in a plain poll loop when the peer process is killed; and two live
 //! ends left waiting on each other by an index scribbled behind (a joiner on the published
 //! count, a caught-up subscriber's cursor, a caught-up MPSC consumer's index). Behaviour
-//! only: every wait is guarded by the
-//! watchdog (a hang fails the test), never timed; children are killed and reaped by their
-//! handles, owned by the test's own thread.
+//! only: every wait is guarded by the watchdog (a hang fails the test), never timed;
+//! children are killed and reaped by their handles, owned by the test's own thread.
 
 mod common;
 
@@ -311,6 +310,38 @@ fn subscriber_places_naming_recycled_pids_are_reclaimed_and_live_ones_are_not() 
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     let _ = park.send(());
     thread.join().unwrap();
+}
+
+/// MPSC places whose owner words name a recycled pid (this test's pid with another start
+/// time), attached or still attaching: the consumer (a short deadline, so it checks the
+/// processes) drains and gives them back, and is told no producer is left; two producers
+/// then take the two places. Places naming this live process (its true start time) are
+/// believed: a joiner is refused, and the consumer waits on (`TimedOut`) instead of saying
+/// the producers are gone. Passed on the code it was written against (the MPSC tests name a
+/// pid that cannot exist, or kill real producers).
+#[test]
+fn mpsc_places_naming_recycled_pids_are_given_back_and_live_ones_are_not() {
+    let me = std::process::id();
+    let start = start_time("self");
+    let seg = common::mpsc_segment("attack-mpsc-recycled", 2, 1 << 12);
+    let stride = (640 + (1 << 12) + 127) & !127;
+    let place = |i: usize| seg.atomic_u64(MPSC_PLACES + i * stride + 384).unwrap();
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    place(0).store(owner_word(1, me, start + 1), Ordering::SeqCst);
+    place(1).store(owner_word(3, me, start + 1), Ordering::SeqCst);
+    let short = std::time::Duration::from_millis(20);
+    let e = rx.recv_timeout(&mut [0u8; 256], short).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let a = MpscProducer::open(seg.clone()).unwrap();
+    let b = MpscProducer::open(seg.clone()).unwrap();
+    assert_eq!((a.place(), b.place()), (0, 1));
+    std::mem::forget((a, b)); // as if killed attached: their words stay
+    place(0).store(owner_word(1, me, start), Ordering::SeqCst);
+    place(1).store(owner_word(3, me, start), Ordering::SeqCst);
+    let e = MpscProducer::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let e = rx.recv_timeout(&mut [0u8; 256], short).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
 }
 
 /// A publisher owner word naming a recycled pid (this test's pid with another start time)
