@@ -1088,9 +1088,7 @@ impl MpscConsumer {
                 std::thread::yield_now();
                 continue;
             }
-            // An index of ours scribbled behind would leave a producer waiting for room
-            // while we wait for it: put them back first (a load per place per wait).
-            self.consumers.iter().for_each(Consumer::restore_head);
+            self.restore_heads();
             self.sleeps += 1;
             let consumers = &mut self.consumers;
             let r = sleep_flagged(
@@ -1101,6 +1099,19 @@ impl MpscConsumer {
             );
             r.map_err(|e| self.fail(e))?;
             rounds.next();
+        }
+    }
+
+    /// Before a wait: puts back this consumer's index in every place where the shared one
+    /// says otherwise (a peer scribbled it), waking that place's producer if it waits (its
+    /// doorbell wait has no slices while this consumer lives). An index left behind would
+    /// leave a producer waiting for room while this consumer waits for it. One shared load
+    /// per place per wait, none per message.
+    fn restore_heads(&self) {
+        for (c, r) in self.consumers.iter().zip(&self.view.rings) {
+            if c.restore_head() {
+                wake_producer(r.header());
+            }
         }
     }
 
@@ -1317,7 +1328,7 @@ impl Readiness for MpscConsumer {
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
         self.wake_deferred();
-        self.consumers.iter().for_each(Consumer::restore_head);
+        self.restore_heads();
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(

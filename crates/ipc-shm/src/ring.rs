@@ -853,12 +853,15 @@ impl Consumer {
     /// Stores this consumer's index again if the shared one says otherwise (a peer scribbled
     /// it), for a consumer about to wait: a producer that reads an index behind it sees less
     /// room than it was given, and may wait for room while this consumer waits for messages.
-    /// One shared load; for the wait path, not per message.
-    pub(crate) fn restore_head(&self) {
+    /// One shared load; for the wait path, not per message. Returns whether it stored (then
+    /// the caller wakes a producer that waits for room).
+    pub(crate) fn restore_head(&self) -> bool {
         let head = &self.ring.header().head;
-        if head.load(Ordering::Relaxed) != self.head {
-            head.store(self.head, Ordering::SeqCst);
+        if head.load(Ordering::Relaxed) == self.head {
+            return false;
         }
+        head.store(self.head, Ordering::SeqCst);
+        true
     }
 
     fn advance(&mut self, bytes: u32) {

@@ -94,11 +94,44 @@ fn produce_nothing_and_park(ctx: &Ctx) {
     ctx.park("joined");
 }
 
+/// Child: subscribe to the inherited pub-sub, take the `n` messages of the argument, then
+/// wait with no deadline for message `n` (checked).
+fn catch_up_then_wait(ctx: &Ctx) {
+    let n: u64 = ctx.arg().parse().unwrap();
+    let mut sub = Subscriber::open(Segment::inherited("seg").unwrap()).unwrap();
+    ctx.checkpoint("joined");
+    let mut buf = [0u8; 256];
+    for seq in 0..=n {
+        let len = sub.recv(&mut buf).unwrap();
+        assert_eq!(common::check(&buf[..len]), (0, seq));
+        if seq + 1 == n {
+            ctx.checkpoint("caught up");
+        }
+    }
+}
+
+/// Child: open the consumer of the inherited MPSC, take the `n` messages of the argument,
+/// then wait with no deadline for message `n` (checked).
+fn drain_then_wait(ctx: &Ctx) {
+    let n: u64 = ctx.arg().parse().unwrap();
+    let mut rx = MpscConsumer::open(Segment::inherited("seg").unwrap()).unwrap();
+    let mut buf = [0u8; 256];
+    for seq in 0..=n {
+        let len = rx.recv(&mut buf).unwrap();
+        assert_eq!(common::check(&buf[..len]), (0, seq));
+        if seq + 1 == n {
+            ctx.checkpoint("caught up");
+        }
+    }
+}
+
 roles!(
     publish_one_and_park,
     consume_nothing_and_park,
     produce_nothing_and_park,
-    lossy_reader
+    lossy_reader,
+    catch_up_then_wait,
+    drain_then_wait
 );
 
 /// A subscriber waiting with no deadline, whose publisher's owner word is scribbled to a
@@ -1185,4 +1218,104 @@ fn a_caught_up_consumer_s_index_scribbled_to_full_is_restored_not_a_mutual_wait(
     })
     .join();
     assert_eq!(reader.join(), (0, seq));
+}
+
+/// Stops (`SIGSTOP`) the child, and waits until it is stopped.
+fn stop(child: &ipc_testkit::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let pid = Pid::from_raw(child.pid() as i32).unwrap();
+    kill_process(pid, Signal::STOP).unwrap();
+    until("the stopped child", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.pid()));
+        stat.is_ok_and(|s| s[s.rfind(')').unwrap() + 2..].starts_with('T'))
+    });
+}
+
+/// Continues (`SIGCONT`) the child.
+fn resume(child: &ipc_testkit::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    kill_process(Pid::from_raw(child.pid() as i32).unwrap(), Signal::CONT).unwrap();
+}
+
+/// The caught-up subscriber's cursor scribbled behind (as above), with the publisher waiting
+/// in a poll loop on its readiness descriptor instead of a blocking send: that wait has no
+/// slices (the subscriber holding it back is alive and watched), so the subscriber that
+/// puts its cursor back must also ring it. The subscriber process is stopped while the
+/// publisher arms, so it puts the cursor back only once the publisher waits. Fails without
+/// the fix of its commit (the watchdog: the publisher's descriptor never rang).
+#[test]
+fn a_restored_cursor_rings_a_publisher_waiting_on_its_descriptor() {
+    const PUBLISHER_SLEEPING: usize = PUBLISHER + 12;
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(1)
+            .create_memfd("attack-ps-cursor-poll")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut child = spawn("catch_up_then_wait")
+        .fd("seg", seg.fd().unwrap())
+        .arg("8")
+        .start();
+    child.wait_checkpoint("joined");
+    for seq in 0..8 {
+        tx.try_send(&common::message(0, seq)).unwrap();
+    }
+    child.wait_checkpoint("caught up");
+    let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+    until("the caught-up subscriber", || {
+        sleepers.load(Ordering::SeqCst) as u32 != 0
+    });
+    stop(&child);
+    seg.atomic_u64(PLACES + CURSOR)
+        .unwrap()
+        .store(0, Ordering::SeqCst);
+    let publisher = Guarded::start("a publisher in a poll loop", move || {
+        poll_loop(&mut tx, |t| t.try_send(&common::message(0, 8))).unwrap();
+        tx
+    });
+    let flag = seg.atomic_u32(PUBLISHER_SLEEPING).unwrap();
+    until("the armed publisher", || flag.load(Ordering::SeqCst) != 0);
+    resume(&child);
+    drop(publisher.join());
+    child.wait_success();
+}
+
+/// The caught-up MPSC consumer's index scribbled back (as above), with the producer waiting
+/// in a poll loop on its readiness descriptor: that wait has no slices (the consumer is
+/// alive and watched), so the consumer that puts its index back must also ring it. The
+/// consumer process is stopped while the producer arms. Fails without the fix of its commit
+/// (the watchdog).
+#[test]
+fn a_restored_index_rings_a_producer_waiting_on_its_descriptor() {
+    const HEAD: usize = MPSC_PLACES + 256;
+    let seg = common::mpsc_segment("attack-mpsc-head-poll", 1, 1 << 12);
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut seq = 0;
+    while tx.try_send(&common::message(0, seq)).is_ok() {
+        seq += 1;
+    }
+    let seen = seg.atomic_u32(HEAD).unwrap().load(Ordering::SeqCst);
+    let mut child = spawn("drain_then_wait")
+        .fd("seg", seg.fd().unwrap())
+        .arg(seq.to_string())
+        .start();
+    child.wait_checkpoint("caught up");
+    let sleeping = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+    until("the caught-up consumer", || {
+        sleeping.load(Ordering::SeqCst) != 0
+    });
+    stop(&child);
+    seg.atomic_u32(HEAD).unwrap().store(seen, Ordering::SeqCst);
+    let producer = Guarded::start("a producer in a poll loop", move || {
+        poll_loop(&mut tx, |t| t.try_send(&common::message(0, seq))).unwrap();
+        tx
+    });
+    let flag = seg.atomic_u32(MPSC_PLACES + TX_SLEEPING).unwrap();
+    until("the armed producer", || flag.load(Ordering::SeqCst) != 0);
+    resume(&child);
+    drop(producer.join());
+    child.wait_success();
 }
