@@ -755,7 +755,11 @@ impl Consumer {
     /// from the producer at every poll). `tail` is only a hint: the record's mark still
     /// decides what is committed, so a wrong `tail` (garbage, or left behind by a producer
     /// killed between its commit and its tail store) can only hide messages, never show a
-    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek).
+    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek). One ahead
+    /// of the head (within the bytes in flight) with nothing committed at the head is
+    /// `Corrupted`: a producer stores its marks before its `tail`, so every record below a
+    /// `tail` it stored is visible; a producer that opened on such a `tail` (scribbled)
+    /// writes where this consumer never looks, and each would wait for the other.
     pub(crate) fn peek_hinted(&mut self) -> Result<Option<Message>> {
         if self.tail == self.head {
             self.tail = self.ring.header().tail.load(Ordering::Acquire);
@@ -763,7 +767,16 @@ impl Consumer {
                 return Ok(None);
             }
         }
-        self.peek()
+        let m = self.peek()?;
+        let ahead = self.tail.wrapping_sub(self.head);
+        if m.is_none() && ahead != 0 && ahead <= self.ring.limit {
+            return Err(Error::corrupted(format!(
+                "the producer's index {} is {ahead} bytes ahead of the consumer's {}, yet no \
+                 record is committed there",
+                self.tail, self.head
+            )));
+        }
+        Ok(m)
     }
 
     /// The message path's first try, inlined: [`peek_hinted`](Consumer::peek_hinted) for the
@@ -997,9 +1010,21 @@ mod tests {
         let (r, ring) = HeapRegion::ring(256, 100);
         let mut p = Producer::new(ring).unwrap();
         let mut c = Consumer::new(ring).unwrap();
-        // A garbage tail: the marks still say nothing is committed.
+        // A garbage tail ahead: the marks still say nothing is committed, and a tail ahead
+        // of a head with nothing at it was scribbled (every mark is stored before the tail).
         r.word(tail_off).store(64, Ordering::Release);
-        assert!(c.peek_hinted().unwrap().is_none());
+        let e = c.peek_hinted().unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupted, "{e}");
+        // Behind the head (a lap back, beyond the bytes in flight): only a hint, nothing shown.
+        r.word(tail_off)
+            .store(0u32.wrapping_sub(256), Ordering::Release);
+        assert!(
+            Consumer::new(ring)
+                .unwrap()
+                .peek_hinted()
+                .unwrap()
+                .is_none()
+        );
         // A tail left behind a commit (a producer killed before its tail store): the hint
         // hides the message, the marks show it.
         assert!(send(&mut p, b"committed"));

@@ -453,3 +453,52 @@ fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutua
     });
     assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
 }
+
+/// The producer's index of a fresh channel scribbled ahead (in range) before the sender
+/// opens, while the receiver already waits with no deadline: the sender carries on from
+/// there, so its messages lie where the receiver never looks. The receiver must say so
+/// (`Corrupted`: the index says records are committed at its head, and none is) rather than
+/// wait on while the sender fills the ring and waits for room (with no deadline: two live
+/// ends waiting on each other forever). Once the receiver is gone the sender is told.
+/// Fails without the fix of its commit (the watchdog).
+#[test]
+fn an_index_scribbled_ahead_before_the_sender_opens_is_corrupted_not_a_mutual_wait() {
+    let seg = Arc::new(
+        ChannelOptions::new()
+            .capacity(1 << 12)
+            .create_memfd("ahead")
+            .unwrap(),
+    );
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let e = rx.recv(&mut [0u8; 256]).unwrap_err();
+        drop(rx);
+        e
+    });
+    let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while sleeping.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail (`ring.rs`: line 1 of the header), 64 bytes ahead of the head.
+    seg.atomic_u32(128).unwrap().store(64, Ordering::SeqCst);
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut seq = 0;
+        loop {
+            if let Err(e) = tx.send(&ipc_testkit::script::message(1, seq, 100)) {
+                return e;
+            }
+            seq += 1;
+        }
+    });
+    let e = within_watchdog("a receiver behind a scribbled index", move || {
+        reader.join().unwrap()
+    });
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    let e = within_watchdog("a sender whose receiver left", move || {
+        sender.join().unwrap()
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
