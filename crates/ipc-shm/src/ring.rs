@@ -39,7 +39,8 @@
 //! # Trust
 //!
 //! Every field of the header can be scribbled on by a peer. Each side keeps its own index in a
-//! local (it never reads it back). The producer reads the consumer's index once per refresh
+//! local (it never reads it back, except that a consumer about to wait compares it to put it
+//! back, [`Consumer::restore_head`]). The producer reads the consumer's index once per refresh
 //! into a local and validates it (aligned, at most `capacity` behind, never behind the last
 //! one it saw: the consumer only moves on); the consumer copies each record header into
 //! locals once and checks the length against the maximum and the end of the data area before
