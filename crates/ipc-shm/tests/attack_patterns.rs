@@ -8,7 +8,8 @@
 //! overwrite of its slot; the readiness descriptors in a plain poll loop when the peer
 //! process is killed; and two live ends left waiting on each other by an index scribbled
 //! behind (a joiner on the published count, a caught-up subscriber's cursor, a caught-up
-//! MPSC consumer's index; blocking and on the descriptor). Behaviour only: every wait is
+//! MPSC consumer's index; blocking and on the descriptor); and a sleeping flag or sleepers
+//! count cleared under a doorbell wait. Behaviour only: every wait is
 //! guarded by the watchdog (a hang fails the test), never timed; children are killed and
 //! reaped by their handles, owned by the test's own thread.
 
@@ -1378,4 +1379,74 @@ fn a_peer_cannot_shrink_a_pattern_memfd_under_its_ends() {
         let n = rx.recv(&mut buf).unwrap();
         assert_eq!(common::check(&buf[..n]), (0, seq));
     }
+}
+
+// ---- a sleeping flag cleared under a doorbell wait ------------------------------------------
+
+/// An MPSC producer waits in a poll loop on its readiness descriptor for room in its full
+/// ring; a hostile peer clears its sleeping flag (the flag the consumer looks at before it
+/// wakes anyone), then the consumer takes everything. The consumer, seeing no flag, rings
+/// nobody; the producer's wait has no slices (the consumer is alive and watched), so only the
+/// bell thread's once-a-second look can end it: it must ring a wait armed that long. Fails
+/// without the fix of its commit (the watchdog: the descriptor never rang).
+#[test]
+fn a_producer_whose_flag_was_cleared_under_its_doorbell_wait_is_rung_all_the_same() {
+    let seg = common::mpsc_segment("attack-mpsc-flag", 1, 1 << 12);
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut seq = 0;
+    while tx.try_send(&common::message(0, seq)).is_ok() {
+        seq += 1;
+    }
+    let producer = Guarded::start("a producer in a poll loop", move || {
+        poll_loop(&mut tx, |t| t.try_send(&common::message(0, seq))).unwrap();
+    });
+    let flag = seg.atomic_u32(MPSC_PLACES + TX_SLEEPING).unwrap();
+    until("the armed producer", || flag.load(Ordering::SeqCst) != 0);
+    flag.store(0, Ordering::SeqCst);
+    let mut buf = [0u8; 256];
+    for want in 0..seq {
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(common::check(&buf[..n]), (0, want));
+    }
+    producer.join();
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(common::check(&buf[..n]), (0, seq));
+}
+
+/// A subscriber waits in a poll loop on its readiness descriptor; a hostile peer keeps the
+/// `sleepers` word at zero, so the publisher thinks nobody waits and rings nobody as it
+/// publishes. The subscriber's wait has no slices (the publisher is alive and watched): the
+/// bell thread's once-a-second look must ring a wait armed that long, and every message
+/// still arrives (slower, never a hang; the blocking form of this attack is in `pubsub.rs`).
+/// Fails without the fix of its commit (the watchdog).
+#[test]
+fn a_subscriber_hidden_by_a_scribbled_sleepers_word_under_its_doorbell_wait_is_rung_all_the_same() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(1)
+            .create_memfd("attack-ps-sleepers-poll")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let mut sub = Subscriber::open(seg.clone()).unwrap();
+    let reader = Guarded::start("a subscriber in a poll loop", move || {
+        let mut buf = [0u8; 256];
+        for seq in 0..2 {
+            let n = poll_loop(&mut sub, |s| s.try_recv(&mut buf)).unwrap();
+            assert_eq!(common::check(&buf[..n]), (0, seq));
+        }
+    });
+    let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+    for seq in 0..2 {
+        // (The whole word: once scribbled, the subscriber's own count can wrap anywhere.)
+        until("the armed subscriber", || {
+            sleepers.load(Ordering::SeqCst) != 0
+        });
+        sleepers.store(0, Ordering::SeqCst);
+        tx.send(&common::message(0, seq)).unwrap();
+    }
+    reader.join();
 }

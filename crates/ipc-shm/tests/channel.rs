@@ -3,7 +3,8 @@
 //! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
 //! directions; a child process scribbling over the header, indices and record headers while
 //! the channel runs produces errors, never a panic, a hang or an out-of-bounds access; and an
-//! index scribbled behind while both ends wait is an error, never two ends waiting forever.
+//! index scribbled behind while both ends wait is an error, never two ends waiting forever; a
+//! receiver's sleeping flag cleared under its doorbell wait still ends the wait.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -501,4 +502,46 @@ fn an_index_scribbled_ahead_before_the_sender_opens_is_corrupted_not_a_mutual_wa
         sender.join().unwrap()
     });
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// A receiver waits in a poll loop on its readiness descriptor (try, arm, poll with no
+/// timeout, disarm); a hostile peer clears its sleeping flag, so the sender, which rings
+/// only a receiver whose flag is up, rings nobody as it sends. The wait has no slices (the
+/// sender is alive and watched): the bell thread's once-a-second look must ring a wait armed
+/// that long, and the message arrives. Fails without the fix of its commit (the watchdog).
+#[test]
+fn a_receiver_whose_flag_was_cleared_under_its_doorbell_wait_is_rung_all_the_same() {
+    use ipc_core::Readiness;
+    use rustix::event::{PollFd, PollFlags, poll};
+    let (mut tx, mut rx) = small().pair().unwrap();
+    let seg = tx.segment().clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        loop {
+            match rx.try_recv(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => return other.map(|n| buf[..n].to_vec()),
+            }
+            if rx.arm().unwrap() {
+                continue;
+            }
+            {
+                let fd = rx.readiness_fd().unwrap();
+                poll(&mut [PollFd::new(&fd, PollFlags::IN)], None).unwrap();
+            }
+            rx.disarm();
+        }
+    });
+    let flag = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never armed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    flag.store(0, Ordering::SeqCst);
+    tx.send(b"unannounced").unwrap();
+    let got = within_watchdog("a receiver whose flag was cleared", move || {
+        reader.join().unwrap()
+    });
+    assert_eq!(got.unwrap(), b"unannounced");
 }
