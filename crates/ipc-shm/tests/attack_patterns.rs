@@ -6,12 +6,12 @@
 //! after open; lengths one byte past the last slot or the ring's end; exact miss counts of a
 //! lossy subscriber process stopped (`SIGSTOP`) while it reads; a lossy receive racing the
 //! overwrite of its slot; the readiness descriptors in a plain poll loop when the peer
-//! process is killed; and two live ends left waiting on each other by an index scribbled
-//! behind (a joiner on the published count, a caught-up subscriber's cursor, a caught-up
-//! MPSC consumer's index; blocking and on the descriptor); and a sleeping flag or sleepers
-//! count cleared under a doorbell wait. Behaviour only: every wait is
-//! guarded by the watchdog (a hang fails the test), never timed; children are killed and
-//! reaped by their handles, owned by the test's own thread.
+//! process is killed; two live ends left waiting on each other by an index scribbled behind
+//! (a joiner on the published count, a caught-up subscriber's cursor, a caught-up MPSC
+//! consumer's index; blocking and on the descriptor); and a sleeping flag or sleepers count
+//! cleared under a doorbell wait. Behaviour only: every wait is guarded by the watchdog (a
+//! hang fails the test), never timed; children are killed and reaped by their handles,
+//! owned by the test's own thread.
 
 mod common;
 
