@@ -277,8 +277,8 @@ fn start_time(pid: &str) -> u64 {
 }
 
 /// A subscriber place whose owner word names a process that is not the one that joined (a
-/// pid now held by another process: this test's own, with another start time; or a thread's
-/// id, which no end publishes) is a dead subscriber's: the publisher waiting for it with no
+/// pid now held by another process: this test's own or pid 1's, with another start time; or
+/// a thread's id, which no end publishes) is a dead subscriber's: the publisher waiting for it with no
 /// deadline reclaims it, and a joiner finding no other place takes it over. One that names a
 /// live process with its true start time (this test's) is believed: the send ends at its
 /// deadline and the joiner is refused. Passed on the code it was written against; the other
@@ -307,6 +307,10 @@ fn subscriber_places_naming_recycled_pids_are_reclaimed_and_live_ones_are_not() 
             owner_word(3, me, my_start + 1),
         ),
         ("a thread's id", owner_word(1, tid, my_start)),
+        (
+            "pid 1 with another start time",
+            owner_word(1, 1, start_time("1") + 1),
+        ),
     ];
     for (what, word) in dead_words {
         let seg = Arc::new(
