@@ -8,8 +8,9 @@
 //! overwrite of its slot; the readiness descriptors in a plain poll loop when the peer
 //! process is killed; two live ends left waiting on each other by an index scribbled behind
 //! (a joiner on the published count, a caught-up subscriber's cursor, a caught-up MPSC
-//! consumer's index; blocking and on the descriptor); and a sleeping flag or sleepers count
-//! cleared under a doorbell wait. Behaviour only: every wait is guarded by the watchdog (a
+//! consumer's index; blocking and on the descriptor); a sleeping flag or sleepers count
+//! cleared under a doorbell wait; and every header word overwritten with boundary values
+//! under either waiting end. Behaviour only: every wait is guarded by the watchdog (a
 //! hang fails the test), never timed; children are killed and reaped by their handles,
 //! owned by the test's own thread.
 
@@ -1453,4 +1454,191 @@ fn a_subscriber_hidden_by_a_scribbled_sleepers_word_under_its_doorbell_wait_is_r
         tx.send(&common::message(0, seq)).unwrap();
     }
     reader.join();
+}
+
+// ---- every word, boundary values -------------------------------------------------------------
+
+/// Boundary values written over each 8-byte word in the sweeps: 0, small counts and states,
+/// a lap of 8, u32 and u64 extremes, and the top bit.
+const SWEEP: [u64; 11] = [0, 1, 2, 3, 7, 8, 9, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+
+/// Every 8-byte word of a pub-sub's header, its two subscriber places and its slot headers,
+/// overwritten with each [`SWEEP`] value while a caught-up subscriber waits with no
+/// deadline: the publisher then tries a few sends and closes, and the subscriber's wait ends
+/// (messages, then `Disconnected` or `Corrupted`) within the watchdog, never a hang or a
+/// panic. Then the other way round: the publisher blocked on a full ring (a send with a
+/// deadline) while each word is overwritten, then the subscriber leaves: the send ends
+/// (`Ok`, `TimedOut`, `Corrupted`), never a hang or a panic. Passed on the code it was
+/// written against, and on the code before this file's fixes (the other scribble tests pick
+/// a few words and values; this one tries all of them).
+#[test]
+fn every_pubsub_word_scribbled_under_either_waiting_end_never_hangs_or_panics() {
+    use ipc_shm::pubsub_testing::slots_at;
+    let slot0 = slots_at(2);
+    let mut words: Vec<usize> = (0..slot0).step_by(8).collect();
+    for slot in 0..8 {
+        words.extend([slot0 + slot * 384, slot0 + slot * 384 + 8]);
+    }
+    let make = || {
+        Arc::new(
+            PubSubOptions::new()
+                .slots(8)
+                .max_message(256)
+                .subscribers(2)
+                .create_memfd("attack-ps-sweep")
+                .unwrap(),
+        )
+    };
+    for &off in &words {
+        for value in SWEEP {
+            let what = format!("word {off} = {value:#x}");
+            // A caught-up subscriber waiting with no deadline.
+            let seg = make();
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            let mut sub = Subscriber::open(seg.clone()).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..11 {
+                tx.try_send(&common::message(0, seq)).unwrap();
+                sub.try_recv(&mut buf).unwrap();
+            }
+            let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+            let reader = Guarded::start("a subscriber under a scribbled word", move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    match sub.recv(&mut buf) {
+                        Ok(n) => assert!(n <= 256),
+                        Err(e) => return e,
+                    }
+                }
+            });
+            until("the waiting subscriber", || {
+                sleepers.load(Ordering::SeqCst) as u32 != 0
+            });
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            for seq in 11..14 {
+                let _ = tx.try_send(&common::message(0, seq));
+            }
+            drop(tx);
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+
+            // A publisher blocked for a live subscriber that reads nothing.
+            let seg = make();
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            let sub = Subscriber::open(seg.clone()).unwrap();
+            for seq in 0..8 {
+                tx.try_send(&common::message(0, seq)).unwrap();
+            }
+            let writer = Guarded::start("a publisher under a scribbled word", move || {
+                tx.send_timeout(
+                    &common::message(0, 8),
+                    std::time::Duration::from_millis(200),
+                )
+            });
+            let flag = seg.atomic_u32(PUBLISHER + 12).unwrap();
+            until("the blocked publisher", || flag.load(Ordering::SeqCst) != 0);
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            drop(sub);
+            if let Err(e) = writer.join() {
+                assert!(
+                    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Corrupted),
+                    "{what}: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Every 8-byte word of an MPSC's header and its one place's ring header, and the record
+/// header at the consumer's head, overwritten with each [`SWEEP`] value while the caught-up
+/// consumer waits with no deadline: the producer then tries a few sends and leaves, and the
+/// consumer's wait ends (messages, then `Disconnected` or `Corrupted`), never a hang or a
+/// panic. Then the producer blocked on its full ring (a send with a deadline) while each
+/// word is overwritten, and the consumer leaves: the send ends (`Ok`, `TimedOut`,
+/// `Disconnected`, `Corrupted`). One place, so that no other place's word can be made to
+/// name a live process (which the consumer would rightly wait for). Passed on the code it
+/// was written against, and on the code before this file's fixes.
+#[test]
+fn every_mpsc_word_scribbled_under_either_waiting_end_never_hangs_or_panics() {
+    const HEAD_RECORD: usize = usize::MAX;
+    const DATA: usize = MPSC_PLACES + 640;
+    let mut words: Vec<usize> = (0..DATA).step_by(8).collect();
+    words.push(HEAD_RECORD);
+    let at = |seg: &Segment, off: usize| match off {
+        HEAD_RECORD => {
+            let head = seg.atomic_u32(MPSC_PLACES + 256).unwrap();
+            DATA + (head.load(Ordering::SeqCst) as usize & ((1 << 12) - 1))
+        }
+        off => off,
+    };
+    for &off in &words {
+        for value in SWEEP {
+            let what = format!("word {off} = {value:#x}");
+            // A caught-up consumer waiting with no deadline.
+            let seg = common::mpsc_segment("attack-mpsc-sweep", 1, 1 << 12);
+            let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+            let mut tx = MpscProducer::open(seg.clone()).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..40 {
+                tx.try_send(&common::message(0, seq)).unwrap();
+                rx.try_recv(&mut buf).unwrap();
+            }
+            let reader = Guarded::start("a consumer under a scribbled word", move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) => assert!(n <= 4096),
+                        Err(e) => return e,
+                    }
+                }
+            });
+            let flag = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+            until("the waiting consumer", || flag.load(Ordering::SeqCst) != 0);
+            seg.atomic_u64(at(&seg, off))
+                .unwrap()
+                .store(value, Ordering::SeqCst);
+            for seq in 40..43 {
+                let _ = tx.try_send(&common::message(0, seq));
+            }
+            drop(tx);
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+
+            // A producer blocked on its full ring, the consumer alive and reading nothing.
+            let seg = common::mpsc_segment("attack-mpsc-sweep", 1, 1 << 12);
+            let rx = MpscConsumer::open(seg.clone()).unwrap();
+            let mut tx = MpscProducer::open(seg.clone()).unwrap();
+            let mut seq = 0;
+            while tx.try_send(&common::message(0, seq)).is_ok() {
+                seq += 1;
+            }
+            let writer = Guarded::start("a producer under a scribbled word", move || {
+                tx.send_timeout(
+                    &common::message(0, seq),
+                    std::time::Duration::from_millis(200),
+                )
+            });
+            let flag = seg.atomic_u32(MPSC_PLACES + TX_SLEEPING).unwrap();
+            until("the blocked producer", || flag.load(Ordering::SeqCst) != 0);
+            seg.atomic_u64(at(&seg, off))
+                .unwrap()
+                .store(value, Ordering::SeqCst);
+            drop(rx);
+            if let Err(e) = writer.join() {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        ErrorKind::TimedOut | ErrorKind::Disconnected | ErrorKind::Corrupted
+                    ),
+                    "{what}: {e}"
+                );
+            }
+        }
+    }
 }
