@@ -10,7 +10,7 @@
 //! (a joiner on the published count, a caught-up subscriber's cursor, a caught-up MPSC
 //! consumer's index; blocking and on the descriptor); a sleeping flag or sleepers count
 //! cleared under a doorbell wait; and every header word overwritten with boundary values
-//! under either waiting end. Behaviour only: every wait is guarded by the watchdog (a
+//! under either waiting end, or both. Behaviour only: every wait is guarded by the watchdog (a
 //! hang fails the test), never timed; children are killed and reaped by their handles,
 //! owned by the test's own thread.
 
@@ -1639,6 +1639,144 @@ fn every_mpsc_word_scribbled_under_either_waiting_end_never_hangs_or_panics() {
                     "{what}: {e}"
                 );
             }
+        }
+    }
+}
+
+/// The sweep values that cannot make an owner word name a live process (7 and 9 could: pid
+/// 1 or 2 attaching or attached, start time 0), for the sweeps where both ends wait with no
+/// deadline: any wait that does not end there is two ends waiting on each other.
+fn sweep_no_live_owner() -> impl Iterator<Item = u64> {
+    SWEEP.into_iter().filter(|v| ![7, 9].contains(v))
+}
+
+/// Every word of the pub-sub sweep overwritten while a caught-up subscriber waits with no
+/// deadline, then the publisher sends 10 messages with no deadline: each end must go on
+/// (messages) or stop with an error (`Corrupted`, or `Disconnected` for a subscriber whose
+/// place was scribbled away), never wait on the other forever. Values that could name a
+/// live process are left out (a live subscriber that reads nothing blocks a publisher with
+/// no deadline, as documented). The publisher then closes and the subscriber is told.
+/// Passed on the code it was written against; on the code before this file's fixes it hit
+/// the watchdog (the publisher waited forever).
+#[test]
+fn every_pubsub_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
+    use ipc_shm::pubsub_testing::slots_at;
+    let slot0 = slots_at(2);
+    let mut words: Vec<usize> = (0..slot0).step_by(8).collect();
+    for slot in 0..8 {
+        words.extend([slot0 + slot * 384, slot0 + slot * 384 + 8]);
+    }
+    for &off in &words {
+        for value in sweep_no_live_owner() {
+            let what = format!("word {off} = {value:#x}");
+            let seg = Arc::new(
+                PubSubOptions::new()
+                    .slots(8)
+                    .max_message(256)
+                    .subscribers(2)
+                    .create_memfd("attack-ps-sweep-both")
+                    .unwrap(),
+            );
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            let mut sub = Subscriber::open(seg.clone()).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..8 {
+                tx.try_send(&common::message(0, seq)).unwrap();
+                sub.try_recv(&mut buf).unwrap();
+            }
+            let sleepers = seg.atomic_u64(SLEEPERS).unwrap();
+            let reader = Guarded::start("a subscriber under a scribbled word", move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    if let Err(e) = sub.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            until("the waiting subscriber", || {
+                sleepers.load(Ordering::SeqCst) as u32 != 0
+            });
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let writer = Guarded::start("a publisher under a scribbled word", move || {
+                for seq in 8..18 {
+                    tx.send(&common::message(0, seq))?;
+                }
+                Ok::<_, ipc_core::Error>(())
+            });
+            if let Err(e) = writer.join() {
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{what}: {e}");
+            }
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+        }
+    }
+}
+
+/// Every word of the MPSC sweep overwritten while the caught-up consumer waits with no
+/// deadline, then the producer sends 300 messages (several rings' worth) with no deadline:
+/// each end goes on or stops with an error, never waits on the other forever (values that
+/// could name a live process left out). The producer then leaves and the consumer is told.
+/// Passed on the code it was written against; on the code before this file's fixes it hit
+/// the watchdog (the producer waited forever).
+#[test]
+fn every_mpsc_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
+    const HEAD_RECORD: usize = usize::MAX;
+    const DATA: usize = MPSC_PLACES + 640;
+    let mut words: Vec<usize> = (0..DATA).step_by(8).collect();
+    words.push(HEAD_RECORD);
+    for &off in &words {
+        for value in sweep_no_live_owner() {
+            let what = format!("word {off} = {value:#x}");
+            let seg = common::mpsc_segment("attack-mpsc-sweep-both", 1, 1 << 12);
+            let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+            let mut tx = MpscProducer::open(seg.clone()).unwrap();
+            let mut buf = [0u8; 256];
+            // Fill and drain once, so the producer's view of the index says full.
+            let mut seq = 0;
+            while tx.try_send(&common::message(0, seq)).is_ok() {
+                seq += 1;
+            }
+            for _ in 0..seq {
+                rx.try_recv(&mut buf).unwrap();
+            }
+            let reader = Guarded::start("a consumer under a scribbled word", move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Err(e) = rx.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            let flag = seg.atomic_u32(MPSC_CONSUMER + 12).unwrap();
+            until("the waiting consumer", || flag.load(Ordering::SeqCst) != 0);
+            let off = match off {
+                HEAD_RECORD => {
+                    let head = seg.atomic_u32(MPSC_PLACES + 256).unwrap();
+                    DATA + (head.load(Ordering::SeqCst) as usize & ((1 << 12) - 1))
+                }
+                off => off,
+            };
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let writer = Guarded::start("a producer under a scribbled word", move || {
+                for n in seq..seq + 300 {
+                    tx.send(&common::message(0, n))?;
+                }
+                Ok::<_, ipc_core::Error>(())
+            });
+            if let Err(e) = writer.join() {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Disconnected),
+                    "{what}: {e}"
+                );
+            }
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
         }
     }
 }
