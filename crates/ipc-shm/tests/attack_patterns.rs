@@ -1780,3 +1780,196 @@ fn every_mpsc_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
         }
     }
 }
+
+/// The pub-sub words of [`every_pubsub_word_scribbled_under_both_waiting_ends_is_no_mutual_wait`].
+fn pubsub_sweep_words() -> Vec<usize> {
+    let slot0 = ipc_shm::pubsub_testing::slots_at(2);
+    let mut words: Vec<usize> = (0..slot0).step_by(8).collect();
+    for slot in 0..8 {
+        words.extend([slot0 + slot * 384, slot0 + slot * 384 + 8]);
+    }
+    words
+}
+
+/// Every pub-sub word overwritten (values that cannot name a live process) in two more
+/// moments: while the publisher is blocked with no deadline on a full ring, before its
+/// subscriber starts to read (with no deadline) and the publisher sends 10 more; and just
+/// before a subscriber joins (history 0, then 3) a publisher that then sends 20 with no
+/// deadline while the joiner reads with no deadline. Each end goes on or stops with an
+/// error; neither waits on the other forever. Passed on the code it was written against.
+#[test]
+fn every_pubsub_word_scribbled_under_a_blocked_publisher_or_before_a_join_is_no_mutual_wait() {
+    for &off in &pubsub_sweep_words() {
+        for value in sweep_no_live_owner() {
+            let what = format!("word {off} = {value:#x}");
+            // The publisher blocked first, then the subscriber reads.
+            let seg = Arc::new(
+                PubSubOptions::new()
+                    .slots(8)
+                    .max_message(256)
+                    .subscribers(2)
+                    .create_memfd("attack-ps-sweep-blocked")
+                    .unwrap(),
+            );
+            let mut tx = Publisher::open(seg.clone()).unwrap();
+            let mut sub = Subscriber::open(seg.clone()).unwrap();
+            let writer = Guarded::start("a blocked publisher under a scribbled word", move || {
+                for seq in 0..18 {
+                    tx.send(&common::message(0, seq))?;
+                }
+                Ok::<_, ipc_core::Error>(())
+            });
+            let flag = seg.atomic_u32(PUBLISHER + 12).unwrap();
+            until("the blocked publisher", || flag.load(Ordering::SeqCst) != 0);
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let reader = Guarded::start("a subscriber under a scribbled word", move || {
+                let mut buf = [0u8; 256];
+                loop {
+                    if let Err(e) = sub.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            if let Err(e) = writer.join() {
+                assert_eq!(e.kind(), ErrorKind::Corrupted, "{what}: {e}");
+            }
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+
+            // Scribbled just before a subscriber joins.
+            for history in [0, 3] {
+                let seg = Arc::new(
+                    PubSubOptions::new()
+                        .slots(8)
+                        .max_message(256)
+                        .subscribers(2)
+                        .history(history)
+                        .create_memfd("attack-ps-sweep-join")
+                        .unwrap(),
+                );
+                let mut tx = Publisher::open(seg.clone()).unwrap();
+                for seq in 0..11 {
+                    tx.try_send(&common::message(0, seq)).unwrap();
+                }
+                seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+                let Ok(mut sub) = Subscriber::open(seg.clone()) else {
+                    continue; // refused: nothing waits
+                };
+                let reader = Guarded::start("a joiner on a scribbled word", move || {
+                    let mut buf = [0u8; 256];
+                    loop {
+                        if let Err(e) = sub.recv(&mut buf) {
+                            return e;
+                        }
+                    }
+                });
+                let writer = Guarded::start("a publisher beside a joiner", move || {
+                    for seq in 11..31 {
+                        tx.send(&common::message(0, seq))?;
+                    }
+                    Ok::<_, ipc_core::Error>(())
+                });
+                if let Err(e) = writer.join() {
+                    assert_eq!(
+                        e.kind(),
+                        ErrorKind::Corrupted,
+                        "{what}, history {history}: {e}"
+                    );
+                }
+                let e = reader.join();
+                assert!(
+                    matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                    "{what}, history {history}: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Every MPSC word of the sweeps overwritten (values that cannot name a live process) in two
+/// more moments: while the producer is blocked with no deadline on its full ring, before the
+/// consumer starts to take (with no deadline) and the producer sends 300 in all; and just
+/// before a producer joins a place given back (its first producer left after 40 messages)
+/// and sends 300 with no deadline while the consumer takes with no deadline. Each end goes
+/// on or stops with an error; neither waits on the other forever. Passed on the code it was
+/// written against.
+#[test]
+fn every_mpsc_word_scribbled_under_a_blocked_producer_or_before_a_join_is_no_mutual_wait() {
+    const DATA: usize = MPSC_PLACES + 640;
+    let drain = |mut rx: MpscConsumer| {
+        Guarded::start("a consumer under a scribbled word", move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Err(e) = rx.recv(&mut buf) {
+                    return e;
+                }
+            }
+        })
+    };
+    let send = |mut tx: MpscProducer, n: u64| {
+        Guarded::start("a producer under a scribbled word", move || {
+            for seq in 0..n {
+                tx.send(&common::message(0, seq))?;
+            }
+            Ok::<_, ipc_core::Error>(())
+        })
+    };
+    for off in (0..DATA).step_by(8) {
+        for value in sweep_no_live_owner() {
+            let what = format!("word {off} = {value:#x}");
+            // The producer blocked first, then the consumer takes.
+            let seg = common::mpsc_segment("attack-mpsc-sweep-blocked", 1, 1 << 12);
+            let rx = MpscConsumer::open(seg.clone()).unwrap();
+            let writer = send(MpscProducer::open(seg.clone()).unwrap(), 300);
+            let flag = seg.atomic_u32(MPSC_PLACES + TX_SLEEPING).unwrap();
+            until("the blocked producer", || flag.load(Ordering::SeqCst) != 0);
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let reader = drain(rx);
+            if let Err(e) = writer.join() {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Disconnected),
+                    "{what}: {e}"
+                );
+            }
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+
+            // Scribbled just before a producer joins a place given back.
+            let seg = common::mpsc_segment("attack-mpsc-sweep-join", 1, 1 << 12);
+            let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+            let mut first = MpscProducer::open(seg.clone()).unwrap();
+            let mut buf = [0u8; 256];
+            for seq in 0..40 {
+                first.send(&common::message(0, seq)).unwrap();
+                rx.recv(&mut buf).unwrap();
+            }
+            drop(first);
+            // Given back: the consumer saw it leave (`Disconnected`: nobody left).
+            let e = rx.try_recv(&mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let Ok(tx) = MpscProducer::open(seg.clone()) else {
+                continue; // refused: nothing waits
+            };
+            let reader = drain(rx);
+            let writer = send(tx, 300);
+            if let Err(e) = writer.join() {
+                assert!(
+                    matches!(e.kind(), ErrorKind::Corrupted | ErrorKind::Disconnected),
+                    "{what}, join: {e}"
+                );
+            }
+            let e = reader.join();
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}, join: {e}"
+            );
+        }
+    }
+}
