@@ -619,8 +619,11 @@ impl End {
             if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
                 return Ok(got);
             }
+            // Watched, the peer's death wakes this sleep; still, a second at most: a wake-up
+            // that never comes (a hostile peer cleared this end's sleeping flag, or put back
+            // an index so that both ends wait) then costs a second, not forever.
             let until = if self.armed(peer, peer_wake) {
-                deadline
+                deadline.min(Deadline::after(UNCOVERED_SLICE))
             } else {
                 deadline.min(Deadline::after(slice))
             };
@@ -1364,7 +1367,15 @@ impl Receiver {
             ring::TX_WAKE,
             Blocked::Empty,
             deadline,
-            || consumer.peek_hinted(),
+            || {
+                let m = consumer.peek_hinted();
+                // Nothing to take: an index of ours a peer put back would leave the sender
+                // waiting for room while we wait for it; store ours again, and wake it.
+                if matches!(m, Ok(None)) && consumer.restore_head() {
+                    wake_peer(&h.rx, &h.tx);
+                }
+                m
+            },
         );
         match waited {
             Err(e) if e.kind() == ErrorKind::Disconnected => match self.consumer.peek() {
@@ -1491,6 +1502,9 @@ impl Readiness for Receiver {
     fn arm(&mut self) -> Result<bool> {
         let ring = *self.consumer.ring();
         let h = ring.header();
+        if self.consumer.restore_head() {
+            wake_peer(&h.rx, &h.tx);
+        }
         let consumer = &mut self.consumer;
         self.end.arm_bell((&h.rx, &h.tx), ring::TX_WAKE, || {
             !matches!(consumer.peek(), Ok(None))

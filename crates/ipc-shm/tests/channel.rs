@@ -3,8 +3,9 @@
 //! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
 //! directions; a child process scribbling over the header, indices and record headers while
 //! the channel runs produces errors, never a panic, a hang or an out-of-bounds access; and an
-//! index scribbled behind while both ends wait is an error, never two ends waiting forever; a
-//! receiver's sleeping flag cleared under its doorbell wait still ends the wait.
+//! index scribbled or put back while both ends wait, or a receiver's sleeping flag cleared
+//! under a blocking or a doorbell wait, is an error or is repaired, never two ends waiting
+//! forever.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -409,9 +410,10 @@ fn without_proc_the_liveness_check_says_so_instead_of_reporting_a_dead_peer() {
 /// and the sender, whose view of the index already said full, sends with no deadline. It
 /// must not believe the index and wait for room while the receiver waits for a message:
 /// the send is `Corrupted` (the consumer never moves its index back), and once the sender
-/// leaves, the receiver is told. Fails without the fix of its commit (both ends asleep for
-/// good: the watchdog). A scribble back to exactly the index the sender last saw is not
-/// caught this way (see `attack_patterns.rs` for the MPSC, whose waits are sliced).
+/// leaves, the receiver is told (or, should the receiver have put its index back first, the
+/// message goes through). Fails without the fix of its commit (both ends asleep for good:
+/// the watchdog). An index put back to what the sender last saw, or past it, is the next
+/// test's.
 #[test]
 fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutual_wait() {
     let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
@@ -441,18 +443,22 @@ fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutua
     seg.atomic_u32(256)
         .unwrap()
         .store(tail.wrapping_sub(1 << 12), Ordering::SeqCst);
-    let e = within_watchdog("a sender on an index scribbled behind", move || {
-        let e = tx
-            .send(&ipc_testkit::script::message(1, seq, 100))
-            .unwrap_err();
+    let sent = within_watchdog("a sender on an index scribbled behind", move || {
+        let sent = tx.send(&ipc_testkit::script::message(1, seq, 100));
         drop(tx);
-        e
+        sent
     });
-    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     let got = within_watchdog("the receiver of a sender that left", move || {
         reader.join().unwrap()
     });
-    assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
+    match sent {
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
+        }
+        // The receiver put its index back before the sender looked (its sleep is bounded).
+        Ok(()) => assert_eq!(got.unwrap(), 100),
+    }
 }
 
 /// The producer's index of a fresh channel scribbled ahead (in range) before the sender
@@ -544,4 +550,65 @@ fn a_receiver_whose_flag_was_cleared_under_its_doorbell_wait_is_rung_all_the_sam
         reader.join().unwrap()
     });
     assert_eq!(got.unwrap(), b"unannounced");
+}
+
+/// The value a test writes over a word, from the index the sender last saw and the true one.
+type PutBack = fn(u32, u32) -> u32;
+
+/// A receiver that has taken everything waits with no deadline (the sender alive, so the
+/// watcher covers it); then one of its words is overwritten: its sleeping flag cleared (so
+/// the sender wakes nobody), or the consumer's index put back to anywhere from where the
+/// sender last saw it to the true one (so the sender sees the ring full). The sender then
+/// sends 300 messages with no deadline. Both must go on: neither may wait on the other
+/// forever. Fails without the fix of its commit (the watchdog: the receiver slept without
+/// a limit while the sender waited for room).
+#[test]
+fn a_cleared_flag_or_an_index_put_back_under_a_caught_up_receiver_is_no_mutual_wait() {
+    // The ring's head (line 2 of the header), and the receiver's sleeping flag.
+    let cases: [(&str, usize, PutBack); 3] = [
+        ("flag cleared", RX_SLEEPING, |_, _| 0),
+        ("index back to the sender's view", 256, |seen, _| seen),
+        ("index a record past the sender's view", 256, |seen, _| {
+            seen + 112
+        }),
+    ];
+    for (what, off, value) in cases {
+        let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+        let seg = tx.segment().clone();
+        let head = seg.atomic_u32(256).unwrap();
+        // Fill the ring (the sender's view of the index then says full), and take it all.
+        let mut seq = 0u32;
+        while tx
+            .try_send(&ipc_testkit::script::message(1, seq, 100))
+            .is_ok()
+        {
+            seq += 1;
+        }
+        let seen = head.load(Ordering::SeqCst);
+        let mut buf = [0u8; 100];
+        for _ in 0..seq {
+            rx.recv(&mut buf).unwrap();
+        }
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 100];
+            for want in seq..seq + 300 {
+                rx.recv(&mut buf).unwrap();
+                check_message(1, want, 100, &buf).unwrap();
+            }
+        });
+        let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+        let end = std::time::Instant::now() + watchdog();
+        while sleeping.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < end, "the receiver never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let word = seg.atomic_u32(off).unwrap();
+        word.store(value(seen, head.load(Ordering::SeqCst)), Ordering::SeqCst);
+        within_watchdog(what, move || {
+            for n in seq..seq + 300 {
+                tx.send(&ipc_testkit::script::message(1, n, 100)).unwrap();
+            }
+            reader.join().unwrap();
+        });
+    }
 }
