@@ -612,3 +612,60 @@ fn a_cleared_flag_or_an_index_put_back_under_a_caught_up_receiver_is_no_mutual_w
         });
     }
 }
+
+/// Every 8-byte word of the channel's header overwritten with boundary values (those that
+/// cannot make an owner word name a live process: 7 and 9 could, pid 1 or 2 with start time
+/// 0) while the caught-up receiver waits with no deadline; then the sender sends 100
+/// messages (about three rings) with no deadline. Each end goes on or stops with an error,
+/// never waits on the other forever. Found the two words the previous test attacks (the
+/// receiver's sleeping flag, the consumer's index); passes with their fix.
+#[test]
+fn every_header_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
+    let values = [0, 1, 2, 3, 8, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+    for off in (0..640).step_by(8) {
+        for value in values {
+            let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+            let seg = tx.segment().clone();
+            let mut seq = 0u32;
+            while tx
+                .try_send(&ipc_testkit::script::message(1, seq, 100))
+                .is_ok()
+            {
+                seq += 1;
+            }
+            let mut buf = [0u8; 4096];
+            for _ in 0..seq {
+                rx.recv(&mut buf).unwrap();
+            }
+            let reader = std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Err(e) = rx.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+            let end = std::time::Instant::now() + watchdog();
+            while sleeping.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < end, "the receiver never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let what = format!("word {off} = {value:#x}");
+            let e = within_watchdog("both ends of a scribbled channel", move || {
+                for n in seq..seq + 100 {
+                    if tx.send(&ipc_testkit::script::message(1, n, 100)).is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+                reader.join().unwrap()
+            });
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+        }
+    }
+}
