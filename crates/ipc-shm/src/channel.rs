@@ -1368,11 +1368,19 @@ impl Receiver {
             Blocked::Empty,
             deadline,
             || {
-                let m = consumer.peek_hinted();
-                // Nothing to take: an index of ours a peer put back would leave the sender
-                // waiting for room while we wait for it; store ours again, and wake it.
-                if matches!(m, Ok(None)) && consumer.restore_head() {
-                    wake_peer(&h.rx, &h.tx);
+                let mut m = consumer.peek_hinted();
+                if matches!(m, Ok(None)) {
+                    // The sender asleep for room means records are committed: a `tail` hint
+                    // that hides them (a peer scribbled it) must not leave both ends waiting,
+                    // so look at the marks (the sender is not writing the line meanwhile).
+                    if h.tx.sleeping.load(Ordering::Relaxed) != 0 {
+                        m = consumer.peek();
+                    }
+                    // An index of ours a peer put back would leave the sender waiting for
+                    // room while we wait for it: store ours again, and wake it.
+                    if matches!(m, Ok(None)) && consumer.restore_head() {
+                        wake_peer(&h.rx, &h.tx);
+                    }
                 }
                 m
             },

@@ -3,9 +3,10 @@
 //! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
 //! directions; a child process scribbling over the header, indices and record headers while
 //! the channel runs produces errors, never a panic, a hang or an out-of-bounds access; and an
-//! index scribbled or put back while both ends wait, or a receiver's sleeping flag cleared
-//! under a blocking or a doorbell wait, is an error or is repaired, never two ends waiting
-//! forever.
+//! index scribbled or put back while both ends wait, a tail hint that hides every record
+//! from a receiver while the sender is blocked, or a receiver's sleeping flag cleared under
+//! a blocking or a doorbell wait, is an error or is repaired, never two ends waiting forever
+//! (with sweeps of every header word under both waiting ends).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -661,6 +662,87 @@ fn every_header_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
                 }
                 drop(tx);
                 reader.join().unwrap()
+            });
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+        }
+    }
+}
+
+/// The sender blocked with no deadline on a full ring; the producer's index (a hint the
+/// receiver polls instead of the record marks) is then scribbled to the consumer's, so it
+/// says the ring is empty; the receiver starts taking with no deadline. The hint hides every
+/// record, so the receiver would wait for it to move while the sender waits for room: two
+/// live ends waiting on each other forever. A receiver that finds nothing while the sender
+/// sleeps for room must look at the marks. Fails without the fix of its commit (the
+/// watchdog).
+#[test]
+fn a_tail_hint_scribbled_to_empty_under_a_blocked_sender_is_no_mutual_wait() {
+    let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let seg = tx.segment().clone();
+    let sender = std::thread::spawn(move || {
+        for n in 0..150 {
+            tx.send(&ipc_testkit::script::message(1, n, 100)).unwrap();
+        }
+    });
+    let flag = seg.atomic_u32(ipc_shm::testing::TX_OWNER + 12).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the sender never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail, put where its head is (both lines of the header; the head is 0).
+    seg.atomic_u32(128).unwrap().store(0, Ordering::SeqCst);
+    within_watchdog("a receiver under a hint that hides everything", move || {
+        let mut buf = [0u8; 100];
+        for want in 0..150 {
+            rx.recv(&mut buf).unwrap();
+            check_message(1, want, 100, &buf).unwrap();
+        }
+        sender.join().unwrap();
+    });
+}
+
+/// Every 8-byte word of the channel's header overwritten with the boundary values of the
+/// previous sweep while the sender is blocked with no deadline on a full ring (150 messages
+/// to send); then the receiver takes with no deadline until an error. Each end goes on or
+/// stops with an error, never waits on the other forever. Found the tail hint of the
+/// previous test; passes with its fix.
+#[test]
+fn every_header_word_scribbled_under_a_blocked_sender_is_no_mutual_wait() {
+    let values = [0, 1, 2, 3, 8, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+    let tx_sleeping = ipc_shm::testing::TX_OWNER + 12;
+    for off in (0..640).step_by(8) {
+        for value in values {
+            let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+            let seg = tx.segment().clone();
+            let sender = std::thread::spawn(move || {
+                for n in 0..150 {
+                    if tx.send(&ipc_testkit::script::message(1, n, 100)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let flag = seg.atomic_u32(tx_sleeping).unwrap();
+            let end = std::time::Instant::now() + watchdog();
+            while flag.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < end, "the sender never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let what = format!("word {off} = {value:#x}");
+            let e = within_watchdog("both ends of a scribbled channel", move || {
+                let mut buf = [0u8; 4096];
+                let e = loop {
+                    if let Err(e) = rx.recv(&mut buf) {
+                        break e;
+                    }
+                };
+                drop(rx);
+                sender.join().unwrap();
+                e
             });
             assert!(
                 matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
