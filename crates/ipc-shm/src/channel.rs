@@ -574,10 +574,10 @@ impl End {
     /// Under [`WaitPolicy::Adaptive`], spins first when that can pay
     /// ([`should_spin`](End::should_spin)), then sleeps on the peer's wake word (at
     /// `peer_wake` in the segment, bumped by the peer or by the watcher thread when the peer
-    /// dies): until the deadline when the watcher covers the peer, in growing slices
-    /// otherwise. [`WaitPolicy::Sleep`] skips the spin; [`WaitPolicy::Spin`] never sleeps
-    /// ([`spin_until`](End::spin_until)). `me` and `peer` are this end's and the peer's
-    /// [`Side`].
+    /// dies): in slices of up to a second when the watcher covers the peer (a lost wake-up
+    /// costs that), in growing slices of up to 50 ms otherwise. [`WaitPolicy::Sleep`] skips
+    /// the spin; [`WaitPolicy::Spin`] never sleeps ([`spin_until`](End::spin_until)). `me`
+    /// and `peer` are this end's and the peer's [`Side`].
     ///
     /// Generic over `take` and `#[inline]`, so each end gets its own copy with its check
     /// inlined: no indirect call, no allocation, and no syscall unless it has to sleep or

@@ -1104,9 +1104,9 @@ impl MpscConsumer {
 
     /// Before a wait: puts back this consumer's index in every place where the shared one
     /// says otherwise (a peer scribbled it), waking that place's producer if it waits (its
-    /// doorbell wait has no slices while this consumer lives). An index left behind would
-    /// leave a producer waiting for room while this consumer waits for it. One shared load
-    /// per place per wait, none per message.
+    /// doorbell wait would otherwise look again only after a second or two). An index left
+    /// behind would leave a producer waiting for room while this consumer waits for it. One
+    /// shared load per place per wait, none per message.
     fn restore_heads(&self) {
         for (c, r) in self.consumers.iter().zip(&self.view.rings) {
             if c.restore_head() {

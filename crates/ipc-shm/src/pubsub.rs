@@ -1279,9 +1279,10 @@ impl Subscriber {
 
     /// Before a wait: stores this subscriber's cursor again if its place says otherwise (a
     /// peer scribbled it), unless the place is no longer this subscriber's, and wakes a
-    /// publisher that waits (its doorbell wait has no slices while this subscriber lives). A
-    /// cursor left behind would hold a blocked publisher back while this subscriber waits for
-    /// it: two live ends waiting on each other. One shared load per wait, none per message.
+    /// publisher that waits (its doorbell wait would otherwise look again only after a second
+    /// or two). A cursor left behind would hold a blocked publisher back while this
+    /// subscriber waits for it: two live ends waiting on each other. One shared load per
+    /// wait, none per message.
     fn restore_cursor(&self) {
         let place = self.view.place(self.index);
         if place.cursor.load(Ordering::Relaxed) != self.cursor
