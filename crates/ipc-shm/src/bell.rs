@@ -47,7 +47,11 @@
 //! through the scheduler) tripled the time of a same-core round trip. So a timed waiter
 //! costs, while it keeps waiting, one wake-up of the thread per slice and nothing per wait.
 //! Out of its slices the thread still wakes once a second ([`UNTIMED`]): the wake-up a timed
-//! `arm` sends can fall between the thread's look and its sleep, and is then lost.
+//! `arm` sends can fall between the thread's look and its sleep, and is then lost. An
+//! untimed wait found armed through one such whole second is rung then too (the same wait:
+//! `arms` did not move), so a waiter whose wake-up never came (a hostile peer cleared the
+//! sleeping flag the waker looks at, or the count a subscriber announces its nap in) looks
+//! again within two seconds instead of never, and one that is woken sooner is not rung early.
 //!
 //! The cost: one parked thread per end that has a doorbell (made at the first
 //! [`Readiness::readiness_fd`](ipc_core::Readiness::readiness_fd), with a 64 KiB stack); in
@@ -97,6 +101,9 @@ struct Shared {
     /// 1 while the thread sleeps in slices (it will look at the state within a [`SLICE`]):
     /// a timed `arm` then needs no wake-up.
     slicing: AtomicU32,
+    /// Bumped by every `arm`: tells the thread whether the wait it finds armed after an
+    /// [`UNTIMED`] sleep is the one it found armed after the last.
+    arms: AtomicU32,
     segment: Arc<Segment>,
     /// Offset in the segment of the peer's wake word.
     offset: usize,
@@ -143,6 +150,7 @@ impl Bell {
             word: AtomicU32::new(0),
             timed: AtomicU32::new(0),
             slicing: AtomicU32::new(0),
+            arms: AtomicU32::new(0),
             segment,
             offset,
         });
@@ -172,6 +180,7 @@ impl Bell {
         let s = &self.shared;
         s.word.store(word, Ordering::Relaxed);
         s.timed.store(timed as u32, Ordering::Relaxed);
+        s.arms.fetch_add(1, Ordering::Relaxed);
         s.state.store(ARMED, Ordering::SeqCst);
         // The thread reads the word, then the state (both SeqCst). If it read the state
         // before this store, it read the word before too, and sleeps only while the word
@@ -204,6 +213,8 @@ impl Bell {
 fn run(s: &Shared) {
     // Slices slept in a row without a timed wait armed at their start.
     let mut idle = 0u32;
+    // The `arms` count of the untimed wait found armed at the end of an `UNTIMED` sleep.
+    let mut armed_through: Option<u32> = None;
     loop {
         let now = s.peer_word().load(Ordering::SeqCst);
         let state = s.state.load(Ordering::SeqCst);
@@ -244,13 +255,20 @@ fn run(s: &Shared) {
         // at once if it already did), when `arm` or `drop` wakes the word, or at the slice's
         // end: then a timed wait armed now is rung, so that its waiter looks again (one that
         // was armed during the slice is rung early, which only makes it look sooner).
+        // An untimed wait armed through a whole `UNTIMED` sleep (found armed at the end of
+        // the last one too, the same wait) is rung as well: its wake-up was lost.
         match futex::wait(s.peer_word(), now, until) {
             Err(e)
-                if e.kind() == ErrorKind::TimedOut
-                    && s.state.load(Ordering::SeqCst) == ARMED
-                    && s.timed.load(Ordering::Relaxed) != 0 =>
+                if e.kind() == ErrorKind::TimedOut && s.state.load(Ordering::SeqCst) == ARMED =>
             {
-                s.ring()
+                if s.timed.load(Ordering::Relaxed) != 0 {
+                    s.ring();
+                } else if !slice {
+                    let arms = s.arms.load(Ordering::Relaxed);
+                    if armed_through.replace(arms) == Some(arms) {
+                        s.ring();
+                    }
+                }
             }
             _ => {}
         }

@@ -574,10 +574,10 @@ impl End {
     /// Under [`WaitPolicy::Adaptive`], spins first when that can pay
     /// ([`should_spin`](End::should_spin)), then sleeps on the peer's wake word (at
     /// `peer_wake` in the segment, bumped by the peer or by the watcher thread when the peer
-    /// dies): until the deadline when the watcher covers the peer, in growing slices
-    /// otherwise. [`WaitPolicy::Sleep`] skips the spin; [`WaitPolicy::Spin`] never sleeps
-    /// ([`spin_until`](End::spin_until)). `me` and `peer` are this end's and the peer's
-    /// [`Side`].
+    /// dies): in slices of up to a second when the watcher covers the peer (a lost wake-up
+    /// costs that), in growing slices of up to 50 ms otherwise. [`WaitPolicy::Sleep`] skips
+    /// the spin; [`WaitPolicy::Spin`] never sleeps ([`spin_until`](End::spin_until)). `me`
+    /// and `peer` are this end's and the peer's [`Side`].
     ///
     /// Generic over `take` and `#[inline]`, so each end gets its own copy with its check
     /// inlined: no indirect call, no allocation, and no syscall unless it has to sleep or
@@ -619,8 +619,11 @@ impl End {
             if let Some(got) = self.wait_ends(peer, syscall, blocked, deadline, &mut take)? {
                 return Ok(got);
             }
+            // Watched, the peer's death wakes this sleep; still, a second at most: a wake-up
+            // that never comes (a hostile peer cleared this end's sleeping flag, or put back
+            // an index so that both ends wait) then costs a second, not forever.
             let until = if self.armed(peer, peer_wake) {
-                deadline
+                deadline.min(Deadline::after(UNCOVERED_SLICE))
             } else {
                 deadline.min(Deadline::after(slice))
             };
@@ -1364,7 +1367,23 @@ impl Receiver {
             ring::TX_WAKE,
             Blocked::Empty,
             deadline,
-            || consumer.peek_hinted(),
+            || {
+                let mut m = consumer.peek_hinted();
+                if matches!(m, Ok(None)) {
+                    // The sender asleep for room means records are committed: a `tail` hint
+                    // that hides them (a peer scribbled it) must not leave both ends waiting,
+                    // so look at the marks (the sender is not writing the line meanwhile).
+                    if h.tx.sleeping.load(Ordering::Relaxed) != 0 {
+                        m = consumer.peek();
+                    }
+                    // An index of ours a peer put back would leave the sender waiting for
+                    // room while we wait for it: store ours again, and wake it.
+                    if matches!(m, Ok(None)) && consumer.restore_head() {
+                        wake_peer(&h.rx, &h.tx);
+                    }
+                }
+                m
+            },
         );
         match waited {
             Err(e) if e.kind() == ErrorKind::Disconnected => match self.consumer.peek() {
@@ -1491,6 +1510,9 @@ impl Readiness for Receiver {
     fn arm(&mut self) -> Result<bool> {
         let ring = *self.consumer.ring();
         let h = ring.header();
+        if self.consumer.restore_head() {
+            wake_peer(&h.rx, &h.tx);
+        }
         let consumer = &mut self.consumer;
         self.end.arm_bell((&h.rx, &h.tx), ring::TX_WAKE, || {
             !matches!(consumer.peek(), Ok(None))

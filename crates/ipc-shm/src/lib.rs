@@ -111,7 +111,8 @@
 //! own (the watcher does not cover the peer, or both ends pinned to one CPU skip the
 //! `membarrier` that covers a missed flag) is also rung after at most 50 ms: the bell thread
 //! then sleeps in 50 ms slices while such waits follow each other, so arming one costs no
-//! system call. The fetched
+//! system call. Any other wait still armed after a second or two is rung too, so a wake-up
+//! that never comes (a hostile peer cleared the flag) costs that, not forever. The fetched
 //! descriptor is checked to be the published eventfd (its `eventfd-id` in
 //! `/proc/self/fdinfo`) and to come from the process that owns the side now. When the fetch
 //! is refused, the peer makes its usual futex wake, and a **bell thread** in the waiting

@@ -466,7 +466,8 @@ impl MpscProducer {
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "all {} producer places are held (or being drained)",
+                    "all {} producer places are held (or being drained; more are made with \
+                     MpscOptions::producers when the segment is created)",
                     view.rings.len()
                 ),
             )));
@@ -617,10 +618,16 @@ impl MessageSender for MpscProducer {
             } else {
                 !rounds.first()
             };
+            // A word no end writes is `Corrupted`: waiting on, this producer would never see
+            // the consumer die.
             if state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
-                || (check && matches!(self.watch.status_of(word), Ok(Status::Dead)))
+                || (check
+                    && match self.watch.dead_or_corrupt(word) {
+                        Ok(dead) => dead,
+                        Err(e) => return Err(self.fail(e)),
+                    })
             {
                 return Err(self.fail(Error::disconnected()));
             }
@@ -830,7 +837,8 @@ impl MpscConsumer {
         let view = View::open(&segment).map_err(err)?;
         let side = &view.header().consumer;
         if let Err(found) = peer::attach_until(side, peer::me(), AttachStep::Attached) {
-            let dead = matches!(Watch::default().status_of(found), Ok(Status::Dead));
+            // A word no end writes names nobody: `Corrupted`, not "held".
+            let dead = Watch::default().dead_or_corrupt(found).map_err(err)?;
             if !(dead && peer::reclaim(side, found))
                 || peer::attach_until(side, peer::me(), AttachStep::Attached).is_err()
             {
@@ -1080,6 +1088,7 @@ impl MpscConsumer {
                 std::thread::yield_now();
                 continue;
             }
+            self.restore_heads();
             self.sleeps += 1;
             let consumers = &mut self.consumers;
             let r = sleep_flagged(
@@ -1090,6 +1099,19 @@ impl MpscConsumer {
             );
             r.map_err(|e| self.fail(e))?;
             rounds.next();
+        }
+    }
+
+    /// Before a wait: puts back this consumer's index in every place where the shared one
+    /// says otherwise (a peer scribbled it), waking that place's producer if it waits (its
+    /// doorbell wait would otherwise look again only after a second or two). An index left
+    /// behind would leave a producer waiting for room while this consumer waits for it. One
+    /// shared load per place per wait, none per message.
+    fn restore_heads(&self) {
+        for (c, r) in self.consumers.iter().zip(&self.view.rings) {
+            if c.restore_head() {
+                wake_producer(r.header());
+            }
         }
     }
 
@@ -1306,6 +1328,7 @@ impl Readiness for MpscConsumer {
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
         self.wake_deferred();
+        self.restore_heads();
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let Some(seen) = flag_and_look(

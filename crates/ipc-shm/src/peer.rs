@@ -229,6 +229,19 @@ impl Watch {
         }
     }
 
+    /// Whether [`status_of`](Watch::status_of) finds the process `word` names dead, for a
+    /// waiter that checks its peer now and then: a word no endpoint writes is
+    /// [`ErrorKind::Corrupted`] (waiting on, the waiter could never see its peer die); a check
+    /// that could not be made now (no pidfd, no `/proc`) is "not known dead", and the next
+    /// check tries again.
+    pub(crate) fn dead_or_corrupt(&mut self, word: u64) -> Result<bool> {
+        match self.status_of(word) {
+            Ok(status) => Ok(status == Status::Dead),
+            Err(e) if e.kind() == ErrorKind::Corrupted => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Whether the process `word` names was already found dead (no syscall).
     pub(crate) fn known_dead(&self, word: u64) -> bool {
         self.dead && self.key == Some(key_of(word))

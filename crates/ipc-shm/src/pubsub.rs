@@ -62,10 +62,12 @@
 //! Every word a peer can write is read once into a local and validated before use: slot
 //! indices are taken modulo `N` of the validated header (kept locally), lengths are checked
 //! against the slot's payload size, cursors against `tail`, `tail` against 2^63 (a count no
-//! publisher reaches, and below which no `+ 1` overflows), owner words decoded as the
-//! channel's are. Anything inconsistent is [`ErrorKind::Corrupted`], never a hang, a panic or an
-//! out-of-bounds access. Payload bytes read in place live in memory the publisher can write;
-//! validate what you parse from them.
+//! publisher reaches, and below which no `+ 1` overflows) and against the stamps (a slot
+//! holding a later message than `tail` allows means `tail` was scribbled behind: a joiner
+//! starting there and a publisher blocked for it would wait on each other forever), owner
+//! words decoded as the channel's are. Anything inconsistent is [`ErrorKind::Corrupted`],
+//! never a hang, a panic or an out-of-bounds access. Payload bytes read in place live in
+//! memory the publisher can write; validate what you parse from them.
 //!
 //! # Waiting
 //!
@@ -142,6 +144,7 @@
 //!   too (where they cannot be, the bell rings every 50 ms to look again). Under
 //!   [`Policy::Lossy`] a publish never waits and `arm` says "ready" at once.
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::BorrowedFd;
@@ -157,7 +160,7 @@ use ipc_core::{
 };
 
 use crate::peer::{self, AttachStep, Status, Watch, state_of};
-use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
+use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, Side};
 use crate::segment::Segment;
 use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, nap, sleep_flagged};
@@ -1078,7 +1081,8 @@ impl Subscriber {
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
-                    "all {} subscriber places are held by live subscribers",
+                    "all {} subscriber places are held by live subscribers (more are made \
+                     with PubSubOptions::subscribers when the segment is created)",
                     view.subscribers
                 ),
             )));
@@ -1181,6 +1185,17 @@ impl Subscriber {
             }
             let tail = self.view.header().tail.load(Ordering::Acquire);
             if tail <= c {
+                // A later message's stamp here (read first, acquire) means the publisher
+                // stored `tail` past this message before it (each stamp follows the last
+                // message's `tail`): an index behind it was scribbled, and waiting for it to
+                // move would wait on a publisher that may itself wait for this cursor.
+                if st > c + 1 {
+                    return Err(Error::corrupted(format!(
+                        "slot of message {c} holds message {}, yet the publisher's index \
+                         says {tail} messages are published",
+                        st - 1
+                    )));
+                }
                 return Ok(None);
             }
             if tail - c > 1 << 48 || tail > MAX_TAIL {
@@ -1262,6 +1277,24 @@ impl Subscriber {
         })
     }
 
+    /// Before a wait: stores this subscriber's cursor again if its place says otherwise (a
+    /// peer scribbled it), unless the place is no longer this subscriber's, and wakes a
+    /// publisher that waits (its doorbell wait would otherwise look again only after a second
+    /// or two). A cursor left behind would hold a blocked publisher back while this
+    /// subscriber waits for it: two live ends waiting on each other. One shared load per
+    /// wait, none per message.
+    fn restore_cursor(&self) {
+        let place = self.view.place(self.index);
+        if place.cursor.load(Ordering::Relaxed) != self.cursor
+            && place.side.owner.load(Ordering::Acquire) == self.mine
+        {
+            place.cursor.store(self.cursor, Ordering::SeqCst);
+            if self.view.header().publisher.sleeping.load(Ordering::SeqCst) != 0 {
+                self.wake_publisher();
+            }
+        }
+    }
+
     /// Bumps the publisher's `space` word and wakes whoever sleeps on it.
     fn wake_publisher(&self) {
         let h = self.view.header();
@@ -1318,12 +1351,16 @@ impl Subscriber {
             } else {
                 !rounds.first()
             };
+            // A word no end writes (one free yet naming a process, too) is `Corrupted`:
+            // waiting on, this subscriber would never see the publisher die.
             let gone = state_of(word) == STATE_CLOSED
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
-                || (state_of(word) != STATE_FREE
-                    && check
-                    && matches!(self.watch.status_of(word), Ok(Status::Dead)));
+                || (check
+                    && match self.watch.dead_or_corrupt(word) {
+                        Ok(dead) => dead,
+                        Err(e) => return Err(self.fail(e)),
+                    });
             if gone {
                 // Drain first: everything published before the close or death is visible.
                 return match self.peek() {
@@ -1335,6 +1372,7 @@ impl Subscriber {
             if deadline.has_passed() {
                 return Err(self.fail(deadline.expired_error(Blocked::Empty)));
             }
+            self.restore_cursor();
             let wake = h.publisher.wake.load(Ordering::Acquire);
             h.shared.sleepers.fetch_add(NAP, Ordering::SeqCst);
             let ready = matches!(self.peek(), Ok(Some(_)) | Err(_));
@@ -1362,6 +1400,7 @@ impl Subscriber {
             seq,
             len,
             ptr,
+            vouched: Cell::new(false),
         })
     }
 
@@ -1399,6 +1438,11 @@ impl MessageReceiver for Subscriber {
         loop {
             let (seq, len, ptr) = self.next(deadline)?;
             if len > buf.len() {
+                // Under `Lossy` the length may be the next lap's, read while the publisher
+                // overwrote the slot: then message `seq` is missed, not too large.
+                if !self.intact(seq) {
+                    continue;
+                }
                 return Err(Error::message_too_large(len, buf.len(), "receive buffer")
                     .in_op("recv")
                     .on_shared(&self.name));
@@ -1442,6 +1486,7 @@ impl Readiness for Subscriber {
 
     fn arm(&mut self) -> Result<bool> {
         self.ready.fd(&self.segment)?;
+        self.restore_cursor();
         let view = self.view;
         let h = view.header();
         let Some(seen) = flag_and_look(
@@ -1532,6 +1577,9 @@ pub struct PubSubGuard<'a> {
     seq: u64,
     len: usize,
     ptr: *const u8,
+    /// Whether [`intact`](PubSubGuard::intact) said so: the caller kept the message, which
+    /// is then read, not missed, however soon after the publisher overwrites it.
+    vouched: Cell<bool>,
 }
 
 impl PubSubGuard<'_> {
@@ -1542,9 +1590,15 @@ impl PubSubGuard<'_> {
 
     /// Whether the bytes are still the message's: always under [`Policy::Block`]; under
     /// [`Policy::Lossy`], false once the publisher lapped this subscriber and overwrote the
-    /// slot (discard what was read from it then; it is counted as missed).
+    /// slot (discard what was read from it then; it is counted as missed). Once it said
+    /// true, the message counts as read, not missed, even if the publisher overwrites the
+    /// slot before the guard is dropped (what was read before the call is the message).
     pub fn intact(&self) -> bool {
-        self.sub.intact(self.seq)
+        let intact = self.sub.intact(self.seq);
+        if intact {
+            self.vouched.set(true);
+        }
+        intact
     }
 }
 
@@ -1560,7 +1614,7 @@ impl Deref for PubSubGuard<'_> {
 
 impl Drop for PubSubGuard<'_> {
     fn drop(&mut self) {
-        if self.sub.intact(self.seq) {
+        if self.vouched.get() || self.sub.intact(self.seq) {
             self.sub.set_cursor(self.seq + 1);
         }
         // Otherwise the next peek finds it overwritten and counts it missed.

@@ -39,10 +39,12 @@
 //! # Trust
 //!
 //! Every field of the header can be scribbled on by a peer. Each side keeps its own index in a
-//! local (it never reads it back). The producer reads the consumer's index once per refresh
-//! into a local and validates it (aligned, at most `capacity` behind); the consumer copies each
-//! record header into locals once and checks the length against the maximum and the end of
-//! the data area before using it. Anything inconsistent is
+//! local (it never reads it back, except that a consumer about to wait compares it to put it
+//! back, [`Consumer::restore_head`]). The producer reads the consumer's index once per refresh
+//! into a local and validates it (aligned, at most `capacity` behind, never behind the last
+//! one it saw: the consumer only moves on); the consumer copies each record header into
+//! locals once and checks the length against the maximum and the end of the data area before
+//! using it. Anything inconsistent is
 //! [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted); no value from shared memory is used
 //! as an offset or length before that check.
 //!
@@ -507,11 +509,15 @@ impl Producer {
 
     fn check_head(&mut self, head: u32) -> Result<()> {
         let used = self.tail.wrapping_sub(head);
-        if head % 8 != 0 || used > self.ring.limit {
+        // The consumer only moves on: an index behind the last one seen (or past the tail)
+        // was scribbled, and believing it, this producer could wait for room it was given
+        // while the consumer waits for a message.
+        let moved = head.wrapping_sub(self.head);
+        if head % 8 != 0 || used > self.ring.limit || moved > self.tail.wrapping_sub(self.head) {
             return Err(Error::corrupted(format!(
                 "consumer index {head} is inconsistent with producer index {} (at most {} \
-                 bytes in flight)",
-                self.tail, self.ring.limit
+                 bytes in flight) or behind the last one seen, {}",
+                self.tail, self.ring.limit, self.head
             )));
         }
         self.head = head;
@@ -750,7 +756,11 @@ impl Consumer {
     /// from the producer at every poll). `tail` is only a hint: the record's mark still
     /// decides what is committed, so a wrong `tail` (garbage, or left behind by a producer
     /// killed between its commit and its tail store) can only hide messages, never show a
-    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek).
+    /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek). One ahead
+    /// of the head (within the bytes in flight) with nothing committed at the head is
+    /// `Corrupted`: a producer stores its marks before its `tail`, so every record below a
+    /// `tail` it stored is visible; a producer that opened on such a `tail` (scribbled)
+    /// writes where this consumer never looks, and each would wait for the other.
     pub(crate) fn peek_hinted(&mut self) -> Result<Option<Message>> {
         if self.tail == self.head {
             self.tail = self.ring.header().tail.load(Ordering::Acquire);
@@ -758,7 +768,16 @@ impl Consumer {
                 return Ok(None);
             }
         }
-        self.peek()
+        let m = self.peek()?;
+        let ahead = self.tail.wrapping_sub(self.head);
+        if m.is_none() && ahead != 0 && ahead <= self.ring.limit {
+            return Err(Error::corrupted(format!(
+                "the producer's index {} is {ahead} bytes ahead of the consumer's {}, yet no \
+                 record is committed there",
+                self.tail, self.head
+            )));
+        }
+        Ok(m)
     }
 
     /// The message path's first try, inlined: [`peek_hinted`](Consumer::peek_hinted) for the
@@ -843,6 +862,20 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Stores this consumer's index again if the shared one says otherwise (a peer scribbled
+    /// it), for a consumer about to wait: a producer that reads an index behind it sees less
+    /// room than it was given, and may wait for room while this consumer waits for messages.
+    /// One shared load; for the wait path, not per message. Returns whether it stored (then
+    /// the caller wakes a producer that waits for room).
+    pub(crate) fn restore_head(&self) -> bool {
+        let head = &self.ring.header().head;
+        if head.load(Ordering::Relaxed) == self.head {
+            return false;
+        }
+        head.store(self.head, Ordering::SeqCst);
+        true
     }
 
     fn advance(&mut self, bytes: u32) {
@@ -978,9 +1011,21 @@ mod tests {
         let (r, ring) = HeapRegion::ring(256, 100);
         let mut p = Producer::new(ring).unwrap();
         let mut c = Consumer::new(ring).unwrap();
-        // A garbage tail: the marks still say nothing is committed.
+        // A garbage tail ahead: the marks still say nothing is committed, and a tail ahead
+        // of a head with nothing at it was scribbled (every mark is stored before the tail).
         r.word(tail_off).store(64, Ordering::Release);
-        assert!(c.peek_hinted().unwrap().is_none());
+        let e = c.peek_hinted().unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupted, "{e}");
+        // Behind the head (a lap back, beyond the bytes in flight): only a hint, nothing shown.
+        r.word(tail_off)
+            .store(0u32.wrapping_sub(256), Ordering::Release);
+        assert!(
+            Consumer::new(ring)
+                .unwrap()
+                .peek_hinted()
+                .unwrap()
+                .is_none()
+        );
         // A tail left behind a commit (a producer killed before its tail store): the hint
         // hides the message, the marks show it.
         assert!(send(&mut p, b"committed"));

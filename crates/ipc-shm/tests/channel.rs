@@ -1,8 +1,12 @@
 //! The channel across real processes: a blocked receiver sees a SIGKILLed sender as
 //! disconnected; a producer killed mid-write (at a chosen point, and at random points) never
 //! makes a torn message visible; ends opened by name in unrelated processes; zero-copy in both
-//! directions; and a child process scribbling over the header, indices and record headers while
-//! the channel runs produces errors, never a panic, a hang or an out-of-bounds access.
+//! directions; a child process scribbling over the header, indices and record headers while
+//! the channel runs produces errors, never a panic, a hang or an out-of-bounds access; and an
+//! index scribbled or put back while both ends wait, a tail hint that hides every record
+//! from a receiver while the sender is blocked, or a receiver's sleeping flag cleared under
+//! a blocking or a doorbell wait, is an error or is repaired, never two ends waiting forever
+//! (with sweeps of every header word under both waiting ends).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -400,4 +404,350 @@ fn without_proc_the_liveness_check_says_so_instead_of_reporting_a_dead_peer() {
         "{}",
         out.stderr
     );
+}
+
+/// A receiver that has taken everything waits (no deadline); the consumer's index is then
+/// scribbled a whole ring behind the tail (in range, but behind what the sender last saw),
+/// and the sender, whose view of the index already said full, sends with no deadline. It
+/// must not believe the index and wait for room while the receiver waits for a message:
+/// the send is `Corrupted` (the consumer never moves its index back), and once the sender
+/// leaves, the receiver is told (or, should the receiver have put its index back first, the
+/// message goes through). Fails without the fix of its commit (both ends asleep for good:
+/// the watchdog). An index put back to what the sender last saw, or past it, is the next
+/// test's.
+#[test]
+fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutual_wait() {
+    let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let seg = tx.segment().clone();
+    // Fill the ring (the sender's view of the index then says full), and take it all.
+    let mut seq = 0u32;
+    while tx
+        .try_send(&ipc_testkit::script::message(1, seq, 100))
+        .is_ok()
+    {
+        seq += 1;
+    }
+    let mut buf = [0u8; 100];
+    for want in 0..seq {
+        assert_eq!(rx.recv(&mut buf).unwrap(), 100);
+        check_message(1, want, 100, &buf).unwrap();
+    }
+    let reader = std::thread::spawn(move || rx.recv(&mut [0u8; 100]));
+    let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while sleeping.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail and head (`ring.rs`: lines 1 and 2 of the header).
+    let tail = seg.atomic_u32(128).unwrap().load(Ordering::SeqCst);
+    seg.atomic_u32(256)
+        .unwrap()
+        .store(tail.wrapping_sub(1 << 12), Ordering::SeqCst);
+    let sent = within_watchdog("a sender on an index scribbled behind", move || {
+        let sent = tx.send(&ipc_testkit::script::message(1, seq, 100));
+        drop(tx);
+        sent
+    });
+    let got = within_watchdog("the receiver of a sender that left", move || {
+        reader.join().unwrap()
+    });
+    match sent {
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
+        }
+        // The receiver put its index back before the sender looked (its sleep is bounded).
+        Ok(()) => assert_eq!(got.unwrap(), 100),
+    }
+}
+
+/// The producer's index of a fresh channel scribbled ahead (in range) before the sender
+/// opens, while the receiver already waits with no deadline: the sender carries on from
+/// there, so its messages lie where the receiver never looks. The receiver must say so
+/// (`Corrupted`: the index says records are committed at its head, and none is) rather than
+/// wait on while the sender fills the ring and waits for room (with no deadline: two live
+/// ends waiting on each other forever). Once the receiver is gone the sender is told.
+/// Fails without the fix of its commit (the watchdog).
+#[test]
+fn an_index_scribbled_ahead_before_the_sender_opens_is_corrupted_not_a_mutual_wait() {
+    let seg = Arc::new(
+        ChannelOptions::new()
+            .capacity(1 << 12)
+            .create_memfd("ahead")
+            .unwrap(),
+    );
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let e = rx.recv(&mut [0u8; 256]).unwrap_err();
+        drop(rx);
+        e
+    });
+    let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while sleeping.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail (`ring.rs`: line 1 of the header), 64 bytes ahead of the head.
+    seg.atomic_u32(128).unwrap().store(64, Ordering::SeqCst);
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut seq = 0;
+        loop {
+            if let Err(e) = tx.send(&ipc_testkit::script::message(1, seq, 100)) {
+                return e;
+            }
+            seq += 1;
+        }
+    });
+    let e = within_watchdog("a receiver behind a scribbled index", move || {
+        reader.join().unwrap()
+    });
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+    let e = within_watchdog("a sender whose receiver left", move || {
+        sender.join().unwrap()
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// A receiver waits in a poll loop on its readiness descriptor (try, arm, poll with no
+/// timeout, disarm); a hostile peer clears its sleeping flag, so the sender, which rings
+/// only a receiver whose flag is up, rings nobody as it sends. The wait has no slices (the
+/// sender is alive and watched): the bell thread's once-a-second look must ring a wait armed
+/// that long, and the message arrives. Fails without the fix of its commit (the watchdog).
+#[test]
+fn a_receiver_whose_flag_was_cleared_under_its_doorbell_wait_is_rung_all_the_same() {
+    use ipc_core::Readiness;
+    use rustix::event::{PollFd, PollFlags, poll};
+    let (mut tx, mut rx) = small().pair().unwrap();
+    let seg = tx.segment().clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        loop {
+            match rx.try_recv(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                other => return other.map(|n| buf[..n].to_vec()),
+            }
+            if rx.arm().unwrap() {
+                continue;
+            }
+            {
+                let fd = rx.readiness_fd().unwrap();
+                poll(&mut [PollFd::new(&fd, PollFlags::IN)], None).unwrap();
+            }
+            rx.disarm();
+        }
+    });
+    let flag = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the receiver never armed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    flag.store(0, Ordering::SeqCst);
+    tx.send(b"unannounced").unwrap();
+    let got = within_watchdog("a receiver whose flag was cleared", move || {
+        reader.join().unwrap()
+    });
+    assert_eq!(got.unwrap(), b"unannounced");
+}
+
+/// The value a test writes over a word, from the index the sender last saw and the true one.
+type PutBack = fn(u32, u32) -> u32;
+
+/// A receiver that has taken everything waits with no deadline (the sender alive, so the
+/// watcher covers it); then one of its words is overwritten: its sleeping flag cleared (so
+/// the sender wakes nobody), or the consumer's index put back to anywhere from where the
+/// sender last saw it to the true one (so the sender sees the ring full). The sender then
+/// sends 300 messages with no deadline. Both must go on: neither may wait on the other
+/// forever. Fails without the fix of its commit (the watchdog: the receiver slept without
+/// a limit while the sender waited for room).
+#[test]
+fn a_cleared_flag_or_an_index_put_back_under_a_caught_up_receiver_is_no_mutual_wait() {
+    // The ring's head (line 2 of the header), and the receiver's sleeping flag.
+    let cases: [(&str, usize, PutBack); 3] = [
+        ("flag cleared", RX_SLEEPING, |_, _| 0),
+        ("index back to the sender's view", 256, |seen, _| seen),
+        ("index a record past the sender's view", 256, |seen, _| {
+            seen + 112
+        }),
+    ];
+    for (what, off, value) in cases {
+        let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+        let seg = tx.segment().clone();
+        let head = seg.atomic_u32(256).unwrap();
+        // Fill the ring (the sender's view of the index then says full), and take it all.
+        let mut seq = 0u32;
+        while tx
+            .try_send(&ipc_testkit::script::message(1, seq, 100))
+            .is_ok()
+        {
+            seq += 1;
+        }
+        let seen = head.load(Ordering::SeqCst);
+        let mut buf = [0u8; 100];
+        for _ in 0..seq {
+            rx.recv(&mut buf).unwrap();
+        }
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 100];
+            for want in seq..seq + 300 {
+                rx.recv(&mut buf).unwrap();
+                check_message(1, want, 100, &buf).unwrap();
+            }
+        });
+        let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+        let end = std::time::Instant::now() + watchdog();
+        while sleeping.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < end, "the receiver never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let word = seg.atomic_u32(off).unwrap();
+        word.store(value(seen, head.load(Ordering::SeqCst)), Ordering::SeqCst);
+        within_watchdog(what, move || {
+            for n in seq..seq + 300 {
+                tx.send(&ipc_testkit::script::message(1, n, 100)).unwrap();
+            }
+            reader.join().unwrap();
+        });
+    }
+}
+
+/// Every 8-byte word of the channel's header overwritten with boundary values (those that
+/// cannot make an owner word name a live process: 7 and 9 could, pid 1 or 2 with start time
+/// 0) while the caught-up receiver waits with no deadline; then the sender sends 100
+/// messages (about three rings) with no deadline. Each end goes on or stops with an error,
+/// never waits on the other forever. Found the two words the previous test attacks (the
+/// receiver's sleeping flag, the consumer's index); passes with their fix.
+#[test]
+fn every_header_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
+    let values = [0, 1, 2, 3, 8, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+    for off in (0..640).step_by(8) {
+        for value in values {
+            let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+            let seg = tx.segment().clone();
+            let mut seq = 0u32;
+            while tx
+                .try_send(&ipc_testkit::script::message(1, seq, 100))
+                .is_ok()
+            {
+                seq += 1;
+            }
+            let mut buf = [0u8; 4096];
+            for _ in 0..seq {
+                rx.recv(&mut buf).unwrap();
+            }
+            let reader = std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    if let Err(e) = rx.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            let sleeping = seg.atomic_u32(RX_SLEEPING).unwrap();
+            let end = std::time::Instant::now() + watchdog();
+            while sleeping.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < end, "the receiver never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let what = format!("word {off} = {value:#x}");
+            let e = within_watchdog("both ends of a scribbled channel", move || {
+                for n in seq..seq + 100 {
+                    if tx.send(&ipc_testkit::script::message(1, n, 100)).is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+                reader.join().unwrap()
+            });
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+        }
+    }
+}
+
+/// The sender blocked with no deadline on a full ring; the producer's index (a hint the
+/// receiver polls instead of the record marks) is then scribbled to the consumer's, so it
+/// says the ring is empty; the receiver starts taking with no deadline. The hint hides every
+/// record, so the receiver would wait for it to move while the sender waits for room: two
+/// live ends waiting on each other forever. A receiver that finds nothing while the sender
+/// sleeps for room must look at the marks. Fails without the fix of its commit (the
+/// watchdog).
+#[test]
+fn a_tail_hint_scribbled_to_empty_under_a_blocked_sender_is_no_mutual_wait() {
+    let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let seg = tx.segment().clone();
+    let sender = std::thread::spawn(move || {
+        for n in 0..150 {
+            tx.send(&ipc_testkit::script::message(1, n, 100)).unwrap();
+        }
+    });
+    let flag = seg.atomic_u32(ipc_shm::testing::TX_OWNER + 12).unwrap();
+    let end = std::time::Instant::now() + watchdog();
+    while flag.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < end, "the sender never slept");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The ring's tail, put where its head is (both lines of the header; the head is 0).
+    seg.atomic_u32(128).unwrap().store(0, Ordering::SeqCst);
+    within_watchdog("a receiver under a hint that hides everything", move || {
+        let mut buf = [0u8; 100];
+        for want in 0..150 {
+            rx.recv(&mut buf).unwrap();
+            check_message(1, want, 100, &buf).unwrap();
+        }
+        sender.join().unwrap();
+    });
+}
+
+/// Every 8-byte word of the channel's header overwritten with the boundary values of the
+/// previous sweep while the sender is blocked with no deadline on a full ring (150 messages
+/// to send); then the receiver takes with no deadline until an error. Each end goes on or
+/// stops with an error, never waits on the other forever. Found the tail hint of the
+/// previous test; passes with its fix.
+#[test]
+fn every_header_word_scribbled_under_a_blocked_sender_is_no_mutual_wait() {
+    let values = [0, 1, 2, 3, 8, 0xffff_ffff, 1 << 32, 1 << 63, u64::MAX];
+    let tx_sleeping = ipc_shm::testing::TX_OWNER + 12;
+    for off in (0..640).step_by(8) {
+        for value in values {
+            let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+            let seg = tx.segment().clone();
+            let sender = std::thread::spawn(move || {
+                for n in 0..150 {
+                    if tx.send(&ipc_testkit::script::message(1, n, 100)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let flag = seg.atomic_u32(tx_sleeping).unwrap();
+            let end = std::time::Instant::now() + watchdog();
+            while flag.load(Ordering::SeqCst) == 0 {
+                assert!(std::time::Instant::now() < end, "the sender never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seg.atomic_u64(off).unwrap().store(value, Ordering::SeqCst);
+            let what = format!("word {off} = {value:#x}");
+            let e = within_watchdog("both ends of a scribbled channel", move || {
+                let mut buf = [0u8; 4096];
+                let e = loop {
+                    if let Err(e) = rx.recv(&mut buf) {
+                        break e;
+                    }
+                };
+                drop(rx);
+                sender.join().unwrap();
+                e
+            });
+            assert!(
+                matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Corrupted),
+                "{what}: {e}"
+            );
+        }
+    }
 }
