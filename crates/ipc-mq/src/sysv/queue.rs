@@ -472,10 +472,26 @@ impl Queue {
     /// Receives the message `selector` picks into a new buffer (of
     /// [`max_message_size`](Queue::max_message_size) bytes, trimmed), waiting until
     /// `deadline`. See [`recv_typed_deadline`](Queue::recv_typed_deadline).
+    ///
+    /// If `/proc/sys/kernel/msgmax` was raised since the queue was opened and the message is
+    /// longer than the buffer, the knob is read again and the receive made again with a buffer
+    /// of its new value, as [`recv_typed_deadline`](Queue::recv_typed_deadline) does.
     #[doc(alias = "msgrcv")]
     pub fn recv_message_deadline(&self, selector: Selector, deadline: Deadline) -> Result<Message> {
         let mut buf = MsgBuf::with_capacity(self.msgmax);
-        self.recv_buf(&mut buf, selector, deadline)?;
+        loop {
+            match self.recv_buf(&mut buf, selector, deadline) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                    let now = knob::read(MSGMAX).map_or(0, |v| v as usize);
+                    if now <= buf.capacity() {
+                        return Err(e);
+                    }
+                    buf.reserve(now);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut data = buf.raw.text()[..buf.len].to_vec();
         data.shrink_to_fit();
         Ok(Message {
@@ -635,8 +651,11 @@ impl Queue {
                     }
                 },
                 Err(Errno::TOOBIG) => {
+                    // The message may be longer than the msgmax this handle read, if the knob
+                    // was raised since: name the size that fits now.
+                    let msgmax = knob::read(MSGMAX).map_or(self.msgmax, |v| v as usize);
                     let e = Error::message_too_large(
-                        self.msgmax,
+                        msgmax.max(self.msgmax),
                         capacity,
                         "receive buffer: the selected message is longer and stays queued; \
                          a buffer of /proc/sys/kernel/msgmax bytes always fits",

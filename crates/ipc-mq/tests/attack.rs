@@ -1,0 +1,205 @@
+//! Hostile tests of ipc-mq: kernel knobs changed under open handles, queues removed under a
+//! receiver waiting with a deadline, and POSIX queues filled to exactly their limits.
+
+use std::time::Duration;
+
+use ipc_core::{ErrorKind, MessageReceiver};
+use ipc_mq::knobs::{SYSV_MSGMAX, SYSV_MSGMNB};
+use ipc_mq::posix;
+use ipc_mq::sysv::{self, Selector};
+use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
+
+/// The line a child prints when it cannot make a private IPC namespace.
+const SKIP_NS: &str = "skipped: unshare(CLONE_NEWIPC) is not permitted";
+
+/// Generous bound for a blocking call: a hang guard, never a pass condition.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+// ---- roles ----
+
+/// In a private IPC namespace (the knobs it changes touch nothing else): a handle opened while
+/// `msgmax` is 8192, then `msgmax` raised to 16384 by the administrator. The library's own send
+/// re-reads the knob and accepts a 12,000-byte message; every receive through the old handle
+/// must be able to take it, `recv_message` ("into a new buffer of the right size") included.
+fn msgmax_raised_under_a_handle(_: &Ctx) {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let set = |path: &str, v: u64| std::fs::write(path, v.to_string()).unwrap();
+    set(SYSV_MSGMAX, 8192);
+    set(SYSV_MSGMNB, 65536);
+    let q = sysv::Queue::private().unwrap();
+    let _g = q.remove_guard();
+    assert_eq!(q.max_message_size(), 8192);
+    set(SYSV_MSGMAX, 16384);
+
+    let big: Vec<u8> = (0..12_000u32).map(|i| (i * 7) as u8).collect();
+    // A peer's handle, opened after the raise, and this one: both send it.
+    let peer = sysv::Queue::from_id(q.id());
+    peer.send_typed(3, &big).unwrap();
+    q.send_typed(4, &big).unwrap();
+
+    // Into a new buffer: was MessageTooLarge "8192 bytes, buffer 8192", forever.
+    let m = q
+        .recv_message_deadline(Selector::Any, ipc_core::Deadline::after(PATIENCE))
+        .unwrap();
+    assert_eq!((m.mtype, m.data.len()), (3, big.len()));
+    assert_eq!(m.data, big);
+    let m = q.recv_message(Selector::Any).unwrap();
+    assert_eq!((m.mtype, &m.data), (4, &big));
+
+    // Into a caller's buffer large enough: taken whole too.
+    q.send_typed(5, &big).unwrap();
+    let mut buf = vec![0u8; 16384];
+    let got = q.recv_typed(Selector::Any, &mut buf).unwrap();
+    assert_eq!((got.mtype, &buf[..got.len]), (5, &big[..]));
+
+    // A caller's buffer too small: refused, and the message stays.
+    q.send_typed(6, &big).unwrap();
+    let e = q
+        .try_recv_typed(Selector::Any, &mut [0u8; 100])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    let m = q.recv_message(Selector::Any).unwrap();
+    assert_eq!((m.mtype, &m.data), (6, &big));
+    eprintln!("checked");
+}
+
+/// `id`: waits with a deadline (the polling path: `IPC_NOWAIT` and sleeps) until the queue is
+/// removed; must see `Disconnected`, not sleep on to `TimedOut`.
+fn deadline_receive_until_removed(ctx: &Ctx) {
+    let q = sysv::Queue::from_id(ctx.arg().parse().unwrap());
+    let mut buf = [0u8; 64];
+    ctx.checkpoint("waiting");
+    let e = q
+        .recv_typed_timeout(Selector::Any, &mut buf, PATIENCE)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let e = q
+        .send_typed_timeout(1, b"x", Duration::from_secs(5))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("disconnected");
+}
+
+/// `id`: sends with a deadline into a full queue (the polling path) until the queue is removed.
+fn deadline_send_until_removed(ctx: &Ctx) {
+    let q = sysv::Queue::from_id(ctx.arg().parse().unwrap());
+    ctx.checkpoint("waiting");
+    let e = q.send_typed_timeout(1, &[1; 1000], PATIENCE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("disconnected");
+}
+
+roles!(
+    msgmax_raised_under_a_handle,
+    deadline_receive_until_removed,
+    deadline_send_until_removed,
+);
+
+// ---- tests ----
+
+/// `msgmax` raised while a handle is open: the library's send re-reads the knob and accepts
+/// a message larger than the handle's `max_message_size`; `recv_message` on that handle used
+/// a buffer of the stale size and refused the message for good (`MessageTooLarge`, "8192 of
+/// 8192"), though it promises a buffer of the right size. Fails without the fix.
+#[test]
+fn a_message_above_the_msgmax_a_handle_opened_with_is_received_after_the_knob_was_raised() {
+    let out = spawn("msgmax_raised_under_a_handle").start().wait_success();
+    if out.stderr.contains(SKIP_NS) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// A queue removed while another process waits on it with a deadline (the polling path, not
+/// the blocking `msgrcv` the existing test covers) is `Disconnected` at once, for a receiver
+/// and a sender blocked on a full queue alike. Passed on the unchanged code; nothing attacked
+/// the polling path's removal before. It fails if the polling loop treated `EIDRM`/`EINVAL`
+/// as "nothing yet" (the child then reports `TimedOut` after a minute).
+#[test]
+fn a_queue_removed_under_deadline_waits_in_another_process_is_disconnected() {
+    // Receiver on an empty queue.
+    let q = sysv::Queue::private().unwrap();
+    let g = q.remove_guard();
+    let mut child = spawn("deadline_receive_until_removed")
+        .arg(q.id().to_string())
+        .start();
+    child.wait_checkpoint("waiting");
+    std::thread::sleep(Duration::from_millis(50));
+    q.remove().unwrap();
+    drop(g);
+    let out = child.wait();
+    assert!(
+        out.success() && out.stderr.contains("disconnected"),
+        "{}",
+        out.stderr
+    );
+
+    // Sender on a full queue.
+    let q = sysv::Queue::private().unwrap();
+    let g = q.remove_guard();
+    q.set_max_bytes(1000).unwrap();
+    q.send_typed(1, &[0; 1000]).unwrap();
+    let mut child = spawn("deadline_send_until_removed")
+        .arg(q.id().to_string())
+        .start();
+    child.wait_checkpoint("waiting");
+    std::thread::sleep(Duration::from_millis(50));
+    q.remove().unwrap();
+    drop(g);
+    let out = child.wait();
+    assert!(
+        out.success() && out.stderr.contains("disconnected"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A POSIX queue filled to exactly `mq_maxmsg` with messages of exactly `mq_msgsize`, mixed
+/// priorities: the next send is `WouldBlock` / `TimedOut`, a message of `mq_msgsize + 1` is
+/// `MessageTooLarge` naming `mq_msgsize` with both sizes, and then every queued message comes
+/// out whole, highest priority first, FIFO within one. Passed on the unchanged code; it
+/// fails if a refusal at the limit took or dropped a queued message, or the sizes were off by
+/// one.
+#[test]
+fn a_posix_queue_at_exactly_its_limits_refuses_and_loses_nothing() {
+    let name = unique_posix_name("attack-full");
+    let (maxmsg, msgsize) = (4, 300);
+    let q = posix::Queue::create(&*name, maxmsg, msgsize).unwrap();
+    let _g = q.remove_guard().unwrap();
+    let msg = |i: u8| vec![i; msgsize];
+    let prios = [1u32, 7, 1, 7];
+    for (i, &p) in prios.iter().enumerate() {
+        q.try_send_with_priority(&msg(i as u8), p).unwrap();
+    }
+    let e = q.try_send_with_priority(&msg(9), 9).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    let e = q
+        .send_with_priority_timeout(&msg(9), 9, Duration::from_millis(10))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    let e = q
+        .try_send_with_priority(&vec![0; msgsize + 1], 0)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    assert_eq!(e.message_size(), Some((msgsize + 1, msgsize)), "{e}");
+    assert!(e.to_string().contains("mq_msgsize"), "{e}");
+    // A buffer one short of mq_msgsize: refused before the kernel, nothing taken.
+    let e = q.try_recv(&mut vec![0; msgsize - 1]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    assert_eq!(q.attributes().unwrap().messages, maxmsg);
+
+    let mut buf = vec![0; msgsize];
+    for (i, p) in [(1u8, 7u32), (3, 7), (0, 1), (2, 1)] {
+        let got = q.try_recv(&mut buf).unwrap();
+        assert_eq!((got.len, got.priority), (msgsize, p));
+        assert_eq!(buf, msg(i));
+    }
+    let mut trait_q = &q;
+    let e = MessageReceiver::try_recv(&mut trait_q, &mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+}
