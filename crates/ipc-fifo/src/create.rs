@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fstat, mkfifoat, openat, statat, unlinkat};
 use rustix::io::Errno;
@@ -93,6 +94,9 @@ impl CreateOptions {
     /// - [`ErrorKind::InvalidInput`]: the mode has bits outside `0o777`.
     /// - [`ErrorKind::InvalidName`]: `path` has no file name (it ends in `..` or is `/`), or
     ///   ends in `/` or `/.` (it names a directory; `mkfifo(3)` refuses it too).
+    /// - [`ErrorKind::LimitExceeded`]: the process is out of descriptors (naming
+    ///   `RLIMIT_NOFILE` and its value), or the system is (`/proc/sys/fs/file-max`); checked
+    ///   before the FIFO is made, so nothing is left at `path`.
     ///
     /// # References
     /// - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
@@ -137,9 +141,17 @@ impl CreateOptions {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(Error::from(e)))?;
+        .map_err(|e| fail(descriptor_error(e)))?;
+        // The descriptor of the handle below, taken before the FIFO exists: a process out of
+        // descriptors (RLIMIT_NOFILE) fails here with nothing created, not after `mkfifoat`
+        // (which needs none) with a FIFO at the path that nobody would remove. (Another thread
+        // could take the number between its release and the `openat`; then that fails as
+        // before.)
+        let reserved =
+            rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| fail(descriptor_error(e)))?;
         let mode = Mode::from_raw_mode(self.mode);
         mkfifoat(&dir, name, mode).map_err(|e| fail(Error::from(e)))?;
+        drop(reserved);
         tracing::trace!(path = %path.display(), mode = format_args!("{:#o}", self.mode), "FIFO created");
 
         // Take a handle on what is at the name now and check it is the FIFO we made, before
@@ -150,7 +162,7 @@ impl CreateOptions {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(Error::from(e)))?;
+        .map_err(|e| fail(descriptor_error(e)))?;
         let stat = fstat(&handle).map_err(|e| fail(Error::from(e)))?;
         check_fifo(&stat, Owner::Me).map_err(|e| {
             fail(e.with_detail(ipc_core::Detail::Note(
@@ -323,7 +335,7 @@ impl Fifo {
             unreachable!("a guard's unlink record lives until the guard is consumed or dropped")
         };
         let handle = rustix::io::fcntl_dupfd_cloexec(&u.handle, 0)
-            .map_err(|e| debug_err(Error::from(e).in_op("dup").on(self.path.display())))?;
+            .map_err(|e| debug_err(descriptor_error(e).in_op("dup").on(self.path.display())))?;
         Target::from_handle(handle, &self.path, options.owner_setting(), op)
     }
 

@@ -1,0 +1,167 @@
+//! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
+//! (RLIMIT_NOFILE) at every step that needs one.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+use ipc_core::ErrorKind;
+use ipc_fifo::{Fifo, OpenOptions};
+use ipc_testkit::{Ctx, TempDir, roles, spawn};
+use rustix::io::Errno;
+
+/// Descriptors of `/dev/null` taken until the process is out of them (`EMFILE`).
+fn take_every_descriptor(held: &mut Vec<OwnedFd>, null: &OwnedFd) {
+    loop {
+        match rustix::io::fcntl_dupfd_cloexec(null, 0) {
+            Ok(fd) => held.push(fd),
+            Err(Errno::MFILE) => return,
+            Err(e) => panic!("dup: {e}"),
+        }
+    }
+}
+
+/// Frees `free` descriptors, runs `op`, drops what it returned, and checks that it left every
+/// descriptor it took free again (taking them back counts `free`).
+fn with_free(held: &mut Vec<OwnedFd>, null: &OwnedFd, free: usize, op: impl FnOnce()) {
+    held.truncate(held.len() - free);
+    op();
+    let before = held.len();
+    take_every_descriptor(held, null);
+    assert_eq!(held.len() - before, free, "a descriptor leaked");
+}
+
+/// A failure for want of descriptors: `LimitExceeded` naming `RLIMIT_NOFILE` and its value.
+fn assert_names_rlimit_nofile(e: &ipc_core::Error, what: &str) {
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{what}: {e}");
+    assert!(
+        e.to_string().contains("RLIMIT_NOFILE is 64"),
+        "{what}: the knob is not named: {e}"
+    );
+}
+
+fn absent(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// `dir`: with 0 to 5 descriptors left under a soft RLIMIT_NOFILE of 64, creates a FIFO and
+/// opens one every way (waiting for no peer): each succeeds, times out for want of a peer, or
+/// fails with `LimitExceeded` naming RLIMIT_NOFILE; none leaves a FIFO or a descriptor behind.
+fn out_of_descriptors(ctx: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let dir = Path::new(ctx.arg());
+    let fifo = Fifo::create(dir.join("there")).unwrap();
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    take_every_descriptor(&mut held, &null);
+    let short = Duration::from_millis(5);
+    let mut limited = 0;
+    for free in 0..6 {
+        let path = dir.join(format!("new-{free}"));
+        with_free(&mut held, &null, free, || match Fifo::create(&path) {
+            Ok(f) => {
+                drop(f);
+                assert!(absent(&path), "{free} free: the guard left {path:?}");
+            }
+            Err(e) => {
+                assert_names_rlimit_nofile(&e, &format!("create, {free} free"));
+                assert!(absent(&path), "{free} free: a failed create left {path:?}");
+                limited += 1;
+            }
+        });
+        let opens: [(&str, Box<dyn Fn() -> ipc_core::Result<()>>); 5] = [
+            (
+                "non-blocking open_read",
+                Box::new(|| {
+                    OpenOptions::new()
+                        .nonblocking(true)
+                        .open_read(fifo.path())
+                        .map(drop)
+                }),
+            ),
+            (
+                "keep-open open_read",
+                Box::new(|| {
+                    OpenOptions::new()
+                        .nonblocking(true)
+                        .keep_open(true)
+                        .open_read(fifo.path())
+                        .map(drop)
+                }),
+            ),
+            (
+                "timed open_read",
+                Box::new(|| {
+                    OpenOptions::new()
+                        .timeout(short)
+                        .open_read(fifo.path())
+                        .map(drop)
+                }),
+            ),
+            (
+                "timed open_write",
+                Box::new(|| {
+                    OpenOptions::new()
+                        .timeout(short)
+                        .open_write(fifo.path())
+                        .map(drop)
+                }),
+            ),
+            (
+                "non-blocking open_write",
+                Box::new(|| {
+                    OpenOptions::new()
+                        .nonblocking(true)
+                        .open_write(fifo.path())
+                        .map(drop)
+                }),
+            ),
+        ];
+        for (what, open) in opens {
+            with_free(&mut held, &null, free, || match open() {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::NoPeer) => {}
+                Err(e) => {
+                    assert_names_rlimit_nofile(&e, &format!("{what}, {free} free"));
+                    limited += 1;
+                }
+            });
+        }
+    }
+    drop(held);
+    assert!(limited > 0, "nothing ran out of descriptors");
+    eprintln!("checked");
+}
+
+roles!(out_of_descriptors);
+
+/// Out of descriptors at each step of a create or an open (the `O_PATH` handle, the directory,
+/// the reopen through `/proc/self/fd`, the scratch pipe of a timed read open, a keep-open
+/// write end): the error is `LimitExceeded` naming `RLIMIT_NOFILE` and its value (as a pipe's
+/// is), never a bare errno, and a create that fails leaves no FIFO at the path. Failed without
+/// the fix: the errors named no knob, and with one descriptor left `Fifo::create` made the FIFO
+/// (mkfifoat needs none), failed to take its handle, and left the FIFO behind for nobody to
+/// remove (a retry then found the path taken).
+#[test]
+fn out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothing() {
+    let dir = TempDir::new("fifo-attack-nofile");
+    let out = spawn("out_of_descriptors")
+        .arg(dir.path().to_str().unwrap())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
