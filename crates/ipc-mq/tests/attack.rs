@@ -67,6 +67,52 @@ fn msgmax_raised_under_a_handle(_: &Ctx) {
     eprintln!("checked");
 }
 
+/// In a private IPC namespace: a handle opened while `msgmax` is 8192, then `msgmax` lowered
+/// to 100. A send of 200 bytes through it (every form, and the blocking stream path a
+/// blocking send takes once a fit check passed) is refused by the kernel with `EINVAL`, which
+/// also means "no such queue": it must be `MessageTooLarge` naming the knob, not
+/// `Disconnected`, and the queue must stay usable.
+fn msgmax_lowered_under_a_handle(_: &Ctx) {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let set = |path: &str, v: u64| std::fs::write(path, v.to_string()).unwrap();
+    set(SYSV_MSGMAX, 8192);
+    let mut q = sysv::Queue::private().unwrap();
+    let _g = q.remove_guard();
+    // A blocking send first: its fit check lets later blocking sends go straight to msgsnd.
+    q.send_typed(1, &[1; 50]).unwrap();
+    set(SYSV_MSGMAX, 100);
+    let big = [2u8; 200];
+    let sends: [(&str, Box<dyn Fn(&mut sysv::Queue) -> ipc_core::Result<()>>); 4] = [
+        ("send_typed", Box::new(|q| q.send_typed(1, &big))),
+        ("try_send_typed", Box::new(|q| q.try_send_typed(1, &big))),
+        (
+            "send_typed_timeout",
+            Box::new(|q| q.send_typed_timeout(1, &big, Duration::from_secs(5))),
+        ),
+        (
+            "MessageSender::send",
+            Box::new(|q| ipc_core::MessageSender::send(q, &big)),
+        ),
+    ];
+    for (what, send) in sends {
+        let e = send(&mut q).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{what}: {e}");
+        assert_eq!(e.message_size(), Some((200, 100)), "{what}: {e}");
+        assert!(e.to_string().contains(SYSV_MSGMAX), "{what}: {e}");
+    }
+    // The queue is there and works: what was queued comes out, a fitting message goes in.
+    assert_eq!(q.status().unwrap().messages, 1);
+    q.send_typed(1, &[3; 100]).unwrap();
+    let mut buf = [0u8; 8192];
+    assert_eq!(q.recv_typed(Selector::Any, &mut buf).unwrap().len, 50);
+    assert_eq!(q.recv_typed(Selector::Any, &mut buf).unwrap().len, 100);
+    eprintln!("checked");
+}
+
 /// `id`: waits with a deadline (the polling path: `IPC_NOWAIT` and sleeps) until the queue is
 /// removed; must see `Disconnected`, not sleep on to `TimedOut`.
 fn deadline_receive_until_removed(ctx: &Ctx) {
@@ -95,6 +141,7 @@ fn deadline_send_until_removed(ctx: &Ctx) {
 
 roles!(
     msgmax_raised_under_a_handle,
+    msgmax_lowered_under_a_handle,
     deadline_receive_until_removed,
     deadline_send_until_removed,
 );
@@ -108,6 +155,23 @@ roles!(
 #[test]
 fn a_message_above_the_msgmax_a_handle_opened_with_is_received_after_the_knob_was_raised() {
     let out = spawn("msgmax_raised_under_a_handle").start().wait_success();
+    if out.stderr.contains(SKIP_NS) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// `msgmax` lowered while a handle is open: the handle's size check (against the value it
+/// read at open) lets a 200-byte message through, and the kernel refuses it with `EINVAL`,
+/// which the crate read as "the queue was removed" and reported as `Disconnected`, so a
+/// sender would give up on a queue that is there and working. It must be `MessageTooLarge`
+/// naming `/proc/sys/kernel/msgmax` and its value. Fails without the fix.
+#[test]
+fn a_message_above_a_lowered_msgmax_is_too_large_not_a_removed_queue() {
+    let out = spawn("msgmax_lowered_under_a_handle")
+        .start()
+        .wait_success();
     if out.stderr.contains(SKIP_NS) {
         eprintln!("{}", out.stderr.trim());
         return;

@@ -347,7 +347,8 @@ impl Queue {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`], before any system call, unless `mtype` is above zero.
     /// - [`ErrorKind::MessageTooLarge`], before any system call, if `msg` is longer than
-    ///   `/proc/sys/kernel/msgmax`; and if `msg` is longer than the queue's whole byte limit
+    ///   `/proc/sys/kernel/msgmax` (the same when the knob was lowered after the handle read it
+    ///   and the kernel refuses the message); and if `msg` is longer than the queue's whole byte limit
     ///   (it could never be sent): checked with one `IPC_STAT` before the first blocking send
     ///   of a handle (and its clones) and after a lowered limit, else when the queue is full.
     /// - [`ErrorKind::WouldBlock`] ([`Blocked::Full`]) for [`Deadline::Now`] on a full queue;
@@ -540,7 +541,7 @@ impl Queue {
                     // A blocking `msgsnd` does not fail with EAGAIN; if it did, it would be
                     // tried again, as the general path does.
                     Err(Errno::INTR | Errno::AGAIN) => {}
-                    Err(errno) => return Err(self.fail(queue_error(errno), "msgsnd")),
+                    Err(errno) => return Err(self.send_error(errno, len)),
                 }
             }
         }
@@ -584,9 +585,26 @@ impl Queue {
                         }
                     }
                 }
-                Err(errno) => return Err(self.fail(queue_error(errno), "msgsnd")),
+                Err(errno) => return Err(self.send_error(errno, len)),
             }
         }
+    }
+
+    /// The error of a failed `msgsnd` of `len` bytes. `EINVAL` means no queue has the id any
+    /// more, or the message is longer than `msgmax`: this handle checked it against the value
+    /// it read at open, so the knob may have been lowered since (read again here).
+    #[cold]
+    fn send_error(&self, errno: Errno, len: usize) -> Error {
+        if errno == Errno::INVAL {
+            if let Some(now) = knob::read(MSGMAX).map(|v| v as usize) {
+                if len > now {
+                    let e = Error::message_too_large(len, now, MSGMAX)
+                        .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()));
+                    return self.fail(e, "msgsnd");
+                }
+            }
+        }
+        self.fail(queue_error(errno), "msgsnd")
     }
 
     /// Fails with `MessageTooLarge` if a message of `len` bytes can never fit the queue.
