@@ -1,5 +1,6 @@
 //! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
-//! (RLIMIT_NOFILE) at every step that needs one.
+//! (RLIMIT_NOFILE) at every step that needs one, and opens racing a swap of the FIFO for a
+//! regular file.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -164,4 +165,115 @@ fn out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// While another thread swaps the name between a FIFO and a regular file as fast as it can
+/// (`rename` of fresh hard links over it: the name always exists), opens by path in every
+/// mode, blocking ones included (this test holds the FIFO open both ways, so none need wait):
+/// each gets the FIFO itself (the very inode, checked with `fstat` on the end it returned) or
+/// `WrongType` for the regular file; never the regular file opened as an end, never a hang.
+/// Passed on the unchanged code (the type is checked on an `O_PATH` handle and the end opened
+/// through it); no test raced the check against the open before. It fails if an open looked
+/// the path up a second time after the check.
+#[test]
+fn a_fifo_swapped_with_a_regular_file_during_opens_is_never_opened_as_the_file() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = TempDir::new("fifo-attack-swap");
+    let fifo = Fifo::create(dir.join("fifo")).unwrap();
+    let file = dir.join("file");
+    std::fs::write(&file, b"not a pipe").unwrap();
+    let fifo_ino = std::fs::metadata(fifo.path()).unwrap().ino();
+    // Both ends held here (O_RDWR on a FIFO never waits): no open below waits for a peer.
+    let _both = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo.path())
+        .unwrap();
+    let target = dir.join("target");
+    std::fs::hard_link(fifo.path(), &target).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, fifo_path, file, target, dir) = (
+            Arc::clone(&stop),
+            fifo.path().to_path_buf(),
+            file.clone(),
+            target.clone(),
+            dir.path().to_path_buf(),
+        );
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for src in [&file, &fifo_path] {
+                    let tmp = dir.join("tmp");
+                    std::fs::hard_link(src, &tmp).unwrap();
+                    std::fs::rename(&tmp, &target).unwrap();
+                    swaps += 1;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut opened, mut refused) = (0, 0);
+    let check = move |r: ipc_core::Result<std::os::fd::OwnedFd>, what: &str| -> bool {
+        match r {
+            Ok(fd) => {
+                let st = rustix::fs::fstat(&fd).unwrap();
+                assert_eq!(st.st_ino, fifo_ino, "{what}: opened something else");
+                true
+            }
+            Err(e) => {
+                // "is a regular file", or (without /proc, reopening by path) "replaced".
+                assert_eq!(e.kind(), ErrorKind::WrongType, "{what}: {e}");
+                false
+            }
+        }
+    };
+    let target2 = target.clone();
+    let (o, r) = ipc_testkit::within_watchdog("opens racing a swap", move || {
+        let target = target2;
+        for i in 0..1500 {
+            let results = [
+                (
+                    "blocking open_read",
+                    OpenOptions::new().open_read(&target).map(OwnedFd::from),
+                ),
+                (
+                    "blocking open_write",
+                    OpenOptions::new().open_write(&target).map(OwnedFd::from),
+                ),
+                (
+                    "timed open_read",
+                    OpenOptions::new()
+                        .timeout(Duration::from_secs(30))
+                        .open_read(&target)
+                        .map(OwnedFd::from),
+                ),
+                (
+                    "non-blocking open_write",
+                    OpenOptions::new()
+                        .nonblocking(true)
+                        .open_write(&target)
+                        .map(OwnedFd::from),
+                ),
+            ];
+            for (what, r) in results {
+                if check(r, &format!("{what} #{i}")) {
+                    opened += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        (opened, refused)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(
+        swaps > 0 && o > 0 && r > 0,
+        "no race: {swaps} swaps, {o} opened, {r} refused"
+    );
 }
