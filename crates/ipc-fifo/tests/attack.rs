@@ -79,7 +79,8 @@ fn out_of_descriptors(ctx: &Ctx) {
                 limited += 1;
             }
         });
-        let opens: [(&str, Box<dyn Fn() -> ipc_core::Result<()>>); 5] = [
+        type Open<'a> = Box<dyn Fn() -> ipc_core::Result<()> + 'a>;
+        let opens: [(&str, Open<'_>); 5] = [
             (
                 "non-blocking open_read",
                 Box::new(|| {

@@ -86,7 +86,8 @@ fn msgmax_lowered_under_a_handle(_: &Ctx) {
     q.send_typed(1, &[1; 50]).unwrap();
     set(SYSV_MSGMAX, 100);
     let big = [2u8; 200];
-    let sends: [(&str, Box<dyn Fn(&mut sysv::Queue) -> ipc_core::Result<()>>); 4] = [
+    type Send<'a> = Box<dyn Fn(&mut sysv::Queue) -> ipc_core::Result<()> + 'a>;
+    let sends: [(&str, Send<'_>); 4] = [
         ("send_typed", Box::new(|q| q.send_typed(1, &big))),
         ("try_send_typed", Box::new(|q| q.try_send_typed(1, &big))),
         (

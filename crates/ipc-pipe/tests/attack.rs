@@ -219,10 +219,8 @@ fn under_signals(_: &Ctx) {
         it_value: every,
     };
     // SAFETY: `timer` is a valid `itimerval`; a null old value is allowed.
-    assert_eq!(
-        unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) },
-        0
-    );
+    let armed = unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    assert_eq!(armed, 0);
     let rounds = 30;
     let (mut tx, mut rx) = ipc_pipe::channel(FrameMode::Stream {
         max_message: 200_000,
@@ -296,10 +294,8 @@ fn signals_without_sa_restart_never_break_a_send_or_receive() {
 /// Must survive.
 fn sigpipe_blocked_then_unblocked(_: &Ctx) {
     // SAFETY: `signal` with `SIG_DFL` installs no handler code; this child runs one thread.
-    assert_ne!(
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) },
-        libc::SIG_ERR
-    );
+    let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    assert_ne!(old, libc::SIG_ERR);
     // SAFETY: `set` is a local signal set initialised by `sigemptyset`/`sigaddset` before
     // `pthread_sigmask` reads it; a null old set is allowed.
     let set = unsafe {
@@ -321,10 +317,8 @@ fn sigpipe_blocked_then_unblocked(_: &Ctx) {
     let e = w2.write(b"nobody reads").unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
     // SAFETY: `set` was initialised above; a null old set is allowed.
-    assert_eq!(
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) },
-        0
-    );
+    let unblocked = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    assert_eq!(unblocked, 0);
     eprintln!("survived");
 }
 
