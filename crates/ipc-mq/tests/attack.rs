@@ -1,5 +1,6 @@
-//! Hostile tests of ipc-mq: kernel knobs changed under open handles, queues removed under a
-//! receiver waiting with a deadline, and POSIX queues filled to exactly their limits.
+//! Hostile tests of ipc-mq: kernel knobs changed under open handles, a System V queue squatted
+//! and given away to its victim, queues removed under a receiver waiting with a deadline, and
+//! POSIX queues filled to exactly their limits.
 
 use std::time::Duration;
 
@@ -11,6 +12,9 @@ use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
 
 /// The line a child prints when it cannot make a private IPC namespace.
 const SKIP_NS: &str = "skipped: unshare(CLONE_NEWIPC) is not permitted";
+
+/// The line the squatting attack prints when it cannot play two users.
+const SKIP_ROOT: &str = "skipped: playing two users needs root";
 
 /// Generous bound for a blocking call: a hang guard, never a pass condition.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -114,6 +118,74 @@ fn msgmax_lowered_under_a_handle(_: &Ctx) {
     eprintln!("checked");
 }
 
+/// The squatter's and the victim's uids in the squatting attack (neither is root).
+const SQUATTER: u32 = 65534;
+const VICTIM: u32 = 54321;
+
+/// Switches this process's effective uid to `uid` (0 first, so any uid can be reached: the
+/// saved uid stays 0). System V objects take their creator and owner from the effective uid.
+fn become_euid(uid: u32) {
+    // SAFETY: `seteuid` takes a number and touches no memory; the role is single-threaded
+    // (and glibc applies it to every thread anyway).
+    let rc = unsafe { libc::seteuid(0) | libc::seteuid(uid) };
+    assert_eq!(rc, 0, "seteuid({uid}): {}", std::io::Error::last_os_error());
+}
+
+/// In a private IPC namespace, as root: a squatter (uid 65534) creates a queue under the
+/// victim's key before the victim does, mode 0o666, and gives it away (`IPC_SET` of the
+/// owner uid to the victim's, which the kernel allows a creator). It keeps the owner's rights
+/// (its uid is the creator's). The victim (uid 54321) then opens the key with the default
+/// policy, `Owner::Me`: it must be refused, as a queue the squatter owns is.
+fn squatted_and_given_away(_: &Ctx) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("{SKIP_ROOT}");
+        return;
+    }
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let key = sysv::Key::from_raw(0x5157_0001);
+    become_euid(SQUATTER);
+    let q = sysv::Queue::create(key).unwrap();
+    q.set_mode(0o666).unwrap();
+    // SAFETY: `msqid_ds` is a plain C struct of integers: all-zero is a valid value, and
+    // `msgctl` reads (IPC_STAT) and then writes (IPC_SET) only this local.
+    let rc = unsafe {
+        let mut ds: libc::msqid_ds = std::mem::zeroed();
+        let stat = libc::msgctl(q.id(), libc::IPC_STAT, &mut ds);
+        ds.msg_perm.uid = VICTIM;
+        stat | libc::msgctl(q.id(), libc::IPC_SET, &mut ds)
+    };
+    assert_eq!(rc, 0, "give away: {}", std::io::Error::last_os_error());
+    // The creator still has the owner's rights: it can change the mode at will.
+    q.set_mode(0o666).unwrap();
+
+    become_euid(VICTIM);
+    for how in ["open", "open_or_create"] {
+        let r = match how {
+            "open" => sysv::Queue::open(key, ipc_mq::Access::ReadWrite),
+            _ => sysv::Queue::open_or_create(key),
+        };
+        let e = r.map(|q| q.id()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{how}: {e}");
+        assert!(
+            e.to_string().contains(&SQUATTER.to_string()),
+            "{how}: names the creator: {e}"
+        );
+    }
+    // A queue the victim made itself opens as before.
+    let mine = sysv::Queue::create(sysv::Key::from_raw(0x5157_0002)).unwrap();
+    assert_eq!(
+        sysv::Queue::open(mine.key(), ipc_mq::Access::ReadWrite)
+            .unwrap()
+            .id(),
+        mine.id()
+    );
+    eprintln!("checked");
+}
+
 /// `id`: waits with a deadline (the polling path: `IPC_NOWAIT` and sleeps) until the queue is
 /// removed; must see `Disconnected`, not sleep on to `TimedOut`.
 fn deadline_receive_until_removed(ctx: &Ctx) {
@@ -141,6 +213,7 @@ fn deadline_send_until_removed(ctx: &Ctx) {
 }
 
 roles!(
+    squatted_and_given_away,
     msgmax_raised_under_a_handle,
     msgmax_lowered_under_a_handle,
     deadline_receive_until_removed,
@@ -174,6 +247,22 @@ fn a_message_above_a_lowered_msgmax_is_too_large_not_a_removed_queue() {
         .start()
         .wait_success();
     if out.stderr.contains(SKIP_NS) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// A System V queue squatted under another user's key and then given away (its owner uid set
+/// to the victim's, which the kernel lets a creator do) while its creator keeps the owner's
+/// rights (`IPC_SET`, `IPC_RMID`: the kernel grants them to the creator uid as well): the owner
+/// check looked at the owner uid alone and opened it for the victim, whose messages the
+/// squatter could then read, forge or drop. It must be refused naming the creator. Fails
+/// without the fix.
+#[test]
+fn a_squatted_queue_given_away_to_the_victim_is_refused() {
+    let out = spawn("squatted_and_given_away").start().wait_success();
+    if out.stderr.contains(SKIP_NS) || out.stderr.contains(SKIP_ROOT) {
         eprintln!("{}", out.stderr.trim());
         return;
     }
