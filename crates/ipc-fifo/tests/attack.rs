@@ -1,6 +1,6 @@
 //! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
 //! (RLIMIT_NOFILE) at every step that needs one, and opens racing a swap of the FIFO for a
-//! regular file.
+//! regular file, and a default ACL on the directory trying to widen a new FIFO's exact mode.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -144,7 +144,106 @@ fn out_of_descriptors(ctx: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(out_of_descriptors);
+/// `path`: as `nobody`, opens the FIFO at `path` for reading and for writing without waiting
+/// (any owner accepted): both must be refused by its permissions.
+fn nobody_is_refused(ctx: &Ctx) {
+    // SAFETY: plain credential calls with valid arguments (an empty group list); glibc applies
+    // them to every thread of this child process.
+    let rc =
+        unsafe { libc::setgroups(0, std::ptr::null()) | libc::setgid(65534) | libc::setuid(65534) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let any = || {
+        let mut o = OpenOptions::new();
+        o.owner(ipc_fifo::Owner::Any).nonblocking(true);
+        o
+    };
+    let e = any().open_read(ctx.arg()).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "read: {e}");
+    // Held open for reading here, so a write open that the mode allowed would succeed.
+    let e = any().open_write(ctx.arg()).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "write: {e}");
+    eprintln!("refused");
+}
+
+roles!(out_of_descriptors, nobody_is_refused);
+
+/// A POSIX ACL in the `system.posix_acl_*` xattr format (version 2): entries of tag,
+/// permissions, id.
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut x = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        x.extend_from_slice(&tag.to_le_bytes());
+        x.extend_from_slice(&perm.to_le_bytes());
+        x.extend_from_slice(&id.to_le_bytes());
+    }
+    x
+}
+
+/// "`mkfifo` with exactly the mode asked for": in a directory with a default ACL (which takes
+/// the umask's place for new files) granting `nobody` everything and the owning group nothing,
+/// a FIFO created with mode `0o660` came out `prw-rw----+`: an inherited access ACL whose mask
+/// the `chmod` set, so `nobody` could open it for reading and writing (and the owning group,
+/// whose bits the mode shows, could not). The FIFO must carry no access ACL of its own, its
+/// mode alone deciding; as root, `nobody` is shown refused both ways. Fails without the fix
+/// (the ACL is there, and nobody opens the FIFO). Skipped where the filesystem takes no ACLs.
+#[test]
+fn a_default_acl_on_the_directory_does_not_widen_a_new_fifos_exact_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    const USER_OBJ: u16 = 0x01;
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    const NOBODY: u32 = 65534;
+    let none = u32::MAX;
+    let dir = TempDir::new("fifo-attack-acl");
+    rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
+    let sub = dir.join("d");
+    std::fs::create_dir(&sub).unwrap();
+    rustix::fs::chmod(&sub, rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
+    let default = acl(&[
+        (USER_OBJ, 7, none),
+        (USER, 7, NOBODY),
+        (GROUP_OBJ, 0, none),
+        (MASK, 7, none),
+        (OTHER, 0, none),
+    ]);
+    if let Err(e) = rustix::fs::setxattr(
+        &sub,
+        "system.posix_acl_default",
+        &default,
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        eprintln!("no ACLs on this filesystem ({e}); skipped");
+        return;
+    }
+    for mode in [0o660, 0o600, 0o622] {
+        let path = sub.join(format!("f{mode:o}"));
+        let fifo = ipc_fifo::CreateOptions::new()
+            .mode(mode)
+            .create(&path)
+            .unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "{mode:o}");
+        let mut buf = [0u8; 256];
+        match rustix::fs::lgetxattr(&path, "system.posix_acl_access", &mut buf) {
+            Err(Errno::NODATA) => {}
+            r => panic!("{mode:o}: the FIFO carries an access ACL beside its exact mode: {r:?}"),
+        }
+        if mode == 0o660 && rustix::process::geteuid().is_root() {
+            // A reader here, so that a write open the mode allowed would not fail for want of
+            // one.
+            let _reader = fifo
+                .open_read_with(OpenOptions::new().nonblocking(true))
+                .unwrap();
+            let out = spawn("nobody_is_refused")
+                .arg(path.to_str().unwrap())
+                .start()
+                .wait_success();
+            assert!(out.stderr.contains("refused"), "{}", out.stderr);
+        }
+    }
+}
 
 /// Out of descriptors at each step of a create or an open (the `O_PATH` handle, the directory,
 /// the reopen through `/proc/self/fd`, the scratch pipe of a timed read open, a keep-open
