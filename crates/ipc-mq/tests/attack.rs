@@ -146,34 +146,47 @@ fn squatted_and_given_away(_: &Ctx) {
         eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
         return;
     }
-    let key = sysv::Key::from_raw(0x5157_0001);
+    // Mode 0o666, and 0o222: write-only, so the victim cannot IPC_STAT it and the owner is
+    // read from /proc/sysvipc/msg instead.
+    let keys = [(0x5157_0001, 0o666), (0x5157_0003, 0o222)];
     become_euid(SQUATTER);
-    let q = sysv::Queue::create(key).unwrap();
-    q.set_mode(0o666).unwrap();
-    // SAFETY: `msqid_ds` is a plain C struct of integers: all-zero is a valid value, and
-    // `msgctl` reads (IPC_STAT) and then writes (IPC_SET) only this local.
-    let rc = unsafe {
-        let mut ds: libc::msqid_ds = std::mem::zeroed();
-        let stat = libc::msgctl(q.id(), libc::IPC_STAT, &mut ds);
-        ds.msg_perm.uid = VICTIM;
-        stat | libc::msgctl(q.id(), libc::IPC_SET, &mut ds)
-    };
-    assert_eq!(rc, 0, "give away: {}", std::io::Error::last_os_error());
-    // The creator still has the owner's rights: it can change the mode at will.
-    q.set_mode(0o666).unwrap();
+    for (key, mode) in keys {
+        let q = sysv::Queue::create(sysv::Key::from_raw(key)).unwrap();
+        // SAFETY: `msqid_ds` is a plain C struct of integers: all-zero is a valid value, and
+        // `msgctl` reads (IPC_STAT) and then writes (IPC_SET) only this local.
+        let rc = unsafe {
+            let mut ds: libc::msqid_ds = std::mem::zeroed();
+            let stat = libc::msgctl(q.id(), libc::IPC_STAT, &mut ds);
+            ds.msg_perm.uid = VICTIM;
+            ds.msg_perm.mode = mode;
+            stat | libc::msgctl(q.id(), libc::IPC_SET, &mut ds)
+        };
+        assert_eq!(rc, 0, "give away: {}", std::io::Error::last_os_error());
+        if mode == 0o666 {
+            // The creator still has the owner's rights: it can change the mode at will.
+            q.set_mode(0o666).unwrap();
+        }
+    }
 
     become_euid(VICTIM);
-    for how in ["open", "open_or_create"] {
-        let r = match how {
-            "open" => sysv::Queue::open(key, ipc_mq::Access::ReadWrite),
-            _ => sysv::Queue::open_or_create(key),
-        };
-        let e = r.map(|q| q.id()).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{how}: {e}");
-        assert!(
-            e.to_string().contains(&SQUATTER.to_string()),
-            "{how}: names the creator: {e}"
-        );
+    for (key, mode) in keys {
+        let key = sysv::Key::from_raw(key);
+        for how in ["open", "open_or_create"] {
+            let r = match how {
+                "open" => sysv::Queue::open(key, ipc_mq::Access::WriteOnly),
+                _ => sysv::Queue::open_or_create(key),
+            };
+            let e = r.map(|q| q.id()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{how} {mode:o}: {e}");
+            // (Read-write on the write-only queue is refused by msgget itself, before any
+            // owner check.)
+            assert!(
+                (how == "open_or_create" && mode == 0o222)
+                    || e.to_string()
+                        .contains(&format!("created by uid {SQUATTER}")),
+                "{how} {mode:o}: names the creator: {e}"
+            );
+        }
     }
     // A queue the victim made itself opens as before.
     let mine = sysv::Queue::create(sysv::Key::from_raw(0x5157_0002)).unwrap();
