@@ -1,6 +1,6 @@
 //! Hostile tests of ipc-mq: kernel knobs changed under open handles, a System V queue squatted
-//! and given away to its victim, queues removed under a receiver waiting with a deadline, and
-//! POSIX queues filled to exactly their limits.
+//! and given away to its victim, a write-only queue changed by its owner, queues removed under
+//! a receiver waiting with a deadline, and POSIX queues filled to exactly their limits.
 
 use std::time::Duration;
 
@@ -199,6 +199,32 @@ fn squatted_and_given_away(_: &Ctx) {
     eprintln!("checked");
 }
 
+/// In a private IPC namespace, as an ordinary user (root's `CAP_IPC_OWNER` would hide it): the
+/// owner makes its queue write-only (a drop box), then changes its mode and byte limit again.
+/// The kernel lets the owner `IPC_SET` whatever the mode; the crate read the queue with
+/// `IPC_STAT` first, which needs read permission, and refused its own owner.
+fn owner_of_a_write_only_queue(_: &Ctx) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("{SKIP_ROOT}");
+        return;
+    }
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
+        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+        return;
+    }
+    become_euid(VICTIM);
+    let q = sysv::Queue::private().unwrap();
+    let _g = q.remove_guard();
+    q.set_mode(0o200).unwrap();
+    q.send_typed(1, b"dropped").unwrap();
+    q.set_max_bytes(4096).unwrap();
+    q.set_mode(0o600).unwrap();
+    let s = q.status().unwrap();
+    assert_eq!((s.max_bytes, s.messages), (4096, 1));
+    eprintln!("checked");
+}
+
 /// `id`: waits with a deadline (the polling path: `IPC_NOWAIT` and sleeps) until the queue is
 /// removed; must see `Disconnected`, not sleep on to `TimedOut`.
 fn deadline_receive_until_removed(ctx: &Ctx) {
@@ -226,6 +252,7 @@ fn deadline_send_until_removed(ctx: &Ctx) {
 }
 
 roles!(
+    owner_of_a_write_only_queue,
     squatted_and_given_away,
     msgmax_raised_under_a_handle,
     msgmax_lowered_under_a_handle,
@@ -275,6 +302,21 @@ fn a_message_above_a_lowered_msgmax_is_too_large_not_a_removed_queue() {
 #[test]
 fn a_squatted_queue_given_away_to_the_victim_is_refused() {
     let out = spawn("squatted_and_given_away").start().wait_success();
+    if out.stderr.contains(SKIP_NS) || out.stderr.contains(SKIP_ROOT) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// The owner of a System V queue it made write-only changes its mode and byte limit again:
+/// `set_mode` and `set_max_bytes` promise `PermissionDenied` only to a caller that neither owns
+/// nor created the queue, but they read the queue with `IPC_STAT` first, which a write-only mode
+/// refuses even its owner, so the owner could never make its queue readable again through the
+/// crate. Fails without the fix.
+#[test]
+fn the_owner_of_a_write_only_queue_can_change_its_mode_and_limit() {
+    let out = spawn("owner_of_a_write_only_queue").start().wait_success();
     if out.stderr.contains(SKIP_NS) || out.stderr.contains(SKIP_ROOT) {
         eprintln!("{}", out.stderr.trim());
         return;
