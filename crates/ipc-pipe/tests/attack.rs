@@ -68,9 +68,9 @@ fn forger(ctx: &Ctx) {
 }
 
 /// A peer writes a valid large message (and maybe a small one), then, once those are
-/// received, a forged length prefix, and is SIGKILLed; a receiver of at most 50,000 bytes with a 60,000-byte buffer, by every
-/// form of receive, on both read paths (the prefix-and-payload `readv` after a large message,
-/// and the decoder after a small one):
+/// received, a forged length prefix, and is SIGKILLed; a receiver of at most 50,000 bytes with
+/// a 60,000-byte buffer, by every form of receive, on both read paths (the prefix-and-payload
+/// `readv` after a large message, and the decoder after a small one):
 ///
 /// - a prefix of exactly the maximum with its whole payload: delivered whole, then
 ///   `Disconnected` without a note;

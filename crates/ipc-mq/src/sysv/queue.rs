@@ -348,9 +348,10 @@ impl Queue {
     /// - [`ErrorKind::InvalidInput`], before any system call, unless `mtype` is above zero.
     /// - [`ErrorKind::MessageTooLarge`], before any system call, if `msg` is longer than
     ///   `/proc/sys/kernel/msgmax` (the same when the knob was lowered after the handle read it
-    ///   and the kernel refuses the message); and if `msg` is longer than the queue's whole byte limit
-    ///   (it could never be sent): checked with one `IPC_STAT` before the first blocking send
-    ///   of a handle (and its clones) and after a lowered limit, else when the queue is full.
+    ///   and the kernel refuses the message); and if `msg` is longer than the queue's whole
+    ///   byte limit (it could never be sent): checked with one `IPC_STAT` before the first
+    ///   blocking send of a handle (and its clones) and after a lowered limit, else when the
+    ///   queue is full.
     /// - [`ErrorKind::WouldBlock`] ([`Blocked::Full`]) for [`Deadline::Now`] on a full queue;
     ///   [`ErrorKind::TimedOut`] when the deadline passes.
     /// - [`ErrorKind::Disconnected`] if the queue is removed (also while waiting).
