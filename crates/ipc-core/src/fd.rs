@@ -302,7 +302,11 @@ pub fn is_nonblocking(fd: impl AsFd) -> Result<bool, Errno> {
 /// - default: each write blocks `SIGPIPE` for the calling thread, and consumes the `SIGPIPE`
 ///   it may have raised before unblocking (three extra syscalls). A write raises it with
 ///   `EPIPE`, and also when it wrote part of its bytes, blocked, and the reader left: the
-///   kernel then returns the partial count, and the signal is taken all the same.
+///   kernel then returns the partial count, and the signal is taken all the same. When the
+///   calling thread has `SIGPIPE` blocked already (a mask inherited across `exec`, a section
+///   that blocks signals), the mask is left alone and the signal the write raised is taken
+///   all the same (one `sigpending` more), so it does not kill the process when the program
+///   unblocks it; a `SIGPIPE` that was pending before the write is the program's and left.
 ///
 /// Either way the caller sees `EPIPE` or a short count, never a dead process.
 ///
@@ -375,15 +379,20 @@ fn with_sigpipe_blocked(write: impl FnOnce() -> Result<usize, Errno>) -> Result<
     };
     // SAFETY: `old` was filled by `pthread_sigmask` above.
     let already_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+    // Blocked by the caller already: a SIGPIPE this write raises would stay pending and kill
+    // the process when the caller unblocks it (or a thread that inherited the mask does). It is
+    // taken below like any other, unless one was pending before the write: that one is the
+    // caller's, and told apart from the write's it cannot be, so both are left.
+    let theirs = already_blocked && sigpipe_pending();
     let result = write();
-    if !already_blocked {
+    if !theirs {
         // A write raises SIGPIPE whenever it finds no reader: with `EPIPE` when nothing went
         // in, and also when it wrote part of its bytes, blocked, and the reader left (the
         // kernel then returns the partial count, not `EPIPE`). In either case the signal is
-        // pending for this thread now (it was not blocked before, so no earlier one can be);
-        // take it without waiting. A full count raised nothing, but the caller's length is not
-        // known here, so this is checked after every successful write: this mode is the slow
-        // path, for programs that run with SIGPIPE at its default action.
+        // pending for this thread now (none was before: it was not blocked, or it was and
+        // none was pending); take it without waiting. A full count raised nothing, but the
+        // caller's length is not known here, so this is checked after every successful write:
+        // this mode is the slow path, for programs that run with SIGPIPE at its default action.
         if matches!(result, Ok(_) | Err(Errno::PIPE)) {
             let zero = libc::timespec {
                 tv_sec: 0,
@@ -393,10 +402,22 @@ fn with_sigpipe_blocked(write: impl FnOnce() -> Result<usize, Errno>) -> Result<
             // `siginfo` pointer is allowed.
             unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) };
         }
+    }
+    if !already_blocked {
         // SAFETY: restores the mask read above; `old` is an initialised signal set.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     }
     result
+}
+
+/// Whether a `SIGPIPE` is pending for this thread or the process (`sigpending(2)`).
+fn sigpipe_pending() -> bool {
+    // SAFETY: `pending` is a local signal set that `sigpending` fills before `sigismember`
+    // reads it; an all-zero `sigset_t` is a valid value of that plain C type.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Result};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, fstat, mkfifoat, openat, statat, unlinkat};
 use rustix::io::Errno;
@@ -33,8 +34,14 @@ pub const DEFAULT_MODE: u32 = 0o600;
 /// `fstat` (a FIFO, ours), and its mode set through the handle (`chmod` of the handle's
 /// `/proc/self/fd/N` magic link, which names the inode itself, not the path; without `/proc`,
 /// `fchmod` on a non-blocking read-only open of the same inode). In the window before the
-/// mode is set, the FIFO's mode is the requested mode narrowed by the umask: never wider than
-/// asked, so nobody gets access they would not have afterwards. An `fchmodat` by path is not
+/// mode is set, the FIFO's mode is the owner's bits of the requested mode, narrowed by the
+/// umask: never wider than asked, so nobody gets access they would not have afterwards.
+///
+/// A default ACL on the directory takes the umask's place and gives the new FIFO an access ACL
+/// of its own (named users and groups, the owning group's entry, counting through the mask the
+/// group bits show). It is removed through the same handle before the group and other bits are
+/// set (they are 0 until then, so its entries grant nothing meanwhile): the mode alone decides
+/// who may open the FIFO, exactly. An `fchmodat` by path is not
 /// used: Linux's `fchmodat` follows symbolic links and ignores `AT_SYMLINK_NOFOLLOW` before
 /// `fchmodat2` (Linux 6.6).
 ///
@@ -93,6 +100,9 @@ impl CreateOptions {
     /// - [`ErrorKind::InvalidInput`]: the mode has bits outside `0o777`.
     /// - [`ErrorKind::InvalidName`]: `path` has no file name (it ends in `..` or is `/`), or
     ///   ends in `/` or `/.` (it names a directory; `mkfifo(3)` refuses it too).
+    /// - [`ErrorKind::LimitExceeded`]: the process is out of descriptors (naming
+    ///   `RLIMIT_NOFILE` and its value), or the system is (`/proc/sys/fs/file-max`); checked
+    ///   before the FIFO is made, so nothing is left at `path`.
     ///
     /// # References
     /// - [`mkfifo(3)`](https://man7.org/linux/man-pages/man3/mkfifo.3.html),
@@ -137,9 +147,22 @@ impl CreateOptions {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(Error::from(e)))?;
+        .map_err(|e| fail(descriptor_error(e)))?;
+        // The descriptor of the handle below, taken before the FIFO exists: a process out of
+        // descriptors (RLIMIT_NOFILE) fails here with nothing created, not after `mkfifoat`
+        // (which needs none) with a FIFO at the path that nobody would remove. (Another thread
+        // could take the number between its release and the `openat`; then that fails as
+        // before.)
+        let reserved =
+            rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| fail(descriptor_error(e)))?;
         let mode = Mode::from_raw_mode(self.mode);
-        mkfifoat(&dir, name, mode).map_err(|e| fail(Error::from(e)))?;
+        // Made with the owner's bits only: a default ACL on the directory (which takes the
+        // umask's place) gives the new FIFO an access ACL whose named entries and owning
+        // group count through its mask, the group bits, which are 0 now; the ACL is removed
+        // below before the group and other bits are set. Never wider than asked meanwhile.
+        mkfifoat(&dir, name, Mode::from_raw_mode(self.mode & 0o700))
+            .map_err(|e| fail(Error::from(e)))?;
+        drop(reserved);
         tracing::trace!(path = %path.display(), mode = format_args!("{:#o}", self.mode), "FIFO created");
 
         // Take a handle on what is at the name now and check it is the FIFO we made, before
@@ -150,7 +173,7 @@ impl CreateOptions {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(Error::from(e)))?;
+        .map_err(|e| fail(descriptor_error(e)))?;
         let stat = fstat(&handle).map_err(|e| fail(Error::from(e)))?;
         check_fifo(&stat, Owner::Me).map_err(|e| {
             fail(e.with_detail(ipc_core::Detail::Note(
@@ -168,11 +191,67 @@ impl CreateOptions {
                 ino: stat.st_ino,
             }),
         };
+        drop_access_acl(&fifo).map_err(fail)?;
         if stat.st_mode & 0o7777 != self.mode {
             set_mode(&fifo, mode).map_err(fail)?;
         }
         Ok(fifo)
     }
+}
+
+/// The access ACL a new file inherits from a default ACL on its directory.
+const ACL_ACCESS: &str = "system.posix_acl_access";
+
+/// Removes the access ACL the FIFO behind the guard may have inherited from a default ACL on
+/// the directory (named users and groups beyond the mode, the owning group's entry apart from
+/// the mode's group bits), so that the mode alone decides who may open it, exactly; through
+/// the guard's handle, without a path lookup (`removexattr` of the `/proc/self/fd/N` magic
+/// link; without `/proc`, `fremovexattr` on an open of the same inode).
+fn drop_access_acl(fifo: &Fifo) -> Result<()> {
+    let u = fifo
+        .unlink
+        .as_ref()
+        .expect("a fresh guard has its unlink record");
+    let magic = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&u.handle)
+    );
+    let r = match rustix::fs::removexattr(&magic, ACL_ACCESS) {
+        // No /proc: a real open of the same inode.
+        Err(Errno::NOENT) => rustix::fs::fremovexattr(open_own(u, "remove its ACL")?, ACL_ACCESS),
+        r => r,
+    };
+    match r {
+        // None inherited, or a filesystem without ACLs.
+        Ok(()) | Err(Errno::NODATA | Errno::OPNOTSUPP) => Ok(()),
+        Err(e) => Err(Error::from(e).in_op("removexattr(system.posix_acl_access)")),
+    }
+}
+
+/// A non-blocking read-only open of the FIFO the guard made, checked to be that inode (for
+/// changes to it without `/proc`; `what` says which, in errors).
+fn open_own(u: &Unlink, what: &str) -> Result<OwnedFd> {
+    // A non-blocking read-only open of a FIFO never blocks; O_NOFOLLOW and the inode check
+    // make sure it is the FIFO we made.
+    let fd = openat(
+        &u.dir,
+        &u.name,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        descriptor_error(e).in_op(format!(
+            "open to {what} (no /proc: needs read permission after the umask)"
+        ))
+    })?;
+    let st = fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != (u.dev, u.ino) {
+        return Err(Error::with_note(
+            ErrorKind::WrongType,
+            format!("the new FIFO was replaced before it could {what}"),
+        ));
+    }
+    Ok(fd)
 }
 
 /// Sets `mode` on the FIFO behind the guard's `O_PATH` handle without a path lookup.
@@ -190,29 +269,7 @@ fn set_mode(fifo: &Fifo, mode: Mode) -> Result<()> {
         Err(Errno::NOENT) => {} // No /proc: fall back to a real open of the same inode.
         Err(e) => return Err(Error::from(e).in_op("chmod")),
     }
-    let u = fifo
-        .unlink
-        .as_ref()
-        .expect("a fresh guard has its unlink record");
-    // A non-blocking read-only open of a FIFO never blocks; O_NOFOLLOW and the inode check
-    // make sure it is the FIFO we made.
-    let fd = openat(
-        &u.dir,
-        &u.name,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| {
-        Error::from(e)
-            .in_op("open to set the mode (no /proc: needs read permission after the umask)")
-    })?;
-    let st = fstat(&fd)?;
-    if (st.st_dev, st.st_ino) != (u.dev, u.ino) {
-        return Err(Error::with_note(
-            ErrorKind::WrongType,
-            "the new FIFO was replaced before its mode could be set",
-        ));
-    }
+    let fd = open_own(u, "set its mode")?;
     rustix::fs::fchmod(fd.as_fd(), mode).map_err(|e| Error::from(e).in_op("fchmod"))
 }
 
@@ -323,7 +380,7 @@ impl Fifo {
             unreachable!("a guard's unlink record lives until the guard is consumed or dropped")
         };
         let handle = rustix::io::fcntl_dupfd_cloexec(&u.handle, 0)
-            .map_err(|e| debug_err(Error::from(e).in_op("dup").on(self.path.display())))?;
+            .map_err(|e| debug_err(descriptor_error(e).in_op("dup").on(self.path.display())))?;
         Target::from_handle(handle, &self.path, options.owner_setting(), op)
     }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipc_core::fd::set_nonblocking;
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Blocked, Deadline, Error, ErrorKind, Owner, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::fs::{CWD, FileType, Mode, OFlags, Stat, fstat, openat};
@@ -182,6 +183,8 @@ impl OpenOptions {
     ///   [`owner`](OpenOptions::owner) says (the message names both uids), or its mode does not
     ///   let this process read.
     /// - [`ErrorKind::TimedOut`]: no writer came before the deadline.
+    /// - [`ErrorKind::LimitExceeded`]: the process is out of descriptors (naming
+    ///   `RLIMIT_NOFILE` and its value), or the system is (`/proc/sys/fs/file-max`).
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
@@ -229,8 +232,8 @@ impl OpenOptions {
     /// # Errors
     /// - [`ErrorKind::NoPeer`]: no reader, and the open may not wait (`ENXIO`).
     /// - [`ErrorKind::TimedOut`]: no reader came before the deadline.
-    /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]: as
-    ///   for [`open_read`](OpenOptions::open_read).
+    /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`],
+    ///   [`ErrorKind::LimitExceeded`]: as for [`open_read`](OpenOptions::open_read).
     /// - [`ErrorKind::InvalidInput`]: [`keep_open`](OpenOptions::keep_open) was set (it is for
     ///   readers).
     ///
@@ -305,7 +308,7 @@ impl Target {
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| debug_err(Error::from(e).in_op(op).on(path.display())))?;
+        .map_err(|e| debug_err(descriptor_error(e).in_op(op).on(path.display())))?;
         Target::from_handle(handle, path, owner, op)
     }
 
@@ -346,14 +349,15 @@ impl Target {
                 flags | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(Error::from);
+            .map_err(descriptor_error);
         }
         let fd = openat(
             CWD,
             &self.path,
             flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::empty(),
-        )?;
+        )
+        .map_err(descriptor_error)?;
         let now = fstat(&fd)?;
         if (now.st_dev, now.st_ino) != (self.stat.st_dev, self.stat.st_ino) {
             return Err(Error::with_note(
@@ -492,7 +496,7 @@ pub(crate) fn wait_for_writer(
     watch: Option<BorrowedFd<'_>>,
 ) -> Result<()> {
     let (_scratch_r, scratch_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
-        .map_err(|e| Error::from(e).in_op("pipe2 (scratch for tee)"))?;
+        .map_err(|e| descriptor_error(e).in_op("pipe2 (scratch for tee)"))?;
     let mut backoff = FIRST_BACKOFF;
     // Set once `watch` reported its peer gone: one more check, then give up.
     let mut peer_left = false;

@@ -315,6 +315,32 @@ pub(crate) fn msgctl_stat(id: i32) -> Result<libc::msqid_ds, Errno> {
     Ok(ds)
 }
 
+/// `msgctl(id, IPC_STAT)` for a change through `IPC_SET`, which the owner or creator may make
+/// whatever the mode: where the mode refuses reading (`EACCES`, a write-only queue, its owner
+/// included), `msgctl(id, MSG_STAT_ANY)` (Linux 4.17), which reads without that check. It takes
+/// an index; the kernel keeps an id's index in its low bits, so the id serves, and the id it
+/// returns tells that the queue at the index is still this one.
+pub(crate) fn msgctl_stat_for_set(id: i32) -> Result<libc::msqid_ds, Errno> {
+    /// `MSG_STAT_ANY` of `<linux/msg.h>` (not in the libc crate).
+    const MSG_STAT_ANY: i32 = 13;
+    match msgctl_stat(id) {
+        Err(Errno::ACCESS) => {}
+        r => return r,
+    }
+    // SAFETY: `msqid_ds` holds integers only; all-zero is valid.
+    let mut ds: libc::msqid_ds = unsafe { zeroed() };
+    // SAFETY: `ds` is a live, writable `msqid_ds`.
+    let got = unsafe { libc::msgctl(id, MSG_STAT_ANY, &mut ds) };
+    match got {
+        // An older kernel: the mode's refusal stands.
+        -1 if errno() == Errno::INVAL => Err(Errno::ACCESS),
+        -1 => Err(errno()),
+        // Another queue took the index: this one is gone.
+        got if got != id => Err(Errno::IDRM),
+        _ => Ok(ds),
+    }
+}
+
 /// `msgctl(id, IPC_SET, ds)`: the kernel takes the owner, mode and `msg_qbytes` from `ds`.
 pub(crate) fn msgctl_set(id: i32, ds: &libc::msqid_ds) -> Result<(), Errno> {
     let mut copy = *ds;

@@ -54,7 +54,9 @@ impl OpenOptions {
     /// read, from `/proc/sysvipc/msg`) and checked with [`Owner::check`]; a refusal is
     /// [`ErrorKind::PermissionDenied`] naming both uids. Anyone can create a queue under a key
     /// before its rightful user does, and its owner can remove it or change its mode at will;
-    /// the same policy holds for every named object of this workspace. ([`Queue::from_id`]
+    /// the same policy holds for every named object of this workspace. The creator is checked
+    /// too (unless it is root): it keeps the owner's rights after giving the queue away to
+    /// another uid, which a squatter does to pass for its victim. ([`Queue::from_id`]
     /// makes no check at all: whoever hands out an id vouches for it.)
     pub fn owner(&mut self, owner: Owner) -> &mut OpenOptions {
         self.owner = owner;
@@ -100,7 +102,8 @@ impl OpenOptions {
     /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating).
     /// - [`ErrorKind::AlreadyExists`]: creating exclusively and a queue has the key.
     /// - [`ErrorKind::PermissionDenied`]: the queue's mode does not grant the access, or the
-    ///   existing queue's owner is not one the [`owner`](OpenOptions::owner) policy accepts.
+    ///   existing queue's owner (or its creator, unless root) is not one the
+    ///   [`owner`](OpenOptions::owner) policy accepts.
     /// - [`ErrorKind::LimitExceeded`]: `/proc/sys/kernel/msgmni` queues exist already (named,
     ///   with its value).
     ///
@@ -145,20 +148,34 @@ impl OpenOptions {
     fn open_existing(&self, key: Key, access: i32) -> Result<i32> {
         let id = msgget(key, access)?;
         if self.owner != Owner::Any {
-            let uid = owner_of(id, key)?;
-            self.owner.check(
-                uid,
-                format_args!("{} with key {key}", SysvKind::MessageQueue),
-            )?;
+            let (uid, cuid) = owner_of(id, key)?;
+            let object = format_args!("{} with key {key}", SysvKind::MessageQueue);
+            self.owner.check(uid, object)?;
+            // The creator keeps the owner's rights (IPC_SET, IPC_RMID) whoever the owner is
+            // now, and a creator may give a queue away (IPC_SET of the owner uid): a squatter
+            // does so to pass for its victim. So the creator must be acceptable too (root is
+            // trusted anyway).
+            if cuid != uid && cuid != 0 && self.owner.check(cuid, object).is_err() {
+                let e = Error::with_note(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "created by uid {cuid} and given to uid {uid}: its creator keeps the                          owner's rights; open with Owner::Any if uid {cuid} is trusted"
+                    ),
+                )
+                .in_op("check owner")
+                .on(format_args!("{} with key {key}", SysvKind::MessageQueue));
+                tracing::debug!(error = %e, "owner refused");
+                return Err(e);
+            }
         }
         Ok(id)
     }
 }
 
-/// The owner of queue `id`, as `IPC_STAT` reports it.
-fn owner_of(id: i32, key: Key) -> Result<u32> {
+/// The owner and the creator of queue `id`, as `IPC_STAT` reports them.
+fn owner_of(id: i32, key: Key) -> Result<(u32, u32)> {
     match sys::msgctl_stat(id) {
-        Ok(ds) => Ok(ds.msg_perm.uid),
+        Ok(ds) => Ok((ds.msg_perm.uid, ds.msg_perm.cuid)),
         // IPC_STAT needs read permission, which a write-only queue denies even its owner:
         // /proc/sysvipc/msg (this IPC namespace's queues, readable by all) names the owner.
         Err(Errno::ACCESS) => owner_from_proc(id).ok_or_else(|| {
@@ -176,17 +193,24 @@ fn owner_of(id: i32, key: Key) -> Result<u32> {
     }
 }
 
-/// The owner of queue `id` as `/proc/sysvipc/msg` lists it (columns: key msqid perms cbytes
-/// qnum lspid lrpid uid ...).
-fn owner_from_proc(id: i32) -> Option<u32> {
+/// The owner and the creator of queue `id` as `/proc/sysvipc/msg` lists them (columns: key
+/// msqid perms cbytes qnum lspid lrpid uid gid cuid ...).
+fn owner_from_proc(id: i32) -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/proc/sysvipc/msg").ok()?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let id_col = header.iter().position(|c| *c == "msqid")?;
     let uid_col = header.iter().position(|c| *c == "uid")?;
+    let cuid_col = header.iter().position(|c| *c == "cuid")?;
     lines.find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.get(id_col)?.parse::<i32>().ok()? == id).then(|| cols.get(uid_col)?.parse().ok())?
+        if cols.get(id_col)?.parse::<i32>().ok()? != id {
+            return None;
+        }
+        Some((
+            cols.get(uid_col)?.parse().ok()?,
+            cols.get(cuid_col)?.parse().ok()?,
+        ))
     })
 }
 

@@ -275,7 +275,7 @@ impl Queue {
             return Err(self.fail(e, OP));
         }
         let mut ds =
-            sys::msgctl_stat(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
+            sys::msgctl_stat_for_set(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
         let was_owner = ds.msg_perm.uid == rustix::process::geteuid().as_raw()
             || ds.msg_perm.cuid == rustix::process::geteuid().as_raw();
         ds.msg_qbytes = max_bytes as _;
@@ -313,7 +313,7 @@ impl Queue {
             return Err(self.fail(e, OP));
         }
         let mut ds =
-            sys::msgctl_stat(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
+            sys::msgctl_stat_for_set(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
         ds.msg_perm.mode = mode as _;
         sys::msgctl_set(self.id, &ds).map_err(|errno| self.fail(queue_error(errno), OP))
     }
@@ -347,9 +347,11 @@ impl Queue {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`], before any system call, unless `mtype` is above zero.
     /// - [`ErrorKind::MessageTooLarge`], before any system call, if `msg` is longer than
-    ///   `/proc/sys/kernel/msgmax`; and if `msg` is longer than the queue's whole byte limit
-    ///   (it could never be sent): checked with one `IPC_STAT` before the first blocking send
-    ///   of a handle (and its clones) and after a lowered limit, else when the queue is full.
+    ///   `/proc/sys/kernel/msgmax` (the same when the knob was lowered after the handle read it
+    ///   and the kernel refuses the message); and if `msg` is longer than the queue's whole
+    ///   byte limit (it could never be sent): checked with one `IPC_STAT` before the first
+    ///   blocking send of a handle (and its clones) and after a lowered limit, else when the
+    ///   queue is full.
     /// - [`ErrorKind::WouldBlock`] ([`Blocked::Full`]) for [`Deadline::Now`] on a full queue;
     ///   [`ErrorKind::TimedOut`] when the deadline passes.
     /// - [`ErrorKind::Disconnected`] if the queue is removed (also while waiting).
@@ -472,10 +474,26 @@ impl Queue {
     /// Receives the message `selector` picks into a new buffer (of
     /// [`max_message_size`](Queue::max_message_size) bytes, trimmed), waiting until
     /// `deadline`. See [`recv_typed_deadline`](Queue::recv_typed_deadline).
+    ///
+    /// If `/proc/sys/kernel/msgmax` was raised since the queue was opened and the message is
+    /// longer than the buffer, the knob is read again and the receive made again with a buffer
+    /// of its new value, as [`recv_typed_deadline`](Queue::recv_typed_deadline) does.
     #[doc(alias = "msgrcv")]
     pub fn recv_message_deadline(&self, selector: Selector, deadline: Deadline) -> Result<Message> {
         let mut buf = MsgBuf::with_capacity(self.msgmax);
-        self.recv_buf(&mut buf, selector, deadline)?;
+        loop {
+            match self.recv_buf(&mut buf, selector, deadline) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                    let now = knob::read(MSGMAX).map_or(0, |v| v as usize);
+                    if now <= buf.capacity() {
+                        return Err(e);
+                    }
+                    buf.reserve(now);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut data = buf.raw.text()[..buf.len].to_vec();
         data.shrink_to_fit();
         Ok(Message {
@@ -524,7 +542,7 @@ impl Queue {
                     // A blocking `msgsnd` does not fail with EAGAIN; if it did, it would be
                     // tried again, as the general path does.
                     Err(Errno::INTR | Errno::AGAIN) => {}
-                    Err(errno) => return Err(self.fail(queue_error(errno), "msgsnd")),
+                    Err(errno) => return Err(self.send_error(errno, len)),
                 }
             }
         }
@@ -568,9 +586,26 @@ impl Queue {
                         }
                     }
                 }
-                Err(errno) => return Err(self.fail(queue_error(errno), "msgsnd")),
+                Err(errno) => return Err(self.send_error(errno, len)),
             }
         }
+    }
+
+    /// The error of a failed `msgsnd` of `len` bytes. `EINVAL` means no queue has the id any
+    /// more, or the message is longer than `msgmax`: this handle checked it against the value
+    /// it read at open, so the knob may have been lowered since (read again here).
+    #[cold]
+    fn send_error(&self, errno: Errno, len: usize) -> Error {
+        if errno == Errno::INVAL {
+            if let Some(now) = knob::read(MSGMAX).map(|v| v as usize) {
+                if len > now {
+                    let e = Error::message_too_large(len, now, MSGMAX)
+                        .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()));
+                    return self.fail(e, "msgsnd");
+                }
+            }
+        }
+        self.fail(queue_error(errno), "msgsnd")
     }
 
     /// Fails with `MessageTooLarge` if a message of `len` bytes can never fit the queue.
@@ -635,8 +670,11 @@ impl Queue {
                     }
                 },
                 Err(Errno::TOOBIG) => {
+                    // The message may be longer than the msgmax this handle read, if the knob
+                    // was raised since: name the size that fits now.
+                    let msgmax = knob::read(MSGMAX).map_or(self.msgmax, |v| v as usize);
                     let e = Error::message_too_large(
-                        self.msgmax,
+                        msgmax.max(self.msgmax),
                         capacity,
                         "receive buffer: the selected message is longer and stays queued; \
                          a buffer of /proc/sys/kernel/msgmax bytes always fits",
