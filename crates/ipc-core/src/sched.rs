@@ -1,5 +1,5 @@
 //! Giving the CPU up while waiting, and telling what the give-up was spent on: shared by the
-//! async adapter's [`YieldPolicy`](crate::YieldPolicy) ([`yield_within_tick`]) and `ipc-shm`'s
+//! async adapter's `YieldPolicy` (feature `tokio`; [`yield_within_tick`]) and `ipc-shm`'s
 //! pattern waits ([`yield_timed`]).
 //!
 //! ```

@@ -8,13 +8,8 @@ use ipc_core::{ErrorKind, MessageReceiver};
 use ipc_mq::knobs::{SYSV_MSGMAX, SYSV_MSGMNB};
 use ipc_mq::posix;
 use ipc_mq::sysv::{self, Selector};
+use ipc_testkit::users::{self, SQUATTER, VICTIM, become_euid};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
-
-/// The line a child prints when it cannot make a private IPC namespace.
-const SKIP_NS: &str = "skipped: unshare(CLONE_NEWIPC) is not permitted";
-
-/// The line the squatting attack prints when it cannot play two users.
-const SKIP_ROOT: &str = "skipped: playing two users needs root";
 
 /// Generous bound for a blocking call: a hang guard, never a pass condition.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -26,9 +21,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// re-reads the knob and accepts a 12,000-byte message; every receive through the old handle
 /// must be able to take it, `recv_message` ("into a new buffer of the right size") included.
 fn msgmax_raised_under_a_handle(_: &Ctx) {
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
-        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+    if let Err(skip) = users::private_ipc_namespace() {
+        eprintln!("{skip}");
         return;
     }
     let set = |path: &str, v: u64| std::fs::write(path, v.to_string()).unwrap();
@@ -77,9 +71,8 @@ fn msgmax_raised_under_a_handle(_: &Ctx) {
 /// also means "no such queue": it must be `MessageTooLarge` naming the knob, not
 /// `Disconnected`, and the queue must stay usable.
 fn msgmax_lowered_under_a_handle(_: &Ctx) {
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
-        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+    if let Err(skip) = users::private_ipc_namespace() {
+        eprintln!("{skip}");
         return;
     }
     let set = |path: &str, v: u64| std::fs::write(path, v.to_string()).unwrap();
@@ -118,32 +111,14 @@ fn msgmax_lowered_under_a_handle(_: &Ctx) {
     eprintln!("checked");
 }
 
-/// The squatter's and the victim's uids in the squatting attack (neither is root).
-const SQUATTER: u32 = 65534;
-const VICTIM: u32 = 54321;
-
-/// Switches this process's effective uid to `uid` (0 first, so any uid can be reached: the
-/// saved uid stays 0). System V objects take their creator and owner from the effective uid.
-fn become_euid(uid: u32) {
-    // SAFETY: `seteuid` takes a number and touches no memory; the role is single-threaded
-    // (and glibc applies it to every thread anyway).
-    let rc = unsafe { libc::seteuid(0) | libc::seteuid(uid) };
-    assert_eq!(rc, 0, "seteuid({uid}): {}", std::io::Error::last_os_error());
-}
-
 /// In a private IPC namespace, as root: a squatter (uid 65534) creates a queue under the
 /// victim's key before the victim does, mode 0o666, and gives it away (`IPC_SET` of the
 /// owner uid to the victim's, which the kernel allows a creator). It keeps the owner's rights
 /// (its uid is the creator's). The victim (uid 54321) then opens the key with the default
 /// policy, `Owner::Me`: it must be refused, as a queue the squatter owns is.
 fn squatted_and_given_away(_: &Ctx) {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("{SKIP_ROOT}");
-        return;
-    }
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
-        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+    if let Err(skip) = users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
         return;
     }
     // Mode 0o666, and 0o222: write-only, so the victim cannot IPC_STAT it and the owner is
@@ -204,13 +179,8 @@ fn squatted_and_given_away(_: &Ctx) {
 /// The kernel lets the owner `IPC_SET` whatever the mode; the crate read the queue with
 /// `IPC_STAT` first, which needs read permission, and refused its own owner.
 fn owner_of_a_write_only_queue(_: &Ctx) {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("{SKIP_ROOT}");
-        return;
-    }
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWIPC) } != 0 {
-        eprintln!("{SKIP_NS}: {}", std::io::Error::last_os_error());
+    if let Err(skip) = users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
         return;
     }
     become_euid(VICTIM);
@@ -269,7 +239,7 @@ roles!(
 #[test]
 fn a_message_above_the_msgmax_a_handle_opened_with_is_received_after_the_knob_was_raised() {
     let out = spawn("msgmax_raised_under_a_handle").start().wait_success();
-    if out.stderr.contains(SKIP_NS) {
+    if users::skipped(&out.stderr) {
         eprintln!("{}", out.stderr.trim());
         return;
     }
@@ -286,7 +256,7 @@ fn a_message_above_a_lowered_msgmax_is_too_large_not_a_removed_queue() {
     let out = spawn("msgmax_lowered_under_a_handle")
         .start()
         .wait_success();
-    if out.stderr.contains(SKIP_NS) {
+    if users::skipped(&out.stderr) {
         eprintln!("{}", out.stderr.trim());
         return;
     }
@@ -302,7 +272,7 @@ fn a_message_above_a_lowered_msgmax_is_too_large_not_a_removed_queue() {
 #[test]
 fn a_squatted_queue_given_away_to_the_victim_is_refused() {
     let out = spawn("squatted_and_given_away").start().wait_success();
-    if out.stderr.contains(SKIP_NS) || out.stderr.contains(SKIP_ROOT) {
+    if users::skipped(&out.stderr) {
         eprintln!("{}", out.stderr.trim());
         return;
     }
@@ -317,7 +287,7 @@ fn a_squatted_queue_given_away_to_the_victim_is_refused() {
 #[test]
 fn the_owner_of_a_write_only_queue_can_change_its_mode_and_limit() {
     let out = spawn("owner_of_a_write_only_queue").start().wait_success();
-    if out.stderr.contains(SKIP_NS) || out.stderr.contains(SKIP_ROOT) {
+    if users::skipped(&out.stderr) {
         eprintln!("{}", out.stderr.trim());
         return;
     }

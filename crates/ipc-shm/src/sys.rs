@@ -23,6 +23,8 @@ pub(crate) struct ShmStat {
     pub(crate) size: usize,
     /// The owner's user id (`shm_perm.uid`).
     pub(crate) uid: u32,
+    /// The creator's user id (`shm_perm.cuid`).
+    pub(crate) cuid: u32,
 }
 
 /// `shmctl(id, IPC_STAT)`.
@@ -37,6 +39,7 @@ pub(crate) fn shm_stat(id: i32) -> Result<ShmStat, Errno> {
     Ok(ShmStat {
         size: ds.shm_segsz,
         uid: ds.shm_perm.uid,
+        cuid: ds.shm_perm.cuid,
     })
 }
 

@@ -43,7 +43,7 @@ fn shmget_error(e: Errno, size: usize, what: String) -> Error {
 fn attach(id: i32, read_only: bool, min_len: usize, owner: Owner) -> Result<Segment> {
     let kind = SegmentKind::SysV { id };
     let st = sys::shm_stat(id).map_err(|e| Error::from(e).in_op("shmctl(IPC_STAT)").on(&kind))?;
-    owner.check(st.uid, &kind)?;
+    owner.check_with_creator(st.uid, st.cuid, &kind)?;
     if st.size < min_len.max(1) {
         return Err(Error::with_note(
             ErrorKind::WrongType,
@@ -75,8 +75,9 @@ impl OpenOptions {
     ///
     /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
     /// not exist or was removed, [`ErrorKind::PermissionDenied`] for an owner the policy
-    /// refuses (the message names both uids and the [`Owner`] that accepts it) or a mode that
-    /// refuses us, [`ErrorKind::WrongType`] if it is smaller than `min_len`.
+    /// refuses (the message names both uids and the [`Owner`] that accepts it), a creator it
+    /// refuses (unless root: a creator keeps the owner's rights after giving the segment away,
+    /// [`Owner::check_with_creator`]) or a mode that refuses us, [`ErrorKind::WrongType`] if it is smaller than `min_len`.
     ///
     /// # References
     /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)

@@ -10,7 +10,7 @@ use ipc_shm::{
     ChannelOptions, Key, MemfdOptions, OpenOptions, Receiver, Removable, RemoveGuard, SEALS, Seals,
     Segment,
 };
-use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name, users};
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
@@ -68,12 +68,51 @@ fn sysv_peer(ctx: &Ctx) {
     seg.write_at(1000, &pattern(2, 1000)).unwrap();
 }
 
+/// In a private IPC namespace, as root playing two users: a squatter creates a segment under
+/// the victim's key (mode 0o666) and gives it away (`IPC_SET` of the owner uid to the victim's,
+/// which the kernel lets a creator do while it keeps the owner's rights). The victim attaches
+/// it with the default policy, `Owner::Me`: refused, naming the creator; its own segment
+/// attaches.
+fn squatted_segment_given_away(_: &Ctx) {
+    if let Err(skip) = users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let key = Key::from_raw(0x5157_1001);
+    users::become_euid(users::SQUATTER);
+    let squatted = Segment::sysv_create_with_mode(key, 4096, 0o666).unwrap();
+    let id = squatted.sysv_id().unwrap();
+    // SAFETY: `shmid_ds` is a plain C struct of integers: all-zero is a valid value, and
+    // `shmctl` reads (IPC_STAT) and then writes (IPC_SET) only this local.
+    let rc = unsafe {
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        let stat = libc::shmctl(id, libc::IPC_STAT, &mut ds);
+        ds.shm_perm.uid = users::VICTIM;
+        stat | libc::shmctl(id, libc::IPC_SET, &mut ds)
+    };
+    assert_eq!(rc, 0, "give away: {}", std::io::Error::last_os_error());
+    users::become_euid(users::VICTIM);
+    let found = Segment::sysv_lookup(key).unwrap();
+    assert_eq!(found, id);
+    let e = Segment::sysv_attach(found, false, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("created by uid {}", users::SQUATTER)),
+        "names the creator: {e}"
+    );
+    let mine = Segment::sysv_create(Key::from_raw(0x5157_1002), 4096).unwrap();
+    Segment::sysv_attach(mine.sysv_id().unwrap(), true, 0).unwrap();
+    eprintln!("checked");
+}
+
 roles!(
     create_under_umask,
     posix_peer,
     memfd_inherited,
     memfd_over_socket,
-    sysv_peer
+    sysv_peer,
+    squatted_segment_given_away
 );
 
 fn mode_of(seg: &Segment) -> u32 {
@@ -430,4 +469,19 @@ fn interop_with_a_c_program_using_shm_open() {
         .status()
         .unwrap();
     assert_eq!(st.code(), Some(6));
+}
+
+/// A System V segment squatted under another user's key and then given away to that user is
+/// refused by the default owner policy, naming its creator, who keeps the owner's rights (it
+/// could change the mode or remove the segment under the victim). Root only (plays two users
+/// in a private IPC namespace); says so and passes otherwise. Fails with the owner checked
+/// alone.
+#[test]
+fn a_squatted_segment_given_away_to_the_victim_is_refused() {
+    let out = spawn("squatted_segment_given_away").start().wait_success();
+    if users::skipped(&out.stderr) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
 }

@@ -90,7 +90,9 @@ impl SetOpenOptions {
     /// [`Owner::Any`] for anybody (its mode still decides what we may do), checked against
     /// the owner `semctl(IPC_STAT)` reports for the id. Another user's set is refused by
     /// default with [`ErrorKind::PermissionDenied`]: its owner can change its mode or remove it
-    /// at will, and anyone can create a set under a key before its rightful user does.
+    /// at will, and anyone can create a set under a key before its rightful user does. The
+    /// creator `IPC_STAT` reports is checked too, unless it is root: it keeps the owner's
+    /// rights after giving the set away to another uid ([`Owner::check_with_creator`]).
     pub fn owner(&mut self, owner: Owner) -> &mut SetOpenOptions {
         self.owner = owner;
         self
@@ -149,7 +151,8 @@ impl SetOpenOptions {
             tracing::debug!(error = %e, "semaphore set not opened");
             e
         })?;
-        self.owner.check(ds.sem_perm.uid, what())?;
+        self.owner
+            .check_with_creator(ds.sem_perm.uid, ds.sem_perm.cuid, what())?;
         let len = u16::try_from(ds.sem_nsems).unwrap_or(u16::MAX);
         tracing::trace!(id, len, "opened System V semaphore set");
         Ok(SemaphoreSet::new(id, len))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
 use ipc_sync::{Key, Owner, SemOp, SemaphoreSet, SetOpenOptions};
-use ipc_testkit::{Ctx, TempDir, roles, spawn, watchdog, within_watchdog};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, users, watchdog, within_watchdog};
 
 /// Removes the System V semaphore set `id` on drop (also when the test fails).
 struct RemoveSet(i32);
@@ -88,11 +88,54 @@ fn wait_for_removal(ctx: &Ctx) {
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
 
+/// In a private IPC namespace, as root playing two users: a squatter creates a set under the
+/// victim's key (mode 0o666) and gives it away (`IPC_SET` of the owner uid to the victim's,
+/// which the kernel lets a creator do while it keeps the owner's rights). The victim opens it
+/// with the default policy, `Owner::Me`: refused, by key and by id, naming the creator; its
+/// own set opens.
+fn squatted_set_given_away(_: &Ctx) {
+    if let Err(skip) = users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let key = Key::from_raw(0x5157_2001);
+    users::become_euid(users::SQUATTER);
+    let squatted = SemaphoreSet::create_with_mode(key, &[1], 0o666).unwrap();
+    let id = squatted.id();
+    // SAFETY: `semid_ds` is a plain C struct of integers: all-zero is a valid value, and
+    // `semctl` reads (IPC_STAT) and then writes (IPC_SET) only this local.
+    let rc = unsafe {
+        let mut ds: libc::semid_ds = std::mem::zeroed();
+        let stat = libc::semctl(id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds);
+        ds.sem_perm.uid = users::VICTIM;
+        stat | libc::semctl(id, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds)
+    };
+    assert_eq!(rc, 0, "give away: {}", std::io::Error::last_os_error());
+    users::become_euid(users::VICTIM);
+    for (how, r) in [
+        ("by key", SetOpenOptions::new().open(key)),
+        ("by id", SetOpenOptions::new().open_id(id)),
+    ] {
+        let e = r.map(|s| s.id()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{how}: {e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("created by uid {}", users::SQUATTER)),
+            "{how}: names the creator: {e}"
+        );
+    }
+    let mine = Key::from_raw(0x5157_2002);
+    let made = SemaphoreSet::create(mine, &[1]).unwrap();
+    assert_eq!(SetOpenOptions::new().open(mine).unwrap().id(), made.id());
+    eprintln!("checked");
+}
+
 roles!(
     acquire_twice_and_park,
     take_without_undo_and_park,
     wait_for_removal,
-    raw_creator_park
+    raw_creator_park,
+    squatted_set_given_away
 );
 
 /// What Python's sysv_ipc and many C programs do: `semget(IPC_CREAT | IPC_EXCL)` and
@@ -296,4 +339,19 @@ fn removing_the_set_wakes_its_waiters_as_disconnected() {
     }
     set.remove().unwrap();
     child.wait_success();
+}
+
+/// A System V semaphore set squatted under another user's key and then given away to that
+/// user is refused by the default owner policy, naming its creator, who keeps the owner's
+/// rights (it could change the mode, set the values or remove the set under the victim). Root
+/// only (plays two users in a private IPC namespace); says so and passes otherwise. Fails with
+/// the owner checked alone.
+#[test]
+fn a_squatted_set_given_away_to_the_victim_is_refused() {
+    let out = spawn("squatted_set_given_away").start().wait_success();
+    if users::skipped(&out.stderr) {
+        eprintln!("{}", out.stderr.trim());
+        return;
+    }
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
 }

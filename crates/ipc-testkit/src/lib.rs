@@ -36,6 +36,7 @@ pub mod fixture;
 mod profile;
 pub mod script;
 mod supervise;
+pub mod users;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -149,24 +149,11 @@ impl OpenOptions {
         let id = msgget(key, access)?;
         if self.owner != Owner::Any {
             let (uid, cuid) = owner_of(id, key)?;
-            let object = format_args!("{} with key {key}", SysvKind::MessageQueue);
-            self.owner.check(uid, object)?;
-            // The creator keeps the owner's rights (IPC_SET, IPC_RMID) whoever the owner is
-            // now, and a creator may give a queue away (IPC_SET of the owner uid): a squatter
-            // does so to pass for its victim. So the creator must be acceptable too (root is
-            // trusted anyway).
-            if cuid != uid && cuid != 0 && self.owner.check(cuid, object).is_err() {
-                let e = Error::with_note(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "created by uid {cuid} and given to uid {uid}: its creator keeps the                          owner's rights; open with Owner::Any if uid {cuid} is trusted"
-                    ),
-                )
-                .in_op("check owner")
-                .on(format_args!("{} with key {key}", SysvKind::MessageQueue));
-                tracing::debug!(error = %e, "owner refused");
-                return Err(e);
-            }
+            self.owner.check_with_creator(
+                uid,
+                cuid,
+                format_args!("{} with key {key}", SysvKind::MessageQueue),
+            )?;
         }
         Ok(id)
     }
