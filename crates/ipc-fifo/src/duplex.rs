@@ -20,7 +20,9 @@
 //! `s2c` for writing (with the same type and owner checks as any open, and only names of the
 //! form above, beside its own FIFO), waits for the client's write end, and unlinks both names.
 //! A peer that dies during the handshake is noticed (its end of the other FIFO closes) and
-//! reported as [`ErrorKind::Disconnected`]; it does not hang the other side.
+//! reported as [`ErrorKind::Disconnected`]; it does not hang the other side. A client that
+//! lives but stops after its hello gets [`HANDSHAKE`] (5 s) to open its end; then that
+//! attempt is [`ErrorKind::TimedOut`] and the server's next `accept` serves the next client.
 //!
 //! After the handshake each direction has exactly one writer, so messages can be of any size
 //! (up to [`max_message`](ConnectOptions::max_message)).
@@ -48,6 +50,10 @@ const C2S: &str = "c2s";
 const S2C: &str = "s2c";
 /// The longest connection id in a hello (`<pid>.<n>`, decimal).
 const MAX_ID_LEN: usize = 21;
+/// How long [`Listener::accept`] waits, after a client's hello, for that client to open its
+/// end of the pair (a client of this crate does so at once): a client that sent a hello and
+/// stops there costs its own connection attempt, not the listener.
+pub const HANDSHAKE: Duration = Duration::from_secs(5);
 
 static PAIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -412,13 +418,17 @@ impl Listener {
     }
 
     /// Accepts the next client: reads its hello, opens its pair, waits until the client has its
-    /// ends open (until `deadline`), and unlinks the pair's names.
+    /// ends open (until `deadline`, and at most [`HANDSHAKE`] after the hello), and unlinks the
+    /// pair's names.
     ///
-    /// Every error concerns one connection attempt: the listener stays usable.
+    /// Every error concerns one connection attempt: the listener stays usable. So a client
+    /// that sends a hello and never opens its end holds an `accept` without a deadline for
+    /// [`HANDSHAKE`] (5 s), not for good, and the next `accept` serves the next client.
     ///
     /// # Errors
     /// - [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]: no client (or its handshake did
-    ///   not finish) before the deadline.
+    ///   not finish) before the deadline, or the client that sent a hello did not open its
+    ///   end within [`HANDSHAKE`].
     /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
     ///   handshake.
     /// - [`ErrorKind::Corrupted`]: the hello was not from this protocol or named a pair
@@ -453,7 +463,8 @@ impl Listener {
         // The client opened its read end before it sent the hello: no waiting. No reader means
         // the client is gone.
         let writer = s2c_t.open_writer(Deadline::Now, None).map_err(fail)?;
-        wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
+        let handshake = deadline.min(Deadline::after(HANDSHAKE));
+        wait_for_writer(reader.as_fd(), handshake, Some(writer.as_fd())).map_err(fail)?;
         // The client has both its ends open now; unlink the names (it does too, whoever is
         // first), so a client that dies next leaves nothing behind.
         for (t, p) in [(&c2s_t, &c2s_path), (&s2c_t, &s2c_path)] {

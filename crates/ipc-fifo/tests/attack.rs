@@ -1,6 +1,7 @@
 //! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
 //! (RLIMIT_NOFILE) at every step that needs one, and opens racing a swap of the FIFO for a
-//! regular file, and a default ACL on the directory trying to widen a new FIFO's exact mode.
+//! regular file, a default ACL on the directory trying to widen a new FIFO's exact mode, and
+//! a client that sends a listener its hello and goes no further.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -376,4 +377,57 @@ fn a_fifo_swapped_with_a_regular_file_during_opens_is_never_opened_as_the_file()
         swaps > 0 && o > 0 && r > 0,
         "no race: {swaps} swaps, {o} opened, {r} refused"
     );
+}
+
+/// A client that sends a listener its hello (naming a pair it made, its read end open) and
+/// never opens its write end: `accept` without a deadline waited for it for good, and every
+/// client after it with it. Now that attempt is `TimedOut` after `HANDSHAKE`, and the next
+/// `accept` serves the honest client queued behind it. Fails (at the watchdog) with the
+/// handshake bounded by the caller's deadline alone.
+#[test]
+fn a_client_that_stops_after_its_hello_costs_one_attempt_not_the_listener() {
+    use ipc_core::{MessageReceiver, MessageSender};
+    use ipc_fifo::{Connection, Listener};
+    ipc_testkit::within_watchdog("half a handshake", || {
+        let dir = TempDir::new("fifo-half-hello");
+        let path = dir.join("server");
+        let mut listener = Listener::bind(&path).unwrap();
+        // The stalling client, by hand: its pair beside the listener, its read end open, its
+        // hello sent; then nothing.
+        let id = format!("{}.999999", std::process::id());
+        let pair = |suffix: &str| {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(format!(".{id}.{suffix}"));
+            std::path::PathBuf::from(name)
+        };
+        let _c2s = Fifo::create(pair("c2s")).unwrap();
+        let _s2c = Fifo::create(pair("s2c")).unwrap();
+        let _s2c_read = OpenOptions::new()
+            .nonblocking(true)
+            .open_read(pair("s2c"))
+            .unwrap();
+        let mut hello = OpenOptions::new()
+            .open_write(&path)
+            .unwrap()
+            .into_atomic_sender()
+            .unwrap();
+        hello
+            .send(&[b"IFH\x01".as_slice(), id.as_bytes()].concat())
+            .unwrap();
+        // An honest client queued behind it.
+        let honest = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let mut c = Connection::connect(&path).unwrap();
+                c.send(b"after the staller").unwrap();
+            }
+        });
+        let e = listener.accept().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        let mut c = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"after the staller");
+        honest.join().unwrap();
+    });
 }
