@@ -86,38 +86,31 @@ pub fn retry(
     }
 }
 
-/// How calls with a deadline avoid blocking on a stream descriptor without touching the
-/// `O_NONBLOCK` flag, which the open file description shares with every process holding it.
+/// How calls with a deadline avoid blocking on a stream descriptor without relying on, or
+/// touching, the `O_NONBLOCK` flag, which the open file description shares with every clone of
+/// the descriptor and every process holding it: any of them may set or clear it at any time.
 ///
-/// On a blocking descriptor a call without a deadline is the plain blocking syscall; a call
-/// with a deadline uses `preadv2`/`pwritev2` with `RWF_NOWAIT` (per call), and [`retry`] polls
-/// for the time left. On kernels without `RWF_NOWAIT` for pipes, `O_NONBLOCK` is set once and
-/// every call polls. A descriptor that is already non-blocking is driven with `poll`.
+/// A call without a deadline is the plain syscall (blocking on a blocking descriptor; on a
+/// non-blocking one `EAGAIN`, and [`retry`] polls). A call with a deadline uses
+/// `preadv2`/`pwritev2` with `RWF_NOWAIT` (per call) whatever the flag says, and [`retry`]
+/// polls for the time left: so it ends at its deadline also when another handle cleared
+/// `O_NONBLOCK` under it. On kernels without `RWF_NOWAIT` for pipes, `O_NONBLOCK` is set once
+/// ([`in_fallback`](Nowait::in_fallback): whoever sets the flag for this descriptor keeps it
+/// set then) and every call relies on it.
 ///
 /// The state is an atomic flag, so ends shared between threads (`&PipeReader` implements
 /// `Read`) need no lock.
 #[derive(Debug, Default)]
 pub struct Nowait {
-    /// Whether `O_NONBLOCK` is set on the descriptor (every call may return `EAGAIN`).
-    descriptor: AtomicBool,
+    /// `RWF_NOWAIT` is unsupported on this descriptor: `O_NONBLOCK` was set instead.
+    fallback: AtomicBool,
 }
 
 impl Nowait {
-    /// The strategy for a descriptor whose `O_NONBLOCK` flag is `nonblocking`.
-    pub fn new(nonblocking: bool) -> Nowait {
-        Nowait {
-            descriptor: AtomicBool::new(nonblocking),
-        }
-    }
-
-    /// The strategy for `fd`, reading its `O_NONBLOCK` flag (`fcntl(F_GETFL)`).
-    pub fn detect(fd: BorrowedFd<'_>) -> crate::Result<Nowait> {
-        Ok(Nowait::new(is_nonblocking(fd)?))
-    }
-
-    /// Records that `O_NONBLOCK` was set or cleared on the descriptor.
-    pub fn set_descriptor_nonblocking(&self, nonblocking: bool) {
-        self.descriptor.store(nonblocking, Ordering::Relaxed);
+    /// Whether this descriptor lacks `RWF_NOWAIT`, so that calls with a deadline rely on
+    /// `O_NONBLOCK`, which this crate then set (and which must stay set).
+    pub fn in_fallback(&self) -> bool {
+        self.fallback.load(Ordering::Relaxed)
     }
 
     /// One I/O attempt: `io(false)` is the plain syscall (blocking on a blocking descriptor),
@@ -130,7 +123,7 @@ impl Nowait {
         deadline: Deadline,
         mut io: impl FnMut(bool) -> Result<usize, Errno>,
     ) -> Result<usize, Errno> {
-        if deadline == Deadline::Never || self.descriptor.load(Ordering::Relaxed) {
+        if deadline == Deadline::Never || self.fallback.load(Ordering::Relaxed) {
             return io(false);
         }
         match io(true) {
@@ -140,7 +133,7 @@ impl Nowait {
                     "RWF_NOWAIT unsupported here; setting O_NONBLOCK"
                 );
                 set_nonblocking(fd, true)?;
-                self.set_descriptor_nonblocking(true);
+                self.fallback.store(true, Ordering::Relaxed);
                 io(false)
             }
             r => r,

@@ -337,7 +337,7 @@ impl<D: Direction> PipeEnd<D> {
         let nonblocking = crate::fd::is_nonblocking(&fd).unwrap_or(false);
         PipeEnd {
             fd,
-            nowait: Nowait::new(nonblocking),
+            nowait: Nowait::default(),
             nonblocking: AtomicBool::new(nonblocking),
             label,
             sigpipe: SigpipeGuard::detect(),
@@ -447,10 +447,11 @@ impl<D: Direction> PipeEnd<D> {
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html)
     #[doc(alias = "O_NONBLOCK", alias = "fcntl")]
     pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
-        crate::fd::set_nonblocking(&self.fd, nonblocking)
-            .map_err(self.os_error("fcntl(F_SETFL)"))?;
+        // Where the kernel lacks `RWF_NOWAIT` for pipes, the calls with a deadline rely on the
+        // flag (`Nowait::in_fallback`): it stays set, and `Read`/`Write` wait by polling.
+        let flag = nonblocking || self.nowait.in_fallback();
+        crate::fd::set_nonblocking(&self.fd, flag).map_err(self.os_error("fcntl(F_SETFL)"))?;
         self.nonblocking.store(nonblocking, Ordering::Relaxed);
-        self.nowait.set_descriptor_nonblocking(nonblocking);
         Ok(())
     }
 

@@ -161,7 +161,7 @@ impl<F: AsFd> FrameSender<F> {
     /// a passed deadline share it and allocate nothing.
     pub fn new(fd: F, mode: FrameMode, label: impl Into<Arc<str>>) -> Result<FrameSender<F>> {
         let label = label.into();
-        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on_shared(&label))?;
+        let nowait = Nowait::default();
         Ok(FrameSender {
             fd,
             mode,
@@ -504,7 +504,7 @@ impl<F: AsFd> FrameReceiver<F> {
     /// deadline allocate nothing.
     pub fn new(fd: F, max_message: usize, label: impl Into<Arc<str>>) -> Result<FrameReceiver<F>> {
         let label = label.into();
-        let nowait = Nowait::detect(fd.as_fd()).map_err(|e| e.in_op("fcntl").on_shared(&label))?;
+        let nowait = Nowait::default();
         Ok(FrameReceiver {
             fd,
             decoder: read_ahead_decoder(max_message),

@@ -1,6 +1,7 @@
 //! Hostile tests of ipc-pipe: a peer forging length prefixes and dying mid-frame, signals
 //! without `SA_RESTART` interrupting every blocked send and receive, and `SIGPIPE` raised while
-//! the writing thread already has it blocked.
+//! the writing thread already has it blocked, and `O_NONBLOCK` cleared on the open file
+//! description under an end (or a clone of it) that saw it set.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -340,3 +341,66 @@ fn a_sigpipe_raised_while_blocked_is_not_left_pending_to_kill_the_process_later(
 }
 
 roles!(forger, under_signals, sigpipe_blocked_then_unblocked);
+
+/// `O_NONBLOCK` belongs to the open file description, which every clone of an end and every
+/// process holding it share; any of them may clear it. A call with a deadline must still end
+/// at its deadline. An end that had seen the flag set (its own, or a clone's from before)
+/// made the plain blocking syscall, and waited for good once the flag was gone. Fails (at the
+/// watchdog) without the fix: the deadline calls did not rely on `RWF_NOWAIT`.
+#[test]
+fn a_deadline_holds_after_another_handle_clears_o_nonblock() {
+    within_watchdog("O_NONBLOCK cleared under an end", || {
+        // A reader and its clone, both made while the flag was set; then the flag cleared
+        // through the other handle (as another process holding the description could).
+        let (r, w) = pipe().unwrap();
+        r.set_nonblocking(true).unwrap();
+        let mut clone = r.try_clone().unwrap();
+        r.set_nonblocking(false).unwrap();
+        let mut buf = [0u8; 16];
+        let e = clone
+            .read_deadline(
+                &mut buf,
+                ipc_core::Deadline::after(Duration::from_millis(50)),
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        let e = clone
+            .read_deadline(&mut buf, ipc_core::Deadline::Now)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        drop(w);
+
+        // A message receiver over an end that was non-blocking when it was made, the flag
+        // then cleared on the end it holds.
+        let (r, w) = pipe().unwrap();
+        r.set_nonblocking(true).unwrap();
+        let mut rx = r.into_receiver(1 << 16).unwrap();
+        rx.get_ref().set_nonblocking(false).unwrap();
+        let e = rx
+            .recv_timeout(&mut buf, Duration::from_millis(50))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert_eq!(
+            rx.try_recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+        // And the same writer side: a full pipe, the flag cleared, a send with a deadline.
+        let mut tx = w
+            .into_sender(FrameMode::Stream {
+                max_message: 1 << 16,
+            })
+            .unwrap();
+        tx.get_ref().set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 4096];
+        while tx.try_send(&chunk).is_ok() {}
+        let mut tx2 = tx;
+        tx2.get_ref().set_nonblocking(false).unwrap();
+        let e = tx2
+            .send_timeout(&chunk, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Incomplete),
+            "{e}"
+        );
+    });
+}
