@@ -589,7 +589,7 @@ impl End {
         peer_wake: usize,
         blocked: Blocked,
         deadline: Deadline,
-        mut take: impl FnMut() -> Result<Option<T>>,
+        mut take: impl FnMut(Look) -> Result<Option<T>>,
     ) -> Result<T> {
         WAITED.set(true);
         if deadline != Deadline::Now {
@@ -598,7 +598,7 @@ impl End {
                     return self.spin_until(peer, peer_wake, blocked, deadline, take);
                 }
                 WaitPolicy::Adaptive if self.should_spin(peer) => {
-                    if let Some(got) = spin(self.spin_for, &mut take)? {
+                    if let Some(got) = spin(self.spin_for, || take(Look::Quick))? {
                         return Ok(got);
                     }
                 }
@@ -608,7 +608,7 @@ impl End {
         let mut slice = FIRST_SLICE;
         let mut round = 0u32;
         loop {
-            if let Some(got) = take()? {
+            if let Some(got) = take(Look::Thorough)? {
                 return Ok(got);
             }
             let syscall = if deadline == Deadline::Now {
@@ -629,7 +629,7 @@ impl End {
             };
             let end = &*self;
             sleep(me, peer, until, end.same_cpu(peer), || {
-                Ok(take()?.is_some() || end.watched_died(peer))
+                Ok(take(Look::Thorough)?.is_some() || end.watched_died(peer))
             })?;
             slice = (slice * 2).min(MAX_SLICE);
             round = round.saturating_add(1);
@@ -647,11 +647,11 @@ impl End {
         syscall: bool,
         blocked: Blocked,
         deadline: Deadline,
-        take: &mut impl FnMut() -> Result<Option<T>>,
+        take: &mut impl FnMut(Look) -> Result<Option<T>>,
     ) -> Result<Option<T>> {
         if self.peer_gone(peer, syscall)? {
             if blocked == Blocked::Empty {
-                if let Some(got) = take()? {
+                if let Some(got) = take(Look::Thorough)? {
                     return Ok(Some(got));
                 }
             }
@@ -673,14 +673,19 @@ impl End {
         peer_wake: usize,
         blocked: Blocked,
         deadline: Deadline,
-        mut take: impl FnMut() -> Result<Option<T>>,
+        mut take: impl FnMut(Look) -> Result<Option<T>>,
     ) -> Result<T> {
         loop {
-            for _ in 0..64 {
-                if let Some(got) = take()? {
+            for _ in 0..63 {
+                if let Some(got) = take(Look::Quick)? {
                     return Ok(got);
                 }
                 std::hint::spin_loop();
+            }
+            // Never sleeping, this end looks thoroughly now and then instead: so that a
+            // hostile peer cannot leave both ends waiting on each other (see `Look`).
+            if let Some(got) = take(Look::Thorough)? {
+                return Ok(got);
             }
             // Register the peer's process with the watcher (a load once it is): its death
             // is then seen without a syscall.
@@ -691,6 +696,19 @@ impl End {
             }
         }
     }
+}
+
+/// How closely a waiting end looks for what it waits for, each time [`End::wait_for`] calls
+/// its `take`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Look {
+    /// A spin's look, made every few nanoseconds: what the message path needs, nothing more.
+    Quick,
+    /// The look before a sleep, within one, and every 64th of a spin that never sleeps: also
+    /// what a hostile peer may have hidden (a scribbled `tail` hint, an index of this end put
+    /// back), so that the two ends never both wait on each other. A receiver's costs a few
+    /// loads and compares more, kept off the spin (`Consumer::check_hint`).
+    Thorough,
 }
 
 thread_local! {
@@ -962,7 +980,7 @@ impl Sender {
             ring::RX_WAKE,
             Blocked::Full,
             deadline,
-            || producer.reserve(len),
+            |_| producer.reserve(len),
         );
         waited.map_err(|e| {
             if e.kind() == ErrorKind::Disconnected {
@@ -1367,9 +1385,11 @@ impl Receiver {
             ring::TX_WAKE,
             Blocked::Empty,
             deadline,
-            || {
+            |look| {
                 let mut m = consumer.peek_hinted();
-                if matches!(m, Ok(None)) {
+                if look == Look::Thorough && matches!(m, Ok(None)) {
+                    // A `tail` hint ahead of nothing committed (scribbled) is no message.
+                    consumer.check_hint()?;
                     // The sender asleep for room means records are committed: a `tail` hint
                     // that hides them (a peer scribbled it) must not leave both ends waiting,
                     // so look at the marks (the sender is not writing the line meanwhile).

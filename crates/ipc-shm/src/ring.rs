@@ -757,10 +757,7 @@ impl Consumer {
     /// decides what is committed, so a wrong `tail` (garbage, or left behind by a producer
     /// killed between its commit and its tail store) can only hide messages, never show a
     /// torn one; after the producer is gone, drain with [`peek`](Consumer::peek). One ahead
-    /// of the head (within the bytes in flight) with nothing committed at the head is
-    /// `Corrupted`: a producer stores its marks before its `tail`, so every record below a
-    /// `tail` it stored is visible; a producer that opened on such a `tail` (scribbled)
-    /// writes where this consumer never looks, and each would wait for the other.
+    /// of nothing committed is caught before a wait by [`check_hint`](Consumer::check_hint).
     pub(crate) fn peek_hinted(&mut self) -> Result<Option<Message>> {
         if self.tail == self.head {
             self.tail = self.ring.header().tail.load(Ordering::Acquire);
@@ -768,16 +765,28 @@ impl Consumer {
                 return Ok(None);
             }
         }
-        let m = self.peek()?;
+        self.peek()
+    }
+
+    /// After a [`peek_hinted`](Consumer::peek_hinted) that found nothing, for a consumer about
+    /// to wait: a `tail` hint ahead of the head (within the bytes in flight) with nothing
+    /// committed at the head is [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted). A
+    /// producer stores its marks before its `tail`, so every record below a `tail` it stored
+    /// is visible; a producer that opened on such a `tail` (scribbled) writes where this
+    /// consumer never looks, and each would wait for the other. Kept out of `peek_hinted`,
+    /// which a spinning receiver repeats: with the check in it, a cross-core round trip of
+    /// 64 B measured ~40 ns slower.
+    #[cold]
+    pub(crate) fn check_hint(&self) -> Result<()> {
         let ahead = self.tail.wrapping_sub(self.head);
-        if m.is_none() && ahead != 0 && ahead <= self.ring.limit {
+        if ahead != 0 && ahead <= self.ring.limit {
             return Err(Error::corrupted(format!(
                 "the producer's index {} is {ahead} bytes ahead of the consumer's {}, yet no \
                  record is committed there",
                 self.tail, self.head
             )));
         }
-        Ok(m)
+        Ok(())
     }
 
     /// The message path's first try, inlined: [`peek_hinted`](Consumer::peek_hinted) for the
@@ -1014,18 +1023,15 @@ mod tests {
         // A garbage tail ahead: the marks still say nothing is committed, and a tail ahead
         // of a head with nothing at it was scribbled (every mark is stored before the tail).
         r.word(tail_off).store(64, Ordering::Release);
-        let e = c.peek_hinted().unwrap_err();
+        assert!(c.peek_hinted().unwrap().is_none());
+        let e = c.check_hint().unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Corrupted, "{e}");
         // Behind the head (a lap back, beyond the bytes in flight): only a hint, nothing shown.
         r.word(tail_off)
             .store(0u32.wrapping_sub(256), Ordering::Release);
-        assert!(
-            Consumer::new(ring)
-                .unwrap()
-                .peek_hinted()
-                .unwrap()
-                .is_none()
-        );
+        let mut behind = Consumer::new(ring).unwrap();
+        assert!(behind.peek_hinted().unwrap().is_none());
+        behind.check_hint().unwrap();
         // A tail left behind a commit (a producer killed before its tail store): the hint
         // hides the message, the marks show it.
         assert!(send(&mut p, b"committed"));
