@@ -168,18 +168,6 @@ fn nobody_is_refused(ctx: &Ctx) {
 
 roles!(out_of_descriptors, nobody_is_refused);
 
-/// A POSIX ACL in the `system.posix_acl_*` xattr format (version 2): entries of tag,
-/// permissions, id.
-fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut x = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
-        x.extend_from_slice(&tag.to_le_bytes());
-        x.extend_from_slice(&perm.to_le_bytes());
-        x.extend_from_slice(&id.to_le_bytes());
-    }
-    x
-}
-
 /// "`mkfifo` with exactly the mode asked for": in a directory with a default ACL (which takes
 /// the umask's place for new files) granting `nobody` everything and the owning group nothing,
 /// a FIFO created with mode `0o660` came out `prw-rw----+`: an inherited access ACL whose mask
@@ -190,34 +178,10 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 #[test]
 fn a_default_acl_on_the_directory_does_not_widen_a_new_fifos_exact_mode() {
     use std::os::unix::fs::PermissionsExt;
-    const USER_OBJ: u16 = 0x01;
-    const USER: u16 = 0x02;
-    const GROUP_OBJ: u16 = 0x04;
-    const MASK: u16 = 0x10;
-    const OTHER: u16 = 0x20;
-    const NOBODY: u32 = 65534;
-    let none = u32::MAX;
     let dir = TempDir::new("fifo-attack-acl");
-    rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
-    let sub = dir.join("d");
-    std::fs::create_dir(&sub).unwrap();
-    rustix::fs::chmod(&sub, rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
-    let default = acl(&[
-        (USER_OBJ, 7, none),
-        (USER, 7, NOBODY),
-        (GROUP_OBJ, 0, none),
-        (MASK, 7, none),
-        (OTHER, 0, none),
-    ]);
-    if let Err(e) = rustix::fs::setxattr(
-        &sub,
-        "system.posix_acl_default",
-        &default,
-        rustix::fs::XattrFlags::empty(),
-    ) {
-        eprintln!("no ACLs on this filesystem ({e}); skipped");
+    let Some(sub) = ipc_testkit::acl::dir_with_default_acl(&dir) else {
         return;
-    }
+    };
     for mode in [0o660, 0o600, 0o622] {
         let path = sub.join(format!("f{mode:o}"));
         let fifo = ipc_fifo::CreateOptions::new()

@@ -1400,18 +1400,6 @@ fn a_handler_panic_for_one_client_costs_that_client_only() {
     });
 }
 
-/// A POSIX ACL in the `system.posix_acl_*` xattr format (version 2): entries of tag,
-/// permissions, id.
-fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut x = 2u32.to_le_bytes().to_vec();
-    for &(tag, perm, id) in entries {
-        x.extend_from_slice(&tag.to_le_bytes());
-        x.extend_from_slice(&perm.to_le_bytes());
-        x.extend_from_slice(&id.to_le_bytes());
-    }
-    x
-}
-
 /// "The mode is exact" and "decides who may connect", also in a directory with a default
 /// ACL (which replaces the umask for new files, and here grants `nobody` everything): the
 /// socket file must carry no access ACL of its own, its mode `0o660` alone deciding (the
@@ -1421,33 +1409,10 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 #[test]
 fn a_default_acl_on_the_directory_does_not_widen_the_exact_mode() {
     within_watchdog("default ACL", || {
-        const USER_OBJ: u16 = 0x01;
-        const USER: u16 = 0x02;
-        const GROUP_OBJ: u16 = 0x04;
-        const MASK: u16 = 0x10;
-        const OTHER: u16 = 0x20;
-        let none = u32::MAX;
         let dir = TempDir::new("sock-acl");
-        rustix::fs::chmod(dir.path(), rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
-        let sub = dir.join("d");
-        std::fs::create_dir(&sub).unwrap();
-        rustix::fs::chmod(&sub, rustix::fs::Mode::from_raw_mode(0o711)).unwrap();
-        let default = acl(&[
-            (USER_OBJ, 7, none),
-            (USER, 7, NOBODY),
-            (GROUP_OBJ, 0, none),
-            (MASK, 7, none),
-            (OTHER, 0, none),
-        ]);
-        if let Err(e) = rustix::fs::setxattr(
-            &sub,
-            "system.posix_acl_default",
-            &default,
-            rustix::fs::XattrFlags::empty(),
-        ) {
-            eprintln!("no ACLs on this filesystem ({e}); skipped");
+        let Some(sub) = ipc_testkit::acl::dir_with_default_acl(&dir) else {
             return;
-        }
+        };
         let path = sub.join("s");
         let l: Listener<Seqpacket> =
             Listener::bind(&Address::path(&path), &Options::new().mode(0o660)).unwrap();

@@ -30,6 +30,7 @@
 //! }
 //! ```
 
+pub mod acl;
 pub mod alloc;
 pub mod conformance;
 pub mod fixture;
