@@ -202,12 +202,9 @@ impl CreateOptions {
 /// The access ACL a new file inherits from a default ACL on its directory.
 const ACL_ACCESS: &str = "system.posix_acl_access";
 
-/// Removes the access ACL the FIFO behind the guard may have inherited from a default ACL on
-/// the directory (named users and groups beyond the mode, the owning group's entry apart from
-/// the mode's group bits), so that the mode alone decides who may open it, exactly; through
-/// the guard's handle, without a path lookup (`removexattr` of the `/proc/self/fd/N` magic
-/// link; without `/proc`, `fremovexattr` on an open of the same inode).
-fn drop_access_acl(fifo: &Fifo) -> Result<()> {
+/// The unlink record of a FIFO just made, and the `/proc/self/fd/N` magic link of its `O_PATH`
+/// handle, through which it is changed without a path lookup.
+fn fresh(fifo: &Fifo) -> (&Unlink, String) {
     let u = fifo
         .unlink
         .as_ref()
@@ -216,6 +213,16 @@ fn drop_access_acl(fifo: &Fifo) -> Result<()> {
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&u.handle)
     );
+    (u, magic)
+}
+
+/// Removes the access ACL the FIFO behind the guard may have inherited from a default ACL on
+/// the directory (named users and groups beyond the mode, the owning group's entry apart from
+/// the mode's group bits), so that the mode alone decides who may open it, exactly; through
+/// the guard's handle, without a path lookup (`removexattr` of the `/proc/self/fd/N` magic
+/// link; without `/proc`, `fremovexattr` on an open of the same inode).
+fn drop_access_acl(fifo: &Fifo) -> Result<()> {
+    let (u, magic) = fresh(fifo);
     let r = match rustix::fs::removexattr(&magic, ACL_ACCESS) {
         // No /proc: a real open of the same inode.
         Err(Errno::NOENT) => rustix::fs::fremovexattr(open_own(u, "remove its ACL")?, ACL_ACCESS),
@@ -256,14 +263,7 @@ fn open_own(u: &Unlink, what: &str) -> Result<OwnedFd> {
 
 /// Sets `mode` on the FIFO behind the guard's `O_PATH` handle without a path lookup.
 fn set_mode(fifo: &Fifo, mode: Mode) -> Result<()> {
-    let u = fifo
-        .unlink
-        .as_ref()
-        .expect("a fresh guard has its unlink record");
-    let magic = format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&u.handle)
-    );
+    let (u, magic) = fresh(fifo);
     match rustix::fs::chmod(&magic, mode) {
         Ok(()) => return Ok(()),
         Err(Errno::NOENT) => {} // No /proc: fall back to a real open of the same inode.
