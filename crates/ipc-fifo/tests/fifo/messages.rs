@@ -109,18 +109,24 @@ fn n_writers_one_reader(seed: u64, writers: u32, count: u32) -> Result<(), TestC
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("IPC_FIFO_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
+/// 8 writer processes x 10,000 records of 16 to 4092 bytes: all whole, none lost, in order
+/// per writer. Each case takes a second or more, so the case count is the test's own:
+/// `IPC_FIFO_PROPTEST_CASES`, else 16 under `IPC_SOAK=1`, else 2. (A `proptest!` config would
+/// be overridden by the suite's `PROPTEST_CASES`, meant for cheap properties.)
+#[test]
+fn records_from_many_writer_processes_never_interleave() {
+    let cases = std::env::var("IPC_FIFO_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if crate::soak() { 16 } else { 2 });
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    /// 8 writer processes x 10,000 records of 16 to 4092 bytes: all whole, none lost, in order
-    /// per writer.
-    #[test]
-    fn records_from_many_writer_processes_never_interleave(seed in any::<u64>()) {
-        n_writers_one_reader(seed, 8, 10_000)?;
-    }
+    };
+    proptest::test_runner::TestRunner::new(config)
+        .run(&any::<u64>(), |seed| n_writers_one_reader(seed, 8, 10_000))
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Load: 16 writer processes into one FIFO, every record checked (count, order per writer,
