@@ -54,8 +54,12 @@
 //!
 //! A late joiner starts `history` messages back (at most what is still in the ring). A
 //! publisher under `Block` that did not yet see the join may overwrite some of those history
-//! messages; they are then counted in [`Subscriber::missed`]. From its first message on, a
-//! subscriber under `Block` sees every message, in order.
+//! messages; they are then counted in [`Subscriber::missed`]. After its join count the joiner
+//! reads `tail` again and starts past the message the one in flight may overwrite (the
+//! publisher's load of the join count follows its store of `tail`, both sequentially
+//! consistent, so every later message is checked against the new cursor): a history message
+//! read in place stays intact under its guard, as every other is. From its first message on,
+//! a subscriber under `Block` sees every message, in order.
 //!
 //! # Trust
 //!
@@ -752,7 +756,11 @@ impl Publisher {
             return Ok(());
         }
         let s = self.tail;
-        let joins = self.view.header().shared.joins.load(Ordering::Acquire);
+        // Sequentially consistent (a plain load on x86, as an acquire one), after the last
+        // message's `tail` store (also SeqCst): a joiner that bumps `joins` and then reads
+        // `tail` knows that every message past the one it saw in flight is checked against
+        // its cursor (`Subscriber::join`).
+        let joins = self.view.header().shared.joins.load(Ordering::SeqCst);
         if joins == self.joins && s < self.min_cursor + self.view.slots {
             if self.handover != 0 && s >= self.min_cursor + self.handover {
                 self.hand_over(deadline);
@@ -821,6 +829,13 @@ impl Publisher {
         if let Err(e) = self.room(deadline) {
             return Err(self.fail(e, "publish"));
         }
+        self.commit(len, write);
+        Ok(())
+    }
+
+    /// Writes message `tail` into its slot and publishes it (after [`room`](Self::room)).
+    #[inline(always)]
+    fn commit(&mut self, len: usize, write: impl FnOnce(&mut [u8])) {
         let s = self.tail;
         let (stamp, len_word, payload) = self.view.slot(s);
         stamp.store(0, Ordering::Relaxed);
@@ -845,7 +860,6 @@ impl Publisher {
             h.publisher.wake.fetch_add(1, Ordering::Release);
             futex::wake_all(&h.publisher.wake);
         }
-        Ok(())
     }
 }
 
@@ -1043,13 +1057,19 @@ impl Subscriber {
     /// [`Publisher::open`]; [`ErrorKind::AlreadyExists`] when every place is held by a live
     /// subscriber (or one being opened by a live process).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Subscriber> {
-        Subscriber::join(segment.into(), JoinStep::Joined)
+        Subscriber::join(segment.into(), JoinStep::Joined, &mut || {})
             .map(|s| s.expect("a full join returns the subscriber"))
     }
 
     /// Joins up to `stop`; short of attached, leaves the place as a process killed there
     /// would and returns `None`.
-    fn join(segment: Arc<Segment>, stop: JoinStep) -> Result<Option<Subscriber>> {
+    /// `attached` runs once the place says attached, before the join count is bumped (tests
+    /// run a publisher's steps there).
+    fn join(
+        segment: Arc<Segment>,
+        stop: JoinStep,
+        attached: &mut dyn FnMut(),
+    ) -> Result<Option<Subscriber>> {
         let name = segment.shared_name();
         let err = |e: Error| e.in_op("open subscriber").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
@@ -1128,7 +1148,27 @@ impl Subscriber {
             std::mem::forget(sub);
             return Ok(None);
         }
+        attached();
         view.header().shared.joins.fetch_add(1, Ordering::SeqCst);
+        if view.policy == Policy::Block {
+            // A publisher that did not see this join yet checks every message after the one
+            // in flight against this cursor: it loads `joins` (SeqCst) after storing each
+            // message's `tail` (SeqCst), so a check that missed the bump above came before a
+            // `tail` store this load sees. Message `tail`, in flight, may still overwrite
+            // message `tail - N` unchecked: a history message read in place there would change
+            // under its guard, so start past it (counted missed, as history overwritten
+            // during the join is). `tail` read at the start of the join may be older.
+            let tail = match plausible_tail(view.header().tail.load(Ordering::SeqCst)) {
+                Ok(tail) => tail,
+                // Dropping `sub` leaves the place.
+                Err(e) => return Err(e.in_op("open subscriber").on_shared(&sub.name)),
+            };
+            let safe = (tail + 1).saturating_sub(view.slots);
+            if sub.cursor < safe {
+                sub.missed += safe - sub.cursor;
+                sub.set_cursor(safe);
+            }
+        }
         Ok(Some(sub))
     }
 
@@ -1649,7 +1689,29 @@ pub mod testing {
         };
         // A subscriber that joined fully is kept open (never dropped), like a process that
         // is killed with it open.
-        Subscriber::join(segment, stop).map(std::mem::forget)
+        Subscriber::join(segment, stop, &mut || {}).map(std::mem::forget)
+    }
+
+    /// A full join that runs `attached` after the place says attached and before the join
+    /// count is bumped: the window in which a publisher does not yet check this subscriber's
+    /// cursor on its fast path.
+    pub fn join_with(segment: Arc<Segment>, mut attached: impl FnMut()) -> Result<Subscriber> {
+        Subscriber::join(segment, JoinStep::Joined, &mut attached)
+            .map(|s| s.expect("a full join returns the subscriber"))
+    }
+
+    /// The first half of a publish under [`Policy::Block`]: waits for room for the next
+    /// message, as `publish_with` does, and returns; [`commit`] writes it. Between the two
+    /// the publisher is where a process preempted after its room check would be.
+    pub fn room(publisher: &mut Publisher) -> Result<()> {
+        publisher.room(Deadline::Never)
+    }
+
+    /// The second half of a publish begun with [`room`]: writes `msg` into the next slot and
+    /// publishes it.
+    pub fn commit(publisher: &mut Publisher, msg: &[u8]) {
+        assert!(msg.len() <= publisher.view.max_message);
+        publisher.commit(msg.len(), |buf| buf.copy_from_slice(msg));
     }
 
     /// Offset of the publisher's tail word.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::pubsub_testing::{
-    CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL, WANT, dead_owner, join_until, slots_at,
+    CURSOR, PLACES, PUBLISHER, SLEEPERS, TAIL, WANT, commit, dead_owner, join_until, join_with,
+    room, slots_at,
 };
 use ipc_shm::{Policy, PubSubOptions, Publisher, Segment, Subscriber};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name, watchdog, within_watchdog};
@@ -128,6 +129,64 @@ fn a_late_joiner_gets_the_history() {
         assert_eq!(recv(&mut late).unwrap(), seq);
     }
     assert_eq!(late.missed(), 0);
+}
+
+/// Under `Block`, a history message a late joiner reads in place stays intact under its
+/// guard, even when a publisher that had not seen the join yet was between its room check and
+/// its write of the message that overwrites it (a process preempted there). Without the
+/// joiner's look at `tail` after its join count, it took message 7 in place and the publisher
+/// then wrote message 15 over it.
+#[test]
+fn a_history_message_read_in_place_is_not_overwritten_by_a_publish_in_flight_at_the_join() {
+    let seg = Arc::new(
+        opts(Policy::Block)
+            .history(7)
+            .create_memfd("ps-history-race")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    // 14 messages: the publisher scanned the (empty) places at messages 0 and 8, so up to
+    // message 15 it publishes without looking at them again unless the join count changes.
+    for seq in 0..14 {
+        tx.try_send(&message(seq)).unwrap();
+    }
+    // The joiner read `tail` = 14 (history: messages 7 to 13). While it finishes joining, the
+    // publisher publishes message 14 (over message 6) and passes its room check for message
+    // 15 (over message 7), not knowing of the join.
+    let mut late = join_with(seg.clone(), || {
+        tx.try_send(&message(14)).unwrap();
+        room(&mut tx).unwrap();
+    })
+    .unwrap();
+    let g = late.try_recv_in_place().unwrap();
+    let read = g.to_vec();
+    commit(&mut tx, &message(15));
+    assert_eq!(
+        &g[..],
+        &read[..],
+        "message {} changed under its guard",
+        g.seq()
+    );
+    assert_eq!(
+        check(&g),
+        8,
+        "message 7 is the one in flight's to overwrite"
+    );
+    assert_eq!(g.seq(), 8);
+    drop(g);
+    assert_eq!(late.missed(), 1);
+    for seq in 9..16 {
+        assert_eq!(recv(&mut late).unwrap(), seq);
+    }
+    // From its first message on, nothing is lost: the publisher now waits for it.
+    for seq in 16..24 {
+        tx.try_send(&message(seq)).unwrap();
+    }
+    assert_eq!(
+        tx.try_send(&message(24)).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    assert_eq!(recv(&mut late).unwrap(), 16);
 }
 
 #[test]
