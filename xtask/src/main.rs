@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's task runner, so CI and contributors run the same commands.
 //!
 //! - `cargo xtask test [--soak] [--timeout SECS]`: formatting, clippy, the API docs (rustdoc
-//!   warnings denied), every test, and a tiny benchmark run, with every feature but the
-//!   benchmark's `peers` (`features.rs`). The tests run under a watchdog (`watchdog.rs`): a test binary (or a
+//!   warnings denied), every test, every example but the measurement probes (`examples.rs`:
+//!   each must exit 0), and a tiny benchmark run, with every feature but the benchmark's
+//!   `peers` (`features.rs`). The tests run under a watchdog (`watchdog.rs`): a test binary (or a
 //!   crate's doc tests) still running after SECS seconds (default 300, 3600 with `--soak`) is
 //!   killed with its process group and the run fails naming it and the tests still running.
 //!   They run in private IPC and mount namespaces when permitted, and a leftover check
@@ -26,6 +27,7 @@
 //! Unknown commands and arguments get the usage text and exit status 2. (`xtask watchdog --secs
 //! N -- PROGRAM [ARGS...]` is the test runner `test` gives cargo; see `watchdog.rs`.)
 
+mod examples;
 mod features;
 mod fuzz;
 mod isolate;
@@ -44,8 +46,9 @@ usage: cargo xtask test [--soak] [--timeout SECS]
        cargo xtask fuzz [TARGET] [--time SECS]
        cargo xtask isolated -- COMMAND [ARGS...]
 
-  test       fmt, clippy, every test and a tiny benchmark run; each test binary killed and
-             failed after SECS s (default 300, --soak 3600); leftovers reported and removed
+  test       fmt, clippy, every test, the examples and a tiny benchmark run; each test
+             binary killed and failed after SECS s (default 300, --soak 3600); leftovers
+             reported and removed
   fuzz       cargo-fuzz targets (frame_decoder, shm_channel, posix_name), SECS s each
              (default 60); installs cargo-fuzz if missing and uses RUSTC_BOOTSTRAP=1 on stable
   isolated   run COMMAND as `test` runs the tests (private namespaces, leftover check)";
@@ -285,6 +288,20 @@ fn test(opts: &TestOpts) -> Result<(), String> {
         cmd.env("IPC_SOAK", "1");
     }
     let tested = step("cargo test", &mut cmd).and_then(|()| {
+        // Every example the docs point to, built by `cargo test` above: each must exit 0.
+        let built = target_dir().join("debug").join("examples");
+        for name in examples::runnable(&workspace_root())? {
+            let mut cmd = Command::new(&runner.0);
+            cmd.args([
+                "watchdog",
+                "--secs",
+                &examples::LIMIT_SECS.to_string(),
+                "--",
+            ])
+            .arg(built.join(&name))
+            .stdin(std::process::Stdio::null());
+            step(&format!("example {name}"), &mut cmd)?;
+        }
         // The benchmark end to end in its tiny mode (debug build, seconds): every row, the
         // table, the JSON and the chart, so it cannot rot between real runs.
         let mut cmd = cargo();
