@@ -116,7 +116,7 @@ impl HookTable {
         let len = self.len.load(Ordering::SeqCst).min(MAX_FDS);
         let pairs = &self.pairs[..len];
         let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
-        let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        let is_target = |n: RawFd| (0..len).any(|j| target(j) == n);
         // Phase 0: a number `pass` chose was free in the parent; if this child would inherit a
         // descriptor there now (the program opened one since, on another thread or between
         // `pass` and the spawn), installing ours would silently replace it. Refuse before
@@ -133,13 +133,25 @@ impl HookTable {
             }
         }
         let mut temps = [0 as RawFd; MAX_FDS];
-        // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
+        // Phase 1: copy every source to a number that is no target, so phase 2 cannot clobber
+        // one. A copy that lands on a free target is left there as a placeholder (phase 2
+        // replaces it: every target gets a `dup2`) and the next number is tried. The copies
+        // take the lowest free numbers, not numbers above every target: a target just below
+        // `RLIMIT_NOFILE` is valid, and a copy above it could not be made.
         for (i, (src, _)) in pairs.iter().enumerate() {
             // SAFETY: `released` is clear, so the `ChildFds` was alive at the fork and its
             // descriptors, whose numbers these are, were open in the parent and so are here.
             let src = unsafe { BorrowedFd::borrow_raw(src.load(Ordering::SeqCst)) };
-            let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
-            temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+            let mut from = 0;
+            temps[i] = loop {
+                let tmp = rustix::io::fcntl_dupfd_cloexec(src, from)?;
+                let tmp = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+                if !is_target(tmp) {
+                    break tmp;
+                }
+                // At most one placeholder per target: the loop ends.
+                from = tmp + 1;
+            };
         }
         // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
         for (i, &tmp) in temps[..len].iter().enumerate() {
@@ -177,6 +189,10 @@ impl ChildFds {
     /// does): it is kept, close-on-exec, until this value is dropped, so after the spawn only
     /// the child has it. To keep a descriptor of your own, pass a copy
     /// (`fd.try_clone()`, or `fd.as_fd().try_clone_to_owned()`).
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] when `target` is negative or another entry's;
+    /// [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when `target` is at or above this
+    /// process's soft limit, which the child inherits (any number below it works).
     pub fn pass_as(&mut self, fd: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildFds> {
         if target < 0 || self.maps.iter().any(|m| m.1 == target) {
             return Err(Error::with_note(
@@ -185,6 +201,7 @@ impl ChildFds {
             )
             .on(target));
         }
+        check_below_nofile(target)?;
         self.push_owned(close_on_exec(fd.into())?, target, None, false)
     }
 
@@ -221,6 +238,7 @@ impl ChildFds {
                     .in_op("pass fd")
                     .on(name)
             })?;
+        check_below_nofile(target).map_err(|e| e.on(name))?;
         self.push_owned(fd, target, Some(name.to_owned()), true)?;
         Ok(target)
     }
@@ -367,6 +385,23 @@ fn close_on_exec(fd: OwnedFd) -> Result<OwnedFd> {
             .map_err(|e| Error::from(e).in_op("fcntl(F_SETFD)"))?;
     }
     Ok(fd)
+}
+
+/// Fails with [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when `target` is at or
+/// above the soft limit: no process under that limit (the child inherits it) can have a
+/// descriptor there, and the spawn would fail with a bare `EBADF` from the child's `dup2`.
+fn check_below_nofile(target: RawFd) -> Result<()> {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match lim {
+        Some(max) if u64::try_from(target).map_or(true, |t| t >= max) => {
+            Err(Error::limit("RLIMIT_NOFILE", Some(max))
+                .in_op(format!(
+                    "pass fd as {target}: descriptor numbers stop below the soft RLIMIT_NOFILE"
+                ))
+                .on(format_args!("fd {target}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`).

@@ -3,9 +3,10 @@
 //! `RLIMIT_NOFILE`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::process::Command;
 
 use ipc_core::ErrorKind;
-use ipc_core::inherit;
+use ipc_core::inherit::{self, ChildFds};
 use ipc_core::pipe::{PipeReader, PipeWriter};
 use ipc_testkit::{Ctx, roles, spawn};
 
@@ -78,4 +79,79 @@ fn adopting_a_pipe_end_never_closes_an_unrelated_descriptor_of_the_wrong_type() 
     assert!(out.stderr.contains("refused and kept"), "{}", out.stderr);
 }
 
-roles!(adopt_the_wrong_type);
+/// The soft `RLIMIT_NOFILE` the limit role sets for itself (and so for the children it
+/// spawns).
+const LOW_NOFILE: u64 = 64;
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+    s
+}
+
+/// Role: with a soft `RLIMIT_NOFILE` of 64, hands a pipe's write end to a shell at the highest
+/// number the limit allows (63), and at numbers from the limit up, with `pass_as`.
+fn targets_at_the_descriptor_limit(_: &Ctx) {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(LOW_NOFILE),
+            maximum: lim.maximum,
+        },
+    )
+    .unwrap();
+    let top = LOW_NOFILE as RawFd - 1;
+    // The highest number allowed is a valid target, also with a second entry beside it.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r2, w2) = rustix::pipe::pipe().unwrap();
+    let mut fds = ChildFds::new();
+    fds.pass_as(w, top).unwrap();
+    fds.pass_as(w2, top - 1).unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        &format!(
+            "echo top > /proc/self/fd/{top}; echo next > /proc/self/fd/{}",
+            top - 1
+        ),
+    ]);
+    let spawned = fds.spawn(&mut cmd);
+    drop(fds);
+    let status = spawned
+        .unwrap_or_else(|e| panic!("spawn with a target at {top}, below the limit: {e}"))
+        .wait()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        (read_all(r), read_all(r2)),
+        (
+            "top
+"
+            .into(),
+            "next
+"
+            .into()
+        )
+    );
+    // From the limit up, no process can have the number: a typed error that names the limit,
+    // when the mapping is made.
+    for target in [LOW_NOFILE as RawFd, 1 << 20, RawFd::MAX] {
+        let (_r, w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        let e = fds.pass_as(w, target).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{target}: {e}");
+        assert!(e.to_string().contains("RLIMIT_NOFILE"), "{target}: {e}");
+    }
+    eprintln!("limits honoured");
+}
+
+#[test]
+fn pass_as_targets_up_to_rlimit_nofile_work_and_beyond_it_are_refused_naming_it() {
+    let out = spawn("targets_at_the_descriptor_limit")
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("limits honoured"), "{}", out.stderr);
+}
+
+roles!(adopt_the_wrong_type, targets_at_the_descriptor_limit);
