@@ -216,11 +216,16 @@ impl ChildFds {
     /// rather than replace that descriptor in the child.
     ///
     /// Takes the descriptor, as [`pass_as`](ChildFds::pass_as) does.
+    ///
+    /// Errors: [`ErrorKind::InvalidName`] for an empty name or one with `,`, `=` or a NUL
+    /// byte; [`ErrorKind::AlreadyExists`] when the name is taken; [`ErrorKind::LimitExceeded`]
+    /// naming `RLIMIT_NOFILE` when no number below that limit is free.
     pub fn pass(&mut self, name: &str, fd: impl Into<OwnedFd>) -> Result<RawFd> {
-        if name.is_empty() || name.contains([',', '=']) {
+        if name.is_empty() || name.contains([',', '=', '\0']) {
             return Err(Error::with_note(
                 ErrorKind::InvalidName,
-                "an inherited fd name is non-empty and has no ',' or '='",
+                "an inherited fd name is non-empty and has no ',', '=' or NUL byte (it \
+                 travels in the environment as name=fd pairs separated by commas)",
             )
             .on(name));
         }
@@ -551,6 +556,20 @@ mod tests {
             fds.pass_as(r.try_clone().unwrap(), a).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    /// A name with a NUL byte cannot travel in the environment: `pass` took it, and every
+    /// spawn of the `ChildFds` then failed with std's "nul byte found in provided data",
+    /// naming neither the name nor the call that let it in.
+    #[test]
+    fn a_name_with_a_nul_byte_is_refused_when_passed() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        let e = fds.pass("a\0b", r).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        assert!(fds.maps.is_empty());
+        let mut cmd = Command::new("/bin/true");
+        assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
     }
 
     /// A descriptor handed over inheritable is made close-on-exec while this value holds it,
