@@ -56,6 +56,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -306,11 +307,20 @@ impl Object {
     }
 
     /// The POSIX name of a shared memory object, named semaphore or queue.
+    ///
+    /// `None` when its file name is not UTF-8: [`name`](Object::name) then shows it with
+    /// U+FFFD for the bytes that are not, which is the name of another object (one anybody
+    /// can create), and no [`PosixName`] can hold the real one. Remove such an object by its
+    /// path ([`removable`](Object::removable)).
     pub fn posix_name(&self) -> Option<PosixName> {
         match self.kind {
-            Kind::Shm | Kind::Semaphore | Kind::Queue => PosixName::new(&self.name).ok(),
-            _ => None,
+            Kind::Shm | Kind::Semaphore | Kind::Queue => {}
+            _ => return None,
         }
+        if let Some(path) = &self.path {
+            path.file_name()?.to_str()?;
+        }
+        PosixName::new(&self.name).ok()
     }
 
     /// Attaches what a mechanism crate recognised and judges again.
@@ -804,11 +814,14 @@ impl Holders {
                     continue;
                 }
             }
-            if let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) {
-                for line in maps.lines() {
+            // Bytes, not a `String`: a path that is not UTF-8 anywhere in the file must not
+            // hide every other mapping of the process.
+            if let Ok(maps) = std::fs::read(p.path().join("maps")) {
+                for line in maps.split(|&b| b == b'\n') {
                     // The path is the sixth field and may contain spaces.
-                    if let Some(i) = line.find(" /") {
-                        paths.push(PathBuf::from(line[i + 1..].trim_end()));
+                    if let Some(i) = line.windows(2).position(|w| w == b" /") {
+                        let path = line[i + 1..].trim_ascii_end();
+                        paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(path)));
                     }
                 }
             }
