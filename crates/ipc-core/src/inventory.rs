@@ -742,17 +742,32 @@ pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
 }
 
 /// Paths Unix sockets are bound to in this network namespace (`/proc/net/unix`).
+///
+/// Read as bytes (a path that is not UTF-8, anybody's, must not hide the others), each path
+/// being the rest of its line after the seventh field and one space (it may hold spaces).
 fn bound_sockets() -> std::collections::HashSet<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/unix") else {
+    let Ok(table) = std::fs::read("/proc/net/unix") else {
         return Default::default();
     };
-    text.lines()
+    table
+        .split(|&b| b == b'\n')
         .skip(1)
-        .filter_map(|l| {
-            let path = l.split_whitespace().nth(7)?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
+        .filter_map(socket_path)
         .collect()
+}
+
+/// The filesystem path of one `/proc/net/unix` line (`None` for an unbound or abstract
+/// socket): the kernel prints seven fields (the inode right-aligned, so a field may start
+/// with spaces), then, for a bound socket, one space and the path verbatim.
+fn socket_path(line: &[u8]) -> Option<PathBuf> {
+    let mut rest = line;
+    for _ in 0..7 {
+        rest = rest.trim_ascii_start();
+        rest = &rest[rest.iter().position(|&b| b == b' ')?..];
+    }
+    let path = rest.strip_prefix(b" ")?;
+    path.starts_with(b"/")
+        .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
 }
 
 fn scan_dir(dir: &Path, depth: usize, inv: &mut Inventory) {
@@ -987,6 +1002,17 @@ mod tests {
         });
         assert_eq!(o.verdict, Verdict::Unknown);
         assert!(o.why.contains("corrupted"));
+    }
+
+    #[test]
+    fn socket_paths_keep_spaces_and_skip_unbound_and_abstract_sockets() {
+        let line =
+            |rest: &str| format!("0000000000000000: 00000002 00000000 00010000 0001 01{rest}");
+        let path = |rest: &str| socket_path(line(rest).as_bytes());
+        assert_eq!(path("    12 /tmp/a b"), Some(PathBuf::from("/tmp/a b")));
+        assert_eq!(path(" 123456 /run/x"), Some(PathBuf::from("/run/x")));
+        assert_eq!(path("    12"), None);
+        assert_eq!(path("    12 @abstract"), None);
     }
 
     #[test]

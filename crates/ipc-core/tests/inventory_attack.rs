@@ -105,4 +105,41 @@ fn a_mapping_is_a_holder_whatever_else_the_process_maps() {
     assert!(child.kill_and_wait().killed());
 }
 
-roles!(maps_and_parks);
+/// Role `DIR`: binds Unix sockets at `DIR/sock et` (a space in the name) and at a path of
+/// `DIR` that is not UTF-8, and parks listening.
+fn binds_and_parks(ctx: &Ctx) {
+    let dir = Path::new(ctx.arg());
+    let _a = std::os::unix::net::UnixListener::bind(dir.join("sock et")).unwrap();
+    let _b = std::os::unix::net::UnixListener::bind(dir.join(non_utf8("sock-"))).unwrap();
+    ctx.park("bound");
+}
+
+/// A socket a live process is listening on is in use (its path is in `/proc/net/unix`). The
+/// scan read that table as a `String`, so one bound path that is not UTF-8, anybody's in this
+/// network namespace, made every socket look unbound; and it took the path as the eighth
+/// whitespace-separated field, so a path with a space never matched.
+#[test]
+fn a_bound_socket_is_in_use_whatever_its_name_and_the_others() {
+    let dir = TempDir::new("inventory-sockets");
+    let mut child = spawn("binds_and_parks")
+        .arg(dir.path().to_str().unwrap())
+        .start();
+    child.wait_checkpoint("bound");
+    let inv = inventory::scan(&Options {
+        dirs: vec![dir.path().to_owned()],
+        depth: 0,
+        shm_dir: dir.path().join("no-shm-here"),
+    });
+    for name in [PathBuf::from("sock et"), non_utf8("sock-")] {
+        let path = dir.path().join(name);
+        let o = inv
+            .objects
+            .iter()
+            .find(|o| o.path.as_deref() == Some(path.as_path()))
+            .unwrap_or_else(|| panic!("{} is listed", path.display()));
+        assert_eq!(o.verdict, inventory::Verdict::InUse, "{o:#?}");
+    }
+    assert!(child.kill_and_wait().killed());
+}
+
+roles!(maps_and_parks, binds_and_parks);
