@@ -558,13 +558,25 @@ fn scan_shm(dir: &Path, inv: &mut Inventory) {
 /// Where an mqueue filesystem is mounted: `/dev/mqueue`, or the first other mount point of one
 /// in `/proc/self/mountinfo`.
 pub fn mqueue_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mqueue_mount_in(&std::fs::read("/proc/self/mountinfo").ok()?)
+}
+
+/// [`mqueue_mount`] of a mountinfo table.
+fn mqueue_mount_in(info: &[u8]) -> Option<PathBuf> {
+    // Bytes, not a `String`: a mount point that is not UTF-8, anywhere in the table, must not
+    // hide the mqueue mount (which may be such a path itself).
     let points: Vec<PathBuf> = info
-        .lines()
+        .split(|&b| b == b'\n')
         .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "mqueue").then(|| PathBuf::from(unescape(point)))
+            let sep = l.windows(3).position(|w| w == b" - ")?;
+            let (left, right) = (&l[..sep], &l[sep + 3..]);
+            let point = left
+                .split(|&b| b == b' ')
+                .filter(|f| !f.is_empty())
+                .nth(4)?;
+            let fstype = right.split(|&b| b == b' ').find(|f| !f.is_empty())?;
+            (fstype == b"mqueue")
+                .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(point))))
         })
         .collect();
     let dev = Path::new("/dev/mqueue");
@@ -576,26 +588,26 @@ pub fn mqueue_mount() -> Option<PathBuf> {
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        match rest
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let octal = s
             .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok())
-        {
+            .filter(|_| s[i] == b'\\')
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match octal {
             Some(b) => {
-                out.push(b as char);
-                rest = &rest[i + 4..];
+                out.push(b);
+                i += 4;
             }
             None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
+                out.push(s[i]);
+                i += 1;
             }
         }
     }
-    out.push_str(rest);
     out
 }
 
@@ -1015,8 +1027,38 @@ mod tests {
         assert_eq!(path("    12 @abstract"), None);
     }
 
+    /// A mount point that is not UTF-8 anywhere in the table (a removable disk's label, a
+    /// user's FUSE mount) made the whole table unreadable: "no mqueue filesystem is mounted",
+    /// queues unlisted and their descriptors not matched to holders. The mqueue mount point
+    /// itself may be such a path too.
+    #[test]
+    fn an_mqueue_mount_is_found_whatever_else_is_mounted() {
+        let mut info = b"36 35 98:0 / /media/disk-".to_vec();
+        info.extend_from_slice(b"\xff rw - vfat /dev/sdb1 rw\n");
+        info.extend_from_slice(b"40 35 0:30 / /run/mq\\040q- rw - mqueue mqueue rw\n");
+        let mut want = b"/run/mq q-".to_vec();
+        let mut odd = info.clone();
+        odd.pop();
+        odd.extend_from_slice(b"\n41 35 0:31 / /x/\xfe rw - mqueue mqueue rw\n");
+        assert_eq!(
+            mqueue_mount_in(&info),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+        // The first mqueue mount unless one is at /dev/mqueue.
+        assert_eq!(
+            mqueue_mount_in(&odd),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+        let only_odd = b"41 35 0:31 / /x/\xfe rw - mqueue mqueue rw\n";
+        want = b"/x/\xfe".to_vec();
+        assert_eq!(
+            mqueue_mount_in(only_odd),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+    }
+
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/a\040b\134c\x"), r"/a b\c\x");
+        assert_eq!(unescape(br"/a\040b\134c\x"), br"/a b\c\x");
     }
 }
