@@ -116,7 +116,7 @@ impl HookTable {
         let len = self.len.load(Ordering::SeqCst).min(MAX_FDS);
         let pairs = &self.pairs[..len];
         let target = |i: usize| pairs[i].1.load(Ordering::SeqCst);
-        let floor = (0..len).map(target).max().unwrap_or(2) + 1;
+        let is_target = |n: RawFd| (0..len).any(|j| target(j) == n);
         // Phase 0: a number `pass` chose was free in the parent; if this child would inherit a
         // descriptor there now (the program opened one since, on another thread or between
         // `pass` and the spawn), installing ours would silently replace it. Refuse before
@@ -133,13 +133,25 @@ impl HookTable {
             }
         }
         let mut temps = [0 as RawFd; MAX_FDS];
-        // Phase 1: copy every source above all targets, so phase 2 cannot clobber one.
+        // Phase 1: copy every source to a number that is no target, so phase 2 cannot clobber
+        // one. A copy that lands on a free target is left there as a placeholder (phase 2
+        // replaces it: every target gets a `dup2`) and the next number is tried. The copies
+        // take the lowest free numbers, not numbers above every target: a target just below
+        // `RLIMIT_NOFILE` is valid, and a copy above it could not be made.
         for (i, (src, _)) in pairs.iter().enumerate() {
             // SAFETY: `released` is clear, so the `ChildFds` was alive at the fork and its
             // descriptors, whose numbers these are, were open in the parent and so are here.
             let src = unsafe { BorrowedFd::borrow_raw(src.load(Ordering::SeqCst)) };
-            let tmp = rustix::io::fcntl_dupfd_cloexec(src, floor)?;
-            temps[i] = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+            let mut from = 0;
+            temps[i] = loop {
+                let tmp = rustix::io::fcntl_dupfd_cloexec(src, from)?;
+                let tmp = std::os::fd::IntoRawFd::into_raw_fd(tmp);
+                if !is_target(tmp) {
+                    break tmp;
+                }
+                // At most one placeholder per target: the loop ends.
+                from = tmp + 1;
+            };
         }
         // Phase 2: move each copy to its target; dup2 leaves the target inheritable.
         for (i, &tmp) in temps[..len].iter().enumerate() {
@@ -177,6 +189,10 @@ impl ChildFds {
     /// does): it is kept, close-on-exec, until this value is dropped, so after the spawn only
     /// the child has it. To keep a descriptor of your own, pass a copy
     /// (`fd.try_clone()`, or `fd.as_fd().try_clone_to_owned()`).
+    ///
+    /// Errors: [`ErrorKind::InvalidInput`] when `target` is negative or another entry's;
+    /// [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when `target` is at or above this
+    /// process's soft limit, which the child inherits (any number below it works).
     pub fn pass_as(&mut self, fd: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildFds> {
         if target < 0 || self.maps.iter().any(|m| m.1 == target) {
             return Err(Error::with_note(
@@ -185,6 +201,7 @@ impl ChildFds {
             )
             .on(target));
         }
+        check_below_nofile(target)?;
         self.push_owned(close_on_exec(fd.into())?, target, None, false)
     }
 
@@ -199,11 +216,16 @@ impl ChildFds {
     /// rather than replace that descriptor in the child.
     ///
     /// Takes the descriptor, as [`pass_as`](ChildFds::pass_as) does.
+    ///
+    /// Errors: [`ErrorKind::InvalidName`] for an empty name or one with `,`, `=` or a NUL
+    /// byte; [`ErrorKind::AlreadyExists`] when the name is taken; [`ErrorKind::LimitExceeded`]
+    /// naming `RLIMIT_NOFILE` when no number below that limit is free.
     pub fn pass(&mut self, name: &str, fd: impl Into<OwnedFd>) -> Result<RawFd> {
-        if name.is_empty() || name.contains([',', '=']) {
+        if name.is_empty() || name.contains([',', '=', '\0']) {
             return Err(Error::with_note(
                 ErrorKind::InvalidName,
-                "an inherited fd name is non-empty and has no ',' or '='",
+                "an inherited fd name is non-empty and has no ',', '=' or NUL byte (it \
+                 travels in the environment as name=fd pairs separated by commas)",
             )
             .on(name));
         }
@@ -221,6 +243,7 @@ impl ChildFds {
                     .in_op("pass fd")
                     .on(name)
             })?;
+        check_below_nofile(target).map_err(|e| e.on(name))?;
         self.push_owned(fd, target, Some(name.to_owned()), true)?;
         Ok(target)
     }
@@ -369,6 +392,23 @@ fn close_on_exec(fd: OwnedFd) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Fails with [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when `target` is at or
+/// above the soft limit: no process under that limit (the child inherits it) can have a
+/// descriptor there, and the spawn would fail with a bare `EBADF` from the child's `dup2`.
+fn check_below_nofile(target: RawFd) -> Result<()> {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match lim {
+        Some(max) if u64::try_from(target).map_or(true, |t| t >= max) => {
+            Err(Error::limit("RLIMIT_NOFILE", Some(max))
+                .in_op(format!(
+                    "pass fd as {target}: descriptor numbers stop below the soft RLIMIT_NOFILE"
+                ))
+                .on(format_args!("fd {target}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`).
 fn is_open(fd: RawFd) -> bool {
     // SAFETY: `F_GETFD` on any number only reads that descriptor's flags; it fails with
@@ -376,6 +416,9 @@ fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
+/// Every number [`take`] adopted in this process. An inherited descriptor is open from the
+/// `exec` on, so its number cannot be reused before it is adopted; once adopted, it is owned,
+/// and a later `take` naming it (the name twice in a list, or another name) is refused.
 static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
 
 /// Adopts the descriptor the parent handed to this process under `name` (with
@@ -384,54 +427,105 @@ static TAKEN: Mutex<Option<HashSet<RawFd>>> = Mutex::new(None);
 /// The descriptor is made close-on-exec again, so it does not leak further. Each name can be
 /// taken once per process.
 ///
-/// Errors: [`ErrorKind::NotFound`] if the parent passed nothing under `name` or the descriptor
-/// is not open; [`ErrorKind::AlreadyExists`] if it was taken already.
+/// Adopts only what [`ChildFds::pass`] could have put there: the number listed once for
+/// `name` in [`ENV_VAR`], written in decimal digits, 3 or more (never stdin, stdout or
+/// stderr), open and inheritable (a descriptor opened by this process is close-on-exec).
+/// Anything else is a list that was forged, mangled or left in the environment by an
+/// ancestor, and its number may name an unrelated descriptor: it is refused and the
+/// descriptor left as it is.
+///
+/// Errors: [`ErrorKind::NotFound`] if the parent passed nothing usable under `name` (not
+/// listed, listed more than once, not a descriptor number, 0 to 2, not open, or not
+/// inherited), the note saying which; [`ErrorKind::AlreadyExists`] if it was taken already.
 pub fn take(name: &str) -> Result<OwnedFd> {
-    take_listed(&std::env::var(ENV_VAR).unwrap_or_default(), name)
+    take_checked(name, |_| Ok(()))
+}
+
+/// [`take`], adopting the descriptor only if `check` accepts it (a type check: a pipe, a
+/// memfd, a socket). When `check` fails, its error is returned and the descriptor is left
+/// open, inheritable and not taken: a list naming the wrong number must not make this
+/// process close a descriptor that belongs to something else.
+pub fn take_checked(
+    name: &str,
+    check: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
+) -> Result<OwnedFd> {
+    take_listed_checked(&std::env::var(ENV_VAR).unwrap_or_default(), name, check)
 }
 
 /// [`take`] with the value of [`ENV_VAR`] given.
+#[cfg(test)]
 fn take_listed(list: &str, name: &str) -> Result<OwnedFd> {
+    take_listed_checked(list, name, |_| Ok(()))
+}
+
+/// [`take_checked`] with the value of [`ENV_VAR`] given.
+fn take_listed_checked(
+    list: &str,
+    name: &str,
+    check: impl FnOnce(BorrowedFd<'_>) -> Result<()>,
+) -> Result<OwnedFd> {
     let not_found = |note: String| {
         Error::with_note(ErrorKind::NotFound, note)
             .in_op("take inherited fd")
             .on(name)
     };
-    let fd: RawFd = list
+    let mut values = list
         .split(',')
         .filter_map(|pair| pair.split_once('='))
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, fd)| fd.parse().ok())
-        .filter(|fd| *fd >= 0)
+        .filter(|(n, _)| *n == name)
+        .map(|(_, fd)| fd);
+    let value = values
+        .next()
         .ok_or_else(|| not_found(format!("no fd named {name:?} in {ENV_VAR}")))?;
+    if values.next().is_some() {
+        return Err(not_found(format!(
+            "{ENV_VAR} lists {name:?} more than once, which ChildFds never writes (a forged or \
+             mangled list): none of its numbers is adopted"
+        )));
+    }
+    let fd: RawFd = Some(value)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            not_found(format!(
+                "{ENV_VAR} gives {value:?} for {name:?}, which is not a descriptor number"
+            ))
+        })?;
+    if fd < 3 {
+        return Err(not_found(format!(
+            "{ENV_VAR} names fd {fd}, a standard stream: ChildFds::pass never puts a named \
+             descriptor there (pass_as hands those over unnamed), so the list is not ours"
+        )));
+    }
     let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     let taken = taken.get_or_insert_with(HashSet::new);
-    if !taken.insert(fd) {
+    if taken.contains(&fd) {
         return Err(Error::new(ErrorKind::AlreadyExists)
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd})")));
     }
-    // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is open and
-    // whether it was inherited.
+    // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is open,
+    // whether it was inherited, and (by `check`) what it is, while no other `take` can adopt
+    // it (`TAKEN` is locked); nothing else in this process owns an inherited descriptor that
+    // is still inheritable.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let flags = fcntl_getfd(borrowed).map_err(|e| {
-        taken.remove(&fd);
-        Error::from(e)
-            .in_op("take inherited fd")
-            .on(format_args!("{name} (fd {fd} is not open)"))
+        not_found(format!("{ENV_VAR} names fd {fd}, which is not open"))
+            .with_source(std::io::Error::from(e))
     })?;
     if flags.contains(FdFlags::CLOEXEC) {
         // A descriptor that came through `exec` has close-on-exec clear (`ChildFds` moves it
         // into place with `dup2`); this one was opened by this process since. The list is not
         // ours: typically inherited through the environment from an ancestor that was handed
         // descriptors, by a program that spawned this one without any.
-        taken.remove(&fd);
         return Err(not_found(format!(
             "{ENV_VAR} names fd {fd}, but that descriptor is close-on-exec, so it was opened \
              by this process, not inherited (a list left in the environment by an ancestor?)"
         )));
     }
+    check(borrowed)?;
     fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
+    taken.insert(fd);
     // SAFETY: `fd` was open and inheritable, so it came through `exec` as the parent's list
     // says (nothing in this process made it), and it is taken at most once (the `TAKEN` set):
     // this is its only owner.
@@ -462,6 +556,20 @@ mod tests {
             fds.pass_as(r.try_clone().unwrap(), a).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
+    }
+
+    /// A name with a NUL byte cannot travel in the environment: `pass` took it, and every
+    /// spawn of the `ChildFds` then failed with std's "nul byte found in provided data",
+    /// naming neither the name nor the call that let it in.
+    #[test]
+    fn a_name_with_a_nul_byte_is_refused_when_passed() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let mut fds = ChildFds::new();
+        let e = fds.pass("a\0b", r).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        assert!(fds.maps.is_empty());
+        let mut cmd = Command::new("/bin/true");
+        assert!(fds.spawn(&mut cmd).unwrap().wait().unwrap().success());
     }
 
     /// A descriptor handed over inheritable is made close-on-exec while this value holds it,
@@ -574,6 +682,122 @@ mod tests {
         fds.apply(&mut cmd);
         let env: Vec<_> = cmd.get_envs().collect();
         assert_eq!(env, [(std::ffi::OsStr::new(ENV_VAR), None)]);
+    }
+
+    /// An inheritable descriptor at the lowest free number from `from` up, as `dup2` in a
+    /// child leaves one; the caller releases it (adopted by `take_listed`, or closed).
+    ///
+    /// `take` remembers every number it adopted for the life of the process, so tests that
+    /// run in parallel in this one take numbers from ranges of their own (`from`), never one
+    /// another test adopted and closed.
+    fn inheritable(from: RawFd) -> RawFd {
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let fd = rustix::io::fcntl_dupfd_cloexec(&r, from).unwrap();
+        fcntl_setfd(&fd, FdFlags::empty()).unwrap();
+        std::os::fd::IntoRawFd::into_raw_fd(fd)
+    }
+
+    /// A list naming stdin, stdout or stderr (`ChildFds::pass` never puts a named descriptor
+    /// there: it chooses from 3 up) must not make `take` adopt it: the `OwnedFd` would close
+    /// the process's standard stream when dropped, and the next descriptor opened would
+    /// take its number (what `println!` then writes to). These are inheritable, so the
+    /// close-on-exec check alone let them through.
+    #[test]
+    fn take_never_adopts_stdin_stdout_or_stderr() {
+        for fd in 0..3 {
+            let name = format!("std{fd}");
+            let flags = fcntl_getfd(
+                // SAFETY: only read the flags of the standard descriptor, if open.
+                unsafe { BorrowedFd::borrow_raw(fd) },
+            );
+            match take_listed(&format!("{name}={fd}"), &name) {
+                Ok(adopted) => {
+                    // Undo what the adoption did before failing, so the test process keeps
+                    // its standard streams: the flag back, and no close.
+                    if let Ok(flags) = flags {
+                        let _ = fcntl_setfd(&adopted, flags);
+                    }
+                    std::mem::forget(adopted);
+                    panic!("take adopted fd {fd}, a standard stream");
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                    assert!(e.to_string().contains(&format!("fd {fd}")), "{e}");
+                }
+            }
+        }
+    }
+
+    /// `take`'s documented error for a listed descriptor that is not open is `NotFound`, and
+    /// it says so; it was an `Io` error of `EBADF`.
+    #[test]
+    fn take_of_a_closed_number_is_not_found() {
+        let fd = inheritable(300);
+        // SAFETY: `fd` was just made by `inheritable` and is owned by nothing else.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        let e = take_listed(&format!("gone={fd}"), "gone").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("not open"), "{e}");
+    }
+
+    /// A name listed twice (`ChildFds` never writes such a list: it was forged or mangled)
+    /// is ambiguous: `take` must refuse it rather than adopt the first number, which may be
+    /// an unrelated descriptor; and a value that is not a descriptor number must be reported
+    /// as such, not as "no fd named".
+    #[test]
+    fn take_refuses_a_name_listed_twice_and_says_what_is_wrong_with_a_value() {
+        let a = inheritable(320);
+        let b = inheritable(320);
+        let list = format!("twice={a},other={b},twice={b}");
+        match take_listed(&list, "twice") {
+            Ok(fd) => {
+                std::mem::forget(fd);
+                panic!("a name listed twice was adopted");
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                assert!(e.to_string().contains("twice"), "{e}");
+            }
+        }
+        // Neither descriptor was adopted or closed by the refusal.
+        let other = take_listed(&list, "other").unwrap();
+        assert_eq!(other.as_raw_fd(), b);
+        // SAFETY: `a` was made by `inheritable` and never adopted (the refusal above).
+        drop(unsafe { OwnedFd::from_raw_fd(a) });
+        for bad in ["x", "", "3.0", " 7", "99999999999", "-1", "0x10"] {
+            let e = take_listed(&format!("bad={bad}"), "bad").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{bad:?}: {e}");
+            assert!(!e.to_string().contains("no fd named"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("not a descriptor number"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    /// Threads racing to take one name: exactly one adopts it, every other gets
+    /// `AlreadyExists` (the documented "each name can be taken once per process").
+    #[test]
+    fn concurrent_takes_of_one_name_adopt_it_once() {
+        let fd = inheritable(340);
+        let list = std::sync::Arc::new(format!("raced={fd}"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (list, barrier) = (list.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    take_listed(&list, "raced")
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let adopted: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(adopted.len(), 1, "{results:?}");
+        assert_eq!(adopted[0].as_raw_fd(), fd);
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -306,11 +307,20 @@ impl Object {
     }
 
     /// The POSIX name of a shared memory object, named semaphore or queue.
+    ///
+    /// `None` when its file name is not UTF-8: [`name`](Object::name) then shows it with
+    /// U+FFFD for the bytes that are not, which is the name of another object (one anybody
+    /// can create), and no [`PosixName`] can hold the real one. Remove such an object by its
+    /// path ([`removable`](Object::removable)).
     pub fn posix_name(&self) -> Option<PosixName> {
         match self.kind {
-            Kind::Shm | Kind::Semaphore | Kind::Queue => PosixName::new(&self.name).ok(),
-            _ => None,
+            Kind::Shm | Kind::Semaphore | Kind::Queue => {}
+            _ => return None,
         }
+        if let Some(path) = &self.path {
+            path.file_name()?.to_str()?;
+        }
+        PosixName::new(&self.name).ok()
     }
 
     /// Attaches what a mechanism crate recognised and judges again.
@@ -548,13 +558,25 @@ fn scan_shm(dir: &Path, inv: &mut Inventory) {
 /// Where an mqueue filesystem is mounted: `/dev/mqueue`, or the first other mount point of one
 /// in `/proc/self/mountinfo`.
 pub fn mqueue_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mqueue_mount_in(&std::fs::read("/proc/self/mountinfo").ok()?)
+}
+
+/// [`mqueue_mount`] of a mountinfo table.
+fn mqueue_mount_in(info: &[u8]) -> Option<PathBuf> {
+    // Bytes, not a `String`: a mount point that is not UTF-8, anywhere in the table, must not
+    // hide the mqueue mount (which may be such a path itself).
     let points: Vec<PathBuf> = info
-        .lines()
+        .split(|&b| b == b'\n')
         .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let point = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "mqueue").then(|| PathBuf::from(unescape(point)))
+            let sep = l.windows(3).position(|w| w == b" - ")?;
+            let (left, right) = (&l[..sep], &l[sep + 3..]);
+            let point = left
+                .split(|&b| b == b' ')
+                .filter(|f| !f.is_empty())
+                .nth(4)?;
+            let fstype = right.split(|&b| b == b' ').find(|f| !f.is_empty())?;
+            (fstype == b"mqueue")
+                .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(point))))
         })
         .collect();
     let dev = Path::new("/dev/mqueue");
@@ -566,26 +588,26 @@ pub fn mqueue_mount() -> Option<PathBuf> {
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        match rest
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let octal = s
             .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok())
-        {
+            .filter(|_| s[i] == b'\\')
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match octal {
             Some(b) => {
-                out.push(b as char);
-                rest = &rest[i + 4..];
+                out.push(b);
+                i += 4;
             }
             None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
+                out.push(s[i]);
+                i += 1;
             }
         }
     }
-    out.push_str(rest);
     out
 }
 
@@ -732,17 +754,32 @@ pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
 }
 
 /// Paths Unix sockets are bound to in this network namespace (`/proc/net/unix`).
+///
+/// Read as bytes (a path that is not UTF-8, anybody's, must not hide the others), each path
+/// being the rest of its line after the seventh field and one space (it may hold spaces).
 fn bound_sockets() -> std::collections::HashSet<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/unix") else {
+    let Ok(table) = std::fs::read("/proc/net/unix") else {
         return Default::default();
     };
-    text.lines()
+    table
+        .split(|&b| b == b'\n')
         .skip(1)
-        .filter_map(|l| {
-            let path = l.split_whitespace().nth(7)?;
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
+        .filter_map(socket_path)
         .collect()
+}
+
+/// The filesystem path of one `/proc/net/unix` line (`None` for an unbound or abstract
+/// socket): the kernel prints seven fields (the inode right-aligned, so a field may start
+/// with spaces), then, for a bound socket, one space and the path verbatim.
+fn socket_path(line: &[u8]) -> Option<PathBuf> {
+    let mut rest = line;
+    for _ in 0..7 {
+        rest = rest.trim_ascii_start();
+        rest = &rest[rest.iter().position(|&b| b == b' ')?..];
+    }
+    let path = rest.strip_prefix(b" ")?;
+    path.starts_with(b"/")
+        .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
 }
 
 fn scan_dir(dir: &Path, depth: usize, inv: &mut Inventory) {
@@ -804,11 +841,14 @@ impl Holders {
                     continue;
                 }
             }
-            if let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) {
-                for line in maps.lines() {
+            // Bytes, not a `String`: a path that is not UTF-8 anywhere in the file must not
+            // hide every other mapping of the process.
+            if let Ok(maps) = std::fs::read(p.path().join("maps")) {
+                for line in maps.split(|&b| b == b'\n') {
                     // The path is the sixth field and may contain spaces.
-                    if let Some(i) = line.find(" /") {
-                        paths.push(PathBuf::from(line[i + 1..].trim_end()));
+                    if let Some(i) = line.windows(2).position(|w| w == b" /") {
+                        let path = line[i + 1..].trim_ascii_end();
+                        paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(path)));
                     }
                 }
             }
@@ -977,7 +1017,48 @@ mod tests {
     }
 
     #[test]
+    fn socket_paths_keep_spaces_and_skip_unbound_and_abstract_sockets() {
+        let line =
+            |rest: &str| format!("0000000000000000: 00000002 00000000 00010000 0001 01{rest}");
+        let path = |rest: &str| socket_path(line(rest).as_bytes());
+        assert_eq!(path("    12 /tmp/a b"), Some(PathBuf::from("/tmp/a b")));
+        assert_eq!(path(" 123456 /run/x"), Some(PathBuf::from("/run/x")));
+        assert_eq!(path("    12"), None);
+        assert_eq!(path("    12 @abstract"), None);
+    }
+
+    /// A mount point that is not UTF-8 anywhere in the table (a removable disk's label, a
+    /// user's FUSE mount) made the whole table unreadable: "no mqueue filesystem is mounted",
+    /// queues unlisted and their descriptors not matched to holders. The mqueue mount point
+    /// itself may be such a path too.
+    #[test]
+    fn an_mqueue_mount_is_found_whatever_else_is_mounted() {
+        let mut info = b"36 35 98:0 / /media/disk-".to_vec();
+        info.extend_from_slice(b"\xff rw - vfat /dev/sdb1 rw\n");
+        info.extend_from_slice(b"40 35 0:30 / /run/mq\\040q- rw - mqueue mqueue rw\n");
+        let mut want = b"/run/mq q-".to_vec();
+        let mut odd = info.clone();
+        odd.pop();
+        odd.extend_from_slice(b"\n41 35 0:31 / /x/\xfe rw - mqueue mqueue rw\n");
+        assert_eq!(
+            mqueue_mount_in(&info),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+        // The first mqueue mount unless one is at /dev/mqueue.
+        assert_eq!(
+            mqueue_mount_in(&odd),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+        let only_odd = b"41 35 0:31 / /x/\xfe rw - mqueue mqueue rw\n";
+        want = b"/x/\xfe".to_vec();
+        assert_eq!(
+            mqueue_mount_in(only_odd),
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(&want)))
+        );
+    }
+
+    #[test]
     fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/a\040b\134c\x"), r"/a b\c\x");
+        assert_eq!(unescape(br"/a\040b\134c\x"), br"/a b\c\x");
     }
 }

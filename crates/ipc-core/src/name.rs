@@ -21,6 +21,10 @@ pub const NAME_MAX: usize = 255;
 /// | [`SharedMemory`](PosixKind::SharedMemory) | `/dev/shm/NAME` | 254: rustix's `shm_open` (which `ipc-shm` uses) counts the slash against `NAME_MAX`; glibc's accepts 255, but such a name could not be opened here |
 /// | [`MessageQueue`](PosixKind::MessageQueue) | `NAME` in the mqueue filesystem | 255 (`NAME_MAX`) |
 /// | [`Semaphore`](PosixKind::Semaphore) | `/dev/shm/sem.NAME` (glibc) | 251 (`NAME_MAX` − 4) |
+///
+/// The two kinds kept in `/dev/shm` share its names: the shared memory object `/sem.NAME` and
+/// the semaphore `/NAME` would be one file, so [`PosixName::check_kind`] refuses shared memory
+/// names that start with `sem.`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PosixKind {
@@ -124,11 +128,33 @@ impl PosixName {
         Ok(name)
     }
 
-    /// Checks that this name fits an object of `kind` ([`PosixKind::max_len`]).
+    /// Checks that this name fits an object of `kind` ([`PosixKind::max_len`]), and that a
+    /// shared memory name does not start with `sem.` (`/sem.NAME` is the file in which glibc
+    /// keeps the named semaphore `/NAME`: the two objects would be one).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidName`], saying the limit and why it is lower than `NAME_MAX`.
+    /// [`ErrorKind::InvalidName`], saying the limit and why it is lower than `NAME_MAX`, or
+    /// which semaphore a `sem.` name would alias.
     pub fn check_kind(&self, kind: PosixKind) -> Result<()> {
+        if kind == PosixKind::SharedMemory {
+            if let Some(sem) = self
+                .file_name()
+                .strip_prefix("sem.")
+                .filter(|s| !s.is_empty())
+            {
+                return Err(Error::with_note(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "/dev/shm/sem.{sem} is where glibc keeps the named semaphore /{sem}: a \
+                         shared memory object of this name would be that semaphore's file \
+                         (sem_open(\"/{sem}\") would open it); pick a name that does not \
+                         start with \"sem.\""
+                    ),
+                )
+                .on(format_args!("{:?}", self.as_str()))
+                .in_op("validate name"));
+            }
+        }
         let len = self.file_name().len();
         let max = kind.max_len();
         if len <= max {
@@ -275,6 +301,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// glibc keeps the named semaphore `/NAME` in `/dev/shm/sem.NAME`, where the shared memory
+    /// object `/sem.NAME` lives too: the two names are one file. A segment created as
+    /// `/sem.jobs` was opened by `sem_open("/jobs")` (a regular file of at least a `sem_t`
+    /// passes its checks), whose waits and posts then wrote into the segment's header; and the
+    /// inventory lists the segment as the semaphore `/jobs`. A shared memory name must not
+    /// start with `sem.`.
+    #[test]
+    fn a_shared_memory_name_never_aliases_a_semaphore_file() {
+        let e = PosixName::for_kind("/sem.jobs", PosixKind::SharedMemory).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        assert!(e.to_string().contains("semaphore /jobs"), "{e}");
+        for fine in ["/sem", "/sem.", "/semaphore", "/jobs.sem.x", "/Sem.jobs"] {
+            PosixName::for_kind(fine, PosixKind::SharedMemory).unwrap();
+        }
+        // The other kinds keep the name: a queue has its own filesystem, and the semaphore
+        // `/sem.jobs` is the file `sem.sem.jobs`.
+        PosixName::for_kind("/sem.jobs", PosixKind::MessageQueue).unwrap();
+        PosixName::for_kind("/sem.jobs", PosixKind::Semaphore).unwrap();
     }
 
     /// A name of `len` bytes after the slash, unique to this test process.

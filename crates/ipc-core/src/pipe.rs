@@ -397,7 +397,9 @@ impl<D: Direction> PipeEnd<D> {
     /// (`ipc_pipe::ChildPipes::pass`, or [`ChildFds`](crate::inherit::ChildFds)), checking that
     /// it is a pipe open for this end's direction (see [`adopt`](PipeEnd::adopt)).
     ///
-    /// The descriptor becomes close-on-exec again, so it does not leak further.
+    /// The descriptor becomes close-on-exec again, so it does not leak further. It is checked
+    /// before it is adopted ([`take_checked`](crate::inherit::take_checked)): one of the wrong
+    /// type, which a mistaken list may name, is left open and untouched rather than closed.
     ///
     /// Errors: [`ErrorKind::NotFound`] when the parent passed nothing under `name`;
     /// [`ErrorKind::AlreadyExists`] when it was taken already; [`ErrorKind::WrongType`] as for
@@ -407,9 +409,10 @@ impl<D: Direction> PipeEnd<D> {
     /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html) (`F_SETFD`,
     ///   `FD_CLOEXEC`), [`fstat(2)`](https://man7.org/linux/man-pages/man2/fstat.2.html)
     pub fn from_inherited(name: &str) -> Result<PipeEnd<D>> {
-        let fd = crate::inherit::take(name)?;
+        let fd = crate::inherit::take_checked(name, check_end::<D>)
+            .map_err(|e| e.in_op(format!("adopt inherited fd {name:?}")))?;
         tracing::trace!(name, fd = fd.as_raw_fd(), "inherited pipe end adopted");
-        PipeEnd::adopt(fd).map_err(|e| e.in_op(format!("adopt inherited fd {name:?}")))
+        Ok(PipeEnd::from(fd))
     }
 
     /// Another descriptor for this end (`fcntl(F_DUPFD_CLOEXEC)`): for example one per thread,

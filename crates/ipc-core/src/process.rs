@@ -36,7 +36,11 @@ impl ProcStat {
 /// Parses one `/proc/PID/stat` line. The command name (field 2) is in parentheses and may hold
 /// spaces and `)`, so the fields are counted from the last `)`.
 pub fn parse(stat: &str) -> Option<ProcStat> {
-    let rest = &stat[stat.rfind(')')? + 1..];
+    parse_after_name(&stat[stat.rfind(')')? + 1..])
+}
+
+/// The fields after the command name's closing `)` (field 3 on).
+fn parse_after_name(rest: &str) -> Option<ProcStat> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
@@ -47,8 +51,14 @@ pub fn parse(stat: &str) -> Option<ProcStat> {
 
 /// The stat of process `pid` (a number, or `"self"`), read now; `None` if it does not exist
 /// (or `/proc` is not mounted: check `stat("self")` to tell the two apart).
+///
+/// The line is read as bytes: the command name is whatever the process set (any bytes but
+/// NUL, UTF-8 or not), and only the fields after it, which the kernel writes in ASCII, are
+/// decoded. A process cannot pass for gone by naming itself.
 pub fn stat(pid: impl fmt::Display) -> Option<ProcStat> {
-    parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let line = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let name_end = line.iter().rposition(|&b| b == b')')?;
+    parse_after_name(std::str::from_utf8(&line[name_end + 1..]).ok()?)
 }
 
 #[cfg(test)]
