@@ -85,7 +85,7 @@ impl ChildPipes {
     ///
     /// Errors: [`ErrorKind::InvalidInput`](ipc_core::ErrorKind::InvalidInput) when `target` is
     /// negative or already used; [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded)
-    /// when out of descriptors.
+    /// when out of descriptors, or naming `RLIMIT_NOFILE` when `target` is at or above it.
     pub fn pass_as(&mut self, end: impl Into<OwnedFd>, target: RawFd) -> Result<&mut ChildPipes> {
         self.fds.pass_as(end.into(), target)?;
         Ok(self)
@@ -100,8 +100,10 @@ impl ChildPipes {
     /// name travels in the environment variable [`ipc_core::inherit::ENV_VAR`].
     ///
     /// Errors: [`ErrorKind::InvalidName`](ipc_core::ErrorKind::InvalidName) for an empty name
-    /// or one with `,` or `=`; [`ErrorKind::AlreadyExists`](ipc_core::ErrorKind::AlreadyExists)
-    /// when the name is taken.
+    /// or one with `,`, `=` or a NUL byte;
+    /// [`ErrorKind::AlreadyExists`](ipc_core::ErrorKind::AlreadyExists) when the name is
+    /// taken; [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) naming
+    /// `RLIMIT_NOFILE` when no number below it is free.
     pub fn pass(&mut self, name: &str, end: impl Into<OwnedFd>) -> Result<RawFd> {
         self.fds.pass(name, end.into())
     }

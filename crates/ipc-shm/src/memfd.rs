@@ -4,7 +4,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ipc_core::{Error, ErrorKind, Result, ResultExt};
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -183,27 +183,7 @@ impl Segment {
     pub fn adopt(fd: OwnedFd, seals: Seals) -> Result<Segment> {
         let kind = SegmentKind::Memfd { name: None };
         if seals == Seals::Required {
-            let have = rustix::fs::fcntl_get_seals(&fd).map_err(|e| {
-                let note = "the descriptor is not a sealable memory file (no seals to check)";
-                Error::with_note(ErrorKind::PermissionDenied, note)
-                    .with_source(e.into())
-                    .in_op("adopt")
-                    .on(&kind)
-            })?;
-            let needed = SealFlags::SHRINK | SealFlags::GROW;
-            if !have.contains(needed) {
-                let e = Error::with_note(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "the memfd is not sealed against shrinking and growing (seals {have:?}): \
-                         a peer could shrink it and make this process die of SIGBUS"
-                    ),
-                )
-                .in_op("adopt")
-                .on(&kind);
-                tracing::debug!(error = %e, "refused unsealed memfd");
-                return Err(e);
-            }
+            size_sealed(fd.as_fd())?;
         }
         let size = check_fd(&fd, 1, ipc_core::Owner::Any, &kind)?;
         let mode = rustix::fs::fcntl_getfl(&fd).ctx("fcntl(F_GETFL)", &kind)?;
@@ -218,8 +198,14 @@ impl Segment {
     /// Adopts the segment the parent handed to this process under `name` with
     /// [`ipc_core::inherit::ChildFds::pass`], demanding the size seals
     /// ([`adopt`](Segment::adopt) with [`Seals::Required`]).
+    ///
+    /// The descriptor is checked before it is adopted: one that is no size-sealed memfd
+    /// (which a mistaken or forged list may name) is refused and left open, never closed.
     pub fn inherited(name: &str) -> Result<Segment> {
-        Segment::adopt(ipc_core::inherit::take(name)?, Seals::Required)
+        Segment::adopt(
+            ipc_core::inherit::take_checked(name, size_sealed)?,
+            Seals::Required,
+        )
     }
 
     /// Sends this segment's descriptor over the connected Unix socket `socket`
@@ -315,4 +301,32 @@ impl Segment {
             .on(&kind)),
         }
     }
+}
+
+/// Whether `fd` is a memory file sealed against shrinking and growing (what
+/// [`Seals::Required`] demands): else `PermissionDenied`, saying why it matters.
+fn size_sealed(fd: BorrowedFd<'_>) -> Result<()> {
+    let kind = SegmentKind::Memfd { name: None };
+    let have = rustix::fs::fcntl_get_seals(fd).map_err(|e| {
+        let note = "the descriptor is not a sealable memory file (no seals to check)";
+        Error::with_note(ErrorKind::PermissionDenied, note)
+            .with_source(e.into())
+            .in_op("adopt")
+            .on(&kind)
+    })?;
+    let needed = SealFlags::SHRINK | SealFlags::GROW;
+    if !have.contains(needed) {
+        let e = Error::with_note(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the memfd is not sealed against shrinking and growing (seals {have:?}): \
+                 a peer could shrink it and make this process die of SIGBUS"
+            ),
+        )
+        .in_op("adopt")
+        .on(&kind);
+        tracing::debug!(error = %e, "refused unsealed memfd");
+        return Err(e);
+    }
+    Ok(())
 }

@@ -44,6 +44,28 @@ fn memfd_inherited(_ctx: &Ctx) {
     seg.write_at(1000, &pattern(2, 1000)).unwrap();
 }
 
+/// Child: handed a pipe under the segment's name, refuses it and leaves it open (it is not
+/// this code's to close: a mistaken list may name anything).
+fn pipe_inherited_as_segment(_ctx: &Ctx) {
+    let e = Segment::inherited("seg").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let list = std::env::var("IPC_INHERITED_FDS").unwrap();
+    let fd: i32 = list
+        .split(',')
+        .find_map(|pair| pair.strip_prefix("seg="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: only asks whether the number is still an open descriptor.
+    let open = unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    assert!(open, "the refused descriptor {fd} was closed");
+    // And it is still the pipe: what the parent wrote is there.
+    let mut byte = [0u8; 1];
+    // SAFETY: `fd` is open (checked above) and `byte` is a valid 1-byte buffer.
+    assert_eq!(unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) }, 1);
+    assert_eq!(byte, *b"p");
+}
+
 /// Child: receive a memfd over the inherited socket, check and answer.
 fn memfd_over_socket(ctx: &Ctx) {
     let sock = ctx.take_fd("sock");
@@ -110,6 +132,7 @@ roles!(
     create_under_umask,
     posix_peer,
     memfd_inherited,
+    pipe_inherited_as_segment,
     memfd_over_socket,
     sysv_peer,
     squatted_segment_given_away
@@ -282,6 +305,18 @@ fn memfd_is_sealed_and_adopt_demands_the_seals() {
     let dup = rustix::io::fcntl_dupfd_cloexec(Segment::memfd("x", 100).unwrap().fd().unwrap(), 0)
         .unwrap();
     assert_eq!(Segment::adopt(dup, Seals::Required).unwrap().len(), 100);
+}
+
+/// A descriptor of another kind listed under the segment's name is refused with
+/// `PermissionDenied` and left open in the child, not adopted and closed with the error.
+#[test]
+fn an_inherited_descriptor_that_is_no_sealed_memfd_is_refused_and_left_open() {
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    rustix::io::write(&w, b"p").unwrap();
+    spawn("pipe_inherited_as_segment")
+        .fd("seg", &r)
+        .start()
+        .wait_success();
 }
 
 #[test]
