@@ -122,6 +122,10 @@ impl Segment {
     /// Other processes keep their mappings; the memory goes with the last one. A memfd has
     /// nothing to remove (it goes with its last descriptor and mapping): unchanged.
     ///
+    /// A POSIX name is removed only while it still names this segment's object (its device
+    /// and inode, compared just before the unlink): if another process removed the name and
+    /// created a new segment under it meanwhile, the new one is left alone.
+    ///
     /// This is how every type of this workspace that owns a named object ties the name to
     /// its lifetime (`NamedSemaphore::remove_on_drop`, `SemaphoreSet::remove_on_drop` in
     /// `ipc-sync`); for a name with no value of its own, use an [`ipc_core::RemoveGuard`]
@@ -141,7 +145,19 @@ impl Segment {
     #[must_use]
     pub fn remove_on_drop(mut self) -> Segment {
         self.remove = match &self.kind {
-            SegmentKind::Posix(name) => Some(RemoveGuard::new(Removable::Shm(name.clone()))),
+            // The name is removed only while it still names this object (rustix's `shm_*`
+            // keep objects in `/dev/shm`): should another process have unlinked it and made a
+            // new object under it meanwhile, that one is left alone.
+            SegmentKind::Posix(name) => {
+                Some(RemoveGuard::new(match self.fd().map(rustix::fs::fstat) {
+                    Some(Ok(st)) => Removable::SameFile {
+                        path: std::path::Path::new("/dev/shm").join(name.file_name()),
+                        dev: st.st_dev,
+                        ino: st.st_ino,
+                    },
+                    _ => Removable::Shm(name.clone()),
+                }))
+            }
             SegmentKind::SysV { id } => Some(RemoveGuard::new(Removable::Sysv(
                 SysvKind::SharedMemory,
                 *id,

@@ -319,6 +319,31 @@ fn an_inherited_descriptor_that_is_no_sealed_memfd_is_refused_and_left_open() {
         .wait_success();
 }
 
+/// A creator whose name was removed and reused by another segment does not remove the new
+/// one when it drops (it removed whatever the name named, before).
+#[test]
+fn remove_on_drop_leaves_a_new_segment_under_the_same_name_alone() {
+    let name = unique_posix_name("reused");
+    let first = Segment::create(name.as_str(), 4096)
+        .unwrap()
+        .remove_on_drop();
+    Segment::unlink(name.as_str()).unwrap();
+    let second = Segment::create(name.as_str(), 4096)
+        .unwrap()
+        .remove_on_drop();
+    second.write_at(0, b"second").unwrap();
+    drop(first);
+    let again = Segment::open(name.as_str()).expect("the second segment's name was removed");
+    let mut buf = [0; 6];
+    again.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"second");
+    drop(second);
+    assert_eq!(
+        Segment::open(name.as_str()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
 #[test]
 fn memfd_by_inheritance() {
     let seg = Segment::memfd("inherited", 2000).unwrap();
