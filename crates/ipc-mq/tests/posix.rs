@@ -26,12 +26,40 @@ fn fresh(max_messages: usize, message_size: usize) -> (Queue, RemoveGuard) {
     (q, g)
 }
 
-/// The name a queue's guard unlinks.
-fn name(g: &RemoveGuard) -> &PosixName {
+/// The name a queue's guard unlinks: by name, or as its file in the mqueue mount.
+fn name(g: &RemoveGuard) -> PosixName {
     match g.object() {
-        Removable::Queue(name) => name,
+        Removable::Queue(name) => name.clone(),
+        Removable::SameFile { path, .. } => {
+            let file = path.file_name().unwrap().to_str().unwrap();
+            PosixName::new(&format!("/{file}")).unwrap()
+        }
         other => panic!("not a queue's guard: {other}"),
     }
+}
+
+/// A creator whose queue name was removed and reused by another queue does not remove the
+/// new one when its guard drops (it removed whatever the name named, before).
+#[test]
+fn a_remove_guard_leaves_a_new_queue_under_the_same_name_alone() {
+    let (first, g1) = fresh(4, 64);
+    let n = name(&g1);
+    posix::unlink(n.as_str()).unwrap();
+    let mut second = Queue::create(n.as_str(), 4, 64).unwrap();
+    let g2 = second.remove_guard().unwrap();
+    second.try_send(b"second").unwrap();
+    drop(g1);
+    drop(first);
+    let mut again = Queue::open(n.as_str(), Access::ReadOnly).expect("the new queue was removed");
+    let mut buf = [0; 64];
+    assert_eq!(MessageReceiver::try_recv(&mut again, &mut buf).unwrap(), 6);
+    drop(g2);
+    assert_eq!(
+        Queue::open(n.as_str(), Access::ReadOnly)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
 }
 
 /// The next message, which must be queued already.

@@ -71,8 +71,9 @@
 //! # Removing the name
 //!
 //! A queue's name stays in `/dev/mqueue` until [`unlink`]ed. [`Queue::remove_guard`] gives the
-//! workspace's one [`RemoveGuard`](ipc_core::RemoveGuard), which unlinks the name when dropped.
-//! Only a queue opened by name has one to unlink: for a descriptor adopted with
+//! workspace's one [`RemoveGuard`](ipc_core::RemoveGuard), which unlinks the name when dropped,
+//! while it still names that queue (a queue made under the name after it was unlinked is left
+//! alone). Only a queue opened by name has one to unlink: for a descriptor adopted with
 //! [`Queue::from_fd`] or `From<OwnedFd>` (which carries no name) `remove_guard` is an error, not
 //! a guard that would silently remove nothing; whoever knows the name makes the guard
 //! (`RemoveGuard::new(Removable::Queue(name))`).

@@ -175,10 +175,14 @@ impl Queue {
 
     /// A guard that unlinks the queue's name when dropped (also during a panic), so a test or
     /// a short-lived program leaves nothing in `/dev/mqueue`: the workspace's one
-    /// [`RemoveGuard`], for [`Removable::Queue`] with this queue's name.
+    /// [`RemoveGuard`], for this queue's name.
     ///
-    /// The guard works by name: if the name was unlinked and taken by another queue in the
-    /// meantime, the guard removes that one. A name that is already gone is not an error.
+    /// The name is removed only while it still names this queue: the guard compares the
+    /// queue's device and inode with the name's in the mqueue filesystem (when one of this
+    /// IPC namespace is mounted, as `/dev/mqueue` usually is) just before the unlink, so a
+    /// queue another process made under the name after it was unlinked is left alone. With
+    /// no such mount it works by name (and would remove that queue). A name that is already
+    /// gone is not an error.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for a descriptor adopted without a name
@@ -187,7 +191,7 @@ impl Queue {
     /// itself: `RemoveGuard::new(Removable::Queue(name))`.
     pub fn remove_guard(&self) -> Result<RemoveGuard> {
         match &self.name {
-            Some(name) => Ok(RemoveGuard::new(Removable::Queue(name.clone()))),
+            Some(name) => Ok(RemoveGuard::new(self.removable(name))),
             None => Err(self.fail(
                 Error::with_note(
                     ErrorKind::InvalidInput,
@@ -195,6 +199,24 @@ impl Queue {
                 ),
                 "remove guard",
             )),
+        }
+    }
+
+    /// The queue's name as a file of an mqueue mount of this IPC namespace (its device is
+    /// the queue's), tied to the queue's inode; by name when there is none.
+    fn removable(&self, name: &PosixName) -> Removable {
+        let Ok(st) = rustix::fs::fstat(&self.fd) else {
+            return Removable::Queue(name.clone());
+        };
+        match ipc_core::inventory::mqueue_mount() {
+            Some(mount) if rustix::fs::stat(&mount).is_ok_and(|m| m.st_dev == st.st_dev) => {
+                Removable::SameFile {
+                    path: mount.join(name.file_name()),
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }
+            }
+            _ => Removable::Queue(name.clone()),
         }
     }
 
