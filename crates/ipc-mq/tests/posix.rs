@@ -32,7 +32,7 @@ fn name(g: &RemoveGuard) -> PosixName {
         Removable::Queue(name) => name.clone(),
         Removable::SameFile { path, .. } => {
             let file = path.file_name().unwrap().to_str().unwrap();
-            PosixName::new(&format!("/{file}")).unwrap()
+            PosixName::new(format!("/{file}")).unwrap()
         }
         other => panic!("not a queue's guard: {other}"),
     }
