@@ -159,6 +159,61 @@ impl SetOpenOptions {
     }
 }
 
+/// Why `ops` could never proceed, whatever the set's values, or `None` if some values let
+/// them: for each semaphore, its operations in their order need a value before the call of
+/// at least what the takes need at their deepest, and exactly one value where a wait for zero
+/// is among them (the kernel applies them one after another on a running value). If no value
+/// from 0 to [`SEMVMX`] fits, the kernel would block on them for ever.
+///
+/// Runs on every [`SemaphoreSet::op`]: a few operations are sorted on the stack, so that the
+/// check allocates nothing then.
+fn never_proceeds(ops: &[SemOp]) -> Option<String> {
+    let mut stack = [SemOp::new(0, 0); STACK_OPS];
+    let mut heap = Vec::new();
+    let sorted: &mut [SemOp] = if ops.len() <= STACK_OPS {
+        stack[..ops.len()].copy_from_slice(ops);
+        &mut stack[..ops.len()]
+    } else {
+        heap.extend_from_slice(ops);
+        &mut heap
+    };
+    // Stable: each semaphore's operations keep their order.
+    sorted.sort_by_key(|o| o.num);
+    for group in sorted.chunk_by(|a, b| a.num == b.num) {
+        let num = group[0].num;
+        // The running change so far, the least value the takes need, and the value a wait for
+        // zero needs.
+        let (mut sum, mut least, mut exact) = (0i64, 0i64, None::<i64>);
+        for o in group {
+            if o.delta == 0 {
+                if sum > 0 || exact.is_some_and(|e| e != -sum) {
+                    return Some(format!(
+                        "semaphore {num}: a wait for zero after adding {sum} to it in the same \
+                         call can never proceed"
+                    ));
+                }
+                exact = Some(-sum);
+            } else {
+                sum += i64::from(o.delta);
+                least = least.max(-sum);
+            }
+        }
+        if exact.is_some_and(|e| e < least) {
+            return Some(format!(
+                "semaphore {num}: these operations wait for zero where their takes need a \
+                 value of at least {least}: they can never proceed"
+            ));
+        }
+        if least > i64::from(SEMVMX) {
+            return Some(format!(
+                "semaphore {num}: these operations take {least} at once, more than any value \
+                 can hold (SEMVMX is {SEMVMX}): they can never proceed"
+            ));
+        }
+    }
+    None
+}
+
 /// One operation of a [`SemaphoreSet::op`] call (`struct sembuf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SemOp {
@@ -435,7 +490,10 @@ impl SemaphoreSet {
     ///   the operations could not proceed in time; nothing was done.
     /// - [`ErrorKind::Disconnected`]: the set was removed (`EIDRM`, or `EINVAL` for an id that
     ///   no longer exists).
-    /// - [`ErrorKind::InvalidInput`]: `ops` is empty or names a semaphore beyond the set.
+    /// - [`ErrorKind::InvalidInput`]: `ops` is empty or names a semaphore beyond the set; or
+    ///   no value of some semaphore could ever let its operations proceed (they take more
+    ///   than [`SEMVMX`] in all, or wait for zero after adding to it in the same call), so
+    ///   that the kernel would wait for ever: refused at once, whatever the deadline.
     /// - [`ErrorKind::LimitExceeded`]: a value would exceed [`SEMVMX`], more operations than
     ///   `SEMOPM`, or no memory for the undo records.
     ///
@@ -462,6 +520,9 @@ impl SemaphoreSet {
                 ErrorKind::InvalidInput,
                 format!("semaphore {} of a set of {}", op.num, self.len),
             )));
+        }
+        if let Some(why) = never_proceeds(ops) {
+            return Err(fail(Error::with_note(ErrorKind::InvalidInput, why)));
         }
         let nowait = if deadline == Deadline::Now {
             libc::IPC_NOWAIT

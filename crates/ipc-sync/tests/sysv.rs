@@ -2,14 +2,15 @@
 //! holder took (and without it nothing is given back), and removing a set wakes its waiters
 //! with "disconnected"; a set another program created and initialised with `semctl(SETVAL)`
 //! (a C program here) opens by key; a creator killed at each step of creating a set leaves
-//! openers an error, not a hang; another user's set is refused unless asked for.
+//! openers an error, not a hang; another user's set is refused unless asked for; operations
+//! that no value can ever let proceed are refused at once, not waited for.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
-use ipc_sync::{Key, Owner, SemOp, SemaphoreSet, SetOpenOptions};
+use ipc_sync::{Key, Owner, SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, users, watchdog, within_watchdog};
 
 /// Removes the System V semaphore set `id` on drop (also when the test fails).
@@ -354,4 +355,65 @@ fn a_squatted_set_given_away_to_the_victim_is_refused() {
         return;
     }
     assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// Operations that no value of the semaphore can ever let proceed: taking more than `SEMVMX`
+/// (one operation of -32768, or several takes adding up), or a wait for zero after adding in
+/// the same call. The kernel would wait for them for ever under `Deadline::Never` (and call
+/// them "would block" under `Deadline::Now`, as if trying again could help); they are refused
+/// at once with `InvalidInput`, whatever the deadline, and change nothing. Operations that
+/// some value lets proceed still do.
+#[test]
+fn operations_that_can_never_proceed_are_refused_whatever_the_deadline() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[SEMVMX, 0])
+        .unwrap()
+        .remove_on_drop();
+    let id = set.id();
+    let never = [
+        vec![SemOp::new(0, i16::MIN)],
+        vec![
+            SemOp::new(0, -20000),
+            SemOp::new(1, 1),
+            SemOp::new(0, -20000),
+        ],
+        vec![SemOp::new(1, 1), SemOp::new(1, 0)],
+        vec![SemOp::new(1, -1), SemOp::new(1, 1), SemOp::new(1, 0)],
+    ];
+    for ops in never {
+        for deadline in [
+            Deadline::Now,
+            Deadline::after(Duration::from_millis(10)),
+            Deadline::Never,
+        ] {
+            let what = format!("{ops:?} until {deadline:?}");
+            let ops = ops.clone();
+            // A blocked thread is left behind if this fails; the set's removal (on unwind)
+            // ends its wait.
+            let r = within_watchdog(&what, move || {
+                SemaphoreSet::from_id(id).unwrap().op(&ops, deadline)
+            });
+            let e = r.expect_err(&what);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+            assert!(e.to_string().contains("never"), "{what}: {e}");
+        }
+    }
+    assert_eq!(set.values().unwrap(), vec![SEMVMX, 0], "nothing was done");
+    // What some value lets proceed is not refused: all of SEMVMX at once, and a wait for zero
+    // after taking back what was added.
+    set.op(&[SemOp::new(0, -(SEMVMX as i16))], Deadline::Now)
+        .unwrap();
+    set.op(
+        &[SemOp::new(1, 1), SemOp::new(1, -1), SemOp::new(1, 0)],
+        Deadline::Now,
+    )
+    .unwrap();
+    let e = set
+        .op(&[SemOp::new(0, -2), SemOp::new(0, 0)], Deadline::Now)
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::WouldBlock,
+        "possible with 2, so only would block"
+    );
+    assert_eq!(set.values().unwrap(), vec![0, 0]);
 }
