@@ -376,24 +376,112 @@ pub(crate) fn sem_setval(id: c_int, num: u16, value: u16) -> Result<(), Errno> {
     if rc == -1 { Err(errno()) } else { Ok(()) }
 }
 
-/// `semctl(id, 0, GETALL, values)`; `values.len()` must be the set's size.
-pub(crate) fn sem_getall(id: c_int, values: &mut [u16]) -> Result<(), Errno> {
-    let arg = Semun {
-        array: values.as_mut_ptr(),
-    };
-    // SAFETY: GETALL writes `nsems` values to `arg.array`; the caller passes a slice of the
-    // set's size (taken from IPC_STAT), so the writes stay inside it.
-    let rc = unsafe { libc::semctl(id, 0, libc::GETALL, arg) };
-    if rc == -1 { Err(errno()) } else { Ok(()) }
+/// `n` values for `GETALL` and `SETALL`, at the very end of a private anonymous mapping that
+/// an inaccessible page follows.
+///
+/// Those commands copy as many values as the set has *now*, and a set id is a plain number:
+/// the set can be removed and its id given to a larger set by another process (once the
+/// kernel's sequence wraps, or at once through `/proc/sys/kernel/sem_next_id`) between the
+/// `IPC_STAT` that sized the buffer and the copy. Past the `n` values the kernel meets the
+/// inaccessible page and fails with `EFAULT`: it never writes into or reads from other memory
+/// of this process.
+struct GuardedValues {
+    map: NonNull<libc::c_void>,
+    map_len: usize,
+    /// Offset of the first value in the mapping.
+    at: usize,
+    n: usize,
 }
 
-/// `semctl(id, 0, SETALL, values)`; `values.len()` must be the set's size.
-pub(crate) fn sem_setall(id: c_int, values: &[u16]) -> Result<(), Errno> {
+impl GuardedValues {
+    fn new(n: usize) -> Result<GuardedValues, Errno> {
+        // SAFETY: sysconf reads a constant of the system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = n.checked_mul(2).ok_or(Errno::NOMEM)?;
+        let data = bytes
+            .div_ceil(page)
+            .max(1)
+            .checked_mul(page)
+            .ok_or(Errno::NOMEM)?;
+        let map_len = data.checked_add(page).ok_or(Errno::NOMEM)?;
+        // SAFETY: a new private mapping at an address the kernel picks: nothing of ours is
+        // replaced or aliased.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                map_len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }?;
+        let map = NonNull::new(p).ok_or(Errno::NOMEM)?;
+        let guarded = GuardedValues {
+            map,
+            map_len,
+            at: data - bytes,
+            n,
+        };
+        // SAFETY: the last page of the mapping made above, which nothing references.
+        unsafe {
+            rustix::mm::mprotect(
+                p.cast::<u8>().add(data).cast(),
+                page,
+                rustix::mm::MprotectFlags::empty(),
+            )
+        }?;
+        Ok(guarded)
+    }
+
+    fn values(&mut self) -> &mut [u16] {
+        // SAFETY: `at .. at + 2n` lies in the readable and writable part of the mapping, which
+        // `self` owns until `Drop`; `at` is even, so the start is aligned for `u16` (the
+        // mapping is page-aligned); zero-filled memory is valid `u16`s.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_ptr().cast::<u8>().add(self.at).cast::<u16>(),
+                self.n,
+            )
+        }
+    }
+}
+
+impl Drop for GuardedValues {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped only here; no reference into it
+        // outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr(), self.map_len) };
+    }
+}
+
+/// `semctl(id, 0, GETALL)` of a set of `n` semaphores. `EFAULT` if the set at `id` has more
+/// than `n` now (see [`GuardedValues`]: nothing is written past them).
+pub(crate) fn sem_getall(id: c_int, n: usize) -> Result<Vec<u16>, Errno> {
+    let mut buf = GuardedValues::new(n)?;
     let arg = Semun {
-        array: values.as_ptr().cast_mut(),
+        array: buf.values().as_mut_ptr(),
     };
-    // SAFETY: SETALL reads `nsems` values from `arg.array` and never writes through it; the
-    // caller passes a slice of the set's size.
+    // SAFETY: GETALL writes as many values as the set has now to `arg.array`: the first `n`
+    // into `buf`, and at the next one the kernel meets the inaccessible page and stops
+    // (EFAULT).
+    let rc = unsafe { libc::semctl(id, 0, libc::GETALL, arg) };
+    if rc == -1 {
+        Err(errno())
+    } else {
+        Ok(buf.values().to_vec())
+    }
+}
+
+/// `semctl(id, 0, SETALL, values)` of a set of `values.len()` semaphores. `EFAULT` if the set
+/// at `id` has more now (see [`GuardedValues`]: nothing past them is read).
+pub(crate) fn sem_setall(id: c_int, values: &[u16]) -> Result<(), Errno> {
+    let mut buf = GuardedValues::new(values.len())?;
+    buf.values().copy_from_slice(values);
+    let arg = Semun {
+        array: buf.values().as_mut_ptr(),
+    };
+    // SAFETY: SETALL reads as many values as the set has now from `arg.array` and never
+    // writes through it: the first `values.len()` from `buf`, and at the next one the kernel
+    // meets the inaccessible page and stops (EFAULT).
     let rc = unsafe { libc::semctl(id, 0, libc::SETALL, arg) };
     if rc == -1 { Err(errno()) } else { Ok(()) }
 }

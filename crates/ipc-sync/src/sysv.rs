@@ -214,6 +214,13 @@ fn never_proceeds(ops: &[SemOp]) -> Option<String> {
     None
 }
 
+/// [`ErrorKind::Disconnected`]: the set is gone (`EIDRM`, or `EINVAL` for an id that no
+/// longer exists).
+fn removed() -> Error {
+    Error::with_note(ErrorKind::Disconnected, "the set was removed")
+        .with_source(std::io::Error::from_raw_os_error(libc::EIDRM))
+}
+
 /// One operation of a [`SemaphoreSet::op`] call (`struct sembuf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SemOp {
@@ -559,12 +566,7 @@ impl SemaphoreSet {
                 Err(Errno::AGAIN) => {
                     return Err(fail(deadline.expired_error(Blocked::Empty)));
                 }
-                Err(Errno::IDRM) | Err(Errno::INVAL) => {
-                    return Err(fail(
-                        Error::with_note(ErrorKind::Disconnected, "the set was removed")
-                            .with_source(std::io::Error::from_raw_os_error(libc::EIDRM)),
-                    ));
-                }
+                Err(Errno::IDRM) | Err(Errno::INVAL) => return Err(fail(removed())),
                 Err(Errno::RANGE) => {
                     return Err(fail(semvmx_error()));
                 }
@@ -620,15 +622,43 @@ impl SemaphoreSet {
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
     }
 
-    /// The values of all semaphores (`semctl(GETALL)`).
+    /// The values of all semaphores (`semctl(IPC_STAT)`, then `semctl(GETALL)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`]: the set was removed; or its id now names another set of
+    /// another size (a set id is a plain number: once this set is removed, the kernel may give
+    /// it to a new set, which another process can make happen). The other set's values are
+    /// refused, and never copied past the buffer sized for this set's.
     pub fn values(&self) -> Result<Vec<u16>> {
-        let mut v = vec![0; self.len()];
-        sys::sem_getall(self.id, &mut v).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETALL)")
-                .on_shared(&self.label)
+        let fail = |e: Error| {
+            let e = e.in_op("semctl(GETALL)").on_shared(&self.label);
+            tracing::debug!(error = %e, "semaphore values not read");
+            e
+        };
+        let reused = |now: String| {
+            fail(Error::with_note(
+                ErrorKind::Disconnected,
+                format!(
+                    "the set was removed: its id now names another set, of {now} semaphores \
+                     (this one has {})",
+                    self.len
+                ),
+            ))
+        };
+        let ds = sys::sem_stat(self.id).map_err(|e| match e {
+            Errno::IDRM | Errno::INVAL => fail(removed()),
+            e => fail(Error::from(e)),
         })?;
-        Ok(v)
+        if ds.sem_nsems != libc::c_ulong::from(self.len) {
+            return Err(reused(ds.sem_nsems.to_string()));
+        }
+        // The id may change hands between the two calls: a larger set makes GETALL fault at
+        // the end of our buffer (EFAULT), a smaller one is seen by the next call.
+        sys::sem_getall(self.id, self.len()).map_err(|e| match e {
+            Errno::FAULT => reused("more".to_owned()),
+            Errno::IDRM | Errno::INVAL => fail(removed()),
+            e => fail(Error::from(e)),
+        })
     }
 
     /// Sets semaphore `num` to `value` (`semctl(SETVAL)`), clearing every process's undo
@@ -735,6 +765,30 @@ mod tests {
             ErrorKind::InvalidInput
         );
         drop(set); // already gone: dropping the guard is harmless
+    }
+
+    /// What `values` and `create` meet if the id changes hands between their `IPC_STAT` and
+    /// the copy: a set larger than the buffer. The kernel's copy stops at the guard page.
+    #[test]
+    #[cfg_attr(miri, ignore = "System V IPC is not supported by Miri")]
+    fn getall_and_setall_of_a_larger_set_fault_instead_of_overrunning() {
+        let set = SemaphoreSet::create(Key::PRIVATE, &[5; 3000])
+            .unwrap()
+            .remove_on_drop();
+        for n in [1, 2047, 2048] {
+            assert_eq!(sys::sem_getall(set.id(), n), Err(Errno::FAULT), "{n}");
+            assert_eq!(
+                sys::sem_setall(set.id(), &vec![1; n]),
+                Err(Errno::FAULT),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            set.values().unwrap(),
+            vec![5; 3000],
+            "SETALL failed as a whole"
+        );
+        assert_eq!(sys::sem_getall(set.id(), 3000).unwrap(), vec![5; 3000]);
     }
 
     #[test]
