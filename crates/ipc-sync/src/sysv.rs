@@ -501,8 +501,10 @@ impl SemaphoreSet {
     ///   no value of some semaphore could ever let its operations proceed (they take more
     ///   than [`SEMVMX`] in all, or wait for zero after adding to it in the same call), so
     ///   that the kernel would wait for ever: refused at once, whatever the deadline.
-    /// - [`ErrorKind::LimitExceeded`]: a value would exceed [`SEMVMX`], more operations than
-    ///   `SEMOPM`, or no memory for the undo records.
+    /// - [`ErrorKind::LimitExceeded`]: a value would exceed [`SEMVMX`]; this process's
+    ///   `SEM_UNDO` adjustment of a semaphore would leave -32768..=32767 (`SEMAEM`: undo
+    ///   operations that give back more than they took); more operations than `SEMOPM`; or
+    ///   no memory for the undo records.
     ///
     /// # References
     /// - [`semop(2)`](https://man7.org/linux/man-pages/man2/semop.2.html)
@@ -567,9 +569,7 @@ impl SemaphoreSet {
                     return Err(fail(deadline.expired_error(Blocked::Empty)));
                 }
                 Err(Errno::IDRM) | Err(Errno::INVAL) => return Err(fail(removed())),
-                Err(Errno::RANGE) => {
-                    return Err(fail(semvmx_error()));
-                }
+                Err(Errno::RANGE) => return Err(fail(self.range_error(ops))),
                 Err(Errno::TOOBIG) => {
                     return Err(fail(limit_error(SEMOPM)));
                 }
@@ -587,6 +587,35 @@ impl SemaphoreSet {
                 }
                 Err(e) => return Err(fail(Error::from(e))),
             }
+        }
+    }
+
+    /// What `ERANGE` from `semop` means for `ops`: a value would exceed [`SEMVMX`], or, with
+    /// `SEM_UNDO`, this process's undo adjustment of a semaphore would leave
+    /// -32768..=32767 (`SEMAEM`). The values are read again to tell which (a peer may change
+    /// them meanwhile: this only chooses the message).
+    fn range_error(&self, ops: &[SemOp]) -> Error {
+        let over_semvmx = |num: u16| {
+            let added: i64 = ops
+                .iter()
+                .filter(|o| o.num == num && o.delta > 0)
+                .map(|o| i64::from(o.delta))
+                .sum();
+            self.value(num)
+                .map_or(true, |v| i64::from(v) + added > i64::from(SEMVMX))
+        };
+        let undo = ops.iter().find(|o| o.undo && o.delta != 0);
+        match undo {
+            Some(o) if !ops.iter().any(|o| o.delta > 0 && over_semvmx(o.num)) => Error::limit(
+                format!(
+                    "SEMAEM (this process's SEM_UNDO adjustment of semaphore {} must stay \
+                     within -SEMAEM-1..=SEMAEM: give back with undo only what was taken with \
+                     undo)",
+                    o.num
+                ),
+                Some(32767),
+            ),
+            _ => semvmx_error(),
         }
     }
 

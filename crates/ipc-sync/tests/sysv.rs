@@ -417,3 +417,32 @@ fn operations_that_can_never_proceed_are_refused_whatever_the_deadline() {
     );
     assert_eq!(set.values().unwrap(), vec![0, 0]);
 }
+
+/// `release` (one unit back, with `SEM_UNDO`) without a matching `acquire` moves this
+/// process's undo adjustment of the semaphore down by one each time; the kernel refuses the
+/// call (`ERANGE`) once it would leave -32768..=32767 (`SEMAEM`), whatever the value. The
+/// error must say so: the value here is 0, nowhere near `SEMVMX`, which is what it blamed.
+#[test]
+fn an_undo_adjustment_out_of_range_is_not_blamed_on_the_value() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[0])
+        .unwrap()
+        .remove_on_drop();
+    let e = loop {
+        match set.release(0) {
+            // Taken back without undo: the value stays low, the adjustment keeps falling.
+            Ok(()) => set.op(&[SemOp::new(0, -1)], Deadline::Now).unwrap(),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(set.value(0).unwrap(), 0);
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("SEMAEM") && msg.contains("SEM_UNDO"), "{msg}");
+    assert!(!msg.contains("SEMVMX"), "{msg}");
+    // A value over SEMVMX is still SEMVMX's, with or without undo.
+    set.set_value(0, SEMVMX).unwrap(); // SETVAL also clears every undo adjustment
+    for op in [SemOp::new(0, 1), SemOp::new(0, 1).undo()] {
+        let e = set.op(&[op], Deadline::Now).unwrap_err();
+        assert!(e.to_string().contains("SEMVMX is 32767"), "{op:?}: {e}");
+    }
+}
