@@ -80,7 +80,8 @@ impl SetOpenOptions {
     /// How long [`open`](SetOpenOptions::open) waits for a set that exists but is not
     /// initialised yet (its creator is between `semget` and setting the values). It polls,
     /// every few milliseconds, so that a creator that died there costs an opener no more than
-    /// this deadline.
+    /// this deadline. [`Deadline::Never`] waits as long as it takes (a dead creator's set
+    /// then keeps the opener waiting until someone initialises or removes it).
     pub fn wait(&mut self, deadline: Deadline) -> &mut SetOpenOptions {
         self.wait = deadline;
         self
@@ -106,7 +107,8 @@ impl SetOpenOptions {
     /// # Errors
     /// As [`SemaphoreSet::open`]; a set still not initialised at the deadline is
     /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] otherwise,
-    /// with a message that says how to remove it if its creator died.
+    /// with a message that says how to remove it if its creator died; a set removed while
+    /// the opener waits is [`ErrorKind::NotFound`].
     pub fn open(&self, key: Key) -> Result<SemaphoreSet> {
         let id = SemaphoreSet::lookup(key)?;
         let set = self.open_id(id)?;
@@ -116,7 +118,12 @@ impl SetOpenOptions {
                 tracing::trace!(id, %key, "opened System V semaphore set by key");
                 return Ok(set);
             }
-            let Some(left) = self.wait.remaining().filter(|d| !d.is_zero()) else {
+            // `None`: no deadline, wait as long as it takes.
+            let left = match self.wait {
+                Deadline::Never => None,
+                d => d.remaining().filter(|d| !d.is_zero()),
+            };
+            if left.is_none() && self.wait != Deadline::Never {
                 let e =
                     self.wait
                         .expired_error(Blocked::Empty)
@@ -133,8 +140,8 @@ impl SetOpenOptions {
                 let e = e.in_op("open").on(&set);
                 tracing::debug!(error = %e, "semaphore set not opened");
                 return Err(e);
-            };
-            std::thread::sleep(pause.min(left));
+            }
+            std::thread::sleep(left.map_or(pause, |left| pause.min(left)));
             pause = (pause * 2).min(std::time::Duration::from_millis(10));
         }
     }
@@ -449,21 +456,28 @@ impl SemaphoreSet {
 
     /// Whether the set's values were set: a `semop` happened (`sem_otime` is not 0), or every
     /// semaphore was set by `SETVAL`/`SETALL` (its `sempid` is not 0 any more).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if the set was removed (the key names no set any more).
     fn initialised(&self) -> Result<bool> {
-        let ds = sys::sem_stat(self.id).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(IPC_STAT)")
-                .on_shared(&self.label)
-        })?;
+        let fail = |e: Errno, op: &'static str| {
+            match e {
+                Errno::IDRM | Errno::INVAL => Error::with_note(
+                    ErrorKind::NotFound,
+                    "the set was removed before it was initialised",
+                ),
+                e => Error::from(e),
+            }
+            .in_op(op)
+            .on_shared(&self.label)
+        };
+        let ds = sys::sem_stat(self.id).map_err(|e| fail(e, "semctl(IPC_STAT)"))?;
         if ds.sem_otime != 0 {
             return Ok(true);
         }
         for num in 0..self.len {
-            let pid = sys::sem_get(self.id, num, libc::GETPID).map_err(|e| {
-                Error::from(e)
-                    .in_op("semctl(GETPID)")
-                    .on_shared(&self.label)
-            })?;
+            let pid =
+                sys::sem_get(self.id, num, libc::GETPID).map_err(|e| fail(e, "semctl(GETPID)"))?;
             if pid == 0 {
                 return Ok(false);
             }

@@ -446,3 +446,39 @@ fn an_undo_adjustment_out_of_range_is_not_blamed_on_the_value() {
         assert!(e.to_string().contains("SEMVMX is 32767"), "{op:?}: {e}");
     }
 }
+
+/// `SetOpenOptions::wait(Deadline::Never)` waits as long as the set takes to be initialised:
+/// it must not give up at once, and a set removed while the opener waits is `NotFound` (the
+/// key names no set any more), not an obscure `InvalidInput` from `semctl`.
+#[test]
+fn an_open_without_deadline_waits_for_initialisation_and_sees_a_removal() {
+    let dir = TempDir::new("semset-never");
+    for (tag, init) in [("init", true), ("rm", false)] {
+        let key = fresh_key(&dir, tag);
+        // SAFETY: plain integer arguments: a set made but not initialised, as its creator
+        // leaves it between semget and SETVAL.
+        let id = unsafe { libc::semget(raw_key(key), 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+        let _rm = RemoveSet(id);
+        let opener =
+            std::thread::spawn(move || SetOpenOptions::new().wait(Deadline::Never).open(key));
+        // Give the opener time to find the set uninitialised and poll (one that looks only
+        // later finds it initialised, or no set under the key: the same outcome).
+        std::thread::sleep(Duration::from_millis(20));
+        let rc = if init {
+            // SAFETY: SETVAL takes an int as its fourth (variadic) argument.
+            unsafe { libc::semctl(id, 0, libc::SETVAL, 3 as libc::c_int) }
+        } else {
+            // SAFETY: IPC_RMID takes no fourth argument.
+            unsafe { libc::semctl(id, 0, libc::IPC_RMID) }
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let opened = within_watchdog("open", move || opener.join().unwrap());
+        if init {
+            assert_eq!(opened.unwrap().values().unwrap(), vec![3]);
+        } else {
+            let e = opened.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        }
+    }
+}
