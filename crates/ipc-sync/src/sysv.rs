@@ -653,16 +653,45 @@ impl SemaphoreSet {
 
     /// The value of semaphore `num` (`semctl(GETVAL)`).
     ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
+    ///
     /// # References
     /// - [`semctl(2)`](https://man7.org/linux/man-pages/man2/semctl.2.html)
     #[doc(alias = "semctl")]
     pub fn value(&self, num: u16) -> Result<u16> {
-        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETVAL)")
-                .on_shared(&self.label)
-        })?;
+        const OP: &str = "semctl(GETVAL)";
+        self.check_num(num, OP)?;
+        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| self.semctl_error(e, OP))?;
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
+    }
+
+    /// [`ErrorKind::InvalidInput`] naming `num` if it is beyond the set, before any syscall.
+    fn check_num(&self, num: u16, op: &'static str) -> Result<()> {
+        if num < self.len {
+            return Ok(());
+        }
+        Err(Error::with_note(
+            ErrorKind::InvalidInput,
+            format!("semaphore {num} of a set of {}", self.len),
+        )
+        .in_op(op)
+        .on_shared(&self.label))
+    }
+
+    /// The error of a `semctl` on this set: [`ErrorKind::Disconnected`] if it was removed (the
+    /// number was checked before, so `EINVAL` means the id names no set), as for
+    /// [`op`](SemaphoreSet::op).
+    fn semctl_error(&self, e: Errno, op: &'static str) -> Error {
+        let e = match e {
+            Errno::IDRM | Errno::INVAL => removed(),
+            e => Error::from(e),
+        }
+        .in_op(op)
+        .on_shared(&self.label);
+        tracing::debug!(error = %e, "semctl failed");
+        e
     }
 
     /// The values of all semaphores (`semctl(IPC_STAT)`, then `semctl(GETALL)`).
@@ -708,27 +737,28 @@ impl SemaphoreSet {
     /// record for it.
     ///
     /// # Errors
-    /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
+    /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`];
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (both before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
             return Err(semvmx_error()
                 .in_op("semctl(SETVAL)")
                 .on_shared(&self.label));
         }
-        sys::sem_setval(self.id, num, value).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(SETVAL)")
-                .on_shared(&self.label)
-        })
+        self.check_num(num, "semctl(SETVAL)")?;
+        sys::sem_setval(self.id, num, value).map_err(|e| self.semctl_error(e, "semctl(SETVAL)"))
     }
 
     /// How many processes wait for semaphore `num` to increase (`semctl(GETNCNT)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
     pub fn waiting(&self, num: u16) -> Result<u32> {
-        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETNCNT)")
-                .on_shared(&self.label)
-        })?;
+        const OP: &str = "semctl(GETNCNT)";
+        self.check_num(num, OP)?;
+        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| self.semctl_error(e, OP))?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 

@@ -482,3 +482,32 @@ fn an_open_without_deadline_waits_for_initialisation_and_sees_a_removal() {
         }
     }
 }
+
+/// The single-semaphore calls (`value`, `set_value`, `waiting`) say which number is beyond
+/// the set, as `op` does, rather than pass it to the kernel for a bare `EINVAL`; and once the
+/// set is removed every call is `Disconnected`, as `op` is, not `InvalidInput`.
+#[test]
+fn single_semaphore_calls_name_a_bad_number_and_a_removed_set() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[1, 2])
+        .unwrap()
+        .remove_on_drop();
+    for e in [
+        set.value(2).unwrap_err(),
+        set.set_value(2, 0).unwrap_err(),
+        set.waiting(2).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("semaphore 2 of a set of 2"), "{e}");
+    }
+    let other = SemaphoreSet::from_id(set.id()).unwrap();
+    set.remove().unwrap();
+    for e in [
+        other.value(0).unwrap_err(),
+        other.set_value(0, 1).unwrap_err(),
+        other.waiting(0).unwrap_err(),
+        other.values().unwrap_err(),
+        other.acquire(0, Deadline::Now).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    }
+}
