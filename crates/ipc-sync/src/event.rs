@@ -98,14 +98,40 @@ pub struct Event {
 }
 
 impl Event {
-    /// The event's mode. A value a peer overwrote with garbage reads as
-    /// [`EventMode::ManualReset`] (the mode was validated when the event was opened).
+    /// The event's mode. A mode word another process overwrote (with garbage, or with the
+    /// other mode: it no longer matches the header's copy) reads as
+    /// [`EventMode::ManualReset`], which never consumes a set; waits refuse such an event
+    /// ([`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted)).
     pub fn mode(&self) -> EventMode {
-        EventMode::from_raw(self.mode.load(Ordering::Relaxed)).unwrap_or(EventMode::ManualReset)
+        self.checked_mode().unwrap_or(EventMode::ManualReset)
+    }
+
+    /// The mode, if the mode word is a mode and the one the header says (both were validated
+    /// when the event was opened; a peer may have written either since).
+    #[inline]
+    fn checked_mode(&self) -> Option<EventMode> {
+        let raw = self.mode.load(Ordering::Relaxed);
+        if raw != self.header.extra() {
+            return None;
+        }
+        EventMode::from_raw(raw)
+    }
+
+    /// The error for a mode word that is not a mode or not the header's.
+    fn mode_corrupted(&self, op: &'static str) -> Error {
+        let (mode, extra) = (self.mode.load(Ordering::Relaxed), self.header.extra());
+        let e = Error::corrupted(format!(
+            "event mode {mode} (header says {extra}); expected 1 (auto) or 2 (manual) in both: \
+             another process overwrote the event"
+        ))
+        .in_op(op)
+        .on(self.describe());
+        tracing::debug!(error = %e, "event refused");
+        e
     }
 
     /// Sets the event and wakes its waiters: one for [`EventMode::AutoReset`], all for
-    /// [`EventMode::ManualReset`].
+    /// [`EventMode::ManualReset`] or a [`mode`](Event::mode) another process overwrote.
     ///
     /// Never blocks. Makes the `FUTEX_WAKE` syscall only when a waiter may be asleep.
     ///
@@ -168,11 +194,17 @@ impl Event {
     /// - [`ErrorKind::WouldBlock`](crate::ErrorKind::WouldBlock): not set, and `deadline`
     ///   is [`Deadline::Now`].
     /// - [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut): not set until the deadline.
+    /// - [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted): another process overwrote the
+    ///   mode (it is not a mode, or not the one the header says), so whether a wait resets
+    ///   the event is unknown: a manual-reset event that a wait reset would leave the other
+    ///   waiters of its one `set` asleep. The event is left as it is.
     ///
     /// # References
     /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     pub fn wait_with(&self, deadline: Deadline, spin: Spin) -> Result<()> {
-        let mode = self.mode();
+        let Some(mode) = self.checked_mode() else {
+            return Err(self.mode_corrupted("wait"));
+        };
         if self.try_take(mode, false) {
             return Ok(());
         }
@@ -246,8 +278,9 @@ impl Event {
     }
 }
 
-// SAFETY: `#[repr(C)]` of atomics only. Only bits 0 and 31 of the state mean anything; an
-// invalid mode reads as manual-reset; a wrong sleepers bit only costs a wake syscall or, with
+// SAFETY: `#[repr(C)]` of atomics only. Only bits 0 and 31 of the state mean anything; a
+// mode that is invalid or not the header's makes waits fail and sets wake all; a wrong
+// sleepers bit only costs a wake syscall or, with
 // the recheck bounding it, delays a sleeper.
 unsafe impl SharedObject for Event {
     type Init = EventMode;
@@ -276,14 +309,9 @@ unsafe impl SharedObject for Event {
         // SAFETY: the caller vouches that `ptr` is valid for `'a` and accessed only through
         // this library's types; all fields are atomics, so any bytes are a valid `Event`.
         let ev = unsafe { &*ptr };
-        let extra = ev.header.check(&KIND, std::mem::size_of::<Event>())?;
-        let mode = ev.mode.load(Ordering::Relaxed);
-        if EventMode::from_raw(extra).is_none() || mode != extra {
-            return Err(Error::corrupted(format!(
-                "event mode {mode} (header says {extra}); expected 1 (auto) or 2 (manual)"
-            ))
-            .in_op("open")
-            .on(ev.describe()));
+        ev.header.check(&KIND, std::mem::size_of::<Event>())?;
+        if ev.checked_mode().is_none() {
+            return Err(ev.mode_corrupted("open"));
         }
         Ok(ev)
     }
@@ -386,6 +414,32 @@ mod tests {
             e.reset();
             e.set();
             assert_eq!(e.state.load(Ordering::SeqCst), SET);
+        }
+    }
+
+    /// A mode word overwritten with the other mode: obeying it, a wait would reset a
+    /// manual-reset event (or leave an auto-reset one set). Waits refuse the event and leave
+    /// it as it is; `mode` reads manual-reset, and a set wakes all.
+    #[test]
+    fn a_mode_that_disagrees_with_the_header_is_refused_by_waits() {
+        for (mode, other) in [(EventMode::ManualReset, 1), (EventMode::AutoReset, 2)] {
+            let e = Heap::<Event>::new(mode);
+            e.mode.store(other, Ordering::Relaxed);
+            e.set();
+            for r in [
+                e.try_wait(),
+                e.wait_timeout(Duration::from_millis(1)),
+                e.wait_with(Deadline::Never, Spin::Never),
+            ] {
+                let err = r.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Corrupted, "{mode:?}: {err}");
+                assert!(err.to_string().contains("header says"), "{err}");
+            }
+            assert!(e.is_set(), "{mode:?}: left as it is");
+            assert_eq!(e.mode(), EventMode::ManualReset);
+            // Put back, it works again.
+            e.mode.store(mode.to_raw(), Ordering::Relaxed);
+            e.try_wait().unwrap();
         }
     }
 

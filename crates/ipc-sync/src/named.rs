@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ipc_core::{
@@ -13,9 +14,9 @@ use ipc_core::{
 };
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use rustix::time::ClockId;
 
-use crate::sys::{self, SEM_SIZE, SemPtr, SemWait};
+use crate::futex;
+use crate::sys::{self, SEM_SIZE, SemPtr, SemWords};
 
 /// The largest value of a POSIX semaphore on Linux (`SEM_VALUE_MAX`).
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
@@ -28,6 +29,16 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 /// until [`unlink`](NamedSemaphore::unlink)ed (or the machine reboots), even when no process
 /// has it open. Use [`remove_on_drop`](NamedSemaphore::remove_on_drop) to tie the name to a
 /// value's lifetime.
+///
+/// # Trust
+/// The file is writable by every program of the user, so every word of the `sem_t` is
+/// something another process may have written. Posts and waits operate on glibc's words
+/// themselves, with glibc's protocol (so they interoperate with `sem_post` and `sem_wait`),
+/// and never read the word glibc takes its futex flags from: an overwritten one makes glibc
+/// abort or hang, never this crate. A value above [`SEM_VALUE_MAX`] is
+/// [`Corrupted`](ErrorKind::Corrupted) for [`post`](NamedSemaphore::post) and
+/// [`value`](NamedSemaphore::value); a waiter count overwritten costs a spare wake-up or
+/// delays a waiter by at most [`futex::RECHECK`](crate::futex::RECHECK).
 ///
 /// # When to use
 /// To synchronise with programs you do not control, or processes that find each other only by
@@ -336,33 +347,58 @@ impl NamedSemaphore {
         &self.name
     }
 
-    /// Adds one to the value, waking a waiter (`sem_post`). Never blocks.
+    /// Adds one to the value, waking a waiter (what `sem_post` does). Never blocks.
     ///
-    /// Like every operation here, it first puts back the `sem_t`'s futex-sharing word if
-    /// another process overwrote it (the file is writable by any program of the user):
-    /// with another value glibc makes process-private futex calls, and a post would not wake
-    /// a waiter in another process.
+    /// Operates on glibc's `sem_t` words itself, as glibc's `sem_post` does (one
+    /// compare-and-swap; `FUTEX_WAKE` only when a waiter is registered), so it interoperates
+    /// with every program that uses `sem_open`. It does not go through glibc because glibc
+    /// takes the flags of its futex calls from a word in the file (`private`), which any
+    /// program of the user can overwrite: glibc then aborts the process (an invalid futex
+    /// operation) or makes its post wait on its own value, for ever. This crate's futex calls
+    /// are always shared. It still puts that word back if it was overwritten, for the sake of
+    /// other programs' glibc, whose posts would otherwise wake nobody in another process.
     ///
     /// # Errors
-    /// [`ErrorKind::LimitExceeded`] if the value is [`SEM_VALUE_MAX`] (`EOVERFLOW`).
+    /// - [`ErrorKind::LimitExceeded`] if the value is [`SEM_VALUE_MAX`] (`EOVERFLOW`).
+    /// - [`ErrorKind::Corrupted`] if the value is above [`SEM_VALUE_MAX`]: another process
+    ///   overwrote it (glibc would add one, and wrap at `u32::MAX`). Nothing is changed.
     ///
     /// # References
     /// - [`sem_post(3)`](https://man7.org/linux/man-pages/man3/sem_post.3.html)
     #[doc(alias = "sem_post")]
     pub fn post(&self) -> Result<()> {
         self.keep_shared();
-        // SAFETY: `self.sem` is mapped until `Drop`.
-        unsafe { sys::sem_post(self.sem) }.map_err(|e| {
-            let e = if e == Errno::OVERFLOW {
-                Error::limit("SEM_VALUE_MAX", Some(u64::from(SEM_VALUE_MAX)))
-            } else {
-                Error::from(e)
+        let words = self.words();
+        let mut d = words.data.load(Ordering::Relaxed);
+        loop {
+            let value = d as u32;
+            if value >= SEM_VALUE_MAX {
+                let e = if value == SEM_VALUE_MAX {
+                    Error::limit("SEM_VALUE_MAX", Some(u64::from(SEM_VALUE_MAX)))
+                } else {
+                    Error::corrupted(format!(
+                        "the value is {value}, above SEM_VALUE_MAX ({SEM_VALUE_MAX}): another \
+                         process overwrote it"
+                    ))
+                }
+                .in_op("sem_post")
+                .on_shared(&self.label);
+                tracing::debug!(error = %e, "sem_post refused");
+                return Err(e);
             }
-            .in_op("sem_post")
-            .on_shared(&self.label);
-            tracing::debug!(error = %e, "sem_post failed");
-            e
-        })
+            // The value is below SEM_VALUE_MAX: adding one leaves the waiter count alone.
+            match words
+                .data
+                .compare_exchange_weak(d, d + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => d = now,
+            }
+        }
+        if d >> WAITERS_SHIFT != 0 {
+            futex::wake(words.value, 1);
+        }
+        Ok(())
     }
 
     /// Takes one unit, waiting as long as it takes (`sem_wait`).
@@ -394,11 +430,19 @@ impl NamedSemaphore {
         self.wait_until(Deadline::after(timeout))
     }
 
-    /// Takes one unit, waiting until `deadline` (`sem_clockwait` with `CLOCK_MONOTONIC`, so a
-    /// change of the wall clock does not matter; `sem_trywait` for [`Deadline::Now`]).
-    /// Interrupted waits resume; each sleep lasts at most [`futex::RECHECK`](crate::futex::RECHECK)
-    /// before the value is looked at again, so that a wake-up lost to an overwritten `sem_t`
-    /// (see [`post`](NamedSemaphore::post)) delays the wait instead of ending it never.
+    /// Takes one unit, waiting until `deadline` (what `sem_clockwait` with `CLOCK_MONOTONIC`
+    /// does, so a change of the wall clock does not matter; `sem_trywait` for
+    /// [`Deadline::Now`]).
+    ///
+    /// Operates on glibc's `sem_t` words itself, as glibc does (see
+    /// [`post`](NamedSemaphore::post) for why): takes a unit with a compare-and-swap, or
+    /// registers as a waiter and sleeps on the value (`FUTEX_WAIT_BITSET`, shared) while it
+    /// is zero. Interrupted waits resume; each sleep lasts at most
+    /// [`futex::RECHECK`](crate::futex::RECHECK) before the value is looked at again, so that
+    /// a wake-up lost to an overwritten `sem_t` (another program's post through an
+    /// overwritten sharing word, or a waiter count overwritten with 0) delays the wait
+    /// instead of ending it never. A waiter killed in its sleep leaves its registration
+    /// behind, as with glibc: posts then make a spare `FUTEX_WAKE`.
     ///
     /// # Errors
     /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] otherwise,
@@ -406,52 +450,60 @@ impl NamedSemaphore {
     ///
     /// # References
     /// - [`sem_wait(3)`](https://man7.org/linux/man-pages/man3/sem_wait.3.html)
+    /// - [`futex(2)`](https://man7.org/linux/man-pages/man2/futex.2.html)
     #[doc(alias = "sem_clockwait")]
     pub fn wait_until(&self, deadline: Deadline) -> Result<()> {
+        self.keep_shared();
+        let words = self.words();
+        if take(words.data) {
+            return Ok(());
+        }
+        if deadline == Deadline::Now {
+            return Err(Error::would_block(Blocked::Empty)
+                .in_op("sem_trywait")
+                .on_shared(&self.label));
+        }
+        // Register as a waiter (a post wakes only when one is registered), then sleep while
+        // the value is zero; take a unit and deregister in one step (glibc's protocol). Any
+        // count a peer wrote is a count: the arithmetic wraps, never panics.
+        let mut d = words.data.fetch_add(WAITER, Ordering::SeqCst);
         loop {
-            self.keep_shared();
-            // Each sleep lasts at most `futex::RECHECK`: a post whose wake-up went astray (the
-            // sharing word overwritten between our check and glibc's read of it) is then
-            // found a second later, not never.
-            let (how, last) = match deadline {
-                Deadline::Now => (SemWait::Try, true),
-                _ => {
-                    let turn = deadline.min(Deadline::after(crate::futex::RECHECK));
-                    let at = turn
-                        .absolute(ClockId::Monotonic)
-                        .expect("a deadline with an instant converts");
-                    (SemWait::Until(at), turn == deadline)
+            if d as u32 != 0 {
+                match words.data.compare_exchange_weak(
+                    d,
+                    d.wrapping_sub(1 + WAITER),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Ok(()),
+                    Err(now) => d = now,
                 }
-            };
-            // SAFETY: `self.sem` is mapped until `Drop`.
-            match unsafe { sys::sem_wait(self.sem, how) } {
-                Ok(()) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => {
-                    return Err(Error::would_block(Blocked::Empty)
-                        .in_op("sem_trywait")
-                        .on_shared(&self.label));
-                }
-                Err(Errno::TIMEDOUT) if !last && !deadline.has_passed() => continue,
-                Err(Errno::TIMEDOUT) => {
-                    return Err(Error::timed_out()
-                        .in_op("sem_clockwait")
-                        .on_shared(&self.label));
-                }
-                Err(e) => {
-                    let e = Error::from(e).in_op("sem_wait").on_shared(&self.label);
-                    tracing::debug!(error = %e, "sem_wait failed");
-                    return Err(e);
-                }
+                continue;
             }
+            if let Err(e) = futex::wait_recheck(words.value, 0, deadline) {
+                words.data.fetch_sub(WAITER, Ordering::SeqCst);
+                // A post may have woken us just as the deadline passed: take its unit rather
+                // than leave it with the other sleepers asleep.
+                if take(words.data) {
+                    return Ok(());
+                }
+                let e = if e.kind() == ErrorKind::TimedOut {
+                    Error::timed_out()
+                } else {
+                    tracing::debug!(error = %e, "named semaphore wait failed");
+                    e
+                };
+                return Err(e.in_op("sem_clockwait").on_shared(&self.label));
+            }
+            d = words.data.load(Ordering::SeqCst);
         }
     }
 
-    /// Before glibc's call: puts back the `sem_t`'s futex-sharing word if another process
-    /// (a stray write into the file, any program mapping it) changed it. Otherwise glibc would
-    /// make process-private futex calls: a post here would not wake a waiter elsewhere, and a
-    /// wait here would sleep where no post from elsewhere wakes it, a wait without a deadline
-    /// forever. The value and waiter count need no such care: any value is a count.
+    /// Puts back the `sem_t`'s futex-sharing word if another process (a stray write into the
+    /// file, any program mapping it) changed it. This crate's operations do not read it, but
+    /// other programs' glibc does: with another value, their posts would not wake a waiter
+    /// here, and their own waits and posts could abort or hang. The value and waiter count
+    /// need no such care: any value is a count.
     fn keep_shared(&self) {
         // SAFETY: `self.sem` is mapped until `Drop`.
         if let Some(was) = unsafe { sys::sem_keep_shared(self.sem) } {
@@ -463,18 +515,51 @@ impl NamedSemaphore {
         }
     }
 
-    /// The current value (`sem_getvalue`; a snapshot).
+    /// glibc's words of the `sem_t`.
+    fn words(&self) -> SemWords<'_> {
+        // SAFETY: `self.sem` is mapped until `Drop`, which the borrow of `self` outlives.
+        unsafe { sys::sem_words(self.sem) }
+    }
+
+    /// The current value (what `sem_getvalue` reports; a snapshot).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`] if the value is above [`SEM_VALUE_MAX`]: another process
+    /// overwrote it (`sem_getvalue` would report it as negative).
     ///
     /// # References
     /// - [`sem_getvalue(3)`](https://man7.org/linux/man-pages/man3/sem_getvalue.3.html)
     #[doc(alias = "sem_getvalue")]
     pub fn value(&self) -> Result<u32> {
-        // SAFETY: `self.sem` is mapped until `Drop`.
-        let v = unsafe { sys::sem_getvalue(self.sem) }
-            .map_err(|e| Error::from(e).in_op("sem_getvalue").on_shared(&self.label))?;
-        // glibc reports 0, never a negative count of waiters.
-        Ok(u32::try_from(v).unwrap_or(0))
+        let value = self.words().data.load(Ordering::Relaxed) as u32;
+        if value > SEM_VALUE_MAX {
+            return Err(Error::corrupted(format!(
+                "the value is {value}, above SEM_VALUE_MAX ({SEM_VALUE_MAX}): another process \
+                 overwrote it"
+            ))
+            .in_op("sem_getvalue")
+            .on_shared(&self.label));
+        }
+        Ok(value)
     }
+}
+
+/// One registered waiter in glibc's `data` word (its high half counts them).
+const WAITERS_SHIFT: u32 = 32;
+const WAITER: u64 = 1 << WAITERS_SHIFT;
+
+/// Takes a unit from `data` if its value is not zero (glibc's `sem_trywait`).
+#[inline]
+fn take(data: &AtomicU64) -> bool {
+    let mut d = data.load(Ordering::Relaxed);
+    while d as u32 != 0 {
+        // The value is at least 1: taking one leaves the waiter count alone.
+        match data.compare_exchange_weak(d, d - 1, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => d = now,
+        }
+    }
+    false
 }
 
 impl Drop for NamedSemaphore {

@@ -84,6 +84,12 @@ impl Header {
         tracing::trace!(object = kind.name, at = ?(self as *const Header), "initialised");
     }
 
+    /// The `extra` field as it is now (a peer may have changed it since
+    /// [`check`](Header::check)): for a type that compares it with a copy of its own on use.
+    pub(crate) fn extra(&self) -> u32 {
+        self.extra.load(Ordering::Relaxed)
+    }
+
     /// Checks magic, version and size; returns the `extra` field for the caller to validate.
     pub(crate) fn check(&self, kind: &Kind, size: usize) -> Result<u32> {
         let at = format!("{} at {:p}", kind.name, self as *const Header);

@@ -10,6 +10,7 @@
 use std::ffi::c_int;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use rustix::io::Errno;
 use rustix::time::Timespec;
@@ -18,12 +19,6 @@ unsafe extern "C" {
     // glibc 2.30+; not (yet) declared by the libc crate.
     fn pthread_mutex_clocklock(
         mutex: *mut libc::pthread_mutex_t,
-        clockid: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> c_int;
-    // glibc 2.30+.
-    fn sem_clockwait(
-        sem: *mut libc::sem_t,
         clockid: libc::clockid_t,
         abstime: *const libc::timespec,
     ) -> c_int;
@@ -241,15 +236,23 @@ pub(crate) unsafe fn sem_init_shared(s: SemPtr, value: u32) -> Result<(), Errno>
     }
 }
 
-/// Where glibc's `struct new_sem` keeps its futex-sharing word (`private`): after the 64-bit
-/// value-and-waiters word, or the 32-bit value.
-#[cfg(target_pointer_width = "64")]
-const SEM_SHARING_AT: usize = 8;
+// This crate operates on glibc's 64-bit `struct new_sem` itself (see `SemWords`); 32-bit
+// targets lay it out differently (a 32-bit value with a waiters bit, then the waiters).
 #[cfg(not(target_pointer_width = "64"))]
-const SEM_SHARING_AT: usize = 4;
+compile_error!(
+    "ipc-sync's named semaphores follow glibc's 64-bit sem_t layout; 32-bit targets are not \
+     supported"
+);
+
+/// Where glibc's `struct new_sem` keeps its futex-sharing word (`private`): after the 64-bit
+/// value-and-waiters word.
+const SEM_SHARING_AT: usize = 8;
 /// Its value in a process-shared semaphore (glibc's `FUTEX_SHARED`, what `sem_open` and
-/// `sem_init(.., 1, ..)` write): shared futex calls. Any other value makes glibc's calls
-/// process-private, and a post in one process no longer wakes a waiter in another.
+/// `sem_init(.., 1, ..)` write): shared futex calls. glibc turns the word into the flags of
+/// its futex calls: another value makes them process-private (a post in one process no
+/// longer wakes a waiter in another), another operation (a post that waits on its own value,
+/// for ever), or an invalid one (glibc aborts the process). This crate's own operations never
+/// read it; other programs' glibc does.
 const SEM_FUTEX_SHARED: u32 = 128;
 
 /// Writes the sharing word of `*s` back if it is not [`SEM_FUTEX_SHARED`] (another process
@@ -265,7 +268,7 @@ pub(crate) unsafe fn sem_keep_shared(s: SemPtr) -> Option<u32> {
             .as_ptr()
             .cast::<u8>()
             .add(SEM_SHARING_AT)
-            .cast::<std::sync::atomic::AtomicU32>()
+            .cast::<AtomicU32>()
     };
     let was = word.load(std::sync::atomic::Ordering::Relaxed);
     if was == SEM_FUTEX_SHARED {
@@ -275,56 +278,39 @@ pub(crate) unsafe fn sem_keep_shared(s: SemPtr) -> Option<u32> {
     Some(was)
 }
 
-/// How to wait on a named semaphore.
+/// glibc's words of a `sem_t` (64-bit `struct new_sem`): what its `sem_post`, `sem_wait` and
+/// `sem_getvalue` use, and what this crate's named semaphore uses in the same way, so that
+/// both interoperate.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum SemWait {
-    Try,
-    Until(Timespec),
+pub(crate) struct SemWords<'a> {
+    /// `data`: the value in the low 32 bits, the number of registered waiters in the high 32.
+    pub(crate) data: &'a AtomicU64,
+    /// The value's half of `data`: the futex word waiters sleep on and posts wake.
+    pub(crate) value: &'a AtomicU32,
 }
 
-/// `sem_post`.
-///
-/// # Safety
-/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
-pub(crate) unsafe fn sem_post(s: SemPtr) -> Result<(), Errno> {
-    // SAFETY: `s` is an open semaphore per the contract.
-    if unsafe { libc::sem_post(s.0.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
-}
+/// Where the value's half of `data` is: the low half of a 64-bit word.
+#[cfg(target_endian = "little")]
+const SEM_VALUE_AT: usize = 0;
+#[cfg(target_endian = "big")]
+const SEM_VALUE_AT: usize = 4;
 
-/// `sem_trywait` or `sem_clockwait(CLOCK_MONOTONIC)`; `EINTR` is returned as is.
+/// The words of `*s`.
 ///
 /// # Safety
-/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
-pub(crate) unsafe fn sem_wait(s: SemPtr, how: SemWait) -> Result<(), Errno> {
-    let p = s.0.as_ptr();
-    // SAFETY: `p` is an open semaphore per the contract; `abs` is a valid local timespec.
-    let rc = unsafe {
-        match how {
-            SemWait::Try => libc::sem_trywait(p),
-            SemWait::Until(ts) => {
-                let abs = c_timespec(&ts);
-                sem_clockwait(p, libc::CLOCK_MONOTONIC, &abs)
-            }
+/// - `s` came from [`sem_map`] and is not passed to [`sem_unmap`] during `'a`.
+pub(crate) unsafe fn sem_words<'a>(s: SemPtr) -> SemWords<'a> {
+    let base = s.0.as_ptr().cast::<u8>();
+    // SAFETY: the mapping is page-aligned and SEM_SIZE (32) bytes long, so both words are
+    // inside it and aligned; it stays mapped for `'a` per the contract. Every process
+    // accesses these bytes atomically (glibc and this crate). `value` overlaps `data`: this
+    // crate only hands its address to the futex calls (the kernel reads it) and never
+    // operates on it with Rust atomics, as glibc does the same.
+    unsafe {
+        SemWords {
+            data: &*base.cast::<AtomicU64>(),
+            value: &*base.add(SEM_VALUE_AT).cast::<AtomicU32>(),
         }
-    };
-    if rc == 0 { Ok(()) } else { Err(errno()) }
-}
-
-/// `sem_getvalue`.
-///
-/// # Safety
-/// - `s` came from [`sem_map`] and was not passed to [`sem_unmap`].
-pub(crate) unsafe fn sem_getvalue(s: SemPtr) -> Result<i32, Errno> {
-    let mut v: c_int = 0;
-    // SAFETY: `s` is open per the contract; `v` is a writable local.
-    if unsafe { libc::sem_getvalue(s.0.as_ptr(), &mut v) } == 0 {
-        Ok(v)
-    } else {
-        Err(errno())
     }
 }
 
@@ -390,24 +376,112 @@ pub(crate) fn sem_setval(id: c_int, num: u16, value: u16) -> Result<(), Errno> {
     if rc == -1 { Err(errno()) } else { Ok(()) }
 }
 
-/// `semctl(id, 0, GETALL, values)`; `values.len()` must be the set's size.
-pub(crate) fn sem_getall(id: c_int, values: &mut [u16]) -> Result<(), Errno> {
-    let arg = Semun {
-        array: values.as_mut_ptr(),
-    };
-    // SAFETY: GETALL writes `nsems` values to `arg.array`; the caller passes a slice of the
-    // set's size (taken from IPC_STAT), so the writes stay inside it.
-    let rc = unsafe { libc::semctl(id, 0, libc::GETALL, arg) };
-    if rc == -1 { Err(errno()) } else { Ok(()) }
+/// `n` values for `GETALL` and `SETALL`, at the very end of a private anonymous mapping that
+/// an inaccessible page follows.
+///
+/// Those commands copy as many values as the set has *now*, and a set id is a plain number:
+/// the set can be removed and its id given to a larger set by another process (once the
+/// kernel's sequence wraps, or at once through `/proc/sys/kernel/sem_next_id`) between the
+/// `IPC_STAT` that sized the buffer and the copy. Past the `n` values the kernel meets the
+/// inaccessible page and fails with `EFAULT`: it never writes into or reads from other memory
+/// of this process.
+struct GuardedValues {
+    map: NonNull<libc::c_void>,
+    map_len: usize,
+    /// Offset of the first value in the mapping.
+    at: usize,
+    n: usize,
 }
 
-/// `semctl(id, 0, SETALL, values)`; `values.len()` must be the set's size.
-pub(crate) fn sem_setall(id: c_int, values: &[u16]) -> Result<(), Errno> {
+impl GuardedValues {
+    fn new(n: usize) -> Result<GuardedValues, Errno> {
+        // SAFETY: sysconf reads a constant of the system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = n.checked_mul(2).ok_or(Errno::NOMEM)?;
+        let data = bytes
+            .div_ceil(page)
+            .max(1)
+            .checked_mul(page)
+            .ok_or(Errno::NOMEM)?;
+        let map_len = data.checked_add(page).ok_or(Errno::NOMEM)?;
+        // SAFETY: a new private mapping at an address the kernel picks: nothing of ours is
+        // replaced or aliased.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                map_len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }?;
+        let map = NonNull::new(p).ok_or(Errno::NOMEM)?;
+        let guarded = GuardedValues {
+            map,
+            map_len,
+            at: data - bytes,
+            n,
+        };
+        // SAFETY: the last page of the mapping made above, which nothing references.
+        unsafe {
+            rustix::mm::mprotect(
+                p.cast::<u8>().add(data).cast(),
+                page,
+                rustix::mm::MprotectFlags::empty(),
+            )
+        }?;
+        Ok(guarded)
+    }
+
+    fn values(&mut self) -> &mut [u16] {
+        // SAFETY: `at .. at + 2n` lies in the readable and writable part of the mapping, which
+        // `self` owns until `Drop`; `at` is even, so the start is aligned for `u16` (the
+        // mapping is page-aligned); zero-filled memory is valid `u16`s.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_ptr().cast::<u8>().add(self.at).cast::<u16>(),
+                self.n,
+            )
+        }
+    }
+}
+
+impl Drop for GuardedValues {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped only here; no reference into it
+        // outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr(), self.map_len) };
+    }
+}
+
+/// `semctl(id, 0, GETALL)` of a set of `n` semaphores. `EFAULT` if the set at `id` has more
+/// than `n` now (see [`GuardedValues`]: nothing is written past them).
+pub(crate) fn sem_getall(id: c_int, n: usize) -> Result<Vec<u16>, Errno> {
+    let mut buf = GuardedValues::new(n)?;
     let arg = Semun {
-        array: values.as_ptr().cast_mut(),
+        array: buf.values().as_mut_ptr(),
     };
-    // SAFETY: SETALL reads `nsems` values from `arg.array` and never writes through it; the
-    // caller passes a slice of the set's size.
+    // SAFETY: GETALL writes as many values as the set has now to `arg.array`: the first `n`
+    // into `buf`, and at the next one the kernel meets the inaccessible page and stops
+    // (EFAULT).
+    let rc = unsafe { libc::semctl(id, 0, libc::GETALL, arg) };
+    if rc == -1 {
+        Err(errno())
+    } else {
+        Ok(buf.values().to_vec())
+    }
+}
+
+/// `semctl(id, 0, SETALL, values)` of a set of `values.len()` semaphores. `EFAULT` if the set
+/// at `id` has more now (see [`GuardedValues`]: nothing past them is read).
+pub(crate) fn sem_setall(id: c_int, values: &[u16]) -> Result<(), Errno> {
+    let mut buf = GuardedValues::new(values.len())?;
+    buf.values().copy_from_slice(values);
+    let arg = Semun {
+        array: buf.values().as_mut_ptr(),
+    };
+    // SAFETY: SETALL reads as many values as the set has now from `arg.array` and never
+    // writes through it: the first `values.len()` from `buf`, and at the next one the kernel
+    // meets the inaccessible page and stops (EFAULT).
     let rc = unsafe { libc::semctl(id, 0, libc::SETALL, arg) };
     if rc == -1 { Err(errno()) } else { Ok(()) }
 }

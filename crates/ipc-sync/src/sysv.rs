@@ -80,7 +80,8 @@ impl SetOpenOptions {
     /// How long [`open`](SetOpenOptions::open) waits for a set that exists but is not
     /// initialised yet (its creator is between `semget` and setting the values). It polls,
     /// every few milliseconds, so that a creator that died there costs an opener no more than
-    /// this deadline.
+    /// this deadline. [`Deadline::Never`] waits as long as it takes (a dead creator's set
+    /// then keeps the opener waiting until someone initialises or removes it).
     pub fn wait(&mut self, deadline: Deadline) -> &mut SetOpenOptions {
         self.wait = deadline;
         self
@@ -106,7 +107,8 @@ impl SetOpenOptions {
     /// # Errors
     /// As [`SemaphoreSet::open`]; a set still not initialised at the deadline is
     /// [`ErrorKind::WouldBlock`] for [`Deadline::Now`] and [`ErrorKind::TimedOut`] otherwise,
-    /// with a message that says how to remove it if its creator died.
+    /// with a message that says how to remove it if its creator died; a set removed while
+    /// the opener waits is [`ErrorKind::NotFound`].
     pub fn open(&self, key: Key) -> Result<SemaphoreSet> {
         let id = SemaphoreSet::lookup(key)?;
         let set = self.open_id(id)?;
@@ -116,7 +118,12 @@ impl SetOpenOptions {
                 tracing::trace!(id, %key, "opened System V semaphore set by key");
                 return Ok(set);
             }
-            let Some(left) = self.wait.remaining().filter(|d| !d.is_zero()) else {
+            // `None`: no deadline, wait as long as it takes.
+            let left = match self.wait {
+                Deadline::Never => None,
+                d => d.remaining().filter(|d| !d.is_zero()),
+            };
+            if left.is_none() && self.wait != Deadline::Never {
                 let e =
                     self.wait
                         .expired_error(Blocked::Empty)
@@ -133,8 +140,8 @@ impl SetOpenOptions {
                 let e = e.in_op("open").on(&set);
                 tracing::debug!(error = %e, "semaphore set not opened");
                 return Err(e);
-            };
-            std::thread::sleep(pause.min(left));
+            }
+            std::thread::sleep(left.map_or(pause, |left| pause.min(left)));
             pause = (pause * 2).min(std::time::Duration::from_millis(10));
         }
     }
@@ -157,6 +164,68 @@ impl SetOpenOptions {
         tracing::trace!(id, len, "opened System V semaphore set");
         Ok(SemaphoreSet::new(id, len))
     }
+}
+
+/// Why `ops` could never proceed, whatever the set's values, or `None` if some values let
+/// them: for each semaphore, its operations in their order need a value before the call of
+/// at least what the takes need at their deepest, and exactly one value where a wait for zero
+/// is among them (the kernel applies them one after another on a running value). If no value
+/// from 0 to [`SEMVMX`] fits, the kernel would block on them for ever.
+///
+/// Runs on every [`SemaphoreSet::op`]: a few operations are sorted on the stack, so that the
+/// check allocates nothing then.
+fn never_proceeds(ops: &[SemOp]) -> Option<String> {
+    let mut stack = [SemOp::new(0, 0); STACK_OPS];
+    let mut heap = Vec::new();
+    let sorted: &mut [SemOp] = if ops.len() <= STACK_OPS {
+        stack[..ops.len()].copy_from_slice(ops);
+        &mut stack[..ops.len()]
+    } else {
+        heap.extend_from_slice(ops);
+        &mut heap
+    };
+    // Stable: each semaphore's operations keep their order.
+    sorted.sort_by_key(|o| o.num);
+    for group in sorted.chunk_by(|a, b| a.num == b.num) {
+        let num = group[0].num;
+        // The running change so far, the least value the takes need, and the value a wait for
+        // zero needs.
+        let (mut sum, mut least, mut exact) = (0i64, 0i64, None::<i64>);
+        for o in group {
+            if o.delta == 0 {
+                if sum > 0 || exact.is_some_and(|e| e != -sum) {
+                    return Some(format!(
+                        "semaphore {num}: a wait for zero after adding {sum} to it in the same \
+                         call can never proceed"
+                    ));
+                }
+                exact = Some(-sum);
+            } else {
+                sum += i64::from(o.delta);
+                least = least.max(-sum);
+            }
+        }
+        if exact.is_some_and(|e| e < least) {
+            return Some(format!(
+                "semaphore {num}: these operations wait for zero where their takes need a \
+                 value of at least {least}: they can never proceed"
+            ));
+        }
+        if least > i64::from(SEMVMX) {
+            return Some(format!(
+                "semaphore {num}: these operations take {least} at once, more than any value \
+                 can hold (SEMVMX is {SEMVMX}): they can never proceed"
+            ));
+        }
+    }
+    None
+}
+
+/// [`ErrorKind::Disconnected`]: the set is gone (`EIDRM`, or `EINVAL` for an id that no
+/// longer exists).
+fn removed() -> Error {
+    Error::with_note(ErrorKind::Disconnected, "the set was removed")
+        .with_source(std::io::Error::from_raw_os_error(libc::EIDRM))
 }
 
 /// One operation of a [`SemaphoreSet::op`] call (`struct sembuf`).
@@ -387,21 +456,28 @@ impl SemaphoreSet {
 
     /// Whether the set's values were set: a `semop` happened (`sem_otime` is not 0), or every
     /// semaphore was set by `SETVAL`/`SETALL` (its `sempid` is not 0 any more).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if the set was removed (the key names no set any more).
     fn initialised(&self) -> Result<bool> {
-        let ds = sys::sem_stat(self.id).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(IPC_STAT)")
-                .on_shared(&self.label)
-        })?;
+        let fail = |e: Errno, op: &'static str| {
+            match e {
+                Errno::IDRM | Errno::INVAL => Error::with_note(
+                    ErrorKind::NotFound,
+                    "the set was removed before it was initialised",
+                ),
+                e => Error::from(e),
+            }
+            .in_op(op)
+            .on_shared(&self.label)
+        };
+        let ds = sys::sem_stat(self.id).map_err(|e| fail(e, "semctl(IPC_STAT)"))?;
         if ds.sem_otime != 0 {
             return Ok(true);
         }
         for num in 0..self.len {
-            let pid = sys::sem_get(self.id, num, libc::GETPID).map_err(|e| {
-                Error::from(e)
-                    .in_op("semctl(GETPID)")
-                    .on_shared(&self.label)
-            })?;
+            let pid =
+                sys::sem_get(self.id, num, libc::GETPID).map_err(|e| fail(e, "semctl(GETPID)"))?;
             if pid == 0 {
                 return Ok(false);
             }
@@ -435,9 +511,14 @@ impl SemaphoreSet {
     ///   the operations could not proceed in time; nothing was done.
     /// - [`ErrorKind::Disconnected`]: the set was removed (`EIDRM`, or `EINVAL` for an id that
     ///   no longer exists).
-    /// - [`ErrorKind::InvalidInput`]: `ops` is empty or names a semaphore beyond the set.
-    /// - [`ErrorKind::LimitExceeded`]: a value would exceed [`SEMVMX`], more operations than
-    ///   `SEMOPM`, or no memory for the undo records.
+    /// - [`ErrorKind::InvalidInput`]: `ops` is empty or names a semaphore beyond the set; or
+    ///   no value of some semaphore could ever let its operations proceed (they take more
+    ///   than [`SEMVMX`] in all, or wait for zero after adding to it in the same call), so
+    ///   that the kernel would wait for ever: refused at once, whatever the deadline.
+    /// - [`ErrorKind::LimitExceeded`]: a value would exceed [`SEMVMX`]; this process's
+    ///   `SEM_UNDO` adjustment of a semaphore would leave -32768..=32767 (`SEMAEM`: undo
+    ///   operations that give back more than they took); more operations than `SEMOPM`; or
+    ///   no memory for the undo records.
     ///
     /// # References
     /// - [`semop(2)`](https://man7.org/linux/man-pages/man2/semop.2.html)
@@ -462,6 +543,9 @@ impl SemaphoreSet {
                 ErrorKind::InvalidInput,
                 format!("semaphore {} of a set of {}", op.num, self.len),
             )));
+        }
+        if let Some(why) = never_proceeds(ops) {
+            return Err(fail(Error::with_note(ErrorKind::InvalidInput, why)));
         }
         let nowait = if deadline == Deadline::Now {
             libc::IPC_NOWAIT
@@ -498,15 +582,8 @@ impl SemaphoreSet {
                 Err(Errno::AGAIN) => {
                     return Err(fail(deadline.expired_error(Blocked::Empty)));
                 }
-                Err(Errno::IDRM) | Err(Errno::INVAL) => {
-                    return Err(fail(
-                        Error::with_note(ErrorKind::Disconnected, "the set was removed")
-                            .with_source(std::io::Error::from_raw_os_error(libc::EIDRM)),
-                    ));
-                }
-                Err(Errno::RANGE) => {
-                    return Err(fail(semvmx_error()));
-                }
+                Err(Errno::IDRM) | Err(Errno::INVAL) => return Err(fail(removed())),
+                Err(Errno::RANGE) => return Err(fail(self.range_error(ops))),
                 Err(Errno::TOOBIG) => {
                     return Err(fail(limit_error(SEMOPM)));
                 }
@@ -524,6 +601,35 @@ impl SemaphoreSet {
                 }
                 Err(e) => return Err(fail(Error::from(e))),
             }
+        }
+    }
+
+    /// What `ERANGE` from `semop` means for `ops`: a value would exceed [`SEMVMX`], or, with
+    /// `SEM_UNDO`, this process's undo adjustment of a semaphore would leave
+    /// -32768..=32767 (`SEMAEM`). The values are read again to tell which (a peer may change
+    /// them meanwhile: this only chooses the message).
+    fn range_error(&self, ops: &[SemOp]) -> Error {
+        let over_semvmx = |num: u16| {
+            let added: i64 = ops
+                .iter()
+                .filter(|o| o.num == num && o.delta > 0)
+                .map(|o| i64::from(o.delta))
+                .sum();
+            self.value(num)
+                .map_or(true, |v| i64::from(v) + added > i64::from(SEMVMX))
+        };
+        let undo = ops.iter().find(|o| o.undo && o.delta != 0);
+        match undo {
+            Some(o) if !ops.iter().any(|o| o.delta > 0 && over_semvmx(o.num)) => Error::limit(
+                format!(
+                    "SEMAEM (this process's SEM_UNDO adjustment of semaphore {} must stay \
+                     within -SEMAEM-1..=SEMAEM: give back with undo only what was taken with \
+                     undo)",
+                    o.num
+                ),
+                Some(32767),
+            ),
+            _ => semvmx_error(),
         }
     }
 
@@ -547,54 +653,112 @@ impl SemaphoreSet {
 
     /// The value of semaphore `num` (`semctl(GETVAL)`).
     ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
+    ///
     /// # References
     /// - [`semctl(2)`](https://man7.org/linux/man-pages/man2/semctl.2.html)
     #[doc(alias = "semctl")]
     pub fn value(&self, num: u16) -> Result<u16> {
-        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETVAL)")
-                .on_shared(&self.label)
-        })?;
+        const OP: &str = "semctl(GETVAL)";
+        self.check_num(num, OP)?;
+        let v = sys::sem_get(self.id, num, libc::GETVAL).map_err(|e| self.semctl_error(e, OP))?;
         Ok(u16::try_from(v).unwrap_or(u16::MAX))
     }
 
-    /// The values of all semaphores (`semctl(GETALL)`).
+    /// [`ErrorKind::InvalidInput`] naming `num` if it is beyond the set, before any syscall.
+    fn check_num(&self, num: u16, op: &'static str) -> Result<()> {
+        if num < self.len {
+            return Ok(());
+        }
+        Err(Error::with_note(
+            ErrorKind::InvalidInput,
+            format!("semaphore {num} of a set of {}", self.len),
+        )
+        .in_op(op)
+        .on_shared(&self.label))
+    }
+
+    /// The error of a `semctl` on this set: [`ErrorKind::Disconnected`] if it was removed (the
+    /// number was checked before, so `EINVAL` means the id names no set), as for
+    /// [`op`](SemaphoreSet::op).
+    fn semctl_error(&self, e: Errno, op: &'static str) -> Error {
+        let e = match e {
+            Errno::IDRM | Errno::INVAL => removed(),
+            e => Error::from(e),
+        }
+        .in_op(op)
+        .on_shared(&self.label);
+        tracing::debug!(error = %e, "semctl failed");
+        e
+    }
+
+    /// The values of all semaphores (`semctl(IPC_STAT)`, then `semctl(GETALL)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Disconnected`]: the set was removed; or its id now names another set of
+    /// another size (a set id is a plain number: once this set is removed, the kernel may give
+    /// it to a new set, which another process can make happen). The other set's values are
+    /// refused, and never copied past the buffer sized for this set's.
     pub fn values(&self) -> Result<Vec<u16>> {
-        let mut v = vec![0; self.len()];
-        sys::sem_getall(self.id, &mut v).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETALL)")
-                .on_shared(&self.label)
+        let fail = |e: Error| {
+            let e = e.in_op("semctl(GETALL)").on_shared(&self.label);
+            tracing::debug!(error = %e, "semaphore values not read");
+            e
+        };
+        let reused = |now: String| {
+            fail(Error::with_note(
+                ErrorKind::Disconnected,
+                format!(
+                    "the set was removed: its id now names another set, of {now} semaphores \
+                     (this one has {})",
+                    self.len
+                ),
+            ))
+        };
+        let ds = sys::sem_stat(self.id).map_err(|e| match e {
+            Errno::IDRM | Errno::INVAL => fail(removed()),
+            e => fail(Error::from(e)),
         })?;
-        Ok(v)
+        if ds.sem_nsems != libc::c_ulong::from(self.len) {
+            return Err(reused(ds.sem_nsems.to_string()));
+        }
+        // The id may change hands between the two calls: a larger set makes GETALL fault at
+        // the end of our buffer (EFAULT), a smaller one is seen by the next call.
+        sys::sem_getall(self.id, self.len()).map_err(|e| match e {
+            Errno::FAULT => reused("more".to_owned()),
+            Errno::IDRM | Errno::INVAL => fail(removed()),
+            e => fail(Error::from(e)),
+        })
     }
 
     /// Sets semaphore `num` to `value` (`semctl(SETVAL)`), clearing every process's undo
     /// record for it.
     ///
     /// # Errors
-    /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`].
+    /// [`ErrorKind::LimitExceeded`] if `value` is above [`SEMVMX`];
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (both before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
     pub fn set_value(&self, num: u16, value: u16) -> Result<()> {
         if value > SEMVMX {
             return Err(semvmx_error()
                 .in_op("semctl(SETVAL)")
                 .on_shared(&self.label));
         }
-        sys::sem_setval(self.id, num, value).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(SETVAL)")
-                .on_shared(&self.label)
-        })
+        self.check_num(num, "semctl(SETVAL)")?;
+        sys::sem_setval(self.id, num, value).map_err(|e| self.semctl_error(e, "semctl(SETVAL)"))
     }
 
     /// How many processes wait for semaphore `num` to increase (`semctl(GETNCNT)`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if `num` is beyond the set (before any syscall);
+    /// [`ErrorKind::Disconnected`] if the set was removed.
     pub fn waiting(&self, num: u16) -> Result<u32> {
-        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| {
-            Error::from(e)
-                .in_op("semctl(GETNCNT)")
-                .on_shared(&self.label)
-        })?;
+        const OP: &str = "semctl(GETNCNT)";
+        self.check_num(num, OP)?;
+        let n = sys::sem_get(self.id, num, libc::GETNCNT).map_err(|e| self.semctl_error(e, OP))?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
@@ -674,6 +838,30 @@ mod tests {
             ErrorKind::InvalidInput
         );
         drop(set); // already gone: dropping the guard is harmless
+    }
+
+    /// What `values` and `create` meet if the id changes hands between their `IPC_STAT` and
+    /// the copy: a set larger than the buffer. The kernel's copy stops at the guard page.
+    #[test]
+    #[cfg_attr(miri, ignore = "System V IPC is not supported by Miri")]
+    fn getall_and_setall_of_a_larger_set_fault_instead_of_overrunning() {
+        let set = SemaphoreSet::create(Key::PRIVATE, &[5; 3000])
+            .unwrap()
+            .remove_on_drop();
+        for n in [1, 2047, 2048] {
+            assert_eq!(sys::sem_getall(set.id(), n), Err(Errno::FAULT), "{n}");
+            assert_eq!(
+                sys::sem_setall(set.id(), &vec![1; n]),
+                Err(Errno::FAULT),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            set.values().unwrap(),
+            vec![5; 3000],
+            "SETALL failed as a whole"
+        );
+        assert_eq!(sys::sem_getall(set.id(), 3000).unwrap(), vec![5; 3000]);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! killed while initialising them, or while holding the lock, leaves objects that the next
 //! process either refuses (`WrongType`, "not initialised": the magic number is written last)
 //! or opens and uses, the lock reporting `OwnerDied` if the creator held it.
+//! A process relaying units between two semaphores (waiting on one, posting to the other)
+//! killed at a random step, while this process posts and waits on the other ends: no unit is
+//! made or lost except the one the dead relay may hold, and a new relay runs at once.
 //! Default: 12 rounds per kind; `IPC_SOAK=1`: 300.
 
 use std::os::unix::fs::PermissionsExt;
@@ -109,7 +112,31 @@ fn placed_churn(ctx: &Ctx) {
     }
 }
 
-roles!(named_churn, set_churn, placed_churn);
+/// `path [rounds]`: relays units between the two semaphores in the file at `path` (at 0 and
+/// `SEM_AT`): takes one from the first, posts one to the second; forever, or `rounds` times.
+fn relay(ctx: &Ctx) {
+    let args = ctx.args();
+    let mut map = map_file(std::path::Path::new(args[0]), false);
+    let base = map.as_mut_ptr();
+    // SAFETY: the parent's file, PLACED_LEN bytes, both semaphores initialised before this
+    // role started; the mapping lives until the role ends.
+    let (a, b) = unsafe {
+        (
+            Semaphore::open_at(base.cast()).unwrap(),
+            Semaphore::open_at(base.add(SEM_AT).cast()).unwrap(),
+        )
+    };
+    let rounds: usize = args.get(1).map_or(usize::MAX, |r| r.parse().unwrap());
+    for i in 0..rounds {
+        a.wait().unwrap();
+        b.post().unwrap();
+        if i == 0 {
+            ctx.checkpoint("looping");
+        }
+    }
+}
+
+roles!(named_churn, set_churn, placed_churn, relay);
 
 /// Unlinks a semaphore name on drop.
 struct Unlink(String);
@@ -278,5 +305,85 @@ fn a_mutex_and_semaphore_creator_killed_at_any_step_leaves_them_refused_or_usabl
     }
     eprintln!(
         "mutexes after the kills: {usable} usable, {owner_died} owner died, {refused} refused"
+    );
+}
+
+#[test]
+fn a_semaphore_relay_killed_at_any_step_blocks_nobody_and_keeps_the_count() {
+    let mut rng = Rng::new("kill steps");
+    let dir = TempDir::new("relay");
+    let path = dir.join("sems");
+    let mut map = map_file(&path, true);
+    let base = map.as_mut_ptr();
+    // SAFETY: fresh, page-aligned, zeroed bytes of our own mapping, big enough for both
+    // semaphores; the relays open them only after this.
+    let (a, b): (&'static Semaphore, &'static Semaphore) = unsafe {
+        (
+            Semaphore::init_at(base.cast(), 0).unwrap(),
+            Semaphore::init_at(base.add(SEM_AT).cast(), 0).unwrap(),
+        )
+    };
+    // The mapping must outlive the semaphores' borrows (and the driver thread below).
+    std::mem::forget(map);
+    let (mut posted, mut taken) = (0u64, 0u64);
+    for _ in 0..by_profile(12, 300) {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let driver = std::thread::spawn({
+            let stop = std::sync::Arc::clone(&stop);
+            move || {
+                let (mut posted, mut taken) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    a.post().unwrap();
+                    posted += 1;
+                    match b.wait_timeout(Duration::from_millis(2)) {
+                        Ok(()) => taken += 1,
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}"),
+                    }
+                }
+                (posted, taken)
+            }
+        });
+        kill_at_random(
+            "relay",
+            path.to_str().unwrap(),
+            "looping",
+            Duration::from_millis(3),
+            &mut rng,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (p, t) = driver.join().unwrap();
+        posted += p;
+        taken += t;
+        // Every unit posted is still in `a`, was relayed into `b` (and is there or taken), or
+        // is held by a dead relay: at most one per round.
+        let here = u64::from(a.value()) + u64::from(b.value()) + taken;
+        assert!(here <= posted, "units made: {here} > {posted}");
+        let held = posted - here;
+        // A new relay takes what `a` holds and hands over at once: nothing the dead ones
+        // left (a sleepers bit, a unit nobody was woken for) blocks it or this process.
+        let rounds = a.value() + 5;
+        let mut child = ipc_testkit::spawn("relay")
+            .arg(format!("{} {rounds}", path.to_str().unwrap()))
+            .start();
+        for _ in 0..5 {
+            a.post().unwrap();
+        }
+        posted += 5;
+        for _ in 0..rounds {
+            b.wait_timeout(ipc_testkit::watchdog()).unwrap();
+            taken += 1;
+        }
+        child.wait_checkpoint("looping");
+        child.wait_success();
+        // `b` may still hold units relayed before this round's check: take them.
+        while b.try_wait().is_ok() {
+            taken += 1;
+        }
+        assert_eq!(a.value(), 0);
+        posted -= held;
+    }
+    assert_eq!(
+        posted, taken,
+        "every unit not held by a dead relay was taken"
     );
 }

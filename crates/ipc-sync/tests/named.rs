@@ -55,6 +55,31 @@ fn plain_c_program(ctx: &Ctx) {
     }
 }
 
+/// What a C program that waits does: `sem_open(name, 0)`, `sem_wait` (glibc's, which sleeps
+/// until a post wakes it: no deadline, no recheck), `sem_close`.
+fn plain_c_waiter(ctx: &Ctx) {
+    let name = CString::new(ctx.arg()).unwrap();
+    // SAFETY: `name` is NUL-terminated; without O_CREAT no variadic arguments follow.
+    let sem = unsafe { libc::sem_open(name.as_ptr(), 0) };
+    assert_ne!(
+        sem,
+        libc::SEM_FAILED,
+        "sem_open: {}",
+        std::io::Error::last_os_error()
+    );
+    ctx.checkpoint("opened");
+    // SAFETY: `sem` is open.
+    unsafe {
+        assert_eq!(
+            libc::sem_wait(sem),
+            0,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(libc::sem_close(sem), 0);
+    }
+}
+
 /// Opens `args[0]`, says so, and takes one unit within the watchdog's time.
 fn wait_by_name(ctx: &Ctx) {
     let sem = NamedSemaphore::open(ctx.arg()).expect("open");
@@ -169,7 +194,37 @@ fn unprivileged_cycle(ctx: &Ctx) {
     eprintln!("checked as uid {}", rustix::process::geteuid().as_raw());
 }
 
+/// `name`: posts and takes `name` many times while a thread of this process writes garbage
+/// over the semaphore's futex-sharing word (as any program mapping the file can), with the
+/// waiter count scribbled non-zero so that every post wakes. glibc, reading such a word,
+/// makes a futex call that fails with `ENOSYS` (it then aborts the process) or turns the
+/// post's wake into a wait on the post's own value (for ever): neither must happen.
+fn post_and_take_under_scribbles(ctx: &Ctx) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sem = NamedSemaphore::open(ctx.arg()).expect("open");
+    let map = map_sem_file(&sem);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let sharing = word_of(&map, SHARING_AT);
+            word_of(&map, NWAITERS_AT).store(1, Ordering::Relaxed);
+            while !stop.load(Ordering::Relaxed) {
+                for bad in [0xff, 1, 0x100, u32::MAX] {
+                    sharing.store(bad, Ordering::Relaxed);
+                }
+            }
+        });
+        for _ in 0..20_000 {
+            sem.post().expect("post");
+            sem.try_wait().expect("take what was posted");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
 roles!(
+    plain_c_waiter,
+    post_and_take_under_scribbles,
     post_by_name,
     wait_by_name,
     plain_c_program,
@@ -301,6 +356,30 @@ fn interoperates_with_plain_sem_open_both_ways() {
 }
 
 #[test]
+fn a_post_wakes_a_c_program_asleep_in_sem_wait() {
+    // glibc's sem_wait sleeps until a post wakes it (no recheck): a post that does not
+    // follow glibc's protocol (register, wake when waiters are registered, shared futex)
+    // leaves it asleep until the watchdog.
+    let name = unique_posix_name("named-c-waiter");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    for _ in 0..3 {
+        let mut child = spawn("plain_c_waiter").arg(name.as_str()).start();
+        child.wait_checkpoint("opened");
+        let asleep = ipc_core::Deadline::after(watchdog());
+        while file_word(&sem, NWAITERS_AT) == 0 {
+            assert!(!asleep.has_passed(), "the child never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sem.post().unwrap();
+        child.wait_success();
+        assert_eq!(file_word(&sem, NWAITERS_AT), 0, "the waiter deregistered");
+    }
+    assert_eq!(sem.value().unwrap(), 0);
+}
+
+#[test]
 fn the_guard_unlinks_the_name_also_on_panic() {
     let name = unique_posix_name("named-guard");
     let sem = NamedSemaphore::create(name.as_str(), 1)
@@ -377,6 +456,31 @@ fn file_word(sem: &NamedSemaphore, at: u64) -> u32 {
     u32::from_ne_bytes(b)
 }
 
+/// A shared mapping of the semaphore's file: what another program using it sees.
+fn map_sem_file(sem: &NamedSemaphore) -> memmap2::MmapMut {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev_shm_file(sem))
+        .unwrap();
+    // SAFETY: the file is this test's own semaphore, nobody truncates it, and its words are
+    // accessed only through atomics (here) and glibc's or the library's atomic operations.
+    unsafe { memmap2::MmapMut::map_mut(&f) }.unwrap()
+}
+
+/// glibc's 32-bit word at `at` in a mapping of a semaphore's file.
+fn word_of(map: &memmap2::MmapMut, at: u64) -> &std::sync::atomic::AtomicU32 {
+    assert!(at as usize + 4 <= map.len() && at % 4 == 0);
+    // SAFETY: inside the mapping (checked), 4-aligned (the mapping is page-aligned), valid for
+    // as long as `map` is borrowed; every user of these bytes accesses them atomically.
+    unsafe {
+        &*map
+            .as_ptr()
+            .add(at as usize)
+            .cast::<std::sync::atomic::AtomicU32>()
+    }
+}
+
 /// What another program writing into the file does (the page cache is the shared memory).
 fn overwrite_sharing_word(sem: &NamedSemaphore, value: u32) {
     use std::os::unix::fs::FileExt;
@@ -426,4 +530,82 @@ fn a_wake_up_lost_to_an_overwritten_sharing_word_delays_the_wait_but_never_ends_
         .start()
         .wait_success();
     child.wait_success();
+}
+
+#[test]
+fn a_waiter_woken_while_the_sharing_word_is_garbage_sleeps_on_instead_of_aborting() {
+    // The child sleeps in its wait. Another program writes garbage over the sharing word and
+    // wakes the sleeper (a plain FUTEX_WAKE on the value word, as a post whose unit was taken
+    // at once by someone else does). A wait that goes back to sleep through glibc reads the
+    // garbage and aborts the process ("The futex facility returned an unexpected error
+    // code"); it must sleep on and take the unit posted later.
+    let name = unique_posix_name("named-woken-garbage");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let map = map_sem_file(&sem);
+    let mut child = spawn("wait_by_name").arg(name.as_str()).start();
+    child.wait_checkpoint("opened");
+    let asleep = ipc_core::Deadline::after(watchdog());
+    while file_word(&sem, NWAITERS_AT) == 0 {
+        assert!(!asleep.has_passed(), "the child never waited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    overwrite_sharing_word(&sem, 0xff);
+    ipc_sync::futex::wake_all(word_of(&map, 0));
+    if let Some(out) = child.wait_timeout(Duration::from_millis(100)) {
+        panic!(
+            "the waiter ended ({}) without a post:\n{}",
+            out.status, out.stderr
+        );
+    }
+    sem.post().unwrap();
+    child.wait_success();
+}
+
+/// See `post_and_take_under_scribbles`: before, the child aborted (SIGABRT) or hung in a post.
+#[test]
+fn posts_and_takes_survive_garbage_in_the_sharing_word() {
+    let name = unique_posix_name("named-hammer");
+    // Removes the name at the end, also if the test fails.
+    let _sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let mut child = spawn("post_and_take_under_scribbles")
+        .arg(name.as_str())
+        .start();
+    match child.wait_timeout(Duration::from_secs(20)) {
+        Some(out) => assert!(out.success(), "{}:\n{}", out.status, out.stderr),
+        None => panic!("hung: {}", child.kill_and_wait().stderr),
+    }
+}
+
+#[test]
+fn a_post_to_a_value_overwritten_beyond_sem_value_max_is_refused_and_changes_nothing() {
+    // glibc refuses a post only at exactly SEM_VALUE_MAX: above it, its post adds one, and at
+    // u32::MAX the carry wraps the value to 0 and adds a phantom waiter (every later post a
+    // futex syscall).
+    let name = unique_posix_name("named-beyond-max");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let map = map_sem_file(&sem);
+    let value = word_of(&map, 0);
+    let nwaiters = word_of(&map, NWAITERS_AT);
+    for bad in [SEM_VALUE_MAX + 1, u32::MAX] {
+        value.store(bad, std::sync::atomic::Ordering::Relaxed);
+        let e = sem.post().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:#x}: {e}");
+        assert!(e.to_string().contains(&name), "{e}");
+        assert_eq!(value.load(std::sync::atomic::Ordering::Relaxed), bad);
+        assert_eq!(nwaiters.load(std::sync::atomic::Ordering::Relaxed), 0);
+        let e = sem.value().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{bad:#x}: {e}");
+        // Any value is a count to take from.
+        sem.try_wait().unwrap();
+        assert_eq!(value.load(std::sync::atomic::Ordering::Relaxed), bad - 1);
+    }
+    value.store(SEM_VALUE_MAX, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sem.post().unwrap_err().kind(), ErrorKind::LimitExceeded);
+    assert_eq!(sem.value().unwrap(), SEM_VALUE_MAX);
 }

@@ -2,14 +2,15 @@
 //! holder took (and without it nothing is given back), and removing a set wakes its waiters
 //! with "disconnected"; a set another program created and initialised with `semctl(SETVAL)`
 //! (a C program here) opens by key; a creator killed at each step of creating a set leaves
-//! openers an error, not a hang; another user's set is refused unless asked for.
+//! openers an error, not a hang; another user's set is refused unless asked for; operations
+//! that no value can ever let proceed are refused at once, not waited for.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
-use ipc_sync::{Key, Owner, SemOp, SemaphoreSet, SetOpenOptions};
+use ipc_sync::{Key, Owner, SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, users, watchdog, within_watchdog};
 
 /// Removes the System V semaphore set `id` on drop (also when the test fails).
@@ -354,4 +355,159 @@ fn a_squatted_set_given_away_to_the_victim_is_refused() {
         return;
     }
     assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// Operations that no value of the semaphore can ever let proceed: taking more than `SEMVMX`
+/// (one operation of -32768, or several takes adding up), or a wait for zero after adding in
+/// the same call. The kernel would wait for them for ever under `Deadline::Never` (and call
+/// them "would block" under `Deadline::Now`, as if trying again could help); they are refused
+/// at once with `InvalidInput`, whatever the deadline, and change nothing. Operations that
+/// some value lets proceed still do.
+#[test]
+fn operations_that_can_never_proceed_are_refused_whatever_the_deadline() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[SEMVMX, 0])
+        .unwrap()
+        .remove_on_drop();
+    let id = set.id();
+    let never = [
+        vec![SemOp::new(0, i16::MIN)],
+        vec![
+            SemOp::new(0, -20000),
+            SemOp::new(1, 1),
+            SemOp::new(0, -20000),
+        ],
+        vec![SemOp::new(1, 1), SemOp::new(1, 0)],
+        vec![SemOp::new(1, -1), SemOp::new(1, 1), SemOp::new(1, 0)],
+    ];
+    for ops in never {
+        for deadline in [
+            Deadline::Now,
+            Deadline::after(Duration::from_millis(10)),
+            Deadline::Never,
+        ] {
+            let what = format!("{ops:?} until {deadline:?}");
+            let ops = ops.clone();
+            // A blocked thread is left behind if this fails; the set's removal (on unwind)
+            // ends its wait.
+            let r = within_watchdog(&what, move || {
+                SemaphoreSet::from_id(id).unwrap().op(&ops, deadline)
+            });
+            let e = r.expect_err(&what);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e}");
+            assert!(e.to_string().contains("never"), "{what}: {e}");
+        }
+    }
+    assert_eq!(set.values().unwrap(), vec![SEMVMX, 0], "nothing was done");
+    // What some value lets proceed is not refused: all of SEMVMX at once, and a wait for zero
+    // after taking back what was added.
+    set.op(&[SemOp::new(0, -(SEMVMX as i16))], Deadline::Now)
+        .unwrap();
+    set.op(
+        &[SemOp::new(1, 1), SemOp::new(1, -1), SemOp::new(1, 0)],
+        Deadline::Now,
+    )
+    .unwrap();
+    let e = set
+        .op(&[SemOp::new(0, -2), SemOp::new(0, 0)], Deadline::Now)
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::WouldBlock,
+        "possible with 2, so only would block"
+    );
+    assert_eq!(set.values().unwrap(), vec![0, 0]);
+}
+
+/// `release` (one unit back, with `SEM_UNDO`) without a matching `acquire` moves this
+/// process's undo adjustment of the semaphore down by one each time; the kernel refuses the
+/// call (`ERANGE`) once it would leave -32768..=32767 (`SEMAEM`), whatever the value. The
+/// error must say so: the value here is 0, nowhere near `SEMVMX`, which is what it blamed.
+#[test]
+fn an_undo_adjustment_out_of_range_is_not_blamed_on_the_value() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[0])
+        .unwrap()
+        .remove_on_drop();
+    let e = loop {
+        match set.release(0) {
+            // Taken back without undo: the value stays low, the adjustment keeps falling.
+            Ok(()) => set.op(&[SemOp::new(0, -1)], Deadline::Now).unwrap(),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(set.value(0).unwrap(), 0);
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("SEMAEM") && msg.contains("SEM_UNDO"), "{msg}");
+    assert!(!msg.contains("SEMVMX"), "{msg}");
+    // A value over SEMVMX is still SEMVMX's, with or without undo.
+    set.set_value(0, SEMVMX).unwrap(); // SETVAL also clears every undo adjustment
+    for op in [SemOp::new(0, 1), SemOp::new(0, 1).undo()] {
+        let e = set.op(&[op], Deadline::Now).unwrap_err();
+        assert!(e.to_string().contains("SEMVMX is 32767"), "{op:?}: {e}");
+    }
+}
+
+/// `SetOpenOptions::wait(Deadline::Never)` waits as long as the set takes to be initialised:
+/// it must not give up at once, and a set removed while the opener waits is `NotFound` (the
+/// key names no set any more), not an obscure `InvalidInput` from `semctl`.
+#[test]
+fn an_open_without_deadline_waits_for_initialisation_and_sees_a_removal() {
+    let dir = TempDir::new("semset-never");
+    for (tag, init) in [("init", true), ("rm", false)] {
+        let key = fresh_key(&dir, tag);
+        // SAFETY: plain integer arguments: a set made but not initialised, as its creator
+        // leaves it between semget and SETVAL.
+        let id = unsafe { libc::semget(raw_key(key), 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+        let _rm = RemoveSet(id);
+        let opener =
+            std::thread::spawn(move || SetOpenOptions::new().wait(Deadline::Never).open(key));
+        // Give the opener time to find the set uninitialised and poll (one that looks only
+        // later finds it initialised, or no set under the key: the same outcome).
+        std::thread::sleep(Duration::from_millis(20));
+        let rc = if init {
+            // SAFETY: SETVAL takes an int as its fourth (variadic) argument.
+            unsafe { libc::semctl(id, 0, libc::SETVAL, 3 as libc::c_int) }
+        } else {
+            // SAFETY: IPC_RMID takes no fourth argument.
+            unsafe { libc::semctl(id, 0, libc::IPC_RMID) }
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let opened = within_watchdog("open", move || opener.join().unwrap());
+        if init {
+            assert_eq!(opened.unwrap().values().unwrap(), vec![3]);
+        } else {
+            let e = opened.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        }
+    }
+}
+
+/// The single-semaphore calls (`value`, `set_value`, `waiting`) say which number is beyond
+/// the set, as `op` does, rather than pass it to the kernel for a bare `EINVAL`; and once the
+/// set is removed every call is `Disconnected`, as `op` is, not `InvalidInput`.
+#[test]
+fn single_semaphore_calls_name_a_bad_number_and_a_removed_set() {
+    let set = SemaphoreSet::create(Key::PRIVATE, &[1, 2])
+        .unwrap()
+        .remove_on_drop();
+    for e in [
+        set.value(2).unwrap_err(),
+        set.set_value(2, 0).unwrap_err(),
+        set.waiting(2).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("semaphore 2 of a set of 2"), "{e}");
+    }
+    let other = SemaphoreSet::from_id(set.id()).unwrap();
+    set.remove().unwrap();
+    for e in [
+        other.value(0).unwrap_err(),
+        other.set_value(0, 1).unwrap_err(),
+        other.waiting(0).unwrap_err(),
+        other.values().unwrap_err(),
+        other.acquire(0, Deadline::Now).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    }
 }
