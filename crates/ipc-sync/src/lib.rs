@@ -93,7 +93,8 @@
 //! 64-bit Linux with glibc 2.30 or later (robust process-shared mutexes and
 //! `pthread_mutex_clocklock`, which waits on `CLOCK_MONOTONIC` so that a change of the wall
 //! clock does not shorten or stretch a timeout, as every wait of this crate does; named
-//! semaphores follow glibc's 64-bit `sem_t` layout). Every object this crate creates can be removed
+//! semaphores and the mutex's unlock check follow glibc's 64-bit `sem_t` and
+//! `pthread_mutex_t` layouts). Every object this crate creates can be removed
 //! after its creator died: memfds vanish with their last user, named semaphores are files
 //! `/dev/shm/sem.<name>` ([`NamedSemaphore::unlink`]), System V sets are listed by `ipcs -s`
 //! ([`SemaphoreSet::remove`], `ipcrm -s <id>`).

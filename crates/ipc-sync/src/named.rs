@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,6 +69,9 @@ pub struct NamedSemaphore {
     /// `name`, formatted once: errors name the semaphore by taking a reference count, so the
     /// expected ones (would-block, timed out) allocate nothing.
     label: Arc<str>,
+    /// The file's device and inode, for [`remove_on_drop`](NamedSemaphore::remove_on_drop):
+    /// the name is removed only while it names this file.
+    file: (u64, u64),
     /// Unlinks the name after the semaphore is unmapped, if
     /// [`remove_on_drop`](NamedSemaphore::remove_on_drop) asked for it.
     remove: Option<RemoveGuard>,
@@ -157,7 +161,7 @@ fn open_error(errno: Errno) -> Error {
 /// before the real open, and that open has `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY` in case the
 /// name was swapped in between; what is mapped is checked again with `fstat` on the very
 /// descriptor that is mapped.
-fn open_mapped(name: &PosixName, owner: Owner) -> Result<SemPtr> {
+fn open_mapped(name: &PosixName, owner: Owner) -> Result<(SemPtr, (u64, u64))> {
     let path = sem_path(name);
     let probe = rustix::fs::open(
         &path,
@@ -176,7 +180,7 @@ fn open_mapped(name: &PosixName, owner: Owner) -> Result<SemPtr> {
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&fd)?;
     check_sem_file(&st, &path, owner)?;
-    Ok(sys::sem_map(fd.as_fd())?)
+    Ok((sys::sem_map(fd.as_fd())?, (st.st_dev, st.st_ino)))
 }
 
 /// Creates the semaphore file of `name` with exactly `mode` and `value`: an unnamed file in
@@ -184,7 +188,7 @@ fn open_mapped(name: &PosixName, owner: Owner) -> Result<SemPtr> {
 /// initialised in it, and only then a link under the name (`linkat`), which fails if the name
 /// is taken by anything. Other processes never see a half-made semaphore, and a creator killed
 /// at any step before the link leaves nothing behind.
-fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<SemPtr> {
+fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<(SemPtr, (u64, u64))> {
     let fd = rustix::fs::open(
         SEM_DIR,
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
@@ -194,6 +198,7 @@ fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<SemPtr> {
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
         .map_err(|e| Error::from(e).in_op("fchmod"))?;
     rustix::fs::ftruncate(&fd, SEM_SIZE as u64).map_err(|e| Error::from(e).in_op("ftruncate"))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::from(e).in_op("fstat"))?;
     let sem = sys::sem_map(fd.as_fd()).map_err(|e| Error::from(e).in_op("mmap"))?;
     let unmap = |e: Error| {
         // SAFETY: `sem` came from sem_map just above and is not used after this.
@@ -212,7 +217,7 @@ fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<SemPtr> {
             other => other,
         };
     linked.map_err(|e| unmap(Error::from(e).in_op("linkat")))?;
-    Ok(sem)
+    Ok((sem, (st.st_dev, st.st_ino)))
 }
 
 impl NamedSemaphore {
@@ -270,7 +275,7 @@ impl NamedSemaphore {
                 Some(u64::from(SEM_VALUE_MAX)),
             )));
         }
-        let sem = create_mapped(&name, value, mode).map_err(|e| {
+        let (sem, file) = create_mapped(&name, value, mode).map_err(|e| {
             // Keep the step that failed (linkat, fchmod, ...) in the message.
             let step = e.op().map(|op| format!("sem_open(O_CREAT|O_EXCL): {op}"));
             let e = fail(e);
@@ -280,12 +285,13 @@ impl NamedSemaphore {
             }
         })?;
         tracing::trace!(name = %name, value, mode = format_args!("{mode:#o}"), "created named semaphore");
-        Ok(NamedSemaphore::mapped(sem, name))
+        Ok(NamedSemaphore::mapped(sem, file, name))
     }
 
-    fn mapped(sem: SemPtr, name: PosixName) -> NamedSemaphore {
+    fn mapped(sem: SemPtr, file: (u64, u64), name: PosixName) -> NamedSemaphore {
         NamedSemaphore {
             sem,
+            file,
             label: Arc::from(name.as_str()),
             name,
             remove: None,
@@ -336,9 +342,15 @@ impl NamedSemaphore {
     /// [`SemaphoreSet::remove_on_drop`](crate::SemaphoreSet::remove_on_drop) and ipc-shm's
     /// `Segment::remove_on_drop`; for a name with no value of its own, use a
     /// [`RemoveGuard`] with [`Removable::Semaphore`] directly.
+    ///
+    /// The name is removed only while it still names this semaphore's file (its device and
+    /// inode, compared just before the unlink): if another process removed the name and
+    /// created a new semaphore under it meanwhile, the new one is left alone.
     #[must_use]
     pub fn remove_on_drop(mut self) -> Self {
-        self.remove = Some(RemoveGuard::new(Removable::Semaphore(self.name.clone())));
+        let path = std::ffi::OsStr::from_bytes(sem_path(&self.name).as_bytes()).into();
+        let (dev, ino) = self.file;
+        self.remove = Some(RemoveGuard::new(Removable::SameFile { path, dev, ino }));
         self
     }
 
@@ -624,12 +636,12 @@ impl NamedOpenOptions {
     #[doc(alias = "sem_open")]
     pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<NamedSemaphore> {
         let name = check_name(name)?;
-        let sem = open_mapped(&name, self.owner).map_err(|e| {
+        let (sem, file) = open_mapped(&name, self.owner).map_err(|e| {
             let e = e.in_op("sem_open").on(&name);
             tracing::debug!(error = %e, "named semaphore not opened");
             e
         })?;
         tracing::trace!(name = %name, "opened named semaphore");
-        Ok(NamedSemaphore::mapped(sem, name))
+        Ok(NamedSemaphore::mapped(sem, file, name))
     }
 }

@@ -236,12 +236,13 @@ pub(crate) unsafe fn sem_init_shared(s: SemPtr, value: u32) -> Result<(), Errno>
     }
 }
 
-// This crate operates on glibc's 64-bit `struct new_sem` itself (see `SemWords`); 32-bit
-// targets lay it out differently (a 32-bit value with a waiters bit, then the waiters).
+// This crate operates on glibc's 64-bit `struct new_sem` itself (see `SemWords`), and
+// `robust.rs` checks the robust-list links at their 64-bit offsets in `pthread_mutex_t`;
+// 32-bit targets lay both out differently.
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!(
-    "ipc-sync's named semaphores follow glibc's 64-bit sem_t layout; 32-bit targets are not \
-     supported"
+    "ipc-sync follows glibc's 64-bit sem_t and pthread_mutex_t layouts (named semaphores, the \
+     robust mutex's unlock check); 32-bit targets are not supported"
 );
 
 /// Where glibc's `struct new_sem` keeps its futex-sharing word (`private`): after the 64-bit

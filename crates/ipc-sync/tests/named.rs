@@ -609,3 +609,25 @@ fn a_post_to_a_value_overwritten_beyond_sem_value_max_is_refused_and_changes_not
     assert_eq!(sem.post().unwrap_err().kind(), ErrorKind::LimitExceeded);
     assert_eq!(sem.value().unwrap(), SEM_VALUE_MAX);
 }
+
+/// A creator whose name was removed and reused by another semaphore does not remove the new
+/// one when it drops (it removed whatever the name named, before).
+#[test]
+fn remove_on_drop_leaves_a_new_semaphore_under_the_same_name_alone() {
+    let name = unique_posix_name("named-reused");
+    let first = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    NamedSemaphore::unlink(name.as_str()).unwrap();
+    let second = NamedSemaphore::create(name.as_str(), 7)
+        .unwrap()
+        .remove_on_drop();
+    drop(first);
+    let again = NamedSemaphore::open(name.as_str()).expect("the new semaphore's name was removed");
+    assert_eq!(again.value().unwrap(), 7);
+    drop(second);
+    assert_eq!(
+        NamedSemaphore::open(name.as_str()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
