@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn wait_times_out_on_an_empty_pipe_and_wakes_on_data() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let d = Deadline::after(Duration::from_millis(20));
         assert!(!wait(r.as_fd(), Interest::Readable, d).unwrap());
         assert!(!wait(r.as_fd(), Interest::Readable, Deadline::Now).unwrap());
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn guarded_write_to_a_closed_pipe_is_epipe() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         drop(r);
         for guard in [SigpipeGuard::PerWrite, SigpipeGuard::NotNeeded] {
             assert_eq!(guard.write(w.as_fd(), b"x"), Err(Errno::PIPE));
@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn nonblocking_flag_round_trips() {
-        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         set_nonblocking(&r, true).unwrap();
         assert!(is_nonblocking(&r).unwrap());
         set_nonblocking(&r, false).unwrap();

@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn names_are_validated_and_unique() {
-        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         let a = fds.pass("a", r.try_clone().unwrap()).unwrap();
         let b = fds.pass("b", r.try_clone().unwrap()).unwrap();
@@ -563,7 +563,7 @@ mod tests {
     /// naming neither the name nor the call that let it in.
     #[test]
     fn a_name_with_a_nul_byte_is_refused_when_passed() {
-        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         let e = fds.pass("a\0b", r).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
@@ -598,7 +598,7 @@ mod tests {
     /// those numbers by then.
     #[test]
     fn respawn_after_release_fails_instead_of_passing_a_stranger() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         fds.pass_as(w.try_clone().unwrap(), 3).unwrap();
         let src = fds.maps[0].0.as_raw_fd();
@@ -622,8 +622,8 @@ mod tests {
     /// still be installed once, also when a source number is another entry's target.
     #[test]
     fn spawning_one_command_twice_installs_the_mapping_once() {
-        let (ra, wa) = rustix::pipe::pipe().unwrap();
-        let (rb, wb) = rustix::pipe::pipe().unwrap();
+        let (ra, wa) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let (rb, wb) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         // `wa`'s own number is taken here, so our copy of it gets another one ...
         let ta = wa.as_raw_fd();
@@ -675,7 +675,7 @@ mod tests {
 
     #[test]
     fn a_child_without_names_does_not_inherit_the_list() {
-        let (_r, w) = rustix::pipe::pipe().unwrap();
+        let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         fds.pass_as(w.try_clone().unwrap(), 1).unwrap();
         let mut cmd = Command::new("/bin/true");

@@ -931,7 +931,7 @@ mod tests {
     }
 
     fn pair(mode: FrameMode) -> (FrameSender<OwnedFd>, FrameReceiver<OwnedFd>) {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let max = mode.max_message();
         (
             FrameSender::new(w, mode, "test pipe").unwrap(),
@@ -1171,7 +1171,7 @@ mod tests {
     /// `try_recv` would find nothing new.
     #[test]
     fn the_rest_of_a_large_message_is_read_with_the_messages_behind_it() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let peek = rustix::io::dup(&r).unwrap();
         rustix::fs::fcntl_setfl(&peek, rustix::fs::OFlags::NONBLOCK).unwrap();
         let mut w = std::fs::File::from(w);
@@ -1325,7 +1325,7 @@ mod tests {
     #[test]
     fn without_read_ahead_a_receive_takes_one_message() {
         for policy in [ReadAhead::Never, ReadAhead::Adaptive] {
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             let peek = rustix::io::dup(&r).unwrap();
             rustix::fs::fcntl_setfl(&peek, rustix::fs::OFlags::NONBLOCK).unwrap();
             let mut wire = Vec::new();
@@ -1492,7 +1492,7 @@ mod tests {
     /// ending in the middle of a large message is reported with the counts.
     #[test]
     fn large_messages_keep_the_small_buffer_and_cut_stream_rules() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut frame = Vec::new();
         crate::frame::encode_frame(&[3; 10_000], &mut frame).unwrap();
         rustix::io::write(&w, &frame[..6000]).unwrap();
@@ -1511,7 +1511,7 @@ mod tests {
     /// end of the stream after whole messages is `Disconnected` without a note.
     #[test]
     fn a_blocking_receive_between_frames_keeps_every_check() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
         let mut wire = Vec::new();
         crate::frame::encode_frame(&[9; 50], &mut wire).unwrap();
@@ -1540,7 +1540,7 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
         }
 
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut rx = FrameReceiver::new(r, 100, "p").unwrap();
         rustix::io::write(&w, &encode_header(0).unwrap()).unwrap();
         drop(w);
@@ -1552,7 +1552,7 @@ mod tests {
 
     #[test]
     fn writer_dying_mid_message_is_disconnected_with_a_note() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         rustix::io::write(&w, &encode_header(100).unwrap()).unwrap();
         rustix::io::write(&w, &[0; 10]).unwrap();
         drop(w);

@@ -736,7 +736,7 @@ mod tests {
             YieldPolicy::Always,
             YieldPolicy::Adaptive,
         ] {
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             let rt = runtime();
             let mut rx = {
                 let _in = rt.enter();
@@ -790,7 +790,7 @@ mod tests {
     /// woken by a message sent while it sleeps (readiness is not lost across the two).
     #[test]
     fn a_hand_off_streak_leaves_the_reactor_and_the_next_park_comes_back() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let rt = runtime();
         let mut rx = {
             let _in = rt.enter();
@@ -868,8 +868,8 @@ mod tests {
         const ROUNDS: u32 = 500;
         const STREAM: u8 = 100;
         pin_here();
-        let (r1, w1) = rustix::pipe::pipe().unwrap();
-        let (r2, w2) = rustix::pipe::pipe().unwrap();
+        let (r1, w1) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let (r2, w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let (queued, all_queued) = std::sync::mpsc::channel();
         let echo = std::thread::spawn(move || {
             pin_here();

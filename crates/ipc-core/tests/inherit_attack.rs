@@ -103,8 +103,8 @@ fn targets_at_the_descriptor_limit(_: &Ctx) {
     .unwrap();
     let top = LOW_NOFILE as RawFd - 1;
     // The highest number allowed is a valid target, also with a second entry beside it.
-    let (r, w) = rustix::pipe::pipe().unwrap();
-    let (r2, w2) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let (r2, w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let mut fds = ChildFds::new();
     fds.pass_as(w, top).unwrap();
     fds.pass_as(w2, top - 1).unwrap();
@@ -137,7 +137,7 @@ fn targets_at_the_descriptor_limit(_: &Ctx) {
     // From the limit up, no process can have the number: a typed error that names the limit,
     // when the mapping is made.
     for target in [LOW_NOFILE as RawFd, 1 << 20, RawFd::MAX] {
-        let (_r, w) = rustix::pipe::pipe().unwrap();
+        let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut fds = ChildFds::new();
         let e = fds.pass_as(w, target).map(|_| ()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{target}: {e}");

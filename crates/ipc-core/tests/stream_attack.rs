@@ -78,7 +78,7 @@ fn trickler(ctx: &Ctx) {
 /// message whose frame is complete arrives whole and in order, and none before. Then the
 /// writer is killed with half a prefix written: `Disconnected`, saying so.
 fn trickle_through(rx_fd: impl std::os::fd::AsFd + Send + 'static, tx_fd: OwnedFd) {
-    let (go_r, go_w) = rustix::pipe::pipe().unwrap();
+    let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let mut child = spawn("trickler").fd("tx", &tx_fd).fd("go", &go_r).start();
     drop((tx_fd, go_r));
     let mut go = std::fs::File::from(go_w);
@@ -157,7 +157,7 @@ fn trickle_through(rx_fd: impl std::os::fd::AsFd + Send + 'static, tx_fd: OwnedF
 /// against a hostile writer process, which were tested with threads or a single cut before.
 #[test]
 fn a_trickling_writer_never_gets_a_torn_or_early_message_through() {
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     trickle_through(r, w);
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     trickle_through(a, OwnedFd::from(b));

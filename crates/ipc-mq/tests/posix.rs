@@ -543,8 +543,8 @@ fn the_descriptor_round_trips_through_owned_fd() {
     let q = Queue::from(fd);
     assert_eq!(q.message_size(), 16);
     assert_eq!(q.recv_message().unwrap().data, b"kept");
-    let (r, _w) = rustix::pipe::pipe().unwrap();
-    let (r2, _w2) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let (r2, _w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     assert_eq!(Queue::from_fd(r).unwrap_err().kind(), ErrorKind::WrongType);
     let not_a_queue = Queue::from(r2);
     assert_eq!(

@@ -295,7 +295,7 @@ fn memfd_is_sealed_and_adopt_demands_the_seals() {
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(e.to_string().contains("SIGBUS"), "{e}");
     // A descriptor that cannot carry seals at all (a pipe) is refused too.
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let e = Segment::adopt(r, Seals::Required).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     // Without the demand, an unsealed one maps at its real size.
@@ -311,7 +311,7 @@ fn memfd_is_sealed_and_adopt_demands_the_seals() {
 /// `PermissionDenied` and left open in the child, not adopted and closed with the error.
 #[test]
 fn an_inherited_descriptor_that_is_no_sealed_memfd_is_refused_and_left_open() {
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     rustix::io::write(&w, b"p").unwrap();
     spawn("pipe_inherited_as_segment")
         .fd("seg", &r)

@@ -160,7 +160,7 @@ fn memfd(flags: MemfdFlags, len: u64, seals: SealFlags) -> OwnedFd {
 #[test]
 fn shared_open_refuses_descriptors_that_are_not_a_sealed_memfd_of_the_object() {
     let sem = Shared::<Semaphore>::create(1).unwrap();
-    let (pipe_r, _pipe_w) = rustix::pipe::pipe().unwrap();
+    let (pipe_r, _pipe_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let dir = std::env::temp_dir();
     let file_path = dir.join(format!("ipctest-headers-{}", std::process::id()));
     let file = std::fs::File::create_new(&file_path).unwrap();
