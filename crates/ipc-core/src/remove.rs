@@ -81,18 +81,7 @@ impl Removable {
             }
             Removable::Sysv(kind, id) => return sysv::remove(*kind, *id),
             Removable::Path(path) => rustix::fs::unlink(path).map_err(Error::from),
-            Removable::SameFile { path, dev, ino } => {
-                rustix::fs::lstat(path).map_err(Error::from).and_then(|st| {
-                    if (st.st_dev, st.st_ino) == (*dev, *ino) {
-                        rustix::fs::unlink(path).map_err(Error::from)
-                    } else {
-                        Err(Error::with_note(
-                            crate::ErrorKind::WrongType,
-                            "the path names another file now; left alone",
-                        ))
-                    }
-                })
-            }
+            Removable::SameFile { path, dev, ino } => same_file_unlink(path, (*dev, *ino)),
         };
         match r {
             Ok(()) => {
@@ -106,6 +95,38 @@ impl Removable {
             }
         }
     }
+}
+
+/// Unlinks `path` if it names the file `(dev, ino)`. The check and the unlink go through one
+/// descriptor of the parent directory, so a directory on the way swapped between them (a
+/// symbolic link planted in its place) cannot make the unlink hit another directory's entry;
+/// only the entry itself can still change in between, which no system call can exclude.
+fn same_file_unlink(path: &std::path::Path, (dev, ino): (u64, u64)) -> Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let name = path.file_name().ok_or_else(|| {
+        Error::with_note(
+            crate::ErrorKind::InvalidInput,
+            "the path has no file name to remove",
+        )
+    })?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let dir = rustix::fs::open(
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if (st.st_dev, st.st_ino) != (dev, ino) {
+        return Err(Error::with_note(
+            crate::ErrorKind::WrongType,
+            "the path names another file now; left alone",
+        ));
+    }
+    rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+    Ok(())
 }
 
 impl fmt::Display for Removable {
