@@ -152,6 +152,22 @@ struct Registration {
     /// `fd` closes.
     reactor: Option<(AsyncFd<RawFd>, TokioInterest)>,
     fd: OwnedFd,
+    /// The number of the endpoint's own descriptor that `fd` duplicates: a park that finds
+    /// another there (the endpoint was replaced through `get_mut`) duplicates that one.
+    source: RawFd,
+}
+
+impl Registration {
+    /// A duplicate of `source` (`fcntl(F_DUPFD_CLOEXEC)`), not in any reactor yet.
+    fn dup(source: std::os::fd::BorrowedFd<'_>) -> Result<Registration> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(source, 0)
+            .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
+        Ok(Registration {
+            reactor: None,
+            fd,
+            source: source.as_raw_fd(),
+        })
+    }
 }
 
 /// Disarms the endpoint when dropped: when the readiness arrived, and when the future that
@@ -405,12 +421,11 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// here); `dup`'s (`EMFILE`: the descriptor limit).
     #[doc(alias = "AsyncFd")]
     pub fn new(mut endpoint: E) -> Result<AsyncEndpoint<E>> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(endpoint.readiness_fd()?, 0)
-            .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
+        let fd = Registration::dup(endpoint.readiness_fd()?)?;
         Ok(AsyncEndpoint {
             endpoint,
             yields: Yields::new(YieldPolicy::default()),
-            fd: Registration { reactor: None, fd },
+            fd,
         })
     }
 
@@ -444,8 +459,9 @@ impl<E: Readiness> AsyncEndpoint<E> {
     }
 
     /// The endpoint, for its synchronous calls (the `try_` forms, its own settings). Replacing
-    /// it with another endpoint is safe but leaves the registration on the old one's
-    /// descriptor: waits would then follow the wrong object.
+    /// it with another endpoint is safe: the next wait that parks finds the new endpoint's
+    /// descriptor and waits on it (until then the adapter's duplicate keeps the old one's
+    /// open file, a pipe's end for instance, open).
     pub fn get_mut(&mut self) -> &mut E {
         &mut self.endpoint
     }
@@ -542,7 +558,13 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// disarmed on return or cancellation).
     async fn park(&mut self, interest: Interest) -> Result<()> {
         // Disarms on every way out, a failed registration included.
-        let _disarm = Disarm(&mut self.endpoint);
+        let disarm = Disarm(&mut self.endpoint);
+        // The endpoint replaced through `get_mut` (its descriptor another): wait on the new
+        // one's, and let the old one close. No system call while it is the same.
+        let source = disarm.0.readiness_fd()?;
+        if source.as_raw_fd() != self.fd.source {
+            self.fd = Registration::dup(source)?;
+        }
         let want = tokio_interest(interest);
         let mut fresh = false;
         loop {
