@@ -1,5 +1,5 @@
-//! Endpoints dropped around a parked async call: a task aborted while its receive is parked
-//! drops its endpoint, and the sender process then sees `Disconnected` (the adapter's
+//! Endpoints dropped around a parked async call: a task aborted, or a runtime shut down,
+//! while a receive is parked in it drops its endpoint, and the sender process then sees `Disconnected` (the adapter's
 //! duplicate descriptor and its registration go with it); a peer end in this process dropped
 //! by another task while a call is parked ends the call with `Disconnected`. Pipes, a FIFO,
 //! the shm channel, pub-sub, MPSC and sockets.
@@ -41,6 +41,10 @@ fn send_until_gone(ctx: &Ctx) {
         other => panic!("no kind {other}"),
     };
     ctx.checkpoint("open");
+    // Sends nothing at first: the parent's receive parks on an empty channel and is dropped
+    // there (the sends then find the receiver gone; if the pause was too short for that,
+    // the test still holds, it proves less).
+    std::thread::sleep(Duration::from_millis(60));
     loop {
         match tx.send_timeout(&[9; 100], watchdog()) {
             Ok(()) => {}
@@ -54,78 +58,93 @@ fn send_until_gone(ctx: &Ctx) {
 
 roles!(send_until_gone);
 
-/// Receives on `rx` in a task, aborts the task, and checks that the sender `child` (which
-/// sends until a send fails) ends with `Disconnected`.
-fn abort_parked_receive<E>(what: &str, rx: E, mut child: ipc_testkit::Child)
+/// How the parked receive's task ends.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// `JoinHandle::abort`.
+    Abort,
+    /// The runtime is dropped (shut down) with the task parked in it.
+    Shutdown,
+}
+
+/// Parks a receive on `rx` in a task, ends the task as `how` says (dropping the endpoint),
+/// and checks that the sender `child` (which sends until a send fails) ends with
+/// `Disconnected`.
+fn end_parked_receive<E>(what: &str, ending: Ending, rx: E, mut child: ipc_testkit::Child)
 where
     E: Readiness + MessageReceiver + Send + 'static,
 {
     child.wait_checkpoint("open");
-    runtime().block_on(async {
-        // The task receives whatever the sender sends, parking whenever the channel is
-        // empty; the abort drops it (and its endpoint) at its receive's one await point.
-        let task = tokio::spawn(async move {
-            let mut rx = AsyncEndpoint::new(rx).unwrap();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                rx.recv(&mut buf).await.unwrap();
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        task.abort();
-        assert!(task.await.unwrap_err().is_cancelled(), "{what}");
+    let rt = runtime();
+    let task = rt.spawn(async move {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            rx.recv(&mut buf).await.unwrap();
+        }
     });
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+    match ending {
+        Ending::Abort => {
+            task.abort();
+            let e = rt.block_on(task).unwrap_err();
+            assert!(e.is_cancelled(), "{what}: {e}");
+        }
+        Ending::Shutdown => drop(rt),
+    }
     let status = child.wait();
     assert!(
         status.success(),
-        "{what}: the sender did not see Disconnected"
+        "{what} ({ending:?}): the sender did not see Disconnected"
     );
 }
 
 #[test]
-fn a_task_aborted_while_its_receive_is_parked_disconnects_the_sender() {
-    let (r, w) = pipe().unwrap();
-    let child = spawn("send_until_gone").arg("pipe").fd("end", &w).start();
-    drop(w);
-    abort_parked_receive("pipe", r.into_receiver(1 << 16).unwrap(), child);
+fn a_task_ended_while_its_receive_is_parked_disconnects_the_sender() {
+    for ending in [Ending::Abort, Ending::Shutdown] {
+        let (r, w) = pipe().unwrap();
+        let child = spawn("send_until_gone").arg("pipe").fd("end", &w).start();
+        drop(w);
+        end_parked_receive("pipe", ending, r.into_receiver(1 << 16).unwrap(), child);
 
-    let (tx, rx) = ChannelOptions::new().capacity(1 << 13).pair().unwrap();
-    let segment = tx.detach();
-    let child = spawn("send_until_gone")
-        .arg("shm")
-        .fd("end", segment.fd().unwrap())
-        .start();
-    drop(segment);
-    abort_parked_receive("shm channel", rx, child);
+        let (tx, rx) = ChannelOptions::new().capacity(1 << 13).pair().unwrap();
+        let segment = tx.detach();
+        let child = spawn("send_until_gone")
+            .arg("shm")
+            .fd("end", segment.fd().unwrap())
+            .start();
+        drop(segment);
+        end_parked_receive("shm channel", ending, rx, child);
 
-    let options = MpscOptions::new()
-        .producers(2)
-        .capacity(1 << 12)
-        .max_message(200);
-    let segment = Arc::new(options.create_memfd("async-drop").unwrap());
-    let rx = MpscConsumer::open(segment.clone()).unwrap();
-    let child = spawn("send_until_gone")
-        .arg("mpsc")
-        .fd("end", segment.fd().unwrap())
-        .start();
-    drop(segment);
-    abort_parked_receive("mpsc", rx, child);
+        let options = MpscOptions::new()
+            .producers(2)
+            .capacity(1 << 12)
+            .max_message(200);
+        let segment = Arc::new(options.create_memfd("async-drop").unwrap());
+        let rx = MpscConsumer::open(segment.clone()).unwrap();
+        let child = spawn("send_until_gone")
+            .arg("mpsc")
+            .fd("end", segment.fd().unwrap())
+            .start();
+        drop(segment);
+        end_parked_receive("mpsc", ending, rx, child);
 
-    let (mine, theirs) = Seqpacket::pair(1 << 16).unwrap();
-    let child = spawn("send_until_gone")
-        .arg("seqpacket")
-        .fd("end", &theirs)
-        .start();
-    drop(theirs);
-    abort_parked_receive("seqpacket", mine, child);
+        let (mine, theirs) = Seqpacket::pair(1 << 16).unwrap();
+        let child = spawn("send_until_gone")
+            .arg("seqpacket")
+            .fd("end", &theirs)
+            .start();
+        drop(theirs);
+        end_parked_receive("seqpacket", ending, mine, child);
 
-    let (mine, theirs) = Stream::pair(1 << 16).unwrap();
-    let child = spawn("send_until_gone")
-        .arg("stream")
-        .fd("end", &theirs)
-        .start();
-    drop(theirs);
-    abort_parked_receive("stream socket", mine, child);
+        let (mine, theirs) = Stream::pair(1 << 16).unwrap();
+        let child = spawn("send_until_gone")
+            .arg("stream")
+            .fd("end", &theirs)
+            .start();
+        drop(theirs);
+        end_parked_receive("stream socket", ending, mine, child);
+    }
 }
 
 /// Parks `call` (on an async endpoint), drops `peer` from another task once it parked, and
