@@ -1,5 +1,5 @@
 //! An async endpoint and the runtimes around it: one that parked on a runtime since shut down
-//! waits on the next one; a runtime without an I/O driver is the documented error and a wait
+//! waits on the next one, and so does a future parked on a runtime shut down under it; a runtime without an I/O driver is the documented error and a wait
 //! polled outside any runtime the documented panic, and neither harms the endpoint; an
 //! endpoint moved to a second runtime while the first lives (ignored: needs tokio's `rt`).
 //! Over a pipe, a POSIX queue and a shm channel (each its own kind of readiness descriptor).
@@ -85,6 +85,37 @@ fn an_endpoint_outlives_the_runtime_it_parked_on() {
         let sender = send_later(tx, b"later");
         recv_on(&b, &mut rx, what);
         sender.join().unwrap();
+    });
+}
+
+/// A receive future parked on runtime A (polled once: `Pending`), A shut down under it, and
+/// the same future then awaited on runtime B: it completes with the message sent while it
+/// sleeps in B's reactor (the registration with A's dead reactor used to make it fail with
+/// `Io`).
+#[test]
+fn a_future_parked_on_a_runtime_shut_down_under_it_completes_on_the_next() {
+    each_kind(|what, rx, tx| {
+        let mut rx = AsyncEndpoint::new(rx)
+            .unwrap()
+            .with_yield_policy(YieldPolicy::Park);
+        let mut buf = [0u8; 64];
+        let n = {
+            let mut recv = std::pin::pin!(rx.recv(&mut buf));
+            let a = runtime();
+            let first = a.block_on(async {
+                std::future::poll_fn(|cx| std::task::Poll::Ready(recv.as_mut().poll(cx))).await
+            });
+            assert!(first.is_pending(), "{what}: nothing was sent: {first:?}");
+            drop(a);
+            let sender = send_later(tx, b"later");
+            let n = runtime()
+                .block_on(async { tokio::time::timeout(watchdog(), recv).await })
+                .unwrap_or_else(|_| panic!("{what}: never woken on the new runtime"))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            sender.join().unwrap();
+            n
+        };
+        assert_eq!(&buf[..n], b"later", "{what}");
     });
 }
 
