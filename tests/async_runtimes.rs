@@ -1,8 +1,10 @@
 //! An async endpoint and the runtimes around it: one that parked on a runtime since shut down
-//! waits on the next one, and so does a future parked on a runtime shut down under it; a runtime without an I/O driver is the documented error and a wait
-//! polled outside any runtime the documented panic, and neither harms the endpoint; an
-//! endpoint moved to a second runtime while the first lives (ignored: needs tokio's `rt`).
-//! Over a pipe, a POSIX queue and a shm channel (each its own kind of readiness descriptor).
+//! waits on the next one, and so does a future parked on a runtime shut down under it; a
+//! runtime without an I/O driver is the documented error and a wait polled outside any runtime
+//! the documented panic, and neither harms the endpoint; one moved to a runtime on another
+//! thread while the first keeps running is woken; one moved to a second runtime while the
+//! first lives idle (ignored: needs tokio's `rt`). Over a pipe, a POSIX queue and a shm
+//! channel (each its own kind of readiness descriptor).
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,8 +40,8 @@ fn each_kind(check: impl Fn(&str, Box<dyn Rx>, Box<dyn Tx>)) {
     check("shm", Box::new(rx), Box::new(tx));
 }
 
-trait Rx: Readiness + MessageReceiver {}
-impl<T: Readiness + MessageReceiver> Rx for T {}
+trait Rx: Readiness + MessageReceiver + Send {}
+impl<T: Readiness + MessageReceiver + Send> Rx for T {}
 trait Tx: MessageSender + Send {}
 impl<T: MessageSender + Send> Tx for T {}
 
@@ -156,6 +158,40 @@ fn a_wait_polled_outside_a_runtime_panics_and_spares_the_endpoint() {
         assert!(polled.is_err(), "{what}: no panic outside a runtime");
         let sender = send_later(tx, b"later");
         recv_on(&runtime(), &mut rx, what);
+        sender.join().unwrap();
+    });
+}
+
+/// A receive parks on runtime A (thread 1), the endpoint moves to runtime B (thread 2) while
+/// A keeps running inside `block_on`: B's receive is woken (through A's reactor, as the
+/// "Runtimes" section says).
+#[test]
+fn an_endpoint_moved_to_a_runtime_on_another_thread_while_the_first_runs_is_woken() {
+    each_kind(|what, rx, tx| {
+        let rx = AsyncEndpoint::new(rx)
+            .unwrap()
+            .with_yield_policy(YieldPolicy::Park);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hand_over, handed) = std::sync::mpsc::channel();
+        let a_done = done.clone();
+        let a = std::thread::spawn(move || {
+            runtime().block_on(async move {
+                let mut rx = rx;
+                let mut buf = [0u8; 64];
+                let r = tokio::time::timeout(Duration::from_millis(10), rx.recv(&mut buf)).await;
+                assert!(r.is_err(), "nothing was sent: {r:?}");
+                hand_over.send(rx).unwrap();
+                // Runtime A keeps turning its reactor until B is done.
+                while !a_done.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        });
+        let mut rx = handed.recv().unwrap();
+        let sender = send_later(tx, b"later");
+        recv_on(&runtime(), &mut rx, what);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        a.join().unwrap();
         sender.join().unwrap();
     });
 }
