@@ -23,9 +23,8 @@ fn main() -> Result<()> {
     // The four channels. Each receiving end is a `Box<dyn Endpoint>` below; each sending end
     // goes to the peer thread.
     let (mut pipe_tx, pipe_rx) = ipc::pipe::channel(FrameMode::default())?;
-    let dir = std::env::temp_dir().join(format!("ipc-poll-loop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let fifo = Fifo::create(dir.join("fifo"))?;
+    let dir = TempDir::new(format!("ipc-poll-loop-{}", std::process::id()))?;
+    let fifo = Fifo::create(dir.0.join("fifo"))?;
     let mut now = OpenOptions::new();
     now.wait(ipc::Deadline::Now);
     let fifo_rx = now.open_read(fifo.path())?.into_receiver(1 << 16)?;
@@ -127,8 +126,24 @@ fn main() -> Result<()> {
     }
     peer.join().expect("peer thread")?;
     drop(fifo);
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
+}
+
+/// A directory of this run, removed when dropped: also when `main` returns an error.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: String) -> std::io::Result<TempDir> {
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A receiving endpoint a poll loop can wait on.

@@ -25,7 +25,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use ::tokio::io::Interest as TokioInterest;
 use ::tokio::io::unix::AsyncFd;
@@ -110,34 +110,64 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// # Errors
 ///
 /// The endpoint's own errors, exactly as its blocking forms report them (`Disconnected` when
-/// the peer closed or died); never `WouldBlock`. A wait that must sleep fails with the
-/// reactor's error when the runtime has no I/O driver (`enable_io`).
+/// the peer closed or died); never `WouldBlock`. A wait that must sleep fails with
+/// [`ErrorKind::Io`] when the current runtime has no I/O driver (its note names
+/// `enable_io`; tokio reports it with a panic, which the adapter catches, so the panic hook
+/// prints tokio's message first). The endpoint is unharmed: a later wait on a runtime with an
+/// I/O driver works.
 ///
 /// # Panics
 ///
-/// The first wait that must sleep panics when polled outside a tokio runtime (tokio's
-/// `AsyncFd` rule: it needs the current reactor); the endpoint's waits then fail with `Io`.
+/// A wait that must sleep panics when polled outside a tokio runtime (tokio's `AsyncFd`
+/// rule: it needs the current reactor). The endpoint is unharmed: a later wait inside a
+/// runtime works.
+///
+/// # Runtimes
+///
+/// The descriptor is registered with the reactor of the runtime current at a park (see
+/// [Registration](AsyncEndpoint#registration)), and stays there until a hand-off streak
+/// takes it out. An endpoint outlives that runtime: a park after it shut down registers the
+/// descriptor with the current runtime's reactor. An endpoint moved to another runtime while
+/// the first one lives is still woken by the first one's reactor, so that runtime must keep
+/// running (a multi-thread runtime, or a current-thread one inside `block_on`): tokio's
+/// `net` feature, all this crate uses, offers no way to tell the two runtimes apart.
 #[derive(Debug)]
 pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
     /// Whether a wait yields the CPU once before it parks (see [`YieldPolicy`]).
     yields: Yields,
-    /// The duplicate of the readiness descriptor; `None` only inside [`register`] and
-    /// [`leave_reactor`](AsyncEndpoint::leave_reactor), which put it back on every path that
-    /// returns (it is lost only if tokio panics there).
-    fd: Option<Registration>,
+    /// The duplicate of the readiness descriptor, and its registration with a reactor.
+    fd: Registration,
 }
 
 /// The duplicate readiness descriptor, and what it is registered for.
+///
+/// The reactor is given the descriptor's number only (`AsyncFd<RawFd>`), never the
+/// descriptor: a registration that panics (a wait polled outside a runtime) or fails (a
+/// runtime without an I/O driver) leaves it here, and the endpoint can wait again later.
 #[derive(Debug)]
-enum Registration {
-    /// Not in the reactor yet (no wait has slept).
-    Idle(OwnedFd),
-    /// Registered for `interest`.
-    Registered {
-        fd: AsyncFd<OwnedFd>,
-        interest: TokioInterest,
-    },
+struct Registration {
+    /// Registered with a runtime's reactor, for this readiness; `None` before the first park
+    /// and during a hand-off streak. Declared before `fd`, so dropped (deregistered) before
+    /// `fd` closes.
+    reactor: Option<(AsyncFd<RawFd>, TokioInterest)>,
+    fd: OwnedFd,
+    /// The number of the endpoint's own descriptor that `fd` duplicates: a park that finds
+    /// another there (the endpoint was replaced through `get_mut`) duplicates that one.
+    source: RawFd,
+}
+
+impl Registration {
+    /// A duplicate of `source` (`fcntl(F_DUPFD_CLOEXEC)`), not in any reactor yet.
+    fn dup(source: std::os::fd::BorrowedFd<'_>) -> Result<Registration> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(source, 0)
+            .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
+        Ok(Registration {
+            reactor: None,
+            fd,
+            source: source.as_raw_fd(),
+        })
+    }
 }
 
 /// Disarms the endpoint when dropped: when the readiness arrived, and when the future that
@@ -391,12 +421,11 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// here); `dup`'s (`EMFILE`: the descriptor limit).
     #[doc(alias = "AsyncFd")]
     pub fn new(mut endpoint: E) -> Result<AsyncEndpoint<E>> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(endpoint.readiness_fd()?, 0)
-            .map_err(|e| Error::from(e).in_op("dup readiness descriptor"))?;
+        let fd = Registration::dup(endpoint.readiness_fd()?)?;
         Ok(AsyncEndpoint {
             endpoint,
             yields: Yields::new(YieldPolicy::default()),
-            fd: Some(Registration::Idle(fd)),
+            fd,
         })
     }
 
@@ -430,8 +459,9 @@ impl<E: Readiness> AsyncEndpoint<E> {
     }
 
     /// The endpoint, for its synchronous calls (the `try_` forms, its own settings). Replacing
-    /// it with another endpoint is safe but leaves the registration on the old one's
-    /// descriptor: waits would then follow the wrong object.
+    /// it with another endpoint is safe: the next wait that parks finds the new endpoint's
+    /// descriptor and waits on it (until then the adapter's duplicate keeps the old one's
+    /// open file, a pipe's end for instance, open).
     pub fn get_mut(&mut self) -> &mut E {
         &mut self.endpoint
     }
@@ -528,77 +558,106 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// disarmed on return or cancellation).
     async fn park(&mut self, interest: Interest) -> Result<()> {
         // Disarms on every way out, a failed registration included.
-        let _disarm = Disarm(&mut self.endpoint);
-        register(&mut self.fd, tokio_interest(interest))?;
-        let Some(Registration::Registered { fd, .. }) = &self.fd else {
-            unreachable!("register leaves the descriptor registered");
-        };
-        // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
-        // registration (this endpoint has one call in flight at a time: `&mut self`), where
-        // `ready` links a waiter into a list and unlinks it again: less work per wait.
-        std::future::poll_fn(|cx| {
-            let ready = match interest {
-                Interest::Readable => fd.poll_read_ready(cx),
-                Interest::Writable => fd.poll_write_ready(cx),
+        let disarm = Disarm(&mut self.endpoint);
+        // The endpoint replaced through `get_mut` (its descriptor another): wait on the new
+        // one's, and let the old one close. No system call while it is the same.
+        let source = disarm.0.readiness_fd()?;
+        if source.as_raw_fd() != self.fd.source {
+            self.fd = Registration::dup(source)?;
+        }
+        let want = tokio_interest(interest);
+        let mut fresh = false;
+        loop {
+            register(&mut self.fd, want)?;
+            let Some((fd, _)) = &self.fd.reactor else {
+                unreachable!("register leaves the descriptor registered");
             };
-            ready.map(|r| {
+            // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
+            // registration (this endpoint has one call in flight at a time: `&mut self`),
+            // where `ready` links a waiter into a list and unlinks it again: less work per
+            // wait.
+            let ready = std::future::poll_fn(|cx| {
+                let ready = match interest {
+                    Interest::Readable => fd.poll_read_ready(cx),
+                    Interest::Writable => fd.poll_write_ready(cx),
+                };
                 // Safe to clear before the next try: tokio keeps any readiness that arrives
                 // after this guard's snapshot, and the try that follows covers what came
                 // before it.
-                r.map(|mut guard| guard.clear_ready()).map_err(Error::from)
+                ready.map(|r| r.map(|mut guard| guard.clear_ready()))
             })
-        })
-        .await
+            .await;
+            match ready {
+                Ok(()) => return Ok(()),
+                // tokio's one error here: the reactor is gone (the runtime that registered the
+                // descriptor shut down). Register with the current runtime's instead, once:
+                // the endpoint outlives the runtime it first waited on.
+                Err(_) if !fresh => {
+                    fresh = true;
+                    self.fd.reactor = None;
+                }
+                Err(e) => return Err(Error::from(e).in_op("wait in the tokio reactor")),
+            }
+        }
     }
 
     /// Takes the descriptor out of the reactor (`epoll_ctl(EPOLL_CTL_DEL)`) if a park put it
     /// there: at the start of a hand-off streak's calls (see
     /// [Registration](AsyncEndpoint#registration)). No system call when it is not there.
     fn leave_reactor(&mut self) {
-        if matches!(self.fd, Some(Registration::Registered { .. }))
-            && let Some(Registration::Registered { fd, .. }) = self.fd.take()
-        {
-            self.fd = Some(Registration::Idle(fd.into_inner()));
-        }
+        self.fd.reactor = None;
     }
 }
 
-/// Registers the descriptor in `slot` for `want` (with what it was registered for before, if
+/// Registers the descriptor of `reg` for `want` (with what it was registered for before, if
 /// anything), at a park: the first park, a park after a hand-off streak took it out of the
-/// reactor, and the first park for the other readiness of an endpoint that waits both ways.
-/// Readiness that arrived before is not lost: `epoll_ctl(EPOLL_CTL_ADD)` reports a descriptor
-/// that is ready already.
-fn register(slot: &mut Option<Registration>, want: TokioInterest) -> Result<()> {
-    if let Some(Registration::Registered { interest, .. }) = slot
-        && (*interest | want) == *interest
-    {
-        return Ok(());
-    }
-    let (fd, interest) = match slot.take() {
-        Some(Registration::Registered { fd, interest }) => (fd.into_inner(), interest | want),
-        Some(Registration::Idle(fd)) => (fd, want),
-        None => {
-            return Err(Error::with_note(
-                ErrorKind::Io,
-                "the readiness descriptor was lost: an earlier registration panicked \
-                     (a wait polled outside a tokio runtime)",
-            ));
+/// reactor, the first park for the other readiness of an endpoint that waits both ways, and a
+/// park after the runtime it was registered with shut down. Readiness that arrived before is
+/// not lost: `epoll_ctl(EPOLL_CTL_ADD)` reports a descriptor that is ready already.
+///
+/// A current runtime without an I/O driver is an error (tokio panics; the panic is caught
+/// here, and the panic hook has printed tokio's message); a wait polled outside any runtime
+/// panics as tokio does. Either way the descriptor stays in `reg`.
+fn register(reg: &mut Registration, want: TokioInterest) -> Result<()> {
+    let interest = match reg.reactor.take() {
+        Some((fd, interest)) if (interest | want) == interest => {
+            reg.reactor = Some((fd, interest));
+            return Ok(());
         }
+        // Dropping the old registration deregisters it.
+        Some((_, interest)) => interest | want,
+        None => want,
     };
-    // SAFETY: `fd` is an open descriptor owned by the `AsyncFd`, which is never asked for
-    // `get_mut` or replaced: `as_raw_fd` returns the same open descriptor until the
-    // `AsyncFd` is dropped or `into_inner` returns it.
-    match unsafe { AsyncFd::register_with_interest(fd, interest) } {
-        Ok(fd) => {
-            *slot = Some(Registration::Registered { fd, interest });
+    let raw = reg.fd.as_raw_fd();
+    let registered = std::panic::catch_unwind(|| {
+        // SAFETY: `raw` is the number of `reg.fd`, open until `reg` is dropped, and the
+        // `AsyncFd` lives in `reg.reactor`, which is dropped (or replaced) before `reg.fd`
+        // closes (field order); nothing ever closes or replaces `reg.fd` while the `AsyncFd`
+        // lives, and a `RawFd` always returns the same number.
+        unsafe { AsyncFd::register_with_interest(raw, interest) }
+    });
+    match registered {
+        Ok(Ok(fd)) => {
+            reg.reactor = Some((fd, interest));
             Ok(())
         }
-        Err(e) => {
-            let (fd, e) = e.into_parts();
-            *slot = Some(Registration::Idle(fd));
-            Err(Error::from(e).in_op("register with the tokio reactor"))
-        }
+        Ok(Err(e)) => Err(Error::from(e.into_parts().1).in_op("register with the tokio reactor")),
+        Err(panic) if io_disabled(&*panic) => Err(Error::with_note(
+            ErrorKind::Io,
+            "the current tokio runtime has no I/O driver: build it with `enable_io` (or \
+             `enable_all`) to wait on an async endpoint",
+        )),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// Whether a panic of tokio's registration says that the runtime has no I/O driver.
+fn io_disabled(panic: &(dyn std::any::Any + Send)) -> bool {
+    let message = match panic.downcast_ref::<&str>() {
+        Some(m) => *m,
+        None => panic.downcast_ref::<String>().map_or("", String::as_str),
+    };
+    message.contains("IO is disabled")
 }
 
 impl<E: Readiness + MessageReceiver> AsyncEndpoint<E> {
@@ -782,7 +841,7 @@ mod tests {
     }
 
     fn registered<E: Readiness>(end: &AsyncEndpoint<E>) -> bool {
-        matches!(end.fd, Some(Registration::Registered { .. }))
+        end.fd.reactor.is_some()
     }
 
     /// The descriptor enters the reactor at a park, not before; the first call of a
