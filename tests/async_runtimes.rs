@@ -2,8 +2,8 @@
 //! waits on the next one, and so does a future parked on a runtime shut down under it; a
 //! runtime without an I/O driver is the documented error and a wait polled outside any runtime
 //! the documented panic, and neither harms the endpoint; one moved to a runtime on another
-//! thread while the first keeps running is woken; one moved to a second runtime while the
-//! first lives idle (ignored: needs tokio's `rt`). Over a pipe, a POSIX queue and a shm
+//! thread while the first keeps running is woken, and so is one moved to a second runtime while
+//! the first lives idle. Over a pipe, a POSIX queue and a shm
 //! channel (each its own kind of readiness descriptor).
 
 use std::future::Future;
@@ -197,12 +197,10 @@ fn an_endpoint_moved_to_a_runtime_on_another_thread_while_the_first_runs_is_woke
 }
 
 /// A receive parks on runtime A, which then stays alive but idle (not inside `block_on`);
-/// a receive of the same endpoint on runtime B is never woken: its descriptor is still in
-/// A's reactor, which nobody turns. Fixing it needs the runtime's identity at each park
-/// (`tokio::runtime::Handle::try_current()?.id()`, compared with the one registered with),
-/// which needs tokio's `rt` feature in ipc-core's dependency (it asks for `net` only).
+/// a receive of the same endpoint on runtime B must be woken. It was not while the descriptor
+/// stayed in A's reactor, which nobody turns: each park now compares the current runtime's id
+/// with the one the descriptor was registered with, and moves it.
 #[test]
-#[ignore = "known bug: needs tokio's `rt` feature in ipc-core (see the doc comment)"]
 fn an_endpoint_moved_to_a_second_live_runtime_is_woken() {
     each_kind(|what, rx, tx| {
         let mut rx = AsyncEndpoint::new(rx)

@@ -127,10 +127,10 @@ use crate::{Error, ErrorKind, MessageReceiver, MessageSender, Result};
 /// The descriptor is registered with the reactor of the runtime current at a park (see
 /// [Registration](AsyncEndpoint#registration)), and stays there until a hand-off streak
 /// takes it out. An endpoint outlives that runtime: a park after it shut down registers the
-/// descriptor with the current runtime's reactor. An endpoint moved to another runtime while
-/// the first one lives is still woken by the first one's reactor, so that runtime must keep
-/// running (a multi-thread runtime, or a current-thread one inside `block_on`): tokio's
-/// `net` feature, all this crate uses, offers no way to tell the two runtimes apart.
+/// descriptor with the current runtime's reactor, and so does a park on another runtime than
+/// the one it was registered with (compared by `tokio::runtime::Id`), so an endpoint moved
+/// between runtimes is woken by the one it waits on, whether the first still turns its
+/// reactor or not.
 #[derive(Debug)]
 pub struct AsyncEndpoint<E: Readiness> {
     endpoint: E,
@@ -140,6 +140,9 @@ pub struct AsyncEndpoint<E: Readiness> {
     fd: Registration,
 }
 
+/// Which runtime a registration belongs to (`None`: made outside any, which tokio refuses).
+type RuntimeId = Option<::tokio::runtime::Id>;
+
 /// The duplicate readiness descriptor, and what it is registered for.
 ///
 /// The reactor is given the descriptor's number only (`AsyncFd<RawFd>`), never the
@@ -147,10 +150,10 @@ pub struct AsyncEndpoint<E: Readiness> {
 /// runtime without an I/O driver) leaves it here, and the endpoint can wait again later.
 #[derive(Debug)]
 struct Registration {
-    /// Registered with a runtime's reactor, for this readiness; `None` before the first park
-    /// and during a hand-off streak. Declared before `fd`, so dropped (deregistered) before
-    /// `fd` closes.
-    reactor: Option<(AsyncFd<RawFd>, TokioInterest)>,
+    /// Registered with a runtime's reactor (of the runtime with that id), for this readiness;
+    /// `None` before the first park and during a hand-off streak. Declared before `fd`, so
+    /// dropped (deregistered) before `fd` closes.
+    reactor: Option<(AsyncFd<RawFd>, TokioInterest, RuntimeId)>,
     fd: OwnedFd,
     /// The number of the endpoint's own descriptor that `fd` duplicates: a park that finds
     /// another there (the endpoint was replaced through `get_mut`) duplicates that one.
@@ -569,7 +572,7 @@ impl<E: Readiness> AsyncEndpoint<E> {
         let mut fresh = false;
         loop {
             register(&mut self.fd, want)?;
-            let Some((fd, _)) = &self.fd.reactor else {
+            let Some((fd, ..)) = &self.fd.reactor else {
                 unreachable!("register leaves the descriptor registered");
             };
             // `poll_read_ready`/`poll_write_ready` keep one waker per direction in the
@@ -619,14 +622,18 @@ impl<E: Readiness> AsyncEndpoint<E> {
 /// here, and the panic hook has printed tokio's message); a wait polled outside any runtime
 /// panics as tokio does. Either way the descriptor stays in `reg`.
 fn register(reg: &mut Registration, want: TokioInterest) -> Result<()> {
+    // The runtime this park runs on (`None` outside any: the registration below then panics
+    // as tokio does). A registration with another runtime's reactor is woken only while that
+    // runtime turns its reactor, which an idle current-thread runtime does not: move it here.
+    let here = ::tokio::runtime::Handle::try_current().ok().map(|h| h.id());
     let interest = match reg.reactor.take() {
-        Some((fd, interest)) if (interest | want) == interest => {
-            reg.reactor = Some((fd, interest));
+        Some((fd, interest, id)) if (interest | want) == interest && id == here => {
+            reg.reactor = Some((fd, interest, id));
             return Ok(());
         }
-        // Dropping the old registration deregisters it.
-        Some((_, interest)) => interest | want,
-        None => want,
+        // Dropping the old registration deregisters it (from its own reactor).
+        Some((_, interest, id)) if id == here => interest | want,
+        Some(_) | None => want,
     };
     let raw = reg.fd.as_raw_fd();
     let registered = std::panic::catch_unwind(|| {
@@ -638,7 +645,7 @@ fn register(reg: &mut Registration, want: TokioInterest) -> Result<()> {
     });
     match registered {
         Ok(Ok(fd)) => {
-            reg.reactor = Some((fd, interest));
+            reg.reactor = Some((fd, interest, here));
             Ok(())
         }
         Ok(Err(e)) => Err(Error::from(e.into_parts().1).in_op("register with the tokio reactor")),
