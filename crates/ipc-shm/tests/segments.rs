@@ -518,6 +518,11 @@ fn sysv_segments_cross_processes_and_are_removed() {
     let ro = Segment::sysv_attach(id, true, 0).unwrap();
     assert!(!ro.is_writable());
     drop(guard);
+    // Marked for removal but still attached here: Linux lets it be attached (the docs say
+    // so), and it goes with the last detach.
+    let late = Segment::sysv_attach(id, true, 0).unwrap();
+    assert_eq!(late.len(), 2000);
+    drop(late);
     drop(ro);
     drop(seg);
     assert!(
