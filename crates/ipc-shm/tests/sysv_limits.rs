@@ -3,7 +3,8 @@
 //! value; `sysv_create_with_mode` is exact; `sysv_attach` refuses another user's segment
 //! unless `OpenOptions::owner` accepts that user; an id that changes hands between
 //! `sysv_attach`'s look and its `shmat` (`shm_next_id` forces the reuse) is mapped at the size
-//! of the segment attached.
+//! of the segment attached; a dropped `remove_on_drop` segment never removes a new segment at
+//! its id.
 //!
 //! The knobs are per IPC namespace, so the child that lowers them first makes its own
 //! (`unshare(CLONE_NEWIPC)`): nothing else on the machine, and no test running beside this
@@ -207,7 +208,83 @@ fn sysv_id_swapped_under_attach(_: &Ctx) {
     eprintln!("checked: {attached} attaches, {made} segments made");
 }
 
-roles!(shm_limits, shm_mode_and_owner, sysv_id_swapped_under_attach);
+/// In a private IPC namespace: this thread makes a segment at [`SWAPPED_ID`] with
+/// `remove_on_drop`, has it removed "by someone else" (`IPC_RMID` while still attached, as
+/// another process may), and drops it, over and over; another thread keeps making bystander
+/// segments at the same id and removing them itself. A bystander must never be removed by the
+/// dropped segment: its own `IPC_RMID` must always find it.
+fn sysv_remove_on_drop_spares_the_next_segment_at_its_id(_: &Ctx) {
+    if !private_ipc_namespace() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // SAFETY: sysconf takes a constant and touches no memory of ours.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let next_id = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/sys/kernel/shm_next_id")
+            .unwrap()
+    };
+    let value = SWAPPED_ID.to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let bystanders = {
+        let (stop, value, next_id) = (stop.clone(), value.clone(), next_id());
+        std::thread::spawn(move || {
+            let (mut made, mut stolen) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                next_id.write_at(value.as_bytes(), 0).unwrap();
+                // SAFETY: shmget takes plain integers and touches no memory of ours.
+                let id = unsafe { libc::shmget(libc::IPC_PRIVATE, page, libc::IPC_CREAT | 0o600) };
+                if id < 0 {
+                    continue;
+                }
+                // SAFETY: IPC_RMID takes no buffer.
+                let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+                if id == SWAPPED_ID {
+                    made += 1;
+                    stolen += u64::from(r != 0);
+                }
+            }
+            (made, stolen)
+        })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(600);
+    let next = next_id();
+    let mut dropped = 0u64;
+    while std::time::Instant::now() < until {
+        next.write_at(value.as_bytes(), 0).unwrap();
+        let Ok(seg) = Segment::sysv_create(Key::PRIVATE, page) else {
+            continue;
+        };
+        let seg = seg.remove_on_drop();
+        let id = seg.sysv_id().unwrap();
+        if id == SWAPPED_ID {
+            // Removed by "someone else" while still attached here.
+            // SAFETY: IPC_RMID takes no buffer.
+            let r = unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            dropped += 1;
+        }
+        drop(seg);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (made, stolen) = bystanders.join().unwrap();
+    assert_eq!(
+        stolen, 0,
+        "{stolen} of {made} bystanders removed by {dropped} dropped segments"
+    );
+    eprintln!("checked: {dropped} dropped, {made} bystanders");
+}
+
+roles!(
+    shm_limits,
+    shm_mode_and_owner,
+    sysv_id_swapped_under_attach,
+    sysv_remove_on_drop_spares_the_next_segment_at_its_id
+);
 
 fn run(role: &str) {
     let out = spawn(role).start().wait_success();
@@ -235,6 +312,14 @@ fn sysv_create_mode_is_exact_and_attach_refuses_other_users() {
 #[test]
 fn a_sysv_id_that_changes_hands_during_attach_is_mapped_at_its_real_size() {
     run("sysv_id_swapped_under_attach");
+}
+
+/// `remove_on_drop` on a System V segment that someone else removed already: dropping it must
+/// not remove a new segment made at the same id meanwhile (as a POSIX segment's drop leaves a
+/// new object under its name alone).
+#[test]
+fn a_dropped_sysv_segment_never_removes_the_next_segment_at_its_id() {
+    run("sysv_remove_on_drop_spares_the_next_segment_at_its_id");
 }
 
 #[test]
