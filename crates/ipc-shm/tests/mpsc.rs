@@ -454,8 +454,11 @@ fn a_killed_consumer_is_disconnected_within_1024_sends_while_the_ring_has_room()
     };
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     assert!(ok < 1024, "{ok} sends to a dead consumer were Ok");
-    // And every send after it says so too.
+    // And every send after it says so too, and the first of a producer joining now.
     let e = tx.try_send(&message(0, ok)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let mut late = MpscProducer::open(seg).unwrap();
+    let e = late.try_send(&message(1, 0)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
 
