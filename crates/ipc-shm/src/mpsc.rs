@@ -178,6 +178,11 @@ const REWIND_KEEP: usize = 8;
 /// by a producer sharing its CPU with others.
 const MARK_SPIN: std::time::Duration = std::time::Duration::from_micros(250);
 
+/// A producer's send looks at the consumer's process (a pidfd poll) once every this many
+/// sends that find room, as the channel's sender does: a consumer that died is
+/// `Disconnected` within that many sends even while its ring has room.
+const CHECK_EVERY: u32 = 1024;
+
 #[repr(C)]
 struct Meta {
     magic: AtomicU64,
@@ -422,6 +427,9 @@ pub struct MpscProducer {
     cpu: u32,
     /// The last writing mark this producer raised (odd, so never 0; a new one per message).
     mark: u32,
+    /// Sends left before the next look at the consumer's process
+    /// ([`consumer_gone`](MpscProducer::consumer_gone)).
+    checks_due: u32,
 }
 
 impl MpscProducer {
@@ -519,6 +527,7 @@ impl MpscProducer {
             ready,
             cpu: peer::single_cpu(),
             mark: 1,
+            checks_due: 1,
         }))
     }
 
@@ -549,6 +558,23 @@ impl MpscProducer {
         }
         e.in_op("send").on_shared(&self.name)
     }
+
+    /// Whether the consumer (owner word `word`) closed or its process is gone: the send's
+    /// check when the consumer closed or every [`CHECK_EVERY`] sends (a pidfd poll, unless the
+    /// death is known already). Once gone, the next send looks again (no syscall then), so
+    /// every later send says so too.
+    #[cold]
+    #[inline(never)]
+    fn consumer_gone(&mut self, word: u64) -> Result<bool> {
+        self.checks_due = CHECK_EVERY;
+        let gone = state_of(word) == STATE_CLOSED
+            || self.watch.known_dead(word)
+            || self.watch.dead_or_corrupt(word).map_err(|e| self.fail(e))?;
+        if gone {
+            self.checks_due = 1;
+        }
+        Ok(gone)
+    }
 }
 
 impl MessageSender for MpscProducer {
@@ -565,8 +591,11 @@ impl MessageSender for MpscProducer {
     /// checked by pidfd each slice).
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`]; [`ErrorKind::Disconnected`] once the consumer
-    /// closed or died; [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`];
-    /// [`ErrorKind::Corrupted`] for an inconsistent index.
+    /// closed (seen at once) or its process died (seen through its pidfd: at once while
+    /// waiting, otherwise within 1024 sends: messages sent to a consumer that died in between
+    /// are lost, as in a pipe's buffer); [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`];
+    /// [`ErrorKind::Corrupted`] for an inconsistent index or a consumer owner word no end
+    /// writes.
     fn send_deadline(&mut self, msg: &[u8], deadline: Deadline) -> Result<()> {
         if let Some(why) = &self.corrupted {
             return Err(Error::corrupted(why.clone()).on_shared(&self.name));
@@ -583,6 +612,14 @@ impl MessageSender for MpscProducer {
         // SAFETY: the header lives in the mapping `self.segment` keeps alive; atomics only.
         let hdr = unsafe { self.view.header.as_ref() };
         let consumer = &hdr.consumer;
+        // A closed consumer at once, a dead one within `CHECK_EVERY` sends: a message into a
+        // ring nobody reads any more is `Disconnected`, not `Ok` (the word is on the line the
+        // commit's look at the consumer's sleeping flag loads anyway).
+        let word = consumer.owner.load(Ordering::Acquire);
+        self.checks_due = self.checks_due.wrapping_sub(1);
+        if (state_of(word) == STATE_CLOSED || self.checks_due == 0) && self.consumer_gone(word)? {
+            return Err(self.fail(Error::disconnected()));
+        }
         let cpu = self.cpu;
         // A large message may go back to the ring's start; not on the consumer's CPU, where the
         // ring's whole depth is a batch (the consumer drains it only when this producer gives

@@ -117,14 +117,18 @@ impl Segment {
     }
 
     /// Makes this value the owner of the segment's name or id: dropping it (also during a
-    /// panic) unmaps the segment, then removes the POSIX name (`shm_unlink`) or the System V
-    /// id (`IPC_RMID`) with an [`ipc_core::RemoveGuard`], quietly if it is gone already.
+    /// panic) unmaps the segment, then removes the POSIX name (`shm_unlink`), or removes the
+    /// System V id (`IPC_RMID`), then detaches, with an [`ipc_core::RemoveGuard`], quietly if
+    /// it is gone already.
     /// Other processes keep their mappings; the memory goes with the last one. A memfd has
     /// nothing to remove (it goes with its last descriptor and mapping): unchanged.
     ///
     /// A POSIX name is removed only while it still names this segment's object (its device
     /// and inode, compared just before the unlink): if another process removed the name and
-    /// created a new segment under it meanwhile, the new one is left alone.
+    /// created a new segment under it meanwhile, the new one is left alone. A System V id is
+    /// removed before the segment is detached, while this attachment keeps the id naming this
+    /// segment: had another process removed it already, a new segment made at the id once it
+    /// is free is left alone too.
     ///
     /// This is how every type of this workspace that owns a named object ties the name to
     /// its lifetime (`NamedSemaphore::remove_on_drop`, `SemaphoreSet::remove_on_drop` in
@@ -343,6 +347,10 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if let Backing::SysV { addr } = self.backing {
+            // The id first (`remove_on_drop`), while this attachment keeps it naming this
+            // segment: detached first, a segment someone else removed already would be
+            // destroyed, and a new one made at the freed id would be removed in its place.
+            drop(self.remove.take());
             // SAFETY: `addr` is our live attachment; the segment is being dropped, so nothing
             // borrowed from it is alive any more.
             if let Err(e) = unsafe { crate::sys::shmdt(addr) } {

@@ -25,6 +25,21 @@ pub(crate) struct ShmStat {
     pub(crate) uid: u32,
     /// The creator's user id (`shm_perm.cuid`).
     pub(crate) cuid: u32,
+    /// The time of the last change of its owner or mode, or of its creation (`shm_ctime`).
+    pub(crate) ctime: libc::time_t,
+    /// The creator's process id (`shm_cpid`).
+    pub(crate) cpid: libc::pid_t,
+}
+
+impl ShmStat {
+    /// Whether `other` reports the same segment as far as an attach relies on it: the same
+    /// size (what gets mapped), owner and creator (what the policy checked), and creator pid
+    /// and change time, which tell a replacement at a reused id apart even of the same shape
+    /// (an `IPC_SET` in between counts as a change too: the attach is then made again).
+    pub(crate) fn same_segment(&self, other: &ShmStat) -> bool {
+        (self.size, self.uid, self.cuid, self.ctime, self.cpid)
+            == (other.size, other.uid, other.cuid, other.ctime, other.cpid)
+    }
 }
 
 /// `shmctl(id, IPC_STAT)`.
@@ -40,6 +55,8 @@ pub(crate) fn shm_stat(id: i32) -> Result<ShmStat, Errno> {
         size: ds.shm_segsz,
         uid: ds.shm_perm.uid,
         cuid: ds.shm_perm.cuid,
+        ctime: ds.shm_ctime,
+        cpid: ds.shm_cpid,
     })
 }
 

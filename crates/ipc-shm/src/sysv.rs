@@ -42,39 +42,77 @@ fn shmget_error(e: Errno, size: usize, what: String) -> Error {
 
 fn attach(id: i32, read_only: bool, min_len: usize, owner: Owner) -> Result<Segment> {
     let kind = SegmentKind::SysV { id };
-    let st = sys::shm_stat(id).map_err(|e| Error::from(e).in_op("shmctl(IPC_STAT)").on(&kind))?;
-    owner.check_with_creator(st.uid, st.cuid, &kind)?;
-    if st.size < min_len.max(1) {
-        return Err(Error::with_note(
-            ErrorKind::WrongType,
-            format!(
-                "the segment has {} bytes, fewer than the {min_len} required",
-                st.size
-            ),
-        )
-        .in_op("shmat")
-        .on(&kind));
+    let stat = || sys::shm_stat(id).map_err(|e| Error::from(e).in_op("shmctl(IPC_STAT)").on(&kind));
+    // The id can change hands between the look and `shmat` (the segment removed and another
+    // made at the same id): so the segment is looked at again once attached, when the id
+    // can no longer change hands (our attachment keeps it), and kept only if it is the one
+    // checked. Otherwise detached, and the whole attach made again.
+    for _ in 0..ATTACH_TRIES {
+        let st = stat()?;
+        owner.check_with_creator(st.uid, st.cuid, &kind)?;
+        if st.size < min_len.max(1) {
+            return Err(Error::with_note(
+                ErrorKind::WrongType,
+                format!(
+                    "the segment has {} bytes, fewer than the {min_len} required",
+                    st.size
+                ),
+            )
+            .in_op("shmat")
+            .on(&kind));
+        }
+        let addr = sys::shmat(id, read_only).map_err(|e| {
+            let e = Error::from(e).in_op("shmat").on(&kind);
+            tracing::debug!(error = %e, "shmat failed");
+            e
+        })?;
+        let again = stat();
+        if again.as_ref().is_ok_and(|a| a.same_segment(&st)) {
+            tracing::trace!(id, size = st.size, read_only, "attached System V segment");
+            // The kernel maps whole pages, but only `size` bytes are the segment's: stay
+            // within them.
+            return Ok(Segment::from_sysv(addr, st.size, !read_only, id));
+        }
+        // SAFETY: `addr` was just returned by `shmat` and nothing has used it.
+        let _ = unsafe { sys::shmdt(addr) };
+        again?;
+        tracing::debug!(
+            id,
+            "System V id changed hands during attach; attaching again"
+        );
     }
-    let addr = sys::shmat(id, read_only).map_err(|e| {
-        let e = Error::from(e).in_op("shmat").on(&kind);
-        tracing::debug!(error = %e, "shmat failed");
-        e
-    })?;
-    tracing::trace!(id, size = st.size, read_only, "attached System V segment");
-    // The kernel maps whole pages, but only `size` bytes are the segment's: stay within them.
-    Ok(Segment::from_sysv(addr, st.size, !read_only, id))
+    Err(Error::with_note(
+        ErrorKind::Disconnected,
+        format!(
+            "the segment at this id was removed and replaced {ATTACH_TRIES} times while it was \
+             being attached"
+        ),
+    )
+    .in_op("shmat")
+    .on(&kind))
 }
+
+/// How many times [`attach`] looks again when the id changed hands under it.
+const ATTACH_TRIES: usize = 16;
 
 impl OpenOptions {
     /// Attaches the existing System V segment `id` (from [`Segment::sysv_id`] in another
     /// process, or [`Segment::sysv_lookup`]) with these options: read-only or not, at least
     /// [`min_len`](OpenOptions::min_len) bytes, owned as [`owner`](OpenOptions::owner) says.
     ///
-    /// Makes `shmctl(IPC_STAT)` and checks the owner and size it reports before `shmat`. Only
-    /// the segment's own size is accessible, not the rest of its last page. Does not block.
+    /// Makes `shmctl(IPC_STAT)` and checks the owner and size it reports before `shmat`, and
+    /// `IPC_STAT` again once attached: if the id changed hands in between (the segment
+    /// removed and another made at the same id), it detaches and starts over, so the segment
+    /// mapped is always the one checked, at its own size. Only the segment's own size is
+    /// accessible, not the rest of its last page. Does not block.
+    ///
+    /// A segment marked for removal (`IPC_RMID`) while another process still has it attached
+    /// is still attached: Linux allows that (see `shmctl(2)`), and it is gone once the last
+    /// process detaches.
     ///
     /// Errors: [`ErrorKind::InvalidInput`] or [`ErrorKind::Disconnected`] for an id that does
-    /// not exist or was removed, [`ErrorKind::PermissionDenied`] for an owner the policy
+    /// not exist or was removed and detached by all (or that changed hands 16 times during
+    /// one attach), [`ErrorKind::PermissionDenied`] for an owner the policy
     /// refuses (the message names both uids and the [`Owner`] that accepts it), a creator it
     /// refuses (unless root: a creator keeps the owner's rights after giving the segment away,
     /// [`Owner::check_with_creator`]) or a mode that refuses us, [`ErrorKind::WrongType`] if it is smaller than `min_len`.

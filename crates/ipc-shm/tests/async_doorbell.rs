@@ -62,12 +62,16 @@ fn async_echo(ctx: &Ctx) {
 }
 
 /// The waker's side of the conversation: `ROUNDS` requests, each once the async end is armed
-/// and each answered, then the empty request. Returns what the request sender found before
-/// the empty one: whether it fetched the waiter's doorbell, and its direct rings.
-fn converse(req: &mut Sender, rep: &mut Receiver) -> (Option<bool>, u32) {
+/// (and, given its process `waiter`, asleep: see [`until_asleep`]) and each answered, then
+/// the empty request. Returns what the request sender found before the empty one: whether it
+/// fetched the waiter's doorbell, and its direct rings.
+fn converse(req: &mut Sender, rep: &mut Receiver, waiter: Option<u32>) -> (Option<bool>, u32) {
     let mut buf = [0u8; 256];
     for seq in 0..ROUNDS {
-        until_armed(req.segment());
+        match waiter {
+            Some(pid) => until_asleep(req.segment(), pid),
+            None => until_armed(req.segment()),
+        }
         req.send(&message(1, seq, 40)).unwrap();
         let n = rep.recv_timeout(&mut buf, ipc_testkit::watchdog()).unwrap();
         check_message(1, seq, 40, &buf[..n]).unwrap();
@@ -93,7 +97,7 @@ fn refused_waker(_ctx: &Ctx) {
         .unwrap();
     }
     let (mut req, mut rep) = (Sender::open(req).unwrap(), Receiver::open(rep).unwrap());
-    let (fetched, direct) = converse(&mut req, &mut rep);
+    let (fetched, direct) = converse(&mut req, &mut rep, None);
     assert_eq!(
         fetched,
         Some(false),
@@ -144,7 +148,7 @@ fn a_waker_allowed_to_fetch_the_doorbell_rings_it_directly() {
         Sender::open(req_seg).unwrap(),
         Receiver::open(rep_seg).unwrap(),
     );
-    let (fetched, direct) = converse(&mut req, &mut rep);
+    let (fetched, direct) = converse(&mut req, &mut rep, Some(child.pid()));
     child.wait_success();
     if may_fetch_from_child() {
         assert_eq!(fetched, Some(true));
@@ -198,6 +202,44 @@ fn until_armed(seg: &Segment) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// [`until_armed`], and the thread of process `pid` that runs its role asleep (state `S`:
+/// in the runtime's `epoll_wait`). The flag goes up before the waiter's last look, and a
+/// request sent while that look is still to run (a loaded machine preempts it there) is found
+/// by the look, which takes the flag down again: no ring is needed, and the count of direct
+/// rings would miss one. Asleep with the flag up, the waiter needs the ring.
+fn until_asleep(seg: &Segment, pid: u32) {
+    let flag = seg.atomic_u32(RX_SLEEPING).unwrap();
+    let deadline = std::time::Instant::now() + ipc_testkit::watchdog();
+    loop {
+        if role_thread_sleeps(pid) && flag.load(Ordering::SeqCst) == 2 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver never armed and slept"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether the thread of process `pid` that runs the role (libtest's thread named after the
+/// entry test, its name cut to 15 bytes) is asleep (`S`).
+fn role_thread_sleeps(pid: u32) -> bool {
+    let name = &ipc_testkit::ENTRY_TEST[..15];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the command name's closing parenthesis.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        comm.trim_end() == name && state == Some('S')
+    })
 }
 
 /// A publication scribbled by a hostile receiver: another `eventfd-id` (the fetched

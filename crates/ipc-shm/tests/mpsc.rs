@@ -271,12 +271,20 @@ fn consume_and_park(ctx: &Ctx) {
     ctx.park("open");
 }
 
+/// Child: open the consumer, take one message (checked), close the consumer and exit.
+fn take_one_and_close(_: &Ctx) {
+    let mut rx = MpscConsumer::open(Segment::inherited("seg").unwrap()).unwrap();
+    let (who, seq) = recv(&mut rx, Deadline::after(watchdog())).unwrap();
+    assert_eq!((who, seq), (0, 0));
+}
+
 roles!(
     join_and_stop,
     send_forever,
     produce_by_name,
     fill_then_send,
-    consume_and_park
+    consume_and_park,
+    take_one_and_close
 );
 
 #[test]
@@ -382,6 +390,76 @@ fn a_killed_consumer_is_disconnected_for_its_producers() {
         };
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     });
+}
+
+/// A consumer process that closed its end: every send after it is `Disconnected` at once, from
+/// a producer attached before and from one joining after ("`Disconnected` once the consumer
+/// closed"), never `Ok` for a message nobody can take any more (no consumer can open the
+/// segment again). Failed before the fix of its commit: the producer looked at the consumer
+/// only when its ring was full, so sends went on returning `Ok` into a ring nobody reads
+/// until it filled.
+#[test]
+fn a_closed_consumer_is_disconnected_at_the_next_send_never_an_ok_for_a_lost_message() {
+    let seg = Arc::new(opts().create_memfd("mpsc-closed-rx").unwrap());
+    let mut before = MpscProducer::open(seg.clone()).unwrap();
+    before.try_send(&message(0, 0)).unwrap();
+    let child = spawn("take_one_and_close")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_success();
+    for (what, tx) in [
+        ("attached before", &mut before),
+        (
+            "joined after",
+            &mut MpscProducer::open(seg.clone()).unwrap(),
+        ),
+    ] {
+        for call in ["try_send", "send"] {
+            let r = match call {
+                "try_send" => tx.try_send(&message(0, 1)),
+                _ => tx.send_timeout(&message(0, 1), watchdog()),
+            };
+            let e = r.expect_err(&format!("{what}: {call} to a closed consumer was Ok"));
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{what}, {call}: {e}");
+        }
+    }
+    let e = MpscConsumer::open(seg).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// A consumer process killed while its producer's ring has room for thousands of messages:
+/// the producer's sends are `Disconnected` within 1024 (its periodic look at the consumer's
+/// process), not `Ok` until the ring is full. Failed before the fix of its commit (over
+/// 10,000 sends were `Ok` first).
+#[test]
+fn a_killed_consumer_is_disconnected_within_1024_sends_while_the_ring_has_room() {
+    let seg = Arc::new(
+        opts()
+            .capacity(1 << 20)
+            .create_memfd("mpsc-kill-rx-room")
+            .unwrap(),
+    );
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    let mut child = spawn("consume_and_park")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_checkpoint("open");
+    assert!(child.kill_and_wait().killed());
+    let mut ok = 0u64;
+    let e = loop {
+        match tx.try_send(&message(0, ok)) {
+            Ok(()) => ok += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(ok < 1024, "{ok} sends to a dead consumer were Ok");
+    // And every send after it says so too, and the first of a producer joining now.
+    let e = tx.try_send(&message(0, ok)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    let mut late = MpscProducer::open(seg).unwrap();
+    let e = late.try_send(&message(1, 0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
 
 /// A consumer on a new named segment and `n` producer processes (`produce_by_name`), each

@@ -1,6 +1,7 @@
 //! Request-reply: several requests in flight matched by id, per-request deadlines, a server
 //! answering many clients over a listener, a server that dies failing every pending request
-//! with `Disconnected`, and replies and requests above the first 16 MiB buffer.
+//! with `Disconnected` (also a `serve` process with several clients killed in the middle of a
+//! reply), and replies and requests above the first 16 MiB buffer.
 
 use std::time::Duration;
 
@@ -31,7 +32,32 @@ fn silent_server(ctx: &Ctx) {
     ctx.park("got 3 requests");
 }
 
-roles!(silent_server);
+/// The reply to a `big` request of [`serve_then_die_mid_reply`]: far more than the socket
+/// buffers hold, so the server is still writing it while the client reads nothing.
+const BIG_REPLY: usize = 8 << 20;
+
+/// Child: `rpc::serve` on the stream socket path in its argument (16 MiB messages): `echo`
+/// is answered, `park` parks its client's thread for good, `big` gets a reply of
+/// [`BIG_REPLY`] bytes. Killed by the test.
+fn serve_then_die_mid_reply(ctx: &Ctx) {
+    let opts = Options::new().max_message(16 << 20);
+    let l: Listener<Stream> = Listener::bind(&Address::path(ctx.arg()), &opts).unwrap();
+    ctx.checkpoint("listening");
+    serve(
+        &l,
+        Deadline::Never,
+        |req: &[u8], out: &mut Vec<u8>| match req {
+            b"park" => loop {
+                std::thread::park();
+            },
+            b"big" => out.resize(BIG_REPLY, 7),
+            _ => out.extend_from_slice(req),
+        },
+    )
+    .unwrap();
+}
+
+roles!(silent_server, serve_then_die_mid_reply);
 
 #[test]
 fn several_requests_in_flight_are_matched_by_id() {
@@ -129,6 +155,59 @@ fn a_server_answers_many_clients_over_the_listener() {
                 c.join().unwrap();
             }
         });
+    });
+}
+
+/// A `serve` server process with several clients is SIGKILLed in the middle of a reply: one
+/// client has part of an 8 MiB reply in its socket (the server blocked writing the rest),
+/// three others have two requests each parked in their handler threads, after one answered.
+/// Every request in flight, the half-received reply's included, fails with `Disconnected`
+/// (no deadline: none may hang), and so does every new request. Passed at once: the rpc
+/// tests killed a server that served one connection by hand, not `serve` with many clients
+/// mid-reply.
+#[test]
+fn a_serve_process_killed_mid_reply_fails_every_client_s_requests() {
+    within_watchdog("rpc serve killed mid reply", || {
+        let dir = TempDir::new("rpc-mid-reply");
+        let path = dir.join("s");
+        let mut server = spawn("serve_then_die_mid_reply")
+            .arg(path.to_str().unwrap())
+            .start();
+        server.wait_checkpoint("listening");
+        let opts = Options::new().max_message(16 << 20);
+        let connect =
+            || Client::new(Stream::connect(&Address::path(&path), &opts, secs(30)).unwrap());
+        let mut buf = vec![0u8; 16 << 20];
+        let mut parked = Vec::new();
+        for k in 0..3u8 {
+            let mut c = connect();
+            let n = c.call(&[b'e', k], &mut buf, Deadline::Never).unwrap();
+            assert_eq!(&buf[..n], &[b'e', k]);
+            let ids = [(); 2].map(|_| c.start(b"park", Deadline::Never).unwrap());
+            parked.push((c, ids));
+        }
+        let mut big = connect();
+        let id = big.start(b"big", Deadline::Never).unwrap();
+        // Part of the reply has come, the rest cannot: the server is in the middle of it.
+        while rustix::io::ioctl_fionread(&*big.get_mut()).unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(server.kill_and_wait().killed());
+        let e = big.wait(id, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let mut clients = vec![big];
+        for (mut c, ids) in parked {
+            for id in ids {
+                let e = c.wait(id, &mut buf).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            }
+            clients.push(c);
+        }
+        for mut c in clients {
+            assert_eq!(c.in_flight(), 0);
+            let e = c.start(b"echo", Deadline::Never).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        }
     });
 }
 
