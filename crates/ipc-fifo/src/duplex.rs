@@ -23,6 +23,10 @@
 //! reported as [`ErrorKind::Disconnected`]; it does not hang the other side. A client that
 //! lives but stops after its hello gets [`HANDSHAKE`] (5 s) to open its end; then that
 //! attempt is [`ErrorKind::TimedOut`] and the server's next `accept` serves the next client.
+//! Whatever else lands in the well-known FIFO (any process that may write it can write
+//! anything) is skipped as [`ErrorKind::Corrupted`] up to the next place a hello could start:
+//! the server reads hellos by scanning for them, not with a frame decoder that one bad header
+//! would put out of step for good.
 //!
 //! After the handshake each direction has exactly one writer, so messages can be of any size
 //! (up to [`max_message`](ConnectOptions::max_message)).
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ipc_core::fd::{Interest, set_nonblocking};
-use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
+use ipc_core::frame::{FRAME_HEADER_LEN, MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
 
@@ -355,9 +359,143 @@ impl ConnectOptions {
 #[derive(Debug)]
 pub struct Listener {
     fifo: Fifo,
-    rx: FifoReceiver,
+    /// The keep-open read end of the listener's FIFO, read raw: any process that can write
+    /// the FIFO can write anything there, so hellos are found by [`Hellos`], not by a frame
+    /// decoder that one bad header would poison for good.
+    reader: FifoReader,
+    hellos: Hellos,
     max_message: usize,
     owner: Owner,
+}
+
+/// The smallest payload of a hello frame: the magic and `<pid>.<n>`.
+const HELLO_MIN: usize = HELLO_MAGIC.len() + 3;
+/// The largest payload of a hello frame.
+const HELLO_MAX: usize = HELLO_MAGIC.len() + MAX_ID_LEN;
+/// The largest hello frame, header and payload. Clients send each hello in one atomic write,
+/// so it arrives whole and contiguous, whatever other writers put around it.
+const HELLO_FRAME_MAX: usize = FRAME_HEADER_LEN + HELLO_MAX;
+
+/// What the head of the listener's buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A hello frame of this many bytes whose id is valid.
+    Hello(usize),
+    /// Bytes that are no hello: skip `skip` of them. `whole`: they are one whole frame (a
+    /// record of some other protocol, or a hello naming something else), else the scan's way
+    /// to the next place where a hello could start.
+    Junk { skip: usize, whole: bool },
+    /// Too few bytes to tell: read more.
+    More,
+}
+
+/// The bytes read from the listener's FIFO and not yet taken, and the scan for hellos in them.
+///
+/// A hello is a frame (4-byte little-endian length, payload) whose payload is the magic and a
+/// valid id, at most [`HELLO_FRAME_MAX`] bytes, written in one atomic write. Anything else (a
+/// shell's `echo` into the FIFO, a header cut short, a frame announcing more than it holds) is
+/// junk, skipped up to the next place where the magic could follow a header: the scan never
+/// stays out of step with the writers, so the next hello is found whatever came before it.
+struct Hellos {
+    buf: Box<[u8; 2 * PIPE_BUF]>,
+    start: usize,
+    end: usize,
+}
+
+impl std::fmt::Debug for Hellos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hellos")
+            .field("buffered", &(self.end - self.start))
+            .finish()
+    }
+}
+
+impl Hellos {
+    fn new() -> Hellos {
+        Hellos {
+            buf: Box::new([0; 2 * PIPE_BUF]),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Room to read into, at least [`HELLO_FRAME_MAX`] bytes: what is buffered is moved to the
+    /// front when needed (while more is wanted, that is never more than part of one hello).
+    fn room(&mut self) -> &mut [u8] {
+        if self.buf.len() - self.end < HELLO_FRAME_MAX {
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        &mut self.buf[self.end..]
+    }
+}
+
+/// Whether a complete, valid hello frame starts at `b[0]`: its length if so.
+fn hello_at(b: &[u8]) -> Option<usize> {
+    let header: [u8; FRAME_HEADER_LEN] = b.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_le_bytes(header) as usize;
+    if !(HELLO_MIN..=HELLO_MAX).contains(&len) {
+        return None;
+    }
+    let payload = b.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;
+    let id = payload.strip_prefix(&HELLO_MAGIC)?;
+    std::str::from_utf8(id)
+        .is_ok_and(valid_id)
+        .then_some(FRAME_HEADER_LEN + len)
+}
+
+/// Whether a hello could start at `b[0]` as far as `b` goes: the magic (or the part of it in
+/// `b`) after a header.
+fn may_start_hello(b: &[u8]) -> bool {
+    let after = b.get(FRAME_HEADER_LEN..).unwrap_or(&[]);
+    let n = after.len().min(HELLO_MAGIC.len());
+    after[..n] == HELLO_MAGIC[..n]
+}
+
+/// Classifies the head of `b` (see [`Head`]).
+fn scan(b: &[u8]) -> Head {
+    if let Some(n) = hello_at(b) {
+        return Head::Hello(n);
+    }
+    let Some(header) = b.get(..FRAME_HEADER_LEN) else {
+        return Head::More;
+    };
+    let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
+    let frame = FRAME_HEADER_LEN.saturating_add(len);
+    // A hello starting inside the head's frame makes the head junk (a hello arrives whole and
+    // contiguous, so nothing a client wrote overlaps it).
+    let hello_within = |end: usize| (1..end.min(b.len())).any(|i| hello_at(&b[i..]).is_some());
+    if len <= MAX_ATOMIC_PAYLOAD && b.len() >= frame && !hello_within(frame) {
+        return Head::Junk {
+            skip: frame,
+            whole: true,
+        };
+    }
+    if (HELLO_MIN..=HELLO_MAX).contains(&len)
+        && b.len() < frame
+        && may_start_hello(b)
+        && !hello_within(b.len())
+    {
+        return Head::More;
+    }
+    let next = (1..b.len())
+        .find(|&i| may_start_hello(&b[i..]))
+        .unwrap_or(b.len());
+    Head::Junk {
+        skip: next,
+        whole: false,
+    }
 }
 
 impl Listener {
@@ -380,11 +518,11 @@ impl Listener {
     pub fn from_fifo(fifo: Fifo) -> Result<Listener> {
         let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
-        let rx = reader.into_atomic_receiver()?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
         Ok(Listener {
             fifo,
-            rx,
+            reader,
+            hellos: Hellos::new(),
             max_message: DEFAULT_MAX_MESSAGE,
             owner: Owner::Me,
         })
@@ -431,8 +569,13 @@ impl Listener {
     ///   end within [`HANDSHAKE`].
     /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
     ///   handshake.
-    /// - [`ErrorKind::Corrupted`]: the hello was not from this protocol or named a pair
-    ///   elsewhere than beside the listener.
+    /// - [`ErrorKind::Corrupted`]: bytes on the listener's FIFO that are not a hello of this
+    ///   protocol (a hello naming a pair elsewhere than beside the listener, a record of
+    ///   another protocol, a shell's `echo … > listener`, a header cut short or announcing
+    ///   more than it holds). They are skipped up to the next place a hello could start, so
+    ///   they cost this call (a cut header: at most one more), never the listener: any process
+    ///   that can write the FIFO may write anything to it, and a later `accept` still finds
+    ///   the next client's hello behind it.
     /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
     ///   the client's pair is missing, not FIFOs, or owned by another user.
     ///
@@ -440,21 +583,50 @@ impl Listener {
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
     ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected)
     pub fn accept_deadline(&mut self, deadline: Deadline) -> Result<Connection> {
-        let mut buf = [0u8; MAX_ATOMIC_PAYLOAD];
-        let n = self.rx.recv_deadline(&mut buf, deadline)?;
-        let hello = &buf[..n];
         let fail = |e: Error| debug_err(e.in_op("accept").on(self.fifo.path().display()));
-        let id = hello
-            .strip_prefix(&HELLO_MAGIC)
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .filter(|id| valid_id(id))
-            .ok_or_else(|| {
-                fail(Error::corrupted(format!(
-                    "not a connection hello: {:?}",
-                    String::from_utf8_lossy(&hello[..hello.len().min(64)])
-                )))
-            })?
+        let not_a_hello = |seen: &[u8]| {
+            fail(Error::corrupted(format!(
+                "not a connection hello (skipped): {:?}",
+                String::from_utf8_lossy(seen)
+            )))
+        };
+        // The first bytes skipped as junk, for the error (this path alone allocates). A run
+        // of junk is reported once it is skipped; a hello behind it is left for the next call.
+        let mut junk: Option<Vec<u8>> = None;
+        let len = loop {
+            match scan(self.hellos.bytes()) {
+                Head::Hello(len) if junk.is_none() => break len,
+                Head::Junk { skip, whole } => {
+                    let seen = junk.get_or_insert_with(Vec::new);
+                    let keep = skip.min(64usize.saturating_sub(seen.len()));
+                    seen.extend_from_slice(&self.hellos.bytes()[..keep]);
+                    self.hellos.skip(skip);
+                    if whole {
+                        // One record that is no hello: one failed attempt.
+                        return Err(not_a_hello(seen));
+                    }
+                }
+                Head::Hello(_) | Head::More if junk.is_some() => {
+                    return Err(not_a_hello(&junk.unwrap_or_default()));
+                }
+                Head::Hello(_) => unreachable!("a hello with no junk before it is taken above"),
+                Head::More => {
+                    let n = self.reader.read_deadline(self.hellos.room(), deadline)?;
+                    if n == 0 {
+                        return Err(fail(Error::with_note(
+                            ErrorKind::Disconnected,
+                            "the listener's FIFO has no writer left",
+                        )));
+                    }
+                    self.hellos.end += n;
+                }
+            }
+        };
+        let payload = &self.hellos.bytes()[FRAME_HEADER_LEN + HELLO_MAGIC.len()..len];
+        let id = std::str::from_utf8(payload)
+            .expect("hello_at checked the id")
             .to_owned();
+        self.hellos.skip(len);
         let c2s_path = pair_path(self.fifo.path(), &id, C2S);
         let s2c_path = pair_path(self.fifo.path(), &id, S2C);
         let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
@@ -555,6 +727,44 @@ fn unlink_if_same(t: &Target, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn the_scan_finds_a_hello_whatever_junk_comes_before_it() {
+        let hello = frame(b"IFH\x0112.3");
+        assert_eq!(scan(&hello), Head::Hello(hello.len()));
+        assert_eq!(scan(&hello[..6]), Head::More);
+        assert_eq!(scan(b"ab"), Head::More);
+        for junk in [
+            &b"hello\n"[..],
+            b"ab",
+            b"\x14\0\0\0abc",
+            b"IFH\x01",
+            b"\x07\0\0\0GET / H",
+            &frame(b"IFH\x01../x.1"),
+            &frame(&[b'x'; 4000]),
+            &[0xff; 9000],
+        ] {
+            let mut b = junk.to_vec();
+            b.extend_from_slice(&hello);
+            let mut at = 0;
+            loop {
+                match scan(&b[at..]) {
+                    Head::Junk { skip, .. } => at += skip,
+                    Head::Hello(n) => {
+                        assert_eq!(&b[at..at + n], &hello[..], "after {junk:?}");
+                        break;
+                    }
+                    Head::More => panic!("{junk:?} followed by a hello: stuck at {at}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn ids_are_only_pid_dot_counter() {

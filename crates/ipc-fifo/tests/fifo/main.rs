@@ -6,6 +6,7 @@ mod duplex;
 mod duplex_async;
 mod eof;
 mod hostile;
+mod junk;
 mod kills;
 mod messages;
 mod open;
