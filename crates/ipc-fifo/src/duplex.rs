@@ -13,11 +13,13 @@
 //! 4. sends a hello record naming `<pid>.<n>` on the well-known FIFO (one atomic write, so any
 //!    number of clients can connect at once);
 //! 5. opens `c2s` for writing, which waits until the server opened it for reading, and then
-//!    waits until the server has `s2c` open for writing;
+//!    waits until the server has `s2c` open for writing (a server that gives the handshake up
+//!    closes its end of `s2c`: the client sees it hang up and fails with
+//!    [`ErrorKind::Disconnected`] instead of waiting for good);
 //! 6. unlinks both names: the connection needs no names any more.
 //!
-//! The server's [`accept`](Listener::accept) reads one hello, opens `c2s` for reading and
-//! `s2c` for writing (with the same type and owner checks as any open, and only names of the
+//! The server's [`accept`](Listener::accept) reads one hello, opens `s2c` for writing and
+//! `c2s` for reading (with the same type and owner checks as any open, and only names of the
 //! form above, beside its own FIFO), waits for the client's write end, and unlinks both names.
 //! A peer that dies during the handshake is noticed (its end of the other FIFO closes) and
 //! reported as [`ErrorKind::Disconnected`]; it does not hang the other side. A client that
@@ -283,9 +285,11 @@ impl ConnectOptions {
         hello.extend_from_slice(id.as_bytes());
         hello_tx.send_deadline(&hello, deadline)?;
 
-        // Wait for the server to open c2s for reading; stop if the server goes away.
+        // Wait for the server to open c2s for reading; stop if the server goes away (the
+        // listener's FIFO reports an error) or gives this handshake up after it took the hello
+        // (it had s2c open for writing and closed it: s2c hangs up).
         let writer = Target::resolve(c2s.path(), Owner::Me, "connect")?
-            .open_writer(deadline, Some(hello_tx.as_fd()))
+            .open_writer(deadline, &[hello_tx.as_fd(), reader.as_fd()])
             .map_err(fail)?;
         // And for its write end on s2c; stop if it closes c2s.
         wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
@@ -631,10 +635,11 @@ impl Listener {
         let s2c_path = pair_path(self.fifo.path(), &id, S2C);
         let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
         let s2c_t = Target::resolve(&s2c_path, self.owner, "accept")?;
-        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
         // The client opened its read end before it sent the hello: no waiting. No reader means
-        // the client is gone.
-        let writer = s2c_t.open_writer(Deadline::Now, None).map_err(fail)?;
+        // the client is gone. Opened first: from here on, whatever ends this attempt closes it,
+        // and the client, waiting for our end of c2s, sees s2c hang up and stops waiting.
+        let writer = s2c_t.open_writer(Deadline::Now, &[]).map_err(fail)?;
+        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
         let handshake = deadline.min(Deadline::after(HANDSHAKE));
         wait_for_writer(reader.as_fd(), handshake, Some(writer.as_fd())).map_err(fail)?;
         // The client has both its ends open now; unlink the names (it does too, whoever is

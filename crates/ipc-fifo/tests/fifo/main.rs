@@ -1,5 +1,6 @@
 //! Cross-process tests of ipc-fifo: one test binary whose roles run in child processes.
 
+mod abandon;
 mod create;
 mod duplex;
 #[cfg(feature = "tokio")]
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ipc_testkit::roles;
 
+use abandon::connect_without_deadline;
 use create::create_under_umask;
 use duplex::echo_client;
 use duplex::hello_then_park;
@@ -42,6 +44,7 @@ use torn::big_stream_writer;
 use torn::small_stream_writer;
 
 roles!(
+    connect_without_deadline,
     create_under_umask,
     write_hello,
     open_writer_and_park,
