@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use ipc_core::fd::{Interest, set_nonblocking};
 use ipc_core::frame::{FRAME_HEADER_LEN, MAX_ATOMIC_PAYLOAD, PIPE_BUF};
+use ipc_core::pipe::descriptor_error;
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
 
@@ -582,6 +583,9 @@ impl Listener {
     ///   the next client's hello behind it.
     /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
     ///   the client's pair is missing, not FIFOs, or owned by another user.
+    /// - [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` and its value: the process has
+    ///   fewer than the six descriptors a handshake needs. Checked before the hello is taken:
+    ///   the client's hello stays for the next `accept`.
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
@@ -626,11 +630,18 @@ impl Listener {
                 }
             }
         };
+        // The descriptors the handshake needs, taken before the hello leaves the buffer: a
+        // listener out of them fails this call and keeps the hello for the next one (its
+        // client waits, as for a busy server) rather than drop a client that would wait for
+        // good. Released just before use (another thread could take them meanwhile: then an
+        // open below fails as it would have).
+        let reserved = reserve_descriptors(self.reader.as_fd()).map_err(fail)?;
         let payload = &self.hellos.bytes()[FRAME_HEADER_LEN + HELLO_MAGIC.len()..len];
         let id = std::str::from_utf8(payload)
             .expect("hello_at checked the id")
             .to_owned();
         self.hellos.skip(len);
+        drop(reserved);
         let c2s_path = pair_path(self.fifo.path(), &id, C2S);
         let s2c_path = pair_path(self.fifo.path(), &id, S2C);
         let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
@@ -707,6 +718,17 @@ impl Listener {
         }
         Ok(removed)
     }
+}
+
+/// How many descriptors an accept opens once it took a hello: the pair's two `O_PATH`
+/// handles, its two ends, and the scratch pipe of the wait for the client's end.
+const ACCEPT_FDS: usize = 6;
+
+/// [`ACCEPT_FDS`] descriptors (copies of `fd`), or the error of a process out of them
+/// ([`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE`).
+fn reserve_descriptors(fd: BorrowedFd<'_>) -> Result<[rustix::fd::OwnedFd; ACCEPT_FDS]> {
+    let dup = || rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(descriptor_error);
+    Ok([dup()?, dup()?, dup()?, dup()?, dup()?, dup()?])
 }
 
 /// Whether a process exists: `kill(pid, 0)` fails with `EPERM` for another user's process.
