@@ -377,9 +377,6 @@ pub struct Listener {
 const HELLO_MIN: usize = HELLO_MAGIC.len() + 3;
 /// The largest payload of a hello frame.
 const HELLO_MAX: usize = HELLO_MAGIC.len() + MAX_ID_LEN;
-/// The largest hello frame, header and payload. Clients send each hello in one atomic write,
-/// so it arrives whole and contiguous, whatever other writers put around it.
-const HELLO_FRAME_MAX: usize = FRAME_HEADER_LEN + HELLO_MAX;
 
 /// What the head of the listener's buffer holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -397,7 +394,8 @@ enum Head {
 /// The bytes read from the listener's FIFO and not yet taken, and the scan for hellos in them.
 ///
 /// A hello is a frame (4-byte little-endian length, payload) whose payload is the magic and a
-/// valid id, at most [`HELLO_FRAME_MAX`] bytes, written in one atomic write. Anything else (a
+/// valid id, at most 29 bytes, written in one atomic write (so it arrives whole and
+/// contiguous, whatever other writers put around it). Anything else (a
 /// shell's `echo` into the FIFO, a header cut short, a frame announcing more than it holds) is
 /// junk, skipped up to the next place where the magic could follow a header: the scan never
 /// stays out of step with the writers, so the next hello is found whatever came before it.
@@ -405,6 +403,9 @@ struct Hellos {
     buf: Box<[u8; 2 * PIPE_BUF]>,
     start: usize,
     end: usize,
+    /// Whether the last read took everything the FIFO held: then `end` is where a write
+    /// ended, and no hello (written whole, in one atomic write) is cut short there.
+    drained: bool,
 }
 
 impl std::fmt::Debug for Hellos {
@@ -421,6 +422,7 @@ impl Hellos {
             buf: Box::new([0; 2 * PIPE_BUF]),
             start: 0,
             end: 0,
+            drained: true,
         }
     }
 
@@ -435,14 +437,17 @@ impl Hellos {
         }
     }
 
-    /// Room to read into, at least [`HELLO_FRAME_MAX`] bytes: what is buffered is moved to the
-    /// front when needed (while more is wanted, that is never more than part of one hello).
+    /// Room to read into: what is buffered is moved to the front first (while more is
+    /// wanted, that is never more than part of one hello).
     fn room(&mut self) -> &mut [u8] {
-        if self.buf.len() - self.end < HELLO_FRAME_MAX {
-            self.buf.copy_within(self.start..self.end, 0);
-            (self.start, self.end) = (0, self.end - self.start);
-        }
+        self.buf.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
         &mut self.buf[self.end..]
+    }
+
+    /// What the buffered bytes start with.
+    fn head(&self) -> Head {
+        scan(self.bytes(), self.drained)
     }
 }
 
@@ -468,34 +473,52 @@ fn may_start_hello(b: &[u8]) -> bool {
     after[..n] == HELLO_MAGIC[..n]
 }
 
-/// Classifies the head of `b` (see [`Head`]).
-fn scan(b: &[u8]) -> Head {
+/// Whether `s` is the start of a hello cut short by the end of what was read: all it holds
+/// fits the start of one (part of a header; or a hello's length, then the magic or part of it).
+fn cut_hello(s: &[u8]) -> bool {
+    match s.get(..FRAME_HEADER_LEN) {
+        None => true,
+        Some(h) => {
+            let len = u32::from_le_bytes(h.try_into().expect("four bytes")) as usize;
+            (HELLO_MIN..=HELLO_MAX).contains(&len)
+                && s.len() < FRAME_HEADER_LEN + len
+                && may_start_hello(s)
+        }
+    }
+}
+
+/// Classifies the head of `b` (see [`Head`]); `drained`: nothing of the last write read is
+/// missing at the end of `b` (see [`Hellos::drained`]).
+fn scan(b: &[u8], drained: bool) -> Head {
+    if b.is_empty() {
+        return Head::More;
+    }
     if let Some(n) = hello_at(b) {
         return Head::Hello(n);
     }
-    let Some(header) = b.get(..FRAME_HEADER_LEN) else {
-        return Head::More;
-    };
-    let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
-    let frame = FRAME_HEADER_LEN.saturating_add(len);
-    // A hello starting inside the head's frame makes the head junk (a hello arrives whole and
-    // contiguous, so nothing a client wrote overlaps it).
-    let hello_within = |end: usize| (1..end.min(b.len())).any(|i| hello_at(&b[i..]).is_some());
-    if len <= MAX_ATOMIC_PAYLOAD && b.len() >= frame && !hello_within(frame) {
-        return Head::Junk {
-            skip: frame,
-            whole: true,
-        };
+    // Whether a hello may start at `s[0]`: a whole one, or one whose rest is still to come.
+    let may_be_hello = |s: &[u8]| hello_at(s).is_some() || (!drained && cut_hello(s));
+    // A hello arrives whole and contiguous, so nothing a client wrote overlaps one: a frame
+    // that holds the start of a (possible) hello is junk, and so is a cut frame that a whole
+    // hello follows.
+    if let Some(header) = b.get(..FRAME_HEADER_LEN) {
+        let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
+        let frame = FRAME_HEADER_LEN.saturating_add(len);
+        if len <= MAX_ATOMIC_PAYLOAD
+            && b.len() >= frame
+            && !(1..frame).any(|i| may_be_hello(&b[i..]))
+        {
+            return Head::Junk {
+                skip: frame,
+                whole: true,
+            };
+        }
     }
-    if (HELLO_MIN..=HELLO_MAX).contains(&len)
-        && b.len() < frame
-        && may_start_hello(b)
-        && !hello_within(b.len())
-    {
+    if may_be_hello(b) && !(1..b.len()).any(|i| hello_at(&b[i..]).is_some()) {
         return Head::More;
     }
     let next = (1..b.len())
-        .find(|&i| may_start_hello(&b[i..]))
+        .find(|&i| may_be_hello(&b[i..]))
         .unwrap_or(b.len());
     Head::Junk {
         skip: next,
@@ -602,7 +625,7 @@ impl Listener {
         // of junk is reported once it is skipped; a hello behind it is left for the next call.
         let mut junk: Option<Vec<u8>> = None;
         let len = loop {
-            match scan(self.hellos.bytes()) {
+            match self.hellos.head() {
                 Head::Hello(len) if junk.is_none() => break len,
                 Head::Junk { skip, whole } => {
                     let seen = junk.get_or_insert_with(Vec::new);
@@ -619,7 +642,9 @@ impl Listener {
                 }
                 Head::Hello(_) => unreachable!("a hello with no junk before it is taken above"),
                 Head::More => {
-                    let n = self.reader.read_deadline(self.hellos.room(), deadline)?;
+                    let room = self.hellos.room();
+                    let wanted = room.len();
+                    let n = self.reader.read_deadline(room, deadline)?;
                     if n == 0 {
                         return Err(fail(Error::with_note(
                             ErrorKind::Disconnected,
@@ -627,6 +652,7 @@ impl Listener {
                         )));
                     }
                     self.hellos.end += n;
+                    self.hellos.drained = n < wanted;
                 }
             }
         };
@@ -761,12 +787,29 @@ mod tests {
         f
     }
 
+    /// Scans `b` from the start as `accept` does; where it stops: at a hello, or where it
+    /// wants more bytes.
+    fn run(b: &[u8], drained: bool) -> (usize, Head) {
+        let mut at = 0;
+        loop {
+            match scan(&b[at..], drained) {
+                Head::Junk { skip, .. } => at += skip,
+                head => return (at, head),
+            }
+        }
+    }
+
     #[test]
     fn the_scan_finds_a_hello_whatever_junk_comes_before_it() {
         let hello = frame(b"IFH\x0112.3");
-        assert_eq!(scan(&hello), Head::Hello(hello.len()));
-        assert_eq!(scan(&hello[..6]), Head::More);
-        assert_eq!(scan(b"ab"), Head::More);
+        for drained in [false, true] {
+            assert_eq!(scan(&hello, drained), Head::Hello(hello.len()));
+            assert_eq!(scan(b"", drained), Head::More);
+        }
+        // Cut short: more may come, unless the FIFO was drained (a hello is written whole).
+        assert_eq!(scan(&hello[..6], false), Head::More);
+        assert_eq!(run(&hello[..6], true), (6, Head::More));
+        assert_eq!(scan(b"ab", false), Head::More);
         for junk in [
             &b"hello\n"[..],
             b"ab",
@@ -779,18 +822,28 @@ mod tests {
         ] {
             let mut b = junk.to_vec();
             b.extend_from_slice(&hello);
-            let mut at = 0;
-            loop {
-                match scan(&b[at..]) {
-                    Head::Junk { skip, .. } => at += skip,
-                    Head::Hello(n) => {
-                        assert_eq!(&b[at..at + n], &hello[..], "after {junk:?}");
-                        break;
-                    }
-                    Head::More => panic!("{junk:?} followed by a hello: stuck at {at}"),
-                }
+            for drained in [false, true] {
+                let (at, head) = run(&b, drained);
+                assert_eq!(head, Head::Hello(hello.len()), "after {junk:?}");
+                assert_eq!(&b[at..], &hello[..], "after {junk:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_frame_of_junk_never_swallows_the_start_of_a_hello_cut_by_the_read() {
+        let hello = frame(b"IFH\x0112.3");
+        // A 70-byte frame of junk whose end reaches into a hello that the read cut short.
+        let mut b = 70u32.to_le_bytes().to_vec();
+        b.extend_from_slice(&[b'x'; 60]);
+        let cut = b.len() + 10;
+        b.extend_from_slice(&hello);
+        let (at, head) = run(&b[..cut], false);
+        assert_eq!(head, Head::More);
+        assert!(at <= 64, "skipped into the hello: {at}");
+        let (more, head) = run(&b[at..], false);
+        assert_eq!(head, Head::Hello(hello.len()));
+        assert_eq!(at + more, 64);
     }
 
     #[test]
