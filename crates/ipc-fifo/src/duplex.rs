@@ -212,9 +212,10 @@ impl ConnectOptions {
         }
     }
 
-    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. With [`Deadline::Now`] a missing
-    /// server is [`ErrorKind::NoPeer`] at once; but the handshake needs the server to answer,
-    /// so `Now` cannot connect even to a server that is there: use it only to probe.
+    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. [`Deadline::Now`] only probes: the
+    /// handshake needs the server to answer, so `Now` never connects; a missing server is
+    /// [`ErrorKind::NoPeer`] (or [`ErrorKind::NotFound`] with no FIFO at the path), a
+    /// listening one [`ErrorKind::WouldBlock`], and the probe sends the server nothing.
     pub fn deadline(&mut self, deadline: Deadline) -> &mut ConnectOptions {
         self.deadline = Some(deadline);
         self.timeout = None;
@@ -256,6 +257,8 @@ impl ConnectOptions {
     ///
     /// # Errors
     /// - [`ErrorKind::NoPeer`]: no server, and [`Deadline::Now`].
+    /// - [`ErrorKind::WouldBlock`]: a server listens, and [`Deadline::Now`] (a probe: nothing
+    ///   is sent).
     /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline.
     /// - [`ErrorKind::Disconnected`]: the server went away during the handshake.
     /// - the errors of [`OpenOptions::open_write`] on `path` and of [`Fifo::create`] beside it.
@@ -274,6 +277,25 @@ impl ConnectOptions {
             .wait(deadline)
             .owner(self.owner)
             .open_write(path)?;
+        if deadline.has_passed() {
+            // A server listens, but the handshake needs it to answer: stop before making a
+            // pair or sending a hello, which the server would take for a client and fail on.
+            let (kind, note) = match deadline {
+                Deadline::Now => (
+                    ErrorKind::WouldBlock,
+                    "a server listens; Deadline::Now only probes (the handshake needs it to answer)",
+                ),
+                _ => (
+                    ErrorKind::TimedOut,
+                    "a server listens, but the deadline passed before the handshake",
+                ),
+            };
+            return Err(debug_err(
+                Error::with_note(kind, note)
+                    .in_op("connect")
+                    .on(path.display()),
+            ));
+        }
         let mut hello_tx = listener.into_atomic_sender()?;
         let (id, c2s, s2c) = self.create_pair(path)?;
         let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use ipc_testkit::roles;
 
 use abandon::connect_without_deadline;
+use abandon::probe_now;
 use create::create_under_umask;
 use duplex::echo_client;
 use duplex::hello_then_park;
@@ -45,6 +46,7 @@ use torn::small_stream_writer;
 
 roles!(
     connect_without_deadline,
+    probe_now,
     create_under_umask,
     write_hello,
     open_writer_and_park,
