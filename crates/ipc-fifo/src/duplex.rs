@@ -555,7 +555,9 @@ impl Listener {
     /// blocks.
     ///
     /// # Errors
-    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken.
+    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken. As
+    /// [`from_fifo`](Listener::from_fifo): [`ErrorKind::InvalidName`] for a name too long to
+    /// leave room for its clients' connection FIFOs (nothing is left at `path`).
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
@@ -565,7 +567,15 @@ impl Listener {
 
     /// Listens on a FIFO the caller created (with another mode, say). The listener takes the
     /// guard: it unlinks the FIFO on drop.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] when the FIFO's name leaves no room for its clients'
+    /// connection FIFOs (`<name>.<pid>.<n>.c2s`, up to [`PAIR_SUFFIX_MAX`] bytes more) within
+    /// the filesystem's longest name (`statfs`'s `f_namelen`, 255 on most): every connect
+    /// would fail. The guard is dropped (the FIFO unlinked). Else the errors of opening it for
+    /// reading ([`OpenOptions::open_read`]).
     pub fn from_fifo(fifo: Fifo) -> Result<Listener> {
+        check_name_room(fifo.path())?;
         let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
@@ -766,6 +776,35 @@ impl Listener {
         }
         Ok(removed)
     }
+}
+
+/// The most bytes a connection FIFO's name adds to the listener's: `.`, the id, `.c2s`.
+pub const PAIR_SUFFIX_MAX: usize = 1 + MAX_ID_LEN + 1 + C2S.len();
+
+/// Refuses a listener name whose clients' connection FIFOs could not be created beside it
+/// (their names too long for the filesystem).
+fn check_name_room(path: &Path) -> Result<()> {
+    let len = path.file_name().map_or(0, |n| n.len());
+    let name_max = rustix::fs::statfs(path)
+        .ok()
+        .and_then(|st| usize::try_from(st.f_namelen).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(255);
+    if len + PAIR_SUFFIX_MAX <= name_max {
+        return Ok(());
+    }
+    Err(debug_err(
+        Error::with_note(
+            ErrorKind::InvalidName,
+            format!(
+                "the name is {len} bytes; its clients' connection FIFOs add up to \
+                 {PAIR_SUFFIX_MAX} more, beyond the filesystem's longest name ({name_max}): \
+                 no client could connect"
+            ),
+        )
+        .in_op("listen")
+        .on(path.display()),
+    ))
 }
 
 /// How many descriptors an accept opens once it took a hello: the pair's two `O_PATH`
