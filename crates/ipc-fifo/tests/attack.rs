@@ -239,11 +239,59 @@ fn connect_and_ping(ctx: &Ctx) {
     assert_eq!(&buf[..n], b"pong");
 }
 
+/// `path`: under a soft RLIMIT_NOFILE of 64, with 0 to 15 descriptors free, connects to the
+/// listener at `path` (a server thread in the parent accepts): each connect succeeds (then a
+/// ping gets its pong) or fails with `LimitExceeded` naming RLIMIT_NOFILE, leaking no
+/// descriptor.
+fn connect_short_of_descriptors(ctx: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let path = Path::new(ctx.arg());
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    take_every_descriptor(&mut held, &null);
+    let (mut limited, mut connected) = (0, 0);
+    for free in 0..16 {
+        with_free(&mut held, &null, free, || {
+            match ConnectOptions::new()
+                .timeout(ipc_testkit::watchdog())
+                .connect(path)
+            {
+                Ok(mut conn) => {
+                    conn.send(b"ping").unwrap();
+                    let mut buf = [0; 16];
+                    let n = conn.recv(&mut buf).unwrap();
+                    assert_eq!(&buf[..n], b"pong");
+                    connected += 1;
+                }
+                Err(e) => {
+                    assert_names_rlimit_nofile(&e, &format!("connect, {free} free"));
+                    limited += 1;
+                }
+            }
+        });
+    }
+    assert!(
+        limited > 0 && connected > 0,
+        "{limited} limited, {connected} connected"
+    );
+    eprintln!("checked");
+}
+
 roles!(
     out_of_descriptors,
     nobody_is_refused,
     accept_short_of_descriptors,
-    connect_and_ping
+    connect_and_ping,
+    connect_short_of_descriptors
 );
 
 /// "Every error concerns one connection attempt": a listener whose process is out of
@@ -500,4 +548,46 @@ fn a_client_that_stops_after_its_hello_costs_one_attempt_not_the_listener() {
         assert_eq!(&buf[..n], b"after the staller");
         honest.join().unwrap();
     });
+}
+
+/// A client out of descriptors at any step of `connect` gets `LimitExceeded` naming
+/// RLIMIT_NOFILE, leaks no descriptor and leaves no connection FIFO behind, and the listener
+/// goes on serving the attempts that got through. Passed at once (no test ran a client out of
+/// descriptors before).
+#[test]
+fn a_client_out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("fifo-attack-connect-nofile");
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // Failed clients make failed accepts; only the served ones matter here.
+                if let Ok(mut conn) = listener.accept_timeout(Duration::from_millis(20)) {
+                    let mut buf = [0; 16];
+                    if conn.recv(&mut buf).is_ok() {
+                        let _ = conn.send(b"pong");
+                    }
+                }
+            }
+            listener
+        })
+    };
+    let out = spawn("connect_short_of_descriptors")
+        .arg(path.to_str().unwrap())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+    stop.store(true, Ordering::Relaxed);
+    let listener = ipc_testkit::within_watchdog("server thread", move || server.join().unwrap());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["server"], "left behind");
+    drop(listener);
 }
