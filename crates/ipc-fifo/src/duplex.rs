@@ -13,16 +13,22 @@
 //! 4. sends a hello record naming `<pid>.<n>` on the well-known FIFO (one atomic write, so any
 //!    number of clients can connect at once);
 //! 5. opens `c2s` for writing, which waits until the server opened it for reading, and then
-//!    waits until the server has `s2c` open for writing;
+//!    waits until the server has `s2c` open for writing (a server that gives the handshake up
+//!    closes its end of `s2c`: the client sees it hang up and fails with
+//!    [`ErrorKind::Disconnected`] instead of waiting for good);
 //! 6. unlinks both names: the connection needs no names any more.
 //!
-//! The server's [`accept`](Listener::accept) reads one hello, opens `c2s` for reading and
-//! `s2c` for writing (with the same type and owner checks as any open, and only names of the
+//! The server's [`accept`](Listener::accept) reads one hello, opens `s2c` for writing and
+//! `c2s` for reading (with the same type and owner checks as any open, and only names of the
 //! form above, beside its own FIFO), waits for the client's write end, and unlinks both names.
 //! A peer that dies during the handshake is noticed (its end of the other FIFO closes) and
 //! reported as [`ErrorKind::Disconnected`]; it does not hang the other side. A client that
 //! lives but stops after its hello gets [`HANDSHAKE`] (5 s) to open its end; then that
 //! attempt is [`ErrorKind::TimedOut`] and the server's next `accept` serves the next client.
+//! Whatever else lands in the well-known FIFO (any process that may write it can write
+//! anything) is skipped as [`ErrorKind::Corrupted`] up to the next place a hello could start:
+//! the server reads hellos by scanning for them, not with a frame decoder that one bad header
+//! would put out of step for good.
 //!
 //! After the handshake each direction has exactly one writer, so messages can be of any size
 //! (up to [`max_message`](ConnectOptions::max_message)).
@@ -33,7 +39,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ipc_core::fd::{Interest, set_nonblocking};
-use ipc_core::frame::MAX_ATOMIC_PAYLOAD;
+use ipc_core::frame::{FRAME_HEADER_LEN, MAX_ATOMIC_PAYLOAD, PIPE_BUF};
+use ipc_core::pipe::descriptor_error;
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
 use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
 
@@ -205,9 +212,10 @@ impl ConnectOptions {
         }
     }
 
-    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. With [`Deadline::Now`] a missing
-    /// server is [`ErrorKind::NoPeer`] at once; but the handshake needs the server to answer,
-    /// so `Now` cannot connect even to a server that is there: use it only to probe.
+    /// Gives up at `deadline` with [`ErrorKind::TimedOut`]. [`Deadline::Now`] only probes: the
+    /// handshake needs the server to answer, so `Now` never connects; a missing server is
+    /// [`ErrorKind::NoPeer`] (or [`ErrorKind::NotFound`] with no FIFO at the path), a
+    /// listening one [`ErrorKind::WouldBlock`], and the probe sends the server nothing.
     pub fn deadline(&mut self, deadline: Deadline) -> &mut ConnectOptions {
         self.deadline = Some(deadline);
         self.timeout = None;
@@ -249,6 +257,8 @@ impl ConnectOptions {
     ///
     /// # Errors
     /// - [`ErrorKind::NoPeer`]: no server, and [`Deadline::Now`].
+    /// - [`ErrorKind::WouldBlock`]: a server listens, and [`Deadline::Now`] (a probe: nothing
+    ///   is sent).
     /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline.
     /// - [`ErrorKind::Disconnected`]: the server went away during the handshake.
     /// - the errors of [`OpenOptions::open_write`] on `path` and of [`Fifo::create`] beside it.
@@ -267,6 +277,25 @@ impl ConnectOptions {
             .wait(deadline)
             .owner(self.owner)
             .open_write(path)?;
+        if deadline.has_passed() {
+            // A server listens, but the handshake needs it to answer: stop before making a
+            // pair or sending a hello, which the server would take for a client and fail on.
+            let (kind, note) = match deadline {
+                Deadline::Now => (
+                    ErrorKind::WouldBlock,
+                    "a server listens; Deadline::Now only probes (the handshake needs it to answer)",
+                ),
+                _ => (
+                    ErrorKind::TimedOut,
+                    "a server listens, but the deadline passed before the handshake",
+                ),
+            };
+            return Err(debug_err(
+                Error::with_note(kind, note)
+                    .in_op("connect")
+                    .on(path.display()),
+            ));
+        }
         let mut hello_tx = listener.into_atomic_sender()?;
         let (id, c2s, s2c) = self.create_pair(path)?;
         let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));
@@ -279,9 +308,11 @@ impl ConnectOptions {
         hello.extend_from_slice(id.as_bytes());
         hello_tx.send_deadline(&hello, deadline)?;
 
-        // Wait for the server to open c2s for reading; stop if the server goes away.
+        // Wait for the server to open c2s for reading; stop if the server goes away (the
+        // listener's FIFO reports an error) or gives this handshake up after it took the hello
+        // (it had s2c open for writing and closed it: s2c hangs up).
         let writer = Target::resolve(c2s.path(), Owner::Me, "connect")?
-            .open_writer(deadline, Some(hello_tx.as_fd()))
+            .open_writer(deadline, &[hello_tx.as_fd(), reader.as_fd()])
             .map_err(fail)?;
         // And for its write end on s2c; stop if it closes c2s.
         wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
@@ -355,9 +386,166 @@ impl ConnectOptions {
 #[derive(Debug)]
 pub struct Listener {
     fifo: Fifo,
-    rx: FifoReceiver,
+    /// The keep-open read end of the listener's FIFO, read raw: any process that can write
+    /// the FIFO can write anything there, so hellos are found by [`Hellos`], not by a frame
+    /// decoder that one bad header would poison for good.
+    reader: FifoReader,
+    hellos: Hellos,
     max_message: usize,
     owner: Owner,
+}
+
+/// The smallest payload of a hello frame: the magic and `<pid>.<n>`.
+const HELLO_MIN: usize = HELLO_MAGIC.len() + 3;
+/// The largest payload of a hello frame.
+const HELLO_MAX: usize = HELLO_MAGIC.len() + MAX_ID_LEN;
+
+/// What the head of the listener's buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A hello frame of this many bytes whose id is valid.
+    Hello(usize),
+    /// Bytes that are no hello: skip `skip` of them. `whole`: they are one whole frame (a
+    /// record of some other protocol, or a hello naming something else), else the scan's way
+    /// to the next place where a hello could start.
+    Junk { skip: usize, whole: bool },
+    /// Too few bytes to tell: read more.
+    More,
+}
+
+/// The bytes read from the listener's FIFO and not yet taken, and the scan for hellos in them.
+///
+/// A hello is a frame (4-byte little-endian length, payload) whose payload is the magic and a
+/// valid id, at most 29 bytes, written in one atomic write (so it arrives whole and
+/// contiguous, whatever other writers put around it). Anything else (a
+/// shell's `echo` into the FIFO, a header cut short, a frame announcing more than it holds) is
+/// junk, skipped up to the next place where the magic could follow a header: the scan never
+/// stays out of step with the writers, so the next hello is found whatever came before it.
+struct Hellos {
+    buf: Box<[u8; 2 * PIPE_BUF]>,
+    start: usize,
+    end: usize,
+    /// Whether the last read took everything the FIFO held: then `end` is where a write
+    /// ended, and no hello (written whole, in one atomic write) is cut short there.
+    drained: bool,
+}
+
+impl std::fmt::Debug for Hellos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hellos")
+            .field("buffered", &(self.end - self.start))
+            .finish()
+    }
+}
+
+impl Hellos {
+    fn new() -> Hellos {
+        Hellos {
+            buf: Box::new([0; 2 * PIPE_BUF]),
+            start: 0,
+            end: 0,
+            drained: true,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+    }
+
+    /// Room to read into: what is buffered is moved to the front first (while more is
+    /// wanted, that is never more than part of one hello).
+    fn room(&mut self) -> &mut [u8] {
+        self.buf.copy_within(self.start..self.end, 0);
+        (self.start, self.end) = (0, self.end - self.start);
+        &mut self.buf[self.end..]
+    }
+
+    /// What the buffered bytes start with.
+    fn head(&self) -> Head {
+        scan(self.bytes(), self.drained)
+    }
+}
+
+/// Whether a complete, valid hello frame starts at `b[0]`: its length if so.
+fn hello_at(b: &[u8]) -> Option<usize> {
+    let header: [u8; FRAME_HEADER_LEN] = b.get(..FRAME_HEADER_LEN)?.try_into().ok()?;
+    let len = u32::from_le_bytes(header) as usize;
+    if !(HELLO_MIN..=HELLO_MAX).contains(&len) {
+        return None;
+    }
+    let payload = b.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)?;
+    let id = payload.strip_prefix(&HELLO_MAGIC)?;
+    std::str::from_utf8(id)
+        .is_ok_and(valid_id)
+        .then_some(FRAME_HEADER_LEN + len)
+}
+
+/// Whether a hello could start at `b[0]` as far as `b` goes: the magic (or the part of it in
+/// `b`) after a header.
+fn may_start_hello(b: &[u8]) -> bool {
+    let after = b.get(FRAME_HEADER_LEN..).unwrap_or(&[]);
+    let n = after.len().min(HELLO_MAGIC.len());
+    after[..n] == HELLO_MAGIC[..n]
+}
+
+/// Whether `s` is the start of a hello cut short by the end of what was read: all it holds
+/// fits the start of one (part of a header; or a hello's length, then the magic or part of it).
+fn cut_hello(s: &[u8]) -> bool {
+    match s.get(..FRAME_HEADER_LEN) {
+        None => true,
+        Some(h) => {
+            let len = u32::from_le_bytes(h.try_into().expect("four bytes")) as usize;
+            (HELLO_MIN..=HELLO_MAX).contains(&len)
+                && s.len() < FRAME_HEADER_LEN + len
+                && may_start_hello(s)
+        }
+    }
+}
+
+/// Classifies the head of `b` (see [`Head`]); `drained`: nothing of the last write read is
+/// missing at the end of `b` (see [`Hellos::drained`]).
+fn scan(b: &[u8], drained: bool) -> Head {
+    if b.is_empty() {
+        return Head::More;
+    }
+    if let Some(n) = hello_at(b) {
+        return Head::Hello(n);
+    }
+    // Whether a hello may start at `s[0]`: a whole one, or one whose rest is still to come.
+    let may_be_hello = |s: &[u8]| hello_at(s).is_some() || (!drained && cut_hello(s));
+    // A hello arrives whole and contiguous, so nothing a client wrote overlaps one: a frame
+    // that holds the start of a (possible) hello is junk, and so is a cut frame that a whole
+    // hello follows.
+    if let Some(header) = b.get(..FRAME_HEADER_LEN) {
+        let len = u32::from_le_bytes(header.try_into().expect("four bytes")) as usize;
+        let frame = FRAME_HEADER_LEN.saturating_add(len);
+        if len <= MAX_ATOMIC_PAYLOAD
+            && b.len() >= frame
+            && !(1..frame).any(|i| may_be_hello(&b[i..]))
+        {
+            return Head::Junk {
+                skip: frame,
+                whole: true,
+            };
+        }
+    }
+    if may_be_hello(b) && !(1..b.len()).any(|i| hello_at(&b[i..]).is_some()) {
+        return Head::More;
+    }
+    let next = (1..b.len())
+        .find(|&i| may_be_hello(&b[i..]))
+        .unwrap_or(b.len());
+    Head::Junk {
+        skip: next,
+        whole: false,
+    }
 }
 
 impl Listener {
@@ -367,7 +555,9 @@ impl Listener {
     /// blocks.
     ///
     /// # Errors
-    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken.
+    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken. As
+    /// [`from_fifo`](Listener::from_fifo): [`ErrorKind::InvalidName`] for a name too long to
+    /// leave room for its clients' connection FIFOs (nothing is left at `path`).
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
@@ -377,14 +567,22 @@ impl Listener {
 
     /// Listens on a FIFO the caller created (with another mode, say). The listener takes the
     /// guard: it unlinks the FIFO on drop.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] when the FIFO's name leaves no room for its clients'
+    /// connection FIFOs (`<name>.<pid>.<n>.c2s`, up to [`PAIR_SUFFIX_MAX`] bytes more) within
+    /// the filesystem's longest name (`statfs`'s `f_namelen`, 255 on most): every connect
+    /// would fail. The guard is dropped (the FIFO unlinked). Else the errors of opening it for
+    /// reading ([`OpenOptions::open_read`]).
     pub fn from_fifo(fifo: Fifo) -> Result<Listener> {
+        check_name_room(fifo.path())?;
         let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
-        let rx = reader.into_atomic_receiver()?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
         Ok(Listener {
             fifo,
-            rx,
+            reader,
+            hellos: Hellos::new(),
             max_message: DEFAULT_MAX_MESSAGE,
             owner: Owner::Me,
         })
@@ -431,38 +629,86 @@ impl Listener {
     ///   end within [`HANDSHAKE`].
     /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
     ///   handshake.
-    /// - [`ErrorKind::Corrupted`]: the hello was not from this protocol or named a pair
-    ///   elsewhere than beside the listener.
+    /// - [`ErrorKind::Corrupted`]: bytes on the listener's FIFO that are not a hello of this
+    ///   protocol (a hello naming a pair elsewhere than beside the listener, a record of
+    ///   another protocol, a shell's `echo … > listener`, a header cut short or announcing
+    ///   more than it holds). They are skipped up to the next place a hello could start, so
+    ///   they cost this call (a cut header: at most one more), never the listener: any process
+    ///   that can write the FIFO may write anything to it, and a later `accept` still finds
+    ///   the next client's hello behind it.
     /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
     ///   the client's pair is missing, not FIFOs, or owned by another user.
+    /// - [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` and its value: the process has
+    ///   fewer than the six descriptors a handshake needs. Checked before the hello is taken:
+    ///   the client's hello stays for the next `accept`.
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
     ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected)
     pub fn accept_deadline(&mut self, deadline: Deadline) -> Result<Connection> {
-        let mut buf = [0u8; MAX_ATOMIC_PAYLOAD];
-        let n = self.rx.recv_deadline(&mut buf, deadline)?;
-        let hello = &buf[..n];
         let fail = |e: Error| debug_err(e.in_op("accept").on(self.fifo.path().display()));
-        let id = hello
-            .strip_prefix(&HELLO_MAGIC)
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .filter(|id| valid_id(id))
-            .ok_or_else(|| {
-                fail(Error::corrupted(format!(
-                    "not a connection hello: {:?}",
-                    String::from_utf8_lossy(&hello[..hello.len().min(64)])
-                )))
-            })?
+        let not_a_hello = |seen: &[u8]| {
+            fail(Error::corrupted(format!(
+                "not a connection hello (skipped): {:?}",
+                String::from_utf8_lossy(seen)
+            )))
+        };
+        // The first bytes skipped as junk, for the error (this path alone allocates). A run
+        // of junk is reported once it is skipped; a hello behind it is left for the next call.
+        let mut junk: Option<Vec<u8>> = None;
+        let len = loop {
+            match self.hellos.head() {
+                Head::Hello(len) if junk.is_none() => break len,
+                Head::Junk { skip, whole } => {
+                    let seen = junk.get_or_insert_with(Vec::new);
+                    let keep = skip.min(64usize.saturating_sub(seen.len()));
+                    seen.extend_from_slice(&self.hellos.bytes()[..keep]);
+                    self.hellos.skip(skip);
+                    if whole {
+                        // One record that is no hello: one failed attempt.
+                        return Err(not_a_hello(seen));
+                    }
+                }
+                Head::Hello(_) | Head::More if junk.is_some() => {
+                    return Err(not_a_hello(&junk.unwrap_or_default()));
+                }
+                Head::Hello(_) => unreachable!("a hello with no junk before it is taken above"),
+                Head::More => {
+                    let room = self.hellos.room();
+                    let wanted = room.len();
+                    let n = self.reader.read_deadline(room, deadline)?;
+                    if n == 0 {
+                        return Err(fail(Error::with_note(
+                            ErrorKind::Disconnected,
+                            "the listener's FIFO has no writer left",
+                        )));
+                    }
+                    self.hellos.end += n;
+                    self.hellos.drained = n < wanted;
+                }
+            }
+        };
+        // The descriptors the handshake needs, taken before the hello leaves the buffer: a
+        // listener out of them fails this call and keeps the hello for the next one (its
+        // client waits, as for a busy server) rather than drop a client that would wait for
+        // good. Released just before use (another thread could take them meanwhile: then an
+        // open below fails as it would have).
+        let reserved = reserve_descriptors(self.reader.as_fd()).map_err(fail)?;
+        let payload = &self.hellos.bytes()[FRAME_HEADER_LEN + HELLO_MAGIC.len()..len];
+        let id = std::str::from_utf8(payload)
+            .expect("hello_at checked the id")
             .to_owned();
+        self.hellos.skip(len);
+        drop(reserved);
         let c2s_path = pair_path(self.fifo.path(), &id, C2S);
         let s2c_path = pair_path(self.fifo.path(), &id, S2C);
         let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
         let s2c_t = Target::resolve(&s2c_path, self.owner, "accept")?;
-        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
         // The client opened its read end before it sent the hello: no waiting. No reader means
-        // the client is gone.
-        let writer = s2c_t.open_writer(Deadline::Now, None).map_err(fail)?;
+        // the client is gone. Opened first: from here on, whatever ends this attempt closes it,
+        // and the client, waiting for our end of c2s, sees s2c hang up and stops waiting.
+        let writer = s2c_t.open_writer(Deadline::Now, &[]).map_err(fail)?;
+        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
         let handshake = deadline.min(Deadline::after(HANDSHAKE));
         wait_for_writer(reader.as_fd(), handshake, Some(writer.as_fd())).map_err(fail)?;
         // The client has both its ends open now; unlink the names (it does too, whoever is
@@ -532,6 +778,46 @@ impl Listener {
     }
 }
 
+/// The most bytes a connection FIFO's name adds to the listener's: `.`, the id, `.c2s`.
+pub const PAIR_SUFFIX_MAX: usize = 1 + MAX_ID_LEN + 1 + C2S.len();
+
+/// Refuses a listener name whose clients' connection FIFOs could not be created beside it
+/// (their names too long for the filesystem).
+fn check_name_room(path: &Path) -> Result<()> {
+    let len = path.file_name().map_or(0, |n| n.len());
+    let name_max = rustix::fs::statfs(path)
+        .ok()
+        .and_then(|st| usize::try_from(st.f_namelen).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(255);
+    if len + PAIR_SUFFIX_MAX <= name_max {
+        return Ok(());
+    }
+    Err(debug_err(
+        Error::with_note(
+            ErrorKind::InvalidName,
+            format!(
+                "the name is {len} bytes; its clients' connection FIFOs add up to \
+                 {PAIR_SUFFIX_MAX} more, beyond the filesystem's longest name ({name_max}): \
+                 no client could connect"
+            ),
+        )
+        .in_op("listen")
+        .on(path.display()),
+    ))
+}
+
+/// How many descriptors an accept opens once it took a hello: the pair's two `O_PATH`
+/// handles, its two ends, and the scratch pipe of the wait for the client's end.
+const ACCEPT_FDS: usize = 6;
+
+/// [`ACCEPT_FDS`] descriptors (copies of `fd`), or the error of a process out of them
+/// ([`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE`).
+fn reserve_descriptors(fd: BorrowedFd<'_>) -> Result<[rustix::fd::OwnedFd; ACCEPT_FDS]> {
+    let dup = || rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(descriptor_error);
+    Ok([dup()?, dup()?, dup()?, dup()?, dup()?, dup()?])
+}
+
 /// Whether a process exists: `kill(pid, 0)` fails with `EPERM` for another user's process.
 fn pid_exists(pid: rustix::process::Pid) -> bool {
     matches!(
@@ -555,6 +841,71 @@ fn unlink_if_same(t: &Target, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Scans `b` from the start as `accept` does; where it stops: at a hello, or where it
+    /// wants more bytes.
+    fn run(b: &[u8], drained: bool) -> (usize, Head) {
+        let mut at = 0;
+        loop {
+            match scan(&b[at..], drained) {
+                Head::Junk { skip, .. } => at += skip,
+                head => return (at, head),
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_a_hello_whatever_junk_comes_before_it() {
+        let hello = frame(b"IFH\x0112.3");
+        for drained in [false, true] {
+            assert_eq!(scan(&hello, drained), Head::Hello(hello.len()));
+            assert_eq!(scan(b"", drained), Head::More);
+        }
+        // Cut short: more may come, unless the FIFO was drained (a hello is written whole).
+        assert_eq!(scan(&hello[..6], false), Head::More);
+        assert_eq!(run(&hello[..6], true), (6, Head::More));
+        assert_eq!(scan(b"ab", false), Head::More);
+        for junk in [
+            &b"hello\n"[..],
+            b"ab",
+            b"\x14\0\0\0abc",
+            b"IFH\x01",
+            b"\x07\0\0\0GET / H",
+            &frame(b"IFH\x01../x.1"),
+            &frame(&[b'x'; 4000]),
+            &[0xff; 9000],
+        ] {
+            let mut b = junk.to_vec();
+            b.extend_from_slice(&hello);
+            for drained in [false, true] {
+                let (at, head) = run(&b, drained);
+                assert_eq!(head, Head::Hello(hello.len()), "after {junk:?}");
+                assert_eq!(&b[at..], &hello[..], "after {junk:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_of_junk_never_swallows_the_start_of_a_hello_cut_by_the_read() {
+        let hello = frame(b"IFH\x0112.3");
+        // A 70-byte frame of junk whose end reaches into a hello that the read cut short.
+        let mut b = 70u32.to_le_bytes().to_vec();
+        b.extend_from_slice(&[b'x'; 60]);
+        let cut = b.len() + 10;
+        b.extend_from_slice(&hello);
+        let (at, head) = run(&b[..cut], false);
+        assert_eq!(head, Head::More);
+        assert!(at <= 64, "skipped into the hello: {at}");
+        let (more, head) = run(&b[at..], false);
+        assert_eq!(head, Head::Hello(hello.len()));
+        assert_eq!(at + more, 64);
+    }
 
     #[test]
     fn ids_are_only_pid_dot_counter() {

@@ -106,7 +106,12 @@
 //! Any number of processes can write to one FIFO: a write of at most `PIPE_BUF` bytes lands in
 //! one piece. The message endpoints from [`FifoWriter::into_atomic_sender`] rely on that: each message
 //! is one frame of at most `PIPE_BUF` bytes written at once, and larger messages are refused
-//! with [`ErrorKind::MessageTooLarge`]. Several readers
+//! with [`ErrorKind::MessageTooLarge`]. A message receiver takes only such frames: bytes
+//! from any other writer (a shell's `echo … >` into the FIFO, a buggy peer) are
+//! [`ErrorKind::Corrupted`], and the receiver cannot find the frames behind them (a frame has no
+//! marker to look for), so every later receive fails the same way: give a FIFO of messages
+//! only to writers that frame, and read one that any program may write to as bytes.
+//! ([`Listener`] is the exception: it finds its hellos behind junk.) Several readers
 //! are another matter: the kernel hands each `read` whatever bytes are there, so two readers
 //! split a stream of variable-size records between them at arbitrary points. Use one reader per
 //! FIFO (fan out from there), or records of one fixed size read with exactly that size.
@@ -135,7 +140,7 @@ mod ends;
 mod open;
 
 pub use create::{CreateOptions, DEFAULT_MODE, Fifo};
-pub use duplex::{ConnectOptions, Connection, HANDSHAKE, Listener};
+pub use duplex::{ConnectOptions, Connection, HANDSHAKE, Listener, PAIR_SUFFIX_MAX};
 pub use ends::{FifoReader, FifoReceiver, FifoSender, FifoWriter};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};

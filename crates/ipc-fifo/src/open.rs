@@ -262,7 +262,7 @@ impl OpenOptions {
     pub(crate) fn write_target(&self, target: Target, deadline: Deadline) -> Result<FifoWriter> {
         let path = target.path.as_path();
         let fd = target
-            .open_writer(deadline, None)
+            .open_writer(deadline, &[])
             .map_err(|e| debug_err(e.in_op("open FIFO for writing").on(path.display())))?;
         set_nonblocking(&fd, self.nonblocking)
             .map_err(|e| debug_err(Error::from(e).in_op("fcntl(F_SETFL)").on(path.display())))?;
@@ -397,16 +397,16 @@ impl Target {
         Ok(fd)
     }
 
-    /// Opens the write end, waiting for a reader until `deadline`. While waiting, `watch` (if
-    /// any) is polled for errors and hang-ups: the wait ends with [`ErrorKind::Disconnected`]
-    /// if it reports one. The descriptor comes back non-blocking unless the kernel's blocking
+    /// Opens the write end, waiting for a reader until `deadline`. While waiting, the
+    /// descriptors in `watch` are polled for errors and hang-ups: the wait ends with
+    /// [`ErrorKind::Disconnected`] if one reports one. The descriptor comes back non-blocking unless the kernel's blocking
     /// open was used.
     pub(crate) fn open_writer(
         &self,
         deadline: Deadline,
-        watch: Option<BorrowedFd<'_>>,
+        watch: &[BorrowedFd<'_>],
     ) -> Result<OwnedFd> {
-        if deadline == Deadline::Never && watch.is_none() && self.can_block() {
+        if deadline == Deadline::Never && watch.is_empty() && self.can_block() {
             loop {
                 match self.reopen(OFlags::WRONLY) {
                     Err(e) if e.errno() == Some(Errno::INTR) => continue,
@@ -415,7 +415,7 @@ impl Target {
             }
         }
         let mut backoff = FIRST_BACKOFF;
-        // Set once `watch` reported its peer gone: one more attempt, then give up.
+        // Set once `watch` reported a peer gone: one more attempt, then give up.
         let mut peer_left = false;
         loop {
             match self.reopen(OFlags::WRONLY | OFlags::NONBLOCK) {
@@ -514,7 +514,7 @@ pub(crate) fn wait_for_writer(
             return Err(deadline_error(deadline));
         }
         let slice = Deadline::after(backoff).min(deadline);
-        match poll_pair(Some(fd), watch, slice)? {
+        match poll_pair(Some(fd), watch.as_slice(), slice)? {
             // Data, or POLLHUP: a writer came (and maybe went already).
             Woke::Ready => return Ok(()),
             Woke::Watch => peer_left = true,
@@ -545,19 +545,19 @@ enum Woke {
     Timeout,
 }
 
-/// Waits until `slice` for input on `fd` (if any) and for an error or hang-up on `watch` (if
-/// any); with neither, just sleeps. Readiness of `fd` wins over `watch`: a peer that finished
+/// Waits until `slice` for input on `fd` (if any) and for an error or hang-up on any of
+/// `watch`; with neither, just sleeps. Readiness of `fd` wins over `watch`: a peer that finished
 /// its part and closed at once is not a peer that went away.
 fn poll_pair(
     fd: Option<BorrowedFd<'_>>,
-    watch: Option<BorrowedFd<'_>>,
+    watch: &[BorrowedFd<'_>],
     slice: Deadline,
 ) -> Result<Woke> {
-    let mut fds = Vec::with_capacity(2);
+    let mut fds = Vec::with_capacity(1 + watch.len());
     if let Some(fd) = fd {
         fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
     }
-    if let Some(w) = watch {
+    for &w in watch {
         fds.push(PollFd::from_borrowed_fd(w, PollFlags::empty()));
     }
     if fds.is_empty() {
@@ -622,11 +622,11 @@ mod tests {
         let mut t = Target::resolve(fifo.path(), Owner::Me, "test").unwrap();
         t.via_proc = false;
         let e = t
-            .open_writer(Deadline::after(Duration::from_millis(10)), None)
+            .open_writer(Deadline::after(Duration::from_millis(10)), &[])
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TimedOut);
         let r = t.open_reader(Deadline::Now).unwrap();
-        let w = t.open_writer(Deadline::Never, None).unwrap();
+        let w = t.open_writer(Deadline::Never, &[]).unwrap();
         rustix::io::write(&w, b"x").unwrap();
         let mut b = [0u8; 1];
         assert_eq!(rustix::io::read(&r, &mut b).unwrap(), 1);
@@ -641,7 +641,7 @@ mod tests {
         let e = wait_for_writer(r.as_fd(), Deadline::after(Duration::from_millis(10)), None)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TimedOut);
-        let w = t.open_writer(Deadline::Now, None).unwrap();
+        let w = t.open_writer(Deadline::Now, &[]).unwrap();
         wait_for_writer(r.as_fd(), Deadline::Now, None).unwrap();
         rustix::io::write(&w, b"abc").unwrap();
         wait_for_writer(r.as_fd(), Deadline::Now, None).unwrap();
@@ -663,7 +663,7 @@ mod tests {
         let (pr, pw) = rustix::pipe::pipe().unwrap();
         drop(pr);
         let e = t
-            .open_writer(Deadline::after(Duration::from_secs(30)), Some(pw.as_fd()))
+            .open_writer(Deadline::after(Duration::from_secs(30)), &[pw.as_fd()])
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     }

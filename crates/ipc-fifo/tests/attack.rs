@@ -1,14 +1,15 @@
 //! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
 //! (RLIMIT_NOFILE) at every step that needs one, and opens racing a swap of the FIFO for a
 //! regular file, a default ACL on the directory trying to widen a new FIFO's exact mode, and
-//! a client that sends a listener its hello and goes no further.
+//! a client that sends a listener its hello and goes no further, and a listener accepting
+//! with too few descriptors left.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use ipc_core::ErrorKind;
-use ipc_fifo::{Fifo, OpenOptions};
+use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+use ipc_fifo::{ConnectOptions, Fifo, Listener, OpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn};
 use rustix::io::Errno;
 
@@ -166,7 +167,160 @@ fn nobody_is_refused(ctx: &Ctx) {
     eprintln!("refused");
 }
 
-roles!(out_of_descriptors, nobody_is_refused);
+/// The most descriptors one `accept` needs (two handles, two ends, a scratch pipe), and one.
+const ACCEPT_ROUNDS: usize = 8;
+
+/// `path`: binds a listener, then for each number of free descriptors from 0 to
+/// [`ACCEPT_ROUNDS`] - 1, with a client's hello queued, accepts: it succeeds, or fails with
+/// `LimitExceeded` naming RLIMIT_NOFILE; then, with every descriptor free again, the client is
+/// accepted after all. Each accepted client gets a pong for its ping.
+fn accept_short_of_descriptors(ctx: &Ctx) {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let path = Path::new(ctx.arg());
+    let mut listener = Listener::bind(path).unwrap();
+    // A second reader of the listener's FIFO, to see a hello queued without taking it.
+    let peek = openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    let mut limited = 0;
+    for free in 0..ACCEPT_ROUNDS {
+        ctx.checkpoint(&format!("ready {free}"));
+        while rustix::io::ioctl_fionread(&peek).unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        take_every_descriptor(&mut held, &null);
+        held.truncate(held.len() - free);
+        let mut conn = match listener.accept_timeout(ipc_testkit::watchdog()) {
+            Ok(conn) => conn,
+            Err(e) => {
+                assert_names_rlimit_nofile(&e, &format!("accept, {free} free"));
+                limited += 1;
+                held.clear();
+                listener
+                    .accept_timeout(ipc_testkit::watchdog())
+                    .unwrap_or_else(|e| panic!("{free} free: the client was lost: {e}"))
+            }
+        };
+        held.clear();
+        let mut buf = [0; 16];
+        let n = conn.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        conn.send(b"pong").unwrap();
+    }
+    assert!(limited > 0, "accept never ran out of descriptors");
+    ctx.checkpoint("done");
+}
+
+/// `path`: connects (waiting as long as the watchdog), sends a ping, expects a pong.
+fn connect_and_ping(ctx: &Ctx) {
+    let mut conn = ConnectOptions::new()
+        .timeout(ipc_testkit::watchdog())
+        .connect(ctx.arg())
+        .unwrap();
+    conn.send(b"ping").unwrap();
+    let mut buf = [0; 16];
+    let n = conn.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pong");
+}
+
+/// `path`: under a soft RLIMIT_NOFILE of 64, with 0 to 15 descriptors free, connects to the
+/// listener at `path` (a server thread in the parent accepts): each connect succeeds (then a
+/// ping gets its pong) or fails with `LimitExceeded` naming RLIMIT_NOFILE, leaking no
+/// descriptor.
+fn connect_short_of_descriptors(ctx: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let path = Path::new(ctx.arg());
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    take_every_descriptor(&mut held, &null);
+    let (mut limited, mut connected) = (0, 0);
+    for free in 0..16 {
+        with_free(&mut held, &null, free, || {
+            match ConnectOptions::new()
+                .timeout(ipc_testkit::watchdog())
+                .connect(path)
+            {
+                Ok(mut conn) => {
+                    conn.send(b"ping").unwrap();
+                    let mut buf = [0; 16];
+                    let n = conn.recv(&mut buf).unwrap();
+                    assert_eq!(&buf[..n], b"pong");
+                    connected += 1;
+                }
+                Err(e) => {
+                    assert_names_rlimit_nofile(&e, &format!("connect, {free} free"));
+                    limited += 1;
+                }
+            }
+        });
+    }
+    assert!(
+        limited > 0 && connected > 0,
+        "{limited} limited, {connected} connected"
+    );
+    eprintln!("checked");
+}
+
+roles!(
+    out_of_descriptors,
+    nobody_is_refused,
+    accept_short_of_descriptors,
+    connect_and_ping,
+    connect_short_of_descriptors
+);
+
+/// "Every error concerns one connection attempt": a listener whose process is out of
+/// descriptors (RLIMIT_NOFILE) at any step of an accept fails that call with `LimitExceeded`
+/// naming the limit, and the client whose hello was queued is still accepted once
+/// descriptors are free, never lost (its connect, without a real deadline, would wait for
+/// good) nor told to go away.
+#[test]
+fn an_accept_out_of_descriptors_keeps_the_clients_hello_for_the_next_accept() {
+    let dir = TempDir::new("fifo-attack-accept-nofile");
+    let path = dir.join("server");
+    let mut server = spawn("accept_short_of_descriptors")
+        .arg(path.to_str().unwrap())
+        .start();
+    for free in 0..ACCEPT_ROUNDS {
+        server.wait_checkpoint(&format!("ready {free}"));
+        spawn("connect_and_ping")
+            .arg(path.to_str().unwrap())
+            .start()
+            .wait_success();
+    }
+    server.wait_checkpoint("done");
+    server.wait_success();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
 
 /// "`mkfifo` with exactly the mode asked for": in a directory with a default ACL (which takes
 /// the umask's place for new files) granting `nobody` everything and the owning group nothing,
@@ -394,4 +548,46 @@ fn a_client_that_stops_after_its_hello_costs_one_attempt_not_the_listener() {
         assert_eq!(&buf[..n], b"after the staller");
         honest.join().unwrap();
     });
+}
+
+/// A client out of descriptors at any step of `connect` gets `LimitExceeded` naming
+/// RLIMIT_NOFILE, leaks no descriptor and leaves no connection FIFO behind, and the listener
+/// goes on serving the attempts that got through. Passed at once (no test ran a client out of
+/// descriptors before).
+#[test]
+fn a_client_out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("fifo-attack-connect-nofile");
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // Failed clients make failed accepts; only the served ones matter here.
+                if let Ok(mut conn) = listener.accept_timeout(Duration::from_millis(20)) {
+                    let mut buf = [0; 16];
+                    if conn.recv(&mut buf).is_ok() {
+                        let _ = conn.send(b"pong");
+                    }
+                }
+            }
+            listener
+        })
+    };
+    let out = spawn("connect_short_of_descriptors")
+        .arg(path.to_str().unwrap())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+    stop.store(true, Ordering::Relaxed);
+    let listener = ipc_testkit::within_watchdog("server thread", move || server.join().unwrap());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["server"], "left behind");
+    drop(listener);
 }

@@ -780,3 +780,46 @@ fn a_blocked_receive_in_another_process_gets_a_message_sent_later() {
     let out = child.wait();
     assert!(out.success(), "{}", out.stderr);
 }
+
+/// A deadline some 290 billion years away: as far as an `Instant` reaches.
+fn farthest() -> Deadline {
+    let mut secs = i64::MAX as u64;
+    loop {
+        if let Some(t) = std::time::Instant::now().checked_add(Duration::from_secs(secs)) {
+            return Deadline::At(t);
+        }
+        secs /= 2;
+    }
+}
+
+/// "Deadlines ... in the far future": the wall-clock time `mq_timed*` get for the farthest
+/// deadline stays a valid time, neither wrapped into the past (an immediate timeout) nor
+/// invalid (`EINVAL`, which the kernel checks even when it need not wait): a receive and a
+/// send with it wait for another process. Passed at once (no test used such a deadline).
+#[test]
+fn the_farthest_deadline_waits_for_another_process_both_ways() {
+    let (q, g) = fresh(1, 32);
+    let child = spawn("send_one")
+        .arg(format!("{} from-afar", name(&g)))
+        .start();
+    let got = within_watchdog("far receive", move || {
+        let mut buf = [0; 32];
+        let r = q.recv_deadline(&mut buf, farthest()).unwrap();
+        (q, buf[..r.len].to_vec(), r.priority)
+    });
+    let (q, data, priority) = got;
+    assert_eq!((&data[..], priority), (&b"from-afar"[..], 4));
+    child.wait_success();
+    // A full queue: the send waits until another process takes the message queued first.
+    q.send_with_priority(b"first", 4).unwrap();
+    let mut child = spawn("receive_expecting")
+        .arg(format!("{} first", name(&g)))
+        .start();
+    child.wait_checkpoint("waiting");
+    within_watchdog("far send", move || {
+        q.send_with_priority_deadline(b"second", 4, farthest())
+            .unwrap();
+        assert_eq!(q.attributes().unwrap().messages, 1);
+    });
+    child.wait_success();
+}

@@ -553,3 +553,24 @@ fn a_sigkilled_sender_leaves_the_queue_intact_and_usable() {
         b"after the crash"
     );
 }
+
+/// "Deadlines ... in the far future": a receive with a deadline as far as an `Instant`
+/// reaches polls (System V has no timed call) and gets what another process sends. Passed
+/// at once (no test used such a deadline before).
+#[test]
+fn the_farthest_deadline_receives_what_another_process_sends() {
+    let mut secs = i64::MAX as u64;
+    let far = loop {
+        if let Some(t) = std::time::Instant::now().checked_add(Duration::from_secs(secs)) {
+            break Deadline::At(t);
+        }
+        secs /= 2;
+    };
+    let (q, _g) = fresh();
+    let child = spawn("send_two").arg(q.id().to_string()).start();
+    let got = ipc_testkit::within_watchdog("far receive", move || {
+        q.recv_message_deadline(Selector::Type(1), far).unwrap()
+    });
+    assert_eq!((got.mtype, &got.data[..]), (1, &b"second!"[..]));
+    child.wait_success();
+}

@@ -64,7 +64,11 @@
 //!   `io::ErrorKind::BrokenPipe`): the process never dies of `SIGPIPE`, whatever disposition it
 //!   inherited, also when the reader leaves while a write is blocked half-way (the write then
 //!   returns a short count). The disposition is read when an end is made: set it before.
-//! - No call waits past its deadline. A message whose deadline passes half-way is
+//! - No call waits past its deadline, with one exception: a splice call's deadline covers the
+//!   pipe, and the other descriptor (a socket, say) blocks as its own mode says, since
+//!   `SPLICE_F_NONBLOCK` reaches only the pipe and its `O_NONBLOCK` flag is shared with every
+//!   holder: make that descriptor non-blocking for a deadline that holds both ways (see
+//!   [`SpliceRead::splice_to`]). A message whose deadline passes half-way is
 //!   [`ErrorKind::Incomplete`] (in progress, finished by the
 //!   next send); dropping a sender waits at most its
 //!   [linger time](ipc_core::stream::FrameSender::set_linger) for it, then abandons it, and the

@@ -323,7 +323,8 @@ impl PageBuf {
     /// A zero-filled buffer of `len` bytes: a fresh private anonymous mapping (`mmap(2)`) of
     /// `len` rounded up to whole pages.
     ///
-    /// Errors: [`ErrorKind::LimitExceeded`] when out of memory or address space.
+    /// Errors: [`ErrorKind::LimitExceeded`] when out of memory or address space;
+    /// [`ErrorKind::InvalidInput`] when `len` rounded up to whole pages overflows `usize`.
     ///
     /// # References
     /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
@@ -472,6 +473,15 @@ impl fmt::Debug for PageBuf {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn sizes_beyond_memory_are_typed_errors() {
+        let e = PageBuf::new(usize::MAX).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        // Beyond any address space: mmap's ENOMEM.
+        let e = PageBuf::new(1 << 62).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    }
 
     #[test]
     fn consumed_pages_are_unmapped_and_out_of_reach() {

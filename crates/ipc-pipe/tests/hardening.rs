@@ -471,7 +471,24 @@ fn a_pipe_reader_killed_at_any_step_is_a_disconnect_for_the_writer() {
     }
 }
 
+/// Role: with `SIGPIPE` at its default action (set before any end is made), splices a pipe's
+/// bytes into a Unix stream socket whose peer is gone: a socket raises `SIGPIPE` on such a
+/// send as a pipe does. Must fail with `Disconnected` and live.
+fn splice_into_a_socket_without_peer_sigpipe_default(_: &Ctx) {
+    set_sigpipe_default();
+    let (r, mut w) = pipe().unwrap();
+    w.write_all(b"to nobody").unwrap();
+    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(peer);
+    for deadline in [Deadline::Never, Deadline::Now] {
+        let e = r.splice_to(&ours, 9, deadline).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    }
+    eprintln!("survived");
+}
+
 roles!(
+    splice_into_a_socket_without_peer_sigpipe_default,
     blocked_transfer_sigpipe_default,
     sigpipe_default_set_after_the_end_was_made,
     drop_with_message_in_progress,
@@ -480,3 +497,15 @@ roles!(
     pipe_writer_steps,
     pipe_reader_steps,
 );
+
+/// "Never raises `SIGPIPE` when `out` is a pipe or socket whose reader is gone"
+/// (`SpliceRead::splice_to`): the socket half of the promise, which no test checked (the pipe
+/// half is `no_writing_path_dies_of_sigpipe_when_the_reader_leaves_mid_write`). Passed at
+/// once: the same guard covers the call whatever `out` is.
+#[test]
+fn splicing_into_a_socket_whose_peer_is_gone_never_dies_of_sigpipe() {
+    let out = spawn("splice_into_a_socket_without_peer_sigpipe_default")
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("survived"), "{}", out.stderr);
+}

@@ -278,3 +278,57 @@ fn packet_mode_drops_what_does_not_fit_the_read_and_refuses_framing() {
     let e = w.into_sender(ipc_pipe::FrameMode::Atomic).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
+
+/// Bytes queued in a pipe (`FIONREAD`): what a transfer left there.
+fn queued(r: &PipeReader) -> u64 {
+    rustix::io::ioctl_fionread(r).unwrap()
+}
+
+/// The splice calls' deadlines cover the pipe side; the other descriptor waits as its own mode
+/// says, so a socket made non-blocking gives deadlines that hold both ways, with nothing moved
+/// by a call that fails. (A blocking socket is waited on as long as it blocks: documented.)
+#[test]
+fn splice_deadlines_hold_against_a_nonblocking_socket_and_a_failed_call_moves_nothing() {
+    within_watchdog("splice with deadlines", || {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        // Fill the socket: nobody reads the peer yet.
+        while (&ours).write(&[7; 4096]).is_ok() {}
+        let (r, mut w) = pipe().unwrap();
+        w.write_all(&[1; 1000]).unwrap();
+        for (deadline, kind) in [
+            (Deadline::Now, ErrorKind::WouldBlock),
+            (
+                Deadline::after(std::time::Duration::from_millis(20)),
+                ErrorKind::TimedOut,
+            ),
+        ] {
+            let e = r.splice_to(&ours, 1000, deadline).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(queued(&r), 1000, "a failed splice_to moved bytes");
+        }
+        // The other way: an empty non-blocking socket into a pipe.
+        let (r2, w2) = pipe().unwrap();
+        let (src, mut src_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        src.set_nonblocking(true).unwrap();
+        for (deadline, kind) in [
+            (Deadline::Now, ErrorKind::WouldBlock),
+            (
+                Deadline::after(std::time::Duration::from_millis(20)),
+                ErrorKind::TimedOut,
+            ),
+        ] {
+            let e = w2.splice_from(&src, 1000, deadline).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert_eq!(queued(&r2), 0);
+        }
+        // Once the peers move, the same calls go through.
+        src_peer.write_all(b"late").unwrap();
+        assert_eq!(w2.splice_from(&src, 1000, Deadline::Never).unwrap(), 4);
+        let mut drained = vec![0; 1 << 20];
+        peer.set_nonblocking(true).unwrap();
+        while (&peer).read(&mut drained).is_ok_and(|n| n > 0) {}
+        assert_eq!(r.splice_to(&ours, 1000, Deadline::Never).unwrap(), 1000);
+        assert_eq!(queued(&r), 0);
+    });
+}

@@ -284,3 +284,30 @@ fn connecting_without_a_server() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TimedOut);
 }
+
+/// A listener whose name leaves no room for its clients' connection FIFOs
+/// (`<name>.<pid>.<n>.c2s`) within the filesystem's longest name used to bind fine, and every
+/// client then failed with `InvalidName` for its own pair while the server never heard of it.
+/// Now `bind` refuses the name and leaves nothing behind; the longest name that leaves room
+/// serves a client process.
+#[test]
+fn a_listener_name_with_no_room_for_its_clients_fifos_is_refused_at_bind() {
+    let dir = scratch();
+    let name_max = rustix::fs::statfs(dir.path()).unwrap().f_namelen as usize;
+    let room = name_max - ipc_fifo::PAIR_SUFFIX_MAX;
+    let e = Listener::bind(dir.join(&"l".repeat(room + 1))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    assert_eq!(entries(dir.path()), Vec::<String>::new());
+    let path = dir.join(&"l".repeat(room));
+    let mut listener = Listener::bind(&path).unwrap();
+    let client = spawn("echo_client")
+        .arg(format!("{} 0", path.display()))
+        .start();
+    let mut conn = listener.accept_timeout(ipc_testkit::watchdog()).unwrap();
+    let mut buf = vec![0; 1 << 20];
+    for _ in SIZES {
+        let n = conn.recv(&mut buf).unwrap();
+        conn.send(&answer(&buf[..n])).unwrap();
+    }
+    client.wait_success();
+}

@@ -374,13 +374,14 @@ fn listener_after_kill(listener: Listener, step: &str) -> Listener {
 const SERVER_STEPS: [&str; 5] = [
     "listening",
     "hello-read",
-    "c2s-open",
     "s2c-open",
+    "c2s-open",
     "mid-message",
 ];
 
-/// Role: `path step`: a server on the FIFO the parent made, by hand up to `s2c-open`, with the
-/// real `Listener` for `mid-message`; parks at `step`.
+/// Role: `path step`: a server on the FIFO the parent made, by hand up to `c2s-open` (in the
+/// order `accept` takes the steps), with the real `Listener` for `mid-message`; parks at
+/// `step`.
 pub(crate) fn server_steps(ctx: &Ctx) {
     let a = ctx.args();
     let (path, step) = (Path::new(a[0]), a[1]);
@@ -410,18 +411,19 @@ pub(crate) fn server_steps(ctx: &Ctx) {
     if step == "hello-read" {
         ctx.park(step);
     }
-    let _c2s = OpenOptions::new()
-        .wait(Deadline::Now)
-        .open_read(format!("{}.{id}.c2s", path.display()))
-        .unwrap();
-    if step == "c2s-open" {
-        ctx.park(step);
-    }
+    // The order `accept` opens them in: s2c's write end first, then c2s's read end.
     let _s2c = OpenOptions::new()
         .nonblocking(true)
         .open_write(format!("{}.{id}.s2c", path.display()))
         .unwrap();
-    ctx.park("s2c-open");
+    if step == "s2c-open" {
+        ctx.park(step);
+    }
+    let _c2s = OpenOptions::new()
+        .wait(Deadline::Now)
+        .open_read(format!("{}.{id}.c2s", path.display()))
+        .unwrap();
+    ctx.park("c2s-open");
 }
 
 #[test]

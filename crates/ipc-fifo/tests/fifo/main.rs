@@ -1,11 +1,13 @@
 //! Cross-process tests of ipc-fifo: one test binary whose roles run in child processes.
 
+mod abandon;
 mod create;
 mod duplex;
 #[cfg(feature = "tokio")]
 mod duplex_async;
 mod eof;
 mod hostile;
+mod junk;
 mod kills;
 mod messages;
 mod open;
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use ipc_testkit::roles;
 
+use abandon::connect_without_deadline;
+use abandon::probe_now;
 use create::create_under_umask;
 use duplex::echo_client;
 use duplex::hello_then_park;
@@ -41,6 +45,8 @@ use torn::big_stream_writer;
 use torn::small_stream_writer;
 
 roles!(
+    connect_without_deadline,
+    probe_now,
     create_under_umask,
     write_hello,
     open_writer_and_park,
