@@ -103,7 +103,7 @@ fn fds_in_flight_above_the_limit(_: &Ctx) {
         become_nobody();
     }
     let (mut a, mut b) = Seqpacket::pair(64).unwrap();
-    let (_r, w) = rustix::pipe::pipe().unwrap();
+    let (_r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let eight = [w.as_fd(); 8];
     let nofile = getrlimit(Resource::Nofile);
     setrlimit(
@@ -556,7 +556,7 @@ fn descriptors_of_a_record_above_the_maximum_are_closed_with_it() {
             let (a, b) = raw_pair(SocketType::SEQPACKET);
             let mut big = Seqpacket::from_fd(a, 1 << 16).unwrap();
             let mut rx = Seqpacket::from_fd(b, max).unwrap();
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             big.send_with_fds(&vec![1u8; room + 2], &[w.as_fd()], secs(30))
                 .unwrap();
             drop(w);
@@ -591,7 +591,7 @@ fn a_held_message_with_truncated_descriptors_is_limit_exceeded_to_recv_with_fds(
     within_watchdog("held message with truncated descriptors", || {
         let (a, b) = raw_pair(SocketType::SEQPACKET);
         let mut rx = Seqpacket::from_fd(b, 8192).unwrap();
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         send_raw_with_fds(a.as_fd(), &[1u8; 200], w.as_fd(), MAX_FDS + 6);
         drop(w);
         let mut tx = Seqpacket::from_fd(a, 8192).unwrap();
@@ -614,7 +614,7 @@ fn a_held_message_with_truncated_descriptors_is_limit_exceeded_to_recv_with_fds(
         assert_eq!(&buf[..n], b"after");
         assert!(fds.is_empty());
         // A plain receive of such a message still gets it: it never asked for descriptors.
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         send_raw_with_fds(tx.as_fd(), &[2u8; 200], w.as_fd(), MAX_FDS + 6);
         drop(w);
         let e = rx.recv(&mut [0u8; 16]).unwrap_err();
@@ -634,7 +634,7 @@ fn the_most_descriptors_a_message_takes_all_arrive() {
     within_watchdog("MAX_FDS descriptors", || {
         for (max, room) in [(64, 10), (64, 64), (8192, 100), (8192, 8192), (8192, 9000)] {
             let (mut a, mut b) = Seqpacket::pair(max).unwrap();
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             let many: Vec<BorrowedFd<'_>> = (0..MAX_FDS).map(|_| w.as_fd()).collect();
             a.send_with_fds(b"many", &many, secs(30)).unwrap();
             let e = a
@@ -898,7 +898,13 @@ fn a_fifo_and_a_live_datagram_socket_at_the_path_are_refused_and_kept() {
                 .is_fifo()
         );
         let path = dir.join("dgram");
-        let dgram = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+        let dgram = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
         let unix = rustix::net::SocketAddrUnix::new(path.as_path()).unwrap();
         rustix::net::bind(&dgram, &unix).unwrap();
         for r in [
@@ -908,7 +914,13 @@ fn a_fifo_and_a_live_datagram_socket_at_the_path_are_refused_and_kept() {
             let e = r.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
         }
-        let client = rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None).unwrap();
+        let client = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
         rustix::net::sendto(
             &client,
             b"still here",

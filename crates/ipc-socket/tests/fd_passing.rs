@@ -56,7 +56,7 @@ fn shm_client(ctx: &Ctx) {
 /// it inherited as `sock`, then one ordinary message.
 fn too_many_fds(ctx: &Ctx) {
     let sock = ctx.take_fd("sock");
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let many: Vec<BorrowedFd<'_>> = (0..MAX_FDS + 8).map(|_| r.as_fd()).collect();
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 8))];
     let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
@@ -139,7 +139,9 @@ fn several_descriptors_per_message_arrive_close_on_exec() {
         "several_descriptors_per_message_arrive_close_on_exec",
         || {
             let (mut a, mut b) = Seqpacket::pair(256).unwrap();
-            let pipes: Vec<_> = (0..5).map(|_| rustix::pipe::pipe().unwrap()).collect();
+            let pipes: Vec<_> = (0..5)
+                .map(|_| rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap())
+                .collect();
             let ends: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
             a.send_with_fds(b"five", &ends, Deadline::Never).unwrap();
             a.send(b"none").unwrap();

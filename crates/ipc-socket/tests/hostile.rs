@@ -56,7 +56,7 @@ fn connect_and_park(ctx: &Ctx) {
 /// holding "from child", its write end kept here), then parks.
 fn pass_fd_and_park(ctx: &Ctx) {
     let mut s = Seqpacket::from_fd(ctx.take_fd("sock"), 64).unwrap();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     rustix::io::write(&w, b"from child").unwrap();
     s.send_with_fds(b"fd", &[r.as_fd()], secs(30)).unwrap();
     drop(r);
@@ -109,7 +109,7 @@ fn sigpipe_default(_: &Ctx) {
     // Descriptors to a gone peer.
     let (mut a, b) = Seqpacket::pair(64).unwrap();
     drop(b);
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let e = a.send_with_fds(b"x", &[r.as_fd()], secs(30)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     // An rpc server answering a client that left after its request: the client left, Ok.
@@ -185,7 +185,7 @@ fn at_the_descriptor_limit(_: &Ctx) {
     let addr = Address::abstract_name(unique_name("nofile"));
     let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
     let mut c = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let mut fillers = exhaust_descriptors();
     // Accept: a typed error, and the connection stays queued for a later accept.
     let e = l.accept(secs(30)).unwrap_err();
@@ -232,7 +232,7 @@ fn plain_recv_closes_descriptors(_: &Ctx) {
     // longer than the maximum, exactly the maximum, and smaller (the endpoint's buffer).
     for (max, room) in [(64, 64), (64, 100), (8192, 9000), (8192, 8192), (8192, 100)] {
         let (mut a, mut b) = Seqpacket::pair(max).unwrap();
-        let (r, w) = rustix::pipe::pipe().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         a.send_with_fds(b"carrying", &[w.as_fd(), w.as_fd()], secs(30))
             .unwrap();
         drop(w);
@@ -253,7 +253,7 @@ fn plain_recv_closes_descriptors(_: &Ctx) {
     // A message held because the buffer is too small keeps its descriptors; the endpoint
     // dropped, they close.
     let (mut a, mut b) = Seqpacket::pair(8192).unwrap();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     a.send_with_fds(&[9u8; 200], &[w.as_fd()], secs(30))
         .unwrap();
     drop(w);
@@ -270,7 +270,7 @@ fn plain_recv_closes_descriptors(_: &Ctx) {
     // A message with a descriptor still queued when the receiving end closes: released.
     drop(a);
     let (mut a, b) = Seqpacket::pair(8192).unwrap();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     a.send_with_fds(b"never read", &[w.as_fd()], secs(30))
         .unwrap();
     drop(w);
@@ -556,9 +556,10 @@ fn names_that_do_not_fit_are_invalid_and_leave_nothing() {
 
 /// A socket file nobody listens on (its socket closed without removing it).
 fn stale_socket(path: &std::path::Path) {
-    let fd = rustix::net::socket(
+    let fd = rustix::net::socket_with(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
         None,
     )
     .unwrap();

@@ -173,9 +173,10 @@ fn connect_to_nothing_is_no_peer() {
     // A port bound but never listened on: nobody else can take it while this socket holds
     // it (a port merely freed could be taken by a test running in parallel), and a connect
     // to it is refused.
-    let holder = rustix::net::socket(
+    let holder = rustix::net::socket_with(
         rustix::net::AddressFamily::INET,
         rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
         None,
     )
     .unwrap();

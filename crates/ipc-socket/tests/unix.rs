@@ -433,7 +433,7 @@ fn a_too_small_buffer_loses_nothing() {
             let (mut a, mut b) = Seqpacket::pair(max).unwrap();
             let big: Vec<u8> = (0..max).map(|i| (i % 253) as u8).collect();
             a.send(&big).unwrap();
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             a.send_with_fds(b"with a pipe end", &[w.as_fd()], Deadline::Never)
                 .unwrap();
             drop(w);

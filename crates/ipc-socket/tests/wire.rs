@@ -95,7 +95,7 @@ fn empty_message_then_close_and_descriptors_with_no_bytes() {
     within_watchdog("empty_message_then_close", || {
         for max in [64, 100_000] {
             let (mut a, mut b) = Seqpacket::pair(max).unwrap();
-            let (r, w) = rustix::pipe::pipe().unwrap();
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
             a.send_with_fds(b"", &[w.as_fd()], Deadline::Never).unwrap();
             a.send_with_fds(&[TAG], &[w.as_fd(), r.as_fd()], Deadline::Never)
                 .unwrap();

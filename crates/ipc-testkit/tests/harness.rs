@@ -48,7 +48,7 @@ fn a_parked_role_can_be_killed_at_its_checkpoint() {
 
 #[test]
 fn an_inherited_fd_reaches_the_child() {
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let child = spawn("writes_to_fd")
         .arg("through the pipe")
         .fd("out", &w)
