@@ -13,6 +13,23 @@ use ipc_fifo::{ConnectOptions, Fifo, Listener, OpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn};
 use rustix::io::Errno;
 
+/// Lowers this process's soft `RLIMIT_NOFILE` to 64 (the hard limit kept), so running out of
+/// descriptors takes few, and opens `/dev/null` to fill the table with.
+fn small_descriptor_table() -> OwnedFd {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let max = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    null
+}
+
 /// Descriptors of `/dev/null` taken until the process is out of them (`EMFILE`).
 fn take_every_descriptor(held: &mut Vec<OwnedFd>, null: &OwnedFd) {
     loop {
@@ -51,19 +68,9 @@ fn absent(path: &Path) -> bool {
 /// opens one every way (waiting for no peer): each succeeds, times out for want of a peer, or
 /// fails with `LimitExceeded` naming RLIMIT_NOFILE; none leaves a FIFO or a descriptor behind.
 fn out_of_descriptors(ctx: &Ctx) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let dir = Path::new(ctx.arg());
     let fifo = Fifo::create(dir.join("there")).unwrap();
-    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let max = getrlimit(Resource::Nofile).maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(64),
-            maximum: max,
-        },
-    )
-    .unwrap();
+    let null = small_descriptor_table();
     let mut held = Vec::new();
     take_every_descriptor(&mut held, &null);
     let short = Duration::from_millis(5);
@@ -176,7 +183,6 @@ const ACCEPT_ROUNDS: usize = 8;
 /// accepted after all. Each accepted client gets a pong for its ping.
 fn accept_short_of_descriptors(ctx: &Ctx) {
     use rustix::fs::{CWD, Mode, OFlags, openat};
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let path = Path::new(ctx.arg());
     let mut listener = Listener::bind(path).unwrap();
     // A second reader of the listener's FIFO, to see a hello queued without taking it.
@@ -187,16 +193,7 @@ fn accept_short_of_descriptors(ctx: &Ctx) {
         Mode::empty(),
     )
     .unwrap();
-    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let max = getrlimit(Resource::Nofile).maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(64),
-            maximum: max,
-        },
-    )
-    .unwrap();
+    let null = small_descriptor_table();
     let mut held = Vec::new();
     let mut limited = 0;
     for free in 0..ACCEPT_ROUNDS {
@@ -244,18 +241,8 @@ fn connect_and_ping(ctx: &Ctx) {
 /// ping gets its pong) or fails with `LimitExceeded` naming RLIMIT_NOFILE, leaking no
 /// descriptor.
 fn connect_short_of_descriptors(ctx: &Ctx) {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let path = Path::new(ctx.arg());
-    let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let max = getrlimit(Resource::Nofile).maximum;
-    setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: Some(64),
-            maximum: max,
-        },
-    )
-    .unwrap();
+    let null = small_descriptor_table();
     let mut held = Vec::new();
     take_every_descriptor(&mut held, &null);
     let (mut limited, mut connected) = (0, 0);
