@@ -232,12 +232,7 @@ impl ChannelOptions {
         let name = name.try_into()?;
         self.check("create channel")
             .map_err(|e| e.on(SegmentKind::Posix(name.clone())))?;
-        let seg = Segment::create(&name, self.segment_size())?;
-        if let Err(e) = self.init(&seg) {
-            let _ = Segment::unlink(&name);
-            return Err(e);
-        }
-        Ok(seg)
+        Segment::create_then(&name, self.segment_size(), |seg| self.init(seg))
     }
 
     /// Creates a sealed memfd segment sized for these options and initialises a channel in

@@ -2,7 +2,7 @@
 //! checking type, owner and real size on the descriptor ([`OpenOptions`], which also attaches
 //! System V segments under the same checks), and unlink.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
 use rustix::fs::{FileType, Mode};
@@ -294,6 +294,7 @@ impl Segment {
             e
         })?;
         tracing::trace!(%name, size, "created POSIX shared memory");
+        let ours = same_object(&name, fd.as_fd());
         let sized = (|| {
             rustix::fs::fchmod(&fd, mode).ctx("fchmod", &name)?;
             rustix::fs::ftruncate(&fd, size as u64)
@@ -309,8 +310,24 @@ impl Segment {
         })();
         sized.inspect_err(|e| {
             tracing::debug!(error = %e, "create shared memory failed; unlinking");
-            let _ = shm::unlink(name.as_c_str());
+            let _ = ours.remove();
         })
+    }
+
+    /// [`create`](Segment::create), then `init` on the new segment; if `init` fails, the name
+    /// is removed again (while it still names this segment) and `init`'s error returned. The
+    /// one way the patterns create a named segment and lay out their header in it.
+    pub(crate) fn create_then(
+        name: &PosixName,
+        size: usize,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        let seg = Segment::create(name, size)?;
+        if let Err(e) = init(&seg) {
+            drop(seg.remove_on_drop());
+            return Err(e);
+        }
+        Ok(seg)
     }
 
     /// Opens the existing POSIX segment `name` read-write; see [`OpenOptions::open`].
@@ -335,6 +352,20 @@ impl Segment {
     #[doc(alias = "shm_unlink")]
     pub fn unlink(name: impl TryInto<PosixName, Error = Error>) -> Result<()> {
         Removable::Shm(shm_name(name)?).remove()
+    }
+}
+
+/// What removes the name `name` while it still names the object open at `fd` (rustix's
+/// `shm_*` keep objects in `/dev/shm`): its device and inode, compared just before the unlink;
+/// by name only if `fstat` fails.
+pub(crate) fn same_object(name: &PosixName, fd: BorrowedFd<'_>) -> Removable {
+    match rustix::fs::fstat(fd) {
+        Ok(st) => Removable::SameFile {
+            path: std::path::Path::new("/dev/shm").join(name.file_name()),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
+        Err(_) => Removable::Shm(name.clone()),
     }
 }
 

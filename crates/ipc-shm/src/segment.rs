@@ -152,16 +152,10 @@ impl Segment {
             // The name is removed only while it still names this object (rustix's `shm_*`
             // keep objects in `/dev/shm`): should another process have unlinked it and made a
             // new object under it meanwhile, that one is left alone.
-            SegmentKind::Posix(name) => {
-                Some(RemoveGuard::new(match self.fd().map(rustix::fs::fstat) {
-                    Some(Ok(st)) => Removable::SameFile {
-                        path: std::path::Path::new("/dev/shm").join(name.file_name()),
-                        dev: st.st_dev,
-                        ino: st.st_ino,
-                    },
-                    _ => Removable::Shm(name.clone()),
-                }))
-            }
+            SegmentKind::Posix(name) => Some(RemoveGuard::new(match self.fd() {
+                Some(fd) => crate::posix::same_object(name, fd),
+                None => Removable::Shm(name.clone()),
+            })),
             SegmentKind::SysV { id } => Some(RemoveGuard::new(Removable::Sysv(
                 SysvKind::SharedMemory,
                 *id,

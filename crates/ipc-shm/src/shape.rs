@@ -162,12 +162,7 @@ impl Kind {
                 .in_op(format!("create {}", self.what))
                 .on(SegmentKind::Posix(name.clone()))
         })?;
-        let seg = Segment::create(&name, size)?;
-        if let Err(e) = init(&seg) {
-            let _ = Segment::unlink(&name);
-            return Err(e);
-        }
-        Ok(seg)
+        Segment::create_then(&name, size, init)
     }
 
     /// Creates a sealed memfd segment of `size` bytes after `shape` passed, and runs `init`.
