@@ -140,6 +140,9 @@ pub struct AsyncEndpoint<E: Readiness> {
     fd: Registration,
 }
 
+/// `kcmp`'s comparison of two open files (`linux/kcmp.h`; not in the libc crate).
+const KCMP_FILE: libc::c_int = 0;
+
 /// Which runtime a registration belongs to (`None`: made outside any, which tokio refuses).
 type RuntimeId = Option<::tokio::runtime::Id>;
 
@@ -155,12 +158,34 @@ struct Registration {
     /// dropped (deregistered) before `fd` closes.
     reactor: Option<(AsyncFd<RawFd>, TokioInterest, RuntimeId)>,
     fd: OwnedFd,
-    /// The number of the endpoint's own descriptor that `fd` duplicates: a park that finds
-    /// another there (the endpoint was replaced through `get_mut`) duplicates that one.
-    source: RawFd,
+    /// Whether [`get_mut`](AsyncEndpoint::get_mut) lent the endpoint out since the last park:
+    /// it may have been replaced, so the next park checks that `fd` still duplicates the
+    /// endpoint's descriptor ([`Registration::follows`]).
+    lent: bool,
 }
 
 impl Registration {
+    /// Whether `fd` duplicates `source` (the same open file), so waits on it follow the
+    /// endpoint: `kcmp(KCMP_FILE)`, since a replaced endpoint's descriptor may carry the freed
+    /// number of the old one's. Where `kcmp` is refused (a seccomp filter), `false`: the
+    /// caller duplicates afresh, which is right either way.
+    fn follows(&self, source: std::os::fd::BorrowedFd<'_>) -> bool {
+        let pid = std::process::id() as libc::pid_t;
+        // SAFETY: `kcmp` only compares two descriptor numbers of this process; it reads no
+        // memory of ours.
+        let same = unsafe {
+            libc::syscall(
+                libc::SYS_kcmp,
+                pid,
+                pid,
+                KCMP_FILE,
+                self.fd.as_raw_fd(),
+                source.as_raw_fd(),
+            )
+        };
+        same == 0
+    }
+
     /// A duplicate of `source` (`fcntl(F_DUPFD_CLOEXEC)`), not in any reactor yet.
     fn dup(source: std::os::fd::BorrowedFd<'_>) -> Result<Registration> {
         let fd = rustix::io::fcntl_dupfd_cloexec(source, 0)
@@ -168,7 +193,7 @@ impl Registration {
         Ok(Registration {
             reactor: None,
             fd,
-            source: source.as_raw_fd(),
+            lent: false,
         })
     }
 }
@@ -464,8 +489,10 @@ impl<E: Readiness> AsyncEndpoint<E> {
     /// The endpoint, for its synchronous calls (the `try_` forms, its own settings). Replacing
     /// it with another endpoint is safe: the next wait that parks finds the new endpoint's
     /// descriptor and waits on it (until then the adapter's duplicate keeps the old one's
-    /// open file, a pipe's end for instance, open).
+    /// open file, a pipe's end for instance, open). The first park after a call of this
+    /// compares the two (`kcmp`, one system call).
     pub fn get_mut(&mut self) -> &mut E {
+        self.fd.lent = true;
         &mut self.endpoint
     }
 
@@ -562,11 +589,14 @@ impl<E: Readiness> AsyncEndpoint<E> {
     async fn park(&mut self, interest: Interest) -> Result<()> {
         // Disarms on every way out, a failed registration included.
         let disarm = Disarm(&mut self.endpoint);
-        // The endpoint replaced through `get_mut` (its descriptor another): wait on the new
-        // one's, and let the old one close. No system call while it is the same.
-        let source = disarm.0.readiness_fd()?;
-        if source.as_raw_fd() != self.fd.source {
-            self.fd = Registration::dup(source)?;
+        // The endpoint may have been replaced through `get_mut`: wait on its descriptor as it
+        // is now, and let the old one close. No system call after no `get_mut`.
+        if self.fd.lent {
+            let source = disarm.0.readiness_fd()?;
+            if !self.fd.follows(source) {
+                self.fd = Registration::dup(source)?;
+            }
+            self.fd.lent = false;
         }
         let want = tokio_interest(interest);
         let mut fresh = false;
