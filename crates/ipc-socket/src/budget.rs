@@ -69,6 +69,9 @@ pub(crate) struct De<'b, D> {
 struct Wrap<'b, V> {
     inner: V,
     budget: &'b Budget,
+    /// Whether a sequence it visits counts its elements: `false` for tuples, structs and
+    /// their variants, whose length the type fixes (postcard visits them as sequences too).
+    counted: bool,
 }
 
 /// A seed whose value's deserializer counts against a [`Budget`].
@@ -80,6 +83,7 @@ struct Seed<'b, S> {
 struct Seq<'b, A> {
     inner: A,
     budget: &'b Budget,
+    counted: bool,
 }
 
 struct Map<'b, A> {
@@ -99,7 +103,20 @@ struct Variant<'b, A> {
 
 impl<'b, V> Wrap<'b, V> {
     fn new(inner: V, budget: &'b Budget) -> Self {
-        Wrap { inner, budget }
+        Wrap {
+            inner,
+            budget,
+            counted: true,
+        }
+    }
+
+    /// For a value whose sequence length the type fixes (a tuple, a struct).
+    fn fixed(inner: V, budget: &'b Budget) -> Self {
+        Wrap {
+            inner,
+            budget,
+            counted: false,
+        }
     }
 }
 
@@ -143,13 +160,35 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<'_, D> {
         deserialize_unit_struct(name: &'static str);
         deserialize_newtype_struct(name: &'static str);
         deserialize_seq();
-        deserialize_tuple(len: usize);
-        deserialize_tuple_struct(name: &'static str, len: usize);
         deserialize_map();
-        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
         deserialize_enum(name: &'static str, variants: &'static [&'static str]);
         deserialize_identifier();
         deserialize_ignored_any();
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, D::Error> {
+        self.inner
+            .deserialize_tuple(len, Wrap::fixed(v, self.budget))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        v: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner
+            .deserialize_tuple_struct(name, len, Wrap::fixed(v, self.budget))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner
+            .deserialize_struct(name, fields, Wrap::fixed(v, self.budget))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -217,6 +256,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
         self.inner.visit_seq(Seq {
             inner: seq,
             budget: self.budget,
+            counted: self.counted,
         })
     }
 
@@ -255,7 +295,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
             inner: seed,
             budget,
         })?;
-        if next.is_some() {
+        if self.counted && next.is_some() {
             budget.spend()?;
         }
         Ok(next)
@@ -341,7 +381,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
         self.inner
-            .tuple_variant(len, Wrap::new(visitor, self.budget))
+            .tuple_variant(len, Wrap::fixed(visitor, self.budget))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -350,6 +390,6 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<'_, A> {
         visitor: V,
     ) -> Result<V::Value, A::Error> {
         self.inner
-            .struct_variant(fields, Wrap::new(visitor, self.budget))
+            .struct_variant(fields, Wrap::fixed(visitor, self.budget))
     }
 }

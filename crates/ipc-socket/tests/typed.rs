@@ -155,6 +155,25 @@ enum Holder {
     Named { markers: Vec<()> },
 }
 
+#[derive(Debug, PartialEq, Deserialize, Serialize)]
+struct OneByte {
+    id: u8,
+}
+
+/// The element budget counts what the wire's lengths announce, never a tuple's or a struct's
+/// fields (postcard visits those as sequences too): honest messages of one-byte tuples and
+/// structs, more than one field per byte of the message, decode. They were `Corrupted` when
+/// fields counted.
+#[test]
+fn tuples_and_structs_are_not_counted_against_the_element_budget() {
+    let pairs: Vec<(u8, u8)> = (0..200_000u32).map(|i| (i as u8, (i >> 8) as u8)).collect();
+    let bytes = ipc_socket::typed::encode(&pairs).unwrap();
+    assert_eq!(decode::<Vec<(u8, u8)>>(&bytes).unwrap(), pairs);
+    let structs: Vec<OneByte> = (0..200_000u32).map(|i| OneByte { id: i as u8 }).collect();
+    let bytes = ipc_socket::typed::encode(&structs).unwrap();
+    assert_eq!(decode::<Vec<OneByte>>(&bytes).unwrap(), structs);
+}
+
 /// Elements that take no bytes never run out of bytes: a peer announcing 2^64 of them in ten
 /// bytes kept the decoding thread busy for good (postcard takes them one at a time). Every
 /// place a sequence or map can hide (top level, nested, in an `Option`, a newtype variant, a
