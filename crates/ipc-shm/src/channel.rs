@@ -1385,12 +1385,10 @@ impl Receiver {
                 if look == Look::Thorough && matches!(m, Ok(None)) {
                     // A `tail` hint ahead of nothing committed (scribbled) is no message.
                     consumer.check_hint()?;
-                    // The sender asleep for room means records are committed: a `tail` hint
-                    // that hides them (a peer scribbled it) must not leave both ends waiting,
-                    // so look at the marks (the sender is not writing the line meanwhile).
-                    if h.tx.sleeping.load(Ordering::Relaxed) != 0 {
-                        m = consumer.peek();
-                    }
+                    // A `tail` hint that hides committed records (a peer scribbled it) must
+                    // not leave both ends waiting, whether the sender sleeps for room, spins
+                    // or retries: the marks decide (one load, on a thorough look only).
+                    m = consumer.peek();
                     // An index of ours a peer put back would leave the sender waiting for
                     // room while we wait for it: store ours again, and wake it.
                     if matches!(m, Ok(None)) && consumer.restore_head() {

@@ -406,6 +406,37 @@ fn without_proc_the_liveness_check_says_so_instead_of_reporting_a_dead_peer() {
     );
 }
 
+/// Sends 100-byte messages 0, 1, ... until the ring is full; returns how many went.
+fn fill(tx: &mut Sender) -> u32 {
+    let mut seq = 0u32;
+    while tx
+        .try_send(&ipc_testkit::script::message(1, seq, 100))
+        .is_ok()
+    {
+        seq += 1;
+    }
+    seq
+}
+
+/// A `tail` hint scribbled back over committed records, with no sender asleep for room (one
+/// that spins, retries with `try_send`, or is gone for now): the receiver finds the records by
+/// their marks on its next thorough look. It looked at the marks only while the sender slept,
+/// so a sender that never sleeps and the receiver waited on each other.
+#[test]
+fn a_tail_hint_scribbled_back_hides_nothing_from_a_receiver_when_no_sender_sleeps() {
+    let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let seg = tx.segment().clone();
+    let seq = fill(&mut tx);
+    assert!(seq > 1);
+    seg.atomic_u32(128).unwrap().store(0, Ordering::SeqCst);
+    let mut buf = [0u8; 100];
+    let n = rx
+        .recv_timeout(&mut buf, Duration::from_secs(3))
+        .expect("the committed records were hidden by the scribbled hint");
+    assert_eq!(n, 100);
+    check_message(1, 0, 100, &buf).unwrap();
+}
+
 /// A receiver that has taken everything waits (no deadline); the consumer's index is then
 /// scribbled a whole ring behind the tail (in range, but behind what the sender last saw),
 /// and the sender, whose view of the index already said full, sends with no deadline. It
@@ -420,13 +451,7 @@ fn an_index_scribbled_behind_under_a_caught_up_receiver_is_corrupted_not_a_mutua
     let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
     let seg = tx.segment().clone();
     // Fill the ring (the sender's view of the index then says full), and take it all.
-    let mut seq = 0u32;
-    while tx
-        .try_send(&ipc_testkit::script::message(1, seq, 100))
-        .is_ok()
-    {
-        seq += 1;
-    }
+    let seq = fill(&mut tx);
     let mut buf = [0u8; 100];
     for want in 0..seq {
         assert_eq!(rx.recv(&mut buf).unwrap(), 100);
@@ -578,13 +603,7 @@ fn a_cleared_flag_or_an_index_put_back_under_a_caught_up_receiver_is_no_mutual_w
         let seg = tx.segment().clone();
         let head = seg.atomic_u32(256).unwrap();
         // Fill the ring (the sender's view of the index then says full), and take it all.
-        let mut seq = 0u32;
-        while tx
-            .try_send(&ipc_testkit::script::message(1, seq, 100))
-            .is_ok()
-        {
-            seq += 1;
-        }
+        let seq = fill(&mut tx);
         let seen = head.load(Ordering::SeqCst);
         let mut buf = [0u8; 100];
         for _ in 0..seq {
@@ -627,13 +646,7 @@ fn every_header_word_scribbled_under_both_waiting_ends_is_no_mutual_wait() {
         for value in values {
             let (mut tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
             let seg = tx.segment().clone();
-            let mut seq = 0u32;
-            while tx
-                .try_send(&ipc_testkit::script::message(1, seq, 100))
-                .is_ok()
-            {
-                seq += 1;
-            }
+            let seq = fill(&mut tx);
             let mut buf = [0u8; 4096];
             for _ in 0..seq {
                 rx.recv(&mut buf).unwrap();
