@@ -497,35 +497,44 @@ fn take_listed_checked(
              descriptor there (pass_as hands those over unnamed), so the list is not ours"
         )));
     }
-    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    let taken = taken.get_or_insert_with(HashSet::new);
-    if taken.contains(&fd) {
+    // Reserve the number (no other `take` adopts it meanwhile), then look at it without the
+    // lock: `check` is the caller's code, which may itself take another name.
+    let taken = || TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    if !taken().get_or_insert_with(HashSet::new).insert(fd) {
         return Err(Error::new(ErrorKind::AlreadyExists)
             .in_op("take inherited fd")
             .on(format_args!("{name} (fd {fd})")));
     }
-    // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is open,
-    // whether it was inherited, and (by `check`) what it is, while no other `take` can adopt
-    // it (`TAKEN` is locked); nothing else in this process owns an inherited descriptor that
-    // is still inheritable.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let flags = fcntl_getfd(borrowed).map_err(|e| {
-        not_found(format!("{ENV_VAR} names fd {fd}, which is not open"))
-            .with_source(std::io::Error::from(e))
-    })?;
-    if flags.contains(FdFlags::CLOEXEC) {
-        // A descriptor that came through `exec` has close-on-exec clear (`ChildFds` moves it
-        // into place with `dup2`); this one was opened by this process since. The list is not
-        // ours: typically inherited through the environment from an ancestor that was handed
-        // descriptors, by a program that spawned this one without any.
-        return Err(not_found(format!(
-            "{ENV_VAR} names fd {fd}, but that descriptor is close-on-exec, so it was opened \
-             by this process, not inherited (a list left in the environment by an ancestor?)"
-        )));
+    let adopted = (|| {
+        // SAFETY: `fd` is not negative, and the borrow is used only to ask whether it is
+        // open, whether it was inherited, and (by `check`) what it is, while no other `take`
+        // can adopt it (reserved in `TAKEN`); nothing else in this process owns an inherited
+        // descriptor that is still inheritable.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let flags = fcntl_getfd(borrowed).map_err(|e| {
+            not_found(format!("{ENV_VAR} names fd {fd}, which is not open"))
+                .with_source(std::io::Error::from(e))
+        })?;
+        if flags.contains(FdFlags::CLOEXEC) {
+            // A descriptor that came through `exec` has close-on-exec clear (`ChildFds` moves
+            // it into place with `dup2`); this one was opened by this process since. The list
+            // is not ours: typically inherited through the environment from an ancestor that
+            // was handed descriptors, by a program that spawned this one without any.
+            return Err(not_found(format!(
+                "{ENV_VAR} names fd {fd}, but that descriptor is close-on-exec, so it was \
+                 opened by this process, not inherited (a list left in the environment by an \
+                 ancestor?)"
+            )));
+        }
+        check(borrowed)?;
+        fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
+        Ok(())
+    })();
+    if let Err(e) = adopted {
+        // Not adopted: the number is free for a later `take` again.
+        taken().get_or_insert_with(HashSet::new).remove(&fd);
+        return Err(e);
     }
-    check(borrowed)?;
-    fcntl_setfd(borrowed, flags | FdFlags::CLOEXEC)?;
-    taken.insert(fd);
     // SAFETY: `fd` was open and inheritable, so it came through `exec` as the parent's list
     // says (nothing in this process made it), and it is taken at most once (the `TAKEN` set):
     // this is its only owner.
