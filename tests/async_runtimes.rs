@@ -55,6 +55,25 @@ fn send_later(mut tx: Box<dyn Tx>, msg: &'static [u8]) -> std::thread::JoinHandl
     })
 }
 
+/// `rx` as an endpoint that parks at once, after a receive on a new runtime (returned) parked
+/// and was given up after 10 ms: its descriptor is registered with that runtime's reactor.
+fn parked_on_a_new_runtime(
+    rx: Box<dyn Rx>,
+    what: &str,
+) -> (AsyncEndpoint<Box<dyn Rx>>, tokio::runtime::Runtime) {
+    let mut rx = AsyncEndpoint::new(rx)
+        .unwrap()
+        .with_yield_policy(YieldPolicy::Park);
+    let a = runtime();
+    let mut buf = [0u8; 64];
+    let r = a.block_on(async {
+        tokio::time::timeout(Duration::from_millis(10), rx.recv(&mut buf)).await
+    });
+    assert!(r.is_err(), "{what}: nothing was sent: {r:?}");
+    assert_eq!(rx.wait_stats().parks, 1, "{what}: the receive parked on A");
+    (rx, a)
+}
+
 /// Receives on `rt` the message `send_later` sends, under the watchdog.
 fn recv_on(rt: &tokio::runtime::Runtime, rx: &mut AsyncEndpoint<Box<dyn Rx>>, what: &str) {
     let mut buf = [0u8; 64];
@@ -72,16 +91,7 @@ fn recv_on(rt: &tokio::runtime::Runtime, rx: &mut AsyncEndpoint<Box<dyn Rx>>, wh
 #[test]
 fn an_endpoint_outlives_the_runtime_it_parked_on() {
     each_kind(|what, rx, tx| {
-        let mut rx = AsyncEndpoint::new(rx)
-            .unwrap()
-            .with_yield_policy(YieldPolicy::Park);
-        let a = runtime();
-        let mut buf = [0u8; 64];
-        let r = a.block_on(async {
-            tokio::time::timeout(Duration::from_millis(10), rx.recv(&mut buf)).await
-        });
-        assert!(r.is_err(), "{what}: nothing was sent: {r:?}");
-        assert_eq!(rx.wait_stats().parks, 1, "{what}: the receive parked on A");
+        let (mut rx, a) = parked_on_a_new_runtime(rx, what);
         drop(a);
         let b = runtime();
         let sender = send_later(tx, b"later");
@@ -203,15 +213,8 @@ fn an_endpoint_moved_to_a_runtime_on_another_thread_while_the_first_runs_is_woke
 #[test]
 fn an_endpoint_moved_to_a_second_live_runtime_is_woken() {
     each_kind(|what, rx, tx| {
-        let mut rx = AsyncEndpoint::new(rx)
-            .unwrap()
-            .with_yield_policy(YieldPolicy::Park);
-        let a = runtime();
+        let (mut rx, a) = parked_on_a_new_runtime(rx, what);
         let mut buf = [0u8; 64];
-        let r = a.block_on(async {
-            tokio::time::timeout(Duration::from_millis(10), rx.recv(&mut buf)).await
-        });
-        assert!(r.is_err(), "{what}: nothing was sent: {r:?}");
         let sender = send_later(tx, b"later");
         let b = runtime();
         let n = b

@@ -789,7 +789,7 @@ fn check_name_room(path: &Path) -> Result<()> {
         .ok()
         .and_then(|st| usize::try_from(st.f_namelen).ok())
         .filter(|&n| n > 0)
-        .unwrap_or(255);
+        .unwrap_or(ipc_core::NAME_MAX);
     if len + PAIR_SUFFIX_MAX <= name_max {
         return Ok(());
     }

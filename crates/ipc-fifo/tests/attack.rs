@@ -30,6 +30,15 @@ fn small_descriptor_table() -> OwnedFd {
     null
 }
 
+/// Fails naming what a test left in `dir`.
+fn assert_nothing_left(dir: &TempDir) {
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// Descriptors of `/dev/null` taken until the process is out of them (`EMFILE`).
 fn take_every_descriptor(held: &mut Vec<OwnedFd>, null: &OwnedFd) {
     loop {
@@ -302,11 +311,7 @@ fn an_accept_out_of_descriptors_keeps_the_clients_hello_for_the_next_accept() {
     }
     server.wait_checkpoint("done");
     server.wait_success();
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&dir);
 }
 
 /// "`mkfifo` with exactly the mode asked for": in a directory with a default ACL (which takes
@@ -366,11 +371,7 @@ fn out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothing() {
         .start()
         .wait_success();
     assert!(out.stderr.contains("checked"), "{}", out.stderr);
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_nothing_left(&dir);
 }
 
 /// While another thread swaps the name between a FIFO and a regular file as fast as it can
