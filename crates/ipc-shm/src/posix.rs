@@ -5,13 +5,16 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
-use rustix::fs::{FileType, Mode};
+use rustix::fs::{FallocateFlags, FileType, Mode};
 use rustix::shm;
 
 use crate::segment::{Segment, SegmentKind};
 
 /// The mode new segments get unless the caller picks another: owner read and write only.
 pub const DEFAULT_MODE: u32 = 0o600;
+
+/// The knob a POSIX segment that does not fit names: `/dev/shm` is a tmpfs mount.
+const SHM_ROOM: &str = "free space of /dev/shm (its tmpfs size= mount option)";
 
 fn flags(extra: rustix::fs::OFlags) -> shm::OFlags {
     use rustix::fs::OFlags;
@@ -251,10 +254,15 @@ impl Segment {
     ///
     /// Makes `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
     /// O_CLOEXEC, mode)`,
-    /// `fchmod(mode)` (so the umask cannot narrow the mode asked for), `ftruncate(size)` and
-    /// `mmap`. It never opens an object that exists already: a name somebody else created (or
-    /// planted as a symbolic link) fails. If sizing or mapping fails, the new name is unlinked
-    /// again. Does not block.
+    /// `fchmod(mode)` (so the umask cannot narrow the mode asked for), `ftruncate(size)`,
+    /// `fallocate(size)` and `mmap`. It never opens an object that exists already: a name
+    /// somebody else created (or planted as a symbolic link) fails. If sizing or mapping
+    /// fails, the new name is unlinked again. Does not block.
+    ///
+    /// Every page is reserved here (`fallocate`), because tmpfs lets a file grow past the
+    /// mount's free space and a page it then has no room for kills the process that touches
+    /// it with `SIGBUS`. So the memory is taken at creation, not at first use, and a full
+    /// `/dev/shm` is an error now instead of a crash later.
     ///
     /// The name stays until [`Segment::unlink`] (or [`Segment::remove_on_drop`]) removes it;
     /// the memory stays until the last mapping of it is gone too.
@@ -262,11 +270,13 @@ impl Segment {
     /// Errors: [`ErrorKind::InvalidName`] (also for a name longer than `NAME_MAX`, 255 bytes,
     /// after the `/`, before any syscall), [`ErrorKind::InvalidInput`] for a size of 0 or a
     /// mode with bits beyond `0o777`, [`ErrorKind::AlreadyExists`] if the name is taken,
-    /// [`ErrorKind::LimitExceeded`] if `/dev/shm` has no room for `size` bytes.
+    /// [`ErrorKind::LimitExceeded`] naming `/dev/shm`'s free space if it has no room for `size`
+    /// bytes.
     ///
     /// # References
     /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
     /// - [`ftruncate(2)`](https://man7.org/linux/man-pages/man2/ftruncate.2.html)
+    /// - [`fallocate(2)`](https://man7.org/linux/man-pages/man2/fallocate.2.html)
     #[doc(alias = "shm_open")]
     pub fn create_with_mode(
         name: impl TryInto<PosixName, Error = Error>,
@@ -297,15 +307,21 @@ impl Segment {
         let ours = same_object(&name, fd.as_fd());
         let sized = (|| {
             rustix::fs::fchmod(&fd, mode).ctx("fchmod", &name)?;
+            let no_room = |e: rustix::io::Errno| match e {
+                rustix::io::Errno::FBIG | rustix::io::Errno::NOSPC => {
+                    Error::limit(SHM_ROOM, None).with_source(std::io::Error::from(e))
+                }
+                e => Error::from(e),
+            };
             rustix::fs::ftruncate(&fd, size as u64)
-                .map_err(|e| match e {
-                    rustix::io::Errno::FBIG | rustix::io::Errno::NOSPC => {
-                        Error::limit("free space of /dev/shm (tmpfs size)", None)
-                            .with_source(std::io::Error::from(e))
-                    }
-                    e => Error::from(e),
-                })
+                .map_err(no_room)
                 .ctx("ftruncate", &name)?;
+            // tmpfs grows a file without checking its free space, and a page the mount has
+            // no room for is a SIGBUS at the first touch: reserve every page now.
+            match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64) {
+                Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+                Err(e) => return Err(no_room(e)).ctx("fallocate", &name),
+            }
             map_fd(fd, size, true, SegmentKind::Posix(name.clone()))
         })();
         sized.inspect_err(|e| {
