@@ -413,6 +413,24 @@ fn sigpipe_pending() -> bool {
     }
 }
 
+/// Gives the unnamed file open at `fd` (made with `O_TMPFILE`) the name `path`: `linkat` of
+/// `/proc/self/fd/N`, or, without `/proc`, of the descriptor itself (`AT_EMPTY_PATH`, which
+/// needs `CAP_DAC_READ_SEARCH`). Fails with `EEXIST` if anything is at `path` (a symbolic link
+/// there is not followed), so a file made whole in private appears under its name at once, or
+/// not at all.
+///
+/// # References
+/// - [`open(2)`, `O_TMPFILE`](https://man7.org/linux/man-pages/man2/open.2.html)
+/// - [`linkat(2)`](https://man7.org/linux/man-pages/man2/linkat.2.html)
+pub fn link_unnamed(fd: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), Errno> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    let via_proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match linkat(CWD, via_proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+        Err(Errno::NOENT) => linkat(fd, "", CWD, path, AtFlags::EMPTY_PATH),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

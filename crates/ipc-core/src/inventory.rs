@@ -805,19 +805,27 @@ fn scan_dir(dir: &Path, depth: usize, inv: &mut Inventory) {
     }
 }
 
-/// Which processes have which paths open or mapped now.
+/// Which processes have which files open or mapped now: by the file's device and inode, and
+/// by the path the kernel shows. The identity is what counts for a file made unnamed and
+/// linked afterwards (`O_TMPFILE`, as POSIX segments and named semaphores are made), which
+/// `/proc` keeps showing as `/dev/shm/#INODE (deleted)`, and for a name moved or replaced
+/// since; the path for what has no file of its own (a queue descriptor reads as `/NAME`).
 struct Holders {
     by_path: HashMap<PathBuf, Vec<u32>>,
+    by_file: HashMap<(u64, u64), Vec<u32>>,
 }
 
 impl Holders {
     fn scan(notes: &mut Vec<String>) -> Holders {
-        let mut by_path: HashMap<PathBuf, Vec<u32>> = HashMap::new();
+        let mut holders = Holders {
+            by_path: HashMap::new(),
+            by_file: HashMap::new(),
+        };
         let mut unreadable = 0;
         let me = std::process::id();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             notes.push("/proc cannot be read: no process is known to hold anything".to_owned());
-            return Holders { by_path };
+            return holders;
         };
         let mqueue = mqueue_mount();
         for p in procs.flatten() {
@@ -828,10 +836,18 @@ impl Holders {
                 continue;
             }
             let mut paths = Vec::new();
+            let mut files = Vec::new();
             match std::fs::read_dir(p.path().join("fd")) {
                 Ok(fds) => {
                     for fd in fds.flatten() {
-                        if let Ok(target) = std::fs::read_link(fd.path()) {
+                        let Ok(target) = std::fs::read_link(fd.path()) else {
+                            continue;
+                        };
+                        // Only files have a name to hold ("socket:[N]", "pipe:[N]" do not).
+                        if target.is_absolute() {
+                            if let Ok(st) = rustix::fs::stat(&fd.path()) {
+                                files.push((st.st_dev, st.st_ino));
+                            }
                             paths.push(target);
                         }
                     }
@@ -845,6 +861,9 @@ impl Holders {
             // hide every other mapping of the process.
             if let Ok(maps) = std::fs::read(p.path().join("maps")) {
                 for line in maps.split(|&b| b == b'\n') {
+                    if let Some(file) = mapped_file(line) {
+                        files.push(file);
+                    }
                     // The path is the sixth field and may contain spaces.
                     if let Some(i) = line.windows(2).position(|w| w == b" /") {
                         let path = line[i + 1..].trim_ascii_end();
@@ -857,15 +876,22 @@ impl Holders {
                 let path = match (&mqueue, path.parent()) {
                     (Some(m), Some(parent)) if parent == Path::new("/") => {
                         let mapped = m.join(path.strip_prefix("/").unwrap_or(&path));
-                        by_path.entry(mapped).or_default().push(pid);
+                        holders.by_path.entry(mapped).or_default().push(pid);
                         path
                     }
                     _ => path,
                 };
-                by_path.entry(path).or_default().push(pid);
+                holders.by_path.entry(path).or_default().push(pid);
+            }
+            for file in files {
+                holders.by_file.entry(file).or_default().push(pid);
             }
         }
-        for pids in by_path.values_mut() {
+        for pids in holders
+            .by_path
+            .values_mut()
+            .chain(holders.by_file.values_mut())
+        {
             pids.sort_unstable();
             pids.dedup();
         }
@@ -875,12 +901,34 @@ impl Holders {
                  objects (run as root to see them)"
             ));
         }
-        Holders { by_path }
+        holders
     }
 
+    /// The processes holding the file at `path` (by its identity, looked at now) or the path.
     fn of(&self, path: &Path) -> Vec<u32> {
-        self.by_path.get(path).cloned().unwrap_or_default()
+        let mut pids = self.by_path.get(path).cloned().unwrap_or_default();
+        if let Ok(st) = rustix::fs::lstat(path) {
+            if let Some(more) = self.by_file.get(&(st.st_dev, st.st_ino)) {
+                pids.extend(more);
+                pids.sort_unstable();
+                pids.dedup();
+            }
+        }
+        pids
     }
+}
+
+/// The device and inode of the file a `/proc/PID/maps` line maps (`ADDR PERMS OFFSET MAJ:MIN
+/// INODE PATH`, numbers of the device in hex); `None` for an anonymous mapping (inode 0) or a
+/// line that does not parse.
+fn mapped_file(line: &[u8]) -> Option<(u64, u64)> {
+    let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty()).skip(3);
+    let dev = std::str::from_utf8(fields.next()?).ok()?;
+    let ino: u64 = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let (major, minor) = dev.split_once(':')?;
+    let major = u32::from_str_radix(major, 16).ok()?;
+    let minor = u32::from_str_radix(minor, 16).ok()?;
+    (ino != 0).then(|| (rustix::fs::makedev(major, minor), ino))
 }
 
 /// Whether `pid`, recorded at `recorded_at` (unix seconds) or later, still runs.
@@ -918,6 +966,26 @@ fn boot_time() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_maps_line_names_its_file_by_device_and_inode() {
+        let line = b"7fd79b919000-7fd79b91a000 rw-s 00000000 00:1b 16727                      /dev/shm/#16727 (deleted)";
+        assert_eq!(
+            mapped_file(line),
+            Some((rustix::fs::makedev(0, 0x1b), 16727))
+        );
+        let line = b"7f00-7f10 r-xp 00001000 fd:01 123 /usr/lib/x 2 (with spaces)";
+        assert_eq!(mapped_file(line), Some((rustix::fs::makedev(0xfd, 1), 123)));
+        // Anonymous, the stack, and lines that do not parse.
+        assert_eq!(
+            mapped_file(b"7ffd-7ffe rw-p 00000000 00:00 0 [stack]"),
+            None
+        );
+        assert_eq!(mapped_file(b"7ffd-7ffe rw-p 00000000 00:00 0"), None);
+        assert_eq!(mapped_file(b"garbage"), None);
+        assert_eq!(mapped_file(b"a b c zz:01 12 /x"), None);
+        assert_eq!(mapped_file(b""), None);
+    }
 
     #[test]
     fn kinds_round_trip() {

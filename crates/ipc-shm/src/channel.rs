@@ -232,7 +232,9 @@ impl ChannelOptions {
         let name = name.try_into()?;
         self.check("create channel")
             .map_err(|e| e.on(SegmentKind::Posix(name.clone())))?;
-        Segment::create_then(&name, self.segment_size(), |seg| self.init(seg))
+        Segment::create_then(&name, self.segment_size(), crate::DEFAULT_MODE, |seg| {
+            self.init(seg)
+        })
     }
 
     /// Creates a sealed memfd segment sized for these options and initialises a channel in
@@ -1626,6 +1628,17 @@ impl fmt::Debug for RecvGuard<'_> {
 #[doc(hidden)]
 pub mod testing {
     use super::*;
+
+    /// [`Segment::create`] with `init` run on the new segment before it gets its name, as
+    /// every pattern's `create_posix` runs its header's init: a test stops or kills the
+    /// creator there.
+    pub fn create_then(
+        name: &PosixName,
+        size: usize,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        Segment::create_then(name, size, crate::DEFAULT_MODE, init)
+    }
 
     /// Where `open` of an end is stopped.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

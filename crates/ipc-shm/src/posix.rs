@@ -5,13 +5,17 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
-use rustix::fs::{FallocateFlags, FileType, Mode};
+use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use rustix::shm;
 
 use crate::segment::{Segment, SegmentKind};
 
 /// The mode new segments get unless the caller picks another: owner read and write only.
 pub const DEFAULT_MODE: u32 = 0o600;
+
+/// Where `shm_open` keeps POSIX shared memory objects (glibc's and rustix's).
+const SHM_DIR: &str = "/dev/shm";
 
 /// The knob a POSIX segment that does not fit names: `/dev/shm` is a tmpfs mount.
 const SHM_ROOM: &str = "free space of /dev/shm (its tmpfs size= mount option)";
@@ -252,12 +256,13 @@ impl Segment {
     /// Creates the POSIX segment `name` of `size` bytes with exactly `mode` (the umask does not
     /// apply), filled with zeros, and maps it read-write.
     ///
-    /// Makes `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
-    /// O_CLOEXEC, mode)`,
-    /// `fchmod(mode)` (so the umask cannot narrow the mode asked for), `ftruncate(size)`,
-    /// `fallocate(size)` and `mmap`. It never opens an object that exists already: a name
-    /// somebody else created (or planted as a symbolic link) fails. If sizing or mapping
-    /// fails, the new name is unlinked again. Does not block.
+    /// The segment is made whole before it gets its name: an unnamed file in `/dev/shm`
+    /// (`open(O_TMPFILE)`, where `shm_open` keeps its objects), `fchmod(mode)` (so the umask
+    /// cannot narrow the mode asked for), `ftruncate(size)`, `fallocate(size)` and `mmap`, and
+    /// only then a link under the name (`linkat`), which fails if anything is there (a
+    /// segment somebody else created, a symbolic link planted at the name). So no other
+    /// process ever opens a segment of the wrong size or mode, and a creator killed at any
+    /// step leaves nothing behind. Does not block.
     ///
     /// Every page is reserved here (`fallocate`), because tmpfs lets a file grow past the
     /// mount's free space and a page it then has no room for kills the process that touches
@@ -269,80 +274,79 @@ impl Segment {
     ///
     /// Errors: [`ErrorKind::InvalidName`] (also for a name longer than `NAME_MAX`, 255 bytes,
     /// after the `/`, before any syscall), [`ErrorKind::InvalidInput`] for a size of 0 or a
-    /// mode with bits beyond `0o777`, [`ErrorKind::AlreadyExists`] if the name is taken,
+    /// mode with bits beyond `0o777`, [`ErrorKind::AlreadyExists`] if the name is taken (looked
+    /// at before the memory is reserved, and decided by the link),
     /// [`ErrorKind::LimitExceeded`] naming `/dev/shm`'s free space if it has no room for `size`
     /// bytes.
     ///
     /// # References
-    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    /// - [`open(2)`, `O_TMPFILE`](https://man7.org/linux/man-pages/man2/open.2.html)
     /// - [`ftruncate(2)`](https://man7.org/linux/man-pages/man2/ftruncate.2.html)
     /// - [`fallocate(2)`](https://man7.org/linux/man-pages/man2/fallocate.2.html)
+    /// - [`linkat(2)`](https://man7.org/linux/man-pages/man2/linkat.2.html)
     #[doc(alias = "shm_open")]
     pub fn create_with_mode(
         name: impl TryInto<PosixName, Error = Error>,
         size: usize,
         mode: u32,
     ) -> Result<Segment> {
-        let name = shm_name(name)?;
-        if size == 0 || mode & !0o777 != 0 {
-            return Err(Error::with_note(
-                ErrorKind::InvalidInput,
-                format!("size {size} must be above 0 and mode {mode:#o} within 0o777"),
-            )
-            .in_op("create shared memory")
-            .on(&name));
-        }
-        let mode = Mode::from_raw_mode(mode);
-        let fd = shm::open(
-            name.as_c_str(),
-            flags(rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::RDWR),
-            mode,
-        )
-        .map_err(|e| {
-            let e = Error::from(e).in_op("shm_open").on(&name);
-            tracing::debug!(error = %e, "create shared memory failed");
-            e
-        })?;
-        tracing::trace!(%name, size, "created POSIX shared memory");
-        let ours = same_object(&name, fd.as_fd());
-        let sized = (|| {
-            rustix::fs::fchmod(&fd, mode).ctx("fchmod", &name)?;
-            let no_room = |e: rustix::io::Errno| match e {
-                rustix::io::Errno::FBIG | rustix::io::Errno::NOSPC => {
-                    Error::limit(SHM_ROOM, None).with_source(std::io::Error::from(e))
-                }
-                e => Error::from(e),
-            };
-            rustix::fs::ftruncate(&fd, size as u64)
-                .map_err(no_room)
-                .ctx("ftruncate", &name)?;
-            // tmpfs grows a file without checking its free space, and a page the mount has
-            // no room for is a SIGBUS at the first touch: reserve every page now.
-            match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64) {
-                Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
-                Err(e) => return Err(no_room(e)).ctx("fallocate", &name),
-            }
-            map_fd(fd, size, true, SegmentKind::Posix(name.clone()))
-        })();
-        sized.inspect_err(|e| {
-            tracing::debug!(error = %e, "create shared memory failed; unlinking");
-            let _ = ours.remove();
-        })
+        Segment::create_then(&shm_name(name)?, size, mode, |_| Ok(()))
     }
 
-    /// [`create`](Segment::create), then `init` on the new segment; if `init` fails, the name
-    /// is removed again (while it still names this segment) and `init`'s error returned. The
-    /// one way the patterns create a named segment and lay out their header in it.
+    /// [`create_with_mode`](Segment::create_with_mode), with `init` run on the new segment
+    /// before it gets its name: other processes see the segment with its header laid out, or
+    /// not at all. The one way a named segment is made (the patterns lay out their headers in
+    /// `init`).
     pub(crate) fn create_then(
         name: &PosixName,
         size: usize,
+        mode: u32,
         init: impl FnOnce(&Segment) -> Result<()>,
     ) -> Result<Segment> {
-        let seg = Segment::create(name, size)?;
-        if let Err(e) = init(&seg) {
-            drop(seg.remove_on_drop());
-            return Err(e);
+        name.check_kind(PosixKind::SharedMemory)?;
+        let fail = |e: Error, op: &'static str| {
+            let e = e.in_op(op).on(name);
+            tracing::debug!(error = %e, "create shared memory failed");
+            e
+        };
+        if size == 0 || mode & !0o777 != 0 {
+            return Err(fail(
+                Error::with_note(
+                    ErrorKind::InvalidInput,
+                    format!("size {size} must be above 0 and mode {mode:#o} within 0o777"),
+                ),
+                "create shared memory",
+            ));
         }
+        let path = std::path::Path::new(SHM_DIR).join(name.file_name());
+        if rustix::fs::lstat(&path).is_ok() {
+            return Err(fail(Errno::EXIST.into(), "create shared memory"));
+        }
+        let fd = rustix::fs::open(
+            SHM_DIR,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| fail(e.into(), "open(O_TMPFILE)"))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail(e.into(), "fchmod"))?;
+        let no_room = |e: Errno| match e {
+            Errno::FBIG | Errno::NOSPC => {
+                Error::limit(SHM_ROOM, None).with_source(std::io::Error::from(e))
+            }
+            e => Error::from(e),
+        };
+        rustix::fs::ftruncate(&fd, size as u64).map_err(|e| fail(no_room(e), "ftruncate"))?;
+        // tmpfs grows a file without checking its free space, and a page the mount has no room
+        // for is a SIGBUS at the first touch: reserve every page now.
+        match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64) {
+            Ok(()) | Err(Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(fail(no_room(e), "fallocate")),
+        }
+        let seg = map_fd(fd, size, true, SegmentKind::Posix(name.clone()))?;
+        init(&seg)?;
+        let fd = seg.fd().expect("a POSIX segment keeps its descriptor");
+        ipc_core::fd::link_unnamed(fd, &path).map_err(|e| fail(e.into(), "linkat"))?;
+        tracing::trace!(%name, size, "created POSIX shared memory");
         Ok(seg)
     }
 
@@ -377,7 +381,7 @@ impl Segment {
 pub(crate) fn same_object(name: &PosixName, fd: BorrowedFd<'_>) -> Removable {
     match rustix::fs::fstat(fd) {
         Ok(st) => Removable::SameFile {
-            path: std::path::Path::new("/dev/shm").join(name.file_name()),
+            path: std::path::Path::new(SHM_DIR).join(name.file_name()),
             dev: st.st_dev,
             ino: st.st_ino,
         },

@@ -148,7 +148,7 @@ impl Kind {
     }
 
     /// Creates the POSIX segment `name` (exclusively, mode `0o600`) of `size` bytes after
-    /// `shape` passed, and runs `init` on it (removing the name if that fails).
+    /// `shape` passed, running `init` on it before it gets its name (`Segment::create_then`).
     pub(crate) fn create_posix(
         &self,
         name: impl TryInto<PosixName, Error = Error>,
@@ -162,7 +162,7 @@ impl Kind {
                 .in_op(format!("create {}", self.what))
                 .on(SegmentKind::Posix(name.clone()))
         })?;
-        Segment::create_then(&name, size, init)
+        Segment::create_then(&name, size, crate::DEFAULT_MODE, init)
     }
 
     /// Creates a sealed memfd segment of `size` bytes after `shape` passed, and runs `init`.
