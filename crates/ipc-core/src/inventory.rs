@@ -845,7 +845,7 @@ impl Holders {
                         };
                         // Only files have a name to hold ("socket:[N]", "pipe:[N]" do not).
                         if target.is_absolute() {
-                            if let Ok(st) = rustix::fs::stat(&fd.path()) {
+                            if let Ok(st) = rustix::fs::stat(fd.path()) {
                                 files.push((st.st_dev, st.st_ino));
                             }
                             paths.push(target);
