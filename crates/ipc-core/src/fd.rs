@@ -415,20 +415,34 @@ fn sigpipe_pending() -> bool {
 
 /// Gives the unnamed file open at `fd` (made with `O_TMPFILE`) the name `path`: `linkat` of
 /// `/proc/self/fd/N`, or, without `/proc`, of the descriptor itself (`AT_EMPTY_PATH`, which
-/// needs `CAP_DAC_READ_SEARCH`). Fails with `EEXIST` if anything is at `path` (a symbolic link
-/// there is not followed), so a file made whole in private appears under its name at once, or
-/// not at all.
+/// needs `CAP_DAC_READ_SEARCH`). Fails if anything is at `path` (a symbolic link there is not
+/// followed), so a file made whole in private appears under its name at once, or not at all.
+///
+/// Errors: [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) if the name is
+/// taken; [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) without `/proc` and
+/// without that capability; others as the kernel says.
 ///
 /// # References
 /// - [`open(2)`, `O_TMPFILE`](https://man7.org/linux/man-pages/man2/open.2.html)
 /// - [`linkat(2)`](https://man7.org/linux/man-pages/man2/linkat.2.html)
-pub fn link_unnamed(fd: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), Errno> {
+pub fn link_unnamed(fd: BorrowedFd<'_>, path: &std::path::Path) -> crate::Result<()> {
     use rustix::fs::{AtFlags, CWD, linkat};
     let via_proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match linkat(CWD, via_proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
-        Err(Errno::NOENT) => linkat(fd, "", CWD, path, AtFlags::EMPTY_PATH),
-        other => other,
-    }
+    let linked = match linkat(CWD, via_proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+        Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => {
+            linkat(fd, "", CWD, path, AtFlags::EMPTY_PATH).map_err(|e| match e {
+                Errno::NOENT | Errno::PERM => Error::with_note(
+                    crate::ErrorKind::Unsupported,
+                    "naming a file made unnamed (O_TMPFILE) needs /proc mounted, or \
+                     CAP_DAC_READ_SEARCH",
+                )
+                .with_source(e.into()),
+                e => Error::from(e),
+            })
+        }
+        other => other.map_err(Error::from),
+    };
+    linked.map_err(|e| e.in_op("linkat"))
 }
 
 #[cfg(test)]

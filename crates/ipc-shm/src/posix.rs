@@ -345,7 +345,11 @@ impl Segment {
         let seg = map_fd(fd, size, true, SegmentKind::Posix(name.clone()))?;
         init(&seg)?;
         let fd = seg.fd().expect("a POSIX segment keeps its descriptor");
-        ipc_core::fd::link_unnamed(fd, &path).map_err(|e| fail(e.into(), "linkat"))?;
+        ipc_core::fd::link_unnamed(fd, &path).map_err(|e| {
+            let e = e.on(name);
+            tracing::debug!(error = %e, "create shared memory failed");
+            e
+        })?;
         tracing::trace!(%name, size, "created POSIX shared memory");
         Ok(seg)
     }
