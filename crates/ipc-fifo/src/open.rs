@@ -660,7 +660,7 @@ mod tests {
         let fifo = Fifo::create(dir.join("f")).unwrap();
         let t = Target::resolve(fifo.path(), Owner::Me, "test").unwrap();
         // A pipe whose reader is gone: its write end reports POLLERR.
-        let (pr, pw) = rustix::pipe::pipe().unwrap();
+        let (pr, pw) = pipe_with(PipeFlags::CLOEXEC).unwrap();
         drop(pr);
         let e = t
             .open_writer(Deadline::after(Duration::from_secs(30)), &[pw.as_fd()])
