@@ -424,6 +424,8 @@ pub struct Listener {
     /// the FIFO can write anything there, so hellos are found by [`Hellos`], not by a frame
     /// decoder that one bad header would poison for good.
     reader: FifoReader,
+    /// The listener FIFO's inode (device, inode number): never one of a connection's.
+    inode: (u64, u64),
     hellos: Hellos,
     /// The handshakes in progress, oldest first: at most [`BACKLOG`].
     pending: Vec<Attempt>,
@@ -687,10 +689,13 @@ impl Listener {
         check_name_room(fifo.path())?;
         let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
+        let st = rustix::fs::fstat(&reader)
+            .map_err(|e| debug_err(Error::from(e).in_op("fstat").on(fifo.path().display())))?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
         Ok(Listener {
             fifo,
             reader,
+            inode: (st.st_dev, st.st_ino),
             hellos: Hellos::new(),
             pending: Vec::new(),
             handshake: HANDSHAKE,
@@ -780,11 +785,12 @@ impl Listener {
     ///   they cost this call (a cut header: at most one more), never the listener: any process
     ///   that can write the FIFO may write anything to it, and a later `accept` still finds
     ///   the next client's hello behind it.
-    /// - [`ErrorKind::AlreadyExists`]: a hello naming a pair whose handshake is in progress
-    ///   (sent twice, or by another process naming a client's pair): skipped, the handshake in
+    /// - [`ErrorKind::AlreadyExists`]: a hello naming a FIFO of a handshake in progress (sent
+    ///   twice, or by another process naming a client's pair): skipped, the handshake in
     ///   progress goes on.
     /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`]: the client's pair is missing or
-    ///   not FIFOs.
+    ///   not two FIFOs of its own (another file type, a symbolic link, hard links to one FIFO
+    ///   or to the listener's).
     /// - [`ErrorKind::PermissionDenied`]: the pair belongs to a user [`owner`](Listener::owner)
     ///   refuses (left alone), or this process may not open it (its mode does not let this
     ///   process's user in: the pair's names are removed, so its client stops waiting).
@@ -906,11 +912,22 @@ impl Listener {
         let c2s_t = Target::resolve(&c2s, self.owner, "accept")?;
         let s2c_t = Target::resolve(&s2c, self.owner, "accept")?;
         let (c2s_inode, s2c_inode) = (c2s_t.identity(), s2c_t.identity());
-        if self
-            .pending
-            .iter()
-            .any(|a| a.c2s_inode == c2s_inode || a.s2c_inode == s2c_inode)
-        {
+        // Hard links can make the names one FIFO, or the listener's: the server would hold the
+        // only writer of its own c2s and take it for the client's (a connection to itself,
+        // whose peer never leaves, or one that reads the listener's FIFO).
+        if c2s_inode == s2c_inode || self.inode == c2s_inode || self.inode == s2c_inode {
+            let e = Error::with_note(
+                ErrorKind::WrongType,
+                "not a connection's two FIFOs: hard links to one FIFO, or to the listener's",
+            );
+            return Err(debug_err(e.in_op("accept").on(c2s.display())));
+        }
+        let in_progress = |inode: (u64, u64)| {
+            self.pending
+                .iter()
+                .any(|a| a.c2s_inode == inode || a.s2c_inode == inode)
+        };
+        if in_progress(c2s_inode) || in_progress(s2c_inode) {
             let e = Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!("another hello for connection {id}, whose handshake is in progress"),

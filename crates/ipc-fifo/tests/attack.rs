@@ -701,8 +701,8 @@ fn a_short_handshake_timeout_turns_a_burst_of_stalled_hellos_away_in_time() {
 /// client finishes meanwhile and the next `accept` returns it (before, the attempt was given
 /// up with the call, and a server polling with `Deadline::Now` could serve no client that took
 /// longer than no time at all). A second hello naming that pair (resent, or sent by another
-/// process naming a client's pair) is refused with `AlreadyExists` and makes no second
-/// connection over the same FIFOs.
+/// process naming a client's pair), or a pair with one of its FIFOs (a hard link), is refused
+/// with `AlreadyExists` and makes no second connection over the same FIFOs.
 #[test]
 fn a_handshake_outlives_the_accept_that_started_it_and_is_accepted_once() {
     ipc_testkit::within_watchdog("a kept handshake", || {
@@ -724,6 +724,22 @@ fn a_handshake_outlives_the_accept_that_started_it_and_is_accepted_once() {
         hello
             .send(format!("IFH\x01{}.{}", std::process::id(), 900_000).as_bytes())
             .unwrap();
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        // A pair whose c2s is a hard link to that client's s2c (the server's own end writes
+        // it: it would take itself for this pair's client).
+        let id = format!("{}.{}", std::process::id(), 900_001);
+        let crossed = |suffix: &str| dir.join(&format!("server.{id}.{suffix}"));
+        std::fs::hard_link(client._s2c.path(), crossed("c2s")).unwrap();
+        let s2c = Fifo::create(crossed("s2c")).unwrap();
+        let _s2c_read = OpenOptions::new()
+            .nonblocking(true)
+            .open_read(&s2c)
+            .unwrap();
+        hello.send(format!("IFH\x01{id}").as_bytes()).unwrap();
         let e = listener
             .accept_deadline(Deadline::Now)
             .map(drop)

@@ -368,3 +368,38 @@ fn remove_stale_leaves_a_live_clients_pair_alone_whatever_its_pid_says() {
     assert_eq!(listener.remove_stale().unwrap(), 2);
     assert_eq!(entries(dir.path()), ["server"]);
 }
+
+/// A client that dies while its handshake is in progress (the server took its hello and has
+/// its pair open) is reported by the next `accept` as gone at once (its end of `s2c` closed),
+/// not after the handshake timeout, and its pair is stale. Fails if the server only noticed
+/// at the timeout (`TimedOut`).
+#[test]
+fn a_client_dying_while_its_handshake_is_in_progress_is_reported_as_gone() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut child = spawn("hello_then_park").arg(path.to_str().unwrap()).start();
+    child.wait_checkpoint("hello sent");
+    // Wait for the hello to be taken: the handshake is then in progress.
+    let deadline = Deadline::after(ipc_testkit::watchdog());
+    loop {
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        if e.to_string().contains("1 in progress") {
+            break;
+        }
+        assert!(!deadline.has_passed(), "the hello was not taken");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill_and_wait();
+    let (listener, e) = within_watchdog("accept", move || {
+        let e = listener.accept().map(drop).unwrap_err();
+        (listener, e)
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(listener.remove_stale().unwrap(), 2);
+    assert_eq!(entries(dir.path()), ["server"]);
+}
