@@ -429,6 +429,9 @@ pub struct Listener {
     hellos: Hellos,
     /// The handshakes in progress, oldest first: at most [`BACKLOG`].
     pending: Vec<Attempt>,
+    /// While handshakes are in progress: the non-blocking scratch pipe of the checks for their
+    /// clients' write ends (`tee(2)` into it; kept empty), made with the first of them.
+    scratch: Option<(OwnedFd, OwnedFd)>,
     handshake: Duration,
     max_message: usize,
     owner: Owner,
@@ -698,6 +701,7 @@ impl Listener {
             inode: (st.st_dev, st.st_ino),
             hellos: Hellos::new(),
             pending: Vec::new(),
+            scratch: None,
             handshake: HANDSHAKE,
             max_message: DEFAULT_MAX_MESSAGE,
             owner: Owner::Me,
@@ -806,13 +810,11 @@ impl Listener {
         // The first bytes skipped as junk, for the error (this path alone allocates). A run
         // of junk is reported once it is skipped; a hello behind it is left for the next call.
         let mut junk: Option<Vec<u8>> = None;
-        // The scratch pipe of the checks for clients' write ends, made on first use.
-        let mut scratch = None;
         let mut backoff = FIRST_BACKOFF;
         loop {
             // (Not in the middle of a run of junk: it is reported once skipped.)
             if junk.is_none() {
-                if let Some(done) = self.progress(&mut scratch) {
+                if let Some(done) = self.progress() {
                     return done;
                 }
             }
@@ -907,6 +909,13 @@ impl Listener {
             .to_owned();
         self.hellos.skip(len);
         drop(reserved);
+        if self.scratch.is_none() {
+            let p = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).map_err(|e| {
+                let e = descriptor_error(e).in_op("pipe2 (scratch for tee)");
+                accept_error(self.fifo.path(), e)
+            })?;
+            self.scratch = Some(p);
+        }
         let c2s = pair_path(self.fifo.path(), &id, C2S);
         let s2c = pair_path(self.fifo.path(), &id, S2C);
         let c2s_t = Target::resolve(&c2s, self.owner, "accept")?;
@@ -977,35 +986,32 @@ impl Listener {
 
     /// The first handshake in progress that finished, as a connection; else the first that
     /// failed, as its error (given up: its ends closed); `None` if all are still waiting.
-    fn progress(&mut self, scratch: &mut Option<(OwnedFd, OwnedFd)>) -> Option<Result<Connection>> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let scratch = match scratch {
-            Some(s) => s,
-            None => match pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
-                Ok(p) => scratch.insert(p),
-                Err(e) => {
-                    let e = descriptor_error(e).in_op("pipe2 (scratch for tee)");
-                    return Some(Err(accept_error(self.fifo.path(), e)));
-                }
-            },
-        };
-        let mut failed = None;
+    ///
+    /// Needs no new descriptor: a listener out of them still gives stalled handshakes up (and
+    /// so frees theirs).
+    fn progress(&mut self) -> Option<Result<Connection>> {
+        let scratch = self.scratch.as_ref()?;
+        let mut found = None;
         for (i, attempt) in self.pending.iter().enumerate() {
             match attempt.progress(scratch, self.handshake) {
                 Ok(Progress::Done) => {
-                    let attempt = self.pending.remove(i);
-                    return Some(self.finish(attempt));
+                    found = Some((i, None));
+                    break;
                 }
                 Ok(Progress::Waiting) => {}
                 Ok(Progress::Failed(e)) | Err(e) => {
-                    failed.get_or_insert((i, e));
+                    found.get_or_insert((i, Some(e)));
                 }
             }
         }
-        let (i, e) = failed?;
+        let (i, failed) = found?;
         let attempt = self.pending.remove(i);
+        if self.pending.is_empty() {
+            self.scratch = None;
+        }
+        let Some(e) = failed else {
+            return Some(self.finish(attempt));
+        };
         tracing::trace!(listener = %self.fifo.path().display(), id = attempt.id, "FIFO handshake given up");
         Some(Err(accept_error(self.fifo.path(), e)))
     }
@@ -1157,7 +1163,8 @@ fn check_name_room(path: &Path) -> Result<()> {
 }
 
 /// How many descriptors an accept opens once it took a hello: the pair's two `O_PATH`
-/// handles, its two ends, and the scratch pipe of the wait for the client's end.
+/// handles, its two ends, and the scratch pipe of the checks for the client's end (made with
+/// the first handshake in progress).
 const ACCEPT_FDS: usize = 6;
 
 /// [`ACCEPT_FDS`] descriptors (copies of `fd`), or the error of a process out of them

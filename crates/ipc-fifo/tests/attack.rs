@@ -303,7 +303,40 @@ fn listen_as_nobody(ctx: &Ctx) {
     ctx.park("refused");
 }
 
+/// `dir`: with a handshake in progress (a client that stopped after its hello), the process
+/// runs out of descriptors; the handshake's timeout passes: `accept` must give it up and say
+/// so (`TimedOut`, its two descriptors free again), not fail for want of a descriptor while
+/// the stalled handshake keeps holding its own.
+fn expire_short_of_descriptors(ctx: &Ctx) {
+    let path = Path::new(ctx.arg()).join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut hello = hello_sender(&path);
+    let idle = IdleClient::new(&path, 0, &mut hello);
+    let e = listener
+        .accept_deadline(Deadline::Now)
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    let null = small_descriptor_table();
+    let mut held = Vec::new();
+    take_every_descriptor(&mut held, &null);
+    listener.handshake_timeout(Duration::ZERO);
+    let e = listener
+        .accept_deadline(Deadline::Now)
+        .map(drop)
+        .unwrap_err();
+    assert!(is_handshake_timeout(&e), "{e}");
+    assert!(idle.given_up(), "the client was not told");
+    // Its two ends were freed (and the listener's scratch pipe, with no handshake left).
+    let before = held.len();
+    take_every_descriptor(&mut held, &null);
+    assert!(held.len() - before >= 2, "{} freed", held.len() - before);
+    held.clear();
+    eprintln!("checked");
+}
+
 roles!(
+    expire_short_of_descriptors,
     out_of_descriptors,
     nobody_is_refused,
     listen_as_nobody,
@@ -869,5 +902,21 @@ fn a_client_the_owner_policy_refuses_waits_until_its_deadline_and_no_longer() {
     let e = ipc_testkit::within_watchdog("connect", move || client.join().unwrap());
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     drop(listener);
+    assert_nothing_left(&dir);
+}
+
+/// A listener out of descriptors (RLIMIT_NOFILE) with a handshake in progress still gives it
+/// up when its timeout passes, which frees that handshake's descriptors. Failed without the
+/// fix: every `accept` failed with `LimitExceeded` (the pipe of its check for the client's
+/// write end), and the stalled handshake kept its descriptors for as long as the shortage
+/// lasted.
+#[test]
+fn a_listener_out_of_descriptors_still_gives_up_a_stalled_handshake() {
+    let dir = TempDir::new("fifo-attack-expire-nofile");
+    let out = spawn("expire_short_of_descriptors")
+        .arg(dir.path().to_str().unwrap())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
     assert_nothing_left(&dir);
 }
