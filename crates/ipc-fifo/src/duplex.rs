@@ -1048,8 +1048,9 @@ impl Listener {
     /// handshake and returns how many.
     ///
     /// A pair is stale when both hold: its pid (the first number of its name) does not exist
-    /// here (`kill(pid, 0)`), and no process holds the shared `flock(2)` that a client of this
-    /// crate takes on its `s2c` while it lives. The pid alone is not enough: it is the
+    /// here (`kill(pid, 0)`; a pid no process can have, 0 or beyond any `pid_max`, counts as
+    /// not existing), and no process holds the shared `flock(2)` that a client of this crate
+    /// takes on its `s2c` while it lives. The pid alone is not enough: it is the
     /// client's pid in *its* pid namespace, and a client in another one (a container sharing
     /// the directory) may live while that number names no process here; the lock is seen
     /// from any namespace. The other way round, a pid that exists here keeps a pair even if
@@ -1097,12 +1098,14 @@ impl Listener {
             if !valid_id(id) {
                 continue;
             }
-            let pid: i32 = id
+            // A pid no process can have (0, or beyond any pid_max) judges nothing: the lock
+            // alone decides.
+            let pid = id
                 .split('.')
                 .next()
                 .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            if rustix::process::Pid::from_raw(pid).is_none_or(pid_exists) {
+                .and_then(rustix::process::Pid::from_raw);
+            if pid.is_some_and(pid_exists) {
                 continue;
             }
             if locked_by_client(&pair_path(path, id, S2C), self.owner) {

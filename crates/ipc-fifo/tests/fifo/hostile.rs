@@ -274,3 +274,24 @@ fn accept_refuses_a_pair_that_is_one_fifo_or_the_listeners_own() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
 }
+
+/// Pairs whose names carry a pid that no process can have (0, above any `pid_max`, above
+/// `i32::MAX`), with nobody holding them: leftovers of no live client in any pid namespace,
+/// all removed by `remove_stale`. Before, pid 0 and pids beyond `i32::MAX` were taken for
+/// live (the pid did not parse, or named no single process) and such junk stayed for good,
+/// while a pid just above `pid_max` was removed. Failed without the fix: 2 removed, not 6.
+#[test]
+fn remove_stale_removes_pairs_of_pids_no_process_can_have() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let listener = Listener::bind(&path).unwrap();
+    for pid in ["0", "4194399", "99999999999"] {
+        for suffix in ["c2s", "s2c"] {
+            Fifo::create(format!("{}.{pid}.7.{suffix}", path.display()))
+                .unwrap()
+                .keep();
+        }
+    }
+    assert_eq!(listener.remove_stale().unwrap(), 6);
+    assert_eq!(entries(dir.path()), ["server"]);
+}
