@@ -328,8 +328,13 @@ impl ConnectOptions {
         let (id, c2s, s2c) = self.create_pair(path)?;
         let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));
 
+        // Both FIFOs through the handles the guards hold, not by name: a server that may not
+        // open them removes the names (at once, maybe before we look again).
+        let mine = OpenOptions::new();
+        let c2s_t = c2s.target(&mine, "connect")?.give_up_if_unlinked();
         // Our read end first, so the server's non-blocking write open finds a reader.
-        let reader = Target::resolve(s2c.path(), Owner::Me, "connect")?
+        let reader = s2c
+            .target(&mine, "connect")?
             .open_reader(Deadline::Now)
             .map_err(fail)?;
         // Shows `remove_stale` that a live process owns this pair, whatever pid namespace it
@@ -344,10 +349,10 @@ impl ConnectOptions {
         // listener's FIFO reports an error) or gives this handshake up after it took the hello
         // (it had s2c open for writing and closed it: s2c hangs up; or it may not open the
         // pair and removed the names: c2s has no name left).
-        let writer = Target::resolve(c2s.path(), Owner::Me, "connect")?
-            .give_up_if_unlinked()
+        let writer = c2s_t
             .open_writer(deadline, &[hello_tx.as_fd(), reader.as_fd()])
             .map_err(fail)?;
+        drop(c2s_t);
         // And for its write end on s2c; stop if it closes c2s.
         wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
         let (c2s_path, s2c_path) = (c2s.path().to_path_buf(), s2c.path().to_path_buf());
