@@ -995,7 +995,15 @@ impl Listener {
     /// Needs no new descriptor: a listener out of them still gives stalled handshakes up (and
     /// so frees theirs).
     fn progress(&mut self) -> Option<Result<Connection>> {
-        let scratch = self.scratch.as_ref()?;
+        if self.pending.is_empty() {
+            // (A handshake that failed to start may have made it.)
+            self.scratch = None;
+            return None;
+        }
+        let scratch = self
+            .scratch
+            .as_ref()
+            .expect("made with the first handshake in progress");
         let mut found = None;
         for (i, attempt) in self.pending.iter().enumerate() {
             match attempt.progress(scratch, self.handshake) {
