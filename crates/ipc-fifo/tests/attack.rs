@@ -284,8 +284,9 @@ fn connect_short_of_descriptors(ctx: &Ctx) {
 }
 
 /// `path`: as `nobody`, binds a listener at `path` taking root's pairs, accepts one client,
-/// whose pair (mode `0o600`, root's) it may not open: `PermissionDenied`. Then parks with the
-/// listener open, so its client cannot learn anything from the listener going away.
+/// whose pair (mode `0o600`, root's) it may not open: `PermissionDenied` (or `NotFound` if the
+/// client gave up first). Then parks with the listener open, so its client cannot learn
+/// anything from the listener going away.
 fn listen_as_nobody(ctx: &Ctx) {
     // SAFETY: plain credential calls with valid arguments (an empty group list); glibc applies
     // them to every thread of this child process.
@@ -299,7 +300,11 @@ fn listen_as_nobody(ctx: &Ctx) {
         .accept_timeout(ipc_testkit::watchdog())
         .map(drop)
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // NotFound: a client with a short deadline gave up (and removed its pair) first.
+    assert!(
+        matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound),
+        "{e}"
+    );
     ctx.park("refused");
 }
 
@@ -876,6 +881,42 @@ fn a_client_whose_pair_the_server_may_not_open_is_told_not_left_waiting() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     // The killed server's FIFO; no pair.
+    assert_eq!(left, ["server"], "left behind");
+}
+
+/// The limit of the above: in a sticky directory (as `/tmp` is) the server may remove only
+/// its own files, so a pair it may not open stays, and its client's deadline ends its wait
+/// (`TimedOut`), the pair removed by the client. As root only (it needs another uid).
+#[test]
+fn a_client_whose_pair_the_server_can_neither_open_nor_remove_waits_until_its_deadline() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: no other user to run the server as; skipped");
+        return;
+    }
+    let dir = TempDir::new("fifo-pair-mode-sticky");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = dir.join("server");
+    let mut server = spawn("listen_as_nobody")
+        .arg(path.to_str().unwrap())
+        .start();
+    server.wait_checkpoint("listening");
+    let p = path.clone();
+    let e = ipc_testkit::within_watchdog("connect", move || {
+        ConnectOptions::new()
+            .owner(ipc_fifo::Owner::Uid(65534))
+            .timeout(Duration::from_secs(1))
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    server.wait_checkpoint("refused");
+    server.kill_and_wait();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(left, ["server"], "left behind");
 }
 
