@@ -375,7 +375,7 @@ impl Fifo {
         options.write_target(self.target(options, "open FIFO for writing")?, deadline)
     }
 
-    fn target(&self, options: &crate::OpenOptions, op: &'static str) -> Result<Target> {
+    pub(crate) fn target(&self, options: &crate::OpenOptions, op: &'static str) -> Result<Target> {
         let Some(u) = &self.unlink else {
             unreachable!("a guard's unlink record lives until the guard is consumed or dropped")
         };

@@ -9,22 +9,29 @@
 //! 1. opens the well-known FIFO for writing (this waits for a server, as a FIFO open does);
 //! 2. creates two FIFOs beside it, `<name>.<pid>.<n>.c2s` (client to server) and
 //!    `<name>.<pid>.<n>.s2c` (server to client), mode `0o600`;
-//! 3. opens `s2c` for reading without waiting, so the server's write open will find a reader;
+//! 3. opens `s2c` for reading without waiting, so the server's write open will find a reader,
+//!    and takes a shared `flock(2)` on it, held while it lives (see
+//!    [`remove_stale`](Listener::remove_stale));
 //! 4. sends a hello record naming `<pid>.<n>` on the well-known FIFO (one atomic write, so any
 //!    number of clients can connect at once);
 //! 5. opens `c2s` for writing, which waits until the server opened it for reading, and then
 //!    waits until the server has `s2c` open for writing (a server that gives the handshake up
 //!    closes its end of `s2c`: the client sees it hang up and fails with
-//!    [`ErrorKind::Disconnected`] instead of waiting for good);
+//!    [`ErrorKind::Disconnected`] instead of waiting for good; a server that may not open the
+//!    pair removes its names instead, which the client sees as well);
 //! 6. unlinks both names: the connection needs no names any more.
 //!
-//! The server's [`accept`](Listener::accept) reads one hello, opens `s2c` for writing and
-//! `c2s` for reading (with the same type and owner checks as any open, and only names of the
-//! form above, beside its own FIFO), waits for the client's write end, and unlinks both names.
-//! A peer that dies during the handshake is noticed (its end of the other FIFO closes) and
-//! reported as [`ErrorKind::Disconnected`]; it does not hang the other side. A client that
-//! lives but stops after its hello gets [`HANDSHAKE`] (5 s) to open its end; then that
-//! attempt is [`ErrorKind::TimedOut`] and the server's next `accept` serves the next client.
+//! The server's [`accept`](Listener::accept) reads hellos, opens each client's `s2c` for
+//! writing and `c2s` for reading (with the same type and owner checks as any open, and only
+//! names of the form above, beside its own FIFO), and returns the first connection whose
+//! client opened its write end, unlinking both names. Handshakes wait side by side (up to
+//! [`BACKLOG`] of them, kept by the listener between calls), so a client that is slow or
+//! stops after its hello holds up nobody behind it: it gets the listener's
+//! [handshake timeout](Listener::handshake_timeout) ([`HANDSHAKE`], 5 s, by default) to open
+//! its end, and then that attempt is given up and reported by an `accept` as
+//! [`ErrorKind::TimedOut`]. A peer that dies during the handshake is noticed (its end of the
+//! other FIFO closes) and reported as [`ErrorKind::Disconnected`]; it does not hang the other
+//! side.
 //! Whatever else lands in the well-known FIFO (any process that may write it can write
 //! anything) is skipped as [`ErrorKind::Corrupted`] up to the next place a hello could start:
 //! the server reads hellos by scanning for them, not with a frame decoder that one bad header
@@ -33,20 +40,26 @@
 //! After the handshake each direction has exactly one writer, so messages can be of any size
 //! (up to [`max_message`](ConnectOptions::max_message)).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_core::fd::{Interest, set_nonblocking};
 use ipc_core::frame::{FRAME_HEADER_LEN, MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 use ipc_core::pipe::descriptor_error;
 use ipc_core::stream::DEFAULT_MAX_MESSAGE;
-use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result};
+use ipc_core::{
+    Blocked, Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Removable, Result,
+};
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::fs::{FlockOperation, OFlags, flock};
+use rustix::io::Errno;
+use rustix::pipe::{PipeFlags, pipe_with};
 
 use crate::Owner;
 use crate::ends::{FifoReceiver, FifoSender};
-use crate::open::{Target, debug_err, wait_for_writer};
+use crate::open::{FIRST_BACKOFF, MAX_BACKOFF, Target, debug_err, wait_for_writer, writer_present};
 use crate::{CreateOptions, DEFAULT_MODE, Fifo, FifoReader, FifoWriter, OpenOptions};
 
 /// The first bytes of a hello record: "IFH" and the protocol version.
@@ -57,10 +70,17 @@ const C2S: &str = "c2s";
 const S2C: &str = "s2c";
 /// The longest connection id in a hello (`<pid>.<n>`, decimal).
 const MAX_ID_LEN: usize = 21;
-/// How long [`Listener::accept`] waits, after a client's hello, for that client to open its
-/// end of the pair (a client of this crate does so at once): a client that sent a hello and
-/// stops there costs its own connection attempt, not the listener.
+/// The default [handshake timeout](Listener::handshake_timeout): how long a [`Listener`]
+/// waits, after it took a client's hello, for that client to open its end of the pair (a
+/// client of this crate does so at once). A client that sent a hello and stops there costs
+/// its own connection attempt, not the listener.
 pub const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// The most handshakes a [`Listener`] has in progress at once: hellos taken whose clients have
+/// not opened their end yet, each holding two descriptors. Further hellos wait in the
+/// listener's FIFO until one finishes or its [handshake timeout](Listener::handshake_timeout)
+/// passes.
+pub const BACKLOG: usize = 16;
 
 static PAIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -259,8 +279,16 @@ impl ConnectOptions {
     /// - [`ErrorKind::NoPeer`]: no server, and [`Deadline::Now`].
     /// - [`ErrorKind::WouldBlock`]: a server listens, and [`Deadline::Now`] (a probe: nothing
     ///   is sent).
-    /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline.
-    /// - [`ErrorKind::Disconnected`]: the server went away during the handshake.
+    /// - [`ErrorKind::TimedOut`]: no server, or it did not accept, before the deadline. A
+    ///   server whose owner policy ([`Listener::owner`]) refuses this process's user does not
+    ///   touch its connection FIFOs and so cannot say so: without a deadline, such a connect
+    ///   waits for good.
+    /// - [`ErrorKind::Disconnected`]: the server went away during the handshake, or gave it
+    ///   up: its [handshake timeout](Listener::handshake_timeout) passed, or it may not open
+    ///   the connection's FIFOs (their [`mode`](ConnectOptions::mode) does not let the
+    ///   server's user in) and removed their names. A server that can neither open nor remove
+    ///   them (another user, in a sticky directory such as `/tmp`) cannot tell the client: it
+    ///   waits until its deadline.
     /// - the errors of [`OpenOptions::open_write`] on `path` and of [`Fifo::create`] beside it.
     ///
     /// # References
@@ -300,20 +328,31 @@ impl ConnectOptions {
         let (id, c2s, s2c) = self.create_pair(path)?;
         let fail = |e: Error| debug_err(e.in_op("connect").on(path.display()));
 
+        // Both FIFOs through the handles the guards hold, not by name: a server that may not
+        // open them removes the names (at once, maybe before we look again).
+        let mine = OpenOptions::new();
+        let c2s_t = c2s.target(&mine, "connect")?.give_up_if_unlinked();
         // Our read end first, so the server's non-blocking write open finds a reader.
-        let reader = Target::resolve(s2c.path(), Owner::Me, "connect")?
+        let reader = s2c
+            .target(&mine, "connect")?
             .open_reader(Deadline::Now)
             .map_err(fail)?;
+        // Shows `remove_stale` that a live process owns this pair, whatever pid namespace it
+        // judges our pid in. Taken without waiting: only a `remove_stale` judging this very
+        // pair holds the lock, and if it removes the names the wait below notices.
+        let _ = flock(&reader, FlockOperation::NonBlockingLockShared);
         let mut hello = HELLO_MAGIC.to_vec();
         hello.extend_from_slice(id.as_bytes());
         hello_tx.send_deadline(&hello, deadline)?;
 
         // Wait for the server to open c2s for reading; stop if the server goes away (the
         // listener's FIFO reports an error) or gives this handshake up after it took the hello
-        // (it had s2c open for writing and closed it: s2c hangs up).
-        let writer = Target::resolve(c2s.path(), Owner::Me, "connect")?
+        // (it had s2c open for writing and closed it: s2c hangs up; or it may not open the
+        // pair and removed the names: c2s has no name left).
+        let writer = c2s_t
             .open_writer(deadline, &[hello_tx.as_fd(), reader.as_fd()])
             .map_err(fail)?;
+        drop(c2s_t);
         // And for its write end on s2c; stop if it closes c2s.
         wait_for_writer(reader.as_fd(), deadline, Some(writer.as_fd())).map_err(fail)?;
         let (c2s_path, s2c_path) = (c2s.path().to_path_buf(), s2c.path().to_path_buf());
@@ -390,9 +429,89 @@ pub struct Listener {
     /// the FIFO can write anything there, so hellos are found by [`Hellos`], not by a frame
     /// decoder that one bad header would poison for good.
     reader: FifoReader,
+    /// The listener FIFO's inode (device, inode number): never one of a connection's.
+    inode: (u64, u64),
     hellos: Hellos,
+    /// The handshakes in progress, oldest first: at most [`BACKLOG`].
+    pending: Vec<Attempt>,
+    /// While handshakes are in progress: the non-blocking scratch pipe of the checks for their
+    /// clients' write ends (`tee(2)` into it; kept empty), made with the first of them.
+    scratch: Option<(OwnedFd, OwnedFd)>,
+    handshake: Duration,
     max_message: usize,
     owner: Owner,
+}
+
+/// A handshake in progress: the client's hello was taken and the server's ends of its pair are
+/// open; it waits for the client's write end on `c2s`.
+#[derive(Debug)]
+struct Attempt {
+    id: String,
+    c2s: PathBuf,
+    s2c: PathBuf,
+    /// The inodes checked when the names were opened: only these are unlinked.
+    c2s_inode: (u64, u64),
+    s2c_inode: (u64, u64),
+    /// The server's end of `s2c` (writing), non-blocking until the connection is made.
+    writer: OwnedFd,
+    /// The server's end of `c2s` (reading), non-blocking until the connection is made.
+    reader: OwnedFd,
+    /// When the hello was taken.
+    taken: Instant,
+}
+
+/// Where a handshake in progress stands.
+enum Progress {
+    /// The client opened its write end (or wrote, or came and went already).
+    Done,
+    Waiting,
+    /// The client closed its end of `s2c`, or the handshake timeout passed.
+    Failed(Error),
+}
+
+impl Attempt {
+    /// Where the handshake stands, without waiting. `scratch`: a non-blocking pipe for the
+    /// check for the client's write end.
+    fn progress(&self, scratch: &(OwnedFd, OwnedFd), handshake: Duration) -> Result<Progress> {
+        let mut fds = [
+            PollFd::new(&self.reader, PollFlags::IN),
+            PollFd::new(&self.writer, PollFlags::empty()),
+        ];
+        match poll(&mut fds, Deadline::Now.timespec().as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::from(e).in_op("poll")),
+        }
+        // Data, or a hang-up (a writer came, and maybe went already): the client did its part
+        // (if it died since, the connection reports it).
+        if !fds[0].revents().is_empty() {
+            return Ok(Progress::Done);
+        }
+        if writer_present(self.reader.as_fd(), scratch.1.as_fd())? {
+            // A byte that arrived since the poll was copied: keep the scratch pipe empty.
+            let _ = rustix::io::read(&scratch.0, &mut [0u8; 8]);
+            return Ok(Progress::Done);
+        }
+        if !fds[1].revents().is_empty() {
+            return Ok(Progress::Failed(Error::with_note(
+                ErrorKind::Disconnected,
+                format!(
+                    "client {} closed its end of the connection during the handshake",
+                    self.id
+                ),
+            )));
+        }
+        if self.taken.elapsed() >= handshake {
+            return Ok(Progress::Failed(Error::with_note(
+                ErrorKind::TimedOut,
+                format!(
+                    "client {} did not open its end of the connection within the handshake \
+                     timeout ({handshake:?}); the attempt was given up",
+                    self.id
+                ),
+            )));
+        }
+        Ok(Progress::Waiting)
+    }
 }
 
 /// The smallest payload of a hello frame: the magic and `<pid>.<n>`.
@@ -578,11 +697,17 @@ impl Listener {
         check_name_room(fifo.path())?;
         let reader = fifo.open_read_with(OpenOptions::new().wait(Deadline::Now).keep_open(true))?;
         reader.set_nonblocking(false)?;
+        let st = rustix::fs::fstat(&reader)
+            .map_err(|e| debug_err(Error::from(e).in_op("fstat").on(fifo.path().display())))?;
         tracing::trace!(path = %fifo.path().display(), "FIFO listener bound");
         Ok(Listener {
             fifo,
             reader,
+            inode: (st.st_dev, st.st_ino),
             hellos: Hellos::new(),
+            pending: Vec::new(),
+            scratch: None,
+            handshake: HANDSHAKE,
             max_message: DEFAULT_MAX_MESSAGE,
             owner: Owner::Me,
         })
@@ -600,8 +725,27 @@ impl Listener {
     }
 
     /// The user a client's connection FIFOs must belong to (default [`Owner::Me`]).
+    ///
+    /// The listener does not touch a pair of another user (not even to tell its client no):
+    /// such a hello fails an `accept` with [`ErrorKind::PermissionDenied`], and its client
+    /// waits until its own deadline.
     pub fn owner(&mut self, owner: Owner) -> &mut Listener {
         self.owner = owner;
+        self
+    }
+
+    /// How long a client gets, once the listener took its hello, to open its end of the
+    /// connection (default [`HANDSHAKE`], 5 s). A client of this crate does so within
+    /// moments; one that stops after its hello (or a process that only sends hellos) holds
+    /// two of the listener's descriptors and one of its [`BACKLOG`] places until then, and
+    /// then costs one `accept` an [`ErrorKind::TimedOut`]. It holds up no other client,
+    /// unless [`BACKLOG`] of them stall at once: then the next hello waits until the first
+    /// of them times out. A shorter timeout frees those places sooner; one shorter than a
+    /// busy machine takes to schedule the client turns honest clients away.
+    ///
+    /// Applies to the handshakes in progress too.
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Listener {
+        self.handshake = timeout;
         self
     }
 
@@ -615,18 +759,32 @@ impl Listener {
         self.accept_deadline(Deadline::after(timeout))
     }
 
-    /// Accepts the next client: reads its hello, opens its pair, waits until the client has its
-    /// ends open (until `deadline`, and at most [`HANDSHAKE`] after the hello), and unlinks the
-    /// pair's names.
+    /// Accepts the next client: reads hellos, opens each client's pair, and returns the first
+    /// connection whose client has its ends open (until `deadline`), unlinking the pair's
+    /// names.
     ///
-    /// Every error concerns one connection attempt: the listener stays usable. So a client
-    /// that sends a hello and never opens its end holds an `accept` without a deadline for
-    /// [`HANDSHAKE`] (5 s), not for good, and the next `accept` serves the next client.
+    /// Handshakes run side by side: a hello whose client has not opened its end yet is kept in
+    /// progress (by the listener, from one call to the next: at most [`BACKLOG`] of them) while
+    /// the next hellos are taken, and whichever client finishes first is returned first. So a
+    /// client that sends a hello and stops there holds up no one behind it; after the
+    /// [handshake timeout](Listener::handshake_timeout) ([`HANDSHAKE`], 5 s, by default) its
+    /// attempt is given up (its client sees that) and reported by one call as
+    /// [`ErrorKind::TimedOut`]. A handshake in progress when `deadline` passes is kept for the
+    /// next call (its client may finish meanwhile: its `connect` returns once the server has
+    /// both its ends open); dropping the listener gives them all up.
+    ///
+    /// Every error concerns one connection attempt (or none): the listener stays usable. A
+    /// finished handshake is returned before a failed one is reported.
+    ///
+    /// Waits with `poll(2)` on the listener's FIFO and on the ends of the handshakes in
+    /// progress, and checks for each client's write end with a non-consuming `tee(2)` in
+    /// growing pauses of at most 5 ms (the arrival of a writer wakes no `poll`).
     ///
     /// # Errors
-    /// - [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]: no client (or its handshake did
-    ///   not finish) before the deadline, or the client that sent a hello did not open its
-    ///   end within [`HANDSHAKE`].
+    /// - [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]: no client finished its
+    ///   handshake before the deadline (the handshakes in progress are kept).
+    /// - [`ErrorKind::TimedOut`] naming the client: a client that sent a hello did not open its
+    ///   end within the handshake timeout.
     /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
     ///   handshake.
     /// - [`ErrorKind::Corrupted`]: bytes on the listener's FIFO that are not a hello of this
@@ -636,100 +794,294 @@ impl Listener {
     ///   they cost this call (a cut header: at most one more), never the listener: any process
     ///   that can write the FIFO may write anything to it, and a later `accept` still finds
     ///   the next client's hello behind it.
-    /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`], [`ErrorKind::PermissionDenied`]:
-    ///   the client's pair is missing, not FIFOs, or owned by another user.
+    /// - [`ErrorKind::AlreadyExists`]: a hello naming a FIFO of a handshake in progress (sent
+    ///   twice, or by another process naming a client's pair): skipped, the handshake in
+    ///   progress goes on.
+    /// - [`ErrorKind::NotFound`], [`ErrorKind::WrongType`]: the client's pair is missing or
+    ///   not two FIFOs of its own (another file type, a symbolic link, hard links to one FIFO
+    ///   or to the listener's).
+    /// - [`ErrorKind::PermissionDenied`]: the pair belongs to a user [`owner`](Listener::owner)
+    ///   refuses (left alone), or this process may not open it (its mode does not let this
+    ///   process's user in: the pair's names are removed, so its client stops waiting).
     /// - [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` and its value: the process has
     ///   fewer than the six descriptors a handshake needs. Checked before the hello is taken:
     ///   the client's hello stays for the next `accept`.
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html),
-    ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected)
+    ///   [`tee(2)`](https://man7.org/linux/man-pages/man2/tee.2.html) (how a writer is detected),
+    ///   [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
     pub fn accept_deadline(&mut self, deadline: Deadline) -> Result<Connection> {
-        let fail = |e: Error| debug_err(e.in_op("accept").on(self.fifo.path().display()));
-        let not_a_hello = |seen: &[u8]| {
-            fail(Error::corrupted(format!(
-                "not a connection hello (skipped): {:?}",
-                String::from_utf8_lossy(seen)
-            )))
-        };
         // The first bytes skipped as junk, for the error (this path alone allocates). A run
         // of junk is reported once it is skipped; a hello behind it is left for the next call.
         let mut junk: Option<Vec<u8>> = None;
-        let len = loop {
-            match self.hellos.head() {
-                Head::Hello(len) if junk.is_none() => break len,
-                Head::Junk { skip, whole } => {
-                    let seen = junk.get_or_insert_with(Vec::new);
-                    let keep = skip.min(64usize.saturating_sub(seen.len()));
-                    seen.extend_from_slice(&self.hellos.bytes()[..keep]);
-                    self.hellos.skip(skip);
-                    if whole {
-                        // One record that is no hello: one failed attempt.
-                        return Err(not_a_hello(seen));
-                    }
-                }
-                Head::Hello(_) | Head::More if junk.is_some() => {
-                    return Err(not_a_hello(&junk.unwrap_or_default()));
-                }
-                Head::Hello(_) => unreachable!("a hello with no junk before it is taken above"),
-                Head::More => {
-                    let room = self.hellos.room();
-                    let wanted = room.len();
-                    let n = self.reader.read_deadline(room, deadline)?;
-                    if n == 0 {
-                        return Err(fail(Error::with_note(
-                            ErrorKind::Disconnected,
-                            "the listener's FIFO has no writer left",
-                        )));
-                    }
-                    self.hellos.end += n;
-                    self.hellos.drained = n < wanted;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            // (Not in the middle of a run of junk: it is reported once skipped.)
+            if junk.is_none() {
+                if let Some(done) = self.progress() {
+                    return done;
                 }
             }
-        };
+            let room = self.pending.len() < BACKLOG;
+            if room {
+                match self.hellos.head() {
+                    Head::Hello(len) if junk.is_none() => {
+                        self.start(len)?;
+                        backoff = FIRST_BACKOFF;
+                        continue;
+                    }
+                    Head::Junk { skip, whole } => {
+                        let seen = junk.get_or_insert_with(Vec::new);
+                        let keep = skip.min(64usize.saturating_sub(seen.len()));
+                        seen.extend_from_slice(&self.hellos.bytes()[..keep]);
+                        self.hellos.skip(skip);
+                        if whole {
+                            // One record that is no hello: one failed attempt.
+                            return Err(not_a_hello(self.fifo.path(), seen));
+                        }
+                        continue;
+                    }
+                    Head::Hello(_) | Head::More if junk.is_some() => {
+                        return Err(not_a_hello(self.fifo.path(), &junk.unwrap_or_default()));
+                    }
+                    Head::Hello(_) => unreachable!("a hello with no junk before it is taken above"),
+                    Head::More => {}
+                }
+            }
+            if self.pending.is_empty() {
+                // Nothing in progress: wait for hellos alone (this path allocates nothing).
+                self.read_hellos(deadline)?;
+                continue;
+            }
+            if room {
+                match self.read_hellos(Deadline::Now) {
+                    Ok(()) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if deadline.has_passed() {
+                let e = deadline
+                    .expired_error(Blocked::Empty)
+                    .with_detail(Detail::Note(
+                        format!(
+                            "no client finished its handshake ({} in progress, kept)",
+                            self.pending.len()
+                        )
+                        .into(),
+                    ));
+                return Err(accept_error(self.fifo.path(), e));
+            }
+            self.wait(room, deadline.min(Deadline::after(backoff)))?;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Reads what the listener's FIFO holds into the hello buffer, waiting until `deadline`
+    /// for something.
+    fn read_hellos(&mut self, deadline: Deadline) -> Result<()> {
+        let room = self.hellos.room();
+        let wanted = room.len();
+        let n = self.reader.read_deadline(room, deadline)?;
+        if n == 0 {
+            return Err(accept_error(
+                self.fifo.path(),
+                Error::with_note(
+                    ErrorKind::Disconnected,
+                    "the listener's FIFO has no writer left",
+                ),
+            ));
+        }
+        self.hellos.end += n;
+        self.hellos.drained = n < wanted;
+        Ok(())
+    }
+
+    /// Takes the hello of `len` bytes at the head of the buffer and opens its client's pair: a
+    /// new handshake in progress.
+    fn start(&mut self, len: usize) -> Result<()> {
         // The descriptors the handshake needs, taken before the hello leaves the buffer: a
         // listener out of them fails this call and keeps the hello for the next one (its
         // client waits, as for a busy server) rather than drop a client that would wait for
         // good. Released just before use (another thread could take them meanwhile: then an
         // open below fails as it would have).
-        let reserved = reserve_descriptors(self.reader.as_fd()).map_err(fail)?;
+        let reserved = reserve_descriptors(self.reader.as_fd())
+            .map_err(|e| accept_error(self.fifo.path(), e))?;
         let payload = &self.hellos.bytes()[FRAME_HEADER_LEN + HELLO_MAGIC.len()..len];
         let id = std::str::from_utf8(payload)
             .expect("hello_at checked the id")
             .to_owned();
         self.hellos.skip(len);
         drop(reserved);
-        let c2s_path = pair_path(self.fifo.path(), &id, C2S);
-        let s2c_path = pair_path(self.fifo.path(), &id, S2C);
-        let c2s_t = Target::resolve(&c2s_path, self.owner, "accept")?;
-        let s2c_t = Target::resolve(&s2c_path, self.owner, "accept")?;
+        if self.scratch.is_none() {
+            let p = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).map_err(|e| {
+                let e = descriptor_error(e).in_op("pipe2 (scratch for tee)");
+                accept_error(self.fifo.path(), e)
+            })?;
+            self.scratch = Some(p);
+        }
+        let c2s = pair_path(self.fifo.path(), &id, C2S);
+        let s2c = pair_path(self.fifo.path(), &id, S2C);
+        let c2s_t = Target::resolve(&c2s, self.owner, "accept")?;
+        let s2c_t = Target::resolve(&s2c, self.owner, "accept")?;
+        let (c2s_inode, s2c_inode) = (c2s_t.identity(), s2c_t.identity());
+        // Hard links can make the names one FIFO, or the listener's: the server would hold the
+        // only writer of its own c2s and take it for the client's (a connection to itself,
+        // whose peer never leaves, or one that reads the listener's FIFO).
+        if c2s_inode == s2c_inode || self.inode == c2s_inode || self.inode == s2c_inode {
+            let e = Error::with_note(
+                ErrorKind::WrongType,
+                "not a connection's two FIFOs: hard links to one FIFO, or to the listener's",
+            );
+            return Err(debug_err(e.in_op("accept").on(c2s.display())));
+        }
+        let in_progress = |inode: (u64, u64)| {
+            self.pending
+                .iter()
+                .any(|a| a.c2s_inode == inode || a.s2c_inode == inode)
+        };
+        if in_progress(c2s_inode) || in_progress(s2c_inode) {
+            let e = Error::with_note(
+                ErrorKind::AlreadyExists,
+                format!("another hello for connection {id}, whose handshake is in progress"),
+            );
+            return Err(accept_error(self.fifo.path(), e));
+        }
+        // May not open the pair (its mode leaves this process's user out; its owner passed):
+        // remove its names, so that its client, waiting for our end of c2s, stops waiting.
+        let gave_up = |e: Error| {
+            let e = if e.kind() == ErrorKind::PermissionDenied {
+                let removed = unlink_if_same(c2s_inode, &c2s) & unlink_if_same(s2c_inode, &s2c);
+                e.with_detail(Detail::Note(
+                    if removed {
+                        "this process may not open the client's connection FIFOs (see \
+                         ConnectOptions::mode); their names were removed, so the client stops \
+                         waiting"
+                    } else {
+                        "this process may not open the client's connection FIFOs (see \
+                         ConnectOptions::mode), nor remove their names: the client waits \
+                         until its deadline"
+                    }
+                    .into(),
+                ))
+            } else {
+                e
+            };
+            accept_error(self.fifo.path(), e)
+        };
         // The client opened its read end before it sent the hello: no waiting. No reader means
         // the client is gone. Opened first: from here on, whatever ends this attempt closes it,
         // and the client, waiting for our end of c2s, sees s2c hang up and stops waiting.
-        let writer = s2c_t.open_writer(Deadline::Now, &[]).map_err(fail)?;
-        let reader = c2s_t.open_reader(Deadline::Now).map_err(fail)?;
-        let handshake = deadline.min(Deadline::after(HANDSHAKE));
-        wait_for_writer(reader.as_fd(), handshake, Some(writer.as_fd())).map_err(fail)?;
-        // The client has both its ends open now; unlink the names (it does too, whoever is
-        // first), so a client that dies next leaves nothing behind.
-        for (t, p) in [(&c2s_t, &c2s_path), (&s2c_t, &s2c_path)] {
-            unlink_if_same(t, p);
+        let writer = s2c_t.open_writer(Deadline::Now, &[]).map_err(gave_up)?;
+        let reader = c2s_t.open_reader(Deadline::Now).map_err(gave_up)?;
+        tracing::trace!(listener = %self.fifo.path().display(), id, "FIFO handshake started");
+        self.pending.push(Attempt {
+            id,
+            c2s,
+            s2c,
+            c2s_inode,
+            s2c_inode,
+            writer,
+            reader,
+            taken: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// The first handshake in progress that finished, as a connection; else the first that
+    /// failed, as its error (given up: its ends closed); `None` if all are still waiting.
+    ///
+    /// Needs no new descriptor: a listener out of them still gives stalled handshakes up (and
+    /// so frees theirs).
+    fn progress(&mut self) -> Option<Result<Connection>> {
+        if self.pending.is_empty() {
+            // (A handshake that failed to start may have made it.)
+            self.scratch = None;
+            return None;
         }
-        tracing::trace!(listener = %self.fifo.path().display(), id, "FIFO connection accepted");
-        connection(writer, s2c_path, reader, c2s_path, self.max_message).map_err(fail)
+        let scratch = self
+            .scratch
+            .as_ref()
+            .expect("made with the first handshake in progress");
+        let mut found = None;
+        for (i, attempt) in self.pending.iter().enumerate() {
+            match attempt.progress(scratch, self.handshake) {
+                Ok(Progress::Done) => {
+                    found = Some((i, None));
+                    break;
+                }
+                Ok(Progress::Waiting) => {}
+                Ok(Progress::Failed(e)) | Err(e) => {
+                    found.get_or_insert((i, Some(e)));
+                }
+            }
+        }
+        let (i, failed) = found?;
+        let attempt = self.pending.remove(i);
+        if self.pending.is_empty() {
+            self.scratch = None;
+        }
+        let Some(e) = failed else {
+            return Some(self.finish(attempt));
+        };
+        tracing::trace!(listener = %self.fifo.path().display(), id = attempt.id, "FIFO handshake given up");
+        Some(Err(accept_error(self.fifo.path(), e)))
+    }
+
+    /// The connection of a finished handshake; its names unlinked (the client unlinks them
+    /// too, whoever is first), so a client that dies next leaves nothing behind.
+    fn finish(&self, a: Attempt) -> Result<Connection> {
+        unlink_if_same(a.c2s_inode, &a.c2s);
+        unlink_if_same(a.s2c_inode, &a.s2c);
+        tracing::trace!(listener = %self.fifo.path().display(), id = a.id, "FIFO connection accepted");
+        connection(a.writer, a.s2c, a.reader, a.c2s, self.max_message)
+            .map_err(|e| accept_error(self.fifo.path(), e))
+    }
+
+    /// Waits until `until` for a hello (if `hellos`) or for news from a handshake in progress
+    /// (data or a hang-up on its c2s, an error on its s2c). The arrival of a client's write end
+    /// wakes nothing: the caller waits in short slices.
+    fn wait(&self, hellos: bool, until: Deadline) -> Result<()> {
+        let mut fds = Vec::with_capacity(1 + 2 * self.pending.len());
+        if hellos {
+            fds.push(PollFd::new(&self.reader, PollFlags::IN));
+        }
+        for a in &self.pending {
+            fds.push(PollFd::new(&a.reader, PollFlags::IN));
+            fds.push(PollFd::new(&a.writer, PollFlags::empty()));
+        }
+        match poll(&mut fds, until.timespec().as_ref()) {
+            Ok(_) | Err(Errno::INTR) => Ok(()),
+            Err(e) => Err(accept_error(self.fifo.path(), Error::from(e).in_op("poll"))),
+        }
     }
 
     /// Removes connection FIFOs beside the listener left by clients that died during a
-    /// handshake (their pid no longer exists) and returns how many. A pid reused by an
-    /// unrelated process keeps its leftovers until that process is gone too.
+    /// handshake and returns how many.
     ///
-    /// Reads the directory, checks each pid with `kill(pid, 0)`, and unlinks (`unlink(2)`)
-    /// only FIFOs that pass the owner check. Never blocks.
+    /// A pair is stale when both hold: its pid (the first number of its name) does not exist
+    /// here (`kill(pid, 0)`; a pid no process can have, 0 or beyond any `pid_max`, counts as
+    /// not existing), and no process holds the shared `flock(2)` that a client of this crate
+    /// takes on its `s2c` while it lives. The pid alone is not enough: it is the
+    /// client's pid in *its* pid namespace, and a client in another one (a container sharing
+    /// the directory) may live while that number names no process here; the lock is seen
+    /// from any namespace. The other way round, a pid that exists here keeps a pair even if
+    /// its client died elsewhere (or the pid was reused): such leftovers stay until that
+    /// process is gone too. Limits: a client of an older version takes no lock (its pair is
+    /// judged by its pid alone), and a client caught between creating its pair and locking
+    /// it (a few system calls) may lose its names if its pid looks dead here; its `connect`
+    /// then fails with [`ErrorKind::Disconnected`] rather than wait.
+    ///
+    /// Reads the directory, checks each pid with `kill(pid, 0)`, opens a suspect's `s2c` for
+    /// reading without waiting (which disturbs no client) to try `flock(LOCK_EX | LOCK_NB)`,
+    /// and unlinks (`unlink(2)`) only FIFOs that pass the owner check. Never blocks.
     ///
     /// # References
     /// - [`kill(2)`](https://man7.org/linux/man-pages/man2/kill.2.html),
-    ///   [`unlink(2)`](https://man7.org/linux/man-pages/man2/unlink.2.html)
+    ///   [`flock(2)`](https://man7.org/linux/man-pages/man2/flock.2.html),
+    ///   [`unlink(2)`](https://man7.org/linux/man-pages/man2/unlink.2.html),
+    ///   [`pid_namespaces(7)`](https://man7.org/linux/man-pages/man7/pid_namespaces.7.html)
     pub fn remove_stale(&self) -> Result<usize> {
         let path = self.fifo.path();
         let fail =
@@ -759,23 +1111,42 @@ impl Listener {
             if !valid_id(id) {
                 continue;
             }
-            let pid: i32 = id
+            // A pid no process can have (0, or beyond any pid_max) judges nothing: the lock
+            // alone decides.
+            let pid = id
                 .split('.')
                 .next()
                 .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            if rustix::process::Pid::from_raw(pid).is_none_or(pid_exists) {
+                .and_then(rustix::process::Pid::from_raw);
+            if pid.is_some_and(pid_exists) {
+                continue;
+            }
+            if locked_by_client(&pair_path(path, id, S2C), self.owner) {
                 continue;
             }
             let p = entry.path();
             if let Ok(t) = Target::resolve(&p, self.owner, "remove stale") {
-                if unlink_if_same(&t, &p) {
+                if unlink_if_same(t.identity(), &p) {
                     removed += 1;
                 }
             }
         }
         Ok(removed)
     }
+}
+
+/// Whether a live process holds a lock on the FIFO at `s2c` (a client of this crate locks its
+/// `s2c` while it lives); true when that cannot be told (the FIFO cannot be opened). No FIFO
+/// there, or one that `owner` refuses (whose names are not removed anyway): false.
+fn locked_by_client(s2c: &Path, owner: Owner) -> bool {
+    let Ok(t) = Target::resolve(s2c, owner, "remove stale") else {
+        return false;
+    };
+    // A read end: its open never waits and wakes no one (a client waits for a writer).
+    let Ok(fd) = t.reopen(OFlags::RDONLY | OFlags::NONBLOCK) else {
+        return true;
+    };
+    flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err()
 }
 
 /// The most bytes a connection FIFO's name adds to the listener's: `.`, the id, `.c2s`.
@@ -808,7 +1179,8 @@ fn check_name_room(path: &Path) -> Result<()> {
 }
 
 /// How many descriptors an accept opens once it took a hello: the pair's two `O_PATH`
-/// handles, its two ends, and the scratch pipe of the wait for the client's end.
+/// handles, its two ends, and the scratch pipe of the checks for the client's end (made with
+/// the first handshake in progress).
 const ACCEPT_FDS: usize = 6;
 
 /// [`ACCEPT_FDS`] descriptors (copies of `fd`), or the error of a process out of them
@@ -826,9 +1198,24 @@ fn pid_exists(pid: rustix::process::Pid) -> bool {
     )
 }
 
-/// Unlinks `path` if it still names the inode `t` checked; whether it did.
-fn unlink_if_same(t: &Target, path: &Path) -> bool {
-    let (dev, ino) = t.identity();
+/// The error of an `accept`, naming the listener.
+fn accept_error(listener: &Path, e: Error) -> Error {
+    debug_err(e.in_op("accept").on(listener.display()))
+}
+
+/// The error for bytes skipped as no hello; `seen`: the first of them.
+fn not_a_hello(listener: &Path, seen: &[u8]) -> Error {
+    accept_error(
+        listener,
+        Error::corrupted(format!(
+            "not a connection hello (skipped): {:?}",
+            String::from_utf8_lossy(seen)
+        )),
+    )
+}
+
+/// Unlinks `path` if it still names the inode `(dev, ino)` that was checked; whether it did.
+fn unlink_if_same((dev, ino): (u64, u64), path: &Path) -> bool {
     Removable::SameFile {
         path: path.to_path_buf(),
         dev,

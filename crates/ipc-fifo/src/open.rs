@@ -18,10 +18,10 @@ use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, tee};
 use crate::{FifoReader, FifoWriter};
 
 /// The first pause between two checks for the other end of a FIFO.
-const FIRST_BACKOFF: Duration = Duration::from_micros(50);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_micros(50);
 /// The longest pause between two checks for the other end of a FIFO: also the longest a bounded
 /// open can lag behind the peer's arrival.
-const MAX_BACKOFF: Duration = Duration::from_millis(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_millis(5);
 
 /// How long an open waits for the other end, as given to [`OpenOptions::wait`] or
 /// [`OpenOptions::timeout`]: a timeout starts counting when the open is called.
@@ -297,6 +297,9 @@ pub(crate) struct Target {
     path: PathBuf,
     /// Whether reopening goes through `/proc/self/fd` (cleared if `/proc` turns out missing).
     via_proc: bool,
+    /// Whether [`open_writer`](Target::open_writer) stops waiting once the checked FIFO has no
+    /// name left (see [`Target::give_up_if_unlinked`]).
+    give_up_if_unlinked: bool,
 }
 
 impl Target {
@@ -335,7 +338,23 @@ impl Target {
             stat,
             path: path.to_path_buf(),
             via_proc,
+            give_up_if_unlinked: false,
         })
+    }
+
+    /// Makes [`open_writer`](Target::open_writer) fail with [`ErrorKind::Disconnected`] once the
+    /// FIFO it waits on has no name left (`st_nlink` 0 on the checked handle): no process can
+    /// open it by path any more, so no reader will come. A duplex client waits so for the
+    /// server, which removes the connection's names when it gives the handshake up without
+    /// being able to open them.
+    pub(crate) fn give_up_if_unlinked(mut self) -> Target {
+        self.give_up_if_unlinked = true;
+        self
+    }
+
+    /// Whether the checked inode has no name left. An `fstat` that fails says nothing: false.
+    fn unlinked(&self) -> bool {
+        fstat(&self.handle).is_ok_and(|st| st.st_nlink == 0)
     }
 
     /// Opens the checked FIFO with `flags` (`O_CLOEXEC` added). Through `/proc/self/fd/N` when
@@ -406,7 +425,11 @@ impl Target {
         deadline: Deadline,
         watch: &[BorrowedFd<'_>],
     ) -> Result<OwnedFd> {
-        if deadline == Deadline::Never && watch.is_empty() && self.can_block() {
+        if deadline == Deadline::Never
+            && watch.is_empty()
+            && !self.give_up_if_unlinked
+            && self.can_block()
+        {
             loop {
                 match self.reopen(OFlags::WRONLY) {
                     Err(e) if e.errno() == Some(Errno::INTR) => continue,
@@ -432,6 +455,13 @@ impl Target {
             }
             if peer_left {
                 return Err(peer_gone());
+            }
+            if self.give_up_if_unlinked && self.unlinked() {
+                return Err(Error::with_note(
+                    ErrorKind::Disconnected,
+                    "the FIFO was removed while this end waited for a reader: no reader can \
+                     open it any more",
+                ));
             }
             if deadline.has_passed() {
                 return Err(Error::with_note(
@@ -501,11 +531,8 @@ pub(crate) fn wait_for_writer(
     // Set once `watch` reported its peer gone: one more check, then give up.
     let mut peer_left = false;
     loop {
-        match tee(fd, &scratch_w, 1, SpliceFlags::NONBLOCK) {
-            Ok(0) => {}                                 // no writer, nothing queued
-            Ok(_) | Err(Errno::AGAIN) => return Ok(()), // data queued, or a writer is there
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(Error::from(e).in_op("tee")),
+        if writer_present(fd, scratch_w.as_fd())? {
+            return Ok(());
         }
         if peer_left {
             return Err(peer_gone());
@@ -521,6 +548,20 @@ pub(crate) fn wait_for_writer(
             Woke::Timeout => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Whether the FIFO read end `fd` (non-blocking) has a writer or data queued: a one-byte
+/// `tee(2)` into the scratch pipe whose write end is `scratch` (see [`wait_for_writer`]). A
+/// byte it copied stays in the scratch pipe: make a new one per wait, or drain it.
+pub(crate) fn writer_present(fd: BorrowedFd<'_>, scratch: BorrowedFd<'_>) -> Result<bool> {
+    loop {
+        match tee(fd, scratch, 1, SpliceFlags::NONBLOCK) {
+            Ok(0) => return Ok(false),                    // no writer, nothing queued
+            Ok(_) | Err(Errno::AGAIN) => return Ok(true), // data queued, or a writer is there
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::from(e).in_op("tee")),
+        }
     }
 }
 
@@ -660,7 +701,7 @@ mod tests {
         let fifo = Fifo::create(dir.join("f")).unwrap();
         let t = Target::resolve(fifo.path(), Owner::Me, "test").unwrap();
         // A pipe whose reader is gone: its write end reports POLLERR.
-        let (pr, pw) = rustix::pipe::pipe().unwrap();
+        let (pr, pw) = pipe_with(PipeFlags::CLOEXEC).unwrap();
         drop(pr);
         let e = t
             .open_writer(Deadline::after(Duration::from_secs(30)), &[pw.as_fd()])

@@ -1,15 +1,16 @@
 //! Hostile tests of ipc-fifo: creating and opening FIFOs with the process out of descriptors
 //! (RLIMIT_NOFILE) at every step that needs one, and opens racing a swap of the FIFO for a
-//! regular file, a default ACL on the directory trying to widen a new FIFO's exact mode, and
-//! a client that sends a listener its hello and goes no further, and a listener accepting
-//! with too few descriptors left.
+//! regular file, a default ACL on the directory trying to widen a new FIFO's exact mode, a
+//! listener accepting with too few descriptors left; and for the duplex handshake: clients
+//! that send a listener their hello and go no further (one, or a burst beyond the backlog), a
+//! hello naming a pair in progress, and clients whose pair the server may not open or refuses.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_fifo::{ConnectOptions, Fifo, Listener, OpenOptions};
+use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
+use ipc_fifo::{BACKLOG, ConnectOptions, Fifo, HANDSHAKE, Listener, OpenOptions};
 use ipc_testkit::{Ctx, TempDir, roles, spawn};
 use rustix::io::Errno;
 
@@ -282,9 +283,68 @@ fn connect_short_of_descriptors(ctx: &Ctx) {
     eprintln!("checked");
 }
 
+/// `path`: as `nobody`, binds a listener at `path` taking root's pairs, accepts one client,
+/// whose pair (mode `0o600`, root's) it may not open: `PermissionDenied` (or `NotFound` if the
+/// client gave up first). Then parks with the listener open, so its client cannot learn
+/// anything from the listener going away.
+fn listen_as_nobody(ctx: &Ctx) {
+    // SAFETY: plain credential calls with valid arguments (an empty group list); glibc applies
+    // them to every thread of this child process.
+    let rc =
+        unsafe { libc::setgroups(0, std::ptr::null()) | libc::setgid(65534) | libc::setuid(65534) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let mut listener = Listener::bind(ctx.arg()).unwrap();
+    listener.owner(ipc_fifo::Owner::Uid(0));
+    ctx.checkpoint("listening");
+    let e = listener
+        .accept_timeout(ipc_testkit::watchdog())
+        .map(drop)
+        .unwrap_err();
+    // NotFound: a client with a short deadline gave up (and removed its pair) first.
+    assert!(
+        matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound),
+        "{e}"
+    );
+    ctx.park("refused");
+}
+
+/// `dir`: with a handshake in progress (a client that stopped after its hello), the process
+/// runs out of descriptors; the handshake's timeout passes: `accept` must give it up and say
+/// so (`TimedOut`, its two descriptors free again), not fail for want of a descriptor while
+/// the stalled handshake keeps holding its own.
+fn expire_short_of_descriptors(ctx: &Ctx) {
+    let path = Path::new(ctx.arg()).join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut hello = hello_sender(&path);
+    let idle = IdleClient::new(&path, 0, &mut hello);
+    let e = listener
+        .accept_deadline(Deadline::Now)
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    let null = small_descriptor_table();
+    let mut held = Vec::new();
+    take_every_descriptor(&mut held, &null);
+    listener.handshake_timeout(Duration::ZERO);
+    let e = listener
+        .accept_deadline(Deadline::Now)
+        .map(drop)
+        .unwrap_err();
+    assert!(is_handshake_timeout(&e), "{e}");
+    assert!(idle.given_up(), "the client was not told");
+    // Its two ends were freed (and the listener's scratch pipe, with no handshake left).
+    let before = held.len();
+    take_every_descriptor(&mut held, &null);
+    assert!(held.len() - before >= 2, "{} freed", held.len() - before);
+    held.clear();
+    eprintln!("checked");
+}
+
 roles!(
+    expire_short_of_descriptors,
     out_of_descriptors,
     nobody_is_refused,
+    listen_as_nobody,
     accept_short_of_descriptors,
     connect_and_ping,
     connect_short_of_descriptors
@@ -485,56 +545,258 @@ fn a_fifo_swapped_with_a_regular_file_during_opens_is_never_opened_as_the_file()
     );
 }
 
-/// A client that sends a listener its hello (naming a pair it made, its read end open) and
-/// never opens its write end: `accept` without a deadline waited for it for good, and every
-/// client after it with it. Now that attempt is `TimedOut` after `HANDSHAKE`, and the next
-/// `accept` serves the honest client queued behind it. Fails (at the watchdog) with the
-/// handshake bounded by the caller's deadline alone.
-#[test]
-fn a_client_that_stops_after_its_hello_costs_one_attempt_not_the_listener() {
-    use ipc_core::{MessageReceiver, MessageSender};
-    use ipc_fifo::{Connection, Listener};
-    ipc_testkit::within_watchdog("half a handshake", || {
-        let dir = TempDir::new("fifo-half-hello");
-        let path = dir.join("server");
-        let mut listener = Listener::bind(&path).unwrap();
-        // The stalling client, by hand: its pair beside the listener, its read end open, its
-        // hello sent; then nothing.
-        let id = format!("{}.999999", std::process::id());
+/// A client made by hand that sends a listener its hello (its pair beside the listener, its
+/// read end of `s2c` open) and then does nothing: a stalled client, or a process that only
+/// sends hellos. Its guards remove the pair.
+struct IdleClient {
+    _c2s: Fifo,
+    _s2c: Fifo,
+    /// Its end of `s2c` (non-blocking): reads `EAGAIN` while the server has its end open,
+    /// end-of-file once the server gave the handshake up.
+    s2c_read: ipc_fifo::FifoReader,
+}
+
+impl IdleClient {
+    /// Sends the hello for id `<our pid>.<n>` to the listener at `path` through `hello`.
+    fn new(path: &Path, n: usize, hello: &mut ipc_fifo::FifoSender) -> IdleClient {
+        let id = format!("{}.{}", std::process::id(), 900_000 + n);
         let pair = |suffix: &str| {
             let mut name = path.as_os_str().to_os_string();
             name.push(format!(".{id}.{suffix}"));
             std::path::PathBuf::from(name)
         };
-        let _c2s = Fifo::create(pair("c2s")).unwrap();
-        let _s2c = Fifo::create(pair("s2c")).unwrap();
-        let _s2c_read = OpenOptions::new()
+        let c2s = Fifo::create(pair("c2s")).unwrap();
+        let s2c = Fifo::create(pair("s2c")).unwrap();
+        let s2c_read = OpenOptions::new()
             .nonblocking(true)
-            .open_read(pair("s2c"))
-            .unwrap();
-        let mut hello = OpenOptions::new()
-            .open_write(&path)
-            .unwrap()
-            .into_atomic_sender()
+            .open_read(&s2c)
             .unwrap();
         hello
             .send(&[b"IFH\x01".as_slice(), id.as_bytes()].concat())
             .unwrap();
-        // An honest client queued behind it.
-        let honest = std::thread::spawn({
-            let path = path.clone();
-            move || {
-                let mut c = Connection::connect(&path).unwrap();
-                c.send(b"after the staller").unwrap();
+        IdleClient {
+            _c2s: c2s,
+            _s2c: s2c,
+            s2c_read,
+        }
+    }
+
+    /// Opens its end of `c2s` (the server has its read end open): its handshake is done.
+    fn finish(&self) -> ipc_fifo::FifoWriter {
+        OpenOptions::new()
+            .nonblocking(true)
+            .open_write(self._c2s.path())
+            .unwrap()
+    }
+
+    /// Whether the server gave its handshake up: `s2c` had a writer, and has none now.
+    fn given_up(&self) -> bool {
+        let mut b = [0u8; 1];
+        match rustix::io::read(&self.s2c_read, &mut b) {
+            Ok(0) => true,
+            Err(Errno::AGAIN) => false,
+            r => panic!("read of s2c: {r:?}"),
+        }
+    }
+}
+
+/// A sender of hellos to the listener at `path`.
+fn hello_sender(path: &Path) -> ipc_fifo::FifoSender {
+    OpenOptions::new()
+        .open_write(path)
+        .unwrap()
+        .into_atomic_sender()
+        .unwrap()
+}
+
+/// An honest client of the listener at `path` on a thread: connects and sends `msg`, retrying
+/// (a few times) if the listener turned it away, which a short handshake timeout may do to a
+/// client that a loaded machine did not run in time.
+fn honest_client(path: &Path, msg: &'static [u8]) -> std::thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        for attempt in 0.. {
+            match ConnectOptions::new()
+                .timeout(ipc_testkit::watchdog())
+                .connect(&path)
+            {
+                Ok(mut c) => {
+                    if c.send(msg).is_ok() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Disconnected && attempt < 5 => {}
+                Err(e) => panic!("honest client: {e}"),
             }
-        });
-        let e = listener.accept().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        }
+    })
+}
+
+/// Whether `e` is the error of a handshake given up for its timeout (not of an accept whose
+/// own deadline passed).
+fn is_handshake_timeout(e: &ipc_core::Error) -> bool {
+    e.kind() == ErrorKind::TimedOut && e.to_string().contains("within the handshake timeout")
+}
+
+/// Clients that send a listener their hello (naming a pair they made, their read end open) and
+/// never open their write end held up every client behind them: `accept` gave each the whole
+/// fixed `HANDSHAKE` (5 s) in turn, so the honest client queued behind three of them waited
+/// 15 s, and an `accept` returned `TimedOut` three times before it. Now their handshakes wait
+/// side by side and the first `accept` returns the honest client, whatever the timeout; the
+/// stalled ones are given up after the listener's handshake timeout (their clients see `s2c`
+/// hang up), one `TimedOut` each, and then there is nothing left. Failed without the fix
+/// (one handshake at a time): the first `accept` waited for the first stalled client.
+#[test]
+fn clients_that_stop_after_their_hello_hold_up_no_client_behind_them() {
+    ipc_testkit::within_watchdog("stalled hellos", || {
+        let dir = TempDir::new("fifo-half-hello");
+        let path = dir.join("server");
+        let mut listener = Listener::bind(&path).unwrap();
+        let mut hello = hello_sender(&path);
+        let idle: Vec<_> = (0..3)
+            .map(|n| IdleClient::new(&path, n, &mut hello))
+            .collect();
+        let honest = honest_client(&path, b"after the stallers");
+        // A timeout no stalled client reaches here, however loaded the machine: they are
+        // still in progress when the honest client is accepted.
+        listener.handshake_timeout(ipc_testkit::watchdog());
         let mut c = listener.accept().unwrap();
         let mut buf = [0u8; 64];
         let n = c.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"after the staller");
+        assert_eq!(&buf[..n], b"after the stallers");
         honest.join().unwrap();
+        assert!(
+            idle.iter().all(|c| !c.given_up()),
+            "stalled clients given up before their timeout"
+        );
+        listener.handshake_timeout(Duration::from_millis(1));
+        for _ in &idle {
+            let e = listener.accept().map(drop).unwrap_err();
+            assert!(is_handshake_timeout(&e), "{e}");
+        }
+        assert!(
+            idle.iter().all(IdleClient::given_up),
+            "a client was not told"
+        );
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    });
+}
+
+/// The handshake bound is the listener's option: with it short, a burst of stalled hellos
+/// costs the timeout per [`BACKLOG`] of them, and the honest client queued behind them all
+/// (three backlogs' worth) is accepted well within one default `HANDSHAKE`, which a fixed
+/// 5 s bound would need three times over (and a listener serving one hello at a time, 48
+/// times). Each stalled hello comes back as exactly one `TimedOut`. No assertion on speed but
+/// that generous bound: the expected time is three timeouts of 100 ms.
+#[test]
+fn a_short_handshake_timeout_turns_a_burst_of_stalled_hellos_away_in_time() {
+    ipc_testkit::within_watchdog("a burst of stalled hellos", || {
+        let dir = TempDir::new("fifo-hello-burst");
+        let path = dir.join("server");
+        let mut listener = Listener::bind(&path).unwrap();
+        listener.handshake_timeout(Duration::from_millis(100));
+        let mut hello = hello_sender(&path);
+        let k = 3 * BACKLOG;
+        let idle: Vec<_> = (0..k)
+            .map(|n| IdleClient::new(&path, n, &mut hello))
+            .collect();
+        let honest = honest_client(&path, b"behind the burst");
+        let by = Deadline::after(HANDSHAKE);
+        let mut given_up = 0;
+        let mut c = loop {
+            match listener.accept_deadline(by) {
+                Ok(c) => break c,
+                Err(e) if is_handshake_timeout(&e) => given_up += 1,
+                Err(e) => panic!(
+                    "the honest client was not accepted in time ({given_up} stalled ones turned away): {e}"
+                ),
+            }
+        };
+        let mut buf = [0u8; 64];
+        let n = c.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"behind the burst");
+        honest.join().unwrap();
+        while given_up < k {
+            let e = listener.accept().map(drop).unwrap_err();
+            assert!(is_handshake_timeout(&e), "{e}");
+            given_up += 1;
+        }
+        assert!(
+            idle.iter().all(IdleClient::given_up),
+            "a client was not told"
+        );
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    });
+}
+
+/// An `accept` whose own deadline passes while a handshake is in progress keeps it: the
+/// client finishes meanwhile and the next `accept` returns it (before, the attempt was given
+/// up with the call, and a server polling with `Deadline::Now` could serve no client that took
+/// longer than no time at all). A second hello naming that pair (resent, or sent by another
+/// process naming a client's pair), or a pair with one of its FIFOs (a hard link), is refused
+/// with `AlreadyExists` and makes no second connection over the same FIFOs.
+#[test]
+fn a_handshake_outlives_the_accept_that_started_it_and_is_accepted_once() {
+    ipc_testkit::within_watchdog("a kept handshake", || {
+        let dir = TempDir::new("fifo-kept-handshake");
+        let path = dir.join("server");
+        let mut listener = Listener::bind(&path).unwrap();
+        let mut hello = hello_sender(&path);
+        let client = IdleClient::new(&path, 0, &mut hello);
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        assert!(
+            !client.given_up(),
+            "the handshake was given up with the call"
+        );
+        // The same hello again, as a process naming this client's pair would send it.
+        hello
+            .send(format!("IFH\x01{}.{}", std::process::id(), 900_000).as_bytes())
+            .unwrap();
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        // A pair whose c2s is a hard link to that client's s2c (the server's own end writes
+        // it: it would take itself for this pair's client).
+        let id = format!("{}.{}", std::process::id(), 900_001);
+        let crossed = |suffix: &str| dir.join(&format!("server.{id}.{suffix}"));
+        std::fs::hard_link(client._s2c.path(), crossed("c2s")).unwrap();
+        let s2c = Fifo::create(crossed("s2c")).unwrap();
+        let _s2c_read = OpenOptions::new()
+            .nonblocking(true)
+            .open_read(&s2c)
+            .unwrap();
+        hello.send(format!("IFH\x01{id}").as_bytes()).unwrap();
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        let mut w = client.finish();
+        let mut c = listener.accept_deadline(Deadline::Now).unwrap();
+        std::io::Write::write_all(&mut w, &[2, 0, 0, 0, b'h', b'i']).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(c.recv(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"hi");
+        // No second connection over the same FIFOs.
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
     });
 }
 
@@ -578,4 +840,126 @@ fn a_client_out_of_descriptors_at_any_step_names_rlimit_nofile_and_leaves_nothin
         .collect();
     assert_eq!(left, ["server"], "left behind");
     drop(listener);
+}
+
+/// A client whose pair the server may not open (the server runs as another user, the pair's
+/// mode is `0o600`) waited for good without a deadline, and until its deadline with one, as
+/// `TimedOut`: the server gave the hello up with nothing the client could see. Now the server
+/// removes the pair's names (its owner policy allowed the pair; only the mode kept it out)
+/// and the client, watching its `c2s`, fails with `Disconnected`. The server parks with its
+/// listener open, so the client cannot have learnt it from the listener going away. Fails
+/// without the fix (`TimedOut` after the watchdog). As root only (it needs another uid).
+#[test]
+fn a_client_whose_pair_the_server_may_not_open_is_told_not_left_waiting() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: no other user to run the server as; skipped");
+        return;
+    }
+    let dir = TempDir::new("fifo-pair-mode");
+    // The server (nobody) creates its listener and removes names here; not sticky.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.join("server");
+    let mut server = spawn("listen_as_nobody")
+        .arg(path.to_str().unwrap())
+        .start();
+    server.wait_checkpoint("listening");
+    let p = path.clone();
+    let e = ipc_testkit::within_watchdog("connect", move || {
+        ConnectOptions::new()
+            .owner(ipc_fifo::Owner::Uid(65534))
+            .timeout(ipc_testkit::watchdog())
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    server.wait_checkpoint("refused");
+    server.kill_and_wait();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // The killed server's FIFO; no pair.
+    assert_eq!(left, ["server"], "left behind");
+}
+
+/// The limit of the above: in a sticky directory (as `/tmp` is) the server may remove only
+/// its own files, so a pair it may not open stays, and its client's deadline ends its wait
+/// (`TimedOut`), the pair removed by the client. As root only (it needs another uid).
+#[test]
+fn a_client_whose_pair_the_server_can_neither_open_nor_remove_waits_until_its_deadline() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: no other user to run the server as; skipped");
+        return;
+    }
+    let dir = TempDir::new("fifo-pair-mode-sticky");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = dir.join("server");
+    let mut server = spawn("listen_as_nobody")
+        .arg(path.to_str().unwrap())
+        .start();
+    server.wait_checkpoint("listening");
+    let p = path.clone();
+    let e = ipc_testkit::within_watchdog("connect", move || {
+        ConnectOptions::new()
+            .owner(ipc_fifo::Owner::Uid(65534))
+            .timeout(Duration::from_secs(1))
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    server.wait_checkpoint("refused");
+    server.kill_and_wait();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["server"], "left behind");
+}
+
+/// A client whose pair the server refuses by its owner policy: the server leaves another
+/// user's files alone, so it cannot tell the client, and the client's deadline is what ends
+/// its wait (`TimedOut`, its pair removed), while the server's `accept` reports the refusal.
+#[test]
+fn a_client_the_owner_policy_refuses_waits_until_its_deadline_and_no_longer() {
+    let dir = TempDir::new("fifo-pair-owner");
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    listener.owner(ipc_fifo::Owner::Uid(54_321));
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        ConnectOptions::new()
+            .timeout(Duration::from_millis(200))
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    let (e, listener) = ipc_testkit::within_watchdog("accept", move || {
+        let mut listener = listener;
+        (listener.accept().map(drop).unwrap_err(), listener)
+    });
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = ipc_testkit::within_watchdog("connect", move || client.join().unwrap());
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    drop(listener);
+    assert_nothing_left(&dir);
+}
+
+/// A listener out of descriptors (RLIMIT_NOFILE) with a handshake in progress still gives it
+/// up when its timeout passes, which frees that handshake's descriptors. Failed without the
+/// fix: every `accept` failed with `LimitExceeded` (the pipe of its check for the client's
+/// write end), and the stalled handshake kept its descriptors for as long as the shortage
+/// lasted.
+#[test]
+fn a_listener_out_of_descriptors_still_gives_up_a_stalled_handshake() {
+    let dir = TempDir::new("fifo-attack-expire-nofile");
+    let out = spawn("expire_short_of_descriptors")
+        .arg(dir.path().to_str().unwrap())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+    assert_nothing_left(&dir);
 }

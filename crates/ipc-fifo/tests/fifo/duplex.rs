@@ -311,3 +311,95 @@ fn a_listener_name_with_no_room_for_its_clients_fifos_is_refused_at_bind() {
     }
     client.wait_success();
 }
+
+/// `remove_stale` judged a pair by the pid in its name alone, checked in the listener's pid
+/// namespace; a client in another one (a container sharing the directory) has a pid there
+/// that may name no process here, and its live handshake lost its names. Here a live
+/// client's pair is renamed to a pid that exists nowhere (above `pid_max`), as such a client's
+/// would look: it must be left alone while the client lives (the client's lock on `s2c`
+/// says so), and removed once it is gone. Failed without the fix: the first `remove_stale`
+/// removed 2.
+#[test]
+fn remove_stale_leaves_a_live_clients_pair_alone_whatever_its_pid_says() {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    let dir = scratch();
+    let path = dir.join("server");
+    let listener = Listener::bind(&path).unwrap();
+    let p = path.clone();
+    // Never accepted: it waits mid-handshake until the listener goes.
+    let client = std::thread::spawn(move || {
+        ConnectOptions::new()
+            .timeout(ipc_testkit::watchdog())
+            .connect(&p)
+            .map(drop)
+            .unwrap_err()
+    });
+    // Its hello is sent once its pair is made and locked.
+    let peek = openat(
+        CWD,
+        &path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    let deadline = Deadline::after(ipc_testkit::watchdog());
+    while rustix::io::ioctl_fionread(&peek).unwrap() == 0 {
+        assert!(!deadline.has_passed(), "no hello came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let own = format!("server.{}.", std::process::id());
+    let mut renamed = Vec::new();
+    for name in entries(dir.path()) {
+        if let Some(rest) = name.strip_prefix(&own) {
+            let to = format!("server.4194399.{rest}");
+            std::fs::rename(dir.join(&name), dir.join(&to)).unwrap();
+            renamed.push(to);
+        }
+    }
+    assert_eq!(renamed.len(), 2, "{:?}", entries(dir.path()));
+    assert_eq!(listener.remove_stale().unwrap(), 0, "a live client's pair");
+    assert_eq!(entries(dir.path()).len(), 3);
+    // No reader of the listener's FIFO left: the client sees the server gone.
+    drop((peek, listener));
+    let e = within_watchdog("connect", move || client.join().unwrap());
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    // The client is gone (its guards did not find the renamed names): now they are stale.
+    let listener = Listener::bind(&path).unwrap();
+    assert_eq!(listener.remove_stale().unwrap(), 2);
+    assert_eq!(entries(dir.path()), ["server"]);
+}
+
+/// A client that dies while its handshake is in progress (the server took its hello and has
+/// its pair open) is reported by the next `accept` as gone at once (its end of `s2c` closed),
+/// not after the handshake timeout, and its pair is stale. Fails if the server only noticed
+/// at the timeout (`TimedOut`).
+#[test]
+fn a_client_dying_while_its_handshake_is_in_progress_is_reported_as_gone() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let mut child = spawn("hello_then_park").arg(path.to_str().unwrap()).start();
+    child.wait_checkpoint("hello sent");
+    // Wait for the hello to be taken: the handshake is then in progress.
+    let deadline = Deadline::after(ipc_testkit::watchdog());
+    loop {
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+        if e.to_string().contains("1 in progress") {
+            break;
+        }
+        assert!(!deadline.has_passed(), "the hello was not taken");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill_and_wait();
+    let (listener, e) = within_watchdog("accept", move || {
+        let e = listener.accept().map(drop).unwrap_err();
+        (listener, e)
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(listener.remove_stale().unwrap(), 2);
+    assert_eq!(entries(dir.path()), ["server"]);
+}

@@ -228,3 +228,70 @@ fn accept_and_remove_stale_refuse_hostile_connection_names() {
         drop((k1, k2));
     }
 }
+
+/// A hello naming a "pair" whose two names are hard links to one FIFO, or whose `c2s` is a
+/// hard link to the listener's own FIFO: `accept` opened them and, finding a writer on `c2s`
+/// (its own end of `s2c`, or the listener's keep-open end), returned a connection to itself
+/// (that never reports its peer gone, with no process behind it) or one that read the
+/// listener's own FIFO (taking other clients' hellos). Now refused with `WrongType`, and
+/// nothing is accepted. Failed without the fix: `accept` returned a connection.
+#[test]
+fn accept_refuses_a_pair_that_is_one_fifo_or_the_listeners_own() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let name = |id: &str, suffix: &str| PathBuf::from(format!("{}.{id}.{suffix}", path.display()));
+    let mut hello = OpenOptions::new()
+        .open_write(&path)
+        .unwrap()
+        .into_atomic_sender()
+        .unwrap();
+    // One FIFO under both names, with a reader (as a client's s2c has).
+    let one = Fifo::create(name("4194399.1", "s2c")).unwrap();
+    std::fs::hard_link(one.path(), name("4194399.1", "c2s")).unwrap();
+    let _one_read = OpenOptions::new()
+        .nonblocking(true)
+        .open_read(&one)
+        .unwrap();
+    // The listener's own FIFO as c2s, beside a real s2c with a reader.
+    std::fs::hard_link(&path, name("4194399.2", "c2s")).unwrap();
+    let s2c = Fifo::create(name("4194399.2", "s2c")).unwrap();
+    let _s2c_read = OpenOptions::new()
+        .nonblocking(true)
+        .open_read(&s2c)
+        .unwrap();
+    for id in ["4194399.1", "4194399.2"] {
+        hello.send(format!("IFH\x01{id}").as_bytes()).unwrap();
+        let e = listener
+            .accept_deadline(Deadline::Now)
+            .map(drop)
+            .expect_err(id);
+        assert_eq!(e.kind(), ErrorKind::WrongType, "{id}: {e}");
+    }
+    let e = listener
+        .accept_deadline(Deadline::Now)
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+}
+
+/// Pairs whose names carry a pid that no process can have (0, above any `pid_max`, above
+/// `i32::MAX`), with nobody holding them: leftovers of no live client in any pid namespace,
+/// all removed by `remove_stale`. Before, pid 0 and pids beyond `i32::MAX` were taken for
+/// live (the pid did not parse, or named no single process) and such junk stayed for good,
+/// while a pid just above `pid_max` was removed. Failed without the fix: 2 removed, not 6.
+#[test]
+fn remove_stale_removes_pairs_of_pids_no_process_can_have() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let listener = Listener::bind(&path).unwrap();
+    for pid in ["0", "4194399", "99999999999"] {
+        for suffix in ["c2s", "s2c"] {
+            Fifo::create(format!("{}.{pid}.7.{suffix}", path.display()))
+                .unwrap()
+                .keep();
+        }
+    }
+    assert_eq!(listener.remove_stale().unwrap(), 6);
+    assert_eq!(entries(dir.path()), ["server"]);
+}
