@@ -1,0 +1,307 @@
+//! Waits under pressure. A POSIX call with a finite deadline waits in `poll(2)` on the monotonic
+//! clock, never in the kernel's wall-clock wait: what arrives while it waits is taken, callers
+//! racing for one message or one slot never fail before their deadline and lose nothing, a
+//! deadline that expires as a message arrives loses nothing, and a deadline ends a wait in
+//! another process.
+//!
+//! A wall clock set backward during a wait cannot be tested here: setting `CLOCK_REALTIME`
+//! needs `CAP_SYS_TIME` in the initial user namespace, and time namespaces virtualise only the
+//! monotonic and boot clocks. The unit tests in `posix/queue.rs` check instead that no
+//! wall-clock time reaches the kernel, and the tests below that a deadline wait happens in
+//! `poll`.
+
+use std::collections::HashSet;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::Duration;
+
+use ipc_core::{Deadline, ErrorKind};
+use ipc_mq::posix::{self, Queue};
+use ipc_mq::{Access, RemoveGuard};
+use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
+
+/// Generous bound for a wait: a hang guard, never a pass condition.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A fresh POSIX queue and the guard that unlinks it.
+fn fresh(max_messages: usize, message_size: usize) -> (Queue, RemoveGuard) {
+    let q = Queue::create(&*unique_posix_name("waits"), max_messages, message_size).unwrap();
+    let g = q.remove_guard().unwrap();
+    (q, g)
+}
+
+/// The next message, which must be queued already.
+fn take_now(q: &Queue) -> posix::Message {
+    q.recv_message_deadline(Deadline::Now).unwrap()
+}
+
+fn gettid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// The system calls `poll(2)` is made with (rustix: `ppoll`).
+fn poll_calls() -> Vec<i64> {
+    let mut calls = vec![libc::SYS_ppoll];
+    #[cfg(target_arch = "x86_64")]
+    calls.push(libc::SYS_poll);
+    calls
+}
+
+/// Waits until thread `tid` of this process is blocked in one of `calls`, as
+/// `/proc/self/task/TID/syscall` shows (its first field is the call's number, or `running`).
+/// `false` if `finished` says the thread is done, or it never blocked there within
+/// [`PATIENCE`].
+fn until_blocked_in(tid: i32, calls: &[i64], finished: impl Fn() -> bool) -> bool {
+    let give_up = Deadline::after(PATIENCE);
+    let path = format!("/proc/self/task/{tid}/syscall");
+    loop {
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        let nr = now.split_whitespace().next().and_then(|n| n.parse().ok());
+        if nr.is_some_and(|nr| calls.contains(&nr)) {
+            return true;
+        }
+        if finished() || give_up.has_passed() {
+            eprintln!("thread {tid} did not block in {calls:?}; last: {now:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `f` in a scoped thread; returns its thread id (once it runs) and its handle.
+fn waiter<'scope, T: Send + 'scope>(
+    s: &'scope Scope<'scope, '_>,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> (i32, ScopedJoinHandle<'scope, T>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = s.spawn(move || {
+        tx.send(gettid()).unwrap();
+        f()
+    });
+    (rx.recv().unwrap(), h)
+}
+
+// ---- roles ----
+
+/// `name`: a send with a deadline into the full queue returns `TimedOut` (on a blocking and a
+/// non-blocking descriptor) and queues nothing.
+fn send_times_out(ctx: &Ctx) {
+    let q = Queue::open(ctx.arg(), Access::WriteOnly).unwrap();
+    let e = q
+        .send_with_priority_timeout(b"refused", 5, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    q.set_nonblocking(true).unwrap();
+    let e = q
+        .send_with_priority_timeout(b"refused", 5, Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert_eq!(q.attributes().unwrap().messages, 1);
+}
+
+roles!(send_times_out);
+
+// ---- POSIX deadlines wait in poll ----
+
+/// A message sent while a receive with a deadline waits in `poll`, and room made while a send
+/// with a deadline waits there, are taken: the wait ends when the descriptor becomes ready and
+/// the call tries again. (On the code that converted deadlines to wall-clock times the calls
+/// waited in `mq_timed*`, never in `poll`: this fails there.)
+#[test]
+fn what_arrives_while_a_deadline_call_waits_in_poll_is_taken() {
+    let (q, _g) = fresh(1, 32);
+    let polls = poll_calls();
+    let polled = std::thread::scope(|s| {
+        let (tid, h) = waiter(s, || q.recv_message_deadline(Deadline::after(2 * PATIENCE)));
+        let polled = until_blocked_in(tid, &polls, || h.is_finished());
+        q.send_with_priority(b"while polling", 3).unwrap();
+        let m = h.join().unwrap().unwrap();
+        assert_eq!((&m.data[..], m.priority), (&b"while polling"[..], 3));
+        polled
+    });
+    assert!(polled, "the deadline receive did not wait in poll");
+
+    q.send_with_priority(b"first", 1).unwrap();
+    let polled = std::thread::scope(|s| {
+        let (tid, h) = waiter(s, || {
+            q.send_with_priority_timeout(b"second", 2, 2 * PATIENCE)
+        });
+        let polled = until_blocked_in(tid, &polls, || h.is_finished());
+        assert_eq!(take_now(&q).data, b"first");
+        h.join().unwrap().unwrap();
+        polled
+    });
+    assert!(polled, "the deadline send did not wait in poll");
+    let m = take_now(&q);
+    assert_eq!((&m.data[..], m.priority), (&b"second"[..], 2));
+}
+
+/// Receivers and senders racing for one message or one slot, with deadlines long and short
+/// (and one blocking receiver, which the kernel serves first): every message wakes every
+/// receiver waiting in `poll`, one takes it and the others must wait again, not fail; the same
+/// for senders when room is made. No call fails before its deadline (`TimedOut` is accepted
+/// only once it has passed, and then the call is made again), every message arrives exactly
+/// once, and each receiver gets each sender's messages in the order they were sent. It fails
+/// if a call that lost the race after its wait reported its failed try.
+#[test]
+fn callers_racing_under_deadlines_never_fail_early_and_lose_nothing() {
+    const SENDERS: u32 = 3;
+    const PER_SENDER: u32 = 150;
+    const RECEIVERS: u32 = 4;
+    let (q, _g) = fresh(1, 16);
+    let name = q.name().unwrap().clone();
+    // Receiver 0 blocks; the others wait with deadlines of PATIENCE or of a millisecond or two.
+    let deadline = |who: u32, short: bool| match who {
+        _ if short => Deadline::after(Duration::from_micros(500 + 500 * u64::from(who % 3))),
+        _ => Deadline::after(PATIENCE),
+    };
+    let received: Vec<Vec<(u32, u32)>> = std::thread::scope(|s| {
+        let receivers: Vec<_> = (0..RECEIVERS)
+            .map(|r| {
+                let name = name.clone();
+                s.spawn(move || {
+                    let rx = Queue::open(&name, Access::ReadOnly).unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = [0; 16];
+                    for round in 0u32.. {
+                        let d = match r {
+                            0 => Deadline::Never,
+                            _ => deadline(r, (r + round) % 2 == 0),
+                        };
+                        match rx.recv_deadline(&mut buf, d) {
+                            Ok(m) if m.len == 0 => return got,
+                            Ok(m) => {
+                                let w = |i: usize| {
+                                    u32::from_be_bytes(buf[i..i + 4].try_into().unwrap())
+                                };
+                                assert_eq!(m.len, 8);
+                                got.push((w(0), w(4)));
+                            }
+                            Err(e) if e.kind() == ErrorKind::TimedOut && d.has_passed() => {}
+                            Err(e) => {
+                                panic!("receiver {r}: {e}, {:?} before the deadline", d.remaining())
+                            }
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|w| {
+                let name = name.clone();
+                s.spawn(move || {
+                    let tx = Queue::open(&name, Access::WriteOnly).unwrap();
+                    for seq in 0..PER_SENDER {
+                        let mut msg = [0; 8];
+                        msg[..4].copy_from_slice(&w.to_be_bytes());
+                        msg[4..].copy_from_slice(&seq.to_be_bytes());
+                        for round in 0u32.. {
+                            let d = deadline(w, (w + round + seq) % 2 == 0);
+                            match tx.send_with_priority_deadline(&msg, 1, d) {
+                                Ok(()) => break,
+                                Err(e) if e.kind() == ErrorKind::TimedOut && d.has_passed() => {}
+                                Err(e) => panic!(
+                                    "sender {w}: {e}, {:?} before the deadline",
+                                    d.remaining()
+                                ),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in senders {
+            h.join().unwrap();
+        }
+        // One stop (an empty message, lowest priority: after every message) per receiver.
+        for _ in 0..RECEIVERS {
+            q.send_with_priority_timeout(b"", 0, PATIENCE).unwrap();
+        }
+        receivers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut seen = HashSet::new();
+    for (r, got) in received.iter().enumerate() {
+        for w in 0..SENDERS {
+            let seqs: Vec<u32> = got.iter().filter(|m| m.0 == w).map(|m| m.1).collect();
+            assert!(
+                seqs.is_sorted(),
+                "receiver {r} got sender {w}'s out of order: {seqs:?}"
+            );
+        }
+        for m in got {
+            assert!(seen.insert(*m), "{m:?} twice");
+        }
+    }
+    assert_eq!(seen.len() as u32, SENDERS * PER_SENDER, "lost messages");
+    assert_eq!(q.attributes().unwrap().messages, 0);
+}
+
+/// A deadline that expires about when a message arrives (or room is made): the call either
+/// took the message (or queued its own) or timed out leaving it queued (or queuing nothing),
+/// never both, never neither. The moment of the arrival moves across the deadline.
+#[test]
+fn a_deadline_expiring_as_a_message_arrives_loses_nothing() {
+    let (q, _g) = fresh(1, 16);
+    let pause = |i: u32| Duration::from_micros(u64::from(i % 10) * 100);
+    for i in 0..100u32 {
+        let msg = i.to_be_bytes();
+        let got = std::thread::scope(|s| {
+            let h =
+                s.spawn(|| q.recv_message_deadline(Deadline::after(Duration::from_micros(500))));
+            std::thread::sleep(pause(i));
+            q.send_with_priority(&msg, 0).unwrap();
+            h.join().unwrap()
+        });
+        match got {
+            Ok(m) => assert_eq!(m.data, msg),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+                let left = q.recv_message_deadline(Deadline::Now).map(|m| m.data);
+                assert_eq!(
+                    left.ok(),
+                    Some(msg.to_vec()),
+                    "timed out, and the message is gone"
+                );
+            }
+        }
+        assert_eq!(q.attributes().unwrap().messages, 0);
+
+        q.send_with_priority(b"full", 0).unwrap();
+        let sent = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                q.send_with_priority_deadline(&msg, 0, Deadline::after(Duration::from_micros(500)))
+            });
+            std::thread::sleep(pause(i));
+            assert_eq!(take_now(&q).data, b"full");
+            h.join().unwrap()
+        });
+        match sent {
+            Ok(()) => assert_eq!(take_now(&q).data, msg),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}"),
+        }
+        assert_eq!(
+            q.attributes().unwrap().messages,
+            0,
+            "a timed-out send queued its message"
+        );
+    }
+}
+
+/// A send with a deadline in another process, blocked on a full queue, returns `TimedOut` and
+/// queues nothing (the receive side: `posix.rs`,
+/// `a_blocked_receive_in_another_process_honours_its_deadline`).
+#[test]
+fn a_blocked_send_in_another_process_honours_its_deadline() {
+    let (q, _g) = fresh(1, 16);
+    q.send_with_priority(b"queued", 1).unwrap();
+    spawn("send_times_out")
+        .arg(q.name().unwrap().as_str())
+        .start()
+        .wait_success();
+    let m = take_now(&q);
+    assert_eq!((&m.data[..], m.priority), (&b"queued"[..], 1));
+    assert_eq!(
+        q.try_recv(&mut [0; 16]).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+}
