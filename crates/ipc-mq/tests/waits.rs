@@ -2,7 +2,8 @@
 //! clock, never in the kernel's wall-clock wait: what arrives while it waits is taken, callers
 //! racing for one message or one slot never fail before their deadline and lose nothing, a
 //! deadline that expires as a message arrives loses nothing, and a deadline ends a wait in
-//! another process.
+//! another process. Signals (`EINTR`) during every kind of wait, POSIX and System V, are no
+//! error.
 //!
 //! A wall clock set backward during a wait cannot be tested here: setting `CLOCK_REALTIME`
 //! needs `CAP_SYS_TIME` in the initial user namespace, and time namespaces virtualise only the
@@ -11,12 +12,13 @@
 //! `poll`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
 use ipc_mq::posix::{self, Queue};
-use ipc_mq::{Access, RemoveGuard};
+use ipc_mq::{Access, RemoveGuard, sysv};
 use ipc_testkit::{Ctx, roles, spawn, unique_posix_name};
 
 /// Generous bound for a wait: a hang guard, never a pass condition.
@@ -80,6 +82,47 @@ fn waiter<'scope, T: Send + 'scope>(
     (rx.recv().unwrap(), h)
 }
 
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_signal(_: libc::c_int) {
+    HANDLED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Installs a SIGUSR1 handler *without* `SA_RESTART` (call in a child process only): a system
+/// call it interrupts fails with `EINTR`.
+fn interrupting_handler() {
+    // SAFETY: installs an async-signal-safe handler (one atomic add) for SIGUSR1 in this child
+    // process; `sa` is fully initialised (flags 0: no SA_RESTART) and outlives the call.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = count_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Interrupts the thread `tid` (whose handle is `h`) three times while it is blocked in one of
+/// `calls`, each time waiting until the handler ran (the call returned `EINTR`) and the thread
+/// blocked again. `false` if it finished or never blocked there first (the caller then makes
+/// it ready, and the result it joins says what happened).
+fn interrupt<T>(tid: i32, h: &ScopedJoinHandle<'_, T>, calls: &[i64]) -> bool {
+    for _ in 0..3 {
+        if !until_blocked_in(tid, calls, || h.is_finished()) {
+            return false;
+        }
+        let before = HANDLED.load(Ordering::SeqCst);
+        // SAFETY: tgkill sends a signal to a thread of this process; it touches no memory.
+        let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
+        assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+        let give_up = Deadline::after(PATIENCE);
+        while HANDLED.load(Ordering::SeqCst) == before {
+            assert!(!give_up.has_passed(), "the signal was never handled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    true
+}
+
 // ---- roles ----
 
 /// `name`: a send with a deadline into the full queue returns `TimedOut` (on a blocking and a
@@ -98,7 +141,87 @@ fn send_times_out(ctx: &Ctx) {
     assert_eq!(q.attributes().unwrap().messages, 1);
 }
 
-roles!(send_times_out);
+/// `name` (a queue of one message, empty): every kind of POSIX wait, interrupted by a signal
+/// whose handler has no `SA_RESTART`, waits on and completes.
+fn interrupted_posix_waits(ctx: &Ctx) {
+    interrupting_handler();
+    let q = Queue::open(ctx.arg(), Access::ReadWrite).unwrap();
+    let blocking_recv = [libc::SYS_mq_timedreceive];
+    let blocking_send = [libc::SYS_mq_timedsend];
+    let polls = poll_calls();
+    let recv = |calls: &[i64], deadline: Deadline, what: &str| {
+        std::thread::scope(|s| {
+            let (tid, h) = waiter(s, || q.recv_message_deadline(deadline));
+            let interrupted = interrupt(tid, &h, calls);
+            q.send_with_priority(what.as_bytes(), 1).unwrap();
+            let m = h.join().unwrap().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(m.data, what.as_bytes());
+            assert!(interrupted, "{what}: not interrupted while blocked");
+        });
+    };
+    recv(&blocking_recv, Deadline::Never, "blocking receive");
+    recv(&polls, Deadline::after(PATIENCE), "deadline receive");
+    let send = |calls: &[i64], deadline: Deadline, what: &str| {
+        q.send_with_priority(b"full", 1).unwrap();
+        std::thread::scope(|s| {
+            let (tid, h) = waiter(s, || {
+                q.send_with_priority_deadline(what.as_bytes(), 2, deadline)
+            });
+            let interrupted = interrupt(tid, &h, calls);
+            assert_eq!(take_now(&q).data, b"full");
+            h.join().unwrap().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(interrupted, "{what}: not interrupted while blocked");
+        });
+        assert_eq!(take_now(&q).data, what.as_bytes());
+    };
+    send(&blocking_send, Deadline::Never, "blocking send");
+    send(&polls, Deadline::after(PATIENCE), "deadline send");
+    eprintln!("checked");
+}
+
+/// `id` (a queue with a byte limit of 10, empty): the System V waits, interrupted by a signal
+/// whose handler has no `SA_RESTART` (`msgrcv` and `msgsnd` are never restarted), wait on and
+/// complete.
+fn interrupted_sysv_waits(ctx: &Ctx) {
+    interrupting_handler();
+    let q = sysv::Queue::from_id(ctx.arg().parse().unwrap());
+    let sleeps = [libc::SYS_clock_nanosleep, libc::SYS_nanosleep];
+    let mut buf = [0; 10];
+    let recv = |calls: &[i64], deadline: Deadline, what: &str| {
+        std::thread::scope(|s| {
+            let (tid, h) = waiter(s, || q.recv_message_deadline(sysv::Selector::Any, deadline));
+            let interrupted = interrupt(tid, &h, calls);
+            q.send_typed(1, b"ready").unwrap();
+            let m = h.join().unwrap().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(m.data, b"ready");
+            assert!(interrupted, "{what}: not interrupted while blocked");
+        });
+    };
+    recv(&[libc::SYS_msgrcv], Deadline::Never, "blocking receive");
+    recv(&sleeps, Deadline::after(PATIENCE), "deadline receive");
+    // A blocking send into the full queue (the first checks the size, then waits in msgsnd;
+    // the second goes straight to msgsnd).
+    q.send_typed(1, &[1; 10]).unwrap();
+    for (mtype, what) in [(2, "blocking send"), (3, "blocking send of a checked size")] {
+        std::thread::scope(|s| {
+            let (tid, h) = waiter(s, || q.send_typed(mtype, &[0; 10]));
+            let interrupted = interrupt(tid, &h, &[libc::SYS_msgsnd]);
+            let got = q.try_recv_typed(sysv::Selector::Any, &mut buf).unwrap();
+            assert_eq!(got.mtype, mtype - 1);
+            h.join().unwrap().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(interrupted, "{what}: not interrupted while blocked");
+        });
+    }
+    let got = q.try_recv_typed(sysv::Selector::Any, &mut buf).unwrap();
+    assert_eq!(got.mtype, 3);
+    eprintln!("checked");
+}
+
+roles!(
+    send_times_out,
+    interrupted_posix_waits,
+    interrupted_sysv_waits
+);
 
 // ---- POSIX deadlines wait in poll ----
 
@@ -304,4 +427,33 @@ fn a_blocked_send_in_another_process_honours_its_deadline() {
         q.try_recv(&mut [0; 16]).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
+}
+
+// ---- signals ----
+
+/// A signal whose handler has no `SA_RESTART` interrupts a POSIX wait (`mq_timedreceive` and
+/// `mq_timedsend` blocking, `poll` with a deadline) with `EINTR`: the call waits on and
+/// completes. It fails if `EINTR` reached the caller.
+#[test]
+fn signals_interrupting_posix_waits_are_no_error() {
+    let (q, _g) = fresh(1, 16);
+    let out = spawn("interrupted_posix_waits")
+        .arg(q.name().unwrap().as_str())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+/// The same for System V (`msgrcv` and `msgsnd`, which are never restarted, and the sleeps of a
+/// deadline wait).
+#[test]
+fn signals_interrupting_sysv_waits_are_no_error() {
+    let q = sysv::Queue::private().unwrap();
+    let _g = q.remove_guard();
+    q.set_max_bytes(10).unwrap();
+    let out = spawn("interrupted_sysv_waits")
+        .arg(q.id().to_string())
+        .start()
+        .wait_success();
+    assert!(out.stderr.contains("checked"), "{}", out.stderr);
 }

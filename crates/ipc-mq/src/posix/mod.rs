@@ -61,6 +61,9 @@
 //! [`Queue::set_nonblocking`]), the blocking form too waits with `poll(2)`, so every form
 //! keeps its meaning whatever the flag says.
 //!
+//! A signal handled while a call waits (`EINTR`: a handler installed without `SA_RESTART`) is
+//! no error: the call waits on, until its deadline.
+//!
 //! # A descriptor is a file descriptor
 //!
 //! On Linux an `mqd_t` is a file descriptor: [`Queue`] implements [`AsFd`], [`AsRawFd`],
