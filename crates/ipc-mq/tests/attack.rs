@@ -122,7 +122,7 @@ fn squatted_and_given_away(_: &Ctx) {
         return;
     }
     // Mode 0o666, and 0o222: write-only, so the victim cannot IPC_STAT it and the owner is
-    // read from /proc/sysvipc/msg instead.
+    // read with MSG_STAT_ANY instead.
     let keys = [(0x5157_0001, 0o666), (0x5157_0003, 0o222)];
     become_euid(SQUATTER);
     for (key, mode) in keys {
@@ -192,6 +192,25 @@ fn owner_of_a_write_only_queue(_: &Ctx) {
     q.set_mode(0o600).unwrap();
     let s = q.status().unwrap();
     assert_eq!((s.max_bytes, s.messages), (4096, 1));
+
+    // Its owner opens a write-only queue by key: the owner check reads the queue without
+    // the read permission (MSG_STAT_ANY), and sees the real owner.
+    let key = sysv::Key::from_raw(0x5157_0004);
+    let drop_box = sysv::OpenOptions::new()
+        .create_new(true)
+        .mode(0o200)
+        .open(key)
+        .unwrap();
+    let _g = drop_box.remove_guard();
+    let again = sysv::Queue::open(key, ipc_mq::Access::WriteOnly).unwrap();
+    assert_eq!(again.id(), drop_box.id());
+    let e = sysv::OpenOptions::new()
+        .access(ipc_mq::Access::WriteOnly)
+        .owner(ipc_mq::Owner::Uid(SQUATTER))
+        .open(key)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains(&format!("uid {VICTIM}")), "{e}");
     eprintln!("checked");
 }
 
