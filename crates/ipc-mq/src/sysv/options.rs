@@ -100,7 +100,8 @@ impl OpenOptions {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`], before any system call, for a mode beyond `0o777` or
     ///   for opening [`Key::PRIVATE`] without creating.
-    /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating).
+    /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating), also when the
+    ///   queue found is removed before its owner was checked.
     /// - [`ErrorKind::AlreadyExists`]: creating exclusively and a queue has the key.
     /// - [`ErrorKind::PermissionDenied`]: the queue's mode does not grant the access, or the
     ///   existing queue's owner (or its creator, unless root) is not one the
@@ -174,6 +175,20 @@ fn owner_of(id: i32, key: Key) -> Result<(u32, u32)> {
                  report it anyway (MSG_STAT_ANY needs Linux 4.17, and a security module may \
                  refuse it); OpenOptions::owner(Owner::Any) opens it anyway",
             )
+            .in_op("check owner")
+            .on(key);
+            tracing::debug!(error = %e, "msgget");
+            Err(e)
+        }
+        // Removed since msgget found it (EINVAL: no queue has the id now; EIDRM: being
+        // removed): no queue has the key, as if msgget had not found it, so that
+        // `open_or_create` tries again.
+        Err(errno @ (Errno::INVAL | Errno::IDRM)) => {
+            let e = Error::with_note(
+                ErrorKind::NotFound,
+                "the queue was removed as it was opened",
+            )
+            .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()))
             .in_op("check owner")
             .on(key);
             tracing::debug!(error = %e, "msgget");
