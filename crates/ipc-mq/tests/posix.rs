@@ -556,6 +556,43 @@ fn the_descriptor_round_trips_through_owned_fd() {
     );
 }
 
+/// `From<OwnedFd>` promises that if the descriptor is not a queue, every operation fails with
+/// `WrongType`: the sends and receives (refused before any system call) and the calls the
+/// kernel refuses with `EBADF` (attributes, the non-blocking flag, and the three `mq_notify`
+/// calls, which reported a bare `Io` "Bad file descriptor"). Fails without the fix.
+#[test]
+fn an_adopted_descriptor_that_is_not_a_queue_fails_every_operation_as_wrong_type() {
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let q = Queue::from(r);
+    let mut buf = [0; 16];
+    let results = [
+        ("try_send", q.try_send_with_priority(b"x", 0).map(drop)),
+        (
+            "send_timeout",
+            q.send_with_priority_timeout(b"x", 0, Duration::from_millis(10)),
+        ),
+        ("try_recv", q.try_recv(&mut buf).map(drop)),
+        (
+            "recv_timeout",
+            q.recv_timeout(&mut buf, Duration::from_millis(10))
+                .map(drop),
+        ),
+        (
+            "recv_message",
+            q.recv_message_deadline(Deadline::Now).map(drop),
+        ),
+        ("attributes", q.attributes().map(drop)),
+        ("set_nonblocking", q.set_nonblocking(true)),
+        ("notify", q.notify().map(drop)),
+        ("notify_signal", q.notify_signal(libc::SIGUSR2)),
+        ("cancel_notify", q.cancel_notify()),
+    ];
+    for (what, r) in results {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WrongType, "{what}: {e}");
+    }
+}
+
 #[test]
 fn an_unlinked_queue_reaches_a_child_by_descriptor() {
     let (q, g) = fresh(2, 64);

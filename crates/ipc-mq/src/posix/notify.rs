@@ -13,6 +13,7 @@ use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 
 use super::Queue;
+use super::queue::not_a_queue_error;
 use crate::sys;
 
 impl Queue {
@@ -35,7 +36,10 @@ impl Queue {
     ///   remove it.
     ///
     /// # Errors
-    /// [`ErrorKind::AlreadyExists`] if a process (this one or another) is registered already.
+    /// [`ErrorKind::AlreadyExists`] if a process (this one or another) is registered already;
+    /// [`ErrorKind::WrongType`] for a descriptor adopted with `From<OwnedFd>` that is not a
+    /// queue (so for [`notify_signal`](Queue::notify_signal) and
+    /// [`cancel_notify`](Queue::cancel_notify)).
     ///
     /// # References
     /// - [`mq_notify(3)`](https://man7.org/linux/man-pages/man3/mq_notify.3.html);
@@ -111,7 +115,7 @@ fn notify_error(errno: Errno) -> Error {
         )
         .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()))
     } else {
-        Error::from(errno)
+        not_a_queue_error(errno)
     }
 }
 

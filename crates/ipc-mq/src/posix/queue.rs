@@ -144,7 +144,7 @@ impl Queue {
                 let object = name
                     .as_ref()
                     .map_or_else(|| format!("fd {}", fd.as_raw_fd()), PosixName::to_string);
-                let e = getattr_error(errno).in_op("mq_getattr").on(object);
+                let e = not_a_queue_error(errno).in_op("mq_getattr").on(object);
                 tracing::debug!(error = %e, "adopt queue descriptor");
                 return Err(e);
             }
@@ -288,7 +288,7 @@ impl Queue {
     #[doc(alias = "mq_getattr")]
     pub fn attributes(&self) -> Result<Attributes> {
         let a = sys::mq_getattr(self.fd.as_fd())
-            .map_err(|errno| self.fail(getattr_error(errno), "mq_getattr"))?;
+            .map_err(|errno| self.fail(not_a_queue_error(errno), "mq_getattr"))?;
         Ok(Attributes {
             max_messages: a.maxmsg as usize,
             message_size: a.msgsize as usize,
@@ -314,7 +314,7 @@ impl Queue {
             0
         };
         sys::mq_setattr_flags(self.fd.as_fd(), flags)
-            .map_err(|errno| self.fail(getattr_error(errno), "mq_setattr"))
+            .map_err(|errno| self.fail(not_a_queue_error(errno), "mq_setattr"))
     }
 
     /// Sends `msg` with `priority`, waiting for room as long as it takes (`mq_send(3)`).
@@ -545,7 +545,9 @@ fn check_priority(priority: u32) -> Result<()> {
     Ok(())
 }
 
-fn getattr_error(errno: Errno) -> Error {
+/// The error of a call the kernel makes only on a queue descriptor (`mq_getattr`,
+/// `mq_setattr`, `mq_notify`): `EBADF` there means the descriptor is not a queue.
+pub(super) fn not_a_queue_error(errno: Errno) -> Error {
     if errno == Errno::BADF {
         Error::with_note(
             ErrorKind::WrongType,
