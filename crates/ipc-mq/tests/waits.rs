@@ -457,3 +457,52 @@ fn signals_interrupting_sysv_waits_are_no_error() {
         .wait_success();
     assert!(out.stderr.contains("checked"), "{}", out.stderr);
 }
+
+// ---- System V removal ----
+
+/// Removing a System V queue wakes every blocking call waiting on it as `Disconnected`: a
+/// send on either of its paths (a handle's first, which checks the size with `IPC_STAT`, and
+/// one of a size known to fit, which goes straight to `msgsnd`) and a receive whose selector
+/// matches nothing queued. (A blocking receive on an empty queue: `sysv.rs`; the deadline
+/// forms: `attack.rs`.)
+#[test]
+fn removal_wakes_blocked_system_v_sends_and_a_selective_receive_as_disconnected() {
+    let q = sysv::Queue::private().unwrap();
+    let g = q.remove_guard();
+    q.set_max_bytes(10).unwrap();
+    // A blocking send: it checks the size, so the next of that size goes straight to msgsnd.
+    q.send_typed(1, &[1; 10]).unwrap();
+    let unchecked = sysv::Queue::from_id(q.id());
+    let blocked = [libc::SYS_msgsnd, libc::SYS_msgrcv];
+    let results = std::thread::scope(|s| {
+        let waiters = [
+            waiter(s, || q.send_typed(2, &[2; 10])),
+            waiter(s, || unchecked.send_typed(3, &[3; 10])),
+            waiter(s, || {
+                q.recv_typed(sysv::Selector::Type(7), &mut [0; 10])
+                    .map(drop)
+            }),
+        ];
+        let all_blocked = waiters
+            .iter()
+            .all(|(tid, h)| until_blocked_in(*tid, &blocked, || h.is_finished()));
+        q.remove().unwrap();
+        let results: Vec<_> = waiters
+            .into_iter()
+            .map(|(_, h)| h.join().unwrap())
+            .collect();
+        assert!(
+            all_blocked,
+            "a waiter was not blocked when the queue was removed"
+        );
+        results
+    });
+    drop(g);
+    for (what, r) in ["send", "send of an unchecked size", "selective receive"]
+        .into_iter()
+        .zip(results)
+    {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{what}: {e}");
+    }
+}
