@@ -258,6 +258,29 @@ fn what_arrives_while_a_deadline_call_waits_in_poll_is_taken() {
     assert_eq!((&m.data[..], m.priority), (&b"second"[..], 2));
 }
 
+/// A receive with a deadline waits in `poll`, not blocked in the kernel's receive, so it does
+/// not hold a notification back (as `notify` documents): a message sent while it waits fires
+/// a registered notification, and the receive gets the message. A blocking receive would have
+/// had it handed over, and no notification would fire.
+#[test]
+fn a_deadline_receive_waiting_in_poll_holds_no_notification_back() {
+    let (q, _g) = fresh(1, 32);
+    let n = q.notify().unwrap();
+    let polls = poll_calls();
+    let polled = std::thread::scope(|s| {
+        let (tid, h) = waiter(s, || q.recv_message_deadline(Deadline::after(2 * PATIENCE)));
+        let polled = until_blocked_in(tid, &polls, || h.is_finished());
+        q.send_with_priority(b"noticed", 0).unwrap();
+        assert_eq!(h.join().unwrap().unwrap().data, b"noticed");
+        polled
+    });
+    assert!(polled, "the deadline receive did not wait in poll");
+    assert_eq!(
+        n.wait_timeout(PATIENCE).unwrap(),
+        posix::NotifyEvent::Arrived
+    );
+}
+
 /// Receivers and senders racing for one message or one slot, with deadlines long and short
 /// (and one blocking receiver, which the kernel serves first): every message wakes every
 /// receiver waiting in `poll`, one takes it and the others must wait again, not fail; the same

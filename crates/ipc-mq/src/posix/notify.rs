@@ -28,8 +28,10 @@ impl Queue {
     /// The kernel's rules apply:
     /// - one process at a time may be registered per queue;
     /// - the notification fires only when a message arrives on an **empty** queue while no
-    ///   process is blocked receiving from it, and the registration ends when it fires (call
-    ///   `notify` again to re-arm, then drain the queue, so no arrival is missed);
+    ///   process is blocked receiving from it (in a blocking receive: one with a deadline
+    ///   waits in `poll(2)`, see the [module documentation](super), and holds no notification
+    ///   back), and the registration ends when it fires (call `notify` again to re-arm, then
+    ///   drain the queue, so no arrival is missed);
     /// - it is removed ([`NotifyEvent::Removed`]) when this process calls
     ///   [`cancel_notify`](Queue::cancel_notify) or closes *any* descriptor of the queue
     ///   (including a [`try_clone`](Queue::try_clone)); dropping the [`Notification`] does not
