@@ -315,12 +315,13 @@ pub(crate) fn msgctl_stat(id: i32) -> Result<libc::msqid_ds, Errno> {
     Ok(ds)
 }
 
-/// `msgctl(id, IPC_STAT)` for a change through `IPC_SET`, which the owner or creator may make
-/// whatever the mode: where the mode refuses reading (`EACCES`, a write-only queue, its owner
-/// included), `msgctl(id, MSG_STAT_ANY)` (Linux 4.17), which reads without that check. It takes
-/// an index; the kernel keeps an id's index in its low bits, so the id serves, and the id it
-/// returns tells that the queue at the index is still this one.
-pub(crate) fn msgctl_stat_for_set(id: i32) -> Result<libc::msqid_ds, Errno> {
+/// `msgctl(id, IPC_STAT)`, and where the mode refuses reading (`EACCES`: a write-only queue,
+/// its owner included), `msgctl(id, MSG_STAT_ANY)` (Linux 4.17), which reads without that
+/// check: for the owner check of an open, and for a change through `IPC_SET`, which the owner
+/// or creator may make whatever the mode. It takes an index; the kernel keeps an id's index in
+/// its low bits, so the id serves, and the id it returns tells that the queue at the index is
+/// still this one. `EACCES` where the kernel has no `MSG_STAT_ANY`.
+pub(crate) fn msgctl_stat_any(id: i32) -> Result<libc::msqid_ds, Errno> {
     /// `MSG_STAT_ANY` of `<linux/msg.h>` (not in the libc crate).
     const MSG_STAT_ANY: i32 = 13;
     match msgctl_stat(id) {

@@ -324,6 +324,34 @@ fn bad_names_and_arguments_fail_before_any_system_call() {
     assert_gone(&PosixName::new(&name).unwrap());
 }
 
+/// The bounds the name and capacity checks promise, at the edge: a name of exactly
+/// `NAME_MAX` bytes after the slash is a working queue (the kernel takes what the check lets
+/// through); one byte more, or a NUL inside, is `InvalidName` saying why, and a capacity
+/// beyond `long` is `InvalidInput`, all before the kernel and creating nothing.
+#[test]
+fn names_and_capacities_at_and_just_past_their_bounds() {
+    let base = unique_posix_name("bound");
+    let longest = format!("{base}{}", "x".repeat(ipc_core::NAME_MAX + 1 - base.len()));
+    assert_eq!(longest.len(), 1 + ipc_core::NAME_MAX);
+    let q = Queue::create(&*longest, 1, 8).unwrap();
+    let _g = q.remove_guard().unwrap();
+    q.send_with_priority(b"longest", 1).unwrap();
+    let r = Queue::open(&*longest, Access::ReadOnly).unwrap();
+    assert_eq!(take_now(&r).data, b"longest");
+
+    let e = Queue::create(&*format!("{longest}y"), 1, 8).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    assert!(e.to_string().contains("NAME_MAX"), "{e}");
+    let e = Queue::create(&*format!("{base}\0tail"), 1, 8).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    for (m, s) in [(usize::MAX, 8), (1, i64::MAX as usize + 1)] {
+        let e = Queue::create(&*base, m, s).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{m} {s}: {e}");
+        assert!(e.to_string().contains("fit a long"), "{e}");
+    }
+    assert_gone(&PosixName::new(&base).unwrap());
+}
+
 #[test]
 fn modes_are_exact_whatever_the_umask() {
     // The umask is per process: change it in a child, not under the other tests.
@@ -554,6 +582,43 @@ fn the_descriptor_round_trips_through_owned_fd() {
             .kind(),
         ErrorKind::WrongType
     );
+}
+
+/// `From<OwnedFd>` promises that if the descriptor is not a queue, every operation fails with
+/// `WrongType`: the sends and receives (refused before any system call) and the calls the
+/// kernel refuses with `EBADF` (attributes, the non-blocking flag, and the three `mq_notify`
+/// calls, which reported a bare `Io` "Bad file descriptor"). Fails without the fix.
+#[test]
+fn an_adopted_descriptor_that_is_not_a_queue_fails_every_operation_as_wrong_type() {
+    let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let q = Queue::from(r);
+    let mut buf = [0; 16];
+    let results = [
+        ("try_send", q.try_send_with_priority(b"x", 0).map(drop)),
+        (
+            "send_timeout",
+            q.send_with_priority_timeout(b"x", 0, Duration::from_millis(10)),
+        ),
+        ("try_recv", q.try_recv(&mut buf).map(drop)),
+        (
+            "recv_timeout",
+            q.recv_timeout(&mut buf, Duration::from_millis(10))
+                .map(drop),
+        ),
+        (
+            "recv_message",
+            q.recv_message_deadline(Deadline::Now).map(drop),
+        ),
+        ("attributes", q.attributes().map(drop)),
+        ("set_nonblocking", q.set_nonblocking(true)),
+        ("notify", q.notify().map(drop)),
+        ("notify_signal", q.notify_signal(libc::SIGUSR2)),
+        ("cancel_notify", q.cancel_notify()),
+    ];
+    for (what, r) in results {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::WrongType, "{what}: {e}");
+    }
 }
 
 #[test]

@@ -32,24 +32,37 @@
 //! # Waiting, deadlines and the wall clock
 //!
 //! Every operation comes in a blocking, a `try_` and a deadline form. Deadlines are
-//! [`Deadline`]s on the monotonic clock, but `mq_timedsend` and `mq_timedreceive` take an
-//! absolute `CLOCK_REALTIME` time, so each call converts the time left into a wall-clock time
-//! immediately before the system call (`now(CLOCK_REALTIME) + remaining`,
-//! [`Deadline::absolute`]). If the wall clock is
-//! set while a call waits:
+//! [`Deadline`]s on the monotonic clock. The kernel's timed calls, `mq_timedsend` and
+//! `mq_timedreceive`, take an absolute `CLOCK_REALTIME` time instead, and a wait in them ends
+//! late by as much as the wall clock is set back meanwhile (there is no monotonic variant). So
+//! the kernel never waits here with a timeout:
 //!
-//! - set **forward**: the kernel reports a timeout early; this crate sees that the monotonic
-//!   deadline has not passed, converts the time still left, and waits again. The deadline holds.
-//! - set **backward**: the kernel keeps waiting until the wall clock reaches the converted
-//!   time, so the wait is longer than asked by the size of the jump. The kernel offers no
-//!   monotonic variant of these calls. A caller who must not overrun can poll the descriptor
-//!   (it is a file descriptor, see below) with a monotonic timeout and use the `try_` forms.
+//! - [`Deadline::Never`] (the blocking forms) is the plain blocking call, which the kernel ends
+//!   the moment the caller can proceed.
+//! - [`Deadline::Now`] (the `try_` forms) passes a time in the past (the epoch): the kernel
+//!   takes what is ready and otherwise fails at once, without touching the descriptor's
+//!   `O_NONBLOCK` flag (which the open file description shares with every process that
+//!   inherited it).
+//! - [`Deadline::At`] (the `_timeout` and `_deadline` forms) makes that same try first. When it
+//!   finds nothing (no message, or no room), it waits with `poll(2)` on the descriptor for the
+//!   time left, a relative timeout on the monotonic clock, and tries again once the descriptor
+//!   is ready; if another process took the message or the room first, it waits again for what
+//!   is left. A wall clock set either way meanwhile changes nothing.
 //!
-//! The `try_` forms pass a time in the past (the epoch), so the kernel fails at once instead of
-//! waiting, without touching the descriptor's `O_NONBLOCK` flag (which the open file
-//! description shares with every process that inherited it). If the descriptor *is*
-//! non-blocking ([`OpenOptions::nonblocking`], [`Queue::set_nonblocking`]), the blocking and
-//! deadline forms wait with `poll(2)` on the monotonic clock instead, so they keep their meaning.
+//! What that costs: a deadline call that finds what it needs makes one system call; one that
+//! has to wait makes at least three (try, `poll`, try) and takes the message from the queue
+//! after its wake-up, where a blocking receiver is handed it by the sender's own call. And a
+//! waiter in `poll` is not among the kernel's blocked waiters: a message sent while a blocking
+//! receiver waits goes straight to that receiver, and room freed while a blocking sender waits
+//! is that sender's, so under contention the blocking forms are served before the deadline
+//! forms (each message wakes every waiter in `poll`; one gets it, the others wait on).
+//!
+//! If the descriptor is non-blocking ([`OpenOptions::nonblocking`],
+//! [`Queue::set_nonblocking`]), the blocking form too waits with `poll(2)`, so every form
+//! keeps its meaning whatever the flag says.
+//!
+//! A signal handled while a call waits (`EINTR`: a handler installed without `SA_RESTART`) is
+//! no error: the call waits on, until its deadline.
 //!
 //! # A descriptor is a file descriptor
 //!

@@ -13,6 +13,7 @@ use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 
 use super::Queue;
+use super::queue::not_a_queue_error;
 use crate::sys;
 
 impl Queue {
@@ -27,15 +28,20 @@ impl Queue {
     /// The kernel's rules apply:
     /// - one process at a time may be registered per queue;
     /// - the notification fires only when a message arrives on an **empty** queue while no
-    ///   process is blocked receiving from it, and the registration ends when it fires (call
-    ///   `notify` again to re-arm, then drain the queue, so no arrival is missed);
+    ///   process is blocked receiving from it (in a blocking receive: one with a deadline
+    ///   waits in `poll(2)`, see the [module documentation](super), and holds no notification
+    ///   back), and the registration ends when it fires (call `notify` again to re-arm, then
+    ///   drain the queue, so no arrival is missed);
     /// - it is removed ([`NotifyEvent::Removed`]) when this process calls
     ///   [`cancel_notify`](Queue::cancel_notify) or closes *any* descriptor of the queue
     ///   (including a [`try_clone`](Queue::try_clone)); dropping the [`Notification`] does not
     ///   remove it.
     ///
     /// # Errors
-    /// [`ErrorKind::AlreadyExists`] if a process (this one or another) is registered already.
+    /// [`ErrorKind::AlreadyExists`] if a process (this one or another) is registered already;
+    /// [`ErrorKind::WrongType`] for a descriptor adopted with `From<OwnedFd>` that is not a
+    /// queue (so for [`notify_signal`](Queue::notify_signal) and
+    /// [`cancel_notify`](Queue::cancel_notify)).
     ///
     /// # References
     /// - [`mq_notify(3)`](https://man7.org/linux/man-pages/man3/mq_notify.3.html);
@@ -111,7 +117,7 @@ fn notify_error(errno: Errno) -> Error {
         )
         .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()))
     } else {
-        Error::from(errno)
+        not_a_queue_error(errno)
     }
 }
 

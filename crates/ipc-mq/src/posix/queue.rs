@@ -12,7 +12,6 @@ use ipc_core::{
     RemoveGuard, Result,
 };
 use rustix::io::Errno;
-use rustix::time::ClockId;
 
 use super::{Access, MAX_PRIORITY, OpenOptions};
 use crate::knobs::RLIMIT_NOFILE;
@@ -145,7 +144,7 @@ impl Queue {
                 let object = name
                     .as_ref()
                     .map_or_else(|| format!("fd {}", fd.as_raw_fd()), PosixName::to_string);
-                let e = getattr_error(errno).in_op("mq_getattr").on(object);
+                let e = not_a_queue_error(errno).in_op("mq_getattr").on(object);
                 tracing::debug!(error = %e, "adopt queue descriptor");
                 return Err(e);
             }
@@ -289,7 +288,7 @@ impl Queue {
     #[doc(alias = "mq_getattr")]
     pub fn attributes(&self) -> Result<Attributes> {
         let a = sys::mq_getattr(self.fd.as_fd())
-            .map_err(|errno| self.fail(getattr_error(errno), "mq_getattr"))?;
+            .map_err(|errno| self.fail(not_a_queue_error(errno), "mq_getattr"))?;
         Ok(Attributes {
             max_messages: a.maxmsg as usize,
             message_size: a.msgsize as usize,
@@ -315,7 +314,7 @@ impl Queue {
             0
         };
         sys::mq_setattr_flags(self.fd.as_fd(), flags)
-            .map_err(|errno| self.fail(getattr_error(errno), "mq_setattr"))
+            .map_err(|errno| self.fail(not_a_queue_error(errno), "mq_setattr"))
     }
 
     /// Sends `msg` with `priority`, waiting for room as long as it takes (`mq_send(3)`).
@@ -346,8 +345,8 @@ impl Queue {
     }
 
     /// Sends `msg` with `priority` (0 to [`MAX_PRIORITY`], higher is received first), waiting
-    /// for room until `deadline` (`mq_timedsend(3)`; see the [module documentation](super) for
-    /// how the deadline meets the wall clock).
+    /// for room until `deadline` (`mq_timedsend(3)`; a finite deadline waits with `poll(2)` on
+    /// the monotonic clock, see the [module documentation](super)).
     ///
     /// Blocks while the queue holds [`max_messages`](Queue::max_messages) messages. A message is
     /// queued whole or not at all.
@@ -363,6 +362,7 @@ impl Queue {
     ///
     /// # References
     /// - [`mq_send(3)`](https://man7.org/linux/man-pages/man3/mq_send.3.html)
+    /// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
     #[doc(alias = "mq_timedsend")]
     #[doc(alias = "mq_send")]
     pub fn send_with_priority_deadline(
@@ -378,8 +378,7 @@ impl Queue {
         }
         check_priority(priority).map_err(|e| self.fail(e, "mq_send"))?;
         loop {
-            let abs = wall_clock(deadline);
-            match sys::mq_timedsend(self.fd.as_fd(), msg, priority, abs.as_ref()) {
+            match sys::mq_timedsend(self.fd.as_fd(), msg, priority, kernel_timeout(deadline)) {
                 Ok(()) => return Ok(()),
                 Err(errno) => self
                     .retry(errno, deadline, Interest::Writable)
@@ -410,7 +409,9 @@ impl Queue {
     }
 
     /// Receives the oldest message of the highest priority into `buf`, waiting for one until
-    /// `deadline` (`mq_timedreceive(3)`); returns its length and priority.
+    /// `deadline` (`mq_timedreceive(3)`; a finite deadline waits with `poll(2)` on the
+    /// monotonic clock, see the [module documentation](super)); returns its length and
+    /// priority.
     ///
     /// `buf` must be at least [`message_size`](Queue::message_size) bytes long, whatever the
     /// length of the next message: the kernel refuses shorter buffers. This is checked first, so
@@ -427,6 +428,7 @@ impl Queue {
     ///
     /// # References
     /// - [`mq_receive(3)`](https://man7.org/linux/man-pages/man3/mq_receive.3.html)
+    /// - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
     #[doc(alias = "mq_timedreceive")]
     #[doc(alias = "mq_receive")]
     pub fn recv_deadline(&self, buf: &mut [u8], deadline: Deadline) -> Result<Received> {
@@ -440,8 +442,7 @@ impl Queue {
             return Err(self.fail(e, "mq_receive"));
         }
         loop {
-            let abs = wall_clock(deadline);
-            match sys::mq_timedreceive(self.fd.as_fd(), buf, abs.as_ref()) {
+            match sys::mq_timedreceive(self.fd.as_fd(), buf, kernel_timeout(deadline)) {
                 Ok((len, priority)) => return Ok(Received { len, priority }),
                 Err(errno) => self
                     .retry(errno, deadline, Interest::Readable)
@@ -483,6 +484,12 @@ impl Queue {
     }
 
     /// Decides, after a failed send or receive, whether to try again (`Ok`) or give up.
+    ///
+    /// A call with a deadline never waits in the kernel (see [`kernel_timeout`]): `ETIMEDOUT`
+    /// from its epoch-time try, or `EAGAIN` on a non-blocking descriptor, both mean "not
+    /// now". Then this waits with `poll(2)` on the monotonic clock until the descriptor is
+    /// ready or the deadline passes; ready, the caller tries again, and if another process
+    /// took the message (or the room) first, comes back here to wait for the time left.
     fn retry(&self, errno: Errno, deadline: Deadline, interest: Interest) -> Result<()> {
         let blocked = match interest {
             Interest::Readable => Blocked::Empty,
@@ -490,14 +497,7 @@ impl Queue {
         };
         match errno {
             Errno::INTR => Ok(()),
-            // The wall-clock time passed. If the monotonic deadline has not (the wall clock
-            // was set forward), convert what is left and wait again.
-            Errno::TIMEDOUT if matches!(deadline, Deadline::At(_)) && !deadline.has_passed() => {
-                Ok(())
-            }
-            Errno::TIMEDOUT => Err(deadline.expired_error(blocked)),
-            // The descriptor is non-blocking: wait for readiness on the monotonic clock.
-            Errno::AGAIN => {
+            Errno::TIMEDOUT | Errno::AGAIN => {
                 if deadline == Deadline::Now {
                     return Err(Error::would_block(blocked));
                 }
@@ -545,7 +545,9 @@ fn check_priority(priority: u32) -> Result<()> {
     Ok(())
 }
 
-fn getattr_error(errno: Errno) -> Error {
+/// The error of a call the kernel makes only on a queue descriptor (`mq_getattr`,
+/// `mq_setattr`, `mq_notify`): `EBADF` there means the descriptor is not a queue.
+pub(super) fn not_a_queue_error(errno: Errno) -> Error {
     if errno == Errno::BADF {
         Error::with_note(
             ErrorKind::WrongType,
@@ -658,48 +660,70 @@ fn object_name(name: Option<&PosixName>, fd: &OwnedFd) -> Arc<str> {
     }
 }
 
-/// The absolute `CLOCK_REALTIME` time `mq_timed*` needs for `deadline`, computed now
-/// ([`Deadline::absolute`]): `None` waits without limit, the epoch does not wait at all.
-fn wall_clock(deadline: Deadline) -> Option<libc::timespec> {
-    deadline
-        .absolute(ClockId::Realtime)
-        .map(|t| libc::timespec {
-            tv_sec: t.tv_sec as libc::time_t,
-            tv_nsec: t.tv_nsec as _,
-        })
+/// The absolute `CLOCK_REALTIME` time of the epoch: passed to `mq_timed*`, it has always
+/// passed, so the kernel takes what is ready and fails with `ETIMEDOUT` instead of waiting.
+const EPOCH: libc::timespec = libc::timespec {
+    tv_sec: 0,
+    tv_nsec: 0,
+};
+
+/// The timeout `mq_timed*` get for `deadline`: none (wait in the kernel as long as it takes)
+/// for [`Deadline::Never`]; for every other deadline the epoch, so the kernel never waits on
+/// the wall clock and the wait itself is `poll(2)`'s, on the monotonic clock
+/// ([`Queue::retry`]).
+fn kernel_timeout(deadline: Deadline) -> Option<&'static libc::timespec> {
+    match deadline {
+        Deadline::Never => None,
+        Deadline::Now | Deadline::At(_) => Some(&EPOCH),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// No deadline reaches the kernel as a wall-clock time: a finite one is the epoch (take
+    /// what is ready, never wait), and only `Never` waits in the kernel.
     #[test]
-    fn wall_clock_adds_the_time_left_to_now() {
-        assert!(wall_clock(Deadline::Never).is_none());
-        let epoch = wall_clock(Deadline::Now).unwrap();
-        assert_eq!((epoch.tv_sec, epoch.tv_nsec), (0, 0));
-        let before = rustix::time::clock_gettime(ClockId::Realtime);
-        let t = wall_clock(Deadline::after(Duration::from_secs(100))).unwrap();
-        assert!((0..1_000_000_000).contains(&t.tv_nsec));
-        assert!(t.tv_sec >= before.tv_sec + 99 && t.tv_sec <= before.tv_sec + 101);
+    fn only_the_epoch_or_no_timeout_reaches_the_kernel() {
+        assert!(kernel_timeout(Deadline::Never).is_none());
         let far = Deadline::At(std::time::Instant::now() + Duration::from_secs(u32::MAX.into()));
-        assert!(wall_clock(far).unwrap().tv_sec > before.tv_sec);
+        for d in [
+            Deadline::Now,
+            Deadline::At(std::time::Instant::now() - Duration::from_secs(1)),
+            Deadline::after(Duration::from_secs(100)),
+            far,
+        ] {
+            let t = kernel_timeout(d).unwrap();
+            assert_eq!((t.tv_sec, t.tv_nsec), (0, 0), "{d:?}");
+        }
     }
 
+    /// After a try that found the queue empty (`ETIMEDOUT` from the epoch, or `EAGAIN` on a
+    /// non-blocking descriptor): `Now` gives up at once, a deadline ahead waits for the
+    /// descriptor and tries again when it is ready, a passed deadline times out.
     #[test]
-    fn a_timeout_before_the_monotonic_deadline_is_retried() {
-        // What a wall clock set forward looks like: the kernel reports ETIMEDOUT while the
-        // monotonic deadline is still ahead. The call must wait again, not time out.
+    fn a_try_that_found_nothing_waits_for_the_descriptor_then_tries_again() {
         let name = format!("/ipc-mq-unit-retry-{}", std::process::id());
         let q = Queue::create(&*name, 1, 8).unwrap();
         let _g = q.remove_guard().unwrap();
-        let ahead = Deadline::after(Duration::from_secs(600));
-        assert!(q.retry(Errno::TIMEDOUT, ahead, Interest::Readable).is_ok());
         let passed = Deadline::At(std::time::Instant::now() - Duration::from_secs(1));
-        let e = q
-            .retry(Errno::TIMEDOUT, passed, Interest::Readable)
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::TimedOut);
+        let ahead = Deadline::after(Duration::from_secs(600));
+        for errno in [Errno::TIMEDOUT, Errno::AGAIN] {
+            let e = q
+                .retry(errno, Deadline::Now, Interest::Readable)
+                .unwrap_err();
+            assert_eq!(
+                (e.kind(), e.blocked()),
+                (ErrorKind::WouldBlock, Some(Blocked::Empty))
+            );
+            let e = q.retry(errno, passed, Interest::Readable).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+            // Room for one: writable now, so the send is tried again at once.
+            assert!(q.retry(errno, ahead, Interest::Writable).is_ok());
+        }
+        q.try_send_with_priority(b"x", 0).unwrap();
+        // Full: a send that found no room gives up at its deadline; a receive tries again.
         let e = q
             .retry(Errno::TIMEDOUT, Deadline::Now, Interest::Writable)
             .unwrap_err();
@@ -707,7 +731,15 @@ mod tests {
             (e.kind(), e.blocked()),
             (ErrorKind::WouldBlock, Some(Blocked::Full))
         );
+        let e = q
+            .retry(Errno::TIMEDOUT, passed, Interest::Writable)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        assert!(q.retry(Errno::TIMEDOUT, ahead, Interest::Readable).is_ok());
+        // Interrupted: tried again, whatever the deadline.
         assert!(q.retry(Errno::INTR, passed, Interest::Readable).is_ok());
+        let e = q.retry(Errno::BADF, ahead, Interest::Readable).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     }
 
     #[test]

@@ -72,6 +72,9 @@
 //!   makes about 200 system calls a second. The deadline itself is kept on the monotonic
 //!   clock. Use a blocking call where latency matters and a deadline is not needed.
 //!
+//! A signal handled while a call waits (`EINTR`: `msgsnd` and `msgrcv` are never restarted,
+//! whatever the handler's `SA_RESTART`) is no error: the call waits on, until its deadline.
+//!
 //! # Removal is disconnection
 //!
 //! When a queue is removed, processes blocked on it wake with `EIDRM`, and later calls with

@@ -51,13 +51,14 @@ impl OpenOptions {
     /// Whose queue an open accepts when the key exists already: [`Owner::Me`] (the default)
     /// the effective user of this process, [`Owner::Uid`] that user, [`Owner::Any`] anyone.
     /// The owner is read with `msgctl(IPC_STAT)` on the id (or, for a queue the caller may not
-    /// read, from `/proc/sysvipc/msg`) and checked with [`Owner::check`]; a refusal is
-    /// [`ErrorKind::PermissionDenied`] naming both uids. Anyone can create a queue under a key
-    /// before its rightful user does, and its owner can remove it or change its mode at will;
-    /// the same policy holds for every named object of this workspace. The creator is checked
-    /// too (unless it is root): it keeps the owner's rights after giving the queue away to
-    /// another uid, which a squatter does to pass for its victim. ([`Queue::from_id`]
-    /// makes no check at all: whoever hands out an id vouches for it.)
+    /// read, `msgctl(MSG_STAT_ANY)`, Linux 4.17; where the kernel has none, such a queue is
+    /// refused unless the policy is [`Owner::Any`]) and checked with [`Owner::check`]; a
+    /// refusal is [`ErrorKind::PermissionDenied`] naming both uids. Anyone can create a queue
+    /// under a key before its rightful user does, and its owner can remove it or change its
+    /// mode at will; the same policy holds for every named object of this workspace. The
+    /// creator is checked too (unless it is root): it keeps the owner's rights after giving the
+    /// queue away to another uid, which a squatter does to pass for its victim.
+    /// ([`Queue::from_id`] makes no check at all: whoever hands out an id vouches for it.)
     pub fn owner(&mut self, owner: Owner) -> &mut OpenOptions {
         self.owner = owner;
         self
@@ -99,7 +100,8 @@ impl OpenOptions {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`], before any system call, for a mode beyond `0o777` or
     ///   for opening [`Key::PRIVATE`] without creating.
-    /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating).
+    /// - [`ErrorKind::NotFound`]: no queue has the key (and not creating), also when the
+    ///   queue found is removed before its owner was checked.
     /// - [`ErrorKind::AlreadyExists`]: creating exclusively and a queue has the key.
     /// - [`ErrorKind::PermissionDenied`]: the queue's mode does not grant the access, or the
     ///   existing queue's owner (or its creator, unless root) is not one the
@@ -159,46 +161,41 @@ impl OpenOptions {
     }
 }
 
-/// The owner and the creator of queue `id`, as `IPC_STAT` reports them.
+/// The owner and the creator of queue `id`, as `IPC_STAT` (or, for a queue the caller may not
+/// read, `MSG_STAT_ANY`) reports them.
 fn owner_of(id: i32, key: Key) -> Result<(u32, u32)> {
-    match sys::msgctl_stat(id) {
+    match sys::msgctl_stat_any(id) {
         Ok(ds) => Ok((ds.msg_perm.uid, ds.msg_perm.cuid)),
-        // IPC_STAT needs read permission, which a write-only queue denies even its owner:
-        // /proc/sysvipc/msg (this IPC namespace's queues, readable by all) names the owner.
-        Err(Errno::ACCESS) => owner_from_proc(id).ok_or_else(|| {
+        // No read permission, and a kernel older than 4.17 (no MSG_STAT_ANY) or a security
+        // module that refuses it: the owner cannot be told, so no policy but Any can pass.
+        Err(Errno::ACCESS) => {
             let e = Error::with_note(
                 ErrorKind::PermissionDenied,
-                "cannot tell who owns the queue (no read permission, and /proc/sysvipc/msg \
-                 does not say); OpenOptions::owner(Owner::Any) opens it anyway",
+                "cannot tell who owns the queue: no read permission, and the kernel would not \
+                 report it anyway (MSG_STAT_ANY needs Linux 4.17, and a security module may \
+                 refuse it); OpenOptions::owner(Owner::Any) opens it anyway",
             )
             .in_op("check owner")
             .on(key);
             tracing::debug!(error = %e, "msgget");
-            e
-        }),
+            Err(e)
+        }
+        // Removed since msgget found it (EINVAL: no queue has the id now; EIDRM: being
+        // removed): no queue has the key, as if msgget had not found it, so that
+        // `open_or_create` tries again.
+        Err(errno @ (Errno::INVAL | Errno::IDRM)) => {
+            let e = Error::with_note(
+                ErrorKind::NotFound,
+                "the queue was removed as it was opened",
+            )
+            .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error()))
+            .in_op("check owner")
+            .on(key);
+            tracing::debug!(error = %e, "msgget");
+            Err(e)
+        }
         Err(errno) => Err(queue_error(errno).in_op("msgctl(IPC_STAT)").on(key)),
     }
-}
-
-/// The owner and the creator of queue `id` as `/proc/sysvipc/msg` lists them (columns: key
-/// msqid perms cbytes qnum lspid lrpid uid gid cuid ...).
-fn owner_from_proc(id: i32) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string("/proc/sysvipc/msg").ok()?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
-    let id_col = header.iter().position(|c| *c == "msqid")?;
-    let uid_col = header.iter().position(|c| *c == "uid")?;
-    let cuid_col = header.iter().position(|c| *c == "cuid")?;
-    lines.find_map(|l| {
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        if cols.get(id_col)?.parse::<i32>().ok()? != id {
-            return None;
-        }
-        Some((
-            cols.get(uid_col)?.parse().ok()?,
-            cols.get(cuid_col)?.parse().ok()?,
-        ))
-    })
 }
 
 fn msgget(key: Key, flags: i32) -> Result<i32> {

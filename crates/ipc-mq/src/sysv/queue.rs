@@ -275,7 +275,7 @@ impl Queue {
             return Err(self.fail(e, OP));
         }
         let mut ds =
-            sys::msgctl_stat_for_set(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
+            sys::msgctl_stat_any(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
         let was_owner = ds.msg_perm.uid == rustix::process::geteuid().as_raw()
             || ds.msg_perm.cuid == rustix::process::geteuid().as_raw();
         ds.msg_qbytes = max_bytes as _;
@@ -313,7 +313,7 @@ impl Queue {
             return Err(self.fail(e, OP));
         }
         let mut ds =
-            sys::msgctl_stat_for_set(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
+            sys::msgctl_stat_any(self.id).map_err(|errno| self.fail(queue_error(errno), OP))?;
         ds.msg_perm.mode = mode as _;
         sys::msgctl_set(self.id, &ds).map_err(|errno| self.fail(queue_error(errno), OP))
     }
