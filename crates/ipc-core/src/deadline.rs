@@ -9,7 +9,8 @@ use rustix::time::{ClockId, Timespec};
 ///
 /// Every blocking operation in the workspace takes a deadline. Deadlines are instants on the
 /// monotonic clock ([`Instant`]), so a change of the wall clock never shortens or stretches a
-/// wait; APIs that need a wall-clock time (POSIX message queues) convert at the last moment.
+/// wait: no wait in the workspace passes a wall-clock time to the kernel (POSIX message
+/// queues, whose timed calls take one, wait with `poll(2)` instead).
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,8 +63,8 @@ impl Deadline {
     }
 
     /// This deadline as an absolute time on `clock`, for the system calls that take one
-    /// (`FUTEX_WAIT_BITSET` and `pthread_mutex_clocklock` on `CLOCK_MONOTONIC`, `mq_timedsend`
-    /// and `semtimedop`'s callers on `CLOCK_REALTIME`): `None` for [`Deadline::Never`], the
+    /// (`FUTEX_WAIT_BITSET` and `pthread_mutex_clocklock` on `CLOCK_MONOTONIC`; calls that only
+    /// take `CLOCK_REALTIME`, such as `mq_timedsend`): `None` for [`Deadline::Never`], the
     /// clock's epoch for [`Deadline::Now`] (already passed, so no wait), and for
     /// [`Deadline::At`] the clock read now plus the time left.
     ///
