@@ -270,7 +270,7 @@ unsafe impl SharedObject for Condvar {
     unsafe fn init_at<'a>(ptr: *mut Condvar, _: ()) -> Result<&'a Condvar> {
         check_ptr(ptr, KIND.name)?;
         let cv = Condvar {
-            header: Header::new(std::mem::size_of::<Condvar>(), 0),
+            header: Header::new::<Condvar>(&KIND, 0)?,
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             notify_cpu: AtomicU32::new(NO_CPU),

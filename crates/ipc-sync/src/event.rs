@@ -288,7 +288,7 @@ unsafe impl SharedObject for Event {
     unsafe fn init_at<'a>(ptr: *mut Event, mode: EventMode) -> Result<&'a Event> {
         check_ptr(ptr, KIND.name)?;
         let ev = Event {
-            header: Header::new(std::mem::size_of::<Event>(), mode.to_raw()),
+            header: Header::new::<Event>(&KIND, mode.to_raw())?,
             state: AtomicU32::new(0),
             _reserved: AtomicU32::new(0),
             set_cpu: AtomicU32::new(NO_CPU),

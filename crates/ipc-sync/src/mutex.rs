@@ -91,6 +91,10 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// The `pthread_mutex_t` must never be copied or moved, which is why a `Mutex` exists only in
 /// place, behind a reference ([`SharedObject::init_at`], [`Shared`](crate::Shared)).
 ///
+/// The header records the size in 32 bits: a `Mutex<T>` of more than `u32::MAX` bytes (data
+/// of about 4 GiB) is refused by [`init_at`](SharedObject::init_at) with
+/// [`ErrorKind::InvalidInput`]. Keep such data beside a `Mutex<()>` in the mapping instead.
+///
 /// # References
 /// - [`pthread_mutexattr_setrobust(3)`](https://man7.org/linux/man-pages/man3/pthread_mutexattr_setrobust.3.html)
 /// - [`pthread_mutex_consistent(3)`](https://man7.org/linux/man-pages/man3/pthread_mutex_consistent.3.html)
@@ -353,6 +357,13 @@ impl<T: SharedData> Mutex<T> {
     fn describe(&self) -> String {
         format!("{} at {:p}", KIND.name, self as *const Mutex<T>)
     }
+
+    /// The header of a new `Mutex<T>`, from the type alone: refused for a layout larger than
+    /// the header's size field records (see [`Header::new`]), before `init_at` writes anything.
+    fn header() -> Result<Header> {
+        let align = u32::try_from(std::mem::align_of::<T>()).unwrap_or(u32::MAX);
+        Header::new::<Mutex<T>>(&KIND, align)
+    }
 }
 
 // SAFETY: `#[repr(C)]`; the header and hint are atomics; the pthread mutex is passed to glibc
@@ -364,13 +375,12 @@ unsafe impl<T: SharedData> SharedObject for Mutex<T> {
 
     unsafe fn init_at<'a>(ptr: *mut Mutex<T>, value: T) -> Result<&'a Mutex<T>> {
         check_ptr(ptr, KIND.name)?;
-        let size = std::mem::size_of::<Mutex<T>>();
-        let align = u32::try_from(std::mem::align_of::<T>()).unwrap_or(u32::MAX);
+        let header = Mutex::<T>::header()?;
         // SAFETY: the caller vouches that `ptr` is valid for writes and unused by others;
         // `check_ptr` checked alignment. Fields are written in place, so the pthread mutex is
         // initialised where it will stay.
         unsafe {
-            (&raw mut (*ptr).header).write(Header::new(size, align));
+            (&raw mut (*ptr).header).write(header);
             (&raw mut (*ptr).holder_cpu).write(AtomicU32::new(NO_CPU));
             (&raw mut (*ptr)._reserved).write(AtomicU32::new(0));
             (&raw mut (*ptr).data).write(UnsafeCell::new(value));
@@ -727,5 +737,30 @@ mod tests {
         // SAFETY: the sizes are equal and the alignment of the target is not larger.
         let e = unsafe { Mutex::<[u32; 2]>::open_at(p) }.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WrongType);
+    }
+
+    /// A `Mutex<T>` larger than the header's 32-bit size field: its header is refused (so
+    /// `init_at` refuses it before writing anything), instead of being recorded with a size
+    /// no opener could ever match. Type-level only: no such value (or memory) is made.
+    #[test]
+    fn a_layout_larger_than_the_size_field_is_refused_at_init() {
+        // 64 bytes before the data: the largest layout that fits, and the smallest that does not.
+        type Largest = Mutex<[u8; (1 << 32) - 72]>;
+        type TooLarge = Mutex<[u8; (1 << 32) - 64]>;
+        type Huge = Mutex<[u64; 5 << 27]>;
+        assert_eq!(std::mem::size_of::<Largest>(), (1 << 32) - 8);
+        assert_eq!(std::mem::size_of::<TooLarge>(), 1 << 32);
+        let h = Largest::header().unwrap();
+        h.publish(&KIND);
+        assert_eq!(h.check(&KIND, std::mem::size_of::<Largest>()).unwrap(), 1);
+        for (e, size) in [
+            (TooLarge::header().unwrap_err(), size_of::<TooLarge>()),
+            (Huge::header().unwrap_err(), size_of::<Huge>()),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("is {size} bytes")), "{msg}");
+            assert!(msg.contains("Mutex<()>"), "says what to do instead: {msg}");
+        }
     }
 }

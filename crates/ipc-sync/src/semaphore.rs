@@ -267,7 +267,7 @@ unsafe impl SharedObject for Semaphore {
             );
         }
         let sem = Semaphore {
-            header: Header::new(std::mem::size_of::<Semaphore>(), 0),
+            header: Header::new::<Semaphore>(&KIND, 0)?,
             count: AtomicU32::new(count),
             _reserved0: AtomicU32::new(0),
             post_cpu: AtomicU32::new(NO_CPU),
