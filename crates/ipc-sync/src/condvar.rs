@@ -150,7 +150,7 @@ impl Condvar {
             return Err(LockError::OwnerDied(guard));
         }
         let mutex: &'a Mutex<T> = guard.mutex();
-        if let Err(e) = mutex.before_unlock(guard.tid()) {
+        if let Err(e) = mutex.before_unlock(guard.tid(), true) {
             // Not unlockable (see `MutexGuard::unlock`): the guard must not try again.
             std::mem::forget(guard);
             return Err(LockError::Failed(e));

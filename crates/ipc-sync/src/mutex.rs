@@ -50,7 +50,15 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// - a lock refuses a mutex whose kind word changed ([`ErrorKind::Corrupted`]): glibc would
 ///   take it for a mutex that is not robust, so a holder's death would go unnoticed;
 /// - an unlock first checks the links against this thread's list, and restores them from the
-///   list when they were overwritten (see [`MutexGuard::unlock`] for what it cannot mend).
+///   list when they were overwritten (see [`MutexGuard::unlock`] for what it cannot mend);
+/// - an unlock and [`MutexGuard::mark_consistent`] write back the owner word glibc keeps while
+///   the mutex is held, which decides whether the mutex survives the unlock: overwritten, a
+///   healthy mutex would become [not recoverable](ErrorKind::NotRecoverable), one nobody
+///   repaired would stay usable, and a repair would be refused.
+///
+/// A peer can still write the words of a mutex nobody holds: a lock word that names a thread
+/// that does not hold it keeps lockers waiting (use a deadline), and an owner word that says
+/// "not recoverable" is taken at its word.
 ///
 /// The check makes no system call in the common case, a thread holding one robust mutex at a
 /// time; unlocking one of several held at once costs one `process_vm_readv` system call.
@@ -306,10 +314,57 @@ impl<T: SharedData> Mutex<T> {
         }
     }
 
+    /// glibc's `__owner` word: the holder's TID, or [`robust::OWNER_INCONSISTENT`].
+    fn owner_word(&self) -> &AtomicU32 {
+        // SAFETY: `__owner` is an aligned 32-bit integer at offset 8 of the 40-byte mutex;
+        // glibc writes it only from the thread holding the mutex, and this crate accesses it
+        // atomically, only from that thread too.
+        unsafe {
+            &*self
+                .raw
+                .get()
+                .cast::<u8>()
+                .add(robust::OWNER_AT)
+                .cast::<AtomicU32>()
+        }
+    }
+
+    /// Puts back the words glibc decides by in a mutex this thread holds (`tid`, as the lock
+    /// word said at locking), if another process overwrote them: the kind word, and, while
+    /// the lock word still names this thread, the owner word, which is `tid` for a
+    /// `consistent` guard and glibc's "inconsistent" mark otherwise. Overwritten, the owner
+    /// word would make glibc's unlock declare a healthy mutex not recoverable, or leave one
+    /// nobody vouched for recoverable, and `pthread_mutex_consistent` refuse a repaired one.
+    ///
+    /// Returns what it found in each word it put back.
+    fn restore_words(&self, tid: u32, consistent: bool) -> (Option<u32>, Option<u32>) {
+        let put = |word: &AtomicU32, want: u32| {
+            let was = word.load(Ordering::Relaxed);
+            (was != want).then(|| {
+                word.store(want, Ordering::Relaxed);
+                was
+            })
+        };
+        let kind_was = put(self.kind_word(), robust::KIND);
+        let owner_was = if self.lock_word().load(Ordering::Relaxed) & FUTEX_TID_MASK == tid {
+            let owner = if consistent {
+                tid
+            } else {
+                robust::OWNER_INCONSISTENT
+            };
+            put(self.owner_word(), owner)
+        } else {
+            None
+        };
+        (kind_was, owner_was)
+    }
+
     /// Before glibc unlocks the mutex this thread holds: puts right what glibc would trust in it
     /// and another process may have overwritten (see [`robust`](crate::robust)).
     ///
     /// - A kind word that changed is written back: the mutex was locked as this crate's kind.
+    /// - An owner word that changed is written back: this thread's id for a `consistent`
+    ///   guard, glibc's "inconsistent" mark otherwise (see [`Mutex::restore_words`]).
     /// - Robust-list links that do not point at their neighbours are restored from the list.
     /// - A lock word that no longer names this thread (`tid`, as it was at locking): glibc would refuse to unlock and leave
     ///   the mutex in this thread's list; it is taken out by hand and the word left alone.
@@ -319,12 +374,8 @@ impl<T: SharedData> Mutex<T> {
     /// not lead to the mutex (the list was overwritten elsewhere): then the mutex stays locked,
     /// since unlocking would write through the overwritten links; the kernel releases it, as
     /// a dead owner's, when the thread ends.
-    pub(crate) fn before_unlock(&self, tid: u32) -> Result<()> {
-        let kind = self.kind_word();
-        let kind_was = kind.load(Ordering::Relaxed);
-        if kind_was != robust::KIND {
-            kind.store(robust::KIND, Ordering::Relaxed);
-        }
+    pub(crate) fn before_unlock(&self, tid: u32, consistent: bool) -> Result<()> {
+        let (kind_was, owner_was) = self.restore_words(tid, consistent);
         // SAFETY: `self.raw` is this mutex, mapped as long as `self` is borrowed; the calling
         // thread holds it, so only it (in glibc or here) changes the links.
         let entry = unsafe { robust::Entry::of(self.raw.get()) };
@@ -343,10 +394,11 @@ impl<T: SharedData> Mutex<T> {
             tracing::debug!(error = %e, "unlock refused");
             return Err(e);
         }
-        if mended || kind_was != robust::KIND {
+        if mended || kind_was.is_some() || owner_was.is_some() {
             tracing::debug!(
                 mutex = %self.describe(),
-                kind_was,
+                ?kind_was,
+                ?owner_was,
                 links_restored = mended,
                 "unlock: another process had overwritten the pthread_mutex_t; put right"
             );
@@ -469,6 +521,9 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
         if self.consistent {
             return Ok(());
         }
+        // glibc refuses unless the kind and owner words say "robust, taken from a dead owner",
+        // as they did at locking: another process may have written over them since.
+        self.mutex.restore_words(self.tid, false);
         // SAFETY: this thread holds the mutex after a lock that returned EOWNERDEAD (the only
         // way to get an inconsistent guard).
         let rc = unsafe { sys::mutex_consistent(self.mutex.raw.get()) };
@@ -497,7 +552,8 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
     /// unlocked safely. Its lock word names another thread (then this thread no longer holds
     /// it), or this thread's robust list does not lead to it (then it stays locked by this
     /// thread, and the kernel releases it as a dead owner's when the thread ends). A kind
-    /// word or list links overwritten while the lock was held are put right, not reported.
+    /// word, owner word or list links overwritten while the lock was held are put right, not
+    /// reported.
     ///
     /// # References
     /// - [`pthread_mutex_unlock(3p)`](https://man7.org/linux/man-pages/man3/pthread_mutex_unlock.3p.html)
@@ -505,9 +561,9 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
     pub fn unlock(self) -> Result<()> {
         let mutex = self.mutex;
         self.warn_if_inconsistent();
-        let tid = self.tid;
+        let (tid, consistent) = (self.tid, self.consistent);
         std::mem::forget(self);
-        mutex.before_unlock(tid)?;
+        mutex.before_unlock(tid, consistent)?;
         MutexGuard::unlock_raw(mutex);
         Ok(())
     }
@@ -557,7 +613,7 @@ impl<T: SharedData> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         self.warn_if_inconsistent();
         // A refusal is logged where it happens; a drop has nobody to tell it to.
-        if self.mutex.before_unlock(self.tid).is_ok() {
+        if self.mutex.before_unlock(self.tid, self.consistent).is_ok() {
             MutexGuard::unlock_raw(self.mutex);
         }
     }
