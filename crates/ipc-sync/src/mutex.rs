@@ -564,19 +564,38 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
         let (tid, consistent) = (self.tid, self.consistent);
         std::mem::forget(self);
         mutex.before_unlock(tid, consistent)?;
-        MutexGuard::unlock_raw(mutex);
-        Ok(())
+        MutexGuard::unlock_raw(mutex)
     }
 
     /// Unlocks without dropping (for [`Condvar`](crate::Condvar)): the caller relocks with
     /// [`Mutex::lock`] and must not use the guard in between.
     ///
     /// Call right after [`Mutex::before_unlock`] returned `Ok`.
-    pub(crate) fn unlock_raw(mutex: &Mutex<T>) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`] when glibc refuses (`EPERM`): its own look at the lock word,
+    /// after `before_unlock`'s, found another thread there, which another process wrote in
+    /// between. glibc then left the mutex in this thread's robust list; it is taken out, as
+    /// `before_unlock` does for a lock word it finds changed.
+    pub(crate) fn unlock_raw(mutex: &Mutex<T>) -> Result<()> {
         // SAFETY: the caller held the mutex through a guard it has forgotten, and checked what
         // glibc trusts in it (`before_unlock`).
         let rc = unsafe { sys::mutex_unlock(mutex.raw.get()) };
-        debug_assert_eq!(rc, 0, "pthread_mutex_unlock");
+        if rc == 0 {
+            return Ok(());
+        }
+        // SAFETY: `mutex.raw` is mapped while `mutex` is borrowed; glibc refused the unlock, so
+        // the mutex is still in this thread's list and only this thread changes its links.
+        unsafe { robust::Entry::of(mutex.raw.get()) }.unlink();
+        let e = Error::corrupted(
+            "the lock word no longer names this thread (another process wrote it during the \
+             unlock); the mutex is not this thread's any more",
+        )
+        .with_source(std::io::Error::from_raw_os_error(rc))
+        .in_op("unlock")
+        .on(mutex.describe());
+        tracing::debug!(error = %e, "unlock refused");
+        Err(e)
     }
 
     /// What [`Mutex::before_unlock`] needs: the thread id in the lock word at locking.
@@ -614,7 +633,7 @@ impl<T: SharedData> Drop for MutexGuard<'_, T> {
         self.warn_if_inconsistent();
         // A refusal is logged where it happens; a drop has nobody to tell it to.
         if self.mutex.before_unlock(self.tid, self.consistent).is_ok() {
-            MutexGuard::unlock_raw(self.mutex);
+            let _ = MutexGuard::unlock_raw(self.mutex);
         }
     }
 }
@@ -818,5 +837,37 @@ mod tests {
             assert!(msg.contains(&format!("is {size} bytes")), "{msg}");
             assert!(msg.contains("Mutex<()>"), "says what to do instead: {msg}");
         }
+    }
+
+    /// Another process writes the lock word after the unlock's own check and before glibc's:
+    /// glibc refuses the unlock (`EPERM`). That is a typed error, not a panic (it was a
+    /// `debug_assert`, in a guard's `drop` too), and the mutex leaves this thread's robust list,
+    /// where glibc left it: once its memory holds something else, glibc's next lock of another
+    /// mutex would write a link into it.
+    #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
+    fn a_lock_word_written_during_the_unlock_is_a_typed_error_not_a_panic() {
+        let (m, other) = (Heap::<Mutex<u64>>::new(0), Heap::<Mutex<u64>>::new(0));
+        let g = m.lock().unwrap();
+        m.before_unlock(g.tid(), true).unwrap();
+        // The window: another process's write lands here.
+        m.lock_word().store(1, Ordering::Relaxed);
+        std::mem::forget(g);
+        let e = MutexGuard::unlock_raw(&*m).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        assert!(e.to_string().contains("lock word"), "{e}");
+        // The mutex's memory is given to something else.
+        let raw = m.raw.get().cast::<u8>();
+        let size = size_of::<libc::pthread_mutex_t>();
+        // SAFETY: the mutex's own bytes, which nothing uses any more (nobody holds or locks
+        // it; this thread's list no longer leads to it).
+        unsafe { raw.write_bytes(0xAB, size) };
+        other.lock().unwrap().unlock().unwrap();
+        // SAFETY: as above; read back as plain bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(raw, size) };
+        assert!(
+            bytes.iter().all(|&b| b == 0xAB),
+            "glibc wrote into it: {bytes:x?}"
+        );
     }
 }
