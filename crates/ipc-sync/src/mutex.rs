@@ -56,9 +56,13 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 ///   healthy mutex would become [not recoverable](ErrorKind::NotRecoverable), one nobody
 ///   repaired would stay usable, and a repair would be refused.
 ///
-/// A peer can still write the words of a mutex nobody holds: a lock word that names a thread
-/// that does not hold it keeps lockers waiting (use a deadline), and an owner word that says
-/// "not recoverable" is taken at its word.
+/// What no check can mend, since glibc and the kernel decide by these words alone: a lock word
+/// a peer wrote so that it names a thread that does not hold the mutex (or none, with only
+/// the waiters bit set) keeps every locker waiting, so lock with a deadline where peers are
+/// not trusted; an owner word written to say "not recoverable" is taken at its word; and a
+/// holder that dies while a peer's write is in the links of one of the mutexes it holds stops
+/// the kernel's walk of its robust list there, so the mutexes it locked before that one are
+/// not marked as a dead owner's (their lockers wait as for a live holder).
 ///
 /// The check makes no system call in the common case, a thread holding one robust mutex at a
 /// time; unlocking one of several held at once costs one `process_vm_readv` system call.
