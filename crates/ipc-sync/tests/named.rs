@@ -89,6 +89,15 @@ fn wait_by_name(ctx: &Ctx) {
         .expect("a post from another process wakes the wait");
 }
 
+/// Opens `args[0]`, says so, and takes one unit within `args[1]` milliseconds.
+fn wait_by_name_for(ctx: &Ctx) {
+    let args = ctx.args();
+    let sem = NamedSemaphore::open(args[0]).expect("open");
+    ctx.checkpoint("opened");
+    sem.wait_timeout(Duration::from_millis(args[1].parse().unwrap()))
+        .expect("a unit that came before the deadline is taken");
+}
+
 /// Sets umask 0o277, then creates `args[0]` with mode `args[1]` (octal).
 fn create_under_umask(ctx: &Ctx) {
     let args = ctx.args();
@@ -228,6 +237,7 @@ roles!(
     post_and_take_under_scribbles,
     post_by_name,
     wait_by_name,
+    wait_by_name_for,
     plain_c_program,
     create_under_umask,
     open_hostile_files,
@@ -689,4 +699,28 @@ fn a_waiter_count_overwritten_with_zero_delays_the_sleeper_but_never_strands_it(
     assert_eq!(sem.value().unwrap(), 0, "the waiter took the unit");
     sem.post().unwrap();
     sem.wait_timeout(watchdog()).unwrap();
+}
+
+/// A unit that comes before the deadline with its wake-up lost (a poster killed between its
+/// compare-and-swap and its `FUTEX_WAKE`; a wake that comes as the deadline passes): the
+/// sleeper's futex wait times out, and the wait takes the unit rather than report a timeout
+/// with the unit left behind. (The deadline is shorter than `futex::RECHECK`.)
+#[test]
+fn a_unit_whose_wake_up_was_lost_is_taken_when_the_deadline_passes() {
+    let name = unique_posix_name("named-late-wake");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let map = map_sem_file(&sem);
+    let mut child = spawn("wait_by_name_for")
+        .arg(format!("{} 300", name.as_str()))
+        .start();
+    child.wait_checkpoint("opened");
+    until_waiters(&sem, 1);
+    std::thread::sleep(Duration::from_millis(20)); // until it sleeps in the futex
+    // The post, without its wake-up: the value word, as glibc's post writes it.
+    word_of(&map, 0).store(1, std::sync::atomic::Ordering::SeqCst);
+    child.wait_success();
+    assert_eq!(sem.value().unwrap(), 0);
+    assert_eq!(file_word(&sem, NWAITERS_AT), 0, "the waiter deregistered");
 }
