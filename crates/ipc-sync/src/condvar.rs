@@ -150,19 +150,26 @@ impl Condvar {
             return Err(LockError::OwnerDied(guard));
         }
         let mutex: &'a Mutex<T> = guard.mutex();
-        if let Err(e) = mutex.before_unlock(guard.tid()) {
+        if let Err(e) = mutex.before_unlock(guard.tid(), true) {
             // Not unlockable (see `MutexGuard::unlock`): the guard must not try again.
             std::mem::forget(guard);
             return Err(LockError::Failed(e));
         }
+        let mut refused = None;
         let timed_out = self.park(
             || {
                 std::mem::forget(guard);
-                MutexGuard::unlock_raw(mutex);
+                MutexGuard::unlock_raw(mutex)
+                    .map_err(|e| refused = Some(e))
+                    .is_ok()
             },
             deadline,
             spin,
         );
+        if let Some(e) = refused {
+            // Another process took the lock word over during the unlock: not ours to relock.
+            return Err(LockError::Failed(e));
+        }
         mutex.lock().map(|g| (g, WaitTimeoutResult(timed_out)))
     }
 
@@ -235,8 +242,9 @@ impl Condvar {
     /// spins as `spin` says until the counter moves, then registers and sleeps until notified,
     /// `deadline`, or [`futex::RECHECK`]. Returns whether the deadline passed.
     ///
-    /// `unlock` must release the lock that notifiers take before changing the condition.
-    fn park(&self, unlock: impl FnOnce(), deadline: Deadline, spin: Spin) -> bool {
+    /// `unlock` must release the lock that notifiers take before changing the condition, and
+    /// say whether it did: if not, this returns at once (not timed out).
+    fn park(&self, unlock: impl FnOnce() -> bool, deadline: Deadline, spin: Spin) -> bool {
         // Read the counter under the lock: a notifier that changes the condition after we
         // checked it does so after `unlock`, and bumps `seq` after that, so `seq` moves away
         // from `seen`.
@@ -247,7 +255,9 @@ impl Condvar {
             self.notify_cpu.load(Ordering::Relaxed),
             swap_cpu(&self.wait_cpu),
         ];
-        unlock();
+        if !unlock() {
+            return false;
+        }
         if spin.run_against(&others, || self.seq.load(Ordering::Relaxed) != seen) {
             return false;
         }
@@ -270,7 +280,7 @@ unsafe impl SharedObject for Condvar {
     unsafe fn init_at<'a>(ptr: *mut Condvar, _: ()) -> Result<&'a Condvar> {
         check_ptr(ptr, KIND.name)?;
         let cv = Condvar {
-            header: Header::new(std::mem::size_of::<Condvar>(), 0),
+            header: Header::new::<Condvar>(&KIND, 0)?,
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             notify_cpu: AtomicU32::new(NO_CPU),
@@ -342,7 +352,14 @@ mod tests {
             for i in 1..=rounds {
                 let mut g = state.lock().unwrap();
                 while *g != i {
-                    cv.park(move || drop(g), Deadline::Never, spin);
+                    cv.park(
+                        move || {
+                            drop(g);
+                            true
+                        },
+                        Deadline::Never,
+                        spin,
+                    );
                     g = state.lock().unwrap();
                 }
                 *g = 0;
@@ -356,7 +373,7 @@ mod tests {
         let d = Deadline::after(Duration::from_millis(5));
         let mut timed_out = false;
         while !timed_out {
-            timed_out = cv.park(|| {}, d, Spin::Adaptive);
+            timed_out = cv.park(|| true, d, Spin::Adaptive);
         }
         assert!(d.has_passed());
     }

@@ -288,7 +288,7 @@ unsafe impl SharedObject for Event {
     unsafe fn init_at<'a>(ptr: *mut Event, mode: EventMode) -> Result<&'a Event> {
         check_ptr(ptr, KIND.name)?;
         let ev = Event {
-            header: Header::new(std::mem::size_of::<Event>(), mode.to_raw()),
+            header: Header::new::<Event>(&KIND, mode.to_raw())?,
             state: AtomicU32::new(0),
             _reserved: AtomicU32::new(0),
             set_cpu: AtomicU32::new(NO_CPU),
@@ -451,5 +451,37 @@ mod tests {
         let err = unsafe { Event::open_at(&*e as *const Event) }.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupted);
         assert_eq!(e.mode(), EventMode::ManualReset);
+    }
+
+    /// A set that comes before the deadline with its wake-up lost (a setter killed between its
+    /// swap and its `FUTEX_WAKE`, or a wake that comes as the deadline passes): the sleeper's
+    /// futex wait times out, and the wait takes the event instead of reporting a timeout.
+    /// (The deadline is shorter than `futex::RECHECK`.)
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "needs the futex wait to time out, not Miri's deadlock report"
+    )]
+    fn a_set_whose_wake_up_was_lost_is_taken_when_the_deadline_passes() {
+        for mode in [EventMode::AutoReset, EventMode::ManualReset] {
+            let e = Arc::new(Heap::<Event>::new(mode));
+            let sleeper = {
+                let e = Arc::clone(&e);
+                std::thread::spawn(move || {
+                    e.wait_with(Deadline::after(Duration::from_millis(200)), Spin::Never)
+                })
+            };
+            while e.state.load(Ordering::SeqCst) != SLEEPERS {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(20)); // until it sleeps in the futex
+            // The set, without its wake-up.
+            e.state.store(SET | SLEEPERS, Ordering::SeqCst);
+            sleeper
+                .join()
+                .unwrap()
+                .unwrap_or_else(|err| panic!("{mode:?}: {err}"));
+            assert_eq!(e.is_set(), mode == EventMode::ManualReset, "{mode:?}");
+        }
     }
 }

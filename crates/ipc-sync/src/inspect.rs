@@ -20,7 +20,9 @@ struct Head([u8; HEAD_LEN]);
 /// at most [`HEAD_LEN`] of them): a [`Semaphore`] (with its value), an [`Event`] (mode, set
 /// or not), a [`Condvar`], or a `Mutex<()>`. `None` for anything else (another type, a
 /// `Mutex` guarding other data, which this cannot size). A header of this crate that fails
-/// its type's validation is reported in [`Recognised::corrupted`].
+/// its type's validation is reported in [`Recognised::corrupted`], and so is one whose
+/// segment is too short for its type (pass the whole segment when it is shorter than
+/// [`HEAD_LEN`]: the bytes it lacks are not read as zeros).
 ///
 /// Reads only `head`; makes no system call.
 pub fn recognise(head: &[u8]) -> Option<Recognised> {
@@ -44,50 +46,57 @@ pub fn recognise(head: &[u8]) -> Option<Recognised> {
             && size_of::<Mutex<()>>() <= HEAD_LEN
     );
     let mut corrupted = None;
-    let mut note = |name: &str, e: ipc_core::Error| {
-        if e.kind() == ErrorKind::Corrupted {
-            corrupted = Some(what(name, Vec::new())).map(|mut r| {
-                r.corrupted = Some(e.to_string());
-                r
-            });
+    // What one type's validation of the copy says, for a type of `size` bytes: the object
+    // with its facts; or, for a header of that type that fails its validation or whose
+    // segment is cut short (the copy's zeros stand for bytes that are not there), nothing
+    // yet: it is reported as corrupted if no other type takes the bytes.
+    let mut judge = |name: &str, size: usize, r: ipc_core::Result<Vec<(String, String)>>| {
+        match r {
+            Ok(facts) if n >= size => return Some(what(name, facts)),
+            Err(e) if e.kind() != ErrorKind::Corrupted => return None,
+            r => {
+                let why = if n < size {
+                    format!("cut short: the segment has {n} bytes, a {name} has {size}")
+                } else {
+                    r.err().map_or_else(String::new, |e| e.to_string())
+                };
+                corrupted = Some(Recognised {
+                    corrupted: Some(why),
+                    ..what(name, Vec::new())
+                });
+            }
         }
+        None
     };
     // SAFETY: see above.
-    match unsafe { Semaphore::open_at(p.cast()) } {
-        Ok(s) => {
-            return Some(what(
-                "Semaphore",
-                vec![("value".into(), s.value().to_string())],
-            ));
-        }
-        Err(e) => note("Semaphore", e),
+    let sem = unsafe { Semaphore::open_at(p.cast()) }
+        .map(|s| vec![("value".into(), s.value().to_string())]);
+    if let Some(r) = judge("Semaphore", size_of::<Semaphore>(), sem) {
+        return Some(r);
     }
     // SAFETY: see above.
-    match unsafe { Event::open_at(p.cast()) } {
-        Ok(ev) => {
-            let mode = match ev.mode() {
-                EventMode::AutoReset => "auto-reset",
-                EventMode::ManualReset => "manual-reset",
-            };
-            return Some(what(
-                "Event",
-                vec![
-                    ("mode".into(), mode.into()),
-                    ("set".into(), ev.is_set().to_string()),
-                ],
-            ));
-        }
-        Err(e) => note("Event", e),
+    let ev = unsafe { Event::open_at(p.cast()) }.map(|ev| {
+        let mode = match ev.mode() {
+            EventMode::AutoReset => "auto-reset",
+            EventMode::ManualReset => "manual-reset",
+        };
+        vec![
+            ("mode".into(), mode.into()),
+            ("set".into(), ev.is_set().to_string()),
+        ]
+    });
+    if let Some(r) = judge("Event", size_of::<Event>(), ev) {
+        return Some(r);
     }
     // SAFETY: see above.
-    match unsafe { Condvar::open_at(p.cast()) } {
-        Ok(_) => return Some(what("Condvar", Vec::new())),
-        Err(e) => note("Condvar", e),
+    let cv = unsafe { Condvar::open_at(p.cast()) }.map(|_| Vec::new());
+    if let Some(r) = judge("Condvar", size_of::<Condvar>(), cv) {
+        return Some(r);
     }
     // SAFETY: see above.
-    match unsafe { Mutex::<()>::open_at(p.cast()) } {
-        Ok(_) => return Some(what("Mutex<()>", Vec::new())),
-        Err(e) => note("Mutex", e),
+    let m = unsafe { Mutex::<()>::open_at(p.cast()) }.map(|_| Vec::new());
+    if let Some(r) = judge("Mutex<()>", size_of::<Mutex<()>>(), m) {
+        return Some(r);
     }
     corrupted
 }
@@ -107,5 +116,46 @@ mod tests {
         assert_eq!(r.facts, [("value".to_owned(), "4".to_owned())]);
         assert_eq!(recognise(b"anything else"), None);
         assert_eq!(recognise(&[]), None);
+    }
+
+    /// A segment shorter than the object its header announces (the header itself intact):
+    /// reported as cut short, never as the object with zeros for what is missing (a
+    /// semaphore of value 0, a condvar) nor as another fault those zeros make (an event's mode
+    /// word missing).
+    #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
+    fn a_segment_cut_short_is_corrupted_not_read_as_zeros() {
+        fn whole<T: SharedObject>(init: T::Init) -> Head {
+            let mut buf = Head([0; HEAD_LEN]);
+            // SAFETY: `buf` is aligned, large enough (see `recognise`) and ours alone; the
+            // object is only copied out with it.
+            unsafe { T::init_at(buf.0.as_mut_ptr().cast(), init) }.unwrap();
+            buf
+        }
+        let objects = [
+            ("Semaphore", size_of::<Semaphore>(), whole::<Semaphore>(3)),
+            (
+                "Event",
+                size_of::<Event>(),
+                whole::<Event>(EventMode::AutoReset),
+            ),
+            ("Condvar", size_of::<Condvar>(), whole::<Condvar>(())),
+            ("Mutex<()>", size_of::<Mutex<()>>(), whole::<Mutex<()>>(())),
+        ];
+        for (name, size, bytes) in objects {
+            let r = recognise(&bytes.0[..size]).unwrap();
+            assert_eq!(r.what, format!("ipc-sync {name} at offset 0"));
+            assert_eq!(r.corrupted, None, "{name} whole");
+            // Every cut that keeps the 16-byte header.
+            for cut in 16..size {
+                let r = recognise(&bytes.0[..cut]).expect("a header of this crate");
+                let why = r
+                    .corrupted
+                    .unwrap_or_else(|| panic!("{name}: {cut} bytes taken whole"));
+                assert!(r.what.contains(name), "{cut} bytes of a {name}: {}", r.what);
+                assert!(why.contains(&format!("has {cut} bytes")), "{name}: {why}");
+                assert!(r.facts.is_empty(), "{name}, {cut} bytes: {:?}", r.facts);
+            }
+        }
     }
 }

@@ -50,7 +50,19 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 /// - a lock refuses a mutex whose kind word changed ([`ErrorKind::Corrupted`]): glibc would
 ///   take it for a mutex that is not robust, so a holder's death would go unnoticed;
 /// - an unlock first checks the links against this thread's list, and restores them from the
-///   list when they were overwritten (see [`MutexGuard::unlock`] for what it cannot mend).
+///   list when they were overwritten (see [`MutexGuard::unlock`] for what it cannot mend);
+/// - an unlock and [`MutexGuard::mark_consistent`] write back the owner word glibc keeps while
+///   the mutex is held, which decides whether the mutex survives the unlock: overwritten, a
+///   healthy mutex would become [not recoverable](ErrorKind::NotRecoverable), one nobody
+///   repaired would stay usable, and a repair would be refused.
+///
+/// What no check can mend, since glibc and the kernel decide by these words alone: a lock word
+/// a peer wrote so that it names a thread that does not hold the mutex (or none, with only
+/// the waiters bit set) keeps every locker waiting, so lock with a deadline where peers are
+/// not trusted; an owner word written to say "not recoverable" is taken at its word; and a
+/// holder that dies while a peer's write is in the links of one of the mutexes it holds stops
+/// the kernel's walk of its robust list there, so the mutexes it locked before that one are
+/// not marked as a dead owner's (their lockers wait as for a live holder).
 ///
 /// The check makes no system call in the common case, a thread holding one robust mutex at a
 /// time; unlocking one of several held at once costs one `process_vm_readv` system call.
@@ -90,6 +102,10 @@ const FUTEX_WAITERS: u32 = 0x8000_0000;
 ///
 /// The `pthread_mutex_t` must never be copied or moved, which is why a `Mutex` exists only in
 /// place, behind a reference ([`SharedObject::init_at`], [`Shared`](crate::Shared)).
+///
+/// The header records the size in 32 bits: a `Mutex<T>` of more than `u32::MAX` bytes (data
+/// of about 4 GiB) is refused by [`init_at`](SharedObject::init_at) with
+/// [`ErrorKind::InvalidInput`]. Keep such data beside a `Mutex<()>` in the mapping instead.
 ///
 /// # References
 /// - [`pthread_mutexattr_setrobust(3)`](https://man7.org/linux/man-pages/man3/pthread_mutexattr_setrobust.3.html)
@@ -302,10 +318,57 @@ impl<T: SharedData> Mutex<T> {
         }
     }
 
+    /// glibc's `__owner` word: the holder's TID, or [`robust::OWNER_INCONSISTENT`].
+    fn owner_word(&self) -> &AtomicU32 {
+        // SAFETY: `__owner` is an aligned 32-bit integer at offset 8 of the 40-byte mutex;
+        // glibc writes it only from the thread holding the mutex, and this crate accesses it
+        // atomically, only from that thread too.
+        unsafe {
+            &*self
+                .raw
+                .get()
+                .cast::<u8>()
+                .add(robust::OWNER_AT)
+                .cast::<AtomicU32>()
+        }
+    }
+
+    /// Puts back the words glibc decides by in a mutex this thread holds (`tid`, as the lock
+    /// word said at locking), if another process overwrote them: the kind word, and, while
+    /// the lock word still names this thread, the owner word, which is `tid` for a
+    /// `consistent` guard and glibc's "inconsistent" mark otherwise. Overwritten, the owner
+    /// word would make glibc's unlock declare a healthy mutex not recoverable, or leave one
+    /// nobody vouched for recoverable, and `pthread_mutex_consistent` refuse a repaired one.
+    ///
+    /// Returns what it found in each word it put back.
+    fn restore_words(&self, tid: u32, consistent: bool) -> (Option<u32>, Option<u32>) {
+        let put = |word: &AtomicU32, want: u32| {
+            let was = word.load(Ordering::Relaxed);
+            (was != want).then(|| {
+                word.store(want, Ordering::Relaxed);
+                was
+            })
+        };
+        let kind_was = put(self.kind_word(), robust::KIND);
+        let owner_was = if self.lock_word().load(Ordering::Relaxed) & FUTEX_TID_MASK == tid {
+            let owner = if consistent {
+                tid
+            } else {
+                robust::OWNER_INCONSISTENT
+            };
+            put(self.owner_word(), owner)
+        } else {
+            None
+        };
+        (kind_was, owner_was)
+    }
+
     /// Before glibc unlocks the mutex this thread holds: puts right what glibc would trust in it
     /// and another process may have overwritten (see [`robust`](crate::robust)).
     ///
     /// - A kind word that changed is written back: the mutex was locked as this crate's kind.
+    /// - An owner word that changed is written back: this thread's id for a `consistent`
+    ///   guard, glibc's "inconsistent" mark otherwise (see [`Mutex::restore_words`]).
     /// - Robust-list links that do not point at their neighbours are restored from the list.
     /// - A lock word that no longer names this thread (`tid`, as it was at locking): glibc would refuse to unlock and leave
     ///   the mutex in this thread's list; it is taken out by hand and the word left alone.
@@ -315,12 +378,8 @@ impl<T: SharedData> Mutex<T> {
     /// not lead to the mutex (the list was overwritten elsewhere): then the mutex stays locked,
     /// since unlocking would write through the overwritten links; the kernel releases it, as
     /// a dead owner's, when the thread ends.
-    pub(crate) fn before_unlock(&self, tid: u32) -> Result<()> {
-        let kind = self.kind_word();
-        let kind_was = kind.load(Ordering::Relaxed);
-        if kind_was != robust::KIND {
-            kind.store(robust::KIND, Ordering::Relaxed);
-        }
+    pub(crate) fn before_unlock(&self, tid: u32, consistent: bool) -> Result<()> {
+        let (kind_was, owner_was) = self.restore_words(tid, consistent);
         // SAFETY: `self.raw` is this mutex, mapped as long as `self` is borrowed; the calling
         // thread holds it, so only it (in glibc or here) changes the links.
         let entry = unsafe { robust::Entry::of(self.raw.get()) };
@@ -339,10 +398,11 @@ impl<T: SharedData> Mutex<T> {
             tracing::debug!(error = %e, "unlock refused");
             return Err(e);
         }
-        if mended || kind_was != robust::KIND {
+        if mended || kind_was.is_some() || owner_was.is_some() {
             tracing::debug!(
                 mutex = %self.describe(),
-                kind_was,
+                ?kind_was,
+                ?owner_was,
                 links_restored = mended,
                 "unlock: another process had overwritten the pthread_mutex_t; put right"
             );
@@ -352,6 +412,13 @@ impl<T: SharedData> Mutex<T> {
 
     fn describe(&self) -> String {
         format!("{} at {:p}", KIND.name, self as *const Mutex<T>)
+    }
+
+    /// The header of a new `Mutex<T>`, from the type alone: refused for a layout larger than
+    /// the header's size field records (see [`Header::new`]), before `init_at` writes anything.
+    fn header() -> Result<Header> {
+        let align = u32::try_from(std::mem::align_of::<T>()).unwrap_or(u32::MAX);
+        Header::new::<Mutex<T>>(&KIND, align)
     }
 }
 
@@ -364,13 +431,12 @@ unsafe impl<T: SharedData> SharedObject for Mutex<T> {
 
     unsafe fn init_at<'a>(ptr: *mut Mutex<T>, value: T) -> Result<&'a Mutex<T>> {
         check_ptr(ptr, KIND.name)?;
-        let size = std::mem::size_of::<Mutex<T>>();
-        let align = u32::try_from(std::mem::align_of::<T>()).unwrap_or(u32::MAX);
+        let header = Mutex::<T>::header()?;
         // SAFETY: the caller vouches that `ptr` is valid for writes and unused by others;
         // `check_ptr` checked alignment. Fields are written in place, so the pthread mutex is
         // initialised where it will stay.
         unsafe {
-            (&raw mut (*ptr).header).write(Header::new(size, align));
+            (&raw mut (*ptr).header).write(header);
             (&raw mut (*ptr).holder_cpu).write(AtomicU32::new(NO_CPU));
             (&raw mut (*ptr)._reserved).write(AtomicU32::new(0));
             (&raw mut (*ptr).data).write(UnsafeCell::new(value));
@@ -459,6 +525,9 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
         if self.consistent {
             return Ok(());
         }
+        // glibc refuses unless the kind and owner words say "robust, taken from a dead owner",
+        // as they did at locking: another process may have written over them since.
+        self.mutex.restore_words(self.tid, false);
         // SAFETY: this thread holds the mutex after a lock that returned EOWNERDEAD (the only
         // way to get an inconsistent guard).
         let rc = unsafe { sys::mutex_consistent(self.mutex.raw.get()) };
@@ -487,7 +556,8 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
     /// unlocked safely. Its lock word names another thread (then this thread no longer holds
     /// it), or this thread's robust list does not lead to it (then it stays locked by this
     /// thread, and the kernel releases it as a dead owner's when the thread ends). A kind
-    /// word or list links overwritten while the lock was held are put right, not reported.
+    /// word, owner word or list links overwritten while the lock was held are put right, not
+    /// reported.
     ///
     /// # References
     /// - [`pthread_mutex_unlock(3p)`](https://man7.org/linux/man-pages/man3/pthread_mutex_unlock.3p.html)
@@ -495,22 +565,41 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
     pub fn unlock(self) -> Result<()> {
         let mutex = self.mutex;
         self.warn_if_inconsistent();
-        let tid = self.tid;
+        let (tid, consistent) = (self.tid, self.consistent);
         std::mem::forget(self);
-        mutex.before_unlock(tid)?;
-        MutexGuard::unlock_raw(mutex);
-        Ok(())
+        mutex.before_unlock(tid, consistent)?;
+        MutexGuard::unlock_raw(mutex)
     }
 
     /// Unlocks without dropping (for [`Condvar`](crate::Condvar)): the caller relocks with
     /// [`Mutex::lock`] and must not use the guard in between.
     ///
     /// Call right after [`Mutex::before_unlock`] returned `Ok`.
-    pub(crate) fn unlock_raw(mutex: &Mutex<T>) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupted`] when glibc refuses (`EPERM`): its own look at the lock word,
+    /// after `before_unlock`'s, found another thread there, which another process wrote in
+    /// between. glibc then left the mutex in this thread's robust list; it is taken out, as
+    /// `before_unlock` does for a lock word it finds changed.
+    pub(crate) fn unlock_raw(mutex: &Mutex<T>) -> Result<()> {
         // SAFETY: the caller held the mutex through a guard it has forgotten, and checked what
         // glibc trusts in it (`before_unlock`).
         let rc = unsafe { sys::mutex_unlock(mutex.raw.get()) };
-        debug_assert_eq!(rc, 0, "pthread_mutex_unlock");
+        if rc == 0 {
+            return Ok(());
+        }
+        // SAFETY: `mutex.raw` is mapped while `mutex` is borrowed; glibc refused the unlock, so
+        // the mutex is still in this thread's list and only this thread changes its links.
+        unsafe { robust::Entry::of(mutex.raw.get()) }.unlink();
+        let e = Error::corrupted(
+            "the lock word no longer names this thread (another process wrote it during the \
+             unlock); the mutex is not this thread's any more",
+        )
+        .with_source(std::io::Error::from_raw_os_error(rc))
+        .in_op("unlock")
+        .on(mutex.describe());
+        tracing::debug!(error = %e, "unlock refused");
+        Err(e)
     }
 
     /// What [`Mutex::before_unlock`] needs: the thread id in the lock word at locking.
@@ -547,8 +636,8 @@ impl<T: SharedData> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         self.warn_if_inconsistent();
         // A refusal is logged where it happens; a drop has nobody to tell it to.
-        if self.mutex.before_unlock(self.tid).is_ok() {
-            MutexGuard::unlock_raw(self.mutex);
+        if self.mutex.before_unlock(self.tid, self.consistent).is_ok() {
+            let _ = MutexGuard::unlock_raw(self.mutex);
         }
     }
 }
@@ -727,5 +816,62 @@ mod tests {
         // SAFETY: the sizes are equal and the alignment of the target is not larger.
         let e = unsafe { Mutex::<[u32; 2]>::open_at(p) }.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WrongType);
+    }
+
+    /// A `Mutex<T>` larger than the header's 32-bit size field: its header is refused (so
+    /// `init_at` refuses it before writing anything), instead of being recorded with a size
+    /// no opener could ever match. Type-level only: no such value (or memory) is made.
+    #[test]
+    fn a_layout_larger_than_the_size_field_is_refused_at_init() {
+        // 64 bytes before the data: the largest layout that fits, and the smallest that does not.
+        type Largest = Mutex<[u8; (1 << 32) - 72]>;
+        type TooLarge = Mutex<[u8; (1 << 32) - 64]>;
+        type Huge = Mutex<[u64; 5 << 27]>;
+        assert_eq!(std::mem::size_of::<Largest>(), (1 << 32) - 8);
+        assert_eq!(std::mem::size_of::<TooLarge>(), 1 << 32);
+        let h = Largest::header().unwrap();
+        h.publish(&KIND);
+        assert_eq!(h.check(&KIND, std::mem::size_of::<Largest>()).unwrap(), 1);
+        for (e, size) in [
+            (TooLarge::header().unwrap_err(), size_of::<TooLarge>()),
+            (Huge::header().unwrap_err(), size_of::<Huge>()),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("is {size} bytes")), "{msg}");
+            assert!(msg.contains("Mutex<()>"), "says what to do instead: {msg}");
+        }
+    }
+
+    /// Another process writes the lock word after the unlock's own check and before glibc's:
+    /// glibc refuses the unlock (`EPERM`). That is a typed error, not a panic (it was a
+    /// `debug_assert`, in a guard's `drop` too), and the mutex leaves this thread's robust list,
+    /// where glibc left it: once its memory holds something else, glibc's next lock of another
+    /// mutex would write a link into it.
+    #[test]
+    #[cfg_attr(miri, ignore = "robust pthread mutexes are not supported by Miri")]
+    fn a_lock_word_written_during_the_unlock_is_a_typed_error_not_a_panic() {
+        let (m, other) = (Heap::<Mutex<u64>>::new(0), Heap::<Mutex<u64>>::new(0));
+        let g = m.lock().unwrap();
+        m.before_unlock(g.tid(), true).unwrap();
+        // The window: another process's write lands here.
+        m.lock_word().store(1, Ordering::Relaxed);
+        std::mem::forget(g);
+        let e = MutexGuard::unlock_raw(&*m).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        assert!(e.to_string().contains("lock word"), "{e}");
+        // The mutex's memory is given to something else.
+        let raw = m.raw.get().cast::<u8>();
+        let size = size_of::<libc::pthread_mutex_t>();
+        // SAFETY: the mutex's own bytes, which nothing uses any more (nobody holds or locks
+        // it; this thread's list no longer leads to it).
+        unsafe { raw.write_bytes(0xAB, size) };
+        other.lock().unwrap().unlock().unwrap();
+        // SAFETY: as above; read back as plain bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(raw, size) };
+        assert!(
+            bytes.iter().all(|&b| b == 0xAB),
+            "glibc wrote into it: {bytes:x?}"
+        );
     }
 }

@@ -39,6 +39,13 @@ use crate::sys;
 pub(crate) const KIND: u32 = 2 | 16 | 128;
 /// Where `__kind` is in a `pthread_mutex_t`.
 pub(crate) const KIND_AT: usize = 16;
+/// Where `__owner` is in a `pthread_mutex_t`: the holder's TID, or [`OWNER_INCONSISTENT`]
+/// from a lock that returned `EOWNERDEAD` until `pthread_mutex_consistent`.
+pub(crate) const OWNER_AT: usize = 8;
+/// glibc's `PTHREAD_MUTEX_INCONSISTENT` (`INT_MAX`): the `__owner` of a mutex taken over from a
+/// dead holder. glibc's unlock turns a mutex whose `__owner` says so into a not recoverable
+/// one, and `pthread_mutex_consistent` refuses a mutex whose `__owner` does not say so.
+pub(crate) const OWNER_INCONSISTENT: u32 = i32::MAX as u32;
 const PREV_AT: usize = 24;
 const NEXT_AT: usize = 32;
 /// The entries a walk follows at most: the kernel's own bound on a robust list

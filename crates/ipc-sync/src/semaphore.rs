@@ -267,7 +267,7 @@ unsafe impl SharedObject for Semaphore {
             );
         }
         let sem = Semaphore {
-            header: Header::new(std::mem::size_of::<Semaphore>(), 0),
+            header: Header::new::<Semaphore>(&KIND, 0)?,
             count: AtomicU32::new(count),
             _reserved0: AtomicU32::new(0),
             post_cpu: AtomicU32::new(NO_CPU),
@@ -501,5 +501,33 @@ mod tests {
             t.join().unwrap().unwrap();
             assert_eq!(s.value(), 0);
         }
+    }
+
+    /// A unit that arrives before the deadline with its wake-up lost (a poster killed between
+    /// its count and its `FUTEX_WAKE`, or a wake that comes as the deadline passes): the
+    /// sleeper's futex wait times out, and the wait takes the unit instead of reporting a
+    /// timeout with the unit left behind. (The deadline is shorter than `futex::RECHECK`, so
+    /// it is the timed-out sleep that finds the unit, not a recheck.)
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "needs the futex wait to time out, not Miri's deadlock report"
+    )]
+    fn a_unit_whose_wake_up_was_lost_is_taken_when_the_deadline_passes() {
+        let s = Arc::new(HeapSem::new(0));
+        let sleeper = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                s.wait_with(Deadline::after(Duration::from_millis(200)), Spin::Never)
+            })
+        };
+        while s.count.load(Ordering::SeqCst) != SLEEPERS {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20)); // until it sleeps in the futex
+        // The post, without its wake-up.
+        s.count.store(1 | SLEEPERS, Ordering::SeqCst);
+        sleeper.join().unwrap().unwrap();
+        assert_eq!(s.value(), 0);
     }
 }

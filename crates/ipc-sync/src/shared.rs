@@ -66,14 +66,36 @@ impl Kind {
 }
 
 impl Header {
-    /// A header for an object of `size` bytes, not yet published (magic 0).
-    pub(crate) fn new(size: usize, extra: u32) -> Header {
-        Header {
+    /// A header for an object of type `T` (of `kind`), not yet published (magic 0).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `size_of::<T>()` does not fit the 32-bit size field:
+    /// recorded as anything else, the size would never match at [`check`](Header::check), so
+    /// the object could be created but never opened. Refused before anything is written.
+    pub(crate) fn new<T>(kind: &Kind, extra: u32) -> Result<Header> {
+        let size = std::mem::size_of::<T>();
+        let Ok(recorded) = u32::try_from(size) else {
+            let e = Error::with_note(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is {size} bytes; a shared object's header records its size in 32 bits \
+                     (at most {} bytes), so no process could open it. Keep large data beside \
+                     the object in the shared mapping (a Mutex<()> guarding it), or split it",
+                    std::any::type_name::<T>(),
+                    u32::MAX
+                ),
+            )
+            .in_op("init")
+            .on(kind.name);
+            tracing::debug!(error = %e, "refusing to initialise a shared object");
+            return Err(e);
+        };
+        Ok(Header {
             magic: AtomicU32::new(0),
             version: AtomicU32::new(0),
-            size: AtomicU32::new(u32::try_from(size).unwrap_or(u32::MAX)),
+            size: AtomicU32::new(recorded),
             extra: AtomicU32::new(extra),
-        }
+        })
     }
 
     /// Makes the object visible to openers: everything written before this call is seen by an
@@ -195,7 +217,9 @@ pub unsafe trait SharedObject: Sync + Sized {
     /// Openers in other processes see the object as initialised once this returns.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] if `ptr` is null or misaligned; for a
+    /// [`ErrorKind::InvalidInput`] if `ptr` is null or misaligned, or if `Self` is larger
+    /// than the header's size field can record (a [`Mutex`](crate::Mutex) guarding more than
+    /// about 4 GiB: see its `# Layout`), before anything is written; for a
     /// [`Mutex`](crate::Mutex), the error of `pthread_mutex_init`.
     ///
     /// # Safety
@@ -491,7 +515,7 @@ mod tests {
 
     #[test]
     fn header_check_reports_each_mismatch() {
-        let h = Header::new(32, 9);
+        let h = Header::new::<[u64; 4]>(&KIND, 9).unwrap();
         let e = h.check(&KIND, 32).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::WrongType);
         assert!(e.to_string().contains("not initialised"), "{e}");

@@ -172,9 +172,13 @@ impl SetOpenOptions {
 /// is among them (the kernel applies them one after another on a running value). If no value
 /// from 0 to [`SEMVMX`] fits, the kernel would block on them for ever.
 ///
-/// Runs on every [`SemaphoreSet::op`]: a few operations are sorted on the stack, so that the
-/// check allocates nothing then.
+/// Runs on every [`SemaphoreSet::op`]: operations already in the order of their semaphores
+/// (one operation, say) are read where they are; others are sorted in a copy, on the stack
+/// for a few, so that the check allocates nothing then.
 fn never_proceeds(ops: &[SemOp]) -> Option<String> {
+    if ops.is_sorted_by_key(|o| o.num) {
+        return never_proceeds_sorted(ops);
+    }
     let mut stack = [SemOp::new(0, 0); STACK_OPS];
     let mut heap = Vec::new();
     let sorted: &mut [SemOp] = if ops.len() <= STACK_OPS {
@@ -186,7 +190,13 @@ fn never_proceeds(ops: &[SemOp]) -> Option<String> {
     };
     // Stable: each semaphore's operations keep their order.
     sorted.sort_by_key(|o| o.num);
-    for group in sorted.chunk_by(|a, b| a.num == b.num) {
+    never_proceeds_sorted(sorted)
+}
+
+/// [`never_proceeds`] for `ops` in the order of their semaphores (each semaphore's operations
+/// in the order of the call).
+fn never_proceeds_sorted(ops: &[SemOp]) -> Option<String> {
+    for group in ops.chunk_by(|a, b| a.num == b.num) {
         let num = group[0].num;
         // The running change so far, the least value the takes need, and the value a wait for
         // zero needs.
@@ -702,25 +712,22 @@ impl SemaphoreSet {
     /// it to a new set, which another process can make happen). The other set's values are
     /// refused, and never copied past the buffer sized for this set's.
     pub fn values(&self) -> Result<Vec<u16>> {
-        let fail = |e: Error| {
-            let e = e.in_op("semctl(GETALL)").on_shared(&self.label);
-            tracing::debug!(error = %e, "semaphore values not read");
-            e
-        };
+        const OP: &str = "semctl(GETALL)";
         let reused = |now: String| {
-            fail(Error::with_note(
+            let e = Error::with_note(
                 ErrorKind::Disconnected,
                 format!(
                     "the set was removed: its id now names another set, of {now} semaphores \
                      (this one has {})",
                     self.len
                 ),
-            ))
+            )
+            .in_op(OP)
+            .on_shared(&self.label);
+            tracing::debug!(error = %e, "semaphore values not read");
+            e
         };
-        let ds = sys::sem_stat(self.id).map_err(|e| match e {
-            Errno::IDRM | Errno::INVAL => fail(removed()),
-            e => fail(Error::from(e)),
-        })?;
+        let ds = sys::sem_stat(self.id).map_err(|e| self.semctl_error(e, OP))?;
         if ds.sem_nsems != libc::c_ulong::from(self.len) {
             return Err(reused(ds.sem_nsems.to_string()));
         }
@@ -728,8 +735,7 @@ impl SemaphoreSet {
         // the end of our buffer (EFAULT), a smaller one is seen by the next call.
         sys::sem_getall(self.id, self.len()).map_err(|e| match e {
             Errno::FAULT => reused("more".to_owned()),
-            Errno::IDRM | Errno::INVAL => fail(removed()),
-            e => fail(Error::from(e)),
+            e => self.semctl_error(e, OP),
         })
     }
 
@@ -793,6 +799,7 @@ impl fmt::Debug for SemaphoreSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
     use std::time::Duration;
 
     #[test]
@@ -896,5 +903,70 @@ mod tests {
                 .kind(),
             ErrorKind::LimitExceeded
         );
+    }
+
+    /// Whether some value of each semaphore lets `ops` proceed, applied one after another as
+    /// the kernel does (the oracle for [`never_proceeds`]): the least value that can work is
+    /// 0 or what a take or a wait for zero needs at some point, so only those are tried.
+    fn some_value_proceeds(ops: &[SemOp]) -> bool {
+        let nums: std::collections::BTreeSet<u16> = ops.iter().map(|o| o.num).collect();
+        nums.into_iter().all(|num| {
+            let mine: Vec<i64> = ops
+                .iter()
+                .filter(|o| o.num == num)
+                .map(|o| i64::from(o.delta))
+                .collect();
+            let prefixes = mine.iter().scan(0, |sum, d| {
+                *sum += d;
+                Some(-(*sum - d))
+            });
+            let candidates =
+                std::iter::once(0)
+                    .chain(prefixes)
+                    .chain(mine.iter().scan(0, |sum, d| {
+                        *sum += d;
+                        Some(-*sum)
+                    }));
+            candidates
+                .filter(|v| (0..=i64::from(SEMVMX)).contains(v))
+                .any(|v| {
+                    let mut value = v;
+                    mine.iter().all(|&d| {
+                        let ok = if d == 0 { value == 0 } else { value + d >= 0 };
+                        value += d;
+                        ok
+                    })
+                })
+        })
+    }
+
+    proptest::proptest! {
+        /// The check agrees with the oracle, for operations in any order, already sorted by
+        /// semaphore (read in place) or not (sorted in a copy, on the stack or the heap).
+        #[test]
+        #[cfg_attr(miri, ignore = "proptest is too slow under Miri")]
+        fn never_proceeds_matches_trying_every_useful_value(
+            ops in proptest::collection::vec(
+                (
+                    0u16..3,
+                    proptest::prop_oneof![
+                        Just(0i16),
+                        -3i16..=3,
+                        Just(i16::MIN),
+                        Just(i16::MAX),
+                        -20000i16..=-10000,
+                    ],
+                ),
+                1..12,
+            ),
+            sort in proptest::bool::ANY,
+        ) {
+            let mut ops: Vec<SemOp> = ops.into_iter().map(|(n, d)| SemOp::new(n, d)).collect();
+            if sort {
+                ops.sort_by_key(|o| o.num);
+            }
+            let why = never_proceeds(&ops);
+            proptest::prop_assert_eq!(why.is_none(), some_value_proceeds(&ops), "{:?}: {:?}", ops, why);
+        }
     }
 }

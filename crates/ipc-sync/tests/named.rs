@@ -1,6 +1,7 @@
 //! POSIX named semaphores across real processes: found by name, interoperable with programs
-//! that call `sem_open` directly, names validated and created exclusively, and the unlink
-//! guard that leaves nothing in `/dev/shm`.
+//! that call `sem_open` directly, names validated and created exclusively, the unlink guard
+//! that leaves nothing in `/dev/shm`, and waits that survive another program's writes into the
+//! file and a waiter killed in its sleep.
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -86,6 +87,15 @@ fn wait_by_name(ctx: &Ctx) {
     ctx.checkpoint("opened");
     sem.wait_timeout(watchdog())
         .expect("a post from another process wakes the wait");
+}
+
+/// Opens `args[0]`, says so, and takes one unit within `args[1]` milliseconds.
+fn wait_by_name_for(ctx: &Ctx) {
+    let args = ctx.args();
+    let sem = NamedSemaphore::open(args[0]).expect("open");
+    ctx.checkpoint("opened");
+    sem.wait_timeout(Duration::from_millis(args[1].parse().unwrap()))
+        .expect("a unit that came before the deadline is taken");
 }
 
 /// Sets umask 0o277, then creates `args[0]` with mode `args[1]` (octal).
@@ -227,6 +237,7 @@ roles!(
     post_and_take_under_scribbles,
     post_by_name,
     wait_by_name,
+    wait_by_name_for,
     plain_c_program,
     create_under_umask,
     open_hostile_files,
@@ -630,4 +641,86 @@ fn remove_on_drop_leaves_a_new_semaphore_under_the_same_name_alone() {
         NamedSemaphore::open(name.as_str()).unwrap_err().kind(),
         ErrorKind::NotFound
     );
+}
+
+/// Waits until `n` waiters are registered in the semaphore's file, failing at the watchdog.
+fn until_waiters(sem: &NamedSemaphore, n: u32) {
+    let asleep = ipc_core::Deadline::after(watchdog());
+    while file_word(sem, NWAITERS_AT) != n {
+        assert!(!asleep.has_passed(), "never {n} waiters");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A waiter `SIGKILL`ed in its sleep leaves its registration behind (as with glibc): the next
+/// post still wakes a living waiter, and later posts only make a spare wake-up.
+#[test]
+fn a_waiter_killed_asleep_leaves_a_registration_that_wakes_the_living() {
+    let name = unique_posix_name("named-killed-waiter");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let mut doomed = spawn("wait_by_name").arg(name.as_str()).start();
+    doomed.wait_checkpoint("opened");
+    until_waiters(&sem, 1);
+    let mut living = spawn("wait_by_name").arg(name.as_str()).start();
+    living.wait_checkpoint("opened");
+    until_waiters(&sem, 2);
+    assert!(doomed.kill_and_wait().killed());
+    sem.post().unwrap();
+    living.wait_success();
+    assert_eq!(
+        file_word(&sem, NWAITERS_AT),
+        1,
+        "the dead waiter's registration"
+    );
+    sem.post().unwrap();
+    sem.try_wait().unwrap();
+    assert_eq!(sem.value().unwrap(), 0);
+}
+
+/// The waiter count overwritten with 0 while a waiter sleeps: the post sees no waiter and
+/// wakes nobody. The waiter looks at the value again within `futex::RECHECK` and takes the
+/// unit (a delay, never a wait to its deadline); the count it leaves (it deregisters from 0,
+/// wrapping) only costs later posts a spare wake-up.
+#[test]
+fn a_waiter_count_overwritten_with_zero_delays_the_sleeper_but_never_strands_it() {
+    let name = unique_posix_name("named-nwaiters");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let map = map_sem_file(&sem);
+    let mut child = spawn("wait_by_name").arg(name.as_str()).start();
+    child.wait_checkpoint("opened");
+    until_waiters(&sem, 1);
+    word_of(&map, NWAITERS_AT).store(0, std::sync::atomic::Ordering::Relaxed);
+    sem.post().unwrap();
+    child.wait_success();
+    assert_eq!(sem.value().unwrap(), 0, "the waiter took the unit");
+    sem.post().unwrap();
+    sem.wait_timeout(watchdog()).unwrap();
+}
+
+/// A unit that comes before the deadline with its wake-up lost (a poster killed between its
+/// compare-and-swap and its `FUTEX_WAKE`; a wake that comes as the deadline passes): the
+/// sleeper's futex wait times out, and the wait takes the unit rather than report a timeout
+/// with the unit left behind. (The deadline is shorter than `futex::RECHECK`.)
+#[test]
+fn a_unit_whose_wake_up_was_lost_is_taken_when_the_deadline_passes() {
+    let name = unique_posix_name("named-late-wake");
+    let sem = NamedSemaphore::create(name.as_str(), 0)
+        .unwrap()
+        .remove_on_drop();
+    let map = map_sem_file(&sem);
+    let mut child = spawn("wait_by_name_for")
+        .arg(format!("{} 300", name.as_str()))
+        .start();
+    child.wait_checkpoint("opened");
+    until_waiters(&sem, 1);
+    std::thread::sleep(Duration::from_millis(20)); // until it sleeps in the futex
+    // The post, without its wake-up: the value word, as glibc's post writes it.
+    word_of(&map, 0).store(1, std::sync::atomic::Ordering::SeqCst);
+    child.wait_success();
+    assert_eq!(sem.value().unwrap(), 0);
+    assert_eq!(file_word(&sem, NWAITERS_AT), 0, "the waiter deregistered");
 }

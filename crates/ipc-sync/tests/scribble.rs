@@ -1,7 +1,9 @@
 //! Another process writes over a robust mutex's `pthread_mutex_t`: its robust-list links while
 //! a child holds it (wild addresses, and addresses of the child's own data), its kind word, its
-//! lock word. The holder's unlock never writes through what the other process wrote, nor
-//! crashes; the mutex works afterwards; a lock refuses a kind that is no longer robust.
+//! lock word, its owner word (also while the child repairs it after an owner death). The
+//! holder's unlock never writes through what the other process wrote, nor crashes; the mutex
+//! works afterwards (or stays not recoverable, if its holder gave up on it); a lock refuses a
+//! kind that is no longer robust.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -18,9 +20,13 @@ const CANARY: [u64; 4] = [0xC0FF_EE00, 0xC0FF_EE01, 0xC0FF_EE02, 0xC0FF_EE03];
 type Pair = [Mutex<[u64; 4]>; 2];
 
 /// Where glibc keeps its words in our `Mutex` (the `pthread_mutex_t` starts at 24; see the
-/// type's `# Layout`): the lock word, `__kind`, `__list.__prev`, `__list.__next`.
+/// type's `# Layout`): the lock word, `__owner`, `__kind`, `__list.__prev`, `__list.__next`.
 const LOCK_AT: usize = 24;
+const OWNER_AT: usize = 24 + 8;
 const KIND_AT: usize = 24 + 16;
+/// glibc's `__owner` of a mutex taken over from a dead holder (`PTHREAD_MUTEX_INCONSISTENT`):
+/// its unlock makes the mutex not recoverable.
+const INCONSISTENT: u32 = i32::MAX as u32;
 const PREV_AT: usize = 24 + 24;
 const NEXT_AT: usize = 24 + 32;
 
@@ -131,10 +137,32 @@ fn unlock_in_a_forked_copy(ctx: &Ctx) {
     }
 }
 
+/// `mark` or `drop`: takes mutex `a` over from a dead owner, waits for the parent to write
+/// over it, then repairs it (`mark_consistent`, which must succeed) and unlocks, or drops the
+/// guard unrepaired.
+fn take_over_then_repair_or_give_up(ctx: &Ctx) {
+    let pair = Shared::<Pair>::open(ctx.take_fd("pair")).expect("open");
+    let mut ctl = UnixStream::from(ctx.take_fd("ctl"));
+    let mut g = match pair[0].lock() {
+        Err(LockError::OwnerDied(g)) => g,
+        other => panic!("expected owner died, got {:?}", other.map(|_| ())),
+    };
+    ctx.checkpoint("holding");
+    let mut go = [0u8];
+    ctl.read_exact(&mut go).expect("go");
+    if ctx.arg() == "mark" {
+        g.mark_consistent().expect("mark_consistent");
+        g.unlock().expect("unlock");
+    } else {
+        drop(g);
+    }
+}
+
 roles!(
     hold_then_unlock,
     hold_until_lock_word_overwritten,
-    unlock_in_a_forked_copy
+    unlock_in_a_forked_copy,
+    take_over_then_repair_or_give_up
 );
 
 /// A parent and a child holding as `plan` says; the parent's end of the control socket, and
@@ -268,4 +296,64 @@ fn a_guard_unlocked_in_a_forked_copy_writes_nothing_to_the_mutex() {
         .start()
         .wait_success();
     assert_free(&pair);
+}
+
+/// The owner word glibc keeps in a held mutex decides what its unlock does: "inconsistent"
+/// makes the mutex not recoverable. Written over while a healthy holder holds it, it is put
+/// back: the mutex is free and clean afterwards, not unusable for good (before the fix, every
+/// later lock failed with `NotRecoverable`, "a holder died": nobody had).
+#[test]
+fn an_owner_word_overwritten_while_held_is_restored_at_unlock() {
+    for bad in [INCONSISTENT, 0, u32::MAX] {
+        let (pair, child, mut ctl, _) = start("hold_then_unlock", "a");
+        word::<AtomicU32>(&pair[0], OWNER_AT).store(bad, Ordering::Relaxed);
+        ctl.write_all(b"g").unwrap();
+        child.wait_success();
+        assert_free(&pair);
+    }
+}
+
+/// A mutex taken over from a dead holder, written over while its new holder repairs it: the
+/// owner word (which glibc's `pthread_mutex_consistent` requires to say "inconsistent") or
+/// the kind word (which it requires to say "robust"). The repair succeeds and the mutex is
+/// free and clean afterwards; and a holder that gives up without repairing still leaves the
+/// mutex not recoverable, whatever the owner word was made to say (before the fix, the repair
+/// failed with `EINVAL`, and giving up left a mutex nobody vouched for usable).
+#[test]
+fn a_takeover_written_over_is_repaired_or_given_up_as_its_holder_says() {
+    let cases: [(&str, usize, u32); 4] = [
+        ("mark", OWNER_AT, 0),
+        ("mark", KIND_AT, 0),
+        ("drop", OWNER_AT, 0),
+        ("drop", OWNER_AT, 12345),
+    ];
+    for (plan, at, bad) in cases {
+        let what = format!("{plan}, word {at} = {bad}");
+        let pair = Shared::<Pair>::create(CANARY).unwrap();
+        // The first holder: a thread that ends holding mutex `a`.
+        std::thread::scope(|s| {
+            s.spawn(|| std::mem::forget(pair[0].lock().unwrap()));
+        });
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let mut child = spawn("take_over_then_repair_or_give_up")
+            .arg(plan)
+            .fd("pair", &pair)
+            .fd("ctl", &theirs)
+            .start();
+        drop(theirs);
+        child.wait_checkpoint("holding");
+        word::<AtomicU32>(&pair[0], at).store(bad, Ordering::Relaxed);
+        ours.write_all(b"g").unwrap();
+        child.wait_success();
+        if plan == "mark" {
+            assert_free(&pair);
+        } else {
+            let e: ipc_core::Error = pair[0]
+                .lock_timeout(watchdog())
+                .map(|_| ())
+                .unwrap_err()
+                .into();
+            assert_eq!(e.kind(), ErrorKind::NotRecoverable, "{what}: {e}");
+        }
+    }
 }
