@@ -583,19 +583,29 @@ impl Seqpacket {
 
     /// The error for a message of `len` bytes whose descriptors the kernel truncated, of
     /// which `arrived` came (and were closed); the message is dropped.
+    ///
+    /// The control buffer has room for [`MAX_FDS`]: when fewer arrived, the kernel stopped
+    /// because it could not install the next one in this process, which is out of
+    /// descriptors (`RLIMIT_NOFILE`, named with its value so the caller can act).
     #[cold]
     fn truncated(&self, arrived: usize, len: usize) -> Error {
-        Error::new(ErrorKind::LimitExceeded)
-            .with_detail(Detail::Note(
+        let e = if arrived < MAX_FDS {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            Error::limit("RLIMIT_NOFILE", limit).with_source(std::io::Error::other(format!(
+                "descriptors truncated (MSG_CTRUNC): this process had room for {arrived} \
+                 (or the system for no more: /proc/sys/fs/file-max); they were closed and \
+                 the message ({len} bytes) dropped"
+            )))
+        } else {
+            Error::new(ErrorKind::LimitExceeded).with_detail(Detail::Note(
                 format!(
-                    "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, or \
-                     RLIMIT_NOFILE reached; the {arrived} that arrived were closed and the \
-                     message ({len} bytes) dropped"
+                    "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent; the \
+                     {arrived} that arrived were closed and the message ({len} bytes) dropped"
                 )
                 .into(),
             ))
-            .in_op("recv")
-            .on_shared(&self.label)
+        };
+        e.in_op("recv").on_shared(&self.label)
     }
 
     /// The message in a received record of `len` bytes (at least 1) of which `got` arrived
