@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
 use rustix::fs::{FallocateFlags, FileType, Mode};
 use rustix::shm;
@@ -59,7 +60,7 @@ fn open_error(e: rustix::io::Errno, name: &PosixName) -> Error {
             format!("not a shared memory object: {found} is at that name"),
         )
         .with_source(std::io::Error::from(e)),
-        None => Error::from(e),
+        None => descriptor_error(e),
     };
     e.in_op("shm_open").on(name)
 }
@@ -299,7 +300,7 @@ impl Segment {
             mode,
         )
         .map_err(|e| {
-            let e = Error::from(e).in_op("shm_open").on(&name);
+            let e = descriptor_error(e).in_op("shm_open").on(&name);
             tracing::debug!(error = %e, "create shared memory failed");
             e
         })?;
