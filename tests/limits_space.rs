@@ -180,6 +180,89 @@ fn a_named_semaphore_in_a_full_dev_shm_is_refused_not_a_sigbus() {
     run_role("semaphore_in_a_full_dev_shm");
 }
 
+#[test]
+fn growing_a_pipe_past_the_user_page_budget_names_pipe_user_pages_soft() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root, to use up the pipe budget of a user of its own");
+        return;
+    }
+    run_role("pipe_budget_used_up");
+}
+
+/// A seqpacket endpoint configured for a message larger than any `SO_SNDBUF` the kernel
+/// grants (twice `wmem_max`) is refused as `LimitExceeded` whose limit detail names the limit
+/// (matchable with `limit_info`, not only in the text): `wmem_max` and its value, or, where
+/// `wmem_max` is above it (4 MiB here), the largest record the kernel allocates at all. The
+/// largest message `largest_message` states goes through: it used to say twice `wmem_max`,
+/// and a send of 4.1 MiB or more failed with an untyped `ENOBUFS`.
+#[test]
+fn a_seqpacket_message_above_what_the_kernel_sends_names_the_limit() {
+    let knob = "/proc/sys/net/core/wmem_max";
+    let wmem_max: u64 = std::fs::read_to_string(knob)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let too_big = 2 * wmem_max as usize + 1;
+    assert!(too_big > ipc_socket::seqpacket::largest_message());
+    let e = ipc_socket::Seqpacket::pair(too_big).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let l = e
+        .limit_info()
+        .unwrap_or_else(|| panic!("no limit detail: {e}"));
+    if l.knob == knob {
+        assert_eq!(l.value, Some(wmem_max), "{e}");
+        assert!(
+            e.to_string().contains("SO_SNDBUF"),
+            "the advice is gone: {e}"
+        );
+    } else {
+        assert!(l.knob.contains("Unix-socket record"), "{e}");
+        let ceiling = l.value.expect("the record ceiling") as usize;
+        assert_eq!(ceiling, ipc_socket::seqpacket::largest_message(), "{e}");
+    }
+    // The largest it states works.
+    let max = ipc_socket::seqpacket::largest_message();
+    let (mut a, mut b) = ipc_socket::Seqpacket::pair(max).unwrap();
+    use ipc_core::{MessageReceiver, MessageSender};
+    let msg = vec![7u8; max];
+    let t = std::thread::spawn(move || {
+        a.send(&msg).unwrap();
+        a
+    });
+    let mut buf = vec![0u8; max];
+    assert_eq!(b.recv(&mut buf).unwrap(), max);
+    drop(t.join().unwrap());
+}
+
+/// A record above a seqpacket endpoint's maximum, from a peer configured for more, is
+/// `MessageTooLarge` whose detail gives the size and the limit (`message_size`), not only a
+/// note; the message after it arrives whole.
+#[test]
+fn an_oversized_seqpacket_record_reports_its_size_and_the_limit() {
+    use ipc_core::{MessageReceiver, MessageSender};
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let mut big = ipc_socket::Seqpacket::from_fd(a, 1 << 16).unwrap();
+    let mut small = ipc_socket::Seqpacket::from_fd(b, 64).unwrap();
+    big.send(&[1u8; 100]).unwrap();
+    big.send(b"next").unwrap();
+    let mut buf = [0u8; 64];
+    let e = small.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+    let (size, limit) = e.message_size().unwrap_or_else(|| panic!("no sizes: {e}"));
+    assert!(size > limit && limit == 64, "{size} {limit}: {e}");
+    assert!(e.to_string().contains("dropped"), "the note is gone: {e}");
+    let n = small.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"next");
+}
+
 /// The open descriptors of this process, by number.
 fn open_fds() -> Vec<String> {
     let mut v: Vec<_> = std::fs::read_dir("/proc/self/fd")
@@ -248,7 +331,62 @@ fn connect_to_a_full_backlog(_: &Ctx) {
     eprintln!("checked");
 }
 
+/// A uid no other test uses: the per-user pipe page budget this role uses up is that user's
+/// alone (ipc-pipe's capacity tests use `nobody`'s).
+const BUDGET_UID: u32 = 61_234;
+
+/// Role (root): becomes [`BUDGET_UID`], makes pipes until the user is past
+/// `pipe-user-pages-soft` (a new pipe then gets fewer than the default 16 pages), and asks a
+/// pipe holding a message to grow: refused (`EPERM`) as `LimitExceeded` naming that knob and
+/// its value, and the message is still there, whole.
+fn pipe_budget_used_up(_: &Ctx) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    use std::io::{Read, Write};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: hard,
+            maximum: hard,
+        },
+    )
+    .unwrap();
+    // SAFETY: plain credential calls with valid arguments (an empty group list); glibc applies
+    // them to every thread of this process.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(BUDGET_UID), 0);
+        assert_eq!(libc::setuid(BUDGET_UID), 0);
+    }
+    let page = rustix::param::page_size();
+    let mut held = Vec::new();
+    let (mut r, mut w) = loop {
+        let (r, w) = ipc_pipe::pipe().unwrap();
+        if w.capacity().unwrap() < 16 * page {
+            break (r, w);
+        }
+        held.push((r, w));
+        assert!(held.len() < 8192, "never past the budget");
+    };
+    w.write_all(b"kept").unwrap();
+    let e = w.set_capacity(16 * page).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let l = e.limit_info().expect("a limit detail");
+    assert_eq!(&*l.knob, "/proc/sys/fs/pipe-user-pages-soft", "{e}");
+    let soft: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(l.value, Some(soft), "{e}");
+    let mut got = [0u8; 4];
+    r.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"kept");
+    eprintln!("checked: {e}");
+}
+
 roles!(
+    pipe_budget_used_up,
     patterns_past_the_room,
     semaphore_in_a_full_dev_shm,
     connect_to_a_full_backlog
