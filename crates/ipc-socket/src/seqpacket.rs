@@ -405,15 +405,16 @@ impl Seqpacket {
             Errno::TOOMANYREFS => {
                 // This user's descriptors in flight on Unix sockets (sent, not yet received)
                 // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
+                // The knob is the bare name, so `limit_info().knob` matches it; what it counts
+                // here goes in the source.
                 let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-                Err(Error::limit(
-                    "RLIMIT_NOFILE (for descriptors in flight: sent on Unix sockets by this \
-                     user and not yet received)",
-                    lim.current,
-                )
-                .with_source(e.into())
-                .in_op("send")
-                .on_shared(&self.label))
+                Err(Error::limit("RLIMIT_NOFILE", lim.current)
+                    .with_source(std::io::Error::other(format!(
+                        "descriptors in flight (sent on Unix sockets by this user and not yet \
+                         received) above it: {e}"
+                    )))
+                    .in_op("send")
+                    .on_shared(&self.label))
             }
             e => Err(Error::from(e).in_op("send").on_shared(&self.label)),
         }
