@@ -117,16 +117,25 @@ impl ChildPipes {
     /// A failed `exec` is reported as an error whatever numbers the ends go to (see
     /// [`ChildFds::spawn`](ipc_core::inherit::ChildFds::spawn)).
     ///
-    /// Errors: the spawn's error (program not found, permission denied, ...), naming the program.
+    /// Errors: the spawn's error (program not found, permission denied, ...), naming the program;
+    /// [`ErrorKind::LimitExceeded`](ipc_core::ErrorKind::LimitExceeded) naming `RLIMIT_NOFILE`
+    /// (or `/proc/sys/fs/file-max`) when out of descriptors for the spawn itself.
     ///
     /// # References
     /// - [`dup2(2)`](https://man7.org/linux/man-pages/man2/dup2.2.html),
     ///   [`execve(2)`](https://man7.org/linux/man-pages/man2/execve.2.html)
     pub fn spawn(self, mut cmd: Command) -> Result<Child> {
         let child = self.fds.spawn(&mut cmd).map_err(|e| {
-            let err = Error::from(e)
-                .in_op("spawn")
-                .on(cmd.get_program().to_string_lossy());
+            // Out of descriptors (the spawn's own pipe, or `/dev/null` for the stdio it sets
+            // up): name the limit, as every descriptor this crate makes does.
+            let errno = e.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+            let err = match errno {
+                Some(e @ (rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => {
+                    ipc_core::pipe::descriptor_error(e)
+                }
+                _ => Error::from(e),
+            };
+            let err = err.in_op("spawn").on(cmd.get_program().to_string_lossy());
             tracing::debug!(error = %err, "spawning a child with pipe ends failed");
             err
         })?;

@@ -143,7 +143,7 @@ impl Bell {
     /// sleep on the futex word at `offset` in `segment` when armed.
     pub(crate) fn new(segment: Arc<Segment>, offset: usize) -> Result<Bell> {
         let eventfd = eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
-            .map_err(|e| Error::from(e).in_op("eventfd"))?;
+            .map_err(|e| ipc_core::pipe::descriptor_error(e).in_op("eventfd"))?;
         let shared = Arc::new(Shared {
             eventfd,
             state: AtomicU32::new(IDLE),

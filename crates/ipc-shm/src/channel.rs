@@ -1078,9 +1078,10 @@ fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
 fn claim_until(side: &Side, end: &End, what: &str, stop: peer::AttachStep) -> Result<()> {
     // Each round either takes the place, fails for good, or finds the word changed by another
     // process (which then made progress); a few rounds are plenty.
+    let me = peer::me().map_err(|e| e.on_shared(&end.name))?;
     let mut found = 0;
     for _ in 0..8 {
-        found = match peer::attach_until(side, peer::me(), stop) {
+        found = match peer::attach_until(side, me, stop) {
             Ok(()) => return Ok(()),
             Err(found) => found,
         };

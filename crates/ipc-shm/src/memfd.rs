@@ -6,10 +6,11 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Result, ResultExt};
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
 
@@ -106,7 +107,7 @@ impl MemfdOptions {
                     "this kernel has no huge page support for memfd (MFD_HUGETLB)",
                 )
                 .with_source(e.into()),
-                e => Error::from(e),
+                e => descriptor_error(e),
             };
             let e = e.in_op("memfd_create").on(&kind);
             tracing::debug!(error = %e, "memfd_create failed");
@@ -290,6 +291,13 @@ impl Segment {
         }
         match received {
             Some(fd) => Segment::adopt(fd, Seals::Required),
+            // The kernel could not install the descriptor sent: this process is out of them
+            // (the message is consumed; the descriptor is gone with it).
+            None if msg.flags.contains(ReturnFlags::CTRUNC) => {
+                Err(descriptor_error(rustix::io::Errno::MFILE)
+                    .in_op("recvmsg(SCM_RIGHTS)")
+                    .on(&kind))
+            }
             None if msg.bytes == 0 => {
                 Err(Error::disconnected().in_op("recvmsg(SCM_RIGHTS)").on(&kind))
             }

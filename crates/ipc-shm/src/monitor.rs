@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, Result};
 use rustix::event::epoll;
 
@@ -44,7 +45,7 @@ fn monitor() -> Result<Arc<Monitor>> {
     }
     // None yet, or inherited through `fork` without its thread: make one for this process.
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
-        .map_err(|e| Error::from(e).in_op("epoll_create"))?;
+        .map_err(|e| descriptor_error(e).in_op("epoll_create"))?;
     let m = Arc::new(Monitor {
         pid,
         epoll,
@@ -126,8 +127,8 @@ pub(crate) fn watch(pidfd: impl AsFd, segment: Arc<Segment>, word: usize) -> Res
     // Check the word once here, so the watcher never meets a bad offset.
     segment.atomic_u32(word)?;
     let m = monitor()?;
-    let pidfd =
-        rustix::io::fcntl_dupfd_cloexec(pidfd, 0).map_err(|e| Error::from(e).in_op("dup pidfd"))?;
+    let pidfd = rustix::io::fcntl_dupfd_cloexec(pidfd, 0)
+        .map_err(|e| descriptor_error(e).in_op("dup pidfd"))?;
     let key = m.next.fetch_add(1, Ordering::Relaxed);
     let mut entries = m.entries.lock().unwrap_or_else(|p| p.into_inner());
     // One shot: a dead process stays readable, and one wake-up (plus the bumped word) is all

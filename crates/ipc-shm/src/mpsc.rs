@@ -450,7 +450,7 @@ impl MpscProducer {
         let name = segment.shared_name();
         let err = |e: Error| e.in_op("open mpsc producer").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
-        let me = peer::me();
+        let me = peer::me().map_err(err)?;
         let mut index = None;
         for (i, r) in view.rings.iter().enumerate() {
             let side = &r.header().tx;
@@ -873,11 +873,12 @@ impl MpscConsumer {
         let err = |e: Error| e.in_op("open mpsc consumer").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
         let side = &view.header().consumer;
-        if let Err(found) = peer::attach_until(side, peer::me(), AttachStep::Attached) {
+        let me = peer::me().map_err(err)?;
+        if let Err(found) = peer::attach_until(side, me, AttachStep::Attached) {
             // A word no end writes names nobody: `Corrupted`, not "held".
             let dead = Watch::default().dead_or_corrupt(found).map_err(err)?;
             if !(dead && peer::reclaim(side, found))
-                || peer::attach_until(side, peer::me(), AttachStep::Attached).is_err()
+                || peer::attach_until(side, me, AttachStep::Attached).is_err()
             {
                 let kind = if dead || state_of(found) == STATE_CLOSED {
                     ErrorKind::Disconnected

@@ -60,19 +60,32 @@ fn start_time_of(pid: &str) -> Option<u64> {
 }
 
 /// This process's identity (cached; recomputed in a child after `fork`).
-pub(crate) fn me() -> Identity {
+///
+/// Errors: [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` (or `fs.file-max`) when no
+/// descriptor is free to read `/proc/self/stat` with. Nothing is cached then: an identity
+/// with a wrong start time, published in an owner word, would make every peer take this
+/// live process for a dead one. Without `/proc` at all the start time is 0 (a peer cannot
+/// check liveness there either, and says so).
+pub(crate) fn me() -> Result<Identity> {
     static CACHE: Mutex<Option<Identity>> = Mutex::new(None);
     let pid = std::process::id();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     match *cache {
-        Some(id) if id.pid == pid => id,
+        Some(id) if id.pid == pid => Ok(id),
         _ => {
-            let id = Identity {
-                pid,
-                start_time: start_time_of("self").unwrap_or(0),
+            let start_time = match start_time_of("self") {
+                Some(t) => t,
+                None => match proc_stat_open_error("self") {
+                    Some(e @ (Errno::MFILE | Errno::NFILE)) => {
+                        return Err(ipc_core::pipe::descriptor_error(e)
+                            .in_op("read /proc/self/stat (this process's start time)"));
+                    }
+                    _ => 0,
+                },
             };
+            let id = Identity { pid, start_time };
             *cache = Some(id);
-            id
+            Ok(id)
         }
     }
 }
@@ -119,7 +132,7 @@ pub(crate) enum AttachStep {
 /// place was not free.
 #[cfg(test)]
 pub(crate) fn attach(side: &Side) -> std::result::Result<(), u64> {
-    attach_until(side, me(), AttachStep::Attached)
+    attach_until(side, me().unwrap(), AttachStep::Attached)
 }
 
 /// [`attach`] as `id`, stopping after `stop`: what a process killed there leaves behind (for
@@ -165,7 +178,13 @@ pub(crate) fn detach(side: &Side) {
 
 /// Closes `side` for good (one store; the word keeps naming who closed it).
 pub(crate) fn close(side: &Side) {
-    side.owner.store(pack(STATE_CLOSED, me()), Ordering::SeqCst);
+    // The end attached as `me()`, which is cached since (a child after `fork` that cannot
+    // read its own start time names its pid alone: the word only says who closed it).
+    let id = me().unwrap_or(Identity {
+        pid: std::process::id(),
+        start_time: 0,
+    });
+    side.owner.store(pack(STATE_CLOSED, id), Ordering::SeqCst);
 }
 
 /// What the peer is doing.
@@ -304,7 +323,7 @@ impl Watch {
                     // Cannot watch (out of descriptors, no pidfd support): say so rather
                     // than guess; the next check tries again.
                     self.key = None;
-                    return Err(Error::from(e).in_op("pidfd_open"));
+                    return Err(ipc_core::pipe::descriptor_error(e).in_op("pidfd_open"));
                 }
             }
         }
@@ -333,13 +352,29 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
-    match start_time_of(&pid.to_string()) {
-        Some(t) if t == start => Ok(fd),
-        // Not even this process's own entry is readable: no `/proc` here, so no process can
-        // be told alive or dead. `NOENT` lets the caller say that instead of "dead".
-        None if start_time_of("self").is_none() => Err(Errno::NOENT),
-        _ => Err(Errno::SRCH),
-    }
+    let Some(t) = start_time_of(&pid.to_string()) else {
+        return Err(match proc_stat_open_error(pid) {
+            // No descriptor left to read it with (the pidfd may have taken the last one):
+            // neither dead nor "no /proc", but the limit, which the caller names.
+            Some(e @ (Errno::MFILE | Errno::NFILE)) => e,
+            // Not even this process's own entry is readable: no `/proc` here, so no process
+            // can be told alive or dead. `NOENT` lets the caller say that instead of "dead".
+            _ if start_time_of("self").is_none() => Errno::NOENT,
+            _ => Errno::SRCH,
+        });
+    };
+    if t == start { Ok(fd) } else { Err(Errno::SRCH) }
+}
+
+/// Why `/proc/PID/stat` cannot be opened now, if it cannot (one `open`, closed at once).
+fn proc_stat_open_error(pid: impl std::fmt::Display) -> Option<Errno> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        format!("/proc/{pid}/stat"),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .err()
 }
 
 #[cfg(test)]
@@ -358,11 +393,11 @@ mod tests {
         let mut w = Watch::default();
         assert_eq!(w.status(&s).unwrap(), Status::NotYet);
         attach(&s).unwrap();
-        assert_eq!(attach(&s), Err(pack(STATE_ATTACHED, me())));
+        assert_eq!(attach(&s), Err(pack(STATE_ATTACHED, me().unwrap())));
         assert_eq!(w.status(&s).unwrap(), Status::Alive);
         detach(&s);
         assert_eq!(w.status(&s).unwrap(), Status::NotYet);
-        attach_until(&s, me(), AttachStep::Claimed).unwrap();
+        attach_until(&s, me().unwrap(), AttachStep::Claimed).unwrap();
         assert_eq!(w.status(&s).unwrap(), Status::Attaching);
         detach(&s);
         attach(&s).unwrap();
@@ -385,7 +420,7 @@ mod tests {
     fn a_wrong_start_time_is_a_dead_peer() {
         let s = side();
         // Same pid, other start time: what a reused pid looks like.
-        let mut other = me();
+        let mut other = me().unwrap();
         other.start_time += 1;
         attach_until(&s, other, AttachStep::Attached).unwrap();
         assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
@@ -419,11 +454,11 @@ mod tests {
             let w = pack(state, id);
             assert_eq!((state_of(w), identity_of(w)), (state, id));
         }
-        assert_eq!(pack(STATE_FREE, me()) & 3, 0);
+        assert_eq!(pack(STATE_FREE, me().unwrap()) & 3, 0);
     }
 
     #[test]
     fn own_start_time_is_known() {
-        assert!(me().start_time > 0);
+        assert!(me().unwrap().start_time > 0);
     }
 }

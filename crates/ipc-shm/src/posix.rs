@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -63,7 +64,7 @@ fn open_error(e: rustix::io::Errno, name: &PosixName) -> Error {
             format!("not a shared memory object: {found} is at that name"),
         )
         .with_source(std::io::Error::from(e)),
-        None => Error::from(e),
+        None => descriptor_error(e),
     };
     e.in_op("shm_open").on(name)
 }
@@ -327,7 +328,7 @@ impl Segment {
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| fail(e.into(), "open(O_TMPFILE)"))?;
+        .map_err(|e| fail(descriptor_error(e), "open(O_TMPFILE)"))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail(e.into(), "fchmod"))?;
         let no_room = |e: Errno| match e {
             Errno::FBIG | Errno::NOSPC => {

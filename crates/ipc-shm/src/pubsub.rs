@@ -582,8 +582,9 @@ impl Publisher {
         let name = segment.shared_name();
         let view = View::open(&segment).map_err(|e| e.in_op("open publisher").on_shared(&name))?;
         let side = &view.header().publisher;
+        let me = peer::me().map_err(|e| e.in_op("open publisher").on_shared(&name))?;
         loop {
-            match peer::attach_until(side, peer::me(), AttachStep::Attached) {
+            match peer::attach_until(side, me, AttachStep::Attached) {
                 Ok(()) => break,
                 Err(found) => {
                     let status = Watch::default().status_of(found);
@@ -1073,7 +1074,7 @@ impl Subscriber {
         let name = segment.shared_name();
         let err = |e: Error| e.in_op("open subscriber").on_shared(&name);
         let view = View::open(&segment).map_err(err)?;
-        let me = peer::me();
+        let me = peer::me().map_err(err)?;
         let mut index = None;
         'search: for pass in 0..2 {
             for i in 0..view.subscribers {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::fd::{Interest, set_nonblocking, wait};
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Blocked, Deadline, Error, ErrorKind, Result};
 use rustix::io::Errno;
 use rustix::net::{SocketFlags, SocketType};
@@ -114,7 +115,7 @@ pub(crate) fn socket(addr: &Address, ty: SocketType, nonblocking: bool) -> Resul
         flags |= SocketFlags::NONBLOCK;
     }
     rustix::net::socket_with(addr.family(), ty, flags, None)
-        .map_err(|e| Error::from(e).in_op("socket").on(addr))
+        .map_err(|e| descriptor_error(e).in_op("socket").on(addr))
 }
 
 /// A connected Unix-domain pair of `ty` (`socketpair(2)`, close-on-exec).
@@ -125,7 +126,7 @@ pub(crate) fn socketpair(ty: SocketType, what: &'static str) -> Result<(OwnedFd,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| Error::from(e).in_op("socketpair").on(what))
+    .map_err(|e| descriptor_error(e).in_op("socketpair").on(what))
 }
 
 /// `connect(2)` on `fd` (a fresh non-blocking socket) until `deadline`.

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipc_core::fd::Interest;
+use ipc_core::pipe::descriptor_error;
 use ipc_core::{Deadline, Error, ErrorKind, Removable, RemoveGuard, Result};
 use rustix::fs::{FileType, Mode, RenameFlags};
 use rustix::io::Errno;
@@ -237,7 +238,10 @@ impl<K: Kind> Listener<K> {
                     "accept",
                     &self.label,
                 )?,
-                Err(e) => return Err(Error::from(e).in_op("accept").on_shared(&self.label)),
+                // EMFILE, ENFILE: the connection stays queued for a later accept.
+                Err(e) => {
+                    return Err(descriptor_error(e).in_op("accept").on_shared(&self.label));
+                }
             }
         }
     }
@@ -416,7 +420,11 @@ impl DirLock {
                 tracing::debug!(dir = %dir.display(), "cannot open the directory to lock it");
                 return Ok(None);
             }
-            Err(e) => return Err(fail(e, "open (directory to lock)")),
+            Err(e) => {
+                return Err(descriptor_error(e)
+                    .in_op("open (directory to lock)")
+                    .on_shared(label));
+            }
         };
         let start = std::time::Instant::now();
         loop {

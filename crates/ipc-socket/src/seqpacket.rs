@@ -87,6 +87,40 @@ const SMALL: usize = 4096;
 /// is `EMSGSIZE`), plus the trailer byte.
 const SNDBUF_OVERHEAD: usize = 33;
 
+/// What stops a Unix-domain record beyond `SO_SNDBUF`: the kernel allocates a record's first
+/// part with one `kmalloc` (at most 2^`MAX_PAGE_ORDER` pages, beside its `skb_shared_info`)
+/// and the rest as at most `MAX_SKB_FRAGS` (17) pages; a larger record is `ENOBUFS`, whatever
+/// `SO_SNDBUF` allows. Compile-time constants of the kernel, so named, not a path.
+const RECORD_LIMIT: &str = "the largest Unix-socket record the kernel allocates \
+                            (2^MAX_PAGE_ORDER pages, from /proc/buddyinfo, + MAX_SKB_FRAGS pages)";
+
+/// Room left in the `kmalloc` for the kernel's `skb_shared_info` (320 bytes on x86-64).
+const SHINFO_ALLOWANCE: usize = 512;
+
+/// Below this, every kernel allocates a record: [`record_ceiling`] is not read.
+const SURE_RECORD: usize = 1 << 20;
+
+/// The longest message (trailer byte included) one record can carry here: see
+/// [`RECORD_LIMIT`]. `MAX_PAGE_ORDER` is the highest order `/proc/buddyinfo` lists (10 when
+/// it cannot be read).
+fn record_ceiling() -> usize {
+    let page = rustix::param::page_size();
+    let orders = std::fs::read_to_string("/proc/buddyinfo")
+        .ok()
+        .and_then(|s| {
+            // "Node 0, zone   Normal   c0 c1 ... cN": one count per order.
+            let counts = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .count()
+                .checked_sub(4)?;
+            (1..=20).contains(&counts).then_some(counts)
+        })
+        .unwrap_or(11);
+    (page << (orders - 1)) - SHINFO_ALLOWANCE + 17 * page - 1
+}
+
 /// A connected Unix-domain `SOCK_SEQPACKET` socket: a duplex message endpoint. See the
 /// [module documentation](self) for the wire format and how waiting works.
 ///
@@ -359,18 +393,28 @@ impl Seqpacket {
                         .on_shared(&self.label),
                 )
             }
+            // One record larger than the kernel allocates (or, for a large one, memory too
+            // fragmented for its first part): nothing was sent.
+            Errno::NOBUFS => Err(Error::limit(RECORD_LIMIT, Some(record_ceiling() as u64))
+                .with_source(std::io::Error::other(format!(
+                    "the kernel could not allocate one {len}-byte record (ENOBUFS); nothing \
+                     was sent: lower max_message (seqpacket::largest_message) or split it"
+                )))
+                .in_op("send")
+                .on_shared(&self.label)),
             Errno::TOOMANYREFS => {
                 // This user's descriptors in flight on Unix sockets (sent, not yet received)
                 // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
+                // The knob is the bare name, so `limit_info().knob` matches it; what it counts
+                // here goes in the source.
                 let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-                Err(Error::limit(
-                    "RLIMIT_NOFILE (for descriptors in flight: sent on Unix sockets by this \
-                     user and not yet received)",
-                    lim.current,
-                )
-                .with_source(e.into())
-                .in_op("send")
-                .on_shared(&self.label))
+                Err(Error::limit("RLIMIT_NOFILE", lim.current)
+                    .with_source(std::io::Error::other(format!(
+                        "descriptors in flight (sent on Unix sockets by this user and not yet \
+                         received) above it: {e}"
+                    )))
+                    .in_op("send")
+                    .on_shared(&self.label))
             }
             e => Err(Error::from(e).in_op("send").on_shared(&self.label)),
         }
@@ -583,19 +627,29 @@ impl Seqpacket {
 
     /// The error for a message of `len` bytes whose descriptors the kernel truncated, of
     /// which `arrived` came (and were closed); the message is dropped.
+    ///
+    /// The control buffer has room for [`MAX_FDS`]: when fewer arrived, the kernel stopped
+    /// because it could not install the next one in this process, which is out of
+    /// descriptors (`RLIMIT_NOFILE`, named with its value so the caller can act).
     #[cold]
     fn truncated(&self, arrived: usize, len: usize) -> Error {
-        Error::new(ErrorKind::LimitExceeded)
-            .with_detail(Detail::Note(
+        let e = if arrived < MAX_FDS {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            Error::limit("RLIMIT_NOFILE", limit).with_source(std::io::Error::other(format!(
+                "descriptors truncated (MSG_CTRUNC): this process had room for {arrived} \
+                 (or the system for no more: /proc/sys/fs/file-max); they were closed and \
+                 the message ({len} bytes) dropped"
+            )))
+        } else {
+            Error::new(ErrorKind::LimitExceeded).with_detail(Detail::Note(
                 format!(
-                    "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent, or \
-                     RLIMIT_NOFILE reached; the {arrived} that arrived were closed and the \
-                     message ({len} bytes) dropped"
+                    "descriptors truncated (MSG_CTRUNC): more than {MAX_FDS} sent; the \
+                     {arrived} that arrived were closed and the message ({len} bytes) dropped"
                 )
                 .into(),
             ))
-            .in_op("recv")
-            .on_shared(&self.label)
+        };
+        e.in_op("recv").on_shared(&self.label)
     }
 
     /// The message in a received record of `len` bytes (at least 1) of which `got` arrived
@@ -613,15 +667,14 @@ impl Seqpacket {
     /// by the kernel and is lost: the peer broke the maximum); returns it.
     fn check_len(&self, len: usize, room: usize) -> Result<usize> {
         if len > room {
+            // The note goes in the source: as the detail it would replace the sizes, and
+            // `message_size` would say nothing.
             return Err(Error::message_too_large(len, room, "the receive buffer")
-                .with_detail(Detail::Note(
-                    format!(
-                        "the peer sent {len} bytes, above this endpoint's maximum of {}; the \
-                         message was dropped",
-                        self.max
-                    )
-                    .into(),
-                ))
+                .with_source(std::io::Error::other(format!(
+                    "the peer sent {len} bytes, above this endpoint's maximum of {}; the \
+                     message was dropped",
+                    self.max
+                )))
                 .in_op("recv")
                 .on_shared(&self.label));
         }
@@ -673,9 +726,21 @@ fn recv_flags(deadline: Deadline) -> RecvFlags {
     }
 }
 
-/// Raises `SO_SNDBUF` when a message of `max` bytes would not fit in it.
+/// Raises `SO_SNDBUF` when a message of `max` bytes would not fit in it; refuses a `max` no
+/// record the kernel allocates can carry ([`record_ceiling`]), which every send of such a
+/// message would fail with.
 fn ensure_sndbuf(fd: BorrowedFd<'_>, max: usize, label: &Arc<str>) -> Result<()> {
     use rustix::net::sockopt::{set_socket_send_buffer_size, socket_send_buffer_size};
+    if max >= SURE_RECORD && max > record_ceiling() {
+        let ceiling = record_ceiling();
+        return Err(Error::limit(RECORD_LIMIT, Some(ceiling as u64))
+            .with_source(std::io::Error::other(format!(
+                "a {max}-byte message does not fit one record (at most {ceiling} bytes here): \
+                 lower max_message"
+            )))
+            .in_op("configure")
+            .on_shared(label));
+    }
     let need = max.saturating_add(SNDBUF_OVERHEAD);
     let have = socket_send_buffer_size(fd).unwrap_or(0);
     if have >= need {
@@ -688,15 +753,14 @@ fn ensure_sndbuf(fd: BorrowedFd<'_>, max: usize, label: &Arc<str>) -> Result<()>
         return Ok(());
     }
     let knob = "/proc/sys/net/core/wmem_max";
+    // The advice goes in the source: a note as the detail would replace the limit, and
+    // `limit_info` would name no knob.
     Err(Error::limit(knob, ipc_core::knob::read(knob))
-        .with_detail(Detail::Note(
-            format!(
-                "a {max}-byte message needs SO_SNDBUF >= {need}, got {have}: raise {knob} \
-                 (to at least {}) or lower max_message",
-                need.div_ceil(2)
-            )
-            .into(),
-        ))
+        .with_source(std::io::Error::other(format!(
+            "a {max}-byte message needs SO_SNDBUF >= {need}, got {have}: raise {knob} (to at \
+             least {}) or lower max_message",
+            need.div_ceil(2)
+        )))
         .in_op("setsockopt(SO_SNDBUF)")
         .on_shared(label))
 }
@@ -769,8 +833,11 @@ impl From<Seqpacket> for OwnedFd {
 
 /// The largest message a [`Seqpacket`] can be configured for on this system: twice
 /// `/proc/sys/net/core/wmem_max` (the largest `SO_SNDBUF` an unprivileged process gets),
-/// less the kernel's per-record allowance and the trailer byte.
+/// less the kernel's per-record allowance and the trailer byte; and at most what one record
+/// the kernel allocates can carry (a little over 4 MiB on x86-64, whatever `wmem_max` says).
 pub fn largest_message() -> usize {
     let wmem_max = ipc_core::knob::read("/proc/sys/net/core/wmem_max").unwrap_or(212_992);
-    (2 * wmem_max as usize).saturating_sub(SNDBUF_OVERHEAD)
+    (2 * wmem_max as usize)
+        .saturating_sub(SNDBUF_OVERHEAD)
+        .min(record_ceiling())
 }

@@ -128,6 +128,9 @@ fn fds_in_flight_above_the_limit(_: &Ctx) {
         "after {sent} messages: {e}"
     );
     assert!(e.to_string().contains("RLIMIT_NOFILE"), "{e}");
+    let l = e.limit_info().expect("a limit detail");
+    assert_eq!((&*l.knob, l.value), ("RLIMIT_NOFILE", Some(16)), "{e}");
+    assert!(e.to_string().contains("in flight"), "{e}");
     for _ in 0..sent {
         assert_eq!(b.recv(&mut [0u8; 64]).unwrap(), 1);
     }
