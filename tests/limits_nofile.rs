@@ -916,9 +916,6 @@ fn queues_out_of_descriptors_at_every_step() {
 }
 
 #[test]
-#[ignore = "bug (ipc-sync): NamedSemaphore::create and open out of descriptors are a bare \
-            LimitExceeded naming no knob (Error::from(EMFILE) in named.rs, not \
-            ipc_core::pipe::descriptor_error)"]
 fn semaphores_out_of_descriptors_at_every_step() {
     run("semaphores");
 }

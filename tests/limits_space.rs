@@ -174,8 +174,6 @@ fn pubsub_and_mpsc_segments_that_do_not_fit_dev_shm_are_refused_at_creation() {
 }
 
 #[test]
-#[ignore = "bug (ipc-sync): NamedSemaphore::create in a full /dev/shm dies of SIGBUS in \
-            sem_init; create_mapped must fallocate the file's page before mapping it"]
 fn a_named_semaphore_in_a_full_dev_shm_is_refused_not_a_sigbus() {
     run_role("semaphore_in_a_full_dev_shm");
 }

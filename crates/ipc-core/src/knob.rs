@@ -192,6 +192,26 @@ pub fn limit_error(knob: &'static str) -> Error {
     Error::limit(knob, read(knob))
 }
 
+/// What a file in `/dev/shm` (a POSIX segment, a named semaphore) that does not fit names: the
+/// tmpfs mount's free space, changed with its `size=` option.
+pub const SHM_FREE: &str = "free bytes of /dev/shm (its tmpfs size= mount option)";
+
+/// The error for sizing or reserving a file in `/dev/shm` (`ENOSPC`, `EFBIG`): a
+/// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming [`SHM_FREE`] with the bytes free
+/// now; other errnos as they are.
+pub fn shm_space_error(e: rustix::io::Errno) -> Error {
+    use rustix::io::Errno;
+    match e {
+        Errno::NOSPC | Errno::FBIG => {
+            let free = rustix::fs::statvfs("/dev/shm")
+                .ok()
+                .map(|v| v.f_bavail.saturating_mul(v.f_frsize));
+            Error::limit(SHM_FREE, free).with_source(e.into())
+        }
+        e => Error::from(e),
+    }
+}
+
 /// A [`LimitExceeded`](crate::ErrorKind::LimitExceeded) error naming field `index` (counted from
 /// 0) of a knob that holds several numbers, such as `SEMMNI`, the fourth of [`SEM`]
 /// (`SEMMSL SEMMNS SEMOPM SEMMNI`). The knob is named `"{path} ({name}, field {index+1})"`,

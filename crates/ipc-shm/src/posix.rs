@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use ipc_core::knob::shm_space_error;
 use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
 use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
@@ -17,9 +18,6 @@ pub const DEFAULT_MODE: u32 = 0o600;
 
 /// Where `shm_open` keeps POSIX shared memory objects (glibc's and rustix's).
 const SHM_DIR: &str = "/dev/shm";
-
-/// The knob a POSIX segment that does not fit names: `/dev/shm` is a tmpfs mount.
-const SHM_ROOM: &str = "free space of /dev/shm (its tmpfs size= mount option)";
 
 fn flags(extra: rustix::fs::OFlags) -> shm::OFlags {
     use rustix::fs::OFlags;
@@ -330,18 +328,13 @@ impl Segment {
         )
         .map_err(|e| fail(descriptor_error(e), "open(O_TMPFILE)"))?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail(e.into(), "fchmod"))?;
-        let no_room = |e: Errno| match e {
-            Errno::FBIG | Errno::NOSPC => {
-                Error::limit(SHM_ROOM, None).with_source(std::io::Error::from(e))
-            }
-            e => Error::from(e),
-        };
-        rustix::fs::ftruncate(&fd, size as u64).map_err(|e| fail(no_room(e), "ftruncate"))?;
+        rustix::fs::ftruncate(&fd, size as u64)
+            .map_err(|e| fail(shm_space_error(e), "ftruncate"))?;
         // tmpfs grows a file without checking its free space, and a page the mount has no room
         // for is a SIGBUS at the first touch: reserve every page now.
         match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64) {
             Ok(()) | Err(Errno::OPNOTSUPP) => {}
-            Err(e) => return Err(fail(no_room(e), "fallocate")),
+            Err(e) => return Err(fail(shm_space_error(e), "fallocate")),
         }
         let seg = map_fd(fd, size, true, SegmentKind::Posix(name.clone()))?;
         init(&seg)?;

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +13,7 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, Owner, PosixKind, PosixName, Removable, RemoveGuard,
     Result,
 };
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::futex;
@@ -150,7 +150,7 @@ fn open_error(errno: Errno) -> Error {
             "not a semaphore file (a symbolic link, socket or device)",
         )
         .with_source(std::io::Error::from_raw_os_error(errno.raw_os_error())),
-        e => Error::from(e),
+        e => ipc_core::pipe::descriptor_error(e),
     }
 }
 
@@ -194,10 +194,13 @@ fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<(SemPtr, (u6
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
-    .map_err(|e| Error::from(e).in_op("open(O_TMPFILE)"))?;
+    .map_err(|e| ipc_core::pipe::descriptor_error(e).in_op("open(O_TMPFILE)"))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
         .map_err(|e| Error::from(e).in_op("fchmod"))?;
-    rustix::fs::ftruncate(&fd, SEM_SIZE as u64).map_err(|e| Error::from(e).in_op("ftruncate"))?;
+    // fallocate sizes the file and reserves its page: tmpfs would otherwise let a full
+    // /dev/shm grow it, and sem_init's write to the missing page would be a SIGBUS.
+    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, SEM_SIZE as u64)
+        .map_err(|e| ipc_core::knob::shm_space_error(e).in_op("fallocate"))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::from(e).in_op("fstat"))?;
     let sem = sys::sem_map(fd.as_fd()).map_err(|e| Error::from(e).in_op("mmap"))?;
     let unmap = |e: Error| {
@@ -209,14 +212,8 @@ fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<(SemPtr, (u6
     unsafe { sys::sem_init_shared(sem, value) }
         .map_err(|e| unmap(Error::from(e).in_op("sem_init")))?;
     let path = sem_path(name);
-    let via_proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let linked =
-        match rustix::fs::linkat(CWD, via_proc.as_str(), CWD, &path, AtFlags::SYMLINK_FOLLOW) {
-            // No /proc: linking the descriptor itself needs CAP_DAC_READ_SEARCH, but try.
-            Err(Errno::NOENT) => rustix::fs::linkat(&fd, "", CWD, &path, AtFlags::EMPTY_PATH),
-            other => other,
-        };
-    linked.map_err(|e| unmap(Error::from(e).in_op("linkat")))?;
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    ipc_core::fd::link_unnamed(fd.as_fd(), path).map_err(unmap)?;
     Ok((sem, (st.st_dev, st.st_ino)))
 }
 
@@ -244,10 +241,11 @@ impl NamedSemaphore {
     /// `sem_open`, the umask does not apply (the file is made without a name, `fchmod`ed and
     /// then linked, so it never has another mode under the name).
     ///
-    /// Makes `open(/dev/shm, O_TMPFILE)`, `fchmod`, `ftruncate`, `mmap`, `sem_init` and
-    /// `linkat` to `/dev/shm/sem.NAME`: the file `sem_open` makes, so C programs and other
-    /// libraries open it with `sem_open` as usual. A creator killed at any step leaves either
-    /// nothing or a complete semaphore.
+    /// Makes `open(/dev/shm, O_TMPFILE)`, `fchmod`, `fallocate` (its page is reserved, so a
+    /// full `/dev/shm` is [`ErrorKind::LimitExceeded`] naming its free bytes, not a `SIGBUS` in
+    /// `sem_init`), `mmap`, `sem_init` and `linkat` to `/dev/shm/sem.NAME`: the file `sem_open`
+    /// makes, so C programs and other libraries open it with `sem_open` as usual. A creator
+    /// killed at any step leaves either nothing or a complete semaphore.
     ///
     /// # Errors
     /// As [`create`](NamedSemaphore::create), and [`ErrorKind::InvalidInput`] for a mode with
