@@ -82,7 +82,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::WrongType => "wrong object type",
             ErrorKind::LimitExceeded => "limit exceeded",
-            ErrorKind::Corrupted => "corrupted shared state",
+            ErrorKind::Corrupted => "corrupted data",
             ErrorKind::OwnerDied => "owner died",
             ErrorKind::NotRecoverable => "state not recoverable",
             ErrorKind::Unsupported => "not supported",

@@ -325,7 +325,9 @@ impl FrameDecoder {
              each): a writer sent a larger frame, which other writers' frames can interleave, \
              so the stream cannot be resynchronised"
         } else {
-            ""
+            " (a sender whose maximum is larger than this receiver's, or bytes that are not \
+             this framing; the stream cannot be resynchronised: give both ends the same \
+             maximum)"
         };
         Error::with_note(
             ErrorKind::Corrupted,

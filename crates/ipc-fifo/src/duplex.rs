@@ -673,15 +673,29 @@ impl Listener {
     /// Makes `mkfifo` and a non-blocking `open(O_RDONLY)` plus the keep-open write end; never
     /// blocks.
     ///
+    /// A FIFO left at `path` by a listener that died without dropping (killed, `exit` without
+    /// unwinding) is reclaimed: one owned by this user, made at least [`STALE_AFTER`] ago, that
+    /// nobody reads (a live listener always holds its read end, so a non-blocking open for
+    /// writing, made through a handle on the very inode looked at, fails with `ENXIO`). It is
+    /// removed only while `path` still names that inode, and `bind` creates a new one.
+    ///
     /// # Errors
-    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken. As
+    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken by anything but
+    /// such a stale FIFO (a live listener, another user's FIFO, any other file). As
     /// [`from_fifo`](Listener::from_fifo): [`ErrorKind::InvalidName`] for a name too long to
     /// leave room for its clients' connection FIFOs (nothing is left at `path`).
     ///
     /// # References
     /// - [`fifo(7)`](https://man7.org/linux/man-pages/man7/fifo.7.html)
     pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
-        Listener::from_fifo(Fifo::create(path)?)
+        let path = path.as_ref();
+        match Fifo::create(path) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && reclaim_stale(path) => {
+                tracing::debug!(path = %path.display(), "reclaimed a dead listener's FIFO");
+                Listener::from_fifo(Fifo::create(path)?)
+            }
+            created => Listener::from_fifo(created?),
+        }
     }
 
     /// Listens on a FIFO the caller created (with another mode, say). The listener takes the
@@ -1147,6 +1161,44 @@ fn locked_by_client(s2c: &Path, owner: Owner) -> bool {
         return true;
     };
     flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
+/// How old a FIFO nobody reads must be before [`Listener::bind`] takes it for a dead
+/// listener's: a live listener opens its read end microseconds after `mkfifo`, so this only
+/// keeps a bind that races another bind from reclaiming a FIFO whose listener is about to open it.
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// Removes the FIFO at `path` if it is a dead listener's (see [`Listener::bind`]); whether the
+/// path may be created again. Anything else is left alone.
+fn reclaim_stale(path: &Path) -> bool {
+    let Ok(target) = Target::resolve(path, Owner::Me, "reclaim FIFO") else {
+        return false;
+    };
+    let (dev, ino) = target.identity();
+    let st = target.stat();
+    let made = u64::try_from(st.st_ctime)
+        .ok()
+        .map(|t| std::time::UNIX_EPOCH + Duration::new(t, st.st_ctime_nsec as u32));
+    if !made.is_some_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER)) {
+        return false;
+    }
+    match target.reopen(OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY) {
+        Err(e) if e.errno() == Some(Errno::NXIO) => {}
+        // Somebody reads it: a live listener (the write end just made is closed at once,
+        // which a listener holding its own keep-open write end does not notice).
+        _ => return false,
+    }
+    match (Removable::SameFile {
+        path: path.to_path_buf(),
+        dev,
+        ino,
+    })
+    .remove()
+    {
+        Ok(()) => true,
+        // Gone already (another bind reclaimed it): create decides.
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    }
 }
 
 /// The most bytes a connection FIFO's name adds to the listener's: `.`, the id, `.c2s`.

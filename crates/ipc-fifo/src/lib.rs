@@ -140,7 +140,9 @@ mod ends;
 mod open;
 
 pub use create::{CreateOptions, DEFAULT_MODE, Fifo};
-pub use duplex::{BACKLOG, ConnectOptions, Connection, HANDSHAKE, Listener, PAIR_SUFFIX_MAX};
+pub use duplex::{
+    BACKLOG, ConnectOptions, Connection, HANDSHAKE, Listener, PAIR_SUFFIX_MAX, STALE_AFTER,
+};
 pub use ends::{FifoReader, FifoReceiver, FifoSender, FifoWriter};
 pub use ipc_core::frame::{MAX_ATOMIC_PAYLOAD, PIPE_BUF};
 pub use ipc_core::pipe::{PipeEnd, PipeReader, PipeWriter, Reading, Writing, max_capacity};

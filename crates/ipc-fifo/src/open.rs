@@ -387,6 +387,11 @@ impl Target {
         Ok(fd)
     }
 
+    /// What `fstat` said of the checked inode when it was resolved.
+    pub(crate) fn stat(&self) -> &Stat {
+        &self.stat
+    }
+
     /// The checked inode: device and inode number.
     pub(crate) fn identity(&self) -> (u64, u64) {
         (self.stat.st_dev, self.stat.st_ino)

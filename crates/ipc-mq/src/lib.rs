@@ -124,6 +124,9 @@ pub use ipc_core::{
 
 pub use ipc_core::Readiness;
 pub use ipc_core::fd::Interest;
+/// Handing descriptors to a child process you spawn: [`inherit::ChildFds`] in the parent,
+/// [`inherit::take`] (or this crate's own adopt functions) in the child.
+pub use ipc_core::inherit;
 /// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
 /// `YieldPolicy`: what its waits do before they park the task; `WaitStats`: what they did.
 #[cfg(feature = "tokio")]

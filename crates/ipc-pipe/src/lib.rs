@@ -38,7 +38,7 @@
 //! | unrelated processes meeting at a path, several writers' records into one reader | a FIFO (`ipc-fifo`): a pipe with a name |
 //! | kernel-kept message boundaries and priorities, by name, readers and writers coming and going | a message queue (`ipc-mq`); it does not report a dead peer |
 //! | bulk data or the lowest latency, with no kernel copy after setup | shared memory (`ipc-shm`), at the price of synchronisation and validating what the peer wrote |
-//! | another machine, passing descriptors, or one descriptor for both directions | sockets (`std::os::unix::net`, TCP) |
+//! | another machine, passing descriptors, or one descriptor for both directions | sockets (`ipc-socket`: Unix-domain and TCP, behind the same traits) |
 //!
 //! Pipes need no name (so nothing to clean up after a crash and nothing another user can
 //! squat), tell each side when the other is gone, and work with any program's standard

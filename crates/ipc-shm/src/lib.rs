@@ -328,6 +328,9 @@ pub use segment::{Segment, SegmentKind};
 pub use wait::testing as wait_testing;
 pub use wait::{DEFAULT_SPIN, MAX_SPIN, WaitPolicy};
 
+/// Handing descriptors to a child process you spawn: [`inherit::ChildFds`] in the parent,
+/// [`inherit::take`] (or this crate's own adopt functions) in the child.
+pub use ipc_core::inherit;
 pub use ipc_core::sysv::Key;
 pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Removable, RemoveGuard,

@@ -72,7 +72,9 @@ impl MemfdOptions {
     /// `ftruncate(size)`, `fcntl(F_ADD_SEALS)` and `mmap`. Does not block.
     ///
     /// Errors: [`ErrorKind::InvalidInput`] for a size of 0 or a name with a NUL byte or longer
-    /// than 249 bytes, [`ErrorKind::LimitExceeded`] when memory (or huge pages) run out,
+    /// than 249 bytes, [`ErrorKind::LimitExceeded`] when huge pages run out (normal pages are
+    /// taken at first touch: a memfd counts against no tmpfs size, and a memory cgroup over
+    /// its limit answers a touch, or a reservation, with its OOM killer, not an error),
     /// [`ErrorKind::Unsupported`] when the kernel has no huge page support for memfd.
     ///
     /// # References
@@ -175,8 +177,10 @@ impl Segment {
     /// sealed against writes. Does not block.
     ///
     /// Errors: [`ErrorKind::PermissionDenied`] for a descriptor without the required seals (it
-    /// is closed: a peer could make us die of `SIGBUS`), [`ErrorKind::WrongType`] for
-    /// something that is not a memory object or is empty.
+    /// is closed: a peer could make us die of `SIGBUS`), also one that cannot carry seals at
+    /// all, such as a regular file, since the seals are checked first;
+    /// [`ErrorKind::WrongType`] for something that is not a memory object or is empty (with
+    /// [`Seals::NotRequired`]).
     ///
     /// # References
     /// - [`fcntl(2)`, file sealing](https://man7.org/linux/man-pages/man2/fcntl.2.html)

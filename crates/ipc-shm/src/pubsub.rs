@@ -36,7 +36,9 @@
 //!   `TimedOut`, never hang; a subscriber whose process died is found (pidfd and start time,
 //!   as the channel's peers are) and its place reclaimed, so it blocks nobody.
 //! - [`Policy::Lossy`]: the publisher never waits. A subscriber more than `N` messages behind
-//!   loses the oldest ones and [`Subscriber::missed`] counts exactly how many; a copying
+//!   loses the oldest ones and [`Subscriber::missed`] counts exactly how many. Once overtaken it
+//!   goes on from the oldest message that is surely intact, the last `N - 1` published (the
+//!   publisher may be writing the next one over the `N`th from last as it looks); a copying
 //!   receive that was overtaken while it copied retries (counting the miss), and a message
 //!   read in place says whether it survived with [`PubSubGuard::intact`].
 //!

@@ -75,6 +75,15 @@ pub use stream::Stream;
 #[cfg(feature = "serde")]
 pub use typed::{TypedReceiver, TypedSender};
 
+pub use ipc_core::Readiness;
+pub use ipc_core::fd::Interest;
+/// Handing descriptors to a child process you spawn: [`inherit::ChildFds`] in the parent,
+/// [`inherit::take`] (or this crate's own adopt functions) in the child.
+pub use ipc_core::inherit;
+/// The async form of any endpoint of this crate (feature `tokio`): `AsyncEndpoint::new(end)`;
+/// `YieldPolicy`: what its waits do before they park the task; `WaitStats`: what they did.
+#[cfg(feature = "tokio")]
+pub use ipc_core::tokio::{AsyncEndpoint, WaitStats, YieldPolicy};
 pub use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 /// The core vocabulary, for `use ipc_socket::prelude::*`.

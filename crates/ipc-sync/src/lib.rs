@@ -64,7 +64,8 @@
 //! use ipc_sync::{LockError, Mutex, Shared};
 //!
 //! let counter = Shared::<Mutex<u64>>::create(0)?;
-//! // Hand `counter` (an fd) to child processes; each opens it with Shared::open(fd).
+//! // Hand `counter` (an fd) to child processes (`ipc_sync::inherit::ChildFds::pass` when
+//! // spawning; the child takes it with `inherit::take`); each opens it with Shared::open(fd).
 //! // Here a thread plays a process that dies holding the lock:
 //! std::thread::scope(|s| {
 //!     s.spawn(|| std::mem::forget(counter.lock().unwrap()));
@@ -139,6 +140,9 @@ pub use shared::{Shared, SharedData, SharedObject};
 pub use spin::{SPIN_BUDGET, Spin};
 pub use sysv::{SEMVMX, SemOp, SemaphoreSet, SetOpenOptions};
 
+/// Handing descriptors to a child process you spawn: [`inherit::ChildFds`] in the parent,
+/// [`inherit::take`] (or this crate's own adopt functions) in the child.
+pub use ipc_core::inherit;
 pub use ipc_core::sysv::Key;
 pub use ipc_core::{
     Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Owner, Removable, RemoveGuard,

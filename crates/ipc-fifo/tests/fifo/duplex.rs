@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_fifo::{ConnectOptions, Connection, Fifo, Listener, OpenOptions};
 use ipc_testkit::script::{check_message, message};
-use ipc_testkit::{Ctx, spawn, within_watchdog};
+use ipc_testkit::{Ctx, spawn, watchdog, within_watchdog};
 
 use crate::{entries, scratch};
 
@@ -402,4 +402,97 @@ fn a_client_dying_while_its_handshake_is_in_progress_is_reported_as_gone() {
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
     assert_eq!(listener.remove_stale().unwrap(), 2);
     assert_eq!(entries(dir.path()), ["server"]);
+}
+
+/// Child: binds a listener at the path it is given, then waits to be killed (its FIFO stays,
+/// as after any death without unwinding); with a second argument `serve`, answers one client.
+pub(crate) fn bind_and_park(ctx: &Ctx) {
+    let args = ctx.args();
+    let mut listener = Listener::bind(args[0]).unwrap();
+    ctx.checkpoint("bound");
+    if args.get(1) == Some(&"serve") {
+        let mut conn = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.receiver().recv(&mut buf).unwrap();
+        conn.sender().send(&answer(&buf[..n])).unwrap();
+    }
+    let _keep = std::mem::ManuallyDrop::new(listener);
+    ctx.park("served");
+}
+
+#[test]
+fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut dead = spawn("bind_and_park").arg(path.to_str().unwrap()).start();
+    dead.wait_checkpoint("bound");
+    assert!(dead.kill_and_wait().killed());
+    assert_eq!(
+        entries(dir.path()),
+        ["server"],
+        "a killed listener leaves its FIFO"
+    );
+    std::thread::sleep(ipc_fifo::STALE_AFTER);
+
+    // Reclaimed: a new listener there serves a client.
+    let mut listener = Listener::bind(&path).unwrap();
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        let mut c = ConnectOptions::new()
+            .timeout(Duration::from_secs(3600))
+            .connect(&p)
+            .unwrap();
+        c.sender().send(b"again").unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.receiver().recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    let mut conn = listener.accept_timeout(watchdog()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = conn.receiver().recv(&mut buf).unwrap();
+    conn.sender().send(&answer(&buf[..n])).unwrap();
+    assert_eq!(
+        within_watchdog("reply", move || client.join().unwrap()),
+        answer(b"again")
+    );
+    drop((conn, listener));
+    assert_eq!(entries(dir.path()), Vec::<String>::new());
+
+    // A live listener's FIFO, however old: refused, and that listener still serves.
+    let mut live = spawn("bind_and_park")
+        .arg(format!("{} serve", path.display()))
+        .start();
+    live.wait_checkpoint("bound");
+    std::thread::sleep(ipc_fifo::STALE_AFTER);
+    let e = Listener::bind(&path).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let mut c = ConnectOptions::new()
+        .timeout(Duration::from_secs(3600))
+        .connect(&path)
+        .unwrap();
+    c.sender().send(b"still there").unwrap();
+    let n = c.receiver().recv_timeout(&mut buf, watchdog()).unwrap();
+    assert_eq!(buf[..n], answer(b"still there"));
+    live.wait_checkpoint("served");
+    live.kill_and_wait();
+    drop(c);
+    std::fs::remove_file(&path).unwrap();
+
+    // Not a FIFO: left alone.
+    std::fs::write(&path, b"data").unwrap();
+    let e = Listener::bind(&path).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    std::fs::remove_file(&path).unwrap();
+
+    // Another user's FIFO nobody reads: left alone (root can make one to try).
+    if rustix::process::geteuid().is_root() {
+        let other = Fifo::create(&path).unwrap().keep();
+        rustix::fs::chown(&other, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+        std::thread::sleep(ipc_fifo::STALE_AFTER);
+        let e = Listener::bind(&path).map(drop).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        assert!(path.symlink_metadata().is_ok());
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -25,6 +25,7 @@ use abandon::connect_without_deadline;
 use abandon::probe_now;
 use create::create_under_umask;
 use duplex::echo_client;
+use duplex::bind_and_park;
 use duplex::hello_then_park;
 use duplex::read_hello_then_park;
 use eof::send_and_exit;
@@ -58,6 +59,7 @@ roles!(
     send_and_exit,
     echo_client,
     hello_then_park,
+    bind_and_park,
     read_hello_then_park,
     big_stream_writer,
     small_stream_writer,
