@@ -66,6 +66,8 @@ pub struct ChannelOptions {
     max_message: Option<usize>,
     /// Bytes in flight, when sized by messages.
     limit: Option<usize>,
+    /// The message count asked for, when sized by messages.
+    messages: Option<usize>,
     wait: WaitPolicy,
     spin_for: Duration,
 }
@@ -84,6 +86,7 @@ impl ChannelOptions {
             capacity: DEFAULT_CAPACITY,
             max_message: None,
             limit: None,
+            messages: None,
             wait: WaitPolicy::Adaptive,
             spin_for: DEFAULT_SPIN,
         }
@@ -124,6 +127,7 @@ impl ChannelOptions {
     #[must_use]
     pub fn messages(mut self, n: usize, max_message: usize) -> ChannelOptions {
         let limit = ring::messages_limit(n, max_message);
+        self.messages = Some(n);
         self.max_message = Some(max_message);
         self.limit = Some(limit);
         self.capacity = limit
@@ -184,17 +188,25 @@ impl ChannelOptions {
     /// Refuses a capacity or maximum that no segment could hold, before one is made for it.
     fn check(&self, op: &'static str) -> Result<()> {
         let shape = self.shape();
-        ring::check_shape(
-            self.segment_size(),
-            shape.capacity,
-            shape.max_message,
-            shape.limit,
-        )
-        .map_err(|n| {
-            let e = Error::with_note(ErrorKind::InvalidInput, n).in_op(op);
-            tracing::debug!(error = %e, "channel options refused");
-            e
-        })
+        let shape_ok = if self.messages == Some(0) {
+            Err("a channel sized by messages holds at least 1 message: `messages(0, ..)`".into())
+        } else {
+            Ok(())
+        };
+        shape_ok
+            .and_then(|()| {
+                ring::check_shape(
+                    self.segment_size(),
+                    shape.capacity,
+                    shape.max_message,
+                    shape.limit,
+                )
+            })
+            .map_err(|n| {
+                let e = Error::with_note(ErrorKind::InvalidInput, n).in_op(op);
+                tracing::debug!(error = %e, "channel options refused");
+                e
+            })
     }
 
     /// Writes a fresh channel header into `segment` (which must be zero-filled, writable and

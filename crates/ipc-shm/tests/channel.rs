@@ -361,11 +361,16 @@ fn impossible_channel_options_are_refused_before_any_segment_is_made() {
         ChannelOptions::new().capacity(1 << 40),
         ChannelOptions::new().capacity(1000),
         ChannelOptions::new().capacity(1 << 12).max_message(1 << 12),
+        ChannelOptions::new().messages(0, 10),
     ] {
         let e = opts.create_memfd("bad-options").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
         let e = opts.pair().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{opts:?}: {e}");
+        if opts == ChannelOptions::new().messages(0, 10) {
+            // Says what is wrong, not what that made of the ring's arithmetic.
+            assert!(e.to_string().contains("at least 1 message"), "{e}");
+        }
         let name = unique_posix_name("shm-bad-opts");
         let _guard = RemoveGuard::new(Removable::Shm(name.as_str().parse().unwrap()));
         let e = opts.create_posix(name.as_str()).unwrap_err();

@@ -8,6 +8,13 @@
 //! boundaries), maintained, `no_std`-capable with a documented, stable wire format (1.0), and
 //! it decodes from a byte slice without reading past it.
 //!
+//! # No type on the wire
+//!
+//! postcard writes values, not types: a message decodes as any type whose encoding those bytes
+//! happen to fit, so a receiver of the wrong type can get `Ok` with nonsense where it would
+//! hope for [`ErrorKind::Corrupted`]. Both ends must agree on `T`. Where versions can differ,
+//! send an enum (its tag is checked against the variants) or a version field first.
+//!
 //! # Byte buffers
 //!
 //! serde sends a `Vec<u8>` or `&[u8]` field as a sequence, one element at a time: a 64 KiB
