@@ -56,9 +56,23 @@ fn parse_after_name(rest: &str) -> Option<ProcStat> {
 /// NUL, UTF-8 or not), and only the fields after it, which the kernel writes in ASCII, are
 /// decoded. A process cannot pass for gone by naming itself.
 pub fn stat(pid: impl fmt::Display) -> Option<ProcStat> {
-    let line = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let name_end = line.iter().rposition(|&b| b == b')')?;
-    parse_after_name(std::str::from_utf8(&line[name_end + 1..]).ok()?)
+    read_stat(pid).ok().flatten()
+}
+
+/// [`stat`], saying why the file could not be read: `Err` with the errno of the one read
+/// (`ENOENT`: no such process, or no `/proc`; `EMFILE`/`ENFILE`: no descriptor free to read
+/// it with, which says nothing about the process), `Ok(None)` for a line that does not parse.
+/// A caller that must not mistake one cause for another decides from this errno, not from a
+/// second look, which may meet other conditions.
+pub fn read_stat(pid: impl fmt::Display) -> Result<Option<ProcStat>, rustix::io::Errno> {
+    let line = std::fs::read(format!("/proc/{pid}/stat"))
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
+    let Some(name_end) = line.iter().rposition(|&b| b == b')') else {
+        return Ok(None);
+    };
+    Ok(std::str::from_utf8(&line[name_end + 1..])
+        .ok()
+        .and_then(parse_after_name))
 }
 
 #[cfg(test)]

@@ -54,9 +54,11 @@ pub(crate) fn key_of(word: u64) -> u64 {
     word >> STATE_BITS
 }
 
-/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits.
-fn start_time_of(pid: &str) -> Option<u64> {
-    ipc_core::process::stat(pid).map(|s| s.start_ticks & START_MASK)
+/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits:
+/// `Err` with the errno of the one read (see [`ipc_core::process::read_stat`]), `Ok(None)` for
+/// a line that does not parse.
+fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>, Errno> {
+    ipc_core::process::read_stat(pid).map(|s| s.map(|s| s.start_ticks & START_MASK))
 }
 
 /// This process's identity (cached; recomputed in a child after `fork`).
@@ -73,15 +75,15 @@ pub(crate) fn me() -> Result<Identity> {
     match *cache {
         Some(id) if id.pid == pid => Ok(id),
         _ => {
+            let op = "read /proc/self/stat (this process's start time)";
             let start_time = match start_time_of("self") {
-                Some(t) => t,
-                None => match proc_stat_open_error("self") {
-                    Some(e @ (Errno::MFILE | Errno::NFILE)) => {
-                        return Err(ipc_core::pipe::descriptor_error(e)
-                            .in_op("read /proc/self/stat (this process's start time)"));
-                    }
-                    _ => 0,
-                },
+                Ok(Some(t)) => t,
+                // No /proc: no peer can check liveness either, and says so.
+                Err(Errno::NOENT) => 0,
+                Err(e) => return Err(ipc_core::pipe::descriptor_error(e).in_op(op)),
+                Ok(None) => {
+                    return Err(Error::corrupted("/proc/self/stat does not parse").in_op(op));
+                }
             };
             let id = Identity { pid, start_time };
             *cache = Some(id);
@@ -323,7 +325,8 @@ impl Watch {
                     // Cannot watch (out of descriptors, no pidfd support): say so rather
                     // than guess; the next check tries again.
                     self.key = None;
-                    return Err(ipc_core::pipe::descriptor_error(e).in_op("pidfd_open"));
+                    return Err(ipc_core::pipe::descriptor_error(e)
+                        .in_op("check the peer process (pidfd_open, /proc/PID/stat)"));
                 }
             }
         }
@@ -352,29 +355,19 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
-    let Some(t) = start_time_of(&pid.to_string()) else {
-        return Err(match proc_stat_open_error(pid) {
-            // No descriptor left to read it with (the pidfd may have taken the last one):
-            // neither dead nor "no /proc", but the limit, which the caller names.
-            Some(e @ (Errno::MFILE | Errno::NFILE)) => e,
-            // Not even this process's own entry is readable: no `/proc` here, so no process
-            // can be told alive or dead. `NOENT` lets the caller say that instead of "dead".
-            _ if start_time_of("self").is_none() => Errno::NOENT,
-            _ => Errno::SRCH,
-        });
-    };
-    if t == start { Ok(fd) } else { Err(Errno::SRCH) }
-}
-
-/// Why `/proc/PID/stat` cannot be opened now, if it cannot (one `open`, closed at once).
-fn proc_stat_open_error(pid: impl std::fmt::Display) -> Option<Errno> {
-    use rustix::fs::{Mode, OFlags};
-    rustix::fs::open(
-        format!("/proc/{pid}/stat"),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .err()
+    match start_time_of(pid) {
+        Ok(Some(t)) if t == start => Ok(fd),
+        Ok(Some(_)) => Err(Errno::SRCH),
+        // Gone (reaped since the pidfd was made), or no `/proc` at all: this process's own
+        // entry tells. `NOENT` lets the caller say "no /proc" instead of "dead".
+        Err(Errno::NOENT) | Ok(None) => match start_time_of("self") {
+            Err(e @ (Errno::NOENT | Errno::MFILE | Errno::NFILE)) => Err(e),
+            _ => Err(Errno::SRCH),
+        },
+        // No descriptor left to read it with (the pidfd may have taken the last one), or
+        // another reason it cannot be read now: neither dead nor alive; the caller names it.
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
