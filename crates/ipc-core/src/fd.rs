@@ -413,6 +413,106 @@ fn sigpipe_pending() -> bool {
     }
 }
 
+/// An exclusive `flock(2)` on a directory, held while a stale file in it (a socket file, a
+/// FIFO of a dead listener) is replaced, so processes replacing the same one take turns:
+/// released on drop, or when the process dies.
+#[derive(Debug)]
+pub struct DirLock {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl DirLock {
+    /// How long to wait for another replacer's turn: one takes a few system calls, so a longer
+    /// hold is a stuck or hostile process, reported rather than waited for forever.
+    pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// The lock on `dir`; `None` when this user cannot open it (a directory it may write but
+    /// not read: there replacers cannot take turns).
+    ///
+    /// Errors: [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) after [`PATIENCE`](Self::PATIENCE)
+    /// held by another process; the descriptor limit; others as the kernel says.
+    pub fn new(dir: &std::path::Path) -> crate::Result<Option<DirLock>> {
+        use rustix::fs::{FlockOperation, Mode, OFlags};
+        let fd = match rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ACCESS | Errno::PERM) => {
+                tracing::debug!(dir = %dir.display(), "cannot open the directory to lock it");
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(crate::pipe::descriptor_error(e).in_op("open (directory to lock)"));
+            }
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(DirLock { _fd: fd })),
+                Err(Errno::INTR) => {}
+                Err(Errno::WOULDBLOCK) if start.elapsed() < Self::PATIENCE => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(Errno::WOULDBLOCK) => {
+                    return Err(Error::with_note(
+                        crate::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held a lock (flock) on {} for {:?}: this \
+                             library holds it only while it replaces a stale file there",
+                            dir.display(),
+                            Self::PATIENCE
+                        ),
+                    )
+                    .in_op("flock"));
+                }
+                Err(e) => return Err(Error::from(e).in_op("flock")),
+            }
+        }
+    }
+}
+
+/// Where `shm_open` (glibc's and rustix's) and `sem_open` keep their files.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// Makes an unnamed file of `size` bytes in [`SHM_DIR`] (`O_TMPFILE`, close-on-exec) with
+/// exactly `mode` (`fchmod`: the umask does not apply), every block of it reserved, for a
+/// POSIX segment or a named semaphore to be made whole before [`link_unnamed`] names it.
+///
+/// tmpfs lets a file grow past the mount's free space, and a page it then has no room for is a
+/// `SIGBUS` in the process that touches it; so the blocks are reserved here (`fallocate`, in
+/// slices of 8 MiB, each tried again when a signal interrupts it: tmpfs gives a reservation up,
+/// undoing it, whenever a signal is pending).
+///
+/// Errors: [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) naming `/dev/shm`'s
+/// free bytes ([`knob::shm_space_error`](crate::knob::shm_space_error)) or the descriptor
+/// limit; others as the kernel says, each with the call that failed.
+pub fn create_unnamed_shm(mode: u32, size: u64) -> crate::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{FallocateFlags, Mode, OFlags};
+    const SLICE: u64 = 8 << 20;
+    let fd = rustix::fs::open(
+        SHM_DIR,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| crate::pipe::descriptor_error(e).in_op("open(O_TMPFILE)"))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+        .map_err(|e| Error::from(e).in_op("fchmod"))?;
+    rustix::fs::ftruncate(&fd, size)
+        .map_err(|e| crate::knob::shm_space_error(e).in_op("ftruncate"))?;
+    let mut at = 0;
+    while at < size {
+        let len = SLICE.min(size - at);
+        match rustix::fs::fallocate(&fd, FallocateFlags::empty(), at, len) {
+            Ok(()) => at += len,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(crate::knob::shm_space_error(e).in_op("fallocate")),
+        }
+    }
+    Ok(fd)
+}
+
 /// Gives the unnamed file open at `fd` (made with `O_TMPFILE`) the name `path`: `linkat` of
 /// `/proc/self/fd/N`, or, without `/proc`, of the descriptor itself (`AT_EMPTY_PATH`, which
 /// needs `CAP_DAC_READ_SEARCH`). Fails if anything is at `path` (a symbolic link there is not

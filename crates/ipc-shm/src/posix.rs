@@ -4,10 +4,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use ipc_core::knob::shm_space_error;
 use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
-use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode};
 use rustix::io::Errno;
 use rustix::shm;
 
@@ -16,8 +15,7 @@ use crate::segment::{Segment, SegmentKind};
 /// The mode new segments get unless the caller picks another: owner read and write only.
 pub const DEFAULT_MODE: u32 = 0o600;
 
-/// Where `shm_open` keeps POSIX shared memory objects (glibc's and rustix's).
-const SHM_DIR: &str = "/dev/shm";
+use ipc_core::fd::SHM_DIR;
 
 fn flags(extra: rustix::fs::OFlags) -> shm::OFlags {
     use rustix::fs::OFlags;
@@ -321,21 +319,11 @@ impl Segment {
         if rustix::fs::lstat(&path).is_ok() {
             return Err(fail(Errno::EXIST.into(), "create shared memory"));
         }
-        let fd = rustix::fs::open(
-            SHM_DIR,
-            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| fail(descriptor_error(e), "open(O_TMPFILE)"))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail(e.into(), "fchmod"))?;
-        rustix::fs::ftruncate(&fd, size as u64)
-            .map_err(|e| fail(shm_space_error(e), "ftruncate"))?;
-        // tmpfs grows a file without checking its free space, and a page the mount has no room
-        // for is a SIGBUS at the first touch: reserve every page now.
-        match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64) {
-            Ok(()) | Err(Errno::OPNOTSUPP) => {}
-            Err(e) => return Err(fail(shm_space_error(e), "fallocate")),
-        }
+        let fd = ipc_core::fd::create_unnamed_shm(mode, size as u64).map_err(|e| {
+            let e = e.on(name);
+            tracing::debug!(error = %e, "create shared memory failed");
+            e
+        })?;
         let seg = map_fd(fd, size, true, SegmentKind::Posix(name.clone()))?;
         init(&seg)?;
         let fd = seg.fd().expect("a POSIX segment keeps its descriptor");

@@ -13,7 +13,7 @@ use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, Owner, PosixKind, PosixName, Removable, RemoveGuard,
     Result,
 };
-use rustix::fs::{FallocateFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::futex;
@@ -96,7 +96,7 @@ fn sem_path(name: &PosixName) -> CString {
 }
 
 /// The directory of named semaphore files (glibc's, since 2.34 fixed at `/dev/shm`).
-const SEM_DIR: &str = "/dev/shm";
+const SEM_DIR: &str = ipc_core::fd::SHM_DIR;
 
 /// What a file of type `t` is called in messages.
 fn type_name(t: FileType) -> &'static str {
@@ -189,18 +189,7 @@ fn open_mapped(name: &PosixName, owner: Owner) -> Result<(SemPtr, (u64, u64))> {
 /// is taken by anything. Other processes never see a half-made semaphore, and a creator killed
 /// at any step before the link leaves nothing behind.
 fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<(SemPtr, (u64, u64))> {
-    let fd = rustix::fs::open(
-        SEM_DIR,
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| ipc_core::pipe::descriptor_error(e).in_op("open(O_TMPFILE)"))?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-        .map_err(|e| Error::from(e).in_op("fchmod"))?;
-    // fallocate sizes the file and reserves its page: tmpfs would otherwise let a full
-    // /dev/shm grow it, and sem_init's write to the missing page would be a SIGBUS.
-    rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, SEM_SIZE as u64)
-        .map_err(|e| ipc_core::knob::shm_space_error(e).in_op("fallocate"))?;
+    let fd = ipc_core::fd::create_unnamed_shm(mode, SEM_SIZE as u64)?;
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::from(e).in_op("fstat"))?;
     let sem = sys::sem_map(fd.as_fd()).map_err(|e| Error::from(e).in_op("mmap"))?;
     let unmap = |e: Error| {

@@ -377,7 +377,11 @@ impl<T: SharedObject> Shared<T> {
         let size = std::mem::size_of::<T>();
         let fd =
             rustix::fs::memfd_create("ipc-sync", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-                .ctx("memfd_create", "ipc-sync object")?;
+                .map_err(|e| {
+                ipc_core::pipe::descriptor_error(e)
+                    .in_op("memfd_create")
+                    .on("ipc-sync object")
+            })?;
         rustix::fs::ftruncate(&fd, size as u64).ctx("ftruncate", "ipc-sync memfd")?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .ctx("seal", "ipc-sync memfd")?;
