@@ -467,7 +467,9 @@ pub struct Inventory {
 /// nothing but those reads.
 pub fn scan(options: &Options) -> Inventory {
     let mut inv = Inventory::default();
-    let holders = Holders::scan(&mut inv.notes);
+    let mut within = vec![options.shm_dir.clone()];
+    within.extend(options.dirs.iter().cloned());
+    let holders = Holders::scan(&within, &mut inv.notes);
     scan_shm(&options.shm_dir, &mut inv);
     scan_queues(&mut inv);
     for kind in [
@@ -816,7 +818,10 @@ struct Holders {
 }
 
 impl Holders {
-    fn scan(notes: &mut Vec<String>) -> Holders {
+    /// `within`: the directories whose objects are listed. Only descriptors of files there
+    /// are looked at with `stat` (which asks the file's filesystem: a hung network mount
+    /// elsewhere must not hang the scan); the others are known by the path `/proc` shows.
+    fn scan(within: &[PathBuf], notes: &mut Vec<String>) -> Holders {
         let mut holders = Holders {
             by_path: HashMap::new(),
             by_file: HashMap::new(),
@@ -845,8 +850,10 @@ impl Holders {
                         };
                         // Only files have a name to hold ("socket:[N]", "pipe:[N]" do not).
                         if target.is_absolute() {
-                            if let Ok(st) = rustix::fs::stat(fd.path()) {
-                                files.push((st.st_dev, st.st_ino));
+                            if within.iter().any(|dir| target.starts_with(dir)) {
+                                if let Ok(st) = rustix::fs::stat(fd.path()) {
+                                    files.push((st.st_dev, st.st_ino));
+                                }
                             }
                             paths.push(target);
                         }
