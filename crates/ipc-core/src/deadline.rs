@@ -63,8 +63,9 @@ impl Deadline {
     }
 
     /// This deadline as an absolute time on `clock`, for the system calls that take one
-    /// (`FUTEX_WAIT_BITSET` and `pthread_mutex_clocklock` on `CLOCK_MONOTONIC`; calls that only
-    /// take `CLOCK_REALTIME`, such as `mq_timedsend`): `None` for [`Deadline::Never`], the
+    /// (`FUTEX_WAIT_BITSET` and `pthread_mutex_clocklock` on `CLOCK_MONOTONIC`; any clock for
+    /// callers outside the workspace, none of whose waits passes a wall-clock time):
+    /// `None` for [`Deadline::Never`], the
     /// clock's epoch for [`Deadline::Now`] (already passed, so no wait), and for
     /// [`Deadline::At`] the clock read now plus the time left.
     ///

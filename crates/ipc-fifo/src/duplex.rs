@@ -272,8 +272,11 @@ impl ConnectOptions {
     /// Connects to the server listening at `path` (see the [module docs](crate::duplex) for
     /// the handshake).
     ///
-    /// Blocks until the server accepted, or until the deadline. The connection's FIFOs are
-    /// created beside `path`, so the directory must be writable for this process.
+    /// Blocks until the server has both ends of the connection open, or until the deadline.
+    /// The server may take its hello in one `accept` and hand the connection out from a later
+    /// one (handshakes wait side by side: see [`Listener::accept_deadline`]); messages sent
+    /// before that wait in the pipe. The connection's FIFOs are created beside `path`, so the
+    /// directory must be writable for this process.
     ///
     /// # Errors
     /// - [`ErrorKind::NoPeer`]: no server, and [`Deadline::Now`].
@@ -673,15 +676,12 @@ impl Listener {
     /// Makes `mkfifo` and a non-blocking `open(O_RDONLY)` plus the keep-open write end; never
     /// blocks.
     ///
-    /// A FIFO left at `path` by a listener that died without dropping (killed, `exit` without
-    /// unwinding) is reclaimed: one owned by this user, made at least [`STALE_AFTER`] ago, that
-    /// nobody reads (a live listener always holds its read end, so a non-blocking open for
-    /// writing, made through a handle on the very inode looked at, fails with `ENXIO`). It is
-    /// removed only while `path` still names that inode, and `bind` creates a new one.
+    /// A FIFO a listener left when it died without dropping stays at `path`; this fails then,
+    /// saying so, and [`bind_reclaiming`](Listener::bind_reclaiming) takes it over.
     ///
     /// # Errors
-    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken by anything but
-    /// such a stale FIFO (a live listener, another user's FIFO, any other file). As
+    /// As [`Fifo::create`]: [`ErrorKind::AlreadyExists`] if `path` is taken (its note says when
+    /// the FIFO there looks like a dead listener's). As
     /// [`from_fifo`](Listener::from_fifo): [`ErrorKind::InvalidName`] for a name too long to
     /// leave room for its clients' connection FIFOs (nothing is left at `path`).
     ///
@@ -690,7 +690,50 @@ impl Listener {
     pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
         let path = path.as_ref();
         match Fifo::create(path) {
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && reclaim_stale(path) => {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && looks_stale(path).is_some() => {
+                Err(Error::with_note(
+                    ErrorKind::AlreadyExists,
+                    "nobody reads the FIFO there, as after a listener that died without \
+                     dropping: Listener::bind_reclaiming takes it over (or remove it)",
+                )
+                .with_source(e.into())
+                .in_op("bind FIFO listener")
+                .on(path.display()))
+            }
+            created => Listener::from_fifo(created?),
+        }
+    }
+
+    /// [`bind`](Listener::bind), taking over a FIFO at `path` that a listener left when it died
+    /// without dropping (killed, `exit` without unwinding): one owned by this user, unchanged
+    /// for at least [`STALE_AFTER`], that nobody reads (a live listener always holds its read
+    /// end). It is removed only while `path` still names the inode looked at, and binds that
+    /// reclaim in one directory take turns under a lock on it (`flock`), so of two binds racing
+    /// for one stale FIFO one gets it and the other is [`ErrorKind::AlreadyExists`].
+    ///
+    /// Not the default: a FIFO nobody reads may as well be another program's, waiting for its
+    /// reader, and a writer blocked in its open would lose the name. Use it at a path your
+    /// program owns.
+    ///
+    /// # Errors
+    /// Those of [`bind`](Listener::bind); [`ErrorKind::TimedOut`] when another process holds
+    /// the directory's lock for over [`DirLock::PATIENCE`](ipc_core::fd::DirLock::PATIENCE).
+    pub fn bind_reclaiming(path: impl AsRef<Path>) -> Result<Listener> {
+        let path = path.as_ref();
+        match Fifo::create(path) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let _turn =
+                    ipc_core::fd::DirLock::new(dir).map_err(|e| debug_err(e.on(path.display())))?;
+                let Some(stale) = looks_stale(path) else {
+                    return Err(e);
+                };
+                if !unlink_if_same(stale, path) {
+                    return Err(e);
+                }
                 tracing::debug!(path = %path.display(), "reclaimed a dead listener's FIFO");
                 Listener::from_fifo(Fifo::create(path)?)
             }
@@ -796,9 +839,10 @@ impl Listener {
     ///
     /// # Errors
     /// - [`ErrorKind::WouldBlock`] / [`ErrorKind::TimedOut`]: no client finished its
-    ///   handshake before the deadline (the handshakes in progress are kept).
-    /// - [`ErrorKind::TimedOut`] naming the client: a client that sent a hello did not open its
-    ///   end within the handshake timeout.
+    ///   handshake before the deadline (the handshakes in progress are kept; the note says
+    ///   "no client finished its handshake").
+    /// - [`ErrorKind::TimedOut`] naming the client ("did not open its end within the handshake
+    ///   timeout"): that client's attempt is given up; the next `accept` serves the others.
     /// - [`ErrorKind::Disconnected`] / [`ErrorKind::NoPeer`]: the client went away during the
     ///   handshake.
     /// - [`ErrorKind::Corrupted`]: bytes on the listener's FIFO that are not a hello of this
@@ -1153,8 +1197,14 @@ impl Listener {
 /// `s2c` while it lives); true when that cannot be told (the FIFO cannot be opened). No FIFO
 /// there, or one that `owner` refuses (whose names are not removed anyway): false.
 fn locked_by_client(s2c: &Path, owner: Owner) -> bool {
-    let Ok(t) = Target::resolve(s2c, owner, "remove stale") else {
-        return false;
+    let t = match Target::resolve(s2c, owner, "remove stale") {
+        Ok(t) => t,
+        Err(e) => {
+            return !matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::WrongType
+            );
+        }
     };
     // A read end: its open never waits and wakes no one (a client waits for a writer).
     let Ok(fd) = t.reopen(OFlags::RDONLY | OFlags::NONBLOCK) else {
@@ -1163,41 +1213,32 @@ fn locked_by_client(s2c: &Path, owner: Owner) -> bool {
     flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err()
 }
 
-/// How old a FIFO nobody reads must be before [`Listener::bind`] takes it for a dead
-/// listener's: a live listener opens its read end microseconds after `mkfifo`, so this only
-/// keeps a bind that races another bind from reclaiming a FIFO whose listener is about to open it.
+/// How long a FIFO nobody reads must have gone unchanged before
+/// [`Listener::bind_reclaiming`] takes it for a dead listener's: a live listener opens its read
+/// end microseconds after `mkfifo`, so this only keeps a bind from taking a FIFO whose
+/// listener is about to open it.
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// Removes the FIFO at `path` if it is a dead listener's (see [`Listener::bind`]); whether the
-/// path may be created again. Anything else is left alone.
-fn reclaim_stale(path: &Path) -> bool {
-    let Ok(target) = Target::resolve(path, Owner::Me, "reclaim FIFO") else {
-        return false;
-    };
-    let (dev, ino) = target.identity();
+/// Whether the FIFO at `path` looks like a dead listener's: ours, unchanged for at least
+/// [`STALE_AFTER`] (its `ctime`: made, written, or its mode or owner changed), and read by
+/// nobody (a non-blocking open for writing, through a handle on the very inode looked at,
+/// fails with `ENXIO`; a live listener always holds its read end). The inode looked at, if so.
+fn looks_stale(path: &Path) -> Option<(u64, u64)> {
+    let target = Target::resolve(path, Owner::Me, "reclaim FIFO").ok()?;
     let st = target.stat();
-    let made = u64::try_from(st.st_ctime)
-        .ok()
-        .map(|t| std::time::UNIX_EPOCH + Duration::new(t, st.st_ctime_nsec as u32));
-    if !made.is_some_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER)) {
-        return false;
+    let changed = std::time::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(st.st_ctime).ok()?,
+            u32::try_from(st.st_ctime_nsec).ok()?,
+        );
+    if !changed.elapsed().is_ok_and(|age| age >= STALE_AFTER) {
+        return None;
     }
     match target.reopen(OFlags::WRONLY | OFlags::NONBLOCK | OFlags::NOCTTY) {
-        Err(e) if e.errno() == Some(Errno::NXIO) => {}
+        Err(e) if e.errno() == Some(Errno::NXIO) => Some(target.identity()),
         // Somebody reads it: a live listener (the write end just made is closed at once,
         // which a listener holding its own keep-open write end does not notice).
-        _ => return false,
-    }
-    match (Removable::SameFile {
-        path: path.to_path_buf(),
-        dev,
-        ino,
-    })
-    .remove()
-    {
-        Ok(()) => true,
-        // Gone already (another bind reclaimed it): create decides.
-        Err(e) => e.kind() == ErrorKind::NotFound,
+        _ => None,
     }
 }
 

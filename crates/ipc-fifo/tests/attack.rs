@@ -720,14 +720,19 @@ fn a_short_handshake_timeout_turns_a_burst_of_stalled_hellos_away_in_time() {
         let n = c.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"behind the burst");
         honest.join().unwrap();
-        while given_up < k {
-            let e = listener.accept().map(drop).unwrap_err();
+        // Until every stalled client was told (counting is not enough: a loaded machine may
+        // have turned the honest client away once too, before its retry).
+        while !idle.iter().all(IdleClient::given_up) {
+            let e = listener
+                .accept_timeout(ipc_testkit::watchdog())
+                .map(drop)
+                .unwrap_err();
             assert!(is_handshake_timeout(&e), "{e}");
             given_up += 1;
         }
         assert!(
-            idle.iter().all(IdleClient::given_up),
-            "a client was not told"
+            given_up >= k,
+            "{given_up} handshakes given up for {k} stalled clients"
         );
         let e = listener
             .accept_deadline(Deadline::Now)
@@ -932,16 +937,21 @@ fn a_client_the_owner_policy_refuses_waits_until_its_deadline_and_no_longer() {
     let p = path.clone();
     let client = std::thread::spawn(move || {
         ConnectOptions::new()
-            .timeout(Duration::from_millis(200))
+            .timeout(Duration::from_secs(3))
             .connect(&p)
             .map(drop)
             .unwrap_err()
     });
-    let (e, listener) = ipc_testkit::within_watchdog("accept", move || {
-        let mut listener = listener;
-        (listener.accept().map(drop).unwrap_err(), listener)
-    });
-    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = listener
+        .accept_timeout(ipc_testkit::watchdog())
+        .map(drop)
+        .unwrap_err();
+    // Refused by the policy; or, on a machine too loaded to look before the client's deadline
+    // removed its pair, not found any more. Either way the server touched nothing.
+    assert!(
+        matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound),
+        "{e}"
+    );
     let e = ipc_testkit::within_watchdog("connect", move || client.join().unwrap());
     assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
     drop(listener);

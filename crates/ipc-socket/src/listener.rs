@@ -307,7 +307,7 @@ fn bind_path(fd: &OwnedFd, path: &Path, opts: &Options, label: &Arc<str>) -> Res
                 // Reclaimers take turns (see the module documentation): the name's file
                 // cannot change between the probe and the unlink, as only a reclaimer
                 // removes one and a placement never replaces one.
-                let _turn = DirLock::new(&dir, label)?;
+                let _turn = ipc_core::fd::DirLock::new(&dir).map_err(|e| e.on_shared(label))?;
                 if find_stale(path, label)? {
                     tracing::trace!(path = %path.display(), "reclaiming a stale socket file");
                     match rustix::fs::unlink(path) {
@@ -391,65 +391,6 @@ fn find_stale(path: &Path, label: &Arc<str>) -> Result<bool> {
         .in_op("bind")
         .on_shared(label)),
         Err(e) => Err(Error::from(e).in_op("connect (probe)").on_shared(label)),
-    }
-}
-
-/// An exclusive `flock(2)` on a directory, held while a stale socket file in it is reclaimed
-/// (released on drop, or when the process dies).
-struct DirLock {
-    _fd: OwnedFd,
-}
-
-impl DirLock {
-    /// How long to wait for another reclaimer's turn: one takes a few system calls, so a
-    /// longer hold is a stuck or hostile process, reported rather than waited for forever.
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
-
-    /// The lock on `dir`; `None` when this user cannot open it (a directory it may write but
-    /// not read: there reclaimers do not take turns, as before the lock).
-    fn new(dir: &Path, label: &Arc<str>) -> Result<Option<DirLock>> {
-        use rustix::fs::{FlockOperation, OFlags};
-        let fail = |e: Errno, op: &'static str| Error::from(e).in_op(op).on_shared(label);
-        let fd = match rustix::fs::open(
-            dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ACCESS | Errno::PERM) => {
-                tracing::debug!(dir = %dir.display(), "cannot open the directory to lock it");
-                return Ok(None);
-            }
-            Err(e) => {
-                return Err(descriptor_error(e)
-                    .in_op("open (directory to lock)")
-                    .on_shared(label));
-            }
-        };
-        let start = std::time::Instant::now();
-        loop {
-            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Some(DirLock { _fd: fd })),
-                Err(Errno::INTR) => {}
-                Err(Errno::WOULDBLOCK) if start.elapsed() < Self::PATIENCE => {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err(Errno::WOULDBLOCK) => {
-                    return Err(Error::with_note(
-                        ErrorKind::TimedOut,
-                        format!(
-                            "another process has held a lock (flock) on {} for {:?}: this \
-                             library holds it only while it replaces a stale socket file",
-                            dir.display(),
-                            Self::PATIENCE
-                        ),
-                    )
-                    .in_op("flock")
-                    .on_shared(label));
-                }
-                Err(e) => return Err(fail(e, "flock")),
-            }
-        }
     }
 }
 

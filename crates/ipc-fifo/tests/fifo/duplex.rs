@@ -421,7 +421,7 @@ pub(crate) fn bind_and_park(ctx: &Ctx) {
 }
 
 #[test]
-fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
+fn bind_reclaiming_takes_a_dead_listeners_fifo_and_nothing_else() {
     let dir = scratch();
     let path = dir.join("server");
     let mut dead = spawn("bind_and_park").arg(path.to_str().unwrap()).start();
@@ -434,8 +434,14 @@ fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
     );
     std::thread::sleep(ipc_fifo::STALE_AFTER);
 
+    // bind says what is there and what takes it over; it removes nothing.
+    let e = Listener::bind(&path).map(drop).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert!(e.to_string().contains("bind_reclaiming"), "{e}");
+    assert_eq!(entries(dir.path()), ["server"]);
+
     // Reclaimed: a new listener there serves a client.
-    let mut listener = Listener::bind(&path).unwrap();
+    let mut listener = Listener::bind_reclaiming(&path).unwrap();
     let p = path.clone();
     let client = std::thread::spawn(move || {
         let mut c = ConnectOptions::new()
@@ -464,7 +470,7 @@ fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
         .start();
     live.wait_checkpoint("bound");
     std::thread::sleep(ipc_fifo::STALE_AFTER);
-    let e = Listener::bind(&path).map(drop).unwrap_err();
+    let e = Listener::bind_reclaiming(&path).map(drop).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     let mut c = ConnectOptions::new()
         .timeout(Duration::from_secs(3600))
@@ -480,7 +486,7 @@ fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
 
     // Not a FIFO: left alone.
     std::fs::write(&path, b"data").unwrap();
-    let e = Listener::bind(&path).map(drop).unwrap_err();
+    let e = Listener::bind_reclaiming(&path).map(drop).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), b"data");
     std::fs::remove_file(&path).unwrap();
@@ -490,7 +496,7 @@ fn bind_reclaims_a_dead_listeners_fifo_and_nothing_else() {
         let other = Fifo::create(&path).unwrap().keep();
         rustix::fs::chown(&other, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
         std::thread::sleep(ipc_fifo::STALE_AFTER);
-        let e = Listener::bind(&path).map(drop).unwrap_err();
+        let e = Listener::bind_reclaiming(&path).map(drop).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
         assert!(path.symlink_metadata().is_ok());
         std::fs::remove_file(&path).unwrap();
