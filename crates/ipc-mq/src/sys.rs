@@ -333,8 +333,12 @@ pub(crate) fn msgctl_stat_any(id: i32) -> Result<libc::msqid_ds, Errno> {
     // SAFETY: `ds` is a live, writable `msqid_ds`.
     let got = unsafe { libc::msgctl(id, MSG_STAT_ANY, &mut ds) };
     match got {
-        // An older kernel: the mode's refusal stands.
-        -1 if errno() == Errno::INVAL => Err(Errno::ACCESS),
+        // An older kernel (the mode's refusal stands), or a queue removed since the first
+        // look (at an empty index MSG_STAT_ANY says EINVAL too): the first look, again, tells.
+        -1 if errno() == Errno::INVAL => match msgctl_stat(id) {
+            Err(e @ (Errno::INVAL | Errno::IDRM)) => Err(e),
+            _ => Err(Errno::ACCESS),
+        },
         -1 => Err(errno()),
         // Another queue took the index: this one is gone.
         got if got != id => Err(Errno::IDRM),

@@ -395,13 +395,15 @@ impl Seqpacket {
             }
             // One record larger than the kernel allocates (or, for a large one, memory too
             // fragmented for its first part): nothing was sent.
-            Errno::NOBUFS => Err(Error::limit(RECORD_LIMIT, Some(record_ceiling() as u64))
-                .with_source(std::io::Error::other(format!(
-                    "the kernel could not allocate one {len}-byte record (ENOBUFS); nothing \
+            Errno::NOBUFS if len >= SURE_RECORD => {
+                Err(Error::limit(RECORD_LIMIT, Some(record_ceiling() as u64))
+                    .with_source(std::io::Error::other(format!(
+                        "the kernel could not allocate one {len}-byte record (ENOBUFS); nothing \
                      was sent: lower max_message (seqpacket::largest_message) or split it"
-                )))
-                .in_op("send")
-                .on_shared(&self.label)),
+                    )))
+                    .in_op("send")
+                    .on_shared(&self.label))
+            }
             Errno::TOOMANYREFS => {
                 // This user's descriptors in flight on Unix sockets (sent, not yet received)
                 // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
