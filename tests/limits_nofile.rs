@@ -370,7 +370,7 @@ fn shm_segments(ctx: &Ctx) {
     sweep_all(&dirs, cases);
 }
 
-/// A connected pair of Unix datagram sockets, close-on-exec.
+/// A connected pair of Unix seqpacket sockets, close-on-exec.
 fn unix_pair() -> (OwnedFd, OwnedFd) {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
     socketpair(

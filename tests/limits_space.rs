@@ -134,9 +134,9 @@ fn patterns_past_the_room(_: &Ctx) {
     eprintln!("checked");
 }
 
-/// A named semaphore created in a full `/dev/shm`: its file is made with `ftruncate` (which
-/// tmpfs allows past the free space), mapped and written by `sem_init`; without its page
-/// reserved first, that write is a `SIGBUS`.
+/// A named semaphore created in a full `/dev/shm`: its file is mapped and written by
+/// `sem_init`; were its page not reserved first (`ftruncate` alone lets tmpfs grow a file past
+/// its free space), that write would be a `SIGBUS`.
 fn semaphore_in_a_full_dev_shm(_: &Ctx) {
     use ipc_sync::NamedSemaphore;
     if !small_dev_shm() {

@@ -101,6 +101,7 @@ impl ChannelOptions {
     pub fn capacity(mut self, capacity: usize) -> ChannelOptions {
         self.capacity = capacity;
         self.limit = None;
+        self.messages = None;
         self
     }
 

@@ -260,7 +260,9 @@ impl Segment {
     /// message arrives (unless the socket is non-blocking).
     ///
     /// Errors: [`ErrorKind::Disconnected`] if the peer closed the socket,
-    /// [`ErrorKind::WrongType`] if the message carried no descriptor, and those of
+    /// [`ErrorKind::WrongType`] if the message carried no descriptor,
+    /// [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` if it carried one but no descriptor
+    /// was free to receive it with (the message is consumed), and those of
     /// [`adopt`](Segment::adopt).
     ///
     /// # References

@@ -453,6 +453,10 @@ mod tests {
         assert_eq!(e.mode(), EventMode::ManualReset);
     }
 
+    /// Long enough that the store below, 20 ms after the sleeper registered, comes before
+    /// it on a loaded machine; shorter than `futex::RECHECK` (1 s).
+    const LOST_WAKE_DEADLINE: Duration = Duration::from_millis(900);
+
     /// A set that comes before the deadline with its wake-up lost (a setter killed between its
     /// swap and its `FUTEX_WAKE`, or a wake that comes as the deadline passes): the sleeper's
     /// futex wait times out, and the wait takes the event instead of reporting a timeout.
@@ -468,7 +472,7 @@ mod tests {
             let sleeper = {
                 let e = Arc::clone(&e);
                 std::thread::spawn(move || {
-                    e.wait_with(Deadline::after(Duration::from_millis(200)), Spin::Never)
+                    e.wait_with(Deadline::after(LOST_WAKE_DEADLINE), Spin::Never)
                 })
             };
             while e.state.load(Ordering::SeqCst) != SLEEPERS {

@@ -320,9 +320,10 @@ impl<T: SharedData> Mutex<T> {
 
     /// glibc's `__owner` word: the holder's TID, or [`robust::OWNER_INCONSISTENT`].
     fn owner_word(&self) -> &AtomicU32 {
-        // SAFETY: `__owner` is an aligned 32-bit integer at offset 8 of the 40-byte mutex;
-        // glibc writes it only from the thread holding the mutex, and this crate accesses it
-        // atomically, only from that thread too.
+        // SAFETY: `__owner` is an aligned 32-bit integer at offset 8 of the 40-byte mutex, in
+        // the shared mapping while `self` is borrowed. Any process may write it (that is what
+        // `restore_words` mends); this crate only ever accesses it atomically, and glibc's
+        // plain stores to it come from the thread holding the mutex.
         unsafe {
             &*self
                 .raw
@@ -591,10 +592,12 @@ impl<'a, T: SharedData> MutexGuard<'a, T> {
         // SAFETY: `mutex.raw` is mapped while `mutex` is borrowed; glibc refused the unlock, so
         // the mutex is still in this thread's list and only this thread changes its links.
         unsafe { robust::Entry::of(mutex.raw.get()) }.unlink();
-        let e = Error::corrupted(
-            "the lock word no longer names this thread (another process wrote it during the \
+        let e = Error::corrupted(format!(
+            "glibc refused the unlock ({}): the lock word no longer names this thread, or the \
+             kind word is not a robust kind any more (another process wrote it during the \
              unlock); the mutex is not this thread's any more",
-        )
+            std::io::Error::from_raw_os_error(rc)
+        ))
         .with_source(std::io::Error::from_raw_os_error(rc))
         .in_op("unlock")
         .on(mutex.describe());

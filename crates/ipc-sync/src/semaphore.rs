@@ -503,6 +503,10 @@ mod tests {
         }
     }
 
+    /// Long enough that the store below, 20 ms after the sleeper registered, comes before
+    /// it on a loaded machine; shorter than `futex::RECHECK` (1 s).
+    const LOST_WAKE_DEADLINE: Duration = Duration::from_millis(900);
+
     /// A unit that arrives before the deadline with its wake-up lost (a poster killed between
     /// its count and its `FUTEX_WAKE`, or a wake that comes as the deadline passes): the
     /// sleeper's futex wait times out, and the wait takes the unit instead of reporting a
@@ -518,7 +522,7 @@ mod tests {
         let sleeper = {
             let s = Arc::clone(&s);
             std::thread::spawn(move || {
-                s.wait_with(Deadline::after(Duration::from_millis(200)), Spin::Never)
+                s.wait_with(Deadline::after(LOST_WAKE_DEADLINE), Spin::Never)
             })
         };
         while s.count.load(Ordering::SeqCst) != SLEEPERS {

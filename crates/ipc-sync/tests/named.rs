@@ -713,7 +713,7 @@ fn a_unit_whose_wake_up_was_lost_is_taken_when_the_deadline_passes() {
         .remove_on_drop();
     let map = map_sem_file(&sem);
     let mut child = spawn("wait_by_name_for")
-        .arg(format!("{} 300", name.as_str()))
+        .arg(format!("{} 900", name.as_str()))
         .start();
     child.wait_checkpoint("opened");
     until_waiters(&sem, 1);
