@@ -10,70 +10,14 @@
 use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind};
+use ipc_testkit::shmfs::{SKIP, assert_no_room, names};
 use ipc_testkit::{Ctx, roles, spawn};
-
-/// The line a child prints when it cannot make a private mount namespace.
-const SKIP: &str = "skipped: no private mount namespace";
 
 /// The size of the child's own `/dev/shm`.
 const ROOM: usize = 1 << 20;
 
-/// Moves the calling thread (the one that runs the role) into a new mount namespace with a
-/// tmpfs of [`ROOM`] bytes on `/dev/shm`; false if that is not permitted.
 fn small_dev_shm() -> bool {
-    // libc here: the root package's rustix has no `mount` feature.
-    // SAFETY: CLONE_NEWNS only gives this thread its own copy of the mount table (and of its
-    // filesystem attributes); no memory is shared with the call.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        let e = std::io::Error::last_os_error();
-        eprintln!("{SKIP}: unshare(CLONE_NEWNS): {e}");
-        return false;
-    }
-    // Private first, so the tmpfs below cannot propagate back to the namespace we left.
-    // SAFETY: every pointer is a NUL-terminated literal or null, valid for the call.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_PRIVATE | libc::MS_REC,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-    let size = std::ffi::CString::new(format!("size={ROOM}")).unwrap();
-    // SAFETY: as above; `size` outlives the call.
-    let r = unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            c"/dev/shm".as_ptr(),
-            c"tmpfs".as_ptr(),
-            0,
-            size.as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        eprintln!("{SKIP}: mount tmpfs on /dev/shm: {e}");
-        return false;
-    }
-    true
-}
-
-/// The names in `/dev/shm`, sorted.
-fn names() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-fn assert_no_room(e: &ipc_core::Error) {
-    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
-    let l = e.limit_info().expect("a limit detail");
-    assert!(l.knob.contains("/dev/shm"), "{e}");
+    ipc_testkit::shmfs::small_dev_shm(ROOM)
 }
 
 /// Fills `/dev/shm` to its last block with one file (`filler`), which the caller removes.

@@ -10,55 +10,15 @@
 //! and it vanishes with the child. Where unsharing is not permitted (no `CAP_SYS_ADMIN`), the
 //! test says so and skips.
 
-use ipc_core::ErrorKind;
 use ipc_shm::{ChannelOptions, Segment};
+use ipc_testkit::shmfs::{SKIP, assert_no_room, names};
 use ipc_testkit::{Ctx, roles, spawn};
-
-/// The line a child prints when it cannot make a private mount namespace.
-const SKIP: &str = "skipped: no private mount namespace";
 
 /// The size of the child's own `/dev/shm`.
 const ROOM: usize = 1 << 20;
 
-/// Moves the calling thread (the one that runs the role) into a new mount namespace with a
-/// tmpfs of [`ROOM`] bytes on `/dev/shm`; false if that is not permitted.
 fn small_dev_shm() -> bool {
-    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
-    use rustix::thread::{UnshareFlags, unshare_unsafe};
-    // SAFETY: CLONE_NEWNS only gives this thread its own copy of the mount table (and of its
-    // filesystem attributes); no memory is shared with the call.
-    if let Err(e) = unsafe { unshare_unsafe(UnshareFlags::NEWNS) } {
-        eprintln!("{SKIP}: unshare(CLONE_NEWNS): {e}");
-        return false;
-    }
-    // Private first, so the tmpfs below cannot propagate back to the namespace we left.
-    mount_change(
-        "/",
-        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-    )
-    .unwrap();
-    let size = std::ffi::CString::new(format!("size={ROOM}")).unwrap();
-    if let Err(e) = mount("tmpfs", "/dev/shm", "tmpfs", MountFlags::empty(), &*size) {
-        eprintln!("{SKIP}: mount tmpfs on /dev/shm: {e}");
-        return false;
-    }
-    true
-}
-
-/// The names in `/dev/shm`, sorted.
-fn names() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
-fn assert_no_room(e: &ipc_core::Error) {
-    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
-    let l = e.limit_info().expect("a limit detail");
-    assert!(l.knob.contains("/dev/shm"), "{e}");
+    ipc_testkit::shmfs::small_dev_shm(ROOM)
 }
 
 /// Writes every byte of `seg`: a page tmpfs had no room for would kill this process here.

@@ -36,6 +36,7 @@ pub mod conformance;
 pub mod fixture;
 mod profile;
 pub mod script;
+pub mod shmfs;
 mod supervise;
 pub mod users;
 
