@@ -1176,6 +1176,68 @@ mod tests {
         assert_eq!(recv(&mut c), None);
     }
 
+    /// The channel's receive: the hinted look first, then the check before a wait and a look
+    /// by the marks.
+    fn recv_hinted(c: &mut Consumer) -> Option<Vec<u8>> {
+        let m = match c.peek_hinted().unwrap() {
+            Some(m) => m,
+            None => {
+                c.check_hint().unwrap();
+                c.peek().unwrap()?
+            }
+        };
+        // SAFETY: a peeked message is `len` readable bytes until released.
+        let v = unsafe { std::slice::from_raw_parts(m.ptr(), m.len()) }.to_vec();
+        c.release(m);
+        Some(v)
+    }
+
+    /// Positions are free-running `u32` byte counts: indices that start just below 2^32 cross
+    /// the wrap with every kind of step (records, padding, a jump back to the start, a full
+    /// ring, the consumer's `tail` hint and its check) as they do after 4 GiB of traffic.
+    /// (No bug: what the search for the hint's kind found correct, kept so.)
+    #[test]
+    fn positions_cross_the_u32_wrap_like_any_other() {
+        let cap = 256usize;
+        let max = max_message_for(cap);
+        for start in [
+            0u32.wrapping_sub(cap as u32),
+            0u32.wrapping_sub(8),
+            0u32.wrapping_sub(3 * cap as u32 / 2 + 40),
+        ] {
+            let (r, ring) = HeapRegion::ring(cap, max);
+            r.word(std::mem::offset_of!(Header, tail))
+                .store(start, Ordering::Relaxed);
+            r.word(std::mem::offset_of!(Header, head))
+                .store(start, Ordering::Relaxed);
+            let mut p = Producer::new(ring).unwrap();
+            let mut c = Consumer::new(ring).unwrap();
+            let mut model = VecDeque::new();
+            for round in 0..600usize {
+                let msg = vec![round as u8; (round * 11) % (max + 1)];
+                let sent = if round % 5 == 0 {
+                    send_at_start(&mut p, &msg, 0) || send(&mut p, &msg)
+                } else {
+                    send(&mut p, &msg)
+                };
+                if sent {
+                    model.push_back(msg);
+                } else {
+                    assert!(!model.is_empty(), "start {start}, round {round}: refused");
+                }
+                if round % 2 == 1 {
+                    assert_eq!(recv_hinted(&mut c), model.pop_front(), "start {start}");
+                }
+            }
+            while let Some(m) = model.pop_front() {
+                assert_eq!(recv_hinted(&mut c), Some(m), "start {start}");
+            }
+            assert_eq!(recv_hinted(&mut c), None);
+            assert!(p.is_drained().unwrap());
+            assert!(c.position() < start, "the wrap was crossed");
+        }
+    }
+
     /// Sends `msg` at the ring's start if `reserve_at_start` allows it (keeping `keep` bytes).
     fn send_at_start(p: &mut Producer, msg: &[u8], keep: usize) -> bool {
         match p.reserve_at_start(msg.len(), keep).unwrap() {
