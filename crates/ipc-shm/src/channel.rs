@@ -1046,6 +1046,47 @@ impl Sender {
         self.end.check()?;
         self.producer.is_drained().map_err(|e| self.end.fail(e))
     }
+
+    /// Where the receiver is now: not attached yet, attached and alive, closed, or dead
+    /// (its process checked by pidfd, as a wait checks it). For a sender that must not drop
+    /// a named channel (`remove_on_drop`) before its receiver has opened it: poll this, or
+    /// wait with [`is_drained`](Sender::is_drained) for the messages to be taken.
+    ///
+    /// Errors: [`ErrorKind::Corrupted`] for an owner word no end writes.
+    pub fn peer(&mut self) -> Result<Peer> {
+        self.end.check()?;
+        let h = self.producer.ring().header();
+        let status = self.end.watch.status(&h.rx);
+        status.map(Peer::from).map_err(|e| self.end.fail(e))
+    }
+}
+
+/// Where the other end of a channel is ([`Sender::peer`], [`Receiver::peer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Peer {
+    /// No process has opened it (yet, or since the last one detached).
+    NotYet,
+    /// A process is opening it and runs.
+    Attaching,
+    /// Open in a process that runs.
+    Attached,
+    /// Closed (dropped): the channel has no such end any more.
+    Closed,
+    /// Its process is gone without closing it (killed, crashed).
+    Dead,
+}
+
+impl From<Status> for Peer {
+    fn from(s: Status) -> Peer {
+        match s {
+            Status::NotYet => Peer::NotYet,
+            Status::Attaching => Peer::Attaching,
+            Status::Alive => Peer::Attached,
+            Status::Closed => Peer::Closed,
+            Status::Dead => Peer::Dead,
+        }
+    }
 }
 
 /// The wait-policy methods of both ends (each holds its [`End`] in `end`).
@@ -1078,6 +1119,16 @@ impl Sender {
 
 impl Receiver {
     wait_methods!("receive");
+
+    /// Where the sender is now; see [`Sender::peer`].
+    ///
+    /// Errors: [`ErrorKind::Corrupted`] for an owner word no end writes.
+    pub fn peer(&mut self) -> Result<Peer> {
+        self.end.check()?;
+        let h = self.consumer.ring().header();
+        let status = self.end.watch.status(&h.tx);
+        status.map(Peer::from).map_err(|e| self.end.fail(e))
+    }
 }
 
 /// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process

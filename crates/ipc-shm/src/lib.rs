@@ -314,7 +314,7 @@ mod wait;
 pub use asynch::{AsyncInPlace, AsyncLoan};
 #[doc(hidden)]
 pub use channel::testing;
-pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Receiver, RecvGuard, SendLoan, Sender};
+pub use channel::{ChannelOptions, DEFAULT_CAPACITY, Peer, Receiver, RecvGuard, SendLoan, Sender};
 pub use memfd::{MemfdOptions, SEALS, Seals};
 #[doc(hidden)]
 pub use mpsc::testing as mpsc_testing;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ipc_core::{Deadline, ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::testing::{OpenStep, RX_OWNER, TX_OWNER, open_until};
-use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+use ipc_shm::{ChannelOptions, Peer, Receiver, Segment, Sender};
 use ipc_testkit::script::check_message;
 use ipc_testkit::{Ctx, roles, spawn, watchdog, within_watchdog};
 
@@ -470,4 +470,37 @@ fn soak_kills_at_every_step_many_times() {
         a_sender_killed_with_its_end_open_in_detach_in_drop_or_holding_a_loan();
         a_receiver_killed_with_its_end_open_in_detach_in_drop_or_holding_a_message();
     }
+}
+
+/// Each end can ask where the other is: not opened yet, attached, closed, or dead (a
+/// process killed with its end open), as the waits themselves judge it.
+#[test]
+fn each_end_sees_where_the_other_is() {
+    let seg = new_channel("peer-state");
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    assert_eq!(tx.peer().unwrap(), Peer::NotYet);
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    assert_eq!(tx.peer().unwrap(), Peer::Attached);
+    assert_eq!(rx.peer().unwrap(), Peer::Attached);
+    drop(rx);
+    assert_eq!(tx.peer().unwrap(), Peer::Closed);
+
+    let seg = new_channel("peer-dead");
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    tx.send(&ipc_testkit::script::message(7, 0, 40)).unwrap();
+    let mut child = spawn("receiver_then")
+        .fd("seg", seg.fd().unwrap())
+        .arg("stay")
+        .start();
+    child.wait_checkpoint("done");
+    assert_eq!(tx.peer().unwrap(), Peer::Attached);
+    assert!(child.kill_and_wait().killed());
+    assert_eq!(tx.peer().unwrap(), Peer::Dead);
+
+    // A scribbled owner word is no state at all.
+    let seg = new_channel("peer-scribbled");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    seg.write_at(TX_OWNER, &0x40u64.to_le_bytes()).unwrap();
+    let e = rx.peer().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
 }
