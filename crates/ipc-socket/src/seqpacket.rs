@@ -409,8 +409,7 @@ impl Seqpacket {
                 // are above its RLIMIT_NOFILE: until peers receive some, no more go out.
                 // The knob is the bare name, so `limit_info().knob` matches it; what it counts
                 // here goes in the source.
-                let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-                Err(Error::limit("RLIMIT_NOFILE", lim.current)
+                Err(ipc_core::pipe::descriptor_error(Errno::MFILE)
                     .with_source(std::io::Error::other(format!(
                         "descriptors in flight (sent on Unix sockets by this user and not yet \
                          received) above it: {e}"
@@ -636,12 +635,13 @@ impl Seqpacket {
     #[cold]
     fn truncated(&self, arrived: usize, len: usize) -> Error {
         let e = if arrived < MAX_FDS {
-            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-            Error::limit("RLIMIT_NOFILE", limit).with_source(std::io::Error::other(format!(
-                "descriptors truncated (MSG_CTRUNC): this process had room for {arrived} \
+            ipc_core::pipe::descriptor_error(Errno::MFILE).with_source(std::io::Error::other(
+                format!(
+                    "descriptors truncated (MSG_CTRUNC): this process had room for {arrived} \
                  (or the system for no more: /proc/sys/fs/file-max); they were closed and \
                  the message ({len} bytes) dropped"
-            )))
+                ),
+            ))
         } else {
             Error::new(ErrorKind::LimitExceeded).with_detail(Detail::Note(
                 format!(
