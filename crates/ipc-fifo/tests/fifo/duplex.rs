@@ -502,3 +502,54 @@ fn bind_reclaiming_takes_a_dead_listeners_fifo_and_nothing_else() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// Binds racing for one dead listener's FIFO take turns: however they interleave, exactly one
+/// gets a listener, the others `AlreadyExists`, and the winner's FIFO is the one at the path
+/// (a client reaches it). Without the turns, a second reclaimer could unlink the first one's
+/// new FIFO and leave it listening on a FIFO with no name.
+#[test]
+fn binds_racing_to_reclaim_one_fifo_leave_one_listener_with_its_name() {
+    const RACERS: usize = 4;
+    for round in 0..3 {
+        let dir = scratch();
+        let path = dir.join("server");
+        let mut dead = spawn("bind_and_park").arg(path.to_str().unwrap()).start();
+        dead.wait_checkpoint("bound");
+        assert!(dead.kill_and_wait().killed());
+        std::thread::sleep(ipc_fifo::STALE_AFTER);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Listener::bind_reclaiming(&path)
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in racers {
+            match within_watchdog("a racing bind", move || r.join().unwrap()) {
+                Ok(l) => won.push(l),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "round {round}: {e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: one bind wins");
+        let mut listener = won.pop().unwrap();
+        let p = path.clone();
+        let client = std::thread::spawn(move || {
+            let mut c = ConnectOptions::new()
+                .timeout(Duration::from_secs(3600))
+                .connect(&p)
+                .unwrap();
+            c.sender().send(b"winner").unwrap();
+        });
+        let mut conn = listener.accept_timeout(watchdog()).unwrap();
+        let mut buf = [0u8; 16];
+        let n = conn.receiver().recv_timeout(&mut buf, watchdog()).unwrap();
+        assert_eq!(&buf[..n], b"winner", "round {round}");
+        within_watchdog("client", move || client.join().unwrap());
+        drop((conn, listener));
+        assert_eq!(entries(dir.path()), Vec::<String>::new());
+    }
+}
