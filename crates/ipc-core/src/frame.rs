@@ -46,8 +46,10 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
 ///
 /// Memory is bounded by the configured maximum payload: the buffer starts at
 /// `min(max_payload + 4, 64 KiB)` and grows only to hold one announced frame, which is at most
-/// `max_payload` bytes, or to the size a caller asks with [`reserve`](FrameDecoder::reserve). A length prefix above the maximum is treated as corruption (the stream
-/// cannot be resynchronised), never as a reason to allocate.
+/// `max_payload` bytes, or to the size a caller asks with [`reserve`](FrameDecoder::reserve).
+/// A length prefix above the maximum is never a reason to allocate: the frame is dropped as its
+/// bytes arrive (see [`decode`](FrameDecoder::decode)), or, where that cannot be done safely,
+/// the stream is corrupt.
 ///
 /// ```
 /// use ipc_core::frame::{encode_frame, FrameDecoder};
@@ -75,6 +77,12 @@ pub struct FrameDecoder {
     max_payload: usize,
     /// Set once a malformed header was seen: every later decode fails the same way.
     poisoned: Option<usize>,
+    /// Whether several writers' frames may share the stream (a maximum of atomic records, until
+    /// [`set_one_writer`](Self::set_one_writer)): a frame above `PIPE_BUF` is then corruption.
+    interleaved: bool,
+    /// Payload bytes of a frame above the maximum still to arrive, dropped as they do; while
+    /// not zero, nothing is buffered (`advance` drops them at once).
+    skip: usize,
 }
 
 impl std::fmt::Debug for FrameDecoder {
@@ -85,6 +93,8 @@ impl std::fmt::Debug for FrameDecoder {
             .field("capacity", &self.buf.len())
             .field("max_payload", &self.max_payload)
             .field("poisoned", &self.poisoned)
+            .field("interleaved", &self.interleaved)
+            .field("skip", &self.skip)
             .finish()
     }
 }
@@ -100,7 +110,17 @@ impl FrameDecoder {
             end: 0,
             max_payload,
             poisoned: None,
+            interleaved: max_payload <= MAX_ATOMIC_PAYLOAD,
+            skip: 0,
         }
+    }
+
+    /// Says that one writer alone writes this stream (a connected socket), so no frame is
+    /// interleaved with another's: a frame above the maximum is then dropped whatever its
+    /// size (see [`decode`](Self::decode)), also by a decoder whose maximum is that of atomic
+    /// records.
+    pub fn set_one_writer(&mut self) {
+        self.interleaved = false;
     }
 
     /// The largest payload this decoder accepts.
@@ -191,6 +211,35 @@ impl FrameDecoder {
     pub fn advance(&mut self, n: usize) {
         assert!(n <= self.buf.len() - self.end, "advance past read_buf");
         self.end += n;
+        if self.skip != 0 {
+            self.drop_skipped();
+        }
+    }
+
+    /// Drops the buffered bytes that belong to a frame above the maximum (see
+    /// [`decode`](Self::decode)).
+    #[cold]
+    fn drop_skipped(&mut self) {
+        let n = self.skip.min(self.buffered());
+        self.start += n;
+        self.skip -= n;
+    }
+
+    /// Forgets every byte received and any frame being dropped or found corrupt, to start on a
+    /// frame boundary again (a FIFO's next writer, after the last one closed mid-frame). Keeps
+    /// the buffer, the maximum and [`set_one_writer`](Self::set_one_writer).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.skip = 0;
+        self.poisoned = None;
+    }
+
+    /// Payload bytes of a dropped frame (one above the maximum) that are still to arrive and
+    /// will be dropped as they do: 0 unless such a frame is being skipped.
+    #[inline]
+    pub fn skipping(&self) -> usize {
+        self.skip
     }
 
     /// Appends as many of `bytes` as fit now and returns how many that was (a convenience over
@@ -217,8 +266,15 @@ impl FrameDecoder {
     /// Errors:
     /// - [`ErrorKind::MessageTooLarge`] when the frame does not fit in `out`; the frame stays
     ///   buffered and a retry with a large enough buffer returns it.
-    /// - [`ErrorKind::Corrupted`] when a header announces more than the maximum payload; the
-    ///   stream cannot be trusted after that and every later call fails the same way.
+    /// - [`ErrorKind::MessageTooLarge`] when a header announces more than the maximum payload
+    ///   (a sender allowed larger messages than this receiver): that frame is dropped, its bytes
+    ///   as they arrive, never buffered, and the next call goes on with the frame after it.
+    ///   [`Error::message_size`] gives its length and the maximum.
+    /// - [`ErrorKind::Corrupted`] instead, when this decoder takes atomic records (a maximum of
+    ///   at most [`MAX_ATOMIC_PAYLOAD`], unless [`set_one_writer`](Self::set_one_writer) said
+    ///   otherwise) and the header announces more than that: such a frame took more than one
+    ///   write, which other writers' frames can interleave, so where it ends cannot be told.
+    ///   The stream cannot be trusted after that and every later call fails the same way.
     #[inline]
     pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
         // The message path: a whole, acceptable frame that fits `out` is at the head. Every
@@ -248,8 +304,14 @@ impl FrameDecoder {
             return Ok(None);
         };
         if len > self.max_payload {
-            self.poisoned = Some(len);
-            return Err(self.oversized(len));
+            if self.interleaved && len > MAX_ATOMIC_PAYLOAD {
+                self.poisoned = Some(len);
+                return Err(self.oversized(len));
+            }
+            self.start += FRAME_HEADER_LEN;
+            self.skip = len;
+            self.drop_skipped();
+            return Err(self.dropped(len));
         }
         if out.len() < len {
             return Err(Error::message_too_large(len, out.len(), "receive buffer"));
@@ -319,22 +381,33 @@ impl FrameDecoder {
         (self.buffered() > 0).then(|| (self.buffered(), self.next_len()))
     }
 
+    /// The error for a header of `len` bytes above the maximum of a decoder taking atomic
+    /// records: the stream is lost.
     fn oversized(&self, len: usize) -> Error {
-        let why = if self.max_payload <= MAX_ATOMIC_PAYLOAD && len > MAX_ATOMIC_PAYLOAD {
-            "; this receiver takes atomic records (frames of at most PIPE_BUF bytes, one write \
-             each): a writer sent a larger frame, which other writers' frames can interleave, \
-             so the stream cannot be resynchronised"
-        } else {
-            " (a sender whose maximum is larger than this receiver's, or bytes that are not \
-             this framing; the stream cannot be resynchronised: give both ends the same \
-             maximum)"
-        };
         Error::with_note(
             ErrorKind::Corrupted,
             format!(
-                "frame header announces {len} bytes, the receiver's maximum is {} bytes{why}",
+                "frame header announces {len} bytes, the receiver's maximum is {} bytes; this \
+                 receiver takes atomic records (frames of at most PIPE_BUF bytes, one write \
+                 each): a writer sent a larger frame, which other writers' frames can \
+                 interleave, so the stream cannot be resynchronised",
                 self.max_payload
             ),
+        )
+    }
+
+    /// The error for a frame of `len` bytes above the maximum, dropped: the sizes stay
+    /// readable ([`Error::message_size`]); the note, in the source, says what happened.
+    fn dropped(&self, len: usize) -> Error {
+        Error::message_too_large(len, self.max_payload, "this receiver's maximum").with_source(
+            std::io::Error::other(format!(
+                "a frame of {len} bytes arrived, above this receiver's maximum of {} bytes; it \
+                 is dropped as it arrives and the next receive returns the message after it \
+                 (a sender whose maximum is larger than this receiver's: give both ends the \
+                 same maximum; or bytes that are not this framing, after which the messages \
+                 that follow are not to be trusted)",
+                self.max_payload
+            )),
         )
     }
 }
@@ -358,6 +431,105 @@ mod tests {
             dec.decode(&mut out).unwrap_err().kind(),
             ErrorKind::Corrupted
         );
+    }
+
+    /// A message, or the sizes of a frame above the maximum (dropped).
+    type Decoded = std::result::Result<Vec<u8>, (usize, usize)>;
+
+    /// Decodes `wire` fed in pieces of `piece` bytes: each message, or the sizes of each
+    /// error (a frame above the maximum: dropped). Stops at `Corrupted`, which it returns.
+    fn decode_in_pieces(
+        dec: &mut FrameDecoder,
+        wire: &[u8],
+        piece: usize,
+    ) -> (Vec<Decoded>, Option<Error>) {
+        let mut out = vec![0u8; dec.max_payload()];
+        let mut got = Vec::new();
+        for chunk in wire.chunks(piece) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let n = dec.push(rest);
+                rest = &rest[n..];
+                assert!(
+                    dec.buf.len() <= (dec.max_payload() + FRAME_HEADER_LEN).min(INITIAL_BUFFER),
+                    "the buffer grew to {} for a dropped frame",
+                    dec.buf.len()
+                );
+                loop {
+                    match dec.decode(&mut out) {
+                        Ok(Some(n)) => got.push(Ok(out[..n].to_vec())),
+                        Ok(None) => break,
+                        Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                            got.push(Err(e.message_size().unwrap()))
+                        }
+                        Err(e) => return (got, Some(e)),
+                    }
+                }
+            }
+        }
+        (got, None)
+    }
+
+    /// A frame above the maximum (its sender had a larger one) is reported once with both
+    /// sizes and dropped as it arrives, never buffered; the frames after it decode as if it
+    /// had not been there, however the bytes are cut. Fails if it poisons the stream (as it
+    /// did), buffers the frame, or resynchronises anywhere but at its end.
+    #[test]
+    fn a_frame_above_the_maximum_is_dropped_and_the_stream_goes_on() {
+        let mut wire = Vec::new();
+        encode_frame(b"before", &mut wire).unwrap();
+        encode_frame(&[0xEE; 20_000], &mut wire).unwrap();
+        encode_frame(&[0x11; 5000], &mut wire).unwrap();
+        encode_frame(&[0x22; 5001], &mut wire).unwrap();
+        encode_frame(b"after", &mut wire).unwrap();
+        for piece in [1, 3, 4, 5, 7, 4096, 5004, 1 << 20] {
+            let mut dec = FrameDecoder::new(5000);
+            let (got, err) = decode_in_pieces(&mut dec, &wire, piece);
+            assert!(err.is_none(), "piece {piece}: {err:?}");
+            assert_eq!(
+                got,
+                [
+                    Ok(b"before".to_vec()),
+                    Err((20_000, 5000)),
+                    Ok(vec![0x11; 5000]),
+                    Err((5001, 5000)),
+                    Ok(b"after".to_vec()),
+                ],
+                "piece {piece}"
+            );
+            assert_eq!((dec.buffered(), dec.skipping()), (0, 0));
+        }
+        // The note says what happened and what to do.
+        let mut dec = FrameDecoder::new(5000);
+        dec.push(&encode_header(20_000).unwrap());
+        let e = dec.decode(&mut [0; 5000]).unwrap_err();
+        assert!(e.to_string().contains("dropped"), "{e}");
+        assert!(e.to_string().contains("same maximum"), "{e}");
+        assert_eq!(dec.skipping(), 20_000);
+    }
+
+    /// A receiver of atomic records (maximum at most `MAX_ATOMIC_PAYLOAD`) drops a frame above
+    /// its maximum that is itself atomic (one write, which no other writer can split), but a
+    /// larger one was several writes that others can interleave: `Corrupted`, for good.
+    #[test]
+    fn an_atomic_receiver_drops_atomic_frames_and_is_corrupted_by_larger_ones() {
+        let mut wire = Vec::new();
+        encode_frame(&[1; 2000], &mut wire).unwrap();
+        encode_frame(&[2; 10], &mut wire).unwrap();
+        encode_frame(&[3; MAX_ATOMIC_PAYLOAD + 1], &mut wire).unwrap();
+        encode_frame(&[4; 10], &mut wire).unwrap();
+        for piece in [1, 4, 4096] {
+            let mut dec = FrameDecoder::new(1000);
+            let (got, err) = decode_in_pieces(&mut dec, &wire, piece);
+            assert_eq!(got, [Err((2000, 1000)), Ok(vec![2; 10])], "piece {piece}");
+            let e = err.expect("a frame above PIPE_BUF is corruption here");
+            assert_eq!(e.kind(), ErrorKind::Corrupted);
+            assert!(e.to_string().contains("atomic"), "{e}");
+            assert_eq!(
+                dec.decode(&mut [0; 1000]).unwrap_err().kind(),
+                ErrorKind::Corrupted
+            );
+        }
     }
 
     #[test]
@@ -446,6 +618,27 @@ mod tests {
             prop_assert_eq!(dec.buffered(), 0);
         }
 
+        /// Frames within and above the maximum, cut anywhere: each one within arrives, each one
+        /// above is one error with its size, in order.
+        #[test]
+        fn frames_above_the_maximum_drop_out_at_arbitrary_read_boundaries(
+            sizes in prop::collection::vec(0usize..700, 0..30),
+            piece in 1usize..900,
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                let m = vec![i as u8; len];
+                encode_frame(&m, &mut wire).unwrap();
+                want.push(if len > 300 { Err((len, 300)) } else { Ok(m) });
+            }
+            let mut dec = FrameDecoder::new(300);
+            let (got, err) = decode_in_pieces(&mut dec, &wire, piece);
+            prop_assert!(err.is_none());
+            prop_assert_eq!(got, want);
+            prop_assert_eq!((dec.buffered(), dec.skipping()), (0, 0));
+        }
+
         /// Arbitrary bytes never panic the decoder and never grow it past its maximum.
         #[test]
         fn arbitrary_input_is_bounded_and_never_panics(
@@ -468,6 +661,12 @@ mod tests {
                                 progress = true;
                             }
                             Ok(None) => break,
+                            Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                                // A frame above the maximum, dropped: decoding goes on.
+                                let (size, limit) = e.message_size().unwrap();
+                                prop_assert!(size > max && limit == max);
+                                progress = true;
+                            }
                             Err(e) => {
                                 prop_assert_eq!(e.kind(), ErrorKind::Corrupted);
                                 return Ok(());

@@ -719,7 +719,9 @@ impl PipeReader {
     }
 
     /// Turns this end into a message receiver accepting messages of at most `max_message`
-    /// bytes (a frame announcing more is [`ErrorKind::Corrupted`]); errors name the pipe.
+    /// bytes (a frame announcing more is [`ErrorKind::MessageTooLarge`] and dropped, or
+    /// [`ErrorKind::Corrupted`] when it cannot be, see [`FrameReceiver`]); errors name the
+    /// pipe.
     ///
     /// The receiver reports [`ErrorKind::Disconnected`] when the last writer has closed and
     /// every complete message was received. One receiver per pipe: two readers would split

@@ -447,8 +447,17 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 ///
 /// End-of-file (every writer closed or died) is reported as [`ErrorKind::Disconnected`] once
 /// every complete message before it has been returned. A message cut off by the end of the
-/// stream (a writer died mid-message) is dropped and reported in that error's note. A frame
-/// header announcing more than the maximum is [`ErrorKind::Corrupted`].
+/// stream (a writer died mid-message) is dropped and reported in that error's note.
+///
+/// A frame announcing more than the maximum (its sender was given a larger one) is
+/// [`ErrorKind::MessageTooLarge`] for the receive that meets its header; it is dropped as its
+/// bytes arrive, never buffered, and the next receive returns the message after it, as a
+/// seqpacket socket drops a record above its maximum. For a receiver of atomic records (a
+/// maximum of at most [`MAX_ATOMIC_PAYLOAD`], as a FIFO's many writers need) a frame above
+/// `PIPE_BUF` is [`ErrorKind::Corrupted`] for good instead: it was more than one write, which
+/// other writers' frames can interleave, so where it ends cannot be told (see
+/// [`FrameDecoder::decode`]); unless [`set_one_writer`](FrameReceiver::set_one_writer) says
+/// no other writer is there.
 ///
 /// # How it reads
 ///
@@ -530,6 +539,13 @@ impl<F: AsFd> FrameReceiver<F> {
         &self.label
     }
 
+    /// Says that one writer alone writes this stream (a connected socket): a frame above the
+    /// maximum is then dropped whatever its size, also when the maximum is that of atomic
+    /// records (see [`FrameDecoder::set_one_writer`]). No system call.
+    pub fn set_one_writer(&mut self) {
+        self.decoder.set_one_writer();
+    }
+
     /// Whether bytes of a further message are already buffered here (a caller polling the
     /// descriptor must drain these first: the descriptor will not signal them again).
     pub fn has_buffered(&self) -> bool {
@@ -564,7 +580,15 @@ impl<F: AsFd> FrameReceiver<F> {
 
     fn end_of_stream(&mut self) -> Error {
         let mut e = Error::disconnected();
-        if let Some((have, len)) = self.decoder.partial() {
+        if self.decoder.skipping() > 0 {
+            let note = format!(
+                "the writer closed in the middle of a message above this receiver's maximum \
+                 (reported and dropped; {} of its bytes never came)",
+                self.decoder.skipping()
+            );
+            e = e.with_detail(Detail::Note(note.into()));
+            self.decoder.reset();
+        } else if let Some((have, len)) = self.decoder.partial() {
             let note = match len {
                 Some(len) => format!(
                     "the writer closed in the middle of a message ({} of {len} bytes arrived); \
@@ -575,7 +599,7 @@ impl<F: AsFd> FrameReceiver<F> {
             };
             e = e.with_detail(Detail::Note(note.into()));
             // A FIFO can get a new writer: start it on a clean frame boundary.
-            self.decoder = read_ahead_decoder(self.decoder.max_payload());
+            self.decoder.reset();
         }
         self.err(e, "recv")
     }
@@ -1507,8 +1531,9 @@ mod tests {
 
     /// A blocking receive between frames takes its message path (one read, one decode), which
     /// keeps every check of the general loop: a buffer too small keeps the message, a part of
-    /// a frame waits for the rest, a header over the maximum is `Corrupted` for good, and the
-    /// end of the stream after whole messages is `Disconnected` without a note.
+    /// a frame waits for the rest, a frame over the maximum is `MessageTooLarge` and dropped
+    /// (one over `PIPE_BUF` for this receiver of atomic records is `Corrupted` for good), and
+    /// the end of the stream after whole messages is `Disconnected` without a note.
     #[test]
     fn a_blocking_receive_between_frames_keeps_every_check() {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
@@ -1534,7 +1559,17 @@ mod tests {
         assert_eq!(buf[..50], [9; 50]);
         let w = writer.join().unwrap();
 
-        rustix::io::write(&w, &encode_header(101).unwrap()).unwrap();
+        let mut wire = Vec::new();
+        crate::frame::encode_frame(&[1; 101], &mut wire).unwrap();
+        crate::frame::encode_frame(&[2; 3], &mut wire).unwrap();
+        rustix::io::write(&w, &wire).unwrap();
+        let e = rx.recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((101, 100)));
+        assert_eq!(rx.recv(&mut buf).unwrap(), 3);
+        assert_eq!(buf[..3], [2; 3]);
+
+        rustix::io::write(&w, &encode_header(PIPE_BUF).unwrap()).unwrap();
         for _ in 0..2 {
             let e = rx.recv(&mut buf).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
@@ -1548,6 +1583,81 @@ mod tests {
         let e = rx.recv(&mut buf).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
         assert!(!e.to_string().contains("partial"), "{e}");
+    }
+
+    /// A sender allowed larger messages than its receiver: each message above the receiver's
+    /// maximum is one `MessageTooLarge` naming both sizes, and every message around it arrives
+    /// whole and in order, by every form of receive and read-ahead policy, on every read path
+    /// (the decoder's, the one-`readv` prefix-first path after a message of 32 KiB or more,
+    /// the direct read of a large message's rest). A writer closing in the middle of a dropped
+    /// message is `Disconnected` saying so. Fails on the old code, where the first such
+    /// message made the stream `Corrupted` for good and lost every message after it.
+    #[test]
+    fn messages_above_the_receiver_maximum_are_dropped_and_the_rest_arrive() {
+        let sizes = [
+            10, 200_000, 40_000, 65_537, 40_000, 300_000, 65_536, 70_000, 0, 10,
+        ];
+        for policy in [ReadAhead::Adaptive, ReadAhead::Always, ReadAhead::Never] {
+            for form in ["recv", "deadline", "try"] {
+                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+                let mut tx = FrameSender::new(
+                    w,
+                    FrameMode::Stream {
+                        max_message: 1 << 20,
+                    },
+                    "p",
+                )
+                .unwrap();
+                let mut rx = FrameReceiver::new(r, 65_536, "p").unwrap();
+                rx.set_read_ahead(policy);
+                let writer = std::thread::spawn(move || {
+                    for (i, &len) in sizes.iter().enumerate() {
+                        tx.send(&vec![i as u8; len]).unwrap();
+                    }
+                    // The last one is cut by the close: 1000 of 100,000 bytes.
+                    let mut cut = encode_header(100_000).unwrap().to_vec();
+                    cut.extend_from_slice(&[9; 1000]);
+                    rustix::io::write(tx.get_ref(), &cut).unwrap();
+                });
+                let mut buf = vec![0u8; 65_536];
+                for (i, &len) in sizes.iter().enumerate() {
+                    let r = loop {
+                        let r = match form {
+                            "recv" => rx.recv(&mut buf),
+                            "deadline" => rx.recv_timeout(&mut buf, Duration::from_secs(60)),
+                            _ => rx.try_recv(&mut buf),
+                        };
+                        match r {
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                            r => break r,
+                        }
+                    };
+                    let what = format!("{policy:?} {form} message {i} of {len} bytes");
+                    if len > 65_536 {
+                        let e = r.expect_err(&what);
+                        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{what}: {e}");
+                        assert_eq!(e.message_size(), Some((len, 65_536)), "{what}");
+                    } else {
+                        assert_eq!(r.expect(&what), len, "{what}");
+                        assert!(buf[..len].iter().all(|&b| b == i as u8), "{what}: torn");
+                    }
+                }
+                writer.join().unwrap();
+                let e = loop {
+                    match rx.try_recv(&mut buf) {
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                        r => break r.unwrap_err(),
+                    }
+                };
+                assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+                let e = rx.recv(&mut buf).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+                assert!(
+                    e.to_string().contains("99000 of its bytes never came"),
+                    "{e}"
+                );
+            }
+        }
     }
 
     #[test]

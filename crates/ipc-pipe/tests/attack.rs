@@ -77,8 +77,9 @@ fn forger(ctx: &Ctx) {
 ///   `Disconnected` without a note;
 /// - exactly the maximum with 100 bytes of payload, the writer killed: `Disconnected` saying
 ///   "100 of 50000", never a torn message;
-/// - the maximum + 1 and `0xFFFFFFFF`: `Corrupted`, and `Corrupted` again (nothing
-///   resynchronises on forged bytes), never an allocation of the announced size or a hang;
+/// - the maximum + 1 and `0xFFFFFFFF`: `MessageTooLarge` naming the announced size, the frame
+///   dropped as it arrives, then `Disconnected` saying the writer closed in the middle of it;
+///   never an allocation of the announced size, a forged message delivered, or a hang;
 /// - a prefix within the maximum but above the caller's buffer: `MessageTooLarge`, kept.
 ///
 /// Passed on the unchanged code; nothing drove forged prefixes through the one-`readv` path
@@ -89,8 +90,8 @@ fn forged_length_prefixes_from_a_killed_peer_are_typed_errors_on_every_read_path
     let cases: [(u32, usize, &str); 5] = [
         (MAX as u32, MAX, "whole"),
         (MAX as u32, 100, "cut"),
-        (MAX as u32 + 1, 100, "corrupt"),
-        (u32::MAX, 100, "corrupt"),
+        (MAX as u32 + 1, 100, "dropped"),
+        (u32::MAX, 100, "dropped"),
         (30_000, 100, "too large for the buffer"),
     ];
     for small in ["0", "1"] {
@@ -156,14 +157,15 @@ fn forged_length_prefixes_from_a_killed_peer_are_typed_errors_on_every_read_path
                         assert_eq!(kinds[0], ErrorKind::Disconnected, "{what}: {text:?}");
                         assert!(text[0].contains("100 of 50000"), "{what}: {text:?}");
                     }
-                    "corrupt" => {
+                    "dropped" => {
                         assert!(got.is_none(), "{what}: a forged message was delivered");
                         assert_eq!(
                             kinds,
-                            [ErrorKind::Corrupted, ErrorKind::Corrupted],
+                            [ErrorKind::MessageTooLarge, ErrorKind::Disconnected],
                             "{what}: {text:?}"
                         );
-                        assert!(text[0].contains(&len.to_string()), "{what}: {text:?}");
+                        assert_eq!(errs[0].message_size(), Some((len as usize, MAX)), "{what}");
+                        assert!(text[1].contains("never came"), "{what}: {text:?}");
                     }
                     _ => {
                         assert!(got.is_none(), "{what}: a torn message was delivered");

@@ -18,9 +18,11 @@
 //! server allowed larger messages than its client) is dropped by the endpoint unread, so no
 //! request can be matched to it: every request still waiting for its reply then fails with
 //! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
-//! reply that will never come. On a byte stream ([`Stream`](crate::Stream), frame endpoints)
-//! the endpoint cannot drop that one reply: its frame header is [`ErrorKind::Corrupted`], and
-//! so is all that follows (the framing is lost); every request waiting then fails with
+//! reply that will never come. The connection goes on: a later request gets its reply. A byte
+//! stream ([`Stream`](crate::Stream), frame endpoints) drops such a reply as a seqpacket
+//! socket does, unless its maximum is that of atomic records (at most 4092 bytes) and the
+//! reply is larger than `PIPE_BUF`: then its frame header is [`ErrorKind::Corrupted`], and so
+//! is all that follows (the framing is lost); every request waiting then fails with
 //! `Corrupted` and is forgotten, and so does any later one.
 
 use std::collections::HashMap;

@@ -226,13 +226,17 @@ impl Stream {
         let tcp =
             rustix::net::sockopt::socket_domain(&fd).ok() != Some(rustix::net::AddressFamily::UNIX);
         let fd = Arc::new(fd);
+        let mut rx = FrameReceiver::new(Arc::clone(&fd), max, &*label)?;
+        // One peer writes a connected socket: a frame above the maximum, at any size, is
+        // dropped and the stream goes on (as on a seqpacket socket).
+        rx.set_one_writer();
         Ok(Stream {
             tx: FrameSender::new(
                 Arc::clone(&fd),
                 FrameMode::Stream { max_message: max },
                 &*label,
             )?,
-            rx: FrameReceiver::new(fd, max, &*label)?,
+            rx,
             peer,
             tcp,
             peer_closed: false,

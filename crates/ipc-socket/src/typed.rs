@@ -35,9 +35,9 @@
 //! A receiver trusts nothing it receives. The size limit (the receive buffer, at most
 //! [`TypedReceiver::limit`] bytes) is enforced by the endpoint before a byte is decoded: a
 //! larger message is [`ErrorKind::MessageTooLarge`] and left queued. A peer that breaks the
-//! endpoint's own maximum gets the endpoint's answer, never a decode: on a seqpacket socket
-//! `MessageTooLarge` with that record dropped (the next message follows), on a stream
-//! [`ErrorKind::Corrupted`] from the frame header on (a byte stream cannot be resynchronised).
+//! endpoint's own maximum gets the endpoint's answer, never a decode: `MessageTooLarge`, with
+//! that message dropped (a seqpacket record by the kernel, a stream's frame as it arrives) and
+//! the next one following.
 //! Malformed bytes (a bad varint, an enum tag out of range, invalid UTF-8, a length running
 //! past the end, trailing bytes) are [`ErrorKind::Corrupted`]; decoding never panics.
 //! Allocations are bounded: a string or byte buffer by the bytes actually present, and a

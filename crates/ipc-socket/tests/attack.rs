@@ -827,9 +827,11 @@ fn bound(l: &Listener<Stream>) -> std::net::SocketAddr {
 /// `TimedOut` and a try `WouldBlock`, never a partial message. Killed in the middle of the
 /// frame, it is `Disconnected` to that receive (the note says the partial message was
 /// dropped), to every receive after it, and to a send. A second peer's header announcing
-/// 4 GiB is `Corrupted` on every receive, never an allocation or a wait for 4 GiB. Passes on
-/// the code as it is: `hostile.rs` kills a Unix peer mid-frame; nothing attacked a stalled
-/// frame, or TCP.
+/// 4 GiB is `MessageTooLarge` naming that size, never an allocation: the frame is dropped as
+/// its bytes come, so the next receive waits for more of them within its deadline
+/// (`TimedOut`), and the peer closing is `Disconnected` saying how much never came. Passed on
+/// the code as it was (with `Corrupted` for the 4 GiB header): `hostile.rs` kills a Unix peer
+/// mid-frame; nothing attacked a stalled frame, or TCP.
 #[test]
 fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
     within_watchdog("tcp stalled frame", || {
@@ -862,11 +864,21 @@ fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
         let mut s = l.accept(secs(30)).unwrap();
         raw.write_all(&u32::MAX.to_le_bytes()).unwrap();
         raw.write_all(&[1u8; 64]).unwrap();
-        for _ in 0..2 {
-            let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
-            assert!(e.to_string().contains(&u32::MAX.to_string()), "{e}");
-        }
+        let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((u32::MAX as usize, 2 << 20)), "{e}");
+        let e = s
+            .recv_deadline(&mut buf, Deadline::after(Duration::from_millis(50)))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        drop(raw);
+        let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let never = u32::MAX as usize - 64;
+        assert!(
+            e.to_string().contains(&format!("{never} of its bytes")),
+            "{e}"
+        );
     });
 }
 
@@ -1186,12 +1198,13 @@ fn serve_drops_a_client_it_cannot_give_a_thread_instead_of_panicking() {
 }
 
 /// The rpc module's "Failure" over a byte stream: a server allowed larger messages than its
-/// client sends a reply above the client's maximum. On a stream the endpoint cannot drop that
-/// one reply (its frame header is `Corrupted`, and so is everything after it: the framing is
-/// lost), so no reply can ever be read again: every request waiting for one must fail and be
-/// forgotten ("rather than one of them waiting for a reply that will never come"), as on a
-/// seqpacket socket, not stay in flight for waits that fail one by one. Fails when the client
-/// passes the endpoint's `Corrupted` on and keeps the requests.
+/// client sends a reply above the client's maximum. The endpoint drops that reply unread
+/// (`MessageTooLarge`), so which request it answered cannot be told: every request waiting
+/// for one must fail and be forgotten ("rather than one of them waiting for a reply that will
+/// never come"), as on a seqpacket socket, not stay in flight for waits that fail one by one.
+/// The connection goes on: a later call gets its own reply (the forgotten request's reply,
+/// arriving first, is dropped). Fails when the client keeps the requests, or (as before) when
+/// the stream is lost for good after the dropped reply.
 #[test]
 fn a_reply_above_the_maximum_on_a_stream_fails_every_request_in_flight() {
     within_watchdog("rpc stream reply above the maximum", || {
@@ -1208,7 +1221,7 @@ fn a_reply_above_the_maximum_on_a_stream_fails_every_request_in_flight() {
         let small = c.start(&[0], Deadline::Never).unwrap();
         let mut reply = vec![0u8; 2048];
         let e = c.wait(big, &mut reply).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
         assert_eq!(
             c.in_flight(),
             0,
@@ -1216,6 +1229,8 @@ fn a_reply_above_the_maximum_on_a_stream_fails_every_request_in_flight() {
         );
         let e = c.wait(small, &mut reply).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        let n = c.call(&[1], &mut reply, Deadline::Never).unwrap();
+        assert_eq!(reply[..n], [7; 1024]);
         drop(c);
         t.join().unwrap().unwrap();
     });

@@ -431,8 +431,7 @@ fn the_limit_over_a_stream_and_a_peer_above_the_endpoint_maximum() {
         let (a, b) = Stream::pair(4096).unwrap();
         refused_and_left_queued(a, b);
         // A peer breaking the endpoint's maximum: never decoded. A seqpacket record is
-        // MessageTooLarge and dropped (the next message follows); a stream's frame header is
-        // Corrupted (the stream cannot be resynchronised), and stays so.
+        // MessageTooLarge and dropped (the next message follows); so is a stream's frame.
         let (one, other) = raw_pair(rustix::net::SocketType::SEQPACKET);
         let mut big = Seqpacket::from_fd(one, 1 << 17).unwrap();
         let small = Seqpacket::from_fd(other, 4096).unwrap();
@@ -449,9 +448,12 @@ fn the_limit_over_a_stream_and_a_peer_above_the_endpoint_maximum() {
         let small = Stream::from_fd(other, 4096).unwrap();
         let mut rx = TypedReceiver::<Vec<u8>, _>::new(small);
         big.send(&vec![1u8; 100_000]).unwrap();
-        for _ in 0..2 {
-            let e = rx.recv_deadline(Deadline::Now).unwrap_err();
-            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
-        }
+        TypedSender::<Vec<u8>, _>::new(&mut big)
+            .send(&vec![2u8; 3])
+            .unwrap();
+        let e = rx.recv_deadline(Deadline::Now).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((100_000, 4096)), "{e}");
+        assert_eq!(rx.recv_deadline(Deadline::Now).unwrap(), vec![2u8; 3]);
     });
 }

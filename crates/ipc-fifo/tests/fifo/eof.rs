@@ -185,3 +185,85 @@ fn without_keep_open_a_second_writer_finds_the_stream_ended() {
     tx.send(b"again").unwrap(); // the reader is still open: a new writer can come
     assert_eq!(recv_string(&mut rx), "again");
 }
+
+/// Role: `path`: a writer given a larger maximum (1 MiB) than its reader: sends "a", 200,000
+/// bytes, "b", then the prefix of a 500,000-byte message and 1,000 bytes of it, and parks to be
+/// killed there.
+pub(crate) fn larger_maximum_writer(ctx: &Ctx) {
+    let a = ctx.args();
+    let mut tx = OpenOptions::new()
+        .open_write(a[0])
+        .unwrap()
+        .into_stream_sender(1 << 20)
+        .unwrap();
+    tx.send(b"a").unwrap();
+    tx.send(&vec![1; 200_000]).unwrap();
+    tx.send(b"b").unwrap();
+    let mut cut = ipc_core::frame::encode_header(500_000).unwrap().to_vec();
+    cut.extend_from_slice(&[2; 1000]);
+    rustix::io::write(tx.get_ref(), &cut).unwrap();
+    ctx.park("cut");
+}
+
+/// A writer in another process with a larger maximum than its reader: each message above the
+/// reader's maximum is one `MessageTooLarge` naming both sizes, and the messages around it
+/// arrive; the writer killed in the middle of such a message is `Disconnected` saying so; and
+/// the FIFO's next writer starts on a clean frame boundary (its message is not swallowed as the
+/// rest of the dropped one). Fails on the old code, where the first large message made the
+/// reader `Corrupted` for good, "b" and every later message lost.
+#[test]
+fn a_writer_with_a_larger_maximum_costs_only_its_large_messages() {
+    let dir = scratch();
+    let fifo = Fifo::create(dir.join("f")).unwrap();
+    let path = fifo.path().to_path_buf();
+    let mut child = spawn("larger_maximum_writer")
+        .arg(path.display().to_string())
+        .start();
+    let mut rx = within_watchdog("open_read", move || {
+        OpenOptions::new()
+            .open_read(&path)
+            .unwrap()
+            .into_receiver(65_536)
+            .unwrap()
+    });
+    let (mut rx, got) = within_watchdog("the writer's messages", move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(match rx.recv(&mut buf) {
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) => Err((e.kind(), e.message_size())),
+            });
+        }
+        (rx, got)
+    });
+    assert_eq!(
+        got,
+        [
+            Ok(b"a".to_vec()),
+            Err((ErrorKind::MessageTooLarge, Some((200_000, 65_536)))),
+            Ok(b"b".to_vec()),
+            Err((ErrorKind::MessageTooLarge, Some((500_000, 65_536)))),
+        ]
+    );
+    child.wait_checkpoint("cut");
+    assert!(child.kill_and_wait().killed());
+    let (mut rx, e) = within_watchdog("the end", move || {
+        let e = rx.recv(&mut [0u8; 64]).unwrap_err();
+        (rx, e)
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(
+        e.to_string().contains("499000 of its bytes never came"),
+        "{e}"
+    );
+    let mut tx = OpenOptions::new()
+        .nonblocking(true)
+        .open_write(&fifo)
+        .unwrap()
+        .into_stream_sender(1 << 20)
+        .unwrap();
+    tx.send(b"next writer").unwrap();
+    let got = within_watchdog("the next writer's message", move || recv_string(&mut rx));
+    assert_eq!(got, "next writer");
+}

@@ -28,6 +28,7 @@ use duplex::bind_and_park;
 use duplex::echo_client;
 use duplex::hello_then_park;
 use duplex::read_hello_then_park;
+use eof::larger_maximum_writer;
 use eof::send_and_exit;
 use eof::send_and_park;
 use eof::send_then_wait_for_go;
@@ -57,6 +58,7 @@ roles!(
     send_then_wait_for_go,
     send_and_park,
     send_and_exit,
+    larger_maximum_writer,
     echo_client,
     hello_then_park,
     bind_and_park,
