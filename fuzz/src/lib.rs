@@ -5,8 +5,9 @@
 //! only when a promise is broken:
 //!
 //! - [`frame_decoder`]: `ipc_core::frame::FrameDecoder` fed arbitrary bytes in arbitrary
-//!   chunkings, checked against a naive model of the length-prefix format (same frames, same
-//!   `Corrupted` point, nothing lost), with its buffer bounded by the configured maximum; and
+//!   chunkings, checked against a naive model of the length-prefix format (same frames, the
+//!   same frames above the maximum dropped, same `Corrupted` point, nothing lost), with its
+//!   buffer bounded by the configured maximum; and
 //!   valid frames made with `encode_frame` round-trip whatever the chunking.
 //! - [`shm_channel`]: an `ipc_shm` channel in a memfd segment whose bytes come from the input
 //!   (raw, or a valid channel with bytes scribbled over it before or while its ends are open),
@@ -29,7 +30,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ipc_core::frame::{FRAME_HEADER_LEN, FrameDecoder, encode_frame};
+use ipc_core::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, encode_frame};
 use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, NAME_MAX, PosixName};
 use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
 
@@ -114,24 +115,42 @@ impl Chunks {
     }
 }
 
-/// What the length-prefix format says a stream holds: its complete frames, and whether a
-/// header announces more than `max` (after which nothing can be trusted).
-fn model_frames(stream: &[u8], max: usize) -> (Vec<&[u8]>, bool) {
+/// One frame as the decoder gives it: a payload, or the announced length of a frame above the
+/// maximum (dropped).
+#[derive(Debug, PartialEq)]
+enum Frame {
+    Payload(Vec<u8>),
+    Dropped(usize),
+}
+
+/// What the length-prefix format says a stream holds, for a decoder of at most `max`: its
+/// complete frames, or the length of each announcing more than `max` (dropped), and whether a
+/// header ends it as corrupt (above `PIPE_BUF` when `max` is that of atomic records, after
+/// which nothing can be trusted); then the bytes left of an incomplete frame and the payload
+/// bytes of a dropped frame still to come.
+fn model_frames(stream: &[u8], max: usize) -> (Vec<Frame>, bool, usize, usize) {
     let mut frames = Vec::new();
     let mut pos = 0;
     while let Some(head) = stream.get(pos..pos + FRAME_HEADER_LEN) {
         let len = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
-        if len > max {
-            return (frames, true);
-        }
         let start = pos + FRAME_HEADER_LEN;
-        match stream.get(start..start + len) {
-            Some(payload) => frames.push(payload),
-            None => break,
+        if len > max {
+            if max <= MAX_ATOMIC_PAYLOAD && len > MAX_ATOMIC_PAYLOAD {
+                return (frames, true, 0, 0);
+            }
+            frames.push(Frame::Dropped(len));
+            if stream.len() - start < len {
+                return (frames, false, 0, len - (stream.len() - start));
+            }
+        } else {
+            match stream.get(start..start + len) {
+                Some(payload) => frames.push(Frame::Payload(payload.to_vec())),
+                None => break,
+            }
         }
         pos = start + len;
     }
-    (frames, false)
+    (frames, false, stream.len() - pos, 0)
 }
 
 /// Feeds `stream` to `dec` in chunks and decodes what it can; returns the frames and the
@@ -141,7 +160,7 @@ fn feed_and_decode(
     stream: &[u8],
     chunks: &mut Chunks,
     small_out: usize,
-) -> (Vec<Vec<u8>>, Option<Error>) {
+) -> (Vec<Frame>, Option<Error>) {
     let max = dec.max_payload();
     let mut out = vec![0u8; max];
     let mut small = vec![0u8; small_out.min(max)];
@@ -156,18 +175,32 @@ fn feed_and_decode(
                 match dec.decode(&mut small) {
                     Ok(Some(n)) => {
                         assert!(n <= small.len(), "decode wrote past the buffer");
-                        frames.push(small[..n].to_vec());
+                        frames.push(Frame::Payload(small[..n].to_vec()));
                         continue;
                     }
                     Ok(None) => {}
-                    Err(e) if e.kind() == ErrorKind::MessageTooLarge => {}
+                    Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                        // Above the maximum: dropped; within it: kept for a larger buffer.
+                        let (size, limit) = e.message_size().expect("sizes");
+                        if size > max {
+                            assert_eq!(limit, max, "{e}");
+                            frames.push(Frame::Dropped(size));
+                            continue;
+                        }
+                        assert_eq!(limit, small.len(), "{e}");
+                    }
                     Err(e) if e.kind() == ErrorKind::Corrupted => return (frames, Some(e)),
                     Err(e) => panic!("decode: unexpected error {e}"),
                 }
             }
             match dec.decode(&mut out) {
-                Ok(Some(n)) => frames.push(out[..n].to_vec()),
+                Ok(Some(n)) => frames.push(Frame::Payload(out[..n].to_vec())),
                 Ok(None) => break,
+                Err(e) if e.kind() == ErrorKind::MessageTooLarge => {
+                    let (size, limit) = e.message_size().expect("sizes");
+                    assert!(size > max && limit == max, "{e}");
+                    frames.push(Frame::Dropped(size));
+                }
                 Err(e) if e.kind() == ErrorKind::Corrupted => {
                     let again = dec
                         .decode(&mut out)
@@ -226,7 +259,7 @@ pub fn frame_decoder(data: &[u8]) {
     let mut dec = FrameDecoder::new(max);
     assert_eq!(dec.max_payload(), max);
     let (frames, corrupted) = feed_and_decode(&mut dec, stream, &mut chunks, small_out);
-    let (expected, model_corrupted) = model_frames(stream, max);
+    let (expected, model_corrupted, rest, to_drop) = model_frames(stream, max);
     assert_eq!(frames, expected, "decoded frames differ from the format's");
     assert_eq!(
         corrupted.is_some(),
@@ -234,9 +267,12 @@ pub fn frame_decoder(data: &[u8]) {
         "decoder and model disagree about an oversized header ({corrupted:?})"
     );
     if !model_corrupted {
-        let consumed: usize = expected.iter().map(|f| FRAME_HEADER_LEN + f.len()).sum();
-        let rest = stream.len() - consumed;
         assert_eq!(dec.buffered(), rest, "bytes lost or invented");
+        assert_eq!(
+            dec.skipping(),
+            to_drop,
+            "bytes of a dropped frame lost or invented"
+        );
         assert_eq!(dec.partial().map(|p| p.0), (rest > 0).then_some(rest));
     }
 
@@ -258,6 +294,7 @@ pub fn frame_decoder(data: &[u8]) {
         corrupted.is_none(),
         "valid frames called corrupted: {corrupted:?}"
     );
+    let payloads: Vec<_> = payloads.into_iter().map(Frame::Payload).collect();
     assert_eq!(frames, payloads, "valid frames did not round-trip");
     assert_eq!(dec.buffered(), 0);
     assert!(dec.partial().is_none());
