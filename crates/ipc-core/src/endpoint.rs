@@ -52,7 +52,11 @@ pub trait MessageSender {
 ///   everything they queued has been received;
 /// - [`ErrorKind::MessageTooLarge`](crate::ErrorKind::MessageTooLarge) when the next message does
 ///   not fit in `buf`: the message stays queued, and [`Error::message_size`](crate::Error::message_size)
-///   says how large a buffer it needs.
+///   says how large a buffer it needs. A message above the endpoint's own maximum
+///   ([`max_message_size`](MessageReceiver::max_message_size); a peer allowed larger ones)
+///   cannot be kept: it is dropped, the error's size is above that maximum, and the next
+///   receive returns the message after it (an endpoint that cannot tell where such a message
+///   ends says [`ErrorKind::Corrupted`] instead).
 pub trait MessageReceiver {
     /// Receives the next message into `buf`, waiting for one until `deadline`; returns its length.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize>;
