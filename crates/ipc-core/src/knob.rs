@@ -167,6 +167,11 @@ pub const ALL: &[Knob] = &[
         field: None,
         limits: "open files on the system",
     },
+    Knob {
+        path: MAX_MAP_COUNT,
+        field: None,
+        limits: "memory mappings per process (each segment attached is one)",
+    },
 ];
 
 /// The value of a knob holding one number (its first, for one holding several), read now;
@@ -209,6 +214,66 @@ pub fn shm_space_error(e: rustix::io::Errno) -> Error {
             Error::limit(SHM_FREE, free).with_source(e.into())
         }
         e => Error::from(e),
+    }
+}
+
+/// The most memory mappings a process may have (`mmap` and `shmat` fail with `ENOMEM` past
+/// it).
+pub const MAX_MAP_COUNT: &str = "/proc/sys/vm/max_map_count";
+
+/// What a mapping too large for the process's address space names: its `RLIMIT_AS`.
+pub const RLIMIT_AS: &str = "RLIMIT_AS (ulimit -v: this process's address space, bytes)";
+
+/// The error for a mapping of `len` bytes that failed (`mmap`, `shmat`): for `ENOMEM`, a
+/// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming what stopped it, looked at now:
+/// [`RLIMIT_AS`] when the process's address space would pass it, else [`MAX_MAP_COUNT`] when
+/// the process has that many mappings; else `LimitExceeded` saying that memory ran out. Other
+/// errnos as they are.
+pub fn mapping_error(e: rustix::io::Errno, len: usize) -> Error {
+    if e != rustix::io::Errno::NOMEM {
+        return Error::from(e);
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::As).current;
+    let size = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmSize:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map(|kib| kib.saturating_mul(1024));
+    if let (Some(limit), Some(size)) = (limit, size) {
+        if size.saturating_add(len as u64) > limit {
+            return Error::limit(RLIMIT_AS, Some(limit)).with_source(e.into());
+        }
+    }
+    let maps = count_lines("/proc/self/maps");
+    if let (Some(max), Some(maps)) = (read(MAX_MAP_COUNT), maps) {
+        // A new mapping may also split one in two: within a few of the maximum counts.
+        if maps.saturating_add(2) >= max {
+            return Error::limit(MAX_MAP_COUNT, Some(max)).with_source(e.into());
+        }
+    }
+    Error::with_note(
+        crate::ErrorKind::LimitExceeded,
+        format!("no memory for a mapping of {len} bytes"),
+    )
+    .with_source(e.into())
+}
+
+/// The lines of `path`, read through a buffer on the stack: at the mapping limit, a buffer
+/// grown to hold `/proc/self/maps` (megabytes) would itself need a new mapping.
+fn count_lines(path: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buf = [0u8; 4096];
+    let mut lines = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Some(lines),
+            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
     }
 }
 

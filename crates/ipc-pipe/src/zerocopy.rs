@@ -356,7 +356,7 @@ impl PageBuf {
             )
         }
         .map_err(|e| {
-            let err = Error::from(e)
+            let err = ipc_core::knob::mapping_error(e, mapped)
                 .in_op("mmap")
                 .on(format_args!("page buffer of {len} bytes"));
             tracing::debug!(error = %err, "page buffer allocation failed");

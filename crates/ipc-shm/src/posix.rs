@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ipc_core::pipe::descriptor_error;
-use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt};
+use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt, knob};
 use rustix::fs::{FileType, Mode};
 use rustix::io::Errno;
 use rustix::shm;
@@ -79,7 +79,14 @@ pub(crate) fn map_fd(
     } else {
         opts.map_raw_read_only(&fd)
     }
-    .map_err(|e| Error::from(e).in_op("mmap").on(&kind))?;
+    .map_err(|e| {
+        match e.raw_os_error() {
+            Some(errno) => knob::mapping_error(Errno::from_raw_os_error(errno), len),
+            None => Error::from(e),
+        }
+        .in_op("mmap")
+        .on(&kind)
+    })?;
     Ok(Segment::from_mmap(map, fd, writable, kind))
 }
 

@@ -62,7 +62,7 @@ fn attach(id: i32, read_only: bool, min_len: usize, owner: Owner) -> Result<Segm
             .on(&kind));
         }
         let addr = sys::shmat(id, read_only).map_err(|e| {
-            let e = Error::from(e).in_op("shmat").on(&kind);
+            let e = knob::mapping_error(e, st.size).in_op("shmat").on(&kind);
             tracing::debug!(error = %e, "shmat failed");
             e
         })?;

@@ -1,0 +1,136 @@
+//! Mapping limits: a segment of every kind (POSIX, memfd, System V) and a page buffer that the
+//! process has no room to map is `LimitExceeded` naming what stopped it, `RLIMIT_AS` (its
+//! address space) or `/proc/sys/vm/max_map_count` (its count of mappings), and leaves no name
+//! or id behind. Before, each was `LimitExceeded` with no knob at all (a bare `ENOMEM`), which
+//! says neither what to raise nor that the process, not the machine, is out of room.
+//!
+//! Each runs in a child of its own: the limits it hits are per process.
+
+use ipc_core::sysv::{Key, SysvKind, in_use};
+use ipc_core::{Error, ErrorKind};
+use ipc_pipe::PageBuf;
+use ipc_shm::Segment;
+use ipc_testkit::{Ctx, roles, spawn};
+use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+/// A segment larger than the room a test leaves.
+const BIG: usize = 64 << 20;
+
+/// Checks that `e` is `LimitExceeded` naming a knob that contains `knob`.
+fn names(e: &Error, knob: &str, what: &str) {
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{what}: {e}");
+    let l = e
+        .limit_info()
+        .unwrap_or_else(|| panic!("{what}: no knob named: {e}"));
+    assert!(l.knob.contains(knob), "{what}: {e}");
+}
+
+/// Makes a segment of every kind and a page buffer of `len` bytes, each of which must fail
+/// naming `knob`, and leave no POSIX name or System V segment behind.
+fn every_mapping_fails(len: usize, knob: &str) {
+    let sysv_before = in_use(SysvKind::SharedMemory);
+    let e = Segment::create("/ipc-limits-memory", len).unwrap_err();
+    names(&e, knob, "POSIX segment");
+    assert_eq!(
+        Segment::open("/ipc-limits-memory").unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a segment that could not be mapped left its name"
+    );
+    names(
+        &Segment::memfd("ipc-limits-memory", len).unwrap_err(),
+        knob,
+        "memfd segment",
+    );
+    names(
+        &Segment::sysv_create(Key::PRIVATE, len).unwrap_err(),
+        knob,
+        "System V segment",
+    );
+    assert_eq!(
+        in_use(SysvKind::SharedMemory),
+        sysv_before,
+        "a System V segment that could not be attached was left"
+    );
+    names(&PageBuf::new(len).unwrap_err(), knob, "page buffer");
+}
+
+/// The process's address space now, in bytes (`VmSize`).
+fn vm_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+// ---- roles ----
+
+/// `RLIMIT_AS` set 16 MiB above what the process uses: a 64 MiB mapping of every kind names it;
+/// 1 MiB still fits.
+fn tight_address_space(_: &Ctx) {
+    let limit = vm_size() + (16 << 20);
+    let old = getrlimit(Resource::As);
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(limit),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    every_mapping_fails(BIG, "RLIMIT_AS");
+    let fits = Segment::memfd("ipc-limits-memory", 1 << 20).unwrap();
+    assert_eq!(fits.len(), 1 << 20);
+    eprintln!("checked");
+}
+
+/// Every mapping the process may have used up (one page each, protections alternating so no
+/// two merge): a mapping of every kind names `max_map_count`.
+fn mappings_used_up(_: &Ctx) {
+    let page = rustix::param::page_size();
+    let mut n = 0usize;
+    loop {
+        let prot = if n % 2 == 0 {
+            ProtFlags::READ
+        } else {
+            ProtFlags::READ | ProtFlags::WRITE
+        };
+        // SAFETY: a new private anonymous mapping at an address the kernel picks overlaps no
+        // memory in use; it is never touched and lives until the process exits.
+        match unsafe { mmap_anonymous(std::ptr::null_mut(), page, prot, MapFlags::PRIVATE) } {
+            Ok(_) => n += 1,
+            Err(rustix::io::Errno::NOMEM) => break,
+            Err(e) => panic!("mmap {n}: {e}"),
+        }
+    }
+    every_mapping_fails(1 << 20, "max_map_count");
+    eprintln!("checked after {n} mappings");
+}
+
+roles!(tight_address_space, mappings_used_up);
+
+#[test]
+fn a_mapping_past_the_address_space_limit_names_rlimit_as() {
+    let out = spawn("tight_address_space").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
+
+#[test]
+fn a_mapping_past_the_mapping_count_names_max_map_count() {
+    let out = spawn("mappings_used_up").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
