@@ -1,8 +1,10 @@
-//! Mapping limits: a segment of every kind (POSIX, memfd, System V) and a page buffer that the
+//! Mapping and file-size limits: a segment of every kind (POSIX, memfd, System V) and a page buffer that the
 //! process has no room to map is `LimitExceeded` naming what stopped it, `RLIMIT_AS` (its
 //! address space) or `/proc/sys/vm/max_map_count` (its count of mappings), and leaves no name
 //! or id behind. Before, each was `LimitExceeded` with no knob at all (a bare `ENOMEM`), which
-//! says neither what to raise nor that the process, not the machine, is out of room.
+//! says neither what to raise nor that the process, not the machine, is out of room. And a
+//! segment larger than the process may make a file (`RLIMIT_FSIZE`) is `LimitExceeded` naming
+//! it, where the kernel's `SIGXFSZ` killed the process.
 //!
 //! Each runs in a child of its own: the limits it hits are per process.
 
@@ -111,7 +113,67 @@ fn mappings_used_up(_: &Ctx) {
     eprintln!("checked after {n} mappings");
 }
 
-roles!(tight_address_space, mappings_used_up);
+/// `RLIMIT_FSIZE` (`ulimit -f`) at 1 MiB: a segment of 4 MiB (POSIX, memfd, a pub-sub
+/// segment) is `LimitExceeded` naming it, with no name left, and 512 KiB fits; at 0, an
+/// ipc-sync object in a memfd names it too. Before, the kernel answered the `ftruncate` with
+/// `SIGXFSZ`, which killed the process.
+fn small_file_size(_: &Ctx) {
+    let old = getrlimit(Resource::Fsize);
+    let set = |bytes: u64| {
+        setrlimit(
+            Resource::Fsize,
+            Rlimit {
+                current: Some(bytes),
+                maximum: old.maximum,
+            },
+        )
+        .unwrap()
+    };
+    set(1 << 20);
+    let e = Segment::create("/ipc-limits-fsize", 4 << 20).unwrap_err();
+    names(&e, "RLIMIT_FSIZE", "POSIX segment");
+    assert_eq!(
+        Segment::open("/ipc-limits-fsize").unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a refused segment left its name"
+    );
+    names(
+        &Segment::memfd("ipc-limits-fsize", 4 << 20).unwrap_err(),
+        "RLIMIT_FSIZE",
+        "memfd segment",
+    );
+    let opts = ipc_shm::PubSubOptions::new()
+        .slots(64)
+        .max_message(64 << 10);
+    assert!(opts.segment_size() > 1 << 20);
+    names(
+        &opts.create_posix("/ipc-limits-fsize").unwrap_err(),
+        "RLIMIT_FSIZE",
+        "pub-sub segment",
+    );
+    let fits = Segment::memfd("ipc-limits-fsize", 512 << 10).unwrap();
+    assert_eq!(fits.len(), 512 << 10);
+    set(0);
+    names(
+        &ipc_sync::Shared::<ipc_sync::Semaphore>::create(1).unwrap_err(),
+        "RLIMIT_FSIZE",
+        "ipc-sync semaphore",
+    );
+    eprintln!("checked");
+}
+
+roles!(tight_address_space, mappings_used_up, small_file_size);
+
+#[test]
+fn a_segment_past_the_file_size_limit_names_rlimit_fsize_instead_of_dying() {
+    let out = spawn("small_file_size").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
 
 #[test]
 fn a_mapping_past_the_address_space_limit_names_rlimit_as() {

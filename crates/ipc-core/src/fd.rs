@@ -486,11 +486,14 @@ pub const SHM_DIR: &str = "/dev/shm";
 /// undoing it, whenever a signal is pending).
 ///
 /// Errors: [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) naming `/dev/shm`'s
-/// free bytes ([`knob::shm_space_error`](crate::knob::shm_space_error)) or the descriptor
-/// limit; others as the kernel says, each with the call that failed.
+/// free bytes ([`knob::shm_space_error`](crate::knob::shm_space_error)), the descriptor
+/// limit, or `RLIMIT_FSIZE` ([`knob::check_file_size`](crate::knob::check_file_size), checked
+/// first: past it the kernel sends `SIGXFSZ`); others as the kernel says, each with the call
+/// that failed.
 pub fn create_unnamed_shm(mode: u32, size: u64) -> crate::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{FallocateFlags, Mode, OFlags};
     const SLICE: u64 = 8 << 20;
+    crate::knob::check_file_size(size).map_err(|e| e.in_op("ftruncate"))?;
     let fd = rustix::fs::open(
         SHM_DIR,
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,

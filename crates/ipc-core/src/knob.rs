@@ -260,6 +260,23 @@ pub fn mapping_error(e: rustix::io::Errno, len: usize) -> Error {
     .with_source(e.into())
 }
 
+/// What a file larger than the process may make names: its `RLIMIT_FSIZE`.
+pub const RLIMIT_FSIZE: &str =
+    "RLIMIT_FSIZE (ulimit -f: the largest file this process may make, bytes)";
+
+/// Checks that this process may size a file (a segment, a memfd) to `size` bytes, before it
+/// does: past its `RLIMIT_FSIZE` the kernel answers `ftruncate` and `fallocate` with `SIGXFSZ`,
+/// whose default action kills the process, and only then `EFBIG`.
+///
+/// Errors: [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming [`RLIMIT_FSIZE`] with
+/// its value.
+pub fn check_file_size(size: u64) -> crate::Result<()> {
+    match rustix::process::getrlimit(rustix::process::Resource::Fsize).current {
+        Some(limit) if size > limit => Err(Error::limit(RLIMIT_FSIZE, Some(limit))),
+        _ => Ok(()),
+    }
+}
+
 /// The lines of `path`, read through a buffer on the stack: at the mapping limit, a buffer
 /// grown to hold `/proc/self/maps` (megabytes) would itself need a new mapping.
 fn count_lines(path: &str) -> Option<u64> {

@@ -122,6 +122,7 @@ impl MemfdOptions {
             )
             .with_source(e.into())
         };
+        ipc_core::knob::check_file_size(size as u64).ctx("ftruncate", &kind)?;
         rustix::fs::ftruncate(&fd, size as u64)
             .map_err(|e| match e {
                 rustix::io::Errno::NOMEM | rustix::io::Errno::NOSPC if self.huge_pages => {

@@ -382,13 +382,24 @@ impl<T: SharedObject> Shared<T> {
                     .in_op("memfd_create")
                     .on("ipc-sync object")
             })?;
+        ipc_core::knob::check_file_size(size as u64).ctx("ftruncate", "ipc-sync memfd")?;
         rustix::fs::ftruncate(&fd, size as u64).ctx("ftruncate", "ipc-sync memfd")?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .ctx("seal", "ipc-sync memfd")?;
         let map = memmap2::MmapOptions::new()
             .len(size)
             .map_raw(&fd)
-            .ctx("mmap", "ipc-sync memfd")?;
+            .map_err(|e| {
+                match e.raw_os_error() {
+                    Some(errno) => ipc_core::knob::mapping_error(
+                        rustix::io::Errno::from_raw_os_error(errno),
+                        size,
+                    ),
+                    None => Error::from(e),
+                }
+                .in_op("mmap")
+                .on("ipc-sync memfd")
+            })?;
         // SAFETY: the mapping is fresh, page-aligned, `size` bytes long, and owned by the
         // returned value, so it outlives the borrow; nobody else has the descriptor yet.
         unsafe { T::init_at(map.as_mut_ptr().cast::<T>(), init)? };
