@@ -277,6 +277,76 @@ pub fn check_file_size(size: u64) -> crate::Result<()> {
     }
 }
 
+/// What a process or thread that cannot be made names when nothing narrower is found: the
+/// system's limit of threads.
+pub const THREADS_MAX: &str = "/proc/sys/kernel/threads-max";
+
+/// What a user out of processes names: its `RLIMIT_NPROC`.
+pub const RLIMIT_NPROC: &str =
+    "RLIMIT_NPROC (ulimit -u: processes and threads of this user; root is exempt)";
+
+/// The error for a process or thread that could not be made (`fork`, `clone`: `EAGAIN`,
+/// which is not "try again later" here): a [`LimitExceeded`](crate::ErrorKind::LimitExceeded)
+/// naming what stopped it, looked at now: the cgroup's `pids.max` when the cgroup is at it,
+/// else [`RLIMIT_NPROC`] when it is finite for a user it applies to (not root), else
+/// [`THREADS_MAX`]. Other errnos as they are.
+pub fn process_limit_error(e: rustix::io::Errno) -> Error {
+    if e != rustix::io::Errno::AGAIN {
+        return Error::from(e);
+    }
+    let limit = if let Some((knob, max)) = cgroup_pids_full() {
+        Error::limit(knob, Some(max))
+    } else {
+        match rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
+            Some(n) if !rustix::process::geteuid().is_root() => Error::limit(RLIMIT_NPROC, Some(n)),
+            _ => limit_error(THREADS_MAX),
+        }
+    };
+    limit.with_source(e.into())
+}
+
+/// [`process_limit_error`] for the `io::Error` of `std`'s thread and process spawns; other
+/// errors as they are.
+pub fn process_limit_error_io(e: std::io::Error) -> Error {
+    let errno = rustix::io::Errno::AGAIN;
+    if e.raw_os_error() == Some(errno.raw_os_error()) {
+        return process_limit_error(errno);
+    }
+    Error::from(e)
+}
+
+/// [`mapping_error`] for the `io::Error` of a `memmap2` mapping of `len` bytes; other errors as
+/// they are.
+pub fn mapping_error_io(e: std::io::Error, len: usize) -> Error {
+    let errno = rustix::io::Errno::NOMEM;
+    if e.raw_os_error() == Some(errno.raw_os_error()) {
+        return mapping_error(errno, len);
+    }
+    Error::from(e)
+}
+
+/// The `pids.max` file of this process's cgroup (v2, or the v1 `pids` hierarchy) and its value,
+/// when the cgroup holds that many tasks already.
+fn cgroup_pids_full() -> Option<(String, u64)> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let dir = if id == "0" && controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}")
+        } else if controllers.split(',').any(|c| c == "pids") {
+            format!("/sys/fs/cgroup/pids{path}")
+        } else {
+            return None;
+        };
+        let dir = dir.trim_end_matches('/');
+        let max = format!("{dir}/pids.max");
+        let max_value = read(&max)?;
+        let current = read(&format!("{dir}/pids.current"))?;
+        (current >= max_value).then_some((max, max_value))
+    })
+}
+
 /// The lines of `path`, read through a buffer on the stack: at the mapping limit, a buffer
 /// grown to hold `/proc/self/maps` (megabytes) would itself need a new mapping.
 fn count_lines(path: &str) -> Option<u64> {

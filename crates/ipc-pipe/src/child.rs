@@ -7,8 +7,8 @@
 use std::os::fd::{OwnedFd, RawFd};
 use std::process::{Child, Command};
 
+use ipc_core::Result;
 use ipc_core::inherit::ChildFds;
-use ipc_core::{Error, Result};
 
 use crate::{Duplex, PipeReader, PipeWriter};
 
@@ -133,7 +133,8 @@ impl ChildPipes {
                 Some(e @ (rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => {
                     ipc_core::pipe::descriptor_error(e)
                 }
-                _ => Error::from(e),
+                // No process could be made: a limit, not "try again" (`WouldBlock`).
+                _ => ipc_core::knob::process_limit_error_io(e),
             };
             let err = err.in_op("spawn").on(cmd.get_program().to_string_lossy());
             tracing::debug!(error = %err, "spawning a child with pipe ends failed");

@@ -65,7 +65,7 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ipc_core::{Deadline, Error, ErrorKind, Result, futex};
+use ipc_core::{Deadline, ErrorKind, Result, futex};
 use rustix::event::{EventfdFlags, eventfd};
 
 use crate::ring::Side;
@@ -159,7 +159,9 @@ impl Bell {
             .name("ipc-shm-bell".into())
             .stack_size(64 * 1024)
             .spawn(move || run(&s))
-            .map_err(|e| Error::from(e).in_op("start the doorbell thread"))?;
+            .map_err(|e| {
+                ipc_core::knob::process_limit_error_io(e).in_op("start the doorbell thread")
+            })?;
         tracing::trace!(offset, "started a channel doorbell");
         Ok(Bell {
             shared,

@@ -56,7 +56,9 @@ fn monitor() -> Result<Arc<Monitor>> {
     std::thread::Builder::new()
         .name("ipc-shm-watch".into())
         .spawn(move || run.run())
-        .map_err(|e| Error::from(e).in_op("spawn ipc-shm-watch thread"))?;
+        .map_err(|e| {
+            ipc_core::knob::process_limit_error_io(e).in_op("spawn ipc-shm-watch thread")
+        })?;
     tracing::trace!("started the ipc-shm peer watcher thread");
     *slot = Some(m.clone());
     Ok(m)

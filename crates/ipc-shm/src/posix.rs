@@ -79,14 +79,7 @@ pub(crate) fn map_fd(
     } else {
         opts.map_raw_read_only(&fd)
     }
-    .map_err(|e| {
-        match e.raw_os_error() {
-            Some(errno) => knob::mapping_error(Errno::from_raw_os_error(errno), len),
-            None => Error::from(e),
-        }
-        .in_op("mmap")
-        .on(&kind)
-    })?;
+    .map_err(|e| knob::mapping_error_io(e, len).in_op("mmap").on(&kind))?;
     Ok(Segment::from_mmap(map, fd, writable, kind))
 }
 

@@ -390,15 +390,9 @@ impl<T: SharedObject> Shared<T> {
             .len(size)
             .map_raw(&fd)
             .map_err(|e| {
-                match e.raw_os_error() {
-                    Some(errno) => ipc_core::knob::mapping_error(
-                        rustix::io::Errno::from_raw_os_error(errno),
-                        size,
-                    ),
-                    None => Error::from(e),
-                }
-                .in_op("mmap")
-                .on("ipc-sync memfd")
+                ipc_core::knob::mapping_error_io(e, size)
+                    .in_op("mmap")
+                    .on("ipc-sync memfd")
             })?;
         // SAFETY: the mapping is fresh, page-aligned, `size` bytes long, and owned by the
         // returned value, so it outlives the borrow; nobody else has the descriptor yet.
