@@ -327,7 +327,41 @@ fn pipe_budget_used_up(_: &Ctx) {
     eprintln!("checked: {e}");
 }
 
+/// A `/dev/shm` out of inodes (`nr_inodes=` used up by files of its own): a segment and a named
+/// semaphore are `LimitExceeded` naming `/dev/shm`'s inodes (before, a bare `ENOSPC` with no
+/// knob, read as "out of space" on a mount with bytes to spare), and no name is left.
+fn dev_shm_out_of_inodes(_: &Ctx) {
+    use ipc_shm::Segment;
+    use ipc_sync::NamedSemaphore;
+    if !ipc_testkit::shmfs::dev_shm_with("size=1M,nr_inodes=8") {
+        return;
+    }
+    let mut planted = 0;
+    loop {
+        match std::fs::File::create(format!("/dev/shm/inode-{planted}")) {
+            Ok(_) => planted += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("plant a file: {e}"),
+        }
+    }
+    let before = names();
+    for e in [
+        Segment::create("/ipc-no-inode", 4096).unwrap_err(),
+        NamedSemaphore::create("/ipc-no-inode-sem", 1).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+        let l = e
+            .limit_info()
+            .unwrap_or_else(|| panic!("the knob is not named: {e}"));
+        assert!(l.knob.contains("inodes of /dev/shm"), "{e}");
+        assert_eq!(l.value, Some(0), "{e}");
+    }
+    assert_eq!(names(), before, "a refused creation left a name");
+    eprintln!("checked after {planted} files");
+}
+
 roles!(
+    dev_shm_out_of_inodes,
     pipe_budget_used_up,
     patterns_past_the_room,
     semaphore_in_a_full_dev_shm,
@@ -338,4 +372,15 @@ roles!(
 fn a_connect_to_a_full_backlog_times_out_and_leaves_nothing() {
     let out = spawn("connect_to_a_full_backlog").start().wait();
     assert!(out.stderr.contains("checked"), "{}", out.stderr);
+}
+
+#[test]
+fn a_dev_shm_out_of_inodes_names_them() {
+    let out = spawn("dev_shm_out_of_inodes").start().wait();
+    assert!(
+        out.stderr.contains("checked") || out.stderr.contains(SKIP),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
 }

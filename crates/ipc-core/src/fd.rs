@@ -499,7 +499,7 @@ pub fn create_unnamed_shm(mode: u32, size: u64) -> crate::Result<std::os::fd::Ow
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
-    .map_err(|e| crate::pipe::descriptor_error(e).in_op("open(O_TMPFILE)"))?;
+    .map_err(|e| crate::knob::shm_file_error(e).in_op("open(O_TMPFILE)"))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
         .map_err(|e| Error::from(e).in_op("fchmod"))?;
     rustix::fs::ftruncate(&fd, size)

@@ -201,6 +201,24 @@ pub fn limit_error(knob: &'static str) -> Error {
 /// tmpfs mount's free space, changed with its `size=` option.
 pub const SHM_FREE: &str = "free bytes of /dev/shm (its tmpfs size= mount option)";
 
+/// What a file in `/dev/shm` that cannot be made for want of an inode names: the tmpfs
+/// mount's free inodes, changed with its `nr_inodes=` option.
+pub const SHM_INODES: &str = "free inodes of /dev/shm (its tmpfs nr_inodes= mount option)";
+
+/// The error for making a file in `/dev/shm` (`open`): `ENOSPC` there is the mount out of
+/// inodes, a [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming [`SHM_INODES`] with
+/// the inodes free now; `EMFILE` and `ENFILE` name the descriptor limits
+/// ([`descriptor_error`](crate::pipe::descriptor_error)); other errnos as they are.
+pub fn shm_file_error(e: rustix::io::Errno) -> Error {
+    match e {
+        rustix::io::Errno::NOSPC => {
+            let free = rustix::fs::statvfs("/dev/shm").ok().map(|v| v.f_favail);
+            Error::limit(SHM_INODES, free).with_source(e.into())
+        }
+        e => crate::pipe::descriptor_error(e),
+    }
+}
+
 /// The error for sizing or reserving a file in `/dev/shm` (`ENOSPC`, `EFBIG`): a
 /// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming [`SHM_FREE`] with the bytes free
 /// now; other errnos as they are.

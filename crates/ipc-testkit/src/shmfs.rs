@@ -13,6 +13,11 @@ pub const SKIP: &str = "skipped: no private mount namespace";
 /// Moves the calling thread into a new mount namespace with a tmpfs of `bytes` on `/dev/shm`;
 /// false (after printing [`SKIP`] and why) if that is not permitted.
 pub fn small_dev_shm(bytes: usize) -> bool {
+    dev_shm_with(&format!("size={bytes}"))
+}
+
+/// [`small_dev_shm`] with the tmpfs mount `options` given whole (`size=1M,nr_inodes=4`).
+pub fn dev_shm_with(options: &str) -> bool {
     // SAFETY: CLONE_NEWNS only gives this thread its own copy of the mount table (and of its
     // filesystem attributes); no memory is shared with the call.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -32,7 +37,7 @@ pub fn small_dev_shm(bytes: usize) -> bool {
         )
     };
     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-    let size = std::ffi::CString::new(format!("size={bytes}")).expect("no NUL");
+    let size = std::ffi::CString::new(options).expect("no NUL");
     // SAFETY: as above; `size` outlives the call.
     let r = unsafe {
         libc::mount(
