@@ -1,6 +1,6 @@
 //! `ipc limits`: every kernel knob the library's errors name ([`ipc_core::knob::ALL`]), its
-//! value, the use now where the kernel tells, and how to change it; and the two resource
-//! limits POSIX queues hit.
+//! value, the use now where the kernel tells, and how to change it; and the resource limits
+//! (`ulimit`) those errors name, as this process has them (inherited from the shell).
 
 use ipc_core::Result;
 use ipc_core::inventory;
@@ -77,8 +77,26 @@ pub(crate) fn limits(json: bool) -> Result<Exit> {
         (
             ipc_mq::knobs::RLIMIT_NOFILE,
             Resource::Nofile,
-            "open descriptors per process (queues, FIFOs)",
+            "open descriptors per process (every endpoint holds some)",
             "ulimit -n N (or limits.conf nofile)",
+        ),
+        (
+            "RLIMIT_AS",
+            Resource::As,
+            "address space per process, bytes (each segment mapped counts)",
+            "ulimit -v KiB (or limits.conf as)",
+        ),
+        (
+            "RLIMIT_FSIZE",
+            Resource::Fsize,
+            "largest file a process may make, bytes (a segment is one)",
+            "ulimit -f BLOCKS (or limits.conf fsize)",
+        ),
+        (
+            "RLIMIT_NPROC",
+            Resource::Nproc,
+            "processes and threads per user (root exempt)",
+            "ulimit -u N (or limits.conf nproc)",
         ),
     ] {
         let l = getrlimit(resource);

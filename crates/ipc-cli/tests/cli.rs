@@ -381,6 +381,21 @@ fn limits_name_every_knob_with_its_value_and_how_to_change_it() {
         assert_eq!(row["value"].as_u64(), k.read());
         assert!(row["change"].as_str().unwrap().contains(&k.sysctl()));
     }
+    use rustix::process::{Resource, getrlimit};
+    for (name, resource) in [
+        ("RLIMIT_MSGQUEUE", Resource::Msgqueue),
+        ("RLIMIT_NOFILE", Resource::Nofile),
+        ("RLIMIT_AS", Resource::As),
+        ("RLIMIT_FSIZE", Resource::Fsize),
+        ("RLIMIT_NPROC", Resource::Nproc),
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r["knob"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(row["value"].as_u64(), getrlimit(resource).current, "{name}");
+        assert!(row["change"].as_str().unwrap().contains("ulimit"), "{name}");
+    }
     let msgmni = rows
         .iter()
         .find(|r| r["knob"] == ipc_core::knob::MSGMNI)
