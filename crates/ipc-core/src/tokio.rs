@@ -1033,4 +1033,53 @@ mod tests {
             "{streamed} yields for messages already there"
         );
     }
+
+    /// An async receiver of a stream whose sender allows larger messages: each message above
+    /// the receiver's maximum is one `MessageTooLarge`, its bytes dropped as they come (the
+    /// receiver parks while they are still on their way), and every other message arrives
+    /// whole, in order; the end is `Disconnected`.
+    #[test]
+    fn an_async_receiver_drops_messages_above_its_maximum_and_goes_on() {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let rt = runtime();
+        let mut rx = {
+            let _in = rt.enter();
+            AsyncEndpoint::new(FrameReceiver::new(r, 1 << 16, "pipe").unwrap()).unwrap()
+        };
+        const ROUNDS: u8 = 20;
+        let sender = std::thread::spawn(move || {
+            let mut tx = FrameSender::new(
+                w,
+                FrameMode::Stream {
+                    max_message: 1 << 20,
+                },
+                "pipe",
+            )
+            .unwrap();
+            for i in 0..ROUNDS {
+                tx.send(&[i; 100]).unwrap();
+                tx.send(&vec![i; 100_000 + usize::from(i)]).unwrap();
+                if i % 4 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        let mut buf = vec![0u8; 1 << 16];
+        rt.block_on(async {
+            for i in 0..ROUNDS {
+                let n = rx.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], &[i; 100]);
+                let e = rx.recv(&mut buf).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+                assert_eq!(
+                    e.message_size(),
+                    Some((100_000 + usize::from(i), 1 << 16)),
+                    "{e}"
+                );
+            }
+            let e = rx.recv(&mut buf).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        });
+        sender.join().unwrap();
+    }
 }
