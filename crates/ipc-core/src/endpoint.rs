@@ -56,7 +56,7 @@ pub trait MessageSender {
 ///   ([`max_message_size`](MessageReceiver::max_message_size); a peer allowed larger ones)
 ///   cannot be kept: it is dropped, the error's size is above that maximum, and the next
 ///   receive returns the message after it (an endpoint that cannot tell where such a message
-///   ends says [`ErrorKind::Corrupted`] instead).
+///   ends says [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) instead).
 pub trait MessageReceiver {
     /// Receives the next message into `buf`, waiting for one until `deadline`; returns its length.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize>;
