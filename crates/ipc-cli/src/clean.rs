@@ -2,11 +2,11 @@
 //! run unless `--yes`.
 
 use ipc_core::inventory::{Kind, Object, Options, Verdict};
-use ipc_core::{Removable, Result};
+use ipc_core::{ErrorKind, Removable, Result};
 use serde_json::json;
 
 use crate::Exit;
-use crate::list::{matches, scan};
+use crate::list::{matches, recognise, scan};
 use crate::output::{self, print_json};
 
 pub(crate) fn clean(
@@ -32,12 +32,21 @@ pub(crate) fn clean(
         }
         let action = decide(o, me, root, named);
         let (action, error) = match (action, yes) {
-            (Ok(removable), true) => match removable.remove() {
-                Ok(()) => ("removed", None),
-                Err(e) => {
-                    exit = Exit::Failure;
-                    ("failed", Some(e.to_string()))
-                }
+            (Ok(_), true) => match recheck(o, me, root, named) {
+                Recheck::Remove(removable) => match removable.remove() {
+                    Ok(()) => ("removed", None),
+                    Err(e) if e.kind() == ErrorKind::NotFound => ("gone", Some(GONE.to_owned())),
+                    // `SameFile`: the name was given to another file after the look again.
+                    Err(e) if e.kind() == ErrorKind::WrongType => {
+                        ("kept", Some(REPLACED.to_owned()))
+                    }
+                    Err(e) => {
+                        exit = Exit::Failure;
+                        ("failed", Some(e.to_string()))
+                    }
+                },
+                Recheck::Gone => ("gone", Some(GONE.to_owned())),
+                Recheck::Keep(why) => ("kept", Some(why)),
             },
             (Ok(_), false) => ("would remove", None),
             // Say why a stale object is kept, or why a named one is; stay quiet about the rest.
@@ -91,6 +100,43 @@ pub(crate) fn clean(
         }
     }
     Ok(exit)
+}
+
+/// What a removal found gone: what it was there for, not a failure.
+const GONE: &str = "gone already (removed meanwhile by someone else)";
+
+/// Why an object replaced since the scan is kept.
+const REPLACED: &str = "replaced since the scan: another object has its name or id now; left alone";
+
+/// What [`recheck`] found.
+enum Recheck {
+    /// Still the object the scan saw, still stale: remove it.
+    Remove(Removable),
+    /// Nothing there any more.
+    Gone,
+    /// Replaced, or no longer stale: why it is kept.
+    Keep(String),
+}
+
+/// `o`, judged stale by the scan, looked at again just before its removal: the scan may be
+/// long past (a large inventory, a slow terminal), and meanwhile the object may have been
+/// removed, taken over by a live process, or replaced by another under the same name or, for
+/// System V, the same id (the kernel reuses ids). Only the object the scan saw, still stale,
+/// is removed. What is left between this look and the removal itself no system call can
+/// close for a System V id; a file's removal checks its identity once more
+/// ([`Removable::SameFile`]).
+fn recheck(o: &Object, me: u32, root: bool, named: bool) -> Recheck {
+    let Some(mut now) = o.refreshed() else {
+        return Recheck::Gone;
+    };
+    if !o.same_as(&now) {
+        return Recheck::Keep(REPLACED.to_owned());
+    }
+    recognise(&mut now);
+    match decide(&now, me, root, named) {
+        Ok(removable) => Recheck::Remove(removable),
+        Err(why) => Recheck::Keep(format!("changed since the scan: {why}")),
+    }
 }
 
 /// Whether `o` may be removed: stale, and this user's (or, for root, named on the command

@@ -14,37 +14,42 @@ use crate::output::{self, object_json, print_json};
 pub(crate) fn scan(options: &Options) -> Inventory {
     let mut inv = inventory::scan(options);
     for o in &mut inv.objects {
-        // An empty object has no header to read.
-        if o.kind != Kind::Shm || o.size == Some(0) {
-            continue;
-        }
-        let Some(name) = o.posix_name() else { continue };
-        let opened = ipc_shm::OpenOptions::new()
-            .read_only(true)
-            .owner(Owner::Any)
-            .open(&name);
-        let segment = match opened {
-            Ok(segment) => segment,
-            Err(e) => {
-                if o.verdict == Verdict::Unknown {
-                    o.why = format!("cannot read its header: {}", e.kind());
-                }
-                continue;
-            }
-        };
-        if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
-            o.recognise(r);
-            continue;
-        }
-        let mut head = [0; ipc_sync::inspect::HEAD_LEN];
-        let n = head.len().min(segment.len());
-        if segment.read_at(0, &mut head[..n]).is_ok() {
-            if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
-                o.recognise(r);
-            }
-        }
+        recognise(o);
     }
     inv
+}
+
+/// Reads the header of `o` when it is a POSIX segment, and judges it again by what it says.
+pub(crate) fn recognise(o: &mut Object) {
+    // An empty object has no header to read.
+    if o.kind != Kind::Shm || o.size == Some(0) {
+        return;
+    }
+    let Some(name) = o.posix_name() else { return };
+    let opened = ipc_shm::OpenOptions::new()
+        .read_only(true)
+        .owner(Owner::Any)
+        .open(&name);
+    let segment = match opened {
+        Ok(segment) => segment,
+        Err(e) => {
+            if o.verdict == Verdict::Unknown {
+                o.why = format!("cannot read its header: {}", e.kind());
+            }
+            return;
+        }
+    };
+    if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
+        o.recognise(r);
+        return;
+    }
+    let mut head = [0; ipc_sync::inspect::HEAD_LEN];
+    let n = head.len().min(segment.len());
+    if segment.read_at(0, &mut head[..n]).is_ok() {
+        if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
+            o.recognise(r);
+        }
+    }
 }
 
 pub(crate) fn list(options: &Options, kinds: &[Kind], stale: bool, json: bool) -> Result<Exit> {

@@ -290,6 +290,12 @@ pub struct Object {
     /// Why.
     pub why: String,
     dev_ino: Option<(u64, u64)>,
+    /// System V: the kernel's change time (creation, or the last `IPC_SET`), part of what
+    /// tells the object from another later made at the same id.
+    changed: Option<u64>,
+    /// Users the kernel recorded but whose pid it shows as 0 here: processes of a PID
+    /// namespace this one cannot see, whose liveness nobody here can tell.
+    unseen: Vec<&'static str>,
 }
 
 impl Object {
@@ -304,6 +310,45 @@ impl Object {
             Some((dev, ino)) => Removable::SameFile { path, dev, ino },
             None => Removable::Path(path),
         })
+    }
+
+    /// The object as it is now, found again by what [`removable`](Object::removable) removes
+    /// (its id, its path), and judged again; `None` once nothing is there. Compare it with
+    /// this one with [`same_as`](Object::same_as): another object may have taken the id or
+    /// the name since.
+    ///
+    /// For a tool about to remove an object judged earlier (`ipc clean`): what made it stale
+    /// then may have changed. A System V object's record is read again (`IPC_STAT`, or its
+    /// row of `/proc/sysvipc` when this user may not read it); a file is looked at again
+    /// (`lstat`), its [`holders`](Object::holders) are the scan's (another search of `/proc`
+    /// would cost a whole scan), and a header the scan recognised must be recognised again
+    /// (`recognise`) before the verdict counts.
+    pub fn refreshed(&self) -> Option<Object> {
+        let mut now = match (self.sysv, self.kind.sysv()) {
+            (Some((_, id)), Some(skind)) => sysv_stat(skind, id)?,
+            _ => {
+                let path = self.path.as_ref()?;
+                let meta = path.symlink_metadata().ok()?;
+                let mut o = file_object(self.kind, self.name.clone(), path.clone(), &meta);
+                o.holders.clone_from(&self.holders);
+                o
+            }
+        };
+        now.judge();
+        Some(now)
+    }
+
+    /// Whether `other` is this object, not another one that took its place: the same kind,
+    /// name and file (device and inode), or the same System V key, id, change time and
+    /// creator.
+    pub fn same_as(&self, other: &Object) -> bool {
+        self.kind == other.kind
+            && self.name == other.name
+            && self.path == other.path
+            && self.dev_ino == other.dev_ino
+            && self.sysv == other.sysv
+            && self.changed == other.changed
+            && self.creator.map(|p| p.pid) == other.creator.map(|p| p.pid)
     }
 
     /// The POSIX name of a shared memory object, named semaphore or queue.
@@ -375,7 +420,7 @@ impl Object {
             .chain(self.last_users.iter().map(|p| ("last user", *p)))
             .filter(|(_, p)| p.pid != 0)
             .collect();
-        if recorded.is_empty() {
+        if recorded.is_empty() && self.unseen.is_empty() {
             let why = match self.kind {
                 Kind::SysvQueue => "no send or receive recorded yet",
                 Kind::SysvShm => "the kernel shows no creator here (another PID namespace?)",
@@ -383,10 +428,20 @@ impl Object {
             };
             return (Verdict::Unknown, why.to_owned());
         }
+        // A user the kernel recorded in a PID namespace this one cannot see (its pid reads 0
+        // here) may live: it makes the verdict unknown, never stale.
+        let unseen = self.unseen.iter().map(|role| {
+            (
+                format!("{role} (in a PID namespace not visible here)"),
+                None,
+                Liveness::Unknown,
+            )
+        });
         judge_all(
             recorded
                 .iter()
-                .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness)),
+                .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness))
+                .chain(unseen),
             "",
         )
     }
@@ -526,6 +581,8 @@ fn file_object(kind: Kind, name: String, path: PathBuf, meta: &std::fs::Metadata
         verdict: Verdict::Unknown,
         why: String::new(),
         dev_ino: Some((meta.dev(), meta.ino())),
+        changed: None,
+        unseen: Vec::new(),
     }
 }
 
@@ -687,72 +744,176 @@ pub fn sysv_record(kind: SysvKind, id: i32) -> Option<Vec<(String, String)>> {
 /// holders, not judged): what a tool that only counts them needs. `None` when the table cannot
 /// be read.
 pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
+    Some(
+        sysv_table(skind)?
+            .into_iter()
+            .filter_map(|row| {
+                let row: HashMap<String, String> = row.into_iter().collect();
+                sysv_object(skind, |k| {
+                    let v = row.get(k)?;
+                    if k == "perms" {
+                        i64::from_str_radix(v, 8).ok()
+                    } else {
+                        v.parse().ok()
+                    }
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One System V object from the kernel's record of it, each field read by `field` under its
+/// column name in `/proc/sysvipc/*` (`perms` as a number); `None` without a key or an id.
+fn sysv_object(skind: SysvKind, field: impl Fn(&str) -> Option<i64>) -> Option<Object> {
     let kind = match skind {
         SysvKind::MessageQueue => Kind::SysvQueue,
         SysvKind::SharedMemory => Kind::SysvShm,
         SysvKind::SemaphoreSet => Kind::SysvSemaphore,
     };
-    let mut objects = Vec::new();
-    for row in sysv_table(skind)? {
-        let row: HashMap<String, String> = row.into_iter().collect();
-        let num = |k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok());
-        let int = |k: &str| row.get(k).and_then(|v| v.parse::<i64>().ok());
-        let (Some(key), Some(id)) = (int("key"), int(id_column(skind))) else {
-            continue;
-        };
-        let mode = row
-            .get("perms")
-            .and_then(|p| u32::from_str_radix(p, 8).ok())
-            .unwrap_or(0);
-        let proc_at = |pid: &str, at: &[&str]| {
-            let t = at.iter().filter_map(|k| num(k)).max();
-            num(pid).map(|p| Process::check(p as u32, t))
-        };
-        let (size, depth, attached, creator, last) = match skind {
-            SysvKind::MessageQueue => (
-                num("cbytes"),
-                num("qnum"),
-                None,
-                None,
-                [
-                    proc_at("lspid", &["stime", "ctime"]),
-                    proc_at("lrpid", &["rtime", "ctime"]),
-                ]
+    let num = |k: &str| field(k).and_then(|v| u64::try_from(v).ok());
+    let (key, id) = (field("key")?, field(id_column(skind))?);
+    let mode = field("perms").unwrap_or(0) as u32;
+    let mut unseen = Vec::new();
+    // The process column `pid` records, checked against the latest of the times `at` (pid
+    // reuse). The kernel shows 0 both for "nothing recorded yet" and for a process of a PID
+    // namespace this one cannot see; the column's own times (`own`, the first of `at`) tell
+    // them apart: set, something was recorded, and that 0 is a process that may live
+    // (`unseen`).
+    let mut proc_at = |role: &'static str, pid: &str, own: usize, at: &[&str]| {
+        let t = at.iter().filter_map(|k| num(k)).max();
+        let p = num(pid)?;
+        if p == 0 && at[..own].iter().any(|k| num(k).is_some_and(|t| t > 0)) {
+            unseen.push(role);
+        }
+        Some(Process::check(p as u32, t))
+    };
+    let (size, depth, attached, creator, last) = match skind {
+        SysvKind::MessageQueue => (
+            num("cbytes"),
+            num("qnum"),
+            None,
+            None,
+            [
+                proc_at("last sender", "lspid", 1, &["stime", "ctime"]),
+                proc_at("last receiver", "lrpid", 1, &["rtime", "ctime"]),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        SysvKind::SharedMemory => (
+            num("size"),
+            None,
+            num("nattch"),
+            // Every segment has a creator (and a change time): a 0 is one not visible here.
+            proc_at("creator", "cpid", 1, &["ctime"]),
+            proc_at("last user", "lpid", 2, &["atime", "dtime", "ctime"])
                 .into_iter()
-                .flatten()
                 .collect(),
-            ),
-            SysvKind::SharedMemory => (
-                num("size"),
-                None,
-                num("nattch"),
-                proc_at("cpid", &["ctime"]),
-                proc_at("lpid", &["atime", "dtime", "ctime"])
-                    .into_iter()
-                    .collect(),
-            ),
-            SysvKind::SemaphoreSet => (None, num("nsems"), None, None, Vec::new()),
-        };
-        objects.push(Object {
-            kind,
-            name: format!("{:#010x}", key as i32),
-            path: None,
-            sysv: Some((key as i32, id as i32)),
-            uid: num("uid").unwrap_or(u64::MAX) as u32,
-            mode: mode & 0o777,
-            size,
-            depth,
-            attached,
-            creator,
-            last_users: last,
-            holders: Vec::new(),
-            recognised: None,
-            verdict: Verdict::Unknown,
-            why: String::new(),
-            dev_ino: None,
-        });
+        ),
+        SysvKind::SemaphoreSet => (None, num("nsems"), None, None, Vec::new()),
+    };
+    let changed = num("ctime");
+    Some(Object {
+        kind,
+        name: format!("{:#010x}", key as i32),
+        path: None,
+        sysv: Some((key as i32, id as i32)),
+        uid: num("uid").map_or(u32::MAX, |u| u as u32),
+        mode: mode & 0o777,
+        size,
+        depth,
+        attached,
+        creator,
+        last_users: last,
+        holders: Vec::new(),
+        recognised: None,
+        verdict: Verdict::Unknown,
+        why: String::new(),
+        dev_ino: None,
+        changed,
+        unseen,
+    })
+}
+
+/// The kernel's record of the System V object of `skind` with id `id` now, as an object (not
+/// judged): by `IPC_STAT` (which pid namespaces translate as `/proc/sysvipc` does), or, when
+/// this user may not read the object, its row of `/proc/sysvipc`. `None` once the id is gone.
+fn sysv_stat(skind: SysvKind, id: i32) -> Option<Object> {
+    let from_table = || {
+        let row: HashMap<String, String> = sysv_record(skind, id)?.into_iter().collect();
+        sysv_object(skind, |k| {
+            let v = row.get(k)?;
+            if k == "perms" {
+                i64::from_str_radix(v, 8).ok()
+            } else {
+                v.parse().ok()
+            }
+        })
+    };
+    let denied =
+        |r: i32| r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES);
+    match skind {
+        SysvKind::SharedMemory => {
+            // SAFETY: all-zero bytes are a valid `shmid_ds` (integers only).
+            let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+            // SAFETY: `ds` is a valid, writable `shmid_ds` for the call to fill.
+            let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+            if denied(r) {
+                return from_table();
+            }
+            if r < 0 {
+                return None;
+            }
+            let p = &ds.shm_perm;
+            sysv_object(skind, |k| {
+                Some(match k {
+                    "key" => i64::from(p.__key),
+                    "shmid" => i64::from(id),
+                    "perms" => i64::from(p.mode),
+                    "uid" => i64::from(p.uid),
+                    "size" => ds.shm_segsz as i64,
+                    "nattch" => ds.shm_nattch as i64,
+                    "cpid" => i64::from(ds.shm_cpid),
+                    "lpid" => i64::from(ds.shm_lpid),
+                    "atime" => ds.shm_atime,
+                    "dtime" => ds.shm_dtime,
+                    "ctime" => ds.shm_ctime,
+                    _ => return None,
+                })
+            })
+        }
+        SysvKind::MessageQueue => {
+            // SAFETY: all-zero bytes are a valid `msqid_ds` (integers only).
+            let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+            // SAFETY: `ds` is a valid, writable `msqid_ds` for the call to fill.
+            let r = unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) };
+            if denied(r) {
+                return from_table();
+            }
+            if r < 0 {
+                return None;
+            }
+            let p = &ds.msg_perm;
+            sysv_object(skind, |k| {
+                Some(match k {
+                    "key" => i64::from(p.__key),
+                    "msqid" => i64::from(id),
+                    "perms" => i64::from(p.mode),
+                    "uid" => i64::from(p.uid),
+                    "qnum" => ds.msg_qnum as i64,
+                    "lspid" => i64::from(ds.msg_lspid),
+                    "lrpid" => i64::from(ds.msg_lrpid),
+                    "stime" => ds.msg_stime,
+                    "rtime" => ds.msg_rtime,
+                    "ctime" => ds.msg_ctime,
+                    _ => return None,
+                })
+            })
+        }
+        // A set records no process: it is never stale, and its table row says all there is.
+        SysvKind::SemaphoreSet => from_table(),
     }
-    Some(objects)
 }
 
 /// Paths Unix sockets are bound to in this network namespace (`/proc/net/unix`).
@@ -1040,12 +1201,24 @@ mod tests {
             verdict: Verdict::Unknown,
             why: String::new(),
             dev_ino: None,
+            changed: None,
+            unseen: Vec::new(),
         };
         o.judge();
         assert_eq!(o.verdict, Verdict::Stale, "{}", o.why);
         o.last_users = vec![Process::check(std::process::id(), None)];
         o.judge();
         assert_eq!(o.verdict, Verdict::InUse, "{}", o.why);
+        // A last user in a PID namespace not visible here (pid 0, an attach time recorded)
+        // may live, whatever the creator.
+        o.last_users = vec![Process::check(0, None)];
+        o.unseen = vec!["last user"];
+        o.judge();
+        assert_eq!(o.verdict, Verdict::Unknown, "{}", o.why);
+        assert!(o.why.contains("not visible here"), "{}", o.why);
+        o.unseen.clear();
+        o.judge();
+        assert_eq!(o.verdict, Verdict::Stale, "{}", o.why);
         o.creator = None;
         o.last_users.clear();
         o.judge();

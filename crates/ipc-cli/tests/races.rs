@@ -1,0 +1,346 @@
+//! `ipc clean` against objects that change between its scan and its removal (a System V id
+//! reused by a live segment, an object removed by another `clean`, a stale channel taken over
+//! by a live process), and verdicts across PID namespaces (a last user `ipc` cannot see).
+//!
+//! Each case runs in a role of its own, in a private IPC namespace, so the System V objects it
+//! makes (and the `shm_next_id` knob it sets) are its own and vanish with it. The moment
+//! between `clean`'s decision on one object and its decision on the next is made
+//! deterministic: `clean` runs in a mount namespace of its own where `/etc/passwd` is a FIFO,
+//! which it first reads for the owner column of the first object it reports; the role does
+//! its change while `clean` waits on that FIFO, then lets it go on.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ipc_core::inventory;
+use ipc_core::sysv::{self, Key, SysvKind};
+use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
+use ipc_testkit::users::{private_ipc_namespace, skipped};
+use ipc_testkit::{Ctx, TempDir, roles, spawn, unique_posix_name};
+use serde_json::Value;
+
+const IPC: &str = env!("CARGO_BIN_EXE_ipc");
+const SKIP_TOOLS: &str = "skipped: needs unshare(1) and ipcmk(1) (util-linux) and root";
+
+/// Creates a private System V segment and waits to be killed.
+fn sysv_then_park(ctx: &Ctx) {
+    let seg = Segment::sysv_create(Key::PRIVATE, 4096).unwrap();
+    std::mem::forget(seg);
+    ctx.park("ready");
+}
+
+/// Creates a channel named by the argument, opens both of its ends, and waits to be killed.
+fn channel_then_park(ctx: &Ctx) {
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(ctx.arg())
+        .unwrap();
+    let _tx = Sender::open(seg).unwrap();
+    let _rx = Receiver::open(Segment::open(ctx.arg()).unwrap()).unwrap();
+    ctx.park("ready");
+}
+
+/// Removes a file in `/dev/shm` on drop, so a failing case leaves nothing behind.
+struct ShmFile(std::path::PathBuf);
+
+impl ShmFile {
+    fn new(name: &str) -> ShmFile {
+        let f = ShmFile(Path::new("/dev/shm").join(&name[1..]));
+        std::fs::write(&f.0, b"plain").unwrap();
+        f
+    }
+}
+
+impl Drop for ShmFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The System V segment the killed process `pid` created (this namespace's).
+fn segment_of(pid: u32) -> i32 {
+    let objects = inventory::sysv_objects(SysvKind::SharedMemory).unwrap();
+    let o = objects
+        .iter()
+        .find(|o| o.creator.is_some_and(|c| c.pid == pid))
+        .expect("the killed process's segment is listed");
+    o.sysv.unwrap().1
+}
+
+/// Runs `ipc clean --stale --yes --json NAMES...` and runs `between` while `clean` waits
+/// after it decided on the first object it reports (`names[0]` below, a plain shm file that
+/// sorts first and is never stale) and before it looks at the others. Returns its exit code
+/// and JSON; `None` (after printing why) when the mount namespace cannot be made.
+fn clean_with_a_pause(names: &[&str], between: impl FnOnce()) -> Option<(i32, Value)> {
+    let dir = TempDir::new("cli-pause");
+    let fifo = dir.join("passwd");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let mut child = match Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/passwd && shift && exec "$@""#)
+        .arg("sh")
+        .arg(&fifo)
+        .args([IPC, "clean", "--stale", "--yes", "--json"])
+        .args(names)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{SKIP_TOOLS}: {e}");
+            return None;
+        }
+    };
+    // Wait until `ipc` opened the FIFO for reading: the moment chosen.
+    let writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(w) => break w,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    if err.contains("unshare:") || err.contains("mount:") {
+                        eprintln!("{SKIP_TOOLS}: {err}");
+                        return None;
+                    }
+                    panic!("ipc ended ({status}) without reading /etc/passwd: {err}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => panic!("open the FIFO: {e}"),
+        }
+    };
+    between();
+    let mut writer = writer;
+    writer
+        .write_all(b"root:x:0:0:root:/root:/bin/sh\n")
+        .unwrap();
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ ipc clean --stale --yes --json {}\n{}{}",
+        names.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    Some((out.status.code().unwrap_or(-1), doc))
+}
+
+/// The action `clean` reports for the object `name` of `kind`.
+fn action(doc: &Value, kind: &str, name: &str) -> String {
+    doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == kind && o["name"] == name)
+        .map_or("absent".into(), |o| o["action"].as_str().unwrap().into())
+}
+
+/// A stale System V segment is removed, and another segment made at its id (the kernel
+/// reuses ids; `shm_next_id` picks it here) while `clean` runs: the new, live one is kept.
+fn sysv_id_reused_while_clean_runs(_ctx: &Ctx) {
+    if let Err(skip) = private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let mut creator = spawn("sysv_then_park").start();
+    creator.wait_checkpoint("ready");
+    let pid = creator.pid();
+    assert!(creator.kill_and_wait().killed());
+    let id = segment_of(pid);
+    let first = unique_posix_name("cli-0first");
+    let _first = ShmFile::new(&first);
+    let key = Key::from_raw(0x7e57_c1ea);
+    let mut live = None;
+    let Some((code, doc)) = clean_with_a_pause(&[&first, &format!("id:{id}")], || {
+        assert!(
+            inventory::sysv_record(SysvKind::SharedMemory, id).is_some(),
+            "the pause comes before clean reached the segment"
+        );
+        sysv::remove(SysvKind::SharedMemory, id).unwrap();
+        std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string()).unwrap();
+        let seg = Segment::sysv_create(key, 4096).unwrap().remove_on_drop();
+        assert_eq!(seg.sysv_id(), Some(id), "the new segment took the id");
+        live = Some(seg);
+    }) else {
+        return;
+    };
+    assert_ne!(action(&doc, "sysv-shm", "0x00000000"), "removed", "{doc}");
+    assert_eq!(
+        sysv::lookup(SysvKind::SharedMemory, key).ok(),
+        Some(id),
+        "the live segment that took the id is still there (not marked for removal)"
+    );
+    assert_eq!(code, 0, "{doc}");
+    drop(live);
+}
+
+/// A stale System V segment removed by someone else (another `clean`) while `clean` runs:
+/// gone is what was wanted, not a failure.
+fn sysv_removed_while_clean_runs(_ctx: &Ctx) {
+    if let Err(skip) = private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let mut creator = spawn("sysv_then_park").start();
+    creator.wait_checkpoint("ready");
+    let pid = creator.pid();
+    assert!(creator.kill_and_wait().killed());
+    let id = segment_of(pid);
+    let first = unique_posix_name("cli-0first");
+    let _first = ShmFile::new(&first);
+    let Some((code, doc)) = clean_with_a_pause(&[&first, &format!("id:{id}")], || {
+        sysv::remove(SysvKind::SharedMemory, id).unwrap();
+    }) else {
+        return;
+    };
+    assert_eq!(action(&doc, "sysv-shm", "0x00000000"), "gone", "{doc}");
+    assert_eq!(code, 0, "{doc}");
+}
+
+/// A stale channel removed, and a new live channel made under its name, while `clean` runs
+/// (a channel whose end died cannot be taken over: it is made anew): the new one is kept, and
+/// that is no failure.
+fn channel_replaced_while_clean_runs(_ctx: &Ctx) {
+    let name = unique_posix_name("cli-1chan");
+    // Whatever happens, nothing stays under the name.
+    let _name = ShmFile(Path::new("/dev/shm").join(&name[1..]));
+    let mut creator = spawn("channel_then_park").arg(&name).start();
+    creator.wait_checkpoint("ready");
+    assert!(creator.kill_and_wait().killed());
+    let first = unique_posix_name("cli-0first");
+    let _first = ShmFile::new(&first);
+    let mut live = None;
+    let Some((code, doc)) = clean_with_a_pause(&[&first, &name], || {
+        Segment::unlink(name.as_str()).unwrap();
+        let seg = ChannelOptions::new()
+            .capacity(4096)
+            .create_posix(name.as_str())
+            .unwrap();
+        let seg = std::sync::Arc::new(seg);
+        let tx = Sender::open(seg.clone()).unwrap();
+        let rx = Receiver::open(Segment::open(name.as_str()).unwrap()).unwrap();
+        live = Some((seg, tx, rx));
+    }) else {
+        return;
+    };
+    assert_ne!(action(&doc, "shm", &name), "removed", "{doc}");
+    assert!(Path::new("/dev/shm").join(&name[1..]).exists());
+    assert_eq!(code, 0, "{doc}");
+    drop(live);
+}
+
+/// A segment made by a process that is dead now, in the PID namespace `ipc` runs in, and last
+/// attached by this process, which `ipc` cannot see (the kernel shows its pid as 0 there):
+/// nobody can tell that the last user is dead, so the segment is not stale.
+fn last_user_in_another_pid_namespace(_ctx: &Ctx) {
+    use std::io::BufRead;
+    if let Err(skip) = private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    // In a new PID namespace: ipcmk makes the segment and exits; once told, `ipc` judges it.
+    let script = r#"out=$(ipcmk -M 4096) || exit 97; echo "${out##* }"; read go; exec "$0" clean --stale --yes --json "id:${out##* }""#;
+    let mut child = match Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script, IPC])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{SKIP_TOOLS}: {e}");
+            return;
+        }
+    };
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let Ok(id) = line.trim().parse::<i32>() else {
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{SKIP_TOOLS}: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    };
+    // Attached and detached by this process: the kernel records it as the last user.
+    drop(Segment::sysv_attach(id, false, 1).unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "$ ipc clean --stale --yes --json id:{id}\n{}{}",
+        String::from_utf8_lossy(&rest),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&rest).expect("JSON on stdout");
+    let o = &doc["objects"][0];
+    assert_eq!(o["action"], "kept", "{doc}");
+    assert!(
+        o["reason"].as_str().unwrap().contains("unknown"),
+        "not provably stale: {doc}"
+    );
+    assert!(inventory::sysv_record(SysvKind::SharedMemory, id).is_some());
+    sysv::remove(SysvKind::SharedMemory, id).unwrap();
+}
+
+roles!(
+    sysv_then_park,
+    last_user_in_another_pid_namespace,
+    channel_then_park,
+    sysv_id_reused_while_clean_runs,
+    sysv_removed_while_clean_runs,
+    channel_replaced_while_clean_runs,
+);
+
+/// Runs `role` and fails with its stderr unless it succeeded; says so when it skipped.
+fn run(role: &str) {
+    let out = spawn(role).start().wait_success();
+    eprintln!("{}", out.stderr);
+    if skipped(&out.stderr) || out.stderr.contains(SKIP_TOOLS) {
+        eprintln!("{role}: skipped");
+    }
+}
+
+#[test]
+fn a_system_v_id_reused_by_a_live_segment_during_clean_is_kept() {
+    run("sysv_id_reused_while_clean_runs");
+}
+
+#[test]
+fn an_object_removed_by_someone_else_during_clean_is_gone_not_failed() {
+    run("sysv_removed_while_clean_runs");
+}
+
+#[test]
+fn a_stale_channel_replaced_during_clean_is_kept() {
+    run("channel_replaced_while_clean_runs");
+}
+
+#[test]
+fn a_last_user_in_another_pid_namespace_is_not_dead() {
+    run("last_user_in_another_pid_namespace");
+}
