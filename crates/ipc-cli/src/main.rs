@@ -207,7 +207,10 @@ fn main() -> ExitCode {
         Command::Send(args) => transfer::send(&args),
         Command::Recv(args) => transfer::recv(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ipc", &mut std::io::stdout());
+            // Made whole first: clap_complete panics on a write error (a closed stdout).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ipc", &mut script);
+            output::bytes(&script);
             Ok(Exit::Ok)
         }
     };

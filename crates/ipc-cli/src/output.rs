@@ -178,14 +178,25 @@ pub(crate) fn object_json(o: &Object) -> Value {
     })
 }
 
-/// What [`out!`] does: one line to stdout. A closed stdout exits with status 0 (the reader
-/// has what it wanted); another write error exits with status 1.
+/// What [`out!`] does: one line to stdout; see [`write`].
 pub(crate) fn line(args: fmt::Arguments<'_>) {
+    write(|stdout| {
+        stdout
+            .write_fmt(args)
+            .and_then(|()| stdout.write_all(b"\n"))
+    });
+}
+
+/// Writes `bytes` (a completion script) to stdout; see [`write`].
+pub(crate) fn bytes(bytes: &[u8]) {
+    write(|stdout| stdout.write_all(bytes).and_then(|()| stdout.flush()));
+}
+
+/// Writes to stdout with `f`. A closed stdout exits with status 0 (the reader has what it
+/// wanted); another write error exits with status 1.
+fn write(f: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.write_all(b"\n"))
-    {
+    if let Err(e) = f(&mut stdout) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

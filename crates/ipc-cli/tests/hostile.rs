@@ -315,3 +315,34 @@ fn links_fifos_and_directories_planted_in_dev_shm_are_not_objects() {
     }
     assert!(at(&link).symlink_metadata().is_ok() && at(&fifo).exists() && at(&dir).is_dir());
 }
+
+/// `ipc ... | head -0`: a command whose stdout is a pipe nobody reads any more ends quietly,
+/// with status 0, as a Unix filter does, whatever it prints (a table, JSON, a completion
+/// script).
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for args in [
+        &["completions", "bash"][..],
+        &["list"],
+        &["list", "--json"],
+        &["limits"],
+        &["limits", "--json"],
+        &["clean", "--stale"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both descriptors; each is owned once, here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "ipc {args:?}: {err}");
+        assert!(!err.contains("panicked"), "ipc {args:?}: {err}");
+    }
+}
