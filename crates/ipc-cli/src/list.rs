@@ -100,12 +100,22 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
         m.file_type().is_fifo() || m.file_type().is_socket()
     });
     let mut options = options.clone();
-    if let (true, Some(parent)) = (is_file_object, path.parent()) {
+    // Absolute, so that a name in the current directory ("fifo", which has an empty parent)
+    // has a directory to scan; `absolute` only joins the current directory, following no
+    // link.
+    let file_path = is_file_object
+        .then(|| std::path::absolute(path).ok())
+        .flatten();
+    if let Some(parent) = file_path.as_deref().and_then(std::path::Path::parent) {
         options.dirs = vec![parent.to_path_buf()];
         options.depth = 0;
     }
     let inv = scan(&options);
-    let found: Vec<&Object> = inv.objects.iter().filter(|o| matches(o, name)).collect();
+    let found: Vec<&Object> = inv
+        .objects
+        .iter()
+        .filter(|o| matches(o, name) || file_path.is_some() && o.path == file_path)
+        .collect();
     let mut queue = None;
     if found.iter().all(|o| o.kind != Kind::Queue) && name.starts_with('/') {
         // Not listed (no mqueue mount, say): a queue can still be opened by name.

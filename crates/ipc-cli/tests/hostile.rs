@@ -346,3 +346,24 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert!(!err.contains("panicked"), "ipc {args:?}: {err}");
     }
 }
+
+/// `ipc inspect NAME` of a FIFO or socket in the current directory, named as a shell user
+/// names it (no `./`), finds it.
+#[test]
+fn inspect_finds_a_fifo_or_socket_by_a_relative_path() {
+    let dir = TempDir::new("cli-relative");
+    mkfifo(&dir.join("fifo"));
+    let _listener = UnixListener::bind(dir.join("sock")).unwrap();
+    for (name, kind) in [("fifo", "fifo"), ("sock", "socket"), ("./fifo", "fifo")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(["inspect", name, "--json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "inspect {name}: {err}");
+        let doc = json(&out);
+        assert_eq!(doc[0]["kind"], kind, "{doc}");
+        assert_eq!(doc.as_array().unwrap().len(), 1, "{doc}");
+    }
+}
