@@ -307,8 +307,56 @@ fn last_user_in_another_pid_namespace(_ctx: &Ctx) {
     sysv::remove(SysvKind::SharedMemory, id).unwrap();
 }
 
+/// A live channel this process holds, and `ipc clean` run in a new PID namespace, from which
+/// this process cannot be seen (as from a container sharing the host's `/dev/shm`): neither
+/// its mapping nor the pids in the header can be checked there, so it is not stale.
+fn channel_users_in_a_pid_namespace_not_visible(_ctx: &Ctx) {
+    let name = unique_posix_name("cli-hidden");
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let seg = std::sync::Arc::new(seg);
+    let _tx = Sender::open(seg.clone()).unwrap();
+    let _rx = Receiver::open(Segment::open(name.as_str()).unwrap()).unwrap();
+    let out = match Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            IPC,
+            "clean",
+            "--stale",
+            "--yes",
+            "--json",
+        ])
+        .arg(&name)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("{SKIP_TOOLS}: {e}");
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("unshare:") {
+        eprintln!("{SKIP_TOOLS}: {err}");
+        return;
+    }
+    eprintln!(
+        "$ unshare --pid --fork --mount-proc ipc clean --stale --yes --json {name}\n{}{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(action(&doc, "shm", &name), "kept", "{doc}");
+    assert!(Path::new("/dev/shm").join(&name[1..]).exists());
+}
+
 roles!(
     sysv_then_park,
+    channel_users_in_a_pid_namespace_not_visible,
     last_user_in_another_pid_namespace,
     channel_then_park,
     sysv_id_reused_while_clean_runs,
@@ -343,4 +391,9 @@ fn a_stale_channel_replaced_during_clean_is_kept() {
 #[test]
 fn a_last_user_in_another_pid_namespace_is_not_dead() {
     run("last_user_in_another_pid_namespace");
+}
+
+#[test]
+fn a_channel_whose_users_cannot_be_seen_is_not_stale() {
+    run("channel_users_in_a_pid_namespace_not_visible");
 }

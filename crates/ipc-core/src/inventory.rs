@@ -397,10 +397,23 @@ impl Object {
                     format!("{}: header corrupted: {what}", r.what),
                 );
             }
-            return judge_all(
+            let (verdict, why) = judge_all(
                 r.users.iter().map(|u| (u.role.clone(), u.pid, u.can_use)),
                 &format!("{}: no user named in the header", r.what),
             );
+            if verdict == Verdict::Stale && pid_namespace_is_nested() {
+                // The pids in a header are those of the namespace of the process that wrote
+                // them, and processes outside this one map the object unseen: neither "dead"
+                // nor "nobody maps it" can be told from here.
+                return (
+                    Verdict::Unknown,
+                    format!(
+                        "{why}, as seen from this PID namespace, which is nested: processes \
+                         outside it, which may use it, cannot be seen from here"
+                    ),
+                );
+            }
+            return (verdict, why);
         }
         if let Some(n @ 1..) = self.attached {
             return (Verdict::InUse, format!("{n} attachment(s)"));
@@ -445,6 +458,20 @@ impl Object {
             "",
         )
     }
+}
+
+/// Whether this process runs in a PID namespace other than the initial one (a container's,
+/// say), or cannot tell: processes of the namespaces around it may exist that it cannot see,
+/// though they share its `/dev/shm` (`docker run --ipc=host`). The initial namespace is the
+/// one whose `/proc/self/ns/pid` reads `pid:[4026531836]` (the kernel's fixed
+/// `PROC_PID_INIT_INO`); `NSpid` in `/proc/self/status` would not do, as it lists only the
+/// namespaces from the one `/proc` was mounted for. Read once.
+fn pid_namespace_is_nested() -> bool {
+    static NESTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NESTED.get_or_init(|| {
+        !std::fs::read_link("/proc/self/ns/pid")
+            .is_ok_and(|ns| ns.as_os_str() == "pid:[4026531836]")
+    })
 }
 
 /// The verdict over users: in use if one can still use it, stale if all are dead.
