@@ -26,7 +26,7 @@ pub(crate) fn clean(
         if !kinds.is_empty() && !kinds.contains(&o.kind) {
             continue;
         }
-        let named = names.iter().any(|n| matches(o, n));
+        let named = names.iter().any(|n| names_object(o, n));
         if !names.is_empty() && !named {
             continue;
         }
@@ -73,9 +73,16 @@ pub(crate) fn clean(
     // A name that matched nothing (a typo, or removed meanwhile) is said, not passed over.
     let unmatched: Vec<&String> = names
         .iter()
-        .filter(|n| !inv.objects.iter().any(|o| matches(o, n)))
+        .filter(|n| !inv.objects.iter().any(|o| names_object(o, n)))
         .collect();
     for n in &unmatched {
+        if is_private_key(n) {
+            eprintln!(
+                "ipc: {n}: the key IPC_PRIVATE, which every private System V object shows, names \
+                 none of them: give the id (id:N; `ipc list --kind sysv-shm` shows it)"
+            );
+            continue;
+        }
         eprintln!(
             "ipc: {n}: no such object among those scanned: give a POSIX name (/name), a System V \
              key (0x...) or id (id:N), or the path of a FIFO or socket under a --dir"
@@ -100,6 +107,21 @@ pub(crate) fn clean(
         }
     }
     Ok(exit)
+}
+
+/// Whether `name`, given to `clean`, names `o`: as for `inspect`, except the key
+/// `0x00000000` (`IPC_PRIVATE`), which names no object however many show it. A name is leave
+/// to remove another user's object (for root), so it must name that object, not every
+/// private object of every user.
+fn names_object(o: &Object, name: &str) -> bool {
+    !is_private_key(name) && matches(o, name)
+}
+
+/// Whether `name` is a System V key that is `IPC_PRIVATE` (`0x0`, `0x00000000`).
+fn is_private_key(name: &str) -> bool {
+    name.strip_prefix("0x")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        == Some(0)
 }
 
 /// What a removal found gone: what it was there for, not a failure.

@@ -82,8 +82,8 @@ enum Command {
         /// Remove them (without this, only say what would be removed).
         #[arg(long)]
         yes: bool,
-        /// Only these objects (names as for inspect; one that matches nothing is reported,
-        /// exit code 3).
+        /// Only these objects (names as for inspect, but the key 0x00000000, IPC_PRIVATE,
+        /// names none: give id:N; one that matches nothing is reported, exit code 3).
         names: Vec<String>,
         /// Only objects of this kind.
         #[arg(long, value_enum)]

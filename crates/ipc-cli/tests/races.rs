@@ -354,8 +354,54 @@ fn channel_users_in_a_pid_namespace_not_visible(_ctx: &Ctx) {
     assert!(Path::new("/dev/shm").join(&name[1..]).exists());
 }
 
+/// Another user's stale private segment, and root naming the key `0x00000000` to `clean`:
+/// that is `IPC_PRIVATE`, which every private object shows and which names none of them, so
+/// it gives no leave to remove another user's object (only its `id:N` does).
+fn private_key_names_no_object(_ctx: &Ctx) {
+    if let Err(skip) = ipc_testkit::users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let mut creator = spawn("sysv_then_park").start();
+    creator.wait_checkpoint("ready");
+    let pid = creator.pid();
+    assert!(creator.kill_and_wait().killed());
+    let id = segment_of(pid);
+    // Given away to another user (IPC_SET), still stale.
+    // SAFETY: all-zero bytes are a valid `shmid_ds` (integers only).
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable `shmid_ds` for each call.
+    unsafe {
+        assert_eq!(libc::shmctl(id, libc::IPC_STAT, &mut ds), 0);
+        ds.shm_perm.uid = ipc_testkit::users::VICTIM;
+        assert_eq!(libc::shmctl(id, libc::IPC_SET, &mut ds), 0);
+    }
+    let out = Command::new(IPC)
+        .args(["clean", "--stale", "--yes", "--json", "0x00000000"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ ipc clean --stale --yes --json 0x00000000\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        inventory::sysv_record(SysvKind::SharedMemory, id).is_some(),
+        "another user's segment, not named, was removed"
+    );
+    assert_eq!(out.status.code(), Some(3), "the name matched no object");
+    // By its id, root may.
+    let out = Command::new(IPC)
+        .args(["clean", "--stale", "--yes", "--json", &format!("id:{id}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(inventory::sysv_record(SysvKind::SharedMemory, id).is_none());
+}
+
 roles!(
     sysv_then_park,
+    private_key_names_no_object,
     channel_users_in_a_pid_namespace_not_visible,
     last_user_in_another_pid_namespace,
     channel_then_park,
@@ -396,4 +442,9 @@ fn a_last_user_in_another_pid_namespace_is_not_dead() {
 #[test]
 fn a_channel_whose_users_cannot_be_seen_is_not_stale() {
     run("channel_users_in_a_pid_namespace_not_visible");
+}
+
+#[test]
+fn the_private_key_names_no_object_to_clean() {
+    run("private_key_names_no_object");
 }
