@@ -367,3 +367,33 @@ fn inspect_finds_a_fifo_or_socket_by_a_relative_path() {
         assert_eq!(doc.as_array().unwrap().len(), 1, "{doc}");
     }
 }
+
+/// `ipc recv` from a FIFO whose writer closed in the middle of a message (died, or wrote
+/// bytes that are not this framing: `echo hi > fifo`): the library drops the part and says
+/// so; the command says so too and fails, rather than ending as if all had arrived.
+#[test]
+fn recv_reports_a_message_cut_by_the_end_of_the_stream() {
+    let dir = TempDir::new("cli-cut");
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    for (cut, what) in [
+        (&b"\x05\x00\x00\x00ab"[..], "a message"),
+        (&b"hi\n"[..], "a frame header"),
+    ] {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(["recv", fifo.to_str().unwrap(), "--timeout", "60"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening for writing waits for `ipc` to open for reading.
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut w, cut).unwrap();
+        drop(w);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{what}: {:?} {err}", out.status);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains("in the middle of"), "{what}: {err}");
+    }
+}
