@@ -2,7 +2,6 @@
 //! made recognised by their validated headers.
 
 use ipc_core::inventory::{self, Inventory, Kind, Object, Options, Verdict};
-use ipc_core::sysv::SysvKind;
 use ipc_core::{Error, ErrorKind, Owner, Result};
 use serde_json::json;
 
@@ -173,19 +172,16 @@ fn details(o: &Object) -> Vec<(String, String)> {
     match o.kind {
         Kind::Queue => queue_attributes(&o.name)
             .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
-        Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => {
-            let kind = match o.kind {
-                Kind::SysvQueue => SysvKind::MessageQueue,
-                Kind::SysvShm => SysvKind::SharedMemory,
-                _ => SysvKind::SemaphoreSet,
-            };
-            o.sysv
-                .and_then(|(_, id)| inventory::sysv_record(kind, id))
-                .unwrap_or_default()
+        Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => match o.sysv_record() {
+            Some(row) => row
                 .into_iter()
                 .map(|(k, v)| (format!("kernel {k}"), v))
-                .collect()
-        }
+                .collect(),
+            None => vec![(
+                "kernel record".to_owned(),
+                "gone since the scan, or its id given to another object".to_owned(),
+            )],
+        },
         _ => Vec::new(),
     }
 }

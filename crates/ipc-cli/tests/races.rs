@@ -74,6 +74,14 @@ fn segment_of(pid: u32) -> i32 {
 /// sorts first and is never stale) and before it looks at the others. Returns its exit code
 /// and JSON; `None` (after printing why) when the mount namespace cannot be made.
 fn clean_with_a_pause(names: &[&str], between: impl FnOnce()) -> Option<(i32, Value)> {
+    let mut args = vec!["clean", "--stale", "--yes", "--json"];
+    args.extend(names);
+    ipc_with_a_pause(&args, between)
+}
+
+/// Runs `ipc ARGS...` (which prints JSON) and runs `between` while it waits for its first
+/// look at `/etc/passwd` (a FIFO, in a mount namespace of its own), then lets it go on.
+fn ipc_with_a_pause(args: &[&str], between: impl FnOnce()) -> Option<(i32, Value)> {
     let dir = TempDir::new("cli-pause");
     let fifo = dir.join("passwd");
     rustix::fs::mknodat(
@@ -89,8 +97,8 @@ fn clean_with_a_pause(names: &[&str], between: impl FnOnce()) -> Option<(i32, Va
         .arg(r#"mount --bind "$1" /etc/passwd && shift && exec "$@""#)
         .arg("sh")
         .arg(&fifo)
-        .args([IPC, "clean", "--stale", "--yes", "--json"])
-        .args(names)
+        .arg(IPC)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -138,8 +146,8 @@ fn clean_with_a_pause(names: &[&str], between: impl FnOnce()) -> Option<(i32, Va
     drop(writer);
     let out = child.wait_with_output().unwrap();
     eprintln!(
-        "$ ipc clean --stale --yes --json {}\n{}{}",
-        names.join(" "),
+        "$ ipc {}\n{}{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -399,8 +407,43 @@ fn private_key_names_no_object(_ctx: &Ctx) {
     assert!(inventory::sysv_record(SysvKind::SharedMemory, id).is_none());
 }
 
+/// `ipc inspect --json id:N`, and the segment removed and another made at its id while it
+/// runs: the kernel's record it adds is never the other segment's.
+fn sysv_id_reused_while_inspect_runs(_ctx: &Ctx) {
+    if let Err(skip) = private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let (first, second) = (Key::from_raw(0x7e57_0001), Key::from_raw(0x7e57_0002));
+    let seg = Segment::sysv_create(first, 4096).unwrap().remove_on_drop();
+    let id = seg.sysv_id().unwrap();
+    let mut seg = Some(seg);
+    let mut other = None;
+    let Some((code, doc)) = ipc_with_a_pause(&["inspect", "--json", &format!("id:{id}")], || {
+        drop(seg.take());
+        std::fs::write("/proc/sys/kernel/shm_next_id", id.to_string()).unwrap();
+        let s = Segment::sysv_create(second, 4096).unwrap().remove_on_drop();
+        assert_eq!(s.sysv_id(), Some(id), "the new segment took the id");
+        other = Some(s);
+    }) else {
+        return;
+    };
+    assert_eq!(code, 0, "{doc}");
+    let o = &doc[0];
+    assert_eq!(o["key"], first.as_raw(), "{doc}");
+    for d in o["details"].as_array().unwrap() {
+        assert_ne!(
+            d["value"],
+            second.as_raw().to_string(),
+            "the other segment's record shown as this one's: {doc}"
+        );
+    }
+    drop(other);
+}
+
 roles!(
     sysv_then_park,
+    sysv_id_reused_while_inspect_runs,
     private_key_names_no_object,
     channel_users_in_a_pid_namespace_not_visible,
     last_user_in_another_pid_namespace,
@@ -447,4 +490,9 @@ fn a_channel_whose_users_cannot_be_seen_is_not_stale() {
 #[test]
 fn the_private_key_names_no_object_to_clean() {
     run("private_key_names_no_object");
+}
+
+#[test]
+fn inspect_never_shows_the_record_of_an_object_that_took_the_id() {
+    run("sysv_id_reused_while_inspect_runs");
 }

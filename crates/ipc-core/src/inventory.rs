@@ -351,6 +351,16 @@ impl Object {
             && self.creator.map(|p| p.pid) == other.creator.map(|p| p.pid)
     }
 
+    /// The kernel's record of this System V object now ([`sysv_record`] by its id), `None`
+    /// when the id is gone or names another object now (the kernel reuses ids): never
+    /// another object's record shown as this one's.
+    pub fn sysv_record(&self) -> Option<Vec<(String, String)>> {
+        let skind = self.kind.sysv()?;
+        let row = sysv_record(skind, self.sysv?.1)?;
+        let now = sysv_row_object(skind, &row)?;
+        self.same_as(&now).then_some(row)
+    }
+
     /// The POSIX name of a shared memory object, named semaphore or queue.
     ///
     /// `None` when its file name is not UTF-8: [`name`](Object::name) then shows it with
@@ -773,20 +783,23 @@ pub fn sysv_record(kind: SysvKind, id: i32) -> Option<Vec<(String, String)>> {
 pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
     Some(
         sysv_table(skind)?
-            .into_iter()
-            .filter_map(|row| {
-                let row: HashMap<String, String> = row.into_iter().collect();
-                sysv_object(skind, |k| {
-                    let v = row.get(k)?;
-                    if k == "perms" {
-                        i64::from_str_radix(v, 8).ok()
-                    } else {
-                        v.parse().ok()
-                    }
-                })
-            })
+            .iter()
+            .filter_map(|row| sysv_row_object(skind, row))
             .collect(),
     )
+}
+
+/// The object one row of `/proc/sysvipc/*` describes.
+fn sysv_row_object(skind: SysvKind, row: &[(String, String)]) -> Option<Object> {
+    let row: HashMap<&str, &str> = row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sysv_object(skind, |k| {
+        let v = row.get(k)?;
+        if k == "perms" {
+            i64::from_str_radix(v, 8).ok()
+        } else {
+            v.parse().ok()
+        }
+    })
 }
 
 /// One System V object from the kernel's record of it, each field read by `field` under its
@@ -867,17 +880,7 @@ fn sysv_object(skind: SysvKind, field: impl Fn(&str) -> Option<i64>) -> Option<O
 /// judged): by `IPC_STAT` (which pid namespaces translate as `/proc/sysvipc` does), or, when
 /// this user may not read the object, its row of `/proc/sysvipc`. `None` once the id is gone.
 fn sysv_stat(skind: SysvKind, id: i32) -> Option<Object> {
-    let from_table = || {
-        let row: HashMap<String, String> = sysv_record(skind, id)?.into_iter().collect();
-        sysv_object(skind, |k| {
-            let v = row.get(k)?;
-            if k == "perms" {
-                i64::from_str_radix(v, 8).ok()
-            } else {
-                v.parse().ok()
-            }
-        })
-    };
+    let from_table = || sysv_row_object(skind, &sysv_record(skind, id)?);
     let denied =
         |r: i32| r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES);
     match skind {
