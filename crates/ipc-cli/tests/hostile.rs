@@ -397,3 +397,39 @@ fn recv_reports_a_message_cut_by_the_end_of_the_stream() {
         assert!(err.contains("in the middle of"), "{what}: {err}");
     }
 }
+
+/// Processes that end while `ipc` searches `/proc` are not "processes of other users" that
+/// could not be searched: run as root, with processes starting and ending all along, the note
+/// that says so (and tells to run as root) never appears.
+#[test]
+fn processes_ending_during_the_scan_are_not_called_unreadable() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: as another user than root, the note is right");
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut churn = Churn {
+        stop: stop.clone(),
+        thread: None,
+    };
+    churn.thread = Some(std::thread::spawn(move || {
+        let mut rounds = 0u64;
+        while !stop.load(Ordering::Relaxed) || rounds == 0 {
+            let _ = std::process::Command::new("true").status();
+            rounds += 1;
+        }
+        rounds
+    }));
+    for _ in 0..10 {
+        let out = ipc(&["list", "--kind", "sysv-shm", "--json"]);
+        assert!(out.status.success());
+        let doc = json(&out);
+        for note in doc["notes"].as_array().unwrap() {
+            assert!(
+                !note.as_str().unwrap().contains("not searched"),
+                "as root: {note}"
+            );
+        }
+    }
+    assert!(churn.stop() > 0);
+}

@@ -1050,6 +1050,8 @@ impl Holders {
                         }
                     }
                 }
+                // Ended since /proc was listed: it holds nothing now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(_) => {
                     unreadable += 1;
                     continue;
