@@ -441,8 +441,69 @@ fn sysv_id_reused_while_inspect_runs(_ctx: &Ctx) {
     drop(other);
 }
 
+/// `/proc` mounted with `hidepid=2` (hardened multi-user machines): a user's `ipc` cannot
+/// see other users' processes there. A user's segment made by a process that is dead now and
+/// last attached by a live process of root's is not stale for that user's `ipc clean`: a pid
+/// missing from `/proc` is not a dead process when `/proc` hides it.
+fn last_user_hidden_by_hidepid(_ctx: &Ctx) {
+    if let Err(skip) = ipc_testkit::users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    let nobody = ipc_testkit::users::SQUATTER.to_string();
+    let as_nobody =
+        |cmd: &str| format!("exec setpriv --reuid={nobody} --regid={nobody} --clear-groups {cmd}");
+    let made = match Command::new("sh")
+        .args(["-c", &as_nobody("ipcmk -M 4096 -p 0666")])
+        .output()
+    {
+        Ok(out) if out.status.success() => out,
+        other => {
+            eprintln!("{SKIP_TOOLS}: {other:?}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&made.stdout).into_owned();
+    let id: i32 = text.split_whitespace().last().unwrap().parse().unwrap();
+    // Attached and detached by this process (root's, alive): the last user.
+    drop(
+        ipc_shm::OpenOptions::new()
+            .owner(ipc_core::Owner::Any)
+            .sysv_attach(id)
+            .unwrap(),
+    );
+    let script = format!(
+        "mount -t proc -o hidepid=2 proc /proc && {}",
+        as_nobody(&format!("{IPC} clean --stale --yes --json id:{id}"))
+    );
+    let out = match Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("{SKIP_TOOLS}: {e}");
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "$ ipc clean --stale --yes --json id:{id} (as {nobody}, /proc with hidepid=2)\n{}{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    if err.contains("mount:") || err.contains("unshare:") {
+        eprintln!("{SKIP_TOOLS}: {err}");
+        return;
+    }
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["objects"][0]["action"], "kept", "{doc}");
+    assert!(inventory::sysv_record(SysvKind::SharedMemory, id).is_some());
+    sysv::remove(SysvKind::SharedMemory, id).unwrap();
+}
+
 roles!(
     sysv_then_park,
+    last_user_hidden_by_hidepid,
     sysv_id_reused_while_inspect_runs,
     private_key_names_no_object,
     channel_users_in_a_pid_namespace_not_visible,
@@ -495,4 +556,9 @@ fn the_private_key_names_no_object_to_clean() {
 #[test]
 fn inspect_never_shows_the_record_of_an_object_that_took_the_id() {
     run("sysv_id_reused_while_inspect_runs");
+}
+
+#[test]
+fn a_live_process_hidden_by_hidepid_is_not_dead() {
+    run("last_user_hidden_by_hidepid");
 }

@@ -1137,10 +1137,21 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
         return Liveness::Unknown;
     }
     let Some(stat) = crate::process::stat(pid) else {
-        return if crate::process::stat("self").is_some() {
-            Liveness::Dead
-        } else {
+        if crate::process::stat("self").is_none() {
+            return Liveness::Unknown;
+        }
+        // Missing from /proc: gone, or hidden (/proc mounted with `hidepid`, which hides
+        // other users' processes). `kill(pid, 0)` asks the kernel itself: ESRCH only when no
+        // process has the pid. A hidden one may be the one recorded or a reuse of its pid;
+        // without its start time nobody can tell which.
+        let exists = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
+        return if exists {
             Liveness::Unknown
+        } else {
+            Liveness::Dead
         };
     };
     if stat.has_ended() {
@@ -1205,6 +1216,7 @@ mod tests {
             Liveness::Dead,
             "beyond PID_MAX_LIMIT"
         );
+        assert_eq!(liveness(u32::MAX, None), Liveness::Dead, "not a pid at all");
         // Recorded long before this process started: a reused pid.
         assert_eq!(liveness(me, Some(1000)), Liveness::Dead);
         let now = std::time::SystemTime::now()
