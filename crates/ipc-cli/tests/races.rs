@@ -501,8 +501,72 @@ fn last_user_hidden_by_hidepid(_ctx: &Ctx) {
     sysv::remove(SysvKind::SharedMemory, id).unwrap();
 }
 
+/// Runs `ipc ARGS` as the user [`SQUATTER`](ipc_testkit::users::SQUATTER) in a mount
+/// namespace whose `/proc` is a new instance mounted `hidepid=2`; `None` (after printing why)
+/// when that cannot be made.
+fn ipc_as_nobody_with_hidepid(args: &str) -> Option<Value> {
+    let nobody = ipc_testkit::users::SQUATTER;
+    let script = format!(
+        "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid={nobody} \
+         --regid={nobody} --clear-groups {IPC} {args}"
+    );
+    let out = match Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("{SKIP_TOOLS}: {e}");
+            return None;
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "$ ipc {args} (as {nobody}, /proc with hidepid=2)\n{}{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    if err.contains("mount:") || err.contains("unshare:") || err.contains("setpriv:") {
+        eprintln!("{SKIP_TOOLS}: {err}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("JSON on stdout"))
+}
+
+/// The same with a channel: a user's channel whose two ends a live process of root's holds is
+/// not stale for that user's `ipc clean` under `hidepid=2`, which hides both the process's
+/// mapping and its `/proc/PID/stat` (where the ends' start times are checked).
+fn channel_users_hidden_by_hidepid(_ctx: &Ctx) {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("{}", ipc_testkit::users::SKIP_ROOT);
+        return;
+    }
+    let name = unique_posix_name("cli-hidepid");
+    let seg = ChannelOptions::new()
+        .capacity(4096)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let seg = std::sync::Arc::new(seg);
+    let _tx = Sender::open(seg.clone()).unwrap();
+    let _rx = Receiver::open(Segment::open(name.as_str()).unwrap()).unwrap();
+    let nobody = ipc_testkit::users::SQUATTER;
+    std::os::unix::fs::chown(
+        Path::new("/dev/shm").join(&name[1..]),
+        Some(nobody),
+        Some(nobody),
+    )
+    .unwrap();
+    let Some(doc) = ipc_as_nobody_with_hidepid(&format!("clean --stale --yes --json {name}"))
+    else {
+        return;
+    };
+    assert_eq!(action(&doc, "shm", &name), "kept", "{doc}");
+    assert!(Path::new("/dev/shm").join(&name[1..]).exists());
+}
+
 roles!(
     sysv_then_park,
+    channel_users_hidden_by_hidepid,
     last_user_hidden_by_hidepid,
     sysv_id_reused_while_inspect_runs,
     private_key_names_no_object,
@@ -561,4 +625,9 @@ fn inspect_never_shows_the_record_of_an_object_that_took_the_id() {
 #[test]
 fn a_live_process_hidden_by_hidepid_is_not_dead() {
     run("last_user_hidden_by_hidepid");
+}
+
+#[test]
+fn a_channel_whose_users_hidepid_hides_is_not_stale() {
+    run("channel_users_hidden_by_hidepid");
 }

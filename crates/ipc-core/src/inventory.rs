@@ -379,7 +379,20 @@ impl Object {
     }
 
     /// Attaches what a mechanism crate recognised and judges again.
-    pub fn recognise(&mut self, recognised: Recognised) {
+    ///
+    /// A user found dead whose pid names a process `/proc` hides (mounted with `hidepid`) is
+    /// taken for unknown: a mechanism's check reads the process's start time there, and
+    /// cannot tell a hidden process from a gone one.
+    pub fn recognise(&mut self, mut recognised: Recognised) {
+        for u in &mut recognised.users {
+            if u.can_use == Liveness::Dead && u.pid.is_some_and(exists_unseen) {
+                u.can_use = Liveness::Unknown;
+                u.state = format!(
+                    "{} (as far as /proc shows: it hides that pid's process, which exists)",
+                    u.state
+                );
+            }
+        }
         self.recognised = Some(recognised);
         self.judge();
     }
@@ -1140,15 +1153,9 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
         if crate::process::stat("self").is_none() {
             return Liveness::Unknown;
         }
-        // Missing from /proc: gone, or hidden (/proc mounted with `hidepid`, which hides
-        // other users' processes). `kill(pid, 0)` asks the kernel itself: ESRCH only when no
-        // process has the pid. A hidden one may be the one recorded or a reuse of its pid;
-        // without its start time nobody can tell which.
-        let exists = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH));
-        return if exists {
+        // Missing from /proc: gone, or hidden. A hidden one may be the one recorded or a
+        // reuse of its pid; without its start time nobody can tell which.
+        return if exists_unseen(pid) {
             Liveness::Unknown
         } else {
             Liveness::Dead
@@ -1165,6 +1172,17 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
         (Some(s), Some(at)) if at > 0 && s > at + 1 => Liveness::Dead,
         _ => Liveness::Alive,
     }
+}
+
+/// Whether a process with pid `pid` exists although `/proc` does not show it: `/proc` mounted
+/// with `hidepid`, which hides other users' processes. `kill(pid, 0)` asks the kernel itself:
+/// ESRCH only when no process has the pid.
+fn exists_unseen(pid: u32) -> bool {
+    !Path::new("/proc").join(pid.to_string()).exists()
+        && i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
 }
 
 fn boot_time() -> Option<u64> {
