@@ -564,8 +564,93 @@ fn channel_users_hidden_by_hidepid(_ctx: &Ctx) {
     assert!(Path::new("/dev/shm").join(&name[1..]).exists());
 }
 
+/// A message: its type, and one byte.
+#[repr(C)]
+struct Message {
+    mtype: libc::c_long,
+    byte: u8,
+}
+
+/// Sends one message to the System V queue whose id is the argument, and exits.
+fn sysv_send_one(ctx: &Ctx) {
+    let id: i32 = ctx.arg().parse().unwrap();
+    let m = Message { mtype: 1, byte: 7 };
+    // SAFETY: `m` is a valid message of one byte after its type, alive for the call.
+    let r = unsafe { libc::msgsnd(id, (&raw const m).cast(), 1, 0) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// Receives one message from the System V queue whose id is the argument, and exits.
+fn sysv_recv_one(ctx: &Ctx) {
+    let id: i32 = ctx.arg().parse().unwrap();
+    let mut m = Message { mtype: 0, byte: 0 };
+    // SAFETY: `m` is valid and writable for a message of one byte after its type.
+    let r = unsafe { libc::msgrcv(id, (&raw mut m).cast(), 1, 0, 0) };
+    assert_eq!(r, 1, "{}", std::io::Error::last_os_error());
+}
+
+/// A System V queue, empty, whose last sender and last receiver are dead, and a live process
+/// (a thread of this one) blocked in `msgrcv` on it, waiting for the next message: the queue
+/// is in use, not stale (the kernel records no waiter in `/proc/sysvipc/msg`; its
+/// `/proc/PID/task/TID/syscall` shows it).
+fn receiver_waiting_on_a_queue(_ctx: &Ctx) {
+    if let Err(skip) = private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    // SAFETY: plain integer arguments.
+    let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0, "{}", std::io::Error::last_os_error());
+    spawn("sysv_send_one")
+        .arg(id.to_string())
+        .start()
+        .wait_success();
+    spawn("sysv_recv_one")
+        .arg(id.to_string())
+        .start()
+        .wait_success();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+            .unwrap();
+        let mut m = Message { mtype: 0, byte: 0 };
+        // SAFETY: `m` is valid and writable for a message of one byte after its type.
+        unsafe { libc::msgrcv(id, (&raw mut m).cast(), 1, 0, 0) }
+    });
+    let tid = rx.recv().unwrap();
+    // Until the kernel shows the thread in msgrcv on the queue (a state of the kernel's, which
+    // no checkpoint can report).
+    let syscall = format!("/proc/self/task/{tid}/syscall");
+    let want = format!("{} {id:#x} ", libc::SYS_msgrcv);
+    while !std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with(&want)) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let out = Command::new(IPC)
+        .args(["clean", "--stale", "--yes", "--json", &format!("id:{id}")])
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ ipc clean --stale --yes --json id:{id}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kept = inventory::sysv_record(SysvKind::MessageQueue, id).is_some();
+    // Let the waiter go (by removing the queue, if clean has not).
+    let _ = sysv::remove(SysvKind::MessageQueue, id);
+    waiter.join().unwrap();
+    assert!(
+        kept,
+        "the queue a live receiver waits on was removed: {doc}"
+    );
+    assert_eq!(doc["objects"][0]["action"], "kept", "{doc}");
+}
+
 roles!(
     sysv_then_park,
+    sysv_send_one,
+    sysv_recv_one,
+    receiver_waiting_on_a_queue,
     channel_users_hidden_by_hidepid,
     last_user_hidden_by_hidepid,
     sysv_id_reused_while_inspect_runs,
@@ -630,4 +715,9 @@ fn a_live_process_hidden_by_hidepid_is_not_dead() {
 #[test]
 fn a_channel_whose_users_hidepid_hides_is_not_stale() {
     run("channel_users_hidden_by_hidepid");
+}
+
+#[test]
+fn a_queue_a_live_receiver_waits_on_is_not_stale() {
+    run("receiver_waiting_on_a_queue");
 }

@@ -33,7 +33,9 @@
 //!
 //! Besides, every readable `/proc/PID/fd` and `/proc/PID/maps` is scanned once per
 //! [`scan`]: a process that has an object open or mapped now is one of its
-//! [`holders`](Object::holders). Processes of other users are readable only by root; the scan
+//! [`holders`](Object::holders); and every `/proc/PID/task/TID/syscall`: a process with a
+//! thread blocked in `msgrcv`, `msgsnd` or `semop` on a System V queue or set is one of that
+//! object's holders (a receiver waiting for the next message is recorded nowhere else). Processes of other users are readable only by root; the scan
 //! says how many it could not read ([`Inventory::notes`]).
 //!
 //! # Liveness and pid reuse
@@ -281,7 +283,9 @@ pub struct Object {
     pub creator: Option<Process>,
     /// The last users the kernel records (last attach/detach; last send, last receive).
     pub last_users: Vec<Process>,
-    /// Processes (readable by this user) that have it open or mapped now.
+    /// Processes (readable by this user) that have it open or mapped now; for a System V
+    /// queue or semaphore set, that have a thread blocked in a call on it (`msgrcv`,
+    /// `msgsnd`, `semop`).
     pub holders: Vec<u32>,
     /// What the header says, when a mechanism crate recognised it.
     pub recognised: Option<Recognised>,
@@ -408,10 +412,12 @@ impl Object {
     fn verdict_now(&self) -> (Verdict, String) {
         if !self.holders.is_empty() {
             let pids: Vec<String> = self.holders.iter().map(u32::to_string).collect();
-            return (
-                Verdict::InUse,
-                format!("open or mapped by pid {}", pids.join(", ")),
-            );
+            let how = if self.sysv.is_some() {
+                "waited on (msgrcv, msgsnd, semop) by"
+            } else {
+                "open or mapped by"
+            };
+            return (Verdict::InUse, format!("{how} pid {}", pids.join(", ")));
         }
         if let Some(r) = &self.recognised {
             if let Some(what) = &r.corrupted {
@@ -596,6 +602,13 @@ pub fn scan(options: &Options) -> Inventory {
     for o in &mut inv.objects {
         if let Some(path) = &o.path {
             o.holders = holders.of(path);
+        }
+        if let (Some((_, id)), Some(skind)) = (o.sysv, o.kind.sysv()) {
+            o.holders = holders
+                .waiting
+                .get(&(skind, id))
+                .cloned()
+                .unwrap_or_default();
         }
         if o.kind == Kind::Socket && o.holders.is_empty() && bound.contains(path_key(o)) {
             o.why = "a socket is bound at this path".to_owned();
@@ -1019,6 +1032,9 @@ fn scan_dir(dir: &Path, depth: usize, inv: &mut Inventory) {
 struct Holders {
     by_path: HashMap<PathBuf, Vec<u32>>,
     by_file: HashMap<(u64, u64), Vec<u32>>,
+    /// Processes with a thread blocked in a call on a System V queue or semaphore set (which
+    /// the kernel records nowhere else), by kind and id.
+    waiting: HashMap<(SysvKind, i32), Vec<u32>>,
 }
 
 impl Holders {
@@ -1029,6 +1045,7 @@ impl Holders {
         let mut holders = Holders {
             by_path: HashMap::new(),
             by_file: HashMap::new(),
+            waiting: HashMap::new(),
         };
         let mut unreadable = 0;
         let me = std::process::id();
@@ -1099,11 +1116,15 @@ impl Holders {
             for file in files {
                 holders.by_file.entry(file).or_default().push(pid);
             }
+            for object in waiting_on(&p.path()) {
+                holders.waiting.entry(object).or_default().push(pid);
+            }
         }
         for pids in holders
             .by_path
             .values_mut()
             .chain(holders.by_file.values_mut())
+            .chain(holders.waiting.values_mut())
         {
             pids.sort_unstable();
             pids.dedup();
@@ -1129,6 +1150,32 @@ impl Holders {
         }
         pids
     }
+}
+
+/// The System V queues and semaphore sets the threads of the process at `/proc/PID` (`proc`)
+/// are blocked on now: `msgrcv`/`msgsnd` on a queue, `semop`/`semtimedop` on a set, as
+/// `/proc/PID/task/TID/syscall` shows (the call's number, then its arguments in hex, the id
+/// first). A receiver waiting for the next message is recorded nowhere else: not in
+/// `/proc/sysvipc/msg`, which keeps only the last sender and receiver.
+fn waiting_on(proc: &Path) -> Vec<(SysvKind, i32)> {
+    let Ok(tasks) = std::fs::read_dir(proc.join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let line = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+            let mut fields = line.split_whitespace();
+            let nr: libc::c_long = fields.next()?.parse().ok()?;
+            let kind = match nr {
+                libc::SYS_msgrcv | libc::SYS_msgsnd => SysvKind::MessageQueue,
+                libc::SYS_semop | libc::SYS_semtimedop => SysvKind::SemaphoreSet,
+                _ => return None,
+            };
+            let id = u64::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
+            Some((kind, i32::try_from(id).ok()?))
+        })
+        .collect()
 }
 
 /// The device and inode of the file a `/proc/PID/maps` line maps (`ADDR PERMS OFFSET MAJ:MIN
