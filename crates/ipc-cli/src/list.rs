@@ -170,8 +170,17 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
 /// What `inspect` adds to the listing: queue attributes, the kernel's System V record.
 fn details(o: &Object) -> Vec<(String, String)> {
     match o.kind {
-        Kind::Queue => queue_attributes(&o.name)
-            .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
+        // By its real name: a name that is not UTF-8 is shown with U+FFFD, which is another
+        // queue's name (anybody's), so such a queue is not opened at all.
+        Kind::Queue => match o.posix_name() {
+            Some(name) => queue_attributes(name.as_str())
+                .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
+            None => vec![(
+                "attributes".to_owned(),
+                "not read: the name is not UTF-8 (shown with U+FFFD, which names another queue)"
+                    .to_owned(),
+            )],
+        },
         Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => match o.sysv_record() {
             Some(row) => row
                 .into_iter()

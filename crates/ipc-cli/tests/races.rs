@@ -646,8 +646,109 @@ fn receiver_waiting_on_a_queue(_ctx: &Ctx) {
     assert_eq!(doc["objects"][0]["action"], "kept", "{doc}");
 }
 
+/// Two POSIX queues whose names differ only where one has a byte that is not UTF-8 (shown
+/// U+FFFD) and the other U+FFFD itself: `ipc inspect` of the name shown lists both, each with
+/// its own attributes, never the other's (the name shown opens the second).
+fn queue_named_in_bytes_that_are_not_utf8(_ctx: &Ctx) {
+    use std::os::unix::ffi::OsStrExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("{}", ipc_testkit::users::SKIP_ROOT);
+        return;
+    }
+    // SAFETY: unshare takes flags; mount gets NUL-terminated strings or nulls. A mount
+    // namespace of this thread's own, private, so the queue mount below stays in it, and an
+    // IPC namespace whose queues vanish with this process.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) != 0 {
+            eprintln!("{SKIP_TOOLS}: unshare: {}", std::io::Error::last_os_error());
+            return;
+        }
+        let root = c"/";
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        let r = libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        );
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    }
+    let dir = TempDir::new("cli-mqueue");
+    let dir_c = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings, alive for the call.
+    let r = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            dir_c.as_ptr(),
+            c"mqueue".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let base = unique_posix_name("cli-mq");
+    let shown = format!("{base}-\u{fffd}");
+    let mut odd = format!("{base}-").into_bytes();
+    odd.push(0xff);
+    let mut made = Vec::new();
+    for (name, max) in [(odd, 3), (shown.clone().into_bytes(), 7)] {
+        let c = std::ffi::CString::new(name).unwrap();
+        // SAFETY: all-zero bytes are a valid `mq_attr`.
+        let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+        attr.mq_maxmsg = max;
+        attr.mq_msgsize = 64;
+        // SAFETY: `c` is NUL-terminated and `attr` valid, both alive for the call.
+        let q = unsafe {
+            libc::mq_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+                &raw mut attr,
+            )
+        };
+        assert!(q >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: `q` is the descriptor mq_open just returned.
+        unsafe { libc::mq_close(q) };
+        made.push(c);
+    }
+    let out = Command::new(IPC)
+        .args(["inspect", "--json", &shown])
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ ipc inspect --json {shown}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for c in &made {
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::mq_unlink(c.as_ptr()) };
+    }
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::umount2(dir_c.as_ptr(), libc::MNT_DETACH) };
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let entries = doc.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{doc}");
+    let sevens = entries
+        .iter()
+        .filter(|e| {
+            e["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["name"] == "max messages" && d["value"] == "7")
+        })
+        .count();
+    assert_eq!(
+        sevens, 1,
+        "one queue's attributes shown as the other's: {doc}"
+    );
+}
+
 roles!(
     sysv_then_park,
+    queue_named_in_bytes_that_are_not_utf8,
     sysv_send_one,
     sysv_recv_one,
     receiver_waiting_on_a_queue,
@@ -720,4 +821,9 @@ fn a_channel_whose_users_hidepid_hides_is_not_stale() {
 #[test]
 fn a_queue_a_live_receiver_waits_on_is_not_stale() {
     run("receiver_waiting_on_a_queue");
+}
+
+#[test]
+fn inspect_never_shows_a_queue_with_another_queues_attributes() {
+    run("queue_named_in_bytes_that_are_not_utf8");
 }
