@@ -674,8 +674,11 @@ fn queue_named_in_bytes_that_are_not_utf8(_ctx: &Ctx) {
         );
         assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     }
+    // Over the mqueue mount `ipc` would pick, where there is one (it shows the queues of the
+    // namespace that mounted it, not this one's), else in a directory of its own.
     let dir = TempDir::new("cli-mqueue");
-    let dir_c = std::ffi::CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+    let at = inventory::mqueue_mount().unwrap_or_else(|| dir.path().to_path_buf());
+    let dir_c = std::ffi::CString::new(at.as_os_str().as_bytes()).unwrap();
     // SAFETY: NUL-terminated strings, alive for the call.
     let r = unsafe {
         libc::mount(
