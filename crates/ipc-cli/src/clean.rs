@@ -77,13 +77,13 @@ pub(crate) fn clean(
         .collect();
     for n in &unmatched {
         if is_private_key(n) {
-            eprintln!(
+            err!(
                 "ipc: {n}: the key IPC_PRIVATE, which every private System V object shows, names \
                  none of them: give the id (id:N; `ipc list --kind sysv-shm` shows it)"
             );
             continue;
         }
-        eprintln!(
+        err!(
             "ipc: {n}: no such object among those scanned: give a POSIX name (/name), a System V \
              key (0x...) or id (id:N), or the path of a FIFO or socket under a --dir"
         );

@@ -68,7 +68,7 @@ pub(crate) fn list(options: &Options, kinds: &[Kind], stale: bool, json: bool) -
         let rows: Vec<Vec<String>> = shown.iter().map(|o| output::list_row(o)).collect();
         output::table(&output::LIST_HEADER, &rows);
         for note in &inv.notes {
-            eprintln!("note: {note}");
+            err!("note: {note}");
         }
     }
     Ok(Exit::Ok)

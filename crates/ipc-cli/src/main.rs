@@ -13,6 +13,14 @@ macro_rules! out {
     };
 }
 
+/// Prints a line to stderr; a stderr nobody reads any more loses the line, and changes no
+/// exit code (`eprintln!` would panic).
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::output::err_line(format_args!($($arg)*))
+    };
+}
+
 mod clean;
 mod limits;
 mod list;
@@ -217,7 +225,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ipc: {e}");
+            err!("ipc: {e}");
             Exit::of(&e)
         }
     };

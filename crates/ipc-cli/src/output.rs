@@ -200,7 +200,7 @@ fn write(f: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("ipc: writing to stdout: {e}");
+        err_line(format_args!("ipc: writing to stdout: {e}"));
         std::process::exit(1);
     }
 }
@@ -208,4 +208,13 @@ fn write(f: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>) {
 /// Prints JSON, pretty.
 pub(crate) fn print_json(v: &Value) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// What [`err!`] does: one line to stderr, ignoring a write error (there is nowhere left to
+/// report it).
+pub(crate) fn err_line(args: fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(args)
+        .and_then(|()| stderr.write_all(b"\n"));
 }

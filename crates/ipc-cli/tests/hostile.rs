@@ -433,3 +433,30 @@ fn processes_ending_during_the_scan_are_not_called_unreadable() {
     }
     assert!(churn.stop() > 0);
 }
+
+/// `ipc ... 2>&1 >/dev/null | head -0`: a stderr nobody reads any more changes no exit code
+/// (the messages are lost, the outcome is not).
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let missing = unique_posix_name("cli-missing");
+    for (args, code) in [
+        (&["list", "--kind", "sysv-shm"][..], 0),
+        (&["inspect", missing.as_str()], 3),
+        (&["clean", "--stale", missing.as_str()], 3),
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both descriptors; each is owned once, here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(write))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "ipc {args:?}");
+    }
+}
