@@ -19,6 +19,32 @@ pub(crate) fn clean(
     let me = rustix::process::geteuid().as_raw();
     let root = me == 0;
     let inv = scan(options);
+    // One name, one object kind: a System V id is one per kind (id:0 is a queue, a segment
+    // and a set, unrelated, maybe three users'), and /name can be a segment, a semaphore and
+    // a queue. A name is root's leave to remove another user's object, so it must say which.
+    let mut ambiguous = false;
+    for n in names {
+        let mut of: Vec<Kind> = inv
+            .objects
+            .iter()
+            .filter(|o| (kinds.is_empty() || kinds.contains(&o.kind)) && names_object(o, n))
+            .map(|o| o.kind)
+            .collect();
+        of.sort_unstable();
+        of.dedup();
+        if of.len() > 1 {
+            let of: Vec<&str> = of.iter().map(|k| k.as_str()).collect();
+            err!(
+                "ipc: {n}: names objects of several kinds ({}): say which with --kind; nothing \
+                 was removed",
+                of.join(", ")
+            );
+            ambiguous = true;
+        }
+    }
+    if ambiguous {
+        return Ok(Exit::Usage);
+    }
     let mut rows = Vec::new();
     let mut docs = Vec::new();
     let mut exit = Exit::Ok;

@@ -38,7 +38,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  failure (an operation or removal failed)
-  2  usage error
+  2  usage error (clean: a name matching objects of several kinds, without --kind)
   3  not found (inspect, send, recv: no such object; clean: a name matched nothing)
   4  timed out (send, recv: --timeout passed first)
   5  permission denied
@@ -91,7 +91,8 @@ enum Command {
         #[arg(long)]
         yes: bool,
         /// Only these objects (names as for inspect, but the key 0x00000000, IPC_PRIVATE,
-        /// names none: give id:N; one that matches nothing is reported, exit code 3).
+        /// names none: give id:N; one that matches nothing is reported, exit code 3; one
+        /// that matches objects of several kinds, such as id:0, needs --kind, exit code 2).
         names: Vec<String>,
         /// Only objects of this kind.
         #[arg(long, value_enum)]
@@ -173,6 +174,7 @@ impl KindArg {
 enum Exit {
     Ok = 0,
     Failure = 1,
+    Usage = 2,
     NotFound = 3,
     TimedOut = 4,
     PermissionDenied = 5,

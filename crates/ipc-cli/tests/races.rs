@@ -749,8 +749,74 @@ fn queue_named_in_bytes_that_are_not_utf8(_ctx: &Ctx) {
     );
 }
 
+/// `id:N` is an id of each System V kind, and unrelated ones: root's `clean` of `id:0`, meant
+/// for its stale segment, must not take it as leave to remove another user's stale queue
+/// that has id 0 too. A name matching objects of several kinds is refused (usage error) until
+/// `--kind` says which.
+fn an_id_names_objects_of_several_kinds(_ctx: &Ctx) {
+    if let Err(skip) = ipc_testkit::users::two_users_in_a_private_ipc_namespace() {
+        eprintln!("{skip}");
+        return;
+    }
+    // Another user's stale queue: its last sender and receiver are dead.
+    // SAFETY: plain integer arguments.
+    let queue = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    assert!(queue >= 0, "{}", std::io::Error::last_os_error());
+    spawn("sysv_send_one")
+        .arg(queue.to_string())
+        .start()
+        .wait_success();
+    spawn("sysv_recv_one")
+        .arg(queue.to_string())
+        .start()
+        .wait_success();
+    // SAFETY: all-zero bytes are a valid `msqid_ds` (integers only).
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable `msqid_ds` for each call.
+    unsafe {
+        assert_eq!(libc::msgctl(queue, libc::IPC_STAT, &mut ds), 0);
+        ds.msg_perm.uid = ipc_testkit::users::VICTIM;
+        assert_eq!(libc::msgctl(queue, libc::IPC_SET, &mut ds), 0);
+    }
+    // Root's own stale segment, with the same id (ids are per kind).
+    let mut creator = spawn("sysv_then_park").start();
+    creator.wait_checkpoint("ready");
+    let pid = creator.pid();
+    assert!(creator.kill_and_wait().killed());
+    let segment = segment_of(pid);
+    assert_eq!(segment, queue, "a fresh namespace gives both the first id");
+    let name = format!("id:{segment}");
+    let clean = |args: &[&str]| {
+        let out = Command::new(IPC)
+            .args(["clean", "--stale", "--yes", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ ipc clean --stale --yes --json {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let out = clean(&[&name]);
+    let queue_kept = inventory::sysv_record(SysvKind::MessageQueue, queue).is_some();
+    let segment_kept = inventory::sysv_record(SysvKind::SharedMemory, segment).is_some();
+    assert!(queue_kept, "another user's queue, not meant, was removed");
+    assert!(segment_kept, "nothing is removed for an ambiguous name");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kind"));
+    // Said which: only the segment goes.
+    let out = clean(&["--kind", "sysv-shm", &name]);
+    assert!(out.status.success());
+    assert!(inventory::sysv_record(SysvKind::SharedMemory, segment).is_none());
+    assert!(inventory::sysv_record(SysvKind::MessageQueue, queue).is_some());
+}
+
 roles!(
     sysv_then_park,
+    an_id_names_objects_of_several_kinds,
     queue_named_in_bytes_that_are_not_utf8,
     sysv_send_one,
     sysv_recv_one,
@@ -829,4 +895,9 @@ fn a_queue_a_live_receiver_waits_on_is_not_stale() {
 #[test]
 fn inspect_never_shows_a_queue_with_another_queues_attributes() {
     run("queue_named_in_bytes_that_are_not_utf8");
+}
+
+#[test]
+fn an_id_of_several_kinds_needs_a_kind_to_clean() {
+    run("an_id_names_objects_of_several_kinds");
 }
