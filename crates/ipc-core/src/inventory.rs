@@ -35,16 +35,18 @@
 //! [`scan`]: a process that has an object open or mapped now is one of its
 //! [`holders`](Object::holders); and every `/proc/PID/task/TID/syscall`: a process with a
 //! thread blocked in `msgrcv`, `msgsnd` or `semop` on a System V queue or set is one of that
-//! object's holders (a receiver waiting for the next message is recorded nowhere else). Processes of other users are readable only by root; the scan
-//! says how many it could not read ([`Inventory::notes`]).
+//! object's holders (a receiver waiting for the next message is recorded nowhere else).
+//! Processes of other users are readable only by root; the scan says how many it could not
+//! read ([`Inventory::notes`]).
 //!
 //! # Liveness and pid reuse
 //!
 //! The kernel records bare pids. A pid that names no process, or a zombie, is dead. A live
 //! process with that pid counts as the recorded one only if it started no later than the
 //! record was made (the object's operation time, in seconds): one that started after is a
-//! reuse of the pid, and the recorded process is dead. Anything that cannot be told (pid 0,
-//! a pid from another PID namespace, no `/proc`) is [`Liveness::Unknown`].
+//! reuse of the pid, and the recorded process is dead. Anything that cannot be told (a pid
+//! from another PID namespace, which the kernel shows as 0 once it recorded one, a pid whose
+//! process `/proc` hides (`hidepid`), no `/proc`) is [`Liveness::Unknown`].
 //!
 //! # The verdict
 //!
@@ -54,7 +56,12 @@
 //! the processes the kernel records (System V). Everything else is [`Verdict::Unknown`] (with
 //! the reason) or [`Verdict::InUse`]. Objects whose users nobody records (a plain POSIX
 //! segment, a FIFO, a POSIX queue) are therefore never stale, and neither is a System V queue
-//! that still holds messages (a queue outlives its processes by design).
+//! that still holds messages (a queue outlives its processes by design). A header's users
+//! never prove an object stale from a PID namespace other than the initial one: their pids are
+//! those of the writer's namespace, and processes outside this one hold objects unseen.
+//!
+//! A verdict is as old as its scan: a tool about to act on one looks again first
+//! ([`Object::refreshed`], [`Object::same_as`]).
 
 use std::collections::HashMap;
 use std::fmt;
