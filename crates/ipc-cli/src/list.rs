@@ -2,7 +2,6 @@
 //! made recognised by their validated headers.
 
 use ipc_core::inventory::{self, Inventory, Kind, Object, Options, Verdict};
-use ipc_core::sysv::SysvKind;
 use ipc_core::{Error, ErrorKind, Owner, Result};
 use serde_json::json;
 
@@ -14,37 +13,42 @@ use crate::output::{self, object_json, print_json};
 pub(crate) fn scan(options: &Options) -> Inventory {
     let mut inv = inventory::scan(options);
     for o in &mut inv.objects {
-        // An empty object has no header to read.
-        if o.kind != Kind::Shm || o.size == Some(0) {
-            continue;
-        }
-        let Some(name) = o.posix_name() else { continue };
-        let opened = ipc_shm::OpenOptions::new()
-            .read_only(true)
-            .owner(Owner::Any)
-            .open(&name);
-        let segment = match opened {
-            Ok(segment) => segment,
-            Err(e) => {
-                if o.verdict == Verdict::Unknown {
-                    o.why = format!("cannot read its header: {}", e.kind());
-                }
-                continue;
-            }
-        };
-        if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
-            o.recognise(r);
-            continue;
-        }
-        let mut head = [0; ipc_sync::inspect::HEAD_LEN];
-        let n = head.len().min(segment.len());
-        if segment.read_at(0, &mut head[..n]).is_ok() {
-            if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
-                o.recognise(r);
-            }
-        }
+        recognise(o);
     }
     inv
+}
+
+/// Reads the header of `o` when it is a POSIX segment, and judges it again by what it says.
+pub(crate) fn recognise(o: &mut Object) {
+    // An empty object has no header to read.
+    if o.kind != Kind::Shm || o.size == Some(0) {
+        return;
+    }
+    let Some(name) = o.posix_name() else { return };
+    let opened = ipc_shm::OpenOptions::new()
+        .read_only(true)
+        .owner(Owner::Any)
+        .open(&name);
+    let segment = match opened {
+        Ok(segment) => segment,
+        Err(e) => {
+            if o.verdict == Verdict::Unknown {
+                o.why = format!("cannot read its header: {}", e.kind());
+            }
+            return;
+        }
+    };
+    if let Some(r) = ipc_shm::inspect::segment_header(&segment) {
+        o.recognise(r);
+        return;
+    }
+    let mut head = [0; ipc_sync::inspect::HEAD_LEN];
+    let n = head.len().min(segment.len());
+    if segment.read_at(0, &mut head[..n]).is_ok() {
+        if let Some(r) = ipc_sync::inspect::recognise(&head[..n]) {
+            o.recognise(r);
+        }
+    }
 }
 
 pub(crate) fn list(options: &Options, kinds: &[Kind], stale: bool, json: bool) -> Result<Exit> {
@@ -64,7 +68,7 @@ pub(crate) fn list(options: &Options, kinds: &[Kind], stale: bool, json: bool) -
         let rows: Vec<Vec<String>> = shown.iter().map(|o| output::list_row(o)).collect();
         output::table(&output::LIST_HEADER, &rows);
         for note in &inv.notes {
-            eprintln!("note: {note}");
+            err!("note: {note}");
         }
     }
     Ok(Exit::Ok)
@@ -95,12 +99,22 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
         m.file_type().is_fifo() || m.file_type().is_socket()
     });
     let mut options = options.clone();
-    if let (true, Some(parent)) = (is_file_object, path.parent()) {
+    // Absolute, so that a name in the current directory ("fifo", which has an empty parent)
+    // has a directory to scan; `absolute` only joins the current directory, following no
+    // link.
+    let file_path = is_file_object
+        .then(|| std::path::absolute(path).ok())
+        .flatten();
+    if let Some(parent) = file_path.as_deref().and_then(std::path::Path::parent) {
         options.dirs = vec![parent.to_path_buf()];
         options.depth = 0;
     }
     let inv = scan(&options);
-    let found: Vec<&Object> = inv.objects.iter().filter(|o| matches(o, name)).collect();
+    let found: Vec<&Object> = inv
+        .objects
+        .iter()
+        .filter(|o| matches(o, name) || file_path.is_some() && o.path == file_path)
+        .collect();
     let mut queue = None;
     if found.iter().all(|o| o.kind != Kind::Queue) && name.starts_with('/') {
         // Not listed (no mqueue mount, say): a queue can still be opened by name.
@@ -156,21 +170,27 @@ pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit>
 /// What `inspect` adds to the listing: queue attributes, the kernel's System V record.
 fn details(o: &Object) -> Vec<(String, String)> {
     match o.kind {
-        Kind::Queue => queue_attributes(&o.name)
-            .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
-        Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => {
-            let kind = match o.kind {
-                Kind::SysvQueue => SysvKind::MessageQueue,
-                Kind::SysvShm => SysvKind::SharedMemory,
-                _ => SysvKind::SemaphoreSet,
-            };
-            o.sysv
-                .and_then(|(_, id)| inventory::sysv_record(kind, id))
-                .unwrap_or_default()
+        // By its real name: a name that is not UTF-8 is shown with U+FFFD, which is another
+        // queue's name (anybody's), so such a queue is not opened at all.
+        Kind::Queue => match o.posix_name() {
+            Some(name) => queue_attributes(name.as_str())
+                .unwrap_or_else(|e| vec![("attributes".to_owned(), format!("unreadable: {e}"))]),
+            None => vec![(
+                "attributes".to_owned(),
+                "not read: the name is not UTF-8 (shown with U+FFFD, which names another queue)"
+                    .to_owned(),
+            )],
+        },
+        Kind::SysvQueue | Kind::SysvShm | Kind::SysvSemaphore => match o.sysv_record() {
+            Some(row) => row
                 .into_iter()
                 .map(|(k, v)| (format!("kernel {k}"), v))
-                .collect()
-        }
+                .collect(),
+            None => vec![(
+                "kernel record".to_owned(),
+                "gone since the scan, or its id given to another object".to_owned(),
+            )],
+        },
         _ => Vec::new(),
     }
 }

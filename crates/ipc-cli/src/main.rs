@@ -13,6 +13,14 @@ macro_rules! out {
     };
 }
 
+/// Prints a line to stderr; a stderr nobody reads any more loses the line, and changes no
+/// exit code (`eprintln!` would panic).
+macro_rules! err {
+    ($($arg:tt)*) => {
+        $crate::output::err_line(format_args!($($arg)*))
+    };
+}
+
 mod clean;
 mod limits;
 mod list;
@@ -30,7 +38,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  failure (an operation or removal failed)
-  2  usage error
+  2  usage error (clean: a name matching objects of several kinds, without --kind)
   3  not found (inspect, send, recv: no such object; clean: a name matched nothing)
   4  timed out (send, recv: --timeout passed first)
   5  permission denied
@@ -82,8 +90,9 @@ enum Command {
         /// Remove them (without this, only say what would be removed).
         #[arg(long)]
         yes: bool,
-        /// Only these objects (names as for inspect; one that matches nothing is reported,
-        /// exit code 3).
+        /// Only these objects (names as for inspect, but the key 0x00000000, IPC_PRIVATE,
+        /// names none: give id:N; one that matches nothing is reported, exit code 3; one
+        /// that matches objects of several kinds, such as id:0, needs --kind, exit code 2).
         names: Vec<String>,
         /// Only objects of this kind.
         #[arg(long, value_enum)]
@@ -165,6 +174,7 @@ impl KindArg {
 enum Exit {
     Ok = 0,
     Failure = 1,
+    Usage = 2,
     NotFound = 3,
     TimedOut = 4,
     PermissionDenied = 5,
@@ -207,14 +217,17 @@ fn main() -> ExitCode {
         Command::Send(args) => transfer::send(&args),
         Command::Recv(args) => transfer::recv(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ipc", &mut std::io::stdout());
+            // Made whole first: clap_complete panics on a write error (a closed stdout).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ipc", &mut script);
+            output::bytes(&script);
             Ok(Exit::Ok)
         }
     };
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ipc: {e}");
+            err!("ipc: {e}");
             Exit::of(&e)
         }
     };

@@ -178,18 +178,29 @@ pub(crate) fn object_json(o: &Object) -> Value {
     })
 }
 
-/// What [`out!`] does: one line to stdout. A closed stdout exits with status 0 (the reader
-/// has what it wanted); another write error exits with status 1.
+/// What [`out!`] does: one line to stdout; see [`write`].
 pub(crate) fn line(args: fmt::Arguments<'_>) {
+    write(|stdout| {
+        stdout
+            .write_fmt(args)
+            .and_then(|()| stdout.write_all(b"\n"))
+    });
+}
+
+/// Writes `bytes` (a completion script) to stdout; see [`write`].
+pub(crate) fn bytes(bytes: &[u8]) {
+    write(|stdout| stdout.write_all(bytes).and_then(|()| stdout.flush()));
+}
+
+/// Writes to stdout with `f`. A closed stdout exits with status 0 (the reader has what it
+/// wanted); another write error exits with status 1.
+fn write(f: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.write_all(b"\n"))
-    {
+    if let Err(e) = f(&mut stdout) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("ipc: writing to stdout: {e}");
+        err_line(format_args!("ipc: writing to stdout: {e}"));
         std::process::exit(1);
     }
 }
@@ -197,4 +208,13 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
 /// Prints JSON, pretty.
 pub(crate) fn print_json(v: &Value) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// What [`err!`] does: one line to stderr, ignoring a write error (there is nowhere left to
+/// report it).
+pub(crate) fn err_line(args: fmt::Arguments<'_>) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(args)
+        .and_then(|()| stderr.write_all(b"\n"));
 }

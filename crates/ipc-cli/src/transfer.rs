@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipc_core::frame::{FrameDecoder, encode_frame};
-use ipc_core::{Deadline, Error, ErrorKind, MessageReceiver, MessageSender, Result};
+use ipc_core::{Deadline, Detail, Error, ErrorKind, MessageReceiver, MessageSender, Result};
 
 use crate::Exit;
 
@@ -196,6 +196,7 @@ pub(crate) fn send(args: &Args) -> Result<Exit> {
 
 pub(crate) fn recv(args: &Args) -> Result<Exit> {
     let deadline = args.deadline();
+    let fifo = args.target() == Target::Fifo;
     let mut rx = open_receiver(args, deadline)?;
     let mut buf = vec![0; rx.max_message_size()];
     let stdout = std::io::stdout();
@@ -205,6 +206,16 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
     while args.count.is_none_or(|c| received < c) {
         let n = match rx.recv_deadline(&mut buf, deadline) {
             Ok(n) => n,
+            // A FIFO's writers closed in the middle of a message (one died, or wrote bytes
+            // that are not this framing): the part was dropped, and the error's note says so.
+            // Not an end like the others.
+            Err(e)
+                if e.kind() == ErrorKind::Disconnected
+                    && fifo
+                    && matches!(e.detail(), Detail::Note(_)) =>
+            {
+                return Err(e);
+            }
             // The sender closed (or died) and everything it sent was read.
             Err(e) if e.kind() == ErrorKind::Disconnected => break,
             Err(e) => return Err(e),

@@ -166,7 +166,11 @@ fn stale_objects_are_listed_and_cleaned_live_and_foreign_ones_kept() {
     let out = if private_ipc_namespace() {
         ipc(&["clean", "--stale", "--yes", "--dir", d])
     } else {
-        ipc(&["clean", "--stale", "--yes", "--dir", d, &stale, &sysv_id])
+        // An id is one per System V kind: say which.
+        ipc(&[
+            "clean", "--stale", "--yes", "--dir", d, "--kind", "shm", "--kind", "sysv-shm", &stale,
+            &sysv_id,
+        ])
     };
     assert!(out.status.success());
     let objects = list(&dir);

@@ -315,3 +315,148 @@ fn links_fifos_and_directories_planted_in_dev_shm_are_not_objects() {
     }
     assert!(at(&link).symlink_metadata().is_ok() && at(&fifo).exists() && at(&dir).is_dir());
 }
+
+/// `ipc ... | head -0`: a command whose stdout is a pipe nobody reads any more ends quietly,
+/// with status 0, as a Unix filter does, whatever it prints (a table, JSON, a completion
+/// script).
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for args in [
+        &["completions", "bash"][..],
+        &["list"],
+        &["list", "--json"],
+        &["limits"],
+        &["limits", "--json"],
+        &["clean", "--stale"],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both descriptors; each is owned once, here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(args)
+            .stdout(std::process::Stdio::from(write))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "ipc {args:?}: {err}");
+        assert!(!err.contains("panicked"), "ipc {args:?}: {err}");
+    }
+}
+
+/// `ipc inspect NAME` of a FIFO or socket in the current directory, named as a shell user
+/// names it (no `./`), finds it.
+#[test]
+fn inspect_finds_a_fifo_or_socket_by_a_relative_path() {
+    let dir = TempDir::new("cli-relative");
+    mkfifo(&dir.join("fifo"));
+    let _listener = UnixListener::bind(dir.join("sock")).unwrap();
+    for (name, kind) in [("fifo", "fifo"), ("sock", "socket"), ("./fifo", "fifo")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(["inspect", name, "--json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "inspect {name}: {err}");
+        let doc = json(&out);
+        assert_eq!(doc[0]["kind"], kind, "{doc}");
+        assert_eq!(doc.as_array().unwrap().len(), 1, "{doc}");
+    }
+}
+
+/// `ipc recv` from a FIFO whose writer closed in the middle of a message (died, or wrote
+/// bytes that are not this framing: `echo hi > fifo`): the library drops the part and says
+/// so; the command says so too and fails, rather than ending as if all had arrived.
+#[test]
+fn recv_reports_a_message_cut_by_the_end_of_the_stream() {
+    let dir = TempDir::new("cli-cut");
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    for (cut, what) in [
+        (&b"\x05\x00\x00\x00ab"[..], "a message"),
+        (&b"hi\n"[..], "a frame header"),
+    ] {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(["recv", fifo.to_str().unwrap(), "--timeout", "60"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening for writing waits for `ipc` to open for reading.
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut w, cut).unwrap();
+        drop(w);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{what}: {:?} {err}", out.status);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains("in the middle of"), "{what}: {err}");
+    }
+}
+
+/// Processes that end while `ipc` searches `/proc` are not "processes of other users" that
+/// could not be searched: run as root, with processes starting and ending all along, the note
+/// that says so (and tells to run as root) never appears.
+#[test]
+fn processes_ending_during_the_scan_are_not_called_unreadable() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: as another user than root, the note is right");
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut churn = Churn {
+        stop: stop.clone(),
+        thread: None,
+    };
+    churn.thread = Some(std::thread::spawn(move || {
+        let mut rounds = 0u64;
+        while !stop.load(Ordering::Relaxed) || rounds == 0 {
+            let _ = std::process::Command::new("true").status();
+            rounds += 1;
+        }
+        rounds
+    }));
+    for _ in 0..10 {
+        let out = ipc(&["list", "--kind", "sysv-shm", "--json"]);
+        assert!(out.status.success());
+        let doc = json(&out);
+        for note in doc["notes"].as_array().unwrap() {
+            assert!(
+                !note.as_str().unwrap().contains("not searched"),
+                "as root: {note}"
+            );
+        }
+    }
+    assert!(churn.stop() > 0);
+}
+
+/// `ipc ... 2>&1 >/dev/null | head -0`: a stderr nobody reads any more changes no exit code
+/// (the messages are lost, the outcome is not).
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let missing = unique_posix_name("cli-missing");
+    for (args, code) in [
+        (&["list", "--kind", "sysv-shm"][..], 0),
+        (&["inspect", missing.as_str()], 3),
+        (&["clean", "--stale", missing.as_str()], 3),
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 just made both descriptors; each is owned once, here.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_ipc"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(write))
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "ipc {args:?}");
+    }
+}

@@ -33,16 +33,20 @@
 //!
 //! Besides, every readable `/proc/PID/fd` and `/proc/PID/maps` is scanned once per
 //! [`scan`]: a process that has an object open or mapped now is one of its
-//! [`holders`](Object::holders). Processes of other users are readable only by root; the scan
-//! says how many it could not read ([`Inventory::notes`]).
+//! [`holders`](Object::holders); and every `/proc/PID/task/TID/syscall`: a process with a
+//! thread blocked in `msgrcv`, `msgsnd` or `semop` on a System V queue or set is one of that
+//! object's holders (a receiver waiting for the next message is recorded nowhere else).
+//! Processes of other users are readable only by root; the scan says how many it could not
+//! read ([`Inventory::notes`]).
 //!
 //! # Liveness and pid reuse
 //!
 //! The kernel records bare pids. A pid that names no process, or a zombie, is dead. A live
 //! process with that pid counts as the recorded one only if it started no later than the
 //! record was made (the object's operation time, in seconds): one that started after is a
-//! reuse of the pid, and the recorded process is dead. Anything that cannot be told (pid 0,
-//! a pid from another PID namespace, no `/proc`) is [`Liveness::Unknown`].
+//! reuse of the pid, and the recorded process is dead. Anything that cannot be told (a pid
+//! from another PID namespace, which the kernel shows as 0 once it recorded one, a pid whose
+//! process `/proc` hides (`hidepid`), no `/proc`) is [`Liveness::Unknown`].
 //!
 //! # The verdict
 //!
@@ -52,7 +56,12 @@
 //! the processes the kernel records (System V). Everything else is [`Verdict::Unknown`] (with
 //! the reason) or [`Verdict::InUse`]. Objects whose users nobody records (a plain POSIX
 //! segment, a FIFO, a POSIX queue) are therefore never stale, and neither is a System V queue
-//! that still holds messages (a queue outlives its processes by design).
+//! that still holds messages (a queue outlives its processes by design). A header's users
+//! never prove an object stale from a PID namespace other than the initial one: their pids are
+//! those of the writer's namespace, and processes outside this one hold objects unseen.
+//!
+//! A verdict is as old as its scan: a tool about to act on one looks again first
+//! ([`Object::refreshed`], [`Object::same_as`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -281,7 +290,9 @@ pub struct Object {
     pub creator: Option<Process>,
     /// The last users the kernel records (last attach/detach; last send, last receive).
     pub last_users: Vec<Process>,
-    /// Processes (readable by this user) that have it open or mapped now.
+    /// Processes (readable by this user) that have it open or mapped now; for a System V
+    /// queue or semaphore set, that have a thread blocked in a call on it (`msgrcv`,
+    /// `msgsnd`, `semop`).
     pub holders: Vec<u32>,
     /// What the header says, when a mechanism crate recognised it.
     pub recognised: Option<Recognised>,
@@ -290,6 +301,12 @@ pub struct Object {
     /// Why.
     pub why: String,
     dev_ino: Option<(u64, u64)>,
+    /// System V: the kernel's change time (creation, or the last `IPC_SET`), part of what
+    /// tells the object from another later made at the same id.
+    changed: Option<u64>,
+    /// Users the kernel recorded but whose pid it shows as 0 here: processes of a PID
+    /// namespace this one cannot see, whose liveness nobody here can tell.
+    unseen: Vec<&'static str>,
 }
 
 impl Object {
@@ -304,6 +321,55 @@ impl Object {
             Some((dev, ino)) => Removable::SameFile { path, dev, ino },
             None => Removable::Path(path),
         })
+    }
+
+    /// The object as it is now, found again by what [`removable`](Object::removable) removes
+    /// (its id, its path), and judged again; `None` once nothing is there. Compare it with
+    /// this one with [`same_as`](Object::same_as): another object may have taken the id or
+    /// the name since.
+    ///
+    /// For a tool about to remove an object judged earlier (`ipc clean`): what made it stale
+    /// then may have changed. A System V object's record is read again (`IPC_STAT`, or its
+    /// row of `/proc/sysvipc` when this user may not read it); a file is looked at again
+    /// (`lstat`), its [`holders`](Object::holders) are the scan's (another search of `/proc`
+    /// would cost a whole scan), and a header the scan recognised must be recognised again
+    /// (`recognise`) before the verdict counts.
+    pub fn refreshed(&self) -> Option<Object> {
+        let mut now = match (self.sysv, self.kind.sysv()) {
+            (Some((_, id)), Some(skind)) => sysv_stat(skind, id)?,
+            _ => {
+                let path = self.path.as_ref()?;
+                let meta = path.symlink_metadata().ok()?;
+                let mut o = file_object(self.kind, self.name.clone(), path.clone(), &meta);
+                o.holders.clone_from(&self.holders);
+                o
+            }
+        };
+        now.judge();
+        Some(now)
+    }
+
+    /// Whether `other` is this object, not another one that took its place: the same kind,
+    /// name and file (device and inode), or the same System V key, id, change time and
+    /// creator.
+    pub fn same_as(&self, other: &Object) -> bool {
+        self.kind == other.kind
+            && self.name == other.name
+            && self.path == other.path
+            && self.dev_ino == other.dev_ino
+            && self.sysv == other.sysv
+            && self.changed == other.changed
+            && self.creator.map(|p| p.pid) == other.creator.map(|p| p.pid)
+    }
+
+    /// The kernel's record of this System V object now ([`sysv_record`] by its id), `None`
+    /// when the id is gone or names another object now (the kernel reuses ids): never
+    /// another object's record shown as this one's.
+    pub fn sysv_record(&self) -> Option<Vec<(String, String)>> {
+        let skind = self.kind.sysv()?;
+        let row = sysv_record(skind, self.sysv?.1)?;
+        let now = sysv_row_object(skind, &row)?;
+        self.same_as(&now).then_some(row)
     }
 
     /// The POSIX name of a shared memory object, named semaphore or queue.
@@ -324,7 +390,20 @@ impl Object {
     }
 
     /// Attaches what a mechanism crate recognised and judges again.
-    pub fn recognise(&mut self, recognised: Recognised) {
+    ///
+    /// A user found dead whose pid names a process `/proc` hides (mounted with `hidepid`) is
+    /// taken for unknown: a mechanism's check reads the process's start time there, and
+    /// cannot tell a hidden process from a gone one.
+    pub fn recognise(&mut self, mut recognised: Recognised) {
+        for u in &mut recognised.users {
+            if u.can_use == Liveness::Dead && u.pid.is_some_and(exists_unseen) {
+                u.can_use = Liveness::Unknown;
+                u.state = format!(
+                    "{} (as far as /proc shows: it hides that pid's process, which exists)",
+                    u.state
+                );
+            }
+        }
         self.recognised = Some(recognised);
         self.judge();
     }
@@ -340,10 +419,12 @@ impl Object {
     fn verdict_now(&self) -> (Verdict, String) {
         if !self.holders.is_empty() {
             let pids: Vec<String> = self.holders.iter().map(u32::to_string).collect();
-            return (
-                Verdict::InUse,
-                format!("open or mapped by pid {}", pids.join(", ")),
-            );
+            let how = if self.sysv.is_some() {
+                "waited on (msgrcv, msgsnd, semop) by"
+            } else {
+                "open or mapped by"
+            };
+            return (Verdict::InUse, format!("{how} pid {}", pids.join(", ")));
         }
         if let Some(r) = &self.recognised {
             if let Some(what) = &r.corrupted {
@@ -352,10 +433,23 @@ impl Object {
                     format!("{}: header corrupted: {what}", r.what),
                 );
             }
-            return judge_all(
+            let (verdict, why) = judge_all(
                 r.users.iter().map(|u| (u.role.clone(), u.pid, u.can_use)),
                 &format!("{}: no user named in the header", r.what),
             );
+            if verdict == Verdict::Stale && pid_namespace_is_nested() {
+                // The pids in a header are those of the namespace of the process that wrote
+                // them, and processes outside this one map the object unseen: neither "dead"
+                // nor "nobody maps it" can be told from here.
+                return (
+                    Verdict::Unknown,
+                    format!(
+                        "{why}, as seen from this PID namespace, which is nested: processes \
+                         outside it, which may use it, cannot be seen from here"
+                    ),
+                );
+            }
+            return (verdict, why);
         }
         if let Some(n @ 1..) = self.attached {
             return (Verdict::InUse, format!("{n} attachment(s)"));
@@ -375,7 +469,7 @@ impl Object {
             .chain(self.last_users.iter().map(|p| ("last user", *p)))
             .filter(|(_, p)| p.pid != 0)
             .collect();
-        if recorded.is_empty() {
+        if recorded.is_empty() && self.unseen.is_empty() {
             let why = match self.kind {
                 Kind::SysvQueue => "no send or receive recorded yet",
                 Kind::SysvShm => "the kernel shows no creator here (another PID namespace?)",
@@ -383,13 +477,37 @@ impl Object {
             };
             return (Verdict::Unknown, why.to_owned());
         }
+        // A user the kernel recorded in a PID namespace this one cannot see (its pid reads 0
+        // here) may live: it makes the verdict unknown, never stale.
+        let unseen = self.unseen.iter().map(|role| {
+            (
+                format!("{role} (in a PID namespace not visible here)"),
+                None,
+                Liveness::Unknown,
+            )
+        });
         judge_all(
             recorded
                 .iter()
-                .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness)),
+                .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness))
+                .chain(unseen),
             "",
         )
     }
+}
+
+/// Whether this process runs in a PID namespace other than the initial one (a container's,
+/// say), or cannot tell: processes of the namespaces around it may exist that it cannot see,
+/// though they share its `/dev/shm` (`docker run --ipc=host`). The initial namespace is the
+/// one whose `/proc/self/ns/pid` reads `pid:[4026531836]` (the kernel's fixed
+/// `PROC_PID_INIT_INO`); `NSpid` in `/proc/self/status` would not do, as it lists only the
+/// namespaces from the one `/proc` was mounted for. Read once.
+fn pid_namespace_is_nested() -> bool {
+    static NESTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NESTED.get_or_init(|| {
+        !std::fs::read_link("/proc/self/ns/pid")
+            .is_ok_and(|ns| ns.as_os_str() == "pid:[4026531836]")
+    })
 }
 
 /// The verdict over users: in use if one can still use it, stale if all are dead.
@@ -492,6 +610,13 @@ pub fn scan(options: &Options) -> Inventory {
         if let Some(path) = &o.path {
             o.holders = holders.of(path);
         }
+        if let (Some((_, id)), Some(skind)) = (o.sysv, o.kind.sysv()) {
+            o.holders = holders
+                .waiting
+                .get(&(skind, id))
+                .cloned()
+                .unwrap_or_default();
+        }
         if o.kind == Kind::Socket && o.holders.is_empty() && bound.contains(path_key(o)) {
             o.why = "a socket is bound at this path".to_owned();
             o.verdict = Verdict::InUse;
@@ -526,6 +651,8 @@ fn file_object(kind: Kind, name: String, path: PathBuf, meta: &std::fs::Metadata
         verdict: Verdict::Unknown,
         why: String::new(),
         dev_ino: Some((meta.dev(), meta.ino())),
+        changed: None,
+        unseen: Vec::new(),
     }
 }
 
@@ -687,72 +814,169 @@ pub fn sysv_record(kind: SysvKind, id: i32) -> Option<Vec<(String, String)>> {
 /// holders, not judged): what a tool that only counts them needs. `None` when the table cannot
 /// be read.
 pub fn sysv_objects(skind: SysvKind) -> Option<Vec<Object>> {
+    Some(
+        sysv_table(skind)?
+            .iter()
+            .filter_map(|row| sysv_row_object(skind, row))
+            .collect(),
+    )
+}
+
+/// The object one row of `/proc/sysvipc/*` describes.
+fn sysv_row_object(skind: SysvKind, row: &[(String, String)]) -> Option<Object> {
+    let row: HashMap<&str, &str> = row.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    sysv_object(skind, |k| {
+        let v = row.get(k)?;
+        if k == "perms" {
+            i64::from_str_radix(v, 8).ok()
+        } else {
+            v.parse().ok()
+        }
+    })
+}
+
+/// One System V object from the kernel's record of it, each field read by `field` under its
+/// column name in `/proc/sysvipc/*` (`perms` as a number); `None` without a key or an id.
+fn sysv_object(skind: SysvKind, field: impl Fn(&str) -> Option<i64>) -> Option<Object> {
     let kind = match skind {
         SysvKind::MessageQueue => Kind::SysvQueue,
         SysvKind::SharedMemory => Kind::SysvShm,
         SysvKind::SemaphoreSet => Kind::SysvSemaphore,
     };
-    let mut objects = Vec::new();
-    for row in sysv_table(skind)? {
-        let row: HashMap<String, String> = row.into_iter().collect();
-        let num = |k: &str| row.get(k).and_then(|v| v.parse::<u64>().ok());
-        let int = |k: &str| row.get(k).and_then(|v| v.parse::<i64>().ok());
-        let (Some(key), Some(id)) = (int("key"), int(id_column(skind))) else {
-            continue;
-        };
-        let mode = row
-            .get("perms")
-            .and_then(|p| u32::from_str_radix(p, 8).ok())
-            .unwrap_or(0);
-        let proc_at = |pid: &str, at: &[&str]| {
-            let t = at.iter().filter_map(|k| num(k)).max();
-            num(pid).map(|p| Process::check(p as u32, t))
-        };
-        let (size, depth, attached, creator, last) = match skind {
-            SysvKind::MessageQueue => (
-                num("cbytes"),
-                num("qnum"),
-                None,
-                None,
-                [
-                    proc_at("lspid", &["stime", "ctime"]),
-                    proc_at("lrpid", &["rtime", "ctime"]),
-                ]
+    let num = |k: &str| field(k).and_then(|v| u64::try_from(v).ok());
+    let (key, id) = (field("key")?, field(id_column(skind))?);
+    let mode = field("perms").unwrap_or(0) as u32;
+    let mut unseen = Vec::new();
+    // The process column `pid` records, checked against the latest of the times `at` (pid
+    // reuse). The kernel shows 0 both for "nothing recorded yet" and for a process of a PID
+    // namespace this one cannot see; the column's own times (`own`, the first of `at`) tell
+    // them apart: set, something was recorded, and that 0 is a process that may live
+    // (`unseen`).
+    let mut proc_at = |role: &'static str, pid: &str, own: usize, at: &[&str]| {
+        let t = at.iter().filter_map(|k| num(k)).max();
+        let p = num(pid)?;
+        if p == 0 && at[..own].iter().any(|k| num(k).is_some_and(|t| t > 0)) {
+            unseen.push(role);
+        }
+        Some(Process::check(p as u32, t))
+    };
+    let (size, depth, attached, creator, last) = match skind {
+        SysvKind::MessageQueue => (
+            num("cbytes"),
+            num("qnum"),
+            None,
+            None,
+            [
+                proc_at("last sender", "lspid", 1, &["stime", "ctime"]),
+                proc_at("last receiver", "lrpid", 1, &["rtime", "ctime"]),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        SysvKind::SharedMemory => (
+            num("size"),
+            None,
+            num("nattch"),
+            // Every segment has a creator (and a change time): a 0 is one not visible here.
+            proc_at("creator", "cpid", 1, &["ctime"]),
+            proc_at("last user", "lpid", 2, &["atime", "dtime", "ctime"])
                 .into_iter()
-                .flatten()
                 .collect(),
-            ),
-            SysvKind::SharedMemory => (
-                num("size"),
-                None,
-                num("nattch"),
-                proc_at("cpid", &["ctime"]),
-                proc_at("lpid", &["atime", "dtime", "ctime"])
-                    .into_iter()
-                    .collect(),
-            ),
-            SysvKind::SemaphoreSet => (None, num("nsems"), None, None, Vec::new()),
-        };
-        objects.push(Object {
-            kind,
-            name: format!("{:#010x}", key as i32),
-            path: None,
-            sysv: Some((key as i32, id as i32)),
-            uid: num("uid").unwrap_or(u64::MAX) as u32,
-            mode: mode & 0o777,
-            size,
-            depth,
-            attached,
-            creator,
-            last_users: last,
-            holders: Vec::new(),
-            recognised: None,
-            verdict: Verdict::Unknown,
-            why: String::new(),
-            dev_ino: None,
-        });
+        ),
+        SysvKind::SemaphoreSet => (None, num("nsems"), None, None, Vec::new()),
+    };
+    let changed = num("ctime");
+    Some(Object {
+        kind,
+        name: format!("{:#010x}", key as i32),
+        path: None,
+        sysv: Some((key as i32, id as i32)),
+        uid: num("uid").map_or(u32::MAX, |u| u as u32),
+        mode: mode & 0o777,
+        size,
+        depth,
+        attached,
+        creator,
+        last_users: last,
+        holders: Vec::new(),
+        recognised: None,
+        verdict: Verdict::Unknown,
+        why: String::new(),
+        dev_ino: None,
+        changed,
+        unseen,
+    })
+}
+
+/// The kernel's record of the System V object of `skind` with id `id` now, as an object (not
+/// judged): by `IPC_STAT` (which pid namespaces translate as `/proc/sysvipc` does), or, when
+/// this user may not read the object, its row of `/proc/sysvipc`. `None` once the id is gone.
+fn sysv_stat(skind: SysvKind, id: i32) -> Option<Object> {
+    let from_table = || sysv_row_object(skind, &sysv_record(skind, id)?);
+    let denied =
+        |r: i32| r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES);
+    match skind {
+        SysvKind::SharedMemory => {
+            // SAFETY: all-zero bytes are a valid `shmid_ds` (integers only).
+            let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+            // SAFETY: `ds` is a valid, writable `shmid_ds` for the call to fill.
+            let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+            if denied(r) {
+                return from_table();
+            }
+            if r < 0 {
+                return None;
+            }
+            let p = &ds.shm_perm;
+            sysv_object(skind, |k| {
+                Some(match k {
+                    "key" => i64::from(p.__key),
+                    "shmid" => i64::from(id),
+                    "perms" => i64::from(p.mode),
+                    "uid" => i64::from(p.uid),
+                    "size" => ds.shm_segsz as i64,
+                    "nattch" => ds.shm_nattch as i64,
+                    "cpid" => i64::from(ds.shm_cpid),
+                    "lpid" => i64::from(ds.shm_lpid),
+                    "atime" => ds.shm_atime,
+                    "dtime" => ds.shm_dtime,
+                    "ctime" => ds.shm_ctime,
+                    _ => return None,
+                })
+            })
+        }
+        SysvKind::MessageQueue => {
+            // SAFETY: all-zero bytes are a valid `msqid_ds` (integers only).
+            let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+            // SAFETY: `ds` is a valid, writable `msqid_ds` for the call to fill.
+            let r = unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) };
+            if denied(r) {
+                return from_table();
+            }
+            if r < 0 {
+                return None;
+            }
+            let p = &ds.msg_perm;
+            sysv_object(skind, |k| {
+                Some(match k {
+                    "key" => i64::from(p.__key),
+                    "msqid" => i64::from(id),
+                    "perms" => i64::from(p.mode),
+                    "uid" => i64::from(p.uid),
+                    "qnum" => ds.msg_qnum as i64,
+                    "lspid" => i64::from(ds.msg_lspid),
+                    "lrpid" => i64::from(ds.msg_lrpid),
+                    "stime" => ds.msg_stime,
+                    "rtime" => ds.msg_rtime,
+                    "ctime" => ds.msg_ctime,
+                    _ => return None,
+                })
+            })
+        }
+        // A set records no process: it is never stale, and its table row says all there is.
+        SysvKind::SemaphoreSet => from_table(),
     }
-    Some(objects)
 }
 
 /// Paths Unix sockets are bound to in this network namespace (`/proc/net/unix`).
@@ -815,6 +1039,9 @@ fn scan_dir(dir: &Path, depth: usize, inv: &mut Inventory) {
 struct Holders {
     by_path: HashMap<PathBuf, Vec<u32>>,
     by_file: HashMap<(u64, u64), Vec<u32>>,
+    /// Processes with a thread blocked in a call on a System V queue or semaphore set (which
+    /// the kernel records nowhere else), by kind and id.
+    waiting: HashMap<(SysvKind, i32), Vec<u32>>,
 }
 
 impl Holders {
@@ -825,6 +1052,7 @@ impl Holders {
         let mut holders = Holders {
             by_path: HashMap::new(),
             by_file: HashMap::new(),
+            waiting: HashMap::new(),
         };
         let mut unreadable = 0;
         let me = std::process::id();
@@ -859,6 +1087,8 @@ impl Holders {
                         }
                     }
                 }
+                // Ended since /proc was listed: it holds nothing now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(_) => {
                     unreadable += 1;
                     continue;
@@ -893,11 +1123,15 @@ impl Holders {
             for file in files {
                 holders.by_file.entry(file).or_default().push(pid);
             }
+            for object in waiting_on(&p.path()) {
+                holders.waiting.entry(object).or_default().push(pid);
+            }
         }
         for pids in holders
             .by_path
             .values_mut()
             .chain(holders.by_file.values_mut())
+            .chain(holders.waiting.values_mut())
         {
             pids.sort_unstable();
             pids.dedup();
@@ -925,6 +1159,32 @@ impl Holders {
     }
 }
 
+/// The System V queues and semaphore sets the threads of the process at `/proc/PID` (`proc`)
+/// are blocked on now: `msgrcv`/`msgsnd` on a queue, `semop`/`semtimedop` on a set, as
+/// `/proc/PID/task/TID/syscall` shows (the call's number, then its arguments in hex, the id
+/// first). A receiver waiting for the next message is recorded nowhere else: not in
+/// `/proc/sysvipc/msg`, which keeps only the last sender and receiver.
+fn waiting_on(proc: &Path) -> Vec<(SysvKind, i32)> {
+    let Ok(tasks) = std::fs::read_dir(proc.join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let line = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+            let mut fields = line.split_whitespace();
+            let nr: libc::c_long = fields.next()?.parse().ok()?;
+            let kind = match nr {
+                libc::SYS_msgrcv | libc::SYS_msgsnd => SysvKind::MessageQueue,
+                libc::SYS_semop | libc::SYS_semtimedop => SysvKind::SemaphoreSet,
+                _ => return None,
+            };
+            let id = u64::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
+            Some((kind, i32::try_from(id).ok()?))
+        })
+        .collect()
+}
+
 /// The device and inode of the file a `/proc/PID/maps` line maps (`ADDR PERMS OFFSET MAJ:MIN
 /// INODE PATH`, numbers of the device in hex); `None` for an anonymous mapping (inode 0) or a
 /// line that does not parse.
@@ -944,10 +1204,15 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
         return Liveness::Unknown;
     }
     let Some(stat) = crate::process::stat(pid) else {
-        return if crate::process::stat("self").is_some() {
-            Liveness::Dead
-        } else {
+        if crate::process::stat("self").is_none() {
+            return Liveness::Unknown;
+        }
+        // Missing from /proc: gone, or hidden. A hidden one may be the one recorded or a
+        // reuse of its pid; without its start time nobody can tell which.
+        return if exists_unseen(pid) {
             Liveness::Unknown
+        } else {
+            Liveness::Dead
         };
     };
     if stat.has_ended() {
@@ -961,6 +1226,17 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
         (Some(s), Some(at)) if at > 0 && s > at + 1 => Liveness::Dead,
         _ => Liveness::Alive,
     }
+}
+
+/// Whether a process with pid `pid` exists although `/proc` does not show it: `/proc` mounted
+/// with `hidepid`, which hides other users' processes. `kill(pid, 0)` asks the kernel itself:
+/// ESRCH only when no process has the pid.
+fn exists_unseen(pid: u32) -> bool {
+    !Path::new("/proc").join(pid.to_string()).exists()
+        && i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
 }
 
 fn boot_time() -> Option<u64> {
@@ -1012,6 +1288,7 @@ mod tests {
             Liveness::Dead,
             "beyond PID_MAX_LIMIT"
         );
+        assert_eq!(liveness(u32::MAX, None), Liveness::Dead, "not a pid at all");
         // Recorded long before this process started: a reused pid.
         assert_eq!(liveness(me, Some(1000)), Liveness::Dead);
         let now = std::time::SystemTime::now()
@@ -1040,12 +1317,24 @@ mod tests {
             verdict: Verdict::Unknown,
             why: String::new(),
             dev_ino: None,
+            changed: None,
+            unseen: Vec::new(),
         };
         o.judge();
         assert_eq!(o.verdict, Verdict::Stale, "{}", o.why);
         o.last_users = vec![Process::check(std::process::id(), None)];
         o.judge();
         assert_eq!(o.verdict, Verdict::InUse, "{}", o.why);
+        // A last user in a PID namespace not visible here (pid 0, an attach time recorded)
+        // may live, whatever the creator.
+        o.last_users = vec![Process::check(0, None)];
+        o.unseen = vec!["last user"];
+        o.judge();
+        assert_eq!(o.verdict, Verdict::Unknown, "{}", o.why);
+        assert!(o.why.contains("not visible here"), "{}", o.why);
+        o.unseen.clear();
+        o.judge();
+        assert_eq!(o.verdict, Verdict::Stale, "{}", o.why);
         o.creator = None;
         o.last_users.clear();
         o.judge();
