@@ -358,16 +358,35 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     match start_time_of(pid) {
         Ok(Some(t)) if t == start => Ok(fd),
         Ok(Some(_)) => Err(Errno::SRCH),
-        // Gone (reaped since the pidfd was made), or no `/proc` at all: this process's own
-        // entry tells. `NOENT` lets the caller say "no /proc" instead of "dead".
-        Err(Errno::NOENT) | Ok(None) => match start_time_of("self") {
+        // Gone (reaped since the pidfd was made), hidden (`/proc` mounted `hidepid=`, another
+        // user's process), or no `/proc` at all: this process's own entry tells the last
+        // apart (`NOENT` lets the caller say "no /proc" instead of "dead"), and the pidfd the
+        // first two: it is readable once its process has exited.
+        Err(Errno::NOENT | Errno::ACCESS | Errno::PERM) => match start_time_of("self") {
             Err(e @ (Errno::NOENT | Errno::MFILE | Errno::NFILE)) => Err(e),
-            _ => Err(Errno::SRCH),
+            _ if exited(&fd) => Err(Errno::SRCH),
+            // Runs, and `/proc` hides it: its start time cannot be checked, so a pid reused
+            // by another hidden process would pass for the peer (until that one exits, which
+            // the pidfd tells). Taken for alive: the other answer, dead, would end a channel
+            // whose peer runs, on every hardened multi-user machine.
+            _ => Ok(fd),
         },
+        Ok(None) => Err(Errno::SRCH),
         // No descriptor left to read it with (the pidfd may have taken the last one), or
         // another reason it cannot be read now: neither dead nor alive; the caller names it.
         Err(e) => Err(e),
     }
+}
+
+/// Whether the process of `pidfd` has exited (the pidfd is readable; a poll that cannot be
+/// made says no, and the next status check polls again).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! A peer that `/proc` hides: on a machine whose `/proc` is mounted `hidepid=2` (hardened
+//! multi-user hosts), a process of one user cannot see another user's processes there, so the
+//! start time a channel end checks its peer's pid against cannot be read. The peer runs (its
+//! pidfd says so); it is not dead, and the channel must work: here a receiver run as `nobody`
+//! under such a `/proc` takes the messages of root's live sender, sees it `Attached`, and gets
+//! `Disconnected` only once it closes.
+//!
+//! Before, the missing `/proc/PID/stat` made `open_verified` call the peer dead at once: the
+//! receiver saw `Peer::Dead` and a waiting receive ended in `Disconnected` while the sender ran.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+use ipc_shm::{ChannelOptions, Peer, Receiver, Segment, Sender};
+use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
+
+/// What the role prints when it cannot make its `/proc` or become `nobody`.
+const SKIP: &str = "skipped: a hidepid /proc needs root and a private mount namespace";
+
+/// A private mount namespace whose `/proc` is a new instance mounted `hidepid=2`, then user
+/// and group `nobody` for good; false (after printing [`SKIP`]) when not permitted.
+fn nobody_under_hidepid() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("{SKIP}: not root");
+        return false;
+    }
+    // SAFETY: CLONE_NEWNS gives this process its own copy of the mount table; every pointer
+    // below is a NUL-terminated literal or null, valid for its call; the credential calls take
+    // numbers (glibc applies them to every thread).
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            eprintln!("{SKIP}: unshare: {}", std::io::Error::last_os_error());
+            return false;
+        }
+        let private = libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_PRIVATE | libc::MS_REC,
+            std::ptr::null(),
+        );
+        assert_eq!(private, 0, "{}", std::io::Error::last_os_error());
+        if libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            0,
+            c"hidepid=2".as_ptr().cast(),
+        ) != 0
+        {
+            eprintln!("{SKIP}: mount proc: {}", std::io::Error::last_os_error());
+            return false;
+        }
+        let nobody = ipc_testkit::users::SQUATTER;
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(nobody), 0);
+        assert_eq!(libc::setuid(nobody), 0);
+    }
+    true
+}
+
+/// Child: the receiver of the inherited channel, as `nobody` under a `hidepid=2` `/proc`.
+fn hidden_sender_receiver(ctx: &Ctx) {
+    if !nobody_under_hidepid() {
+        // The parent waits for this checkpoint either way.
+        ctx.checkpoint("received");
+        return;
+    }
+    let parent = std::os::unix::process::parent_id();
+    assert!(
+        std::fs::metadata(format!("/proc/{parent}/stat")).is_err(),
+        "/proc shows the sender's process: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Receiver::open(seg).unwrap();
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "a live, hidden sender");
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    ctx.checkpoint("received");
+    // The sender sends "second" once it saw the checkpoint, then closes.
+    let n = rx.recv_timeout(&mut buf, Duration::from_secs(60)).unwrap();
+    assert_eq!(&buf[..n], b"second");
+    let e = rx
+        .recv_timeout(&mut buf, Duration::from_secs(60))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(rx.peer().unwrap(), Peer::Closed);
+    eprintln!("checked");
+}
+
+roles!(hidden_sender_receiver);
+
+#[test]
+fn a_live_peer_that_proc_hides_is_not_dead() {
+    let seg = ChannelOptions::new()
+        .capacity(1 << 12)
+        .create_memfd("hidden-peer")
+        .unwrap();
+    let seg = Arc::new(seg);
+    let mut tx = Sender::open(seg.clone()).unwrap();
+    tx.send(b"first").unwrap();
+    let mut child = spawn("hidden_sender_receiver")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    let out = within_watchdog("the hidden-peer receiver", move || {
+        child.wait_checkpoint("received");
+        tx.send(b"second").unwrap();
+        drop(tx);
+        child.wait()
+    });
+    assert!(
+        out.stderr.contains("checked") || out.stderr.contains(SKIP),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
