@@ -69,7 +69,9 @@
 //! Two things the liveness check relies on, so channel ends do not work across them:
 //! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
 //!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
-//!   end look dead at once ([`ErrorKind::Disconnected`]);
+//!   end look dead at once ([`ErrorKind::Disconnected`]). A `/proc` that hides other users'
+//!   processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, though its start time
+//!   cannot be checked then;
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
 //!   parent's helper thread, which the child does not have, and keeps the parent's pid. Open
 //!   channel ends after the fork, in the process that uses them (a child that `exec`s and
