@@ -1191,8 +1191,26 @@ impl MpscConsumer {
         }
     }
 
-    /// Receives the next message (fairly across producers) into `buf`, with the place of the
-    /// producer that sent it; see [`recv_deadline`](MessageReceiver::recv_deadline).
+    /// Receives the next message (fairly across producers) into `buf`; returns
+    /// `(place, len)`: the place of the producer that sent it ([`MpscProducer::place`]) first,
+    /// then the message's length (note the order: the length comes second, unlike
+    /// [`recv_deadline`](MessageReceiver::recv_deadline), which returns the length alone).
+    /// Waits and fails as [`recv_deadline`](MessageReceiver::recv_deadline) does.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ipc_shm::prelude::*;
+    /// use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer};
+    /// let seg = Arc::new(MpscOptions::new().producers(4).capacity(1 << 12).create_memfd("doc")?);
+    /// let mut collector = MpscConsumer::open(seg.clone())?;
+    /// let _first = MpscProducer::open(seg.clone())?;
+    /// let mut worker = MpscProducer::open(seg)?;
+    /// worker.send(b"done")?;
+    /// let mut buf = [0u8; 64];
+    /// let (place, len) = collector.recv_from_deadline(&mut buf, Deadline::Never)?;
+    /// assert_eq!((place, &buf[..len]), (worker.place(), &b"done"[..]));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn recv_from_deadline(
         &mut self,
         buf: &mut [u8],
