@@ -139,6 +139,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use ipc_core::fd::Interest;
+use ipc_core::inventory::Recognised;
 use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
     Result, futex,
@@ -346,8 +347,17 @@ unsafe impl Send for View {}
 
 impl View {
     fn open(segment: &Segment) -> Result<View> {
-        let len = segment.len();
-        let base = KIND.open(segment)?;
+        View::at(KIND.open(segment)?, segment.len())
+    }
+
+    /// [`open`](View::open) for `inspect`: any mapping, read-only included.
+    fn inspect(segment: &Segment) -> Result<View> {
+        View::at(KIND.header(segment)?, segment.len())
+    }
+
+    /// Validates the header and the rings at `base` (its prefix checked) of a mapping of
+    /// `len` bytes.
+    fn at(base: NonNull<u8>, len: usize) -> Result<View> {
         // SAFETY: at least a header long (checked); atomics only.
         let h = unsafe { base.cast::<Header>().as_ref() };
         let m = &h.meta;
@@ -405,6 +415,67 @@ impl View {
         // SAFETY: validated at open; kept mapped by the endpoint; atomics only.
         unsafe { self.header.as_ref() }
     }
+}
+
+/// What `inspect` reports an MPSC segment as.
+const WHAT: &str = "ipc-shm mpsc";
+
+/// Recognises an MPSC segment from the outside (for `ipc list` / `ipc inspect`), read-only:
+/// `None` for another magic; otherwise its shape, the consumer's place and every producer
+/// place that is not free (a free place is anybody's to take, and matters only while the
+/// consumer may still receive). A consumer that closed or died ends the segment for good (a
+/// new `MpscConsumer::open` is `Disconnected`, producers' sends too), so with it and every
+/// producer named dead the segment is provably stale.
+pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
+    let mut magic = [0u8; 8];
+    segment.read_at(0, &mut magic).ok()?;
+    if u64::from_ne_bytes(magic) != MAGIC {
+        return None;
+    }
+    let mut version = [0u8; 4];
+    segment.read_at(8, &mut version).ok()?;
+    let version = u32::from_ne_bytes(version);
+    let mut r = Recognised {
+        what: WHAT.to_owned(),
+        facts: vec![("layout version".to_owned(), version.to_string())],
+        ..Recognised::default()
+    };
+    let view = match View::inspect(segment) {
+        Ok(view) => view,
+        Err(e) => {
+            r.corrupted = Some(e.to_string());
+            return Some(r);
+        }
+    };
+    r.facts
+        .push(("producer places".to_owned(), view.rings.len().to_string()));
+    if let Some(ring) = view.rings.first() {
+        r.facts
+            .push(("capacity".to_owned(), ring.capacity().to_string()));
+    }
+    r.facts
+        .push(("max message".to_owned(), view.max_message.to_string()));
+    let places = view
+        .rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| (format!("producer {i}"), &*ring.header().tx));
+    for (role, side) in
+        std::iter::once(("consumer".to_owned(), &*view.header().consumer)).chain(places)
+    {
+        let word = side.owner.load(Ordering::Acquire);
+        if word == 0 && role != "consumer" {
+            continue;
+        }
+        match crate::inspect::user(&role, word) {
+            Ok(u) => r.users.push(u),
+            Err(e) => {
+                r.corrupted = Some(format!("{role}: {e}"));
+                return Some(r);
+            }
+        }
+    }
+    Some(r)
 }
 
 /// One producer of an MPSC segment: holds one place (its own ring) until dropped.
