@@ -448,7 +448,7 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         }
     };
     r.facts
-        .push(("producer places".to_owned(), view.rings.len().to_string()));
+        .push(("max producers".to_owned(), view.rings.len().to_string()));
     if let Some(ring) = view.rings.first() {
         r.facts
             .push(("capacity".to_owned(), ring.capacity().to_string()));

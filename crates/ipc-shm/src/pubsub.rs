@@ -594,7 +594,7 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         ("policy", policy.to_owned()),
         ("slots", view.slots.to_string()),
         ("max message", view.max_message.to_string()),
-        ("subscriber places", view.subscribers.to_string()),
+        ("max subscribers", view.subscribers.to_string()),
         ("history", view.history.to_string()),
         ("published", published.to_string()),
     ] {
