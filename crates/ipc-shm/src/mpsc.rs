@@ -511,7 +511,10 @@ impl MpscProducer {
     /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] for a segment that is not a
     /// valid MPSC, or a free place whose ring's tail is not at the consumer's index;
     /// [`ErrorKind::AlreadyExists`] when every place is held (or still being drained by the
-    /// consumer after its producer left).
+    /// consumer after its producer left: retry later);
+    /// [`ErrorKind::Disconnected`] when no place is free and the consumer closed or died, so
+    /// nobody will ever give one back. (With a place free, a producer joins a segment whose
+    /// consumer is gone, and its first send says `Disconnected`.)
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscProducer> {
         MpscProducer::join(segment.into(), AttachStep::Attached)
             .map(|p| p.expect("a full join returns the producer"))
@@ -542,6 +545,27 @@ impl MpscProducer {
             }
         }
         let Some(index) = index else {
+            // Places held by producers that left are given back by the consumer once it
+            // drained them: with the consumer closed or dead, never. Say so, as a send would,
+            // rather than "held" to a joiner that may retry for ever.
+            let word = view.header().consumer.owner.load(Ordering::Acquire);
+            if state_of(word) == STATE_CLOSED
+                || matches!(Watch::default().status_of(word), Ok(Status::Dead))
+            {
+                return Err(err(Error::with_note(
+                    ErrorKind::Disconnected,
+                    format!(
+                        "no producer place is free and the consumer {} (pid {}): nobody will \
+                         drain the places left; make a new segment",
+                        if state_of(word) == STATE_CLOSED {
+                            "closed"
+                        } else {
+                            "died"
+                        },
+                        peer::identity_of(word).pid
+                    ),
+                )));
+            }
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
