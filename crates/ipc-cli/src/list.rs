@@ -8,8 +8,8 @@ use serde_json::json;
 use crate::Exit;
 use crate::output::{self, object_json, print_json};
 
-/// Scans and recognises what the mechanism crates know: ipc-shm channels, and ipc-sync
-/// primitives at the start of a segment.
+/// Scans and recognises what the mechanism crates know: ipc-shm channels, publish-subscribe
+/// and many-to-one segments, and ipc-sync primitives at the start of a segment.
 pub(crate) fn scan(options: &Options) -> Inventory {
     let mut inv = inventory::scan(options);
     for o in &mut inv.objects {

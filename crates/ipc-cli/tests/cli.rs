@@ -33,7 +33,42 @@ fn sysv_then_park(ctx: &Ctx) {
     ctx.park("ready");
 }
 
-roles!(channel_then_park, sysv_then_park);
+/// Creates a publish-subscribe segment named by the argument, opens its publisher and a
+/// subscriber here, and waits to be killed.
+fn pubsub_then_park(ctx: &Ctx) {
+    let seg = Arc::new(
+        ipc_shm::PubSubOptions::new()
+            .slots(4)
+            .max_message(64)
+            .create_posix(ctx.arg())
+            .unwrap(),
+    );
+    let _publisher = ipc_shm::Publisher::open(seg.clone()).unwrap();
+    let _subscriber = ipc_shm::Subscriber::open(seg).unwrap();
+    ctx.park("ready");
+}
+
+/// Creates a many-to-one segment named by the argument, opens its consumer and a producer
+/// here, and waits to be killed.
+fn mpsc_then_park(ctx: &Ctx) {
+    let seg = Arc::new(
+        ipc_shm::MpscOptions::new()
+            .producers(2)
+            .capacity(4096)
+            .create_posix(ctx.arg())
+            .unwrap(),
+    );
+    let _consumer = ipc_shm::MpscConsumer::open(seg.clone()).unwrap();
+    let _producer = ipc_shm::MpscProducer::open(seg).unwrap();
+    ctx.park("ready");
+}
+
+roles!(
+    channel_then_park,
+    sysv_then_park,
+    pubsub_then_park,
+    mpsc_then_park
+);
 
 /// `ipc list --json` (FIFOs and sockets searched in `dir` only): the objects.
 fn list(dir: &TempDir) -> Vec<Value> {
@@ -192,6 +227,73 @@ fn stale_objects_are_listed_and_cleaned_live_and_foreign_ones_kept() {
         assert!(out.status.success());
         assert_eq!(verdict(&list(&dir), f), "absent");
     }
+}
+
+/// A publish-subscribe and a many-to-one segment left by a SIGKILLed program are recognised,
+/// listed as stale and cleaned; a live one of each is kept. (Unrecognised, they stayed
+/// "unknown" for good, and `clean --stale` could never remove them.)
+#[test]
+fn stale_pattern_segments_are_recognised_and_cleaned() {
+    let dir = TempDir::new("cli-patterns");
+    let d = dir.path().to_str().unwrap();
+    let mut killed = Vec::new();
+    for (role, tag) in [
+        ("pubsub_then_park", "cli-pubsub"),
+        ("mpsc_then_park", "cli-mpsc"),
+    ] {
+        let name = unique_posix_name(tag);
+        // Removed however the test ends (quietly if `clean` removed it).
+        let guard = ipc_core::RemoveGuard::new(ipc_core::Removable::Shm(name.parse().unwrap()));
+        let mut child = spawn(role).arg(&name).start();
+        child.wait_checkpoint("ready");
+        assert!(child.kill_and_wait().killed());
+        killed.push((name, guard));
+    }
+    let live_pubsub = unique_posix_name("cli-live-pubsub");
+    let seg = Arc::new(
+        ipc_shm::PubSubOptions::new()
+            .slots(4)
+            .max_message(64)
+            .create_posix(live_pubsub.as_str())
+            .unwrap()
+            .remove_on_drop(),
+    );
+    let _publisher = ipc_shm::Publisher::open(seg).unwrap();
+    let live_mpsc = unique_posix_name("cli-live-mpsc");
+    let seg = Arc::new(
+        ipc_shm::MpscOptions::new()
+            .producers(2)
+            .capacity(4096)
+            .create_posix(live_mpsc.as_str())
+            .unwrap()
+            .remove_on_drop(),
+    );
+    let _consumer = ipc_shm::MpscConsumer::open(seg).unwrap();
+
+    let objects = list(&dir);
+    for ((name, _), what) in killed.iter().zip(["ipc-shm pub-sub", "ipc-shm mpsc"]) {
+        let o = find(&objects, name).expect("listed");
+        assert_eq!(o["recognised"]["what"], what, "{o}");
+        assert_eq!(o["verdict"], "stale", "{o}");
+    }
+    assert_eq!(verdict(&objects, &live_pubsub), "in-use");
+    assert_eq!(verdict(&objects, &live_mpsc), "in-use");
+    let out = ipc(&["inspect", &killed[0].0]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("publisher") && text.contains("dead"),
+        "{text}"
+    );
+
+    let mut args = vec!["clean", "--stale", "--yes", "--dir", d];
+    args.extend(killed.iter().map(|(name, _)| name.as_str()));
+    assert!(ipc(&args).status.success());
+    let objects = list(&dir);
+    for (name, _) in &killed {
+        assert_eq!(verdict(&objects, name), "absent");
+    }
+    assert_eq!(verdict(&objects, &live_pubsub), "in-use");
+    assert_eq!(verdict(&objects, &live_mpsc), "in-use");
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Recognising a channel segment from the outside (for the `ipc` command's `list` and
-//! `inspect`): its header validated by the same code `open` uses (`Ring::open`), each end's
-//! owner word judged by the same liveness check the ends use (`peer::Watch`), without attaching.
+//! Recognising a channel, publish-subscribe or many-to-one segment from the outside (for the
+//! `ipc` command's `list` and `inspect`): its header validated by the same code `open` uses
+//! (`Ring::open`, the patterns' `View`), each end's owner word judged by the same liveness
+//! check the ends use (`peer::Watch`), without attaching.
 
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
@@ -16,9 +17,9 @@ use crate::{OpenOptions, Segment};
 const WHAT: &str = "ipc-shm channel";
 
 /// Opens the POSIX shared memory object `name` read-only (whoever owns it, if this user may
-/// read it) and recognises it: `Ok(None)` when it holds no channel of this library (too small,
-/// another magic), `Ok(Some(_))` with [`Recognised::corrupted`] set when it holds one whose
-/// header fails validation.
+/// read it) and recognises it: `Ok(None)` when it holds no channel, pub-sub or MPSC segment of
+/// this library (too small, another magic), `Ok(Some(_))` with [`Recognised::corrupted`] set
+/// when it holds one whose header fails validation.
 ///
 /// Makes `shm_open`, `fstat`, `mmap` (read-only), and for each end that names a process,
 /// `pidfd_open` and a read of `/proc/PID/stat`. Blocks on nothing. Attaches no end and writes
@@ -37,8 +38,17 @@ pub fn posix(name: &PosixName) -> Result<Option<Recognised>> {
     Ok(segment_header(&segment))
 }
 
-/// [`posix`] for a segment already mapped.
+/// [`posix`] for a segment already mapped: a channel, a publish-subscribe or a
+/// many-to-one segment (`what` says which: `ipc-shm channel`, `ipc-shm pub-sub`,
+/// `ipc-shm mpsc`).
 pub fn segment_header(segment: &Segment) -> Option<Recognised> {
+    channel(segment)
+        .or_else(|| crate::pubsub::recognise(segment))
+        .or_else(|| crate::mpsc::recognise(segment))
+}
+
+/// [`segment_header`] for a channel segment.
+fn channel(segment: &Segment) -> Option<Recognised> {
     let base = NonNull::new(segment.as_ptr())?;
     let len = segment.len();
     if len < ring::DATA_OFFSET {
@@ -129,7 +139,7 @@ pub fn segment_header(segment: &Segment) -> Option<Recognised> {
 
 /// One end as a [`User`]: its state, its process and whether that process lives (the ends'
 /// own check: pidfd and start time, which pid reuse cannot fool).
-fn user(role: &str, word: u64) -> Result<User> {
+pub(crate) fn user(role: &str, word: u64) -> Result<User> {
     let status = Watch::default().status_of(word);
     let pid = (state_of(word) != STATE_FREE).then(|| identity_of(word).pid);
     let (state, can_use) = match status {
@@ -229,6 +239,132 @@ mod tests {
                 r.corrupted
             );
         }
+    }
+
+    /// The role, state and liveness of each user a recognised header names.
+    fn users(r: &Recognised) -> Vec<(String, String, Liveness)> {
+        r.users
+            .iter()
+            .map(|u| (u.role.clone(), u.state.clone(), u.can_use))
+            .collect()
+    }
+
+    /// A pub-sub segment left behind (its publisher gone) must be recognised, so that `ipc
+    /// list` can call it stale and `ipc clean --stale` remove it: unrecognised, it stayed
+    /// "unknown" for good.
+    #[test]
+    fn recognises_a_pubsub_segment_and_its_ends() {
+        use crate::{PubSubOptions, Publisher, Subscriber};
+        let name = format!("/ipctest-inspect-pubsub-{}", std::process::id());
+        let seg = std::sync::Arc::new(
+            PubSubOptions::new()
+                .slots(4)
+                .max_message(64)
+                .subscribers(3)
+                .create_posix(name.as_str())
+                .unwrap()
+                .remove_on_drop(),
+        );
+        let r = segment_header(&seg).expect("a pub-sub segment is recognised");
+        assert_eq!(
+            (r.what.as_str(), r.corrupted.as_deref()),
+            ("ipc-shm pub-sub", None)
+        );
+        assert_eq!(
+            users(&r),
+            [("publisher".to_owned(), "free".to_owned(), Liveness::Unknown)]
+        );
+        let mut publisher = Publisher::open(seg.clone()).unwrap();
+        let sub = Subscriber::open(seg.clone()).unwrap();
+        publisher.send(b"tick").unwrap();
+        let r = segment_header(&seg).unwrap();
+        assert!(r.facts.contains(&("published".to_owned(), "1".to_owned())));
+        assert_eq!(
+            users(&r),
+            [
+                (
+                    "publisher".to_owned(),
+                    "attached".to_owned(),
+                    Liveness::Alive
+                ),
+                (
+                    "subscriber 0".to_owned(),
+                    "attached".to_owned(),
+                    Liveness::Alive
+                ),
+            ]
+        );
+        drop(sub);
+        drop(publisher);
+        // A closed publisher ends the pub-sub for good: nobody can use the segment again.
+        let r = segment_header(&seg).unwrap();
+        assert_eq!(
+            users(&r),
+            [("publisher".to_owned(), "closed".to_owned(), Liveness::Dead)]
+        );
+        // Scribbled geometry: corrupted, never a crash.
+        seg.write_at(8 + 4 + 4 + 4, &3u32.to_ne_bytes()).unwrap(); // slots
+        let r = segment_header(&seg).unwrap();
+        assert!(r.corrupted.is_some(), "{r:?}");
+    }
+
+    /// The same for a many-to-one segment: the consumer and every place a producer holds.
+    #[test]
+    fn recognises_an_mpsc_segment_and_its_ends() {
+        use crate::{MpscConsumer, MpscOptions, MpscProducer};
+        let name = format!("/ipctest-inspect-mpsc-{}", std::process::id());
+        let seg = std::sync::Arc::new(
+            MpscOptions::new()
+                .producers(3)
+                .capacity(1 << 12)
+                .create_posix(name.as_str())
+                .unwrap()
+                .remove_on_drop(),
+        );
+        let r = segment_header(&seg).expect("an MPSC segment is recognised");
+        assert_eq!(
+            (r.what.as_str(), r.corrupted.as_deref()),
+            ("ipc-shm mpsc", None)
+        );
+        assert_eq!(
+            users(&r),
+            [("consumer".to_owned(), "free".to_owned(), Liveness::Unknown)]
+        );
+        let consumer = MpscConsumer::open(seg.clone()).unwrap();
+        let _p0 = MpscProducer::open(seg.clone()).unwrap();
+        let mut p1 = MpscProducer::open(seg.clone()).unwrap();
+        p1.send(b"report").unwrap();
+        let r = segment_header(&seg).unwrap();
+        assert_eq!(
+            users(&r),
+            [
+                (
+                    "consumer".to_owned(),
+                    "attached".to_owned(),
+                    Liveness::Alive
+                ),
+                (
+                    "producer 0".to_owned(),
+                    "attached".to_owned(),
+                    Liveness::Alive
+                ),
+                (
+                    "producer 1".to_owned(),
+                    "attached".to_owned(),
+                    Liveness::Alive
+                ),
+            ]
+        );
+        drop(consumer);
+        let r = segment_header(&seg).unwrap();
+        assert_eq!(
+            users(&r)[0],
+            ("consumer".to_owned(), "closed".to_owned(), Liveness::Dead)
+        );
+        // Scribbled geometry: corrupted, never a crash.
+        seg.write_at(8 + 4 + 4, &0u32.to_ne_bytes()).unwrap(); // producers
+        let r = segment_header(&seg).unwrap();
+        assert!(r.corrupted.is_some(), "{r:?}");
     }
 
     #[test]

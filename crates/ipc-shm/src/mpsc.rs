@@ -139,6 +139,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use ipc_core::fd::Interest;
+use ipc_core::inventory::Recognised;
 use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
     Result, futex,
@@ -346,8 +347,17 @@ unsafe impl Send for View {}
 
 impl View {
     fn open(segment: &Segment) -> Result<View> {
-        let len = segment.len();
-        let base = KIND.open(segment)?;
+        View::at(KIND.open(segment)?, segment.len())
+    }
+
+    /// [`open`](View::open) for `inspect`: any mapping, read-only included.
+    fn inspect(segment: &Segment) -> Result<View> {
+        View::at(KIND.header(segment)?, segment.len())
+    }
+
+    /// Validates the header and the rings at `base` (its prefix checked) of a mapping of
+    /// `len` bytes.
+    fn at(base: NonNull<u8>, len: usize) -> Result<View> {
         // SAFETY: at least a header long (checked); atomics only.
         let h = unsafe { base.cast::<Header>().as_ref() };
         let m = &h.meta;
@@ -407,6 +417,67 @@ impl View {
     }
 }
 
+/// What `inspect` reports an MPSC segment as.
+const WHAT: &str = "ipc-shm mpsc";
+
+/// Recognises an MPSC segment from the outside (for `ipc list` / `ipc inspect`), read-only:
+/// `None` for another magic; otherwise its shape, the consumer's place and every producer
+/// place that is not free (a free place is anybody's to take, and matters only while the
+/// consumer may still receive). A consumer that closed or died ends the segment for good (a
+/// new `MpscConsumer::open` is `Disconnected`, producers' sends too), so with it and every
+/// producer named dead the segment is provably stale.
+pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
+    let mut magic = [0u8; 8];
+    segment.read_at(0, &mut magic).ok()?;
+    if u64::from_ne_bytes(magic) != MAGIC {
+        return None;
+    }
+    let mut version = [0u8; 4];
+    segment.read_at(8, &mut version).ok()?;
+    let version = u32::from_ne_bytes(version);
+    let mut r = Recognised {
+        what: WHAT.to_owned(),
+        facts: vec![("layout version".to_owned(), version.to_string())],
+        ..Recognised::default()
+    };
+    let view = match View::inspect(segment) {
+        Ok(view) => view,
+        Err(e) => {
+            r.corrupted = Some(e.to_string());
+            return Some(r);
+        }
+    };
+    r.facts
+        .push(("max producers".to_owned(), view.rings.len().to_string()));
+    if let Some(ring) = view.rings.first() {
+        r.facts
+            .push(("capacity".to_owned(), ring.capacity().to_string()));
+    }
+    r.facts
+        .push(("max message".to_owned(), view.max_message.to_string()));
+    let places = view
+        .rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| (format!("producer {i}"), &*ring.header().tx));
+    for (role, side) in
+        std::iter::once(("consumer".to_owned(), &*view.header().consumer)).chain(places)
+    {
+        let word = side.owner.load(Ordering::Acquire);
+        if word == 0 && role != "consumer" {
+            continue;
+        }
+        match crate::inspect::user(&role, word) {
+            Ok(u) => r.users.push(u),
+            Err(e) => {
+                r.corrupted = Some(format!("{role}: {e}"));
+                return Some(r);
+            }
+        }
+    }
+    Some(r)
+}
+
 /// One producer of an MPSC segment: holds one place (its own ring) until dropped.
 pub struct MpscProducer {
     segment: Arc<Segment>,
@@ -440,7 +511,10 @@ impl MpscProducer {
     /// Errors: [`ErrorKind::WrongType`] / [`ErrorKind::Corrupted`] for a segment that is not a
     /// valid MPSC, or a free place whose ring's tail is not at the consumer's index;
     /// [`ErrorKind::AlreadyExists`] when every place is held (or still being drained by the
-    /// consumer after its producer left).
+    /// consumer after its producer left: retry later);
+    /// [`ErrorKind::Disconnected`] when no place is free and the consumer closed or died, so
+    /// nobody will ever give one back. (With a place free, a producer joins a segment whose
+    /// consumer is gone, and its first send says `Disconnected`.)
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<MpscProducer> {
         MpscProducer::join(segment.into(), AttachStep::Attached)
             .map(|p| p.expect("a full join returns the producer"))
@@ -471,6 +545,27 @@ impl MpscProducer {
             }
         }
         let Some(index) = index else {
+            // Places held by producers that left are given back by the consumer once it
+            // drained them: with the consumer closed or dead, never. Say so, as a send would,
+            // rather than "held" to a joiner that may retry for ever.
+            let word = view.header().consumer.owner.load(Ordering::Acquire);
+            if state_of(word) == STATE_CLOSED
+                || matches!(Watch::default().status_of(word), Ok(Status::Dead))
+            {
+                return Err(err(Error::with_note(
+                    ErrorKind::Disconnected,
+                    format!(
+                        "no producer place is free and the consumer {} (pid {}): nobody will \
+                         drain the places left; make a new segment",
+                        if state_of(word) == STATE_CLOSED {
+                            "closed"
+                        } else {
+                            "died"
+                        },
+                        peer::identity_of(word).pid
+                    ),
+                )));
+            }
             return Err(err(Error::with_note(
                 ErrorKind::AlreadyExists,
                 format!(
@@ -1191,8 +1286,26 @@ impl MpscConsumer {
         }
     }
 
-    /// Receives the next message (fairly across producers) into `buf`, with the place of the
-    /// producer that sent it; see [`recv_deadline`](MessageReceiver::recv_deadline).
+    /// Receives the next message (fairly across producers) into `buf`; returns
+    /// `(place, len)`: the place of the producer that sent it ([`MpscProducer::place`]) first,
+    /// then the message's length (note the order: the length comes second, unlike
+    /// [`recv_deadline`](MessageReceiver::recv_deadline), which returns the length alone).
+    /// Waits and fails as [`recv_deadline`](MessageReceiver::recv_deadline) does.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ipc_shm::prelude::*;
+    /// use ipc_shm::{MpscConsumer, MpscOptions, MpscProducer};
+    /// let seg = Arc::new(MpscOptions::new().producers(4).capacity(1 << 12).create_memfd("doc")?);
+    /// let mut collector = MpscConsumer::open(seg.clone())?;
+    /// let _first = MpscProducer::open(seg.clone())?;
+    /// let mut worker = MpscProducer::open(seg)?;
+    /// worker.send(b"done")?;
+    /// let mut buf = [0u8; 64];
+    /// let (place, len) = collector.recv_from_deadline(&mut buf, Deadline::Never)?;
+    /// assert_eq!((place, &buf[..len]), (worker.place(), &b"done"[..]));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn recv_from_deadline(
         &mut self,
         buf: &mut [u8],

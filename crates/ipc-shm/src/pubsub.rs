@@ -160,6 +160,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crossbeam_utils::CachePadded;
 use ipc_core::fd::Interest;
+use ipc_core::inventory::Recognised;
 use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
     Result, futex,
@@ -471,8 +472,16 @@ struct View {
 
 impl View {
     fn open(segment: &Segment) -> Result<View> {
-        let len = segment.len();
-        let base = KIND.open(segment)?;
+        View::at(KIND.open(segment)?, segment.len())
+    }
+
+    /// [`open`](View::open) for `inspect`: any mapping, read-only included.
+    fn inspect(segment: &Segment) -> Result<View> {
+        View::at(KIND.header(segment)?, segment.len())
+    }
+
+    /// Validates the header at `base` (its prefix checked) of a mapping of `len` bytes.
+    fn at(base: NonNull<u8>, len: usize) -> Result<View> {
         // SAFETY: at least a header long (checked); the header is atomics only.
         let h = unsafe { base.cast::<Header>().as_ref() };
         let m = &h.meta;
@@ -538,6 +547,75 @@ impl View {
 // SAFETY: a `View` is pointers into a mapping its endpoint keeps alive (the `Arc<Segment>`
 // beside it); every shared access is atomic or ordered by the stamp protocol.
 unsafe impl Send for View {}
+
+/// What `inspect` reports a pub-sub segment as.
+const WHAT: &str = "ipc-shm pub-sub";
+
+/// Recognises a pub-sub segment from the outside (for `ipc list` / `ipc inspect`), read-only:
+/// `None` for another magic; otherwise its shape, the publisher's place and every subscriber
+/// place that is not free (a free place is anybody's to take, and matters only while the
+/// publisher may still publish). A publisher that closed or died ends the pub-sub for good
+/// (a new `Publisher::open` is `Disconnected`), so with it and every subscriber named dead
+/// the segment is provably stale.
+pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
+    let mut magic = [0u8; 8];
+    segment.read_at(0, &mut magic).ok()?;
+    if u64::from_ne_bytes(magic) != MAGIC {
+        return None;
+    }
+    let mut version = [0u8; 4];
+    segment.read_at(8, &mut version).ok()?;
+    let version = u32::from_ne_bytes(version);
+    let mut r = Recognised {
+        what: WHAT.to_owned(),
+        facts: vec![("layout version".to_owned(), version.to_string())],
+        ..Recognised::default()
+    };
+    let view = match View::inspect(segment) {
+        Ok(view) => view,
+        Err(e) => {
+            r.corrupted = Some(e.to_string());
+            return Some(r);
+        }
+    };
+    let h = view.header();
+    let published = match plausible_tail(h.tail.load(Ordering::Acquire)) {
+        Ok(tail) => tail,
+        Err(e) => {
+            r.corrupted = Some(e.to_string());
+            return Some(r);
+        }
+    };
+    let policy = match view.policy {
+        Policy::Block => "block",
+        Policy::Lossy => "lossy",
+    };
+    for (k, v) in [
+        ("policy", policy.to_owned()),
+        ("slots", view.slots.to_string()),
+        ("max message", view.max_message.to_string()),
+        ("max subscribers", view.subscribers.to_string()),
+        ("history", view.history.to_string()),
+        ("published", published.to_string()),
+    ] {
+        r.facts.push((k.to_owned(), v));
+    }
+    let places = (0..view.subscribers).map(|i| (format!("subscriber {i}"), &view.place(i).side));
+    for (role, side) in std::iter::once(("publisher".to_owned(), &*h.publisher)).chain(places) {
+        let word = side.owner.load(Ordering::Acquire);
+        if word == 0 && role != "publisher" {
+            continue;
+        }
+        match crate::inspect::user(&role, word) {
+            Ok(u) => r.users.push(u),
+            Err(e) => {
+                r.corrupted = Some(format!("{role}: {e}"));
+                return Some(r);
+            }
+        }
+    }
+    Some(r)
+}
 
 /// The sending end of a publish-subscribe segment: one at a time ([`open`](Publisher::open)
 /// claims its place; dropping it closes the segment for good, so every subscriber gets

@@ -46,6 +46,20 @@ impl Kind {
     /// Checks that `segment` is writable and holds this kind of header (magic, version,
     /// header size); returns the start of the mapping.
     pub(crate) fn open(&self, segment: &Segment) -> Result<NonNull<u8>> {
+        let base = self.header(segment)?;
+        if !segment.is_writable() {
+            return Err(Error::with_note(
+                ErrorKind::PermissionDenied,
+                format!("a {} endpoint needs a writable mapping", self.what),
+            ));
+        }
+        Ok(base)
+    }
+
+    /// Checks that `segment` holds this kind of header (magic, version, header size), as
+    /// [`open`](Kind::open) does but on any mapping, read-only included (for `inspect`);
+    /// returns the start of the mapping.
+    pub(crate) fn header(&self, segment: &Segment) -> Result<NonNull<u8>> {
         let (len, what) = (segment.len(), self.what);
         if len < self.header_size {
             return Err(Error::with_note(
@@ -54,12 +68,6 @@ impl Kind {
                     "{len} bytes cannot hold a {what} header of {} bytes",
                     self.header_size
                 ),
-            ));
-        }
-        if !segment.is_writable() {
-            return Err(Error::with_note(
-                ErrorKind::PermissionDenied,
-                format!("a {what} endpoint needs a writable mapping"),
             ));
         }
         let base = NonNull::new(segment.as_ptr()).expect("mapping is non-null");

@@ -392,6 +392,42 @@ fn a_killed_consumer_is_disconnected_for_its_producers() {
     });
 }
 
+/// Every place held by a producer that left before the consumer drained it, and then the
+/// consumer gone (closed, or its process killed): nobody will ever give those places back, so
+/// a producer joining now must hear `Disconnected`, as its sends would, not `AlreadyExists`
+/// ("all places are held (or being drained)"), which a producer waiting for a place retries
+/// for ever. Failed before the fix of its commit: `AlreadyExists` for both.
+#[test]
+fn joining_a_segment_whose_consumer_is_gone_and_places_undrained_is_disconnected() {
+    for kill in [false, true] {
+        let seg = Arc::new(opts().producers(2).create_memfd("mpsc-gone-rx").unwrap());
+        let mut child = if kill {
+            let mut c = spawn("consume_and_park")
+                .fd("seg", seg.fd().unwrap())
+                .start();
+            c.wait_checkpoint("open");
+            Some(c)
+        } else {
+            None
+        };
+        let rx = (!kill).then(|| MpscConsumer::open(seg.clone()).unwrap());
+        for who in 0..2 {
+            let mut tx = MpscProducer::open(seg.clone()).unwrap();
+            tx.send(&message(who, 0)).unwrap();
+        } // both leave, their messages unread: the places wait for the consumer to drain them
+        drop(rx);
+        if let Some(c) = child.as_mut() {
+            assert!(c.kill_and_wait().killed());
+        }
+        let e = MpscProducer::open(seg.clone()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Disconnected,
+            "killed consumer: {kill}: {e}"
+        );
+    }
+}
+
 /// A consumer process that closed its end: every send after it is `Disconnected` at once, from
 /// a producer attached before and from one joining after ("`Disconnected` once the consumer
 /// closed"), never `Ok` for a message nobody can take any more (no consumer can open the

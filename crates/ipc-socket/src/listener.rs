@@ -56,6 +56,17 @@ use crate::{Address, Options};
 /// A listening socket of kind `K` ([`Seqpacket`](crate::Seqpacket) or
 /// [`Stream`](crate::Stream)). [`accept`](Listener::accept) takes `&self`, so several threads
 /// can accept from one listener.
+///
+/// # Accepting in a poll loop or an async runtime
+///
+/// A listener is not a message endpoint and has no [`Readiness`](crate::Readiness) of its
+/// own: its descriptor ([`AsFd`]) is readable while a connection waits to be accepted. Wait
+/// for that (`poll`/`epoll`, or tokio's `AsyncFd` around the listener or a duplicate of its
+/// descriptor), then call `accept(Deadline::Now)`; [`ErrorKind::WouldBlock`] means another
+/// thread took the connection first (clear the readiness and wait again), and
+/// [`ErrorKind::PermissionDenied`] is one connection refused by the policy (the listener goes
+/// on). Each accepted endpoint implements `Readiness`, so `AsyncEndpoint::new(conn)` (feature
+/// `tokio`) serves it from a task.
 #[derive(Debug)]
 pub struct Listener<K: Kind> {
     /// The socket file, removed on drop if the name still refers to it (a replacement is
