@@ -229,9 +229,29 @@ impl<E: MessageSender + MessageReceiver> Client<E> {
     }
 
     /// Sends `request` and waits for its reply, all before `deadline`.
+    ///
+    /// # Errors
+    /// As [`start`](Client::start) and [`wait`](Client::wait), except that a failed call
+    /// leaves nothing in flight: it hands out no id to ask again with. So a reply larger than
+    /// `reply` is [`ErrorKind::MessageTooLarge`] giving its size, and is dropped (the server
+    /// did run the request): call with a buffer of that size, or use `start` and `wait`,
+    /// which keep such a reply for a larger buffer.
     pub fn call(&mut self, request: &[u8], reply: &mut [u8], deadline: Deadline) -> Result<usize> {
         let id = self.start(request, deadline)?;
-        self.wait(id, reply)
+        self.wait(id, reply).map_err(|e| {
+            let kept = self.arrived.contains_key(&id.0);
+            self.cancel(id);
+            if !kept {
+                return e;
+            }
+            // The sizes stay readable (`message_size`); the note goes in the source.
+            let size = e.message_size().map_or(0, |(size, _)| size);
+            e.with_source(std::io::Error::other(format!(
+                "the server answered; its reply of {size} bytes was dropped with the request \
+                 (call has no id to ask again with): call with a buffer of that size, or \
+                 use start and wait, which keep it"
+            )))
+        })
     }
 
     /// Forgets request `id`: its reply, if it comes, is dropped.

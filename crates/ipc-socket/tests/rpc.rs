@@ -92,6 +92,40 @@ fn several_requests_in_flight_are_matched_by_id() {
     });
 }
 
+/// A call whose reply does not fit its buffer fails with `MessageTooLarge` giving the reply's
+/// size, and leaves nothing in flight (`call` hands out no id to ask again with): the next
+/// call with room gets its own reply. Before, the request stayed in flight with its reply kept
+/// for the client's life, one more per such failure (found by a new user).
+#[test]
+fn a_call_whose_reply_does_not_fit_leaves_nothing_in_flight() {
+    within_watchdog("rpc call too small", || {
+        let (a, mut b) = Seqpacket::pair(1 << 16).unwrap();
+        let server = std::thread::spawn(move || {
+            serve_connection(&mut b, &|req: &[u8], out: &mut Vec<u8>| {
+                out.extend_from_slice(&req.repeat(100))
+            })
+        });
+        let mut client = Client::new(a);
+        let mut small = [0u8; 16];
+        let e = client
+            .call(b"0123456789", &mut small, secs(30))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(e.message_size(), Some((1000, 16)), "{e}");
+        assert!(e.to_string().contains("call with a buffer"), "{e}");
+        assert_eq!(
+            client.in_flight(),
+            0,
+            "a failed call left its request in flight"
+        );
+        let mut big = [0u8; 1000];
+        assert_eq!(client.call(b"ab", &mut big, secs(30)).unwrap(), 200);
+        assert_eq!(&big[..4], b"abab");
+        drop(client);
+        server.join().unwrap().unwrap();
+    });
+}
+
 #[test]
 fn per_request_deadlines() {
     within_watchdog("per_request_deadlines", || {
