@@ -17,7 +17,7 @@
 //! | another machine | [`Stream`] over [`Address::Inet`] (TCP, `TCP_NODELAY`) |
 //! | the highest throughput on one machine | not a socket: `ipc-shm`, its sealed memfd handed over a socket with credentials checked (`examples/shm_over_socket.rs`, `cargo run -p ipc-socket --example shm_over_socket`) |
 //! | typed messages over any endpoint | `TypedSender` / `TypedReceiver` (feature `serde`) |
-//! | calls with replies, several in flight | [`rpc::Client`] and [`rpc::serve`] |
+//! | calls with replies, several in flight | [`rpc::Client`] and [`rpc::serve`] (or [`rpc::serve_until_stopped`]) |
 //!
 //! # Security
 //!

@@ -349,10 +349,137 @@ where
     K: Kind + MessageSender + MessageReceiver + Send,
     H: Fn(&[u8], &mut Vec<u8>) + Sync,
 {
+    serve_inner(listener, None, until, handler)
+}
+
+/// [`serve`], which also stops accepting as soon as `stop` is [stopped](Stop::stop) (from any
+/// thread); it then waits for the clients connected so far to leave, and returns `Ok`.
+///
+/// ```no_run
+/// use ipc_socket::rpc::{Stop, serve_until_stopped};
+/// use ipc_socket::{Address, Deadline, Listener, Options, Seqpacket};
+///
+/// let listener: Listener<Seqpacket> =
+///     Listener::bind(&Address::abstract_name("echo"), &Options::new())?;
+/// let stop = Stop::new()?;
+/// let stopper = stop.clone();
+/// std::thread::spawn(move || {
+///     std::thread::sleep(std::time::Duration::from_secs(60));
+///     stopper.stop();
+/// });
+/// serve_until_stopped(&listener, &stop, Deadline::Never, |q: &[u8], out: &mut Vec<u8>| {
+///     out.extend_from_slice(q)
+/// })?;
+/// # Ok::<(), ipc_socket::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_until_stopped<K, H>(
+    listener: &Listener<K>,
+    stop: &Stop,
+    until: Deadline,
+    handler: H,
+) -> Result<()>
+where
+    K: Kind + MessageSender + MessageReceiver + Send,
+    H: Fn(&[u8], &mut Vec<u8>) + Sync,
+{
+    serve_inner(listener, Some(stop), until, handler)
+}
+
+/// Stops a [`serve_until_stopped`] from any thread; clones stop the same server. An `eventfd`
+/// the server waits on beside its listener, so a stop ends its wait at once.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl Stop {
+    /// A stop not given yet.
+    ///
+    /// # Errors
+    /// [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` when out of descriptors.
+    pub fn new() -> Result<Stop> {
+        use rustix::event::{EventfdFlags, eventfd};
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(|e| {
+            ipc_core::pipe::descriptor_error(e)
+                .in_op("eventfd")
+                .on("rpc stop")
+        })?;
+        Ok(Stop {
+            fd: std::sync::Arc::new(fd),
+        })
+    }
+
+    /// Stops the server: it accepts no more clients. No effect after the first call.
+    pub fn stop(&self) {
+        // Only EAGAIN can fail this (the counter at its maximum): stopped already then.
+        let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
+    }
+
+    /// Whether [`stop`](Stop::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.ready(Deadline::Now).unwrap_or(false)
+    }
+
+    /// Waits until the stop is given or `deadline` passes; `Ok(true)` once stopped.
+    fn ready(&self, deadline: Deadline) -> Result<bool> {
+        use std::os::fd::AsFd;
+        ipc_core::fd::wait(self.fd.as_fd(), ipc_core::fd::Interest::Readable, deadline)
+            .map_err(|e| Error::from(e).in_op("poll").on("rpc stop"))
+    }
+}
+
+/// Waits until `listener` has a client to accept (`Ok(true)`), `stop` is given or `until`
+/// passes (`Ok(false)`).
+fn wait_client<K: Kind>(listener: &Listener<K>, stop: &Stop, until: Deadline) -> Result<bool> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+    loop {
+        let timeout = until.timespec();
+        let mut fds = [
+            PollFd::from_borrowed_fd(listener.as_fd(), PollFlags::IN),
+            PollFd::from_borrowed_fd(stop.fd.as_fd(), PollFlags::IN),
+        ];
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) if !fds[1].revents().is_empty() => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) if until.has_passed() => return Ok(false),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::from(e).in_op("poll").on("rpc listener and stop")),
+        }
+    }
+}
+
+/// [`serve`] and [`serve_until_stopped`].
+fn serve_inner<K, H>(
+    listener: &Listener<K>,
+    stop: Option<&Stop>,
+    until: Deadline,
+    handler: H,
+) -> Result<()>
+where
+    K: Kind + MessageSender + MessageReceiver + Send,
+    H: Fn(&[u8], &mut Vec<u8>) + Sync,
+{
     let handler = &handler;
     std::thread::scope(|scope| {
         loop {
-            match listener.accept_one(until) {
+            // With a stop, the wait is here (on the listener and the stop at once), and the
+            // accept below does not wait: another accept may have taken the client.
+            let accept_until = match stop {
+                Some(stop) => {
+                    if !wait_client(listener, stop, until)? {
+                        return Ok(());
+                    }
+                    Deadline::Now
+                }
+                None => until,
+            };
+            match listener.accept_one(accept_until) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock && stop.is_some() => {}
                 Ok(Ok(mut conn)) => {
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                         // A handler that panics on this client's request costs this client

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ipc_socket::rpc::{Client, Pair, serve, serve_connection};
+use ipc_socket::rpc::{Client, Pair, Stop, serve, serve_connection, serve_until_stopped};
 use ipc_socket::{Address, Deadline, ErrorKind, Listener, Options, Seqpacket, Stream};
 use ipc_testkit::{Ctx, TempDir, roles, spawn, within_watchdog};
 
@@ -123,6 +123,39 @@ fn a_call_whose_reply_does_not_fit_leaves_nothing_in_flight() {
         assert_eq!(&big[..4], b"abab");
         drop(client);
         server.join().unwrap().unwrap();
+    });
+}
+
+/// `serve_until_stopped` stops accepting the moment another thread gives the stop, whatever
+/// its `until` (here never), and returns once the clients connected so far have left: a
+/// client served before the stop keeps its connection and gets its replies until it leaves.
+/// Before, only `until` ended `serve`, so a server could be stopped only by slicing it.
+#[test]
+fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
+    within_watchdog("rpc stop", || {
+        let dir = TempDir::new("rpc-stop");
+        let addr = Address::path(dir.join("s"));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let stop = Stop::new().unwrap();
+        assert!(!stop.is_stopped());
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve_until_stopped(&l, &stop, Deadline::Never, reverse));
+            let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut c = Client::new(conn);
+            let mut buf = [0u8; 64];
+            let n = c.call(b"abc", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"cba");
+            stop.clone().stop();
+            assert!(stop.is_stopped());
+            // Still served after the stop, until it leaves.
+            let n = c.call(b"xy", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"yx");
+            assert!(!server.is_finished(), "returned with a client connected");
+            drop(c);
+            server.join().unwrap().unwrap();
+        });
+        // A stop given before the server starts: it returns at once.
+        serve_until_stopped(&l, &stop, Deadline::Never, reverse).unwrap();
     });
 }
 
