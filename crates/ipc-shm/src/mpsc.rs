@@ -1181,7 +1181,7 @@ impl MpscConsumer {
                     Ok(Err(live)) => {
                         self.wake_deferred();
                         if !live && self.seen_producer {
-                            return Err(self.fail(Error::disconnected()));
+                            return Err(self.fail(no_producer()));
                         }
                     }
                     Err(e) => return Err(self.fail(e)),
@@ -1369,6 +1369,17 @@ impl MpscConsumer {
 
 /// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
 /// up, taking the flag down; returns whether it did.
+/// The consumer's `Disconnected`: every producer left (or died) and all they sent was
+/// received; the note says that this is not the segment's end.
+#[cold]
+fn no_producer() -> Error {
+    Error::disconnected().with_detail(ipc_core::Detail::Note(
+        "no producer is attached now and everything sent was received; a new producer may \
+         still join: receive again to wait for one"
+            .into(),
+    ))
+}
+
 fn wake_producer(h: &ring::Header) -> bool {
     wake_flagged(&h.tx.sleeping, &h.rx.wake)
 }

@@ -57,6 +57,11 @@ fn producers_threads_keep_their_order_and_the_consumer_sees_all() {
         }
         let e = recv(&mut rx, Deadline::after(watchdog())).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        // Not the segment's end: it says so, and a producer joining now is received.
+        assert!(e.to_string().contains("may still join"), "{e}");
+        let mut late = MpscProducer::open(seg).unwrap();
+        late.send(&message(9, 0)).unwrap();
+        assert_eq!(recv(&mut rx, Deadline::after(watchdog())).unwrap(), (9, 0));
     });
 }
 
