@@ -94,7 +94,10 @@
 //!
 //! A reader sees end-of-file when the last writer closes (a message receiver reports
 //! [`ErrorKind::Disconnected`]), after everything written
-//! was read. A server that serves one writer after another opens its reader with
+//! was read; also before any writer came, when it was opened without waiting for one
+//! ([`Deadline::Now`](ipc_core::Deadline::Now), [`OpenOptions::nonblocking`]): a FIFO with no
+//! writer reads as ended, and a receive after a writer opened it gets the writer's messages.
+//! A server that serves one writer after another opens its reader with
 //! [`OpenOptions::keep_open`]: it then holds a write end of its own and its reads wait for the
 //! next writer instead. Such a reader takes atomic records only (at most 4092 bytes each): a
 //! larger message could be cut by a writer killed in the middle of it with no end-of-file to
