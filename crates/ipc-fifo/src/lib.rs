@@ -95,7 +95,7 @@
 //! A reader sees end-of-file when the last writer closes (a message receiver reports
 //! [`ErrorKind::Disconnected`]), after everything written
 //! was read; also before any writer came, when it was opened without waiting for one
-//! ([`Deadline::Now`](ipc_core::Deadline::Now), [`OpenOptions::nonblocking`]): a FIFO with no
+//! ([`Deadline::Now`], [`OpenOptions::nonblocking`]): a FIFO with no
 //! writer reads as ended, and a receive after a writer opened it gets the writer's messages.
 //! A server that serves one writer after another opens its reader with
 //! [`OpenOptions::keep_open`]: it then holds a write end of its own and its reads wait for the
