@@ -30,7 +30,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ipc_core::frame::{FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, encode_frame};
+use ipc_core::frame::{
+    FRAME_HEADER_LEN, FrameDecoder, MAX_ATOMIC_PAYLOAD, MAX_DROPPED_FRAME, encode_frame,
+};
 use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, NAME_MAX, PosixName};
 use ipc_shm::{ChannelOptions, Receiver, Segment, Sender};
 
@@ -125,8 +127,8 @@ enum Frame {
 
 /// What the length-prefix format says a stream holds, for a decoder of at most `max`: its
 /// complete frames, or the length of each announcing more than `max` (dropped), and whether a
-/// header ends it as corrupt (above `PIPE_BUF` when `max` is that of atomic records, after
-/// which nothing can be trusted); then the bytes left of an incomplete frame and the payload
+/// header ends it as corrupt (above `PIPE_BUF` when `max` is that of atomic records, or above
+/// `MAX_DROPPED_FRAME`, after which nothing can be trusted); then the bytes left of an incomplete frame and the payload
 /// bytes of a dropped frame still to come.
 fn model_frames(stream: &[u8], max: usize) -> (Vec<Frame>, bool, usize, usize) {
     let mut frames = Vec::new();
@@ -135,7 +137,7 @@ fn model_frames(stream: &[u8], max: usize) -> (Vec<Frame>, bool, usize, usize) {
         let len = u32::from_le_bytes(head.try_into().expect("4 bytes")) as usize;
         let start = pos + FRAME_HEADER_LEN;
         if len > max {
-            if max <= MAX_ATOMIC_PAYLOAD && len > MAX_ATOMIC_PAYLOAD {
+            if (max <= MAX_ATOMIC_PAYLOAD && len > MAX_ATOMIC_PAYLOAD) || len > MAX_DROPPED_FRAME {
                 return (frames, true, 0, 0);
             }
             frames.push(Frame::Dropped(len));

@@ -18,6 +18,13 @@ pub const MAX_ATOMIC_PAYLOAD: usize = PIPE_BUF - FRAME_HEADER_LEN;
 /// The largest payload the frame format can express.
 pub const MAX_FRAME_PAYLOAD: usize = u32::MAX as usize;
 
+/// The largest frame above its maximum that a decoder drops and reads on after; a header
+/// announcing more is taken for bytes that are not this framing (`Corrupted`). Four bytes of
+/// text read as a length of at least 512 MiB (a printable fourth byte is at least `0x20`), so
+/// a writer of text (`echo hello > fifo`, an HTTP client) is caught at its first bytes, where
+/// dropping would swallow up to 4 GiB of what follows and report nothing more.
+pub const MAX_DROPPED_FRAME: usize = 256 << 20;
+
 /// The buffer the decoder starts with (it grows, up to its maximum, only for larger frames).
 const INITIAL_BUFFER: usize = 64 * 1024;
 
@@ -270,11 +277,13 @@ impl FrameDecoder {
     ///   (a sender allowed larger messages than this receiver): that frame is dropped, its bytes
     ///   as they arrive, never buffered, and the next call goes on with the frame after it.
     ///   [`Error::message_size`] gives its length and the maximum.
-    /// - [`ErrorKind::Corrupted`] instead, when this decoder takes atomic records (a maximum of
-    ///   at most [`MAX_ATOMIC_PAYLOAD`], unless [`set_one_writer`](Self::set_one_writer) said
-    ///   otherwise) and the header announces more than that: such a frame took more than one
-    ///   write, which other writers' frames can interleave, so where it ends cannot be told.
-    ///   The stream cannot be trusted after that and every later call fails the same way.
+    /// - [`ErrorKind::Corrupted`] instead, when the header announces more than
+    ///   [`MAX_DROPPED_FRAME`] (bytes that are not this framing, such as text), or when this
+    ///   decoder takes atomic records (a maximum of at most [`MAX_ATOMIC_PAYLOAD`], unless
+    ///   [`set_one_writer`](Self::set_one_writer) said otherwise) and the header announces more
+    ///   than that: such a frame took more than one write, which other writers' frames can
+    ///   interleave, so where it ends cannot be told. The stream cannot be trusted after that
+    ///   and every later call fails the same way.
     #[inline]
     pub fn decode(&mut self, out: &mut [u8]) -> Result<Option<usize>> {
         // The message path: a whole, acceptable frame that fits `out` is at the head. Every
@@ -304,7 +313,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         if len > self.max_payload {
-            if self.interleaved && len > MAX_ATOMIC_PAYLOAD {
+            if (self.interleaved && len > MAX_ATOMIC_PAYLOAD) || len > MAX_DROPPED_FRAME {
                 self.poisoned = Some(len);
                 return Err(self.oversized(len));
             }
@@ -355,9 +364,13 @@ impl FrameDecoder {
     ///
     /// # Panics
     ///
-    /// If the decoder is not empty, or `have` is not less than `len`.
+    /// If the decoder is not empty or is skipping a dropped frame, or `have` is not less than `len`.
     pub fn restore(&mut self, len: usize, have: &[u8]) {
         assert_eq!(self.buffered(), 0, "restore into a non-empty decoder");
+        assert_eq!(
+            self.skip, 0,
+            "restore while a dropped frame is being skipped"
+        );
         assert!(have.len() < len, "restore of a complete frame");
         let header = (len as u32).to_le_bytes();
         // `push` grows the buffer to hold the announced frame (`len` was accepted by
@@ -381,16 +394,26 @@ impl FrameDecoder {
         (self.buffered() > 0).then(|| (self.buffered(), self.next_len()))
     }
 
-    /// The error for a header of `len` bytes above the maximum of a decoder taking atomic
-    /// records: the stream is lost.
+    /// The error for a header of `len` bytes above the maximum that cannot be dropped (above
+    /// [`MAX_DROPPED_FRAME`], or above `PIPE_BUF` for a decoder taking atomic records): the
+    /// stream is lost.
     fn oversized(&self, len: usize) -> Error {
+        let why = if len > MAX_DROPPED_FRAME {
+            format!(
+                "more than {} MiB: bytes that are not this framing (text reads as at least \
+                 512 MiB), so the stream cannot be resynchronised",
+                MAX_DROPPED_FRAME >> 20
+            )
+        } else {
+            "this receiver takes atomic records (frames of at most PIPE_BUF bytes, one write \
+             each): a writer sent a larger frame, which other writers' frames can interleave, \
+             so the stream cannot be resynchronised"
+                .to_owned()
+        };
         Error::with_note(
             ErrorKind::Corrupted,
             format!(
-                "frame header announces {len} bytes, the receiver's maximum is {} bytes; this \
-                 receiver takes atomic records (frames of at most PIPE_BUF bytes, one write \
-                 each): a writer sent a larger frame, which other writers' frames can \
-                 interleave, so the stream cannot be resynchronised",
+                "frame header announces {len} bytes, the receiver's maximum is {} bytes; {why}",
                 self.max_payload
             ),
         )
@@ -530,6 +553,30 @@ mod tests {
                 ErrorKind::Corrupted
             );
         }
+    }
+
+    /// Bytes that are not this framing (text: "GET / HTTP/1.1", 542 MB as a length) are
+    /// `Corrupted` for good even for a receiver that drops frames above its maximum: dropping
+    /// would swallow half a gigabyte of what follows and report nothing more. A header of
+    /// `MAX_DROPPED_FRAME` is still dropped; one byte more is not.
+    #[test]
+    fn text_is_corrupted_not_dropped() {
+        let mut dec = FrameDecoder::new(65_536);
+        dec.push(b"GET / HTTP/1.1\r\n");
+        for _ in 0..2 {
+            let e = dec.decode(&mut [0; 16]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            assert!(e.to_string().contains("not this framing"), "{e}");
+        }
+        let mut dec = FrameDecoder::new(65_536);
+        dec.push(&encode_header(MAX_DROPPED_FRAME).unwrap());
+        let e = dec.decode(&mut [0; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+        assert_eq!(dec.skipping(), MAX_DROPPED_FRAME);
+        let mut dec = FrameDecoder::new(65_536);
+        dec.push(&encode_header(MAX_DROPPED_FRAME + 1).unwrap());
+        let e = dec.decode(&mut [0; 16]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
     }
 
     #[test]

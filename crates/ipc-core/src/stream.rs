@@ -457,7 +457,10 @@ impl<F: AsFd> AsRawFd for FrameSender<F> {
 /// `PIPE_BUF` is [`ErrorKind::Corrupted`] for good instead: it was more than one write, which
 /// other writers' frames can interleave, so where it ends cannot be told (see
 /// [`FrameDecoder::decode`]); unless [`set_one_writer`](FrameReceiver::set_one_writer) says
-/// no other writer is there.
+/// no other writer is there. So is a header announcing more than
+/// [`MAX_DROPPED_FRAME`](crate::frame::MAX_DROPPED_FRAME) (256 MiB), for any receiver: bytes
+/// that are not this framing (text reads as at least 512 MiB), where dropping would swallow
+/// what follows and say nothing more.
 ///
 /// # How it reads
 ///
@@ -786,7 +789,8 @@ impl<F: AsFd> FrameReceiver<F> {
     #[inline]
     fn recv_once(&mut self, buf: &mut [u8]) -> Result<Option<usize>> {
         let frame = self.frame_guess;
-        let big = self.read_ahead();
+        // Bytes of a dropped frame are read a whole buffer at a time, whatever the policy.
+        let big = self.read_ahead() || self.decoder.skipping() > 0;
         let fd = self.fd.as_fd();
         let spare = self.decoder.read_buf();
         let asked = if big {
@@ -879,13 +883,15 @@ impl<F: AsFd> FrameReceiver<F> {
             // makes). `try_recv` too (an async receiver's, whose messages are mostly whole
             // when it looks): a message not all there yet is put back once, and the next tries
             // find it buffered and read on into this buffer, so nothing is copied back twice.
-            if self.prefix_first && self.decoder.buffered() == 0 {
+            if self.prefix_first && self.decoder.buffered() == 0 && self.decoder.skipping() == 0 {
                 match self.recv_prefix_first(buf, deadline)? {
                     Some(n) => return Ok(n),
                     None => continue,
                 }
             }
-            let big = self.read_ahead();
+            // Bytes of a dropped frame are read a whole buffer at a time, whatever the policy
+            // (a frame the size of the last message's could be a few bytes: a read each).
+            let big = self.read_ahead() || self.decoder.skipping() > 0;
             // Not reading ahead: the rest of the frame at the head when its prefix is in (at
             // most the maximum: a larger one failed to decode above), else a frame of the last
             // message's size; nothing more.

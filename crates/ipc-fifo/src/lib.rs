@@ -111,7 +111,7 @@
 //! is one frame of at most `PIPE_BUF` bytes written at once, and larger messages are refused
 //! with [`ErrorKind::MessageTooLarge`]. A message receiver takes only such frames: bytes
 //! from any other writer (a shell's `echo … >` into the FIFO, a buggy peer) are read as a
-//! frame header, which then announces more than `PIPE_BUF` (text does: "hell" is 1.8 GB):
+//! frame header, which then announces far more than any message (text does: "hell" is 1.8 GB):
 //! [`ErrorKind::Corrupted`], and the receiver cannot find the frames behind them (a frame has no
 //! marker to look for), so every later receive fails the same way: give a FIFO of messages
 //! only to writers that frame, and read one that any program may write to as bytes.

@@ -77,9 +77,11 @@ fn forger(ctx: &Ctx) {
 ///   `Disconnected` without a note;
 /// - exactly the maximum with 100 bytes of payload, the writer killed: `Disconnected` saying
 ///   "100 of 50000", never a torn message;
-/// - the maximum + 1 and `0xFFFFFFFF`: `MessageTooLarge` naming the announced size, the frame
-///   dropped as it arrives, then `Disconnected` saying the writer closed in the middle of it;
-///   never an allocation of the announced size, a forged message delivered, or a hang;
+/// - the maximum + 1: `MessageTooLarge` naming the announced size, the frame dropped as it
+///   arrives, then `Disconnected` saying the writer closed in the middle of it;
+/// - `0xFFFFFFFF` (above `MAX_DROPPED_FRAME`: not this framing): `Corrupted`, and `Corrupted`
+///   again (nothing resynchronises on forged bytes);
+/// - never an allocation of the announced size, a forged message delivered, or a hang;
 /// - a prefix within the maximum but above the caller's buffer: `MessageTooLarge`, kept.
 ///
 /// Passed on the unchanged code; nothing drove forged prefixes through the one-`readv` path
@@ -91,7 +93,7 @@ fn forged_length_prefixes_from_a_killed_peer_are_typed_errors_on_every_read_path
         (MAX as u32, MAX, "whole"),
         (MAX as u32, 100, "cut"),
         (MAX as u32 + 1, 100, "dropped"),
-        (u32::MAX, 100, "dropped"),
+        (u32::MAX, 100, "corrupt"),
         (30_000, 100, "too large for the buffer"),
     ];
     for small in ["0", "1"] {
@@ -156,6 +158,15 @@ fn forged_length_prefixes_from_a_killed_peer_are_typed_errors_on_every_read_path
                         assert!(got.is_none(), "{what}: a torn message was delivered");
                         assert_eq!(kinds[0], ErrorKind::Disconnected, "{what}: {text:?}");
                         assert!(text[0].contains("100 of 50000"), "{what}: {text:?}");
+                    }
+                    "corrupt" => {
+                        assert!(got.is_none(), "{what}: a forged message was delivered");
+                        assert_eq!(
+                            kinds,
+                            [ErrorKind::Corrupted, ErrorKind::Corrupted],
+                            "{what}: {text:?}"
+                        );
+                        assert!(text[0].contains(&len.to_string()), "{what}: {text:?}");
                     }
                     "dropped" => {
                         assert!(got.is_none(), "{what}: a forged message was delivered");

@@ -20,8 +20,9 @@
 //! [`ErrorKind::MessageTooLarge`] and is forgotten, rather than one of them waiting for a
 //! reply that will never come. The connection goes on: a later request gets its reply. A byte
 //! stream ([`Stream`](crate::Stream), frame endpoints) drops such a reply as a seqpacket
-//! socket does, unless its maximum is that of atomic records (at most 4092 bytes) and the
-//! reply is larger than `PIPE_BUF`: then its frame header is [`ErrorKind::Corrupted`], and so
+//! socket does, unless the reply is larger than 256 MiB (taken for bytes that are not the
+//! framing), or larger than `PIPE_BUF` over a pipe or FIFO receiver of atomic records (a
+//! maximum of at most 4092 bytes): then its frame header is [`ErrorKind::Corrupted`], and so
 //! is all that follows (the framing is lost); every request waiting then fails with
 //! `Corrupted` and is forgotten, and so does any later one.
 

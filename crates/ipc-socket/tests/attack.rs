@@ -827,10 +827,11 @@ fn bound(l: &Listener<Stream>) -> std::net::SocketAddr {
 /// `TimedOut` and a try `WouldBlock`, never a partial message. Killed in the middle of the
 /// frame, it is `Disconnected` to that receive (the note says the partial message was
 /// dropped), to every receive after it, and to a send. A second peer's header announcing
-/// 4 GiB is `MessageTooLarge` naming that size, never an allocation: the frame is dropped as
-/// its bytes come, so the next receive waits for more of them within its deadline
-/// (`TimedOut`), and the peer closing is `Disconnected` saying how much never came. Passed on
-/// the code as it was (with `Corrupted` for the 4 GiB header): `hostile.rs` kills a Unix peer
+/// 4 GiB (above `MAX_DROPPED_FRAME`: not this framing) is `Corrupted` on every receive, never
+/// an allocation or a wait for 4 GiB; a third's announcing the maximum + 1 is
+/// `MessageTooLarge` naming that size, its bytes dropped as they come (the next receive waits
+/// for more of them within its deadline, `TimedOut`), and the peer closing is `Disconnected`
+/// saying how much never came. Passed on the code as it was: `hostile.rs` kills a Unix peer
 /// mid-frame; nothing attacked a stalled frame, or TCP.
 #[test]
 fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
@@ -864,9 +865,21 @@ fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
         let mut s = l.accept(secs(30)).unwrap();
         raw.write_all(&u32::MAX.to_le_bytes()).unwrap();
         raw.write_all(&[1u8; 64]).unwrap();
+        for _ in 0..2 {
+            let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{e}");
+            assert!(e.to_string().contains(&u32::MAX.to_string()), "{e}");
+        }
+        drop(raw);
+        // The maximum + 1, and more bytes behind it.
+        let over = (2u32 << 20) + 1;
+        let mut raw = std::net::TcpStream::connect(at).unwrap();
+        let mut s = l.accept(secs(30)).unwrap();
+        raw.write_all(&over.to_le_bytes()).unwrap();
+        raw.write_all(&[1u8; 64]).unwrap();
         let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
-        assert_eq!(e.message_size(), Some((u32::MAX as usize, 2 << 20)), "{e}");
+        assert_eq!(e.message_size(), Some((over as usize, 2 << 20)), "{e}");
         let e = s
             .recv_deadline(&mut buf, Deadline::after(Duration::from_millis(50)))
             .unwrap_err();
@@ -874,7 +887,7 @@ fn a_tcp_peer_stalled_then_killed_mid_frame_times_out_then_is_disconnected() {
         drop(raw);
         let e = s.recv_deadline(&mut buf, secs(30)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
-        let never = u32::MAX as usize - 64;
+        let never = over as usize - 64;
         assert!(
             e.to_string().contains(&format!("{never} of its bytes")),
             "{e}"
