@@ -1181,6 +1181,9 @@ impl MpscConsumer {
                     Ok(Err(live)) => {
                         self.wake_deferred();
                         if !live && self.seen_producer {
+                            // Said once: the next receive waits for a producer to join, as
+                            // before the first (the end of the run is the caller's to decide).
+                            self.seen_producer = false;
                             return Err(self.fail(no_producer()));
                         }
                     }
@@ -1367,19 +1370,19 @@ impl MpscConsumer {
     }
 }
 
-/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
-/// up, taking the flag down; returns whether it did.
 /// The consumer's `Disconnected`: every producer left (or died) and all they sent was
 /// received; the note says that this is not the segment's end.
 #[cold]
 fn no_producer() -> Error {
     Error::disconnected().with_detail(ipc_core::Detail::Note(
         "no producer is attached now and everything sent was received; a new producer may \
-         still join: receive again to wait for one"
+         still join: the next receive waits for one (within its deadline)"
             .into(),
     ))
 }
 
+/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
+/// up, taking the flag down; returns whether it did.
 fn wake_producer(h: &ring::Header) -> bool {
     wake_flagged(&h.tx.sleeping, &h.rx.wake)
 }
@@ -1457,7 +1460,8 @@ impl MessageReceiver for MpscConsumer {
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] (the message stays next);
     /// [`ErrorKind::Disconnected`] once a producer was attached and now none is, everything
-    /// drained (a new producer may still join later); [`ErrorKind::WouldBlock`] /
+    /// drained; said once: a new producer may still join, and the next receive waits for one
+    /// as the first did (within its deadline); [`ErrorKind::WouldBlock`] /
     /// [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] for an inconsistent ring.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         self.recv_from_deadline(buf, deadline).map(|(_, n)| n)
