@@ -445,7 +445,11 @@ fn sysv_id_reused_while_inspect_runs(_ctx: &Ctx) {
 /// see other users' processes there. A user's segment made by a process that is dead now and
 /// last attached by a live process of root's is not stale for that user's `ipc clean`: a pid
 /// missing from `/proc` is not a dead process when `/proc` hides it.
-fn last_user_hidden_by_hidepid(_ctx: &Ctx) {
+///
+/// The argument is the `hidepid` value: 2 hides the process's `/proc` entry, 1 shows it but
+/// refuses to read it (`EACCES`), which the liveness check took for a dead process.
+fn last_user_hidden_by_hidepid(ctx: &Ctx) {
+    let hidepid = ctx.args()[0].to_owned();
     if let Err(skip) = ipc_testkit::users::two_users_in_a_private_ipc_namespace() {
         eprintln!("{skip}");
         return;
@@ -473,7 +477,7 @@ fn last_user_hidden_by_hidepid(_ctx: &Ctx) {
             .unwrap(),
     );
     let script = format!(
-        "mount -t proc -o hidepid=2 proc /proc && {}",
+        "mount -t proc -o hidepid={hidepid} proc /proc && {}",
         as_nobody(&format!("{IPC} clean --stale --yes --json id:{id}"))
     );
     let out = match Command::new("unshare")
@@ -488,7 +492,7 @@ fn last_user_hidden_by_hidepid(_ctx: &Ctx) {
     };
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!(
-        "$ ipc clean --stale --yes --json id:{id} (as {nobody}, /proc with hidepid=2)\n{}{err}",
+        "$ ipc clean --stale --yes --json id:{id} (as {nobody}, /proc with hidepid={hidepid})\n{}{err}",
         String::from_utf8_lossy(&out.stdout)
     );
     if err.contains("mount:") || err.contains("unshare:") {
@@ -879,7 +883,13 @@ fn inspect_never_shows_the_record_of_an_object_that_took_the_id() {
 
 #[test]
 fn a_live_process_hidden_by_hidepid_is_not_dead() {
-    run("last_user_hidden_by_hidepid");
+    for hidepid in ["2", "1"] {
+        let out = spawn("last_user_hidden_by_hidepid")
+            .arg(hidepid)
+            .start()
+            .wait_success();
+        eprintln!("{}", out.stderr);
+    }
 }
 
 #[test]

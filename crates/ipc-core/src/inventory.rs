@@ -307,6 +307,9 @@ pub struct Object {
     /// Users the kernel recorded but whose pid it shows as 0 here: processes of a PID
     /// namespace this one cannot see, whose liveness nobody here can tell.
     unseen: Vec<&'static str>,
+    /// Whether every process was searched for a thread waiting on this System V queue or
+    /// semaphore set (false when some could not be read, or `/proc` hides some).
+    searched_all: bool,
 }
 
 impl Object {
@@ -336,7 +339,13 @@ impl Object {
     /// (`recognise`) before the verdict counts.
     pub fn refreshed(&self) -> Option<Object> {
         let mut now = match (self.sysv, self.kind.sysv()) {
-            (Some((_, id)), Some(skind)) => sysv_stat(skind, id)?,
+            (Some((_, id)), Some(skind)) => {
+                let mut o = sysv_stat(skind, id)?;
+                // What the scan found of its waiters, which this look does not search again.
+                o.holders.clone_from(&self.holders);
+                o.searched_all = self.searched_all;
+                o
+            }
             _ => {
                 let path = self.path.as_ref()?;
                 let meta = path.symlink_metadata().ok()?;
@@ -389,21 +398,10 @@ impl Object {
         PosixName::new(&self.name).ok()
     }
 
-    /// Attaches what a mechanism crate recognised and judges again.
-    ///
-    /// A user found dead whose pid names a process `/proc` hides (mounted with `hidepid`) is
-    /// taken for unknown: a mechanism's check reads the process's start time there, and
-    /// cannot tell a hidden process from a gone one.
-    pub fn recognise(&mut self, mut recognised: Recognised) {
-        for u in &mut recognised.users {
-            if u.can_use == Liveness::Dead && u.pid.is_some_and(exists_unseen) {
-                u.can_use = Liveness::Unknown;
-                u.state = format!(
-                    "{} (as far as /proc shows: it hides that pid's process, which exists)",
-                    u.state
-                );
-            }
-        }
+    /// Attaches what a mechanism crate recognised and judges again. (A user the mechanism
+    /// found dead is dead: `ipc-shm`'s check takes a process `/proc` hides, `hidepid=`, for
+    /// alive through its pidfd, and "closed" is final whoever runs.)
+    pub fn recognise(&mut self, recognised: Recognised) {
         self.recognised = Some(recognised);
         self.judge();
     }
@@ -486,13 +484,28 @@ impl Object {
                 Liveness::Unknown,
             )
         });
-        judge_all(
+        let (verdict, why) = judge_all(
             recorded
                 .iter()
                 .map(|(role, p)| ((*role).to_owned(), Some(p.pid), p.liveness))
                 .chain(unseen),
             "",
-        )
+        );
+        if verdict == Verdict::Stale
+            && !self.searched_all
+            && matches!(self.kind, Kind::SysvQueue | Kind::SysvSemaphore)
+        {
+            // A thread blocked in `msgrcv`, `msgsnd` or `semop` is recorded nowhere but in its
+            // process's `/proc` entry, and some could not be read.
+            return (
+                Verdict::Unknown,
+                format!(
+                    "{why}; but processes this user cannot read (other users', or hidden by \
+                     /proc's hidepid=) may have a thread waiting on it: run as root to know"
+                ),
+            );
+        }
+        (verdict, why)
     }
 }
 
@@ -616,6 +629,7 @@ pub fn scan(options: &Options) -> Inventory {
                 .get(&(skind, id))
                 .cloned()
                 .unwrap_or_default();
+            o.searched_all = holders.complete;
         }
         if o.kind == Kind::Socket && o.holders.is_empty() && bound.contains(path_key(o)) {
             o.why = "a socket is bound at this path".to_owned();
@@ -653,6 +667,7 @@ fn file_object(kind: Kind, name: String, path: PathBuf, meta: &std::fs::Metadata
         dev_ino: Some((meta.dev(), meta.ino())),
         changed: None,
         unseen: Vec::new(),
+        searched_all: true,
     }
 }
 
@@ -906,6 +921,7 @@ fn sysv_object(skind: SysvKind, field: impl Fn(&str) -> Option<i64>) -> Option<O
         dev_ino: None,
         changed,
         unseen,
+        searched_all: true,
     })
 }
 
@@ -1042,6 +1058,8 @@ struct Holders {
     /// Processes with a thread blocked in a call on a System V queue or semaphore set (which
     /// the kernel records nowhere else), by kind and id.
     waiting: HashMap<(SysvKind, i32), Vec<u32>>,
+    /// Whether every process could be searched (none unreadable, none hidden by `/proc`).
+    complete: bool,
 }
 
 impl Holders {
@@ -1053,6 +1071,7 @@ impl Holders {
             by_path: HashMap::new(),
             by_file: HashMap::new(),
             waiting: HashMap::new(),
+            complete: false,
         };
         let mut unreadable = 0;
         let me = std::process::id();
@@ -1136,6 +1155,7 @@ impl Holders {
             pids.sort_unstable();
             pids.dedup();
         }
+        holders.complete = unreadable == 0 && !proc_hides_processes();
         if unreadable > 0 {
             notes.push(format!(
                 "{unreadable} processes of other users were not searched for open or mapped \
@@ -1203,17 +1223,25 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
     if pid == 0 {
         return Liveness::Unknown;
     }
-    let Some(stat) = crate::process::stat(pid) else {
-        if crate::process::stat("self").is_none() {
-            return Liveness::Unknown;
+    use rustix::io::Errno;
+    let stat = match crate::process::read_stat(pid) {
+        Ok(Some(stat)) => stat,
+        // Missing from /proc (`hidepid=2` hides other users' processes) or unreadable there
+        // (`hidepid=1` refuses them): gone, or hidden. The kernel itself tells which; a hidden
+        // one may be the one recorded or a reuse of its pid, and without its start time
+        // nobody can tell which.
+        Err(Errno::NOENT | Errno::ACCESS | Errno::PERM) => {
+            if crate::process::stat("self").is_none() {
+                return Liveness::Unknown;
+            }
+            return if exists_unseen(pid) {
+                Liveness::Unknown
+            } else {
+                Liveness::Dead
+            };
         }
-        // Missing from /proc: gone, or hidden. A hidden one may be the one recorded or a
-        // reuse of its pid; without its start time nobody can tell which.
-        return if exists_unseen(pid) {
-            Liveness::Unknown
-        } else {
-            Liveness::Dead
-        };
+        // No descriptor to read it with, or a line that does not parse: nothing known.
+        Ok(None) | Err(_) => return Liveness::Unknown,
     };
     if stat.has_ended() {
         return Liveness::Dead;
@@ -1228,15 +1256,35 @@ fn liveness(pid: u32, recorded_at: Option<u64>) -> Liveness {
     }
 }
 
-/// Whether a process with pid `pid` exists although `/proc` does not show it: `/proc` mounted
-/// with `hidepid`, which hides other users' processes. `kill(pid, 0)` asks the kernel itself:
-/// ESRCH only when no process has the pid.
+/// Whether `/proc` hides other users' processes from this one: mounted with `hidepid=` other
+/// than 0 (`off`), for a caller that is not root (`CAP_SYS_PTRACE` sees them all).
+fn proc_hides_processes() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return false;
+    }
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    mounts.lines().any(|line| {
+        let mut fields = line.split(' ');
+        let point = fields.nth(4);
+        let options = line.rsplit(' ').next().unwrap_or("");
+        point == Some("/proc")
+            && line.contains(" - proc ")
+            && options
+                .split(',')
+                .any(|o| o.starts_with("hidepid=") && o != "hidepid=0" && o != "hidepid=off")
+    })
+}
+
+/// Whether a process with pid `pid` exists although `/proc` does not show it or refuses to
+/// (mounted with `hidepid=2` or `hidepid=1`, which hide other users' processes): `kill(pid, 0)`
+/// asks the kernel itself, ESRCH only when no process has the pid.
 fn exists_unseen(pid: u32) -> bool {
-    !Path::new("/proc").join(pid.to_string()).exists()
-        && i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process(p) != Err(rustix::io::Errno::SRCH))
 }
 
 fn boot_time() -> Option<u64> {
@@ -1319,6 +1367,7 @@ mod tests {
             dev_ino: None,
             changed: None,
             unseen: Vec::new(),
+            searched_all: true,
         };
         o.judge();
         assert_eq!(o.verdict, Verdict::Stale, "{}", o.why);
