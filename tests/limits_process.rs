@@ -64,7 +64,51 @@ fn no_process_left(_: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(no_process_left);
+/// `RLIMIT_AS` set a few pages above what the process uses: a thread cannot get its stack
+/// (`pthread_create` says `EAGAIN` when that `mmap` fails), and the receiver's readiness
+/// descriptor (its doorbell thread) names `RLIMIT_AS`, not `RLIMIT_NPROC` nor `WouldBlock`.
+fn no_room_for_a_thread(_: &Ctx) {
+    let (_tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let limit = kib * 1024 + (16 << 10);
+    let old = getrlimit(Resource::As);
+    setrlimit(
+        Resource::As,
+        Rlimit {
+            current: Some(limit),
+            maximum: old.maximum,
+        },
+    )
+    .unwrap();
+    let e = rx.readiness_fd().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let knob = e
+        .limit_info()
+        .map(|l| l.knob.to_string())
+        .unwrap_or_default();
+    assert!(knob.contains("RLIMIT_AS"), "{e}");
+    eprintln!("checked");
+}
+
+roles!(no_process_left, no_room_for_a_thread);
+
+#[test]
+fn a_thread_without_room_for_its_stack_names_rlimit_as() {
+    let out = spawn("no_room_for_a_thread").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
 
 #[test]
 fn a_thread_or_process_past_rlimit_nproc_names_it_not_would_block() {

@@ -13,6 +13,8 @@
 //! assert_eq!(e.limit_info().unwrap().knob, "/proc/sys/fs/mqueue/msg_max");
 //! ```
 
+use std::path::Path;
+
 use crate::Error;
 
 /// The largest capacity an unprivileged process may give a pipe.
@@ -251,31 +253,62 @@ pub fn mapping_error(e: rustix::io::Errno, len: usize) -> Error {
     if e != rustix::io::Errno::NOMEM {
         return Error::from(e);
     }
-    let limit = rustix::process::getrlimit(rustix::process::Resource::As).current;
-    let size = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmSize:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    mapping_limit(len)
+        .unwrap_or_else(|| {
+            Error::with_note(
+                crate::ErrorKind::LimitExceeded,
+                format!(
+                    "no memory for a mapping of {len} bytes (neither RLIMIT_AS nor \
+                     vm.max_map_count is at its limit: the machine's memory, or \
+                     vm.overcommit_memory)"
+                ),
+            )
         })
-        .map(|kib| kib.saturating_mul(1024));
-    if let (Some(limit), Some(size)) = (limit, size) {
-        if size.saturating_add(len as u64) > limit {
-            return Error::limit(RLIMIT_AS, Some(limit)).with_source(e.into());
+        .with_source(e.into())
+}
+
+/// The limit a new mapping of `len` bytes would pass now, if one: [`RLIMIT_AS`] when the
+/// address space would pass it, [`MAX_MAP_COUNT`] when the process has that many mappings.
+/// Reads `/proc` through buffers on the stack: at these limits a heap that must grow may
+/// itself need a new mapping.
+fn mapping_limit(len: usize) -> Option<Error> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::As).current;
+    if let (Some(limit), Some(kib)) = (limit, status_field("VmSize:")) {
+        if kib.saturating_mul(1024).saturating_add(len as u64) > limit {
+            return Some(Error::limit(RLIMIT_AS, Some(limit)));
         }
     }
     let maps = count_lines("/proc/self/maps");
     if let (Some(max), Some(maps)) = (read(MAX_MAP_COUNT), maps) {
         // A new mapping may also split one in two: within a few of the maximum counts.
         if maps.saturating_add(2) >= max {
-            return Error::limit(MAX_MAP_COUNT, Some(max)).with_source(e.into());
+            return Some(Error::limit(MAX_MAP_COUNT, Some(max)));
         }
     }
-    Error::with_note(
-        crate::ErrorKind::LimitExceeded,
-        format!("no memory for a mapping of {len} bytes"),
-    )
-    .with_source(e.into())
+    None
+}
+
+/// The number after `name` in `/proc/self/status` (`VmSize:` in KiB), read into a buffer on
+/// the stack.
+fn status_field(name: &str) -> Option<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/self/status").ok()?;
+    let mut buf = [0u8; 8192];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if len == buf.len() {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// What a file larger than the process may make names: its `RLIMIT_FSIZE`.
@@ -303,24 +336,85 @@ pub const THREADS_MAX: &str = "/proc/sys/kernel/threads-max";
 pub const RLIMIT_NPROC: &str =
     "RLIMIT_NPROC (ulimit -u: processes and threads of this user; root is exempt)";
 
-/// The error for a process or thread that could not be made (`fork`, `clone`: `EAGAIN`,
-/// which is not "try again later" here): a [`LimitExceeded`](crate::ErrorKind::LimitExceeded)
-/// naming what stopped it, looked at now: the cgroup's `pids.max` when the cgroup is at it,
-/// else [`RLIMIT_NPROC`] when it is finite for a user it applies to (not root), else
-/// [`THREADS_MAX`]. Other errnos as they are.
+/// The most pids the system hands out.
+pub const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+
+/// The error for a process or thread that could not be made (`fork`, `clone`,
+/// `pthread_create`: `EAGAIN`, which is not "try again later" here): a
+/// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming the limit that is at its end now,
+/// looked at in this order: a `pids.max` of this process's cgroup or one above it; the room
+/// for a thread's stack (`pthread_create` says `EAGAIN` when its `mmap` fails: [`RLIMIT_AS`],
+/// [`MAX_MAP_COUNT`]); the system's threads against [`THREADS_MAX`] and [`PID_MAX`]; this
+/// user's threads against [`RLIMIT_NPROC`] (not for root, which it does not bind). When none
+/// is at its end now (it may have been at the moment), the error lists them all. Other errnos
+/// as they are.
 pub fn process_limit_error(e: rustix::io::Errno) -> Error {
     if e != rustix::io::Errno::AGAIN {
         return Error::from(e);
     }
-    let limit = if let Some((knob, max)) = cgroup_pids_full() {
-        Error::limit(knob, Some(max))
-    } else {
-        match rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
-            Some(n) if !rustix::process::geteuid().is_root() => Error::limit(RLIMIT_NPROC, Some(n)),
-            _ => limit_error(THREADS_MAX),
+    process_limit().with_source(e.into())
+}
+
+/// The limit [`process_limit_error`] names.
+fn process_limit() -> Error {
+    if let Some((knob, max)) = cgroup_pids_full() {
+        return Error::limit(knob, Some(max));
+    }
+    // A thread's stack: 2 MiB is what a Rust thread asks by default (fork needs none, and
+    // fails with ENOMEM, not EAGAIN, for want of memory).
+    if let Some(e) = mapping_limit(2 << 20) {
+        return e;
+    }
+    let threads = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| {
+        let (_, total) = l.split_whitespace().nth(3)?.split_once('/')?;
+        total.parse::<u64>().ok()
+    });
+    if let Some(threads) = threads {
+        for knob in [THREADS_MAX, PID_MAX] {
+            if read(knob).is_some_and(|max| threads.saturating_add(1) >= max) {
+                return limit_error(knob);
+            }
         }
-    };
-    limit.with_source(e.into())
+    }
+    if let Some(n) = rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
+        if !rustix::process::geteuid().is_root() && user_threads().is_none_or(|t| t >= n) {
+            return Error::limit(RLIMIT_NPROC, Some(n));
+        }
+    }
+    Error::limit(
+        "processes or threads: RLIMIT_NPROC (ulimit -u), a cgroup's pids.max, \
+         kernel.threads-max or kernel.pid_max (none is at its end now)",
+        None,
+    )
+}
+
+/// The threads of this process's real user, all processes counted (what `RLIMIT_NPROC`
+/// limits); `None` when `/proc` cannot be read.
+fn user_threads() -> Option<u64> {
+    let me = rustix::process::getuid().as_raw().to_string();
+    let mut total = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+        };
+        if field("Uid:") == Some(me.as_str()) {
+            total += field("Threads:").and_then(|t| t.parse().ok()).unwrap_or(1);
+        }
+    }
+    Some(total)
 }
 
 /// [`process_limit_error`] for the `io::Error` of `std`'s thread and process spawns; other
@@ -343,25 +437,35 @@ pub fn mapping_error_io(e: std::io::Error, len: usize) -> Error {
     Error::from(e)
 }
 
-/// The `pids.max` file of this process's cgroup (v2, or the v1 `pids` hierarchy) and its value,
-/// when the cgroup holds that many tasks already.
+/// The `pids.max` file of this process's cgroup or of one above it (v2, or the v1 `pids`
+/// hierarchy) and its value, when that cgroup holds that many tasks already (a systemd user
+/// slice's `TasksMax` sits above the process's own cgroup).
 fn cgroup_pids_full() -> Option<(String, u64)> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     cgroups.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let dir = if id == "0" && controllers.is_empty() {
-            format!("/sys/fs/cgroup{path}")
+        let root = if id == "0" && controllers.is_empty() {
+            "/sys/fs/cgroup"
         } else if controllers.split(',').any(|c| c == "pids") {
-            format!("/sys/fs/cgroup/pids{path}")
+            "/sys/fs/cgroup/pids"
         } else {
             return None;
         };
-        let dir = dir.trim_end_matches('/');
-        let max = format!("{dir}/pids.max");
-        let max_value = read(&max)?;
-        let current = read(&format!("{dir}/pids.current"))?;
-        (current >= max_value).then_some((max, max_value))
+        let mut dir = Path::new(path);
+        loop {
+            let at = Path::new(root).join(dir.strip_prefix("/").unwrap_or(dir));
+            let max = at.join("pids.max");
+            if let (Some(max_value), Some(current)) = (
+                max.to_str().and_then(read),
+                at.join("pids.current").to_str().and_then(read),
+            ) {
+                if current >= max_value {
+                    return Some((max.to_string_lossy().into_owned(), max_value));
+                }
+            }
+            dir = dir.parent()?;
+        }
     })
 }
 
