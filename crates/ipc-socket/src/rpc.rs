@@ -354,7 +354,11 @@ where
 }
 
 /// [`serve`], which also stops accepting as soon as `stop` is [stopped](Stop::stop) (from any
-/// thread); it then waits for the clients connected so far to leave, and returns `Ok`.
+/// thread); it then waits for the clients connected so far to leave, and returns `Ok`. A
+/// graceful stop: a connected client is served until it leaves, so one that never does keeps
+/// this from returning (end such clients yourself: close them, or time their requests out
+/// on their side). Clients that connect after the stop are left in the listener's queue,
+/// unserved, until the listener is dropped.
 ///
 /// ```no_run
 /// use ipc_socket::rpc::{Stop, serve_until_stopped};

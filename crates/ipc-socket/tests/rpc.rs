@@ -128,7 +128,8 @@ fn a_call_whose_reply_does_not_fit_leaves_nothing_in_flight() {
 
 /// `serve_until_stopped` stops accepting the moment another thread gives the stop, whatever
 /// its `until` (here never), and returns once the clients connected so far have left: a
-/// client served before the stop keeps its connection and gets its replies until it leaves.
+/// client served before the stop keeps its connection and gets its replies until it leaves,
+/// and one connecting after it is never served.
 /// Before, only `until` ended `serve`, so a server could be stopped only by slicing it.
 #[test]
 fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
@@ -151,8 +152,21 @@ fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
             let n = c.call(b"xy", &mut buf, secs(30)).unwrap();
             assert_eq!(&buf[..n], b"yx");
             assert!(!server.is_finished(), "returned with a client connected");
+            // A client connecting after the stop is not served (the listener still queues its
+            // connection: it is the caller's to close).
+            let late = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut late = Client::new(late);
+            let e = late
+                .call(
+                    b"late",
+                    &mut buf,
+                    Deadline::after(Duration::from_millis(200)),
+                )
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
             drop(c);
             server.join().unwrap().unwrap();
+            drop(late);
         });
         // A stop given before the server starts: it returns at once.
         serve_until_stopped(&l, &stop, Deadline::Never, reverse).unwrap();
