@@ -139,6 +139,27 @@ fn channel(segment: &Segment) -> Option<Recognised> {
 
 /// One end as a [`User`]: its state, its process and whether that process lives (the ends'
 /// own check: pidfd and start time, which pid reuse cannot fool).
+/// The start of what is recognised of a segment whose first 8 bytes are `magic` (`None` for
+/// another, or one too short to tell): `what`, and its layout version (the 4 bytes after the
+/// magic) as the first fact. The caller validates the rest.
+pub(crate) fn begin(segment: &Segment, magic: u64, what: &str) -> Option<Recognised> {
+    let mut head = [0u8; 8];
+    segment.read_at(0, &mut head).ok()?;
+    if u64::from_ne_bytes(head) != magic {
+        return None;
+    }
+    let mut version = [0u8; 4];
+    segment.read_at(8, &mut version).ok()?;
+    Some(Recognised {
+        what: what.to_owned(),
+        facts: vec![(
+            "layout version".to_owned(),
+            u32::from_ne_bytes(version).to_string(),
+        )],
+        ..Recognised::default()
+    })
+}
+
 pub(crate) fn user(role: &str, word: u64) -> Result<User> {
     let status = Watch::default().status_of(word);
     let pid = (state_of(word) != STATE_FREE).then(|| identity_of(word).pid);

@@ -558,19 +558,7 @@ const WHAT: &str = "ipc-shm pub-sub";
 /// (a new `Publisher::open` is `Disconnected`), so with it and every subscriber named dead
 /// the segment is provably stale.
 pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
-    let mut magic = [0u8; 8];
-    segment.read_at(0, &mut magic).ok()?;
-    if u64::from_ne_bytes(magic) != MAGIC {
-        return None;
-    }
-    let mut version = [0u8; 4];
-    segment.read_at(8, &mut version).ok()?;
-    let version = u32::from_ne_bytes(version);
-    let mut r = Recognised {
-        what: WHAT.to_owned(),
-        facts: vec![("layout version".to_owned(), version.to_string())],
-        ..Recognised::default()
-    };
+    let mut r = crate::inspect::begin(segment, MAGIC, WHAT)?;
     let view = match View::inspect(segment) {
         Ok(view) => view,
         Err(e) => {
