@@ -12,9 +12,10 @@ use ipc_core::sysv::{Key, SysvKind, in_use};
 use ipc_core::{Error, ErrorKind};
 use ipc_pipe::PageBuf;
 use ipc_shm::Segment;
-use ipc_testkit::{Ctx, roles, spawn};
+use ipc_testkit::limits::{run_checked, set_soft_limit, vm_size};
+use ipc_testkit::{Ctx, roles};
 use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous};
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use rustix::process::Resource;
 
 /// A segment larger than the room a test leaves.
 const BIG: usize = 64 << 20;
@@ -57,33 +58,12 @@ fn every_mapping_fails(len: usize, knob: &str) {
     names(&PageBuf::new(len).unwrap_err(), knob, "page buffer");
 }
 
-/// The process's address space now, in bytes (`VmSize`).
-fn vm_size() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 // ---- roles ----
 
 /// `RLIMIT_AS` set 16 MiB above what the process uses: a 64 MiB mapping of every kind names it;
 /// 1 MiB still fits.
 fn tight_address_space(_: &Ctx) {
-    let limit = vm_size() + (16 << 20);
-    let old = getrlimit(Resource::As);
-    setrlimit(
-        Resource::As,
-        Rlimit {
-            current: Some(limit),
-            maximum: old.maximum,
-        },
-    )
-    .unwrap();
+    set_soft_limit(Resource::As, vm_size() + (16 << 20));
     every_mapping_fails(BIG, "RLIMIT_AS");
     let fits = Segment::memfd("ipc-limits-memory", 1 << 20).unwrap();
     assert_eq!(fits.len(), 1 << 20);
@@ -118,18 +98,7 @@ fn mappings_used_up(_: &Ctx) {
 /// ipc-sync object in a memfd names it too. Before, the kernel answered the `ftruncate` with
 /// `SIGXFSZ`, which killed the process.
 fn small_file_size(_: &Ctx) {
-    let old = getrlimit(Resource::Fsize);
-    let set = |bytes: u64| {
-        setrlimit(
-            Resource::Fsize,
-            Rlimit {
-                current: Some(bytes),
-                maximum: old.maximum,
-            },
-        )
-        .unwrap()
-    };
-    set(1 << 20);
+    set_soft_limit(Resource::Fsize, 1 << 20);
     let e = Segment::create("/ipc-limits-fsize", 4 << 20).unwrap_err();
     names(&e, "RLIMIT_FSIZE", "POSIX segment");
     assert_eq!(
@@ -153,7 +122,7 @@ fn small_file_size(_: &Ctx) {
     );
     let fits = Segment::memfd("ipc-limits-fsize", 512 << 10).unwrap();
     assert_eq!(fits.len(), 512 << 10);
-    set(0);
+    set_soft_limit(Resource::Fsize, 0);
     names(
         &ipc_sync::Shared::<ipc_sync::Semaphore>::create(1).unwrap_err(),
         "RLIMIT_FSIZE",
@@ -166,33 +135,15 @@ roles!(tight_address_space, mappings_used_up, small_file_size);
 
 #[test]
 fn a_segment_past_the_file_size_limit_names_rlimit_fsize_instead_of_dying() {
-    let out = spawn("small_file_size").start().wait();
-    assert!(
-        out.stderr.contains("checked"),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_checked("small_file_size", &[]);
 }
 
 #[test]
 fn a_mapping_past_the_address_space_limit_names_rlimit_as() {
-    let out = spawn("tight_address_space").start().wait();
-    assert!(
-        out.stderr.contains("checked"),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_checked("tight_address_space", &[]);
 }
 
 #[test]
 fn a_mapping_past_the_mapping_count_names_max_map_count() {
-    let out = spawn("mappings_used_up").start().wait();
-    assert!(
-        out.stderr.contains("checked"),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_checked("mappings_used_up", &[]);
 }

@@ -10,8 +10,9 @@ use std::process::Command;
 use ipc_core::{Error, ErrorKind, MessageReceiver, MessageSender, Readiness};
 use ipc_pipe::ChildPipes;
 use ipc_shm::ChannelOptions;
-use ipc_testkit::{Ctx, roles, spawn};
-use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use ipc_testkit::limits::{run_checked, set_soft_limit, vm_size};
+use ipc_testkit::{Ctx, roles};
+use rustix::process::Resource;
 
 const NOBODY: u32 = 65534;
 
@@ -41,15 +42,7 @@ fn no_process_left(_: &Ctx) {
     tx.send(b"before").unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(rx.recv(&mut buf).unwrap(), 6);
-    let old = getrlimit(Resource::Nproc);
-    setrlimit(
-        Resource::Nproc,
-        Rlimit {
-            current: Some(0),
-            maximum: old.maximum,
-        },
-    )
-    .unwrap();
+    set_soft_limit(Resource::Nproc, 0);
 
     names_nproc(&rx.readiness_fd().unwrap_err(), "doorbell thread");
     let (r, _w) = ipc_pipe::pipe().unwrap();
@@ -69,24 +62,7 @@ fn no_process_left(_: &Ctx) {
 /// descriptor (its doorbell thread) names `RLIMIT_AS`, not `RLIMIT_NPROC` nor `WouldBlock`.
 fn no_room_for_a_thread(_: &Ctx) {
     let (_tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let limit = kib * 1024 + (16 << 10);
-    let old = getrlimit(Resource::As);
-    setrlimit(
-        Resource::As,
-        Rlimit {
-            current: Some(limit),
-            maximum: old.maximum,
-        },
-    )
-    .unwrap();
+    set_soft_limit(Resource::As, vm_size() + (16 << 10));
     let e = rx.readiness_fd().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
     let knob = e
@@ -101,22 +77,10 @@ roles!(no_process_left, no_room_for_a_thread);
 
 #[test]
 fn a_thread_without_room_for_its_stack_names_rlimit_as() {
-    let out = spawn("no_room_for_a_thread").start().wait();
-    assert!(
-        out.stderr.contains("checked"),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_checked("no_room_for_a_thread", &[]);
 }
 
 #[test]
 fn a_thread_or_process_past_rlimit_nproc_names_it_not_would_block() {
-    let out = spawn("no_process_left").start().wait();
-    assert!(
-        out.stderr.contains("checked"),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_checked("no_process_left", &[]);
 }

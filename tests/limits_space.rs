@@ -99,17 +99,7 @@ fn semaphore_in_a_full_dev_shm(_: &Ctx) {
 }
 
 fn run_role(role: &str) {
-    let out = spawn(role).start().wait();
-    if out.stderr.contains(SKIP) {
-        eprintln!("{}", out.stderr.trim());
-        return;
-    }
-    assert!(
-        out.stderr.contains("checked"),
-        "{role}: {:?}\n{}",
-        out.status,
-        out.stderr
-    );
+    ipc_testkit::limits::run_checked(role, &[SKIP]);
 }
 
 #[test]
@@ -376,11 +366,5 @@ fn a_connect_to_a_full_backlog_times_out_and_leaves_nothing() {
 
 #[test]
 fn a_dev_shm_out_of_inodes_names_them() {
-    let out = spawn("dev_shm_out_of_inodes").start().wait();
-    assert!(
-        out.stderr.contains("checked") || out.stderr.contains(SKIP),
-        "status {:?}: {}",
-        out.status,
-        out.stderr
-    );
+    run_role("dev_shm_out_of_inodes");
 }

@@ -34,6 +34,7 @@ pub mod acl;
 pub mod alloc;
 pub mod conformance;
 pub mod fixture;
+pub mod limits;
 mod profile;
 pub mod script;
 pub mod shmfs;
