@@ -64,7 +64,143 @@ fn no_process_left(_: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(no_process_left);
+/// The v1 `pids` hierarchy (this machine's; with cgroup v2 the controller is in the unified
+/// tree instead, and the test skips).
+const PIDS_ROOT: &str = "/sys/fs/cgroup/pids";
+
+/// What the test prints when it cannot make a `pids` cgroup.
+const PIDS_SKIP: &str = "skipped: a pids cgroup needs root and the v1 pids hierarchy at";
+
+/// Checks that `e` is `LimitExceeded` naming the `pids.max` file of cgroup `dir`.
+fn names_pids_max(e: &Error, dir: &str, what: &str) {
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{what}: {e}");
+    let l = e
+        .limit_info()
+        .unwrap_or_else(|| panic!("{what}: no knob named: {e}"));
+    assert_eq!(&*l.knob, format!("{dir}/pids.max"), "{what}: {e}");
+}
+
+/// Writes `value` to the cgroup file `dir/file`.
+fn cg_write(dir: &str, file: &str, value: &str) {
+    std::fs::write(format!("{dir}/{file}"), value)
+        .unwrap_or_else(|e| panic!("write {value} to {dir}/{file}: {e}"));
+}
+
+/// Tasks in cgroup `dir` now.
+fn cg_current(dir: &str) -> String {
+    std::fs::read_to_string(format!("{dir}/pids.current"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Child, `outer inner`: moves itself into `inner` (a cgroup under `outer`), then makes the
+/// cgroup full in two ways: its own `pids.max` at the tasks it holds, then (its own back at
+/// `max`) the parent cgroup's. Each time a doorbell thread and a child with pipe ends must
+/// name the `pids.max` that stopped them: the kernel charges a new task to every cgroup up
+/// to the root, so the one at its limit can be an ancestor.
+fn pids_cgroup_full(ctx: &Ctx) {
+    let a = ctx.args();
+    let (outer, inner) = (a[0], a[1]);
+    cg_write(inner, "cgroup.procs", &std::process::id().to_string());
+    // Made before any limit: a receiver whose doorbell thread is still to start.
+    let mut channels = [(); 2].map(|()| ChannelOptions::new().capacity(1 << 12).pair().unwrap());
+    let mut next = channels.iter_mut();
+    let mut try_both = |dir: &str, what: &str| {
+        let (_, rx) = next.next().unwrap();
+        names_pids_max(
+            &rx.readiness_fd().unwrap_err(),
+            dir,
+            &format!("doorbell thread, {what}"),
+        );
+        let (r, _w) = ipc_pipe::pipe().unwrap();
+        let mut pipes = ChildPipes::new();
+        pipes.pass("ipc-limits", r).unwrap();
+        names_pids_max(
+            &pipes.spawn(Command::new("/bin/true")).unwrap_err(),
+            dir,
+            &format!("child with pipe ends, {what}"),
+        );
+    };
+    cg_write(inner, "pids.max", &cg_current(inner));
+    try_both(inner, "its own cgroup full");
+    cg_write(inner, "pids.max", "max");
+    cg_write(outer, "pids.max", &cg_current(outer));
+    try_both(outer, "the parent cgroup full");
+    eprintln!("checked");
+}
+
+/// A cgroup made for one test, and one under it: removed on drop, also when the test fails
+/// (its child has exited by then, so both are empty).
+struct Cgroups {
+    outer: String,
+    inner: String,
+}
+
+impl Cgroups {
+    /// Makes them, or says why not (not root, no v1 pids hierarchy, not allowed).
+    fn new() -> Result<Cgroups, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        if !std::path::Path::new(&format!("{PIDS_ROOT}/cgroup.procs")).exists() {
+            return Err("no such hierarchy".into());
+        }
+        let outer = format!("{PIDS_ROOT}/ipctest-pids-{}", std::process::id());
+        std::fs::create_dir(&outer).map_err(|e| format!("mkdir {outer}: {e}"))?;
+        let inner = format!("{outer}/inner");
+        let made = Cgroups {
+            outer,
+            inner: inner.clone(),
+        };
+        std::fs::create_dir(&inner).map_err(|e| format!("mkdir {inner}: {e}"))?;
+        Ok(made)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for dir in [&self.inner, &self.outer] {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    if std::thread::panicking() {
+                        eprintln!("rmdir {dir}: {e}");
+                    } else {
+                        panic!("rmdir {dir}: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+roles!(no_process_left, pids_cgroup_full);
+
+/// A cgroup whose `pids.max` is reached, its own or its parent's: a thread and a child the
+/// library cannot make name that `pids.max` file. Fails on the old code for the parent's: only
+/// the process's own cgroup was looked at, and root got `threads-max` named instead.
+#[test]
+fn a_thread_or_process_past_a_cgroup_s_pids_max_names_that_cgroup() {
+    let cgroups = match Cgroups::new() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("{PIDS_SKIP} {PIDS_ROOT}: {why}");
+            return;
+        }
+    };
+    let out = spawn("pids_cgroup_full")
+        .arg(format!("{} {}", cgroups.outer, cgroups.inner))
+        .start()
+        .wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+    drop(cgroups);
+}
 
 #[test]
 fn a_thread_or_process_past_rlimit_nproc_names_it_not_would_block() {

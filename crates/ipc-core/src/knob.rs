@@ -305,7 +305,9 @@ pub const RLIMIT_NPROC: &str =
 
 /// The error for a process or thread that could not be made (`fork`, `clone`: `EAGAIN`,
 /// which is not "try again later" here): a [`LimitExceeded`](crate::ErrorKind::LimitExceeded)
-/// naming what stopped it, looked at now: the cgroup's `pids.max` when the cgroup is at it,
+/// naming what stopped it, looked at now: the `pids.max` of the process's cgroup, or of an
+/// ancestor, that is at its limit, else the mapping limit a thread's stack would pass
+/// ([`RLIMIT_AS`], [`MAX_MAP_COUNT`]: glibc says `EAGAIN` for a stack it cannot map),
 /// else [`RLIMIT_NPROC`] when it is finite for a user it applies to (not root), else
 /// [`THREADS_MAX`]. Other errnos as they are.
 pub fn process_limit_error(e: rustix::io::Errno) -> Error {
@@ -314,6 +316,8 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
     }
     let limit = if let Some((knob, max)) = cgroup_pids_full() {
         Error::limit(knob, Some(max))
+    } else if let Some(mapping) = stack_mapping_limit() {
+        mapping
     } else {
         match rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
             Some(n) if !rustix::process::geteuid().is_root() => Error::limit(RLIMIT_NPROC, Some(n)),
@@ -321,6 +325,18 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
         }
     };
     limit.with_source(e.into())
+}
+
+/// The stack `std` gives a new thread by default: 2 MiB.
+const THREAD_STACK: usize = 2 << 20;
+
+/// The mapping limit a new thread's stack would pass, if one would: glibc's `pthread_create`
+/// answers `EAGAIN` also when it cannot map the stack (`ENOMEM` from `mmap`, at `RLIMIT_AS` or
+/// `vm.max_map_count`), which is then what to raise, not a process limit.
+fn stack_mapping_limit() -> Option<Error> {
+    let e = mapping_error(rustix::io::Errno::NOMEM, THREAD_STACK);
+    let l = e.limit_info()?;
+    Some(Error::limit(l.knob.clone(), l.value))
 }
 
 /// [`process_limit_error`] for the `io::Error` of `std`'s thread and process spawns; other
@@ -343,26 +359,43 @@ pub fn mapping_error_io(e: std::io::Error, len: usize) -> Error {
     Error::from(e)
 }
 
-/// The `pids.max` file of this process's cgroup (v2, or the v1 `pids` hierarchy) and its value,
-/// when the cgroup holds that many tasks already.
+/// The `pids.max` file of the cgroup (v2, or the v1 `pids` hierarchy) that holds as many
+/// tasks as it allows, and its value: this process's cgroup or an ancestor, since the kernel
+/// charges a new task to each of them up to the root, and any at its limit refuses it (a
+/// container's limit is often set on a parent of the cgroup the process is in).
 fn cgroup_pids_full() -> Option<(String, u64)> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     cgroups.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let dir = if id == "0" && controllers.is_empty() {
-            format!("/sys/fs/cgroup{path}")
+        let root = if id == "0" && controllers.is_empty() {
+            "/sys/fs/cgroup"
         } else if controllers.split(',').any(|c| c == "pids") {
-            format!("/sys/fs/cgroup/pids{path}")
+            "/sys/fs/cgroup/pids"
         } else {
             return None;
         };
-        let dir = dir.trim_end_matches('/');
-        let max = format!("{dir}/pids.max");
-        let max_value = read(&max)?;
-        let current = read(&format!("{dir}/pids.current"))?;
-        (current >= max_value).then_some((max, max_value))
+        // From this process's cgroup up to the root (which has no limit file).
+        let mut dir = format!("{root}{}", path.trim_end_matches('/'));
+        loop {
+            if let Some(full) = pids_full_at(&dir) {
+                return Some(full);
+            }
+            if dir.len() <= root.len() {
+                return None;
+            }
+            dir.truncate(dir.rfind('/')?);
+        }
     })
+}
+
+/// The `pids.max` file of cgroup directory `dir` and its value, when the cgroup holds that
+/// many tasks already (`None` for `max`, or no such files).
+fn pids_full_at(dir: &str) -> Option<(String, u64)> {
+    let max = format!("{dir}/pids.max");
+    let max_value = read(&max)?;
+    let current = read(&format!("{dir}/pids.current"))?;
+    (current >= max_value).then_some((max, max_value))
 }
 
 /// The lines of `path`, read through a buffer on the stack: at the mapping limit, a buffer
