@@ -1367,19 +1367,21 @@ impl MpscConsumer {
     }
 }
 
-/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
-/// up, taking the flag down; returns whether it did.
 /// The consumer's `Disconnected`: every producer left (or died) and all they sent was
-/// received; the note says that this is not the segment's end.
+/// received; the note says that this is not the segment's end, and that a receive does not
+/// wait for a new producer (it returns this at once until one has joined).
 #[cold]
 fn no_producer() -> Error {
     Error::disconnected().with_detail(ipc_core::Detail::Note(
         "no producer is attached now and everything sent was received; a new producer may \
-         still join: receive again to wait for one"
+         still join, and its messages are then received, but a receive does not wait for \
+         one: until one has joined, every receive returns this at once"
             .into(),
     ))
 }
 
+/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
+/// up, taking the flag down; returns whether it did.
 fn wake_producer(h: &ring::Header) -> bool {
     wake_flagged(&h.tx.sleeping, &h.rx.wake)
 }
@@ -1457,7 +1459,8 @@ impl MessageReceiver for MpscConsumer {
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] (the message stays next);
     /// [`ErrorKind::Disconnected`] once a producer was attached and now none is, everything
-    /// drained (a new producer may still join later); [`ErrorKind::WouldBlock`] /
+    /// drained (a new producer may still join later; until one has, every receive returns
+    /// this at once, without waiting); [`ErrorKind::WouldBlock`] /
     /// [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] for an inconsistent ring.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         self.recv_from_deadline(buf, deadline).map(|(_, n)| n)

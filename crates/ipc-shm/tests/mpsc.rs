@@ -65,6 +65,34 @@ fn producers_threads_keep_their_order_and_the_consumer_sees_all() {
     });
 }
 
+/// The consumer's `Disconnected` once every producer left says what a receive does until a
+/// producer joins: it returns that error at once, and does not wait for one. Fails on the old
+/// note, which told the caller to "receive again to wait for one": a consumer that did so
+/// spun through receives that each returned at once.
+#[test]
+fn the_consumer_s_disconnected_says_a_receive_does_not_wait_for_a_producer() {
+    let seg = Arc::new(opts().create_memfd("mpsc-no-producer").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    tx.send(&message(1, 0)).unwrap();
+    drop(tx);
+    within_watchdog("the consumer", move || {
+        assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (1, 0));
+        for _ in 0..2 {
+            // A blocking receive: returns at once (the watchdog says if it waits).
+            let e = recv(&mut rx, Deadline::Never).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            let note = e.to_string();
+            assert!(note.contains("may still join"), "{note}");
+            assert!(!note.contains("to wait for one"), "{note}");
+            assert!(note.contains("does not wait"), "{note}");
+        }
+        let mut late = MpscProducer::open(seg).unwrap();
+        late.send(&message(2, 0)).unwrap();
+        assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (2, 0));
+    });
+}
+
 #[test]
 fn a_sleeping_consumer_is_woken_once_per_sleep_not_per_message() {
     use ipc_core::Readiness;
