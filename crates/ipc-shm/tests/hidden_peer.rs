@@ -21,6 +21,11 @@ const SKIP: &str = "skipped: a hidepid /proc needs root and a private mount name
 /// A private mount namespace whose `/proc` is a new instance mounted `hidepid=2`, then user
 /// and group `nobody` for good; false (after printing [`SKIP`]) when not permitted.
 fn nobody_under_hidepid() -> bool {
+    nobody_under(c"hidepid=2")
+}
+
+/// [`nobody_under_hidepid`] with `/proc` mounted with `options` (`hidepid=1`, `hidepid=2`).
+fn nobody_under(options: &std::ffi::CStr) -> bool {
     if !rustix::process::geteuid().is_root() {
         eprintln!("{SKIP}: not root");
         return false;
@@ -46,7 +51,7 @@ fn nobody_under_hidepid() -> bool {
             c"/proc".as_ptr(),
             c"proc".as_ptr(),
             0,
-            c"hidepid=2".as_ptr().cast(),
+            options.as_ptr().cast(),
         ) != 0
         {
             eprintln!("{SKIP}: mount proc: {}", std::io::Error::last_os_error());
@@ -90,7 +95,81 @@ fn hidden_sender_receiver(ctx: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(hidden_sender_receiver);
+/// Child: a sender of the inherited channel (root, like the test): sends "first", then parks
+/// to be killed.
+fn sender_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = Sender::open(seg).unwrap();
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N sender-pid`: the receiver of the inherited channel, as `nobody` under a `/proc`
+/// mounted so, whose sender (root) is killed once it received: its receive waiting for the
+/// next message ends in `Disconnected`, and the peer is `Dead`, not alive for ever.
+fn killed_hidden_sender_receiver(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the sender's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Receiver::open(seg).unwrap();
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "a live, hidden sender");
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    ctx.checkpoint("received");
+    // The sender is killed now: the wait ends (the watchdog says if it does not).
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(rx.peer().unwrap(), Peer::Dead);
+    eprintln!("checked");
+}
+
+roles!(
+    hidden_sender_receiver,
+    sender_to_be_killed,
+    killed_hidden_sender_receiver
+);
+
+/// A hidden peer that is then killed is `Dead`: the pidfd taken for it while it ran says so
+/// when it exits, also while it is a zombie (its parent reaps it only after), under
+/// `hidepid=2` and `hidepid=1`.
+#[test]
+fn a_hidden_peer_killed_is_dead() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = ChannelOptions::new()
+            .capacity(1 << 12)
+            .create_memfd("hidden-killed")
+            .unwrap();
+        let mut sender = spawn("sender_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        sender.wait_checkpoint("sent");
+        let mut receiver = spawn("killed_hidden_sender_receiver")
+            .arg(format!("{options} {}", sender.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        receiver.wait_checkpoint("received");
+        // Killed, not reaped: a zombie until the receiver has seen it gone.
+        sender.kill();
+        let out = receiver.wait();
+        assert!(sender.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
 
 #[test]
 fn a_live_peer_that_proc_hides_is_not_dead() {
