@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::{ChannelOptions, Peer, Receiver, Segment, Sender};
+use ipc_shm::{
+    ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, Receiver, Segment, Sender,
+};
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
 /// What the role prints when it cannot make its `/proc` or become `nobody`.
@@ -132,11 +134,83 @@ fn killed_hidden_sender_receiver(ctx: &Ctx) {
     eprintln!("checked");
 }
 
+/// Child: a producer of the inherited MPSC segment (root): sends "first", then parks to be
+/// killed.
+fn producer_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = MpscProducer::open(seg).unwrap();
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N producer-pid`: the consumer of the inherited MPSC segment, as `nobody`
+/// under a `/proc` mounted so, whose only producer (root) is killed once it received: its
+/// waiting receive ends in `Disconnected` (the dead producer's place drained and given back).
+fn killed_hidden_producer_consumer(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the producer's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = MpscConsumer::open(seg).unwrap();
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    // Alive and hidden: a receive with nothing to take waits rather than calling it gone.
+    let e = rx.try_recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    ctx.checkpoint("received");
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("checked");
+}
+
 roles!(
     hidden_sender_receiver,
     sender_to_be_killed,
-    killed_hidden_sender_receiver
+    killed_hidden_sender_receiver,
+    producer_to_be_killed,
+    killed_hidden_producer_consumer
 );
+
+/// A hidden MPSC producer that is then killed: the consumer, which took it for alive while
+/// it ran, sees it gone and ends its wait in `Disconnected`.
+#[test]
+fn a_hidden_producer_killed_is_gone_for_its_consumer() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = MpscOptions::new()
+            .producers(2)
+            .capacity(1 << 10)
+            .max_message(64)
+            .create_memfd("hidden-producer")
+            .unwrap();
+        let mut producer = spawn("producer_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        producer.wait_checkpoint("sent");
+        let mut consumer = spawn("killed_hidden_producer_consumer")
+            .arg(format!("{options} {}", producer.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        consumer.wait_checkpoint("received");
+        producer.kill();
+        let out = consumer.wait();
+        assert!(producer.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
 
 /// A hidden peer that is then killed is `Dead`: the pidfd taken for it while it ran says so
 /// when it exits, also while it is a zombie (its parent reaps it only after), under
