@@ -59,6 +59,13 @@ fn no_process_left(_: &Ctx) {
         &pipes.spawn(Command::new("/bin/true")).unwrap_err(),
         "child with pipe ends",
     );
+    // ipc-core's own spawn with passed descriptors (what ipc-shm and ipc-sync point users
+    // to): its io::Error, turned into this crate's error as its docs say, names the limit too.
+    let (r, _w) = ipc_pipe::pipe().unwrap();
+    let mut fds = ipc_core::inherit::ChildFds::new();
+    fds.pass("ipc-limits", r).unwrap();
+    let e = fds.spawn(&mut Command::new("/bin/true")).unwrap_err();
+    names_nproc(&Error::from(e), "child with passed descriptors");
     tx.send(b"after").unwrap();
     assert_eq!(rx.recv(&mut buf).unwrap(), 5);
     eprintln!("checked");
