@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::{
-    ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, Receiver, Segment, Sender,
+    ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, PubSubOptions, Publisher,
+    Receiver, Segment, Sender, Subscriber,
 };
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
@@ -171,13 +172,96 @@ fn killed_hidden_producer_consumer(ctx: &Ctx) {
     eprintln!("checked");
 }
 
+/// Child: the publisher of the inherited pub-sub segment (root): publishes "first" once its
+/// subscriber says it joined (a subscriber gets what is published after it joins), then
+/// parks to be killed.
+fn publisher_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = Publisher::open(seg).unwrap();
+    ctx.checkpoint("open");
+    let mut go = [0u8; 1];
+    let n = rustix::io::read(ctx.take_fd("go"), &mut go).unwrap();
+    assert_eq!(n, 1);
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N publisher-pid`: a subscriber of the inherited pub-sub segment, as
+/// `nobody` under a `/proc` mounted so, whose publisher (root) is killed once it received:
+/// its waiting receive ends in `Disconnected`.
+fn killed_hidden_publisher_subscriber(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("joined");
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the publisher's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Subscriber::open(seg).unwrap();
+    // Alive and hidden: nothing to take yet is WouldBlock, not the publisher gone.
+    let mut buf = [0u8; 64];
+    let e = rx.try_recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    ctx.checkpoint("joined");
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    ctx.checkpoint("received");
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("checked");
+}
+
 roles!(
     hidden_sender_receiver,
     sender_to_be_killed,
     killed_hidden_sender_receiver,
     producer_to_be_killed,
-    killed_hidden_producer_consumer
+    killed_hidden_producer_consumer,
+    publisher_to_be_killed,
+    killed_hidden_publisher_subscriber
 );
+
+/// A hidden pub-sub publisher that is then killed: its subscriber, which took it for alive
+/// while it ran, sees it gone and ends its wait in `Disconnected`.
+#[test]
+fn a_hidden_publisher_killed_is_gone_for_its_subscriber() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = PubSubOptions::new()
+            .slots(8)
+            .max_message(64)
+            .create_memfd("hidden-publisher")
+            .unwrap();
+        let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let mut publisher = spawn("publisher_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .fd("go", &go_r)
+            .start();
+        drop(go_r);
+        publisher.wait_checkpoint("open");
+        let mut subscriber = spawn("killed_hidden_publisher_subscriber")
+            .arg(format!("{options} {}", publisher.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        subscriber.wait_checkpoint("joined");
+        assert_eq!(rustix::io::write(&go_w, b"g").unwrap(), 1);
+        subscriber.wait_checkpoint("received");
+        publisher.kill();
+        let out = subscriber.wait();
+        assert!(publisher.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
 
 /// A hidden MPSC producer that is then killed: the consumer, which took it for alive while
 /// it ran, sees it gone and ends its wait in `Disconnected`.
