@@ -182,7 +182,123 @@ impl Drop for Cgroups {
     }
 }
 
-roles!(no_process_left, pids_cgroup_full);
+/// The ids the PID namespace gives out used up: in a new PID namespace (this child's own
+/// child is its init) whose `kernel.pid_max` is 400, threads are started until none can be,
+/// then a doorbell thread and a child with pipe ends must name `/proc/sys/kernel/pid_max`
+/// (`fork` and `clone` fail with `EAGAIN` when no pid is free). Prints why when the kernel or
+/// the privileges do not allow it (a per-namespace `pid_max` came with Linux 6.14).
+fn pid_namespace_full(_: &Ctx) {
+    let skip = |why: String| {
+        eprintln!("{PID_MAX_SKIP}: {why}");
+    };
+    if !rustix::process::geteuid().is_root() {
+        return skip("not root".into());
+    }
+    // Made before the namespace fills: a receiver whose doorbell thread is still to start.
+    let (_tx, mut rx) = ChannelOptions::new().capacity(1 << 12).pair().unwrap();
+    // SAFETY: unshare takes flags only; it gives this process a private mount table and puts
+    // its next child in a new PID namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID) } != 0 {
+        return skip(format!("unshare: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: this role's process runs one thread (the test's child), so the child of fork
+    // may allocate and run any code; it ends with _exit, running no destructor of the parent's.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pid_namespace_init(&mut rx)
+        })) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        // SAFETY: ends this child at once, as a forked child must.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, writing its status into a local.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the namespace's init failed: {status:#x}"
+    );
+}
+
+/// What [`pid_namespace_full`] prints when it cannot run.
+const PID_MAX_SKIP: &str = "skipped: a PID namespace with its own pid_max";
+
+/// The init of [`pid_namespace_full`]'s namespace.
+fn pid_namespace_init(rx: &mut ipc_shm::Receiver) {
+    // SAFETY: pointers are NUL-terminated literals or null, valid for each call.
+    unsafe {
+        let private = libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_PRIVATE | libc::MS_REC,
+            std::ptr::null(),
+        );
+        assert_eq!(private, 0, "{}", std::io::Error::last_os_error());
+        let proc = libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            0,
+            std::ptr::null(),
+        );
+        assert_eq!(proc, 0, "{}", std::io::Error::last_os_error());
+    }
+    if let Err(e) = std::fs::write("/proc/sys/kernel/pid_max", "400") {
+        eprintln!("{PID_MAX_SKIP}: write pid_max: {e}");
+        eprintln!("checked");
+        return;
+    }
+    let mut parked = Vec::new();
+    loop {
+        let spawned = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(std::thread::park);
+        match spawned {
+            Ok(t) => parked.push(t),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+                break;
+            }
+        }
+        assert!(parked.len() < 1000, "pid_max did not bind");
+    }
+    let names_pid_max = |e: &Error, what: &str| {
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{what}: {e}");
+        let l = e.limit_info().unwrap_or_else(|| panic!("{what}: {e}"));
+        assert_eq!(&*l.knob, "/proc/sys/kernel/pid_max", "{what}: {e}");
+        assert_eq!(l.value, Some(400), "{what}: {e}");
+    };
+    names_pid_max(&rx.readiness_fd().unwrap_err(), "doorbell thread");
+    let (r, _w) = ipc_pipe::pipe().unwrap();
+    let mut pipes = ChildPipes::new();
+    pipes.pass("ipc-limits", r).unwrap();
+    names_pid_max(
+        &pipes.spawn(Command::new("/bin/true")).unwrap_err(),
+        "child with pipe ends",
+    );
+    eprintln!("checked after {} threads", parked.len());
+}
+
+roles!(no_process_left, pids_cgroup_full, pid_namespace_full);
+
+/// A PID namespace out of pids (its `pid_max`): a thread and a child the library cannot make
+/// name `/proc/sys/kernel/pid_max`. Fails on the old code, which named
+/// `/proc/sys/kernel/threads-max` for root (`RLIMIT_NPROC` for other users), neither reached.
+#[test]
+fn a_thread_or_process_past_pid_max_names_it() {
+    let out = spawn("pid_namespace_full").start().wait();
+    assert!(
+        out.stderr.contains("checked") || out.stderr.contains(PID_MAX_SKIP),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
 
 /// A cgroup whose `pids.max` is reached, its own or its parent's: a thread and a child the
 /// library cannot make name that `pids.max` file. Fails on the old code for the parent's: only

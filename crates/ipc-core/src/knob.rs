@@ -307,7 +307,8 @@ pub const RLIMIT_NPROC: &str =
 /// which is not "try again later" here): a [`LimitExceeded`](crate::ErrorKind::LimitExceeded)
 /// naming what stopped it, looked at now: the `pids.max` of the process's cgroup, or of an
 /// ancestor, that is at its limit, else the mapping limit a thread's stack would pass
-/// ([`RLIMIT_AS`], [`MAX_MAP_COUNT`]: glibc says `EAGAIN` for a stack it cannot map),
+/// ([`RLIMIT_AS`], [`MAX_MAP_COUNT`]: glibc says `EAGAIN` for a stack it cannot map), else
+/// [`PID_MAX`] when the PID namespace's pids are about all taken,
 /// else [`RLIMIT_NPROC`] when it is finite for a user it applies to (not root), else
 /// [`THREADS_MAX`]. Other errnos as they are.
 pub fn process_limit_error(e: rustix::io::Errno) -> Error {
@@ -318,6 +319,8 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
         Error::limit(knob, Some(max))
     } else if let Some(mapping) = stack_mapping_limit() {
         mapping
+    } else if let Some(max) = pids_used_up() {
+        Error::limit(PID_MAX, Some(max))
     } else {
         match rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
             Some(n) if !rustix::process::geteuid().is_root() => Error::limit(RLIMIT_NPROC, Some(n)),
@@ -325,6 +328,33 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
         }
     };
     limit.with_source(e.into())
+}
+
+/// The most process ids of the PID namespace (each process and each thread holds one; per
+/// namespace since Linux 6.14): `fork` and `clone` fail with `EAGAIN` when none is free.
+pub const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+
+/// Pids the kernel does not give out again once its allocation wrapped (`RESERVED_PIDS`).
+const RESERVED_PIDS: u64 = 300;
+
+/// [`PID_MAX`]'s value when the PID namespace has about no pid left: its tasks (each thread
+/// of each process in `/proc`, zombies too) reach it, less the pids kept below
+/// [`RESERVED_PIDS`]. Counted only after a spawn failed; `None` when it cannot be read.
+fn pids_used_up() -> Option<u64> {
+    let max = read(PID_MAX)?;
+    let mut tasks = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name
+            .as_encoded_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        tasks += std::fs::read_dir(entry.path().join("task")).map_or(1, |d| d.count() as u64);
+    }
+    (tasks.saturating_add(RESERVED_PIDS) >= max).then_some(max)
 }
 
 /// The stack `std` gives a new thread by default: 2 MiB.
