@@ -9,7 +9,7 @@
 //! Each runs in a child of its own: the limits it hits are per process.
 
 use ipc_core::sysv::{Key, SysvKind, in_use};
-use ipc_core::{Error, ErrorKind};
+use ipc_core::{Error, ErrorKind, Readiness};
 use ipc_pipe::PageBuf;
 use ipc_shm::Segment;
 use ipc_testkit::limits::{run_checked, set_soft_limit, vm_size};
@@ -93,6 +93,81 @@ fn mappings_used_up(_: &Ctx) {
     eprintln!("checked after {n} mappings");
 }
 
+/// Every mapping the process may have used up, as in [`mappings_used_up`]: a named semaphore
+/// created or opened (each maps its file), and a System V semaphore set created or read whole
+/// (each maps a guarded buffer for `semctl`), name `max_map_count` and leave no name or set
+/// behind; so does a thread the library cannot start for want of a mapping for its stack
+/// (glibc's `pthread_create` says `EAGAIN` then, as for a process limit). Fails on the old
+/// code: each semaphore was `LimitExceeded` naming nothing (a bare `ENOMEM`), and the thread
+/// named `threads-max` (or `RLIMIT_NPROC`), which nothing had reached.
+fn more_with_mappings_used_up(_: &Ctx) {
+    let (_tx, mut rx) = ipc_shm::ChannelOptions::new()
+        .capacity(1 << 12)
+        .pair()
+        .unwrap();
+    let name = ipc_testkit::unique_posix_name("limits-sem");
+    let kept = ipc_sync::NamedSemaphore::create(name.as_str(), 1)
+        .unwrap()
+        .remove_on_drop();
+    let set = ipc_sync::SemaphoreSet::create(Key::PRIVATE, &[1, 2, 3])
+        .unwrap()
+        .remove_on_drop();
+    let sysv_before = in_use(SysvKind::SemaphoreSet);
+    let fresh = ipc_testkit::unique_posix_name("limits-sem");
+    let page = rustix::param::page_size();
+    let mut n = 0usize;
+    loop {
+        let prot = if n % 2 == 0 {
+            ProtFlags::READ
+        } else {
+            ProtFlags::READ | ProtFlags::WRITE
+        };
+        // SAFETY: a new private anonymous mapping at an address the kernel picks overlaps no
+        // memory in use; it is never touched and lives until the process exits.
+        match unsafe { mmap_anonymous(std::ptr::null_mut(), page, prot, MapFlags::PRIVATE) } {
+            Ok(_) => n += 1,
+            Err(rustix::io::Errno::NOMEM) => break,
+            Err(e) => panic!("mmap {n}: {e}"),
+        }
+    }
+    names(
+        &rx.readiness_fd().unwrap_err(),
+        "max_map_count",
+        "doorbell thread",
+    );
+    names(
+        &ipc_sync::NamedSemaphore::create(fresh.as_str(), 1).unwrap_err(),
+        "max_map_count",
+        "named semaphore created",
+    );
+    names(
+        &ipc_sync::NamedSemaphore::open(name.as_str()).unwrap_err(),
+        "max_map_count",
+        "named semaphore opened",
+    );
+    names(
+        &ipc_sync::SemaphoreSet::create(Key::PRIVATE, &[1, 2, 3]).unwrap_err(),
+        "max_map_count",
+        "System V semaphore set created",
+    );
+    names(
+        &set.values().unwrap_err(),
+        "max_map_count",
+        "System V semaphore set read",
+    );
+    assert_eq!(
+        in_use(SysvKind::SemaphoreSet),
+        sysv_before,
+        "a System V semaphore set that could not be set up was left"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/sem.{}", &fresh[1..])).exists(),
+        "a named semaphore that could not be mapped left its name"
+    );
+    drop((kept, set));
+    eprintln!("checked after {n} mappings");
+}
+
 /// `RLIMIT_FSIZE` (`ulimit -f`) at 1 MiB: a segment of 4 MiB (POSIX, memfd, a pub-sub
 /// segment) is `LimitExceeded` naming it, with no name left, and 512 KiB fits; at 0, an
 /// ipc-sync object in a memfd names it too. Before, the kernel answered the `ftruncate` with
@@ -131,7 +206,17 @@ fn small_file_size(_: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(tight_address_space, mappings_used_up, small_file_size);
+roles!(
+    tight_address_space,
+    mappings_used_up,
+    more_with_mappings_used_up,
+    small_file_size
+);
+
+#[test]
+fn semaphores_and_threads_past_the_mapping_count_name_max_map_count() {
+    run_checked("more_with_mappings_used_up", &[]);
+}
 
 #[test]
 fn a_segment_past_the_file_size_limit_names_rlimit_fsize_instead_of_dying() {

@@ -301,13 +301,23 @@ impl ChildFds {
     ///
     /// A number [`pass`](ChildFds::pass) chose that holds an inheritable descriptor by the time
     /// the child starts fails the spawn with an error of kind [`ErrorKind::AlreadyExists`]
-    /// (inside the `io::Error`; `ipc_core::Error::from` gets it back) naming the number.
+    /// (inside the `io::Error`; `ipc_core::Error::from` gets it back) naming the number. A
+    /// process that cannot be made (`EAGAIN` from `fork`) is, the same way,
+    /// [`ErrorKind::LimitExceeded`] naming the limit reached
+    /// ([`knob::process_limit_error`](crate::knob::process_limit_error)).
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
         self.apply(cmd);
         let held = self.hold_targets();
         let spawned = cmd.spawn();
         drop(held);
         spawned.map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::AGAIN.raw_os_error()) {
+                // No process could be made (`fork`/`clone`: a cgroup's pids.max, RLIMIT_NPROC,
+                // threads-max): a limit to name, not "try again", which `WouldBlock` would say.
+                return crate::knob::process_limit_error_io(e)
+                    .in_op("spawn with passed descriptors")
+                    .into();
+            }
             if e.raw_os_error() != Some(TARGET_TAKEN) {
                 return e;
             }

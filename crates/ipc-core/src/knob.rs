@@ -13,8 +13,6 @@
 //! assert_eq!(e.limit_info().unwrap().knob, "/proc/sys/fs/mqueue/msg_max");
 //! ```
 
-use std::path::Path;
-
 use crate::Error;
 
 /// The largest capacity an unprivileged process may give a pipe.
@@ -336,18 +334,16 @@ pub const THREADS_MAX: &str = "/proc/sys/kernel/threads-max";
 pub const RLIMIT_NPROC: &str =
     "RLIMIT_NPROC (ulimit -u: processes and threads of this user; root is exempt)";
 
-/// The most pids the system hands out.
-pub const PID_MAX: &str = "/proc/sys/kernel/pid_max";
-
 /// The error for a process or thread that could not be made (`fork`, `clone`,
 /// `pthread_create`: `EAGAIN`, which is not "try again later" here): a
 /// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming the limit that is at its end now,
-/// looked at in this order: a `pids.max` of this process's cgroup or one above it; the room
-/// for a thread's stack (`pthread_create` says `EAGAIN` when its `mmap` fails: [`RLIMIT_AS`],
-/// [`MAX_MAP_COUNT`]); the system's threads against [`THREADS_MAX`] and [`PID_MAX`]; this
-/// user's threads against [`RLIMIT_NPROC`] (not for root, which it does not bind). When none
-/// is at its end now (it may have been at the moment), the error lists them all. Other errnos
-/// as they are.
+/// looked at in this order: a `pids.max` of this process's cgroup or of one above it (the
+/// kernel charges a new task to each up to the root); the room for a thread's stack
+/// (`pthread_create` says `EAGAIN` when its `mmap` fails: [`RLIMIT_AS`], [`MAX_MAP_COUNT`]);
+/// the PID namespace's pids against [`PID_MAX`]; the system's threads against
+/// [`THREADS_MAX`]; this user's threads against [`RLIMIT_NPROC`] (not for root, which it does
+/// not bind). When none is at its end now (it may have been at the moment), the error lists
+/// them all. Other errnos as they are.
 pub fn process_limit_error(e: rustix::io::Errno) -> Error {
     if e != rustix::io::Errno::AGAIN {
         return Error::from(e);
@@ -355,25 +351,29 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
     process_limit().with_source(e.into())
 }
 
+/// The stack `std` gives a new thread by default: 2 MiB (`fork` needs none, and fails with
+/// `ENOMEM`, not `EAGAIN`, for want of memory).
+const THREAD_STACK: usize = 2 << 20;
+
 /// The limit [`process_limit_error`] names.
 fn process_limit() -> Error {
     if let Some((knob, max)) = cgroup_pids_full() {
         return Error::limit(knob, Some(max));
     }
-    // A thread's stack: 2 MiB is what a Rust thread asks by default (fork needs none, and
-    // fails with ENOMEM, not EAGAIN, for want of memory).
-    if let Some(e) = mapping_limit(2 << 20) {
+    if let Some(e) = mapping_limit(THREAD_STACK) {
         return e;
     }
+    if let Some(max) = pids_used_up() {
+        return Error::limit(PID_MAX, Some(max));
+    }
+    // The system's threads (the fourth field of /proc/loadavg, "running/total").
     let threads = std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| {
         let (_, total) = l.split_whitespace().nth(3)?.split_once('/')?;
         total.parse::<u64>().ok()
     });
-    if let Some(threads) = threads {
-        for knob in [THREADS_MAX, PID_MAX] {
-            if read(knob).is_some_and(|max| threads.saturating_add(1) >= max) {
-                return limit_error(knob);
-            }
+    if let (Some(threads), Some(max)) = (threads, read(THREADS_MAX)) {
+        if threads.saturating_add(1) >= max {
+            return limit_error(THREADS_MAX);
         }
     }
     if let Some(n) = rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
@@ -383,7 +383,7 @@ fn process_limit() -> Error {
     }
     Error::limit(
         "processes or threads: RLIMIT_NPROC (ulimit -u), a cgroup's pids.max, \
-         kernel.threads-max or kernel.pid_max (none is at its end now)",
+         kernel.pid_max or kernel.threads-max (none is at its end now)",
         None,
     )
 }
@@ -417,6 +417,33 @@ fn user_threads() -> Option<u64> {
     Some(total)
 }
 
+/// The most process ids of the PID namespace (each process and each thread holds one; per
+/// namespace since Linux 6.14): `fork` and `clone` fail with `EAGAIN` when none is free.
+pub const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+
+/// Pids the kernel does not give out again once its allocation wrapped (`RESERVED_PIDS`).
+const RESERVED_PIDS: u64 = 300;
+
+/// [`PID_MAX`]'s value when the PID namespace has about no pid left: its tasks (each thread
+/// of each process in `/proc`, zombies too) reach it, less the pids kept below
+/// [`RESERVED_PIDS`]. Counted only after a spawn failed; `None` when it cannot be read.
+fn pids_used_up() -> Option<u64> {
+    let max = read(PID_MAX)?;
+    let mut tasks = 0u64;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        if !name
+            .as_encoded_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_digit)
+        {
+            continue;
+        }
+        tasks += std::fs::read_dir(entry.path().join("task")).map_or(1, |d| d.count() as u64);
+    }
+    (tasks.saturating_add(RESERVED_PIDS) >= max).then_some(max)
+}
+
 /// [`process_limit_error`] for the `io::Error` of `std`'s thread and process spawns; other
 /// errors as they are.
 pub fn process_limit_error_io(e: std::io::Error) -> Error {
@@ -437,9 +464,10 @@ pub fn mapping_error_io(e: std::io::Error, len: usize) -> Error {
     Error::from(e)
 }
 
-/// The `pids.max` file of this process's cgroup or of one above it (v2, or the v1 `pids`
-/// hierarchy) and its value, when that cgroup holds that many tasks already (a systemd user
-/// slice's `TasksMax` sits above the process's own cgroup).
+/// The `pids.max` file of the cgroup (v2, or the v1 `pids` hierarchy) that holds as many
+/// tasks as it allows, and its value: this process's cgroup or an ancestor, since the kernel
+/// charges a new task to each of them up to the root, and any at its limit refuses it (a
+/// container's limit is often set on a parent of the cgroup the process is in).
 fn cgroup_pids_full() -> Option<(String, u64)> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     cgroups.lines().find_map(|line| {
@@ -452,21 +480,27 @@ fn cgroup_pids_full() -> Option<(String, u64)> {
         } else {
             return None;
         };
-        let mut dir = Path::new(path);
+        // From this process's cgroup up to the root (which has no limit file).
+        let mut dir = format!("{root}{}", path.trim_end_matches('/'));
         loop {
-            let at = Path::new(root).join(dir.strip_prefix("/").unwrap_or(dir));
-            let max = at.join("pids.max");
-            if let (Some(max_value), Some(current)) = (
-                max.to_str().and_then(read),
-                at.join("pids.current").to_str().and_then(read),
-            ) {
-                if current >= max_value {
-                    return Some((max.to_string_lossy().into_owned(), max_value));
-                }
+            if let Some(full) = pids_full_at(&dir) {
+                return Some(full);
             }
-            dir = dir.parent()?;
+            if dir.len() <= root.len() {
+                return None;
+            }
+            dir.truncate(dir.rfind('/')?);
         }
     })
+}
+
+/// The `pids.max` file of cgroup directory `dir` and its value, when the cgroup holds that
+/// many tasks already (`None` for `max`, or no such files).
+fn pids_full_at(dir: &str) -> Option<(String, u64)> {
+    let max = format!("{dir}/pids.max");
+    let max_value = read(&max)?;
+    let current = read(&format!("{dir}/pids.current"))?;
+    (current >= max_value).then_some((max, max_value))
 }
 
 /// The lines of `path`, read through a buffer on the stack: at the mapping limit, a buffer

@@ -199,7 +199,12 @@ fn connection(
     set_nonblocking(&w, false)?;
     set_nonblocking(&r, false)?;
     let tx = FifoWriter::opened_at(w, w_path).into_stream_sender(max_message)?;
-    let rx = FifoReader::opened_at(r, r_path).into_receiver(max_message)?;
+    let mut rx = FifoReader::opened_at(r, r_path).into_receiver(max_message)?;
+    // The peer alone writes this FIFO (the pair's names are gone once connected): a frame
+    // above this side's maximum is dropped whatever its size, also when that maximum is
+    // one of atomic records, which would otherwise take a frame above PIPE_BUF for other
+    // writers' bytes interleaved and lose the connection (`Corrupted` for good).
+    rx.set_one_writer();
     Ok(Connection { tx, rx })
 }
 
@@ -257,7 +262,9 @@ impl ConnectOptions {
     }
 
     /// The largest message either way (default 16 MiB). The server's
-    /// [`Listener::max_message`] should match.
+    /// [`Listener::max_message`] should match: a message above one side's maximum is
+    /// [`ErrorKind::MessageTooLarge`] for that side's receive, which drops it, and the
+    /// connection goes on with the next message.
     pub fn max_message(&mut self, bytes: usize) -> &mut ConnectOptions {
         self.max_message = bytes;
         self
@@ -775,7 +782,8 @@ impl Listener {
         self.fifo.path()
     }
 
-    /// The largest message either way on accepted connections (default 16 MiB).
+    /// The largest message either way on accepted connections (default 16 MiB); the clients'
+    /// [`ConnectOptions::max_message`] should match (see there for a message above it).
     pub fn max_message(&mut self, bytes: usize) -> &mut Listener {
         self.max_message = bytes;
         self

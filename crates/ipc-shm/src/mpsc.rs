@@ -1359,7 +1359,8 @@ impl MpscConsumer {
 }
 
 /// The consumer's `Disconnected`: every producer left (or died) and all they sent was
-/// received; the note says that this is not the segment's end.
+/// received; the note says that this is not the segment's end, and that a receive does not
+/// wait for a new producer (it returns this at once until one has joined).
 #[cold]
 fn no_producer() -> Error {
     Error::disconnected().with_detail(ipc_core::Detail::Note(

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::{ChannelOptions, Peer, Receiver, Segment, Sender};
+use ipc_shm::{
+    ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, PubSubOptions, Publisher,
+    Receiver, Segment, Sender, Subscriber,
+};
 use ipc_testkit::{Ctx, roles, spawn, within_watchdog};
 
 /// What the role prints when it cannot make its `/proc` or become `nobody`.
@@ -21,6 +24,11 @@ const SKIP: &str = "skipped: a hidepid /proc needs root and a private mount name
 /// A private mount namespace whose `/proc` is a new instance mounted `hidepid=2`, then user
 /// and group `nobody` for good; false (after printing [`SKIP`]) when not permitted.
 fn nobody_under_hidepid() -> bool {
+    nobody_under(c"hidepid=2")
+}
+
+/// [`nobody_under_hidepid`] with `/proc` mounted with `options` (`hidepid=1`, `hidepid=2`).
+fn nobody_under(options: &std::ffi::CStr) -> bool {
     if !rustix::process::geteuid().is_root() {
         eprintln!("{SKIP}: not root");
         return false;
@@ -46,7 +54,7 @@ fn nobody_under_hidepid() -> bool {
             c"/proc".as_ptr(),
             c"proc".as_ptr(),
             0,
-            c"hidepid=2".as_ptr().cast(),
+            options.as_ptr().cast(),
         ) != 0
         {
             eprintln!("{SKIP}: mount proc: {}", std::io::Error::last_os_error());
@@ -90,7 +98,236 @@ fn hidden_sender_receiver(ctx: &Ctx) {
     eprintln!("checked");
 }
 
-roles!(hidden_sender_receiver);
+/// Child: a sender of the inherited channel (root, like the test): sends "first", then parks
+/// to be killed.
+fn sender_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = Sender::open(seg).unwrap();
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N sender-pid`: the receiver of the inherited channel, as `nobody` under a `/proc`
+/// mounted so, whose sender (root) is killed once it received: its receive waiting for the
+/// next message ends in `Disconnected`, and the peer is `Dead`, not alive for ever.
+fn killed_hidden_sender_receiver(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the sender's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Receiver::open(seg).unwrap();
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "a live, hidden sender");
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    ctx.checkpoint("received");
+    // The sender is killed now: the wait ends (the watchdog says if it does not).
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(rx.peer().unwrap(), Peer::Dead);
+    eprintln!("checked");
+}
+
+/// Child: a producer of the inherited MPSC segment (root): sends "first", then parks to be
+/// killed.
+fn producer_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = MpscProducer::open(seg).unwrap();
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N producer-pid`: the consumer of the inherited MPSC segment, as `nobody`
+/// under a `/proc` mounted so, whose only producer (root) is killed once it received: its
+/// waiting receive ends in `Disconnected` (the dead producer's place drained and given back).
+fn killed_hidden_producer_consumer(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the producer's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = MpscConsumer::open(seg).unwrap();
+    let mut buf = [0u8; 64];
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    // Alive and hidden: a receive with nothing to take waits rather than calling it gone.
+    let e = rx.try_recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    ctx.checkpoint("received");
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("checked");
+}
+
+/// Child: the publisher of the inherited pub-sub segment (root): publishes "first" once its
+/// subscriber says it joined (a subscriber gets what is published after it joins), then
+/// parks to be killed.
+fn publisher_to_be_killed(ctx: &Ctx) {
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut tx = Publisher::open(seg).unwrap();
+    ctx.checkpoint("open");
+    let mut go = [0u8; 1];
+    let n = rustix::io::read(ctx.take_fd("go"), &mut go).unwrap();
+    assert_eq!(n, 1);
+    tx.send(b"first").unwrap();
+    ctx.park("sent");
+}
+
+/// Child, `hidepid=N publisher-pid`: a subscriber of the inherited pub-sub segment, as
+/// `nobody` under a `/proc` mounted so, whose publisher (root) is killed once it received:
+/// its waiting receive ends in `Disconnected`.
+fn killed_hidden_publisher_subscriber(ctx: &Ctx) {
+    let a = ctx.args();
+    let options = std::ffi::CString::new(a[0]).unwrap();
+    if !nobody_under(&options) {
+        ctx.checkpoint("joined");
+        ctx.checkpoint("received");
+        return;
+    }
+    assert!(
+        std::fs::read(format!("/proc/{}/stat", a[1])).is_err(),
+        "/proc shows the publisher's start time: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Subscriber::open(seg).unwrap();
+    // Alive and hidden: nothing to take yet is WouldBlock, not the publisher gone.
+    let mut buf = [0u8; 64];
+    let e = rx.try_recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+    ctx.checkpoint("joined");
+    let n = rx.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"first");
+    ctx.checkpoint("received");
+    let e = rx.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("checked");
+}
+
+roles!(
+    hidden_sender_receiver,
+    sender_to_be_killed,
+    killed_hidden_sender_receiver,
+    producer_to_be_killed,
+    killed_hidden_producer_consumer,
+    publisher_to_be_killed,
+    killed_hidden_publisher_subscriber
+);
+
+/// A hidden pub-sub publisher that is then killed: its subscriber, which took it for alive
+/// while it ran, sees it gone and ends its wait in `Disconnected`.
+#[test]
+fn a_hidden_publisher_killed_is_gone_for_its_subscriber() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = PubSubOptions::new()
+            .slots(8)
+            .max_message(64)
+            .create_memfd("hidden-publisher")
+            .unwrap();
+        let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let mut publisher = spawn("publisher_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .fd("go", &go_r)
+            .start();
+        drop(go_r);
+        publisher.wait_checkpoint("open");
+        let mut subscriber = spawn("killed_hidden_publisher_subscriber")
+            .arg(format!("{options} {}", publisher.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        subscriber.wait_checkpoint("joined");
+        assert_eq!(rustix::io::write(&go_w, b"g").unwrap(), 1);
+        subscriber.wait_checkpoint("received");
+        publisher.kill();
+        let out = subscriber.wait();
+        assert!(publisher.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
+
+/// A hidden MPSC producer that is then killed: the consumer, which took it for alive while
+/// it ran, sees it gone and ends its wait in `Disconnected`.
+#[test]
+fn a_hidden_producer_killed_is_gone_for_its_consumer() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = MpscOptions::new()
+            .producers(2)
+            .capacity(1 << 10)
+            .max_message(64)
+            .create_memfd("hidden-producer")
+            .unwrap();
+        let mut producer = spawn("producer_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        producer.wait_checkpoint("sent");
+        let mut consumer = spawn("killed_hidden_producer_consumer")
+            .arg(format!("{options} {}", producer.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        consumer.wait_checkpoint("received");
+        producer.kill();
+        let out = consumer.wait();
+        assert!(producer.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
+
+/// A hidden peer that is then killed is `Dead`: the pidfd taken for it while it ran says so
+/// when it exits, also while it is a zombie (its parent reaps it only after), under
+/// `hidepid=2` and `hidepid=1`.
+#[test]
+fn a_hidden_peer_killed_is_dead() {
+    for options in ["hidepid=2", "hidepid=1"] {
+        let seg = ChannelOptions::new()
+            .capacity(1 << 12)
+            .create_memfd("hidden-killed")
+            .unwrap();
+        let mut sender = spawn("sender_to_be_killed")
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        sender.wait_checkpoint("sent");
+        let mut receiver = spawn("killed_hidden_sender_receiver")
+            .arg(format!("{options} {}", sender.pid()))
+            .fd("seg", seg.fd().unwrap())
+            .start();
+        drop(seg);
+        receiver.wait_checkpoint("received");
+        // Killed, not reaped: a zombie until the receiver has seen it gone.
+        sender.kill();
+        let out = receiver.wait();
+        assert!(sender.kill_and_wait().killed());
+        assert!(
+            out.stderr.contains("checked") || out.stderr.contains(SKIP),
+            "{options}: status {:?}: {}",
+            out.status,
+            out.stderr
+        );
+    }
+}
 
 #[test]
 fn a_live_peer_that_proc_hides_is_not_dead() {

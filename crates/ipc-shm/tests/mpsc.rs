@@ -69,6 +69,40 @@ fn producers_threads_keep_their_order_and_the_consumer_sees_all() {
     });
 }
 
+/// The consumer's `Disconnected` once every producer left is said once, with a note that a
+/// producer may still join; the next receive waits for one within its deadline, and receives
+/// its messages. Fails on the first version, whose note said "receive again to wait for one"
+/// while every receive returned `Disconnected` at once: a consumer that did so spun.
+#[test]
+fn the_consumer_s_disconnected_is_said_once_then_a_receive_waits_for_a_producer() {
+    let seg = Arc::new(opts().create_memfd("mpsc-no-producer").unwrap());
+    let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut tx = MpscProducer::open(seg.clone()).unwrap();
+    tx.send(&message(1, 0)).unwrap();
+    drop(tx);
+    within_watchdog("the consumer", move || {
+        assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (1, 0));
+        // A blocking receive: returns at once (the watchdog says if it waits).
+        let e = recv(&mut rx, Deadline::Never).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        let note = e.to_string();
+        assert!(note.contains("may still join"), "{note}");
+        assert!(note.contains("the next receive waits"), "{note}");
+        // Then it waits, within its deadline, rather than say it again at once (which a loop
+        // or an async consumer would spin on).
+        for deadline in [Deadline::Now, Deadline::after(Duration::from_millis(20))] {
+            let e = recv(&mut rx, deadline).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                "{e}"
+            );
+        }
+        let mut late = MpscProducer::open(seg).unwrap();
+        late.send(&message(2, 0)).unwrap();
+        assert_eq!(recv(&mut rx, Deadline::Now).unwrap(), (2, 0));
+    });
+}
+
 #[test]
 fn a_sleeping_consumer_is_woken_once_per_sleep_not_per_message() {
     use ipc_core::Readiness;

@@ -57,7 +57,71 @@ fn serve_then_die_mid_reply(ctx: &Ctx) {
     .unwrap();
 }
 
-roles!(silent_server, serve_then_die_mid_reply);
+/// The descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Child (alone in its process, so no other test's descriptors come and go): rounds of a
+/// server stopped by several threads at once while a client is mid-request, and by a stop
+/// given again and again; every served request is answered, each server returns once its
+/// client left, and nothing is left open.
+fn stops_leave_nothing(_: &Ctx) {
+    let dir = TempDir::new("rpc-stops");
+    let before = open_fds();
+    for round in 0..20 {
+        let addr = Address::path(dir.join(&format!("s{round}")));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let stop = Stop::new().unwrap();
+        std::thread::scope(|s| {
+            let server = s.spawn(|| {
+                serve_until_stopped(&l, &stop, Deadline::Never, |q: &[u8], out: &mut Vec<u8>| {
+                    if q == b"stop" {
+                        // Stopped from inside a request, by four threads at once.
+                        std::thread::scope(|t| {
+                            for _ in 0..4 {
+                                t.spawn(|| stop.stop());
+                            }
+                        });
+                    }
+                    reverse(q, out)
+                })
+            });
+            let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut c = Client::new(conn);
+            let mut buf = [0u8; 64];
+            let n = c.call(b"stop", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"pots");
+            for _ in 0..100 {
+                stop.stop();
+            }
+            let n = c.call(b"ab", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"ba");
+            assert_eq!(c.in_flight(), 0);
+            drop(c);
+            server.join().unwrap().unwrap();
+        });
+        assert!(stop.is_stopped());
+    }
+    assert_eq!(open_fds(), before, "descriptors left by stopped servers");
+    eprintln!("checked");
+}
+
+roles!(silent_server, serve_then_die_mid_reply, stops_leave_nothing);
+
+/// A stop given from inside a request by several threads at once, and many times over:
+/// the server still answers the client it has, returns when that client leaves, and leaves
+/// no descriptor open.
+#[test]
+fn stops_racing_a_request_leave_nothing_open() {
+    let out = spawn("stops_leave_nothing").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
 
 #[test]
 fn several_requests_in_flight_are_matched_by_id() {

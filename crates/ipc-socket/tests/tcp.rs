@@ -349,3 +349,53 @@ fn client_and_server_in_two_network_namespaces_over_veth() {
         server.wait_success();
     });
 }
+
+/// A TCP stream whose receiver has a maximum of atomic records (1,000 bytes) and a peer with
+/// a larger one: each message above it (5,000 bytes, above `PIPE_BUF`; 100,000 bytes) is one
+/// `MessageTooLarge` naming both sizes, dropped as it arrives, and the next message arrives;
+/// under each receive form.
+#[test]
+fn a_tcp_receiver_with_a_small_maximum_drops_larger_messages_and_goes_on() {
+    within_watchdog("tcp small maximum", || {
+        let small = Options::new().max_message(1000);
+        let l: Listener<Stream> =
+            Listener::bind(&Address::Inet((Ipv4Addr::LOCALHOST, 0).into()), &small).unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut c = Stream::connect(&addr, &big(), secs(10)).unwrap();
+        let mut s = l.accept(secs(10)).unwrap();
+        let sender = std::thread::spawn(move || {
+            for _ in 0..3 {
+                c.send(&[5u8; 5000]).unwrap();
+                c.send(&vec![6u8; 100_000]).unwrap();
+                c.send(b"after").unwrap();
+            }
+            c
+        });
+        let mut buf = vec![0u8; 1000];
+        for form in 0..3 {
+            let mut recv = |buf: &mut [u8]| loop {
+                let r = match form {
+                    0 => s.recv(buf),
+                    1 => s.recv_timeout(buf, Duration::from_secs(60)),
+                    _ => s.try_recv(buf),
+                };
+                match r {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                    r => break r,
+                }
+            };
+            for size in [5000, 100_000] {
+                let e = recv(&mut buf).unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{form}: {e}");
+                assert_eq!(e.message_size(), Some((size, 1000)), "{form}: {e}");
+            }
+            let n = recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"after", "{form}");
+        }
+        drop(sender.join().unwrap());
+        assert_eq!(
+            s.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::Disconnected
+        );
+    });
+}

@@ -180,7 +180,13 @@ fn open_mapped(name: &PosixName, owner: Owner) -> Result<(SemPtr, (u64, u64))> {
     .map_err(open_error)?;
     let st = rustix::fs::fstat(&fd)?;
     check_sem_file(&st, &path, owner)?;
-    Ok((sys::sem_map(fd.as_fd())?, (st.st_dev, st.st_ino)))
+    Ok((map_sem(fd.as_fd())?, (st.st_dev, st.st_ino)))
+}
+
+/// [`sys::sem_map`], its `ENOMEM` naming what stopped the mapping (`RLIMIT_AS`,
+/// `vm.max_map_count`).
+fn map_sem(fd: std::os::fd::BorrowedFd<'_>) -> Result<SemPtr> {
+    sys::sem_map(fd).map_err(|e| ipc_core::knob::mapping_error(e, SEM_SIZE).in_op("mmap"))
 }
 
 /// Creates the semaphore file of `name` with exactly `mode` and `value`: an unnamed file in
@@ -191,7 +197,7 @@ fn open_mapped(name: &PosixName, owner: Owner) -> Result<(SemPtr, (u64, u64))> {
 fn create_mapped(name: &PosixName, value: u32, mode: u32) -> Result<(SemPtr, (u64, u64))> {
     let fd = ipc_core::fd::create_unnamed_shm(mode, SEM_SIZE as u64)?;
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::from(e).in_op("fstat"))?;
-    let sem = sys::sem_map(fd.as_fd()).map_err(|e| Error::from(e).in_op("mmap"))?;
+    let sem = map_sem(fd.as_fd())?;
     let unmap = |e: Error| {
         // SAFETY: `sem` came from sem_map just above and is not used after this.
         let _ = unsafe { sys::sem_unmap(sem) };

@@ -30,6 +30,19 @@ fn semvmx_error() -> Error {
     Error::limit("SEMVMX", Some(u64::from(SEMVMX)))
 }
 
+/// `ENOMEM` from `semctl(GETALL)` or `semctl(SETALL)` of `n` values: the guarded buffer they
+/// go through is a mapping of its own, and one the process has no room for names what stopped
+/// it (`RLIMIT_AS`, `vm.max_map_count`, see [`knob::mapping_error`]); otherwise the kernel
+/// had no memory for the values.
+fn values_nomem(n: usize) -> Error {
+    let mapping = knob::mapping_error(Errno::NOMEM, n.saturating_mul(2));
+    if mapping.limit_info().is_some() {
+        mapping
+    } else {
+        Error::from(Errno::NOMEM)
+    }
+}
+
 /// `semget` failed with `ENOSPC`: out of set ids (`SEMMNI`) or of semaphores in the namespace
 /// (`SEMMNS`). The sets in `/proc/sysvipc/sem` (this IPC namespace's) tell which.
 fn semget_nospc() -> Error {
@@ -383,7 +396,13 @@ impl SemaphoreSet {
         })?;
         // Until initialised: a failure below removes it.
         let set = SemaphoreSet::new(id, len).remove_on_drop();
-        sys::sem_setall(id, values).map_err(|e| Error::from(e).in_op("semctl(SETALL)").on(&set))?;
+        sys::sem_setall(id, values).map_err(|e| {
+            let e = match e {
+                Errno::NOMEM => values_nomem(values.len()),
+                e => Error::from(e),
+            };
+            e.in_op("semctl(SETALL)").on(&set)
+        })?;
         // A first operation sets sem_otime, which `open` takes as "initialised".
         let (a, b) = if values[0] < SEMVMX { (1, -1) } else { (-1, 1) };
         set.op(&[SemOp::new(0, a), SemOp::new(0, b)], Deadline::Now)?;
@@ -735,6 +754,7 @@ impl SemaphoreSet {
         // the end of our buffer (EFAULT), a smaller one is seen by the next call.
         sys::sem_getall(self.id, self.len()).map_err(|e| match e {
             Errno::FAULT => reused("more".to_owned()),
+            Errno::NOMEM => values_nomem(self.len()).in_op(OP).on_shared(&self.label),
             e => self.semctl_error(e, OP),
         })
     }

@@ -553,3 +553,66 @@ fn binds_racing_to_reclaim_one_fifo_leave_one_listener_with_its_name() {
         assert_eq!(entries(dir.path()), Vec::<String>::new());
     }
 }
+
+/// A connection whose two sides were given different maxima (the client 1,000 bytes, the
+/// server the default 16 MiB): each direction has one writer, so a message above a side's
+/// maximum is one `MessageTooLarge` naming both sizes for that side and is dropped, and the
+/// message after it arrives, as on a stream socket. Fails on the old code, where the client's
+/// maximum, at most that of atomic records, made its receiver take a frame above `PIPE_BUF`
+/// for interleaved writers' bytes: `Corrupted` for good, "after" and every later reply lost.
+#[test]
+fn a_side_with_a_smaller_maximum_drops_only_the_messages_above_it() {
+    let dir = scratch();
+    let path = dir.join("server");
+    let mut listener = Listener::bind(&path).unwrap();
+    let p = path.clone();
+    let client = std::thread::spawn(move || {
+        let mut conn = ConnectOptions::new()
+            .timeout(watchdog())
+            .max_message(1000)
+            .connect(&p)
+            .unwrap();
+        let mut buf = vec![0u8; 1000];
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(match conn.recv(&mut buf) {
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) => Err((e.kind(), e.message_size(), e.to_string())),
+            });
+        }
+        // The server's turn to receive one above its own maximum never comes: it has the
+        // larger one. The client's request goes through whole.
+        conn.send(b"done").unwrap();
+        got
+    });
+    let mut conn = listener.accept_timeout(watchdog()).unwrap();
+    conn.send(b"before").unwrap();
+    conn.send(&[7u8; 5000]).unwrap();
+    conn.send(&[8u8; 100_000]).unwrap();
+    conn.send(b"after").unwrap();
+    conn.send(&[9u8; 1000]).unwrap();
+    let got = within_watchdog("client", move || client.join().unwrap());
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|r| match r {
+            Ok(m) => Ok(m.clone()),
+            Err((k, size, _)) => Err((*k, *size)),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Ok(b"before".to_vec()),
+            Err((ErrorKind::MessageTooLarge, Some((5000, 1000)))),
+            Err((ErrorKind::MessageTooLarge, Some((100_000, 1000)))),
+            Ok(b"after".to_vec()),
+        ],
+        "{got:?}"
+    );
+    let request = within_watchdog("server recv", move || {
+        let mut buf = [0u8; 16];
+        let n = conn.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    assert_eq!(request, b"done");
+}

@@ -276,3 +276,79 @@ fn a_write_with_no_reader_is_disconnected() {
     let e = w.into_atomic_sender().unwrap().send(b"x").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected);
 }
+
+/// 8 writer processes of records of up to 4092 bytes into a keep-open reader whose maximum is
+/// 2,000 bytes: each record above it is one `MessageTooLarge` naming its size, dropped whole
+/// (it was one atomic write, which no other writer's can split), and every other record
+/// arrives whole, in order per writer, whatever the writers interleave.
+#[test]
+fn records_above_a_keep_open_reader_s_maximum_drop_out_whole_among_many_writers() {
+    const MAX: usize = 2000;
+    let (seed, writers, count) = (0x5eed_2000_u64, 8u32, 3000u32);
+    let dir = scratch();
+    let fifo = Fifo::create(dir.join("records")).unwrap();
+    let rx = OpenOptions::new()
+        .wait(Deadline::Now)
+        .keep_open(true)
+        .open_read(&fifo)
+        .unwrap();
+    rx.set_nonblocking(false).unwrap();
+    let mut rx = rx.into_receiver(MAX).unwrap();
+    let children: Vec<_> = (0..writers)
+        .map(|w| {
+            spawn("stamped_writer")
+                .arg(format!("{} {seed} {w} {count}", fifo.path().display()))
+                .start()
+        })
+        .collect();
+    let above: usize = (0..writers)
+        .flat_map(|w| (0..count).map(move |s| record_size(seed, w, s)))
+        .filter(|&len| len > MAX)
+        .count();
+    assert!(above > 0);
+    let total = writers as usize * count as usize;
+    let (mut rx, next, dropped) = within_watchdog("reading all records", move || {
+        let mut next = vec![0u32; writers as usize];
+        let mut dropped = 0;
+        let mut buf = vec![0u8; MAX];
+        for _ in 0..total {
+            let n = match rx.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{e}");
+                    let (len, limit) = e.message_size().unwrap();
+                    assert!(
+                        len > MAX && len <= MAX_ATOMIC_PAYLOAD && limit == MAX,
+                        "{e}"
+                    );
+                    dropped += 1;
+                    continue;
+                }
+            };
+            let (sender, seq) = parse_stamp(&buf[..n])
+                .unwrap_or_else(|| panic!("a {n}-byte record is not whole: bad stamp or checksum"));
+            let s = sender as usize;
+            while record_size(seed, sender, next[s]) > MAX {
+                next[s] += 1;
+            }
+            assert_eq!(seq, next[s], "writer {sender}: out of order");
+            assert_eq!(n, record_size(seed, sender, seq));
+            next[s] += 1;
+        }
+        (rx, next, dropped)
+    });
+    for c in children {
+        c.wait_success();
+    }
+    rx.get_ref().stop_keeping_open();
+    let e = rx.recv(&mut [0u8; MAX]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(dropped, above);
+    for (w, &n) in next.iter().enumerate() {
+        let last_kept = (0..count)
+            .rev()
+            .find(|&s| record_size(seed, w as u32, s) <= MAX)
+            .map_or(0, |s| s + 1);
+        assert_eq!(n, last_kept, "writer {w}");
+    }
+}
