@@ -930,7 +930,8 @@ pub struct MpscConsumer {
     watches: Vec<Watch>,
     /// The place to look at first next time (round-robin).
     next: usize,
-    /// Whether a producer was ever seen attached (before that, no producer is not the end).
+    /// Whether a producer was seen attached since the last `Disconnected` (before that, no
+    /// producer is not the end: a receive waits for one).
     seen_producer: bool,
     polls: u32,
     corrupted: Option<String>,
@@ -1181,6 +1182,9 @@ impl MpscConsumer {
                     Ok(Err(live)) => {
                         self.wake_deferred();
                         if !live && self.seen_producer {
+                            // Said once: the next receive waits for a new producer, as one
+                            // before any producer came does.
+                            self.seen_producer = false;
                             return Err(self.fail(no_producer()));
                         }
                     }
@@ -1367,8 +1371,6 @@ impl MpscConsumer {
     }
 }
 
-/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
-/// up, taking the flag down; returns whether it did.
 /// The consumer's `Disconnected`: every producer left (or died) and all they sent was
 /// received; the note says that this is not the segment's end.
 #[cold]
@@ -1380,6 +1382,8 @@ fn no_producer() -> Error {
     ))
 }
 
+/// Wakes the producer of ring `h` (a blocked send, or its bell thread) if its sleeping flag is
+/// up, taking the flag down; returns whether it did.
 fn wake_producer(h: &ring::Header) -> bool {
     wake_flagged(&h.tx.sleeping, &h.rx.wake)
 }
@@ -1457,7 +1461,9 @@ impl MessageReceiver for MpscConsumer {
     ///
     /// Errors: [`ErrorKind::MessageTooLarge`] (the message stays next);
     /// [`ErrorKind::Disconnected`] once a producer was attached and now none is, everything
-    /// drained (a new producer may still join later); [`ErrorKind::WouldBlock`] /
+    /// drained: said once, the next receive then waits for a new producer to join, as one
+    /// before the first producer does (so a consumer that goes on receiving does not spin);
+    /// [`ErrorKind::WouldBlock`] /
     /// [`ErrorKind::TimedOut`]; [`ErrorKind::Corrupted`] for an inconsistent ring.
     fn recv_deadline(&mut self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         self.recv_from_deadline(buf, deadline).map(|(_, n)| n)
