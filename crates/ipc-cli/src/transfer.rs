@@ -204,6 +204,13 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
     let mut frame = Vec::new();
     let mut received = 0;
     while args.count.is_none_or(|c| received < c) {
+        // A message taken is gone from a queue or channel: take one only if it can be written.
+        match stdout_state()? {
+            Stdout::Open => {}
+            // Whoever read stdout has what it wanted (`ipc recv ... | head -1`); what was
+            // not taken stays for the next receiver.
+            Stdout::ReaderGone => break,
+        }
         let n = match rx.recv_deadline(&mut buf, deadline) {
             Ok(n) => n,
             // A FIFO's writers closed in the middle of a message (one died, or wrote bytes
@@ -231,10 +238,43 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
         .and_then(|()| out.flush());
         match written {
             Ok(()) => {}
-            // Whoever reads stdout has what it wanted (`ipc recv ... | head -1`).
+            // The reader left while this message was being written (after the look above),
+            // as it may leave with bytes still in the pipe: what it did not read is lost, as
+            // with any filter. The next message is not taken.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
             Err(e) => return Err(Error::from(e)),
         }
     }
     Ok(Exit::Ok)
+}
+
+/// What [`stdout_state`] found.
+enum Stdout {
+    /// Writable now, or will be (a full pipe whose reader is alive, a file, a terminal).
+    Open,
+    /// A pipe or socket whose reader is gone: a write would fail with `EPIPE`.
+    ReaderGone,
+}
+
+/// Looks at stdout without writing (`poll(2)`, no wait): whether a message written now can
+/// arrive. A pipe or socket whose reader left shows only at the write, after the message was
+/// taken; here it is found before a message is received. (A closed stdout is not seen: the
+/// Rust runtime opens `/dev/null` in its place at start-up, as for `>/dev/null`.)
+fn stdout_state() -> Result<Stdout> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+
+    let stdout = std::io::stdout();
+    let fd = stdout.as_fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&zero)).map_err(Error::from)?;
+    let revents = fds[0].revents();
+    if revents.intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL) {
+        return Ok(Stdout::ReaderGone);
+    }
+    Ok(Stdout::Open)
 }

@@ -347,6 +347,52 @@ fn a_closed_stdout_ends_every_command_quietly() {
     }
 }
 
+/// `ipc recv` takes no message it cannot write: with stdout a pipe nobody reads any more
+/// (`ipc recv ... | head -1` once `head` left) it ends quietly, status 0, and the messages it
+/// did not write stay queued for the next reader. (It used to take one from the queue and
+/// drop it, status 0.)
+#[test]
+fn recv_takes_no_message_it_cannot_write() {
+    use ipc_core::MessageSender;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    let name = unique_posix_name("cli-recv-gone");
+    let q = ipc_mq::posix::Queue::create(name.as_str(), 4, 64).unwrap();
+    let _guard = q.remove_guard().unwrap();
+    (&q).send(b"one").unwrap();
+    (&q).send(b"two").unwrap();
+    let queued = || q.attributes().unwrap().messages;
+    let recv = ["recv", name.as_str(), "-n", "2", "--timeout", "5"];
+
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for pipe2 to fill.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just made both descriptors; each is owned once, here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = Command::new(env!("CARGO_BIN_EXE_ipc"))
+        .args(recv)
+        .stdout(Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout's reader gone: {err}");
+    assert_eq!(
+        queued(),
+        2,
+        "stdout's reader gone: a message was taken and lost"
+    );
+
+    let mut left = [0u8; 64];
+    let n = q.try_recv(&mut left).unwrap().len;
+    assert_eq!(
+        &left[..n],
+        b"one",
+        "the first message is still the next one"
+    );
+}
+
 /// `ipc inspect NAME` of a FIFO or socket in the current directory, named as a shell user
 /// names it (no `./`), finds it.
 #[test]

@@ -218,6 +218,12 @@ impl Segment {
     /// (`sendmsg` with one `SCM_RIGHTS` descriptor and one data byte). Blocks while the socket's
     /// send buffer is full, like any `sendmsg`.
     ///
+    /// The receiver can open any end of a channel in the segment, so open yours
+    /// ([`Sender::open`](crate::Sender::open), [`Receiver::open`](crate::Receiver::open))
+    /// before sending it: an end the peer opens first is the peer's (yours is then
+    /// [`ErrorKind::AlreadyExists`]), and one it opened and dropped is closed for good
+    /// ([`ErrorKind::Disconnected`]: make a new channel).
+    ///
     /// Errors: [`ErrorKind::Unsupported`] for a System V segment (it has no descriptor; share
     /// its id instead), [`ErrorKind::Disconnected`] if the peer closed the socket.
     ///

@@ -918,7 +918,8 @@ pub struct MpscConsumer {
     watches: Vec<Watch>,
     /// The place to look at first next time (round-robin).
     next: usize,
-    /// Whether a producer was ever seen attached (before that, no producer is not the end).
+    /// Whether a producer was seen attached since the last `Disconnected` (before that, no
+    /// producer is not the end: a receive waits for one).
     seen_producer: bool,
     polls: u32,
     corrupted: Option<String>,

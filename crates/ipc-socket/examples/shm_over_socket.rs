@@ -44,10 +44,11 @@ fn server() -> Result<()> {
     println!("server: client connected: {peer}");
 
     // The channel lives in a sealed memfd: the client cannot shrink it under us (SIGBUS).
+    // Open our end before the client can see the segment: it could open either end.
     let segment = ChannelOptions::new().create_memfd("example channel")?;
-    let fd = segment.fd().expect("a memfd segment has a descriptor");
-    sock.send_with_fds(b"shm channel", &[fd.as_fd()], Deadline::Never)?;
     let mut tx = ipc_shm::Sender::open(segment)?;
+    let fd = tx.segment().fd().expect("a memfd segment has a descriptor");
+    sock.send_with_fds(b"shm channel", &[fd.as_fd()], Deadline::Never)?;
     for i in 0..5u32 {
         tx.send(format!("message {i} over shared memory").as_bytes())?;
     }
