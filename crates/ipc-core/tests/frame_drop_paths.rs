@@ -122,29 +122,41 @@ fn one(policy: ReadAhead, form: Form) {
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{what}: {e}");
 }
 
-/// A length prefix of `u32::MAX` (no sender makes one; a hostile writer can) is one
+/// A length prefix of `MAX_DROPPED_FRAME` (the largest a decoder drops) is one
 /// `MessageTooLarge` naming it, allocates nothing for it, and the writer closing with the
-/// frame unfinished is `Disconnected` saying how much never came; the FIFO-like stream's next
-/// writer would start clean.
+/// frame unfinished is `Disconnected` saying how much never came; one of `u32::MAX` (no sender
+/// makes one; a hostile writer, or bytes of text, can) is `Corrupted`, for good.
 #[test]
-fn a_prefix_of_u32_max_is_dropped_and_its_end_says_so() {
+fn the_largest_dropped_prefix_is_dropped_and_its_end_says_so_and_u32_max_is_corrupted() {
+    use ipc_core::frame::MAX_DROPPED_FRAME;
     for form in [Form::Blocking, Form::Timeout, Form::Try] {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let mut rx = FrameReceiver::new(r, MAX, "pipe").unwrap();
-        let mut wire = u32::MAX.to_le_bytes().to_vec();
+        let mut wire = (MAX_DROPPED_FRAME as u32).to_le_bytes().to_vec();
         wire.extend_from_slice(&[9; 1000]);
         assert_eq!(rustix::io::write(&w, &wire).unwrap(), wire.len());
         drop(w);
         let mut buf = vec![0u8; MAX];
         let e = recv(&mut rx, &mut buf, form).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MessageTooLarge, "{form:?}: {e}");
-        assert_eq!(e.message_size(), Some((u32::MAX as usize, MAX)), "{e}");
+        assert_eq!(e.message_size(), Some((MAX_DROPPED_FRAME, MAX)), "{e}");
         let e = recv(&mut rx, &mut buf, form).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{form:?}: {e}");
-        let never = u32::MAX as usize - 1000;
+        let never = MAX_DROPPED_FRAME - 1000;
         assert!(
             e.to_string().contains(&format!("{never} of its bytes")),
             "{e}"
         );
+
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let mut rx = FrameReceiver::new(r, MAX, "pipe").unwrap();
+        let mut wire = u32::MAX.to_le_bytes().to_vec();
+        wire.extend_from_slice(&[9; 1000]);
+        assert_eq!(rustix::io::write(&w, &wire).unwrap(), wire.len());
+        drop(w);
+        for _ in 0..2 {
+            let e = recv(&mut rx, &mut buf, form).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Corrupted, "{form:?}: {e}");
+        }
     }
 }
