@@ -172,6 +172,16 @@ pub const ALL: &[Knob] = &[
         field: None,
         limits: "memory mappings per process (each segment attached is one)",
     },
+    Knob {
+        path: THREADS_MAX,
+        field: None,
+        limits: "threads on the system (each end's helper thread is one)",
+    },
+    Knob {
+        path: PID_MAX,
+        field: None,
+        limits: "process ids of the PID namespace (each thread holds one)",
+    },
 ];
 
 /// The value of a knob holding one number (its first, for one holding several), read now;
