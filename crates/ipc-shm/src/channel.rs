@@ -40,6 +40,11 @@ const UNCOVERED_SLICE: Duration = Duration::from_secs(1);
 /// it has to wait, and whenever the receiver changed): one load while the watcher thread
 /// covers the receiver's process, a pidfd poll (a syscall) otherwise.
 const CHECK_EVERY: u32 = 1024;
+
+/// What a send above the channel's largest message names as the limit: the option that set it
+/// when the channel was made.
+const MAX_MESSAGE_SET_BY: &str =
+    "the channel's max_message (set at creation: ChannelOptions::max_message or messages)";
 /// Polls that find nothing (non-blocking calls, [`WaitPolicy::Spin`]) check the peer's process
 /// with a syscall at most this often, and only while the watcher thread does not cover it.
 const POLL_CHECK: Duration = Duration::from_millis(1);
@@ -964,7 +969,7 @@ impl Sender {
         self.end.check()?;
         let max = self.producer.ring().max_message();
         if len > max {
-            return Err(Error::message_too_large(len, max, "channel max_message")
+            return Err(Error::message_too_large(len, max, MAX_MESSAGE_SET_BY)
                 .in_op("send")
                 .on_shared(&self.end.name));
         }
