@@ -14,6 +14,9 @@
 //! - [`proc_pid_stat(5)`](https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html)
 
 use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
 
 /// The fields of `/proc/PID/stat` this workspace uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +78,115 @@ pub fn read_stat(pid: impl fmt::Display) -> Result<Option<ProcStat>, rustix::io:
         .and_then(parse_after_name))
 }
 
+/// The PID namespace this process runs in, as the inode number of `/proc/self/ns/pid`
+/// (unique among live namespaces); 0 when `/proc` cannot tell. Two processes with the same
+/// number see each other's pids; a pid published by a process in another namespace names
+/// nothing, or another process, here.
+pub fn pid_namespace() -> u64 {
+    rustix::fs::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino)
+}
+
+/// Where presence marks go in a file: one byte per place, far past any data (byte
+/// `PRESENCE_BASE + place`), so a mark never covers a byte anyone reads or writes.
+pub const PRESENCE_BASE: u64 = 1 << 62;
+
+/// A process's mark that it holds a place in a shared file, which every process can test
+/// whatever PID namespace it runs in: a read lock of one byte (at [`PRESENCE_BASE`] + the
+/// place) on a private open file description (`F_OFD_SETLK`; the file is opened anew through
+/// `/proc/self/fd`, so a descriptor shared with a peer, inherited or passed over a socket,
+/// never carries the mark to it). The kernel drops it when the mark is dropped, or when the
+/// process dies, however it dies; [`presence_held`] tells whether any process holds it.
+///
+/// A pid names a process only in its own PID namespace (and its ancestors, under another
+/// number): for two containers sharing `/dev/shm` but not their pids, this is the liveness
+/// fact that still holds. A child made by `fork` without `exec` shares the mark while it runs
+/// (the descriptor is close-on-exec, not close-on-fork).
+///
+/// # References
+/// - [`fcntl(2)`, open file description locks](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+#[derive(Debug)]
+pub struct Presence {
+    _fd: OwnedFd,
+}
+
+impl Presence {
+    /// Marks `place` in the file open at `file`. `Ok(None)` when no mark can be made here (no
+    /// `/proc` to reopen the file through, a file this process may not reopen, a kernel out of
+    /// lock memory): the caller then publishes no mark, and peers check it by pid alone.
+    ///
+    /// Errors: [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) naming
+    /// `RLIMIT_NOFILE` (or `fs.file-max`) when no descriptor is free for the private open.
+    pub fn take(file: BorrowedFd<'_>, place: u64) -> crate::Result<Option<Presence>> {
+        use rustix::fs::{Mode, OFlags};
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let fd = match rustix::fs::open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e @ (Errno::MFILE | Errno::NFILE)) => {
+                return Err(
+                    crate::pipe::descriptor_error(e).in_op("open /proc/self/fd (presence mark)")
+                );
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reopen the file: no presence mark");
+                return Ok(None);
+            }
+        };
+        match ofd_lock(fd.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, place) {
+            Ok(_) => Ok(Some(Presence { _fd: fd })),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot lock the presence byte: no presence mark");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Whether a process other than through `file`'s own open file description holds the
+/// [`Presence`] mark of `place` in that file (a probe, `F_OFD_GETLK`; no lock is taken).
+/// Marks made through `file` itself do not count, and a caller's own [`Presence`] never is
+/// `file`.
+pub fn presence_held(file: BorrowedFd<'_>, place: u64) -> Result<bool, Errno> {
+    ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, place).map(|t| t != libc::F_UNLCK)
+}
+
+/// One `fcntl` record-lock call on the byte of `place`, returning the lock type the kernel
+/// left in the record (for `F_OFD_GETLK`: `F_UNLCK` when nothing conflicts).
+fn ofd_lock(
+    fd: BorrowedFd<'_>,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    place: u64,
+) -> Result<libc::c_int, Errno> {
+    let start = PRESENCE_BASE
+        .checked_add(place)
+        .and_then(|b| i64::try_from(b).ok())
+        .ok_or(Errno::INVAL)?;
+    // SAFETY: an all-zero `flock` is a valid value of that plain C struct (and `l_pid` must be
+    // 0 for open file description locks).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = start;
+    lock.l_len = 1;
+    loop {
+        // SAFETY: `fd` is a live descriptor for the call, and `lock` a valid, initialised
+        // `flock` the kernel reads (and, for F_OFD_GETLK, writes) within its size.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut lock as *mut libc::flock) };
+        if r == 0 {
+            return Ok(libc::c_int::from(lock.l_type));
+        }
+        match Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        {
+            Errno::INTR => {}
+            e => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +207,38 @@ mod tests {
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse("1 (short) S 0"), None);
         assert!(stat(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_presence_mark_is_seen_through_another_open_and_gone_when_dropped() {
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let probe = std::fs::File::open("/proc/self/exe").unwrap();
+        assert!(!presence_held(probe.as_fd(), 7).unwrap());
+        let mark = Presence::take(file.as_fd(), 7)
+            .unwrap()
+            .expect("a mark can be made here");
+        assert!(
+            presence_held(probe.as_fd(), 7).unwrap(),
+            "another open sees the mark"
+        );
+        assert!(
+            presence_held(file.as_fd(), 7).unwrap(),
+            "the private open is not `file`'s"
+        );
+        assert!(
+            !presence_held(probe.as_fd(), 8).unwrap(),
+            "one byte a place"
+        );
+        let second = Presence::take(file.as_fd(), 7)
+            .unwrap()
+            .expect("marks are shared");
+        drop(mark);
+        assert!(
+            presence_held(probe.as_fd(), 7).unwrap(),
+            "the second still holds it"
+        );
+        drop(second);
+        assert!(!presence_held(probe.as_fd(), 7).unwrap());
+        assert_ne!(pid_namespace(), 0);
     }
 }

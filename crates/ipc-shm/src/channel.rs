@@ -303,6 +303,9 @@ struct End {
     /// Set once shared state was found inconsistent: every later call fails the same way.
     corrupted: Option<String>,
     watch: Watch,
+    /// This end's presence mark on its block (`peer::claim`), held from before its claim
+    /// until after its last store there: a field, so it is dropped after `Drop::drop` closes.
+    presence: Option<ipc_core::process::Presence>,
     my_cpu: u32,
     /// Polls that found nothing to do, for rate-limiting liveness checks.
     polls: u32,
@@ -351,9 +354,9 @@ impl End {
         Ok((
             End {
                 name: segment.shared_name(),
-                segment,
                 corrupted: None,
                 watch: Watch::default(),
+                presence: None,
                 my_cpu: peer::single_cpu(),
                 polls: 0,
                 last_check: None,
@@ -363,6 +366,7 @@ impl End {
                 registration: None,
                 bell: None,
                 direct: Direct::default(),
+                segment,
             },
             ring,
         ))
@@ -408,7 +412,7 @@ impl End {
             return Ok(false);
         }
         Ok(matches!(
-            self.watch.status(peer)?,
+            self.watch.status((&self.segment, peer))?,
             Status::Closed | Status::Dead
         ))
     }
@@ -466,7 +470,9 @@ impl End {
             return true;
         }
         self.registration = None;
-        if !matches!(self.watch.follow(peer), Ok(Status::Alive)) || self.watch.key() != Some(key) {
+        if !matches!(self.watch.follow((&self.segment, peer)), Ok(Status::Alive))
+            || self.watch.key() != Some(key)
+        {
             return false;
         }
         let Some(pidfd) = self.watch.pidfd() else {
@@ -847,9 +853,9 @@ impl Sender {
     /// lag what it committed, so nobody can take its place; make a new channel),
     /// [`ErrorKind::Unsupported`] if the holder's liveness cannot be checked (no `/proc`).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Sender> {
-        let (end, ring) = End::open(segment.into())?;
+        let (mut end, ring) = End::open(segment.into())?;
         let h = ring.header();
-        claim(&h.tx, &end, "sender")?;
+        end.presence = claim(&h.tx, &end, "sender")?;
         let producer = match Producer::new(ring) {
             Ok(p) => p,
             Err(e) => {
@@ -922,7 +928,7 @@ impl Sender {
             self.end.watched_died(rx)
         } else {
             matches!(
-                self.end.watch.status_of(word)?,
+                self.end.watch.status_of((&self.end.segment, rx), word)?,
                 Status::Closed | Status::Dead
             )
         };
@@ -1061,7 +1067,7 @@ impl Sender {
     pub fn peer(&mut self) -> Result<Peer> {
         self.end.check()?;
         let h = self.producer.ring().header();
-        let status = self.end.watch.status(&h.rx);
+        let status = self.end.watch.status((&self.end.segment, &h.rx));
         status.map(Peer::from).map_err(|e| self.end.fail(e))
     }
 }
@@ -1131,35 +1137,42 @@ impl Receiver {
     pub fn peer(&mut self) -> Result<Peer> {
         self.end.check()?;
         let h = self.consumer.ring().header();
-        let status = self.end.watch.status(&h.tx);
+        let status = self.end.watch.status((&self.end.segment, &h.tx));
         status.map(Peer::from).map_err(|e| self.end.fail(e))
     }
 }
 
-/// Claims `side` for this process (see [`peer::attach_until`]), taking over a claim whose process
+/// Claims `side` for this process (see [`peer::claim`]), taking over a claim whose process
 /// died before it finished opening. Everything else that is in the way is an error that says
-/// who holds the place and what to do.
-fn claim(side: &Side, end: &End, what: &str) -> Result<()> {
+/// who holds the place and what to do. Returns this end's presence mark, which the end holds
+/// while it is open.
+fn claim(side: &Side, end: &End, what: &str) -> Result<Option<ipc_core::process::Presence>> {
     claim_until(side, end, what, peer::AttachStep::Attached)
 }
 
 /// [`claim`], stopping after `stop` (see [`testing`]).
-fn claim_until(side: &Side, end: &End, what: &str, stop: peer::AttachStep) -> Result<()> {
+fn claim_until(
+    side: &Side,
+    end: &End,
+    what: &str,
+    stop: peer::AttachStep,
+) -> Result<Option<ipc_core::process::Presence>> {
     // Each round either takes the place, fails for good, or finds the word changed by another
     // process (which then made progress); a few rounds are plenty.
     let me = peer::me().map_err(|e| e.on_shared(&end.name))?;
     let mut found = 0;
     for _ in 0..8 {
-        found = match peer::attach_until(side, me, stop) {
-            Ok(()) => return Ok(()),
-            Err(found) => found,
+        found = match peer::claim(&end.segment, side, me, stop) {
+            Ok(Ok(mark)) => return Ok(mark),
+            Ok(Err(found)) => found,
+            Err(e) => return Err(claim_error(e, end, what)),
         };
         let state = state_of(found);
         if state != STATE_ATTACHING && state != STATE_ATTACHED {
             break;
         }
         let status = Watch::default()
-            .status_of(found)
+            .status_of((&end.segment, side), found)
             .map_err(|e| claim_error(e, end, what))?;
         if status != Status::Dead || state != STATE_ATTACHING {
             break;
@@ -1181,13 +1194,20 @@ fn claim_until(side: &Side, end: &End, what: &str, stop: peer::AttachStep) -> Re
         ),
         // An end whose process died without closing stays attached: nobody can take its place
         // (its index may lag what it committed), so say that rather than "attached already".
-        STATE_ATTACHED if matches!(Watch::default().status_of(found), Ok(Status::Dead)) => (
-            ErrorKind::Disconnected,
-            format!(
-                "the channel's {what} (pid {pid}) died without closing its end; make a new \
-                 channel"
-            ),
-        ),
+        STATE_ATTACHED
+            if matches!(
+                Watch::default().status_of((&end.segment, side), found),
+                Ok(Status::Dead)
+            ) =>
+        {
+            (
+                ErrorKind::Disconnected,
+                format!(
+                    "the channel's {what} (pid {pid}) died without closing its end; make a \
+                     new channel"
+                ),
+            )
+        }
         STATE_ATTACHED => (
             ErrorKind::AlreadyExists,
             format!("a {what} is attached already (pid {pid})"),
@@ -1403,9 +1423,9 @@ impl Receiver {
     /// Opens the consumer's end of the channel in `segment`; see [`Sender::open`] (same checks
     /// and errors).
     pub fn open(segment: impl Into<Arc<Segment>>) -> Result<Receiver> {
-        let (end, ring) = End::open(segment.into())?;
+        let (mut end, ring) = End::open(segment.into())?;
         let h = ring.header();
-        claim(&h.rx, &end, "receiver")?;
+        end.presence = claim(&h.rx, &end, "receiver")?;
         let consumer = match Consumer::new(ring) {
             Ok(c) => c,
             Err(e) => {
@@ -1753,6 +1773,6 @@ pub mod testing {
             OpenStep::Prepared => peer::AttachStep::Prepared,
             OpenStep::Attached => peer::AttachStep::Attached,
         };
-        claim_until(side, &end, what, stop)
+        claim_until(side, &end, what, stop).map(drop)
     }
 }

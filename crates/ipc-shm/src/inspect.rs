@@ -126,7 +126,7 @@ fn channel(segment: &Segment) -> Option<Recognised> {
         ("receiver", &ring.header().rx),
     ] {
         let word = side.owner.load(Ordering::Acquire);
-        match user(role, word) {
+        match user(role, (segment, side), word) {
             Ok(u) => r.users.push(u),
             Err(e) => {
                 r.corrupted = Some(format!("{role}: {e}"));
@@ -160,8 +160,8 @@ pub(crate) fn begin(segment: &Segment, magic: u64, what: &str) -> Option<Recogni
     })
 }
 
-pub(crate) fn user(role: &str, word: u64) -> Result<User> {
-    let status = Watch::default().status_of(word);
+pub(crate) fn user(role: &str, at: crate::peer::At<'_>, word: u64) -> Result<User> {
+    let status = Watch::default().status_of(at, word);
     let pid = (state_of(word) != STATE_FREE).then(|| identity_of(word).pid);
     let (state, can_use) = match status {
         Ok(Status::NotYet) => ("free", Liveness::Unknown),

@@ -66,15 +66,26 @@
 //! from the truth, while any word no end writes is
 //! [`ErrorKind::Corrupted`].
 //!
-//! Two things the liveness check relies on, so channel ends do not work across them:
-//! - **the same PID namespace and a mounted `/proc`**: each end publishes its pid and process
-//!   start time; a peer in another PID namespace, or a machine without `/proc`, makes the other
-//!   end look dead at once ([`ErrorKind::Disconnected`]). A `/proc` that hides other users'
-//!   processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, though its start time
-//!   cannot be checked then;
+//! **Across PID namespaces** (two containers sharing `/dev/shm`, or a memfd passed between
+//! them, but not their pids) ends work too: a pid from another namespace names nothing here,
+//! so each end of a POSIX or memfd segment also holds a *presence mark* on its block (a
+//! one-byte open-file-description lock, `F_OFD_SETLK`, on a private open of the segment's
+//! file, which the kernel drops when the process dies however it dies) and publishes its PID
+//! namespace beside its owner word. A peer in the same namespace is checked by pidfd as above;
+//! one in another namespace by its mark (one `fcntl` per check). Such a peer cannot be watched
+//! by the helper thread, so a wait for it sleeps in slices of up to 50 ms and sees its death
+//! within one. Each open end holds one descriptor more for its mark.
+//!
+//! What the liveness check relies on, so channel ends do not work across it:
+//! - **a mounted `/proc`** (to read start times and to open the mark's file): without it a
+//!   peer cannot be checked and says so ([`ErrorKind::Unsupported`]), and System V segments,
+//!   which have no file to mark, work within one PID namespace only. A `/proc` that hides
+//!   other users' processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, though
+//!   its start time cannot be checked then;
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
-//!   parent's helper thread, which the child does not have, and keeps the parent's pid. Open
-//!   channel ends after the fork, in the process that uses them (a child that `exec`s and
+//!   parent's helper thread, which the child does not have, and keeps the parent's pid (and a
+//!   share of its mark, which a peer in another namespace would then take for the parent's).
+//!   Open channel ends after the fork, in the process that uses them (a child that `exec`s and
 //!   opens its end by name or inherited segment, as the examples do, is fine).
 //!
 //! # Async and poll loops

@@ -153,6 +153,7 @@ use crate::ring::{
 use crate::segment::Segment;
 use crate::shape::{Doorbell, Kind, flag_and_look, offset_in};
 use crate::wait::{Rounds, Spin, sleep_flagged, wake_flagged};
+use ipc_core::process::Presence;
 
 /// `"IPCSHMMP"`, little-endian: the first 8 bytes of every MPSC segment.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHMMP");
@@ -455,7 +456,7 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         if word == 0 && role != "consumer" {
             continue;
         }
-        match crate::inspect::user(&role, word) {
+        match crate::inspect::user(&role, (segment, side), word) {
             Ok(u) => r.users.push(u),
             Err(e) => {
                 r.corrupted = Some(format!("{role}: {e}"));
@@ -474,6 +475,8 @@ pub struct MpscProducer {
     index: usize,
     producer: Producer,
     watch: Watch,
+    /// This producer's presence mark on its place (`peer::claim`), dropped after its close.
+    _presence: Option<Presence>,
     corrupted: Option<String>,
     /// Non-blocking sends that found no room, for rate-limiting the consumer's liveness check
     /// (a syscall) on that path.
@@ -514,20 +517,25 @@ impl MpscProducer {
         let view = View::open(&segment).map_err(err)?;
         let me = peer::me().map_err(err)?;
         let mut index = None;
+        let mut mark = None;
         for (i, r) in view.rings.iter().enumerate() {
             let side = &r.header().tx;
-            match peer::attach_until(side, me, AttachStep::Claimed) {
-                Ok(()) => {
-                    index = Some(i);
+            let claim = |stop| peer::claim(&segment, side, me, stop).map_err(err);
+            match claim(AttachStep::Claimed)? {
+                Ok(m) => {
+                    (index, mark) = (Some(i), m);
                     break;
                 }
                 Err(found) => {
-                    if matches!(Watch::default().status_of(found), Ok(Status::Dead))
-                        && peer::reclaim(side, found)
-                        && peer::attach_until(side, me, AttachStep::Claimed).is_ok()
+                    if matches!(
+                        Watch::default().status_of((&segment, side), found),
+                        Ok(Status::Dead)
+                    ) && peer::reclaim(side, found)
                     {
-                        index = Some(i);
-                        break;
+                        if let Ok(m) = claim(AttachStep::Claimed)? {
+                            (index, mark) = (Some(i), m);
+                            break;
+                        }
                     }
                 }
             }
@@ -536,9 +544,13 @@ impl MpscProducer {
             // Places held by producers that left are given back by the consumer once it
             // drained them: with the consumer closed or dead, never. Say so, as a send would,
             // rather than "held" to a joiner that may retry for ever.
-            let word = view.header().consumer.owner.load(Ordering::Acquire);
+            let consumer = &*view.header().consumer;
+            let word = consumer.owner.load(Ordering::Acquire);
             if state_of(word) == STATE_CLOSED
-                || matches!(Watch::default().status_of(word), Ok(Status::Dead))
+                || matches!(
+                    Watch::default().status_of((&segment, consumer), word),
+                    Ok(Status::Dead)
+                )
             {
                 return Err(err(Error::with_note(
                     ErrorKind::Disconnected,
@@ -604,6 +616,7 @@ impl MpscProducer {
             index,
             producer,
             watch: Watch::default(),
+            _presence: mark,
             corrupted: None,
             polls: 0,
             wanted: 0,
@@ -650,9 +663,12 @@ impl MpscProducer {
     #[inline(never)]
     fn consumer_gone(&mut self, word: u64) -> Result<bool> {
         self.checks_due = CHECK_EVERY;
-        let gone = state_of(word) == STATE_CLOSED
-            || self.watch.known_dead(word)
-            || self.watch.dead_or_corrupt(word).map_err(|e| self.fail(e))?;
+        let gone = state_of(word) == STATE_CLOSED || self.watch.known_dead(word) || {
+            let consumer = (&*self.segment, &*self.view.header().consumer);
+            self.watch
+                .dead_or_corrupt(consumer, word)
+                .map_err(|e| self.fail(e))?
+        };
         if gone {
             self.checks_due = 1;
         }
@@ -744,7 +760,10 @@ impl MessageSender for MpscProducer {
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
                 || (check
-                    && match self.watch.dead_or_corrupt(word) {
+                    && match self
+                        .watch
+                        .dead_or_corrupt((&self.segment, &self.view.header().consumer), word)
+                    {
                         Ok(dead) => dead,
                         Err(e) => return Err(self.fail(e)),
                     })
@@ -916,6 +935,8 @@ pub struct MpscConsumer {
     view: View,
     consumers: Vec<Consumer>,
     watches: Vec<Watch>,
+    /// This consumer's presence mark on its place (`peer::claim`), dropped after its close.
+    _presence: Option<Presence>,
     /// The place to look at first next time (round-robin).
     next: usize,
     /// Whether a producer was seen attached since the last `Disconnected` (before that, no
@@ -958,24 +979,33 @@ impl MpscConsumer {
         let view = View::open(&segment).map_err(err)?;
         let side = &view.header().consumer;
         let me = peer::me().map_err(err)?;
-        if let Err(found) = peer::attach_until(side, me, AttachStep::Attached) {
-            // A word no end writes names nobody: `Corrupted`, not "held".
-            let dead = Watch::default().dead_or_corrupt(found).map_err(err)?;
-            if !(dead && peer::reclaim(side, found))
-                || peer::attach_until(side, me, AttachStep::Attached).is_err()
-            {
-                let kind = if dead || state_of(found) == STATE_CLOSED {
-                    ErrorKind::Disconnected
-                } else {
-                    ErrorKind::AlreadyExists
+        let claim = || peer::claim(&segment, side, me, AttachStep::Attached).map_err(err);
+        let mark = match claim()? {
+            Ok(mark) => mark,
+            Err(found) => {
+                // A word no end writes names nobody: `Corrupted`, not "held".
+                let dead = Watch::default()
+                    .dead_or_corrupt((&segment, side), found)
+                    .map_err(err)?;
+                let retried = match dead && peer::reclaim(side, found) {
+                    true => claim()?.ok(),
+                    false => None,
                 };
-                return Err(err(Error::with_note(
-                    kind,
-                    "the consumer's place is held, closed or its process died; make a new \
-                     segment",
-                )));
+                let Some(mark) = retried else {
+                    let kind = if dead || state_of(found) == STATE_CLOSED {
+                        ErrorKind::Disconnected
+                    } else {
+                        ErrorKind::AlreadyExists
+                    };
+                    return Err(err(Error::with_note(
+                        kind,
+                        "the consumer's place is held, closed or its process died; make a new \
+                         segment",
+                    )));
+                };
+                mark
             }
-        }
+        };
         let consumers = view
             .rings
             .iter()
@@ -994,6 +1024,7 @@ impl MpscConsumer {
             view,
             consumers,
             watches,
+            _presence: mark,
             next: 0,
             seen_producer: false,
             polls: 0,
@@ -1115,7 +1146,11 @@ impl MpscConsumer {
                 _ => {
                     self.seen_producer |= state_of(word) == STATE_ATTACHED;
                     self.ready.died(i, word)
-                        || (check && matches!(self.watches[i].status_of(word)?, Status::Dead))
+                        || (check
+                            && matches!(
+                                self.watches[i].status_of((&self.segment, side), word)?,
+                                Status::Dead
+                            ))
                 }
             };
             if gone {

@@ -1,17 +1,25 @@
 //! Who is on the other end: publishing this process in its endpoint's [`Side`], and checking
 //! the peer's with a pidfd, which PID reuse cannot fool (the peer's start time, published beside
 //! its pid, is compared after the pidfd is opened). Also the CPU facts adaptive waiting uses.
+//!
+//! A pid means nothing across PID namespaces (two containers sharing `/dev/shm`), so each end
+//! also holds a presence mark on its block ([`ipc_core::process::Presence`], a lock the kernel
+//! drops when the process dies) and publishes its PID namespace beside its owner word: a peer
+//! in another namespace is checked by its mark, not its pid. A pid check that finds no such
+//! process while the namespace is not yet known asks the mark too.
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use ipc_core::process::Presence;
 use ipc_core::{Error, ErrorKind, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use crate::ring::{STATE_ATTACHED, STATE_ATTACHING, STATE_CLOSED, STATE_FREE, Side};
+use crate::segment::Segment;
 
 /// Bits of the owner word (see [`Side::owner`]): the state, the pid, the start time.
 const STATE_BITS: u32 = 2;
@@ -92,6 +100,44 @@ pub(crate) fn me() -> Result<Identity> {
     }
 }
 
+/// This process's PID namespace ([`ipc_core::process::pid_namespace`], read once).
+pub(crate) fn my_pidns() -> u64 {
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(ipc_core::process::pid_namespace)
+}
+
+/// Where `side` is in `seg` (its byte offset: the place of its presence mark), if it is there.
+fn place(seg: &Segment, side: &Side) -> Option<u64> {
+    let at = (side as *const Side as usize).checked_sub(seg.as_ptr() as usize)?;
+    (at < seg.len()).then_some(at as u64)
+}
+
+/// This process's presence mark on `side` in `seg` ([`Presence`]), taken before it claims
+/// the place and held until after it gives the place up (dropped after the owner word's last
+/// store). `None` for a segment with no file (System V) or where no mark can be made: then
+/// this end publishes no namespace, and peers check it by pid alone.
+///
+/// Errors: the descriptor limit, as [`Presence::take`] says.
+fn mark(seg: &Segment, side: &Side) -> Result<Option<Presence>> {
+    match (seg.fd(), place(seg, side)) {
+        (Some(fd), Some(at)) => Presence::take(fd, at),
+        _ => Ok(None),
+    }
+}
+
+/// Whether some process holds the presence mark of `side` in `seg`; `None` when that cannot
+/// be asked (no file behind the segment, a probe that failed).
+fn marked((seg, side): At<'_>) -> Option<bool> {
+    let at = place(seg, side)?;
+    match ipc_core::process::presence_held(seg.fd()?, at) {
+        Ok(held) => Some(held),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot probe a presence mark");
+            None
+        }
+    }
+}
+
 /// The CPU this thread may only run on, or `u32::MAX` if its affinity allows several.
 pub(crate) fn single_cpu() -> u32 {
     match rustix::thread::sched_getaffinity(None) {
@@ -134,14 +180,39 @@ pub(crate) enum AttachStep {
 /// place was not free.
 #[cfg(test)]
 pub(crate) fn attach(side: &Side) -> std::result::Result<(), u64> {
-    attach_until(side, me().unwrap(), AttachStep::Attached)
+    attach_until(side, me().unwrap(), None, AttachStep::Attached)
+}
+
+/// Claims `side` in `seg` for `id` if it is free ([`attach_until`] up to `stop`), with a
+/// presence mark taken just before: `Ok(Ok(mark))`, the mark the end then holds while open;
+/// `Ok(Err(found))`, the owner word in the way, with no mark left behind (so the caller's
+/// look at whoever holds the place never counts this process's own mark).
+///
+/// Errors: the descriptor limit, for the mark.
+pub(crate) fn claim(
+    seg: &Segment,
+    side: &Side,
+    id: Identity,
+    stop: AttachStep,
+) -> Result<std::result::Result<Option<Presence>, u64>> {
+    let found = side.owner.load(Ordering::Acquire);
+    if found != 0 {
+        return Ok(Err(found));
+    }
+    let mark = mark(seg, side)?;
+    Ok(attach_until(side, id, mark.as_ref(), stop).map(|()| mark))
 }
 
 /// [`attach`] as `id`, stopping after `stop`: what a process killed there leaves behind (for
 /// tests; `open` always goes all the way).
+///
+/// `mark` is this process's presence mark on `side` ([`mark`]), taken before the claim so a
+/// peer never sees the claim without it; with one, this process's PID namespace is published
+/// right after the claim (0 until then, which a peer reads as "check the pid, then the mark").
 pub(crate) fn attach_until(
     side: &Side,
     id: Identity,
+    mark: Option<&Presence>,
     stop: AttachStep,
 ) -> std::result::Result<(), u64> {
     side.owner.compare_exchange(
@@ -150,6 +221,8 @@ pub(crate) fn attach_until(
         Ordering::AcqRel,
         Ordering::Acquire,
     )?;
+    let ns = if mark.is_some() { my_pidns() } else { 0 };
+    side.pidns.store(ns, Ordering::Release);
     if stop == AttachStep::Claimed {
         return Ok(());
     }
@@ -166,15 +239,28 @@ pub(crate) fn attach_until(
 /// found gone: one compare-and-swap back to free, so it fails if anything changed since. The dead process
 /// had written nothing but its own block (an end touches the ring only once attached).
 pub(crate) fn reclaim(side: &Side, found: u64) -> bool {
-    state_of(found) == STATE_ATTACHING
-        && side
-            .owner
-            .compare_exchange(found, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+    state_of(found) == STATE_ATTACHING && free_dead(side, found)
 }
 
-/// Gives `side` up without closing the channel, so another process can attach (one store).
+/// Gives the place `found` names back (to free) for a process the caller found gone: one
+/// compare-and-swap, so it fails if anything changed since.
+pub(crate) fn free_dead(side: &Side, found: u64) -> bool {
+    let freed = side
+        .owner
+        .compare_exchange(found, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if freed {
+        // The dead process's namespace is not the next one's. A claim made since the swap may
+        // lose its own to this store: 0 only makes peers check its pid before its mark.
+        side.pidns.store(0, Ordering::Release);
+    }
+    freed
+}
+
+/// Gives `side` up without closing the channel, so another process can attach (the
+/// namespace cleared first, then one store; the caller drops its mark after).
 pub(crate) fn detach(side: &Side) {
+    side.pidns.store(0, Ordering::Release);
     side.owner.store(0, Ordering::SeqCst);
 }
 
@@ -206,14 +292,20 @@ pub(crate) enum Status {
 }
 
 /// Follows the peer's [`Side`]: a pidfd for the process its owner word names, reopened when
-/// that changes.
+/// that changes; or, for a process in another PID namespace, its presence mark.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
     /// The identity part of the owner word the pidfd belongs to.
     key: Option<u64>,
     pidfd: Option<OwnedFd>,
+    /// The process is in another PID namespace (or its pid names no process here while its
+    /// mark is held): it lives as long as its mark does, and there is no pidfd.
+    by_mark: bool,
     dead: bool,
 }
+
+/// The watched side: the segment it is in (for its presence mark) and the block itself.
+pub(crate) type At<'a> = (&'a Segment, &'a Side);
 
 impl Watch {
     /// The peer's status: its published state and, if a process holds it, whether that process
@@ -222,14 +314,23 @@ impl Watch {
     /// Errors: [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted) for an owner word no
     /// endpoint writes; [`ErrorKind::Unsupported`] when no process can be checked here (no
     /// `/proc`).
-    pub(crate) fn status(&mut self, side: &Side) -> Result<Status> {
-        self.status_of(side.owner.load(Ordering::Acquire))
+    pub(crate) fn status(&mut self, at: At<'_>) -> Result<Status> {
+        self.status_of(at, at.1.owner.load(Ordering::Acquire))
     }
 
-    /// [`status`](Watch::status) of the owner word `word`, read by the caller.
-    pub(crate) fn status_of(&mut self, word: u64) -> Result<Status> {
-        let status = self.follow_word(word)?;
+    /// [`status`](Watch::status) of the owner word `word` of the side `at`, read by the
+    /// caller.
+    pub(crate) fn status_of(&mut self, at: At<'_>, word: u64) -> Result<Status> {
+        let status = self.follow_word(at, word)?;
         if !matches!(status, Status::Alive | Status::Attaching) {
+            return Ok(status);
+        }
+        if self.by_mark {
+            // One probe of the lock (a probe that cannot be made says nothing: alive).
+            if marked(at) == Some(false) {
+                self.dead = true;
+                return Ok(Status::Dead);
+            }
             return Ok(status);
         }
         let fd = self.pidfd.as_ref().expect("open when alive");
@@ -255,8 +356,8 @@ impl Watch {
     /// [`ErrorKind::Corrupted`] (waiting on, the waiter could never see its peer die); a check
     /// that could not be made now (no pidfd, no `/proc`) is "not known dead", and the next
     /// check tries again.
-    pub(crate) fn dead_or_corrupt(&mut self, word: u64) -> Result<bool> {
-        match self.status_of(word) {
+    pub(crate) fn dead_or_corrupt(&mut self, at: At<'_>, word: u64) -> Result<bool> {
+        match self.status_of(at, word) {
             Ok(status) => Ok(status == Status::Dead),
             Err(e) if e.kind() == ErrorKind::Corrupted => Err(e),
             Err(_) => Ok(false),
@@ -268,7 +369,8 @@ impl Watch {
         self.dead && self.key == Some(key_of(word))
     }
 
-    /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any.
+    /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any (none for a
+    /// process checked by its mark: a waiter for it sleeps in slices).
     pub(crate) fn pidfd(&self) -> Option<&OwnedFd> {
         self.pidfd.as_ref()
     }
@@ -281,11 +383,11 @@ impl Watch {
     /// The peer's published status, opening a pidfd for its process when it changed, but
     /// without asking whether that process still runs: `Alive` (or `Attaching`) here means
     /// "held, and not known to be dead".
-    pub(crate) fn follow(&mut self, side: &Side) -> Result<Status> {
-        self.follow_word(side.owner.load(Ordering::Acquire))
+    pub(crate) fn follow(&mut self, at: At<'_>) -> Result<Status> {
+        self.follow_word(at, at.1.owner.load(Ordering::Acquire))
     }
 
-    fn follow_word(&mut self, word: u64) -> Result<Status> {
+    fn follow_word(&mut self, at: At<'_>, word: u64) -> Result<Status> {
         let state = state_of(word);
         match state {
             STATE_FREE if word == 0 => return Ok(Status::NotYet),
@@ -307,11 +409,28 @@ impl Watch {
         if self.key != Some(key) {
             self.pidfd = None;
             self.dead = false;
+            self.by_mark = false;
             self.key = Some(key);
-            match open_verified(id.pid, id.start_time) {
-                Ok(fd) => self.pidfd = Some(fd),
-                Err(Errno::SRCH) => self.dead = true,
-                Err(Errno::NOENT) => {
+            // Read after the owner word (Acquire): the namespace its claimer published, or 0.
+            let ns = at.1.pidns.load(Ordering::Acquire);
+            let foreign = ns != 0 && ns != my_pidns();
+            let verified = match foreign {
+                // Its pid names nothing here, or another process.
+                true => Err(Errno::SRCH),
+                false => open_verified(id.pid, id.start_time),
+            };
+            let mark = match &verified {
+                // Gone by its pid, or not checkable by pid at all: unless it is known to share
+                // this namespace, its mark decides.
+                Err(Errno::SRCH | Errno::NOENT) if ns != my_pidns() => marked(at),
+                _ => None,
+            };
+            match (verified, mark) {
+                (_, Some(true)) => self.by_mark = true,
+                (_, Some(false)) => self.dead = true,
+                (Ok(fd), None) => self.pidfd = Some(fd),
+                (Err(Errno::SRCH), None) => self.dead = true,
+                (Err(Errno::NOENT), None) => {
                     self.key = None;
                     return Err(Error::with_note(
                         ErrorKind::Unsupported,
@@ -321,7 +440,7 @@ impl Watch {
                     )
                     .in_op("check the peer process"));
                 }
-                Err(e) => {
+                (Err(e), None) => {
                     // Cannot watch (out of descriptors, no pidfd support): say so rather
                     // than guess; the next check tries again.
                     self.key = None;
@@ -394,48 +513,58 @@ mod tests {
     use super::*;
     use crossbeam_utils::CachePadded;
 
-    fn side() -> CachePadded<Side> {
-        // SAFETY: `Side` is atomics only; all-zero is a valid value (state FREE).
-        unsafe { std::mem::zeroed() }
+    /// A segment holding two sides (zeroed: free).
+    fn segment() -> Segment {
+        Segment::memfd("peer-test", 4096).unwrap()
+    }
+
+    /// Side `i` (0 or 1) of `seg`.
+    fn side(seg: &Segment, i: usize) -> &Side {
+        let at = i * std::mem::size_of::<CachePadded<Side>>();
+        // SAFETY: the mapping is 4096 bytes, page-aligned and zeroed; `Side` is atomics only,
+        // for which all-zero is a valid value (state FREE), and two padded sides fit in it.
+        unsafe { &*seg.as_ptr().add(at).cast::<Side>() }
     }
 
     #[test]
     fn own_process_is_alive_and_states_are_followed() {
-        let s = side();
+        let seg = segment();
+        let s = side(&seg, 0);
         let mut w = Watch::default();
-        assert_eq!(w.status(&s).unwrap(), Status::NotYet);
-        attach(&s).unwrap();
-        assert_eq!(attach(&s), Err(pack(STATE_ATTACHED, me().unwrap())));
-        assert_eq!(w.status(&s).unwrap(), Status::Alive);
-        detach(&s);
-        assert_eq!(w.status(&s).unwrap(), Status::NotYet);
-        attach_until(&s, me().unwrap(), AttachStep::Claimed).unwrap();
-        assert_eq!(w.status(&s).unwrap(), Status::Attaching);
-        detach(&s);
-        attach(&s).unwrap();
-        assert_eq!(w.status(&s).unwrap(), Status::Alive);
-        close(&s);
-        assert_eq!(w.status(&s).unwrap(), Status::Closed);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::NotYet);
+        attach(s).unwrap();
+        assert_eq!(attach(s), Err(pack(STATE_ATTACHED, me().unwrap())));
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        detach(s);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::NotYet);
+        attach_until(s, me().unwrap(), None, AttachStep::Claimed).unwrap();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Attaching);
+        detach(s);
+        attach(s).unwrap();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        close(s);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Closed);
         s.owner.store(0x40, Ordering::Release); // free, yet naming a process
         assert_eq!(
-            w.status(&s).unwrap_err().kind(),
+            w.status((&seg, s)).unwrap_err().kind(),
             ipc_core::ErrorKind::Corrupted
         );
         s.owner.store(STATE_ATTACHED.into(), Ordering::Release); // pid 0
         assert_eq!(
-            w.status(&s).unwrap_err().kind(),
+            w.status((&seg, s)).unwrap_err().kind(),
             ipc_core::ErrorKind::Corrupted
         );
     }
 
     #[test]
     fn a_wrong_start_time_is_a_dead_peer() {
-        let s = side();
+        let seg = segment();
+        let s = side(&seg, 0);
         // Same pid, other start time: what a reused pid looks like.
         let mut other = me().unwrap();
         other.start_time += 1;
-        attach_until(&s, other, AttachStep::Attached).unwrap();
-        assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
+        attach_until(s, other, None, AttachStep::Attached).unwrap();
+        assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
         // A pid that cannot exist (beyond pid_max), attaching or attached.
         let gone = Identity {
             pid: (1 << PID_BITS) - 1,
@@ -443,17 +572,17 @@ mod tests {
         };
         for state in [STATE_ATTACHING, STATE_ATTACHED] {
             s.owner.store(pack(state, gone), Ordering::Release);
-            assert_eq!(Watch::default().status(&s).unwrap(), Status::Dead);
+            assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
         }
         // A dead claimer's place is taken over, once.
         let found = s.owner.load(Ordering::Relaxed);
-        assert!(!reclaim(&s, found), "attached, not a claim");
+        assert!(!reclaim(s, found), "attached, not a claim");
         s.owner
             .store(pack(STATE_ATTACHING, gone), Ordering::Release);
         let found = s.owner.load(Ordering::Relaxed);
-        assert!(reclaim(&s, found));
-        assert!(!reclaim(&s, found));
-        attach(&s).unwrap();
+        assert!(reclaim(s, found));
+        assert!(!reclaim(s, found));
+        attach(s).unwrap();
     }
 
     #[test]
@@ -472,5 +601,91 @@ mod tests {
     #[test]
     fn own_start_time_is_known() {
         assert!(me().unwrap().start_time > 0);
+    }
+
+    /// A process in another PID namespace: its pid means nothing here, its presence mark
+    /// decides, whatever process the pid happens to name here.
+    #[test]
+    fn a_peer_in_another_pid_namespace_lives_by_its_mark() {
+        let seg = segment();
+        let (s, other) = (side(&seg, 1), side(&seg, 0));
+        // What a claim from another namespace leaves: a pid that names another process here
+        // (this one, with another start time) or none, its namespace, its mark.
+        let mut stranger = me().unwrap();
+        stranger.start_time += 1;
+        let mark = mark(&seg, s).unwrap().expect("a memfd segment takes marks");
+        attach_until(s, stranger, Some(&mark), AttachStep::Attached).unwrap();
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive, "by its mark");
+        assert!(w.pidfd().is_none(), "no pidfd for a foreign process");
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive, "checked again");
+        assert_eq!(
+            Watch::default().status((&seg, other)).unwrap(),
+            Status::NotYet,
+            "one mark a place"
+        );
+        drop(mark);
+        assert_eq!(
+            w.status((&seg, s)).unwrap(),
+            Status::Dead,
+            "its mark is gone"
+        );
+        assert!(w.known_dead(s.owner.load(Ordering::Relaxed)));
+
+        // Namespace not yet published (0): the pid check first, then the mark.
+        free_dead(s, s.owner.load(Ordering::Relaxed));
+        assert_eq!(s.pidns.load(Ordering::Relaxed), 0, "cleared with the place");
+        let gone = Identity {
+            pid: (1 << PID_BITS) - 1,
+            start_time: 1,
+        };
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        s.owner
+            .store(pack(STATE_ATTACHING, gone), Ordering::Release);
+        assert_eq!(
+            Watch::default().status((&seg, s)).unwrap(),
+            Status::Attaching
+        );
+        drop(mark);
+        assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
+
+        // Known to share this namespace: the pid decides, a mark held on does not count (a
+        // child forked without exec may hold its dead parent's).
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        s.pidns.store(my_pidns(), Ordering::Release);
+        assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
+        drop(mark);
+    }
+
+    /// An end publishes its namespace only with a mark, and hands both over on detach.
+    #[test]
+    fn the_namespace_is_published_with_the_mark() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mark = mark(&seg, s).unwrap().unwrap();
+        attach_until(s, me().unwrap(), Some(&mark), AttachStep::Attached).unwrap();
+        assert_eq!(s.pidns.load(Ordering::Relaxed), my_pidns());
+        detach(s);
+        assert_eq!(s.pidns.load(Ordering::Relaxed), 0);
+        attach_until(s, me().unwrap(), None, AttachStep::Attached).unwrap();
+        assert_eq!(s.pidns.load(Ordering::Relaxed), 0, "no mark, no namespace");
+        drop(mark);
+        // `claim` takes the mark with the place, and leaves none when the place is held.
+        let other = side(&seg, 1);
+        let held = claim(&seg, other, me().unwrap(), AttachStep::Attached).unwrap();
+        let held = held.expect("free").expect("a memfd segment takes marks");
+        assert_eq!(other.pidns.load(Ordering::Relaxed), my_pidns());
+        assert_eq!(marked((&seg, other)), Some(true));
+        let found = other.owner.load(Ordering::Relaxed);
+        assert_eq!(
+            claim(&seg, other, me().unwrap(), AttachStep::Attached)
+                .unwrap()
+                .err(),
+            Some(found)
+        );
+        drop(held);
+        assert_eq!(marked((&seg, other)), Some(false));
+        assert_eq!(marked((&seg, s)), Some(false));
     }
 }

@@ -161,6 +161,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use crossbeam_utils::CachePadded;
 use ipc_core::fd::Interest;
 use ipc_core::inventory::Recognised;
+use ipc_core::process::Presence;
 use ipc_core::{
     Blocked, Deadline, Error, ErrorKind, MessageReceiver, MessageSender, PosixName, Readiness,
     Result, futex,
@@ -594,7 +595,7 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         if word == 0 && role != "publisher" {
             continue;
         }
-        match crate::inspect::user(&role, word) {
+        match crate::inspect::user(&role, (segment, side), word) {
             Ok(u) => r.users.push(u),
             Err(e) => {
                 r.corrupted = Some(format!("{role}: {e}"));
@@ -618,6 +619,8 @@ pub struct Publisher {
     min_cursor: u64,
     joins: u32,
     watches: Vec<Watch>,
+    /// This publisher's presence mark on its place (`peer::claim`), dropped after its close.
+    _presence: Option<Presence>,
     corrupted: Option<String>,
     /// The readiness doorbell, on the `space` word.
     ready: Doorbell,
@@ -651,11 +654,13 @@ impl Publisher {
         let view = View::open(&segment).map_err(|e| e.in_op("open publisher").on_shared(&name))?;
         let side = &view.header().publisher;
         let me = peer::me().map_err(|e| e.in_op("open publisher").on_shared(&name))?;
-        loop {
-            match peer::attach_until(side, me, AttachStep::Attached) {
-                Ok(()) => break,
+        let mark = loop {
+            let claimed = peer::claim(&segment, side, me, AttachStep::Attached)
+                .map_err(|e| e.in_op("open publisher").on_shared(&name))?;
+            match claimed {
+                Ok(mark) => break mark,
                 Err(found) => {
-                    let status = Watch::default().status_of(found);
+                    let status = Watch::default().status_of((&segment, side), found);
                     if state_of(found) == STATE_ATTACHING
                         && matches!(status, Ok(Status::Dead))
                         && peer::reclaim(side, found)
@@ -675,7 +680,7 @@ impl Publisher {
                         .on_shared(&name));
                 }
             }
-        }
+        };
         let tail = match plausible_tail(view.header().tail.load(Ordering::Acquire)) {
             Ok(tail) => tail,
             Err(e) => {
@@ -694,6 +699,7 @@ impl Publisher {
             min_cursor: 0,
             joins: joins.wrapping_sub(1), // scan on the first send
             watches,
+            _presence: mark,
             corrupted: None,
             ready,
             cpu: peer::single_cpu(),
@@ -758,14 +764,11 @@ impl Publisher {
             // with `check` a pidfd poll)? Then nothing it holds matters any more.
             if c + self.view.slots <= tail
                 && (self.ready.died(i, word)
-                    || (check && Status::Dead == self.watches[i].status_of(word)?))
+                    || (check
+                        && Status::Dead
+                            == self.watches[i].status_of((&self.segment, &place.side), word)?))
             {
-                if place
-                    .side
-                    .owner
-                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
+                if peer::free_dead(&place.side, word) {
                     tracing::trace!(place = i, "reclaimed a dead subscriber's place");
                 }
                 continue;
@@ -1107,6 +1110,8 @@ pub struct Subscriber {
     cursor: u64,
     missed: u64,
     watch: Watch,
+    /// This subscriber's presence mark on its place (`peer::claim`), dropped after it leaves.
+    presence: Option<Presence>,
     /// Non-blocking receives that found nothing, for rate-limiting the publisher's liveness
     /// check (a syscall) on that path.
     polls: u32,
@@ -1144,6 +1149,7 @@ impl Subscriber {
         let view = View::open(&segment).map_err(err)?;
         let me = peer::me().map_err(err)?;
         let mut index = None;
+        let mut mark = None;
         'search: for pass in 0..2 {
             for i in 0..view.subscribers {
                 let side = &view.place(i).side;
@@ -1151,17 +1157,17 @@ impl Subscriber {
                 if word != 0 {
                     // Second pass: take over places whose process is gone.
                     if pass == 0
-                        || !matches!(Watch::default().status_of(word), Ok(Status::Dead))
-                        || side
-                            .owner
-                            .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire)
-                            .is_err()
+                        || !matches!(
+                            Watch::default().status_of((&segment, side), word),
+                            Ok(Status::Dead)
+                        )
+                        || !peer::free_dead(side, word)
                     {
                         continue;
                     }
                 }
-                if peer::attach_until(side, me, AttachStep::Claimed).is_ok() {
-                    index = Some(i);
+                if let Ok(m) = peer::claim(&segment, side, me, AttachStep::Claimed).map_err(err)? {
+                    (index, mark) = (Some(i), m);
                     break 'search;
                 }
             }
@@ -1195,6 +1201,7 @@ impl Subscriber {
             cursor: 0,
             missed: 0,
             watch: Watch::default(),
+            presence: mark,
             polls: 0,
             corrupted: None,
             ready,
@@ -1202,6 +1209,8 @@ impl Subscriber {
         };
         place.side.single_cpu.store(sub.cpu, Ordering::Relaxed);
         if stop == JoinStep::Claimed {
+            // As a process killed here: its mark goes with it, nothing else is undone.
+            drop(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
@@ -1209,11 +1218,15 @@ impl Subscriber {
         sub.cursor = start;
         place.cursor.store(start, Ordering::SeqCst);
         if stop == JoinStep::Positioned {
+            // As a process killed here: its mark goes with it, nothing else is undone.
+            drop(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
         place.side.owner.store(sub.mine, Ordering::SeqCst);
         if stop == JoinStep::Attached {
+            // As a process killed here: its mark goes with it, nothing else is undone.
+            drop(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
@@ -1466,7 +1479,10 @@ impl Subscriber {
                 || self.watch.known_dead(word)
                 || self.ready.died(0, word)
                 || (check
-                    && match self.watch.dead_or_corrupt(word) {
+                    && match self
+                        .watch
+                        .dead_or_corrupt((&self.segment, &self.view.header().publisher), word)
+                    {
                         Ok(dead) => dead,
                         Err(e) => return Err(self.fail(e)),
                     });

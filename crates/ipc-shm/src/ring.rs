@@ -130,9 +130,15 @@ pub(crate) struct Side {
     /// The doorbell's `eventfd-id` (from `/proc/self/fdinfo`), which a fetched descriptor
     /// must show.
     pub(crate) bell_id: AtomicU32,
+    /// The PID namespace of the process the owner word names ([`ipc_core::process::pid_namespace`]),
+    /// written after its claim, when it holds its presence mark on this block; 0 when it holds
+    /// none, or while unknown (before the claim's owner wrote it; reset to 0 on hand-over and
+    /// on taking over a dead claim). A peer whose namespace is another checks the mark, not
+    /// the pid (`peer.rs`). A hint: a wrong value only makes a check use one fact or the other.
+    pub(crate) pidns: AtomicU64,
     /// Keeps [`writing`](Side::writing) off the cache line of the words above, which a
     /// waiting peer polls (the owner word).
-    _line: [u32; 6],
+    _line: [u32; 4],
     /// Nonzero while an MPSC producer copies a large message into its ring (`mpsc.rs`), a
     /// different value for each message: a hint that lets a waiting consumer keep looking
     /// rather than sleep. Never used as an index or a length; the channel leaves it 0. On a

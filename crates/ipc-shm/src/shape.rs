@@ -300,8 +300,10 @@ impl Doorbell {
             return true;
         }
         self.peers[i] = None;
-        if !matches!(watch.follow(side), Ok(Status::Alive | Status::Attaching))
-            || watch.key() != Some(key)
+        if !matches!(
+            watch.follow((segment, side)),
+            Ok(Status::Alive | Status::Attaching)
+        ) || watch.key() != Some(key)
         {
             return false;
         }

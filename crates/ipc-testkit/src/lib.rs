@@ -236,6 +236,7 @@ pub fn spawn(role: &str) -> Spawn {
         arg: String::new(),
         fds: ChildFds::new(),
         envs: Vec::new(),
+        pid_namespace: false,
     }
 }
 
@@ -246,6 +247,7 @@ pub struct Spawn {
     arg: String,
     fds: ChildFds,
     envs: Vec<(String, String)>,
+    pid_namespace: bool,
 }
 
 impl Spawn {
@@ -279,8 +281,27 @@ impl Spawn {
         self
     }
 
+    /// Runs the role as the first process of a new PID namespace (as a container's would be:
+    /// its pids mean nothing outside), sharing everything else with the test. The [`Child`]
+    /// is a small parent in the test's namespace that waits for it and exits as it did (with
+    /// 128 + the signal when killed); killing that parent kills the role (its parent-death
+    /// signal). Needs root, or unprivileged user namespaces: [`try_start`](Spawn::try_start)
+    /// says when neither is there.
+    pub fn pid_namespace(mut self) -> Spawn {
+        self.pid_namespace = true;
+        self
+    }
+
     /// Starts the child. Panics if it cannot be started.
-    pub fn start(mut self) -> Child {
+    pub fn start(self) -> Child {
+        let role = self.role.clone();
+        self.try_start()
+            .unwrap_or_else(|e| panic!("spawn role {role:?}: {e}"))
+    }
+
+    /// [`start`](Spawn::start), saying why a child could not be started (for a test that
+    /// skips when, say, a PID namespace cannot be made here).
+    pub fn try_start(mut self) -> std::io::Result<Child> {
         let exe = std::env::current_exe().expect("current_exe");
         let (ctl_r, ctl_w) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("control pipe");
@@ -306,10 +327,13 @@ impl Spawn {
                 Ok(())
             });
         }
-        let mut child = self
-            .fds
-            .spawn(&mut cmd)
-            .unwrap_or_else(|e| panic!("spawn role {:?}: {e}", self.role));
+        if self.pid_namespace {
+            // SAFETY: runs in the child between fork and exec, single-threaded, and makes only
+            // async-signal-safe system calls (unshare, fork, prctl, close_range, waitpid,
+            // _exit), allocating nothing.
+            unsafe { cmd.pre_exec(enter_pid_namespace) };
+        }
+        let mut child = self.fds.spawn(&mut cmd)?;
         drop(self.fds); // our copies of the passed ends, the control pipe's write end included
         let mut stderr = child.stderr.take().expect("piped stderr");
         let stderr_thread = std::thread::spawn(move || {
@@ -328,13 +352,52 @@ impl Spawn {
                 }
             }
         });
-        Child {
+        Ok(Child {
             role: self.role,
             child,
             checkpoints,
             stderr: Some(stderr_thread),
             reaped: false,
             outcome: None,
+        })
+    }
+}
+
+/// The `pre_exec` hook of [`Spawn::pid_namespace`]: a new PID namespace for the next child
+/// (the caller's own pid does not change), then a fork. The new child, pid 1 there, goes on to
+/// exec the role; this process closes every descriptor but stdio (so the spawner's exec-error
+/// pipe, the control pipe and the passed descriptors are the role's alone), waits for it and
+/// exits as it did.
+fn enter_pid_namespace() -> std::io::Result<()> {
+    // SAFETY: plain system calls on numbers; in the child `fork` returns 0 and it returns to
+    // the remaining hooks and exec; this process never returns from the block.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWPID) != 0
+            && libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            }
+            role => {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                let mut status = 0;
+                while libc::waitpid(role, &mut status, 0) == -1 {
+                    if *libc::__errno_location() != libc::EINTR {
+                        libc::_exit(127);
+                    }
+                }
+                if libc::WIFSIGNALED(status) {
+                    libc::_exit(128 + libc::WTERMSIG(status));
+                }
+                libc::_exit(libc::WEXITSTATUS(status))
+            }
         }
     }
 }
