@@ -63,7 +63,19 @@ fn mpsc_then_park(ctx: &Ctx) {
     ctx.park("ready");
 }
 
+/// [`channel_then_park`], run in a PID namespace of its own (a container's process): the pids
+/// its channel's header names mean nothing to `ipc`.
+fn foreign_channel_then_park(ctx: &Ctx) {
+    assert_eq!(
+        std::process::id(),
+        1,
+        "the first process of a new PID namespace"
+    );
+    channel_then_park(ctx);
+}
+
 roles!(
+    foreign_channel_then_park,
     channel_then_park,
     sysv_then_park,
     pubsub_then_park,
@@ -517,4 +529,59 @@ fn limits_name_every_knob_with_its_value_and_how_to_change_it() {
         msgmni["in_use"].as_u64(),
         ipc_core::sysv::in_use(ipc_core::sysv::SysvKind::MessageQueue)
     );
+}
+
+/// A channel whose ends a process in another PID namespace holds (a container sharing
+/// `/dev/shm`): `ipc` reads the pids in its header as naming nothing, yet shows both ends
+/// attached and alive while that process runs (their presence marks), and dead, the channel
+/// stale, once it is killed.
+#[test]
+fn a_channel_held_from_another_pid_namespace_is_alive_until_its_holder_dies() {
+    let _one_at_a_time = STALE_OBJECTS.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = TempDir::new("cli-foreign");
+    let name = unique_posix_name("cli-foreign");
+    // Removed however the test ends (quietly if `clean` removed it).
+    let _guard = ipc_core::RemoveGuard::new(ipc_core::Removable::Shm(name.parse().unwrap()));
+    let mut child = match spawn("foreign_channel_then_park")
+        .arg(&name)
+        .pid_namespace()
+        .try_start()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("skipped: no PID namespace can be made here: {e}");
+            return;
+        }
+    };
+    child.wait_checkpoint("ready");
+    let users = |name: &str| {
+        let out = ipc(&["inspect", name, "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["recognised"]["users"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no users in {v}"))
+            .iter()
+            .map(|u| {
+                (
+                    u["role"].as_str().unwrap().to_owned(),
+                    u["state"].as_str().unwrap().to_owned(),
+                    u["can_use"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for (role, state, can_use) in users(&name) {
+        assert_eq!(
+            (state.as_str(), can_use.as_str()),
+            ("attached", "alive"),
+            "{role}"
+        );
+    }
+    assert_eq!(verdict(&list(&dir), &name), "in-use");
+    assert!(child.kill_and_wait().killed());
+    for (role, _, can_use) in users(&name) {
+        assert_eq!(can_use, "dead", "{role}");
+    }
+    assert_eq!(verdict(&list(&dir), &name), "stale");
 }
