@@ -1,11 +1,13 @@
 //! The zero-copy forms of the shared-memory async endpoints (feature `tokio`): [`AsyncLoan`]
-//! for `AsyncEndpoint<Sender>`, [`AsyncInPlace`] for `AsyncEndpoint<Receiver>` and
-//! `AsyncEndpoint<Subscriber>`.
+//! for `AsyncEndpoint<Sender>`, [`AsyncInPlace`] for `AsyncEndpoint<Receiver>`,
+//! `AsyncEndpoint<Subscriber>` and `AsyncEndpoint<MpscConsumer>`.
 
 use ipc_core::fd::Interest;
 use ipc_core::tokio::AsyncEndpoint;
 
-use crate::{PubSubGuard, Receiver, RecvGuard, Result, SendLoan, Sender, Subscriber};
+use crate::{
+    MpscConsumer, MpscGuard, PubSubGuard, Receiver, RecvGuard, Result, SendLoan, Sender, Subscriber,
+};
 
 /// [`Sender::loan`] in async code.
 #[allow(async_fn_in_trait)]
@@ -27,11 +29,12 @@ impl AsyncLoan for AsyncEndpoint<Sender> {
     }
 }
 
-/// [`Receiver::recv_in_place`] and [`Subscriber::recv_in_place`] in async code.
+/// [`Receiver::recv_in_place`], [`Subscriber::recv_in_place`] and
+/// [`MpscConsumer::recv_in_place`] in async code.
 #[allow(async_fn_in_trait)]
 pub trait AsyncInPlace {
     /// What lends the message: [`RecvGuard`] for a channel receiver, [`PubSubGuard`] for a
-    /// subscriber.
+    /// subscriber, [`MpscGuard`] for an MPSC consumer.
     type Guard<'a>
     where
         Self: 'a;
@@ -64,6 +67,18 @@ impl AsyncInPlace for AsyncEndpoint<Subscriber> {
         // publisher lapping this subscriber in between makes that call return a newer message
         // and count the lost ones, as the blocking form does.
         self.retry(Interest::Readable, |s| s.probe()).await?;
+        self.get_mut().try_recv_in_place()
+    }
+}
+
+impl AsyncInPlace for AsyncEndpoint<MpscConsumer> {
+    type Guard<'a> = MpscGuard<'a>;
+
+    async fn recv_in_place(&mut self) -> Result<MpscGuard<'_>> {
+        // Looks without taking, from the same place in the round-robin; only this consumer
+        // takes, so a message found stays for the call that follows (which may find one that
+        // came meanwhile at a place before it first: fair order, nothing lost).
+        self.retry(Interest::Readable, |c| c.probe()).await?;
         self.get_mut().try_recv_in_place()
     }
 }

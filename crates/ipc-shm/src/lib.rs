@@ -95,8 +95,9 @@
 //! descriptor is a **doorbell**, an eventfd that becomes readable when the end may proceed (a
 //! message came, room was made, the peer closed or died). Call the `try_` form; on `WouldBlock`, [`arm`](Readiness::arm), wait for the
 //! eventfd to be readable, [`disarm`](Readiness::disarm), and try again. With the `tokio`
-//! feature, `AsyncEndpoint::new(rx)` does exactly that, with `AsyncInPlace` (a channel
-//! receiver's and a subscriber's in-place receive) and `AsyncLoan` for the zero-copy forms.
+//! feature, `AsyncEndpoint::new(rx)` does exactly that, with `AsyncInPlace` (the in-place
+//! receive of a channel receiver, a subscriber and an MPSC consumer) and `AsyncLoan` for the
+//! zero-copy forms.
 //!
 //! Like a blocking call, `arm` first spins (at most 30 us) while the peer runs on another CPU,
 //! so a hand-off keeps spin-speed latency; that holds the runtime's thread as long (the pattern

@@ -1164,9 +1164,7 @@ impl MpscConsumer {
                 ring.header()
                     .tail
                     .store(self.consumers[i].position(), Ordering::Release);
-                let _ = side
-                    .owner
-                    .compare_exchange(word, 0, Ordering::AcqRel, Ordering::Acquire);
+                peer::free_dead(side, word);
                 self.seen_producer = true;
             } else if word != 0 {
                 live = true;
@@ -1391,6 +1389,17 @@ impl MpscConsumer {
     /// [`recv_in_place_deadline`](MpscConsumer::recv_in_place_deadline) without waiting.
     pub fn try_recv_in_place(&mut self) -> Result<MpscGuard<'_>> {
         self.recv_in_place_deadline(Deadline::Now)
+    }
+
+    /// `Ok(())` when a receive would not wait now (a message, or an error such as
+    /// `Disconnected`), `WouldBlock` otherwise; takes nothing, and leaves the round-robin
+    /// where it was, so the receive that follows starts its pass where this one did.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn probe(&mut self) -> Result<()> {
+        let next = self.next;
+        let found = self.next_message(Deadline::Now).map(drop);
+        self.next = next;
+        found
     }
 }
 

@@ -242,8 +242,8 @@ pub(crate) fn reclaim(side: &Side, found: u64) -> bool {
     state_of(found) == STATE_ATTACHING && free_dead(side, found)
 }
 
-/// Gives the place `found` names back (to free) for a process the caller found gone: one
-/// compare-and-swap, so it fails if anything changed since.
+/// Gives the place `found` names back (to free) for a process the caller found gone (dead, or
+/// closed and drained): one compare-and-swap, so it fails if anything changed since.
 pub(crate) fn free_dead(side: &Side, found: u64) -> bool {
     let freed = side
         .owner

@@ -226,6 +226,70 @@ fn a_tokio_consumer_receives_every_producer_process_in_order() {
     }
 }
 
+/// The MPSC consumer's async in-place receive: every producer process's messages, each in
+/// its order, read where they lie, the place told matching the producer; then `Disconnected`.
+/// A receive cancelled while waiting took nothing.
+#[test]
+fn a_tokio_consumer_reads_every_producer_process_in_place() {
+    const COUNT: u64 = 2_000;
+    let seg = Arc::new(mpsc().create_memfd("aps-mpsc-cancel").unwrap());
+    let rx = MpscConsumer::open(seg.clone()).unwrap();
+    block_on("a cancelled in-place MPSC receive", move || async move {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(20), rx.recv_in_place())
+            .await
+            .is_err();
+        assert!(cut, "nothing sent: the receive waits");
+        let mut tx = MpscProducer::open(seg).unwrap();
+        tx.send(&message(9, 0)).unwrap();
+        let place = tx.place();
+        drop(tx);
+        let msg = rx.recv_in_place().await.unwrap();
+        assert_eq!(
+            (check(&msg), msg.place()),
+            ((9, 0), place),
+            "the cancelled one took nothing"
+        );
+        drop(msg);
+        let e = rx.recv_in_place().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+    let name = unique_posix_name("aps-mpsc-inplace");
+    let seg = Arc::new(mpsc().create_posix(name.as_str()).unwrap().remove_on_drop());
+    let rx = MpscConsumer::open(seg.clone()).unwrap();
+    let mut children: Vec<_> = (0..3u32)
+        .map(|who| {
+            spawn("produce_by_name")
+                .arg(format!("{name} {who} {COUNT}"))
+                .start()
+        })
+        .collect();
+    for c in &mut children {
+        c.wait_checkpoint("joined");
+    }
+    block_on("a tokio in-place consumer", move || async move {
+        let mut rx = AsyncEndpoint::new(rx).unwrap();
+        let mut next = [0u64; 3];
+        let mut places = [usize::MAX; 3];
+        for _ in 0..3 * COUNT {
+            let msg = rx.recv_in_place().await.unwrap();
+            let (who, seq) = check(&msg);
+            let who = who as usize;
+            assert_eq!(seq, next[who], "producer {who} out of order");
+            if places[who] == usize::MAX {
+                places[who] = msg.place();
+            }
+            assert_eq!(msg.place(), places[who], "producer {who}'s place");
+            next[who] += 1;
+        }
+        let e = rx.recv_in_place().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    });
+    for c in children {
+        c.wait_success();
+    }
+}
+
 #[test]
 fn a_killed_publisher_is_disconnected_in_async_code() {
     for policy in [Policy::Block, Policy::Lossy] {
