@@ -1745,6 +1745,10 @@ pub mod testing {
     pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
     /// See [`TX_OWNER`].
     pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
+    /// Offsets of the PID namespace each end publishes beside its owner word.
+    pub const TX_PIDNS: usize = TX_OWNER + std::mem::offset_of!(ring::Side, pidns);
+    /// See [`TX_PIDNS`].
+    pub const RX_PIDNS: usize = RX_OWNER + std::mem::offset_of!(ring::Side, pidns);
     /// Offset of the receiver's sleeping flag (a `u32`: 0 awake, 1 asleep on the futex, 2
     /// waiting on a doorbell it published).
     pub const RX_SLEEPING: usize = RX_OWNER + std::mem::offset_of!(ring::Side, sleeping);

@@ -80,8 +80,9 @@
 //! - **a mounted `/proc`** (to read start times and to open the mark's file): without it a
 //!   peer cannot be checked and says so ([`ErrorKind::Unsupported`]), and System V segments,
 //!   which have no file to mark, work within one PID namespace only. A `/proc` that hides
-//!   other users' processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, though
-//!   its start time cannot be checked then;
+//!   other users' processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, and,
+//!   since its start time cannot be read then, its presence mark says whether the pid is still
+//!   the peer's (not another hidden process's that took it after the peer died);
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
 //!   parent's helper thread, which the child does not have, and keeps the parent's pid (and a
 //!   share of its mark, which a peer in another namespace would then take for the parent's).

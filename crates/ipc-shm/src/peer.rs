@@ -423,12 +423,16 @@ impl Watch {
                 // Gone by its pid, or not checkable by pid at all: unless it is known to share
                 // this namespace, its mark decides.
                 Err(Errno::SRCH | Errno::NOENT) if ns != my_pidns() => marked(at),
+                // A process `/proc` hides, whose start time could not be checked: if the peer
+                // published a mark, the mark tells whether it is still there (a pid reused by
+                // another hidden process after the peer died holds no mark of it).
+                Ok((_, false)) if ns != 0 => marked(at),
                 _ => None,
             };
             match (verified, mark) {
-                (_, Some(true)) => self.by_mark = true,
+                (Ok((fd, _)), None | Some(true)) => self.pidfd = Some(fd),
+                (Err(_), Some(true)) => self.by_mark = true,
                 (_, Some(false)) => self.dead = true,
-                (Ok(fd), None) => self.pidfd = Some(fd),
                 (Err(Errno::SRCH), None) => self.dead = true,
                 (Err(Errno::NOENT), None) => {
                     self.key = None;
@@ -460,9 +464,10 @@ impl Watch {
     }
 }
 
-/// A pidfd for `pid` if it is the process that started at `start`; `ESRCH` if that process is
-/// gone (exited, or the pid now names another process).
-fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
+/// A pidfd for `pid` if it is the process that started at `start`, and whether that start time
+/// was checked (not when `/proc` hides the process); `ESRCH` if that process is gone (exited,
+/// or the pid now names another process).
+fn open_verified(pid: u32, start: u64) -> std::result::Result<(OwnedFd, bool), Errno> {
     let raw = i32::try_from(pid).map_err(|_| Errno::SRCH)?;
     let pid_t = Pid::from_raw(raw).ok_or(Errno::SRCH)?;
     // EINVAL: a thread's id, not a process's; ENOENT: a process the kernel will not give a
@@ -475,7 +480,7 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
     match start_time_of(pid) {
-        Ok(Some(t)) if t == start => Ok(fd),
+        Ok(Some(t)) if t == start => Ok((fd, true)),
         Ok(Some(_)) => Err(Errno::SRCH),
         // Gone (reaped since the pidfd was made), hidden (`/proc` mounted `hidepid=`, another
         // user's process), or no `/proc` at all: this process's own entry tells the last
@@ -485,10 +490,10 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
             Err(e @ (Errno::NOENT | Errno::MFILE | Errno::NFILE)) => Err(e),
             _ if exited(&fd) => Err(Errno::SRCH),
             // Runs, and `/proc` hides it: its start time cannot be checked, so a pid reused
-            // by another hidden process would pass for the peer (until that one exits, which
-            // the pidfd tells). Taken for alive: the other answer, dead, would end a channel
-            // whose peer runs, on every hardened multi-user machine.
-            _ => Ok(fd),
+            // by another hidden process would pass for the peer (the caller asks the peer's
+            // mark, when it published one). Taken for alive: the other answer, dead, would end
+            // a channel whose peer runs, on every hardened multi-user machine.
+            _ => Ok((fd, false)),
         },
         Ok(None) => Err(Errno::SRCH),
         // No descriptor left to read it with (the pidfd may have taken the last one), or

@@ -216,7 +216,33 @@ fn killed_hidden_publisher_subscriber(ctx: &Ctx) {
     eprintln!("checked");
 }
 
+/// Child: as `nobody` under a `hidepid=2` `/proc`, opens the receiver of the inherited channel
+/// whose sender's owner word names a live process `/proc` hides here (the test's own) with a
+/// start time that is not its own: a peer that died and whose pid another hidden process took.
+/// It published its namespace and so held a mark, which no one holds now: it is dead.
+fn reused_hidden_pid_receiver(ctx: &Ctx) {
+    if !nobody_under_hidepid() {
+        return;
+    }
+    let parent = std::os::unix::process::parent_id();
+    assert!(
+        std::fs::metadata(format!("/proc/{parent}/stat")).is_err(),
+        "/proc shows the test's process: nothing is hidden"
+    );
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let mut rx = Receiver::open(seg).unwrap();
+    assert_eq!(
+        rx.peer().unwrap(),
+        Peer::Dead,
+        "a reused pid, hidden, without the mark"
+    );
+    let e = rx.recv(&mut [0u8; 64]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    eprintln!("checked");
+}
+
 roles!(
+    reused_hidden_pid_receiver,
     hidden_sender_receiver,
     sender_to_be_killed,
     killed_hidden_sender_receiver,
@@ -347,6 +373,40 @@ fn a_live_peer_that_proc_hides_is_not_dead() {
         drop(tx);
         child.wait()
     });
+    assert!(
+        out.stderr.contains("checked") || out.stderr.contains(SKIP),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
+}
+
+/// A hidden pid reused: the sender's owner word names this (live, root) process, which `/proc`
+/// hides from the `nobody` receiver, with another start time, as a sender that died and whose
+/// pid was taken would leave it. The start time cannot be checked under `hidepid`, but the
+/// sender published its namespace, so it held a presence mark, and none is held: dead. Before,
+/// the pidfd of whichever process had the pid made such a dead sender alive for as long as
+/// that process ran.
+#[test]
+fn a_hidden_pid_reused_after_its_peer_died_is_dead() {
+    let seg = ChannelOptions::new()
+        .capacity(1 << 12)
+        .create_memfd("hidden-reused")
+        .unwrap();
+    let me = std::process::id();
+    let start = ipc_core::process::stat("self").unwrap().start_ticks + 1;
+    let word = 1 | u64::from(me) << 2 | (start & ((1 << 40) - 1)) << 24;
+    seg.atomic_u64(ipc_shm::testing::TX_OWNER)
+        .unwrap()
+        .store(word, std::sync::atomic::Ordering::SeqCst);
+    seg.atomic_u64(ipc_shm::testing::TX_PIDNS).unwrap().store(
+        ipc_core::process::pid_namespace(),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let mut child = spawn("reused_hidden_pid_receiver")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    let out = child.wait();
     assert!(
         out.stderr.contains("checked") || out.stderr.contains(SKIP),
         "status {:?}: {}",
