@@ -220,7 +220,7 @@ fn killed_hidden_publisher_subscriber(ctx: &Ctx) {
 /// whose sender's owner word names a live process `/proc` hides here (the test's own) with a
 /// start time that is not its own: a peer that died and whose pid another hidden process took.
 /// It published its namespace and so held a mark, which no one holds now: it is dead.
-fn reused_hidden_pid_receiver(ctx: &Ctx) {
+fn reused_hidden_pid_receiver(_ctx: &Ctx) {
     if !nobody_under_hidepid() {
         return;
     }
