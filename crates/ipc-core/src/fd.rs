@@ -548,10 +548,109 @@ pub fn link_unnamed(fd: BorrowedFd<'_>, path: &std::path::Path) -> crate::Result
     linked.map_err(|e| e.in_op("linkat"))
 }
 
+/// Tries `attempt` until it finds what it looks for or `deadline` passes, trying again each
+/// time a name is made in `dir` (created, linked or renamed there: `inotify`,
+/// `IN_CREATE | IN_MOVED_TO`), for an open that waits for another process to make its object.
+/// `attempt` returns `Ok(None)` for "not there yet", which it must say by looking anew each
+/// time; anything else ends the wait. The watch is set before the first attempt, so a name
+/// made between an attempt and the wait is not missed. Returns `Ok(None)` when `deadline`
+/// passes first.
+///
+/// Where no watch can be set (no inotify instance or watch left: `fs.inotify.max_user_instances`,
+/// `max_user_watches`; a directory that cannot be watched), it tries again in growing sleeps
+/// of 1 to 50 ms instead, which costs more wake-ups but finds the same.
+///
+/// # References
+/// - [`inotify(7)`](https://man7.org/linux/man-pages/man7/inotify.7.html)
+pub fn wait_for_name<T>(
+    dir: &std::path::Path,
+    deadline: Deadline,
+    mut attempt: impl FnMut() -> crate::Result<Option<T>>,
+) -> crate::Result<Option<T>> {
+    use rustix::fs::inotify;
+    let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+        .and_then(|fd| {
+            inotify::add_watch(
+                &fd,
+                dir,
+                inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO,
+            )
+            .map(|_| fd)
+        })
+        .inspect_err(
+            |e| tracing::debug!(error = %e, dir = %dir.display(), "no inotify watch; polling"),
+        )
+        .ok();
+    let mut nap = std::time::Duration::from_millis(1);
+    loop {
+        if let Some(found) = attempt()? {
+            return Ok(Some(found));
+        }
+        if deadline.has_passed() {
+            return Ok(None);
+        }
+        match &watch {
+            Some(fd) => {
+                if !wait(fd.as_fd(), Interest::Readable, deadline)
+                    .map_err(|e| Error::from(e).in_op("poll(inotify)"))?
+                {
+                    return attempt();
+                }
+                // Drain what came: each batch of names is one more look.
+                let mut events = [0u8; 4096];
+                while matches!(rustix::io::read(fd, &mut events), Ok(n) if n > 0) {}
+            }
+            None => {
+                let left = deadline.remaining().unwrap_or(nap);
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_wait_for_a_name_wakes_when_it_is_made_and_ends_at_its_deadline() {
+        let dir = std::env::temp_dir().join(format!("ipc-core-wait-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("made");
+        let look =
+            |f: &std::path::Path| -> crate::Result<Option<()>> { Ok(f.exists().then_some(())) };
+        let maker = {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                std::fs::write(file, b"x").unwrap();
+            })
+        };
+        let found = wait_for_name(&dir, Deadline::after(Duration::from_secs(60)), || {
+            look(&file)
+        });
+        maker.join().unwrap();
+        assert_eq!(found.unwrap(), Some(()));
+        let none = wait_for_name(&dir, Deadline::after(Duration::from_millis(20)), || {
+            look(&dir.join("never"))
+        });
+        assert_eq!(none.unwrap(), None);
+        // An error from the attempt ends the wait at once.
+        let e = wait_for_name(&dir, Deadline::Never, || -> crate::Result<Option<()>> {
+            Err(Error::new(crate::ErrorKind::WrongType))
+        });
+        assert_eq!(e.unwrap_err().kind(), crate::ErrorKind::WrongType);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A directory that cannot be watched (here: none): the same, by sleeps.
+        let mut tries = 0;
+        let found = wait_for_name(&dir, Deadline::after(Duration::from_secs(60)), || {
+            tries += 1;
+            Ok((tries == 5).then_some(()))
+        });
+        assert_eq!((found.unwrap(), tries), (Some(()), 5));
+    }
 
     #[test]
     fn wait_times_out_on_an_empty_pipe_and_wakes_on_data() {

@@ -161,6 +161,7 @@ pub struct OpenOptions {
     pub(crate) read_only: bool,
     pub(crate) min_len: usize,
     pub(crate) owner: Owner,
+    pub(crate) wait: Option<std::time::Duration>,
 }
 
 impl OpenOptions {
@@ -192,6 +193,49 @@ impl OpenOptions {
         self
     }
 
+    /// Makes [`open`](OpenOptions::open) wait up to `timeout` for a segment of that name to
+    /// be made, when there is none yet (for a process that may start before the one that
+    /// creates the segment). Anything else at the name is answered at once, as without a wait.
+    /// A segment this library creates gets its name only once it is whole, so the one found
+    /// is ready to open as a channel or pattern; one made with a plain `shm_open` and
+    /// `ftruncate` may be found empty between the two (`WrongType`, "empty": open it again).
+    ///
+    /// The wait watches `/dev/shm` (`inotify`; where no watch can be set, it looks again in
+    /// sleeps of up to 50 ms): no polling loop of your own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
+    /// use ipc_shm::{ChannelOptions, OpenOptions, Receiver, Sender};
+    ///
+    /// let name = format!("/doc-wait-{}", std::process::id());
+    /// // The receiver starts first; the sender's process makes the channel a little later.
+    /// let receiver = std::thread::spawn({
+    ///     let name = name.clone();
+    ///     move || -> ipc_core::Result<Vec<u8>> {
+    ///         let seg = OpenOptions::new().wait(Duration::from_secs(10)).open(name.as_str())?;
+    ///         let mut rx = Receiver::open(seg)?;
+    ///         let mut buf = [0u8; 64];
+    ///         let n = rx.recv(&mut buf)?;
+    ///         Ok(buf[..n].to_vec())
+    ///     }
+    /// });
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// let seg = ChannelOptions::new().capacity(4096).create_posix(name.as_str())?.remove_on_drop();
+    /// let mut tx = Sender::open(seg)?;
+    /// tx.send(b"hello")?;
+    /// assert_eq!(receiver.join().unwrap()?, b"hello");
+    ///
+    /// // Nobody makes it: `TimedOut`, naming what was waited for.
+    /// let none = OpenOptions::new().wait(Duration::from_millis(20)).open("/doc-wait-never");
+    /// assert_eq!(none.unwrap_err().kind(), ErrorKind::TimedOut);
+    /// # Ok::<(), ipc_core::Error>(())
+    /// ```
+    pub fn wait(&mut self, timeout: std::time::Duration) -> &mut OpenOptions {
+        self.wait = Some(timeout);
+        self
+    }
+
     /// Opens the POSIX segment `name` and maps all of it.
     ///
     /// Makes `shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)` (or
@@ -200,7 +244,8 @@ impl OpenOptions {
     /// object must be a regular memory object, owned as [`owner`](OpenOptions::owner) says,
     /// non-empty and at least
     /// [`min_len`](OpenOptions::min_len) bytes. Then `mmap` of exactly its real size, so no
-    /// access can reach past its end. Does not block.
+    /// access can reach past its end. Does not block, unless [`wait`](OpenOptions::wait) says
+    /// to wait for the name.
     ///
     /// A POSIX object cannot be sealed: any process that can open it for writing (its owner,
     /// or anyone its mode lets in) can `ftruncate` it smaller later, and this process then
@@ -210,7 +255,8 @@ impl OpenOptions {
     ///
     /// Errors: [`ErrorKind::InvalidName`] for a malformed name or one longer than `NAME_MAX`
     /// (255) bytes after the `/` (before any syscall), [`ErrorKind::NotFound`] if no
-    /// such segment exists, [`ErrorKind::WrongType`] for anything at the name that is not a
+    /// such segment exists ([`ErrorKind::TimedOut`] after a [`wait`](OpenOptions::wait) for
+    /// it), [`ErrorKind::WrongType`] for anything at the name that is not a
     /// memory object (a symbolic link, FIFO, socket, directory or device: the error names the
     /// type found) or an empty or too small one, [`ErrorKind::PermissionDenied`] for mode bits
     /// that forbid the access or a foreign owner.
@@ -222,6 +268,31 @@ impl OpenOptions {
     #[doc(alias = "shm_open")]
     pub fn open(&self, name: impl TryInto<PosixName, Error = Error>) -> Result<Segment> {
         let name = shm_name(name)?;
+        let Some(timeout) = self.wait else {
+            return self.open_now(&name);
+        };
+        let found = ipc_core::fd::wait_for_name(
+            std::path::Path::new(ipc_core::fd::SHM_DIR),
+            ipc_core::Deadline::after(timeout),
+            || match self.open_now(&name) {
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                other => other.map(Some),
+            },
+        )
+        .map_err(|e| e.on(SegmentKind::Posix(name.clone())))?;
+        found.ok_or_else(|| {
+            Error::with_note(
+                ErrorKind::TimedOut,
+                format!("no shared memory segment {name} was made within {timeout:?}"),
+            )
+            .in_op("open (waiting for the name)")
+            .on(SegmentKind::Posix(name.clone()))
+        })
+    }
+
+    /// [`open`](OpenOptions::open) of `name`, once, without waiting.
+    fn open_now(&self, name: &PosixName) -> Result<Segment> {
+        let name = name.clone();
         let kind = SegmentKind::Posix(name.clone());
         let access = if self.read_only {
             rustix::fs::OFlags::RDONLY
