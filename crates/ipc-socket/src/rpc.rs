@@ -305,12 +305,58 @@ where
     E: MessageSender + MessageReceiver,
     H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
 {
+    serve_requests(conn, handler, |conn, buf| {
+        recv_growing(conn, buf, Deadline::Never).map(Some)
+    })
+}
+
+/// [`serve_connection`] until `stop` is given: then the request being handled is answered and
+/// the connection closed (its client's requests still waiting fail with `Disconnected`), so a
+/// client that keeps its connection open cannot keep a stopped server from returning.
+fn serve_connection_until<E, H>(conn: &mut E, handler: &H, stop: &Stop) -> Result<()>
+where
+    E: MessageSender + MessageReceiver + ipc_core::Readiness,
+    H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
+{
+    serve_requests(conn, handler, |conn, buf| {
+        loop {
+            if stop.is_stopped() {
+                return Ok(None);
+            }
+            // A request the endpoint holds already (a stream's buffered frame) comes first.
+            match recv_growing(conn, buf, Deadline::Now) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                r => return r.map(Some),
+            }
+            if conn.arm()? {
+                continue;
+            }
+            let interest = conn.recv_interest();
+            let woke = wait_or_stop(conn.readiness_fd()?, interest, stop, Deadline::Never);
+            conn.disarm();
+            woke?;
+        }
+    })
+}
+
+/// The loop of [`serve_connection`]: `next` gives each request's length in `buf`, or `None`
+/// to close.
+fn serve_requests<E, H>(
+    conn: &mut E,
+    handler: &H,
+    mut next: impl FnMut(&mut E, &mut Vec<u8>) -> Result<Option<usize>>,
+) -> Result<()>
+where
+    E: MessageSender + MessageReceiver,
+    H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
+{
     let mut buf = vec![0u8; MessageReceiver::max_message_size(conn).min(FIRST_BUF_MAX)];
     let mut reply = Vec::new();
     let mut body = Vec::new();
     loop {
-        let n = match recv_growing(conn, &mut buf, Deadline::Never) {
-            Ok(n) => n,
+        let n = match next(conn, &mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -347,18 +393,20 @@ where
 /// descriptors, for one.
 pub fn serve<K, H>(listener: &Listener<K>, until: Deadline, handler: H) -> Result<()>
 where
-    K: Kind + MessageSender + MessageReceiver + Send,
+    K: Kind + MessageSender + MessageReceiver + ipc_core::Readiness + Send,
     H: Fn(&[u8], &mut Vec<u8>) + Sync,
 {
     serve_inner(listener, None, until, handler)
 }
 
-/// [`serve`], which also stops accepting as soon as `stop` is [stopped](Stop::stop) (from any
-/// thread); it then waits for the clients connected so far to leave, and returns `Ok`. A
-/// graceful stop: a connected client is served until it leaves, so one that never does keeps
-/// this from returning (end such clients yourself: close them, or time their requests out
-/// on their side). Clients that connect after the stop are left in the listener's queue,
-/// unserved, until the listener is dropped.
+/// [`serve`], which also stops as soon as `stop` is [stopped](Stop::stop) (from any thread): it
+/// accepts no more clients, closes the connections that are waiting for their next request,
+/// lets each request being handled be answered and then closes its connection too, and
+/// returns `Ok` once every handler has returned. A graceful stop that no client can hold up
+/// by staying connected: a client's requests sent but not yet taken when its connection
+/// closes fail on its side with [`ErrorKind::Disconnected`], as a server's death fails them.
+/// Clients that connect after the stop are left in the listener's queue, unserved, until the
+/// listener is dropped.
 ///
 /// ```no_run
 /// use ipc_socket::rpc::{Stop, serve_until_stopped};
@@ -387,7 +435,7 @@ pub fn serve_until_stopped<K, H>(
     handler: H,
 ) -> Result<()>
 where
-    K: Kind + MessageSender + MessageReceiver + Send,
+    K: Kind + MessageSender + MessageReceiver + ipc_core::Readiness + Send,
     H: Fn(&[u8], &mut Vec<u8>) + Sync,
 {
     serve_inner(listener, Some(stop), until, handler)
@@ -436,15 +484,24 @@ impl Stop {
     }
 }
 
-/// Waits until `listener` has a client to accept (`Ok(true)`), `stop` is given or `until`
-/// passes (`Ok(false)`).
-fn wait_client<K: Kind>(listener: &Listener<K>, stop: &Stop, until: Deadline) -> Result<bool> {
+/// Waits until `fd` is ready for `interest` (`Ok(true)`), `stop` is given or `until` passes
+/// (`Ok(false)`).
+fn wait_or_stop(
+    fd: std::os::fd::BorrowedFd<'_>,
+    interest: ipc_core::fd::Interest,
+    stop: &Stop,
+    until: Deadline,
+) -> Result<bool> {
     use rustix::event::{PollFd, PollFlags, poll};
     use std::os::fd::AsFd;
+    let flags = match interest {
+        ipc_core::fd::Interest::Readable => PollFlags::IN,
+        ipc_core::fd::Interest::Writable => PollFlags::OUT,
+    };
     loop {
         let timeout = until.timespec();
         let mut fds = [
-            PollFd::from_borrowed_fd(listener.as_fd(), PollFlags::IN),
+            PollFd::from_borrowed_fd(fd, flags),
             PollFd::from_borrowed_fd(stop.fd.as_fd(), PollFlags::IN),
         ];
         match poll(&mut fds, timeout.as_ref()) {
@@ -453,7 +510,7 @@ fn wait_client<K: Kind>(listener: &Listener<K>, stop: &Stop, until: Deadline) ->
             Ok(_) => return Ok(true),
             Err(rustix::io::Errno::INTR) if until.has_passed() => return Ok(false),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::from(e).in_op("poll").on("rpc listener and stop")),
+            Err(e) => return Err(Error::from(e).in_op("poll").on("rpc endpoint and stop")),
         }
     }
 }
@@ -466,7 +523,7 @@ fn serve_inner<K, H>(
     handler: H,
 ) -> Result<()>
 where
-    K: Kind + MessageSender + MessageReceiver + Send,
+    K: Kind + MessageSender + MessageReceiver + ipc_core::Readiness + Send,
     H: Fn(&[u8], &mut Vec<u8>) + Sync,
 {
     let handler = &handler;
@@ -476,7 +533,13 @@ where
             // accept below does not wait: another accept may have taken the client.
             let accept_until = match stop {
                 Some(stop) => {
-                    if !wait_client(listener, stop, until)? {
+                    let ready = wait_or_stop(
+                        std::os::fd::AsFd::as_fd(listener),
+                        ipc_core::fd::Interest::Readable,
+                        stop,
+                        until,
+                    )?;
+                    if !ready {
                         return Ok(());
                     }
                     Deadline::Now
@@ -489,9 +552,11 @@ where
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
                         // A handler that panics on this client's request costs this client
                         // its connection, not the server: the panic stops here.
-                        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            serve_connection(&mut conn, handler)
-                        }));
+                        let served =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match stop {
+                                Some(stop) => serve_connection_until(&mut conn, handler, stop),
+                                None => serve_connection(&mut conn, handler),
+                            }));
                         match served {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => tracing::debug!(error = %e, "client dropped"),

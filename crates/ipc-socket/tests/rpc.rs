@@ -64,8 +64,9 @@ fn open_fds() -> usize {
 
 /// Child (alone in its process, so no other test's descriptors come and go): rounds of a
 /// server stopped by several threads at once while a client is mid-request, and by a stop
-/// given again and again; every served request is answered, each server returns once its
-/// client left, and nothing is left open.
+/// given again and again; the request in hand is answered, the client's next one fails with
+/// `Disconnected`, each server returns with its client still connected, and nothing is left
+/// open.
 fn stops_leave_nothing(_: &Ctx) {
     let dir = TempDir::new("rpc-stops");
     let before = open_fds();
@@ -95,11 +96,11 @@ fn stops_leave_nothing(_: &Ctx) {
             for _ in 0..100 {
                 stop.stop();
             }
-            let n = c.call(b"ab", &mut buf, secs(30)).unwrap();
-            assert_eq!(&buf[..n], b"ba");
+            server.join().unwrap().unwrap();
+            let e = c.call(b"ab", &mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
             assert_eq!(c.in_flight(), 0);
             drop(c);
-            server.join().unwrap().unwrap();
         });
         assert!(stop.is_stopped());
     }
@@ -190,11 +191,14 @@ fn a_call_whose_reply_does_not_fit_leaves_nothing_in_flight() {
     });
 }
 
-/// `serve_until_stopped` stops accepting the moment another thread gives the stop, whatever
-/// its `until` (here never), and returns once the clients connected so far have left: a
-/// client served before the stop keeps its connection and gets its replies until it leaves,
-/// and one connecting after it is never served.
-/// Before, only `until` ended `serve`, so a server could be stopped only by slicing it.
+/// `serve_until_stopped` stops the moment another thread gives the stop, whatever its `until`
+/// (here never): it accepts no more, closes the connection of a client waiting for its next
+/// request, answers a request being handled and then closes that connection too, and
+/// returns while both clients are still connected; their next calls fail with
+/// `Disconnected`. One connecting after the stop is never served.
+/// Before, only `until` ended `serve`, so a server could be stopped only by slicing it; and
+/// then a stopped server waited for its clients to leave, which one that never did held up
+/// for ever.
 #[test]
 fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
     within_watchdog("rpc stop", || {
@@ -203,19 +207,48 @@ fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
         let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
         let stop = Stop::new().unwrap();
         assert!(!stop.is_stopped());
+        // The handler of "slow" waits for the test to let it go (one at a time).
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = std::sync::Mutex::new(released);
+        let entered_tx = std::sync::Mutex::new(entered_tx);
+        let handler = |q: &[u8], out: &mut Vec<u8>| {
+            if q == b"slow" {
+                entered_tx.lock().unwrap().send(()).unwrap();
+                released.lock().unwrap().recv().unwrap();
+            }
+            reverse(q, out)
+        };
         std::thread::scope(|s| {
-            let server = s.spawn(|| serve_until_stopped(&l, &stop, Deadline::Never, reverse));
-            let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
-            let mut c = Client::new(conn);
+            let server = s.spawn(|| serve_until_stopped(&l, &stop, Deadline::Never, handler));
+            let idle = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut idle = Client::new(idle);
             let mut buf = [0u8; 64];
-            let n = c.call(b"abc", &mut buf, secs(30)).unwrap();
+            let n = idle.call(b"abc", &mut buf, secs(30)).unwrap();
             assert_eq!(&buf[..n], b"cba");
+            let busy = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let busy = s.spawn(move || {
+                let mut busy = Client::new(busy);
+                let mut buf = [0u8; 64];
+                let n = busy.call(b"slow", &mut buf, secs(60)).unwrap();
+                assert_eq!(&buf[..n], b"wols", "the request in hand is answered");
+                busy.call(b"next", &mut buf, secs(60)).unwrap_err()
+            });
+            entered.recv().unwrap();
             stop.clone().stop();
             assert!(stop.is_stopped());
-            // Still served after the stop, until it leaves.
-            let n = c.call(b"xy", &mut buf, secs(30)).unwrap();
-            assert_eq!(&buf[..n], b"yx");
-            assert!(!server.is_finished(), "returned with a client connected");
+            // The idle client's connection is closed: its next call fails.
+            let e = idle.call(b"xy", &mut buf, secs(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            assert!(
+                !server.is_finished(),
+                "returned while a request is being handled"
+            );
+            release.send(()).unwrap();
+            let e = busy.join().unwrap();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            // Returns with both clients still holding their connections.
+            server.join().unwrap().unwrap();
             // A client connecting after the stop is not served (the listener still queues its
             // connection: it is the caller's to close).
             let late = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
@@ -228,9 +261,7 @@ fn a_stopped_server_accepts_no_more_and_returns_when_its_clients_leave() {
                 )
                 .unwrap_err();
             assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
-            drop(c);
-            server.join().unwrap().unwrap();
-            drop(late);
+            drop((idle, late));
         });
         // A stop given before the server starts: it returns at once.
         serve_until_stopped(&l, &stop, Deadline::Never, reverse).unwrap();
