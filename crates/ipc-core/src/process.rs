@@ -90,64 +90,112 @@ pub fn pid_namespace() -> u64 {
 /// `PRESENCE_BASE + place`), so a mark never covers a byte anyone reads or writes.
 pub const PRESENCE_BASE: u64 = 1 << 62;
 
-/// A process's mark that it holds a place in a shared file, which every process can test
-/// whatever PID namespace it runs in: a read lock of one byte (at [`PRESENCE_BASE`] + the
-/// place) on a private open file description (`F_OFD_SETLK`; the file is opened anew through
-/// `/proc/self/fd`, so a descriptor shared with a peer, inherited or passed over a socket,
-/// never carries the mark to it). The kernel drops it when the mark is dropped, or when the
-/// process dies, however it dies; [`presence_held`] tells whether any process holds it.
+/// A process's marks that it holds places in a shared file, which every process can test
+/// whatever PID namespace it runs in: each a read lock of one byte (at [`PRESENCE_BASE`] + the
+/// place) on a private open file description of the file (`F_OFD_SETLK`; the file is opened
+/// anew through `/proc/self/fd`, so a descriptor shared with a peer, inherited or passed over a
+/// socket, never carries a mark to it). One such open serves all of a process's marks in a
+/// file ([`Marks::mark`]); the kernel drops a mark when its [`Presence`] is dropped, and all of
+/// them when the process dies, however it dies. [`presence_held`] tells whether any process
+/// holds one.
 ///
 /// A pid names a process only in its own PID namespace (and its ancestors, under another
 /// number): for two containers sharing `/dev/shm` but not their pids, this is the liveness
-/// fact that still holds. A child made by `fork` without `exec` shares the mark while it runs
+/// fact that still holds. A child made by `fork` without `exec` shares the marks while it runs
 /// (the descriptor is close-on-exec, not close-on-fork).
 ///
 /// # References
 /// - [`fcntl(2)`, open file description locks](https://man7.org/linux/man-pages/man2/fcntl.2.html)
 #[derive(Debug)]
-pub struct Presence {
-    _fd: OwnedFd,
+pub struct Marks {
+    fd: OwnedFd,
+    /// How many [`Presence`]s hold each marked place: one lock a place, taken at the first
+    /// and given up with the last (two holders of one place in a process, one leaving as the
+    /// other comes, must not unlock the newcomer's mark).
+    held: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
 }
 
-impl Presence {
-    /// Marks `place` in the file open at `file`. `Ok(None)` when no mark can be made here (no
-    /// `/proc` to reopen the file through, a file this process may not reopen, a kernel out of
-    /// lock memory): the caller then publishes no mark, and peers check it by pid alone.
+impl Marks {
+    /// A private open of the file open at `file`, for marks. `Ok(None)` when none can be made
+    /// here (no `/proc` to reopen the file through, a file this process may not reopen): the
+    /// caller then publishes no mark, and peers check it by pid alone.
     ///
     /// Errors: [`ErrorKind::LimitExceeded`](crate::ErrorKind::LimitExceeded) naming
-    /// `RLIMIT_NOFILE` (or `fs.file-max`) when no descriptor is free for the private open.
-    pub fn take(file: BorrowedFd<'_>, place: u64) -> crate::Result<Option<Presence>> {
+    /// `RLIMIT_NOFILE` (or `fs.file-max`) when no descriptor is free for it.
+    pub fn open(file: BorrowedFd<'_>) -> crate::Result<Option<Marks>> {
         use rustix::fs::{Mode, OFlags};
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        let fd = match rustix::fs::open(
+        match rustix::fs::open(
             path.as_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => fd,
+            Ok(fd) => Ok(Some(Marks {
+                fd,
+                held: std::sync::Mutex::new(std::collections::HashMap::new()),
+            })),
             Err(e @ (Errno::MFILE | Errno::NFILE)) => {
-                return Err(
-                    crate::pipe::descriptor_error(e).in_op("open /proc/self/fd (presence mark)")
-                );
+                Err(crate::pipe::descriptor_error(e).in_op("open /proc/self/fd (presence marks)"))
             }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot reopen the file: no presence mark");
-                return Ok(None);
-            }
-        };
-        match ofd_lock(fd.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, place) {
-            Ok(_) => Ok(Some(Presence { _fd: fd })),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot lock the presence byte: no presence mark");
+                tracing::debug!(error = %e, "cannot reopen the file: no presence marks");
                 Ok(None)
             }
+        }
+    }
+
+    /// Marks `place`, held until the returned [`Presence`] is dropped; `None` when the kernel
+    /// refuses the lock (out of lock memory): no mark then.
+    pub fn mark(self: &std::sync::Arc<Marks>, place: u64) -> Option<Presence> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(place).or_insert(0);
+        if *count == 0 {
+            if let Err(e) = ofd_lock(self.fd.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, place) {
+                tracing::debug!(error = %e, "cannot lock the presence byte: no presence mark");
+                held.remove(&place);
+                return None;
+            }
+        }
+        *count += 1;
+        Some(Presence {
+            marks: self.clone(),
+            place,
+        })
+    }
+}
+
+/// One held mark of [`Marks`]: dropping it gives the mark up (with the last holder of its
+/// place in this process).
+#[derive(Debug)]
+pub struct Presence {
+    marks: std::sync::Arc<Marks>,
+    place: u64,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut held = self.marks.held.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(count) = held.get_mut(&self.place) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            held.remove(&self.place);
+            // Unlocking a byte this description holds cannot fail but for a bad argument,
+            // which the lock would have met first.
+            let _ = ofd_lock(
+                self.marks.fd.as_fd(),
+                libc::F_OFD_SETLK,
+                libc::F_UNLCK,
+                self.place,
+            );
         }
     }
 }
 
 /// Whether a process other than through `file`'s own open file description holds the
 /// [`Presence`] mark of `place` in that file (a probe, `F_OFD_GETLK`; no lock is taken).
-/// Marks made through `file` itself do not count, and a caller's own [`Presence`] never is
+/// Marks made through `file` itself do not count, and a caller's own [`Marks`] never are
 /// `file`.
 pub fn presence_held(file: BorrowedFd<'_>, place: u64) -> Result<bool, Errno> {
     ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, place).map(|t| t != libc::F_UNLCK)
@@ -214,9 +262,9 @@ mod tests {
         let file = std::fs::File::open("/proc/self/exe").unwrap();
         let probe = std::fs::File::open("/proc/self/exe").unwrap();
         assert!(!presence_held(probe.as_fd(), 7).unwrap());
-        let mark = Presence::take(file.as_fd(), 7)
-            .unwrap()
-            .expect("a mark can be made here");
+        let marks =
+            std::sync::Arc::new(Marks::open(file.as_fd()).unwrap().expect("a private open"));
+        let mark = marks.mark(7).expect("a mark can be made here");
         assert!(
             presence_held(probe.as_fd(), 7).unwrap(),
             "another open sees the mark"
@@ -229,16 +277,21 @@ mod tests {
             !presence_held(probe.as_fd(), 8).unwrap(),
             "one byte a place"
         );
-        let second = Presence::take(file.as_fd(), 7)
-            .unwrap()
-            .expect("marks are shared");
+        let other = marks.mark(8).unwrap();
+        let second = marks.mark(7).expect("one place, two holders");
         drop(mark);
         assert!(
             presence_held(probe.as_fd(), 7).unwrap(),
             "the second still holds it"
         );
+        assert!(
+            presence_held(probe.as_fd(), 8).unwrap(),
+            "the other place untouched"
+        );
         drop(second);
         assert!(!presence_held(probe.as_fd(), 7).unwrap());
+        drop(other);
+        assert!(!presence_held(probe.as_fd(), 8).unwrap());
         assert_ne!(pid_namespace(), 0);
     }
 }

@@ -74,7 +74,8 @@
 //! namespace beside its owner word. A peer in the same namespace is checked by pidfd as above;
 //! one in another namespace by its mark (one `fcntl` per check). Such a peer cannot be watched
 //! by the helper thread, so a wait for it sleeps in slices of up to 50 ms and sees its death
-//! within one. Each open end holds one descriptor more for its mark.
+//! within one. A process holds one descriptor more per segment it has ends in, for its
+//! ends' marks there.
 //!
 //! What the liveness check relies on, so channel ends do not work across it:
 //! - **a mounted `/proc`** (to read start times and to open the mark's file): without it a

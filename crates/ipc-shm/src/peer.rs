@@ -117,10 +117,10 @@ fn place(seg: &Segment, side: &Side) -> Option<u64> {
 /// store). `None` for a segment with no file (System V) or where no mark can be made: then
 /// this end publishes no namespace, and peers check it by pid alone.
 ///
-/// Errors: the descriptor limit, as [`Presence::take`] says.
+/// Errors: the descriptor limit, for the segment's first mark ([`Segment::marks`]).
 fn mark(seg: &Segment, side: &Side) -> Result<Option<Presence>> {
-    match (seg.fd(), place(seg, side)) {
-        (Some(fd), Some(at)) => Presence::take(fd, at),
+    match (seg.marks()?, place(seg, side)) {
+        (Some(marks), Some(at)) => Ok(marks.mark(at)),
         _ => Ok(None),
     }
 }

@@ -77,6 +77,9 @@ pub struct Segment {
     /// Removes the name or id after the mapping is gone, if [`Segment::remove_on_drop`] asked
     /// for it. Declared after `backing`, so it is dropped after the mapping.
     remove: Option<RemoveGuard>,
+    /// This process's private open of the file for the presence marks of the ends it opens
+    /// here (`peer.rs`), made at the first: one descriptor for all of them.
+    marks: std::sync::Mutex<Option<std::sync::Arc<ipc_core::process::Marks>>>,
 }
 
 // SAFETY: a `Segment` owns its mapping (or attachment); the raw pointer is only dereferenced
@@ -102,6 +105,7 @@ impl Segment {
             kind,
             backing: Backing::Mmap { _map: map, fd },
             remove: None,
+            marks: std::sync::Mutex::new(None),
         }
     }
 
@@ -113,6 +117,7 @@ impl Segment {
             kind: SegmentKind::SysV { id },
             backing: Backing::SysV { addr },
             remove: None,
+            marks: std::sync::Mutex::new(None),
         }
     }
 
@@ -207,6 +212,22 @@ impl Segment {
             Backing::Mmap { fd, .. } => Some(fd.as_fd()),
             Backing::SysV { .. } => None,
         }
+    }
+
+    /// The private open this process makes its ends' presence marks on
+    /// ([`ipc_core::process::Marks`]), made at the first call; `None` for System V (no file)
+    /// or where none can be made.
+    ///
+    /// Errors: the descriptor limit.
+    pub(crate) fn marks(&self) -> Result<Option<std::sync::Arc<ipc_core::process::Marks>>> {
+        let Some(fd) = self.fd() else {
+            return Ok(None);
+        };
+        let mut slot = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = ipc_core::process::Marks::open(fd)?.map(std::sync::Arc::new);
+        }
+        Ok(slot.clone())
     }
 
     /// The start of the mapping.

@@ -110,7 +110,40 @@ fn foreign_subscriber(ctx: &Ctx) {
     ctx.park("joined");
 }
 
+/// The descriptors this process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Child (alone in its process, so no other test's descriptors come and go): 64 subscribers
+/// and a publisher of one segment opened here cost one descriptor for all their presence
+/// marks, not one each.
+fn many_ends_one_descriptor(_: &Ctx) {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(64)
+            .subscribers(64)
+            .create_memfd("many-marks")
+            .unwrap(),
+    );
+    let before = open_fds();
+    let publisher = Publisher::open(seg.clone()).unwrap();
+    let subs: Vec<_> = (0..64)
+        .map(|_| Subscriber::open(seg.clone()).unwrap())
+        .collect();
+    assert!(
+        open_fds() <= before + 1,
+        "{} descriptors for 65 ends' marks",
+        open_fds() - before
+    );
+    drop(subs);
+    drop(publisher);
+    eprintln!("checked");
+}
+
 roles!(
+    many_ends_one_descriptor,
     foreign_sender,
     foreign_receiver,
     foreign_producer,
@@ -319,4 +352,15 @@ fn a_subscriber_in_another_pid_namespace_holds_back_until_killed() {
             tx.send_timeout(b"m", Duration::from_secs(60)).unwrap();
         }
     });
+}
+
+#[test]
+fn the_marks_of_many_ends_share_one_descriptor() {
+    let out = spawn("many_ends_one_descriptor").start().wait();
+    assert!(
+        out.stderr.contains("checked"),
+        "status {:?}: {}",
+        out.status,
+        out.stderr
+    );
 }
