@@ -309,6 +309,9 @@ struct End {
     my_cpu: u32,
     /// Polls that found nothing to do, for rate-limiting liveness checks.
     polls: u32,
+    /// The last doorbell wait was armed with the peer not watched (no pidfd: a peer in another
+    /// PID namespace): the next poll checks it ([`poll_due`](End::poll_due)).
+    unwatched: bool,
     /// When a poll last checked the peer's process with a syscall.
     last_check: Option<Instant>,
     /// How blocking calls wait, and the spin budget of [`WaitPolicy::Adaptive`].
@@ -359,6 +362,7 @@ impl End {
                 presence: None,
                 my_cpu: peer::single_cpu(),
                 polls: 0,
+                unwatched: false,
                 last_check: None,
                 policy,
                 spin_for,
@@ -418,11 +422,13 @@ impl End {
     }
 
     /// Whether a poll that found nothing should check the peer's process now: on every 64th
-    /// such poll, if [`POLL_CHECK`] has passed since the last check (one clock read per 64
-    /// polls, at most one syscall per millisecond).
+    /// such poll, and on the first after a doorbell wait armed with the peer not watched
+    /// (which the bell thread ends every slice: such a peer is seen dead within a slice, not
+    /// 64), if [`POLL_CHECK`] has passed since the last check (one clock read per 64 polls, at
+    /// most one syscall per millisecond).
     fn poll_due(&mut self) -> bool {
         self.polls = self.polls.wrapping_add(1);
-        if self.polls % 64 != 1 {
+        if !std::mem::take(&mut self.unwatched) && self.polls % 64 != 1 {
             return false;
         }
         let now = Instant::now();
@@ -536,6 +542,7 @@ impl End {
             return Ok(true);
         }
         let watched = self.armed(peer, peer_wake) && covered;
+        self.unwatched = !watched;
         self.bell.as_ref().expect("made above").arm(word, !watched);
         Ok(false)
     }

@@ -749,8 +749,7 @@ impl MessageSender for MpscProducer {
             // The consumer's process is checked (a pidfd poll) after a first sleep, or on
             // every 64th full non-blocking call, so a quick poll costs no syscall.
             let check = if deadline == Deadline::Now {
-                self.polls = self.polls.wrapping_add(1);
-                self.polls % 64 == 1
+                self.ready.poll_check(&mut self.polls)
             } else {
                 !rounds.first()
             };
@@ -1188,8 +1187,7 @@ impl MpscConsumer {
         let mut rounds = Rounds::default();
         loop {
             let check = if deadline == Deadline::Now {
-                self.polls = self.polls.wrapping_add(1);
-                self.polls % 64 == 1
+                self.ready.poll_check(&mut self.polls)
             } else {
                 !rounds.first()
             };

@@ -1468,8 +1468,7 @@ impl Subscriber {
             // The publisher's process is checked (a pidfd poll) after a first sleep, or on
             // every 64th empty non-blocking call, so a quick poll costs no syscall.
             let check = if deadline == Deadline::Now {
-                self.polls = self.polls.wrapping_add(1);
-                self.polls % 64 == 1
+                self.ready.poll_check(&mut self.polls)
             } else {
                 !rounds.first()
             };

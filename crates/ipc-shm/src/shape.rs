@@ -245,6 +245,9 @@ pub(crate) struct Doorbell {
     /// Offset in the segment of the futex word the peers bump to wake this endpoint.
     word: usize,
     armed: AtomicBool,
+    /// The last wait was armed timed (a peer the watcher thread does not cover): the next
+    /// poll checks the peer's process ([`poll_check`](Doorbell::poll_check)).
+    timed: AtomicBool,
     /// Per peer (place index): the identity it was registered for and the registration.
     peers: Vec<Option<(u64, Registration)>>,
 }
@@ -328,8 +331,19 @@ impl Doorbell {
     pub(crate) fn arm(&self, seen: u32, timed: bool) {
         if let Some(bell) = &self.bell {
             self.armed.store(true, Ordering::Release);
+            self.timed.store(timed, Ordering::Relaxed);
             bell.arm(seen, timed);
         }
+    }
+
+    /// Whether a non-blocking call that found nothing should check its peer's process now
+    /// (`polls` counts such calls): on every 64th, so a quick poll costs no syscall, and on
+    /// the first after a wait armed timed, which the bell thread ends every slice to look
+    /// again: a peer no pidfd watches (one in another PID namespace) is then seen dead within
+    /// a slice, not 64.
+    pub(crate) fn poll_check(&self, polls: &mut u32) -> bool {
+        *polls = polls.wrapping_add(1);
+        self.timed.swap(false, Ordering::Relaxed) || *polls % 64 == 1
     }
 
     /// Ends a wait (drains the eventfd); returns whether one was armed, that is whether the

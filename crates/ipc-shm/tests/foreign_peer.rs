@@ -364,3 +364,87 @@ fn the_marks_of_many_ends_share_one_descriptor() {
         out.stderr
     );
 }
+
+/// An async receiver (tokio, the doorbell) of a sender in another PID namespace: no pidfd can
+/// watch that sender, so the doorbell's wait looks again in slices; the messages come, and the
+/// sender's death ends the wait in `Disconnected`.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_receiver_of_a_sender_in_another_pid_namespace_sees_it_die() {
+    use ipc_shm::AsyncEndpoint;
+    let seg = ChannelOptions::new()
+        .capacity(1 << 12)
+        .create_memfd("foreign-async")
+        .unwrap();
+    let seg = Arc::new(seg);
+    let rx = Receiver::open(seg.clone()).unwrap();
+    let (go_r, go_w) = go_pipe();
+    let Some(mut sender) = foreign("foreign_sender", &seg, Some(&go_r)) else {
+        return;
+    };
+    drop(go_r);
+    let e = within_watchdog("an async receive from a foreign sender", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut rx = AsyncEndpoint::new(rx).unwrap();
+            let mut buf = [0u8; 64];
+            let n = rx.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"first");
+            assert_eq!(rustix::io::write(&go_w, b"g").unwrap(), 1);
+            let n = rx.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"second");
+            sender.wait_checkpoint("sent");
+            let (e, killed) = tokio::join!(rx.recv(&mut buf), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                sender.kill_and_wait().killed()
+            });
+            assert!(killed);
+            e.unwrap_err()
+        })
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// An async MPSC consumer whose only producer runs in another PID namespace: its message
+/// comes, and the producer's death ends the wait in `Disconnected`.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_consumer_of_a_producer_in_another_pid_namespace_sees_it_die() {
+    use ipc_shm::AsyncEndpoint;
+    let seg = MpscOptions::new()
+        .producers(2)
+        .capacity(1 << 10)
+        .max_message(64)
+        .create_memfd("foreign-async-mpsc")
+        .unwrap();
+    let seg = Arc::new(seg);
+    let rx = MpscConsumer::open(seg.clone()).unwrap();
+    let Some(mut producer) = foreign("foreign_producer", &seg, None) else {
+        return;
+    };
+    let e = within_watchdog("an async receive from a foreign producer", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut rx = AsyncEndpoint::new(rx).unwrap();
+            let mut buf = [0u8; 64];
+            let n = rx.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"first");
+            producer.wait_checkpoint("sent");
+            let (e, killed) = tokio::join!(rx.recv(&mut buf), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                producer.kill_and_wait().killed()
+            });
+            assert!(killed);
+            e.unwrap_err()
+        })
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
