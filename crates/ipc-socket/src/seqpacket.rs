@@ -696,7 +696,11 @@ impl Seqpacket {
                 "recv",
                 &self.label,
             ),
-            Errno::CONNRESET => Err(self.disconnected()),
+            // The peer closed with messages of ours unread. The kernel reports that once,
+            // ahead of the messages the peer sent before it (a socket error comes first in a
+            // datagram receive) and clears it: receive again, to take those, and then the end
+            // of the stream (a read of 0), which says `Disconnected`.
+            Errno::CONNRESET => Ok(()),
             e => Err(Error::from(e).in_op("recv").on_shared(&self.label)),
         }
     }
