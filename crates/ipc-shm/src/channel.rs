@@ -1066,7 +1066,8 @@ impl Sender {
     }
 
     /// Where the receiver is now: not attached yet, attached and alive, closed, or dead
-    /// (its process checked by pidfd, as a wait checks it). For a sender that must not drop
+    /// (its process checked as a wait checks it: by pidfd, or by its presence mark when it
+    /// runs in another PID namespace). For a sender that must not drop
     /// a named channel (`remove_on_drop`) before its receiver has opened it: poll this, or
     /// wait with [`is_drained`](Sender::is_drained) for the messages to be taken.
     ///

@@ -160,8 +160,12 @@
 //!   one channel ring per producer place, drained round-robin, copied out or read in place
 //!   ([`MpscConsumer::recv_in_place`], [`MpscGuard`]); each producer's order kept, no lock on
 //!   the message path, a producer killed mid-message tears nothing and blocks nobody, and its
-//!   place is drained then given back. The module docs (`pubsub.rs`, `mpsc.rs`) draw
-//!   the layouts and say what the choices cost.
+//!   place is drained then given back. The consumer's receive is `Disconnected` once when
+//!   the last attached producer has left or died and all it sent is drained; it is not the
+//!   end: a producer may join later, and the next receive waits for one. The module docs
+//!   (`src/pubsub.rs`, `src/mpsc.rs`: in the sources, these API docs do not render them;
+//!   the items below call them "the module docs") draw the layouts, say what the choices
+//!   cost and how the ends wait.
 //!
 //! Their waiters never keep a CPU from another runnable task: before sleeping they look again
 //! for up to 30 us, spinning for the first 2 us only while another CPU may serve them, then

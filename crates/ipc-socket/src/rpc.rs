@@ -465,7 +465,9 @@ impl Stop {
         })
     }
 
-    /// Stops the server: it accepts no more clients. No effect after the first call.
+    /// Stops the server: it accepts no more clients, closes each connection once the request
+    /// in hand (if any) is answered, and returns (see [`serve_until_stopped`]). No effect
+    /// after the first call.
     pub fn stop(&self) {
         // Only EAGAIN can fail this (the counter at its maximum): stopped already then.
         let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());

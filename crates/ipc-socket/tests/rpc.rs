@@ -515,6 +515,38 @@ fn a_stopped_server_answers_the_request_in_hand_though_another_is_queued_behind_
     });
 }
 
+/// A client that stays connected and never reads its replies cannot hold up a stopped server
+/// either: the reply in hand, far larger than the socket buffers, can never be written whole,
+/// so the stop must end that write too (the client then sees `Disconnected`).
+#[test]
+fn a_client_that_never_reads_its_reply_does_not_hold_up_a_stopped_server() {
+    within_watchdog("rpc stop, reply never read", || {
+        let dir = TempDir::new("rpc-stop-unread");
+        let addr = Address::path(dir.join("s"));
+        let opts = Options::new().max_message(16 << 20);
+        let l: Listener<Stream> = Listener::bind(&addr, &opts).unwrap();
+        let stop = Stop::new().unwrap();
+        let (answering, answered) = std::sync::mpsc::channel::<()>();
+        let answering = std::sync::Mutex::new(answering);
+        let handler = |_: &[u8], out: &mut Vec<u8>| {
+            out.resize(BIG_REPLY, 7);
+            answering.lock().unwrap().send(()).unwrap();
+        };
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve_until_stopped(&l, &stop, Deadline::Never, handler));
+            let conn = Stream::connect(&addr, &opts, secs(30)).unwrap();
+            let mut c = Client::new(conn);
+            let id = c.start(b"big", secs(60)).unwrap();
+            answered.recv().unwrap();
+            stop.stop();
+            server.join().unwrap().unwrap();
+            let mut buf = vec![0u8; BIG_REPLY];
+            let e = c.wait(id, &mut buf).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+        });
+    });
+}
+
 #[test]
 fn replies_and_requests_above_16_mib_within_the_endpoint_maximum_arrive() {
     within_watchdog("rpc above 16 MiB", || {
