@@ -404,7 +404,10 @@ where
 /// lets each request being handled be answered and then closes its connection too, and
 /// returns `Ok` once every handler has returned. A graceful stop that no client can hold up
 /// by staying connected: a client's requests sent but not yet taken when its connection
-/// closes fail on its side with [`ErrorKind::Disconnected`], as a server's death fails them.
+/// closes fail on its side with [`ErrorKind::Disconnected`], as a server's death fails them;
+/// and a reply still not written [`STOP_GRACE`] after the stop (its client does not read) is
+/// given up, its connection shut down. (A handler that never returns still holds the server:
+/// that one is yours to end.)
 /// Clients that connect after the stop are left in the listener's queue, unserved, until the
 /// listener is dropped.
 ///
@@ -466,8 +469,8 @@ impl Stop {
     }
 
     /// Stops the server: it accepts no more clients, closes each connection once the request
-    /// in hand (if any) is answered, and returns (see [`serve_until_stopped`]). No effect
-    /// after the first call.
+    /// in hand (if any) is answered (or its reply is given up, [`STOP_GRACE`] on), and returns
+    /// (see [`serve_until_stopped`]). No effect after the first call.
     pub fn stop(&self) {
         // Only EAGAIN can fail this (the counter at its maximum): stopped already then.
         let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
@@ -529,8 +532,9 @@ where
     H: Fn(&[u8], &mut Vec<u8>) + Sync,
 {
     let handler = &handler;
+    let open = &Connections::default();
     std::thread::scope(|scope| {
-        loop {
+        let accepted = loop {
             // With a stop, the wait is here (on the listener and the stop at once), and the
             // accept below does not wait: another accept may have taken the client.
             let accept_until = match stop {
@@ -540,18 +544,26 @@ where
                         ipc_core::fd::Interest::Readable,
                         stop,
                         until,
-                    )?;
-                    if !ready {
-                        return Ok(());
+                    );
+                    match ready {
+                        Ok(true) => Deadline::Now,
+                        Ok(false) => break Ok(()),
+                        Err(e) => break Err(e),
                     }
-                    Deadline::Now
                 }
                 None => until,
             };
             match listener.accept_one(accept_until) {
                 Err(e) if e.kind() == ErrorKind::WouldBlock && stop.is_some() => {}
                 Ok(Ok(mut conn)) => {
+                    // With a stop, a second descriptor of the socket, to shut it down if its
+                    // reply is still not out `STOP_GRACE` after the stop.
+                    let held = match (stop, conn.readiness_fd()) {
+                        (Some(_), Ok(fd)) => open.hold(fd),
+                        _ => None,
+                    };
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                        let _held = held;
                         // A handler that panics on this client's request costs this client
                         // its connection, not the server: the panic stops here.
                         let served =
@@ -574,10 +586,81 @@ where
                 // That connection alone: refused by the policy, or its credentials unreadable.
                 Ok(Err(e)) => tracing::debug!(error = %e, "client dropped at accept"),
                 Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                    return Ok(());
+                    break Ok(());
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
+        };
+        if stop.is_some() {
+            // Idle connections close at once; a reply a client does not take must not hold
+            // the server for ever.
+            open.shut_down_after(STOP_GRACE);
         }
+        accepted
     })
+}
+
+/// How long after a [`Stop`] the replies being written may take before their connections are
+/// shut down (a client that does not read its replies cannot hold a stopped server longer).
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The connections a stoppable server has open: a second descriptor of each socket (shutting
+/// one down ends a send blocked on the other), dropped when its thread ends.
+#[derive(Default)]
+struct Connections {
+    open: std::sync::Mutex<HashMap<u64, std::os::fd::OwnedFd>>,
+    gone: std::sync::Condvar,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// One connection's place in [`Connections`], given up on drop.
+struct Held<'a> {
+    set: &'a Connections,
+    id: u64,
+}
+
+impl Connections {
+    /// Holds a descriptor of `conn`'s socket; `None` (and the connection is only not shut
+    /// down at the grace's end) when no descriptor is free for it.
+    fn hold(&self, conn: std::os::fd::BorrowedFd<'_>) -> Option<Held<'_>> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(conn, 0)
+            .inspect_err(|e| tracing::debug!(error = %e, "no descriptor to stop a client with"))
+            .ok()?;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(id, fd);
+        Some(Held { set: self, id })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, std::os::fd::OwnedFd>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `grace` for the connections to end, then shuts down the sockets of those
+    /// still open: their blocked sends and receives end, and so do their threads.
+    fn shut_down_after(&self, grace: std::time::Duration) {
+        let end = std::time::Instant::now() + grace;
+        let mut open = self.lock();
+        while !open.is_empty() {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            open = self
+                .gone
+                .wait_timeout(open, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        for fd in open.values() {
+            // ENOTCONN: it ended already.
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+        self.set.gone.notify_all();
+    }
 }
