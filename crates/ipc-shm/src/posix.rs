@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use ipc_core::pipe::descriptor_error;
 use ipc_core::{Error, ErrorKind, Owner, PosixKind, PosixName, Removable, Result, ResultExt, knob};
 use rustix::fs::{FileType, Mode};
-use rustix::io::Errno;
 use rustix::shm;
 
 use crate::segment::{Segment, SegmentKind};
@@ -312,6 +311,20 @@ impl OpenOptions {
     }
 }
 
+/// [`ErrorKind::AlreadyExists`] for a create whose name is taken: most often by the segment of
+/// an earlier run that crashed, so the note says how to find out and how to remove it.
+fn name_taken(name: &PosixName) -> Error {
+    Error::with_note(
+        ErrorKind::AlreadyExists,
+        format!(
+            "something is at {name} already (left by an earlier run? `ipc inspect {name}` says \
+             what and who uses it; `ipc clean --stale {name}` or Segment::unlink removes a \
+             segment nobody uses)"
+        ),
+    )
+    .with_source(std::io::Error::from_raw_os_error(libc::EEXIST))
+}
+
 impl Segment {
     /// Creates the POSIX segment `name` of `size` bytes with mode `0o600`, and maps it.
     ///
@@ -388,7 +401,7 @@ impl Segment {
         }
         let path = std::path::Path::new(SHM_DIR).join(name.file_name());
         if rustix::fs::lstat(&path).is_ok() {
-            return Err(fail(Errno::EXIST.into(), "create shared memory"));
+            return Err(fail(name_taken(name), "create shared memory"));
         }
         let fd = ipc_core::fd::create_unnamed_shm(mode, size as u64).map_err(|e| {
             let e = e.on(name);
@@ -399,6 +412,10 @@ impl Segment {
         init(&seg)?;
         let fd = seg.fd().expect("a POSIX segment keeps its descriptor");
         ipc_core::fd::link_unnamed(fd, &path).map_err(|e| {
+            let e = match e.kind() {
+                ErrorKind::AlreadyExists => name_taken(name).in_op("linkat"),
+                _ => e,
+            };
             let e = e.on(name);
             tracing::debug!(error = %e, "create shared memory failed");
             e

@@ -103,6 +103,12 @@ fn a_name_taken_by_anything_is_refused_and_kept() {
     first.write_at(0, b"first").unwrap();
     let e = ChannelOptions::new().create_posix(&name).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    // Says how to find out whether a crashed run left it, and how to remove it.
+    let text = e.to_string();
+    assert!(
+        text.contains("ipc inspect") && text.contains("ipc clean --stale"),
+        "{text}"
+    );
     let mut got = [0u8; 5];
     Segment::open(&name).unwrap().read_at(0, &mut got).unwrap();
     assert_eq!(&got, b"first");
