@@ -245,7 +245,11 @@ fn print_object(o: &Object, details: &[(String, String)]) {
         lines.push(("recognised".into(), r.what.clone()));
         lines.extend(r.facts.iter().cloned());
         for u in &r.users {
-            let pid = u.pid.map_or_else(String::new, |p| format!(", pid {p}"));
+            let pid = match (u.pid, u.pid_namespace) {
+                (Some(p), Some(ns)) => format!(", pid {p} in pid:[{ns}] (another PID namespace)"),
+                (Some(p), None) => format!(", pid {p}"),
+                (None, _) => String::new(),
+            };
             lines.push((u.role.clone(), format!("{}{pid} ({})", u.state, u.can_use)));
         }
         if let Some(c) = &r.corrupted {

@@ -152,6 +152,7 @@ pub(crate) fn object_json(o: &Object) -> Value {
                 "role": u.role,
                 "state": u.state,
                 "pid": u.pid,
+                "pid_namespace": u.pid_namespace,
                 "can_use": u.can_use.as_str(),
             })).collect::<Vec<_>>(),
             "corrupted": r.corrupted,

@@ -294,6 +294,10 @@ fn stale_pattern_segments_are_recognised_and_cleaned() {
         let o = find(&objects, name).expect("listed");
         assert_eq!(o["recognised"]["what"], what, "{o}");
         assert_eq!(o["verdict"], "stale", "{o}");
+        // Held in this PID namespace: no other namespace is named.
+        for u in o["recognised"]["users"].as_array().unwrap() {
+            assert!(u["pid_namespace"].is_null(), "{u}");
+        }
     }
     assert_eq!(verdict(&objects, &live_pubsub), "in-use");
     assert_eq!(verdict(&objects, &live_mpsc), "in-use");
@@ -578,6 +582,21 @@ fn a_channel_held_from_another_pid_namespace_is_alive_until_its_holder_dies() {
             "{role}"
         );
     }
+    // The pid it shows is said to be another namespace's (it names another process here).
+    let out = ipc(&["inspect", &name, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ours = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").unwrap().ino()
+    };
+    for u in v[0]["recognised"]["users"].as_array().unwrap() {
+        let ns = u["pid_namespace"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no namespace: {u}"));
+        assert_ne!(ns, ours, "{u}");
+    }
+    let text = String::from_utf8_lossy(&ipc(&["inspect", &name]).stdout).into_owned();
+    assert!(text.contains("pid 1 in pid:["), "{text}");
     assert_eq!(verdict(&list(&dir), &name), "in-use");
     assert!(child.kill_and_wait().killed());
     for (role, _, can_use) in users(&name) {

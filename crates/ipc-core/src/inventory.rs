@@ -212,6 +212,10 @@ pub struct User {
     pub state: String,
     /// The process holding it, if the header names one.
     pub pid: Option<u32>,
+    /// The PID namespace that pid is in, when the header says it is not this process's (the
+    /// inode number `/proc/PID/ns/pid` shows, as in `pid:[4026531836]`): the pid then names
+    /// nothing here, or another process.
+    pub pid_namespace: Option<u64>,
     /// Whether this user could still use the object: [`Liveness::Dead`] for a process found
     /// dead and for a user that closed for good; [`Liveness::Unknown`] for a free place any
     /// process may take.
@@ -1402,6 +1406,7 @@ mod tests {
             role: "sender".into(),
             state: "attached".into(),
             pid: Some(7),
+            pid_namespace: None,
             can_use,
         };
         o.recognise(Recognised {

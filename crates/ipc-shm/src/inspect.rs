@@ -172,10 +172,15 @@ pub(crate) fn user(role: &str, at: crate::peer::At<'_>, word: u64) -> Result<Use
         Err(e) if e.kind() == ErrorKind::Corrupted => return Err(e),
         Err(_) => ("unknown (no /proc or no pidfd here)", Liveness::Unknown),
     };
+    // The namespace its claimer published (read after the word, as the ends read it).
+    let ns = at.1.pidns.load(Ordering::Acquire);
+    let pid_namespace =
+        (pid.is_some() && ns != 0 && ns != ipc_core::process::pid_namespace()).then_some(ns);
     Ok(User {
         role: role.to_owned(),
         state: state.to_owned(),
         pid,
+        pid_namespace,
         can_use,
     })
 }
