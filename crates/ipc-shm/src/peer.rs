@@ -297,6 +297,11 @@ pub(crate) enum Status {
 pub(crate) struct Watch {
     /// The identity part of the owner word the pidfd belongs to.
     key: Option<u64>,
+    /// The namespace word read with it. An identity names one process only within one PID
+    /// namespace: the first processes of two containers (pid 1 each) started in the same
+    /// clock tick publish the same owner word, and the verdict on one (dead) must not pass
+    /// to the other, which may take the same place after it.
+    ns: u64,
     pidfd: Option<OwnedFd>,
     /// The process is in another PID namespace (or its pid names no process here while its
     /// mark is held): it lives as long as its mark does, and there is no pidfd.
@@ -406,13 +411,14 @@ impl Watch {
             )));
         }
         let key = key_of(word);
-        if self.key != Some(key) {
+        // Read after the owner word (Acquire): the namespace its claimer published, or 0.
+        let ns = at.1.pidns.load(Ordering::Acquire);
+        if self.key != Some(key) || self.ns != ns {
             self.pidfd = None;
             self.dead = false;
             self.by_mark = false;
             self.key = Some(key);
-            // Read after the owner word (Acquire): the namespace its claimer published, or 0.
-            let ns = at.1.pidns.load(Ordering::Acquire);
+            self.ns = ns;
             let foreign = ns != 0 && ns != my_pidns();
             let verified = match foreign {
                 // Its pid names nothing here, or another process.
@@ -474,7 +480,13 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
     })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
-    match start_time_of(pid) {
+    let start_time = match proc_number(pid, &fd) {
+        Ok(Some(n)) => start_time_of(n),
+        // Not shown in this `/proc`: as hidden.
+        Ok(None) => Err(Errno::NOENT),
+        Err(e) => Err(e),
+    };
+    match start_time {
         Ok(Some(t)) if t == start => Ok(fd),
         Ok(Some(_)) => Err(Errno::SRCH),
         // Gone (reaped since the pidfd was made), hidden (`/proc` mounted `hidepid=`, another
@@ -495,6 +507,32 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<OwnedFd, Errno> {
         // another reason it cannot be read now: neither dead nor alive; the caller names it.
         Err(e) => Err(e),
     }
+}
+
+/// The number `/proc` shows the process of `pidfd` (opened for `pid`, a number in this
+/// process's PID namespace) under: `pid` itself when `/proc` is this namespace's (`/proc/self`
+/// names this process's pid; one `readlink`); otherwise, for a `/proc` mounted for an ancestor
+/// namespace (`unshare --pid --fork` without `--mount-proc`, a container given its host's
+/// `/proc`), where `/proc/PID` is another process, the number there that the pidfd's fdinfo
+/// gives; `None` when that `/proc` does not show the process. `Err` with the errno of a
+/// fdinfo that could not be read (`EMFILE`: no descriptor free to read it with).
+fn proc_number(pid: u32, pidfd: &OwnedFd) -> std::result::Result<Option<u32>, Errno> {
+    let own = rustix::fs::readlink("/proc/self", Vec::new())
+        .ok()
+        .and_then(|s| s.to_str().ok()?.parse::<u32>().ok());
+    if own.is_none_or(|own| own == std::process::id()) {
+        // This namespace's `/proc` (or none: the read of the pid's entry says so).
+        return Ok(Some(pid));
+    }
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|nr| nr.trim().parse::<i64>().ok())
+        .and_then(|nr| u32::try_from(nr).ok())
+        .filter(|&nr| nr > 0))
 }
 
 /// Whether the process of `pidfd` has exited (the pidfd is readable; a poll that cannot be
@@ -656,6 +694,40 @@ mod tests {
         s.pidns.store(my_pidns(), Ordering::Release);
         assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
         drop(mark);
+    }
+
+    /// Two processes of two namespaces can publish one owner word (pid 1 each, started in
+    /// one clock tick): the verdict on the first, dead, does not pass to the second, which
+    /// holds the place's mark after it.
+    #[test]
+    fn one_owner_word_in_two_namespaces_is_two_processes() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mut first = me().unwrap();
+        first.start_time += 1; // not this process, by its pid
+        let word = pack(STATE_ATTACHED, first);
+        let mark = mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+        assert!(w.known_dead(word));
+        // The place freed, and taken by the second with the same word.
+        assert!(free_dead(s, word));
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        assert_eq!(
+            w.status((&seg, s)).unwrap(),
+            Status::Alive,
+            "namespace not yet published: its pid, then its mark"
+        );
+        s.pidns.store(my_pidns() + 2, Ordering::Release);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive, "by its mark");
+        assert!(!w.known_dead(word));
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
     }
 
     /// An end publishes its namespace only with a mark, and hands both over on detach.
