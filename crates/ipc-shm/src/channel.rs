@@ -1759,7 +1759,9 @@ pub mod testing {
 
     /// Runs `open` of the receiver's (`receiver`) or the sender's end of the channel in
     /// `segment` up to `step` and stops there, leaving the segment as a process killed at that
-    /// point would.
+    /// point would. The end's presence mark is kept (its descriptor leaked) as long as this
+    /// process runs: a process stopped here is one in the middle of `open`, for peers in any
+    /// PID namespace, until it is killed.
     pub fn open_until(segment: Arc<Segment>, receiver: bool, step: OpenStep) -> Result<()> {
         let (end, ring) = End::open(segment)?;
         let h = ring.header();
@@ -1773,6 +1775,6 @@ pub mod testing {
             OpenStep::Prepared => peer::AttachStep::Prepared,
             OpenStep::Attached => peer::AttachStep::Attached,
         };
-        claim_until(side, &end, what, stop).map(drop)
+        claim_until(side, &end, what, stop).map(std::mem::forget)
     }
 }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::pubsub_testing::{CURSOR, PLACES};
+use ipc_shm::testing::{OpenStep, open_until};
 use ipc_shm::{
     ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, Policy, PubSubOptions,
-    Publisher, Segment, Subscriber,
+    Publisher, Receiver, Segment, Sender, Subscriber,
 };
 use ipc_testkit::{Child, Ctx, roles, spawn, watchdog, within_watchdog};
 
@@ -137,7 +138,35 @@ fn subscriber_on_go(ctx: &Ctx) {
     ctx.park("joined");
 }
 
-roles!(both_ends_here, subscriber_on_go);
+/// Child: stops an open in its own namespace and parks (to be killed there): `tx STEP` /
+/// `rx STEP` for a channel end (`claimed`, `prepared`, `attached`), `producer N` for an MPSC
+/// join (0 claimed, 1 prepared, 2 attached), `subscriber N` for a pub-sub join (0 claimed,
+/// 1 positioned, 2 attached, 3 joined). The stopped open keeps its presence mark.
+fn open_stop(ctx: &Ctx) {
+    assert_in_own_namespace();
+    let args = ctx.args();
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    match args[0] {
+        "tx" | "rx" => open_until(seg, args[0] == "rx", step(args[1])).unwrap(),
+        "producer" => ipc_shm::mpsc_testing::join_until(seg, args[1].parse().unwrap()).unwrap(),
+        "subscriber" => ipc_shm::pubsub_testing::join_until(seg, args[1].parse().unwrap()).unwrap(),
+        other => panic!("no end {other}"),
+    }
+    ctx.park("stopped");
+}
+
+roles!(both_ends_here, subscriber_on_go, open_stop);
+
+fn step(name: &str) -> OpenStep {
+    match name {
+        "claimed" => OpenStep::Claimed,
+        "prepared" => OpenStep::Prepared,
+        "attached" => OpenStep::Attached,
+        other => panic!("no step {other}"),
+    }
+}
+
+const STEPS: [&str; 3] = ["claimed", "prepared", "attached"];
 
 // ---- /proc of another namespace ------------------------------------------------------------
 
@@ -239,4 +268,235 @@ fn a_live_subscriber_with_a_dead_one_s_owner_word_is_not_taken_for_dead() {
         return;
     }
     eprintln!("skipped: no two roles started in one clock tick");
+}
+
+// ---- killed at every step of opening ---------------------------------------------------
+
+fn small_channel(tag: &str) -> Arc<Segment> {
+    Arc::new(
+        ChannelOptions::new()
+            .capacity(1 << 12)
+            .max_message(1000)
+            .create_memfd(tag)
+            .unwrap(),
+    )
+}
+
+/// A sender in another namespace stopped at each step of `open`: while it runs, its place is
+/// not taken (`AlreadyExists`) and the receiver waits for it (`TimedOut`); once killed, the
+/// waiting receive ends in `Disconnected`, and a new sender takes the place over (killed
+/// before attached) or is told the sender died (killed attached).
+#[test]
+fn a_foreign_sender_stopped_then_killed_at_every_step_of_open() {
+    for at in STEPS {
+        let seg = small_channel("foreign-tx-step");
+        let mut rx = Receiver::open(seg.clone()).unwrap();
+        let Some(mut child) = foreign("open_stop", &format!("tx {at}"), &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("stopped");
+        let e = Sender::open(seg.clone()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::AlreadyExists,
+            "stopped {at}, alive: {e}"
+        );
+        let mut buf = [0u8; 1000];
+        let e = rx
+            .recv_timeout(&mut buf, Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "stopped {at}, alive: {e}");
+        let want = if at == "attached" {
+            Peer::Attached
+        } else {
+            Peer::Attaching
+        };
+        assert_eq!(rx.peer().unwrap(), want, "stopped {at}");
+        let (mut rx, r) = within_watchdog("a receive from a killed foreign opener", move || {
+            let waiter = std::thread::spawn(move || {
+                let r = rx.recv(&mut [0u8; 1000]).map(|_| ());
+                (rx, r)
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(child.kill_and_wait().killed());
+            waiter.join().unwrap()
+        });
+        let e = r.expect_err("a receive after the sender died");
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "killed {at}: {e}");
+        let e = rx.try_recv(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "killed {at}, again: {e}");
+        assert_eq!(rx.peer().unwrap(), Peer::Dead, "killed {at}");
+        match Sender::open(seg.clone()) {
+            Ok(mut tx) => {
+                assert_ne!(at, "attached", "the place of a dead attached sender taken");
+                tx.send(b"after").unwrap();
+                let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+                assert_eq!(&buf[..n], b"after");
+                assert_eq!(rx.peer().unwrap(), Peer::Attached);
+            }
+            Err(e) => {
+                assert_eq!(at, "attached", "killed {at}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+                assert!(e.to_string().contains("died"), "{e}");
+            }
+        }
+    }
+}
+
+/// The same for a receiver in another namespace, with the sender blocked on a full ring.
+#[test]
+fn a_foreign_receiver_stopped_then_killed_at_every_step_of_open() {
+    for at in STEPS {
+        let seg = small_channel("foreign-rx-step");
+        let mut tx = Sender::open(seg.clone()).unwrap();
+        while tx.try_send(&[0x5A; 500]).is_ok() {}
+        let Some(mut child) = foreign("open_stop", &format!("rx {at}"), &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("stopped");
+        let e = Receiver::open(seg.clone()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::AlreadyExists,
+            "stopped {at}, alive: {e}"
+        );
+        let e = tx
+            .send_timeout(&[1u8; 500], Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "stopped {at}, alive: {e}");
+        let (mut tx, r) = within_watchdog("a send to a killed foreign opener", move || {
+            let waiter = std::thread::spawn(move || {
+                let r = tx.send(&[1u8; 500]);
+                (tx, r)
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(child.kill_and_wait().killed());
+            waiter.join().unwrap()
+        });
+        let e = r.expect_err("a send after the receiver died");
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "killed {at}: {e}");
+        let e = tx.try_send(b"x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "killed {at}, again: {e}");
+        match Receiver::open(seg.clone()) {
+            Ok(mut rx) => {
+                assert_ne!(
+                    at, "attached",
+                    "the place of a dead attached receiver taken"
+                );
+                let mut buf = [0u8; 1000];
+                let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+                assert_eq!(&buf[..n], &[0x5A; 500][..]);
+                tx.send_timeout(b"after", watchdog()).unwrap();
+            }
+            Err(e) => {
+                assert_eq!(at, "attached", "killed {at}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+            }
+        }
+    }
+}
+
+/// An MPSC producer in another namespace stopped at each step of its join, on the only
+/// place: while it runs the place is held (`AlreadyExists`) and the consumer waits
+/// (`TimedOut`); once killed the place comes back (taken over, or given back by the consumer)
+/// and a new producer's messages arrive.
+#[test]
+fn a_foreign_producer_stopped_then_killed_at_every_step_of_join() {
+    for at in 0..3 {
+        let seg = Arc::new(
+            MpscOptions::new()
+                .producers(1)
+                .capacity(1 << 10)
+                .max_message(64)
+                .create_memfd("foreign-producer-step")
+                .unwrap(),
+        );
+        let mut rx = MpscConsumer::open(seg.clone()).unwrap();
+        let Some(mut child) = foreign("open_stop", &format!("producer {at}"), &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("stopped");
+        let e = MpscProducer::open(seg.clone()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::AlreadyExists,
+            "stopped {at}, alive: {e}"
+        );
+        let mut buf = [0u8; 64];
+        let e = rx
+            .recv_timeout(&mut buf, Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "stopped {at}, alive: {e}");
+        assert!(child.kill_and_wait().killed());
+        within_watchdog("a producer after a killed foreign joiner", move || {
+            let mut again = loop {
+                match MpscProducer::open(seg.clone()) {
+                    Ok(p) => break p,
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "killed {at}: {e}"),
+                }
+                // The consumer gives a dead producer's place back once it sees it dead.
+                match rx.recv_timeout(&mut buf, Duration::from_millis(5)) {
+                    Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Disconnected) => {
+                    }
+                    other => panic!("killed {at}: {other:?}"),
+                }
+            };
+            again.send(b"after").unwrap();
+            let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(&buf[..n], b"after");
+        });
+    }
+}
+
+/// A subscriber in another namespace stopped at each step of its join, on the only place of
+/// a blocking pub-sub: while it runs the place is held; once killed a new subscriber takes
+/// it and the publisher goes on past the dead one.
+#[test]
+fn a_foreign_subscriber_stopped_then_killed_at_every_step_of_join() {
+    for at in 0..4 {
+        let seg = Arc::new(
+            PubSubOptions::new()
+                .slots(4)
+                .max_message(64)
+                .subscribers(1)
+                .policy(Policy::Block)
+                .create_memfd("foreign-subscriber-step")
+                .unwrap(),
+        );
+        let mut tx = Publisher::open(seg.clone()).unwrap();
+        tx.send(b"before").unwrap();
+        let Some(mut child) = foreign("open_stop", &format!("subscriber {at}"), &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("stopped");
+        let e = Subscriber::open(seg.clone()).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::AlreadyExists,
+            "stopped {at}, alive: {e}"
+        );
+        if at == 3 {
+            // Joined: it holds the publisher back while it runs.
+            let mut sent = 0;
+            let e = loop {
+                match tx.send_timeout(b"m", Duration::from_millis(100)) {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent <= 4, "published past a live subscriber");
+            };
+            assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+        }
+        assert!(child.kill_and_wait().killed());
+        within_watchdog("a publisher past a killed foreign joiner", move || {
+            for _ in 0..8 {
+                tx.send_timeout(b"m", watchdog()).unwrap();
+            }
+            let mut sub = Subscriber::open(seg.clone()).unwrap();
+            tx.send_timeout(b"after", watchdog()).unwrap();
+            let mut buf = [0u8; 64];
+            let n = sub.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(&buf[..n], b"after");
+        });
+    }
 }
