@@ -1745,6 +1745,9 @@ pub mod testing {
     pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
     /// See [`TX_OWNER`].
     pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
+    /// Offset, in an end's block (add [`TX_OWNER`] or [`RX_OWNER`]), of the PID namespace word
+    /// its owner publishes (a `u64`; 0 while unknown).
+    pub const PIDNS: usize = std::mem::offset_of!(ring::Side, pidns);
     /// Offset of the receiver's sleeping flag (a `u32`: 0 awake, 1 asleep on the futex, 2
     /// waiting on a doorbell it published).
     pub const RX_SLEEPING: usize = RX_OWNER + std::mem::offset_of!(ring::Side, sleeping);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
 use ipc_shm::pubsub_testing::{CURSOR, PLACES};
-use ipc_shm::testing::{OpenStep, open_until};
+use ipc_shm::testing::{OpenStep, PIDNS, TX_OWNER, open_until};
 use ipc_shm::{
     ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, Policy, PubSubOptions,
     Publisher, Receiver, Segment, Sender, Subscriber,
@@ -155,7 +155,95 @@ fn open_stop(ctx: &Ctx) {
     ctx.park("stopped");
 }
 
-roles!(both_ends_here, subscriber_on_go, open_stop);
+/// A checkable message: its sequence number, then bytes that follow from it, `len` in all.
+fn message(seq: u64, len: usize) -> Vec<u8> {
+    let mut m = seq.to_le_bytes().to_vec();
+    m.extend((8..len.max(8)).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8));
+    m
+}
+
+/// The sequence number of a [`message`], after checking every byte of it.
+fn check(m: &[u8]) -> u64 {
+    assert!(m.len() >= 8, "a message of {} bytes", m.len());
+    let seq = u64::from_le_bytes(m[..8].try_into().unwrap());
+    assert_eq!(m, &message(seq, m.len())[..], "torn message {seq}");
+    seq
+}
+
+/// The length of message `seq`: from 8 bytes to most of the maximum, so some copies are
+/// long (a kill lands inside one).
+fn len_of(seq: u64, max: usize) -> usize {
+    8 + (seq as usize * 977) % (max - 8)
+}
+
+/// Child: in its own namespace, opens the end the first argument names on the inherited
+/// segment (or, with a second argument, the POSIX segment of that name) and streams
+/// checkable messages until killed: `sender`, `producer`, `publisher`. Reports `streaming`
+/// after the first.
+fn stream_forever(ctx: &Ctx) {
+    assert_in_own_namespace();
+    let args = ctx.args();
+    let seg = Arc::new(match args.get(1) {
+        Some(name) => Segment::open(*name).unwrap(),
+        None => Segment::inherited("seg").unwrap(),
+    });
+    let mut tx: Box<dyn MessageSender> = match args[0] {
+        "sender" => Box::new(Sender::open(seg).unwrap()),
+        "producer" => Box::new(MpscProducer::open(seg).unwrap()),
+        "publisher" => Box::new(Publisher::open(seg).unwrap()),
+        other => panic!("no end {other}"),
+    };
+    for seq in 0.. {
+        tx.send_timeout(&message(seq, len_of(seq, MAX)), watchdog())
+            .unwrap();
+        if seq == 0 {
+            ctx.checkpoint("streaming");
+        }
+    }
+}
+
+/// The largest message of the streaming tests.
+const MAX: usize = 4000;
+
+/// Child: in its own namespace, sends messages 0 and 1 on the inherited channel, then stops
+/// in the middle of a third: a loan half written (`loan`), or a pub-sub publish whose write
+/// never ends (`publish`); parks there to be killed.
+fn stop_mid_message(ctx: &Ctx) {
+    assert_in_own_namespace();
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    match ctx.arg() {
+        "loan" => {
+            let mut tx = Sender::open(seg).unwrap();
+            for seq in 0..2 {
+                tx.send(&message(seq, 100)).unwrap();
+            }
+            let mut loan = tx.loan(100).unwrap();
+            loan[..50].copy_from_slice(&message(2, 50));
+            ctx.park("stopped")
+        }
+        "publish" => {
+            let mut tx = Publisher::open(seg).unwrap();
+            for seq in 0..2 {
+                tx.send(&message(seq, 100)).unwrap();
+            }
+            tx.publish_with(100, ipc_core::Deadline::Never, |buf| {
+                buf[..50].copy_from_slice(&message(2, 50));
+                ctx.park("stopped")
+            })
+            .unwrap();
+            unreachable!("parked in the write")
+        }
+        other => panic!("no way {other}"),
+    }
+}
+
+roles!(
+    both_ends_here,
+    subscriber_on_go,
+    open_stop,
+    stream_forever,
+    stop_mid_message
+);
 
 fn step(name: &str) -> OpenStep {
     match name {
@@ -498,5 +586,256 @@ fn a_foreign_subscriber_stopped_then_killed_at_every_step_of_join() {
             let n = sub.recv_timeout(&mut buf, watchdog()).unwrap();
             assert_eq!(&buf[..n], b"after");
         });
+    }
+}
+
+// ---- killed mid-message ----------------------------------------------------------------
+
+/// Receives everything `rx` gets until its first error, checking each message and the
+/// order: returns how many came and the error.
+fn drain_checked(rx: &mut dyn MessageReceiver) -> (u64, ipc_core::Error) {
+    let mut buf = vec![0u8; MAX];
+    let mut next = 0;
+    loop {
+        match rx.recv_timeout(&mut buf, watchdog()) {
+            Ok(n) => {
+                assert_eq!(check(&buf[..n]), next, "out of order");
+                next += 1;
+            }
+            Err(e) => return (next, e),
+        }
+    }
+}
+
+/// A sender, a producer and a publisher in other namespaces, each killed at some moment of
+/// a stream of long messages (often inside a copy): the receiving end here takes every
+/// message whole and in order, then `Disconnected`; never a torn message, never a hang.
+#[test]
+fn foreign_senders_killed_mid_stream_tear_nothing() {
+    for round in 0..3u64 {
+        for end in ["sender", "producer", "publisher"] {
+            let seg = Arc::new(match end {
+                "sender" => ChannelOptions::new()
+                    .capacity(1 << 14)
+                    .max_message(MAX)
+                    .create_memfd("foreign-stream")
+                    .unwrap(),
+                "producer" => MpscOptions::new()
+                    .producers(2)
+                    .capacity(1 << 14)
+                    .max_message(MAX)
+                    .create_memfd("foreign-stream")
+                    .unwrap(),
+                _ => PubSubOptions::new()
+                    .slots(8)
+                    .max_message(MAX)
+                    .policy(Policy::Block)
+                    .create_memfd("foreign-stream")
+                    .unwrap(),
+            });
+            let mut rx: Box<dyn MessageReceiver + Send> = match end {
+                "sender" => Box::new(Receiver::open(seg.clone()).unwrap()),
+                "producer" => Box::new(MpscConsumer::open(seg.clone()).unwrap()),
+                // Joined before the publisher opens: it gets every message.
+                _ => Box::new(Subscriber::open(seg.clone()).unwrap()),
+            };
+            let Some(mut child) = foreign("stream_forever", end, &seg, None) else {
+                return;
+            };
+            child.wait_checkpoint("streaming");
+            let (got, e) = within_watchdog("a drain of a killed foreign stream", move || {
+                let killer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(3 + 7 * round));
+                    assert!(child.kill_and_wait().killed());
+                });
+                let r = drain_checked(&mut *rx);
+                killer.join().unwrap();
+                r
+            });
+            assert_eq!(e.kind(), ErrorKind::Disconnected, "{end}: {e}");
+            assert!(got >= 1, "{end}");
+            eprintln!("{end}: {got} messages, then {e}");
+        }
+    }
+}
+
+/// A sender in another namespace killed holding a half-written loan, and a publisher killed
+/// inside its write: the receiving end here takes the two messages before, never the third,
+/// then `Disconnected`.
+#[test]
+fn foreign_ends_killed_inside_a_message_publish_none_of_it() {
+    for way in ["loan", "publish"] {
+        let seg = Arc::new(match way {
+            "loan" => ChannelOptions::new()
+                .capacity(1 << 12)
+                .create_memfd("foreign-mid")
+                .unwrap(),
+            _ => PubSubOptions::new()
+                .slots(4)
+                .max_message(128)
+                .create_memfd("foreign-mid")
+                .unwrap(),
+        });
+        let mut rx: Box<dyn MessageReceiver + Send> = match way {
+            "loan" => Box::new(Receiver::open(seg.clone()).unwrap()),
+            _ => Box::new(Subscriber::open(seg.clone()).unwrap()),
+        };
+        let Some(mut child) = foreign("stop_mid_message", way, &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("stopped");
+        let mut buf = [0u8; 128];
+        for seq in 0..2 {
+            let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+            assert_eq!(check(&buf[..n]), seq, "{way}");
+        }
+        let e = rx
+            .recv_timeout(&mut buf, Duration::from_millis(100))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TimedOut, "{way}, alive: {e}");
+        let e = within_watchdog("a receive from a killed foreign end", move || {
+            let waiter = std::thread::spawn(move || rx.recv(&mut buf));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(child.kill_and_wait().killed());
+            waiter.join().unwrap()
+        });
+        let e = e.expect_err("nothing of the third message");
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{way}: {e}");
+    }
+}
+
+// ---- scribbled namespace words, strangers holding marks --------------------------------
+
+/// The namespace word of the sender's block, scribbled while a sender in another namespace
+/// runs, then after it is killed: 0, this namespace (a forgery: the live sender may then be
+/// taken for dead, which is accepted), garbage, all ones, its own. Every verdict comes at
+/// once (no hang, no panic); the live sender is alive under every value but this
+/// namespace's, and the dead one is dead under every value.
+#[test]
+fn a_scribbled_namespace_word_never_hangs_or_raises_the_dead() {
+    let seg = small_channel("foreign-scribble");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let Some(mut child) = foreign("stream_forever", "sender", &seg, None) else {
+        return;
+    };
+    child.wait_checkpoint("streaming");
+    let ns = seg.atomic_u64(TX_OWNER + PIDNS).unwrap();
+    let theirs = ns.load(Ordering::Acquire);
+    let mine = ipc_core::process::pid_namespace();
+    assert!(theirs != 0 && theirs != mine, "published: {theirs}");
+    let values = [0, mine, 0x5eed_5eed_5eed, u64::MAX, theirs];
+    for v in values {
+        ns.store(v, Ordering::Release);
+        let peer = rx.peer().unwrap();
+        let open = Sender::open(seg.clone()).unwrap_err();
+        if v == mine {
+            assert_eq!(
+                peer,
+                Peer::Dead,
+                "forged: its pid, which names another here"
+            );
+            assert_eq!(open.kind(), ErrorKind::Disconnected, "{open}");
+        } else {
+            assert_eq!(peer, Peer::Attached, "pidns {v:#x}");
+            assert_eq!(
+                open.kind(),
+                ErrorKind::AlreadyExists,
+                "pidns {v:#x}: {open}"
+            );
+        }
+    }
+    assert!(child.kill_and_wait().killed());
+    for v in values {
+        ns.store(v, Ordering::Release);
+        assert_eq!(rx.peer().unwrap(), Peer::Dead, "pidns {v:#x}");
+        let e = Sender::open(seg.clone()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "pidns {v:#x}: {e}");
+    }
+    let e = within_watchdog("a drain of a dead sender", move || drain_checked(&mut rx).1);
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+/// A stranger (here, the test process: any process with the segment open can) holds the
+/// presence mark of a sender in another namespace, and keeps holding it after the sender is
+/// killed. The dead sender then passes for alive, as a forged owner word would make it:
+/// waits with a deadline end in `TimedOut`, a new sender is refused. Once the stranger lets
+/// go, a wait with no deadline ends in `Disconnected`.
+#[test]
+fn a_stranger_holding_a_dead_foreign_end_s_mark_keeps_it_alive_until_it_lets_go() {
+    let seg = small_channel("foreign-stranger");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let Some(mut child) = foreign("stop_mid_message", "loan", &seg, None) else {
+        return;
+    };
+    child.wait_checkpoint("stopped");
+    let mut buf = [0u8; 128];
+    for seq in 0..2 {
+        let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+        assert_eq!(check(&buf[..n]), seq);
+    }
+    // The mark of the sender's place: its block's offset in the segment.
+    let stranger = ipc_core::process::Presence::take(seg.fd().unwrap(), TX_OWNER as u64)
+        .unwrap()
+        .expect("a memfd takes marks");
+    assert!(child.kill_and_wait().killed());
+    let e = rx
+        .recv_timeout(&mut buf, Duration::from_millis(200))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "held by the stranger: {e}");
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "held by the stranger");
+    let e = Sender::open(seg.clone()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let e = within_watchdog("a receive once the stranger lets go", move || {
+        let waiter = std::thread::spawn(move || rx.recv(&mut buf).map(|_| rx));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(stranger);
+        waiter.join().unwrap()
+    });
+    let e = e.expect_err("the sender is dead");
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+// ---- POSIX segments by name --------------------------------------------------------------
+
+/// A sender and a publisher in another namespace open a POSIX segment by name (not an
+/// inherited memfd): alive while they stream, dead once killed.
+#[test]
+fn foreign_ends_on_a_segment_opened_by_name() {
+    for end in ["sender", "publisher"] {
+        let name = ipc_testkit::unique_posix_name("foreign-named");
+        let seg = match end {
+            "sender" => ChannelOptions::new()
+                .capacity(1 << 14)
+                .max_message(MAX)
+                .create_posix(name.as_str())
+                .unwrap(),
+            _ => PubSubOptions::new()
+                .slots(8)
+                .max_message(MAX)
+                .policy(Policy::Block)
+                .create_posix(name.as_str())
+                .unwrap(),
+        };
+        let seg = Arc::new(seg.remove_on_drop());
+        let mut rx: Box<dyn MessageReceiver + Send> = match end {
+            "sender" => Box::new(Receiver::open(seg.clone()).unwrap()),
+            _ => Box::new(Subscriber::open(seg.clone()).unwrap()),
+        };
+        let Some(mut child) = foreign("stream_forever", &format!("{end} {name}"), &seg, None)
+        else {
+            return;
+        };
+        child.wait_checkpoint("streaming");
+        let (got, e) = within_watchdog("a drain of a killed foreign stream", move || {
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                assert!(child.kill_and_wait().killed());
+            });
+            let r = drain_checked(&mut *rx);
+            killer.join().unwrap();
+            r
+        });
+        assert_eq!(e.kind(), ErrorKind::Disconnected, "{end}: {e}");
+        assert!(got > 1, "{end}: {got}");
     }
 }
