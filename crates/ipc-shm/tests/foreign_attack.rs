@@ -237,7 +237,53 @@ fn stop_mid_message(ctx: &Ctx) {
     }
 }
 
+/// Child: a subscriber in its own namespace on the inherited blocking pub-sub: with `stay`,
+/// reads every message from its join until `Disconnected`; with `churn K`, joins, reads K
+/// messages, leaves, and again, until `Disconnected`. Every message is checked, and those
+/// of one join follow each other with none missed after the first (a join may start past
+/// messages the publisher overwrote while it joined: counted missed, as documented).
+fn subscribe_checked(ctx: &Ctx) {
+    assert_in_own_namespace();
+    let args = ctx.args();
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    let per_join: u64 = args.get(1).map_or(u64::MAX, |k| k.parse().unwrap());
+    let mut buf = vec![0u8; 256];
+    let mut joins = 0;
+    loop {
+        let mut sub = Subscriber::open(seg.clone()).unwrap();
+        joins += 1;
+        if joins == 1 {
+            ctx.checkpoint("joined");
+        }
+        let mut last = None;
+        let mut missed = None;
+        for _ in 0..per_join {
+            match sub.recv_timeout(&mut buf, watchdog()) {
+                Ok(n) => {
+                    let seq = check(&buf[..n]);
+                    if let Some(l) = last {
+                        assert_eq!(seq, l + 1, "join {joins}: a gap");
+                    }
+                    last = Some(seq);
+                    missed.get_or_insert(sub.missed());
+                }
+                Err(e) if e.kind() == ErrorKind::Disconnected => {
+                    // Only because the publisher closed (not a place taken from the living).
+                    let p = Publisher::open(seg.clone()).map(drop).unwrap_err();
+                    assert_eq!(p.kind(), ErrorKind::Disconnected, "join {joins}: {e}; {p}");
+                    assert!(missed.is_none_or(|m| m == sub.missed()));
+                    eprintln!("checked: {joins} joins");
+                    return;
+                }
+                Err(e) => panic!("join {joins}: {e}"),
+            }
+        }
+        assert_eq!(missed, Some(sub.missed()), "join {joins}");
+    }
+}
+
 roles!(
+    subscribe_checked,
     both_ends_here,
     subscriber_on_go,
     open_stop,
@@ -837,5 +883,83 @@ fn foreign_ends_on_a_segment_opened_by_name() {
         });
         assert_eq!(e.kind(), ErrorKind::Disconnected, "{end}: {e}");
         assert!(got > 1, "{end}: {got}");
+    }
+}
+
+// ---- many subscribers ----------------------------------------------------------------------
+
+/// Sixteen subscribers, each in a namespace of its own, on a blocking pub-sub with sixteen
+/// places: half read everything, half join, read a few messages, leave and join again. Half
+/// of each kind are killed while the publisher runs. The publisher goes on (the dead hold it
+/// back only until found dead), no join is refused, and every live subscriber reads every
+/// message of each join in order, then `Disconnected` when the publisher closes.
+#[test]
+fn sixteen_foreign_subscribers_joining_leaving_and_dying_never_stop_a_blocking_publisher() {
+    const N: u64 = 20_000;
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(8)
+            .max_message(256)
+            .subscribers(16)
+            .history(0)
+            .policy(Policy::Block)
+            .create_memfd("foreign-many")
+            .unwrap(),
+    );
+    let mut kids = Vec::new();
+    for i in 0..16 {
+        let arg = if i % 2 == 0 { "stay" } else { "churn 7" };
+        let Some(mut c) = foreign("subscribe_checked", arg, &seg, None) else {
+            return;
+        };
+        c.wait_checkpoint("joined");
+        kids.push(c);
+    }
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publisher = std::thread::spawn({
+        let progress = progress.clone();
+        move || {
+            for seq in 0..N {
+                tx.send_timeout(&message(seq, len_of(seq, 256)), watchdog())
+                    .unwrap_or_else(|e| panic!("message {seq}: {e}"));
+                progress.store(seq + 1, Ordering::Relaxed);
+            }
+        }
+    });
+    // Kill subscribers 0, 1, 4, 5, 8, 9, 12, 13 (four of each kind), spread over the stream.
+    let mut killed = 0;
+    for (i, c) in kids.iter_mut().enumerate() {
+        if i % 4 < 2 {
+            killed += 1;
+            while progress.load(Ordering::Relaxed) < killed * N / 10 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let out = c.kill_and_wait();
+            assert!(
+                out.killed(),
+                "subscriber {i} ended before its kill ({}):\n{}",
+                out.status,
+                out.stderr
+            );
+        }
+    }
+    assert!(
+        progress.load(Ordering::Relaxed) < N,
+        "every kill before the end"
+    );
+    within_watchdog("a publisher past dead foreign subscribers", move || {
+        publisher.join().unwrap();
+    });
+    for (i, mut c) in kids.into_iter().enumerate() {
+        if i % 4 >= 2 {
+            let out = c.wait();
+            assert!(
+                out.success(),
+                "subscriber {i}: {}\n{}",
+                out.status,
+                out.stderr
+            );
+        }
     }
 }
