@@ -282,7 +282,91 @@ fn subscribe_checked(ctx: &Ctx) {
     }
 }
 
+/// Every end's (role, state, pid) as `inspect` reads the header: what a claim left behind
+/// would change.
+fn users(seg: &Segment) -> Vec<(String, String, Option<u32>)> {
+    ipc_shm::inspect::segment_header(seg)
+        .expect("one of this library's segments")
+        .users
+        .into_iter()
+        .map(|u| (u.role, u.state, u.pid))
+        .collect()
+}
+
+/// Runs `f` with exactly `k` descriptors free under the soft `RLIMIT_NOFILE` (the table
+/// filled with copies of `/dev/null` first).
+fn squeezed<T>(k: usize, f: impl FnOnce() -> T) -> T {
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let mut held = Vec::new();
+    loop {
+        match rustix::io::fcntl_dupfd_cloexec(&null, 0) {
+            Ok(fd) => held.push(fd),
+            Err(rustix::io::Errno::MFILE) => break,
+            Err(e) => panic!("dup: {e}"),
+        }
+    }
+    assert!(held.len() >= k, "too few slots");
+    held.truncate(held.len() - k);
+    let r = f();
+    drop((held, null));
+    r
+}
+
+/// Child: in its own namespace, under a low `RLIMIT_NOFILE`, opens the end the argument
+/// names on the inherited segment with k = 0, 1, ... descriptors free until it opens: each
+/// failure is `LimitExceeded` naming `RLIMIT_NOFILE` and leaves every end's word as it was
+/// (no claim behind). Then parks with the end open.
+fn open_short_of_descriptors(ctx: &Ctx) {
+    assert_in_own_namespace();
+    let seg = Arc::new(Segment::inherited("seg").unwrap());
+    // This process's identity and namespace are read once, with room: what is left to make
+    // is the end's presence mark.
+    drop(ChannelOptions::new().pair().unwrap());
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(64),
+            maximum: max,
+        },
+    )
+    .unwrap();
+    let before = users(&seg);
+    let open = |seg: Arc<Segment>| -> ipc_core::Result<Box<dyn std::any::Any>> {
+        Ok(match ctx.arg() {
+            "sender" => Box::new(Sender::open(seg)?),
+            "receiver" => Box::new(Receiver::open(seg)?),
+            "producer" => Box::new(MpscProducer::open(seg)?),
+            "consumer" => Box::new(MpscConsumer::open(seg)?),
+            "publisher" => Box::new(Publisher::open(seg)?),
+            "subscriber" => Box::new(Subscriber::open(seg)?),
+            other => panic!("no end {other}"),
+        })
+    };
+    for k in 0..12 {
+        match squeezed(k, || open(seg.clone())) {
+            Ok(end) => {
+                eprintln!("checked: opened with {k} free");
+                let _end = end;
+                ctx.park("opened");
+            }
+            Err(e) => {
+                let named = e.limit_info().is_some_and(|l| l.knob == "RLIMIT_NOFILE");
+                assert!(
+                    e.kind() == ErrorKind::LimitExceeded && named,
+                    "{k} free: {:?}: {e}",
+                    e.kind()
+                );
+                assert_eq!(users(&seg), before, "{k} free: a claim left behind ({e})");
+                eprintln!("{k} free: {e}");
+            }
+        }
+    }
+    panic!("never opened");
+}
+
 roles!(
+    open_short_of_descriptors,
     subscribe_checked,
     both_ends_here,
     subscriber_on_go,
@@ -961,5 +1045,114 @@ fn sixteen_foreign_subscribers_joining_leaving_and_dying_never_stop_a_blocking_p
                 out.stderr
             );
         }
+    }
+}
+
+// ---- out of descriptors ------------------------------------------------------------------
+
+/// Each end, opened in another namespace with k = 0, 1, ... descriptors free, against a peer
+/// opened here first: refused naming `RLIMIT_NOFILE` with no claim left behind, until it
+/// opens (its presence mark is one descriptor more); then it is alive to its peer here, and
+/// dead once killed.
+#[test]
+fn foreign_opens_short_of_descriptors_leave_no_claim_behind() {
+    for end in [
+        "sender",
+        "receiver",
+        "producer",
+        "consumer",
+        "publisher",
+        "subscriber",
+    ] {
+        let seg = Arc::new(match end {
+            "sender" | "receiver" => ChannelOptions::new()
+                .capacity(1 << 12)
+                .create_memfd("foreign-nofile")
+                .unwrap(),
+            "producer" | "consumer" => MpscOptions::new()
+                .producers(2)
+                .capacity(1 << 10)
+                .max_message(64)
+                .create_memfd("foreign-nofile")
+                .unwrap(),
+            _ => PubSubOptions::new()
+                .slots(4)
+                .max_message(64)
+                .subscribers(2)
+                .policy(Policy::Block)
+                .create_memfd("foreign-nofile")
+                .unwrap(),
+        });
+        // The peer here, opened first: the child's open checks it (across namespaces).
+        let mut peer: Box<dyn std::any::Any + Send> = match end {
+            "sender" => Box::new(Receiver::open(seg.clone()).unwrap()),
+            "receiver" => Box::new(Sender::open(seg.clone()).unwrap()),
+            "producer" => Box::new(MpscConsumer::open(seg.clone()).unwrap()),
+            "consumer" => Box::new(MpscProducer::open(seg.clone()).unwrap()),
+            "publisher" => Box::new(Subscriber::open(seg.clone()).unwrap()),
+            _ => Box::new(Publisher::open(seg.clone()).unwrap()),
+        };
+        let Some(mut child) = foreign("open_short_of_descriptors", end, &seg, None) else {
+            return;
+        };
+        child.wait_checkpoint("opened");
+        let alive = Duration::from_millis(100);
+        let mut buf = [0u8; 64];
+        // Alive: the peer here waits for it; killed: the wait ends.
+        let e = match end {
+            "sender" => peer
+                .downcast_mut::<Receiver>()
+                .unwrap()
+                .recv_timeout(&mut buf, alive),
+            "producer" => peer
+                .downcast_mut::<MpscConsumer>()
+                .unwrap()
+                .recv_timeout(&mut buf, alive),
+            "publisher" => peer
+                .downcast_mut::<Subscriber>()
+                .unwrap()
+                .recv_timeout(&mut buf, alive),
+            _ => Ok(0),
+        };
+        if let Err(e) = e {
+            assert_eq!(e.kind(), ErrorKind::TimedOut, "{end}: {e}");
+        }
+        match end {
+            "receiver" => assert_eq!(
+                peer.downcast_mut::<Sender>().unwrap().peer().unwrap(),
+                Peer::Attached
+            ),
+            "subscriber" => assert_eq!(
+                peer.downcast_mut::<Publisher>().unwrap().subscribers(),
+                1,
+                "joined"
+            ),
+            _ => {}
+        }
+        assert!(child.kill_and_wait().killed());
+        match end {
+            "sender" => {
+                let e = peer
+                    .downcast_mut::<Receiver>()
+                    .unwrap()
+                    .recv_timeout(&mut buf, watchdog());
+                assert_eq!(e.unwrap_err().kind(), ErrorKind::Disconnected, "{end}");
+            }
+            "receiver" => assert_eq!(
+                peer.downcast_mut::<Sender>().unwrap().peer().unwrap(),
+                Peer::Dead
+            ),
+            _ => {}
+        }
+        eprintln!(
+            "{end}: {}",
+            child
+                .wait()
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("checked") || l.contains(" free: "))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
     }
 }
