@@ -69,7 +69,8 @@ fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>
     ipc_core::process::read_stat(pid).map(|s| s.map(|s| s.start_ticks & START_MASK))
 }
 
-/// This process's identity (cached; recomputed in a child after `fork`).
+/// This process's identity (cached; recomputed in a child after `fork`, whose pid or PID
+/// namespace differs: a child forked into a new namespace may have its parent's pid, 1).
 ///
 /// Errors: [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` (or `fs.file-max`) when no
 /// descriptor is free to read `/proc/self/stat` with. Nothing is cached then: an identity
@@ -77,11 +78,12 @@ fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>
 /// live process for a dead one. Without `/proc` at all the start time is 0 (a peer cannot
 /// check liveness there either, and says so).
 pub(crate) fn me() -> Result<Identity> {
-    static CACHE: Mutex<Option<Identity>> = Mutex::new(None);
+    static CACHE: Mutex<Option<(Identity, u64)>> = Mutex::new(None);
     let pid = std::process::id();
+    let ns = my_pidns();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     match *cache {
-        Some(id) if id.pid == pid => Ok(id),
+        Some((id, of)) if id.pid == pid && of == ns => Ok(id),
         _ => {
             let op = "read /proc/self/stat (this process's start time)";
             let start_time = match start_time_of("self") {
@@ -94,16 +96,17 @@ pub(crate) fn me() -> Result<Identity> {
                 }
             };
             let id = Identity { pid, start_time };
-            *cache = Some(id);
+            *cache = Some((id, ns));
             Ok(id)
         }
     }
 }
 
-/// This process's PID namespace ([`ipc_core::process::pid_namespace`], read once).
+/// This process's PID namespace ([`ipc_core::process::pid_namespace`], one `stat`). Read
+/// each time (at each claim and each new owner a watch follows), not kept: a child forked
+/// after `unshare(CLONE_NEWPID)` runs in another namespace than the parent that read it.
 pub(crate) fn my_pidns() -> u64 {
-    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *NS.get_or_init(ipc_core::process::pid_namespace)
+    ipc_core::process::pid_namespace()
 }
 
 /// Where `side` is in `seg` (its byte offset: the place of its presence mark), if it is there.
@@ -303,8 +306,8 @@ pub(crate) struct Watch {
     /// to the other, which may take the same place after it.
     ns: u64,
     pidfd: Option<OwnedFd>,
-    /// The process is in another PID namespace (or its pid names no process here while its
-    /// mark is held): it lives as long as its mark does, and there is no pidfd.
+    /// The process is in another PID namespace (or its pid names no process here): its mark
+    /// decides, probed at each check, and there is no pidfd.
     by_mark: bool,
     dead: bool,
 }
@@ -327,15 +330,21 @@ impl Watch {
     /// caller.
     pub(crate) fn status_of(&mut self, at: At<'_>, word: u64) -> Result<Status> {
         let status = self.follow_word(at, word)?;
-        if !matches!(status, Status::Alive | Status::Attaching) {
-            return Ok(status);
-        }
-        if self.by_mark {
-            // One probe of the lock (a probe that cannot be made says nothing: alive).
-            if marked(at) == Some(false) {
-                self.dead = true;
-                return Ok(Status::Dead);
+        if self.by_mark && matches!(status, Status::Alive | Status::Attaching | Status::Dead) {
+            // One probe of the lock at every check, whatever the last one found (a probe that
+            // cannot be made says nothing: the last verdict stands). A mark says who holds
+            // the place, not that a process lives: a subscriber that leaves its place and
+            // joins it again carries the same owner word, and holds the mark again.
+            if let Some(held) = marked(at) {
+                self.dead = !held;
             }
+            return Ok(match (self.dead, state_of(word)) {
+                (true, _) => Status::Dead,
+                (false, STATE_ATTACHING) => Status::Attaching,
+                (false, _) => Status::Alive,
+            });
+        }
+        if !matches!(status, Status::Alive | Status::Attaching) {
             return Ok(status);
         }
         let fd = self.pidfd.as_ref().expect("open when alive");
@@ -419,7 +428,8 @@ impl Watch {
             self.by_mark = false;
             self.key = Some(key);
             self.ns = ns;
-            let foreign = ns != 0 && ns != my_pidns();
+            let mine = my_pidns();
+            let foreign = ns != 0 && ns != mine;
             let verified = match foreign {
                 // Its pid names nothing here, or another process.
                 true => Err(Errno::SRCH),
@@ -428,12 +438,11 @@ impl Watch {
             let mark = match &verified {
                 // Gone by its pid, or not checkable by pid at all: unless it is known to share
                 // this namespace, its mark decides.
-                Err(Errno::SRCH | Errno::NOENT) if ns != my_pidns() => marked(at),
+                Err(Errno::SRCH | Errno::NOENT) if ns != mine => marked(at),
                 _ => None,
             };
             match (verified, mark) {
-                (_, Some(true)) => self.by_mark = true,
-                (_, Some(false)) => self.dead = true,
+                (_, Some(held)) => (self.by_mark, self.dead) = (true, !held),
                 (Ok(fd), None) => self.pidfd = Some(fd),
                 (Err(Errno::SRCH), None) => self.dead = true,
                 (Err(Errno::NOENT), None) => {
@@ -728,6 +737,33 @@ mod tests {
         assert!(!w.known_dead(word));
         drop(mark);
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+    }
+
+    /// A process of another namespace that leaves its place and takes it again has the same
+    /// owner word (and namespace) both times: a check made while it was away (no mark) must
+    /// not stay its verdict once it is back.
+    #[test]
+    fn a_foreign_process_back_in_its_place_is_alive_again() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mut away = me().unwrap();
+        away.start_time += 1;
+        let word = pack(STATE_ATTACHED, away);
+        let mark = mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        // Its leave, seen half done: the word still there, the mark gone.
+        drop(mark);
+        assert_eq!(w.status_of((&seg, s), word).unwrap(), Status::Dead);
+        // Back, with the same word and namespace.
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        assert!(!w.known_dead(word));
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+        assert!(w.known_dead(word), "kept until the next check");
     }
 
     /// An end publishes its namespace only with a mark, and hands both over on detach.

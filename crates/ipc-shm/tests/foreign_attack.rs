@@ -365,7 +365,38 @@ fn open_short_of_descriptors(ctx: &Ctx) {
     panic!("never opened");
 }
 
+/// Child, in the test's namespace: opens and closes a channel pair (so this process has
+/// looked up its identity and namespace), then makes a child in a new PID namespace with
+/// `unshare` and `fork` (no end is open across the fork, as the crate asks), which opens the
+/// sender of the inherited channel, sends `hello` and parks. This process waits for it.
+fn fork_into_a_new_namespace(ctx: &Ctx) {
+    drop(ChannelOptions::new().pair().unwrap());
+    let seg = Segment::inherited("seg").unwrap();
+    // SAFETY: plain system calls; the child (pid 1 of the new namespace) goes on with this
+    // process's memory copied (glibc's malloc is usable after fork), opens its end and never
+    // returns; this process only waits.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            panic!("unshare: {}", std::io::Error::last_os_error());
+        }
+        match libc::fork() {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let mut tx = Sender::open(seg).unwrap();
+                tx.send(b"hello").unwrap();
+                ctx.park("sent");
+            }
+            child => {
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0);
+            }
+        }
+    }
+}
+
 roles!(
+    fork_into_a_new_namespace,
     open_short_of_descriptors,
     subscribe_checked,
     both_ends_here,
@@ -1155,4 +1186,41 @@ fn foreign_opens_short_of_descriptors_leave_no_claim_behind() {
                 .join("; ")
         );
     }
+}
+
+// ---- a namespace changed by fork ---------------------------------------------------------
+
+/// A process that looked up its namespace, then forked a child into a new one: the child's
+/// end must publish the child's namespace, not the parent's it remembered (which names the
+/// test's: the child's pid 1 would then be checked here, where it names another process).
+#[test]
+fn an_end_opened_after_a_fork_into_a_new_namespace_publishes_that_namespace() {
+    let seg = small_channel("fork-namespace");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let mut child = spawn("fork_into_a_new_namespace")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    child.wait_checkpoint("sent");
+    let mut buf = [0u8; 64];
+    let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    let ns = seg
+        .atomic_u64(TX_OWNER + PIDNS)
+        .unwrap()
+        .load(Ordering::Acquire);
+    assert_ne!(
+        ns,
+        ipc_core::process::pid_namespace(),
+        "the parent's namespace"
+    );
+    assert_eq!(rx.peer().unwrap(), Peer::Attached);
+    let e = rx
+        .recv_timeout(&mut buf, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "alive: {e}");
+    assert!(child.kill_and_wait().killed());
+    let e = within_watchdog("a receive from a killed forked sender", move || {
+        rx.recv(&mut buf).unwrap_err()
+    });
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
