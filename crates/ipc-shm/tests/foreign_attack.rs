@@ -395,7 +395,42 @@ fn fork_into_a_new_namespace(ctx: &Ctx) {
     }
 }
 
+/// Child: opens the sender of the inherited channel, sends `hello`, parks. Started by
+/// [`two_in_one_namespace`] in its own namespace (pid 2 or so there).
+fn sender_beside(ctx: &Ctx) {
+    let mut tx = Sender::open(Segment::inherited("seg").unwrap()).unwrap();
+    tx.send(b"hello").unwrap();
+    ctx.park("sent");
+}
+
+/// Child: pid 1 of its own namespace, with the test's `/proc`: opens a channel's receiver,
+/// starts a second process in the same namespace that opens its sender, and checks it the
+/// way ends in one namespace do (by pid, translated to this `/proc`'s numbering): alive
+/// while it runs, dead once killed.
+fn two_in_one_namespace(_ctx: &Ctx) {
+    assert_in_own_namespace();
+    let seg = small_channel("two-in-one");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let mut child = spawn("sender_beside").fd("seg", seg.fd().unwrap()).start();
+    child.wait_checkpoint("sent");
+    let mut buf = [0u8; 64];
+    let n = rx.recv_timeout(&mut buf, watchdog()).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "a live neighbour");
+    let e = rx
+        .recv_timeout(&mut buf, Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    assert!(child.kill_and_wait().killed());
+    let e = rx.recv_timeout(&mut buf, watchdog()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert_eq!(rx.peer().unwrap(), Peer::Dead);
+    eprintln!("checked");
+}
+
 roles!(
+    sender_beside,
+    two_in_one_namespace,
     fork_into_a_new_namespace,
     open_short_of_descriptors,
     subscribe_checked,
@@ -418,6 +453,18 @@ fn step(name: &str) -> OpenStep {
 const STEPS: [&str; 3] = ["claimed", "prepared", "attached"];
 
 // ---- /proc of another namespace ------------------------------------------------------------
+
+/// Two processes of one foreign namespace whose `/proc` is the test's check each other by
+/// pid, translated through the pidfd to that `/proc`'s numbering.
+#[test]
+fn two_processes_of_a_namespace_whose_proc_is_another_s_see_each_other() {
+    let seg = ChannelOptions::new().create_memfd("unused").unwrap();
+    let Some(mut child) = foreign("two_in_one_namespace", "", &seg, None) else {
+        return;
+    };
+    let out = child.wait();
+    assert!(out.success(), "{}\n{}", out.status, out.stderr);
+}
 
 /// Two ends in one foreign process, with the test's `/proc` (its pids are not this
 /// namespace's): the pid check of a peer in the process's own namespace reads another
@@ -1223,4 +1270,41 @@ fn an_end_opened_after_a_fork_into_a_new_namespace_publishes_that_namespace() {
         rx.recv(&mut buf).unwrap_err()
     });
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+// ---- inspect --------------------------------------------------------------------------------
+
+/// What `ipc inspect` says of a POSIX channel whose sender runs in another namespace: held
+/// by a live process while it runs, by a dead one once it is killed (never "dead" while it
+/// runs, which would let a cleanup remove a segment in use).
+#[test]
+fn inspect_judges_a_foreign_end_by_its_mark() {
+    let name = ipc_testkit::unique_posix_name("foreign-inspect");
+    let seg = ChannelOptions::new()
+        .capacity(1 << 14)
+        .max_message(MAX)
+        .create_posix(name.as_str())
+        .unwrap()
+        .remove_on_drop();
+    let seg = Arc::new(seg);
+    let Some(mut child) = foreign("stream_forever", &format!("sender {name}"), &seg, None) else {
+        return;
+    };
+    child.wait_checkpoint("streaming");
+    let pname = ipc_core::PosixName::new(&name).unwrap();
+    let sender = |r: ipc_core::inventory::Recognised| {
+        r.users
+            .into_iter()
+            .find(|u| u.role == "sender")
+            .map(|u| (u.state, u.can_use))
+            .unwrap()
+    };
+    let alive = sender(ipc_shm::inspect::posix(&pname).unwrap().unwrap());
+    assert_eq!(
+        alive,
+        ("attached".to_owned(), ipc_core::inventory::Liveness::Alive)
+    );
+    assert!(child.kill_and_wait().killed());
+    let dead = sender(ipc_shm::inspect::posix(&pname).unwrap().unwrap());
+    assert_eq!(dead.1, ipc_core::inventory::Liveness::Dead, "{dead:?}");
 }
