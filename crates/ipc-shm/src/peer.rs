@@ -62,11 +62,56 @@ pub(crate) fn key_of(word: u64) -> u64 {
     word >> STATE_BITS
 }
 
-/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits:
-/// `Err` with the errno of the one read (see [`ipc_core::process::read_stat`]), `Ok(None)` for
-/// a line that does not parse.
+/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits,
+/// counted from the host's boot: `/proc` counts from the boot clock of the reader's time
+/// namespace, which may be set ahead ([`boot_offset_ticks`], subtracted), so that a process
+/// in such a namespace and one outside, sharing a PID namespace, agree on each other's start.
+/// `Err` with the errno of a read (see [`ipc_core::process::read_stat`]), `Ok(None)` for a
+/// line that does not parse.
 fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>, Errno> {
-    ipc_core::process::read_stat(pid).map(|s| s.map(|s| s.start_ticks & START_MASK))
+    let Some(stat) = ipc_core::process::read_stat(pid)? else {
+        return Ok(None);
+    };
+    let host = stat
+        .start_ticks
+        .saturating_add_signed(-boot_offset_ticks()?);
+    Ok(Some(host & START_MASK))
+}
+
+/// The boot clock offset of this process's time namespace, in the clock ticks of
+/// `/proc/PID/stat` (`/proc/self/timens_offsets`, line `boottime`; 0 where there is no such
+/// file). `Err` only for a file that could not be read for want of a descriptor.
+///
+/// The kernel adds the offset before it rounds to ticks: an offset that is not a whole
+/// number of ticks (tools set whole seconds) may leave the two counts one tick apart, and
+/// the peer then taken for dead; such a process is best given a PID namespace of its own
+/// too, where its presence mark decides.
+///
+/// # References
+/// - [`time_namespaces(7)`](https://man7.org/linux/man-pages/man7/time_namespaces.7.html)
+fn boot_offset_ticks() -> std::result::Result<i64, Errno> {
+    let text = match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(text) => text,
+        Err(e) => {
+            return match Errno::from_io_error(&e) {
+                Some(e @ (Errno::MFILE | Errno::NFILE)) => Err(e),
+                // No time namespaces in this kernel (or no `/proc`: the stat read says so).
+                _ => Ok(0),
+            };
+        }
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("boottime")) else {
+        return Ok(0);
+    };
+    let mut fields = line.split_whitespace().skip(1).map(|f| f.parse::<i64>());
+    let (Some(Ok(secs)), Some(Ok(nanos))) = (fields.next(), fields.next()) else {
+        return Ok(0);
+    };
+    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
+    let hz = i64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100));
+    Ok(secs
+        .saturating_mul(hz)
+        .saturating_add(nanos.saturating_mul(hz) / 1_000_000_000))
 }
 
 /// This process's identity (cached; recomputed in a child after `fork`, whose pid or PID

@@ -428,7 +428,57 @@ fn two_in_one_namespace(_ctx: &Ctx) {
     eprintln!("checked");
 }
 
+/// Child, in the test's PID namespace: makes a child in a new time namespace whose boot
+/// clock is an hour ahead (as a restored or migrated container's may be), which opens the
+/// sender of the inherited channel, sends `hello` and parks. Its `/proc/self/stat` start
+/// time is shifted by that hour; the test's is not.
+fn fork_into_a_new_time_namespace(ctx: &Ctx) {
+    let seg = Segment::inherited("seg").unwrap();
+    // `unshare` changes the calling thread and the offsets are written through the process's
+    // entry: a forked child (one thread) does both, then forks the sender.
+    // SAFETY: plain system calls on numbers; each child goes on with this process's memory
+    // copied (glibc's malloc is usable after fork) and never returns; parents only wait.
+    unsafe {
+        let wait = |child: libc::pid_t| {
+            let mut status = 0;
+            libc::waitpid(child, &mut status, 0);
+            status
+        };
+        match libc::fork() {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::unshare(libc::CLONE_NEWTIME) != 0 {
+                    eprintln!(
+                        "skipped: no time namespace: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    libc::_exit(0);
+                }
+                std::fs::write("/proc/self/timens_offsets", "boottime 3600 0\n").unwrap();
+                match libc::fork() {
+                    -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                    0 => {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        let mut tx = Sender::open(seg).unwrap();
+                        tx.send(b"hello").unwrap();
+                        ctx.park("sent");
+                    }
+                    child => {
+                        wait(child);
+                        libc::_exit(0);
+                    }
+                }
+            }
+            child => {
+                wait(child);
+            }
+        }
+    }
+}
+
 roles!(
+    fork_into_a_new_time_namespace,
     sender_beside,
     two_in_one_namespace,
     fork_into_a_new_namespace,
@@ -1307,4 +1357,37 @@ fn inspect_judges_a_foreign_end_by_its_mark() {
     assert!(child.kill_and_wait().killed());
     let dead = sender(ipc_shm::inspect::posix(&pname).unwrap().unwrap());
     assert_eq!(dead.1, ipc_core::inventory::Liveness::Dead, "{dead:?}");
+}
+
+// ---- a time namespace ---------------------------------------------------------------------
+
+/// A sender in the test's PID namespace but a time namespace whose boot clock is ahead reads
+/// its own start time shifted (`/proc/PID/stat` counts from the reader's boot clock); the
+/// test reads it unshifted. A live sender must not be taken for dead for that.
+#[test]
+fn a_sender_in_another_time_namespace_is_alive() {
+    let seg = small_channel("time-namespace");
+    let mut rx = Receiver::open(seg.clone()).unwrap();
+    let mut child = spawn("fork_into_a_new_time_namespace")
+        .fd("seg", seg.fd().unwrap())
+        .start();
+    let mut buf = [0u8; 64];
+    let (mut rx, r, mut buf) = within_watchdog("the first message", move || {
+        let r = rx.recv_timeout(&mut buf, Duration::from_secs(5));
+        (rx, r, buf)
+    });
+    let n = match r {
+        Ok(n) => n,
+        Err(e) => {
+            let out = child.kill_and_wait();
+            assert!(out.stderr.contains("skipped"), "{e}\n{}", out.stderr);
+            return;
+        }
+    };
+    child.wait_checkpoint("sent");
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(rx.peer().unwrap(), Peer::Attached, "a live sender");
+    assert!(child.kill_and_wait().killed());
+    let e = rx.recv_timeout(&mut buf, watchdog()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
 }
