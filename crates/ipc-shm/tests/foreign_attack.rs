@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ipc_core::{ErrorKind, MessageReceiver, MessageSender};
-use ipc_shm::pubsub_testing::{CURSOR, PLACES};
+use ipc_shm::pubsub_testing::{CURSOR, PLACE, PLACES};
 use ipc_shm::testing::{OpenStep, PIDNS, TX_OWNER, open_until};
 use ipc_shm::{
     ChannelOptions, MpscConsumer, MpscOptions, MpscProducer, Peer, Policy, PubSubOptions,
@@ -1390,4 +1390,121 @@ fn a_sender_in_another_time_namespace_is_alive() {
     assert!(child.kill_and_wait().killed());
     let e = rx.recv_timeout(&mut buf, watchdog()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+}
+
+// ---- forged subscriber places ------------------------------------------------------------
+
+/// An owner word as `ring.rs` documents it: state 1 (attached), the pid in bits 2..24, the
+/// start time in bits 24..64.
+fn attached_word(pid: u32, start: u64) -> u64 {
+    1 | u64::from(pid) << 2 | start << 24
+}
+
+/// Forged subscriber places under a blocking publisher, each holding it back (its cursor a
+/// ring behind): owner word, namespace word, and whether a stranger (this process) holds the
+/// place's mark. Forgeries that name nobody alive by the fact their namespace word points to
+/// are reclaimed and the publisher goes on; those naming a live process (this one, by pid in
+/// this namespace, or by a held mark) hold it back, as a live subscriber would, and its
+/// publishes with a deadline end in `TimedOut`. Never a hang, never a panic.
+#[test]
+fn forged_subscriber_places_are_reclaimed_unless_they_name_the_living() {
+    let seg = Arc::new(
+        PubSubOptions::new()
+            .slots(4)
+            .max_message(64)
+            .subscribers(2)
+            .history(0)
+            .policy(Policy::Block)
+            .create_memfd("forged-places")
+            .unwrap(),
+    );
+    let mut tx = Publisher::open(seg.clone()).unwrap();
+    let me = ipc_core::process::stat("self").unwrap();
+    let mine = ipc_core::process::pid_namespace();
+    let (me_pid, me_start) = (std::process::id(), me.start_ticks & ((1 << 40) - 1));
+    let other = mine ^ 0x5eed;
+    let place = PLACES + PLACE;
+    let owner = seg.atomic_u64(place).unwrap();
+    let ns = seg.atomic_u64(place + PIDNS).unwrap();
+    let cursor = seg.atomic_u64(place + CURSOR).unwrap();
+    // (what, owner word, namespace word, a stranger holds the mark, alive)
+    let cases = [
+        (
+            "pid 1 of another namespace, no mark",
+            attached_word(1, 12345),
+            other,
+            false,
+            false,
+        ),
+        (
+            "pid 1 named in this namespace",
+            attached_word(1, 12345),
+            mine,
+            false,
+            false,
+        ),
+        (
+            "pid 1, namespace unknown, no mark",
+            attached_word(1, 12345),
+            0,
+            false,
+            false,
+        ),
+        (
+            "this process, another namespace, no mark",
+            attached_word(me_pid, me_start),
+            other,
+            false,
+            false,
+        ),
+        (
+            "pid 1 of another namespace, marked",
+            attached_word(1, 12345),
+            other,
+            true,
+            true,
+        ),
+        (
+            "this process, namespace unknown",
+            attached_word(me_pid, me_start),
+            0,
+            false,
+            true,
+        ),
+        (
+            "this process, this namespace",
+            attached_word(me_pid, me_start),
+            mine,
+            false,
+            true,
+        ),
+    ];
+    for (what, word, pidns, marked, alive) in cases {
+        let mark = marked.then(|| {
+            ipc_core::process::Presence::take(seg.fd().unwrap(), place as u64)
+                .unwrap()
+                .unwrap()
+        });
+        cursor.store(tx.published(), Ordering::SeqCst);
+        ns.store(pidns, Ordering::SeqCst);
+        owner.store(word, Ordering::SeqCst);
+        let mut sent = 0;
+        let r = loop {
+            match tx.send_timeout(b"m", Duration::from_millis(200)) {
+                Ok(()) if sent < 8 => sent += 1,
+                other => break other,
+            }
+        };
+        if alive {
+            let e = r.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::TimedOut, "{what}: {e}");
+            assert_eq!(sent, 4, "{what}: a ring's worth, then held back");
+            assert_eq!(owner.load(Ordering::SeqCst), word, "{what}: kept");
+        } else {
+            r.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(owner.load(Ordering::SeqCst), 0, "{what}: reclaimed");
+        }
+        owner.store(0, Ordering::SeqCst);
+        drop(mark);
+    }
 }
