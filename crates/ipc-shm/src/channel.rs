@@ -1753,10 +1753,13 @@ pub mod testing {
     pub const TX_OWNER: usize = std::mem::offset_of!(ring::Header, tx);
     /// See [`TX_OWNER`].
     pub const RX_OWNER: usize = std::mem::offset_of!(ring::Header, rx);
-    /// Offsets of the PID namespace each end publishes beside its owner word.
-    pub const TX_PIDNS: usize = TX_OWNER + std::mem::offset_of!(ring::Side, pidns);
+    /// Offset, in an end's block (add [`TX_OWNER`] or [`RX_OWNER`]), of the PID namespace word
+    /// its owner publishes (a `u64`; 0 while unknown).
+    pub const PIDNS: usize = std::mem::offset_of!(ring::Side, pidns);
+    /// Offsets of the sender's and the receiver's PID namespace words.
+    pub const TX_PIDNS: usize = TX_OWNER + PIDNS;
     /// See [`TX_PIDNS`].
-    pub const RX_PIDNS: usize = RX_OWNER + std::mem::offset_of!(ring::Side, pidns);
+    pub const RX_PIDNS: usize = RX_OWNER + PIDNS;
     /// Offset of the receiver's sleeping flag (a `u32`: 0 awake, 1 asleep on the futex, 2
     /// waiting on a doorbell it published).
     pub const RX_SLEEPING: usize = RX_OWNER + std::mem::offset_of!(ring::Side, sleeping);
@@ -1771,7 +1774,9 @@ pub mod testing {
 
     /// Runs `open` of the receiver's (`receiver`) or the sender's end of the channel in
     /// `segment` up to `step` and stops there, leaving the segment as a process killed at that
-    /// point would.
+    /// point would. The end's presence mark is kept (its descriptor leaked) as long as this
+    /// process runs: a process stopped here is one in the middle of `open`, for peers in any
+    /// PID namespace, until it is killed.
     pub fn open_until(segment: Arc<Segment>, receiver: bool, step: OpenStep) -> Result<()> {
         let (end, ring) = End::open(segment)?;
         let h = ring.header();
@@ -1785,6 +1790,6 @@ pub mod testing {
             OpenStep::Prepared => peer::AttachStep::Prepared,
             OpenStep::Attached => peer::AttachStep::Attached,
         };
-        claim_until(side, &end, what, stop).map(drop)
+        claim_until(side, &end, what, stop).map(std::mem::forget)
     }
 }

@@ -83,7 +83,11 @@
 //!   which have no file to mark, work within one PID namespace only. A `/proc` that hides
 //!   other users' processes (`hidepid=`) is fine: a hidden peer's pidfd says it runs, and,
 //!   since its start time cannot be read then, its presence mark says whether the pid is still
-//!   the peer's (not another hidden process's that took it after the peer died);
+//!   the peer's (not another hidden process's that took it after the peer died); so is a
+//!   `/proc` mounted for an ancestor PID namespace (`unshare --pid --fork` without
+//!   `--mount-proc`): a peer's pid is translated to that `/proc`'s numbering through its
+//!   pidfd; and so is a peer in a time namespace whose boot clock is set ahead (start times
+//!   are counted from the host's boot, for offsets of whole clock ticks);
 //! - **no `fork` without `exec` while an end is open**: the end stays registered with the
 //!   parent's helper thread, which the child does not have, and keeps the parent's pid (and a
 //!   share of its mark, which a peer in another namespace would then take for the parent's).

@@ -62,14 +62,60 @@ pub(crate) fn key_of(word: u64) -> u64 {
     word >> STATE_BITS
 }
 
-/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits:
-/// `Err` with the errno of the one read (see [`ipc_core::process::read_stat`]), `Ok(None)` for
-/// a line that does not parse.
+/// The start time of `pid` (field 22 of `/proc/PID/stat`, clock ticks after boot), low 40 bits,
+/// counted from the host's boot: `/proc` counts from the boot clock of the reader's time
+/// namespace, which may be set ahead ([`boot_offset_ticks`], subtracted), so that a process
+/// in such a namespace and one outside, sharing a PID namespace, agree on each other's start.
+/// `Err` with the errno of a read (see [`ipc_core::process::read_stat`]), `Ok(None)` for a
+/// line that does not parse.
 fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>, Errno> {
-    ipc_core::process::read_stat(pid).map(|s| s.map(|s| s.start_ticks & START_MASK))
+    let Some(stat) = ipc_core::process::read_stat(pid)? else {
+        return Ok(None);
+    };
+    let host = stat
+        .start_ticks
+        .saturating_add_signed(-boot_offset_ticks()?);
+    Ok(Some(host & START_MASK))
 }
 
-/// This process's identity (cached; recomputed in a child after `fork`).
+/// The boot clock offset of this process's time namespace, in the clock ticks of
+/// `/proc/PID/stat` (`/proc/self/timens_offsets`, line `boottime`; 0 where there is no such
+/// file). `Err` only for a file that could not be read for want of a descriptor.
+///
+/// The kernel adds the offset before it rounds to ticks: an offset that is not a whole
+/// number of ticks (tools set whole seconds) may leave the two counts one tick apart, and
+/// the peer then taken for dead; such a process is best given a PID namespace of its own
+/// too, where its presence mark decides.
+///
+/// # References
+/// - [`time_namespaces(7)`](https://man7.org/linux/man-pages/man7/time_namespaces.7.html)
+fn boot_offset_ticks() -> std::result::Result<i64, Errno> {
+    let text = match std::fs::read_to_string("/proc/self/timens_offsets") {
+        Ok(text) => text,
+        Err(e) => {
+            return match Errno::from_io_error(&e) {
+                Some(e @ (Errno::MFILE | Errno::NFILE)) => Err(e),
+                // No time namespaces in this kernel (or no `/proc`: the stat read says so).
+                _ => Ok(0),
+            };
+        }
+    };
+    let Some(line) = text.lines().find(|l| l.starts_with("boottime")) else {
+        return Ok(0);
+    };
+    let mut fields = line.split_whitespace().skip(1).map(|f| f.parse::<i64>());
+    let (Some(Ok(secs)), Some(Ok(nanos))) = (fields.next(), fields.next()) else {
+        return Ok(0);
+    };
+    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
+    let hz = i64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100));
+    Ok(secs
+        .saturating_mul(hz)
+        .saturating_add(nanos.saturating_mul(hz) / 1_000_000_000))
+}
+
+/// This process's identity (cached; recomputed in a child after `fork`, whose pid or PID
+/// namespace differs: a child forked into a new namespace may have its parent's pid, 1).
 ///
 /// Errors: [`ErrorKind::LimitExceeded`] naming `RLIMIT_NOFILE` (or `fs.file-max`) when no
 /// descriptor is free to read `/proc/self/stat` with. Nothing is cached then: an identity
@@ -77,11 +123,12 @@ fn start_time_of(pid: impl std::fmt::Display) -> std::result::Result<Option<u64>
 /// live process for a dead one. Without `/proc` at all the start time is 0 (a peer cannot
 /// check liveness there either, and says so).
 pub(crate) fn me() -> Result<Identity> {
-    static CACHE: Mutex<Option<Identity>> = Mutex::new(None);
+    static CACHE: Mutex<Option<(Identity, u64)>> = Mutex::new(None);
     let pid = std::process::id();
+    let ns = my_pidns();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     match *cache {
-        Some(id) if id.pid == pid => Ok(id),
+        Some((id, of)) if id.pid == pid && of == ns => Ok(id),
         _ => {
             let op = "read /proc/self/stat (this process's start time)";
             let start_time = match start_time_of("self") {
@@ -94,16 +141,17 @@ pub(crate) fn me() -> Result<Identity> {
                 }
             };
             let id = Identity { pid, start_time };
-            *cache = Some(id);
+            *cache = Some((id, ns));
             Ok(id)
         }
     }
 }
 
-/// This process's PID namespace ([`ipc_core::process::pid_namespace`], read once).
+/// This process's PID namespace ([`ipc_core::process::pid_namespace`], one `stat`). Read
+/// each time (at each claim and each new owner a watch follows), not kept: a child forked
+/// after `unshare(CLONE_NEWPID)` runs in another namespace than the parent that read it.
 pub(crate) fn my_pidns() -> u64 {
-    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *NS.get_or_init(ipc_core::process::pid_namespace)
+    ipc_core::process::pid_namespace()
 }
 
 /// Where `side` is in `seg` (its byte offset: the place of its presence mark), if it is there.
@@ -297,9 +345,14 @@ pub(crate) enum Status {
 pub(crate) struct Watch {
     /// The identity part of the owner word the pidfd belongs to.
     key: Option<u64>,
+    /// The namespace word read with it. An identity names one process only within one PID
+    /// namespace: the first processes of two containers (pid 1 each) started in the same
+    /// clock tick publish the same owner word, and the verdict on one (dead) must not pass
+    /// to the other, which may take the same place after it.
+    ns: u64,
     pidfd: Option<OwnedFd>,
-    /// The process is in another PID namespace (or its pid names no process here while its
-    /// mark is held): it lives as long as its mark does, and there is no pidfd.
+    /// The process is in another PID namespace (or its pid names no process here): its mark
+    /// decides, probed at each check, and there is no pidfd.
     by_mark: bool,
     dead: bool,
 }
@@ -322,15 +375,21 @@ impl Watch {
     /// caller.
     pub(crate) fn status_of(&mut self, at: At<'_>, word: u64) -> Result<Status> {
         let status = self.follow_word(at, word)?;
-        if !matches!(status, Status::Alive | Status::Attaching) {
-            return Ok(status);
-        }
-        if self.by_mark {
-            // One probe of the lock (a probe that cannot be made says nothing: alive).
-            if marked(at) == Some(false) {
-                self.dead = true;
-                return Ok(Status::Dead);
+        if self.by_mark && matches!(status, Status::Alive | Status::Attaching | Status::Dead) {
+            // One probe of the lock at every check, whatever the last one found (a probe that
+            // cannot be made says nothing: the last verdict stands). A mark says who holds
+            // the place, not that a process lives: a subscriber that leaves its place and
+            // joins it again carries the same owner word, and holds the mark again.
+            if let Some(held) = marked(at) {
+                self.dead = !held;
             }
+            return Ok(match (self.dead, state_of(word)) {
+                (true, _) => Status::Dead,
+                (false, STATE_ATTACHING) => Status::Attaching,
+                (false, _) => Status::Alive,
+            });
+        }
+        if !matches!(status, Status::Alive | Status::Attaching) {
             return Ok(status);
         }
         let fd = self.pidfd.as_ref().expect("open when alive");
@@ -406,14 +465,16 @@ impl Watch {
             )));
         }
         let key = key_of(word);
-        if self.key != Some(key) {
+        // Read after the owner word (Acquire): the namespace its claimer published, or 0.
+        let ns = at.1.pidns.load(Ordering::Acquire);
+        if self.key != Some(key) || self.ns != ns {
             self.pidfd = None;
             self.dead = false;
             self.by_mark = false;
             self.key = Some(key);
-            // Read after the owner word (Acquire): the namespace its claimer published, or 0.
-            let ns = at.1.pidns.load(Ordering::Acquire);
-            let foreign = ns != 0 && ns != my_pidns();
+            self.ns = ns;
+            let mine = my_pidns();
+            let foreign = ns != 0 && ns != mine;
             let verified = match foreign {
                 // Its pid names nothing here, or another process.
                 true => Err(Errno::SRCH),
@@ -422,7 +483,7 @@ impl Watch {
             let mark = match &verified {
                 // Gone by its pid, or not checkable by pid at all: unless it is known to share
                 // this namespace, its mark decides.
-                Err(Errno::SRCH | Errno::NOENT) if ns != my_pidns() => marked(at),
+                Err(Errno::SRCH | Errno::NOENT) if ns != mine => marked(at),
                 // A process `/proc` hides, whose start time could not be checked: if the peer
                 // published a mark, the mark tells whether it is still there (a pid reused by
                 // another hidden process after the peer died holds no mark of it).
@@ -430,9 +491,10 @@ impl Watch {
                 _ => None,
             };
             match (verified, mark) {
-                (Ok((fd, _)), None | Some(true)) => self.pidfd = Some(fd),
-                (Err(_), Some(true)) => self.by_mark = true,
-                (_, Some(false)) => self.dead = true,
+                // Alive by its pid and its mark: the pidfd lets the watcher cover it.
+                (Ok((fd, _)), Some(true)) => self.pidfd = Some(fd),
+                (_, Some(held)) => (self.by_mark, self.dead) = (true, !held),
+                (Ok((fd, _)), None) => self.pidfd = Some(fd),
                 (Err(Errno::SRCH), None) => self.dead = true,
                 (Err(Errno::NOENT), None) => {
                     self.key = None;
@@ -479,7 +541,13 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<(OwnedFd, bool), E
     })?;
     // The pidfd now pins whichever process has this pid. If its start time is not the one the
     // peer published, the peer died and the pid was reused.
-    match start_time_of(pid) {
+    let start_time = match proc_number(pid, &fd) {
+        Ok(Some(n)) => start_time_of(n),
+        // Not shown in this `/proc`: as hidden.
+        Ok(None) => Err(Errno::NOENT),
+        Err(e) => Err(e),
+    };
+    match start_time {
         Ok(Some(t)) if t == start => Ok((fd, true)),
         Ok(Some(_)) => Err(Errno::SRCH),
         // Gone (reaped since the pidfd was made), hidden (`/proc` mounted `hidepid=`, another
@@ -500,6 +568,32 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<(OwnedFd, bool), E
         // another reason it cannot be read now: neither dead nor alive; the caller names it.
         Err(e) => Err(e),
     }
+}
+
+/// The number `/proc` shows the process of `pidfd` (opened for `pid`, a number in this
+/// process's PID namespace) under: `pid` itself when `/proc` is this namespace's (`/proc/self`
+/// names this process's pid; one `readlink`); otherwise, for a `/proc` mounted for an ancestor
+/// namespace (`unshare --pid --fork` without `--mount-proc`, a container given its host's
+/// `/proc`), where `/proc/PID` is another process, the number there that the pidfd's fdinfo
+/// gives; `None` when that `/proc` does not show the process. `Err` with the errno of a
+/// fdinfo that could not be read (`EMFILE`: no descriptor free to read it with).
+fn proc_number(pid: u32, pidfd: &OwnedFd) -> std::result::Result<Option<u32>, Errno> {
+    let own = rustix::fs::readlink("/proc/self", Vec::new())
+        .ok()
+        .and_then(|s| s.to_str().ok()?.parse::<u32>().ok());
+    if own.is_none_or(|own| own == std::process::id()) {
+        // This namespace's `/proc` (or none: the read of the pid's entry says so).
+        return Ok(Some(pid));
+    }
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|nr| nr.trim().parse::<i64>().ok())
+        .and_then(|nr| u32::try_from(nr).ok())
+        .filter(|&nr| nr > 0))
 }
 
 /// Whether the process of `pidfd` has exited (the pidfd is readable; a poll that cannot be
@@ -661,6 +755,67 @@ mod tests {
         s.pidns.store(my_pidns(), Ordering::Release);
         assert_eq!(Watch::default().status((&seg, s)).unwrap(), Status::Dead);
         drop(mark);
+    }
+
+    /// Two processes of two namespaces can publish one owner word (pid 1 each, started in
+    /// one clock tick): the verdict on the first, dead, does not pass to the second, which
+    /// holds the place's mark after it.
+    #[test]
+    fn one_owner_word_in_two_namespaces_is_two_processes() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mut first = me().unwrap();
+        first.start_time += 1; // not this process, by its pid
+        let word = pack(STATE_ATTACHED, first);
+        let mark = mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+        assert!(w.known_dead(word));
+        // The place freed, and taken by the second with the same word.
+        assert!(free_dead(s, word));
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        assert_eq!(
+            w.status((&seg, s)).unwrap(),
+            Status::Alive,
+            "namespace not yet published: its pid, then its mark"
+        );
+        s.pidns.store(my_pidns() + 2, Ordering::Release);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive, "by its mark");
+        assert!(!w.known_dead(word));
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+    }
+
+    /// A process of another namespace that leaves its place and takes it again has the same
+    /// owner word (and namespace) both times: a check made while it was away (no mark) must
+    /// not stay its verdict once it is back.
+    #[test]
+    fn a_foreign_process_back_in_its_place_is_alive_again() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mut away = me().unwrap();
+        away.start_time += 1;
+        let word = pack(STATE_ATTACHED, away);
+        let mark = mark(&seg, s).unwrap().unwrap();
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        // Its leave, seen half done: the word still there, the mark gone.
+        drop(mark);
+        assert_eq!(w.status_of((&seg, s), word).unwrap(), Status::Dead);
+        // Back, with the same word and namespace.
+        let mark = self::mark(&seg, s).unwrap().unwrap();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        assert!(!w.known_dead(word));
+        drop(mark);
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+        assert!(w.known_dead(word), "kept until the next check");
     }
 
     /// An end publishes its namespace only with a mark, and hands both over on detach.

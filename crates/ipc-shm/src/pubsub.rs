@@ -1209,8 +1209,9 @@ impl Subscriber {
         };
         place.side.single_cpu.store(sub.cpu, Ordering::Relaxed);
         if stop == JoinStep::Claimed {
-            // As a process killed here: its mark goes with it, nothing else is undone.
-            drop(sub.presence.take());
+            // As a process stopped here: nothing is undone, and its mark stays while it runs
+            // (a process killed here takes it along).
+            std::mem::forget(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
@@ -1218,15 +1219,17 @@ impl Subscriber {
         sub.cursor = start;
         place.cursor.store(start, Ordering::SeqCst);
         if stop == JoinStep::Positioned {
-            // As a process killed here: its mark goes with it, nothing else is undone.
-            drop(sub.presence.take());
+            // As a process stopped here: nothing is undone, and its mark stays while it runs
+            // (a process killed here takes it along).
+            std::mem::forget(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
         place.side.owner.store(sub.mine, Ordering::SeqCst);
         if stop == JoinStep::Attached {
-            // As a process killed here: its mark goes with it, nothing else is undone.
-            drop(sub.presence.take());
+            // As a process stopped here: nothing is undone, and its mark stays while it runs
+            // (a process killed here takes it along).
+            std::mem::forget(sub.presence.take());
             std::mem::forget(sub);
             return Ok(None);
         }
