@@ -305,20 +305,29 @@ where
     E: MessageSender + MessageReceiver,
     H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
 {
-    serve_requests(conn, handler, |conn, buf| {
-        recv_growing(conn, buf, Deadline::Never).map(Some)
-    })
+    serve_requests(
+        conn,
+        handler,
+        |conn, buf| recv_growing(conn, buf, Deadline::Never).map(Some),
+        |_| {},
+    )
 }
 
 /// [`serve_connection`] until `stop` is given: then the request being handled is answered and
 /// the connection closed (its client's requests still waiting fail with `Disconnected`), so a
 /// client that keeps its connection open cannot keep a stopped server from returning.
-fn serve_connection_until<E, H>(conn: &mut E, handler: &H, stop: &Stop) -> Result<()>
+/// `held` is told when a reply starts and ends being written (see [`STOP_GRACE`]).
+fn serve_connection_until<E, H>(
+    conn: &mut E,
+    handler: &H,
+    stop: &Stop,
+    held: Option<&Held<'_>>,
+) -> Result<()>
 where
     E: MessageSender + MessageReceiver + ipc_core::Readiness,
     H: Fn(&[u8], &mut Vec<u8>) + ?Sized,
 {
-    serve_requests(conn, handler, |conn, buf| {
+    let next = |conn: &mut E, buf: &mut Vec<u8>| {
         loop {
             if stop.is_stopped() {
                 return Ok(None);
@@ -336,15 +345,21 @@ where
             conn.disarm();
             woke?;
         }
+    };
+    serve_requests(conn, handler, next, |on| {
+        if let Some(held) = held {
+            held.sending(on);
+        }
     })
 }
 
 /// The loop of [`serve_connection`]: `next` gives each request's length in `buf`, or `None`
-/// to close.
+/// to close; `sending` is told when each reply starts (`true`) and ends being written.
 fn serve_requests<E, H>(
     conn: &mut E,
     handler: &H,
     mut next: impl FnMut(&mut E, &mut Vec<u8>) -> Result<Option<usize>>,
+    sending: impl Fn(bool),
 ) -> Result<()>
 where
     E: MessageSender + MessageReceiver,
@@ -371,7 +386,10 @@ where
         reply.clear();
         reply.extend_from_slice(id);
         reply.extend_from_slice(&body);
-        match conn.send(&reply) {
+        sending(true);
+        let sent = conn.send(&reply);
+        sending(false);
+        match sent {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Disconnected => return Ok(()),
             Err(e) => return Err(e),
@@ -405,9 +423,10 @@ where
 /// returns `Ok` once every handler has returned. A graceful stop that no client can hold up
 /// by staying connected: a client's requests sent but not yet taken when its connection
 /// closes fail on its side with [`ErrorKind::Disconnected`], as a server's death fails them;
-/// and a reply still not written [`STOP_GRACE`] after the stop (its client does not read) is
-/// given up, its connection shut down. (A handler that never returns still holds the server:
-/// that one is yours to end.)
+/// and a reply still not written [`STOP_GRACE`] after it began (or after the stop, if later:
+/// its client does not read) is given up, its connection shut down. A handler is waited for
+/// however long it runs (one that never returns holds the server: that one is yours to end).
+/// Without a stop, `until` passing ends the accepting only, as in [`serve`].
 /// Clients that connect after the stop are left in the listener's queue, unserved, until the
 /// listener is dropped.
 ///
@@ -469,8 +488,9 @@ impl Stop {
     }
 
     /// Stops the server: it accepts no more clients, closes each connection once the request
-    /// in hand (if any) is answered (or its reply is given up, [`STOP_GRACE`] on), and returns
-    /// (see [`serve_until_stopped`]). No effect after the first call.
+    /// in hand (if any) is answered (a reply its client does not read is given up after
+    /// [`STOP_GRACE`]), and returns (see [`serve_until_stopped`]). No effect after the first
+    /// call.
     pub fn stop(&self) {
         // Only EAGAIN can fail this (the counter at its maximum): stopped already then.
         let _ = rustix::io::write(&*self.fd, &1u64.to_ne_bytes());
@@ -563,12 +583,13 @@ where
                         _ => None,
                     };
                     let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
-                        let _held = held;
                         // A handler that panics on this client's request costs this client
                         // its connection, not the server: the panic stops here.
                         let served =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match stop {
-                                Some(stop) => serve_connection_until(&mut conn, handler, stop),
+                                Some(stop) => {
+                                    serve_connection_until(&mut conn, handler, stop, held.as_ref())
+                                }
                                 None => serve_connection(&mut conn, handler),
                             }));
                         match served {
@@ -591,26 +612,36 @@ where
                 Err(e) => break Err(e),
             }
         };
-        if stop.is_some() {
+        if stop.is_some_and(Stop::is_stopped) {
             // Idle connections close at once; a reply a client does not take must not hold
             // the server for ever.
-            open.shut_down_after(STOP_GRACE);
+            open.finish(STOP_GRACE);
         }
         accepted
     })
 }
 
-/// How long after a [`Stop`] the replies being written may take before their connections are
-/// shut down (a client that does not read its replies cannot hold a stopped server longer).
+/// How long a reply may take to be written once a [`Stop`] was given (counted from the stop
+/// or from the reply's start, whichever is later) before its connection is shut down: a client
+/// that does not read its replies cannot hold a stopped server longer. A handler still
+/// running is waited for, however long it takes.
 pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The connections a stoppable server has open: a second descriptor of each socket (shutting
-/// one down ends a send blocked on the other), dropped when its thread ends.
+/// one down ends a send blocked on the other) and when its reply being written began, dropped
+/// when its thread ends.
 #[derive(Default)]
 struct Connections {
-    open: std::sync::Mutex<HashMap<u64, std::os::fd::OwnedFd>>,
-    gone: std::sync::Condvar,
+    open: std::sync::Mutex<HashMap<u64, Open>>,
+    changed: std::sync::Condvar,
     next: std::sync::atomic::AtomicU64,
+}
+
+struct Open {
+    fd: std::os::fd::OwnedFd,
+    /// When the reply being written began to be (`None`: none is).
+    sending: Option<std::time::Instant>,
+    shut: bool,
 }
 
 /// One connection's place in [`Connections`], given up on drop.
@@ -627,40 +658,66 @@ impl Connections {
             .inspect_err(|e| tracing::debug!(error = %e, "no descriptor to stop a client with"))
             .ok()?;
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().insert(id, fd);
+        let open = Open {
+            fd,
+            sending: None,
+            shut: false,
+        };
+        self.lock().insert(id, open);
         Some(Held { set: self, id })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, std::os::fd::OwnedFd>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits up to `grace` for the connections to end, then shuts down the sockets of those
-    /// still open: their blocked sends and receives end, and so do their threads.
-    fn shut_down_after(&self, grace: std::time::Duration) {
-        let end = std::time::Instant::now() + grace;
+    /// After the stop: waits for every connection to end, shutting down the socket of each
+    /// whose reply has been being written for `grace` (counted from now at the earliest),
+    /// which ends its blocked send and so its thread. Handlers still running are waited for.
+    fn finish(&self, grace: std::time::Duration) {
+        let stopped = std::time::Instant::now();
         let mut open = self.lock();
         while !open.is_empty() {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
+            let now = std::time::Instant::now();
+            let mut next_due: Option<std::time::Instant> = None;
+            for c in open.values_mut().filter(|c| !c.shut) {
+                let Some(began) = c.sending else { continue };
+                let due = began.max(stopped) + grace;
+                if due <= now {
+                    // ENOTCONN: it ended already.
+                    let _ = rustix::net::shutdown(&c.fd, rustix::net::Shutdown::Both);
+                    c.shut = true;
+                } else {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                }
             }
-            open = self
-                .gone
-                .wait_timeout(open, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            open = match next_due {
+                Some(due) => {
+                    let left = due.saturating_duration_since(now);
+                    self.changed
+                        .wait_timeout(open, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.changed.wait(open).unwrap_or_else(|p| p.into_inner()),
+            };
         }
-        for fd in open.values() {
-            // ENOTCONN: it ended already.
-            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+    }
+}
+
+impl Held<'_> {
+    /// Says that this connection's reply starts (`true`) or ends being written.
+    fn sending(&self, on: bool) {
+        if let Some(c) = self.set.lock().get_mut(&self.id) {
+            c.sending = on.then(std::time::Instant::now);
         }
+        self.set.changed.notify_all();
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.set.lock().remove(&self.id);
-        self.set.gone.notify_all();
+        self.set.changed.notify_all();
     }
 }

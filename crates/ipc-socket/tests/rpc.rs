@@ -518,6 +518,67 @@ fn a_stopped_server_answers_the_request_in_hand_though_another_is_queued_behind_
 /// A client that stays connected and never reads its replies cannot hold up a stopped server
 /// either: the reply in hand, far larger than the socket buffers, can never be written whole,
 /// so the stop must end that write too (the client then sees `Disconnected`).
+/// A handler that takes longer than `STOP_GRACE` after the stop still gets its reply to a
+/// client that reads: the grace bounds a reply's writing, not its handling.
+/// Before, the grace ran from the stop, and such a reply was cut off.
+#[test]
+fn a_slow_handler_s_reply_after_a_stop_still_reaches_a_reading_client() {
+    within_watchdog("rpc stop, slow handler", || {
+        let dir = TempDir::new("rpc-stop-slow");
+        let addr = Address::path(dir.join("s"));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let stop = Stop::new().unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let entered_tx = std::sync::Mutex::new(entered_tx);
+        let handler = |q: &[u8], out: &mut Vec<u8>| {
+            entered_tx.lock().unwrap().send(()).unwrap();
+            std::thread::sleep(ipc_socket::rpc::STOP_GRACE + Duration::from_millis(300));
+            reverse(q, out)
+        };
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve_until_stopped(&l, &stop, Deadline::Never, handler));
+            let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut c = Client::new(conn);
+            let id = c.start(b"slow", secs(60)).unwrap();
+            entered.recv().unwrap();
+            stop.stop();
+            let mut buf = [0u8; 16];
+            let n = c.wait(id, &mut buf).unwrap();
+            assert_eq!(&buf[..n], b"wols");
+            server.join().unwrap().unwrap();
+        });
+    });
+}
+
+/// A server whose `until` passes with no stop given goes on serving the clients it has until
+/// they leave, as `serve` does: nothing is shut down for a stop that never came.
+/// Before, its connections were shut down `STOP_GRACE` after `until`.
+#[test]
+fn a_server_past_its_until_without_a_stop_serves_its_clients_until_they_leave() {
+    within_watchdog("rpc until, no stop", || {
+        let dir = TempDir::new("rpc-until");
+        let addr = Address::path(dir.join("s"));
+        let l: Listener<Seqpacket> = Listener::bind(&addr, &Options::new()).unwrap();
+        let stop = Stop::new().unwrap();
+        let until = Deadline::after(Duration::from_millis(100));
+        std::thread::scope(|s| {
+            let server = s.spawn(|| serve_until_stopped(&l, &stop, until, reverse));
+            let conn = Seqpacket::connect(&addr, &Options::new(), secs(30)).unwrap();
+            let mut c = Client::new(conn);
+            let mut buf = [0u8; 16];
+            let n = c.call(b"ab", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"ba");
+            // Past `until`, and past the grace a stop would have had.
+            std::thread::sleep(ipc_socket::rpc::STOP_GRACE + Duration::from_millis(300));
+            let n = c.call(b"cd", &mut buf, secs(30)).unwrap();
+            assert_eq!(&buf[..n], b"dc");
+            assert!(!server.is_finished(), "returned with a client connected");
+            drop(c);
+            server.join().unwrap().unwrap();
+        });
+    });
+}
+
 #[test]
 fn a_client_that_never_reads_its_reply_does_not_hold_up_a_stopped_server() {
     within_watchdog("rpc stop, reply never read", || {
