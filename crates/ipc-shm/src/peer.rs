@@ -293,16 +293,20 @@ pub(crate) fn reclaim(side: &Side, found: u64) -> bool {
 /// Gives the place `found` names back (to free) for a process the caller found gone (dead, or
 /// closed and drained): one compare-and-swap, so it fails if anything changed since.
 pub(crate) fn free_dead(side: &Side, found: u64) -> bool {
-    let freed = side
-        .owner
-        .compare_exchange(found, 0, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok();
-    if freed {
-        // The dead process's namespace is not the next one's. A claim made since the swap may
-        // lose its own to this store: 0 only makes peers check its pid before its mark.
-        side.pidns.store(0, Ordering::Release);
+    // The dead process's namespace is cleared first, so that no look pairs the next claim's
+    // word with it (a look that reads 0 checks the pid, then the mark). Only that value is
+    // cleared: a claim that came meanwhile keeps its own (or, the same value, loses it to 0,
+    // which costs a pid check before its mark).
+    let ns = side.pidns.load(Ordering::Acquire);
+    if side.owner.load(Ordering::Acquire) != found {
+        return false;
     }
-    freed
+    let _ = side
+        .pidns
+        .compare_exchange(ns, 0, Ordering::AcqRel, Ordering::Relaxed);
+    side.owner
+        .compare_exchange(found, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// Gives `side` up without closing the channel, so another process can attach (the
@@ -465,8 +469,12 @@ impl Watch {
             )));
         }
         let key = key_of(word);
-        // Read after the owner word (Acquire): the namespace its claimer published, or 0.
-        let ns = at.1.pidns.load(Ordering::Acquire);
+        // Read after the owner word (Acquire): the namespace its claimer published, or 0; and
+        // only if the word is still `word`, or the namespace may be the next claim's.
+        let ns = match at.1.pidns.load(Ordering::Acquire) {
+            ns if at.1.owner.load(Ordering::Acquire) == word => ns,
+            _ => 0,
+        };
         if self.key != Some(key) || self.ns != ns {
             self.pidfd = None;
             self.dead = false;
@@ -495,6 +503,20 @@ impl Watch {
                 (Ok((fd, _)), Some(true)) => self.pidfd = Some(fd),
                 (_, Some(held)) => (self.by_mark, self.dead) = (true, !held),
                 (Ok((fd, _)), None) => self.pidfd = Some(fd),
+                // In another namespace, and its mark could not be probed now (a segment with
+                // no file, System V, holds no mark: that claim is forged, and dead below): not
+                // known dead; the next check tries again.
+                (Err(_), None) if foreign && at.0.fd().is_some() => {
+                    self.key = None;
+                    return Err(Error::with_note(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "the peer runs in another PID namespace (pid:[{ns}]) and its presence \
+                             mark could not be probed here"
+                        ),
+                    )
+                    .in_op("check the peer process"));
+                }
                 (Err(Errno::SRCH), None) => self.dead = true,
                 (Err(Errno::NOENT), None) => {
                     self.key = None;
@@ -571,27 +593,34 @@ fn open_verified(pid: u32, start: u64) -> std::result::Result<(OwnedFd, bool), E
 }
 
 /// The number `/proc` shows the process of `pidfd` (opened for `pid`, a number in this
-/// process's PID namespace) under: `pid` itself when `/proc` is this namespace's (`/proc/self`
-/// names this process's pid; one `readlink`); otherwise, for a `/proc` mounted for an ancestor
-/// namespace (`unshare --pid --fork` without `--mount-proc`, a container given its host's
-/// `/proc`), where `/proc/PID` is another process, the number there that the pidfd's fdinfo
-/// gives; `None` when that `/proc` does not show the process. `Err` with the errno of a
-/// fdinfo that could not be read (`EMFILE`: no descriptor free to read it with).
+/// process's PID namespace) under, read from the pidfd's fdinfo (`Pid:`, in the numbering of
+/// the `/proc` it is read through): `pid` itself where `/proc` is this namespace's, another
+/// number for a `/proc` mounted for an ancestor namespace (`unshare --pid --fork` without
+/// `--mount-proc`, a container given its host's `/proc`), where `/proc/PID` is another
+/// process. Asked every time rather than guessed from `/proc/self`, whose number can equal
+/// this process's pid by chance under such a `/proc`. `None` when that `/proc` does not show
+/// the process (or it has exited); `pid` itself where the fdinfo has no `Pid:` line (kernels
+/// before 5.4). `Err` with the errno of a fdinfo that could not be read for want of a
+/// descriptor.
 fn proc_number(pid: u32, pidfd: &OwnedFd) -> std::result::Result<Option<u32>, Errno> {
-    let own = rustix::fs::readlink("/proc/self", Vec::new())
-        .ok()
-        .and_then(|s| s.to_str().ok()?.parse::<u32>().ok());
-    if own.is_none_or(|own| own == std::process::id()) {
-        // This namespace's `/proc` (or none: the read of the pid's entry says so).
-        return Ok(Some(pid));
-    }
     use std::os::fd::AsRawFd;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("Pid:"))
-        .and_then(|nr| nr.trim().parse::<i64>().ok())
+    let info = match std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())) {
+        Ok(info) => info,
+        Err(e) => {
+            return match Errno::from_io_error(&e).unwrap_or(Errno::IO) {
+                e @ (Errno::MFILE | Errno::NFILE) => Err(e),
+                // No `/proc` (the stat read then says so): this namespace's numbering.
+                _ => Ok(Some(pid)),
+            };
+        }
+    };
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix("Pid:")) else {
+        return Ok(Some(pid));
+    };
+    Ok(line
+        .trim()
+        .parse::<i64>()
+        .ok()
         .and_then(|nr| u32::try_from(nr).ok())
         .filter(|&nr| nr > 0))
 }
