@@ -20,7 +20,7 @@ use crate::ring::{
     STATE_CLOSED, Shape, Side,
 };
 use crate::segment::{Segment, SegmentKind};
-use crate::wait::{DEFAULT_SPIN, Fences, MAX_SPIN, WaitPolicy, wake_flagged};
+use crate::wait::{DEFAULT_SPIN, Fences, MAX_SPIN, PollCheck, WaitPolicy, wake_flagged};
 use ipc_core::fd::Interest;
 use ipc_core::{Readiness, futex};
 
@@ -45,9 +45,6 @@ const CHECK_EVERY: u32 = 1024;
 /// when the channel was made.
 const MAX_MESSAGE_SET_BY: &str =
     "the channel's max_message (set at creation: ChannelOptions::max_message or messages)";
-/// Polls that find nothing (non-blocking calls, [`WaitPolicy::Spin`]) check the peer's process
-/// with a syscall at most this often, and only while the watcher thread does not cover it.
-const POLL_CHECK: Duration = Duration::from_millis(1);
 
 /// The shape of a channel: its data capacity (in bytes, or as a number of messages of a
 /// largest size), its largest message, and how its ends wait.
@@ -307,13 +304,11 @@ struct End {
     /// until after its last store there: a field, so it is dropped after `Drop::drop` closes.
     presence: Option<ipc_core::process::Presence>,
     my_cpu: u32,
-    /// Polls that found nothing to do, for rate-limiting liveness checks.
-    polls: u32,
+    /// When a poll that found nothing checks the peer's process.
+    polls: PollCheck,
     /// The last doorbell wait was armed with the peer not watched (no pidfd: a peer in another
     /// PID namespace): the next poll checks it ([`poll_due`](End::poll_due)).
     unwatched: bool,
-    /// When a poll last checked the peer's process with a syscall.
-    last_check: Option<Instant>,
     /// How blocking calls wait, and the spin budget of [`WaitPolicy::Adaptive`].
     policy: WaitPolicy,
     spin_for: Duration,
@@ -361,9 +356,8 @@ impl End {
                 watch: Watch::default(),
                 presence: None,
                 my_cpu: peer::single_cpu(),
-                polls: 0,
+                polls: PollCheck::default(),
                 unwatched: false,
-                last_check: None,
                 policy,
                 spin_for,
                 fences: Fences::get(),
@@ -421,25 +415,9 @@ impl End {
         ))
     }
 
-    /// Whether a poll that found nothing should check the peer's process now: on every 64th
-    /// such poll, and on the first after a doorbell wait armed with the peer not watched
-    /// (which the bell thread ends every slice: such a peer is seen dead within a slice, not
-    /// 64), if [`POLL_CHECK`] has passed since the last check (one clock read per 64 polls, at
-    /// most one syscall per millisecond).
+    /// Whether a poll that found nothing should check the peer's process now ([`PollCheck`]).
     fn poll_due(&mut self) -> bool {
-        self.polls = self.polls.wrapping_add(1);
-        if !std::mem::take(&mut self.unwatched) && self.polls % 64 != 1 {
-            return false;
-        }
-        let now = Instant::now();
-        if self
-            .last_check
-            .is_some_and(|t| now.duration_since(t) < POLL_CHECK)
-        {
-            return false;
-        }
-        self.last_check = Some(now);
-        true
+        self.polls.due(std::mem::take(&mut self.unwatched))
     }
 
     /// Whether the watcher thread covers the process `owner` names (attached): its death
@@ -692,7 +670,7 @@ impl End {
     }
 
     /// [`WaitPolicy::Spin`]'s wait: polls `take` until it gets something, the peer is gone
-    /// (its state, the watcher's verdict, or a pidfd poll at most once per [`POLL_CHECK`]
+    /// (its state, the watcher's verdict, or a pidfd poll at most once per [`POLL_CHECK`](crate::wait::POLL_CHECK)
     /// while the watcher does not cover it), or `deadline` passes. Never sleeps, so nobody
     /// needs to wake it.
     fn spin_until<T>(

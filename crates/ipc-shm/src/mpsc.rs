@@ -478,9 +478,8 @@ pub struct MpscProducer {
     /// This producer's presence mark on its place (`peer::claim`), dropped after its close.
     _presence: Option<Presence>,
     corrupted: Option<String>,
-    /// Non-blocking sends that found no room, for rate-limiting the consumer's liveness check
-    /// (a syscall) on that path.
-    polls: u32,
+    /// When a non-blocking send that found no room checks the consumer's process.
+    polls: crate::wait::PollCheck,
     /// The length of the last message that found no room: what [`Readiness::arm`] waits for.
     wanted: usize,
     /// The readiness doorbell, on this ring's rx wake word.
@@ -621,7 +620,7 @@ impl MpscProducer {
             watch: Watch::default(),
             _presence: mark,
             corrupted: None,
-            polls: 0,
+            polls: crate::wait::PollCheck::default(),
             wanted: 0,
             ready,
             cpu: peer::single_cpu(),
@@ -750,9 +749,10 @@ impl MessageSender for MpscProducer {
             self.wanted = msg.len();
             let word = consumer.owner.load(Ordering::Acquire);
             // The consumer's process is checked (a pidfd poll) after a first sleep, or on
-            // every 64th full non-blocking call, so a quick poll costs no syscall.
+            // non-blocking calls that find nothing as `PollCheck` says, so a quick poll
+            // costs no syscall.
             let check = if deadline == Deadline::Now {
-                self.ready.poll_check(&mut self.polls)
+                self.polls.due(self.ready.take_timed())
             } else {
                 !rounds.first()
             };
@@ -944,7 +944,8 @@ pub struct MpscConsumer {
     /// Whether a producer was seen attached since the last `Disconnected` (before that, no
     /// producer is not the end: a receive waits for one).
     seen_producer: bool,
-    polls: u32,
+    /// When a non-blocking receive that found nothing checks the producers' processes.
+    polls: crate::wait::PollCheck,
     corrupted: Option<String>,
     /// The readiness doorbell, on the `doorbell` word; one watched peer per producer place.
     ready: Doorbell,
@@ -1029,7 +1030,7 @@ impl MpscConsumer {
             _presence: mark,
             next: 0,
             seen_producer: false,
-            polls: 0,
+            polls: crate::wait::PollCheck::default(),
             corrupted: None,
             ready,
             cpu: peer::single_cpu(),
@@ -1190,7 +1191,7 @@ impl MpscConsumer {
         let mut rounds = Rounds::default();
         loop {
             let check = if deadline == Deadline::Now {
-                self.ready.poll_check(&mut self.polls)
+                self.polls.due(self.ready.take_timed())
             } else {
                 !rounds.first()
             };

@@ -1112,9 +1112,8 @@ pub struct Subscriber {
     watch: Watch,
     /// This subscriber's presence mark on its place (`peer::claim`), dropped after it leaves.
     presence: Option<Presence>,
-    /// Non-blocking receives that found nothing, for rate-limiting the publisher's liveness
-    /// check (a syscall) on that path.
-    polls: u32,
+    /// When a non-blocking receive that found nothing checks the publisher's process.
+    polls: crate::wait::PollCheck,
     corrupted: Option<String>,
     /// The readiness doorbell, on the publisher's wake word.
     ready: Doorbell,
@@ -1202,7 +1201,7 @@ impl Subscriber {
             missed: 0,
             watch: Watch::default(),
             presence: mark,
-            polls: 0,
+            polls: crate::wait::PollCheck::default(),
             corrupted: None,
             ready,
             cpu: peer::single_cpu(),
@@ -1469,9 +1468,10 @@ impl Subscriber {
             }
             let word = h.publisher.owner.load(Ordering::Acquire);
             // The publisher's process is checked (a pidfd poll) after a first sleep, or on
-            // every 64th empty non-blocking call, so a quick poll costs no syscall.
+            // non-blocking calls that find nothing as `PollCheck` says, so a quick poll
+            // costs no syscall.
             let check = if deadline == Deadline::Now {
-                self.ready.poll_check(&mut self.polls)
+                self.polls.due(self.ready.take_timed())
             } else {
                 !rounds.first()
             };

@@ -246,7 +246,7 @@ pub(crate) struct Doorbell {
     word: usize,
     armed: AtomicBool,
     /// The last wait was armed timed (a peer the watcher thread does not cover): the next
-    /// poll checks the peer's process ([`poll_check`](Doorbell::poll_check)).
+    /// poll checks the peer's process ([`take_timed`](Doorbell::take_timed)).
     timed: AtomicBool,
     /// Per peer (place index): the identity it was registered for and the registration.
     peers: Vec<Option<(u64, Registration)>>,
@@ -336,14 +336,10 @@ impl Doorbell {
         }
     }
 
-    /// Whether a non-blocking call that found nothing should check its peer's process now
-    /// (`polls` counts such calls): on every 64th, so a quick poll costs no syscall, and on
-    /// the first after a wait armed timed, which the bell thread ends every slice to look
-    /// again: a peer no pidfd watches (one in another PID namespace) is then seen dead within
-    /// a slice, not 64.
-    pub(crate) fn poll_check(&self, polls: &mut u32) -> bool {
-        *polls = polls.wrapping_add(1);
-        self.timed.swap(false, Ordering::Relaxed) || *polls % 64 == 1
+    /// Whether the last wait was armed timed (a peer the watcher thread does not cover), which
+    /// the next poll is told once ([`PollCheck::due`](crate::wait::PollCheck::due)).
+    pub(crate) fn take_timed(&self) -> bool {
+        self.timed.swap(false, Ordering::Relaxed)
     }
 
     /// Ends a wait (drains the eventfd); returns whether one was armed, that is whether the

@@ -469,3 +469,53 @@ pub(crate) fn wake_flagged(flag: &AtomicU32, word: &AtomicU32) -> bool {
     }
     false
 }
+
+/// Polls that find nothing (non-blocking calls, [`WaitPolicy::Spin`](crate::WaitPolicy::Spin))
+/// check the peer's process with a syscall at most this often.
+pub(crate) const POLL_CHECK: Duration = Duration::from_millis(1);
+
+/// When a call that found nothing to do and does not wait checks its peer's process (a
+/// syscall): on every 64th such call, and on the first after a wait armed with the peer not
+/// watched by the watcher thread (one in another PID namespace: the doorbell ends such a wait
+/// every slice, so the peer's death is seen within a slice, not 64); in both cases at most
+/// once per [`POLL_CHECK`] (one clock read per check considered). One per end.
+#[derive(Debug, Default)]
+pub(crate) struct PollCheck {
+    polls: u32,
+    last: Option<std::time::Instant>,
+}
+
+impl PollCheck {
+    /// Whether this call checks the peer now; `after_unwatched`: the end's last wait was armed
+    /// with its peer not watched.
+    pub(crate) fn due(&mut self, after_unwatched: bool) -> bool {
+        self.polls = self.polls.wrapping_add(1);
+        if !after_unwatched && self.polls % 64 != 1 {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < POLL_CHECK)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_poll_check_is_due_every_64th_call_and_after_an_unwatched_wait() {
+        let mut c = super::PollCheck::default();
+        assert!(c.due(false), "the first");
+        assert!(!(0..63).any(|_| c.due(false)), "not the next 63");
+        std::thread::sleep(super::POLL_CHECK);
+        assert!(c.due(false), "the 65th");
+        std::thread::sleep(super::POLL_CHECK);
+        assert!(c.due(true), "the first after an unwatched wait");
+        assert!(!c.due(false), "then counting again");
+    }
+}
