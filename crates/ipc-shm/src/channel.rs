@@ -315,8 +315,9 @@ struct End {
     /// Whether the message path may skip its full fence (see [`Fences`]).
     fences: Fences,
     /// The watcher registration for the peer's current process (the identity part of its
-    /// owner word): while it holds, a sleep needs no timeout to notice the peer's death.
-    registration: Option<(u64, crate::monitor::Registration)>,
+    /// owner word, and the PID namespace it published): while it holds, a sleep needs no
+    /// timeout to notice the peer's death.
+    registration: Option<(u64, u64, crate::monitor::Registration)>,
     /// The doorbell a poll loop or async runtime waits on, made at the first
     /// [`Readiness::readiness_fd`].
     bell: Option<Bell>,
@@ -402,11 +403,11 @@ impl End {
         let owner = peer.owner.load(Ordering::Acquire);
         if state_of(owner) == STATE_CLOSED
             || self.watched_died(peer)
-            || self.watch.known_dead(owner)
+            || self.watch.known_dead(peer, owner)
         {
             return Ok(true);
         }
-        if !syscall || self.covers(owner) {
+        if !syscall || self.covers(peer, owner) {
             return Ok(false);
         }
         Ok(matches!(
@@ -420,11 +421,17 @@ impl End {
         self.polls.due(std::mem::take(&mut self.unwatched))
     }
 
-    /// Whether the watcher thread covers the process `owner` names (attached): its death
-    /// then shows in [`watched_died`](End::watched_died) without a syscall.
-    fn covers(&self, owner: u64) -> bool {
-        state_of(owner) == STATE_ATTACHED
-            && matches!(&self.registration, Some((k, _)) if *k == peer::key_of(owner))
+    /// Whether the watcher thread covers the process `owner` names (attached) in `peer`: its
+    /// death then shows in [`watched_died`](End::watched_died) without a syscall.
+    fn covers(&self, peer: &Side, owner: u64) -> bool {
+        state_of(owner) == STATE_ATTACHED && self.registered(peer, owner)
+    }
+
+    /// Whether the watcher registration is for the process `owner` names in `peer` (its
+    /// identity and the PID namespace it published).
+    fn registered(&self, peer: &Side, owner: u64) -> bool {
+        matches!(&self.registration, Some((k, ns, _))
+            if *k == peer::key_of(owner) && *ns == peer::published_ns(peer))
     }
 
     /// Whether both ends are pinned to this very CPU: then the sleeping flag protocol needs
@@ -436,7 +443,9 @@ impl End {
     /// Whether the watcher thread saw the peer's current process die (one load, no syscall).
     fn watched_died(&self, peer: &Side) -> bool {
         match &self.registration {
-            Some((k, r)) => r.died() && *k == peer::key_of(peer.owner.load(Ordering::Acquire)),
+            Some((_, _, r)) => {
+                r.died() && self.registered(peer, peer.owner.load(Ordering::Acquire))
+            }
             None => false,
         }
     }
@@ -448,9 +457,7 @@ impl End {
     fn armed(&mut self, peer: &Side, word: usize) -> bool {
         let owner = peer.owner.load(Ordering::Acquire);
         let key = peer::key_of(owner);
-        if state_of(owner) == STATE_ATTACHED
-            && matches!(&self.registration, Some((k, _)) if *k == key)
-        {
+        if self.covers(peer, owner) {
             return true;
         }
         self.registration = None;
@@ -464,7 +471,7 @@ impl End {
         };
         match crate::monitor::watch(pidfd, self.segment.clone(), word) {
             Ok(r) => {
-                self.registration = Some((key, r));
+                self.registration = Some((key, peer::published_ns(peer), r));
                 true
             }
             Err(e) => {

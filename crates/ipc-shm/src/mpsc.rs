@@ -665,8 +665,8 @@ impl MpscProducer {
     #[inline(never)]
     fn consumer_gone(&mut self, word: u64) -> Result<bool> {
         self.checks_due = CHECK_EVERY;
-        let gone = state_of(word) == STATE_CLOSED || self.watch.known_dead(word) || {
-            let consumer = (&*self.segment, &*self.view.header().consumer);
+        let consumer = (&*self.segment, &*self.view.header().consumer);
+        let gone = state_of(word) == STATE_CLOSED || self.watch.known_dead(consumer.1, word) || {
             self.watch
                 .dead_or_corrupt(consumer, word)
                 .map_err(|e| self.fail(e))?
@@ -759,8 +759,8 @@ impl MessageSender for MpscProducer {
             // A word no end writes is `Corrupted`: waiting on, this producer would never see
             // the consumer die.
             if state_of(word) == STATE_CLOSED
-                || self.watch.known_dead(word)
-                || self.ready.died(0, word)
+                || self.watch.known_dead(consumer, word)
+                || self.ready.died(0, consumer, word)
                 || (check
                     && match self
                         .watch
@@ -896,11 +896,12 @@ impl MpscProducer {
         if self.corrupted.is_some() {
             return true;
         }
-        let word = self.view.header().consumer.owner.load(Ordering::Acquire);
+        let consumer = &*self.view.header().consumer;
+        let word = consumer.owner.load(Ordering::Acquire);
         let wanted = self.wanted.min(self.view.max_message);
         state_of(word) == STATE_CLOSED
-            || self.watch.known_dead(word)
-            || self.ready.died(0, word)
+            || self.watch.known_dead(consumer, word)
+            || self.ready.died(0, consumer, word)
             || !matches!(self.producer.reserve(wanted), Ok(None))
     }
 }
@@ -1086,8 +1087,8 @@ impl MpscConsumer {
             let word = side.owner.load(Ordering::Relaxed);
             up |= state_of(word) == STATE_ATTACHED
                 && !peer::on_cpu(self.cpu, side)
-                && !self.ready.died(i, word)
-                && !self.watches[i].known_dead(word);
+                && !self.ready.died(i, side, word)
+                && !self.watches[i].known_dead(side, word);
         }
         up
     }
@@ -1148,7 +1149,7 @@ impl MpscConsumer {
                 }
                 _ => {
                     self.seen_producer |= state_of(word) == STATE_ATTACHED;
-                    self.ready.died(i, word)
+                    self.ready.died(i, side, word)
                         || (check
                             && matches!(
                                 self.watches[i].status_of((&self.segment, side), word)?,

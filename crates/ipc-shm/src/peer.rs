@@ -57,6 +57,13 @@ pub(crate) fn identity_of(word: u64) -> Identity {
     }
 }
 
+/// The PID namespace `side`'s holder published (0: none, or not yet). Two processes of two
+/// namespaces can publish one owner word (pid 1 of each, started in one clock tick): a
+/// verdict or a watch kept for one word holds for that word and this namespace only.
+pub(crate) fn published_ns(side: &Side) -> u64 {
+    side.pidns.load(Ordering::Acquire)
+}
+
 /// The part of an owner word that names the process (its identity without the state).
 pub(crate) fn key_of(word: u64) -> u64 {
     word >> STATE_BITS
@@ -428,8 +435,8 @@ impl Watch {
     }
 
     /// Whether the process `word` names was already found dead (no syscall).
-    pub(crate) fn known_dead(&self, word: u64) -> bool {
-        self.dead && self.key == Some(key_of(word))
+    pub(crate) fn known_dead(&self, side: &Side, word: u64) -> bool {
+        self.dead && self.key == Some(key_of(word)) && self.ns == published_ns(side)
     }
 
     /// The pidfd of the peer process [`follow`](Watch::follow) last found, if any (none for a
@@ -759,7 +766,7 @@ mod tests {
             Status::Dead,
             "its mark is gone"
         );
-        assert!(w.known_dead(s.owner.load(Ordering::Relaxed)));
+        assert!(w.known_dead(s, s.owner.load(Ordering::Relaxed)));
 
         // Namespace not yet published (0): the pid check first, then the mark.
         free_dead(s, s.owner.load(Ordering::Relaxed));
@@ -803,7 +810,7 @@ mod tests {
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
         drop(mark);
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
-        assert!(w.known_dead(word));
+        assert!(w.known_dead(s, word));
         // The place freed, and taken by the second with the same word.
         assert!(free_dead(s, word));
         let mark = self::mark(&seg, s).unwrap().unwrap();
@@ -815,7 +822,7 @@ mod tests {
         );
         s.pidns.store(my_pidns() + 2, Ordering::Release);
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive, "by its mark");
-        assert!(!w.known_dead(word));
+        assert!(!w.known_dead(s, word));
         drop(mark);
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
     }
@@ -841,10 +848,10 @@ mod tests {
         // Back, with the same word and namespace.
         let mark = self::mark(&seg, s).unwrap().unwrap();
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
-        assert!(!w.known_dead(word));
+        assert!(!w.known_dead(s, word));
         drop(mark);
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
-        assert!(w.known_dead(word), "kept until the next check");
+        assert!(w.known_dead(s, word), "kept until the next check");
     }
 
     /// An end publishes its namespace only with a mark, and hands both over on detach.
@@ -876,5 +883,33 @@ mod tests {
         drop(held);
         assert_eq!(marked((&seg, other)), Some(false));
         assert_eq!(marked((&seg, s)), Some(false));
+    }
+
+    /// A process of this namespace that died, and one of another namespace that took its
+    /// place with the same owner word (pid and start tick): the first's death is not the
+    /// second's.
+    #[test]
+    fn a_death_known_for_one_namespace_is_not_another_s() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let gone = Identity {
+            pid: (1 << PID_BITS) - 1,
+            start_time: 1,
+        };
+        let word = pack(STATE_ATTACHED, gone);
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns(), Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
+        assert!(w.known_dead(s, word));
+        // Taken over in another namespace with the very same word, its mark held.
+        let mark = mark(&seg, s).unwrap().unwrap();
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        assert!(
+            !w.known_dead(s, word),
+            "a verdict for the other namespace's process"
+        );
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
+        drop(mark);
     }
 }

@@ -763,7 +763,7 @@ impl Publisher {
             // Holding the publisher back: is its process gone (seen by the watcher thread, or
             // with `check` a pidfd poll)? Then nothing it holds matters any more.
             if c + self.view.slots <= tail
-                && (self.ready.died(i, word)
+                && (self.ready.died(i, &place.side, word)
                     || (check
                         && Status::Dead
                             == self.watches[i].status_of((&self.segment, &place.side), word)?))
@@ -1478,8 +1478,8 @@ impl Subscriber {
             // A word no end writes (one free yet naming a process, too) is `Corrupted`:
             // waiting on, this subscriber would never see the publisher die.
             let gone = state_of(word) == STATE_CLOSED
-                || self.watch.known_dead(word)
-                || self.ready.died(0, word)
+                || self.watch.known_dead(&h.publisher, word)
+                || self.ready.died(0, &h.publisher, word)
                 || (check
                     && match self
                         .watch
@@ -1664,8 +1664,8 @@ impl Subscriber {
         let word = h.publisher.owner.load(Ordering::Acquire);
         own != self.mine
             || state_of(word) == STATE_CLOSED
-            || self.watch.known_dead(word)
-            || self.ready.died(0, word)
+            || self.watch.known_dead(&h.publisher, word)
+            || self.ready.died(0, &h.publisher, word)
             || !matches!(self.peek(), Ok(None))
     }
 }

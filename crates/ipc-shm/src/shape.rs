@@ -248,8 +248,9 @@ pub(crate) struct Doorbell {
     /// The last wait was armed timed (a peer the watcher thread does not cover): the next
     /// poll checks the peer's process ([`take_timed`](Doorbell::take_timed)).
     timed: AtomicBool,
-    /// Per peer (place index): the identity it was registered for and the registration.
-    peers: Vec<Option<(u64, Registration)>>,
+    /// Per peer (place index): the identity and PID namespace it was registered for, and the
+    /// registration.
+    peers: Vec<Option<(u64, u64, Registration)>>,
 }
 
 impl Doorbell {
@@ -276,8 +277,9 @@ impl Doorbell {
 
     /// Whether the watcher thread saw the process that owner word `owner` names (peer `i`)
     /// die. One load, no syscall.
-    pub(crate) fn died(&self, i: usize, owner: u64) -> bool {
-        matches!(self.peers.get(i), Some(Some((k, r))) if *k == peer::key_of(owner) && r.died())
+    pub(crate) fn died(&self, i: usize, side: &Side, owner: u64) -> bool {
+        matches!(self.peers.get(i), Some(Some((k, ns, r)))
+            if *k == peer::key_of(owner) && *ns == peer::published_ns(side) && r.died())
     }
 
     /// Makes sure the process holding `side` (peer `i`, followed by `watch`) is covered by the
@@ -299,7 +301,8 @@ impl Doorbell {
             return false;
         }
         let key = peer::key_of(owner);
-        if matches!(&self.peers[i], Some((k, _)) if *k == key) {
+        let ns = peer::published_ns(side);
+        if matches!(&self.peers[i], Some((k, n, _)) if *k == key && *n == ns) {
             return true;
         }
         self.peers[i] = None;
@@ -315,7 +318,7 @@ impl Doorbell {
         };
         match monitor::watch(pidfd, segment.clone(), self.word) {
             Ok(r) => {
-                self.peers[i] = Some((key, r));
+                self.peers[i] = Some((key, ns, r));
                 true
             }
             Err(e) => {
