@@ -125,11 +125,15 @@ impl Marks {
     pub fn open(file: BorrowedFd<'_>) -> crate::Result<Option<Marks>> {
         use rustix::fs::{Mode, OFlags};
         let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        match rustix::fs::open(
-            path.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        // Read-write where the file lets this process write it ([`exclusive`](Marks::exclusive)
+        // takes a write lock), else read-only (marks are read locks).
+        let open = |flags| rustix::fs::open(path.as_str(), flags | OFlags::CLOEXEC, Mode::empty());
+        let opened = match open(OFlags::RDWR) {
+            Err(e @ (Errno::MFILE | Errno::NFILE)) => Err(e),
+            Err(_) => open(OFlags::RDONLY),
+            ok => ok,
+        };
+        match opened {
             Ok(fd) => Ok(Some(Marks {
                 fd,
                 held: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -145,15 +149,26 @@ impl Marks {
     }
 
     /// Marks `place`, held until the returned [`Presence`] is dropped; `None` when the kernel
-    /// refuses the lock (out of lock memory): no mark then.
+    /// refuses the lock (out of lock memory), or another process keeps the place
+    /// [`exclusive`](Marks::exclusive) for longer than [`MARK_PATIENCE`] (one that frees a dead
+    /// holder's place takes it for a compare-and-swap): no mark then.
     pub fn mark(self: &std::sync::Arc<Marks>, place: u64) -> Option<Presence> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let count = held.entry(place).or_insert(0);
         if *count == 0 {
-            if let Err(e) = ofd_lock(self.fd.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, place) {
-                tracing::debug!(error = %e, "cannot lock the presence byte: no presence mark");
-                held.remove(&place);
-                return None;
+            let start = std::time::Instant::now();
+            loop {
+                match ofd_lock(self.fd.as_fd(), libc::F_OFD_SETLK, libc::F_RDLCK, place) {
+                    Ok(_) => break,
+                    Err(Errno::AGAIN | Errno::ACCESS) if start.elapsed() < MARK_PATIENCE => {
+                        std::thread::yield_now();
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot lock the presence byte: no mark");
+                        held.remove(&place);
+                        return None;
+                    }
+                }
             }
         }
         *count += 1;
@@ -161,6 +176,74 @@ impl Marks {
             marks: self.clone(),
             place,
         })
+    }
+}
+
+impl Marks {
+    /// Holds `place` against every mark (a write lock of its byte), for a process that frees a
+    /// place it found without a holder: while held, no process can mark the place (a claimer
+    /// marks before it claims), so a place found unmarked under it stays unclaimed.
+    /// [`Hold::Marked`] when some process holds a mark there; [`Hold::Cannot`] when this
+    /// process may not write-lock the file (opened read-only).
+    pub fn exclusive(&self, place: u64) -> Hold<'_> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        // This process's own mark there: held (and a write lock through this description
+        // would take the mark's place, then its unlock the mark).
+        if held.contains_key(&place) {
+            return Hold::Marked;
+        }
+        // The count stays locked while the place is held, so this process's own threads do
+        // not mark it meanwhile either (through this description, a mark would replace the
+        // write lock, and its unlock then the mark).
+        match ofd_lock(self.fd.as_fd(), libc::F_OFD_SETLK, libc::F_WRLCK, place) {
+            Ok(_) => Hold::Held(Exclusive {
+                marks: self,
+                place,
+                _held: held,
+            }),
+            Err(Errno::AGAIN | Errno::ACCESS) => Hold::Marked,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot hold a place against marks");
+                Hold::Cannot
+            }
+        }
+    }
+}
+
+/// How long [`Marks::mark`] waits for a place another process holds
+/// [`exclusive`](Marks::exclusive) (a few system calls' time): longer is a stuck or hostile
+/// process, and the end goes on without a mark.
+pub const MARK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What [`Marks::exclusive`] found.
+#[derive(Debug)]
+pub enum Hold<'a> {
+    /// The place, held against every mark until this is dropped.
+    Held(Exclusive<'a>),
+    /// A process holds a mark there.
+    Marked,
+    /// The place cannot be held here (the file is open read-only to this process).
+    Cannot,
+}
+
+/// A place held by [`Marks::exclusive`], given back on drop.
+#[derive(Debug)]
+pub struct Exclusive<'a> {
+    marks: &'a Marks,
+    place: u64,
+    _held: std::sync::MutexGuard<'a, std::collections::HashMap<u64, usize>>,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        // This description holds no mark of its own there (the caller frees a place that is not
+        // its own): unlocking gives up the write lock alone.
+        let _ = ofd_lock(
+            self.marks.fd.as_fd(),
+            libc::F_OFD_SETLK,
+            libc::F_UNLCK,
+            self.place,
+        );
     }
 }
 
@@ -292,6 +375,23 @@ mod tests {
         assert!(!presence_held(probe.as_fd(), 7).unwrap());
         drop(other);
         assert!(!presence_held(probe.as_fd(), 8).unwrap());
+        // A file this process may write: a place held against marks, and one that is marked.
+        let shm = crate::fd::create_unnamed_shm(0o600, 4096).unwrap();
+        let writer = std::sync::Arc::new(Marks::open(shm.as_fd()).unwrap().unwrap());
+        let other = std::sync::Arc::new(Marks::open(shm.as_fd()).unwrap().unwrap());
+        let mark = other.mark(3).unwrap();
+        assert!(matches!(writer.exclusive(3), Hold::Marked));
+        drop(mark);
+        let Hold::Held(held) = writer.exclusive(3) else {
+            panic!("an unmarked place is held");
+        };
+        assert!(
+            presence_held(shm.as_fd(), 3).unwrap(),
+            "held: a mark cannot be taken"
+        );
+        drop(held);
+        assert!(!presence_held(shm.as_fd(), 3).unwrap());
+        assert!(other.mark(3).is_some(), "marked again once given back");
         assert_ne!(pid_namespace(), 0);
     }
 }

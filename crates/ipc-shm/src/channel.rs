@@ -1171,7 +1171,7 @@ fn claim_until(
             break;
         }
         // Killed while claiming: it wrote nothing but its claim, so the place is free.
-        if peer::reclaim(side, found) {
+        if peer::reclaim(&end.segment, side, found) {
             tracing::trace!(
                 segment = %end.segment.kind(),
                 pid = peer::identity_of(found).pid,

@@ -529,7 +529,7 @@ impl MpscProducer {
                     if matches!(
                         Watch::default().status_of((&segment, side), found),
                         Ok(Status::Dead)
-                    ) && peer::reclaim(side, found)
+                    ) && peer::reclaim(&segment, side, found)
                     {
                         if let Ok(m) = claim(AttachStep::Claimed)? {
                             (index, mark) = (Some(i), m);
@@ -991,7 +991,7 @@ impl MpscConsumer {
                 let dead = Watch::default()
                     .dead_or_corrupt((&segment, side), found)
                     .map_err(err)?;
-                let retried = match dead && peer::reclaim(side, found) {
+                let retried = match dead && peer::reclaim(&segment, side, found) {
                     true => claim()?.ok(),
                     false => None,
                 };
@@ -1168,7 +1168,7 @@ impl MpscConsumer {
                 ring.header()
                     .tail
                     .store(self.consumers[i].position(), Ordering::Release);
-                peer::free_dead(side, word);
+                peer::free_dead(&self.segment, side, word);
                 self.seen_producer = true;
             } else if word != 0 {
                 live = true;

@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use ipc_core::process::Presence;
+use ipc_core::process::{Hold, Presence};
 use ipc_core::{Error, ErrorKind, Result};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
@@ -293,13 +293,34 @@ pub(crate) fn attach_until(
 /// Takes over the place `found` names if that is a claim (attaching) whose process the caller
 /// found gone: one compare-and-swap back to free, so it fails if anything changed since. The dead process
 /// had written nothing but its own block (an end touches the ring only once attached).
-pub(crate) fn reclaim(side: &Side, found: u64) -> bool {
-    state_of(found) == STATE_ATTACHING && free_dead(side, found)
+pub(crate) fn reclaim(seg: &Segment, side: &Side, found: u64) -> bool {
+    state_of(found) == STATE_ATTACHING && free_dead(seg, side, found)
 }
 
 /// Gives the place `found` names back (to free) for a process the caller found gone (dead, or
 /// closed and drained): one compare-and-swap, so it fails if anything changed since.
-pub(crate) fn free_dead(side: &Side, found: u64) -> bool {
+///
+/// Done while holding the place against every presence mark ([`Marks::exclusive`]): a process
+/// found dead by its mark and back in its place since, with the same owner word (it left and
+/// joined again), holds its mark again, and is not freed. A place someone marks is not freed.
+///
+/// [`Marks::exclusive`]: ipc_core::process::Marks::exclusive
+pub(crate) fn free_dead(seg: &Segment, side: &Side, found: u64) -> bool {
+    let marks = match seg.marks() {
+        Ok(marks) => marks,
+        Err(e) => {
+            tracing::debug!(error = %e, "no descriptor to hold a place with: freed unheld");
+            None
+        }
+    };
+    let _held = match (&marks, place(seg, side)) {
+        (Some(marks), Some(at)) => match marks.exclusive(at) {
+            Hold::Held(held) => Some(held),
+            Hold::Marked => return false,
+            Hold::Cannot => None,
+        },
+        _ => None,
+    };
     // The dead process's namespace is cleared first, so that no look pairs the next claim's
     // word with it (a look that reads 0 checks the pid, then the mark). Only that value is
     // cleared: a claim that came meanwhile keeps its own (or, the same value, loses it to 0,
@@ -711,12 +732,12 @@ mod tests {
         }
         // A dead claimer's place is taken over, once.
         let found = s.owner.load(Ordering::Relaxed);
-        assert!(!reclaim(s, found), "attached, not a claim");
+        assert!(!reclaim(&seg, s, found), "attached, not a claim");
         s.owner
             .store(pack(STATE_ATTACHING, gone), Ordering::Release);
         let found = s.owner.load(Ordering::Relaxed);
-        assert!(reclaim(s, found));
-        assert!(!reclaim(s, found));
+        assert!(reclaim(&seg, s, found));
+        assert!(!reclaim(&seg, s, found));
         attach(s).unwrap();
     }
 
@@ -769,7 +790,7 @@ mod tests {
         assert!(w.known_dead(s, s.owner.load(Ordering::Relaxed)));
 
         // Namespace not yet published (0): the pid check first, then the mark.
-        free_dead(s, s.owner.load(Ordering::Relaxed));
+        free_dead(&seg, s, s.owner.load(Ordering::Relaxed));
         assert_eq!(s.pidns.load(Ordering::Relaxed), 0, "cleared with the place");
         let gone = Identity {
             pid: (1 << PID_BITS) - 1,
@@ -812,7 +833,7 @@ mod tests {
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead);
         assert!(w.known_dead(s, word));
         // The place freed, and taken by the second with the same word.
-        assert!(free_dead(s, word));
+        assert!(free_dead(&seg, s, word));
         let mark = self::mark(&seg, s).unwrap().unwrap();
         s.owner.store(word, Ordering::Release);
         assert_eq!(
@@ -911,5 +932,31 @@ mod tests {
         );
         assert_eq!(w.status((&seg, s)).unwrap(), Status::Alive);
         drop(mark);
+    }
+
+    /// A process judged dead by its mark (none held) that comes back to its place with the
+    /// same owner word before the place is freed holds its mark again: it is not freed.
+    #[test]
+    fn a_place_whose_holder_marked_it_again_is_not_freed() {
+        let seg = segment();
+        let s = side(&seg, 0);
+        let mut away = me().unwrap();
+        away.start_time += 1;
+        let word = pack(STATE_ATTACHED, away);
+        s.owner.store(word, Ordering::Release);
+        s.pidns.store(my_pidns() + 1, Ordering::Release);
+        let mut w = Watch::default();
+        assert_eq!(w.status((&seg, s)).unwrap(), Status::Dead, "no mark held");
+        // Back in its place (the same word), its mark held through its own open of the file.
+        let theirs = ipc_core::process::Marks::open(seg.fd().unwrap())
+            .unwrap()
+            .unwrap();
+        let mark = std::sync::Arc::new(theirs)
+            .mark(place(&seg, s).unwrap())
+            .unwrap();
+        assert!(!free_dead(&seg, s, word), "a marked place is held");
+        assert_eq!(s.owner.load(Ordering::Relaxed), word);
+        drop(mark);
+        assert!(free_dead(&seg, s, word), "unmarked: freed");
     }
 }

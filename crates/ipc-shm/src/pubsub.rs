@@ -663,7 +663,7 @@ impl Publisher {
                     let status = Watch::default().status_of((&segment, side), found);
                     if state_of(found) == STATE_ATTACHING
                         && matches!(status, Ok(Status::Dead))
-                        && peer::reclaim(side, found)
+                        && peer::reclaim(&segment, side, found)
                     {
                         continue;
                     }
@@ -768,7 +768,7 @@ impl Publisher {
                         && Status::Dead
                             == self.watches[i].status_of((&self.segment, &place.side), word)?))
             {
-                if peer::free_dead(&place.side, word) {
+                if peer::free_dead(&self.segment, &place.side, word) {
                     tracing::trace!(place = i, "reclaimed a dead subscriber's place");
                 }
                 continue;
@@ -1160,7 +1160,7 @@ impl Subscriber {
                             Watch::default().status_of((&segment, side), word),
                             Ok(Status::Dead)
                         )
-                        || !peer::free_dead(side, word)
+                        || !peer::free_dead(&segment, side, word)
                     {
                         continue;
                     }
