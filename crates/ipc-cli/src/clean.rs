@@ -145,9 +145,7 @@ fn names_object(o: &Object, name: &str) -> bool {
 
 /// Whether `name` is a System V key that is `IPC_PRIVATE` (`0x0`, `0x00000000`).
 fn is_private_key(name: &str) -> bool {
-    name.strip_prefix("0x")
-        .and_then(|h| u32::from_str_radix(h, 16).ok())
-        == Some(0)
+    crate::list::sysv_key(name) == Some(0)
 }
 
 /// What a removal found gone: what it was there for, not a failure.

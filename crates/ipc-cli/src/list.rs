@@ -86,9 +86,13 @@ pub(crate) fn matches(o: &Object, name: &str) -> bool {
     if let Some(n) = name.strip_prefix("id:") {
         return n.parse() == Ok(id);
     }
+    sysv_key(name).is_some_and(|k| k as i32 == key)
+}
+
+/// The System V key a name gives as `0x` and hex digits (`0x0000002a`), if it is one.
+pub(crate) fn sysv_key(name: &str) -> Option<u32> {
     name.strip_prefix("0x")
         .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .is_some_and(|k| k as i32 == key)
 }
 
 pub(crate) fn inspect(options: &Options, name: &str, json: bool) -> Result<Exit> {

@@ -203,13 +203,15 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
     let mut out = stdout.lock();
     let mut frame = Vec::new();
     let mut received = 0;
+    // Only a pipe or a socket can lose its reader: a file or a terminal is not looked at
+    // before each message (a `poll` per message saved).
+    let can_lose_reader = stdout_can_lose_reader();
     while args.count.is_none_or(|c| received < c) {
         // A message taken is gone from a queue or channel: take one only if it can be written.
-        match stdout_state()? {
-            Stdout::Open => {}
-            // Whoever read stdout has what it wanted (`ipc recv ... | head -1`); what was
-            // not taken stays for the next receiver.
-            Stdout::ReaderGone => break,
+        // Whoever read stdout has what it wanted (`ipc recv ... | head -1`); what was not
+        // taken stays for the next receiver.
+        if can_lose_reader && matches!(stdout_state()?, Stdout::ReaderGone) {
+            break;
         }
         let n = match rx.recv_deadline(&mut buf, deadline) {
             Ok(n) => n,
@@ -246,6 +248,17 @@ pub(crate) fn recv(args: &Args) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Whether stdout is a pipe or a socket (`fstat`): the only kinds whose reader can leave.
+fn stdout_can_lose_reader() -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::fstat(std::io::stdout()).map_or(true, |st| {
+        matches!(
+            FileType::from_raw_mode(st.st_mode),
+            FileType::Fifo | FileType::Socket
+        )
+    })
 }
 
 /// What [`stdout_state`] found.

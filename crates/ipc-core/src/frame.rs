@@ -106,13 +106,18 @@ impl std::fmt::Debug for FrameDecoder {
     }
 }
 
+/// The buffer a decoder of payloads up to `max_payload` starts with (it grows for a larger
+/// frame).
+fn first_size(max_payload: usize) -> usize {
+    (max_payload + FRAME_HEADER_LEN).min(INITIAL_BUFFER)
+}
+
 impl FrameDecoder {
     /// A decoder that accepts payloads of at most `max_payload` bytes.
     pub fn new(max_payload: usize) -> FrameDecoder {
         let max_payload = max_payload.min(MAX_FRAME_PAYLOAD);
-        let size = (max_payload + FRAME_HEADER_LEN).min(INITIAL_BUFFER);
         FrameDecoder {
-            buf: vec![0; size],
+            buf: vec![0; first_size(max_payload)],
             start: 0,
             end: 0,
             max_payload,
@@ -234,12 +239,18 @@ impl FrameDecoder {
 
     /// Forgets every byte received and any frame being dropped or found corrupt, to start on a
     /// frame boundary again (a FIFO's next writer, after the last one closed mid-frame). Keeps
-    /// the buffer, the maximum and [`set_one_writer`](Self::set_one_writer).
+    /// the maximum and [`set_one_writer`](Self::set_one_writer); a buffer grown for a large
+    /// frame goes back to its first size (a writer that died in the middle of a 16 MiB message
+    /// leaves no 16 MiB behind).
     pub fn reset(&mut self) {
         self.start = 0;
         self.end = 0;
         self.skip = 0;
         self.poisoned = None;
+        let first = first_size(self.max_payload);
+        if self.buf.len() > first {
+            self.buf = vec![0; first];
+        }
     }
 
     /// Payload bytes of a dropped frame (one above the maximum) that are still to arrive and
@@ -399,8 +410,17 @@ impl FrameDecoder {
     /// stream is lost.
     fn oversized(&self, len: usize) -> Error {
         let why = if len > MAX_DROPPED_FRAME {
+            // The header as it came, escaped: text shows itself ("GET ", "hell").
+            let header: String = u32::try_from(len)
+                .unwrap_or(u32::MAX)
+                .to_le_bytes()
+                .iter()
+                .flat_map(|&b| std::ascii::escape_default(b))
+                .map(char::from)
+                .collect();
             format!(
-                "more than {} MiB: bytes that are not this framing (text reads as at least \
+                "more than {} MiB, too large to skip; its header bytes \"{header}\" are likely \
+                 not this framing at all (another program writing here? text reads as at least \
                  512 MiB), so the stream cannot be resynchronised",
                 MAX_DROPPED_FRAME >> 20
             )

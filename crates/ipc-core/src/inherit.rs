@@ -314,9 +314,12 @@ impl ChildFds {
             if e.raw_os_error() == Some(rustix::io::Errno::AGAIN.raw_os_error()) {
                 // No process could be made (`fork`/`clone`: a cgroup's pids.max, RLIMIT_NPROC,
                 // threads-max): a limit to name, not "try again", which `WouldBlock` would say.
-                return crate::knob::process_limit_error_io(e)
-                    .in_op("spawn with passed descriptors")
-                    .into();
+                return crate::knob::process_limit_error(
+                    rustix::io::Errno::AGAIN,
+                    crate::knob::Task::Process,
+                )
+                .in_op("spawn with passed descriptors")
+                .into();
             }
             if e.raw_os_error() != Some(TARGET_TAKEN) {
                 return e;

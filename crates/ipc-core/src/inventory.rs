@@ -504,8 +504,9 @@ impl Object {
             return (
                 Verdict::Unknown,
                 format!(
-                    "{why}; but processes this user cannot read (other users', or hidden by \
-                     /proc's hidepid=) may have a thread waiting on it: run as root to know"
+                    "{why}; but processes this user cannot read (other users', hidden by \
+                     /proc's hidepid=, or whose threads kernel.yama.ptrace_scope keeps from \
+                     it) may have a thread waiting on it: run as root to know"
                 ),
             );
         }
@@ -520,11 +521,10 @@ impl Object {
 /// `PROC_PID_INIT_INO`); `NSpid` in `/proc/self/status` would not do, as it lists only the
 /// namespaces from the one `/proc` was mounted for. Read once.
 fn pid_namespace_is_nested() -> bool {
+    /// The initial PID namespace's inode number (`PROC_PID_INIT_INO`).
+    const INITIAL: u64 = 0xEFFF_FFFC;
     static NESTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *NESTED.get_or_init(|| {
-        !std::fs::read_link("/proc/self/ns/pid")
-            .is_ok_and(|ns| ns.as_os_str() == "pid:[4026531836]")
-    })
+    *NESTED.get_or_init(|| crate::process::pid_namespace() != INITIAL)
 }
 
 /// The verdict over users: in use if one can still use it, stale if all are dead.
@@ -1078,6 +1078,7 @@ impl Holders {
             complete: false,
         };
         let mut unreadable = 0;
+        let mut unsearched_waits = 0usize;
         let me = std::process::id();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             notes.push("/proc cannot be read: no process is known to hold anything".to_owned());
@@ -1146,9 +1147,11 @@ impl Holders {
             for file in files {
                 holders.by_file.entry(file).or_default().push(pid);
             }
-            for object in waiting_on(&p.path()) {
+            let (waits, searched) = waiting_on(&p.path());
+            for object in waits {
                 holders.waiting.entry(object).or_default().push(pid);
             }
+            unsearched_waits += usize::from(!searched);
         }
         for pids in holders
             .by_path
@@ -1159,11 +1162,18 @@ impl Holders {
             pids.sort_unstable();
             pids.dedup();
         }
-        holders.complete = unreadable == 0 && !proc_hides_processes();
+        holders.complete = unreadable == 0 && unsearched_waits == 0 && !proc_hides_processes();
         if unreadable > 0 {
             notes.push(format!(
                 "{unreadable} processes of other users were not searched for open or mapped \
                  objects (run as root to see them)"
+            ));
+        }
+        if unsearched_waits > 0 {
+            notes.push(format!(
+                "{unsearched_waits} processes were not searched for threads waiting on System V \
+                 queues or semaphores (their /proc/PID/task/TID/syscall needs ptrace access: \
+                 kernel.yama.ptrace_scope, or run as root)"
             ));
         }
         holders
@@ -1187,15 +1197,34 @@ impl Holders {
 /// are blocked on now: `msgrcv`/`msgsnd` on a queue, `semop`/`semtimedop` on a set, as
 /// `/proc/PID/task/TID/syscall` shows (the call's number, then its arguments in hex, the id
 /// first). A receiver waiting for the next message is recorded nowhere else: not in
-/// `/proc/sysvipc/msg`, which keeps only the last sender and receiver.
-fn waiting_on(proc: &Path) -> Vec<(SysvKind, i32)> {
+/// `/proc/sysvipc/msg`, which keeps only the last sender and receiver. Also whether every
+/// thread could be searched: the file needs ptrace access, which Yama (`ptrace_scope` 1)
+/// refuses for a process of this very user that is not a child, where `fd` and `maps` still
+/// read (a refusal without Yama, for a process with capabilities this one lacks, is taken
+/// for no wait, as before).
+fn waiting_on(proc: &Path) -> (Vec<(SysvKind, i32)>, bool) {
     let Ok(tasks) = std::fs::read_dir(proc.join("task")) else {
-        return Vec::new();
+        return (Vec::new(), true);
     };
-    tasks
+    let mut searched = true;
+    let waits = tasks
         .flatten()
         .filter_map(|t| {
-            let line = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+            let line = match std::fs::read_to_string(t.path().join("syscall")) {
+                Ok(line) => line,
+                // The thread ended since the listing (or is ending: a zombie's file refuses
+                // to be read): it waits on nothing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(_) if task_ended(&t.path()) => return None,
+                // Refused by Yama (a process of this user that is not a child): not searched.
+                Err(_) if yama_restricts_ptrace() => {
+                    searched = false;
+                    return None;
+                }
+                // Refused otherwise (a process holding capabilities this one lacks): as before,
+                // taken for waiting on nothing.
+                Err(_) => return None,
+            };
             let mut fields = line.split_whitespace();
             let nr: libc::c_long = fields.next()?.parse().ok()?;
             let kind = match nr {
@@ -1206,7 +1235,31 @@ fn waiting_on(proc: &Path) -> Vec<(SysvKind, i32)> {
             let id = u64::from_str_radix(fields.next()?.strip_prefix("0x")?, 16).ok()?;
             Some((kind, i32::try_from(id).ok()?))
         })
-        .collect()
+        .collect();
+    (waits, searched)
+}
+
+/// Whether Yama restricts ptrace (`kernel.yama.ptrace_scope` above 0), which keeps a process
+/// from the `/proc/PID/task/TID/syscall` of its own user's processes that are not its children.
+/// Read once.
+fn yama_restricts_ptrace() -> bool {
+    static RESTRICTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RESTRICTS.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+            .is_ok_and(|s| s.trim().parse::<u32>().is_ok_and(|n| n > 0))
+    })
+}
+
+/// Whether the thread at `/proc/PID/task/TID` (`task`) has ended: gone, or a zombie.
+fn task_ended(task: &Path) -> bool {
+    match std::fs::read(task.join("stat")) {
+        Ok(line) => line
+            .iter()
+            .rposition(|&b| b == b')')
+            .and_then(|i| line.get(i + 2))
+            .is_some_and(|&state| matches!(state, b'Z' | b'X')),
+        Err(_) => true,
+    }
 }
 
 /// The device and inode of the file a `/proc/PID/maps` line maps (`ADDR PERMS OFFSET MAJ:MIN

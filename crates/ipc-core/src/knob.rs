@@ -348,17 +348,28 @@ pub const RLIMIT_NPROC: &str =
 /// `pthread_create`: `EAGAIN`, which is not "try again later" here): a
 /// [`LimitExceeded`](crate::ErrorKind::LimitExceeded) naming the limit that is at its end now,
 /// looked at in this order: a `pids.max` of this process's cgroup or of one above it (the
-/// kernel charges a new task to each up to the root); the room for a thread's stack
-/// (`pthread_create` says `EAGAIN` when its `mmap` fails: [`RLIMIT_AS`], [`MAX_MAP_COUNT`]);
+/// kernel charges a new task to each up to the root); for a [`Task::Thread`], the room for its
+/// stack (`pthread_create` says `EAGAIN` when its `mmap` fails: [`RLIMIT_AS`],
+/// [`MAX_MAP_COUNT`]);
 /// the PID namespace's pids against [`PID_MAX`]; the system's threads against
 /// [`THREADS_MAX`]; this user's threads against [`RLIMIT_NPROC`] (not for root, which it does
 /// not bind). When none is at its end now (it may have been at the moment), the error lists
 /// them all. Other errnos as they are.
-pub fn process_limit_error(e: rustix::io::Errno) -> Error {
+pub fn process_limit_error(e: rustix::io::Errno, task: Task) -> Error {
     if e != rustix::io::Errno::AGAIN {
         return Error::from(e);
     }
-    process_limit().with_source(e.into())
+    process_limit(task).with_source(e.into())
+}
+
+/// What could not be made, for [`process_limit_error`]: a thread needs a stack mapping, which
+/// the address-space limits may refuse; a process (`fork`) does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// A thread (`pthread_create`, `std::thread::spawn`).
+    Thread,
+    /// A process (`fork`, `clone`, `Command::spawn`).
+    Process,
 }
 
 /// The stack `std` gives a new thread by default: 2 MiB (`fork` needs none, and fails with
@@ -366,11 +377,14 @@ pub fn process_limit_error(e: rustix::io::Errno) -> Error {
 const THREAD_STACK: usize = 2 << 20;
 
 /// The limit [`process_limit_error`] names.
-fn process_limit() -> Error {
+fn process_limit(task: Task) -> Error {
     if let Some((knob, max)) = cgroup_pids_full() {
         return Error::limit(knob, Some(max));
     }
-    if let Some(e) = mapping_limit(THREAD_STACK) {
+    if let Some(e) = (task == Task::Thread)
+        .then(|| mapping_limit(THREAD_STACK))
+        .flatten()
+    {
         return e;
     }
     if let Some(max) = pids_used_up() {
@@ -456,22 +470,31 @@ fn pids_used_up() -> Option<u64> {
 
 /// [`process_limit_error`] for the `io::Error` of `std`'s thread and process spawns; other
 /// errors as they are.
-pub fn process_limit_error_io(e: std::io::Error) -> Error {
-    let errno = rustix::io::Errno::AGAIN;
-    if e.raw_os_error() == Some(errno.raw_os_error()) {
-        return process_limit_error(errno);
-    }
-    Error::from(e)
+pub fn process_limit_error_io(e: std::io::Error, task: Task) -> Error {
+    on_errno(e, rustix::io::Errno::AGAIN, |errno| {
+        process_limit_error(errno, task)
+    })
 }
 
 /// [`mapping_error`] for the `io::Error` of a `memmap2` mapping of `len` bytes; other errors as
 /// they are.
 pub fn mapping_error_io(e: std::io::Error, len: usize) -> Error {
-    let errno = rustix::io::Errno::NOMEM;
-    if e.raw_os_error() == Some(errno.raw_os_error()) {
-        return mapping_error(errno, len);
+    on_errno(e, rustix::io::Errno::NOMEM, |errno| {
+        mapping_error(errno, len)
+    })
+}
+
+/// `e` as `map` makes it when its errno is `errno` (an `io::Error` from std or `memmap2`), as
+/// it is otherwise.
+fn on_errno(
+    e: std::io::Error,
+    errno: rustix::io::Errno,
+    map: impl FnOnce(rustix::io::Errno) -> Error,
+) -> Error {
+    match e.raw_os_error() == Some(errno.raw_os_error()) {
+        true => map(errno),
+        false => Error::from(e),
     }
-    Error::from(e)
 }
 
 /// The `pids.max` file of the cgroup (v2, or the v1 `pids` hierarchy) that holds as many

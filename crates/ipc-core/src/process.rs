@@ -128,11 +128,10 @@ impl Marks {
         // Read-write where the file lets this process write it ([`exclusive`](Marks::exclusive)
         // takes a write lock), else read-only (marks are read locks).
         let open = |flags| rustix::fs::open(path.as_str(), flags | OFlags::CLOEXEC, Mode::empty());
-        let opened = match open(OFlags::RDWR) {
-            Err(e @ (Errno::MFILE | Errno::NFILE)) => Err(e),
-            Err(_) => open(OFlags::RDONLY),
-            ok => ok,
-        };
+        let opened = open(OFlags::RDWR).or_else(|e| match e {
+            Errno::MFILE | Errno::NFILE => Err(e),
+            _ => open(OFlags::RDONLY),
+        });
         match opened {
             Ok(fd) => Ok(Some(Marks {
                 fd,
@@ -177,9 +176,7 @@ impl Marks {
             place,
         })
     }
-}
 
-impl Marks {
     /// Holds `place` against every mark (a write lock of its byte), for a process that frees a
     /// place it found without a holder: while held, no process can mark the place (a claimer
     /// marks before it claims), so a place found unmarked under it stays unclaimed.
@@ -392,6 +389,32 @@ mod tests {
         drop(held);
         assert!(!presence_held(shm.as_fd(), 3).unwrap());
         assert!(other.mark(3).is_some(), "marked again once given back");
+        // A mark waits for a hold given back within MARK_PATIENCE, and not for one kept longer.
+        let Hold::Held(held) = writer.exclusive(4) else {
+            panic!("an unmarked place is held");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = {
+            let other = other.clone();
+            std::thread::spawn(move || {
+                tx.send(()).unwrap();
+                other.mark(4).is_some()
+            })
+        };
+        rx.recv().unwrap();
+        std::thread::sleep(MARK_PATIENCE / 4);
+        drop(held);
+        assert!(
+            marker.join().unwrap(),
+            "marked once the hold was given back"
+        );
+        let Hold::Held(_kept) = writer.exclusive(5) else {
+            panic!("an unmarked place is held");
+        };
+        assert!(
+            other.mark(5).is_none(),
+            "a hold kept past the patience: no mark"
+        );
         assert_ne!(pid_namespace(), 0);
     }
 }

@@ -134,7 +134,7 @@ impl ChildPipes {
                     ipc_core::pipe::descriptor_error(e)
                 }
                 // No process could be made: a limit, not "try again" (`WouldBlock`).
-                _ => ipc_core::knob::process_limit_error_io(e),
+                _ => ipc_core::knob::process_limit_error_io(e, ipc_core::knob::Task::Process),
             };
             let err = err.in_op("spawn").on(cmd.get_program().to_string_lossy());
             tracing::debug!(error = %err, "spawning a child with pipe ends failed");

@@ -160,7 +160,8 @@ impl Bell {
             .stack_size(64 * 1024)
             .spawn(move || run(&s))
             .map_err(|e| {
-                ipc_core::knob::process_limit_error_io(e).in_op("start the doorbell thread")
+                ipc_core::knob::process_limit_error_io(e, ipc_core::knob::Task::Thread)
+                    .in_op("start the doorbell thread")
             })?;
         tracing::trace!(offset, "started a channel doorbell");
         Ok(Bell {

@@ -121,24 +121,40 @@ fn channel(segment: &Segment) -> Option<Recognised> {
         _ => 0,
     };
     r.facts.push(("fill (bytes)".to_owned(), fill.to_string()));
-    for (role, side) in [
-        ("sender", &ring.header().tx),
-        ("receiver", &ring.header().rx),
-    ] {
-        let word = side.owner.load(Ordering::Acquire);
-        match user(role, (segment, side), word) {
-            Ok(u) => r.users.push(u),
-            Err(e) => {
-                r.corrupted = Some(format!("{role}: {e}"));
-                return Some(r);
-            }
-        }
-    }
+    let ends = [
+        ("sender".to_owned(), &*ring.header().tx),
+        ("receiver".to_owned(), &*ring.header().rx),
+    ];
+    add_users(&mut r, segment, ends, []);
     Some(r)
 }
 
-/// One end as a [`User`]: its state, its process and whether that process lives (the ends'
-/// own check: pidfd and start time, which pid reuse cannot fool).
+/// Adds to `r` the [`User`] of each end in `always`, and of each in `if_held` whose place is
+/// not free (a free place is anybody's to take); a word no end writes stops it, with
+/// [`Recognised::corrupted`] naming the end.
+pub(crate) fn add_users<'a>(
+    r: &mut Recognised,
+    segment: &Segment,
+    always: impl IntoIterator<Item = (String, &'a crate::ring::Side)>,
+    if_held: impl IntoIterator<Item = (String, &'a crate::ring::Side)>,
+) {
+    let always = always.into_iter().map(|(role, side)| (role, side, true));
+    let if_held = if_held.into_iter().map(|(role, side)| (role, side, false));
+    for (role, side, listed) in always.chain(if_held) {
+        let word = side.owner.load(Ordering::Acquire);
+        if word == 0 && !listed {
+            continue;
+        }
+        match user(&role, (segment, side), word) {
+            Ok(u) => r.users.push(u),
+            Err(e) => {
+                r.corrupted = Some(format!("{role}: {e}"));
+                return;
+            }
+        }
+    }
+}
+
 /// The start of what is recognised of a segment whose first 8 bytes are `magic` (`None` for
 /// another, or one too short to tell): `what`, and its layout version (the 4 bytes after the
 /// magic) as the first fact. The caller validates the rest.
@@ -160,7 +176,9 @@ pub(crate) fn begin(segment: &Segment, magic: u64, what: &str) -> Option<Recogni
     })
 }
 
-pub(crate) fn user(role: &str, at: crate::peer::At<'_>, word: u64) -> Result<User> {
+/// One end as a [`User`]: its state, its process and whether that process lives (the ends'
+/// own check: pidfd and start time in this PID namespace, the presence mark in another).
+fn user(role: &str, at: crate::peer::At<'_>, word: u64) -> Result<User> {
     let status = Watch::default().status_of(at, word);
     let pid = (state_of(word) != STATE_FREE).then(|| identity_of(word).pid);
     let (state, can_use) = match status {

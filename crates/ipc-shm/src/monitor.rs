@@ -57,7 +57,8 @@ fn monitor() -> Result<Arc<Monitor>> {
         .name("ipc-shm-watch".into())
         .spawn(move || run.run())
         .map_err(|e| {
-            ipc_core::knob::process_limit_error_io(e).in_op("spawn ipc-shm-watch thread")
+            ipc_core::knob::process_limit_error_io(e, ipc_core::knob::Task::Thread)
+                .in_op("spawn ipc-shm-watch thread")
         })?;
     tracing::trace!("started the ipc-shm peer watcher thread");
     *slot = Some(m.clone());

@@ -449,21 +449,8 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         .iter()
         .enumerate()
         .map(|(i, ring)| (format!("producer {i}"), &*ring.header().tx));
-    for (role, side) in
-        std::iter::once(("consumer".to_owned(), &*view.header().consumer)).chain(places)
-    {
-        let word = side.owner.load(Ordering::Acquire);
-        if word == 0 && role != "consumer" {
-            continue;
-        }
-        match crate::inspect::user(&role, (segment, side), word) {
-            Ok(u) => r.users.push(u),
-            Err(e) => {
-                r.corrupted = Some(format!("{role}: {e}"));
-                return Some(r);
-            }
-        }
-    }
+    let consumer = [("consumer".to_owned(), &*view.header().consumer)];
+    crate::inspect::add_users(&mut r, segment, consumer, places);
     Some(r)
 }
 

@@ -114,8 +114,7 @@ fn boot_offset_ticks() -> std::result::Result<i64, Errno> {
     let (Some(Ok(secs)), Some(Ok(nanos))) = (fields.next(), fields.next()) else {
         return Ok(0);
     };
-    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
-    let hz = i64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100));
+    let hz = i64::try_from(rustix::param::clock_ticks_per_second()).unwrap_or(100);
     Ok(secs
         .saturating_mul(hz)
         .saturating_add(nanos.saturating_mul(hz) / 1_000_000_000))
@@ -550,9 +549,9 @@ impl Watch {
                     self.key = None;
                     return Err(Error::with_note(
                         ErrorKind::Unsupported,
-                        "checking that the peer process lives needs /proc/PID/stat, and /proc \
-                         is not readable here: mount /proc (both ends must also share one PID \
-                         namespace)",
+                        "checking that the peer process lives needs /proc (its /proc/PID/stat, \
+                         or its presence mark, which is made through /proc/self/fd), and /proc \
+                         is not readable here: mount /proc",
                     )
                     .in_op("check the peer process"));
                 }

@@ -590,19 +590,8 @@ pub(crate) fn recognise(segment: &Segment) -> Option<Recognised> {
         r.facts.push((k.to_owned(), v));
     }
     let places = (0..view.subscribers).map(|i| (format!("subscriber {i}"), &view.place(i).side));
-    for (role, side) in std::iter::once(("publisher".to_owned(), &*h.publisher)).chain(places) {
-        let word = side.owner.load(Ordering::Acquire);
-        if word == 0 && role != "publisher" {
-            continue;
-        }
-        match crate::inspect::user(&role, (segment, side), word) {
-            Ok(u) => r.users.push(u),
-            Err(e) => {
-                r.corrupted = Some(format!("{role}: {e}"));
-                return Some(r);
-            }
-        }
-    }
+    let publisher = [("publisher".to_owned(), &*h.publisher)];
+    crate::inspect::add_users(&mut r, segment, publisher, places);
     Some(r)
 }
 

@@ -342,7 +342,8 @@ impl Doorbell {
     /// Whether the last wait was armed timed (a peer the watcher thread does not cover), which
     /// the next poll is told once ([`PollCheck::due`](crate::wait::PollCheck::due)).
     pub(crate) fn take_timed(&self) -> bool {
-        self.timed.swap(false, Ordering::Relaxed)
+        // A load first: a poll after an untimed wait (the common case) writes nothing.
+        self.timed.load(Ordering::Relaxed) && self.timed.swap(false, Ordering::Relaxed)
     }
 
     /// Ends a wait (drains the eventfd); returns whether one was armed, that is whether the
